@@ -1,0 +1,136 @@
+"""DurableFuture: durable execution for Python on NATS JetStream.
+
+Workflows are plain generator functions that ``yield df.activity(...)``; every outcome is
+recorded in a per-run history on JetStream, and a crashed run is rebuilt by replaying that
+history through the generator. See README.md for the authoring guide.
+
+Public names are loaded lazily, so ``import durablefuture.core`` pulls in nothing but the pure
+core (no asyncio, nats or orjson).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from durablefuture import testing, workflow
+    from durablefuture.activity import ActivityInfo, activity_info, heartbeat
+    from durablefuture.api import (
+        activity,
+        all_of,
+        any_of,
+        child_workflow,
+        continue_as_new,
+        side_effect,
+        sleep,
+        wait_signal,
+    )
+    from durablefuture.core.definitions import defn
+    from durablefuture.core.errors import (
+        ActivityError,
+        ApplicationError,
+        CancelledError,
+        ChildWorkflowError,
+        DecodeError,
+        DurableFutureError,
+        InvalidArgumentError,
+        NatsUnavailableError,
+        NonDeterminismError,
+        NotRegisteredError,
+        PayloadError,
+        ServerUnavailableError,
+        TerminatedError,
+        TimeoutError,
+        TransportError,
+        WorkflowAlreadyStartedError,
+        WorkflowCancelledError,
+        WorkflowContinuedAsNewError,
+        WorkflowError,
+        WorkflowExecutionError,
+        WorkflowFailedError,
+        WorkflowNotFoundError,
+        WorkflowTerminatedError,
+        WorkflowTimedOutError,
+    )
+    from durablefuture.core.failure import Failure
+    from durablefuture.core.options import (
+        ActivityOptions,
+        Backoff,
+        IdReusePolicy,
+        ParentClosePolicy,
+        RetryPolicy,
+        WorkflowOptions,
+    )
+
+__version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    # commands
+    "activity": "durablefuture.api",
+    "all_of": "durablefuture.api",
+    "any_of": "durablefuture.api",
+    "child_workflow": "durablefuture.api",
+    "continue_as_new": "durablefuture.api",
+    "side_effect": "durablefuture.api",
+    "sleep": "durablefuture.api",
+    "wait_signal": "durablefuture.api",
+    "defn": "durablefuture.core.definitions",
+    # options
+    "ActivityOptions": "durablefuture.core.options",
+    "Backoff": "durablefuture.core.options",
+    "IdReusePolicy": "durablefuture.core.options",
+    "ParentClosePolicy": "durablefuture.core.options",
+    "RetryPolicy": "durablefuture.core.options",
+    "WorkflowOptions": "durablefuture.core.options",
+    "Failure": "durablefuture.core.failure",
+    # activities
+    "ActivityInfo": "durablefuture.activity",
+    "activity_info": "durablefuture.activity",
+    "heartbeat": "durablefuture.activity",
+}
+_ERRORS = (
+    "ActivityError",
+    "ApplicationError",
+    "CancelledError",
+    "ChildWorkflowError",
+    "DecodeError",
+    "DurableFutureError",
+    "InvalidArgumentError",
+    "NatsUnavailableError",
+    "NonDeterminismError",
+    "NotRegisteredError",
+    "PayloadError",
+    "ServerUnavailableError",
+    "TerminatedError",
+    "TimeoutError",
+    "TransportError",
+    "WorkflowAlreadyStartedError",
+    "WorkflowCancelledError",
+    "WorkflowContinuedAsNewError",
+    "WorkflowError",
+    "WorkflowExecutionError",
+    "WorkflowFailedError",
+    "WorkflowNotFoundError",
+    "WorkflowTerminatedError",
+    "WorkflowTimedOutError",
+)
+_LAZY.update(dict.fromkeys(_ERRORS, "durablefuture.core.errors"))
+_SUBMODULES = ("workflow", "testing")
+
+__all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"durablefuture.{name}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'durablefuture' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

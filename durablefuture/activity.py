@@ -1,0 +1,115 @@
+"""What activity code can ask for: ``df.activity_info()`` and ``df.heartbeat(*details)``.
+
+Both read the context the worker sets while it runs an attempt; they work in sync activities
+(run in a thread) and async ones (run on the loop) alike.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from attrs import field, frozen
+
+from durablefuture.core.errors import DurableFutureError
+from durablefuture.core.types import JsonValue
+
+__all__ = ["ActivityContext", "ActivityInfo", "activity_info", "current_activity", "heartbeat"]
+
+
+def _args(value: object) -> tuple[JsonValue, ...]:
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, list):
+        return tuple(value)
+    raise TypeError(f"expected a tuple, got {type(value).__name__}")
+
+
+@frozen
+class ActivityInfo:
+    """Facts about the running activity attempt."""
+
+    activity_id: int
+    activity_name: str
+    attempt: int
+    workflow_id: str
+    workflow_type: str
+    run_id: str
+    namespace: str
+    task_queue: str
+    scheduled_time: datetime
+    started_time: datetime
+    schedule_to_close_deadline: datetime | None = None
+    start_to_close_deadline: datetime | None = None
+    heartbeat_timeout: float | None = None
+    heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    """Details passed to ``df.heartbeat`` by the previous attempt (empty on the first)."""
+
+
+class ActivityContext:
+    """The worker's handle on a running attempt (heartbeats and cancellation)."""
+
+    def __init__(
+        self,
+        info: ActivityInfo,
+        on_heartbeat: Callable[[tuple[object, ...]], None],
+        is_cancelled: Callable[[], bool],
+    ) -> None:
+        self.info = info
+        self._on_heartbeat = on_heartbeat
+        self._is_cancelled = is_cancelled
+
+    def heartbeat(self, details: tuple[object, ...]) -> None:
+        self._on_heartbeat(details)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._is_cancelled()
+
+
+_current: contextvars.ContextVar[ActivityContext | None] = contextvars.ContextVar(
+    "durablefuture_activity_context", default=None
+)
+
+
+def current_activity() -> ActivityContext:
+    ctx = _current.get()
+    if ctx is None:
+        raise DurableFutureError(
+            "df.activity_info() and df.heartbeat() only work inside an activity run by a "
+            "DurableFuture worker"
+        )
+    return ctx
+
+
+def set_activity_context(ctx: ActivityContext | None) -> contextvars.Token[ActivityContext | None]:
+    return _current.set(ctx)
+
+
+def reset_activity_context(token: contextvars.Token[ActivityContext | None]) -> None:
+    _current.reset(token)
+
+
+def activity_info() -> ActivityInfo:
+    """Attempt number, ids, deadlines and the previous attempt's heartbeat details."""
+    return current_activity().info
+
+
+def heartbeat(*details: object) -> None:
+    """Report progress. Cheap to call often: the worker sends at most one heartbeat per
+    interval (a fraction of ``heartbeat_timeout``) and keeps the latest details, which the next
+    attempt sees in ``df.activity_info().heartbeat_details`` if this one fails.
+
+    Raises ``df.CancelledError`` if the workflow asked this activity to stop.
+    """
+    ctx = current_activity()
+    ctx.heartbeat(details)
+    if ctx.cancelled:
+        from durablefuture.core.errors import CancelledError
+
+        raise CancelledError("activity cancelled: the workflow no longer needs its result")
+
+
+def utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)

@@ -1,0 +1,176 @@
+"""The commands a workflow yields: ``df.activity``, ``df.sleep``, ``df.all_of``, ...
+
+Each helper validates and encodes its arguments *here*, at the call site, so a mistake (an
+unencodable argument, a wrong argument count, a negative duration) raises where it was made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from durablefuture.codec.wire import default_codec
+from durablefuture.core.commands import (
+    ActivityCall,
+    AllOf,
+    AnyOf,
+    ChildWorkflowCall,
+    ContinueAsNew,
+    SideEffect,
+    Sleep,
+    WaitSignal,
+    Yieldable,
+)
+from durablefuture.core.definitions import bind_args, name_of, result_type_of
+from durablefuture.core.errors import InvalidArgumentError
+from durablefuture.core.options import ActivityOptions, ParentClosePolicy
+from durablefuture.core.types import Duration, JsonValue, check_name, optional_seconds, seconds
+
+__all__ = [
+    "activity",
+    "all_of",
+    "any_of",
+    "child_workflow",
+    "continue_as_new",
+    "side_effect",
+    "sleep",
+    "wait_signal",
+]
+
+_YIELDABLE = (ActivityCall, Sleep, WaitSignal, SideEffect, ChildWorkflowCall, AllOf, AnyOf)
+
+
+def _encode_args(args: tuple[object, ...], what: str) -> tuple[JsonValue, ...]:
+    payloads = default_codec().payloads
+    return tuple(
+        payloads.to_payload(a, f"argument {i} ({type(a).__name__}) of {what}")
+        for i, a in enumerate(args)
+    )
+
+
+def activity(
+    fn: Callable[..., object] | str,
+    *args: object,
+    options: ActivityOptions | None = None,
+    result_type: object = None,
+) -> ActivityCall:
+    """Run an activity. ``result = yield df.activity(charge, order_id, amount)``.
+
+    Args:
+        fn: the activity function, or its registered name.
+        args: positional arguments, encoded as JSON now (an unencodable one raises here).
+        options: timeouts, retry policy and task queue (``df.ActivityOptions``).
+        result_type: type to structure the result into (defaults to ``fn``'s return hint).
+
+    The yield returns the activity's result, or raises ``df.ActivityError`` once retries are
+    exhausted (``.cause`` holds the last attempt's error).
+    """
+    name = name_of(fn, "activity")
+    if options is not None and not isinstance(options, ActivityOptions):
+        raise InvalidArgumentError(f"options must be a df.ActivityOptions, got {options!r}")
+    if not isinstance(fn, str):
+        bind_args(fn, args, "activity")
+    return ActivityCall(
+        name=name,
+        args=_encode_args(args, f"activity {name!r}"),
+        options=options,
+        result_type=result_type if result_type is not None else result_type_of(fn),
+    )
+
+
+def sleep(duration: Duration) -> Sleep:
+    """A durable timer: ``yield df.sleep(timedelta(hours=1))`` survives any crash."""
+    return Sleep(seconds(duration, "sleep duration"))
+
+
+def wait_signal(
+    name: str, timeout: Duration | None = None, *, result_type: object = None
+) -> WaitSignal:
+    """Wait for the next signal ``name``; returns its argument (a tuple if it had several).
+
+    With ``timeout``, raises ``df.TimeoutError`` if no signal arrives in time. Signals that
+    arrive before the workflow waits are buffered, in order.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError(f"signal name must be a non-empty string, got {name!r}")
+    t = optional_seconds(timeout, "wait_signal timeout")
+    return WaitSignal(name, t, result_type)
+
+
+def side_effect(fn: Callable[[], object], *, result_type: object = None) -> SideEffect:
+    """Run ``fn`` once and record its result; on replay the recorded value is returned."""
+    if not callable(fn):
+        raise InvalidArgumentError(f"df.side_effect takes a function, got {fn!r}")
+    return SideEffect(fn, result_type if result_type is not None else result_type_of(fn))
+
+
+def child_workflow(
+    fn: Callable[..., object] | str,
+    *args: object,
+    id: str | None = None,
+    task_queue: str | None = None,
+    execution_timeout: Duration | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.REQUEST_CANCEL,
+    result_type: object = None,
+) -> ChildWorkflowCall:
+    """Start a child workflow and wait for its result (or ``df.ChildWorkflowError``)."""
+    name = name_of(fn, "workflow")
+    if not isinstance(fn, str):
+        bind_args(fn, args, "workflow")
+    if task_queue is not None:
+        check_name(task_queue)
+    if not isinstance(parent_close_policy, ParentClosePolicy):
+        raise InvalidArgumentError(
+            f"parent_close_policy must be a df.ParentClosePolicy, got {parent_close_policy!r}"
+        )
+    return ChildWorkflowCall(
+        workflow_type=name,
+        args=_encode_args(args, f"child workflow {name!r}"),
+        workflow_id=id,
+        task_queue=task_queue,
+        execution_timeout=optional_seconds(execution_timeout, "execution_timeout"),
+        parent_close_policy=parent_close_policy,
+        result_type=result_type if result_type is not None else result_type_of(fn),
+    )
+
+
+def continue_as_new(
+    *args: object,
+    workflow: Callable[..., object] | str | None = None,
+    task_queue: str | None = None,
+) -> ContinueAsNew:
+    """End this run and start a new one with ``args`` and an empty history (same workflow id)."""
+    if task_queue is not None:
+        check_name(task_queue)
+    return ContinueAsNew(
+        args=_encode_args(args, "continue_as_new"),
+        workflow_type=None if workflow is None else name_of(workflow, "workflow"),
+        task_queue=task_queue,
+    )
+
+
+def _items(cmds: tuple[object, ...], what: str) -> tuple[Yieldable, ...]:
+    only = cmds[0] if len(cmds) == 1 else None
+    if isinstance(only, Iterable) and not isinstance(only, str | _YIELDABLE):
+        cmds = tuple(only)
+    for i, c in enumerate(cmds):
+        if not isinstance(c, _YIELDABLE):
+            raise InvalidArgumentError(
+                f"{what} item {i} is {c!r}; pass commands such as df.activity(...) or df.sleep(...)"
+            )
+    return tuple(cmds)  # type: ignore[arg-type]
+
+
+def all_of(*commands: Yieldable | Iterable[Yieldable]) -> AllOf:
+    """Run commands in parallel; the yield returns the list of their results.
+
+    Fails fast: the first failure is raised at the yield.
+    """
+    return AllOf(_items(commands, "df.all_of"))
+
+
+def any_of(*commands: Yieldable | Iterable[Yieldable]) -> AnyOf:
+    """Run commands in parallel; the yield returns ``(index, result)`` of the first to finish."""
+    items = _items(commands, "df.any_of")
+    if not items:
+        raise InvalidArgumentError("df.any_of needs at least one command")
+    return AnyOf(items)

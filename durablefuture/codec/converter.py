@@ -1,0 +1,107 @@
+"""The one cattrs converter: engine messages and user payloads go through it.
+
+Built once by :func:`make_converter`. Events, commands and inputs are tagged unions (``"t"`` holds
+the class name); tuples become lists; enums travel by value; datetimes, dates, UUIDs, decimals
+and bytes travel as strings so that every payload is plain JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import enum
+import pathlib
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from typing import Any, get_args
+
+import attrs
+from cattrs import Converter
+from cattrs.strategies import configure_tagged_union
+
+from durablefuture.core import commands as cmd
+from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
+from durablefuture.core.types import JsonValue
+
+__all__ = ["TAG", "make_converter"]
+
+TAG = "t"
+
+
+_JSON_SCALARS = frozenset({type(None), bool, int, float, str})
+
+
+def _is_json_value(t: object) -> bool:
+    """True for the ``JsonValue`` alias however it was resolved (forward refs included)."""
+    if t is JsonValue:
+        return True
+    if typing.get_origin(t) not in (typing.Union, types.UnionType):
+        return False
+    args = get_args(t)
+    scalars = {a for a in args if isinstance(a, type)}
+    origins = {typing.get_origin(a) for a in args}
+    return scalars == _JSON_SCALARS and list in origins and dict in origins
+
+
+def _tagged(converter: Converter, union: object) -> None:
+    configure_tagged_union(
+        union,
+        converter,
+        tag_generator=lambda cl: cl.__name__,
+        tag_name=TAG,
+    )
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def make_converter() -> Converter:
+    """Build the converter. Call once and share it (hooks are compiled lazily and cached)."""
+    c = Converter(
+        unstruct_collection_overrides={tuple: list, set: list, frozenset: list},
+        omit_if_default=True,
+        prefer_attrib_converters=False,
+    )
+    # JSON payload fields pass through untouched: they are JSON already.
+    c.register_unstructure_hook_func(_is_json_value, _identity)
+    c.register_structure_hook_func(_is_json_value, lambda v, _t: v)
+    # Common value types travel as strings.
+    c.register_unstructure_hook(dt.datetime, lambda v: v.isoformat())
+    c.register_structure_hook(dt.datetime, lambda v, _t: dt.datetime.fromisoformat(v))
+    c.register_unstructure_hook(dt.date, lambda v: v.isoformat())
+    c.register_structure_hook(dt.date, lambda v, _t: dt.date.fromisoformat(v))
+    c.register_unstructure_hook(dt.time, lambda v: v.isoformat())
+    c.register_structure_hook(dt.time, lambda v, _t: dt.time.fromisoformat(v))
+    c.register_unstructure_hook(dt.timedelta, lambda v: v.total_seconds())
+    c.register_structure_hook(dt.timedelta, lambda v, _t: dt.timedelta(seconds=v))
+    c.register_unstructure_hook(uuid.UUID, str)
+    c.register_structure_hook(uuid.UUID, lambda v, _t: uuid.UUID(v))
+    c.register_unstructure_hook(decimal.Decimal, str)
+    c.register_structure_hook(decimal.Decimal, lambda v, _t: decimal.Decimal(v))
+    c.register_unstructure_hook(bytes, lambda v: base64.b64encode(v).decode())
+    c.register_structure_hook(bytes, lambda v, _t: base64.b64decode(v))
+    c.register_unstructure_hook(pathlib.PurePath, str)
+    c.register_structure_hook(pathlib.Path, lambda v, _t: pathlib.Path(v))
+    c.register_structure_hook_func(lambda t: t is typing.Any or t is object, lambda v, _t: v)
+    # Engine unions: tagged by class name.
+    for union in (ev.Event, cmd.Command, inp.RunInput):
+        _tagged(c, union)
+    _check_unions_are_attrs(ev.Event, cmd.Command, inp.RunInput)
+    return c
+
+
+def _check_unions_are_attrs(*unions: object) -> None:
+    for union in unions:
+        for member in get_args(union):
+            if not attrs.has(member):  # pragma: no cover - a programming error
+                raise TypeError(f"{member!r} in a wire union is not an attrs class")
+
+
+# Re-exported for modules that need a hook type.
+Hook = Callable[[Any], Any]
+_ = enum  # enums are handled natively by cattrs (by value)

@@ -1,0 +1,234 @@
+"""Wire format of every message DurableFuture stores or sends (schema version 1).
+
+Every message is one JSON object with ``"v"`` (the schema version). Bodies:
+
+* history batch (``df.<ns>.h.<workflow>.<run>``): ``{"v", "in": input id, "ev": [events]}``
+* workflow task: ``{"v", "task": WorkflowTask, "ev": [events], "hseq": stream seq}``
+* activity task: ``{"v", "task": ActivityTask}``
+* server input: ``{"v", "wid": workflow id, "in": RunInput}`` or ``{"v", "start": request}``
+* reply (core NATS, to a request's reply subject): ``{"v", "ok", "run_id", "error"}``
+
+Events, commands and inputs are tagged unions: ``"t"`` is the class name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from attrs import field, frozen
+from cattrs import Converter
+
+from durablefuture.codec.converter import make_converter
+from durablefuture.codec.payloads import JsonPayloads
+from durablefuture.core import events as ev
+from durablefuture.core.effects import ActivityTask, RunSummary, WorkflowTask
+from durablefuture.core.errors import DecodeError
+from durablefuture.core.inputs import RunInput, StartWorkflowRequest
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Codec",
+    "InputEnvelope",
+    "Reply",
+    "WorkflowTaskMessage",
+    "default_codec",
+]
+
+SCHEMA_VERSION = 1
+
+
+def _events(value: object) -> tuple[ev.Event, ...]:
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, list):
+        return tuple(value)
+    raise TypeError(f"expected events, got {type(value).__name__}")
+
+
+@frozen
+class WorkflowTaskMessage:
+    task: WorkflowTask
+    events: tuple[ev.Event, ...] = field(default=(), converter=_events)
+    history_seq: int = 0
+
+
+@frozen
+class InputEnvelope:
+    """A server input: a start request, or an input for a run of ``workflow_id``."""
+
+    workflow_id: str
+    input: RunInput | None = None
+    start: StartWorkflowRequest | None = None
+
+
+@frozen
+class Reply:
+    ok: bool
+    run_id: str = ""
+    error_type: str = ""
+    message: str = ""
+
+
+class Codec:
+    """Encodes and decodes every engine message with the one converter."""
+
+    def __init__(self, converter: Converter | None = None) -> None:
+        self.converter = converter or make_converter()
+        self.payloads = JsonPayloads(self.converter)
+        c = self.converter
+        self._un_event = c.get_unstructure_hook(ev.Event)
+        self._st_event = c.get_structure_hook(ev.Event)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _load(self, data: bytes, what: str) -> dict[str, Any]:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(f"{what} is not JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise DecodeError(f"{what} is not a JSON object")
+        v = obj.get("v")
+        if v != SCHEMA_VERSION:
+            raise DecodeError(
+                f"{what} has schema version {v!r}; this DurableFuture reads version "
+                f"{SCHEMA_VERSION} (upgrade the component that wrote it, or this one)"
+            )
+        return obj
+
+    def _structure(self, obj: object, cls: Any, what: str) -> Any:
+        try:
+            return self.converter.structure(obj, cls)
+        except Exception as exc:
+            raise DecodeError(f"{what} does not match the schema: {_reason(exc)}") from None
+
+    # ------------------------------------------------------------------ events
+
+    def encode_event(self, event: ev.Event) -> dict[str, Any]:
+        out: dict[str, Any] = self._un_event(event)
+        return out
+
+    def decode_event(self, obj: object) -> ev.Event:
+        try:
+            event: ev.Event = self._st_event(obj, ev.Event)
+        except Exception as exc:
+            raise DecodeError(f"event does not match the schema: {_reason(exc)}") from None
+        return event
+
+    def encode_batch(self, input_id: str, events: list[ev.Event] | tuple[ev.Event, ...]) -> bytes:
+        return orjson.dumps(
+            {"v": SCHEMA_VERSION, "in": input_id, "ev": [self._un_event(e) for e in events]}
+        )
+
+    def decode_batch(self, data: bytes) -> tuple[str, list[ev.Event]]:
+        obj = self._load(data, "history message")
+        raw = obj.get("ev")
+        if not isinstance(raw, list) or not raw:
+            raise DecodeError("history message has no events")
+        input_id = obj.get("in", "")
+        if not isinstance(input_id, str):
+            raise DecodeError("history message has a non-string input id")
+        return input_id, [self.decode_event(e) for e in raw]
+
+    # ------------------------------------------------------------------ tasks
+
+    def encode_workflow_task(self, msg: WorkflowTaskMessage) -> bytes:
+        return orjson.dumps(
+            {
+                "v": SCHEMA_VERSION,
+                "task": self.converter.unstructure(msg.task),
+                "ev": [self._un_event(e) for e in msg.events],
+                "hseq": msg.history_seq,
+            }
+        )
+
+    def decode_workflow_task(self, data: bytes) -> WorkflowTaskMessage:
+        obj = self._load(data, "workflow task")
+        task = self._structure(obj.get("task"), WorkflowTask, "workflow task")
+        raw = obj.get("ev") or []
+        if not isinstance(raw, list):
+            raise DecodeError("workflow task events are not a list")
+        hseq = obj.get("hseq", 0)
+        if not isinstance(hseq, int):
+            raise DecodeError("workflow task hseq is not an integer")
+        return WorkflowTaskMessage(task, tuple(self.decode_event(e) for e in raw), hseq)
+
+    def encode_activity_task(self, task: ActivityTask) -> bytes:
+        return orjson.dumps({"v": SCHEMA_VERSION, "task": self.converter.unstructure(task)})
+
+    def decode_activity_task(self, data: bytes) -> ActivityTask:
+        obj = self._load(data, "activity task")
+        task: ActivityTask = self._structure(obj.get("task"), ActivityTask, "activity task")
+        return task
+
+    # ------------------------------------------------------------------ server inputs
+
+    def encode_input(self, env: InputEnvelope) -> bytes:
+        body: dict[str, Any] = {"v": SCHEMA_VERSION, "wid": env.workflow_id}
+        if env.start is not None:
+            body["start"] = self.converter.unstructure(env.start)
+        if env.input is not None:
+            body["in"] = self.converter.unstructure(env.input, RunInput)
+        return orjson.dumps(body)
+
+    def decode_input(self, data: bytes) -> InputEnvelope:
+        obj = self._load(data, "server input")
+        wid = obj.get("wid")
+        if not isinstance(wid, str) or not wid:
+            raise DecodeError("server input has no workflow id")
+        start = None
+        run_input = None
+        if "start" in obj:
+            start = self._structure(obj["start"], StartWorkflowRequest, "start request")
+        if "in" in obj:
+            run_input = self._structure(obj["in"], RunInput, "server input")
+        if start is None and run_input is None:
+            raise DecodeError("server input carries neither a start request nor a run input")
+        return InputEnvelope(wid, run_input, start)
+
+    # ------------------------------------------------------------------ replies and summaries
+
+    def encode_reply(self, reply: Reply) -> bytes:
+        body = self.converter.unstructure(reply)
+        body["v"] = SCHEMA_VERSION
+        return orjson.dumps(body)
+
+    def decode_reply(self, data: bytes) -> Reply:
+        obj = self._load(data, "reply")
+        obj.pop("v", None)
+        reply: Reply = self._structure(obj, Reply, "reply")
+        return reply
+
+    def encode_summary(self, summary: RunSummary) -> bytes:
+        body = self.converter.unstructure(summary)
+        body["v"] = SCHEMA_VERSION
+        return orjson.dumps(body)
+
+    def decode_summary(self, data: bytes) -> RunSummary:
+        obj = self._load(data, "status entry")
+        obj.pop("v", None)
+        summary: RunSummary = self._structure(obj, RunSummary, "status entry")
+        return summary
+
+
+def _reason(exc: BaseException) -> str:
+    subs = getattr(exc, "exceptions", None)
+    if subs:
+        return "; ".join(_reason(s) for s in subs[:3])
+    text = str(exc) or type(exc).__name__
+    notes = getattr(exc, "__notes__", None)
+    if notes:
+        text += f" ({'; '.join(notes[:2])})"
+    return text
+
+
+_DEFAULT: Codec | None = None
+
+
+def default_codec() -> Codec:
+    """The process-wide codec (one converter, hooks compiled once)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = Codec()
+    return _DEFAULT

@@ -1,0 +1,90 @@
+"""The pure core of DurableFuture: history in, decisions out.
+
+Nothing here does I/O. No asyncio, nats, orjson, time, random or uuid is imported (a test
+enforces it): time, ids and randomness are passed in, which is what makes replay deterministic
+and the core testable with hypothesis.
+
+* ``events``        the history vocabulary (facts, past tense)
+* ``commands``      what workflow code yields, and the commands a workflow task returns
+* ``replay``        drives a workflow generator over its history  <- replay happens here
+* ``state``         a run's state as the server sees it (fold of its events)
+* ``orchestration`` the server's decisions: ``decide`` / ``effects_for`` / ``decide_start``
+* ``retry``         backoff math
+* ``failure``       structured errors recorded in history
+* ``errors``        the error tree
+"""
+
+from durablefuture.core.errors import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    DecodeError,
+    DurableFutureError,
+    FailureError,
+    InvalidArgumentError,
+    NatsUnavailableError,
+    NonDeterminismError,
+    NotRegisteredError,
+    PayloadError,
+    ServerUnavailableError,
+    TerminatedError,
+    TimeoutError,
+    TransportError,
+    WorkflowAlreadyStartedError,
+    WorkflowCancelledError,
+    WorkflowContinuedAsNewError,
+    WorkflowError,
+    WorkflowExecutionError,
+    WorkflowFailedError,
+    WorkflowNotFoundError,
+    WorkflowTerminatedError,
+    WorkflowTimedOutError,
+)
+from durablefuture.core.failure import Failure, FailureKind
+from durablefuture.core.options import (
+    ActivityOptions,
+    Backoff,
+    IdReusePolicy,
+    ParentClosePolicy,
+    RetryPolicy,
+    WorkflowOptions,
+)
+from durablefuture.core.types import JsonValue
+
+__all__ = [
+    "ActivityError",
+    "ActivityOptions",
+    "ApplicationError",
+    "Backoff",
+    "CancelledError",
+    "ChildWorkflowError",
+    "DecodeError",
+    "DurableFutureError",
+    "Failure",
+    "FailureError",
+    "FailureKind",
+    "IdReusePolicy",
+    "InvalidArgumentError",
+    "JsonValue",
+    "NatsUnavailableError",
+    "NonDeterminismError",
+    "NotRegisteredError",
+    "ParentClosePolicy",
+    "PayloadError",
+    "RetryPolicy",
+    "ServerUnavailableError",
+    "TerminatedError",
+    "TimeoutError",
+    "TransportError",
+    "WorkflowAlreadyStartedError",
+    "WorkflowCancelledError",
+    "WorkflowContinuedAsNewError",
+    "WorkflowError",
+    "WorkflowExecutionError",
+    "WorkflowFailedError",
+    "WorkflowNotFoundError",
+    "WorkflowOptions",
+    "WorkflowTerminatedError",
+    "WorkflowTimedOutError",
+]

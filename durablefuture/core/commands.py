@@ -1,0 +1,213 @@
+"""What workflow code yields, and what a workflow task sends back to the server.
+
+Two layers:
+
+* **Yieldables** (``ActivityCall``, ``Sleep``, ``AllOf``, ...) are what a workflow generator
+  yields. The public helpers ``df.activity(...)``, ``df.sleep(...)``, ``df.all_of(...)`` build them.
+* **Commands** (``ScheduleActivity``, ``StartTimer``, ``CompleteWorkflow``, ...) are requests,
+  in the imperative, that the replayer derives from yieldables. Each primitive command carries
+  ``seq``: its position (1-based) among the commands the run has issued. ``seq`` is also the
+  activity id / timer id that links a later result event back to its command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from attrs import field, frozen
+
+from durablefuture.core.failure import Failure
+from durablefuture.core.options import ActivityOptions, ParentClosePolicy
+from durablefuture.core.types import JsonValue
+
+__all__ = [
+    "ActivityCall",
+    "AllOf",
+    "AnyOf",
+    "CancelWorkflow",
+    "ChildWorkflowCall",
+    "Command",
+    "CompleteWorkflow",
+    "ContinueAsNew",
+    "ContinueAsNewWorkflow",
+    "FailWorkflow",
+    "PrimitiveCommand",
+    "RecordMarker",
+    "RecordSideEffect",
+    "ScheduleActivity",
+    "SideEffect",
+    "Sleep",
+    "StartChildWorkflow",
+    "StartSignalWait",
+    "StartTimer",
+    "TerminalCommand",
+    "WaitSignal",
+    "Yieldable",
+]
+
+
+def _args(value: object) -> tuple[JsonValue, ...]:
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, list):
+        return tuple(value)
+    raise TypeError(f"expected a tuple of payloads, got {type(value).__name__}")
+
+
+# --------------------------------------------------------------------------- yieldables
+
+
+@frozen
+class ActivityCall:
+    """Run activity ``name`` with ``args``; the yield returns its result or raises ActivityError."""
+
+    name: str
+    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    options: ActivityOptions | None = None
+    result_type: object = field(default=None, eq=False, repr=False)
+
+
+@frozen
+class Sleep:
+    """A durable timer of ``duration`` seconds."""
+
+    duration: float
+
+
+@frozen
+class WaitSignal:
+    """Wait for the next signal called ``name``; with ``timeout`` raise df.TimeoutError after it."""
+
+    name: str
+    timeout: float | None = None
+    result_type: object = field(default=None, eq=False, repr=False)
+
+
+@frozen
+class SideEffect:
+    """Run ``fn`` once and record its result; replays return the recorded value."""
+
+    fn: Callable[[], object] = field(eq=False)
+    result_type: object = field(default=None, eq=False, repr=False)
+
+
+@frozen
+class ChildWorkflowCall:
+    """Start a child workflow and wait for its result (or ChildWorkflowError)."""
+
+    workflow_type: str
+    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    workflow_id: str | None = None
+    task_queue: str | None = None
+    execution_timeout: float | None = None
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.REQUEST_CANCEL
+    result_type: object = field(default=None, eq=False, repr=False)
+
+
+@frozen
+class ContinueAsNew:
+    """End this run and start a fresh one (empty history) under the same workflow id."""
+
+    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    workflow_type: str | None = None
+    task_queue: str | None = None
+
+
+@frozen
+class AllOf:
+    """Wait for all items; the yield returns the list of their results (fails fast)."""
+
+    items: tuple[Yieldable, ...]
+
+
+@frozen
+class AnyOf:
+    """Wait for the first item to finish; the yield returns ``(index, result)``."""
+
+    items: tuple[Yieldable, ...]
+
+
+Yieldable = ActivityCall | Sleep | WaitSignal | SideEffect | ChildWorkflowCall | AllOf | AnyOf
+
+# --------------------------------------------------------------------------- commands
+
+
+@frozen
+class ScheduleActivity:
+    seq: int
+    name: str
+    args: tuple[JsonValue, ...] = field(converter=_args)
+    options: ActivityOptions
+
+
+@frozen
+class StartTimer:
+    seq: int
+    duration: float
+
+
+@frozen
+class StartSignalWait:
+    seq: int
+    name: str
+    timeout: float | None = None
+
+
+@frozen
+class RecordSideEffect:
+    seq: int
+    value: JsonValue = None
+    failure: Failure | None = None
+
+
+@frozen
+class RecordMarker:
+    seq: int
+    change_id: str
+
+
+@frozen
+class StartChildWorkflow:
+    seq: int
+    workflow_type: str
+    workflow_id: str
+    args: tuple[JsonValue, ...] = field(converter=_args)
+    task_queue: str
+    execution_timeout: float | None = None
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.REQUEST_CANCEL
+
+
+@frozen
+class CompleteWorkflow:
+    result: JsonValue = None
+
+
+@frozen
+class FailWorkflow:
+    failure: Failure
+
+
+@frozen
+class CancelWorkflow:
+    """The run ends cancelled (the generator let df.CancelledError escape)."""
+
+    message: str = "workflow cancelled"
+
+
+@frozen
+class ContinueAsNewWorkflow:
+    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    workflow_type: str | None = None
+    task_queue: str | None = None
+
+
+PrimitiveCommand = (
+    ScheduleActivity
+    | StartTimer
+    | StartSignalWait
+    | RecordSideEffect
+    | RecordMarker
+    | StartChildWorkflow
+)
+TerminalCommand = CompleteWorkflow | FailWorkflow | CancelWorkflow | ContinueAsNewWorkflow
+Command = PrimitiveCommand | TerminalCommand

@@ -1,0 +1,206 @@
+"""Registered names and type hints of workflow and activity functions.
+
+A function's registered name is ``fn.__name__`` unless it was decorated with
+``@df.defn(name="...")``. Anywhere a function is accepted, its name string is accepted too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from attrs import field, frozen
+
+from durablefuture.core.errors import InvalidArgumentError
+from durablefuture.core.types import JsonValue
+
+__all__ = [
+    "ActivityDefinition",
+    "PayloadConverter",
+    "WorkflowDefinition",
+    "bind_args",
+    "defn",
+    "name_of",
+    "result_type_of",
+]
+
+F = TypeVar("F", bound=Callable[..., object])
+
+_NAME_ATTR = "__df_name__"
+
+
+class PayloadConverter(Protocol):
+    """Turns user values into JSON payloads and back, guided by type hints."""
+
+    def to_payload(self, value: object, what: str = "value") -> JsonValue: ...
+
+    def from_payload(self, payload: JsonValue, type_hint: object = None) -> object: ...
+
+
+@typing.overload
+def defn(fn: F, *, name: str | None = None) -> F: ...
+
+
+@typing.overload
+def defn(fn: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def defn(fn: F | None = None, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Give a workflow or activity function an explicit registered name.
+
+    Use as ``@df.defn`` or ``@df.defn(name="charge-card")``.
+    """
+
+    def mark(f: F) -> F:
+        if not callable(f):
+            raise InvalidArgumentError(f"@df.defn decorates a function, got {f!r}")
+        chosen = name if name is not None else getattr(f, "__name__", None)
+        if not isinstance(chosen, str) or not chosen:
+            raise InvalidArgumentError(f"cannot work out a name for {f!r}; pass name='...'")
+        setattr(f, _NAME_ATTR, chosen)
+        return f
+
+    if fn is not None:
+        return mark(fn)
+    return mark
+
+
+def name_of(fn_or_name: object, what: str = "function") -> str:
+    """The registered name of a workflow/activity function, or the name string itself."""
+    if isinstance(fn_or_name, str):
+        if not fn_or_name:
+            raise InvalidArgumentError(f"{what} name must not be empty")
+        return fn_or_name
+    explicit = getattr(fn_or_name, _NAME_ATTR, None)
+    if isinstance(explicit, str):
+        return explicit
+    name = getattr(fn_or_name, "__name__", None)
+    if callable(fn_or_name) and isinstance(name, str) and name != "<lambda>":
+        return name
+    raise InvalidArgumentError(
+        f"expected a {what} (a function or its registered name), got {fn_or_name!r}"
+    )
+
+
+def _hints(fn: Callable[..., object]) -> dict[str, object]:
+    try:
+        return dict(typing.get_type_hints(fn))
+    except Exception:
+        # unresolvable forward references: fall back to plain JSON values
+        return {}
+
+
+def _param_types(fn: Callable[..., object]) -> tuple[tuple[object, ...], object]:
+    """Positional parameter types and the type of ``*args`` (None when absent)."""
+    hints = _hints(fn)
+    types: list[object] = []
+    var: object = None
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return (), None
+    for p in sig.parameters.values():
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            types.append(hints.get(p.name))
+        elif p.kind is p.VAR_POSITIONAL:
+            var = hints.get(p.name, object)
+    return tuple(types), var
+
+
+def result_type_of(fn: object) -> object:
+    """The declared return type of ``fn`` (None when undeclared or not a function)."""
+    if isinstance(fn, str) or not callable(fn):
+        return None
+    hints = _hints(fn)
+    ret = hints.get("return")
+    origin = typing.get_origin(ret)
+    # generator workflows: Generator[Yield, Send, Return] -> Return
+    if origin is not None and getattr(origin, "__name__", "") in ("Generator",):
+        args = typing.get_args(ret)
+        return args[2] if len(args) == 3 else None
+    if ret is type(None):
+        return None
+    return ret
+
+
+def bind_args(fn: Callable[..., object], args: tuple[object, ...], what: str) -> None:
+    """Check that ``args`` fit ``fn``'s positional parameters; raise a clear error if not."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*args)
+    except TypeError as exc:
+        raise InvalidArgumentError(
+            f"{what} {name_of(fn)!r} cannot be called with {len(args)} argument(s): {exc}"
+        ) from None
+
+
+def _arg_types_for(param_types: tuple[object, ...], var_type: object, count: int) -> list[object]:
+    out = list(param_types[:count])
+    while len(out) < count:
+        out.append(var_type)
+    return out
+
+
+@frozen
+class WorkflowDefinition:
+    """A registered workflow: its name, function and the types its arguments are structured to."""
+
+    name: str
+    fn: Callable[..., object] = field(eq=False)
+    param_types: tuple[object, ...] = field(eq=False, default=())
+    var_type: object = field(eq=False, default=None)
+    result_type: object = field(eq=False, default=None)
+
+    @classmethod
+    def from_fn(cls, fn: Callable[..., object]) -> WorkflowDefinition:
+        if not callable(fn):
+            raise InvalidArgumentError(f"a workflow must be a generator function, got {fn!r}")
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise InvalidArgumentError(
+                f"workflow {name_of(fn)!r} is an async function; workflows are generator "
+                "functions: write `result = yield df.activity(...)` instead of `await`"
+            )
+        params, var = _param_types(fn)
+        return cls(name_of(fn, "workflow"), fn, params, var, result_type_of(fn))
+
+    def arg_types(self, count: int) -> list[object]:
+        return _arg_types_for(self.param_types, self.var_type, count)
+
+
+@frozen
+class ActivityDefinition:
+    """A registered activity: a plain sync or async function."""
+
+    name: str
+    fn: Callable[..., object] = field(eq=False)
+    param_types: tuple[object, ...] = field(eq=False, default=())
+    var_type: object = field(eq=False, default=None)
+    result_type: object = field(eq=False, default=None)
+    is_async: bool = False
+
+    @classmethod
+    def from_fn(cls, fn: Callable[..., object]) -> ActivityDefinition:
+        if not callable(fn):
+            raise InvalidArgumentError(f"an activity must be a function, got {fn!r}")
+        if inspect.isgeneratorfunction(fn):
+            raise InvalidArgumentError(
+                f"activity {name_of(fn)!r} is a generator function; generators are workflows. "
+                "Register it with workflows=[...] or make it a plain function"
+            )
+        params, var = _param_types(fn)
+        return cls(
+            name_of(fn, "activity"),
+            fn,
+            params,
+            var,
+            result_type_of(fn),
+            inspect.iscoroutinefunction(fn),
+        )
+
+    def arg_types(self, count: int) -> list[object]:
+        return _arg_types_for(self.param_types, self.var_type, count)

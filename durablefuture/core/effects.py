@@ -1,0 +1,180 @@
+"""What the server must do after recording events: dispatch tasks, arm timers, notify others.
+
+Effects are derived from recorded events and the run's current state (``effects_for`` in
+``orchestration``), never stored. Every effect is idempotent on the wire (its message id comes
+from stable facts), so deriving it again after a crash is harmless.
+"""
+
+from __future__ import annotations
+
+from attrs import field, frozen
+
+from durablefuture.core.events import ParentRef
+from durablefuture.core.failure import Failure
+from durablefuture.core.inputs import StartWorkflowRequest
+from durablefuture.core.options import ActivityOptions
+from durablefuture.core.types import JsonValue
+
+__all__ = [
+    "ActivityTask",
+    "ArmTimer",
+    "CancelActivities",
+    "CancelChildRun",
+    "DispatchActivityTask",
+    "DispatchWorkflowTask",
+    "Effect",
+    "NotifyParent",
+    "RunStatus",
+    "RunSummary",
+    "StartRun",
+    "TerminateChildRun",
+    "UpdateStatus",
+    "WorkflowTask",
+]
+
+
+def _args(value: object) -> tuple[JsonValue, ...]:
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, list):
+        return tuple(value)
+    raise TypeError(f"expected a tuple of payloads, got {type(value).__name__}")
+
+
+class RunStatus:
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TERMINATED = "terminated"
+    TIMED_OUT = "timed_out"
+    CONTINUED_AS_NEW = "continued_as_new"
+
+    CLOSED = frozenset({COMPLETED, FAILED, CANCELLED, TERMINATED, TIMED_OUT, CONTINUED_AS_NEW})
+    FAILED_LIKE = frozenset({FAILED, CANCELLED, TERMINATED, TIMED_OUT})
+
+
+@frozen
+class WorkflowTask:
+    """Run the workflow code of ``run_id`` up to the end of its history."""
+
+    namespace: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    trigger: int
+    attempt: int = 1
+
+
+@frozen
+class ActivityTask:
+    """Run attempt ``attempt`` of activity ``seq`` of ``run_id``."""
+
+    namespace: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    seq: int
+    attempt: int
+    name: str
+    task_queue: str
+    options: ActivityOptions
+    scheduled_at: float
+    attempt_scheduled_at: float
+    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=_args)
+
+
+@frozen
+class RunSummary:
+    """The status index entry of a run (what ``list``/``describe``/``result`` read first)."""
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    status: str
+    start_time: float
+    request_id: str = ""
+    close_time: float | None = None
+    result: JsonValue = None
+    failure: Failure | None = None
+    history_length: int = 0
+    new_run_id: str | None = None
+    parent: ParentRef | None = None
+
+
+@frozen
+class DispatchWorkflowTask:
+    task: WorkflowTask
+
+
+@frozen
+class DispatchActivityTask:
+    task: ActivityTask
+    deliver_at: float | None = None
+
+
+@frozen
+class ArmTimer:
+    key: str
+    fire_at: float
+
+
+@frozen
+class StartRun:
+    """Start another run: a child workflow, or the next run after continue-as-new."""
+
+    request: StartWorkflowRequest
+
+
+@frozen
+class CancelChildRun:
+    workflow_id: str
+    run_id: str | None
+    request_id: str
+    reason: str
+
+
+@frozen
+class TerminateChildRun:
+    workflow_id: str
+    run_id: str | None
+    request_id: str
+    reason: str
+
+
+@frozen
+class CancelActivities:
+    """Tell running attempts (through their heartbeats) that they should stop."""
+
+    seqs: tuple[int, ...]
+    reason: str
+
+
+@frozen
+class NotifyParent:
+    parent: ParentRef
+    child_run_id: str
+    result: JsonValue = None
+    failure: Failure | None = None
+    started: bool = False
+
+
+@frozen
+class UpdateStatus:
+    summary: RunSummary
+
+
+Effect = (
+    DispatchWorkflowTask
+    | DispatchActivityTask
+    | ArmTimer
+    | StartRun
+    | CancelChildRun
+    | TerminateChildRun
+    | CancelActivities
+    | NotifyParent
+    | UpdateStatus
+)

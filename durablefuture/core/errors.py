@@ -1,0 +1,264 @@
+"""Every error DurableFuture raises, under one root.
+
+::
+
+    DurableFutureError
+    ├── InvalidArgumentError            bad options or arguments (also a ValueError)
+    ├── PayloadError                    a value cannot be encoded as a payload (also a TypeError)
+    ├── DecodeError                     bytes that are not a valid DurableFuture message
+    ├── TransportError                  NATS / JetStream trouble, translated at the adapter edge
+    │   └── NatsUnavailableError        could not reach the NATS server in time
+    ├── WorkflowError                   the workflow code did something the engine cannot run
+    │   ├── NonDeterminismError         replay diverged from the recorded history
+    │   └── NotRegisteredError          unknown workflow or activity name on a worker
+    ├── FailureError                    errors that travel as a structured Failure
+    │   ├── ApplicationError            raised by user code, optionally typed / non-retryable
+    │   ├── ActivityError               an activity failed for good (``.cause`` says why)
+    │   ├── ChildWorkflowError          a child workflow did not complete (``.cause``)
+    │   ├── CancelledError              the run (or an activity) was cancelled
+    │   ├── TimeoutError                a timeout fired (``.timeout_type``)
+    │   └── TerminatedError             the run was terminated
+    ├── WorkflowExecutionError          client side: the run did not complete
+    │   ├── WorkflowFailedError
+    │   ├── WorkflowTimedOutError
+    │   ├── WorkflowCancelledError
+    │   ├── WorkflowTerminatedError
+    │   └── WorkflowContinuedAsNewError (only when asked not to follow runs)
+    ├── WorkflowAlreadyStartedError
+    ├── WorkflowNotFoundError
+    └── ServerUnavailableError          no df-server answered in time
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from durablefuture.core.failure import Failure
+
+__all__ = [
+    "ActivityError",
+    "ApplicationError",
+    "CancelledError",
+    "ChildWorkflowError",
+    "DecodeError",
+    "DurableFutureError",
+    "FailureError",
+    "InvalidArgumentError",
+    "NatsUnavailableError",
+    "NonDeterminismError",
+    "NotRegisteredError",
+    "PayloadError",
+    "ServerUnavailableError",
+    "TerminatedError",
+    "TimeoutError",
+    "TransportError",
+    "WorkflowAlreadyStartedError",
+    "WorkflowCancelledError",
+    "WorkflowContinuedAsNewError",
+    "WorkflowError",
+    "WorkflowExecutionError",
+    "WorkflowFailedError",
+    "WorkflowNotFoundError",
+    "WorkflowTerminatedError",
+    "WorkflowTimedOutError",
+]
+
+
+class DurableFutureError(Exception):
+    """Root of every error raised by DurableFuture."""
+
+
+class InvalidArgumentError(DurableFutureError, ValueError):
+    """An option or argument has a value that cannot work; the message says what to set."""
+
+
+class PayloadError(DurableFutureError, TypeError):
+    """A value cannot be encoded as a JSON payload."""
+
+
+class DecodeError(DurableFutureError):
+    """Bytes that are not a valid DurableFuture message (wrong schema, garbage, unknown type)."""
+
+
+class TransportError(DurableFutureError):
+    """A NATS / JetStream operation failed."""
+
+
+class NatsUnavailableError(TransportError):
+    """The NATS server could not be reached within the connect timeout."""
+
+
+class WorkflowError(DurableFutureError):
+    """Workflow code did something the engine cannot run (e.g. yielded an unknown value)."""
+
+
+class NonDeterminismError(WorkflowError):
+    """Replaying the recorded history with the current code took a different path."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        event_id: int | None = None,
+        seq: int | None = None,
+        recorded: str | None = None,
+        yielded: str | None = None,
+        location: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.event_id = event_id
+        self.seq = seq
+        self.recorded = recorded
+        self.yielded = yielded
+        self.location = location
+
+
+class NotRegisteredError(WorkflowError):
+    """A task names a workflow or activity that this worker does not have."""
+
+
+class FailureError(DurableFutureError):
+    """An error that travels through history as a structured :class:`Failure`."""
+
+    failure: Failure | None = None
+
+    @property
+    def cause(self) -> BaseException | None:
+        return self.__cause__
+
+
+class ApplicationError(FailureError):
+    """Raise from activities or workflows for a typed failure.
+
+    Args:
+        message: what went wrong.
+        type: a stable error type name, matched by ``RetryPolicy.non_retryable_error_types``
+            (defaults to the class name, ``ApplicationError``).
+        non_retryable: when True the activity is not retried, whatever the policy says.
+        details: extra JSON-encodable values carried to the caller.
+        next_retry_delay: override the policy's delay before the next attempt (seconds).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *details: object,
+        type: str | None = None,
+        non_retryable: bool = False,
+        next_retry_delay: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.type = type
+        self.non_retryable = non_retryable
+        self.details: tuple[object, ...] = details
+        self.next_retry_delay = next_retry_delay
+
+
+class ActivityError(FailureError):
+    """An activity failed for good; ``.cause`` holds the last attempt's error."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        activity_name: str = "",
+        activity_id: int = 0,
+        attempt: int = 0,
+        retry_state: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.activity_name = activity_name
+        self.activity_id = activity_id
+        self.attempt = attempt
+        self.retry_state = retry_state
+
+
+class ChildWorkflowError(FailureError):
+    """A child workflow did not complete; ``.cause`` holds its failure."""
+
+    def __init__(self, message: str, *, workflow_type: str = "", workflow_id: str = "") -> None:
+        super().__init__(message)
+        self.workflow_type = workflow_type
+        self.workflow_id = workflow_id
+
+
+class CancelledError(FailureError):
+    """The workflow run (or an activity) was cancelled."""
+
+
+class TimeoutError(FailureError):
+    """A timeout fired; ``timeout_type`` names which one."""
+
+    def __init__(self, message: str, *, timeout_type: str = "") -> None:
+        super().__init__(message)
+        self.timeout_type = timeout_type
+
+
+class TerminatedError(FailureError):
+    """The workflow run was terminated."""
+
+
+class WorkflowExecutionError(DurableFutureError):
+    """Client side: a workflow run did not complete successfully."""
+
+    def __init__(self, message: str, *, workflow_id: str = "", run_id: str = "") -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+
+
+class WorkflowFailedError(WorkflowExecutionError):
+    """The workflow failed; ``.cause`` is the original error, rebuilt with type and message."""
+
+    failure: Failure | None = None
+
+    @property
+    def cause(self) -> BaseException | None:
+        return self.__cause__
+
+
+class WorkflowTimedOutError(WorkflowExecutionError):
+    """The workflow's execution timeout fired."""
+
+
+class WorkflowCancelledError(WorkflowExecutionError):
+    """The workflow was cancelled and ended cancelled."""
+
+
+class WorkflowTerminatedError(WorkflowExecutionError):
+    """The workflow was terminated."""
+
+    def __init__(
+        self, message: str, *, workflow_id: str = "", run_id: str = "", reason: str = ""
+    ) -> None:
+        super().__init__(message, workflow_id=workflow_id, run_id=run_id)
+        self.reason = reason
+
+
+class WorkflowContinuedAsNewError(WorkflowExecutionError):
+    """The run continued as new and the caller asked not to follow it."""
+
+    def __init__(
+        self, message: str, *, workflow_id: str = "", run_id: str = "", new_run_id: str = ""
+    ) -> None:
+        super().__init__(message, workflow_id=workflow_id, run_id=run_id)
+        self.new_run_id = new_run_id
+
+
+class WorkflowAlreadyStartedError(DurableFutureError):
+    """A run with this workflow id is already running (or the id reuse policy forbids a new one)."""
+
+    def __init__(self, message: str, *, workflow_id: str = "", run_id: str = "") -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+
+
+class WorkflowNotFoundError(DurableFutureError):
+    """No workflow with this id exists in the namespace."""
+
+
+class ServerUnavailableError(DurableFutureError):
+    """No df-server answered a request in time."""

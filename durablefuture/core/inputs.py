@@ -1,0 +1,232 @@
+"""What the server receives: requests from clients and reports from workers and timers.
+
+Each input names the run it is for and has an ``input_id`` that is stable across redeliveries
+and unique per fact (e.g. ``act:<seq>:<attempt>``). The id is recorded with the events it
+produced, so a redelivered input is recognised and its effects are re-derived, never re-applied.
+"""
+
+from __future__ import annotations
+
+from attrs import field, frozen
+
+from durablefuture.core.commands import Command
+from durablefuture.core.events import ParentRef
+from durablefuture.core.failure import Failure
+from durablefuture.core.options import IdReusePolicy, ParentClosePolicy
+from durablefuture.core.types import JsonValue
+
+__all__ = [
+    "CompleteActivityTask",
+    "CompleteWorkflowTask",
+    "FailActivityTask",
+    "FailWorkflowTask",
+    "FireTimer",
+    "RecordChildClosed",
+    "RecordChildStartFailed",
+    "RecordChildStarted",
+    "ReportActivityStarted",
+    "RequestCancel",
+    "RunInput",
+    "SignalWorkflow",
+    "StartWorkflowRequest",
+    "TerminateWorkflow",
+]
+
+
+def _args(value: object) -> tuple[JsonValue, ...]:
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, list):
+        return tuple(value)
+    raise TypeError(f"expected a tuple of payloads, got {type(value).__name__}")
+
+
+def _cmds(value: object) -> tuple[Command, ...]:
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, list):
+        return tuple(value)
+    raise TypeError(f"expected a tuple of commands, got {type(value).__name__}")
+
+
+@frozen
+class StartWorkflowRequest:
+    """Start a run (from a client, a parent workflow, or continue-as-new)."""
+
+    workflow_id: str
+    workflow_type: str
+    task_queue: str
+    request_id: str
+    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    execution_timeout: float | None = None
+    execution_deadline: float | None = None
+    id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE
+    parent: ParentRef | None = None
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.REQUEST_CANCEL
+    continued_from: str | None = None
+    first_run_id: str = ""
+    run_id: str | None = None
+    signal_name: str | None = None
+    signal_args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+
+
+@frozen
+class CompleteWorkflowTask:
+    run_id: str
+    based_on: int
+    commands: tuple[Command, ...] = field(default=(), converter=_cmds)
+    worker: str = ""
+
+    @property
+    def input_id(self) -> str:
+        return f"wtc:{self.based_on}"
+
+
+@frozen
+class FailWorkflowTask:
+    run_id: str
+    based_on: int
+    failure: Failure
+    attempt: int = 1
+    worker: str = ""
+
+    @property
+    def input_id(self) -> str:
+        return f"wtf:{self.based_on}:{self.attempt}"
+
+
+@frozen
+class ReportActivityStarted:
+    run_id: str
+    seq: int
+    attempt: int
+    worker: str = ""
+
+    @property
+    def input_id(self) -> str:
+        return f"ast:{self.seq}:{self.attempt}"
+
+
+@frozen
+class CompleteActivityTask:
+    run_id: str
+    seq: int
+    attempt: int
+    result: JsonValue = None
+
+    @property
+    def input_id(self) -> str:
+        return f"act:{self.seq}:{self.attempt}"
+
+
+@frozen
+class FailActivityTask:
+    run_id: str
+    seq: int
+    attempt: int
+    failure: Failure
+    heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=_args)
+
+    @property
+    def input_id(self) -> str:
+        return f"act:{self.seq}:{self.attempt}"
+
+
+@frozen
+class FireTimer:
+    """A durable timer (or its local fast path) is due. ``key`` names what it guards."""
+
+    run_id: str
+    key: str
+    heartbeat_at: float | None = None
+    heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=_args)
+
+    @property
+    def input_id(self) -> str:
+        return f"tmr:{self.key}"
+
+
+@frozen
+class SignalWorkflow:
+    run_id: str
+    name: str
+    request_id: str
+    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+
+    @property
+    def input_id(self) -> str:
+        return f"sig:{self.request_id}"
+
+
+@frozen
+class RequestCancel:
+    run_id: str
+    request_id: str
+    reason: str = ""
+
+    @property
+    def input_id(self) -> str:
+        return f"cxl:{self.request_id}"
+
+
+@frozen
+class TerminateWorkflow:
+    run_id: str
+    request_id: str
+    reason: str = ""
+
+    @property
+    def input_id(self) -> str:
+        return f"trm:{self.request_id}"
+
+
+@frozen
+class RecordChildStarted:
+    run_id: str
+    seq: int
+    child_run_id: str
+
+    @property
+    def input_id(self) -> str:
+        return f"chs:{self.seq}"
+
+
+@frozen
+class RecordChildStartFailed:
+    run_id: str
+    seq: int
+    failure: Failure
+
+    @property
+    def input_id(self) -> str:
+        return f"chc:{self.seq}"
+
+
+@frozen
+class RecordChildClosed:
+    run_id: str
+    seq: int
+    child_run_id: str
+    result: JsonValue = None
+    failure: Failure | None = None
+
+    @property
+    def input_id(self) -> str:
+        return f"chc:{self.seq}"
+
+
+RunInput = (
+    CompleteWorkflowTask
+    | FailWorkflowTask
+    | ReportActivityStarted
+    | CompleteActivityTask
+    | FailActivityTask
+    | FireTimer
+    | SignalWorkflow
+    | RequestCancel
+    | TerminateWorkflow
+    | RecordChildStarted
+    | RecordChildStartFailed
+    | RecordChildClosed
+)
+"""An input addressed to an existing run."""

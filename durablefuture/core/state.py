@@ -1,0 +1,238 @@
+"""A run's state as the server sees it: the fold of its history events.
+
+``RunState.apply`` is the only way the state changes, so loading a history and replaying the
+server's own decisions always agree. The state is a cache of the history, never a second truth.
+"""
+
+from __future__ import annotations
+
+from attrs import define, field
+
+from durablefuture.core import events as ev
+from durablefuture.core.effects import RunStatus, RunSummary
+from durablefuture.core.errors import WorkflowError
+from durablefuture.core.failure import Failure
+from durablefuture.core.options import ActivityOptions, ParentClosePolicy
+from durablefuture.core.types import JsonValue
+
+__all__ = ["ActivityState", "ChildState", "RunState"]
+
+
+@define
+class ActivityState:
+    seq: int
+    name: str
+    args: tuple[JsonValue, ...]
+    options: ActivityOptions
+    scheduled_at: float
+    attempt: int = 1
+    attempt_scheduled_at: float = 0.0
+    started_at: float | None = None
+    closed: bool = False
+    last_failure: Failure | None = None
+    heartbeat_details: tuple[JsonValue, ...] = ()
+    retry_at: float | None = None
+
+
+@define
+class ChildState:
+    seq: int
+    workflow_type: str
+    workflow_id: str
+    task_queue: str
+    args: tuple[JsonValue, ...]
+    execution_timeout: float | None
+    parent_close_policy: ParentClosePolicy
+    run_id: str | None = None
+    closed: bool = False
+
+
+@define
+class RunState:
+    """Everything the orchestration core needs to decide, folded from one run's history."""
+
+    started: ev.WorkflowStarted
+    last_event_id: int = 0
+    next_seq: int = 1
+    last_command_event_id: int = 0
+    last_deliverable_event_id: int = 0
+    status: str = RunStatus.RUNNING
+    terminal: ev.Event | None = None
+    cancel_requested: bool = False
+    activities: dict[int, ActivityState] = field(factory=dict)
+    timers: dict[int, float] = field(factory=dict)  # seq -> fire_at, while not fired
+    signal_waits: dict[int, float] = field(factory=dict)  # seq -> deadline, while pending
+    children: dict[int, ChildState] = field(factory=dict)
+    applied_inputs: dict[str, tuple[int, int]] = field(factory=dict)
+    signal_requests: set[str] = field(factory=set)
+    last_wft_failure: ev.WorkflowTaskFailed | None = None
+
+    @classmethod
+    def from_history(cls, batches: list[tuple[str, list[ev.Event]]] | list[ev.Event]) -> RunState:
+        """Fold a history given as ``(input_id, events)`` batches (or a flat event list)."""
+        if not batches:
+            raise WorkflowError("cannot build a run state from an empty history")
+        pairs: list[tuple[str, list[ev.Event]]] = (
+            batches if isinstance(batches[0], tuple) else [("", list(batches))]
+        )
+        first = pairs[0][1][0]
+        if not isinstance(first, ev.WorkflowStarted):
+            raise WorkflowError(f"history starts with {type(first).__name__}, not WorkflowStarted")
+        state = cls(started=first)
+        for input_id, events in pairs:
+            state.apply(events, input_id)
+        return state
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def run_id(self) -> str:
+        return self.started.run_id
+
+    @property
+    def workflow_id(self) -> str:
+        return self.started.workflow_id
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == RunStatus.RUNNING
+
+    def open_activities(self) -> list[int]:
+        return [s for s, a in self.activities.items() if not a.closed]
+
+    def open_children(self) -> list[ChildState]:
+        return [c for c in self.children.values() if not c.closed]
+
+    def summary(self) -> RunSummary:
+        result: JsonValue = None
+        failure: Failure | None = None
+        close_time: float | None = None
+        new_run_id: str | None = None
+        t = self.terminal
+        if t is not None:
+            close_time = t.at
+            if isinstance(t, ev.WorkflowCompleted):
+                result = t.result
+            elif isinstance(t, ev.WorkflowFailed):
+                failure = t.failure
+            elif isinstance(t, ev.WorkflowContinuedAsNew):
+                new_run_id = t.new_run_id
+        s = self.started
+        return RunSummary(
+            workflow_id=s.workflow_id,
+            run_id=s.run_id,
+            workflow_type=s.workflow_type,
+            task_queue=s.task_queue,
+            status=self.status,
+            start_time=s.at,
+            request_id=s.request_id,
+            close_time=close_time,
+            result=result,
+            failure=failure,
+            history_length=self.last_event_id,
+            new_run_id=new_run_id,
+            parent=s.parent,
+        )
+
+    # ------------------------------------------------------------------ folding
+
+    def apply(self, events: list[ev.Event] | tuple[ev.Event, ...], input_id: str = "") -> None:
+        if not events:
+            return
+        for event in events:
+            expected = self.last_event_id + 1
+            if event.event_id != expected:
+                raise WorkflowError(
+                    f"run {self.run_id}: expected event {expected}, got {event.event_id} "
+                    f"({type(event).__name__}); the history is not contiguous"
+                )
+            if self.terminal is not None:
+                raise WorkflowError(
+                    f"run {self.run_id}: event {event.event_id} ({type(event).__name__}) comes "
+                    "after the run's terminal event"
+                )
+            self.last_event_id = event.event_id
+            self._fold(event)
+        if input_id:
+            self.applied_inputs[input_id] = (events[0].event_id, events[-1].event_id)
+
+    def _fold(self, e: ev.Event) -> None:
+        if isinstance(e, ev.COMMAND_EVENTS):
+            self.next_seq = e.seq + 1
+            self.last_command_event_id = e.event_id
+        if isinstance(e, ev.RESULT_EVENTS):
+            self.last_deliverable_event_id = e.event_id
+        if isinstance(e, ev.WorkflowStarted):
+            if e.event_id != 1:
+                raise WorkflowError(f"run {self.run_id}: WorkflowStarted must be event 1")
+        elif isinstance(e, ev.ActivityScheduled):
+            self.activities[e.seq] = ActivityState(
+                seq=e.seq,
+                name=e.name,
+                args=e.args,
+                options=e.options,
+                scheduled_at=e.at,
+                attempt_scheduled_at=e.at,
+            )
+        elif isinstance(e, ev.ActivityStarted):
+            act = self.activities[e.seq]
+            act.started_at = e.at
+        elif isinstance(e, ev.ActivityRetryScheduled):
+            act = self.activities[e.seq]
+            act.attempt = e.attempt + 1
+            act.attempt_scheduled_at = e.retry_at
+            act.retry_at = e.retry_at
+            act.started_at = None
+            act.last_failure = e.failure
+            act.heartbeat_details = e.heartbeat_details
+        elif isinstance(e, ev.ActivityCompleted | ev.ActivityFailed | ev.ActivityTimedOut):
+            act = self.activities[e.seq]
+            act.closed = True
+            if isinstance(e, ev.ActivityFailed | ev.ActivityTimedOut):
+                act.last_failure = e.failure
+        elif isinstance(e, ev.TimerStarted):
+            self.timers[e.seq] = e.fire_at
+        elif isinstance(e, ev.TimerFired):
+            self.timers.pop(e.seq, None)
+        elif isinstance(e, ev.SignalWaitStarted):
+            if e.deadline is not None:
+                self.signal_waits[e.seq] = e.deadline
+        elif isinstance(e, ev.SignalWaitTimedOut):
+            self.signal_waits.pop(e.seq, None)
+        elif isinstance(e, ev.SignalReceived):
+            if e.request_id:
+                self.signal_requests.add(e.request_id)
+        elif isinstance(e, ev.ChildWorkflowScheduled):
+            self.children[e.seq] = ChildState(
+                seq=e.seq,
+                workflow_type=e.workflow_type,
+                workflow_id=e.workflow_id,
+                task_queue=e.task_queue,
+                args=e.args,
+                execution_timeout=e.execution_timeout,
+                parent_close_policy=e.parent_close_policy,
+            )
+        elif isinstance(e, ev.ChildWorkflowStarted):
+            self.children[e.seq].run_id = e.run_id
+        elif isinstance(e, ev.ChildWorkflowCompleted | ev.ChildWorkflowFailed):
+            self.children[e.seq].closed = True
+        elif isinstance(e, ev.CancelRequested):
+            self.cancel_requested = True
+        elif isinstance(e, ev.WorkflowTaskFailed):
+            self.last_wft_failure = e
+        if isinstance(e, ev.TERMINAL_EVENTS):
+            self.terminal = e
+            self.status = _STATUS[type(e)]
+            self.last_wft_failure = None
+        elif isinstance(e, ev.COMMAND_EVENTS):
+            self.last_wft_failure = None
+
+
+_STATUS: dict[type, str] = {
+    ev.WorkflowCompleted: RunStatus.COMPLETED,
+    ev.WorkflowFailed: RunStatus.FAILED,
+    ev.WorkflowCancelled: RunStatus.CANCELLED,
+    ev.WorkflowContinuedAsNew: RunStatus.CONTINUED_AS_NEW,
+    ev.WorkflowTimedOut: RunStatus.TIMED_OUT,
+    ev.WorkflowTerminated: RunStatus.TERMINATED,
+}

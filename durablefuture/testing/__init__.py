@@ -1,0 +1,29 @@
+"""Testing helpers: an in-memory simulation of the core, a replayer, and a local environment.
+
+* :class:`Simulation` runs workflows in memory against the real core (no NATS, simulated time).
+* :class:`Replayer` replays a fetched history against your current code (determinism check).
+* :class:`LocalEnvironment` starts a real nats-server, an in-process df-server and workers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from durablefuture.testing.replayer import Replayer
+    from durablefuture.testing.sim import Simulation
+
+__all__ = ["Replayer", "Simulation"]
+
+_LAZY = {
+    "Simulation": "durablefuture.testing.sim",
+    "Replayer": "durablefuture.testing.replayer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'durablefuture.testing' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

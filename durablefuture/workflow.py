@@ -1,0 +1,104 @@
+"""Deterministic helpers for workflow code: ``df.workflow.now()``, ``random()``, ``uuid4()``, ...
+
+Workflow code must not read the clock, randomness or anything else that changes between a run
+and its replay. These helpers give the same answers on every replay: time is the timestamp of
+the history event being processed, randomness is seeded from the run id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random as _random
+import uuid as _uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from durablefuture.core.replay import WorkflowInfo, current_context
+
+__all__ = [
+    "WorkflowInfo",
+    "deprecate_patch",
+    "info",
+    "is_replaying",
+    "logger",
+    "now",
+    "patched",
+    "random",
+    "uuid4",
+]
+
+
+def now() -> datetime:
+    """The current time of the workflow (UTC), the same on every replay."""
+    return datetime.fromtimestamp(current_context().now, tz=UTC)
+
+
+def _rng() -> _random.Random:
+    ctx = current_context()
+    rng = ctx.extras.get("rng")
+    if not isinstance(rng, _random.Random):
+        run_id = ctx.execution.info().run_id
+        seed = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big")
+        rng = _random.Random(seed)
+        ctx.extras["rng"] = rng
+    return rng
+
+
+def random() -> float:
+    """A deterministic random float in [0, 1)."""
+    return _rng().random()
+
+
+def uuid4() -> _uuid.UUID:
+    """A deterministic random UUID (version 4)."""
+    return _uuid.UUID(int=_rng().getrandbits(128), version=4)
+
+
+def info() -> WorkflowInfo:
+    """Ids, type, queue, attempt and history length/size of the running workflow."""
+    return current_context().execution.info()
+
+
+def is_replaying() -> bool:
+    """True while the code is re-running past events (side effects should be skipped)."""
+    return current_context().is_replaying
+
+
+def patched(change_id: str) -> bool:
+    """Branch on a code change: True for runs that reach this point with the new code.
+
+    Runs that passed this point before the change replay the old branch (False); everything
+    else takes the new branch (True) and records that it did.
+    """
+    return current_context().execution.patched(change_id)
+
+
+def deprecate_patch(change_id: str) -> None:
+    """Mark a patch as fully rolled out: old markers are accepted, no new one is recorded."""
+    current_context().execution.deprecate_patch(change_id)
+
+
+class _ReplayAwareAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Drops records while replaying and tags the rest with workflow / run ids."""
+
+    def isEnabledFor(self, level: int) -> bool:
+        try:
+            if current_context().is_replaying:
+                return False
+        except Exception:
+            pass
+        return bool(self.logger.isEnabledFor(level))
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        try:
+            i = info()
+            extra = {"workflow_id": i.workflow_id, "run_id": i.run_id}
+        except Exception:
+            extra = {}
+        kwargs.setdefault("extra", {}).update(extra)
+        return msg, kwargs
+
+
+logger = _ReplayAwareAdapter(logging.getLogger("durablefuture.workflow"), {})
+"""A logger for workflow code that stays silent while replaying."""
