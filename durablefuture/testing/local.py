@@ -1,0 +1,86 @@
+"""A real, local DurableFuture for tests: nats-server + an in-process df-server + workers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from durablefuture.client import Client
+from durablefuture.natsserver import NatsServer
+from durablefuture.server import Server, ServerOptions
+from durablefuture.worker import Worker
+
+__all__ = ["LocalEnvironment"]
+
+
+class LocalEnvironment:
+    """``async with df.testing.LocalEnvironment() as env:`` — a real engine on a free port.
+
+    Starts nats-server (JetStream, file storage in a temporary directory, loopback only), a
+    df-server in this process, and a client (``env.client``; ``env.nats_url``). Run workers
+    with ``async with env.worker(task_queue=..., workflows=[...], activities=[...]):``.
+    """
+
+    def __init__(
+        self,
+        namespace: str = "default",
+        *,
+        server_options: ServerOptions | None = None,
+        store_dir: str | None = None,
+        sync_always: bool = False,
+    ) -> None:
+        self.namespace = namespace
+        self.server_options = server_options or ServerOptions(namespace=namespace)
+        self.nats = NatsServer(store_dir, sync_always=sync_always)
+        self.server: Server | None = None
+        self._client: Client | None = None
+        self._server_task: Any = None
+
+    @property
+    def nats_url(self) -> str:
+        return self.nats.url
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise RuntimeError("use `async with LocalEnvironment() as env` first")
+        return self._client
+
+    async def __aenter__(self) -> LocalEnvironment:
+        import asyncio
+
+        self.nats.start()
+        self.server = await Server.connect(self.nats.url, self.server_options)
+        await self.server.start()
+        self._server_task = asyncio.create_task(self.server.run())
+        self._client = await Client.connect(self.nats.url, self.namespace)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._client is not None:
+            await self._client.close()
+        if self.server is not None:
+            await self.server.shutdown()
+        if self._server_task is not None:
+            self._server_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._server_task
+        self.nats.cleanup()
+
+    @contextlib.asynccontextmanager
+    async def worker(
+        self,
+        task_queue: str = "default",
+        workflows: Sequence[Callable[..., object]] = (),
+        activities: Sequence[Callable[..., object]] = (),
+        **kwargs: Any,
+    ) -> AsyncIterator[Worker]:
+        """Run a worker (with its own connection) for the duration of the ``async with``."""
+        client = await Client.connect(self.nats.url, self.namespace)
+        worker = Worker(client, task_queue, workflows, activities, **kwargs)
+        try:
+            async with worker:
+                yield worker
+        finally:
+            await client.close()

@@ -1,0 +1,93 @@
+"""Connecting to NATS: wait for the port, connect once, retry with a log line, give up clearly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from urllib.parse import urlparse
+
+import nats
+from nats.aio.client import Client as NATS
+
+from durablefuture.core.errors import NatsUnavailableError
+
+__all__ = ["DEFAULT_URL", "connect"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parsed = urlparse(url if "://" in url else f"nats://{url}")
+    return parsed.hostname or "127.0.0.1", parsed.port or 4222
+
+
+async def _port_open(host: str, port: int, timeout: float) -> str | None:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (TimeoutError, OSError) as exc:
+        return str(exc) or type(exc).__name__
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None
+
+
+async def _quiet_error(exc: Exception) -> None:
+    log.debug("nats: %s", exc)
+
+
+async def connect(
+    url: str = DEFAULT_URL, *, timeout: float = 20.0, name: str = "durablefuture"
+) -> NATS:
+    """Connect to ``url``, retrying for up to ``timeout`` seconds with a log line per attempt.
+
+    Raises:
+        NatsUnavailableError: naming the URL and the last error, after ``timeout``.
+    """
+    host, port = _host_port(url)
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    attempt = 0
+    last = "no attempt made"
+    while True:
+        attempt += 1
+        remaining = deadline - time.monotonic()
+        problem = await _port_open(host, port, max(0.05, min(2.0, remaining)))
+        if problem is None:
+            try:
+                return await asyncio.wait_for(
+                    nats.connect(
+                        servers=[url],
+                        name=name,
+                        connect_timeout=max(0.5, min(5.0, remaining)),
+                        reconnect_time_wait=0.25,
+                        max_reconnect_attempts=-1,
+                        allow_reconnect=True,
+                        error_cb=_quiet_error,
+                        ping_interval=10,
+                    ),
+                    max(1.0, remaining),
+                )
+            except Exception as exc:  # nats raises a variety of errors here
+                problem = f"{type(exc).__name__}: {exc}"
+        last = problem
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise NatsUnavailableError(
+                f"could not connect to NATS at {url} within {timeout:g}s ({last}); is "
+                "nats-server running there? Start one with `df dev`, or pass --nats URL"
+            )
+        log.warning(
+            "cannot reach NATS at %s (attempt %d: %s); retrying for %.0f more s",
+            url,
+            attempt,
+            last,
+            remaining,
+            extra={"nats_url": url, "attempt": attempt},
+        )
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, 1.0)

@@ -1,0 +1,126 @@
+"""A pull consumer that streams messages as they arrive, with credit-based flow control.
+
+nats-py's ``fetch(batch)`` waits for a whole batch (or the timeout) once a lingering pull has
+started, which adds latency when traffic is light. This consumer keeps pull requests
+outstanding and hands each message over the moment it arrives. ``credits`` bound how many
+messages are delivered and not yet released, so a worker never takes more tasks than it can run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import orjson
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+__all__ = ["PullConsumer"]
+
+log = logging.getLogger(__name__)
+
+
+class PullConsumer:
+    """Pull messages from durable ``consumer`` of ``stream``; iterate with :meth:`next`."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        stream: str,
+        consumer: str,
+        *,
+        credits: int = 256,
+        expires: float = 10.0,
+    ) -> None:
+        self.nc = nc
+        self.stream = stream
+        self.consumer = consumer
+        self.capacity = max(1, credits)
+        self.expires = expires
+        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._sub: Subscription | None = None
+        self._inbox = ""
+        self._requested = 0  # messages asked for and not yet delivered or expired
+        self._held = 0  # messages delivered and not yet released
+        self._wakeup = asyncio.Event()
+        self._pump_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        self._inbox = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(self._inbox, cb=self._on_msg)
+        self._pump_task = asyncio.create_task(self._pump(), name=f"pull:{self.consumer}")
+
+    async def stop(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pump_task
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+
+    def release(self, n: int = 1) -> None:
+        """A delivered message is done with (acked, nacked or terminated): free its credit."""
+        self._held = max(0, self._held - n)
+        self._wakeup.set()
+
+    def set_capacity(self, credits: int) -> None:
+        self.capacity = max(0, credits)
+        self._wakeup.set()
+
+    async def next(self) -> Msg:
+        return await self._queue.get()
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            self._requested = max(0, self._requested - 1)
+            self._held += 1
+            self._queue.put_nowait(msg)
+            if self._requested < self.capacity // 2:
+                self._wakeup.set()
+            return
+        if status == "100":  # idle heartbeat / flow control
+            if msg.reply:
+                await self.nc.publish(msg.reply)
+            return
+        # 404 no messages, 408 request expired, 409 limits: the request is over.
+        left = msg.headers.get("Nats-Pending-Messages") if msg.headers else None
+        if left is not None and left.isdigit():
+            self._requested = max(0, self._requested - int(left))
+        else:
+            self._requested = 0
+        if status == "409":
+            log.debug("pull %s: %s", self.consumer, (msg.headers or {}).get("Description"))
+        self._wakeup.set()
+
+    async def _pump(self) -> None:
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}"
+        expires_ns = int(self.expires * 1e9)
+        while not self._closed:
+            want = self.capacity - self._held - self._requested
+            if want >= max(1, min(self.capacity // 4, 32)) or (want > 0 and self._requested == 0):
+                body = orjson.dumps({"batch": want, "expires": expires_ns})
+                self._requested += want
+                try:
+                    await self.nc.publish(subject, body, reply=self._inbox)
+                except Exception as exc:
+                    self._requested -= want
+                    log.warning("pull request on %s failed: %s", self.consumer, exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                # a request expires after `expires`; the 408 resets the count
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self.expires + 1.0)
+            except TimeoutError:
+                # lost status (e.g. reconnect): assume outstanding requests are gone
+                self._requested = 0

@@ -1,0 +1,168 @@
+"""Creating a namespace's stream, KV buckets and consumers, idempotently.
+
+Only ``df-server`` creates or widens the stream and buckets; workers and clients never change
+them. A worker creates the durable consumer of its task queue if it does not exist yet and
+otherwise uses it as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import nats.js.errors
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
+
+from durablefuture.core.errors import TransportError
+from durablefuture.transport.subjects import Layout
+
+__all__ = ["ConsumerSettings", "ensure_consumer", "ensure_namespace", "open_bucket"]
+
+log = logging.getLogger(__name__)
+
+
+class ConsumerSettings:
+    """Redelivery settings of a durable consumer."""
+
+    def __init__(self, ack_wait: float, max_deliver: int, max_ack_pending: int = 20_000) -> None:
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self.max_ack_pending = max_ack_pending
+
+    def backoff(self) -> list[float]:
+        """Redelivery delays: ack_wait first, then growing, never a hot loop."""
+        steps = [self.ack_wait * f for f in (1, 1, 2, 4, 8, 16)]
+        n = min(len(steps), max(1, self.max_deliver - 1)) if self.max_deliver > 0 else len(steps)
+        return steps[:n]
+
+
+def stream_config(layout: Layout, replicas: int = 1) -> StreamConfig:
+    return StreamConfig(
+        name=layout.stream,
+        subjects=list(layout.stream_subjects),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=120.0,
+        allow_direct=True,
+        allow_msg_ttl=True,
+        allow_msg_schedules=True,
+        allow_rollup_hdrs=True,
+        description=f"DurableFuture namespace {layout.namespace}: histories, tasks, timers",
+    )
+
+
+async def ensure_namespace(js: JetStreamContext, layout: Layout, replicas: int = 1) -> None:
+    """Create (or widen, never narrow) the namespace's stream and KV buckets."""
+    wanted = stream_config(layout, replicas)
+    try:
+        info = await js.stream_info(layout.stream)
+    except nats.js.errors.NotFoundError:
+        try:
+            await js.add_stream(wanted)
+            log.info("created stream %s", layout.stream)
+        except nats.js.errors.APIError as exc:
+            raise TransportError(
+                f"cannot create stream {layout.stream}: {exc.description}; is JetStream "
+                "enabled on the server (nats-server -js)?"
+            ) from exc
+    except nats.js.errors.ServiceUnavailableError as exc:
+        raise TransportError(
+            "JetStream is not available on this NATS server; start nats-server with -js"
+        ) from exc
+    else:
+        have = info.config
+        missing = [s for s in wanted.subjects or [] if s not in (have.subjects or [])]
+        flags = ("allow_direct", "allow_msg_ttl", "allow_msg_schedules", "allow_rollup_hdrs")
+        off = [f for f in flags if not getattr(have, f, False)]
+        if missing or off:
+            have.subjects = list(have.subjects or []) + missing
+            for f in off:
+                setattr(have, f, True)
+            await js.update_stream(have)
+            log.info("updated stream %s (added %s)", layout.stream, missing + off)
+    for bucket in (layout.runs_bucket, layout.activity_bucket):
+        await _ensure_bucket(js, bucket, replicas)
+
+
+async def _ensure_bucket(js: JetStreamContext, bucket: str, replicas: int) -> None:
+    try:
+        await js.key_value(bucket)
+        return
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    try:
+        await js.create_key_value(
+            KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas)
+        )
+        log.info("created KV bucket %s", bucket)
+    except nats.js.errors.APIError as exc:
+        # a concurrent server may have created it
+        try:
+            await js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            raise TransportError(f"cannot create KV bucket {bucket}: {exc}") from exc
+
+
+async def open_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
+    try:
+        return await js.key_value(bucket)
+    except nats.js.errors.BucketNotFoundError as exc:
+        raise TransportError(
+            f"KV bucket {bucket} does not exist; start df-server for this namespace first "
+            "(it creates the namespace), or use `df dev`"
+        ) from exc
+
+
+async def ensure_consumer(
+    js: JetStreamContext,
+    layout: Layout,
+    name: str,
+    filter_subject: str,
+    settings: ConsumerSettings,
+    *,
+    update: bool = False,
+) -> None:
+    """Create durable consumer ``name`` if missing (``update`` also refreshes its settings)."""
+    config = ConsumerConfig(
+        durable_name=name,
+        name=name,
+        filter_subject=filter_subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=settings.ack_wait,
+        max_deliver=settings.max_deliver,
+        max_ack_pending=settings.max_ack_pending,
+        backoff=settings.backoff(),
+    )
+    try:
+        await js.consumer_info(layout.stream, name)
+        if not update:
+            return
+    except nats.js.errors.NotFoundError:
+        pass
+    except nats.js.errors.APIError as exc:
+        if exc.err_code == 10059:  # stream not found
+            raise TransportError(
+                f"stream {layout.stream} does not exist; start df-server for namespace "
+                f"{layout.namespace!r} first (or `df dev`)"
+            ) from exc
+        raise
+    try:
+        await js.add_consumer(layout.stream, config)
+    except nats.js.errors.APIError as exc:
+        if exc.err_code == 10059:
+            raise TransportError(
+                f"stream {layout.stream} does not exist; start df-server for namespace "
+                f"{layout.namespace!r} first (or `df dev`)"
+            ) from exc
+        raise TransportError(f"cannot create consumer {name}: {exc.description}") from exc

@@ -1,0 +1,118 @@
+"""Names of everything DurableFuture keeps in NATS, per namespace.
+
+One stream per namespace, ``DF_<ns>``, holds every subject under ``df.<ns>.``:
+
+=================================  =================================================
+``df.<ns>.h.<workflow>.<run>``     a run's history (one message per recorded batch)
+``df.<ns>.wt.<queue>``             workflow tasks of a task queue
+``df.<ns>.at.<queue>``             activity tasks of a task queue
+``df.<ns>.in.<kind>``              server inputs (starts, reports, timer firings)
+``df.<ns>.tm.<run>.<key>``         durable timers (JetStream message schedules)
+``df.<ns>.dlq.<source>``           dead letters: undecodable or impossible messages
+=================================  =================================================
+
+KV buckets: ``DF_<ns>_runs`` (one status entry per run, key ``<workflow>.<run>``) and
+``DF_<ns>_act`` (activity heartbeats and cancellation flags). Core-NATS notifications (not
+stored) use ``dfev.<ns>.``. Workflow ids are free text, so they are encoded into one subject
+token: kept as-is when they are ``[A-Za-z0-9_-]+``, else ``=`` + base64url.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from durablefuture.core.types import check_name, check_namespace
+
+__all__ = ["Layout", "decode_token", "encode_token"]
+
+_SAFE = re.compile(r"[A-Za-z0-9_-]{1,200}")
+
+
+def encode_token(text: str) -> str:
+    """Encode free text (a workflow id) as one subject token / KV key part, injectively."""
+    if _SAFE.fullmatch(text):
+        return text
+    return "=" + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_token(token: str) -> str:
+    if not token.startswith("="):
+        return token
+    raw = token[1:]
+    return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+
+
+class Layout:
+    """Subject, stream, bucket and consumer names of one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = check_namespace(namespace)
+        ns = self.namespace
+        self.stream = f"DF_{ns}"
+        self.prefix = f"df.{ns}"
+        self.stream_subjects = [f"df.{ns}.>"]
+        self.runs_bucket = f"DF_{ns}_runs"
+        self.activity_bucket = f"DF_{ns}_act"
+        self.inputs = f"df.{ns}.in.>"
+        self.server_consumer = "server"
+        self.events_prefix = f"dfev.{ns}"
+
+    # history
+    def history(self, workflow_id: str, run_id: str) -> str:
+        return f"{self.prefix}.h.{encode_token(workflow_id)}.{run_id}"
+
+    def history_of_workflow(self, workflow_id: str) -> str:
+        return f"{self.prefix}.h.{encode_token(workflow_id)}.>"
+
+    def history_all(self) -> str:
+        return f"{self.prefix}.h.>"
+
+    # tasks
+    def workflow_tasks(self, queue: str) -> str:
+        return f"{self.prefix}.wt.{check_name(queue)}"
+
+    def activity_tasks(self, queue: str) -> str:
+        return f"{self.prefix}.at.{check_name(queue)}"
+
+    def workflow_consumer(self, queue: str) -> str:
+        return f"wt_{check_name(queue)}"
+
+    def activity_consumer(self, queue: str) -> str:
+        return f"at_{check_name(queue)}"
+
+    # server inputs
+    def input(self, kind: str) -> str:
+        return f"{self.prefix}.in.{kind}"
+
+    # timers
+    def timer(self, run_id: str, key: str) -> str:
+        return f"{self.prefix}.tm.{run_id}.{key}"
+
+    def timers_of_run(self, run_id: str) -> str:
+        return f"{self.prefix}.tm.{run_id}.>"
+
+    # dead letters
+    def dead_letter(self, source: str) -> str:
+        return f"{self.prefix}.dlq.{source}"
+
+    def dead_letters(self) -> str:
+        return f"{self.prefix}.dlq.>"
+
+    # status index
+    def status_key(self, workflow_id: str, run_id: str) -> str:
+        return f"{encode_token(workflow_id)}.{run_id}"
+
+    def closed_notice(self, workflow_id: str, run_id: str) -> str:
+        return f"{self.events_prefix}.closed.{encode_token(workflow_id)}.{run_id}"
+
+    # activity heartbeats / cancellation
+    def heartbeat_key(self, run_id: str, seq: int) -> str:
+        return f"hb.{run_id}.{seq}"
+
+    def cancel_key(self, run_id: str, seq: int) -> str:
+        return f"cx.{run_id}.{seq}"
+
+    # queries (core request/reply, answered by workflow workers)
+    def query(self, queue: str) -> str:
+        return f"{self.events_prefix}.query.{check_name(queue)}"

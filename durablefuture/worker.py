@@ -1,0 +1,681 @@
+"""df-worker as a library: runs workflow tasks and/or activity tasks of one task queue.
+
+Workflow tasks: the run's generator is rebuilt from history (or resumed from the worker's cache
+of live generators) by the pure replayer; the new commands go back to the server as a report,
+and the task is acked only after that report is stored. Activity tasks: the function runs (sync
+ones in a thread pool, async ones on the loop) with its timeouts enforced locally, heartbeats
+recorded, and the result or structured failure reported, again before the ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import nats.js.errors
+import orjson
+from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
+
+from durablefuture.activity_context import (
+    ActivityContext,
+    ActivityInfo,
+    reset_activity_context,
+    set_activity_context,
+    utc,
+)
+from durablefuture.client import Client
+from durablefuture.codec.wire import InputEnvelope, WorkflowTaskMessage
+from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
+from durablefuture.core.definitions import ActivityDefinition, WorkflowDefinition
+from durablefuture.core.effects import ActivityTask, WorkflowTask
+from durablefuture.core.errors import (
+    CancelledError,
+    DecodeError,
+    InvalidArgumentError,
+    NonDeterminismError,
+    NotRegisteredError,
+    TransportError,
+    WorkflowError,
+)
+from durablefuture.core.failure import Failure, FailureKind, failure_from_exception
+from durablefuture.core.replay import Activation, WorkflowExecution
+from durablefuture.core.types import JsonValue, check_name
+from durablefuture.transport.consumer import PullConsumer
+from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
+from durablefuture.transport.publisher import MSG_ID
+
+__all__ = ["Worker", "WorkerOptions"]
+
+log = logging.getLogger("durablefuture.worker")
+
+
+class WorkerOptions:
+    """Settings of the task-queue consumers a worker creates when they do not exist yet."""
+
+    workflow_task_timeout: float = 10.0
+    """A workflow task not acked within this is redelivered (its worker died)."""
+    activity_lease: float = 30.0
+    """An activity task whose worker stops extending its lease for this long is redelivered;
+    the next worker reports the attempt as timed out (worker lost) and it is retried."""
+    started_report_after: float = 1.0
+    """An attempt running longer than this is reported as started, so the server enforces
+    its start-to-close and heartbeat timeouts with durable timers."""
+
+
+def _identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class _CachedRun:
+    __slots__ = ("execution", "last_seq")
+
+    def __init__(self, execution: WorkflowExecution, last_seq: int) -> None:
+        self.execution = execution
+        self.last_seq = last_seq
+
+
+class Worker:
+    """Runs the workflows and activities it is given, for one task queue.
+
+    ``async with df.Worker(client, task_queue="orders", workflows=[...], activities=[...]):``
+    or ``await worker.run()`` until cancelled / ``await worker.shutdown()``.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        task_queue: str = "default",
+        workflows: Sequence[Callable[..., object]] = (),
+        activities: Sequence[Callable[..., object]] = (),
+        *,
+        max_concurrent_activities: int = 100,
+        max_concurrent_workflow_tasks: int = 100,
+        max_cached_workflows: int = 10_000,
+        identity: str | None = None,
+        options: WorkerOptions | None = None,
+    ) -> None:
+        if not workflows and not activities:
+            raise InvalidArgumentError(
+                "a worker needs at least one workflow or activity: Worker(client, "
+                "task_queue=..., workflows=[...], activities=[...])"
+            )
+        if max_concurrent_activities < 1 or max_concurrent_workflow_tasks < 1:
+            raise InvalidArgumentError("max_concurrent_* must be >= 1")
+        self.client = client
+        self.task_queue = check_name(task_queue)
+        self.identity = identity or _identity()
+        self.options = options or WorkerOptions()
+        self.workflows: dict[str, WorkflowDefinition] = {}
+        for fn in workflows:
+            d = WorkflowDefinition.from_fn(fn)
+            if d.name in self.workflows:
+                raise InvalidArgumentError(f"workflow name {d.name!r} is registered twice")
+            self.workflows[d.name] = d
+        self.activities: dict[str, ActivityDefinition] = {}
+        for fn in activities:
+            a = ActivityDefinition.from_fn(fn)
+            if a.name in self.activities:
+                raise InvalidArgumentError(f"activity name {a.name!r} is registered twice")
+            self.activities[a.name] = a
+        self.max_concurrent_activities = max_concurrent_activities
+        self.max_concurrent_workflow_tasks = max_concurrent_workflow_tasks
+        self.max_cached_workflows = max_cached_workflows
+        self.codec = client.codec
+        self.layout = client.layout
+        self.pub = client.pub
+        self._cache: OrderedDict[str, _CachedRun] = OrderedDict()
+        self._run_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._executor = ThreadPoolExecutor(
+            max_workers=max_concurrent_activities, thread_name_prefix="df-activity"
+        )
+        self._consumers: list[PullConsumer] = []
+        self._loops: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._act_kv: KeyValue | None = None
+        self._stopping = asyncio.Event()
+        self._started = False
+        self._run_task: asyncio.Task[None] | None = None
+        self.stats: dict[str, int] = {
+            "workflow_tasks": 0,
+            "activity_tasks": 0,
+            "cache_hits": 0,
+            "cache_misses": 0,
+            "replays": 0,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        js = self.pub.js
+        opts = self.options
+        if self.workflows:
+            name = self.layout.workflow_consumer(self.task_queue)
+            await ensure_consumer(
+                js,
+                self.layout,
+                name,
+                self.layout.workflow_tasks(self.task_queue),
+                ConsumerSettings(opts.workflow_task_timeout, 20),
+            )
+            consumer = PullConsumer(
+                self.client.nc,
+                self.layout.stream,
+                name,
+                credits=self.max_concurrent_workflow_tasks,
+            )
+            await consumer.start()
+            self._consumers.append(consumer)
+            self._loops.append(
+                asyncio.create_task(self._loop(consumer, self._workflow_task), name="df-wft")
+            )
+        if self.activities:
+            from durablefuture.transport.layout import open_bucket
+
+            self._act_kv = await open_bucket(js, self.layout.activity_bucket)
+            name = self.layout.activity_consumer(self.task_queue)
+            await ensure_consumer(
+                js,
+                self.layout,
+                name,
+                self.layout.activity_tasks(self.task_queue),
+                ConsumerSettings(opts.activity_lease, 20),
+            )
+            consumer = PullConsumer(
+                self.client.nc,
+                self.layout.stream,
+                name,
+                credits=self.max_concurrent_activities,
+            )
+            await consumer.start()
+            self._consumers.append(consumer)
+            self._loops.append(
+                asyncio.create_task(self._loop(consumer, self._activity_task), name="df-act")
+            )
+        log.info(
+            "worker %s polling task queue %s (workflows: %s; activities: %s)",
+            self.identity,
+            self.task_queue,
+            sorted(self.workflows),
+            sorted(self.activities),
+            extra={"task_queue": self.task_queue},
+        )
+
+    async def run(self) -> None:
+        """Run until cancelled or :meth:`shutdown` is called."""
+        await self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self._drain()
+
+    async def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop taking tasks and wait (up to ``timeout``) for running ones to finish."""
+        self._stopping.set()
+        await self._drain(timeout)
+
+    async def _drain(self, timeout: float = 30.0) -> None:
+        for consumer in self._consumers:
+            await consumer.stop()
+        for loop_task in self._loops:
+            loop_task.cancel()
+        for loop_task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await loop_task
+        self._loops.clear()
+        self._consumers.clear()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        self._run_task = asyncio.create_task(self.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+        if self._run_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._run_task
+
+    async def _loop(self, consumer: PullConsumer, handler: Callable[[Msg], Any]) -> None:
+        while not self._stopping.is_set():
+            msg = await consumer.next()
+            task = asyncio.create_task(self._guard(consumer, handler, msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _guard(self, consumer: PullConsumer, handler: Callable[[Msg], Any], msg: Msg) -> None:
+        try:
+            await handler(msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            delivered = msg.metadata.num_delivered or 1
+            log.warning(
+                "task on %s failed (delivery %d): %s",
+                msg.subject,
+                delivered,
+                exc,
+                exc_info=not isinstance(exc, TransportError),
+            )
+            with contextlib.suppress(Exception):
+                if delivered >= 18:
+                    await self._dead_letter(msg, f"failed {delivered} times: {exc}")
+                    await msg.term()
+                else:
+                    await msg.nak(delay=min(30.0, 0.5 * 2 ** (delivered - 1)))
+        finally:
+            consumer.release()
+
+    async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        log.error("dead letter from %s: %s", msg.subject, reason)
+        headers = {"Df-Reason": reason[:1000], "Df-Source": "worker", "Df-Subject": msg.subject}
+        with contextlib.suppress(TransportError):
+            await self.pub.publish(self.layout.dead_letter("worker"), msg.data, headers)
+
+    async def _report(self, workflow_id: str, message: inp.RunInput) -> None:
+        data = self.codec.encode_input(InputEnvelope(workflow_id, input=message))
+        await self.pub.publish(
+            self.layout.input("run"), data, {MSG_ID: f"{message.run_id}:{message.input_id}"}
+        )
+
+    # ------------------------------------------------------------------ workflow tasks
+
+    def _lock(self, run_id: str) -> asyncio.Lock:
+        lock = self._run_locks.get(run_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._run_locks[run_id] = lock
+        return lock
+
+    async def _workflow_task(self, msg: Msg) -> None:
+        try:
+            m = self.codec.decode_workflow_task(msg.data)
+        except DecodeError as exc:
+            await self._dead_letter(msg, str(exc))
+            await msg.term()
+            return
+        self.stats["workflow_tasks"] += 1
+        task = m.task
+        async with self._lock(task.run_id):
+            report = await self._run_workflow_task(m)
+            if report is not None:
+                await self._report(task.workflow_id, report)
+        await msg.ack()
+
+    async def _run_workflow_task(self, m: WorkflowTaskMessage) -> inp.RunInput | None:
+        task = m.task
+        cached = self._cache.pop(task.run_id, None)
+        execution: WorkflowExecution | None = None
+        activation = None
+        try:
+            if cached is not None:
+                execution = cached.execution
+                new = self._new_events(execution, m.events)
+                if new is None:
+                    new = await self._tail(task, execution)
+                if new is not None:
+                    try:
+                        activation = execution.feed(new)
+                        self.stats["cache_hits"] += 1
+                    except NonDeterminismError:
+                        activation = None  # our cached view diverged: replay from history
+            if activation is None:
+                self.stats["cache_misses"] += 1
+                execution = None
+                execution, activation = await self._replay(task, m)
+        except (NonDeterminismError, NotRegisteredError, WorkflowError) as exc:
+            log.error(
+                "workflow task for %s run %s failed: %s",
+                task.workflow_id,
+                task.run_id,
+                exc,
+                extra={"workflow_id": task.workflow_id, "run_id": task.run_id},
+            )
+            based_on = execution.last_event_id if execution is not None else 0
+            return inp.FailWorkflowTask(
+                task.run_id,
+                based_on,
+                failure_from_exception(exc),
+                task.attempt,
+                self.identity,
+            )
+        if not activation.finished and execution is not None:
+            self._cache[task.run_id] = _CachedRun(execution, m.history_seq)
+            while len(self._cache) > self.max_cached_workflows:
+                self._cache.popitem(last=False)
+        if not activation.commands:
+            return None
+        return inp.CompleteWorkflowTask(
+            task.run_id, activation.based_on, activation.commands, self.identity
+        )
+
+    def _new_events(
+        self, execution: WorkflowExecution, delta: Sequence[ev.Event]
+    ) -> list[ev.Event] | None:
+        """The part of ``delta`` the cached execution has not seen; None if there is a gap."""
+        have = execution.last_event_id
+        if not delta:
+            return None
+        first = delta[0].event_id
+        if first > have + 1:
+            return None
+        return list(delta[have - first + 1 :]) if have >= first else list(delta)
+
+    async def _tail(
+        self, task: WorkflowTask, execution: WorkflowExecution
+    ) -> list[ev.Event] | None:
+        batches = await self.client.history.read(task.workflow_id, task.run_id)
+        events = [e for b in batches for e in b.events]
+        have = execution.last_event_id
+        if len(events) < have:
+            return None
+        return events[have:]
+
+    async def _replay(
+        self, task: WorkflowTask, m: WorkflowTaskMessage
+    ) -> tuple[WorkflowExecution, Activation]:
+        definition = self.workflows.get(task.workflow_type)
+        if definition is None:
+            raise NotRegisteredError(
+                f"workflow type {task.workflow_type!r} is not registered on worker "
+                f"{self.identity} (task queue {self.task_queue!r}); registered workflows: "
+                f"{sorted(self.workflows)}. Add it to Worker(workflows=[...]) or start it on a "
+                "task queue whose workers have it"
+            )
+        if m.events and m.events[0].event_id == 1:
+            events = list(m.events)
+        else:
+            batches = await self.client.history.read(task.workflow_id, task.run_id)
+            events = [e for b in batches for e in b.events]
+        self.stats["replays"] += 1
+        execution = WorkflowExecution(definition, self.codec.payloads)
+        activation = execution.feed(events)
+        return execution, activation
+
+    # ------------------------------------------------------------------ activity tasks
+
+    async def _activity_task(self, msg: Msg) -> None:
+        try:
+            task = self.codec.decode_activity_task(msg.data)
+        except DecodeError as exc:
+            await self._dead_letter(msg, str(exc))
+            await msg.term()
+            return
+        self.stats["activity_tasks"] += 1
+        delivered = msg.metadata.num_delivered or 1
+        if delivered > 1:
+            # The worker that had this attempt stopped extending its lease (it crashed or was
+            # cut off). Report the attempt as timed out; the server retries per policy. If the
+            # first worker's report had landed, this one is a duplicate and is ignored.
+            failure = Failure(
+                message=(
+                    f"attempt {task.attempt} of activity {task.name!r} was handed to another "
+                    f"worker after its worker stopped responding for "
+                    f"{self.options.activity_lease:g}s (crashed or disconnected)"
+                ),
+                type="TimeoutError",
+                kind=FailureKind.TIMEOUT,
+                timeout_type="start_to_close",
+            )
+            await self._report(
+                task.workflow_id, inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure)
+            )
+            await msg.ack()
+            return
+        report = await self._run_activity(task, msg)
+        await self._report(task.workflow_id, report)
+        await msg.ack()
+
+    async def _run_activity(self, task: ActivityTask, msg: Msg) -> inp.RunInput:
+        definition = self.activities.get(task.name)
+        if definition is None:
+            failure = Failure(
+                message=(
+                    f"activity {task.name!r} is not registered on worker {self.identity} "
+                    f"(task queue {self.task_queue!r}); registered activities: "
+                    f"{sorted(self.activities)}"
+                ),
+                type="ActivityNotRegisteredError",
+            )
+            return inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure)
+        return await _Attempt(self, task, definition, msg).run()
+
+
+class _Attempt:
+    """One activity attempt: run it, keep its lease, enforce timeouts, flush heartbeats."""
+
+    def __init__(
+        self, worker: Worker, task: ActivityTask, definition: ActivityDefinition, msg: Msg
+    ) -> None:
+        self.w = worker
+        self.task = task
+        self.d = definition
+        self.msg = msg
+        self.started = time.time()
+        self.details: tuple[object, ...] = tuple(task.heartbeat_details)
+        self.last_heartbeat = self.started
+        self.dirty = False
+        self.cancelled = False
+        opts = task.options
+        deadlines: list[tuple[float, str]] = []
+        if opts.start_to_close_timeout is not None:
+            deadlines.append((self.started + opts.start_to_close_timeout, "start_to_close"))
+        if opts.schedule_to_close_timeout is not None:
+            deadlines.append(
+                (task.scheduled_at + opts.schedule_to_close_timeout, "schedule_to_close")
+            )
+        self.deadline = min(deadlines) if deadlines else None
+
+    def _info(self) -> ActivityInfo:
+        t = self.task
+        opts = t.options
+        return ActivityInfo(
+            activity_id=t.seq,
+            activity_name=t.name,
+            attempt=t.attempt,
+            workflow_id=t.workflow_id,
+            workflow_type=t.workflow_type,
+            run_id=t.run_id,
+            namespace=t.namespace,
+            task_queue=t.task_queue,
+            scheduled_time=utc(t.scheduled_at),
+            started_time=utc(self.started),
+            schedule_to_close_deadline=(
+                utc(t.scheduled_at + opts.schedule_to_close_timeout)
+                if opts.schedule_to_close_timeout is not None
+                else None
+            ),
+            start_to_close_deadline=(
+                utc(self.started + opts.start_to_close_timeout)
+                if opts.start_to_close_timeout is not None
+                else None
+            ),
+            heartbeat_timeout=opts.heartbeat_timeout,
+            heartbeat_details=t.heartbeat_details,
+        )
+
+    def _on_heartbeat(self, details: tuple[object, ...]) -> None:
+        self.last_heartbeat = time.time()
+        if details:
+            self.details = details
+        self.dirty = True
+
+    def _timeout(self, kind: str, message: str) -> inp.RunInput:
+        failure = Failure(
+            message=message, type="TimeoutError", kind=FailureKind.TIMEOUT, timeout_type=kind
+        )
+        return inp.FailActivityTask(
+            self.task.run_id, self.task.seq, self.task.attempt, failure, self._details()
+        )
+
+    def _details(self) -> tuple[JsonValue, ...]:
+        payloads = self.w.codec.payloads
+        try:
+            return tuple(payloads.to_payload(d, "heartbeat detail") for d in self.details)
+        except Exception:
+            return tuple(repr(d) for d in self.details)
+
+    async def run(self) -> inp.RunInput:
+        t = self.task
+        payloads = self.w.codec.payloads
+        try:
+            types = self.d.arg_types(len(t.args))
+            args = [payloads.from_payload(a, ty) for a, ty in zip(t.args, types, strict=True)]
+        except Exception as exc:
+            failure = failure_from_exception(exc)
+            failure = Failure(
+                message=f"cannot decode the arguments of activity {t.name!r}: {failure.message}",
+                type=failure.type,
+                non_retryable=True,
+            )
+            return inp.FailActivityTask(t.run_id, t.seq, t.attempt, failure)
+        ctx = ActivityContext(self._info(), self._on_heartbeat, lambda: self.cancelled)
+        job = self._launch(ctx, args)
+        opts = t.options
+        lease = self.w.options.activity_lease
+        report_after = (
+            0.0
+            if opts.schedule_to_start_timeout is not None or opts.heartbeat_timeout is not None
+            else self.w.options.started_report_after
+        )
+        reported = False
+        last_lease = time.monotonic()
+        last_flush = 0.0
+        flush_every = max(0.2, opts.heartbeat_timeout * 0.5) if opts.heartbeat_timeout else 2.0
+        tick = min(0.5, lease / 3)
+        if opts.heartbeat_timeout:
+            tick = min(tick, max(0.05, opts.heartbeat_timeout / 4))
+        try:
+            while True:
+                now = time.time()
+                if not reported and now - self.started >= report_after:
+                    reported = True
+                    await self.w._report(
+                        t.workflow_id,
+                        inp.ReportActivityStarted(t.run_id, t.seq, t.attempt, self.w.identity),
+                    )
+                wait = tick
+                if not reported:
+                    wait = min(wait, max(0.0, self.started + report_after - now))
+                if self.deadline is not None:
+                    wait = min(wait, max(0.0, self.deadline[0] - now))
+                done, _ = await asyncio.wait({job}, timeout=wait)
+                if job in done:
+                    break
+                now = time.time()
+                if self.deadline is not None and now >= self.deadline[0]:
+                    job.cancel()
+                    kind = self.deadline[1]
+                    limit = (
+                        opts.start_to_close_timeout
+                        if kind == "start_to_close"
+                        else opts.schedule_to_close_timeout
+                    )
+                    return self._timeout(
+                        kind,
+                        f"attempt {t.attempt} of activity {t.name!r} did not finish within its "
+                        f"{kind}_timeout of {limit:g}s",
+                    )
+                if opts.heartbeat_timeout and now - self.last_heartbeat >= opts.heartbeat_timeout:
+                    job.cancel()
+                    return self._timeout(
+                        "heartbeat",
+                        f"attempt {t.attempt} of activity {t.name!r} sent no heartbeat for "
+                        f"{opts.heartbeat_timeout:g}s (its heartbeat_timeout)",
+                    )
+                if time.monotonic() - last_lease >= lease / 3:
+                    last_lease = time.monotonic()
+                    with contextlib.suppress(Exception):
+                        await self.msg.in_progress()
+                if self.dirty and now - last_flush >= flush_every:
+                    last_flush = now
+                    self.dirty = False
+                    await self._flush()
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
+        if self.dirty:
+            with contextlib.suppress(Exception):
+                await self._flush()
+        return self._outcome(job)
+
+    def _launch(self, ctx: ActivityContext, args: list[object]) -> asyncio.Future[Any]:
+        fn = self.d.fn
+        loop = asyncio.get_running_loop()
+        if self.d.is_async:
+
+            async def call() -> Any:
+                token = set_activity_context(ctx)
+                try:
+                    return await fn(*args)  # type: ignore[misc]
+                finally:
+                    reset_activity_context(token)
+
+            return asyncio.ensure_future(call())
+
+        def call_sync() -> Any:
+            token = set_activity_context(ctx)
+            try:
+                return fn(*args)
+            finally:
+                reset_activity_context(token)
+
+        return loop.run_in_executor(self.w._executor, call_sync)
+
+    async def _flush(self) -> None:
+        kv = self.w._act_kv
+        if kv is None:
+            return
+        t = self.task
+        body = orjson.dumps(
+            {"attempt": t.attempt, "at": self.last_heartbeat, "details": list(self._details())}
+        )
+        try:
+            await kv.put(self.w.layout.heartbeat_key(t.run_id, t.seq), body)
+            try:
+                await kv.get(self.w.layout.cancel_key(t.run_id, t.seq))
+                self.cancelled = True
+            except nats.js.errors.KeyNotFoundError:
+                pass
+        except Exception as exc:
+            log.debug("heartbeat flush failed: %s", exc)
+
+    def _outcome(self, job: asyncio.Future[Any]) -> inp.RunInput:
+        t = self.task
+        exc = job.exception() if not job.cancelled() else CancelledError("activity cancelled")
+        if exc is None:
+            try:
+                result = self.w.codec.payloads.to_payload(
+                    job.result(), f"result of activity {t.name!r}"
+                )
+            except Exception as bad:
+                f = failure_from_exception(bad)
+                failure = Failure(f.message, type=f.type, non_retryable=True, stack=f.stack)
+                return inp.FailActivityTask(t.run_id, t.seq, t.attempt, failure, self._details())
+            return inp.CompleteActivityTask(t.run_id, t.seq, t.attempt, result)
+        enc_details = self.w.codec.payloads
+
+        def enc(details: tuple[object, ...]) -> tuple[JsonValue, ...]:
+            return tuple(enc_details.to_payload(d, "error detail") for d in details)
+
+        failure = failure_from_exception(exc, enc)
+        return inp.FailActivityTask(t.run_id, t.seq, t.attempt, failure, self._details())
