@@ -14,12 +14,22 @@ from durablefuture.core.options import Backoff, RetryPolicy
 __all__ = ["RetryDecision", "backoff_delay", "decide_retry", "stable_fraction"]
 
 
+_MASK = 0xFFFFFFFFFFFFFFFF
+
+
 def stable_fraction(key: str) -> float:
     """A number in [0, 1) derived from ``key`` (FNV-1a), the same on every machine."""
     h = 0xCBF29CE484222325
     for b in key.encode():
         h ^= b
-        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+        h = (h * 0x100000001B3) & _MASK
+    # FNV-1a barely moves the high bits for keys that differ only at the end (the attempt
+    # number in "run:seq:attempt"); a final mix (murmur3 fmix64) spreads them.
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _MASK
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _MASK
+    h ^= h >> 33
     return (h >> 11) / float(1 << 53)
 
 

@@ -1,0 +1,107 @@
+"""Shared pieces of the command-line daemons: options, signal handling, clean exits."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import click
+
+from durablefuture.core.errors import DurableFutureError
+from durablefuture.logs import setup_logging
+from durablefuture.transport.connection import DEFAULT_URL
+
+NATS_OPTION = click.option(
+    "--nats",
+    "nats_url",
+    default=DEFAULT_URL,
+    envvar="DF_NATS_URL",
+    show_default=True,
+    help="NATS server URL (env DF_NATS_URL).",
+)
+NAMESPACE_OPTION = click.option(
+    "--namespace",
+    default="default",
+    envvar="DF_NAMESPACE",
+    show_default=True,
+    help="Namespace (env DF_NAMESPACE).",
+)
+CONNECT_TIMEOUT_OPTION = click.option(
+    "--connect-timeout",
+    default=20.0,
+    envvar="DF_CONNECT_TIMEOUT",
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds to keep retrying to reach NATS at start before exiting.",
+)
+LOG_LEVEL_OPTION = click.option(
+    "--log-level",
+    default="info",
+    envvar="DF_LOG_LEVEL",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+LOG_FORMAT_OPTION = click.option(
+    "--log-format",
+    default="json",
+    envvar="DF_LOG_FORMAT",
+    show_default=True,
+    type=click.Choice(["json", "text"]),
+    help="One JSON object per line, or readable text.",
+)
+
+
+def fail(message: str) -> None:
+    """Exit non-zero with a one-line reason."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def load_functions(spec: str, what: str) -> list[Callable[..., object]]:
+    """Parse ``mod:attr,mod:attr`` (an attr may be a function or a list of functions)."""
+    out: list[Callable[..., object]] = []
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        module_name, sep, attr = part.partition(":")
+        if not sep or not module_name or not attr:
+            fail(f"--{what} entry {part!r} is not MODULE:ATTRIBUTE (e.g. my_app.flows:order)")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            fail(f"--{what} {part!r}: cannot import module {module_name!r}: {exc}")
+        try:
+            value: Any = module
+            for name in attr.split("."):
+                value = getattr(value, name)
+        except AttributeError:
+            fail(f"--{what} {part!r}: module {module_name!r} has no attribute {attr!r}")
+        items = value if isinstance(value, list | tuple) else [value]
+        for item in items:
+            if not callable(item):
+                fail(f"--{what} {part!r}: {item!r} is not a function")
+            out.append(item)
+    return out
+
+
+def run_daemon(
+    main: Callable[[asyncio.Event], Awaitable[None]], *, log_level: str, log_format: str
+) -> None:
+    """Run ``main(stop_event)``; SIGTERM/SIGINT set the event for a graceful drain."""
+    setup_logging(log_level, log_format)
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    try:
+        asyncio.run(runner())
+    except DurableFutureError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass

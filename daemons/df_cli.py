@@ -1,0 +1,397 @@
+"""``df``: the command line for developers and operators.
+
+``df dev`` runs everything locally (embedded nats-server, a server and a worker for the
+examples). ``df workflow ...`` starts, inspects and acts on workflows of a namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from daemons.common import LOG_LEVEL_OPTION, fail
+from durablefuture.client import Client, WorkflowDescription
+from durablefuture.codec.wire import default_codec
+from durablefuture.core.errors import DurableFutureError, WorkflowExecutionError
+from durablefuture.core.failure import Failure
+from durablefuture.logs import setup_logging
+from durablefuture.transport.connection import DEFAULT_URL
+
+T = TypeVar("T")
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+class Settings:
+    def __init__(self, nats_url: str, namespace: str, as_json: bool, timeout: float) -> None:
+        self.nats_url = nats_url
+        self.namespace = namespace
+        self.as_json = as_json
+        self.connect_timeout = timeout
+
+
+def _run(coro: Awaitable[T]) -> T:
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except WorkflowExecutionError:
+        raise
+    except DurableFutureError as exc:
+        fail(str(exc))
+        raise  # unreachable: fail exits
+
+
+def _emit(settings: Settings, value: Any, text: str | None = None) -> None:
+    if settings.as_json:
+        click.echo(orjson.dumps(value, default=_json_default, option=orjson.OPT_INDENT_2))
+    else:
+        click.echo(text if text is not None else _pretty(value))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Failure):
+        return default_codec().converter.unstructure(value)
+    return default_codec().converter.unstructure(value)
+
+
+def _pretty(value: Any) -> str:
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_INDENT_2).decode()
+
+
+def _parse_input(text: str | None) -> list[Any]:
+    if text is None or text == "":
+        return []
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        fail(f"--input is not valid JSON ({exc}); pass e.g. --input '[\"o-1\", 42.0]'")
+    return value if isinstance(value, list) else [value]
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("--nats", "nats_url", default=DEFAULT_URL, envvar="DF_NATS_URL", show_default=True)
+@click.option("--namespace", default="default", envvar="DF_NAMESPACE", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option(
+    "--connect-timeout", default=5.0, envvar="DF_CONNECT_TIMEOUT", show_default=True, type=float
+)
+@click.pass_context
+def main(
+    ctx: click.Context, nats_url: str, namespace: str, as_json: bool, connect_timeout: float
+) -> None:
+    """DurableFuture: durable workflows on NATS JetStream."""
+    ctx.obj = Settings(nats_url, namespace, as_json, connect_timeout)
+
+
+async def _client(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.nats_url, settings.namespace, connect_timeout=settings.connect_timeout
+    )
+
+
+async def _with_client(settings: Settings, fn: Callable[[Client], Awaitable[T]]) -> T:
+    client = await _client(settings)
+    try:
+        return await fn(client)
+    finally:
+        await client.close()
+
+
+# ---------------------------------------------------------------------------- df dev
+
+
+@main.command(context_settings=CONTEXT)
+@click.option(
+    "--data-dir",
+    default=".df-dev",
+    show_default=True,
+    help="Where the embedded nats-server keeps its JetStream store.",
+)
+@click.option(
+    "--port",
+    default=None,
+    type=int,
+    help="NATS port (default 4222; with --run a free port).",
+)
+@click.option(
+    "--run", "run_example", default=None, help="Run an example and exit: order, recovery."
+)
+@LOG_LEVEL_OPTION
+@click.pass_obj
+def dev(
+    settings: Settings, data_dir: str, port: int | None, run_example: str | None, log_level: str
+) -> None:
+    """Run everything locally: nats-server, a df-server and a worker for the examples."""
+    from workflows_examples import ACTIVITIES, EXAMPLES, TASK_QUEUE, WORKFLOWS
+
+    if run_example is not None and run_example not in EXAMPLES:
+        fail(f"unknown example {run_example!r}; choose one of {', '.join(sorted(EXAMPLES))}")
+    setup_logging("warning" if run_example and log_level == "info" else log_level, "text")
+
+    async def go() -> None:
+        from durablefuture.natsserver import NatsServer, free_port
+        from durablefuture.server import Server, ServerOptions
+        from durablefuture.worker import Worker
+
+        chosen = port if port is not None else (free_port() if run_example else 4222)
+        store = os.path.abspath(os.path.join(data_dir, "nats"))
+        nats = NatsServer(store, chosen)
+        try:
+            nats.start()
+        except DurableFutureError as exc:
+            fail(f"{exc} (is port {chosen} in use? pass --port 0 for a free one)")
+        server = await Server.connect(nats.url, ServerOptions(namespace=settings.namespace))
+        try:
+            await server.start()
+            server_task = asyncio.create_task(server.run())
+            client = await Client.connect(nats.url, settings.namespace)
+            worker = Worker(client, TASK_QUEUE, WORKFLOWS, ACTIVITIES)
+            async with worker:
+                if run_example is not None:
+                    wf, args = EXAMPLES[run_example]
+                    wid = f"{run_example}-{uuid.uuid4().hex[:8]}"
+                    click.echo(f"started {run_example} example as workflow {wid!r} ...", err=True)
+                    handle = await client.start_workflow(wf, *args, id=wid, task_queue=TASK_QUEUE)
+                    result = await handle.result(timeout=60)
+                    click.echo(_pretty({"workflow_id": wid, "result": result}))
+                else:
+                    click.echo(
+                        f"DurableFuture dev environment\n"
+                        f"  NATS:        {nats.url}  (store: {store})\n"
+                        f"  namespace:   {settings.namespace}\n"
+                        f"  task queue:  {TASK_QUEUE} (examples: {', '.join(sorted(EXAMPLES))})\n"
+                        f"Start a workflow from another terminal:\n"
+                        f"  df --nats {nats.url} workflow start order_workflow --id o-1 "
+                        f"--task-queue {TASK_QUEUE} --input '[\"o-1\", 42.0]' --wait\n"
+                        f"Press Ctrl-C to stop."
+                    )
+                    stop = asyncio.Event()
+                    loop = asyncio.get_running_loop()
+                    for sig in (signal.SIGINT, signal.SIGTERM):
+                        loop.add_signal_handler(sig, stop.set)
+                    await stop.wait()
+            await client.close()
+            await server.shutdown()
+            server_task.cancel()
+        finally:
+            nats.stop()
+
+    _run(go())
+
+
+# ---------------------------------------------------------------------------- df workflow
+
+
+@main.group(context_settings=CONTEXT)
+def workflow() -> None:
+    """Start, inspect and act on workflows."""
+
+
+def _describe_text(d: WorkflowDescription) -> str:
+    lines = [
+        f"workflow   {d.workflow_id}",
+        f"run        {d.run_id}",
+        f"type       {d.workflow_type}",
+        f"queue      {d.task_queue}",
+        f"status     {d.status}",
+        f"started    {d.start_time.isoformat()}",
+    ]
+    if d.close_time:
+        lines.append(f"closed     {d.close_time.isoformat()}")
+    lines.append(f"events     {d.history_length}")
+    if d.failure:
+        lines.append(f"failure    {d.failure.describe()}")
+    if d.cancel_requested:
+        lines.append("cancel     requested")
+    for a in d.pending_activities:
+        line = f"activity   #{a.activity_id} {a.name} attempt {a.attempt}"
+        line += " running" if a.started else " waiting"
+        if a.next_retry_time:
+            line += f", next retry {a.next_retry_time.isoformat()}"
+        if a.last_failure:
+            line += f", last failure: {a.last_failure.describe()}"
+        lines.append(line)
+    for seq, at in d.pending_timers:
+        lines.append(f"timer      #{seq} fires {at.isoformat()}")
+    if d.last_workflow_task_failure:
+        lines.append(f"task error {d.last_workflow_task_failure.describe()}")
+    return "\n".join(lines)
+
+
+@workflow.command("start", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--id", "workflow_id", required=True, help="Workflow id (unique while running).")
+@click.option("--task-queue", default="default", show_default=True)
+@click.option("--input", "input_json", default=None, help="JSON array of arguments.")
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--timeout", default=None, type=float, help="With --wait: give up after seconds.")
+@click.pass_obj
+def workflow_start(
+    settings: Settings,
+    name: str,
+    workflow_id: str,
+    task_queue: str,
+    input_json: str | None,
+    wait: bool,
+    timeout: float | None,
+) -> None:
+    """Start workflow NAME (its registered name)."""
+    args = _parse_input(input_json)
+
+    async def go(client: Client) -> Any:
+        handle = await client.start_workflow(name, *args, id=workflow_id, task_queue=task_queue)
+        out: dict[str, Any] = {"workflow_id": handle.id, "run_id": handle.run_id}
+        if wait:
+            out["result"] = await handle.result(timeout=timeout)
+        return out
+
+    _result_or_exit(settings, lambda: _with_client(settings, go))
+
+
+def _result_or_exit(settings: Settings, fn: Callable[[], Awaitable[Any]]) -> None:
+    try:
+        value = _run(fn())
+    except WorkflowExecutionError as exc:
+        _emit(settings, {"error": type(exc).__name__, "message": str(exc)}, f"{exc}")
+        sys.exit(1)
+    except TimeoutError as exc:
+        fail(str(exc))
+    _emit(settings, value)
+
+
+@workflow.command("result", context_settings=CONTEXT)
+@click.argument("workflow_id")
+@click.option("--timeout", default=None, type=float)
+@click.pass_obj
+def workflow_result(settings: Settings, workflow_id: str, timeout: float | None) -> None:
+    """Wait for WORKFLOW_ID to finish and print its result (exit 1 if it did not complete)."""
+
+    async def go(client: Client) -> Any:
+        return await client.get_workflow_handle(workflow_id).result(timeout=timeout)
+
+    _result_or_exit(settings, lambda: _with_client(settings, go))
+
+
+@workflow.command("describe", context_settings=CONTEXT)
+@click.argument("workflow_id")
+@click.pass_obj
+def workflow_describe(settings: Settings, workflow_id: str) -> None:
+    """Status, pending activities and timers of the latest run."""
+
+    async def go(client: Client) -> WorkflowDescription:
+        return await client.get_workflow_handle(workflow_id).describe()
+
+    d = _run(_with_client(settings, go))
+    _emit(settings, d, _describe_text(d))
+
+
+@workflow.command("history", context_settings=CONTEXT)
+@click.argument("workflow_id")
+@click.pass_obj
+def workflow_history(settings: Settings, workflow_id: str) -> None:
+    """The events of the latest run (a table, or raw JSON with --json)."""
+
+    async def go(client: Client) -> list[Any]:
+        return await client.get_workflow_handle(workflow_id).fetch_history()
+
+    events = _run(_with_client(settings, go))
+    codec = default_codec()
+    raw = [codec.encode_event(e) for e in events]
+    if settings.as_json:
+        click.echo(orjson.dumps(raw, option=orjson.OPT_INDENT_2))
+        return
+    for e, r in zip(events, raw, strict=True):
+        ts = datetime.fromtimestamp(e.at).strftime("%H:%M:%S.%f")[:-3]
+        detail = {k: v for k, v in r.items() if k not in ("t", "event_id", "at")}
+        click.echo(f"{e.event_id:>5}  {ts}  {type(e).__name__:<24} {orjson.dumps(detail).decode()}")
+
+
+@workflow.command("list", context_settings=CONTEXT)
+@click.option("--status", default=None, help="running, completed, failed, ...")
+@click.option("--type", "workflow_type", default=None)
+@click.option("--since", default=None, help="ISO time: runs started at or after it.")
+@click.option("--limit", default=100, show_default=True)
+@click.pass_obj
+def workflow_list(
+    settings: Settings, status: str | None, workflow_type: str | None, since: str | None, limit: int
+) -> None:
+    """Runs of the namespace, newest first."""
+    since_dt = None
+    if since:
+        try:
+            since_dt = datetime.fromisoformat(since)
+        except ValueError:
+            fail(f"--since {since!r} is not an ISO date/time (e.g. 2026-11-25T10:00:00+00:00)")
+
+    async def go(client: Client) -> list[WorkflowDescription]:
+        return await client.list_workflows(
+            status=status, workflow_type=workflow_type, since=since_dt, limit=limit
+        )
+
+    rows = _run(_with_client(settings, go))
+    text = "\n".join(
+        f"{d.start_time.isoformat(timespec='seconds')}  {d.status:<16} {d.workflow_type:<24} "
+        f"{d.workflow_id}  {d.run_id}"
+        for d in rows
+    )
+    _emit(settings, rows, text or "(no workflows)")
+
+
+@workflow.command("signal", context_settings=CONTEXT)
+@click.argument("workflow_id")
+@click.argument("name")
+@click.option("--input", "input_json", default=None, help="JSON array of signal arguments.")
+@click.pass_obj
+def workflow_signal(
+    settings: Settings, workflow_id: str, name: str, input_json: str | None
+) -> None:
+    """Send signal NAME to WORKFLOW_ID."""
+    args = _parse_input(input_json)
+
+    async def go(client: Client) -> None:
+        await client.get_workflow_handle(workflow_id).signal(name, *args)
+
+    _run(_with_client(settings, go))
+    _emit(settings, {"signalled": workflow_id, "signal": name}, f"signalled {workflow_id}")
+
+
+@workflow.command("cancel", context_settings=CONTEXT)
+@click.argument("workflow_id")
+@click.option("--reason", default="")
+@click.pass_obj
+def workflow_cancel(settings: Settings, workflow_id: str, reason: str) -> None:
+    """Request cancellation (the workflow can clean up)."""
+
+    async def go(client: Client) -> None:
+        await client.get_workflow_handle(workflow_id).cancel(reason)
+
+    _run(_with_client(settings, go))
+    _emit(settings, {"cancel_requested": workflow_id}, f"cancellation requested for {workflow_id}")
+
+
+@workflow.command("terminate", context_settings=CONTEXT)
+@click.argument("workflow_id")
+@click.option("--reason", default="")
+@click.pass_obj
+def workflow_terminate(settings: Settings, workflow_id: str, reason: str) -> None:
+    """End the run at once."""
+
+    async def go(client: Client) -> None:
+        await client.get_workflow_handle(workflow_id).terminate(reason)
+
+    _run(_with_client(settings, go))
+    _emit(settings, {"terminated": workflow_id}, f"terminated {workflow_id}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,88 @@
+"""df-worker: runs workflow tasks and/or activity tasks of one task queue."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from daemons.common import (
+    CONNECT_TIMEOUT_OPTION,
+    LOG_FORMAT_OPTION,
+    LOG_LEVEL_OPTION,
+    NAMESPACE_OPTION,
+    NATS_OPTION,
+    fail,
+    load_functions,
+    run_daemon,
+)
+from durablefuture.client import Client
+from durablefuture.worker import Worker
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@NATS_OPTION
+@NAMESPACE_OPTION
+@CONNECT_TIMEOUT_OPTION
+@LOG_LEVEL_OPTION
+@LOG_FORMAT_OPTION
+@click.option("--task-queue", default="default", envvar="DF_TASK_QUEUE", show_default=True)
+@click.option(
+    "--workflows",
+    default="",
+    envvar="DF_WORKFLOWS",
+    help="Workflows to run: MODULE:ATTR[,MODULE:ATTR...] (an ATTR may be a list).",
+)
+@click.option(
+    "--activities",
+    default="",
+    envvar="DF_ACTIVITIES",
+    help="Activities to run: MODULE:ATTR[,MODULE:ATTR...] (an ATTR may be a list).",
+)
+@click.option("--max-concurrent-activities", default=100, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--max-concurrent-workflow-tasks", default=100, show_default=True, type=click.IntRange(1)
+)
+def main(
+    nats_url: str,
+    namespace: str,
+    connect_timeout: float,
+    log_level: str,
+    log_format: str,
+    task_queue: str,
+    workflows: str,
+    activities: str,
+    max_concurrent_activities: int,
+    max_concurrent_workflow_tasks: int,
+) -> None:
+    """Run a DurableFuture worker for TASK_QUEUE.
+
+    SIGTERM stops taking tasks and lets running ones finish.
+    """
+    wfs = load_functions(workflows, "workflows") if workflows else []
+    acts = load_functions(activities, "activities") if activities else []
+    if not wfs and not acts:
+        fail("nothing to run: pass --workflows MODULE:ATTR and/or --activities MODULE:ATTR")
+
+    async def serve(stop: asyncio.Event) -> None:
+        client = await Client.connect(nats_url, namespace, connect_timeout=connect_timeout)
+        worker = Worker(
+            client,
+            task_queue,
+            wfs,
+            acts,
+            max_concurrent_activities=max_concurrent_activities,
+            max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+        )
+        await worker.start()
+        runner = asyncio.create_task(worker.run())
+        await stop.wait()
+        await worker.shutdown()
+        await runner
+        await client.close()
+
+    run_daemon(serve, log_level=log_level, log_format=log_format)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
