@@ -17,7 +17,7 @@ from daemons.common import (
     run_daemon,
 )
 from durablefuture.client import Client
-from durablefuture.worker import Worker
+from durablefuture.worker import Worker, WorkerOptions
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,6 +43,20 @@ from durablefuture.worker import Worker
 @click.option(
     "--max-concurrent-workflow-tasks", default=100, show_default=True, type=click.IntRange(1)
 )
+@click.option(
+    "--activity-lease",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.5),
+    help="Seconds without a lease renewal before a crashed worker's activity is retried.",
+)
+@click.option(
+    "--workflow-task-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.5),
+    help="Seconds before a crashed worker's workflow task is redelivered.",
+)
 def main(
     nats_url: str,
     namespace: str,
@@ -54,6 +68,8 @@ def main(
     activities: str,
     max_concurrent_activities: int,
     max_concurrent_workflow_tasks: int,
+    activity_lease: float,
+    workflow_task_timeout: float,
 ) -> None:
     """Run a DurableFuture worker for TASK_QUEUE.
 
@@ -73,6 +89,9 @@ def main(
             acts,
             max_concurrent_activities=max_concurrent_activities,
             max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+            options=WorkerOptions(
+                workflow_task_timeout=workflow_task_timeout, activity_lease=activity_lease
+            ),
         )
         await worker.start()
         runner = asyncio.create_task(worker.run())

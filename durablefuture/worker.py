@@ -24,6 +24,7 @@ from typing import Any
 
 import nats.js.errors
 import orjson
+from attrs import define
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
@@ -53,7 +54,7 @@ from durablefuture.core.failure import Failure, FailureKind, failure_from_except
 from durablefuture.core.replay import Activation, WorkflowExecution
 from durablefuture.core.types import JsonValue, check_name
 from durablefuture.transport.consumer import PullConsumer
-from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
+from durablefuture.transport.layout import ConsumerSettings, ensure_consumer, open_bucket
 from durablefuture.transport.publisher import MSG_ID
 
 __all__ = ["Worker", "WorkerOptions"]
@@ -61,6 +62,7 @@ __all__ = ["Worker", "WorkerOptions"]
 log = logging.getLogger("durablefuture.worker")
 
 
+@define
 class WorkerOptions:
     """Settings of the task-queue consumers a worker creates when they do not exist yet."""
 
@@ -159,12 +161,31 @@ class Worker:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
+    async def start(self, namespace_timeout: float = 60.0) -> None:
+        """Create/bind the task queue consumers and start polling.
+
+        If the namespace does not exist yet (df-server not started), keep retrying with a log
+        line for up to ``namespace_timeout`` seconds.
+        """
         if self._started:
             return
+        deadline = time.monotonic() + namespace_timeout
+        while True:
+            try:
+                await self._bind()
+                break
+            except TransportError as exc:
+                if "does not exist" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                log.warning("%s; retrying", exc)
+                await asyncio.sleep(1.0)
         self._started = True
+
+    async def _bind(self) -> None:
         js = self.pub.js
         opts = self.options
+        if self.activities:
+            self._act_kv = await open_bucket(js, self.layout.activity_bucket)
         if self.workflows:
             name = self.layout.workflow_consumer(self.task_queue)
             await ensure_consumer(
@@ -186,9 +207,6 @@ class Worker:
                 asyncio.create_task(self._loop(consumer, self._workflow_task), name="df-wft")
             )
         if self.activities:
-            from durablefuture.transport.layout import open_bucket
-
-            self._act_kv = await open_bucket(js, self.layout.activity_bucket)
             name = self.layout.activity_consumer(self.task_queue)
             await ensure_consumer(
                 js,

@@ -21,6 +21,8 @@ MAX_PAYLOAD_BYTES = 512 * 1024
 """Largest encoded payload accepted (the NATS message limit is 1 MiB for the whole message)."""
 
 _PASSTHROUGH: frozenset[object] = frozenset({None, object, typing.Any})
+_INT_MIN = -(2**63)
+_INT_END = 2**64
 
 
 class JsonPayloads:
@@ -31,7 +33,15 @@ class JsonPayloads:
         self._max = max_bytes
 
     def to_payload(self, value: object, what: str = "value") -> JsonValue:
-        if value is None or type(value) in (str, int, bool):
+        # fast path only where encoding cannot fail or exceed the limit: a str encodes to at
+        # most 6 bytes a character (\uXXXX), orjson takes ints in [-2**63, 2**64) only
+        kind = type(value)
+        if (
+            value is None
+            or kind is bool
+            or (kind is int and _INT_MIN <= value < _INT_END)  # type: ignore[operator]
+            or (kind is str and 6 * len(value) + 2 <= self._max)  # type: ignore[arg-type]
+        ):
             return value  # type: ignore[return-value]
         try:
             raw = orjson.dumps(self._c.unstructure(value))

@@ -30,6 +30,7 @@ commands that were recorded.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 from collections import deque
@@ -452,6 +453,7 @@ class WorkflowExecution:
         elif isinstance(event, ev.WorkflowTimedOut | ev.WorkflowTerminated):
             self._closed_by_server = True
             self._queue.clear()
+            self._discard_generator()
         elif isinstance(event, ev.RESULT_EVENTS):
             self._queue.append(event)
         # ActivityStarted, ActivityRetryScheduled, ChildWorkflowStarted and WorkflowTaskFailed
@@ -776,6 +778,14 @@ class WorkflowExecution:
         self._root = None
         for leaf in list(self._leaves.values()):
             self._abandon(leaf)
+
+    def _discard_generator(self) -> None:
+        # Unwind the code now rather than when the garbage collector closes it: a `finally`
+        # that yields would otherwise print "generator ignored GeneratorExit" at a random time.
+        gen, self._gen, self._root = self._gen, None, None
+        if gen is not None:
+            with contextlib.suppress(Exception):  # nothing it does can be recorded any more
+                gen.close()
 
     def _failure(self, exc: BaseException) -> Failure:
         def enc(details: tuple[object, ...]) -> tuple[JsonValue, ...]:

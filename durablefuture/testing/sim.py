@@ -235,7 +235,7 @@ class Simulation:
             elif isinstance(e, ArmTimer):
                 self._arm(e.fire_at, run_id, e.key, None)
             elif isinstance(e, StartRun):
-                run_id, error = self._start_run(e.request)
+                _, error = self._start_run(e.request)  # keep run_id: later effects are ours
                 parent = e.request.parent
                 if error and parent is not None:
                     self.deliver(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 import nats
@@ -13,7 +14,7 @@ from nats.aio.client import Client as NATS
 
 from durablefuture.core.errors import NatsUnavailableError
 
-__all__ = ["DEFAULT_URL", "connect"]
+__all__ = ["DEFAULT_URL", "connect", "on_reconnect"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,31 @@ async def _quiet_error(exc: Exception) -> None:
     log.debug("nats: %s", exc)
 
 
+class _Reconnects:
+    """Callbacks to run after the connection comes back (pull requests must be renewed)."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], None]] = []
+
+    async def fire(self) -> None:
+        log.warning("reconnected to NATS")
+        for cb in list(self.callbacks):
+            try:
+                cb()
+            except Exception as exc:  # a listener must not break the others
+                log.debug("reconnect listener failed: %s", exc)
+
+    async def disconnected(self) -> None:
+        log.warning("disconnected from NATS; reconnecting")
+
+
+def on_reconnect(nc: NATS, callback: Callable[[], None]) -> None:
+    """Run ``callback`` each time ``nc`` reconnects (connections made by :func:`connect`)."""
+    hooks = getattr(nc, "_df_reconnects", None)
+    if isinstance(hooks, _Reconnects):
+        hooks.callbacks.append(callback)
+
+
 async def connect(
     url: str = DEFAULT_URL, *, timeout: float = 20.0, name: str = "durablefuture"
 ) -> NATS:
@@ -49,6 +75,7 @@ async def connect(
         NatsUnavailableError: naming the URL and the last error, after ``timeout``.
     """
     host, port = _host_port(url)
+    hooks = _Reconnects()
     deadline = time.monotonic() + timeout
     delay = 0.05
     attempt = 0
@@ -59,7 +86,7 @@ async def connect(
         problem = await _port_open(host, port, max(0.05, min(2.0, remaining)))
         if problem is None:
             try:
-                return await asyncio.wait_for(
+                nc = await asyncio.wait_for(
                     nats.connect(
                         servers=[url],
                         name=name,
@@ -68,10 +95,14 @@ async def connect(
                         max_reconnect_attempts=-1,
                         allow_reconnect=True,
                         error_cb=_quiet_error,
+                        reconnected_cb=hooks.fire,
+                        disconnected_cb=hooks.disconnected,
                         ping_interval=10,
                     ),
                     max(1.0, remaining),
                 )
+                nc._df_reconnects = hooks  # type: ignore[attr-defined]
+                return nc
             except Exception as exc:  # nats raises a variety of errors here
                 problem = f"{type(exc).__name__}: {exc}"
         last = problem

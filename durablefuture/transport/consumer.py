@@ -17,6 +17,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from durablefuture.transport.connection import on_reconnect
+
 __all__ = ["PullConsumer"]
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ class PullConsumer:
         consumer: str,
         *,
         credits: int = 256,
-        expires: float = 10.0,
+        expires: float = 5.0,
     ) -> None:
         self.nc = nc
         self.stream = stream
@@ -49,6 +51,7 @@ class PullConsumer:
         self._closed = False
 
     async def start(self) -> None:
+        on_reconnect(self.nc, self._renew)
         self._inbox = self.nc.new_inbox()
         self._sub = await self.nc.subscribe(self._inbox, cb=self._on_msg)
         self._pump_task = asyncio.create_task(self._pump(), name=f"pull:{self.consumer}")
@@ -63,6 +66,11 @@ class PullConsumer:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+
+    def _renew(self) -> None:
+        """Pull requests do not survive a reconnect: ask again."""
+        self._requested = 0
+        self._wakeup.set()
 
     def release(self, n: int = 1) -> None:
         """A delivered message is done with (acked, nacked or terminated): free its credit."""

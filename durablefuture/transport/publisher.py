@@ -71,6 +71,11 @@ class Publisher:
             )
             ack: PubAck = await asyncio.wait_for(fut, timeout or self.timeout)
             return ack
+        except nats.js.errors.NoStreamResponseError as exc:
+            raise TransportError(
+                f"no JetStream stream stores {subject}; has df-server created the namespace "
+                "(start df-server, or `df dev`)?"
+            ) from exc
         except nats.js.errors.APIError as exc:
             if exc.err_code == 10071:
                 m = _WRONG_SEQ.search(exc.description or "")
@@ -79,11 +84,6 @@ class Publisher:
             raise TransportError(
                 f"JetStream rejected a message on {subject}: {exc.description} "
                 f"(err_code {exc.err_code})"
-            ) from exc
-        except nats.js.errors.NoStreamResponseError as exc:
-            raise TransportError(
-                f"no JetStream stream stores {subject}; has df-server created the namespace "
-                "(start df-server, or `df dev`)?"
             ) from exc
         except TimeoutError as exc:
             raise TransportError(f"no PubAck for {subject} within {self.timeout:g}s") from exc

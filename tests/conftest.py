@@ -1,0 +1,180 @@
+"""Shared fixtures: a real nats-server per test, daemon subprocesses, a local environment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from durablefuture.natsserver import NatsServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real ``nats-server -js`` on a free loopback port with a temporary store."""
+    server = NatsServer(str(tmp_path / "nats"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(kill=True)
+
+
+class Daemon:
+    """A df-server / df-worker subprocess, stopped by its PID."""
+
+    def __init__(self, name: str, args: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.args = args
+        self.log_path = log_path
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", *self.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Daemons:
+    def __init__(self, tmp_path: Path, url: str) -> None:
+        self.tmp_path = tmp_path
+        self.url = url
+        self.started: list[Daemon] = []
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = str(ROOT) + os.pathsep + self.env.get("PYTHONPATH", "")
+
+    def server(self, *extra: str, namespace: str = "default") -> Daemon:
+        n = len(self.started)
+        d = Daemon(
+            f"server{n}",
+            [
+                "daemons.df_server",
+                "--nats",
+                self.url,
+                "--namespace",
+                namespace,
+                "--input-ack-wait",
+                "2",
+                "--log-level",
+                "info",
+                *extra,
+            ],
+            self.tmp_path / f"server{n}.log",
+            self.env,
+        )
+        self.started.append(d)
+        return d.start()
+
+    def worker(self, *extra: str, namespace: str = "default", task_queue: str = "tests") -> Daemon:
+        n = len(self.started)
+        d = Daemon(
+            f"worker{n}",
+            [
+                "daemons.df_worker",
+                "--nats",
+                self.url,
+                "--namespace",
+                namespace,
+                "--task-queue",
+                task_queue,
+                "--activity-lease",
+                "2",
+                "--workflow-task-timeout",
+                "2",
+                *extra,
+            ],
+            self.tmp_path / f"worker{n}.log",
+            self.env,
+        )
+        self.started.append(d)
+        return d.start()
+
+    def stop_all(self) -> None:
+        for d in self.started:
+            d.kill()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {d.name}\n{d.log()[-4000:]}" for d in self.started)
+
+
+async def wait_namespace(url: str, namespace: str = "default", timeout: float = 15.0) -> None:
+    """Wait until a df-server has created the namespace (its server consumer exists)."""
+    import nats
+
+    from durablefuture.transport.subjects import Layout
+
+    layout = Layout(namespace)
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+
+        async def ready() -> bool:
+            try:
+                await js.consumer_info(layout.stream, layout.server_consumer)
+                return True
+            except Exception:
+                return False
+
+        await wait_for(ready, timeout)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+def daemons(tmp_path: Path, nats_server: NatsServer) -> Iterator[Daemons]:
+    ds = Daemons(tmp_path, nats_server.url)
+    try:
+        yield ds
+    finally:
+        ds.stop_all()
+
+
+async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[object]:
+    from durablefuture.testing import LocalEnvironment
+
+    async with LocalEnvironment() as e:
+        yield e

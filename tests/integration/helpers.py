@@ -1,0 +1,59 @@
+"""Assertions over many workflows: right results, exactly one terminal event, no duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import durablefuture as df
+from durablefuture.core import events as ev
+from tests.integration.flows import add_workflow, expected_add
+
+
+async def start_many(
+    client: df.Client, n: int, prefix: str, task_queue: str = "tests"
+) -> list[str]:
+    ids = [f"{prefix}-{i}" for i in range(n)]
+    await asyncio.gather(
+        *(
+            client.start_workflow(add_workflow, i, id=wid, task_queue=task_queue)
+            for i, wid in enumerate(ids)
+        )
+    )
+    return ids
+
+
+async def check_all(client: df.Client, ids: list[str], timeout: float = 90.0) -> None:
+    """Every workflow completed once with the right result; histories are clean."""
+    results = await asyncio.gather(
+        *(client.get_workflow_handle(wid).result(timeout=timeout) for wid in ids)
+    )
+    for i, (wid, result) in enumerate(zip(ids, results, strict=True)):
+        assert result == expected_add(i), (wid, result)
+    for wid in ids:
+        history = await client.get_workflow_handle(wid).fetch_history()
+        check_history(wid, history)
+
+
+def check_history(wid: str, history: list[ev.Event]) -> None:
+    ids = [e.event_id for e in history]
+    assert ids == list(range(1, len(history) + 1)), (wid, ids)
+    terminals = [e for e in history if isinstance(e, ev.TERMINAL_EVENTS)]
+    assert len(terminals) == 1 and history[-1] is terminals[0], (wid, terminals)
+    assert isinstance(terminals[0], ev.WorkflowCompleted), (wid, terminals[0])
+    completed = Counter(e.seq for e in history if isinstance(e, ev.ActivityCompleted))
+    assert all(n == 1 for n in completed.values()), (wid, completed)
+    scheduled = Counter(e.seq for e in history if isinstance(e, ev.ActivityScheduled))
+    assert all(n == 1 for n in scheduled.values()), (wid, scheduled)
+    outcomes = Counter(
+        (e.seq, e.attempt)
+        for e in history
+        if isinstance(
+            e,
+            ev.ActivityCompleted
+            | ev.ActivityFailed
+            | ev.ActivityRetryScheduled
+            | ev.ActivityTimedOut,
+        )
+    )
+    assert all(n == 1 for n in outcomes.values()), (wid, outcomes)
