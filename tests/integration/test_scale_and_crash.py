@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 
@@ -80,8 +79,3 @@ async def test_nats_server_sigkill_and_restart_on_same_store(
     daemons: Daemons, nats_server: NatsServer
 ) -> None:
     await _crash_scenario(daemons, "nats", nats_server)
-
-
-def test_exec_log_env_is_not_set_globally() -> None:
-    # the crash tests must not leak settings into other tests through os.environ
-    assert "DF_TEST_ACTIVITY_SECONDS" not in os.environ

@@ -1,0 +1,199 @@
+"""Duplicates are ignored, bad input is dead-lettered, bad start-up fails clearly."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+import durablefuture as df
+from durablefuture.codec.wire import InputEnvelope, default_codec
+from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
+from durablefuture.natsserver import free_port
+from durablefuture.testing import LocalEnvironment
+from tests.conftest import ROOT, Daemons, wait_for
+
+pytestmark = pytest.mark.asyncio
+
+
+def greet(name: str) -> str:
+    return f"hello {name}"
+
+
+def greet_then_wait(name: str):  # type: ignore[no-untyped-def]
+    first = yield df.activity(greet, name)
+    extra = yield df.wait_signal("go")
+    return f"{first} {extra}"
+
+
+async def _history(env: LocalEnvironment, wid: str) -> list[ev.Event]:
+    return await env.client.get_workflow_handle(wid).fetch_history()
+
+
+async def test_duplicate_completion_and_redelivered_workflow_task_change_nothing() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[greet_then_wait], activities=[greet]):
+            handle = await env.client.start_workflow(greet_then_wait, "ann", id="dup")
+
+            async def waiting() -> bool:
+                h = await _history(env, "dup")
+                return any(isinstance(e, ev.SignalWaitStarted) for e in h)
+
+            await wait_for(waiting, 10)
+            before = await _history(env, "dup")
+            run_id = before[0].run_id  # type: ignore[union-attr]
+            codec = default_codec()
+            layout = env.client.layout
+            nc = env.client.nc
+            completed = next(e for e in before if isinstance(e, ev.ActivityCompleted))
+            # the same activity completion, delivered again (no Msg-Id: JetStream stores it)
+            dup = inp.CompleteActivityTask(run_id, completed.seq, completed.attempt, "other")
+            await nc.publish(layout.input("run"), codec.encode_input(InputEnvelope("dup", dup)))
+            # the first workflow task's outcome, reported again
+            scheduled = next(e for e in before if isinstance(e, ev.ActivityScheduled))
+            from durablefuture.core.commands import ScheduleActivity
+
+            stale = inp.CompleteWorkflowTask(
+                run_id,
+                scheduled.based_on,
+                (
+                    ScheduleActivity(
+                        scheduled.seq, scheduled.name, scheduled.args, scheduled.options
+                    ),
+                ),
+            )
+            await nc.publish(layout.input("run"), codec.encode_input(InputEnvelope("dup", stale)))
+            # a workflow task redelivered after its outcome was recorded
+            from durablefuture.codec.wire import WorkflowTaskMessage
+            from durablefuture.core.effects import WorkflowTask
+
+            wft = WorkflowTask("default", "dup", run_id, "greet_then_wait", "default", 1)
+            await nc.publish(
+                layout.workflow_tasks("default"),
+                codec.encode_workflow_task(WorkflowTaskMessage(wft, tuple(before[:1]), 0)),
+            )
+            await nc.flush()
+            server = env.server
+            assert server is not None
+            await wait_for(lambda: server.stats["duplicates"] + server.stats["ignored"] >= 2, 10)
+            await asyncio.sleep(0.5)
+            assert await _history(env, "dup") == before
+            await handle.signal("go", "again")
+            assert await handle.result(timeout=10) == "hello ann again"
+
+
+async def test_undecodable_messages_go_to_dead_letters_and_daemons_keep_running() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[greet_then_wait], activities=[greet]):
+            layout = env.client.layout
+            js = env.client.pub.js
+            nc = env.client.nc
+            for subject in (
+                layout.input("run"),
+                layout.input("timer"),
+                layout.workflow_tasks("default"),
+                layout.activity_tasks("default"),
+            ):
+                await js.publish(subject, b"\x00 not json")
+            await js.publish(layout.input("run"), orjson.dumps({"v": 99, "wid": "x"}))
+
+            async def dead_letters() -> list[tuple[str, str]]:
+                info = await js.stream_info(layout.stream, subjects_filter=layout.dead_letters())
+                subjects = info.state.subjects or {}
+                return [(s, str(n)) for s, n in subjects.items()]
+
+            async def five() -> bool:
+                return sum(int(n) for _, n in await dead_letters()) >= 5
+
+            await wait_for(five, 15)
+            subjects = dict(await dead_letters())
+            assert int(subjects[layout.dead_letter("server-input")]) >= 3
+            assert int(subjects[layout.dead_letter("worker")]) >= 2
+            msg = await js.get_last_msg(layout.stream, layout.dead_letter("server-input"))
+            assert "schema version 99" in (msg.headers or {}).get("Df-Reason", "")
+            # both daemons still work
+            handle = await env.client.start_workflow(greet_then_wait, "bo", id="after-bad")
+            await handle.signal("go", "fine")
+            assert await handle.result(timeout=10) == "hello bo fine"
+            del nc
+
+
+def _run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize("daemon", ["daemons.df_server", "daemons.df_worker"])
+async def test_nats_unreachable_at_start_retries_then_exits_naming_the_url(daemon: str) -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    extra = ["--activities", "tests.integration.flows:ACTIVITIES"] if "worker" in daemon else []
+    t0 = time.monotonic()
+    out = _run_cli(daemon, "--nats", url, "--connect-timeout", "1.5", *extra)
+    elapsed = time.monotonic() - t0
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and url in last, out.stderr
+    assert "retrying" in out.stderr  # a log line per attempt while it waits
+    assert elapsed < 20
+
+
+async def test_worker_with_bad_workflows_spec_exits_naming_it(daemons: Daemons) -> None:
+    out = _run_cli("daemons.df_worker", "--nats", daemons.url, "--workflows", "no_such_mod:flows")
+    assert out.returncode != 0
+    assert "no_such_mod:flows" in out.stderr and "cannot import" in out.stderr
+    out = _run_cli(
+        "daemons.df_worker", "--nats", daemons.url, "--workflows", "tests.integration.flows:nope"
+    )
+    assert out.returncode != 0 and "has no attribute 'nope'" in out.stderr
+    out = _run_cli("daemons.df_worker", "--nats", daemons.url, "--workflows", "just-a-name")
+    assert out.returncode != 0 and "MODULE:ATTRIBUTE" in out.stderr
+
+
+def calls_missing_activity():  # type: ignore[no-untyped-def]
+    opts = df.ActivityOptions(
+        start_to_close_timeout=5,
+        retry_policy=df.RetryPolicy(initial_interval=0.05, maximum_attempts=2),
+    )
+    try:
+        yield df.activity("missing_activity", 1, options=opts)
+    except df.ActivityError as err:
+        return {"type": err.cause.failure.type, "message": err.cause.failure.message}  # type: ignore[union-attr]
+    return "unreachable"
+
+
+async def test_unregistered_workflow_and_activity_record_failures_not_loops() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[calls_missing_activity], activities=[greet]) as worker:
+            out = await env.client.execute_workflow(
+                calls_missing_activity, id="miss-act", timeout=15
+            )
+            assert out["type"] == "ActivityNotRegisteredError"
+            assert "missing_activity" in out["message"] and "greet" in out["message"]
+            history = await _history(env, "miss-act")
+            assert sum(isinstance(e, ev.ActivityRetryScheduled) for e in history) == 1
+
+            before = worker.stats["workflow_tasks"]
+            handle = await env.client.start_workflow("not_registered_wf", id="miss-wf")
+
+            async def failed_task() -> bool:
+                d = await handle.describe()
+                return d.last_workflow_task_failure is not None
+
+            await wait_for(failed_task, 10)
+            d = await handle.describe()
+            assert d.status == "running"
+            failure = d.last_workflow_task_failure
+            assert failure is not None and failure.type == "NotRegisteredError"
+            assert "not_registered_wf" in failure.message
+            assert "calls_missing_activity" in failure.message  # names what is registered
+            await asyncio.sleep(2.0)
+            # retried with backoff (1 s, 2 s, ...), not an immediate redelivery loop
+            assert worker.stats["workflow_tasks"] - before <= 4
+            history = await _history(env, "miss-wf")
+            assert sum(isinstance(e, ev.WorkflowTaskFailed) for e in history) == 1
