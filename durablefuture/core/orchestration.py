@@ -234,7 +234,8 @@ def _complete_workflow_task(
                 seq=cmd.seq,
                 name=cmd.name,
                 args=cmd.args,
-                options=cmd.options,
+                # a worker sends resolved options; make sure, so retries and timeouts apply
+                options=cmd.options.resolved(state.started.task_queue),
             )
         elif isinstance(cmd, StartTimer):
             b.add(

@@ -781,11 +781,18 @@ class WorkflowExecution:
 
     def _discard_generator(self) -> None:
         # Unwind the code now rather than when the garbage collector closes it: a `finally`
-        # that yields would otherwise print "generator ignored GeneratorExit" at a random time.
+        # that yields (cleanup on cancellation) would otherwise print "generator ignored
+        # GeneratorExit" whenever a worker drops a suspended run. Each close() runs the code
+        # to its next yield; nothing it does there can be recorded any more.
         gen, self._gen, self._root = self._gen, None, None
-        if gen is not None:
-            with contextlib.suppress(Exception):  # nothing it does can be recorded any more
+        for _ in range(64):
+            if gen is None or gen.gi_frame is None:
+                return
+            with contextlib.suppress(Exception):
                 gen.close()
+
+    def __del__(self) -> None:
+        self._discard_generator()
 
     def _failure(self, exc: BaseException) -> Failure:
         def enc(details: tuple[object, ...]) -> tuple[JsonValue, ...]:

@@ -46,6 +46,7 @@ class _Reconnects:
 
     def __init__(self) -> None:
         self.callbacks: list[Callable[[], None]] = []
+        self.nc: NATS | None = None
 
     async def fire(self) -> None:
         log.warning("reconnected to NATS")
@@ -56,6 +57,9 @@ class _Reconnects:
                 log.debug("reconnect listener failed: %s", exc)
 
     async def disconnected(self) -> None:
+        nc = self.nc
+        if nc is not None and (nc.is_closed or nc.is_draining):
+            return  # closing on purpose
         log.warning("disconnected from NATS; reconnecting")
 
 
@@ -102,6 +106,7 @@ async def connect(
                     max(1.0, remaining),
                 )
                 nc._df_reconnects = hooks  # type: ignore[attr-defined]
+                hooks.nc = nc
                 return nc
             except Exception as exc:  # nats raises a variety of errors here
                 problem = f"{type(exc).__name__}: {exc}"
