@@ -189,6 +189,27 @@ def dev(
     _run(go())
 
 
+# ---------------------------------------------------------------------------- df why
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("workflow_id")
+@click.option("--run-id", default=None, help="A specific run (default: the latest).")
+@click.pass_obj
+def why(settings: Settings, workflow_id: str, run_id: str | None) -> None:
+    """Explain why WORKFLOW_ID is (not) progressing, from history and live queue state."""
+    from durablefuture.diagnose import Diagnosis, explain
+
+    async def go(client: Client) -> Diagnosis:
+        return await explain(client, workflow_id, run_id)
+
+    d = _run(_with_client(settings, go))
+    text = f"{d.workflow_id} (run {d.run_id}) is {d.status}:\n" + "\n".join(
+        f"  - {r}" for r in d.reasons
+    )
+    _emit(settings, d, text)
+
+
 # ---------------------------------------------------------------------------- df workflow
 
 
@@ -391,6 +412,109 @@ def workflow_terminate(settings: Settings, workflow_id: str, reason: str) -> Non
 
     _run(_with_client(settings, go))
     _emit(settings, {"terminated": workflow_id}, f"terminated {workflow_id}")
+
+
+@workflow.command("query", context_settings=CONTEXT)
+@click.argument("workflow_id")
+@click.argument("name")
+@click.option("--input", "input_json", default=None, help="JSON array of query arguments.")
+@click.option("--timeout", default=10.0, show_default=True, type=float)
+@click.pass_obj
+def workflow_query(
+    settings: Settings, workflow_id: str, name: str, input_json: str | None, timeout: float
+) -> None:
+    """Ask WORKFLOW_ID for live state through its query handler NAME."""
+    args = _parse_input(input_json)
+
+    async def go(client: Client) -> Any:
+        return await client.get_workflow_handle(workflow_id).query(name, *args, timeout=timeout)
+
+    _emit(settings, _run(_with_client(settings, go)))
+
+
+@workflow.command("replay-check", context_settings=CONTEXT)
+@click.option(
+    "--workflows",
+    "spec",
+    required=True,
+    help="The code to check: MODULE:ATTR[,MODULE:ATTR...] (as for df-worker).",
+)
+@click.option("--type", "workflow_type", default=None, help="Only runs of this workflow type.")
+@click.option("--id", "workflow_ids", multiple=True, help="Only these workflow ids.")
+@click.option("--status", default=None, help="Only runs with this status (e.g. running).")
+@click.option("--limit", default=1000, show_default=True, help="At most this many runs.")
+@click.pass_obj
+def workflow_replay_check(
+    settings: Settings,
+    spec: str,
+    workflow_type: str | None,
+    workflow_ids: tuple[str, ...],
+    status: str | None,
+    limit: int,
+) -> None:
+    """Replay stored histories against local code; exit 1 on any non-determinism.
+
+    Gate a deploy on it: runs that are in flight must replay on the new code.
+    """
+    from daemons.common import load_functions
+    from durablefuture.core.definitions import name_of
+    from durablefuture.core.errors import NonDeterminismError
+    from durablefuture.testing import Replayer
+
+    functions = load_functions(spec, "workflows")
+    replayer = Replayer(workflows=functions)
+    known = {name_of(f) for f in functions}
+
+    async def go(client: Client) -> list[dict[str, Any]]:
+        targets: list[tuple[str, str | None]]
+        if workflow_ids:
+            targets = [(wid, None) for wid in workflow_ids]
+        else:
+            rows = await client.list_workflows(
+                status=status, workflow_type=workflow_type, limit=limit
+            )
+            targets = [(d.workflow_id, d.run_id) for d in rows if d.workflow_type in known]
+        out: list[dict[str, Any]] = []
+        for wid, run_id in targets:
+            handle = client.get_workflow_handle(wid, run_id=run_id)
+            history = await handle.fetch_history()
+            row: dict[str, Any] = {"workflow_id": wid, "run_id": history[0].run_id}  # type: ignore[union-attr]
+            try:
+                replayer.replay(history)
+                row["ok"] = True
+            except NonDeterminismError as exc:
+                row.update(ok=False, event_id=exc.event_id, error=str(exc))
+            except DurableFutureError as exc:
+                row.update(ok=False, error=str(exc))
+            out.append(row)
+        return out
+
+    rows = _run(_with_client(settings, go))
+    bad = [r for r in rows if not r["ok"]]
+    text = "\n".join(
+        f"{'ok  ' if r['ok'] else 'FAIL'}  {r['workflow_id']}  {r['run_id']}"
+        + ("" if r["ok"] else f"\n      {r['error']}")
+        for r in rows
+    )
+    summary = f"{len(rows) - len(bad)} of {len(rows)} histories replay on this code"
+    _emit(settings, {"checked": len(rows), "failed": len(bad), "runs": rows}, f"{text}\n{summary}")
+    if bad:
+        sys.exit(1)
+
+
+@workflow.command("queues", context_settings=CONTEXT)
+@click.argument("task_queue")
+@click.pass_obj
+def workflow_queues(settings: Settings, task_queue: str) -> None:
+    """Depth of TASK_QUEUE: tasks waiting for a worker and in flight, per kind."""
+
+    async def go(client: Client) -> dict[str, int]:
+        return await client.queue_depths(task_queue)
+
+    depths = _run(_with_client(settings, go))
+    _emit(
+        settings, depths, "\n".join(f"{k:<20} {v}" for k, v in depths.items()) or "(no consumers)"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

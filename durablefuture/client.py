@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import nats.errors
 import nats.js.errors
+import orjson
 from attrs import field, frozen
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -30,6 +32,7 @@ from durablefuture.core.effects import RunStatus, RunSummary
 from durablefuture.core.errors import (
     DurableFutureError,
     InvalidArgumentError,
+    QueryFailedError,
     ServerUnavailableError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
@@ -549,6 +552,47 @@ class WorkflowHandle:
                 raise WorkflowNotFoundError(reply.message)
             raise DurableFutureError(f"{reply.error_type}: {reply.message}")
         return reply
+
+    async def query(self, name: str, *args: object, timeout: float = 10.0) -> Any:
+        """Ask the run for live state through its query handler ``name`` (history unchanged).
+
+        Answered by a workflow worker of the run's task queue, from the state after the latest
+        recorded event. Raises ``df.QueryFailedError`` if no worker serves that queue, the
+        workflow has no such handler, or the handler raised.
+        """
+        client = self.client
+        run_id = self.run_id or await client.latest_run_id(self.id)
+        summary = await client.summary(self.id, run_id)
+        if summary is not None:
+            queue = summary.task_queue
+        else:
+            head = await client.history.first_batch(self.id, run_id)
+            started = head.events[0] if head else None
+            if not isinstance(started, ev.WorkflowStarted):
+                raise WorkflowNotFoundError(f"no history for workflow {self.id!r} run {run_id}")
+            queue = started.task_queue
+        payloads = client.codec.payloads
+        body = orjson.dumps(
+            {
+                "wid": self.id,
+                "run": run_id,
+                "name": name,
+                "args": [payloads.to_payload(a, f"query {name!r} argument") for a in args],
+            }
+        )
+        try:
+            msg = await client.nc.request(client.layout.query(queue), body, timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise QueryFailedError(
+                f"no workflow worker is serving task queue {queue!r}; queries are answered by "
+                "the workers that run the workflow"
+            ) from None
+        except nats.errors.TimeoutError:
+            raise QueryFailedError(f"query {name!r} got no answer within {timeout:g}s") from None
+        answer = orjson.loads(msg.data)
+        if not answer.get("ok"):
+            raise QueryFailedError(f"query {name!r} failed: {answer.get('message')}")
+        return answer.get("result")
 
     async def signal(self, name: str, *args: object) -> None:
         """Deliver signal ``name`` (buffered in history until the workflow waits for it)."""

@@ -47,6 +47,7 @@ from durablefuture.core.errors import (
     InvalidArgumentError,
     NonDeterminismError,
     NotRegisteredError,
+    QueryFailedError,
     TransportError,
     WorkflowError,
 )
@@ -148,6 +149,7 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._act_kv: KeyValue | None = None
+        self._query_sub: Any = None
         self._stopping = asyncio.Event()
         self._started = False
         self._run_task: asyncio.Task[None] | None = None
@@ -206,6 +208,9 @@ class Worker:
             self._loops.append(
                 asyncio.create_task(self._loop(consumer, self._workflow_task), name="df-wft")
             )
+            self._query_sub = await self.client.nc.subscribe(
+                self.layout.query(self.task_queue), queue="workers", cb=self._on_query
+            )
         if self.activities:
             name = self.layout.activity_consumer(self.task_queue)
             await ensure_consumer(
@@ -249,6 +254,10 @@ class Worker:
         await self._drain(timeout)
 
     async def _drain(self, timeout: float = 30.0) -> None:
+        if self._query_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._query_sub.unsubscribe()
+            self._query_sub = None
         for consumer in self._consumers:
             await consumer.stop()
         for loop_task in self._loops:
@@ -428,6 +437,58 @@ class Worker:
         execution = WorkflowExecution(definition, self.codec.payloads)
         activation = execution.feed(events)
         return execution, activation
+
+    # ------------------------------------------------------------------ queries
+
+    async def _on_query(self, msg: Msg) -> None:
+        try:
+            answer = await self._answer_query(msg.data)
+            body = {"ok": True, "result": answer}
+        except Exception as exc:
+            body = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
+        with contextlib.suppress(Exception):
+            await msg.respond(orjson.dumps(body))
+
+    async def _answer_query(self, data: bytes) -> JsonValue:
+        try:
+            req = orjson.loads(data)
+            wid, run_id, name = req["wid"], req["run"], req["name"]
+            args = tuple(req.get("args") or ())
+        except Exception as exc:
+            raise QueryFailedError(f"malformed query: {exc}") from None
+        async with self._lock(run_id):
+            cached = self._cache.get(run_id)
+            batches = await self.client.history.read(
+                wid, run_id, cached.last_seq if cached is not None else 0
+            )
+            if not batches and cached is None:
+                raise QueryFailedError(f"no history for workflow {wid!r} run {run_id}")
+            events = [e for b in batches for e in b.events]
+            execution = cached.execution if cached is not None else None
+            if execution is not None:
+                new = [e for e in events if e.event_id > execution.last_event_id]
+                try:
+                    execution.feed(new)
+                    cached.last_seq = batches[-1].stream_seq if batches else cached.last_seq  # type: ignore[union-attr]
+                except NonDeterminismError:
+                    self._cache.pop(run_id, None)
+                    execution = None
+                    batches = await self.client.history.read(wid, run_id)
+                    events = [e for b in batches for e in b.events]
+            if execution is None:
+                started = events[0] if events else None
+                if not isinstance(started, ev.WorkflowStarted):
+                    raise QueryFailedError(f"history of run {run_id} does not start correctly")
+                definition = self.workflows.get(started.workflow_type)
+                if definition is None:
+                    raise QueryFailedError(
+                        f"workflow type {started.workflow_type!r} is not registered on worker "
+                        f"{self.identity}; registered: {sorted(self.workflows)}"
+                    )
+                execution = WorkflowExecution(definition, self.codec.payloads)
+                execution.feed(events)
+            value = execution.query(name, args)
+        return self.codec.payloads.to_payload(value, f"result of query {name!r}")
 
     # ------------------------------------------------------------------ activity tasks
 

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import random as _random
 import uuid as _uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from durablefuture.core.replay import WorkflowInfo, current_context
 
 __all__ = [
     "WorkflowInfo",
+    "set_query_handler",
     "deprecate_patch",
     "info",
     "is_replaying",
@@ -77,6 +79,22 @@ def patched(change_id: str) -> bool:
 def deprecate_patch(change_id: str) -> None:
     """Mark a patch as fully rolled out: old markers are accepted, no new one is recorded."""
     current_context().execution.deprecate_patch(change_id)
+
+
+def set_query_handler(name: str, handler: Callable[..., object]) -> None:
+    """Answer ``await handle.query(name, *args)`` with ``handler(*args)``.
+
+    The handler reads workflow state (usually variables it closes over) and must not yield,
+    sleep or change anything: a query never changes history. A worker of the run's task queue
+    answers it from the state after the latest recorded event.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"query name must be a non-empty string, got {name!r}")
+    if not callable(handler):
+        raise ValueError(f"query handler for {name!r} must be callable, got {handler!r}")
+    queries = current_context().extras.setdefault("queries", {})
+    assert isinstance(queries, dict)
+    queries[name] = handler
 
 
 class _ReplayAwareAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]

@@ -26,6 +26,7 @@
     │   └── WorkflowContinuedAsNewError (only when asked not to follow runs)
     ├── WorkflowAlreadyStartedError
     ├── WorkflowNotFoundError
+    ├── QueryFailedError                a query could not be answered (no handler, no worker)
     └── ServerUnavailableError          no df-server answered in time
 """
 
@@ -49,6 +50,7 @@ __all__ = [
     "NonDeterminismError",
     "NotRegisteredError",
     "PayloadError",
+    "QueryFailedError",
     "ServerUnavailableError",
     "TerminatedError",
     "TimeoutError",
@@ -258,6 +260,10 @@ class WorkflowAlreadyStartedError(DurableFutureError):
 
 class WorkflowNotFoundError(DurableFutureError):
     """No workflow with this id exists in the namespace."""
+
+
+class QueryFailedError(DurableFutureError):
+    """A query could not be answered: no such handler, the handler raised, or no worker."""
 
 
 class ServerUnavailableError(DurableFutureError):
