@@ -6,8 +6,10 @@ A function's registered name is ``fn.__name__`` unless it was decorated with
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import typing
+import weakref
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -84,12 +86,47 @@ def name_of(fn_or_name: object, what: str = "function") -> str:
     )
 
 
+# Hints and signatures are looked up on every df.activity(...) call, which replay repeats for
+# every command in history: cache them per function (weakly, so closures can go away).
+_HINTS: weakref.WeakKeyDictionary[object, dict[str, object]] = weakref.WeakKeyDictionary()
+_SIGNATURES: weakref.WeakKeyDictionary[object, inspect.Signature] = weakref.WeakKeyDictionary()
+_FITS: weakref.WeakKeyDictionary[object, set[int]] = weakref.WeakKeyDictionary()  # arg counts
+
+
+def _remember(
+    cache: weakref.WeakKeyDictionary[object, typing.Any], key: object, value: object
+) -> None:
+    with contextlib.suppress(TypeError):  # not weak-referenceable: just don't cache
+        cache[key] = value
+
+
 def _hints(fn: Callable[..., object]) -> dict[str, object]:
+    """``fn``'s resolved type hints (callers must not modify the returned dict)."""
     try:
-        return dict(typing.get_type_hints(fn))
+        return _HINTS[fn]
+    except (KeyError, TypeError):
+        pass
+    try:
+        hints = dict(typing.get_type_hints(fn))
     except Exception:
-        # unresolvable forward references: fall back to plain JSON values
+        # unresolvable forward references: fall back to plain JSON values (and try again
+        # next time: the names may be defined by then)
         return {}
+    _remember(_HINTS, fn, hints)
+    return hints
+
+
+def _signature(fn: Callable[..., object]) -> inspect.Signature | None:
+    try:
+        return _SIGNATURES[fn]
+    except (KeyError, TypeError):
+        pass
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    _remember(_SIGNATURES, fn, sig)
+    return sig
 
 
 def _param_types(fn: Callable[..., object]) -> tuple[tuple[object, ...], object]:
@@ -97,9 +134,8 @@ def _param_types(fn: Callable[..., object]) -> tuple[tuple[object, ...], object]
     hints = _hints(fn)
     types: list[object] = []
     var: object = None
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
+    sig = _signature(fn)
+    if sig is None:
         return (), None
     for p in sig.parameters.values():
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
@@ -128,8 +164,13 @@ def result_type_of(fn: object) -> object:
 def bind_args(fn: Callable[..., object], args: tuple[object, ...], what: str) -> None:
     """Check that ``args`` fit ``fn``'s positional parameters; raise a clear error if not."""
     try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
+        fits = _FITS.get(fn)
+    except TypeError:  # not weak-referenceable
+        fits = None
+    if fits is not None and len(args) in fits:
+        return  # binding depends only on how many positional arguments there are
+    sig = _signature(fn)
+    if sig is None:
         return
     try:
         sig.bind(*args)
@@ -137,6 +178,10 @@ def bind_args(fn: Callable[..., object], args: tuple[object, ...], what: str) ->
         raise InvalidArgumentError(
             f"{what} {name_of(fn)!r} cannot be called with {len(args)} argument(s): {exc}"
         ) from None
+    if fits is not None:
+        fits.add(len(args))
+    else:
+        _remember(_FITS, fn, {len(args)})
 
 
 def _arg_types_for(param_types: tuple[object, ...], var_type: object, count: int) -> list[object]:

@@ -273,6 +273,7 @@ _TERMINAL_KIND: dict[type, type] = {
     ev.WorkflowCancelled: CancelWorkflow,
     ev.WorkflowContinuedAsNew: ContinueAsNewWorkflow,
 }
+_TERMINAL_TYPES = tuple(_TERMINAL_KIND)
 
 
 def _matches(recorded: ev.Event, cmd: PrimitiveCommand) -> bool:
@@ -315,7 +316,8 @@ class WorkflowExecution:
         self._leaves: dict[int, _Leaf] = {}
         self._recorded: dict[int, ev.Event] = {}
         self._new: dict[int, PrimitiveCommand] = {}
-        self._trace: list[tuple[int, str, str]] = []  # (seq, yielded description, location)
+        # (seq, what was yielded, location); commands are described only for error messages
+        self._trace: list[tuple[int, str | PrimitiveCommand, str]] = []
         self._next_seq = 1
         self._queue: deque[ev.Event] = deque()
         self._terminal: TerminalCommand | None = None
@@ -327,6 +329,7 @@ class WorkflowExecution:
         self._patches: dict[str, bool] = {}
         self._horizon = 0
         self.last_event_id = 0
+        self._resolved: dict[ActivityOptions | None, ActivityOptions] = {}
         self._step_location = ""
 
     # ------------------------------------------------------------------ public
@@ -363,6 +366,25 @@ class WorkflowExecution:
             is_replaying=self.context.is_replaying,
         )
 
+    def query(self, name: str, args: tuple[object, ...]) -> object:
+        """Call the handler ``df.workflow.set_query_handler(name, ...)`` registered, now."""
+        queries = self.context.extras.get("queries")
+        handler = queries.get(name) if isinstance(queries, dict) else None
+        if handler is None:
+            known = sorted(queries) if isinstance(queries, dict) else []
+            raise errors.QueryFailedError(
+                f"workflow {self.definition.name!r} has no query handler {name!r} (it has "
+                f"{known or 'none'}); register one with df.workflow.set_query_handler"
+            )
+        token = _current.set(self.context)
+        replaying = self.context.is_replaying
+        self.context.is_replaying = False
+        try:
+            return handler(*args)
+        finally:
+            self.context.is_replaying = replaying
+            _current.reset(token)
+
     def feed(self, events: Iterable[ev.Event]) -> Activation:
         """Apply the next events of this run's history; return what is new to record."""
         batch = list(events)
@@ -370,7 +392,7 @@ class WorkflowExecution:
             if isinstance(event, ev.COMMAND_EVENTS):
                 self._recorded[event.seq] = event
                 self._horizon = max(self._horizon, event.based_on)
-            elif isinstance(event, tuple(_TERMINAL_KIND)):
+            elif isinstance(event, _TERMINAL_TYPES):
                 self._horizon = max(self._horizon, cast(ev.WorkflowCompleted, event).based_on)
         for event in batch:
             expected = self.last_event_id + 1
@@ -446,7 +468,7 @@ class WorkflowExecution:
         if isinstance(event, ev.COMMAND_EVENTS):
             self._deliver_upto(event.based_on)
             self._check_recorded(event)
-        elif isinstance(event, tuple(_TERMINAL_KIND)):
+        elif isinstance(event, _TERMINAL_TYPES):
             based_on = cast(ev.WorkflowCompleted, event).based_on
             self._deliver_upto(based_on)
             self._check_terminal(event)
@@ -538,7 +560,10 @@ class WorkflowExecution:
 
     def _side_by_side(self, around: int) -> str:
         recorded = {s: describe_event(e) for s, e in self._recorded.items()}
-        yielded = {s: f"{d} @ {loc}" for s, d, loc in self._trace}
+        yielded = {
+            s: f"{d if isinstance(d, str) else describe_command(d)} @ {loc}"
+            for s, d, loc in self._trace
+        }
         lo = max(1, around - 4)
         hi = around + 2
         lines = [f"  {'#':>4}  {'history recorded':<48}  code yields"]
@@ -786,7 +811,7 @@ class WorkflowExecution:
         # to its next yield; nothing it does there can be recorded any more.
         gen, self._gen, self._root = self._gen, None, None
         for _ in range(64):
-            if gen is None or gen.gi_frame is None:
+            if gen is None or getattr(gen, "gi_frame", None) is None:
                 return
             with contextlib.suppress(Exception):
                 gen.close()
@@ -804,8 +829,11 @@ class WorkflowExecution:
 
     def _build(self, item: object) -> _Node:
         if isinstance(item, ActivityCall):
-            started = self._require_started()
-            options = (item.options or ActivityOptions()).resolved(started.task_queue)
+            options = self._resolved.get(item.options)
+            if options is None:
+                started = self._require_started()
+                options = (item.options or ActivityOptions()).resolved(started.task_queue)
+                self._resolved[item.options] = options
             seq = self._next_seq
             cmd = ScheduleActivity(seq, item.name, item.args, options)
             return self._leaf(cmd, "activity", item.result_type, item.name)
@@ -879,13 +907,14 @@ class WorkflowExecution:
                 if not child.done:
                     self._abandon(child)
 
-    def _issue(self, cmd: PrimitiveCommand, description: str) -> None:
+    def _issue(self, cmd: PrimitiveCommand, description: str | None = None) -> None:
         seq = cmd.seq
         self._next_seq = seq + 1
-        self._trace.append((seq, description, self._step_location))
+        self._trace.append((seq, cmd if description is None else description, self._step_location))
         recorded = self._recorded.get(seq)
         if recorded is not None:
             if not _matches(recorded, cmd):
+                description = description or describe_command(cmd)
                 raise self._divergence(
                     recorded,
                     f"history recorded {describe_event(recorded)} as command #{seq} at event "
@@ -896,7 +925,7 @@ class WorkflowExecution:
             self._new[seq] = cmd
 
     def _leaf(self, cmd: PrimitiveCommand, kind: str, result_type: object, name: str = "") -> _Leaf:
-        self._issue(cmd, describe_command(cmd))
+        self._issue(cmd)
         leaf = _Leaf(cmd.seq, kind, result_type, name)
         self._leaves[cmd.seq] = leaf
         return leaf
