@@ -55,6 +55,38 @@ LOG_FORMAT_OPTION = click.option(
 )
 
 
+METRICS_PORT_OPTION = click.option(
+    "--metrics-port",
+    default=None,
+    envvar="DF_METRICS_PORT",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port at /metrics (env DF_METRICS_PORT).",
+)
+METRICS_HOST_OPTION = click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    envvar="DF_METRICS_HOST",
+    show_default=True,
+    help="Address the metrics endpoint binds (0.0.0.0 in containers).",
+)
+
+
+async def start_metrics(port: int | None, host: str) -> object:
+    """Start the /metrics endpoint if a port was given; returns the server (or None)."""
+    if port is None:
+        return None
+    import logging
+
+    from durablefuture import metrics
+
+    server = await metrics.serve(port, host)
+    bound = server.sockets[0].getsockname()[1] if server.sockets else port
+    logging.getLogger("durablefuture").info(
+        "metrics at http://%s:%s/metrics", host, bound, extra={"metrics_port": bound}
+    )
+    return server
+
+
 def fail(message: str) -> None:
     """Exit non-zero with a one-line reason."""
     click.echo(f"error: {message}", err=True)

@@ -10,9 +10,12 @@ from daemons.common import (
     CONNECT_TIMEOUT_OPTION,
     LOG_FORMAT_OPTION,
     LOG_LEVEL_OPTION,
+    METRICS_HOST_OPTION,
+    METRICS_PORT_OPTION,
     NAMESPACE_OPTION,
     NATS_OPTION,
     run_daemon,
+    start_metrics,
 )
 from durablefuture.server import Server, ServerOptions
 
@@ -23,6 +26,8 @@ from durablefuture.server import Server, ServerOptions
 @CONNECT_TIMEOUT_OPTION
 @LOG_LEVEL_OPTION
 @LOG_FORMAT_OPTION
+@METRICS_PORT_OPTION
+@METRICS_HOST_OPTION
 @click.option(
     "--replicas",
     default=1,
@@ -45,6 +50,8 @@ def main(
     connect_timeout: float,
     log_level: str,
     log_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
     replicas: int,
     input_ack_wait: float,
 ) -> None:
@@ -55,6 +62,7 @@ def main(
     options = ServerOptions(namespace=namespace, replicas=replicas, input_ack_wait=input_ack_wait)
 
     async def serve(stop: asyncio.Event) -> None:
+        await start_metrics(metrics_port, metrics_host)
         server = await Server.connect(nats_url, options, connect_timeout=connect_timeout)
         await server.start()
         task = asyncio.create_task(server.run())

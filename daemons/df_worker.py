@@ -10,11 +10,14 @@ from daemons.common import (
     CONNECT_TIMEOUT_OPTION,
     LOG_FORMAT_OPTION,
     LOG_LEVEL_OPTION,
+    METRICS_HOST_OPTION,
+    METRICS_PORT_OPTION,
     NAMESPACE_OPTION,
     NATS_OPTION,
     fail,
     load_functions,
     run_daemon,
+    start_metrics,
 )
 from durablefuture.client import Client
 from durablefuture.worker import Worker, WorkerOptions
@@ -26,6 +29,8 @@ from durablefuture.worker import Worker, WorkerOptions
 @CONNECT_TIMEOUT_OPTION
 @LOG_LEVEL_OPTION
 @LOG_FORMAT_OPTION
+@METRICS_PORT_OPTION
+@METRICS_HOST_OPTION
 @click.option("--task-queue", default="default", envvar="DF_TASK_QUEUE", show_default=True)
 @click.option(
     "--workflows",
@@ -63,6 +68,8 @@ def main(
     connect_timeout: float,
     log_level: str,
     log_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
     task_queue: str,
     workflows: str,
     activities: str,
@@ -81,6 +88,7 @@ def main(
         fail("nothing to run: pass --workflows MODULE:ATTR and/or --activities MODULE:ATTR")
 
     async def serve(stop: asyncio.Event) -> None:
+        await start_metrics(metrics_port, metrics_host)
         client = await Client.connect(nats_url, namespace, connect_timeout=connect_timeout)
         worker = Worker(
             client,

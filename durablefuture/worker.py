@@ -28,6 +28,7 @@ from attrs import define
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
+from durablefuture import metrics
 from durablefuture.activity_context import (
     ActivityContext,
     ActivityInfo,
@@ -290,6 +291,8 @@ class Worker:
             task.add_done_callback(self._tasks.discard)
 
     async def _guard(self, consumer: PullConsumer, handler: Callable[[Msg], Any], msg: Msg) -> None:
+        if (msg.metadata.num_delivered or 1) > 1:
+            metrics.REDELIVERIES.inc("worker")
         try:
             await handler(msg)
         except asyncio.CancelledError:
@@ -313,6 +316,7 @@ class Worker:
             consumer.release()
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        metrics.DEAD_LETTERS.inc("worker")
         log.error("dead letter from %s: %s", msg.subject, reason)
         headers = {"Df-Reason": reason[:1000], "Df-Source": "worker", "Df-Subject": msg.subject}
         with contextlib.suppress(TransportError):
@@ -342,11 +346,21 @@ class Worker:
             return
         self.stats["workflow_tasks"] += 1
         task = m.task
+        began = time.perf_counter()
         async with self._lock(task.run_id):
             report = await self._run_workflow_task(m)
             if report is not None:
                 await self._report(task.workflow_id, report)
         await msg.ack()
+        outcome = (
+            "idle"
+            if report is None
+            else "failed"
+            if isinstance(report, inp.FailWorkflowTask)
+            else "commands"
+        )
+        metrics.WORKFLOW_TASKS.inc(self.task_queue, outcome)
+        metrics.WORKFLOW_TASK_SECONDS.observe(time.perf_counter() - began, self.task_queue)
 
     async def _run_workflow_task(self, m: WorkflowTaskMessage) -> inp.RunInput | None:
         task = m.task
@@ -363,10 +377,12 @@ class Worker:
                     try:
                         activation = execution.feed(new)
                         self.stats["cache_hits"] += 1
+                        metrics.CACHE_LOOKUPS.inc("worker", "hit")
                     except NonDeterminismError:
                         activation = None  # our cached view diverged: replay from history
             if activation is None:
                 self.stats["cache_misses"] += 1
+                metrics.CACHE_LOOKUPS.inc("worker", "miss")
                 execution = None
                 execution, activation = await self._replay(task, m)
         except (NonDeterminismError, NotRegisteredError, WorkflowError) as exc:
@@ -434,8 +450,10 @@ class Worker:
             batches = await self.client.history.read(task.workflow_id, task.run_id)
             events = [e for b in batches for e in b.events]
         self.stats["replays"] += 1
+        began = time.perf_counter()
         execution = WorkflowExecution(definition, self.codec.payloads)
         activation = execution.feed(events)
+        metrics.REPLAY_SECONDS.observe(time.perf_counter() - began, self.task_queue)
         return execution, activation
 
     # ------------------------------------------------------------------ queries
@@ -519,10 +537,25 @@ class Worker:
                 task.workflow_id, inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure)
             )
             await msg.ack()
+            metrics.WORKER_ACTIVITIES.inc(self.task_queue, task.name, "lost")
             return
+        metrics.SCHEDULE_TO_START_SECONDS.observe(
+            max(0.0, time.time() - task.attempt_scheduled_at), self.task_queue
+        )
+        began = time.perf_counter()
         report = await self._run_activity(task, msg)
         await self._report(task.workflow_id, report)
         await msg.ack()
+        metrics.ACTIVITY_RUN_SECONDS.observe(
+            time.perf_counter() - began, self.task_queue, task.name
+        )
+        if isinstance(report, inp.CompleteActivityTask):
+            outcome = "completed"
+        elif isinstance(report, inp.FailActivityTask) and report.failure.timeout_type:
+            outcome = "timed_out"
+        else:
+            outcome = "failed"
+        metrics.WORKER_ACTIVITIES.inc(self.task_queue, task.name, outcome)
 
     async def _run_activity(self, task: ActivityTask, msg: Msg) -> inp.RunInput:
         definition = self.activities.get(task.name)

@@ -29,6 +29,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
+from durablefuture import metrics
 from durablefuture.codec.wire import Codec, InputEnvelope, Reply, WorkflowTaskMessage, default_codec
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
@@ -245,6 +246,9 @@ class Server:
     async def _process(self, msg: Msg) -> None:
         consumer = self._consumer
         self.stats["inputs"] += 1
+        began = time.perf_counter()
+        if (msg.metadata.num_delivered or 1) > 1:
+            metrics.REDELIVERIES.inc("server")
         try:
             try:
                 env = self.codec.decode_input(msg.data)
@@ -264,6 +268,7 @@ class Server:
             except Exception as exc:
                 await self._failed(msg, exc)
         finally:
+            metrics.SERVER_INPUT_SECONDS.observe(time.perf_counter() - began, self.layout.namespace)
             if consumer is not None:
                 consumer.release()
 
@@ -288,6 +293,7 @@ class Server:
 
     async def _dead_letter(self, msg: Msg, source: str, reason: str) -> None:
         self.stats["dead_letters"] += 1
+        metrics.DEAD_LETTERS.inc("server")
         log.error("dead letter from %s: %s", source, reason, extra={"source": source})
         headers = {"Df-Reason": reason[:1000], "Df-Source": source, "Df-Subject": msg.subject}
         try:
@@ -322,8 +328,10 @@ class Server:
         cache = self._cached(run_id)
         if cache is not None:
             self.stats["cache_hits"] += 1
+            metrics.CACHE_LOOKUPS.inc("server", "hit")
             return cache
         self.stats["cache_misses"] += 1
+        metrics.CACHE_LOOKUPS.inc("server", "miss")
         batches = await self.history.read(workflow_id, run_id)
         if not batches:
             raise _RunMissing(f"no history for workflow {workflow_id!r} run {run_id}")
@@ -431,9 +439,11 @@ class Server:
                     )
                 except WrongLastSequence:
                     self.stats["conflicts"] += 1
+                    metrics.OCC_CONFLICTS.inc(self.layout.namespace)
                     await self._refresh(cache)
                     continue
                 cache.apply(seq, message.input_id, decision.events)
+                self._count_events(decision.events)
                 effects = effects_for(cache.state, decision.events) + list(decision.effects)
             elif decision.outcome == DUPLICATE:
                 self.stats["duplicates"] += 1
@@ -456,10 +466,30 @@ class Server:
                     self.stats["ignored"] += 1
                     log.debug("ignored %s: %s", message.input_id, decision.reason)
             await self._execute(cache, effects)
+            metrics.SERVER_INPUTS.inc(
+                self.layout.namespace, type(message).__name__, decision.outcome
+            )
             return decision
         raise TransportError(
             f"run {cache.state.run_id}: gave up after 50 optimistic-concurrency conflicts"
         )
+
+    def _count_events(self, events: Sequence[ev.Event]) -> None:
+        ns = self.layout.namespace
+        for e in events:
+            if isinstance(e, ev.ActivityCompleted):
+                metrics.ACTIVITY_OUTCOMES.inc(ns, "completed")
+            elif isinstance(e, ev.ActivityRetryScheduled):
+                metrics.ACTIVITY_OUTCOMES.inc(ns, "retried")
+                if e.failure.timeout_type:
+                    metrics.ACTIVITY_TIMEOUTS.inc(ns, e.failure.timeout_type)
+            elif isinstance(e, ev.ActivityFailed):
+                metrics.ACTIVITY_OUTCOMES.inc(ns, "failed")
+            elif isinstance(e, ev.ActivityTimedOut):
+                metrics.ACTIVITY_OUTCOMES.inc(ns, "timed_out")
+                metrics.ACTIVITY_TIMEOUTS.inc(ns, e.timeout_type)
+            elif isinstance(e, ev.TERMINAL_EVENTS):
+                metrics.WORKFLOWS_CLOSED.inc(ns, _status_of(e))
 
     # ------------------------------------------------------------------ starting runs
 
@@ -549,7 +579,10 @@ class Server:
                 )
             except WrongLastSequence:
                 self.stats["conflicts"] += 1
+                metrics.OCC_CONFLICTS.inc(self.layout.namespace)
                 continue
+            metrics.WORKFLOWS_STARTED.inc(self.layout.namespace)
+            metrics.SERVER_INPUTS.inc(self.layout.namespace, "StartWorkflowRequest", "applied")
             first = events[0]
             assert isinstance(first, ev.WorkflowStarted)
             state = RunState(started=first)
