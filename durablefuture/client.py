@@ -24,6 +24,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
+from durablefuture import tracing
 from durablefuture.codec.wire import Codec, InputEnvelope, Reply, default_codec
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
@@ -302,6 +303,22 @@ class Client:
             signal_name = signal[0]
             signal_args = tuple(payloads.to_payload(a, "signal argument") for a in signal[1])
         request_id = opts.request_id or uuid.uuid4().hex
+        with tracing.span(f"StartWorkflow:{wf_type}", attributes={"workflow_id": id}):
+            return await self._start(
+                id, wf_type, opts, request_id, encoded, signal_name, signal_args, workflow
+            )
+
+    async def _start(
+        self,
+        id: str,
+        wf_type: str,
+        opts: WorkflowOptions,
+        request_id: str,
+        encoded: tuple[Any, ...],
+        signal_name: str | None,
+        signal_args: tuple[Any, ...],
+        workflow: Callable[..., object] | str,
+    ) -> WorkflowHandle:
         request = inp.StartWorkflowRequest(
             workflow_id=id,
             workflow_type=wf_type,
@@ -313,6 +330,7 @@ class Client:
             parent_close_policy=opts.parent_close_policy,
             signal_name=signal_name,
             signal_args=signal_args,
+            headers=tracing.inject(),
         )
         reply = await self._request("start", InputEnvelope(id, start=request))
         if not reply.ok:

@@ -28,7 +28,7 @@ from attrs import define
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
-from durablefuture import metrics
+from durablefuture import metrics, tracing
 from durablefuture.activity_context import (
     ActivityContext,
     ActivityInfo,
@@ -347,8 +347,22 @@ class Worker:
         self.stats["workflow_tasks"] += 1
         task = m.task
         began = time.perf_counter()
+        started = m.events[0] if m.events and isinstance(m.events[0], ev.WorkflowStarted) else None
+        cached = self._cache.get(task.run_id)
+        parent = (
+            started.headers
+            if started is not None
+            else cached.execution.started.headers
+            if cached is not None and cached.execution.started is not None
+            else None
+        )
         async with self._lock(task.run_id):
-            report = await self._run_workflow_task(m)
+            with tracing.span(
+                f"RunWorkflow:{task.workflow_type}",
+                parent,
+                {"workflow_id": task.workflow_id, "run_id": task.run_id},
+            ):
+                report = await self._run_workflow_task(m)
             if report is not None:
                 await self._report(task.workflow_id, report)
         await msg.ack()
@@ -543,7 +557,12 @@ class Worker:
             max(0.0, time.time() - task.attempt_scheduled_at), self.task_queue
         )
         began = time.perf_counter()
-        report = await self._run_activity(task, msg)
+        with tracing.span(
+            f"RunActivity:{task.name}",
+            task.headers,
+            {"workflow_id": task.workflow_id, "activity_id": task.seq, "attempt": task.attempt},
+        ):
+            report = await self._run_activity(task, msg)
         await self._report(task.workflow_id, report)
         await msg.ack()
         metrics.ACTIVITY_RUN_SECONDS.observe(

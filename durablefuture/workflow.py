@@ -19,7 +19,6 @@ from durablefuture.core.replay import WorkflowInfo, current_context
 
 __all__ = [
     "WorkflowInfo",
-    "set_query_handler",
     "deprecate_patch",
     "info",
     "is_replaying",
@@ -27,6 +26,7 @@ __all__ = [
     "now",
     "patched",
     "random",
+    "set_query_handler",
     "uuid4",
 ]
 

@@ -84,6 +84,7 @@ class ActivityTask:
     attempt_scheduled_at: float
     args: tuple[JsonValue, ...] = field(default=(), converter=_args)
     heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    headers: dict[str, str] = field(factory=dict)
 
 
 @frozen

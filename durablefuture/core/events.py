@@ -90,6 +90,7 @@ class WorkflowStarted:
     request_id: str = ""
     attempt: int = 1
     execution_deadline: float | None = None
+    headers: dict[str, str] = field(factory=dict)
 
 
 @frozen

@@ -68,6 +68,8 @@ class StartWorkflowRequest:
     run_id: str | None = None
     signal_name: str | None = None
     signal_args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    headers: dict[str, str] = field(factory=dict)
+    """Context that travels with the run (e.g. the trace context of whoever started it)."""
 
 
 @frozen

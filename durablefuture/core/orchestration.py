@@ -537,6 +537,7 @@ def activity_task(state: RunState, act: ActivityState) -> ActivityTask:
         attempt_scheduled_at=act.attempt_scheduled_at,
         args=act.args,
         heartbeat_details=act.heartbeat_details,
+        headers=s.headers,
     )
 
 
@@ -588,6 +589,7 @@ def _close_effects(state: RunState, terminal: ev.Event) -> list[Effect]:
                     continued_from=s.run_id,
                     first_run_id=s.first_run_id or s.run_id,
                     run_id=terminal.new_run_id,
+                    headers=s.headers,
                 )
             )
         )
@@ -673,6 +675,7 @@ def effects_for(state: RunState, events: Sequence[ev.Event]) -> list[Effect]:
                         execution_timeout=e.execution_timeout,
                         parent=ev.ParentRef(s.namespace, s.workflow_id, s.run_id, e.seq),
                         parent_close_policy=e.parent_close_policy,
+                        headers=s.headers,
                     )
                 )
             )
@@ -799,6 +802,7 @@ def start_events(
             first_run_id=request.first_run_id or run_id,
             request_id=request.request_id,
             execution_deadline=deadline,
+            headers=dict(request.headers),
         )
     ]
     if request.signal_name is not None:

@@ -1,0 +1,52 @@
+"""OpenTelemetry spans, when opentelemetry-api is installed (`pip install durablefuture[otel]`).
+
+Spans: ``StartWorkflow:<type>`` in the client, ``RunWorkflow:<type>`` for each workflow task and
+``RunActivity:<name>`` for each activity attempt. The client's trace context travels with the
+start request (recorded in ``WorkflowStarted.headers``) and is copied onto every activity task,
+so a whole workflow, across processes, is one trace. Without OpenTelemetry this is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = ["ENABLED", "inject", "span"]
+
+try:  # pragma: no cover - depends on the optional extra
+    from opentelemetry import context as _otel_context
+    from opentelemetry import propagate as _otel_propagate
+    from opentelemetry import trace as _otel_trace
+
+    ENABLED = True
+except ImportError:  # pragma: no cover
+    ENABLED = False
+
+
+def inject() -> dict[str, str]:
+    """The current trace context as string headers (empty without OpenTelemetry)."""
+    if not ENABLED:
+        return {}
+    carrier: dict[str, str] = {}
+    _otel_propagate.inject(carrier)
+    return carrier
+
+
+@contextlib.contextmanager
+def span(
+    name: str, parent: Mapping[str, str] | None = None, attributes: Mapping[str, Any] | None = None
+) -> Iterator[None]:
+    """A span named ``name``, child of the context in ``parent`` headers (if any)."""
+    if not ENABLED:
+        yield
+        return
+    ctx = _otel_propagate.extract(dict(parent)) if parent else None
+    tracer = _otel_trace.get_tracer("durablefuture")
+    token = _otel_context.attach(ctx) if ctx is not None else None
+    try:
+        with tracer.start_as_current_span(name, attributes=dict(attributes or {})):
+            yield
+    finally:
+        if token is not None:
+            _otel_context.detach(token)
