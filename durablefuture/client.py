@@ -517,15 +517,17 @@ class WorkflowHandle:
     async def _wait_closed(self, run_id: str, deadline: float | None) -> RunSummary:
         client = self.client
         notice: asyncio.Event = asyncio.Event()
+        received: list[bytes] = []
 
-        async def _on(_msg: Msg) -> None:
+        async def _on(msg: Msg) -> None:
+            received.append(msg.data)
             notice.set()
 
         sub = await client.nc.subscribe(client.layout.closed_notice(self.id, run_id), cb=_on)
         try:
             poll = 0.5
+            summary = await client.summary(self.id, run_id)
             while True:
-                summary = await client.summary(self.id, run_id)
                 if summary is not None and summary.status in RunStatus.CLOSED:
                     return summary
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -537,7 +539,12 @@ class WorkflowHandle:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(notice.wait(), wait)
                 notice.clear()
+                if received:
+                    # the notice carries the stored status entry itself
+                    summary = client.codec.decode_summary(received.pop())
+                    continue
                 poll = min(poll * 2, 5.0)
+                summary = await client.summary(self.id, run_id)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

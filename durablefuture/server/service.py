@@ -19,7 +19,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 
 import nats.js.errors
@@ -27,12 +27,14 @@ import orjson
 from attrs import define, evolve, field
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.api import PubAck
 from nats.js.kv import KeyValue
 
 from durablefuture import metrics
 from durablefuture.codec.wire import Codec, InputEnvelope, Reply, WorkflowTaskMessage, default_codec
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
+from durablefuture.core.commands import ContinueAsNewWorkflow
 from durablefuture.core.effects import (
     ArmTimer,
     CancelActivities,
@@ -421,7 +423,8 @@ class Server:
         verified = False
         for _ in range(50):
             now = time.time()
-            decision = decide(cache.state, message, now, new_run_id=new_run_id())
+            run_id = _new_run_id_if_needed(message)
+            decision = decide(cache.state, message, now, new_run_id=run_id)
             if decision.outcome in (IGNORED, REJECTED) and not verified:
                 verified = True
                 latest = await self.history.last_seq(cache.workflow_id, cache.state.run_id)
@@ -527,8 +530,13 @@ class Server:
 
     async def _start_locked(self, request: inp.StartWorkflowRequest, reply_to: str) -> None:
         wid = request.workflow_id
-        for _ in range(50):
-            latest, latest_seq = await self._latest_run(wid)
+        for attempt in range(50):
+            if attempt == 0 and request.continued_from is None and request.signal_name is None:
+                # Most ids are new: try to create the run without looking first. If the id has
+                # history, the sequence check fails and the next round looks it up.
+                latest, latest_seq = None, 0
+            else:
+                latest, latest_seq = await self._latest_run(wid)
             d = decide_start(request, latest)
             if d.action == "existing":
                 cache = await self._load(wid, d.run_id)
@@ -548,13 +556,15 @@ class Server:
                     ),
                 )
                 if request.parent is not None:
-                    await self._send_input(
-                        request.parent.workflow_id,
-                        inp.RecordChildStartFailed(
-                            request.parent.run_id,
-                            request.parent.seq,
-                            Failure(d.message, type="WorkflowAlreadyStartedError"),
-                        ),
+                    await await_ack(
+                        self._send_input(
+                            request.parent.workflow_id,
+                            inp.RecordChildStartFailed(
+                                request.parent.run_id,
+                                request.parent.seq,
+                                Failure(d.message, type="WorkflowAlreadyStartedError"),
+                            ),
+                        )
                     )
                 return
             if d.action == "signal":
@@ -589,9 +599,9 @@ class Server:
             state.apply(events, "start")
             cache = RunCache(wid, state, list(events), seq)
             self._remember(run_id, cache)
+            await self._reply(reply_to, Reply(True, run_id=run_id))
             async with cache.lock:
                 await self._execute(cache, effects_for(state, events))
-            await self._reply(reply_to, Reply(True, run_id=run_id))
             log.info(
                 "started workflow %s run %s (%s)",
                 wid,
@@ -604,62 +614,69 @@ class Server:
 
     # ------------------------------------------------------------------ effects
 
-    async def _send_input(self, workflow_id: str, message: inp.RunInput, msg_id: str = "") -> None:
+    async def _send_input(
+        self, workflow_id: str, message: inp.RunInput, msg_id: str = ""
+    ) -> asyncio.Future[PubAck]:
         data = self.codec.encode_input(InputEnvelope(workflow_id, input=message))
         headers = {MSG_ID: msg_id or f"{message.run_id}:{message.input_id}"}
-        await self.pub.publish(self.layout.input("run"), data, headers)
+        return await self.pub.send(self.layout.input("run"), data, headers)
 
     async def _execute(self, cache: RunCache, effects: Sequence[Effect]) -> None:
+        """Send every effect's messages (pipelined), then wait for all their PubAcks."""
         if not effects:
             return
-        jobs = [self._effect(cache, e) for e in effects]
-        results = await asyncio.gather(*jobs, return_exceptions=True)
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
+        pending: list[asyncio.Future[PubAck]] = []
+        for e in effects:
+            await self._effect(cache, e, pending)
+        if pending:
+            results = await asyncio.gather(*pending, return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
 
-    async def _effect(self, cache: RunCache, e: Effect) -> None:
+    async def _effect(
+        self, cache: RunCache, e: Effect, pending: list[asyncio.Future[PubAck]]
+    ) -> None:
         layout = self.layout
+        pub = self.pub
         run_id = cache.state.run_id
         if isinstance(e, DispatchWorkflowTask):
             task = e.task
             events = cache.events
-            if len(events) <= FULL_HISTORY_IN_TASK:
-                delta: Sequence[ev.Event] = events
-            elif cache.wft_sent_upto:
-                delta = events[cache.wft_sent_upto :]
+            if cache.wft_sent_upto:
+                delta: Sequence[ev.Event] = events[cache.wft_sent_upto :]
+            elif len(events) <= FULL_HISTORY_IN_TASK:
+                delta = events
             else:
                 delta = ()
             cache.wft_sent_upto = len(events)
             data = self.codec.encode_workflow_task(
                 WorkflowTaskMessage(task, tuple(delta), cache.last_seq)
             )
-            await self.pub.publish(
-                layout.workflow_tasks(task.task_queue),
-                data,
-                {MSG_ID: f"wt:{run_id}:{task.trigger}:{task.attempt}"},
+            pending.append(
+                await pub.send(
+                    layout.workflow_tasks(task.task_queue),
+                    data,
+                    {MSG_ID: f"wt:{run_id}:{task.trigger}:{task.attempt}"},
+                )
             )
         elif isinstance(e, DispatchActivityTask):
             atask = e.task
             data = self.codec.encode_activity_task(atask)
             target = layout.activity_tasks(atask.task_queue)
             if e.deliver_at is None or e.deliver_at <= time.time() + 0.01:
-                await self.pub.publish(
-                    target, data, {MSG_ID: f"at:{run_id}:{atask.seq}:{atask.attempt}"}
-                )
+                headers = {MSG_ID: f"at:{run_id}:{atask.seq}:{atask.attempt}"}
+                pending.append(await pub.send(target, data, headers))
             else:
-                await self.pub.publish(
-                    layout.timer(run_id, f"r{atask.seq}.{atask.attempt}"),
-                    data,
-                    {SCHEDULE: _at(e.deliver_at), SCHEDULE_TARGET: target},
-                )
+                headers = {SCHEDULE: _at(e.deliver_at), SCHEDULE_TARGET: target}
+                subject = layout.timer(run_id, f"r{atask.seq}.{atask.attempt}")
+                pending.append(await pub.send(subject, data, headers))
         elif isinstance(e, ArmTimer):
-            await self._arm(cache, e)
+            await self._arm(cache, e, pending)
         elif isinstance(e, StartRun):
             data = self.codec.encode_input(InputEnvelope(e.request.workflow_id, start=e.request))
-            await self.pub.publish(
-                layout.input("start"), data, {MSG_ID: f"start:{e.request.request_id}"}
-            )
+            headers = {MSG_ID: f"start:{e.request.request_id}"}
+            pending.append(await pub.send(layout.input("start"), data, headers))
         elif isinstance(e, NotifyParent):
             p = e.parent
             msg: inp.RunInput
@@ -667,48 +684,53 @@ class Server:
                 msg = inp.RecordChildStarted(p.run_id, p.seq, e.child_run_id)
             else:
                 msg = inp.RecordChildClosed(p.run_id, p.seq, e.child_run_id, e.result, e.failure)
-            await self._send_input(p.workflow_id, msg)
+            pending.append(await self._send_input(p.workflow_id, msg))
         elif isinstance(e, CancelChildRun):
-            await self._send_input(
-                e.workflow_id,
-                inp.RequestCancel(e.run_id or "", e.request_id, e.reason),
-                msg_id=f"cxl:{e.request_id}",
+            cancel = inp.RequestCancel(e.run_id or "", e.request_id, e.reason)
+            pending.append(
+                await self._send_input(e.workflow_id, cancel, msg_id=f"cxl:{e.request_id}")
             )
         elif isinstance(e, TerminateChildRun):
-            await self._send_input(
-                e.workflow_id,
-                inp.TerminateWorkflow(e.run_id or "", e.request_id, e.reason),
-                msg_id=f"trm:{e.request_id}",
+            term = inp.TerminateWorkflow(e.run_id or "", e.request_id, e.reason)
+            pending.append(
+                await self._send_input(e.workflow_id, term, msg_id=f"trm:{e.request_id}")
             )
         elif isinstance(e, CancelActivities):
-            kv = self._act_kv
-            if kv is not None:
-                raw = orjson.dumps({"reason": e.reason})
-                await asyncio.gather(*(kv.put(layout.cancel_key(run_id, s), raw) for s in e.seqs))
+            raw = orjson.dumps({"reason": e.reason})
+            for seq in e.seqs:
+                key = f"$KV.{layout.activity_bucket}.{layout.cancel_key(run_id, seq)}"
+                pending.append(await pub.send(key, raw))
         elif isinstance(e, UpdateStatus):
-            kv = self._runs_kv
-            if kv is not None:
-                s = e.summary
-                await kv.put(
-                    layout.status_key(s.workflow_id, s.run_id), self.codec.encode_summary(s)
-                )
-                if s.status in RunStatus.CLOSED:
-                    with contextlib.suppress(Exception):
-                        await self.nc.publish(layout.closed_notice(s.workflow_id, s.run_id), b"")
-                    self._cancel_local_timers(run_id)
+            summary = e.summary
+            body = self.codec.encode_summary(summary)
+            key = (
+                f"$KV.{layout.runs_bucket}.{layout.status_key(summary.workflow_id, summary.run_id)}"
+            )
+            fut = await pub.send(key, body)
+            pending.append(fut)
+            if summary.status in RunStatus.CLOSED:
+                self._cancel_local_timers(run_id)
+                notice = layout.closed_notice(summary.workflow_id, summary.run_id)
+                fut.add_done_callback(lambda f: self._notify_closed(f, notice, body))
 
-    async def _arm(self, cache: RunCache, e: ArmTimer) -> None:
+    def _notify_closed(self, stored: asyncio.Future[PubAck], subject: str, body: bytes) -> None:
+        """Once the status entry is stored, tell waiting clients (they get the summary too)."""
+        if stored.cancelled() or stored.exception() is not None:
+            return
+        task = asyncio.ensure_future(self.nc.publish(subject, body))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _arm(
+        self, cache: RunCache, e: ArmTimer, pending: list[asyncio.Future[PubAck]]
+    ) -> None:
         run_id = cache.state.run_id
         wid = cache.workflow_id
         fire = inp.FireTimer(run_id, e.key)
-        data = self.codec.encode_input(InputEnvelope(wid, input=fire))
         now = time.time()
         if e.fire_at > now + 0.001:
-            await self.pub.publish(
-                self.layout.timer(run_id, e.key),
-                data,
-                {SCHEDULE: _at(e.fire_at), SCHEDULE_TARGET: self.layout.input("timer")},
-            )
+            data = self.codec.encode_input(InputEnvelope(wid, input=fire))
+            headers = {SCHEDULE: _at(e.fire_at), SCHEDULE_TARGET: self.layout.input("timer")}
+            pending.append(await self.pub.send(self.layout.timer(run_id, e.key), data, headers))
         if not self.options.local_timers and e.fire_at > now + 0.001:
             return
         loop = asyncio.get_running_loop()
@@ -736,6 +758,18 @@ class Server:
     def _cancel_local_timers(self, run_id: str) -> None:
         for key in [k for k in self._timers if k[0] == run_id]:
             self._timers.pop(key).cancel()
+
+
+def _new_run_id_if_needed(message: inp.RunInput) -> str:
+    if isinstance(message, inp.CompleteWorkflowTask) and any(
+        isinstance(c, ContinueAsNewWorkflow) for c in message.commands
+    ):
+        return new_run_id()
+    return ""
+
+
+async def await_ack(send: Awaitable[asyncio.Future[PubAck]]) -> PubAck:
+    return await (await send)
 
 
 def _status_of(event: ev.Event) -> str:

@@ -1,17 +1,23 @@
 """Publishing to JetStream: pipelined (many in flight), each with a timeout, errors translated.
 
-``Nats-Expected-Last-Subject-Sequence`` conflicts become :class:`WrongLastSequence`; every other
-NATS failure becomes a :class:`~durablefuture.core.errors.TransportError`.
+Each publish carries a reply subject under one wildcard inbox this publisher subscribes to, so a
+PubAck resolves a future without a subscription, task or timer per message; a sweeper fails
+publishes whose PubAck did not come in time. ``Nats-Expected-Last-Subject-Sequence`` conflicts
+become :class:`WrongLastSequence`; every other failure becomes a
+:class:`~durablefuture.core.errors.TransportError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import time
 from collections.abc import Mapping
 
-import nats.js.errors
+import orjson
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js.api import PubAck
 
 from durablefuture.core.errors import TransportError
@@ -48,13 +54,117 @@ class WrongLastSequence(TransportError):
         self.actual = actual
 
 
+class _Pending:
+    __slots__ = ("deadline", "future", "headers", "subject")
+
+    def __init__(
+        self, future: asyncio.Future[PubAck], subject: str, headers: Mapping[str, str] | None
+    ) -> None:
+        self.future = future
+        self.subject = subject
+        self.headers = headers
+        self.deadline = 0.0
+
+
 class Publisher:
     """Publishes with PubAcks, many in flight at once."""
 
     def __init__(self, nc: NATS, timeout: float = 5.0) -> None:
         self.nc = nc
-        self.js = nc.jetstream(timeout=timeout, publish_async_max_pending=4000)
+        self.js = nc.jetstream(timeout=timeout)
         self.timeout = timeout
+        self._prefix = ""
+        self._next = 0
+        self._pending: dict[str, _Pending] = {}
+        self._sub: object = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._ready: asyncio.Lock | None = None
+
+    async def _start(self) -> None:
+        if self._ready is None:
+            self._ready = asyncio.Lock()
+        async with self._ready:
+            if self._sub is not None:
+                return
+            prefix = f"{self.nc.new_inbox()}."
+            self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_ack)
+            self._prefix = prefix
+            self._sweeper = asyncio.create_task(self._sweep(), name="df-publish-sweeper")
+
+    async def _on_ack(self, msg: Msg) -> None:
+        pending = self._pending.pop(msg.subject[len(self._prefix) :], None)
+        if pending is None or pending.future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            pending.future.set_exception(_no_stream(pending.subject))
+            return
+        try:
+            resp = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            pending.future.set_exception(
+                TransportError(f"unreadable PubAck for {pending.subject}: {msg.data[:200]!r}")
+            )
+            return
+        err = resp.get("error")
+        if err is not None:
+            pending.future.set_exception(_api_error(pending, err))
+            return
+        pending.future.set_result(
+            PubAck(
+                stream=resp.get("stream", ""),
+                seq=int(resp.get("seq", 0)),
+                domain=resp.get("domain"),
+                duplicate=resp.get("duplicate"),
+            )
+        )
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            expired = [k for k, p in self._pending.items() if p.deadline <= now]
+            for key in expired:
+                pending = self._pending.pop(key, None)
+                if pending is not None and not pending.future.done():
+                    pending.future.set_exception(
+                        TransportError(
+                            f"no PubAck for {pending.subject} within {self.timeout:g}s; the "
+                            "outcome is unknown"
+                        )
+                    )
+
+    async def send(
+        self,
+        subject: str,
+        data: bytes,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> asyncio.Future[PubAck]:
+        """Write a publish now; the returned future resolves to its PubAck (or raises).
+
+        Awaiting ``send`` only hands the message to the connection; await the returned future
+        for the PubAck. Sending several messages and then gathering their futures pipelines them.
+        """
+        if self._sub is None:
+            await self._start()
+        future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+        self._next += 1
+        token = str(self._next)
+        pending = _Pending(future, subject, headers)
+        pending.deadline = time.monotonic() + (timeout or self.timeout)
+        self._pending[token] = pending
+        try:
+            await self.nc.publish(
+                subject,
+                data,
+                reply=self._prefix + token,
+                headers=dict(headers) if headers else None,
+            )
+        except Exception as exc:
+            self._pending.pop(token, None)
+            raise TransportError(f"publishing to {subject} failed: {exc}") from exc
+        return future
 
     async def publish(
         self,
@@ -65,27 +175,29 @@ class Publisher:
         timeout: float | None = None,
     ) -> PubAck:
         """Store ``data`` on ``subject``; returns the PubAck (``duplicate`` set on a dedup hit)."""
-        try:
-            fut = await self.js.publish_async(
-                subject, data, headers=dict(headers) if headers else None
-            )
-            ack: PubAck = await asyncio.wait_for(fut, timeout or self.timeout)
-            return ack
-        except nats.js.errors.NoStreamResponseError as exc:
-            raise TransportError(
-                f"no JetStream stream stores {subject}; has df-server created the namespace "
-                "(start df-server, or `df dev`)?"
-            ) from exc
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == 10071:
-                m = _WRONG_SEQ.search(exc.description or "")
-                expected = int((headers or {}).get(EXPECTED_LAST_SUBJECT_SEQ, "0"))
-                raise WrongLastSequence(subject, expected, int(m.group(1)) if m else None) from None
-            raise TransportError(
-                f"JetStream rejected a message on {subject}: {exc.description} "
-                f"(err_code {exc.err_code})"
-            ) from exc
-        except TimeoutError as exc:
-            raise TransportError(f"no PubAck for {subject} within {self.timeout:g}s") from exc
-        except nats.errors.Error as exc:
-            raise TransportError(f"publishing to {subject} failed: {exc}") from exc
+        return await (await self.send(subject, data, headers, timeout=timeout))
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sweeper
+
+
+def _no_stream(subject: str) -> TransportError:
+    return TransportError(
+        f"no JetStream stream stores {subject}; has df-server created the namespace "
+        "(start df-server, or `df dev`)?"
+    )
+
+
+def _api_error(pending: _Pending, err: dict[str, object]) -> TransportError:
+    code = err.get("err_code")
+    description = str(err.get("description", ""))
+    if code == 10071:
+        m = _WRONG_SEQ.search(description)
+        expected = int((pending.headers or {}).get(EXPECTED_LAST_SUBJECT_SEQ, "0"))
+        return WrongLastSequence(pending.subject, expected, int(m.group(1)) if m else None)
+    return TransportError(
+        f"JetStream rejected a message on {pending.subject}: {description} (err_code {code})"
+    )
