@@ -44,6 +44,7 @@ from durablefuture.core.state import RunState
 from durablefuture.core.types import check_workflow_id
 from durablefuture.outcome import outcome_of
 from durablefuture.transport.connection import DEFAULT_URL, connect
+from durablefuture.transport.headers import REPLY_HEADER
 from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import open_bucket
 from durablefuture.transport.publisher import MSG_ID, Publisher
@@ -55,8 +56,6 @@ __all__ = [
     "WorkflowDescription",
     "WorkflowHandle",
 ]
-
-REPLY_HEADER = "Df-Reply"
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -450,13 +449,18 @@ class Client:
     async def queue_depths(self, task_queue: str) -> dict[str, int]:
         """Tasks waiting (not yet delivered) and in flight, per kind, for ``task_queue``."""
         out: dict[str, int] = {}
-        for kind, name in (
-            ("workflow", self.layout.workflow_consumer(task_queue)),
-            ("activity", self.layout.activity_consumer(task_queue)),
+        layout = self.layout
+        for kind, name, subject in (
+            ("workflow", layout.workflow_consumer(task_queue), layout.workflow_tasks(task_queue)),
+            ("activity", layout.activity_consumer(task_queue), layout.activity_tasks(task_queue)),
         ):
             try:
-                info = await self.pub.js.consumer_info(self.layout.stream, name)
+                info = await self.pub.js.consumer_info(layout.stream, name)
             except nats.js.errors.NotFoundError:
+                # no worker has ever served this queue: every task stored for it is waiting
+                stream = await self.pub.js.stream_info(layout.stream, subjects_filter=subject)
+                out[f"{kind}_pending"] = int((stream.state.subjects or {}).get(subject, 0))
+                out[f"{kind}_in_flight"] = 0
                 continue
             out[f"{kind}_pending"] = int(info.num_pending or 0)
             out[f"{kind}_in_flight"] = int(info.num_ack_pending or 0)

@@ -24,7 +24,7 @@ from typing import Any
 
 import nats.js.errors
 import orjson
-from attrs import define
+from attrs import define, evolve
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
@@ -56,6 +56,7 @@ from durablefuture.core.failure import Failure, FailureKind, failure_from_except
 from durablefuture.core.replay import Activation, WorkflowExecution
 from durablefuture.core.types import JsonValue, check_name
 from durablefuture.transport.consumer import PullConsumer
+from durablefuture.transport.headers import RECEIPT_HEADER, RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer, open_bucket
 from durablefuture.transport.publisher import MSG_ID
 
@@ -83,11 +84,51 @@ def _identity() -> str:
 
 
 class _CachedRun:
-    __slots__ = ("execution", "last_seq")
+    """A live generator, the stream sequence it reflects, and events it assumed.
+
+    ``provisional`` holds activity completions this worker fed to the generator before the
+    server recorded them (fused reports). Each is checked against the history the next time
+    history is read; any difference means the server decided otherwise, and the cache is
+    dropped for a full replay.
+    """
+
+    __slots__ = ("diverged", "execution", "last_seq", "provisional")
 
     def __init__(self, execution: WorkflowExecution, last_seq: int) -> None:
         self.execution = execution
         self.last_seq = last_seq
+        self.provisional: dict[int, ev.Event] = {}
+        self.diverged = False
+
+    def confirm(self, events: Sequence[ev.Event]) -> bool:
+        """Check recorded ``events`` against assumed ones; False (for good) if any differs."""
+        if self.diverged:
+            return False
+        if not self.provisional:
+            return True
+        for e in events:
+            assumed = self.provisional.pop(e.event_id, None)
+            if assumed is not None and assumed != e:
+                self.diverged = True
+                return False
+        return True
+
+    def catch_up(self, events: Sequence[ev.Event]) -> bool:
+        """Feed recorded ``events`` the generator has not seen; False if they do not fit."""
+        have = self.execution.last_event_id
+        if not events or events[0].event_id > have + 1:
+            return False
+        seen = [e for e in events if e.event_id <= have]
+        if not self.confirm(seen):
+            return False
+        new = [e for e in events if e.event_id > have]
+        if new:
+            try:
+                self.execution.feed(new)
+            except Exception:
+                self.diverged = True
+                return False
+        return True
 
 
 class Worker:
@@ -151,6 +192,8 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._act_kv: KeyValue | None = None
         self._query_sub: Any = None
+        self._receipts = ""
+        self._receipt_sub: Any = None
         self._stopping = asyncio.Event()
         self._started = False
         self._run_task: asyncio.Task[None] | None = None
@@ -212,6 +255,8 @@ class Worker:
             self._query_sub = await self.client.nc.subscribe(
                 self.layout.query(self.task_queue), queue="workers", cb=self._on_query
             )
+            self._receipts = self.client.nc.new_inbox()
+            self._receipt_sub = await self.client.nc.subscribe(self._receipts, cb=self._on_receipt)
         if self.activities:
             name = self.layout.activity_consumer(self.task_queue)
             await ensure_consumer(
@@ -322,11 +367,32 @@ class Worker:
         with contextlib.suppress(TransportError):
             await self.pub.publish(self.layout.dead_letter("worker"), msg.data, headers)
 
-    async def _report(self, workflow_id: str, message: inp.RunInput) -> None:
+    async def _report(self, workflow_id: str, message: inp.RunInput, receipt: bool = False) -> None:
         data = self.codec.encode_input(InputEnvelope(workflow_id, input=message))
-        await self.pub.publish(
-            self.layout.input("run"), data, {MSG_ID: f"{message.run_id}:{message.input_id}"}
-        )
+        headers = {MSG_ID: f"{message.run_id}:{message.input_id}"}
+        if receipt and self._receipts:
+            headers[RECEIPT_HEADER] = self._receipts
+        await self.pub.publish(self.layout.input("run"), data, headers)
+
+    async def _on_receipt(self, msg: Msg) -> None:
+        """The server recorded our decisions: feed them to the cached generator."""
+        run_id = (msg.headers or {}).get(RUN_HEADER, "")
+        if run_id not in self._cache:
+            return
+        try:
+            _, events = self.codec.decode_batch(msg.data)
+        except DecodeError:
+            return
+        async with self._lock(run_id):
+            cached = self._cache.get(run_id)
+            if cached is None:
+                return
+            if cached.catch_up(events):
+                seq = (msg.headers or {}).get(SEQ_HEADER, "")
+                if seq.isdigit():
+                    cached.last_seq = max(cached.last_seq, int(seq))
+                if cached.execution.finished:
+                    self._cache.pop(run_id, None)
 
     # ------------------------------------------------------------------ workflow tasks
 
@@ -364,7 +430,7 @@ class Worker:
             ):
                 report = await self._run_workflow_task(m)
             if report is not None:
-                await self._report(task.workflow_id, report)
+                await self._report(task.workflow_id, report, receipt=True)
         await msg.ack()
         outcome = (
             "idle"
@@ -384,9 +450,9 @@ class Worker:
         try:
             if cached is not None:
                 execution = cached.execution
-                new = self._new_events(execution, m.events)
+                new = self._new_events(cached, m.events)
                 if new is None:
-                    new = await self._tail(task, execution)
+                    new = await self._tail(task, cached)
                 if new is not None:
                     try:
                         activation = execution.feed(new)
@@ -407,7 +473,9 @@ class Worker:
                 exc,
                 extra={"workflow_id": task.workflow_id, "run_id": task.run_id},
             )
-            based_on = execution.last_event_id if execution is not None else 0
+            # a replay that failed has no execution: the task was based on its trigger event
+            # (0 would look stale once the run has commands, and the failure would be dropped)
+            based_on = execution.last_event_id if execution is not None else task.trigger
             return inp.FailWorkflowTask(
                 task.run_id,
                 based_on,
@@ -416,7 +484,12 @@ class Worker:
                 self.identity,
             )
         if not activation.finished and execution is not None:
-            self._cache[task.run_id] = _CachedRun(execution, m.history_seq)
+            entry = cached if cached is not None and cached.execution is execution else None
+            if entry is None:
+                entry = _CachedRun(execution, m.history_seq)
+            else:
+                entry.last_seq = max(entry.last_seq, m.history_seq)
+            self._cache[task.run_id] = entry
             while len(self._cache) > self.max_cached_workflows:
                 self._cache.popitem(last=False)
         if not activation.commands:
@@ -425,26 +498,27 @@ class Worker:
             task.run_id, activation.based_on, activation.commands, self.identity
         )
 
-    def _new_events(
-        self, execution: WorkflowExecution, delta: Sequence[ev.Event]
-    ) -> list[ev.Event] | None:
-        """The part of ``delta`` the cached execution has not seen; None if there is a gap."""
-        have = execution.last_event_id
+    def _new_events(self, cached: _CachedRun, delta: Sequence[ev.Event]) -> list[ev.Event] | None:
+        """The part of ``delta`` the cached run has not seen; None on a gap or a mismatch."""
+        have = cached.execution.last_event_id
         if not delta:
             return None
         first = delta[0].event_id
         if first > have + 1:
             return None
-        return list(delta[have - first + 1 :]) if have >= first else list(delta)
+        seen = delta[: max(0, have - first + 1)]
+        if not cached.confirm(seen):
+            return None
+        return list(delta[len(seen) :])
 
-    async def _tail(
-        self, task: WorkflowTask, execution: WorkflowExecution
-    ) -> list[ev.Event] | None:
+    async def _tail(self, task: WorkflowTask, cached: _CachedRun) -> list[ev.Event] | None:
         batches = await self.client.history.read(task.workflow_id, task.run_id)
         events = [e for b in batches for e in b.events]
-        have = execution.last_event_id
-        if len(events) < have:
+        have = cached.execution.last_event_id
+        if len(events) < have or not cached.confirm(events[:have]):
             return None
+        if batches:
+            cached.last_seq = batches[-1].stream_seq
         return events[have:]
 
     async def _replay(
@@ -497,6 +571,13 @@ class Worker:
                 raise QueryFailedError(f"no history for workflow {wid!r} run {run_id}")
             events = [e for b in batches for e in b.events]
             execution = cached.execution if cached is not None else None
+            if cached is not None and cached.provisional:
+                # assumed events must be confirmed: read everything and check
+                batches = await self.client.history.read(wid, run_id)
+                events = [e for b in batches for e in b.events]
+                if not cached.confirm(events[: cached.execution.last_event_id]):
+                    self._cache.pop(run_id, None)
+                    execution = None
             if execution is not None:
                 new = [e for e in events if e.event_id > execution.last_event_id]
                 try:
@@ -563,7 +644,12 @@ class Worker:
             {"workflow_id": task.workflow_id, "activity_id": task.seq, "attempt": task.attempt},
         ):
             report = await self._run_activity(task, msg)
-        await self._report(task.workflow_id, report)
+        if isinstance(report, inp.CompleteActivityTask) and task.run_id in self._cache:
+            async with self._lock(task.run_id):
+                report = self._fuse(report)
+                await self._report(task.workflow_id, report, receipt=True)
+        else:
+            await self._report(task.workflow_id, report)
         await msg.ack()
         metrics.ACTIVITY_RUN_SECONDS.observe(
             time.perf_counter() - began, self.task_queue, task.name
@@ -575,6 +661,36 @@ class Worker:
         else:
             outcome = "failed"
         metrics.WORKER_ACTIVITIES.inc(self.task_queue, task.name, outcome)
+
+    def _fuse(self, report: inp.CompleteActivityTask) -> inp.CompleteActivityTask:
+        """Let the cached generator see this result now and report what it decides with it.
+
+        Saves the server a round trip through a workflow task. The server records the result
+        and the decisions together only if its history is where this worker saw it.
+        """
+        cached = self._cache.get(report.run_id)
+        if cached is None or cached.execution.finished or cached.diverged:
+            return report
+        execution = cached.execution
+        event_id = execution.last_event_id + 1
+        at = time.time()
+        assumed = ev.ActivityCompleted(
+            event_id=event_id,
+            at=at,
+            seq=report.seq,
+            attempt=report.attempt,
+            result=report.result,
+        )
+        try:
+            activation = execution.feed([assumed])
+        except Exception as exc:  # the cached view is off: replay on the next workflow task
+            log.debug("not fusing the result of activity %s: %s", report.seq, exc)
+            self._cache.pop(report.run_id, None)
+            return report
+        cached.provisional[event_id] = assumed
+        if activation.finished:
+            self._cache.pop(report.run_id, None)
+        return evolve(report, commands=activation.commands, event_id=event_id, completed_at=at)
 
     async def _run_activity(self, task: ActivityTask, msg: Msg) -> inp.RunInput:
         definition = self.activities.get(task.name)

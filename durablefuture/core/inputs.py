@@ -111,10 +111,22 @@ class ReportActivityStarted:
 
 @frozen
 class CompleteActivityTask:
+    """An attempt succeeded.
+
+    A worker that also holds the run's live generator may add what the workflow code decides
+    next: ``commands``, decided as if the completion were event ``event_id`` recorded at
+    ``completed_at``. The server records them with the completion, in one batch, if the history
+    is still where the worker saw it; otherwise it records the completion alone and dispatches
+    a workflow task as usual.
+    """
+
     run_id: str
     seq: int
     attempt: int
     result: JsonValue = None
+    commands: tuple[Command, ...] = field(default=(), converter=_cmds)
+    event_id: int = 0
+    completed_at: float | None = None
 
     @property
     def input_id(self) -> str:

@@ -90,6 +90,9 @@ class Decision:
     effects: tuple[Effect, ...] = ()
     reason: str = ""
     recorded: tuple[int, int] | None = None
+    decided_through: int = 0
+    """The workflow code has already seen ``events`` up to this id (a fused activity report
+    that decided nothing new): no workflow task is needed for them."""
 
 
 class _Builder:
@@ -147,6 +150,24 @@ def decide(state: RunState, input: inp.RunInput, now: float, *, new_run_id: str 
         act, why = _current_attempt(state, input.seq, input.attempt)
         if act is None:
             return why
+        if _fusable(state, input):
+            assert input.completed_at is not None
+            fused = _Builder(state, input.completed_at)
+            fused.add(
+                ev.ActivityCompleted, seq=input.seq, attempt=input.attempt, result=input.result
+            )
+            if not input.commands:
+                return Decision(APPLIED, tuple(fused.events), decided_through=input.event_id)
+            fused.now = now
+            decided = _complete_workflow_task(
+                state,
+                inp.CompleteWorkflowTask(input.run_id, input.event_id, input.commands),
+                fused,
+                new_run_id,
+                last_event_id=input.event_id,
+            )
+            if decided.outcome == APPLIED:
+                return decided
         b.add(ev.ActivityCompleted, seq=input.seq, attempt=input.attempt, result=input.result)
         return b.decision()
     if isinstance(input, inp.FailActivityTask):
@@ -192,10 +213,20 @@ def decide(state: RunState, input: inp.RunInput, now: float, *, new_run_id: str 
         return b.decision()
 
 
+def _fusable(state: RunState, report: inp.CompleteActivityTask) -> bool:
+    """The worker decided on top of exactly the history we have (plus this completion)."""
+    return report.completed_at is not None and report.event_id == state.last_event_id + 1
+
+
 def _complete_workflow_task(
-    state: RunState, task: inp.CompleteWorkflowTask, b: _Builder, new_run_id: str
+    state: RunState,
+    task: inp.CompleteWorkflowTask,
+    b: _Builder,
+    new_run_id: str,
+    *,
+    last_event_id: int | None = None,
 ) -> Decision:
-    if task.based_on > state.last_event_id:
+    if task.based_on > (state.last_event_id if last_event_id is None else last_event_id):
         return _rejected(
             f"workflow task is based on event {task.based_on} but history has only "
             f"{state.last_event_id} events"
@@ -362,6 +393,9 @@ def _attempt_failed(
         "schedule_to_close",
     ):
         retry_ok, delay, reason = False, 0.0, "timeout"
+    elif failure.kind == FailureKind.CANCELLED and state.cancel_requested:
+        # the workflow asked its activities to stop (df.heartbeat raised): never run it again
+        retry_ok, delay, reason = False, 0.0, "cancel_requested"
     else:
         rd = decide_retry(
             policy,
@@ -601,7 +635,18 @@ def _close_effects(state: RunState, terminal: ev.Event) -> list[Effect]:
     return out
 
 
-def effects_for(state: RunState, events: Sequence[ev.Event]) -> list[Effect]:
+_DECISION_EVENTS = (
+    *ev.COMMAND_EVENTS,
+    ev.WorkflowCompleted,
+    ev.WorkflowFailed,
+    ev.WorkflowCancelled,
+    ev.WorkflowContinuedAsNew,
+)
+
+
+def effects_for(
+    state: RunState, events: Sequence[ev.Event], *, decided_through: int = 0
+) -> list[Effect]:
     """The effects of ``events``, which are already applied to ``state``.
 
     Each effect is filtered by the current state (an activity attempt that has since finished
@@ -703,9 +748,13 @@ def effects_for(state: RunState, events: Sequence[ev.Event]) -> list[Effect]:
             out.extend(_close_effects(state, e))
         elif isinstance(e, ev.RESULT_EVENTS):
             need_wft = True
-    first = events[0]
-    if isinstance(first, ev.COMMAND_EVENTS) and state.last_deliverable_event_id > first.based_on:
-        need_wft = True  # results arrived while the code was deciding: let it see them
+    decided_on = max((e.based_on for e in events if isinstance(e, _DECISION_EVENTS)), default=None)
+    if decided_on is None and decided_through:
+        decided_on = decided_through
+    if decided_on is not None:
+        # the code decided after seeing event `decided_on`: it needs a workflow task only if
+        # results arrived after that (while it was deciding)
+        need_wft = state.last_deliverable_event_id > decided_on
     if need_wft and state.is_open:
         out.append(DispatchWorkflowTask(_workflow_task(state, events[-1].event_id)))
     return out

@@ -102,11 +102,12 @@ class WorkflowInfo:
 class WorkflowContext:
     """Per-run state read by the deterministic helpers in ``df.workflow``."""
 
-    __slots__ = ("execution", "extras", "is_replaying", "now")
+    __slots__ = ("event_id", "execution", "extras", "is_replaying", "now")
 
     def __init__(self, execution: WorkflowExecution) -> None:
         self.execution = execution
         self.now = 0.0
+        self.event_id = 0
         self.is_replaying = False
         self.extras: dict[str, object] = {}
 
@@ -361,7 +362,9 @@ class WorkflowExecution:
             continued_from=started.continued_from,
             first_run_id=started.first_run_id or started.run_id,
             parent=started.parent,
-            history_length=self.last_event_id,
+            # as of the event the code is reacting to, not the last one fed: a replay feeds
+            # further ahead before it delivers a result, and must see the same length
+            history_length=self.context.event_id or self.last_event_id,
             history_size=self._history_size() if self._history_size else 0,
             is_replaying=self.context.is_replaying,
         )
@@ -739,6 +742,7 @@ class WorkflowExecution:
 
     def _set_time(self, event: ev.Event) -> None:
         self.context.now = event.at
+        self.context.event_id = event.event_id
         self.context.is_replaying = event.event_id <= self._horizon
 
     def _step(self, value: object, error: BaseException | None, trigger: ev.Event) -> None:

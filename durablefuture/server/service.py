@@ -65,6 +65,7 @@ from durablefuture.core.orchestration import (
 from durablefuture.core.state import RunState
 from durablefuture.transport.connection import connect
 from durablefuture.transport.consumer import PullConsumer
+from durablefuture.transport.headers import RECEIPT_HEADER, REPLY_HEADER, RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.history import Batch, HistoryStore
 from durablefuture.transport.layout import (
     ConsumerSettings,
@@ -81,11 +82,11 @@ from durablefuture.transport.publisher import (
 )
 from durablefuture.transport.subjects import Layout
 
-__all__ = ["REPLY_HEADER", "Server", "ServerOptions"]
+__all__ = ["Server", "ServerOptions"]
 
 log = logging.getLogger("durablefuture.server")
 
-REPLY_HEADER = "Df-Reply"
+
 FULL_HISTORY_IN_TASK = 400
 """Histories up to this many events travel inside the workflow task (no read needed)."""
 
@@ -258,12 +259,14 @@ class Server:
                 await self._dead_letter(msg, "server-input", str(exc))
                 await msg.term()
                 return
-            reply_to = (msg.headers or {}).get(REPLY_HEADER, "")
+            headers = msg.headers or {}
+            reply_to = headers.get(REPLY_HEADER, "")
+            receipt_to = headers.get(RECEIPT_HEADER, "")
             try:
                 if env.start is not None:
                     await self._handle_start(env.start, reply_to)
                 elif env.input is not None:
-                    await self._handle_run_input(env.workflow_id, env.input, reply_to)
+                    await self._handle_run_input(env.workflow_id, env.input, reply_to, receipt_to)
                 await msg.ack()
             except asyncio.CancelledError:
                 raise
@@ -357,7 +360,7 @@ class Server:
         return bool(batches)
 
     async def _handle_run_input(
-        self, workflow_id: str, message: inp.RunInput, reply_to: str = ""
+        self, workflow_id: str, message: inp.RunInput, reply_to: str = "", receipt_to: str = ""
     ) -> Decision | None:
         if not message.run_id:
             last = await self.history.last_of_workflow(workflow_id)
@@ -382,7 +385,7 @@ class Server:
             raise DecodeError(f"input for an unknown run: {exc}") from None
         message = await self._enrich(message)
         async with cache.lock:
-            decision = await self._decide_and_record(cache, message)
+            decision = await self._decide_and_record(cache, message, receipt_to)
         if reply_to:
             if decision.outcome in (APPLIED, DUPLICATE):
                 await self._reply(reply_to, Reply(True, run_id=message.run_id))
@@ -419,7 +422,9 @@ class Server:
                 )
         return message
 
-    async def _decide_and_record(self, cache: RunCache, message: inp.RunInput) -> Decision:
+    async def _decide_and_record(
+        self, cache: RunCache, message: inp.RunInput, receipt_to: str = ""
+    ) -> Decision:
         verified = False
         for _ in range(50):
             now = time.time()
@@ -447,7 +452,17 @@ class Server:
                     continue
                 cache.apply(seq, message.input_id, decision.events)
                 self._count_events(decision.events)
-                effects = effects_for(cache.state, decision.events) + list(decision.effects)
+                if receipt_to:
+                    # tell the worker what was recorded, so its cached generator stays current
+                    with contextlib.suppress(Exception):
+                        await self.nc.publish(
+                            receipt_to,
+                            self.codec.encode_batch(message.input_id, decision.events),
+                            headers={RUN_HEADER: cache.state.run_id, SEQ_HEADER: str(seq)},
+                        )
+                effects = effects_for(
+                    cache.state, decision.events, decided_through=decision.decided_through
+                ) + list(decision.effects)
             elif decision.outcome == DUPLICATE:
                 self.stats["duplicates"] += 1
                 effects = list(decision.effects)

@@ -79,11 +79,14 @@ async def test_metrics_endpoints_count_what_happens(daemons: Daemons) -> None:
     assert total(s, "df_workflows_started_total", namespace="default") == 5
     assert total(s, "df_workflows_closed_total", status="completed") == 5
     assert total(s, "df_activity_attempt_outcomes_total", outcome="completed") == 15
-    assert total(s, "df_server_inputs_total", outcome="applied") >= 5 + 15 + 15
+    # at least: 5 starts, 15 activity results, and the first decision of each run
+    assert total(s, "df_server_inputs_total", outcome="applied") >= 5 + 15 + 5
     assert total(s, "df_server_input_seconds_count") > total(
         before_s, "df_server_input_seconds_count"
     )
-    assert total(w, "df_workflow_tasks_total", outcome="commands") >= 20
+    # the first decision of each run comes from a workflow task; later ones may ride along
+    # with the activity results (fused reports)
+    assert total(w, "df_workflow_tasks_total", outcome="commands") >= 5
     assert total(w, "df_worker_activity_attempts_total", outcome="completed") == 15
     assert total(w, "df_activity_schedule_to_start_seconds_count") == 15
     assert total(w, "df_cache_lookups_total") > 0

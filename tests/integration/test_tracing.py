@@ -35,7 +35,7 @@ async def test_client_workflow_and_activity_spans_share_one_trace() -> None:
     for s in spans:
         by_name.setdefault(s.name, []).append(s)
     assert len(by_name["StartWorkflow:order_workflow"]) == 1
-    assert len(by_name["RunWorkflow:order_workflow"]) >= 3
+    assert len(by_name["RunWorkflow:order_workflow"]) >= 1
     assert len(by_name["RunActivity:charge_credit_card"]) == 1
     assert len(by_name["RunActivity:ship_package"]) == 1
     root = by_name["StartWorkflow:order_workflow"][0]

@@ -1,0 +1,14 @@
+"""Message headers DurableFuture adds to its own messages (beside the Nats-* ones)."""
+
+REPLY_HEADER = "Df-Reply"
+"""On a request to the server: where to send the answer (a core-NATS subject)."""
+RECEIPT_HEADER = "Df-Receipt"
+"""On a worker's report: where the server sends the events it recorded for it."""
+RUN_HEADER = "Df-Run"
+"""On a receipt: the run the events belong to."""
+SEQ_HEADER = "Df-Seq"
+"""On a receipt: the stream sequence of the recorded batch."""
+REASON_HEADER = "Df-Reason"
+"""On a dead letter: why it was dead-lettered."""
+
+__all__ = ["REASON_HEADER", "RECEIPT_HEADER", "REPLY_HEADER", "RUN_HEADER", "SEQ_HEADER"]

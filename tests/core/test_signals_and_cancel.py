@@ -1,0 +1,255 @@
+"""Replay of signals (buffering, order, timeouts) and of cancellation."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+import durablefuture as df
+from durablefuture.core import events as ev
+from durablefuture.core.commands import (
+    CancelWorkflow,
+    CompleteWorkflow,
+    FailWorkflow,
+    ScheduleActivity,
+    StartSignalWait,
+)
+from durablefuture.core.options import ActivityOptions
+from tests.core.helpers import Driver, History, app_failure, primitive, replay
+
+DEFAULT_OPTS = ActivityOptions().resolved("q")
+
+
+# ------------------------------------------------------------------ signals
+
+
+def collect(n: int, name: str = "item") -> Generator[Any, Any, Any]:
+    got = []
+    for _ in range(n):
+        got.append((yield df.wait_signal(name)))
+    return got
+
+
+def test_wait_signal_issues_a_command_and_returns_the_argument() -> None:
+    d = Driver(collect, 1)
+    assert d.step().commands == (StartSignalWait(1, "item", None),)
+    d.h.signal("item", {"sku": 1})
+    assert d.step().commands == (CompleteWorkflow([{"sku": 1}]),)
+
+
+def test_signals_sent_before_the_wait_are_buffered_in_order() -> None:
+    d = Driver(collect, 3)
+    d.h.signal("item", "a")
+    d.h.signal("other", "ignored")
+    d.h.signal("item", "b")
+    act = d.step()  # all three waits are served from the buffer in one activation
+    assert primitive(act.commands) == [
+        StartSignalWait(1, "item", None),
+        StartSignalWait(2, "item", None),
+        StartSignalWait(3, "item", None),
+    ]
+    assert act.terminal is None  # the third waits for a third signal
+    d.h.signal("item", "c")
+    assert d.step().commands == (CompleteWorkflow(["a", "b", "c"]),)
+    assert d.full_replay().commands == ()
+
+
+def test_signals_arriving_while_waiting_are_delivered_in_history_order() -> None:
+    d = Driver(collect, 3)
+    d.step()
+    d.h.signal("item", 1)
+    d.h.signal("item", 2)
+    d.h.signal("item", 3)
+    act = d.step()
+    assert act.commands[-1] == CompleteWorkflow([1, 2, 3])
+
+
+def test_signal_payload_shapes() -> None:
+    def wf() -> Generator[Any, Any, Any]:
+        none = yield df.wait_signal("s")
+        many = yield df.wait_signal("s")
+        return [none, list(many), type(many).__name__]
+
+    d = Driver(wf)
+    d.h.signal("s")
+    d.h.signal("s", 1, "two")
+    act = d.step()
+    assert act.commands[-1] == CompleteWorkflow([None, [1, "two"], "tuple"])
+
+
+def test_wait_signal_timeout_raises_timeout_error() -> None:
+    seen: list[BaseException] = []
+
+    def wf() -> Generator[Any, Any, Any]:
+        try:
+            yield df.wait_signal("approve", timeout=30)
+        except df.TimeoutError as err:
+            seen.append(err)
+            return "timed out"
+        return "approved"
+
+    d = Driver(wf)
+    assert d.step().commands == (StartSignalWait(1, "approve", 30.0),)
+    wait = d.h.events[-1]
+    assert isinstance(wait, ev.SignalWaitStarted) and wait.deadline == d.h.now + 30
+    d.h.add(ev.SignalWaitTimedOut, seq=1)
+    d.h.signal("approve", "late")  # after the timeout: buffered for a later wait, if any
+    assert d.step().commands == (CompleteWorkflow("timed out"),)
+    assert isinstance(seen[0], df.TimeoutError) and seen[0].timeout_type == "signal"
+
+
+def test_a_timed_out_wait_does_not_swallow_the_next_signal() -> None:
+    def wf() -> Generator[Any, Any, Any]:
+        try:  # noqa: SIM105 - the point is a plain try/except around the yield
+            yield df.wait_signal("s", timeout=1)
+        except df.TimeoutError:
+            pass
+        got = yield df.wait_signal("s")
+        return got
+
+    d = Driver(wf)
+    d.step()
+    d.h.add(ev.SignalWaitTimedOut, seq=1)
+    d.h.signal("s", "for the second wait")
+    act = d.step()
+    assert act.commands[-1] == CompleteWorkflow("for the second wait")
+
+
+def test_a_satisfied_wait_ignores_its_later_timeout() -> None:
+    d = Driver(collect, 2)
+    d.step()
+    d.h.signal("item", "x")
+    d.step()
+    d.h.add(ev.SignalWaitTimedOut, seq=1)  # the server's timer fired anyway
+    assert d.step().commands == ()
+    d.h.signal("item", "y")
+    assert d.step().commands == (CompleteWorkflow(["x", "y"]),)
+
+
+def test_any_of_signal_or_timer() -> None:
+    def wf() -> Generator[Any, Any, Any]:
+        idx, value = yield df.any_of(df.wait_signal("go"), df.sleep(60))
+        after = yield df.wait_signal("go")  # the abandoned wait must not take this signal
+        return [idx, value, after]
+
+    d = Driver(wf)
+    d.step()
+    d.h.fired(2)
+    d.h.signal("go", "first")
+    act = d.step()
+    assert act.commands[-1] == CompleteWorkflow([1, None, "first"])
+
+
+def test_wait_signal_validates_its_arguments() -> None:
+    with pytest.raises(df.InvalidArgumentError, match="signal name"):
+        df.wait_signal("")
+    with pytest.raises(df.InvalidArgumentError, match="wait_signal timeout"):
+        df.wait_signal("x", timeout=-1)
+
+
+# ------------------------------------------------------------------ cancellation
+
+
+def with_cleanup() -> Generator[Any, Any, Any]:
+    try:
+        yield df.activity("work")
+        yield df.activity("more work")
+    finally:
+        yield df.activity("cleanup")
+        yield df.activity("cleanup 2")
+
+
+def test_cancellation_raises_at_the_current_yield_and_cleanup_can_yield() -> None:
+    d = Driver(with_cleanup)
+    d.step()
+    d.h.cancel("user asked")
+    assert d.step().commands == (ScheduleActivity(2, "cleanup", (), DEFAULT_OPTS),)
+    d.h.completed(1, "work finished anyway")  # abandoned: ignored
+    d.h.completed(2)
+    assert d.step().commands == (ScheduleActivity(3, "cleanup 2", (), DEFAULT_OPTS),)
+    d.h.completed(3)
+    act = d.step()
+    assert act.commands == (CancelWorkflow("workflow cancellation requested: user asked"),)
+    assert act.finished
+    assert d.full_replay().commands == ()
+
+
+def test_the_cancelled_error_reaches_the_code_with_the_reason() -> None:
+    seen: list[BaseException] = []
+
+    def wf() -> Generator[Any, Any, Any]:
+        try:
+            yield df.all_of(df.activity("a"), df.sleep(10))
+        except df.CancelledError as err:
+            seen.append(err)
+            return "stopped cleanly"
+
+    d = Driver(wf)
+    d.step()
+    d.h.cancel("enough")
+    assert d.step().commands == (CompleteWorkflow("stopped cleanly"),)
+    assert "enough" in str(seen[0])
+
+
+def test_a_second_cancel_request_is_not_raised_again() -> None:
+    def wf() -> Generator[Any, Any, Any]:
+        try:
+            yield df.activity("a")
+        except df.CancelledError:
+            r = yield df.activity("undo")
+            return r
+
+    d = Driver(wf)
+    d.step()
+    d.h.cancel()
+    d.step()
+    d.h.cancel()  # the server ignores a second one, but replay must cope if it is there
+    d.h.completed(2, "undone")
+    assert d.step().commands == (CompleteWorkflow("undone"),)
+
+
+def test_a_cancelled_error_raised_by_the_code_itself_fails_the_workflow() -> None:
+    def wf() -> Generator[Any, Any, Any]:
+        yield df.sleep(1)
+        raise df.CancelledError("not really cancelled")
+
+    d = Driver(wf)
+    d.step()
+    d.h.fired(1)
+    (cmd,) = d.step().commands
+    assert isinstance(cmd, FailWorkflow)
+    assert cmd.failure.type == "CancelledError"
+
+
+def test_cancel_recorded_before_the_first_task_interrupts_the_first_yield() -> None:
+    d = Driver(with_cleanup)
+    d.h.cancel()
+    act = d.step()
+    # the code yielded 'work' (seq 1) and then, interrupted, 'cleanup' (seq 2)
+    assert [c.name for c in primitive(act.commands)] == ["work", "cleanup"]  # type: ignore[union-attr]
+
+
+def test_a_failing_cleanup_fails_the_workflow() -> None:
+    d = Driver(with_cleanup)
+    d.step()
+    d.h.cancel()
+    d.step()
+    d.h.failed(2, app_failure("cleanup broke"))
+    (cmd,) = d.step().commands
+    assert isinstance(cmd, FailWorkflow)
+    assert cmd.failure.type == "ActivityError"
+
+
+def test_replay_of_a_cancelled_history_matches() -> None:
+    h = History("with_cleanup")
+    h.activity(1, "work")
+    h.cancel()
+    h.activity(2, "cleanup")
+    h.completed(2)
+    h.activity(3, "cleanup 2")
+    h.completed(3)
+    h.add(ev.WorkflowCancelled, based_on=h.last, message="workflow cancellation requested")
+    act = replay(with_cleanup, h.events)
+    assert act.finished and act.commands == ()
