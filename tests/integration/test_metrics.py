@@ -60,7 +60,7 @@ async def test_metrics_endpoints_count_what_happens(daemons: Daemons) -> None:
             return False
 
     await wait_for(up, 15)
-    before_s, before_w = scrape(sport), scrape(wport)
+    before_s = scrape(sport)
     assert total(before_s, "df_workflows_started_total") == 0
     client = await df.Client.connect(daemons.url)
     try:
