@@ -124,7 +124,10 @@ async def _with_client(settings: Settings, fn: Callable[[Client], Awaitable[T]])
     help="NATS port (default 4222; with --run a free port).",
 )
 @click.option(
-    "--run", "run_example", default=None, help="Run an example and exit: order, recovery."
+    "--run",
+    "run_example",
+    default=None,
+    help="Run an example and exit: order, recovery, saga, approval, batch.",
 )
 @LOG_LEVEL_OPTION
 @click.pass_obj
@@ -158,10 +161,12 @@ def dev(
             worker = Worker(client, TASK_QUEUE, WORKFLOWS, ACTIVITIES)
             async with worker:
                 if run_example is not None:
-                    wf, args = EXAMPLES[run_example]
+                    wf, args, driver = EXAMPLES[run_example]
                     wid = f"{run_example}-{uuid.uuid4().hex[:8]}"
                     click.echo(f"started {run_example} example as workflow {wid!r} ...", err=True)
                     handle = await client.start_workflow(wf, *args, id=wid, task_queue=TASK_QUEUE)
+                    if driver is not None:
+                        await driver(handle)
                     result = await handle.result(timeout=60)
                     click.echo(_pretty({"workflow_id": wid, "result": result}))
                 else:

@@ -2,20 +2,56 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from workflows_examples.approval import approval_workflow, approve, notify_requester
+from workflows_examples.batch import batch_workflow, process_item
 from workflows_examples.order import charge_credit_card, order_workflow, ship_package
 from workflows_examples.recovery import recovery_workflow, reserve_inventory
+from workflows_examples.saga import (
+    book_car,
+    book_flight,
+    book_hotel,
+    cancel_car,
+    cancel_flight,
+    cancel_hotel,
+    trip_workflow,
+)
 
 TASK_QUEUE = "examples"
 
-WORKFLOWS: list[Callable[..., object]] = [order_workflow, recovery_workflow]
-ACTIVITIES: list[Callable[..., object]] = [charge_credit_card, ship_package, reserve_inventory]
+WORKFLOWS: list[Callable[..., object]] = [
+    order_workflow,
+    recovery_workflow,
+    trip_workflow,
+    approval_workflow,
+    batch_workflow,
+]
+ACTIVITIES: list[Callable[..., object]] = [
+    charge_credit_card,
+    ship_package,
+    reserve_inventory,
+    book_flight,
+    book_hotel,
+    book_car,
+    cancel_flight,
+    cancel_hotel,
+    cancel_car,
+    notify_requester,
+    process_item,
+]
 
-EXAMPLES: dict[str, tuple[Callable[..., object], tuple[object, ...]]] = {
-    "order": (order_workflow, ("order-1", 42.0)),
-    "recovery": (recovery_workflow, ("order-2",)),
+Driver = Callable[[Any], Awaitable[None]]
+
+EXAMPLES: dict[str, tuple[Callable[..., object], tuple[object, ...], Driver | None]] = {
+    "order": (order_workflow, ("order-1", 42.0), None),
+    "recovery": (recovery_workflow, ("order-2",), None),
+    "saga": (trip_workflow, ("trip-1", True), None),
+    "approval": (approval_workflow, ("req-1", 60.0), approve),
+    "batch": (batch_workflow, (list(range(1, 101)),), None),
 }
-"""``df dev --run NAME`` starts EXAMPLES[NAME] = (workflow, arguments)."""
+"""``df dev --run NAME`` starts EXAMPLES[NAME] = (workflow, arguments, driver); the driver, if
+any, acts on the running workflow (e.g. sends the approval signal)."""
 
 __all__ = ["ACTIVITIES", "EXAMPLES", "TASK_QUEUE", "WORKFLOWS"]
