@@ -142,8 +142,12 @@ class ScheduleActivity:
 
 @frozen
 class StartTimer:
+    """Sleep ``duration`` seconds from workflow time ``start`` (``df.workflow.now()`` when the
+    code yielded): the timer fires at ``start + duration``, like a durable alarm clock."""
+
     seq: int
     duration: float
+    start: float | None = None
 
 
 @frozen
@@ -151,6 +155,7 @@ class StartSignalWait:
     seq: int
     name: str
     timeout: float | None = None
+    start: float | None = None
 
 
 @frozen

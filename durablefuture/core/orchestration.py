@@ -269,15 +269,18 @@ def _complete_workflow_task(
                 options=cmd.options.resolved(state.started.task_queue),
             )
         elif isinstance(cmd, StartTimer):
+            # in workflow time: from when the code asked (never later than now)
+            start = b.now if cmd.start is None else min(cmd.start, b.now)
             b.add(
                 ev.TimerStarted,
                 based_on=based_on,
                 seq=cmd.seq,
                 duration=cmd.duration,
-                fire_at=b.now + cmd.duration,
+                fire_at=start + cmd.duration,
             )
         elif isinstance(cmd, StartSignalWait):
-            deadline = None if cmd.timeout is None else b.now + cmd.timeout
+            start = b.now if cmd.start is None else min(cmd.start, b.now)
+            deadline = None if cmd.timeout is None else start + cmd.timeout
             b.add(
                 ev.SignalWaitStarted,
                 based_on=based_on,

@@ -842,7 +842,8 @@ class WorkflowExecution:
             cmd = ScheduleActivity(seq, item.name, item.args, options)
             return self._leaf(cmd, "activity", item.result_type, item.name)
         if isinstance(item, Sleep):
-            return self._leaf(StartTimer(self._next_seq, item.duration), "timer", None)
+            timer = StartTimer(self._next_seq, item.duration, self.context.now)
+            return self._leaf(timer, "timer", None)
         if isinstance(item, WaitSignal):
             return self._wait_signal(item)
         if isinstance(item, SideEffect):
@@ -935,7 +936,7 @@ class WorkflowExecution:
         return leaf
 
     def _wait_signal(self, item: WaitSignal) -> _Leaf:
-        cmd = StartSignalWait(self._next_seq, item.name, item.timeout)
+        cmd = StartSignalWait(self._next_seq, item.name, item.timeout, self.context.now)
         leaf = self._leaf(cmd, "signal", item.result_type, item.name)
         buffered = self._signals.get(item.name)
         if buffered:

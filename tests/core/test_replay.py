@@ -21,7 +21,7 @@ from durablefuture.core.errors import WorkflowError
 from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.options import ActivityOptions, RetryPolicy
 from durablefuture.testing import Simulation
-from tests.core.helpers import OPTS, Driver, History, app_failure, execution, primitive, replay
+from tests.core.helpers import OPTS, T0, Driver, History, app_failure, execution, primitive, replay
 
 DEFAULT_OPTS = ActivityOptions().resolved("q")
 
@@ -216,7 +216,7 @@ def test_returning_none_completes_with_none() -> None:
         yield df.sleep(1)
 
     d = Driver(wf)
-    assert d.step().commands == (StartTimer(1, 1.0),)
+    assert d.step().commands == (StartTimer(1, 1.0, T0),)
     d.h.fired(1)
     act = d.step()
     assert act.commands == (CompleteWorkflow(None),)
@@ -365,7 +365,7 @@ def test_all_of_schedules_everything_at_once_and_returns_results_in_item_order()
     assert act.commands == (
         ScheduleActivity(1, "a", (), DEFAULT_OPTS),
         ScheduleActivity(2, "b", (), DEFAULT_OPTS),
-        StartTimer(3, 5.0),
+        StartTimer(3, 5.0, T0),
     )
     d.h.completed(2, "B")
     assert d.step().commands == ()

@@ -17,7 +17,7 @@ from durablefuture.core.commands import (
     StartSignalWait,
 )
 from durablefuture.core.options import ActivityOptions
-from tests.core.helpers import Driver, History, app_failure, primitive, replay
+from tests.core.helpers import T0, Driver, History, app_failure, primitive, replay
 
 DEFAULT_OPTS = ActivityOptions().resolved("q")
 
@@ -34,7 +34,7 @@ def collect(n: int, name: str = "item") -> Generator[Any, Any, Any]:
 
 def test_wait_signal_issues_a_command_and_returns_the_argument() -> None:
     d = Driver(collect, 1)
-    assert d.step().commands == (StartSignalWait(1, "item", None),)
+    assert d.step().commands == (StartSignalWait(1, "item", None, T0),)
     d.h.signal("item", {"sku": 1})
     assert d.step().commands == (CompleteWorkflow([{"sku": 1}]),)
 
@@ -46,9 +46,9 @@ def test_signals_sent_before_the_wait_are_buffered_in_order() -> None:
     d.h.signal("item", "b")
     act = d.step()  # all three waits are served from the buffer in one activation
     assert primitive(act.commands) == [
-        StartSignalWait(1, "item", None),
-        StartSignalWait(2, "item", None),
-        StartSignalWait(3, "item", None),
+        StartSignalWait(1, "item", None, T0),
+        StartSignalWait(2, "item", None, T0),
+        StartSignalWait(3, "item", None, T0),
     ]
     assert act.terminal is None  # the third waits for a third signal
     d.h.signal("item", "c")
@@ -91,7 +91,7 @@ def test_wait_signal_timeout_raises_timeout_error() -> None:
         return "approved"
 
     d = Driver(wf)
-    assert d.step().commands == (StartSignalWait(1, "approve", 30.0),)
+    assert d.step().commands == (StartSignalWait(1, "approve", 30.0, T0),)
     wait = d.h.events[-1]
     assert isinstance(wait, ev.SignalWaitStarted) and wait.deadline == d.h.now + 30
     d.h.add(ev.SignalWaitTimedOut, seq=1)
