@@ -40,6 +40,7 @@ from durablefuture.client import Client
 from durablefuture.codec.wire import InputEnvelope, WorkflowTaskMessage
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
+from durablefuture.core.commands import Command
 from durablefuture.core.definitions import ActivityDefinition, WorkflowDefinition
 from durablefuture.core.effects import ActivityTask, WorkflowTask
 from durablefuture.core.errors import (
@@ -63,6 +64,9 @@ from durablefuture.transport.publisher import MSG_ID
 __all__ = ["Worker", "WorkerOptions"]
 
 log = logging.getLogger("durablefuture.worker")
+
+MAX_REPORT_COMMANDS = 250
+MAX_REPORT_BYTES = 256 * 1024
 
 
 @define
@@ -92,13 +96,31 @@ class _CachedRun:
     dropped for a full replay.
     """
 
-    __slots__ = ("diverged", "execution", "last_seq", "provisional")
+    __slots__ = ("diverged", "execution", "inflight_at", "inflight_seq", "last_seq", "provisional")
 
     def __init__(self, execution: WorkflowExecution, last_seq: int) -> None:
         self.execution = execution
         self.last_seq = last_seq
         self.provisional: dict[int, ev.Event] = {}
         self.diverged = False
+        self.inflight_seq: int | None = None
+        self.inflight_at = 0.0
+
+    def sent(self, commands: Sequence[Command]) -> None:
+        """Remember the first command of a report on its way to the server."""
+        first = next((c.seq for c in commands if hasattr(c, "seq")), None)
+        self.inflight_seq = first
+        self.inflight_at = time.monotonic()
+
+    def awaiting_server(self) -> bool:
+        """A report of ours is not recorded yet (and not so old that it may have been lost)."""
+        seq = self.inflight_seq
+        if seq is None:
+            return False
+        if not self.execution.is_pending(seq) or time.monotonic() - self.inflight_at > 5.0:
+            self.inflight_seq = None
+            return False
+        return True
 
     def confirm(self, events: Sequence[ev.Event]) -> bool:
         """Check recorded ``events`` against assumed ones; False (for good) if any differs."""
@@ -113,10 +135,19 @@ class _CachedRun:
                 return False
         return True
 
+    def unverifiable(self, first_event_id: int) -> bool:
+        """Assumed events before ``first_event_id`` cannot be checked against these events."""
+        return any(i < first_event_id for i in self.provisional)
+
     def catch_up(self, events: Sequence[ev.Event]) -> bool:
         """Feed recorded ``events`` the generator has not seen; False if they do not fit."""
         have = self.execution.last_event_id
         if not events or events[0].event_id > have + 1:
+            return False
+        if self.unverifiable(events[0].event_id):
+            # receipts arrive in order: an assumed event not confirmed by now was not recorded
+            # as assumed
+            self.diverged = True
             return False
         seen = [e for e in events if e.event_id <= have]
         if not self.confirm(seen):
@@ -181,6 +212,7 @@ class Worker:
         self.layout = client.layout
         self.pub = client.pub
         self._cache: OrderedDict[str, _CachedRun] = OrderedDict()
+        self._closed_runs: OrderedDict[str, None] = OrderedDict()
         self._run_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -391,8 +423,21 @@ class Worker:
                 seq = (msg.headers or {}).get(SEQ_HEADER, "")
                 if seq.isdigit():
                     cached.last_seq = max(cached.last_seq, int(seq))
+                if cached.execution.closed:
+                    self._remember_closed(run_id)
+                    return
                 if cached.execution.finished:
-                    self._cache.pop(run_id, None)
+                    return
+                execution = cached.execution
+                if execution.has_pending_commands and not cached.awaiting_server():
+                    # a large decision goes out in parts: send the next one now
+                    commands, more = self._bounded(execution.activation().commands)
+                    report = inp.CompleteWorkflowTask(
+                        run_id, execution.last_event_id, commands, self.identity, more=more
+                    )
+                    cached.sent(commands)
+                    wid = execution.started.workflow_id if execution.started else ""
+                    await self._report(wid, report, receipt=True)
 
     # ------------------------------------------------------------------ workflow tasks
 
@@ -423,14 +468,17 @@ class Worker:
             else None
         )
         async with self._lock(task.run_id):
-            with tracing.span(
-                f"RunWorkflow:{task.workflow_type}",
-                parent,
-                {"workflow_id": task.workflow_id, "run_id": task.run_id},
-            ):
-                report = await self._run_workflow_task(m)
-            if report is not None:
-                await self._report(task.workflow_id, report, receipt=True)
+            if self._redundant(m):
+                report = None
+            else:
+                with tracing.span(
+                    f"RunWorkflow:{task.workflow_type}",
+                    parent,
+                    {"workflow_id": task.workflow_id, "run_id": task.run_id},
+                ):
+                    report = await self._run_workflow_task(m)
+                if report is not None:
+                    await self._report(task.workflow_id, report, receipt=True)
         await msg.ack()
         outcome = (
             "idle"
@@ -441,6 +489,30 @@ class Worker:
         )
         metrics.WORKFLOW_TASKS.inc(self.task_queue, outcome)
         metrics.WORKFLOW_TASK_SECONDS.observe(time.perf_counter() - began, self.task_queue)
+
+    def _redundant(self, m: WorkflowTaskMessage) -> bool:
+        """A workflow task with nothing new for the cached run (the run is closed, or its
+        generator already saw the triggering event and has nothing unsent): ack it at once."""
+        task = m.task
+        if task.run_id in self._closed_runs:
+            return True
+        cached = self._cache.get(task.run_id)
+        if cached is None or cached.diverged or cached.provisional or task.attempt > 1:
+            return False
+        execution = cached.execution
+        if execution.closed:
+            return True
+        if task.trigger > execution.last_event_id:
+            return False
+        if execution.finished and not execution.closed:
+            return cached.awaiting_server()  # our terminal decision is on its way
+        return not execution.has_pending_commands or cached.awaiting_server()
+
+    def _remember_closed(self, run_id: str) -> None:
+        self._cache.pop(run_id, None)
+        self._closed_runs[run_id] = None
+        while len(self._closed_runs) > self.max_cached_workflows:
+            self._closed_runs.popitem(last=False)
 
     async def _run_workflow_task(self, m: WorkflowTaskMessage) -> inp.RunInput | None:
         task = m.task
@@ -483,7 +555,9 @@ class Worker:
                 task.attempt,
                 self.identity,
             )
-        if not activation.finished and execution is not None:
+        if execution is not None and execution.closed:
+            self._remember_closed(task.run_id)
+        elif execution is not None:
             entry = cached if cached is not None and cached.execution is execution else None
             if entry is None:
                 entry = _CachedRun(execution, m.history_seq)
@@ -494,9 +568,33 @@ class Worker:
                 self._cache.popitem(last=False)
         if not activation.commands:
             return None
+        entry = self._cache.get(task.run_id)
+        if entry is not None and entry.awaiting_server():
+            return None  # our last report is still on its way; its receipt continues from there
+        commands, more = self._bounded(activation.commands)
+        if entry is not None:
+            entry.sent(commands)
         return inp.CompleteWorkflowTask(
-            task.run_id, activation.based_on, activation.commands, self.identity
+            task.run_id, activation.based_on, commands, self.identity, more=more
         )
+
+    def _bounded(self, commands: tuple[Command, ...]) -> tuple[tuple[Command, ...], bool]:
+        """At most MAX_REPORT_COMMANDS commands and ~MAX_REPORT_BYTES per report.
+
+        A NATS message is limited (1 MiB by default); a fan-out of thousands of activities is
+        recorded over several reports, each followed by a workflow task for the next.
+        """
+        if len(commands) == 1:
+            return commands, False
+        size = 0
+        unstructure = self.codec.converter.unstructure
+        for i, cmd in enumerate(commands):
+            if i >= MAX_REPORT_COMMANDS:
+                return commands[:i], True
+            size += len(orjson.dumps(unstructure(cmd, Command)))
+            if size > MAX_REPORT_BYTES and i > 0:
+                return commands[:i], True
+        return commands, False
 
     def _new_events(self, cached: _CachedRun, delta: Sequence[ev.Event]) -> list[ev.Event] | None:
         """The part of ``delta`` the cached run has not seen; None on a gap or a mismatch."""
@@ -504,8 +602,8 @@ class Worker:
         if not delta:
             return None
         first = delta[0].event_id
-        if first > have + 1:
-            return None
+        if first > have + 1 or cached.unverifiable(first):
+            return None  # read the whole history (and check what we assumed)
         seen = delta[: max(0, have - first + 1)]
         if not cached.confirm(seen):
             return None
@@ -634,6 +732,23 @@ class Worker:
             await msg.ack()
             metrics.WORKER_ACTIVITIES.inc(self.task_queue, task.name, "lost")
             return
+        if task.attempt > 1 and await self._unwanted(task):
+            # A retry that fell due after its run closed (or was asked to cancel): do not run
+            # it. The report closes the activity if the run is still open; otherwise it is
+            # ignored.
+            failure = Failure(
+                message=(
+                    f"attempt {task.attempt} of activity {task.name!r} was not run: the "
+                    "workflow no longer wants its result"
+                ),
+                type="CancelledError",
+                kind=FailureKind.CANCELLED,
+            )
+            await self._report(
+                task.workflow_id, inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure)
+            )
+            await msg.ack()
+            return
         metrics.SCHEDULE_TO_START_SECONDS.observe(
             max(0.0, time.time() - task.attempt_scheduled_at), self.task_queue
         )
@@ -662,6 +777,17 @@ class Worker:
             outcome = "failed"
         metrics.WORKER_ACTIVITIES.inc(self.task_queue, task.name, outcome)
 
+    async def _unwanted(self, task: ActivityTask) -> bool:
+        """True if the server flagged this activity to stop (its run closed or was cancelled)."""
+        kv = self._act_kv
+        if kv is None:
+            return False
+        try:
+            await kv.get(self.layout.cancel_key(task.run_id, task.seq))
+        except Exception:  # not flagged, or cannot tell: run it
+            return False
+        return True
+
     def _fuse(self, report: inp.CompleteActivityTask) -> inp.CompleteActivityTask:
         """Let the cached generator see this result now and report what it decides with it.
 
@@ -670,6 +796,9 @@ class Worker:
         """
         cached = self._cache.get(report.run_id)
         if cached is None or cached.execution.finished or cached.diverged:
+            return report
+        if cached.execution.has_pending_commands:
+            # earlier decisions are not confirmed yet: let a workflow task carry on from history
             return report
         execution = cached.execution
         event_id = execution.last_event_id + 1
@@ -688,9 +817,10 @@ class Worker:
             self._cache.pop(report.run_id, None)
             return report
         cached.provisional[event_id] = assumed
-        if activation.finished:
-            self._cache.pop(report.run_id, None)
-        return evolve(report, commands=activation.commands, event_id=event_id, completed_at=at)
+        commands, more = self._bounded(activation.commands)
+        if commands:
+            cached.sent(commands)
+        return evolve(report, commands=commands, event_id=event_id, completed_at=at, more=more)
 
     async def _run_activity(self, task: ActivityTask, msg: Msg) -> inp.RunInput:
         definition = self.activities.get(task.name)

@@ -74,10 +74,17 @@ class StartWorkflowRequest:
 
 @frozen
 class CompleteWorkflowTask:
+    """The commands the workflow code issued after seeing events up to ``based_on``.
+
+    ``more`` says the worker holds further commands (a report carries a bounded number): the
+    server dispatches another workflow task after recording these.
+    """
+
     run_id: str
     based_on: int
     commands: tuple[Command, ...] = field(default=(), converter=_cmds)
     worker: str = ""
+    more: bool = False
 
     @property
     def input_id(self) -> str:
@@ -127,6 +134,7 @@ class CompleteActivityTask:
     commands: tuple[Command, ...] = field(default=(), converter=_cmds)
     event_id: int = 0
     completed_at: float | None = None
+    more: bool = False
 
     @property
     def input_id(self) -> str:

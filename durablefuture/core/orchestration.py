@@ -161,7 +161,9 @@ def decide(state: RunState, input: inp.RunInput, now: float, *, new_run_id: str 
             fused.now = now
             decided = _complete_workflow_task(
                 state,
-                inp.CompleteWorkflowTask(input.run_id, input.event_id, input.commands),
+                inp.CompleteWorkflowTask(
+                    input.run_id, input.event_id, input.commands, more=input.more
+                ),
                 fused,
                 new_run_id,
                 last_event_id=input.event_id,
@@ -331,6 +333,10 @@ def _complete_workflow_task(
                 task_queue=cmd.task_queue or s.task_queue,
                 args=cmd.args,
             )
+    if task.more and b.events and not isinstance(b.events[-1], ev.TERMINAL_EVENTS):
+        # the worker holds more commands: give it a workflow task to send them
+        trigger = b.events[-1].event_id
+        return b.decision((DispatchWorkflowTask(_workflow_task(state, trigger)),))
     return b.decision()
 
 

@@ -345,6 +345,15 @@ class WorkflowExecution:
         """True once history holds the run's terminal event."""
         return self._terminal_recorded or self._closed_by_server
 
+    def is_pending(self, seq: int) -> bool:
+        """True if command ``seq`` was issued but history (as fed) does not hold it yet."""
+        return seq in self._new
+
+    @property
+    def has_pending_commands(self) -> bool:
+        """True while commands this execution issued are not yet in the history it was fed."""
+        return bool(self._new)
+
     @property
     def pending_commands(self) -> tuple[PrimitiveCommand, ...]:
         return tuple(self._new[s] for s in sorted(self._new))

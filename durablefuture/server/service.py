@@ -87,6 +87,8 @@ __all__ = ["Server", "ServerOptions"]
 log = logging.getLogger("durablefuture.server")
 
 
+MAX_TASK_BYTES = 512 * 1024
+"""A workflow task carrying more than this leaves the events out (the worker reads them)."""
 FULL_HISTORY_IN_TASK = 400
 """Histories up to this many events travel inside the workflow task (no read needed)."""
 
@@ -668,6 +670,10 @@ class Server:
             data = self.codec.encode_workflow_task(
                 WorkflowTaskMessage(task, tuple(delta), cache.last_seq)
             )
+            if len(data) > MAX_TASK_BYTES:  # too big to carry: the worker reads the history
+                data = self.codec.encode_workflow_task(
+                    WorkflowTaskMessage(task, (), cache.last_seq)
+                )
             pending.append(
                 await pub.send(
                     layout.workflow_tasks(task.task_queue),
@@ -679,11 +685,14 @@ class Server:
             atask = e.task
             data = self.codec.encode_activity_task(atask)
             target = layout.activity_tasks(atask.task_queue)
+            msg_id = f"at:{run_id}:{atask.seq}:{atask.attempt}"
             if e.deliver_at is None or e.deliver_at <= time.time() + 0.01:
-                headers = {MSG_ID: f"at:{run_id}:{atask.seq}:{atask.attempt}"}
-                pending.append(await pub.send(target, data, headers))
+                pending.append(await pub.send(target, data, {MSG_ID: msg_id}))
             else:
-                headers = {SCHEDULE: _at(e.deliver_at), SCHEDULE_TARGET: target}
+                # the same Msg-Id on the schedule: if this dispatch is derived again (a timer's
+                # durable copy arrives after its local fast path) once the retry is due, the
+                # direct publish above is a duplicate instead of a second delivery
+                headers = {SCHEDULE: _at(e.deliver_at), SCHEDULE_TARGET: target, MSG_ID: msg_id}
                 subject = layout.timer(run_id, f"r{atask.seq}.{atask.attempt}")
                 pending.append(await pub.send(subject, data, headers))
         elif isinstance(e, ArmTimer):

@@ -90,45 +90,45 @@ class PullConsumer:
     async def _on_msg(self, msg: Msg) -> None:
         status = msg.headers.get("Status") if msg.headers else None
         if status is None:
-            self._requested = max(0, self._requested - 1)
             self._held += 1
             self._queue.put_nowait(msg)
-            if self._requested < self.capacity // 2:
-                self._wakeup.set()
+            self._requested = max(0, self._requested - 1)
+            if self._requested == 0:
+                self._wakeup.set()  # the request is fulfilled: ask again
             return
         if status == "100":  # idle heartbeat / flow control
             if msg.reply:
                 await self.nc.publish(msg.reply)
             return
         # 404 no messages, 408 request expired, 409 limits: the request is over.
-        left = msg.headers.get("Nats-Pending-Messages") if msg.headers else None
-        if left is not None and left.isdigit():
-            self._requested = max(0, self._requested - int(left))
-        else:
-            self._requested = 0
         if status == "409":
             log.debug("pull %s: %s", self.consumer, (msg.headers or {}).get("Description"))
+        self._requested = 0
         self._wakeup.set()
 
     async def _pump(self) -> None:
+        """Keep exactly one pull request outstanding, for as many messages as we have room for.
+
+        One request at a time keeps the bookkeeping exact: it ends when all its messages have
+        arrived or with a status (expired, limits), and the next one is sent right away.
+        """
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}"
         expires_ns = int(self.expires * 1e9)
         while not self._closed:
-            want = self.capacity - self._held - self._requested
-            if want >= max(1, min(self.capacity // 4, 32)) or (want > 0 and self._requested == 0):
+            want = self.capacity - self._held
+            if self._requested == 0 and want > 0:
                 body = orjson.dumps({"batch": want, "expires": expires_ns})
-                self._requested += want
+                self._requested = want
                 try:
                     await self.nc.publish(subject, body, reply=self._inbox)
                 except Exception as exc:
-                    self._requested -= want
+                    self._requested = 0
                     log.warning("pull request on %s failed: %s", self.consumer, exc)
                     await asyncio.sleep(0.5)
                     continue
-                # a request expires after `expires`; the 408 resets the count
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), self.expires + 1.0)
             except TimeoutError:
-                # lost status (e.g. reconnect): assume outstanding requests are gone
+                # no status arrived for our request (e.g. lost on a reconnect): ask again
                 self._requested = 0

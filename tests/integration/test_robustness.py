@@ -197,3 +197,15 @@ async def test_unregistered_workflow_and_activity_record_failures_not_loops() ->
             assert worker.stats["workflow_tasks"] - before <= 4
             history = await _history(env, "miss-wf")
             assert sum(isinstance(e, ev.WorkflowTaskFailed) for e in history) == 1
+
+
+async def test_signal_racing_an_activity_result_is_seen_by_the_workflow() -> None:
+    # The signal lands in history between the activity's scheduling and its result, while the
+    # worker that runs the activity also holds the workflow's generator: the worker's early
+    # view of the result must be checked against history, not trusted.
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[greet_then_wait], activities=[greet]):
+            for i in range(10):
+                handle = await env.client.start_workflow(greet_then_wait, "bo", id=f"race-{i}")
+                await handle.signal("go", f"n{i}")
+                assert await handle.result(timeout=10) == f"hello bo n{i}"

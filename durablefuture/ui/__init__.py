@@ -1,0 +1,66 @@
+"""The web UI: runs with filters, a run page with its history as a timeline, live updates.
+
+``pip install 'durablefuture[ui]'`` (starlette + uvicorn), then ``df ui`` or::
+
+    client = await df.Client.connect(url, namespace)
+    await durablefuture.ui.serve(client, port=8233)       # until cancelled
+
+``create_app(client)`` is the ASGI app itself, to mount elsewhere. This module imports
+starlette and uvicorn only when they are used, so ``ui_available()`` can be asked first.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from durablefuture.client import Client
+
+__all__ = ["DEFAULT_PORT", "INSTALL_HINT", "create_app", "serve", "ui_available"]
+
+DEFAULT_PORT = 8233
+INSTALL_HINT = "the web UI needs starlette and uvicorn: pip install 'durablefuture[ui]'"
+
+
+def ui_available() -> bool:
+    """True if starlette and uvicorn can be imported."""
+    return all(importlib.util.find_spec(m) is not None for m in ("starlette", "uvicorn"))
+
+
+def _require() -> None:
+    if not ui_available():
+        raise ImportError(INSTALL_HINT)
+
+
+def create_app(client: Client) -> Starlette:
+    """The UI's ASGI app (JSON API, live updates, the page) over ``client``."""
+    _require()
+    from durablefuture.ui.app import create_app as make
+
+    return make(client)
+
+
+async def serve(
+    client: Client,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the UI on ``host:port`` until cancelled (``port=0`` picks a free port).
+
+    ``on_ready(url)`` is called once the socket listens. On a loopback address, requests
+    must name a loopback host (a guard against DNS rebinding).
+
+    Raises:
+        OSError: the address cannot be bound (e.g. the port is in use).
+        ImportError: starlette or uvicorn is not installed.
+    """
+    _require()
+    from durablefuture.ui.server import bind, run_server
+
+    await run_server(client, bind(host, port), on_ready)

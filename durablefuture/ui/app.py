@@ -1,0 +1,251 @@
+"""The web UI's ASGI app: a JSON API over the client, live updates, and one static page.
+
+Routes (workflow ids may contain ``/``, so the action routes are matched first):
+
+* ``GET /`` and ``GET /workflows/{id}``: the page (``static/index.html``); it routes itself.
+* ``GET /api/workflows?status=&type=&q=&limit=``: runs, newest first, with counts per status.
+* ``GET /api/workflows/{id}?run_id=``: describe + inputs + history + timeline + why.
+* ``GET /api/workflows/{id}/events?run_id=``: Server-Sent Events; an ``update`` event carries
+  the same JSON as above each time the run's history grows (and every few seconds while it
+  runs, so the relative times in "why" stay true).
+* ``POST /api/workflows/{id}/cancel|terminate`` (``{"reason": ...}``) and ``.../signal``
+  (``{"name": ..., "args": [...]}``): JSON bodies only, so a plain cross-site form cannot post.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+
+import orjson
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from durablefuture.client import Client
+from durablefuture.core.errors import (
+    DurableFutureError,
+    InvalidArgumentError,
+    ServerUnavailableError,
+    WorkflowNotFoundError,
+)
+from durablefuture.core.types import JsonValue
+from durablefuture.ui.views import list_payload, run_payload
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).with_name("static")
+POLL_SECONDS = 0.5
+"""How often a live stream checks whether the run's history grew (one direct get)."""
+REFRESH_SECONDS = 5.0
+"""A running run is re-sent at least this often, so "next retry in 4s" stays true."""
+KEEPALIVE_SECONDS = 10.0
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: object) -> bytes:
+        return orjson.dumps(content)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _status_of(exc: DurableFutureError) -> int:
+    if isinstance(exc, WorkflowNotFoundError):
+        return 404
+    if isinstance(exc, InvalidArgumentError):
+        return 400
+    if isinstance(exc, ServerUnavailableError):
+        return 503
+    return 409
+
+
+def _sse(event: str, data: JsonValue) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class _Api:
+    def __init__(self, client: Client, closing: asyncio.Event) -> None:
+        self.client = client
+        self.closing = closing
+
+    async def index(self, request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def list_runs(self, request: Request) -> Response:
+        p = request.query_params
+        try:
+            limit = max(1, min(int(p.get("limit", "200")), 5000))
+        except ValueError:
+            return _error(400, f"limit must be an integer, got {p.get('limit')!r}")
+        try:
+            body = await list_payload(
+                self.client,
+                status=p.get("status") or None,
+                workflow_type=p.get("type") or None,
+                q=(p.get("q") or "").strip() or None,
+                limit=limit,
+            )
+        except DurableFutureError as exc:
+            return _error(_status_of(exc), str(exc))
+        return JSONResponse(body)
+
+    async def run(self, request: Request) -> Response:
+        wid = request.path_params["workflow_id"]
+        try:
+            body = await run_payload(self.client, wid, request.query_params.get("run_id") or None)
+        except DurableFutureError as exc:
+            return _error(_status_of(exc), str(exc))
+        return JSONResponse(body)
+
+    async def events(self, request: Request) -> Response:
+        wid = request.path_params["workflow_id"]
+        run_id = request.query_params.get("run_id") or None
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(
+            self._stream(wid, run_id), media_type="text/event-stream", headers=headers
+        )
+
+    async def _version(self, wid: str, run_id: str | None) -> tuple[str, int]:
+        """(run id, stream sequence of its newest history batch): changes when history grows."""
+        if run_id is not None:
+            return run_id, await self.client.history.last_seq(wid, run_id)
+        last = await self.client.history.last_of_workflow(wid)
+        if last is None:
+            raise WorkflowNotFoundError(f"no workflow with id {wid!r}")
+        return last.run_id, last.batch.stream_seq
+
+    async def _stream(self, wid: str, run_id: str | None) -> AsyncIterator[bytes]:
+        seen: tuple[str, int] | None = None
+        sent_at = pinged_at = 0.0
+        running = True
+        yield b"retry: 2000\n\n"
+        while not self.closing.is_set():
+            now = time.monotonic()
+            wait = POLL_SECONDS if running else 2.0
+            try:
+                version = await self._version(wid, run_id)
+                if version != seen or (running and now - sent_at >= REFRESH_SECONDS):
+                    body = await run_payload(self.client, wid, version[0])
+                    workflow = body["workflow"]
+                    running = isinstance(workflow, dict) and workflow.get("status") == "running"
+                    seen, sent_at, pinged_at = version, now, now
+                    yield _sse("update", body)
+                elif now - pinged_at >= KEEPALIVE_SECONDS:
+                    pinged_at = now
+                    yield b": keepalive\n\n"
+            except WorkflowNotFoundError as exc:
+                yield _sse("failure", {"error": str(exc), "status": 404})
+                return
+            except DurableFutureError as exc:  # NATS hiccup: say so, keep trying
+                log.warning("live update for %s failed: %s", wid, exc)
+                yield _sse("failure", {"error": str(exc), "status": _status_of(exc)})
+                wait = 2.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.closing.wait(), wait)
+
+    async def _act(
+        self, request: Request, action: Callable[[dict[str, object]], Awaitable[str]]
+    ) -> Response:
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return _error(415, "send a JSON body with Content-Type: application/json")
+        try:
+            body = orjson.loads(await request.body() or b"{}")
+        except orjson.JSONDecodeError as exc:
+            return _error(400, f"the body is not valid JSON: {exc}")
+        if not isinstance(body, dict):
+            return _error(400, "the body must be a JSON object")
+        try:
+            done = await action(body)
+        except DurableFutureError as exc:
+            return _error(_status_of(exc), str(exc))
+        return JSONResponse({"ok": True, "message": done})
+
+    async def cancel(self, request: Request) -> Response:
+        wid = request.path_params["workflow_id"]
+        run_id = request.query_params.get("run_id") or None
+
+        async def go(body: dict[str, object]) -> str:
+            await self.client.get_workflow_handle(wid, run_id=run_id).cancel(_reason(body))
+            return f"cancellation requested for {wid}"
+
+        return await self._act(request, go)
+
+    async def terminate(self, request: Request) -> Response:
+        wid = request.path_params["workflow_id"]
+        run_id = request.query_params.get("run_id") or None
+
+        async def go(body: dict[str, object]) -> str:
+            await self.client.get_workflow_handle(wid, run_id=run_id).terminate(_reason(body))
+            return f"terminated {wid}"
+
+        return await self._act(request, go)
+
+    async def signal(self, request: Request) -> Response:
+        wid = request.path_params["workflow_id"]
+        run_id = request.query_params.get("run_id") or None
+
+        async def go(body: dict[str, object]) -> str:
+            name = body.get("name")
+            args = body.get("args", [])
+            if not isinstance(name, str) or not name:
+                raise InvalidArgumentError('"name" must be a non-empty string (the signal name)')
+            if not isinstance(args, list):
+                raise InvalidArgumentError('"args" must be a JSON array of signal arguments')
+            await self.client.get_workflow_handle(wid, run_id=run_id).signal(name, *args)
+            return f"signalled {wid}: {name}"
+
+        return await self._act(request, go)
+
+
+def _reason(body: dict[str, object]) -> str:
+    reason = body.get("reason", "")
+    if not isinstance(reason, str):
+        raise InvalidArgumentError('"reason" must be a string')
+    return reason or "requested from the web UI"
+
+
+def create_app(
+    client: Client,
+    *,
+    allowed_hosts: Sequence[str] | None = None,
+    closing: asyncio.Event | None = None,
+) -> Starlette:
+    """The UI as an ASGI app over ``client`` (serve it with uvicorn, or ``ui.serve``).
+
+    Args:
+        allowed_hosts: if given, requests whose ``Host`` is not one of these are refused
+            (``serve`` passes the loopback names when it binds to loopback, which stops DNS
+            rebinding from reaching the actions).
+        closing: set it to end the live-update streams (``serve`` does on shutdown).
+    """
+    api = _Api(client, closing or asyncio.Event())
+    wf = "/api/workflows/{workflow_id:path}"
+    routes = [
+        Route("/", api.index),
+        Route("/workflows/{workflow_id:path}", api.index),
+        Route("/api/workflows", api.list_runs),
+        Route(wf + "/events", api.events),
+        Route(wf + "/cancel", api.cancel, methods=["POST"]),
+        Route(wf + "/terminate", api.terminate, methods=["POST"]),
+        Route(wf + "/signal", api.signal, methods=["POST"]),
+        Route(wf, api.run),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    middleware = []
+    if allowed_hosts is not None:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
+    return Starlette(routes=routes, middleware=middleware)

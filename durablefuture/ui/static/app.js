@@ -1,0 +1,764 @@
+/* DurableFuture web UI: one page, vanilla JS, no build step.
+ *
+ * Routes: "/" (runs with filters) and "/workflows/<id>[?run_id=]" (one run). Data comes from
+ * the JSON API next to this file's server; a run page follows live updates through
+ * Server-Sent Events (falling back to polling). Everything user-supplied is inserted as text
+ * (textContent), never as HTML.
+ */
+"use strict";
+
+(() => {
+  const app = document.getElementById("app");
+  const tooltip = document.getElementById("tooltip");
+  const STATUSES = ["running", "completed", "failed", "cancelled", "terminated", "timed_out", "continued_as_new"];
+  let cleanup = [];
+
+  // ------------------------------------------------------------------ helpers
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") node.className = v;
+      else if (k === "style") Object.assign(node.style, v);
+      else if (k === "dataset") Object.assign(node.dataset, v);
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined || c === false) continue;
+      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return node;
+  }
+
+  async function api(path, options) {
+    const res = await fetch(path, options);
+    let body = null;
+    try { body = await res.json(); } catch (e) { body = null; }
+    if (!res.ok) {
+      const err = new Error((body && body.error) || `${res.status} ${res.statusText}`);
+      err.status = res.status;
+      throw err;
+    }
+    return body;
+  }
+
+  function toast(message, bad) {
+    const t = el("div", { class: "toast" + (bad ? " bad" : "") }, message);
+    document.getElementById("toasts").append(t);
+    setTimeout(() => t.remove(), 4500);
+  }
+
+  const pad = (n, w = 2) => String(n).padStart(w, "0");
+
+  function fmtTime(ts) {
+    if (ts === null || ts === undefined) return "—";
+    const d = new Date(ts * 1000);
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+
+  function fmtClock(ts) {
+    const d = new Date(ts * 1000);
+    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+  }
+
+  function fmtDur(seconds) {
+    if (seconds === null || seconds === undefined || isNaN(seconds)) return "—";
+    const s = Math.max(0, seconds);
+    if (s < 1) return `${(s * 1000).toFixed(s < 0.01 ? 1 : 0)} ms`;
+    if (s < 60) return `${s.toFixed(s < 10 ? 2 : 1)} s`;
+    if (s < 3600) return `${Math.floor(s / 60)}m ${Math.round(s % 60)}s`;
+    if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.round((s % 3600) / 60)}m`;
+    return `${Math.floor(s / 86400)}d ${Math.round((s % 86400) / 3600)}h`;
+  }
+
+  function fmtAgo(ts) {
+    const s = Date.now() / 1000 - ts;
+    if (s < 5) return "just now";
+    if (s < 60) return `${Math.round(s)}s ago`;
+    if (s < 3600) return `${Math.round(s / 60)} min ago`;
+    if (s < 86400) return `${(s / 3600).toFixed(1)} h ago`;
+    return `${Math.round(s / 86400)} d ago`;
+  }
+
+  const statusLabel = (s) => (s || "").replace(/_/g, " ");
+  const badge = (status, lg) => el("span", { class: `badge ${status}${lg ? " lg" : ""}`, dataset: { status } }, statusLabel(status));
+
+  /** Pretty-printed, highlighted JSON, built as text nodes. */
+  function jsonView(value) {
+    const pre = el("pre", { class: "json" });
+    const text = JSON.stringify(value, null, 2);
+    if (text === undefined) { pre.append("null"); return pre; }
+    const re = /("(?:\\.|[^"\\])*")(\s*:)?|\b(true|false)\b|\bnull\b|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
+    let last = 0;
+    for (const m of text.matchAll(re)) {
+      pre.append(text.slice(last, m.index));
+      let cls = "j-num";
+      if (m[1]) cls = m[2] ? "j-key" : "j-str";
+      else if (m[3]) cls = "j-bool";
+      else if (m[0] === "null") cls = "j-null";
+      if (m[1] && m[2]) {
+        pre.append(el("span", { class: cls }, m[1]), m[2]);
+      } else {
+        pre.append(el("span", { class: cls }, m[0]));
+      }
+      last = m.index + m[0].length;
+    }
+    pre.append(text.slice(last));
+    return pre;
+  }
+
+  function showTip(evt, parts) {
+    tooltip.replaceChildren(...parts.map((p) => (p instanceof Node ? p : el("div", null, p))));
+    tooltip.hidden = false;
+    moveTip(evt);
+  }
+  function moveTip(evt) {
+    const w = tooltip.offsetWidth, h = tooltip.offsetHeight;
+    let x = evt.clientX + 14, y = evt.clientY + 14;
+    if (x + w > window.innerWidth - 8) x = evt.clientX - w - 14;
+    if (y + h > window.innerHeight - 8) y = evt.clientY - h - 14;
+    tooltip.style.left = `${x}px`;
+    tooltip.style.top = `${y}px`;
+  }
+  function hideTip() { tooltip.hidden = true; }
+  function withTip(node, partsFn) {
+    node.addEventListener("mouseenter", (e) => showTip(e, partsFn()));
+    node.addEventListener("mousemove", moveTip);
+    node.addEventListener("mouseleave", hideTip);
+    return node;
+  }
+
+  // ------------------------------------------------------------------ routing
+
+  function navigate(url, replace) {
+    if (replace) history.replaceState(null, "", url);
+    else history.pushState(null, "", url);
+    route();
+  }
+
+  document.addEventListener("click", (e) => {
+    const a = e.target.closest("a[data-link]");
+    if (!a || e.metaKey || e.ctrlKey || e.shiftKey || e.button !== 0) return;
+    e.preventDefault();
+    navigate(a.getAttribute("href"));
+  });
+  window.addEventListener("popstate", route);
+
+  function route() {
+    for (const fn of cleanup) fn();
+    cleanup = [];
+    hideTip();
+    const path = location.pathname;
+    if (path.startsWith("/workflows/")) {
+      const id = decodeURIComponent(path.slice("/workflows/".length));
+      const runId = new URLSearchParams(location.search).get("run_id");
+      runPage(id, runId);
+    } else {
+      listPage();
+    }
+  }
+
+  const runUrl = (id, runId) => `/workflows/${encodeURIComponent(id)}` + (runId ? `?run_id=${encodeURIComponent(runId)}` : "");
+  const apiRun = (id, suffix, runId) => `/api/workflows/${encodeURIComponent(id)}${suffix}` + (runId ? `?run_id=${encodeURIComponent(runId)}` : "");
+
+  // ------------------------------------------------------------------ list page
+
+  function listPage() {
+    document.title = "Workflows · DurableFuture";
+    const params = new URLSearchParams(location.search);
+    const state = { status: params.get("status") || "", type: params.get("type") || "", q: params.get("q") || "" };
+    const searchSvg = () => {
+      const ns = "http://www.w3.org/2000/svg";
+      const svg = document.createElementNS(ns, "svg");
+      svg.setAttribute("viewBox", "0 0 20 20");
+      svg.setAttribute("fill", "none");
+      svg.setAttribute("stroke", "currentColor");
+      svg.setAttribute("stroke-width", "2");
+      const c = document.createElementNS(ns, "circle");
+      c.setAttribute("cx", "8.5"); c.setAttribute("cy", "8.5"); c.setAttribute("r", "5.5");
+      const l = document.createElementNS(ns, "path");
+      l.setAttribute("d", "M13 13l4 4"); l.setAttribute("stroke-linecap", "round");
+      svg.append(c, l);
+      return svg;
+    };
+    const search = el("input", { type: "search", placeholder: "Search by workflow id or run id", value: state.q, id: "search", "aria-label": "Search" });
+    const typeSel = el("select", { id: "type-filter", "aria-label": "Workflow type" }, el("option", { value: "" }, "All types"));
+    const chips = el("div", { class: "chips", id: "status-filter" });
+    const sub = el("div", { class: "sub" }, "\u00a0");
+    const live = el("span", { class: "live on" }, "Auto-refresh");
+    const tbody = el("tbody");
+    const table = el("table", { class: "runs", id: "runs" },
+      el("thead", null, el("tr", null,
+        el("th", null, "Status"), el("th", null, "Workflow ID"), el("th", null, "Type"),
+        el("th", null, "Task queue"), el("th", null, "Started"), el("th", { class: "num" }, "Duration"),
+        el("th", { class: "num" }, "Events"), el("th", null, "Run ID"))),
+      tbody);
+    const empty = el("div", { class: "empty", hidden: true });
+    const banner = el("div", { class: "banner", hidden: true });
+    app.replaceChildren(
+      el("div", { class: "page-head" },
+        el("div", null, el("h1", null, "Workflow runs"), sub),
+        el("div", { class: "spacer" }),
+        live,
+        el("button", { class: "btn", onclick: () => load() }, "Refresh")),
+      banner,
+      el("div", { class: "card" },
+        el("div", { class: "filters" },
+          el("div", { class: "search" }, searchSvg(), search), typeSel, chips),
+        el("div", { class: "card-body flush" }, table, empty)));
+
+    let timer = null;
+    let seq = 0;
+    async function load() {
+      const mine = ++seq;
+      const qs = new URLSearchParams();
+      if (state.status) qs.set("status", state.status);
+      if (state.type) qs.set("type", state.type);
+      if (state.q) qs.set("q", state.q);
+      history.replaceState(null, "", "/" + (qs.toString() ? "?" + qs : ""));
+      let data;
+      try {
+        data = await api("/api/workflows?" + qs);
+        banner.hidden = true;
+      } catch (e) {
+        banner.hidden = false;
+        banner.textContent = `Could not load runs: ${e.message}`;
+        live.className = "live warn";
+        return;
+      }
+      if (mine !== seq) return;
+      live.className = "live on";
+      document.getElementById("namespace").textContent = data.namespace;
+      const total = Object.values(data.counts).reduce((a, b) => a + b, 0);
+      sub.textContent = `${data.total} of ${total} run${total === 1 ? "" : "s"} · namespace ${data.namespace}`;
+      const known = new Set([...typeSel.options].map((o) => o.value));
+      for (const t of data.types) if (!known.has(t)) typeSel.append(el("option", { value: t }, t));
+      typeSel.value = state.type;
+      chips.replaceChildren(
+        chip("", "All", total),
+        ...STATUSES.filter((s) => data.counts[s] > 0 || ["running", "completed", "failed"].includes(s) || s === state.status)
+          .map((s) => chip(s, statusLabel(s), data.counts[s] || 0)));
+      tbody.replaceChildren(...data.workflows.map(row));
+      table.hidden = data.workflows.length === 0;
+      empty.hidden = data.workflows.length !== 0;
+      empty.replaceChildren(
+        el("b", null, total === 0 ? "No workflow runs yet" : "No runs match these filters"),
+        total === 0 ? "Start one with: df workflow start order_workflow --id o-1 --task-queue examples --input '[\"o-1\", 42.0]'" : "Clear the search or pick another status.");
+    }
+
+    function chip(value, label, n) {
+      return el("button", {
+        class: "chip" + (state.status === value ? " active" : ""), dataset: { status: value },
+        onclick: () => { state.status = value; load(); },
+      }, label, el("span", { class: "n" }, n));
+    }
+
+    function row(w) {
+      const end = w.close_time || Date.now() / 1000;
+      const url = runUrl(w.workflow_id, w.run_id);
+      return el("tr", { dataset: { workflowId: w.workflow_id }, onclick: (e) => { if (!e.target.closest("a")) navigate(url); } },
+        el("td", null, badge(w.status)),
+        el("td", { class: "id" }, el("a", { href: url, "data-link": true }, w.workflow_id)),
+        el("td", null, w.workflow_type),
+        el("td", { class: "muted" }, w.task_queue),
+        el("td", { title: fmtTime(w.start_time) }, fmtAgo(w.start_time), el("div", { class: "faint", style: { fontSize: "12px" } }, fmtTime(w.start_time))),
+        el("td", { class: "num" }, fmtDur(end - w.start_time)),
+        el("td", { class: "num" }, w.history_length),
+        el("td", { class: "run" }, w.run_id.slice(0, 12) + "…"));
+    }
+
+    let debounce = null;
+    search.addEventListener("input", () => {
+      clearTimeout(debounce);
+      debounce = setTimeout(() => { state.q = search.value.trim(); load(); }, 200);
+    });
+    typeSel.addEventListener("change", () => { state.type = typeSel.value; load(); });
+    load();
+    timer = setInterval(() => { if (!document.hidden) load(); }, 3000);
+    cleanup.push(() => clearInterval(timer), () => clearTimeout(debounce));
+  }
+
+  // ------------------------------------------------------------------ run page
+
+  function runPage(id, runId) {
+    document.title = `${id} · DurableFuture`;
+    const view = { data: null, receivedAt: 0, expanded: new Set(), live: "connecting" };
+    app.replaceChildren(el("div", { class: "loading" }, "Loading run…"));
+
+    const render = () => {
+      if (!view.data) return;
+      const scrollY = window.scrollY;
+      app.replaceChildren(...renderRun(id, runId, view).filter(Boolean));
+      fitLabels(app);
+      window.scrollTo(0, scrollY);
+    };
+
+    let source = null;
+    let poll = null;
+    let clock = null;
+    const accept = (data) => {
+      view.data = data;
+      view.receivedAt = Date.now() / 1000;
+      document.getElementById("namespace").textContent = data.namespace;
+      render();
+    };
+    const fail = (message) => {
+      app.replaceChildren(
+        el("div", { class: "crumbs" }, el("a", { href: "/", "data-link": true }, "Workflows"), " / ", id),
+        el("div", { class: "card" }, el("div", { class: "empty" }, el("b", null, "Cannot show this run"), message)));
+    };
+
+    api(apiRun(id, "", runId)).then(accept).catch((e) => fail(e.message)).finally(() => {
+      if (!window.EventSource) { startPolling(); return; }
+      source = new EventSource(apiRun(id, "/events", runId));
+      source.addEventListener("update", (e) => { view.live = "on"; accept(JSON.parse(e.data)); });
+      source.addEventListener("failure", (e) => {
+        const err = JSON.parse(e.data);
+        if (err.status === 404) { source.close(); if (!view.data) fail(err.error); }
+        else { view.live = "warn"; render(); }
+      });
+      source.onerror = () => { view.live = "warn"; render(); };
+    });
+
+    function startPolling() {
+      poll = setInterval(() => api(apiRun(id, "", runId)).then(accept).catch(() => {}), 2000);
+    }
+
+    // while the run is open, move "now" along between server updates
+    clock = setInterval(() => {
+      if (!view.data || view.data.timeline.status !== "running" || document.hidden) return;
+      redrawTimeline();
+    }, 1000);
+    const redrawTimeline = () => {
+      const tl = document.getElementById("timeline");
+      if (!tl || !view.data) return;
+      const fresh = renderTimeline(view);
+      tl.replaceWith(fresh);
+      fitLabels(fresh);
+    };
+    window.addEventListener("resize", redrawTimeline);
+
+    cleanup.push(() => {
+      if (source) source.close();
+      clearInterval(poll);
+      clearInterval(clock);
+      window.removeEventListener("resize", redrawTimeline);
+    });
+  }
+
+  function renderRun(id, runId, view) {
+    const d = view.data;
+    const w = d.workflow;
+    const open = w.status === "running";
+    const liveText = { on: "Live", warn: "Reconnecting…", connecting: "Connecting…" }[view.live];
+    const live = open
+      ? el("span", { class: `live ${view.live === "on" ? "on" : "warn"}`, id: "live" }, liveText)
+      : el("span", { class: "live", id: "live" }, "Closed");
+    const end = w.close_time || (d.timeline.now + (Date.now() / 1000 - view.receivedAt));
+
+    const meta = el("dl", { class: "meta" },
+      metaItem("Type", w.workflow_type),
+      metaItem("Run ID", w.run_id, true),
+      metaItem("Task queue", w.task_queue),
+      metaItem("Started", fmtTime(w.start_time)),
+      metaItem("Closed", w.close_time ? fmtTime(w.close_time) : "—"),
+      metaItem(open ? "Running for" : "Duration", fmtDur(end - w.start_time)),
+      metaItem("Events", String(w.history_length)),
+      w.new_run_id ? metaItem("Continued as", el("a", { href: runUrl(w.workflow_id, w.new_run_id), "data-link": true, class: "mono" }, w.new_run_id)) : null);
+
+    const head = el("div", { class: "card run-head", id: "run-header" },
+      el("div", { class: "run-title" },
+        badge(w.status, true),
+        el("h1", { id: "run-title" }, w.workflow_id),
+        el("div", { class: "run-actions" }, live,
+          el("button", { class: "btn", id: "btn-signal", disabled: !open, onclick: () => openAction("signal", w) }, "Signal"),
+          el("button", { class: "btn", id: "btn-cancel", disabled: !open, onclick: () => openAction("cancel", w) }, "Cancel"),
+          el("button", { class: "btn danger", id: "btn-terminate", disabled: !open, onclick: () => openAction("terminate", w) }, "Terminate"))),
+      meta);
+
+    return [
+      el("div", { class: "crumbs" }, el("a", { href: "/", "data-link": true }, "Workflows"), " / ", el("span", { class: "mono" }, w.workflow_id)),
+      head,
+      renderWhy(d),
+      el("div", { class: "grid2 section" },
+        el("div", { class: "card", id: "input" },
+          el("div", { class: "card-head" }, el("h2", null, "Input"), el("span", { class: "sub" }, `${(d.input || []).length} argument(s)`)),
+          jsonView(d.input)),
+        renderOutcome(w)),
+      renderPending(w),
+      el("div", { class: "card" },
+        el("div", { class: "card-head" }, el("h2", null, "Timeline"),
+          el("span", { class: "sub" }, "hover a bar for details"),
+          el("div", { class: "legend" },
+            legend("var(--completed)", "completed"), legend("var(--failed)", "failed attempt"),
+            legend("#3b82f6", "running"), legend("transparent; border:1.5px dashed #9aa3b2", "retry backoff"),
+            legend("var(--timer)", "timer"), legend("var(--signal)", "signal"))),
+        renderTimeline(view)),
+      renderHistory(d, view),
+    ];
+  }
+
+  function metaItem(label, value, mono) {
+    return el("div", null, el("dt", null, label), el("dd", { class: mono ? "mono" : null }, value));
+  }
+
+  function legend(color, label) {
+    const i = el("i");
+    i.setAttribute("style", `background:${color}`);
+    return el("span", null, i, label);
+  }
+
+  function renderWhy(d) {
+    const w = d.workflow;
+    const open = w.status === "running";
+    const tone = open ? "running" : (w.status === "completed" || w.status === "continued_as_new" ? "closed-ok" : "closed-bad");
+    const title = open ? "Why it is where it is" : "Outcome";
+    const items = d.why.map((r) => {
+      let icon = ["info", "i"];
+      if (/fail|error|no worker|nondetermin/i.test(r)) icon = ["bad", "!"];
+      else if (/retry|waiting|sleeping|cancel/i.test(r)) icon = ["warn", "…"];
+      if (!open) icon = w.status === "completed" ? ["ok", "✓"] : ["bad", "!"];
+      return el("li", null, el("span", { class: `icon ${icon[0]}` }, icon[1]), el("span", null, r));
+    });
+    return el("div", { class: `card why-card ${tone}`, id: "why" },
+      el("div", { class: "card-head" }, el("h2", null, title), el("span", { class: "sub" }, open ? "from history and live task-queue state · df why" : "df why")),
+      el("div", { class: "card-body" }, el("ul", { class: "why" }, items)));
+  }
+
+  function renderFailure(f) {
+    return el("div", { class: "failure-box" },
+      el("div", { class: "ftype" }, f.type),
+      el("div", { class: "fmsg" }, f.message),
+      ...causes(f).map((c) => el("div", { class: "fcause" }, "caused by ", el("span", { class: "mono" }, `${c.type}: ${c.message}`))),
+      f.stack ? el("details", { class: "stack" }, el("summary", null, "Stack trace"), el("pre", null, f.stack)) : null);
+  }
+
+  function causes(f) {
+    const out = [];
+    for (let c = f.cause; c && out.length < 16; c = c.cause) out.push(c);
+    return out;
+  }
+
+  function renderOutcome(w) {
+    let body;
+    let title = "Result";
+    if (w.failure) { title = "Failure"; body = renderFailure(w.failure); }
+    else if (w.status === "completed") body = jsonView(w.result);
+    else if (w.status === "running") body = el("div", { class: "card-body muted" }, "The run has not finished yet.");
+    else body = el("div", { class: "card-body muted" }, `The run ended: ${statusLabel(w.status)}.`);
+    return el("div", { class: "card", id: "result" },
+      el("div", { class: "card-head" }, el("h2", null, title), w.close_time ? el("span", { class: "sub" }, fmtTime(w.close_time)) : null),
+      body);
+  }
+
+  function renderPending(w) {
+    const acts = w.pending_activities || [];
+    const timers = w.pending_timers || [];
+    if (!acts.length && !timers.length && !w.last_workflow_task_failure) return null;
+    const rows = [
+      ...acts.map((a) => el("tr", null,
+        el("td", null, el("span", { class: "etag activity" }, "activity")),
+        el("td", { class: "mono" }, `${a.name} #${a.activity_id}`),
+        el("td", null, `attempt ${a.attempt}`, a.started ? " · running" : " · waiting for a worker"),
+        el("td", null, a.next_retry_time ? `next retry ${fmtTime(a.next_retry_time)}` : "—"),
+        el("td", { class: "mono", style: { color: "var(--failed)" } }, a.last_failure ? a.last_failure.describe : ""))),
+      ...timers.map((t) => el("tr", null,
+        el("td", null, el("span", { class: "etag timer" }, "timer")),
+        el("td", { class: "mono" }, `timer #${t.seq}`),
+        el("td", null, "sleeping"),
+        el("td", null, `fires ${fmtTime(t.fire_at)}`),
+        el("td", null, ""))),
+    ];
+    if (w.last_workflow_task_failure) {
+      rows.push(el("tr", null,
+        el("td", null, el("span", { class: "etag bad" }, "task")),
+        el("td", { class: "mono" }, "workflow task"),
+        el("td", null, "failing, retried with backoff"),
+        el("td", null, ""),
+        el("td", { class: "mono", style: { color: "var(--failed)" } }, w.last_workflow_task_failure.describe)));
+    }
+    return el("div", { class: "card", id: "pending" },
+      el("div", { class: "card-head" }, el("h2", null, "Pending"), el("span", { class: "sub" }, "what the run waits on now")),
+      el("div", { class: "card-body flush" }, el("table", { class: "pending" },
+        el("thead", null, el("tr", null, el("th", null, "Kind"), el("th", null, "What"), el("th", null, "State"), el("th", null, "When"), el("th", null, "Last failure"))),
+        el("tbody", null, rows))));
+  }
+
+  // ------------------------------------------------------------------ timeline
+
+  function niceStep(span, target) {
+    const raw = span / target;
+    const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    for (const m of [1, 2, 5, 10]) if (raw <= m * mag) return m * mag;
+    return 10 * mag;
+  }
+
+  function fmtOffset(s, step) {
+    if (s === 0) return "0";
+    if (step < 1) return `+${(s * 1000).toFixed(step * 1000 < 1 ? 1 : 0)} ms`;
+    if (step < 60) return `+${s.toFixed(step < 10 && s % 1 ? 1 : 0)} s`;
+    if (step < 3600) return `+${(s / 60).toFixed(s % 60 ? 1 : 0)} min`;
+    return `+${(s / 3600).toFixed(s % 3600 ? 1 : 0)} h`;
+  }
+
+  function renderTimeline(view) {
+    const tl = view.data.timeline;
+    const open = tl.status === "running";
+    const now = open ? tl.now + (Date.now() / 1000 - view.receivedAt) : tl.end;
+    const t0 = tl.start;
+    const t1 = Math.max(open ? now : tl.end, t0 + 0.001);
+    const span = t1 - t0;
+    const pct = (t) => `${(Math.min(Math.max(t, t0), t1) - t0) / span * 100}%`;
+    const width = (a, b) => `${(Math.min(b, t1) - Math.max(a, t0)) / span * 100}%`;
+    const rel = (t) => fmtDur(t - t0);
+
+    const grid = el("div", { class: "tl-grid" });
+    const axis = el("div", { class: "tl-axis" });
+    const step = niceStep(span, 9);
+    for (let s = 0; s <= span + 1e-9; s += step) {
+      const cls = s === 0 ? "tick first" : (span - s < step * 0.35 ? "tick last" : "tick");
+      if (cls === "tick last" && s !== 0 && span - s > 1e-9) continue;
+      axis.append(el("span", { class: cls, style: { left: pct(t0 + s) } }, fmtOffset(s, step)));
+      if (s > 0) grid.append(el("div", { class: "gridline", style: { left: pct(t0 + s) } }));
+    }
+    if (open) grid.append(el("div", { class: "nowline", style: { left: "100%" } }));
+
+    const rows = [];
+    const addRow = (label, track, dataset) => {
+      rows.push(el("div", { class: "tl-label", dataset }, label), el("div", { class: "tl-track", dataset }, track));
+    };
+
+    // workflow row: start, close, and the run-level markers
+    const wf = tl.workflow;
+    const wfEnd = wf.end || now;
+    const wfTrack = [
+      withTip(el("div", { class: `bar wf ${wf.status}`, style: { left: pct(wf.start), width: width(wf.start, wfEnd) } }),
+        () => [el("b", null, `workflow ${statusLabel(wf.status)}`), `started ${fmtClock(wf.start)}`, wf.end ? `closed ${fmtClock(wf.end)} (+${rel(wf.end)})` : "still running"]),
+      withTip(el("div", { class: "mark dot", style: { left: pct(wf.start) } }), () => [el("b", null, "WorkflowStarted"), fmtClock(wf.start)]),
+    ];
+    if (wf.end) {
+      wfTrack.push(withTip(el("div", { class: `mark dot ${wf.status}`, style: { left: pct(wf.end) } }),
+        () => [el("b", null, `workflow ${statusLabel(wf.status)}`), `${fmtClock(wf.end)} (+${rel(wf.end)})`,
+          wf.failure ? el("div", { class: "tt-err" }, wf.failure.describe) : null, wf.reason ? `reason: ${wf.reason}` : null].filter(Boolean)));
+    }
+    for (const m of tl.markers) {
+      wfTrack.push(withTip(el("div", { class: `mark flag ${m.kind}`, style: { left: pct(m.at) } }),
+        () => [el("b", null, m.label), `event ${m.event_id} · +${rel(m.at)}`,
+          m.detail && m.detail.describe ? el("div", { class: "tt-err" }, m.detail.describe) : (m.detail ? JSON.stringify(m.detail) : null)].filter(Boolean)));
+    }
+    addRow([el("div", { class: "nm" }, el("span", { class: "kind workflow" }, "run"), view.data.workflow.workflow_type),
+      el("div", { class: "sm" }, `${statusLabel(wf.status)} · ${fmtDur(wfEnd - wf.start)}`)], wfTrack, { kind: "workflow" });
+
+    for (const r of tl.rows) {
+      const rEnd = r.end === null ? now : r.end;
+      const track = [];
+      let sm = "";
+      if (r.kind === "activity") {
+        const n = r.attempts.length;
+        const tries = r.attempts.filter((a) => a.status !== "backoff" && a.status !== "not_run").length;
+        sm = `${statusLabel(r.status)} · ${tries} attempt${tries === 1 ? "" : "s"} · ${fmtDur(rEnd - r.start)}`;
+        track.push(el("div", { class: "span", style: { left: pct(r.start), width: width(r.start, rEnd) } }));
+        r.attempts.forEach((a, i) => {
+          let aEnd = a.end === null ? (a.status === "backoff" ? Math.max(a.start, now) : now) : a.end;
+          if (a.status === "backoff" && a.end === null) {
+            // the gap before this attempt is the backoff: draw it as dashed up to the retry time
+            const prev = r.attempts[i - 1];
+            const from = prev && prev.end ? prev.end : r.start;
+            track.push(withTip(el("div", { class: "bar backoff", style: { left: pct(from), width: width(from, Math.min(a.start, t1)) } }, "backoff"),
+              () => [el("b", null, `attempt ${a.attempt} scheduled`), `retry at ${fmtClock(a.start)}`]));
+            return;
+          }
+          const bar = el("div", {
+            class: `bar ${a.status}`, style: { left: pct(a.start), width: width(a.start, aEnd) },
+            dataset: { activity: r.name, attempt: a.attempt, status: a.status },
+          }, a.status === "running" || a.status === "scheduled" ? `#${a.attempt}` : `#${a.attempt} · ${fmtDur(aEnd - a.start)}`);
+          if (!a.failure) bar.dataset.note = "1";
+          withTip(bar, () => [
+            el("b", null, `${r.name} · attempt ${a.attempt}${n > 1 ? ` of ${n}` : ""}`),
+            `${statusLabel(a.status)} · ${fmtDur(aEnd - a.start)}`,
+            `${fmtClock(a.start)} → ${a.end ? fmtClock(a.end) : "now"}`,
+            a.failure ? el("div", { class: "tt-err" }, a.failure.describe) : null,
+            a.retry_at ? `next attempt at ${fmtClock(a.retry_at)} (backoff ${fmtDur(a.retry_at - a.end)})` : null,
+          ].filter(Boolean));
+          track.push(bar);
+          if (a.failure) {
+            track.push(withTip(el("div", { class: "mark x", style: { left: pct(aEnd) }, dataset: { failure: a.attempt } }, "×"),
+              () => [el("b", null, `attempt ${a.attempt} ${statusLabel(a.status)}`), el("div", { class: "tt-err" }, a.failure.describe)]));
+          }
+        });
+      } else if (r.kind === "timer") {
+        const fireAt = r.detail.fire_at;
+        const drawEnd = r.end === null ? Math.min(fireAt, t1) : r.end;
+        sm = r.end === null ? `fires ${fmtClock(fireAt)}` : `fired after ${fmtDur(r.end - r.start)}`;
+        track.push(withTip(el("div", { class: `bar timer ${r.status}`, style: { left: pct(r.start), width: width(r.start, drawEnd) }, dataset: { timer: r.seq } }, r.name),
+          () => [el("b", null, `timer #${r.seq}: ${r.name}`), `started ${fmtClock(r.start)}`, r.end ? `fired ${fmtClock(r.end)}` : `fires ${fmtClock(fireAt)}`]));
+        if (r.end === null && fireAt > t1) track.push(el("span", { class: "bar-note", style: { left: "100%" } }, "→"));
+      } else if (r.kind === "signal_wait") {
+        sm = r.status === "received" ? `received after ${fmtDur(rEnd - r.start)}` : statusLabel(r.status);
+        track.push(withTip(el("div", { class: `bar wait ${r.status}`, style: { left: pct(r.start), width: width(r.start, rEnd) } }, r.detail.signal),
+          () => [el("b", null, `wait for signal ${r.name}`), statusLabel(r.status), r.detail.deadline ? `times out ${fmtClock(r.detail.deadline)}` : "no timeout"]));
+      } else if (r.kind === "child") {
+        sm = `${r.detail.workflow_id} · ${statusLabel(r.status)}`;
+        track.push(withTip(el("div", { class: `bar child ${r.status}`, style: { left: pct(r.start), width: width(r.start, rEnd) } }, statusLabel(r.status)),
+          () => [el("b", null, `child ${r.name}`), `id ${r.detail.workflow_id}`, statusLabel(r.status)]));
+      }
+      const kindLabel = { activity: "activity", timer: "timer", signal_wait: "wait", child: "child" }[r.kind] || r.kind;
+      const name = r.kind === "child" ? el("a", { href: runUrl(r.detail.workflow_id), "data-link": true }, r.name) : r.name;
+      addRow([el("div", { class: "nm", title: r.name }, el("span", { class: `kind ${r.kind}` }, kindLabel), name, el("span", { class: "faint" }, ` #${r.seq}`)),
+        el("div", { class: "sm" }, sm)], track, { kind: r.kind, name: r.name, status: r.status });
+    }
+
+    if (tl.signals.length) {
+      const track = tl.signals.map((s) => withTip(
+        el("div", { class: "mark diamond", style: { left: pct(s.at) }, dataset: { signal: s.name } }),
+        () => [el("b", null, `signal ${s.name}`), `event ${s.event_id} · ${fmtClock(s.at)}`, `args ${JSON.stringify(s.args)}`]));
+      addRow([el("div", { class: "nm" }, el("span", { class: "kind signals" }, "signals"), `${tl.signals.length} received`),
+        el("div", { class: "sm" }, [...new Set(tl.signals.map((s) => s.name))].join(", "))], track, { kind: "signals" });
+    }
+
+    return el("div", { class: "tl", id: "timeline", dataset: { testid: "timeline" } },
+      el("div", { class: "tl-axis-label" }, "since start"), axis, ...rows, grid);
+  }
+
+  // ------------------------------------------------------------------ history
+
+  const EVENT_TAG = (t) => {
+    if (/Failed|TimedOut|Terminated/.test(t)) return "bad";
+    if (t.startsWith("Activity")) return "activity";
+    if (t.startsWith("Timer")) return "timer";
+    if (t.startsWith("Signal")) return "signal";
+    if (t.startsWith("ChildWorkflow")) return "child";
+    if (t.startsWith("Workflow")) return "wf";
+    return "";
+  };
+
+  function summarize(e) {
+    const a = (args) => (args && args.length ? `(${args.map((x) => JSON.stringify(x)).join(", ")})` : "()");
+    switch (e.t) {
+      case "WorkflowStarted": return `${e.workflow_type}${a(e.args)} on ${e.task_queue}`;
+      case "ActivityScheduled": return `${e.name}${a(e.args)} #${e.seq}`;
+      case "ActivityStarted": return `#${e.seq} attempt ${e.attempt}${e.worker ? ` on ${e.worker}` : ""}`;
+      case "ActivityCompleted": return `#${e.seq} attempt ${e.attempt} → ${JSON.stringify(e.result)}`;
+      case "ActivityRetryScheduled": return `#${e.seq} attempt ${e.attempt} failed: ${e.failure.type}: ${e.failure.message} — retry in ${fmtDur(e.delay)}`;
+      case "ActivityFailed": case "ActivityTimedOut": return `#${e.seq} attempt ${e.attempt}: ${e.failure.type}: ${e.failure.message}`;
+      case "TimerStarted": return `#${e.seq} for ${fmtDur(e.duration)}, fires ${fmtClock(e.fire_at)}`;
+      case "TimerFired": case "SignalWaitTimedOut": return `#${e.seq}`;
+      case "SignalWaitStarted": return `#${e.seq} ${e.name}${e.timeout ? `, timeout ${fmtDur(e.timeout)}` : ""}`;
+      case "SignalReceived": return `${e.name}${a(e.args)}`;
+      case "WorkflowCompleted": return `→ ${JSON.stringify(e.result)}`;
+      case "WorkflowFailed": case "WorkflowTaskFailed": return `${e.failure.type}: ${e.failure.message}`;
+      case "WorkflowTerminated": case "CancelRequested": return e.reason || "";
+      case "WorkflowContinuedAsNew": return `as run ${e.new_run_id}${a(e.args)}`;
+      case "ChildWorkflowScheduled": return `${e.workflow_type} id ${e.workflow_id} #${e.seq}`;
+      case "ChildWorkflowCompleted": return `#${e.seq} → ${JSON.stringify(e.result)}`;
+      case "ChildWorkflowFailed": return `#${e.seq} ${e.failure.type}: ${e.failure.message}`;
+      default: {
+        const rest = Object.fromEntries(Object.entries(e).filter(([k]) => !["t", "event_id", "at", "based_on"].includes(k)));
+        return JSON.stringify(rest);
+      }
+    }
+  }
+
+  /** Labels that do not fit inside their bar go right of it (or away, for failed attempts). */
+  function fitLabels(root) {
+    for (const bar of root.querySelectorAll(".tl-track .bar")) {
+      if (!bar.textContent || bar.scrollWidth <= bar.clientWidth + 1) continue;
+      const text = bar.textContent;
+      bar.textContent = "";
+      bar.setAttribute("aria-label", text);
+      if (bar.dataset.note) {
+        const note = el("span", { class: "bar-note" }, text);
+        note.style.left = `${bar.offsetLeft + bar.offsetWidth}px`;
+        bar.after(note);
+        const track = bar.parentElement;
+        if (bar.offsetLeft + bar.offsetWidth + note.offsetWidth > track.clientWidth) {
+          note.style.left = `${Math.max(0, bar.offsetLeft - note.offsetWidth - 4)}px`;
+        }
+      }
+    }
+  }
+
+  function renderHistory(d, view) {
+    const t0 = d.history.length ? d.history[0].at : 0;
+    const rows = [];
+    for (const e of d.history) {
+      const expanded = view.expanded.has(e.event_id);
+      const detail = summarize(e);
+      rows.push(el("tr", {
+        class: "ev" + (expanded ? " expanded" : ""), dataset: { eventId: e.event_id, type: e.t },
+        onclick: () => {
+          if (view.expanded.has(e.event_id)) view.expanded.delete(e.event_id); else view.expanded.add(e.event_id);
+          document.getElementById("history").replaceWith(renderHistory(d, view));
+        },
+      },
+      el("td", { class: "eid" }, e.event_id),
+      el("td", { class: "time" }, fmtClock(e.at), el("div", { class: "rel" }, `+${fmtDur(e.at - t0)}`)),
+      el("td", { class: "etype" }, el("span", { class: `etag ${EVENT_TAG(e.t)}` }, e.t)),
+      el("td", { class: "detail" }, detail.length > 240 ? detail.slice(0, 240) + "…" : detail)));
+      if (expanded) rows.push(el("tr", { class: "raw" }, el("td", { colspan: 4 }, jsonView(e))));
+    }
+    return el("div", { class: "card", id: "history" },
+      el("div", { class: "card-head" }, el("h2", null, "Event history"), el("span", { class: "sub" }, `${d.history.length} events · click a row for its JSON`)),
+      el("div", { class: "card-body flush" }, el("table", { class: "events" },
+        el("thead", null, el("tr", null, el("th", { class: "num" }, "#"), el("th", null, "Time"), el("th", null, "Event"), el("th", null, "Details"))),
+        el("tbody", null, rows))));
+  }
+
+  // ------------------------------------------------------------------ actions
+
+  const dialog = document.getElementById("action-dialog");
+  const form = document.getElementById("action-form");
+  let pending = null;
+
+  function openAction(kind, w) {
+    pending = { kind, w };
+    const titles = { signal: "Send a signal", cancel: "Cancel this run", terminate: "Terminate this run" };
+    const help = {
+      signal: "The signal is recorded in history and delivered when the workflow waits for it.",
+      cancel: "CancelledError is raised at the workflow's current yield, so it can run its cleanup.",
+      terminate: "The run ends at once. No workflow code runs; in-flight activities are abandoned.",
+    };
+    document.getElementById("action-title").textContent = `${titles[kind]}: ${w.workflow_id}`;
+    document.getElementById("action-help").textContent = help[kind];
+    document.getElementById("signal-name-field").hidden = kind !== "signal";
+    document.getElementById("signal-args-field").hidden = kind !== "signal";
+    document.getElementById("reason-field").hidden = kind === "signal";
+    const submit = document.getElementById("action-submit");
+    submit.textContent = { signal: "Send signal", cancel: "Request cancellation", terminate: "Terminate" }[kind];
+    submit.className = "btn " + (kind === "terminate" ? "danger" : "primary");
+    document.getElementById("action-error").hidden = true;
+    dialog.showModal();
+  }
+
+  document.getElementById("action-cancel").addEventListener("click", () => dialog.close());
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (!pending) return;
+    const { kind, w } = pending;
+    const errBox = document.getElementById("action-error");
+    let body;
+    if (kind === "signal") {
+      let args;
+      try { args = JSON.parse(document.getElementById("signal-args").value || "[]"); } catch (err) {
+        errBox.textContent = `Arguments are not valid JSON: ${err.message}`; errBox.hidden = false; return;
+      }
+      body = { name: document.getElementById("signal-name").value.trim(), args: Array.isArray(args) ? args : [args] };
+    } else {
+      body = { reason: document.getElementById("reason").value };
+    }
+    try {
+      const res = await api(apiRun(w.workflow_id, `/${kind}`, w.run_id), {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      });
+      dialog.close();
+      toast(res.message);
+    } catch (err) {
+      errBox.textContent = err.message; errBox.hidden = false;
+    }
+  });
+
+  route();
+})();

@@ -1,0 +1,150 @@
+"""What the UI's JSON API returns, built from the public client API (no web framework here)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import cast
+
+from durablefuture.client import Client, WorkflowDescription, describe_state
+from durablefuture.codec.wire import default_codec
+from durablefuture.core import events as ev
+from durablefuture.core.effects import RunStatus
+from durablefuture.core.errors import WorkflowNotFoundError
+from durablefuture.core.failure import Failure
+from durablefuture.core.state import RunState
+from durablefuture.core.types import JsonValue
+from durablefuture.diagnose import explain
+from durablefuture.ui.timeline import build_timeline
+
+__all__ = ["list_payload", "run_payload", "summary_json"]
+
+STATUSES = (
+    RunStatus.RUNNING,
+    RunStatus.COMPLETED,
+    RunStatus.FAILED,
+    RunStatus.CANCELLED,
+    RunStatus.TERMINATED,
+    RunStatus.TIMED_OUT,
+    RunStatus.CONTINUED_AS_NEW,
+)
+
+
+def _ts(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _failure(value: Failure | None) -> JsonValue:
+    if value is None:
+        return None
+    out: dict[str, JsonValue] = default_codec().converter.unstructure(value)
+    out["describe"] = value.describe()
+    return out
+
+
+def summary_json(d: WorkflowDescription) -> dict[str, JsonValue]:
+    """One row of the runs list."""
+    return {
+        "workflow_id": d.workflow_id,
+        "run_id": d.run_id,
+        "workflow_type": d.workflow_type,
+        "task_queue": d.task_queue,
+        "status": d.status,
+        "start_time": _ts(d.start_time),
+        "close_time": _ts(d.close_time),
+        "history_length": d.history_length,
+    }
+
+
+def describe_json(d: WorkflowDescription) -> dict[str, JsonValue]:
+    """Everything ``handle.describe()`` says, with times as seconds since the epoch."""
+    out = summary_json(d)
+    out.update(
+        result=cast(JsonValue, d.result),  # the stored payload, already JSON
+        failure=_failure(d.failure),
+        cancel_requested=d.cancel_requested,
+        new_run_id=d.new_run_id,
+        last_workflow_task_failure=_failure(d.last_workflow_task_failure),
+        pending_activities=[
+            {
+                "activity_id": a.activity_id,
+                "name": a.name,
+                "attempt": a.attempt,
+                "task_queue": a.task_queue,
+                "scheduled_time": _ts(a.scheduled_time),
+                "started": a.started,
+                "last_failure": _failure(a.last_failure),
+                "next_retry_time": _ts(a.next_retry_time),
+            }
+            for a in d.pending_activities
+        ],
+        pending_timers=[{"seq": seq, "fire_at": _ts(at)} for seq, at in d.pending_timers],
+    )
+    return out
+
+
+def _matches(d: WorkflowDescription, q: str) -> bool:
+    q = q.casefold()
+    return q in d.workflow_id.casefold() or q in d.run_id.casefold()
+
+
+async def list_payload(
+    client: Client,
+    *,
+    status: str | None = None,
+    workflow_type: str | None = None,
+    q: str | None = None,
+    limit: int = 200,
+) -> dict[str, JsonValue]:
+    """Runs newest first, filtered; plus counts per status and the known types for the filters.
+
+    The status index is read once (as ``list_workflows`` does anyway); the counts are over the
+    runs that match the type and id filters, so the status chips say what clicking them shows.
+    """
+    everything = await client.list_workflows(limit=1_000_000)
+    types = sorted({d.workflow_type for d in everything})
+    scoped = [
+        d
+        for d in everything
+        if (not workflow_type or d.workflow_type == workflow_type) and (not q or _matches(d, q))
+    ]
+    counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+    for d in scoped:
+        counts[d.status] = counts.get(d.status, 0) + 1
+    rows = [d for d in scoped if not status or d.status == status]
+    return {
+        "workflows": [summary_json(d) for d in rows[:limit]],
+        "total": len(rows),
+        "counts": dict(counts),
+        "types": list(types),
+        "namespace": client.namespace,
+    }
+
+
+async def run_payload(
+    client: Client, workflow_id: str, run_id: str | None = None
+) -> dict[str, JsonValue]:
+    """One run: describe + inputs + history + timeline + the "why" reasons.
+
+    Raises ``WorkflowNotFoundError`` if the id (or run) has no history.
+    """
+    run = run_id or await client.latest_run_id(workflow_id)
+    # one read for both, so the header and the timeline always show the same moment
+    # (what handle.fetch_history() and handle.describe() each do with a read of their own)
+    batches = await client.history.read(workflow_id, run)
+    if not batches:
+        raise WorkflowNotFoundError(f"no history for workflow {workflow_id!r} run {run}")
+    history = [e for b in batches for e in b.events]
+    description = describe_state(RunState.from_history([(b.input_id, b.events) for b in batches]))
+    diagnosis = await explain(client, workflow_id, run)
+    codec = default_codec()
+    started = history[0]
+    inputs: JsonValue = list(started.args) if isinstance(started, ev.WorkflowStarted) else None
+    return {
+        "workflow": describe_json(description),
+        "input": inputs,
+        "history": [codec.encode_event(e) for e in history],
+        "timeline": build_timeline(history, time.time()),
+        "why": list(diagnosis.reasons),
+        "namespace": client.namespace,
+    }
