@@ -8,6 +8,7 @@ import click
 
 from daemons.common import (
     CONNECT_TIMEOUT_OPTION,
+    CREDS_OPTION,
     LOG_FORMAT_OPTION,
     LOG_LEVEL_OPTION,
     METRICS_HOST_OPTION,
@@ -24,6 +25,7 @@ from durablefuture.server import Server, ServerOptions
 @NATS_OPTION
 @NAMESPACE_OPTION
 @CONNECT_TIMEOUT_OPTION
+@CREDS_OPTION
 @LOG_LEVEL_OPTION
 @LOG_FORMAT_OPTION
 @METRICS_PORT_OPTION
@@ -48,6 +50,7 @@ def main(
     nats_url: str,
     namespace: str,
     connect_timeout: float,
+    creds: str | None,
     log_level: str,
     log_format: str,
     metrics_port: int | None,
@@ -63,7 +66,9 @@ def main(
 
     async def serve(stop: asyncio.Event) -> None:
         await start_metrics(metrics_port, metrics_host)
-        server = await Server.connect(nats_url, options, connect_timeout=connect_timeout)
+        server = await Server.connect(
+            nats_url, options, connect_timeout=connect_timeout, creds=creds
+        )
         await server.start()
         task = asyncio.create_task(server.run())
         await stop.wait()

@@ -8,6 +8,7 @@ import click
 
 from daemons.common import (
     CONNECT_TIMEOUT_OPTION,
+    CREDS_OPTION,
     LOG_FORMAT_OPTION,
     LOG_LEVEL_OPTION,
     METRICS_HOST_OPTION,
@@ -27,6 +28,7 @@ from durablefuture.worker import Worker, WorkerOptions
 @NATS_OPTION
 @NAMESPACE_OPTION
 @CONNECT_TIMEOUT_OPTION
+@CREDS_OPTION
 @LOG_LEVEL_OPTION
 @LOG_FORMAT_OPTION
 @METRICS_PORT_OPTION
@@ -66,6 +68,7 @@ def main(
     nats_url: str,
     namespace: str,
     connect_timeout: float,
+    creds: str | None,
     log_level: str,
     log_format: str,
     metrics_port: int | None,
@@ -89,7 +92,9 @@ def main(
 
     async def serve(stop: asyncio.Event) -> None:
         await start_metrics(metrics_port, metrics_host)
-        client = await Client.connect(nats_url, namespace, connect_timeout=connect_timeout)
+        client = await Client.connect(
+            nats_url, namespace, connect_timeout=connect_timeout, creds=creds
+        )
         worker = Worker(
             client,
             task_queue,

@@ -209,8 +209,11 @@ class Client:
         namespace: str = "default",
         *,
         connect_timeout: float = 20.0,
+        creds: str | None = None,
     ) -> Client:
-        nc = await connect(url, timeout=connect_timeout, name="df-client")
+        """Connect to NATS (``url`` may list several servers, comma-separated; ``creds`` is a
+        NATS credentials file)."""
+        nc = await connect(url, timeout=connect_timeout, name="df-client", creds=creds)
         client = cls(nc, namespace)
         client._own_nc = True
         return client

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 
+import nats.errors
 import nats.js.errors
 import orjson
 from attrs import define, evolve, field
@@ -175,17 +176,43 @@ class Server:
 
     @classmethod
     async def connect(
-        cls, url: str, options: ServerOptions | None = None, *, connect_timeout: float = 20.0
+        cls,
+        url: str,
+        options: ServerOptions | None = None,
+        *,
+        connect_timeout: float = 20.0,
+        creds: str | None = None,
     ) -> Server:
-        nc = await connect(url, timeout=connect_timeout, name="df-server")
+        nc = await connect(url, timeout=connect_timeout, name="df-server", creds=creds)
         server = cls(nc, options)
         server._own_nc = True
         return server
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        """Create the namespace layout and start consuming inputs."""
+    async def start(self, timeout: float = 30.0) -> None:
+        """Create the namespace layout and start consuming inputs.
+
+        JetStream may be slow to answer right after a cluster starts: transient errors are
+        retried (with a log line) for up to ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.2
+        while True:
+            try:
+                await self._setup()
+                return
+            except (TimeoutError, TransportError, nats.errors.Error) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise TransportError(
+                        f"could not set up namespace {self.layout.namespace!r} on JetStream "
+                        f"within {timeout:g}s: {exc}"
+                    ) from exc
+                log.warning("setting up the namespace failed (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _setup(self) -> None:
         await ensure_namespace(self.js, self.layout, self.options.replicas)
         settings = ConsumerSettings(self.options.input_ack_wait, self.options.input_max_deliver)
         await ensure_consumer(

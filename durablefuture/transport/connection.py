@@ -14,7 +14,7 @@ from nats.aio.client import Client as NATS
 
 from durablefuture.core.errors import NatsUnavailableError
 
-__all__ = ["DEFAULT_URL", "connect", "on_reconnect"]
+__all__ = ["DEFAULT_URL", "connect", "on_reconnect", "redact"]
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +70,35 @@ def on_reconnect(nc: NATS, callback: Callable[[], None]) -> None:
         hooks.callbacks.append(callback)
 
 
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs and error messages)."""
+    parts = []
+    for one in url.split(","):
+        parsed = urlparse(one.strip() if "://" in one else f"nats://{one.strip()}")
+        if parsed.password:
+            netloc = f"{parsed.username}:***@{parsed.hostname}"
+            if parsed.port:
+                netloc += f":{parsed.port}"
+            one = parsed._replace(netloc=netloc).geturl()
+        parts.append(one.strip())
+    return ",".join(parts)
+
+
 async def connect(
-    url: str = DEFAULT_URL, *, timeout: float = 20.0, name: str = "durablefuture"
+    url: str = DEFAULT_URL,
+    *,
+    timeout: float = 20.0,
+    name: str = "durablefuture",
+    creds: str | None = None,
 ) -> NATS:
-    """Connect to ``url``, retrying for up to ``timeout`` seconds with a log line per attempt.
+    """Connect to ``url`` (several may be given, comma-separated), retrying for up to
+    ``timeout`` seconds with a log line per attempt. ``creds`` is a NATS credentials file.
 
     Raises:
         NatsUnavailableError: naming the URL and the last error, after ``timeout``.
     """
-    host, port = _host_port(url)
+    servers = [u.strip() for u in url.split(",") if u.strip()] or [DEFAULT_URL]
+    shown = redact(",".join(servers))
     hooks = _Reconnects()
     deadline = time.monotonic() + timeout
     delay = 0.05
@@ -87,12 +107,19 @@ async def connect(
     while True:
         attempt += 1
         remaining = deadline - time.monotonic()
-        problem = await _port_open(host, port, max(0.05, min(2.0, remaining)))
+        problem: str | None = "no server reachable"
+        for server in servers:  # wait until at least one of them listens
+            problem = await _port_open(*_host_port(server), max(0.05, min(2.0, remaining)))
+            if problem is None:
+                break
         if problem is None:
             try:
+                options: dict[str, object] = {}
+                if creds:
+                    options["user_credentials"] = creds
                 nc = await asyncio.wait_for(
                     nats.connect(
-                        servers=[url],
+                        servers=servers,
                         name=name,
                         connect_timeout=max(0.5, min(5.0, remaining)),
                         reconnect_time_wait=0.25,
@@ -102,6 +129,7 @@ async def connect(
                         reconnected_cb=hooks.fire,
                         disconnected_cb=hooks.disconnected,
                         ping_interval=10,
+                        **options,
                     ),
                     max(1.0, remaining),
                 )
@@ -110,20 +138,22 @@ async def connect(
                 return nc
             except Exception as exc:  # nats raises a variety of errors here
                 problem = f"{type(exc).__name__}: {exc}"
-        last = problem
+        last = str(problem)
+        for server in servers:  # never print a password
+            last = last.replace(server, redact(server))
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise NatsUnavailableError(
-                f"could not connect to NATS at {url} within {timeout:g}s ({last}); is "
+                f"could not connect to NATS at {shown} within {timeout:g}s ({last}); is "
                 "nats-server running there? Start one with `df dev`, or pass --nats URL"
             )
         log.warning(
             "cannot reach NATS at %s (attempt %d: %s); retrying for %.0f more s",
-            url,
+            shown,
             attempt,
             last,
             remaining,
-            extra={"nats_url": url, "attempt": attempt},
+            extra={"nats_url": shown, "attempt": attempt},
         )
         await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, 1.0)

@@ -1,0 +1,217 @@
+"""``python -m bench``: W1-W5 on DurableFuture (and optionally Temporal and DBOS) in one run.
+
+Prints one JSON line per workload (and a ``meta``/``startup``/``round_end`` line per round) on
+stdout, appends them all to a results file, and ends with a side-by-side table on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+from bench import report
+from bench.df_engine import FULL, QUICK, DFOptions, run_df
+from bench.peers import DEFAULT_PEERS_DIR, DEFAULT_VENV, Peers
+from bench.procs import Started
+from bench.stats import Emitter, log
+
+ALL = ["w1", "w2", "w3", "w4", "w5"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="W1-W5 (DESIGN.md) on DurableFuture through real daemons; optionally the "
+        "Temporal and DBOS peers (../shared/bench-peers) in the same run.",
+    )
+    ap.add_argument("--workloads", default=",".join(ALL), help="comma-separated subset of w1..w5")
+    ap.add_argument("--quick", action="store_true", help="small counts for a smoke run")
+    ap.add_argument("--with-temporal", action="store_true", help="also run Temporal W1-W5")
+    ap.add_argument("--with-dbos", action="store_true", help="also run DBOS W1/W2")
+    ap.add_argument(
+        "--durable",
+        action="store_true",
+        help="nats-server sync_interval: always (same as --fsync always)",
+    )
+    ap.add_argument(
+        "--fsync",
+        choices=["default", "always", "both"],
+        default=None,
+        help="NATS fsync setting(s) to run DurableFuture with (default: default)",
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="rounds per engine (default 1)")
+    ap.add_argument("--peer-rounds", type=int, default=None, help="rounds for the peers")
+    ap.add_argument("--skip-df", action="store_true", help="run only the peers")
+    ap.add_argument(
+        "--timeout", type=float, default=None, help="seconds per workload (default 600, quick 90)"
+    )
+    ap.add_argument("--out", default=None, help="results file (JSON lines)")
+    ap.add_argument("--log-level", default="warning", help="df-server/df-worker --log-level")
+    ap.add_argument("--servers", type=int, default=1, help="df-server processes (default 1)")
+    ap.add_argument("--workers", type=int, default=1, help="df-worker processes (default 1)")
+    ap.add_argument("--max-concurrent-activities", type=int, default=200)
+    ap.add_argument("--max-concurrent-workflow-tasks", type=int, default=100)
+    ap.add_argument(
+        "--profile", metavar="DIR", default=None, help="py-spy the daemons, summaries in DIR"
+    )
+    ap.add_argument("--profile-workloads", default="w1", help="workloads to profile (default w1)")
+    ap.add_argument("--keep", action="store_true", help="keep temp dirs (stores, logs)")
+    ap.add_argument("--peers-dir", default=DEFAULT_PEERS_DIR)
+    ap.add_argument("--peers-venv", default=DEFAULT_VENV)
+    ap.add_argument(
+        "--ref",
+        default=None,
+        help="benchmark the engine as committed at this git ref (exported to a temp dir with "
+        "`git archive`, this bench/ copied in) instead of the working tree",
+    )
+    a = ap.parse_args(argv)
+    wl = [w.strip().lower() for w in a.workloads.split(",") if w.strip()]
+    bad = [w for w in wl if w not in ALL]
+    if bad or not wl:
+        ap.error(f"--workloads: unknown {bad or wl}; choose from {','.join(ALL)}")
+    a.workload_list = wl
+    if a.durable and a.fsync not in (None, "always"):
+        ap.error("--durable means --fsync always")
+    a.fsync = "always" if a.durable else (a.fsync or "default")
+    if a.rounds < 1 or (a.peer_rounds is not None and a.peer_rounds < 1):
+        ap.error("--rounds must be >= 1")
+    if not (1 <= a.servers <= 8 and 1 <= a.workers <= 8):
+        ap.error("--servers and --workers must be between 1 and 8")
+    return a
+
+
+def _sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _without(argv: list[str], opt: str) -> list[str]:
+    out, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x == opt:
+            skip = True
+        elif not x.startswith(opt + "="):
+            out.append(x)
+    return out
+
+
+def run_at_ref(a: argparse.Namespace, argv: list[str], out_path: str, started: Started) -> int:
+    """Export ``a.ref`` to a temp dir, copy this bench/ in, and run the benchmark from there."""
+    label = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", a.ref],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if label.returncode != 0:
+        log(f"--ref {a.ref}: {label.stderr.strip()}")
+        return 2
+    sha = label.stdout.strip()
+    export = tempfile.mkdtemp(prefix=f"df-bench-{sha}-")
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", a.ref],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(export, filter="data")
+        shutil.copytree(
+            ROOT / "bench",
+            Path(export) / "bench",
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("results", "__pycache__"),
+        )
+        env = dict(os.environ)
+        env["PYTHONPATH"] = export + os.pathsep + env.get("PYTHONPATH", "")
+        env["DF_BENCH_GIT"] = f"{sha} (--ref {a.ref})"
+        args = [*_without(argv, "--ref"), "--out", out_path, "--peers-dir", a.peers_dir]
+        log(f"benchmarking {a.ref} ({sha}) exported to {export}")
+        child = started.popen(
+            "bench@ref", [sys.executable, "-m", "bench", *args], cwd=export, env=env
+        )
+        return child.wait()
+    finally:
+        started.stop_all()
+        shutil.rmtree(export, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = parse(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    sizes = QUICK if a.quick else FULL
+    out_path = os.path.abspath(
+        a.out or str(ROOT / "bench" / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
+    )
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    started = Started()
+    if a.ref:
+        try:
+            return run_at_ref(a, argv, out_path, started)
+        except KeyboardInterrupt:
+            return 130
+    peers: Peers | None = None
+    with open(out_path, "a") as out:
+        emitter = Emitter(out)
+        try:
+            if not a.skip_df:
+                modes = ["default", "always"] if a.fsync == "both" else [a.fsync]
+                for mode in modes:
+                    opts = DFOptions(
+                        sizes=sizes,
+                        fsync_always=mode == "always",
+                        workload_timeout=a.timeout or (90.0 if a.quick else 600.0),
+                        max_concurrent_activities=a.max_concurrent_activities,
+                        max_concurrent_workflow_tasks=a.max_concurrent_workflow_tasks,
+                        log_level=a.log_level,
+                        keep_dir=a.keep,
+                        profile_dir=a.profile,
+                        profile_workloads=tuple(a.profile_workloads.split(",")),
+                        servers=a.servers,
+                        workers=a.workers,
+                    )
+                    asyncio.run(run_df(opts, a.workload_list, a.rounds, emitter, started))
+            if a.with_temporal or a.with_dbos:
+                peers = Peers(
+                    emitter,
+                    started,
+                    peers_dir=a.peers_dir,
+                    venv=a.peers_venv,
+                    quick_sizes=dataclasses.asdict(sizes) if a.quick else None,
+                    keep=a.keep,
+                )
+                rounds = a.peer_rounds or a.rounds
+                if a.with_temporal:
+                    peers.temporal(a.workload_list, rounds)
+                if a.with_dbos:
+                    peers.dbos(a.workload_list, rounds)
+        except KeyboardInterrupt:
+            log("interrupted; stopping the processes this run started")
+            return 130
+        finally:
+            started.stop_all()
+            if peers is not None:
+                peers.cleanup()
+        sys.stderr.write("\n" + report.table(emitter.lines))
+    log(f"results: {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
