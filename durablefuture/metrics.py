@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 __all__ = [
     "REGISTRY",
+    "record",
     "Counter",
     "Gauge",
     "Histogram",
@@ -23,6 +24,16 @@ __all__ = [
 ]
 
 LabelValues = tuple[str, ...]
+
+
+class _State:
+    recording = False
+    """Metrics are recorded only once something can read them (``serve`` or ``record``)."""
+
+
+def record(enabled: bool = True) -> None:
+    """Start (or stop) recording metrics without serving them (e.g. to read them in-process)."""
+    _State.recording = enabled
 DEFAULT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -70,6 +81,8 @@ class Counter(_Metric):
         self._values: dict[LabelValues, float] = {}
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
+        if not _State.recording:
+            return
         key = self._key(labels)
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
@@ -124,6 +137,8 @@ class Histogram(_Metric):
         self._data: dict[LabelValues, tuple[list[int], list[float]]] = {}
 
     def observe(self, value: float, *labels: str) -> None:
+        if not _State.recording:
+            return
         key = self._key(labels)
         with self._lock:
             data = self._data.get(key)
@@ -308,4 +323,5 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 
 async def serve(port: int, host: str = "127.0.0.1") -> asyncio.Server:
     """Serve ``GET /metrics`` on ``host:port`` (0 picks a free port: see ``sockets``)."""
+    record(True)
     return await asyncio.start_server(_handle, host, port)

@@ -24,9 +24,19 @@ except ImportError:  # pragma: no cover
     ENABLED = False
 
 
+def _configured() -> bool:
+    """True once an application has installed a real tracer provider (not the default no-op)."""
+    provider = _otel_trace.get_tracer_provider()
+    if isinstance(provider, _otel_trace.NoOpTracerProvider):
+        return False
+    if isinstance(provider, _otel_trace.ProxyTracerProvider):
+        return False
+    return True
+
+
 def inject() -> dict[str, str]:
     """The current trace context as string headers (empty without OpenTelemetry)."""
-    if not ENABLED:
+    if not ENABLED or not _configured():
         return {}
     carrier: dict[str, str] = {}
     _otel_propagate.inject(carrier)
@@ -38,7 +48,7 @@ def span(
     name: str, parent: Mapping[str, str] | None = None, attributes: Mapping[str, Any] | None = None
 ) -> Iterator[None]:
     """A span named ``name``, child of the context in ``parent`` headers (if any)."""
-    if not ENABLED:
+    if not ENABLED or not _configured():
         yield
         return
     ctx = _otel_propagate.extract(dict(parent)) if parent else None

@@ -757,19 +757,15 @@ class Server:
             key = (
                 f"$KV.{layout.runs_bucket}.{layout.status_key(summary.workflow_id, summary.run_id)}"
             )
-            fut = await pub.send(key, body)
-            pending.append(fut)
+            pending.append(await pub.send(key, body))
             if summary.status in RunStatus.CLOSED:
                 self._cancel_local_timers(run_id)
-                notice = layout.closed_notice(summary.workflow_id, summary.run_id)
-                fut.add_done_callback(lambda f: self._notify_closed(f, notice, body))
-
-    def _notify_closed(self, stored: asyncio.Future[PubAck], subject: str, body: bytes) -> None:
-        """Once the status entry is stored, tell waiting clients (they get the summary too)."""
-        if stored.cancelled() or stored.exception() is not None:
-            return
-        task = asyncio.ensure_future(self.nc.publish(subject, body))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                # The close is in history already; waiting clients get the outcome right away
+                # (the notice carries it), while the status entry is being stored.
+                with contextlib.suppress(Exception):
+                    await self.nc.publish(
+                        layout.closed_notice(summary.workflow_id, summary.run_id), body
+                    )
 
     async def _arm(
         self, cache: RunCache, e: ArmTimer, pending: list[asyncio.Future[PubAck]]
