@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -19,6 +20,7 @@ import click
 import orjson
 
 from daemons.common import LOG_LEVEL_OPTION, fail
+from daemons.ui_command import start_dev_ui, ui
 from durablefuture.client import Client, WorkflowDescription
 from durablefuture.codec.wire import default_codec
 from durablefuture.core.errors import DurableFutureError, WorkflowExecutionError
@@ -170,9 +172,11 @@ def dev(
                     result = await handle.result(timeout=60)
                     click.echo(_pretty({"workflow_id": wid, "result": result}))
                 else:
+                    ui_address, stop_ui = await start_dev_ui(client)
                     click.echo(
                         f"DurableFuture dev environment\n"
                         f"  NATS:        {nats.url}  (store: {store})\n"
+                        f"  web UI:      {ui_address}\n"
                         f"  namespace:   {settings.namespace}\n"
                         f"  task queue:  {TASK_QUEUE} (examples: {', '.join(sorted(EXAMPLES))})\n"
                         f"Start a workflow from another terminal:\n"
@@ -185,6 +189,7 @@ def dev(
                     for sig in (signal.SIGINT, signal.SIGTERM):
                         loop.add_signal_handler(sig, stop.set)
                     await stop.wait()
+                    await stop_ui()
             await client.close()
             await server.shutdown()
             server_task.cancel()
@@ -284,9 +289,35 @@ def workflow_start(
     _result_or_exit(settings, lambda: _with_client(settings, go))
 
 
-def _result_or_exit(settings: Settings, fn: Callable[[], Awaitable[Any]]) -> None:
+async def _with_spinner(label: str, work: Awaitable[T]) -> T:
+    """Show a spinner on stderr while ``work`` runs (only on a terminal)."""
+    if not sys.stderr.isatty():
+        return await work
+    task = asyncio.ensure_future(work)
+    frames = "|/-\\"
+    began = time.monotonic()
+    i = 0
     try:
-        value = _run(fn())
+        while not task.done():
+            elapsed = time.monotonic() - began
+            sys.stderr.write(f"\r{frames[i % 4]} {label} ({elapsed:.0f}s)")
+            sys.stderr.flush()
+            i += 1
+            await asyncio.wait({task}, timeout=0.2)
+    finally:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+    return task.result()
+
+
+def _result_or_exit(
+    settings: Settings, fn: Callable[[], Awaitable[Any]], waiting: str = "waiting for the result"
+) -> None:
+    async def spun() -> Any:
+        return await _with_spinner(waiting, fn())
+
+    try:
+        value = _run(spun())
     except WorkflowExecutionError as exc:
         _emit(settings, {"error": type(exc).__name__, "message": str(exc)}, f"{exc}")
         sys.exit(1)
@@ -521,6 +552,8 @@ def workflow_queues(settings: Settings, task_queue: str) -> None:
         settings, depths, "\n".join(f"{k:<20} {v}" for k, v in depths.items()) or "(no consumers)"
     )
 
+
+main.add_command(ui)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
