@@ -266,7 +266,8 @@
         el("td", { class: "muted" }, w.task_queue),
         el("td", { title: fmtTime(w.start_time) }, fmtAgo(w.start_time), el("div", { class: "faint", style: { fontSize: "12px" } }, fmtTime(w.start_time))),
         el("td", { class: "num" }, fmtDur(end - w.start_time)),
-        el("td", { class: "num" }, w.history_length),
+        // the status index counts events when it is written (start, close), not while running
+        el("td", { class: "num" }, w.status === "running" ? "—" : w.history_length),
         el("td", { class: "run" }, w.run_id.slice(0, 12) + "…"));
     }
 
@@ -291,6 +292,7 @@
     const render = () => {
       if (!view.data) return;
       const scrollY = window.scrollY;
+      hideTip();
       app.replaceChildren(...renderRun(id, runId, view).filter(Boolean));
       fitLabels(app);
       window.scrollTo(0, scrollY);
@@ -330,6 +332,7 @@
     // while the run is open, move "now" along between server updates
     clock = setInterval(() => {
       if (!view.data || view.data.timeline.status !== "running" || document.hidden) return;
+      if (!tooltip.hidden) return; // keep what the user is reading
       redrawTimeline();
     }, 1000);
     const redrawTimeline = () => {
@@ -549,8 +552,9 @@
         () => [el("b", null, m.label), `event ${m.event_id} · +${rel(m.at)}`,
           m.detail && m.detail.describe ? el("div", { class: "tt-err" }, m.detail.describe) : (m.detail ? JSON.stringify(m.detail) : null)].filter(Boolean)));
     }
-    addRow([el("div", { class: "nm" }, el("span", { class: "kind workflow" }, "run"), view.data.workflow.workflow_type),
-      el("div", { class: "sm" }, `${statusLabel(wf.status)} · ${fmtDur(wfEnd - wf.start)}`)], wfTrack, { kind: "workflow" });
+    addRow([el("div", { class: "nm" }, view.data.workflow.workflow_type),
+      el("div", { class: "sm" }, el("span", { class: "kind workflow" }, "run"), `${statusLabel(wf.status)} · ${fmtDur(wfEnd - wf.start)}`)],
+    wfTrack, { kind: "workflow" });
 
     for (const r of tl.rows) {
       const rEnd = r.end === null ? now : r.end;
@@ -559,10 +563,10 @@
       if (r.kind === "activity") {
         const n = r.attempts.length;
         const tries = r.attempts.filter((a) => a.status !== "backoff" && a.status !== "not_run").length;
-        sm = `${statusLabel(r.status)} · ${tries} attempt${tries === 1 ? "" : "s"} · ${fmtDur(rEnd - r.start)}`;
+        sm = `${statusLabel(r.status)}${tries > 1 ? ` · ${tries} attempts` : ""} · ${fmtDur(rEnd - r.start)}`;
         track.push(el("div", { class: "span", style: { left: pct(r.start), width: width(r.start, rEnd) } }));
         r.attempts.forEach((a, i) => {
-          let aEnd = a.end === null ? (a.status === "backoff" ? Math.max(a.start, now) : now) : a.end;
+          const aEnd = a.end === null ? (a.status === "backoff" ? Math.max(a.start, now) : now) : a.end;
           if (a.status === "backoff" && a.end === null) {
             // the gap before this attempt is the backoff: draw it as dashed up to the retry time
             const prev = r.attempts[i - 1];
@@ -607,20 +611,20 @@
       }
       const kindLabel = { activity: "activity", timer: "timer", signal_wait: "wait", child: "child" }[r.kind] || r.kind;
       const name = r.kind === "child" ? el("a", { href: runUrl(r.detail.workflow_id), "data-link": true }, r.name) : r.name;
-      addRow([el("div", { class: "nm", title: r.name }, el("span", { class: `kind ${r.kind}` }, kindLabel), name, el("span", { class: "faint" }, ` #${r.seq}`)),
-        el("div", { class: "sm" }, sm)], track, { kind: r.kind, name: r.name, status: r.status });
+      addRow([el("div", { class: "nm", title: `${r.name} #${r.seq}` }, name, el("span", { class: "faint" }, ` #${r.seq}`)),
+        el("div", { class: "sm" }, el("span", { class: `kind ${r.kind}` }, kindLabel), sm)], track, { kind: r.kind, name: r.name, status: r.status });
     }
 
     if (tl.signals.length) {
       const track = tl.signals.map((s) => withTip(
         el("div", { class: "mark diamond", style: { left: pct(s.at) }, dataset: { signal: s.name } }),
         () => [el("b", null, `signal ${s.name}`), `event ${s.event_id} · ${fmtClock(s.at)}`, `args ${JSON.stringify(s.args)}`]));
-      addRow([el("div", { class: "nm" }, el("span", { class: "kind signals" }, "signals"), `${tl.signals.length} received`),
-        el("div", { class: "sm" }, [...new Set(tl.signals.map((s) => s.name))].join(", "))], track, { kind: "signals" });
+      addRow([el("div", { class: "nm" }, [...new Set(tl.signals.map((s) => s.name))].join(", ")),
+        el("div", { class: "sm" }, el("span", { class: "kind signals" }, "signals"), `${tl.signals.length} received`)], track, { kind: "signals" });
     }
 
     return el("div", { class: "tl", id: "timeline", dataset: { testid: "timeline" } },
-      el("div", { class: "tl-axis-label" }, "since start"), axis, ...rows, grid);
+      grid, el("div", { class: "tl-axis-label" }, "since start"), axis, ...rows);
   }
 
   // ------------------------------------------------------------------ history
@@ -681,10 +685,13 @@
     }
   }
 
+  const HISTORY_PAGE = 500;
+
   function renderHistory(d, view) {
     const t0 = d.history.length ? d.history[0].at : 0;
     const rows = [];
-    for (const e of d.history) {
+    const shown = view.allEvents ? d.history : d.history.slice(0, HISTORY_PAGE);
+    for (const e of shown) {
       const expanded = view.expanded.has(e.event_id);
       const detail = summarize(e);
       rows.push(el("tr", {
@@ -699,6 +706,15 @@
       el("td", { class: "etype" }, el("span", { class: `etag ${EVENT_TAG(e.t)}` }, e.t)),
       el("td", { class: "detail" }, detail.length > 240 ? detail.slice(0, 240) + "…" : detail)));
       if (expanded) rows.push(el("tr", { class: "raw" }, el("td", { colspan: 4 }, jsonView(e))));
+    }
+    if (shown.length < d.history.length) {
+      rows.push(el("tr", null, el("td", { colspan: 4, class: "more" },
+        el("button", {
+          class: "btn", onclick: () => {
+            view.allEvents = true;
+            document.getElementById("history").replaceWith(renderHistory(d, view));
+          },
+        }, `Show all ${d.history.length} events`))));
     }
     return el("div", { class: "card", id: "history" },
       el("div", { class: "card-head" }, el("h2", null, "Event history"), el("span", { class: "sub" }, `${d.history.length} events · click a row for its JSON`)),

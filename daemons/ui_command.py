@@ -1,0 +1,119 @@
+"""``df ui``: serve the web UI; and the piece of ``df dev`` that serves it next to the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import click
+
+from daemons.common import fail
+from durablefuture.client import Client
+from durablefuture.core.errors import DurableFutureError
+from durablefuture.ui import DEFAULT_PORT, INSTALL_HINT, ui_available
+
+__all__ = ["start_dev_ui", "ui"]
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+class _Settings(Protocol):
+    """What ``df``'s group options leave in the click context (``df_cli.Settings``)."""
+
+    nats_url: str
+    namespace: str
+    connect_timeout: float
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=DEFAULT_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0 = a free one).",
+)
+@click.pass_obj
+def ui(settings: _Settings, host: str, port: int) -> None:
+    """Serve the web UI: runs, a timeline per run, live updates, signal/cancel/terminate."""
+    if not ui_available():
+        fail(INSTALL_HINT)
+    from durablefuture.ui import serve
+
+    async def go() -> None:
+        try:
+            client = await Client.connect(
+                settings.nats_url, settings.namespace, connect_timeout=settings.connect_timeout
+            )
+        except DurableFutureError as exc:
+            fail(str(exc))
+        try:
+            task = asyncio.ensure_future(serve(client, host, port, on_ready=_announce(settings)))
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, task.cancel)
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}: {exc} (pass --port 0 for a free port)")
+        finally:
+            await client.close()
+
+    asyncio.run(go())
+
+
+def _announce(settings: _Settings) -> Callable[[str], None]:
+    def ready(url: str) -> None:
+        click.echo(
+            f"DurableFuture UI on {url}  (namespace {settings.namespace}, NATS {settings.nats_url})"
+            "\nPress Ctrl-C to stop.",
+        )
+
+    return ready
+
+
+async def start_dev_ui(
+    client: Client, host: str = "127.0.0.1", port: int = DEFAULT_PORT
+) -> tuple[str, Callable[[], Awaitable[None]]]:
+    """For ``df dev``: serve the UI in this loop; returns (what to print, how to stop it).
+
+    Falls back to a free port when ``port`` is taken. Without starlette/uvicorn, returns the
+    install hint and a no-op.
+    """
+
+    async def nothing() -> None:
+        return None
+
+    if not ui_available():
+        return f"not available ({INSTALL_HINT})", nothing
+    from durablefuture.ui.server import bind, run_server
+
+    try:
+        sock = bind(host, port)
+    except OSError:
+        sock = bind(host, 0)
+    ready = asyncio.Event()
+    urls: list[str] = []
+
+    def on_ready(url: str) -> None:
+        urls.append(url)
+        ready.set()
+
+    task = asyncio.ensure_future(run_server(client, sock, on_ready))
+    waiter = asyncio.ensure_future(ready.wait())
+    done, _ = await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task in done:
+        exc = task.exception()
+        return f"failed to start ({exc})", nothing
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return urls[0], stop
