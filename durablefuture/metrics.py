@@ -15,11 +15,11 @@ from collections.abc import Callable, Sequence
 
 __all__ = [
     "REGISTRY",
-    "record",
     "Counter",
     "Gauge",
     "Histogram",
     "Registry",
+    "record",
     "serve",
 ]
 
@@ -34,6 +34,8 @@ class _State:
 def record(enabled: bool = True) -> None:
     """Start (or stop) recording metrics without serving them (e.g. to read them in-process)."""
     _State.recording = enabled
+
+
 DEFAULT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 

@@ -27,11 +27,9 @@ except ImportError:  # pragma: no cover
 def _configured() -> bool:
     """True once an application has installed a real tracer provider (not the default no-op)."""
     provider = _otel_trace.get_tracer_provider()
-    if isinstance(provider, _otel_trace.NoOpTracerProvider):
-        return False
-    if isinstance(provider, _otel_trace.ProxyTracerProvider):
-        return False
-    return True
+    return not isinstance(
+        provider, _otel_trace.NoOpTracerProvider | _otel_trace.ProxyTracerProvider
+    )
 
 
 def inject() -> dict[str, str]:
