@@ -1,0 +1,44 @@
+"""Fixtures for the web UI tests: a real engine with the example worker, and the UI served."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from durablefuture.testing import LocalEnvironment
+from durablefuture.ui import serve
+from workflows_examples import ACTIVITIES, TASK_QUEUE, WORKFLOWS
+
+
+class UiEnv:
+    def __init__(self, env: LocalEnvironment, url: str) -> None:
+        self.env = env
+        self.url = url
+
+    @property
+    def client(self):  # type: ignore[no-untyped-def]
+        return self.env.client
+
+
+@contextlib.asynccontextmanager
+async def served(env: LocalEnvironment) -> AsyncIterator[str]:
+    """Serve the UI for ``env`` on a free loopback port (in this event loop)."""
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(env.client, "127.0.0.1", 0, on_ready=ready.set_result))
+    try:
+        yield await asyncio.wait_for(ready, 10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def ui_env() -> AsyncIterator[UiEnv]:
+    async with LocalEnvironment() as env:
+        async with env.worker(task_queue=TASK_QUEUE, workflows=WORKFLOWS, activities=ACTIVITIES):
+            async with served(env) as url:
+                yield UiEnv(env, url)
