@@ -732,20 +732,11 @@ class Worker:
             await msg.ack()
             metrics.WORKER_ACTIVITIES.inc(self.task_queue, task.name, "lost")
             return
-        if task.attempt > 1 and await self._unwanted(task):
-            # A retry that fell due after its run closed (or was asked to cancel): do not run
-            # it. The report closes the activity if the run is still open; otherwise it is
-            # ignored.
-            failure = Failure(
-                message=(
-                    f"attempt {task.attempt} of activity {task.name!r} was not run: the "
-                    "workflow no longer wants its result"
-                ),
-                type="CancelledError",
-                kind=FailureKind.CANCELLED,
-            )
+        stale = await self._not_to_run(task)
+        if stale is not None:
+            # the report closes the activity if the server has not already done so
             await self._report(
-                task.workflow_id, inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure)
+                task.workflow_id, inp.FailActivityTask(task.run_id, task.seq, task.attempt, stale)
             )
             await msg.ack()
             return
@@ -777,16 +768,38 @@ class Worker:
             outcome = "failed"
         metrics.WORKER_ACTIVITIES.inc(self.task_queue, task.name, outcome)
 
-    async def _unwanted(self, task: ActivityTask) -> bool:
-        """True if the server flagged this activity to stop (its run closed or was cancelled)."""
-        kv = self._act_kv
-        if kv is None:
-            return False
-        try:
-            await kv.get(self.layout.cancel_key(task.run_id, task.seq))
-        except Exception:  # not flagged, or cannot tell: run it
-            return False
-        return True
+    async def _not_to_run(self, task: ActivityTask) -> Failure | None:
+        """Why an attempt that reached this worker must not start (None: run it).
+
+        A task stays in its queue until a worker takes it, possibly long after the server gave
+        up on it; running it then would be an orphaned attempt nobody waits for.
+        """
+        s2s = task.options.schedule_to_start_timeout
+        if s2s is not None and time.time() > task.attempt_scheduled_at + s2s:
+            return Failure(
+                message=(
+                    f"attempt {task.attempt} of activity {task.name!r} reached a worker after "
+                    f"its schedule_to_start_timeout of {s2s:g}s; not run"
+                ),
+                type="TimeoutError",
+                kind=FailureKind.TIMEOUT,
+                timeout_type="schedule_to_start",
+            )
+        if task.attempt > 1 and self._act_kv is not None:
+            # a retry that fell due after its run closed or was asked to cancel
+            try:
+                await self._act_kv.get(self.layout.cancel_key(task.run_id, task.seq))
+            except Exception:  # not flagged, or cannot tell: run it
+                return None
+            return Failure(
+                message=(
+                    f"attempt {task.attempt} of activity {task.name!r} was not run: the "
+                    "workflow no longer wants its result"
+                ),
+                type="CancelledError",
+                kind=FailureKind.CANCELLED,
+            )
+        return None
 
     def _fuse(self, report: inp.CompleteActivityTask) -> inp.CompleteActivityTask:
         """Let the cached generator see this result now and report what it decides with it.

@@ -458,6 +458,10 @@ async def test_schedule_to_start_times_out_when_no_worker_serves_the_queue() -> 
             )
             history = await _history(env.client, "s2s")
             depths = await env.client.queue_depths("nobody-serves-this")
+            # a worker for that queue turns up later: the given-up attempt is not run
+            async with env.worker(task_queue="nobody-serves-this", activities=[hangs]) as late:
+                await wait_for(lambda: late.stats["activity_tasks"] == 1, 5)
+                await asyncio.sleep(0.2)
     assert result["cause"] == "TimeoutError", result
     assert result["timeout_type"] == "schedule_to_start", result
     assert result["attempt"] == 1 and result["retry_state"] == "timeout", result
