@@ -46,8 +46,12 @@ def outcome_of(
             f"workflow {wid!r} (run {rid}) was cancelled", workflow_id=wid, run_id=rid
         )
     if status == RunStatus.TERMINATED:
+        reason = summary.failure.message if summary.failure is not None else ""
         raise WorkflowTerminatedError(
-            f"workflow {wid!r} (run {rid}) was terminated", workflow_id=wid, run_id=rid
+            f"workflow {wid!r} (run {rid}) was terminated" + (f": {reason}" if reason else ""),
+            workflow_id=wid,
+            run_id=rid,
+            reason=reason,
         )
     if status == RunStatus.CONTINUED_AS_NEW:
         raise WorkflowContinuedAsNewError(

@@ -490,6 +490,9 @@ class Worker:
         metrics.WORKFLOW_TASKS.inc(self.task_queue, outcome)
         metrics.WORKFLOW_TASK_SECONDS.observe(time.perf_counter() - began, self.task_queue)
 
+    def _event_size(self, event: ev.Event) -> int:
+        return len(orjson.dumps(self.codec.encode_event(event)))
+
     def _redundant(self, m: WorkflowTaskMessage) -> bool:
         """A workflow task with nothing new for the cached run (the run is closed, or its
         generator already saw the triggering event and has nothing unsent): ack it at once."""
@@ -637,7 +640,7 @@ class Worker:
             events = [e for b in batches for e in b.events]
         self.stats["replays"] += 1
         began = time.perf_counter()
-        execution = WorkflowExecution(definition, self.codec.payloads)
+        execution = WorkflowExecution(definition, self.codec.payloads, size_of=self._event_size)
         activation = execution.feed(events)
         metrics.REPLAY_SECONDS.observe(time.perf_counter() - began, self.task_queue)
         return execution, activation
@@ -696,7 +699,9 @@ class Worker:
                         f"workflow type {started.workflow_type!r} is not registered on worker "
                         f"{self.identity}; registered: {sorted(self.workflows)}"
                     )
-                execution = WorkflowExecution(definition, self.codec.payloads)
+                execution = WorkflowExecution(
+                    definition, self.codec.payloads, size_of=self._event_size
+                )
                 execution.feed(events)
             value = execution.query(name, args)
         return self.codec.payloads.to_payload(value, f"result of query {name!r}")

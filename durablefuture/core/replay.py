@@ -305,11 +305,13 @@ class WorkflowExecution:
         definition: WorkflowDefinition,
         payloads: PayloadConverter,
         *,
-        history_size: Callable[[], int] | None = None,
+        size_of: Callable[[ev.Event], int] | None = None,
     ) -> None:
         self.definition = definition
         self.payloads = payloads
-        self._history_size = history_size
+        self._size_of = size_of
+        self._fed: list[ev.Event] = []  # kept only to measure the history (size_of given)
+        self._sizes: list[int] = [0]  # cumulative encoded size of events 1..n
         self.context = WorkflowContext(self)
         self.started: ev.WorkflowStarted | None = None
         self._gen: Generator[object, object, object] | None = None
@@ -374,9 +376,18 @@ class WorkflowExecution:
             # as of the event the code is reacting to, not the last one fed: a replay feeds
             # further ahead before it delivers a result, and must see the same length
             history_length=self.context.event_id or self.last_event_id,
-            history_size=self._history_size() if self._history_size else 0,
+            history_size=self._size_upto(self.context.event_id or self.last_event_id),
             is_replaying=self.context.is_replaying,
         )
+
+    def _size_upto(self, event_id: int) -> int:
+        """Encoded size of events 1..event_id (0 without a ``size_of``), computed on demand."""
+        if self._size_of is None:
+            return 0
+        sizes = self._sizes
+        while len(sizes) <= event_id and len(sizes) - 1 < len(self._fed):
+            sizes.append(sizes[-1] + self._size_of(self._fed[len(sizes) - 1]))
+        return sizes[min(event_id, len(sizes) - 1)]
 
     def query(self, name: str, args: tuple[object, ...]) -> object:
         """Call the handler ``df.workflow.set_query_handler(name, ...)`` registered, now."""
@@ -400,6 +411,8 @@ class WorkflowExecution:
     def feed(self, events: Iterable[ev.Event]) -> Activation:
         """Apply the next events of this run's history; return what is new to record."""
         batch = list(events)
+        if self._size_of is not None:
+            self._fed.extend(batch)
         for event in batch:
             if isinstance(event, ev.COMMAND_EVENTS):
                 self._recorded[event.seq] = event

@@ -117,6 +117,10 @@ class RunState:
                 failure = t.failure
             elif isinstance(t, ev.WorkflowContinuedAsNew):
                 new_run_id = t.new_run_id
+            elif isinstance(t, ev.WorkflowTerminated):
+                failure = Failure(
+                    message=t.reason or "terminated", type="TerminatedError", kind="terminated"
+                )
         s = self.started
         return RunSummary(
             workflow_id=s.workflow_id,

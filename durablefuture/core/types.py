@@ -44,7 +44,9 @@ def seconds(value: Duration, what: str = "duration") -> float:
     else:
         out = float(value)
     if out != out or out < 0:  # NaN or negative
-        raise InvalidArgumentError(f"{what} must be >= 0 seconds, got {value!r}")
+        raise InvalidArgumentError(
+            f"{what} must be >= 0 seconds (a number of seconds or a timedelta), got {value!r}"
+        )
     return out
 
 

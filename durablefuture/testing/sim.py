@@ -17,6 +17,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 from attrs import define, field
 
 from durablefuture.codec.wire import default_codec
@@ -312,7 +313,11 @@ class Simulation:
                 f"workflow {workflow_type!r} is not registered; registered: "
                 f"{sorted(self.workflows)}"
             )
-        return WorkflowExecution(definition, self.payloads)
+        return WorkflowExecution(
+            definition,
+            self.payloads,
+            size_of=lambda e: len(orjson.dumps(self.codec.encode_event(e))),
+        )
 
     def forget_caches(self) -> None:
         """Drop every cached generator (a worker crash): next tasks replay from history."""
