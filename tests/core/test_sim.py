@@ -370,3 +370,26 @@ def test_run_with_a_chooser_and_step_limit() -> None:
 
     with pytest.raises(RuntimeError, match="did not settle within 5 steps"):
         loop.run(choose=spin, max_steps=5)
+
+
+def _sized_act(x: int) -> int:
+    return x
+
+
+def _sized_workflow():  # type: ignore[no-untyped-def]
+    first = df.workflow.info().history_size
+    yield df.activity(_sized_act, 1)
+    second = df.workflow.info().history_size
+    return [first, second]
+
+
+def test_history_size_grows_and_replays_identically() -> None:
+    results = []
+    for cache in (True, False):
+        sim = Simulation([_sized_workflow], [_sized_act], cache=cache)
+        sim.start(_sized_workflow, id="sized")
+        sim.run()
+        results.append(sim.result("sized"))
+    first, second = results[0]
+    assert 0 < first < second
+    assert results[0] == results[1]  # a full replay at every step measures the same sizes
