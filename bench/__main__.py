@@ -27,7 +27,7 @@ from bench.peers import DEFAULT_PEERS_DIR, DEFAULT_VENV, Peers
 from bench.procs import Started
 from bench.stats import Emitter, log
 
-ALL = ["w1", "w2", "w3", "w4", "w5"]
+ALL = ["w1", "w2", "w3", "w4", "w5", "mem"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -37,7 +37,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         description="W1-W5 (DESIGN.md) on DurableFuture through real daemons; optionally the "
         "Temporal and DBOS peers (../shared/bench-peers) in the same run.",
     )
-    ap.add_argument("--workloads", default=",".join(ALL), help="comma-separated subset of w1..w5")
+    ap.add_argument(
+        "--workloads",
+        default=",".join(ALL),
+        help="comma-separated subset of w1..w5 and mem (a worker holding many open workflows)",
+    )
     ap.add_argument("--quick", action="store_true", help="small counts for a smoke run")
     ap.add_argument("--with-temporal", action="store_true", help="also run Temporal W1-W5")
     ap.add_argument("--with-dbos", action="store_true", help="also run DBOS W1/W2")

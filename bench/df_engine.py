@@ -52,10 +52,11 @@ class Sizes:
     w4_n: int = 1000
     w5_n: int = 1000
     w5_secs: float = 1.0
+    mem_n: int = 10_000
 
 
 FULL = Sizes()
-QUICK = Sizes(w1_n=100, w1_conc=20, w2_n=20, w3_n=50, w4_n=50, w5_n=50)
+QUICK = Sizes(w1_n=100, w1_conc=20, w2_n=20, w3_n=50, w4_n=50, w5_n=50, mem_n=200)
 
 
 @dataclass(frozen=True)
@@ -580,6 +581,31 @@ class DFRound:
             "_wfs": n,
             "_post": from_histories,
         }
+
+    async def mem(self) -> dict[str, Any]:
+        """Memory: the worker holds ``mem_n`` open workflows (each waiting for a signal, with a
+        query handler) in its cache of live generators; ``worker_rss_mb`` is the figure."""
+        n = self.sizes.mem_n
+        sem = asyncio.Semaphore(200)
+        client = self.client
+
+        async def one(i: int) -> None:
+            async with sem:
+                await client.start_workflow(
+                    flows.waiting_workflow, i, id=f"{self.prefix}-mem-{i}", task_queue=TASK_QUEUE
+                )
+
+        async with asyncio.TaskGroup() as tg:
+            for i in range(n):
+                tg.create_task(one(i))
+        for _ in range(600):  # until every first workflow task has run (bounded: 60 s)
+            depth = await client.queue_depths(TASK_QUEUE)
+            if depth.get("workflow_pending", 1) == 0 and depth.get("workflow_in_flight", 1) == 0:
+                break
+            await asyncio.sleep(0.1)
+        probe = client.get_workflow_handle(f"{self.prefix}-mem-{n - 1}")
+        state = await probe.query("state")
+        return {"open_workflows": n, "query_ok": state == {"i": n - 1}, "_wfs": n}
 
     async def _w5_histories(self, n: int) -> dict[str, Any]:
         """Where W5's lateness comes from, read from the recorded event times.

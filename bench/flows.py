@@ -61,7 +61,14 @@ def timer_workflow(seconds: float) -> Generator[Any, Any, list[float]]:  # W5
     return [t0, t1]
 
 
+def waiting_workflow(i: int) -> Generator[Any, Any, Any]:  # memory: stays open
+    state = {"i": i}
+    df.workflow.set_query_handler("state", lambda: state)
+    return (yield df.wait_signal("go"))
+
+
 WORKFLOWS = [
+    waiting_workflow,
     order_workflow,
     one_activity_workflow,
     long_history_workflow,

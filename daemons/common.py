@@ -7,7 +7,7 @@ import importlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -76,6 +76,27 @@ METRICS_HOST_OPTION = click.option(
     show_default=True,
     help="Address the metrics endpoint binds (0.0.0.0 in containers).",
 )
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def daemon_options(fn: F) -> F:
+    """The options every daemon takes: connection, namespace, logging, metrics."""
+    for option in reversed(
+        (
+            NATS_OPTION,
+            NAMESPACE_OPTION,
+            CONNECT_TIMEOUT_OPTION,
+            CREDS_OPTION,
+            LOG_LEVEL_OPTION,
+            LOG_FORMAT_OPTION,
+            METRICS_PORT_OPTION,
+            METRICS_HOST_OPTION,
+        )
+    ):
+        fn = option(fn)
+    return fn
 
 
 async def start_metrics(port: int | None, host: str) -> object:

@@ -7,14 +7,7 @@ import asyncio
 import click
 
 from daemons.common import (
-    CONNECT_TIMEOUT_OPTION,
-    CREDS_OPTION,
-    LOG_FORMAT_OPTION,
-    LOG_LEVEL_OPTION,
-    METRICS_HOST_OPTION,
-    METRICS_PORT_OPTION,
-    NAMESPACE_OPTION,
-    NATS_OPTION,
+    daemon_options,
     run_daemon,
     start_metrics,
 )
@@ -22,14 +15,7 @@ from durablefuture.server import Server, ServerOptions
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@NATS_OPTION
-@NAMESPACE_OPTION
-@CONNECT_TIMEOUT_OPTION
-@CREDS_OPTION
-@LOG_LEVEL_OPTION
-@LOG_FORMAT_OPTION
-@METRICS_PORT_OPTION
-@METRICS_HOST_OPTION
+@daemon_options
 @click.option(
     "--replicas",
     default=1,

@@ -7,14 +7,7 @@ import asyncio
 import click
 
 from daemons.common import (
-    CONNECT_TIMEOUT_OPTION,
-    CREDS_OPTION,
-    LOG_FORMAT_OPTION,
-    LOG_LEVEL_OPTION,
-    METRICS_HOST_OPTION,
-    METRICS_PORT_OPTION,
-    NAMESPACE_OPTION,
-    NATS_OPTION,
+    daemon_options,
     fail,
     load_functions,
     run_daemon,
@@ -25,14 +18,7 @@ from durablefuture.worker import Worker, WorkerOptions
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@NATS_OPTION
-@NAMESPACE_OPTION
-@CONNECT_TIMEOUT_OPTION
-@CREDS_OPTION
-@LOG_LEVEL_OPTION
-@LOG_FORMAT_OPTION
-@METRICS_PORT_OPTION
-@METRICS_HOST_OPTION
+@daemon_options
 @click.option("--task-queue", default="default", envvar="DF_TASK_QUEUE", show_default=True)
 @click.option(
     "--workflows",

@@ -13,17 +13,9 @@ from datetime import UTC, datetime
 from attrs import field, frozen
 
 from durablefuture.core.errors import DurableFutureError
-from durablefuture.core.types import JsonValue
+from durablefuture.core.types import JsonValue, payloads
 
 __all__ = ["ActivityContext", "ActivityInfo", "activity_info", "current_activity", "heartbeat"]
-
-
-def _args(value: object) -> tuple[JsonValue, ...]:
-    if isinstance(value, tuple):
-        return value
-    if isinstance(value, list):
-        return tuple(value)
-    raise TypeError(f"expected a tuple, got {type(value).__name__}")
 
 
 @frozen
@@ -43,7 +35,7 @@ class ActivityInfo:
     schedule_to_close_deadline: datetime | None = None
     start_to_close_deadline: datetime | None = None
     heartbeat_timeout: float | None = None
-    heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     """Details passed to ``df.heartbeat`` by the previous attempt (empty on the first)."""
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 import orjson
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
@@ -137,21 +137,11 @@ def describe_state(state: RunState) -> WorkflowDescription:
         (seq, datetime.fromtimestamp(at, tz=UTC)) for seq, at in sorted(state.timers.items())
     )
     wft = state.last_wft_failure
-    return WorkflowDescription(
-        workflow_id=s.workflow_id,
-        run_id=s.run_id,
-        workflow_type=s.workflow_type,
-        task_queue=s.task_queue,
-        status=s.status,
-        start_time=datetime.fromtimestamp(s.start_time, tz=UTC),
-        close_time=_ts(s.close_time),
-        history_length=s.history_length,
-        result=s.result,
-        failure=s.failure,
+    return evolve(
+        _describe_summary(s),
         pending_activities=tuple(pending),
         pending_timers=timers,
         cancel_requested=state.cancel_requested,
-        new_run_id=s.new_run_id,
         last_workflow_task_failure=wft.failure if wft is not None else None,
     )
 

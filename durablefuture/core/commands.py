@@ -18,7 +18,7 @@ from attrs import field, frozen
 
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import ActivityOptions, ParentClosePolicy
-from durablefuture.core.types import JsonValue
+from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
     "ActivityCall",
@@ -46,14 +46,6 @@ __all__ = [
 ]
 
 
-def _args(value: object) -> tuple[JsonValue, ...]:
-    if isinstance(value, tuple):
-        return value
-    if isinstance(value, list):
-        return tuple(value)
-    raise TypeError(f"expected a tuple of payloads, got {type(value).__name__}")
-
-
 # --------------------------------------------------------------------------- yieldables
 
 
@@ -62,7 +54,7 @@ class ActivityCall:
     """Run activity ``name`` with ``args``; the yield returns its result or raises ActivityError."""
 
     name: str
-    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     options: ActivityOptions | None = None
     result_type: object = field(default=None, eq=False, repr=False)
 
@@ -96,7 +88,7 @@ class ChildWorkflowCall:
     """Start a child workflow and wait for its result (or ChildWorkflowError)."""
 
     workflow_type: str
-    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     workflow_id: str | None = None
     task_queue: str | None = None
     execution_timeout: float | None = None
@@ -108,7 +100,7 @@ class ChildWorkflowCall:
 class ContinueAsNew:
     """End this run and start a fresh one (empty history) under the same workflow id."""
 
-    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     workflow_type: str | None = None
     task_queue: str | None = None
 
@@ -136,7 +128,7 @@ Yieldable = ActivityCall | Sleep | WaitSignal | SideEffect | ChildWorkflowCall |
 class ScheduleActivity:
     seq: int
     name: str
-    args: tuple[JsonValue, ...] = field(converter=_args)
+    args: tuple[JsonValue, ...] = field(converter=payloads)
     options: ActivityOptions
 
 
@@ -176,7 +168,7 @@ class StartChildWorkflow:
     seq: int
     workflow_type: str
     workflow_id: str
-    args: tuple[JsonValue, ...] = field(converter=_args)
+    args: tuple[JsonValue, ...] = field(converter=payloads)
     task_queue: str
     execution_timeout: float | None = None
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.REQUEST_CANCEL
@@ -201,7 +193,7 @@ class CancelWorkflow:
 
 @frozen
 class ContinueAsNewWorkflow:
-    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     workflow_type: str | None = None
     task_queue: str | None = None
 

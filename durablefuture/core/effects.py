@@ -13,7 +13,7 @@ from durablefuture.core.events import ParentRef
 from durablefuture.core.failure import Failure
 from durablefuture.core.inputs import StartWorkflowRequest
 from durablefuture.core.options import ActivityOptions
-from durablefuture.core.types import JsonValue
+from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
     "ActivityTask",
@@ -31,14 +31,6 @@ __all__ = [
     "UpdateStatus",
     "WorkflowTask",
 ]
-
-
-def _args(value: object) -> tuple[JsonValue, ...]:
-    if isinstance(value, tuple):
-        return value
-    if isinstance(value, list):
-        return tuple(value)
-    raise TypeError(f"expected a tuple of payloads, got {type(value).__name__}")
 
 
 class RunStatus:
@@ -82,8 +74,8 @@ class ActivityTask:
     options: ActivityOptions
     scheduled_at: float
     attempt_scheduled_at: float
-    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
-    heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
+    heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     headers: dict[str, str] = field(factory=dict)
 
 

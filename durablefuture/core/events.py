@@ -13,7 +13,7 @@ from attrs import field, frozen
 
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import ActivityOptions, IdReusePolicy, ParentClosePolicy
-from durablefuture.core.types import JsonValue
+from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
     "COMMAND_EVENTS",
@@ -50,14 +50,6 @@ __all__ = [
 ]
 
 
-def _args(value: object) -> tuple[JsonValue, ...]:
-    if isinstance(value, tuple):
-        return value
-    if isinstance(value, list):
-        return tuple(value)
-    raise TypeError(f"expected a tuple of payloads, got {type(value).__name__}")
-
-
 @frozen
 class ParentRef:
     """Which run (and which of its commands) started a child workflow."""
@@ -80,7 +72,7 @@ class WorkflowStarted:
     run_id: str
     namespace: str
     task_queue: str
-    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     execution_timeout: float | None = None
     id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE
     parent: ParentRef | None = None
@@ -136,7 +128,7 @@ class WorkflowContinuedAsNew:
     new_run_id: str
     workflow_type: str
     task_queue: str
-    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
 
 
 @frozen
@@ -171,7 +163,7 @@ class ActivityScheduled:
     based_on: int
     seq: int
     name: str
-    args: tuple[JsonValue, ...] = field(converter=_args)
+    args: tuple[JsonValue, ...] = field(converter=payloads)
     options: ActivityOptions
 
 
@@ -206,7 +198,7 @@ class ActivityRetryScheduled:
     failure: Failure
     delay: float
     retry_at: float
-    heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=payloads)
 
 
 @frozen
@@ -277,7 +269,7 @@ class SignalReceived:
     event_id: int
     at: float
     name: str
-    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     request_id: str = ""
 
 
@@ -317,7 +309,7 @@ class ChildWorkflowScheduled:
     workflow_type: str
     workflow_id: str
     task_queue: str
-    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     execution_timeout: float | None = None
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.REQUEST_CANCEL
 

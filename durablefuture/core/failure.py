@@ -13,7 +13,7 @@ from collections.abc import Callable
 from attrs import field, frozen
 
 from durablefuture.core import errors
-from durablefuture.core.types import JsonValue
+from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
     "Failure",
@@ -38,14 +38,6 @@ class FailureKind:
     SERVER = "server"
 
 
-def _tuple(value: object) -> tuple[JsonValue, ...]:
-    if isinstance(value, tuple):
-        return value
-    if isinstance(value, list):
-        return tuple(value)
-    raise TypeError(f"expected a tuple, got {type(value).__name__}")
-
-
 def _str_tuple(value: object) -> tuple[str, ...]:
     if isinstance(value, list | tuple):
         return tuple(str(v) for v in value)
@@ -61,7 +53,7 @@ class Failure:
     kind: str = FailureKind.APPLICATION
     stack: str = ""
     non_retryable: bool = False
-    details: tuple[JsonValue, ...] = field(default=(), converter=_tuple)
+    details: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     type_hierarchy: tuple[str, ...] = field(default=(), converter=_str_tuple)
     timeout_type: str | None = None
     next_retry_delay: float | None = None

@@ -13,7 +13,7 @@ from durablefuture.core.commands import Command
 from durablefuture.core.events import ParentRef
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import IdReusePolicy, ParentClosePolicy
-from durablefuture.core.types import JsonValue
+from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
     "CompleteActivityTask",
@@ -33,14 +33,6 @@ __all__ = [
 ]
 
 
-def _args(value: object) -> tuple[JsonValue, ...]:
-    if isinstance(value, tuple):
-        return value
-    if isinstance(value, list):
-        return tuple(value)
-    raise TypeError(f"expected a tuple of payloads, got {type(value).__name__}")
-
-
 def _cmds(value: object) -> tuple[Command, ...]:
     if isinstance(value, tuple):
         return value
@@ -57,7 +49,7 @@ class StartWorkflowRequest:
     workflow_type: str
     task_queue: str
     request_id: str
-    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     execution_timeout: float | None = None
     execution_deadline: float | None = None
     id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE
@@ -67,7 +59,7 @@ class StartWorkflowRequest:
     first_run_id: str = ""
     run_id: str | None = None
     signal_name: str | None = None
-    signal_args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    signal_args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     headers: dict[str, str] = field(factory=dict)
     """Context that travels with the run (e.g. the trace context of whoever started it)."""
 
@@ -147,7 +139,7 @@ class FailActivityTask:
     seq: int
     attempt: int
     failure: Failure
-    heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=payloads)
 
     @property
     def input_id(self) -> str:
@@ -161,7 +153,7 @@ class FireTimer:
     run_id: str
     key: str
     heartbeat_at: float | None = None
-    heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=payloads)
 
     @property
     def input_id(self) -> str:
@@ -173,7 +165,7 @@ class SignalWorkflow:
     run_id: str
     name: str
     request_id: str
-    args: tuple[JsonValue, ...] = field(default=(), converter=_args)
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
 
     @property
     def input_id(self) -> str:

@@ -17,6 +17,7 @@ __all__ = [
     "check_namespace",
     "check_workflow_id",
     "optional_seconds",
+    "payloads",
     "seconds",
 ]
 
@@ -29,6 +30,15 @@ Duration: TypeAlias = "timedelta | float | int"
 _NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _QUEUE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 MAX_WORKFLOW_ID = 512
+
+
+def payloads(value: object) -> tuple[JsonValue, ...]:
+    """attrs converter: a list or tuple of JSON payloads, as a tuple."""
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, list):
+        return tuple(value)
+    raise TypeError(f"expected a tuple of payloads, got {type(value).__name__}")
 
 
 def seconds(value: Duration, what: str = "duration") -> float:
