@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from daemons.common import LOG_LEVEL_OPTION, fail
+from daemons.common import CREDS_OPTION, LOG_LEVEL_OPTION, fail
 from daemons.ui_command import start_dev_ui, ui
 from durablefuture.client import Client, WorkflowDescription
 from durablefuture.codec.wire import default_codec
@@ -34,11 +34,19 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
 class Settings:
-    def __init__(self, nats_url: str, namespace: str, as_json: bool, timeout: float) -> None:
+    def __init__(
+        self,
+        nats_url: str,
+        namespace: str,
+        as_json: bool,
+        timeout: float,
+        creds: str | None = None,
+    ) -> None:
         self.nats_url = nats_url
         self.namespace = namespace
         self.as_json = as_json
         self.connect_timeout = timeout
+        self.creds = creds
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -87,17 +95,26 @@ def _parse_input(text: str | None) -> list[Any]:
 @click.option(
     "--connect-timeout", default=5.0, envvar="DF_CONNECT_TIMEOUT", show_default=True, type=float
 )
+@CREDS_OPTION
 @click.pass_context
 def main(
-    ctx: click.Context, nats_url: str, namespace: str, as_json: bool, connect_timeout: float
+    ctx: click.Context,
+    nats_url: str,
+    namespace: str,
+    as_json: bool,
+    connect_timeout: float,
+    creds: str | None,
 ) -> None:
     """DurableFuture: durable workflows on NATS JetStream."""
-    ctx.obj = Settings(nats_url, namespace, as_json, connect_timeout)
+    ctx.obj = Settings(nats_url, namespace, as_json, connect_timeout, creds)
 
 
 async def _client(settings: Settings) -> Client:
     return await Client.connect(
-        settings.nats_url, settings.namespace, connect_timeout=settings.connect_timeout
+        settings.nats_url,
+        settings.namespace,
+        connect_timeout=settings.connect_timeout,
+        creds=settings.creds,
     )
 
 

@@ -47,7 +47,10 @@ def ui(settings: _Settings, host: str, port: int) -> None:
     async def go() -> None:
         try:
             client = await Client.connect(
-                settings.nats_url, settings.namespace, connect_timeout=settings.connect_timeout
+                settings.nats_url,
+                settings.namespace,
+                connect_timeout=settings.connect_timeout,
+                creds=getattr(settings, "creds", None),
             )
         except DurableFutureError as exc:
             fail(str(exc))

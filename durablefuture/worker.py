@@ -65,6 +65,9 @@ __all__ = ["Worker", "WorkerOptions"]
 
 log = logging.getLogger("durablefuture.worker")
 
+MAX_TASK_DELIVERIES = 18
+"""A task that fails this often on workers is recorded as failed and dead-lettered (the
+consumers allow 20 deliveries)."""
 MAX_REPORT_COMMANDS = 250
 MAX_REPORT_BYTES = 256 * 1024
 
@@ -384,13 +387,36 @@ class Worker:
                 exc_info=not isinstance(exc, TransportError),
             )
             with contextlib.suppress(Exception):
-                if delivered >= 18:
-                    await self._dead_letter(msg, f"failed {delivered} times: {exc}")
-                    await msg.term()
+                if delivered >= MAX_TASK_DELIVERIES:
+                    await self._give_up(msg, delivered, exc)
                 else:
                     await msg.nak(delay=min(30.0, 0.5 * 2 ** (delivered - 1)))
         finally:
             consumer.release()
+
+    async def _give_up(self, msg: Msg, delivered: int, exc: Exception) -> None:
+        """A task failed too often to keep retrying: record that in the run's history (the
+        activity attempt or workflow task fails, and is retried per policy), then move the
+        message to the dead letters. Nothing is left silently stuck."""
+        reason = f"the task failed {delivered} times on workers; last error: {exc}"
+        failure = Failure(message=reason, type=type(exc).__name__)
+        with contextlib.suppress(Exception):
+            if ".at." in msg.subject:
+                task = self.codec.decode_activity_task(msg.data)
+                await self._report(
+                    task.workflow_id,
+                    inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure),
+                )
+            else:
+                m = self.codec.decode_workflow_task(msg.data)
+                await self._report(
+                    m.task.workflow_id,
+                    inp.FailWorkflowTask(
+                        m.task.run_id, m.task.trigger, failure, m.task.attempt, self.identity
+                    ),
+                )
+        await self._dead_letter(msg, reason)
+        await msg.term()
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         metrics.DEAD_LETTERS.inc("worker")

@@ -16,6 +16,7 @@ from durablefuture.core.options import ActivityOptions, IdReusePolicy, ParentClo
 from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
+    "ACTIVITY_EVENTS",
     "COMMAND_EVENTS",
     "RESULT_EVENTS",
     "TERMINAL_EVENTS",
@@ -388,6 +389,16 @@ TERMINAL_EVENTS = (
     WorkflowTerminated,
 )
 """Events that close a run. Nothing is recorded after one of them."""
+
+ACTIVITY_EVENTS = (
+    ActivityScheduled,
+    ActivityStarted,
+    ActivityCompleted,
+    ActivityRetryScheduled,
+    ActivityFailed,
+    ActivityTimedOut,
+)
+"""Events about one activity (``seq`` is its activity id)."""
 
 RESULT_EVENTS = (
     ActivityCompleted,

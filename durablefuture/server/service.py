@@ -480,7 +480,7 @@ class Server:
                     await self._refresh(cache)
                     continue
                 cache.apply(seq, message.input_id, decision.events)
-                self._count_events(decision.events)
+                self._count_events(cache, decision.events)
                 if receipt_to:
                     # tell the worker what was recorded, so its cached generator stays current
                     with contextlib.suppress(Exception):
@@ -521,9 +521,11 @@ class Server:
             f"run {cache.state.run_id}: gave up after 50 optimistic-concurrency conflicts"
         )
 
-    def _count_events(self, events: Sequence[ev.Event]) -> None:
+    def _count_events(self, cache: RunCache, events: Sequence[ev.Event]) -> None:
+        """Metrics and one log line per recorded event (debug; failures and closes at info)."""
         ns = self.layout.namespace
         for e in events:
+            self._log_event(cache, e)
             if isinstance(e, ev.ActivityCompleted):
                 metrics.ACTIVITY_OUTCOMES.inc(ns, "completed")
             elif isinstance(e, ev.ActivityRetryScheduled):
@@ -537,6 +539,30 @@ class Server:
                 metrics.ACTIVITY_TIMEOUTS.inc(ns, e.timeout_type)
             elif isinstance(e, ev.TERMINAL_EVENTS):
                 metrics.WORKFLOWS_CLOSED.inc(ns, _status_of(e))
+
+    def _log_event(self, cache: RunCache, e: ev.Event) -> None:
+        important = isinstance(e, _NOTEWORTHY)
+        level = logging.INFO if important else logging.DEBUG
+        if not log.isEnabledFor(level):
+            return
+        extra: dict[str, object] = {
+            "workflow_id": cache.workflow_id,
+            "run_id": cache.state.run_id,
+            "event_id": e.event_id,
+            "event": type(e).__name__,
+        }
+        seq = getattr(e, "seq", None)
+        if seq is not None:
+            extra["command_id"] = seq
+            if isinstance(e, ev.ACTIVITY_EVENTS):
+                extra["activity_id"] = seq
+        attempt = getattr(e, "attempt", None)
+        if attempt is not None:
+            extra["attempt"] = attempt
+        failure = getattr(e, "failure", None)
+        if failure is not None:
+            extra["error"] = failure.describe()
+        log.log(level, "recorded %s", type(e).__name__, extra=extra)
 
     # ------------------------------------------------------------------ starting runs
 
@@ -805,6 +831,16 @@ class Server:
     def _cancel_local_timers(self, run_id: str) -> None:
         for key in [k for k in self._timers if k[0] == run_id]:
             self._timers.pop(key).cancel()
+
+
+_NOTEWORTHY = (
+    ev.ActivityRetryScheduled,
+    ev.ActivityFailed,
+    ev.ActivityTimedOut,
+    ev.WorkflowTaskFailed,
+    *ev.TERMINAL_EVENTS,
+)
+"""Events logged at info level; every other recorded event is logged at debug."""
 
 
 def _new_run_id_if_needed(message: inp.RunInput) -> str:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 import durablefuture as df
-from durablefuture.codec.wire import InputEnvelope, default_codec
+from durablefuture.codec.wire import InputEnvelope, WorkflowTaskMessage, default_codec
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.natsserver import free_port
@@ -209,3 +209,38 @@ async def test_signal_racing_an_activity_result_is_seen_by_the_workflow() -> Non
                 handle = await env.client.start_workflow(greet_then_wait, "bo", id=f"race-{i}")
                 await handle.signal("go", f"n{i}")
                 assert await handle.result(timeout=10) == f"hello bo n{i}"
+
+
+async def test_a_task_that_keeps_failing_is_recorded_and_dead_lettered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import durablefuture.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "MAX_TASK_DELIVERIES", 2)
+    original = worker_module.Worker._run_workflow_task
+
+    async def flaky(self: worker_module.Worker, m: WorkflowTaskMessage) -> object:
+        if m.task.trigger == 1 and m.task.attempt == 1:  # the first task breaks, every time
+            raise RuntimeError("worker-side breakage")
+        return await original(self, m)
+
+    monkeypatch.setattr(worker_module.Worker, "_run_workflow_task", flaky)
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[greet_then_wait], activities=[greet]):
+            handle = await env.client.start_workflow(greet_then_wait, "eve", id="giving-up")
+
+            async def recorded() -> bool:
+                h = await _history(env, "giving-up")
+                return any(isinstance(e, ev.WorkflowTaskFailed) for e in h)
+
+            await wait_for(recorded, 15)
+            await handle.signal("go", "later")
+            assert await handle.result(timeout=20) == "hello eve later"
+            history = await _history(env, "giving-up")
+            failed = [e for e in history if isinstance(e, ev.WorkflowTaskFailed)]
+            assert len(failed) == 1 and "failed 2 times" in failed[0].failure.message
+            js = env.client.pub.js
+            dead = await js.get_last_msg(
+                env.client.layout.stream, env.client.layout.dead_letter("worker")
+            )
+            assert "worker-side breakage" in (dead.headers or {}).get("Df-Reason", "")
