@@ -68,7 +68,7 @@ log = logging.getLogger("durablefuture.worker")
 MAX_TASK_DELIVERIES = 18
 """A task that fails this often on workers is recorded as failed and dead-lettered (the
 consumers allow 20 deliveries)."""
-MAX_REPORT_COMMANDS = 250
+MAX_REPORT_COMMANDS = 1000
 MAX_REPORT_BYTES = 256 * 1024
 
 
