@@ -39,3 +39,22 @@ def expected_add(x: int) -> dict[str, int]:
 
 WORKFLOWS = [add_workflow]
 ACTIVITIES = [slow_add, double]
+
+
+def chaos_workflow(x: int):  # type: ignore[no-untyped-def]
+    """Activities, a timer and a fan-out: every kind of step a crash can land in."""
+    opts = df.ActivityOptions(start_to_close_timeout=30, retry_policy=FAST_RETRY)
+    a = yield df.activity(slow_add, x, 1, options=opts)
+    yield df.sleep(0.2)
+    b, c = yield df.all_of(
+        df.activity(double, a, options=opts), df.activity(slow_add, a, 2, options=opts)
+    )
+    return {"x": x, "result": b + c}
+
+
+def expected_chaos(x: int) -> dict[str, int]:
+    a = x + 1
+    return {"x": x, "result": 2 * a + a + 2}
+
+
+WORKFLOWS.append(chaos_workflow)
