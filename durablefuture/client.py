@@ -48,7 +48,7 @@ from durablefuture.transport.headers import REPLY_HEADER
 from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import open_bucket
 from durablefuture.transport.publisher import MSG_ID, Publisher
-from durablefuture.transport.subjects import Layout, decode_token
+from durablefuture.transport.subjects import Layout
 
 __all__ = [
     "Client",
@@ -458,10 +458,6 @@ class Client:
             out[f"{kind}_pending"] = int(info.num_pending or 0)
             out[f"{kind}_in_flight"] = int(info.num_ack_pending or 0)
         return out
-
-
-def _workflow_id_of_key(key: str) -> str:
-    return decode_token(key.rsplit(".", 1)[0])
 
 
 class WorkflowHandle:

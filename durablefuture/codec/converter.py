@@ -10,12 +10,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
-import enum
 import pathlib
 import types
 import typing
 import uuid
-from collections.abc import Callable
 from typing import Any, get_args
 
 import attrs
@@ -100,8 +98,3 @@ def _check_unions_are_attrs(*unions: object) -> None:
         for member in get_args(union):
             if not attrs.has(member):  # pragma: no cover - a programming error
                 raise TypeError(f"{member!r} in a wire union is not an attrs class")
-
-
-# Re-exported for modules that need a hook type.
-Hook = Callable[[Any], Any]
-_ = enum  # enums are handled natively by cattrs (by value)

@@ -34,7 +34,7 @@ import contextlib
 import contextvars
 import inspect
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable
 from typing import cast
 
 from attrs import frozen
@@ -1004,10 +1004,3 @@ class WorkflowExecution:
         except Exception as exc:
             leaf.error = exc
         return leaf
-
-
-def replay_history(
-    definition: WorkflowDefinition, payloads: PayloadConverter, history: Sequence[ev.Event]
-) -> Activation:
-    """Replay a whole history from scratch (what ``df.testing.Replayer`` does)."""
-    return WorkflowExecution(definition, payloads).feed(history)

@@ -77,10 +77,6 @@ class PullConsumer:
         self._held = max(0, self._held - n)
         self._wakeup.set()
 
-    def set_capacity(self, credits: int) -> None:
-        self.capacity = max(0, credits)
-        self._wakeup.set()
-
     async def next(self) -> Msg:
         return await self._queue.get()
 

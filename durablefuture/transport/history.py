@@ -204,7 +204,3 @@ class HistoryStore:
         if (m.headers or {}).get(MSG_ID) == msg_id:
             return int((m.headers or {}).get("Nats-Sequence", "0"))
         return None
-
-
-def batch_events(batches: Sequence[Batch]) -> list[ev.Event]:
-    return [e for b in batches for e in b.events]

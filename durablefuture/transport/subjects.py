@@ -65,9 +65,6 @@ class Layout:
     def history_of_workflow(self, workflow_id: str) -> str:
         return f"{self.prefix}.h.{encode_token(workflow_id)}.>"
 
-    def history_all(self) -> str:
-        return f"{self.prefix}.h.>"
-
     # tasks
     def workflow_tasks(self, queue: str) -> str:
         return f"{self.prefix}.wt.{check_name(queue)}"
@@ -88,9 +85,6 @@ class Layout:
     # timers
     def timer(self, run_id: str, key: str) -> str:
         return f"{self.prefix}.tm.{run_id}.{key}"
-
-    def timers_of_run(self, run_id: str) -> str:
-        return f"{self.prefix}.tm.{run_id}.>"
 
     # dead letters
     def dead_letter(self, source: str) -> str:
