@@ -11,11 +11,11 @@ from attrs import define, field
 from durablefuture.core import events as ev
 from durablefuture.core.effects import RunStatus, RunSummary
 from durablefuture.core.errors import WorkflowError
-from durablefuture.core.failure import Failure
+from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.options import ActivityOptions, ParentClosePolicy
 from durablefuture.core.types import JsonValue
 
-__all__ = ["ActivityState", "ChildState", "RunState"]
+__all__ = ["ActivityState", "ChildState", "RunState", "status_of"]
 
 
 @define
@@ -119,7 +119,9 @@ class RunState:
                 new_run_id = t.new_run_id
             elif isinstance(t, ev.WorkflowTerminated):
                 failure = Failure(
-                    message=t.reason or "terminated", type="TerminatedError", kind="terminated"
+                    message=t.reason or "terminated",
+                    type="TerminatedError",
+                    kind=FailureKind.TERMINATED,
                 )
         s = self.started
         return RunSummary(
@@ -226,7 +228,7 @@ class RunState:
             self.last_wft_failure = e
         if isinstance(e, ev.TERMINAL_EVENTS):
             self.terminal = e
-            self.status = _STATUS[type(e)]
+            self.status = status_of(e)
             self.last_wft_failure = None
         elif isinstance(e, ev.COMMAND_EVENTS):
             self.last_wft_failure = None
@@ -240,3 +242,8 @@ _STATUS: dict[type, str] = {
     ev.WorkflowTimedOut: RunStatus.TIMED_OUT,
     ev.WorkflowTerminated: RunStatus.TERMINATED,
 }
+
+
+def status_of(terminal: ev.Event) -> str:
+    """The run status a terminal event closes the run with."""
+    return _STATUS[type(terminal)]

@@ -63,7 +63,7 @@ from durablefuture.core.orchestration import (
     effects_for,
     start_events,
 )
-from durablefuture.core.state import RunState
+from durablefuture.core.state import RunState, status_of
 from durablefuture.transport.connection import connect
 from durablefuture.transport.consumer import PullConsumer
 from durablefuture.transport.headers import RECEIPT_HEADER, REPLY_HEADER, RUN_HEADER, SEQ_HEADER
@@ -538,7 +538,7 @@ class Server:
                 metrics.ACTIVITY_OUTCOMES.inc(ns, "timed_out")
                 metrics.ACTIVITY_TIMEOUTS.inc(ns, e.timeout_type)
             elif isinstance(e, ev.TERMINAL_EVENTS):
-                metrics.WORKFLOWS_CLOSED.inc(ns, _status_of(e))
+                metrics.WORKFLOWS_CLOSED.inc(ns, status_of(e))
 
     def _log_event(self, cache: RunCache, e: ev.Event) -> None:
         important = isinstance(e, _NOTEWORTHY)
@@ -583,7 +583,7 @@ class Server:
         status = RunStatus.RUNNING
         for e in last.batch.events:
             if isinstance(e, ev.TERMINAL_EVENTS):
-                status = _status_of(e)
+                status = status_of(e)
         first = last.batch.events[0]
         if isinstance(first, ev.WorkflowStarted):
             request_id = first.request_id
@@ -853,14 +853,3 @@ def _new_run_id_if_needed(message: inp.RunInput) -> str:
 
 async def await_ack(send: Awaitable[asyncio.Future[PubAck]]) -> PubAck:
     return await (await send)
-
-
-def _status_of(event: ev.Event) -> str:
-    return {
-        ev.WorkflowCompleted: RunStatus.COMPLETED,
-        ev.WorkflowFailed: RunStatus.FAILED,
-        ev.WorkflowCancelled: RunStatus.CANCELLED,
-        ev.WorkflowContinuedAsNew: RunStatus.CONTINUED_AS_NEW,
-        ev.WorkflowTimedOut: RunStatus.TIMED_OUT,
-        ev.WorkflowTerminated: RunStatus.TERMINATED,
-    }[type(event)]
