@@ -183,24 +183,29 @@ class HistoryStore:
             ack = await self.pub.publish(subject, data, headers)
             return int(ack.seq)
         except WrongLastSequence:
-            landed = await self._landed(subject, msg_id)
+            landed = await self._landed(subject, msg_id, data)
             if landed is not None:
                 return landed  # a retry of our own append that had succeeded
             raise
         except TransportError:
             # Outcome unknown: read back instead of guessing.
-            landed = await self._landed(subject, msg_id)
+            landed = await self._landed(subject, msg_id, data)
             if landed is not None:
                 return landed
             raise
 
-    async def _landed(self, subject: str, msg_id: str) -> int | None:
+    async def _landed(self, subject: str, msg_id: str, data: bytes) -> int | None:
+        """The stream sequence of our append if it is the subject's last message, else None.
+
+        The message id names a position (run and first event id), which another writer may
+        have filled with different events: only the exact same bytes count as ours.
+        """
         try:
             m = await self._direct_last(subject)
         except TransportError:
             return None
         if m is None:
             return None
-        if (m.headers or {}).get(MSG_ID) == msg_id:
+        if (m.headers or {}).get(MSG_ID) == msg_id and m.data == data:
             return int((m.headers or {}).get("Nats-Sequence", "0"))
         return None

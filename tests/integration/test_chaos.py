@@ -1,5 +1,8 @@
 """Chaos: SIGKILL random components again and again while workflows run; nothing is lost.
 
+Two servers and two workers share the namespace; any of them, or nats-server, is killed at
+random moments and restarted.
+
 The bounded variant runs in CI; the long one is marked slow (`pytest -m slow`).
 """
 
@@ -26,11 +29,13 @@ async def _chaos(daemons: Daemons, nats: NatsServer, n: int, seconds: float, see
     daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0.05"
     alive = {
         "server": daemons.server(),
+        "server-2": daemons.server(),
         "worker-a": daemons.worker(*WF, *ACT),
         "worker-b": daemons.worker(*WF, *ACT),
     }
     restart = {
         "server": lambda: daemons.server(),
+        "server-2": lambda: daemons.server(),
         "worker-a": lambda: daemons.worker(*WF, *ACT),
         "worker-b": lambda: daemons.worker(*WF, *ACT),
     }

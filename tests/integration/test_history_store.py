@@ -1,0 +1,52 @@
+"""The history store's optimistic concurrency, against a real JetStream."""
+
+from __future__ import annotations
+
+import pytest
+
+from durablefuture.codec.wire import default_codec
+from durablefuture.core import events as ev
+from durablefuture.natsserver import NatsServer
+from durablefuture.transport.connection import connect
+from durablefuture.transport.history import HistoryStore
+from durablefuture.transport.layout import ensure_namespace
+from durablefuture.transport.publisher import Publisher, WrongLastSequence
+from durablefuture.transport.subjects import Layout
+
+
+def _started() -> ev.WorkflowStarted:
+    return ev.WorkflowStarted(
+        event_id=1,
+        at=1.0,
+        workflow_type="w",
+        workflow_id="wf",
+        run_id="run1",
+        namespace="default",
+        task_queue="q",
+    )
+
+
+async def test_two_writers_at_the_same_position_one_wins_the_other_is_told(
+    nats_server: NatsServer,
+) -> None:
+    nc = await connect(nats_server.url)
+    try:
+        pub = Publisher(nc)
+        layout = Layout("default")
+        await ensure_namespace(pub.js, layout)
+        store = HistoryStore(nc, pub, layout, default_codec())
+        seq1 = await store.append("wf", "run1", "start", [_started()], 0, whole_workflow=True)
+        first = ev.TimerFired(event_id=2, at=2.0, seq=1)
+        other = ev.SignalReceived(event_id=2, at=2.5, name="go")
+        await store.append("wf", "run1", "tmr:t1", [first], seq1)
+        # A second writer with a stale view writes different events at the same position: it
+        # must learn it lost (its message id names the same position, but not the same bytes).
+        with pytest.raises(WrongLastSequence):
+            await store.append("wf", "run1", "sig:1", [other], seq1)
+        # Repeating the winner's own append is recognised as already done.
+        again = await store.append("wf", "run1", "tmr:t1", [first], seq1)
+        batches = await store.read("wf", "run1")
+        assert [b.input_id for b in batches] == ["start", "tmr:t1"]
+        assert again == batches[-1].stream_seq
+    finally:
+        await nc.close()
