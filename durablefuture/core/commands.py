@@ -31,6 +31,7 @@ __all__ = [
     "ContinueAsNew",
     "ContinueAsNewWorkflow",
     "FailWorkflow",
+    "PendingSignal",
     "PrimitiveCommand",
     "RecordMarker",
     "RecordSideEffect",
@@ -192,10 +193,28 @@ class CancelWorkflow:
 
 
 @frozen
+class PendingSignal:
+    """A signal the run received but its code had not consumed: it moves to the next run."""
+
+    name: str
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
+
+
+def _pending(value: object) -> tuple[PendingSignal, ...]:
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, list):
+        return tuple(value)
+    raise TypeError(f"expected pending signals, got {type(value).__name__}")
+
+
+@frozen
 class ContinueAsNewWorkflow:
     args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     workflow_type: str | None = None
     task_queue: str | None = None
+    signals: tuple[PendingSignal, ...] = field(default=(), converter=_pending)
+    """Signals received and not yet consumed; they are delivered to the new run, in order."""
 
 
 PrimitiveCommand = (

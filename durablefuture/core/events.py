@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from attrs import field, frozen
 
+from durablefuture.core.commands import PendingSignal
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import ActivityOptions, IdReusePolicy, ParentClosePolicy
 from durablefuture.core.types import JsonValue, payloads
@@ -49,6 +50,14 @@ __all__ = [
     "WorkflowTerminated",
     "WorkflowTimedOut",
 ]
+
+
+def _pending_signals(value: object) -> tuple[PendingSignal, ...]:
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, list):
+        return tuple(value)
+    raise TypeError(f"expected pending signals, got {type(value).__name__}")
 
 
 @frozen
@@ -130,6 +139,9 @@ class WorkflowContinuedAsNew:
     workflow_type: str
     task_queue: str
     args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
+    signals: tuple[PendingSignal, ...] = field(default=(), converter=_pending_signals)
+    """Unconsumed signals handed to the new run (those the code had buffered, then any that
+    arrived while it was deciding)."""
 
 
 @frozen

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from attrs import field, frozen
 
-from durablefuture.core.commands import Command
+from durablefuture.core.commands import Command, PendingSignal
 from durablefuture.core.events import ParentRef
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import IdReusePolicy, ParentClosePolicy
@@ -31,6 +31,14 @@ __all__ = [
     "StartWorkflowRequest",
     "TerminateWorkflow",
 ]
+
+
+def _pending(value: object) -> tuple[PendingSignal, ...]:
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, list):
+        return tuple(value)
+    raise TypeError(f"expected pending signals, got {type(value).__name__}")
 
 
 def _cmds(value: object) -> tuple[Command, ...]:
@@ -62,6 +70,8 @@ class StartWorkflowRequest:
     signal_args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     headers: dict[str, str] = field(factory=dict)
     """Context that travels with the run (e.g. the trace context of whoever started it)."""
+    signals: tuple[PendingSignal, ...] = field(default=(), converter=_pending)
+    """Signals to deliver to the new run first (carried over by continue-as-new)."""
 
 
 @frozen

@@ -24,6 +24,7 @@ from durablefuture.core.commands import (
     CompleteWorkflow,
     ContinueAsNewWorkflow,
     FailWorkflow,
+    PendingSignal,
     RecordMarker,
     RecordSideEffect,
     ScheduleActivity,
@@ -325,6 +326,11 @@ def _complete_workflow_task(
             if not new_run_id:
                 return _rejected("continue-as-new needs a new run id")
             s = state.started
+            later = tuple(
+                PendingSignal(sig.name, sig.args)
+                for sig in state.signals
+                if sig.event_id > based_on
+            )
             b.add(
                 ev.WorkflowContinuedAsNew,
                 based_on=based_on,
@@ -332,6 +338,7 @@ def _complete_workflow_task(
                 workflow_type=cmd.workflow_type or s.workflow_type,
                 task_queue=cmd.task_queue or s.task_queue,
                 args=cmd.args,
+                signals=cmd.signals + later,
             )
     if task.more and b.events and not isinstance(b.events[-1], ev.TERMINAL_EVENTS):
         # the worker holds more commands: give it a workflow task to send them
@@ -633,6 +640,7 @@ def _close_effects(state: RunState, terminal: ev.Event) -> list[Effect]:
                     first_run_id=s.first_run_id or s.run_id,
                     run_id=terminal.new_run_id,
                     headers=s.headers,
+                    signals=terminal.signals,
                 )
             )
         )
@@ -863,10 +871,20 @@ def start_events(
             headers=dict(request.headers),
         )
     ]
+    for i, pending in enumerate(request.signals):
+        out.append(
+            ev.SignalReceived(
+                event_id=len(out) + 1,
+                at=now,
+                name=pending.name,
+                args=pending.args,
+                request_id=f"{request.request_id}:carried:{i}",
+            )
+        )
     if request.signal_name is not None:
         out.append(
             ev.SignalReceived(
-                event_id=2,
+                event_id=len(out) + 1,
                 at=now,
                 name=request.signal_name,
                 args=request.signal_args,

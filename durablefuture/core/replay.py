@@ -52,6 +52,7 @@ from durablefuture.core.commands import (
     ContinueAsNew,
     ContinueAsNewWorkflow,
     FailWorkflow,
+    PendingSignal,
     PrimitiveCommand,
     RecordMarker,
     RecordSideEffect,
@@ -326,7 +327,7 @@ class WorkflowExecution:
         self._terminal: TerminalCommand | None = None
         self._terminal_recorded = False
         self._closed_by_server = False
-        self._signals: dict[str, deque[tuple[JsonValue, ...]]] = {}
+        self._signals: dict[str, deque[tuple[int, tuple[JsonValue, ...]]]] = {}
         self._signal_waiters: dict[str, deque[_Leaf]] = {}
         self._cancel_delivered = False
         self._patches: dict[str, bool] = {}
@@ -615,7 +616,7 @@ class WorkflowExecution:
                 leaf = waiters.popleft()
                 self._resolve(leaf, _Outcome(value=self._signal_value(event.args, leaf)), event)
             else:
-                self._signals.setdefault(event.name, deque()).append(event.args)
+                self._signals.setdefault(event.name, deque()).append((event.event_id, event.args))
             return
         if isinstance(event, ev.CancelRequested):
             if self._cancel_delivered or self._root is None:
@@ -794,11 +795,21 @@ class WorkflowExecution:
                 _current.reset(token)
             self._step_location = _location(gen)
             if isinstance(yielded, ContinueAsNew):
+                # signals the code never took: buffered ones, and those not delivered yet
+                unconsumed = sorted(
+                    [(eid, name, args) for name, q in self._signals.items() for eid, args in q]
+                    + [
+                        (e.event_id, e.name, e.args)
+                        for e in self._queue
+                        if isinstance(e, ev.SignalReceived)
+                    ]
+                )
                 self._finish(
                     ContinueAsNewWorkflow(
                         args=yielded.args,
                         workflow_type=yielded.workflow_type,
                         task_queue=yielded.task_queue,
+                        signals=tuple(PendingSignal(n, a) for _, n, a in unconsumed),
                     )
                 )
                 return
@@ -962,7 +973,7 @@ class WorkflowExecution:
         leaf = self._leaf(cmd, "signal", item.result_type, item.name)
         buffered = self._signals.get(item.name)
         if buffered:
-            args = buffered.popleft()
+            _, args = buffered.popleft()
             leaf.done = True
             leaf.value = self._signal_value(args, leaf)
             self._leaves.pop(leaf.seq, None)

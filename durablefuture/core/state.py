@@ -65,6 +65,7 @@ class RunState:
     children: dict[int, ChildState] = field(factory=dict)
     applied_inputs: dict[str, tuple[int, int]] = field(factory=dict)
     signal_requests: set[str] = field(factory=set)
+    signals: list[ev.SignalReceived] = field(factory=list)
     last_wft_failure: ev.WorkflowTaskFailed | None = None
 
     @classmethod
@@ -206,6 +207,7 @@ class RunState:
         elif isinstance(e, ev.SignalWaitTimedOut):
             self.signal_waits.pop(e.seq, None)
         elif isinstance(e, ev.SignalReceived):
+            self.signals.append(e)
             if e.request_id:
                 self.signal_requests.add(e.request_id)
         elif isinstance(e, ev.ChildWorkflowScheduled):

@@ -391,30 +391,42 @@ class Server:
     async def _handle_run_input(
         self, workflow_id: str, message: inp.RunInput, reply_to: str = "", receipt_to: str = ""
     ) -> Decision | None:
-        if not message.run_id:
-            last = await self.history.last_of_workflow(workflow_id)
-            if last is None:
-                await self._reply(
-                    reply_to,
-                    Reply(
-                        False,
-                        error_type="WorkflowNotFoundError",
-                        message=f"no workflow with id {workflow_id!r} in namespace "
-                        f"{self.layout.namespace!r}",
-                    ),
+        # An input for "the latest run" that lands on a run which has just continued as new
+        # follows the chain to the next run (a signal sent during the switch is not lost).
+        follow = not message.run_id
+        for attempt in range(200):  # bounded: about 10 s for the next run to appear
+            try:
+                decision, cache, message = await self._run_input_once(
+                    workflow_id, message, receipt_to
                 )
-                return None
-            message = evolve(message, run_id=last.run_id)
-        try:
-            cache = await self._load(workflow_id, message.run_id)
-        except _RunMissing as exc:
+            except DecodeError as exc:
+                await self._reply(
+                    reply_to, Reply(False, error_type="WorkflowNotFoundError", message=str(exc))
+                )
+                raise
+            if (
+                decision is not None
+                and follow
+                and decision.outcome == IGNORED
+                and cache is not None
+                and cache.state.status == RunStatus.CONTINUED_AS_NEW
+            ):
+                message = evolve(message, run_id="")
+                if attempt:
+                    await asyncio.sleep(0.05)  # the next run is being started
+                continue
+            break
+        if decision is None or cache is None:
             await self._reply(
-                reply_to, Reply(False, error_type="WorkflowNotFoundError", message=str(exc))
+                reply_to,
+                Reply(
+                    False,
+                    error_type="WorkflowNotFoundError",
+                    message=f"no workflow with id {workflow_id!r} in namespace "
+                    f"{self.layout.namespace!r}",
+                ),
             )
-            raise DecodeError(f"input for an unknown run: {exc}") from None
-        message = await self._enrich(message)
-        async with cache.lock:
-            decision = await self._decide_and_record(cache, message, receipt_to)
+            return decision
         if reply_to:
             if decision.outcome in (APPLIED, DUPLICATE):
                 await self._reply(reply_to, Reply(True, run_id=message.run_id))
@@ -432,6 +444,23 @@ class Server:
                     ),
                 )
         return decision
+
+    async def _run_input_once(
+        self, workflow_id: str, message: inp.RunInput, receipt_to: str
+    ) -> tuple[Decision | None, RunCache | None, inp.RunInput]:
+        if not message.run_id:
+            last = await self.history.last_of_workflow(workflow_id)
+            if last is None:
+                return None, None, message
+            message = evolve(message, run_id=last.run_id)
+        try:
+            cache = await self._load(workflow_id, message.run_id)
+        except _RunMissing as exc:
+            raise DecodeError(f"input for an unknown run: {exc}") from None
+        message = await self._enrich(message)
+        async with cache.lock:
+            decision = await self._decide_and_record(cache, message, receipt_to)
+        return decision, cache, message
 
     async def _enrich(self, message: inp.RunInput) -> inp.RunInput:
         """Add what the core needs but the input cannot carry (the last heartbeat)."""

@@ -17,6 +17,7 @@ from durablefuture.core.commands import (
     StartSignalWait,
 )
 from durablefuture.core.options import ActivityOptions
+from durablefuture.testing.sim import Simulation
 from tests.core.helpers import T0, Driver, History, app_failure, primitive, replay
 
 DEFAULT_OPTS = ActivityOptions().resolved("q")
@@ -253,3 +254,27 @@ def test_replay_of_a_cancelled_history_matches() -> None:
     h.add(ev.WorkflowCancelled, based_on=h.last, message="workflow cancellation requested")
     act = replay(with_cleanup, h.events)
     assert act.finished and act.commands == ()
+
+
+def _carry(seen: list[str]) -> Generator[Any, Any, Any]:
+    first = yield df.wait_signal("s")
+    if not seen:
+        yield df.continue_as_new([first])
+    rest = []
+    for _ in range(2):
+        rest.append((yield df.wait_signal("s")))
+    return [*seen, first, *rest]
+
+
+def test_continue_as_new_carries_unconsumed_signals_in_order() -> None:
+    sim = Simulation([_carry])
+    sim.start(_carry, [], id="carry")
+    for value in ("a", "b", "c", "d"):  # all arrive before the first run decides anything
+        sim.signal("carry", "s", value)
+    sim.run()
+    assert sim.result("carry") == ["a", "b", "c", "d"]
+    first_run = next(r for r in sim.runs.values() if r.state.status == "continued_as_new")
+    can = first_run.events[-1]
+    assert isinstance(can, ev.WorkflowContinuedAsNew)
+    assert [s.name for s in can.signals] == ["s", "s", "s"]
+    assert [s.args for s in can.signals] == [("b",), ("c",), ("d",)]

@@ -827,3 +827,25 @@ async def test_id_reuse_policies_and_idempotent_start() -> None:
             assert await after.result(timeout=5) == "once"
             runs = await client.list_workflows(workflow_type="gated_flow")
     assert len(runs) == 1
+
+
+def collector(seen: list[str], per_run: int):  # type: ignore[no-untyped-def]
+    got = list(seen)
+    for _ in range(per_run):
+        item = yield df.wait_signal("item")
+        got.append(item)
+        if item == "stop":
+            return got
+    yield df.continue_as_new(got, per_run)
+
+
+async def test_signals_are_never_lost_across_continue_as_new() -> None:
+    # Signals keep arriving while the workflow continues as new every 3 items: those the old
+    # run had not consumed, and those sent during the switch, reach the next run in order.
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[collector]):
+            handle = await env.client.start_workflow(collector, [], 3, id="collector")
+            items = [f"i{k}" for k in range(30)] + ["stop"]
+            for item in items:
+                await handle.signal("item", item)
+            assert await handle.result(timeout=30) == items
