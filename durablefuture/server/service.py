@@ -123,6 +123,7 @@ class RunCache:
     state: RunState
     events: list[ev.Event]
     last_seq: int
+    first_seq: int  # stream sequence of the run's first batch (its start)
     lock: asyncio.Lock = field(factory=asyncio.Lock)
     wft_sent_upto: int = 0
 
@@ -295,7 +296,13 @@ class Server:
                 if env.start is not None:
                     await self._handle_start(env.start, reply_to)
                 elif env.input is not None:
-                    await self._handle_run_input(env.workflow_id, env.input, reply_to, receipt_to)
+                    await self._handle_run_input(
+                        env.workflow_id,
+                        env.input,
+                        reply_to,
+                        receipt_to,
+                        input_seq=msg.metadata.sequence.stream,
+                    )
                 await msg.ack()
             except asyncio.CancelledError:
                 raise
@@ -379,7 +386,7 @@ class Server:
     def _from_batches(self, workflow_id: str, batches: list[Batch]) -> RunCache:
         state = RunState.from_history([(b.input_id, b.events) for b in batches])
         events = [e for b in batches for e in b.events]
-        return RunCache(workflow_id, state, events, batches[-1].stream_seq)
+        return RunCache(workflow_id, state, events, batches[-1].stream_seq, batches[0].stream_seq)
 
     async def _refresh(self, cache: RunCache) -> bool:
         """Read batches appended by others; returns True if there were any."""
@@ -389,7 +396,12 @@ class Server:
         return bool(batches)
 
     async def _handle_run_input(
-        self, workflow_id: str, message: inp.RunInput, reply_to: str = "", receipt_to: str = ""
+        self,
+        workflow_id: str,
+        message: inp.RunInput,
+        reply_to: str = "",
+        receipt_to: str = "",
+        input_seq: int = 0,
     ) -> Decision | None:
         # An input for "the latest run" that lands on a run which has just continued as new
         # follows the chain to the next run (a signal sent during the switch is not lost).
@@ -397,7 +409,7 @@ class Server:
         for attempt in range(200):  # bounded: about 10 s for the next run to appear
             try:
                 decision, cache, message = await self._run_input_once(
-                    workflow_id, message, receipt_to
+                    workflow_id, message, receipt_to, input_seq
                 )
             except DecodeError as exc:
                 await self._reply(
@@ -446,9 +458,10 @@ class Server:
         return decision
 
     async def _run_input_once(
-        self, workflow_id: str, message: inp.RunInput, receipt_to: str
+        self, workflow_id: str, message: inp.RunInput, receipt_to: str, input_seq: int = 0
     ) -> tuple[Decision | None, RunCache | None, inp.RunInput]:
-        if not message.run_id:
+        latest = not message.run_id
+        if latest:
             last = await self.history.last_of_workflow(workflow_id)
             if last is None:
                 return None, None, message
@@ -457,6 +470,18 @@ class Server:
             cache = await self._load(workflow_id, message.run_id)
         except _RunMissing as exc:
             raise DecodeError(f"input for an unknown run: {exc}") from None
+        if latest and input_seq and cache.first_seq > input_seq:
+            # The latest run began after this input was stored: an earlier delivery may have
+            # been recorded on a run that has continued as new since (a df-server or
+            # nats-server that died before the acknowledgement). Duplicates are detected per
+            # run, so send it to the run that holds it.
+            holder = await self.history.find_input(workflow_id, message.input_id, input_seq)
+            if holder is not None and holder != cache.state.run_id:
+                message = evolve(message, run_id=holder)
+                try:
+                    cache = await self._load(workflow_id, holder)
+                except _RunMissing as exc:
+                    raise DecodeError(f"input for an unknown run: {exc}") from None
         message = await self._enrich(message)
         async with cache.lock:
             decision = await self._decide_and_record(cache, message, receipt_to)
@@ -696,7 +721,7 @@ class Server:
             assert isinstance(first, ev.WorkflowStarted)
             state = RunState(started=first)
             state.apply(events, "start")
-            cache = RunCache(wid, state, list(events), seq)
+            cache = RunCache(wid, state, list(events), seq, seq)
             self._remember(run_id, cache)
             await self._reply(reply_to, Reply(True, run_id=run_id))
             async with cache.lock:
@@ -829,17 +854,23 @@ class Server:
         wid = cache.workflow_id
         fire = inp.FireTimer(run_id, e.key)
         now = time.time()
-        if e.fire_at > now + 0.001:
-            data = self.codec.encode_input(InputEnvelope(wid, input=fire))
-            headers = {SCHEDULE: _at(e.fire_at), SCHEDULE_TARGET: self.layout.input("timer")}
-            pending.append(await self.pub.send(self.layout.timer(run_id, e.key), data, headers))
-        if not self.options.local_timers and e.fire_at > now + 0.001:
-            return
-        loop = asyncio.get_running_loop()
+        data = self.codec.encode_input(InputEnvelope(wid, input=fire))
         key = (run_id, e.key)
         old = self._timers.pop(key, None)
-        if old is not None:
+        if old is not None:  # re-armed (a heartbeat moved the deadline)
             old.cancel()
+        if e.fire_at <= now + 0.001:
+            # Already due (a workflow-time timer recorded late, a zero delay): straight to the
+            # input stream. A local timer alone would be lost with this process, and nothing
+            # else would fire it.
+            headers = {MSG_ID: f"tmr:{run_id}:{e.key}:{e.fire_at!r}"}
+            pending.append(await self.pub.send(self.layout.input("timer"), data, headers))
+            return
+        headers = {SCHEDULE: _at(e.fire_at), SCHEDULE_TARGET: self.layout.input("timer")}
+        pending.append(await self.pub.send(self.layout.timer(run_id, e.key), data, headers))
+        if not self.options.local_timers:
+            return
+        loop = asyncio.get_running_loop()
         delay = max(0.0, e.fire_at - now)
         self._timers[key] = loop.call_later(delay, self._fire_local, wid, fire)
 

@@ -68,6 +68,22 @@ class HistoryStore:
         msgs = await self._direct_batch(subject, after_seq + 1)
         return [self._batch(m) for m in msgs]
 
+    async def read_workflow(self, workflow_id: str, after_seq: int = 0) -> list[tuple[str, Batch]]:
+        """Every run's batches of ``workflow_id`` stored after ``after_seq``, as (run id, batch)."""
+        msgs = await self._direct_batch(self.layout.history_of_workflow(workflow_id), after_seq + 1)
+        return [
+            ((m.headers or {}).get("Nats-Subject", "").rsplit(".", 1)[-1], self._batch(m))
+            for m in msgs
+        ]
+
+    async def find_input(self, workflow_id: str, input_id: str, after_seq: int) -> str | None:
+        """The run of ``workflow_id`` with a batch recorded for ``input_id`` after stream
+        sequence ``after_seq`` (None if there is none). Reads only what was stored since."""
+        for run_id, batch in await self.read_workflow(workflow_id, after_seq):
+            if batch.input_id == input_id:
+                return run_id
+        return None
+
     async def _direct_batch(self, subject: str, start_seq: int, batch: int = 1000) -> list[Msg]:
         out: list[Msg] = []
         seq = start_seq

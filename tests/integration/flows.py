@@ -58,3 +58,28 @@ def expected_chaos(x: int) -> dict[str, int]:
 
 
 WORKFLOWS.append(chaos_workflow)
+
+
+def chaos_child(x: int):  # type: ignore[no-untyped-def]
+    opts = df.ActivityOptions(start_to_close_timeout=30, retry_policy=FAST_RETRY)
+    a = yield df.activity(slow_add, x, 100, options=opts)
+    yield df.sleep(0.1)
+    return a
+
+
+def chaos_rich(x: int, hops: int, got: list[list[object]]):  # type: ignore[no-untyped-def]
+    """A child workflow, a signal and continue-as-new per hop: the rest of the vocabulary."""
+    info = df.workflow.info()
+    child = yield df.child_workflow(chaos_child, x, id=f"{info.workflow_id}-child-{hops}")
+    signal = yield df.wait_signal("go", timeout=300)
+    got = [*got, [child, signal]]
+    if hops > 0:
+        yield df.continue_as_new(x, hops - 1, got)
+    return got
+
+
+def expected_rich(x: int, hops: int) -> list[list[object]]:
+    return [[x + 100, f"g{k}"] for k in range(hops + 1)]
+
+
+WORKFLOWS.extend([chaos_child, chaos_rich])

@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 
 import pytest
 
 import durablefuture as df
+from durablefuture.core import events as ev
 from durablefuture.natsserver import NatsServer
 from tests.conftest import Daemons, wait_namespace
-from tests.integration.flows import chaos_workflow, expected_chaos
+from tests.integration.flows import chaos_rich, chaos_workflow, expected_chaos, expected_rich
 from tests.integration.helpers import check_history
 
 WF = ("--workflows", "tests.integration.flows:WORKFLOWS")
 ACT = ("--activities", "tests.integration.flows:ACTIVITIES")
 
 
-async def _chaos(daemons: Daemons, nats: NatsServer, n: int, seconds: float, seed: int) -> None:
+HOPS = 2
+
+
+async def _chaos(
+    daemons: Daemons, nats: NatsServer, n: int, seconds: float, seed: int, rich: int = 0
+) -> None:
     rng = random.Random(seed)
     daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0.05"
     alive = {
@@ -45,12 +52,26 @@ async def _chaos(daemons: Daemons, nats: NatsServer, n: int, seconds: float, see
     kills: list[str] = []
     try:
         ids = [f"chaos-{seed}-{i}" for i in range(n)]
+        rich_ids = [f"rich-{seed}-{i}" for i in range(rich)]
         starts = asyncio.gather(
             *(
                 client.start_workflow(chaos_workflow, i, id=wid, task_queue="tests")
                 for i, wid in enumerate(ids)
-            )
+            ),
+            *(
+                client.start_workflow(chaos_rich, i, HOPS, [], id=wid, task_queue="tests")
+                for i, wid in enumerate(rich_ids)
+            ),
         )
+
+        async def send_signals(wid: str) -> None:
+            handle = client.get_workflow_handle(wid)
+            for k in range(HOPS + 1):  # one per run of the continue-as-new chain
+                await asyncio.sleep(rng.uniform(0.0, seconds / (HOPS + 1)))
+                await handle.signal("go", f"g{k}")
+
+        await starts
+        signals = asyncio.gather(*(send_signals(wid) for wid in rich_ids))
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:  # bounded in time and in count
             await asyncio.sleep(rng.uniform(0.3, 1.0))
@@ -63,7 +84,7 @@ async def _chaos(daemons: Daemons, nats: NatsServer, n: int, seconds: float, see
             else:
                 alive[victim].kill()
                 alive[victim] = restart[victim]()
-        await starts
+        await signals
         results = await asyncio.gather(
             *(client.get_workflow_handle(wid).result(timeout=180) for wid in ids)
         )
@@ -71,7 +92,22 @@ async def _chaos(daemons: Daemons, nats: NatsServer, n: int, seconds: float, see
             assert result == expected_chaos(i), (ids[i], result)
         for wid in ids:
             check_history(wid, await client.get_workflow_handle(wid).fetch_history())
-    except BaseException:
+        rich_results = await asyncio.gather(
+            *(client.get_workflow_handle(wid).result(timeout=180) for wid in rich_ids)
+        )
+        for i, result in enumerate(rich_results):
+            assert result == expected_rich(i, HOPS), (rich_ids[i], result)
+    except BaseException as exc:
+        todo = list(set(re.findall(r"'((?:rich|chaos)-[0-9-]+)'", str(exc))))
+        while todo:  # the named workflows and their children
+            wid = todo.pop()
+            print(f"history of {wid} (every run):")
+            for run_id, batch in await client.history.read_workflow(wid):
+                print(f"  run {run_id} seq {batch.stream_seq} input {batch.input_id}")
+                for e in batch.events:
+                    print(f"    {e}")
+                    if isinstance(e, ev.ChildWorkflowScheduled):
+                        todo.append(e.workflow_id)
         print("kills:", kills)
         print(daemons.logs())
         raise
@@ -80,9 +116,9 @@ async def _chaos(daemons: Daemons, nats: NatsServer, n: int, seconds: float, see
 
 
 async def test_chaos_bounded(daemons: Daemons, nats_server: NatsServer) -> None:
-    await _chaos(daemons, nats_server, n=40, seconds=6.0, seed=7)
+    await _chaos(daemons, nats_server, n=30, seconds=6.0, seed=7, rich=10)
 
 
 @pytest.mark.slow
 async def test_chaos_soak(daemons: Daemons, nats_server: NatsServer) -> None:
-    await _chaos(daemons, nats_server, n=300, seconds=60.0, seed=11)
+    await _chaos(daemons, nats_server, n=300, seconds=60.0, seed=11, rich=60)

@@ -14,6 +14,7 @@ import durablefuture as df
 from durablefuture.codec.wire import InputEnvelope, WorkflowTaskMessage, default_codec
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
+from durablefuture.core.effects import ArmTimer
 from durablefuture.natsserver import free_port
 from durablefuture.testing import LocalEnvironment
 from tests.conftest import ROOT, Daemons, wait_for
@@ -244,3 +245,78 @@ async def test_a_task_that_keeps_failing_is_recorded_and_dead_lettered(
                 env.client.layout.stream, env.client.layout.dead_letter("worker")
             )
             assert "worker-side breakage" in (dead.headers or {}).get("Df-Reason", "")
+
+
+def signal_then_continue(hops: int, got: list[str]):  # type: ignore[no-untyped-def]
+    value = yield df.wait_signal("go")
+    got = [*got, value]
+    if hops > 0:
+        yield df.continue_as_new(hops - 1, got)
+    return got
+
+
+async def test_a_redelivered_signal_is_not_applied_again_after_continue_as_new() -> None:
+    """The first delivery was recorded on run 1, which has continued as new since: the
+    redelivery (a df-server or nats-server that died before the acknowledgement) must not
+    reach run 2."""
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[signal_then_continue]):
+            client = env.client
+            handle = await client.start_workflow(signal_then_continue, 1, [], id="redeliver")
+            info = await client.nc.jetstream().stream_info(client.layout.stream)
+            await handle.signal("go", "g0")
+            first_run = handle.run_id
+
+            async def second_run() -> str | None:
+                latest = await client.latest_run_id("redeliver")
+                return latest if latest != first_run else None
+
+            run2 = await wait_for(second_run, 10)
+            history = await client.get_workflow_handle(
+                "redeliver", run_id=first_run
+            ).fetch_history()
+            sent = next(e for e in history if isinstance(e, ev.SignalReceived))
+            again = inp.SignalWorkflow("", "go", sent.request_id, ("g0",))
+            server = env.server
+            assert server is not None
+            await server._handle_run_input("redeliver", again, input_seq=info.state.last_seq + 1)
+            await handle.signal("go", "g1")
+            assert await handle.result(timeout=10) == ["g0", "g1"]
+            run2_history = await client.get_workflow_handle(
+                "redeliver", run_id=run2
+            ).fetch_history()
+            received = [e for e in run2_history if isinstance(e, ev.SignalReceived)]
+            assert [e.args for e in received] == [("g1",)]
+
+
+def nap():  # type: ignore[no-untyped-def]
+    yield df.sleep(3600)
+    return "rested"
+
+
+async def test_a_timer_already_due_when_armed_is_stored_not_only_held_in_memory() -> None:
+    """A timer recorded late (workflow time) is due at once: it must go to the stream, not
+    only to an in-process timer that a df-server crash would lose with nothing to fire it."""
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[nap]):
+            handle = await env.client.start_workflow(nap, id="due")
+
+            async def timer_started() -> bool:
+                history = await _history(env, "due")
+                return any(isinstance(e, ev.TimerStarted) for e in history)
+
+            await wait_for(timer_started, 10)
+            server = env.server
+            assert server is not None and handle.run_id is not None
+            cache = await server._load("due", handle.run_id)
+            pending: list[asyncio.Future[object]] = []
+            async with cache.lock:
+                await server._arm(cache, ArmTimer("t1", time.time() - 1.0), pending)  # type: ignore[arg-type]
+            await asyncio.gather(*pending)
+            layout = env.client.layout
+            stored = await env.client.nc.jetstream().get_last_msg(
+                layout.stream, layout.input("timer")
+            )
+            fire = default_codec().decode_input(stored.data or b"").input
+            assert fire == inp.FireTimer(handle.run_id, "t1")
+            assert await handle.result(timeout=10) == "rested"
