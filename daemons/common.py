@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -122,7 +123,12 @@ def fail(message: str) -> None:
 
 
 def load_functions(spec: str, what: str) -> list[Callable[..., object]]:
-    """Parse ``mod:attr,mod:attr`` (an attr may be a function or a list of functions)."""
+    """Parse ``mod:attr,mod:attr`` (an attr may be a function or a list of functions).
+
+    Modules are looked up in the current directory first (as uvicorn and celery do), so
+    ``df-worker --workflows my_app.flows:order`` works from the app's folder without PYTHONPATH.
+    """
+    _import_from_cwd()
     out: list[Callable[..., object]] = []
     for part in [p.strip() for p in spec.split(",") if p.strip()]:
         module_name, sep, attr = part.partition(":")
@@ -130,8 +136,16 @@ def load_functions(spec: str, what: str) -> list[Callable[..., object]]:
             fail(f"--{what} entry {part!r} is not MODULE:ATTRIBUTE (e.g. my_app.flows:order)")
         try:
             module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+                searched = ", ".join(p or "." for p in sys.path if p and not p.endswith(".zip"))
+                fail(
+                    f"--{what} {part!r}: no module named {exc.name!r}; searched {searched}. "
+                    "Run from the folder that holds the module, or set PYTHONPATH"
+                )
+            fail(f"--{what} {part!r}: importing {module_name!r} failed: {exc}")
         except Exception as exc:
-            fail(f"--{what} {part!r}: cannot import module {module_name!r}: {exc}")
+            fail(f"--{what} {part!r}: importing {module_name!r} failed: {exc!r}")
         try:
             value: Any = module
             for name in attr.split("."):
@@ -146,10 +160,14 @@ def load_functions(spec: str, what: str) -> list[Callable[..., object]]:
     return out
 
 
-def _run_loop(coro: Any) -> None:
-    """Run on uvloop when it is installed (measured faster for the daemons), else asyncio."""
-    import os
+def _import_from_cwd() -> None:
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
 
+
+def _run_loop(coro: Any) -> None:
+    """Run on uvloop when it is installed (the ``[fast]`` extra), else asyncio."""
     if os.environ.get("DF_EVENT_LOOP", "auto") != "asyncio":
         try:
             import uvloop
