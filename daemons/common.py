@@ -138,14 +138,15 @@ def load_functions(spec: str, what: str) -> list[Callable[..., object]]:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
-                searched = ", ".join(p or "." for p in sys.path if p and not p.endswith(".zip"))
+                searched = ", ".join(p for p in sys.path if p and os.path.isdir(p))
                 fail(
-                    f"--{what} {part!r}: no module named {exc.name!r}; searched {searched}. "
-                    "Run from the folder that holds the module, or set PYTHONPATH"
+                    f"--{what} {part!r}: cannot import module {module_name!r}: no module named "
+                    f"{exc.name!r}; searched {searched}. Run from the folder that holds the "
+                    "module, or set PYTHONPATH"
                 )
-            fail(f"--{what} {part!r}: importing {module_name!r} failed: {exc}")
+            fail(f"--{what} {part!r}: cannot import module {module_name!r}: {exc}")
         except Exception as exc:
-            fail(f"--{what} {part!r}: importing {module_name!r} failed: {exc!r}")
+            fail(f"--{what} {part!r}: cannot import module {module_name!r}: {exc!r}")
         try:
             value: Any = module
             for name in attr.split("."):

@@ -23,7 +23,15 @@ from durablefuture.core.commands import (
 from durablefuture.core.definitions import bind_args, name_of, result_type_of
 from durablefuture.core.errors import InvalidArgumentError
 from durablefuture.core.options import ActivityOptions, ParentClosePolicy
-from durablefuture.core.types import Duration, JsonValue, check_name, optional_seconds, seconds
+from durablefuture.core.types import (
+    Duration,
+    JsonValue,
+    check_name,
+    check_type_name,
+    check_workflow_id,
+    optional_seconds,
+    seconds,
+)
 
 __all__ = [
     "activity",
@@ -90,8 +98,7 @@ def wait_signal(
     With ``timeout``, raises ``df.TimeoutError`` if no signal arrives in time. Signals that
     arrive before the workflow waits are buffered, in order.
     """
-    if not isinstance(name, str) or not name:
-        raise InvalidArgumentError(f"signal name must be a non-empty string, got {name!r}")
+    check_type_name(name, "signal name")
     t = optional_seconds(timeout, "wait_signal timeout")
     return WaitSignal(name, t, result_type)
 
@@ -118,6 +125,8 @@ def child_workflow(
         bind_args(fn, args, "workflow")
     if task_queue is not None:
         check_name(task_queue)
+    if id is not None:
+        check_workflow_id(id, "child workflow id")
     if not isinstance(parent_close_policy, ParentClosePolicy):
         raise InvalidArgumentError(
             f"parent_close_policy must be a df.ParentClosePolicy, got {parent_close_policy!r}"

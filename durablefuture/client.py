@@ -41,7 +41,7 @@ from durablefuture.core.errors import (
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import WorkflowOptions
 from durablefuture.core.state import RunState
-from durablefuture.core.types import check_workflow_id
+from durablefuture.core.types import check_run_id, check_type_name, check_workflow_id
 from durablefuture.outcome import outcome_of
 from durablefuture.transport.connection import DEFAULT_URL, connect
 from durablefuture.transport.headers import REPLY_HEADER
@@ -375,7 +375,7 @@ class Client:
         return WorkflowHandle(
             self,
             check_workflow_id(workflow_id),
-            run_id,
+            None if run_id is None else check_run_id(run_id),
             result_type=result_type,
             pinned=run_id is not None,
         )
@@ -614,6 +614,7 @@ class WorkflowHandle:
 
     async def signal(self, name: str, *args: object) -> None:
         """Deliver signal ``name`` (buffered in history until the workflow waits for it)."""
+        check_type_name(name, "signal name")
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"signal name must be a non-empty string, got {name!r}")
         payloads = self.client.codec.payloads

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -298,6 +299,36 @@ ACTIVITY_RUN_SECONDS = REGISTRY.histogram(
 )
 
 
+_HEALTH: dict[str, Callable[[], str | None]] = {}
+
+
+def add_health_check(name: str, check: Callable[[], str | None]) -> Callable[[], None]:
+    """Make ``/healthz`` answer 503 while ``check()`` returns a problem (a string).
+
+    Returns a function that removes the check (call it on shutdown).
+    """
+    _HEALTH[name] = check
+
+    def remove() -> None:
+        if _HEALTH.get(name) is check:
+            del _HEALTH[name]
+
+    return remove
+
+
+def health() -> dict[str, str]:
+    """The problems of every registered component (empty when all can work)."""
+    problems: dict[str, str] = {}
+    for name, check in list(_HEALTH.items()):
+        try:
+            problem = check()
+        except Exception as exc:  # a check must not break the endpoint
+            problem = f"health check failed: {exc}"
+        if problem:
+            problems[name] = problem
+    return problems
+
+
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         request = await asyncio.wait_for(reader.readline(), 5)
@@ -306,11 +337,18 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             if line in (b"\r\n", b"\n", b""):
                 break
         parts = request.decode(errors="replace").split()
-        if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
+        path = parts[1].split("?")[0] if len(parts) >= 2 and parts[0] == "GET" else ""
+        if path == "/metrics":
             body = REGISTRY.render().encode()
             head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+        elif path == "/healthz":
+            problems = health()
+            status = "unavailable" if problems else "ok"
+            body = (json.dumps({"status": status, "problems": problems}) + "\n").encode()
+            code = "503 Service Unavailable" if problems else "200 OK"
+            head = f"HTTP/1.1 {code}\r\nContent-Type: application/json\r\n"
         else:
-            body = b"not found; metrics are at /metrics\n"
+            body = b"not found; metrics are at /metrics, readiness at /healthz\n"
             head = "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
         writer.write(f"{head}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
         writer.write(body)
@@ -324,6 +362,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 
 
 async def serve(port: int, host: str = "127.0.0.1") -> asyncio.Server:
-    """Serve ``GET /metrics`` on ``host:port`` (0 picks a free port: see ``sockets``)."""
+    """Serve ``GET /metrics`` and ``GET /healthz`` (readiness: 200, or 503 with the problems)
+    on ``host:port`` (0 picks a free port: see ``sockets``)."""
     record(True)
     return await asyncio.start_server(_handle, host, port)

@@ -56,7 +56,9 @@ from durablefuture.core.errors import (
 from durablefuture.core.failure import Failure, FailureKind, failure_from_exception
 from durablefuture.core.replay import Activation, WorkflowExecution
 from durablefuture.core.types import JsonValue, check_name
-from durablefuture.transport.consumer import PullConsumer
+from durablefuture.transport.connection import connection_lost
+from durablefuture.transport.consumer import PullConsumer, delivery_count
+from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.headers import RECEIPT_HEADER, RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer, open_bucket
 from durablefuture.transport.publisher import MSG_ID
@@ -230,6 +232,7 @@ class Worker:
         self._receipts = ""
         self._receipt_sub: Any = None
         self._stopping = asyncio.Event()
+        self._remove_health: Callable[[], None] = lambda: None
         self._started = False
         self._run_task: asyncio.Task[None] | None = None
         self.stats: dict[str, int] = {
@@ -312,6 +315,7 @@ class Worker:
             self._loops.append(
                 asyncio.create_task(self._loop(consumer, self._activity_task), name="df-act")
             )
+        self._remove_health = metrics.add_health_check(f"worker {self.identity}", self._health)
         log.info(
             "worker %s polling task queue %s (workflows: %s; activities: %s)",
             self.identity,
@@ -324,14 +328,33 @@ class Worker:
     async def run(self) -> None:
         """Run until cancelled or :meth:`shutdown` is called."""
         await self.start()
+        stop = asyncio.ensure_future(self._stopping.wait())
+        lost = asyncio.ensure_future(connection_lost(self.client.nc, self._stopping))
         try:
-            await self._stopping.wait()
+            await asyncio.wait({stop, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if lost.done():
+                raise lost.result()
         finally:
+            stop.cancel()
+            lost.cancel()
             await self._drain()
+
+    def _health(self) -> str | None:
+        nc = self.client.nc
+        if self._stopping.is_set():
+            return "shutting down"
+        if not nc.is_connected:
+            return (
+                "not connected to NATS (reconnecting)"
+                if nc.is_reconnecting
+                else ("the connection to NATS is closed")
+            )
+        return None
 
     async def shutdown(self, timeout: float = 30.0) -> None:
         """Stop taking tasks and wait (up to ``timeout``) for running ones to finish."""
         self._stopping.set()
+        self._remove_health()
         await self._drain(timeout)
 
     async def _drain(self, timeout: float = 30.0) -> None:
@@ -371,14 +394,14 @@ class Worker:
             task.add_done_callback(self._tasks.discard)
 
     async def _guard(self, consumer: PullConsumer, handler: Callable[[Msg], Any], msg: Msg) -> None:
-        if (msg.metadata.num_delivered or 1) > 1:
-            metrics.REDELIVERIES.inc("worker")
-        try:
+        try:  # whatever the message is, its credit is released in `finally`
+            if delivery_count(msg) > 1:
+                metrics.REDELIVERIES.inc("worker")
             await handler(msg)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            delivered = msg.metadata.num_delivered or 1
+            delivered = delivery_count(msg)
             log.warning(
                 "task on %s failed (delivery %d): %s",
                 msg.subject,
@@ -416,14 +439,12 @@ class Worker:
                     ),
                 )
         await self._dead_letter(msg, reason)
-        await msg.term()
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
-        metrics.DEAD_LETTERS.inc("worker")
-        log.error("dead letter from %s: %s", msg.subject, reason)
-        headers = {"Df-Reason": reason[:1000], "Df-Source": "worker", "Df-Subject": msg.subject}
-        with contextlib.suppress(TransportError):
-            await self.pub.publish(self.layout.dead_letter("worker"), msg.data, headers)
+        """Store ``msg`` as a dead letter, then terminate it (kept and retried if the store
+        fails: a refused task is never lost without a trace)."""
+        if await dead_letter(self.pub, self.layout.dead_letter("worker"), msg, "worker", reason):
+            metrics.DEAD_LETTERS.inc("worker")
 
     async def _report(self, workflow_id: str, message: inp.RunInput, receipt: bool = False) -> None:
         data = self.codec.encode_input(InputEnvelope(workflow_id, input=message))
@@ -479,7 +500,6 @@ class Worker:
             m = self.codec.decode_workflow_task(msg.data)
         except DecodeError as exc:
             await self._dead_letter(msg, str(exc))
-            await msg.term()
             return
         self.stats["workflow_tasks"] += 1
         task = m.task
@@ -739,10 +759,9 @@ class Worker:
             task = self.codec.decode_activity_task(msg.data)
         except DecodeError as exc:
             await self._dead_letter(msg, str(exc))
-            await msg.term()
             return
         self.stats["activity_tasks"] += 1
-        delivered = msg.metadata.num_delivered or 1
+        delivered = delivery_count(msg)
         if delivered > 1:
             # The worker that had this attempt stopped extending its lease (it crashed or was
             # cut off). Report the attempt as timed out; the server retries per policy. If the

@@ -21,10 +21,12 @@ from cattrs import Converter
 
 from durablefuture.codec.converter import make_converter
 from durablefuture.codec.payloads import JsonPayloads
+from durablefuture.codec.validate import check_message_fields
 from durablefuture.core import events as ev
 from durablefuture.core.effects import ActivityTask, RunSummary, WorkflowTask
-from durablefuture.core.errors import DecodeError
+from durablefuture.core.errors import DecodeError, InvalidArgumentError
 from durablefuture.core.inputs import RunInput, StartWorkflowRequest
+from durablefuture.core.types import check_workflow_id
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -146,6 +148,7 @@ class Codec:
     def decode_workflow_task(self, data: bytes) -> WorkflowTaskMessage:
         obj = self._load(data, "workflow task")
         task = self._structure(obj.get("task"), WorkflowTask, "workflow task")
+        check_message_fields(task, "workflow task")
         raw = obj.get("ev") or []
         if not isinstance(raw, list):
             raise DecodeError("workflow task events are not a list")
@@ -160,6 +163,7 @@ class Codec:
     def decode_activity_task(self, data: bytes) -> ActivityTask:
         obj = self._load(data, "activity task")
         task: ActivityTask = self._structure(obj.get("task"), ActivityTask, "activity task")
+        check_message_fields(task, "activity task")
         return task
 
     # ------------------------------------------------------------------ server inputs
@@ -177,12 +181,23 @@ class Codec:
         wid = obj.get("wid")
         if not isinstance(wid, str) or not wid:
             raise DecodeError("server input has no workflow id")
+        try:
+            check_workflow_id(wid, "server input.wid")
+        except InvalidArgumentError as exc:
+            raise DecodeError(f"server input refused: {exc}") from None
         start = None
         run_input = None
         if "start" in obj:
             start = self._structure(obj["start"], StartWorkflowRequest, "start request")
+            check_message_fields(start, "start request")
+            if start.workflow_id != wid:
+                raise DecodeError(
+                    f"start request is for workflow {start.workflow_id[:80]!r} but its "
+                    f"envelope names {wid[:80]!r}"
+                )
         if "in" in obj:
             run_input = self._structure(obj["in"], RunInput, "server input")
+            check_message_fields(run_input, type(run_input).__name__)
         if start is None and run_input is None:
             raise DecodeError("server input carries neither a start request nor a run input")
         return InputEnvelope(wid, run_input, start)

@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 from attrs import field, frozen
 
 from durablefuture.core.errors import InvalidArgumentError
-from durablefuture.core.types import JsonValue
+from durablefuture.core.types import JsonValue, check_type_name
 
 __all__ = [
     "ActivityDefinition",
@@ -74,10 +74,10 @@ def name_of(fn_or_name: object, what: str = "function") -> str:
     if isinstance(fn_or_name, str):
         if not fn_or_name:
             raise InvalidArgumentError(f"{what} name must not be empty")
-        return fn_or_name
+        return check_type_name(fn_or_name, f"{what} name")
     explicit = getattr(fn_or_name, _NAME_ATTR, None)
     if isinstance(explicit, str):
-        return explicit
+        return check_type_name(explicit, f"{what} name")
     name = getattr(fn_or_name, "__name__", None)
     if callable(fn_or_name) and isinstance(name, str) and name != "<lambda>":
         return name

@@ -7,7 +7,8 @@
     ├── PayloadError                    a value cannot be encoded as a payload (also a TypeError)
     ├── DecodeError                     bytes that are not a valid DurableFuture message
     ├── TransportError                  NATS / JetStream trouble, translated at the adapter edge
-    │   └── NatsUnavailableError        could not reach the NATS server in time
+    │   ├── NatsUnavailableError        could not reach the NATS server in time, or lost it
+    │   └── MessageRejectedError        a message NATS would refuse (too large, bad subject)
     ├── WorkflowError                   the workflow code did something the engine cannot run
     │   ├── NonDeterminismError         replay diverged from the recorded history
     │   └── NotRegisteredError          unknown workflow or activity name on a worker
@@ -46,6 +47,7 @@ __all__ = [
     "DurableFutureError",
     "FailureError",
     "InvalidArgumentError",
+    "MessageRejectedError",
     "NatsUnavailableError",
     "NonDeterminismError",
     "NotRegisteredError",
@@ -89,6 +91,12 @@ class TransportError(DurableFutureError):
 
 class NatsUnavailableError(TransportError):
     """The NATS server could not be reached within the connect timeout."""
+
+
+class MessageRejectedError(TransportError):
+    """A message was not sent because NATS would refuse it: too large, or a malformed subject
+    or header. Sending it would have cost the connection (nats-server closes it on such errors).
+    """
 
 
 class WorkflowError(DurableFutureError):

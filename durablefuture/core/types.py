@@ -15,6 +15,9 @@ __all__ = [
     "JsonValue",
     "check_name",
     "check_namespace",
+    "check_run_id",
+    "check_text_id",
+    "check_type_name",
     "check_workflow_id",
     "optional_seconds",
     "payloads",
@@ -29,7 +32,14 @@ Duration: TypeAlias = "timedelta | float | int"
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _QUEUE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_WORKFLOW_ID = 512
+"""Longest workflow id, in UTF-8 bytes (it travels in subjects, keys and headers)."""
+MAX_NAME = 256
+"""Longest workflow type, activity, signal or query name, in UTF-8 bytes."""
+MAX_SECONDS = 100 * 365 * 24 * 3600.0
+"""Longest duration or timeout: 100 years (datetimes past the year 9999 cannot be represented)."""
 
 
 def payloads(value: object) -> tuple[JsonValue, ...]:
@@ -57,6 +67,10 @@ def seconds(value: Duration, what: str = "duration") -> float:
         raise InvalidArgumentError(
             f"{what} must be >= 0 seconds (a number of seconds or a timedelta), got {value!r}"
         )
+    if out > MAX_SECONDS:
+        raise InvalidArgumentError(
+            f"{what} is {out:.0f} seconds; the limit is 100 years ({MAX_SECONDS:.0f} s)"
+        )
     return out
 
 
@@ -81,11 +95,41 @@ def check_name(name: str, what: str = "task queue") -> str:
     return name
 
 
-def check_workflow_id(workflow_id: str) -> str:
-    if not isinstance(workflow_id, str) or not workflow_id:
-        raise InvalidArgumentError(f"workflow id must be a non-empty string, got {workflow_id!r}")
-    if len(workflow_id) > MAX_WORKFLOW_ID:
+def _check_text(value: object, what: str, limit: int) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidArgumentError(f"{what} must be a non-empty string, got {value!r}")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > limit:
         raise InvalidArgumentError(
-            f"workflow id is {len(workflow_id)} characters long; the limit is {MAX_WORKFLOW_ID}"
+            f"{what} is {size} bytes long (UTF-8); the limit is {limit} (it starts {value[:40]!r})"
         )
-    return workflow_id
+    if _CONTROL.search(value):
+        raise InvalidArgumentError(
+            f"{what} {value[:60]!r} contains a control character (line break, tab, NUL ...); "
+            "use printable characters only"
+        )
+    return value
+
+
+def check_workflow_id(workflow_id: str, what: str = "workflow id") -> str:
+    """A workflow id: 1-512 UTF-8 bytes, no control characters."""
+    return _check_text(workflow_id, what, MAX_WORKFLOW_ID)
+
+
+def check_type_name(name: str, what: str = "workflow type") -> str:
+    """A registered name (workflow type, activity, signal, query): 1-256 bytes, printable."""
+    return _check_text(name, what, MAX_NAME)
+
+
+def check_text_id(value: str, what: str = "request id", limit: int = 256) -> str:
+    """Any other id that travels in a header (request ids): printable, bounded."""
+    return _check_text(value, what, limit)
+
+
+def check_run_id(run_id: str, what: str = "run id") -> str:
+    """A run id: 1-64 letters, digits, '-' or '_' (it is a subject token)."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise InvalidArgumentError(
+            f"{what} {str(run_id)[:80]!r} is not valid: use 1-64 letters, digits, '-' or '_'"
+        )
+    return run_id

@@ -19,7 +19,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import nats.errors
@@ -64,8 +64,10 @@ from durablefuture.core.orchestration import (
     start_events,
 )
 from durablefuture.core.state import RunState, status_of
-from durablefuture.transport.connection import connect
-from durablefuture.transport.consumer import PullConsumer
+from durablefuture.transport.connection import connect, connection_lost
+from durablefuture.transport.consumer import PullConsumer, delivery_count, stream_sequence
+from durablefuture.transport.deadletter import dead_letter
+from durablefuture.transport.guard import check_reply_subject
 from durablefuture.transport.headers import RECEIPT_HEADER, REPLY_HEADER, RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.history import Batch, HistoryStore
 from durablefuture.transport.layout import (
@@ -164,6 +166,7 @@ class Server:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._own_nc = False
+        self._remove_health: Callable[[], None] = lambda: None
         self.stats: dict[str, int] = {
             "inputs": 0,
             "conflicts": 0,
@@ -233,6 +236,9 @@ class Server:
             credits=self.options.concurrency,
         )
         await self._consumer.start()
+        self._remove_health = metrics.add_health_check(
+            f"df-server {self.layout.namespace} {id(self):x}", self._health
+        )
         log.info(
             "df-server serving namespace %s",
             self.layout.namespace,
@@ -246,10 +252,14 @@ class Server:
         consumer = self._consumer
         assert consumer is not None
         stop = asyncio.ensure_future(self._stopping.wait())
+        lost = asyncio.ensure_future(connection_lost(self.nc, self._stopping))
         try:
             while not self._stopping.is_set():
                 nxt = asyncio.ensure_future(consumer.next())
-                done, _ = await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({nxt, stop, lost}, return_when=asyncio.FIRST_COMPLETED)
+                if lost in done:
+                    nxt.cancel()
+                    raise lost.result()
                 if nxt not in done:
                     nxt.cancel()
                     break
@@ -259,10 +269,23 @@ class Server:
                 task.add_done_callback(self._tasks.discard)
         finally:
             stop.cancel()
+            lost.cancel()
+
+    def _health(self) -> str | None:
+        if self._stopping.is_set():
+            return "shutting down"
+        if not self.nc.is_connected:
+            return (
+                "not connected to NATS (reconnecting)"
+                if self.nc.is_reconnecting
+                else ("the connection to NATS is closed")
+            )
+        return None
 
     async def shutdown(self, timeout: float = 10.0) -> None:
         """Stop taking inputs, finish the ones in progress, then disconnect (if we own NATS)."""
         self._stopping.set()
+        self._remove_health()
         if self._consumer is not None:
             await self._consumer.stop()
         if self._tasks:
@@ -280,14 +303,13 @@ class Server:
         consumer = self._consumer
         self.stats["inputs"] += 1
         began = time.perf_counter()
-        if (msg.metadata.num_delivered or 1) > 1:
-            metrics.REDELIVERIES.inc("server")
-        try:
+        try:  # whatever the message is, its credit is released in `finally`
+            if delivery_count(msg) > 1:
+                metrics.REDELIVERIES.inc("server")
             try:
                 env = self.codec.decode_input(msg.data)
             except DecodeError as exc:
                 await self._dead_letter(msg, "server-input", str(exc))
-                await msg.term()
                 return
             headers = msg.headers or {}
             reply_to = headers.get(REPLY_HEADER, "")
@@ -301,11 +323,13 @@ class Server:
                         env.input,
                         reply_to,
                         receipt_to,
-                        input_seq=msg.metadata.sequence.stream,
+                        input_seq=stream_sequence(msg),
                     )
                 await msg.ack()
             except asyncio.CancelledError:
                 raise
+            except DecodeError as exc:  # e.g. an input for a run that does not exist: permanent
+                await self._dead_letter(msg, "server-input", str(exc))
             except Exception as exc:
                 await self._failed(msg, exc)
         finally:
@@ -314,12 +338,10 @@ class Server:
                 consumer.release()
 
     async def _failed(self, msg: Msg, exc: Exception) -> None:
-        delivered = msg.metadata.num_delivered or 1
+        delivered = delivery_count(msg)
         if delivered >= self.options.input_max_deliver - 1:
             log.error("giving up on an input after %d deliveries: %s", delivered, exc, exc_info=exc)
             await self._dead_letter(msg, "server-input", f"failed {delivered} times: {exc}")
-            with contextlib.suppress(Exception):
-                await msg.term()
             return
         delay = min(30.0, 0.5 * 2 ** (delivered - 1))
         log.warning(
@@ -333,20 +355,19 @@ class Server:
             await msg.nak(delay=delay)
 
     async def _dead_letter(self, msg: Msg, source: str, reason: str) -> None:
-        self.stats["dead_letters"] += 1
-        metrics.DEAD_LETTERS.inc("server")
-        log.error("dead letter from %s: %s", source, reason, extra={"source": source})
-        headers = {"Df-Reason": reason[:1000], "Df-Source": source, "Df-Subject": msg.subject}
-        try:
-            await self.pub.publish(self.layout.dead_letter(source), msg.data, headers)
-        except TransportError as exc:
-            log.error("could not store dead letter: %s", exc)
+        """Store ``msg`` as a dead letter, then terminate it (kept and retried if the store
+        fails: a refused input is never lost without a trace)."""
+        if await dead_letter(self.pub, self.layout.dead_letter(source), msg, source, reason):
+            self.stats["dead_letters"] += 1
+            metrics.DEAD_LETTERS.inc("server")
 
     async def _reply(self, reply_to: str, reply: Reply) -> None:
         if not reply_to:
             return
-        with contextlib.suppress(Exception):
-            await self.nc.publish(reply_to, self.codec.encode_reply(reply))
+        try:
+            await self.pub.notify(check_reply_subject(reply_to), self.codec.encode_reply(reply))
+        except TransportError as exc:
+            log.warning("could not answer %s: %s", reply_to[:100], exc)
 
     # ------------------------------------------------------------------ runs and the cache
 
@@ -537,12 +558,14 @@ class Server:
                 self._count_events(cache, decision.events)
                 if receipt_to:
                     # tell the worker what was recorded, so its cached generator stays current
-                    with contextlib.suppress(Exception):
-                        await self.nc.publish(
-                            receipt_to,
+                    try:
+                        await self.pub.notify(
+                            check_reply_subject(receipt_to, "receipt subject"),
                             self.codec.encode_batch(message.input_id, decision.events),
                             headers={RUN_HEADER: cache.state.run_id, SEQ_HEADER: str(seq)},
                         )
+                    except TransportError as exc:  # the worker's cache catches up by reading
+                        log.debug("no receipt sent to %s: %s", receipt_to[:100], exc)
                 effects = effects_for(
                     cache.state, decision.events, decided_through=decision.decided_through
                 ) + list(decision.effects)
@@ -842,8 +865,8 @@ class Server:
                 self._cancel_local_timers(run_id)
                 # The close is in history already; waiting clients get the outcome right away
                 # (the notice carries it), while the status entry is being stored.
-                with contextlib.suppress(Exception):
-                    await self.nc.publish(
+                with contextlib.suppress(TransportError):
+                    await self.pub.notify(
                         layout.closed_notice(summary.workflow_id, summary.run_id), body
                     )
 

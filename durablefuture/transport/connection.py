@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from urllib.parse import urlparse
@@ -14,7 +15,7 @@ from nats.aio.client import Client as NATS
 
 from durablefuture.core.errors import NatsUnavailableError
 
-__all__ = ["DEFAULT_URL", "connect", "on_reconnect", "redact"]
+__all__ = ["DEFAULT_URL", "connect", "connection_lost", "on_reconnect", "redact"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,13 @@ class _Reconnects:
     def __init__(self) -> None:
         self.callbacks: list[Callable[[], None]] = []
         self.nc: NATS | None = None
+        self.closed = asyncio.Event()
+
+    async def on_closed(self) -> None:
+        self.closed.set()
+        nc = self.nc
+        error = getattr(nc, "last_error", None) if nc is not None else None
+        log.warning("the connection to NATS is closed%s", f" ({error})" if error else "")
 
     async def fire(self) -> None:
         log.warning("reconnected to NATS")
@@ -68,6 +76,40 @@ def on_reconnect(nc: NATS, callback: Callable[[], None]) -> None:
     hooks = getattr(nc, "_df_reconnects", None)
     if isinstance(hooks, _Reconnects):
         hooks.callbacks.append(callback)
+
+
+async def connection_lost(nc: NATS, stopping: asyncio.Event) -> NatsUnavailableError:
+    """Wait until ``nc`` is closed while ``stopping`` is not set; return the error to raise.
+
+    nats-py closes a connection for good when the server answers a protocol error (and when
+    reconnecting is given up). A daemon must not stay up unable to work: its run loop races
+    this and exits non-zero, so a supervisor restarts it on a fresh connection.
+    """
+    hooks = getattr(nc, "_df_reconnects", None)
+    if not isinstance(hooks, _Reconnects):  # not made by connect(): watch by polling
+        while not nc.is_closed or stopping.is_set():
+            await asyncio.sleep(0.5)
+    else:
+        while True:
+            await hooks.closed.wait()
+            if not stopping.is_set():
+                break
+            await stopping.wait()
+            await asyncio.Event().wait()  # closing on purpose: never report it
+    error = getattr(nc, "last_error", None)
+    return NatsUnavailableError(
+        "the connection to NATS was closed"
+        + (f" ({redact_text(str(error))})" if error else "")
+        + "; exiting so that a supervisor restarts this process on a new connection"
+    )
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the password of any URL in it replaced by ``***``."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+_URL_PASSWORD = re.compile(r"([a-z]+://[^:/@\s]*:)[^@\s]*@")
 
 
 def redact(url: str) -> str:
@@ -128,6 +170,7 @@ async def connect(
                         error_cb=_quiet_error,
                         reconnected_cb=hooks.fire,
                         disconnected_cb=hooks.disconnected,
+                        closed_cb=hooks.on_closed,
                         ping_interval=10,
                         **options,
                     ),

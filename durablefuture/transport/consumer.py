@@ -18,10 +18,27 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from durablefuture.transport.connection import on_reconnect
+from durablefuture.transport.guard import check_subject
 
-__all__ = ["PullConsumer"]
+__all__ = ["PullConsumer", "delivery_count", "stream_sequence"]
 
 log = logging.getLogger(__name__)
+
+
+def delivery_count(msg: Msg) -> int:
+    """How many times JetStream has delivered ``msg`` (1 when it carries no JetStream metadata)."""
+    try:
+        return max(1, int(msg.metadata.num_delivered or 1))
+    except Exception:  # not a JetStream delivery: its reply subject is not an ack subject
+        return 1
+
+
+def stream_sequence(msg: Msg) -> int:
+    """The stream sequence of a JetStream delivery (0 when it has none)."""
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:
+        return 0
 
 
 class PullConsumer:
@@ -49,6 +66,7 @@ class PullConsumer:
         self._wakeup = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
         self._closed = False
+        self.junk = 0  # messages on the inbox that were not deliveries of this consumer
 
     async def start(self) -> None:
         on_reconnect(self.nc, self._renew)
@@ -83,9 +101,32 @@ class PullConsumer:
     def pending(self) -> int:
         return self._queue.qsize()
 
+    def _is_delivery(self, msg: Msg) -> bool:
+        """A message of our consumer carries its ack subject: ``$JS.ACK.<stream>.<consumer>.``
+        (or the longer form with domain and account hash). Anything else on the inbox is junk
+        that anyone who learned the inbox could have sent; it must not take a credit.
+        """
+        tokens = (msg.reply or "").split(".")
+        if len(tokens) < 9 or tokens[0] != "$JS" or tokens[1] != "ACK":
+            return False
+        if len(tokens) == 9:
+            return tokens[2] == self.stream and tokens[3] == self.consumer
+        return len(tokens) >= 12 and tokens[4] == self.stream and tokens[5] == self.consumer
+
     async def _on_msg(self, msg: Msg) -> None:
         status = msg.headers.get("Status") if msg.headers else None
         if status is None:
+            if not self._is_delivery(msg):
+                self.junk += 1
+                if self.junk & (self.junk - 1) == 0:  # 1, 2, 4, 8 ...: bounded logging
+                    log.warning(
+                        "pull %s: ignored %d message(s) on its inbox that are not deliveries "
+                        "of this consumer (last from subject %r)",
+                        self.consumer,
+                        self.junk,
+                        msg.subject[:100],
+                    )
+                return
             self._held += 1
             self._queue.put_nowait(msg)
             self._requested = max(0, self._requested - 1)
@@ -93,8 +134,10 @@ class PullConsumer:
                 self._wakeup.set()  # the request is fulfilled: ask again
             return
         if status == "100":  # idle heartbeat / flow control
-            if msg.reply:
-                await self.nc.publish(msg.reply)
+            if msg.reply and msg.reply.startswith("$JS.FC."):  # never answer another subject
+                with contextlib.suppress(Exception):
+                    check_subject(msg.reply, "flow-control reply")
+                    await self.nc.publish(msg.reply)
             return
         # 404 no messages, 408 request expired, 409 limits: the request is over.
         if status == "409":

@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.js.api import PubAck
 
 from durablefuture.core.errors import TransportError
+from durablefuture.transport.guard import check_message
 
 __all__ = [
     "EXPECTED_LAST_SUBJECT_SEQ",
@@ -143,9 +144,13 @@ class Publisher:
     ) -> asyncio.Future[PubAck]:
         """Write a publish now; the returned future resolves to its PubAck (or raises).
 
+        A message nats-server would refuse (too large, malformed subject or header) raises
+        :class:`~durablefuture.core.errors.MessageRejectedError` here, before it is sent.
+
         Awaiting ``send`` only hands the message to the connection; await the returned future
         for the PubAck. Sending several messages and then gathering their futures pipelines them.
         """
+        check_message(self.nc, subject, data, headers)
         if self._sub is None:
             await self._start()
         future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
@@ -176,6 +181,23 @@ class Publisher:
     ) -> PubAck:
         """Store ``data`` on ``subject``; returns the PubAck (``duplicate`` set on a dedup hit)."""
         return await (await self.send(subject, data, headers, timeout=timeout))
+
+    async def notify(
+        self,
+        subject: str,
+        data: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        *,
+        reply: str = "",
+    ) -> None:
+        """Core-NATS publish (not stored, no PubAck), checked like :meth:`send`."""
+        check_message(self.nc, subject, data, headers, reply)
+        try:
+            await self.nc.publish(
+                subject, data, reply=reply, headers=dict(headers) if headers else None
+            )
+        except Exception as exc:
+            raise TransportError(f"publishing to {subject} failed: {exc}") from exc
 
     async def close(self) -> None:
         if self._sweeper is not None:

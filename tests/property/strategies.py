@@ -120,6 +120,55 @@ def _for_hint(hint: Any) -> st.SearchStrategy[Any]:
     raise TypeError(f"no strategy for type hint {hint!r}: teach tests/property/strategies.py")
 
 
+# Ids and names have bounds on the wire (durablefuture/codec/validate.py): generate valid ones.
+RUN_IDS = st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
+PRINTABLE = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=20)
+_FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
+    **dict.fromkeys(("run_id", "child_run_id", "new_run_id"), RUN_IDS),
+    **dict.fromkeys(("continued_from", "first_run_id"), st.just("") | RUN_IDS),
+    **dict.fromkeys(
+        (
+            "workflow_id",
+            "child_workflow_id",
+            "workflow_type",
+            "name",
+            "signal_name",
+            "activity_type",
+            "request_id",
+        ),
+        PRINTABLE,
+    ),
+    "worker": st.just("") | PRINTABLE,
+    "task_queue": st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True),
+    **dict.fromkeys(
+        (
+            "execution_timeout",
+            "run_timeout",
+            "schedule_to_close_timeout",
+            "start_to_close_timeout",
+            "schedule_to_start_timeout",
+            "heartbeat_timeout",
+            "duration",
+            "timeout",
+        ),
+        st.floats(min_value=0, max_value=1e9),
+    ),
+    **dict.fromkeys(
+        ("execution_deadline", "scheduled_at", "attempt_scheduled_at", "fire_at"),
+        st.floats(min_value=0, max_value=4e9),
+    ),
+}
+
+
+def _for_field(name: str, hint: Any) -> st.SearchStrategy[Any]:
+    special = _FIELD_STRATEGIES.get(name)
+    if special is None:
+        return _for_hint(hint)
+    if get_origin(hint) in (typing.Union, types.UnionType) and type(None) in get_args(hint):
+        return st.none() | special
+    return special
+
+
 _CACHE: dict[type, st.SearchStrategy[Any]] = {}
 
 
@@ -128,7 +177,7 @@ def for_class(cls: type) -> st.SearchStrategy[Any]:
     if cls not in _CACHE:
         hints = typing.get_type_hints(cls)
         fields = {
-            f.name: _for_hint(hints[f.name])
+            f.name: _for_field(f.name, hints[f.name])
             for f in attrs.fields(cls)
             if f.init and f.name in hints
         }

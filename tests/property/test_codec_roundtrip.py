@@ -58,7 +58,7 @@ def test_command_round_trip(cls: type, data: st.DataObject) -> None:
 def test_input_round_trip(cls: type, data: st.DataObject) -> None:
     message: Any = data.draw(for_class(cls))
     if isinstance(message, inp.StartWorkflowRequest):
-        env = InputEnvelope("wf", start=message)
+        env = InputEnvelope(message.workflow_id, start=message)
     else:
         env = InputEnvelope("wf", message)
     assert CODEC.decode_input(CODEC.encode_input(env)) == env

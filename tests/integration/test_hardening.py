@@ -1,0 +1,186 @@
+"""Nothing anyone sends can cost a daemon its NATS connection, its credits or a run.
+
+Every test sends hostile input with a plain NATS client on loopback (or the public API), then
+checks that the daemons are still connected, that the bad message was refused with a reason
+(dead letter or clear error), and that a normal workflow still completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import orjson
+import pytest
+
+import durablefuture as df
+from durablefuture.codec.wire import InputEnvelope, default_codec
+from durablefuture.core.errors import (
+    InvalidArgumentError,
+    MessageRejectedError,
+    NatsUnavailableError,
+)
+from durablefuture.core.inputs import StartWorkflowRequest
+from durablefuture.testing import LocalEnvironment
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.asyncio
+
+
+def greet(name: str) -> str:
+    return f"hello {name}"
+
+
+def greeting(name: str):  # type: ignore[no-untyped-def]
+    return (yield df.activity(greet, name))
+
+
+def spawn_child(child_id: str):  # type: ignore[no-untyped-def]
+    return (yield df.child_workflow(greeting, "kid", id=child_id))
+
+
+async def dead_letter_reasons(env: LocalEnvironment) -> list[str]:
+    js = env.client.pub.js
+    layout = env.client.layout
+    info = await js.stream_info(layout.stream, subjects_filter=layout.dead_letters())
+    reasons = []
+    for subject in info.state.subjects or {}:
+        sub = await js.subscribe(subject, ordered_consumer=True)
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=0.5)
+                except TimeoutError:
+                    break
+                reasons.append((msg.headers or {}).get("Df-Reason", ""))
+        finally:
+            await sub.unsubscribe()
+    return reasons
+
+
+async def still_works(env: LocalEnvironment, wid: str) -> None:
+    assert env.server is not None and env.server.nc.is_connected
+    result = await env.client.execute_workflow(greeting, wid, id=wid, timeout=15)
+    assert result == f"hello {wid}"
+
+
+async def test_a_5000_character_workflow_id_is_refused_and_the_server_stays_connected() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[greeting], activities=[greet]):
+            with pytest.raises(InvalidArgumentError, match="limit is 512"):
+                await env.client.start_workflow(greeting, "x", id="W" * 5000)
+            # the same request, sent around the client's checks
+            codec = default_codec()
+            request = StartWorkflowRequest("W" * 5000, "greeting", "default", "r1")
+            raw = codec.encode_input(InputEnvelope("W" * 5000, start=request))
+            await env.client.pub.publish(env.client.layout.input("start"), raw)
+
+            async def refused() -> bool:
+                return any("limit is 512" in r for r in await dead_letter_reasons(env))
+
+            await wait_for(refused, 15)
+            await still_works(env, "after-long-id")
+
+
+async def test_a_child_id_over_the_limit_fails_the_parent_with_a_reason() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[spawn_child, greeting], activities=[greet]):
+            handle = await env.client.start_workflow(spawn_child, "C" * 5000, id="parent")
+            with pytest.raises(df.WorkflowFailedError) as info:
+                await handle.result(timeout=15)
+            assert "child workflow id" in str(info.value.cause)
+            assert "limit is 512" in str(info.value.cause)
+            await still_works(env, "after-long-child")
+
+
+async def test_an_activity_task_with_a_huge_run_id_is_dead_lettered() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[greeting], activities=[greet]) as worker:
+            task = {
+                "v": 1,
+                "task": {
+                    "namespace": "default",
+                    "workflow_id": "w",
+                    "run_id": "R" * 600_000,
+                    "workflow_type": "greeting",
+                    "seq": 1,
+                    "attempt": 1,
+                    "name": "greet",
+                    "task_queue": "default",
+                    "options": {"start_to_close_timeout": 5.0},
+                    "scheduled_at": 1.0,
+                    "attempt_scheduled_at": 1.0,
+                    "args": ["x"],
+                },
+            }
+            await env.client.pub.publish(
+                env.client.layout.activity_tasks("default"), orjson.dumps(task)
+            )
+
+            async def refused() -> bool:
+                return any("run_id" in r for r in await dead_letter_reasons(env))
+
+            await wait_for(refused, 15)
+            assert worker.client.nc.is_connected
+            await still_works(env, "after-huge-run-id")
+
+
+async def test_an_oversized_publish_is_refused_before_it_costs_the_connection() -> None:
+    async with LocalEnvironment() as env:
+        pub = env.client.pub
+        too_big = b"x" * (env.client.nc.max_payload + 1)
+        with pytest.raises(MessageRejectedError, match="max_payload"):
+            await pub.publish(env.client.layout.input("run"), too_big)
+        with pytest.raises(MessageRejectedError, match="not a valid NATS subject"):
+            await pub.publish("df.default.in.bad subject", b"{}")
+        with pytest.raises(MessageRejectedError, match="line break"):
+            await pub.publish(env.client.layout.input("run"), b"{}", {"Nats-Msg-Id": "a\r\nb"})
+        assert env.client.nc.is_connected
+        assert env.server is not None and env.server.nc.is_connected
+
+
+async def test_junk_on_the_pull_inboxes_takes_no_credits() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[greeting], activities=[greet]) as worker:
+            assert env.server is not None and env.server._consumer is not None
+            consumers = [env.server._consumer, *worker._consumers]
+            attacker = await nats.connect(env.nats_url)
+            try:
+                for consumer in consumers:
+                    for i in range(1100):  # more than any consumer's credits
+                        reply = ("", "_INBOX.elsewhere", "df.default.h.x.y")[i % 3]
+                        headers = {"Status": "100"} if i % 7 == 0 else None
+                        await attacker.publish(consumer._inbox, b"junk", reply, headers)
+                await attacker.flush()
+            finally:
+                await attacker.close()
+            plain = sum(1 for i in range(1100) if i % 7)  # the ones without a Status header
+
+            async def all_ignored() -> bool:
+                return all(c.junk == plain for c in consumers)
+
+            await wait_for(all_ignored, 15)
+            for consumer in consumers:
+                assert consumer._held <= consumer.capacity
+            # a flow-control "reply" naming a history subject was not answered there
+            info = await env.client.pub.js.stream_info(
+                env.client.layout.stream, subjects_filter="df.default.h.x.>"
+            )
+            assert not info.state.subjects
+            for i in range(3):
+                await still_works(env, f"after-junk-{i}")
+
+
+async def test_a_closed_connection_ends_the_server_and_the_worker_with_an_error() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[greeting], activities=[greet]) as worker:
+            assert env.server is not None
+            server_run = env._server_task
+            worker_run = worker._run_task
+            assert server_run is not None and worker_run is not None
+            # what nats-py does after a protocol error from the server: close for good
+            await env.server.nc.close()
+            await worker.client.nc.close()
+            for task in (server_run, worker_run):
+                with pytest.raises(NatsUnavailableError, match="supervisor"):
+                    await asyncio.wait_for(task, 10)
