@@ -48,11 +48,7 @@ _YIELDABLE = (ActivityCall, Sleep, WaitSignal, SideEffect, ChildWorkflowCall, Al
 
 
 def _encode_args(args: tuple[object, ...], what: str) -> tuple[JsonValue, ...]:
-    payloads = default_codec().payloads
-    return tuple(
-        payloads.to_payload(a, f"argument {i} ({type(a).__name__}) of {what}")
-        for i, a in enumerate(args)
-    )
+    return default_codec().payloads.to_payloads(args, what)
 
 
 def activity(

@@ -285,15 +285,13 @@ class Client:
         if not isinstance(workflow, str):
             bind_args(workflow, args, "workflow")
         payloads = self.codec.payloads
-        encoded = tuple(
-            payloads.to_payload(a, f"argument {i} ({type(a).__name__}) of workflow {wf_type!r}")
-            for i, a in enumerate(args)
-        )
+        encoded = payloads.to_payloads(args, f"workflow {wf_type!r}")
         signal_name = None
         signal_args: tuple[Any, ...] = ()
         if signal is not None:
             signal_name = signal[0]
-            signal_args = tuple(payloads.to_payload(a, "signal argument") for a in signal[1])
+            signal_name = check_type_name(signal_name, "signal name")
+            signal_args = payloads.to_payloads(tuple(signal[1]), f"signal {signal_name!r}")
         request_id = opts.request_id or uuid.uuid4().hex
         with tracing.span(f"StartWorkflow:{wf_type}", attributes={"workflow_id": id}):
             return await self._start(
@@ -618,7 +616,7 @@ class WorkflowHandle:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"signal name must be a non-empty string, got {name!r}")
         payloads = self.client.codec.payloads
-        encoded = tuple(payloads.to_payload(a, f"signal {name!r} argument") for a in args)
+        encoded = payloads.to_payloads(args, f"signal {name!r}")
         await self._send(inp.SignalWorkflow(self._target, name, uuid.uuid4().hex, encoded))
 
     async def cancel(self, reason: str = "") -> None:

@@ -59,6 +59,27 @@ class JsonPayloads:
         out: JsonValue = orjson.loads(raw)
         return out
 
+    def to_payloads(self, values: tuple[object, ...], what: str) -> tuple[JsonValue, ...]:
+        """Encode the arguments of one call; together they must fit the limit too (they
+        travel in one message with the command that carries them)."""
+        out: list[JsonValue] = []
+        estimate = 0
+        for i, value in enumerate(values):
+            payload = self.to_payload(value, f"argument {i} ({type(value).__name__}) of {what}")
+            out.append(payload)
+            estimate += 6 * len(payload) + 2 if isinstance(payload, str) else 32
+            if not isinstance(payload, str | int | float | bool | None):
+                estimate = self._max + 1  # nested: measure exactly below
+        if estimate > self._max and len(out) > 1:
+            total = len(orjson.dumps(out))
+            if total > self._max:
+                raise PayloadError(
+                    f"the {len(out)} arguments of {what} are {total} bytes once encoded; "
+                    f"together they may take at most {self._max} bytes. Store large data "
+                    "elsewhere (a database or object store) and pass a reference"
+                )
+        return tuple(out)
+
     def from_payload(self, payload: JsonValue, type_hint: object = None) -> object:
         if type_hint in _PASSTHROUGH:
             return payload

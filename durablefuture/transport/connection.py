@@ -54,7 +54,8 @@ class _Reconnects:
         self.closed.set()
         nc = self.nc
         error = getattr(nc, "last_error", None) if nc is not None else None
-        log.warning("the connection to NATS is closed%s", f" ({error})" if error else "")
+        if error is not None:  # closed by an error, not by us
+            log.warning("the connection to NATS is closed (%s)", redact_text(str(error)))
 
     async def fire(self) -> None:
         log.warning("reconnected to NATS")

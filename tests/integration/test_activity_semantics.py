@@ -1173,7 +1173,8 @@ async def test_attempts_of_a_sigkilled_worker_time_out_and_are_retried(
     (lease_retry,) = _of(lease_history, ev.ActivityRetryScheduled)
     assert lease_retry.failure.timeout_type == "start_to_close"
     assert "handed to another worker" in lease_retry.failure.message
-    assert lease_retry.at - killed_at <= 2.0 + 4.0  # the lease, plus the new worker's start
+    # the 2 s lease (not the 30 s default), plus the new worker's start on a loaded machine
+    assert lease_retry.at - killed_at <= 2.0 + 13.0
     runs = sorted((t, a) for t, a, _ in _executions(log))
     assert runs == [("hb", 1), ("hb", 2), ("lease", 1), ("lease", 2), ("stc", 1), ("stc", 2)]
 
@@ -1232,4 +1233,5 @@ async def test_server_sigkill_during_backoff_and_start_to_close_wait(
     (retry,) = _of(backoff_history, ev.ActivityRetryScheduled)
     assert retry.delay == pytest.approx(3.0)
     second = next(at for t, a, at in executions if (t, a) == ("backoff", 2))
-    assert retry.retry_at - EARLY <= second <= retry.retry_at + 3.0
+    # from the durable timer soon after the restart; loose, as a loaded machine restarts slowly
+    assert retry.retry_at - EARLY <= second <= retry.retry_at + 10.0

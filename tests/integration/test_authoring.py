@@ -140,12 +140,13 @@ async def test_timers_survive_sigkill_of_every_process_and_fire_once(
     client = await df.Client.connect(daemons.url)
     client.request_timeout = 30
     try:
+        await wait_for(lambda: "polling task queue" in worker.log(), 30)
         # one timer falls due while everything is down, the other after the restart
         during = await client.start_workflow(
-            durable_sleep_flow, "during", 0.8, id="during", task_queue="tests"
+            durable_sleep_flow, "during", 2.0, id="during", task_queue="tests"
         )
         after = await client.start_workflow(
-            durable_sleep_flow, "after", 3.0, id="after", task_queue="tests"
+            durable_sleep_flow, "after", 6.0, id="after", task_queue="tests"
         )
 
         async def both_armed() -> bool:
@@ -158,7 +159,9 @@ async def test_timers_survive_sigkill_of_every_process_and_fire_once(
         server.kill()
         worker.kill()
         killed_at = time.time()
-        await asyncio.sleep(1.2)
+        (due,) = _of(await during.fetch_history(), ev.TimerStarted)
+        assert killed_at < due.fire_at, "the first timer fell due before the kill: too slow"
+        await wait_for(lambda: time.time() > due.fire_at + 0.2, 10)  # it falls due while down
         daemons.server()
         daemons.worker(*args)
         assert await during.result(timeout=30) == "during ran"
@@ -177,7 +180,9 @@ async def test_timers_survive_sigkill_of_every_process_and_fire_once(
     assert histories["during"][0].at < killed_at < _of(histories["during"], ev.TimerFired)[0].at
     (started,) = _of(histories["after"], ev.TimerStarted)
     (fired,) = _of(histories["after"], ev.TimerFired)
-    assert fired.at <= started.fire_at + 3.0  # on time, give or take the restart
+    # from the durable schedule soon after the restart (not at a much later redelivery); the
+    # bound is loose because a loaded machine restarts processes slowly
+    assert fired.at <= started.fire_at + 10.0
     lines = sorted(line.split()[0] for line in log.read_text().splitlines())
     assert lines == ["after", "during"]  # each continuation ran once
 

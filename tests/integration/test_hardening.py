@@ -184,3 +184,24 @@ async def test_a_closed_connection_ends_the_server_and_the_worker_with_an_error(
             for task in (server_run, worker_run):
                 with pytest.raises(NatsUnavailableError, match="supervisor"):
                     await asyncio.wait_for(task, 10)
+
+
+def take_three(a: str, b: str, c: str) -> int:
+    return len(a) + len(b) + len(c)
+
+
+def three_big_arguments():  # type: ignore[no-untyped-def]
+    big = "x" * 400_000  # each under the per-payload limit, together over it
+    return (yield df.activity(take_three, big, big, big))
+
+
+async def test_arguments_too_large_together_fail_the_run_with_a_reason_not_a_hang() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(
+            workflows=[three_big_arguments, greeting], activities=[take_three, greet]
+        ):
+            handle = await env.client.start_workflow(three_big_arguments, id="big-args")
+            with pytest.raises(df.WorkflowFailedError) as info:
+                await handle.result(timeout=20)
+            assert "together they may take at most" in str(info.value.cause)
+            await still_works(env, "after-big-args")
