@@ -264,6 +264,8 @@ def _describe_text(d: WorkflowDescription) -> str:
     for a in d.pending_activities:
         line = f"activity   #{a.activity_id} {a.name} attempt {a.attempt}"
         line += " running" if a.started else " waiting"
+        if a.worker:
+            line += f" on worker {a.worker}"
         if a.next_retry_time:
             line += f", next retry {a.next_retry_time.isoformat()}"
         if a.last_failure:
@@ -271,6 +273,11 @@ def _describe_text(d: WorkflowDescription) -> str:
         lines.append(line)
     for seq, at in d.pending_timers:
         lines.append(f"timer      #{seq} fires {at.isoformat()}")
+    for w in d.signal_waits:
+        deadline = f"times out {w.deadline.isoformat()}" if w.deadline else "no deadline"
+        lines.append(
+            f"signal     #{w.wait_id} {w.name} waiting since {w.since.isoformat()}, {deadline}"
+        )
     if d.last_workflow_task_failure:
         lines.append(f"task error {d.last_workflow_task_failure.describe()}")
     return "\n".join(lines)
@@ -360,7 +367,7 @@ def workflow_result(settings: Settings, workflow_id: str, timeout: float | None)
 @click.argument("workflow_id")
 @click.pass_obj
 def workflow_describe(settings: Settings, workflow_id: str) -> None:
-    """Status, pending activities and timers of the latest run."""
+    """Status, pending activities, timers and signal waits of the latest run."""
 
     async def go(client: Client) -> WorkflowDescription:
         return await client.get_workflow_handle(workflow_id).describe()

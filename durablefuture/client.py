@@ -53,6 +53,7 @@ from durablefuture.transport.subjects import Layout
 __all__ = [
     "Client",
     "PendingActivity",
+    "SignalWait",
     "WorkflowDescription",
     "WorkflowHandle",
 ]
@@ -72,6 +73,18 @@ class PendingActivity:
     started: bool
     last_failure: Failure | None = None
     next_retry_time: datetime | None = None
+    worker: str = ""
+    """The worker that reported this attempt as started (empty until one has)."""
+
+
+@frozen
+class SignalWait:
+    """The workflow code waits for signal ``name`` (``deadline``: when the wait times out)."""
+
+    wait_id: int
+    name: str
+    since: datetime
+    deadline: datetime | None = None
 
 
 @frozen
@@ -90,6 +103,7 @@ class WorkflowDescription:
     failure: Failure | None = None
     pending_activities: tuple[PendingActivity, ...] = field(default=())
     pending_timers: tuple[tuple[int, datetime], ...] = field(default=())
+    signal_waits: tuple[SignalWait, ...] = field(default=())
     cancel_requested: bool = False
     new_run_id: str | None = None
     last_workflow_task_failure: Failure | None = None
@@ -131,8 +145,18 @@ def describe_state(state: RunState) -> WorkflowDescription:
                 started=act.started_at is not None,
                 last_failure=act.last_failure,
                 next_retry_time=_ts(act.retry_at) if act.attempt > 1 else None,
+                worker=act.worker,
             )
         )
+    waits = tuple(
+        SignalWait(
+            wait_id=w.seq,
+            name=w.name,
+            since=datetime.fromtimestamp(w.at, tz=UTC),
+            deadline=_ts(w.deadline),
+        )
+        for _, w in sorted(state.waiting_for_signals.items())
+    )
     timers = tuple(
         (seq, datetime.fromtimestamp(at, tz=UTC)) for seq, at in sorted(state.timers.items())
     )
@@ -141,6 +165,7 @@ def describe_state(state: RunState) -> WorkflowDescription:
         _describe_summary(s),
         pending_activities=tuple(pending),
         pending_timers=timers,
+        signal_waits=waits,
         cancel_requested=state.cancel_requested,
         last_workflow_task_failure=wft.failure if wft is not None else None,
     )
@@ -543,7 +568,8 @@ class WorkflowHandle:
                 await sub.unsubscribe()
 
     async def describe(self) -> WorkflowDescription:
-        """Status, pending activities (attempt, last failure, next retry) and timers."""
+        """Status, pending activities (attempt, worker, last failure, next retry), timers and
+        signal waits (name, deadline)."""
         run_id = await self._run()
         state = await self.client.run_state(self.id, run_id)
         return describe_state(state)
