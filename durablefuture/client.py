@@ -39,6 +39,7 @@ from durablefuture.core.errors import (
     WorkflowNotFoundError,
 )
 from durablefuture.core.failure import Failure
+from durablefuture.core.liveness import WorkerRecord
 from durablefuture.core.options import WorkflowOptions
 from durablefuture.core.state import RunState
 from durablefuture.core.types import check_workflow_id
@@ -49,6 +50,7 @@ from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import open_bucket
 from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.subjects import Layout
+from durablefuture.transport.workers import WorkerRegistry
 
 __all__ = [
     "Client",
@@ -216,6 +218,7 @@ class Client:
         self._replies_ready = False
         self._runs_kv: KeyValue | None = None
         self._own_nc = False
+        self.registry = WorkerRegistry(nc, self.pub, self.layout, self.codec)
 
     @classmethod
     async def connect(
@@ -463,6 +466,14 @@ class Client:
         if not batches:
             raise WorkflowNotFoundError(f"no history for workflow {workflow_id!r} run {run_id}")
         return RunState.from_history([(b.input_id, b.events) for b in batches])
+
+    async def workers(self, task_queue: str | None = None) -> list[WorkerRecord] | None:
+        """Live workers of the namespace (of ``task_queue`` only, if given): their
+        registrations, running activity attempts and when they were last seen.
+
+        None when liveness is unknown (the namespace was created by an older df-server).
+        """
+        return await self.registry.live(task_queue)
 
     async def queue_depths(self, task_queue: str) -> dict[str, int]:
         """Tasks waiting (not yet delivered) and in flight, per kind, for ``task_queue``."""
