@@ -25,6 +25,7 @@ from durablefuture.client import Client, WorkflowDescription
 from durablefuture.codec.wire import default_codec
 from durablefuture.core.errors import DurableFutureError, WorkflowExecutionError
 from durablefuture.core.failure import Failure
+from durablefuture.core.liveness import WorkerRecord, describe_worker, unserved_workflow
 from durablefuture.logs import setup_logging
 from durablefuture.transport.connection import DEFAULT_URL
 
@@ -225,16 +226,38 @@ def dev(
 @click.pass_obj
 def why(settings: Settings, workflow_id: str, run_id: str | None) -> None:
     """Explain why WORKFLOW_ID is (not) progressing, from history and live queue state."""
-    from durablefuture.diagnose import Diagnosis, explain
+    from durablefuture.diagnose import Diagnosis, explain, render
 
     async def go(client: Client) -> Diagnosis:
         return await explain(client, workflow_id, run_id)
 
     d = _run(_with_client(settings, go))
-    text = f"{d.workflow_id} (run {d.run_id}) is {d.status}:\n" + "\n".join(
-        f"  - {r}" for r in d.reasons
-    )
-    _emit(settings, d, text)
+    _emit(settings, d, render(d))
+
+
+# ---------------------------------------------------------------------------- df workers
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--task-queue", default=None, help="Only the workers of this task queue.")
+@click.pass_obj
+def workers(settings: Settings, task_queue: str | None) -> None:
+    """Live workers: what each registers, what it runs, when it was last seen."""
+
+    async def go(client: Client) -> list[WorkerRecord] | None:
+        return await client.workers(task_queue)
+
+    records = _run(_with_client(settings, go))
+    if records is None:
+        fail(
+            "worker liveness is unknown: the namespace has no workers bucket (it was created "
+            "by an older df-server; restart df-server to create it)"
+        )
+        return
+    records.sort(key=lambda r: (r.task_queue, r.started_at, r.identity))
+    now = time.time()
+    text = "\n".join(f"{r.task_queue:<20} {describe_worker(r, now)}" for r in records)
+    _emit(settings, records, text or "(no live workers)")
 
 
 # ---------------------------------------------------------------------------- df workflow
@@ -264,6 +287,8 @@ def _describe_text(d: WorkflowDescription) -> str:
     for a in d.pending_activities:
         line = f"activity   #{a.activity_id} {a.name} attempt {a.attempt}"
         line += " running" if a.started else " waiting"
+        if a.worker:
+            line += f" on worker {a.worker}"
         if a.next_retry_time:
             line += f", next retry {a.next_retry_time.isoformat()}"
         if a.last_failure:
@@ -271,6 +296,11 @@ def _describe_text(d: WorkflowDescription) -> str:
         lines.append(line)
     for seq, at in d.pending_timers:
         lines.append(f"timer      #{seq} fires {at.isoformat()}")
+    for w in d.signal_waits:
+        deadline = f"times out {w.deadline.isoformat()}" if w.deadline else "no deadline"
+        lines.append(
+            f"signal     #{w.wait_id} {w.name} waiting since {w.since.isoformat()}, {deadline}"
+        )
     if d.last_workflow_task_failure:
         lines.append(f"task error {d.last_workflow_task_failure.describe()}")
     return "\n".join(lines)
@@ -293,17 +323,38 @@ def workflow_start(
     wait: bool,
     timeout: float | None,
 ) -> None:
-    """Start workflow NAME (its registered name)."""
+    """Start workflow NAME (its registered name).
+
+    The run is accepted even if no live worker of TASK_QUEUE registers NAME (a rolling deploy
+    may bring one); a warning on stderr then says what the queue's live workers register.
+    """
     args = _parse_input(input_json)
 
     async def go(client: Client) -> Any:
         handle = await client.start_workflow(name, *args, id=workflow_id, task_queue=task_queue)
         out: dict[str, Any] = {"workflow_id": handle.id, "run_id": handle.run_id}
+        await _warn_if_unserved(client, task_queue, name)
         if wait:
-            out["result"] = await handle.result(timeout=timeout)
+            out["result"] = await _with_spinner(
+                "waiting for the result", handle.result(timeout=timeout)
+            )
         return out
 
-    _result_or_exit(settings, lambda: _with_client(settings, go))
+    _result_or_exit(settings, lambda: _with_client(settings, go), spin=False)
+
+
+async def _warn_if_unserved(client: Client, task_queue: str, workflow_type: str) -> None:
+    """Warn on stderr when no live worker of ``task_queue`` registers ``workflow_type``."""
+    try:
+        records = await client.workers(task_queue)
+    except DurableFutureError as exc:  # the run is started; liveness is only advice
+        click.echo(f"warning: cannot check the workers of {task_queue!r}: {exc}", err=True)
+        return
+    if records is None:
+        return  # liveness unknown (older df-server): say nothing rather than guess
+    problem = unserved_workflow(records, task_queue, workflow_type)
+    if problem:
+        click.echo(f"warning: {problem}", err=True)
 
 
 async def _with_spinner(label: str, work: Awaitable[T]) -> T:
@@ -328,10 +379,14 @@ async def _with_spinner(label: str, work: Awaitable[T]) -> T:
 
 
 def _result_or_exit(
-    settings: Settings, fn: Callable[[], Awaitable[Any]], waiting: str = "waiting for the result"
+    settings: Settings,
+    fn: Callable[[], Awaitable[Any]],
+    waiting: str = "waiting for the result",
+    *,
+    spin: bool = True,
 ) -> None:
     async def spun() -> Any:
-        return await _with_spinner(waiting, fn())
+        return await _with_spinner(waiting, fn()) if spin else await fn()
 
     try:
         value = _run(spun())
@@ -360,7 +415,7 @@ def workflow_result(settings: Settings, workflow_id: str, timeout: float | None)
 @click.argument("workflow_id")
 @click.pass_obj
 def workflow_describe(settings: Settings, workflow_id: str) -> None:
-    """Status, pending activities and timers of the latest run."""
+    """Status, pending activities, timers and signal waits of the latest run."""
 
     async def go(client: Client) -> WorkflowDescription:
         return await client.get_workflow_handle(workflow_id).describe()

@@ -50,6 +50,13 @@ from durablefuture.worker import Worker, WorkerOptions
     type=click.FloatRange(min=0.5),
     help="Seconds before a crashed worker's workflow task is redelivered.",
 )
+@click.option(
+    "--liveness-interval",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between liveness records; a record expires after three intervals (min 2 s).",
+)
 def main(
     nats_url: str,
     namespace: str,
@@ -66,6 +73,7 @@ def main(
     max_concurrent_workflow_tasks: int,
     activity_lease: float,
     workflow_task_timeout: float,
+    liveness_interval: float,
 ) -> None:
     """Run a DurableFuture worker for TASK_QUEUE.
 
@@ -89,7 +97,9 @@ def main(
             max_concurrent_activities=max_concurrent_activities,
             max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
             options=WorkerOptions(
-                workflow_task_timeout=workflow_task_timeout, activity_lease=activity_lease
+                workflow_task_timeout=workflow_task_timeout,
+                activity_lease=activity_lease,
+                liveness_interval=liveness_interval,
             ),
         )
         await worker.start()

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         WorkflowTimedOutError,
     )
     from durablefuture.core.failure import Failure
+    from durablefuture.core.liveness import WorkerRecord
     from durablefuture.core.options import (
         ActivityOptions,
         Backoff,
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
         RetryPolicy,
         WorkflowOptions,
     )
-    from durablefuture.worker import Worker
+    from durablefuture.worker import Worker, WorkerOptions
 
 __version__ = "0.1.0"
 
@@ -96,6 +97,8 @@ _LAZY: dict[str, str] = {
     "WorkflowHandle": "durablefuture.client",
     "WorkflowDescription": "durablefuture.client",
     "Worker": "durablefuture.worker",
+    "WorkerOptions": "durablefuture.worker",
+    "WorkerRecord": "durablefuture.core.liveness",
 }
 _ERRORS = (
     "ActivityError",
@@ -153,6 +156,8 @@ __all__ = [
     "TimeoutError",
     "TransportError",
     "Worker",
+    "WorkerOptions",
+    "WorkerRecord",
     "WorkflowAlreadyStartedError",
     "WorkflowCancelledError",
     "WorkflowContinuedAsNewError",

@@ -39,6 +39,7 @@ from durablefuture.core.errors import (
     WorkflowNotFoundError,
 )
 from durablefuture.core.failure import Failure
+from durablefuture.core.liveness import WorkerRecord
 from durablefuture.core.options import WorkflowOptions
 from durablefuture.core.state import RunState
 from durablefuture.core.types import check_run_id, check_type_name, check_workflow_id
@@ -49,10 +50,12 @@ from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import open_bucket
 from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.subjects import Layout
+from durablefuture.transport.workers import WorkerRegistry
 
 __all__ = [
     "Client",
     "PendingActivity",
+    "SignalWait",
     "WorkflowDescription",
     "WorkflowHandle",
 ]
@@ -72,6 +75,18 @@ class PendingActivity:
     started: bool
     last_failure: Failure | None = None
     next_retry_time: datetime | None = None
+    worker: str = ""
+    """The worker that reported this attempt as started (empty until one has)."""
+
+
+@frozen
+class SignalWait:
+    """The workflow code waits for signal ``name`` (``deadline``: when the wait times out)."""
+
+    wait_id: int
+    name: str
+    since: datetime
+    deadline: datetime | None = None
 
 
 @frozen
@@ -90,6 +105,7 @@ class WorkflowDescription:
     failure: Failure | None = None
     pending_activities: tuple[PendingActivity, ...] = field(default=())
     pending_timers: tuple[tuple[int, datetime], ...] = field(default=())
+    signal_waits: tuple[SignalWait, ...] = field(default=())
     cancel_requested: bool = False
     new_run_id: str | None = None
     last_workflow_task_failure: Failure | None = None
@@ -131,8 +147,18 @@ def describe_state(state: RunState) -> WorkflowDescription:
                 started=act.started_at is not None,
                 last_failure=act.last_failure,
                 next_retry_time=_ts(act.retry_at) if act.attempt > 1 else None,
+                worker=act.worker,
             )
         )
+    waits = tuple(
+        SignalWait(
+            wait_id=w.seq,
+            name=w.name,
+            since=datetime.fromtimestamp(w.at, tz=UTC),
+            deadline=_ts(w.deadline),
+        )
+        for _, w in sorted(state.waiting_for_signals.items())
+    )
     timers = tuple(
         (seq, datetime.fromtimestamp(at, tz=UTC)) for seq, at in sorted(state.timers.items())
     )
@@ -141,6 +167,7 @@ def describe_state(state: RunState) -> WorkflowDescription:
         _describe_summary(s),
         pending_activities=tuple(pending),
         pending_timers=timers,
+        signal_waits=waits,
         cancel_requested=state.cancel_requested,
         last_workflow_task_failure=wft.failure if wft is not None else None,
     )
@@ -191,6 +218,7 @@ class Client:
         self._replies_ready = False
         self._runs_kv: KeyValue | None = None
         self._own_nc = False
+        self.registry = WorkerRegistry(nc, self.pub, self.layout, self.codec)
 
     @classmethod
     async def connect(
@@ -437,6 +465,14 @@ class Client:
             raise WorkflowNotFoundError(f"no history for workflow {workflow_id!r} run {run_id}")
         return RunState.from_history([(b.input_id, b.events) for b in batches])
 
+    async def workers(self, task_queue: str | None = None) -> list[WorkerRecord] | None:
+        """Live workers of the namespace (of ``task_queue`` only, if given): their
+        registrations, running activity attempts and when they were last seen.
+
+        None when liveness is unknown (the namespace was created by an older df-server).
+        """
+        return await self.registry.live(task_queue)
+
     async def queue_depths(self, task_queue: str) -> dict[str, int]:
         """Tasks waiting (not yet delivered) and in flight, per kind, for ``task_queue``."""
         out: dict[str, int] = {}
@@ -541,7 +577,8 @@ class WorkflowHandle:
                 await sub.unsubscribe()
 
     async def describe(self) -> WorkflowDescription:
-        """Status, pending activities (attempt, last failure, next retry) and timers."""
+        """Status, pending activities (attempt, worker, last failure, next retry), timers and
+        signal waits (name, deadline)."""
         run_id = await self._run()
         state = await self.client.run_state(self.id, run_id)
         return describe_state(state)

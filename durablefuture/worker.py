@@ -54,6 +54,7 @@ from durablefuture.core.errors import (
     WorkflowError,
 )
 from durablefuture.core.failure import Failure, FailureKind, failure_from_exception
+from durablefuture.core.liveness import MAX_RUNNING, RunningAttempt, WorkerRecord, capped
 from durablefuture.core.replay import Activation, WorkflowExecution
 from durablefuture.core.types import JsonValue, check_name
 from durablefuture.transport.connection import connection_lost
@@ -86,6 +87,16 @@ class WorkerOptions:
     started_report_after: float = 1.0
     """An attempt running longer than this is reported as started, so the server enforces
     its start-to-close and heartbeat timeouts with durable timers."""
+    liveness_interval: float = 2.0
+    """Seconds between two liveness records (registrations, running attempts, last seen)."""
+    liveness_ttl: float | None = None
+    """A worker's record expires this long after its last write (default: three intervals,
+    at least 2 s); `df why` then reports the worker as gone."""
+
+    def record_ttl(self) -> float:
+        if self.liveness_ttl is not None:
+            return max(1.0, self.liveness_ttl)
+        return max(2.0, 3 * self.liveness_interval)
 
 
 def _identity() -> str:
@@ -194,6 +205,10 @@ class Worker:
             )
         if max_concurrent_activities < 1 or max_concurrent_workflow_tasks < 1:
             raise InvalidArgumentError("max_concurrent_* must be >= 1")
+        if options is not None and not options.liveness_interval > 0:
+            raise InvalidArgumentError(
+                f"liveness_interval must be > 0 seconds, got {options.liveness_interval!r}"
+            )
         self.client = client
         self.task_queue = check_name(task_queue)
         self.identity = identity or _identity()
@@ -234,6 +249,11 @@ class Worker:
         self._stopping = asyncio.Event()
         self._remove_health: Callable[[], None] = lambda: None
         self._started = False
+        self._started_at = time.time()
+        self._registry = client.registry
+        self._liveness_task: asyncio.Task[None] | None = None
+        self._liveness_failing = False
+        self._running: dict[tuple[str, int, int], RunningAttempt] = {}
         self._run_task: asyncio.Task[None] | None = None
         self.stats: dict[str, int] = {
             "workflow_tasks": 0,
@@ -264,6 +284,7 @@ class Worker:
                 log.warning("%s; retrying", exc)
                 await asyncio.sleep(1.0)
         self._started = True
+        await self._start_liveness()
 
     async def _bind(self) -> None:
         js = self.pub.js
@@ -373,7 +394,79 @@ class Worker:
         self._consumers.clear()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
+        await self._stop_liveness()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ liveness
+
+    def liveness_record(self) -> WorkerRecord:
+        """What this worker publishes about itself now (registrations, running attempts)."""
+        workflows, workflows_more = capped(self.workflows)
+        activities, activities_more = capped(self.activities)
+        running = sorted(self._running.values(), key=lambda a: a.since)
+        return WorkerRecord(
+            identity=self.identity,
+            namespace=self.layout.namespace,
+            task_queue=self.task_queue,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self._started_at,
+            last_seen=time.time(),
+            interval=self.options.liveness_interval,
+            ttl=self.options.record_ttl(),
+            workflows=workflows,
+            workflows_more=workflows_more,
+            activities=activities,
+            activities_more=activities_more,
+            running=tuple(running[:MAX_RUNNING]),
+            running_more=max(0, len(running) - MAX_RUNNING),
+        )
+
+    async def _start_liveness(self) -> None:
+        try:
+            available = await self._registry.available()
+        except TransportError as exc:
+            log.warning("cannot publish worker liveness: %s", exc)
+            available = False
+        if not available:
+            log.warning(
+                "the workers bucket %s does not exist (df-server is older than this worker); "
+                "this worker's registrations and liveness are not published",
+                self.layout.workers_bucket,
+            )
+            return
+        await self._publish_liveness()
+        self._liveness_task = asyncio.create_task(self._liveness_loop(), name="df-liveness")
+
+    async def _liveness_loop(self) -> None:
+        interval = self.options.liveness_interval
+        while True:  # until cancelled, after running tasks have drained
+            await asyncio.sleep(interval)
+            await self._publish_liveness()
+
+    async def _publish_liveness(self) -> None:
+        try:
+            await self._registry.put(self.liveness_record(), self.options.record_ttl())
+        except Exception as exc:  # a lost record is retried on the next beat
+            if not self._liveness_failing:
+                log.warning("cannot publish worker liveness: %s", exc)
+            self._liveness_failing = True
+            return
+        if self._liveness_failing:
+            log.info("worker liveness published again")
+        self._liveness_failing = False
+
+    async def _stop_liveness(self) -> None:
+        task, self._liveness_task = self._liveness_task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        try:
+            await self._registry.remove(self.task_queue, self.identity, self.options.record_ttl())
+        except Exception as exc:  # it expires on its own
+            log.debug("cannot remove the liveness record: %s", exc)
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -794,12 +887,19 @@ class Worker:
             max(0.0, time.time() - task.attempt_scheduled_at), self.task_queue
         )
         began = time.perf_counter()
-        with tracing.span(
-            f"RunActivity:{task.name}",
-            task.headers,
-            {"workflow_id": task.workflow_id, "activity_id": task.seq, "attempt": task.attempt},
-        ):
-            report = await self._run_activity(task, msg)
+        key = (task.run_id, task.seq, task.attempt)
+        self._running[key] = RunningAttempt(
+            task.workflow_id, task.run_id, task.seq, task.name, task.attempt, time.time()
+        )
+        try:
+            with tracing.span(
+                f"RunActivity:{task.name}",
+                task.headers,
+                {"workflow_id": task.workflow_id, "activity_id": task.seq, "attempt": task.attempt},
+            ):
+                report = await self._run_activity(task, msg)
+        finally:
+            self._running.pop(key, None)
         if isinstance(report, inp.CompleteActivityTask) and task.run_id in self._cache:
             async with self._lock(task.run_id):
                 report = self._fuse(report)

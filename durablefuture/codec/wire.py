@@ -7,6 +7,9 @@ Every message is one JSON object with ``"v"`` (the schema version). Bodies:
 * activity task: ``{"v", "task": ActivityTask}``
 * server input: ``{"v", "wid": workflow id, "in": RunInput}`` or ``{"v", "start": request}``
 * reply (core NATS, to a request's reply subject): ``{"v", "ok", "run_id", "error"}``
+* worker record (KV ``DF_<ns>_workers``, key ``<queue>.<identity>``): ``{"v", WorkerRecord}``.
+  Readers ignore fields they do not know and default the ones a record lacks, so workers of
+  different versions can share a bucket.
 
 Events, commands and inputs are tagged unions: ``"t"`` is the class name.
 """
@@ -26,6 +29,7 @@ from durablefuture.core import events as ev
 from durablefuture.core.effects import ActivityTask, RunSummary, WorkflowTask
 from durablefuture.core.errors import DecodeError, InvalidArgumentError
 from durablefuture.core.inputs import RunInput, StartWorkflowRequest
+from durablefuture.core.liveness import WorkerRecord
 from durablefuture.core.types import check_workflow_id
 
 __all__ = [
@@ -225,6 +229,19 @@ class Codec:
         obj.pop("v", None)
         summary: RunSummary = self._structure(obj, RunSummary, "status entry")
         return summary
+
+    # ------------------------------------------------------------------ worker records
+
+    def encode_worker(self, record: WorkerRecord) -> bytes:
+        body = self.converter.unstructure(record)
+        body["v"] = SCHEMA_VERSION
+        return orjson.dumps(body)
+
+    def decode_worker(self, data: bytes) -> WorkerRecord:
+        obj = self._load(data, "worker record")
+        obj.pop("v", None)
+        record: WorkerRecord = self._structure(obj, WorkerRecord, "worker record")
+        return record
 
 
 def _reason(exc: BaseException) -> str:

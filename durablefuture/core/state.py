@@ -28,6 +28,8 @@ class ActivityState:
     attempt: int = 1
     attempt_scheduled_at: float = 0.0
     started_at: float | None = None
+    worker: str = ""
+    """Identity of the worker that reported the current attempt as started."""
     closed: bool = False
     last_failure: Failure | None = None
     heartbeat_details: tuple[JsonValue, ...] = ()
@@ -62,6 +64,10 @@ class RunState:
     activities: dict[int, ActivityState] = field(factory=dict)
     timers: dict[int, float] = field(factory=dict)  # seq -> fire_at, while not fired
     signal_waits: dict[int, float] = field(factory=dict)  # seq -> deadline, while pending
+    waiting_for_signals: dict[int, ev.SignalWaitStarted] = field(factory=dict)
+    """Signal waits no signal has answered yet, as far as history shows (a wait the code gave
+    up on, e.g. the losing branch of ``any_of``, is not in history and stays listed)."""
+    unclaimed_signals: dict[str, int] = field(factory=dict)  # name -> signals no wait took yet
     children: dict[int, ChildState] = field(factory=dict)
     applied_inputs: dict[str, tuple[int, int]] = field(factory=dict)
     signal_requests: set[str] = field(factory=set)
@@ -184,12 +190,14 @@ class RunState:
         elif isinstance(e, ev.ActivityStarted):
             act = self.activities[e.seq]
             act.started_at = e.at
+            act.worker = e.worker
         elif isinstance(e, ev.ActivityRetryScheduled):
             act = self.activities[e.seq]
             act.attempt = e.attempt + 1
             act.attempt_scheduled_at = e.retry_at
             act.retry_at = e.retry_at
             act.started_at = None
+            act.worker = ""
             act.last_failure = e.failure
             act.heartbeat_details = e.heartbeat_details
         elif isinstance(e, ev.ActivityCompleted | ev.ActivityFailed | ev.ActivityTimedOut):
@@ -204,12 +212,15 @@ class RunState:
         elif isinstance(e, ev.SignalWaitStarted):
             if e.deadline is not None:
                 self.signal_waits[e.seq] = e.deadline
+            self._wait_for_signal(e)
         elif isinstance(e, ev.SignalWaitTimedOut):
             self.signal_waits.pop(e.seq, None)
+            self.waiting_for_signals.pop(e.seq, None)
         elif isinstance(e, ev.SignalReceived):
             self.signals.append(e)
             if e.request_id:
                 self.signal_requests.add(e.request_id)
+            self._signal_arrived(e.name)
         elif isinstance(e, ev.ChildWorkflowScheduled):
             self.children[e.seq] = ChildState(
                 seq=e.seq,
@@ -234,6 +245,22 @@ class RunState:
             self.last_wft_failure = None
         elif isinstance(e, ev.COMMAND_EVENTS):
             self.last_wft_failure = None
+
+    def _wait_for_signal(self, e: ev.SignalWaitStarted) -> None:
+        # the replayer hands a wait the oldest signal of its name no earlier wait took
+        if self.unclaimed_signals.get(e.name, 0) > 0:
+            self.unclaimed_signals[e.name] -= 1
+        else:
+            self.waiting_for_signals[e.seq] = e
+
+    def _signal_arrived(self, name: str) -> None:
+        # ... and a new signal to the oldest wait for its name
+        waits = [s for s, w in self.waiting_for_signals.items() if w.name == name]
+        if waits:
+            oldest = min(waits)
+            del self.waiting_for_signals[oldest]
+        else:
+            self.unclaimed_signals[name] = self.unclaimed_signals.get(name, 0) + 1
 
 
 _STATUS: dict[type, str] = {

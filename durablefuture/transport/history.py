@@ -32,7 +32,7 @@ from durablefuture.transport.publisher import (
 )
 from durablefuture.transport.subjects import Layout
 
-__all__ = ["Batch", "HistoryStore", "LastBatch"]
+__all__ = ["Batch", "HistoryStore", "LastBatch", "direct_batch"]
 
 
 @define
@@ -85,48 +85,9 @@ class HistoryStore:
         return None
 
     async def _direct_batch(self, subject: str, start_seq: int, batch: int = 1000) -> list[Msg]:
-        out: list[Msg] = []
-        seq = start_seq
-        api = f"$JS.API.DIRECT.GET.{self.layout.stream}"
-        while True:
-            inbox = self.nc.new_inbox()
-            queue: asyncio.Queue[Msg] = asyncio.Queue()
-
-            async def _cb(m: Msg, queue: asyncio.Queue[Msg] = queue) -> None:
-                queue.put_nowait(m)
-
-            sub = await self.nc.subscribe(inbox, cb=_cb)
-            try:
-                req = orjson.dumps({"seq": seq, "next_by_subj": subject, "batch": batch})
-                await self.nc.publish(api, req, reply=inbox)
-                more = False
-                got = 0
-                last = seq - 1
-                while True:
-                    try:
-                        m = await asyncio.wait_for(queue.get(), self.pub.timeout)
-                    except TimeoutError:
-                        raise TransportError(
-                            f"reading history {subject}: no answer from JetStream within "
-                            f"{self.pub.timeout:g}s"
-                        ) from None
-                    status = m.headers.get("Status") if m.headers else None
-                    if status == "204":  # end of batch
-                        more = (m.headers or {}).get("Nats-Num-Pending", "0") not in ("", "0")
-                        break
-                    if status == "404":
-                        break
-                    if status:
-                        desc = (m.headers or {}).get("Description", "")
-                        raise TransportError(f"reading history {subject}: {status} {desc}")
-                    out.append(m)
-                    got += 1
-                    last = int((m.headers or {}).get("Nats-Sequence", last))
-            finally:
-                await sub.unsubscribe()
-            if not more or got == 0:
-                return out
-            seq = last + 1
+        return await direct_batch(
+            self.nc, self.layout.stream, subject, start_seq, self.pub.timeout, batch=batch
+        )
 
     def _batch(self, m: Msg) -> Batch:
         seq = int((m.headers or {}).get("Nats-Sequence", "0"))
@@ -225,3 +186,58 @@ class HistoryStore:
         if (m.headers or {}).get(MSG_ID) == msg_id and m.data == data:
             return int((m.headers or {}).get("Nats-Sequence", "0"))
         return None
+
+
+async def direct_batch(
+    nc: NATS,
+    stream: str,
+    subject: str,
+    start_seq: int,
+    timeout: float,
+    *,
+    batch: int = 1000,
+    what: str = "reading history",
+) -> list[Msg]:
+    """Every message of ``stream`` on ``subject`` (wildcards allowed) from ``start_seq`` on,
+    read with batched direct gets (no consumer)."""
+    out: list[Msg] = []
+    seq = start_seq
+    api = f"$JS.API.DIRECT.GET.{stream}"
+    while True:
+        inbox = nc.new_inbox()
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def _cb(m: Msg, queue: asyncio.Queue[Msg] = queue) -> None:
+            queue.put_nowait(m)
+
+        sub = await nc.subscribe(inbox, cb=_cb)
+        try:
+            req = orjson.dumps({"seq": seq, "next_by_subj": subject, "batch": batch})
+            await nc.publish(api, req, reply=inbox)
+            more = False
+            got = 0
+            last = seq - 1
+            while True:
+                try:
+                    m = await asyncio.wait_for(queue.get(), timeout)
+                except TimeoutError:
+                    raise TransportError(
+                        f"{what} {subject}: no answer from JetStream within {timeout:g}s"
+                    ) from None
+                status = m.headers.get("Status") if m.headers else None
+                if status == "204":  # end of batch
+                    more = (m.headers or {}).get("Nats-Num-Pending", "0") not in ("", "0")
+                    break
+                if status == "404":
+                    break
+                if status:
+                    desc = (m.headers or {}).get("Description", "")
+                    raise TransportError(f"{what} {subject}: {status} {desc}")
+                out.append(m)
+                got += 1
+                last = int((m.headers or {}).get("Nats-Sequence", last))
+        finally:
+            await sub.unsubscribe()
+        if not more or got == 0:
+            return out
+        seq = last + 1

@@ -92,9 +92,13 @@ async def ensure_namespace(js: JetStreamContext, layout: Layout, replicas: int =
             log.info("updated stream %s (added %s)", layout.stream, missing + off)
     for bucket in (layout.runs_bucket, layout.activity_bucket):
         await _ensure_bucket(js, bucket, replicas)
+    # liveness records: one per worker, each expiring by its own TTL; read with direct gets
+    await _ensure_bucket(js, layout.workers_bucket, replicas, direct=True)
 
 
-async def _ensure_bucket(js: JetStreamContext, bucket: str, replicas: int) -> None:
+async def _ensure_bucket(
+    js: JetStreamContext, bucket: str, replicas: int, *, direct: bool | None = None
+) -> None:
     try:
         await js.key_value(bucket)
         return
@@ -102,7 +106,13 @@ async def _ensure_bucket(js: JetStreamContext, bucket: str, replicas: int) -> No
         pass
     try:
         await js.create_key_value(
-            KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas)
+            KeyValueConfig(
+                bucket=bucket,
+                history=1,
+                storage=StorageType.FILE,
+                replicas=replicas,
+                direct=direct,
+            )
         )
         log.info("created KV bucket %s", bucket)
     except nats.js.errors.APIError as exc:

@@ -11,10 +11,12 @@ One stream per namespace, ``DF_<ns>``, holds every subject under ``df.<ns>.``:
 ``df.<ns>.dlq.<source>``           dead letters: undecodable or impossible messages
 =================================  =================================================
 
-KV buckets: ``DF_<ns>_runs`` (one status entry per run, key ``<workflow>.<run>``) and
-``DF_<ns>_act`` (activity heartbeats and cancellation flags). Core-NATS notifications (not
-stored) use ``dfev.<ns>.``. Workflow ids are free text, so they are encoded into one subject
-token: kept as-is when they are ``[A-Za-z0-9_-]+``, else ``=`` + base64url.
+KV buckets: ``DF_<ns>_runs`` (one status entry per run, key ``<workflow>.<run>``),
+``DF_<ns>_act`` (activity heartbeats and cancellation flags) and ``DF_<ns>_workers`` (one
+liveness record per live worker, key ``<queue>.<identity>``, each with a per-key TTL).
+Core-NATS notifications (not stored) use ``dfev.<ns>.``. Workflow ids are free text, so they
+are encoded into one subject token: kept as-is when they are ``[A-Za-z0-9_-]+``, else ``=`` +
+base64url.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Layout:
         self.stream_subjects = [f"df.{ns}.>"]
         self.runs_bucket = f"DF_{ns}_runs"
         self.activity_bucket = f"DF_{ns}_act"
+        self.workers_bucket = f"DF_{ns}_workers"
         self.inputs = f"df.{ns}.in.>"
         self.server_consumer = "server"
         self.events_prefix = f"dfev.{ns}"
@@ -106,6 +109,10 @@ class Layout:
 
     def cancel_key(self, run_id: str, seq: int) -> str:
         return f"cx.{run_id}.{seq}"
+
+    # worker liveness records
+    def worker_key(self, queue: str, identity: str) -> str:
+        return f"{check_name(queue)}.{encode_token(identity)}"
 
     # queries (core request/reply, answered by workflow workers)
     def query(self, queue: str) -> str:

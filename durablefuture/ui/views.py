@@ -75,10 +75,20 @@ def describe_json(d: WorkflowDescription) -> dict[str, JsonValue]:
                 "started": a.started,
                 "last_failure": _failure(a.last_failure),
                 "next_retry_time": _ts(a.next_retry_time),
+                "worker": a.worker,
             }
             for a in d.pending_activities
         ],
         pending_timers=[{"seq": seq, "fire_at": _ts(at)} for seq, at in d.pending_timers],
+        signal_waits=[
+            {
+                "wait_id": w.wait_id,
+                "name": w.name,
+                "since": _ts(w.since),
+                "deadline": _ts(w.deadline),
+            }
+            for w in d.signal_waits
+        ],
     )
     return out
 
