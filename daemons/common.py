@@ -161,6 +161,23 @@ def load_functions(spec: str, what: str) -> list[Callable[..., object]]:
     return out
 
 
+async def until_stopped(stop: asyncio.Event, service: asyncio.Task[None]) -> None:
+    """Wait for SIGTERM/SIGINT (``stop``) or for ``service`` to end on its own.
+
+    A service that ends by itself (say, its NATS connection was closed for good) raises here,
+    so the process exits non-zero and its supervisor restarts it: a daemon never stays up
+    unable to work.
+    """
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({waiter, service}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if service.done():
+        service.result()  # raises what ended it
+        raise DurableFutureError("the service stopped by itself; exiting so it is restarted")
+
+
 def _import_from_cwd() -> None:
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:

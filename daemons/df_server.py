@@ -10,6 +10,7 @@ from daemons.common import (
     daemon_options,
     run_daemon,
     start_metrics,
+    until_stopped,
 )
 from durablefuture.server import Server, ServerOptions
 
@@ -57,7 +58,7 @@ def main(
         )
         await server.start()
         task = asyncio.create_task(server.run())
-        await stop.wait()
+        await until_stopped(stop, task)
         await server.shutdown()
         await task
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 
 import click
 
@@ -12,6 +14,7 @@ from daemons.common import (
     load_functions,
     run_daemon,
     start_metrics,
+    until_stopped,
 )
 from durablefuture.client import Client
 from durablefuture.worker import Worker, WorkerOptions
@@ -57,6 +60,14 @@ from durablefuture.worker import Worker, WorkerOptions
     type=click.FloatRange(min=0.1),
     help="Seconds between liveness records; a record expires after three intervals (min 2 s).",
 )
+@click.option(
+    "--drain-timeout",
+    default=60.0,
+    envvar="DF_DRAIN_TIMEOUT",
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="On SIGTERM, seconds running tasks may take to finish and be reported before exit.",
+)
 def main(
     nats_url: str,
     namespace: str,
@@ -74,10 +85,12 @@ def main(
     activity_lease: float,
     workflow_task_timeout: float,
     liveness_interval: float,
+    drain_timeout: float,
 ) -> None:
     """Run a DurableFuture worker for TASK_QUEUE.
 
-    SIGTERM stops taking tasks and lets running ones finish.
+    SIGTERM stops taking tasks, lets running ones finish and report (up to --drain-timeout),
+    then exits.
     """
     wfs = load_functions(workflows, "workflows") if workflows else []
     acts = load_functions(activities, "activities") if activities else []
@@ -100,14 +113,20 @@ def main(
                 workflow_task_timeout=workflow_task_timeout,
                 activity_lease=activity_lease,
                 liveness_interval=liveness_interval,
+                drain_timeout=drain_timeout,
             ),
         )
         await worker.start()
         runner = asyncio.create_task(worker.run())
-        await stop.wait()
+        await until_stopped(stop, runner)
         await worker.shutdown()
         await runner
         await client.close()
+        if worker.abandoned:
+            # a sync activity still running in a thread would hold the interpreter's exit
+            # until it returns, and its result could no longer be reported: leave now
+            logging.shutdown()
+            os._exit(0)
 
     run_daemon(serve, log_level=log_level, log_format=log_format)
 

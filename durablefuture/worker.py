@@ -81,6 +81,10 @@ class WorkerOptions:
 
     workflow_task_timeout: float = 10.0
     """A workflow task not acked within this is redelivered (its worker died)."""
+    drain_timeout: float = 60.0
+    """On shutdown (SIGTERM for df-worker), how long running activity attempts and workflow
+    tasks may take to finish and be reported before the worker stops anyway. An attempt still
+    running then is abandoned: another worker retries it once its lease runs out."""
     activity_lease: float = 30.0
     """An activity task whose worker stops extending its lease for this long is redelivered;
     the next worker reports the attempt as timed out (worker lost) and it is retried."""
@@ -248,6 +252,9 @@ class Worker:
         self._receipt_sub: Any = None
         self._stopping = asyncio.Event()
         self._remove_health: Callable[[], None] = lambda: None
+        self._draining: asyncio.Future[None] | None = None
+        self.abandoned = 0
+        """Tasks still running when the last drain timed out (abandoned to their leases)."""
         self._started = False
         self._started_at = time.time()
         self._registry = client.registry
@@ -372,13 +379,22 @@ class Worker:
             )
         return None
 
-    async def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop taking tasks and wait (up to ``timeout``) for running ones to finish."""
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop taking tasks; wait for running ones to finish and be reported, for up to
+        ``timeout`` seconds (``WorkerOptions.drain_timeout`` by default)."""
         self._stopping.set()
         self._remove_health()
-        await self._drain(timeout)
+        await self._drain(self.options.drain_timeout if timeout is None else timeout)
 
-    async def _drain(self, timeout: float = 30.0) -> None:
+    async def _drain(self, timeout: float | None = None) -> None:
+        """Stop consuming and wait for running tasks; one drain, however many callers."""
+        if self._draining is None or (self._draining.done() and self._consumers):
+            self._draining = asyncio.ensure_future(
+                self._drain_once(self.options.drain_timeout if timeout is None else timeout)
+            )
+        await asyncio.shield(self._draining)
+
+    async def _drain_once(self, timeout: float) -> None:
         if self._query_sub is not None:
             with contextlib.suppress(Exception):
                 await self._query_sub.unsubscribe()
@@ -393,7 +409,23 @@ class Worker:
         self._loops.clear()
         self._consumers.clear()
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+            running = len(self._tasks)
+            log.info(
+                "draining: waiting up to %gs for %d running task(s) to finish and be reported",
+                timeout,
+                running,
+            )
+            _, left = await asyncio.wait(set(self._tasks), timeout=timeout)
+            self.abandoned = len(left)
+            if left:
+                log.warning(
+                    "%d task(s) still running after the %gs drain timeout are abandoned; "
+                    "their activity attempts are retried by another worker when their lease "
+                    "(%gs) runs out",
+                    len(left),
+                    timeout,
+                    self.options.activity_lease,
+                )
         await self._stop_liveness()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
