@@ -7,6 +7,7 @@ A function's registered name is ``fn.__name__`` unless it was decorated with
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import typing
 import weakref
@@ -191,6 +192,62 @@ def _arg_types_for(param_types: tuple[object, ...], var_type: object, count: int
     return out
 
 
+_WORKFLOW_EXAMPLE = (
+    "a workflow is a generator function that yields commands, e.g. "
+    "`def order(order_id): receipt = yield df.activity(charge, order_id); return receipt`"
+)
+
+
+def _code_of(fn: object) -> object:
+    """The function whose code runs when ``fn`` is called: through ``functools.wraps``
+    decorators, ``functools.partial`` and callable objects."""
+    for _ in range(16):
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        elif inspect.isfunction(fn) or inspect.ismethod(fn):
+            unwrapped = inspect.unwrap(fn)
+            if unwrapped is fn:
+                return fn
+            fn = unwrapped
+        elif not inspect.isroutine(fn) and not isinstance(fn, type) and callable(fn):
+            fn = type(fn).__call__  # an instance with a __call__ method
+        else:
+            return fn
+    return fn
+
+
+def _where(fn: object) -> str:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return ""
+    return f" (defined at {code.co_filename}:{code.co_firstlineno})"
+
+
+def _check_generator(fn: Callable[..., object]) -> None:
+    code = _code_of(fn)
+    name = name_of(fn, "workflow")
+    if inspect.isgeneratorfunction(code):
+        return
+    where = _where(code)
+    if inspect.isasyncgenfunction(code):
+        raise InvalidArgumentError(
+            f"workflow {name!r}{where} is an async generator (`async def` with `yield`); "
+            "workflows are plain generator functions: drop `async` and write "
+            "`result = yield df.activity(...)`; run async code inside an activity"
+        )
+    if inspect.iscoroutinefunction(code):
+        raise InvalidArgumentError(
+            f"workflow {name!r}{where} is an `async def` function; workflows are generator "
+            "functions: drop `async` and write `result = yield df.activity(...)` instead of "
+            "`await`; run async code inside an activity"
+        )
+    raise InvalidArgumentError(
+        f"workflow {name!r}{where} is not a generator function (it has no `yield`); "
+        f"{_WORKFLOW_EXAMPLE}. A plain function is an activity: register it with "
+        "activities=[...]"
+    )
+
+
 @frozen
 class WorkflowDefinition:
     """A registered workflow: its name, function and the types its arguments are structured to."""
@@ -203,13 +260,17 @@ class WorkflowDefinition:
 
     @classmethod
     def from_fn(cls, fn: Callable[..., object]) -> WorkflowDefinition:
+        """Register ``fn``; refuse anything that is not a generator function, naming it.
+
+        Raises:
+            InvalidArgumentError: ``fn`` is not callable, is a plain, ``async def`` or async
+                generator function.
+        """
         if not callable(fn):
-            raise InvalidArgumentError(f"a workflow must be a generator function, got {fn!r}")
-        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             raise InvalidArgumentError(
-                f"workflow {name_of(fn)!r} is an async function; workflows are generator "
-                "functions: write `result = yield df.activity(...)` instead of `await`"
+                f"a workflow must be a generator function, got {fn!r}; {_WORKFLOW_EXAMPLE}"
             )
+        _check_generator(fn)
         params, var = _param_types(fn)
         return cls(name_of(fn, "workflow"), fn, params, var, result_type_of(fn))
 

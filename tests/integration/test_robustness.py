@@ -156,6 +156,23 @@ async def test_worker_with_bad_workflows_spec_exits_naming_it(daemons: Daemons) 
     assert out.returncode != 0 and "MODULE:ATTRIBUTE" in out.stderr
 
 
+async def test_worker_refuses_a_plain_function_as_a_workflow_before_reaching_nats() -> None:
+    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens: the check comes first
+    out = _run_cli(
+        "daemons.df_worker",
+        "--nats",
+        url,
+        "--connect-timeout",
+        "10",
+        "--workflows",
+        "tests.integration.test_robustness:greet",
+    )
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("error: workflow 'greet'") and "not a generator function" in line
+    assert "yield df.activity(" in line
+
+
 def calls_missing_activity():  # type: ignore[no-untyped-def]
     opts = df.ActivityOptions(
         start_to_close_timeout=5,
