@@ -7,7 +7,8 @@
     ├── PayloadError                    a value cannot be encoded as a payload (also a TypeError)
     ├── DecodeError                     bytes that are not a valid DurableFuture message
     ├── TransportError                  NATS / JetStream trouble, translated at the adapter edge
-    │   └── NatsUnavailableError        could not reach the NATS server in time
+    │   ├── NatsUnavailableError        could not reach the NATS server in time
+    │   └── JetStreamUnavailableError   the NATS server has no JetStream (started without -js)
     ├── WorkflowError                   the workflow code did something the engine cannot run
     │   ├── NonDeterminismError         replay diverged from the recorded history
     │   └── NotRegisteredError          unknown workflow or activity name on a worker
@@ -46,6 +47,7 @@ __all__ = [
     "DurableFutureError",
     "FailureError",
     "InvalidArgumentError",
+    "JetStreamUnavailableError",
     "NatsUnavailableError",
     "NonDeterminismError",
     "NotRegisteredError",
@@ -89,6 +91,10 @@ class TransportError(DurableFutureError):
 
 class NatsUnavailableError(TransportError):
     """The NATS server could not be reached within the connect timeout."""
+
+
+class JetStreamUnavailableError(TransportError):
+    """The NATS server answers but has no JetStream (for this account); nothing can be stored."""
 
 
 class WorkflowError(DurableFutureError):
