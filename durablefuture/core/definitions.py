@@ -11,7 +11,7 @@ import functools
 import inspect
 import typing
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from attrs import field, frozen
@@ -39,7 +39,9 @@ class PayloadConverter(Protocol):
 
     def to_payload(self, value: object, what: str = "value") -> JsonValue: ...
 
-    def from_payload(self, payload: JsonValue, type_hint: object = None) -> object: ...
+    def from_payload(
+        self, payload: JsonValue, type_hint: object = None, what: str | None = None
+    ) -> object: ...
 
 
 @typing.overload
@@ -130,20 +132,33 @@ def _signature(fn: Callable[..., object]) -> inspect.Signature | None:
     return sig
 
 
-def _param_types(fn: Callable[..., object]) -> tuple[tuple[object, ...], object]:
-    """Positional parameter types and the type of ``*args`` (None when absent)."""
+@frozen
+class _Params:
+    """Positional parameters: their types and names, and those of ``*args`` (if any)."""
+
+    types: tuple[object, ...] = ()
+    var_type: object = None
+    names: tuple[str, ...] = ()
+    var_name: str | None = None
+
+
+def _params(fn: Callable[..., object]) -> _Params:
     hints = _hints(fn)
     types: list[object] = []
+    names: list[str] = []
     var: object = None
+    var_name: str | None = None
     sig = _signature(fn)
     if sig is None:
-        return (), None
+        return _Params()
     for p in sig.parameters.values():
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             types.append(hints.get(p.name))
+            names.append(p.name)
         elif p.kind is p.VAR_POSITIONAL:
             var = hints.get(p.name, object)
-    return tuple(types), var
+            var_name = p.name
+    return _Params(tuple(types), var, tuple(names), var_name)
 
 
 def result_type_of(fn: object) -> object:
@@ -189,6 +204,23 @@ def _arg_types_for(param_types: tuple[object, ...], var_type: object, count: int
     out = list(param_types[:count])
     while len(out) < count:
         out.append(var_type)
+    return out
+
+
+def _structure_args(
+    d: WorkflowDefinition | ActivityDefinition,
+    kind: str,
+    payloads: PayloadConverter,
+    args: Sequence[JsonValue],
+) -> list[object]:
+    types = d.arg_types(len(args))
+    out = []
+    for i, (payload, hint) in enumerate(zip(args, types, strict=True)):
+        if i < len(d.param_names):
+            label = f"argument {d.param_names[i]!r}"
+        else:
+            label = f"argument {i} (*{d.var_name or 'args'})"
+        out.append(payloads.from_payload(payload, hint, f"{label} of {kind} {d.name!r}"))
     return out
 
 
@@ -257,6 +289,8 @@ class WorkflowDefinition:
     param_types: tuple[object, ...] = field(eq=False, default=())
     var_type: object = field(eq=False, default=None)
     result_type: object = field(eq=False, default=None)
+    param_names: tuple[str, ...] = field(eq=False, default=())
+    var_name: str | None = field(eq=False, default=None)
 
     @classmethod
     def from_fn(cls, fn: Callable[..., object]) -> WorkflowDefinition:
@@ -271,11 +305,27 @@ class WorkflowDefinition:
                 f"a workflow must be a generator function, got {fn!r}; {_WORKFLOW_EXAMPLE}"
             )
         _check_generator(fn)
-        params, var = _param_types(fn)
-        return cls(name_of(fn, "workflow"), fn, params, var, result_type_of(fn))
+        p = _params(fn)
+        return cls(
+            name_of(fn, "workflow"),
+            fn,
+            p.types,
+            p.var_type,
+            result_type_of(fn),
+            p.names,
+            p.var_name,
+        )
 
     def arg_types(self, count: int) -> list[object]:
         return _arg_types_for(self.param_types, self.var_type, count)
+
+    def structure_args(self, payloads: PayloadConverter, args: Sequence[JsonValue]) -> list[object]:
+        """The run's arguments, structured to the parameters' type hints.
+
+        Raises:
+            PayloadError: naming the argument, the workflow and each field that does not fit.
+        """
+        return _structure_args(self, "workflow", payloads, args)
 
 
 @frozen
@@ -287,6 +337,8 @@ class ActivityDefinition:
     param_types: tuple[object, ...] = field(eq=False, default=())
     var_type: object = field(eq=False, default=None)
     result_type: object = field(eq=False, default=None)
+    param_names: tuple[str, ...] = field(eq=False, default=())
+    var_name: str | None = field(eq=False, default=None)
     is_async: bool = False
 
     @classmethod
@@ -298,15 +350,25 @@ class ActivityDefinition:
                 f"activity {name_of(fn)!r} is a generator function; generators are workflows. "
                 "Register it with workflows=[...] or make it a plain function"
             )
-        params, var = _param_types(fn)
+        p = _params(fn)
         return cls(
             name_of(fn, "activity"),
             fn,
-            params,
-            var,
+            p.types,
+            p.var_type,
             result_type_of(fn),
+            p.names,
+            p.var_name,
             inspect.iscoroutinefunction(fn),
         )
 
     def arg_types(self, count: int) -> list[object]:
         return _arg_types_for(self.param_types, self.var_type, count)
+
+    def structure_args(self, payloads: PayloadConverter, args: Sequence[JsonValue]) -> list[object]:
+        """An attempt's arguments, structured to the parameters' type hints.
+
+        Raises:
+            PayloadError: naming the argument, the activity and each field that does not fit.
+        """
+        return _structure_args(self, "activity", payloads, args)

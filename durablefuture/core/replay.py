@@ -648,13 +648,20 @@ class WorkflowExecution:
         if not args:
             return None
         if len(args) == 1:
-            return self.payloads.from_payload(args[0], leaf.result_type)
+            return self.payloads.from_payload(
+                args[0], leaf.result_type, f"the argument of signal {leaf.name!r}"
+            )
         return tuple(self.payloads.from_payload(a) for a in args)
 
     def _outcome_of(self, event: ev.Event, leaf: _Leaf) -> _Outcome:
         if isinstance(event, ev.ActivityCompleted | ev.ChildWorkflowCompleted):
+            what = "activity" if leaf.kind == "activity" else "child workflow"
             try:
-                return _Outcome(value=self.payloads.from_payload(event.result, leaf.result_type))
+                return _Outcome(
+                    value=self.payloads.from_payload(
+                        event.result, leaf.result_type, f"the result of {what} {leaf.name!r}"
+                    )
+                )
             except Exception as exc:
                 return _Outcome(error=exc)
         if isinstance(event, ev.TimerFired):
@@ -740,10 +747,7 @@ class WorkflowExecution:
         self._set_time(started)
         token = _current.set(self.context)
         try:
-            types = self.definition.arg_types(len(started.args))
-            args = [
-                self.payloads.from_payload(a, t) for a, t in zip(started.args, types, strict=True)
-            ]
+            args = self.definition.structure_args(self.payloads, started.args)
             produced = self.definition.fn(*args)
         except Exception as exc:
             self._finish(FailWorkflow(self._failure(exc)))
@@ -992,7 +996,9 @@ class WorkflowExecution:
                 leaf.error = exception_from_failure(recorded.failure)
             else:
                 try:
-                    leaf.value = self.payloads.from_payload(recorded.value, item.result_type)
+                    leaf.value = self.payloads.from_payload(
+                        recorded.value, item.result_type, "the side_effect result"
+                    )
                 except Exception as exc:
                     leaf.error = exc
             return leaf
@@ -1011,7 +1017,9 @@ class WorkflowExecution:
         self._issue(RecordSideEffect(seq, payload), "side_effect")
         # ... and the value as decoded from its payload, not the object fn returned
         try:
-            leaf.value = self.payloads.from_payload(payload, item.result_type)
+            leaf.value = self.payloads.from_payload(
+                payload, item.result_type, "the side_effect result"
+            )
         except Exception as exc:
             leaf.error = exc
         return leaf

@@ -19,6 +19,7 @@ __all__ = [
     "optional_seconds",
     "payloads",
     "seconds",
+    "type_name",
 ]
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
@@ -30,6 +31,17 @@ Duration: TypeAlias = "timedelta | float | int"
 _NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _QUEUE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 MAX_WORKFLOW_ID = 512
+
+
+_QUALIFIED = re.compile(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)")
+
+
+def type_name(hint: object) -> str:
+    """A short readable name for a type hint: ``Order``, ``list[Item]``, ``int | None``."""
+    if isinstance(hint, type) and not getattr(hint, "__args__", None):
+        return hint.__name__
+    text = repr(hint).replace("<locals>.", "")
+    return _QUALIFIED.sub(r"\1", text.replace("NoneType", "None"))
 
 
 def payloads(value: object) -> tuple[JsonValue, ...]:
