@@ -14,6 +14,8 @@ import typing
 import orjson
 from cattrs import Converter, ForbiddenExtraKeysError, transform_error
 
+from durablefuture.codec.converter import CommandAsValue
+from durablefuture.core.commands import ContinueAsNew, describe_yieldable
 from durablefuture.core.errors import PayloadError
 from durablefuture.core.types import JsonValue, type_name
 
@@ -47,6 +49,8 @@ class JsonPayloads:
             return value  # type: ignore[return-value]
         try:
             raw = orjson.dumps(self._c.unstructure(value))
+        except CommandAsValue as exc:
+            raise PayloadError(_not_yielded(what, value, exc.command)) from None
         except (TypeError, orjson.JSONEncodeError) as exc:
             raise PayloadError(
                 f"{what} of type {type(value).__name__} cannot be encoded as JSON ({exc}); "
@@ -80,6 +84,20 @@ class JsonPayloads:
                 f"cannot turn {subject} into {type_name(type_hint)}: "
                 f"{_problems(exc, payload, type_hint)}"
             ) from None
+
+
+def _not_yielded(what: str, value: object, command: object) -> str:
+    desc = describe_yieldable(command)
+    site = getattr(command, "site", None)
+    where = f", created at {site[0]}:{site[1]}" if site else ""
+    if isinstance(command, ContinueAsNew):
+        fix = f"`yield {desc}` (it ends the run)"
+    else:
+        fix = f"`value = yield {desc}` and use `value`, or `return (yield {desc})`"
+    return (
+        f"{what} {'is' if command is value else 'contains'} {desc}{where}: a command, which "
+        f"does nothing until the workflow yields it. Did you forget `yield`? Write {fix}"
+    )
 
 
 def _short(value: object, limit: int = 80) -> str:

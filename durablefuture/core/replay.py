@@ -42,6 +42,7 @@ from attrs import frozen
 from durablefuture.core import errors
 from durablefuture.core import events as ev
 from durablefuture.core.commands import (
+    YIELDABLE_TYPES,
     ActivityCall,
     AllOf,
     AnyOf,
@@ -832,7 +833,9 @@ class WorkflowExecution:
 
     def _complete(self, value: object) -> None:
         try:
-            payload = self.payloads.to_payload(value, "workflow result")
+            payload = self.payloads.to_payload(
+                value, f"the result of workflow {self.definition.name!r}"
+            )
         except Exception as exc:
             self._finish(FailWorkflow(self._failure(exc)))
             return
@@ -921,6 +924,12 @@ class WorkflowExecution:
             )
         elif callable(item):
             hint = f"to run it, yield df.activity({getattr(item, '__name__', 'fn')}, ...)"
+        elif (
+            isinstance(item, list | tuple)
+            and item
+            and all(isinstance(i, YIELDABLE_TYPES) for i in item)
+        ):
+            hint = "to run several commands at once, yield df.all_of(...) (or df.any_of(...))"
         return (
             f"workflow {name!r} yielded {_short(item)} ({type(item).__name__}) at "
             f"{self._step_location}, which is not a DurableFuture command; {hint}"

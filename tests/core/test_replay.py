@@ -333,7 +333,7 @@ def test_an_unencodable_result_fails_the_workflow_with_payload_error() -> None:
     (cmd,) = d.step().commands
     assert isinstance(cmd, FailWorkflow)
     assert cmd.failure.type == "PayloadError"
-    assert "workflow result" in cmd.failure.message
+    assert "the result of workflow 'wf'" in cmd.failure.message
 
 
 # ------------------------------------------------------------------ yielding the wrong thing
@@ -364,6 +364,73 @@ def test_the_workflow_error_is_raised_at_the_yield_and_can_be_caught() -> None:
     act = replay(wf, History("wf").events)
     assert act.commands == (ScheduleActivity(1, "after", (), DEFAULT_OPTS),)
     assert "'not a command' (str)" in str(caught[0])
+
+
+def _failure_message(fn: Any) -> str:
+    d = Driver(fn)
+    d.step()
+    d.h.fired(1)
+    (cmd,) = d.step().commands
+    assert isinstance(cmd, FailWorkflow), cmd
+    return cmd.failure.message
+
+
+def test_returning_a_command_names_the_missing_yield_and_the_line_of_the_return() -> None:
+    def charge(order_id: str) -> float: ...
+
+    def wf() -> Generator[Any, Any, Any]:
+        yield df.sleep(1)
+        return df.activity(charge, "o-1")  # forgot: return (yield df.activity(...))
+
+    message = _failure_message(wf)
+    line = wf.__code__.co_firstlineno + 2
+    assert message.startswith(
+        f"the result of workflow 'wf' is df.activity('charge', ...), created at {__file__}:{line}"
+    )
+    assert "Did you forget `yield`?" in message
+    assert "return (yield df.activity('charge', ...))" in message
+    assert "cannot be encoded as JSON" not in message
+
+
+def test_a_result_holding_a_command_or_continue_as_new_is_a_forgotten_yield() -> None:
+    def nested() -> Generator[Any, Any, Any]:
+        yield df.sleep(1)
+        return {"steps": [df.sleep(5)]}
+
+    message = _failure_message(nested)
+    assert "'nested' contains df.sleep(5), created at " in message
+    assert "forget `yield`" in message
+
+    def restart() -> Generator[Any, Any, Any]:
+        yield df.sleep(1)
+        return df.continue_as_new(2)
+
+    message = _failure_message(restart)
+    assert "'restart' is df.continue_as_new(...)" in message
+    assert "Write `yield df.continue_as_new(...)` (it ends the run)" in message
+
+
+def test_a_command_passed_as_an_argument_to_another_is_a_forgotten_yield() -> None:
+    def wf() -> Generator[Any, Any, Any]:
+        yield df.activity("ship", df.activity("charge", 1))
+
+    (cmd,) = replay(wf, History("wf").events).commands
+    assert isinstance(cmd, FailWorkflow) and cmd.failure.type == "PayloadError"
+    line = wf.__code__.co_firstlineno + 1
+    assert cmd.failure.message.startswith(
+        "argument 0 (ActivityCall) of activity 'ship' is df.activity('charge', ...), "
+        f"created at {__file__}:{line}"
+    )
+    assert "Did you forget `yield`?" in cmd.failure.message
+
+
+def test_yielding_a_list_of_commands_hints_at_all_of() -> None:
+    def wf() -> Generator[Any, Any, Any]:
+        yield [df.activity("a"), df.activity("b")]
+
+    (cmd,) = replay(wf, History("wf").events).commands
+    assert isinstance(cmd, FailWorkflow)
+    assert "yield df.all_of(...)" in cmd.failure.message
 
 
 def test_yielding_a_function_hints_at_df_activity() -> None:
