@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -116,7 +116,7 @@ async def start_metrics(port: int | None, host: str) -> object:
     return server
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Exit non-zero with a one-line reason."""
     click.echo(f"error: {message}", err=True)
     sys.exit(2)

@@ -79,14 +79,28 @@ def _pretty(value: Any) -> str:
     return orjson.dumps(value, default=_json_default, option=orjson.OPT_INDENT_2).decode()
 
 
+_JSON_KINDS = {dict: "an object", str: "a string", bool: "a boolean", int: "a number"}
+
+
 def _parse_input(text: str | None) -> list[Any]:
+    """``--input``: a JSON array, one element per positional argument."""
     if text is None or text == "":
         return []
+    example = "pass e.g. --input '[\"o-1\", 42.0]'"
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        fail(f"--input is not valid JSON ({exc}); pass e.g. --input '[\"o-1\", 42.0]'")
-    return value if isinstance(value, list) else [value]
+        reason = " ".join(str(exc).split())
+        fail(f"--input is not valid JSON ({reason}); {example} (a JSON array of arguments)")
+    if not isinstance(value, list):
+        kind = _JSON_KINDS.get(type(value), "a number" if isinstance(value, float) else "null")
+        one = " ".join(text.split())
+        wrap = f"--input '[{one}]'" if len(one) <= 60 and "'" not in one else "[ ... ]"
+        fail(
+            f"--input must be a JSON array of arguments, got {kind}; {example}. "
+            f"For a single argument, wrap it: {wrap}"
+        )
+    return value
 
 
 @click.group(context_settings=CONTEXT)
@@ -253,7 +267,6 @@ def workers(settings: Settings, task_queue: str | None) -> None:
             "worker liveness is unknown: the namespace has no workers bucket (it was created "
             "by an older df-server; restart df-server to create it)"
         )
-        return
     records.sort(key=lambda r: (r.task_queue, r.started_at, r.identity))
     now = time.time()
     text = "\n".join(f"{r.task_queue:<20} {describe_worker(r, now)}" for r in records)

@@ -17,6 +17,8 @@ from daemons.common import (
     until_stopped,
 )
 from durablefuture.client import Client
+from durablefuture.core.definitions import ActivityDefinition, WorkflowDefinition
+from durablefuture.core.errors import DurableFutureError
 from durablefuture.worker import Worker, WorkerOptions
 
 
@@ -96,6 +98,13 @@ def main(
     acts = load_functions(activities, "activities") if activities else []
     if not wfs and not acts:
         fail("nothing to run: pass --workflows MODULE:ATTR and/or --activities MODULE:ATTR")
+    try:  # refuse a wrong function now, not after reaching NATS
+        for fn in wfs:
+            WorkflowDefinition.from_fn(fn)
+        for fn in acts:
+            ActivityDefinition.from_fn(fn)
+    except DurableFutureError as exc:
+        fail(str(exc))
 
     async def serve(stop: asyncio.Event) -> None:
         await start_metrics(metrics_port, metrics_host)

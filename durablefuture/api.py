@@ -2,10 +2,13 @@
 
 Each helper validates and encodes its arguments *here*, at the call site, so a mistake (an
 unencodable argument, a wrong argument count, a negative duration) raises where it was made.
+Each also notes that call site (file and line; one frame lookup), so a command returned or
+passed on instead of being yielded is reported with the line that built it.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 
 from durablefuture.codec.wire import default_codec
@@ -16,6 +19,7 @@ from durablefuture.core.commands import (
     ChildWorkflowCall,
     ContinueAsNew,
     SideEffect,
+    Site,
     Sleep,
     WaitSignal,
     Yieldable,
@@ -45,6 +49,12 @@ __all__ = [
 ]
 
 _YIELDABLE = (ActivityCall, Sleep, WaitSignal, SideEffect, ChildWorkflowCall, AllOf, AnyOf)
+
+
+def _site() -> Site:
+    """Where the caller of a ``df.*`` helper is."""
+    frame = sys._getframe(2)
+    return (frame.f_code.co_filename, frame.f_lineno)
 
 
 def _encode_args(args: tuple[object, ...], what: str) -> tuple[JsonValue, ...]:
@@ -78,12 +88,13 @@ def activity(
         args=_encode_args(args, f"activity {name!r}"),
         options=options,
         result_type=result_type if result_type is not None else result_type_of(fn),
+        site=_site(),
     )
 
 
 def sleep(duration: Duration) -> Sleep:
     """A durable timer: ``yield df.sleep(timedelta(hours=1))`` survives any crash."""
-    return Sleep(seconds(duration, "sleep duration"))
+    return Sleep(seconds(duration, "sleep duration"), _site())
 
 
 def wait_signal(
@@ -96,14 +107,14 @@ def wait_signal(
     """
     check_type_name(name, "signal name")
     t = optional_seconds(timeout, "wait_signal timeout")
-    return WaitSignal(name, t, result_type)
+    return WaitSignal(name, t, result_type, _site())
 
 
 def side_effect(fn: Callable[[], object], *, result_type: object = None) -> SideEffect:
     """Run ``fn`` once and record its result; on replay the recorded value is returned."""
     if not callable(fn):
         raise InvalidArgumentError(f"df.side_effect takes a function, got {fn!r}")
-    return SideEffect(fn, result_type if result_type is not None else result_type_of(fn))
+    return SideEffect(fn, result_type if result_type is not None else result_type_of(fn), _site())
 
 
 def child_workflow(
@@ -135,6 +146,7 @@ def child_workflow(
         execution_timeout=optional_seconds(execution_timeout, "execution_timeout"),
         parent_close_policy=parent_close_policy,
         result_type=result_type if result_type is not None else result_type_of(fn),
+        site=_site(),
     )
 
 
@@ -150,6 +162,7 @@ def continue_as_new(
         args=_encode_args(args, "continue_as_new"),
         workflow_type=None if workflow is None else name_of(workflow, "workflow"),
         task_queue=task_queue,
+        site=_site(),
     )
 
 
@@ -170,7 +183,7 @@ def all_of(*commands: Yieldable | Iterable[Yieldable]) -> AllOf:
 
     Fails fast: the first failure is raised at the yield.
     """
-    return AllOf(_items(commands, "df.all_of"))
+    return AllOf(_items(commands, "df.all_of"), _site())
 
 
 def any_of(*commands: Yieldable | Iterable[Yieldable]) -> AnyOf:
@@ -178,4 +191,4 @@ def any_of(*commands: Yieldable | Iterable[Yieldable]) -> AnyOf:
     items = _items(commands, "df.any_of")
     if not items:
         raise InvalidArgumentError("df.any_of needs at least one command")
-    return AnyOf(items)
+    return AnyOf(items, _site())

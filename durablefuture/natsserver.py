@@ -47,7 +47,10 @@ def free_port() -> int:
 
 
 class NatsServer:
-    """A nats-server process with JetStream on ``127.0.0.1:<port>``."""
+    """A nats-server process with JetStream on ``127.0.0.1:<port>``.
+
+    ``jetstream=False`` starts a plain NATS server (to see how clients cope without JetStream).
+    """
 
     def __init__(
         self,
@@ -56,11 +59,13 @@ class NatsServer:
         *,
         sync_always: bool = False,
         log_file: str | None = None,
+        jetstream: bool = True,
     ) -> None:
         self._tmp = store_dir is None
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="df-nats-")
         self.port = port or free_port()
         self.sync_always = sync_always
+        self.jetstream = jetstream
         self.log_file = log_file or os.path.join(self.store_dir, "nats-server.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -72,14 +77,16 @@ class NatsServer:
         path = os.path.join(self.store_dir, "nats-server.conf")
         sync = "sync_interval: always\n" if self.sync_always else ""
         with open(path, "w") as f:
-            f.write(
-                "jetstream {\n"
-                f"  store_dir: {self.store_dir!r}\n"
-                f"  {sync}"
-                "  limits { batch { max_inflight_per_stream: 500, max_inflight_total: 5000 } }\n"
-                "}\n"
-                "max_payload: 1MB\n"
-            )
+            if self.jetstream:
+                f.write(
+                    "jetstream {\n"
+                    f"  store_dir: {self.store_dir!r}\n"
+                    f"  {sync}"
+                    "  limits { batch { max_inflight_per_stream: 500, "
+                    "max_inflight_total: 5000 } }\n"
+                    "}\n"
+                )
+            f.write("max_payload: 1MB\n")
         return path
 
     def start(self, timeout: float = 10.0) -> NatsServer:
@@ -92,7 +99,7 @@ class NatsServer:
             "127.0.0.1",
             "-p",
             str(self.port),
-            "-js",
+            *(["-js"] if self.jetstream else []),
         ]
         log = open(self.log_file, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)

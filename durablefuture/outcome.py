@@ -24,7 +24,7 @@ def outcome_of(
     wid, rid = summary.workflow_id, summary.run_id
     status = summary.status
     if status == RunStatus.COMPLETED:
-        return payloads.from_payload(summary.result, result_type)
+        return payloads.from_payload(summary.result, result_type, f"the result of workflow {wid!r}")
     if status == RunStatus.FAILED:
         failure = summary.failure
         what = failure.describe() if failure else "unknown error"

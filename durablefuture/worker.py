@@ -49,6 +49,7 @@ from durablefuture.core.errors import (
     InvalidArgumentError,
     NonDeterminismError,
     NotRegisteredError,
+    PayloadError,
     QueryFailedError,
     TransportError,
     WorkflowError,
@@ -1110,12 +1111,14 @@ class _Attempt:
         t = self.task
         payloads = self.w.codec.payloads
         try:
-            types = self.d.arg_types(len(t.args))
-            args = [payloads.from_payload(a, ty) for a, ty in zip(t.args, types, strict=True)]
+            args = self.d.structure_args(payloads, t.args)
         except Exception as exc:
             failure = failure_from_exception(exc)
+            message = failure.message  # a PayloadError names the argument and the activity
+            if not isinstance(exc, PayloadError):
+                message = f"cannot decode the arguments of activity {t.name!r}: {message}"
             failure = Failure(
-                message=f"cannot decode the arguments of activity {t.name!r}: {failure.message}",
+                message=message,
                 type=failure.type,
                 non_retryable=True,
             )

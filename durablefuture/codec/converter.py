@@ -23,9 +23,11 @@ from cattrs.strategies import configure_tagged_union
 from durablefuture.core import commands as cmd
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
+from durablefuture.core.commands import describe_yieldable
+from durablefuture.core.errors import PayloadError
 from durablefuture.core.types import JsonValue
 
-__all__ = ["TAG", "make_converter"]
+__all__ = ["TAG", "CommandAsValue", "make_converter"]
 
 TAG = "t"
 
@@ -58,6 +60,23 @@ def _identity(value: Any) -> Any:
     return value
 
 
+class CommandAsValue(PayloadError):
+    """A workflow command (``df.activity(...)``, ...) met where a value was being encoded.
+
+    ``JsonPayloads.to_payload`` turns it into a message naming what was being encoded.
+    """
+
+    def __init__(self, command: object) -> None:
+        super().__init__(
+            f"{describe_yieldable(command)} is a command, not a value; did you forget `yield`?"
+        )
+        self.command = command
+
+
+def _refuse_command(value: Any) -> Any:
+    raise CommandAsValue(value)
+
+
 def make_converter() -> Converter:
     """Build the converter. Call once and share it (hooks are compiled lazily and cached)."""
     c = Converter(
@@ -86,6 +105,8 @@ def make_converter() -> Converter:
     c.register_unstructure_hook(pathlib.PurePath, str)
     c.register_structure_hook(pathlib.Path, lambda v, _t: pathlib.Path(v))
     c.register_structure_hook_func(lambda t: t is typing.Any or t is object, lambda v, _t: v)
+    # What workflows yield is never a value: one met in a payload is a forgotten `yield`.
+    c.register_unstructure_hook_func(lambda t: t in cmd.YIELDABLE_TYPES, _refuse_command)
     # Engine unions: tagged by class name.
     for union in (ev.Event, cmd.Command, inp.RunInput):
         _tagged(c, union)

@@ -7,13 +7,17 @@ what history recorded. On the receiving side they are structured to the function
 
 from __future__ import annotations
 
+import ast
+import re
 import typing
 
 import orjson
-from cattrs import Converter
+from cattrs import Converter, ForbiddenExtraKeysError, transform_error
 
+from durablefuture.codec.converter import CommandAsValue
+from durablefuture.core.commands import ContinueAsNew, describe_yieldable
 from durablefuture.core.errors import PayloadError
-from durablefuture.core.types import JsonValue
+from durablefuture.core.types import JsonValue, type_name
 
 __all__ = ["MAX_PAYLOAD_BYTES", "JsonPayloads"]
 
@@ -45,6 +49,8 @@ class JsonPayloads:
             return value  # type: ignore[return-value]
         try:
             raw = orjson.dumps(self._c.unstructure(value))
+        except CommandAsValue as exc:
+            raise PayloadError(_not_yielded(what, value, exc.command)) from None
         except (TypeError, orjson.JSONEncodeError) as exc:
             raise PayloadError(
                 f"{what} of type {type(value).__name__} cannot be encoded as JSON ({exc}); "
@@ -80,21 +86,132 @@ class JsonPayloads:
                 )
         return tuple(out)
 
-    def from_payload(self, payload: JsonValue, type_hint: object = None) -> object:
+    def from_payload(
+        self, payload: JsonValue, type_hint: object = None, what: str | None = None
+    ) -> object:
+        """Structure ``payload`` to ``type_hint``.
+
+        Raises:
+            PayloadError: naming ``what`` (e.g. "argument 'order' of activity 'charge'") and
+                each field that does not fit, with the type it expected and the value it got.
+        """
         if type_hint in _PASSTHROUGH:
             return payload
         try:
             return self._c.structure(payload, type_hint)  # type: ignore[arg-type]
         except Exception as exc:
+            subject = f"payload {_short(payload)}" if what is None else what
             raise PayloadError(
-                f"cannot turn payload {_short(payload)} into {_type_name(type_hint)}: {exc}"
+                f"cannot turn {subject} into {type_name(type_hint)}: "
+                f"{_problems(exc, payload, type_hint)}"
             ) from None
 
 
-def _short(value: object) -> str:
+def _not_yielded(what: str, value: object, command: object) -> str:
+    desc = describe_yieldable(command)
+    site = getattr(command, "site", None)
+    where = f", created at {site[0]}:{site[1]}" if site else ""
+    if isinstance(command, ContinueAsNew):
+        fix = f"`yield {desc}` (it ends the run)"
+    else:
+        fix = f"`value = yield {desc}` and use `value`, or `return (yield {desc})`"
+    return (
+        f"{what} {'is' if command is value else 'contains'} {desc}{where}: a command, which "
+        f"does nothing until the workflow yields it. Did you forget `yield`? Write {fix}"
+    )
+
+
+def _short(value: object, limit: int = 80) -> str:
     text = repr(value)
-    return text if len(text) < 80 else text[:77] + "..."
+    return text if len(text) < limit else text[: limit - 3] + "..."
 
 
-def _type_name(t: object) -> str:
-    return getattr(t, "__name__", None) or repr(t)
+# ------------------------------------------------------------------ structuring errors
+
+_MAX_PROBLEMS = 8
+_STEP = re.compile(r"\.([A-Za-z_]\w*)|\[(-?\d+|'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")\]")
+_MISSING = object()
+
+
+def _problems(exc: Exception, payload: JsonValue, type_hint: object) -> str:
+    """``field 'amount' expected float, got str 'abc'; field 'items[2].sku' missing``.
+
+    cattrs' ``transform_error`` walks the exception group and builds each path; the
+    descriptions are ours, with the offending value looked up along the path.
+    """
+    found: list[tuple[BaseException, object]] = []
+
+    def remember(error: BaseException, expected: type | None) -> str:
+        found.append((error, expected))
+        return str(len(found) - 1)  # an index: carries no " @ " of its own
+
+    out: list[str] = []
+    for line in transform_error(exc, "$", remember):
+        index, _, path = line.partition(" @ ")
+        error, expected = found[int(index)]
+        value, parent = _value_at(payload, path)
+        if parent is not None:  # a field of something that is not an object at all
+            problem = f"{_where(parent[0])}expected an object, got {_got(parent[1])}"
+        else:
+            problem = _describe(path, error, expected, value)
+        if problem not in out:
+            out.append(problem)
+    if len(out) > _MAX_PROBLEMS:
+        out[_MAX_PROBLEMS:] = [f"and {len(out) - _MAX_PROBLEMS} more"]
+    return "; ".join(out) or str(exc)
+
+
+def _where(path: str) -> str:
+    rest = path[1:].lstrip(".")
+    if not rest:
+        return ""
+    return f"item {rest} " if rest.startswith("[") else f"field '{rest}' "
+
+
+def _describe(path: str, error: BaseException, expected: object, value: object) -> str:
+    where = _where(path)
+    if isinstance(error, KeyError):
+        return f"{where}missing"
+    if isinstance(error, ForbiddenExtraKeysError):
+        return f"{where}has unexpected fields {sorted(error.extra_fields)}"
+    got = "" if value is _MISSING else f"got {_got(value)}"
+    if not where:  # the whole payload: the message already names the expected type
+        return got or f"{type(error).__name__}: {error}"
+    if expected is not None:
+        return f"{where}expected {type_name(expected)}" + (f", {got}" if got else "")
+    return f"{where}is invalid ({type(error).__name__}: {error})" + (f", {got}" if got else "")
+
+
+def _got(value: object) -> str:
+    if value is None:
+        return "null"
+    return f"{type(value).__name__} {_short(value, 40)}"
+
+
+def _value_at(payload: object, path: str) -> tuple[object, tuple[str, object] | None]:
+    """The part of ``payload`` at a ``transform_error`` path such as ``$.items[2]['k']``, or
+    ``_MISSING`` with (path, value) of the step that is not an object or list when that is why.
+    """
+    value = payload
+    pos = 1
+    while pos < len(path):
+        step = _STEP.match(path, pos)
+        if step is None:
+            return _MISSING, None
+        if step.group(1) is not None:
+            key: object = step.group(1)
+            if not isinstance(value, dict):
+                return _MISSING, (path[:pos], value)
+        else:
+            try:
+                key = ast.literal_eval(step.group(2))
+            except (ValueError, SyntaxError):
+                return _MISSING, None
+            if not isinstance(value, dict | list):
+                return _MISSING, (path[:pos], value)
+        pos = step.end()
+        try:
+            value = value[key]  # type: ignore[call-overload]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING, None
+    return value, None

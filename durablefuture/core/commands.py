@@ -21,6 +21,7 @@ from durablefuture.core.options import ActivityOptions, ParentClosePolicy
 from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
+    "YIELDABLE_TYPES",
     "ActivityCall",
     "AllOf",
     "AnyOf",
@@ -37,6 +38,7 @@ __all__ = [
     "RecordSideEffect",
     "ScheduleActivity",
     "SideEffect",
+    "Site",
     "Sleep",
     "StartChildWorkflow",
     "StartSignalWait",
@@ -44,10 +46,15 @@ __all__ = [
     "TerminalCommand",
     "WaitSignal",
     "Yieldable",
+    "describe_yieldable",
 ]
 
 
 # --------------------------------------------------------------------------- yieldables
+
+Site = tuple[str, int]
+"""``(file, line)`` where ``df.activity(...)`` & co. were called: named when a command is
+returned or passed as a value instead of being yielded (a forgotten ``yield``)."""
 
 
 @frozen
@@ -58,6 +65,7 @@ class ActivityCall:
     args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     options: ActivityOptions | None = None
     result_type: object = field(default=None, eq=False, repr=False)
+    site: Site | None = field(default=None, eq=False, repr=False)
 
 
 @frozen
@@ -65,6 +73,7 @@ class Sleep:
     """A durable timer of ``duration`` seconds."""
 
     duration: float
+    site: Site | None = field(default=None, eq=False, repr=False)
 
 
 @frozen
@@ -74,6 +83,7 @@ class WaitSignal:
     name: str
     timeout: float | None = None
     result_type: object = field(default=None, eq=False, repr=False)
+    site: Site | None = field(default=None, eq=False, repr=False)
 
 
 @frozen
@@ -82,6 +92,7 @@ class SideEffect:
 
     fn: Callable[[], object] = field(eq=False)
     result_type: object = field(default=None, eq=False, repr=False)
+    site: Site | None = field(default=None, eq=False, repr=False)
 
 
 @frozen
@@ -95,6 +106,7 @@ class ChildWorkflowCall:
     execution_timeout: float | None = None
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.REQUEST_CANCEL
     result_type: object = field(default=None, eq=False, repr=False)
+    site: Site | None = field(default=None, eq=False, repr=False)
 
 
 @frozen
@@ -104,6 +116,7 @@ class ContinueAsNew:
     args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     workflow_type: str | None = None
     task_queue: str | None = None
+    site: Site | None = field(default=None, eq=False, repr=False)
 
 
 @frozen
@@ -111,6 +124,7 @@ class AllOf:
     """Wait for all items; the yield returns the list of their results (fails fast)."""
 
     items: tuple[Yieldable, ...]
+    site: Site | None = field(default=None, eq=False, repr=False)
 
 
 @frozen
@@ -118,9 +132,43 @@ class AnyOf:
     """Wait for the first item to finish; the yield returns ``(index, result)``."""
 
     items: tuple[Yieldable, ...]
+    site: Site | None = field(default=None, eq=False, repr=False)
 
 
 Yieldable = ActivityCall | Sleep | WaitSignal | SideEffect | ChildWorkflowCall | AllOf | AnyOf
+
+YIELDABLE_TYPES: tuple[type, ...] = (
+    ActivityCall,
+    Sleep,
+    WaitSignal,
+    SideEffect,
+    ChildWorkflowCall,
+    AllOf,
+    AnyOf,
+    ContinueAsNew,
+)
+"""Everything a workflow may yield (``ContinueAsNew`` included)."""
+
+
+def describe_yieldable(item: object) -> str:
+    """How the code wrote it: ``df.activity('charge', ...)``, ``df.sleep(5)``, ..."""
+    if isinstance(item, ActivityCall):
+        return f"df.activity({item.name!r}{', ...' if item.args else ''})"
+    if isinstance(item, Sleep):
+        return f"df.sleep({item.duration:g})"
+    if isinstance(item, WaitSignal):
+        return f"df.wait_signal({item.name!r})"
+    if isinstance(item, SideEffect):
+        return "df.side_effect(...)"
+    if isinstance(item, ChildWorkflowCall):
+        return f"df.child_workflow({item.workflow_type!r}{', ...' if item.args else ''})"
+    if isinstance(item, AllOf | AnyOf):
+        kind = "all_of" if isinstance(item, AllOf) else "any_of"
+        return f"df.{kind}({', '.join(describe_yieldable(i) for i in item.items)})"
+    if isinstance(item, ContinueAsNew):
+        return "df.continue_as_new(...)"
+    return repr(item)
+
 
 # --------------------------------------------------------------------------- commands
 

@@ -7,10 +7,11 @@ A function's registered name is ``fn.__name__`` unless it was decorated with
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import typing
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from attrs import field, frozen
@@ -38,7 +39,9 @@ class PayloadConverter(Protocol):
 
     def to_payload(self, value: object, what: str = "value") -> JsonValue: ...
 
-    def from_payload(self, payload: JsonValue, type_hint: object = None) -> object: ...
+    def from_payload(
+        self, payload: JsonValue, type_hint: object = None, what: str | None = None
+    ) -> object: ...
 
 
 @typing.overload
@@ -129,20 +132,33 @@ def _signature(fn: Callable[..., object]) -> inspect.Signature | None:
     return sig
 
 
-def _param_types(fn: Callable[..., object]) -> tuple[tuple[object, ...], object]:
-    """Positional parameter types and the type of ``*args`` (None when absent)."""
+@frozen
+class _Params:
+    """Positional parameters: their types and names, and those of ``*args`` (if any)."""
+
+    types: tuple[object, ...] = ()
+    var_type: object = None
+    names: tuple[str, ...] = ()
+    var_name: str | None = None
+
+
+def _params(fn: Callable[..., object]) -> _Params:
     hints = _hints(fn)
     types: list[object] = []
+    names: list[str] = []
     var: object = None
+    var_name: str | None = None
     sig = _signature(fn)
     if sig is None:
-        return (), None
+        return _Params()
     for p in sig.parameters.values():
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             types.append(hints.get(p.name))
+            names.append(p.name)
         elif p.kind is p.VAR_POSITIONAL:
             var = hints.get(p.name, object)
-    return tuple(types), var
+            var_name = p.name
+    return _Params(tuple(types), var, tuple(names), var_name)
 
 
 def result_type_of(fn: object) -> object:
@@ -191,6 +207,79 @@ def _arg_types_for(param_types: tuple[object, ...], var_type: object, count: int
     return out
 
 
+def _structure_args(
+    d: WorkflowDefinition | ActivityDefinition,
+    kind: str,
+    payloads: PayloadConverter,
+    args: Sequence[JsonValue],
+) -> list[object]:
+    types = d.arg_types(len(args))
+    out = []
+    for i, (payload, hint) in enumerate(zip(args, types, strict=True)):
+        if i < len(d.param_names):
+            label = f"argument {d.param_names[i]!r}"
+        else:
+            label = f"argument {i} (*{d.var_name or 'args'})"
+        out.append(payloads.from_payload(payload, hint, f"{label} of {kind} {d.name!r}"))
+    return out
+
+
+_WORKFLOW_EXAMPLE = (
+    "a workflow is a generator function that yields commands, e.g. "
+    "`def order(order_id): receipt = yield df.activity(charge, order_id); return receipt`"
+)
+
+
+def _code_of(fn: object) -> object:
+    """The function whose code runs when ``fn`` is called: through ``functools.wraps``
+    decorators, ``functools.partial`` and callable objects."""
+    for _ in range(16):
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        elif inspect.isfunction(fn) or inspect.ismethod(fn):
+            unwrapped = inspect.unwrap(fn)
+            if unwrapped is fn:
+                return fn
+            fn = unwrapped
+        elif not inspect.isroutine(fn) and not isinstance(fn, type) and callable(fn):
+            fn = type(fn).__call__  # an instance with a __call__ method
+        else:
+            return fn
+    return fn
+
+
+def _where(fn: object) -> str:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return ""
+    return f" (defined at {code.co_filename}:{code.co_firstlineno})"
+
+
+def _check_generator(fn: Callable[..., object]) -> None:
+    code = _code_of(fn)
+    name = name_of(fn, "workflow")
+    if inspect.isgeneratorfunction(code):
+        return
+    where = _where(code)
+    if inspect.isasyncgenfunction(code):
+        raise InvalidArgumentError(
+            f"workflow {name!r}{where} is an async generator (`async def` with `yield`); "
+            "workflows are plain generator functions: drop `async` and write "
+            "`result = yield df.activity(...)`; run async code inside an activity"
+        )
+    if inspect.iscoroutinefunction(code):
+        raise InvalidArgumentError(
+            f"workflow {name!r}{where} is an `async def` function; workflows are generator "
+            "functions: drop `async` and write `result = yield df.activity(...)` instead of "
+            "`await`; run async code inside an activity"
+        )
+    raise InvalidArgumentError(
+        f"workflow {name!r}{where} is not a generator function (it has no `yield`); "
+        f"{_WORKFLOW_EXAMPLE}. A plain function is an activity: register it with "
+        "activities=[...]"
+    )
+
+
 @frozen
 class WorkflowDefinition:
     """A registered workflow: its name, function and the types its arguments are structured to."""
@@ -200,21 +289,43 @@ class WorkflowDefinition:
     param_types: tuple[object, ...] = field(eq=False, default=())
     var_type: object = field(eq=False, default=None)
     result_type: object = field(eq=False, default=None)
+    param_names: tuple[str, ...] = field(eq=False, default=())
+    var_name: str | None = field(eq=False, default=None)
 
     @classmethod
     def from_fn(cls, fn: Callable[..., object]) -> WorkflowDefinition:
+        """Register ``fn``; refuse anything that is not a generator function, naming it.
+
+        Raises:
+            InvalidArgumentError: ``fn`` is not callable, is a plain, ``async def`` or async
+                generator function.
+        """
         if not callable(fn):
-            raise InvalidArgumentError(f"a workflow must be a generator function, got {fn!r}")
-        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             raise InvalidArgumentError(
-                f"workflow {name_of(fn)!r} is an async function; workflows are generator "
-                "functions: write `result = yield df.activity(...)` instead of `await`"
+                f"a workflow must be a generator function, got {fn!r}; {_WORKFLOW_EXAMPLE}"
             )
-        params, var = _param_types(fn)
-        return cls(name_of(fn, "workflow"), fn, params, var, result_type_of(fn))
+        _check_generator(fn)
+        p = _params(fn)
+        return cls(
+            name_of(fn, "workflow"),
+            fn,
+            p.types,
+            p.var_type,
+            result_type_of(fn),
+            p.names,
+            p.var_name,
+        )
 
     def arg_types(self, count: int) -> list[object]:
         return _arg_types_for(self.param_types, self.var_type, count)
+
+    def structure_args(self, payloads: PayloadConverter, args: Sequence[JsonValue]) -> list[object]:
+        """The run's arguments, structured to the parameters' type hints.
+
+        Raises:
+            PayloadError: naming the argument, the workflow and each field that does not fit.
+        """
+        return _structure_args(self, "workflow", payloads, args)
 
 
 @frozen
@@ -226,6 +337,8 @@ class ActivityDefinition:
     param_types: tuple[object, ...] = field(eq=False, default=())
     var_type: object = field(eq=False, default=None)
     result_type: object = field(eq=False, default=None)
+    param_names: tuple[str, ...] = field(eq=False, default=())
+    var_name: str | None = field(eq=False, default=None)
     is_async: bool = False
 
     @classmethod
@@ -237,15 +350,25 @@ class ActivityDefinition:
                 f"activity {name_of(fn)!r} is a generator function; generators are workflows. "
                 "Register it with workflows=[...] or make it a plain function"
             )
-        params, var = _param_types(fn)
+        p = _params(fn)
         return cls(
             name_of(fn, "activity"),
             fn,
-            params,
-            var,
+            p.types,
+            p.var_type,
             result_type_of(fn),
+            p.names,
+            p.var_name,
             inspect.iscoroutinefunction(fn),
         )
 
     def arg_types(self, count: int) -> list[object]:
         return _arg_types_for(self.param_types, self.var_type, count)
+
+    def structure_args(self, payloads: PayloadConverter, args: Sequence[JsonValue]) -> list[object]:
+        """An attempt's arguments, structured to the parameters' type hints.
+
+        Raises:
+            PayloadError: naming the argument, the activity and each field that does not fit.
+        """
+        return _structure_args(self, "activity", payloads, args)

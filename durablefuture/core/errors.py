@@ -8,6 +8,7 @@
     ├── DecodeError                     bytes that are not a valid DurableFuture message
     ├── TransportError                  NATS / JetStream trouble, translated at the adapter edge
     │   ├── NatsUnavailableError        could not reach the NATS server in time, or lost it
+    │   ├── JetStreamUnavailableError   the NATS server has no JetStream (started without -js)
     │   └── MessageRejectedError        a message NATS would refuse (too large, bad subject)
     ├── WorkflowError                   the workflow code did something the engine cannot run
     │   ├── NonDeterminismError         replay diverged from the recorded history
@@ -47,6 +48,7 @@ __all__ = [
     "DurableFutureError",
     "FailureError",
     "InvalidArgumentError",
+    "JetStreamUnavailableError",
     "MessageRejectedError",
     "NatsUnavailableError",
     "NonDeterminismError",
@@ -91,6 +93,10 @@ class TransportError(DurableFutureError):
 
 class NatsUnavailableError(TransportError):
     """The NATS server could not be reached within the connect timeout."""
+
+
+class JetStreamUnavailableError(TransportError):
+    """The NATS server answers but has no JetStream (for this account); nothing can be stored."""
 
 
 class MessageRejectedError(TransportError):

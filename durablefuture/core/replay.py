@@ -42,6 +42,7 @@ from attrs import frozen
 from durablefuture.core import errors
 from durablefuture.core import events as ev
 from durablefuture.core.commands import (
+    YIELDABLE_TYPES,
     ActivityCall,
     AllOf,
     AnyOf,
@@ -648,13 +649,20 @@ class WorkflowExecution:
         if not args:
             return None
         if len(args) == 1:
-            return self.payloads.from_payload(args[0], leaf.result_type)
+            return self.payloads.from_payload(
+                args[0], leaf.result_type, f"the argument of signal {leaf.name!r}"
+            )
         return tuple(self.payloads.from_payload(a) for a in args)
 
     def _outcome_of(self, event: ev.Event, leaf: _Leaf) -> _Outcome:
         if isinstance(event, ev.ActivityCompleted | ev.ChildWorkflowCompleted):
+            what = "activity" if leaf.kind == "activity" else "child workflow"
             try:
-                return _Outcome(value=self.payloads.from_payload(event.result, leaf.result_type))
+                return _Outcome(
+                    value=self.payloads.from_payload(
+                        event.result, leaf.result_type, f"the result of {what} {leaf.name!r}"
+                    )
+                )
             except Exception as exc:
                 return _Outcome(error=exc)
         if isinstance(event, ev.TimerFired):
@@ -740,10 +748,7 @@ class WorkflowExecution:
         self._set_time(started)
         token = _current.set(self.context)
         try:
-            types = self.definition.arg_types(len(started.args))
-            args = [
-                self.payloads.from_payload(a, t) for a, t in zip(started.args, types, strict=True)
-            ]
+            args = self.definition.structure_args(self.payloads, started.args)
             produced = self.definition.fn(*args)
         except Exception as exc:
             self._finish(FailWorkflow(self._failure(exc)))
@@ -828,7 +833,9 @@ class WorkflowExecution:
 
     def _complete(self, value: object) -> None:
         try:
-            payload = self.payloads.to_payload(value, "workflow result")
+            payload = self.payloads.to_payload(
+                value, f"the result of workflow {self.definition.name!r}"
+            )
         except Exception as exc:
             self._finish(FailWorkflow(self._failure(exc)))
             return
@@ -917,6 +924,12 @@ class WorkflowExecution:
             )
         elif callable(item):
             hint = f"to run it, yield df.activity({getattr(item, '__name__', 'fn')}, ...)"
+        elif (
+            isinstance(item, list | tuple)
+            and item
+            and all(isinstance(i, YIELDABLE_TYPES) for i in item)
+        ):
+            hint = "to run several commands at once, yield df.all_of(...) (or df.any_of(...))"
         return (
             f"workflow {name!r} yielded {_short(item)} ({type(item).__name__}) at "
             f"{self._step_location}, which is not a DurableFuture command; {hint}"
@@ -992,7 +1005,9 @@ class WorkflowExecution:
                 leaf.error = exception_from_failure(recorded.failure)
             else:
                 try:
-                    leaf.value = self.payloads.from_payload(recorded.value, item.result_type)
+                    leaf.value = self.payloads.from_payload(
+                        recorded.value, item.result_type, "the side_effect result"
+                    )
                 except Exception as exc:
                     leaf.error = exc
             return leaf
@@ -1011,7 +1026,9 @@ class WorkflowExecution:
         self._issue(RecordSideEffect(seq, payload), "side_effect")
         # ... and the value as decoded from its payload, not the object fn returned
         try:
-            leaf.value = self.payloads.from_payload(payload, item.result_type)
+            leaf.value = self.payloads.from_payload(
+                payload, item.result_type, "the side_effect result"
+            )
         except Exception as exc:
             leaf.error = exc
         return leaf

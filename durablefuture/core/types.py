@@ -22,6 +22,7 @@ __all__ = [
     "optional_seconds",
     "payloads",
     "seconds",
+    "type_name",
 ]
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
@@ -40,6 +41,17 @@ MAX_NAME = 256
 """Longest workflow type, activity, signal or query name, in UTF-8 bytes."""
 MAX_SECONDS = 100 * 365 * 24 * 3600.0
 """Longest duration or timeout: 100 years (datetimes past the year 9999 cannot be represented)."""
+
+
+_QUALIFIED = re.compile(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)")
+
+
+def type_name(hint: object) -> str:
+    """A short readable name for a type hint: ``Order``, ``list[Item]``, ``int | None``."""
+    if isinstance(hint, type) and not getattr(hint, "__args__", None):
+        return hint.__name__
+    text = repr(hint).replace("<locals>.", "")
+    return _QUALIFIED.sub(r"\1", text.replace("NoneType", "None"))
 
 
 def payloads(value: object) -> tuple[JsonValue, ...]:

@@ -341,8 +341,7 @@ class Simulation:
             )
             return inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure)
         try:
-            types = definition.arg_types(len(task.args))
-            args = [self.payloads.from_payload(a, t) for a, t in zip(task.args, types, strict=True)]
+            args = definition.structure_args(self.payloads, task.args)
             value: Any = definition.fn(*args)
             if inspect.iscoroutine(value):
                 value = _run_coroutine(value)

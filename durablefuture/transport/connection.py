@@ -1,4 +1,8 @@
-"""Connecting to NATS: wait for the port, connect once, retry with a log line, give up clearly."""
+"""Connecting to NATS: wait for the port, connect once, retry with a log line, give up clearly.
+
+A connection is handed out only once JetStream answers on it: a nats-server started without
+``-js`` fails here, in one clear line, instead of deep inside the first stream operation.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,10 @@ from urllib.parse import urlparse
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import APIError, ServiceUnavailableError
 
-from durablefuture.core.errors import NatsUnavailableError
+from durablefuture.core.errors import JetStreamUnavailableError, NatsUnavailableError
 
 __all__ = ["DEFAULT_URL", "connect", "connection_lost", "on_reconnect", "redact"]
 
@@ -36,6 +42,42 @@ async def _port_open(host: str, port: int, timeout: float) -> str | None:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return None
+
+
+_JS_NOT_ENABLED_FOR_ACCOUNT = 10039
+
+
+async def _jetstream_problem(nc: NATS, shown: str, timeout: float) -> str | None:
+    """None when JetStream answers (or we cannot tell), a reason to retry while it starts up.
+
+    Raises:
+        JetStreamUnavailableError: the server has no JetStream, or not for this account.
+    """
+    try:
+        await nc.jetstream(timeout=timeout).account_info()
+    except ServiceUnavailableError as exc:
+        if exc.code is None:  # no responders: nothing serves the JetStream API
+            raise JetStreamUnavailableError(
+                f"NATS at {shown} has no JetStream; start nats-server with -js "
+                "(or a `jetstream {}` block in its config), or use `df dev`"
+            ) from None
+        if exc.err_code == _JS_NOT_ENABLED_FOR_ACCOUNT:
+            raise JetStreamUnavailableError(
+                f"NATS at {shown} has JetStream, but not for this connection's account "
+                f"({exc.description}); enable JetStream for the account in the server config"
+            ) from None
+        return f"JetStream is not ready ({exc.description or exc})"  # e.g. a cluster starting
+    except APIError as exc:
+        return f"JetStream answered {exc}"
+    except (TimeoutError, NatsTimeoutError):
+        # no answer: maybe not permitted to ask ($JS.API.INFO); let the real calls tell
+        return None
+    return None
+
+
+async def _close_quietly(nc: NATS) -> None:
+    with contextlib.suppress(Exception):
+        await nc.close()
 
 
 async def _quiet_error(exc: Exception) -> None:
@@ -139,6 +181,8 @@ async def connect(
 
     Raises:
         NatsUnavailableError: naming the URL and the last error, after ``timeout``.
+        JetStreamUnavailableError: the server answers but has no JetStream (at once), or its
+            JetStream did not become ready within ``timeout``.
     """
     servers = [u.strip() for u in url.split(",") if u.strip()] or [DEFAULT_URL]
     shown = redact(",".join(servers))
@@ -151,6 +195,7 @@ async def connect(
         attempt += 1
         remaining = deadline - time.monotonic()
         problem: str | None = "no server reachable"
+        js_starting = False
         for server in servers:  # wait until at least one of them listens
             problem = await _port_open(*_host_port(server), max(0.05, min(2.0, remaining)))
             if problem is None:
@@ -177,15 +222,29 @@ async def connect(
                     ),
                     max(1.0, remaining),
                 )
-                nc._df_reconnects = hooks  # type: ignore[attr-defined]
-                hooks.nc = nc
-                return nc
             except Exception as exc:  # nats raises a variety of errors here
                 problem = f"{type(exc).__name__}: {exc}"
+            else:
+                hooks.nc = nc  # from now on a close is on purpose: no "disconnected" line
+                try:
+                    problem = await _jetstream_problem(nc, shown, max(0.5, min(5.0, remaining)))
+                except BaseException:
+                    await _close_quietly(nc)
+                    raise
+                if problem is None:
+                    nc._df_reconnects = hooks  # type: ignore[attr-defined]
+                    return nc
+                js_starting = True
+                await _close_quietly(nc)
         last = str(problem)
         for server in servers:  # never print a password
             last = last.replace(server, redact(server))
         remaining = deadline - time.monotonic()
+        if remaining <= 0 and js_starting:
+            raise JetStreamUnavailableError(
+                f"NATS at {shown} answered but its JetStream did not become ready within "
+                f"{timeout:g}s ({last}); see the nats-server log"
+            )
         if remaining <= 0:
             raise NatsUnavailableError(
                 f"could not connect to NATS at {shown} within {timeout:g}s ({last}); is "

@@ -239,6 +239,57 @@ def test_structuring_failure_names_the_type() -> None:
         P.from_payload("x", uuid.UUID)
 
 
+@attrs.frozen
+class Line:
+    sku: str
+    qty: int
+
+
+@dataclasses.dataclass
+class Basket:
+    id: str
+    amount: float
+    items: list[Line]
+    tags: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def test_a_payload_that_does_not_fit_names_every_bad_field_its_type_and_value() -> None:
+    payload: Any = {
+        "id": "b-1",
+        "amount": "abc",
+        "items": [{"sku": "a", "qty": 1}, "oops", {"qty": "x"}],
+        "tags": {"a": 1},
+    }
+    with pytest.raises(PayloadError) as err:
+        P.from_payload(payload, Basket, "argument 'basket' of activity 'pay'")
+    assert str(err.value) == (
+        "cannot turn argument 'basket' of activity 'pay' into Basket: "
+        "field 'amount' expected float, got str 'abc'; "
+        "field 'items[1]' expected an object, got str 'oops'; "
+        "field 'items[2].sku' missing; "
+        "field 'items[2].qty' expected int, got str 'x'"
+    )
+    assert "sub-exception" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("payload", "hint", "problem"),
+    [
+        ("abc", float, "into float: got str 'abc'"),
+        (None, Basket, "into Basket: got null"),
+        ([1, "a"], list[int], "into list[int]: item [1] expected int, got str 'a'"),
+        ({"k": "v"}, dict[str, int], "into dict[str, int]: item ['k'] expected int, got str 'v'"),
+        ("2024-13-45", dt.datetime, "into datetime: got str '2024-13-45'"),
+    ],
+)
+def test_structuring_problems_at_the_top_and_inside_collections(
+    payload: Any, hint: Any, problem: str
+) -> None:
+    with pytest.raises(PayloadError) as err:
+        P.from_payload(payload, hint, "the result of activity 'a'")
+    assert str(err.value) == f"cannot turn the result of activity 'a' {problem}"
+
+
 def test_unencodable_values_raise_payload_error() -> None:
     with pytest.raises(PayloadError, match="value of type object cannot be encoded as JSON"):
         P.to_payload(object())

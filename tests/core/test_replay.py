@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Generator
 from typing import Any
 
@@ -20,7 +21,7 @@ from durablefuture.core.definitions import WorkflowDefinition
 from durablefuture.core.errors import WorkflowError
 from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.options import ActivityOptions, RetryPolicy
-from durablefuture.testing import Simulation
+from durablefuture.testing import Replayer, Simulation
 from tests.core.helpers import OPTS, T0, Driver, History, app_failure, execution, primitive, replay
 
 DEFAULT_OPTS = ActivityOptions().resolved("q")
@@ -223,11 +224,58 @@ def test_returning_none_completes_with_none() -> None:
     assert act.finished
 
 
-def test_a_plain_function_workflow_completes_at_once() -> None:
-    def wf(x: int) -> int:
+def test_a_plain_function_is_refused_as_a_workflow_naming_it_with_an_example() -> None:
+    def add_one(x: int) -> int:
         return x + 1
 
-    assert replay(wf, History("wf", 1).events).commands == (CompleteWorkflow(2),)
+    with pytest.raises(df.InvalidArgumentError) as err:
+        WorkflowDefinition.from_fn(add_one)
+    message = str(err.value)
+    assert "'add_one'" in message and "not a generator function" in message
+    assert f"{__file__}:" in message  # where it is defined
+    assert "yield df.activity(" in message  # a one-line example
+    assert "\n" not in message
+
+
+def test_every_way_of_registering_refuses_a_plain_function() -> None:
+    def add_one(x: int) -> int:
+        return x + 1
+
+    with pytest.raises(df.InvalidArgumentError, match=r"'add_one' .*not a generator function"):
+        Simulation([add_one])
+    with pytest.raises(df.InvalidArgumentError, match=r"'add_one' .*not a generator function"):
+        Replayer(workflows=[add_one])
+
+
+def test_decorated_partial_and_callable_object_workflows_are_accepted() -> None:
+    def logged(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any) -> Any:
+            return fn(*args)
+
+        return wrapper
+
+    @logged
+    def wrapped(x: int) -> Generator[Any, Any, Any]:
+        yield df.sleep(x)
+
+    class Flow:
+        def __call__(self) -> Generator[Any, Any, Any]:
+            yield df.sleep(1)
+
+    def two(a: int, b: int) -> Generator[Any, Any, Any]:
+        yield df.sleep(a + b)
+
+    for fn in (wrapped, Flow(), functools.partial(two, 1)):
+        assert WorkflowDefinition.from_fn(df.defn(fn, name="flow")).name == "flow"
+
+
+def test_async_generator_workflows_are_refused_with_their_own_message() -> None:
+    async def stream() -> Any:
+        yield 1
+
+    with pytest.raises(df.InvalidArgumentError, match=r"'stream' .*async generator.*drop `async`"):
+        WorkflowDefinition.from_fn(stream)
 
 
 def test_raising_fails_the_workflow_with_type_and_message() -> None:
@@ -285,7 +333,7 @@ def test_an_unencodable_result_fails_the_workflow_with_payload_error() -> None:
     (cmd,) = d.step().commands
     assert isinstance(cmd, FailWorkflow)
     assert cmd.failure.type == "PayloadError"
-    assert "workflow result" in cmd.failure.message
+    assert "the result of workflow 'wf'" in cmd.failure.message
 
 
 # ------------------------------------------------------------------ yielding the wrong thing
@@ -318,6 +366,73 @@ def test_the_workflow_error_is_raised_at_the_yield_and_can_be_caught() -> None:
     assert "'not a command' (str)" in str(caught[0])
 
 
+def _failure_message(fn: Any) -> str:
+    d = Driver(fn)
+    d.step()
+    d.h.fired(1)
+    (cmd,) = d.step().commands
+    assert isinstance(cmd, FailWorkflow), cmd
+    return cmd.failure.message
+
+
+def test_returning_a_command_names_the_missing_yield_and_the_line_of_the_return() -> None:
+    def charge(order_id: str) -> float: ...
+
+    def wf() -> Generator[Any, Any, Any]:
+        yield df.sleep(1)
+        return df.activity(charge, "o-1")  # forgot: return (yield df.activity(...))
+
+    message = _failure_message(wf)
+    line = wf.__code__.co_firstlineno + 2
+    assert message.startswith(
+        f"the result of workflow 'wf' is df.activity('charge', ...), created at {__file__}:{line}"
+    )
+    assert "Did you forget `yield`?" in message
+    assert "return (yield df.activity('charge', ...))" in message
+    assert "cannot be encoded as JSON" not in message
+
+
+def test_a_result_holding_a_command_or_continue_as_new_is_a_forgotten_yield() -> None:
+    def nested() -> Generator[Any, Any, Any]:
+        yield df.sleep(1)
+        return {"steps": [df.sleep(5)]}
+
+    message = _failure_message(nested)
+    assert "'nested' contains df.sleep(5), created at " in message
+    assert "forget `yield`" in message
+
+    def restart() -> Generator[Any, Any, Any]:
+        yield df.sleep(1)
+        return df.continue_as_new(2)
+
+    message = _failure_message(restart)
+    assert "'restart' is df.continue_as_new(...)" in message
+    assert "Write `yield df.continue_as_new(...)` (it ends the run)" in message
+
+
+def test_a_command_passed_as_an_argument_to_another_is_a_forgotten_yield() -> None:
+    def wf() -> Generator[Any, Any, Any]:
+        yield df.activity("ship", df.activity("charge", 1))
+
+    (cmd,) = replay(wf, History("wf").events).commands
+    assert isinstance(cmd, FailWorkflow) and cmd.failure.type == "PayloadError"
+    line = wf.__code__.co_firstlineno + 1
+    assert cmd.failure.message.startswith(
+        "argument 0 (ActivityCall) of activity 'ship' is df.activity('charge', ...), "
+        f"created at {__file__}:{line}"
+    )
+    assert "Did you forget `yield`?" in cmd.failure.message
+
+
+def test_yielding_a_list_of_commands_hints_at_all_of() -> None:
+    def wf() -> Generator[Any, Any, Any]:
+        yield [df.activity("a"), df.activity("b")]
+
+    (cmd,) = replay(wf, History("wf").events).commands
+    assert isinstance(cmd, FailWorkflow)
+    assert "yield df.all_of(...)" in cmd.failure.message
+
+
 def test_yielding_a_function_hints_at_df_activity() -> None:
     def charge() -> None: ...
 
@@ -348,7 +463,7 @@ def test_yielding_a_coroutine_closes_it_and_explains() -> None:
 def test_async_workflows_are_rejected_at_registration() -> None:
     async def wf() -> None: ...
 
-    with pytest.raises(df.InvalidArgumentError, match="generator functions"):
+    with pytest.raises(df.InvalidArgumentError, match=r"'wf' .*`async def`.*generator functions"):
         WorkflowDefinition.from_fn(wf)
 
 
@@ -600,8 +715,9 @@ def test_nothing_may_follow_the_terminal_event() -> None:
     h.complete(None)
     h.add(ev.TimerFired, seq=1)
 
-    def wf() -> None:
+    def wf() -> Generator[Any, Any, Any]:
         return None
+        yield
 
     with pytest.raises(WorkflowError, match="after the run's terminal event"):
         replay(wf, h.events)

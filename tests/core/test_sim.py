@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Generator
 from datetime import timedelta
 from typing import Any
@@ -393,3 +394,47 @@ def test_history_size_grows_and_replays_identically() -> None:
     first, second = results[0]
     assert 0 < first < second
     assert results[0] == results[1]  # a full replay at every step measures the same sizes
+
+
+@dataclasses.dataclass
+class Parcel:
+    sku: str
+    weight: float
+
+
+def weigh(parcel: Parcel) -> float:
+    return parcel.weight
+
+
+def weigh_it(raw: Any) -> Generator[Any, Any, Any]:
+    try:
+        return (yield df.activity(weigh, raw, options=ONCE))
+    except df.ActivityError as err:
+        return err.cause.failure.message  # type: ignore[union-attr]
+
+
+def ship(parcel: Parcel, *extra: Parcel) -> Generator[Any, Any, Any]:
+    yield df.sleep(1)
+    return parcel.weight
+
+
+ONCE = df.ActivityOptions(
+    start_to_close_timeout=10, retry_policy=df.RetryPolicy(maximum_attempts=1)
+)
+
+
+def test_arguments_that_do_not_fit_the_type_hints_name_the_argument_and_fields() -> None:
+    sim = Simulation([weigh_it, ship], [weigh])
+    sim.start(weigh_it, {"weight": "heavy"}, id="act")
+    sim.start(ship, {"sku": "s", "weight": 1.0}, {"weight": "x"}, id="wf")
+    sim.run()
+    assert sim.result("act") == (
+        "cannot turn argument 'parcel' of activity 'weigh' into Parcel: field 'sku' missing; "
+        "field 'weight' expected float, got str 'heavy'"
+    )
+    with pytest.raises(df.WorkflowFailedError) as err:
+        sim.result("wf")
+    assert "PayloadError: cannot turn argument 1 (*extra) of workflow 'ship' into Parcel: " in (
+        str(err.value)
+    )
+    assert "field 'sku' missing; field 'weight' expected float, got str 'x'" in str(err.value)

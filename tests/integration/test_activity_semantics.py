@@ -13,6 +13,7 @@ recorded; durable timers may fire up to ~0.3 s late, so only the lower bounds ar
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import threading
@@ -975,6 +976,39 @@ async def test_bad_activity_call_inside_a_workflow_fails_it_with_the_reason() ->
             with pytest.raises(df.WorkflowFailedError) as info:
                 await env.client.execute_workflow(bad_call_flow, id="bad-call", timeout=10)
     assert "amount" in str(info.value.cause)
+
+
+@dataclasses.dataclass
+class Parcel:
+    sku: str
+    weight: float
+
+
+def weigh(parcel: Parcel) -> float:
+    return parcel.weight
+
+
+def misfit_parcel_flow():  # type: ignore[no-untyped-def]
+    try:
+        yield df.activity(weigh, {"weight": "heavy"})
+    except df.ActivityError as err:
+        return {"type": err.cause.failure.type, "message": err.cause.failure.message}  # type: ignore[union-attr]
+    return "unreachable"
+
+
+async def test_activity_arguments_that_do_not_fit_fail_once_naming_each_field() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[misfit_parcel_flow], activities=[weigh]):
+            out = await env.client.execute_workflow(misfit_parcel_flow, id="misfit", timeout=15)
+            history = await _history(env.client, "misfit")
+    assert out == {
+        "type": "PayloadError",
+        "message": "cannot turn argument 'parcel' of activity 'weigh' into Parcel: "
+        "field 'sku' missing; field 'weight' expected float, got str 'heavy'",
+    }
+    assert len(_of(history, ev.ActivityScheduled)) == 1 and not _of(
+        history, ev.ActivityRetryScheduled
+    )  # not retried: the same payload cannot fit next time either
 
 
 # --------------------------------------------------------------------------- crashes (daemons)

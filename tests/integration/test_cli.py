@@ -9,6 +9,7 @@ import sys
 import orjson
 
 import durablefuture as df
+from durablefuture.natsserver import free_port
 from durablefuture.testing import LocalEnvironment
 from tests.conftest import ROOT
 from workflows_examples import ACTIVITIES, TASK_QUEUE, WORKFLOWS
@@ -85,7 +86,7 @@ async def test_workflow_commands_end_to_end() -> None:
                 "--task-queue",
                 TASK_QUEUE,
                 "--input",
-                '"r-1"',
+                '["r-1"]',
             )
             assert out.returncode == 0, out.stderr
             out = await df_cli(env, "workflow", "list", "--status", "running")
@@ -98,7 +99,7 @@ async def test_workflow_commands_end_to_end() -> None:
             out = await df_cli(env, "why", "cli-2", json=False)
             assert "waiting for signal 'decision'" in out.stdout, out.stdout
 
-            out = await df_cli(env, "workflow", "signal", "cli-2", "decision", "--input", '"yes"')
+            out = await df_cli(env, "workflow", "signal", "cli-2", "decision", "--input", '["yes"]')
             assert out.returncode == 0, out.stderr
             out = await df_cli(env, "workflow", "result", "cli-2", "--timeout", "10")
             assert orjson.loads(out.stdout) == "yes"
@@ -113,7 +114,7 @@ async def test_workflow_commands_end_to_end() -> None:
                 "--task-queue",
                 TASK_QUEUE,
                 "--input",
-                '"r-3"',
+                '["r-3"]',
             )
             out = await df_cli(env, "workflow", "cancel", "cli-3", "--reason", "no longer needed")
             assert out.returncode == 0, out.stderr
@@ -130,7 +131,7 @@ async def test_workflow_commands_end_to_end() -> None:
                 "--task-queue",
                 TASK_QUEUE,
                 "--input",
-                '"r-4"',
+                '["r-4"]',
             )
             out = await df_cli(env, "workflow", "terminate", "cli-4", "--reason", "bye")
             assert out.returncode == 0, out.stderr
@@ -186,3 +187,34 @@ async def test_bad_input_gives_one_line_errors() -> None:
         timeout=30,
     )
     assert help_out.returncode == 0 and "replay-check" in help_out.stdout
+
+
+def test_input_that_is_not_a_json_array_is_refused_in_one_line_before_connecting() -> None:
+    unreachable = f"nats://127.0.0.1:{free_port()}"  # parsing comes first: nothing is reached
+    cases = [
+        (["workflow", "start", "T", "--id", "x", "--input", '{"a":1}'], "got an object"),
+        (["workflow", "start", "T", "--id", "x", "--input", "42"], "got a number"),
+        (["workflow", "signal", "x", "go", "--input", '"yes"'], "got a string"),
+        (["workflow", "query", "x", "status", "--input", "{not json"], "is not valid JSON"),
+    ]
+    for args, reason in cases:
+        out = subprocess.run(
+            [sys.executable, "-m", "daemons.df_cli", "--nats", unreachable, *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert out.returncode == 2, out.stderr
+        (line,) = out.stderr.strip().splitlines()  # one line, no traceback
+        assert line.startswith("error: --input") and reason in line, line
+        assert """--input '["o-1", 42.0]'""" in line
+    wrap = ["workflow", "start", "T", "--id", "x", "--input", '{"a": 1}']
+    out = subprocess.run(
+        [sys.executable, "-m", "daemons.df_cli", *wrap],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert """wrap it: --input '[{"a": 1}]'""" in out.stderr

@@ -6,6 +6,8 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -15,7 +17,7 @@ from durablefuture.codec.wire import InputEnvelope, WorkflowTaskMessage, default
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.effects import ArmTimer
-from durablefuture.natsserver import free_port
+from durablefuture.natsserver import NatsServer, free_port
 from durablefuture.testing import LocalEnvironment
 from tests.conftest import ROOT, Daemons, wait_for
 
@@ -154,6 +156,71 @@ async def test_worker_with_bad_workflows_spec_exits_naming_it(daemons: Daemons) 
     assert out.returncode != 0 and "has no attribute 'nope'" in out.stderr
     out = _run_cli("daemons.df_worker", "--nats", daemons.url, "--workflows", "just-a-name")
     assert out.returncode != 0 and "MODULE:ATTRIBUTE" in out.stderr
+
+
+async def test_worker_refuses_a_plain_function_as_a_workflow_before_reaching_nats() -> None:
+    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens: the check comes first
+    out = _run_cli(
+        "daemons.df_worker",
+        "--nats",
+        url,
+        "--connect-timeout",
+        "10",
+        "--workflows",
+        "tests.integration.test_robustness:greet",
+    )
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("error: workflow 'greet'") and "not a generator function" in line
+    assert "yield df.activity(" in line
+
+
+@pytest.fixture
+def nats_without_jetstream(tmp_path: Path) -> Iterator[NatsServer]:
+    """A plain ``nats-server`` (no ``-js``) on a free loopback port."""
+    server = NatsServer(str(tmp_path / "plain-nats"), jetstream=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(kill=True)
+
+
+async def test_nats_without_jetstream_is_one_clear_error(
+    nats_without_jetstream: NatsServer,
+) -> None:
+    url = nats_without_jetstream.url
+    t0 = time.monotonic()
+    with pytest.raises(df.JetStreamUnavailableError, match="has no JetStream") as err:
+        await df.Client.connect(url, connect_timeout=10)
+    assert time.monotonic() - t0 < 5  # at once: no retrying for the connect timeout
+    assert isinstance(err.value, df.TransportError) and err.value.__cause__ is None
+    assert url in str(err.value) and "-js" in str(err.value)
+
+    cli = ("daemons.df_cli", "--nats", url, "--connect-timeout", "10")
+    commands = [
+        (*cli, "workflow", "list"),
+        (*cli, "workflow", "start", "order_workflow", "--id", "o-1", "--input", '["o-1", 1.0]'),
+        (*cli, "why", "o-1"),
+        ("daemons.df_server", "--nats", url, "--connect-timeout", "10"),
+        (
+            "daemons.df_worker",
+            "--nats",
+            url,
+            "--connect-timeout",
+            "10",
+            "--activities",
+            "tests.integration.flows:ACTIVITIES",
+        ),
+    ]
+    outs = await asyncio.gather(*(asyncio.to_thread(_run_cli, *c, timeout=60) for c in commands))
+    for command, out in zip(commands, outs, strict=True):
+        assert out.returncode != 0, (command, out.stderr)
+        (line,) = out.stderr.strip().splitlines()  # one line: no traceback, no log noise
+        assert line == (
+            f"error: NATS at {url} has no JetStream; start nats-server with -js "
+            "(or a `jetstream {}` block in its config), or use `df dev`"
+        ), command
 
 
 def calls_missing_activity():  # type: ignore[no-untyped-def]
