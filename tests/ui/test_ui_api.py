@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -314,6 +315,19 @@ async def test_page_and_static_files_are_served(ui_env: UiEnv) -> None:
         assert css.status_code == 200 and ".tl-track" in css.text
         everything = index.text + js.text + css.text
         assert "https://" not in everything and "cdn" not in everything  # no internet needed
+
+
+def test_segment_colours_are_the_legend_entries_and_nothing_else_colours_a_bar() -> None:
+    static = ROOT / "durablefuture" / "ui" / "static"
+    css = (static / "app.css").read_text()
+    js = (static / "app.js").read_text()
+    table = js[js.index("const SEGMENT_COLOURS = [") : js.index("];", js.index("SEGMENT_COLOURS"))]
+    legend = dict(re.findall(r'\["([a-z_]+)", "([^"]+)"\]', table))
+    assert legend["timed_out"] == "timed out"
+    assert set(re.findall(r"\.c-([a-z_]+)", css)) == set(legend)
+    for selector, body in re.findall(r"([^{}]+)\{([^{}]*)\}", css):
+        if ".bar" in selector and re.search(r"\bbackground(-color|-image)?\s*:", body):
+            assert all(".c-" in part for part in selector.split(",")), selector.strip()
 
 
 async def test_workflow_ids_with_slashes_reach_the_right_route(ui_env: UiEnv) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+import durablefuture as df
 from durablefuture.testing import LocalEnvironment
 from tests.conftest import ROOT
 from workflows_examples import ACTIVITIES, TASK_QUEUE, WORKFLOWS
@@ -310,3 +311,139 @@ async def _signal_in_browser(browser: Any, tmp_path: Path) -> Any:
             async with _df_ui(env.nats_url, tmp_path / "df-ui.log") as url:
                 await asyncio.to_thread(_signal_from_the_page, browser, url, "approval-ui")
             return await handle.result(timeout=10)
+
+
+# ------------------------------------------------------------------ the timeline's legend
+
+# Each bar's colour key (its "c-" class) and how it looks; each legend entry and how its
+# swatch looks. Read in one script, so a live re-render cannot tear it.
+LEGEND = """
+const look = (e) => {
+  const s = getComputedStyle(e);
+  const border = s.borderTopStyle === "none" ? "none" : `${s.borderTopStyle} ${s.borderTopColor}`;
+  return [s.backgroundColor, s.backgroundImage, border].join(" | ");
+};
+const q = (s) => document.querySelector(s);
+return {
+  title: q("#run-title") ? q("#run-title").innerText : null,
+  status: q("#run-header .badge") ? q("#run-header .badge").dataset.status : null,
+  kinds: [...document.querySelectorAll(".tl-track[data-kind]")].map((t) => t.dataset.kind),
+  bars: [...document.querySelectorAll("#timeline .bar")].map((b) => ({
+    status: b.dataset.status || null,
+    colours: [...b.classList].filter((c) => c.startsWith("c-")).map((c) => c.slice(2)),
+    look: look(b),
+  })),
+  legend: Object.fromEntries([...document.querySelectorAll("#legend [data-legend]")].map((e) => [
+    e.dataset.legend, {label: e.innerText.trim(), look: look(e.querySelector("i"))}])),
+};
+"""
+
+# every colour a timeline segment can have (SEGMENT_COLOURS in app.js)
+ALL_COLOURS = {
+    "completed",
+    "running",
+    "scheduled",
+    "backoff",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "terminated",
+    "continued_as_new",
+    "abandoned",
+    "timer",
+    "timer_pending",
+    "wait",
+    "wait_pending",
+    "child",
+}
+
+
+Ready = Callable[[dict[str, Any]], bool]
+
+
+def _legend_of(driver: Any, url: str, path: str, ready: Ready) -> Any:
+    driver.get(f"{url}/workflows/{path}")
+    wid = path.split("?")[0]
+
+    def facts(d: Any) -> Any:
+        f = dict(d.execute_script(LEGEND))
+        return f if f["title"] == wid and f["bars"] and ready(f) else None
+
+    return _wait(driver, facts, f"the timeline of {path}")
+
+
+def _check_legends(driver: Any, url: str, runs: dict[str, Ready]) -> None:
+    seen: set[str] = set()
+    for path, ready in runs.items():
+        f = _legend_of(driver, url, path, ready)
+        for bar in f["bars"]:
+            assert len(bar["colours"]) == 1, (path, bar)  # one colour class per bar
+            [colour] = bar["colours"]
+            assert colour in f["legend"], f"{path}: {colour} is drawn but not in the legend"
+            swatch = f["legend"][colour]["look"]
+            assert swatch == bar["look"], f"{path}: the {colour} swatch looks unlike its bar"
+            seen.add(colour)
+        drawn = {c for bar in f["bars"] for c in bar["colours"]}
+        assert set(f["legend"]) - {"signal"} == drawn, (path, f["legend"], drawn)  # no extras
+        if "timed_out" in drawn:
+            assert f["legend"]["timed_out"]["label"] == "timed out"
+    assert seen == ALL_COLOURS, sorted(ALL_COLOURS - seen)
+    _no_page_errors(driver)
+
+
+async def test_every_colour_on_the_timeline_is_in_its_legend(tmp_path: Path) -> None:
+    from tests.ui import flows
+
+    with _chromium(tmp_path) as browser:
+        async with LocalEnvironment() as env:
+            c = env.client
+            async with (
+                env.worker(task_queue=TASK_QUEUE, workflows=WORKFLOWS, activities=ACTIVITIES),
+                env.worker(
+                    task_queue=flows.TASK_QUEUE,
+                    workflows=flows.WORKFLOWS,
+                    activities=flows.ACTIVITIES,
+                ),
+            ):
+                q = flows.TASK_QUEUE
+                await c.execute_workflow(
+                    recovery_workflow, "o", id="recovery", task_queue=TASK_QUEUE
+                )
+                await c.execute_workflow(flows.timeouts_flow, id="timeouts", task_queue=q)
+                await c.execute_workflow(flows.once_more, 0, id="again", task_queue=q)
+                go = await c.start_workflow(
+                    flows.signalled, id="signalled", task_queue=q, signal=("go", ["now"])
+                )
+                await go.result(timeout=20)
+                with pytest.raises(df.WorkflowFailedError):
+                    await c.execute_workflow(flows.failing_flow, id="failing", task_queue=q)
+                late = df.WorkflowOptions(execution_timeout=0.5)
+                with pytest.raises(df.WorkflowTimedOutError):
+                    await c.execute_workflow(
+                        flows.waits_too_long, id="too-long", task_queue=q, options=late
+                    )
+                for wid in ("cancelled", "terminated", "waiting"):
+                    await c.start_workflow(
+                        approval_workflow, wid, 600.0, id=wid, task_queue=TASK_QUEUE
+                    )
+                await c.get_workflow_handle("cancelled").cancel("enough")
+                await c.get_workflow_handle("terminated").terminate("stop")
+                await c.start_workflow(flows.everything_pending, id="pending", task_queue=q)
+                first_run = (await c.list_workflows(status="continued_as_new"))[0].run_id
+                runs: dict[str, Ready] = {
+                    "recovery": lambda f: True,
+                    "signalled": lambda f: True,
+                    "timeouts": lambda f: f["status"] == "completed",
+                    "again?run_id=" + first_run: lambda f: True,
+                    "failing": lambda f: True,
+                    "too-long": lambda f: True,
+                    "cancelled": lambda f: f["status"] == "cancelled",
+                    "terminated": lambda f: f["status"] == "terminated",
+                    "waiting": lambda f: "signal_wait" in f["kinds"],
+                    "pending": lambda f: (
+                        {b["status"] for b in f["bars"]}
+                        >= {"scheduled", "running", "backoff", "pending"}
+                    ),
+                }
+                async with _df_ui(env.nats_url, tmp_path / "df-ui.log") as url:
+                    await asyncio.to_thread(_check_legends, browser, url, runs)

@@ -146,6 +146,13 @@
     navigate(a.getAttribute("href"));
   });
   window.addEventListener("popstate", route);
+  // Leaving the page closes its live stream: a page kept in the back/forward cache would
+  // otherwise hold one of the browser's few connections to this server open.
+  window.addEventListener("pagehide", () => {
+    for (const fn of cleanup) fn();
+    cleanup = [];
+  });
+  window.addEventListener("pageshow", (e) => { if (e.persisted) route(); });
 
   function route() {
     for (const fn of cleanup) fn();
@@ -339,8 +346,9 @@
       const tl = document.getElementById("timeline");
       if (!tl || !view.data) return;
       const fresh = renderTimeline(view);
-      tl.replaceWith(fresh);
-      fitLabels(fresh);
+      tl.replaceWith(fresh.chart);
+      document.getElementById("legend").replaceWith(fresh.legend);
+      fitLabels(fresh.chart);
     };
     window.addEventListener("resize", redrawTimeline);
 
@@ -382,6 +390,7 @@
           el("button", { class: "btn danger", id: "btn-terminate", disabled: !open, onclick: () => openAction("terminate", w) }, "Terminate"))),
       meta);
 
+    const timeline = renderTimeline(view);
     return [
       el("div", { class: "crumbs" }, el("a", { href: "/", "data-link": true }, "Workflows"), " / ", el("span", { class: "mono" }, w.workflow_id)),
       head,
@@ -394,12 +403,8 @@
       renderPending(w),
       el("div", { class: "card" },
         el("div", { class: "card-head" }, el("h2", null, "Timeline"),
-          el("span", { class: "sub" }, "hover a bar for details"),
-          el("div", { class: "legend" },
-            legend("var(--completed)", "completed"), legend("var(--failed)", "failed attempt"),
-            legend("#3b82f6", "running"), legend("transparent; border:1.5px dashed #9aa3b2", "retry backoff"),
-            legend("var(--timer)", "timer"), legend("var(--signal)", "signal"))),
-        renderTimeline(view)),
+          el("span", { class: "sub" }, "hover a bar for details"), timeline.legend),
+        timeline.chart),
       renderHistory(d, view),
     ];
   }
@@ -408,10 +413,42 @@
     return el("div", null, el("dt", null, label), el("dd", { class: mono ? "mono" : null }, value));
   }
 
-  function legend(color, label) {
-    const i = el("i");
-    i.setAttribute("style", `background:${color}`);
-    return el("span", null, i, label);
+  // Every timeline segment is drawn in one of these colours (class "c-<key>" in app.css, nowhere
+  // else), and the legend names each colour the timeline draws, in this order.
+  const SEGMENT_COLOURS = [
+    ["completed", "completed"],
+    ["running", "running"],
+    ["scheduled", "waiting for a worker"],
+    ["backoff", "retry backoff"],
+    ["failed", "failed"],
+    ["timed_out", "timed out"],
+    ["cancelled", "cancelled"],
+    ["terminated", "terminated"],
+    ["continued_as_new", "continued as new"],
+    ["abandoned", "abandoned"],
+    ["timer", "timer"],
+    ["timer_pending", "timer pending"],
+    ["wait", "signal wait"],
+    ["wait_pending", "waiting for a signal"],
+    ["child", "child workflow"],
+  ];
+
+  /** The colour key of a segment of ``kind`` ("attempt", "workflow", "timer", ...) in ``status``. */
+  function segmentColour(kind, status) {
+    if (kind === "attempt") return status === "not_run" ? "backoff" : status;
+    if (kind === "timer") return status === "pending" ? "timer_pending" : (status === "abandoned" ? "abandoned" : "timer");
+    if (kind === "signal_wait") return { waiting: "wait_pending", timed_out: "timed_out", abandoned: "abandoned" }[status] || "wait";
+    if (kind === "child") return { failed: "failed", timed_out: "timed_out", abandoned: "abandoned" }[status] || "child";
+    return status; // the run itself: running, completed, failed, cancelled, ...
+  }
+
+  function renderLegend(used, signals) {
+    const known = new Map(SEGMENT_COLOURS);
+    const keys = [...SEGMENT_COLOURS.map(([k]) => k).filter((k) => used.has(k)),
+      ...[...used].filter((k) => !known.has(k))];
+    const items = keys.map((k) => el("span", { dataset: { legend: k } }, el("i", { class: `c-${k}` }), known.get(k) || statusLabel(k)));
+    if (signals) items.push(el("span", { dataset: { legend: "signal" } }, el("i", { class: "diamond" }), "signal"));
+    return el("div", { class: "legend", id: "legend" }, items);
   }
 
   function renderWhy(d) {
@@ -529,6 +566,15 @@
     }
     if (open) grid.append(el("div", { class: "nowline", style: { left: "100%" } }));
 
+    const used = new Set();
+    /** A segment bar, coloured by its legend key (and only by it). */
+    const seg = (kind, status, cls, attrs, ...children) => {
+      const colour = segmentColour(kind, status);
+      used.add(colour);
+      const bar = el("div", { ...attrs, class: `bar ${cls} c-${colour}`.replace(/ +/g, " ").trim() }, ...children);
+      bar.dataset.colour = colour;
+      return bar;
+    };
     const rows = [];
     const addRow = (label, track, dataset) => {
       rows.push(el("div", { class: "tl-label", dataset }, label), el("div", { class: "tl-track", dataset }, track));
@@ -538,7 +584,7 @@
     const wf = tl.workflow;
     const wfEnd = wf.end || now;
     const wfTrack = [
-      withTip(el("div", { class: `bar wf ${wf.status}`, style: { left: pct(wf.start), width: width(wf.start, wfEnd) } }),
+      withTip(seg("workflow", wf.status, "wf", { style: { left: pct(wf.start), width: width(wf.start, wfEnd) }, dataset: { status: wf.status } }),
         () => [el("b", null, `workflow ${statusLabel(wf.status)}`), `started ${fmtClock(wf.start)}`, wf.end ? `closed ${fmtClock(wf.end)} (+${rel(wf.end)})` : "still running"]),
       withTip(el("div", { class: "mark dot", style: { left: pct(wf.start) } }), () => [el("b", null, "WorkflowStarted"), fmtClock(wf.start)]),
     ];
@@ -571,12 +617,12 @@
             // the gap before this attempt is the backoff: draw it as dashed up to the retry time
             const prev = r.attempts[i - 1];
             const from = prev && prev.end ? prev.end : r.start;
-            track.push(withTip(el("div", { class: "bar backoff", style: { left: pct(from), width: width(from, Math.min(a.start, t1)) } }, "backoff"),
+            track.push(withTip(seg("attempt", "backoff", "", { style: { left: pct(from), width: width(from, Math.min(a.start, t1)) }, dataset: { status: "backoff" } }, "backoff"),
               () => [el("b", null, `attempt ${a.attempt} scheduled`), `retry at ${fmtClock(a.start)}`]));
             return;
           }
-          const bar = el("div", {
-            class: `bar ${a.status}`, style: { left: pct(a.start), width: width(a.start, aEnd) },
+          const bar = seg("attempt", a.status, "", {
+            style: { left: pct(a.start), width: width(a.start, aEnd) },
             dataset: { activity: r.name, attempt: a.attempt, status: a.status },
           }, a.status === "running" || a.status === "scheduled" ? `#${a.attempt}` : `#${a.attempt} · ${fmtDur(aEnd - a.start)}`);
           if (!a.failure) bar.dataset.note = "1";
@@ -597,16 +643,16 @@
         const fireAt = r.detail.fire_at;
         const drawEnd = r.end === null ? Math.min(fireAt, t1) : r.end;
         sm = r.end === null ? `fires ${fmtClock(fireAt)}` : `fired after ${fmtDur(r.end - r.start)}`;
-        track.push(withTip(el("div", { class: `bar timer ${r.status}`, style: { left: pct(r.start), width: width(r.start, drawEnd) }, dataset: { timer: r.seq } }, r.name),
+        track.push(withTip(seg("timer", r.status, "timer", { style: { left: pct(r.start), width: width(r.start, drawEnd) }, dataset: { timer: r.seq, status: r.status } }, r.name),
           () => [el("b", null, `timer #${r.seq}: ${r.name}`), `started ${fmtClock(r.start)}`, r.end ? `fired ${fmtClock(r.end)}` : `fires ${fmtClock(fireAt)}`]));
         if (r.end === null && fireAt > t1) track.push(el("span", { class: "bar-note", style: { left: "100%" } }, "→"));
       } else if (r.kind === "signal_wait") {
         sm = r.status === "received" ? `received after ${fmtDur(rEnd - r.start)}` : statusLabel(r.status);
-        track.push(withTip(el("div", { class: `bar wait ${r.status}`, style: { left: pct(r.start), width: width(r.start, rEnd) } }, r.detail.signal),
+        track.push(withTip(seg("signal_wait", r.status, "wait", { style: { left: pct(r.start), width: width(r.start, rEnd) }, dataset: { status: r.status } }, r.detail.signal),
           () => [el("b", null, `wait for signal ${r.name}`), statusLabel(r.status), r.detail.deadline ? `times out ${fmtClock(r.detail.deadline)}` : "no timeout"]));
       } else if (r.kind === "child") {
         sm = `${r.detail.workflow_id} · ${statusLabel(r.status)}`;
-        track.push(withTip(el("div", { class: `bar child ${r.status}`, style: { left: pct(r.start), width: width(r.start, rEnd) } }, statusLabel(r.status)),
+        track.push(withTip(seg("child", r.status, "child", { style: { left: pct(r.start), width: width(r.start, rEnd) }, dataset: { status: r.status } }, statusLabel(r.status)),
           () => [el("b", null, `child ${r.name}`), `id ${r.detail.workflow_id}`, statusLabel(r.status)]));
       }
       const kindLabel = { activity: "activity", timer: "timer", signal_wait: "wait", child: "child" }[r.kind] || r.kind;
@@ -623,8 +669,9 @@
         el("div", { class: "sm" }, el("span", { class: "kind signals" }, "signals"), `${tl.signals.length} received`)], track, { kind: "signals" });
     }
 
-    return el("div", { class: "tl", id: "timeline", dataset: { testid: "timeline" } },
+    const chart = el("div", { class: "tl", id: "timeline", dataset: { testid: "timeline" } },
       grid, el("div", { class: "tl-axis-label" }, "since start"), axis, ...rows);
+    return { chart, legend: renderLegend(used, tl.signals.length > 0) };
   }
 
   // ------------------------------------------------------------------ history
