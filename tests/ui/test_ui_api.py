@@ -102,6 +102,32 @@ async def test_list_filters_by_status_type_and_id_with_counts(ui_env: UiEnv) -> 
         assert bad.status_code == 400
 
 
+async def test_list_counts_the_events_of_running_runs_too(ui_env: UiEnv) -> None:
+    await _order(ui_env)
+    await ui_env.client.start_workflow(
+        approval_workflow, "req-2", 600.0, id="approval-2", task_queue=TASK_QUEUE
+    )
+    # the run has started and is waiting: it recorded more than the start the index knows of
+    run = await _wait_until(ui_env, "approval-2", lambda b: len(b["timeline"]["rows"]) == 1)
+    recorded = len(run["history"])
+    assert recorded >= 2 and run["workflow"]["history_length"] == recorded
+    async with await _http(ui_env) as http:
+        rows = (await http.get("/api/workflows")).json()["workflows"]
+    counts = {r["workflow_id"]: (r["status"], r["history_length"]) for r in rows}
+    order = (await _http_json(ui_env, "/api/workflows/order-1"))["history"]
+    assert counts == {"approval-2": ("running", recorded), "order-1": ("completed", len(order))}
+    [listed] = await ui_env.client.list_workflows(status="running")
+    assert listed.history_length == recorded  # the library's list says the same
+    [indexed] = await ui_env.client.list_workflows(status="running", count_open=False)
+    assert indexed.history_length < recorded  # what the index alone knows
+
+
+async def _http_json(env: UiEnv, path: str) -> dict[str, Any]:
+    async with await _http(env) as http:
+        body: dict[str, Any] = (await http.get(path)).json()
+    return body
+
+
 # ------------------------------------------------------------------ one run
 
 

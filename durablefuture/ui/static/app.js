@@ -273,8 +273,7 @@
         el("td", { class: "muted" }, w.task_queue),
         el("td", { title: fmtTime(w.start_time) }, fmtAgo(w.start_time), el("div", { class: "faint", style: { fontSize: "12px" } }, fmtTime(w.start_time))),
         el("td", { class: "num" }, fmtDur(end - w.start_time)),
-        // the status index counts events when it is written (start, close), not while running
-        el("td", { class: "num" }, w.status === "running" ? "—" : w.history_length),
+        el("td", { class: "num" }, w.history_length),
         el("td", { class: "run" }, w.run_id.slice(0, 12) + "…"));
     }
 
