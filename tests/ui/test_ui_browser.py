@@ -173,6 +173,22 @@ return {
 """
 
 
+# The run's duration in the header and on the timeline's run row, read at one moment.
+DURATIONS = """
+const header = document.querySelector("#run-duration");
+const row = document.querySelector('.tl-label[data-kind="workflow"] .run-duration');
+const read = (e) => (e ? {text: e.innerText, seconds: Number(e.dataset.seconds)} : null);
+return {header: read(header), timeline: read(row)};
+"""
+
+
+def _durations_agree(driver: Any) -> dict[str, Any]:
+    d = dict(driver.execute_script(DURATIONS))
+    assert d["header"] is not None and d["timeline"] is not None, d
+    assert d["header"] == d["timeline"], d
+    return d
+
+
 def _facts(driver: Any, wid: str = "") -> dict[str, Any]:
     return dict(driver.execute_script(FACTS, wid))
 
@@ -239,6 +255,8 @@ def _check_order_run(driver: Any, url: str, wid: str, shot: Path) -> None:
     assert ship["x"] >= charge["x"] + charge["width"] - 1, (charge, ship)  # ship after charge
     assert ship["y"] - charge["y"] >= 20, (charge, ship)  # one row each
     assert f["history"].count("ActivityCompleted") == 2
+    d = _durations_agree(driver)
+    assert d["header"]["seconds"] > 0
     _no_page_errors(driver)
     _screenshot(driver, shot)
 
@@ -272,6 +290,13 @@ def _signal_from_the_page(driver: Any, url: str, wid: str) -> None:
     assert f["status"] == "running"
     f = _until(driver, wid, lambda f: f["waitBars"] == 1, "the signal wait bar")
     assert "waiting for signal 'decision'" in f["why"]
+    # while it runs both durations move on together, every second
+    first = _durations_agree(driver)["header"]["seconds"]
+    _wait(
+        driver,
+        lambda d: _durations_agree(d)["header"]["seconds"] >= first + 1,
+        "the running duration to move on",
+    )
     driver.execute_script("window.__sameDocument = true")
 
     _click(driver, "#btn-signal")

@@ -344,10 +344,13 @@
     const redrawTimeline = () => {
       const tl = document.getElementById("timeline");
       if (!tl || !view.data) return;
-      const fresh = renderTimeline(view);
+      const now = liveNow(view);
+      const fresh = renderTimeline(view, now);
       tl.replaceWith(fresh.chart);
       document.getElementById("legend").replaceWith(fresh.legend);
       fitLabels(fresh.chart);
+      const duration = document.getElementById("run-duration");
+      if (duration) duration.replaceWith(runDuration(view, now));
     };
     window.addEventListener("resize", redrawTimeline);
 
@@ -367,15 +370,17 @@
     const live = open
       ? el("span", { class: `live ${view.live === "on" ? "on" : "warn"}`, id: "live" }, liveText)
       : el("span", { class: "live", id: "live" }, "Closed");
-    const end = w.close_time || (d.timeline.now + (Date.now() / 1000 - view.receivedAt));
+    // one moment and one span for the header and the timeline, so their durations agree
+    const now = liveNow(view);
+    const span = runSpan(view, now);
 
     const meta = el("dl", { class: "meta" },
       metaItem("Type", w.workflow_type),
       metaItem("Run ID", w.run_id, true),
       metaItem("Task queue", w.task_queue),
-      metaItem("Started", fmtTime(w.start_time)),
-      metaItem("Closed", w.close_time ? fmtTime(w.close_time) : "—"),
-      metaItem(open ? "Running for" : "Duration", fmtDur(end - w.start_time)),
+      metaItem("Started", fmtTime(span.start)),
+      metaItem("Closed", span.open ? "—" : fmtTime(span.end)),
+      metaItem(span.open ? "Running for" : "Duration", runDuration(view, now)),
       metaItem("Events", String(w.history_length)),
       w.new_run_id ? metaItem("Continued as", el("a", { href: runUrl(w.workflow_id, w.new_run_id), "data-link": true, class: "mono" }, w.new_run_id)) : null);
 
@@ -389,7 +394,7 @@
           el("button", { class: "btn danger", id: "btn-terminate", disabled: !open, onclick: () => openAction("terminate", w) }, "Terminate"))),
       meta);
 
-    const timeline = renderTimeline(view);
+    const timeline = renderTimeline(view, now);
     return [
       el("div", { class: "crumbs" }, el("a", { href: "/", "data-link": true }, "Workflows"), " / ", el("span", { class: "mono" }, w.workflow_id)),
       head,
@@ -406,6 +411,24 @@
         timeline.chart),
       renderHistory(d, view),
     ];
+  }
+
+  /** "Now" on the server's clock: the payload's time plus what has passed here since. */
+  function liveNow(view) {
+    const tl = view.data.timeline;
+    return Math.max(tl.now, tl.end) + (Date.now() / 1000 - view.receivedAt);
+  }
+
+  /** The run's span from its history: first event to the close, or to ``now`` while open. */
+  function runSpan(view, now) {
+    const wf = view.data.timeline.workflow;
+    const open = wf.end === null || wf.end === undefined;
+    return { start: wf.start, end: open ? now : wf.end, open };
+  }
+
+  function runDuration(view, now) {
+    const span = runSpan(view, now);
+    return el("span", { id: "run-duration", dataset: { seconds: span.end - span.start } }, fmtDur(span.end - span.start));
   }
 
   function metaItem(label, value, mono) {
@@ -543,12 +566,13 @@
     return `+${(s / 3600).toFixed(s % 3600 ? 1 : 0)} h`;
   }
 
-  function renderTimeline(view) {
+  function renderTimeline(view, liveTime) {
     const tl = view.data.timeline;
-    const open = tl.status === "running";
-    const now = open ? tl.now + (Date.now() / 1000 - view.receivedAt) : tl.end;
+    const runTime = runSpan(view, liveTime);
+    const open = runTime.open;
+    const now = runTime.end;
     const t0 = tl.start;
-    const t1 = Math.max(open ? now : tl.end, t0 + 0.001);
+    const t1 = Math.max(now, t0 + 0.001);
     const span = t1 - t0;
     const pct = (t) => `${(Math.min(Math.max(t, t0), t1) - t0) / span * 100}%`;
     const width = (a, b) => `${(Math.min(b, t1) - Math.max(a, t0)) / span * 100}%`;
@@ -581,7 +605,7 @@
 
     // workflow row: start, close, and the run-level markers
     const wf = tl.workflow;
-    const wfEnd = wf.end || now;
+    const wfEnd = runTime.end;
     const wfTrack = [
       withTip(seg("workflow", wf.status, "wf", { style: { left: pct(wf.start), width: width(wf.start, wfEnd) }, dataset: { status: wf.status } }),
         () => [el("b", null, `workflow ${statusLabel(wf.status)}`), `started ${fmtClock(wf.start)}`, wf.end ? `closed ${fmtClock(wf.end)} (+${rel(wf.end)})` : "still running"]),
@@ -598,7 +622,8 @@
           m.detail && m.detail.describe ? el("div", { class: "tt-err" }, m.detail.describe) : (m.detail ? JSON.stringify(m.detail) : null)].filter(Boolean)));
     }
     addRow([el("div", { class: "nm" }, view.data.workflow.workflow_type),
-      el("div", { class: "sm" }, el("span", { class: "kind workflow" }, "run"), `${statusLabel(wf.status)} · ${fmtDur(wfEnd - wf.start)}`)],
+      el("div", { class: "sm" }, el("span", { class: "kind workflow" }, "run"), `${statusLabel(wf.status)} · `,
+        el("span", { class: "run-duration", dataset: { seconds: runTime.end - runTime.start } }, fmtDur(runTime.end - runTime.start)))],
     wfTrack, { kind: "workflow" });
 
     for (const r of tl.rows) {
