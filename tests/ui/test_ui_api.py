@@ -334,13 +334,41 @@ async def test_page_and_static_files_are_served(ui_env: UiEnv) -> None:
         assert index.status_code == 200 and "text/html" in index.headers["content-type"]
         assert '<script src="/static/app.js">' in index.text
         deep = await http.get("/workflows/order%2F1")  # ids may contain "/"
-        assert deep.text == index.text
+        assert deep.status_code == 200 and '<script src="/static/app.js">' in deep.text
+        assert _initial(deep.text)["workflow_id"] == "order/1"
         js = await http.get("/static/app.js")
         assert js.status_code == 200 and "renderTimeline" in js.text
         css = await http.get("/static/app.css")
         assert css.status_code == 200 and ".tl-track" in css.text
         everything = index.text + js.text + css.text
         assert "https://" not in everything and "cdn" not in everything  # no internet needed
+
+
+def _initial(html: str) -> Any:
+    """The data the server put into the page (the JSON script before app.js)."""
+    match = re.search(r'<script id="df-initial" type="application/json">(.*?)</script>', html)
+    assert match is not None, html
+    assert "<" not in match.group(1) and ">" not in match.group(1)  # nothing can end the script
+    return orjson.loads(match.group(1))
+
+
+async def test_the_page_carries_the_data_it_shows_first(ui_env: UiEnv) -> None:
+    await _order(ui_env, "</script><b>order")
+    async with await _http(ui_env) as http:
+        page = await http.get("/workflows/%3C%2Fscript%3E%3Cb%3Eorder")
+        listed = await http.get("/", params={"q": "order", "status": "completed"})
+        missing = await http.get("/workflows/nobody")
+        api = (await http.get("/api/workflows/%3C%2Fscript%3E%3Cb%3Eorder")).json()
+    run = _initial(page.text)
+    assert (run["route"], run["workflow_id"], run["run_id"]) == ("run", "</script><b>order", None)
+    assert run["data"]["workflow"] == api["workflow"] and run["data"]["history"] == api["history"]
+    assert page.text.count("</script>") == 2  # the data's own and app.js's
+    first = _initial(listed.text)
+    assert first["route"] == "list" and first["query"] == "q=order&status=completed"
+    assert [w["workflow_id"] for w in first["data"]["workflows"]] == ["</script><b>order"]
+    gone = _initial(missing.text)
+    assert (gone["route"], gone["workflow_id"], gone["status"]) == ("run", "nobody", 404)
+    assert "nobody" in gone["error"] and "data" not in gone
 
 
 def test_segment_colours_are_the_legend_entries_and_nothing_else_colours_a_bar() -> None:

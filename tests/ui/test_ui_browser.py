@@ -52,6 +52,31 @@ INSTALL = (
 )
 
 
+def _chromium_path() -> str | None:
+    found = os.environ.get("DF_CHROMIUM") or next(
+        (p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))),
+        None,
+    )
+    return found if found and os.path.exists(found) else None
+
+
+def _missing(problems: list[str]) -> None:
+    """Fail (DF_REQUIRE_BROWSER=1) or skip, saying what is missing and how to install it."""
+    message = "headless browser test: " + "; ".join(problems) + f" — {INSTALL}"
+    if os.environ.get("DF_REQUIRE_BROWSER") == "1":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def find_chromium() -> str:
+    """The Chromium binary (no driver needed), or fail/skip."""
+    chromium = _chromium_path()
+    if chromium is None:
+        _missing(["no Chromium binary (looked for chromium, chromium-browser)"])
+    assert chromium is not None
+    return chromium
+
+
 def _find_browser() -> tuple[str, str]:
     """(chromium, chromedriver) paths, or fail/skip with what is missing."""
     problems = []
@@ -59,20 +84,14 @@ def _find_browser() -> tuple[str, str]:
         import selenium  # noqa: F401
     except ImportError:
         problems.append("the selenium package is not installed")
-    chromium = os.environ.get("DF_CHROMIUM") or next(
-        (p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))),
-        None,
-    )
+    chromium = _chromium_path()
     driver = os.environ.get("DF_CHROMEDRIVER") or shutil.which("chromedriver")
-    if not chromium or not os.path.exists(chromium):
+    if not chromium:
         problems.append("no Chromium binary (looked for chromium, chromium-browser)")
     if not driver or not os.path.exists(driver):
         problems.append("no chromedriver binary")
     if problems:
-        message = "headless browser test: " + "; ".join(problems) + f" — {INSTALL}"
-        if os.environ.get("DF_REQUIRE_BROWSER") == "1":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        _missing(problems)
     assert chromium and driver
     return chromium, driver
 
@@ -101,7 +120,7 @@ def _chromium(tmp_path: Path) -> Iterator[Any]:
 
 
 @contextlib.asynccontextmanager
-async def _df_ui(nats_url: str, log: Path) -> AsyncIterator[str]:
+async def df_ui(nats_url: str, log: Path) -> AsyncIterator[str]:
     """Run ``df ui --port 0`` and yield the address it prints."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -280,7 +299,7 @@ async def _order_run_in_browser(browser: Any, tmp_path: Path) -> None:
                 recovery_workflow, "order-ui-2", id="recovery-ui-2", task_queue=TASK_QUEUE
             )
             shot = tmp_path / "ui-order-run.png"
-            async with _df_ui(env.nats_url, tmp_path / "df-ui.log") as url:
+            async with df_ui(env.nats_url, tmp_path / "df-ui.log") as url:
                 await asyncio.to_thread(_check_order_run, browser, url, "order-ui-1", shot)
 
 
@@ -333,7 +352,7 @@ async def _signal_in_browser(browser: Any, tmp_path: Path) -> Any:
             handle = await env.client.start_workflow(
                 approval_workflow, "req-ui", 600.0, id="approval-ui", task_queue=TASK_QUEUE
             )
-            async with _df_ui(env.nats_url, tmp_path / "df-ui.log") as url:
+            async with df_ui(env.nats_url, tmp_path / "df-ui.log") as url:
                 await asyncio.to_thread(_signal_from_the_page, browser, url, "approval-ui")
             return await handle.result(timeout=10)
 
@@ -470,5 +489,5 @@ async def test_every_colour_on_the_timeline_is_in_its_legend(tmp_path: Path) -> 
                         >= {"scheduled", "running", "backoff", "pending"}
                     ),
                 }
-                async with _df_ui(env.nats_url, tmp_path / "df-ui.log") as url:
+                async with df_ui(env.nats_url, tmp_path / "df-ui.log") as url:
                     await asyncio.to_thread(_check_legends, browser, url, runs)

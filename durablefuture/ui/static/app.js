@@ -131,6 +131,24 @@
     return node;
   }
 
+  // ------------------------------------------------------------------ first data
+
+  // The server puts the first page's data into the HTML (a JSON script), so the page is whole
+  // by the time it has loaded; live updates and refreshes follow as usual.
+  let initial = (() => {
+    const node = document.getElementById("df-initial");
+    if (!node) return null;
+    node.remove();
+    try { return JSON.parse(node.textContent); } catch (e) { return null; }
+  })();
+
+  /** The embedded data if it is for ``route`` and ``matches`` (only once: later pages fetch). */
+  function takeInitial(route, matches) {
+    const found = initial;
+    initial = null;
+    return found && found.route === route && matches(found) ? found : null;
+  }
+
   // ------------------------------------------------------------------ routing
 
   function navigate(url, replace) {
@@ -237,6 +255,10 @@
         return;
       }
       if (mine !== seq) return;
+      show(data);
+    }
+
+    function show(data) {
       live.className = "live on";
       document.getElementById("namespace").textContent = data.namespace;
       const total = Object.values(data.counts).reduce((a, b) => a + b, 0);
@@ -283,7 +305,8 @@
       debounce = setTimeout(() => { state.q = search.value.trim(); load(); }, 200);
     });
     typeSel.addEventListener("change", () => { state.type = typeSel.value; load(); });
-    load();
+    const first = takeInitial("list", (i) => i.query === location.search.replace(/^\?/, ""));
+    if (first) show(first.data); else load();
     timer = setInterval(() => { if (!document.hidden) load(); }, 3000);
     cleanup.push(() => clearInterval(timer), () => clearTimeout(debounce));
   }
@@ -319,7 +342,12 @@
         el("div", { class: "card" }, el("div", { class: "empty" }, el("b", null, "Cannot show this run"), message)));
     };
 
-    api(apiRun(id, "", runId)).then(accept).catch((e) => fail(e.message)).finally(() => {
+    const first = takeInitial("run", (i) => i.workflow_id === id && (i.run_id || null) === (runId || null));
+    if (first && first.error) fail(first.error);
+    else if (first) { accept(first.data); follow(); }
+    else api(apiRun(id, "", runId)).then(accept).catch((e) => fail(e.message)).finally(follow);
+
+    function follow() {
       if (!window.EventSource) { startPolling(); return; }
       source = new EventSource(apiRun(id, "/events", runId));
       source.addEventListener("update", (e) => { view.live = "on"; accept(JSON.parse(e.data)); });
@@ -329,7 +357,7 @@
         else { view.live = "warn"; render(); }
       });
       source.onerror = () => { view.live = "warn"; render(); };
-    });
+    }
 
     function startPolling() {
       poll = setInterval(() => api(apiRun(id, "", runId)).then(accept).catch(() => {}), 2000);
