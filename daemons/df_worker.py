@@ -10,6 +10,7 @@ from daemons.common import (
     daemon_options,
     fail,
     load_functions,
+    protect_secrets,
     run_daemon,
     start_metrics,
 )
@@ -71,6 +72,7 @@ def main(
 
     SIGTERM stops taking tasks and lets running ones finish.
     """
+    protect_secrets(nats_url)
     wfs = load_functions(workflows, "workflows") if workflows else []
     acts = load_functions(activities, "activities") if activities else []
     if not wfs and not acts:

@@ -12,7 +12,8 @@ from urllib.parse import urlparse
 import nats
 from nats.aio.client import Client as NATS
 
-from durablefuture.core.errors import NatsUnavailableError
+from durablefuture.core.errors import InvalidArgumentError, NatsUnavailableError
+from durablefuture.transport.redaction import redact, remember, scrub
 
 __all__ = ["DEFAULT_URL", "connect", "on_reconnect", "redact"]
 
@@ -23,7 +24,14 @@ DEFAULT_URL = "nats://127.0.0.1:4222"
 
 def _host_port(url: str) -> tuple[str, int]:
     parsed = urlparse(url if "://" in url else f"nats://{url}")
-    return parsed.hostname or "127.0.0.1", parsed.port or 4222
+    try:
+        port = parsed.port or 4222
+    except ValueError as exc:  # its message never holds the userinfo
+        raise InvalidArgumentError(
+            f"the NATS URL {redact(url)!r} is not valid ({exc}); pass e.g. "
+            "nats://127.0.0.1:4222 (several comma-separated)"
+        ) from None
+    return parsed.hostname or "127.0.0.1", port
 
 
 async def _port_open(host: str, port: int, timeout: float) -> str | None:
@@ -37,16 +45,20 @@ async def _port_open(host: str, port: int, timeout: float) -> str | None:
     return None
 
 
-async def _quiet_error(exc: Exception) -> None:
-    log.debug("nats: %s", exc)
-
-
 class _Reconnects:
     """Callbacks to run after the connection comes back (pull requests must be renewed)."""
 
     def __init__(self) -> None:
         self.callbacks: list[Callable[[], None]] = []
         self.nc: NATS | None = None
+        self.first_error: str | None = None
+
+    async def error(self, exc: Exception) -> None:
+        """nats-py's error callback: quiet (debug); the first explains a failed connect."""
+        text = scrub(str(exc) or type(exc).__name__)
+        if self.first_error is None:
+            self.first_error = text
+        log.debug("nats: %s", text)
 
     async def fire(self) -> None:
         log.warning("reconnected to NATS")
@@ -70,20 +82,6 @@ def on_reconnect(nc: NATS, callback: Callable[[], None]) -> None:
         hooks.callbacks.append(callback)
 
 
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for logs and error messages)."""
-    parts = []
-    for one in url.split(","):
-        parsed = urlparse(one.strip() if "://" in one else f"nats://{one.strip()}")
-        if parsed.password:
-            netloc = f"{parsed.username}:***@{parsed.hostname}"
-            if parsed.port:
-                netloc += f":{parsed.port}"
-            one = parsed._replace(netloc=netloc).geturl()
-        parts.append(one.strip())
-    return ",".join(parts)
-
-
 async def connect(
     url: str = DEFAULT_URL,
     *,
@@ -94,10 +92,17 @@ async def connect(
     """Connect to ``url`` (several may be given, comma-separated), retrying for up to
     ``timeout`` seconds with a log line per attempt. ``creds`` is a NATS credentials file.
 
+    Passwords and tokens in ``url`` never appear in what this logs or raises (nor, once
+    :func:`~durablefuture.transport.redaction.remember`-ed here, in text scrubbed later).
+
     Raises:
-        NatsUnavailableError: naming the URL and the last error, after ``timeout``.
+        NatsUnavailableError: naming the URL (redacted) and the last error, after ``timeout``.
+        InvalidArgumentError: a URL is malformed (e.g. its port is not a number).
     """
+    remember(url)
     servers = [u.strip() for u in url.split(",") if u.strip()] or [DEFAULT_URL]
+    for server in servers:
+        _host_port(server)  # raises on a URL that cannot work
     shown = redact(",".join(servers))
     hooks = _Reconnects()
     deadline = time.monotonic() + timeout
@@ -125,7 +130,7 @@ async def connect(
                         reconnect_time_wait=0.25,
                         max_reconnect_attempts=-1,
                         allow_reconnect=True,
-                        error_cb=_quiet_error,
+                        error_cb=hooks.error,
                         reconnected_cb=hooks.fire,
                         disconnected_cb=hooks.disconnected,
                         ping_interval=10,
@@ -137,10 +142,10 @@ async def connect(
                 hooks.nc = nc
                 return nc
             except Exception as exc:  # nats raises a variety of errors here
-                problem = f"{type(exc).__name__}: {exc}"
-        last = str(problem)
-        for server in servers:  # never print a password
-            last = last.replace(server, redact(server))
+                problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                if hooks.first_error:  # e.g. a timeout whose cause nats-py only told error_cb
+                    problem += f"; first error: {hooks.first_error}"
+        last = scrub(str(problem))  # nats-py may echo a URL, or its credentials
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise NatsUnavailableError(
