@@ -7,7 +7,9 @@ import importlib
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -15,6 +17,7 @@ import click
 from durablefuture.core.errors import DurableFutureError
 from durablefuture.logs import setup_logging
 from durablefuture.transport.connection import DEFAULT_URL
+from durablefuture.transport.redaction import remember, scrub
 
 NATS_OPTION = click.option(
     "--nats",
@@ -117,9 +120,22 @@ async def start_metrics(port: int | None, host: str) -> object:
 
 
 def fail(message: str) -> NoReturn:
-    """Exit non-zero with a one-line reason."""
-    click.echo(f"error: {message}", err=True)
+    """Exit non-zero with a one-line reason (scrubbed of NATS passwords and tokens)."""
+    click.echo(f"error: {scrub(message)}", err=True)
     sys.exit(2)
+
+
+def _print_scrubbed(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    sys.stderr.write(scrub("".join(traceback.format_exception(kind, value, tb))))
+
+
+def protect_secrets(nats_url: str) -> None:
+    """Print nothing of ``nats_url``'s password or token from here on: logs and errors are
+    scrubbed of them, and so is the traceback of an error nobody caught."""
+    remember(nats_url)
+    sys.excepthook = _print_scrubbed
 
 
 def load_functions(spec: str, what: str) -> list[Callable[..., object]]:

@@ -19,14 +19,14 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from daemons.common import CREDS_OPTION, LOG_LEVEL_OPTION, fail
+from daemons.common import CREDS_OPTION, LOG_LEVEL_OPTION, fail, protect_secrets
 from daemons.ui_command import start_dev_ui, ui
 from durablefuture.client import Client, WorkflowDescription
 from durablefuture.codec.wire import default_codec
 from durablefuture.core.errors import DurableFutureError, WorkflowExecutionError
 from durablefuture.core.failure import Failure
 from durablefuture.core.liveness import WorkerRecord, describe_worker, unserved_workflow
-from durablefuture.logs import setup_logging
+from durablefuture.logs import setup_cli_logging, setup_logging
 from durablefuture.transport.connection import DEFAULT_URL
 
 T = TypeVar("T")
@@ -121,6 +121,8 @@ def main(
     creds: str | None,
 ) -> None:
     """DurableFuture: durable workflows on NATS JetStream."""
+    protect_secrets(nats_url)
+    setup_cli_logging()
     ctx.obj = Settings(nats_url, namespace, as_json, connect_timeout, creds)
 
 

@@ -8,6 +8,7 @@ import click
 
 from daemons.common import (
     daemon_options,
+    protect_secrets,
     run_daemon,
     start_metrics,
     until_stopped,
@@ -49,6 +50,7 @@ def main(
 
     Any number of servers may run at once; SIGTERM drains in-flight work and exits.
     """
+    protect_secrets(nats_url)
     options = ServerOptions(namespace=namespace, replicas=replicas, input_ack_wait=input_ack_wait)
 
     async def serve(stop: asyncio.Event) -> None:

@@ -12,6 +12,7 @@ from daemons.common import (
     daemon_options,
     fail,
     load_functions,
+    protect_secrets,
     run_daemon,
     start_metrics,
     until_stopped,
@@ -94,6 +95,7 @@ def main(
     SIGTERM stops taking tasks, lets running ones finish and report (up to --drain-timeout),
     then exits.
     """
+    protect_secrets(nats_url)
     wfs = load_functions(workflows, "workflows") if workflows else []
     acts = load_functions(activities, "activities") if activities else []
     if not wfs and not acts:

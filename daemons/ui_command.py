@@ -13,6 +13,7 @@ import click
 from daemons.common import fail
 from durablefuture.client import Client
 from durablefuture.core.errors import DurableFutureError
+from durablefuture.transport.redaction import redact
 from durablefuture.ui import DEFAULT_PORT, INSTALL_HINT, ui_available
 
 __all__ = ["start_dev_ui", "ui"]
@@ -72,7 +73,8 @@ def ui(settings: _Settings, host: str, port: int) -> None:
 def _announce(settings: _Settings) -> Callable[[str], None]:
     def ready(url: str) -> None:
         click.echo(
-            f"DurableFuture UI on {url}  (namespace {settings.namespace}, NATS {settings.nats_url})"
+            f"DurableFuture UI on {url}  (namespace {settings.namespace}, "
+            f"NATS {redact(settings.nats_url)})"
             "\nPress Ctrl-C to stop.",
         )
 

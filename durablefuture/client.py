@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -59,6 +60,8 @@ __all__ = [
     "WorkflowDescription",
     "WorkflowHandle",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -415,8 +418,14 @@ class Client:
         workflow_type: str | None = None,
         since: datetime | None = None,
         limit: int = 1000,
+        count_open: bool = True,
     ) -> list[WorkflowDescription]:
-        """Runs from the status index, newest first, filtered by status / type / start time."""
+        """Runs from the status index, newest first, filtered by status / type / start time.
+
+        The index is written when a run starts and when it closes, so the ``history_length`` of
+        an open run is read from its history (one direct get per open run returned); with
+        ``count_open=False`` it is the index's (the events recorded when the run started).
+        """
         kv = await self._kv()
         try:
             keys = await kv.keys()
@@ -439,7 +448,27 @@ class Client:
                 continue
             out.append(_describe_summary(summary))
         out.sort(key=lambda d: d.start_time, reverse=True)
-        return out[:limit]
+        return await self.count_events(out[:limit]) if count_open else out[:limit]
+
+    async def count_events(self, runs: Sequence[WorkflowDescription]) -> list[WorkflowDescription]:
+        """``runs`` with the ``history_length`` of each open one read from its history.
+
+        A run whose history cannot be read keeps the count it had (and is logged at debug).
+        """
+        limit = asyncio.Semaphore(32)
+
+        async def current(d: WorkflowDescription) -> WorkflowDescription:
+            if not d.is_open:
+                return d
+            async with limit:
+                try:
+                    n = await self.history.last_event_id(d.workflow_id, d.run_id)
+                except DurableFutureError as exc:
+                    log.debug("counting the events of %s failed: %s", d.workflow_id, exc)
+                    return d
+            return evolve(d, history_length=max(n, d.history_length))
+
+        return list(await asyncio.gather(*(current(d) for d in runs)))
 
     async def summary(self, workflow_id: str, run_id: str) -> RunSummary | None:
         kv = await self._kv()

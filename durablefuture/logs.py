@@ -1,7 +1,8 @@
 """Structured logs for the daemons: one JSON object (or one readable line) per record.
 
 Context passed with ``extra={...}`` (workflow_id, run_id, activity id, task queue, ...) becomes
-fields of the line.
+fields of the line. Every line is scrubbed of NATS passwords and tokens (see
+``transport.redaction``), whoever logged it: our code, nats-py, uvicorn or a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from datetime import UTC, datetime
 
 import orjson
 
-__all__ = ["JsonFormatter", "setup_logging"]
+from durablefuture.transport.redaction import scrub
+
+__all__ = [
+    "JsonFormatter",
+    "MessageFormatter",
+    "TextFormatter",
+    "setup_cli_logging",
+    "setup_logging",
+]
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
@@ -23,14 +32,15 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": scrub(record.getMessage()),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value
+                out[key] = scrub(value) if isinstance(value, str) else value
         if record.exc_info and record.exc_info[0] is not None:
-            out["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+            out["exc"] = scrub(self.formatException(record.exc_info))
+        # and once more as JSON, for secrets inside nested values
+        return scrub(orjson.dumps(out, default=str).decode())
 
 
 class TextFormatter(logging.Formatter):
@@ -46,7 +56,28 @@ class TextFormatter(logging.Formatter):
             base += "  " + " ".join(extras)
         if record.exc_info and record.exc_info[0] is not None:
             base += "\n" + self.formatException(record.exc_info)
-        return base
+        return scrub(base)
+
+
+class MessageFormatter(logging.Formatter):
+    """Just the message (and traceback), as Python prints warnings with no logging set up."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+def setup_cli_logging(level: str = "warning") -> None:
+    """For the command line: warnings and errors as bare lines on stderr, scrubbed of secrets.
+
+    Leaves logging alone if the program has set it up already.
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(MessageFormatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level.upper())
 
 
 def setup_logging(level: str = "info", fmt: str = "json") -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable
 from urllib.parse import urlparse
@@ -19,7 +18,12 @@ from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import APIError, ServiceUnavailableError
 
-from durablefuture.core.errors import JetStreamUnavailableError, NatsUnavailableError
+from durablefuture.core.errors import (
+    InvalidArgumentError,
+    JetStreamUnavailableError,
+    NatsUnavailableError,
+)
+from durablefuture.transport.redaction import redact, remember, scrub
 
 __all__ = ["DEFAULT_URL", "connect", "connection_lost", "on_reconnect", "redact"]
 
@@ -30,7 +34,14 @@ DEFAULT_URL = "nats://127.0.0.1:4222"
 
 def _host_port(url: str) -> tuple[str, int]:
     parsed = urlparse(url if "://" in url else f"nats://{url}")
-    return parsed.hostname or "127.0.0.1", parsed.port or 4222
+    try:
+        port = parsed.port or 4222
+    except ValueError as exc:  # its message never holds the userinfo
+        raise InvalidArgumentError(
+            f"the NATS URL {redact(url)!r} is not valid ({exc}); pass e.g. "
+            "nats://127.0.0.1:4222 (several comma-separated)"
+        ) from None
+    return parsed.hostname or "127.0.0.1", port
 
 
 async def _port_open(host: str, port: int, timeout: float) -> str | None:
@@ -80,10 +91,6 @@ async def _close_quietly(nc: NATS) -> None:
         await nc.close()
 
 
-async def _quiet_error(exc: Exception) -> None:
-    log.debug("nats: %s", exc)
-
-
 class _Reconnects:
     """Callbacks to run after the connection comes back (pull requests must be renewed)."""
 
@@ -91,13 +98,21 @@ class _Reconnects:
         self.callbacks: list[Callable[[], None]] = []
         self.nc: NATS | None = None
         self.closed = asyncio.Event()
+        self.first_error: str | None = None
+
+    async def error(self, exc: Exception) -> None:
+        """nats-py's error callback: quiet (debug); the first explains a failed connect."""
+        text = scrub(str(exc) or type(exc).__name__)
+        if self.first_error is None:
+            self.first_error = text
+        log.debug("nats: %s", text)
 
     async def on_closed(self) -> None:
         self.closed.set()
         nc = self.nc
         error = getattr(nc, "last_error", None) if nc is not None else None
         if error is not None:  # closed by an error, not by us
-            log.warning("the connection to NATS is closed (%s)", redact_text(str(error)))
+            log.warning("the connection to NATS is closed (%s)", scrub(str(error)))
 
     async def fire(self) -> None:
         log.warning("reconnected to NATS")
@@ -142,31 +157,9 @@ async def connection_lost(nc: NATS, stopping: asyncio.Event) -> NatsUnavailableE
     error = getattr(nc, "last_error", None)
     return NatsUnavailableError(
         "the connection to NATS was closed"
-        + (f" ({redact_text(str(error))})" if error else "")
+        + (f" ({scrub(str(error))})" if error else "")
         + "; exiting so that a supervisor restarts this process on a new connection"
     )
-
-
-def redact_text(text: str) -> str:
-    """``text`` with the password of any URL in it replaced by ``***``."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
-
-
-_URL_PASSWORD = re.compile(r"([a-z]+://[^:/@\s]*:)[^@\s]*@")
-
-
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for logs and error messages)."""
-    parts = []
-    for one in url.split(","):
-        parsed = urlparse(one.strip() if "://" in one else f"nats://{one.strip()}")
-        if parsed.password:
-            netloc = f"{parsed.username}:***@{parsed.hostname}"
-            if parsed.port:
-                netloc += f":{parsed.port}"
-            one = parsed._replace(netloc=netloc).geturl()
-        parts.append(one.strip())
-    return ",".join(parts)
 
 
 async def connect(
@@ -179,14 +172,20 @@ async def connect(
     """Connect to ``url`` (several may be given, comma-separated), retrying for up to
     ``timeout`` seconds with a log line per attempt. ``creds`` is a NATS credentials file.
 
+    Passwords and tokens in ``url`` never appear in what this logs or raises (nor, once
+    :func:`~durablefuture.transport.redaction.remember`-ed here, in text scrubbed later).
+
     Raises:
-        NatsUnavailableError: naming the URL and the last error, after ``timeout``.
+        NatsUnavailableError: naming the URL (redacted) and the last error, after ``timeout``.
+        InvalidArgumentError: a URL is malformed (e.g. its port is not a number).
         JetStreamUnavailableError: the server answers but has no JetStream (at once), or its
             JetStream did not become ready within ``timeout``.
     """
+    remember(url)
     servers = [u.strip() for u in url.split(",") if u.strip()] or [DEFAULT_URL]
+    for server in servers:
+        _host_port(server)  # raises on a URL that cannot work
     shown = redact(",".join(servers))
-    hooks = _Reconnects()
     deadline = time.monotonic() + timeout
     delay = 0.05
     attempt = 0
@@ -196,6 +195,7 @@ async def connect(
         remaining = deadline - time.monotonic()
         problem: str | None = "no server reachable"
         js_starting = False
+        hooks = _Reconnects()  # per attempt: a closed attempt must not mark the next closed
         for server in servers:  # wait until at least one of them listens
             problem = await _port_open(*_host_port(server), max(0.05, min(2.0, remaining)))
             if problem is None:
@@ -213,7 +213,7 @@ async def connect(
                         reconnect_time_wait=0.25,
                         max_reconnect_attempts=-1,
                         allow_reconnect=True,
-                        error_cb=_quiet_error,
+                        error_cb=hooks.error,
                         reconnected_cb=hooks.fire,
                         disconnected_cb=hooks.disconnected,
                         closed_cb=hooks.on_closed,
@@ -223,7 +223,9 @@ async def connect(
                     max(1.0, remaining),
                 )
             except Exception as exc:  # nats raises a variety of errors here
-                problem = f"{type(exc).__name__}: {exc}"
+                problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                if hooks.first_error:  # e.g. a timeout whose cause nats-py only told error_cb
+                    problem += f"; first error: {hooks.first_error}"
             else:
                 hooks.nc = nc  # from now on a close is on purpose: no "disconnected" line
                 try:
@@ -236,9 +238,7 @@ async def connect(
                     return nc
                 js_starting = True
                 await _close_quietly(nc)
-        last = str(problem)
-        for server in servers:  # never print a password
-            last = last.replace(server, redact(server))
+        last = scrub(str(problem))  # nats-py may echo a URL, or its credentials
         remaining = deadline - time.monotonic()
         if remaining <= 0 and js_starting:
             raise JetStreamUnavailableError(

@@ -109,6 +109,14 @@ class HistoryStore:
         m = await self._direct_last(self.layout.history(workflow_id, run_id))
         return 0 if m is None else int((m.headers or {}).get("Nats-Sequence", "0"))
 
+    async def last_event_id(self, workflow_id: str, run_id: str) -> int:
+        """Id of the run's newest event, i.e. how many events it has (0 if none); one get."""
+        m = await self._direct_last(self.layout.history(workflow_id, run_id))
+        if m is None:
+            return 0
+        events = self._batch(m).events
+        return events[-1].event_id if events else 0
+
     async def first_batch(self, workflow_id: str, run_id: str) -> Batch | None:
         msgs = await self._direct_batch(self.layout.history(workflow_id, run_id), 1, batch=1)
         return self._batch(msgs[0]) if msgs else None

@@ -3,6 +3,9 @@
 Routes (workflow ids may contain ``/``, so the action routes are matched first):
 
 * ``GET /`` and ``GET /workflows/{id}``: the page (``static/index.html``); it routes itself.
+  The data it shows first (the runs list, or the run) is in the HTML, so the page is complete
+  when it has loaded (a screenshot, a crawler or a slow link sees the run, not "Loading…");
+  the page then follows live updates. If that data cannot be read in time, the page fetches it.
 * ``GET /api/workflows?status=&type=&q=&limit=``: runs, newest first, with counts per status.
 * ``GET /api/workflows/{id}?run_id=``: describe + inputs + history + timeline + why.
 * ``GET /api/workflows/{id}/events?run_id=``: Server-Sent Events; an ``update`` event carries
@@ -26,7 +29,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -50,6 +53,9 @@ POLL_SECONDS = 0.5
 REFRESH_SECONDS = 5.0
 """A running run is re-sent at least this often, so "next retry in 4s" stays true."""
 KEEPALIVE_SECONDS = 10.0
+INITIAL_DATA_SECONDS = 5.0
+"""How long the page waits for its first data before it is sent without (and fetches it)."""
+INITIAL_DATA_SLOT = "<!--df-initial-->"
 
 
 class JSONResponse(Response):
@@ -77,28 +83,63 @@ def _sse(event: str, data: JsonValue) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
+def _embed(data: JsonValue) -> str:
+    """``data`` as a JSON script element (``<``, ``>``, ``&`` escaped: no value can end it)."""
+    text = orjson.dumps(data).decode()
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return f'<script id="df-initial" type="application/json">{text}</script>'
+
+
 class _Api:
     def __init__(self, client: Client, closing: asyncio.Event) -> None:
         self.client = client
         self.closing = closing
+        self.page = (STATIC / "index.html").read_text()
 
     async def index(self, request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        try:
+            initial = await asyncio.wait_for(self._initial(request), INITIAL_DATA_SECONDS)
+        except (DurableFutureError, TimeoutError) as exc:  # the page fetches it, and says why
+            log.warning("the page's data could not be read in time: %s", exc)
+            initial = None
+        slot = _embed(initial) if initial is not None else ""
+        html = self.page.replace(INITIAL_DATA_SLOT, slot, 1)
+        return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
 
-    async def list_runs(self, request: Request) -> Response:
+    async def _initial(self, request: Request) -> JsonValue:
+        """What the page shows first: the run at ``/workflows/{id}``, else the runs list."""
+        query = request.url.query
+        wid = request.path_params.get("workflow_id")
+        if wid is None:
+            return {"route": "list", "query": query, "data": await self._list(request)}
+        run_id = request.query_params.get("run_id") or None
+        out: dict[str, JsonValue] = {"route": "run", "workflow_id": wid, "run_id": run_id}
+        try:
+            out["data"] = await run_payload(self.client, wid, run_id)
+        except WorkflowNotFoundError as exc:
+            out.update(error=str(exc), status=404)
+        return out
+
+    async def _list(self, request: Request) -> dict[str, JsonValue]:
+        """The runs list for the query string's filters; raises ``InvalidArgumentError``."""
         p = request.query_params
         try:
             limit = max(1, min(int(p.get("limit", "200")), 5000))
         except ValueError:
-            return _error(400, f"limit must be an integer, got {p.get('limit')!r}")
+            raise InvalidArgumentError(
+                f"limit must be an integer, got {p.get('limit')!r}"
+            ) from None
+        return await list_payload(
+            self.client,
+            status=p.get("status") or None,
+            workflow_type=p.get("type") or None,
+            q=(p.get("q") or "").strip() or None,
+            limit=limit,
+        )
+
+    async def list_runs(self, request: Request) -> Response:
         try:
-            body = await list_payload(
-                self.client,
-                status=p.get("status") or None,
-                workflow_type=p.get("type") or None,
-                q=(p.get("q") or "").strip() or None,
-                limit=limit,
-            )
+            body = await self._list(request)
         except DurableFutureError as exc:
             return _error(_status_of(exc), str(exc))
         return JSONResponse(body)

@@ -111,7 +111,7 @@ async def list_payload(
     The status index is read once (as ``list_workflows`` does anyway); the counts are over the
     runs that match the type and id filters, so the status chips say what clicking them shows.
     """
-    everything = await client.list_workflows(limit=1_000_000)
+    everything = await client.list_workflows(limit=1_000_000, count_open=False)
     types = sorted({d.workflow_type for d in everything})
     scoped = [
         d
@@ -122,8 +122,9 @@ async def list_payload(
     for d in scoped:
         counts[d.status] = counts.get(d.status, 0) + 1
     rows = [d for d in scoped if not status or d.status == status]
+    shown = await client.count_events(rows[:limit])  # the index counts open runs' events at start
     return {
-        "workflows": [summary_json(d) for d in rows[:limit]],
+        "workflows": [summary_json(d) for d in shown],
         "total": len(rows),
         "counts": dict(counts),
         "types": list(types),

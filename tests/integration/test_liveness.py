@@ -124,7 +124,7 @@ async def test_start_warns_when_no_live_worker_registers_the_type() -> None:
         ):
             out = await df_cli(
                 env.nats_url, "workflow", "start", "greeter", "--id", "ok-1",
-                "--task-queue", "lv", "--input", '"ann"', "--wait", "--timeout", "20",
+                "--task-queue", "lv", "--input", '["ann"]', "--wait", "--timeout", "20",
             )  # fmt: skip
             assert out.returncode == 0, out.stderr
             assert orjson.loads(out.stdout)["result"] == "hello ann"

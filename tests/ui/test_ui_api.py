@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,6 +100,32 @@ async def test_list_filters_by_status_type_and_id_with_counts(ui_env: UiEnv) -> 
 
         bad = await http.get("/api/workflows", params={"limit": "many"})
         assert bad.status_code == 400
+
+
+async def test_list_counts_the_events_of_running_runs_too(ui_env: UiEnv) -> None:
+    await _order(ui_env)
+    await ui_env.client.start_workflow(
+        approval_workflow, "req-2", 600.0, id="approval-2", task_queue=TASK_QUEUE
+    )
+    # the run has started and is waiting: it recorded more than the start the index knows of
+    run = await _wait_until(ui_env, "approval-2", lambda b: len(b["timeline"]["rows"]) == 1)
+    recorded = len(run["history"])
+    assert recorded >= 2 and run["workflow"]["history_length"] == recorded
+    async with await _http(ui_env) as http:
+        rows = (await http.get("/api/workflows")).json()["workflows"]
+    counts = {r["workflow_id"]: (r["status"], r["history_length"]) for r in rows}
+    order = (await _http_json(ui_env, "/api/workflows/order-1"))["history"]
+    assert counts == {"approval-2": ("running", recorded), "order-1": ("completed", len(order))}
+    [listed] = await ui_env.client.list_workflows(status="running")
+    assert listed.history_length == recorded  # the library's list says the same
+    [indexed] = await ui_env.client.list_workflows(status="running", count_open=False)
+    assert indexed.history_length < recorded  # what the index alone knows
+
+
+async def _http_json(env: UiEnv, path: str) -> dict[str, Any]:
+    async with await _http(env) as http:
+        body: dict[str, Any] = (await http.get(path)).json()
+    return body
 
 
 # ------------------------------------------------------------------ one run
@@ -307,13 +334,54 @@ async def test_page_and_static_files_are_served(ui_env: UiEnv) -> None:
         assert index.status_code == 200 and "text/html" in index.headers["content-type"]
         assert '<script src="/static/app.js">' in index.text
         deep = await http.get("/workflows/order%2F1")  # ids may contain "/"
-        assert deep.text == index.text
+        assert deep.status_code == 200 and '<script src="/static/app.js">' in deep.text
+        assert _initial(deep.text)["workflow_id"] == "order/1"
         js = await http.get("/static/app.js")
         assert js.status_code == 200 and "renderTimeline" in js.text
         css = await http.get("/static/app.css")
         assert css.status_code == 200 and ".tl-track" in css.text
         everything = index.text + js.text + css.text
         assert "https://" not in everything and "cdn" not in everything  # no internet needed
+
+
+def _initial(html: str) -> Any:
+    """The data the server put into the page (the JSON script before app.js)."""
+    match = re.search(r'<script id="df-initial" type="application/json">(.*?)</script>', html)
+    assert match is not None, html
+    assert "<" not in match.group(1) and ">" not in match.group(1)  # nothing can end the script
+    return orjson.loads(match.group(1))
+
+
+async def test_the_page_carries_the_data_it_shows_first(ui_env: UiEnv) -> None:
+    await _order(ui_env, "</script><b>order")
+    async with await _http(ui_env) as http:
+        page = await http.get("/workflows/%3C%2Fscript%3E%3Cb%3Eorder")
+        listed = await http.get("/", params={"q": "order", "status": "completed"})
+        missing = await http.get("/workflows/nobody")
+        api = (await http.get("/api/workflows/%3C%2Fscript%3E%3Cb%3Eorder")).json()
+    run = _initial(page.text)
+    assert (run["route"], run["workflow_id"], run["run_id"]) == ("run", "</script><b>order", None)
+    assert run["data"]["workflow"] == api["workflow"] and run["data"]["history"] == api["history"]
+    assert page.text.count("</script>") == 2  # the data's own and app.js's
+    first = _initial(listed.text)
+    assert first["route"] == "list" and first["query"] == "q=order&status=completed"
+    assert [w["workflow_id"] for w in first["data"]["workflows"]] == ["</script><b>order"]
+    gone = _initial(missing.text)
+    assert (gone["route"], gone["workflow_id"], gone["status"]) == ("run", "nobody", 404)
+    assert "nobody" in gone["error"] and "data" not in gone
+
+
+def test_segment_colours_are_the_legend_entries_and_nothing_else_colours_a_bar() -> None:
+    static = ROOT / "durablefuture" / "ui" / "static"
+    css = (static / "app.css").read_text()
+    js = (static / "app.js").read_text()
+    table = js[js.index("const SEGMENT_COLOURS = [") : js.index("];", js.index("SEGMENT_COLOURS"))]
+    legend = dict(re.findall(r'\["([a-z_]+)", "([^"]+)"\]', table))
+    assert legend["timed_out"] == "timed out"
+    assert set(re.findall(r"\.c-([a-z_]+)", css)) == set(legend)
+    for selector, body in re.findall(r"([^{}]+)\{([^{}]*)\}", css):
+        if ".bar" in selector and re.search(r"\bbackground(-color|-image)?\s*:", body):
+            assert all(".c-" in part for part in selector.split(",")), selector.strip()
 
 
 async def test_workflow_ids_with_slashes_reach_the_right_route(ui_env: UiEnv) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+import durablefuture as df
 from durablefuture.testing import LocalEnvironment
 from tests.conftest import ROOT
 from workflows_examples import ACTIVITIES, TASK_QUEUE, WORKFLOWS
@@ -51,6 +52,31 @@ INSTALL = (
 )
 
 
+def _chromium_path() -> str | None:
+    found = os.environ.get("DF_CHROMIUM") or next(
+        (p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))),
+        None,
+    )
+    return found if found and os.path.exists(found) else None
+
+
+def _missing(problems: list[str]) -> None:
+    """Fail (DF_REQUIRE_BROWSER=1) or skip, saying what is missing and how to install it."""
+    message = "headless browser test: " + "; ".join(problems) + f" — {INSTALL}"
+    if os.environ.get("DF_REQUIRE_BROWSER") == "1":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def find_chromium() -> str:
+    """The Chromium binary (no driver needed), or fail/skip."""
+    chromium = _chromium_path()
+    if chromium is None:
+        _missing(["no Chromium binary (looked for chromium, chromium-browser)"])
+    assert chromium is not None
+    return chromium
+
+
 def _find_browser() -> tuple[str, str]:
     """(chromium, chromedriver) paths, or fail/skip with what is missing."""
     problems = []
@@ -58,20 +84,14 @@ def _find_browser() -> tuple[str, str]:
         import selenium  # noqa: F401
     except ImportError:
         problems.append("the selenium package is not installed")
-    chromium = os.environ.get("DF_CHROMIUM") or next(
-        (p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))),
-        None,
-    )
+    chromium = _chromium_path()
     driver = os.environ.get("DF_CHROMEDRIVER") or shutil.which("chromedriver")
-    if not chromium or not os.path.exists(chromium):
+    if not chromium:
         problems.append("no Chromium binary (looked for chromium, chromium-browser)")
     if not driver or not os.path.exists(driver):
         problems.append("no chromedriver binary")
     if problems:
-        message = "headless browser test: " + "; ".join(problems) + f" — {INSTALL}"
-        if os.environ.get("DF_REQUIRE_BROWSER") == "1":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        _missing(problems)
     assert chromium and driver
     return chromium, driver
 
@@ -100,7 +120,7 @@ def _chromium(tmp_path: Path) -> Iterator[Any]:
 
 
 @contextlib.asynccontextmanager
-async def _df_ui(nats_url: str, log: Path) -> AsyncIterator[str]:
+async def df_ui(nats_url: str, log: Path) -> AsyncIterator[str]:
     """Run ``df ui --port 0`` and yield the address it prints."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -172,6 +192,22 @@ return {
 """
 
 
+# The run's duration in the header and on the timeline's run row, read at one moment.
+DURATIONS = """
+const header = document.querySelector("#run-duration");
+const row = document.querySelector('.tl-label[data-kind="workflow"] .run-duration');
+const read = (e) => (e ? {text: e.innerText, seconds: Number(e.dataset.seconds)} : null);
+return {header: read(header), timeline: read(row)};
+"""
+
+
+def _durations_agree(driver: Any) -> dict[str, Any]:
+    d = dict(driver.execute_script(DURATIONS))
+    assert d["header"] is not None and d["timeline"] is not None, d
+    assert d["header"] == d["timeline"], d
+    return d
+
+
 def _facts(driver: Any, wid: str = "") -> dict[str, Any]:
     return dict(driver.execute_script(FACTS, wid))
 
@@ -238,6 +274,8 @@ def _check_order_run(driver: Any, url: str, wid: str, shot: Path) -> None:
     assert ship["x"] >= charge["x"] + charge["width"] - 1, (charge, ship)  # ship after charge
     assert ship["y"] - charge["y"] >= 20, (charge, ship)  # one row each
     assert f["history"].count("ActivityCompleted") == 2
+    d = _durations_agree(driver)
+    assert d["header"]["seconds"] > 0
     _no_page_errors(driver)
     _screenshot(driver, shot)
 
@@ -261,7 +299,7 @@ async def _order_run_in_browser(browser: Any, tmp_path: Path) -> None:
                 recovery_workflow, "order-ui-2", id="recovery-ui-2", task_queue=TASK_QUEUE
             )
             shot = tmp_path / "ui-order-run.png"
-            async with _df_ui(env.nats_url, tmp_path / "df-ui.log") as url:
+            async with df_ui(env.nats_url, tmp_path / "df-ui.log") as url:
                 await asyncio.to_thread(_check_order_run, browser, url, "order-ui-1", shot)
 
 
@@ -271,6 +309,13 @@ def _signal_from_the_page(driver: Any, url: str, wid: str) -> None:
     assert f["status"] == "running"
     f = _until(driver, wid, lambda f: f["waitBars"] == 1, "the signal wait bar")
     assert "waiting for signal 'decision'" in f["why"]
+    # while it runs both durations move on together, every second
+    first = _durations_agree(driver)["header"]["seconds"]
+    _wait(
+        driver,
+        lambda d: _durations_agree(d)["header"]["seconds"] >= first + 1,
+        "the running duration to move on",
+    )
     driver.execute_script("window.__sameDocument = true")
 
     _click(driver, "#btn-signal")
@@ -307,6 +352,142 @@ async def _signal_in_browser(browser: Any, tmp_path: Path) -> Any:
             handle = await env.client.start_workflow(
                 approval_workflow, "req-ui", 600.0, id="approval-ui", task_queue=TASK_QUEUE
             )
-            async with _df_ui(env.nats_url, tmp_path / "df-ui.log") as url:
+            async with df_ui(env.nats_url, tmp_path / "df-ui.log") as url:
                 await asyncio.to_thread(_signal_from_the_page, browser, url, "approval-ui")
             return await handle.result(timeout=10)
+
+
+# ------------------------------------------------------------------ the timeline's legend
+
+# Each bar's colour key (its "c-" class) and how it looks; each legend entry and how its
+# swatch looks. Read in one script, so a live re-render cannot tear it.
+LEGEND = """
+const look = (e) => {
+  const s = getComputedStyle(e);
+  const border = s.borderTopStyle === "none" ? "none" : `${s.borderTopStyle} ${s.borderTopColor}`;
+  return [s.backgroundColor, s.backgroundImage, border].join(" | ");
+};
+const q = (s) => document.querySelector(s);
+return {
+  title: q("#run-title") ? q("#run-title").innerText : null,
+  status: q("#run-header .badge") ? q("#run-header .badge").dataset.status : null,
+  kinds: [...document.querySelectorAll(".tl-track[data-kind]")].map((t) => t.dataset.kind),
+  bars: [...document.querySelectorAll("#timeline .bar")].map((b) => ({
+    status: b.dataset.status || null,
+    colours: [...b.classList].filter((c) => c.startsWith("c-")).map((c) => c.slice(2)),
+    look: look(b),
+  })),
+  legend: Object.fromEntries([...document.querySelectorAll("#legend [data-legend]")].map((e) => [
+    e.dataset.legend, {label: e.innerText.trim(), look: look(e.querySelector("i"))}])),
+};
+"""
+
+# every colour a timeline segment can have (SEGMENT_COLOURS in app.js)
+ALL_COLOURS = {
+    "completed",
+    "running",
+    "scheduled",
+    "backoff",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "terminated",
+    "continued_as_new",
+    "abandoned",
+    "timer",
+    "timer_pending",
+    "wait",
+    "wait_pending",
+    "child",
+}
+
+
+Ready = Callable[[dict[str, Any]], bool]
+
+
+def _legend_of(driver: Any, url: str, path: str, ready: Ready) -> Any:
+    driver.get(f"{url}/workflows/{path}")
+    wid = path.split("?")[0]
+
+    def facts(d: Any) -> Any:
+        f = dict(d.execute_script(LEGEND))
+        return f if f["title"] == wid and f["bars"] and ready(f) else None
+
+    return _wait(driver, facts, f"the timeline of {path}")
+
+
+def _check_legends(driver: Any, url: str, runs: dict[str, Ready]) -> None:
+    seen: set[str] = set()
+    for path, ready in runs.items():
+        f = _legend_of(driver, url, path, ready)
+        for bar in f["bars"]:
+            assert len(bar["colours"]) == 1, (path, bar)  # one colour class per bar
+            [colour] = bar["colours"]
+            assert colour in f["legend"], f"{path}: {colour} is drawn but not in the legend"
+            swatch = f["legend"][colour]["look"]
+            assert swatch == bar["look"], f"{path}: the {colour} swatch looks unlike its bar"
+            seen.add(colour)
+        drawn = {c for bar in f["bars"] for c in bar["colours"]}
+        assert set(f["legend"]) - {"signal"} == drawn, (path, f["legend"], drawn)  # no extras
+        if "timed_out" in drawn:
+            assert f["legend"]["timed_out"]["label"] == "timed out"
+    assert seen == ALL_COLOURS, sorted(ALL_COLOURS - seen)
+    _no_page_errors(driver)
+
+
+async def test_every_colour_on_the_timeline_is_in_its_legend(tmp_path: Path) -> None:
+    from tests.ui import flows
+
+    with _chromium(tmp_path) as browser:
+        async with LocalEnvironment() as env:
+            c = env.client
+            async with (
+                env.worker(task_queue=TASK_QUEUE, workflows=WORKFLOWS, activities=ACTIVITIES),
+                env.worker(
+                    task_queue=flows.TASK_QUEUE,
+                    workflows=flows.WORKFLOWS,
+                    activities=flows.ACTIVITIES,
+                ),
+            ):
+                q = flows.TASK_QUEUE
+                await c.execute_workflow(
+                    recovery_workflow, "o", id="recovery", task_queue=TASK_QUEUE
+                )
+                await c.execute_workflow(flows.timeouts_flow, id="timeouts", task_queue=q)
+                await c.execute_workflow(flows.once_more, 0, id="again", task_queue=q)
+                go = await c.start_workflow(
+                    flows.signalled, id="signalled", task_queue=q, signal=("go", ["now"])
+                )
+                await go.result(timeout=20)
+                with pytest.raises(df.WorkflowFailedError):
+                    await c.execute_workflow(flows.failing_flow, id="failing", task_queue=q)
+                late = df.WorkflowOptions(execution_timeout=0.5)
+                with pytest.raises(df.WorkflowTimedOutError):
+                    await c.execute_workflow(
+                        flows.waits_too_long, id="too-long", task_queue=q, options=late
+                    )
+                for wid in ("cancelled", "terminated", "waiting"):
+                    await c.start_workflow(
+                        approval_workflow, wid, 600.0, id=wid, task_queue=TASK_QUEUE
+                    )
+                await c.get_workflow_handle("cancelled").cancel("enough")
+                await c.get_workflow_handle("terminated").terminate("stop")
+                await c.start_workflow(flows.everything_pending, id="pending", task_queue=q)
+                first_run = (await c.list_workflows(status="continued_as_new"))[0].run_id
+                runs: dict[str, Ready] = {
+                    "recovery": lambda f: True,
+                    "signalled": lambda f: True,
+                    "timeouts": lambda f: f["status"] == "completed",
+                    "again?run_id=" + first_run: lambda f: True,
+                    "failing": lambda f: True,
+                    "too-long": lambda f: True,
+                    "cancelled": lambda f: f["status"] == "cancelled",
+                    "terminated": lambda f: f["status"] == "terminated",
+                    "waiting": lambda f: "signal_wait" in f["kinds"],
+                    "pending": lambda f: (
+                        {b["status"] for b in f["bars"]}
+                        >= {"scheduled", "running", "backoff", "pending"}
+                    ),
+                }
+                async with df_ui(env.nats_url, tmp_path / "df-ui.log") as url:
+                    await asyncio.to_thread(_check_legends, browser, url, runs)

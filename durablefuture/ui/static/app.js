@@ -131,6 +131,24 @@
     return node;
   }
 
+  // ------------------------------------------------------------------ first data
+
+  // The server puts the first page's data into the HTML (a JSON script), so the page is whole
+  // by the time it has loaded; live updates and refreshes follow as usual.
+  let initial = (() => {
+    const node = document.getElementById("df-initial");
+    if (!node) return null;
+    node.remove();
+    try { return JSON.parse(node.textContent); } catch (e) { return null; }
+  })();
+
+  /** The embedded data if it is for ``route`` and ``matches`` (only once: later pages fetch). */
+  function takeInitial(route, matches) {
+    const found = initial;
+    initial = null;
+    return found && found.route === route && matches(found) ? found : null;
+  }
+
   // ------------------------------------------------------------------ routing
 
   function navigate(url, replace) {
@@ -146,6 +164,13 @@
     navigate(a.getAttribute("href"));
   });
   window.addEventListener("popstate", route);
+  // Leaving the page closes its live stream: a page kept in the back/forward cache would
+  // otherwise hold one of the browser's few connections to this server open.
+  window.addEventListener("pagehide", () => {
+    for (const fn of cleanup) fn();
+    cleanup = [];
+  });
+  window.addEventListener("pageshow", (e) => { if (e.persisted) route(); });
 
   function route() {
     for (const fn of cleanup) fn();
@@ -230,6 +255,10 @@
         return;
       }
       if (mine !== seq) return;
+      show(data);
+    }
+
+    function show(data) {
       live.className = "live on";
       document.getElementById("namespace").textContent = data.namespace;
       const total = Object.values(data.counts).reduce((a, b) => a + b, 0);
@@ -266,8 +295,7 @@
         el("td", { class: "muted" }, w.task_queue),
         el("td", { title: fmtTime(w.start_time) }, fmtAgo(w.start_time), el("div", { class: "faint", style: { fontSize: "12px" } }, fmtTime(w.start_time))),
         el("td", { class: "num" }, fmtDur(end - w.start_time)),
-        // the status index counts events when it is written (start, close), not while running
-        el("td", { class: "num" }, w.status === "running" ? "—" : w.history_length),
+        el("td", { class: "num" }, w.history_length),
         el("td", { class: "run" }, w.run_id.slice(0, 12) + "…"));
     }
 
@@ -277,7 +305,8 @@
       debounce = setTimeout(() => { state.q = search.value.trim(); load(); }, 200);
     });
     typeSel.addEventListener("change", () => { state.type = typeSel.value; load(); });
-    load();
+    const first = takeInitial("list", (i) => i.query === location.search.replace(/^\?/, ""));
+    if (first) show(first.data); else load();
     timer = setInterval(() => { if (!document.hidden) load(); }, 3000);
     cleanup.push(() => clearInterval(timer), () => clearTimeout(debounce));
   }
@@ -313,7 +342,12 @@
         el("div", { class: "card" }, el("div", { class: "empty" }, el("b", null, "Cannot show this run"), message)));
     };
 
-    api(apiRun(id, "", runId)).then(accept).catch((e) => fail(e.message)).finally(() => {
+    const first = takeInitial("run", (i) => i.workflow_id === id && (i.run_id || null) === (runId || null));
+    if (first && first.error) fail(first.error);
+    else if (first) { accept(first.data); follow(); }
+    else api(apiRun(id, "", runId)).then(accept).catch((e) => fail(e.message)).finally(follow);
+
+    function follow() {
       if (!window.EventSource) { startPolling(); return; }
       source = new EventSource(apiRun(id, "/events", runId));
       source.addEventListener("update", (e) => { view.live = "on"; accept(JSON.parse(e.data)); });
@@ -323,7 +357,7 @@
         else { view.live = "warn"; render(); }
       });
       source.onerror = () => { view.live = "warn"; render(); };
-    });
+    }
 
     function startPolling() {
       poll = setInterval(() => api(apiRun(id, "", runId)).then(accept).catch(() => {}), 2000);
@@ -338,9 +372,13 @@
     const redrawTimeline = () => {
       const tl = document.getElementById("timeline");
       if (!tl || !view.data) return;
-      const fresh = renderTimeline(view);
-      tl.replaceWith(fresh);
-      fitLabels(fresh);
+      const now = liveNow(view);
+      const fresh = renderTimeline(view, now);
+      tl.replaceWith(fresh.chart);
+      document.getElementById("legend").replaceWith(fresh.legend);
+      fitLabels(fresh.chart);
+      const duration = document.getElementById("run-duration");
+      if (duration) duration.replaceWith(runDuration(view, now));
     };
     window.addEventListener("resize", redrawTimeline);
 
@@ -360,15 +398,17 @@
     const live = open
       ? el("span", { class: `live ${view.live === "on" ? "on" : "warn"}`, id: "live" }, liveText)
       : el("span", { class: "live", id: "live" }, "Closed");
-    const end = w.close_time || (d.timeline.now + (Date.now() / 1000 - view.receivedAt));
+    // one moment and one span for the header and the timeline, so their durations agree
+    const now = liveNow(view);
+    const span = runSpan(view, now);
 
     const meta = el("dl", { class: "meta" },
       metaItem("Type", w.workflow_type),
       metaItem("Run ID", w.run_id, true),
       metaItem("Task queue", w.task_queue),
-      metaItem("Started", fmtTime(w.start_time)),
-      metaItem("Closed", w.close_time ? fmtTime(w.close_time) : "—"),
-      metaItem(open ? "Running for" : "Duration", fmtDur(end - w.start_time)),
+      metaItem("Started", fmtTime(span.start)),
+      metaItem("Closed", span.open ? "—" : fmtTime(span.end)),
+      metaItem(span.open ? "Running for" : "Duration", runDuration(view, now)),
       metaItem("Events", String(w.history_length)),
       w.new_run_id ? metaItem("Continued as", el("a", { href: runUrl(w.workflow_id, w.new_run_id), "data-link": true, class: "mono" }, w.new_run_id)) : null);
 
@@ -382,6 +422,7 @@
           el("button", { class: "btn danger", id: "btn-terminate", disabled: !open, onclick: () => openAction("terminate", w) }, "Terminate"))),
       meta);
 
+    const timeline = renderTimeline(view, now);
     return [
       el("div", { class: "crumbs" }, el("a", { href: "/", "data-link": true }, "Workflows"), " / ", el("span", { class: "mono" }, w.workflow_id)),
       head,
@@ -394,24 +435,70 @@
       renderPending(w),
       el("div", { class: "card" },
         el("div", { class: "card-head" }, el("h2", null, "Timeline"),
-          el("span", { class: "sub" }, "hover a bar for details"),
-          el("div", { class: "legend" },
-            legend("var(--completed)", "completed"), legend("var(--failed)", "failed attempt"),
-            legend("#3b82f6", "running"), legend("transparent; border:1.5px dashed #9aa3b2", "retry backoff"),
-            legend("var(--timer)", "timer"), legend("var(--signal)", "signal"))),
-        renderTimeline(view)),
+          el("span", { class: "sub" }, "hover a bar for details"), timeline.legend),
+        timeline.chart),
       renderHistory(d, view),
     ];
+  }
+
+  /** "Now" on the server's clock: the payload's time plus what has passed here since. */
+  function liveNow(view) {
+    const tl = view.data.timeline;
+    return Math.max(tl.now, tl.end) + (Date.now() / 1000 - view.receivedAt);
+  }
+
+  /** The run's span from its history: first event to the close, or to ``now`` while open. */
+  function runSpan(view, now) {
+    const wf = view.data.timeline.workflow;
+    const open = wf.end === null || wf.end === undefined;
+    return { start: wf.start, end: open ? now : wf.end, open };
+  }
+
+  function runDuration(view, now) {
+    const span = runSpan(view, now);
+    return el("span", { id: "run-duration", dataset: { seconds: span.end - span.start } }, fmtDur(span.end - span.start));
   }
 
   function metaItem(label, value, mono) {
     return el("div", null, el("dt", null, label), el("dd", { class: mono ? "mono" : null }, value));
   }
 
-  function legend(color, label) {
-    const i = el("i");
-    i.setAttribute("style", `background:${color}`);
-    return el("span", null, i, label);
+  // Every timeline segment is drawn in one of these colours (class "c-<key>" in app.css, nowhere
+  // else), and the legend names each colour the timeline draws, in this order.
+  const SEGMENT_COLOURS = [
+    ["completed", "completed"],
+    ["running", "running"],
+    ["scheduled", "waiting for a worker"],
+    ["backoff", "retry backoff"],
+    ["failed", "failed"],
+    ["timed_out", "timed out"],
+    ["cancelled", "cancelled"],
+    ["terminated", "terminated"],
+    ["continued_as_new", "continued as new"],
+    ["abandoned", "abandoned"],
+    ["timer", "timer"],
+    ["timer_pending", "timer pending"],
+    ["wait", "signal wait"],
+    ["wait_pending", "waiting for a signal"],
+    ["child", "child workflow"],
+  ];
+
+  /** The colour key of a segment of ``kind`` ("attempt", "workflow", "timer", ...) in ``status``. */
+  function segmentColour(kind, status) {
+    if (kind === "attempt") return status === "not_run" ? "backoff" : status;
+    if (kind === "timer") return status === "pending" ? "timer_pending" : (status === "abandoned" ? "abandoned" : "timer");
+    if (kind === "signal_wait") return { waiting: "wait_pending", timed_out: "timed_out", abandoned: "abandoned" }[status] || "wait";
+    if (kind === "child") return { failed: "failed", timed_out: "timed_out", abandoned: "abandoned" }[status] || "child";
+    return status; // the run itself: running, completed, failed, cancelled, ...
+  }
+
+  function renderLegend(used, signals) {
+    const known = new Map(SEGMENT_COLOURS);
+    const keys = [...SEGMENT_COLOURS.map(([k]) => k).filter((k) => used.has(k)),
+      ...[...used].filter((k) => !known.has(k))];
+    const items = keys.map((k) => el("span", { dataset: { legend: k } }, el("i", { class: `c-${k}` }), known.get(k) || statusLabel(k)));
+    if (signals) items.push(el("span", { dataset: { legend: "signal" } }, el("i", { class: "diamond" }), "signal"));
+    return el("div", { class: "legend", id: "legend" }, items);
   }
 
   function renderWhy(d) {
@@ -507,12 +594,13 @@
     return `+${(s / 3600).toFixed(s % 3600 ? 1 : 0)} h`;
   }
 
-  function renderTimeline(view) {
+  function renderTimeline(view, liveTime) {
     const tl = view.data.timeline;
-    const open = tl.status === "running";
-    const now = open ? tl.now + (Date.now() / 1000 - view.receivedAt) : tl.end;
+    const runTime = runSpan(view, liveTime);
+    const open = runTime.open;
+    const now = runTime.end;
     const t0 = tl.start;
-    const t1 = Math.max(open ? now : tl.end, t0 + 0.001);
+    const t1 = Math.max(now, t0 + 0.001);
     const span = t1 - t0;
     const pct = (t) => `${(Math.min(Math.max(t, t0), t1) - t0) / span * 100}%`;
     const width = (a, b) => `${(Math.min(b, t1) - Math.max(a, t0)) / span * 100}%`;
@@ -529,6 +617,15 @@
     }
     if (open) grid.append(el("div", { class: "nowline", style: { left: "100%" } }));
 
+    const used = new Set();
+    /** A segment bar, coloured by its legend key (and only by it). */
+    const seg = (kind, status, cls, attrs, ...children) => {
+      const colour = segmentColour(kind, status);
+      used.add(colour);
+      const bar = el("div", { ...attrs, class: `bar ${cls} c-${colour}`.replace(/ +/g, " ").trim() }, ...children);
+      bar.dataset.colour = colour;
+      return bar;
+    };
     const rows = [];
     const addRow = (label, track, dataset) => {
       rows.push(el("div", { class: "tl-label", dataset }, label), el("div", { class: "tl-track", dataset }, track));
@@ -536,9 +633,9 @@
 
     // workflow row: start, close, and the run-level markers
     const wf = tl.workflow;
-    const wfEnd = wf.end || now;
+    const wfEnd = runTime.end;
     const wfTrack = [
-      withTip(el("div", { class: `bar wf ${wf.status}`, style: { left: pct(wf.start), width: width(wf.start, wfEnd) } }),
+      withTip(seg("workflow", wf.status, "wf", { style: { left: pct(wf.start), width: width(wf.start, wfEnd) }, dataset: { status: wf.status } }),
         () => [el("b", null, `workflow ${statusLabel(wf.status)}`), `started ${fmtClock(wf.start)}`, wf.end ? `closed ${fmtClock(wf.end)} (+${rel(wf.end)})` : "still running"]),
       withTip(el("div", { class: "mark dot", style: { left: pct(wf.start) } }), () => [el("b", null, "WorkflowStarted"), fmtClock(wf.start)]),
     ];
@@ -553,7 +650,8 @@
           m.detail && m.detail.describe ? el("div", { class: "tt-err" }, m.detail.describe) : (m.detail ? JSON.stringify(m.detail) : null)].filter(Boolean)));
     }
     addRow([el("div", { class: "nm" }, view.data.workflow.workflow_type),
-      el("div", { class: "sm" }, el("span", { class: "kind workflow" }, "run"), `${statusLabel(wf.status)} · ${fmtDur(wfEnd - wf.start)}`)],
+      el("div", { class: "sm" }, el("span", { class: "kind workflow" }, "run"), `${statusLabel(wf.status)} · `,
+        el("span", { class: "run-duration", dataset: { seconds: runTime.end - runTime.start } }, fmtDur(runTime.end - runTime.start)))],
     wfTrack, { kind: "workflow" });
 
     for (const r of tl.rows) {
@@ -571,12 +669,12 @@
             // the gap before this attempt is the backoff: draw it as dashed up to the retry time
             const prev = r.attempts[i - 1];
             const from = prev && prev.end ? prev.end : r.start;
-            track.push(withTip(el("div", { class: "bar backoff", style: { left: pct(from), width: width(from, Math.min(a.start, t1)) } }, "backoff"),
+            track.push(withTip(seg("attempt", "backoff", "", { style: { left: pct(from), width: width(from, Math.min(a.start, t1)) }, dataset: { status: "backoff" } }, "backoff"),
               () => [el("b", null, `attempt ${a.attempt} scheduled`), `retry at ${fmtClock(a.start)}`]));
             return;
           }
-          const bar = el("div", {
-            class: `bar ${a.status}`, style: { left: pct(a.start), width: width(a.start, aEnd) },
+          const bar = seg("attempt", a.status, "", {
+            style: { left: pct(a.start), width: width(a.start, aEnd) },
             dataset: { activity: r.name, attempt: a.attempt, status: a.status },
           }, a.status === "running" || a.status === "scheduled" ? `#${a.attempt}` : `#${a.attempt} · ${fmtDur(aEnd - a.start)}`);
           if (!a.failure) bar.dataset.note = "1";
@@ -597,16 +695,16 @@
         const fireAt = r.detail.fire_at;
         const drawEnd = r.end === null ? Math.min(fireAt, t1) : r.end;
         sm = r.end === null ? `fires ${fmtClock(fireAt)}` : `fired after ${fmtDur(r.end - r.start)}`;
-        track.push(withTip(el("div", { class: `bar timer ${r.status}`, style: { left: pct(r.start), width: width(r.start, drawEnd) }, dataset: { timer: r.seq } }, r.name),
+        track.push(withTip(seg("timer", r.status, "timer", { style: { left: pct(r.start), width: width(r.start, drawEnd) }, dataset: { timer: r.seq, status: r.status } }, r.name),
           () => [el("b", null, `timer #${r.seq}: ${r.name}`), `started ${fmtClock(r.start)}`, r.end ? `fired ${fmtClock(r.end)}` : `fires ${fmtClock(fireAt)}`]));
         if (r.end === null && fireAt > t1) track.push(el("span", { class: "bar-note", style: { left: "100%" } }, "→"));
       } else if (r.kind === "signal_wait") {
         sm = r.status === "received" ? `received after ${fmtDur(rEnd - r.start)}` : statusLabel(r.status);
-        track.push(withTip(el("div", { class: `bar wait ${r.status}`, style: { left: pct(r.start), width: width(r.start, rEnd) } }, r.detail.signal),
+        track.push(withTip(seg("signal_wait", r.status, "wait", { style: { left: pct(r.start), width: width(r.start, rEnd) }, dataset: { status: r.status } }, r.detail.signal),
           () => [el("b", null, `wait for signal ${r.name}`), statusLabel(r.status), r.detail.deadline ? `times out ${fmtClock(r.detail.deadline)}` : "no timeout"]));
       } else if (r.kind === "child") {
         sm = `${r.detail.workflow_id} · ${statusLabel(r.status)}`;
-        track.push(withTip(el("div", { class: `bar child ${r.status}`, style: { left: pct(r.start), width: width(r.start, rEnd) } }, statusLabel(r.status)),
+        track.push(withTip(seg("child", r.status, "child", { style: { left: pct(r.start), width: width(r.start, rEnd) }, dataset: { status: r.status } }, statusLabel(r.status)),
           () => [el("b", null, `child ${r.name}`), `id ${r.detail.workflow_id}`, statusLabel(r.status)]));
       }
       const kindLabel = { activity: "activity", timer: "timer", signal_wait: "wait", child: "child" }[r.kind] || r.kind;
@@ -623,8 +721,9 @@
         el("div", { class: "sm" }, el("span", { class: "kind signals" }, "signals"), `${tl.signals.length} received`)], track, { kind: "signals" });
     }
 
-    return el("div", { class: "tl", id: "timeline", dataset: { testid: "timeline" } },
+    const chart = el("div", { class: "tl", id: "timeline", dataset: { testid: "timeline" } },
       grid, el("div", { class: "tl-axis-label" }, "since start"), axis, ...rows);
+    return { chart, legend: renderLegend(used, tl.signals.length > 0) };
   }
 
   // ------------------------------------------------------------------ history
