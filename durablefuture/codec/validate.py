@@ -24,14 +24,14 @@ from durablefuture.core.types import (
     check_workflow_id,
 )
 
-__all__ = ["check_message_fields"]
+__all__ = ["DURATION_FIELDS", "TIMESTAMP_FIELDS", "check_message_fields"]
 
 _RUN_IDS = frozenset({"run_id", "child_run_id", "continued_from", "first_run_id", "new_run_id"})
 _WORKFLOW_IDS = frozenset({"workflow_id", "child_workflow_id"})
 _NAMES = frozenset({"workflow_type", "name", "signal_name", "activity_type"})
 _QUEUES = frozenset({"task_queue"})
 _TEXT_IDS = frozenset({"request_id", "worker"})
-_TIMES = frozenset(
+DURATION_FIELDS = frozenset(
     {
         "execution_timeout",
         "run_timeout",
@@ -43,7 +43,9 @@ _TIMES = frozenset(
         "timeout",
     }
 )
-_STAMPS = frozenset({"execution_deadline", "scheduled_at", "attempt_scheduled_at", "fire_at"})
+TIMESTAMP_FIELDS = frozenset(
+    {"execution_deadline", "scheduled_at", "attempt_scheduled_at", "fire_at"}
+)
 MAX_HEADERS = 64
 MAX_HEADER_BYTES = 8 * 1024
 MAX_DEPTH = 8
@@ -63,10 +65,10 @@ def _check_field(name: str, value: object, where: str) -> None:
         check_name(value, what)  # type: ignore[arg-type]
     elif name in _TEXT_IDS:
         check_text_id(value, what)  # type: ignore[arg-type]
-    elif name in _TIMES or name in _STAMPS:
+    elif name in DURATION_FIELDS or name in TIMESTAMP_FIELDS:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return  # typed fields were structured already; nothing numeric to bound
-        limit = MAX_SECONDS if name in _TIMES else 253402300799.0  # 9999-12-31
+        limit = MAX_SECONDS if name in DURATION_FIELDS else 253402300799.0  # 9999-12-31
         if not math.isfinite(value) or value < 0 or value > limit:
             raise InvalidArgumentError(f"{what} is {value!r}; it must be between 0 and {limit:g}")
     elif name == "headers" and isinstance(value, Mapping):

@@ -16,6 +16,7 @@ import attrs
 from hypothesis import strategies as st
 
 from durablefuture.codec.converter import _is_json_value
+from durablefuture.codec.validate import DURATION_FIELDS, TIMESTAMP_FIELDS
 from durablefuture.core import commands as cmd
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
@@ -140,23 +141,8 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     ),
     "worker": st.just("") | PRINTABLE,
     "task_queue": st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True),
-    **dict.fromkeys(
-        (
-            "execution_timeout",
-            "run_timeout",
-            "schedule_to_close_timeout",
-            "start_to_close_timeout",
-            "schedule_to_start_timeout",
-            "heartbeat_timeout",
-            "duration",
-            "timeout",
-        ),
-        st.floats(min_value=0, max_value=1e9),
-    ),
-    **dict.fromkeys(
-        ("execution_deadline", "scheduled_at", "attempt_scheduled_at", "fire_at"),
-        st.floats(min_value=0, max_value=4e9),
-    ),
+    **dict.fromkeys(DURATION_FIELDS, st.floats(min_value=0, max_value=1e9)),
+    **dict.fromkeys(TIMESTAMP_FIELDS, st.floats(min_value=0, max_value=4e9)),
 }
 
 
