@@ -56,6 +56,12 @@ def _tagged(converter: Converter, union: object) -> None:
     )
 
 
+def _strict_str(value: Any, _t: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__} {value!r:.60}")
+    return value
+
+
 def _identity(value: Any) -> Any:
     return value
 
@@ -87,6 +93,9 @@ def make_converter() -> Converter:
     # JSON payload fields pass through untouched: they are JSON already.
     c.register_unstructure_hook_func(_is_json_value, _identity)
     c.register_structure_hook_func(_is_json_value, lambda v, _t: v)
+    # Strings are not coerced: a null or a number where a str is expected (a workflow type,
+    # an id) is an error, not the text "None" or "5".
+    c.register_structure_hook(str, _strict_str)
     # Common value types travel as strings.
     c.register_unstructure_hook(dt.datetime, lambda v: v.isoformat())
     c.register_structure_hook(dt.datetime, lambda v, _t: dt.datetime.fromisoformat(v))

@@ -205,3 +205,47 @@ async def test_arguments_too_large_together_fail_the_run_with_a_reason_not_a_han
                 await handle.result(timeout=20)
             assert "together they may take at most" in str(info.value.cause)
             await still_works(env, "after-big-args")
+
+
+async def test_values_the_server_could_not_process_are_refused_before_anything_is_written() -> None:
+    from datetime import timedelta
+
+    with pytest.raises(InvalidArgumentError, match="100 years"):
+        df.sleep(timedelta(days=3_000_000))
+    with pytest.raises(InvalidArgumentError, match="100 years"):
+        df.ActivityOptions(start_to_close_timeout=timedelta(days=3_000_000))
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[greeting], activities=[greet]):
+            with pytest.raises(InvalidArgumentError, match="100 years"):
+                await env.client.start_workflow(
+                    greeting,
+                    "x",
+                    id="zombie-api",
+                    options=df.WorkflowOptions(execution_timeout=timedelta(days=3_000_000)),
+                )
+            with pytest.raises(InvalidArgumentError, match="task queue"):
+                await env.client.start_workflow(greeting, "x", id="zombie-q", task_queue="a.b")
+            with pytest.raises(InvalidArgumentError, match="run id"):
+                env.client.get_workflow_handle("w", run_id="r.*>")
+            base = {"workflow_id": "", "workflow_type": "greeting", "task_queue": "default"}
+            bad = {
+                "zombie-null-type": {"workflow_type": None},
+                "zombie-int-type": {"workflow_type": 7},
+                "zombie-queue": {"task_queue": "a.b"},
+                "zombie-timeout": {"execution_timeout": 3_000_000 * 86400.0},
+                "zombie-run-id": {"run_id": "r.*>"},
+            }
+            for wid, change in bad.items():
+                start = {**base, "workflow_id": wid, "request_id": wid, **change}
+                raw = orjson.dumps({"v": 1, "wid": wid, "start": start})
+                await env.client.pub.publish(env.client.layout.input("start"), raw)
+
+            async def all_refused() -> bool:
+                return len(await dead_letter_reasons(env)) >= len(bad)
+
+            await wait_for(all_refused, 15)
+            reasons = await dead_letter_reasons(env)
+            assert len(reasons) == len(bad) and all(reasons), reasons
+            written = {d.workflow_id for d in await env.client.list_workflows()}
+            assert not written & set(bad), "nothing is written for a refused start"
+            await still_works(env, "after-zombies")
