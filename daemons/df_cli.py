@@ -251,6 +251,23 @@ def why(settings: Settings, workflow_id: str, run_id: str | None) -> None:
     _emit(settings, d, render(d))
 
 
+# ---------------------------------------------------------------------------- df lint
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.pass_obj
+def lint(settings: Settings, paths: tuple[str, ...]) -> None:
+    """Check workflow code in PATHS for non-determinism (clock, randomness, I/O, ...).
+
+    Exit status 1 when anything is found (for CI and pre-commit). Silence one finding with
+    `# df: noqa DF101` on its line. Needs no NATS.
+    """
+    from durablefuture.lint import main as lint_main
+
+    sys.exit(lint_main([*paths, *(["--json"] if settings.as_json else [])]))
+
+
 # ---------------------------------------------------------------------------- df workers
 
 
