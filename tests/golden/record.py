@@ -35,7 +35,7 @@ async def record() -> None:
                 rows = [codec.encode_event(e) for e in history]
                 path = HERE / f"{name}.json"
                 path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
-                print(f"{path.name}: {len(rows)} events")  # noqa: T201
+                print(f"{path.name}: {len(rows)} events")
 
 
 if __name__ == "__main__":
