@@ -3,6 +3,8 @@
 * :class:`Simulation` runs workflows in memory against the real core (no NATS, simulated time).
 * :class:`Replayer` replays a fetched history against your current code (determinism check).
 * :class:`LocalEnvironment` starts a real nats-server, an in-process df-server and workers.
+* :func:`certify` runs a workflow under hypothesis-chosen crashes, redeliveries and orderings
+  and checks it always ends the same way.
 """
 
 from __future__ import annotations
@@ -11,13 +13,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from durablefuture.testing.certification import Certificate, CertificationError, certify
     from durablefuture.testing.local import LocalEnvironment
     from durablefuture.testing.replayer import Replayer
     from durablefuture.testing.sim import Simulation
 
-__all__ = ["LocalEnvironment", "Replayer", "Simulation"]
+__all__ = [
+    "Certificate",
+    "CertificationError",
+    "LocalEnvironment",
+    "Replayer",
+    "Simulation",
+    "certify",
+]
 
 _LAZY = {
+    "certify": "durablefuture.testing.certification",
+    "Certificate": "durablefuture.testing.certification",
+    "CertificationError": "durablefuture.testing.certification",
     "Simulation": "durablefuture.testing.sim",
     "Replayer": "durablefuture.testing.replayer",
     "LocalEnvironment": "durablefuture.testing.local",
