@@ -12,14 +12,25 @@ full replays; the property tests of the engine drive it that way.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 import heapq
 import inspect
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from attrs import define, field
+from attrs import define, evolve, field
 
+from durablefuture.activity_context import (
+    ActivityContext,
+    ActivityInfo,
+    reset_activity_context,
+    set_activity_context,
+    utc,
+)
 from durablefuture.codec.wire import default_codec
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
@@ -44,7 +55,7 @@ from durablefuture.core.errors import (
     NotRegisteredError,
     WorkflowError,
 )
-from durablefuture.core.failure import Failure, failure_from_exception
+from durablefuture.core.failure import Failure, FailureKind, failure_from_exception
 from durablefuture.core.options import WorkflowOptions
 from durablefuture.core.orchestration import (
     APPLIED,
@@ -332,6 +343,9 @@ class Simulation:
         return report
 
     def execute_activity(self, task: ActivityTask) -> inp.RunInput:
+        """Run one attempt for real, as a worker does: ``df.activity_info()`` and
+        ``df.heartbeat()`` work, async activities may await (on a loop of their own), and the
+        attempt's start-to-close and heartbeat timeouts are enforced in real time."""
         self.activity_calls.append((task.name, task.seq, task.attempt))
         definition = self.activities.get(task.name)
         if definition is None:
@@ -342,15 +356,72 @@ class Simulation:
             return inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure)
         try:
             args = definition.structure_args(self.payloads, task.args)
-            value: Any = definition.fn(*args)
-            if inspect.iscoroutine(value):
-                value = _run_coroutine(value)
-            result: JsonValue = self.payloads.to_payload(value, "activity result")
         except Exception as exc:
             return inp.FailActivityTask(
                 task.run_id, task.seq, task.attempt, failure_from_exception(exc)
             )
+        attempt = _Attempt(self, task)
+        outcome = attempt.run(definition.fn, args)
+        details = attempt.encoded_details()
+        if isinstance(outcome, inp.FailActivityTask):
+            return evolve(outcome, heartbeat_details=details)
+        if isinstance(outcome, BaseException):
+            return inp.FailActivityTask(
+                task.run_id, task.seq, task.attempt, failure_from_exception(outcome), details
+            )
+        try:
+            result: JsonValue = self.payloads.to_payload(outcome, "activity result")
+        except Exception as exc:
+            f = failure_from_exception(exc)
+            failure = Failure(f.message, type=f.type, non_retryable=True)
+            return inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure, details)
         return inp.CompleteActivityTask(task.run_id, task.seq, task.attempt, result)
+
+    # ------------------------------------------------------------------ queries and starts
+
+    def query(
+        self, workflow_id: str, name: str, *args: object, result_type: object = None
+    ) -> object:
+        """Answer query ``name`` from the latest run's state, as a worker does (by replay)."""
+        run = self.runs[self.latest[workflow_id]]
+        execution = self._new_execution(run.state.started.workflow_type)
+        execution.feed(run.events)
+        encoded = tuple(self.payloads.to_payload(a, f"query {name!r} argument") for a in args)
+        value = execution.query(name, encoded)
+        payload = self.payloads.to_payload(value, f"result of query {name!r}")
+        return self.payloads.from_payload(payload, result_type)
+
+    def signal_with_start(
+        self,
+        workflow: Callable[..., object] | str,
+        *args: object,
+        id: str,
+        signal: str,
+        signal_args: Sequence[object] = (),
+        options: WorkflowOptions | None = None,
+    ) -> str:
+        """Signal the running workflow ``id``, or start it with the signal already buffered."""
+        from durablefuture.core.definitions import name_of
+
+        opts = options or WorkflowOptions()
+        self._ids += 1
+        request = inp.StartWorkflowRequest(
+            workflow_id=id,
+            workflow_type=name_of(workflow, "workflow"),
+            task_queue=opts.task_queue,
+            request_id=opts.request_id or f"req-{id}-{self._ids}",
+            args=tuple(self.payloads.to_payload(a, "argument") for a in args),
+            execution_timeout=opts.execution_timeout,
+            id_reuse_policy=opts.id_reuse_policy,
+            signal_name=signal,
+            signal_args=tuple(self.payloads.to_payload(a, "signal argument") for a in signal_args),
+        )
+        run_id, error = self._start_run(request)
+        if error:
+            from durablefuture.core.errors import WorkflowAlreadyStartedError
+
+            raise WorkflowAlreadyStartedError(error, workflow_id=id, run_id=run_id)
+        return run_id
 
     # ------------------------------------------------------------------ time
 
@@ -400,13 +471,105 @@ class Simulation:
         return self.status(workflow_id) in RunStatus.CLOSED
 
 
-def _run_coroutine(coro: Any) -> Any:
+def _await(coro: Any) -> object:
     try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coro.close()
-    raise WorkflowError(
-        "the simulation runs async activities only if they never suspend; use "
-        "LocalEnvironment for activities that really await"
-    )
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # called from a running loop (an async test): run it on a loop of its own, in a thread
+    context = contextvars.copy_context()
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sim-activity") as pool:
+        return pool.submit(context.run, asyncio.run, coro).result()
+
+
+class _Attempt:
+    """One activity attempt, run inline. Its start-to-close and heartbeat timeouts are checked
+    against real time when it returns: an attempt that ran too long, or went too long without
+    a heartbeat, ends as the worker would have ended it (timed out), whatever it returned. An
+    async activity runs on an event loop of its own (in a thread when the simulation itself is
+    driven from a running loop)."""
+
+    def __init__(self, sim: Simulation, task: ActivityTask) -> None:
+        self.sim = sim
+        self.task = task
+        self.details: tuple[object, ...] = tuple(task.heartbeat_details)
+        self.beat = time.monotonic()
+        self.longest_silence = 0.0
+
+    def _on_heartbeat(self, details: tuple[object, ...]) -> None:
+        now = time.monotonic()
+        self.longest_silence = max(self.longest_silence, now - self.beat)
+        self.details = details
+        self.beat = now
+
+    def encoded_details(self) -> tuple[JsonValue, ...]:
+        try:
+            return tuple(self.sim.payloads.to_payload(d, "heartbeat detail") for d in self.details)
+        except Exception:
+            return tuple(repr(d) for d in self.details)
+
+    def _info(self) -> ActivityInfo:
+        t, opts, now = self.task, self.task.options, self.sim.now
+        return ActivityInfo(
+            activity_id=t.seq,
+            activity_name=t.name,
+            attempt=t.attempt,
+            workflow_id=t.workflow_id,
+            workflow_type=t.workflow_type,
+            run_id=t.run_id,
+            namespace=t.namespace,
+            task_queue=t.task_queue,
+            scheduled_time=utc(t.scheduled_at),
+            started_time=utc(now),
+            schedule_to_close_deadline=(
+                None
+                if opts.schedule_to_close_timeout is None
+                else utc(t.scheduled_at + opts.schedule_to_close_timeout)
+            ),
+            start_to_close_deadline=(
+                None
+                if opts.start_to_close_timeout is None
+                else utc(now + opts.start_to_close_timeout)
+            ),
+            heartbeat_timeout=opts.heartbeat_timeout,
+            heartbeat_details=t.heartbeat_details,
+        )
+
+    def run(self, fn: Callable[..., object], args: Sequence[object]) -> object:
+        """The value, the exception raised, or a FailActivityTask for a timeout."""
+        context = ActivityContext(self._info(), self._on_heartbeat, lambda: False)
+        token = set_activity_context(context)
+        began = self.beat = time.monotonic()
+        outcome: object
+        try:
+            outcome = fn(*args)
+            if inspect.iscoroutine(outcome):
+                outcome = _await(outcome)
+        except Exception as exc:
+            outcome = exc
+        finally:
+            reset_activity_context(token)
+        ended = time.monotonic()
+        silence = max(self.longest_silence, ended - self.beat)
+        opts, t = self.task.options, self.task
+        limit = opts.start_to_close_timeout
+        if limit is not None and ended - began >= limit:
+            return self._timeout(
+                "start_to_close",
+                f"attempt {t.attempt} of activity {t.name!r} did not finish within its "
+                f"start_to_close_timeout of {limit:g}s",
+            )
+        beat = opts.heartbeat_timeout
+        if beat is not None and silence >= beat:
+            return self._timeout(
+                "heartbeat",
+                f"attempt {t.attempt} of activity {t.name!r} sent no heartbeat for "
+                f"{beat:g}s (its heartbeat_timeout)",
+            )
+        return outcome
+
+    def _timeout(self, kind: str, message: str) -> inp.FailActivityTask:
+        failure = Failure(
+            message=message, type="TimeoutError", kind=FailureKind.TIMEOUT, timeout_type=kind
+        )
+        return inp.FailActivityTask(self.task.run_id, self.task.seq, self.task.attempt, failure)
