@@ -17,6 +17,8 @@ from durablefuture.natsserver import NatsServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["durablefuture.testing.pytest_plugin"]
+
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:

@@ -67,3 +67,8 @@ def test_a_workflow_that_differs_on_replay_is_caught_with_a_minimal_schedule() -
     assert "worker crash" in text  # the schedule names the crash that exposed it
     assert "test_certify.py:" in text  # and where the commands were issued
     assert "schedule:" in text and "history:" in text
+
+
+def test_the_pytest_fixture_certifies(df_certify) -> None:  # type: ignore[no-untyped-def]
+    certificate = df_certify(five_steps, "f", activities=[step], examples=10, seed=4)
+    assert certificate.outcome.startswith("completed: ['f-0'")
