@@ -34,8 +34,10 @@ from durablefuture.core.effects import RunStatus, RunSummary
 from durablefuture.core.errors import (
     DurableFutureError,
     InvalidArgumentError,
+    MessageRejectedError,
     QueryFailedError,
     ServerUnavailableError,
+    TransportError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
 )
@@ -265,9 +267,11 @@ class Client:
         headers = {REPLY_HEADER: reply_to}
         if msg_id:
             headers[MSG_ID] = msg_id
+        deadline = time.monotonic() + self.request_timeout
+        data_out = self.codec.encode_input(env)
         try:
-            await self.pub.publish(self.layout.input(kind), self.codec.encode_input(env), headers)
-            data = await asyncio.wait_for(fut, self.request_timeout)
+            await self._publish_until(self.layout.input(kind), data_out, headers, deadline)
+            data = await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise ServerUnavailableError(
                 f"no df-server answered within {self.request_timeout:g}s (namespace "
@@ -277,6 +281,28 @@ class Client:
         finally:
             self._replies.drop(reply_to)
         return self.codec.decode_reply(data)
+
+    async def _publish_until(
+        self, subject: str, data: bytes, headers: dict[str, str], deadline: float
+    ) -> None:
+        """Store a request, retrying while NATS is unreachable or slow (a nats-server restart).
+
+        Retrying is safe: requests carry a ``Nats-Msg-Id`` (deduplicated by JetStream) or a
+        request id the server deduplicates. A message NATS would refuse is not retried.
+        """
+        delay = 0.1
+        while True:
+            try:
+                await self.pub.publish(subject, data, headers)
+                return
+            except MessageRejectedError:
+                raise
+            except TransportError as exc:
+                if time.monotonic() + delay >= deadline:
+                    raise
+                log.warning("storing a request failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     # ------------------------------------------------------------------ starting
 
