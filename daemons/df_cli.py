@@ -178,24 +178,20 @@ def dev(
     setup_logging("warning" if run_example and log_level == "info" else log_level, "text")
 
     async def go() -> None:
-        from durablefuture.natsserver import NatsServer, free_port
-        from durablefuture.server import Server, ServerOptions
-        from durablefuture.worker import Worker
+        from durablefuture.natsserver import free_port
+        from durablefuture.testing import LocalEnvironment
 
         chosen = port if port is not None else (free_port() if run_example else 4222)
         store = os.path.abspath(os.path.join(data_dir, "nats"))
-        nats = NatsServer(store, chosen)
+        env = LocalEnvironment(settings.namespace, store_dir=store, port=chosen)
         try:
-            nats.start()
+            await env.__aenter__()
         except DurableFutureError as exc:
+            await env.__aexit__(None, None, None)
             fail(f"{exc} (is port {chosen} in use? pass --port 0 for a free one)")
-        server = await Server.connect(nats.url, ServerOptions(namespace=settings.namespace))
         try:
-            await server.start()
-            server_task = asyncio.create_task(server.run())
-            client = await Client.connect(nats.url, settings.namespace)
-            worker = Worker(client, TASK_QUEUE, WORKFLOWS, ACTIVITIES)
-            async with worker:
+            client = env.client
+            async with env.worker(TASK_QUEUE, WORKFLOWS, ACTIVITIES):
                 if run_example is not None:
                     wf, args, driver = EXAMPLES[run_example]
                     wid = f"{run_example}-{uuid.uuid4().hex[:8]}"
@@ -209,12 +205,12 @@ def dev(
                     ui_address, stop_ui = await start_dev_ui(client)
                     click.echo(
                         f"DurableFuture dev environment\n"
-                        f"  NATS:        {nats.url}  (store: {store})\n"
+                        f"  NATS:        {env.nats_url}  (store: {store})\n"
                         f"  web UI:      {ui_address}\n"
                         f"  namespace:   {settings.namespace}\n"
                         f"  task queue:  {TASK_QUEUE} (examples: {', '.join(sorted(EXAMPLES))})\n"
                         f"Start a workflow from another terminal:\n"
-                        f"  df --nats {nats.url} workflow start order_workflow --id o-1 "
+                        f"  df --nats {env.nats_url} workflow start order_workflow --id o-1 "
                         f"--task-queue {TASK_QUEUE} --input '[\"o-1\", 42.0]' --wait\n"
                         f"Press Ctrl-C to stop."
                     )
@@ -224,11 +220,8 @@ def dev(
                         loop.add_signal_handler(sig, stop.set)
                     await stop.wait()
                     await stop_ui()
-            await client.close()
-            await server.shutdown()
-            server_task.cancel()
         finally:
-            nats.stop()
+            await env.__aexit__(None, None, None)
 
     _run(go())
 

@@ -29,10 +29,11 @@ class LocalEnvironment:
         server_options: ServerOptions | None = None,
         store_dir: str | None = None,
         sync_always: bool = False,
+        port: int | None = None,
     ) -> None:
         self.namespace = namespace
         self.server_options = server_options or ServerOptions(namespace=namespace)
-        self.nats = NatsServer(store_dir, sync_always=sync_always)
+        self.nats = NatsServer(store_dir, port, sync_always=sync_always)
         self.server: Server | None = None
         self._client: Client | None = None
         self._server_task: Any = None
