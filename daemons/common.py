@@ -18,6 +18,7 @@ from durablefuture.core.errors import DurableFutureError
 from durablefuture.logs import setup_logging
 from durablefuture.transport.connection import DEFAULT_URL
 from durablefuture.transport.redaction import remember, scrub
+from durablefuture.transport.tls import TlsConfig
 
 NATS_OPTION = click.option(
     "--nats",
@@ -34,6 +35,39 @@ CREDS_OPTION = click.option(
     type=click.Path(exists=True, dir_okay=False),
     help="NATS credentials file (env DF_NATS_CREDS).",
 )
+TLS_CA_OPTION = click.option(
+    "--tls-ca",
+    default=None,
+    metavar="FILE",
+    envvar="DF_NATS_TLS_CA",
+    help="PEM file of the CA that signed the NATS server's certificate (env DF_NATS_TLS_CA). "
+    "Any --tls-* option, or a tls:// URL, asks for TLS; without --tls-ca the system's CAs "
+    "are trusted.",
+)
+TLS_CERT_OPTION = click.option(
+    "--tls-cert",
+    default=None,
+    metavar="FILE",
+    envvar="DF_NATS_TLS_CERT",
+    help="PEM file of this client's certificate, for a NATS that verifies clients "
+    "(env DF_NATS_TLS_CERT).",
+)
+TLS_KEY_OPTION = click.option(
+    "--tls-key",
+    default=None,
+    metavar="FILE",
+    envvar="DF_NATS_TLS_KEY",
+    help="PEM file of the client certificate's private key, unencrypted (env DF_NATS_TLS_KEY).",
+)
+TLS_HOSTNAME_OPTION = click.option(
+    "--tls-hostname",
+    default=None,
+    metavar="NAME",
+    envvar="DF_NATS_TLS_HOSTNAME",
+    help="Name the server's certificate must hold, if not the URL's host "
+    "(env DF_NATS_TLS_HOSTNAME).",
+)
+TLS_OPTIONS = (TLS_CA_OPTION, TLS_CERT_OPTION, TLS_KEY_OPTION, TLS_HOSTNAME_OPTION)
 NAMESPACE_OPTION = click.option(
     "--namespace",
     default="default",
@@ -85,14 +119,40 @@ METRICS_HOST_OPTION = click.option(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def tls_options(fn: F) -> F:
+    """``--tls-ca``, ``--tls-cert``, ``--tls-key``, ``--tls-hostname`` (see :func:`tls_config`)."""
+    for option in reversed(TLS_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def tls_config(
+    tls_ca: str | None, tls_cert: str | None, tls_key: str | None, tls_hostname: str | None
+) -> TlsConfig | None:
+    """The TLS options as a :class:`TlsConfig` (None when none is given).
+
+    Its files are read now, so a wrong one exits at once with a one-line reason naming the
+    option and the path, before anything connects.
+    """
+    if not (tls_ca or tls_cert or tls_key or tls_hostname):
+        return None
+    try:
+        tls = TlsConfig(ca=tls_ca, cert=tls_cert, key=tls_key, hostname=tls_hostname)
+        tls.ssl_context()
+    except DurableFutureError as exc:
+        fail(str(exc))
+    return tls
+
+
 def daemon_options(fn: F) -> F:
-    """The options every daemon takes: connection, namespace, logging, metrics."""
+    """The options every daemon takes: connection (and its TLS), namespace, logging, metrics."""
     for option in reversed(
         (
             NATS_OPTION,
             NAMESPACE_OPTION,
             CONNECT_TIMEOUT_OPTION,
             CREDS_OPTION,
+            *TLS_OPTIONS,
             LOG_LEVEL_OPTION,
             LOG_FORMAT_OPTION,
             METRICS_PORT_OPTION,

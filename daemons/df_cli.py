@@ -19,7 +19,14 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from daemons.common import CREDS_OPTION, LOG_LEVEL_OPTION, fail, protect_secrets
+from daemons.common import (
+    CREDS_OPTION,
+    LOG_LEVEL_OPTION,
+    fail,
+    protect_secrets,
+    tls_config,
+    tls_options,
+)
 from daemons.ui_command import start_dev_ui, ui
 from durablefuture.client import Client, WorkflowDescription
 from durablefuture.codec.wire import default_codec
@@ -28,6 +35,7 @@ from durablefuture.core.failure import Failure
 from durablefuture.core.liveness import WorkerRecord, describe_worker, unserved_workflow
 from durablefuture.logs import setup_cli_logging, setup_logging
 from durablefuture.transport.connection import DEFAULT_URL
+from durablefuture.transport.tls import TlsConfig
 
 T = TypeVar("T")
 
@@ -42,12 +50,14 @@ class Settings:
         as_json: bool,
         timeout: float,
         creds: str | None = None,
+        tls: TlsConfig | None = None,
     ) -> None:
         self.nats_url = nats_url
         self.namespace = namespace
         self.as_json = as_json
         self.connect_timeout = timeout
         self.creds = creds
+        self.tls = tls
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -111,6 +121,7 @@ def _parse_input(text: str | None) -> list[Any]:
     "--connect-timeout", default=5.0, envvar="DF_CONNECT_TIMEOUT", show_default=True, type=float
 )
 @CREDS_OPTION
+@tls_options
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -119,11 +130,16 @@ def main(
     as_json: bool,
     connect_timeout: float,
     creds: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_hostname: str | None,
 ) -> None:
     """DurableFuture: durable workflows on NATS JetStream."""
     protect_secrets(nats_url)
     setup_cli_logging()
-    ctx.obj = Settings(nats_url, namespace, as_json, connect_timeout, creds)
+    tls = tls_config(tls_ca, tls_cert, tls_key, tls_hostname)
+    ctx.obj = Settings(nats_url, namespace, as_json, connect_timeout, creds, tls)
 
 
 async def _client(settings: Settings) -> Client:
@@ -132,6 +148,7 @@ async def _client(settings: Settings) -> Client:
         settings.namespace,
         connect_timeout=settings.connect_timeout,
         creds=settings.creds,
+        tls=settings.tls,
     )
 
 

@@ -11,6 +11,7 @@ from daemons.common import (
     protect_secrets,
     run_daemon,
     start_metrics,
+    tls_config,
     until_stopped,
 )
 from durablefuture.server import Server, ServerOptions
@@ -39,6 +40,10 @@ def main(
     namespace: str,
     connect_timeout: float,
     creds: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_hostname: str | None,
     log_level: str,
     log_format: str,
     metrics_port: int | None,
@@ -51,12 +56,13 @@ def main(
     Any number of servers may run at once; SIGTERM drains in-flight work and exits.
     """
     protect_secrets(nats_url)
+    tls = tls_config(tls_ca, tls_cert, tls_key, tls_hostname)
     options = ServerOptions(namespace=namespace, replicas=replicas, input_ack_wait=input_ack_wait)
 
     async def serve(stop: asyncio.Event) -> None:
         await start_metrics(metrics_port, metrics_host)
         server = await Server.connect(
-            nats_url, options, connect_timeout=connect_timeout, creds=creds
+            nats_url, options, connect_timeout=connect_timeout, creds=creds, tls=tls
         )
         await server.start()
         task = asyncio.create_task(server.run())

@@ -15,6 +15,7 @@ from daemons.common import (
     protect_secrets,
     run_daemon,
     start_metrics,
+    tls_config,
     until_stopped,
 )
 from durablefuture.client import Client
@@ -76,6 +77,10 @@ def main(
     namespace: str,
     connect_timeout: float,
     creds: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_hostname: str | None,
     log_level: str,
     log_format: str,
     metrics_port: int | None,
@@ -96,6 +101,7 @@ def main(
     then exits.
     """
     protect_secrets(nats_url)
+    tls = tls_config(tls_ca, tls_cert, tls_key, tls_hostname)
     wfs = load_functions(workflows, "workflows") if workflows else []
     acts = load_functions(activities, "activities") if activities else []
     if not wfs and not acts:
@@ -111,7 +117,7 @@ def main(
     async def serve(stop: asyncio.Event) -> None:
         await start_metrics(metrics_port, metrics_host)
         client = await Client.connect(
-            nats_url, namespace, connect_timeout=connect_timeout, creds=creds
+            nats_url, namespace, connect_timeout=connect_timeout, creds=creds, tls=tls
         )
         worker = Worker(
             client,

@@ -14,6 +14,7 @@ from daemons.common import fail
 from durablefuture.client import Client
 from durablefuture.core.errors import DurableFutureError
 from durablefuture.transport.redaction import redact
+from durablefuture.transport.tls import TlsConfig
 from durablefuture.ui import DEFAULT_PORT, INSTALL_HINT, ui_available
 
 __all__ = ["start_dev_ui", "ui"]
@@ -27,6 +28,8 @@ class _Settings(Protocol):
     nats_url: str
     namespace: str
     connect_timeout: float
+    creds: str | None
+    tls: TlsConfig | None
 
 
 @click.command(context_settings=CONTEXT)
@@ -51,7 +54,8 @@ def ui(settings: _Settings, host: str, port: int) -> None:
                 settings.nats_url,
                 settings.namespace,
                 connect_timeout=settings.connect_timeout,
-                creds=getattr(settings, "creds", None),
+                creds=settings.creds,
+                tls=settings.tls,
             )
         except DurableFutureError as exc:
             fail(str(exc))

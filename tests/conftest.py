@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -130,14 +131,16 @@ class Daemons:
         return "\n".join(f"--- {d.name}\n{d.log()[-4000:]}" for d in self.started)
 
 
-async def wait_namespace(url: str, namespace: str = "default", timeout: float = 15.0) -> None:
+async def wait_namespace(
+    url: str, namespace: str = "default", timeout: float = 15.0, tls: ssl.SSLContext | None = None
+) -> None:
     """Wait until a df-server has created the namespace (its server consumer exists)."""
     import nats
 
     from durablefuture.transport.subjects import Layout
 
     layout = Layout(namespace)
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, tls=tls)
     try:
         js = nc.jetstream()
 

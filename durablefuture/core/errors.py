@@ -8,6 +8,7 @@
     ├── DecodeError                     bytes that are not a valid DurableFuture message
     ├── TransportError                  NATS / JetStream trouble, translated at the adapter edge
     │   ├── NatsUnavailableError        could not reach the NATS server in time, or lost it
+    │   │   └── TlsError                TLS with the NATS server failed (untrusted, refused)
     │   ├── JetStreamUnavailableError   the NATS server has no JetStream (started without -js)
     │   └── MessageRejectedError        a message NATS would refuse (too large, bad subject)
     ├── WorkflowError                   the workflow code did something the engine cannot run
@@ -58,6 +59,7 @@ __all__ = [
     "ServerUnavailableError",
     "TerminatedError",
     "TimeoutError",
+    "TlsError",
     "TransportError",
     "WorkflowAlreadyStartedError",
     "WorkflowCancelledError",
@@ -93,6 +95,12 @@ class TransportError(DurableFutureError):
 
 class NatsUnavailableError(TransportError):
     """The NATS server could not be reached within the connect timeout."""
+
+
+class TlsError(NatsUnavailableError):
+    """TLS with the NATS server failed: its certificate is not trusted or not valid for its
+    name, it refused (or required) our client certificate, or it does not offer TLS at all.
+    Retrying cannot fix it, so it is raised at once; the message names the likely cause."""
 
 
 class JetStreamUnavailableError(TransportError):

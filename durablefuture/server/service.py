@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 import uuid
 import weakref
@@ -84,6 +85,7 @@ from durablefuture.transport.publisher import (
     WrongLastSequence,
 )
 from durablefuture.transport.subjects import Layout
+from durablefuture.transport.tls import TlsConfig
 
 __all__ = ["Server", "ServerOptions"]
 
@@ -186,8 +188,9 @@ class Server:
         *,
         connect_timeout: float = 20.0,
         creds: str | None = None,
+        tls: TlsConfig | ssl.SSLContext | None = None,
     ) -> Server:
-        nc = await connect(url, timeout=connect_timeout, name="df-server", creds=creds)
+        nc = await connect(url, timeout=connect_timeout, name="df-server", creds=creds, tls=tls)
         server = cls(nc, options)
         server._own_nc = True
         return server

@@ -2,18 +2,25 @@
 
 A connection is handed out only once JetStream answers on it: a nats-server started without
 ``-js`` fails here, in one clear line, instead of deep inside the first stream operation.
+
+TLS is asked for by TLS options or a ``tls://`` URL. A failed handshake is not retried (a wrong
+CA stays wrong): it raises at once, saying what it most likely means. nats-py would quietly
+fall back to plain text when the server does not require TLS, so that case is refused too:
+by the port probe (from the server's greeting, before nats-py sends any credentials), and
+again once connected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from urllib.parse import urlparse
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import APIError, ServiceUnavailableError
@@ -22,10 +29,12 @@ from durablefuture.core.errors import (
     InvalidArgumentError,
     JetStreamUnavailableError,
     NatsUnavailableError,
+    TlsError,
 )
 from durablefuture.transport.redaction import redact, remember, scrub
+from durablefuture.transport.tls import TlsConfig, explain_handshake_failure
 
-__all__ = ["DEFAULT_URL", "connect", "connection_lost", "on_reconnect", "redact"]
+__all__ = ["DEFAULT_URL", "TlsConfig", "connect", "connection_lost", "on_reconnect", "redact"]
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +53,110 @@ def _host_port(url: str) -> tuple[str, int]:
     return parsed.hostname or "127.0.0.1", port
 
 
-async def _port_open(host: str, port: int, timeout: float) -> str | None:
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else "nats"
+
+
+async def _port_open(
+    host: str, port: int, timeout: float, tls: _TlsCheck | None = None
+) -> str | None:
+    """None when ``host:port`` accepts a connection, else why not.
+
+    Raises:
+        TlsError: from ``tls``'s check of the server.
+    """
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except (TimeoutError, OSError) as exc:
         return str(exc) or type(exc).__name__
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
+    try:
+        if tls is not None:
+            await tls.check(reader, writer, host, timeout)
+    finally:
+        writer.close()
+        with contextlib.suppress(TimeoutError, OSError):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
     return None
+
+
+class _TlsCheck:
+    """What the port probe checks when TLS is asked for: that the server requires it (from its
+    greeting, before nats-py sends any credentials), and that the handshake succeeds (a probe
+    that completes it also leaves no "TLS handshake error" in the nats-server log)."""
+
+    def __init__(self, context: ssl.SSLContext, config: TlsConfig | None, shown: str) -> None:
+        self.context = context
+        self.config = config
+        self.shown = shown
+
+    async def check(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, timeout: float
+    ) -> None:
+        info = await _greeting(reader, timeout)
+        if info is None:
+            return  # nothing readable in time: the check after connecting still applies
+        if not info.get("tls_required", False):
+            raise _plain_text_refused(self.shown)
+        hostname = (self.config.hostname if self.config else None) or host
+        try:
+            await asyncio.wait_for(
+                writer.start_tls(self.context, server_hostname=hostname), min(timeout, 5.0)
+            )
+        except ssl.SSLError as exc:
+            explained = explain_handshake_failure(exc, self.shown, self.config)
+            raise TlsError(scrub(explained)) from None
+        except (TimeoutError, OSError):
+            return  # connecting will tell
+
+
+async def _greeting(reader: asyncio.StreamReader, timeout: float) -> dict[str, object] | None:
+    """The server's INFO, or None when it sent nothing readable in time."""
+    try:
+        line = await asyncio.wait_for(reader.readline(), min(timeout, 2.0))
+        op, _, body = line.partition(b" ")
+        info = json.loads(body) if op.upper() == b"INFO" else None
+    except (TimeoutError, OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _plain_text_refused(shown: str) -> TlsError:
+    return TlsError(
+        f"NATS at {shown} does not require TLS, but TLS was asked for (--tls-* options, "
+        "TlsConfig or a tls:// URL): refusing to connect in plain text. Enable TLS on the "
+        "server (a tls {} block in its config), or drop the TLS options"
+    )
+
+
+def _uses_tls(nc: NATS) -> bool:
+    url = nc.connected_url
+    if url is not None and url.scheme == "wss":
+        return True
+    info = getattr(nc, "_server_info", None)  # nats-py upgrades exactly when this says so
+    return isinstance(info, dict) and bool(info.get("tls_required", False))
+
+
+class _HarmlessTlsEof(logging.Filter):
+    """asyncio warns, each time a TLS connection made by nats-py's streams ends, that
+    ``eof_received()`` returning True has no effect; nothing is wrong, so it is not logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect" not in record.getMessage()
+
+
+_ASYNCIO_LOG = logging.getLogger("asyncio")
+_TLS_EOF_FILTER = _HarmlessTlsEof()
+
+
+def _ssl_context(
+    tls: TlsConfig | ssl.SSLContext | None, servers: list[str]
+) -> ssl.SSLContext | None:
+    if tls is None and any(_scheme(s) == "tls" for s in servers):
+        tls = TlsConfig()  # a tls:// URL alone: verified against the system's CAs
+    if tls is None:
+        return None
+    _ASYNCIO_LOG.addFilter(_TLS_EOF_FILTER)  # once: a logger holds each filter once
+    return tls if isinstance(tls, ssl.SSLContext) else tls.ssl_context()
 
 
 _JS_NOT_ENABLED_FOR_ACCOUNT = 10039
@@ -99,12 +203,17 @@ class _Reconnects:
         self.nc: NATS | None = None
         self.closed = asyncio.Event()
         self.first_error: str | None = None
+        self.tls_error: ssl.SSLError | None = None
+        self.tls_failed = asyncio.Event()
 
     async def error(self, exc: Exception) -> None:
         """nats-py's error callback: quiet (debug); the first explains a failed connect."""
         text = scrub(str(exc) or type(exc).__name__)
         if self.first_error is None:
             self.first_error = text
+        if isinstance(exc, ssl.SSLError) and self.tls_error is None:
+            self.tls_error = exc
+            self.tls_failed.set()
         log.debug("nats: %s", text)
 
     async def on_closed(self) -> None:
@@ -162,22 +271,65 @@ async def connection_lost(nc: NATS, stopping: asyncio.Event) -> NatsUnavailableE
     )
 
 
+async def _first_connect(
+    nc: NATS,
+    hooks: _Reconnects,
+    shown: str,
+    tls: TlsConfig | None,
+    timeout: float,
+    connect: Coroutine[object, object, None],
+) -> None:
+    """Await ``connect`` (``nc.connect(...)``), ended early by a failed TLS handshake.
+
+    nats-py retries a failed handshake on its own until ``timeout``, reporting it only to the
+    error callback; retrying cannot fix it, so it is raised at once, explained. ``nc`` is
+    closed unless this returns.
+    """
+    connecting = asyncio.ensure_future(connect)
+    tls_failed = asyncio.ensure_future(hooks.tls_failed.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {connecting, tls_failed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if connecting in done and not connecting.cancelled() and connecting.exception() is None:
+            return
+    except BaseException:
+        await _close_quietly(nc)
+        raise
+    finally:
+        tls_failed.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            await asyncio.wait({connecting})  # raises only if this task is cancelled
+    await _close_quietly(nc)
+    if hooks.tls_error is not None:
+        raise TlsError(scrub(explain_handshake_failure(hooks.tls_error, shown, tls))) from None
+    if connecting not in done or connecting.cancelled():
+        raise TimeoutError(f"no answer within {timeout:.1f}s")
+    connecting.result()  # raises what nats-py raised
+
+
 async def connect(
     url: str = DEFAULT_URL,
     *,
     timeout: float = 20.0,
     name: str = "durablefuture",
     creds: str | None = None,
+    tls: TlsConfig | ssl.SSLContext | None = None,
 ) -> NATS:
     """Connect to ``url`` (several may be given, comma-separated), retrying for up to
-    ``timeout`` seconds with a log line per attempt. ``creds`` is a NATS credentials file.
+    ``timeout`` seconds with a log line per attempt. ``creds`` is a NATS credentials file;
+    ``tls`` asks for TLS (so does a ``tls://`` URL): a :class:`TlsConfig` or a ready context.
 
     Passwords and tokens in ``url`` never appear in what this logs or raises (nor, once
     :func:`~durablefuture.transport.redaction.remember`-ed here, in text scrubbed later).
 
     Raises:
         NatsUnavailableError: naming the URL (redacted) and the last error, after ``timeout``.
-        InvalidArgumentError: a URL is malformed (e.g. its port is not a number).
+        TlsError: at once, when the TLS handshake fails or the server does not require TLS
+            although TLS was asked for; naming the URL (redacted) and the likely cause.
+        InvalidArgumentError: a URL is malformed (e.g. its port is not a number), or a TLS
+            file is missing or unusable (naming the option and the path).
         JetStreamUnavailableError: the server answers but has no JetStream (at once), or its
             JetStream did not become ready within ``timeout``.
     """
@@ -186,6 +338,10 @@ async def connect(
     for server in servers:
         _host_port(server)  # raises on a URL that cannot work
     shown = redact(",".join(servers))
+    context = _ssl_context(tls, servers)  # raises on a TLS file that cannot work
+    tls_config = tls if isinstance(tls, TlsConfig) else None
+    tls_hostname = tls_config.hostname if tls_config is not None else None
+    tls_check = _TlsCheck(context, tls_config, shown) if context is not None else None
     deadline = time.monotonic() + timeout
     delay = 0.05
     attempt = 0
@@ -197,20 +353,25 @@ async def connect(
         js_starting = False
         hooks = _Reconnects()  # per attempt: a closed attempt must not mark the next closed
         for server in servers:  # wait until at least one of them listens
-            problem = await _port_open(*_host_port(server), max(0.05, min(2.0, remaining)))
+            problem = await _port_open(
+                *_host_port(server), max(0.05, min(2.0, remaining)), tls_check
+            )
             if problem is None:
                 break
         if problem is None:
+            nc = NATS()
             try:
-                options: dict[str, object] = {}
-                if creds:
-                    options["user_credentials"] = creds
-                nc = await asyncio.wait_for(
-                    nats.connect(
+                await _first_connect(
+                    nc,
+                    hooks,
+                    shown,
+                    tls_config,
+                    max(1.0, remaining),
+                    nc.connect(  # nats-py annotates seconds as int; it takes floats
                         servers=servers,
                         name=name,
-                        connect_timeout=max(0.5, min(5.0, remaining)),
-                        reconnect_time_wait=0.25,
+                        connect_timeout=max(0.5, min(5.0, remaining)),  # type: ignore[arg-type]
+                        reconnect_time_wait=0.25,  # type: ignore[arg-type]
                         max_reconnect_attempts=-1,
                         allow_reconnect=True,
                         error_cb=hooks.error,
@@ -218,16 +379,22 @@ async def connect(
                         disconnected_cb=hooks.disconnected,
                         closed_cb=hooks.on_closed,
                         ping_interval=10,
-                        **options,
+                        user_credentials=creds or None,
+                        tls=context,
+                        tls_hostname=tls_hostname,
                     ),
-                    max(1.0, remaining),
                 )
+            except TlsError:
+                raise
             except Exception as exc:  # nats raises a variety of errors here
                 problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 if hooks.first_error:  # e.g. a timeout whose cause nats-py only told error_cb
                     problem += f"; first error: {hooks.first_error}"
             else:
                 hooks.nc = nc  # from now on a close is on purpose: no "disconnected" line
+                if context is not None and not _uses_tls(nc):
+                    await _close_quietly(nc)
+                    raise _plain_text_refused(shown)
                 try:
                     problem = await _jetstream_problem(nc, shown, max(0.5, min(5.0, remaining)))
                 except BaseException:
