@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -12,14 +13,15 @@ import click
 
 from daemons.common import fail
 from durablefuture.client import Client
-from durablefuture.core.errors import DurableFutureError
-from durablefuture.transport.redaction import redact
+from durablefuture.core.errors import DurableFutureError, InvalidArgumentError
+from durablefuture.transport.redaction import redact, remember_secret
 from durablefuture.transport.tls import TlsConfig
 from durablefuture.ui import DEFAULT_PORT, INSTALL_HINT, ui_available
 
 __all__ = ["start_dev_ui", "ui"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
+DEFAULT_TOKEN_ENV = "DF_UI_TOKEN"
 
 
 class _Settings(Protocol):
@@ -41,12 +43,39 @@ class _Settings(Protocol):
     type=click.IntRange(0, 65535),
     help="Port to listen on (0 = a free one).",
 )
+@click.option(
+    "--auth-token-env",
+    "token_env",
+    default=DEFAULT_TOKEN_ENV,
+    show_default=True,
+    metavar="NAME",
+    help=(
+        "Environment variable that holds the UI's login token (16+ characters). When it is "
+        "set, browsers sign in on /login and API clients send 'Authorization: Bearer "
+        "<token>'. Required unless --host is a loopback address."
+    ),
+)
 @click.pass_obj
-def ui(settings: _Settings, host: str, port: int) -> None:
+def ui(settings: _Settings, host: str, port: int, token_env: str) -> None:
     """Serve the web UI: runs, a timeline per run, live updates, signal/cancel/terminate."""
     if not ui_available():
         fail(INSTALL_HINT)
     from durablefuture.ui import serve
+    from durablefuture.ui.auth import UiAuth, is_loopback
+
+    token = os.environ.get(token_env) or None
+    if token is None and not is_loopback(host):
+        fail(
+            f"refusing to serve the UI on {host} without a login: it is not a loopback address; "
+            f"set {token_env} to a secret of 16+ characters (e.g. export {token_env}=$(python "
+            "-c 'import secrets; print(secrets.token_urlsafe(32))')) or pass --host 127.0.0.1"
+        )
+    if token is not None:
+        try:
+            UiAuth(token)
+        except InvalidArgumentError as exc:
+            fail(f"{token_env}: {exc}")
+        remember_secret(token)
 
     async def go() -> None:
         try:
@@ -60,7 +89,10 @@ def ui(settings: _Settings, host: str, port: int) -> None:
         except DurableFutureError as exc:
             fail(str(exc))
         try:
-            task = asyncio.ensure_future(serve(client, host, port, on_ready=_announce(settings)))
+            ready = _announce(settings, token_env if token else None)
+            task = asyncio.ensure_future(
+                serve(client, host, port, auth_token=token, on_ready=ready)
+            )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, task.cancel)
@@ -68,17 +100,21 @@ def ui(settings: _Settings, host: str, port: int) -> None:
                 await task
         except OSError as exc:
             fail(f"cannot listen on {host}:{port}: {exc} (pass --port 0 for a free port)")
+        except InvalidArgumentError as exc:  # e.g. the name resolved to a public address
+            fail(str(exc))
         finally:
             await client.close()
 
     asyncio.run(go())
 
 
-def _announce(settings: _Settings) -> Callable[[str], None]:
+def _announce(settings: _Settings, token_env: str | None) -> Callable[[str], None]:
+    login = f"sign in with the token in ${token_env}" if token_env else "no login"
+
     def ready(url: str) -> None:
         click.echo(
             f"DurableFuture UI on {url}  (namespace {settings.namespace}, "
-            f"NATS {redact(settings.nats_url)})"
+            f"NATS {redact(settings.nats_url)}; {login})"
             "\nPress Ctrl-C to stop.",
         )
 

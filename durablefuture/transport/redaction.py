@@ -6,7 +6,8 @@ the secret replaced by ``***``. :func:`scrub` cleans free text (an error from na
 line, a traceback): it redacts every URL in it, and removes every secret :func:`remember` was
 given, in whatever form the text holds it (nats-py may echo a URL it normalised, or just the
 host part with the credentials). ``transport.connection.connect`` remembers the secrets of each
-URL it is given; the log formatters and the command-line programs scrub what they print.
+URL it is given, ``df ui`` its login token (:func:`remember_secret`); the log formatters and
+the command-line programs scrub what they print.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 import threading
 from urllib.parse import unquote
 
-__all__ = ["redact", "remember", "scrub", "secrets_of"]
+__all__ = ["redact", "remember", "remember_secret", "scrub", "secrets_of"]
 
 MASK = "***"
 _MIN_LITERAL = 4
@@ -86,6 +87,13 @@ def remember(url: str) -> None:
     if new:
         with _lock:
             _known.update(new)
+
+
+def remember_secret(secret: str) -> None:
+    """Have :func:`scrub` remove ``secret`` (a token that is not part of a URL) from any text."""
+    if secret:
+        with _lock:
+            _known.add(secret)
 
 
 def scrub(text: str) -> str:

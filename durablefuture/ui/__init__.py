@@ -7,6 +7,10 @@
 
 ``create_app(client)`` is the ASGI app itself, to mount elsewhere. This module imports
 starlette and uvicorn only when they are used, so ``ui_available()`` can be asked first.
+
+With ``auth_token`` (16+ characters) the UI has a login: browsers sign in on ``/login`` (an
+HttpOnly, SameSite=Strict session cookie), API clients send ``Authorization: Bearer <token>``.
+It is required to serve on anything but a loopback address.
 """
 
 from __future__ import annotations
@@ -36,12 +40,17 @@ def _require() -> None:
         raise ImportError(INSTALL_HINT)
 
 
-def create_app(client: Client) -> Starlette:
-    """The UI's ASGI app (JSON API, live updates, the page) over ``client``."""
+def create_app(client: Client, *, auth_token: str | None = None) -> Starlette:
+    """The UI's ASGI app (JSON API, live updates, the page) over ``client``.
+
+    Raises:
+        InvalidArgumentError: ``auth_token`` is too short or has characters it cannot have.
+    """
     _require()
     from durablefuture.ui.app import create_app as make
+    from durablefuture.ui.auth import UiAuth
 
-    return make(client)
+    return make(client, auth=UiAuth(auth_token) if auth_token is not None else None)
 
 
 async def serve(
@@ -49,18 +58,25 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     *,
+    auth_token: str | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the UI on ``host:port`` until cancelled (``port=0`` picks a free port).
 
     ``on_ready(url)`` is called once the socket listens. On a loopback address, requests
-    must name a loopback host (a guard against DNS rebinding).
+    must name a loopback host (a guard against DNS rebinding). Anywhere else, ``auth_token``
+    is required.
 
     Raises:
+        InvalidArgumentError: ``host`` is not a loopback address and there is no
+            ``auth_token``, or the token is not a valid one (checked before binding).
         OSError: the address cannot be bound (e.g. the port is in use).
         ImportError: starlette or uvicorn is not installed.
     """
     _require()
+    from durablefuture.ui.auth import UiAuth, check_exposure
     from durablefuture.ui.server import bind, run_server
 
-    await run_server(client, bind(host, port), on_ready)
+    auth = UiAuth(auth_token) if auth_token is not None else None
+    check_exposure(host, auth)
+    await run_server(client, bind(host, port), on_ready, auth)

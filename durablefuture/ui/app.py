@@ -1,18 +1,25 @@
 """The web UI's ASGI app: a JSON API over the client, live updates, and one static page.
 
-Routes (workflow ids may contain ``/``, so the action routes are matched first):
+Routes. A workflow id may hold any character, "/" included, so it is always the last part of
+a path, after a fixed prefix that names what is asked for: no id can reach another route (an
+id "events" or "a/cancel" is just an id).
 
 * ``GET /`` and ``GET /workflows/{id}``: the page (``static/index.html``); it routes itself.
-  The data it shows first (the runs list, or the run) is in the HTML, so the page is complete
-  when it has loaded (a screenshot, a crawler or a slow link sees the run, not "Loading…");
-  the page then follows live updates. If that data cannot be read in time, the page fetches it.
+  The data it shows first (the runs list, or the run) is in the HTML, as a JSON data block
+  (``<script type="application/json">``, which the Content-Security-Policy allows: it is never
+  run), so the page is complete when it has loaded; the page then follows live updates. If
+  that data cannot be read in time, the page fetches it.
 * ``GET /api/workflows?status=&type=&q=&limit=``: runs, newest first, with counts per status.
 * ``GET /api/workflows/{id}?run_id=``: describe + inputs + history + timeline + why.
-* ``GET /api/workflows/{id}/events?run_id=``: Server-Sent Events; an ``update`` event carries
-  the same JSON as above each time the run's history grows (and every few seconds while it
-  runs, so the relative times in "why" stay true).
-* ``POST /api/workflows/{id}/cancel|terminate`` (``{"reason": ...}``) and ``.../signal``
-  (``{"name": ..., "args": [...]}``): JSON bodies only, so a plain cross-site form cannot post.
+* ``GET /api/live/{id}?run_id=``: Server-Sent Events; an ``update`` event carries the same
+  JSON as above each time the run's history grows (and every few seconds while it runs, so
+  the relative times in "why" stay true).
+* ``POST /api/cancel/{id}``, ``/api/terminate/{id}`` (``{"reason": ...}``) and
+  ``/api/signal/{id}`` (``{"name": ..., "args": [...]}``), ``?run_id=`` optional: JSON bodies
+  only, so a plain cross-site form cannot post.
+* With a login (``auth``): ``GET``/``POST /login`` and ``POST /logout``.
+
+``security.py`` wraps all of it: security headers, same-origin checks, the login.
 """
 
 from __future__ import annotations
@@ -26,12 +33,14 @@ from pathlib import Path
 
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
+from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from durablefuture.client import Client
 from durablefuture.core.errors import (
@@ -41,6 +50,8 @@ from durablefuture.core.errors import (
     WorkflowNotFoundError,
 )
 from durablefuture.core.types import JsonValue
+from durablefuture.ui.auth import UiAuth
+from durablefuture.ui.security import Guard, Login, SecurityHeaders
 from durablefuture.ui.views import list_payload, run_payload
 
 __all__ = ["create_app"]
@@ -56,6 +67,11 @@ KEEPALIVE_SECONDS = 10.0
 INITIAL_DATA_SECONDS = 5.0
 """How long the page waits for its first data before it is sent without (and fetches it)."""
 INITIAL_DATA_SLOT = "<!--df-initial-->"
+SIGN_OUT_SLOT = "<!--df-signout-->"
+SIGN_OUT = (
+    '<form class="signout" method="post" action="/logout">'
+    '<button type="submit" class="btn" id="sign-out">Sign out</button></form>'
+)
 
 
 class JSONResponse(Response):
@@ -91,10 +107,11 @@ def _embed(data: JsonValue) -> str:
 
 
 class _Api:
-    def __init__(self, client: Client, closing: asyncio.Event) -> None:
+    def __init__(self, client: Client, closing: asyncio.Event, *, sign_out: bool) -> None:
         self.client = client
         self.closing = closing
-        self.page = (STATIC / "index.html").read_text()
+        page = (STATIC / "index.html").read_text()
+        self.page = page.replace(SIGN_OUT_SLOT, SIGN_OUT if sign_out else "", 1)
 
     async def index(self, request: Request) -> Response:
         try:
@@ -103,8 +120,7 @@ class _Api:
             log.warning("the page's data could not be read in time: %s", exc)
             initial = None
         slot = _embed(initial) if initial is not None else ""
-        html = self.page.replace(INITIAL_DATA_SLOT, slot, 1)
-        return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(self.page.replace(INITIAL_DATA_SLOT, slot, 1))
 
     async def _initial(self, request: Request) -> JsonValue:
         """What the page shows first: the run at ``/workflows/{id}``, else the runs list."""
@@ -155,7 +171,7 @@ class _Api:
     async def events(self, request: Request) -> Response:
         wid = request.path_params["workflow_id"]
         run_id = request.query_params.get("run_id") or None
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        headers = {"X-Accel-Buffering": "no"}  # security.py makes it no-store
         return StreamingResponse(
             self._stream(wid, run_id), media_type="text/event-stream", headers=headers
         )
@@ -259,34 +275,69 @@ def _reason(body: dict[str, object]) -> str:
     return reason or "requested from the web UI"
 
 
+class _App(Starlette):
+    """Starlette with the security headers outside everything, its error pages included."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's 404/405, as JSON under ``/api/`` (saying where the actions are now)."""
+    assert isinstance(exc, HTTPException)
+    if not request.url.path.startswith("/api/"):
+        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    if exc.status_code == 405:
+        message += (
+            "; the API is GET /api/workflows, GET /api/workflows/{id}, GET /api/live/{id}, "
+            "POST /api/cancel/{id}, /api/terminate/{id}, /api/signal/{id}"
+        )
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+
 def create_app(
     client: Client,
     *,
+    auth: UiAuth | None = None,
     allowed_hosts: Sequence[str] | None = None,
     closing: asyncio.Event | None = None,
 ) -> Starlette:
     """The UI as an ASGI app over ``client`` (serve it with uvicorn, or ``ui.serve``).
 
     Args:
+        auth: the login (a token); without it anyone who can reach the app can use it.
         allowed_hosts: if given, requests whose ``Host`` is not one of these are refused
             (``serve`` passes the loopback names when it binds to loopback, which stops DNS
             rebinding from reaching the actions).
         closing: set it to end the live-update streams (``serve`` does on shutdown).
     """
-    api = _Api(client, closing or asyncio.Event())
-    wf = "/api/workflows/{workflow_id:path}"
-    routes = [
+    api = _Api(client, closing or asyncio.Event(), sign_out=auth is not None)
+    wid = "{workflow_id:path}"
+    routes: list[BaseRoute] = [
         Route("/", api.index),
-        Route("/workflows/{workflow_id:path}", api.index),
+        Route("/workflows/" + wid, api.index),
         Route("/api/workflows", api.list_runs),
-        Route(wf + "/events", api.events),
-        Route(wf + "/cancel", api.cancel, methods=["POST"]),
-        Route(wf + "/terminate", api.terminate, methods=["POST"]),
-        Route(wf + "/signal", api.signal, methods=["POST"]),
-        Route(wf, api.run),
+        Route("/api/workflows/" + wid, api.run),
+        Route("/api/live/" + wid, api.events),
+        Route("/api/cancel/" + wid, api.cancel, methods=["POST"]),
+        Route("/api/terminate/" + wid, api.terminate, methods=["POST"]),
+        Route("/api/signal/" + wid, api.signal, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    if auth is not None:
+        login = Login(auth)
+        routes += [
+            Route("/login", login.form, methods=["GET"]),
+            Route("/login", login.submit, methods=["POST"]),
+            Route("/logout", login.logout, methods=["POST"]),
+        ]
     middleware = []
     if allowed_hosts is not None:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
-    return Starlette(routes=routes, middleware=middleware)
+    middleware.append(Middleware(Guard, auth=auth))
+    return _App(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={404: _http_error, 405: _http_error},
+    )

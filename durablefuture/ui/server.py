@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 from collections.abc import Callable, Iterator
@@ -12,7 +11,9 @@ from collections.abc import Callable, Iterator
 import uvicorn
 
 from durablefuture.client import Client
+from durablefuture.core.errors import InvalidArgumentError
 from durablefuture.ui.app import create_app
+from durablefuture.ui.auth import UiAuth, check_exposure, is_loopback
 
 __all__ = ["bind", "run_server"]
 
@@ -27,15 +28,6 @@ class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -62,13 +54,25 @@ def url_of(sock: socket.socket) -> str:
 
 
 async def run_server(
-    client: Client, sock: socket.socket, on_ready: Callable[[str], None] | None = None
+    client: Client,
+    sock: socket.socket,
+    on_ready: Callable[[str], None] | None = None,
+    auth: UiAuth | None = None,
 ) -> None:
-    """Serve the UI on an already bound socket until cancelled, then shut down cleanly."""
+    """Serve the UI on an already bound socket until cancelled, then shut down cleanly.
+
+    Raises:
+        InvalidArgumentError: the socket is not on a loopback address and there is no login.
+    """
     host = sock.getsockname()[0]
+    try:
+        check_exposure(host, auth)
+    except InvalidArgumentError:
+        sock.close()
+        raise
     allowed = list(LOOPBACK_NAMES) if is_loopback(host) else None
     closing = asyncio.Event()
-    app = create_app(client, allowed_hosts=allowed, closing=closing)
+    app = create_app(client, auth=auth, allowed_hosts=allowed, closing=closing)
     config = uvicorn.Config(
         app,
         log_level="warning",

@@ -24,10 +24,12 @@ class UiEnv:
 
 
 @contextlib.asynccontextmanager
-async def served(env: LocalEnvironment) -> AsyncIterator[str]:
+async def served(env: LocalEnvironment, auth_token: str | None = None) -> AsyncIterator[str]:
     """Serve the UI for ``env`` on a free loopback port (in this event loop)."""
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(env.client, "127.0.0.1", 0, on_ready=ready.set_result))
+    task = asyncio.create_task(
+        serve(env.client, "127.0.0.1", 0, auth_token=auth_token, on_ready=ready.set_result)
+    )
     try:
         yield await asyncio.wait_for(ready, 10)
     finally:

@@ -197,7 +197,7 @@ async def test_unknown_workflow_is_404(ui_env: UiEnv) -> None:
         res = await http.get("/api/workflows/no-such-run")
         assert res.status_code == 404
         assert "no-such-run" in res.json()["error"]
-        sse = await http.get("/api/workflows/no-such-run/events")
+        sse = await http.get("/api/live/no-such-run")
         assert "event: failure" in sse.text and '"status":404' in sse.text
 
 
@@ -221,7 +221,7 @@ async def test_signal_from_the_api_moves_a_waiting_run_to_completion(ui_env: UiE
 
     async with await _http(ui_env) as http:
         res = await http.post(
-            "/api/workflows/approval-9/signal",
+            "/api/signal/approval-9",
             json={"name": "decision", "args": ["approved"]},
         )
         assert res.status_code == 200, res.text
@@ -242,9 +242,9 @@ async def test_cancel_and_terminate_from_the_api(ui_env: UiEnv) -> None:
             approval_workflow, wid, 600.0, id=wid, task_queue=TASK_QUEUE
         )
     async with await _http(ui_env) as http:
-        res = await http.post("/api/workflows/approval-c/cancel", json={"reason": "no longer"})
+        res = await http.post("/api/cancel/approval-c", json={"reason": "no longer"})
         assert res.status_code == 200, res.text
-        res = await http.post("/api/workflows/approval-t/terminate", json={"reason": "stuck"})
+        res = await http.post("/api/terminate/approval-t", json={"reason": "stuck"})
         assert res.status_code == 200, res.text
     cancelled = await _wait_status(ui_env, "approval-c", "cancelled")
     assert [e["t"] for e in cancelled["history"]][-1] == "WorkflowCancelled"
@@ -261,20 +261,22 @@ async def test_actions_refuse_bad_requests(ui_env: UiEnv) -> None:
         approval_workflow, "r", 600.0, id="approval-x", task_queue=TASK_QUEUE
     )
     async with await _http(ui_env) as http:
-        form = await http.post("/api/workflows/approval-x/cancel", data={"reason": "x"})
+        form = await http.post("/api/cancel/approval-x", data={"reason": "x"})
         assert form.status_code == 415  # a cross-site form cannot post JSON
-        nameless = await http.post("/api/workflows/approval-x/signal", json={"args": []})
+        nameless = await http.post("/api/signal/approval-x", json={"args": []})
         assert nameless.status_code == 400 and "name" in nameless.json()["error"]
-        args = await http.post("/api/workflows/approval-x/signal", json={"name": "d", "args": 1})
+        args = await http.post("/api/signal/approval-x", json={"name": "d", "args": 1})
         assert args.status_code == 400
-        garbage = await http.post(
-            "/api/workflows/approval-x/terminate", content=b"{nope", headers=JSON
-        )
+        garbage = await http.post("/api/terminate/approval-x", content=b"{nope", headers=JSON)
         assert garbage.status_code == 400
-        missing = await http.post("/api/workflows/nobody/cancel", json={})
+        missing = await http.post("/api/cancel/nobody", json={})
         assert missing.status_code == 404, missing.text
-        get = await http.get("/api/workflows/approval-x/cancel")
-        assert get.status_code == 404  # a GET is a look-up (of id "approval-x/cancel")
+        get = await http.get("/api/cancel/approval-x")
+        assert get.status_code == 405 and "POST /api/cancel/{id}" in get.json()["error"]
+        old = await http.post("/api/workflows/approval-x/cancel", json={})
+        assert old.status_code == 405  # the id is the last part of the path: this is a look-up
+        lookup = await http.get("/api/workflows/approval-x/cancel")
+        assert lookup.status_code == 404  # of the run whose id is "approval-x/cancel"
         body = (await http.get("/api/workflows/approval-x")).json()
     assert body["workflow"]["status"] == "running"  # none of the above touched it
 
@@ -310,7 +312,7 @@ async def test_event_stream_sends_updates_while_the_run_progresses(ui_env: UiEnv
 
     async def follow() -> dict[str, Any]:
         async with await _http(ui_env) as http:
-            async for update in _sse_updates(http, "/api/workflows/approval-5/events"):
+            async for update in _sse_updates(http, "/api/live/approval-5"):
                 seen.append((update["workflow"]["status"], len(update["history"])))
                 if len(seen) == 1:
                     assert update["workflow"]["status"] == "running"
@@ -389,7 +391,7 @@ async def test_workflow_ids_with_slashes_reach_the_right_route(ui_env: UiEnv) ->
     async with await _http(ui_env) as http:
         body = (await http.get("/api/workflows/shop%2Forder-7")).json()
         assert body["workflow"]["workflow_id"] == "shop/order-7"
-        res = await http.post("/api/workflows/shop%2Forder-7/signal", json={"name": "late"})
+        res = await http.post("/api/signal/shop%2Forder-7", json={"name": "late"})
         assert res.status_code in (200, 409), res.text  # routed to the action, not a GET
 
 

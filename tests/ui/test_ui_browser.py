@@ -120,10 +120,13 @@ def _chromium(tmp_path: Path) -> Iterator[Any]:
 
 
 @contextlib.asynccontextmanager
-async def df_ui(nats_url: str, log: Path) -> AsyncIterator[str]:
-    """Run ``df ui --port 0`` and yield the address it prints."""
+async def df_ui(nats_url: str, log: Path, token: str | None = None) -> AsyncIterator[str]:
+    """Run ``df ui --port 0`` (with a login if ``token``) and yield the address it prints."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("DF_UI_TOKEN", None)
+    if token is not None:
+        env["DF_UI_TOKEN"] = token
     args = [sys.executable, "-m", "daemons.df_cli", "--nats", nats_url, "ui", "--port", "0"]
     proc = subprocess.Popen(
         args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -32,8 +32,12 @@
     return node;
   }
 
+  /** Where to sign in, coming back to this page afterwards. */
+  const loginUrl = () => "/login?next=" + encodeURIComponent(location.pathname + location.search);
+
   async function api(path, options) {
     const res = await fetch(path, options);
+    if (res.status === 401) { location.assign(loginUrl()); } // the session expired
     let body = null;
     try { body = await res.json(); } catch (e) { body = null; }
     if (!res.ok) {
@@ -187,7 +191,10 @@
   }
 
   const runUrl = (id, runId) => `/workflows/${encodeURIComponent(id)}` + (runId ? `?run_id=${encodeURIComponent(runId)}` : "");
-  const apiRun = (id, suffix, runId) => `/api/workflows/${encodeURIComponent(id)}${suffix}` + (runId ? `?run_id=${encodeURIComponent(runId)}` : "");
+  // The id is always the last part of an API path ("/api/<what>/<id>"), so no id can be
+  // mistaken for another route: "/api/workflows/<id>" (the run), "/api/live/<id>" (its
+  // Server-Sent Events), "/api/signal|cancel|terminate/<id>" (POST).
+  const apiRun = (what, id, runId) => `/api/${what}/${encodeURIComponent(id)}` + (runId ? `?run_id=${encodeURIComponent(runId)}` : "");
 
   // ------------------------------------------------------------------ list page
 
@@ -345,22 +352,27 @@
     const first = takeInitial("run", (i) => i.workflow_id === id && (i.run_id || null) === (runId || null));
     if (first && first.error) fail(first.error);
     else if (first) { accept(first.data); follow(); }
-    else api(apiRun(id, "", runId)).then(accept).catch((e) => fail(e.message)).finally(follow);
+    else api(apiRun("workflows", id, runId)).then(accept).catch((e) => fail(e.message)).finally(follow);
 
     function follow() {
       if (!window.EventSource) { startPolling(); return; }
-      source = new EventSource(apiRun(id, "/events", runId));
+      source = new EventSource(apiRun("live", id, runId));
       source.addEventListener("update", (e) => { view.live = "on"; accept(JSON.parse(e.data)); });
       source.addEventListener("failure", (e) => {
         const err = JSON.parse(e.data);
         if (err.status === 404) { source.close(); if (!view.data) fail(err.error); }
         else { view.live = "warn"; render(); }
       });
-      source.onerror = () => { view.live = "warn"; render(); };
+      source.onerror = () => {
+        view.live = "warn";
+        render();
+        // a refused stream (e.g. the session expired) is not retried: poll, which signs in again
+        if (source.readyState === EventSource.CLOSED && !poll) startPolling();
+      };
     }
 
     function startPolling() {
-      poll = setInterval(() => api(apiRun(id, "", runId)).then(accept).catch(() => {}), 2000);
+      poll = setInterval(() => api(apiRun("workflows", id, runId)).then(accept).catch(() => {}), 2000);
     }
 
     // while the run is open, move "now" along between server updates
@@ -865,7 +877,7 @@
       body = { reason: document.getElementById("reason").value };
     }
     try {
-      const res = await api(apiRun(w.workflow_id, `/${kind}`, w.run_id), {
+      const res = await api(apiRun(kind, w.workflow_id, w.run_id), {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
       });
       dialog.close();
