@@ -28,6 +28,7 @@ ALLOWED_STDLIB = frozenset(
         "decimal",
         "enum",
         "functools",
+        "heapq",
         "inspect",
         "itertools",
         "math",

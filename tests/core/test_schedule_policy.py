@@ -134,7 +134,7 @@ def test_terminate_other_terminates_and_starts_at_once() -> None:
     s = step(s.state, T0 + 120, running(s.state))
     kinds = sorted(type(e).__name__ for e in s.effects)
     assert kinds == ["StartAction", "TerminateAction"]
-    assert isinstance([e for e in s.effects if isinstance(e, TerminateAction)][0], TerminateAction)
+    assert isinstance(next(e for e in s.effects if isinstance(e, TerminateAction)), TerminateAction)
 
 
 def test_pause_on_failure() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import islice, pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -140,7 +140,7 @@ def test_interval_with_offset_counts_from_the_epoch() -> None:
 def test_interval_ignores_the_time_zone() -> None:
     spec = ScheduleSpec(intervals=[Interval(every=3600)], timezone="Europe/Berlin")
     t = list(islice(nominal_times(spec, ts("2024-03-31T00:30:00Z")), 3))
-    assert [b - a for a, b in zip(t, t[1:], strict=False)] == [3600, 3600]
+    assert [b - a for a, b in pairwise(t)] == [3600, 3600]
 
 
 def test_union_is_sorted_and_deduplicated() -> None:

@@ -4,7 +4,7 @@ the wall clock, and jitter stays deterministic and bounded, across time zones an
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from itertools import islice
+from itertools import islice, pairwise
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
@@ -39,7 +39,7 @@ def test_cron_times_ascend_and_match_the_wall_clock(
     times = list(islice(cron_times(expr, tz_name, after), 30))
     assert times, expr
     assert times[0] > after
-    assert all(a < b for a, b in zip(times, times[1:], strict=False))
+    assert all(a < b for a, b in pairwise(times))
     for t in times:
         wall = datetime.fromtimestamp(t, tz)
         if wall.second == 0 and wall.minute in mins:
@@ -80,7 +80,7 @@ def test_jittered_fire_times_are_ordered_and_bounded(
     )
     pairs = list(islice(scheduled_times(spec, sid, after), 20))
     assert pairs == list(islice(scheduled_times(spec, sid, after), 20))
-    for (n1, f1), (n2, _f2) in zip(pairs, pairs[1:], strict=False):
+    for (n1, f1), (n2, _f2) in pairwise(pairs):
         assert n2 - n1 == every
         assert n1 <= f1 <= n1 + jitter
         assert f1 <= n2
