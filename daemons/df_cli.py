@@ -20,6 +20,7 @@ import click
 import orjson
 
 from daemons.common import CREDS_OPTION, LOG_LEVEL_OPTION, fail, protect_secrets
+from daemons.schedule_command import hooks, schedule
 from daemons.ui_command import start_dev_ui, ui
 from durablefuture.client import Client, WorkflowDescription
 from durablefuture.codec.wire import default_codec
@@ -658,6 +659,10 @@ def workflow_queues(settings: Settings, task_queue: str) -> None:
 
 
 main.add_command(ui)
+
+hooks.run = lambda settings, fn: _run(_with_client(settings, fn))
+hooks.emit = _emit
+main.add_command(schedule)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -4,9 +4,13 @@ nats-server neither loses nor duplicates an action."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 import os
 import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +24,7 @@ from durablefuture.server import ServerOptions
 from durablefuture.server.schedules import ScheduleOptions
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.subjects import Layout, decode_token
-from tests.conftest import Daemons, wait_for, wait_namespace
+from tests.conftest import ROOT, Daemons, wait_for, wait_namespace
 
 
 def quick(n: int):  # type: ignore[no-untyped-def]
@@ -255,3 +259,72 @@ async def test_sigkill_of_nats_server_loses_and_duplicates_nothing(tmp_path: Pat
     finally:
         daemons.stop_all()
         server.stop(kill=True)
+
+
+# ------------------------------------------------------------------ the df schedule commands
+
+
+async def _df(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "daemons.df_cli", "--nats", url, "schedule", *args]
+    return await asyncio.to_thread(
+        subprocess.run, cmd, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_schedule_cli() -> None:
+    async with env() as e:
+        url = e.nats_url
+        out = await _df(
+            url,
+            "create",
+            "nightly",
+            "--workflow",
+            "report",
+            "--input",
+            '["eu"]',
+            "--cron",
+            "30 2 * * *",
+            "--timezone",
+            "Europe/Berlin",
+            "--overlap",
+            "buffer_one",
+            "--catchup-window",
+            "10m",
+            "--json",
+        )
+        assert out.returncode == 0, out.stderr
+        created = json.loads(out.stdout)
+        assert created["schedule_id"] == "nightly"
+        assert len(created["next_action_times"]) == 5
+        assert created["schedule"]["policy"]["overlap"] == "buffer_one"
+
+        out = await _df(url, "describe", "nightly")
+        assert out.returncode == 0 and "overlap=BUFFER_ONE" in out.stdout, out.stderr
+        assert (await _df(url, "pause", "nightly", "--note", "freeze")).returncode == 0
+        out = await _df(url, "list", "--json")
+        assert [s["schedule"]["paused"] for s in json.loads(out.stdout)] == [True]
+        assert (await _df(url, "unpause", "nightly")).returncode == 0
+        out = await _df(
+            url,
+            "backfill",
+            "nightly",
+            "--start",
+            "2024-03-30T00:00:00Z",
+            "--end",
+            "2024-04-01T00:00:00Z",
+            "--overlap",
+            "allow_all",
+        )
+        assert out.returncode == 0, out.stderr
+        d = await e.client.get_schedule_handle("nightly").describe()
+        # 2024-03-30 02:30 CET and the spring-forward day's 03:00 CEST
+        assert [a.workflow_id for a in d.running_actions] == [
+            "nightly-2024-03-30T01:30:00Z",
+            "nightly-2024-03-31T01:00:00Z",
+        ]
+        assert (await _df(url, "trigger", "nightly")).returncode == 0
+        assert (await _df(url, "delete", "nightly")).returncode == 0
+        out = await _df(url, "describe", "nightly")
+        assert out.returncode != 0 and "no schedule 'nightly'" in out.stderr
+        out = await _df(url, "create", "bad", "--workflow", "w", "--cron", "99 * * * *")
+        assert out.returncode == 2 and "invalid" in out.stderr
