@@ -371,7 +371,7 @@ async def serve(port: int, host: str = "127.0.0.1") -> asyncio.Server:
 SCHEDULE_ACTIONS = REGISTRY.counter(
     "df_schedule_actions_total",
     "Schedule actions by outcome: taken (a run was started), skipped (overlap policy), "
-    "buffered, missed (older than the catch-up window).",
+    "missed (older than the catch-up window).",
     ["namespace", "outcome"],
 )
 SCHEDULE_LATENESS_SECONDS = REGISTRY.histogram(
