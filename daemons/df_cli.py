@@ -27,6 +27,7 @@ from daemons.common import (
     tls_config,
     tls_options,
 )
+from daemons.schedule_command import hooks, schedule
 from daemons.ui_command import start_dev_ui, ui
 from durablefuture.client import Client, WorkflowDescription
 from durablefuture.codec.wire import default_codec
@@ -668,6 +669,10 @@ def workflow_queues(settings: Settings, task_queue: str) -> None:
 
 
 main.add_command(ui)
+
+hooks.run = lambda settings, fn: _run(_with_client(settings, fn))
+hooks.emit = _emit
+main.add_command(schedule)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

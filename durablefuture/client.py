@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats.errors
 import nats.js.errors
@@ -56,6 +56,10 @@ from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.subjects import Layout
 from durablefuture.transport.tls import TlsConfig
 from durablefuture.transport.workers import WorkerRegistry
+
+if TYPE_CHECKING:
+    from durablefuture.core.schedules import Schedule
+    from durablefuture.schedules import ScheduleDescription, ScheduleHandle, Schedules
 
 __all__ = [
     "Client",
@@ -226,6 +230,7 @@ class Client:
         self._runs_kv: KeyValue | None = None
         self._own_nc = False
         self.registry = WorkerRegistry(nc, self.pub, self.layout, self.codec)
+        self._schedule_ops: Schedules | None = None
 
     @classmethod
     async def connect(
@@ -267,6 +272,10 @@ class Client:
         return self._runs_kv
 
     async def _request(self, kind: str, env: InputEnvelope, msg_id: str = "") -> Reply:
+        return await self._ask(self.layout.input(kind), self.codec.encode_input(env), msg_id)
+
+    async def _ask(self, subject: str, data: bytes, msg_id: str = "") -> Reply:
+        """Store a request on ``subject`` and wait for a df-server's answer."""
         if not self._replies_ready:
             await self._replies.start()
             self._replies_ready = True
@@ -275,9 +284,8 @@ class Client:
         if msg_id:
             headers[MSG_ID] = msg_id
         deadline = time.monotonic() + self.request_timeout
-        data_out = self.codec.encode_input(env)
         try:
-            await self._publish_until(self.layout.input(kind), data_out, headers, deadline)
+            await self._publish_until(subject, data, headers, deadline)
             data = await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise ServerUnavailableError(
@@ -310,6 +318,39 @@ class Client:
                 log.warning("storing a request failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    # ------------------------------------------------------------------ schedules
+
+    def _schedules(self) -> Schedules:
+        from durablefuture.schedules import Schedules
+
+        if self._schedule_ops is None:
+            self._schedule_ops = Schedules(self)
+        return self._schedule_ops
+
+    async def create_schedule(
+        self, schedule_id: str, schedule: Schedule, *, request_id: str | None = None
+    ) -> ScheduleHandle:
+        """Create a schedule; returns its handle.
+
+        Raises:
+            ScheduleAlreadyExistsError: the id is taken (retrying with the same
+                ``request_id`` returns the schedule that request created).
+        """
+        from durablefuture.schedules import create
+
+        return await create(self._schedules(), schedule_id, schedule, request_id)
+
+    def get_schedule_handle(self, schedule_id: str) -> ScheduleHandle:
+        from durablefuture.schedules import ScheduleHandle
+
+        return ScheduleHandle(self._schedules(), schedule_id)
+
+    async def list_schedules(self, next_actions: int = 3) -> list[ScheduleDescription]:
+        """Every schedule of the namespace, described."""
+        from durablefuture.schedules import describe_all
+
+        return await describe_all(self._schedules(), next_actions)
 
     # ------------------------------------------------------------------ starting
 

@@ -366,3 +366,17 @@ async def serve(port: int, host: str = "127.0.0.1") -> asyncio.Server:
     on ``host:port`` (0 picks a free port: see ``sockets``)."""
     record(True)
     return await asyncio.start_server(_handle, host, port)
+
+
+SCHEDULE_ACTIONS = REGISTRY.counter(
+    "df_schedule_actions_total",
+    "Schedule actions by outcome: taken (a run was started), skipped (overlap policy), "
+    "missed (older than the catch-up window).",
+    ["namespace", "outcome"],
+)
+SCHEDULE_LATENESS_SECONDS = REGISTRY.histogram(
+    "df_schedule_action_lateness_seconds",
+    "Time between a schedule action's due time (jitter included) and when it was taken.",
+    ["namespace"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)

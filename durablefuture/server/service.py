@@ -65,6 +65,7 @@ from durablefuture.core.orchestration import (
     start_events,
 )
 from durablefuture.core.state import RunState, status_of
+from durablefuture.server.schedules import ScheduleOptions, ScheduleService
 from durablefuture.transport.connection import connect, connection_lost
 from durablefuture.transport.consumer import PullConsumer, delivery_count, stream_sequence
 from durablefuture.transport.deadletter import dead_letter
@@ -119,6 +120,8 @@ class ServerOptions:
     local_timers: bool = True
     """Fire timers from memory at their due time; the JetStream schedule stays the durable
     backup (it fires up to ~0.25 s late)."""
+    schedules: ScheduleOptions | None = field(factory=ScheduleOptions)
+    """The schedule component (None: this server does not step schedules)."""
 
 
 @define
@@ -169,6 +172,7 @@ class Server:
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._own_nc = False
         self._remove_health: Callable[[], None] = lambda: None
+        self.schedules: ScheduleService | None = None
         self.stats: dict[str, int] = {
             "inputs": 0,
             "conflicts": 0,
@@ -239,6 +243,11 @@ class Server:
             credits=self.options.concurrency,
         )
         await self._consumer.start()
+        if self.options.schedules is not None and self.schedules is None:
+            self.schedules = ScheduleService(
+                self.nc, self.pub, self.layout, self.codec, self.history, self.options.schedules
+            )
+            await self.schedules.start()
         self._remove_health = metrics.add_health_check(
             f"df-server {self.layout.namespace} {id(self):x}", self._health
         )
@@ -291,6 +300,8 @@ class Server:
         self._remove_health()
         if self._consumer is not None:
             await self._consumer.stop()
+        if self.schedules is not None:
+            await self.schedules.stop(timeout)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         for handle in self._timers.values():

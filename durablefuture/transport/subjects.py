@@ -9,6 +9,10 @@ One stream per namespace, ``DF_<ns>``, holds every subject under ``df.<ns>.``:
 ``df.<ns>.in.<kind>``              server inputs (starts, reports, timer firings)
 ``df.<ns>.tm.<run>.<key>``         durable timers (JetStream message schedules)
 ``df.<ns>.dlq.<source>``           dead letters: undecodable or impossible messages
+``df.<ns>.sch.<schedule>``         a schedule's state (one record, rewritten with a
+                                   sequence check and rolled up: only the newest is kept)
+``df.<ns>.sct.<schedule>``         a schedule's timer (one ``@at`` message schedule)
+``df.<ns>.sci.<kind>``             schedule inputs (``tick`` from timers, ``ctl`` from clients)
 =================================  =================================================
 
 KV buckets: ``DF_<ns>_runs`` (one status entry per run, key ``<workflow>.<run>``),
@@ -88,6 +92,25 @@ class Layout:
     # timers
     def timer(self, run_id: str, key: str) -> str:
         return f"{self.prefix}.tm.{run_id}.{key}"
+
+    # schedules
+    def schedule_state(self, schedule_id: str) -> str:
+        return f"{self.prefix}.sch.{encode_token(schedule_id)}"
+
+    def schedule_states(self) -> str:
+        return f"{self.prefix}.sch.>"
+
+    def schedule_timer(self, schedule_id: str) -> str:
+        return f"{self.prefix}.sct.{encode_token(schedule_id)}"
+
+    def schedule_input(self, kind: str) -> str:
+        return f"{self.prefix}.sci.{kind}"
+
+    @property
+    def schedule_inputs(self) -> str:
+        return f"{self.prefix}.sci.>"
+
+    schedule_consumer = "schedules"
 
     # dead letters
     def dead_letter(self, source: str) -> str:

@@ -28,6 +28,7 @@ ALLOWED_STDLIB = frozenset(
         "decimal",
         "enum",
         "functools",
+        "heapq",
         "inspect",
         "itertools",
         "math",
@@ -37,9 +38,12 @@ ALLOWED_STDLIB = frozenset(
         "types",
         "typing",
         "weakref",
+        # reads the bundled IANA time-zone data, never the clock (schedules on a wall clock)
+        "zoneinfo",
     }
 )
-ALLOWED_THIRD_PARTY = frozenset({"attrs"})
+# cronsim: a pure cron expression evaluator (calendar arithmetic only; no clock, no I/O)
+ALLOWED_THIRD_PARTY = frozenset({"attrs", "cronsim"})
 
 
 def violations(imports: list[Import]) -> list[str]:

@@ -1,0 +1,417 @@
+"""df-server's schedule component: steps schedules when their timer fires or a client asks.
+
+Each input (a tick from the schedule's ``@at`` timer, or a control request) is handled as:
+load the state record and its sequence -> observe the schedule's running actions (their
+workflow ids' latest runs) -> the pure step (``core.schedules``) -> write the new record with
+``Nats-Expected-Last-Subject-Sequence`` (a conflict: reload and step again) -> perform the
+effects (start requests into the server's start input, cancel/terminate requests) -> re-arm the
+timer at the next wake-up -> answer -> ack. A crash anywhere leaves the input unacked; its
+redelivery finds the record as far as it got, and derives the same starts again: they are
+idempotent (stable workflow id, request id and ``Nats-Msg-Id``; id reuse REJECT_DUPLICATE).
+
+Closed-run notices are a fast path only: a run of a schedule this process knows closed, so
+the schedule is stepped now instead of at its next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Mapping
+
+from attrs import define
+
+from durablefuture import metrics
+from durablefuture.codec.schedules import ScheduleCodec, ScheduleInput
+from durablefuture.codec.wire import Codec, InputEnvelope, Reply
+from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
+from durablefuture.core.effects import RunStatus
+from durablefuture.core.errors import DecodeError, DurableFutureError, InvalidArgumentError
+from durablefuture.core.options import IdReusePolicy
+from durablefuture.core.schedules import (
+    CancelAction,
+    Observed,
+    ScheduleEffect,
+    ScheduleState,
+    StartAction,
+    Step,
+    TerminateAction,
+    apply_backfill,
+    apply_pause,
+    apply_trigger,
+    apply_update,
+    new_state,
+    step,
+)
+from durablefuture.core.state import status_of
+from durablefuture.transport.consumer import PullConsumer, delivery_count
+from durablefuture.transport.deadletter import dead_letter
+from durablefuture.transport.guard import check_reply_subject
+from durablefuture.transport.headers import REPLY_HEADER
+from durablefuture.transport.history import HistoryStore
+from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
+from durablefuture.transport.publisher import MSG_ID, Publisher, WrongLastSequence
+from durablefuture.transport.schedule_store import ScheduleStore
+from durablefuture.transport.subjects import Layout, decode_token
+
+__all__ = ["ScheduleOptions", "ScheduleService"]
+
+log = logging.getLogger("durablefuture.schedules")
+
+
+@define
+class ScheduleOptions:
+    poll_interval: float = 5.0
+    """While something waits on a running action (a buffered action, a stop request,
+    pause-on-failure, an unconfirmed start), step at least this often."""
+    ack_wait: float = 10.0
+    max_deliver: int = 20
+    concurrency: int = 64
+
+
+class ScheduleService:
+    def __init__(
+        self,
+        nc: object,
+        pub: Publisher,
+        layout: Layout,
+        codec: Codec,
+        history: HistoryStore,
+        options: ScheduleOptions | None = None,
+    ) -> None:
+        self.nc = pub.nc
+        self.pub = pub
+        self.layout = layout
+        self.codec = codec
+        self.scodec = ScheduleCodec(codec)
+        self.history = history
+        self.options = options or ScheduleOptions()
+        self.store = ScheduleStore(pub.nc, pub, layout)
+        self._consumer: PullConsumer | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._watch: dict[str, str] = {}  # action workflow id -> schedule id (fast path)
+        self._refreshing: dict[str, bool] = {}  # schedule id -> step again when done
+        self._sub: object = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        settings = ConsumerSettings(self.options.ack_wait, self.options.max_deliver)
+        await ensure_consumer(
+            self.pub.js,
+            self.layout,
+            self.layout.schedule_consumer,
+            self.layout.schedule_inputs,
+            settings,
+            update=True,
+        )
+        self._consumer = PullConsumer(
+            self.nc,
+            self.layout.stream,
+            self.layout.schedule_consumer,
+            credits=self.options.concurrency,
+        )
+        await self._consumer.start()
+        self._sub = await self.nc.subscribe(
+            f"{self.layout.events_prefix}.closed.>", cb=self._on_closed
+        )
+        self._loop_task = asyncio.create_task(self._loop(), name="df-schedules")
+        self._spawn(self._reconcile())
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()  # type: ignore[attr-defined]
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loop_task
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _loop(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        while not self._stopping:
+            msg = await consumer.next()
+            self._spawn(self._process(msg))
+
+    async def _reconcile(self) -> None:
+        """Step every schedule once at start-up: whatever was lost with a crashed process
+        (a timer that was never armed) is re-derived from the state records."""
+        try:
+            ids = await self.store.ids()
+        except DurableFutureError as exc:
+            log.warning("could not list schedules to reconcile: %s", exc)
+            return
+        minute = int(time.time() // 60)
+        for sid in ids:
+            data = self.scodec.encode_input(ScheduleInput(sid, "tick"))
+            with contextlib.suppress(DurableFutureError):
+                await self.store.send_input("tick", data, msg_id=f"reconcile:{sid}:{minute}")
+
+    # ------------------------------------------------------------------ inputs
+
+    async def _process(self, msg: object) -> None:
+        consumer = self._consumer
+        try:
+            data: bytes = msg.data  # type: ignore[attr-defined]
+            try:
+                message = self.scodec.decode_input(data)
+            except DecodeError as exc:
+                await dead_letter(
+                    self.pub,
+                    self.layout.dead_letter("schedule-input"),
+                    msg,  # type: ignore[arg-type]
+                    "schedule",
+                    str(exc),
+                )
+                return
+            headers: Mapping[str, str] = msg.headers or {}  # type: ignore[attr-defined]
+            reply_to = headers.get(REPLY_HEADER, "")
+            try:
+                reply = await self.handle(message)
+            except asyncio.CancelledError:
+                raise
+            except InvalidArgumentError as exc:
+                reply = Reply(False, error_type="InvalidArgumentError", message=str(exc))
+            except Exception as exc:
+                delivered = delivery_count(msg)  # type: ignore[arg-type]
+                log.warning(
+                    "schedule %s: handling %s failed (delivery %d): %s",
+                    message.schedule_id,
+                    message.kind,
+                    delivered,
+                    exc,
+                    exc_info=not isinstance(exc, DurableFutureError),
+                )
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=min(10.0, 0.2 * 2**delivered))  # type: ignore[attr-defined]
+                return
+            if reply_to:
+                with contextlib.suppress(DurableFutureError):
+                    await self.pub.notify(
+                        check_reply_subject(reply_to), self.codec.encode_reply(reply)
+                    )
+            await msg.ack()  # type: ignore[attr-defined]
+        finally:
+            if consumer is not None:
+                consumer.release()
+
+    def _lock(self, schedule_id: str) -> asyncio.Lock:
+        lock = self._locks.get(schedule_id)
+        if lock is None:
+            lock = self._locks[schedule_id] = asyncio.Lock()
+        return lock
+
+    async def handle(self, message: ScheduleInput) -> Reply:
+        """Apply one input to its schedule (the lock keeps one step per schedule at a time in
+        this process; the sequence check does it across processes)."""
+        async with self._lock(message.schedule_id):
+            for _ in range(30):
+                try:
+                    return await self._handle_once(message)
+                except WrongLastSequence:
+                    metrics.OCC_CONFLICTS.inc(self.layout.namespace)
+                    continue
+            raise DurableFutureError(
+                f"schedule {message.schedule_id!r}: too many concurrent writers; retrying"
+            )
+
+    async def _handle_once(self, message: ScheduleInput) -> Reply:
+        sid = message.schedule_id
+        poll = self.options.poll_interval
+        loaded = await self.store.load(sid)
+        now = time.time()
+        kind = message.kind
+        if kind == "create":
+            if message.schedule is None:
+                raise InvalidArgumentError("create needs a schedule")
+            if loaded is not None:
+                old = self.scodec.decode_state(loaded[0])
+                if message.request_id not in old.requests:
+                    return Reply(
+                        False,
+                        error_type="ScheduleAlreadyExistsError",
+                        message=f"schedule {sid!r} already exists; update or delete it",
+                    )
+                result = step(old, now, await self._observe(old), poll)
+                await self._commit(old, loaded[1], result)
+            else:
+                fresh = new_state(sid, message.schedule, now, message.request_id)
+                result = step(fresh, now, {}, poll)
+                await self.store.save(sid, self.scodec.encode_state(result.state), 0)
+                log.info("created schedule %s", sid, extra={"schedule_id": sid})
+            await self._after(result)
+            return Reply(True)
+        if loaded is None:
+            if kind in ("tick", "delete"):
+                return Reply(True)
+            return Reply(
+                False,
+                error_type="ScheduleNotFoundError",
+                message=f"no schedule {sid!r} in namespace {self.layout.namespace!r}",
+            )
+        state = self.scodec.decode_state(loaded[0])
+        seq = loaded[1]
+        if kind == "delete":
+            await self.store.delete(sid)
+            log.info("deleted schedule %s", sid, extra={"schedule_id": sid})
+            return Reply(True)
+        observed = await self._observe(state)
+        req = message.request_id
+        if (
+            req and req in state.requests
+        ) or kind == "tick":  # a redelivered request: applied already
+            result = step(state, now, observed, poll)
+        elif kind == "update":
+            if message.schedule is None:
+                raise InvalidArgumentError("update needs a schedule")
+            result = step(apply_update(state, message.schedule, now, req), now, observed, poll)
+        elif kind in ("pause", "unpause"):
+            paused = apply_pause(state, kind == "pause", message.note, now, req)
+            result = step(paused, now, observed, poll)
+        elif kind == "trigger":
+            result = apply_trigger(state, message.overlap, now, req, observed, poll)
+        else:  # backfill
+            if message.start is None or message.end is None:
+                raise InvalidArgumentError("backfill needs a start and an end")
+            result = apply_backfill(
+                state, message.start, message.end, message.overlap, now, req, observed, poll
+            )
+        await self._commit(state, seq, result)
+        await self._after(result)
+        return Reply(True)
+
+    async def _commit(self, old: ScheduleState, seq: int, result: Step) -> None:
+        if result.state != old:
+            await self.store.save(old.schedule_id, self.scodec.encode_state(result.state), seq)
+        ns = self.layout.namespace
+        if result.taken:
+            metrics.SCHEDULE_ACTIONS.inc(ns, "taken", amount=result.taken)
+        if result.skipped:
+            metrics.SCHEDULE_ACTIONS.inc(ns, "skipped", amount=result.skipped)
+        if result.missed:
+            metrics.SCHEDULE_ACTIONS.inc(ns, "missed", amount=result.missed)
+            log.warning(
+                "schedule %s: %d actions missed (older than the catch-up window)",
+                old.schedule_id,
+                result.missed,
+                extra={"schedule_id": old.schedule_id},
+            )
+        for late in result.lateness:
+            metrics.SCHEDULE_LATENESS_SECONDS.observe(late, ns)
+
+    async def _after(self, result: Step) -> None:
+        """Perform the effects (idempotent), then re-arm the timer."""
+        state = result.state
+        pending: list[Awaitable[object]] = []
+        for effect in result.effects:
+            fut = await self._effect(state, effect)
+            if fut is not None:
+                pending.append(fut)
+        for r in state.running:
+            self._watch[r.workflow_id] = state.schedule_id
+        for r in state.recent:
+            self._watch.pop(r.workflow_id, None)
+        if pending:
+            for outcome in await asyncio.gather(*pending, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        if result.wake_at is not None:
+            tick = ScheduleInput(state.schedule_id, "tick", due=result.wake_at)
+            await self.store.arm(state.schedule_id, result.wake_at, self.scodec.encode_input(tick))
+
+    async def _effect(
+        self, state: ScheduleState, effect: ScheduleEffect
+    ) -> Awaitable[object] | None:
+        sched = state.schedule
+        if isinstance(effect, StartAction):
+            action = sched.action
+            request = inp.StartWorkflowRequest(
+                workflow_id=effect.workflow_id,
+                workflow_type=action.workflow_type,
+                task_queue=action.task_queue,
+                request_id=effect.request_id,
+                args=action.args,
+                execution_timeout=action.execution_timeout,
+                id_reuse_policy=IdReusePolicy.REJECT_DUPLICATE,
+                headers={"df-schedule-id": state.schedule_id},
+            )
+            data = self.codec.encode_input(InputEnvelope(effect.workflow_id, start=request))
+            return await self.pub.send(
+                self.layout.input("start"), data, {MSG_ID: f"start:{effect.request_id}"}
+            )
+        if isinstance(effect, CancelAction | TerminateAction):
+            if not effect.run_id:
+                return None  # not seen yet: the next step sends it
+            reason = f"schedule {state.schedule_id!r}: overlap policy {sched.policy.overlap.name}"
+            message: inp.RunInput
+            if isinstance(effect, CancelAction):
+                message = inp.RequestCancel(effect.run_id, effect.request_id, reason)
+            else:
+                message = inp.TerminateWorkflow(effect.run_id, effect.request_id, reason)
+            data = self.codec.encode_input(InputEnvelope(effect.workflow_id, input=message))
+            msg_id = f"{effect.run_id}:{message.input_id}"
+            return await self.pub.send(self.layout.input("run"), data, {MSG_ID: msg_id})
+
+    async def _observe(self, state: ScheduleState) -> dict[str, Observed]:
+        async def one(wid: str) -> tuple[str, Observed]:
+            last = await self.history.last_of_workflow(wid)
+            if last is None:
+                return wid, Observed()
+            status = RunStatus.RUNNING
+            for e in last.batch.events:
+                if isinstance(e, ev.TERMINAL_EVENTS):
+                    status = status_of(e)
+            return wid, Observed(last.run_id, status)
+
+        pairs = await asyncio.gather(*(one(r.workflow_id) for r in state.running))
+        return dict(pairs)
+
+    # ------------------------------------------------------------------ fast path
+
+    async def _on_closed(self, msg: object) -> None:
+        subject: str = msg.subject  # type: ignore[attr-defined]
+        parts = subject.split(".")
+        if len(parts) < 2:
+            return
+        try:
+            wid = decode_token(parts[-2])
+        except (ValueError, UnicodeDecodeError):
+            return
+        sid = self._watch.get(wid)
+        if sid is None or self._stopping:
+            return
+        if sid in self._refreshing:
+            self._refreshing[sid] = True
+            return
+        self._refreshing[sid] = False
+        self._spawn(self._refresh(sid))
+
+    async def _refresh(self, schedule_id: str) -> None:
+        try:
+            while not self._stopping:
+                self._refreshing[schedule_id] = False
+                await self.handle(ScheduleInput(schedule_id, "tick"))
+                if not self._refreshing.get(schedule_id):
+                    break
+        except Exception as exc:  # the durable poll steps it anyway
+            log.debug("refreshing schedule %s failed: %s", schedule_id, exc)
+        finally:
+            self._refreshing.pop(schedule_id, None)
