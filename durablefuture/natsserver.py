@@ -50,6 +50,8 @@ class NatsServer:
     """A nats-server process with JetStream on ``127.0.0.1:<port>``.
 
     ``jetstream=False`` starts a plain NATS server (to see how clients cope without JetStream).
+    ``max_payload`` (bytes, default 1 MiB) is the largest message it accepts; ``max_file_store``
+    (bytes, default: no limit but the disk) caps what JetStream stores on disk.
     """
 
     def __init__(
@@ -60,12 +62,16 @@ class NatsServer:
         sync_always: bool = False,
         log_file: str | None = None,
         jetstream: bool = True,
+        max_payload: int | None = None,
+        max_file_store: int | None = None,
     ) -> None:
         self._tmp = store_dir is None
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="df-nats-")
         self.port = port or free_port()
         self.sync_always = sync_always
         self.jetstream = jetstream
+        self.max_payload = max_payload
+        self.max_file_store = max_file_store
         self.log_file = log_file or os.path.join(self.store_dir, "nats-server.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -76,6 +82,8 @@ class NatsServer:
     def _config(self) -> str:
         path = os.path.join(self.store_dir, "nats-server.conf")
         sync = "sync_interval: always\n" if self.sync_always else ""
+        if self.max_file_store is not None:
+            sync += f"  max_file_store: {int(self.max_file_store)}\n"
         with open(path, "w") as f:
             if self.jetstream:
                 f.write(
@@ -86,7 +94,10 @@ class NatsServer:
                     "max_inflight_total: 5000 } }\n"
                     "}\n"
                 )
-            f.write("max_payload: 1MB\n")
+            if self.max_payload is None:
+                f.write("max_payload: 1MB\n")
+            else:
+                f.write(f"max_payload: {int(self.max_payload)}\n")
         return path
 
     def start(self, timeout: float = 10.0) -> NatsServer:
