@@ -116,3 +116,22 @@ async def test_a_corrupt_history_message_is_named_everywhere_never_a_silent_stal
             # every other run goes on
             assert await client.execute_workflow(greeting, "ok", id="ok", timeout=15) == "hello ok"
             assert env.server is not None and env.server.stats["corrupt_histories"] == 1
+
+
+async def test_junk_after_a_closed_run_refuses_a_new_start_with_the_reason() -> None:
+    async with LocalEnvironment() as env:
+        client = env.client
+        async with env.worker(workflows=[greeting], activities=[greet]):
+            assert await client.execute_workflow(greeting, "a", id="reused", timeout=15)
+            run_id = await client.latest_run_id("reused")
+            ack = await client.pub.js.publish(client.layout.history("reused", run_id), b"[1,")
+            with pytest.raises(df.CorruptHistoryError) as refused:
+                await client.start_workflow(greeting, "b", id="reused")
+            assert refused.value.stream_seq == ack.seq and refused.value.run_id == run_id
+            d = await client.get_workflow_handle("reused").describe()
+            assert (d.status, d.corrupt_at, d.workflow_type) == (
+                RunStatus.CORRUPT,
+                ack.seq,
+                "greeting",
+            )
+            assert await client.execute_workflow(greeting, "c", id="other", timeout=15)

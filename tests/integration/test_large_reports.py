@@ -14,10 +14,16 @@ from datetime import timedelta
 import pytest
 
 import durablefuture as df
+from durablefuture.core import inputs as inp
+from durablefuture.core.commands import ScheduleActivity
 from durablefuture.core.effects import RunStatus
+from durablefuture.core.errors import MessageRejectedError
+from durablefuture.core.state import RunState
 from durablefuture.diagnose import explain, render
+from durablefuture.server.service import _instead_of_too_large
 from durablefuture.testing import LocalEnvironment
 from tests.conftest import wait_for
+from tests.core.helpers import History, options
 from tests.integration.test_hardening import greet, greeting
 
 pytestmark = pytest.mark.asyncio
@@ -102,3 +108,19 @@ async def test_an_activity_result_too_large_to_report_fails_the_attempt_once() -
             assert "max_payload" in why
             result = await env.client.execute_workflow(greeting, "ok", id="ok", timeout=15)
             assert result == "hello ok"
+
+
+async def test_decisions_whose_events_cannot_be_stored_are_recorded_as_their_failure() -> None:
+    # what df-server records when a report fitted but the events it makes would not
+    state = RunState.from_history(History().events)
+    exc = MessageRejectedError("too large", size=70_000, limit=LIMIT)
+    cmd = ScheduleActivity(1, "take", ("z",), options())
+    wft = _instead_of_too_large(state, inp.CompleteWorkflowTask("run-1", 1, (cmd,), "w"), exc)
+    assert isinstance(wft, inp.FailWorkflowTask) and wft.based_on == 1 and wft.attempt == 1
+    assert "70,000 bytes" in wft.failure.message and f"{LIMIT:,}" in wft.failure.message
+    fused = inp.CompleteActivityTask("run-1", 1, 1, "r", commands=(cmd,), event_id=3, more=True)
+    alone = _instead_of_too_large(state, fused, exc)
+    assert alone == inp.CompleteActivityTask("run-1", 1, 1, "r")  # the result alone
+    failed = _instead_of_too_large(state, alone, exc)  # type: ignore[arg-type]
+    assert isinstance(failed, inp.FailActivityTask) and failed.failure.non_retryable
+    assert _instead_of_too_large(state, inp.RequestCancel("run-1", "c"), exc) is None
