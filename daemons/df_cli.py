@@ -323,6 +323,8 @@ def _describe_text(d: WorkflowDescription) -> str:
     if d.close_time:
         lines.append(f"closed     {d.close_time.isoformat()}")
     lines.append(f"events     {d.history_length}")
+    if d.corrupt_at is not None:
+        lines.append(f"corrupt    at stream sequence {d.corrupt_at}")
     if d.failure:
         lines.append(f"failure    {d.failure.describe()}")
     if d.cancel_requested:

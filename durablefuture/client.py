@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 import time
 import uuid
@@ -33,6 +34,7 @@ from durablefuture.core import inputs as inp
 from durablefuture.core.definitions import bind_args, name_of, result_type_of
 from durablefuture.core.effects import RunStatus, RunSummary
 from durablefuture.core.errors import (
+    CorruptHistoryError,
     DurableFutureError,
     InvalidArgumentError,
     MessageRejectedError,
@@ -50,7 +52,7 @@ from durablefuture.core.types import check_run_id, check_type_name, check_workfl
 from durablefuture.outcome import outcome_of
 from durablefuture.transport.connection import DEFAULT_URL, connect
 from durablefuture.transport.headers import REPLY_HEADER
-from durablefuture.transport.history import HistoryStore
+from durablefuture.transport.history import HistoryStore, fold
 from durablefuture.transport.layout import open_bucket
 from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.subjects import Layout
@@ -120,6 +122,9 @@ class WorkflowDescription:
     cancel_requested: bool = False
     new_run_id: str | None = None
     last_workflow_task_failure: Failure | None = None
+    corrupt_at: int | None = None
+    """With status ``corrupt``: the stream sequence of the history message that cannot be read
+    or folded (``failure`` says why)."""
 
     @property
     def is_open(self) -> bool:
@@ -140,6 +145,20 @@ def _describe_summary(s: RunSummary) -> WorkflowDescription:
         failure=s.failure,
         new_run_id=s.new_run_id,
     )
+
+
+def describe_corrupt(exc: CorruptHistoryError, summary: RunSummary | None) -> WorkflowDescription:
+    """A run whose history cannot be read: what its status entry knows, and where and why
+    the history is corrupt."""
+    if summary is None:
+        summary = RunSummary(exc.workflow_id, exc.run_id, "", "", RunStatus.CORRUPT, 0.0)
+    failure = Failure(
+        message=str(exc),
+        type="CorruptHistoryError",
+        details=(exc.stream_seq, exc.reason),
+    )
+    summary = evolve(summary, status=RunStatus.CORRUPT, failure=failure)
+    return evolve(_describe_summary(summary), corrupt_at=exc.stream_seq)
 
 
 def describe_state(state: RunState) -> WorkflowDescription:
@@ -433,7 +452,7 @@ class Client:
                 raise WorkflowAlreadyStartedError(
                     reply.message, workflow_id=id, run_id=reply.run_id
                 )
-            raise DurableFutureError(f"{reply.error_type}: {reply.message}")
+            raise _reply_error(reply, id)
         return WorkflowHandle(self, id, reply.run_id, result_type=result_type_of(workflow))
 
     async def execute_workflow(
@@ -555,7 +574,12 @@ class Client:
         return self.codec.decode_summary(entry.value)
 
     async def latest_run_id(self, workflow_id: str) -> str:
-        last = await self.history.last_of_workflow(workflow_id)
+        try:
+            last = await self.history.last_of_workflow(workflow_id)
+        except CorruptHistoryError as exc:  # the newest message is unreadable; its run is known
+            if exc.run_id:
+                return exc.run_id
+            raise
         if last is None:
             raise WorkflowNotFoundError(
                 f"no workflow with id {workflow_id!r} in namespace {self.namespace!r}"
@@ -563,10 +587,16 @@ class Client:
         return last.run_id
 
     async def run_state(self, workflow_id: str, run_id: str) -> RunState:
+        """The run's state folded from its history.
+
+        Raises:
+            CorruptHistoryError: a history message cannot be read or folded (it names the
+                message's stream sequence and why).
+        """
         batches = await self.history.read(workflow_id, run_id)
         if not batches:
             raise WorkflowNotFoundError(f"no history for workflow {workflow_id!r} run {run_id}")
-        return RunState.from_history([(b.input_id, b.events) for b in batches])
+        return fold(workflow_id, run_id, batches)
 
     async def workers(self, task_queue: str | None = None) -> list[WorkerRecord] | None:
         """Live workers of the namespace (of ``task_queue`` only, if given): their
@@ -658,7 +688,11 @@ class WorkflowHandle:
             poll = 0.5
             summary = await client.summary(self.id, run_id)
             while True:
-                if summary is not None and summary.status in RunStatus.CLOSED:
+                if summary is not None and summary.status == RunStatus.CORRUPT:
+                    summary = await self._still_corrupt(run_id, summary)
+                if summary is not None and (
+                    summary.status in RunStatus.CLOSED or summary.status == RunStatus.CORRUPT
+                ):
                     return summary
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -679,11 +713,27 @@ class WorkflowHandle:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
+    async def _still_corrupt(self, run_id: str, summary: RunSummary) -> RunSummary | None:
+        """A status entry says the history is corrupt: check. Once the bad message has been
+        removed the history folds again, and the run's own state counts (None: still open)."""
+        try:
+            state = await self.client.run_state(self.id, run_id)
+        except CorruptHistoryError:
+            return summary
+        return state.summary() if not state.is_open else None
+
     async def describe(self) -> WorkflowDescription:
         """Status, pending activities (attempt, worker, last failure, next retry), timers and
-        signal waits (name, deadline)."""
+        signal waits (name, deadline).
+
+        A run whose history cannot be read is described with status ``corrupt``, the stream
+        sequence of the bad message in ``corrupt_at`` and the reason in ``failure``.
+        """
         run_id = await self._run()
-        state = await self.client.run_state(self.id, run_id)
+        try:
+            state = await self.client.run_state(self.id, run_id)
+        except CorruptHistoryError as exc:
+            return describe_corrupt(exc, await self.client.summary(self.id, run_id))
         return describe_state(state)
 
     async def fetch_history(self) -> list[ev.Event]:
@@ -706,7 +756,7 @@ class WorkflowHandle:
         if not reply.ok:
             if reply.error_type == "WorkflowNotFoundError":
                 raise WorkflowNotFoundError(reply.message)
-            raise DurableFutureError(f"{reply.error_type}: {reply.message}")
+            raise _reply_error(reply, self.id)
         return reply
 
     async def query(self, name: str, *args: object, timeout: float = 10.0) -> Any:
@@ -766,3 +816,18 @@ class WorkflowHandle:
     async def terminate(self, reason: str = "") -> None:
         """End the run at once (no cleanup code runs)."""
         await self._send(inp.TerminateWorkflow(self._target, uuid.uuid4().hex, reason))
+
+
+_CORRUPT_SEQ = re.compile(r"corrupt at stream sequence (\d+)")
+
+
+def _reply_error(reply: Reply, workflow_id: str) -> DurableFutureError:
+    if reply.error_type == "CorruptHistoryError":
+        m = _CORRUPT_SEQ.search(reply.message)
+        return CorruptHistoryError(
+            reply.message,
+            workflow_id=workflow_id,
+            run_id=reply.run_id,
+            stream_seq=int(m.group(1)) if m else 0,
+        )
+    return DurableFutureError(f"{reply.error_type}: {reply.message}")

@@ -12,6 +12,7 @@ from attrs import frozen
 
 from durablefuture.client import Client
 from durablefuture.core.effects import RunStatus
+from durablefuture.core.errors import CorruptHistoryError, WorkflowNotFoundError
 from durablefuture.core.liveness import (
     WorkerRecord,
     describe_worker,
@@ -21,7 +22,8 @@ from durablefuture.core.liveness import (
     unserved_workflow,
     workers_of,
 )
-from durablefuture.core.state import ActivityState, RunState
+from durablefuture.core.state import ActivityState
+from durablefuture.transport.history import fold
 
 __all__ = [
     "ActivityDiagnosis",
@@ -92,6 +94,9 @@ class Diagnosis:
     liveness_known: bool = True
     """False when the namespace has no workers bucket (created by an older df-server)."""
     checked_at: float = 0.0
+    corrupt_at: int | None = None
+    """With status ``corrupt``: the stream sequence of the history message that cannot be
+    read or folded."""
 
 
 def _when(ts: float, now: float) -> str:
@@ -201,9 +206,22 @@ def _gone_line(
 async def explain(client: Client, workflow_id: str, run_id: str | None = None) -> Diagnosis:
     """Reasons, most important first, why the run is where it is."""
     run = run_id or await client.latest_run_id(workflow_id)
-    batches = await client.history.read(workflow_id, run)
-    state = RunState.from_history([(b.input_id, b.events) for b in batches])
     now = time.time()
+    try:
+        batches = await client.history.read(workflow_id, run)
+        if not batches:
+            raise WorkflowNotFoundError(f"no history for workflow {workflow_id!r} run {run}")
+        state = fold(workflow_id, run, batches)
+    except CorruptHistoryError as exc:
+        # the run stops at that message: nothing else about it can be told
+        return Diagnosis(
+            workflow_id,
+            run,
+            RunStatus.CORRUPT,
+            (str(exc),),
+            corrupt_at=exc.stream_seq,
+            checked_at=now,
+        )
     reasons: list[str] = []
     if state.status != RunStatus.RUNNING:
         terminal = state.terminal

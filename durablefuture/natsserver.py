@@ -60,6 +60,8 @@ class NatsServer:
     ``tls_cert`` and ``tls_key`` (PEM files) make it require TLS; ``tls_ca`` is the CA its
     clients' certificates must be signed by, and with ``tls_verify`` (the default) every client
     must present one. ``url`` is then a ``tls://`` URL.
+    ``max_payload`` (bytes, default 1 MiB) is the largest message it accepts; ``max_file_store``
+    (bytes, default: no limit but the disk) caps what JetStream stores on disk.
     """
 
     def __init__(
@@ -74,6 +76,8 @@ class NatsServer:
         tls_key: str | None = None,
         tls_ca: str | None = None,
         tls_verify: bool = True,
+        max_payload: int | None = None,
+        max_file_store: int | None = None,
     ) -> None:
         if (tls_cert is None) != (tls_key is None) or (tls_ca is not None and tls_cert is None):
             raise DurableFutureError(
@@ -88,6 +92,8 @@ class NatsServer:
         self.tls_key = tls_key
         self.tls_ca = tls_ca
         self.tls_verify = tls_verify and tls_ca is not None
+        self.max_payload = max_payload
+        self.max_file_store = max_file_store
         self.log_file = log_file or os.path.join(self.store_dir, "nats-server.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -108,6 +114,8 @@ class NatsServer:
     def _config(self) -> str:
         path = os.path.join(self.store_dir, "nats-server.conf")
         sync = "sync_interval: always\n" if self.sync_always else ""
+        if self.max_file_store is not None:
+            sync += f"  max_file_store: {int(self.max_file_store)}\n"
         with open(path, "w") as f:
             if self.jetstream:
                 f.write(
@@ -120,7 +128,10 @@ class NatsServer:
                 )
             if self.tls_cert:
                 f.write(self._tls_block())
-            f.write("max_payload: 1MB\n")
+            if self.max_payload is None:
+                f.write("max_payload: 1MB\n")
+            else:
+                f.write(f"max_payload: {int(self.max_payload)}\n")
         return path
 
     def start(self, timeout: float = 10.0) -> NatsServer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from durablefuture.core.definitions import PayloadConverter
 from durablefuture.core.effects import RunStatus, RunSummary
 from durablefuture.core.errors import (
+    CorruptHistoryError,
     WorkflowCancelledError,
     WorkflowContinuedAsNewError,
     WorkflowExecutionError,
@@ -14,13 +15,29 @@ from durablefuture.core.errors import (
 )
 from durablefuture.core.failure import exception_from_failure
 
-__all__ = ["outcome_of"]
+__all__ = ["corrupt_history_error", "outcome_of"]
+
+
+def corrupt_history_error(summary: RunSummary) -> CorruptHistoryError:
+    """The error a status entry marked ``corrupt`` stands for (message, sequence, reason)."""
+    failure = summary.failure
+    details = failure.details if failure is not None else ()
+    seq = details[0] if details and isinstance(details[0], int) else 0
+    reason = details[1] if len(details) > 1 and isinstance(details[1], str) else ""
+    return CorruptHistoryError(
+        failure.message if failure is not None else "the history is corrupt",
+        workflow_id=summary.workflow_id,
+        run_id=summary.run_id,
+        stream_seq=seq,
+        reason=reason,
+    )
 
 
 def outcome_of(
     summary: RunSummary, payloads: PayloadConverter, result_type: object = None
 ) -> object:
-    """The run's result, or raise the ``WorkflowExecutionError`` subclass for how it ended."""
+    """The run's result, or raise the ``WorkflowExecutionError`` subclass for how it ended
+    (``CorruptHistoryError`` if its history cannot be read)."""
     wid, rid = summary.workflow_id, summary.run_id
     status = summary.status
     if status == RunStatus.COMPLETED:
@@ -53,6 +70,8 @@ def outcome_of(
             run_id=rid,
             reason=reason,
         )
+    if status == RunStatus.CORRUPT:
+        raise corrupt_history_error(summary)
     if status == RunStatus.CONTINUED_AS_NEW:
         raise WorkflowContinuedAsNewError(
             f"workflow {wid!r} run {rid} continued as new run {summary.new_run_id}",

@@ -45,25 +45,30 @@ from durablefuture.core.definitions import ActivityDefinition, WorkflowDefinitio
 from durablefuture.core.effects import ActivityTask, WorkflowTask
 from durablefuture.core.errors import (
     CancelledError,
+    CorruptHistoryError,
     DecodeError,
     InvalidArgumentError,
+    MessageRejectedError,
     NonDeterminismError,
     NotRegisteredError,
     PayloadError,
     QueryFailedError,
+    StorageFullError,
     TransportError,
     WorkflowError,
 )
 from durablefuture.core.failure import Failure, FailureKind, failure_from_exception
 from durablefuture.core.liveness import MAX_RUNNING, RunningAttempt, WorkerRecord, capped
-from durablefuture.core.replay import Activation, WorkflowExecution
+from durablefuture.core.replay import Activation, WorkflowExecution, describe_command
 from durablefuture.core.types import JsonValue, check_name
 from durablefuture.transport.connection import connection_lost
 from durablefuture.transport.consumer import PullConsumer, delivery_count
 from durablefuture.transport.deadletter import dead_letter
+from durablefuture.transport.guard import max_payload
 from durablefuture.transport.headers import RECEIPT_HEADER, RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer, open_bucket
 from durablefuture.transport.publisher import MSG_ID
+from durablefuture.transport.storage import StorageWait
 
 __all__ = ["Worker", "WorkerOptions"]
 
@@ -74,6 +79,8 @@ MAX_TASK_DELIVERIES = 18
 consumers allow 20 deliveries)."""
 MAX_REPORT_COMMANDS = 1000
 MAX_REPORT_BYTES = 256 * 1024
+MAX_FAILURE_CHARS = 4000
+"""A failure report too large to send is cut to this many characters of message."""
 
 
 @define
@@ -263,6 +270,10 @@ class Worker:
         self._liveness_failing = False
         self._running: dict[tuple[str, int, int], RunningAttempt] = {}
         self._run_task: asyncio.Task[None] | None = None
+        lease = min(self.options.workflow_task_timeout, self.options.activity_lease)
+        self._storage = StorageWait(
+            f"df-worker {self.identity}", keepalive=max(0.1, min(1.0, lease / 3))
+        )
         self.stats: dict[str, int] = {
             "workflow_tasks": 0,
             "activity_tasks": 0,
@@ -526,6 +537,10 @@ class Worker:
             await handler(msg)
         except asyncio.CancelledError:
             raise
+        except StorageFullError:
+            # not the task's fault: never given up on; StorageWait has said why, once
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=self._storage.max_delay)
         except Exception as exc:
             delivered = delivery_count(msg)
             log.warning(
@@ -572,12 +587,29 @@ class Worker:
         if await dead_letter(self.pub, self.layout.dead_letter("worker"), msg, "worker", reason):
             metrics.DEAD_LETTERS.inc("worker")
 
-    async def _report(self, workflow_id: str, message: inp.RunInput, receipt: bool = False) -> None:
+    async def _report(
+        self,
+        workflow_id: str,
+        message: inp.RunInput,
+        receipt: bool = False,
+        *,
+        keep: Msg | None = None,
+    ) -> None:
+        """Store a report for the server. With ``keep`` (the task it reports on), a full
+        JetStream store is waited out with that task kept in progress, never given up on."""
         data = self.codec.encode_input(InputEnvelope(workflow_id, input=message))
         headers = {MSG_ID: f"{message.run_id}:{message.input_id}"}
         if receipt and self._receipts:
             headers[RECEIPT_HEADER] = self._receipts
-        await self.pub.publish(self.layout.input("run"), data, headers)
+
+        async def publish() -> None:
+            await self.pub.publish(self.layout.input("run"), data, headers)
+
+        if keep is None:
+            await publish()
+            self._storage.stored()
+        else:
+            await self._storage.retry(publish, keep)
 
     async def _on_receipt(self, msg: Msg) -> None:
         """The server recorded our decisions: feed them to the cached generator."""
@@ -610,7 +642,13 @@ class Worker:
                     )
                     cached.sent(commands)
                     wid = execution.started.workflow_id if execution.started else ""
-                    await self._report(wid, report, receipt=True)
+                    try:
+                        await self._report(wid, report, receipt=True)
+                    except TransportError as exc:
+                        # the server dispatches a workflow task for the rest (the last report
+                        # said "more"); it replays from history and reports what is wrong
+                        log.debug("next part of run %s not sent: %s", run_id, exc)
+                        self._cache.pop(run_id, None)
 
     # ------------------------------------------------------------------ workflow tasks
 
@@ -650,7 +688,7 @@ class Worker:
                 ):
                     report = await self._run_workflow_task(m)
                 if report is not None:
-                    await self._report(task.workflow_id, report, receipt=True)
+                    report = await self._send_workflow_report(task, report, msg)
         await msg.ack()
         outcome = (
             "idle"
@@ -661,6 +699,62 @@ class Worker:
         )
         metrics.WORKFLOW_TASKS.inc(self.task_queue, outcome)
         metrics.WORKFLOW_TASK_SECONDS.observe(time.perf_counter() - began, self.task_queue)
+
+    async def _send_workflow_report(
+        self, task: WorkflowTask, report: inp.RunInput, msg: Msg
+    ) -> inp.RunInput:
+        """Send a workflow task's report; returns what was sent. A report NATS would refuse
+        (too large) becomes a FailWorkflowTask that says which command, how big, the limit
+        and what to do, so the run shows why instead of retrying a report that cannot land."""
+        try:
+            await self._report(task.workflow_id, report, receipt=True, keep=msg)
+            return report
+        except MessageRejectedError as exc:
+            self._cache.pop(task.run_id, None)  # its generator assumed the report went out
+            if isinstance(report, inp.CompleteWorkflowTask):
+                failure = self._too_large_report(report, exc)
+                failed = inp.FailWorkflowTask(
+                    task.run_id, report.based_on, failure, task.attempt, self.identity
+                )
+            elif isinstance(report, inp.FailWorkflowTask):
+                failed = evolve(report, failure=_cut(report.failure))
+            else:
+                raise
+            log.error(
+                "workflow task for %s run %s: %s",
+                task.workflow_id,
+                task.run_id,
+                failed.failure.message,
+                extra={"workflow_id": task.workflow_id, "run_id": task.run_id},
+            )
+            await self._report(task.workflow_id, failed, keep=msg)
+            return failed
+
+    def _too_large_report(
+        self, report: inp.CompleteWorkflowTask, exc: MessageRejectedError
+    ) -> Failure:
+        limit = exc.limit or max_payload(self.client.nc)
+        unstructure = self.codec.converter.unstructure
+        sized = [(len(orjson.dumps(unstructure(c, Command))), c) for c in report.commands]
+        if sized:
+            size, biggest = max(sized, key=lambda pair: pair[0])
+            seq = getattr(biggest, "seq", None)
+            what = f"command {type(biggest).__name__}"
+            what += f" #{seq}" if seq is not None else ""
+            brief = describe_command(biggest).split(" args=")[0]  # the args are the bulk
+            what += f" ({brief}) is {size:,} bytes encoded"
+        else:
+            what = f"the report is {exc.size or 0:,} bytes"
+        return Failure(
+            message=(
+                f"the workflow task's decisions cannot be reported: {what}, and the NATS "
+                f"server accepts at most {limit:,} bytes per message (max_payload). Pass large "
+                "values by reference (store the data elsewhere, e.g. in a JetStream object "
+                "store, and pass its key), or raise max_payload in the nats-server config; the "
+                "workflow task is retried with backoff"
+            ),
+            type="MessageRejectedError",
+        )
 
     def _event_size(self, event: ev.Event) -> int:
         return len(orjson.dumps(self.codec.encode_event(event)))
@@ -712,7 +806,7 @@ class Worker:
                 metrics.CACHE_LOOKUPS.inc("worker", "miss")
                 execution = None
                 execution, activation = await self._replay(task, m)
-        except (NonDeterminismError, NotRegisteredError, WorkflowError) as exc:
+        except (NonDeterminismError, NotRegisteredError, WorkflowError, CorruptHistoryError) as exc:
             log.error(
                 "workflow task for %s run %s failed: %s",
                 task.workflow_id,
@@ -761,13 +855,15 @@ class Worker:
         """
         if len(commands) == 1:
             return commands, False
+        # leave room for the envelope, and for the events the server makes of the commands
+        budget = min(MAX_REPORT_BYTES, max(1024, (max_payload(self.client.nc) - 4096) // 2))
         size = 0
         unstructure = self.codec.converter.unstructure
         for i, cmd in enumerate(commands):
             if i >= MAX_REPORT_COMMANDS:
                 return commands[:i], True
             size += len(orjson.dumps(unstructure(cmd, Command)))
-            if size > MAX_REPORT_BYTES and i > 0:
+            if size > budget and i > 0:
                 return commands[:i], True
         return commands, False
 
@@ -903,7 +999,9 @@ class Worker:
                 timeout_type="start_to_close",
             )
             await self._report(
-                task.workflow_id, inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure)
+                task.workflow_id,
+                inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure),
+                keep=msg,
             )
             await msg.ack()
             metrics.WORKER_ACTIVITIES.inc(self.task_queue, task.name, "lost")
@@ -912,7 +1010,9 @@ class Worker:
         if stale is not None:
             # the report closes the activity if the server has not already done so
             await self._report(
-                task.workflow_id, inp.FailActivityTask(task.run_id, task.seq, task.attempt, stale)
+                task.workflow_id,
+                inp.FailActivityTask(task.run_id, task.seq, task.attempt, stale),
+                keep=msg,
             )
             await msg.ack()
             return
@@ -933,12 +1033,15 @@ class Worker:
                 report = await self._run_activity(task, msg)
         finally:
             self._running.pop(key, None)
-        if isinstance(report, inp.CompleteActivityTask) and task.run_id in self._cache:
-            async with self._lock(task.run_id):
-                report = self._fuse(report)
-                await self._report(task.workflow_id, report, receipt=True)
-        else:
-            await self._report(task.workflow_id, report)
+        try:
+            if isinstance(report, inp.CompleteActivityTask) and task.run_id in self._cache:
+                async with self._lock(task.run_id):
+                    report = self._fuse(report)
+                    await self._report(task.workflow_id, report, receipt=True, keep=msg)
+            else:
+                await self._report(task.workflow_id, report, keep=msg)
+        except MessageRejectedError as exc:
+            report = await self._activity_report_rejected(task, report, exc, msg)
         await msg.ack()
         metrics.ACTIVITY_RUN_SECONDS.observe(
             time.perf_counter() - began, self.task_queue, task.name
@@ -950,6 +1053,53 @@ class Worker:
         else:
             outcome = "failed"
         metrics.WORKER_ACTIVITIES.inc(self.task_queue, task.name, outcome)
+
+    async def _activity_report_rejected(
+        self, task: ActivityTask, report: inp.RunInput, exc: MessageRejectedError, msg: Msg
+    ) -> inp.RunInput:
+        """An attempt's report NATS would refuse (too large): report what can be sent instead
+        (the result without the fused decisions, else a failure saying why), never loop.
+
+        A result too large is a non-retryable failure: another attempt would run the activity
+        (and its side effects) again only to produce as large a result.
+        """
+        if isinstance(report, inp.CompleteActivityTask) and report.commands:
+            self._cache.pop(task.run_id, None)  # its generator assumed this completion
+            report = evolve(report, commands=(), event_id=0, completed_at=None, more=False)
+            try:
+                await self._report(task.workflow_id, report, keep=msg)
+                return report
+            except MessageRejectedError as again:
+                exc = again
+        if isinstance(report, inp.CompleteActivityTask):
+            limit = exc.limit or max_payload(self.client.nc)
+            failure = Failure(
+                message=(
+                    f"the result of activity {task.name!r} (attempt {task.attempt}) cannot be "
+                    f"reported: it makes a report of {exc.size or 0:,} bytes, and the NATS "
+                    f"server accepts at most {limit:,} bytes per message (max_payload). Return "
+                    "a reference to large data (store it elsewhere, e.g. in a JetStream object "
+                    "store, and return its key), or raise max_payload in the nats-server "
+                    "config; not retried, as another attempt would return as much"
+                ),
+                type="MessageRejectedError",
+                non_retryable=True,
+            )
+            report = inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure)
+        elif isinstance(report, inp.FailActivityTask):
+            report = evolve(report, failure=_cut(report.failure), heartbeat_details=())
+        else:
+            raise exc
+        log.error(
+            "activity %s #%s of run %s: %s",
+            task.name,
+            task.seq,
+            task.run_id,
+            report.failure.message,
+            extra={"workflow_id": task.workflow_id, "run_id": task.run_id},
+        )
+        await self._report(task.workflow_id, report, keep=msg)
+        return report
 
     async def _not_to_run(self, task: ActivityTask) -> Failure | None:
         """Why an attempt that reached this worker must not start (None: run it).
@@ -1144,10 +1294,15 @@ class _Attempt:
                 now = time.time()
                 if not reported and now - self.started >= report_after:
                     reported = True
-                    await self.w._report(
-                        t.workflow_id,
-                        inp.ReportActivityStarted(t.run_id, t.seq, t.attempt, self.w.identity),
-                    )
+                    try:
+                        await self.w._report(
+                            t.workflow_id,
+                            inp.ReportActivityStarted(t.run_id, t.seq, t.attempt, self.w.identity),
+                        )
+                    except StorageFullError:
+                        # advisory (the lease and local timeouts hold meanwhile): again in 1 s
+                        reported = False
+                        report_after = now - self.started + 1.0
                 wait = tick
                 if not reported:
                     wait = min(wait, max(0.0, self.started + report_after - now))
@@ -1254,3 +1409,17 @@ class _Attempt:
 
         failure = failure_from_exception(exc, enc)
         return inp.FailActivityTask(t.run_id, t.seq, t.attempt, failure, self._details())
+
+
+def _cut(failure: Failure) -> Failure:
+    """``failure`` small enough to report: its message cut, without stack, details or cause."""
+    message = failure.message
+    if len(message) > MAX_FAILURE_CHARS:
+        message = message[:MAX_FAILURE_CHARS] + " [cut]"
+    return Failure(
+        message=message + " (the full failure was too large to report)",
+        type=failure.type[:200],
+        kind=failure.kind,
+        non_retryable=failure.non_retryable,
+        timeout_type=failure.timeout_type,
+    )

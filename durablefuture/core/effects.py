@@ -41,6 +41,9 @@ class RunStatus:
     TERMINATED = "terminated"
     TIMED_OUT = "timed_out"
     CONTINUED_AS_NEW = "continued_as_new"
+    CORRUPT = "corrupt"
+    """Not a close: the run's history holds a message that cannot be read or folded, so the
+    run cannot go on (its status entry's ``failure`` names the message and why)."""
 
     CLOSED = frozenset({COMPLETED, FAILED, CANCELLED, TERMINATED, TIMED_OUT, CONTINUED_AS_NEW})
     FAILED_LIKE = frozenset({FAILED, CANCELLED, TERMINATED, TIMED_OUT})

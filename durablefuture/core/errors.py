@@ -6,11 +6,13 @@
     ├── InvalidArgumentError            bad options or arguments (also a ValueError)
     ├── PayloadError                    a value cannot be encoded as a payload (also a TypeError)
     ├── DecodeError                     bytes that are not a valid DurableFuture message
+    │   └── CorruptHistoryError         a run's history holds a message that cannot be folded
     ├── TransportError                  NATS / JetStream trouble, translated at the adapter edge
     │   ├── NatsUnavailableError        could not reach the NATS server in time, or lost it
     │   │   └── TlsError                TLS with the NATS server failed (untrusted, refused)
     │   ├── JetStreamUnavailableError   the NATS server has no JetStream (started without -js)
-    │   └── MessageRejectedError        a message NATS would refuse (too large, bad subject)
+    │   ├── MessageRejectedError        a message NATS would refuse (too large, bad subject)
+    │   └── StorageFullError            JetStream has no room to store (insufficient resources)
     ├── WorkflowError                   the workflow code did something the engine cannot run
     │   ├── NonDeterminismError         replay diverged from the recorded history
     │   └── NotRegisteredError          unknown workflow or activity name on a worker
@@ -45,6 +47,7 @@ __all__ = [
     "ApplicationError",
     "CancelledError",
     "ChildWorkflowError",
+    "CorruptHistoryError",
     "DecodeError",
     "DurableFutureError",
     "FailureError",
@@ -57,6 +60,7 @@ __all__ = [
     "PayloadError",
     "QueryFailedError",
     "ServerUnavailableError",
+    "StorageFullError",
     "TerminatedError",
     "TimeoutError",
     "TlsError",
@@ -89,6 +93,31 @@ class DecodeError(DurableFutureError):
     """Bytes that are not a valid DurableFuture message (wrong schema, garbage, unknown type)."""
 
 
+class CorruptHistoryError(DecodeError):
+    """A run's history holds a message that is not a valid batch of events, or events that do
+    not follow from the ones before them (out of order, after the run closed, naming a command
+    that was never issued).
+
+    History is never skipped: the run stops where it is. ``stream_seq`` is the stream sequence
+    of the offending message and ``reason`` says what is wrong with it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        workflow_id: str = "",
+        run_id: str = "",
+        stream_seq: int = 0,
+        reason: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.stream_seq = stream_seq
+        self.reason = reason
+
+
 class TransportError(DurableFutureError):
     """A NATS / JetStream operation failed."""
 
@@ -110,6 +139,22 @@ class JetStreamUnavailableError(TransportError):
 class MessageRejectedError(TransportError):
     """A message was not sent because NATS would refuse it: too large, or a malformed subject
     or header. Sending it would have cost the connection (nats-server closes it on such errors).
+
+    For a message that is too large, ``size`` and ``limit`` are its size and the server's
+    ``max_payload`` in bytes.
+    """
+
+    def __init__(self, message: str, *, size: int | None = None, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class StorageFullError(TransportError):
+    """JetStream refused to store a message for lack of room ("insufficient resources": the
+    server's ``max_file_store``/``max_memory_store``, an account limit, or a full disk).
+
+    It passes once space is freed; the daemons keep the message they were handling and retry.
     """
 
 

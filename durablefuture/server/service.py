@@ -46,12 +46,20 @@ from durablefuture.core.effects import (
     Effect,
     NotifyParent,
     RunStatus,
+    RunSummary,
     StartRun,
     TerminateChildRun,
     UpdateStatus,
 )
-from durablefuture.core.errors import DecodeError, DurableFutureError, TransportError
-from durablefuture.core.failure import Failure
+from durablefuture.core.errors import (
+    CorruptHistoryError,
+    DecodeError,
+    DurableFutureError,
+    MessageRejectedError,
+    StorageFullError,
+    TransportError,
+)
+from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.orchestration import (
     APPLIED,
     DUPLICATE,
@@ -69,9 +77,9 @@ from durablefuture.server.schedules import ScheduleOptions, ScheduleService
 from durablefuture.transport.connection import connect, connection_lost
 from durablefuture.transport.consumer import PullConsumer, delivery_count, stream_sequence
 from durablefuture.transport.deadletter import dead_letter
-from durablefuture.transport.guard import check_reply_subject
+from durablefuture.transport.guard import check_reply_subject, max_payload
 from durablefuture.transport.headers import RECEIPT_HEADER, REPLY_HEADER, RUN_HEADER, SEQ_HEADER
-from durablefuture.transport.history import Batch, HistoryStore
+from durablefuture.transport.history import Batch, HistoryStore, fold
 from durablefuture.transport.layout import (
     ConsumerSettings,
     ensure_consumer,
@@ -85,6 +93,7 @@ from durablefuture.transport.publisher import (
     Publisher,
     WrongLastSequence,
 )
+from durablefuture.transport.storage import StorageWait
 from durablefuture.transport.subjects import Layout
 from durablefuture.transport.tls import TlsConfig
 
@@ -173,6 +182,12 @@ class Server:
         self._own_nc = False
         self._remove_health: Callable[[], None] = lambda: None
         self.schedules: ScheduleService | None = None
+        self._storage = StorageWait(
+            f"df-server (namespace {self.layout.namespace})",
+            keepalive=max(0.1, min(1.0, self.options.input_ack_wait / 3)),
+            stopping=self._stopping,
+        )
+        self._corrupt_runs: OrderedDict[str, int] = OrderedDict()
         self.stats: dict[str, int] = {
             "inputs": 0,
             "conflicts": 0,
@@ -182,6 +197,8 @@ class Server:
             "dead_letters": 0,
             "cache_hits": 0,
             "cache_misses": 0,
+            "storage_waits": 0,
+            "corrupt_histories": 0,
         }
 
     @classmethod
@@ -328,28 +345,95 @@ class Server:
             headers = msg.headers or {}
             reply_to = headers.get(REPLY_HEADER, "")
             receipt_to = headers.get(RECEIPT_HEADER, "")
-            try:
-                if env.start is not None:
-                    await self._handle_start(env.start, reply_to)
-                elif env.input is not None:
-                    await self._handle_run_input(
-                        env.workflow_id,
-                        env.input,
-                        reply_to,
-                        receipt_to,
-                        input_seq=stream_sequence(msg),
-                    )
-                await msg.ack()
-            except asyncio.CancelledError:
-                raise
-            except DecodeError as exc:  # e.g. an input for a run that does not exist: permanent
-                await self._dead_letter(msg, "server-input", str(exc))
-            except Exception as exc:
-                await self._failed(msg, exc)
+            attempt = 0
+            while True:
+                tried = time.monotonic()
+                try:
+                    await self._handle(env, reply_to, receipt_to, stream_sequence(msg))
+                    await msg.ack()
+                    self._storage.stored()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except StorageFullError as exc:
+                    # keep the input (no nak: redeliveries count towards max_deliver) and
+                    # handle it again once JetStream has room; handling it twice is harmless
+                    self.stats["storage_waits"] += 1
+                    if not await self._storage.wait(exc, msg, attempt, tried):
+                        return  # stopping: redelivered after its ack wait
+                    attempt += 1
+                except CorruptHistoryError as exc:
+                    await self._corrupt(exc, reply_to)
+                    await self._dead_letter(msg, "server-input", str(exc))
+                    return
+                except DecodeError as exc:  # e.g. an input for a run that does not exist
+                    await self._dead_letter(msg, "server-input", str(exc))
+                    return
+                except Exception as exc:
+                    await self._failed(msg, exc)
+                    return
         finally:
             metrics.SERVER_INPUT_SECONDS.observe(time.perf_counter() - began, self.layout.namespace)
             if consumer is not None:
                 consumer.release()
+
+    async def _handle(
+        self, env: InputEnvelope, reply_to: str, receipt_to: str, input_seq: int
+    ) -> None:
+        if env.start is not None:
+            await self._handle_start(env.start, reply_to)
+        elif env.input is not None:
+            await self._handle_run_input(
+                env.workflow_id, env.input, reply_to, receipt_to, input_seq=input_seq
+            )
+
+    async def _corrupt(self, exc: CorruptHistoryError, reply_to: str = "") -> None:
+        """A run's history cannot be read: record that in its status entry (so describe,
+        list and waiting callers see it) and answer the requester with the reason."""
+        await self._reply(
+            reply_to,
+            Reply(False, run_id=exc.run_id, error_type="CorruptHistoryError", message=str(exc)),
+        )
+        wid, run_id = exc.workflow_id, exc.run_id
+        self._cache.pop(run_id, None)
+        if not wid or not run_id:
+            return
+        if self._corrupt_runs.get(run_id) != exc.stream_seq:
+            self.stats["corrupt_histories"] += 1
+            log.error("%s", exc, extra={"workflow_id": wid, "run_id": run_id})
+            self._corrupt_runs[run_id] = exc.stream_seq
+            while len(self._corrupt_runs) > 10_000:
+                self._corrupt_runs.popitem(last=False)
+        failure = Failure(
+            message=str(exc),
+            type="CorruptHistoryError",
+            kind=FailureKind.SERVER,
+            details=(exc.stream_seq, exc.reason),
+        )
+        key = self.layout.status_key(wid, run_id)
+        summary: RunSummary | None = None
+        try:
+            if self._runs_kv is not None:
+                entry = await self._runs_kv.get(key)
+                if entry.value:
+                    summary = self.codec.decode_summary(entry.value)
+        except Exception as read_exc:  # not found or unreadable: write a new one
+            log.debug("status entry of %s run %s: %s", wid, run_id, read_exc)
+        if (
+            summary is not None
+            and summary.status == RunStatus.CORRUPT
+            and summary.failure == failure
+        ):
+            return  # recorded already
+        if summary is None:
+            summary = RunSummary(wid, run_id, "", "", RunStatus.CORRUPT, 0.0)
+        summary = evolve(summary, status=RunStatus.CORRUPT, failure=failure)
+        body = self.codec.encode_summary(summary)
+        try:
+            await self.pub.publish(f"$KV.{self.layout.runs_bucket}.{key}", body)
+            await self.pub.notify(self.layout.closed_notice(wid, run_id), body)
+        except TransportError as write_exc:  # the next input for the run tries again
+            log.warning("could not record that run %s is corrupt: %s", run_id, write_exc)
 
     async def _failed(self, msg: Msg, exc: Exception) -> None:
         delivered = delivery_count(msg)
@@ -411,23 +495,30 @@ class Server:
         batches = await self.history.read(workflow_id, run_id)
         if not batches:
             raise _RunMissing(f"no history for workflow {workflow_id!r} run {run_id}")
-        cache = self._from_batches(workflow_id, batches)
+        cache = self._from_batches(workflow_id, run_id, batches)
         existing = self._cache.get(run_id)
         if existing is not None:  # loaded concurrently
             return existing
         self._remember(run_id, cache)
         return cache
 
-    def _from_batches(self, workflow_id: str, batches: list[Batch]) -> RunCache:
-        state = RunState.from_history([(b.input_id, b.events) for b in batches])
+    def _from_batches(self, workflow_id: str, run_id: str, batches: list[Batch]) -> RunCache:
+        state = fold(workflow_id, run_id, batches)
         events = [e for b in batches for e in b.events]
         return RunCache(workflow_id, state, events, batches[-1].stream_seq, batches[0].stream_seq)
 
     async def _refresh(self, cache: RunCache) -> bool:
         """Read batches appended by others; returns True if there were any."""
-        batches = await self.history.read(cache.workflow_id, cache.state.run_id, cache.last_seq)
+        run_id = cache.state.run_id
+        try:
+            batches = await self.history.read(cache.workflow_id, run_id, cache.last_seq)
+            fold(cache.workflow_id, run_id, batches, cache.state)
+        except CorruptHistoryError:
+            self._cache.pop(run_id, None)  # partly folded: never use it again
+            raise
         for b in batches:
-            cache.apply(b.stream_seq, b.input_id, b.events)
+            cache.events.extend(b.events)
+            cache.last_seq = b.stream_seq
         return bool(batches)
 
     async def _handle_run_input(
@@ -447,9 +538,10 @@ class Server:
                     workflow_id, message, receipt_to, input_seq
                 )
             except DecodeError as exc:
-                await self._reply(
-                    reply_to, Reply(False, error_type="WorkflowNotFoundError", message=str(exc))
-                )
+                if not isinstance(exc, CorruptHistoryError):  # that one is answered by _process
+                    await self._reply(
+                        reply_to, Reply(False, error_type="WorkflowNotFoundError", message=str(exc))
+                    )
                 raise
             if (
                 decision is not None
@@ -567,6 +659,20 @@ class Server:
                     self.stats["conflicts"] += 1
                     metrics.OCC_CONFLICTS.inc(self.layout.namespace)
                     await self._refresh(cache)
+                    continue
+                except MessageRejectedError as exc:
+                    instead = _instead_of_too_large(cache.state, message, exc)
+                    if instead is None:
+                        raise
+                    log.warning(
+                        "the events of %s for run %s cannot be stored (%s); recording %s instead",
+                        type(message).__name__,
+                        cache.state.run_id,
+                        exc,
+                        type(instead).__name__,
+                        extra={"run_id": cache.state.run_id, "workflow_id": cache.workflow_id},
+                    )
+                    message = instead
                     continue
                 cache.apply(seq, message.input_id, decision.events)
                 self._count_events(cache, decision.events)
@@ -814,7 +920,8 @@ class Server:
             data = self.codec.encode_workflow_task(
                 WorkflowTaskMessage(task, tuple(delta), cache.last_seq)
             )
-            if len(data) > MAX_TASK_BYTES:  # too big to carry: the worker reads the history
+            if len(data) > min(MAX_TASK_BYTES, max_payload(self.nc) // 2):
+                # too big to carry: the worker reads the history
                 data = self.codec.encode_workflow_task(
                     WorkflowTaskMessage(task, (), cache.last_seq)
                 )
@@ -921,7 +1028,7 @@ class Server:
 
     async def _fire_local_async(self, workflow_id: str, fire: inp.FireTimer) -> None:
         try:
-            await self._handle_run_input(workflow_id, fire)
+            await self._storage.retry(lambda: self._handle_run_input(workflow_id, fire))
         except Exception as exc:  # the durable schedule fires anyway
             log.warning("local timer %s of run %s failed: %s", fire.key, fire.run_id, exc)
 
@@ -938,6 +1045,48 @@ _NOTEWORTHY = (
     *ev.TERMINAL_EVENTS,
 )
 """Events logged at info level; every other recorded event is logged at debug."""
+
+
+def _instead_of_too_large(
+    state: RunState, message: inp.RunInput, exc: MessageRejectedError
+) -> inp.RunInput | None:
+    """What to record when the events ``message`` produces are too large to store: its
+    failure, so the run shows why instead of waiting for a report that can never land."""
+    limit = f"{exc.limit:,}" if exc.limit else "max_payload"
+    size = f"{exc.size:,} bytes" if exc.size else "too large"
+    advice = (
+        "Pass large values by reference (store the data elsewhere, e.g. a JetStream object "
+        "store, and pass its key), or raise max_payload in the nats-server config"
+    )
+    if isinstance(message, inp.CompleteWorkflowTask):
+        last = state.last_wft_failure
+        attempt = last.attempt + 1 if last is not None else 1
+        failure = Failure(
+            message=(
+                f"the decisions of this workflow task cannot be recorded: their events are "
+                f"{size}, and the NATS server stores at most {limit} bytes per message "
+                f"(max_payload). {advice}"
+            ),
+            type="MessageRejectedError",
+        )
+        return inp.FailWorkflowTask(
+            message.run_id, message.based_on, failure, attempt, message.worker
+        )
+    if isinstance(message, inp.CompleteActivityTask):
+        if message.commands:  # record the result alone; a workflow task decides again
+            return evolve(message, commands=(), event_id=0, completed_at=None, more=False)
+        failure = Failure(
+            message=(
+                f"the result of activity #{message.seq} (attempt {message.attempt}) cannot be "
+                f"recorded: its history message is {size}, and the NATS server stores at most "
+                f"{limit} bytes per message (max_payload). {advice}; not retried, as another "
+                "attempt would return as much"
+            ),
+            type="MessageRejectedError",
+            non_retryable=True,
+        )
+        return inp.FailActivityTask(message.run_id, message.seq, message.attempt, failure)
+    return None
 
 
 def _new_run_id_if_needed(message: inp.RunInput) -> str:

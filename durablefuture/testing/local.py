@@ -20,6 +20,8 @@ class LocalEnvironment:
     Starts nats-server (JetStream, file storage in a temporary directory, loopback only), a
     df-server in this process, and a client (``env.client``; ``env.nats_url``). Run workers
     with ``async with env.worker(task_queue=..., workflows=[...], activities=[...]):``.
+    ``max_payload`` and ``max_file_store`` (bytes) set the nats-server's message size and
+    JetStream disk limits, to see how workflows cope with them.
     """
 
     def __init__(
@@ -30,10 +32,18 @@ class LocalEnvironment:
         store_dir: str | None = None,
         sync_always: bool = False,
         port: int | None = None,
+        max_payload: int | None = None,
+        max_file_store: int | None = None,
     ) -> None:
         self.namespace = namespace
         self.server_options = server_options or ServerOptions(namespace=namespace)
-        self.nats = NatsServer(store_dir, port, sync_always=sync_always)
+        self.nats = NatsServer(
+            store_dir,
+            port,
+            sync_always=sync_always,
+            max_payload=max_payload,
+            max_file_store=max_file_store,
+        )
         self.server: Server | None = None
         self._client: Client | None = None
         self._server_task: Any = None

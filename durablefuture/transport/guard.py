@@ -101,5 +101,7 @@ def check_message(
         raise MessageRejectedError(
             f"a message to {subject[:100]} is {size:,} bytes; the server accepts at most "
             f"{limit:,} (max_payload). Pass large values by reference (store them elsewhere "
-            "and send their key), or raise max_payload in the nats-server config"
+            "and send their key), or raise max_payload in the nats-server config",
+            size=size,
+            limit=limit,
         )

@@ -8,6 +8,9 @@ over *all* runs of the workflow id (``...-Subject: df.<ns>.h.<workflow>.>``), wh
 running run per workflow id" atomic. ``Nats-Msg-Id`` (``<run>:<first event id>``) makes a
 retried append idempotent; when an append's outcome is unknown (timeout), the subject's last
 message is read back to decide, never guessed.
+
+Reads never skip a message. One that is not a valid batch, or whose events do not follow from
+the ones before it, raises :class:`CorruptHistoryError` naming its stream sequence and why.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from nats.aio.msg import Msg
 
 from durablefuture.codec.wire import Codec
 from durablefuture.core import events as ev
-from durablefuture.core.errors import TransportError
+from durablefuture.core.errors import CorruptHistoryError, DecodeError, TransportError
+from durablefuture.core.state import RunState
 from durablefuture.transport.publisher import (
     EXPECTED_LAST_SUBJECT_SEQ,
     EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
@@ -32,7 +36,7 @@ from durablefuture.transport.publisher import (
 )
 from durablefuture.transport.subjects import Layout
 
-__all__ = ["Batch", "HistoryStore", "LastBatch", "direct_batch"]
+__all__ = ["Batch", "HistoryStore", "LastBatch", "corrupt", "direct_batch", "fold"]
 
 
 @define
@@ -53,6 +57,48 @@ class LastBatch:
     batch: Batch
 
 
+def corrupt(workflow_id: str, run_id: str, stream_seq: int, reason: str) -> CorruptHistoryError:
+    """The error for a history message that cannot be used, with what to do about it."""
+    return CorruptHistoryError(
+        f"the history of workflow {workflow_id!r} run {run_id} is corrupt at stream sequence "
+        f"{stream_seq}: {reason}. History is never skipped, so the run stops here and inputs "
+        "for it are dead-lettered. df-server did not write that message in this form (something "
+        "else published on the run's history subject, or the store is damaged); remove it "
+        f"(`nats stream rmm <stream> {stream_seq}`) to make the run readable again",
+        workflow_id=workflow_id,
+        run_id=run_id,
+        stream_seq=stream_seq,
+        reason=reason,
+    )
+
+
+def fold(
+    workflow_id: str, run_id: str, batches: Sequence[Batch], state: RunState | None = None
+) -> RunState:
+    """Fold ``batches`` into ``state`` (a new state if None), batch by batch.
+
+    A batch whose events do not follow from the ones before raises CorruptHistoryError naming
+    its stream sequence. ``state`` is left partly folded then: drop it.
+    """
+    for b in batches:
+        try:
+            if state is None:
+                state = RunState.from_history([(b.input_id, b.events)])
+            else:
+                state.apply(b.events, b.input_id)
+        except Exception as exc:
+            raise corrupt(workflow_id, run_id, b.stream_seq, _reason(exc)) from None
+    if state is None:
+        raise ValueError(f"no history for workflow {workflow_id!r} run {run_id}")
+    return state
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"an event names command #{exc.args[0]!r}, which history never issued"
+    return str(exc) or type(exc).__name__
+
+
 class HistoryStore:
     def __init__(self, nc: NATS, publisher: Publisher, layout: Layout, codec: Codec) -> None:
         self.nc = nc
@@ -66,7 +112,9 @@ class HistoryStore:
         """All batches of a run stored after stream sequence ``after_seq`` (direct batch get)."""
         subject = self.layout.history(workflow_id, run_id)
         msgs = await self._direct_batch(subject, after_seq + 1)
-        return [self._batch(m) for m in msgs]
+        batches = [self._batch(m) for m in msgs]
+        _check_order(workflow_id, run_id, batches, from_start=after_seq == 0)
+        return batches
 
     async def read_workflow(self, workflow_id: str, after_seq: int = 0) -> list[tuple[str, Batch]]:
         """Every run's batches of ``workflow_id`` stored after ``after_seq``, as (run id, batch)."""
@@ -90,8 +138,13 @@ class HistoryStore:
         )
 
     def _batch(self, m: Msg) -> Batch:
-        seq = int((m.headers or {}).get("Nats-Sequence", "0"))
-        input_id, events = self.codec.decode_batch(m.data)
+        headers = m.headers or {}
+        seq = int(headers.get("Nats-Sequence", "0"))
+        try:
+            input_id, events = self.codec.decode_batch(m.data)
+        except DecodeError as exc:
+            workflow_id, run_id = self.layout.parse_history(headers.get("Nats-Subject", ""))
+            raise corrupt(workflow_id, run_id, seq, str(exc)) from None
         return Batch(seq, input_id, events)
 
     async def last_of_workflow(self, workflow_id: str) -> LastBatch | None:
@@ -194,6 +247,31 @@ class HistoryStore:
         if (m.headers or {}).get(MSG_ID) == msg_id and m.data == data:
             return int((m.headers or {}).get("Nats-Sequence", "0"))
         return None
+
+
+def _check_order(
+    workflow_id: str, run_id: str, batches: Sequence[Batch], *, from_start: bool
+) -> None:
+    """Event ids must run on by one, from 1 (WorkflowStarted) when read from the start."""
+    expected = 1 if from_start else None
+    for b in batches:
+        for e in b.events:
+            if expected is not None and e.event_id != expected:
+                raise corrupt(
+                    workflow_id,
+                    run_id,
+                    b.stream_seq,
+                    f"expected event {expected}, found event {e.event_id} "
+                    f"({type(e).__name__}); the history is out of order",
+                )
+            if e.event_id == 1 and not isinstance(e, ev.WorkflowStarted):
+                raise corrupt(
+                    workflow_id,
+                    run_id,
+                    b.stream_seq,
+                    f"event 1 is {type(e).__name__}, not WorkflowStarted",
+                )
+            expected = e.event_id + 1
 
 
 async def direct_batch(

@@ -3,7 +3,8 @@
 Each publish carries a reply subject under one wildcard inbox this publisher subscribes to, so a
 PubAck resolves a future without a subscription, task or timer per message; a sweeper fails
 publishes whose PubAck did not come in time. ``Nats-Expected-Last-Subject-Sequence`` conflicts
-become :class:`WrongLastSequence`; every other failure becomes a
+become :class:`WrongLastSequence`, a full store ("insufficient resources") becomes
+:class:`~durablefuture.core.errors.StorageFullError`; every other failure becomes a
 :class:`~durablefuture.core.errors.TransportError`.
 """
 
@@ -20,7 +21,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import PubAck
 
-from durablefuture.core.errors import TransportError
+from durablefuture.core.errors import StorageFullError, TransportError
 from durablefuture.transport.guard import check_message
 
 __all__ = [
@@ -40,6 +41,9 @@ SCHEDULE = "Nats-Schedule"
 SCHEDULE_TARGET = "Nats-Schedule-Target"
 
 _WRONG_SEQ = re.compile(r"wrong last sequence:\s*(\d+)")
+STORAGE_FULL_CODES = frozenset({10023, 10002})
+"""JetStream's "insufficient resources" (the server's store limit or a full disk) and "resource
+limits exceeded for account": nothing is stored until space is freed."""
 
 
 class WrongLastSequence(TransportError):
@@ -220,6 +224,12 @@ def _api_error(pending: _Pending, err: dict[str, object]) -> TransportError:
         m = _WRONG_SEQ.search(description)
         expected = int((pending.headers or {}).get(EXPECTED_LAST_SUBJECT_SEQ, "0"))
         return WrongLastSequence(pending.subject, expected, int(m.group(1)) if m else None)
+    if code in STORAGE_FULL_CODES:
+        return StorageFullError(
+            f"JetStream has no room to store a message on {pending.subject}: {description} "
+            f"(err_code {code}); free space (or raise max_file_store / the account's storage "
+            "limit) and it is stored on a retry"
+        )
     return TransportError(
         f"JetStream rejected a message on {pending.subject}: {description} (err_code {code})"
     )

@@ -72,6 +72,17 @@ class Layout:
     def history_of_workflow(self, workflow_id: str) -> str:
         return f"{self.prefix}.h.{encode_token(workflow_id)}.>"
 
+    def parse_history(self, subject: str) -> tuple[str, str]:
+        """(workflow id, run id) of a history subject; ("", "") for any other subject."""
+        head = f"{self.prefix}.h."
+        if not subject.startswith(head):
+            return "", ""
+        token, _, run_id = subject[len(head) :].partition(".")
+        try:
+            return decode_token(token), run_id
+        except ValueError:
+            return token, run_id
+
     # tasks
     def workflow_tasks(self, queue: str) -> str:
         return f"{self.prefix}.wt.{check_name(queue)}"

@@ -27,6 +27,7 @@ STATUSES = (
     RunStatus.TERMINATED,
     RunStatus.TIMED_OUT,
     RunStatus.CONTINUED_AS_NEW,
+    RunStatus.CORRUPT,
 )
 
 

@@ -10,7 +10,7 @@
 (() => {
   const app = document.getElementById("app");
   const tooltip = document.getElementById("tooltip");
-  const STATUSES = ["running", "completed", "failed", "cancelled", "terminated", "timed_out", "continued_as_new"];
+  const STATUSES = ["running", "completed", "failed", "cancelled", "terminated", "timed_out", "continued_as_new", "corrupt"];
   let cleanup = [];
 
   // ------------------------------------------------------------------ helpers
