@@ -20,6 +20,11 @@ stopped, which is how workers keep runs cached):
 * When the events run out, the remaining results are delivered (that is the "frontier": code
   runs for the first time there) and the new commands, plus the run's outcome if the generator
   finished, form the :class:`Activation` a workflow task sends back.
+* A run that continues as new hands the next run every signal its code did not take: those it
+  had buffered, and every signal delivered after the code finished, whether it was still queued
+  then or fed later to a cached execution whose decision is not recorded yet. The activation is
+  based on the last event fed and the server adds only signals recorded after that, so the
+  outcome must not depend on how history was split into ``feed`` calls.
 
 What it must never do: read the clock, randomness or any I/O (time comes from event timestamps,
 randomness is seeded from the run id); re-issue a command history already has; deliver results
@@ -37,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from typing import cast
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from durablefuture.core import errors
 from durablefuture.core import events as ev
@@ -610,6 +615,8 @@ class WorkflowExecution:
 
     def _deliver(self, event: ev.Event) -> None:
         if self.finished:
+            if isinstance(event, ev.SignalReceived):
+                self._hand_on(event)
             return
         if isinstance(event, ev.SignalReceived):
             waiters = self._signal_waiters.get(event.name)
@@ -644,6 +651,16 @@ class WorkflowExecution:
         if pending is None:
             return  # the code stopped waiting for it (any_of winner elsewhere, fail-fast)
         self._resolve(pending, self._outcome_of(event, pending), event)
+
+    def _hand_on(self, event: ev.SignalReceived) -> None:
+        # A signal delivered after the code continued as new belongs to the next run. The
+        # activation is based on the last event fed, and the server adds only the signals
+        # recorded after that, so the command must carry this one whether it was queued when
+        # the code finished (a full replay) or fed later to a cached execution.
+        terminal = self._terminal
+        if isinstance(terminal, ContinueAsNewWorkflow) and not self._terminal_recorded:
+            signals = (*terminal.signals, PendingSignal(event.name, event.args))
+            self._terminal = evolve(terminal, signals=signals)
 
     def _signal_value(self, args: tuple[JsonValue, ...], leaf: _Leaf) -> object:
         if not args:
@@ -800,14 +817,10 @@ class WorkflowExecution:
                 _current.reset(token)
             self._step_location = _location(gen)
             if isinstance(yielded, ContinueAsNew):
-                # signals the code never took: buffered ones, and those not delivered yet
+                # the signals the code buffered and never took; those not delivered yet (still
+                # queued, or fed later) are added as they are delivered (see _hand_on)
                 unconsumed = sorted(
-                    [(eid, name, args) for name, q in self._signals.items() for eid, args in q]
-                    + [
-                        (e.event_id, e.name, e.args)
-                        for e in self._queue
-                        if isinstance(e, ev.SignalReceived)
-                    ]
+                    (eid, name, args) for name, q in self._signals.items() for eid, args in q
                 )
                 self._finish(
                     ContinueAsNewWorkflow(

@@ -12,13 +12,23 @@ from durablefuture.core import events as ev
 from durablefuture.core.commands import (
     CancelWorkflow,
     CompleteWorkflow,
+    ContinueAsNewWorkflow,
     FailWorkflow,
+    PendingSignal,
     ScheduleActivity,
     StartSignalWait,
 )
 from durablefuture.core.options import ActivityOptions
 from durablefuture.testing.sim import Simulation
-from tests.core.helpers import T0, Driver, History, app_failure, primitive, replay
+from tests.core.helpers import (
+    T0,
+    Driver,
+    History,
+    app_failure,
+    execution,
+    primitive,
+    replay,
+)
 
 DEFAULT_OPTS = ActivityOptions().resolved("q")
 
@@ -278,3 +288,65 @@ def test_continue_as_new_carries_unconsumed_signals_in_order() -> None:
     assert isinstance(can, ev.WorkflowContinuedAsNew)
     assert [s.name for s in can.signals] == ["s", "s", "s"]
     assert [s.args for s in can.signals] == [("b",), ("c",), ("d",)]
+
+
+def _rich(hops: int, got: list[Any]) -> Generator[Any, Any, Any]:
+    # the shape of tests/integration/flows.py chaos_rich: a child, a signal, continue-as-new
+    child = yield df.child_workflow("child", hops, id=f"child-{hops}")
+    signal = yield df.wait_signal("go", timeout=300)
+    got = [*got, [child, signal]]
+    if hops > 0:
+        yield df.continue_as_new(hops - 1, got)
+    return got
+
+
+def test_a_cached_run_hands_on_signals_fed_after_it_decided_to_continue_as_new() -> None:
+    # The history of a lost signal (test_chaos seed 7). The worker's report "wait for go"
+    # (decided after event 4) was recorded only at event 7, after signals g0 and g1; its
+    # cached generator had been fed g0 meanwhile, took it and decided to continue as new, and
+    # was then fed g1, the wait and g2. Its report was based on event 8, so the server added
+    # no later signal: the command had to carry g1 and g2 itself, and carried none.
+    h = History("_rich", 2, [])
+    h.child(1, "child", "child-2", 2)
+    h.add(ev.ChildWorkflowStarted, seq=1, run_id="child-run")
+    h.add(ev.ChildWorkflowCompleted, seq=1, result=102)
+    h.signal("go", "g0")
+    h.signal("go", "g1")
+    h.wait(2, "go", timeout=300, based_on=4)
+    h.signal("go", "g2")
+    x = execution(_rich)
+    activation = None
+    for part in ([1], [2, 3, 4], [5], [6], [7], [8]):  # one feed per workflow task / receipt
+        activation = x.feed(h.events[i - 1] for i in part)
+    assert activation is not None and activation.based_on == 8
+    handed_on = (PendingSignal("go", ("g1",)), PendingSignal("go", ("g2",)))
+    assert activation.commands == (ContinueAsNewWorkflow((1, [[102, "g0"]]), signals=handed_on),)
+    assert replay(_rich, h.events).commands == activation.commands  # a full replay agrees
+    h.record(activation.commands, based_on=activation.based_on)
+    can = h.events[-1]
+    assert isinstance(can, ev.WorkflowContinuedAsNew) and can.signals == handed_on
+
+
+@pytest.mark.parametrize("wait_based_on", [1, 4])
+def test_signals_queued_or_fed_after_continue_as_new_keep_history_order(
+    wait_based_on: int,
+) -> None:
+    # based on event 4, the wait is checked (and "a" delivered, and the code continues as new)
+    # while the replayer reads event 5: "c" and "y" come after that, even in a single feed
+    h = History("_carry", [])
+    h.signal("s", "a")
+    h.signal("other", "x")  # never waited for: handed on too, in its place
+    h.signal("s", "b")
+    h.wait(1, "s", based_on=wait_based_on)
+    h.signal("s", "c")
+    h.signal("other", "y")
+    expected = tuple(
+        PendingSignal(name, (arg,))
+        for name, arg in [("other", "x"), ("s", "b"), ("s", "c"), ("other", "y")]
+    )
+    for cut in range(1, len(h.events) + 1):
+        x = execution(_carry)
+        x.feed(h.events[:cut])
+        act = x.feed(h.events[cut:])
+        assert act.based_on == len(h.events)
+        assert act.commands == (ContinueAsNewWorkflow((["a"],), signals=expected),), cut
