@@ -220,7 +220,7 @@ def dev(
                     result = await handle.result(timeout=60)
                     click.echo(_pretty({"workflow_id": wid, "result": result}))
                 else:
-                    ui_address, stop_ui = await start_dev_ui(client)
+                    ui_address, stop_ui = await start_dev_ui(client, workflows=WORKFLOWS)
                     click.echo(
                         f"DurableFuture dev environment\n"
                         f"  NATS:        {env.nats_url}  (store: {store})\n"

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import click
 
-from daemons.common import fail
+from daemons.common import fail, load_functions
 from durablefuture.client import Client
 from durablefuture.core.errors import DurableFutureError, InvalidArgumentError
 from durablefuture.transport.redaction import redact, remember_secret
@@ -55,13 +55,36 @@ class _Settings(Protocol):
         "<token>'. Required unless --host is a loopback address."
     ),
 )
+@click.option(
+    "--workflows",
+    "workflows_spec",
+    default="",
+    envvar="DF_UI_WORKFLOWS",
+    metavar="MODULE:ATTR[,...]",
+    help=(
+        "Workflow functions (as for df-worker --workflows; env DF_UI_WORKFLOWS). The run "
+        "page's time travel then replays each run through its code: the source line it was "
+        "paused at and its query handlers' answers at every event. Without it, time travel "
+        "shows the state history records."
+    ),
+)
 @click.pass_obj
-def ui(settings: _Settings, host: str, port: int, token_env: str) -> None:
-    """Serve the web UI: runs, a timeline per run, live updates, signal/cancel/terminate."""
+def ui(settings: _Settings, host: str, port: int, token_env: str, workflows_spec: str) -> None:
+    """Serve the web UI: runs, a timeline per run, time travel through its history, live
+    updates, signal/cancel/terminate."""
     if not ui_available():
         fail(INSTALL_HINT)
     from durablefuture.ui import serve
     from durablefuture.ui.auth import UiAuth, is_loopback
+    from durablefuture.ui.travel import definitions_of
+
+    workflows: Sequence[Callable[..., object]] = ()
+    if workflows_spec:
+        workflows = load_functions(workflows_spec, "workflows")
+        try:  # refuse a wrong function now, not after reaching NATS
+            definitions_of(workflows)
+        except DurableFutureError as exc:
+            fail(str(exc))
 
     token = os.environ.get(token_env) or None
     if token is None and not is_loopback(host):
@@ -91,7 +114,7 @@ def ui(settings: _Settings, host: str, port: int, token_env: str) -> None:
         try:
             ready = _announce(settings, token_env if token else None)
             task = asyncio.ensure_future(
-                serve(client, host, port, auth_token=token, on_ready=ready)
+                serve(client, host, port, auth_token=token, on_ready=ready, workflows=workflows)
             )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -122,9 +145,14 @@ def _announce(settings: _Settings, token_env: str | None) -> Callable[[str], Non
 
 
 async def start_dev_ui(
-    client: Client, host: str = "127.0.0.1", port: int = DEFAULT_PORT
+    client: Client,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    workflows: Sequence[Callable[..., object]] = (),
 ) -> tuple[str, Callable[[], Awaitable[None]]]:
     """For ``df dev``: serve the UI in this loop; returns (what to print, how to stop it).
+
+    ``workflows`` (the examples, there) are what its time-travel view replays runs through.
 
     Falls back to a free port when ``port`` is taken. Without starlette/uvicorn, returns the
     install hint and a no-op.
@@ -148,7 +176,7 @@ async def start_dev_ui(
         urls.append(url)
         ready.set()
 
-    task = asyncio.ensure_future(run_server(client, sock, on_ready))
+    task = asyncio.ensure_future(run_server(client, sock, on_ready, workflows=workflows))
     waiter = asyncio.ensure_future(ready.wait())
     done, _ = await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()

@@ -78,6 +78,8 @@ from durablefuture.core.types import JsonValue
 
 __all__ = [
     "Activation",
+    "SourceFrame",
+    "WaitingFor",
     "WorkflowContext",
     "WorkflowExecution",
     "WorkflowInfo",
@@ -211,6 +213,43 @@ def _location(gen: Generator[object, object, object]) -> str:
     if frame is None:
         return "<finished generator>"
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+@frozen
+class SourceFrame:
+    """One frame of suspended workflow code: the function and the line it is paused at."""
+
+    file: str
+    line: int
+    function: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@frozen
+class WaitingFor:
+    """A command the suspended code waits on: ``kind`` is activity, timer, signal or child."""
+
+    seq: int
+    kind: str
+    name: str = ""
+
+
+def _frames(gen: Generator[object, object, object]) -> tuple[SourceFrame, ...]:
+    """The suspended frames, outermost first (follows ``yield from``, as ``_location`` does)."""
+    out: list[SourceFrame] = []
+    inner: object = gen
+    for _ in range(64):
+        frame = getattr(inner, "gi_frame", None)
+        if frame is not None:
+            code = frame.f_code
+            out.append(SourceFrame(code.co_filename, frame.f_lineno, code.co_name))
+        nxt = getattr(inner, "gi_yieldfrom", None)
+        if nxt is None:
+            break
+        inner = nxt
+    return tuple(out)
 
 
 def _short(value: object, limit: int = 120) -> str:
@@ -396,6 +435,52 @@ class WorkflowExecution:
             sizes.append(sizes[-1] + self._size_of(self._fed[len(sizes) - 1]))
         return sizes[min(event_id, len(sizes) - 1)]
 
+    @property
+    def outcome(self) -> TerminalCommand | None:
+        """How the code ended (returned, raised, was cancelled, continued as new), recorded in
+        history yet or not; None while it runs and when the server closed the run."""
+        return self._terminal
+
+    @property
+    def suspended_at(self) -> str | None:
+        """``file:line`` of the yield the code is paused at; None before it starts and once it
+        has finished."""
+        if self._gen is None or self.finished:
+            return None
+        return self._step_location or None
+
+    def suspended_stack(self) -> tuple[SourceFrame, ...]:
+        """The frames of the paused code: the workflow function first, the innermost yield
+        (through ``yield from``) last; empty before it starts and once it has finished."""
+        if self._gen is None or self.finished:
+            return ()
+        return _frames(self._gen)
+
+    @property
+    def waiting_for(self) -> tuple[WaitingFor, ...]:
+        """The commands the paused code waits on (its yield's open activities, timers, signal
+        waits and children), by seq."""
+        leaves = sorted(self._leaves.items())
+        return tuple(WaitingFor(seq, leaf.kind, leaf.name) for seq, leaf in leaves)
+
+    @property
+    def query_handlers(self) -> dict[str, Callable[..., object]]:
+        """The handlers ``df.workflow.set_query_handler`` registered so far, by name (a copy)."""
+        queries = self.context.extras.get("queries")
+        return dict(queries) if isinstance(queries, dict) else {}
+
+    def look_ahead(self, events: Iterable[ev.Event]) -> None:
+        """Know the decisions recorded in ``events`` before they are fed.
+
+        A replay that stops at event N (to show the run as it was then) still runs the code on
+        to its next yield once the results up to N are delivered. Given the rest of the history
+        first, that stretch takes what the run recorded, as the run did: a side effect's value
+        (its function is not called), a patch marker's branch, the same "replaying" flag for
+        the logger; the commands it yields are matched against history, not new. Feeding those
+        events later checks them as usual.
+        """
+        self._note_recorded(list(events))
+
     def query(self, name: str, args: tuple[object, ...]) -> object:
         """Call the handler ``df.workflow.set_query_handler(name, ...)`` registered, now."""
         queries = self.context.extras.get("queries")
@@ -420,12 +505,7 @@ class WorkflowExecution:
         batch = list(events)
         if self._size_of is not None:
             self._fed.extend(batch)
-        for event in batch:
-            if isinstance(event, ev.COMMAND_EVENTS):
-                self._recorded[event.seq] = event
-                self._horizon = max(self._horizon, event.based_on)
-            elif isinstance(event, _TERMINAL_TYPES):
-                self._horizon = max(self._horizon, cast(ev.WorkflowCompleted, event).based_on)
+        self._note_recorded(batch)
         for event in batch:
             expected = self.last_event_id + 1
             if event.event_id != expected:
@@ -442,6 +522,14 @@ class WorkflowExecution:
             self._handle(event)
         self._deliver_upto(None)
         return self.activation()
+
+    def _note_recorded(self, batch: list[ev.Event]) -> None:
+        for event in batch:
+            if isinstance(event, ev.COMMAND_EVENTS):
+                self._recorded[event.seq] = event
+                self._horizon = max(self._horizon, event.based_on)
+            elif isinstance(event, _TERMINAL_TYPES):
+                self._horizon = max(self._horizon, cast(ev.WorkflowCompleted, event).based_on)
 
     def activation(self) -> Activation:
         """The commands not yet recorded (and the outcome, if not yet recorded)."""

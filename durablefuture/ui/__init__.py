@@ -11,12 +11,17 @@ starlette and uvicorn only when they are used, so ``ui_available()`` can be aske
 With ``auth_token`` (16+ characters) the UI has a login: browsers sign in on ``/login`` (an
 HttpOnly, SameSite=Strict session cookie), API clients send ``Authorization: Bearer <token>``.
 It is required to serve on anything but a loopback address.
+
+With ``workflows`` (the workflow functions, as a worker gets them) the run page's time-travel
+view also replays each run's history through its code: where the generator was paused at each
+event, and what its query handlers answered then. Without them it shows the state history
+records.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -40,17 +45,24 @@ def _require() -> None:
         raise ImportError(INSTALL_HINT)
 
 
-def create_app(client: Client, *, auth_token: str | None = None) -> Starlette:
+def create_app(
+    client: Client,
+    *,
+    auth_token: str | None = None,
+    workflows: Sequence[Callable[..., object]] = (),
+) -> Starlette:
     """The UI's ASGI app (JSON API, live updates, the page) over ``client``.
 
     Raises:
-        InvalidArgumentError: ``auth_token`` is too short or has characters it cannot have.
+        InvalidArgumentError: ``auth_token`` is too short or has characters it cannot have,
+            or one of ``workflows`` is not a workflow (generator) function.
     """
     _require()
     from durablefuture.ui.app import create_app as make
     from durablefuture.ui.auth import UiAuth
 
-    return make(client, auth=UiAuth(auth_token) if auth_token is not None else None)
+    auth = UiAuth(auth_token) if auth_token is not None else None
+    return make(client, auth=auth, workflows=workflows)
 
 
 async def serve(
@@ -60,23 +72,28 @@ async def serve(
     *,
     auth_token: str | None = None,
     on_ready: Callable[[str], None] | None = None,
+    workflows: Sequence[Callable[..., object]] = (),
 ) -> None:
     """Serve the UI on ``host:port`` until cancelled (``port=0`` picks a free port).
 
     ``on_ready(url)`` is called once the socket listens. On a loopback address, requests
     must name a loopback host (a guard against DNS rebinding). Anywhere else, ``auth_token``
-    is required.
+    is required. ``workflows`` are the workflow functions the time-travel view replays runs
+    through (see the module docstring).
 
     Raises:
         InvalidArgumentError: ``host`` is not a loopback address and there is no
-            ``auth_token``, or the token is not a valid one (checked before binding).
+            ``auth_token``, or the token is not a valid one, or one of ``workflows`` is not a
+            workflow function (all checked before binding).
         OSError: the address cannot be bound (e.g. the port is in use).
         ImportError: starlette or uvicorn is not installed.
     """
     _require()
     from durablefuture.ui.auth import UiAuth, check_exposure
     from durablefuture.ui.server import bind, run_server
+    from durablefuture.ui.travel import definitions_of
 
     auth = UiAuth(auth_token) if auth_token is not None else None
     check_exposure(host, auth)
-    await run_server(client, bind(host, port), on_ready, auth)
+    definitions_of(workflows)
+    await run_server(client, bind(host, port), on_ready, auth, workflows=workflows)

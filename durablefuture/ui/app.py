@@ -11,6 +11,9 @@ id "events" or "a/cancel" is just an id).
   that data cannot be read in time, the page fetches it.
 * ``GET /api/workflows?status=&type=&q=&limit=``: runs, newest first, with counts per status.
 * ``GET /api/workflows/{id}?run_id=``: describe + inputs + history + timeline + why.
+* ``GET /api/history-state/{id}?run_id=&event=N``: the run as it was at event N (time travel:
+  the state from history then; with the workflow code, where it was paused and what its query
+  handlers answered, see ``travel.py``).
 * ``GET /api/live/{id}?run_id=``: Server-Sent Events; an ``update`` event carries the same
   JSON as above each time the run's history grows (and every few seconds while it runs, so
   the relative times in "why" stay true).
@@ -43,6 +46,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from durablefuture.client import Client
+from durablefuture.core.definitions import WorkflowDefinition
 from durablefuture.core.errors import (
     DurableFutureError,
     InvalidArgumentError,
@@ -52,6 +56,7 @@ from durablefuture.core.errors import (
 from durablefuture.core.types import JsonValue
 from durablefuture.ui.auth import UiAuth
 from durablefuture.ui.security import Guard, Login, SecurityHeaders
+from durablefuture.ui.travel import definitions_of, history_state_payload
 from durablefuture.ui.views import list_payload, run_payload
 
 __all__ = ["create_app"]
@@ -107,9 +112,17 @@ def _embed(data: JsonValue) -> str:
 
 
 class _Api:
-    def __init__(self, client: Client, closing: asyncio.Event, *, sign_out: bool) -> None:
+    def __init__(
+        self,
+        client: Client,
+        closing: asyncio.Event,
+        *,
+        sign_out: bool,
+        definitions: dict[str, WorkflowDefinition],
+    ) -> None:
         self.client = client
         self.closing = closing
+        self.definitions = definitions
         page = (STATIC / "index.html").read_text()
         self.page = page.replace(SIGN_OUT_SLOT, SIGN_OUT if sign_out else "", 1)
 
@@ -164,6 +177,17 @@ class _Api:
         wid = request.path_params["workflow_id"]
         try:
             body = await run_payload(self.client, wid, request.query_params.get("run_id") or None)
+        except DurableFutureError as exc:
+            return _error(_status_of(exc), str(exc))
+        return JSONResponse(body)
+
+    async def history_state(self, request: Request) -> Response:
+        wid = request.path_params["workflow_id"]
+        p = request.query_params
+        try:
+            body = await history_state_payload(
+                self.client, wid, p.get("run_id") or None, p.get("event"), self.definitions
+            )
         except DurableFutureError as exc:
             return _error(_status_of(exc), str(exc))
         return JSONResponse(body)
@@ -291,6 +315,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 405:
         message += (
             "; the API is GET /api/workflows, GET /api/workflows/{id}, GET /api/live/{id}, "
+            "GET /api/history-state/{id}?event=N, "
             "POST /api/cancel/{id}, /api/terminate/{id}, /api/signal/{id}"
         )
     return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
@@ -302,6 +327,7 @@ def create_app(
     auth: UiAuth | None = None,
     allowed_hosts: Sequence[str] | None = None,
     closing: asyncio.Event | None = None,
+    workflows: Sequence[Callable[..., object]] = (),
 ) -> Starlette:
     """The UI as an ASGI app over ``client`` (serve it with uvicorn, or ``ui.serve``).
 
@@ -311,8 +337,18 @@ def create_app(
             (``serve`` passes the loopback names when it binds to loopback, which stops DNS
             rebinding from reaching the actions).
         closing: set it to end the live-update streams (``serve`` does on shutdown).
+        workflows: workflow functions whose runs the time-travel view replays (where the
+            code was paused at each event, what its query handlers answered then).
+
+    Raises:
+        InvalidArgumentError: one of ``workflows`` is not a workflow (generator) function.
     """
-    api = _Api(client, closing or asyncio.Event(), sign_out=auth is not None)
+    api = _Api(
+        client,
+        closing or asyncio.Event(),
+        sign_out=auth is not None,
+        definitions=definitions_of(workflows),
+    )
     wid = "{workflow_id:path}"
     routes: list[BaseRoute] = [
         Route("/", api.index),
@@ -320,6 +356,7 @@ def create_app(
         Route("/api/workflows", api.list_runs),
         Route("/api/workflows/" + wid, api.run),
         Route("/api/live/" + wid, api.events),
+        Route("/api/history-state/" + wid, api.history_state),
         Route("/api/cancel/" + wid, api.cancel, methods=["POST"]),
         Route("/api/terminate/" + wid, api.terminate, methods=["POST"]),
         Route("/api/signal/" + wid, api.signal, methods=["POST"]),

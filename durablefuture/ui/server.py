@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import uvicorn
 
@@ -58,11 +58,16 @@ async def run_server(
     sock: socket.socket,
     on_ready: Callable[[str], None] | None = None,
     auth: UiAuth | None = None,
+    *,
+    workflows: Sequence[Callable[..., object]] = (),
 ) -> None:
     """Serve the UI on an already bound socket until cancelled, then shut down cleanly.
 
+    ``workflows`` are the functions the time-travel view replays runs through.
+
     Raises:
-        InvalidArgumentError: the socket is not on a loopback address and there is no login.
+        InvalidArgumentError: the socket is not on a loopback address and there is no login,
+            or one of ``workflows`` is not a workflow function.
     """
     host = sock.getsockname()[0]
     try:
@@ -72,7 +77,13 @@ async def run_server(
         raise
     allowed = list(LOOPBACK_NAMES) if is_loopback(host) else None
     closing = asyncio.Event()
-    app = create_app(client, auth=auth, allowed_hosts=allowed, closing=closing)
+    try:
+        app = create_app(
+            client, auth=auth, allowed_hosts=allowed, closing=closing, workflows=workflows
+        )
+    except InvalidArgumentError:
+        sock.close()
+        raise
     config = uvicorn.Config(
         app,
         log_level="warning",

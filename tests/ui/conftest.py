@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
@@ -24,11 +24,22 @@ class UiEnv:
 
 
 @contextlib.asynccontextmanager
-async def served(env: LocalEnvironment, auth_token: str | None = None) -> AsyncIterator[str]:
+async def served(
+    env: LocalEnvironment,
+    auth_token: str | None = None,
+    workflows: Sequence[Callable[..., object]] = (),
+) -> AsyncIterator[str]:
     """Serve the UI for ``env`` on a free loopback port (in this event loop)."""
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        serve(env.client, "127.0.0.1", 0, auth_token=auth_token, on_ready=ready.set_result)
+        serve(
+            env.client,
+            "127.0.0.1",
+            0,
+            auth_token=auth_token,
+            on_ready=ready.set_result,
+            workflows=workflows,
+        )
     )
     try:
         yield await asyncio.wait_for(ready, 10)

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,14 +120,18 @@ def _chromium(tmp_path: Path) -> Iterator[Any]:
 
 
 @contextlib.asynccontextmanager
-async def df_ui(nats_url: str, log: Path, token: str | None = None) -> AsyncIterator[str]:
-    """Run ``df ui --port 0`` (with a login if ``token``) and yield the address it prints."""
+async def df_ui(
+    nats_url: str, log: Path, token: str | None = None, extra: Sequence[str] = ()
+) -> AsyncIterator[str]:
+    """Run ``df ui --port 0 [extra...]`` (with a login if ``token``); yield the address it
+    prints."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("DF_UI_TOKEN", None)
     if token is not None:
         env["DF_UI_TOKEN"] = token
     args = [sys.executable, "-m", "daemons.df_cli", "--nats", nats_url, "ui", "--port", "0"]
+    args += extra
     proc = subprocess.Popen(
         args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -323,16 +323,38 @@
   function runPage(id, runId) {
     document.title = `${id} · DurableFuture`;
     const view = { data: null, receivedAt: 0, expanded: new Set(), live: "connecting" };
+    // the time-travel card lives as long as the page: re-renders move around it, never through it
+    view.travel = createTravel(id, view, moved);
     app.replaceChildren(el("div", { class: "loading" }, "Loading run…"));
 
     const render = () => {
       if (!view.data) return;
       const scrollY = window.scrollY;
       hideTip();
-      app.replaceChildren(...renderRun(id, runId, view).filter(Boolean));
+      place(renderRun(id, runId, view).filter(Boolean), view.travel.node);
+      view.travel.sync();
       fitLabels(app);
       window.scrollTo(0, scrollY);
     };
+
+    /** After a step in time: mark the event in the history and on the timeline. */
+    function moved() {
+      for (const row of document.querySelectorAll("#history tr.travel-current")) row.classList.remove("travel-current");
+      const chosen = view.travel.chosen();
+      const row = chosen === null ? null : document.querySelector(`#history tr.ev[data-event-id="${chosen}"]`);
+      if (row) row.classList.add("travel-current");
+      redrawTimeline();
+    }
+
+    // arrow keys step through the events (unless a field, the slider included, takes them)
+    const onKey = (e) => {
+      if (e.altKey || e.ctrlKey || e.metaKey || e.shiftKey || !view.data) return;
+      if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
+      if (e.target.closest && e.target.closest("input, textarea, select, dialog, [contenteditable]")) return;
+      e.preventDefault();
+      view.travel.go(e.key === "ArrowLeft" ? -1 : 1);
+    };
+    document.addEventListener("keydown", onKey);
 
     let source = null;
     let poll = null;
@@ -393,6 +415,7 @@
       if (duration) duration.replaceWith(runDuration(view, now));
     };
     window.addEventListener("resize", redrawTimeline);
+    cleanup.push(() => document.removeEventListener("keydown", onKey), () => view.travel.stop());
 
     cleanup.push(() => {
       if (source) source.close();
@@ -449,6 +472,7 @@
         el("div", { class: "card-head" }, el("h2", null, "Timeline"),
           el("span", { class: "sub" }, "hover a bar for details"), timeline.legend),
         timeline.chart),
+      view.travel.node,
       renderHistory(d, view),
     ];
   }
@@ -628,6 +652,8 @@
       if (s > 0) grid.append(el("div", { class: "gridline", style: { left: pct(t0 + s) } }));
     }
     if (open) grid.append(el("div", { class: "nowline", style: { left: "100%" } }));
+    const travelAt = view.travel ? view.travel.chosenAt() : null;
+    if (travelAt !== null) grid.append(el("div", { class: "travel-cursor", id: "travel-cursor", style: { left: pct(travelAt) } }));
 
     const used = new Set();
     /** A segment bar, coloured by its legend key (and only by it). */
@@ -802,11 +828,13 @@
     const t0 = d.history.length ? d.history[0].at : 0;
     const rows = [];
     const shown = view.allEvents ? d.history : d.history.slice(0, HISTORY_PAGE);
+    const travelled = view.travel ? view.travel.chosen() : null;
     for (const e of shown) {
       const expanded = view.expanded.has(e.event_id);
       const detail = summarize(e);
       rows.push(el("tr", {
-        class: "ev" + (expanded ? " expanded" : ""), dataset: { eventId: e.event_id, type: e.t },
+        class: "ev" + (expanded ? " expanded" : "") + (e.event_id === travelled ? " travel-current" : ""),
+        dataset: { eventId: e.event_id, type: e.t },
         onclick: () => {
           if (view.expanded.has(e.event_id)) view.expanded.delete(e.event_id); else view.expanded.add(e.event_id);
           document.getElementById("history").replaceWith(renderHistory(d, view));
@@ -832,6 +860,221 @@
       el("div", { class: "card-body flush" }, el("table", { class: "events" },
         el("thead", null, el("tr", null, el("th", { class: "num" }, "#"), el("th", null, "Time"), el("th", null, "Event"), el("th", null, "Details"))),
         el("tbody", null, rows))));
+  }
+
+  // ------------------------------------------------------------------ time travel
+
+  /** Show ``nodes`` as the page; ``keep`` (one of them, already shown) is never taken out of
+   * the document, so a focused or dragged control inside it stays focused or dragged. */
+  function place(nodes, keep) {
+    const i = nodes.indexOf(keep);
+    if (i < 0 || keep.parentNode !== app) { app.replaceChildren(...nodes); return; }
+    while (keep.previousSibling) keep.previousSibling.remove();
+    while (keep.nextSibling) keep.nextSibling.remove();
+    keep.before(...nodes.slice(0, i));
+    keep.after(...nodes.slice(i + 1));
+  }
+
+  /**
+   * The time-travel card: a slider (with buttons, and the arrow keys) over the run's events.
+   * At each event it shows the run as it was then, from GET /api/history-state/<id>?event=N:
+   * the state history records and, when the UI has the workflow code, where the code was
+   * paused and what its query handlers answered. At the last event it follows the run.
+   */
+  function createTravel(id, view, moved) {
+    const t = { step: null, shown: null, cache: new Map(), runId: null, seq: 0, timer: null };
+    const slider = el("input", { type: "range", id: "travel-slider", min: "1", max: "1", step: "1", "aria-label": "Event in history" });
+    const button = (bid, label, title, where) => el("button", { class: "btn", id: bid, title, "aria-label": title, onclick: () => go(where) }, label);
+    const buttons = [
+      button("travel-first", "First", "First event", "first"),
+      button("travel-prev", "◀", "Previous event (←)", -1),
+      button("travel-next", "▶", "Next event (→)", 1),
+      button("travel-last", "Last", "Last event", "last"),
+    ];
+    const position = el("div", { class: "travel-position", id: "travel-position" });
+    const statePane = el("div", { class: "travel-pane", id: "travel-state" });
+    const codePane = el("div", { class: "travel-pane", id: "travel-code" });
+    const node = el("div", { class: "card", id: "travel" },
+      el("div", { class: "card-head" }, el("h2", null, "Time travel"),
+        el("span", { class: "sub" }, "the run as it was after each event · ← → to step")),
+      el("div", { class: "card-body" },
+        el("div", { class: "travel-controls" }, buttons[0], buttons[1], slider, buttons[2], buttons[3]),
+        position,
+        el("div", { class: "travel-panes" }, statePane, codePane)));
+    slider.addEventListener("input", () => to(Number(slider.value)));
+
+    const total = () => view.data.history.length;
+    /** The event shown: the one chosen, or the latest while following the run. */
+    const current = () => (t.step === null ? total() : Math.min(t.step, total()));
+
+    function go(where) {
+      if (!view.data) return;
+      if (where === "first") to(1);
+      else if (where === "last") to(total());
+      else to(Math.min(total(), Math.max(1, current() + where)));
+    }
+
+    function to(k) {
+      t.step = k >= total() ? null : k;
+      sync();
+      moved();
+    }
+
+    /** Bring the card up to date with the run's data and the chosen event. */
+    function sync() {
+      const d = view.data;
+      if (!d) return;
+      if (d.workflow.run_id !== t.runId) {
+        t.runId = d.workflow.run_id;
+        t.cache.clear();
+        t.step = null;
+        t.shown = null;
+      }
+      const n = total();
+      const k = current();
+      slider.max = String(n);
+      slider.value = String(k);
+      buttons[0].disabled = buttons[1].disabled = k <= 1;
+      buttons[2].disabled = buttons[3].disabled = k >= n;
+      const e = d.history[k - 1];
+      position.dataset.event = k;
+      const following = t.step === null && d.workflow.status === "running";
+      position.replaceChildren(...[
+        el("b", null, `Event ${k} of ${n}`),
+        el("span", { class: `etag ${EVENT_TAG(e.t)}` }, e.t),
+        el("span", { class: "muted" }, `${summarize(e).slice(0, 120)} · +${fmtDur(e.at - d.history[0].at)} · ${fmtClock(e.at)}`),
+        following ? el("span", { class: "travel-following" }, "following the run") : null,
+      ].filter(Boolean));
+      if (t.shown && t.shown.event_id === k && t.shown.events === n) return;
+      const hit = t.cache.get(k);
+      if (hit) { show(hit); return; }
+      load(k);
+    }
+
+    function load(k) {
+      node.classList.add("busy");
+      if (!t.shown) statePane.replaceChildren(el("p", { class: "muted" }, `Replaying the run to event ${k}…`));
+      clearTimeout(t.timer);
+      const mine = ++t.seq;
+      const runId = t.runId;
+      // while the slider is dragged, ask for where it stops, not for every event it passes
+      t.timer = setTimeout(() => {
+        const qs = new URLSearchParams({ run_id: runId, event: String(k) });
+        api(`/api/history-state/${encodeURIComponent(id)}?${qs}`)
+          .then((body) => {
+            if (body.event_id < body.events) t.cache.set(k, body); // the last one may still change
+            if (mine === t.seq && runId === t.runId) show(body);
+          })
+          .catch((err) => {
+            if (mine !== t.seq) return;
+            node.classList.remove("busy");
+            codePane.replaceChildren(el("div", { class: "banner", id: "travel-error" }, `Could not read event ${k}: ${err.message}`));
+          });
+      }, t.shown ? 60 : 0);
+    }
+
+    function show(body) {
+      if (body.event_id !== current()) return;
+      t.shown = body;
+      node.classList.remove("busy");
+      node.dataset.shown = body.event_id;
+      statePane.replaceChildren(...renderTravelState(body));
+      codePane.replaceChildren(...renderTravelCode(body));
+    }
+
+    return {
+      node,
+      sync,
+      go,
+      /** The event chosen on the slider, or null while following the latest. */
+      chosen: () => (t.step === null || !view.data ? null : current()),
+      chosenAt: () => (t.step === null || !view.data ? null : view.data.history[current() - 1].at),
+      stop: () => { clearTimeout(t.timer); t.seq++; },
+    };
+  }
+
+  function renderTravelState(s) {
+    const st = s.state;
+    const item = (kind, name, tag, ...rest) => el("li", { dataset: { kind, name } }, el("span", { class: `etag ${tag}` }, kind.replace("_", " ")), " ", ...rest);
+    const items = [
+      ...st.pending_activities.map((a) => {
+        const how = a.started ? "running" : (a.next_retry_time ? `retry due ${fmtClock(a.next_retry_time)}` : "waiting for a worker");
+        const li = item("activity", a.name, "activity", el("span", { class: "mono" }, `${a.name} #${a.activity_id}`), ` · attempt ${a.attempt} · ${how}`,
+          a.last_failure ? el("div", { class: "travel-failure" }, `last failure: ${a.last_failure.describe}`) : null);
+        li.dataset.attempt = a.attempt;
+        return li;
+      }),
+      ...st.pending_timers.map((tm) => item("timer", String(tm.seq), "timer", el("span", { class: "mono" }, `timer #${tm.seq}`), ` · fires ${fmtClock(tm.fire_at)}`)),
+      ...st.signal_waits.map((w) => item("signal_wait", w.name, "signal", el("span", { class: "mono" }, w.name), ` · waiting since ${fmtClock(w.since)}`,
+        w.deadline ? ` · times out ${fmtClock(w.deadline)}` : " · no timeout")),
+      ...st.children.map((c) => item("child", c.workflow_id, "child", el("span", { class: "mono" }, c.workflow_type), ` · id ${c.workflow_id}`,
+        c.run_id ? ` · run ${c.run_id.slice(0, 12)}…` : " · starting")),
+      ...Object.entries(st.buffered_signals).map(([name, count]) => item("signal", name, "signal", el("span", { class: "mono" }, name),
+        ` · ${count} received, not taken by a wait yet`)),
+      st.cancel_requested ? item("cancel", "", "bad", "cancellation requested") : null,
+      st.last_workflow_task_failure ? item("task", "", "bad", `workflow task failing: ${st.last_workflow_task_failure.describe}`) : null,
+    ].filter(Boolean);
+    const out = [
+      el("div", { class: "travel-status", id: "travel-status", dataset: { status: st.status } }, badge(st.status),
+        el("span", { class: "muted" }, ` after event ${s.event_id} (${s.event.t})`)),
+      el("h3", null, "Pending then"),
+      items.length ? el("ul", { class: "travel-list", id: "travel-pending" }, items)
+        : el("p", { class: "muted", id: "travel-pending" }, "Nothing pending."),
+    ];
+    if (st.status === "completed") out.push(el("h3", null, "Result"), jsonView(st.result));
+    else if (st.failure) out.push(el("h3", null, "Failure"), el("div", { class: "travel-failure" }, st.failure.describe));
+    return out;
+  }
+
+  function renderTravelCode(s) {
+    const c = s.code;
+    const out = [el("h3", null, "In the code")];
+    if (!c.available) {
+      out.push(el("p", { class: "travel-note", id: "travel-note" }, c.note));
+      return out;
+    }
+    if (c.error) {
+      out.push(el("div", { class: "failure-box", id: "travel-replay-error" },
+        el("div", { class: "ftype" }, "The code does not replay to this event"), el("div", { class: "fmsg mono" }, c.error)));
+      return out;
+    }
+    if (c.finished) {
+      out.push(el("p", { id: "travel-where", dataset: { finished: "1" } }, "Finished: ", el("span", { class: "mono" }, c.outcome || "")));
+    } else if (c.stack.length) {
+      const chain = [];
+      c.stack.forEach((f, i) => {
+        if (i) chain.push(" → ");
+        chain.push(el("span", { class: "mono", title: f.file }, `${f.display}:${f.line}`), el("span", { class: "muted" }, ` in ${f.function}`));
+      });
+      const inner = c.stack[c.stack.length - 1];
+      out.push(el("p", { id: "travel-where", dataset: { file: inner.display, line: inner.line } }, "Paused at ", ...chain));
+      if (c.source) out.push(renderSource(c.source));
+      if (c.waiting_for.length) {
+        out.push(el("p", { class: "muted", id: "travel-waiting" }, "Waiting on ",
+          c.waiting_for.map((w) => `${w.kind} ${w.name ? `${w.name} ` : ""}#${w.seq}`).join(", ")));
+      }
+    }
+    out.push(el("h3", null, "Queries then"));
+    if (!c.queries.length) {
+      out.push(el("p", { class: "muted", id: "travel-queries" }, "No query handler registered yet."));
+    } else {
+      out.push(el("table", { class: "travel-queries", id: "travel-queries" }, el("tbody", null, c.queries.map((q) =>
+        el("tr", { dataset: { query: q.name, ok: q.ok ? "1" : "0" } },
+          el("td", { class: "mono" }, q.name),
+          el("td", null, q.ok ? jsonView(q.result) : el("span", { class: "travel-failure" }, q.error)))))));
+    }
+    return out;
+  }
+
+  /** Source lines with numbers, the paused one marked (text only, never HTML). */
+  function renderSource(src) {
+    const pre = el("pre", { class: "travel-source", id: "travel-source" });
+    src.lines.forEach((text, i) => {
+      const n = src.first + i;
+      pre.append(el("div", { class: n === src.line ? "current" : null, dataset: { line: n } },
+        el("span", { class: "ln" }, String(n)), text || " "));
+    });
+    return pre;
   }
 
   // ------------------------------------------------------------------ actions
