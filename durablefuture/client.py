@@ -47,7 +47,7 @@ from durablefuture.core.errors import (
 from durablefuture.core.failure import Failure
 from durablefuture.core.liveness import WorkerRecord
 from durablefuture.core.options import WorkflowOptions
-from durablefuture.core.state import RunState
+from durablefuture.core.state import RunState, status_of
 from durablefuture.core.types import check_run_id, check_type_name, check_workflow_id
 from durablefuture.outcome import outcome_of
 from durablefuture.transport.connection import DEFAULT_URL, connect
@@ -704,14 +704,41 @@ class WorkflowHandle:
                     await asyncio.wait_for(notice.wait(), wait)
                 notice.clear()
                 if received:
-                    # the notice carries the stored status entry itself
-                    summary = client.codec.decode_summary(received.pop())
-                    continue
+                    # the notice carries the status entry; anyone could have sent it, so it
+                    # counts only once the run's history shows the same ending
+                    noticed = await self._confirmed(run_id, received.pop())
+                    if noticed is not None:
+                        summary = noticed
+                        continue
                 poll = min(poll * 2, 5.0)
                 summary = await client.summary(self.id, run_id)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _confirmed(self, run_id: str, data: bytes) -> RunSummary | None:
+        """The summary a closed notice carries, if the run's newest history batch ends the run
+        the same way (status, result, failure, next run); None for a forged or junk notice."""
+        client = self.client
+        try:
+            noticed = client.codec.decode_summary(data)
+        except DurableFutureError:
+            return None
+        if noticed.workflow_id != self.id or noticed.run_id != run_id:
+            return None
+        try:
+            batch = await client.history.last_batch(self.id, run_id)
+        except DurableFutureError:
+            return None
+        terminal = batch.events[-1] if batch is not None and batch.events else None
+        if not isinstance(terminal, ev.TERMINAL_EVENTS) or status_of(terminal) != noticed.status:
+            return None
+        same = (
+            getattr(terminal, "result", None) == noticed.result
+            and getattr(terminal, "new_run_id", None) == noticed.new_run_id
+            and (not isinstance(terminal, ev.WorkflowFailed) or terminal.failure == noticed.failure)
+        )
+        return noticed if same else None
 
     async def _still_corrupt(self, run_id: str, summary: RunSummary) -> RunSummary | None:
         """A status entry says the history is corrupt: check. Once the bad message has been

@@ -61,7 +61,7 @@ from durablefuture.core.failure import Failure, FailureKind, failure_from_except
 from durablefuture.core.liveness import MAX_RUNNING, RunningAttempt, WorkerRecord, capped
 from durablefuture.core.replay import Activation, WorkflowExecution, describe_command
 from durablefuture.core.types import JsonValue, check_name
-from durablefuture.transport.connection import connection_lost
+from durablefuture.transport.connection import connection_lost, read_loop_stopped
 from durablefuture.transport.consumer import PullConsumer, delivery_count
 from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.guard import max_payload
@@ -383,6 +383,8 @@ class Worker:
         nc = self.client.nc
         if self._stopping.is_set():
             return "shutting down"
+        if read_loop_stopped(nc):
+            return "the NATS client stopped reading from its connection"
         if not nc.is_connected:
             return (
                 "not connected to NATS (reconnecting)"

@@ -10,6 +10,7 @@ instead of being written and left to sit as a run that can never move.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 
 import attrs
@@ -44,8 +45,16 @@ DURATION_FIELDS = frozenset(
     }
 )
 TIMESTAMP_FIELDS = frozenset(
-    {"execution_deadline", "scheduled_at", "attempt_scheduled_at", "fire_at"}
+    {
+        "execution_deadline",
+        "scheduled_at",
+        "attempt_scheduled_at",
+        "fire_at",
+        "completed_at",
+        "heartbeat_at",
+    }
 )
+_TIMER_KEY = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_HEADERS = 64
 MAX_HEADER_BYTES = 8 * 1024
 MAX_DEPTH = 8
@@ -71,6 +80,11 @@ def _check_field(name: str, value: object, where: str) -> None:
         limit = MAX_SECONDS if name in DURATION_FIELDS else 253402300799.0  # 9999-12-31
         if not math.isfinite(value) or value < 0 or value > limit:
             raise InvalidArgumentError(f"{what} is {value!r}; it must be between 0 and {limit:g}")
+    elif name == "key" and isinstance(value, str):
+        if not _TIMER_KEY.fullmatch(value):
+            raise InvalidArgumentError(
+                f"{what} {value[:60]!r} is not a timer key (1-64 letters, digits, '.', '-', '_')"
+            )
     elif name == "headers" and isinstance(value, Mapping):
         if len(value) > MAX_HEADERS:
             raise InvalidArgumentError(f"{what} has {len(value)} entries; the limit is 64")

@@ -104,10 +104,17 @@ class Codec:
         return obj
 
     def _structure(self, obj: object, cls: Any, what: str) -> Any:
+        _check_shape(obj, what)
         try:
             return self.converter.structure(obj, cls)
+        except RecursionError:
+            raise DecodeError(f"{what} is nested too deeply") from None
         except Exception as exc:
-            raise DecodeError(f"{what} does not match the schema: {_reason(exc)}") from None
+            try:
+                reason = _reason(exc)
+            except RecursionError:
+                reason = "nested too deeply"
+            raise DecodeError(f"{what} does not match the schema: {reason}") from None
 
     # ------------------------------------------------------------------ events
 
@@ -242,6 +249,45 @@ class Codec:
         obj.pop("v", None)
         record: WorkerRecord = self._structure(obj, WorkerRecord, "worker record")
         return record
+
+
+MAX_COMMANDS = 2_000
+"""Most commands one report may carry (workers send at most 1,000)."""
+MAX_EVENTS = 20_000
+"""Most events one message may carry."""
+MAX_FAILURE_DEPTH = 64
+"""Longest chain of failure causes."""
+_LISTS = {"commands": MAX_COMMANDS, "ev": MAX_EVENTS, "events": MAX_EVENTS}
+
+
+def _check_shape(obj: object, what: str) -> None:
+    """Refuse engine lists longer, and failure chains deeper, than any real message has, before
+    the converter spends time on them (300,000 empty commands cost seconds of CPU). Payloads
+    (arguments, results) are not walked: they pass through untouched."""
+    stack: list[tuple[object, int]] = [(obj, 0)]
+    seen = 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > 4 * MAX_COMMANDS:
+            raise DecodeError(f"{what} has more engine records than any real message")
+        if not isinstance(node, dict):
+            continue
+        for key, limit in _LISTS.items():
+            items = node.get(key)
+            if isinstance(items, list):
+                if len(items) > limit:
+                    raise DecodeError(f"{what} carries {len(items)} {key}; the limit is {limit}")
+                stack.extend((item, depth) for item in items)
+        for key in ("failure", "cause", "task", "in", "start"):
+            child = node.get(key)
+            if isinstance(child, dict):
+                deeper = depth + 1 if key == "cause" else depth
+                if deeper > MAX_FAILURE_DEPTH:
+                    raise DecodeError(
+                        f"{what} has a chain of more than {MAX_FAILURE_DEPTH} failure causes"
+                    )
+                stack.append((child, deeper))
 
 
 def _reason(exc: BaseException) -> str:

@@ -74,7 +74,7 @@ from durablefuture.core.orchestration import (
 )
 from durablefuture.core.state import RunState, status_of
 from durablefuture.server.schedules import ScheduleOptions, ScheduleService
-from durablefuture.transport.connection import connect, connection_lost
+from durablefuture.transport.connection import connect, connection_lost, read_loop_stopped
 from durablefuture.transport.consumer import PullConsumer, delivery_count, stream_sequence
 from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.guard import check_reply_subject, max_payload
@@ -303,6 +303,8 @@ class Server:
     def _health(self) -> str | None:
         if self._stopping.is_set():
             return "shutting down"
+        if read_loop_stopped(self.nc):
+            return "the NATS client stopped reading from its connection"
         if not self.nc.is_connected:
             return (
                 "not connected to NATS (reconnecting)"

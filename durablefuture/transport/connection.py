@@ -19,6 +19,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import urlparse
 
 from nats.aio.client import Client as NATS
@@ -195,6 +196,52 @@ async def _close_quietly(nc: NATS) -> None:
         await nc.close()
 
 
+class _TolerantClient(NATS):
+    """nats-py's client, except that bytes which are not UTF-8 in a message's subject, reply or
+    headers never reach its read loop as an exception.
+
+    nats-py decodes those outside any ``try``; its read loop then stops for good while the
+    connection still counts as connected (anyone who can publish to one of our subscriptions
+    could do that with one message). Here such text is decoded with replacement characters,
+    and unreadable headers are replaced by one ``Df-Unreadable-Headers`` header, so the
+    message reaches our handlers, which refuse it as junk.
+    """
+
+    async def _process_headers(self, headers: Any) -> dict[str, str] | None:
+        try:
+            return await super()._process_headers(headers)
+        except (UnicodeDecodeError, ValueError, IndexError):
+            return {UNREADABLE_HEADERS: "true"}
+
+    def _build_message(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any
+    ) -> Any:
+        return self.msg_class(
+            subject=subject.decode("utf-8", "replace"),
+            reply=reply.decode("utf-8", "replace"),
+            data=data,
+            headers=headers,
+            _client=self,
+            _sid=sid,
+        )
+
+
+UNREADABLE_HEADERS = "Df-Unreadable-Headers"
+
+
+def read_loop_stopped(nc: NATS) -> bool:
+    """True when nats-py's read loop has ended while the connection is not closed or
+    reconnecting: the process would stay up receiving nothing."""
+    task = getattr(nc, "_reading_task", None)
+    return (
+        task is not None
+        and task.done()
+        and not nc.is_closed
+        and not nc.is_reconnecting
+        and not nc.is_draining
+    )
+
+
 class _Reconnects:
     """Callbacks to run after the connection comes back (pull requests must be renewed)."""
 
@@ -253,16 +300,22 @@ async def connection_lost(nc: NATS, stopping: asyncio.Event) -> NatsUnavailableE
     this and exits non-zero, so a supervisor restarts it on a fresh connection.
     """
     hooks = getattr(nc, "_df_reconnects", None)
-    if not isinstance(hooks, _Reconnects):  # not made by connect(): watch by polling
-        while not nc.is_closed or stopping.is_set():
-            await asyncio.sleep(0.5)
-    else:
-        while True:
-            await hooks.closed.wait()
-            if not stopping.is_set():
-                break
-            await stopping.wait()
+    closed = hooks.closed if isinstance(hooks, _Reconnects) else None
+    while True:  # polled too: nats-py's read loop can stop without closing the connection
+        if stopping.is_set():
             await asyncio.Event().wait()  # closing on purpose: never report it
+        if read_loop_stopped(nc):
+            return NatsUnavailableError(
+                "the NATS client stopped reading from its connection; exiting so that a "
+                "supervisor restarts this process on a new connection"
+            )
+        if (closed is not None and closed.is_set()) or (closed is None and nc.is_closed):
+            break
+        if closed is None:
+            await asyncio.sleep(0.5)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closed.wait(), 1.0)
     error = getattr(nc, "last_error", None)
     return NatsUnavailableError(
         "the connection to NATS was closed"
@@ -359,7 +412,7 @@ async def connect(
             if problem is None:
                 break
         if problem is None:
-            nc = NATS()
+            nc = _TolerantClient()
             try:
                 await _first_connect(
                     nc,

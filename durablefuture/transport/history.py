@@ -170,6 +170,11 @@ class HistoryStore:
         events = self._batch(m).events
         return events[-1].event_id if events else 0
 
+    async def last_batch(self, workflow_id: str, run_id: str) -> Batch | None:
+        """The run's newest batch, in one get (None if the run has none)."""
+        m = await self._direct_last(self.layout.history(workflow_id, run_id))
+        return None if m is None else self._batch(m)
+
     async def first_batch(self, workflow_id: str, run_id: str) -> Batch | None:
         msgs = await self._direct_batch(self.layout.history(workflow_id, run_id), 1, batch=1)
         return self._batch(msgs[0]) if msgs else None

@@ -249,3 +249,83 @@ async def test_values_the_server_could_not_process_are_refused_before_anything_i
             written = {d.workflow_id for d in await env.client.list_workflows()}
             assert not written & set(bad), "nothing is written for a refused start"
             await still_works(env, "after-zombies")
+
+
+async def _raw_publish(url: str, lines: list[bytes]) -> None:
+    """Publish with a raw socket: bytes no well-behaved client would send."""
+    host, port = url.removeprefix("nats://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    await reader.readline()  # INFO
+    writer.write(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n')
+    for line in lines:
+        writer.write(line)
+    writer.write(b"PING\r\n")
+    await writer.drain()
+    while b"PONG" not in await reader.readline():
+        pass
+    writer.close()
+
+
+async def test_bytes_that_are_not_utf8_cannot_stop_a_daemon_reading() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[greeting], activities=[greet]) as worker:
+            assert env.server is not None
+            query = env.client.layout.query("default").encode()
+            stored = env.client.layout.input("run").encode() + b".\xff"
+            await _raw_publish(
+                env.nats_url,
+                [
+                    # a header block that is not UTF-8, on the worker's query subscription
+                    b"HPUB " + query + b" 16 16\r\nNATS/1.0 \xff\xfe\xfd\r\n\r\n\r\n",
+                    # a stored input whose subject is not UTF-8: delivered to df-server
+                    b"PUB " + stored + b' 7\r\n{"v":1}\r\n',
+                ],
+            )
+
+            async def dead_lettered() -> bool:
+                return any("workflow id" in r for r in await dead_letter_reasons(env))
+
+            await wait_for(dead_lettered, 15)
+            from durablefuture.transport.connection import read_loop_stopped
+
+            for nc in (env.server.nc, worker.client.nc):
+                assert nc.is_connected and not read_loop_stopped(nc)
+            await still_works(env, "after-bad-bytes")
+            assert await env.client.get_workflow_handle("after-bad-bytes").describe()
+
+
+def waits_for_go():  # type: ignore[no-untyped-def]
+    return (yield df.wait_signal("go"))
+
+
+async def test_a_forged_or_junk_closed_notice_does_not_end_a_wait_for_the_result() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[waits_for_go]):
+            handle = await env.client.start_workflow(waits_for_go, id="forged")
+            run_id = (await handle.describe()).run_id
+            waiting = asyncio.create_task(handle.result(timeout=30))
+            attacker = await nats.connect(env.nats_url)
+            try:
+                subject = env.client.layout.closed_notice("forged", run_id)
+                forged = {
+                    "v": 1,
+                    "workflow_id": "forged",
+                    "run_id": run_id,
+                    "workflow_type": "waits_for_go",
+                    "task_queue": "default",
+                    "status": "completed",
+                    "start_time": 0.0,
+                    "result": "FORGED",
+                }
+                for _ in range(40):  # while the client waits (bounded)
+                    await attacker.publish(subject, orjson.dumps(forged))
+                    await attacker.publish(subject, b"not json")
+                    await attacker.flush()
+                    await asyncio.sleep(0.05)
+                    if waiting.done():
+                        break
+                assert not waiting.done(), "the wait ended on a forged notice"
+            finally:
+                await attacker.close()
+            await handle.signal("go", "real")
+            assert await waiting == "real"

@@ -141,6 +141,7 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     ),
     "worker": st.just("") | PRINTABLE,
     "task_queue": st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True),
+    "key": st.from_regex(r"[A-Za-z0-9._-]{1,20}", fullmatch=True),
     **dict.fromkeys(DURATION_FIELDS, st.floats(min_value=0, max_value=1e9)),
     **dict.fromkeys(TIMESTAMP_FIELDS, st.floats(min_value=0, max_value=4e9)),
 }

@@ -1,0 +1,52 @@
+"""Messages shaped to cost the daemons CPU or a crash are refused fast, as DecodeErrors."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from durablefuture.codec.wire import MAX_COMMANDS, default_codec
+from durablefuture.core.errors import DecodeError
+
+CODEC = default_codec()
+RUN = "a" * 32
+
+
+def encode(body: dict[str, object]) -> bytes:
+    return json.dumps({"v": 1, "wid": "w", "in": body}).encode()  # any depth, any int size
+
+
+def test_a_report_with_too_many_commands_is_refused_before_structuring() -> None:
+    data = encode(
+        {"t": "CompleteWorkflowTask", "run_id": RUN, "based_on": 1, "commands": [{}] * 300_000}
+    )
+    began = time.perf_counter()
+    with pytest.raises(DecodeError, match=f"the limit is {MAX_COMMANDS}"):
+        CODEC.decode_input(data)
+    assert time.perf_counter() - began < 5  # generous: seconds before the bound
+
+
+def test_a_deep_failure_chain_is_a_decode_error_not_a_recursion_error() -> None:
+    failure: dict[str, object] = {"message": "m", "type": "T"}
+    for _ in range(500):
+        failure = {"message": "m", "type": "T", "cause": failure}
+    data = encode(
+        {"t": "FailActivityTask", "run_id": RUN, "seq": 1, "attempt": 1, "failure": failure}
+    )
+    with pytest.raises(DecodeError, match="failure causes"):
+        CODEC.decode_input(data)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"t": "FireTimer", "run_id": RUN, "key": "x" * 500},
+        {"t": "FireTimer", "run_id": RUN, "key": "a b"},
+        {"t": "CompleteActivityTask", "run_id": RUN, "seq": 1, "attempt": 1, "completed_at": 1e300},
+    ],
+)
+def test_timer_keys_and_timestamps_are_bounded(body: dict[str, object]) -> None:
+    with pytest.raises(DecodeError):
+        CODEC.decode_input(encode(body))
