@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from typing import cast
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from durablefuture.core import errors
 from durablefuture.core import events as ev
@@ -610,6 +610,18 @@ class WorkflowExecution:
 
     def _deliver(self, event: ev.Event) -> None:
         if self.finished:
+            terminal = self._terminal
+            if (
+                isinstance(event, ev.SignalReceived)
+                and isinstance(terminal, ContinueAsNewWorkflow)
+                and not self._terminal_recorded
+            ):
+                # A signal after the code decided to continue as new (later in the same feed,
+                # or fed later: a worker feeds history as it comes): the decision, based on
+                # this event too, hands it to the next run.
+                self._terminal = evolve(
+                    terminal, signals=(*terminal.signals, PendingSignal(event.name, event.args))
+                )
             return
         if isinstance(event, ev.SignalReceived):
             waiters = self._signal_waiters.get(event.name)
@@ -800,14 +812,10 @@ class WorkflowExecution:
                 _current.reset(token)
             self._step_location = _location(gen)
             if isinstance(yielded, ContinueAsNew):
-                # signals the code never took: buffered ones, and those not delivered yet
+                # signals the code never took: the buffered ones here; those not delivered yet
+                # are added as they are delivered (``_deliver``), up to the decision's event
                 unconsumed = sorted(
-                    [(eid, name, args) for name, q in self._signals.items() for eid, args in q]
-                    + [
-                        (e.event_id, e.name, e.args)
-                        for e in self._queue
-                        if isinstance(e, ev.SignalReceived)
-                    ]
+                    (eid, name, args) for name, q in self._signals.items() for eid, args in q
                 )
                 self._finish(
                     ContinueAsNewWorkflow(
