@@ -563,6 +563,7 @@ class Worker:
                     inp.FailWorkflowTask(
                         m.task.run_id, m.task.trigger, failure, m.task.attempt, self.identity
                     ),
+                    task=m.task,
                 )
         await self._dead_letter(msg, reason)
 
@@ -572,9 +573,22 @@ class Worker:
         if await dead_letter(self.pub, self.layout.dead_letter("worker"), msg, "worker", reason):
             metrics.DEAD_LETTERS.inc("worker")
 
-    async def _report(self, workflow_id: str, message: inp.RunInput, receipt: bool = False) -> None:
+    async def _report(
+        self,
+        workflow_id: str,
+        message: inp.RunInput,
+        receipt: bool = False,
+        task: WorkflowTask | None = None,
+    ) -> None:
+        """Store a report for the server. ``task``: the workflow task it answers."""
         data = self.codec.encode_input(InputEnvelope(workflow_id, input=message))
-        headers = {MSG_ID: f"{message.run_id}:{message.input_id}"}
+        msg_id = f"{message.run_id}:{message.input_id}"
+        if task is not None:
+            # The answer to a workflow task is a fact of that task: a report based on the same
+            # event that the server could not use (it rejected one based on an event it had
+            # not stored yet) must not make the store drop this one as its duplicate.
+            msg_id = f"{msg_id}:{task.trigger}.{task.attempt}"
+        headers = {MSG_ID: msg_id}
         if receipt and self._receipts:
             headers[RECEIPT_HEADER] = self._receipts
         await self.pub.publish(self.layout.input("run"), data, headers)
@@ -650,7 +664,7 @@ class Worker:
                 ):
                     report = await self._run_workflow_task(m)
                 if report is not None:
-                    await self._report(task.workflow_id, report, receipt=True)
+                    await self._report(task.workflow_id, report, receipt=True, task=task)
         await msg.ack()
         outcome = (
             "idle"
@@ -746,6 +760,12 @@ class Worker:
         entry = self._cache.get(task.run_id)
         if entry is not None and entry.awaiting_server():
             return None  # our last report is still on its way; its receipt continues from there
+        if entry is not None and entry.provisional:
+            # The generator has seen an activity result that history does not hold yet (this
+            # worker reported it together with what the code decided on it). A report based on
+            # it would be rejected; the result's report carries these decisions, and if the
+            # server records the result differently a workflow task follows.
+            return None
         commands, more = self._bounded(activation.commands)
         if entry is not None:
             entry.sent(commands)
