@@ -285,7 +285,8 @@ REPLAY_SECONDS = REGISTRY.histogram(
 )
 WORKER_ACTIVITIES = REGISTRY.counter(
     "df_worker_activity_attempts_total",
-    "Activity attempts run by workers, by outcome (completed, failed, timed_out, lost).",
+    "Activity attempts run by workers, by outcome (completed, failed, timed_out, lost; "
+    "duplicate: a task delivered again for an attempt that runs or ran, not run again).",
     ["task_queue", "activity", "outcome"],
 )
 SCHEDULE_TO_START_SECONDS = REGISTRY.histogram(

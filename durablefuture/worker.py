@@ -18,7 +18,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -60,6 +60,7 @@ from durablefuture.core.errors import (
 from durablefuture.core.failure import Failure, FailureKind, failure_from_exception
 from durablefuture.core.liveness import MAX_RUNNING, RunningAttempt, WorkerRecord, capped
 from durablefuture.core.replay import Activation, WorkflowExecution, describe_command
+from durablefuture.core.state import RunState
 from durablefuture.core.types import JsonValue, check_name
 from durablefuture.transport.connection import connection_lost, read_loop_stopped
 from durablefuture.transport.consumer import PullConsumer, delivery_count
@@ -67,6 +68,7 @@ from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.guard import max_payload
 from durablefuture.transport.headers import RECEIPT_HEADER, RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer, open_bucket
+from durablefuture.transport.leases import AttemptLease, AttemptLeases
 from durablefuture.transport.publisher import MSG_ID
 from durablefuture.transport.storage import StorageWait
 
@@ -81,6 +83,10 @@ MAX_REPORT_COMMANDS = 1000
 MAX_REPORT_BYTES = 256 * 1024
 MAX_FAILURE_CHARS = 4000
 """A failure report too large to send is cut to this many characters of message."""
+REPORT_TRIES = 40
+"""Tries to store an attempt's outcome (a few minutes) before its task is left to redelivery."""
+MAX_KNOWN_ATTEMPTS = 10_000
+"""Finished activity attempts a worker remembers (a late delivery of one is not run again)."""
 
 
 @define
@@ -95,7 +101,8 @@ class WorkerOptions:
     running then is abandoned: another worker retries it once its lease runs out."""
     activity_lease: float = 30.0
     """An activity task whose worker stops extending its lease for this long is redelivered;
-    the next worker reports the attempt as timed out (worker lost) and it is retried."""
+    the next worker finds the attempt's lease abandoned, reports the attempt as timed out
+    (worker lost) and it is retried. A live worker renews the lease every quarter of this."""
     started_report_after: float = 1.0
     """An attempt running longer than this is reported as started, so the server enforces
     its start-to-close and heartbeat timeouts with durable timers."""
@@ -109,6 +116,12 @@ class WorkerOptions:
         if self.liveness_ttl is not None:
             return max(1.0, self.liveness_ttl)
         return max(2.0, 3 * self.liveness_interval)
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve the outcome of a future nobody awaits (a lost lease renewal is tolerated)."""
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("a lease renewal failed: %s", future.exception())
 
 
 def _identity() -> str:
@@ -190,6 +203,23 @@ class _CachedRun:
         return True
 
 
+class _AttemptRecord:
+    """What this process knows of one activity attempt it took a delivery of.
+
+    While ``done`` is not set a handler is on it (running it, or waiting for the worker that
+    holds its lease). Then ``report`` is its outcome, ``reported`` once that is stored (or
+    nothing needs reporting). Another delivery of the same attempt waits for ``done`` and
+    never starts the attempt again.
+    """
+
+    __slots__ = ("done", "report", "reported")
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.report: inp.RunInput | None = None
+        self.reported = False
+
+
 class Worker:
     """Runs the workflows and activities it is given, for one task queue.
 
@@ -255,6 +285,8 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._act_kv: KeyValue | None = None
+        self._leases: AttemptLeases | None = None
+        self._attempts: OrderedDict[tuple[str, int, int], _AttemptRecord] = OrderedDict()
         self._query_sub: Any = None
         self._receipts = ""
         self._receipt_sub: Any = None
@@ -310,6 +342,7 @@ class Worker:
         opts = self.options
         if self.activities:
             self._act_kv = await open_bucket(js, self.layout.activity_bucket)
+            self._leases = AttemptLeases(self.pub, self._act_kv, self.layout, self.codec)
         if self.workflows:
             name = self.layout.workflow_consumer(self.task_queue)
             await ensure_consumer(
@@ -580,6 +613,7 @@ class Worker:
                     inp.FailWorkflowTask(
                         m.task.run_id, m.task.trigger, failure, m.task.attempt, self.identity
                     ),
+                    task=m.task,
                 )
         await self._dead_letter(msg, reason)
 
@@ -596,11 +630,19 @@ class Worker:
         receipt: bool = False,
         *,
         keep: Msg | None = None,
+        task: WorkflowTask | None = None,
     ) -> None:
         """Store a report for the server. With ``keep`` (the task it reports on), a full
-        JetStream store is waited out with that task kept in progress, never given up on."""
+        JetStream store is waited out with that task kept in progress, never given up on.
+        ``task``: the workflow task it answers (part of the message id)."""
         data = self.codec.encode_input(InputEnvelope(workflow_id, input=message))
-        headers = {MSG_ID: f"{message.run_id}:{message.input_id}"}
+        msg_id = f"{message.run_id}:{message.input_id}"
+        if task is not None:
+            # The answer to a workflow task is a fact of that task: a report based on the same
+            # event that the server could not use (it rejected one based on an event it had
+            # not stored yet) must not make the store drop this one as its duplicate.
+            msg_id = f"{msg_id}:{task.trigger}.{task.attempt}"
+        headers = {MSG_ID: msg_id}
         if receipt and self._receipts:
             headers[RECEIPT_HEADER] = self._receipts
 
@@ -709,7 +751,7 @@ class Worker:
         (too large) becomes a FailWorkflowTask that says which command, how big, the limit
         and what to do, so the run shows why instead of retrying a report that cannot land."""
         try:
-            await self._report(task.workflow_id, report, receipt=True, keep=msg)
+            await self._report(task.workflow_id, report, receipt=True, keep=msg, task=task)
             return report
         except MessageRejectedError as exc:
             self._cache.pop(task.run_id, None)  # its generator assumed the report went out
@@ -842,6 +884,12 @@ class Worker:
         entry = self._cache.get(task.run_id)
         if entry is not None and entry.awaiting_server():
             return None  # our last report is still on its way; its receipt continues from there
+        if entry is not None and entry.provisional:
+            # The generator has seen an activity result that history does not hold yet (this
+            # worker reported it together with what the code decided on it). A report based on
+            # it would be rejected; the result's report carries these decisions, and if the
+            # server records the result differently a workflow task follows.
+            return None
         commands, more = self._bounded(activation.commands)
         if entry is not None:
             entry.sent(commands)
@@ -985,37 +1033,58 @@ class Worker:
             await self._dead_letter(msg, str(exc))
             return
         self.stats["activity_tasks"] += 1
-        delivered = delivery_count(msg)
-        if delivered > 1:
-            # The worker that had this attempt stopped extending its lease (it crashed or was
-            # cut off). Report the attempt as timed out; the server retries per policy. If the
-            # first worker's report had landed, this one is a duplicate and is ignored.
-            failure = Failure(
-                message=(
-                    f"attempt {task.attempt} of activity {task.name!r} was handed to another "
-                    f"worker after its worker stopped responding for "
-                    f"{self.options.activity_lease:g}s (crashed or disconnected)"
-                ),
-                type="TimeoutError",
-                kind=FailureKind.TIMEOUT,
-                timeout_type="start_to_close",
-            )
-            await self._report(
-                task.workflow_id,
-                inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure),
-                keep=msg,
-            )
+        key = (task.run_id, task.seq, task.attempt)
+        if key in self._attempts:
+            self._log_again(task, "this worker")
+        while (known := self._attempts.get(key)) is not None:
+            # This process has (had) the attempt: this is another delivery of its task (nats-server
+            # restarted and handed it out again, or an ack never arrived). Never start it twice:
+            # wait for the first delivery's outcome, make sure it is stored, then ack.
+            if not known.done.is_set():
+                if not await self._hold(msg, known.done.wait()):
+                    return  # stopping: this delivery is left to its ack wait
+                continue
+            if known.report is not None and not known.reported:
+                await self._store_outcome(task, msg, known.report)
+                known.reported = True
             await msg.ack()
-            metrics.WORKER_ACTIVITIES.inc(self.task_queue, task.name, "lost")
+            metrics.WORKER_ACTIVITIES.inc(self.task_queue, task.name, "duplicate")
             return
+        record = _AttemptRecord()
+        self._attempts[key] = record
+        while len(self._attempts) > MAX_KNOWN_ATTEMPTS:
+            oldest, first = next(iter(self._attempts.items()))
+            if not first.done.is_set():
+                break
+            del self._attempts[oldest]
+        try:
+            await self._attempt_task(task, msg, record)
+        finally:
+            if record.report is None and not record.reported and self._attempts.get(key) is record:
+                del self._attempts[key]  # no outcome: the next delivery starts over
+            record.done.set()
+
+    async def _attempt_task(self, task: ActivityTask, msg: Msg, record: _AttemptRecord) -> None:
+        holder = await self._claim(task)
+        if holder is not None:
+            if await self._attempt_closed(task):  # it finished: its outcome is recorded
+                self._log_again(task, f"worker {holder.holder}")
+                record.reported = True
+                await msg.ack()
+                metrics.WORKER_ACTIVITIES.inc(self.task_queue, task.name, "duplicate")
+                return
+            if holder.holder != self.identity:
+                self._log_again(task, f"worker {holder.holder}")
+                await self._follow(task, msg, record, holder)
+                return
+            # our own claim, whose acknowledgement was lost (NATS went away): this process
+            # knows every attempt it runs (``_attempts``), and it runs no such attempt
         stale = await self._not_to_run(task)
         if stale is not None:
             # the report closes the activity if the server has not already done so
-            await self._report(
-                task.workflow_id,
-                inp.FailActivityTask(task.run_id, task.seq, task.attempt, stale),
-                keep=msg,
-            )
+            record.report = inp.FailActivityTask(task.run_id, task.seq, task.attempt, stale)
+            await self._report(task.workflow_id, record.report, keep=msg)
+            record.reported = True
             await msg.ack()
             return
         metrics.SCHEDULE_TO_START_SECONDS.observe(
@@ -1039,11 +1108,15 @@ class Worker:
             if isinstance(report, inp.CompleteActivityTask) and task.run_id in self._cache:
                 async with self._lock(task.run_id):
                     report = self._fuse(report)
-                    await self._report(task.workflow_id, report, receipt=True, keep=msg)
+                    record.report = report
+                    await self._store_outcome(task, msg, report, receipt=True)
             else:
-                await self._report(task.workflow_id, report, keep=msg)
+                record.report = report
+                await self._store_outcome(task, msg, report)
         except MessageRejectedError as exc:
             report = await self._activity_report_rejected(task, report, exc, msg)
+            record.report = report
+        record.reported = True
         await msg.ack()
         metrics.ACTIVITY_RUN_SECONDS.observe(
             time.perf_counter() - began, self.task_queue, task.name
@@ -1102,6 +1175,169 @@ class Worker:
         )
         await self._report(task.workflow_id, report, keep=msg)
         return report
+
+    async def _store_outcome(
+        self, task: ActivityTask, msg: Msg, report: inp.RunInput, receipt: bool = False
+    ) -> None:
+        """Store an attempt's outcome, retrying while NATS is away (the result is never
+        computed again). Meanwhile the task stays ours and the lease is renewed: other workers
+        given a copy of the task wait for this outcome instead of calling the attempt lost."""
+        delay = 0.25
+        for tries in range(1, REPORT_TRIES + 1):
+            try:
+                await self._report(task.workflow_id, report, receipt=receipt, keep=msg)
+                return
+            except MessageRejectedError:
+                raise
+            except TransportError as exc:
+                if tries == REPORT_TRIES or self._stopping.is_set():
+                    raise
+                if tries == 1:
+                    log.warning(
+                        "could not store the outcome of attempt %d of activity %s yet (%s); "
+                        "retrying",
+                        task.attempt,
+                        task.seq,
+                        exc,
+                        extra={"run_id": task.run_id, "activity_id": task.seq},
+                    )
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+            await self._renew_lease(task)
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
+
+    def _log_again(self, task: ActivityTask, holder: str) -> None:
+        log.info(
+            "attempt %d of activity %s (#%d of run %s) was delivered again; %s has it, so it is "
+            "not run again",
+            task.attempt,
+            task.name,
+            task.seq,
+            task.run_id,
+            holder,
+            extra={
+                "workflow_id": task.workflow_id,
+                "run_id": task.run_id,
+                "activity_id": task.seq,
+                "attempt": task.attempt,
+            },
+        )
+
+    async def _claim(self, task: ActivityTask) -> AttemptLease | None:
+        """Take the attempt's lease: None if this worker runs it, else who holds it."""
+        if self._leases is None:
+            return None
+        return await self._leases.claim(
+            task.run_id,
+            task.seq,
+            task.attempt,
+            self.identity,
+            self.options.activity_lease,
+            time.time(),
+        )
+
+    async def _renew_lease(self, task: ActivityTask) -> None:
+        """A sign of life of a running attempt for other workers, without waiting for the
+        store (best effort: a lost renewal is followed by the next one)."""
+        if self._leases is None:
+            return
+        try:
+            ack = await self._leases.renew(
+                task.run_id,
+                task.seq,
+                task.attempt,
+                self.identity,
+                self.options.activity_lease,
+                time.time(),
+            )
+        except Exception as exc:
+            log.debug("could not renew the lease of activity %s: %s", task.seq, exc)
+            return
+        ack.add_done_callback(_consume)
+
+    async def _attempt_closed(self, task: ActivityTask) -> bool:
+        """Whether history holds the attempt's outcome (or the run is over)."""
+        batches = await self.client.history.read(task.workflow_id, task.run_id)
+        if not batches:
+            return True  # no such run (any more)
+        state = RunState.from_history([(b.input_id, b.events) for b in batches])
+        act = state.activities.get(task.seq)
+        return not state.is_open or act is None or act.closed or act.attempt > task.attempt
+
+    async def _hold(self, msg: Msg, waiting: Awaitable[object]) -> bool:
+        """Await ``waiting`` while keeping ``msg`` from being redelivered; False (and
+        ``waiting`` abandoned) if the worker stops first."""
+        job = asyncio.ensure_future(waiting)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        every = max(0.05, self.options.activity_lease / 3)
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    {job, stop}, timeout=every, return_when=asyncio.FIRST_COMPLETED
+                )
+                if job in done:
+                    job.result()
+                    return True
+                if stop in done:
+                    return False
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+        finally:
+            job.cancel()
+            stop.cancel()
+
+    async def _follow(
+        self, task: ActivityTask, msg: Msg, record: _AttemptRecord, lease: AttemptLease
+    ) -> None:
+        """Another worker holds this attempt: never start it here.
+
+        Keep this delivery while the holder renews the lease. Once it stops, the attempt
+        finished (history holds its outcome: just ack) or the holder is gone (report the
+        attempt timed out, as lost with its worker; the server retries it per policy).
+        """
+        leases = self._leases
+        assert leases is not None
+        poll = max(0.05, min(1.0, self.options.activity_lease / 4))
+        # A live holder rewrites the lease every quarter of it. An entry whose last write is
+        # older than the lease belongs to a holder that stopped, but another host's clock is
+        # trusted only so far: we watch for at least 3/4 of the lease ourselves.
+        window = max(0.75 * lease.lease, lease.lease - max(0.0, time.time() - lease.at))
+        since = time.monotonic()
+        current: AttemptLease | None = lease
+        while current is not None and time.monotonic() - since < window:
+            if not await self._hold(msg, asyncio.sleep(poll)):
+                return  # stopping: this delivery is left to its ack wait
+            latest = await leases.read(task.run_id, task.seq, task.attempt)
+            if latest is not None and latest.revision != current.revision:
+                since, window = time.monotonic(), latest.lease  # renewed: alive
+            elif await self._attempt_closed(task):
+                record.reported = True  # by the holder
+                await msg.ack()
+                metrics.WORKER_ACTIVITIES.inc(self.task_queue, task.name, "duplicate")
+                return
+            current = latest
+        if await self._attempt_closed(task):
+            record.reported = True
+            await msg.ack()
+            metrics.WORKER_ACTIVITIES.inc(self.task_queue, task.name, "duplicate")
+            return
+        failure = Failure(
+            message=(
+                f"attempt {task.attempt} of activity {task.name!r} was handed to another "
+                f"worker after its worker stopped responding for {lease.lease:g}s (crashed or "
+                "disconnected)"
+            ),
+            type="TimeoutError",
+            kind=FailureKind.TIMEOUT,
+            timeout_type="start_to_close",
+        )
+        record.report = inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure)
+        # if the holder's report is stored but not yet recorded, this one is ignored as late
+        await self._report(task.workflow_id, record.report)
+        record.reported = True
+        await msg.ack()
+        metrics.WORKER_ACTIVITIES.inc(self.task_queue, task.name, "lost")
 
     async def _not_to_run(self, task: ActivityTask) -> Failure | None:
         """Why an attempt that reached this worker must not start (None: run it).
@@ -1285,29 +1521,29 @@ class _Attempt:
             else self.w.options.started_report_after
         )
         reported = False
+        report_at = self.started + report_after
         last_lease = time.monotonic()
         last_flush = 0.0
         flush_every = max(0.2, opts.heartbeat_timeout * 0.5) if opts.heartbeat_timeout else 2.0
-        tick = min(0.5, lease / 3)
+        tick = min(0.5, lease / 4)
         if opts.heartbeat_timeout:
             tick = min(tick, max(0.05, opts.heartbeat_timeout / 4))
         try:
             while True:
                 now = time.time()
-                if not reported and now - self.started >= report_after:
-                    reported = True
+                if not reported and now >= report_at:
                     try:
                         await self.w._report(
                             t.workflow_id,
                             inp.ReportActivityStarted(t.run_id, t.seq, t.attempt, self.w.identity),
                         )
-                    except StorageFullError:
-                        # advisory (the lease and local timeouts hold meanwhile): again in 1 s
-                        reported = False
-                        report_after = now - self.started + 1.0
+                        reported = True
+                    except TransportError as exc:  # NATS is away: the attempt runs on
+                        log.debug("could not report activity %s started: %s", t.seq, exc)
+                        report_at = time.time() + 1.0
                 wait = tick
                 if not reported:
-                    wait = min(wait, max(0.0, self.started + report_after - now))
+                    wait = min(wait, max(0.0, report_at - now))
                 if self.deadline is not None:
                     wait = min(wait, max(0.0, self.deadline[0] - now))
                 done, _ = await asyncio.wait({job}, timeout=wait)
@@ -1334,10 +1570,11 @@ class _Attempt:
                         f"attempt {t.attempt} of activity {t.name!r} sent no heartbeat for "
                         f"{opts.heartbeat_timeout:g}s (its heartbeat_timeout)",
                     )
-                if time.monotonic() - last_lease >= lease / 3:
+                if time.monotonic() - last_lease >= lease / 4:
                     last_lease = time.monotonic()
                     with contextlib.suppress(Exception):
                         await self.msg.in_progress()
+                    await self.w._renew_lease(t)  # a sign of life for other workers
                 if self.dirty and now - last_flush >= flush_every:
                     last_flush = now
                     self.dirty = False

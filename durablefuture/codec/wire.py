@@ -10,6 +10,8 @@ Every message is one JSON object with ``"v"`` (the schema version). Bodies:
 * worker record (KV ``DF_<ns>_workers``, key ``<queue>.<identity>``): ``{"v", WorkerRecord}``.
   Readers ignore fields they do not know and default the ones a record lacks, so workers of
   different versions can share a bucket.
+* attempt claim (KV ``DF_<ns>_act``, key ``lease.<run>.<seq>.<attempt>``):
+  ``{"v", AttemptClaim}``, read the same tolerant way.
 
 Events, commands and inputs are tagged unions: ``"t"`` is the class name.
 """
@@ -29,7 +31,7 @@ from durablefuture.core import events as ev
 from durablefuture.core.effects import ActivityTask, RunSummary, WorkflowTask
 from durablefuture.core.errors import DecodeError, InvalidArgumentError
 from durablefuture.core.inputs import RunInput, StartWorkflowRequest
-from durablefuture.core.liveness import WorkerRecord
+from durablefuture.core.liveness import AttemptClaim, WorkerRecord
 from durablefuture.core.types import check_workflow_id
 
 __all__ = [
@@ -249,6 +251,19 @@ class Codec:
         obj.pop("v", None)
         record: WorkerRecord = self._structure(obj, WorkerRecord, "worker record")
         return record
+
+    # ------------------------------------------------------------------ attempt claims
+
+    def encode_claim(self, claim: AttemptClaim) -> bytes:
+        body = self.converter.unstructure(claim)
+        body["v"] = SCHEMA_VERSION
+        return orjson.dumps(body)
+
+    def decode_claim(self, data: bytes) -> AttemptClaim:
+        obj = self._load(data, "attempt claim")
+        obj.pop("v", None)
+        claim: AttemptClaim = self._structure(obj, AttemptClaim, "attempt claim")
+        return claim
 
 
 MAX_COMMANDS = 2_000

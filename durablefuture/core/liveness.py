@@ -20,6 +20,7 @@ from attrs import field, frozen
 __all__ = [
     "MAX_NAMES",
     "MAX_RUNNING",
+    "AttemptClaim",
     "RunningAttempt",
     "WorkerRecord",
     "capped",
@@ -41,6 +42,19 @@ MAX_RUNNING = 50
 
 def _names(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
+
+
+@frozen
+class AttemptClaim:
+    """A worker's claim on an activity attempt: it runs the attempt, and said so at ``at``.
+
+    A live holder writes it again within ``lease`` seconds (the transport keeps one per
+    attempt, created only if none exists, so one worker runs the attempt).
+    """
+
+    holder: str
+    at: float
+    lease: float
 
 
 @frozen

@@ -101,9 +101,17 @@ async def _ensure_bucket(
 ) -> None:
     try:
         await js.key_value(bucket)
-        return
     except nats.js.errors.BucketNotFoundError:
         pass
+    else:
+        # entries with their own TTL (attempt leases, liveness records) need it on the bucket's
+        # stream; a bucket made by an older client may lack it
+        info = await js.stream_info(f"KV_{bucket}")
+        if not getattr(info.config, "allow_msg_ttl", False):
+            info.config.allow_msg_ttl = True
+            await js.update_stream(info.config)
+            log.info("updated KV bucket %s (allow_msg_ttl)", bucket)
+        return
     try:
         await js.create_key_value(
             KeyValueConfig(

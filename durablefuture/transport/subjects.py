@@ -16,8 +16,9 @@ One stream per namespace, ``DF_<ns>``, holds every subject under ``df.<ns>.``:
 =================================  =================================================
 
 KV buckets: ``DF_<ns>_runs`` (one status entry per run, key ``<workflow>.<run>``),
-``DF_<ns>_act`` (activity heartbeats and cancellation flags) and ``DF_<ns>_workers`` (one
-liveness record per live worker, key ``<queue>.<identity>``, each with a per-key TTL).
+``DF_<ns>_act`` (activity heartbeats, cancellation flags and attempt leases) and
+``DF_<ns>_workers`` (one liveness record per live worker, key ``<queue>.<identity>``, each
+with a per-key TTL).
 Core-NATS notifications (not stored) use ``dfev.<ns>.``. Workflow ids are free text, so they
 are encoded into one subject token: kept as-is when they are ``[A-Za-z0-9_-]+``, else ``=`` +
 base64url.
@@ -143,6 +144,9 @@ class Layout:
 
     def cancel_key(self, run_id: str, seq: int) -> str:
         return f"cx.{run_id}.{seq}"
+
+    def lease_key(self, run_id: str, seq: int, attempt: int) -> str:
+        return f"lease.{run_id}.{seq}.{attempt}"
 
     # worker liveness records
     def worker_key(self, queue: str, identity: str) -> str:

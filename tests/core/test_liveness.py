@@ -8,6 +8,7 @@ import pytest
 from durablefuture.codec import default_codec
 from durablefuture.core.errors import DecodeError
 from durablefuture.core.liveness import (
+    AttemptClaim,
     RunningAttempt,
     WorkerRecord,
     capped,
@@ -98,3 +99,12 @@ def test_worker_records_round_trip_and_tolerate_other_versions() -> None:
     assert CODEC.decode_worker(orjson.dumps(older)) == WorkerRecord("i", "default", "q")
     with pytest.raises(DecodeError, match="schema version 9"):
         CODEC.decode_worker(orjson.dumps({**older, "v": 9}))
+
+
+def test_attempt_claim_wire_format() -> None:
+    claim = AttemptClaim("host:1:abc", 100.5, 30.0)
+    data = CODEC.encode_claim(claim)
+    assert orjson.loads(data) == {"v": 1, "holder": "host:1:abc", "at": 100.5, "lease": 30.0}
+    assert CODEC.decode_claim(data) == claim
+    with pytest.raises(DecodeError, match="attempt claim does not match the schema"):
+        CODEC.decode_claim(orjson.dumps({"v": 1, "holder": "x"}))

@@ -350,3 +350,26 @@ def test_signals_queued_or_fed_after_continue_as_new_keep_history_order(
         act = x.feed(h.events[cut:])
         assert act.based_on == len(h.events)
         assert act.commands == (ContinueAsNewWorkflow((["a"],), signals=expected),), cut
+
+
+def _carry_one() -> Generator[Any, Any, Any]:
+    first = yield df.wait_signal("s")
+    yield df.continue_as_new([first])
+
+
+def test_a_signal_fed_after_the_code_continued_as_new_goes_to_the_next_run() -> None:
+    """A worker feeds history as it comes: the code may have decided to continue as new when
+    a signal is fed that came before that decision was recorded. The signal is not lost."""
+    d = Driver(_carry_one)
+    d.step()
+    d.h.signal("s", "a")
+    act = d.x.feed(d.h.events[d.x.last_event_id :])  # decided, not recorded yet
+    assert act.commands == (ContinueAsNewWorkflow((["a"],)),)
+    d.h.signal("s", "b")
+    act = d.x.feed(d.h.events[d.x.last_event_id :])
+    assert act.commands == (ContinueAsNewWorkflow((["a"],), signals=(PendingSignal("s", ("b",)),)),)
+    assert replay(_carry_one, d.h.events).commands == act.commands  # as a full replay decides
+    d.h.record(act.commands, based_on=act.based_on)
+    can = d.h.events[-1]
+    assert isinstance(can, ev.WorkflowContinuedAsNew)
+    assert can.signals == (PendingSignal("s", ("b",)),)  # once
