@@ -12,10 +12,18 @@ from datetime import UTC, datetime
 
 from attrs import field, frozen
 
+from durablefuture.core.effects import ActivityTask
 from durablefuture.core.errors import DurableFutureError
 from durablefuture.core.types import JsonValue, payloads
 
-__all__ = ["ActivityContext", "ActivityInfo", "activity_info", "current_activity", "heartbeat"]
+__all__ = [
+    "ActivityContext",
+    "ActivityInfo",
+    "activity_info",
+    "current_activity",
+    "heartbeat",
+    "info_for",
+]
 
 
 @frozen
@@ -101,6 +109,35 @@ def heartbeat(*details: object) -> None:
         from durablefuture.core.errors import CancelledError
 
         raise CancelledError("activity cancelled: the workflow no longer needs its result")
+
+
+def info_for(task: ActivityTask, started: float) -> ActivityInfo:
+    """What ``df.activity_info()`` says about ``task``'s attempt, begun at ``started``."""
+    opts = task.options
+    return ActivityInfo(
+        activity_id=task.seq,
+        activity_name=task.name,
+        attempt=task.attempt,
+        workflow_id=task.workflow_id,
+        workflow_type=task.workflow_type,
+        run_id=task.run_id,
+        namespace=task.namespace,
+        task_queue=task.task_queue,
+        scheduled_time=utc(task.scheduled_at),
+        started_time=utc(started),
+        schedule_to_close_deadline=(
+            None
+            if opts.schedule_to_close_timeout is None
+            else utc(task.scheduled_at + opts.schedule_to_close_timeout)
+        ),
+        start_to_close_deadline=(
+            None
+            if opts.start_to_close_timeout is None
+            else utc(started + opts.start_to_close_timeout)
+        ),
+        heartbeat_timeout=opts.heartbeat_timeout,
+        heartbeat_details=task.heartbeat_details,
+    )
 
 
 def utc(ts: float) -> datetime:

@@ -32,9 +32,9 @@ from durablefuture import metrics, tracing
 from durablefuture.activity_context import (
     ActivityContext,
     ActivityInfo,
+    info_for,
     reset_activity_context,
     set_activity_context,
-    utc,
 )
 from durablefuture.client import Client
 from durablefuture.codec.wire import InputEnvelope, WorkflowTaskMessage
@@ -1447,32 +1447,7 @@ class _Attempt:
         self.deadline = min(deadlines) if deadlines else None
 
     def _info(self) -> ActivityInfo:
-        t = self.task
-        opts = t.options
-        return ActivityInfo(
-            activity_id=t.seq,
-            activity_name=t.name,
-            attempt=t.attempt,
-            workflow_id=t.workflow_id,
-            workflow_type=t.workflow_type,
-            run_id=t.run_id,
-            namespace=t.namespace,
-            task_queue=t.task_queue,
-            scheduled_time=utc(t.scheduled_at),
-            started_time=utc(self.started),
-            schedule_to_close_deadline=(
-                utc(t.scheduled_at + opts.schedule_to_close_timeout)
-                if opts.schedule_to_close_timeout is not None
-                else None
-            ),
-            start_to_close_deadline=(
-                utc(self.started + opts.start_to_close_timeout)
-                if opts.start_to_close_timeout is not None
-                else None
-            ),
-            heartbeat_timeout=opts.heartbeat_timeout,
-            heartbeat_details=t.heartbeat_details,
-        )
+        return info_for(self.task, self.started)
 
     def _on_heartbeat(self, details: tuple[object, ...]) -> None:
         self.last_heartbeat = time.time()

@@ -27,9 +27,9 @@ from attrs import define, evolve, field
 from durablefuture.activity_context import (
     ActivityContext,
     ActivityInfo,
+    info_for,
     reset_activity_context,
     set_activity_context,
-    utc,
 )
 from durablefuture.codec.wire import default_codec
 from durablefuture.core import events as ev
@@ -509,31 +509,7 @@ class _Attempt:
             return tuple(repr(d) for d in self.details)
 
     def _info(self) -> ActivityInfo:
-        t, opts, now = self.task, self.task.options, self.sim.now
-        return ActivityInfo(
-            activity_id=t.seq,
-            activity_name=t.name,
-            attempt=t.attempt,
-            workflow_id=t.workflow_id,
-            workflow_type=t.workflow_type,
-            run_id=t.run_id,
-            namespace=t.namespace,
-            task_queue=t.task_queue,
-            scheduled_time=utc(t.scheduled_at),
-            started_time=utc(now),
-            schedule_to_close_deadline=(
-                None
-                if opts.schedule_to_close_timeout is None
-                else utc(t.scheduled_at + opts.schedule_to_close_timeout)
-            ),
-            start_to_close_deadline=(
-                None
-                if opts.start_to_close_timeout is None
-                else utc(now + opts.start_to_close_timeout)
-            ),
-            heartbeat_timeout=opts.heartbeat_timeout,
-            heartbeat_details=t.heartbeat_details,
-        )
+        return info_for(self.task, self.sim.now)
 
     def run(self, fn: Callable[..., object], args: Sequence[object]) -> object:
         """The value, the exception raised, or a FailActivityTask for a timeout."""
