@@ -7,7 +7,9 @@ so two writers can never both extend the same history; a new run is created with
 over *all* runs of the workflow id (``...-Subject: df.<ns>.h.<workflow>.>``), which makes "one
 running run per workflow id" atomic. ``Nats-Msg-Id`` (``<run>:<first event id>``) makes a
 retried append idempotent; when an append's outcome is unknown (timeout), the subject's last
-message is read back to decide, never guessed.
+message is read back to decide, never guessed. A PubAck marked ``duplicate`` is read back too:
+on a clustered stream the message-id check comes before the expected-sequence check, so a rival
+writer at the same position is told "duplicate", not "wrong last sequence".
 """
 
 from __future__ import annotations
@@ -166,6 +168,14 @@ class HistoryStore:
         data = self.codec.encode_batch(input_id, list(events))
         try:
             ack = await self.pub.publish(subject, data, headers)
+            if ack.duplicate:
+                # On a clustered (R3) stream JetStream checks the message id before the
+                # expected sequence: a rival's append at the same position comes back as a
+                # duplicate of the winner's message, not as a conflict. Only our own bytes at
+                # that sequence mean "already appended".
+                if await self._stored_at(int(ack.seq), subject, data):
+                    return int(ack.seq)
+                raise WrongLastSequence(subject, expected_seq, int(ack.seq))
             return int(ack.seq)
         except WrongLastSequence:
             landed = await self._landed(subject, msg_id, data)
@@ -178,6 +188,21 @@ class HistoryStore:
             if landed is not None:
                 return landed
             raise
+
+    async def _stored_at(self, seq: int, subject: str, data: bytes) -> bool:
+        """Whether the stream holds exactly ``data`` on ``subject`` at ``seq``.
+
+        Asked of the stream leader (not a direct get, which any replica may answer, one that is
+        behind included), so a message the PubAck just named is found.
+        """
+        try:
+            m = await self.pub.js.get_msg(self.layout.stream, seq)
+        except Exception as exc:
+            raise TransportError(
+                f"reading message {seq} of {self.layout.stream} back after a duplicate append to "
+                f"{subject} failed: {exc}"
+            ) from exc
+        return m.subject == subject and (m.data or b"") == data
 
     async def _landed(self, subject: str, msg_id: str, data: bytes) -> int | None:
         """The stream sequence of our append if it is the subject's last message, else None.

@@ -12,6 +12,7 @@ from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import ensure_namespace
 from durablefuture.transport.publisher import Publisher, WrongLastSequence
 from durablefuture.transport.subjects import Layout
+from tests.cluster import NatsCluster
 
 
 def _started() -> ev.WorkflowStarted:
@@ -29,11 +30,24 @@ def _started() -> ev.WorkflowStarted:
 async def test_two_writers_at_the_same_position_one_wins_the_other_is_told(
     nats_server: NatsServer,
 ) -> None:
-    nc = await connect(nats_server.url)
+    await _two_writers(nats_server.url, replicas=1)
+
+
+async def test_two_writers_at_the_same_position_on_an_r3_stream(nats_cluster: NatsCluster) -> None:
+    """On a clustered stream JetStream checks the message id before the expected sequence, so
+    the loser's append comes back as a "duplicate" of the winner's (same position, same id):
+    the store must still tell it that it lost (it used to report success, and the server went
+    on from events that were never recorded)."""
+    await _two_writers(nats_cluster.url, replicas=3)
+
+
+async def _two_writers(url: str, replicas: int) -> None:
+    nc = await connect(url)
     try:
         pub = Publisher(nc)
         layout = Layout("default")
-        await ensure_namespace(pub.js, layout)
+        await ensure_namespace(pub.js, layout, replicas)
+        assert (await pub.js.stream_info(layout.stream)).config.num_replicas == replicas
         store = HistoryStore(nc, pub, layout, default_codec())
         seq1 = await store.append("wf", "run1", "start", [_started()], 0, whole_workflow=True)
         first = ev.TimerFired(event_id=2, at=2.0, seq=1)
