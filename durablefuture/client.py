@@ -34,8 +34,10 @@ from durablefuture.core.effects import RunStatus, RunSummary
 from durablefuture.core.errors import (
     DurableFutureError,
     InvalidArgumentError,
+    MessageRejectedError,
     QueryFailedError,
     ServerUnavailableError,
+    TransportError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
 )
@@ -265,9 +267,10 @@ class Client:
         headers = {REPLY_HEADER: reply_to}
         if msg_id:
             headers[MSG_ID] = msg_id
+        deadline = time.monotonic() + self.request_timeout
         try:
-            await self.pub.publish(self.layout.input(kind), self.codec.encode_input(env), headers)
-            data = await asyncio.wait_for(fut, self.request_timeout)
+            await self._store_request(kind, self.codec.encode_input(env), headers, deadline)
+            data = await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise ServerUnavailableError(
                 f"no df-server answered within {self.request_timeout:g}s (namespace "
@@ -277,6 +280,37 @@ class Client:
         finally:
             self._replies.drop(reply_to)
         return self.codec.decode_reply(data)
+
+    async def _store_request(
+        self, kind: str, data: bytes, headers: dict[str, str], deadline: float
+    ) -> None:
+        """Publish a request until JetStream acknowledges it, or ``deadline``.
+
+        A NATS cluster that loses a node can leave a publish unanswered (the connection was on
+        the node that died or froze) or refused while the stream elects a leader; both are
+        sent again, unchanged. That is safe: inputs carry ``Nats-Msg-Id`` and an input id the
+        server applies once, starts a request id it answers with the run it started.
+        """
+        subject = self.layout.input(kind)
+        for attempt in range(1, 1000):  # bounded by the deadline; the count is a backstop
+            remaining = deadline - time.monotonic()
+            try:
+                timeout = max(0.5, min(self.pub.timeout, remaining))
+                await self.pub.publish(subject, data, headers, timeout=timeout)
+                return
+            except MessageRejectedError:
+                raise
+            except TransportError as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0.5:
+                    raise
+                log.info(
+                    "storing a %s request failed (attempt %d: %s); sending it again",
+                    kind,
+                    attempt,
+                    exc,
+                )
+                await asyncio.sleep(min(0.5, remaining - 0.5))
 
     # ------------------------------------------------------------------ starting
 

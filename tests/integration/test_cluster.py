@@ -86,3 +86,30 @@ async def test_a_namespace_created_at_r1_is_raised_to_the_replicas_asked_for(
         assert all(v[0] == 3 for v in (await _replicas(js, layout)).values())
     finally:
         await nc.close()
+
+
+async def test_client_requests_ride_out_a_leader_election(
+    cluster_daemons: Daemons, nats_cluster: NatsCluster
+) -> None:
+    """A start and a signal sent just after the stream's leader is SIGKILLed are stored once
+    the cluster has elected another: the client sends them again (same request and message
+    ids) instead of failing when one publish gets no PubAck in time."""
+    cluster_daemons.server()
+    cluster_daemons.worker(*WF, *ACT)
+    await wait_namespace(cluster_daemons.url, timeout=60)
+    client = await df.Client.connect(cluster_daemons.url)
+    client.pub.timeout = 0.5  # shorter than an election: every request needs a second send
+    client.request_timeout = 60
+    try:
+        assert await client.execute_workflow(
+            add_workflow, 1, id="before", task_queue="tests", timeout=60
+        ) == expected_add(1)
+        leader = await nats_cluster.stream_leader(client.layout.stream)
+        leader.kill()
+        handle = await client.start_workflow(add_workflow, 2, id="after", task_queue="tests")
+        await handle.signal("ignored")  # buffered: add_workflow waits for none
+        assert await handle.result(timeout=60) == expected_add(2)
+        history = await handle.fetch_history()
+    finally:
+        await client.close()
+    assert [type(e).__name__ for e in history].count("SignalReceived") == 1

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from nats.js.api import StreamConfig
 
 from durablefuture.codec.wire import default_codec
 from durablefuture.core import events as ev
+from durablefuture.core.errors import TransportError
 from durablefuture.natsserver import NatsServer
 from durablefuture.transport.connection import connect
 from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import ensure_namespace
-from durablefuture.transport.publisher import Publisher, WrongLastSequence
+from durablefuture.transport.publisher import MSG_ID, Publisher, WrongLastSequence
 from durablefuture.transport.subjects import Layout
 from tests.cluster import NatsCluster
 
@@ -62,5 +66,26 @@ async def _two_writers(url: str, replicas: int) -> None:
         batches = await store.read("wf", "run1")
         assert [b.input_id for b in batches] == ["start", "tmr:t1"]
         assert again == batches[-1].stream_seq
+    finally:
+        await nc.close()
+
+
+async def test_a_publish_no_stream_takes_yet_is_sent_again_until_one_does(
+    nats_server: NatsServer,
+) -> None:
+    """JetStream answers 503 while no stream (leader) takes a subject, as a cluster does while
+    a stream elects its leader: the publisher sends it again until its deadline, and only a
+    503 that lasts that long is an error."""
+    nc = await connect(nats_server.url)
+    try:
+        pub = Publisher(nc, timeout=1.0)
+        with pytest.raises(TransportError, match=r"no JetStream stream took late\.x within 1s"):
+            await pub.publish("late.x", b"lost")
+        pending = await pub.send("late.x", b"kept", {MSG_ID: "late-1"}, timeout=30)
+        await asyncio.sleep(0.6)  # refused at least once by now
+        await pub.js.add_stream(StreamConfig(name="LATE", subjects=["late.>"]))
+        ack = await pending
+        assert (ack.stream, ack.seq, ack.duplicate) == ("LATE", 1, None)
+        assert (await pub.js.stream_info("LATE")).state.messages == 1
     finally:
         await nc.close()
