@@ -15,6 +15,7 @@ writer at the same position is told "duplicate", not "wrong last sequence".
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Sequence
 
 import orjson
@@ -34,7 +35,7 @@ from durablefuture.transport.publisher import (
 )
 from durablefuture.transport.subjects import Layout
 
-__all__ = ["Batch", "HistoryStore", "LastBatch", "direct_batch"]
+__all__ = ["Batch", "HistoryStore", "LastBatch", "Stored", "direct_batch"]
 
 
 @define
@@ -44,6 +45,44 @@ class Batch:
     stream_seq: int
     input_id: str
     events: list[ev.Event]
+
+
+@define
+class Stored:
+    """One stored message, however it was read (a direct get or the leader's API)."""
+
+    subject: str
+    seq: int
+    headers: dict[str, str]
+    data: bytes
+
+    @classmethod
+    def of(cls, m: Msg) -> Stored:
+        """From a direct get reply (the stored subject and sequence travel as headers)."""
+        headers = dict(m.headers or {})
+        return cls(
+            headers.get("Nats-Subject", ""), int(headers.get("Nats-Sequence", "0")), headers, m.data
+        )
+
+    @classmethod
+    def from_api(cls, message: dict[str, object]) -> Stored:
+        """From a STREAM.MSG.GET reply (headers and body base64-encoded)."""
+        raw = base64.b64decode(str(message.get("hdrs") or ""))
+        headers: dict[str, str] = {}
+        for line in raw.decode(errors="replace").split("\r\n")[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip()] = value.strip()
+        seq = message.get("seq", 0)
+        return cls(
+            str(message.get("subject", "")),
+            seq if isinstance(seq, int) else 0,
+            headers,
+            base64.b64decode(str(message.get("data") or "")),
+        )
+
+
+_NO_MESSAGE = 10037  # STREAM.MSG.GET: no message found
 
 
 @define
@@ -63,20 +102,32 @@ class HistoryStore:
         self.codec = codec
 
     # ------------------------------------------------------------------ reading
+    #
+    # Direct gets are fast and batched, but any replica of an R3 stream may answer them, one
+    # that has not applied the newest writes yet included (measured: ~1% of reads right after
+    # a write on a healthy 3-node cluster; more while a node catches up). A replica's store is
+    # a prefix of the leader's, so a direct read is complete only if it reaches a sequence
+    # known to exist; whatever it misses is read from the stream leader (STREAM.MSG.GET).
+    # Single "last message" reads always ask the leader. Decisions are only ever made on
+    # complete reads: a stale one made df-server refuse to start the next run of a
+    # continue-as-new, and workers acknowledge workflow tasks they replayed without their
+    # trigger event.
 
-    async def read(self, workflow_id: str, run_id: str, after_seq: int = 0) -> list[Batch]:
-        """All batches of a run stored after stream sequence ``after_seq`` (direct batch get)."""
+    async def read(
+        self, workflow_id: str, run_id: str, after_seq: int = 0, *, through: int | None = None
+    ) -> list[Batch]:
+        """All batches of a run stored after stream sequence ``after_seq``.
+
+        ``through`` is a stream sequence the caller knows the run's history reaches (say, the
+        one a workflow task was dispatched at); without it, the leader is asked for it first.
+        """
         subject = self.layout.history(workflow_id, run_id)
-        msgs = await self._direct_batch(subject, after_seq + 1)
-        return [self._batch(m) for m in msgs]
+        return [self._batch(m) for m in await self._read(subject, after_seq, through)]
 
     async def read_workflow(self, workflow_id: str, after_seq: int = 0) -> list[tuple[str, Batch]]:
         """Every run's batches of ``workflow_id`` stored after ``after_seq``, as (run id, batch)."""
-        msgs = await self._direct_batch(self.layout.history_of_workflow(workflow_id), after_seq + 1)
-        return [
-            ((m.headers or {}).get("Nats-Subject", "").rsplit(".", 1)[-1], self._batch(m))
-            for m in msgs
-        ]
+        msgs = await self._read(self.layout.history_of_workflow(workflow_id), after_seq, None)
+        return [(m.subject.rsplit(".", 1)[-1], self._batch(m)) for m in msgs]
 
     async def find_input(self, workflow_id: str, input_id: str, after_seq: int) -> str | None:
         """The run of ``workflow_id`` with a batch recorded for ``input_id`` after stream
@@ -86,58 +137,79 @@ class HistoryStore:
                 return run_id
         return None
 
-    async def _direct_batch(self, subject: str, start_seq: int, batch: int = 1000) -> list[Msg]:
-        return await direct_batch(
-            self.nc, self.layout.stream, subject, start_seq, self.pub.timeout, batch=batch
-        )
+    async def _read(self, subject: str, after_seq: int, through: int | None) -> list[Stored]:
+        if through is None:
+            last = await self._leader_get({"last_by_subj": subject}, subject)
+            through = 0 if last is None else last.seq
+        if through <= after_seq:
+            return []
+        msgs = [
+            Stored.of(m)
+            for m in await direct_batch(
+                self.nc, self.layout.stream, subject, after_seq + 1, self.pub.timeout
+            )
+        ]
+        have = msgs[-1].seq if msgs else after_seq
+        if have < through:  # answered by a replica that is behind: the rest from the leader
+            msgs += await self._leader_after(subject, have)
+        return msgs
 
-    def _batch(self, m: Msg) -> Batch:
-        seq = int((m.headers or {}).get("Nats-Sequence", "0"))
+    async def _leader_after(self, subject: str, seq: int) -> list[Stored]:
+        out: list[Stored] = []
+        for _ in range(1_000_000):  # bounded: a history is far shorter
+            m = await self._leader_get({"seq": seq + 1, "next_by_subj": subject}, subject)
+            if m is None:
+                return out
+            out.append(m)
+            seq = m.seq
+        raise TransportError(f"reading {subject}: more than 1,000,000 messages")
+
+    async def _leader_get(self, request: dict[str, object], subject: str) -> Stored | None:
+        """One message from the stream leader (STREAM.MSG.GET); None if there is none."""
+        api = f"$JS.API.STREAM.MSG.GET.{self.layout.stream}"
+        try:
+            reply = await self.nc.request(api, orjson.dumps(request), timeout=self.pub.timeout)
+            body = orjson.loads(reply.data)
+        except Exception as exc:
+            raise TransportError(f"reading {subject} failed: {exc}") from exc
+        error = body.get("error")
+        if error is not None:
+            if error.get("err_code") == _NO_MESSAGE:
+                return None
+            raise TransportError(f"reading {subject}: {error.get('description', error)}")
+        return Stored.from_api(body["message"])
+
+    def _batch(self, m: Stored) -> Batch:
         input_id, events = self.codec.decode_batch(m.data)
-        return Batch(seq, input_id, events)
+        return Batch(m.seq, input_id, events)
 
     async def last_of_workflow(self, workflow_id: str) -> LastBatch | None:
         """The newest batch over every run of ``workflow_id`` (None if the id is unused)."""
         subject = self.layout.history_of_workflow(workflow_id)
-        m = await self._direct_last(subject)
+        m = await self._leader_get({"last_by_subj": subject}, subject)
         if m is None:
             return None
-        stored_subject = (m.headers or {}).get("Nats-Subject", "")
-        run_id = stored_subject.rsplit(".", 1)[-1]
-        return LastBatch(stored_subject, run_id, self._batch(m))
+        return LastBatch(m.subject, m.subject.rsplit(".", 1)[-1], self._batch(m))
 
     async def last_seq(self, workflow_id: str, run_id: str) -> int:
         """Stream sequence of the run's newest batch (0 if the run has none)."""
-        m = await self._direct_last(self.layout.history(workflow_id, run_id))
-        return 0 if m is None else int((m.headers or {}).get("Nats-Sequence", "0"))
+        subject = self.layout.history(workflow_id, run_id)
+        m = await self._leader_get({"last_by_subj": subject}, subject)
+        return 0 if m is None else m.seq
 
     async def last_event_id(self, workflow_id: str, run_id: str) -> int:
         """Id of the run's newest event, i.e. how many events it has (0 if none); one get."""
-        m = await self._direct_last(self.layout.history(workflow_id, run_id))
+        subject = self.layout.history(workflow_id, run_id)
+        m = await self._leader_get({"last_by_subj": subject}, subject)
         if m is None:
             return 0
         events = self._batch(m).events
         return events[-1].event_id if events else 0
 
     async def first_batch(self, workflow_id: str, run_id: str) -> Batch | None:
-        msgs = await self._direct_batch(self.layout.history(workflow_id, run_id), 1, batch=1)
-        return self._batch(msgs[0]) if msgs else None
-
-    async def _direct_last(self, subject: str) -> Msg | None:
-        api = f"$JS.API.DIRECT.GET.{self.layout.stream}"
-        try:
-            m = await self.nc.request(
-                api, orjson.dumps({"last_by_subj": subject}), timeout=self.pub.timeout
-            )
-        except Exception as exc:
-            raise TransportError(f"reading the last message of {subject} failed: {exc}") from exc
-        status = m.headers.get("Status") if m.headers else None
-        if status == "404":
-            return None
-        if status:
-            desc = (m.headers or {}).get("Description", "")
-            raise TransportError(f"reading the last message of {subject}: {status} {desc}")
-        return m
+        subject = self.layout.history(workflow_id, run_id)
+        m = await self._leader_get({"seq": 1, "next_by_subj": subject}, subject)
+        return None if m is None else self._batch(m)
 
     # ------------------------------------------------------------------ appending
 
@@ -195,14 +267,8 @@ class HistoryStore:
         Asked of the stream leader (not a direct get, which any replica may answer, one that is
         behind included), so a message the PubAck just named is found.
         """
-        try:
-            m = await self.pub.js.get_msg(self.layout.stream, seq)
-        except Exception as exc:
-            raise TransportError(
-                f"reading message {seq} of {self.layout.stream} back after a duplicate append to "
-                f"{subject} failed: {exc}"
-            ) from exc
-        return m.subject == subject and (m.data or b"") == data
+        m = await self._leader_get({"seq": seq}, subject)
+        return m is not None and m.subject == subject and m.data == data
 
     async def _landed(self, subject: str, msg_id: str, data: bytes) -> int | None:
         """The stream sequence of our append if it is the subject's last message, else None.
@@ -211,13 +277,13 @@ class HistoryStore:
         have filled with different events: only the exact same bytes count as ours.
         """
         try:
-            m = await self._direct_last(subject)
+            m = await self._leader_get({"last_by_subj": subject}, subject)
         except TransportError:
             return None
         if m is None:
             return None
-        if (m.headers or {}).get(MSG_ID) == msg_id and m.data == data:
-            return int((m.headers or {}).get("Nats-Sequence", "0"))
+        if m.headers.get(MSG_ID) == msg_id and m.data == data:
+            return m.seq
         return None
 
 
