@@ -15,9 +15,11 @@ once:
 Workflows are started over the whole chaos window, so crashes land in every phase. Checked
 afterwards: every workflow completed with its expected result (0 lost); every run has exactly
 one terminal event and each workflow id exactly one completion and the expected number of runs
-(0 duplicated); no (run, activity, attempt) outcome is recorded twice; and an activity was
-never executed more often than the attempts its history records (executions are counted in a
-file the activity appends to). A summary line gives the figures.
+(0 duplicated); no (run, activity, attempt) outcome is recorded twice; an activity was never
+executed more often than the attempts its history records (executions are counted in a file
+the activity appends to); and every daemon alive at the end still works on its own (one
+server and one worker run workflows while the other two are frozen, then the other pair), so
+none stays up cut off. A summary line gives the figures.
 
 The bounded variant runs in CI; the long one (1,000 workflows, a 30 s SIGSTOP) is marked slow.
 ``DF_TEST_CHAOS_SEED=N`` replays the chaos with another random schedule.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -153,6 +156,31 @@ async def _nats_chaos(
         chaos.events.append(f"{time.monotonic() - chaos.t0:7.1f}s cluster healthy again")
         if time.monotonic() + 30 + pause_seconds > until:
             return
+
+
+async def _each_daemon_serves(fleet: Fleet, client: df.Client, seed: int) -> None:
+    """Every df-server and df-worker alive after the chaos still works on its own (none stays
+    up but cut off): one server and one worker run workflows while the other two are frozen
+    (SIGSTOP; what they hold is redelivered once its ack wait passes), then the other pair."""
+    pairs = (("server-a", "worker-a"), ("server-b", "worker-b"))
+    for k, pair in enumerate(pairs):
+        frozen = [d for name, d in fleet.alive.items() if name not in pair]
+        for d in frozen:
+            assert d.proc is not None
+            os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            handles = [
+                await client.start_workflow(
+                    cluster_flow, i, id=f"solo-{seed}-{k}-{i}", task_queue="tests"
+                )
+                for i in range(4)
+            ]
+            results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
+        finally:
+            for d in frozen:
+                assert d.proc is not None
+                os.kill(d.proc.pid, signal.SIGCONT)
+        assert results == [expected_cluster_flow(i) for i in range(4)], (pair, results)
 
 
 def _executions(log: Path) -> Counter[tuple[str, int]]:
@@ -349,6 +377,7 @@ async def _cluster_chaos(
         assert not wrong, f"{len(wrong)} workflows without their result: {wrong}"
         runs_of = {wid: runs for wid, (runs, _) in expected.items()}
         lost, duplicated, over, problems = await _verify(client, runs_of, log)
+        await _each_daemon_serves(fleet, client, seed)
     except BaseException:
         print("\n".join(chaos.events))
         print(daemons.logs())
@@ -363,7 +392,8 @@ async def _cluster_chaos(
     print(
         f"cluster chaos: {n} workflows ({len(rich)} with child workflows, signals and "
         f"continue-as-new), kills: {kills}; lost {lost}, duplicated {duplicated}, "
-        f"activity executions over recorded attempts {over}; {seconds:.0f} s"
+        f"activity executions over recorded attempts {over}; every surviving daemon served "
+        f"on its own; {seconds:.0f} s"
     )
     assert not problems, "\n".join(problems[:50])
     assert lost == 0 and duplicated == 0 and over == 0
