@@ -304,7 +304,7 @@ class Client:
             headers[MSG_ID] = msg_id
         deadline = time.monotonic() + self.request_timeout
         try:
-            await self._publish_until(subject, data, headers, deadline)
+            await self._store_request(subject, data, headers, deadline)
             data = await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise ServerUnavailableError(
@@ -316,27 +316,35 @@ class Client:
             self._replies.drop(reply_to)
         return self.codec.decode_reply(data)
 
-    async def _publish_until(
+    async def _store_request(
         self, subject: str, data: bytes, headers: dict[str, str], deadline: float
     ) -> None:
-        """Store a request, retrying while NATS is unreachable or slow (a nats-server restart).
+        """Publish a request until JetStream acknowledges it, or ``deadline``.
 
-        Retrying is safe: requests carry a ``Nats-Msg-Id`` (deduplicated by JetStream) or a
-        request id the server deduplicates. A message NATS would refuse is not retried.
+        A NATS cluster that loses a node can leave a publish unanswered (the connection was on
+        the node that died or froze) or refused while the stream elects a leader; both are
+        sent again, unchanged. That is safe: inputs carry ``Nats-Msg-Id`` and an input id the
+        server applies once, starts a request id it answers with the run it started.
         """
-        delay = 0.1
-        while True:
+        for attempt in range(1, 1000):  # bounded by the deadline; the count is a backstop
+            remaining = deadline - time.monotonic()
             try:
-                await self.pub.publish(subject, data, headers)
+                timeout = max(0.5, min(self.pub.timeout, remaining))
+                await self.pub.publish(subject, data, headers, timeout=timeout)
                 return
             except MessageRejectedError:
                 raise
             except TransportError as exc:
-                if time.monotonic() + delay >= deadline:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0.5:
                     raise
-                log.warning("storing a request failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                log.info(
+                    "storing a request on %s failed (attempt %d: %s); sending it again",
+                    subject,
+                    attempt,
+                    exc,
+                )
+                await asyncio.sleep(min(0.5, remaining - 0.5))
 
     # ------------------------------------------------------------------ schedules
 

@@ -724,7 +724,9 @@ class Worker:
         async with self._lock(task.run_id):
             if self._redundant(m):
                 report = None
+                why = "redundant"
             else:
+                why = "nothing to report"
                 with tracing.span(
                     f"RunWorkflow:{task.workflow_type}",
                     parent,
@@ -733,6 +735,16 @@ class Worker:
                     report = await self._run_workflow_task(m)
                 if report is not None:
                     report = await self._send_workflow_report(task, report, msg)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "workflow task %s run %s trigger %d (delivery %d): %s",
+                task.workflow_id,
+                task.run_id,
+                task.trigger,
+                delivery_count(msg),
+                why if report is None else f"reported {report.input_id}",
+                extra={"workflow_id": task.workflow_id, "run_id": task.run_id},
+            )
         await msg.ack()
         outcome = (
             "idle"
@@ -837,7 +849,7 @@ class Worker:
                 execution = cached.execution
                 new = self._new_events(cached, m.events)
                 if new is None:
-                    new = await self._tail(task, cached)
+                    new = await self._tail(task, cached, m.history_seq)
                 if new is not None:
                     try:
                         activation = execution.feed(new)
@@ -930,8 +942,13 @@ class Worker:
             return None
         return list(delta[len(seen) :])
 
-    async def _tail(self, task: WorkflowTask, cached: _CachedRun) -> list[ev.Event] | None:
-        batches = await self.client.history.read(task.workflow_id, task.run_id)
+    async def _tail(
+        self, task: WorkflowTask, cached: _CachedRun, through: int
+    ) -> list[ev.Event] | None:
+        # ``through``: the task was dispatched once history reached it, so the read must too
+        batches = await self.client.history.read(
+            task.workflow_id, task.run_id, through=through or None
+        )
         events = [e for b in batches for e in b.events]
         have = cached.execution.last_event_id
         if len(events) < have or not cached.confirm(events[:have]):
@@ -954,7 +971,12 @@ class Worker:
         if m.events and m.events[0].event_id == 1:
             events = list(m.events)
         else:
-            batches = await self.client.history.read(task.workflow_id, task.run_id)
+            # read at least as far as the history was when the task was dispatched (a replica
+            # that is behind may answer the read): replaying without the trigger event would
+            # decide nothing, and the task would be acknowledged with the run left waiting
+            batches = await self.client.history.read(
+                task.workflow_id, task.run_id, through=m.history_seq or None
+            )
             events = [e for b in batches for e in b.events]
         self.stats["replays"] += 1
         began = time.perf_counter()

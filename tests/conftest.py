@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from durablefuture.natsserver import NatsServer
+from tests.cluster import NatsCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,9 +71,13 @@ class Daemon:
 
 
 class Daemons:
-    def __init__(self, tmp_path: Path, url: str) -> None:
+    """df-server / df-worker subprocesses on ``url`` (several URLs may be comma-separated);
+    ``server_args`` are added to every df-server (e.g. ``--replicas 3`` on a cluster)."""
+
+    def __init__(self, tmp_path: Path, url: str, server_args: tuple[str, ...] = ()) -> None:
         self.tmp_path = tmp_path
         self.url = url
+        self.server_args = server_args
         self.started: list[Daemon] = []
         self.env = dict(os.environ)
         self.env["PYTHONPATH"] = str(ROOT) + os.pathsep + self.env.get("PYTHONPATH", "")
@@ -91,6 +96,7 @@ class Daemons:
                 "2",
                 "--log-level",
                 "info",
+                *self.server_args,
                 *extra,
             ],
             self.tmp_path / f"server{n}.log",
@@ -140,7 +146,7 @@ async def wait_namespace(
     from durablefuture.transport.subjects import Layout
 
     layout = Layout(namespace)
-    nc = await nats.connect(url, tls=tls)
+    nc = await nats.connect(servers=[u.strip() for u in url.split(",") if u.strip()], tls=tls)
     try:
         js = nc.jetstream()
 
@@ -159,6 +165,28 @@ async def wait_namespace(
 @pytest.fixture
 def daemons(tmp_path: Path, nats_server: NatsServer) -> Iterator[Daemons]:
     ds = Daemons(tmp_path, nats_server.url)
+    try:
+        yield ds
+    finally:
+        ds.stop_all()
+
+
+@pytest.fixture
+async def nats_cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
+    """Three routed ``nats-server -js`` nodes on free loopback ports, each with its own store
+    (tests/cluster.py: SIGKILL, restart, SIGSTOP and SIGCONT a node, find a stream's leader)."""
+    cluster = NatsCluster(tmp_path / "cluster")
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_daemons(tmp_path: Path, nats_cluster: NatsCluster) -> Iterator[Daemons]:
+    """Daemons connected with every node's URL; df-servers keep the namespace at R3."""
+    ds = Daemons(tmp_path, nats_cluster.url, server_args=("--replicas", "3"))
     try:
         yield ds
     finally:

@@ -87,6 +87,7 @@ from durablefuture.transport.layout import (
     open_bucket,
 )
 from durablefuture.transport.publisher import (
+    EXPECTED_LAST_SUBJECT_SEQ,
     MSG_ID,
     SCHEDULE,
     SCHEDULE_TARGET,
@@ -693,6 +694,10 @@ class Server:
                 ) + list(decision.effects)
             elif decision.outcome == DUPLICATE:
                 self.stats["duplicates"] += 1
+                # re-derive the recorded batch's effects from the run as it is now, not as this
+                # server last saw it: another server may have moved it on since (an old view
+                # would dispatch finished activities again, or write an old status)
+                await self._refresh(cache)
                 effects = list(decision.effects)
                 if decision.recorded is not None:
                     first, last = decision.recorded
@@ -810,6 +815,9 @@ class Server:
             if d.action == "existing":
                 cache = await self._load(wid, d.run_id)
                 async with cache.lock:
+                    # the run as it is now (another server may have moved it on): effects
+                    # re-derived from an old view would redo finished work
+                    await self._refresh(cache)
                     lo, hi = cache.state.applied_inputs.get("start", (1, 1))
                     await self._execute(cache, effects_for(cache.state, cache.events[lo - 1 : hi]))
                 await self._reply(reply_to, Reply(True, run_id=d.run_id))
@@ -894,7 +902,7 @@ class Server:
         """Send every effect's messages (pipelined), then wait for all their PubAcks."""
         if not effects:
             return
-        pending: list[asyncio.Future[PubAck]] = []
+        pending: list[Awaitable[object]] = []
         for e in effects:
             await self._effect(cache, e, pending)
         if pending:
@@ -903,9 +911,7 @@ class Server:
                 if isinstance(r, BaseException):
                     raise r
 
-    async def _effect(
-        self, cache: RunCache, e: Effect, pending: list[asyncio.Future[PubAck]]
-    ) -> None:
+    async def _effect(self, cache: RunCache, e: Effect, pending: list[Awaitable[object]]) -> None:
         layout = self.layout
         pub = self.pub
         run_id = cache.state.run_id
@@ -983,7 +989,14 @@ class Server:
             key = (
                 f"$KV.{layout.runs_bucket}.{layout.status_key(summary.workflow_id, summary.run_id)}"
             )
-            pending.append(await pub.send(key, body))
+            if summary.status in RunStatus.CLOSED:
+                pending.append(await pub.send(key, body))
+            else:
+                # "running" is a run's first status, written once: a copy derived again later
+                # (a start delivered twice, another server's older view) must never overwrite
+                # its close, or clients wait for a result that is long there
+                created = await pub.send(key, body, {EXPECTED_LAST_SUBJECT_SEQ: "0"})
+                pending.append(_unless_present(created))
             if summary.status in RunStatus.CLOSED:
                 self._cancel_local_timers(run_id)
                 # The close is in history already; waiting clients get the outcome right away
@@ -993,9 +1006,7 @@ class Server:
                         layout.closed_notice(summary.workflow_id, summary.run_id), body
                     )
 
-    async def _arm(
-        self, cache: RunCache, e: ArmTimer, pending: list[asyncio.Future[PubAck]]
-    ) -> None:
+    async def _arm(self, cache: RunCache, e: ArmTimer, pending: list[Awaitable[object]]) -> None:
         run_id = cache.state.run_id
         wid = cache.workflow_id
         fire = inp.FireTimer(run_id, e.key)
@@ -1097,6 +1108,26 @@ def _new_run_id_if_needed(message: inp.RunInput) -> str:
     ):
         return new_run_id()
     return ""
+
+
+def _unless_present(sent: asyncio.Future[PubAck]) -> asyncio.Future[PubAck | None]:
+    """The PubAck of a create-only write, or None if the subject already had a message."""
+    out: asyncio.Future[PubAck | None] = asyncio.get_running_loop().create_future()
+
+    def done(f: asyncio.Future[PubAck]) -> None:
+        if out.done():
+            return
+        if f.cancelled():
+            out.cancel()
+        elif isinstance(f.exception(), WrongLastSequence):
+            out.set_result(None)
+        elif (exc := f.exception()) is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(f.result())
+
+    sent.add_done_callback(done)
+    return out
 
 
 async def await_ack(send: Awaitable[asyncio.Future[PubAck]]) -> PubAck:

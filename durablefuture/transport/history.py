@@ -7,7 +7,10 @@ so two writers can never both extend the same history; a new run is created with
 over *all* runs of the workflow id (``...-Subject: df.<ns>.h.<workflow>.>``), which makes "one
 running run per workflow id" atomic. ``Nats-Msg-Id`` (``<run>:<first event id>``) makes a
 retried append idempotent; when an append's outcome is unknown (timeout), the subject's last
-message is read back to decide, never guessed.
+message is read back to decide, never guessed. A PubAck marked ``duplicate`` is read back too:
+on a clustered stream the message-id check comes before the expected-sequence check, so a rival
+writer at the same position is told "duplicate", not "wrong last sequence".
+
 
 Reads never skip a message. One that is not a valid batch, or whose events do not follow from
 the ones before it, raises :class:`CorruptHistoryError` naming its stream sequence and why.
@@ -16,6 +19,7 @@ the ones before it, raises :class:`CorruptHistoryError` naming its stream sequen
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Sequence
 
 import orjson
@@ -36,7 +40,7 @@ from durablefuture.transport.publisher import (
 )
 from durablefuture.transport.subjects import Layout
 
-__all__ = ["Batch", "HistoryStore", "LastBatch", "corrupt", "direct_batch", "fold"]
+__all__ = ["Batch", "HistoryStore", "LastBatch", "Stored", "corrupt", "direct_batch", "fold"]
 
 
 @define
@@ -46,6 +50,44 @@ class Batch:
     stream_seq: int
     input_id: str
     events: list[ev.Event]
+
+
+@define
+class Stored:
+    """One stored message, however it was read (a direct get or the leader's API)."""
+
+    subject: str
+    seq: int
+    headers: dict[str, str]
+    data: bytes
+
+    @classmethod
+    def of(cls, m: Msg) -> Stored:
+        """From a direct get reply (the stored subject and sequence travel as headers)."""
+        headers = dict(m.headers or {})
+        return cls(
+            headers.get("Nats-Subject", ""), int(headers.get("Nats-Sequence", "0")), headers, m.data
+        )
+
+    @classmethod
+    def from_api(cls, message: dict[str, object]) -> Stored:
+        """From a STREAM.MSG.GET reply (headers and body base64-encoded)."""
+        raw = base64.b64decode(str(message.get("hdrs") or ""))
+        headers: dict[str, str] = {}
+        for line in raw.decode(errors="replace").split("\r\n")[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip()] = value.strip()
+        seq = message.get("seq", 0)
+        return cls(
+            str(message.get("subject", "")),
+            seq if isinstance(seq, int) else 0,
+            headers,
+            base64.b64decode(str(message.get("data") or "")),
+        )
+
+
+_NO_MESSAGE = 10037  # STREAM.MSG.GET: no message found
 
 
 @define
@@ -107,22 +149,34 @@ class HistoryStore:
         self.codec = codec
 
     # ------------------------------------------------------------------ reading
+    #
+    # Direct gets are fast and batched, but any replica of an R3 stream may answer them, one
+    # that has not applied the newest writes yet included (measured: ~1% of reads right after
+    # a write on a healthy 3-node cluster; more while a node catches up). A replica's store is
+    # a prefix of the leader's, so a direct read is complete only if it reaches a sequence
+    # known to exist; whatever it misses is read from the stream leader (STREAM.MSG.GET).
+    # Single "last message" reads always ask the leader. Decisions are only ever made on
+    # complete reads: a stale one made df-server refuse to start the next run of a
+    # continue-as-new, and workers acknowledge workflow tasks they replayed without their
+    # trigger event.
 
-    async def read(self, workflow_id: str, run_id: str, after_seq: int = 0) -> list[Batch]:
-        """All batches of a run stored after stream sequence ``after_seq`` (direct batch get)."""
+    async def read(
+        self, workflow_id: str, run_id: str, after_seq: int = 0, *, through: int | None = None
+    ) -> list[Batch]:
+        """All batches of a run stored after stream sequence ``after_seq``.
+
+        ``through`` is a stream sequence the caller knows the run's history reaches (say, the
+        one a workflow task was dispatched at); without it, the leader is asked for it first.
+        """
         subject = self.layout.history(workflow_id, run_id)
-        msgs = await self._direct_batch(subject, after_seq + 1)
-        batches = [self._batch(m) for m in msgs]
+        batches = [self._batch(m) for m in await self._read(subject, after_seq, through)]
         _check_order(workflow_id, run_id, batches, from_start=after_seq == 0)
         return batches
 
     async def read_workflow(self, workflow_id: str, after_seq: int = 0) -> list[tuple[str, Batch]]:
         """Every run's batches of ``workflow_id`` stored after ``after_seq``, as (run id, batch)."""
-        msgs = await self._direct_batch(self.layout.history_of_workflow(workflow_id), after_seq + 1)
-        return [
-            ((m.headers or {}).get("Nats-Subject", "").rsplit(".", 1)[-1], self._batch(m))
-            for m in msgs
-        ]
+        msgs = await self._read(self.layout.history_of_workflow(workflow_id), after_seq, None)
+        return [(m.subject.rsplit(".", 1)[-1], self._batch(m)) for m in msgs]
 
     async def find_input(self, workflow_id: str, input_id: str, after_seq: int) -> str | None:
         """The run of ``workflow_id`` with a batch recorded for ``input_id`` after stream
@@ -132,39 +186,74 @@ class HistoryStore:
                 return run_id
         return None
 
-    async def _direct_batch(self, subject: str, start_seq: int, batch: int = 1000) -> list[Msg]:
-        return await direct_batch(
-            self.nc, self.layout.stream, subject, start_seq, self.pub.timeout, batch=batch
-        )
+    async def _read(self, subject: str, after_seq: int, through: int | None) -> list[Stored]:
+        if through is None:
+            last = await self._leader_get({"last_by_subj": subject}, subject)
+            through = 0 if last is None else last.seq
+        if through <= after_seq:
+            return []
+        msgs = [
+            Stored.of(m)
+            for m in await direct_batch(
+                self.nc, self.layout.stream, subject, after_seq + 1, self.pub.timeout
+            )
+        ]
+        have = msgs[-1].seq if msgs else after_seq
+        if have < through:  # answered by a replica that is behind: the rest from the leader
+            msgs += await self._leader_after(subject, have)
+        return msgs
 
-    def _batch(self, m: Msg) -> Batch:
-        headers = m.headers or {}
-        seq = int(headers.get("Nats-Sequence", "0"))
+    async def _leader_after(self, subject: str, seq: int) -> list[Stored]:
+        out: list[Stored] = []
+        for _ in range(1_000_000):  # bounded: a history is far shorter
+            m = await self._leader_get({"seq": seq + 1, "next_by_subj": subject}, subject)
+            if m is None:
+                return out
+            out.append(m)
+            seq = m.seq
+        raise TransportError(f"reading {subject}: more than 1,000,000 messages")
+
+    async def _leader_get(self, request: dict[str, object], subject: str) -> Stored | None:
+        """One message from the stream leader (STREAM.MSG.GET); None if there is none."""
+        api = f"$JS.API.STREAM.MSG.GET.{self.layout.stream}"
+        try:
+            reply = await self.nc.request(api, orjson.dumps(request), timeout=self.pub.timeout)
+            body = orjson.loads(reply.data)
+        except Exception as exc:
+            raise TransportError(f"reading {subject} failed: {exc}") from exc
+        error = body.get("error")
+        if error is not None:
+            if error.get("err_code") == _NO_MESSAGE:
+                return None
+            raise TransportError(f"reading {subject}: {error.get('description', error)}")
+        return Stored.from_api(body["message"])
+
+    def _batch(self, m: Stored) -> Batch:
         try:
             input_id, events = self.codec.decode_batch(m.data)
         except DecodeError as exc:
-            workflow_id, run_id = self.layout.parse_history(headers.get("Nats-Subject", ""))
-            raise corrupt(workflow_id, run_id, seq, str(exc)) from None
-        return Batch(seq, input_id, events)
+            workflow_id, run_id = self.layout.parse_history(m.subject)
+            raise corrupt(workflow_id, run_id, m.seq, str(exc)) from None
+        return Batch(m.seq, input_id, events)
 
     async def last_of_workflow(self, workflow_id: str) -> LastBatch | None:
         """The newest batch over every run of ``workflow_id`` (None if the id is unused)."""
         subject = self.layout.history_of_workflow(workflow_id)
-        m = await self._direct_last(subject)
+        m = await self._leader_get({"last_by_subj": subject}, subject)
         if m is None:
             return None
-        stored_subject = (m.headers or {}).get("Nats-Subject", "")
-        run_id = stored_subject.rsplit(".", 1)[-1]
-        return LastBatch(stored_subject, run_id, self._batch(m))
+        return LastBatch(m.subject, m.subject.rsplit(".", 1)[-1], self._batch(m))
 
     async def last_seq(self, workflow_id: str, run_id: str) -> int:
         """Stream sequence of the run's newest batch (0 if the run has none)."""
-        m = await self._direct_last(self.layout.history(workflow_id, run_id))
-        return 0 if m is None else int((m.headers or {}).get("Nats-Sequence", "0"))
+        subject = self.layout.history(workflow_id, run_id)
+        m = await self._leader_get({"last_by_subj": subject}, subject)
+        return 0 if m is None else m.seq
 
     async def last_event_id(self, workflow_id: str, run_id: str) -> int:
         """Id of the run's newest event, i.e. how many events it has (0 if none); one get."""
-        m = await self._direct_last(self.layout.history(workflow_id, run_id))
+        subject = self.layout.history(workflow_id, run_id)
+        m = await self._leader_get({"last_by_subj": subject}, subject)
         if m is None:
             return 0
         events = self._batch(m).events
@@ -172,28 +261,14 @@ class HistoryStore:
 
     async def last_batch(self, workflow_id: str, run_id: str) -> Batch | None:
         """The run's newest batch, in one get (None if the run has none)."""
-        m = await self._direct_last(self.layout.history(workflow_id, run_id))
+        subject = self.layout.history(workflow_id, run_id)
+        m = await self._leader_get({"last_by_subj": subject}, subject)
         return None if m is None else self._batch(m)
 
     async def first_batch(self, workflow_id: str, run_id: str) -> Batch | None:
-        msgs = await self._direct_batch(self.layout.history(workflow_id, run_id), 1, batch=1)
-        return self._batch(msgs[0]) if msgs else None
-
-    async def _direct_last(self, subject: str) -> Msg | None:
-        api = f"$JS.API.DIRECT.GET.{self.layout.stream}"
-        try:
-            m = await self.nc.request(
-                api, orjson.dumps({"last_by_subj": subject}), timeout=self.pub.timeout
-            )
-        except Exception as exc:
-            raise TransportError(f"reading the last message of {subject} failed: {exc}") from exc
-        status = m.headers.get("Status") if m.headers else None
-        if status == "404":
-            return None
-        if status:
-            desc = (m.headers or {}).get("Description", "")
-            raise TransportError(f"reading the last message of {subject}: {status} {desc}")
-        return m
+        subject = self.layout.history(workflow_id, run_id)
+        m = await self._leader_get({"seq": 1, "next_by_subj": subject}, subject)
+        return None if m is None else self._batch(m)
 
     # ------------------------------------------------------------------ appending
 
@@ -224,6 +299,14 @@ class HistoryStore:
         data = self.codec.encode_batch(input_id, list(events))
         try:
             ack = await self.pub.publish(subject, data, headers)
+            if ack.duplicate:
+                # On a clustered (R3) stream JetStream checks the message id before the
+                # expected sequence: a rival's append at the same position comes back as a
+                # duplicate of the winner's message, not as a conflict. Only our own bytes at
+                # that sequence mean "already appended".
+                if await self._stored_at(int(ack.seq), subject, data):
+                    return int(ack.seq)
+                raise WrongLastSequence(subject, expected_seq, int(ack.seq))
             return int(ack.seq)
         except WrongLastSequence:
             landed = await self._landed(subject, msg_id, data)
@@ -237,6 +320,15 @@ class HistoryStore:
                 return landed
             raise
 
+    async def _stored_at(self, seq: int, subject: str, data: bytes) -> bool:
+        """Whether the stream holds exactly ``data`` on ``subject`` at ``seq``.
+
+        Asked of the stream leader (not a direct get, which any replica may answer, one that is
+        behind included), so a message the PubAck just named is found.
+        """
+        m = await self._leader_get({"seq": seq}, subject)
+        return m is not None and m.subject == subject and m.data == data
+
     async def _landed(self, subject: str, msg_id: str, data: bytes) -> int | None:
         """The stream sequence of our append if it is the subject's last message, else None.
 
@@ -244,13 +336,13 @@ class HistoryStore:
         have filled with different events: only the exact same bytes count as ours.
         """
         try:
-            m = await self._direct_last(subject)
+            m = await self._leader_get({"last_by_subj": subject}, subject)
         except TransportError:
             return None
         if m is None:
             return None
-        if (m.headers or {}).get(MSG_ID) == msg_id and m.data == data:
-            return int((m.headers or {}).get("Nats-Sequence", "0"))
+        if m.headers.get(MSG_ID) == msg_id and m.data == data:
+            return m.seq
         return None
 
 

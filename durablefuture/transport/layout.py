@@ -84,16 +84,30 @@ async def ensure_namespace(js: JetStreamContext, layout: Layout, replicas: int =
         missing = [s for s in wanted.subjects or [] if s not in (have.subjects or [])]
         flags = ("allow_direct", "allow_msg_ttl", "allow_msg_schedules", "allow_rollup_hdrs")
         off = [f for f in flags if not getattr(have, f, False)]
-        if missing or off:
+        changes = missing + off
+        if (have.num_replicas or 1) < replicas:
+            changes.append(f"replicas {have.num_replicas or 1} -> {replicas}")
+            have.num_replicas = replicas
+        if changes:
             have.subjects = list(have.subjects or []) + missing
             for f in off:
                 setattr(have, f, True)
-            await js.update_stream(have)
-            log.info("updated stream %s (added %s)", layout.stream, missing + off)
+            await _update_stream(js, have)
+            log.info("updated stream %s (%s)", layout.stream, ", ".join(changes))
     for bucket in (layout.runs_bucket, layout.activity_bucket):
         await _ensure_bucket(js, bucket, replicas)
     # liveness records: one per worker, each expiring by its own TTL; read with direct gets
     await _ensure_bucket(js, layout.workers_bucket, replicas, direct=True)
+
+
+async def _update_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.update_stream(config)
+    except nats.js.errors.APIError as exc:
+        raise TransportError(
+            f"cannot update stream {config.name}: {exc.description} (replicas need that many "
+            "NATS servers with JetStream in the cluster)"
+        ) from exc
 
 
 async def _ensure_bucket(
@@ -104,13 +118,20 @@ async def _ensure_bucket(
     except nats.js.errors.BucketNotFoundError:
         pass
     else:
-        # entries with their own TTL (attempt leases, liveness records) need it on the bucket's
-        # stream; a bucket made by an older client may lack it
+        # a bucket made by an older client may lack allow_msg_ttl (entries with their own TTL:
+        # attempt leases, liveness records need it); one made by a server started with fewer
+        # replicas is raised, never lowered
         info = await js.stream_info(f"KV_{bucket}")
+        changes = []
         if not getattr(info.config, "allow_msg_ttl", False):
             info.config.allow_msg_ttl = True
-            await js.update_stream(info.config)
-            log.info("updated KV bucket %s (allow_msg_ttl)", bucket)
+            changes.append("allow_msg_ttl")
+        if (info.config.num_replicas or 1) < replicas:
+            changes.append(f"replicas {info.config.num_replicas or 1} -> {replicas}")
+            info.config.num_replicas = replicas
+        if changes:
+            await _update_stream(js, info.config)
+            log.info("updated KV bucket %s (%s)", bucket, ", ".join(changes))
         return
     try:
         await js.create_key_value(

@@ -2,7 +2,14 @@
 
 Each publish carries a reply subject under one wildcard inbox this publisher subscribes to, so a
 PubAck resolves a future without a subscription, task or timer per message; a sweeper fails
-publishes whose PubAck did not come in time. ``Nats-Expected-Last-Subject-Sequence`` conflicts
+publishes whose PubAck did not come in time.
+
+A ``503`` status instead of a PubAck means no stream leader took the message (nothing was
+stored): in a NATS cluster that is what a publish gets while a stream elects its leader after a
+node died or froze, so the sweeper sends it again every ``_RESEND`` seconds until its deadline,
+unchanged (safe: it was not stored; ``Nats-Msg-Id`` and the expected-sequence header, if any,
+travel with it). Only a 503 that lasts until the deadline fails the publish (no stream stores
+the subject, or none has a leader). ``Nats-Expected-Last-Subject-Sequence`` conflicts
 become :class:`WrongLastSequence`, a full store ("insufficient resources") becomes
 :class:`~durablefuture.core.errors.StorageFullError`; every other failure becomes a
 :class:`~durablefuture.core.errors.TransportError`.
@@ -44,6 +51,7 @@ _WRONG_SEQ = re.compile(r"wrong last sequence:\s*(\d+)")
 STORAGE_FULL_CODES = frozenset({10023, 10002})
 """JetStream's "insufficient resources" (the server's store limit or a full disk) and "resource
 limits exceeded for account": nothing is stored until space is freed."""
+_RESEND = 0.25  # seconds between two sends of a publish no stream leader took (503)
 
 
 class WrongLastSequence(TransportError):
@@ -60,15 +68,22 @@ class WrongLastSequence(TransportError):
 
 
 class _Pending:
-    __slots__ = ("deadline", "future", "headers", "subject")
+    __slots__ = ("data", "deadline", "future", "headers", "resend_at", "subject", "timeout")
 
     def __init__(
-        self, future: asyncio.Future[PubAck], subject: str, headers: Mapping[str, str] | None
+        self,
+        future: asyncio.Future[PubAck],
+        subject: str,
+        data: bytes,
+        headers: Mapping[str, str] | None,
     ) -> None:
         self.future = future
         self.subject = subject
+        self.data = data
         self.headers = headers
+        self.timeout = 0.0
         self.deadline = 0.0
+        self.resend_at: float | None = None  # set after a 503: no stream leader took it yet
 
 
 class Publisher:
@@ -97,12 +112,20 @@ class Publisher:
             self._sweeper = asyncio.create_task(self._sweep(), name="df-publish-sweeper")
 
     async def _on_ack(self, msg: Msg) -> None:
-        pending = self._pending.pop(msg.subject[len(self._prefix) :], None)
+        token = msg.subject[len(self._prefix) :]
+        pending = self._pending.get(token)
         if pending is None or pending.future.done():
+            self._pending.pop(token, None)
             return
         if msg.headers and msg.headers.get("Status") == "503":
-            pending.future.set_exception(_no_stream(pending.subject))
+            # not stored: send it again soon (the sweeper does), unless time is up
+            if time.monotonic() + _RESEND < pending.deadline:
+                pending.resend_at = time.monotonic() + _RESEND
+            else:
+                del self._pending[token]
+                pending.future.set_exception(_no_stream(pending.subject, pending.timeout))
             return
+        del self._pending[token]
         try:
             resp = orjson.loads(msg.data)
         except orjson.JSONDecodeError:
@@ -125,18 +148,37 @@ class Publisher:
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(_RESEND)
             now = time.monotonic()
             expired = [k for k, p in self._pending.items() if p.deadline <= now]
             for key in expired:
                 pending = self._pending.pop(key, None)
-                if pending is not None and not pending.future.done():
-                    pending.future.set_exception(
-                        TransportError(
-                            f"no PubAck for {pending.subject} within {self.timeout:g}s; the "
-                            "outcome is unknown"
-                        )
+                if pending is None or pending.future.done():
+                    continue
+                if pending.resend_at is not None:  # every send so far got a 503
+                    pending.future.set_exception(_no_stream(pending.subject, pending.timeout))
+                    continue
+                pending.future.set_exception(
+                    TransportError(
+                        f"no PubAck for {pending.subject} within {pending.timeout:g}s; the "
+                        "outcome is unknown"
                     )
+                )
+            due = [(k, p) for k, p in self._pending.items() if p.resend_at and p.resend_at <= now]
+            for key, pending in due:
+                pending.resend_at = None
+                try:
+                    await self.nc.publish(
+                        pending.subject,
+                        pending.data,
+                        reply=self._prefix + key,
+                        headers=dict(pending.headers) if pending.headers else None,
+                    )
+                except Exception as exc:  # e.g. the connection is closed: fail this one
+                    if self._pending.pop(key, None) is not None and not pending.future.done():
+                        pending.future.set_exception(
+                            TransportError(f"publishing to {pending.subject} failed: {exc}")
+                        )
 
     async def send(
         self,
@@ -160,8 +202,9 @@ class Publisher:
         future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
         self._next += 1
         token = str(self._next)
-        pending = _Pending(future, subject, headers)
-        pending.deadline = time.monotonic() + (timeout or self.timeout)
+        pending = _Pending(future, subject, data, headers)
+        pending.timeout = timeout or self.timeout
+        pending.deadline = time.monotonic() + pending.timeout
         self._pending[token] = pending
         try:
             await self.nc.publish(
@@ -210,10 +253,11 @@ class Publisher:
                 await self._sweeper
 
 
-def _no_stream(subject: str) -> TransportError:
+def _no_stream(subject: str, waited: float) -> TransportError:
     return TransportError(
-        f"no JetStream stream stores {subject}; has df-server created the namespace "
-        "(start df-server, or `df dev`)?"
+        f"no JetStream stream took {subject} within {waited:g}s: no stream stores it (has "
+        "df-server created the namespace? start df-server, or `df dev`), or its stream has no "
+        "leader (a NATS cluster without a quorum of its nodes)"
     )
 
 

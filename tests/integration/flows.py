@@ -83,3 +83,56 @@ def expected_rich(x: int, hops: int) -> list[list[object]]:
 
 
 WORKFLOWS.extend([chaos_child, chaos_rich])
+
+
+def counted_add(x: int, y: int, fails: int) -> int:
+    """Fails its first ``fails`` attempts; records every execution in DF_TEST_EXEC_LOG as
+    ``<workflow id> <run id> <activity id> <attempt>`` (one line per execution, failed or not)."""
+    time.sleep(float(os.environ.get("DF_TEST_ACTIVITY_SECONDS", "0.3")))
+    info = df.activity_info()
+    log = os.environ.get("DF_TEST_EXEC_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{info.workflow_id} {info.run_id} {info.activity_id} {info.attempt}\n")
+    if info.attempt <= fails:
+        raise RuntimeError(f"planned failure of attempt {info.attempt}")
+    return x + y
+
+
+def cluster_flow(x: int):  # type: ignore[no-untyped-def]
+    """Retries (0 to 2 planned failures), a timer and a fan-out whose branches retry too."""
+    opts = df.ActivityOptions(start_to_close_timeout=30, retry_policy=FAST_RETRY)
+    a = yield df.activity(counted_add, x, 1, x % 3, options=opts)
+    yield df.sleep(0.5)
+    b, c = yield df.all_of(
+        df.activity(counted_add, a, a, 0, options=opts),
+        df.activity(counted_add, a, 2, 1, options=opts),
+    )
+    return {"x": x, "result": b + c}
+
+
+def expected_cluster_flow(x: int) -> dict[str, int]:
+    a = x + 1
+    return {"x": x, "result": 2 * a + a + 2}
+
+
+def cluster_child(x: int):  # type: ignore[no-untyped-def]
+    opts = df.ActivityOptions(start_to_close_timeout=30, retry_policy=FAST_RETRY)
+    a = yield df.activity(counted_add, x, 100, 1, options=opts)
+    yield df.sleep(0.1)
+    return a
+
+
+def cluster_rich(x: int, hops: int, got: list[list[object]]):  # type: ignore[no-untyped-def]
+    """Per hop: a child workflow (whose activity retries), a signal, then continue-as-new."""
+    info = df.workflow.info()
+    child = yield df.child_workflow(cluster_child, x, id=f"{info.workflow_id}-child-{hops}")
+    signal = yield df.wait_signal("go", timeout=600)
+    got = [*got, [child, signal]]
+    if hops > 0:
+        yield df.continue_as_new(x, hops - 1, got)
+    return got
+
+
+WORKFLOWS.extend([cluster_flow, cluster_child, cluster_rich])
+ACTIVITIES.append(counted_add)

@@ -387,3 +387,33 @@ async def test_a_timer_already_due_when_armed_is_stored_not_only_held_in_memory(
             fire = default_codec().decode_input(stored.data or b"").input
             assert fire == inp.FireTimer(handle.run_id, "t1")
             assert await handle.result(timeout=10) == "rested"
+
+
+async def test_a_running_status_derived_again_never_overwrites_the_close() -> None:
+    """A start delivered again re-derives the run's first effects, its "running" status among
+    them; from a server whose view of the run is old that status used to overwrite the close,
+    and `result()` waited for ever on a run whose history had long completed (seen in the
+    cluster chaos test). The running status is now written only if the run has none yet."""
+    from durablefuture.core.effects import RunStatus, UpdateStatus
+
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[greet_then_wait], activities=[greet]):
+            handle = await env.client.start_workflow(greet_then_wait, "ann", id="st")
+            run_id = handle.run_id or ""
+
+            async def indexed() -> object:
+                return await env.client.summary("st", run_id)
+
+            running = await wait_for(indexed, 10)
+            assert running.status == RunStatus.RUNNING
+            await handle.signal("go", "then")
+            assert await handle.result(timeout=10) == "hello ann then"
+            server = env.server
+            assert server is not None
+            cache = await server._load("st", run_id)
+            async with cache.lock:  # what an old view derives for a start delivered again
+                await server._execute(cache, [UpdateStatus(running)])
+            summary = await env.client.summary("st", run_id)
+            assert summary is not None and summary.status == RunStatus.COMPLETED, summary
+            again = env.client.get_workflow_handle("st")
+            assert await again.result(timeout=5) == "hello ann then"
