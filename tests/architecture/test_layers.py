@@ -33,7 +33,6 @@ NATS_OUTSIDE_TRANSPORT = {
     "durablefuture/worker.py",
 }
 ORJSON_OUTSIDE_CODEC = {
-    "daemons/df_cli.py",
     "durablefuture/client.py",
     "durablefuture/logs.py",
     "durablefuture/server/service.py",
@@ -41,7 +40,6 @@ ORJSON_OUTSIDE_CODEC = {
     "durablefuture/transport/consumer.py",
     "durablefuture/transport/history.py",
     "durablefuture/transport/publisher.py",
-    "durablefuture/ui/app.py",
     "durablefuture/worker.py",
 }
 
