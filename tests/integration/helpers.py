@@ -6,8 +6,11 @@ import asyncio
 import logging
 from collections import Counter
 
+import nats.js.errors
+
 import durablefuture as df
 from durablefuture.core import events as ev
+from tests.conftest import wait_for
 from tests.integration.flows import add_workflow, expected_add
 
 CONNECTION_LOGGER = "durablefuture.transport.connection"
@@ -79,3 +82,45 @@ class ConnectRetries(logging.Handler):
 
     def __exit__(self, *exc: object) -> None:
         logging.getLogger(CONNECTION_LOGGER).removeHandler(self)
+
+
+async def handled(client: df.Client, consumer: str, subject: str) -> bool:
+    """Whether the durable ``consumer`` has acknowledged or terminated every message stored so
+    far on ``subject`` (wildcards allowed): the evidence that its daemon has dealt with them,
+    whatever it made of them. Daemons ack only after the outcome, and every message it sent,
+    is stored."""
+    js = client.pub.js
+    stream = client.layout.stream
+    try:
+        last = await js.get_last_msg(stream, subject)
+    except nats.js.errors.NotFoundError:
+        return True  # nothing stored
+    try:
+        info = await js.consumer_info(stream, consumer)
+    except nats.js.errors.NotFoundError:
+        return False
+    return info.ack_floor.stream_seq >= last.seq
+
+
+async def settled(client: df.Client, *task_queues: str, timeout: float = 15.0) -> None:
+    """Wait until df-server and the workers of ``task_queues`` have handled every input and
+    task stored so far, and every one those led to: a round in which all of them caught up
+    and nothing new was stored. After it, whatever effect a message already stored could
+    have has happened. Timers still due (message schedules) are not waited for."""
+    layout = client.layout
+    js = client.pub.js
+    pairs = [(layout.server_consumer, layout.inputs)]
+    for queue in task_queues:
+        pairs.append((layout.workflow_consumer(queue), layout.workflow_tasks(queue)))
+        pairs.append((layout.activity_consumer(queue), layout.activity_tasks(queue)))
+    for _ in range(20):
+        before = (await js.stream_info(layout.stream)).state.last_seq
+        for consumer, subject in pairs:
+            try:
+                await js.consumer_info(layout.stream, consumer)
+            except nats.js.errors.NotFoundError:
+                continue  # nobody serves it: its messages have no effect
+            await wait_for(lambda c=consumer, s=subject: handled(client, c, s), timeout)
+        if (await js.stream_info(layout.stream)).state.last_seq == before:
+            return
+    raise AssertionError("the server and workers were still busy after 20 rounds")

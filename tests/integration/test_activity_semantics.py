@@ -34,6 +34,7 @@ from durablefuture.core import inputs as inp
 from durablefuture.server import Server, ServerOptions
 from durablefuture.testing import LocalEnvironment
 from tests.conftest import Daemons, wait_for, wait_namespace
+from tests.integration.helpers import handled, settled
 
 LATE = 0.6
 """How late a retry or timeout may happen on a busy machine (timer tick + scheduling)."""
@@ -290,7 +291,8 @@ async def test_a_redelivered_report_does_not_dispatch_a_due_retry_twice() -> Non
             )
             await wait_for(lambda: server.stats["duplicates"] > duplicates, 5)
             assert await handle.result(timeout=10) == "ok on attempt 2"
-            await asyncio.sleep(0.3)
+            # any dispatch the duplicate re-derived has been handled by the worker
+            await settled(env.client, "default")
     assert NOTES["redelivered"] == [1, 2]
 
 
@@ -463,7 +465,16 @@ async def test_schedule_to_start_times_out_when_no_worker_serves_the_queue() -> 
             # a worker for that queue turns up later: the given-up attempt is not run
             async with env.worker(task_queue="nobody-serves-this", activities=[hangs]) as late:
                 await wait_for(lambda: late.stats["activity_tasks"] == 1, 5)
-                await asyncio.sleep(0.2)
+                layout = env.client.layout
+
+                async def dealt_with() -> bool:  # acked after the outcome: run or refused
+                    return "s2s" in STARTS or await handled(
+                        env.client,
+                        layout.activity_consumer("nobody-serves-this"),
+                        layout.activity_tasks("nobody-serves-this"),
+                    )
+
+                await wait_for(dealt_with, 5)
     assert result["cause"] == "TimeoutError", result
     assert result["timeout_type"] == "schedule_to_start", result
     assert result["attempt"] == 1 and result["retry_state"] == "timeout", result
@@ -709,7 +720,16 @@ async def test_execution_timeout_ends_the_run_and_cancels_its_activity() -> None
             with pytest.raises(df.WorkflowTimedOutError):
                 await in_backoff.result(timeout=5)
             (retry,) = _of(await in_backoff.fetch_history(), ev.ActivityRetryScheduled)
-            await asyncio.sleep(max(0.0, retry.retry_at + 0.4 - time.time()))
+            js = env.client.pub.js
+            layout = env.client.layout
+            dispatch = layout.timer(in_backoff.run_id or "", f"r{retry.seq}.{retry.attempt + 1}")
+
+            async def fired_or_dropped() -> bool:  # the retry's schedule is gone either way
+                info = await js.stream_info(layout.stream, subjects_filter=dispatch)
+                return not info.state.subjects
+
+            await wait_for(fired_or_dropped, 10)
+            await settled(env.client, "default")  # and the worker has handled what it sent
     assert elapsed >= 0.7 - EARLY  # never before the timeout (it ended a 30 s activity)
     assert isinstance(history[-1], ev.WorkflowTimedOut)
     assert description.status == "timed_out"
@@ -754,19 +774,26 @@ async def test_namespaces_are_isolated() -> None:
                 task_queue="shared", workflows=[isolated_flow], activities=[work_in_a]
             ) as worker_a:
                 # the same workflow id in both namespaces: two workflows, no conflict
-                handle_a = await env.client.start_workflow(
-                    isolated_flow, "one", id="same-id", task_queue="shared"
-                )
                 handle_b = await client_b.start_workflow(
                     isolated_flow, "two", id="same-id", task_queue="shared"
                 )
+
+                async def b_task_waits() -> bool:
+                    return (await client_b.queue_depths("shared")).get("workflow_pending") == 1
+
+                await wait_for(b_task_waits, 5)
+                # namespace A's worker on the same queue name never gets B's tasks: A's run
+                # goes through all its tasks while B's first one waits
+                handle_a = await env.client.start_workflow(
+                    isolated_flow, "one", id="same-id", task_queue="shared"
+                )
                 assert handle_a.run_id != handle_b.run_id
                 assert await handle_a.result(timeout=10) == "A:one:ns-a"
-                # namespace A's worker on the same queue name never gets B's tasks
-                await asyncio.sleep(0.5)
                 history_b = await handle_b.fetch_history()
                 # B's first workflow task was never run (by A's worker or anyone else)
                 assert [type(e) for e in history_b] == [ev.WorkflowStarted]
+                depths_b = await client_b.queue_depths("shared")
+                assert (depths_b["workflow_pending"], depths_b["workflow_in_flight"]) == (1, 0)
                 assert worker_a.stats["activity_tasks"] == 1
                 a_workflow_tasks = worker_a.stats["workflow_tasks"]
                 with pytest.raises(df.WorkflowNotFoundError):
@@ -831,10 +858,26 @@ async def test_task_queues_route_activities_and_show_their_depth() -> None:
             assert main.stats["activity_tasks"] == 1 and gpu.stats["activity_tasks"] == 1
             assert gpu.stats["workflow_tasks"] == 0
             # a workflow on a queue nobody serves waits there, visibly
-            waiting = await client.start_workflow(routed_flow, 2, id="waiting", task_queue="later")
+            js = client.pub.js
+            main_tasks = client.layout.workflow_consumer("main")
             tasks_before = main.stats["workflow_tasks"]
-            await asyncio.sleep(0.5)
-            assert main.stats["workflow_tasks"] == tasks_before
+            delivered_before = (await js.consumer_info(client.layout.stream, main_tasks)).delivered
+            waiting = await client.start_workflow(routed_flow, 2, id="waiting", task_queue="later")
+
+            async def later_pending() -> bool:
+                return (await client.queue_depths("later")).get("workflow_pending") == 1
+
+            await wait_for(later_pending, 5)
+            # the main pool takes work while it waits, yet only from its own queue
+            after = await client.execute_workflow(
+                routed_flow, 4, id="after-waiting", task_queue="main", timeout=10
+            )
+            assert after == [{"queue": "main", "value": 5}, {"queue": "gpu-pool", "value": 40}]
+            await settled(client, "main")
+            delivered = (await js.consumer_info(client.layout.stream, main_tasks)).delivered
+            assert main.stats["workflow_tasks"] - tasks_before == (
+                delivered.consumer_seq - delivered_before.consumer_seq
+            )
             assert (await client.queue_depths("later")).get("workflow_pending") == 1
             assert len(await waiting.fetch_history()) == 1
         # no worker runs at all: routed tasks wait in their queues

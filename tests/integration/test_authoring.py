@@ -30,6 +30,7 @@ import durablefuture as df
 from durablefuture.core import events as ev
 from durablefuture.testing import LocalEnvironment, Replayer
 from tests.conftest import Daemons, wait_for, wait_namespace
+from tests.integration.helpers import settled
 
 LATE = 0.6
 """How late a durable timer may fire on a busy machine."""
@@ -354,8 +355,10 @@ async def test_child_workflows_results_failures_cancellation_and_close_policies(
                 await cancelled.result(timeout=10)
             assert NOTES["close-request_cancel-child"] == ["child cleaned up"]
             abandoned = client.get_workflow_handle("close-abandon-child")
-            await asyncio.sleep(0.3)
+            # the parent's close, and any cancel or terminate input it sent, are handled now
+            await settled(client, "default")
             assert (await abandoned.describe()).status == "running"
+            assert not _of(await abandoned.fetch_history(), ev.CancelRequested)
             await abandoned.signal("finish", None)
             assert await abandoned.result(timeout=10) == "finished"
     assert "close-terminate-child" not in NOTES  # terminated: no cleanup code ran
@@ -480,7 +483,8 @@ async def test_cancellation_runs_compensation_then_ends_cancelled() -> None:
             await doomed.terminate("enough")
             with pytest.raises(df.WorkflowTerminatedError):
                 await doomed.result(timeout=10)
-            await asyncio.sleep(0.3)
+            # whatever the terminate led to (workflow tasks, activities) has been handled
+            await settled(env.client, "default")
             doomed_history = await doomed.fetch_history()
     assert description.status == "cancelled"
     kinds = [type(e) for e in history]

@@ -44,14 +44,11 @@ async def dead_letter_reasons(env: LocalEnvironment) -> list[str]:
     layout = env.client.layout
     info = await js.stream_info(layout.stream, subjects_filter=layout.dead_letters())
     reasons = []
-    for subject in info.state.subjects or {}:
+    for subject, count in (info.state.subjects or {}).items():
         sub = await js.subscribe(subject, ordered_consumer=True)
         try:
-            while True:
-                try:
-                    msg = await sub.next_msg(timeout=0.5)
-                except TimeoutError:
-                    break
+            for _ in range(count):  # the ones counted above (more may come meanwhile)
+                msg = await sub.next_msg(timeout=10)
                 reasons.append((msg.headers or {}).get("Df-Reason", ""))
         finally:
             await sub.unsubscribe()
@@ -303,6 +300,15 @@ async def test_a_forged_or_junk_closed_notice_does_not_end_a_wait_for_the_result
         async with env.worker(workflows=[waits_for_go]):
             handle = await env.client.start_workflow(waits_for_go, id="forged")
             run_id = (await handle.describe()).run_id
+            judged: list[tuple[bytes, object]] = []  # each notice the wait checked, and how
+            confirm = handle._confirmed
+
+            async def judging(run: str, data: bytes) -> object:
+                outcome = await confirm(run, data)
+                judged.append((data, outcome))
+                return outcome
+
+            handle._confirmed = judging  # type: ignore[method-assign,assignment]
             waiting = asyncio.create_task(handle.result(timeout=30))
             attacker = await nats.connect(env.nats_url)
             try:
@@ -317,14 +323,17 @@ async def test_a_forged_or_junk_closed_notice_does_not_end_a_wait_for_the_result
                     "start_time": 0.0,
                     "result": "FORGED",
                 }
-                for _ in range(40):  # while the client waits (bounded)
-                    await attacker.publish(subject, orjson.dumps(forged))
+                body = orjson.dumps(forged)
+
+                async def forged_one_judged() -> bool:  # sent again until the wait checked one
                     await attacker.publish(subject, b"not json")
+                    await attacker.publish(subject, body)
                     await attacker.flush()
-                    await asyncio.sleep(0.05)
-                    if waiting.done():
-                        break
+                    return waiting.done() or any(data == body for data, _ in judged)
+
+                await wait_for(forged_one_judged, 10)
                 assert not waiting.done(), "the wait ended on a forged notice"
+                assert all(outcome is None for _, outcome in judged), judged
             finally:
                 await attacker.close()
             await handle.signal("go", "real")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -17,10 +18,11 @@ from durablefuture.codec.wire import InputEnvelope, WorkflowTaskMessage, default
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.effects import ArmTimer
+from durablefuture.core.orchestration import wft_retry_delay
 from durablefuture.natsserver import NatsServer, free_port
 from durablefuture.testing import LocalEnvironment
 from tests.conftest import ROOT, Daemons, wait_for
-from tests.integration.helpers import ConnectRetries
+from tests.integration.helpers import ConnectRetries, settled
 
 pytestmark = pytest.mark.asyncio
 
@@ -53,11 +55,11 @@ async def test_duplicate_completion_and_redelivered_workflow_task_change_nothing
             run_id = before[0].run_id  # type: ignore[union-attr]
             codec = default_codec()
             layout = env.client.layout
-            nc = env.client.nc
+            js = env.client.pub.js  # stored (PubAck) before the wait below looks for them
             completed = next(e for e in before if isinstance(e, ev.ActivityCompleted))
             # the same activity completion, delivered again (no Msg-Id: JetStream stores it)
             dup = inp.CompleteActivityTask(run_id, completed.seq, completed.attempt, "other")
-            await nc.publish(layout.input("run"), codec.encode_input(InputEnvelope("dup", dup)))
+            await js.publish(layout.input("run"), codec.encode_input(InputEnvelope("dup", dup)))
             # the first workflow task's outcome, reported again
             scheduled = next(e for e in before if isinstance(e, ev.ActivityScheduled))
             from durablefuture.core.commands import ScheduleActivity
@@ -71,21 +73,21 @@ async def test_duplicate_completion_and_redelivered_workflow_task_change_nothing
                     ),
                 ),
             )
-            await nc.publish(layout.input("run"), codec.encode_input(InputEnvelope("dup", stale)))
+            await js.publish(layout.input("run"), codec.encode_input(InputEnvelope("dup", stale)))
             # a workflow task redelivered after its outcome was recorded
             from durablefuture.codec.wire import WorkflowTaskMessage
             from durablefuture.core.effects import WorkflowTask
 
             wft = WorkflowTask("default", "dup", run_id, "greet_then_wait", "default", 1)
-            await nc.publish(
+            await js.publish(
                 layout.workflow_tasks("default"),
                 codec.encode_workflow_task(WorkflowTaskMessage(wft, tuple(before[:1]), 0)),
             )
-            await nc.flush()
             server = env.server
             assert server is not None
             await wait_for(lambda: server.stats["duplicates"] + server.stats["ignored"] >= 2, 10)
-            await asyncio.sleep(0.5)
+            # the worker has handled the task, and the server whatever the worker reported
+            await settled(env.client, "default")
             assert await _history(env, "dup") == before
             await handle.signal("go", "again")
             assert await handle.result(timeout=10) == "hello ann again"
@@ -260,11 +262,24 @@ async def test_unregistered_workflow_and_activity_record_failures_not_loops() ->
             assert failure is not None and failure.type == "NotRegisteredError"
             assert "not_registered_wf" in failure.message
             assert "calls_missing_activity" in failure.message  # names what is registered
-            await asyncio.sleep(2.0)
+            # the retry (after 1 s) failed as well, and the one after it is armed
+            js = env.client.pub.js
+            layout = env.client.layout
+            second_retry = layout.timer(d.run_id, "wft.2")
+
+            async def armed() -> bool:
+                info = await js.stream_info(layout.stream, subjects_filter=second_retry)
+                return bool(info.state.subjects)
+
+            await wait_for(armed, 10)
+            schedule = (await js.get_last_msg(layout.stream, second_retry)).headers or {}
             # retried with backoff (1 s, 2 s, ...), not an immediate redelivery loop
             assert worker.stats["workflow_tasks"] - before <= 4
             history = await _history(env, "miss-wf")
             assert sum(isinstance(e, ev.WorkflowTaskFailed) for e in history) == 1
+            (failed,) = (e for e in history if isinstance(e, ev.WorkflowTaskFailed))
+            due = datetime.fromisoformat(schedule["Nats-Schedule"].removeprefix("@at "))
+            assert due.timestamp() >= failed.at + wft_retry_delay(2)
 
 
 async def test_signal_racing_an_activity_result_is_seen_by_the_workflow() -> None:
