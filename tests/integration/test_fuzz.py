@@ -18,6 +18,7 @@ from typing import Any
 import nats
 import orjson
 import pytest
+from nats.aio.msg import Msg
 
 import durablefuture as df
 from durablefuture.codec.wire import InputEnvelope, default_codec
@@ -167,35 +168,26 @@ def refused_by(decode: Callable[[bytes], object], data: bytes) -> bool:
     return False
 
 
-async def _history_bytes(env: LocalEnvironment) -> dict[int, bytes]:
+async def _stored(env: LocalEnvironment, subject: str) -> list[Msg]:
+    """Every message stored on ``subject`` (wildcards allowed) when called, oldest first."""
     js = env.client.pub.js
-    layout = env.client.layout
-    sub = await js.subscribe(f"{layout.prefix}.h.>", ordered_consumer=True)
-    out: dict[int, bytes] = {}
+    info = await js.stream_info(env.client.layout.stream, subjects_filter=subject)
+    count = sum((info.state.subjects or {}).values())
+    sub = await js.subscribe(subject, ordered_consumer=True)
     try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1.0)
-            except TimeoutError:
-                return out
-            out[msg.metadata.sequence.stream] = msg.data
+        return [await sub.next_msg(timeout=10) for _ in range(count)]
     finally:
         await sub.unsubscribe()
+
+
+async def _history_bytes(env: LocalEnvironment) -> dict[int, bytes]:
+    stored = await _stored(env, f"{env.client.layout.prefix}.h.>")
+    return {msg.metadata.sequence.stream: msg.data for msg in stored}
 
 
 async def _dead_letters(env: LocalEnvironment) -> list[str]:
-    js = env.client.pub.js
-    sub = await js.subscribe(env.client.layout.dead_letters(), ordered_consumer=True)
-    reasons = []
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1.0)
-            except TimeoutError:
-                return reasons
-            reasons.append((msg.headers or {}).get("Df-Reason", ""))
-    finally:
-        await sub.unsubscribe()
+    stored = await _stored(env, env.client.layout.dead_letters())
+    return [(msg.headers or {}).get("Df-Reason", "") for msg in stored]
 
 
 async def fuzz(count: int, seed: int) -> None:
