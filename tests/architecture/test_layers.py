@@ -30,7 +30,6 @@ NATS_OUTSIDE_TRANSPORT = {
     "durablefuture/client.py",
     "durablefuture/diagnose.py",
     "durablefuture/server/service.py",
-    "durablefuture/worker.py",
 }
 ORJSON_OUTSIDE_CODEC = {
     "daemons/df_cli.py",
@@ -42,7 +41,6 @@ ORJSON_OUTSIDE_CODEC = {
     "durablefuture/transport/history.py",
     "durablefuture/transport/publisher.py",
     "durablefuture/ui/app.py",
-    "durablefuture/worker.py",
 }
 
 

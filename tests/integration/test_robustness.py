@@ -282,17 +282,18 @@ async def test_signal_racing_an_activity_result_is_seen_by_the_workflow() -> Non
 async def test_a_task_that_keeps_failing_is_recorded_and_dead_lettered(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import durablefuture.worker as worker_module
+    from durablefuture.worker import deliveries
+    from durablefuture.worker.workflow_tasks import WorkflowTasks
 
-    monkeypatch.setattr(worker_module, "MAX_TASK_DELIVERIES", 2)
-    original = worker_module.Worker._run_workflow_task
+    monkeypatch.setattr(deliveries, "MAX_TASK_DELIVERIES", 2)
+    original = WorkflowTasks._run_workflow_task
 
-    async def flaky(self: worker_module.Worker, m: WorkflowTaskMessage) -> object:
+    async def flaky(self: WorkflowTasks, m: WorkflowTaskMessage) -> object:
         if m.task.trigger == 1 and m.task.attempt == 1:  # the first task breaks, every time
             raise RuntimeError("worker-side breakage")
         return await original(self, m)
 
-    monkeypatch.setattr(worker_module.Worker, "_run_workflow_task", flaky)
+    monkeypatch.setattr(WorkflowTasks, "_run_workflow_task", flaky)
     async with LocalEnvironment() as env:
         async with env.worker(workflows=[greet_then_wait], activities=[greet]):
             handle = await env.client.start_workflow(greet_then_wait, "eve", id="giving-up")
