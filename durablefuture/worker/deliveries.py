@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from durablefuture import metrics
 from durablefuture.codec.wire import Codec
 from durablefuture.core import inputs as inp
-from durablefuture.core.errors import StorageFullError, TransportError
+from durablefuture.core.errors import DecodeError, StorageFullError, TransportError
 from durablefuture.core.failure import Failure
 from durablefuture.transport.consumer import PullConsumer, delivery_count
 from durablefuture.transport.deadletter import dead_letter
@@ -98,25 +98,49 @@ class Deliveries:
     async def give_up(self, msg: Msg, delivered: int, exc: Exception) -> None:
         """A task failed too often to keep retrying: record that in the run's history (the
         activity attempt or workflow task fails, and is retried per policy), then move the
-        message to the dead letters. Nothing is left silently stuck."""
+        message to the dead letters. Nothing is left silently stuck.
+
+        The message is dead-lettered only once the failure is stored (persist, then ack): if
+        the report cannot be stored, even after retries, the message is kept for a later
+        delivery. Only a task that cannot be decoded has nothing to record it against."""
         reason = f"the task failed {delivered} times on workers; last error: {exc}"
         failure = Failure(message=reason, type=type(exc).__name__)
-        with contextlib.suppress(Exception):
+        extra = {"subject": msg.subject, "delivery": delivered}
+        try:
             if ".at." in msg.subject:
                 task = self.codec.decode_activity_task(msg.data)
-                await self.reports.send(
+                await self.reports.store(
                     task.workflow_id,
                     inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure),
+                    msg,
+                    what=f"the final failure of attempt {task.attempt} of activity {task.seq}",
+                    extra=extra,
                 )
             else:
                 m = self.codec.decode_workflow_task(msg.data)
-                await self.reports.send(
+                await self.reports.store(
                     m.task.workflow_id,
                     inp.FailWorkflowTask(
                         m.task.run_id, m.task.trigger, failure, m.task.attempt, self.identity
                     ),
+                    msg,
+                    what=f"the final failure of a workflow task of run {m.task.run_id}",
+                    extra=extra,
                     task=m.task,
                 )
+        except DecodeError:
+            pass  # nothing to record it against: the dead letter is its trace
+        except Exception as report_exc:
+            log.error(
+                "could not record that a task on %s failed %d times (%s); the task is kept and "
+                "delivered again",
+                msg.subject,
+                delivered,
+                report_exc,
+                extra=extra,
+            )
+            await self.redelivery.retry_later(msg, delivered)
+            return
         await self.dead_letter(msg, reason)
 
     async def dead_letter(self, msg: Msg, reason: str) -> None:
