@@ -130,7 +130,7 @@ class ActivityTasks:
                 await self.handover.follow(task, msg, record, holder)
                 return
             # our own claim, whose acknowledgement was lost (NATS went away): this process
-            # knows every attempt it runs (``_attempts``), and it runs no such attempt
+            # knows every attempt it runs (``attempts``), and it runs no such attempt
         stale = await self._not_to_run(task)
         if stale is not None:
             # the report closes the activity if the server has not already done so
