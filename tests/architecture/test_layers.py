@@ -30,7 +30,6 @@ NATS_OUTSIDE_TRANSPORT = {
     "durablefuture/client.py",
     "durablefuture/diagnose.py",
     "durablefuture/server/service.py",
-    "durablefuture/worker.py",
 }
 ORJSON_OUTSIDE_CODEC = {
     "durablefuture/client.py",
@@ -40,7 +39,6 @@ ORJSON_OUTSIDE_CODEC = {
     "durablefuture/transport/consumer.py",
     "durablefuture/transport/history.py",
     "durablefuture/transport/publisher.py",
-    "durablefuture/worker.py",
 }
 
 

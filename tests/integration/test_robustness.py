@@ -297,17 +297,18 @@ async def test_signal_racing_an_activity_result_is_seen_by_the_workflow() -> Non
 async def test_a_task_that_keeps_failing_is_recorded_and_dead_lettered(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import durablefuture.worker as worker_module
+    from durablefuture.worker import deliveries
+    from durablefuture.worker.workflow_tasks import WorkflowTasks
 
-    monkeypatch.setattr(worker_module, "MAX_TASK_DELIVERIES", 2)
-    original = worker_module.Worker._run_workflow_task
+    monkeypatch.setattr(deliveries, "MAX_TASK_DELIVERIES", 2)
+    original = WorkflowTasks._run_workflow_task
 
-    async def flaky(self: worker_module.Worker, m: WorkflowTaskMessage) -> object:
+    async def flaky(self: WorkflowTasks, m: WorkflowTaskMessage) -> object:
         if m.task.trigger == 1 and m.task.attempt == 1:  # the first task breaks, every time
             raise RuntimeError("worker-side breakage")
         return await original(self, m)
 
-    monkeypatch.setattr(worker_module.Worker, "_run_workflow_task", flaky)
+    monkeypatch.setattr(WorkflowTasks, "_run_workflow_task", flaky)
     async with LocalEnvironment() as env:
         async with env.worker(workflows=[greet_then_wait], activities=[greet]):
             handle = await env.client.start_workflow(greet_then_wait, "eve", id="giving-up")
@@ -327,6 +328,64 @@ async def test_a_task_that_keeps_failing_is_recorded_and_dead_lettered(
                 env.client.layout.stream, env.client.layout.dead_letter("worker")
             )
             assert "worker-side breakage" in (dead.headers or {}).get("Df-Reason", "")
+
+
+async def test_a_task_given_up_on_is_dead_lettered_only_once_its_failure_is_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Persist, then ack: when the report of a task's final failure cannot be stored (NATS
+    away), the task is neither dead-lettered nor dropped with its failure unrecorded. The
+    worker retries the report; when that fails too the message is kept, and a later delivery
+    records the failure and only then dead-letters it."""
+    from durablefuture.core.errors import TransportError
+    from durablefuture.worker import deliveries, reports
+    from durablefuture.worker.reports import Reports
+    from durablefuture.worker.workflow_tasks import WorkflowTasks
+
+    monkeypatch.setattr(deliveries, "MAX_TASK_DELIVERIES", 2)
+    monkeypatch.setattr(reports, "REPORT_TRIES", 2)
+    original_run = WorkflowTasks._run_workflow_task
+
+    async def flaky(self: WorkflowTasks, m: WorkflowTaskMessage) -> object:
+        if m.task.trigger == 1 and m.task.attempt == 1:  # the first task breaks, every time
+            raise RuntimeError("worker-side breakage")
+        return await original_run(self, m)
+
+    original_send = Reports.send
+    refused: list[str] = []
+
+    async def send(
+        self: Reports, workflow_id: str, message: inp.RunInput, *args: object, **kw: object
+    ) -> None:
+        if isinstance(message, inp.FailWorkflowTask) and len(refused) < 3:
+            refused.append(message.failure.message)  # delivery 2: both tries; delivery 3: one
+            raise TransportError("the report could not be stored (injected)")
+        await original_send(self, workflow_id, message, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(WorkflowTasks, "_run_workflow_task", flaky)
+    monkeypatch.setattr(Reports, "send", send)
+    async with LocalEnvironment() as env:
+        layout = env.client.layout
+        js = env.client.pub.js
+        async with env.worker(workflows=[greet_then_wait], activities=[greet]):
+            handle = await env.client.start_workflow(greet_then_wait, "eve", id="give-up-later")
+
+            async def recorded() -> bool:
+                h = await _history(env, "give-up-later")
+                return any(isinstance(e, ev.WorkflowTaskFailed) for e in h)
+
+            await wait_for(recorded, 30)
+            await handle.signal("go", "later")
+            assert await handle.result(timeout=20) == "hello eve later"
+            assert len(refused) == 3
+            history = await _history(env, "give-up-later")
+            failed = [e for e in history if isinstance(e, ev.WorkflowTaskFailed)]
+            # the message was kept and delivered a third time, not dead-lettered unrecorded
+            assert len(failed) == 1 and "failed 3 times" in failed[0].failure.message
+            info = await js.stream_info(layout.stream, subjects_filter=layout.dead_letters())
+            assert (info.state.subjects or {}) == {layout.dead_letter("worker"): 1}
+            dead = await js.get_last_msg(layout.stream, layout.dead_letter("worker"))
+            assert "failed 3 times" in (dead.headers or {}).get("Df-Reason", "")
 
 
 def signal_then_continue(hops: int, got: list[str]):  # type: ignore[no-untyped-def]

@@ -1,0 +1,56 @@
+"""A worker's settings (``WorkerOptions``) and the fixed limits its parts share."""
+
+from __future__ import annotations
+
+from attrs import define
+
+__all__ = [
+    "MAX_FAILURE_CHARS",
+    "MAX_KNOWN_ATTEMPTS",
+    "MAX_REPORT_BYTES",
+    "MAX_REPORT_COMMANDS",
+    "MAX_TASK_DELIVERIES",
+    "REPORT_TRIES",
+    "WorkerOptions",
+]
+
+MAX_TASK_DELIVERIES = 18
+"""A task that fails this often on workers is recorded as failed and dead-lettered (the
+consumers allow 20 deliveries)."""
+MAX_REPORT_COMMANDS = 1000
+MAX_REPORT_BYTES = 256 * 1024
+MAX_FAILURE_CHARS = 4000
+"""A failure report too large to send is cut to this many characters of message."""
+REPORT_TRIES = 40
+"""Tries to store an attempt's outcome (a few minutes) before its task is left to redelivery."""
+MAX_KNOWN_ATTEMPTS = 10_000
+"""Finished activity attempts a worker remembers (a late delivery of one is not run again)."""
+
+
+@define
+class WorkerOptions:
+    """Settings of the task-queue consumers a worker creates when they do not exist yet."""
+
+    workflow_task_timeout: float = 10.0
+    """A workflow task not acked within this is redelivered (its worker died)."""
+    drain_timeout: float = 60.0
+    """On shutdown (SIGTERM for df-worker), how long running activity attempts and workflow
+    tasks may take to finish and be reported before the worker stops anyway. An attempt still
+    running then is abandoned: another worker retries it once its lease runs out."""
+    activity_lease: float = 30.0
+    """An activity task whose worker stops extending its lease for this long is redelivered;
+    the next worker finds the attempt's lease abandoned, reports the attempt as timed out
+    (worker lost) and it is retried. A live worker renews the lease every quarter of this."""
+    started_report_after: float = 1.0
+    """An attempt running longer than this is reported as started, so the server enforces
+    its start-to-close and heartbeat timeouts with durable timers."""
+    liveness_interval: float = 2.0
+    """Seconds between two liveness records (registrations, running attempts, last seen)."""
+    liveness_ttl: float | None = None
+    """A worker's record expires this long after its last write (default: three intervals,
+    at least 2 s); `df why` then reports the worker as gone."""
+
+    def record_ttl(self) -> float:
+        if self.liveness_ttl is not None:
+            return max(1.0, self.liveness_ttl)
+        return max(2.0, 3 * self.liveness_interval)

@@ -1,0 +1,185 @@
+"""Reports: how a worker tells the server what happened (a workflow task's decisions, an
+activity attempt's outcome, a task given up on).
+
+A report is a server input, stored on the namespace's stream with a message id made of stable
+facts (run, input id, and for a workflow task the task it answers), so a report sent twice is
+recorded once. Reports that cannot fit in a NATS message are bounded or cut here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from durablefuture.codec.sizes import command_size
+from durablefuture.codec.wire import Codec, InputEnvelope
+from durablefuture.core import inputs as inp
+from durablefuture.core.commands import Command
+from durablefuture.core.effects import WorkflowTask
+from durablefuture.core.errors import MessageRejectedError, TransportError
+from durablefuture.core.failure import Failure
+from durablefuture.core.replay import describe_command
+from durablefuture.transport.guard import max_payload
+from durablefuture.transport.headers import RECEIPT_HEADER
+from durablefuture.transport.messages import Msg
+from durablefuture.transport.publisher import MSG_ID, Publisher
+from durablefuture.transport.storage import StorageWait
+from durablefuture.transport.subjects import Layout
+from durablefuture.worker.options import (
+    MAX_FAILURE_CHARS,
+    MAX_REPORT_BYTES,
+    MAX_REPORT_COMMANDS,
+    REPORT_TRIES,
+)
+
+__all__ = ["Reports", "cut"]
+
+log = logging.getLogger("durablefuture.worker")
+
+
+class Reports:
+    """Sends a worker's reports to the server and keeps them within the message size limit."""
+
+    def __init__(
+        self,
+        codec: Codec,
+        pub: Publisher,
+        layout: Layout,
+        storage: StorageWait,
+        stopping: asyncio.Event,
+    ) -> None:
+        self.codec = codec
+        self.pub = pub
+        self.layout = layout
+        self.storage = storage
+        self.stopping = stopping
+        self.receipts = ""
+        """The inbox the server sends receipts to (set once the worker listens on one)."""
+
+    async def send(
+        self,
+        workflow_id: str,
+        message: inp.RunInput,
+        receipt: bool = False,
+        *,
+        keep: Msg | None = None,
+        task: WorkflowTask | None = None,
+    ) -> None:
+        """Store a report for the server. With ``keep`` (the task it reports on), a full
+        JetStream store is waited out with that task kept in progress, never given up on.
+        ``task``: the workflow task it answers (part of the message id)."""
+        data = self.codec.encode_input(InputEnvelope(workflow_id, input=message))
+        msg_id = f"{message.run_id}:{message.input_id}"
+        if task is not None:
+            # The answer to a workflow task is a fact of that task: a report based on the same
+            # event that the server could not use (it rejected one based on an event it had
+            # not stored yet) must not make the store drop this one as its duplicate.
+            msg_id = f"{msg_id}:{task.trigger}.{task.attempt}"
+        headers = {MSG_ID: msg_id}
+        if receipt and self.receipts:
+            headers[RECEIPT_HEADER] = self.receipts
+
+        async def publish() -> None:
+            await self.pub.publish(self.layout.input("run"), data, headers)
+
+        if keep is None:
+            await publish()
+            self.storage.stored()
+        else:
+            await self.storage.retry(publish, keep)
+
+    async def store(
+        self,
+        workflow_id: str,
+        report: inp.RunInput,
+        msg: Msg,
+        *,
+        what: str,
+        extra: Mapping[str, object],
+        receipt: bool = False,
+        task: WorkflowTask | None = None,
+        on_retry: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Store ``report``, retrying while NATS is away (up to REPORT_TRIES, a few minutes;
+        not once the worker is stopping). Meanwhile ``msg`` stays in progress, and
+        ``on_retry`` runs before each new try. ``what`` names the report in the log."""
+        delay = 0.25
+        for tries in range(1, REPORT_TRIES + 1):
+            try:
+                await self.send(workflow_id, report, receipt=receipt, keep=msg, task=task)
+                return
+            except MessageRejectedError:
+                raise
+            except TransportError as exc:
+                if tries == REPORT_TRIES or self.stopping.is_set():
+                    raise
+                if tries == 1:
+                    log.warning(
+                        "could not store %s yet (%s); retrying", what, exc, extra=dict(extra)
+                    )
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+            if on_retry is not None:
+                await on_retry()
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
+
+    def bounded(self, commands: tuple[Command, ...]) -> tuple[tuple[Command, ...], bool]:
+        """At most MAX_REPORT_COMMANDS commands and ~MAX_REPORT_BYTES per report.
+
+        A NATS message is limited (1 MiB by default); a fan-out of thousands of activities is
+        recorded over several reports, each followed by a workflow task for the next.
+        """
+        if len(commands) == 1:
+            return commands, False
+        # leave room for the envelope, and for the events the server makes of the commands
+        budget = min(MAX_REPORT_BYTES, max(1024, (max_payload(self.pub.nc) - 4096) // 2))
+        size = 0
+        for i, cmd in enumerate(commands):
+            if i >= MAX_REPORT_COMMANDS:
+                return commands[:i], True
+            size += command_size(self.codec, cmd)
+            if size > budget and i > 0:
+                return commands[:i], True
+        return commands, False
+
+    def too_large(self, report: inp.CompleteWorkflowTask, exc: MessageRejectedError) -> Failure:
+        """Why a workflow task's decisions cannot be reported: which command, how big, the
+        limit, and what to do."""
+        limit = exc.limit or max_payload(self.pub.nc)
+        sized = [(command_size(self.codec, c), c) for c in report.commands]
+        if sized:
+            size, biggest = max(sized, key=lambda pair: pair[0])
+            seq = getattr(biggest, "seq", None)
+            what = f"command {type(biggest).__name__}"
+            what += f" #{seq}" if seq is not None else ""
+            brief = describe_command(biggest).split(" args=")[0]  # the args are the bulk
+            what += f" ({brief}) is {size:,} bytes encoded"
+        else:
+            what = f"the report is {exc.size or 0:,} bytes"
+        return Failure(
+            message=(
+                f"the workflow task's decisions cannot be reported: {what}, and the NATS "
+                f"server accepts at most {limit:,} bytes per message (max_payload). Pass large "
+                "values by reference (store the data elsewhere, e.g. in a JetStream object "
+                "store, and pass its key), or raise max_payload in the nats-server config; the "
+                "workflow task is retried with backoff"
+            ),
+            type="MessageRejectedError",
+        )
+
+
+def cut(failure: Failure) -> Failure:
+    """``failure`` small enough to report: its message cut, without stack, details or cause."""
+    message = failure.message
+    if len(message) > MAX_FAILURE_CHARS:
+        message = message[:MAX_FAILURE_CHARS] + " [cut]"
+    return Failure(
+        message=message + " (the full failure was too large to report)",
+        type=failure.type[:200],
+        kind=failure.kind,
+        non_retryable=failure.non_retryable,
+        timeout_type=failure.timeout_type,
+    )

@@ -1,0 +1,74 @@
+"""The worker's small wire formats (queries, heartbeats, sizes) and the shared redelivery policy."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from durablefuture.codec.heartbeats import encode_heartbeat
+from durablefuture.codec.queries import (
+    QueryRequest,
+    decode_query,
+    encode_query_answer,
+    encode_query_error,
+)
+from durablefuture.codec.sizes import command_size, event_size
+from durablefuture.codec.wire import default_codec
+from durablefuture.core import events as ev
+from durablefuture.core.commands import Command, StartTimer
+from durablefuture.core.errors import QueryFailedError
+from durablefuture.transport.redelivery import Redelivery
+
+CODEC = default_codec()
+
+
+def test_a_query_request_round_trips_what_the_client_sends() -> None:
+    body = orjson.dumps({"wid": "w", "run": "r", "name": "state", "args": [1, "a"]})
+    assert decode_query(body) == QueryRequest("w", "r", "state", (1, "a"))
+    no_args = orjson.dumps({"wid": "w", "run": "r", "name": "state"})
+    assert decode_query(no_args).args == ()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x00 not json",
+        b"[]",
+        orjson.dumps({"wid": "w", "run": "r"}),
+        orjson.dumps({"wid": 1, "run": "r", "name": "q"}),
+        orjson.dumps({"wid": "w", "run": "r", "name": "q", "args": "abc"}),
+    ],
+)
+def test_a_malformed_query_is_refused(body: bytes) -> None:
+    with pytest.raises((ValueError, KeyError, TypeError)):  # the worker answers "malformed"
+        decode_query(body)
+
+
+def test_query_answers() -> None:
+    assert orjson.loads(encode_query_answer({"n": 1})) == {"ok": True, "result": {"n": 1}}
+    error = orjson.loads(encode_query_error(QueryFailedError("no handler")))
+    assert error == {"ok": False, "error": "QueryFailedError", "message": "no handler"}
+
+
+def test_a_heartbeat_body_is_what_the_server_reads() -> None:
+    data = orjson.loads(encode_heartbeat(2, 12.5, ["step", 3]))
+    assert data == {"attempt": 2, "at": 12.5, "details": ["step", 3]}
+
+
+def test_sizes_are_those_of_the_encoded_values() -> None:
+    cmd = StartTimer(seq=3, duration=1.5)
+    tagged = CODEC.converter.unstructure(cmd, Command)  # as in a report: with its tag
+    assert tagged["t"] == "StartTimer"
+    assert command_size(CODEC, cmd) == len(orjson.dumps(tagged))
+    event = ev.TimerFired(event_id=4, at=1.0, seq=3)
+    assert event_size(CODEC, event) == len(orjson.dumps(CODEC.encode_event(event)))
+
+
+def test_redelivery_backs_off_exponentially_up_to_a_cap_and_gives_up() -> None:
+    policy = Redelivery(give_up_at=18)
+    assert [policy.delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert policy.delay(7) == 30.0 and policy.delay(10**9) == 30.0  # no overflow either
+    assert policy.delay(0) == 0.5
+    assert not policy.exhausted(17) and policy.exhausted(18) and policy.exhausted(19)
+    with pytest.raises(ValueError):
+        Redelivery(give_up_at=0)
