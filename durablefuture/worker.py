@@ -65,6 +65,7 @@ from durablefuture.core.types import JsonValue, check_name
 from durablefuture.transport.connection import connection_lost, read_loop_stopped
 from durablefuture.transport.consumer import PullConsumer, delivery_count
 from durablefuture.transport.deadletter import dead_letter
+from durablefuture.transport.dedup import publish_report
 from durablefuture.transport.guard import max_payload
 from durablefuture.transport.headers import RECEIPT_HEADER, RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer, open_bucket
@@ -647,7 +648,7 @@ class Worker:
             headers[RECEIPT_HEADER] = self._receipts
 
         async def publish() -> None:
-            await self.pub.publish(self.layout.input("run"), data, headers)
+            await publish_report(self.pub, self.layout.input("run"), data, headers)
 
         if keep is None:
             await publish()
