@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import deque
 
 import orjson
 from nats.aio.client import Client as NATS
@@ -71,6 +72,7 @@ class PullConsumer:
         self._subs: list[Subscription] = []
         self._inbox = ""
         self._token = ""  # reply token of the pull request outstanding now ("" if none)
+        self._past: deque[str] = deque(maxlen=8)  # reply tokens of the last requests
         self._requested = 0  # messages asked for and not yet delivered or expired
         self.requests = 0  # pull requests sent
         self._held = 0  # messages delivered and not yet released
@@ -171,6 +173,11 @@ class PullConsumer:
         # 404 no messages, 408 request expired, 409 limits / leadership change: the request is
         # over, if it is the one outstanding now; a status for any other is not JetStream's
         if not token or token != self._token:
+            if token and token in self._past:
+                # a late status of an earlier request of ours (one we gave up waiting for, or
+                # sent before a reconnect): that request is over already
+                log.debug("pull %s: status %s of an earlier request", self.consumer, status)
+                return
             self._ignore(msg, "the status of this consumer's outstanding pull request")
             return
         if status == "409":
@@ -192,6 +199,7 @@ class PullConsumer:
                 body = orjson.dumps({"batch": want, "expires": expires_ns})
                 token = secrets.token_hex(8)
                 self._token = token
+                self._past.append(token)
                 self._requested = want
                 self.requests += 1
                 try:

@@ -91,6 +91,24 @@ async def _retry(chaos: Chaos, what: str, call: Callable[[], Awaitable[T]], dead
     raise AssertionError(f"{what}: still failing after 200 tries")
 
 
+async def _until_recorded(
+    client: df.Client, wid: str, name: str, arg: str, deadline: float
+) -> None:
+    """Wait until some run of ``wid`` has recorded signal ``name`` with ``arg``."""
+    for _ in range(100_000):  # bounded by the deadline too
+        try:
+            for _run_id, batch in await client.history.read_workflow(wid):
+                for e in batch.events:
+                    if isinstance(e, ev.SignalReceived) and e.name == name and e.args == (arg,):
+                        return
+        except df.TransportError:
+            pass  # NATS fails over: read again
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{wid}: signal {name}({arg!r}) never recorded")
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{wid}: signal {name}({arg!r}) never recorded")
+
+
 class Fleet:
     """Two df-servers and two df-workers; any one is SIGKILLed and restarted on demand."""
 
@@ -357,8 +375,12 @@ async def _cluster_chaos(
                         await handle.signal("go", f"g{k}")
                     except df.ServerUnavailableError:
                         # stored (the client saw its PubAck), only the reply was lost: the
-                        # server applies it; sending it again would make a second signal
+                        # server applies it; sending it again would make a second signal.
+                        # It is applied when a df-server gets to it, which may be after a
+                        # signal sent later is (its deliveries may fail and back off): a
+                        # client that needs its signals in order waits until it is recorded
                         chaos.retried["signal reply lost"] += 1
+                        await _until_recorded(client, wid, "go", f"g{k}", deadline)
             else:
                 await _retry(
                     chaos,

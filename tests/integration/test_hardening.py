@@ -222,9 +222,9 @@ async def test_forged_statuses_on_the_pull_inboxes_send_no_extra_pull_requests()
 
             await wait_for(all_ignored, 15)
             for consumer, before in zip(consumers, sent_before, strict=True):
-                # at most the renewal of an expired request (every `expires` seconds) went out,
-                # not one per forged status
-                assert consumer.requests - before <= 2, (consumer.consumer, consumer.requests)
+                # only the renewals of expired requests (one per `expires`, 5 s) went out, not
+                # one per forged status (1,200 were sent to each consumer)
+                assert consumer.requests - before <= 5, (consumer.consumer, consumer.requests)
                 assert consumer._held + consumer._requested <= consumer.capacity
             # JetStream holds at most one open pull request per consumer, not hundreds
             assert all(n <= 1 for n in await waiting()), await waiting()
