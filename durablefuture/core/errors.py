@@ -12,6 +12,7 @@
     │   │   └── TlsError                TLS with the NATS server failed (untrusted, refused)
     │   ├── JetStreamUnavailableError   the NATS server has no JetStream (started without -js)
     │   ├── MessageRejectedError        a message NATS would refuse (too large, bad subject)
+    │   ├── MessageIdTakenError         another message holds the Nats-Msg-Id we publish with
     │   └── StorageFullError            JetStream has no room to store (insufficient resources)
     ├── WorkflowError                   the workflow code did something the engine cannot run
     │   ├── NonDeterminismError         replay diverged from the recorded history
@@ -53,6 +54,7 @@ __all__ = [
     "FailureError",
     "InvalidArgumentError",
     "JetStreamUnavailableError",
+    "MessageIdTakenError",
     "MessageRejectedError",
     "NatsUnavailableError",
     "NonDeterminismError",
@@ -148,6 +150,16 @@ class MessageRejectedError(TransportError):
         super().__init__(message)
         self.size = size
         self.limit = limit
+
+
+class MessageIdTakenError(TransportError):
+    """JetStream acknowledged a publish as a duplicate, but the message it holds under that
+    ``Nats-Msg-Id`` is not ours (another subject or other bytes): someone who may publish on
+    the namespace's stream used the id first, or the store is damaged. Nothing was stored.
+
+    The history store and the worker's reports publish again under a fresh, unguessable id
+    before they give up with this error; see ``durablefuture.transport.dedup``.
+    """
 
 
 class StorageFullError(TransportError):

@@ -4,6 +4,14 @@ nats-py's ``fetch(batch)`` waits for a whole batch (or the timeout) once a linge
 started, which adds latency when traffic is light. This consumer keeps pull requests
 outstanding and hands each message over the moment it arrives. ``credits`` bound how many
 messages are delivered and not yet released, so a worker never takes more tasks than it can run.
+
+Anyone who learns a consumer's inbox can publish to it, so nothing that arrives there is
+believed on its face. Each pull request gets its own reply subject, ``<inbox>.<token>`` with 64
+random bits. Only a delivery carrying this consumer's ack subject takes a credit; only a status
+(``404``/``408``/``409``, as a status line or a ``Status`` header) on the reply subject of the
+request outstanding *now* ends that request, once.
+A forged status anywhere else is counted as junk and ignored, so it can neither make the loop
+send extra pull requests nor leave several open at once (which would multiply the credits).
 """
 
 from __future__ import annotations
@@ -11,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+from collections import deque
 
 import orjson
 from nats.aio.client import Client as NATS
@@ -59,9 +69,12 @@ class PullConsumer:
         self.capacity = max(1, credits)
         self.expires = expires
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
-        self._sub: Subscription | None = None
+        self._subs: list[Subscription] = []
         self._inbox = ""
+        self._token = ""  # reply token of the pull request outstanding now ("" if none)
+        self._past: deque[str] = deque(maxlen=8)  # reply tokens of the last requests
         self._requested = 0  # messages asked for and not yet delivered or expired
+        self.requests = 0  # pull requests sent
         self._held = 0  # messages delivered and not yet released
         self._wakeup = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
@@ -71,7 +84,10 @@ class PullConsumer:
     async def start(self) -> None:
         on_reconnect(self.nc, self._renew)
         self._inbox = self.nc.new_inbox()
-        self._sub = await self.nc.subscribe(self._inbox, cb=self._on_msg)
+        # the replies to our requests come on <inbox>.<token>; the bare inbox is watched too,
+        # only to count what is sent there
+        for subject in (f"{self._inbox}.*", self._inbox):
+            self._subs.append(await self.nc.subscribe(subject, cb=self._on_msg))
         self._pump_task = asyncio.create_task(self._pump(), name=f"pull:{self.consumer}")
 
     async def stop(self) -> None:
@@ -81,12 +97,16 @@ class PullConsumer:
             self._pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._pump_task
-        if self._sub is not None:
+        for sub in self._subs:
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+                await sub.unsubscribe()
 
     def _renew(self) -> None:
         """Pull requests do not survive a reconnect: ask again."""
+        self._end_request()
+
+    def _end_request(self) -> None:
+        self._token = ""
         self._requested = 0
         self._wakeup.set()
 
@@ -113,25 +133,36 @@ class PullConsumer:
             return tokens[2] == self.stream and tokens[3] == self.consumer
         return len(tokens) >= 12 and tokens[4] == self.stream and tokens[5] == self.consumer
 
+    def _token_of(self, subject: str) -> str:
+        prefix = self._inbox + "."
+        return subject[len(prefix) :] if subject.startswith(prefix) else ""
+
+    def _ignore(self, msg: Msg, what: str) -> None:
+        self.junk += 1
+        if self.junk & (self.junk - 1) == 0:  # 1, 2, 4, 8 ...: bounded logging
+            log.warning(
+                "pull %s: ignored %d message(s) on its inbox that are not %s (last on %r from %r)",
+                self.consumer,
+                self.junk,
+                what,
+                msg.subject[:100],
+                (msg.reply or "")[:100],
+            )
+
     async def _on_msg(self, msg: Msg) -> None:
+        token = self._token_of(msg.subject)
         status = msg.headers.get("Status") if msg.headers else None
         if status is None:
+            # (a delivery arrives under its stream subject, not the reply subject)
             if not self._is_delivery(msg):
-                self.junk += 1
-                if self.junk & (self.junk - 1) == 0:  # 1, 2, 4, 8 ...: bounded logging
-                    log.warning(
-                        "pull %s: ignored %d message(s) on its inbox that are not deliveries "
-                        "of this consumer (last from subject %r)",
-                        self.consumer,
-                        self.junk,
-                        msg.subject[:100],
-                    )
+                self._ignore(msg, "deliveries of this consumer")
                 return
             self._held += 1
             self._queue.put_nowait(msg)
-            self._requested = max(0, self._requested - 1)
-            if self._requested == 0:
-                self._wakeup.set()  # the request is fulfilled: ask again
+            if self._token:
+                self._requested = max(0, self._requested - 1)
+                if self._requested == 0:
+                    self._end_request()  # the request is fulfilled: ask again
             return
         if status == "100":  # idle heartbeat / flow control
             if msg.reply and msg.reply.startswith("$JS.FC."):  # never answer another subject
@@ -139,11 +170,19 @@ class PullConsumer:
                     check_subject(msg.reply, "flow-control reply")
                     await self.nc.publish(msg.reply)
             return
-        # 404 no messages, 408 request expired, 409 limits: the request is over.
+        # 404 no messages, 408 request expired, 409 limits / leadership change: the request is
+        # over, if it is the one outstanding now; a status for any other is not JetStream's
+        if not token or token != self._token:
+            if token and token in self._past:
+                # a late status of an earlier request of ours (one we gave up waiting for, or
+                # sent before a reconnect): that request is over already
+                log.debug("pull %s: status %s of an earlier request", self.consumer, status)
+                return
+            self._ignore(msg, "the status of this consumer's outstanding pull request")
+            return
         if status == "409":
             log.debug("pull %s: %s", self.consumer, (msg.headers or {}).get("Description"))
-        self._requested = 0
-        self._wakeup.set()
+        self._end_request()
 
     async def _pump(self) -> None:
         """Keep exactly one pull request outstanding, for as many messages as we have room for.
@@ -154,20 +193,26 @@ class PullConsumer:
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}"
         expires_ns = int(self.expires * 1e9)
         while not self._closed:
+            self._wakeup.clear()  # before looking: a wake-up from now on is not missed
             want = self.capacity - self._held
-            if self._requested == 0 and want > 0:
+            if not self._token and want > 0:
                 body = orjson.dumps({"batch": want, "expires": expires_ns})
+                token = secrets.token_hex(8)
+                self._token = token
+                self._past.append(token)
                 self._requested = want
+                self.requests += 1
                 try:
-                    await self.nc.publish(subject, body, reply=self._inbox)
+                    await self.nc.publish(subject, body, reply=f"{self._inbox}.{token}")
                 except Exception as exc:
+                    self._token = ""
                     self._requested = 0
                     log.warning("pull request on %s failed: %s", self.consumer, exc)
                     await asyncio.sleep(0.5)
                     continue
-            self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), self.expires + 1.0)
             except TimeoutError:
                 # no status arrived for our request (e.g. lost on a reconnect): ask again
+                self._token = ""
                 self._requested = 0

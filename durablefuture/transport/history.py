@@ -9,7 +9,9 @@ running run per workflow id" atomic. ``Nats-Msg-Id`` (``<run>:<first event id>``
 retried append idempotent; when an append's outcome is unknown (timeout), the subject's last
 message is read back to decide, never guessed. A PubAck marked ``duplicate`` is read back too:
 on a clustered stream the message-id check comes before the expected-sequence check, so a rival
-writer at the same position is told "duplicate", not "wrong last sequence".
+writer at the same position is told "duplicate", not "wrong last sequence"; and a message id
+that someone else used first, on another subject of the stream, is "duplicate" too (nothing
+was appended: the append is sent again under a fresh id, see ``transport/dedup.py``).
 
 
 Reads never skip a message. One that is not a valid batch, or whose events do not follow from
@@ -19,7 +21,6 @@ the ones before it, raises :class:`CorruptHistoryError` naming its stream sequen
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Sequence
 
 import orjson
@@ -31,6 +32,7 @@ from durablefuture.codec.wire import Codec
 from durablefuture.core import events as ev
 from durablefuture.core.errors import CorruptHistoryError, DecodeError, TransportError
 from durablefuture.core.state import RunState
+from durablefuture.transport.dedup import TRIES, fresh_id, is_copy, log_taken, stored_at, taken
 from durablefuture.transport.publisher import (
     EXPECTED_LAST_SUBJECT_SEQ,
     EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
@@ -38,6 +40,7 @@ from durablefuture.transport.publisher import (
     Publisher,
     WrongLastSequence,
 )
+from durablefuture.transport.stored import Stored, leader_get
 from durablefuture.transport.subjects import Layout
 
 __all__ = ["Batch", "HistoryStore", "LastBatch", "Stored", "corrupt", "direct_batch", "fold"]
@@ -50,44 +53,6 @@ class Batch:
     stream_seq: int
     input_id: str
     events: list[ev.Event]
-
-
-@define
-class Stored:
-    """One stored message, however it was read (a direct get or the leader's API)."""
-
-    subject: str
-    seq: int
-    headers: dict[str, str]
-    data: bytes
-
-    @classmethod
-    def of(cls, m: Msg) -> Stored:
-        """From a direct get reply (the stored subject and sequence travel as headers)."""
-        headers = dict(m.headers or {})
-        return cls(
-            headers.get("Nats-Subject", ""), int(headers.get("Nats-Sequence", "0")), headers, m.data
-        )
-
-    @classmethod
-    def from_api(cls, message: dict[str, object]) -> Stored:
-        """From a STREAM.MSG.GET reply (headers and body base64-encoded)."""
-        raw = base64.b64decode(str(message.get("hdrs") or ""))
-        headers: dict[str, str] = {}
-        for line in raw.decode(errors="replace").split("\r\n")[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip()] = value.strip()
-        seq = message.get("seq", 0)
-        return cls(
-            str(message.get("subject", "")),
-            seq if isinstance(seq, int) else 0,
-            headers,
-            base64.b64decode(str(message.get("data") or "")),
-        )
-
-
-_NO_MESSAGE = 10037  # STREAM.MSG.GET: no message found
 
 
 @define
@@ -215,18 +180,7 @@ class HistoryStore:
 
     async def _leader_get(self, request: dict[str, object], subject: str) -> Stored | None:
         """One message from the stream leader (STREAM.MSG.GET); None if there is none."""
-        api = f"$JS.API.STREAM.MSG.GET.{self.layout.stream}"
-        try:
-            reply = await self.nc.request(api, orjson.dumps(request), timeout=self.pub.timeout)
-            body = orjson.loads(reply.data)
-        except Exception as exc:
-            raise TransportError(f"reading {subject} failed: {exc}") from exc
-        error = body.get("error")
-        if error is not None:
-            if error.get("err_code") == _NO_MESSAGE:
-                return None
-            raise TransportError(f"reading {subject}: {error.get('description', error)}")
-        return Stored.from_api(body["message"])
+        return await leader_get(self.nc, self.layout.stream, request, subject, self.pub.timeout)
 
     def _batch(self, m: Stored) -> Batch:
         try:
@@ -285,7 +239,9 @@ class HistoryStore:
         """Append a batch if the history's last sequence is still ``expected_seq``.
 
         With ``whole_workflow`` the check covers every run of the workflow id (used to create
-        a run). Returns the stored stream sequence; raises :class:`WrongLastSequence`.
+        a run). Returns the stored stream sequence; raises :class:`WrongLastSequence`, or
+        :class:`~durablefuture.core.errors.MessageIdTakenError` if someone else keeps taking
+        the message ids it publishes under (nothing was appended then).
         """
         if not events:
             raise ValueError("append needs at least one event")
@@ -297,43 +253,43 @@ class HistoryStore:
                 workflow_id
             )
         data = self.codec.encode_batch(input_id, list(events))
-        try:
-            ack = await self.pub.publish(subject, data, headers)
-            if ack.duplicate:
-                # On a clustered (R3) stream JetStream checks the message id before the
-                # expected sequence: a rival's append at the same position comes back as a
-                # duplicate of the winner's message, not as a conflict. Only our own bytes at
-                # that sequence mean "already appended".
-                if await self._stored_at(int(ack.seq), subject, data):
+        for _ in range(TRIES):  # a fresh message id only after the last one was taken
+            try:
+                ack = await self.pub.publish(subject, data, headers)
+                if not ack.duplicate:
                     return int(ack.seq)
-                raise WrongLastSequence(subject, expected_seq, int(ack.seq))
-            return int(ack.seq)
-        except WrongLastSequence:
-            landed = await self._landed(subject, msg_id, data)
-            if landed is not None:
-                return landed  # a retry of our own append that had succeeded
-            raise
-        except TransportError:
-            # Outcome unknown: read back instead of guessing.
-            landed = await self._landed(subject, msg_id, data)
-            if landed is not None:
-                return landed
-            raise
-
-    async def _stored_at(self, seq: int, subject: str, data: bytes) -> bool:
-        """Whether the stream holds exactly ``data`` on ``subject`` at ``seq``.
-
-        Asked of the stream leader (not a direct get, which any replica may answer, one that is
-        behind included), so a message the PubAck just named is found.
-        """
-        m = await self._leader_get({"seq": seq}, subject)
-        return m is not None and m.subject == subject and m.data == data
+                stored = await stored_at(self.pub, ack)
+                if is_copy(stored, subject, data, headers):
+                    return int(ack.seq)  # our own append, sent again
+                if stored is not None and stored.subject == subject:
+                    # On a clustered (R3) stream JetStream checks the message id before the
+                    # expected sequence: a rival's append at the same position comes back as
+                    # a duplicate of the winner's message, not as a conflict.
+                    raise WrongLastSequence(subject, expected_seq, int(ack.seq))
+                # The id is held by a message elsewhere in the stream (squatted) or by none:
+                # nothing was appended. The expected-sequence header keeps the append single
+                # under any id, so append again under a fresh one.
+                log_taken("a history append", subject, headers[MSG_ID], ack, stored)
+                headers[MSG_ID] = fresh_id(msg_id)
+            except WrongLastSequence:
+                landed = await self._landed(subject, msg_id, data)
+                if landed is not None:
+                    return landed  # a retry of our own append that had succeeded
+                raise
+            except TransportError:
+                # Outcome unknown: read back instead of guessing.
+                landed = await self._landed(subject, msg_id, data)
+                if landed is not None:
+                    return landed
+                raise
+        raise taken("a history append", subject, msg_id)
 
     async def _landed(self, subject: str, msg_id: str, data: bytes) -> int | None:
         """The stream sequence of our append if it is the subject's last message, else None.
 
         The message id names a position (run and first event id), which another writer may
-        have filled with different events: only the exact same bytes count as ours.
+        have filled with different events: only the exact same bytes count as ours (under
+        ``msg_id`` or, after it was taken by someone else, ``msg_id`` with a fresh suffix).
         """
         try:
             m = await self._leader_get({"last_by_subj": subject}, subject)
@@ -341,7 +297,8 @@ class HistoryStore:
             return None
         if m is None:
             return None
-        if m.headers.get(MSG_ID) == msg_id and m.data == data:
+        stored_id = m.headers.get(MSG_ID, "")
+        if (stored_id == msg_id or stored_id.startswith(msg_id + ":")) and m.data == data:
             return m.seq
         return None
 

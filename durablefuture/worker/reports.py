@@ -21,6 +21,7 @@ from durablefuture.core.effects import WorkflowTask
 from durablefuture.core.errors import MessageRejectedError, TransportError
 from durablefuture.core.failure import Failure
 from durablefuture.core.replay import describe_command
+from durablefuture.transport.dedup import publish_report
 from durablefuture.transport.guard import max_payload
 from durablefuture.transport.headers import RECEIPT_HEADER
 from durablefuture.transport.messages import Msg
@@ -82,7 +83,7 @@ class Reports:
             headers[RECEIPT_HEADER] = self.receipts
 
         async def publish() -> None:
-            await self.pub.publish(self.layout.input("run"), data, headers)
+            await publish_report(self.pub, self.layout.input("run"), data, headers)
 
         if keep is None:
             await publish()

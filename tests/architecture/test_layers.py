@@ -39,6 +39,7 @@ ORJSON_OUTSIDE_CODEC = {
     "durablefuture/transport/consumer.py",
     "durablefuture/transport/history.py",
     "durablefuture/transport/publisher.py",
+    "durablefuture/transport/stored.py",  # JetStream API requests (moved from history.py)
 }
 
 

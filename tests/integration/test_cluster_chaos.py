@@ -28,6 +28,7 @@ The bounded variant runs in CI; the long one (1,000 workflows, a 30 s SIGSTOP) i
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -88,6 +89,24 @@ async def _retry(chaos: Chaos, what: str, call: Callable[[], Awaitable[T]], dead
             chaos.retried[what] += 1
             await asyncio.sleep(0.5)
     raise AssertionError(f"{what}: still failing after 200 tries")
+
+
+async def _until_recorded(
+    client: df.Client, wid: str, name: str, arg: str, deadline: float
+) -> None:
+    """Wait until some run of ``wid`` has recorded signal ``name`` with ``arg``."""
+    for _ in range(100_000):  # bounded by the deadline too
+        try:
+            for _run_id, batch in await client.history.read_workflow(wid):
+                for e in batch.events:
+                    if isinstance(e, ev.SignalReceived) and e.name == name and e.args == (arg,):
+                        return
+        except df.TransportError:
+            pass  # NATS fails over: read again
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{wid}: signal {name}({arg!r}) never recorded")
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{wid}: signal {name}({arg!r}) never recorded")
 
 
 class Fleet:
@@ -238,11 +257,11 @@ def _check_run(wid: str, run_id: str, history: list[ev.Event], problems: list[st
 
 async def _verify(
     client: df.Client, runs_of: dict[str, int], log: Path
-) -> tuple[int, int, int, list[str]]:
-    """(lost, duplicated, executions over attempts, problems) over every workflow id given
-    (with its expected number of runs) and the children its runs started."""
+) -> tuple[int, int, int, int, list[str]]:
+    """(lost, duplicated, executions over attempts, runs, problems) over every workflow id
+    given (with its expected number of runs) and the children its runs started."""
     problems: list[str] = []
-    lost = duplicated = 0
+    lost = duplicated = total_runs = 0
     executions = _executions(log)
     over = 0
     todo = list(runs_of.items())
@@ -252,6 +271,7 @@ async def _verify(
         for run_id, batch in await client.history.read_workflow(wid):
             runs.setdefault(run_id, []).extend(batch.events)
         completions = []
+        total_runs += len(runs)
         for run_id, history in runs.items():
             _check_run(wid, run_id, history, problems)
             completions += [e for e in history if isinstance(e, ev.WorkflowCompleted)]
@@ -271,7 +291,20 @@ async def _verify(
         elif len(completions) > 1 or len(runs) != want_runs:
             duplicated += 1
             problems.append(f"{wid}: {len(completions)} completions over {len(runs)} runs")
-    return lost, duplicated, over, problems
+    return lost, duplicated, over, total_runs, problems
+
+
+async def _stream_figures(client: df.Client) -> dict[str, int]:
+    """Messages the namespace's stream took during the test (its last sequence: histories,
+    inputs, tasks, timers, dead letters), and how many are dead letters."""
+    js = client.pub.js
+    layout = client.layout
+    info = await js.stream_info(layout.stream)
+    dead = await js.stream_info(layout.stream, subjects_filter=layout.dead_letters())
+    return {
+        "stream_messages": int(info.state.last_seq),
+        "dead_lettered": sum((dead.state.subjects or {}).values()),
+    }
 
 
 async def _print_histories(client: df.Client, wids: list[str]) -> None:
@@ -342,8 +375,12 @@ async def _cluster_chaos(
                         await handle.signal("go", f"g{k}")
                     except df.ServerUnavailableError:
                         # stored (the client saw its PubAck), only the reply was lost: the
-                        # server applies it; sending it again would make a second signal
+                        # server applies it; sending it again would make a second signal.
+                        # It is applied when a df-server gets to it, which may be after a
+                        # signal sent later is (its deliveries may fail and back off): a
+                        # client that needs its signals in order waits until it is recorded
                         chaos.retried["signal reply lost"] += 1
+                        await _until_recorded(client, wid, "go", f"g{k}", deadline)
             else:
                 await _retry(
                     chaos,
@@ -376,7 +413,8 @@ async def _cluster_chaos(
             await _print_histories(client, sorted(wrong)[:5])
         assert not wrong, f"{len(wrong)} workflows without their result: {wrong}"
         runs_of = {wid: runs for wid, (runs, _) in expected.items()}
-        lost, duplicated, over, problems = await _verify(client, runs_of, log)
+        lost, duplicated, over, total_runs, problems = await _verify(client, runs_of, log)
+        stream = await _stream_figures(client)
         await _each_daemon_serves(fleet, client, seed)
     except BaseException:
         print("\n".join(chaos.events))
@@ -389,12 +427,30 @@ async def _cluster_chaos(
     kills = ", ".join(f"{kind} {count}" for kind, count in sorted(chaos.kills.items()))
     print("\n".join(chaos.events))
     print(f"client calls retried during fail-over: {dict(chaos.retried)}")
+    executions = sum(_executions(log).values())
     print(
         f"cluster chaos: {n} workflows ({len(rich)} with child workflows, signals and "
-        f"continue-as-new), kills: {kills}; lost {lost}, duplicated {duplicated}, "
-        f"activity executions over recorded attempts {over}; every surviving daemon served "
-        f"on its own; {seconds:.0f} s"
+        f"continue-as-new; {total_runs} runs), kills: {kills}; lost {lost}, duplicated "
+        f"{duplicated}, activity executions {executions} (over recorded attempts {over}); "
+        f"stream messages {stream['stream_messages']}, dead-lettered "
+        f"{stream['dead_lettered']}; every surviving daemon served on its own; {seconds:.0f} s"
     )
+    figures = {
+        "seed": seed,
+        "workflows": n,
+        "rich_workflows": len(rich),
+        "runs": total_runs,
+        "kills": dict(chaos.kills),
+        "client_retries": dict(chaos.retried),
+        "lost": lost,
+        "duplicated": duplicated,
+        "activity_executions": executions,
+        "executions_over_attempts": over,
+        **stream,
+        "seconds": round(seconds, 1),
+    }
+    (tmp_path / "cluster-chaos-figures.json").write_text(json.dumps(figures, indent=2))
+    print(f"figures written to {tmp_path / 'cluster-chaos-figures.json'}")
     assert not problems, "\n".join(problems[:50])
     assert lost == 0 and duplicated == 0 and over == 0
 

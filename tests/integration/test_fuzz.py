@@ -244,11 +244,14 @@ async def fuzz(count: int, seed: int) -> None:
 
             # junk on the pull inboxes too
             assert env.server is not None and env.server._consumer is not None
+            consumers = [env.server._consumer, *worker._consumers]
+            inbox_junk = 0
             attacker = await nats.connect(env.nats_url)
             try:
-                for consumer in [env.server._consumer, *worker._consumers]:
+                for consumer in consumers:
                     for _ in range(min(count, 2000) // 4):
                         await attacker.publish(consumer._inbox, rng.randbytes(20))
+                        inbox_junk += 1
                 await attacker.flush()
             finally:
                 await attacker.close()
@@ -258,6 +261,18 @@ async def fuzz(count: int, seed: int) -> None:
 
             await wait_for(all_dead_lettered, 30 + count / 100)
             reasons = await _dead_letters(env)
+
+            async def inbox_junk_seen() -> bool:
+                return sum(c.junk for c in consumers) >= inbox_junk
+
+            await wait_for(inbox_junk_seen, 30)
+            print(
+                f"fuzz (seed {seed}): {sent} malformed messages sent ({skipped} generated "
+                f"valid by chance, not sent), {len(reasons)} dead-lettered; {inbox_junk} junk "
+                f"messages on {len(consumers)} pull inboxes, "
+                f"{sum(c.junk for c in consumers)} ignored, credits held "
+                f"{[c._held for c in consumers]} of {[c.capacity for c in consumers]}"
+            )
             assert len(reasons) == sent, (len(reasons), sent, skipped)
             assert all(reasons), "every dead letter says why"
 

@@ -168,6 +168,67 @@ async def test_junk_on_the_pull_inboxes_takes_no_credits() -> None:
                 await still_works(env, f"after-junk-{i}")
 
 
+async def test_forged_statuses_on_the_pull_inboxes_send_no_extra_pull_requests() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[greeting], activities=[greet]) as worker:
+            assert env.server is not None and env.server._consumer is not None
+            consumers = [env.server._consumer, *worker._consumers]
+            js = env.client.pub.js
+
+            async def waiting() -> list[int]:
+                infos = [await js.consumer_info(c.stream, c.consumer) for c in consumers]
+                return [i.num_waiting or 0 for i in infos]
+
+            async def one_request_each() -> bool:
+                return all(c.requests > 0 and c._token for c in consumers)
+
+            await wait_for(one_request_each, 15)
+            sent_before = [c.requests for c in consumers]
+            forged = [
+                {"Status": "408", "Description": "Request Timeout"},
+                {"Status": "409", "Description": "Leadership Change"},
+                {"Status": "404", "Description": "No Messages"},
+                {"Status": "409", "Description": "Exceeded MaxWaiting"},
+            ]
+            per_consumer = 0
+            attacker = await nats.connect(env.nats_url)
+            try:
+                for consumer in consumers:
+                    targets = [consumer._inbox, f"{consumer._inbox}.{'0' * 16}"]
+                    for i in range(400):
+                        await attacker.publish(targets[i % 2], b"", headers=forged[i % len(forged)])
+                await attacker.flush()
+            finally:
+                await attacker.close()
+            per_consumer += 400
+            for consumer in consumers:  # status lines, as nats-server writes them
+                for line in (b"NATS/1.0 408 Request Timeout", b"NATS/1.0 409 Leadership Change"):
+                    for target in (consumer._inbox, f"{consumer._inbox}.guess"):
+                        block = line + b"\r\n\r\n"
+                        frame = b"HPUB %s %d %d\r\n%s\r\n" % (
+                            target.encode(),
+                            len(block),
+                            len(block),
+                            block,
+                        )
+                        await _raw_publish(env.nats_url, [frame] * 50)
+            per_consumer += 200
+
+            async def all_ignored() -> bool:
+                return all(c.junk == per_consumer for c in consumers)
+
+            await wait_for(all_ignored, 15)
+            for consumer, before in zip(consumers, sent_before, strict=True):
+                # only the renewals of expired requests (one per `expires`, 5 s) went out, not
+                # one per forged status (1,200 were sent to each consumer)
+                assert consumer.requests - before <= 5, (consumer.consumer, consumer.requests)
+                assert consumer._held + consumer._requested <= consumer.capacity
+            # JetStream holds at most one open pull request per consumer, not hundreds
+            assert all(n <= 1 for n in await waiting()), await waiting()
+            for i in range(3):
+                await still_works(env, f"after-forged-status-{i}")
+
+
 async def test_a_closed_connection_ends_the_server_and_the_worker_with_an_error() -> None:
     async with LocalEnvironment() as env:
         async with env.worker(workflows=[greeting], activities=[greet]) as worker:

@@ -1,0 +1,85 @@
+"""One stored message of a stream, read by sequence or subject.
+
+Direct gets are fast and batched, but any replica of an R3 stream may answer them, one that is
+behind included. :func:`leader_get` asks the stream leader (``STREAM.MSG.GET``), so a message a
+PubAck has just named is always found.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+from attrs import define
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from durablefuture.core.errors import TransportError
+from durablefuture.transport.guard import check_subject
+
+__all__ = ["Stored", "leader_get"]
+
+_NO_MESSAGE = 10037  # STREAM.MSG.GET: no message found
+
+
+@define
+class Stored:
+    """One stored message, however it was read (a direct get or the leader's API)."""
+
+    subject: str
+    seq: int
+    headers: dict[str, str]
+    data: bytes
+
+    @classmethod
+    def of(cls, m: Msg) -> Stored:
+        """From a direct get reply (the stored subject and sequence travel as headers)."""
+        headers = dict(m.headers or {})
+        return cls(
+            headers.get("Nats-Subject", ""), int(headers.get("Nats-Sequence", "0")), headers, m.data
+        )
+
+    @classmethod
+    def from_api(cls, message: dict[str, object]) -> Stored:
+        """From a STREAM.MSG.GET reply (headers and body base64-encoded)."""
+        raw = base64.b64decode(str(message.get("hdrs") or ""))
+        headers: dict[str, str] = {}
+        for line in raw.decode(errors="replace").split("\r\n")[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip()] = value.strip()
+        seq = message.get("seq", 0)
+        return cls(
+            str(message.get("subject", "")),
+            seq if isinstance(seq, int) else 0,
+            headers,
+            base64.b64decode(str(message.get("data") or "")),
+        )
+
+
+async def leader_get(
+    nc: NATS, stream: str, request: dict[str, object], what: str, timeout: float
+) -> Stored | None:
+    """One message from the leader of ``stream`` (None if there is none).
+
+    ``request`` is a STREAM.MSG.GET request (``{"seq": n}``, ``{"last_by_subj": s}``, ...);
+    ``what`` names the read in errors.
+    """
+    api = check_subject(f"$JS.API.STREAM.MSG.GET.{stream}", "stream name")
+    try:
+        reply = await nc.request(api, orjson.dumps(request), timeout=timeout)
+        body = orjson.loads(reply.data)
+    except Exception as exc:
+        raise TransportError(f"reading {what} failed: {exc}") from exc
+    if not isinstance(body, dict):
+        raise TransportError(f"reading {what}: unreadable reply {reply.data[:200]!r}")
+    error = body.get("error")
+    if error is not None:
+        if isinstance(error, dict) and error.get("err_code") == _NO_MESSAGE:
+            return None
+        description = error.get("description", error) if isinstance(error, dict) else error
+        raise TransportError(f"reading {what}: {description}")
+    message = body.get("message")
+    if not isinstance(message, dict):
+        raise TransportError(f"reading {what}: unreadable reply {reply.data[:200]!r}")
+    return Stored.from_api(message)
