@@ -43,8 +43,8 @@ from durablefuture.core.replay._context import (
     WorkflowInfo,
     current_context,
 )
-from durablefuture.core.replay._describe import describe_command, describe_event
 from durablefuture.core.replay._execution import WorkflowExecution
+from durablefuture.core.vocabulary import describe_command, describe_event
 
 __all__ = [
     "Activation",

@@ -25,12 +25,9 @@ from durablefuture.core.options import ActivityOptions
 from durablefuture.core.replay._context import (
     WorkflowContext,
 )
-from durablefuture.core.replay._describe import (
-    describe_command,
-    describe_event,
-)
 from durablefuture.core.replay._waits import _Composite, _Leaf, _Node
 from durablefuture.core.types import JsonValue
+from durablefuture.core.vocabulary import describe_command, describe_event
 
 
 class _ExecutionBase:

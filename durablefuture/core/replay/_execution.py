@@ -26,14 +26,14 @@ from durablefuture.core.replay._context import (
     _current,
     _frames,
 )
-from durablefuture.core.replay._describe import (
-    _TERMINAL_KIND,
-    _TERMINAL_TYPES,
-    _matches,
+from durablefuture.core.replay._running import _Running
+from durablefuture.core.vocabulary import (
+    DECIDED_TERMINAL_EVENTS,
+    command_type_of,
     describe_command,
     describe_event,
+    matches,
 )
-from durablefuture.core.replay._running import _Running
 
 
 class WorkflowExecution(_Running):
@@ -176,7 +176,7 @@ class WorkflowExecution(_Running):
             if isinstance(event, ev.COMMAND_EVENTS):
                 self._recorded[event.seq] = event
                 self._horizon = max(self._horizon, event.based_on)
-            elif isinstance(event, _TERMINAL_TYPES):
+            elif isinstance(event, DECIDED_TERMINAL_EVENTS):
                 self._horizon = max(self._horizon, cast(ev.WorkflowCompleted, event).based_on)
 
     def activation(self) -> Activation:
@@ -231,7 +231,7 @@ class WorkflowExecution(_Running):
         if isinstance(event, ev.COMMAND_EVENTS):
             self._deliver_upto(event.based_on)
             self._check_recorded(event)
-        elif isinstance(event, _TERMINAL_TYPES):
+        elif isinstance(event, DECIDED_TERMINAL_EVENTS):
             based_on = cast(ev.WorkflowCompleted, event).based_on
             self._deliver_upto(based_on)
             self._check_terminal(event)
@@ -257,7 +257,7 @@ class WorkflowExecution(_Running):
                 yielded=None if self._terminal is None else describe_command(self._terminal),
             )
         pending = self._new.pop(seq, None)
-        if pending is not None and not _matches(event, pending):
+        if pending is not None and not matches(event, pending):
             raise self._divergence(
                 event,
                 f"history recorded {describe_event(event)} as command #{seq} at event "
@@ -276,7 +276,7 @@ class WorkflowExecution(_Running):
                 f"current code has not finished by then; it is {where}",
                 yielded=None if extra is None else describe_command(extra),
             )
-        if _TERMINAL_KIND[type(event)] is not type(self._terminal):
+        if command_type_of(event) is not type(self._terminal):
             raise self._divergence(
                 event,
                 f"history recorded {describe_event(event)} at event {event.event_id}, but the "

@@ -26,14 +26,19 @@ from durablefuture.core.commands import (
 from durablefuture.core.failure import exception_from_failure
 from durablefuture.core.options import ActivityOptions
 from durablefuture.core.replay._base import _ExecutionBase
-from durablefuture.core.replay._describe import (
-    _VALID_YIELDS,
-    _matches,
-    _short,
-    describe_command,
-    describe_event,
-)
 from durablefuture.core.replay._waits import _Composite, _Leaf, _Node
+from durablefuture.core.vocabulary import describe_command, describe_event, matches
+
+
+def _short(value: object, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_VALID_YIELDS = (
+    "df.activity(...), df.sleep(...), df.wait_signal(...), df.side_effect(...), "
+    "df.child_workflow(...), df.all_of(...), df.any_of(...) or df.continue_as_new(...)"
+)
 
 
 class _Yields(_ExecutionBase):
@@ -107,7 +112,7 @@ class _Yields(_ExecutionBase):
         self._trace.append((seq, cmd if description is None else description, self._step_location))
         recorded = self._recorded.get(seq)
         if recorded is not None:
-            if not _matches(recorded, cmd):
+            if not matches(recorded, cmd):
                 description = description or describe_command(cmd)
                 raise self._divergence(
                     recorded,

@@ -1,0 +1,281 @@
+"""The command vocabulary: one entry per command, from the command to its recorded event.
+
+Each :class:`CommandKind` declares, for one command class, everything the rest of the core
+needs to know about it:
+
+* ``event``: the history event that records it;
+* ``record``: the fields of that event, given the run's state (or why it cannot be recorded),
+  which is what the server does with the command (``orchestration``);
+* ``matches``: whether a recorded event is the same command again, which is how replay checks
+  determinism (kind is compared first; ``matches`` compares what must not change);
+* ``describe`` / ``describe_event``: one line for error messages, the UI and ``df workflow``.
+
+Adding a command means: its class in ``commands.py``, its event in ``events.py`` and one entry
+here. What happens *after* its event is recorded is looked up by event type: the state fold in
+``state.py`` and the effects in ``orchestration/_effects.py``, one small handler each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from attrs import frozen
+
+from durablefuture.core import events as ev
+from durablefuture.core.commands import (
+    CancelWorkflow,
+    Command,
+    CompleteWorkflow,
+    ContinueAsNewWorkflow,
+    FailWorkflow,
+    PendingSignal,
+    PrimitiveCommand,
+    RecordMarker,
+    RecordSideEffect,
+    ScheduleActivity,
+    StartChildWorkflow,
+    StartSignalWait,
+    StartTimer,
+)
+from durablefuture.core.state import RunState
+
+__all__ = [
+    "DECIDED_EVENTS",
+    "DECIDED_TERMINAL_EVENTS",
+    "TERMINAL_COMMANDS",
+    "CommandKind",
+    "Recording",
+    "command_type_of",
+    "describe_command",
+    "describe_event",
+    "event_fields",
+    "event_type_of",
+    "is_terminal",
+    "matches",
+]
+
+C = TypeVar("C")
+E = TypeVar("E")
+
+
+@frozen
+class Recording:
+    """What recording a command may depend on besides the command itself."""
+
+    state: RunState
+    based_on: int
+    now: float
+    new_run_id: str = ""
+
+
+@frozen
+class CommandKind(Generic[C, E]):
+    """How one command is recorded, replayed and described (see the module docstring)."""
+
+    command: type[C]
+    event: type[E]
+    record: Callable[[C, Recording], dict[str, object] | str]
+    """The event's fields (``event_id``, ``at`` and ``based_on`` are added), or a reason to
+    reject the workflow task."""
+    describe: Callable[[C], str]
+    describe_event: Callable[[E], str]
+    matches: Callable[[E, C], bool] = lambda _e, _c: True
+    terminal: bool = False
+
+
+def _short(value: object, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _since(start: float | None, now: float) -> float:
+    # in workflow time: from when the code asked (never later than now)
+    return now if start is None else min(start, now)
+
+
+def _activity(args: tuple[object, ...], name: str) -> str:
+    return f"activity {name!r} args={_short(list(args))}"
+
+
+def _child(workflow_type: str, workflow_id: str) -> str:
+    return f"child_workflow {workflow_type!r} id={workflow_id!r}"
+
+
+def _record_cancel(cmd: CancelWorkflow, r: Recording) -> dict[str, object] | str:
+    if not r.state.cancel_requested:
+        return "the workflow ended cancelled but no cancellation was requested"
+    return {"message": cmd.message}
+
+
+def _record_continue(cmd: ContinueAsNewWorkflow, r: Recording) -> dict[str, object] | str:
+    if not r.new_run_id:
+        return "continue-as-new needs a new run id"
+    s = r.state.started
+    # signals recorded after the code decided: the code never saw them, the next run gets them
+    later = tuple(
+        PendingSignal(sig.name, sig.args) for sig in r.state.signals if sig.event_id > r.based_on
+    )
+    return {
+        "new_run_id": r.new_run_id,
+        "workflow_type": cmd.workflow_type or s.workflow_type,
+        "task_queue": cmd.task_queue or s.task_queue,
+        "args": cmd.args,
+        "signals": cmd.signals + later,
+    }
+
+
+_KINDS: tuple[CommandKind[Any, Any], ...] = (
+    CommandKind[ScheduleActivity, ev.ActivityScheduled](
+        ScheduleActivity,
+        ev.ActivityScheduled,
+        record=lambda c, r: {
+            "seq": c.seq,
+            "name": c.name,
+            "args": c.args,
+            # a worker sends resolved options; make sure, so retries and timeouts apply
+            "options": c.options.resolved(r.state.started.task_queue),
+        },
+        describe=lambda c: _activity(c.args, c.name),
+        describe_event=lambda e: _activity(e.args, e.name),
+        matches=lambda e, c: e.name == c.name and list(e.args) == list(c.args),
+    ),
+    CommandKind[StartTimer, ev.TimerStarted](
+        StartTimer,
+        ev.TimerStarted,
+        record=lambda c, r: {
+            "seq": c.seq,
+            "duration": c.duration,
+            "fire_at": _since(c.start, r.now) + c.duration,
+        },
+        describe=lambda c: f"sleep {c.duration:g}s",
+        describe_event=lambda e: f"sleep {e.duration:g}s",
+    ),
+    CommandKind[StartSignalWait, ev.SignalWaitStarted](
+        StartSignalWait,
+        ev.SignalWaitStarted,
+        record=lambda c, r: {
+            "seq": c.seq,
+            "name": c.name,
+            "timeout": c.timeout,
+            "deadline": None if c.timeout is None else _since(c.start, r.now) + c.timeout,
+        },
+        describe=lambda c: f"wait_signal {c.name!r}",
+        describe_event=lambda e: f"wait_signal {e.name!r}",
+        matches=lambda e, c: e.name == c.name,
+    ),
+    CommandKind[RecordSideEffect, ev.SideEffectRecorded](
+        RecordSideEffect,
+        ev.SideEffectRecorded,
+        record=lambda c, _r: {"seq": c.seq, "value": c.value, "failure": c.failure},
+        describe=lambda _c: "side_effect",
+        describe_event=lambda _e: "side_effect",
+    ),
+    CommandKind[RecordMarker, ev.MarkerRecorded](
+        RecordMarker,
+        ev.MarkerRecorded,
+        record=lambda c, _r: {"seq": c.seq, "change_id": c.change_id},
+        describe=lambda c: f"patched {c.change_id!r}",
+        describe_event=lambda e: f"patched {e.change_id!r}",
+        matches=lambda e, c: e.change_id == c.change_id,
+    ),
+    CommandKind[StartChildWorkflow, ev.ChildWorkflowScheduled](
+        StartChildWorkflow,
+        ev.ChildWorkflowScheduled,
+        record=lambda c, _r: {
+            "seq": c.seq,
+            "workflow_type": c.workflow_type,
+            "workflow_id": c.workflow_id,
+            "task_queue": c.task_queue,
+            "args": c.args,
+            "execution_timeout": c.execution_timeout,
+            "parent_close_policy": c.parent_close_policy,
+        },
+        describe=lambda c: _child(c.workflow_type, c.workflow_id),
+        describe_event=lambda e: _child(e.workflow_type, e.workflow_id),
+        matches=lambda e, c: e.workflow_type == c.workflow_type and list(e.args) == list(c.args),
+    ),
+    CommandKind[CompleteWorkflow, ev.WorkflowCompleted](
+        CompleteWorkflow,
+        ev.WorkflowCompleted,
+        record=lambda c, _r: {"result": c.result},
+        describe=lambda _c: "return (workflow completed)",
+        describe_event=lambda _e: "return (workflow completed)",
+        terminal=True,
+    ),
+    CommandKind[FailWorkflow, ev.WorkflowFailed](
+        FailWorkflow,
+        ev.WorkflowFailed,
+        record=lambda c, _r: {"failure": c.failure},
+        describe=lambda c: f"raise {c.failure.type} (workflow failed)",
+        describe_event=lambda e: f"raise {e.failure.type} (workflow failed)",
+        terminal=True,
+    ),
+    CommandKind[CancelWorkflow, ev.WorkflowCancelled](
+        CancelWorkflow,
+        ev.WorkflowCancelled,
+        record=_record_cancel,
+        describe=lambda _c: "workflow cancelled",
+        describe_event=lambda _e: "workflow cancelled",
+        terminal=True,
+    ),
+    CommandKind[ContinueAsNewWorkflow, ev.WorkflowContinuedAsNew](
+        ContinueAsNewWorkflow,
+        ev.WorkflowContinuedAsNew,
+        record=_record_continue,
+        describe=lambda _c: "continue_as_new",
+        describe_event=lambda _e: "continue_as_new",
+        terminal=True,
+    ),
+)
+
+_BY_COMMAND: dict[type, CommandKind[Any, Any]] = {k.command: k for k in _KINDS}
+_BY_EVENT: dict[type, CommandKind[Any, Any]] = {k.event: k for k in _KINDS}
+
+TERMINAL_COMMANDS: tuple[type, ...] = tuple(k.command for k in _KINDS if k.terminal)
+"""The command classes that end a run (``CompleteWorkflow``, ``FailWorkflow``, ...)."""
+
+DECIDED_EVENTS: tuple[type, ...] = tuple(k.event for k in _KINDS)
+"""The events that record a command: the workflow code decided them (each has ``based_on``)."""
+
+DECIDED_TERMINAL_EVENTS: tuple[type, ...] = tuple(k.event for k in _KINDS if k.terminal)
+"""The events of the run's own end (not a timeout or a termination from outside)."""
+
+
+def is_terminal(cmd: Command) -> bool:
+    """True if ``cmd`` ends the run."""
+    return _BY_COMMAND[type(cmd)].terminal
+
+
+def event_type_of(cmd: Command) -> type[ev.Event]:
+    """The event class that records ``cmd``."""
+    event: type[ev.Event] = _BY_COMMAND[type(cmd)].event
+    return event
+
+
+def command_type_of(event: ev.Event) -> type | None:
+    """The command class ``event`` records, or None if no command records it."""
+    kind = _BY_EVENT.get(type(event))
+    return None if kind is None else kind.command
+
+
+def event_fields(cmd: Command, recording: Recording) -> dict[str, object] | str:
+    """The fields of the event that records ``cmd``, or why it cannot be recorded."""
+    return _BY_COMMAND[type(cmd)].record(cmd, recording)
+
+
+def matches(recorded: ev.Event, cmd: PrimitiveCommand) -> bool:
+    """True if ``recorded`` is the event of the same command as ``cmd`` (replay's check)."""
+    kind = _BY_EVENT.get(type(recorded))
+    return kind is not None and kind.command is type(cmd) and kind.matches(recorded, cmd)
+
+
+def describe_command(cmd: Command) -> str:
+    """A one-line description of a command, for error messages and tables."""
+    return _BY_COMMAND[type(cmd)].describe(cmd)
+
+
+def describe_event(event: ev.Event) -> str:
+    """A one-line description of a recorded event."""
+    kind = _BY_EVENT.get(type(event))
+    return type(event).__name__ if kind is None else kind.describe_event(event)
