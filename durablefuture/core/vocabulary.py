@@ -8,17 +8,20 @@ needs to know about it:
   which is what the server does with the command (``orchestration``);
 * ``matches``: whether a recorded event is the same command again, which is how replay checks
   determinism (kind is compared first; ``matches`` compares what must not change);
+* ``effects``: what the server does once that event is recorded (dispatch a task, arm a
+  timer, start a child run), given the run's state with the event applied;
 * ``describe`` / ``describe_event``: one line for error messages, the UI and ``df workflow``.
 
 Adding a command means: its class in ``commands.py``, its event in ``events.py`` and one entry
-here. What happens *after* its event is recorded is looked up by event type: the state fold in
-``state.py`` and the effects in ``orchestration/_effects.py``, one small handler each.
+here; if its event changes the server's view of the run, a fold handler in ``state.py``. Events
+that are not commands (results, attempts, cancellation) have one handler each, by event type, in
+``state.py`` and ``orchestration/_effects.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from attrs import frozen
 
@@ -38,7 +41,16 @@ from durablefuture.core.commands import (
     StartSignalWait,
     StartTimer,
 )
+from durablefuture.core.effects import (
+    ArmTimer,
+    DispatchActivityTask,
+    Effect,
+    StartRun,
+    activity_task,
+)
+from durablefuture.core.inputs import StartWorkflowRequest
 from durablefuture.core.state import RunState
+from durablefuture.core.timers import TimerKey, TimerKind
 
 __all__ = [
     "DECIDED_EVENTS",
@@ -46,7 +58,9 @@ __all__ = [
     "TERMINAL_COMMANDS",
     "CommandKind",
     "Recording",
+    "command_effects",
     "command_type_of",
+    "decided_after",
     "describe_command",
     "describe_event",
     "event_fields",
@@ -81,7 +95,9 @@ class CommandKind(Generic[C, E]):
     describe: Callable[[C], str]
     describe_event: Callable[[E], str]
     matches: Callable[[E, C], bool] = lambda _e, _c: True
+    effects: Callable[[RunState, E], list[Effect]] = lambda _s, _e: []
     terminal: bool = False
+    """Ends the run; its effects are the run's close effects (``orchestration/_effects.py``)."""
 
 
 def _short(value: object, limit: int = 120) -> str:
@@ -125,6 +141,54 @@ def _record_continue(cmd: ContinueAsNewWorkflow, r: Recording) -> dict[str, obje
     }
 
 
+def _activity_effects(state: RunState, e: ev.ActivityScheduled) -> list[Effect]:
+    act = state.activities[e.seq]
+    if act.closed:
+        return []
+    opts = act.options
+    out: list[Effect] = []
+    if act.attempt == 1 and act.started_at is None:
+        out.append(DispatchActivityTask(activity_task(state, act)))
+        if opts.schedule_to_start_timeout is not None:
+            key = TimerKey.activity(TimerKind.SCHEDULE_TO_START, e.seq, 1)
+            out.append(ArmTimer(key.encode(), e.at + opts.schedule_to_start_timeout))
+    if opts.schedule_to_close_timeout is not None:
+        key = TimerKey.activity(TimerKind.SCHEDULE_TO_CLOSE, e.seq)
+        out.append(ArmTimer(key.encode(), e.at + opts.schedule_to_close_timeout))
+    return out
+
+
+def _timer_effects(state: RunState, e: ev.TimerStarted) -> list[Effect]:
+    if e.seq not in state.timers:
+        return []
+    return [ArmTimer(TimerKey.timer(e.seq).encode(), e.fire_at)]
+
+
+def _signal_wait_effects(state: RunState, e: ev.SignalWaitStarted) -> list[Effect]:
+    if e.deadline is None or e.seq not in state.signal_waits:
+        return []
+    return [ArmTimer(TimerKey.signal_wait(e.seq).encode(), e.deadline)]
+
+
+def _child_effects(state: RunState, e: ev.ChildWorkflowScheduled) -> list[Effect]:
+    child = state.children[e.seq]
+    if child.closed or child.run_id is not None:
+        return []
+    s = state.started
+    request = StartWorkflowRequest(
+        workflow_id=e.workflow_id,
+        workflow_type=e.workflow_type,
+        task_queue=e.task_queue,
+        request_id=f"child:{s.run_id}:{e.seq}",
+        args=e.args,
+        execution_timeout=e.execution_timeout,
+        parent=ev.ParentRef(s.namespace, s.workflow_id, s.run_id, e.seq),
+        parent_close_policy=e.parent_close_policy,
+        headers=s.headers,
+    )
+    return [StartRun(request)]
+
+
 _KINDS: tuple[CommandKind[Any, Any], ...] = (
     CommandKind[ScheduleActivity, ev.ActivityScheduled](
         ScheduleActivity,
@@ -139,6 +203,7 @@ _KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe=lambda c: _activity(c.args, c.name),
         describe_event=lambda e: _activity(e.args, e.name),
         matches=lambda e, c: e.name == c.name and list(e.args) == list(c.args),
+        effects=_activity_effects,
     ),
     CommandKind[StartTimer, ev.TimerStarted](
         StartTimer,
@@ -150,6 +215,7 @@ _KINDS: tuple[CommandKind[Any, Any], ...] = (
         },
         describe=lambda c: f"sleep {c.duration:g}s",
         describe_event=lambda e: f"sleep {e.duration:g}s",
+        effects=_timer_effects,
     ),
     CommandKind[StartSignalWait, ev.SignalWaitStarted](
         StartSignalWait,
@@ -163,6 +229,7 @@ _KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe=lambda c: f"wait_signal {c.name!r}",
         describe_event=lambda e: f"wait_signal {e.name!r}",
         matches=lambda e, c: e.name == c.name,
+        effects=_signal_wait_effects,
     ),
     CommandKind[RecordSideEffect, ev.SideEffectRecorded](
         RecordSideEffect,
@@ -194,6 +261,7 @@ _KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe=lambda c: _child(c.workflow_type, c.workflow_id),
         describe_event=lambda e: _child(e.workflow_type, e.workflow_id),
         matches=lambda e, c: e.workflow_type == c.workflow_type and list(e.args) == list(c.args),
+        effects=_child_effects,
     ),
     CommandKind[CompleteWorkflow, ev.WorkflowCompleted](
         CompleteWorkflow,
@@ -262,6 +330,22 @@ def command_type_of(event: ev.Event) -> type | None:
 def event_fields(cmd: Command, recording: Recording) -> dict[str, object] | str:
     """The fields of the event that records ``cmd``, or why it cannot be recorded."""
     return _BY_COMMAND[type(cmd)].record(cmd, recording)
+
+
+class _Decided(Protocol):
+    based_on: int
+
+
+def decided_after(event: ev.Event) -> int | None:
+    """For the event of a command, the last event the code had seen when it issued the
+    command (its ``based_on``); None for any other event."""
+    return cast(_Decided, event).based_on if type(event) in _BY_EVENT else None
+
+
+def command_effects(state: RunState, event: ev.Event) -> list[Effect]:
+    """The effects of the event of a command (none for any other event)."""
+    kind = _BY_EVENT.get(type(event))
+    return [] if kind is None else kind.effects(state, event)
 
 
 def matches(recorded: ev.Event, cmd: PrimitiveCommand) -> bool:

@@ -12,12 +12,12 @@ redelivered input whose events are already in history simply has its effects der
 Layout: ``_decision`` (the Decision type and its outcomes), ``_dispatch`` (``decide``: which
 handler an input goes to), ``_workflow_tasks`` (recording a workflow task's commands),
 ``_activities`` (activity attempts, retries and timeouts), ``_timers`` (a due durable timer),
-``_effects`` (``effects_for``), ``_tasks`` (the task messages effects dispatch), ``_starts``
-(``decide_start``, ``start_events``).
+``_effects`` (``effects_for``), ``_starts`` (``decide_start``, ``start_events``).
 """
 
 from __future__ import annotations
 
+from durablefuture.core.effects import activity_task
 from durablefuture.core.orchestration._decision import (
     APPLIED,
     DUPLICATE,
@@ -35,7 +35,6 @@ from durablefuture.core.orchestration._starts import (
     decide_start,
     start_events,
 )
-from durablefuture.core.orchestration._tasks import activity_task
 
 __all__ = [
     "APPLIED",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
@@ -17,6 +18,8 @@ from durablefuture.core.effects import (
     StartRun,
     TerminateChildRun,
     UpdateStatus,
+    activity_task,
+    workflow_task,
 )
 from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.options import ParentClosePolicy
@@ -24,9 +27,9 @@ from durablefuture.core.orchestration._decision import (
     _timeout_failure,
     wft_retry_delay,
 )
-from durablefuture.core.orchestration._tasks import _workflow_task, activity_task
 from durablefuture.core.state import RunState
 from durablefuture.core.timers import TimerKey, TimerKind
+from durablefuture.core.vocabulary import command_effects, decided_after
 
 
 def _act_key(kind: TimerKind, seq: int, attempt: int = 0) -> str:
@@ -94,13 +97,86 @@ def _close_effects(state: RunState, terminal: ev.Event) -> list[Effect]:
     return out
 
 
-_DECISION_EVENTS = (
-    *ev.COMMAND_EVENTS,
-    ev.WorkflowCompleted,
-    ev.WorkflowFailed,
-    ev.WorkflowCancelled,
-    ev.WorkflowContinuedAsNew,
-)
+def _started(state: RunState, e: ev.WorkflowStarted) -> list[Effect]:
+    out: list[Effect] = [UpdateStatus(state.summary())]
+    if e.execution_deadline is not None and state.is_open:
+        out.append(ArmTimer(TimerKey.execution().encode(), e.execution_deadline))
+    if e.parent is not None:
+        out.append(NotifyParent(e.parent, e.run_id, started=True))
+    return out
+
+
+def _retry_scheduled(state: RunState, e: ev.ActivityRetryScheduled) -> list[Effect]:
+    act = state.activities[e.seq]
+    nxt = e.attempt + 1
+    if act.closed or act.attempt != nxt or act.started_at is not None:
+        return []
+    out: list[Effect] = [DispatchActivityTask(activity_task(state, act), deliver_at=e.retry_at)]
+    if act.options.schedule_to_start_timeout is not None:
+        out.append(
+            ArmTimer(
+                _act_key(TimerKind.SCHEDULE_TO_START, e.seq, nxt),
+                e.retry_at + act.options.schedule_to_start_timeout,
+            )
+        )
+    return out
+
+
+def _attempt_started(state: RunState, e: ev.ActivityStarted) -> list[Effect]:
+    act = state.activities[e.seq]
+    if act.closed or act.attempt != e.attempt:
+        return []
+    opts = act.options
+    out: list[Effect] = []
+    if opts.start_to_close_timeout is not None:
+        key = _act_key(TimerKind.START_TO_CLOSE, e.seq, e.attempt)
+        out.append(ArmTimer(key, e.at + opts.start_to_close_timeout))
+    if opts.heartbeat_timeout is not None:
+        key = _act_key(TimerKind.HEARTBEAT, e.seq, e.attempt)
+        out.append(ArmTimer(key, e.at + opts.heartbeat_timeout))
+    return out
+
+
+def _task_failed(state: RunState, e: ev.WorkflowTaskFailed) -> list[Effect]:
+    if not state.is_open:
+        return []
+    key = TimerKey.workflow_task_retry(e.attempt).encode()
+    return [ArmTimer(key, e.at + wft_retry_delay(e.attempt))]
+
+
+def _cancel_requested(state: RunState, e: ev.CancelRequested) -> list[Effect]:
+    if not state.is_open:
+        return []
+    out: list[Effect] = []
+    open_acts = tuple(state.open_activities())
+    if open_acts:
+        out.append(CancelActivities(open_acts, "workflow cancellation requested"))
+    s = state.started
+    for child in state.open_children():
+        if child.parent_close_policy is not ParentClosePolicy.ABANDON:
+            out.append(
+                CancelChildRun(
+                    child.workflow_id,
+                    child.run_id,
+                    f"{s.run_id}:{child.seq}:parent-cancelled",
+                    f"parent workflow {s.workflow_id!r} was cancelled",
+                )
+            )
+    return out
+
+
+# One handler per event type that has effects. The effects of a command's own event (an
+# activity scheduled, a timer started, ...) are declared with the command, in ``vocabulary``.
+_HANDLERS: dict[type, Callable[[RunState, Any], list[Effect]]] = {
+    ev.WorkflowStarted: _started,
+    ev.ActivityRetryScheduled: _retry_scheduled,
+    ev.ActivityStarted: _attempt_started,
+    ev.WorkflowTaskFailed: _task_failed,
+    ev.CancelRequested: _cancel_requested,
+    **dict.fromkeys(ev.TERMINAL_EVENTS, _close_effects),
+}
+# events the workflow code must see: a workflow task follows them (unless the code had seen them)
+_WAKES = (ev.WorkflowStarted, *ev.RESULT_EVENTS)
 
 
 def effects_for(
@@ -116,122 +192,15 @@ def effects_for(
         return out
     need_wft = False
     for e in events:
-        if isinstance(e, ev.WorkflowStarted):
+        handler = _HANDLERS.get(type(e))
+        if handler is not None:
+            out.extend(handler(state, e))
+        else:
+            out.extend(command_effects(state, e))
+        if isinstance(e, _WAKES):
             need_wft = True
-            out.append(UpdateStatus(state.summary()))
-            if e.execution_deadline is not None and state.is_open:
-                out.append(ArmTimer(TimerKey.execution().encode(), e.execution_deadline))
-            if e.parent is not None:
-                out.append(NotifyParent(e.parent, e.run_id, started=True))
-        elif isinstance(e, ev.ActivityScheduled):
-            act = state.activities[e.seq]
-            if act.closed:
-                continue
-            opts = act.options
-            if act.attempt == 1 and act.started_at is None:
-                out.append(DispatchActivityTask(activity_task(state, act)))
-                if opts.schedule_to_start_timeout is not None:
-                    out.append(
-                        ArmTimer(
-                            _act_key(TimerKind.SCHEDULE_TO_START, e.seq, 1),
-                            e.at + opts.schedule_to_start_timeout,
-                        )
-                    )
-            if opts.schedule_to_close_timeout is not None:
-                out.append(
-                    ArmTimer(
-                        _act_key(TimerKind.SCHEDULE_TO_CLOSE, e.seq),
-                        e.at + opts.schedule_to_close_timeout,
-                    )
-                )
-        elif isinstance(e, ev.ActivityRetryScheduled):
-            act = state.activities[e.seq]
-            nxt = e.attempt + 1
-            if act.closed or act.attempt != nxt or act.started_at is not None:
-                continue
-            out.append(DispatchActivityTask(activity_task(state, act), deliver_at=e.retry_at))
-            if act.options.schedule_to_start_timeout is not None:
-                out.append(
-                    ArmTimer(
-                        _act_key(TimerKind.SCHEDULE_TO_START, e.seq, nxt),
-                        e.retry_at + act.options.schedule_to_start_timeout,
-                    )
-                )
-        elif isinstance(e, ev.ActivityStarted):
-            act = state.activities[e.seq]
-            if act.closed or act.attempt != e.attempt:
-                continue
-            opts = act.options
-            if opts.start_to_close_timeout is not None:
-                out.append(
-                    ArmTimer(
-                        _act_key(TimerKind.START_TO_CLOSE, e.seq, e.attempt),
-                        e.at + opts.start_to_close_timeout,
-                    )
-                )
-            if opts.heartbeat_timeout is not None:
-                out.append(
-                    ArmTimer(
-                        _act_key(TimerKind.HEARTBEAT, e.seq, e.attempt),
-                        e.at + opts.heartbeat_timeout,
-                    )
-                )
-        elif isinstance(e, ev.TimerStarted):
-            if e.seq in state.timers:
-                out.append(ArmTimer(TimerKey.timer(e.seq).encode(), e.fire_at))
-        elif isinstance(e, ev.SignalWaitStarted):
-            if e.deadline is not None and e.seq in state.signal_waits:
-                out.append(ArmTimer(TimerKey.signal_wait(e.seq).encode(), e.deadline))
-        elif isinstance(e, ev.ChildWorkflowScheduled):
-            child = state.children[e.seq]
-            if child.closed or child.run_id is not None:
-                continue
-            s = state.started
-            out.append(
-                StartRun(
-                    inp.StartWorkflowRequest(
-                        workflow_id=e.workflow_id,
-                        workflow_type=e.workflow_type,
-                        task_queue=e.task_queue,
-                        request_id=f"child:{s.run_id}:{e.seq}",
-                        args=e.args,
-                        execution_timeout=e.execution_timeout,
-                        parent=ev.ParentRef(s.namespace, s.workflow_id, s.run_id, e.seq),
-                        parent_close_policy=e.parent_close_policy,
-                        headers=s.headers,
-                    )
-                )
-            )
-        elif isinstance(e, ev.WorkflowTaskFailed):
-            if state.is_open:
-                out.append(
-                    ArmTimer(
-                        TimerKey.workflow_task_retry(e.attempt).encode(),
-                        e.at + wft_retry_delay(e.attempt),
-                    )
-                )
-        elif isinstance(e, ev.CancelRequested):
-            need_wft = True
-            open_acts = tuple(state.open_activities())
-            if open_acts and state.is_open:
-                out.append(CancelActivities(open_acts, "workflow cancellation requested"))
-            if state.is_open:
-                s = state.started
-                for child in state.open_children():
-                    if child.parent_close_policy is not ParentClosePolicy.ABANDON:
-                        out.append(
-                            CancelChildRun(
-                                child.workflow_id,
-                                child.run_id,
-                                f"{s.run_id}:{child.seq}:parent-cancelled",
-                                f"parent workflow {s.workflow_id!r} was cancelled",
-                            )
-                        )
-        elif isinstance(e, ev.TERMINAL_EVENTS):
-            out.extend(_close_effects(state, e))
-        elif isinstance(e, ev.RESULT_EVENTS):
-            need_wft = True
-    decided_on = max((e.based_on for e in events if isinstance(e, _DECISION_EVENTS)), default=None)
+    decided = [b for b in map(decided_after, events) if b is not None]
+    decided_on = max(decided, default=None)
     if decided_on is None and decided_through:
         decided_on = decided_through
     if decided_on is not None:
@@ -239,5 +208,5 @@ def effects_for(
         # results arrived after that (while it was deciding)
         need_wft = state.last_deliverable_event_id > decided_on
     if need_wft and state.is_open:
-        out.append(DispatchWorkflowTask(_workflow_task(state, events[-1].event_id)))
+        out.append(DispatchWorkflowTask(workflow_task(state, events[-1].event_id)))
     return out

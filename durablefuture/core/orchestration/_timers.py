@@ -6,6 +6,7 @@ from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.effects import (
     DispatchWorkflowTask,
+    workflow_task,
 )
 from durablefuture.core.orchestration._activities import _activity_timer
 from durablefuture.core.orchestration._decision import (
@@ -14,7 +15,6 @@ from durablefuture.core.orchestration._decision import (
     _ignored,
     _rejected,
 )
-from durablefuture.core.orchestration._tasks import _workflow_task
 from durablefuture.core.state import RunState
 from durablefuture.core.timers import TimerKey, TimerKind
 
@@ -39,7 +39,7 @@ def _fire_timer(state: RunState, fire: inp.FireTimer, b: _Builder) -> Decision:
             return _ignored("no failing workflow task to retry")
         return _ignored(
             "workflow task retry due",
-            (DispatchWorkflowTask(_workflow_task(state, state.last_event_id, key.attempt + 1)),),
+            (DispatchWorkflowTask(workflow_task(state, state.last_event_id, key.attempt + 1)),),
         )
     if kind is TimerKind.TIMER:
         if key.seq not in state.timers:

@@ -10,6 +10,7 @@ from durablefuture.core.commands import (
 from durablefuture.core.effects import (
     ArmTimer,
     DispatchWorkflowTask,
+    workflow_task,
 )
 from durablefuture.core.orchestration._decision import (
     Decision,
@@ -18,7 +19,6 @@ from durablefuture.core.orchestration._decision import (
     _rejected,
     wft_retry_delay,
 )
-from durablefuture.core.orchestration._tasks import _workflow_task
 from durablefuture.core.state import RunState
 from durablefuture.core.timers import TimerKey
 from durablefuture.core.vocabulary import Recording, event_fields, event_type_of
@@ -69,7 +69,7 @@ def _complete_workflow_task(
     if task.more and b.events and not isinstance(b.events[-1], ev.TERMINAL_EVENTS):
         # the worker holds more commands: give it a workflow task to send them
         trigger = b.events[-1].event_id
-        return b.decision((DispatchWorkflowTask(_workflow_task(state, trigger)),))
+        return b.decision((DispatchWorkflowTask(workflow_task(state, trigger)),))
     return b.decision()
 
 
