@@ -53,7 +53,6 @@ from durablefuture.core.state import RunState
 from durablefuture.core.timers import TimerKey, TimerKind
 
 __all__ = [
-    "DECIDED_EVENTS",
     "DECIDED_TERMINAL_EVENTS",
     "TERMINAL_COMMANDS",
     "CommandKind",
@@ -302,9 +301,6 @@ _BY_EVENT: dict[type, CommandKind[Any, Any]] = {k.event: k for k in _KINDS}
 
 TERMINAL_COMMANDS: tuple[type, ...] = tuple(k.command for k in _KINDS if k.terminal)
 """The command classes that end a run (``CompleteWorkflow``, ``FailWorkflow``, ...)."""
-
-DECIDED_EVENTS: tuple[type, ...] = tuple(k.event for k in _KINDS)
-"""The events that record a command: the workflow code decided them (each has ``based_on``)."""
 
 DECIDED_TERMINAL_EVENTS: tuple[type, ...] = tuple(k.event for k in _KINDS if k.terminal)
 """The events of the run's own end (not a timeout or a termination from outside)."""
