@@ -17,6 +17,9 @@ from durablefuture.core.inputs import StartWorkflowRequest
 from durablefuture.core.options import ActivityOptions
 from durablefuture.core.types import JsonValue, payloads
 
+if TYPE_CHECKING:
+    from durablefuture.core.state import ActivityState, RunState
+
 __all__ = [
     "ActivityTask",
     "ArmTimer",
@@ -214,7 +217,3 @@ def activity_task(state: RunState, act: ActivityState) -> ActivityTask:
         heartbeat_details=act.heartbeat_details,
         headers=s.headers,
     )
-
-
-if TYPE_CHECKING:
-    from durablefuture.core.state import ActivityState, RunState

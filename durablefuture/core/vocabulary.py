@@ -54,6 +54,7 @@ from durablefuture.core.timers import TimerKey, TimerKind
 
 __all__ = [
     "DECIDED_TERMINAL_EVENTS",
+    "KINDS",
     "TERMINAL_COMMANDS",
     "CommandKind",
     "Recording",
@@ -188,7 +189,8 @@ def _child_effects(state: RunState, e: ev.ChildWorkflowScheduled) -> list[Effect
     return [StartRun(request)]
 
 
-_KINDS: tuple[CommandKind[Any, Any], ...] = (
+KINDS: tuple[CommandKind[Any, Any], ...] = (
+    # the vocabulary: one entry per command
     CommandKind[ScheduleActivity, ev.ActivityScheduled](
         ScheduleActivity,
         ev.ActivityScheduled,
@@ -296,13 +298,13 @@ _KINDS: tuple[CommandKind[Any, Any], ...] = (
     ),
 )
 
-_BY_COMMAND: dict[type, CommandKind[Any, Any]] = {k.command: k for k in _KINDS}
-_BY_EVENT: dict[type, CommandKind[Any, Any]] = {k.event: k for k in _KINDS}
+_BY_COMMAND: dict[type, CommandKind[Any, Any]] = {k.command: k for k in KINDS}
+_BY_EVENT: dict[type, CommandKind[Any, Any]] = {k.event: k for k in KINDS}
 
-TERMINAL_COMMANDS: tuple[type, ...] = tuple(k.command for k in _KINDS if k.terminal)
+TERMINAL_COMMANDS: tuple[type, ...] = tuple(k.command for k in KINDS if k.terminal)
 """The command classes that end a run (``CompleteWorkflow``, ``FailWorkflow``, ...)."""
 
-DECIDED_TERMINAL_EVENTS: tuple[type, ...] = tuple(k.event for k in _KINDS if k.terminal)
+DECIDED_TERMINAL_EVENTS: tuple[type, ...] = tuple(k.event for k in KINDS if k.terminal)
 """The events of the run's own end (not a timeout or a termination from outside)."""
 
 

@@ -7,9 +7,7 @@ from typing import Any
 from attrs import frozen
 
 from durablefuture.core import events as ev
-from durablefuture.core.effects import (
-    Effect,
-)
+from durablefuture.core.effects import Effect
 from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.state import RunState
 

@@ -23,10 +23,7 @@ from durablefuture.core.effects import (
 )
 from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.options import ParentClosePolicy
-from durablefuture.core.orchestration._decision import (
-    _timeout_failure,
-    wft_retry_delay,
-)
+from durablefuture.core.orchestration._decision import _timeout_failure, wft_retry_delay
 from durablefuture.core.state import RunState
 from durablefuture.core.timers import TimerKey, TimerKind
 from durablefuture.core.vocabulary import command_effects, decided_after

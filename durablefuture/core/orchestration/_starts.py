@@ -6,9 +6,7 @@ from attrs import frozen
 
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
-from durablefuture.core.effects import (
-    RunStatus,
-)
+from durablefuture.core.effects import RunStatus
 from durablefuture.core.options import IdReusePolicy
 
 

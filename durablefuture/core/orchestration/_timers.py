@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
-from durablefuture.core.effects import (
-    DispatchWorkflowTask,
-    workflow_task,
-)
+from durablefuture.core.effects import DispatchWorkflowTask, workflow_task
 from durablefuture.core.orchestration._activities import _activity_timer
 from durablefuture.core.orchestration._decision import (
     Decision,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
-from durablefuture.core.commands import (
-    TerminalCommand,
-)
+from durablefuture.core.commands import TerminalCommand
 from durablefuture.core.effects import (
     ArmTimer,
     DispatchWorkflowTask,

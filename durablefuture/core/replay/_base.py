@@ -15,19 +15,17 @@ from typing import TYPE_CHECKING, cast
 
 from durablefuture.core import errors
 from durablefuture.core import events as ev
-from durablefuture.core.commands import (
-    PrimitiveCommand,
-    TerminalCommand,
-)
+from durablefuture.core.commands import PrimitiveCommand, TerminalCommand
 from durablefuture.core.definitions import PayloadConverter, WorkflowDefinition
 from durablefuture.core.failure import Failure, failure_from_exception
 from durablefuture.core.options import ActivityOptions
-from durablefuture.core.replay._context import (
-    WorkflowContext,
-)
+from durablefuture.core.replay._context import WorkflowContext
 from durablefuture.core.replay._waits import _Composite, _Leaf, _Node
 from durablefuture.core.types import JsonValue
 from durablefuture.core.vocabulary import describe_command, describe_event
+
+if TYPE_CHECKING:
+    from durablefuture.core.replay._execution import WorkflowExecution
 
 
 class _ExecutionBase:
@@ -199,7 +197,3 @@ class _ExecutionBase:
             for child in node.children:
                 if not child.done:
                     self._abandon(child)
-
-
-if TYPE_CHECKING:
-    from durablefuture.core.replay._execution import WorkflowExecution

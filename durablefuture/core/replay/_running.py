@@ -20,10 +20,7 @@ from durablefuture.core.commands import (
     PendingSignal,
 )
 from durablefuture.core.failure import exception_from_failure
-from durablefuture.core.replay._context import (
-    _current,
-    _location,
-)
+from durablefuture.core.replay._context import _current, _location
 from durablefuture.core.replay._waits import _Leaf, _Node, _Outcome
 from durablefuture.core.replay._yields import _Yields
 
