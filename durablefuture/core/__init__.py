@@ -6,9 +6,14 @@ and the core testable with hypothesis.
 
 * ``events``        the history vocabulary (facts, past tense)
 * ``commands``      what workflow code yields, and the commands a workflow task returns
-* ``replay``        drives a workflow generator over its history  <- replay happens here
+* ``vocabulary``    one entry per command: its event, how replay matches it, its effects and
+                    its description (a new command is a class, an event and an entry here)
+* ``replay/``       drives a workflow generator over its history  <- replay happens here:
+                    ``replay/_execution.py`` (``WorkflowExecution``); how it works is in
+                    ``replay/__init__.py``
 * ``state``         a run's state as the server sees it (fold of its events)
-* ``orchestration`` the server's decisions: ``decide`` / ``effects_for`` / ``decide_start``
+* ``orchestration/`` the server's decisions: ``decide`` / ``effects_for`` / ``decide_start``
+* ``timers``        ``TimerKey``: durable timer keys, typed, and their wire strings
 * ``retry``         backoff math
 * ``failure``       structured errors recorded in history
 * ``errors``        the error tree

@@ -7,6 +7,8 @@ from stable facts), so deriving it again after a crash is harmless.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from attrs import field, frozen
 
 from durablefuture.core.events import ParentRef
@@ -14,6 +16,9 @@ from durablefuture.core.failure import Failure
 from durablefuture.core.inputs import StartWorkflowRequest
 from durablefuture.core.options import ActivityOptions
 from durablefuture.core.types import JsonValue, payloads
+
+if TYPE_CHECKING:
+    from durablefuture.core.state import ActivityState, RunState
 
 __all__ = [
     "ActivityTask",
@@ -30,6 +35,8 @@ __all__ = [
     "TerminateChildRun",
     "UpdateStatus",
     "WorkflowTask",
+    "activity_task",
+    "workflow_task",
 ]
 
 
@@ -174,3 +181,39 @@ Effect = (
     | NotifyParent
     | UpdateStatus
 )
+
+
+def workflow_task(state: RunState, trigger: int, attempt: int = 1) -> WorkflowTask:
+    """The workflow task of ``state``'s run, triggered by event ``trigger``."""
+    s = state.started
+    return WorkflowTask(
+        namespace=s.namespace,
+        workflow_id=s.workflow_id,
+        run_id=s.run_id,
+        workflow_type=s.workflow_type,
+        task_queue=s.task_queue,
+        trigger=trigger,
+        attempt=attempt,
+    )
+
+
+def activity_task(state: RunState, act: ActivityState) -> ActivityTask:
+    """The task of ``act``'s current attempt."""
+    s = state.started
+    opts = act.options
+    return ActivityTask(
+        namespace=s.namespace,
+        workflow_id=s.workflow_id,
+        run_id=s.run_id,
+        workflow_type=s.workflow_type,
+        seq=act.seq,
+        attempt=act.attempt,
+        name=act.name,
+        task_queue=opts.task_queue or s.task_queue,
+        options=opts,
+        scheduled_at=act.scheduled_at,
+        attempt_scheduled_at=act.attempt_scheduled_at,
+        args=act.args,
+        heartbeat_details=act.heartbeat_details,
+        headers=s.headers,
+    )

@@ -6,6 +6,9 @@ server's own decisions always agree. The state is a cache of the history, never 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from attrs import define, field
 
 from durablefuture.core import events as ev
@@ -175,76 +178,98 @@ class RunState:
             self.last_command_event_id = e.event_id
         if isinstance(e, ev.RESULT_EVENTS):
             self.last_deliverable_event_id = e.event_id
-        if isinstance(e, ev.WorkflowStarted):
-            if e.event_id != 1:
-                raise WorkflowError(f"run {self.run_id}: WorkflowStarted must be event 1")
-        elif isinstance(e, ev.ActivityScheduled):
-            self.activities[e.seq] = ActivityState(
-                seq=e.seq,
-                name=e.name,
-                args=e.args,
-                options=e.options,
-                scheduled_at=e.at,
-                attempt_scheduled_at=e.at,
-            )
-        elif isinstance(e, ev.ActivityStarted):
-            act = self.activities[e.seq]
-            act.started_at = e.at
-            act.worker = e.worker
-        elif isinstance(e, ev.ActivityRetryScheduled):
-            act = self.activities[e.seq]
-            act.attempt = e.attempt + 1
-            act.attempt_scheduled_at = e.retry_at
-            act.retry_at = e.retry_at
-            act.started_at = None
-            act.worker = ""
-            act.last_failure = e.failure
-            act.heartbeat_details = e.heartbeat_details
-        elif isinstance(e, ev.ActivityCompleted | ev.ActivityFailed | ev.ActivityTimedOut):
-            act = self.activities[e.seq]
-            act.closed = True
-            if isinstance(e, ev.ActivityFailed | ev.ActivityTimedOut):
-                act.last_failure = e.failure
-        elif isinstance(e, ev.TimerStarted):
-            self.timers[e.seq] = e.fire_at
-        elif isinstance(e, ev.TimerFired):
-            self.timers.pop(e.seq, None)
-        elif isinstance(e, ev.SignalWaitStarted):
-            if e.deadline is not None:
-                self.signal_waits[e.seq] = e.deadline
-            self._wait_for_signal(e)
-        elif isinstance(e, ev.SignalWaitTimedOut):
-            self.signal_waits.pop(e.seq, None)
-            self.waiting_for_signals.pop(e.seq, None)
-        elif isinstance(e, ev.SignalReceived):
-            self.signals.append(e)
-            if e.request_id:
-                self.signal_requests.add(e.request_id)
-            self._signal_arrived(e.name)
-        elif isinstance(e, ev.ChildWorkflowScheduled):
-            self.children[e.seq] = ChildState(
-                seq=e.seq,
-                workflow_type=e.workflow_type,
-                workflow_id=e.workflow_id,
-                task_queue=e.task_queue,
-                args=e.args,
-                execution_timeout=e.execution_timeout,
-                parent_close_policy=e.parent_close_policy,
-            )
-        elif isinstance(e, ev.ChildWorkflowStarted):
-            self.children[e.seq].run_id = e.run_id
-        elif isinstance(e, ev.ChildWorkflowCompleted | ev.ChildWorkflowFailed):
-            self.children[e.seq].closed = True
-        elif isinstance(e, ev.CancelRequested):
-            self.cancel_requested = True
-        elif isinstance(e, ev.WorkflowTaskFailed):
-            self.last_wft_failure = e
+        fold = _FOLDS.get(type(e))
+        if fold is not None:
+            fold(self, e)
         if isinstance(e, ev.TERMINAL_EVENTS):
             self.terminal = e
             self.status = status_of(e)
             self.last_wft_failure = None
         elif isinstance(e, ev.COMMAND_EVENTS):
             self.last_wft_failure = None
+
+    # one handler per event type that changes the state (others only advance the counters)
+
+    def _on_started(self, e: ev.WorkflowStarted) -> None:
+        if e.event_id != 1:
+            raise WorkflowError(f"run {self.run_id}: WorkflowStarted must be event 1")
+
+    def _on_activity_scheduled(self, e: ev.ActivityScheduled) -> None:
+        self.activities[e.seq] = ActivityState(
+            seq=e.seq,
+            name=e.name,
+            args=e.args,
+            options=e.options,
+            scheduled_at=e.at,
+            attempt_scheduled_at=e.at,
+        )
+
+    def _on_activity_started(self, e: ev.ActivityStarted) -> None:
+        act = self.activities[e.seq]
+        act.started_at = e.at
+        act.worker = e.worker
+
+    def _on_retry_scheduled(self, e: ev.ActivityRetryScheduled) -> None:
+        act = self.activities[e.seq]
+        act.attempt = e.attempt + 1
+        act.attempt_scheduled_at = e.retry_at
+        act.retry_at = e.retry_at
+        act.started_at = None
+        act.worker = ""
+        act.last_failure = e.failure
+        act.heartbeat_details = e.heartbeat_details
+
+    def _on_activity_completed(self, e: ev.ActivityCompleted) -> None:
+        self.activities[e.seq].closed = True
+
+    def _on_activity_failed(self, e: ev.ActivityFailed | ev.ActivityTimedOut) -> None:
+        act = self.activities[e.seq]
+        act.closed = True
+        act.last_failure = e.failure
+
+    def _on_timer_started(self, e: ev.TimerStarted) -> None:
+        self.timers[e.seq] = e.fire_at
+
+    def _on_timer_fired(self, e: ev.TimerFired) -> None:
+        self.timers.pop(e.seq, None)
+
+    def _on_signal_wait_started(self, e: ev.SignalWaitStarted) -> None:
+        if e.deadline is not None:
+            self.signal_waits[e.seq] = e.deadline
+        self._wait_for_signal(e)
+
+    def _on_signal_wait_timed_out(self, e: ev.SignalWaitTimedOut) -> None:
+        self.signal_waits.pop(e.seq, None)
+        self.waiting_for_signals.pop(e.seq, None)
+
+    def _on_signal(self, e: ev.SignalReceived) -> None:
+        self.signals.append(e)
+        if e.request_id:
+            self.signal_requests.add(e.request_id)
+        self._signal_arrived(e.name)
+
+    def _on_child_scheduled(self, e: ev.ChildWorkflowScheduled) -> None:
+        self.children[e.seq] = ChildState(
+            seq=e.seq,
+            workflow_type=e.workflow_type,
+            workflow_id=e.workflow_id,
+            task_queue=e.task_queue,
+            args=e.args,
+            execution_timeout=e.execution_timeout,
+            parent_close_policy=e.parent_close_policy,
+        )
+
+    def _on_child_started(self, e: ev.ChildWorkflowStarted) -> None:
+        self.children[e.seq].run_id = e.run_id
+
+    def _on_child_closed(self, e: ev.ChildWorkflowCompleted | ev.ChildWorkflowFailed) -> None:
+        self.children[e.seq].closed = True
+
+    def _on_cancel_requested(self, _e: ev.CancelRequested) -> None:
+        self.cancel_requested = True
+
+    def _on_task_failed(self, e: ev.WorkflowTaskFailed) -> None:
+        self.last_wft_failure = e
 
     def _wait_for_signal(self, e: ev.SignalWaitStarted) -> None:
         # the replayer hands a wait the oldest signal of its name no earlier wait took
@@ -262,6 +287,27 @@ class RunState:
         else:
             self.unclaimed_signals[name] = self.unclaimed_signals.get(name, 0) + 1
 
+
+_FOLDS: dict[type, Callable[[RunState, Any], None]] = {
+    ev.WorkflowStarted: RunState._on_started,
+    ev.ActivityScheduled: RunState._on_activity_scheduled,
+    ev.ActivityStarted: RunState._on_activity_started,
+    ev.ActivityRetryScheduled: RunState._on_retry_scheduled,
+    ev.ActivityCompleted: RunState._on_activity_completed,
+    ev.ActivityFailed: RunState._on_activity_failed,
+    ev.ActivityTimedOut: RunState._on_activity_failed,
+    ev.TimerStarted: RunState._on_timer_started,
+    ev.TimerFired: RunState._on_timer_fired,
+    ev.SignalWaitStarted: RunState._on_signal_wait_started,
+    ev.SignalWaitTimedOut: RunState._on_signal_wait_timed_out,
+    ev.SignalReceived: RunState._on_signal,
+    ev.ChildWorkflowScheduled: RunState._on_child_scheduled,
+    ev.ChildWorkflowStarted: RunState._on_child_started,
+    ev.ChildWorkflowCompleted: RunState._on_child_closed,
+    ev.ChildWorkflowFailed: RunState._on_child_closed,
+    ev.CancelRequested: RunState._on_cancel_requested,
+    ev.WorkflowTaskFailed: RunState._on_task_failed,
+}
 
 _STATUS: dict[type, str] = {
     ev.WorkflowCompleted: RunStatus.COMPLETED,

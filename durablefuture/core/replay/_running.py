@@ -1,0 +1,252 @@
+"""Running the generator, and delivering result events to the ``yield`` waiting for them."""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from collections.abc import Generator
+from typing import cast
+
+from attrs import evolve
+
+from durablefuture.core import errors
+from durablefuture.core import events as ev
+from durablefuture.core.commands import (
+    CancelWorkflow,
+    CompleteWorkflow,
+    ContinueAsNew,
+    ContinueAsNewWorkflow,
+    FailWorkflow,
+    PendingSignal,
+)
+from durablefuture.core.failure import exception_from_failure
+from durablefuture.core.replay._context import _current, _location
+from durablefuture.core.replay._waits import _Leaf, _Node, _Outcome
+from durablefuture.core.replay._yields import _Yields
+
+
+class _Running(_Yields):
+    def _start(self, started: ev.WorkflowStarted) -> None:
+        self._set_time(started)
+        token = _current.set(self.context)
+        try:
+            args = self.definition.structure_args(self.payloads, started.args)
+            produced = self.definition.fn(*args)
+        except Exception as exc:
+            self._finish(FailWorkflow(self._failure(exc)))
+            return
+        finally:
+            _current.reset(token)
+        if inspect.isgenerator(produced):
+            self._gen = cast(Generator[object, object, object], produced)
+            self._step(None, None, started)
+        elif inspect.iscoroutine(produced):
+            produced.close()
+            err = errors.WorkflowError(
+                f"workflow {self.definition.name!r} is an async function; workflows are "
+                "generator functions: write `result = yield df.activity(...)`"
+            )
+            self._finish(FailWorkflow(self._failure(err)))
+        else:
+            self._complete(produced)
+
+    def _set_time(self, event: ev.Event) -> None:
+        self.context.now = event.at
+        self.context.event_id = event.event_id
+        self.context.is_replaying = event.event_id <= self._horizon
+
+    def _step(self, value: object, error: BaseException | None, trigger: ev.Event) -> None:
+        gen = self._gen
+        if gen is None or self.finished:
+            return
+        self._set_time(trigger)
+        while True:
+            token = _current.set(self.context)
+            try:
+                yielded = gen.throw(error) if error is not None else gen.send(value)
+            except StopIteration as stop:
+                self._complete(stop.value)
+                return
+            except errors.CancelledError as exc:
+                if self._cancel_delivered:
+                    self._finish(CancelWorkflow(str(exc) or "workflow cancelled"))
+                else:
+                    self._finish(FailWorkflow(self._failure(exc)))
+                return
+            except errors.NonDeterminismError:
+                raise
+            except Exception as exc:
+                self._finish(FailWorkflow(self._failure(exc)))
+                return
+            finally:
+                _current.reset(token)
+            self._step_location = _location(gen)
+            if isinstance(yielded, ContinueAsNew):
+                # the signals the code buffered and never took; those not delivered yet (still
+                # queued, or fed later) are added as they are delivered (see _hand_on)
+                unconsumed = sorted(
+                    (eid, name, args) for name, q in self._signals.items() for eid, args in q
+                )
+                self._finish(
+                    ContinueAsNewWorkflow(
+                        args=yielded.args,
+                        workflow_type=yielded.workflow_type,
+                        task_queue=yielded.task_queue,
+                        signals=tuple(PendingSignal(n, a) for _, n, a in unconsumed),
+                    )
+                )
+                return
+            try:
+                node = self._build(yielded)
+            except errors.NonDeterminismError:
+                raise
+            except errors.DurableFutureError as exc:
+                value, error = None, exc
+                continue
+            if node.done:
+                value, error = node.value, node.error
+                continue
+            self._root = node
+            return
+
+    def _complete(self, value: object) -> None:
+        try:
+            payload = self.payloads.to_payload(
+                value, f"the result of workflow {self.definition.name!r}"
+            )
+        except Exception as exc:
+            self._finish(FailWorkflow(self._failure(exc)))
+            return
+        self._finish(CompleteWorkflow(payload))
+
+    # ------------------------------------------------------------------ delivering results
+
+    def _deliver_upto(self, limit: int | None) -> None:
+        queue = self._queue
+        while queue and (limit is None or queue[0].event_id <= limit):
+            self._deliver(queue.popleft())
+
+    def _deliver(self, event: ev.Event) -> None:
+        if self.finished:
+            if isinstance(event, ev.SignalReceived):
+                self._hand_on(event)
+            return
+        if isinstance(event, ev.SignalReceived):
+            waiters = self._signal_waiters.get(event.name)
+            if waiters:
+                leaf = waiters.popleft()
+                self._resolve(leaf, _Outcome(value=self._signal_value(event.args, leaf)), event)
+            else:
+                self._signals.setdefault(event.name, deque()).append((event.event_id, event.args))
+            return
+        if isinstance(event, ev.CancelRequested):
+            if self._cancel_delivered or self._root is None:
+                return
+            self._cancel_delivered = True
+            root = self._root
+            self._root = None
+            self._abandon(root)
+            message = "workflow cancellation requested"
+            if event.reason:
+                message += f": {event.reason}"
+            self._step(None, errors.CancelledError(message), event)
+            return
+        seq = cast(ev.ActivityCompleted, event).seq
+        if seq >= self._next_seq:
+            raise self._divergence(
+                event,
+                f"history has {type(event).__name__} for command #{seq} at event "
+                f"{event.event_id}, but the current code has issued only {self._next_seq - 1} "
+                "command(s)",
+                yielded=None,
+            )
+        pending = self._leaves.get(seq)
+        if pending is None:
+            return  # the code stopped waiting for it (any_of winner elsewhere, fail-fast)
+        self._resolve(pending, self._outcome_of(event, pending), event)
+
+    def _hand_on(self, event: ev.SignalReceived) -> None:
+        # A signal delivered after the code continued as new belongs to the next run. The
+        # activation is based on the last event fed, and the server adds only the signals
+        # recorded after that, so the command must carry this one whether it was queued when
+        # the code finished (a full replay) or fed later to a cached execution.
+        terminal = self._terminal
+        if isinstance(terminal, ContinueAsNewWorkflow) and not self._terminal_recorded:
+            signals = (*terminal.signals, PendingSignal(event.name, event.args))
+            self._terminal = evolve(terminal, signals=signals)
+
+    def _outcome_of(self, event: ev.Event, leaf: _Leaf) -> _Outcome:
+        if isinstance(event, ev.ActivityCompleted | ev.ChildWorkflowCompleted):
+            what = "activity" if leaf.kind == "activity" else "child workflow"
+            try:
+                return _Outcome(
+                    value=self.payloads.from_payload(
+                        event.result, leaf.result_type, f"the result of {what} {leaf.name!r}"
+                    )
+                )
+            except Exception as exc:
+                return _Outcome(error=exc)
+        if isinstance(event, ev.TimerFired):
+            return _Outcome(value=None)
+        if isinstance(event, ev.ActivityFailed | ev.ActivityTimedOut):
+            err = errors.ActivityError(
+                f"activity {leaf.name!r} (#{leaf.seq}) failed after {event.attempt} attempt(s): "
+                f"{event.failure.describe()}",
+                activity_name=leaf.name,
+                activity_id=leaf.seq,
+                attempt=event.attempt,
+                retry_state=event.retry_state,
+            )
+            err.__cause__ = exception_from_failure(event.failure)
+            return _Outcome(error=err)
+        if isinstance(event, ev.ChildWorkflowFailed):
+            child = errors.ChildWorkflowError(
+                f"child workflow {leaf.name!r} (#{leaf.seq}) did not complete: "
+                f"{event.failure.describe()}",
+                workflow_type=leaf.name,
+            )
+            child.__cause__ = exception_from_failure(event.failure)
+            return _Outcome(error=child)
+        if isinstance(event, ev.SignalWaitTimedOut):
+            waiters = self._signal_waiters.get(leaf.name)
+            if waiters and leaf in waiters:
+                waiters.remove(leaf)
+            return _Outcome(
+                error=errors.TimeoutError(
+                    f"signal {leaf.name!r} was not received in time", timeout_type="signal"
+                )
+            )
+        raise errors.WorkflowError(f"cannot deliver {type(event).__name__}")  # pragma: no cover
+
+    def _resolve(self, node: _Node, outcome: _Outcome, trigger: ev.Event) -> None:
+        node.done = True
+        node.value = outcome.value
+        node.error = outcome.error
+        if isinstance(node, _Leaf):
+            self._leaves.pop(node.seq, None)
+        parent = node.parent
+        while parent is not None:
+            if parent.done:
+                return
+            if node.error is not None:
+                parent.done = True
+                parent.error = node.error
+            elif parent.is_any:
+                parent.done = True
+                parent.value = (node.index, node.value)
+            else:
+                parent.values[node.index] = node.value
+                parent.remaining -= 1
+                if parent.remaining == 0:
+                    parent.done = True
+                    parent.value = list(parent.values)
+            if not parent.done:
+                return
+            for sibling in parent.children:
+                if not sibling.done:
+                    self._abandon(sibling)
+            node = parent
+            parent = node.parent
+        if node is self._root:
+            self._root = None
+            self._step(node.value, node.error, trigger)

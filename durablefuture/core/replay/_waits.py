@@ -1,0 +1,53 @@
+"""The wait tree: what one ``yield`` waits on.
+
+A primitive command is a leaf; ``all_of`` / ``any_of`` are composites over their items. A leaf
+resolves when its result event is delivered; a composite resolves when all (``all_of``) or the
+first (``any_of``) of its children did, or at the first error. Children nobody waits for any
+more are abandoned (their results, if they come, are dropped).
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+
+class _Node:
+    __slots__ = ("done", "error", "index", "parent", "value")
+
+    def __init__(self) -> None:
+        self.parent: _Composite | None = None
+        self.index = 0
+        self.done = False
+        self.value: object = None
+        self.error: BaseException | None = None
+
+
+class _Leaf(_Node):
+    __slots__ = ("kind", "name", "result_type", "seq")
+
+    def __init__(self, seq: int, kind: str, result_type: object, name: str = "") -> None:
+        super().__init__()
+        self.seq = seq
+        self.kind = kind
+        self.result_type = result_type
+        self.name = name
+
+
+class _Composite(_Node):
+    __slots__ = ("children", "is_any", "remaining", "values")
+
+    def __init__(self, children: list[_Node], is_any: bool) -> None:
+        super().__init__()
+        self.children = children
+        self.is_any = is_any
+        self.values: list[object] = [None] * len(children)
+        self.remaining = len(children)
+        for i, child in enumerate(children):
+            child.parent = self
+            child.index = i
+
+
+@frozen
+class _Outcome:
+    value: object = None
+    error: BaseException | None = None

@@ -1,0 +1,182 @@
+"""Turning what the code yields into commands, checked against what history recorded."""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+
+from durablefuture.core import errors
+from durablefuture.core import events as ev
+from durablefuture.core.commands import (
+    YIELDABLE_TYPES,
+    ActivityCall,
+    AllOf,
+    AnyOf,
+    ChildWorkflowCall,
+    PrimitiveCommand,
+    RecordSideEffect,
+    ScheduleActivity,
+    SideEffect,
+    Sleep,
+    StartChildWorkflow,
+    StartSignalWait,
+    StartTimer,
+    WaitSignal,
+)
+from durablefuture.core.failure import exception_from_failure
+from durablefuture.core.options import ActivityOptions
+from durablefuture.core.replay._base import _ExecutionBase
+from durablefuture.core.replay._waits import _Composite, _Leaf, _Node
+from durablefuture.core.vocabulary import describe_command, describe_event, matches
+
+
+def _short(value: object, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_VALID_YIELDS = (
+    "df.activity(...), df.sleep(...), df.wait_signal(...), df.side_effect(...), "
+    "df.child_workflow(...), df.all_of(...), df.any_of(...) or df.continue_as_new(...)"
+)
+
+
+class _Yields(_ExecutionBase):
+    def _build(self, item: object) -> _Node:
+        if isinstance(item, ActivityCall):
+            options = self._resolved.get(item.options)
+            if options is None:
+                started = self._require_started()
+                options = (item.options or ActivityOptions()).resolved(started.task_queue)
+                self._resolved[item.options] = options
+            seq = self._next_seq
+            cmd = ScheduleActivity(seq, item.name, item.args, options)
+            return self._leaf(cmd, "activity", item.result_type, item.name)
+        if isinstance(item, Sleep):
+            timer = StartTimer(self._next_seq, item.duration, self.context.now)
+            return self._leaf(timer, "timer", None)
+        if isinstance(item, WaitSignal):
+            return self._wait_signal(item)
+        if isinstance(item, SideEffect):
+            return self._side_effect(item)
+        if isinstance(item, ChildWorkflowCall):
+            started = self._require_started()
+            seq = self._next_seq
+            child_id = item.workflow_id or f"{started.workflow_id}-{started.run_id[:8]}-{seq}"
+            child = StartChildWorkflow(
+                seq,
+                item.workflow_type,
+                child_id,
+                item.args,
+                item.task_queue or started.task_queue,
+                item.execution_timeout,
+                item.parent_close_policy,
+            )
+            return self._leaf(child, "child", item.result_type, item.workflow_type)
+        if isinstance(item, AllOf | AnyOf):
+            if isinstance(item, AnyOf) and not item.items:
+                raise errors.WorkflowError(
+                    f"df.any_of() needs at least one command (at {self._step_location})"
+                )
+            children = [self._build(child) for child in item.items]
+            node = _Composite(children, isinstance(item, AnyOf))
+            self._settle_composite(node)
+            return node
+        raise errors.WorkflowError(self._bad_yield(item))
+
+    def _bad_yield(self, item: object) -> str:
+        name = self.definition.name
+        hint = f"yield {_VALID_YIELDS}"
+        if inspect.iscoroutine(item):
+            item.close()
+            hint = (
+                "a coroutine cannot be yielded: run async code as an activity with "
+                "df.activity(fn, ...)"
+            )
+        elif callable(item):
+            hint = f"to run it, yield df.activity({getattr(item, '__name__', 'fn')}, ...)"
+        elif (
+            isinstance(item, list | tuple)
+            and item
+            and all(isinstance(i, YIELDABLE_TYPES) for i in item)
+        ):
+            hint = "to run several commands at once, yield df.all_of(...) (or df.any_of(...))"
+        return (
+            f"workflow {name!r} yielded {_short(item)} ({type(item).__name__}) at "
+            f"{self._step_location}, which is not a DurableFuture command; {hint}"
+        )
+
+    def _issue(self, cmd: PrimitiveCommand, description: str | None = None) -> None:
+        seq = cmd.seq
+        self._next_seq = seq + 1
+        self._trace.append((seq, cmd if description is None else description, self._step_location))
+        recorded = self._recorded.get(seq)
+        if recorded is not None:
+            if not matches(recorded, cmd):
+                description = description or describe_command(cmd)
+                raise self._divergence(
+                    recorded,
+                    f"history recorded {describe_event(recorded)} as command #{seq} at event "
+                    f"{recorded.event_id}, but the code now yields {description}",
+                    yielded=description,
+                )
+        else:
+            self._new[seq] = cmd
+
+    def _leaf(self, cmd: PrimitiveCommand, kind: str, result_type: object, name: str = "") -> _Leaf:
+        self._issue(cmd)
+        leaf = _Leaf(cmd.seq, kind, result_type, name)
+        self._leaves[cmd.seq] = leaf
+        return leaf
+
+    def _wait_signal(self, item: WaitSignal) -> _Leaf:
+        cmd = StartSignalWait(self._next_seq, item.name, item.timeout, self.context.now)
+        leaf = self._leaf(cmd, "signal", item.result_type, item.name)
+        buffered = self._signals.get(item.name)
+        if buffered:
+            _, args = buffered.popleft()
+            leaf.done = True
+            leaf.value = self._signal_value(args, leaf)
+            self._leaves.pop(leaf.seq, None)
+        else:
+            self._signal_waiters.setdefault(item.name, deque()).append(leaf)
+        return leaf
+
+    def _side_effect(self, item: SideEffect) -> _Leaf:
+        seq = self._next_seq
+        recorded = self._recorded.get(seq)
+        leaf = _Leaf(seq, "side_effect", item.result_type)
+        leaf.done = True
+        if isinstance(recorded, ev.SideEffectRecorded):
+            self._issue(RecordSideEffect(seq, recorded.value, recorded.failure), "side_effect")
+            if recorded.failure is not None:
+                leaf.error = exception_from_failure(recorded.failure)
+            else:
+                try:
+                    leaf.value = self.payloads.from_payload(
+                        recorded.value, item.result_type, "the side_effect result"
+                    )
+                except Exception as exc:
+                    leaf.error = exc
+            return leaf
+        if recorded is not None:
+            # let _issue raise the divergence with both sides named
+            self._issue(RecordSideEffect(seq), "side_effect")
+        try:
+            value = item.fn()
+            payload = self.payloads.to_payload(value, "side_effect result")
+        except Exception as exc:
+            failure = self._failure(exc)
+            self._issue(RecordSideEffect(seq, None, failure), "side_effect")
+            # the code sees what a replay will see: the error rebuilt from its record
+            leaf.error = exception_from_failure(failure)
+            return leaf
+        self._issue(RecordSideEffect(seq, payload), "side_effect")
+        # ... and the value as decoded from its payload, not the object fn returned
+        try:
+            leaf.value = self.payloads.from_payload(
+                payload, item.result_type, "the side_effect result"
+            )
+        except Exception as exc:
+            leaf.error = exc
+        return leaf
