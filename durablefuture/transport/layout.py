@@ -25,7 +25,13 @@ from nats.js.kv import KeyValue
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.subjects import Layout
 
-__all__ = ["ConsumerSettings", "ensure_consumer", "ensure_namespace", "open_bucket"]
+__all__ = [
+    "ConsumerSettings",
+    "KeyValue",
+    "ensure_consumer",
+    "ensure_namespace",
+    "open_bucket",
+]
 
 log = logging.getLogger(__name__)
 

@@ -37,6 +37,7 @@ __all__ = [
     "MSG_ID",
     "SCHEDULE",
     "SCHEDULE_TARGET",
+    "PubAck",
     "Publisher",
     "WrongLastSequence",
 ]
