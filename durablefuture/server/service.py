@@ -18,7 +18,6 @@ import logging
 import ssl
 import time
 
-import nats.errors
 from attrs import evolve
 
 from durablefuture import metrics
@@ -47,6 +46,7 @@ from durablefuture.transport.layout import (
     open_bucket,
 )
 from durablefuture.transport.tls import TlsConfig
+from durablefuture.transport.translate import translated
 
 __all__ = ["Server", "ServerOptions", "_instead_of_too_large"]
 
@@ -88,7 +88,7 @@ class Server(Starts):
             try:
                 await self._setup()
                 return
-            except (TimeoutError, TransportError, nats.errors.Error) as exc:
+            except (TimeoutError, TransportError) as exc:
                 if time.monotonic() + delay > deadline:
                     raise TransportError(
                         f"could not set up namespace {self.layout.namespace!r} on JetStream "
@@ -99,6 +99,10 @@ class Server(Starts):
                 delay = min(delay * 2, 2.0)
 
     async def _setup(self) -> None:
+        with translated(f"setting up namespace {self.layout.namespace!r}"):
+            await self._setup_namespace()
+
+    async def _setup_namespace(self) -> None:
         await ensure_namespace(self.js, self.layout, self.options.replicas)
         settings = ConsumerSettings(self.options.input_ack_wait, self.options.input_max_deliver)
         await ensure_consumer(
