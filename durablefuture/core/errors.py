@@ -43,7 +43,6 @@ export it as it is, and a test checks this tree against the classes.
 
 from __future__ import annotations
 
-import builtins
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -85,6 +84,9 @@ __all__ = [
     "WorkflowTerminatedError",
     "WorkflowTimedOutError",
 ]
+
+
+_BuiltinTimeoutError = TimeoutError  # this module defines its own TimeoutError below
 
 
 class DurableFutureError(Exception):
@@ -362,7 +364,7 @@ class WorkflowNotRunningError(RequestRejectedError):
     cancellations or terminations. Start a new run, or address the one that continued it."""
 
 
-class ResultTimeoutError(DurableFutureError, builtins.TimeoutError):
+class ResultTimeoutError(DurableFutureError, _BuiltinTimeoutError):
     """Waiting for a run's result took longer than the ``timeout`` given; the run goes on.
 
     Also a built-in ``TimeoutError``, so ``except TimeoutError`` keeps working.
