@@ -2,8 +2,8 @@
 
 A request survives a crash of anything (it is stored first) and is answered by whichever
 df-server processes it; the answer comes back on a reply subject of the client's one
-:class:`~durablefuture.transport.replies.ReplyInbox`. :func:`error_from_reply` turns a refusal
-into the matching error.
+:class:`~durablefuture.transport.replies.ReplyInbox` (its publisher's, which PubAcks use too).
+:func:`error_from_reply` turns a refusal into the matching error.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from durablefuture.transport.headers import REPLY_HEADER
 from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import KeyValue, open_bucket
 from durablefuture.transport.publisher import MSG_ID, Publisher
-from durablefuture.transport.replies import ReplyInbox
 from durablefuture.transport.subjects import Layout
 from durablefuture.transport.workers import WorkerRegistry
 
@@ -54,7 +53,7 @@ class Requests:
         self.pub = Publisher(nc)
         self.history = HistoryStore(nc, self.pub, self.layout, self.codec)
         self.request_timeout = 15.0
-        self._replies = ReplyInbox(nc)
+        self._replies = self.pub.replies  # one inbox for PubAcks and server replies
         self._runs_kv: KeyValue | None = None
         self._own_nc = False
         self.registry = WorkerRegistry(nc, self.pub, self.layout, self.codec)

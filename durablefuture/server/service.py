@@ -30,7 +30,9 @@ from durablefuture.core.errors import (
     TransportError,
 )
 from durablefuture.core.failure import Failure, FailureKind
-from durablefuture.server.inputs import _instead_of_too_large
+from durablefuture.server.inputs import (  # imported from here before the package split
+    _instead_of_too_large as _instead_of_too_large,
+)
 from durablefuture.server.options import ServerOptions
 from durablefuture.server.schedules import ScheduleService
 from durablefuture.server.starts import Starts
@@ -48,7 +50,7 @@ from durablefuture.transport.layout import (
 from durablefuture.transport.tls import TlsConfig
 from durablefuture.transport.translate import translated
 
-__all__ = ["Server", "ServerOptions", "_instead_of_too_large"]
+__all__ = ["Server", "ServerOptions"]
 
 log = logging.getLogger("durablefuture.server")
 

@@ -1,8 +1,9 @@
 """Publishing to JetStream: pipelined (many in flight), each with a timeout, errors translated.
 
-Each publish carries a reply subject of the publisher's :class:`~durablefuture.transport.replies.
-ReplyInbox` (one wildcard subscription), so a PubAck resolves a future without a subscription,
-task or timer per message; a sweeper fails publishes whose PubAck did not come in time.
+Each publish carries a reply subject of the publisher's reply multiplexer
+(:class:`~durablefuture.transport.replies.ReplyInbox`, one wildcard subscription), so a PubAck
+resolves a future without a subscription, task or timer per message; a sweeper fails publishes
+whose PubAck did not come in time.
 
 A ``503`` status instead of a PubAck means no stream leader took the message (nothing was
 stored): in a NATS cluster that is what a publish gets while a stream elects its leader after a
@@ -95,7 +96,8 @@ class Publisher:
         self.nc = nc
         self.js = nc.jetstream(timeout=timeout)
         self.timeout = timeout
-        self._inbox = ReplyInbox(nc)
+        self.replies = ReplyInbox(nc)
+        """The reply multiplexer PubAcks come back on; others may wait for replies on it too."""
         self._pending: dict[str, _Pending] = {}  # by reply subject
         self._sweeper: asyncio.Task[None] | None = None
         self._ready: asyncio.Lock | None = None
@@ -106,11 +108,11 @@ class Publisher:
         async with self._ready:
             if self._sweeper is not None:
                 return
-            await self._inbox.start()
+            await self.replies.start()
             self._sweeper = asyncio.create_task(self._sweep(), name="df-publish-sweeper")
 
     def _forget(self, token: str) -> _Pending | None:
-        self._inbox.close(token)
+        self.replies.close(token)
         return self._pending.pop(token, None)
 
     def _on_ack(self, msg: Msg) -> None:
@@ -202,7 +204,7 @@ class Publisher:
         if self._sweeper is None:
             await self._start()
         future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
-        token = self._inbox.open(self._on_ack)
+        token = self.replies.open(self._on_ack)
         pending = _Pending(future, subject, data, headers)
         pending.timeout = timeout or self.timeout
         pending.deadline = time.monotonic() + pending.timeout

@@ -2,8 +2,9 @@
 
 :class:`ReplyInbox` is the one reply multiplexer: a single ``<inbox>.*`` subscription, each
 reply subject a token under it routed to its waiter, so waiting for an answer (a PubAck, a
-df-server's reply) costs no subscription, task or timer per message. The publisher waits for
-PubAcks with it and the client for the answers to its requests.
+df-server's reply) costs no subscription, task or timer per message. Each
+:class:`~durablefuture.transport.publisher.Publisher` has one (``publisher.replies``): its
+PubAcks come back on it, and the client waits there for the answers to its requests.
 
 NATS errors are translated here, once: a failed subscribe or request raises
 :class:`~durablefuture.core.errors.TransportError` (:class:`NoResponders` when nobody listens,
