@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import Sequence
 
 import orjson
@@ -39,6 +40,7 @@ from durablefuture.transport.publisher import (
     WrongLastSequence,
 )
 from durablefuture.transport.subjects import Layout
+from durablefuture.transport.translate import translated
 
 __all__ = ["Batch", "HistoryStore", "LastBatch", "Stored", "corrupt", "direct_batch", "fold"]
 
@@ -393,10 +395,12 @@ async def direct_batch(
         async def _cb(m: Msg, queue: asyncio.Queue[Msg] = queue) -> None:
             queue.put_nowait(m)
 
-        sub = await nc.subscribe(inbox, cb=_cb)
+        with translated(f"{what} {subject}"):
+            sub = await nc.subscribe(inbox, cb=_cb)
         try:
             req = orjson.dumps({"seq": seq, "next_by_subj": subject, "batch": batch})
-            await nc.publish(api, req, reply=inbox)
+            with translated(f"{what} {subject}"):
+                await nc.publish(api, req, reply=inbox)
             more = False
             got = 0
             last = seq - 1
@@ -420,7 +424,8 @@ async def direct_batch(
                 got += 1
                 last = int((m.headers or {}).get("Nats-Sequence", last))
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):  # a closed connection dropped it already
+                await sub.unsubscribe()
         if not more or got == 0:
             return out
         seq = last + 1

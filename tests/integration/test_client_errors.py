@@ -88,12 +88,15 @@ async def test_a_lost_connection_raises_transport_errors_not_nats_ones() -> None
         client = await df.Client.connect(env.nats_url)
         assert await wait_for(lambda: client.summary("lost", handle.run_id or ""), 10)
         await client.nc.close()
+        client.request_timeout = 2.0
         again = client.get_workflow_handle("lost", run_id=handle.run_id)
         calls = {
             "summary": client.summary("lost", handle.run_id or ""),
             "list_workflows": client.list_workflows(),
             "queue_depths": client.queue_depths("none"),
             "describe": again.describe(),
+            "fetch_history": again.fetch_history(),
+            "signal": again.signal("go"),
             "result": again.result(timeout=5),
             "query": again.query("state", timeout=1),
         }
