@@ -74,8 +74,8 @@ class WorkflowHandle:
         Raises ``WorkflowFailedError`` (``.cause`` is the original error, type and message
         kept), ``WorkflowTimedOutError``, ``WorkflowCancelledError``, ``WorkflowTerminatedError``,
         or ``ResultTimeoutError`` (also a built-in ``TimeoutError``) if ``timeout`` seconds
-        pass first. Continue-as-new is followed to
-        the final run unless ``follow_runs=False``.
+        pass first (the run goes on). Continue-as-new is followed to the final run unless
+        ``follow_runs=False``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         client = self.client
