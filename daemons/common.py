@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import pkgutil
 import signal
 import sys
 import traceback
@@ -211,7 +212,7 @@ def load_functions(spec: str, what: str) -> list[Callable[..., object]]:
         if not sep or not module_name or not attr:
             fail(f"--{what} entry {part!r} is not MODULE:ATTRIBUTE (e.g. my_app.flows:order)")
         try:
-            module = importlib.import_module(module_name)
+            importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
                 searched = ", ".join(p for p in sys.path if p and os.path.isdir(p))
@@ -224,9 +225,7 @@ def load_functions(spec: str, what: str) -> list[Callable[..., object]]:
         except Exception as exc:
             fail(f"--{what} {part!r}: cannot import module {module_name!r}: {exc!r}")
         try:
-            value: Any = module
-            for name in attr.split("."):
-                value = getattr(value, name)
+            value: Any = pkgutil.resolve_name(part)  # the module is imported: attributes only
         except AttributeError:
             fail(f"--{what} {part!r}: module {module_name!r} has no attribute {attr!r}")
         items = value if isinstance(value, list | tuple) else [value]

@@ -1,8 +1,9 @@
-"""Prometheus metrics of the server and worker, and a small ``/metrics`` HTTP endpoint.
+"""Prometheus metrics of the server and worker, and a small ``/metrics`` + ``/healthz`` endpoint.
 
-A deliberately small implementation of the text exposition format (counters, gauges,
-histograms with labels) so the daemons need no extra dependency. ``serve(port)`` answers
-``GET /metrics``; every other path gets 404.
+The metrics live in a registry of ``prometheus_client`` (the exposition format is its job); the
+small wrappers below keep the engine's call style (label values as positional arguments) and
+record nothing until something can read them. ``serve(port)`` answers ``GET /metrics`` and
+``GET /healthz``; every other path gets 404.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
-import threading
 from collections.abc import Callable, Sequence
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, generate_latest
 
 __all__ = [
     "REGISTRY",
@@ -24,7 +26,8 @@ __all__ = [
     "serve",
 ]
 
-LabelValues = tuple[str, ...]
+# no ``*_created`` series: the engine's dashboards never used them
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class _State:
@@ -40,154 +43,83 @@ def record(enabled: bool = True) -> None:
 DEFAULT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def _check(name: str, labels: tuple[str, ...], values: Sequence[str]) -> tuple[str, ...]:
+    if len(values) != len(labels):
+        raise ValueError(f"{name} takes labels {labels}, got {tuple(values)}")
+    return tuple(str(v) for v in values)
 
 
-def _fmt(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
-
-
-class _Metric:
-    kind = "untyped"
-
-    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
+class Counter:
+    def __init__(
+        self, registry: CollectorRegistry, name: str, help: str, labels: Sequence[str] = ()
+    ) -> None:
         self.name = name
-        self.help = help
         self.labels = tuple(labels)
-        self._lock = threading.Lock()
-
-    def _key(self, values: Sequence[str]) -> LabelValues:
-        if len(values) != len(self.labels):
-            raise ValueError(f"{self.name} takes labels {self.labels}, got {tuple(values)}")
-        return tuple(str(v) for v in values)
-
-    def _label_text(self, values: LabelValues, extra: str = "") -> str:
-        parts = [f'{k}="{_escape(v)}"' for k, v in zip(self.labels, values, strict=True)]
-        if extra:
-            parts.append(extra)
-        return "{" + ",".join(parts) + "}" if parts else ""
-
-    def render(self) -> list[str]:
-        raise NotImplementedError
-
-
-class Counter(_Metric):
-    kind = "counter"
-
-    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
-        super().__init__(name, help, labels)
-        self._values: dict[LabelValues, float] = {}
+        self._m = prometheus_client.Counter(name, help, self.labels, registry=registry)
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         if not _State.recording:
             return
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, *labels: str) -> float:
-        return self._values.get(self._key(labels), 0.0)
-
-    def render(self) -> list[str]:
-        with self._lock:
-            items = list(self._values.items())
-        return [f"{self.name}{self._label_text(k)} {_fmt(v)}" for k, v in items]
+        values = _check(self.name, self.labels, labels)
+        (self._m.labels(*values) if values else self._m).inc(amount)
 
 
-class Gauge(_Metric):
-    kind = "gauge"
-
+class Gauge:
     def __init__(
         self,
+        registry: CollectorRegistry,
         name: str,
         help: str,
         labels: Sequence[str] = (),
         fn: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(name, help, labels)
-        self._values: dict[LabelValues, float] = {}
-        self._fn = fn
+        self.name = name
+        self.labels = tuple(labels)
+        self._m = prometheus_client.Gauge(name, help, self.labels, registry=registry)
+        if fn is not None:
+            self._m.set_function(fn)
 
     def set(self, value: float, *labels: str) -> None:
-        with self._lock:
-            self._values[self._key(labels)] = value
-
-    def render(self) -> list[str]:
-        if self._fn is not None:
-            return [f"{self.name} {_fmt(self._fn())}"]
-        with self._lock:
-            items = list(self._values.items())
-        return [f"{self.name}{self._label_text(k)} {_fmt(v)}" for k, v in items]
+        values = _check(self.name, self.labels, labels)
+        (self._m.labels(*values) if values else self._m).set(value)
 
 
-class Histogram(_Metric):
-    kind = "histogram"
-
+class Histogram:
     def __init__(
         self,
+        registry: CollectorRegistry,
         name: str,
         help: str,
         labels: Sequence[str] = (),
         buckets: Sequence[float] = DEFAULT_BUCKETS,
     ) -> None:
-        super().__init__(name, help, labels)
+        self.name = name
+        self.labels = tuple(labels)
         self.buckets = tuple(sorted(buckets))
-        self._data: dict[LabelValues, tuple[list[int], list[float]]] = {}
+        self._m = prometheus_client.Histogram(
+            name, help, self.labels, registry=registry, buckets=self.buckets
+        )
 
     def observe(self, value: float, *labels: str) -> None:
         if not _State.recording:
             return
-        key = self._key(labels)
-        with self._lock:
-            data = self._data.get(key)
-            if data is None:
-                data = ([0] * (len(self.buckets) + 1), [0.0, 0.0])
-                self._data[key] = data
-            counts, sums = data
-            for i, bound in enumerate(self.buckets):
-                if value <= bound:
-                    counts[i] += 1
-            counts[-1] += 1
-            sums[0] += value
-            sums[1] += 1
-
-    def count(self, *labels: str) -> int:
-        data = self._data.get(self._key(labels))
-        return 0 if data is None else data[0][-1]
-
-    def render(self) -> list[str]:
-        out: list[str] = []
-        with self._lock:
-            items = [(k, (list(c), list(s))) for k, (c, s) in self._data.items()]
-        for key, (counts, sums) in items:
-            for bound, n in zip(self.buckets, counts, strict=False):
-                le = 'le="' + _fmt(bound) + '"'
-                out.append(f"{self.name}_bucket{self._label_text(key, le)} {n}")
-            inf = 'le="+Inf"'
-            out.append(f"{self.name}_bucket{self._label_text(key, inf)} {counts[-1]}")
-            out.append(f"{self.name}_sum{self._label_text(key)} {_fmt(sums[0])}")
-            out.append(f"{self.name}_count{self._label_text(key)} {_fmt(sums[1])}")
-        return out
+        values = _check(self.name, self.labels, labels)
+        (self._m.labels(*values) if values else self._m).observe(value)
 
 
 class Registry:
-    def __init__(self) -> None:
-        self._metrics: dict[str, _Metric] = {}
+    """The engine's metrics, by name (asking twice for the same counter gives the same one)."""
 
-    def register(self, metric: _Metric) -> None:
-        self._metrics[metric.name] = metric
+    def __init__(self) -> None:
+        self.collectors = CollectorRegistry()
+        self._metrics: dict[str, Counter | Gauge | Histogram] = {}
 
     def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
         existing = self._metrics.get(name)
         if isinstance(existing, Counter):
             return existing
-        metric = Counter(name, help, labels)
-        self.register(metric)
+        metric = Counter(self.collectors, name, help, labels)
+        self._metrics[name] = metric
         return metric
 
     def histogram(
@@ -200,8 +132,8 @@ class Registry:
         existing = self._metrics.get(name)
         if isinstance(existing, Histogram):
             return existing
-        metric = Histogram(name, help, labels, buckets)
-        self.register(metric)
+        metric = Histogram(self.collectors, name, help, labels, buckets)
+        self._metrics[name] = metric
         return metric
 
     def gauge(
@@ -211,17 +143,16 @@ class Registry:
         labels: Sequence[str] = (),
         fn: Callable[[], float] | None = None,
     ) -> Gauge:
-        metric = Gauge(name, help, labels, fn)
-        self.register(metric)
+        old = self._metrics.pop(name, None)
+        if old is not None:
+            self.collectors.unregister(old._m)
+        metric = Gauge(self.collectors, name, help, labels, fn)
+        self._metrics[name] = metric
         return metric
 
     def render(self) -> str:
-        lines: list[str] = []
-        for metric in self._metrics.values():
-            lines.append(f"# HELP {metric.name} {metric.help}")
-            lines.append(f"# TYPE {metric.name} {metric.kind}")
-            lines.extend(metric.render())
-        return "\n".join(lines) + "\n"
+        """The Prometheus text exposition format (0.0.4) of every metric."""
+        return generate_latest(self.collectors).decode()
 
 
 REGISTRY = Registry()

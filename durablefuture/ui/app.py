@@ -34,7 +34,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -46,6 +45,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from durablefuture.client import Client
+from durablefuture.codec import text as json_text
 from durablefuture.core.definitions import WorkflowDefinition
 from durablefuture.core.errors import (
     DurableFutureError,
@@ -83,7 +83,7 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: object) -> bytes:
-        return orjson.dumps(content)
+        return json_text.dumps(content)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -101,12 +101,12 @@ def _status_of(exc: DurableFutureError) -> int:
 
 
 def _sse(event: str, data: JsonValue) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+    return b"event: " + event.encode() + b"\ndata: " + json_text.dumps(data) + b"\n\n"
 
 
 def _embed(data: JsonValue) -> str:
     """``data`` as a JSON script element (``<``, ``>``, ``&`` escaped: no value can end it)."""
-    text = orjson.dumps(data).decode()
+    text = json_text.dumps(data).decode()
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return f'<script id="df-initial" type="application/json">{text}</script>'
 
@@ -244,8 +244,8 @@ class _Api:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return _error(415, "send a JSON body with Content-Type: application/json")
         try:
-            body = orjson.loads(await request.body() or b"{}")
-        except orjson.JSONDecodeError as exc:
+            body = json_text.loads(await request.body() or b"{}")
+        except json_text.JsonTextError as exc:
             return _error(400, f"the body is not valid JSON: {exc}")
         if not isinstance(body, dict):
             return _error(400, "the body must be a JSON object")

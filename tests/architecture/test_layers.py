@@ -31,13 +31,11 @@ NATS_OUTSIDE_TRANSPORT = {
     "durablefuture/worker.py",
 }
 ORJSON_OUTSIDE_CODEC = {
-    "daemons/df_cli.py",
     "durablefuture/logs.py",
     "durablefuture/testing/sim.py",
     "durablefuture/transport/consumer.py",
     "durablefuture/transport/history.py",
     "durablefuture/transport/publisher.py",
-    "durablefuture/ui/app.py",
     "durablefuture/worker.py",
 }
 
