@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from durablefuture.core import errors as _errors  # pure: no I/O, no third-party import
+
 if TYPE_CHECKING:
     from durablefuture import testing, workflow
     from durablefuture.activity_context import ActivityInfo, activity_info, heartbeat
@@ -28,39 +30,8 @@ if TYPE_CHECKING:
     )
     from durablefuture.client import Client, WorkflowDescription, WorkflowHandle
     from durablefuture.core.definitions import defn
-    from durablefuture.core.errors import (
-        ActivityError,
-        ApplicationError,
-        CancelledError,
-        ChildWorkflowError,
-        CorruptHistoryError,
-        DecodeError,
-        DurableFutureError,
-        InvalidArgumentError,
-        JetStreamUnavailableError,
-        MessageIdTakenError,
-        MessageRejectedError,
-        NatsUnavailableError,
-        NonDeterminismError,
-        NotRegisteredError,
-        PayloadError,
-        QueryFailedError,
-        ServerUnavailableError,
-        StorageFullError,
-        TerminatedError,
-        TimeoutError,
-        TlsError,
-        TransportError,
-        WorkflowAlreadyStartedError,
-        WorkflowCancelledError,
-        WorkflowContinuedAsNewError,
-        WorkflowError,
-        WorkflowExecutionError,
-        WorkflowFailedError,
-        WorkflowNotFoundError,
-        WorkflowTerminatedError,
-        WorkflowTimedOutError,
-    )
+    from durablefuture.core.effects import RunStatus
+    from durablefuture.core.errors import *  # noqa: F403 (every name in errors.__all__)
     from durablefuture.core.failure import Failure
     from durablefuture.core.liveness import WorkerRecord
     from durablefuture.core.options import (
@@ -120,6 +91,7 @@ _LAZY: dict[str, str] = {
     "Worker": "durablefuture.worker",
     "WorkerOptions": "durablefuture.worker",
     "WorkerRecord": "durablefuture.core.liveness",
+    "RunStatus": "durablefuture.core.effects",
     # schedules
     "Interval": "durablefuture.schedules",
     "Overlap": "durablefuture.schedules",
@@ -133,69 +105,21 @@ _LAZY: dict[str, str] = {
     "ScheduleSpec": "durablefuture.schedules",
     "ScheduleStartWorkflow": "durablefuture.schedules",
 }
-_ERRORS = (
-    "ActivityError",
-    "ApplicationError",
-    "CancelledError",
-    "ChildWorkflowError",
-    "CorruptHistoryError",
-    "DecodeError",
-    "DurableFutureError",
-    "InvalidArgumentError",
-    "JetStreamUnavailableError",
-    "MessageIdTakenError",
-    "MessageRejectedError",
-    "NatsUnavailableError",
-    "NonDeterminismError",
-    "NotRegisteredError",
-    "PayloadError",
-    "QueryFailedError",
-    "ServerUnavailableError",
-    "StorageFullError",
-    "TerminatedError",
-    "TimeoutError",
-    "TlsError",
-    "TransportError",
-    "WorkflowAlreadyStartedError",
-    "WorkflowCancelledError",
-    "WorkflowContinuedAsNewError",
-    "WorkflowError",
-    "WorkflowExecutionError",
-    "WorkflowFailedError",
-    "WorkflowNotFoundError",
-    "WorkflowTerminatedError",
-    "WorkflowTimedOutError",
-)
-_LAZY.update(dict.fromkeys(_ERRORS, "durablefuture.core.errors"))
+_LAZY.update(dict.fromkeys(_errors.__all__, "durablefuture.core.errors"))
 _SUBMODULES = ("workflow", "testing")
 
 __all__ = [
-    "ActivityError",
     "ActivityInfo",
     "ActivityOptions",
-    "ApplicationError",
     "Backoff",
-    "CancelledError",
-    "ChildWorkflowError",
     "Client",
-    "CorruptHistoryError",
-    "DecodeError",
-    "DurableFutureError",
     "Failure",
     "IdReusePolicy",
     "Interval",
-    "InvalidArgumentError",
-    "JetStreamUnavailableError",
-    "MessageIdTakenError",
-    "MessageRejectedError",
-    "NatsUnavailableError",
-    "NonDeterminismError",
-    "NotRegisteredError",
     "Overlap",
     "ParentClosePolicy",
-    "PayloadError",
-    "QueryFailedError",
     "RetryPolicy",
+    "RunStatus",
     "Schedule",
     "ScheduleAction",
     "ScheduleAlreadyExistsError",
@@ -205,28 +129,13 @@ __all__ = [
     "SchedulePolicy",
     "ScheduleSpec",
     "ScheduleStartWorkflow",
-    "ServerUnavailableError",
-    "StorageFullError",
-    "TerminatedError",
-    "TimeoutError",
     "TlsConfig",
-    "TlsError",
-    "TransportError",
     "Worker",
     "WorkerOptions",
     "WorkerRecord",
-    "WorkflowAlreadyStartedError",
-    "WorkflowCancelledError",
-    "WorkflowContinuedAsNewError",
     "WorkflowDescription",
-    "WorkflowError",
-    "WorkflowExecutionError",
-    "WorkflowFailedError",
     "WorkflowHandle",
-    "WorkflowNotFoundError",
     "WorkflowOptions",
-    "WorkflowTerminatedError",
-    "WorkflowTimedOutError",
     "__version__",
     "activity",
     "activity_info",
@@ -242,6 +151,7 @@ __all__ = [
     "wait_signal",
     "workflow",
 ]
+__all__ += _errors.__all__
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from durablefuture.core.errors import InvalidArgumentError
 from durablefuture.core.replay import WorkflowInfo, current_context
 
 __all__ = [
@@ -89,9 +90,9 @@ def set_query_handler(name: str, handler: Callable[..., object]) -> None:
     answers it from the state after the latest recorded event.
     """
     if not isinstance(name, str) or not name:
-        raise ValueError(f"query name must be a non-empty string, got {name!r}")
+        raise InvalidArgumentError(f"query name must be a non-empty string, got {name!r}")
     if not callable(handler):
-        raise ValueError(f"query handler for {name!r} must be callable, got {handler!r}")
+        raise InvalidArgumentError(f"query handler for {name!r} must be callable, got {handler!r}")
     queries = current_context().extras.setdefault("queries", {})
     assert isinstance(queries, dict)
     queries[name] = handler

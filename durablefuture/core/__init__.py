@@ -19,35 +19,8 @@ and the core testable with hypothesis.
 * ``errors``        the error tree
 """
 
-from durablefuture.core.errors import (
-    ActivityError,
-    ApplicationError,
-    CancelledError,
-    ChildWorkflowError,
-    DecodeError,
-    DurableFutureError,
-    FailureError,
-    InvalidArgumentError,
-    JetStreamUnavailableError,
-    MessageRejectedError,
-    NatsUnavailableError,
-    NonDeterminismError,
-    NotRegisteredError,
-    PayloadError,
-    ServerUnavailableError,
-    TerminatedError,
-    TimeoutError,
-    TransportError,
-    WorkflowAlreadyStartedError,
-    WorkflowCancelledError,
-    WorkflowContinuedAsNewError,
-    WorkflowError,
-    WorkflowExecutionError,
-    WorkflowFailedError,
-    WorkflowNotFoundError,
-    WorkflowTerminatedError,
-    WorkflowTimedOutError,
-)
+from durablefuture.core import errors as _errors
+from durablefuture.core.errors import *  # noqa: F403 (every name in errors.__all__)
 from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.options import (
     ActivityOptions,
@@ -60,40 +33,14 @@ from durablefuture.core.options import (
 from durablefuture.core.types import JsonValue
 
 __all__ = [
-    "ActivityError",
     "ActivityOptions",
-    "ApplicationError",
     "Backoff",
-    "CancelledError",
-    "ChildWorkflowError",
-    "DecodeError",
-    "DurableFutureError",
     "Failure",
-    "FailureError",
     "FailureKind",
     "IdReusePolicy",
-    "InvalidArgumentError",
-    "JetStreamUnavailableError",
     "JsonValue",
-    "MessageRejectedError",
-    "NatsUnavailableError",
-    "NonDeterminismError",
-    "NotRegisteredError",
     "ParentClosePolicy",
-    "PayloadError",
     "RetryPolicy",
-    "ServerUnavailableError",
-    "TerminatedError",
-    "TimeoutError",
-    "TransportError",
-    "WorkflowAlreadyStartedError",
-    "WorkflowCancelledError",
-    "WorkflowContinuedAsNewError",
-    "WorkflowError",
-    "WorkflowExecutionError",
-    "WorkflowFailedError",
-    "WorkflowNotFoundError",
     "WorkflowOptions",
-    "WorkflowTerminatedError",
-    "WorkflowTimedOutError",
 ]
+__all__ += _errors.__all__

@@ -32,8 +32,14 @@
     │   └── WorkflowContinuedAsNewError (only when asked not to follow runs)
     ├── WorkflowAlreadyStartedError
     ├── WorkflowNotFoundError
+    ├── RequestRejectedError            a df-server refused a request for a run (says why)
+    │   └── WorkflowNotRunningError     the run has closed: no more signals, cancels, ...
     ├── QueryFailedError                a query could not be answered (no handler, no worker)
+    ├── ResultTimeoutError              a wait for a result timed out (also a TimeoutError)
     └── ServerUnavailableError          no df-server answered in time
+
+``__all__`` below is the one list of these names: ``durablefuture`` and ``durablefuture.core``
+export it as it is, and a test checks this tree against the classes.
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ __all__ = [
     "NotRegisteredError",
     "PayloadError",
     "QueryFailedError",
+    "RequestRejectedError",
+    "ResultTimeoutError",
     "ServerUnavailableError",
     "StorageFullError",
     "TerminatedError",
@@ -74,9 +82,13 @@ __all__ = [
     "WorkflowExecutionError",
     "WorkflowFailedError",
     "WorkflowNotFoundError",
+    "WorkflowNotRunningError",
     "WorkflowTerminatedError",
     "WorkflowTimedOutError",
 ]
+
+
+_BuiltinTimeoutError = TimeoutError  # this module defines its own TimeoutError below
 
 
 class DurableFutureError(Exception):
@@ -347,3 +359,30 @@ class QueryFailedError(DurableFutureError):
 
 class ServerUnavailableError(DurableFutureError):
     """No df-server answered a request in time."""
+
+
+class RequestRejectedError(DurableFutureError):
+    """A df-server refused a request for a run (a cancellation already requested, ...); the
+    message says why."""
+
+    def __init__(self, message: str, *, workflow_id: str = "", run_id: str = "") -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+
+
+class WorkflowNotRunningError(RequestRejectedError):
+    """The run has closed (completed, failed, cancelled, ...): it takes no more signals,
+    cancellations or terminations. Start a new run, or address the one that continued it."""
+
+
+class ResultTimeoutError(DurableFutureError, _BuiltinTimeoutError):
+    """Waiting for a run's result took longer than the ``timeout`` given; the run goes on.
+
+    Also a built-in ``TimeoutError``, so ``except TimeoutError`` keeps working.
+    """
+
+    def __init__(self, message: str, *, workflow_id: str = "", run_id: str = "") -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.run_id = run_id

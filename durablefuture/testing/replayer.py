@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from durablefuture.codec.wire import default_codec
 from durablefuture.core import events as ev
 from durablefuture.core.definitions import WorkflowDefinition
-from durablefuture.core.errors import NotRegisteredError
+from durablefuture.core.errors import InvalidArgumentError, NotRegisteredError
 from durablefuture.core.replay import Activation, WorkflowExecution
 
 __all__ = ["Replayer"]
@@ -27,7 +27,9 @@ class Replayer:
     def replay(self, history: Sequence[ev.Event] | Sequence[dict[str, object]]) -> Activation:
         events = [e if not isinstance(e, dict) else self._codec.decode_event(e) for e in history]
         if not events or not isinstance(events[0], ev.WorkflowStarted):
-            raise ValueError("a history starts with WorkflowStarted; got an empty or partial one")
+            raise InvalidArgumentError(
+                "a history starts with WorkflowStarted; got an empty or partial one"
+            )
         started = events[0]
         definition = self._defs.get(started.workflow_type)
         if definition is None:

@@ -35,7 +35,15 @@ from durablefuture.core.errors import (
 from durablefuture.transport.redaction import redact, remember, scrub
 from durablefuture.transport.tls import TlsConfig, explain_handshake_failure
 
-__all__ = ["DEFAULT_URL", "TlsConfig", "connect", "connection_lost", "on_reconnect", "redact"]
+__all__ = [
+    "DEFAULT_URL",
+    "NATS",
+    "TlsConfig",
+    "connect",
+    "connection_lost",
+    "on_reconnect",
+    "redact",
+]
 
 log = logging.getLogger(__name__)
 

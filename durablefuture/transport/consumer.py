@@ -30,7 +30,7 @@ from nats.aio.subscription import Subscription
 from durablefuture.transport.connection import on_reconnect
 from durablefuture.transport.guard import check_subject
 
-__all__ = ["PullConsumer", "delivery_count", "stream_sequence"]
+__all__ = ["Msg", "PullConsumer", "delivery_count", "stream_sequence"]
 
 log = logging.getLogger(__name__)
 

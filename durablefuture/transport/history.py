@@ -21,6 +21,7 @@ the ones before it, raises :class:`CorruptHistoryError` naming its stream sequen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 import orjson
@@ -42,6 +43,7 @@ from durablefuture.transport.publisher import (
 )
 from durablefuture.transport.stored import Stored, leader_get
 from durablefuture.transport.subjects import Layout
+from durablefuture.transport.translate import translated
 
 __all__ = ["Batch", "HistoryStore", "LastBatch", "Stored", "corrupt", "direct_batch", "fold"]
 
@@ -350,10 +352,12 @@ async def direct_batch(
         async def _cb(m: Msg, queue: asyncio.Queue[Msg] = queue) -> None:
             queue.put_nowait(m)
 
-        sub = await nc.subscribe(inbox, cb=_cb)
+        with translated(f"{what} {subject}"):
+            sub = await nc.subscribe(inbox, cb=_cb)
         try:
             req = orjson.dumps({"seq": seq, "next_by_subj": subject, "batch": batch})
-            await nc.publish(api, req, reply=inbox)
+            with translated(f"{what} {subject}"):
+                await nc.publish(api, req, reply=inbox)
             more = False
             got = 0
             last = seq - 1
@@ -377,7 +381,8 @@ async def direct_batch(
                 got += 1
                 last = int((m.headers or {}).get("Nats-Sequence", last))
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):  # a closed connection dropped it already
+                await sub.unsubscribe()
         if not more or got == 0:
             return out
         seq = last + 1

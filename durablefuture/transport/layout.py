@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import nats.errors
 import nats.js.errors
 from nats.js.api import (
     AckPolicy,
@@ -25,7 +26,14 @@ from nats.js.kv import KeyValue
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.subjects import Layout
 
-__all__ = ["ConsumerSettings", "ensure_consumer", "ensure_namespace", "open_bucket"]
+__all__ = [
+    "ConsumerSettings",
+    "KeyValue",
+    "ensure_consumer",
+    "ensure_namespace",
+    "open_bucket",
+    "queue_depths",
+]
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +168,8 @@ async def open_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
             f"KV bucket {bucket} does not exist; start df-server for this namespace first "
             "(it creates the namespace), or use `df dev`"
         ) from exc
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransportError(f"opening KV bucket {bucket} failed: {exc}") from exc
 
 
 async def ensure_consumer(
@@ -205,3 +215,28 @@ async def ensure_consumer(
                 f"{layout.namespace!r} first (or `df dev`)"
             ) from exc
         raise TransportError(f"cannot create consumer {name}: {exc.description}") from exc
+
+
+async def queue_depths(js: JetStreamContext, layout: Layout, task_queue: str) -> dict[str, int]:
+    """Tasks waiting (not yet delivered) and in flight, per kind, for ``task_queue``."""
+    out: dict[str, int] = {}
+    for kind, name, subject in (
+        ("workflow", layout.workflow_consumer(task_queue), layout.workflow_tasks(task_queue)),
+        ("activity", layout.activity_consumer(task_queue), layout.activity_tasks(task_queue)),
+    ):
+        try:
+            try:
+                info = await js.consumer_info(layout.stream, name)
+            except nats.js.errors.NotFoundError:
+                # no worker has ever served this queue: every task stored for it is waiting
+                stream = await js.stream_info(layout.stream, subjects_filter=subject)
+                out[f"{kind}_pending"] = int((stream.state.subjects or {}).get(subject, 0))
+                out[f"{kind}_in_flight"] = 0
+                continue
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise TransportError(
+                f"reading the depth of task queue {task_queue!r} failed: {exc}"
+            ) from exc
+        out[f"{kind}_pending"] = int(info.num_pending or 0)
+        out[f"{kind}_in_flight"] = int(info.num_ack_pending or 0)
+    return out

@@ -1,8 +1,9 @@
 """Publishing to JetStream: pipelined (many in flight), each with a timeout, errors translated.
 
-Each publish carries a reply subject under one wildcard inbox this publisher subscribes to, so a
-PubAck resolves a future without a subscription, task or timer per message; a sweeper fails
-publishes whose PubAck did not come in time.
+Each publish carries a reply subject of the publisher's reply multiplexer
+(:class:`~durablefuture.transport.replies.ReplyInbox`, one wildcard subscription), so a PubAck
+resolves a future without a subscription, task or timer per message; a sweeper fails publishes
+whose PubAck did not come in time.
 
 A ``503`` status instead of a PubAck means no stream leader took the message (nothing was
 stored): in a NATS cluster that is what a publish gets while a stream elects its leader after a
@@ -30,6 +31,7 @@ from nats.js.api import PubAck
 
 from durablefuture.core.errors import StorageFullError, TransportError
 from durablefuture.transport.guard import check_message
+from durablefuture.transport.replies import ReplyInbox
 
 __all__ = [
     "EXPECTED_LAST_SUBJECT_SEQ",
@@ -37,6 +39,7 @@ __all__ = [
     "MSG_ID",
     "SCHEDULE",
     "SCHEDULE_TARGET",
+    "PubAck",
     "Publisher",
     "WrongLastSequence",
 ]
@@ -93,10 +96,9 @@ class Publisher:
         self.nc = nc
         self.js = nc.jetstream(timeout=timeout)
         self.timeout = timeout
-        self._prefix = ""
-        self._next = 0
-        self._pending: dict[str, _Pending] = {}
-        self._sub: object = None
+        self.replies = ReplyInbox(nc)
+        """The reply multiplexer PubAcks come back on; others may wait for replies on it too."""
+        self._pending: dict[str, _Pending] = {}  # by reply subject
         self._sweeper: asyncio.Task[None] | None = None
         self._ready: asyncio.Lock | None = None
 
@@ -104,28 +106,30 @@ class Publisher:
         if self._ready is None:
             self._ready = asyncio.Lock()
         async with self._ready:
-            if self._sub is not None:
+            if self._sweeper is not None:
                 return
-            prefix = f"{self.nc.new_inbox()}."
-            self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_ack)
-            self._prefix = prefix
+            await self.replies.start()
             self._sweeper = asyncio.create_task(self._sweep(), name="df-publish-sweeper")
 
-    async def _on_ack(self, msg: Msg) -> None:
-        token = msg.subject[len(self._prefix) :]
+    def _forget(self, token: str) -> _Pending | None:
+        self.replies.close(token)
+        return self._pending.pop(token, None)
+
+    def _on_ack(self, msg: Msg) -> None:
+        token = msg.subject
         pending = self._pending.get(token)
         if pending is None or pending.future.done():
-            self._pending.pop(token, None)
+            self._forget(token)
             return
         if msg.headers and msg.headers.get("Status") == "503":
             # not stored: send it again soon (the sweeper does), unless time is up
             if time.monotonic() + _RESEND < pending.deadline:
                 pending.resend_at = time.monotonic() + _RESEND
             else:
-                del self._pending[token]
+                self._forget(token)
                 pending.future.set_exception(_no_stream(pending.subject, pending.timeout))
             return
-        del self._pending[token]
+        self._forget(token)
         try:
             resp = orjson.loads(msg.data)
         except orjson.JSONDecodeError:
@@ -152,7 +156,7 @@ class Publisher:
             now = time.monotonic()
             expired = [k for k, p in self._pending.items() if p.deadline <= now]
             for key in expired:
-                pending = self._pending.pop(key, None)
+                pending = self._forget(key)
                 if pending is None or pending.future.done():
                     continue
                 if pending.resend_at is not None:  # every send so far got a 503
@@ -171,11 +175,11 @@ class Publisher:
                     await self.nc.publish(
                         pending.subject,
                         pending.data,
-                        reply=self._prefix + key,
+                        reply=key,
                         headers=dict(pending.headers) if pending.headers else None,
                     )
                 except Exception as exc:  # e.g. the connection is closed: fail this one
-                    if self._pending.pop(key, None) is not None and not pending.future.done():
+                    if self._forget(key) is not None and not pending.future.done():
                         pending.future.set_exception(
                             TransportError(f"publishing to {pending.subject} failed: {exc}")
                         )
@@ -197,11 +201,10 @@ class Publisher:
         for the PubAck. Sending several messages and then gathering their futures pipelines them.
         """
         check_message(self.nc, subject, data, headers)
-        if self._sub is None:
+        if self._sweeper is None:
             await self._start()
         future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
-        self._next += 1
-        token = str(self._next)
+        token = self.replies.open(self._on_ack)
         pending = _Pending(future, subject, data, headers)
         pending.timeout = timeout or self.timeout
         pending.deadline = time.monotonic() + pending.timeout
@@ -210,11 +213,11 @@ class Publisher:
             await self.nc.publish(
                 subject,
                 data,
-                reply=self._prefix + token,
+                reply=token,
                 headers=dict(headers) if headers else None,
             )
         except Exception as exc:
-            self._pending.pop(token, None)
+            self._forget(token)
             raise TransportError(f"publishing to {subject} failed: {exc}") from exc
         return future
 

@@ -1,0 +1,250 @@
+"""A handle on a workflow id: wait for its result, describe it, query, signal, cancel, terminate.
+
+Waiting for a result reads the run's status entry and listens for its closed notice (core NATS)
+meanwhile, so it costs no polling loop per call beyond a slow backstop; a notice counts only once
+the run's history shows the same ending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from durablefuture.client.requests import error_from_reply
+from durablefuture.client.views import WorkflowDescription, describe_corrupt, describe_state
+from durablefuture.codec.records import decode_query_answer, encode_query
+from durablefuture.codec.wire import InputEnvelope, Reply
+from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
+from durablefuture.core.effects import RunStatus, RunSummary
+from durablefuture.core.errors import (
+    CorruptHistoryError,
+    DecodeError,
+    DurableFutureError,
+    InvalidArgumentError,
+    QueryFailedError,
+    ResultTimeoutError,
+    WorkflowNotFoundError,
+)
+from durablefuture.core.state import status_of
+from durablefuture.core.types import check_type_name
+from durablefuture.outcome import outcome_of
+from durablefuture.transport.replies import NoResponders, RequestTimedOut, Watch, request
+
+if TYPE_CHECKING:
+    from durablefuture.client.client import Client
+
+__all__ = ["WorkflowHandle"]
+
+
+class WorkflowHandle:
+    """A workflow id (and the run it started with), to wait on and act on."""
+
+    def __init__(
+        self,
+        client: Client,
+        workflow_id: str,
+        run_id: str | None,
+        *,
+        result_type: object = None,
+        pinned: bool = False,
+    ) -> None:
+        self.client = client
+        self.id = workflow_id
+        self.run_id = run_id
+        self.result_type = result_type
+        self._pinned = pinned
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle(id={self.id!r}, run_id={self.run_id!r})"
+
+    async def _run(self) -> str:
+        if self.run_id is None:
+            return await self.client.latest_run_id(self.id)
+        return self.run_id
+
+    async def result(
+        self, timeout: float | None = None, *, follow_runs: bool = True, result_type: object = None
+    ) -> Any:
+        """Wait for the run to close; return its result or raise.
+
+        Raises ``WorkflowFailedError`` (``.cause`` is the original error, type and message
+        kept), ``WorkflowTimedOutError``, ``WorkflowCancelledError``, ``WorkflowTerminatedError``,
+        or ``ResultTimeoutError`` (also a built-in ``TimeoutError``) if ``timeout`` seconds
+        pass first (the run goes on). Continue-as-new is followed to the final run unless
+        ``follow_runs=False``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        client = self.client
+        run_id = await self._run()
+        rtype = result_type if result_type is not None else self.result_type
+        while True:
+            summary = await self._wait_closed(run_id, deadline)
+            if summary.status == RunStatus.CONTINUED_AS_NEW and follow_runs and summary.new_run_id:
+                run_id = summary.new_run_id
+                continue
+            return outcome_of(summary, client.codec.payloads, rtype)
+
+    async def _wait_closed(self, run_id: str, deadline: float | None) -> RunSummary:
+        client = self.client
+        watch = await Watch.open(client.nc, client.layout.closed_notice(self.id, run_id))
+        notice, received = watch.arrived, watch.received
+        try:
+            poll = 0.5
+            summary = await client.summary(self.id, run_id)
+            while True:
+                if summary is not None and summary.status == RunStatus.CORRUPT:
+                    summary = await self._still_corrupt(run_id, summary)
+                if summary is not None and (
+                    summary.status in RunStatus.CLOSED or summary.status == RunStatus.CORRUPT
+                ):
+                    return summary
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise ResultTimeoutError(
+                        f"workflow {self.id!r} run {run_id} did not finish within the timeout; "
+                        "it goes on running (wait again, or cancel it)",
+                        workflow_id=self.id,
+                        run_id=run_id,
+                    )
+                wait = poll if remaining is None else min(poll, remaining)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(notice.wait(), wait)
+                notice.clear()
+                if received:
+                    # the notice carries the status entry; anyone could have sent it, so it
+                    # counts only once the run's history shows the same ending
+                    noticed = await self._confirmed(run_id, received.pop())
+                    if noticed is not None:
+                        summary = noticed
+                        continue
+                poll = min(poll * 2, 5.0)
+                summary = await client.summary(self.id, run_id)
+        finally:
+            await watch.close()
+
+    async def _confirmed(self, run_id: str, data: bytes) -> RunSummary | None:
+        """The summary a closed notice carries, if the run's newest history batch ends the run
+        the same way (status, result, failure, next run); None for a forged or junk notice."""
+        client = self.client
+        try:
+            noticed = client.codec.decode_summary(data)
+        except DurableFutureError:
+            return None
+        if noticed.workflow_id != self.id or noticed.run_id != run_id:
+            return None
+        try:
+            batch = await client.history.last_batch(self.id, run_id)
+        except DurableFutureError:
+            return None
+        terminal = batch.events[-1] if batch is not None and batch.events else None
+        if not isinstance(terminal, ev.TERMINAL_EVENTS) or status_of(terminal) != noticed.status:
+            return None
+        same = (
+            getattr(terminal, "result", None) == noticed.result
+            and getattr(terminal, "new_run_id", None) == noticed.new_run_id
+            and (not isinstance(terminal, ev.WorkflowFailed) or terminal.failure == noticed.failure)
+        )
+        return noticed if same else None
+
+    async def _still_corrupt(self, run_id: str, summary: RunSummary) -> RunSummary | None:
+        """A status entry says the history is corrupt: check. Once the bad message has been
+        removed the history folds again, and the run's own state counts (None: still open)."""
+        try:
+            state = await self.client.run_state(self.id, run_id)
+        except CorruptHistoryError:
+            return summary
+        return state.summary() if not state.is_open else None
+
+    async def describe(self) -> WorkflowDescription:
+        """Status, pending activities (attempt, worker, last failure, next retry), timers and
+        signal waits (name, deadline).
+
+        A run whose history cannot be read is described with status ``corrupt``, the stream
+        sequence of the bad message in ``corrupt_at`` and the reason in ``failure``.
+        """
+        run_id = await self._run()
+        try:
+            state = await self.client.run_state(self.id, run_id)
+        except CorruptHistoryError as exc:
+            return describe_corrupt(exc, await self.client.summary(self.id, run_id))
+        return describe_state(state)
+
+    async def fetch_history(self) -> list[ev.Event]:
+        """The run's events, in order (what ``df.testing.Replayer`` replays)."""
+        run_id = await self._run()
+        batches = await self.client.history.read(self.id, run_id)
+        if not batches:
+            raise WorkflowNotFoundError(f"no history for workflow {self.id!r} run {run_id}")
+        return [e for b in batches for e in b.events]
+
+    @property
+    def _target(self) -> str:
+        """Signals, cancels and terminates go to the latest run unless a run was pinned."""
+        return self.run_id or "" if self._pinned else ""
+
+    async def _send(self, message: inp.RunInput) -> Reply:
+        reply = await self.client._request(
+            "run", InputEnvelope(self.id, input=message), msg_id=f"{self.id}:{message.input_id}"
+        )
+        if not reply.ok:
+            raise error_from_reply(reply, self.id)
+        return reply
+
+    async def query(self, name: str, *args: object, timeout: float = 10.0) -> Any:
+        """Ask the run for live state through its query handler ``name`` (history unchanged).
+
+        Answered by a workflow worker of the run's task queue, from the state after the latest
+        recorded event. Raises ``df.QueryFailedError`` if no worker serves that queue, the
+        workflow has no such handler, or the handler raised.
+        """
+        client = self.client
+        run_id = self.run_id or await client.latest_run_id(self.id)
+        summary = await client.summary(self.id, run_id)
+        if summary is not None:
+            queue = summary.task_queue
+        else:
+            head = await client.history.first_batch(self.id, run_id)
+            started = head.events[0] if head else None
+            if not isinstance(started, ev.WorkflowStarted):
+                raise WorkflowNotFoundError(f"no history for workflow {self.id!r} run {run_id}")
+            queue = started.task_queue
+        payloads = client.codec.payloads
+        encoded = [payloads.to_payload(a, f"query {name!r} argument") for a in args]
+        body = encode_query(self.id, run_id, name, encoded)
+        try:
+            data = await request(client.nc, client.layout.query(queue), body, timeout)
+        except NoResponders:
+            raise QueryFailedError(
+                f"no workflow worker is serving task queue {queue!r}; queries are answered by "
+                "the workers that run the workflow"
+            ) from None
+        except RequestTimedOut:
+            raise QueryFailedError(f"query {name!r} got no answer within {timeout:g}s") from None
+        try:
+            answer = decode_query_answer(data)
+        except DecodeError as exc:
+            raise QueryFailedError(f"query {name!r} got an unreadable answer: {exc}") from None
+        if not answer.ok:
+            raise QueryFailedError(f"query {name!r} failed: {answer.message}")
+        return answer.result
+
+    async def signal(self, name: str, *args: object) -> None:
+        """Deliver signal ``name`` (buffered in history until the workflow waits for it)."""
+        check_type_name(name, "signal name")
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"signal name must be a non-empty string, got {name!r}")
+        payloads = self.client.codec.payloads
+        encoded = payloads.to_payloads(args, f"signal {name!r}")
+        await self._send(inp.SignalWorkflow(self._target, name, uuid.uuid4().hex, encoded))
+
+    async def cancel(self, reason: str = "") -> None:
+        """Ask the run to cancel: ``df.CancelledError`` is raised at its current yield."""
+        await self._send(inp.RequestCancel(self._target, uuid.uuid4().hex, reason))
+
+    async def terminate(self, reason: str = "") -> None:
+        """End the run at once (no cleanup code runs)."""
+        await self._send(inp.TerminateWorkflow(self._target, uuid.uuid4().hex, reason))

@@ -1,0 +1,144 @@
+"""Requests to the df-server: stored in the namespace's stream, answered on the client's inbox.
+
+A request survives a crash of anything (it is stored first) and is answered by whichever
+df-server processes it; the answer comes back on a reply subject of the client's one
+:class:`~durablefuture.transport.replies.ReplyInbox` (its publisher's, which PubAcks use too).
+:func:`error_from_reply` turns a refusal into the matching error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import TYPE_CHECKING
+
+from durablefuture.codec.wire import Codec, InputEnvelope, Reply, default_codec
+from durablefuture.core.errors import (
+    CorruptHistoryError,
+    DurableFutureError,
+    MessageRejectedError,
+    RequestRejectedError,
+    ServerUnavailableError,
+    TransportError,
+    WorkflowAlreadyStartedError,
+    WorkflowNotFoundError,
+    WorkflowNotRunningError,
+)
+from durablefuture.transport.connection import NATS
+from durablefuture.transport.headers import REPLY_HEADER
+from durablefuture.transport.history import HistoryStore
+from durablefuture.transport.layout import KeyValue, open_bucket
+from durablefuture.transport.publisher import MSG_ID, Publisher
+from durablefuture.transport.subjects import Layout
+from durablefuture.transport.workers import WorkerRegistry
+
+if TYPE_CHECKING:
+    from durablefuture.schedules import Schedules
+
+__all__ = ["Requests", "error_from_reply"]
+
+log = logging.getLogger("durablefuture.client")
+
+
+class Requests:
+    """A client's connection, namespace and stores, and its requests to the df-server."""
+
+    def __init__(self, nc: NATS, namespace: str = "default", *, codec: Codec | None = None):
+        self.nc = nc
+        self.namespace = namespace
+        self.layout = Layout(namespace)
+        self.codec = codec or default_codec()
+        self.pub = Publisher(nc)
+        self.history = HistoryStore(nc, self.pub, self.layout, self.codec)
+        self.request_timeout = 15.0
+        self._replies = self.pub.replies  # one inbox for PubAcks and server replies
+        self._runs_kv: KeyValue | None = None
+        self._own_nc = False
+        self.registry = WorkerRegistry(nc, self.pub, self.layout, self.codec)
+        self._schedule_ops: Schedules | None = None
+
+    async def _kv(self) -> KeyValue:
+        if self._runs_kv is None:
+            self._runs_kv = await open_bucket(self.pub.js, self.layout.runs_bucket)
+        return self._runs_kv
+
+    async def _request(self, kind: str, env: InputEnvelope, msg_id: str = "") -> Reply:
+        return await self._ask(self.layout.input(kind), self.codec.encode_input(env), msg_id)
+
+    async def _ask(self, subject: str, data: bytes, msg_id: str = "") -> Reply:
+        """Store a request on ``subject`` and wait for a df-server's answer."""
+        await self._replies.start()
+        reply_to, fut = self._replies.expect()
+        headers = {REPLY_HEADER: reply_to}
+        if msg_id:
+            headers[MSG_ID] = msg_id
+        deadline = time.monotonic() + self.request_timeout
+        try:
+            await self._store_request(subject, data, headers, deadline)
+            data = await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise ServerUnavailableError(
+                f"no df-server answered within {self.request_timeout:g}s (namespace "
+                f"{self.namespace!r}). The request is stored and will be processed once a "
+                "df-server runs; start one with `df-server --nats URL` or `df dev`"
+            ) from None
+        finally:
+            self._replies.close(reply_to)
+        return self.codec.decode_reply(data)
+
+    async def _store_request(
+        self, subject: str, data: bytes, headers: dict[str, str], deadline: float
+    ) -> None:
+        """Publish a request until JetStream acknowledges it, or ``deadline``.
+
+        A NATS cluster that loses a node can leave a publish unanswered (the connection was on
+        the node that died or froze) or refused while the stream elects a leader; both are
+        sent again, unchanged. That is safe: inputs carry ``Nats-Msg-Id`` and an input id the
+        server applies once, starts a request id it answers with the run it started.
+        """
+        for attempt in range(1, 1000):  # bounded by the deadline; the count is a backstop
+            remaining = deadline - time.monotonic()
+            try:
+                timeout = max(0.5, min(self.pub.timeout, remaining))
+                await self.pub.publish(subject, data, headers, timeout=timeout)
+                return
+            except MessageRejectedError:
+                raise
+            except TransportError as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0.5:
+                    raise
+                log.info(
+                    "storing a request on %s failed (attempt %d: %s); sending it again",
+                    subject,
+                    attempt,
+                    exc,
+                )
+                await asyncio.sleep(min(0.5, remaining - 0.5))
+
+
+_CORRUPT_SEQ = re.compile(r"corrupt at stream sequence (\d+)")
+
+
+def error_from_reply(reply: Reply, workflow_id: str) -> DurableFutureError:
+    """The error a df-server's refusal stands for (``reply.error_type`` names it)."""
+    kind, message, run_id = reply.error_type, reply.message, reply.run_id
+    if kind == "WorkflowAlreadyStartedError":
+        return WorkflowAlreadyStartedError(message, workflow_id=workflow_id, run_id=run_id)
+    if kind == "WorkflowNotFoundError":
+        return WorkflowNotFoundError(message)
+    if kind == "WorkflowNotRunningError":
+        return WorkflowNotRunningError(message, workflow_id=workflow_id, run_id=run_id)
+    if kind == "Rejected":
+        return RequestRejectedError(message, workflow_id=workflow_id, run_id=run_id)
+    if kind == "CorruptHistoryError":
+        m = _CORRUPT_SEQ.search(message)
+        return CorruptHistoryError(
+            message,
+            workflow_id=workflow_id,
+            run_id=run_id,
+            stream_seq=int(m.group(1)) if m else 0,
+        )
+    return DurableFutureError(f"{kind}: {message}")

@@ -1,0 +1,88 @@
+"""Small JSON records that travel outside the versioned envelope.
+
+* heartbeat (KV ``DF_<ns>_act``, key ``hb.<run>.<seq>``): ``{"attempt", "at", "details"}``,
+  written by the worker, read by the server when a heartbeat timeout fires
+* activity cancel request (same bucket, key ``cx.<run>.<seq>``): ``{"reason"}``
+* query (core NATS request to ``df.<ns>.q.<queue>``): ``{"wid", "run", "name", "args"}``,
+  answered with ``{"ok": true, "result"}`` or ``{"ok": false, "error", "message"}``
+
+Every body read here came from the wire: it is checked before anything uses it, and a bad one
+raises :class:`~durablefuture.core.errors.DecodeError`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+from attrs import frozen
+
+from durablefuture.core.errors import DecodeError
+from durablefuture.core.types import JsonValue
+
+__all__ = [
+    "Heartbeat",
+    "QueryAnswer",
+    "decode_heartbeat",
+    "decode_query_answer",
+    "encode_cancel_request",
+    "encode_query",
+]
+
+
+@frozen
+class Heartbeat:
+    """The last heartbeat an activity attempt recorded."""
+
+    at: float
+    details: tuple[JsonValue, ...] = ()
+
+
+@frozen
+class QueryAnswer:
+    """A worker's answer to a query: ``result`` if ``ok``, else ``message`` says why not."""
+
+    ok: bool
+    result: JsonValue = None
+    message: str = ""
+
+
+def _object(data: bytes, what: str) -> dict[str, object]:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise DecodeError(f"{what} is not a JSON object")
+    return obj
+
+
+def decode_heartbeat(data: bytes) -> Heartbeat:
+    obj = _object(data, "a heartbeat record")
+    at = obj.get("at", 0.0)
+    details = obj.get("details", ())
+    if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+        raise DecodeError(f"a heartbeat record has a bad time {at!r:.80}")
+    if not isinstance(details, list | tuple):
+        raise DecodeError("a heartbeat record's details are not a list")
+    return Heartbeat(float(at), tuple(details))
+
+
+def encode_cancel_request(reason: str) -> bytes:
+    return orjson.dumps({"reason": reason})
+
+
+def encode_query(workflow_id: str, run_id: str, name: str, args: list[JsonValue]) -> bytes:
+    return orjson.dumps({"wid": workflow_id, "run": run_id, "name": name, "args": args})
+
+
+def decode_query_answer(data: bytes) -> QueryAnswer:
+    obj = _object(data, "a query answer")
+    ok = obj.get("ok")
+    if not isinstance(ok, bool):
+        raise DecodeError("a query answer has no boolean 'ok'")
+    if ok:
+        result: JsonValue = obj.get("result")  # type: ignore[assignment]
+        return QueryAnswer(True, result)
+    message = obj.get("message")
+    return QueryAnswer(False, message=str(message)[:2000] if message is not None else "")

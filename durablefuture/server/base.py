@@ -1,0 +1,102 @@
+"""What every part of a df-server shares: its connection, options, stores and counters.
+
+The server is split by concern into mixins over this base, each building on the ones before:
+``runs.RunCaches`` (the run cache), ``effects.Effects`` (sending what a decision implies),
+``inputs.RunInputs`` (recording an input for a run), ``starts.Starts`` (starting runs) and
+``service.Server`` (lifecycle and the input loop). Each uses the state declared here and the
+methods of the parts below it; nothing else reaches across.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from durablefuture.codec.wire import Codec, Reply, default_codec
+from durablefuture.core import inputs as inp
+from durablefuture.core.errors import TransportError
+from durablefuture.core.orchestration import Decision
+from durablefuture.server.options import ServerOptions
+from durablefuture.server.schedules import ScheduleService
+from durablefuture.transport.connection import NATS
+from durablefuture.transport.consumer import PullConsumer
+from durablefuture.transport.guard import check_reply_subject
+from durablefuture.transport.history import HistoryStore
+from durablefuture.transport.layout import KeyValue
+from durablefuture.transport.publisher import Publisher
+from durablefuture.transport.storage import StorageWait
+from durablefuture.transport.subjects import Layout
+
+if TYPE_CHECKING:
+    from durablefuture.server.runs import RunCache
+
+__all__ = ["ServerBase"]
+
+log = logging.getLogger("durablefuture.server")
+
+
+class ServerBase:
+    """The state of one df-server, and the answer to a requester that every part may send."""
+
+    def __init__(self, nc: NATS, options: ServerOptions | None = None, codec: Codec | None = None):
+        self.nc = nc
+        self.options = options or ServerOptions()
+        self.codec = codec or default_codec()
+        self.layout = Layout(self.options.namespace)
+        self.pub = Publisher(nc)
+        self.js = self.pub.js
+        self.history = HistoryStore(nc, self.pub, self.layout, self.codec)
+        self._cache: OrderedDict[str, RunCache] = OrderedDict()
+        self._start_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._consumer: PullConsumer | None = None
+        self._runs_kv: KeyValue | None = None
+        self._act_kv: KeyValue | None = None
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._own_nc = False
+        self._remove_health: Callable[[], None] = lambda: None
+        self.schedules: ScheduleService | None = None
+        self._storage = StorageWait(
+            f"df-server (namespace {self.layout.namespace})",
+            keepalive=max(0.1, min(1.0, self.options.input_ack_wait / 3)),
+            stopping=self._stopping,
+        )
+        self._corrupt_runs: OrderedDict[str, int] = OrderedDict()
+        self.stats: dict[str, int] = {
+            "inputs": 0,
+            "conflicts": 0,
+            "duplicates": 0,
+            "ignored": 0,
+            "rejected": 0,
+            "dead_letters": 0,
+            "cache_hits": 0,
+            "cache_misses": 0,
+            "storage_waits": 0,
+            "corrupt_histories": 0,
+        }
+
+    async def _reply(self, reply_to: str, reply: Reply) -> None:
+        if not reply_to:
+            return
+        try:
+            await self.pub.notify(check_reply_subject(reply_to), self.codec.encode_reply(reply))
+        except TransportError as exc:
+            log.warning("could not answer %s: %s", reply_to[:100], exc)
+
+    async def _handle_run_input(
+        self,
+        workflow_id: str,
+        message: inp.RunInput,
+        reply_to: str = "",
+        receipt_to: str = "",
+        input_seq: int = 0,
+    ) -> Decision | None:
+        """Record one input for a run (``inputs.RunInputs``; local timers fire through it)."""
+        raise NotImplementedError

@@ -1,0 +1,246 @@
+"""Effects: what a recorded decision implies, sent after the history append.
+
+Dispatching tasks, arming timers (a JetStream schedule, plus a local fast path), notifying
+parents and children, cancelling activities and writing the status index. Every message has a
+``Nats-Msg-Id`` derived from stable facts, so deriving an effect twice (a redelivered input,
+another server's view) is harmless; all are pipelined and their PubAcks awaited together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
+
+from durablefuture.codec.records import encode_cancel_request
+from durablefuture.codec.wire import InputEnvelope, WorkflowTaskMessage
+from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
+from durablefuture.core.effects import (
+    ArmTimer,
+    CancelActivities,
+    CancelChildRun,
+    DispatchActivityTask,
+    DispatchWorkflowTask,
+    Effect,
+    NotifyParent,
+    RunStatus,
+    StartRun,
+    TerminateChildRun,
+    UpdateStatus,
+)
+from durablefuture.core.errors import TransportError
+from durablefuture.server.base import ServerBase
+from durablefuture.server.runs import RunCache
+from durablefuture.transport.guard import max_payload
+from durablefuture.transport.publisher import (
+    EXPECTED_LAST_SUBJECT_SEQ,
+    MSG_ID,
+    SCHEDULE,
+    SCHEDULE_TARGET,
+    PubAck,
+    WrongLastSequence,
+)
+
+__all__ = ["FULL_HISTORY_IN_TASK", "MAX_TASK_BYTES", "Effects", "await_ack"]
+
+log = logging.getLogger("durablefuture.server")
+
+MAX_TASK_BYTES = 512 * 1024
+"""A workflow task carrying more than this leaves the events out (the worker reads them)."""
+FULL_HISTORY_IN_TASK = 400
+"""Histories up to this many events travel inside the workflow task (no read needed)."""
+
+
+def _at(ts: float) -> str:
+    stamp = datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    return f"@at {stamp}Z"
+
+
+class Effects(ServerBase):
+    """Sends the messages of effects, and fires local timers."""
+
+    async def _send_input(
+        self, workflow_id: str, message: inp.RunInput, msg_id: str = ""
+    ) -> asyncio.Future[PubAck]:
+        data = self.codec.encode_input(InputEnvelope(workflow_id, input=message))
+        headers = {MSG_ID: msg_id or f"{message.run_id}:{message.input_id}"}
+        return await self.pub.send(self.layout.input("run"), data, headers)
+
+    async def _execute(self, cache: RunCache, effects: Sequence[Effect]) -> None:
+        """Send every effect's messages (pipelined), then wait for all their PubAcks."""
+        if not effects:
+            return
+        pending: list[Awaitable[object]] = []
+        for e in effects:
+            await self._effect(cache, e, pending)
+        if pending:
+            results = await asyncio.gather(*pending, return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
+
+    async def _effect(self, cache: RunCache, e: Effect, pending: list[Awaitable[object]]) -> None:
+        layout = self.layout
+        pub = self.pub
+        run_id = cache.state.run_id
+        if isinstance(e, DispatchWorkflowTask):
+            task = e.task
+            events = cache.events
+            if cache.wft_sent_upto:
+                delta: Sequence[ev.Event] = events[cache.wft_sent_upto :]
+            elif len(events) <= FULL_HISTORY_IN_TASK:
+                delta = events
+            else:
+                delta = ()
+            cache.wft_sent_upto = len(events)
+            data = self.codec.encode_workflow_task(
+                WorkflowTaskMessage(task, tuple(delta), cache.last_seq)
+            )
+            if len(data) > min(MAX_TASK_BYTES, max_payload(self.nc) // 2):
+                # too big to carry: the worker reads the history
+                data = self.codec.encode_workflow_task(
+                    WorkflowTaskMessage(task, (), cache.last_seq)
+                )
+            pending.append(
+                await pub.send(
+                    layout.workflow_tasks(task.task_queue),
+                    data,
+                    {MSG_ID: f"wt:{run_id}:{task.trigger}:{task.attempt}"},
+                )
+            )
+        elif isinstance(e, DispatchActivityTask):
+            atask = e.task
+            data = self.codec.encode_activity_task(atask)
+            target = layout.activity_tasks(atask.task_queue)
+            msg_id = f"at:{run_id}:{atask.seq}:{atask.attempt}"
+            if e.deliver_at is None or e.deliver_at <= time.time() + 0.01:
+                pending.append(await pub.send(target, data, {MSG_ID: msg_id}))
+            else:
+                # the same Msg-Id on the schedule: if this dispatch is derived again (a timer's
+                # durable copy arrives after its local fast path) once the retry is due, the
+                # direct publish above is a duplicate instead of a second delivery
+                headers = {SCHEDULE: _at(e.deliver_at), SCHEDULE_TARGET: target, MSG_ID: msg_id}
+                subject = layout.timer(run_id, f"r{atask.seq}.{atask.attempt}")
+                pending.append(await pub.send(subject, data, headers))
+        elif isinstance(e, ArmTimer):
+            await self._arm(cache, e, pending)
+        elif isinstance(e, StartRun):
+            data = self.codec.encode_input(InputEnvelope(e.request.workflow_id, start=e.request))
+            headers = {MSG_ID: f"start:{e.request.request_id}"}
+            pending.append(await pub.send(layout.input("start"), data, headers))
+        elif isinstance(e, NotifyParent):
+            p = e.parent
+            msg: inp.RunInput
+            if e.started:
+                msg = inp.RecordChildStarted(p.run_id, p.seq, e.child_run_id)
+            else:
+                msg = inp.RecordChildClosed(p.run_id, p.seq, e.child_run_id, e.result, e.failure)
+            pending.append(await self._send_input(p.workflow_id, msg))
+        elif isinstance(e, CancelChildRun):
+            cancel = inp.RequestCancel(e.run_id or "", e.request_id, e.reason)
+            pending.append(
+                await self._send_input(e.workflow_id, cancel, msg_id=f"cxl:{e.request_id}")
+            )
+        elif isinstance(e, TerminateChildRun):
+            term = inp.TerminateWorkflow(e.run_id or "", e.request_id, e.reason)
+            pending.append(
+                await self._send_input(e.workflow_id, term, msg_id=f"trm:{e.request_id}")
+            )
+        elif isinstance(e, CancelActivities):
+            raw = encode_cancel_request(e.reason)
+            for seq in e.seqs:
+                key = f"$KV.{layout.activity_bucket}.{layout.cancel_key(run_id, seq)}"
+                pending.append(await pub.send(key, raw))
+        elif isinstance(e, UpdateStatus):
+            summary = e.summary
+            body = self.codec.encode_summary(summary)
+            key = (
+                f"$KV.{layout.runs_bucket}.{layout.status_key(summary.workflow_id, summary.run_id)}"
+            )
+            if summary.status in RunStatus.CLOSED:
+                pending.append(await pub.send(key, body))
+            else:
+                # "running" is a run's first status, written once: a copy derived again later
+                # (a start delivered twice, another server's older view) must never overwrite
+                # its close, or clients wait for a result that is long there
+                created = await pub.send(key, body, {EXPECTED_LAST_SUBJECT_SEQ: "0"})
+                pending.append(_unless_present(created))
+            if summary.status in RunStatus.CLOSED:
+                self._cancel_local_timers(run_id)
+                # The close is in history already; waiting clients get the outcome right away
+                # (the notice carries it), while the status entry is being stored.
+                with contextlib.suppress(TransportError):
+                    await self.pub.notify(
+                        layout.closed_notice(summary.workflow_id, summary.run_id), body
+                    )
+
+    async def _arm(self, cache: RunCache, e: ArmTimer, pending: list[Awaitable[object]]) -> None:
+        run_id = cache.state.run_id
+        wid = cache.workflow_id
+        fire = inp.FireTimer(run_id, e.key)
+        now = time.time()
+        data = self.codec.encode_input(InputEnvelope(wid, input=fire))
+        key = (run_id, e.key)
+        old = self._timers.pop(key, None)
+        if old is not None:  # re-armed (a heartbeat moved the deadline)
+            old.cancel()
+        if e.fire_at <= now + 0.001:
+            # Already due (a workflow-time timer recorded late, a zero delay): straight to the
+            # input stream. A local timer alone would be lost with this process, and nothing
+            # else would fire it.
+            headers = {MSG_ID: f"tmr:{run_id}:{e.key}:{e.fire_at!r}"}
+            pending.append(await self.pub.send(self.layout.input("timer"), data, headers))
+            return
+        headers = {SCHEDULE: _at(e.fire_at), SCHEDULE_TARGET: self.layout.input("timer")}
+        pending.append(await self.pub.send(self.layout.timer(run_id, e.key), data, headers))
+        if not self.options.local_timers:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, e.fire_at - now)
+        self._timers[key] = loop.call_later(delay, self._fire_local, wid, fire)
+
+    def _fire_local(self, workflow_id: str, fire: inp.FireTimer) -> None:
+        self._timers.pop((fire.run_id, fire.key), None)
+        if self._stopping.is_set():
+            return
+        task = asyncio.create_task(self._fire_local_async(workflow_id, fire))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fire_local_async(self, workflow_id: str, fire: inp.FireTimer) -> None:
+        try:
+            await self._storage.retry(lambda: self._handle_run_input(workflow_id, fire))
+        except Exception as exc:  # the durable schedule fires anyway
+            log.warning("local timer %s of run %s failed: %s", fire.key, fire.run_id, exc)
+
+    def _cancel_local_timers(self, run_id: str) -> None:
+        for key in [k for k in self._timers if k[0] == run_id]:
+            self._timers.pop(key).cancel()
+
+
+def _unless_present(sent: asyncio.Future[PubAck]) -> asyncio.Future[PubAck | None]:
+    """The PubAck of a create-only write, or None if the subject already had a message."""
+    out: asyncio.Future[PubAck | None] = asyncio.get_running_loop().create_future()
+
+    def done(f: asyncio.Future[PubAck]) -> None:
+        if out.done():
+            return
+        if f.cancelled():
+            out.cancel()
+        elif isinstance(f.exception(), WrongLastSequence):
+            out.set_result(None)
+        elif (exc := f.exception()) is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(f.result())
+
+    sent.add_done_callback(done)
+    return out
+
+
+async def await_ack(send: Awaitable[asyncio.Future[PubAck]]) -> PubAck:
+    return await (await send)

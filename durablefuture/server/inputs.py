@@ -1,0 +1,360 @@
+"""Recording an input for a run: load it, ask the core, append with a sequence check, then
+perform the effects.
+
+A conflict (another server appended first) refreshes the run and decides again; an input the
+run has recorded already is a duplicate whose effects are derived again from the run as it is
+now; an input that would produce events too large to store records its failure instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from attrs import evolve
+
+from durablefuture import metrics
+from durablefuture.codec.records import decode_heartbeat
+from durablefuture.codec.wire import Reply
+from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
+from durablefuture.core.commands import ContinueAsNewWorkflow
+from durablefuture.core.effects import RunStatus
+from durablefuture.core.errors import (
+    CorruptHistoryError,
+    DecodeError,
+    MessageRejectedError,
+    TransportError,
+)
+from durablefuture.core.failure import Failure
+from durablefuture.core.orchestration import (
+    APPLIED,
+    DUPLICATE,
+    IGNORED,
+    REJECTED,
+    Decision,
+    decide,
+    effects_for,
+)
+from durablefuture.core.state import RunState, status_of
+from durablefuture.server.effects import Effects
+from durablefuture.server.runs import RunCache, RunCaches, RunMissing, new_run_id
+from durablefuture.transport.buckets import read_key
+from durablefuture.transport.guard import check_reply_subject
+from durablefuture.transport.headers import RUN_HEADER, SEQ_HEADER
+from durablefuture.transport.publisher import WrongLastSequence
+
+__all__ = ["RunInputs"]
+
+log = logging.getLogger("durablefuture.server")
+
+
+class RunInputs(RunCaches, Effects):
+    """Signals, cancels, terminations, worker reports and timers: inputs for one run."""
+
+    async def _handle_run_input(
+        self,
+        workflow_id: str,
+        message: inp.RunInput,
+        reply_to: str = "",
+        receipt_to: str = "",
+        input_seq: int = 0,
+    ) -> Decision | None:
+        # An input for "the latest run" that lands on a run which has just continued as new
+        # follows the chain to the next run (a signal sent during the switch is not lost).
+        follow = not message.run_id
+        for attempt in range(200):  # bounded: about 10 s for the next run to appear
+            try:
+                decision, cache, message = await self._run_input_once(
+                    workflow_id, message, receipt_to, input_seq
+                )
+            except DecodeError as exc:
+                if not isinstance(exc, CorruptHistoryError):  # that one is answered by _process
+                    await self._reply(
+                        reply_to, Reply(False, error_type="WorkflowNotFoundError", message=str(exc))
+                    )
+                raise
+            if (
+                decision is not None
+                and follow
+                and decision.outcome == IGNORED
+                and cache is not None
+                and cache.state.status == RunStatus.CONTINUED_AS_NEW
+            ):
+                message = evolve(message, run_id="")
+                if attempt:
+                    await asyncio.sleep(0.05)  # the next run is being started
+                continue
+            break
+        if decision is None or cache is None:
+            await self._reply(
+                reply_to,
+                Reply(
+                    False,
+                    error_type="WorkflowNotFoundError",
+                    message=f"no workflow with id {workflow_id!r} in namespace "
+                    f"{self.layout.namespace!r}",
+                ),
+            )
+            return decision
+        if reply_to:
+            if decision.outcome in (APPLIED, DUPLICATE):
+                await self._reply(reply_to, Reply(True, run_id=message.run_id))
+            else:
+                status = cache.state.status
+                error = "WorkflowNotRunningError" if status != RunStatus.RUNNING else "Rejected"
+                await self._reply(
+                    reply_to,
+                    Reply(
+                        False,
+                        run_id=message.run_id,
+                        error_type=error,
+                        message=f"workflow {workflow_id!r} run {message.run_id} is {status}: "
+                        f"{decision.reason}",
+                    ),
+                )
+        return decision
+
+    async def _run_input_once(
+        self, workflow_id: str, message: inp.RunInput, receipt_to: str, input_seq: int = 0
+    ) -> tuple[Decision | None, RunCache | None, inp.RunInput]:
+        latest = not message.run_id
+        if latest:
+            last = await self.history.last_of_workflow(workflow_id)
+            if last is None:
+                return None, None, message
+            message = evolve(message, run_id=last.run_id)
+        try:
+            cache = await self._load(workflow_id, message.run_id)
+        except RunMissing as exc:
+            raise DecodeError(f"input for an unknown run: {exc}") from None
+        if latest and input_seq and cache.first_seq > input_seq:
+            # The latest run began after this input was stored: an earlier delivery may have
+            # been recorded on a run that has continued as new since (a df-server or
+            # nats-server that died before the acknowledgement). Duplicates are detected per
+            # run, so send it to the run that holds it.
+            holder = await self.history.find_input(workflow_id, message.input_id, input_seq)
+            if holder is not None and holder != cache.state.run_id:
+                message = evolve(message, run_id=holder)
+                try:
+                    cache = await self._load(workflow_id, holder)
+                except RunMissing as exc:
+                    raise DecodeError(f"input for an unknown run: {exc}") from None
+        message = await self._enrich(message)
+        async with cache.lock:
+            decision = await self._decide_and_record(cache, message, receipt_to)
+        return decision, cache, message
+
+    async def _enrich(self, message: inp.RunInput) -> inp.RunInput:
+        """Add what the core needs but the input cannot carry (the last heartbeat)."""
+        if isinstance(message, inp.FireTimer) and message.key.endswith(".hb"):
+            seq = int(message.key[1:].split(".")[0])
+            kv = self._act_kv
+            if kv is not None:
+                data = await read_key(kv, self.layout.heartbeat_key(message.run_id, seq))
+                if data is None:
+                    return message
+                try:
+                    beat = decode_heartbeat(data)
+                except DecodeError as exc:  # as if it never beat: the timeout stands
+                    log.warning(
+                        "ignoring the heartbeat of run %s #%d: %s", message.run_id, seq, exc
+                    )
+                    return message
+                return evolve(message, heartbeat_at=beat.at, heartbeat_details=beat.details)
+        return message
+
+    async def _decide_and_record(
+        self, cache: RunCache, message: inp.RunInput, receipt_to: str = ""
+    ) -> Decision:
+        verified = False
+        for _ in range(50):
+            now = time.time()
+            run_id = _new_run_id_if_needed(message)
+            decision = decide(cache.state, message, now, new_run_id=run_id)
+            if decision.outcome in (IGNORED, REJECTED) and not verified:
+                verified = True
+                latest = await self.history.last_seq(cache.workflow_id, cache.state.run_id)
+                if latest != cache.last_seq:
+                    await self._refresh(cache)
+                    continue
+            if decision.outcome == APPLIED and decision.events:
+                try:
+                    seq = await self.history.append(
+                        cache.workflow_id,
+                        cache.state.run_id,
+                        message.input_id,
+                        decision.events,
+                        cache.last_seq,
+                    )
+                except WrongLastSequence:
+                    self.stats["conflicts"] += 1
+                    metrics.OCC_CONFLICTS.inc(self.layout.namespace)
+                    await self._refresh(cache)
+                    continue
+                except MessageRejectedError as exc:
+                    instead = _instead_of_too_large(cache.state, message, exc)
+                    if instead is None:
+                        raise
+                    log.warning(
+                        "the events of %s for run %s cannot be stored (%s); recording %s instead",
+                        type(message).__name__,
+                        cache.state.run_id,
+                        exc,
+                        type(instead).__name__,
+                        extra={"run_id": cache.state.run_id, "workflow_id": cache.workflow_id},
+                    )
+                    message = instead
+                    continue
+                cache.apply(seq, message.input_id, decision.events)
+                self._count_events(cache, decision.events)
+                if receipt_to:
+                    # tell the worker what was recorded, so its cached generator stays current
+                    try:
+                        await self.pub.notify(
+                            check_reply_subject(receipt_to, "receipt subject"),
+                            self.codec.encode_batch(message.input_id, decision.events),
+                            headers={RUN_HEADER: cache.state.run_id, SEQ_HEADER: str(seq)},
+                        )
+                    except TransportError as exc:  # the worker's cache catches up by reading
+                        log.debug("no receipt sent to %s: %s", receipt_to[:100], exc)
+                effects = effects_for(
+                    cache.state, decision.events, decided_through=decision.decided_through
+                ) + list(decision.effects)
+            elif decision.outcome == DUPLICATE:
+                self.stats["duplicates"] += 1
+                # re-derive the recorded batch's effects from the run as it is now, not as this
+                # server last saw it: another server may have moved it on since (an old view
+                # would dispatch finished activities again, or write an old status)
+                await self._refresh(cache)
+                effects = list(decision.effects)
+                if decision.recorded is not None:
+                    first, last = decision.recorded
+                    effects = effects_for(cache.state, cache.events[first - 1 : last]) + effects
+            else:
+                effects = list(decision.effects)
+                if decision.outcome == REJECTED:
+                    self.stats["rejected"] += 1
+                    log.warning(
+                        "rejected %s for run %s: %s",
+                        type(message).__name__,
+                        cache.state.run_id,
+                        decision.reason,
+                        extra={"run_id": cache.state.run_id, "workflow_id": cache.workflow_id},
+                    )
+                else:
+                    self.stats["ignored"] += 1
+                    log.debug("ignored %s: %s", message.input_id, decision.reason)
+            await self._execute(cache, effects)
+            metrics.SERVER_INPUTS.inc(
+                self.layout.namespace, type(message).__name__, decision.outcome
+            )
+            return decision
+        raise TransportError(
+            f"run {cache.state.run_id}: gave up after 50 optimistic-concurrency conflicts"
+        )
+
+    def _count_events(self, cache: RunCache, events: Sequence[ev.Event]) -> None:
+        """Metrics and one log line per recorded event (debug; failures and closes at info)."""
+        ns = self.layout.namespace
+        for e in events:
+            self._log_event(cache, e)
+            if isinstance(e, ev.ActivityCompleted):
+                metrics.ACTIVITY_OUTCOMES.inc(ns, "completed")
+            elif isinstance(e, ev.ActivityRetryScheduled):
+                metrics.ACTIVITY_OUTCOMES.inc(ns, "retried")
+                if e.failure.timeout_type:
+                    metrics.ACTIVITY_TIMEOUTS.inc(ns, e.failure.timeout_type)
+            elif isinstance(e, ev.ActivityFailed):
+                metrics.ACTIVITY_OUTCOMES.inc(ns, "failed")
+            elif isinstance(e, ev.ActivityTimedOut):
+                metrics.ACTIVITY_OUTCOMES.inc(ns, "timed_out")
+                metrics.ACTIVITY_TIMEOUTS.inc(ns, e.timeout_type)
+            elif isinstance(e, ev.TERMINAL_EVENTS):
+                metrics.WORKFLOWS_CLOSED.inc(ns, status_of(e))
+
+    def _log_event(self, cache: RunCache, e: ev.Event) -> None:
+        important = isinstance(e, _NOTEWORTHY)
+        level = logging.INFO if important else logging.DEBUG
+        if not log.isEnabledFor(level):
+            return
+        extra: dict[str, object] = {
+            "workflow_id": cache.workflow_id,
+            "run_id": cache.state.run_id,
+            "event_id": e.event_id,
+            "event": type(e).__name__,
+        }
+        seq = getattr(e, "seq", None)
+        if seq is not None:
+            extra["command_id"] = seq
+            if isinstance(e, ev.ACTIVITY_EVENTS):
+                extra["activity_id"] = seq
+        attempt = getattr(e, "attempt", None)
+        if attempt is not None:
+            extra["attempt"] = attempt
+        failure = getattr(e, "failure", None)
+        if failure is not None:
+            extra["error"] = failure.describe()
+        log.log(level, "recorded %s", type(e).__name__, extra=extra)
+
+
+_NOTEWORTHY = (
+    ev.ActivityRetryScheduled,
+    ev.ActivityFailed,
+    ev.ActivityTimedOut,
+    ev.WorkflowTaskFailed,
+    *ev.TERMINAL_EVENTS,
+)
+"""Events logged at info level; every other recorded event is logged at debug."""
+
+
+def _instead_of_too_large(
+    state: RunState, message: inp.RunInput, exc: MessageRejectedError
+) -> inp.RunInput | None:
+    """What to record when the events ``message`` produces are too large to store: its
+    failure, so the run shows why instead of waiting for a report that can never land."""
+    limit = f"{exc.limit:,}" if exc.limit else "max_payload"
+    size = f"{exc.size:,} bytes" if exc.size else "too large"
+    advice = (
+        "Pass large values by reference (store the data elsewhere, e.g. a JetStream object "
+        "store, and pass its key), or raise max_payload in the nats-server config"
+    )
+    if isinstance(message, inp.CompleteWorkflowTask):
+        last = state.last_wft_failure
+        attempt = last.attempt + 1 if last is not None else 1
+        failure = Failure(
+            message=(
+                f"the decisions of this workflow task cannot be recorded: their events are "
+                f"{size}, and the NATS server stores at most {limit} bytes per message "
+                f"(max_payload). {advice}"
+            ),
+            type="MessageRejectedError",
+        )
+        return inp.FailWorkflowTask(
+            message.run_id, message.based_on, failure, attempt, message.worker
+        )
+    if isinstance(message, inp.CompleteActivityTask):
+        if message.commands:  # record the result alone; a workflow task decides again
+            return evolve(message, commands=(), event_id=0, completed_at=None, more=False)
+        failure = Failure(
+            message=(
+                f"the result of activity #{message.seq} (attempt {message.attempt}) cannot be "
+                f"recorded: its history message is {size}, and the NATS server stores at most "
+                f"{limit} bytes per message (max_payload). {advice}; not retried, as another "
+                "attempt would return as much"
+            ),
+            type="MessageRejectedError",
+            non_retryable=True,
+        )
+        return inp.FailActivityTask(message.run_id, message.seq, message.attempt, failure)
+    return None
+
+
+def _new_run_id_if_needed(message: inp.RunInput) -> str:
+    if isinstance(message, inp.CompleteWorkflowTask) and any(
+        isinstance(c, ContinueAsNewWorkflow) for c in message.commands
+    ):
+        return new_run_id()
+    return ""

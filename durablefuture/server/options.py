@@ -1,0 +1,30 @@
+"""How a df-server is tuned."""
+
+from __future__ import annotations
+
+from attrs import define, field
+
+from durablefuture.server.schedules import ScheduleOptions
+
+__all__ = ["ServerOptions"]
+
+
+@define
+class ServerOptions:
+    """Tuning of a df-server; the defaults suit production."""
+
+    namespace: str = "default"
+    input_ack_wait: float = 10.0
+    """Seconds before an input a crashed server was handling is redelivered to another."""
+    input_max_deliver: int = 10
+    cache_size: int = 20_000
+    """Runs whose state is kept in memory (a miss reloads the history)."""
+    concurrency: int = 1024
+    """Inputs processed at once (different runs in parallel, one at a time per run)."""
+    replicas: int = 1
+    """Stream and bucket replicas (3 in a 3-node cluster)."""
+    local_timers: bool = True
+    """Fire timers from memory at their due time; the JetStream schedule stays the durable
+    backup (it fires up to ~0.25 s late)."""
+    schedules: ScheduleOptions | None = field(factory=ScheduleOptions)
+    """The schedule component (None: this server does not step schedules)."""

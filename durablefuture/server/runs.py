@@ -1,0 +1,103 @@
+"""The run cache: each run's folded state and events, kept while memory allows.
+
+A cached run is only a shortcut: before a decision that matters it is checked against the
+stream (an append conflict or a newer sequence refreshes it), and a miss reads the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+from attrs import define, field
+
+from durablefuture import metrics
+from durablefuture.core import events as ev
+from durablefuture.core.errors import CorruptHistoryError, DurableFutureError
+from durablefuture.core.state import RunState
+from durablefuture.server.base import ServerBase
+from durablefuture.transport.history import Batch, fold
+
+__all__ = ["RunCache", "RunCaches", "RunMissing", "new_run_id"]
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+@define
+class RunCache:
+    workflow_id: str
+    state: RunState
+    events: list[ev.Event]
+    last_seq: int
+    first_seq: int  # stream sequence of the run's first batch (its start)
+    lock: asyncio.Lock = field(factory=asyncio.Lock)
+    wft_sent_upto: int = 0
+
+    def apply(self, seq: int, input_id: str, events: Sequence[ev.Event]) -> None:
+        self.state.apply(list(events), input_id)
+        self.events.extend(events)
+        self.last_seq = seq
+
+
+class RunMissing(DurableFutureError):
+    pass
+
+
+class RunCaches(ServerBase):
+    """Finding, loading and refreshing runs in the server's cache (least recently used first
+    out, never one whose lock is held)."""
+
+    def _cached(self, run_id: str) -> RunCache | None:
+        cache = self._cache.get(run_id)
+        if cache is not None:
+            self._cache.move_to_end(run_id)
+        return cache
+
+    def _remember(self, run_id: str, cache: RunCache) -> None:
+        self._cache[run_id] = cache
+        self._cache.move_to_end(run_id)
+        while len(self._cache) > self.options.cache_size:
+            oldest_id, oldest = next(iter(self._cache.items()))
+            if oldest.lock.locked():
+                break
+            del self._cache[oldest_id]
+
+    async def _load(self, workflow_id: str, run_id: str) -> RunCache:
+        cache = self._cached(run_id)
+        if cache is not None:
+            self.stats["cache_hits"] += 1
+            metrics.CACHE_LOOKUPS.inc("server", "hit")
+            return cache
+        self.stats["cache_misses"] += 1
+        metrics.CACHE_LOOKUPS.inc("server", "miss")
+        batches = await self.history.read(workflow_id, run_id)
+        if not batches:
+            raise RunMissing(f"no history for workflow {workflow_id!r} run {run_id}")
+        cache = self._from_batches(workflow_id, run_id, batches)
+        existing = self._cache.get(run_id)
+        if existing is not None:  # loaded concurrently
+            return existing
+        self._remember(run_id, cache)
+        return cache
+
+    def _from_batches(self, workflow_id: str, run_id: str, batches: list[Batch]) -> RunCache:
+        state = fold(workflow_id, run_id, batches)
+        events = [e for b in batches for e in b.events]
+        return RunCache(workflow_id, state, events, batches[-1].stream_seq, batches[0].stream_seq)
+
+    async def _refresh(self, cache: RunCache) -> bool:
+        """Read batches appended by others; returns True if there were any."""
+        run_id = cache.state.run_id
+        try:
+            batches = await self.history.read(cache.workflow_id, run_id, cache.last_seq)
+            fold(cache.workflow_id, run_id, batches, cache.state)
+        except CorruptHistoryError:
+            self._cache.pop(run_id, None)  # partly folded: never use it again
+            raise
+        for b in batches:
+            cache.events.extend(b.events)
+            cache.last_seq = b.stream_seq
+        return bool(batches)

@@ -1,0 +1,48 @@
+"""Reading KV buckets, with NATS errors translated once (a missing key is ``None``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats.errors
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from durablefuture.core.errors import TransportError
+
+__all__ = ["KeyValue", "read_key", "read_values"]
+
+
+def _failed(what: str, exc: Exception) -> TransportError:
+    return TransportError(f"reading {what} failed: {type(exc).__name__}: {exc}")
+
+
+async def read_key(kv: KeyValue, key: str) -> bytes | None:
+    """The value stored under ``key``; None if there is none (never written, or deleted).
+
+    Raises:
+        TransportError: the bucket could not be read.
+    """
+    try:
+        entry = await kv.get(key)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise _failed(f"key {key} of a KV bucket", exc) from exc
+    return entry.value
+
+
+async def read_values(kv: KeyValue) -> list[bytes]:
+    """Every value in the bucket (entries that vanish or cannot be read meanwhile are left out).
+
+    Raises:
+        TransportError: the bucket's keys could not be listed.
+    """
+    try:
+        keys = await kv.keys()
+    except nats.js.errors.NoKeysError:
+        return []
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise _failed("the keys of a KV bucket", exc) from exc
+    entries = await asyncio.gather(*(kv.get(k) for k in keys), return_exceptions=True)
+    return [e.value for e in entries if not isinstance(e, BaseException) and e.value is not None]

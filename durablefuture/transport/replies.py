@@ -1,0 +1,135 @@
+"""Replies over core NATS: one wildcard inbox per connection user, notices, requests.
+
+:class:`ReplyInbox` is the one reply multiplexer: a single ``<inbox>.*`` subscription, each
+reply subject a token under it routed to its waiter, so waiting for an answer (a PubAck, a
+df-server's reply) costs no subscription, task or timer per message. Each
+:class:`~durablefuture.transport.publisher.Publisher` has one (``publisher.replies``): its
+PubAcks come back on it, and the client waits there for the answers to its requests.
+
+NATS errors are translated here, once: a failed subscribe or request raises
+:class:`~durablefuture.core.errors.TransportError` (:class:`NoResponders` when nobody listens,
+:class:`RequestTimedOut` when nobody answered in time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from durablefuture.core.errors import TransportError
+
+__all__ = ["NoResponders", "ReplyInbox", "RequestTimedOut", "Watch", "request"]
+
+
+class NoResponders(TransportError):
+    """Nobody subscribes to the subject a request was sent to."""
+
+
+class RequestTimedOut(TransportError):
+    """A request got no answer in time."""
+
+
+class ReplyInbox:
+    """One wildcard subscription; each reply is routed by its subject's last token."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.prefix = ""
+        self._next = 0
+        self._routes: dict[str, Callable[[Msg], None]] = {}
+        self._sub: Subscription | None = None
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._sub is not None
+
+    async def start(self) -> None:
+        """Subscribe (once; concurrent callers wait for the same subscription)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self.started:
+                return
+            prefix = f"{self.nc.new_inbox()}."
+            try:
+                self._sub = await self.nc.subscribe(prefix + "*", cb=self._on)
+            except nats.errors.Error as exc:
+                raise TransportError(f"subscribing to a reply inbox failed: {exc}") from exc
+            self.prefix = prefix
+
+    async def _on(self, msg: Msg) -> None:
+        route = self._routes.get(msg.subject[len(self.prefix) :])
+        if route is not None:
+            route(msg)
+
+    def open(self, route: Callable[[Msg], None]) -> str:
+        """A new reply subject whose replies go to ``route`` until :meth:`close`."""
+        self._next += 1
+        token = str(self._next)
+        self._routes[token] = route
+        return self.prefix + token
+
+    def close(self, subject: str) -> None:
+        self._routes.pop(subject[len(self.prefix) :], None)
+
+    def expect(self) -> tuple[str, asyncio.Future[bytes]]:
+        """A reply subject and the future its first reply's body resolves (``close`` it when
+        giving up)."""
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        subject = ""
+
+        def first(msg: Msg) -> None:
+            self.close(subject)
+            if not future.done():
+                future.set_result(msg.data)
+
+        subject = self.open(first)
+        return subject, future
+
+
+class Watch:
+    """The core-NATS messages published on one subject, collected until :meth:`close`."""
+
+    def __init__(self) -> None:
+        self.arrived = asyncio.Event()
+        self.received: list[bytes] = []
+        self._sub: Subscription | None = None
+
+    @classmethod
+    async def open(cls, nc: NATS, subject: str) -> Watch:
+        watch = cls()
+
+        async def on(msg: Msg) -> None:
+            watch.received.append(msg.data)
+            watch.arrived.set()
+
+        try:
+            watch._sub = await nc.subscribe(subject, cb=on)
+        except nats.errors.Error as exc:
+            raise TransportError(f"subscribing to {subject} failed: {exc}") from exc
+        return watch
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+
+
+async def request(nc: NATS, subject: str, data: bytes, timeout: float) -> bytes:
+    """Send a core-NATS request and return the answer's body."""
+    try:
+        msg = await nc.request(subject, data, timeout=timeout)
+    except nats.errors.NoRespondersError:
+        raise NoResponders(f"nobody listens on {subject}") from None
+    except nats.errors.TimeoutError:
+        raise RequestTimedOut(f"no answer on {subject} within {timeout:g}s") from None
+    except nats.errors.Error as exc:
+        raise TransportError(f"request on {subject} failed: {exc}") from exc
+    return msg.data
