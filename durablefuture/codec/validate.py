@@ -31,7 +31,7 @@ _RUN_IDS = frozenset({"run_id", "child_run_id", "continued_from", "first_run_id"
 _WORKFLOW_IDS = frozenset({"workflow_id", "child_workflow_id"})
 _NAMES = frozenset({"workflow_type", "name", "signal_name", "activity_type"})
 _QUEUES = frozenset({"task_queue"})
-_TEXT_IDS = frozenset({"request_id", "worker"})
+_TEXT_IDS = frozenset({"request_id", "chain_request_id", "worker"})
 DURATION_FIELDS = frozenset(
     {
         "execution_timeout",
@@ -62,7 +62,7 @@ MAX_DEPTH = 8
 
 def _check_field(name: str, value: object, where: str) -> None:
     what = f"{where}.{name}"
-    if value is None or (value == "" and name in _RUN_IDS | {"worker"}):
+    if value is None or (value == "" and name in _RUN_IDS | {"worker", "chain_request_id"}):
         return
     if name in _RUN_IDS:
         check_run_id(value, what)  # type: ignore[arg-type]

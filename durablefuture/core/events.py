@@ -93,6 +93,9 @@ class WorkflowStarted:
     attempt: int = 1
     execution_deadline: float | None = None
     headers: dict[str, str] = field(factory=dict)
+    chain_request_id: str = ""
+    """The request id that started the chain this run continues ("" for a chain's first run:
+    then it is ``request_id``); a start request seen again after continue-as-new finds it."""
 
 
 @frozen

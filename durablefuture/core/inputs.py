@@ -72,6 +72,8 @@ class StartWorkflowRequest:
     """Context that travels with the run (e.g. the trace context of whoever started it)."""
     signals: tuple[PendingSignal, ...] = field(default=(), converter=_pending)
     """Signals to deliver to the new run first (carried over by continue-as-new)."""
+    chain_request_id: str = ""
+    """Continue-as-new: the request id of the chain's first run (see ``WorkflowStarted``)."""
 
 
 @frozen

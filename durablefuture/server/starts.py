@@ -47,19 +47,18 @@ class Starts(RunInputs):
         cache = self._cached(last.run_id)
         if cache is not None and cache.last_seq == last.batch.stream_seq:
             st = cache.state
-            return LatestRun(st.run_id, st.status, st.started.request_id), last.batch.stream_seq
+            return LatestRun.of(st.started, st.status), last.batch.stream_seq
         status = RunStatus.RUNNING
         for e in last.batch.events:
             if isinstance(e, ev.TERMINAL_EVENTS):
                 status = status_of(e)
-        first = last.batch.events[0]
-        if isinstance(first, ev.WorkflowStarted):
-            request_id = first.request_id
-        else:
+        started: ev.Event | None = last.batch.events[0]
+        if not isinstance(started, ev.WorkflowStarted):
             head = await self.history.first_batch(workflow_id, last.run_id)
             started = head.events[0] if head else None
-            request_id = started.request_id if isinstance(started, ev.WorkflowStarted) else ""
-        return LatestRun(last.run_id, status, request_id), last.batch.stream_seq
+        if not isinstance(started, ev.WorkflowStarted):
+            return LatestRun(last.run_id, status), last.batch.stream_seq
+        return LatestRun.of(started, status), last.batch.stream_seq
 
     async def _handle_start(self, request: inp.StartWorkflowRequest, reply_to: str) -> None:
         wid = request.workflow_id

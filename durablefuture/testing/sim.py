@@ -192,7 +192,7 @@ class Simulation:
         latest = None
         if latest_id is not None:
             st = self.runs[latest_id].state
-            latest = LatestRun(st.run_id, st.status, st.started.request_id)
+            latest = LatestRun.of(st.started, st.status)
         decision = decide_start(request, latest)
         if decision.action == "existing":
             return decision.run_id, ""

@@ -741,6 +741,33 @@ def test_decide_start_same_request_id_returns_the_existing_run_whatever_its_stat
         assert (d.action, d.run_id) == ("existing", "old")
 
 
+def test_decide_start_knows_the_request_that_started_a_chain_continued_as_new() -> None:
+    # the chain's latest run was made by continue-as-new ("can:<previous run>")
+    for status in (RunStatus.RUNNING, RunStatus.COMPLETED, RunStatus.CONTINUED_AS_NEW):
+        latest = LatestRun("run-3", status, "can:run-2", chain_request_id="r")
+        d = decide_start(request(request_id="r"), latest)
+        assert (d.action, d.run_id) == ("existing", "run-3")
+    # another request id is still arbitrated as a new start
+    latest = LatestRun("run-3", RunStatus.COMPLETED, "can:run-2", chain_request_id="r")
+    assert decide_start(request(request_id="other"), latest).action == "start"
+
+
+def test_continue_as_new_carries_the_chain_request_id_to_every_next_run() -> None:
+    first = start_events(request(request_id="r"), namespace="n", run_id="run-1", now=1.0)[0]
+    assert isinstance(first, ev.WorkflowStarted) and first.chain_request_id == ""
+    nxt = inp.StartWorkflowRequest(
+        workflow_id="wf-1",
+        workflow_type="order",
+        task_queue="q",
+        request_id="can:run-1",
+        chain_request_id=first.chain_request_id or first.request_id,
+        continued_from="run-1",
+    )
+    second = start_events(nxt, namespace="n", run_id="run-2", now=2.0)[0]
+    assert isinstance(second, ev.WorkflowStarted) and second.chain_request_id == "r"
+    assert LatestRun.of(second, RunStatus.RUNNING).chain_request_id == "r"
+
+
 def test_decide_start_while_running_rejects_or_signals() -> None:
     d = decide_start(request(), LatestRun("old", RunStatus.RUNNING, "req-old"))
     assert (d.action, d.run_id) == ("reject", "old")

@@ -6,9 +6,8 @@ A start request is recognised as already handled only by the request id of the w
 *latest* run (``decide_start``); a run made by continue-as-new has request id
 ``can:<previous run>``, so once the chain has closed, the same start request (a redelivery of
 its input after a df-server died before acknowledging it, or a client's retry after a lost
-reply) starts a new run under the default id reuse policy. The fix belongs in
-``core/orchestration.decide_start`` and ``server/service._latest_run`` (the chain's first
-request id), which are being split now; until then this test is expected to fail.
+reply) started a new run under the default id reuse policy. Each run now carries the request
+id that started its chain, and ``decide_start`` answers a known request with the latest run.
 """
 
 from __future__ import annotations
@@ -27,10 +26,6 @@ def hop(n: int):  # type: ignore[no-untyped-def]
     return "done"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="start dedup looks only at the latest run's request id (core/orchestration.py)",
-)
 async def test_a_start_request_seen_again_after_continue_as_new_starts_nothing() -> None:
     async with LocalEnvironment() as env:
         async with env.worker(workflows=[hop]):

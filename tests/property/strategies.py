@@ -139,7 +139,7 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         ),
         PRINTABLE,
     ),
-    "worker": st.just("") | PRINTABLE,
+    **dict.fromkeys(("worker", "chain_request_id"), st.just("") | PRINTABLE),
     "task_queue": st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True),
     "key": st.from_regex(r"[A-Za-z0-9._-]{1,20}", fullmatch=True),
     **dict.fromkeys(DURATION_FIELDS, st.floats(min_value=0, max_value=1e9)),

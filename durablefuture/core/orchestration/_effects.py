@@ -80,6 +80,7 @@ def _close_effects(state: RunState, terminal: ev.Event) -> list[Effect]:
                     parent_close_policy=s.parent_close_policy,
                     continued_from=s.run_id,
                     first_run_id=s.first_run_id or s.run_id,
+                    chain_request_id=s.chain_request_id or s.request_id,
                     run_id=terminal.new_run_id,
                     headers=s.headers,
                     signals=terminal.signals,

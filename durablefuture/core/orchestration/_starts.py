@@ -17,6 +17,12 @@ class LatestRun:
     run_id: str
     status: str
     request_id: str = ""
+    chain_request_id: str = ""
+    """The request id that started the run's chain (continue-as-new keeps it)."""
+
+    @staticmethod
+    def of(started: ev.WorkflowStarted, status: str) -> LatestRun:
+        return LatestRun(started.run_id, status, started.request_id, started.chain_request_id)
 
 
 @frozen
@@ -31,7 +37,9 @@ class StartDecision:
 def decide_start(request: inp.StartWorkflowRequest, latest: LatestRun | None) -> StartDecision:
     if latest is None:
         return StartDecision("start")
-    if request.request_id and latest.request_id == request.request_id:
+    if request.request_id and request.request_id in (latest.request_id, latest.chain_request_id):
+        # the same request again (a redelivery, a client's retry), also after the run it
+        # started has continued as new: the chain's latest run answers it
         return StartDecision("existing", latest.run_id)
     if request.continued_from is not None:
         if latest.run_id == request.continued_from and latest.status == RunStatus.CONTINUED_AS_NEW:
@@ -97,6 +105,7 @@ def start_events(
             continued_from=request.continued_from,
             first_run_id=request.first_run_id or run_id,
             request_id=request.request_id,
+            chain_request_id=request.chain_request_id,
             execution_deadline=deadline,
             headers=dict(request.headers),
         )
