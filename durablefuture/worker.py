@@ -647,7 +647,7 @@ class Worker:
             headers[RECEIPT_HEADER] = self._receipts
 
         async def publish() -> None:
-            await self.pub.publish(self.layout.input("run"), data, headers)
+            await self.pub.publish(self.layout.input("report"), data, headers)
 
         if keep is None:
             await publish()

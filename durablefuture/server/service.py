@@ -74,6 +74,7 @@ from durablefuture.core.orchestration import (
 )
 from durablefuture.core.state import RunState, status_of
 from durablefuture.server.schedules import ScheduleOptions, ScheduleService
+from durablefuture.server.sources import SERVER, refusal
 from durablefuture.transport.connection import connect, connection_lost, read_loop_stopped
 from durablefuture.transport.consumer import PullConsumer, delivery_count, stream_sequence
 from durablefuture.transport.deadletter import dead_letter
@@ -344,6 +345,11 @@ class Server:
                 env = self.codec.decode_input(msg.data)
             except DecodeError as exc:
                 await self._dead_letter(msg, "server-input", str(exc))
+                return
+            refused = refusal(msg.subject.rpartition(".")[2], env)
+            if refused is not None:
+                log.error("refused an input on %s: %s", msg.subject, refused)
+                await self._dead_letter(msg, "server-input", refused)
                 return
             headers = msg.headers or {}
             reply_to = headers.get(REPLY_HEADER, "")
@@ -896,7 +902,7 @@ class Server:
     ) -> asyncio.Future[PubAck]:
         data = self.codec.encode_input(InputEnvelope(workflow_id, input=message))
         headers = {MSG_ID: msg_id or f"{message.run_id}:{message.input_id}"}
-        return await self.pub.send(self.layout.input("run"), data, headers)
+        return await self.pub.send(self.layout.input(SERVER), data, headers)
 
     async def _execute(self, cache: RunCache, effects: Sequence[Effect]) -> None:
         """Send every effect's messages (pipelined), then wait for all their PubAcks."""
