@@ -16,6 +16,7 @@ import uuid
 
 import click
 
+from daemons.auth_command import auth
 from daemons.cli_base import (
     CONTEXT,
     Settings,
@@ -218,6 +219,7 @@ def workers(settings: Settings, task_queue: str | None) -> None:
 
 main.add_command(workflow)
 main.add_command(ui)
+main.add_command(auth)
 
 hooks.run = lambda settings, fn: _run(_with_client(settings, fn))
 hooks.emit = _emit

@@ -1,0 +1,306 @@
+"""`df auth init`: nats-server itself enforces what each role may do, tested against the
+configuration it generates (a real nats-server started from it, real daemons and clients)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from nats.aio.client import Client as NATS
+
+import durablefuture as df
+from daemons.df_cli import main as df_main
+from durablefuture.auth import read_credentials, write
+from durablefuture.codec.wire import InputEnvelope, default_codec
+from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
+from durablefuture.core.errors import InvalidArgumentError
+from durablefuture.natsserver import NatsServer
+from durablefuture.server import Server, ServerOptions
+from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.connection import connect
+from durablefuture.transport.headers import REPLY_HEADER
+from durablefuture.transport.subjects import Layout
+from tests.conftest import wait_for
+
+
+def checked(order_id: str) -> str:
+    return f"checked {order_id}"
+
+
+def guarded(order_id: str):  # type: ignore[no-untyped-def]
+    opts = df.ActivityOptions(start_to_close_timeout=5)
+    checked_ = yield df.activity(checked, order_id, options=opts)
+    go = yield df.wait_signal("go")
+    return f"{checked_} {go}"
+
+
+def test_auth_init_writes_an_include_file_and_private_credentials(tmp_path: Path) -> None:
+    out = tmp_path / "auth"
+    result = CliRunner().invoke(
+        df_main, ["auth", "init", "--out", str(out), "--namespace", "a", "--namespace", "b"]
+    )
+    assert result.exit_code == 0, result.output
+    conf = (out / "df-auth.conf").read_text()
+    assert "DF_a: {" in conf and "DF_b: {" in conf and conf.count("jetstream: enabled") == 2
+    for ns in ("a", "b"):
+        for role in ("server", "worker", "client", "admin"):
+            path = out / ns / f"{role}.creds"
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            assert read_credentials(path).public_key in conf
+    # never silently replaced: running it again needs --force
+    again = CliRunner().invoke(df_main, ["auth", "init", "--out", str(out), "--namespace", "a"])
+    assert again.exit_code != 0 and "--force" in again.output
+    with pytest.raises(InvalidArgumentError, match="namespace"):
+        write(tmp_path / "x", ["bad namespace"])
+    with pytest.raises(InvalidArgumentError, match="not a NATS credentials file"):
+        (tmp_path / "junk").write_text("hello\n")
+        read_credentials(tmp_path / "junk")
+
+
+class Probe:
+    """A raw connection with one role's credentials, attempting what that role must not do."""
+
+    def __init__(self, nc: NATS, caplog: pytest.LogCaptureFixture) -> None:
+        self.nc = nc
+        self.caplog = caplog
+
+    async def refused(self, subject: str, attempt: Callable[[], Awaitable[object]]) -> None:
+        """``attempt`` is refused by nats-server, and our side logs a clear line naming it."""
+        seen = len(self.caplog.records)
+        await attempt()
+        await self.nc.flush()
+
+        def logged() -> bool:
+            return any(
+                "NATS refused" in r.getMessage()
+                and "permissions violation" in r.getMessage().lower()
+                and subject.lower() in r.getMessage().lower()
+                for r in self.caplog.records[seen:]
+            )
+
+        await wait_for(logged, 10)
+
+    async def publish_refused(self, subject: str, data: bytes = b"{}", **kw: object) -> None:
+        await self.refused(subject, lambda: self.nc.publish(subject, data, **kw))  # type: ignore[arg-type]
+
+    async def subscribe_refused(self, subject: str) -> None:
+        await self.refused(subject, lambda: self.nc.subscribe(subject))
+
+
+async def _probe(env: LocalEnvironment, role: str, caplog: pytest.LogCaptureFixture) -> Probe:
+    return Probe(await connect(env.nats_url, creds=env.creds(role), timeout=10), caplog)
+
+
+async def test_roles_run_workflows_and_nats_refuses_every_forgery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    codec = default_codec()
+    async with LocalEnvironment(auth=True) as env:
+        async with env.worker(workflows=[guarded], activities=[checked]):
+            client = env.client
+            layout = client.layout
+            handle = await client.start_workflow(guarded, "o-1", id="victim")
+            run_id = handle.run_id or ""
+
+            async def waiting() -> bool:
+                return any(
+                    isinstance(e, ev.SignalWaitStarted) for e in await handle.fetch_history()
+                )
+
+            await wait_for(waiting, 15)
+            before = await handle.fetch_history()
+            completed = next(e for e in before if isinstance(e, ev.ActivityCompleted))
+            forged_report = InputEnvelope(
+                "victim", input=inp.CompleteActivityTask(run_id, completed.seq, 1, "forged")
+            )
+            summary = b'{"status": "completed", "result": "forged"}'
+            status_key = f"$KV.{layout.runs_bucket}.{layout.status_key('victim', run_id)}"
+            history = layout.history("victim", run_id)
+            server = env.server
+            assert server is not None
+            for role in ("client", "worker", "admin"):
+                probe = await _probe(env, role, caplog)
+                try:
+                    # a WorkflowCompleted appended to the run's history
+                    await probe.publish_refused(history, b'{"events": [{"t": "completed"}]}')
+                    # a closed notice that would make a waiting result() return a forged value
+                    await probe.publish_refused(layout.closed_notice("victim", run_id), summary)
+                    # the status entry rewritten
+                    await probe.publish_refused(status_key, summary)
+                    # a timer fired early, a child's result forged
+                    await probe.publish_refused(layout.input("timer"))
+                    await probe.publish_refused(layout.input("server"))
+                    # the server's inputs taken or acknowledged from under it
+                    await probe.publish_refused(
+                        f"$JS.API.CONSUMER.MSG.NEXT.{layout.stream}.{layout.server_consumer}"
+                    )
+                    # the replies of other users sniffed
+                    await probe.subscribe_refused("_INBOX.>")
+                    await probe.subscribe_refused(f"{layout.prefix}.>")
+                    if role != "worker":
+                        # a forged activity completion / activity task
+                        await probe.publish_refused(
+                            layout.input("report"), codec.encode_input(forged_report)
+                        )
+                        await probe.publish_refused(
+                            layout.activity_tasks("default"), b'{"v": 1, "task": {}}'
+                        )
+                        await probe.publish_refused(layout.workflow_tasks("default"))
+                        await probe.publish_refused(
+                            f"$JS.API.CONSUMER.MSG.NEXT.{layout.stream}."
+                            f"{layout.activity_consumer('default')}"
+                        )
+                    else:
+                        # a worker neither signals, starts, cancels nor terminates
+                        term = inp.TerminateWorkflow(run_id, "t1", "evil")
+                        await probe.publish_refused(
+                            layout.input("run"),
+                            codec.encode_input(InputEnvelope("victim", input=term)),
+                        )
+                        await probe.publish_refused(layout.input("start"))
+                        await probe.subscribe_refused(f"{layout.events_prefix}.closed.>")
+                finally:
+                    await probe.nc.close()
+
+            # a report on a subject the client may write: stored, refused by df-server
+            caplog.clear()
+            dead = server.stats["dead_letters"]
+            await client.pub.publish(layout.input("run"), codec.encode_input(forged_report))
+            await wait_for(lambda: server.stats["dead_letters"] > dead, 10)
+            assert any(
+                "refused an input" in r.getMessage() and "CompleteActivityTask" in r.getMessage()
+                for r in caplog.records
+            )
+
+            # a Df-Reply naming the victim's history: df-server never answers there
+            request = inp.StartWorkflowRequest(
+                "deputy", "guarded", "default", request_id="r-deputy", args=("o-2",)
+            )
+            await client.pub.publish(
+                layout.input("start"),
+                codec.encode_input(InputEnvelope("deputy", start=request)),
+                {REPLY_HEADER: history},
+            )
+            deputy = client.get_workflow_handle("deputy")
+
+            async def deputy_started() -> bool:
+                try:
+                    return bool(await deputy.fetch_history())
+                except df.DurableFutureError:
+                    return False
+
+            await wait_for(deputy_started, 10)
+            assert await handle.fetch_history() == before
+            assert (await handle.describe()).status == "running"
+
+            # the legitimate roles still work end to end
+            await handle.signal("go", "now")
+            assert await handle.result(timeout=15) == "checked o-1 now"
+            await deputy.terminate("done")
+
+
+async def test_namespaces_are_separate_accounts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    files = write(tmp_path / "auth", ["a", "b"])
+    creds = {f"{ns}/{role}": str(p) for (ns, role), p in files.creds.items()}
+    nats_server = NatsServer(str(tmp_path / "nats"), include=str(files.config)).start()
+    servers: list[Server] = []
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        # nobody gets in without credentials
+        with pytest.raises(df.DurableFutureError):
+            await connect(nats_server.url, timeout=1)
+        for ns in ("a", "b"):
+            server = await Server.connect(
+                nats_server.url, ServerOptions(namespace=ns), creds=creds[f"{ns}/server"]
+            )
+            await server.start()
+            servers.append(server)
+            tasks.append(asyncio.create_task(server.run()))
+        client_a = await df.Client.connect(nats_server.url, "a", creds=creds["a/client"])
+        worker_client = await df.Client.connect(nats_server.url, "a", creds=creds["a/worker"])
+        try:
+            async with df.Worker(worker_client, "default", [guarded], [checked]):
+                handle = await client_a.start_workflow(guarded, "o-a", id="secret")
+                run_id = handle.run_id or ""
+
+                async def waiting() -> bool:
+                    history = await handle.fetch_history()
+                    return any(isinstance(e, ev.SignalWaitStarted) for e in history)
+
+                await wait_for(waiting, 15)
+                before = await handle.fetch_history()
+                lay_a = Layout("a")
+                for role in ("client", "admin", "server"):
+                    nc = await connect(nats_server.url, creds=creds[f"b/{role}"], timeout=10)
+                    probe = Probe(nc, caplog)
+                    try:
+                        js = nc.jetstream(timeout=2)
+                        # a's stream does not exist in b's account: not listable, not readable
+                        names = await js.streams_info() if role != "client" else []
+                        assert all(not s.config.name.startswith("DF_a") for s in names)
+                        with pytest.raises(Exception, match=r"(?i)not found|no responders|timeout"):
+                            await js.stream_info(lay_a.stream)
+                        with pytest.raises(Exception, match=r"(?i)not found|no responders|timeout"):
+                            await js.get_last_msg(lay_a.stream, lay_a.history("secret", run_id))
+                        if role == "server":
+                            # even b's server, which may publish anything in its own account,
+                            # reaches nothing of a's: no stream of its account stores df.a.>
+                            seen: list[object] = []
+
+                            async def collect(msg: object, box: list[object] = seen) -> None:
+                                box.append(msg)
+
+                            sub = await nc.subscribe("df.a.>", cb=collect)
+                            await nc.flush()
+                            await handle.signal("noise", 1)  # a's traffic: invisible to b
+                            await nc.flush()
+                            assert seen == []
+                            await sub.unsubscribe()
+                            term = inp.TerminateWorkflow(run_id, "t-b", "cross-tenant")
+                            ack = js.publish(
+                                lay_a.input("run"),
+                                default_codec().encode_input(InputEnvelope("secret", input=term)),
+                            )
+                            with pytest.raises(Exception, match=r"(?i)no respon|timeout"):
+                                await ack  # no stream of b's account stores df.a.>
+                        else:
+                            # b's users may not even name a's subjects
+                            await probe.publish_refused(lay_a.input("run"))
+                            await probe.subscribe_refused("df.a.>")
+                    finally:
+                        await nc.close()
+                after = [e for e in await handle.fetch_history() if e not in before]
+                assert all(isinstance(e, ev.SignalReceived) for e in after), after
+                assert (await handle.describe()).status == "running"
+                await handle.signal("go", "ok")
+                assert await handle.result(timeout=15) == "checked o-a ok"
+        finally:
+            await client_a.close()
+            await worker_client.close()
+    finally:
+        for server in servers:
+            await server.shutdown()
+        for task in tasks:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        nats_server.cleanup()
+
+
+def test_seed_files_are_read_with_or_without_the_decoration(tmp_path: Path) -> None:
+    files = write(tmp_path / "auth", ["a"])
+    seed = read_credentials(files.creds[("a", "worker")]).seed
+    bare = tmp_path / "bare.nk"
+    bare.write_text(seed + "\n")
+    assert read_credentials(bare).seed == seed
+    assert os.stat(files.config).st_mode & 0o077 == 0
