@@ -65,7 +65,7 @@ from durablefuture.core.types import JsonValue, check_name
 from durablefuture.transport.connection import connection_lost, read_loop_stopped
 from durablefuture.transport.consumer import PullConsumer, delivery_count
 from durablefuture.transport.deadletter import dead_letter
-from durablefuture.transport.guard import max_payload
+from durablefuture.transport.guard import check_reply_subject, max_payload
 from durablefuture.transport.headers import RECEIPT_HEADER, RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer, open_bucket
 from durablefuture.transport.leases import AttemptLease, AttemptLeases
@@ -988,6 +988,11 @@ class Worker:
     # ------------------------------------------------------------------ queries
 
     async def _on_query(self, msg: Msg) -> None:
+        try:  # answer an inbox only: never write where the asker names (a run's history)
+            check_reply_subject(msg.reply, "query reply subject")
+        except MessageRejectedError as exc:
+            log.error("refused a query: %s", exc)
+            return
         try:
             answer = await self._answer_query(msg.data)
             body = {"ok": True, "result": answer}

@@ -304,3 +304,38 @@ def test_seed_files_are_read_with_or_without_the_decoration(tmp_path: Path) -> N
     bare.write_text(seed + "\n")
     assert read_credentials(bare).seed == seed
     assert os.stat(files.config).st_mode & 0o077 == 0
+
+
+async def test_daemons_and_the_cli_log_in_with_their_role_credentials(tmp_path: Path) -> None:
+    from tests.conftest import Daemons
+
+    files = write(tmp_path / "auth", ["default"])
+    creds = {role: str(p) for (_, role), p in files.creds.items()}
+    nats_server = NatsServer(str(tmp_path / "nats"), include=str(files.config)).start()
+    daemons = Daemons(tmp_path, nats_server.url)
+    try:
+        daemons.server("--creds", creds["server"])
+        daemons.worker(
+            "--creds",
+            creds["worker"],
+            "--workflows",
+            "workflows_examples:WORKFLOWS",
+            "--activities",
+            "workflows_examples:ACTIVITIES",
+            task_queue="examples",
+        )
+        args = ["--nats", nats_server.url, "--creds", creds["client"], "--json", "workflow"]
+        start = [*args, "start", "order_workflow", "--id", "o-1", "--task-queue", "examples"]
+        start += ["--input", '["o-1", 42.0]', "--wait"]
+
+        def run_cli() -> object:
+            result = CliRunner().invoke(df_main, start)
+            return result if result.exit_code == 0 else None
+
+        # the namespace exists once df-server is up: until then the start is refused
+        result = await wait_for(lambda: asyncio.to_thread(run_cli), 60)
+        assert "TRACK-O-1" in result.output, daemons.logs()  # type: ignore[attr-defined]
+        assert "violation" not in daemons.logs().lower(), daemons.logs()
+    finally:
+        daemons.stop_all()
+        nats_server.cleanup()
