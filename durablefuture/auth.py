@@ -102,6 +102,10 @@ def account_name(namespace: str) -> str:
     return f"DF_{check_namespace(namespace)}"
 
 
+def users_account_name(namespace: str) -> str:
+    return f"DF_{check_namespace(namespace)}_users"
+
+
 def new_user_seed() -> str:
     """A fresh nkey user seed (``SU...``)."""
     seed: bytes = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
@@ -188,29 +192,78 @@ def _list(subjects: Iterable[str]) -> str:
     return "[" + ", ".join(json.dumps(x) for x in subjects) + "]"
 
 
+def _exports(namespace: str) -> list[tuple[str, str, str]]:
+    """(kind, subject, response type) the namespace's account lends its users' account."""
+    lay = Layout(namespace)
+    api = "$JS.API"
+    services = [
+        f"{api}.INFO",
+        f"{api}.STREAM.INFO.*",
+        f"{api}.STREAM.MSG.GET.*",
+        f"{api}.STREAM.NAMES",
+        f"{api}.STREAM.LIST",
+        f"{api}.CONSUMER.INFO.>",
+        f"{api}.CONSUMER.CREATE.>",
+        f"{api}.CONSUMER.DELETE.>",
+        f"{api}.CONSUMER.NAMES.>",
+        f"{api}.CONSUMER.LIST.>",
+        "$JS.ACK.>",
+        "$JS.FC.>",
+        lay.input("start"),
+        lay.input("run"),
+        lay.input("report"),
+        lay.dead_letter("worker"),
+        lay.schedule_input("ctl"),
+        f"$KV.{lay.activity_bucket}.>",
+        f"$KV.{lay.workers_bucket}.>",
+    ]
+    out = [("service", x, "") for x in services]
+    # batched direct gets and pulls answer with many messages
+    out.append(("service", f"{api}.DIRECT.GET.>", "stream"))
+    out.append(("service", f"{api}.CONSUMER.MSG.NEXT.>", "stream"))
+    out += [("stream", f"{lay.events_prefix}.closed.>", ""), ("stream", "_INBOX.>", "")]
+    return out
+
+
 def render_config(seeds: dict[tuple[str, str], str]) -> str:
     """The nats-server include file for users ``(namespace, role) -> seed``."""
     namespaces = sorted({ns for ns, _ in seeds}, key=str)
     lines = [
         "# DurableFuture accounts and users, written by `df auth init`.",
         '# Include it from the nats-server config: include "df-auth.conf"',
-        "# One account per namespace; one nkey user per role (server, worker, client, admin).",
+        "# Per namespace: an account with JetStream and the server user, and an account of the",
+        "# worker, client and admin users, which reach the first only through its exports.",
         "accounts {",
     ]
     for ns in namespaces:
-        lines.append(f"  {account_name(ns)}: {{")
-        lines.append("    jetstream: enabled")
-        lines.append("    users: [")
-        for role in ROLES:
-            seed = seeds.get((ns, role))
-            if seed is None:
-                continue
-            key = public_key_of(seed)
-            perms = permissions(role, ns, key).render()
-            lines.append(f"      # {role}")
-            lines.append(f"      {{nkey: {json.dumps(key)}, permissions: {perms}}}")
-        lines.append("    ]")
-        lines.append("  }")
+        home, users = account_name(ns), users_account_name(ns)
+        exports = _exports(ns)
+        for name in (home, users):
+            lines.append(f"  {name}: {{")
+            if name == home:
+                lines.append("    jetstream: enabled")
+            lines.append("    users: [")
+            for role in ROLES:
+                seed = seeds.get((ns, role))
+                if seed is None or (role == "server") != (name == home):
+                    continue
+                key = public_key_of(seed)
+                perms = permissions(role, ns, key).render()
+                lines.append(f"      # {role}")
+                lines.append(f"      {{nkey: {json.dumps(key)}, permissions: {perms}}}")
+            lines.append("    ]")
+            if name == home:
+                lines.append("    exports: [")
+                for kind, subject, response in exports:
+                    extra = f", response_type: {response}" if response else ""
+                    lines.append(f"      {{{kind}: {json.dumps(subject)}{extra}}}")
+            else:
+                lines.append("    imports: [")
+                for kind, subject, _ in exports:
+                    ref = f"{{account: {home}, subject: {json.dumps(subject)}}}"
+                    lines.append(f"      {{{kind}: {ref}}}")
+            lines.append("    ]")
+            lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

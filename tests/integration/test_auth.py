@@ -10,6 +10,7 @@ import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
 from nats.aio.client import Client as NATS
@@ -124,6 +125,10 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
             summary = b'{"status": "completed", "result": "forged"}'
             status_key = f"$KV.{layout.runs_bucket}.{layout.status_key('victim', run_id)}"
             history = layout.history("victim", run_id)
+            stored = (
+                await client.pub.js.stream_info(layout.stream, subjects_filter=history)
+            ).state.subjects
+            assert stored
             server = env.server
             assert server is not None
             for role in ("client", "worker", "admin"):
@@ -198,6 +203,30 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
                     return False
 
             await wait_for(deputy_started, 10)
+
+            # replies that other services would send where the asker names: a worker's query
+            # answer, JetStream's PubAck and API answers (those reach the users' account only,
+            # where no stream stores anything)
+            caplog.clear()
+            query = orjson.dumps({"wid": "victim", "run": run_id, "name": "state", "args": []})
+            await client.nc.publish(layout.query("default"), query, reply=history)
+            await wait_for(lambda: any("refused a query" in r.getMessage() for r in caplog.records))
+            for subject in (
+                layout.input("run"),
+                f"$JS.API.STREAM.INFO.{layout.stream}",
+                f"$JS.API.DIRECT.GET.{layout.stream}.{history}",
+                f"$JS.API.CONSUMER.INFO.{layout.stream}.{layout.server_consumer}",
+            ):
+                await client.nc.publish(subject, b"junk", reply=history)
+            await client.nc.publish(layout.input("run"), b"junk", reply=layout.input("start"))
+            await client.nc.flush()
+            # the junk on in.run is dead-lettered once df-server read it: what came before it
+            # (each answer) has been stored, if anywhere, by then
+            dead = server.stats["dead_letters"]
+            await client.nc.publish(layout.input("run"), b"last")
+            await wait_for(lambda: server.stats["dead_letters"] >= dead + 1, 10)
+            info = await client.pub.js.stream_info(layout.stream, subjects_filter=history)
+            assert info.state.subjects == stored
             assert await handle.fetch_history() == before
             assert (await handle.describe()).status == "running"
 
