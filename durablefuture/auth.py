@@ -1,34 +1,46 @@
 """NATS accounts, users and role permissions for DurableFuture namespaces (``df auth init``).
 
-How it works: every namespace gets its own NATS **account** (``DF_<ns>``, JetStream enabled), so
-no user of one namespace can see, list, read or write anything of another one: streams, KV
-buckets, consumers and core subjects all live inside the account. Inside the account there is
-one **nkey user per role**, whose publish/subscribe permissions nats-server enforces:
+How it works. Every namespace gets two NATS accounts:
+
+* ``DF_<ns>`` holds JetStream (the stream ``DF_<ns>``, its KV buckets and consumers) and one
+  user, the ``server`` role (df-server), which may do anything there.
+* ``DF_<ns>_users`` holds the ``worker``, ``client`` and ``admin`` users. It has no JetStream of
+  its own: it reaches ``DF_<ns>`` only through the subjects that account exports (the input
+  subjects a role may write, the JetStream API, acks, the KV subjects of the activity and
+  worker buckets; the closed notices and inboxes back). Each user's permissions then narrow
+  that to its role.
+
+Why two accounts: an answer goes where the asker's reply subject says. Inside one account a
+client could publish with the reply subject of a run's history and have JetStream's PubAck (or
+an API answer, or a direct get of a message it stored earlier) written into that history. Across
+an export NATS rewrites the reply subject, and the answer comes back into the users' account,
+where no stream stores anything. Users of another namespace are in other accounts: they see,
+list and read nothing of this one.
 
 ========  ===========================================================================
 role      may (everything else is refused by nats-server with a permissions violation)
 ========  ===========================================================================
-server    everything in its account: histories, status entries, closed notices, tasks,
+server    everything in ``DF_<ns>``: histories, status entries, closed notices, tasks,
           timers, dead letters, JetStream management (df-server is the only writer)
 worker    take workflow/activity tasks of any task queue (never the server's inputs),
-          publish reports on ``df.<ns>.in.report``, heartbeats/leases/liveness records,
-          read histories; answer queries
+          report on ``df.<ns>.in.report``, heartbeats/leases/liveness records, read
+          histories, answer queries
 client    start (``in.start``), signal/cancel/terminate (``in.run``), schedule control
           (``sci.ctl``), queries, read histories and status, list, wait for results
-admin     what client can, plus listing streams/consumers and reading dead letters
-          through consumers of its own (the UI and operators)
+admin     what client can, plus listing streams and consumers and reading dead letters
+          through a consumer of its own (the UI and operators)
 ========  ===========================================================================
 
 Replies: each user subscribes only under its own inbox prefix ``_INBOX.<user public key>``
-(:func:`inbox_prefix`; :func:`~durablefuture.transport.connection.connect` sets it when it
-connects with an nkey credentials file), so no user can read, or race, another's replies;
-only the server role may publish to inboxes (the others answer only through
-``allow_responses``, i.e. to a request they received).
+(:func:`~durablefuture.transport.credentials.inbox_prefix`;
+:func:`~durablefuture.transport.connection.connect` sets it when it connects with an nkey
+credentials file), so no user can read another's replies; no user but the server may publish
+to inboxes (the others answer only through ``allow_responses``, i.e. to a request they got).
 
-Credentials are nkey seed files (``<out>/<ns>/<role>.creds``, mode 0600) in the decorated
-format of NATS credentials files; config-file accounts with nkey users need no operator, no
-JWTs and no resolver. The configuration is an include file for the operator's nats-server
-config (``include "df-auth.conf"``); nothing here talks to NATS.
+Credentials are nkey seed files (``<out>/<ns>/<role>.creds``, mode 0600) with the seed block of
+a NATS credentials file: config-file accounts with nkey users need no operator, JWTs or
+resolver. The configuration is an include file for the operator's nats-server config
+(``include "df-auth.conf"``). Nothing here talks to NATS.
 """
 
 from __future__ import annotations
@@ -63,6 +75,7 @@ __all__ = [
     "permissions",
     "read_credentials",
     "render_config",
+    "users_account_name",
     "write",
 ]
 
