@@ -28,7 +28,7 @@ worker    take workflow/activity tasks of any task queue (never the server's inp
 client    start (``in.start``), signal/cancel/terminate (``in.run``), schedule control
           (``sci.ctl``), queries, read histories and status, list, wait for results
 admin     what client can, plus listing streams and consumers and reading dead letters
-          through a consumer of its own (the UI and operators)
+          through the consumer named ``dlq`` (the UI and operators)
 ========  ===========================================================================
 
 Replies: each user subscribes only under its own inbox prefix ``_INBOX.<user public key>``
@@ -64,6 +64,7 @@ from durablefuture.transport.credentials import (
 from durablefuture.transport.subjects import Layout
 
 __all__ = [
+    "DEAD_LETTER_CONSUMER",
     "ROLES",
     "AuthFiles",
     "Credentials",
@@ -81,6 +82,8 @@ __all__ = [
 
 ROLES = ("server", "worker", "client", "admin")
 CONFIG_NAME = "df-auth.conf"
+DEAD_LETTER_CONSUMER = "dlq"
+"""The consumer name through which the admin role reads dead letters (``df.<ns>.dlq.>``)."""
 
 
 @frozen
@@ -148,6 +151,17 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
         for bucket in (lay.runs_bucket, lay.activity_bucket, lay.workers_bucket)
         for verb, tail in (("CREATE", ""), ("CREATE", ".>"), ("DELETE", ".*"))
     )
+    # the server's own consumers: nobody else creates, pulls from or acknowledges on them
+    protected = tuple(
+        x
+        for c in (lay.server_consumer, lay.schedule_consumer)
+        for x in (
+            f"{api}.CONSUMER.CREATE.{s}.{c}.>",
+            f"{api}.CONSUMER.DELETE.{s}.{c}",
+            f"{api}.CONSUMER.MSG.NEXT.{s}.{c}",
+            f"$JS.ACK.{s}.{c}.>",
+        )
+    )
     if role == "worker":
         return Permissions(
             publish_allow=(
@@ -162,23 +176,13 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
                 f"$KV.{lay.activity_bucket}.>",
                 f"$KV.{lay.workers_bucket}.>",
             ),
-            publish_deny=tuple(
-                x
-                for c in (lay.server_consumer, lay.schedule_consumer)
-                for x in (
-                    f"{api}.CONSUMER.CREATE.{s}.{c}.>",
-                    f"{api}.CONSUMER.MSG.NEXT.{s}.{c}",
-                    f"$JS.ACK.{s}.{c}.>",
-                )
-            ),
+            publish_deny=protected,
             subscribe_allow=(inbox, f"{lay.events_prefix}.query.*"),
             allow_responses=True,
         )
     client = (
         *read,
         *kv_read,
-        f"{api}.CONSUMER.CREATE.{s}.*.{p}.h.>",
-        f"{api}.CONSUMER.DELETE.{s}.*",
         lay.input("start"),
         lay.input("run"),
         lay.schedule_input("ctl"),
@@ -193,7 +197,10 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
             f"{api}.STREAM.LIST",
             f"{api}.CONSUMER.NAMES.*",
             f"{api}.CONSUMER.LIST.*",
-            f"{api}.CONSUMER.CREATE.{s}.*.{lay.dead_letters()}",
+            # dead letters, through the one consumer named DEAD_LETTER_CONSUMER
+            f"{api}.CONSUMER.CREATE.{s}.{DEAD_LETTER_CONSUMER}.{lay.dead_letters()}",
+            f"{api}.CONSUMER.MSG.NEXT.{s}.{DEAD_LETTER_CONSUMER}",
+            f"{api}.CONSUMER.DELETE.{s}.{DEAD_LETTER_CONSUMER}",
         )
         return Permissions((*client, *admin), (), subscribe, allow_responses=True)
     raise InvalidArgumentError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")

@@ -393,7 +393,8 @@ async def connect(
     tls: TlsConfig | ssl.SSLContext | None = None,
 ) -> NATS:
     """Connect to ``url`` (several may be given, comma-separated), retrying for up to
-    ``timeout`` seconds with a log line per attempt. ``creds`` is a NATS credentials file;
+    ``timeout`` seconds with a log line per attempt. ``creds`` is a NATS credentials file
+    (a user JWT ``.creds`` file, or an nkey seed file as ``df auth init`` writes);
     ``tls`` asks for TLS (so does a ``tls://`` URL): a :class:`TlsConfig` or a ready context.
 
     Passwords and tokens in ``url`` never appear in what this logs or raises (nor, once

@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 
 import durablefuture as df
 from daemons.df_cli import main as df_main
-from durablefuture.auth import read_credentials, write
+from durablefuture.auth import DEAD_LETTER_CONSUMER, read_credentials, write
 from durablefuture.codec.wire import InputEnvelope, default_codec
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
@@ -368,3 +368,58 @@ async def test_daemons_and_the_cli_log_in_with_their_role_credentials(tmp_path: 
     finally:
         daemons.stop_all()
         nats_server.cleanup()
+
+
+async def test_schedules_and_dead_letters_with_role_credentials(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    from tests.integration.test_schedules import every_second, quick
+
+    caplog.set_level(logging.INFO)
+    async with LocalEnvironment(auth=True) as env:
+        async with env.worker(task_queue="sq", workflows=[quick]):
+            client = env.client
+            handle = await client.create_schedule("s1", every_second(quick, df.Overlap.SKIP))
+
+            async def ran() -> bool:
+                d = await handle.describe()
+                return any(a.status == "completed" for a in d.recent_actions)
+
+            await wait_for(ran, 20)
+            assert [s.schedule_id for s in await client.list_schedules()] == ["s1"]
+            await handle.pause("enough")
+            await handle.delete()
+
+        # junk on a client's input subject ends as a dead letter; admin reads it with a
+        # consumer of its own, a client may not create one
+        layout = client.layout
+        server = env.server
+        assert server is not None
+        dead = server.stats["dead_letters"]
+        await client.pub.publish(layout.input("run"), b"junk")
+        await wait_for(lambda: server.stats["dead_letters"] > dead, 10)
+        config = ConsumerConfig(
+            name=DEAD_LETTER_CONSUMER,
+            filter_subject=layout.dead_letters(),
+            ack_policy=AckPolicy.NONE,
+        )
+        probe = await _probe(env, "client", caplog)
+        try:
+            subject = (
+                f"$JS.API.CONSUMER.CREATE.{layout.stream}.{DEAD_LETTER_CONSUMER}."
+                f"{layout.dead_letters()}"
+            )
+            await probe.publish_refused(subject)
+        finally:
+            await probe.nc.close()
+        admin = await connect(env.nats_url, creds=env.creds("admin"), timeout=10)
+        try:
+            js = admin.jetstream(timeout=5)
+            await js.add_consumer(layout.stream, config)
+            sub = await js.pull_subscribe_bind(DEAD_LETTER_CONSUMER, stream=layout.stream)
+            msgs = await sub.fetch(1, timeout=5)
+            assert msgs[0].subject.startswith(f"{layout.prefix}.dlq.")
+        finally:
+            await admin.close()
