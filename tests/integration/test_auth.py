@@ -423,3 +423,27 @@ async def test_schedules_and_dead_letters_with_role_credentials(
             assert msgs[0].subject.startswith(f"{layout.prefix}.dlq.")
         finally:
             await admin.close()
+
+
+def test_each_input_subject_carries_only_its_senders_inputs() -> None:
+    from durablefuture.server.sources import refusal
+
+    start = InputEnvelope(
+        "w", start=inp.StartWorkflowRequest("w", "t", "q", request_id="r", args=())
+    )
+    signal = InputEnvelope("w", input=inp.SignalWorkflow("run", "s", "r1"))
+    report = InputEnvelope("w", input=inp.CompleteActivityTask("run", 1, 1, "x"))
+    child = InputEnvelope("w", input=inp.RecordChildStarted("run", 1, "child"))
+    allowed = {
+        "start": {"start"},
+        "run": {"signal"},
+        "report": {"report"},
+        "server": {"start", "signal", "report", "child"},
+        "timer": {"start", "signal", "report", "child"},
+        "other": set(),
+    }
+    envs = {"start": start, "signal": signal, "report": report, "child": child}
+    for kind, ok in allowed.items():
+        for name, env in envs.items():
+            reason = refusal(kind, env)
+            assert (reason is None) == (name in ok), (kind, name, reason)
