@@ -36,6 +36,7 @@ def checked(order_id: str) -> str:
 
 
 def guarded(order_id: str):  # type: ignore[no-untyped-def]
+    df.workflow.set_query_handler("order", lambda: order_id)
     opts = df.ActivityOptions(start_to_close_timeout=5)
     checked_ = yield df.activity(checked, order_id, options=opts)
     go = yield df.wait_signal("go")
@@ -231,6 +232,7 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
             assert (await handle.describe()).status == "running"
 
             # the legitimate roles still work end to end
+            assert await handle.query("order") == "o-1"
             await handle.signal("go", "now")
             assert await handle.result(timeout=15) == "checked o-1 now"
             await deputy.terminate("done")
@@ -447,3 +449,24 @@ def test_each_input_subject_carries_only_its_senders_inputs() -> None:
         for name, env in envs.items():
             reason = refusal(kind, env)
             assert (reason is None) == (name in ok), (kind, name, reason)
+
+
+def test_df_dev_runs_an_example_with_auth(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data = tmp_path / "dev"
+    command = ["daemons.df_cli", "dev", "--auth", "--run", "order", "--data-dir", str(data)]
+    done = subprocess.run(
+        [sys.executable, "-m", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "TRACK-" in done.stdout, done.stdout
+    log = (data / "nats" / "nats-server.log").read_text()
+    assert "Violation" not in log, log
+    conf = (data / "nats" / "auth" / "df-auth.conf").read_text()
+    assert "DF_default_users" in conf
