@@ -34,7 +34,8 @@ CREDS_OPTION = click.option(
     default=None,
     envvar="DF_NATS_CREDS",
     type=click.Path(exists=True, dir_okay=False),
-    help="NATS credentials file (env DF_NATS_CREDS).",
+    help="NATS credentials file: a user JWT .creds file, or one `df auth init` wrote "
+    "(env DF_NATS_CREDS).",
 )
 TLS_CA_OPTION = click.option(
     "--tls-ca",

@@ -16,6 +16,7 @@ import uuid
 
 import click
 
+from daemons.auth_command import auth
 from daemons.cli_base import (
     CONTEXT,
     Settings,
@@ -96,10 +97,18 @@ def main(
     default=None,
     help="Run an example and exit: order, recovery, saga, approval, batch.",
 )
+@click.option(
+    "--auth", is_flag=True, help="Require logins: see `df auth init` (creds in DATA_DIR)."
+)
 @LOG_LEVEL_OPTION
 @click.pass_obj
 def dev(
-    settings: Settings, data_dir: str, port: int | None, run_example: str | None, log_level: str
+    settings: Settings,
+    data_dir: str,
+    port: int | None,
+    run_example: str | None,
+    log_level: str,
+    auth: bool = False,
 ) -> None:
     """Run everything locally: nats-server, a df-server and a worker for the examples."""
     from workflows_examples import ACTIVITIES, EXAMPLES, TASK_QUEUE, WORKFLOWS
@@ -114,7 +123,7 @@ def dev(
 
         chosen = port if port is not None else (free_port() if run_example else 4222)
         store = os.path.abspath(os.path.join(data_dir, "nats"))
-        env = LocalEnvironment(settings.namespace, store_dir=store, port=chosen)
+        env = LocalEnvironment(settings.namespace, store_dir=store, port=chosen, auth=auth)
         try:
             await env.__aenter__()
         except DurableFutureError as exc:
@@ -145,6 +154,8 @@ def dev(
                         f"--task-queue {TASK_QUEUE} --input '[\"o-1\", 42.0]' --wait\n"
                         f"Press Ctrl-C to stop."
                     )
+                    if auth:  # every command needs a login (a role's credentials)
+                        click.echo(f"  credentials: --creds {env.creds('client')} (and admin, ...)")
                     stop = asyncio.Event()
                     loop = asyncio.get_running_loop()
                     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -218,6 +229,7 @@ def workers(settings: Settings, task_queue: str | None) -> None:
 
 main.add_command(workflow)
 main.add_command(ui)
+main.add_command(auth)
 
 hooks.run = lambda settings, fn: _run(_with_client(settings, fn))
 hooks.emit = _emit

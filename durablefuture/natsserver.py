@@ -62,6 +62,8 @@ class NatsServer:
     must present one. ``url`` is then a ``tls://`` URL.
     ``max_payload`` (bytes, default 1 MiB) is the largest message it accepts; ``max_file_store``
     (bytes, default: no limit but the disk) caps what JetStream stores on disk.
+    ``include`` is a config file included as it is, e.g. the accounts and users written by
+    ``df auth init`` (then every client must log in).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class NatsServer:
         tls_verify: bool = True,
         max_payload: int | None = None,
         max_file_store: int | None = None,
+        include: str | None = None,
     ) -> None:
         if (tls_cert is None) != (tls_key is None) or (tls_ca is not None and tls_cert is None):
             raise DurableFutureError(
@@ -94,6 +97,7 @@ class NatsServer:
         self.tls_verify = tls_verify and tls_ca is not None
         self.max_payload = max_payload
         self.max_file_store = max_file_store
+        self.include = include
         self.log_file = log_file or os.path.join(self.store_dir, "nats-server.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -128,6 +132,10 @@ class NatsServer:
                 )
             if self.tls_cert:
                 f.write(self._tls_block())
+            if self.include:
+                # nats-server resolves an include relative to the including file
+                rel = os.path.relpath(os.path.abspath(self.include), self.store_dir)
+                f.write(f"include {json.dumps(rel)}\n")
             if self.max_payload is None:
                 f.write("max_payload: 1MB\n")
             else:

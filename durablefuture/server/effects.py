@@ -35,6 +35,7 @@ from durablefuture.core.effects import (
 from durablefuture.core.errors import TransportError
 from durablefuture.server.base import ServerBase
 from durablefuture.server.runs import RunCache
+from durablefuture.server.sources import SERVER
 from durablefuture.transport.guard import max_payload
 from durablefuture.transport.publisher import (
     EXPECTED_LAST_SUBJECT_SEQ,
@@ -68,7 +69,7 @@ class Effects(ServerBase):
     ) -> asyncio.Future[PubAck]:
         data = self.codec.encode_input(InputEnvelope(workflow_id, input=message))
         headers = {MSG_ID: msg_id or f"{message.run_id}:{message.input_id}"}
-        return await self.pub.send(self.layout.input("run"), data, headers)
+        return await self.pub.send(self.layout.input(SERVER), data, headers)
 
     async def _execute(self, cache: RunCache, effects: Sequence[Effect]) -> None:
         """Send every effect's messages (pipelined), then wait for all their PubAcks."""

@@ -35,6 +35,7 @@ from durablefuture.server.inputs import (  # imported from here before the packa
 )
 from durablefuture.server.options import ServerOptions
 from durablefuture.server.schedules import ScheduleService
+from durablefuture.server.sources import refusal
 from durablefuture.server.starts import Starts
 from durablefuture.transport.buckets import read_key
 from durablefuture.transport.connection import connect, connection_lost, read_loop_stopped
@@ -207,6 +208,11 @@ class Server(Starts):
                 env = self.codec.decode_input(msg.data)
             except DecodeError as exc:
                 await self._dead_letter(msg, "server-input", str(exc))
+                return
+            refused = refusal(msg.subject.rpartition(".")[2], env)
+            if refused is not None:
+                log.error("refused an input on %s: %s", msg.subject, refused)
+                await self._dead_letter(msg, "server-input", refused)
                 return
             headers = msg.headers or {}
             reply_to = headers.get(REPLY_HEADER, "")

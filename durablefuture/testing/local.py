@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -22,6 +23,11 @@ class LocalEnvironment:
     with ``async with env.worker(task_queue=..., workflows=[...], activities=[...]):``.
     ``max_payload`` and ``max_file_store`` (bytes) set the nats-server's message size and
     JetStream disk limits, to see how workflows cope with them.
+
+    ``auth=True`` runs it as ``df auth init`` would set it up: nats-server requires logins,
+    the df-server uses the namespace's ``server`` credentials, ``env.client`` the ``client``
+    ones and ``env.worker(...)`` the ``worker`` ones, each limited to what its role may do;
+    ``env.creds(role)`` is the path of a role's credentials file.
     """
 
     def __init__(
@@ -34,8 +40,10 @@ class LocalEnvironment:
         port: int | None = None,
         max_payload: int | None = None,
         max_file_store: int | None = None,
+        auth: bool = False,
     ) -> None:
         self.namespace = namespace
+        self.auth = auth
         self.server_options = server_options or ServerOptions(namespace=namespace)
         self.nats = NatsServer(
             store_dir,
@@ -47,10 +55,19 @@ class LocalEnvironment:
         self.server: Server | None = None
         self._client: Client | None = None
         self._server_task: Any = None
+        self._creds: dict[str, str] = {}
 
     @property
     def nats_url(self) -> str:
         return self.nats.url
+
+    def creds(self, role: str) -> str | None:
+        """The credentials file of ``role`` (server, worker, client, admin) when ``auth``."""
+        if not self.auth:
+            return None
+        if not self._creds:
+            raise RuntimeError("use `async with LocalEnvironment(auth=True) as env` first")
+        return self._creds[role]
 
     @property
     def client(self) -> Client:
@@ -61,11 +78,21 @@ class LocalEnvironment:
     async def __aenter__(self) -> LocalEnvironment:
         import asyncio
 
+        if self.auth:
+            from durablefuture.auth import write
+
+            files = write(os.path.join(self.nats.store_dir, "auth"), [self.namespace], force=True)
+            self.nats.include = str(files.config)
+            self._creds = {role: str(path) for (_, role), path in files.creds.items()}
         self.nats.start()
-        self.server = await Server.connect(self.nats.url, self.server_options)
+        self.server = await Server.connect(
+            self.nats.url, self.server_options, creds=self.creds("server")
+        )
         await self.server.start()
         self._server_task = asyncio.create_task(self.server.run())
-        self._client = await Client.connect(self.nats.url, self.namespace)
+        self._client = await Client.connect(
+            self.nats.url, self.namespace, creds=self.creds("client")
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -88,7 +115,7 @@ class LocalEnvironment:
         **kwargs: Any,
     ) -> AsyncIterator[Worker]:
         """Run a worker (with its own connection) for the duration of the ``async with``."""
-        client = await Client.connect(self.nats.url, self.namespace)
+        client = await Client.connect(self.nats.url, self.namespace, creds=self.creds("worker"))
         worker = Worker(client, task_queue, workflows, activities, **kwargs)
         try:
             async with worker:

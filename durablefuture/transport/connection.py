@@ -32,6 +32,7 @@ from durablefuture.core.errors import (
     NatsUnavailableError,
     TlsError,
 )
+from durablefuture.transport.credentials import inbox_prefix, read_credentials
 from durablefuture.transport.redaction import redact, remember, scrub
 from durablefuture.transport.tls import TlsConfig, explain_handshake_failure
 
@@ -269,6 +270,15 @@ class _Reconnects:
         if isinstance(exc, ssl.SSLError) and self.tls_error is None:
             self.tls_error = exc
             self.tls_failed.set()
+        lowered = text.lower()
+        if "permissions violation" in lowered or "authorization violation" in lowered:
+            # nats-server refused something these credentials may not do (df auth init)
+            log.error(
+                "NATS refused: %s; the credentials of this connection do not allow it "
+                "(see `df auth init` for what each role may do)",
+                text,
+            )
+            return
         log.debug("nats: %s", text)
 
     async def on_closed(self) -> None:
@@ -370,6 +380,18 @@ async def _first_connect(
     connecting.result()  # raises what nats-py raised
 
 
+def _login(creds: str | None) -> dict[str, Any]:
+    """nats-py connect arguments for a credentials file: a user JWT creds file as it is; an
+    nkey seed file (``df auth init``) as the seed, with the user's own inbox prefix (its
+    permissions let it subscribe there only)."""
+    if not creds:
+        return {}
+    found = read_credentials(creds)
+    if found.jwt:
+        return {"user_credentials": creds}
+    return {"nkeys_seed_str": found.seed, "inbox_prefix": inbox_prefix(found.public_key)}
+
+
 async def connect(
     url: str = DEFAULT_URL,
     *,
@@ -379,7 +401,8 @@ async def connect(
     tls: TlsConfig | ssl.SSLContext | None = None,
 ) -> NATS:
     """Connect to ``url`` (several may be given, comma-separated), retrying for up to
-    ``timeout`` seconds with a log line per attempt. ``creds`` is a NATS credentials file;
+    ``timeout`` seconds with a log line per attempt. ``creds`` is a NATS credentials file
+    (a user JWT ``.creds`` file, or an nkey seed file as ``df auth init`` writes);
     ``tls`` asks for TLS (so does a ``tls://`` URL): a :class:`TlsConfig` or a ready context.
 
     Passwords and tokens in ``url`` never appear in what this logs or raises (nor, once
@@ -395,6 +418,7 @@ async def connect(
             JetStream did not become ready within ``timeout``.
     """
     remember(url)
+    login = _login(creds)
     servers = [u.strip() for u in url.split(",") if u.strip()] or [DEFAULT_URL]
     for server in servers:
         _host_port(server)  # raises on a URL that cannot work
@@ -440,7 +464,7 @@ async def connect(
                         disconnected_cb=hooks.disconnected,
                         closed_cb=hooks.on_closed,
                         ping_interval=10,
-                        user_credentials=creds or None,
+                        **login,
                         tls=context,
                         tls_hostname=tls_hostname,
                     ),

@@ -6,7 +6,10 @@ One stream per namespace, ``DF_<ns>``, holds every subject under ``df.<ns>.``:
 ``df.<ns>.h.<workflow>.<run>``     a run's history (one message per recorded batch)
 ``df.<ns>.wt.<queue>``             workflow tasks of a task queue
 ``df.<ns>.at.<queue>``             activity tasks of a task queue
-``df.<ns>.in.<kind>``              server inputs (starts, reports, timer firings)
+``df.<ns>.in.<kind>``              server inputs: ``start`` and ``run`` (signals,
+                                   cancels, terminations) from clients, ``report`` from
+                                   workers, ``server`` and ``timer`` from df-server only
+                                   (durablefuture/server/sources.py: what each may carry)
 ``df.<ns>.tm.<run>.<key>``         durable timers (JetStream message schedules)
 ``df.<ns>.dlq.<source>``           dead letters: undecodable or impossible messages
 ``df.<ns>.sch.<schedule>``         a schedule's state (one record, rewritten with a

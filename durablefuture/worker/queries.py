@@ -8,17 +8,21 @@ replayed; the query handler then reads the generator's state. History is never c
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Mapping
 
 from durablefuture.client import Client
 from durablefuture.codec.queries import decode_query, encode_query_answer, encode_query_error
 from durablefuture.core import events as ev
 from durablefuture.core.definitions import WorkflowDefinition
-from durablefuture.core.errors import NonDeterminismError, QueryFailedError
+from durablefuture.core.errors import MessageRejectedError, NonDeterminismError, QueryFailedError
 from durablefuture.core.replay import WorkflowExecution
 from durablefuture.core.types import JsonValue
+from durablefuture.transport.guard import check_reply_subject
 from durablefuture.transport.messages import Msg
 from durablefuture.worker.cache import RunCache
+
+log = logging.getLogger("durablefuture.worker")
 
 __all__ = ["Queries"]
 
@@ -43,6 +47,11 @@ class Queries:
         self.event_size = event_size
 
     async def on_query(self, msg: Msg) -> None:
+        try:  # answer an inbox only: never write where the asker names (a run's history)
+            check_reply_subject(msg.reply, "query reply subject")
+        except MessageRejectedError as exc:
+            log.error("refused a query: %s", exc)
+            return
         try:
             answer = await self.answer(msg.data)
             body = encode_query_answer(answer)

@@ -83,7 +83,7 @@ class Reports:
             headers[RECEIPT_HEADER] = self.receipts
 
         async def publish() -> None:
-            await publish_report(self.pub, self.layout.input("run"), data, headers)
+            await publish_report(self.pub, self.layout.input("report"), data, headers)
 
         if keep is None:
             await publish()

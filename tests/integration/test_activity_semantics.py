@@ -286,7 +286,7 @@ async def test_a_redelivered_report_does_not_dispatch_a_due_retry_twice() -> Non
             report = inp.FailActivityTask(handle.run_id or "", 1, 1, retry.failure)
             codec = env.client.codec
             await env.client.nc.publish(
-                env.client.layout.input("run"),
+                env.client.layout.input("report"),
                 codec.encode_input(InputEnvelope("redelivered", input=report)),
             )
             await wait_for(lambda: server.stats["duplicates"] > duplicates, 5)

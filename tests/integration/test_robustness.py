@@ -59,7 +59,7 @@ async def test_duplicate_completion_and_redelivered_workflow_task_change_nothing
             completed = next(e for e in before if isinstance(e, ev.ActivityCompleted))
             # the same activity completion, delivered again (no Msg-Id: JetStream stores it)
             dup = inp.CompleteActivityTask(run_id, completed.seq, completed.attempt, "other")
-            await js.publish(layout.input("run"), codec.encode_input(InputEnvelope("dup", dup)))
+            await js.publish(layout.input("report"), codec.encode_input(InputEnvelope("dup", dup)))
             # the first workflow task's outcome, reported again
             scheduled = next(e for e in before if isinstance(e, ev.ActivityScheduled))
             from durablefuture.core.commands import ScheduleActivity
@@ -73,7 +73,9 @@ async def test_duplicate_completion_and_redelivered_workflow_task_change_nothing
                     ),
                 ),
             )
-            await js.publish(layout.input("run"), codec.encode_input(InputEnvelope("dup", stale)))
+            await js.publish(
+                layout.input("report"), codec.encode_input(InputEnvelope("dup", stale))
+            )
             # a workflow task redelivered after its outcome was recorded
             from durablefuture.codec.wire import WorkflowTaskMessage
             from durablefuture.core.effects import WorkflowTask
