@@ -102,7 +102,12 @@ def _overdue(state: ScheduleState, now: float) -> tuple[float, float] | None:
 
 def _pause_reason(state: ScheduleState, now: float) -> str:
     entry = _last(state.journal, "paused")
-    since = f" since {_when(entry.at, now)}" if entry is not None else ""
+    created = _last(state.journal, "created")
+    since = ""
+    if entry is not None:
+        since = f" since {_when(entry.at, now)}"
+    elif created is not None and _last(state.journal, "unpaused") is None:
+        since = f" since it was created ({_when(created.at, now)})"
     note = state.schedule.note
     if note.startswith("paused: action "):
         return (
