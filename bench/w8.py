@@ -38,6 +38,7 @@ DRAIN_SECONDS = 60.0
 async def w8(client: Any, prefix: str, n: int, secs: int) -> dict[str, Any]:
     import durablefuture as df
     from durablefuture.core import events as ev
+    from durablefuture.core.errors import DurableFutureError
     from durablefuture.core.schedule_spec import iso
 
     lead = max(3.0, n / 100)  # creation runs at a few hundred per second here
@@ -76,15 +77,19 @@ async def w8(client: Any, prefix: str, n: int, secs: int) -> dict[str, Any]:
     late_created = sum(1 for at in created if at >= start)
     log(f"W8: {n} schedules created in {create_s:.1f}s; {total} actions due until {iso(end)}")
 
-    async def taken() -> int:
-        return sum(d.actions_taken for d in await client.list_schedules(next_actions=0))
+    async def taken(before: int) -> int:
+        try:
+            return sum(d.actions_taken for d in await client.list_schedules(next_actions=0))
+        except DurableFutureError as exc:  # a busy nats-server: ask again at the next poll
+            log(f"W8: reading the schedules failed ({exc}); trying again")
+            return before
 
     await asyncio.sleep(max(0.0, end + 1 - time.time()))  # the window itself
     deadline = time.monotonic() + DRAIN_SECONDS
-    count = await taken()
+    count = await taken(0)
     while count < total and time.monotonic() < deadline:
-        await asyncio.sleep(1.0)
-        count = await taken()
+        await asyncio.sleep(2.0)
+        count = await taken(count)
     drain_s = DRAIN_SECONDS - max(0.0, deadline - time.monotonic())
 
     lateness: list[float] = []
@@ -93,8 +98,16 @@ async def w8(client: Any, prefix: str, n: int, secs: int) -> dict[str, Any]:
 
     async def check(sid: str, nominal: int) -> None:
         nonlocal missed, duplicated
-        async with read:
-            batches = await client.history.read_workflow(f"{sid}-{iso(nominal)}")
+        batches = []
+        for attempt in range(5):  # bounded: a read times out on a busy nats-server
+            try:
+                async with read:
+                    batches = await client.history.read_workflow(f"{sid}-{iso(nominal)}")
+                break
+            except DurableFutureError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(1.0)
         runs = {run for run, _ in batches}
         if not runs:
             missed += 1

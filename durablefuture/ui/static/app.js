@@ -1101,6 +1101,13 @@
     return text;
   }
 
+  /** "in 5s", "in 3 min", ... for a time ahead (the next runs). */
+  function fmtIn(ts) {
+    const s = ts - Date.now() / 1000;
+    if (s < 1) return "due now";
+    return `in ${fmtDur(s).replace(/\.\d+ s$/, " s")}`;
+  }
+
   const scheduleBadge = (s) => badge(s.paused ? "paused" : (s.status || (s.next_action_times.length ? "active" : "ended")));
 
   async function scheduleAction(kind, id, body) {
@@ -1238,7 +1245,7 @@
           return el("li", null, el("span", { class: `icon ${icon[0]}` }, icon[1]), el("span", null, r));
         }))));
       const next = d.next_action_times.length
-        ? el("ol", { class: "next-runs", id: "next-runs" }, d.next_action_times.map((t) => el("li", { dataset: { at: t } }, fmtTime(t), el("span", { class: "muted" }, ` · ${fmtAgo(t).replace(" ago", "").replace("just now", "now")}`))))
+        ? el("ol", { class: "next-runs", id: "next-runs" }, d.next_action_times.map((t) => el("li", { dataset: { at: t } }, fmtTime(t), el("span", { class: "muted" }, ` · ${fmtIn(t)}`))))
         : el("p", { class: "muted", id: "next-runs" }, d.paused ? "Paused: no next runs until it is unpaused." : "No more scheduled times.");
       const journal = el("table", { class: "events", id: "journal" }, el("tbody", null, d.journal.map((j) =>
         el("tr", { dataset: { kind: j.kind } },
