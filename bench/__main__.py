@@ -27,7 +27,9 @@ from bench.peers import DEFAULT_PEERS_DIR, DEFAULT_VENV, Peers
 from bench.procs import Started
 from bench.stats import Emitter, log
 
-ALL = ["w1", "w2", "w3", "w4", "w5", "mem"]
+ALL = ["w1", "w2", "w3", "w4", "w5", "mem", "w8"]
+DEFAULT = ["w1", "w2", "w3", "w4", "w5", "mem"]
+"""W8 (schedules, a minute or more) runs when asked for: --workloads w8."""
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,14 +41,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--workloads",
-        default=",".join(ALL),
-        help="comma-separated subset of w1..w5 and mem (a worker holding many open workflows)",
+        default=",".join(DEFAULT),
+        help="comma-separated subset of w1..w5, mem (a worker holding many open workflows) "
+        "and w8 (schedules firing every second; not in the default set)",
     )
     ap.add_argument("--quick", action="store_true", help="small counts for a smoke run")
     ap.add_argument(
         "--check",
         action="store_true",
         help="exit 1 unless every workload ran and printed a sound record (CI's smoke check)",
+    )
+    ap.add_argument(
+        "--w8-schedules", type=int, default=None, help="W8 schedules (default 1000, quick 50)"
+    )
+    ap.add_argument(
+        "--w8-seconds", type=int, default=None, help="W8 seconds of firing (default 60, quick 10)"
     )
     ap.add_argument("--with-temporal", action="store_true", help="also run Temporal W1-W5")
     ap.add_argument("--with-dbos", action="store_true", help="also run DBOS W1/W2")
@@ -97,6 +106,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.fsync = "always" if a.durable else (a.fsync or "default")
     if a.rounds < 1 or (a.peer_rounds is not None and a.peer_rounds < 1):
         ap.error("--rounds must be >= 1")
+    if (a.w8_schedules is not None and not 1 <= a.w8_schedules <= 10_000) or (
+        a.w8_seconds is not None and not 1 <= a.w8_seconds <= 3600
+    ):
+        ap.error("--w8-schedules must be 1..10000 and --w8-seconds 1..3600")
     if not (1 <= a.servers <= 8 and 1 <= a.workers <= 8):
         ap.error("--servers and --workers must be between 1 and 8")
     return a
@@ -165,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     signal.signal(signal.SIGTERM, _sigterm)
     sizes = QUICK if a.quick else FULL
+    if a.w8_schedules is not None:
+        sizes = dataclasses.replace(sizes, w8_n=a.w8_schedules)
+    if a.w8_seconds is not None:
+        sizes = dataclasses.replace(sizes, w8_secs=a.w8_seconds)
     out_path = os.path.abspath(
         a.out or str(ROOT / "bench" / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
     )

@@ -17,10 +17,13 @@ KEYS = {
     "w1": ["n", "max_in_flight", "wall_s", "wf_per_s"]
     + [f"e2e_{p}_ms" for p in ("p50", "p95", "p99", "max")],
     "w2": ["n", "wall_s"] + [f"{p}_ms" for p in ("p50", "p95", "p99", "max")],
+    "w8": ["schedules", "seconds", "expected_actions", "started_actions", "missed", "duplicated"]
+    + [f"late_{p}_ms" for p in ("p50", "p95", "p99", "max")],
 }
 PERCENTILES = {
     "w1": ("e2e_p50_ms", "e2e_p99_ms", "e2e_max_ms"),
     "w2": ("p50_ms", "p99_ms", "max_ms"),
+    "w8": ("late_p50_ms", "late_p99_ms", "late_max_ms"),
 }
 
 
@@ -46,6 +49,10 @@ def problems(records: list[dict[str, Any]], workloads: list[str]) -> list[str]:
             found.append(f"{name}: no JetStream messages per workflow (nothing went through NATS)")
         if rec["server_cpu_s"] < 0 or rec["worker_cpu_s"] < 0:
             found.append(f"{name}: negative CPU time")
+        if name == "w8" and rec["duplicated"]:
+            found.append(f"w8: {rec['duplicated']} action(s) started twice")
+        if name == "w8" and rec.get("drained") and rec["missed"]:
+            found.append(f"w8: {rec['missed']} action(s) never started after a full drain")
         keys = PERCENTILES.get(name)
         if keys and not rec[keys[0]] <= rec[keys[1]] <= rec[keys[2]]:
             found.append(f"{name}: percentiles out of order {[rec[k] for k in keys]}")

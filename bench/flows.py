@@ -61,6 +61,11 @@ def timer_workflow(seconds: float) -> Generator[Any, Any, list[float]]:  # W5
     return [t0, t1]
 
 
+def noop_workflow(i: int) -> Generator[Any, Any, int]:  # W8: the action every schedule starts
+    return i
+    yield  # a generator: a workflow
+
+
 def waiting_workflow(i: int) -> Generator[Any, Any, Any]:  # memory: stays open
     state = {"i": i}
     df.workflow.set_query_handler("state", lambda: state)
@@ -74,4 +79,5 @@ WORKFLOWS = [
     long_history_workflow,
     fan_out_workflow,
     timer_workflow,
+    noop_workflow,
 ]

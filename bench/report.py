@@ -40,6 +40,10 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("w5", "start_call_p99_ms", "W5 start call p99 ms", ""),
     ("w5", "late_fire_p99_ms", "W5 timer fire lateness p99 ms (history)", ""),
     ("w5", "first_task_p99_ms", "W5 start -> timer started p99 ms (history)", ""),
+    ("w8", "late_p50_ms", "W8 schedule action lateness p50 ms", ""),
+    ("w8", "late_p99_ms", "W8 schedule action lateness p99 ms", ""),
+    ("w8", "missed", "W8 actions missed", "0"),
+    ("w8", "duplicated", "W8 actions duplicated", "0"),
 ]
 
 

@@ -33,7 +33,7 @@ from daemons.common import (
     tls_config,
     tls_options,
 )
-from daemons.schedule_command import hooks, schedule
+from daemons.schedule_command import hooks, schedule, why_schedule
 from daemons.ui_command import start_dev_ui, ui
 from daemons.workflow_command import workflow
 from durablefuture.client import Client
@@ -174,9 +174,16 @@ def dev(
 @main.command(context_settings=CONTEXT)
 @click.argument("workflow_id")
 @click.option("--run-id", default=None, help="A specific run (default: the latest).")
+@click.option("--schedule", "of_schedule", is_flag=True, help="The id is a schedule's.")
+@click.option("--at", default=None, help="With --schedule: a scheduled time to explain.")
 @click.pass_obj
-def why(settings: Settings, workflow_id: str, run_id: str | None) -> None:
+def why(
+    settings: Settings, workflow_id: str, run_id: str | None, of_schedule: bool, at: str | None
+) -> None:
     """Explain why WORKFLOW_ID is (not) progressing, from history and live queue state."""
+    if of_schedule:  # df why --schedule ID [--at TIME]: why it did not fire
+        why_schedule(settings, workflow_id, at)
+        return
     from durablefuture.diagnose import Diagnosis, explain, render
 
     async def go(client: Client) -> Diagnosis:

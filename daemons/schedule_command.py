@@ -283,3 +283,31 @@ _simple(
     click.option("--overlap", type=click.Choice(OVERLAPS, case_sensitive=False), default=None),
 )
 _simple("delete", "Delete SCHEDULE_ID (running actions go on).", lambda h: h.delete())
+
+
+def why_schedule(settings: Any, schedule_id: str, at: str | None) -> None:
+    """``df why --schedule ID [--at TIME]`` and ``df schedule why``: print the reasons."""
+    from durablefuture.diagnose_schedules import (
+        ScheduleDiagnosis,
+        explain_schedule,
+        render_schedule,
+    )
+
+    when = _time(at) if at else None
+
+    async def go(client: Client) -> ScheduleDiagnosis:
+        return await explain_schedule(client, schedule_id, when)
+
+    d = hooks.run(settings, go)
+    hooks.emit(settings, d, render_schedule(d))
+
+
+@schedule.command("why", context_settings=CONTEXT)
+@click.argument("schedule_id")
+@click.option("--at", default=None, help="A scheduled time to explain (ISO 8601, e.g. ...Z).")
+@_json_flag
+@click.pass_obj
+def schedule_why(settings: Any, schedule_id: str, at: str | None, as_json: bool) -> None:
+    """Explain why SCHEDULE_ID did not fire (paused, outside start/end, skipped by overlap,
+    missed by the catch-up window, no df-server), or what happened at --at."""
+    why_schedule(_settings(settings, as_json), schedule_id, at)

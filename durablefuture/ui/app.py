@@ -20,6 +20,8 @@ id "events" or "a/cancel" is just an id).
 * ``POST /api/cancel/{id}``, ``/api/terminate/{id}`` (``{"reason": ...}``) and
   ``/api/signal/{id}`` (``{"name": ..., "args": [...]}``), ``?run_id=`` optional: JSON bodies
   only, so a plain cross-site form cannot post.
+* ``GET /schedules`` and ``GET /schedules/{id}``: the same page, on the schedules list or one
+  schedule; their API (``/api/schedules...``, pause/unpause/trigger) is in ``schedules.py``.
 * With a login (``auth``): ``GET``/``POST /login`` and ``POST /logout``.
 
 ``security.py`` wraps all of it: security headers, same-origin checks, the login.
@@ -54,7 +56,9 @@ from durablefuture.core.errors import (
     WorkflowNotFoundError,
 )
 from durablefuture.core.types import JsonValue
+from durablefuture.schedules import ScheduleNotFoundError
 from durablefuture.ui.auth import UiAuth
+from durablefuture.ui.schedules import initial_payload, schedule_routes
 from durablefuture.ui.security import Guard, Login, SecurityHeaders
 from durablefuture.ui.travel import definitions_of, history_state_payload
 from durablefuture.ui.views import list_payload, run_payload
@@ -91,7 +95,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def _status_of(exc: DurableFutureError) -> int:
-    if isinstance(exc, WorkflowNotFoundError):
+    if isinstance(exc, WorkflowNotFoundError | ScheduleNotFoundError):
         return 404
     if isinstance(exc, InvalidArgumentError):
         return 400
@@ -138,6 +142,8 @@ class _Api:
     async def _initial(self, request: Request) -> JsonValue:
         """What the page shows first: the run at ``/workflows/{id}``, else the runs list."""
         query = request.url.query
+        if request.url.path.startswith("/schedules"):
+            return await initial_payload(self.client, request.path_params.get("schedule_id"))
         wid = request.path_params.get("workflow_id")
         if wid is None:
             return {"route": "list", "query": query, "data": await self._list(request)}
@@ -165,6 +171,14 @@ class _Api:
             q=(p.get("q") or "").strip() or None,
             limit=limit,
         )
+
+    async def answer(self, read: Callable[[], Awaitable[JsonValue]]) -> Response:
+        """``read()`` as JSON, or our error as its HTTP status."""
+        try:
+            body = await read()
+        except DurableFutureError as exc:
+            return _error(_status_of(exc), str(exc))
+        return JSONResponse(body)
 
     async def list_runs(self, request: Request) -> Response:
         try:
@@ -316,7 +330,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message += (
             "; the API is GET /api/workflows, GET /api/workflows/{id}, GET /api/live/{id}, "
             "GET /api/history-state/{id}?event=N, "
-            "POST /api/cancel/{id}, /api/terminate/{id}, /api/signal/{id}"
+            "POST /api/cancel/{id}, /api/terminate/{id}, /api/signal/{id}; "
+            "GET /api/schedules, GET /api/schedules/{id}, "
+            "POST /api/schedule-pause/{id}, /api/schedule-unpause/{id}, /api/schedule-trigger/{id}"
         )
     return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
@@ -360,6 +376,9 @@ def create_app(
         Route("/api/cancel/" + wid, api.cancel, methods=["POST"]),
         Route("/api/terminate/" + wid, api.terminate, methods=["POST"]),
         Route("/api/signal/" + wid, api.signal, methods=["POST"]),
+        Route("/schedules", api.index),
+        Route("/schedules/{schedule_id:path}", api.index),
+        *schedule_routes(client, api._act, api.answer),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     if auth is not None:

@@ -1,6 +1,7 @@
 /* DurableFuture web UI: one page, vanilla JS, no build step.
  *
- * Routes: "/" (runs with filters) and "/workflows/<id>[?run_id=]" (one run). Data comes from
+ * Routes: "/" (runs with filters), "/workflows/<id>[?run_id=]" (one run), "/schedules" and
+ * "/schedules/<id>" (schedules: next runs, recent actions, pause/unpause/trigger). Data comes from
  * the JSON API next to this file's server; a run page follows live updates through
  * Server-Sent Events (falling back to polling). Everything user-supplied is inserted as text
  * (textContent), never as HTML.
@@ -181,7 +182,11 @@
     cleanup = [];
     hideTip();
     const path = location.pathname;
-    if (path.startsWith("/workflows/")) {
+    if (path === "/schedules" || path === "/schedules/") {
+      schedulesPage();
+    } else if (path.startsWith("/schedules/")) {
+      schedulePage(decodeURIComponent(path.slice("/schedules/".length)));
+    } else if (path.startsWith("/workflows/")) {
       const id = decodeURIComponent(path.slice("/workflows/".length));
       const runId = new URLSearchParams(location.search).get("run_id");
       runPage(id, runId);
@@ -1075,6 +1080,195 @@
         el("span", { class: "ln" }, String(n)), text || " "));
     });
     return pre;
+  }
+
+  // ------------------------------------------------------------------ schedules
+
+  const scheduleUrl = (id) => `/schedules/${encodeURIComponent(id)}`;
+  // as for runs, the id is the last part of every schedule API path
+  const apiSchedule = (what, id) => `/api/${what}/${encodeURIComponent(id)}`;
+
+  function specText(spec) {
+    const every = (s) => fmtDur(s).replace(/\.00 s$/, " s");
+    const parts = [
+      ...spec.cron.map((c) => `cron "${c}"`),
+      ...spec.intervals.map((i) => `every ${every(i.every_s)}` + (i.offset_s ? ` + ${every(i.offset_s)}` : "")),
+    ];
+    let text = parts.join(", ") + (spec.timezone !== "UTC" ? ` (${spec.timezone})` : "");
+    if (spec.jitter_s) text += `, jitter ${every(spec.jitter_s)}`;
+    if (spec.start_at) text += `, from ${fmtTime(spec.start_at)}`;
+    if (spec.end_at) text += `, until ${fmtTime(spec.end_at)}`;
+    return text;
+  }
+
+  /** "in 5s", "in 3 min", ... for a time ahead (the next runs). */
+  function fmtIn(ts) {
+    const s = ts - Date.now() / 1000;
+    if (s < 1) return "due now";
+    return `in ${fmtDur(s).replace(/\.\d+ s$/, " s")}`;
+  }
+
+  const scheduleBadge = (s) => badge(s.paused ? "paused" : (s.status || (s.next_action_times.length ? "active" : "ended")));
+
+  async function scheduleAction(kind, id, body) {
+    const res = await api(apiSchedule(`schedule-${kind}`, id), {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}),
+    });
+    toast(res.message);
+    return res;
+  }
+
+  function scheduleButtons(s, after) {
+    const act = (kind, body) => scheduleAction(kind, s.schedule_id, body).then(after).catch((e) => toast(e.message, true));
+    return el("div", { class: "run-actions" },
+      s.paused
+        ? el("button", { class: "btn primary btn-unpause", dataset: { schedule: s.schedule_id }, onclick: (e) => { e.stopPropagation(); act("unpause"); } }, "Unpause")
+        : el("button", { class: "btn btn-pause", dataset: { schedule: s.schedule_id }, onclick: (e) => { e.stopPropagation(); act("pause", { note: "paused from the web UI" }); } }, "Pause"),
+      el("button", { class: "btn btn-trigger", dataset: { schedule: s.schedule_id }, onclick: (e) => { e.stopPropagation(); act("trigger"); } }, "Trigger now"));
+  }
+
+  function schedulesPage() {
+    document.title = "Schedules · DurableFuture";
+    const sub = el("div", { class: "sub" }, "\u00a0");
+    const tbody = el("tbody");
+    const table = el("table", { class: "runs", id: "schedules" },
+      el("thead", null, el("tr", null,
+        el("th", null, "State"), el("th", null, "Schedule"), el("th", null, "Workflow"),
+        el("th", null, "Spec"), el("th", null, "Next runs"), el("th", null, "Last action"),
+        el("th", { class: "num" }, "Taken / skipped / missed"), el("th", null, ""))),
+      tbody);
+    const empty = el("div", { class: "empty", hidden: true },
+      el("b", null, "No schedules yet"),
+      "Create one with: df schedule create nightly --workflow report --cron \"30 2 * * *\"");
+    const banner = el("div", { class: "banner", hidden: true });
+    app.replaceChildren(
+      el("div", { class: "page-head" },
+        el("div", null, el("h1", null, "Schedules"), sub),
+        el("div", { class: "spacer" }),
+        el("button", { class: "btn", onclick: () => load() }, "Refresh")),
+      banner,
+      el("div", { class: "card" }, el("div", { class: "card-body flush" }, table, empty)));
+
+    let seq = 0;
+    async function load() {
+      const mine = ++seq;
+      try {
+        const data = await api("/api/schedules");
+        banner.hidden = true;
+        if (mine === seq) show(data);
+      } catch (e) {
+        banner.hidden = false;
+        banner.textContent = `Could not load schedules: ${e.message}`;
+      }
+    }
+
+    function show(data) {
+      document.getElementById("namespace").textContent = data.namespace;
+      const n = data.schedules.length;
+      sub.textContent = `${n} schedule${n === 1 ? "" : "s"} · namespace ${data.namespace}`;
+      tbody.replaceChildren(...data.schedules.map(row));
+      table.hidden = n === 0;
+      empty.hidden = n !== 0;
+    }
+
+    function row(s) {
+      const url = scheduleUrl(s.schedule_id);
+      const last = s.last_action;
+      return el("tr", { dataset: { scheduleId: s.schedule_id }, onclick: (e) => { if (!e.target.closest("a, button")) navigate(url); } },
+        el("td", null, scheduleBadge(s)),
+        el("td", { class: "id" }, el("a", { href: url, "data-link": true }, s.schedule_id)),
+        el("td", null, s.workflow_type, el("div", { class: "faint", style: { fontSize: "12px" } }, s.task_queue)),
+        el("td", { class: "muted" }, specText(s.spec), el("div", { class: "faint", style: { fontSize: "12px" } }, `overlap ${s.overlap}`)),
+        el("td", { class: "next-runs" }, s.next_action_times.length ? s.next_action_times.map((t) => el("div", null, fmtTime(t))) : (s.paused ? "paused" : "none")),
+        el("td", null, last ? [badge(last.status), " ", el("a", { href: runUrl(last.workflow_id, last.run_id || null), "data-link": true, class: "mono" }, last.workflow_id)] : "—"),
+        el("td", { class: "num" }, `${s.actions_taken} / ${s.actions_skipped} / ${s.actions_missed}`),
+        el("td", null, scheduleButtons(s, load)));
+    }
+
+    const first = takeInitial("schedules", () => true);
+    if (first) show(first.data); else load();
+    const timer = setInterval(() => { if (!document.hidden) load(); }, 3000);
+    cleanup.push(() => clearInterval(timer));
+  }
+
+  function schedulePage(id) {
+    document.title = `${id} · Schedules · DurableFuture`;
+    app.replaceChildren(el("div", { class: "loading" }, "Loading schedule…"));
+    const crumbs = () => el("div", { class: "crumbs" }, el("a", { href: "/schedules", "data-link": true }, "Schedules"), " / ", el("span", { class: "mono" }, id));
+    let seq = 0;
+
+    const fail = (message) => app.replaceChildren(crumbs(),
+      el("div", { class: "card" }, el("div", { class: "empty" }, el("b", null, "Cannot show this schedule"), message)));
+
+    function load() {
+      const mine = ++seq;
+      return api(apiSchedule("schedules", id)).then((d) => { if (mine === seq) show(d); })
+        .catch((e) => { if (e.status === 404) fail(e.message); else toast(`Could not refresh: ${e.message}`, true); });
+    }
+
+    function actionRows(actions, empty) {
+      if (!actions.length) return el("p", { class: "muted" }, empty);
+      return el("table", { class: "runs" },
+        el("thead", null, el("tr", null, el("th", null, "Status"), el("th", null, "Workflow ID"), el("th", null, "Scheduled"), el("th", null, "Taken"), el("th", null, "By"))),
+        el("tbody", null, actions.map((a) => el("tr", { dataset: { workflowId: a.workflow_id, status: a.status } },
+          el("td", null, badge(a.status)),
+          el("td", { class: "id" }, a.run_id ? el("a", { href: runUrl(a.workflow_id, a.run_id), "data-link": true }, a.workflow_id) : a.workflow_id),
+          el("td", null, fmtTime(a.scheduled_time)),
+          el("td", { class: "muted" }, fmtAgo(a.taken_at)),
+          el("td", { class: "muted" }, a.source)))));
+    }
+
+    function show(d) {
+      document.getElementById("namespace").textContent = d.namespace;
+      const scrollY = window.scrollY;
+      const card = (cid, title, subText, body) => el("div", { class: "card", id: cid },
+        el("div", { class: "card-head" }, el("h2", null, title), subText ? el("span", { class: "sub" }, subText) : null),
+        el("div", { class: "card-body" }, body));
+      const head = el("div", { class: "card run-head", id: "schedule-header" },
+        el("div", { class: "run-title" }, scheduleBadge(d), el("h1", { id: "schedule-title" }, d.schedule_id), scheduleButtons(d, load)),
+        el("dl", { class: "meta" },
+          metaItem("Starts", d.action.workflow_type),
+          metaItem("Task queue", d.action.task_queue),
+          metaItem("Workflow ids", `${d.action.id_prefix}-<scheduled time>`, true),
+          metaItem("Spec", specText(d.spec)),
+          metaItem("Overlap", d.policy.overlap),
+          metaItem("Catch-up window", fmtDur(d.policy.catchup_window_s)),
+          metaItem("Pause on failure", d.policy.pause_on_failure ? "yes" : "no"),
+          metaItem("Taken / skipped / missed", `${d.actions_taken} / ${d.actions_skipped} / ${d.actions_missed}`),
+          d.note ? metaItem("Note", d.note) : null));
+      const why = el("div", { class: `card why-card ${d.paused ? "closed-bad" : "running"}`, id: "why" },
+        el("div", { class: "card-head" }, el("h2", null, "Why it fires (or not)"), el("span", { class: "sub" }, "df why --schedule")),
+        el("div", { class: "card-body" }, el("ul", { class: "why" }, d.why.map((r) => {
+          const bad = /paused|no df-server|missed|did not complete|ended|not been taken/i.test(r);
+          const warn = /skipped|buffered|running|cancellation|termination/i.test(r);
+          const icon = bad ? ["bad", "!"] : (warn ? ["warn", "…"] : ["info", "i"]);
+          return el("li", null, el("span", { class: `icon ${icon[0]}` }, icon[1]), el("span", null, r));
+        }))));
+      const next = d.next_action_times.length
+        ? el("ol", { class: "next-runs", id: "next-runs" }, d.next_action_times.map((t) => el("li", { dataset: { at: t } }, fmtTime(t), el("span", { class: "muted" }, ` · ${fmtIn(t)}`))))
+        : el("p", { class: "muted", id: "next-runs" }, d.paused ? "Paused: no next runs until it is unpaused." : "No more scheduled times.");
+      const journal = el("table", { class: "events", id: "journal" }, el("tbody", null, d.journal.map((j) =>
+        el("tr", { dataset: { kind: j.kind } },
+          el("td", { class: "time" }, fmtTime(j.at)),
+          el("td", { class: "etype" }, el("span", { class: "etag" }, j.kind)),
+          el("td", { class: "detail" }, [j.nominal ? `scheduled ${fmtTime(j.nominal)}` : "", j.detail].filter(Boolean).join(" · "))))));
+      app.replaceChildren(
+        crumbs(), head, why,
+        el("div", { class: "grid2 section" },
+          card("next", "Next runs", d.paused ? "paused" : `next ${d.next_action_times.length}`, next),
+          card("running", "Running", d.buffered.length ? `${d.buffered.length} buffered` : null,
+            actionRows(d.running_actions, "No action is running."))),
+        card("recent", "Recent actions", "newest first", actionRows(d.recent_actions, "No action has finished yet.")),
+        card("journal-card", "Journal", "created, paused, skipped, missed, ... · newest first", journal));
+      window.scrollTo(0, scrollY);
+    }
+
+    const first = takeInitial("schedule", (i) => i.schedule_id === id);
+    if (first && first.error) fail(first.error);
+    else if (first) show(first.data);
+    else load();
+    const timer = setInterval(() => { if (!document.hidden) load(); }, 2000);
+    cleanup.push(() => clearInterval(timer));
   }
 
   // ------------------------------------------------------------------ actions
