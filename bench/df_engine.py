@@ -54,12 +54,22 @@ class Sizes:
     w5_secs: float = 1.0
     mem_n: int = 10_000
     w8_n: int = 1000
-    w8_secs: int = 60
+    w8_secs: int = 300
+    w8_every: int = 60
 
 
 FULL = Sizes()
 QUICK = Sizes(
-    w1_n=100, w1_conc=20, w2_n=20, w3_n=50, w4_n=50, w5_n=50, mem_n=200, w8_n=50, w8_secs=10
+    w1_n=100,
+    w1_conc=20,
+    w2_n=20,
+    w3_n=50,
+    w4_n=50,
+    w5_n=50,
+    mem_n=200,
+    w8_n=50,
+    w8_secs=10,
+    w8_every=1,
 )
 
 
@@ -612,10 +622,12 @@ class DFRound:
         return {"open_workflows": n, "query_ok": state == {"i": n - 1}, "_wfs": n}
 
     async def w8(self) -> dict[str, Any]:
-        """Schedules: ``w8_n`` schedules firing every second for ``w8_secs`` (see ``w8.py``)."""
+        """Schedules: ``w8_n`` schedules firing every ``w8_every`` s for ``w8_secs`` (``w8.py``)."""
         from bench.w8 import w8
 
-        return await w8(self.client, self.prefix, self.sizes.w8_n, self.sizes.w8_secs)
+        return await w8(
+            self.client, self.prefix, self.sizes.w8_n, self.sizes.w8_secs, self.sizes.w8_every
+        )
 
     async def _w5_histories(self, n: int) -> dict[str, Any]:
         """Where W5's lateness comes from, read from the recorded event times.
