@@ -56,6 +56,7 @@ from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
 from durablefuture.transport.publisher import MSG_ID, Publisher, WrongLastSequence
 from durablefuture.transport.schedule_store import ScheduleStore
+from durablefuture.transport.startup import until_ready
 from durablefuture.transport.subjects import Layout, decode_token
 
 __all__ = ["ScheduleOptions", "ScheduleService"]
@@ -102,16 +103,21 @@ class ScheduleService:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        settings = ConsumerSettings(self.options.ack_wait, self.options.max_deliver)
+    @staticmethod
+    async def prepare(pub: Publisher, layout: Layout, options: ScheduleOptions) -> None:
+        """The schedules' consumer (JetStream API calls only, safe to retry)."""
+        settings = ConsumerSettings(options.ack_wait, options.max_deliver)
         await ensure_consumer(
-            self.pub.js,
-            self.layout,
-            self.layout.schedule_consumer,
-            self.layout.schedule_inputs,
+            pub.js,
+            layout,
+            layout.schedule_consumer,
+            layout.schedule_inputs,
             settings,
             update=True,
         )
+
+    async def start(self) -> None:
+        """Consume schedule inputs (after :meth:`prepare`)."""
         self._consumer = PullConsumer(
             self.nc,
             self.layout.stream,
@@ -154,10 +160,10 @@ class ScheduleService:
     async def _reconcile(self) -> None:
         """Step every schedule once at start-up: whatever was lost with a crashed process
         (a timer that was never armed) is re-derived from the state records."""
-        try:
-            ids = await self.store.ids()
+        try:  # JetStream may still be failing over when a server starts
+            ids = await until_ready("listing schedules to reconcile", self.store.ids, 120.0)
         except DurableFutureError as exc:
-            log.warning("could not list schedules to reconcile: %s", exc)
+            log.error("could not list schedules to reconcile: %s", exc)
             return
         minute = int(time.time() // 60)
         for sid in ids:

@@ -48,6 +48,7 @@ from durablefuture.transport.layout import (
     ensure_namespace,
     open_bucket,
 )
+from durablefuture.transport.startup import until_ready
 from durablefuture.transport.tls import TlsConfig
 from durablefuture.transport.translate import translated
 
@@ -79,45 +80,15 @@ class Server(Starts):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, timeout: float = 30.0) -> None:
+    async def start(self, timeout: float = 60.0) -> None:
         """Create the namespace layout and start consuming inputs.
 
-        JetStream may be slow to answer right after a cluster starts: transient errors are
-        retried (with a log line) for up to ``timeout`` seconds.
+        JetStream may be slow to answer right after a cluster starts, or while a NATS node
+        fails over: transient errors are retried (with a log line) for up to ``timeout``
+        seconds, then :class:`TransportError` says what did not work.
         """
-        deadline = time.monotonic() + timeout
-        delay = 0.2
-        while True:
-            try:
-                await self._setup()
-                return
-            except (TimeoutError, TransportError) as exc:
-                if time.monotonic() + delay > deadline:
-                    raise TransportError(
-                        f"could not set up namespace {self.layout.namespace!r} on JetStream "
-                        f"within {timeout:g}s: {exc}"
-                    ) from exc
-                log.warning("setting up the namespace failed (%s); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-    async def _setup(self) -> None:
-        with translated(f"setting up namespace {self.layout.namespace!r}"):
-            await self._setup_namespace()
-
-    async def _setup_namespace(self) -> None:
-        await ensure_namespace(self.js, self.layout, self.options.replicas)
-        settings = ConsumerSettings(self.options.input_ack_wait, self.options.input_max_deliver)
-        await ensure_consumer(
-            self.js,
-            self.layout,
-            self.layout.server_consumer,
-            self.layout.inputs,
-            settings,
-            update=True,
-        )
-        self._runs_kv = await open_bucket(self.js, self.layout.runs_bucket)
-        self._act_kv = await open_bucket(self.js, self.layout.activity_bucket)
+        ns = self.layout.namespace
+        await until_ready(f"setting up namespace {ns!r}", self._setup, timeout)
         self._consumer = PullConsumer(
             self.nc,
             self.layout.stream,
@@ -138,6 +109,24 @@ class Server(Starts):
             self.layout.namespace,
             extra={"namespace": self.layout.namespace},
         )
+
+    async def _setup(self) -> None:
+        """The namespace's JetStream objects (each step idempotent: retried as a whole)."""
+        with translated(f"setting up namespace {self.layout.namespace!r}"):
+            await ensure_namespace(self.js, self.layout, self.options.replicas)
+            settings = ConsumerSettings(self.options.input_ack_wait, self.options.input_max_deliver)
+            await ensure_consumer(
+                self.js,
+                self.layout,
+                self.layout.server_consumer,
+                self.layout.inputs,
+                settings,
+                update=True,
+            )
+            self._runs_kv = await open_bucket(self.js, self.layout.runs_bucket)
+            self._act_kv = await open_bucket(self.js, self.layout.activity_bucket)
+            if self.options.schedules is not None:
+                await ScheduleService.prepare(self.pub, self.layout, self.options.schedules)
 
     async def run(self) -> None:
         """Process inputs until :meth:`shutdown`."""

@@ -24,6 +24,7 @@ from durablefuture.transport.publisher import (
     Publisher,
 )
 from durablefuture.transport.subjects import Layout, decode_token
+from durablefuture.transport.translate import translated
 
 __all__ = ["ScheduleStore", "at_header"]
 
@@ -99,12 +100,10 @@ class ScheduleStore:
 
     async def ids(self) -> list[str]:
         """Every schedule id of the namespace."""
-        try:
+        with translated("listing schedules"):  # also a timeout while NATS fails over
             info = await self.pub.js.stream_info(
                 self.layout.stream, subjects_filter=self.layout.schedule_states()
             )
-        except nats.js.errors.Error as exc:
-            raise TransportError(f"listing schedules failed: {exc}") from exc
         subjects = info.state.subjects or {}
         prefix = self.layout.schedule_states()[:-1]
         return sorted(decode_token(s[len(prefix) :]) for s, n in subjects.items() if n)

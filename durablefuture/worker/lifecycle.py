@@ -26,7 +26,8 @@ from durablefuture.client import Client
 from durablefuture.core.definitions import ActivityDefinition, WorkflowDefinition
 from durablefuture.core.errors import (
     InvalidArgumentError,
-    TransportError,
+    JetStreamUnavailableError,
+    MessageRejectedError,
 )
 from durablefuture.core.liveness import MAX_RUNNING, RunningAttempt, WorkerRecord, capped
 from durablefuture.core.types import check_name
@@ -36,7 +37,9 @@ from durablefuture.transport.consumer import PullConsumer
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer, open_bucket
 from durablefuture.transport.leases import AttemptLeases
 from durablefuture.transport.messages import Msg, Subscription
+from durablefuture.transport.startup import until_ready
 from durablefuture.transport.storage import StorageWait
+from durablefuture.transport.translate import translated
 from durablefuture.worker.activities import ActivityTasks
 from durablefuture.worker.cache import RunCache
 from durablefuture.worker.deliveries import Deliveries
@@ -50,6 +53,9 @@ from durablefuture.worker.workflow_tasks import WorkflowTasks
 __all__ = ["Worker"]
 
 log = logging.getLogger("durablefuture.worker")
+
+# start-up errors that waiting does not heal
+_PERMANENT = (JetStreamUnavailableError, MessageRejectedError)
 
 
 def _identity() -> str:
@@ -201,40 +207,51 @@ class Worker:
     async def start(self, namespace_timeout: float = 60.0) -> None:
         """Create/bind the task queue consumers and start polling.
 
-        If the namespace does not exist yet (df-server not started), keep retrying with a log
-        line for up to ``namespace_timeout`` seconds.
+        If the namespace does not exist yet (df-server not started), or JetStream does not
+        answer (a NATS node failing over), keep retrying with a log line for up to
+        ``namespace_timeout`` seconds; then :class:`TransportError` says what did not work.
         """
         if self._started:
             return
-        deadline = time.monotonic() + namespace_timeout
-        while True:
-            try:
-                await self._bind()
-                break
-            except TransportError as exc:
-                if "does not exist" not in str(exc) or time.monotonic() >= deadline:
-                    raise
-                log.warning("%s; retrying", exc)
-                await asyncio.sleep(1.0)
+        await until_ready(
+            f"binding worker {self.identity} to namespace {self.layout.namespace!r}",
+            self._prepare,
+            namespace_timeout,
+            transient=lambda exc: not isinstance(exc, _PERMANENT),
+        )
+        await self._begin()
         self._started = True
         await self._liveness.start()
 
-    async def _bind(self) -> None:
+    async def _prepare(self) -> None:
+        """The JetStream objects this worker uses (idempotent: retried as a whole)."""
         js = self.pub.js
         opts = self.options
-        if self.activities:
-            kv = await open_bucket(js, self.layout.activity_bucket)
-            self._activity_tasks.bucket = ActivityBucket(kv, self.layout)
-            self._handover.leases = AttemptLeases(self.pub, kv, self.layout, self.codec)
+        with translated(f"binding worker {self.identity}"):
+            if self.activities:
+                kv = await open_bucket(js, self.layout.activity_bucket)
+                self._activity_tasks.bucket = ActivityBucket(kv, self.layout)
+                self._handover.leases = AttemptLeases(self.pub, kv, self.layout, self.codec)
+                await ensure_consumer(
+                    js,
+                    self.layout,
+                    self.layout.activity_consumer(self.task_queue),
+                    self.layout.activity_tasks(self.task_queue),
+                    ConsumerSettings(opts.activity_lease, 20),
+                )
+            if self.workflows:
+                await ensure_consumer(
+                    js,
+                    self.layout,
+                    self.layout.workflow_consumer(self.task_queue),
+                    self.layout.workflow_tasks(self.task_queue),
+                    ConsumerSettings(opts.workflow_task_timeout, 20),
+                )
+
+    async def _begin(self) -> None:
+        """Subscribe and start polling (core NATS only, after :meth:`_prepare`)."""
         if self.workflows:
             name = self.layout.workflow_consumer(self.task_queue)
-            await ensure_consumer(
-                js,
-                self.layout,
-                name,
-                self.layout.workflow_tasks(self.task_queue),
-                ConsumerSettings(opts.workflow_task_timeout, 20),
-            )
             await self._poll(
                 name, self.max_concurrent_workflow_tasks, self._workflow_tasks.handle, "df-wft"
             )
@@ -248,13 +265,6 @@ class Worker:
             )
         if self.activities:
             name = self.layout.activity_consumer(self.task_queue)
-            await ensure_consumer(
-                js,
-                self.layout,
-                name,
-                self.layout.activity_tasks(self.task_queue),
-                ConsumerSettings(opts.activity_lease, 20),
-            )
             await self._poll(
                 name, self.max_concurrent_activities, self._activity_tasks.handle, "df-act"
             )

@@ -113,3 +113,38 @@ async def test_client_requests_ride_out_a_leader_election(
     finally:
         await client.close()
     assert [type(e).__name__ for e in history].count("SignalReceived") == 1
+
+
+async def test_daemons_started_while_jetstream_has_no_quorum_wait_for_it(
+    cluster_daemons: Daemons, nats_cluster: NatsCluster
+) -> None:
+    """A df-server and a df-worker started while two of three nodes are down (JetStream
+    answers ``503`` or not at all) stay up, say they are retrying, and serve once the nodes
+    are back: no NATS traceback, no exit."""
+    first = cluster_daemons.server()
+    await wait_namespace(cluster_daemons.url, timeout=60)
+    first.terminate()
+    n2, n3 = nats_cluster.node("n2"), nats_cluster.node("n3")
+    n2.kill()
+    n3.kill()
+    server = cluster_daemons.server()
+    worker = cluster_daemons.worker(*WF, *ACT)
+    # observable: each says it is waiting for JetStream (the JetStream API cannot answer)
+    await wait_for(lambda: all("retrying" in d.log() for d in (server, worker)), timeout=60)
+    assert server.proc is not None and server.proc.poll() is None, server.log()
+    assert worker.proc is not None and worker.proc.poll() is None, worker.log()
+    n2.start()
+    n3.start()
+    await nats_cluster.wait_healthy(timeout=90)
+    client = await df.Client.connect(cluster_daemons.url)
+    client.request_timeout = 60
+    try:
+        result = await client.execute_workflow(
+            add_workflow, 4, id="after-quorum", task_queue="tests", timeout=60
+        )
+    finally:
+        await client.close()
+    assert result == expected_add(4)
+    for d in (server, worker):
+        assert d.proc is not None and d.proc.poll() is None, d.log()
+        assert "Traceback" not in d.log(), d.log()

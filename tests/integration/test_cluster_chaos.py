@@ -121,15 +121,26 @@ class Fleet:
             "worker-b": lambda: daemons.worker(*WF, *ACT, *WORKER_LOG),
         }
         self.alive = {name: make() for name, make in self.make.items()}
+        self.gone: list[Daemon] = []  # daemons that exited by themselves before their kill
 
     def kill_and_restart(self, name: str) -> None:
-        self.alive[name].kill()
+        d = self.alive[name]
+        if d.proc is not None and d.proc.poll() is not None:
+            self.gone.append(d)
+        d.kill()
         self.alive[name] = self.make[name]()
 
     def exited(self) -> list[str]:
+        """Every daemon that exited by itself (replaced since or not), with its log's end."""
+        now = [d for d in self.alive.values() if d.proc is not None and d.proc.poll() is not None]
         return [
-            n for n, d in self.alive.items() if d.proc is not None and d.proc.poll() is not None
+            f"{d.name} (exit {d.proc.returncode if d.proc else '?'}):\n{d.log()[-1500:]}"
+            for d in [*self.gone, *now]
         ]
+
+    def logs(self) -> str:
+        """The end of the log of each daemon running now (the ones a failure concerns)."""
+        return "\n".join(f"--- {n} = {d.name}\n{d.log()[-3000:]}" for n, d in self.alive.items())
 
 
 async def _kill_daemons(fleet: Fleet, chaos: Chaos, rng: random.Random, until: float) -> None:
@@ -183,6 +194,8 @@ async def _each_daemon_serves(fleet: Fleet, client: df.Client, seed: int) -> Non
     (SIGSTOP; what they hold is redelivered once its ack wait passes), then the other pair."""
     pairs = (("server-a", "worker-a"), ("server-b", "worker-b"))
     for k, pair in enumerate(pairs):
+        gone = fleet.exited()
+        assert not gone, "daemons exited by themselves:\n" + "\n".join(gone)
         frozen = [d for name, d in fleet.alive.items() if name not in pair]
         for d in frozen:
             assert d.proc is not None
@@ -399,7 +412,8 @@ async def _cluster_chaos(
         await daemon_chaos
         await starts
         chaos.events.append(f"{time.monotonic() - chaos.t0:7.1f}s chaos over")
-        assert not fleet.exited(), f"daemons exited by themselves: {fleet.exited()}"
+        gone = fleet.exited()
+        assert not gone, "daemons exited by themselves:\n" + "\n".join(gone)
 
         async def result(wid: str) -> object:
             handle = client.get_workflow_handle(wid)
@@ -418,7 +432,7 @@ async def _cluster_chaos(
         await _each_daemon_serves(fleet, client, seed)
     except BaseException:
         print("\n".join(chaos.events))
-        print(daemons.logs())
+        print(fleet.logs())
         print(cluster.logs(1500))
         raise
     finally:
