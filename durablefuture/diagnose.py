@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-import nats.js.errors
 from attrs import frozen
 
 from durablefuture.client import Client
@@ -24,6 +23,8 @@ from durablefuture.core.liveness import (
 )
 from durablefuture.core.state import ActivityState
 from durablefuture.transport.history import fold
+from durablefuture.transport.queues import QueueState
+from durablefuture.transport.queues import queue_state as _queue_state
 
 __all__ = [
     "ActivityDiagnosis",
@@ -36,19 +37,6 @@ __all__ = [
 ]
 
 MAX_WORKERS_SHOWN = 10
-
-
-@frozen
-class QueueState:
-    """Live state of one task queue consumer."""
-
-    name: str
-    exists: bool
-    pollers: int = 0
-    pending: int = 0
-    in_flight: int = 0
-    last_delivery: datetime | None = None
-    ack_wait: float | None = None
 
 
 class AttemptState:
@@ -119,20 +107,8 @@ def _ago(then: datetime | None, now: float) -> str:
 
 
 async def queue_state(client: Client, consumer: str) -> QueueState:
-    try:
-        info = await client.pub.js.consumer_info(client.layout.stream, consumer)
-    except nats.js.errors.NotFoundError:
-        return QueueState(consumer, False)
-    delivered = info.delivered.last_active if info.delivered is not None else None
-    return QueueState(
-        consumer,
-        True,
-        pollers=int(info.num_waiting or 0),
-        pending=int(info.num_pending or 0),
-        in_flight=int(info.num_ack_pending or 0),
-        last_delivery=delivered,
-        ack_wait=info.config.ack_wait,
-    )
+    """The live state of ``consumer`` in the client's namespace."""
+    return await _queue_state(client.pub.js, client.layout.stream, consumer)
 
 
 def _no_worker(q: QueueState, queue: str, kind: str, now: float) -> str | None:

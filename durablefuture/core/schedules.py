@@ -14,24 +14,46 @@ them):
   started twice.
 - Overlap policies (as Temporal documents them) see only this schedule's own running actions.
 - Catch-up: due times older than ``catchup_window`` are counted and recorded as missed.
+
+The types are in ``core/schedule_model.py`` (re-exported here), the working copy a step edits
+in ``core/schedule_draft.py``.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import timedelta
+from collections.abc import Mapping
 
-from attrs import evolve, field, frozen
+from attrs import evolve
 
-from durablefuture.core.definitions import name_of
-from durablefuture.core.effects import RunStatus
 from durablefuture.core.errors import InvalidArgumentError
-from durablefuture.core.options import WorkflowOptions
-from durablefuture.core.schedule_spec import ScheduleSpec, iso, scheduled_times
-from durablefuture.core.types import check_name, check_workflow_id
+from durablefuture.core.schedule_draft import Draft, next_wake
+from durablefuture.core.schedule_model import (
+    JOURNAL,
+    MAX_BACKFILL,
+    MAX_STEPS,
+    RECENT,
+    STARTING,
+    ActionRecord,
+    Buffered,
+    CancelAction,
+    JournalEntry,
+    Observed,
+    Overlap,
+    Schedule,
+    ScheduleEffect,
+    SchedulePolicy,
+    ScheduleStartWorkflow,
+    ScheduleState,
+    StartAction,
+    Step,
+    Stop,
+    TerminateAction,
+)
+from durablefuture.core.schedule_spec import iso, scheduled_times
+from durablefuture.core.types import check_workflow_id
 
 __all__ = [
+    "STARTING",
     "ActionRecord",
     "Buffered",
     "CancelAction",
@@ -51,397 +73,12 @@ __all__ = [
     "apply_pause",
     "apply_trigger",
     "apply_update",
+    "backfill_times",
     "new_state",
+    "next_wake",
     "step",
+    "upcoming",
 ]
-
-STARTING = "starting"
-"""Status of an action that is recorded but whose run has not been observed yet."""
-
-RECENT = 20
-JOURNAL = 50
-MAX_STEPS = 2_000
-"""Due times handled in one step at most (the rest in the next step, right away)."""
-MAX_BACKFILL = 10_000
-
-
-class Overlap(enum.Enum):
-    """What to do when an action is due while an earlier action of the schedule still runs."""
-
-    SKIP = "skip"
-    """Do not start it (the default)."""
-    BUFFER_ONE = "buffer_one"
-    """Start it when the running one closes; at most one waits, later ones are skipped."""
-    BUFFER_ALL = "buffer_all"
-    """Start every due action, one after the other, each when the previous one closes."""
-    CANCEL_OTHER = "cancel_other"
-    """Request cancellation of the running one; start the new one once it has closed."""
-    TERMINATE_OTHER = "terminate_other"
-    """Terminate the running one and start the new one at once."""
-    ALLOW_ALL = "allow_all"
-    """Start it regardless; any number may run at once."""
-
-
-def _td(value: timedelta | float | int) -> timedelta:
-    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
-
-
-@frozen
-class SchedulePolicy:
-    overlap: Overlap = Overlap.SKIP
-    catchup_window: timedelta = field(default=timedelta(days=365), converter=_td)
-    """After downtime, due actions older than this are recorded as missed instead of run."""
-    pause_on_failure: bool = False
-    """Pause the schedule when an action's run fails, times out, is cancelled or terminated."""
-
-    def __attrs_post_init__(self) -> None:
-        if self.catchup_window < timedelta(seconds=1):
-            raise InvalidArgumentError("SchedulePolicy.catchup_window must be at least 1 s")
-
-
-def _args(value: Iterable[object]) -> tuple[object, ...]:
-    return tuple(value)
-
-
-@frozen(init=False)
-class ScheduleStartWorkflow:
-    """The action: start ``workflow`` with ``args``; its id is ``<id_prefix>-<scheduled time>``.
-
-    ``ScheduleStartWorkflow(report, "daily", id_prefix="report", task_queue="reports")``.
-    ``id_prefix`` defaults to the schedule id.
-    """
-
-    workflow_type: str
-    args: tuple[object, ...] = field(converter=_args)
-    id_prefix: str | None
-    task_queue: str
-    execution_timeout: float | None
-
-    def __init__(
-        self,
-        workflow: Callable[..., object] | str,
-        *args: object,
-        id_prefix: str | None = None,
-        task_queue: str | None = None,
-        options: WorkflowOptions | None = None,
-        execution_timeout: float | None = None,
-    ) -> None:
-        wf = name_of(workflow, "workflow")
-        queue = task_queue or (options.task_queue if options else "default")
-        timeout = execution_timeout
-        if timeout is None and options is not None:
-            timeout = options.execution_timeout
-        if id_prefix is not None:
-            check_workflow_id(id_prefix, "id_prefix")
-        self.__attrs_init__(wf, args, id_prefix, check_name(queue), timeout)
-
-    @classmethod
-    def of(
-        cls,
-        workflow_type: str,
-        args: Sequence[object],
-        id_prefix: str | None,
-        task_queue: str,
-        execution_timeout: float | None,
-    ) -> ScheduleStartWorkflow:
-        return cls(
-            workflow_type,
-            *args,
-            id_prefix=id_prefix,
-            task_queue=task_queue,
-            execution_timeout=execution_timeout,
-        )
-
-
-@frozen
-class Schedule:
-    """What a schedule does (``action``), when (``spec``) and how (``policy``)."""
-
-    action: ScheduleStartWorkflow
-    spec: ScheduleSpec
-    policy: SchedulePolicy = field(factory=SchedulePolicy)
-    paused: bool = False
-    note: str = ""
-
-
-@frozen
-class ActionRecord:
-    """One action the schedule took."""
-
-    nominal: float
-    """Its scheduled time (the time in its workflow id)."""
-    taken_at: float
-    workflow_id: str
-    source: str = "spec"
-    """``spec``, ``trigger`` or ``backfill``."""
-    run_id: str = ""
-    status: str = STARTING
-    """``starting`` until its run is seen, then a RunStatus value."""
-
-
-@frozen
-class Buffered:
-    nominal: float
-    overlap: Overlap
-    source: str = "spec"
-
-
-@frozen
-class JournalEntry:
-    """A fact in the schedule's history: created, updated, paused, unpaused, skipped, missed,
-    buffered, triggered, backfilled, cancel_requested, terminated."""
-
-    at: float
-    kind: str
-    nominal: float | None = None
-    detail: str = ""
-
-
-@frozen
-class Stop:
-    workflow_id: str
-    terminate: bool
-
-
-@frozen
-class ScheduleState:
-    schedule_id: str
-    schedule: Schedule
-    created_at: float
-    updated_at: float
-    processed_upto: float
-    """Nominal times up to here have been handled (taken, skipped, buffered or missed)."""
-    running: tuple[ActionRecord, ...] = ()
-    buffered: tuple[Buffered, ...] = ()
-    recent: tuple[ActionRecord, ...] = ()
-    """The latest closed actions, newest last."""
-    journal: tuple[JournalEntry, ...] = ()
-    actions: int = 0
-    skipped: int = 0
-    missed: int = 0
-    stopping: tuple[Stop, ...] = ()
-    """Runs this schedule asked to cancel or terminate (until they close)."""
-    requests: tuple[str, ...] = ()
-    """Ids of the latest control requests applied (a redelivered request is not applied twice)."""
-
-    @property
-    def paused(self) -> bool:
-        return self.schedule.paused
-
-    def action_id(self, nominal: float) -> str:
-        prefix = self.schedule.action.id_prefix or self.schedule_id
-        return f"{prefix}-{iso(nominal)}"
-
-    def request_id(self, nominal: float) -> str:
-        return f"sch:{self.schedule_id}:{iso(nominal)}"
-
-
-# ------------------------------------------------------------------ effects
-
-
-@frozen
-class StartAction:
-    workflow_id: str
-    request_id: str
-    nominal: float
-
-
-@frozen
-class CancelAction:
-    workflow_id: str
-    run_id: str
-    request_id: str
-
-
-@frozen
-class TerminateAction:
-    workflow_id: str
-    run_id: str
-    request_id: str
-
-
-ScheduleEffect = StartAction | CancelAction | TerminateAction
-
-
-@frozen
-class Observed:
-    """What the runtime saw of an action's workflow id: its latest run (``run_id`` empty: no
-    run yet) and that run's status."""
-
-    run_id: str = ""
-    status: str = ""
-
-
-@frozen
-class Step:
-    state: ScheduleState
-    effects: tuple[ScheduleEffect, ...]
-    wake_at: float | None
-    """When to step again (None: never, unless something asks)."""
-    taken: int = 0
-    skipped: int = 0
-    missed: int = 0
-    lateness: tuple[float, ...] = ()
-    """Seconds between each spec action's fire time and ``now``."""
-
-
-# ------------------------------------------------------------------ building blocks
-
-
-class _Draft:
-    """A mutable working copy of a state for one step (the result is frozen again)."""
-
-    def __init__(self, state: ScheduleState, now: float) -> None:
-        self.s = state
-        self.now = now
-        self.running = list(state.running)
-        self.buffered = list(state.buffered)
-        self.recent = list(state.recent)
-        self.journal = list(state.journal)
-        self.stopping = list(state.stopping)
-        self.taken = self.skipped_n = self.missed_n = 0
-        self.lateness: list[float] = []
-        self.paused = state.schedule.paused
-        self.note = state.schedule.note
-
-    def log(self, kind: str, nominal: float | None = None, detail: str = "") -> None:
-        self.journal.append(JournalEntry(self.now, kind, nominal, detail))
-
-    def start(self, nominal: float, source: str) -> None:
-        wid = self.s.action_id(nominal)
-        if any(r.workflow_id == wid for r in (*self.running, *self.recent)):
-            # already taken (a backfill over taken times, a trigger at a spec instant)
-            self.log("skipped", nominal, f"{wid} was already taken")
-            return
-        self.running.append(ActionRecord(nominal, self.now, wid, source))
-        self.taken += 1
-
-    def stop_running(self, overlap: Overlap) -> None:
-        stopping = {s.workflow_id for s in self.stopping}
-        for r in self.running:
-            if r.workflow_id not in stopping:
-                self.stopping.append(Stop(r.workflow_id, overlap is Overlap.TERMINATE_OTHER))
-                kind = "cancel_requested" if overlap is Overlap.CANCEL_OTHER else "terminated"
-                self.log(kind, r.nominal, r.workflow_id)
-
-    def action(self, nominal: float, overlap: Overlap, source: str) -> None:
-        """An action is due: take it, buffer it or skip it, as ``overlap`` says."""
-        busy = bool(self.running)
-        if overlap is Overlap.ALLOW_ALL or (not busy and not self.buffered):
-            self.start(nominal, source)
-        elif overlap is Overlap.SKIP:
-            self.skip(nominal, "an earlier action is still running (overlap SKIP)")
-        elif overlap is Overlap.BUFFER_ONE:
-            if self.buffered:
-                self.skip(nominal, "one action is already buffered (overlap BUFFER_ONE)")
-            else:
-                self.buffered.append(Buffered(nominal, overlap, source))
-                self.log("buffered", nominal)
-        elif overlap is Overlap.BUFFER_ALL:
-            self.buffered.append(Buffered(nominal, overlap, source))
-            self.log("buffered", nominal)
-        elif overlap is Overlap.CANCEL_OTHER:
-            for b in self.buffered:
-                self.skip(b.nominal, "replaced by a later action (overlap CANCEL_OTHER)")
-            self.buffered = [Buffered(nominal, overlap, source)]
-            self.stop_running(overlap)
-        else:  # TERMINATE_OTHER
-            self.stop_running(overlap)
-            for b in self.buffered:
-                self.skip(b.nominal, "replaced by a later action (overlap TERMINATE_OTHER)")
-            self.buffered = []
-            self.start(nominal, source)
-
-    def skip(self, nominal: float, why: str) -> None:
-        self.skipped_n += 1
-        self.log("skipped", nominal, why)
-
-    def observe(self, observed: Mapping[str, Observed]) -> None:
-        still: list[ActionRecord] = []
-        for r in self.running:
-            o = observed.get(r.workflow_id)
-            if o is None or not o.run_id:
-                still.append(r)
-                continue
-            r = evolve(r, run_id=o.run_id, status=o.status or RunStatus.RUNNING)
-            if r.status == RunStatus.RUNNING:
-                still.append(r)
-                continue
-            self.recent.append(r)
-            was_stopped = any(s.workflow_id == r.workflow_id for s in self.stopping)
-            self.stopping = [s for s in self.stopping if s.workflow_id != r.workflow_id]
-            if (
-                self.s.schedule.policy.pause_on_failure
-                and r.status in RunStatus.FAILED_LIKE
-                and not was_stopped
-                and not self.paused
-            ):
-                self.paused = True
-                self.note = f"paused: action {r.workflow_id} {r.status}"
-                self.log("paused", r.nominal, self.note)
-        self.running = still
-
-    def drain_buffer(self) -> None:
-        while self.buffered and not self.running:
-            b = self.buffered.pop(0)
-            self.start(b.nominal, b.source)
-
-    def finish(self, poll: float) -> Step:
-        s = self.s
-        schedule = evolve(s.schedule, paused=self.paused, note=self.note)
-        state = evolve(
-            s,
-            schedule=schedule,
-            running=tuple(self.running),
-            buffered=tuple(self.buffered),
-            recent=tuple(self.recent[-RECENT:]),
-            journal=tuple(self.journal[-JOURNAL:]),
-            stopping=tuple(self.stopping),
-            actions=s.actions + self.taken,
-            skipped=s.skipped + self.skipped_n,
-            missed=s.missed + self.missed_n,
-        )
-        effects: list[ScheduleEffect] = []
-        stops = {s.workflow_id: s.terminate for s in state.stopping}
-        for r in state.running:
-            if r.status == STARTING:
-                effects.append(StartAction(r.workflow_id, state.request_id(r.nominal), r.nominal))
-            terminate = stops.get(r.workflow_id)
-            if terminate is not None:
-                rid = f"{state.request_id(r.nominal)}:stop"
-                kind = TerminateAction if terminate else CancelAction
-                effects.append(kind(r.workflow_id, r.run_id, rid))
-        wake = next_wake(state, self.now, poll)
-        return Step(
-            state,
-            tuple(effects),
-            wake,
-            self.taken,
-            self.skipped_n,
-            self.missed_n,
-            tuple(self.lateness),
-        )
-
-
-def next_wake(state: ScheduleState, now: float, poll: float) -> float | None:
-    """The next fire time of the spec, or sooner (``now + poll``) while something waits on a
-    running action (a buffered action, a stop request, pause-on-failure, an unseen start)."""
-    wake: float | None = None
-    if not state.paused:
-        nxt = next(
-            scheduled_times(state.schedule.spec, state.schedule_id, state.processed_upto), None
-        )
-        if nxt is not None:
-            wake = nxt[1]
-    watching = state.buffered or state.stopping or any(r.status == STARTING for r in state.running)
-    if state.running and state.schedule.policy.pause_on_failure:
-        watching = True
-    if watching:
-        wake = now + poll if wake is None else min(wake, now + poll)
-    return wake
-
-
-# ------------------------------------------------------------------ transitions
 
 
 def new_state(schedule_id: str, schedule: Schedule, now: float, request_id: str) -> ScheduleState:
@@ -465,7 +102,7 @@ def step(
     poll: float = 5.0,
 ) -> Step:
     """Take every action that is due at ``now`` (and start buffered ones that may start)."""
-    d = _Draft(state, now)
+    d = Draft(state, now)
     d.observe(observed)
     upto = state.processed_upto
     if d.paused:
@@ -542,7 +179,7 @@ def apply_trigger(
     poll: float = 5.0,
 ) -> Step:
     """Take one action now (its scheduled time is ``now``), even while paused."""
-    d = _Draft(state, now)
+    d = Draft(state, now)
     d.observe(observed)
     d.log("triggered", now)
     d.action(now, overlap or state.schedule.policy.overlap, "trigger")
@@ -577,7 +214,7 @@ def apply_backfill(
     """Take the actions the spec has in [start, end] now, as ``overlap`` says (ignoring the
     catch-up window and pause; times already taken are not started again)."""
     times = backfill_times(state, start, end)
-    d = _Draft(state, now)
+    d = Draft(state, now)
     d.observe(observed)
     d.log("backfilled", start, f"{iso(start)}..{iso(end)}: {len(times)} actions")
     for nominal in times:

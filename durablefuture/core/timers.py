@@ -24,7 +24,7 @@ import enum
 from attrs import field, frozen
 from attrs.validators import ge
 
-__all__ = ["TimerKey", "TimerKind"]
+__all__ = ["TimerKey", "TimerKind", "names_a_spent_timer"]
 
 
 class TimerKind(enum.Enum):
@@ -133,3 +133,12 @@ class TimerKey:
         if attempt is None or kind is None:
             return None
         return cls(kind, seq, attempt)
+
+
+def names_a_spent_timer(key: str) -> bool:
+    """Whether ``key``, which :meth:`TimerKey.parse` refused, has the shape of a sleep, a
+    signal-wait or a workflow task retry key: such a key names nothing that can still be due
+    (it is ignored), where any other unreadable key is refused."""
+    return key[:1] in (TimerKind.TIMER.value, TimerKind.SIGNAL_WAIT.value) or key.startswith(
+        f"{TimerKind.WORKFLOW_TASK_RETRY.value}."
+    )

@@ -39,6 +39,7 @@ from durablefuture.core.orchestration import (
     effects_for,
 )
 from durablefuture.core.state import RunState, status_of
+from durablefuture.core.timers import TimerKey, TimerKind
 from durablefuture.server.effects import Effects
 from durablefuture.server.runs import RunCache, RunCaches, RunMissing, new_run_id
 from durablefuture.transport.buckets import read_key
@@ -149,22 +150,21 @@ class RunInputs(RunCaches, Effects):
 
     async def _enrich(self, message: inp.RunInput) -> inp.RunInput:
         """Add what the core needs but the input cannot carry (the last heartbeat)."""
-        if isinstance(message, inp.FireTimer) and message.key.endswith(".hb"):
-            seq = int(message.key[1:].split(".")[0])
-            kv = self._act_kv
-            if kv is not None:
-                data = await read_key(kv, self.layout.heartbeat_key(message.run_id, seq))
-                if data is None:
-                    return message
-                try:
-                    beat = decode_heartbeat(data)
-                except DecodeError as exc:  # as if it never beat: the timeout stands
-                    log.warning(
-                        "ignoring the heartbeat of run %s #%d: %s", message.run_id, seq, exc
-                    )
-                    return message
-                return evolve(message, heartbeat_at=beat.at, heartbeat_details=beat.details)
-        return message
+        if not isinstance(message, inp.FireTimer):
+            return message
+        key = TimerKey.parse(message.key)
+        kv = self._act_kv
+        if key is None or key.kind is not TimerKind.HEARTBEAT or kv is None:
+            return message
+        data = await read_key(kv, self.layout.heartbeat_key(message.run_id, key.seq))
+        if data is None:
+            return message
+        try:
+            beat = decode_heartbeat(data)
+        except DecodeError as exc:  # as if it never beat: the timeout stands
+            log.warning("ignoring the heartbeat of run %s #%d: %s", message.run_id, key.seq, exc)
+            return message
+        return evolve(message, heartbeat_at=beat.at, heartbeat_details=beat.details)
 
     async def _decide_and_record(
         self, cache: RunCache, message: inp.RunInput, receipt_to: str = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from attrs import define, field
 
 from durablefuture.server.schedules import ScheduleOptions
+from durablefuture.transport.redelivery import Redelivery
 
 __all__ = ["ServerOptions"]
 
@@ -28,3 +29,9 @@ class ServerOptions:
     backup (it fires up to ~0.25 s late)."""
     schedules: ScheduleOptions | None = field(factory=ScheduleOptions)
     """The schedule component (None: this server does not step schedules)."""
+
+    @property
+    def redelivery(self) -> Redelivery:
+        """When a failed input comes back, and when it is dead-lettered (before JetStream's
+        ``max_deliver`` would leave it stuck)."""
+        return Redelivery(give_up_at=max(1, self.input_max_deliver - 1))

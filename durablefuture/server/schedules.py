@@ -55,6 +55,7 @@ from durablefuture.transport.headers import REPLY_HEADER
 from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
 from durablefuture.transport.publisher import MSG_ID, Publisher, WrongLastSequence
+from durablefuture.transport.redelivery import Redelivery
 from durablefuture.transport.schedule_store import ScheduleStore
 from durablefuture.transport.startup import until_ready
 from durablefuture.transport.subjects import Layout, decode_token
@@ -72,6 +73,11 @@ class ScheduleOptions:
     ack_wait: float = 10.0
     max_deliver: int = 20
     concurrency: int = 64
+
+    @property
+    def redelivery(self) -> Redelivery:
+        """When a failed schedule input comes back, and when it is dead-lettered."""
+        return Redelivery(give_up_at=max(1, self.max_deliver - 1), first_delay=0.4, max_delay=10.0)
 
 
 class ScheduleService:
@@ -198,6 +204,7 @@ class ScheduleService:
                 reply = Reply(False, error_type="InvalidArgumentError", message=str(exc))
             except Exception as exc:
                 delivered = delivery_count(msg)  # type: ignore[arg-type]
+                policy = self.options.redelivery
                 log.warning(
                     "schedule %s: handling %s failed (delivery %d): %s",
                     message.schedule_id,
@@ -206,8 +213,16 @@ class ScheduleService:
                     exc,
                     exc_info=not isinstance(exc, DurableFutureError),
                 )
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=min(10.0, 0.2 * 2**delivered))  # type: ignore[attr-defined]
+                if policy.exhausted(delivered):
+                    await dead_letter(
+                        self.pub,
+                        self.layout.dead_letter("schedule-input"),
+                        msg,  # type: ignore[arg-type]
+                        "schedule",
+                        f"failed {delivered} times: {exc}",
+                    )
+                else:
+                    await policy.retry_later(msg, delivered)  # type: ignore[arg-type]
                 return
             if reply_to:
                 with contextlib.suppress(DurableFutureError):

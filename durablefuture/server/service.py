@@ -298,20 +298,19 @@ class Server(Starts):
 
     async def _failed(self, msg: Msg, exc: Exception) -> None:
         delivered = delivery_count(msg)
-        if delivered >= self.options.input_max_deliver - 1:
+        policy = self.options.redelivery
+        if policy.exhausted(delivered):
             log.error("giving up on an input after %d deliveries: %s", delivered, exc, exc_info=exc)
             await self._dead_letter(msg, "server-input", f"failed {delivered} times: {exc}")
             return
-        delay = min(30.0, 0.5 * 2 ** (delivered - 1))
         log.warning(
             "input processing failed (delivery %d), retrying in %.1fs: %s",
             delivered,
-            delay,
+            policy.delay(delivered),
             exc,
             exc_info=not isinstance(exc, TransportError),
         )
-        with contextlib.suppress(Exception):
-            await msg.nak(delay=delay)
+        await policy.retry_later(msg, delivered)
 
     async def _dead_letter(self, msg: Msg, source: str, reason: str) -> None:
         """Store ``msg`` as a dead letter, then terminate it (kept and retried if the store

@@ -22,11 +22,11 @@ import logging
 import secrets
 from collections import deque
 
-import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from durablefuture.codec.jsapi import api_request
 from durablefuture.transport.connection import on_reconnect
 from durablefuture.transport.guard import check_subject
 
@@ -196,7 +196,7 @@ class PullConsumer:
             self._wakeup.clear()  # before looking: a wake-up from now on is not missed
             want = self.capacity - self._held
             if not self._token and want > 0:
-                body = orjson.dumps({"batch": want, "expires": expires_ns})
+                body = api_request({"batch": want, "expires": expires_ns})
                 token = secrets.token_hex(8)
                 self._token = token
                 self._past.append(token)

@@ -24,11 +24,11 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-import orjson
 from attrs import define
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from durablefuture.codec.jsapi import api_request
 from durablefuture.codec.wire import Codec
 from durablefuture.core import events as ev
 from durablefuture.core.errors import CorruptHistoryError, DecodeError, TransportError
@@ -355,7 +355,7 @@ async def direct_batch(
         with translated(f"{what} {subject}"):
             sub = await nc.subscribe(inbox, cb=_cb)
         try:
-            req = orjson.dumps({"seq": seq, "next_by_subj": subject, "batch": batch})
+            req = api_request({"seq": seq, "next_by_subj": subject, "batch": batch})
             with translated(f"{what} {subject}"):
                 await nc.publish(api, req, reply=inbox)
             more = False

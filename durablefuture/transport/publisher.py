@@ -24,11 +24,11 @@ import re
 import time
 from collections.abc import Mapping
 
-import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import PubAck
 
+from durablefuture.codec.jsapi import api_reply
 from durablefuture.core.errors import StorageFullError, TransportError
 from durablefuture.transport.guard import check_message
 from durablefuture.transport.replies import ReplyInbox
@@ -131,8 +131,8 @@ class Publisher:
             return
         self._forget(token)
         try:
-            resp = orjson.loads(msg.data)
-        except orjson.JSONDecodeError:
+            resp = api_reply(msg.data)
+        except ValueError:
             pending.future.set_exception(
                 TransportError(f"unreadable PubAck for {pending.subject}: {msg.data[:200]!r}")
             )

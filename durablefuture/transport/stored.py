@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import base64
 
-import orjson
 from attrs import define
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from durablefuture.codec.jsapi import api_reply, api_request
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.guard import check_subject
 
@@ -67,8 +67,8 @@ async def leader_get(
     """
     api = check_subject(f"$JS.API.STREAM.MSG.GET.{stream}", "stream name")
     try:
-        reply = await nc.request(api, orjson.dumps(request), timeout=timeout)
-        body = orjson.loads(reply.data)
+        reply = await nc.request(api, api_request(request), timeout=timeout)
+        body = api_reply(reply.data)
     except Exception as exc:
         raise TransportError(f"reading {what} failed: {exc}") from exc
     if not isinstance(body, dict):

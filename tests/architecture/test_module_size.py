@@ -1,21 +1,32 @@
-"""The replayer and the server state machine stay split by concern: no module over 450 lines."""
+"""Every module of the library and the daemons stays small: none over 450 lines.
+
+A file that grows past the limit is split by concern (one idea per file), with its public names
+re-exported where users import them.
+"""
 
 from __future__ import annotations
 
 from tests.architecture.imports import ROOT
 
-CORE = ROOT / "durablefuture" / "core"
 LIMIT = 450
-SPLIT = [
-    *sorted((CORE / "replay").glob("*.py")),
-    *sorted((CORE / "orchestration").glob("*.py")),
-    CORE / "vocabulary.py",
-    CORE / "state.py",
-    CORE / "timers.py",
-]
+
+# Modules still over the limit. The list only shrinks: a new entry is refused in review.
+# testing/sim.py (the in-memory simulation) is being split by concern; remove it from here then.
+OVER_LIMIT_FOR_NOW = {
+    "durablefuture/testing/sim.py",
+}
 
 
-def test_the_split_core_modules_stay_small() -> None:
-    assert len(SPLIT) > 10, "the scan found the packages"
-    sizes = {p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines()) for p in SPLIT}
-    assert {p: n for p, n in sizes.items() if n > LIMIT} == {}
+def _sizes() -> dict[str, int]:
+    files = [
+        *sorted((ROOT / "durablefuture").rglob("*.py")),
+        *sorted((ROOT / "daemons").rglob("*.py")),
+    ]
+    return {p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines()) for p in files}
+
+
+def test_no_module_is_over_the_limit() -> None:
+    sizes = _sizes()
+    assert len(sizes) > 100, "the scan found the packages"
+    over = {p: n for p, n in sizes.items() if n > LIMIT and p not in OVER_LIMIT_FOR_NOW}
+    assert over == {}

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from durablefuture.core.timers import TimerKey, TimerKind
+from durablefuture.core.timers import TimerKey, TimerKind, names_a_spent_timer
 
 WIRE = [
     ("wf.exec", TimerKey(TimerKind.EXECUTION)),
@@ -53,3 +53,20 @@ def test_parsing_untrusted_text_never_raises_and_is_canonical_when_it_succeeds(t
     key = TimerKey.parse(text)
     if key is not None:
         assert TimerKey.parse(key.encode()) == key
+
+
+@pytest.mark.parametrize(
+    ("key", "spent"),
+    [("t", True), ("s9x", True), ("wft.x", True), ("ab.hb", False), ("wf.run", False), ("", False)],
+)
+def test_an_unreadable_key_shaped_like_a_sleep_wait_or_retry_names_a_spent_timer(
+    key: str, spent: bool
+) -> None:
+    assert TimerKey.parse(key) is None
+    assert names_a_spent_timer(key) is spent
+
+
+def test_a_heartbeat_key_with_a_bad_sequence_is_no_heartbeat_timer() -> None:
+    # the server reads the last heartbeat only for a key that parses as a heartbeat timer
+    assert TimerKey.parse("abc.1.hb") is None
+    assert TimerKey.parse("a7.2.hb") == TimerKey.activity(TimerKind.HEARTBEAT, 7, 2)

@@ -13,7 +13,7 @@ from durablefuture.core.orchestration._decision import (
     _rejected,
 )
 from durablefuture.core.state import RunState
-from durablefuture.core.timers import TimerKey, TimerKind
+from durablefuture.core.timers import TimerKey, TimerKind, names_a_spent_timer
 
 
 def _fire_timer(state: RunState, fire: inp.FireTimer, b: _Builder) -> Decision:
@@ -21,7 +21,7 @@ def _fire_timer(state: RunState, fire: inp.FireTimer, b: _Builder) -> Decision:
     key = TimerKey.parse(raw)
     if key is None:
         # a malformed sleep / signal-wait / retry key names nothing that can still be due
-        if raw[:1] in ("t", "s") or raw.startswith("wft."):
+        if names_a_spent_timer(raw):
             return _ignored(f"timer {raw} already fired or unknown")
         return _rejected(f"unknown timer key {raw!r}")
     kind = key.kind

@@ -1,0 +1,184 @@
+"""One step of a schedule at work: a mutable copy of its state that takes, buffers, skips and
+stops actions as the overlap policy says, then freezes into a ``Step`` with the effects the
+state implies and the next time to wake up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from attrs import evolve
+
+from durablefuture.core.effects import RunStatus
+from durablefuture.core.schedule_model import (
+    JOURNAL,
+    RECENT,
+    STARTING,
+    ActionRecord,
+    Buffered,
+    CancelAction,
+    JournalEntry,
+    Observed,
+    Overlap,
+    ScheduleEffect,
+    ScheduleState,
+    StartAction,
+    Step,
+    Stop,
+    TerminateAction,
+)
+from durablefuture.core.schedule_spec import scheduled_times
+
+__all__ = ["Draft", "next_wake"]
+
+
+class Draft:
+    """A mutable working copy of a state for one step (the result is frozen again)."""
+
+    def __init__(self, state: ScheduleState, now: float) -> None:
+        self.s = state
+        self.now = now
+        self.running = list(state.running)
+        self.buffered = list(state.buffered)
+        self.recent = list(state.recent)
+        self.journal = list(state.journal)
+        self.stopping = list(state.stopping)
+        self.taken = self.skipped_n = self.missed_n = 0
+        self.lateness: list[float] = []
+        self.paused = state.schedule.paused
+        self.note = state.schedule.note
+
+    def log(self, kind: str, nominal: float | None = None, detail: str = "") -> None:
+        self.journal.append(JournalEntry(self.now, kind, nominal, detail))
+
+    def start(self, nominal: float, source: str) -> None:
+        wid = self.s.action_id(nominal)
+        if any(r.workflow_id == wid for r in (*self.running, *self.recent)):
+            # already taken (a backfill over taken times, a trigger at a spec instant)
+            self.log("skipped", nominal, f"{wid} was already taken")
+            return
+        self.running.append(ActionRecord(nominal, self.now, wid, source))
+        self.taken += 1
+
+    def stop_running(self, overlap: Overlap) -> None:
+        stopping = {s.workflow_id for s in self.stopping}
+        for r in self.running:
+            if r.workflow_id not in stopping:
+                self.stopping.append(Stop(r.workflow_id, overlap is Overlap.TERMINATE_OTHER))
+                kind = "cancel_requested" if overlap is Overlap.CANCEL_OTHER else "terminated"
+                self.log(kind, r.nominal, r.workflow_id)
+
+    def action(self, nominal: float, overlap: Overlap, source: str) -> None:
+        """An action is due: take it, buffer it or skip it, as ``overlap`` says."""
+        busy = bool(self.running)
+        if overlap is Overlap.ALLOW_ALL or (not busy and not self.buffered):
+            self.start(nominal, source)
+        elif overlap is Overlap.SKIP:
+            self.skip(nominal, "an earlier action is still running (overlap SKIP)")
+        elif overlap is Overlap.BUFFER_ONE:
+            if self.buffered:
+                self.skip(nominal, "one action is already buffered (overlap BUFFER_ONE)")
+            else:
+                self.buffered.append(Buffered(nominal, overlap, source))
+                self.log("buffered", nominal)
+        elif overlap is Overlap.BUFFER_ALL:
+            self.buffered.append(Buffered(nominal, overlap, source))
+            self.log("buffered", nominal)
+        elif overlap is Overlap.CANCEL_OTHER:
+            for b in self.buffered:
+                self.skip(b.nominal, "replaced by a later action (overlap CANCEL_OTHER)")
+            self.buffered = [Buffered(nominal, overlap, source)]
+            self.stop_running(overlap)
+        else:  # TERMINATE_OTHER
+            self.stop_running(overlap)
+            for b in self.buffered:
+                self.skip(b.nominal, "replaced by a later action (overlap TERMINATE_OTHER)")
+            self.buffered = []
+            self.start(nominal, source)
+
+    def skip(self, nominal: float, why: str) -> None:
+        self.skipped_n += 1
+        self.log("skipped", nominal, why)
+
+    def observe(self, observed: Mapping[str, Observed]) -> None:
+        still: list[ActionRecord] = []
+        for r in self.running:
+            o = observed.get(r.workflow_id)
+            if o is None or not o.run_id:
+                still.append(r)
+                continue
+            r = evolve(r, run_id=o.run_id, status=o.status or RunStatus.RUNNING)
+            if r.status == RunStatus.RUNNING:
+                still.append(r)
+                continue
+            self.recent.append(r)
+            was_stopped = any(s.workflow_id == r.workflow_id for s in self.stopping)
+            self.stopping = [s for s in self.stopping if s.workflow_id != r.workflow_id]
+            if (
+                self.s.schedule.policy.pause_on_failure
+                and r.status in RunStatus.FAILED_LIKE
+                and not was_stopped
+                and not self.paused
+            ):
+                self.paused = True
+                self.note = f"paused: action {r.workflow_id} {r.status}"
+                self.log("paused", r.nominal, self.note)
+        self.running = still
+
+    def drain_buffer(self) -> None:
+        while self.buffered and not self.running:
+            b = self.buffered.pop(0)
+            self.start(b.nominal, b.source)
+
+    def finish(self, poll: float) -> Step:
+        s = self.s
+        schedule = evolve(s.schedule, paused=self.paused, note=self.note)
+        state = evolve(
+            s,
+            schedule=schedule,
+            running=tuple(self.running),
+            buffered=tuple(self.buffered),
+            recent=tuple(self.recent[-RECENT:]),
+            journal=tuple(self.journal[-JOURNAL:]),
+            stopping=tuple(self.stopping),
+            actions=s.actions + self.taken,
+            skipped=s.skipped + self.skipped_n,
+            missed=s.missed + self.missed_n,
+        )
+        effects: list[ScheduleEffect] = []
+        stops = {s.workflow_id: s.terminate for s in state.stopping}
+        for r in state.running:
+            if r.status == STARTING:
+                effects.append(StartAction(r.workflow_id, state.request_id(r.nominal), r.nominal))
+            terminate = stops.get(r.workflow_id)
+            if terminate is not None:
+                rid = f"{state.request_id(r.nominal)}:stop"
+                kind = TerminateAction if terminate else CancelAction
+                effects.append(kind(r.workflow_id, r.run_id, rid))
+        wake = next_wake(state, self.now, poll)
+        return Step(
+            state,
+            tuple(effects),
+            wake,
+            self.taken,
+            self.skipped_n,
+            self.missed_n,
+            tuple(self.lateness),
+        )
+
+
+def next_wake(state: ScheduleState, now: float, poll: float) -> float | None:
+    """The next fire time of the spec, or sooner (``now + poll``) while something waits on a
+    running action (a buffered action, a stop request, pause-on-failure, an unseen start)."""
+    wake: float | None = None
+    if not state.paused:
+        nxt = next(
+            scheduled_times(state.schedule.spec, state.schedule_id, state.processed_upto), None
+        )
+        if nxt is not None:
+            wake = nxt[1]
+    watching = state.buffered or state.stopping or any(r.status == STARTING for r in state.running)
+    if state.running and state.schedule.policy.pause_on_failure:
+        watching = True
+    if watching:
+        wake = now + poll if wake is None else min(wake, now + poll)
+    return wake

@@ -1,0 +1,62 @@
+"""The nats-py client a connection is made with, and the checks of its health that nats-py does
+not offer."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+__all__ = ["UNREADABLE_HEADERS", "TolerantClient", "close_quietly", "read_loop_stopped"]
+
+
+async def close_quietly(nc: NATS) -> None:
+    with contextlib.suppress(Exception):
+        await nc.close()
+
+
+class TolerantClient(NATS):
+    """nats-py's client, except that bytes which are not UTF-8 in a message's subject, reply or
+    headers never reach its read loop as an exception.
+
+    nats-py decodes those outside any ``try``; its read loop then stops for good while the
+    connection still counts as connected (anyone who can publish to one of our subscriptions
+    could do that with one message). Here such text is decoded with replacement characters,
+    and unreadable headers are replaced by one ``Df-Unreadable-Headers`` header, so the
+    message reaches our handlers, which refuse it as junk.
+    """
+
+    async def _process_headers(self, headers: Any) -> dict[str, str] | None:
+        try:
+            return await super()._process_headers(headers)
+        except (UnicodeDecodeError, ValueError, IndexError):
+            return {UNREADABLE_HEADERS: "true"}
+
+    def _build_message(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any
+    ) -> Any:
+        return self.msg_class(
+            subject=subject.decode("utf-8", "replace"),
+            reply=reply.decode("utf-8", "replace"),
+            data=data,
+            headers=headers,
+            _client=self,
+            _sid=sid,
+        )
+
+
+UNREADABLE_HEADERS = "Df-Unreadable-Headers"
+
+
+def read_loop_stopped(nc: NATS) -> bool:
+    """True when nats-py's read loop has ended while the connection is not closed or
+    reconnecting: the process would stay up receiving nothing."""
+    task = getattr(nc, "_reading_task", None)
+    return (
+        task is not None
+        and task.done()
+        and not nc.is_closed
+        and not nc.is_reconnecting
+        and not nc.is_draining
+    )
