@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
@@ -37,6 +37,7 @@ __all__ = [
     "as_codec",
     "describe_envelope",
     "is_envelope",
+    "show_envelopes",
 ]
 
 ENVELOPE_KEY = "$dfp"
@@ -218,10 +219,16 @@ def transform_tree(tree: object, codec: PayloadCodec, encode: bool) -> None:
         _replace(slots, decode_values(codec, [c[k] for c, k in slots]))
 
 
-def map_envelopes(tree: object, fn: Callable[[JsonValue], JsonValue]) -> None:
-    """Replace in place every envelope of an unstructured message with ``fn(envelope)``."""
-    slots = [(c, k) for c, k in _payload_slots(tree, skip_envelopes=False) if is_envelope(c[k])]
-    _replace(slots, [fn(c[k]) for c, k in slots])
+def show_envelopes(tree: Any) -> Any:
+    """A copy of ``tree`` (any JSON value) with each envelope in it as text saying what it is
+    (``encrypted (key k1)``): for displays without the codec."""
+    if is_envelope(tree):
+        return describe_envelope(tree)
+    if isinstance(tree, dict):
+        return {k: show_envelopes(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [show_envelopes(v) for v in tree]
+    return tree
 
 
 def _replace(slots: list[_Slot], values: list[JsonValue]) -> None:

@@ -5,19 +5,27 @@ buckets) is read raw and searched for the plaintext."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 import durablefuture as df
-from durablefuture.codecs import AesGcm, Zlib, generate_key
+from durablefuture.codecs import AesGcm, Zlib, from_env, generate_key
 from durablefuture.core import events as ev
 from durablefuture.transport.connection import connect
-from tests.conftest import wait_for
+from tests.conftest import Daemons, wait_for, wait_namespace
 
 pytestmark = pytest.mark.asyncio
 
 KEY = generate_key()
+KEYS_ENV = {"DF_CODEC_KEYS": f"k1:{base64.b64encode(KEY).decode()}"}
+ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {
     "argument": "ARG-CARD-4111-1111",
     "activity": "ACT-RECEIPT-7731",
@@ -60,8 +68,20 @@ async def _raw_store(url: str) -> list[bytes]:
     return out
 
 
+async def df_cli(url: str, *args: str, codec: bool) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DF_")}
+    if codec:
+        env |= {"DF_CODEC": "durablefuture.codecs:from_env", **KEYS_ENV}
+    cmd = [sys.executable, "-m", "daemons.df_cli", "--nats", url, *args]
+    out = await asyncio.to_thread(
+        subprocess.run, cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 async def test_an_encrypted_run_stores_no_plaintext() -> None:
-    codec = [Zlib(), AesGcm("k1", KEY)]
+    codec = from_env(KEYS_ENV)
     async with df.testing.LocalEnvironment(codec=codec) as env:
         async with env.worker(workflows=[secret_order], activities=[charge]):
             handle = await env.client.start_workflow(
@@ -97,3 +117,61 @@ async def test_an_encrypted_run_stores_no_plaintext() -> None:
         async with await df.Client.connect(env.nats_url) as plain:
             with pytest.raises(df.PayloadError, match=r"encrypted \(key k1\)"):
                 await plain.get_workflow_handle("secret-1").result()
+
+        # df workflow history: decoded with --codec (here DF_CODEC), "encrypted (key k1)" without
+        shown = await df_cli(env.nats_url, "workflow", "history", "secret-1", codec=True)
+        assert SECRETS["argument"] in shown and SECRETS["signal"] in shown
+        hidden = await df_cli(env.nats_url, "workflow", "history", "secret-1", codec=False)
+        assert "encrypted (key k1)" in hidden
+        assert not any(text in hidden for text in SECRETS.values())
+        result = await df_cli(env.nats_url, "--json", "workflow", "result", "secret-1", codec=True)
+        assert SECRETS["signal"] in result
+
+
+async def test_a_key_rotation_keeps_old_runs_readable() -> None:
+    old, new = AesGcm("k1", KEY), AesGcm("k2", generate_key(), old_keys={"k1": KEY})
+    async with df.testing.LocalEnvironment(codec=old) as env:
+        async with env.worker(workflows=[secret_order], activities=[charge]):
+            handle = await env.client.start_workflow(secret_order, "old card", id="rotate-1")
+
+            async def waiting() -> bool:
+                history = await handle.fetch_history()
+                return any(isinstance(e, ev.SignalWaitStarted) for e in history)
+
+            await wait_for(waiting, 20)
+        # workers and clients move to k2; the run started under k1 finishes under k2
+        async with await df.Client.connect(env.nats_url, codec=[Zlib(), new]) as client:
+            worker = await df.Client.connect(env.nats_url, codec=[Zlib(), new])
+            async with df.Worker(worker, "default", [secret_order], [charge]):
+                rotated = client.get_workflow_handle("rotate-1")
+                await rotated.signal("ship", "new address")
+                result = await rotated.result()
+            await worker.close()
+        assert result == {
+            "receipt": f"{SECRETS['activity']} for old card",
+            "address": "new address",
+        }
+        stored = await _raw_store(env.nats_url)
+        assert any(b'"k1"' in m for m in stored) and any(b'"k2"' in m for m in stored)
+
+
+async def test_df_worker_takes_a_codec(daemons: Daemons) -> None:
+    daemons.env |= KEYS_ENV
+    daemons.server()
+    daemons.worker(
+        "--codec",
+        "durablefuture.codecs:from_env",
+        "--workflows",
+        "tests.integration.test_payload_codecs:secret_order",
+        "--activities",
+        "tests.integration.test_payload_codecs:charge",
+    )
+    await wait_namespace(daemons.url)
+    async with await df.Client.connect(daemons.url, codec=from_env(KEYS_ENV)) as client:
+        handle = await client.start_workflow(
+            secret_order, "daemon card", id="d-1", task_queue="tests"
+        )
+        await handle.signal("ship", "there")
+        result = await handle.result(timeout=30)
+    assert result["receipt"].endswith("daemon card"), daemons.logs()
+    assert not any(b"daemon card" in m for m in await _raw_store(daemons.url))
