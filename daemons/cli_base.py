@@ -11,6 +11,7 @@ import click
 from daemons.common import fail
 from durablefuture.client import Client
 from durablefuture.codec import text as json_text
+from durablefuture.codec.envelope import PayloadCodec
 from durablefuture.core.errors import DurableFutureError, WorkflowExecutionError
 from durablefuture.transport.tls import TlsConfig
 
@@ -28,6 +29,7 @@ class Settings:
         timeout: float,
         creds: str | None = None,
         tls: TlsConfig | None = None,
+        codec: PayloadCodec | None = None,
     ) -> None:
         self.nats_url = nats_url
         self.namespace = namespace
@@ -35,6 +37,7 @@ class Settings:
         self.connect_timeout = timeout
         self.creds = creds
         self.tls = tls
+        self.codec = codec
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -85,6 +88,7 @@ async def _client(settings: Settings) -> Client:
         connect_timeout=settings.connect_timeout,
         creds=settings.creds,
         tls=settings.tls,
+        codec=settings.codec,
     )
 
 

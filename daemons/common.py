@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from durablefuture.codec.envelope import PayloadCodec, as_codec
 from durablefuture.core.errors import DurableFutureError
 from durablefuture.logs import setup_logging
 from durablefuture.transport.connection import DEFAULT_URL
@@ -70,6 +71,16 @@ TLS_HOSTNAME_OPTION = click.option(
     "(env DF_NATS_TLS_HOSTNAME).",
 )
 TLS_OPTIONS = (TLS_CA_OPTION, TLS_CERT_OPTION, TLS_KEY_OPTION, TLS_HOSTNAME_OPTION)
+CODEC_OPTION = click.option(
+    "--codec",
+    "codec_spec",
+    default=None,
+    metavar="MODULE:FACTORY",
+    envvar="DF_CODEC",
+    help="Payload codec: a function or class called with no arguments that returns a "
+    "df.PayloadCodec (or a list of them), e.g. durablefuture.codecs:from_env (keys in "
+    "DF_CODEC_KEYS) (env DF_CODEC).",
+)
 NAMESPACE_OPTION = click.option(
     "--namespace",
     default="default",
@@ -198,6 +209,20 @@ def protect_secrets(nats_url: str) -> None:
     scrubbed of them, and so is the traceback of an error nobody caught."""
     remember(nats_url)
     sys.excepthook = _print_scrubbed
+
+
+def load_codec(spec: str | None) -> PayloadCodec | None:
+    """``--codec MODULE:FACTORY``: call the factory and check it made a payload codec."""
+    if not spec:
+        return None
+    if spec.count(":") != 1:
+        fail(f"--codec {spec!r} is not MODULE:FACTORY (e.g. durablefuture.codecs:from_env)")
+    [factory] = load_functions(spec, "codec")
+    try:
+        made: Any = factory()
+        return as_codec(made)
+    except (DurableFutureError, TypeError, ImportError) as exc:
+        fail(f"--codec {spec!r}: {exc}")
 
 
 def load_functions(spec: str, what: str) -> list[Callable[..., object]]:

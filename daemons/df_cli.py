@@ -26,9 +26,11 @@ from daemons.cli_base import (
     _with_client,
 )
 from daemons.common import (
+    CODEC_OPTION,
     CREDS_OPTION,
     LOG_LEVEL_OPTION,
     fail,
+    load_codec,
     protect_secrets,
     tls_config,
     tls_options,
@@ -55,6 +57,7 @@ __all__ = ["_parse_input", "main"]
 )
 @CREDS_OPTION
 @tls_options
+@CODEC_OPTION
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -67,12 +70,14 @@ def main(
     tls_cert: str | None,
     tls_key: str | None,
     tls_hostname: str | None,
+    codec_spec: str | None,
 ) -> None:
     """DurableFuture: durable workflows on NATS JetStream."""
     protect_secrets(nats_url)
     setup_cli_logging()
     tls = tls_config(tls_ca, tls_cert, tls_key, tls_hostname)
-    ctx.obj = Settings(nats_url, namespace, as_json, connect_timeout, creds, tls)
+    codec = load_codec(codec_spec)
+    ctx.obj = Settings(nats_url, namespace, as_json, connect_timeout, creds, tls, codec)
 
 
 # ---------------------------------------------------------------------------- df dev

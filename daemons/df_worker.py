@@ -9,8 +9,10 @@ import os
 import click
 
 from daemons.common import (
+    CODEC_OPTION,
     daemon_options,
     fail,
+    load_codec,
     load_functions,
     protect_secrets,
     run_daemon,
@@ -26,6 +28,7 @@ from durablefuture.worker import Worker, WorkerOptions
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @daemon_options
+@CODEC_OPTION
 @click.option("--task-queue", default="default", envvar="DF_TASK_QUEUE", show_default=True)
 @click.option(
     "--workflows",
@@ -85,6 +88,7 @@ def main(
     log_format: str,
     metrics_port: int | None,
     metrics_host: str,
+    codec_spec: str | None,
     task_queue: str,
     workflows: str,
     activities: str,
@@ -102,6 +106,7 @@ def main(
     """
     protect_secrets(nats_url)
     tls = tls_config(tls_ca, tls_cert, tls_key, tls_hostname)
+    codec = load_codec(codec_spec)
     wfs = load_functions(workflows, "workflows") if workflows else []
     acts = load_functions(activities, "activities") if activities else []
     if not wfs and not acts:
@@ -117,7 +122,12 @@ def main(
     async def serve(stop: asyncio.Event) -> None:
         await start_metrics(metrics_port, metrics_host)
         client = await Client.connect(
-            nats_url, namespace, connect_timeout=connect_timeout, creds=creds, tls=tls
+            nats_url,
+            namespace,
+            connect_timeout=connect_timeout,
+            creds=creds,
+            tls=tls,
+            codec=codec,
         )
         worker = Worker(
             client,

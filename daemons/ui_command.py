@@ -13,6 +13,7 @@ import click
 
 from daemons.common import fail, load_functions
 from durablefuture.client import Client
+from durablefuture.codec.envelope import PayloadCodec
 from durablefuture.core.errors import DurableFutureError, InvalidArgumentError
 from durablefuture.transport.redaction import redact, remember_secret
 from durablefuture.transport.tls import TlsConfig
@@ -32,6 +33,7 @@ class _Settings(Protocol):
     connect_timeout: float
     creds: str | None
     tls: TlsConfig | None
+    codec: PayloadCodec | None
 
 
 @click.command(context_settings=CONTEXT)
@@ -108,6 +110,7 @@ def ui(settings: _Settings, host: str, port: int, token_env: str, workflows_spec
                 connect_timeout=settings.connect_timeout,
                 creds=settings.creds,
                 tls=settings.tls,
+                codec=settings.codec,
             )
         except DurableFutureError as exc:
             fail(str(exc))

@@ -15,6 +15,7 @@ from daemons.cli_base import CONTEXT, Settings, T, _emit, _parse_input, _run, _w
 from daemons.common import fail
 from durablefuture.client import Client, WorkflowDescription
 from durablefuture.codec import text as json_text
+from durablefuture.codec.envelope import show_envelopes
 from durablefuture.codec.wire import default_codec
 from durablefuture.core.errors import DurableFutureError, WorkflowExecutionError
 from durablefuture.core.liveness import unserved_workflow
@@ -196,7 +197,8 @@ def workflow_history(settings: Settings, workflow_id: str) -> None:
 
     events = _run(_with_client(settings, go))
     codec = default_codec()
-    raw = [codec.encode_event(e) for e in events]
+    # payloads the codec (if any) did not decode show as "encrypted (key k1)"
+    raw = show_envelopes([codec.encode_event(e) for e in events])
     if settings.as_json:
         click.echo(json_text.pretty(raw))
         return

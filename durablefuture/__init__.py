@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from durablefuture.core import errors as _errors  # pure: no I/O, no third-party import
 
 if TYPE_CHECKING:
-    from durablefuture import testing, workflow
+    from durablefuture import codecs, testing, workflow
     from durablefuture.activity_context import ActivityInfo, activity_info, heartbeat
     from durablefuture.api import (
         activity,
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         wait_signal,
     )
     from durablefuture.client import Client, WorkflowDescription, WorkflowHandle
+    from durablefuture.codec.envelope import Payload, PayloadCodec
     from durablefuture.core.definitions import defn
     from durablefuture.core.effects import RunStatus
     from durablefuture.core.errors import *  # noqa: F403 (every name in errors.__all__)
@@ -88,6 +89,8 @@ _LAZY: dict[str, str] = {
     "WorkflowHandle": "durablefuture.client",
     "WorkflowDescription": "durablefuture.client",
     "TlsConfig": "durablefuture.transport.tls",
+    "Payload": "durablefuture.codec.envelope",
+    "PayloadCodec": "durablefuture.codec.envelope",
     "Worker": "durablefuture.worker",
     "WorkerOptions": "durablefuture.worker",
     "WorkerRecord": "durablefuture.core.liveness",
@@ -106,7 +109,7 @@ _LAZY: dict[str, str] = {
     "ScheduleStartWorkflow": "durablefuture.schedules",
 }
 _LAZY.update(dict.fromkeys(_errors.__all__, "durablefuture.core.errors"))
-_SUBMODULES = ("workflow", "testing")
+_SUBMODULES = ("workflow", "testing", "codecs")
 
 __all__ = [
     "ActivityInfo",
@@ -118,6 +121,8 @@ __all__ = [
     "Interval",
     "Overlap",
     "ParentClosePolicy",
+    "Payload",
+    "PayloadCodec",
     "RetryPolicy",
     "RunStatus",
     "Schedule",
@@ -142,6 +147,7 @@ __all__ = [
     "all_of",
     "any_of",
     "child_workflow",
+    "codecs",
     "continue_as_new",
     "defn",
     "heartbeat",

@@ -17,7 +17,8 @@ from durablefuture import tracing
 from durablefuture.client.handle import WorkflowHandle
 from durablefuture.client.requests import error_from_reply
 from durablefuture.client.visibility import Visibility
-from durablefuture.codec.wire import InputEnvelope
+from durablefuture.codec.envelope import PayloadCodec, as_codec
+from durablefuture.codec.wire import InputEnvelope, default_codec
 from durablefuture.core import inputs as inp
 from durablefuture.core.definitions import bind_args, name_of, result_type_of
 from durablefuture.core.errors import InvalidArgumentError
@@ -48,15 +49,21 @@ class Client(Visibility):
         connect_timeout: float = 20.0,
         creds: str | None = None,
         tls: TlsConfig | ssl.SSLContext | None = None,
+        codec: PayloadCodec | Sequence[PayloadCodec] | None = None,
     ) -> Client:
         """Connect to NATS (``url`` may list several servers, comma-separated; ``creds`` is a
         NATS credentials file).
 
         ``tls=df.TlsConfig(ca=..., cert=..., key=...)`` (or a ready ``ssl.SSLContext``) asks
         for TLS, as a ``tls://`` URL does; a failed handshake raises ``df.TlsError`` at once.
+
+        ``codec`` (a ``df.PayloadCodec`` such as ``durablefuture.codecs.AesGcm``, or a list of
+        them, applied in order) encodes every payload this client, and the workers built on
+        it, write, and decodes every payload they read; the df-server never sees them decoded.
         """
+        payload_codec = as_codec(codec)
         nc = await connect(url, timeout=connect_timeout, name="df-client", creds=creds, tls=tls)
-        client = cls(nc, namespace)
+        client = cls(nc, namespace, codec=default_codec().with_payload_codec(payload_codec))
         client._own_nc = True
         return client
 

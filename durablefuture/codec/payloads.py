@@ -15,6 +15,7 @@ import orjson
 from cattrs import Converter, ForbiddenExtraKeysError, transform_error
 
 from durablefuture.codec.converter import CommandAsValue
+from durablefuture.codec.envelope import describe_envelope, is_envelope
 from durablefuture.core.commands import ContinueAsNew, describe_yieldable
 from durablefuture.core.errors import PayloadError
 from durablefuture.core.types import JsonValue, type_name
@@ -95,6 +96,13 @@ class JsonPayloads:
             PayloadError: naming ``what`` (e.g. "argument 'order' of activity 'charge'") and
                 each field that does not fit, with the type it expected and the value it got.
         """
+        if is_envelope(payload):
+            subject = "a payload" if what is None else what
+            raise PayloadError(
+                f"{subject} is {describe_envelope(payload)}: this process has no payload codec "
+                "that decodes it. Pass the codec that wrote it (codec=... on Client.connect, "
+                "--codec on df-worker and df)"
+            )
         if type_hint in _PASSTHROUGH:
             return payload
         try:

@@ -25,6 +25,7 @@ from attrs import field, frozen
 from cattrs import Converter
 
 from durablefuture.codec.converter import make_converter
+from durablefuture.codec.envelope import PayloadCodec, transform_tree
 from durablefuture.codec.payloads import JsonPayloads
 from durablefuture.codec.validate import check_message_fields
 from durablefuture.core import events as ev
@@ -32,7 +33,7 @@ from durablefuture.core.effects import ActivityTask, RunSummary, WorkflowTask
 from durablefuture.core.errors import DecodeError, InvalidArgumentError
 from durablefuture.core.inputs import RunInput, StartWorkflowRequest
 from durablefuture.core.liveness import AttemptClaim, WorkerRecord
-from durablefuture.core.types import check_workflow_id
+from durablefuture.core.types import JsonValue, check_workflow_id
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -79,16 +80,50 @@ class Reply:
 
 
 class Codec:
-    """Encodes and decodes every engine message with the one converter."""
+    """Encodes and decodes every engine message with the one converter.
 
-    def __init__(self, converter: Converter | None = None) -> None:
+    With a ``payload_codec`` (clients and workers only, never the df-server), the payloads of
+    every message it encodes go through the codec, and those of every message it decodes come
+    back from it: see :mod:`durablefuture.codec.envelope`.
+    """
+
+    def __init__(
+        self, converter: Converter | None = None, payload_codec: PayloadCodec | None = None
+    ) -> None:
         self.converter = converter or make_converter()
         self.payloads = JsonPayloads(self.converter)
+        self.payload_codec = payload_codec
         c = self.converter
         self._un_event = c.get_unstructure_hook(ev.Event)
         self._st_event = c.get_structure_hook(ev.Event)
 
     # ------------------------------------------------------------------ helpers
+
+    def with_payload_codec(self, payload_codec: PayloadCodec | None) -> Codec:
+        """A codec sharing this one's converter, with ``payload_codec``."""
+        return Codec(self.converter, payload_codec)
+
+    def _seal(self, tree: object) -> object:
+        if self.payload_codec is not None:
+            transform_tree(tree, self.payload_codec, encode=True)
+        return tree
+
+    def _open(self, tree: object) -> object:
+        if self.payload_codec is not None:
+            transform_tree(tree, self.payload_codec, encode=False)
+        return tree
+
+    def encode_payloads(self, values: list[JsonValue]) -> list[JsonValue]:
+        """``values`` (a query's arguments or answer, heartbeat details) through the codec."""
+        out = list(values)
+        self._seal({"args": out})
+        return out
+
+    def decode_payloads(self, values: list[JsonValue]) -> list[JsonValue]:
+        """``values`` back from the codec (plain values pass through)."""
+        out = list(values)
+        self._open({"args": out})
+        return out
 
     def _load(self, data: bytes, what: str) -> dict[str, Any]:
         try:
@@ -132,12 +167,12 @@ class Codec:
         return event
 
     def encode_batch(self, input_id: str, events: list[ev.Event] | tuple[ev.Event, ...]) -> bytes:
-        return orjson.dumps(
-            {"v": SCHEMA_VERSION, "in": input_id, "ev": [self._un_event(e) for e in events]}
-        )
+        body = {"v": SCHEMA_VERSION, "in": input_id, "ev": [self._un_event(e) for e in events]}
+        return orjson.dumps(self._seal(body))
 
     def decode_batch(self, data: bytes) -> tuple[str, list[ev.Event]]:
         obj = self._load(data, "history message")
+        self._open(obj.get("ev"))
         raw = obj.get("ev")
         if not isinstance(raw, list) or not raw:
             raise DecodeError("history message has no events")
@@ -149,17 +184,19 @@ class Codec:
     # ------------------------------------------------------------------ tasks
 
     def encode_workflow_task(self, msg: WorkflowTaskMessage) -> bytes:
-        return orjson.dumps(
-            {
-                "v": SCHEMA_VERSION,
-                "task": self.converter.unstructure(msg.task),
-                "ev": [self._un_event(e) for e in msg.events],
-                "hseq": msg.history_seq,
-            }
-        )
+        body = {
+            "v": SCHEMA_VERSION,
+            "task": self.converter.unstructure(msg.task),
+            "ev": [self._un_event(e) for e in msg.events],
+            "hseq": msg.history_seq,
+        }
+        return orjson.dumps(self._seal(body))
 
-    def decode_workflow_task(self, data: bytes) -> WorkflowTaskMessage:
+    def decode_workflow_task(self, data: bytes, payloads: bool = True) -> WorkflowTaskMessage:
+        """The task in ``data``; with ``payloads=False`` its payloads are left encoded."""
         obj = self._load(data, "workflow task")
+        if payloads:
+            self._open(obj)
         task = self._structure(obj.get("task"), WorkflowTask, "workflow task")
         check_message_fields(task, "workflow task")
         raw = obj.get("ev") or []
@@ -171,10 +208,14 @@ class Codec:
         return WorkflowTaskMessage(task, tuple(self.decode_event(e) for e in raw), hseq)
 
     def encode_activity_task(self, task: ActivityTask) -> bytes:
-        return orjson.dumps({"v": SCHEMA_VERSION, "task": self.converter.unstructure(task)})
+        body = {"v": SCHEMA_VERSION, "task": self.converter.unstructure(task)}
+        return orjson.dumps(self._seal(body))
 
-    def decode_activity_task(self, data: bytes) -> ActivityTask:
+    def decode_activity_task(self, data: bytes, payloads: bool = True) -> ActivityTask:
+        """The task in ``data``; with ``payloads=False`` its payloads are left encoded."""
         obj = self._load(data, "activity task")
+        if payloads:
+            self._open(obj)
         task: ActivityTask = self._structure(obj.get("task"), ActivityTask, "activity task")
         check_message_fields(task, "activity task")
         return task
@@ -187,10 +228,11 @@ class Codec:
             body["start"] = self.converter.unstructure(env.start)
         if env.input is not None:
             body["in"] = self.converter.unstructure(env.input, RunInput)
-        return orjson.dumps(body)
+        return orjson.dumps(self._seal(body))
 
     def decode_input(self, data: bytes) -> InputEnvelope:
         obj = self._load(data, "server input")
+        self._open(obj)
         wid = obj.get("wid")
         if not isinstance(wid, str) or not wid:
             raise DecodeError("server input has no workflow id")
@@ -231,10 +273,11 @@ class Codec:
     def encode_summary(self, summary: RunSummary) -> bytes:
         body = self.converter.unstructure(summary)
         body["v"] = SCHEMA_VERSION
-        return orjson.dumps(body)
+        return orjson.dumps(self._seal(body))
 
     def decode_summary(self, data: bytes) -> RunSummary:
         obj = self._load(data, "status entry")
+        self._open(obj)
         obj.pop("v", None)
         summary: RunSummary = self._structure(obj, RunSummary, "status entry")
         return summary

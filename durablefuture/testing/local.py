@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from durablefuture.client import Client
+from durablefuture.codec.envelope import PayloadCodec
 from durablefuture.natsserver import NatsServer
 from durablefuture.server import Server, ServerOptions
 from durablefuture.worker import Worker
@@ -28,6 +29,9 @@ class LocalEnvironment:
     the df-server uses the namespace's ``server`` credentials, ``env.client`` the ``client``
     ones and ``env.worker(...)`` the ``worker`` ones, each limited to what its role may do;
     ``env.creds(role)`` is the path of a role's credentials file.
+
+    ``codec`` (a payload codec, or a list of them) is given to ``env.client`` and every
+    ``env.worker(...)``; the df-server never gets it.
     """
 
     def __init__(
@@ -41,9 +45,11 @@ class LocalEnvironment:
         max_payload: int | None = None,
         max_file_store: int | None = None,
         auth: bool = False,
+        codec: PayloadCodec | Sequence[PayloadCodec] | None = None,
     ) -> None:
         self.namespace = namespace
         self.auth = auth
+        self.codec = codec
         self.server_options = server_options or ServerOptions(namespace=namespace)
         self.nats = NatsServer(
             store_dir,
@@ -91,7 +97,7 @@ class LocalEnvironment:
         await self.server.start()
         self._server_task = asyncio.create_task(self.server.run())
         self._client = await Client.connect(
-            self.nats.url, self.namespace, creds=self.creds("client")
+            self.nats.url, self.namespace, creds=self.creds("client"), codec=self.codec
         )
         return self
 
@@ -115,7 +121,9 @@ class LocalEnvironment:
         **kwargs: Any,
     ) -> AsyncIterator[Worker]:
         """Run a worker (with its own connection) for the duration of the ``async with``."""
-        client = await Client.connect(self.nats.url, self.namespace, creds=self.creds("worker"))
+        client = await Client.connect(
+            self.nats.url, self.namespace, creds=self.creds("worker"), codec=self.codec
+        )
         worker = Worker(client, task_queue, workflows, activities, **kwargs)
         try:
             async with worker:

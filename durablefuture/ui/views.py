@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import cast
 
 from durablefuture.client import Client, WorkflowDescription, describe_state
+from durablefuture.codec.envelope import show_envelopes
 from durablefuture.codec.wire import default_codec
 from durablefuture.core import events as ev
 from durablefuture.core.effects import RunStatus
@@ -152,7 +153,7 @@ async def run_payload(
     codec = default_codec()
     started = history[0]
     inputs: JsonValue = list(started.args) if isinstance(started, ev.WorkflowStarted) else None
-    return {
+    out: dict[str, JsonValue] = {
         "workflow": describe_json(description),
         "input": inputs,
         "history": [codec.encode_event(e) for e in history],
@@ -160,3 +161,5 @@ async def run_payload(
         "why": list(diagnosis.reasons),
         "namespace": client.namespace,
     }
+    shown: dict[str, JsonValue] = show_envelopes(out)  # payloads the UI has no codec for
+    return shown

@@ -333,6 +333,7 @@ class ActivityTasks:
             definition,
             msg,
             payloads=self.codec.payloads,
+            seal=self.codec.encode_payloads,
             reports=self.reports,
             handover=self.handover,
             bucket=self.bucket,

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -58,8 +59,11 @@ class Attempt:
         executor: Executor,
         identity: str,
         options: WorkerOptions,
+        seal: Callable[[list[JsonValue]], list[JsonValue]] = list,
     ) -> None:
         self.payloads = payloads
+        self.seal = seal
+        """Encodes heartbeat details with the payload codec (records outside engine messages)."""
         self.reports = reports
         self.handover = handover
         self.bucket = bucket
@@ -228,7 +232,7 @@ class Attempt:
         if bucket is None:
             return
         t = self.task
-        body = encode_heartbeat(t.attempt, self.last_heartbeat, self._details())
+        body = encode_heartbeat(t.attempt, self.last_heartbeat, self.seal(list(self._details())))
         try:
             await bucket.put_heartbeat(t.run_id, t.seq, body)
             if await bucket.cancel_requested(t.run_id, t.seq):

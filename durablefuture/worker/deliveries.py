@@ -108,7 +108,7 @@ class Deliveries:
         extra = {"subject": msg.subject, "delivery": delivered}
         try:
             if ".at." in msg.subject:
-                task = self.codec.decode_activity_task(msg.data)
+                task = self.codec.decode_activity_task(msg.data, payloads=False)
                 await self.reports.store(
                     task.workflow_id,
                     inp.FailActivityTask(task.run_id, task.seq, task.attempt, failure),
@@ -117,7 +117,7 @@ class Deliveries:
                     extra=extra,
                 )
             else:
-                m = self.codec.decode_workflow_task(msg.data)
+                m = self.codec.decode_workflow_task(msg.data, payloads=False)
                 await self.reports.store(
                     m.task.workflow_id,
                     inp.FailWorkflowTask(

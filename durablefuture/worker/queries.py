@@ -54,7 +54,7 @@ class Queries:
             return
         try:
             answer = await self.answer(msg.data)
-            body = encode_query_answer(answer)
+            body = encode_query_answer(self.codec.encode_payloads([answer])[0])
         except Exception as exc:
             body = encode_query_error(exc)
         with contextlib.suppress(Exception):
@@ -63,7 +63,8 @@ class Queries:
     async def answer(self, data: bytes) -> JsonValue:
         try:
             req = decode_query(data)
-            wid, run_id, name, args = req.workflow_id, req.run_id, req.name, req.args
+            wid, run_id, name = req.workflow_id, req.run_id, req.name
+            args = tuple(self.codec.decode_payloads(list(req.args)))
         except Exception as exc:
             raise QueryFailedError(f"malformed query: {exc}") from None
         async with self.cache.lock(run_id):

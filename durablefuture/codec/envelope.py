@@ -1,0 +1,236 @@
+"""Payload codecs: the user's transformation of every payload (encryption, compression).
+
+A user payload (an argument, a result, a signal's or query's arguments, a query's answer, a
+heartbeat's or an error's details) is a JSON value. With a :class:`PayloadCodec` configured,
+clients and workers turn each one into a :class:`Payload` (its JSON bytes and metadata), run the
+codec over them and store the result as an *envelope* in its place::
+
+    {"$dfp": {"m": {"encoding": "json", "encryption": "aes256gcm", "key": "k1"}, "d": "<base64>"}}
+
+The df-server never decodes envelopes: it stores and forwards them as any other JSON value.
+Clients and workers decode them when they read messages, so the core only sees plain values
+(replay compares what a workflow yields with what history recorded, in the clear).
+
+Envelopes replace values only under the payload fields of engine messages (``args``,
+``signal_args``, ``result``, ``value``, ``details``, ``heartbeat_details``): user values
+themselves are never walked.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
+from attrs import field, frozen
+
+from durablefuture.core.errors import PayloadError
+from durablefuture.core.types import JsonValue
+
+__all__ = [
+    "ENVELOPE_KEY",
+    "CodecChain",
+    "Payload",
+    "PayloadCodec",
+    "as_codec",
+    "describe_envelope",
+    "is_envelope",
+    "show_envelopes",
+]
+
+ENVELOPE_KEY = "$dfp"
+_LIST_KEYS = frozenset({"args", "signal_args", "details", "heartbeat_details"})
+_ONE_KEYS = frozenset({"result", "value"})
+
+
+def _metadata(value: Mapping[str, str]) -> dict[str, str]:
+    return dict(value)
+
+
+@frozen
+class Payload:
+    """One encoded payload: bytes and string metadata (what encoded it, which key)."""
+
+    data: bytes
+    metadata: dict[str, str] = field(factory=dict, converter=_metadata)
+
+
+@runtime_checkable
+class PayloadCodec(Protocol):
+    """Transforms payloads on their way to the store and back.
+
+    ``encode`` and ``decode`` take and return lists of the same length. ``decode`` must pass
+    through, unchanged, any payload whose metadata shows this codec did not encode it: runs
+    written before the codec was configured stay readable.
+    """
+
+    def encode(self, payloads: Sequence[Payload]) -> list[Payload]: ...
+
+    def decode(self, payloads: Sequence[Payload]) -> list[Payload]: ...
+
+
+class CodecChain:
+    """Several codecs as one: encode through them in order, decode in reverse order.
+
+    ``CodecChain(Zlib(), AesGcm(keys))`` compresses, then encrypts.
+    """
+
+    def __init__(self, *codecs: PayloadCodec) -> None:
+        self.codecs = tuple(codecs)
+
+    def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        out = list(payloads)
+        for codec in self.codecs:
+            out = codec.encode(out)
+        return out
+
+    def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        out = list(payloads)
+        for codec in reversed(self.codecs):
+            out = codec.decode(out)
+        return out
+
+
+def as_codec(codec: PayloadCodec | Sequence[PayloadCodec] | None) -> PayloadCodec | None:
+    """A codec, a list of codecs (chained) or None, as one codec or None."""
+    if codec is None:
+        return None
+    if isinstance(codec, Sequence):
+        return CodecChain(*codec) if codec else None
+    if not isinstance(codec, PayloadCodec):
+        raise TypeError(
+            f"a payload codec needs encode() and decode() methods; got {type(codec).__name__}"
+        )
+    return codec
+
+
+# ------------------------------------------------------------------ envelopes
+
+
+def is_envelope(value: object) -> bool:
+    return type(value) is dict and len(value) == 1 and ENVELOPE_KEY in value
+
+
+def describe_envelope(value: object) -> str:
+    """``encrypted (key k1)``, ``compressed (zlib)`` or ``encoded``: what a reader without
+    the codec can say of an envelope."""
+    inner = value.get(ENVELOPE_KEY) if isinstance(value, dict) else None
+    meta = inner.get("m") if isinstance(inner, dict) else None
+    if not isinstance(meta, dict):
+        return "encoded"
+    if "encryption" in meta:
+        return f"encrypted (key {meta.get('key', '?')})"
+    if "compression" in meta:
+        return f"compressed ({meta['compression']})"
+    return "encoded"
+
+
+def _to_envelope(payload: Payload) -> JsonValue:
+    return {
+        ENVELOPE_KEY: {"m": dict(payload.metadata), "d": base64.b64encode(payload.data).decode()}
+    }
+
+
+def _from_envelope(value: dict[str, Any]) -> Payload:
+    inner = value[ENVELOPE_KEY]
+    try:
+        meta = inner["m"]
+        data = base64.b64decode(inner["d"], validate=True)
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise TypeError("metadata is not a map of strings")
+    except (KeyError, TypeError, binascii.Error) as exc:
+        raise PayloadError(f"a payload envelope is malformed ({exc})") from None
+    return Payload(data, meta)
+
+
+def encode_values(codec: PayloadCodec, values: Sequence[JsonValue]) -> list[JsonValue]:
+    """``values`` as envelopes (one batch through ``codec``)."""
+    if not values:
+        return list(values)
+    plain = [Payload(orjson.dumps(v), {"encoding": "json"}) for v in values]
+    encoded = codec.encode(plain)
+    if len(encoded) != len(plain):
+        raise PayloadError(f"payload codec {type(codec).__name__} changed the number of payloads")
+    return [_to_envelope(p) for p in encoded]
+
+
+def decode_values(codec: PayloadCodec, values: Sequence[JsonValue]) -> list[JsonValue]:
+    """``values`` with every envelope decoded (plain values pass through)."""
+    at = [i for i, v in enumerate(values) if is_envelope(v)]
+    if not at:
+        return list(values)
+    decoded = codec.decode([_from_envelope(values[i]) for i in at])  # type: ignore[arg-type]
+    out = list(values)
+    for i, payload in zip(at, decoded, strict=True):
+        if payload.metadata.get("encoding") != "json":
+            raise PayloadError(
+                f"a payload is still {describe_envelope(_to_envelope(payload))} after the "
+                "configured codec decoded it: configure the codec (and key) that wrote it"
+            )
+        try:
+            out[i] = orjson.loads(payload.data)
+        except orjson.JSONDecodeError as exc:
+            raise PayloadError(f"a decoded payload is not JSON ({exc})") from None
+    return out
+
+
+# ------------------------------------------------------------------ message trees
+
+_Slot = tuple[Any, Any]  # (container, key or index)
+
+
+def _payload_slots(tree: object, skip_envelopes: bool) -> list[_Slot]:
+    """Where the payloads of an unstructured engine message are, as (container, key) pairs."""
+    slots: list[_Slot] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, child in node.items():
+            if key in _LIST_KEYS and isinstance(child, list):
+                slots.extend(
+                    (child, i)
+                    for i, v in enumerate(child)
+                    if not (skip_envelopes and is_envelope(v))
+                )
+            elif key in _ONE_KEYS:
+                if child is not None and not (skip_envelopes and is_envelope(child)):
+                    slots.append((node, key))
+            elif isinstance(child, dict | list):
+                stack.append(child)
+    return slots
+
+
+def transform_tree(tree: object, codec: PayloadCodec, encode: bool) -> None:
+    """Encode (or decode) in place every payload of an unstructured engine message."""
+    if encode:
+        slots = _payload_slots(tree, skip_envelopes=True)
+        if slots:
+            _replace(slots, encode_values(codec, [c[k] for c, k in slots]))
+        return
+    slots = [(c, k) for c, k in _payload_slots(tree, skip_envelopes=False) if is_envelope(c[k])]
+    if slots:
+        _replace(slots, decode_values(codec, [c[k] for c, k in slots]))
+
+
+def show_envelopes(tree: Any) -> Any:
+    """A copy of ``tree`` (any JSON value) with each envelope in it as text saying what it is
+    (``encrypted (key k1)``): for displays without the codec."""
+    if is_envelope(tree):
+        return describe_envelope(tree)
+    if isinstance(tree, dict):
+        return {k: show_envelopes(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [show_envelopes(v) for v in tree]
+    return tree
+
+
+def _replace(slots: list[_Slot], values: list[JsonValue]) -> None:
+    for (container, key), value in zip(slots, values, strict=True):
+        container[key] = value

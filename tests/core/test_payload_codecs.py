@@ -1,0 +1,125 @@
+"""Payload codecs: AES-GCM (key ids, rotation, tampering), zlib, chains, and the wire codec
+encoding every payload of engine messages while leaving the engine fields in the clear."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import durablefuture as df
+from durablefuture.codec.envelope import ENVELOPE_KEY, CodecChain, Payload, is_envelope
+from durablefuture.codec.wire import InputEnvelope, default_codec
+from durablefuture.codecs import AesGcm, Zlib, from_env, generate_key
+from durablefuture.core import inputs as inp
+from durablefuture.core.errors import InvalidArgumentError, PayloadError
+
+K1, K2 = generate_key(), generate_key()
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _chain() -> CodecChain:
+    return CodecChain(Zlib(), AesGcm("k1", K1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=5))
+def test_each_codec_and_a_chain_round_trip(datas: list[bytes]) -> None:
+    payloads = [Payload(d, {"encoding": "json"}) for d in datas]
+    for codec in (AesGcm("k1", K1), Zlib(), _chain()):
+        encoded = codec.encode(payloads)
+        assert codec.decode(encoded) == payloads
+
+
+@settings(max_examples=60, deadline=None)
+@given(json_values, st.lists(json_values, max_size=3))
+def test_a_start_request_round_trips_through_the_wire_with_a_codec(
+    result: object, args: list[object]
+) -> None:
+    sealed = default_codec().with_payload_codec(_chain())
+    message = inp.CompleteActivityTask("r1", 3, 1, result)  # type: ignore[arg-type]
+    data = sealed.encode_input(InputEnvelope("w1", input=message))
+    assert sealed.decode_input(data).input == message
+    start = inp.StartWorkflowRequest("w1", "order", "q", "req", args=tuple(args))
+    data = sealed.encode_input(InputEnvelope("w1", start=start))
+    assert sealed.decode_input(data).start == start
+
+
+def test_the_server_side_codec_keeps_envelopes_and_engine_fields_are_clear() -> None:
+    sealed = default_codec().with_payload_codec(AesGcm("k1", K1))
+    start = inp.StartWorkflowRequest(
+        "w1", "order", "q", "req", args=("card 4111",), signal_name="go", signal_args=(7,)
+    )
+    data = sealed.encode_input(InputEnvelope("w1", start=start))
+    assert b"4111" not in data and b'"order"' in data
+    plain = default_codec().decode_input(data).start  # the df-server: no codec
+    assert plain is not None and plain.workflow_type == "order"
+    assert is_envelope(plain.args[0]) and is_envelope(plain.signal_args[0])
+    with pytest.raises(PayloadError, match=r"encrypted \(key k1\).*codec"):
+        default_codec().payloads.from_payload(plain.args[0], str)
+
+
+def test_rotation_reads_old_keys_and_writes_the_new_one() -> None:
+    old = AesGcm("k1", K1)
+    written = old.encode([Payload(b'"secret"', {"encoding": "json"})])
+    rotated = AesGcm("k2", K2, old_keys={"k1": K1})
+    assert rotated.decode(written)[0].data == b'"secret"'
+    fresh = rotated.encode([Payload(b"1", {"encoding": "json"})])
+    assert fresh[0].metadata["key"] == "k2"
+    with pytest.raises(PayloadError, match="key 'k2', which this codec does not have"):
+        old.decode(fresh)
+
+
+def test_tampering_is_detected() -> None:
+    codec = AesGcm("k1", K1)
+    [p] = codec.encode([Payload(b'{"amount": 100}', {"encoding": "json"})])
+    flipped = bytearray(p.data)
+    flipped[-1] ^= 1
+    with pytest.raises(PayloadError, match="fails authentication"):
+        codec.decode([Payload(bytes(flipped), p.metadata)])
+    # another key under the same id, or the ciphertext moved under another id: refused too
+    with pytest.raises(PayloadError, match="fails authentication"):
+        AesGcm("k1", K2).decode([p])
+    moved = Payload(p.data, {**p.metadata, "key": "k2"})
+    with pytest.raises(PayloadError, match="fails authentication"):
+        AesGcm("k2", K1).decode([moved])
+
+
+def test_unencoded_payloads_pass_through_a_codec() -> None:
+    sealed = default_codec().with_payload_codec(AesGcm("k1", K1))
+    data = default_codec().encode_input(
+        InputEnvelope("w1", input=inp.CompleteActivityTask("r1", 1, 1, {"plain": True}))
+    )
+    decoded = sealed.decode_input(data).input
+    assert isinstance(decoded, inp.CompleteActivityTask) and decoded.result == {"plain": True}
+
+
+def test_bad_keys_and_env_are_refused_clearly() -> None:
+    with pytest.raises(InvalidArgumentError, match="32 bytes"):
+        AesGcm("k1", b"short")
+    with pytest.raises(InvalidArgumentError, match="DF_CODEC_KEYS is not set"):
+        from_env({})
+    keys = f"k2:{base64.b64encode(K2).decode()},k1:{base64.b64encode(K1).decode()}"
+    codec = from_env({"DF_CODEC_KEYS": keys})
+    [p] = codec.encode([Payload(b'"x" ' * 50, {"encoding": "json"})])
+    assert p.metadata["key"] == "k2" and p.metadata["compression"] == "zlib"
+    assert AesGcm("k1", K1, old_keys={"k2": K2}).decode([p])[0].metadata["compression"] == "zlib"
+
+
+def test_public_names() -> None:
+    assert df.codecs.AesGcm is AesGcm
+    assert isinstance(AesGcm("k1", K1), df.PayloadCodec)
+    envelope = orjson.loads(
+        default_codec()
+        .with_payload_codec(Zlib())
+        .encode_input(InputEnvelope("w1", input=inp.CompleteActivityTask("r", 1, 1, "a" * 100)))
+    )["in"]["result"]
+    assert envelope[ENVELOPE_KEY]["m"] == {"encoding": "json", "compression": "zlib"}
