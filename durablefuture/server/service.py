@@ -48,6 +48,7 @@ from durablefuture.transport.layout import (
     ensure_namespace,
     open_bucket,
 )
+from durablefuture.transport.retrying import retry_until
 from durablefuture.transport.tls import TlsConfig
 from durablefuture.transport.translate import translated
 
@@ -85,21 +86,22 @@ class Server(Starts):
         JetStream may be slow to answer right after a cluster starts: transient errors are
         retried (with a log line) for up to ``timeout`` seconds.
         """
-        deadline = time.monotonic() + timeout
-        delay = 0.2
-        while True:
-            try:
-                await self._setup()
-                return
-            except (TimeoutError, TransportError) as exc:
-                if time.monotonic() + delay > deadline:
-                    raise TransportError(
-                        f"could not set up namespace {self.layout.namespace!r} on JetStream "
-                        f"within {timeout:g}s: {exc}"
-                    ) from exc
-                log.warning("setting up the namespace failed (%s); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+
+        def retrying(exc: Exception, _tries: int, _delay: float) -> None:
+            log.warning("setting up the namespace failed (%s); retrying", exc)
+
+        try:
+            await retry_until(
+                self._setup,
+                deadline=time.monotonic() + timeout,
+                retry_on=(TimeoutError, TransportError),
+                on_retry=retrying,
+            )
+        except (TimeoutError, TransportError) as exc:
+            raise TransportError(
+                f"could not set up namespace {self.layout.namespace!r} on JetStream "
+                f"within {timeout:g}s: {exc}"
+            ) from exc
 
     async def _setup(self) -> None:
         with translated(f"setting up namespace {self.layout.namespace!r}"):
@@ -264,7 +266,9 @@ class Server(Starts):
         list and waiting callers see it) and answer the requester with the reason."""
         await self._reply(
             reply_to,
-            Reply(False, run_id=exc.run_id, error_type="CorruptHistoryError", message=str(exc)),
+            Reply(
+                False, run_id=exc.run_id, error_type=CorruptHistoryError.__name__, message=str(exc)
+            ),
         )
         wid, run_id = exc.workflow_id, exc.run_id
         self._cache.pop(run_id, None)

@@ -26,7 +26,7 @@ from durablefuture.client import Client
 from durablefuture.core.definitions import ActivityDefinition, WorkflowDefinition
 from durablefuture.core.errors import (
     InvalidArgumentError,
-    TransportError,
+    NamespaceNotFoundError,
 )
 from durablefuture.core.liveness import MAX_RUNNING, RunningAttempt, WorkerRecord, capped
 from durablefuture.core.types import check_name
@@ -36,6 +36,7 @@ from durablefuture.transport.consumer import PullConsumer
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer, open_bucket
 from durablefuture.transport.leases import AttemptLeases
 from durablefuture.transport.messages import Msg, Subscription
+from durablefuture.transport.retrying import Backoff, retry_until
 from durablefuture.transport.storage import StorageWait
 from durablefuture.worker.activities import ActivityTasks
 from durablefuture.worker.cache import RunCache
@@ -206,16 +207,13 @@ class Worker:
         """
         if self._started:
             return
-        deadline = time.monotonic() + namespace_timeout
-        while True:
-            try:
-                await self._bind()
-                break
-            except TransportError as exc:
-                if "does not exist" not in str(exc) or time.monotonic() >= deadline:
-                    raise
-                log.warning("%s; retrying", exc)
-                await asyncio.sleep(1.0)
+        await retry_until(
+            self._bind,
+            deadline=time.monotonic() + namespace_timeout,
+            retry_on=(NamespaceNotFoundError,),
+            backoff=Backoff(first=1.0, most=1.0),
+            on_retry=lambda exc, _tries, _delay: log.warning("%s; retrying", exc),
+        )
         self._started = True
         await self._liveness.start()
 
