@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING
 from attrs import evolve, field, frozen
 
 from durablefuture.codec.schedules import ScheduleCodec, ScheduleInput
-from durablefuture.core.errors import DurableFutureError, InvalidArgumentError
+from durablefuture.core.errors import (
+    InvalidArgumentError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
+)
+from durablefuture.core.reply_errors import error_for_reply
 from durablefuture.core.schedule_spec import Interval, ScheduleSpec
 from durablefuture.core.schedules import (
     ActionRecord,
@@ -49,14 +54,6 @@ __all__ = [
     "ScheduleSpec",
     "ScheduleStartWorkflow",
 ]
-
-
-class ScheduleAlreadyExistsError(DurableFutureError):
-    """A schedule with this id exists already (update or delete it)."""
-
-
-class ScheduleNotFoundError(DurableFutureError):
-    """No schedule with this id in the namespace."""
 
 
 def _dt(ts: float) -> datetime:
@@ -149,13 +146,7 @@ class Schedules:
         )
         if reply.ok:
             return
-        if reply.error_type == "ScheduleAlreadyExistsError":
-            raise ScheduleAlreadyExistsError(reply.message)
-        if reply.error_type == "ScheduleNotFoundError":
-            raise ScheduleNotFoundError(reply.message)
-        if reply.error_type == "InvalidArgumentError":
-            raise InvalidArgumentError(reply.message)
-        raise DurableFutureError(f"{reply.error_type}: {reply.message}")
+        raise error_for_reply(reply.error_type, reply.message)
 
     async def state(self, schedule_id: str) -> ScheduleState:
         loaded = await self.store.load(schedule_id)

@@ -10,27 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from typing import TYPE_CHECKING
 
 from durablefuture.codec.wire import Codec, InputEnvelope, Reply, default_codec
 from durablefuture.core.errors import (
-    CorruptHistoryError,
     DurableFutureError,
     MessageRejectedError,
-    RequestRejectedError,
     ServerUnavailableError,
     TransportError,
-    WorkflowAlreadyStartedError,
-    WorkflowNotFoundError,
-    WorkflowNotRunningError,
 )
+from durablefuture.core.reply_errors import error_for_reply
 from durablefuture.transport.connection import NATS
 from durablefuture.transport.headers import REPLY_HEADER
 from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import KeyValue, open_bucket
 from durablefuture.transport.publisher import MSG_ID, Publisher
+from durablefuture.transport.retrying import Backoff, retry_until
 from durablefuture.transport.subjects import Layout
 from durablefuture.transport.workers import WorkerRegistry
 
@@ -40,6 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["Requests", "error_from_reply"]
 
 log = logging.getLogger("durablefuture.client")
+
+_RESEND = Backoff(first=0.5, most=0.5)
+"""A request JetStream did not acknowledge is sent again every half second."""
 
 
 class Requests:
@@ -98,47 +97,32 @@ class Requests:
         sent again, unchanged. That is safe: inputs carry ``Nats-Msg-Id`` and an input id the
         server applies once, starts a request id it answers with the run it started.
         """
-        for attempt in range(1, 1000):  # bounded by the deadline; the count is a backstop
-            remaining = deadline - time.monotonic()
-            try:
-                timeout = max(0.5, min(self.pub.timeout, remaining))
-                await self.pub.publish(subject, data, headers, timeout=timeout)
-                return
-            except MessageRejectedError:
-                raise
-            except TransportError as exc:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0.5:
-                    raise
-                log.info(
-                    "storing a request on %s failed (attempt %d: %s); sending it again",
-                    subject,
-                    attempt,
-                    exc,
-                )
-                await asyncio.sleep(min(0.5, remaining - 0.5))
 
+        async def store() -> None:
+            timeout = max(0.5, min(self.pub.timeout, deadline - time.monotonic()))
+            await self.pub.publish(subject, data, headers, timeout=timeout)
 
-_CORRUPT_SEQ = re.compile(r"corrupt at stream sequence (\d+)")
+        def again(exc: Exception, tries: int, _delay: float) -> None:
+            log.info(
+                "storing a request on %s failed (attempt %d: %s); sending it again",
+                subject,
+                tries,
+                exc,
+            )
+
+        await retry_until(
+            store,
+            deadline=deadline,
+            retry_on=(TransportError,),
+            never=(MessageRejectedError,),
+            backoff=_RESEND,
+            on_retry=again,
+            max_tries=1000,  # bounded by the deadline; the count is a backstop
+        )
 
 
 def error_from_reply(reply: Reply, workflow_id: str) -> DurableFutureError:
     """The error a df-server's refusal stands for (``reply.error_type`` names it)."""
-    kind, message, run_id = reply.error_type, reply.message, reply.run_id
-    if kind == "WorkflowAlreadyStartedError":
-        return WorkflowAlreadyStartedError(message, workflow_id=workflow_id, run_id=run_id)
-    if kind == "WorkflowNotFoundError":
-        return WorkflowNotFoundError(message)
-    if kind == "WorkflowNotRunningError":
-        return WorkflowNotRunningError(message, workflow_id=workflow_id, run_id=run_id)
-    if kind == "Rejected":
-        return RequestRejectedError(message, workflow_id=workflow_id, run_id=run_id)
-    if kind == "CorruptHistoryError":
-        m = _CORRUPT_SEQ.search(message)
-        return CorruptHistoryError(
-            message,
-            workflow_id=workflow_id,
-            run_id=run_id,
-            stream_seq=int(m.group(1)) if m else 0,
-        )
-    return DurableFutureError(f"{kind}: {message}")
+    return error_for_reply(
+        reply.error_type, reply.message, workflow_id=workflow_id, run_id=reply.run_id
+    )

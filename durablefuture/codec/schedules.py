@@ -12,7 +12,7 @@ import orjson
 from attrs import field, frozen
 
 from durablefuture.codec.wire import SCHEMA_VERSION, Codec
-from durablefuture.core.errors import DecodeError
+from durablefuture.core.errors import DecodeError, InvalidArgumentError
 from durablefuture.core.schedules import Overlap, Schedule, ScheduleStartWorkflow, ScheduleState
 
 __all__ = ["KINDS", "ScheduleCodec", "ScheduleInput"]
@@ -22,7 +22,7 @@ KINDS = frozenset({"tick", "create", "update", "pause", "unpause", "trigger", "b
 
 def _kind(_inst: object, _attr: object, value: str) -> None:
     if value not in KINDS:
-        raise ValueError(f"unknown schedule input kind {value!r}")
+        raise InvalidArgumentError(f"unknown schedule input kind {value!r}")
 
 
 @frozen

@@ -11,6 +11,7 @@
     │   ├── NatsUnavailableError        could not reach the NATS server in time, or lost it
     │   │   └── TlsError                TLS with the NATS server failed (untrusted, refused)
     │   ├── JetStreamUnavailableError   the NATS server has no JetStream (started without -js)
+    │   ├── NamespaceNotFoundError      the namespace's stream or buckets do not exist (yet)
     │   ├── MessageRejectedError        a message NATS would refuse (too large, bad subject)
     │   ├── MessageIdTakenError         another message holds the Nats-Msg-Id we publish with
     │   └── StorageFullError            JetStream has no room to store (insufficient resources)
@@ -32,6 +33,8 @@
     │   └── WorkflowContinuedAsNewError (only when asked not to follow runs)
     ├── WorkflowAlreadyStartedError
     ├── WorkflowNotFoundError
+    ├── ScheduleAlreadyExistsError
+    ├── ScheduleNotFoundError
     ├── RequestRejectedError            a df-server refused a request for a run (says why)
     │   └── WorkflowNotRunningError     the run has closed: no more signals, cancels, ...
     ├── QueryFailedError                a query could not be answered (no handler, no worker)
@@ -39,7 +42,8 @@
     └── ServerUnavailableError          no df-server answered in time
 
 ``__all__`` below is the one list of these names: ``durablefuture`` and ``durablefuture.core``
-export it as it is, and a test checks this tree against the classes.
+export it as it is, and a test checks this tree against the classes. The errors a df-server's
+reply may name are listed once, in ``core/reply_errors.py``.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ __all__ = [
     "JetStreamUnavailableError",
     "MessageIdTakenError",
     "MessageRejectedError",
+    "NamespaceNotFoundError",
     "NatsUnavailableError",
     "NonDeterminismError",
     "NotRegisteredError",
@@ -69,6 +74,8 @@ __all__ = [
     "QueryFailedError",
     "RequestRejectedError",
     "ResultTimeoutError",
+    "ScheduleAlreadyExistsError",
+    "ScheduleNotFoundError",
     "ServerUnavailableError",
     "StorageFullError",
     "TerminatedError",
@@ -148,6 +155,10 @@ class TlsError(NatsUnavailableError):
 
 class JetStreamUnavailableError(TransportError):
     """The NATS server answers but has no JetStream (for this account); nothing can be stored."""
+
+
+class NamespaceNotFoundError(TransportError):
+    """The namespace's stream or buckets do not exist: no df-server has created them (yet)."""
 
 
 class MessageRejectedError(TransportError):
@@ -351,6 +362,14 @@ class WorkflowAlreadyStartedError(DurableFutureError):
 
 class WorkflowNotFoundError(DurableFutureError):
     """No workflow with this id exists in the namespace."""
+
+
+class ScheduleAlreadyExistsError(DurableFutureError):
+    """A schedule with this id exists already (update or delete it)."""
+
+
+class ScheduleNotFoundError(DurableFutureError):
+    """No schedule with this id in the namespace."""
 
 
 class QueryFailedError(DurableFutureError):

@@ -26,7 +26,10 @@ from durablefuture.core.errors import (
     CorruptHistoryError,
     DecodeError,
     MessageRejectedError,
+    RequestRejectedError,
     TransportError,
+    WorkflowNotFoundError,
+    WorkflowNotRunningError,
 )
 from durablefuture.core.failure import Failure
 from durablefuture.core.orchestration import (
@@ -74,7 +77,8 @@ class RunInputs(RunCaches, Effects):
             except DecodeError as exc:
                 if not isinstance(exc, CorruptHistoryError):  # that one is answered by _process
                     await self._reply(
-                        reply_to, Reply(False, error_type="WorkflowNotFoundError", message=str(exc))
+                        reply_to,
+                        Reply(False, error_type=WorkflowNotFoundError.__name__, message=str(exc)),
                     )
                 raise
             if (
@@ -94,7 +98,7 @@ class RunInputs(RunCaches, Effects):
                 reply_to,
                 Reply(
                     False,
-                    error_type="WorkflowNotFoundError",
+                    error_type=WorkflowNotFoundError.__name__,
                     message=f"no workflow with id {workflow_id!r} in namespace "
                     f"{self.layout.namespace!r}",
                 ),
@@ -105,7 +109,9 @@ class RunInputs(RunCaches, Effects):
                 await self._reply(reply_to, Reply(True, run_id=message.run_id))
             else:
                 status = cache.state.status
-                error = "WorkflowNotRunningError" if status != RunStatus.RUNNING else "Rejected"
+                error = (
+                    WorkflowNotRunningError if status != RunStatus.RUNNING else RequestRejectedError
+                ).__name__
                 await self._reply(
                     reply_to,
                     Reply(

@@ -30,7 +30,13 @@ from durablefuture.codec.wire import Codec, InputEnvelope, Reply
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.effects import RunStatus
-from durablefuture.core.errors import DecodeError, DurableFutureError, InvalidArgumentError
+from durablefuture.core.errors import (
+    DecodeError,
+    DurableFutureError,
+    InvalidArgumentError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
+)
 from durablefuture.core.options import IdReusePolicy
 from durablefuture.core.schedules import (
     CancelAction,
@@ -201,7 +207,7 @@ class ScheduleService:
             except asyncio.CancelledError:
                 raise
             except InvalidArgumentError as exc:
-                reply = Reply(False, error_type="InvalidArgumentError", message=str(exc))
+                reply = Reply(False, error_type=InvalidArgumentError.__name__, message=str(exc))
             except Exception as exc:
                 delivered = delivery_count(msg)  # type: ignore[arg-type]
                 policy = self.options.redelivery
@@ -268,7 +274,7 @@ class ScheduleService:
                 if message.request_id not in old.requests:
                     return Reply(
                         False,
-                        error_type="ScheduleAlreadyExistsError",
+                        error_type=ScheduleAlreadyExistsError.__name__,
                         message=f"schedule {sid!r} already exists; update or delete it",
                     )
                 result = step(old, now, await self._observe(old), poll)
@@ -285,7 +291,7 @@ class ScheduleService:
                 return Reply(True)
             return Reply(
                 False,
-                error_type="ScheduleNotFoundError",
+                error_type=ScheduleNotFoundError.__name__,
                 message=f"no schedule {sid!r} in namespace {self.layout.namespace!r}",
             )
         state = self.scodec.decode_state(loaded[0])

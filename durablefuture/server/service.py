@@ -88,7 +88,7 @@ class Server(Starts):
         seconds, then :class:`TransportError` says what did not work.
         """
         ns = self.layout.namespace
-        await until_ready(f"setting up namespace {ns!r}", self._setup, timeout)
+        await until_ready(f"setting up namespace {ns!r}", self._setup, timeout, logger=log)
         self._consumer = PullConsumer(
             self.nc,
             self.layout.stream,
@@ -253,7 +253,9 @@ class Server(Starts):
         list and waiting callers see it) and answer the requester with the reason."""
         await self._reply(
             reply_to,
-            Reply(False, run_id=exc.run_id, error_type="CorruptHistoryError", message=str(exc)),
+            Reply(
+                False, run_id=exc.run_id, error_type=CorruptHistoryError.__name__, message=str(exc)
+            ),
         )
         wid, run_id = exc.workflow_id, exc.run_id
         self._cache.pop(run_id, None)

@@ -17,7 +17,10 @@ from durablefuture.codec.wire import Reply
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.effects import RunStatus
-from durablefuture.core.errors import TransportError
+from durablefuture.core.errors import (
+    TransportError,
+    WorkflowAlreadyStartedError,
+)
 from durablefuture.core.failure import Failure
 from durablefuture.core.orchestration import LatestRun, decide_start, effects_for, start_events
 from durablefuture.core.state import RunState, status_of
@@ -91,7 +94,7 @@ class Starts(RunInputs):
                     Reply(
                         False,
                         run_id=d.run_id,
-                        error_type="WorkflowAlreadyStartedError",
+                        error_type=WorkflowAlreadyStartedError.__name__,
                         message=d.message,
                     ),
                 )

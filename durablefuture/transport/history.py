@@ -31,7 +31,13 @@ from nats.aio.msg import Msg
 from durablefuture.codec.jsapi import api_request
 from durablefuture.codec.wire import Codec
 from durablefuture.core import events as ev
-from durablefuture.core.errors import CorruptHistoryError, DecodeError, TransportError
+from durablefuture.core.errors import (
+    CorruptHistoryError,
+    DecodeError,
+    InvalidArgumentError,
+    TransportError,
+    WorkflowNotFoundError,
+)
 from durablefuture.core.state import RunState
 from durablefuture.transport.dedup import TRIES, fresh_id, is_copy, log_taken, stored_at, taken
 from durablefuture.transport.publisher import (
@@ -87,7 +93,8 @@ def fold(
     """Fold ``batches`` into ``state`` (a new state if None), batch by batch.
 
     A batch whose events do not follow from the ones before raises CorruptHistoryError naming
-    its stream sequence. ``state`` is left partly folded then: drop it.
+    its stream sequence. ``state`` is left partly folded then: drop it. No batches and no
+    ``state``: WorkflowNotFoundError.
     """
     for b in batches:
         try:
@@ -98,7 +105,7 @@ def fold(
         except Exception as exc:
             raise corrupt(workflow_id, run_id, b.stream_seq, _reason(exc)) from None
     if state is None:
-        raise ValueError(f"no history for workflow {workflow_id!r} run {run_id}")
+        raise WorkflowNotFoundError(f"no history for workflow {workflow_id!r} run {run_id}")
     return state
 
 
@@ -246,7 +253,7 @@ class HistoryStore:
         the message ids it publishes under (nothing was appended then).
         """
         if not events:
-            raise ValueError("append needs at least one event")
+            raise InvalidArgumentError("append needs at least one event")
         subject = self.layout.history(workflow_id, run_id)
         msg_id = f"{run_id}:{events[0].event_id}"
         headers = {MSG_ID: msg_id, EXPECTED_LAST_SUBJECT_SEQ: str(expected_seq)}

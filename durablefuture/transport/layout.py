@@ -23,7 +23,7 @@ from nats.js.api import (
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from durablefuture.core.errors import TransportError
+from durablefuture.core.errors import NamespaceNotFoundError, TransportError
 from durablefuture.transport.subjects import Layout
 
 __all__ = [
@@ -164,7 +164,7 @@ async def open_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
     try:
         return await js.key_value(bucket)
     except nats.js.errors.BucketNotFoundError as exc:
-        raise TransportError(
+        raise NamespaceNotFoundError(
             f"KV bucket {bucket} does not exist; start df-server for this namespace first "
             "(it creates the namespace), or use `df dev`"
         ) from exc
@@ -201,20 +201,24 @@ async def ensure_consumer(
         pass
     except nats.js.errors.APIError as exc:
         if exc.err_code == 10059:  # stream not found
-            raise TransportError(
+            raise NamespaceNotFoundError(
                 f"stream {layout.stream} does not exist; start df-server for namespace "
                 f"{layout.namespace!r} first (or `df dev`)"
             ) from exc
-        raise
+        raise TransportError(f"reading consumer {name}: {exc.description or exc}") from exc
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransportError(f"reading consumer {name} failed: {exc}") from exc
     try:
         await js.add_consumer(layout.stream, config)
     except nats.js.errors.APIError as exc:
         if exc.err_code == 10059:
-            raise TransportError(
+            raise NamespaceNotFoundError(
                 f"stream {layout.stream} does not exist; start df-server for namespace "
                 f"{layout.namespace!r} first (or `df dev`)"
             ) from exc
         raise TransportError(f"cannot create consumer {name}: {exc.description}") from exc
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransportError(f"creating consumer {name} failed: {exc}") from exc
 
 
 async def queue_depths(js: JetStreamContext, layout: Layout, task_queue: str) -> dict[str, int]:

@@ -9,7 +9,6 @@ deadline passes (a daemon never stays up while unable to work).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from typing import TypeVar
 import nats.errors
 
 from durablefuture.core.errors import TransportError
+from durablefuture.transport.retrying import retry_until
 
 __all__ = ["until_ready"]
 
@@ -32,6 +32,7 @@ async def until_ready(
     timeout: float,
     *,
     transient: Callable[[TransportError], bool] | None = None,
+    logger: logging.Logger | None = None,
 ) -> T:
     """Run ``step`` until it succeeds, retrying transient failures for up to ``timeout`` s.
 
@@ -43,33 +44,56 @@ async def until_ready(
         TransportError: naming ``what``, the time waited and the last error, once the
             deadline has passed; or at once for an error that is not transient.
     """
-    deadline = time.monotonic() + timeout
-    delay = 0.2
-    attempt = 0
-    while True:
-        attempt += 1
+    last: list[int] = [0]
+
+    def is_permanent(exc: Exception) -> bool:
+        return isinstance(exc, TransportError) and transient is not None and not transient(exc)
+
+    def retrying(exc: Exception, tries: int, delay: float) -> None:
+        last[0] = tries
+        (logger or log).warning(
+            "%s failed (attempt %d: %s); retrying in %.1f s",
+            what,
+            tries,
+            _problem(exc),
+            delay,
+            extra={"attempt": tries},
+        )
+
+    async def once() -> T:
         try:
             return await step()
         except TransportError as exc:
-            if transient is not None and not transient(exc):
-                raise
-            problem = str(exc)
-        except (TimeoutError, nats.errors.Error) as exc:
-            problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TransportError(
-                f"{what} did not succeed within {timeout:g}s ({attempt} attempts; last: "
-                f"{problem}); is JetStream available (a NATS cluster with a quorum of its "
-                "nodes)? See the nats-server log"
-            )
-        log.warning(
-            "%s failed (attempt %d: %s); retrying for %.0f more s",
-            what,
-            attempt,
-            problem,
-            remaining,
-            extra={"attempt": attempt},
+            if is_permanent(exc):
+                raise _Permanent(exc) from exc
+            raise
+
+    try:
+        return await retry_until(
+            once,
+            deadline=time.monotonic() + timeout,
+            retry_on=(TransportError, TimeoutError, nats.errors.Error),
+            on_retry=retrying,
         )
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 2, 2.0)
+    except _Permanent as wrapper:
+        raise wrapper.error from wrapper.error.__cause__
+    except (TransportError, TimeoutError, nats.errors.Error) as exc:
+        raise TransportError(
+            f"{what} did not succeed within {timeout:g}s ({last[0] + 1} attempts; last: "
+            f"{_problem(exc)}); is JetStream available (a NATS cluster with a quorum of its "
+            "nodes)? See the nats-server log"
+        ) from exc
+
+
+class _Permanent(Exception):
+    """Carries an error that waiting will not heal past the retry loop."""
+
+    def __init__(self, error: TransportError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _problem(exc: BaseException) -> str:
+    if isinstance(exc, TransportError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")

@@ -218,6 +218,7 @@ class Worker:
             self._prepare,
             namespace_timeout,
             transient=lambda exc: not isinstance(exc, _PERMANENT),
+            logger=log,
         )
         await self._begin()
         self._started = True
