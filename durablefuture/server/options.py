@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from attrs import define, field
 
+from durablefuture.clock import REAL_CLOCK, Clock
 from durablefuture.server.schedules import ScheduleOptions
 
 __all__ = ["ServerOptions"]
@@ -28,3 +29,6 @@ class ServerOptions:
     backup (it fires up to ~0.25 s late)."""
     schedules: ScheduleOptions | None = field(factory=ScheduleOptions)
     """The schedule component (None: this server does not step schedules)."""
+    clock: Clock = REAL_CLOCK
+    """What timers, retries, timeouts and workflow time read (a ``SkippingClock`` in tests
+    with time skipping)."""
