@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from durablefuture.clock import TimerHandle
 from durablefuture.codec.wire import Codec, Reply, default_codec
 from durablefuture.core import inputs as inp
 from durablefuture.core.errors import TransportError
@@ -59,7 +60,8 @@ class ServerBase:
         self._act_kv: KeyValue | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._timers: dict[tuple[str, str], TimerHandle] = {}
+        self.clock = self.options.clock
         self._own_nc = False
         self._remove_health: Callable[[], None] = lambda: None
         self.schedules: ScheduleService | None = None

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from datetime import UTC, datetime
 
 from durablefuture.codec.records import encode_cancel_request
@@ -118,8 +117,12 @@ class Effects(ServerBase):
             data = self.codec.encode_activity_task(atask)
             target = layout.activity_tasks(atask.task_queue)
             msg_id = f"at:{run_id}:{atask.seq}:{atask.attempt}"
-            if e.deliver_at is None or e.deliver_at <= time.time() + 0.01:
+            if e.deliver_at is None or e.deliver_at <= self.clock.now() + 0.01:
                 pending.append(await pub.send(target, data, {MSG_ID: msg_id}))
+            elif self.clock.skips:
+                # a test's clock jumps ahead of the wall-clock time a schedule would keep:
+                # the backoff lives in that clock (tests need no durability across crashes)
+                self._later(e.deliver_at, target, data, msg_id)
             else:
                 # the same Msg-Id on the schedule: if this dispatch is derived again (a timer's
                 # durable copy arrives after its local fast path) once the retry is due, the
@@ -183,7 +186,7 @@ class Effects(ServerBase):
         run_id = cache.state.run_id
         wid = cache.workflow_id
         fire = inp.FireTimer(run_id, e.key)
-        now = time.time()
+        now = self.clock.now()
         data = self.codec.encode_input(InputEnvelope(wid, input=fire))
         key = (run_id, e.key)
         old = self._timers.pop(key, None)
@@ -198,19 +201,35 @@ class Effects(ServerBase):
             return
         headers = {SCHEDULE: _at(e.fire_at), SCHEDULE_TARGET: self.layout.input("timer")}
         pending.append(await self.pub.send(self.layout.timer(run_id, e.key), data, headers))
-        if not self.options.local_timers:
+        if not self.options.local_timers and not self.clock.skips:
             return
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, e.fire_at - now)
-        self._timers[key] = loop.call_later(delay, self._fire_local, wid, fire)
+        self._timers[key] = self.clock.call_at(e.fire_at, lambda: self._fire_local(wid, fire))
+
+    def _later(self, when: float, subject: str, data: bytes, msg_id: str) -> None:
+        """Publish at ``when`` of a skipping clock (the JetStream schedule keeps wall time)."""
+
+        def due() -> None:
+            if not self._stopping.is_set():
+                self._track(self._publish_due(subject, data, msg_id))
+
+        self.clock.call_at(when, due)
+
+    async def _publish_due(self, subject: str, data: bytes, msg_id: str) -> None:
+        try:
+            await await_ack(self.pub.send(subject, data, {MSG_ID: msg_id}))
+        except Exception as exc:  # the durable schedule fires anyway
+            log.warning("a delayed task for %s failed: %s", subject, exc)
+
+    def _track(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _fire_local(self, workflow_id: str, fire: inp.FireTimer) -> None:
         self._timers.pop((fire.run_id, fire.key), None)
         if self._stopping.is_set():
             return
-        task = asyncio.create_task(self._fire_local_async(workflow_id, fire))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(self._fire_local_async(workflow_id, fire))
 
     async def _fire_local_async(self, workflow_id: str, fire: inp.FireTimer) -> None:
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 
 from attrs import evolve
@@ -177,7 +176,7 @@ class RunInputs(RunCaches, Effects):
     ) -> Decision:
         verified = False
         for _ in range(50):
-            now = time.time()
+            now = self.clock.now()
             run_id = _new_run_id_if_needed(message)
             decision = decide(cache.state, message, now, new_run_id=run_id)
             if decision.outcome in (IGNORED, REJECTED) and not verified:

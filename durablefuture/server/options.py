@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from attrs import define, field
 
+from durablefuture.clock import REAL_CLOCK, Clock
 from durablefuture.server.schedules import ScheduleOptions
 from durablefuture.transport.redelivery import Redelivery
 
@@ -35,3 +36,7 @@ class ServerOptions:
         """When a failed input comes back, and when it is dead-lettered (before JetStream's
         ``max_deliver`` would leave it stuck)."""
         return Redelivery(give_up_at=max(1, self.input_max_deliver - 1))
+
+    clock: Clock = REAL_CLOCK
+    """What timers, retries, timeouts and workflow time read (a ``SkippingClock`` in tests
+    with time skipping)."""

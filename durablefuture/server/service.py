@@ -154,6 +154,10 @@ class Server(Starts):
             stop.cancel()
             lost.cancel()
 
+    def in_progress(self) -> int:
+        """Inputs being handled and local timers being fired right now."""
+        return len(self._tasks)
+
     def _health(self) -> str | None:
         if self._stopping.is_set():
             return "shutting down"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from durablefuture import metrics
 from durablefuture.codec.wire import Reply
@@ -124,7 +123,7 @@ class Starts(RunInputs):
                 return
             run_id = request.run_id or new_run_id()
             events = start_events(
-                request, namespace=self.layout.namespace, run_id=run_id, now=time.time()
+                request, namespace=self.layout.namespace, run_id=run_id, now=self.clock.now()
             )
             try:
                 seq = await self.history.append(

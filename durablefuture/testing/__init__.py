@@ -2,7 +2,8 @@
 
 * :class:`Simulation` runs workflows in memory against the real core (no NATS, simulated time).
 * :class:`Replayer` replays a fetched history against your current code (determinism check).
-* :class:`LocalEnvironment` starts a real nats-server, an in-process df-server and workers.
+* :class:`LocalEnvironment` starts a real nats-server, an in-process df-server and workers
+  (``time_skipping=True``, or :class:`WorkflowEnvironment`, skips idle time).
 * :func:`certify` runs a workflow under hypothesis-chosen crashes, redeliveries and orderings
   and checks it always ends the same way.
 """
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from durablefuture.testing.certification import Certificate, CertificationError, certify
-    from durablefuture.testing.local import LocalEnvironment
+    from durablefuture.testing.local import LocalEnvironment, WorkflowEnvironment
     from durablefuture.testing.replayer import Replayer
     from durablefuture.testing.sim import Simulation
 
@@ -24,6 +25,7 @@ __all__ = [
     "LocalEnvironment",
     "Replayer",
     "Simulation",
+    "WorkflowEnvironment",
     "certify",
 ]
 
@@ -34,6 +36,7 @@ _LAZY = {
     "Simulation": "durablefuture.testing.sim",
     "Replayer": "durablefuture.testing.replayer",
     "LocalEnvironment": "durablefuture.testing.local",
+    "WorkflowEnvironment": "durablefuture.testing.local",
 }
 
 

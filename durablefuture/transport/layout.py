@@ -29,6 +29,7 @@ from durablefuture.transport.subjects import Layout
 __all__ = [
     "ConsumerSettings",
     "KeyValue",
+    "consumer_backlog",
     "ensure_consumer",
     "ensure_namespace",
     "open_bucket",
@@ -244,3 +245,14 @@ async def queue_depths(js: JetStreamContext, layout: Layout, task_queue: str) ->
         out[f"{kind}_pending"] = int(info.num_pending or 0)
         out[f"{kind}_in_flight"] = int(info.num_ack_pending or 0)
     return out
+
+
+async def consumer_backlog(js: JetStreamContext, layout: Layout, name: str) -> int:
+    """Messages consumer ``name`` has not delivered yet or not seen acknowledged (0: absent)."""
+    try:
+        info = await js.consumer_info(layout.stream, name)
+    except nats.js.errors.NotFoundError:
+        return 0
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransportError(f"reading the backlog of consumer {name!r} failed: {exc}") from exc
+    return int(info.num_pending or 0) + int(info.num_ack_pending or 0)

@@ -140,12 +140,17 @@ class ActivityTasks:
             await msg.ack()
             return
         metrics.SCHEDULE_TO_START_SECONDS.observe(
-            max(0.0, time.time() - task.attempt_scheduled_at), self.task_queue
+            max(0.0, self.options.clock.now() - task.attempt_scheduled_at), self.task_queue
         )
         began = time.perf_counter()
         key = (task.run_id, task.seq, task.attempt)
         self.running[key] = RunningAttempt(
-            task.workflow_id, task.run_id, task.seq, task.name, task.attempt, time.time()
+            task.workflow_id,
+            task.run_id,
+            task.seq,
+            task.name,
+            task.attempt,
+            self.options.clock.now(),
         )
         try:
             with tracing.span(
@@ -255,7 +260,7 @@ class ActivityTasks:
         up on it; running it then would be an orphaned attempt nobody waits for.
         """
         s2s = task.options.schedule_to_start_timeout
-        if s2s is not None and time.time() > task.attempt_scheduled_at + s2s:
+        if s2s is not None and self.options.clock.now() > task.attempt_scheduled_at + s2s:
             return Failure(
                 message=(
                     f"attempt {task.attempt} of activity {task.name!r} reached a worker after "
@@ -296,7 +301,7 @@ class ActivityTasks:
             return report
         execution = cached.execution
         event_id = execution.last_event_id + 1
-        at = time.time()
+        at = self.options.clock.now()
         assumed = ev.ActivityCompleted(
             event_id=event_id,
             at=at,

@@ -73,7 +73,8 @@ class Attempt:
         self.task = task
         self.d = definition
         self.msg = msg
-        self.started = time.time()
+        self.clock = options.clock
+        self.started = self.clock.now()
         self.details: tuple[object, ...] = tuple(task.heartbeat_details)
         self.last_heartbeat = self.started
         self.dirty = False
@@ -92,7 +93,7 @@ class Attempt:
         return info_for(self.task, self.started)
 
     def _on_heartbeat(self, details: tuple[object, ...]) -> None:
-        self.last_heartbeat = time.time()
+        self.last_heartbeat = self.clock.now()
         if details:
             self.details = details
         self.dirty = True
@@ -147,7 +148,7 @@ class Attempt:
             tick = min(tick, max(0.05, opts.heartbeat_timeout / 4))
         try:
             while True:
-                now = time.time()
+                now = self.clock.now()
                 if not reported and now >= report_at:
                     try:
                         await self.reports.send(
@@ -157,7 +158,7 @@ class Attempt:
                         reported = True
                     except TransportError as exc:  # NATS is away: the attempt runs on
                         log.debug("could not report activity %s started: %s", t.seq, exc)
-                        report_at = time.time() + 1.0
+                        report_at = self.clock.now() + 1.0
                 wait = tick
                 if not reported:
                     wait = min(wait, max(0.0, report_at - now))
@@ -166,7 +167,7 @@ class Attempt:
                 done, _ = await asyncio.wait({job}, timeout=wait)
                 if job in done:
                     break
-                now = time.time()
+                now = self.clock.now()
                 if self.deadline is not None and now >= self.deadline[0]:
                     job.cancel()
                     kind = self.deadline[1]

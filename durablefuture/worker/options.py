@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from attrs import define
 
+from durablefuture.clock import REAL_CLOCK, Clock
+
 __all__ = [
     "MAX_FAILURE_CHARS",
     "MAX_KNOWN_ATTEMPTS",
@@ -49,6 +51,9 @@ class WorkerOptions:
     liveness_ttl: float | None = None
     """A worker's record expires this long after its last write (default: three intervals,
     at least 2 s); `df why` then reports the worker as gone."""
+    clock: Clock = REAL_CLOCK
+    """What activity timeouts and heartbeat times read (a ``SkippingClock`` in tests with
+    time skipping; the server's must be the same)."""
 
     def record_ttl(self) -> float:
         if self.liveness_ttl is not None:
