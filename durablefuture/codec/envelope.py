@@ -30,17 +30,23 @@ from durablefuture.core.errors import PayloadError
 from durablefuture.core.types import JsonValue
 
 __all__ = [
+    "CLAIM",
     "ENVELOPE_KEY",
     "CodecChain",
     "Payload",
     "PayloadCodec",
     "as_codec",
     "describe_envelope",
+    "is_claim",
     "is_envelope",
+    "payload_slots",
     "show_envelopes",
+    "split_envelope",
 ]
 
 ENVELOPE_KEY = "$dfp"
+CLAIM = "claim"
+"""Metadata key of a payload stored by reference (see :mod:`durablefuture.codec.claims`)."""
 _LIST_KEYS = frozenset({"args", "signal_args", "details", "heartbeat_details"})
 _ONE_KEYS = frozenset({"result", "value"})
 
@@ -113,6 +119,11 @@ def is_envelope(value: object) -> bool:
     return type(value) is dict and len(value) == 1 and ENVELOPE_KEY in value
 
 
+def is_claim(value: object) -> bool:
+    """An envelope that refers to a payload stored by reference."""
+    return is_envelope(value) and CLAIM in value[ENVELOPE_KEY].get("m", ())  # type: ignore[index]
+
+
 def describe_envelope(value: object) -> str:
     """``encrypted (key k1)``, ``compressed (zlib)`` or ``encoded``: what a reader without
     the codec can say of an envelope."""
@@ -121,10 +132,14 @@ def describe_envelope(value: object) -> str:
     if not isinstance(meta, dict):
         return "encoded"
     if "encryption" in meta:
-        return f"encrypted (key {meta.get('key', '?')})"
-    if "compression" in meta:
-        return f"compressed ({meta['compression']})"
-    return "encoded"
+        text = f"encrypted (key {meta.get('key', '?')})"
+    elif "compression" in meta:
+        text = f"compressed ({meta['compression']})"
+    else:
+        text = "encoded"
+    if CLAIM in meta:
+        text += f", stored by reference ({meta.get('size', '?')} bytes)"
+    return text
 
 
 def _to_envelope(payload: Payload) -> JsonValue:
@@ -133,11 +148,12 @@ def _to_envelope(payload: Payload) -> JsonValue:
     }
 
 
-def _from_envelope(value: dict[str, Any]) -> Payload:
+def split_envelope(value: dict[str, Any]) -> Payload:
     inner = value[ENVELOPE_KEY]
     try:
         meta = inner["m"]
-        data = base64.b64decode(inner["d"], validate=True)
+        raw = inner["d"]  # bytes once fetched from the store
+        data = raw if isinstance(raw, bytes) else base64.b64decode(raw, validate=True)
         if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
             raise TypeError("metadata is not a map of strings")
     except (KeyError, TypeError, binascii.Error) as exc:
@@ -161,7 +177,7 @@ def decode_values(codec: PayloadCodec, values: Sequence[JsonValue]) -> list[Json
     at = [i for i, v in enumerate(values) if is_envelope(v)]
     if not at:
         return list(values)
-    decoded = codec.decode([_from_envelope(values[i]) for i in at])  # type: ignore[arg-type]
+    decoded = codec.decode([split_envelope(values[i]) for i in at])  # type: ignore[arg-type]
     out = list(values)
     for i, payload in zip(at, decoded, strict=True):
         if payload.metadata.get("encoding") != "json":
@@ -181,7 +197,7 @@ def decode_values(codec: PayloadCodec, values: Sequence[JsonValue]) -> list[Json
 _Slot = tuple[Any, Any]  # (container, key or index)
 
 
-def _payload_slots(tree: object, skip_envelopes: bool) -> list[_Slot]:
+def payload_slots(tree: object, skip_envelopes: bool = False) -> list[_Slot]:
     """Where the payloads of an unstructured engine message are, as (container, key) pairs."""
     slots: list[_Slot] = []
     stack = [tree]
@@ -210,11 +226,11 @@ def _payload_slots(tree: object, skip_envelopes: bool) -> list[_Slot]:
 def transform_tree(tree: object, codec: PayloadCodec, encode: bool) -> None:
     """Encode (or decode) in place every payload of an unstructured engine message."""
     if encode:
-        slots = _payload_slots(tree, skip_envelopes=True)
+        slots = payload_slots(tree, skip_envelopes=True)
         if slots:
             _replace(slots, encode_values(codec, [c[k] for c, k in slots]))
         return
-    slots = [(c, k) for c, k in _payload_slots(tree, skip_envelopes=False) if is_envelope(c[k])]
+    slots = [(c, k) for c, k in payload_slots(tree) if is_envelope(c[k]) and not is_claim(c[k])]
     if slots:
         _replace(slots, decode_values(codec, [c[k] for c, k in slots]))
 

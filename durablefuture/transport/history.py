@@ -138,6 +138,9 @@ class HistoryStore:
         subject = self.layout.history(workflow_id, run_id)
         batches = [self._batch(m) for m in await self._read(subject, after_seq, through)]
         _check_order(workflow_id, run_id, batches, from_start=after_seq == 0)
+        if self.codec.claims is not None:  # a client's or worker's read: fetch large payloads
+            for b in batches:
+                b.events = await self.codec.resolve_events(b.events)
         return batches
 
     async def read_workflow(self, workflow_id: str, after_seq: int = 0) -> list[tuple[str, Batch]]:
