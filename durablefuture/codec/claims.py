@@ -36,6 +36,7 @@ from durablefuture.core.errors import PayloadError
 from durablefuture.core.types import JsonValue
 
 __all__ = [
+    "CLAIM_MARK",
     "CLAIM_THRESHOLD",
     "MAX_CLAIM_BYTES",
     "MESSAGE_BUDGET",
@@ -54,6 +55,8 @@ MAX_CLAIM_BYTES = MAX_PAYLOAD_BYTES + 64 * 1024
 """The largest payload stored by reference, as the codec left it (64 MiB of JSON, and room for
 what an encryption codec adds)."""
 SIZE = "size"
+CLAIM_MARK = f'"{CLAIM}":'.encode()
+"""In the bytes of every message that holds a reference."""
 RECENT_BYTES = 128 * 1024 * 1024
 _PAYLOAD_ATTRS = ("args", "signal_args", "result", "value", "heartbeat_details")
 

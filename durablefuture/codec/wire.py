@@ -25,7 +25,13 @@ import orjson
 from attrs import field, frozen
 from cattrs import Converter
 
-from durablefuture.codec.claims import CLAIM_THRESHOLD, Claims, PayloadStore, has_claims
+from durablefuture.codec.claims import (
+    CLAIM_MARK,
+    CLAIM_THRESHOLD,
+    Claims,
+    PayloadStore,
+    has_claims,
+)
 from durablefuture.codec.converter import make_converter
 from durablefuture.codec.envelope import PayloadCodec, transform_tree
 from durablefuture.codec.payloads import JsonPayloads
@@ -124,6 +130,11 @@ class Codec:
             return data
         await self.claims.pack(body, len(data))
         return orjson.dumps(body)
+
+    def refers(self, data: bytes) -> bool:
+        """Whether message ``data`` may hold payloads stored by reference (a fast check on the
+        bytes, before :meth:`resolve`; most messages have none)."""
+        return self.claims is not None and CLAIM_MARK in data
 
     async def resolve(self, obj: T, cls: Any) -> T:
         """``obj`` (of type ``cls``) with its payloads stored by reference fetched."""

@@ -76,7 +76,7 @@ class WorkflowTasks:
         except DecodeError as exc:
             await self.dead_letter(msg, str(exc))
             return
-        if self.codec.claims is not None:  # payloads stored by reference
+        if self.codec.refers(msg.data):  # payloads stored by reference
             m = evolve(m, events=tuple(await self.codec.resolve_events(m.events)))
         self.stats["workflow_tasks"] += 1
         task = m.task
@@ -307,7 +307,8 @@ class WorkflowTasks:
             return
         try:
             _, events = self.codec.decode_batch(msg.data)
-            events = await self.codec.resolve_events(events)
+            if self.codec.refers(msg.data):
+                events = await self.codec.resolve_events(events)
         except DecodeError:
             return
         async with self.cache.lock(run_id):
