@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -33,6 +34,7 @@ __all__ = [
     "CLAIM",
     "ENVELOPE_KEY",
     "CodecChain",
+    "DecodedCache",
     "Payload",
     "PayloadCodec",
     "as_codec",
@@ -172,14 +174,68 @@ def encode_values(codec: PayloadCodec, values: Sequence[JsonValue]) -> list[Json
     return [_to_envelope(p) for p in encoded]
 
 
-def decode_values(codec: PayloadCodec, values: Sequence[JsonValue]) -> list[JsonValue]:
+class DecodedCache:
+    """The plaintexts of small envelopes decoded lately, by envelope (ciphertext and metadata).
+
+    A workflow worker reads the same payloads again and again (each workflow task carries the
+    run's history); this spares decoding them each time. Only what the codec decoded is kept,
+    under exactly the envelope it came from, so an altered envelope is never a hit; values are
+    kept as JSON bytes and parsed for each reader (they may change what they get).
+    """
+
+    def __init__(self, budget: int = 8 * 1024 * 1024, largest: int = 16 * 1024) -> None:
+        self.budget = budget
+        self.largest = largest
+        self._entries: OrderedDict[object, bytes] = OrderedDict()
+        self._bytes = 0
+
+    def key(self, envelope: Any) -> object:
+        inner = envelope[ENVELOPE_KEY]
+        data, meta = inner.get("d"), inner.get("m")
+        if not isinstance(data, str) or len(data) > self.largest or not isinstance(meta, dict):
+            return None
+        try:
+            return (data, tuple(sorted(meta.items())))
+        except TypeError:
+            return None
+
+    def get(self, key: object) -> bytes | None:
+        plain = self._entries.get(key)
+        if plain is not None:
+            self._entries.move_to_end(key)
+        return plain
+
+    def put(self, key: object, plain: bytes) -> None:
+        if key in self._entries:
+            return
+        self._entries[key] = plain
+        self._bytes += len(plain) + len(key[0])  # type: ignore[index]
+        while self._bytes > self.budget and self._entries:
+            old, dropped = self._entries.popitem(last=False)
+            self._bytes -= len(dropped) + len(old[0])  # type: ignore[index]
+
+
+def decode_values(
+    codec: PayloadCodec, values: Sequence[JsonValue], cache: DecodedCache | None = None
+) -> list[JsonValue]:
     """``values`` with every envelope decoded (plain values pass through)."""
-    at = [i for i, v in enumerate(values) if is_envelope(v)]
-    if not at:
-        return list(values)
-    decoded = codec.decode([split_envelope(values[i]) for i in at])  # type: ignore[arg-type]
     out = list(values)
-    for i, payload in zip(at, decoded, strict=True):
+    at: list[int] = []
+    keys: list[object] = []
+    for i, v in enumerate(values):
+        if not is_envelope(v):
+            continue
+        key = cache.key(v) if cache is not None else None
+        plain = cache.get(key) if cache is not None and key is not None else None
+        if plain is not None:
+            out[i] = orjson.loads(plain)
+        else:
+            at.append(i)
+            keys.append(key)
+    if not at:
+        return out
+    decoded = codec.decode([split_envelope(values[i]) for i in at])  # type: ignore[arg-type]
+    for i, key, payload in zip(at, keys, decoded, strict=True):
         if payload.metadata.get("encoding") != "json":
             raise PayloadError(
                 f"a payload is still {describe_envelope(_to_envelope(payload))} after the "
@@ -189,6 +245,8 @@ def decode_values(codec: PayloadCodec, values: Sequence[JsonValue]) -> list[Json
             out[i] = orjson.loads(payload.data)
         except orjson.JSONDecodeError as exc:
             raise PayloadError(f"a decoded payload is not JSON ({exc})") from None
+        if cache is not None and key is not None:
+            cache.put(key, payload.data)
     return out
 
 
@@ -223,7 +281,9 @@ def payload_slots(tree: object, skip_envelopes: bool = False) -> list[_Slot]:
     return slots
 
 
-def transform_tree(tree: object, codec: PayloadCodec, encode: bool) -> None:
+def transform_tree(
+    tree: object, codec: PayloadCodec, encode: bool, cache: DecodedCache | None = None
+) -> None:
     """Encode (or decode) in place every payload of an unstructured engine message."""
     if encode:
         slots = payload_slots(tree, skip_envelopes=True)
@@ -232,7 +292,7 @@ def transform_tree(tree: object, codec: PayloadCodec, encode: bool) -> None:
         return
     slots = [(c, k) for c, k in payload_slots(tree) if is_envelope(c[k]) and not is_claim(c[k])]
     if slots:
-        _replace(slots, decode_values(codec, [c[k] for c, k in slots]))
+        _replace(slots, decode_values(codec, [c[k] for c, k in slots], cache))
 
 
 def show_envelopes(tree: Any) -> Any:

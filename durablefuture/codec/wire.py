@@ -33,7 +33,7 @@ from durablefuture.codec.claims import (
     has_claims,
 )
 from durablefuture.codec.converter import make_converter
-from durablefuture.codec.envelope import PayloadCodec, transform_tree
+from durablefuture.codec.envelope import DecodedCache, PayloadCodec, transform_tree
 from durablefuture.codec.payloads import JsonPayloads
 from durablefuture.codec.validate import check_message_fields
 from durablefuture.core import events as ev
@@ -106,6 +106,7 @@ class Codec:
         self.payloads = JsonPayloads(self.converter)
         self.payload_codec = payload_codec
         self.claims = claims
+        self._decoded = DecodedCache()
         c = self.converter
         self._un_event = c.get_unstructure_hook(ev.Event)
         self._st_event = c.get_structure_hook(ev.Event)
@@ -155,7 +156,7 @@ class Codec:
 
     def _open(self, tree: object) -> object:
         if self.payload_codec is not None:
-            transform_tree(tree, self.payload_codec, encode=False)
+            transform_tree(tree, self.payload_codec, encode=False, cache=self._decoded)
         return tree
 
     def encode_payloads(self, values: list[JsonValue]) -> list[JsonValue]:
