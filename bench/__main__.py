@@ -101,7 +101,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="benchmark the engine as committed at this git ref (exported to a temp dir with "
         "`git archive`, this bench/ copied in) instead of the working tree",
     )
+    ap.add_argument(
+        "--codec",
+        default=None,
+        metavar="MODULE:FACTORY",
+        help="payload codec of the client and df-workers (sets DF_CODEC), e.g. "
+        "durablefuture.codecs:from_env with keys in DF_CODEC_KEYS",
+    )
     a = ap.parse_args(argv)
+    if a.codec:
+        os.environ["DF_CODEC"] = a.codec
     wl = [w.strip().lower() for w in a.workloads.split(",") if w.strip()]
     bad = [w for w in wl if w not in ALL]
     if bad or not wl:

@@ -166,7 +166,16 @@ def meta_record(opts: DFOptions) -> dict[str, Any]:
             f"log_level={opts.log_level}, rest default"
         ),
         "sizes": dataclasses.asdict(opts.sizes),
+        "codec": os.environ.get("DF_CODEC") or None,
     }
+
+
+def _codec() -> Any:
+    """The payload codec of ``DF_CODEC`` (``--codec``), which the df-workers read too."""
+    import pkgutil
+
+    spec = os.environ.get("DF_CODEC")
+    return pkgutil.resolve_name(spec)() if spec else None
 
 
 async def js_snapshot(js: Any) -> tuple[dict[str, int], dict[str, int]]:
@@ -262,7 +271,9 @@ class DFRound:
         self.procs["nats"] = [psutil.Process(self.nats.proc.pid)]
         t_nats = now() - t0
         url = self.nats.url
-        self.client = await Client.connect(url, NAMESPACE, connect_timeout=10)
+        codec = _codec()  # (not passed when unset: --ref may run an engine without codecs)
+        extra: dict[str, Any] = {"codec": codec} if codec is not None else {}
+        self.client = await Client.connect(url, NAMESPACE, connect_timeout=10, **extra)
         js = self.client.pub.js
 
         async def server_ready() -> bool:

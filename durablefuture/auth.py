@@ -24,9 +24,10 @@ server    everything in ``DF_<ns>``: histories, status entries, closed notices, 
           timers, dead letters, JetStream management (df-server is the only writer)
 worker    take workflow/activity tasks of any task queue (never the server's inputs),
           report on ``df.<ns>.in.report``, heartbeats/leases/liveness records, read
-          histories, answer queries
+          histories, answer queries, put and get payloads stored by reference
 client    start (``in.start``), signal/cancel/terminate (``in.run``), schedule control
-          (``sci.ctl``), queries, read histories and status, list, wait for results
+          (``sci.ctl``), queries, read histories and status, list, wait for results, put
+          and get payloads stored by reference (object store ``DF_<ns>_payloads``)
 admin     what client can, plus listing streams and consumers and reading dead letters
           through the consumer named ``dlq`` (the UI and operators)
 ========  ===========================================================================
@@ -151,6 +152,15 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
         for bucket in (lay.runs_bucket, lay.activity_bucket, lay.workers_bucket)
         for verb, tail in (("CREATE", ""), ("CREATE", ".>"), ("DELETE", ".*"))
     )
+    # payloads stored by reference: put objects, read them (an ordered consumer per object)
+    objects = f"OBJ_{lay.payloads_bucket}"
+    payloads = (
+        f"$O.{lay.payloads_bucket}.C.>",
+        f"$O.{lay.payloads_bucket}.M.>",
+        f"{api}.CONSUMER.CREATE.{objects}",
+        f"{api}.CONSUMER.CREATE.{objects}.>",
+        f"{api}.CONSUMER.DELETE.{objects}.*",
+    )
     # the server's own consumers: nobody else creates, pulls from or acknowledges on them
     protected = tuple(
         x
@@ -167,6 +177,7 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
             publish_allow=(
                 *read,
                 *kv_read,
+                *payloads,
                 f"{api}.CONSUMER.CREATE.{s}.*.{p}.wt.*",
                 f"{api}.CONSUMER.CREATE.{s}.*.{p}.at.*",
                 f"{api}.CONSUMER.MSG.NEXT.{s}.*",
@@ -183,6 +194,7 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
     client = (
         *read,
         *kv_read,
+        *payloads,
         lay.input("start"),
         lay.input("run"),
         lay.schedule_input("ctl"),
@@ -236,6 +248,7 @@ def _exports(namespace: str) -> list[tuple[str, str, str]]:
         lay.schedule_input("ctl"),
         f"$KV.{lay.activity_bucket}.>",
         f"$KV.{lay.workers_bucket}.>",
+        f"$O.{lay.payloads_bucket}.>",
     ]
     out = [("service", x, "") for x in services]
     # batched direct gets and pulls answer with many messages

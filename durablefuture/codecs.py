@@ -122,14 +122,19 @@ class AesGcm:
 
 
 class Zlib:
-    """zlib compression of payloads it makes smaller (others pass through unchanged)."""
+    """zlib compression of payloads of at least ``min_size`` bytes that it makes smaller
+    (others pass through unchanged)."""
 
-    def __init__(self, level: int = 6) -> None:
+    def __init__(self, level: int = 6, min_size: int = 256) -> None:
         self.level = level
+        self.min_size = min_size
 
     def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         out = []
         for p in payloads:
+            if len(p.data) < self.min_size:
+                out.append(p)
+                continue
             packed = zlib.compress(p.data, self.level)
             if len(packed) < len(p.data):
                 p = Payload(packed, {**p.metadata, "compression": "zlib"})

@@ -130,6 +130,7 @@ class Schedules:
         args = self.client.codec.payloads.to_payloads(
             action.args, f"schedule action {action.workflow_type!r}"
         )
+        args = tuple(self.client.codec.encode_payloads(list(args)))  # the payload codec, if any
         encoded = ScheduleStartWorkflow.of(
             action.workflow_type,
             tuple(args),

@@ -86,6 +86,7 @@ class WorkflowHandle:
             if summary.status == RunStatus.CONTINUED_AS_NEW and follow_runs and summary.new_run_id:
                 run_id = summary.new_run_id
                 continue
+            summary = await client.codec.resolve(summary, RunSummary)  # a result by reference
             return outcome_of(summary, client.codec.payloads, rtype)
 
     async def _wait_closed(self, run_id: str, deadline: float | None) -> RunSummary:

@@ -25,6 +25,7 @@ from durablefuture.transport.connection import NATS
 from durablefuture.transport.headers import REPLY_HEADER
 from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import KeyValue, open_bucket
+from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.retrying import Backoff, retry_until
 from durablefuture.transport.subjects import Layout
@@ -48,8 +49,9 @@ class Requests:
         self.nc = nc
         self.namespace = namespace
         self.layout = Layout(namespace)
-        self.codec = codec or default_codec()
         self.pub = Publisher(nc)
+        # large payloads travel by reference through the namespace's object store
+        self.codec = (codec or default_codec()).with_store(ObjectPayloads(self.pub.js, self.layout))
         self.history = HistoryStore(nc, self.pub, self.layout, self.codec)
         self.request_timeout = 15.0
         self._replies = self.pub.replies  # one inbox for PubAcks and server replies
@@ -64,7 +66,7 @@ class Requests:
         return self._runs_kv
 
     async def _request(self, kind: str, env: InputEnvelope, msg_id: str = "") -> Reply:
-        return await self._ask(self.layout.input(kind), self.codec.encode_input(env), msg_id)
+        return await self._ask(self.layout.input(kind), await self.codec.pack_input(env), msg_id)
 
     async def _ask(self, subject: str, data: bytes, msg_id: str = "") -> Reply:
         """Store a request on ``subject`` and wait for a df-server's answer."""

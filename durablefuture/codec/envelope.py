@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -30,17 +31,24 @@ from durablefuture.core.errors import PayloadError
 from durablefuture.core.types import JsonValue
 
 __all__ = [
+    "CLAIM",
     "ENVELOPE_KEY",
     "CodecChain",
+    "DecodedCache",
     "Payload",
     "PayloadCodec",
     "as_codec",
     "describe_envelope",
+    "is_claim",
     "is_envelope",
+    "payload_slots",
     "show_envelopes",
+    "split_envelope",
 ]
 
 ENVELOPE_KEY = "$dfp"
+CLAIM = "claim"
+"""Metadata key of a payload stored by reference (see :mod:`durablefuture.codec.claims`)."""
 _LIST_KEYS = frozenset({"args", "signal_args", "details", "heartbeat_details"})
 _ONE_KEYS = frozenset({"result", "value"})
 
@@ -113,6 +121,11 @@ def is_envelope(value: object) -> bool:
     return type(value) is dict and len(value) == 1 and ENVELOPE_KEY in value
 
 
+def is_claim(value: object) -> bool:
+    """An envelope that refers to a payload stored by reference."""
+    return is_envelope(value) and CLAIM in value[ENVELOPE_KEY].get("m", ())  # type: ignore[index]
+
+
 def describe_envelope(value: object) -> str:
     """``encrypted (key k1)``, ``compressed (zlib)`` or ``encoded``: what a reader without
     the codec can say of an envelope."""
@@ -121,10 +134,14 @@ def describe_envelope(value: object) -> str:
     if not isinstance(meta, dict):
         return "encoded"
     if "encryption" in meta:
-        return f"encrypted (key {meta.get('key', '?')})"
-    if "compression" in meta:
-        return f"compressed ({meta['compression']})"
-    return "encoded"
+        text = f"encrypted (key {meta.get('key', '?')})"
+    elif "compression" in meta:
+        text = f"compressed ({meta['compression']})"
+    else:
+        text = "encoded"
+    if CLAIM in meta:
+        text += f", stored by reference ({meta.get('size', '?')} bytes)"
+    return text
 
 
 def _to_envelope(payload: Payload) -> JsonValue:
@@ -133,11 +150,12 @@ def _to_envelope(payload: Payload) -> JsonValue:
     }
 
 
-def _from_envelope(value: dict[str, Any]) -> Payload:
+def split_envelope(value: dict[str, Any]) -> Payload:
     inner = value[ENVELOPE_KEY]
     try:
         meta = inner["m"]
-        data = base64.b64decode(inner["d"], validate=True)
+        raw = inner["d"]  # bytes once fetched from the store
+        data = raw if isinstance(raw, bytes) else base64.b64decode(raw, validate=True)
         if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
             raise TypeError("metadata is not a map of strings")
     except (KeyError, TypeError, binascii.Error) as exc:
@@ -156,14 +174,68 @@ def encode_values(codec: PayloadCodec, values: Sequence[JsonValue]) -> list[Json
     return [_to_envelope(p) for p in encoded]
 
 
-def decode_values(codec: PayloadCodec, values: Sequence[JsonValue]) -> list[JsonValue]:
+class DecodedCache:
+    """The plaintexts of small envelopes decoded lately, by envelope (ciphertext and metadata).
+
+    A workflow worker reads the same payloads again and again (each workflow task carries the
+    run's history); this spares decoding them each time. Only what the codec decoded is kept,
+    under exactly the envelope it came from, so an altered envelope is never a hit; values are
+    kept as JSON bytes and parsed for each reader (they may change what they get).
+    """
+
+    def __init__(self, budget: int = 8 * 1024 * 1024, largest: int = 16 * 1024) -> None:
+        self.budget = budget
+        self.largest = largest
+        self._entries: OrderedDict[object, bytes] = OrderedDict()
+        self._bytes = 0
+
+    def key(self, envelope: Any) -> object:
+        inner = envelope[ENVELOPE_KEY]
+        data, meta = inner.get("d"), inner.get("m")
+        if not isinstance(data, str) or len(data) > self.largest or not isinstance(meta, dict):
+            return None
+        try:
+            return (data, tuple(sorted(meta.items())))
+        except TypeError:
+            return None
+
+    def get(self, key: object) -> bytes | None:
+        plain = self._entries.get(key)
+        if plain is not None:
+            self._entries.move_to_end(key)
+        return plain
+
+    def put(self, key: object, plain: bytes) -> None:
+        if key in self._entries:
+            return
+        self._entries[key] = plain
+        self._bytes += len(plain) + len(key[0])  # type: ignore[index]
+        while self._bytes > self.budget and self._entries:
+            old, dropped = self._entries.popitem(last=False)
+            self._bytes -= len(dropped) + len(old[0])  # type: ignore[index]
+
+
+def decode_values(
+    codec: PayloadCodec, values: Sequence[JsonValue], cache: DecodedCache | None = None
+) -> list[JsonValue]:
     """``values`` with every envelope decoded (plain values pass through)."""
-    at = [i for i, v in enumerate(values) if is_envelope(v)]
-    if not at:
-        return list(values)
-    decoded = codec.decode([_from_envelope(values[i]) for i in at])  # type: ignore[arg-type]
     out = list(values)
-    for i, payload in zip(at, decoded, strict=True):
+    at: list[int] = []
+    keys: list[object] = []
+    for i, v in enumerate(values):
+        if not is_envelope(v):
+            continue
+        key = cache.key(v) if cache is not None else None
+        plain = cache.get(key) if cache is not None and key is not None else None
+        if plain is not None:
+            out[i] = orjson.loads(plain)
+        else:
+            at.append(i)
+            keys.append(key)
+    if not at:
+        return out
+    decoded = codec.decode([split_envelope(values[i]) for i in at])  # type: ignore[arg-type]
+    for i, key, payload in zip(at, keys, decoded, strict=True):
         if payload.metadata.get("encoding") != "json":
             raise PayloadError(
                 f"a payload is still {describe_envelope(_to_envelope(payload))} after the "
@@ -173,6 +245,8 @@ def decode_values(codec: PayloadCodec, values: Sequence[JsonValue]) -> list[Json
             out[i] = orjson.loads(payload.data)
         except orjson.JSONDecodeError as exc:
             raise PayloadError(f"a decoded payload is not JSON ({exc})") from None
+        if cache is not None and key is not None:
+            cache.put(key, payload.data)
     return out
 
 
@@ -181,7 +255,7 @@ def decode_values(codec: PayloadCodec, values: Sequence[JsonValue]) -> list[Json
 _Slot = tuple[Any, Any]  # (container, key or index)
 
 
-def _payload_slots(tree: object, skip_envelopes: bool) -> list[_Slot]:
+def payload_slots(tree: object, skip_envelopes: bool = False) -> list[_Slot]:
     """Where the payloads of an unstructured engine message are, as (container, key) pairs."""
     slots: list[_Slot] = []
     stack = [tree]
@@ -207,16 +281,18 @@ def _payload_slots(tree: object, skip_envelopes: bool) -> list[_Slot]:
     return slots
 
 
-def transform_tree(tree: object, codec: PayloadCodec, encode: bool) -> None:
+def transform_tree(
+    tree: object, codec: PayloadCodec, encode: bool, cache: DecodedCache | None = None
+) -> None:
     """Encode (or decode) in place every payload of an unstructured engine message."""
     if encode:
-        slots = _payload_slots(tree, skip_envelopes=True)
+        slots = payload_slots(tree, skip_envelopes=True)
         if slots:
             _replace(slots, encode_values(codec, [c[k] for c, k in slots]))
         return
-    slots = [(c, k) for c, k in _payload_slots(tree, skip_envelopes=False) if is_envelope(c[k])]
+    slots = [(c, k) for c, k in payload_slots(tree) if is_envelope(c[k]) and not is_claim(c[k])]
     if slots:
-        _replace(slots, decode_values(codec, [c[k] for c, k in slots]))
+        _replace(slots, decode_values(codec, [c[k] for c, k in slots], cache))
 
 
 def show_envelopes(tree: Any) -> Any:

@@ -22,8 +22,9 @@ from durablefuture.core.types import JsonValue, type_name
 
 __all__ = ["MAX_PAYLOAD_BYTES", "JsonPayloads"]
 
-MAX_PAYLOAD_BYTES = 512 * 1024
-"""Largest encoded payload accepted (the NATS message limit is 1 MiB for the whole message)."""
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+"""Largest encoded payload accepted. Payloads over 256 KiB travel by reference, through the
+namespace's object store (:mod:`durablefuture.codec.claims`)."""
 
 _PASSTHROUGH: frozenset[object] = frozenset({None, object, typing.Any})
 _INT_MIN = -(2**63)

@@ -18,14 +18,22 @@ Events, commands and inputs are tagged unions: ``"t"`` is the class name.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import orjson
 from attrs import field, frozen
 from cattrs import Converter
 
+from durablefuture.codec.claims import (
+    CLAIM_MARK,
+    CLAIM_THRESHOLD,
+    Claims,
+    PayloadStore,
+    has_claims,
+)
 from durablefuture.codec.converter import make_converter
-from durablefuture.codec.envelope import PayloadCodec, transform_tree
+from durablefuture.codec.envelope import DecodedCache, PayloadCodec, transform_tree
 from durablefuture.codec.payloads import JsonPayloads
 from durablefuture.codec.validate import check_message_fields
 from durablefuture.core import events as ev
@@ -45,6 +53,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+T = TypeVar("T")
 
 
 def _events(value: object) -> tuple[ev.Event, ...]:
@@ -88,11 +97,16 @@ class Codec:
     """
 
     def __init__(
-        self, converter: Converter | None = None, payload_codec: PayloadCodec | None = None
+        self,
+        converter: Converter | None = None,
+        payload_codec: PayloadCodec | None = None,
+        claims: Claims | None = None,
     ) -> None:
         self.converter = converter or make_converter()
         self.payloads = JsonPayloads(self.converter)
         self.payload_codec = payload_codec
+        self.claims = claims
+        self._decoded = DecodedCache()
         c = self.converter
         self._un_event = c.get_unstructure_hook(ev.Event)
         self._st_event = c.get_structure_hook(ev.Event)
@@ -101,7 +115,39 @@ class Codec:
 
     def with_payload_codec(self, payload_codec: PayloadCodec | None) -> Codec:
         """A codec sharing this one's converter, with ``payload_codec``."""
-        return Codec(self.converter, payload_codec)
+        return Codec(self.converter, payload_codec, self.claims)
+
+    def with_store(self, store: PayloadStore, threshold: int = CLAIM_THRESHOLD) -> Codec:
+        """A codec sharing this one's converter and payload codec, that sends payloads over
+        ``threshold`` by reference to ``store`` (:meth:`pack_input`) and fetches them back
+        (:meth:`resolve`)."""
+        return Codec(self.converter, self.payload_codec, Claims(store, threshold))
+
+    async def pack_input(self, env: InputEnvelope) -> bytes:
+        """:meth:`encode_input`, with large payloads stored by reference first."""
+        body = self._input_body(env)
+        data = orjson.dumps(body)
+        if self.claims is None or len(data) <= self.claims.threshold:
+            return data
+        await self.claims.pack(body, len(data))
+        return orjson.dumps(body)
+
+    def refers(self, data: bytes) -> bool:
+        """Whether message ``data`` may hold payloads stored by reference (a fast check on the
+        bytes, before :meth:`resolve`; most messages have none)."""
+        return self.claims is not None and CLAIM_MARK in data
+
+    async def resolve(self, obj: T, cls: Any) -> T:
+        """``obj`` (of type ``cls``) with its payloads stored by reference fetched."""
+        if self.claims is None or not has_claims(obj):
+            return obj
+        tree = self.converter.unstructure(obj, cls)
+        await self.claims.resolve(tree, self.payload_codec)
+        out: T = self.converter.structure(tree, cls)
+        return out
+
+    async def resolve_events(self, events: Sequence[ev.Event]) -> list[ev.Event]:
+        return [await self.resolve(e, ev.Event) for e in events]
 
     def _seal(self, tree: object) -> object:
         if self.payload_codec is not None:
@@ -110,7 +156,7 @@ class Codec:
 
     def _open(self, tree: object) -> object:
         if self.payload_codec is not None:
-            transform_tree(tree, self.payload_codec, encode=False)
+            transform_tree(tree, self.payload_codec, encode=False, cache=self._decoded)
         return tree
 
     def encode_payloads(self, values: list[JsonValue]) -> list[JsonValue]:
@@ -223,12 +269,16 @@ class Codec:
     # ------------------------------------------------------------------ server inputs
 
     def encode_input(self, env: InputEnvelope) -> bytes:
+        return orjson.dumps(self._input_body(env))
+
+    def _input_body(self, env: InputEnvelope) -> dict[str, Any]:
         body: dict[str, Any] = {"v": SCHEMA_VERSION, "wid": env.workflow_id}
         if env.start is not None:
             body["start"] = self.converter.unstructure(env.start)
         if env.input is not None:
             body["in"] = self.converter.unstructure(env.input, RunInput)
-        return orjson.dumps(self._seal(body))
+        self._seal(body)
+        return body
 
     def decode_input(self, data: bytes) -> InputEnvelope:
         obj = self._load(data, "server input")

@@ -143,8 +143,12 @@ class HistoryStore:
         one a workflow task was dispatched at); without it, the leader is asked for it first.
         """
         subject = self.layout.history(workflow_id, run_id)
-        batches = [self._batch(m) for m in await self._read(subject, after_seq, through)]
+        stored = await self._read(subject, after_seq, through)
+        batches = [self._batch(m) for m in stored]
         _check_order(workflow_id, run_id, batches, from_start=after_seq == 0)
+        for b, m in zip(batches, stored, strict=True):
+            if self.codec.refers(m.data):  # a client's or worker's read: fetch large payloads
+                b.events = await self.codec.resolve_events(b.events)
         return batches
 
     async def read_workflow(self, workflow_id: str, after_seq: int = 0) -> list[tuple[str, Batch]]:

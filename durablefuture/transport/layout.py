@@ -24,6 +24,7 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from durablefuture.core.errors import NamespaceNotFoundError, TransportError
+from durablefuture.transport.payload_store import ensure_payload_bucket
 from durablefuture.transport.subjects import Layout
 
 __all__ = [
@@ -107,6 +108,7 @@ async def ensure_namespace(js: JetStreamContext, layout: Layout, replicas: int =
         await _ensure_bucket(js, bucket, replicas)
     # liveness records: one per worker, each expiring by its own TTL; read with direct gets
     await _ensure_bucket(js, layout.workers_bucket, replicas, direct=True)
+    await ensure_payload_bucket(js, layout, replicas)
 
 
 async def _update_stream(js: JetStreamContext, config: StreamConfig) -> None:

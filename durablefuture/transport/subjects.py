@@ -65,6 +65,8 @@ class Layout:
         self.runs_bucket = f"DF_{ns}_runs"
         self.activity_bucket = f"DF_{ns}_act"
         self.workers_bucket = f"DF_{ns}_workers"
+        self.payloads_bucket = f"DF_{ns}_payloads"
+        """Object store of the payloads that travel by reference."""
         self.inputs = f"df.{ns}.in.>"
         self.server_consumer = "server"
         self.events_prefix = f"dfev.{ns}"

@@ -84,6 +84,8 @@ class ActivityTasks:
         except DecodeError as exc:
             await self.dead_letter(msg, str(exc))
             return
+        if self.codec.refers(msg.data):  # payloads stored by reference
+            task = await self.codec.resolve(task, ActivityTask)
         self.stats["activity_tasks"] += 1
         key = (task.run_id, task.seq, task.attempt)
         if key in self.attempts:

@@ -71,7 +71,7 @@ class Reports:
         """Store a report for the server. With ``keep`` (the task it reports on), a full
         JetStream store is waited out with that task kept in progress, never given up on.
         ``task``: the workflow task it answers (part of the message id)."""
-        data = self.codec.encode_input(InputEnvelope(workflow_id, input=message))
+        data = await self.codec.pack_input(InputEnvelope(workflow_id, input=message))
         msg_id = f"{message.run_id}:{message.input_id}"
         if task is not None:
             # The answer to a workflow task is a fact of that task: a report based on the same

@@ -76,6 +76,8 @@ class WorkflowTasks:
         except DecodeError as exc:
             await self.dead_letter(msg, str(exc))
             return
+        if self.codec.refers(msg.data):  # payloads stored by reference
+            m = evolve(m, events=tuple(await self.codec.resolve_events(m.events)))
         self.stats["workflow_tasks"] += 1
         task = m.task
         began = time.perf_counter()
@@ -305,6 +307,8 @@ class WorkflowTasks:
             return
         try:
             _, events = self.codec.decode_batch(msg.data)
+            if self.codec.refers(msg.data):
+                events = await self.codec.resolve_events(events)
         except DecodeError:
             return
         async with self.cache.lock(run_id):

@@ -93,6 +93,31 @@ def test_tampering_is_detected() -> None:
         AesGcm("k2", K1).decode([moved])
 
 
+def test_decoded_payloads_are_reused_but_never_for_an_altered_envelope() -> None:
+    from durablefuture.codec.envelope import DecodedCache, decode_values, encode_values
+
+    cache = DecodedCache()
+    [sealed] = encode_values(AesGcm("k1", K1), [{"items": [1, 2]}])
+    first = decode_values(AesGcm("k1", K1), [sealed], cache)[0]
+    first["items"].append(3)  # type: ignore[index,union-attr]
+    # a hit even for a codec without the key: the same envelope decoded already
+    assert decode_values(AesGcm("k9", K2), [sealed], cache) == [{"items": [1, 2]}]
+    moved = {
+        ENVELOPE_KEY: {**sealed[ENVELOPE_KEY], "m": {**sealed[ENVELOPE_KEY]["m"], "key": "k2"}}
+    }  # type: ignore[index,dict-item]
+    with pytest.raises(PayloadError, match="fails authentication"):
+        decode_values(AesGcm("k2", K1), [moved], cache)
+    d = sealed[ENVELOPE_KEY]["d"]  # type: ignore[index,call-overload]
+    altered = {
+        ENVELOPE_KEY: {
+            **sealed[ENVELOPE_KEY],
+            "d": d[:-4] + ("AAAA" if d[-4:] != "AAAA" else "BBBB"),
+        }
+    }  # type: ignore[index,dict-item]
+    with pytest.raises(PayloadError):
+        decode_values(AesGcm("k1", K1), [altered], cache)
+
+
 def test_unencoded_payloads_pass_through_a_codec() -> None:
     sealed = default_codec().with_payload_codec(AesGcm("k1", K1))
     data = default_codec().encode_input(
@@ -109,7 +134,7 @@ def test_bad_keys_and_env_are_refused_clearly() -> None:
         from_env({})
     keys = f"k2:{base64.b64encode(K2).decode()},k1:{base64.b64encode(K1).decode()}"
     codec = from_env({"DF_CODEC_KEYS": keys})
-    [p] = codec.encode([Payload(b'"x" ' * 50, {"encoding": "json"})])
+    [p] = codec.encode([Payload(b'"x" ' * 500, {"encoding": "json"})])
     assert p.metadata["key"] == "k2" and p.metadata["compression"] == "zlib"
     assert AesGcm("k1", K1, old_keys={"k2": K2}).decode([p])[0].metadata["compression"] == "zlib"
 
@@ -120,6 +145,6 @@ def test_public_names() -> None:
     envelope = orjson.loads(
         default_codec()
         .with_payload_codec(Zlib())
-        .encode_input(InputEnvelope("w1", input=inp.CompleteActivityTask("r", 1, 1, "a" * 100)))
+        .encode_input(InputEnvelope("w1", input=inp.CompleteActivityTask("r", 1, 1, "a" * 1000)))
     )["in"]["result"]
     assert envelope[ENVELOPE_KEY]["m"] == {"encoding": "json", "compression": "zlib"}

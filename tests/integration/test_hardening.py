@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 import durablefuture as df
+from durablefuture.codec import MAX_PAYLOAD_BYTES
 from durablefuture.codec.wire import InputEnvelope, default_codec
 from durablefuture.core.errors import (
     InvalidArgumentError,
@@ -249,7 +250,7 @@ def take_three(a: str, b: str, c: str) -> int:
 
 
 def three_big_arguments():  # type: ignore[no-untyped-def]
-    big = "x" * 400_000  # each under the per-payload limit, together over it
+    big = "x" * (MAX_PAYLOAD_BYTES // 3 + 1_000)  # each under the per-payload limit, together over
     return (yield df.activity(take_three, big, big, big))
 
 

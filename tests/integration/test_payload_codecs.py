@@ -175,3 +175,35 @@ async def test_df_worker_takes_a_codec(daemons: Daemons) -> None:
         result = await handle.result(timeout=30)
     assert result["receipt"].endswith("daemon card"), daemons.logs()
     assert not any(b"daemon card" in m for m in await _raw_store(daemons.url))
+
+
+def greet_secret(name: str) -> str:
+    return f"hello {name}"
+
+
+def scheduled_greeting(name: str):  # type: ignore[no-untyped-def]
+    opts = df.ActivityOptions(start_to_close_timeout=timedelta(seconds=20))
+    return (yield df.activity(greet_secret, name, options=opts))
+
+
+async def test_schedule_arguments_are_encrypted_too() -> None:
+    from datetime import UTC, datetime
+
+    codec = AesGcm("k1", KEY)
+    async with df.testing.LocalEnvironment(codec=codec) as env:
+        async with env.worker(workflows=[scheduled_greeting], activities=[greet_secret]):
+            action = df.ScheduleStartWorkflow(
+                scheduled_greeting, "SCHED-SECRET-99", id_prefix="sg", task_queue="default"
+            )
+            far = df.ScheduleSpec(cron=["0 0 1 1 *"], start_at=datetime(2100, 1, 1, tzinfo=UTC))
+            handle = await env.client.create_schedule("s1", df.Schedule(action=action, spec=far))
+            await handle.trigger()
+
+            async def started() -> list[str]:
+                return [r.workflow_id for r in await env.client.list_workflows()]
+
+            ids = await wait_for(started, 20)
+            result = await env.client.get_workflow_handle(ids[0]).result(timeout=20)
+            assert result == "hello SCHED-SECRET-99"
+        stored = await _raw_store(env.nats_url)
+        assert not [m[:200] for m in stored if b"SCHED-SECRET-99" in m]

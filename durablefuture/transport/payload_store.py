@@ -1,0 +1,128 @@
+"""The namespace's object store of payloads that travel by reference (claim-check).
+
+Bucket ``DF_<ns>_payloads`` (stream ``OBJ_DF_<ns>_payloads``), created by df-server with the
+namespace. Objects are named by the SHA-256 of their bytes, so a payload stored twice (a
+retried report) is written once. Nothing here knows what a payload holds: the codec encodes
+and decodes them (:mod:`durablefuture.codec.claims`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+
+import nats.errors
+import nats.js.errors
+from nats.js.api import ObjectStoreConfig, StorageType
+from nats.js.client import JetStreamContext
+from nats.js.object_store import ObjectStore
+
+from durablefuture.core.errors import PayloadError, TransportError
+from durablefuture.transport.subjects import Layout
+
+__all__ = ["ObjectPayloads", "ensure_payload_bucket"]
+
+log = logging.getLogger(__name__)
+
+CHUNK_TIMEOUT = 10.0
+"""Seconds to wait for the next chunk of an object."""
+
+
+async def ensure_payload_bucket(js: JetStreamContext, layout: Layout, replicas: int = 1) -> None:
+    """Create the namespace's payload bucket if it does not exist (df-server only)."""
+    bucket = layout.payloads_bucket
+    try:
+        await js.object_store(bucket)
+        return
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    config = ObjectStoreConfig(
+        bucket=bucket,
+        description=f"DurableFuture namespace {layout.namespace}: payloads stored by reference",
+        storage=StorageType.FILE,
+        replicas=replicas,
+    )
+    try:
+        await js.create_object_store(bucket, config)
+        log.info("created object store %s", bucket)
+    except nats.js.errors.APIError as exc:
+        try:  # a concurrent server may have created it
+            await js.object_store(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            raise TransportError(f"cannot create object store {bucket}: {exc}") from exc
+
+
+class ObjectPayloads:
+    """Puts and gets payload bytes in the namespace's payload bucket."""
+
+    def __init__(self, js: JetStreamContext, layout: Layout) -> None:
+        self.js = js
+        self.bucket = layout.payloads_bucket
+        self._store: ObjectStore | None = None
+        self._lock = asyncio.Lock()
+
+    async def _open(self) -> ObjectStore:
+        async with self._lock:
+            if self._store is None:
+                try:
+                    self._store = await self.js.object_store(self.bucket)
+                except nats.js.errors.BucketNotFoundError:
+                    raise TransportError(
+                        f"object store {self.bucket} does not exist: start (or upgrade) df-server "
+                        "for this namespace first; it creates it"
+                    ) from None
+                except (nats.errors.Error, TimeoutError) as exc:
+                    raise TransportError(f"opening object store {self.bucket}: {exc}") from exc
+            return self._store
+
+    async def put(self, name: str, data: bytes) -> None:
+        store = await self._open()
+        try:
+            try:
+                info = await store.get_info(name)
+                if info.size == len(data):
+                    return  # the same bytes (the name is their digest): stored already
+            except nats.js.errors.ObjectNotFoundError:
+                pass
+            await store.put(name, data)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise TransportError(
+                f"storing a payload of {len(data):,} bytes in {self.bucket}: {exc}"
+            ) from exc
+
+    async def get(self, name: str) -> bytes:
+        store = await self._open()
+        try:
+            return await self._read(store, name)
+        except nats.js.errors.ObjectNotFoundError:
+            raise PayloadError(
+                f"payload {name[:16]}... stored by reference is missing from {self.bucket}"
+            ) from None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise TransportError(
+                f"reading payload {name[:16]}... from {self.bucket}: {exc}"
+            ) from exc
+
+    async def _read(self, store: ObjectStore, name: str) -> bytes:
+        """``ObjectStore.get``, naming the stream: nats-py would otherwise look it up by
+        subject (STREAM.NAMES), which the worker and client roles may not do."""
+        info = await store.get_info(name)
+        if not info.size:
+            return b""
+        subject = f"$O.{self.bucket}.C.{info.nuid}"
+        sub = await self.js.subscribe(subject, stream=f"OBJ_{self.bucket}", ordered_consumer=True)
+        data = bytearray()
+        try:
+            while len(data) < info.size:
+                msg = await sub.next_msg(timeout=CHUNK_TIMEOUT)
+                data += msg.data
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            await sub.unsubscribe()
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
+        if len(data) != info.size or (info.digest or "").split("=", 1)[-1] != digest:
+            raise PayloadError(f"payload {name[:16]}... in {self.bucket} is incomplete or altered")
+        return bytes(data)

@@ -1,0 +1,86 @@
+"""Large payloads by claim-check: a 20 MB workflow argument, activity argument, activity result
+and workflow result round-trip through the namespace's object store (with and without an
+encryption codec, and under `df auth init` permissions); over the maximum is refused where
+the value is passed."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+import pytest
+
+import durablefuture as df
+from durablefuture.codec.claims import CLAIM_THRESHOLD, MAX_CLAIM_BYTES
+from durablefuture.codecs import AesGcm, generate_key
+from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.connection import connect
+from durablefuture.transport.subjects import Layout
+
+pytestmark = pytest.mark.asyncio
+
+MB20 = 20 * 1024 * 1024
+OPTS = df.ActivityOptions(start_to_close_timeout=timedelta(seconds=60))
+
+
+def make_big(n: int) -> str:
+    return "".join(chr(97 + i % 26) for i in range(26)) * (n // 26)
+
+
+def digest(data: str) -> str:
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def big_flow(data: str):  # type: ignore[no-untyped-def]
+    produced = yield df.activity(make_big, MB20, options=OPTS)
+    seen = yield df.activity(digest, data, options=OPTS)  # a 20 MB activity argument
+    return {"arg": seen, "produced": produced}
+
+
+async def _objects(url: str) -> int:
+    nc = await connect(url, timeout=10)
+    try:
+        info = await nc.jetstream().stream_info(f"OBJ_{Layout('default').payloads_bucket}")
+        return info.state.messages
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize("mode", ["plain", "encrypted", "auth"])
+async def test_twenty_megabytes_each_way(mode: str) -> None:
+    codec = AesGcm("k1", generate_key()) if mode == "encrypted" else None
+    arg = "A" * MB20
+    async with LocalEnvironment(codec=codec, auth=mode == "auth") as env:
+        async with env.worker(workflows=[big_flow], activities=[make_big, digest]):
+            handle = await env.client.start_workflow(big_flow, arg, id=f"big-{mode}")
+            result = await handle.result(timeout=120)
+            assert result["arg"] == digest(arg)
+            assert result["produced"] == make_big(MB20)
+            history = await handle.fetch_history()
+            assert history[0].args == (arg,)  # type: ignore[union-attr]
+        if mode != "auth":  # (the test's own plain connection has no login there)
+            # the argument (stored once, also as the activity's), the activity's result and
+            # the workflow's, in 128 KiB chunks
+            assert await _objects(env.nats_url) >= 3 * MB20 // (128 * 1024)
+
+
+async def test_over_the_maximum_is_refused_at_the_call_site() -> None:
+    async with LocalEnvironment() as env:
+        huge = "x" * (MAX_CLAIM_BYTES + 1)
+        with pytest.raises(df.PayloadError, match="once encoded; the limit is"):
+            await env.client.start_workflow(big_flow, huge, id="too-big")
+        with pytest.raises(df.PayloadError, match="once encoded; the limit is"):
+            df.activity(digest, huge)
+
+
+async def test_many_payloads_under_the_threshold_still_fit_one_message() -> None:
+    """Each under the threshold, together over the NATS message limit: the largest travel by
+    reference until the message fits."""
+    piece = "p" * (CLAIM_THRESHOLD - 1024)
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[big_flow], activities=[make_big, digest]):
+            handle = await env.client.start_workflow(
+                "big_flow", piece * 6, id="many-pieces", task_queue="default"
+            )
+            result = await handle.result(timeout=120)
+            assert result["arg"] == digest(piece * 6)
