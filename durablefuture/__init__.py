@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         continue_as_new,
         side_effect,
         sleep,
+        wait_condition,
         wait_signal,
     )
     from durablefuture.client import Client, WorkflowDescription, WorkflowHandle
@@ -68,6 +69,7 @@ _LAZY: dict[str, str] = {
     "continue_as_new": "durablefuture.api",
     "side_effect": "durablefuture.api",
     "sleep": "durablefuture.api",
+    "wait_condition": "durablefuture.api",
     "wait_signal": "durablefuture.api",
     "defn": "durablefuture.core.definitions",
     # options
@@ -148,6 +150,7 @@ __all__ = [
     "side_effect",
     "sleep",
     "testing",
+    "wait_condition",
     "wait_signal",
     "workflow",
 ]

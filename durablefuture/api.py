@@ -21,6 +21,7 @@ from durablefuture.core.commands import (
     SideEffect,
     Site,
     Sleep,
+    WaitCondition,
     WaitSignal,
     Yieldable,
 )
@@ -45,10 +46,20 @@ __all__ = [
     "continue_as_new",
     "side_effect",
     "sleep",
+    "wait_condition",
     "wait_signal",
 ]
 
-_YIELDABLE = (ActivityCall, Sleep, WaitSignal, SideEffect, ChildWorkflowCall, AllOf, AnyOf)
+_YIELDABLE = (
+    ActivityCall,
+    Sleep,
+    WaitSignal,
+    WaitCondition,
+    SideEffect,
+    ChildWorkflowCall,
+    AllOf,
+    AnyOf,
+)
 
 
 def _site() -> Site:
@@ -108,6 +119,22 @@ def wait_signal(
     check_type_name(name, "signal name")
     t = optional_seconds(timeout, "wait_signal timeout")
     return WaitSignal(name, t, result_type, _site())
+
+
+def wait_condition(
+    predicate: Callable[[], object], timeout: Duration | None = None
+) -> WaitCondition:
+    """Wait until ``predicate()`` is true: ``ok = yield df.wait_condition(lambda: ..., timeout=5)``.
+
+    The predicate is checked at once and again after every event the run receives (a signal
+    handled by ``df.workflow.set_signal_handler``, an activity result, ...). The yield returns
+    True when it holds, or False when ``timeout`` passes first (a durable timer). It must only
+    read workflow state: no yield, no side effects.
+    """
+    if not callable(predicate):
+        raise InvalidArgumentError(f"df.wait_condition takes a function, got {predicate!r}")
+    t = optional_seconds(timeout, "wait_condition timeout")
+    return WaitCondition(predicate, t, _site())
 
 
 def side_effect(fn: Callable[[], object], *, result_type: object = None) -> SideEffect:

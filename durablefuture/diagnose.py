@@ -298,7 +298,9 @@ async def explain(client: Client, workflow_id: str, run_id: str | None = None) -
             )
         )
     for seq, fire_at in sorted(state.timers.items()):
-        reasons.append(f"sleeping: timer #{seq} fires at {_when(fire_at, now)}")
+        reasons.append(
+            f"timer #{seq} (a sleep, or the timeout of a wait) fires at {_when(fire_at, now)}"
+        )
     for _, wait in sorted(state.waiting_for_signals.items()):
         line = f"waiting for signal {wait.name!r}"
         if wait.deadline is not None:

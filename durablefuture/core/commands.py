@@ -41,9 +41,11 @@ __all__ = [
     "Site",
     "Sleep",
     "StartChildWorkflow",
+    "StartConditionWait",
     "StartSignalWait",
     "StartTimer",
     "TerminalCommand",
+    "WaitCondition",
     "WaitSignal",
     "Yieldable",
     "describe_yieldable",
@@ -83,6 +85,20 @@ class WaitSignal:
     name: str
     timeout: float | None = None
     result_type: object = field(default=None, eq=False, repr=False)
+    site: Site | None = field(default=None, eq=False, repr=False)
+
+
+@frozen
+class WaitCondition:
+    """Wait until ``predicate()`` is true; the yield returns True, or False after ``timeout``.
+
+    The predicate is evaluated when yielded and again after every event delivered to the run
+    (a signal handler that changed the state, a result, ...), so it must only read workflow
+    state and must not yield or have side effects.
+    """
+
+    predicate: Callable[[], object] = field(eq=False)
+    timeout: float | None = None
     site: Site | None = field(default=None, eq=False, repr=False)
 
 
@@ -135,12 +151,22 @@ class AnyOf:
     site: Site | None = field(default=None, eq=False, repr=False)
 
 
-Yieldable = ActivityCall | Sleep | WaitSignal | SideEffect | ChildWorkflowCall | AllOf | AnyOf
+Yieldable = (
+    ActivityCall
+    | Sleep
+    | WaitSignal
+    | WaitCondition
+    | SideEffect
+    | ChildWorkflowCall
+    | AllOf
+    | AnyOf
+)
 
 YIELDABLE_TYPES: tuple[type, ...] = (
     ActivityCall,
     Sleep,
     WaitSignal,
+    WaitCondition,
     SideEffect,
     ChildWorkflowCall,
     AllOf,
@@ -158,6 +184,8 @@ def describe_yieldable(item: object) -> str:
         return f"df.sleep({item.duration:g})"
     if isinstance(item, WaitSignal):
         return f"df.wait_signal({item.name!r})"
+    if isinstance(item, WaitCondition):
+        return "df.wait_condition(...)"
     if isinstance(item, SideEffect):
         return "df.side_effect(...)"
     if isinstance(item, ChildWorkflowCall):
@@ -195,6 +223,16 @@ class StartTimer:
 class StartSignalWait:
     seq: int
     name: str
+    timeout: float | None = None
+    start: float | None = None
+
+
+@frozen
+class StartConditionWait:
+    """Wait on a condition (``df.wait_condition``); with ``timeout`` a durable timer ends the
+    wait at ``start + timeout``."""
+
+    seq: int
     timeout: float | None = None
     start: float | None = None
 
@@ -269,6 +307,7 @@ PrimitiveCommand = (
     ScheduleActivity
     | StartTimer
     | StartSignalWait
+    | StartConditionWait
     | RecordSideEffect
     | RecordMarker
     | StartChildWorkflow

@@ -32,6 +32,7 @@ __all__ = [
     "ChildWorkflowFailed",
     "ChildWorkflowScheduled",
     "ChildWorkflowStarted",
+    "ConditionWaitStarted",
     "Event",
     "MarkerRecorded",
     "ParentRef",
@@ -281,6 +282,19 @@ class SignalWaitTimedOut:
 
 
 @frozen
+class ConditionWaitStarted:
+    """The code waits on ``df.wait_condition``; with a ``deadline``, ``TimerFired(seq)`` ends
+    the wait (the condition was not met in time)."""
+
+    event_id: int
+    at: float
+    based_on: int
+    seq: int
+    timeout: float | None = None
+    deadline: float | None = None
+
+
+@frozen
 class SignalReceived:
     event_id: int
     at: float
@@ -376,6 +390,7 @@ Event = (
     | TimerFired
     | SignalWaitStarted
     | SignalWaitTimedOut
+    | ConditionWaitStarted
     | SignalReceived
     | SideEffectRecorded
     | MarkerRecorded
@@ -389,6 +404,7 @@ COMMAND_EVENTS = (
     ActivityScheduled,
     TimerStarted,
     SignalWaitStarted,
+    ConditionWaitStarted,
     SideEffectRecorded,
     MarkerRecorded,
     ChildWorkflowScheduled,

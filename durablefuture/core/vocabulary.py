@@ -38,6 +38,7 @@ from durablefuture.core.commands import (
     RecordSideEffect,
     ScheduleActivity,
     StartChildWorkflow,
+    StartConditionWait,
     StartSignalWait,
     StartTimer,
 )
@@ -170,6 +171,16 @@ def _signal_wait_effects(state: RunState, e: ev.SignalWaitStarted) -> list[Effec
     return [ArmTimer(TimerKey.signal_wait(e.seq).encode(), e.deadline)]
 
 
+def _condition_effects(state: RunState, e: ev.ConditionWaitStarted) -> list[Effect]:
+    if e.deadline is None or e.seq not in state.timers:
+        return []
+    return [ArmTimer(TimerKey.timer(e.seq).encode(), e.deadline)]
+
+
+def _condition(timeout: float | None) -> str:
+    return "wait_condition" + ("" if timeout is None else f" timeout={timeout:g}s")
+
+
 def _child_effects(state: RunState, e: ev.ChildWorkflowScheduled) -> list[Effect]:
     child = state.children[e.seq]
     if child.closed or child.run_id is not None:
@@ -231,6 +242,18 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe_event=lambda e: f"wait_signal {e.name!r}",
         matches=lambda e, c: e.name == c.name,
         effects=_signal_wait_effects,
+    ),
+    CommandKind[StartConditionWait, ev.ConditionWaitStarted](
+        StartConditionWait,
+        ev.ConditionWaitStarted,
+        record=lambda c, r: {
+            "seq": c.seq,
+            "timeout": c.timeout,
+            "deadline": None if c.timeout is None else _since(c.start, r.now) + c.timeout,
+        },
+        describe=lambda c: _condition(c.timeout),
+        describe_event=lambda e: _condition(e.timeout),
+        effects=_condition_effects,
     ),
     CommandKind[RecordSideEffect, ev.SideEffectRecorded](
         RecordSideEffect,

@@ -30,6 +30,7 @@ EXPECTED = {
         "notified": "request req-1: approved",
     },
     "batch": {"items": 100, "sum_of_squares": sum(i * i for i in range(1, 101))},
+    "quorum": {"request_id": "req-2", "decision": "approved", "approvers": ["ann", "bob"]},
 }
 
 

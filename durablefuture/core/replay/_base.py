@@ -60,6 +60,9 @@ class _ExecutionBase:
         self._closed_by_server = False
         self._signals: dict[str, deque[tuple[int, tuple[JsonValue, ...]]]] = {}
         self._signal_waiters: dict[str, deque[_Leaf]] = {}
+        self._signal_handlers: dict[str, Callable[..., object]] = {}
+        # df.wait_condition waits, in the order they were yielded, with their predicates
+        self._conditions: list[tuple[_Leaf, Callable[[], object]]] = []
         self._cancel_delivered = False
         self._patches: dict[str, bool] = {}
         self._horizon = 0

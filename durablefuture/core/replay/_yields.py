@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
+from collections.abc import Callable
 
 from durablefuture.core import errors
 from durablefuture.core import events as ev
@@ -19,13 +20,16 @@ from durablefuture.core.commands import (
     SideEffect,
     Sleep,
     StartChildWorkflow,
+    StartConditionWait,
     StartSignalWait,
     StartTimer,
+    WaitCondition,
     WaitSignal,
 )
 from durablefuture.core.failure import exception_from_failure
 from durablefuture.core.options import ActivityOptions
 from durablefuture.core.replay._base import _ExecutionBase
+from durablefuture.core.replay._context import _current
 from durablefuture.core.replay._waits import _Composite, _Leaf, _Node
 from durablefuture.core.vocabulary import describe_command, describe_event, matches
 
@@ -36,7 +40,8 @@ def _short(value: object, limit: int = 120) -> str:
 
 
 _VALID_YIELDS = (
-    "df.activity(...), df.sleep(...), df.wait_signal(...), df.side_effect(...), "
+    "df.activity(...), df.sleep(...), df.wait_signal(...), df.wait_condition(...), "
+    "df.side_effect(...), "
     "df.child_workflow(...), df.all_of(...), df.any_of(...) or df.continue_as_new(...)"
 )
 
@@ -57,6 +62,8 @@ class _Yields(_ExecutionBase):
             return self._leaf(timer, "timer", None)
         if isinstance(item, WaitSignal):
             return self._wait_signal(item)
+        if isinstance(item, WaitCondition):
+            return self._wait_condition(item)
         if isinstance(item, SideEffect):
             return self._side_effect(item)
         if isinstance(item, ChildWorkflowCall):
@@ -140,6 +147,30 @@ class _Yields(_ExecutionBase):
             self._leaves.pop(leaf.seq, None)
         else:
             self._signal_waiters.setdefault(item.name, deque()).append(leaf)
+        return leaf
+
+    def _condition_met(self, predicate: Callable[[], object]) -> bool:
+        """Evaluate a ``df.wait_condition`` predicate as workflow code (helpers work)."""
+        token = _current.set(self.context)
+        try:
+            return bool(predicate())
+        finally:
+            _current.reset(token)
+
+    def _wait_condition(self, item: WaitCondition) -> _Leaf:
+        error: Exception | None = None
+        try:
+            met = self._condition_met(item.predicate)
+        except Exception as exc:
+            met, error = False, exc
+        if met or error is not None:
+            # already decided: nothing is recorded, the yield returns (or raises) at once
+            leaf = _Leaf(0, "condition", None)
+            leaf.done, leaf.value, leaf.error = True, True, error
+            return leaf
+        cmd = StartConditionWait(self._next_seq, item.timeout, self.context.now)
+        leaf = self._leaf(cmd, "condition", None)
+        self._conditions.append((leaf, item.predicate))
         return leaf
 
     def _side_effect(self, item: SideEffect) -> _Leaf:
