@@ -22,21 +22,25 @@ if TYPE_CHECKING:
         activity,
         all_of,
         any_of,
+        cancel,
         child_workflow,
         continue_as_new,
         side_effect,
         sleep,
+        start,
         wait_condition,
         wait_signal,
     )
     from durablefuture.client import Client, WorkflowDescription, WorkflowHandle
     from durablefuture.codec.envelope import Payload, PayloadCodec
+    from durablefuture.core.commands import Handle
     from durablefuture.core.definitions import defn
     from durablefuture.core.effects import RunStatus
     from durablefuture.core.errors import *  # noqa: F403 (every name in errors.__all__)
     from durablefuture.core.failure import Failure
     from durablefuture.core.liveness import WorkerRecord
     from durablefuture.core.options import (
+        ActivityCancellationType,
         ActivityOptions,
         Backoff,
         IdReusePolicy,
@@ -77,6 +81,10 @@ _LAZY: dict[str, str] = {
     "Backoff": "durablefuture.core.options",
     "IdReusePolicy": "durablefuture.core.options",
     "ParentClosePolicy": "durablefuture.core.options",
+    "ActivityCancellationType": "durablefuture.core.options",
+    "Handle": "durablefuture.core.commands",
+    "start": "durablefuture.api",
+    "cancel": "durablefuture.api",
     "RetryPolicy": "durablefuture.core.options",
     "WorkflowOptions": "durablefuture.core.options",
     "Failure": "durablefuture.core.failure",
@@ -110,11 +118,13 @@ _LAZY.update(dict.fromkeys(_errors.__all__, "durablefuture.core.errors"))
 _SUBMODULES = ("workflow", "testing", "codecs")
 
 __all__ = [
+    "ActivityCancellationType",
     "ActivityInfo",
     "ActivityOptions",
     "Backoff",
     "Client",
     "Failure",
+    "Handle",
     "IdReusePolicy",
     "Interval",
     "Overlap",
@@ -142,6 +152,7 @@ __all__ = [
     "activity_info",
     "all_of",
     "any_of",
+    "cancel",
     "child_workflow",
     "codecs",
     "continue_as_new",
@@ -149,6 +160,7 @@ __all__ = [
     "heartbeat",
     "side_effect",
     "sleep",
+    "start",
     "testing",
     "wait_condition",
     "wait_signal",

@@ -16,11 +16,14 @@ from durablefuture.core.commands import (
     ActivityCall,
     AllOf,
     AnyOf,
+    Cancel,
     ChildWorkflowCall,
     ContinueAsNew,
+    Handle,
     SideEffect,
     Site,
     Sleep,
+    Start,
     WaitCondition,
     WaitSignal,
     Yieldable,
@@ -42,10 +45,12 @@ __all__ = [
     "activity",
     "all_of",
     "any_of",
+    "cancel",
     "child_workflow",
     "continue_as_new",
     "side_effect",
     "sleep",
+    "start",
     "wait_condition",
     "wait_signal",
 ]
@@ -59,6 +64,7 @@ _YIELDABLE = (
     ChildWorkflowCall,
     AllOf,
     AnyOf,
+    Handle,
 )
 
 
@@ -213,9 +219,47 @@ def all_of(*commands: Yieldable | Iterable[Yieldable]) -> AllOf:
     return AllOf(_items(commands, "df.all_of"), _site())
 
 
-def any_of(*commands: Yieldable | Iterable[Yieldable]) -> AnyOf:
-    """Run commands in parallel; the yield returns ``(index, result)`` of the first to finish."""
+def any_of(*commands: Yieldable | Iterable[Yieldable], cancel_losers: bool = True) -> AnyOf:
+    """Run commands in parallel; the yield returns ``(index, result)`` of the first to finish.
+
+    With ``cancel_losers`` (the default) the activities, timers and child workflows this
+    ``any_of`` started that did not finish first are cancelled (``df.cancel``); handles of
+    work started earlier with ``df.start`` are left running. ``cancel_losers=False`` lets the
+    losers run to the end, their results ignored.
+    """
     items = _items(commands, "df.any_of")
     if not items:
         raise InvalidArgumentError("df.any_of needs at least one command")
-    return AnyOf(items, _site())
+    return AnyOf(items, _site(), bool(cancel_losers))
+
+
+def start(command: ActivityCall | ChildWorkflowCall | Sleep) -> Start:
+    """Start work without waiting for it: ``task = yield df.start(df.activity(...))``.
+
+    The yield returns a ``df.Handle`` at once; ``result = yield task`` waits for the result,
+    ``yield df.cancel(task)`` cancels it, and ``df.all_of`` / ``df.any_of`` accept it.
+    """
+    if not isinstance(command, ActivityCall | ChildWorkflowCall | Sleep):
+        raise InvalidArgumentError(
+            f"df.start takes df.activity(...), df.child_workflow(...) or df.sleep(...), got "
+            f"{command!r}"
+        )
+    return Start(command, _site())
+
+
+def cancel(handle: Handle) -> Cancel:
+    """Cancel started work: ``yield df.cancel(task)`` (returns None at once).
+
+    A timer never fires and ``yield task`` raises ``df.CancelledError``. An activity's running
+    attempt is told to stop (``asyncio.CancelledError`` in async code; ``df.heartbeat()``
+    raises and ``df.activity_info().is_cancelled`` is True in sync code); ``yield task``
+    raises ``df.ActivityError`` (cause ``df.CancelledError``) at once, or with
+    ``ActivityCancellationType.WAIT_CANCELLATION_COMPLETED`` once the activity ended. A child
+    workflow is asked to cancel; ``yield task`` raises ``df.ChildWorkflowError`` when it ended.
+    Cancelling work that already ended does nothing.
+    """
+    if not isinstance(handle, Handle):
+        raise InvalidArgumentError(
+            f"df.cancel takes a handle from `task = yield df.start(...)`, got {handle!r}"
+        )
+    return Cancel(handle, _site())

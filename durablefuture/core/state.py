@@ -37,6 +37,8 @@ class ActivityState:
     last_failure: Failure | None = None
     heartbeat_details: tuple[JsonValue, ...] = ()
     retry_at: float | None = None
+    cancel_requested: bool = False
+    """The workflow cancelled it (``df.cancel``, or it lost a ``df.any_of``)."""
 
 
 @define
@@ -238,6 +240,12 @@ class RunState:
         if e.deadline is not None:  # its timeout is a timer: TimerFired(seq) ends the wait
             self.timers[e.seq] = e.deadline
 
+    def _on_cancellation_requested(self, e: ev.CancellationRequested) -> None:
+        self.timers.pop(e.target, None)  # a cancelled timer never fires
+        act = self.activities.get(e.target)
+        if act is not None:
+            act.cancel_requested = True
+
     def _on_signal_wait_started(self, e: ev.SignalWaitStarted) -> None:
         if e.deadline is not None:
             self.signal_waits[e.seq] = e.deadline
@@ -305,6 +313,7 @@ _FOLDS: dict[type, Callable[[RunState, Any], None]] = {
     ev.TimerFired: RunState._on_timer_fired,
     ev.SignalWaitStarted: RunState._on_signal_wait_started,
     ev.ConditionWaitStarted: RunState._on_condition_wait_started,
+    ev.CancellationRequested: RunState._on_cancellation_requested,
     ev.SignalWaitTimedOut: RunState._on_signal_wait_timed_out,
     ev.SignalReceived: RunState._on_signal,
     ev.ChildWorkflowScheduled: RunState._on_child_scheduled,

@@ -12,6 +12,8 @@ Pure: events in, JSON values out (times are seconds since the epoch, as in histo
 * Any other command (``df.wait_condition``, ...) is a row of kind ``command`` named by its
   vocabulary description (``core/vocabulary.py``), from its event to the timer that ends it,
   if any; a new command needs no code here.
+* A cancellation (``df.cancel``, an ``any_of`` loser) is a point; it ends a timer's row and
+  marks an activity's or child's row until it ends (an activity stopped by it is "cancelled").
 * Signals, cancel requests, workflow task failures, side effects and patch markers are points.
 * When the run is closed, whatever is still open ends at the close ("abandoned"); while it
   runs, open rows end at ``now`` and the UI draws them as in progress.
@@ -166,8 +168,9 @@ class _Builder:
             row.attempts.append(_Attempt(e.attempt + 1, max(e.retry_at, e.at), status="backoff"))
             row.status = "retrying"
         elif isinstance(e, ev.ActivityFailed):
-            att.end, att.status, att.failure = e.at, "failed", e.failure
-            row.end, row.status = e.at, "failed"
+            status = "cancelled" if e.failure.kind == FailureKind.CANCELLED else "failed"
+            att.end, att.status, att.failure = e.at, status, e.failure
+            row.end, row.status = e.at, status
         else:
             att.end, att.status, att.failure = e.at, "timed_out", e.failure
             row.end, row.status = e.at, "timed_out"
@@ -181,6 +184,18 @@ class _Builder:
             found.end, found.status = e.at, "fired"
         elif (found := self.rows.get(("command", e.seq))) is not None:
             found.end, found.status = e.at, "timed_out"  # the timer of a wait is its timeout
+
+    def cancellation(self, e: ev.CancellationRequested) -> None:
+        """A point where the code cancelled command ``target``; a timer's row ends there."""
+        self.markers.append(_marker("cancel", e, f"cancel #{e.target}", e.target))
+        for (_, seq), row in self.rows.items():
+            if seq != e.target or row.end is not None:
+                continue
+            row.detail["cancel_requested_at"] = e.at
+            if row.kind == "timer":
+                row.end, row.status = e.at, "cancelled"
+            else:
+                row.status = "cancel_requested"
 
     def command(self, e: ev.Event) -> None:
         """A command with no row of its own: described by the vocabulary."""
@@ -282,6 +297,8 @@ def build_timeline(events: Sequence[ev.Event], now: float) -> dict[str, JsonValu
             b.markers.append(_marker("patch", e, f"patched {e.change_id!r}", e.change_id))
         elif isinstance(e, ev.TERMINAL_EVENTS):
             close = e
+        elif isinstance(e, ev.CancellationRequested):
+            b.cancellation(e)
         elif isinstance(e, ev.COMMAND_EVENTS):
             b.command(e)
     b.match_signals()

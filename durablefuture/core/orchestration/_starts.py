@@ -108,6 +108,7 @@ def start_events(
             chain_request_id=request.chain_request_id,
             execution_deadline=deadline,
             headers=dict(request.headers),
+            flags=ev.RUN_FLAGS,
         )
     ]
     for i, pending in enumerate(request.signals):

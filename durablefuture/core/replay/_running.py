@@ -289,9 +289,7 @@ class _Running(_Yields):
                     parent.value = list(parent.values)
             if not parent.done:
                 return
-            for sibling in parent.children:
-                if not sibling.done:
-                    self._abandon(sibling)
+            self._drop_losers(parent)
             node = parent
             parent = node.parent
         if node is self._root:
