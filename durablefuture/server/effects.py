@@ -22,6 +22,7 @@ from durablefuture.core.effects import (
     ArmTimer,
     CancelActivities,
     CancelChildRun,
+    DeliverInput,
     DispatchActivityTask,
     DispatchWorkflowTask,
     Effect,
@@ -149,6 +150,8 @@ class Effects(ServerBase):
             pending.append(
                 await self._send_input(e.workflow_id, cancel, msg_id=f"cxl:{e.request_id}")
             )
+        elif isinstance(e, DeliverInput):
+            pending.append(await self._send_input(e.workflow_id, e.input))
         elif isinstance(e, TerminateChildRun):
             term = inp.TerminateWorkflow(e.run_id or "", e.request_id, e.reason)
             pending.append(

@@ -40,6 +40,7 @@ from durablefuture.core.effects import (
     ArmTimer,
     CancelActivities,
     CancelChildRun,
+    DeliverInput,
     DispatchActivityTask,
     DispatchWorkflowTask,
     Effect,
@@ -276,6 +277,10 @@ class Simulation:
                     self.deliver(inp.RequestCancel(rid, e.request_id, e.reason))
                 else:
                     self.deliver(inp.TerminateWorkflow(rid, e.request_id, e.reason))
+            elif isinstance(e, DeliverInput):  # to the running run of a workflow, if any
+                rid = self.latest.get(e.workflow_id)
+                if rid is not None and self.runs[rid].state.is_open:
+                    self.deliver(evolve(e.input, run_id=rid))
             elif isinstance(e, CancelActivities | UpdateStatus):
                 pass
 
