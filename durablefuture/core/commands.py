@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from attrs import field, frozen
 
-from durablefuture.core.failure import Failure
+from durablefuture.core import _command_types
+from durablefuture.core._command_types import *  # noqa: F403 (the commands, re-exported)
 from durablefuture.core.options import ActivityOptions, ParentClosePolicy
 from durablefuture.core.types import JsonValue, payloads
 
@@ -27,37 +28,21 @@ __all__ = [
     "AnyOf",
     "Cancel",
     "CancelExternal",
-    "CancelWorkflow",
     "ChildWorkflowCall",
-    "Command",
-    "CompleteWorkflow",
     "ContinueAsNew",
-    "ContinueAsNewWorkflow",
-    "FailWorkflow",
     "Handle",
-    "PendingSignal",
-    "PrimitiveCommand",
-    "RecordMarker",
-    "RecordSideEffect",
-    "RequestCancelExternalWorkflow",
-    "RequestCancellation",
-    "ScheduleActivity",
+    "LocalActivityCall",
     "SideEffect",
     "SignalExternal",
-    "SignalExternalWorkflow",
     "Site",
     "Sleep",
     "Start",
-    "StartChildWorkflow",
-    "StartConditionWait",
-    "StartSignalWait",
-    "StartTimer",
-    "TerminalCommand",
     "WaitCondition",
     "WaitSignal",
     "Yieldable",
     "describe_yieldable",
 ]
+__all__ += _command_types.__all__
 
 
 # --------------------------------------------------------------------------- yieldables
@@ -196,6 +181,19 @@ class Handle:
 
 
 @frozen
+class LocalActivityCall:
+    """Run ``fn`` in the workflow worker (a local activity); the yield returns its result or
+    raises ActivityError. Only its outcome is recorded, as one event."""
+
+    name: str
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
+    options: ActivityOptions | None = None
+    fn: Callable[..., object] | None = field(default=None, eq=False, repr=False)
+    result_type: object = field(default=None, eq=False, repr=False)
+    site: Site | None = field(default=None, eq=False, repr=False)
+
+
+@frozen
 class SignalExternal:
     """Send signal ``name`` with ``args`` to the running workflow ``workflow_id``."""
 
@@ -245,6 +243,7 @@ Yieldable = (
     | Cancel
     | SignalExternal
     | CancelExternal
+    | LocalActivityCall
 )
 
 YIELDABLE_TYPES: tuple[type, ...] = (
@@ -261,6 +260,7 @@ YIELDABLE_TYPES: tuple[type, ...] = (
     Cancel,
     SignalExternal,
     CancelExternal,
+    LocalActivityCall,
     ContinueAsNew,
 )
 """Everything a workflow may yield (``ContinueAsNew`` included)."""
@@ -295,148 +295,6 @@ def describe_yieldable(item: object) -> str:
         return f"df.signal_workflow({item.workflow_id!r}, {item.name!r}, ...)"
     if isinstance(item, CancelExternal):
         return f"df.cancel_workflow({item.workflow_id!r})"
+    if isinstance(item, LocalActivityCall):
+        return f"df.local_activity({item.name!r}{', ...' if item.args else ''})"
     return repr(item)
-
-
-# --------------------------------------------------------------------------- commands
-
-
-@frozen
-class ScheduleActivity:
-    seq: int
-    name: str
-    args: tuple[JsonValue, ...] = field(converter=payloads)
-    options: ActivityOptions
-
-
-@frozen
-class StartTimer:
-    """Sleep ``duration`` seconds from workflow time ``start`` (``df.workflow.now()`` when the
-    code yielded): the timer fires at ``start + duration``, like a durable alarm clock."""
-
-    seq: int
-    duration: float
-    start: float | None = None
-
-
-@frozen
-class StartSignalWait:
-    seq: int
-    name: str
-    timeout: float | None = None
-    start: float | None = None
-
-
-@frozen
-class StartConditionWait:
-    """Wait on a condition (``df.wait_condition``); with ``timeout`` a durable timer ends the
-    wait at ``start + timeout``."""
-
-    seq: int
-    timeout: float | None = None
-    start: float | None = None
-
-
-@frozen
-class RequestCancellation:
-    """Cancel command ``target`` (an activity, timer or child workflow the code started)."""
-
-    seq: int
-    target: int
-
-
-@frozen
-class SignalExternalWorkflow:
-    seq: int
-    workflow_id: str
-    name: str
-    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
-
-
-@frozen
-class RequestCancelExternalWorkflow:
-    seq: int
-    workflow_id: str
-    reason: str = ""
-
-
-@frozen
-class RecordSideEffect:
-    seq: int
-    value: JsonValue = None
-    failure: Failure | None = None
-
-
-@frozen
-class RecordMarker:
-    seq: int
-    change_id: str
-
-
-@frozen
-class StartChildWorkflow:
-    seq: int
-    workflow_type: str
-    workflow_id: str
-    args: tuple[JsonValue, ...] = field(converter=payloads)
-    task_queue: str
-    execution_timeout: float | None = None
-    parent_close_policy: ParentClosePolicy = ParentClosePolicy.REQUEST_CANCEL
-
-
-@frozen
-class CompleteWorkflow:
-    result: JsonValue = None
-
-
-@frozen
-class FailWorkflow:
-    failure: Failure
-
-
-@frozen
-class CancelWorkflow:
-    """The run ends cancelled (the generator let df.CancelledError escape)."""
-
-    message: str = "workflow cancelled"
-
-
-@frozen
-class PendingSignal:
-    """A signal the run received but its code had not consumed: it moves to the next run."""
-
-    name: str
-    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
-
-
-def _pending(value: object) -> tuple[PendingSignal, ...]:
-    if isinstance(value, tuple):
-        return value
-    if isinstance(value, list):
-        return tuple(value)
-    raise TypeError(f"expected pending signals, got {type(value).__name__}")
-
-
-@frozen
-class ContinueAsNewWorkflow:
-    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
-    workflow_type: str | None = None
-    task_queue: str | None = None
-    signals: tuple[PendingSignal, ...] = field(default=(), converter=_pending)
-    """Signals received and not yet consumed; they are delivered to the new run, in order."""
-
-
-PrimitiveCommand = (
-    ScheduleActivity
-    | StartTimer
-    | StartSignalWait
-    | StartConditionWait
-    | RequestCancellation
-    | SignalExternalWorkflow
-    | RequestCancelExternalWorkflow
-    | RecordSideEffect
-    | RecordMarker
-    | StartChildWorkflow
-)
-TerminalCommand = CompleteWorkflow | FailWorkflow | CancelWorkflow | ContinueAsNewWorkflow
-Command = PrimitiveCommand | TerminalCommand

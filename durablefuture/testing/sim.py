@@ -309,6 +309,8 @@ class Simulation:
                     task.run_id, len(history), failure_from_exception(exc), task.attempt
                 )
             )
+        while execution.pending_local_activities and not execution.finished:
+            activation = self._run_local(execution)
         if self.cache_enabled and not activation.finished:
             self._cache[task.run_id] = execution
         else:
@@ -321,6 +323,20 @@ class Simulation:
         if outcome != APPLIED:
             self._cache.pop(task.run_id, None)  # our view diverged from history: replay next time
         return outcome
+
+    def _run_local(self, execution: WorkflowExecution) -> Any:
+        """A local activity, run once inline (the Simulation does not retry it)."""
+        seq, item = execution.pending_local_activities[0]
+        fn = item.fn or self.activities[item.name].fn
+        definition = ActivityDefinition.from_fn(fn)
+        try:
+            value = fn(*definition.structure_args(self.payloads, item.args))
+            if inspect.iscoroutine(value):
+                value = _await(value)
+            payload = self.payloads.to_payload(value, f"local activity {item.name!r}")
+        except Exception as exc:
+            return execution.resolve_local(seq, None, failure_from_exception(exc), 1)
+        return execution.resolve_local(seq, payload, None, 1)
 
     def _new_execution(self, workflow_type: str) -> WorkflowExecution:
         definition = self.workflows.get(workflow_type)
