@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from bench import check, report
+from bench import check, report, secure
 from bench.df_engine import FULL, QUICK, DFOptions, run_df
 from bench.peers import DEFAULT_PEERS_DIR, DEFAULT_VENV, Peers
 from bench.procs import Started
@@ -108,7 +108,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="payload codec of the client and df-workers (sets DF_CODEC), e.g. "
         "durablefuture.codecs:from_env with keys in DF_CODEC_KEYS",
     )
+    ap.add_argument(
+        "--secure",
+        choices=["off", "on", "pair"],
+        default="off",
+        help="on: df auth init logins, TLS with client certificates and an AES-GCM codec, all "
+        "made in the round's temp dir; pair: each round runs off and on back to back "
+        "(alternating which goes first) and the end prints medians and on/off ratios",
+    )
     a = ap.parse_args(argv)
+    if a.codec and a.secure != "off":
+        ap.error("--secure brings its own codec (AES-GCM); leave out --codec")
     if a.codec:
         os.environ["DF_CODEC"] = a.codec
     wl = [w.strip().lower() for w in a.workloads.split(",") if w.strip()]
@@ -230,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                         profile_workloads=tuple(a.profile_workloads.split(",")),
                         servers=a.servers,
                         workers=a.workers,
+                        secure=None if a.secure == "off" else a.secure,
                     )
                     asyncio.run(run_df(opts, a.workload_list, a.rounds, emitter, started))
             if a.with_temporal or a.with_dbos:
@@ -254,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             if peers is not None:
                 peers.cleanup()
         sys.stderr.write("\n" + report.table(emitter.lines))
+        if a.secure == "pair":
+            sys.stderr.write("\n" + secure.ratio_table(emitter.lines))
     log(f"results: {out_path}")
     if a.check:
         found = check.problems(emitter.lines, a.workload_list)
