@@ -116,7 +116,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "made in the round's temp dir; pair: each round runs off and on back to back "
         "(alternating which goes first) and the end prints medians and on/off ratios",
     )
+    ap.add_argument(
+        "--secure-parts",
+        default="auth,tls,codec",
+        help="what --secure turns on (default all): auth, tls, codec, comma-separated",
+    )
     a = ap.parse_args(argv)
+    a.secure_parts = tuple(p.strip() for p in a.secure_parts.split(",") if p.strip())
+    if not a.secure_parts or set(a.secure_parts) - {"auth", "tls", "codec"}:
+        ap.error("--secure-parts: choose from auth, tls, codec")
     if a.codec and a.secure != "off":
         ap.error("--secure brings its own codec (AES-GCM); leave out --codec")
     if a.codec:
@@ -241,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                         servers=a.servers,
                         workers=a.workers,
                         secure=None if a.secure == "off" else a.secure,
+                        secure_parts=a.secure_parts,
                     )
                     asyncio.run(run_df(opts, a.workload_list, a.rounds, emitter, started))
             if a.with_temporal or a.with_dbos:
@@ -266,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                 peers.cleanup()
         sys.stderr.write("\n" + report.table(emitter.lines))
         if a.secure == "pair":
-            sys.stderr.write("\n" + secure.ratio_table(emitter.lines))
+            sys.stderr.write("\n" + secure.ratio_table(emitter.lines, a.secure_parts))
     log(f"results: {out_path}")
     if a.check:
         found = check.problems(emitter.lines, a.workload_list)

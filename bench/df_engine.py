@@ -88,6 +88,7 @@ class DFOptions:
     servers: int = 1
     workers: int = 1
     secure: str | None = None
+    secure_parts: tuple[str, ...] = ("auth", "tls", "codec")
     """"on": logins, TLS and AES-GCM (bench/secure.py); "off" or None: none of them
     (None leaves the key out of the lines)."""
 
@@ -172,6 +173,7 @@ def meta_record(opts: DFOptions) -> dict[str, Any]:
         "sizes": dataclasses.asdict(opts.sizes),
         "codec": os.environ.get("DF_CODEC") or None,
         "secure": opts.secure,
+        **({"secure_parts": list(opts.secure_parts)} if opts.secure else {}),
     }
 
 
@@ -224,7 +226,7 @@ class DFRound:
         """The daemon options of ``role`` in a secured round (none otherwise)."""
         if self.secure is None:
             return []
-        return ["--creds", self.secure.creds[role], *self.secure.tls_args()]
+        return [*self.secure.creds_args(role), *self.secure.tls_args()]
 
     # ------------------------------------------------------------------ processes
 
@@ -284,19 +286,22 @@ class DFRound:
         if self.opts.secure == "on":
             from durablefuture.transport.tls import TlsConfig
 
-            self.secure = sec = secure.make(self.tmpdir, NAMESPACE)
-            nats_extra = {
-                "tls_cert": sec.server_cert,
-                "tls_key": sec.server_key,
-                "tls_ca": sec.ca,
-                "include": sec.auth_config,
-            }
-            self.env_extra = {"DF_CODEC": "bench.secure:codec", secure.KEY_ENV: sec.aes_key}
-            os.environ[secure.KEY_ENV] = sec.aes_key
-            tls = TlsConfig(ca=sec.ca, cert=sec.client_cert, key=sec.client_key)
-            # the driver logs in as admin: the client role plus the stream and consumer
-            # listings the counters below read
-            extra = {"codec": secure.codec(), "creds": sec.creds["admin"], "tls": tls}
+            parts = self.opts.secure_parts
+            self.secure = sec = secure.make(self.tmpdir, NAMESPACE, parts)
+            extra = {}
+            if "tls" in parts:
+                nats_extra |= {"tls_cert": sec.server_cert, "tls_key": sec.server_key}
+                nats_extra["tls_ca"] = sec.ca
+                extra["tls"] = TlsConfig(ca=sec.ca, cert=sec.client_cert, key=sec.client_key)
+            if "auth" in parts:
+                nats_extra["include"] = sec.auth_config
+                # the driver logs in as admin: the client role plus the stream and consumer
+                # listings the counters below read
+                extra["creds"] = sec.creds["admin"]
+            if "codec" in parts:
+                self.env_extra = {"DF_CODEC": "bench.secure:codec", secure.KEY_ENV: sec.aes_key}
+                os.environ[secure.KEY_ENV] = sec.aes_key
+                extra["codec"] = secure.codec()
         self.nats = nats_cls(
             os.path.join(self.tmpdir, "nats"), sync_always=self.opts.fsync_always, **nats_extra
         ).start()

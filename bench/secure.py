@@ -42,8 +42,15 @@ class SecureFiles:
     aes_key: str
     """Base64 of the AES-256 key (for :data:`KEY_ENV`)."""
 
+    parts: tuple[str, ...] = ("auth", "tls", "codec")
+
     def tls_args(self) -> list[str]:
+        if "tls" not in self.parts:
+            return []
         return ["--tls-ca", self.ca, "--tls-cert", self.client_cert, "--tls-key", self.client_key]
+
+    def creds_args(self, role: str) -> list[str]:
+        return ["--creds", self.creds[role]] if "auth" in self.parts else []
 
 
 def codec() -> Any:
@@ -53,7 +60,10 @@ def codec() -> Any:
     return AesGcm("bench", base64.b64decode(os.environ[KEY_ENV]))
 
 
-def make(directory: str, namespace: str) -> SecureFiles:
+PARTS = ("auth", "tls", "codec")
+
+
+def make(directory: str, namespace: str, parts: tuple[str, ...] = PARTS) -> SecureFiles:
     """Credentials, certificates and a key for one secured round, written under ``directory``."""
     from durablefuture.auth import write
 
@@ -65,6 +75,7 @@ def make(directory: str, namespace: str) -> SecureFiles:
         auth_config=str(files.config),
         creds={role: str(p) for (_, role), p in files.creds.items()},
         aes_key=base64.b64encode(os.urandom(32)).decode(),
+        parts=parts,
     )
 
 
@@ -158,7 +169,7 @@ PAIR_ROWS = [
 ]
 
 
-def ratio_table(records: list[dict[str, Any]]) -> str:
+def ratio_table(records: list[dict[str, Any]], parts: tuple[str, ...] = PARTS) -> str:
     """Medians of the unsecured and secured rounds and how much slower the secured one is.
 
     Also the median of the per-round ratios (each pair ran within the same minute)."""
@@ -180,7 +191,8 @@ def ratio_table(records: list[dict[str, Any]]) -> str:
             for proc, v in per_wf.items():
                 cpu[(mode, proc)].append(v)
     lines = [
-        "| metric (auth+TLS+AES-GCM) | off | on | on/off | slower by | per-round on/off |",
+        f"| metric (secure: {'+'.join(parts)}) | off | on | on/off | slower by | "
+        "per-round on/off |",
         "|---|---|---|---|---|---|",
     ]
     for wl, key, label, higher in PAIR_ROWS:
