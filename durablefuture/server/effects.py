@@ -35,6 +35,7 @@ from durablefuture.core.interpretation import RunMessage, interpret
 from durablefuture.server.base import ServerBase
 from durablefuture.server.runs import RunCache
 from durablefuture.server.sources import SERVER
+from durablefuture.transport.compaction import purge
 from durablefuture.transport.guard import max_payload
 from durablefuture.transport.publisher import (
     EXPECTED_LAST_SUBJECT_SEQ,
@@ -145,6 +146,14 @@ class Effects(ServerBase):
         for key in [k for k in self._timers if k[0] == run_id]:
             self._timers.pop(key).cancel()
 
+    async def _purge_run_timers(self, run_id: str) -> None:
+        """Cancel the durable timers a closed run still has armed (they would fire only to be
+        ignored); should this fail, they fire, are ignored, and are compacted then."""
+        try:
+            await purge(self.nc, self.layout.stream, self.layout.timer(run_id, ">"))
+        except TransportError as exc:
+            log.debug("could not cancel the timers of closed run %s: %s", run_id, exc)
+
 
 class _Sender:
     """The df-server's handler of effects (``core.interpretation.EffectHandler``): each
@@ -238,6 +247,7 @@ class _Sender:
             self.pending.append(_unless_present(created))
         if summary.status in RunStatus.CLOSED:
             server._cancel_local_timers(summary.run_id)
+            server._track(server._purge_run_timers(summary.run_id))
             # The close is in history already; waiting clients get the outcome right away
             # (the notice carries it), while the status entry is being stored.
             with contextlib.suppress(TransportError):
