@@ -43,6 +43,7 @@ from durablefuture.core.effects import (
     DispatchActivityTask,
     DispatchWorkflowTask,
     Effect,
+    IndexRun,
     NotifyParent,
     RunStatus,
     StartRun,
@@ -276,7 +277,7 @@ class Simulation:
                     self.deliver(inp.RequestCancel(rid, e.request_id, e.reason))
                 else:
                     self.deliver(inp.TerminateWorkflow(rid, e.request_id, e.reason))
-            elif isinstance(e, CancelActivities | UpdateStatus):
+            elif isinstance(e, CancelActivities | UpdateStatus | IndexRun):
                 pass
 
     def _arm(self, at: float, run_id: str, key: str, payload: object) -> None:

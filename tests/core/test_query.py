@@ -268,3 +268,10 @@ def test_ast_shapes() -> None:
     assert parse_query("StartTime BETWEEN '2026-01-01' AND '2026-01-02'").where == Between(
         "StartTime", T0, T0 + timedelta(days=1)
     )
+
+
+def test_status_names_are_the_engines() -> None:
+    from durablefuture.core.effects import RunStatus
+    from durablefuture.core.query._parse import STATUSES
+
+    assert set(STATUSES) == {*RunStatus.CLOSED, RunStatus.RUNNING, RunStatus.CORRUPT}

@@ -26,7 +26,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from durablefuture.core.effects import RunStatus
 from durablefuture.core.errors import InvalidQueryError
 from durablefuture.core.query._ast import (
     BUILTIN_FIELDS,
@@ -45,7 +44,7 @@ from durablefuture.core.query._ast import (
     StartsWith,
 )
 
-__all__ = ["MAX_QUERY_LENGTH", "parse_datetime", "parse_query"]
+__all__ = ["MAX_QUERY_LENGTH", "STATUSES", "parse_datetime", "parse_query"]
 
 MAX_QUERY_LENGTH = 8192
 MAX_DEPTH = 32
@@ -66,9 +65,19 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 # ExecutionStatus accepts the engine's names and Temporal's (Completed, TimedOut, Canceled, ...)
-_STATUSES = {
-    s.replace("_", ""): s for s in (*RunStatus.CLOSED, RunStatus.RUNNING, RunStatus.CORRUPT)
-} | {"canceled": RunStatus.CANCELLED}
+# (the names of ``core.effects.RunStatus``, spelled out: that module imports the events, which
+# import this package through the search attributes; a test checks they agree)
+STATUSES = (
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+    "terminated",
+    "timed_out",
+    "continued_as_new",
+    "corrupt",
+)
+_STATUSES = {s.replace("_", ""): s for s in STATUSES} | {"canceled": "cancelled"}
 _KEYWORDS = frozenset(
     [
         "AND",
