@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from bench import check, report
+from bench import check, report, secure
 from bench.df_engine import FULL, QUICK, DFOptions, run_df
 from bench.peers import DEFAULT_PEERS_DIR, DEFAULT_VENV, Peers
 from bench.procs import Started
@@ -108,7 +108,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="payload codec of the client and df-workers (sets DF_CODEC), e.g. "
         "durablefuture.codecs:from_env with keys in DF_CODEC_KEYS",
     )
+    ap.add_argument(
+        "--secure",
+        choices=["off", "on", "pair"],
+        default="off",
+        help="on: df auth init logins, TLS with client certificates and an AES-GCM codec, all "
+        "made in the round's temp dir; pair: each round runs off and on back to back "
+        "(alternating which goes first) and the end prints medians and on/off ratios",
+    )
+    ap.add_argument(
+        "--secure-parts",
+        default="auth,tls,codec",
+        help="what --secure turns on (default all): auth, tls, codec, comma-separated",
+    )
     a = ap.parse_args(argv)
+    a.secure_parts = tuple(p.strip() for p in a.secure_parts.split(",") if p.strip())
+    if not a.secure_parts or set(a.secure_parts) - {"auth", "tls", "codec"}:
+        ap.error("--secure-parts: choose from auth, tls, codec")
+    if a.codec and a.secure != "off":
+        ap.error("--secure brings its own codec (AES-GCM); leave out --codec")
     if a.codec:
         os.environ["DF_CODEC"] = a.codec
     wl = [w.strip().lower() for w in a.workloads.split(",") if w.strip()]
@@ -230,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                         profile_workloads=tuple(a.profile_workloads.split(",")),
                         servers=a.servers,
                         workers=a.workers,
+                        secure=None if a.secure == "off" else a.secure,
+                        secure_parts=a.secure_parts,
                     )
                     asyncio.run(run_df(opts, a.workload_list, a.rounds, emitter, started))
             if a.with_temporal or a.with_dbos:
@@ -254,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             if peers is not None:
                 peers.cleanup()
         sys.stderr.write("\n" + report.table(emitter.lines))
+        if a.secure == "pair":
+            sys.stderr.write("\n" + secure.ratio_table(emitter.lines, a.secure_parts))
     log(f"results: {out_path}")
     if a.check:
         found = check.problems(emitter.lines, a.workload_list)

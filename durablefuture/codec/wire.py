@@ -151,7 +151,7 @@ class Codec:
 
     def _seal(self, tree: object) -> object:
         if self.payload_codec is not None:
-            transform_tree(tree, self.payload_codec, encode=True)
+            transform_tree(tree, self.payload_codec, encode=True, cache=self._decoded)
         return tree
 
     def _open(self, tree: object) -> object:

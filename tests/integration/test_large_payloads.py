@@ -11,10 +11,11 @@ from datetime import timedelta
 import pytest
 
 import durablefuture as df
-from durablefuture.codec.claims import CLAIM_THRESHOLD, MAX_CLAIM_BYTES
+from durablefuture.codec.claims import CLAIM_THRESHOLD, MAX_CLAIM_BYTES, claimed_objects
 from durablefuture.codecs import AesGcm, generate_key
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.connection import connect
+from durablefuture.transport.payload_store import ObjectPayloads, delete_run_payloads
 from durablefuture.transport.subjects import Layout
 
 pytestmark = pytest.mark.asyncio
@@ -84,3 +85,60 @@ async def test_many_payloads_under_the_threshold_still_fit_one_message() -> None
             )
             result = await handle.result(timeout=120)
             assert result["arg"] == digest(piece * 6)
+
+
+def mark(data: str, who: str) -> str:
+    return who + data
+
+
+def marked(data: str, who: str):  # type: ignore[no-untyped-def]
+    out = yield df.activity(mark, data, who, options=OPTS)
+    return out
+
+
+async def _run_messages(js: object, run_id: str) -> list[bytes]:
+    """Every stored message of a run: its history and its status entry, raw."""
+    out = []
+    lay = Layout("default")
+    for stream in (lay.stream, f"KV_{lay.runs_bucket}"):
+        info = await js.stream_info(stream)  # type: ignore[attr-defined]
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                msg = await js.get_msg(stream, seq)  # type: ignore[attr-defined]
+            except Exception:
+                continue
+            if msg.subject.endswith(f".{run_id}"):
+                out.append(msg.data or b"")
+    return out
+
+
+async def test_the_payload_objects_of_a_deleted_run_are_deleted_with_it() -> None:
+    shared = "s" * (CLAIM_THRESHOLD + 4096)
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[marked], activities=[mark]):
+            keep = await env.client.start_workflow(marked, shared, "K", id="keep")
+            drop = await env.client.start_workflow(marked, shared, "D", id="drop")
+            assert await keep.result(timeout=30) == "K" + shared
+            assert await drop.result(timeout=30) == "D" + shared
+        nc = await connect(env.nats_url, timeout=10)
+        try:
+            js = nc.jetstream()
+            kept_msgs = await _run_messages(js, keep.run_id or "")
+            dropped_msgs = await _run_messages(js, drop.run_id or "")
+            kept = set().union(*(claimed_objects(m) for m in kept_msgs))
+            dropped = set().union(*(claimed_objects(m) for m in dropped_msgs))
+            # each run refers to the shared argument and to its own result
+            assert len(kept) == 2 and len(dropped) == 2 and len(kept & dropped) == 1
+            payloads = ObjectPayloads(js, Layout("default"))
+            assert kept | dropped == await payloads.names()
+            deleted = await delete_run_payloads(payloads, dropped_msgs, still_used=kept)
+            assert set(deleted) == dropped - kept
+            assert await payloads.names() == kept
+            assert await delete_run_payloads(payloads, dropped_msgs, still_used=kept) == []
+            assert claimed_objects(b'{"not": "json"') == set()
+        finally:
+            await nc.close()
+        # the kept run still reads back in full
+        again = env.client.get_workflow_handle("keep")
+        assert await again.result(timeout=30) == "K" + shared
+        assert (await again.fetch_history())[0].args == (shared, "K")  # type: ignore[union-attr]
