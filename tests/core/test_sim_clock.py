@@ -217,10 +217,12 @@ def threaded() -> Generator[Any, Any, Any]:
 
 
 def test_async_activities_may_await_threads() -> None:
-    sim = Simulation([threaded], [uses_a_thread])
-    sim.start(threaded, id="w")
-    sim.run()
-    assert sim.result("w") == 42
+    # repeated: the loop's own thread that joins its executor at the end must wake it too
+    for n in range(20):
+        sim = Simulation([threaded], [uses_a_thread])
+        sim.start(threaded, id=f"w{n}")
+        sim.run()
+        assert sim.result(f"w{n}") == 42
 
 
 def test_every_effect_has_an_interpretation() -> None:
