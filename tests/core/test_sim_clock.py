@@ -240,3 +240,33 @@ def test_an_effect_the_simulation_cannot_carry_out_is_named_with_the_alternative
     message = str(caught.value)
     assert "StartNexusOperation" in message
     assert "LocalEnvironment" in message
+
+
+def chained_child(n: int) -> Generator[Any, Any, Any]:
+    if n == 0:
+        yield df.continue_as_new(1)
+    yield df.sleep(3600)
+    return "child done"
+
+
+def short_parent(policy: str) -> Generator[Any, Any, Any]:
+    child = df.child_workflow(
+        chained_child, 0, id="kid", parent_close_policy=df.ParentClosePolicy(policy)
+    )
+    index, _ = yield df.any_of(child, df.sleep(10))
+    return index
+
+
+@pytest.mark.parametrize(
+    ("policy", "status"), [("terminate", "terminated"), ("request_cancel", "cancelled")]
+)
+def test_parent_close_policy_reaches_a_child_that_continued_as_new(
+    policy: str, status: str
+) -> None:
+    sim = Simulation([short_parent, chained_child])
+    sim.start(short_parent, policy, id="p")
+    sim.run()
+    assert sim.result("p") == 1
+    first, latest = [r for r in sim.runs.values() if r.workflow_id == "kid"]
+    assert first.state.status == "continued_as_new"
+    assert latest.state.status == status  # the chain's latest run, not the first one
