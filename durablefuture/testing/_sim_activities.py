@@ -161,10 +161,12 @@ class _Attempt:
 
     def _run_async(self, fn: Callable[..., Any], args: Sequence[object]) -> AttemptRun:
         def main() -> AttemptRun:
-            with asyncio.Runner(loop_factory=VirtualLoop) as runner:
-                loop = runner.get_loop()
-                self.clock = loop.time
-                return runner.run(self._supervise(fn(*args)))
+            loop = VirtualLoop()
+            self.clock = loop.time
+            try:
+                return loop.run_until_complete(self._supervise(fn(*args)))
+            finally:
+                _close(loop)
 
         try:
             asyncio.get_running_loop()
@@ -261,3 +263,18 @@ class _Attempt:
 
 def _never() -> bool:
     return False
+
+
+def _close(loop: VirtualLoop) -> None:
+    """Close ``loop`` as ``asyncio.run`` does: cancel what is left (an attempt abandoned at its
+    timeout), then finish async generators and the thread pool."""
+    try:
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
