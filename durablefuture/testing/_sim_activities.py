@@ -11,6 +11,10 @@ timeout failure carrying the latest heartbeat details). How long it takes, in si
 * a **sync** activity takes no simulated time, but the wall-clock time it runs counts towards
   its own timeouts: one that blocks past its deadline times out at its deadline, as on a worker.
 
+Real code is waited for, never interrupted: the simulation cannot stop a sync activity or a
+thread (``asyncio.to_thread``) half-way, so one that blocks for ever blocks the test, and a
+thread's wall time counts neither as simulated time nor towards an async activity's timeouts.
+
 The attempt runs to its end when the simulation starts it; :class:`AttemptRun` says what it
 reported, how long it took and when it heartbeated, and the simulation delivers the report at
 that simulated time (after any timer due earlier). Activities never see a cancellation
