@@ -65,6 +65,11 @@ def _describe_text(d: WorkflowDescription) -> str:
         )
     if d.last_workflow_task_failure:
         lines.append(f"task error {d.last_workflow_task_failure.describe()}")
+    for name, value in sorted(d.search_attributes.items()):
+        shown = value.isoformat() if isinstance(value, datetime) else value
+        lines.append(f"attribute  {name} = {shown!r}")
+    for name, memo in sorted(d.memo.items()):
+        lines.append(f"memo       {name} = {memo!r}")
     return "\n".join(lines)
 
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         RetryPolicy,
         WorkflowOptions,
     )
+    from durablefuture.core.search_attributes import SearchAttribute, Text
     from durablefuture.schedules import (
         Interval,
         Overlap,
@@ -78,6 +79,8 @@ _LAZY: dict[str, str] = {
     "RetryPolicy": "durablefuture.core.options",
     "WorkflowOptions": "durablefuture.core.options",
     "Failure": "durablefuture.core.failure",
+    "SearchAttribute": "durablefuture.core.search_attributes",
+    "Text": "durablefuture.core.search_attributes",
     # activities
     "ActivityInfo": "durablefuture.activity_context",
     "activity_info": "durablefuture.activity_context",
@@ -128,6 +131,8 @@ __all__ = [
     "SchedulePolicy",
     "ScheduleSpec",
     "ScheduleStartWorkflow",
+    "SearchAttribute",
+    "Text",
     "TlsConfig",
     "Worker",
     "WorkerOptions",

@@ -22,6 +22,7 @@ from durablefuture.core.effects import (
     DispatchActivityTask,
     DispatchWorkflowTask,
     Effect,
+    IndexRun,
     NotifyParent,
     StartRun,
     TerminateChildRun,
@@ -54,6 +55,8 @@ class EffectHandler(Protocol[T_co]):
     def cancel_activities(self, effect: CancelActivities) -> T_co: ...
 
     def update_status(self, effect: UpdateStatus) -> T_co: ...
+
+    def index_run(self, effect: IndexRun) -> T_co: ...
 
     def unsupported(self, effect: object) -> T_co:
         """Raise an error naming ``effect``: this runtime cannot carry it out."""
@@ -95,6 +98,7 @@ _TABLE: dict[type, Callable[[EffectHandler[Any], Any], Any]] = {
     TerminateChildRun: _to_run,
     CancelActivities: lambda h, e: h.cancel_activities(e),
     UpdateStatus: lambda h, e: h.update_status(e),
+    IndexRun: lambda h, e: h.index_run(e),
 }
 
 

@@ -82,6 +82,7 @@ class ServerBase:
             "cache_misses": 0,
             "storage_waits": 0,
             "corrupt_histories": 0,
+            "compacted": 0,
         }
 
     async def _reply(self, reply_to: str, reply: Reply) -> None:

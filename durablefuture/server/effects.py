@@ -26,16 +26,21 @@ from durablefuture.core.effects import (
     DispatchActivityTask,
     DispatchWorkflowTask,
     Effect,
+    IndexRun,
     RunStatus,
+    RunSummary,
     StartRun,
     UpdateStatus,
 )
-from durablefuture.core.errors import TransportError
+from durablefuture.core.errors import DurableFutureError, TransportError
 from durablefuture.core.interpretation import RunMessage, interpret
 from durablefuture.server.base import ServerBase
 from durablefuture.server.runs import RunCache
 from durablefuture.server.sources import SERVER
+from durablefuture.transport.buckets import read_entry
+from durablefuture.transport.compaction import purge
 from durablefuture.transport.guard import max_payload
+from durablefuture.transport.layout import open_bucket
 from durablefuture.transport.publisher import (
     EXPECTED_LAST_SUBJECT_SEQ,
     MSG_ID,
@@ -85,6 +90,33 @@ class Effects(ServerBase):
 
     async def _effect(self, cache: RunCache, e: Effect, pending: list[Awaitable[object]]) -> None:
         await interpret(e, _Sender(self, cache, pending))
+
+    async def _reindex(self, summary: RunSummary) -> None:
+        """Rewrite an open run's status entry with new search attributes: compare-and-set on
+        the entry's revision, never over a close or over a later state of the run."""
+        key = self.layout.status_key(summary.workflow_id, summary.run_id)
+        subject = f"$KV.{self.layout.runs_bucket}.{key}"
+        body = self.codec.encode_summary(summary)
+        for _ in range(8):
+            kv = self._runs_kv or await open_bucket(self.js, self.layout.runs_bucket)
+            self._runs_kv = kv
+            entry = await read_entry(kv, key)
+            expected = "0"
+            if entry is not None:
+                try:
+                    old = self.codec.decode_summary(entry[0])
+                except DurableFutureError:
+                    old = None
+                if old is not None and (
+                    old.status != RunStatus.RUNNING or old.history_length >= summary.history_length
+                ):
+                    return
+                expected = str(entry[1])
+            try:
+                await await_ack(self.pub.send(subject, body, {EXPECTED_LAST_SUBJECT_SEQ: expected}))
+                return
+            except WrongLastSequence:
+                continue  # written meanwhile (a close, another server): look again
 
     async def _arm(self, cache: RunCache, e: ArmTimer, pending: list[Awaitable[object]]) -> None:
         run_id = cache.state.run_id
@@ -144,6 +176,14 @@ class Effects(ServerBase):
     def _cancel_local_timers(self, run_id: str) -> None:
         for key in [k for k in self._timers if k[0] == run_id]:
             self._timers.pop(key).cancel()
+
+    async def _purge_run_timers(self, run_id: str) -> None:
+        """Cancel the durable timers a closed run still has armed (they would fire only to be
+        ignored); should this fail, they fire, are ignored, and are compacted then."""
+        try:
+            await purge(self.nc, self.layout.stream, self.layout.timer(run_id, ">"))
+        except TransportError as exc:
+            log.debug("could not cancel the timers of closed run %s: %s", run_id, exc)
 
 
 class _Sender:
@@ -238,10 +278,14 @@ class _Sender:
             self.pending.append(_unless_present(created))
         if summary.status in RunStatus.CLOSED:
             server._cancel_local_timers(summary.run_id)
+            server._track(server._purge_run_timers(summary.run_id))
             # The close is in history already; waiting clients get the outcome right away
             # (the notice carries it), while the status entry is being stored.
             with contextlib.suppress(TransportError):
                 await pub.notify(layout.closed_notice(summary.workflow_id, summary.run_id), body)
+
+    async def index_run(self, e: IndexRun) -> None:
+        self.pending.append(self.server._reindex(e.summary))
 
     async def unsupported(self, effect: object) -> None:
         raise TypeError(

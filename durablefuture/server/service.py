@@ -33,6 +33,7 @@ from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.server.inputs import (  # imported from here before the package split
     _instead_of_too_large as _instead_of_too_large,
 )
+from durablefuture.server.janitor import Janitor
 from durablefuture.server.options import ServerOptions
 from durablefuture.server.schedules import ScheduleService
 from durablefuture.server.sources import refusal
@@ -57,7 +58,7 @@ __all__ = ["Server", "ServerOptions"]
 log = logging.getLogger("durablefuture.server")
 
 
-class Server(Starts):
+class Server(Starts, Janitor):
     """One df-server process (or an in-process server in tests and ``df dev``).
 
     The parts it is made of are listed in :mod:`durablefuture.server.base`.
@@ -101,6 +102,7 @@ class Server(Starts):
                 self.nc, self.pub, self.layout, self.codec, self.history, self.options.schedules
             )
             await self.schedules.start()
+        self._start_janitor()
         self._remove_health = metrics.add_health_check(
             f"df-server {self.layout.namespace} {id(self):x}", self._health
         )
@@ -175,6 +177,7 @@ class Server(Starts):
         """Stop taking inputs, finish the ones in progress, then disconnect (if we own NATS)."""
         self._stopping.set()
         self._remove_health()
+        await self._stop_janitor()
         if self._consumer is not None:
             await self._consumer.stop()
         if self.schedules is not None:

@@ -30,6 +30,7 @@ from durablefuture.core.effects import (
     DispatchActivityTask,
     DispatchWorkflowTask,
     Effect,
+    IndexRun,
     RunStatus,
     StartRun,
     UpdateStatus,
@@ -240,6 +241,9 @@ class _InMemory:
             if len(kept) != len(s._timers):
                 heapq.heapify(kept)
                 s._timers = kept
+
+    def index_run(self, effect: IndexRun) -> None:
+        """Nothing to write: the run's search attributes are in its state."""
 
     def unsupported(self, effect: object) -> None:
         raise SimulationUnsupportedError(

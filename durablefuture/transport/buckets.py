@@ -10,7 +10,7 @@ from nats.js.kv import KeyValue
 
 from durablefuture.core.errors import TransportError
 
-__all__ = ["KeyValue", "read_key", "read_values"]
+__all__ = ["KeyValue", "read_entry", "read_key", "read_values"]
 
 
 def _failed(what: str, exc: Exception) -> TransportError:
@@ -30,6 +30,23 @@ async def read_key(kv: KeyValue, key: str) -> bytes | None:
     except (nats.errors.Error, TimeoutError) as exc:
         raise _failed(f"key {key} of a KV bucket", exc) from exc
     return entry.value
+
+
+async def read_entry(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
+    """The value stored under ``key`` and its revision (stream sequence); None if none.
+
+    Raises:
+        TransportError: the bucket could not be read.
+    """
+    try:
+        entry = await kv.get(key)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise _failed(f"key {key} of a KV bucket", exc) from exc
+    if entry.value is None:
+        return None
+    return entry.value, entry.revision or 0
 
 
 async def read_values(kv: KeyValue) -> list[bytes]:

@@ -44,6 +44,14 @@ def _failure(value: Failure | None) -> JsonValue:
     return out
 
 
+def _attr_json(v: object) -> JsonValue:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, tuple):
+        return [str(x) for x in v]
+    return cast(JsonValue, v)
+
+
 def summary_json(d: WorkflowDescription) -> dict[str, JsonValue]:
     """One row of the runs list."""
     return {
@@ -82,6 +90,8 @@ def describe_json(d: WorkflowDescription) -> dict[str, JsonValue]:
             for a in d.pending_activities
         ],
         pending_timers=[{"seq": seq, "fire_at": _ts(at)} for seq, at in d.pending_timers],
+        search_attributes={k: _attr_json(v) for k, v in d.search_attributes.items()},
+        memo=cast(JsonValue, d.memo),
         signal_waits=[
             {
                 "wait_id": w.wait_id,

@@ -450,7 +450,9 @@
       metaItem("Closed", span.open ? "—" : fmtTime(span.end)),
       metaItem(span.open ? "Running for" : "Duration", runDuration(view, now)),
       metaItem("Events", String(w.history_length)),
-      w.new_run_id ? metaItem("Continued as", el("a", { href: runUrl(w.workflow_id, w.new_run_id), "data-link": true, class: "mono" }, w.new_run_id)) : null);
+      w.new_run_id ? metaItem("Continued as", el("a", { href: runUrl(w.workflow_id, w.new_run_id), "data-link": true, class: "mono" }, w.new_run_id)) : null,
+      ...Object.entries(w.search_attributes || {}).map(([k, v]) => metaItem(k, fmtAttr(v), true)),
+      ...Object.entries(w.memo || {}).map(([k, v]) => metaItem(`memo ${k}`, JSON.stringify(v), true)));
 
     const head = el("div", { class: "card run-head", id: "run-header" },
       el("div", { class: "run-title" },
@@ -498,6 +500,10 @@
   function runDuration(view, now) {
     const span = runSpan(view, now);
     return el("span", { id: "run-duration", dataset: { seconds: span.end - span.start } }, fmtDur(span.end - span.start));
+  }
+
+  function fmtAttr(v) {
+    return Array.isArray(v) ? v.join(", ") : typeof v === "string" ? v : JSON.stringify(v);
   }
 
   function metaItem(label, value, mono) {
