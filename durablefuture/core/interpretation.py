@@ -75,10 +75,12 @@ def message_of(effect: NotifyParent | CancelChildRun | TerminateChildRun) -> Run
                 p.run_id, p.seq, effect.child_run_id, effect.result, effect.failure
             )
         return p.workflow_id, msg, f"{msg.run_id}:{msg.input_id}"
+    # A child is its chain of runs: the run that started may have continued as new since, so
+    # the parent's cancel or terminate goes to the latest run of the child's id (no run id).
     if isinstance(effect, CancelChildRun):
-        cancel = inp.RequestCancel(effect.run_id or "", effect.request_id, effect.reason)
+        cancel = inp.RequestCancel("", effect.request_id, effect.reason)
         return effect.workflow_id, cancel, f"cxl:{effect.request_id}"
-    term = inp.TerminateWorkflow(effect.run_id or "", effect.request_id, effect.reason)
+    term = inp.TerminateWorkflow("", effect.request_id, effect.reason)
     return effect.workflow_id, term, f"trm:{effect.request_id}"
 
 

@@ -11,6 +11,10 @@ timeout failure carrying the latest heartbeat details). How long it takes, in si
 * a **sync** activity takes no simulated time, but the wall-clock time it runs counts towards
   its own timeouts: one that blocks past its deadline times out at its deadline, as on a worker.
 
+Real code is waited for, never interrupted: the simulation cannot stop a sync activity or a
+thread (``asyncio.to_thread``) half-way, so one that blocks for ever blocks the test, and a
+thread's wall time counts neither as simulated time nor towards an async activity's timeouts.
+
 The attempt runs to its end when the simulation starts it; :class:`AttemptRun` says what it
 reported, how long it took and when it heartbeated, and the simulation delivers the report at
 that simulated time (after any timer due earlier). Activities never see a cancellation
@@ -161,10 +165,12 @@ class _Attempt:
 
     def _run_async(self, fn: Callable[..., Any], args: Sequence[object]) -> AttemptRun:
         def main() -> AttemptRun:
-            with asyncio.Runner(loop_factory=VirtualLoop) as runner:
-                loop = runner.get_loop()
-                self.clock = loop.time
-                return runner.run(self._supervise(fn(*args)))
+            loop = VirtualLoop()
+            self.clock = loop.time
+            try:
+                return loop.run_until_complete(self._supervise(fn(*args)))
+            finally:
+                _close(loop)
 
         try:
             asyncio.get_running_loop()
@@ -261,3 +267,18 @@ class _Attempt:
 
 def _never() -> bool:
     return False
+
+
+def _close(loop: VirtualLoop) -> None:
+    """Close ``loop`` as ``asyncio.run`` does: cancel what is left (an attempt abandoned at its
+    timeout), then finish async generators and the thread pool."""
+    try:
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()

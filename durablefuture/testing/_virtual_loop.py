@@ -8,7 +8,8 @@ activity takes 30 simulated seconds and no real time, and ``asyncio.timeout`` /
 Work handed to threads (``asyncio.to_thread``, ``loop.run_in_executor``) takes no simulated
 time: while any is running the loop waits for it in real time without moving the clock. A loop
 with nothing scheduled, no thread running and a task still waiting would wait forever (the
-activity awaits something no one will ever deliver); it raises instead, naming that case.
+activity awaits something no one will ever deliver); after a short real grace period (a thread
+it does not know of may still wake it) it raises instead, naming that case.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ __all__ = ["StalledActivityError", "VirtualLoop"]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
+
+
+STALL_GRACE = 1.0
+"""Real seconds a loop with nothing scheduled waits for a wake-up from an unknown thread."""
 
 
 class StalledActivityError(RuntimeError):
@@ -40,6 +45,10 @@ class _Selector(selectors.DefaultSelector):
             # something is ready now, or a thread is working: wait for it for real
             return list(super().select(timeout))
         if timeout is None:
+            # a thread the loop does not know of may still wake it (call_soon_threadsafe)
+            ready = super().select(STALL_GRACE)
+            if ready:
+                return list(ready)
             raise StalledActivityError(
                 "the activity awaits something that never happens in the Simulation (no timer "
                 "is scheduled and no thread is running); in a Simulation an async activity may "
@@ -73,3 +82,11 @@ class VirtualLoop(asyncio.SelectorEventLoop):
 
     def _thread_done(self, _: object) -> None:
         self.threads -= 1
+
+    async def shutdown_default_executor(self, *args: float | None) -> None:
+        # joins the executor from a thread of its own, which then wakes the loop
+        self.threads += 1
+        try:
+            await super().shutdown_default_executor(*args)
+        finally:
+            self.threads -= 1

@@ -217,10 +217,12 @@ def threaded() -> Generator[Any, Any, Any]:
 
 
 def test_async_activities_may_await_threads() -> None:
-    sim = Simulation([threaded], [uses_a_thread])
-    sim.start(threaded, id="w")
-    sim.run()
-    assert sim.result("w") == 42
+    # repeated: the loop's own thread that joins its executor at the end must wake it too
+    for n in range(20):
+        sim = Simulation([threaded], [uses_a_thread])
+        sim.start(threaded, id=f"w{n}")
+        sim.run()
+        assert sim.result(f"w{n}") == 42
 
 
 def test_every_effect_has_an_interpretation() -> None:
@@ -238,3 +240,33 @@ def test_an_effect_the_simulation_cannot_carry_out_is_named_with_the_alternative
     message = str(caught.value)
     assert "StartNexusOperation" in message
     assert "LocalEnvironment" in message
+
+
+def chained_child(n: int) -> Generator[Any, Any, Any]:
+    if n == 0:
+        yield df.continue_as_new(1)
+    yield df.sleep(3600)
+    return "child done"
+
+
+def short_parent(policy: str) -> Generator[Any, Any, Any]:
+    child = df.child_workflow(
+        chained_child, 0, id="kid", parent_close_policy=df.ParentClosePolicy(policy)
+    )
+    index, _ = yield df.any_of(child, df.sleep(10))
+    return index
+
+
+@pytest.mark.parametrize(
+    ("policy", "status"), [("terminate", "terminated"), ("request_cancel", "cancelled")]
+)
+def test_parent_close_policy_reaches_a_child_that_continued_as_new(
+    policy: str, status: str
+) -> None:
+    sim = Simulation([short_parent, chained_child])
+    sim.start(short_parent, policy, id="p")
+    sim.run()
+    assert sim.result("p") == 1
+    first, latest = [r for r in sim.runs.values() if r.workflow_id == "kid"]
+    assert first.state.status == "continued_as_new"
+    assert latest.state.status == status  # the chain's latest run, not the first one
