@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         sleep,
         wait_signal,
     )
-    from durablefuture.client import Client, WorkflowDescription, WorkflowHandle
+    from durablefuture.client import Client, WorkflowDescription, WorkflowHandle, WorkflowPage
     from durablefuture.codec.envelope import Payload, PayloadCodec
     from durablefuture.core.definitions import defn
     from durablefuture.core.effects import RunStatus
@@ -89,6 +89,7 @@ _LAZY: dict[str, str] = {
     "Client": "durablefuture.client",
     "WorkflowHandle": "durablefuture.client",
     "WorkflowDescription": "durablefuture.client",
+    "WorkflowPage": "durablefuture.client",
     "TlsConfig": "durablefuture.transport.tls",
     "Payload": "durablefuture.codec.envelope",
     "PayloadCodec": "durablefuture.codec.envelope",
@@ -140,6 +141,7 @@ __all__ = [
     "WorkflowDescription",
     "WorkflowHandle",
     "WorkflowOptions",
+    "WorkflowPage",
     "__version__",
     "activity",
     "activity_info",

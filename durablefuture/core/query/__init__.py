@@ -36,7 +36,12 @@ from durablefuture.core.query._eval import (
     sort_key,
     top,
 )
-from durablefuture.core.query._parse import MAX_QUERY_LENGTH, parse_datetime, parse_query
+from durablefuture.core.query._parse import (
+    MAX_QUERY_LENGTH,
+    parse_datetime,
+    parse_query,
+    split_order_by,
+)
 
 __all__ = [
     "BUILTIN_FIELDS",
@@ -68,5 +73,6 @@ __all__ = [
     "parse_datetime",
     "parse_query",
     "sort_key",
+    "split_order_by",
     "top",
 ]

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from functools import cmp_to_key
+from typing import Protocol
 
 from durablefuture.core.errors import InvalidArgumentError
 from durablefuture.core.query._ast import (
@@ -59,7 +60,13 @@ class Text(str):
 
 
 FieldValue = str | int | float | bool | datetime | tuple[str, ...] | None
-Row = Mapping[str, FieldValue]
+
+
+class Row(Protocol):
+    """What a query is evaluated on: a run's fields by name (a dict will do)."""
+
+    def get(self, key: str, default: FieldValue = None, /) -> FieldValue: ...
+
 
 DEFAULT_ORDER = (OrderKey("StartTime", descending=True),)
 _TIEBREAK = (OrderKey("RunId"), OrderKey("WorkflowId"))

@@ -44,7 +44,7 @@ from durablefuture.core.query._ast import (
     StartsWith,
 )
 
-__all__ = ["MAX_QUERY_LENGTH", "STATUSES", "parse_datetime", "parse_query"]
+__all__ = ["MAX_QUERY_LENGTH", "STATUSES", "parse_datetime", "parse_query", "split_order_by"]
 
 MAX_QUERY_LENGTH = 8192
 MAX_DEPTH = 32
@@ -324,6 +324,17 @@ class _Parser:
         if negate:
             raise self.fail("IN or BETWEEN after NOT")
         raise self.fail("an operator (=, !=, <, >, <=, >=, IN, STARTS_WITH, BETWEEN, IS)")
+
+
+def split_order_by(text: str) -> tuple[str, str]:
+    """``text`` as (its filter, its ``ORDER BY ...`` clause or ""), split where the clause's
+    keyword is (not inside a string)."""
+    if len(text) > MAX_QUERY_LENGTH:
+        return text, ""
+    for tok in _tokens(text):
+        if tok.kind == "kw" and tok.text == "ORDER":
+            return text[: tok.pos], text[tok.pos :]
+    return text, ""
 
 
 def parse_query(text: str) -> Query:

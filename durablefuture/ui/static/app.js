@@ -221,7 +221,7 @@
       svg.append(c, l);
       return svg;
     };
-    const search = el("input", { type: "search", placeholder: "Search by workflow id or run id", value: state.q, id: "search", "aria-label": "Search" });
+    const search = el("input", { type: "search", placeholder: "Workflow id, or a query: WorkflowType = 'order' AND ExecutionStatus = 'Failed'", value: state.q, id: "search", "aria-label": "Search" });
     const typeSel = el("select", { id: "type-filter", "aria-label": "Workflow type" }, el("option", { value: "" }, "All types"));
     const chips = el("div", { class: "chips", id: "status-filter" });
     const sub = el("div", { class: "sub" }, "\u00a0");
