@@ -98,7 +98,13 @@ class Server(Starts):
         await self._consumer.start()
         if self.options.schedules is not None and self.schedules is None:
             self.schedules = ScheduleService(
-                self.nc, self.pub, self.layout, self.codec, self.history, self.options.schedules
+                self.nc,
+                self.pub,
+                self.layout,
+                self.codec,
+                self.history,
+                self.options.schedules,
+                start=self.start_scheduled,
             )
             await self.schedules.start()
         self._remove_health = metrics.add_health_check(
