@@ -51,6 +51,7 @@ from durablefuture.core.schedules import (
     step,
 )
 from durablefuture.server.schedule_effects import observe, start_request, stop_input
+from durablefuture.server.schedule_refresh import Refresher
 from durablefuture.server.schedule_states import StateCache
 from durablefuture.transport.consumer import PullConsumer, delivery_count
 from durablefuture.transport.deadletter import dead_letter
@@ -62,7 +63,7 @@ from durablefuture.transport.publisher import MSG_ID, Publisher, WrongLastSequen
 from durablefuture.transport.redelivery import Redelivery
 from durablefuture.transport.schedule_store import ScheduleStore
 from durablefuture.transport.startup import until_ready
-from durablefuture.transport.subjects import Layout, decode_token
+from durablefuture.transport.subjects import Layout
 
 __all__ = ["ScheduleOptions", "ScheduleService"]
 
@@ -111,8 +112,7 @@ class ScheduleService:
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._watch: dict[str, str] = {}  # action workflow id -> schedule id (fast path)
-        self._refreshing: dict[str, bool] = {}  # schedule id -> step again when done
+        self.refresher = Refresher(lambda sid: self.handle(ScheduleInput(sid, "tick")), self._spawn)
         self._sub: object = None
         self._stopping = False
 
@@ -147,7 +147,7 @@ class ScheduleService:
         self._spawn(self._reconcile())
 
     async def stop(self, timeout: float = 10.0) -> None:
-        self._stopping = True
+        self._stopping = self.refresher.stopping = True
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()  # type: ignore[attr-defined]
@@ -205,8 +205,10 @@ class ScheduleService:
                 return
             headers: Mapping[str, str] = msg.headers or {}  # type: ignore[attr-defined]
             reply_to = headers.get(REPLY_HEADER, "")
+            timer = message.kind == "tick" and message.due is not None
             try:
-                reply = await self.handle(message)
+                with self.refresher.tick() if timer else contextlib.nullcontext():
+                    reply = await self.handle(message)
             except asyncio.CancelledError:
                 raise
             except InvalidArgumentError as exc:
@@ -377,10 +379,7 @@ class ScheduleService:
             fut = await self._effect(state, effect)
             if fut is not None:
                 pending.append(fut)
-        for r in state.running:
-            self._watch[r.workflow_id] = sid
-        for r in state.recent:
-            self._watch.pop(r.workflow_id, None)
+        self.refresher.watch(state)
         if pending:
             for outcome in await asyncio.gather(*pending, return_exceptions=True):
                 if isinstance(outcome, BaseException):
@@ -416,34 +415,5 @@ class ScheduleService:
     async def _observe(self, state: ScheduleState) -> dict[str, Observed]:
         return await observe(self.history, state)
 
-    # ------------------------------------------------------------------ fast path
-
     async def _on_closed(self, msg: object) -> None:
-        subject: str = msg.subject  # type: ignore[attr-defined]
-        parts = subject.split(".")
-        if len(parts) < 2:
-            return
-        try:
-            wid = decode_token(parts[-2])
-        except (ValueError, UnicodeDecodeError):
-            return
-        sid = self._watch.get(wid)
-        if sid is None or self._stopping:
-            return
-        if sid in self._refreshing:
-            self._refreshing[sid] = True
-            return
-        self._refreshing[sid] = False
-        self._spawn(self._refresh(sid))
-
-    async def _refresh(self, schedule_id: str) -> None:
-        try:
-            while not self._stopping:
-                self._refreshing[schedule_id] = False
-                await self.handle(ScheduleInput(schedule_id, "tick"))
-                if not self._refreshing.get(schedule_id):
-                    break
-        except Exception as exc:  # the durable poll steps it anyway
-            log.debug("refreshing schedule %s failed: %s", schedule_id, exc)
-        finally:
-            self._refreshing.pop(schedule_id, None)
+        self.refresher.on_closed(msg.subject)  # type: ignore[attr-defined]
