@@ -103,7 +103,13 @@ class Server(Starts, Janitor):
             await self.visibility.start(self._runs_kv)
         if self.options.schedules is not None and self.schedules is None:
             self.schedules = ScheduleService(
-                self.nc, self.pub, self.layout, self.codec, self.history, self.options.schedules
+                self.nc,
+                self.pub,
+                self.layout,
+                self.codec,
+                self.history,
+                self.options.schedules,
+                start=self.start_scheduled,
             )
             await self.schedules.start()
         self._start_janitor()
