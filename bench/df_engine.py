@@ -675,7 +675,12 @@ class DFRound:
         from bench.w8 import w8
 
         return await w8(
-            self.client, self.prefix, self.sizes.w8_n, self.sizes.w8_secs, self.sizes.w8_every
+            self.client,
+            self.prefix,
+            self.sizes.w8_n,
+            self.sizes.w8_secs,
+            self.sizes.w8_every,
+            snaps=self.snaps,
         )
 
     async def _w5_histories(self, n: int) -> dict[str, Any]:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         sleep,
         wait_signal,
     )
-    from durablefuture.client import Client, WorkflowDescription, WorkflowHandle
+    from durablefuture.client import Client, WorkflowDescription, WorkflowHandle, WorkflowPage
     from durablefuture.codec.envelope import Payload, PayloadCodec
     from durablefuture.core.definitions import defn
     from durablefuture.core.effects import RunStatus
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         RetryPolicy,
         WorkflowOptions,
     )
+    from durablefuture.core.search_attributes import SearchAttribute, Text
     from durablefuture.schedules import (
         Interval,
         Overlap,
@@ -78,6 +79,8 @@ _LAZY: dict[str, str] = {
     "RetryPolicy": "durablefuture.core.options",
     "WorkflowOptions": "durablefuture.core.options",
     "Failure": "durablefuture.core.failure",
+    "SearchAttribute": "durablefuture.core.search_attributes",
+    "Text": "durablefuture.core.search_attributes",
     # activities
     "ActivityInfo": "durablefuture.activity_context",
     "activity_info": "durablefuture.activity_context",
@@ -86,6 +89,7 @@ _LAZY: dict[str, str] = {
     "Client": "durablefuture.client",
     "WorkflowHandle": "durablefuture.client",
     "WorkflowDescription": "durablefuture.client",
+    "WorkflowPage": "durablefuture.client",
     "TlsConfig": "durablefuture.transport.tls",
     "Payload": "durablefuture.codec.envelope",
     "PayloadCodec": "durablefuture.codec.envelope",
@@ -128,6 +132,8 @@ __all__ = [
     "SchedulePolicy",
     "ScheduleSpec",
     "ScheduleStartWorkflow",
+    "SearchAttribute",
+    "Text",
     "TlsConfig",
     "Worker",
     "WorkerOptions",
@@ -135,6 +141,7 @@ __all__ = [
     "WorkflowDescription",
     "WorkflowHandle",
     "WorkflowOptions",
+    "WorkflowPage",
     "__version__",
     "activity",
     "activity_info",

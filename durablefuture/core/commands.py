@@ -18,6 +18,7 @@ from attrs import field, frozen
 
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import ActivityOptions, ParentClosePolicy
+from durablefuture.core.search_attributes import SearchAttributes
 from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "StartSignalWait",
     "StartTimer",
     "TerminalCommand",
+    "UpsertSearchAttributes",
     "WaitSignal",
     "Yieldable",
     "describe_yieldable",
@@ -213,6 +215,15 @@ class RecordMarker:
 
 
 @frozen
+class UpsertSearchAttributes:
+    """``df.workflow.upsert_search_attributes``: set (or, with a None value, remove) search
+    attributes of the run."""
+
+    seq: int
+    search_attributes: SearchAttributes = field(factory=dict)
+
+
+@frozen
 class StartChildWorkflow:
     seq: int
     workflow_type: str
@@ -272,6 +283,7 @@ PrimitiveCommand = (
     | RecordSideEffect
     | RecordMarker
     | StartChildWorkflow
+    | UpsertSearchAttributes
 )
 TerminalCommand = CompleteWorkflow | FailWorkflow | CancelWorkflow | ContinueAsNewWorkflow
 Command = PrimitiveCommand | TerminalCommand

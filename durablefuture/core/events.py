@@ -14,6 +14,7 @@ from attrs import field, frozen
 from durablefuture.core.commands import PendingSignal
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import ActivityOptions, IdReusePolicy, ParentClosePolicy
+from durablefuture.core.search_attributes import SearchAttributes
 from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "Event",
     "MarkerRecorded",
     "ParentRef",
+    "SearchAttributesUpserted",
     "SideEffectRecorded",
     "SignalReceived",
     "SignalWaitStarted",
@@ -96,6 +98,8 @@ class WorkflowStarted:
     chain_request_id: str = ""
     """The request id that started the chain this run continues ("" for a chain's first run:
     then it is ``request_id``); a start request seen again after continue-as-new finds it."""
+    search_attributes: SearchAttributes = field(factory=dict)
+    memo: dict[str, JsonValue] = field(factory=dict)
 
 
 @frozen
@@ -313,6 +317,17 @@ class MarkerRecorded:
     change_id: str
 
 
+@frozen
+class SearchAttributesUpserted:
+    """``df.workflow.upsert_search_attributes``: these attributes were set (None: removed)."""
+
+    event_id: int
+    at: float
+    based_on: int
+    seq: int
+    search_attributes: SearchAttributes = field(factory=dict)
+
+
 # ----------------------------------------------------------------- child workflows
 
 
@@ -379,6 +394,7 @@ Event = (
     | SignalReceived
     | SideEffectRecorded
     | MarkerRecorded
+    | SearchAttributesUpserted
     | ChildWorkflowScheduled
     | ChildWorkflowStarted
     | ChildWorkflowCompleted
@@ -392,6 +408,7 @@ COMMAND_EVENTS = (
     SideEffectRecorded,
     MarkerRecorded,
     ChildWorkflowScheduled,
+    SearchAttributesUpserted,
 )
 """Events that record a primitive command (they carry ``seq`` and ``based_on``)."""
 

@@ -40,11 +40,13 @@ from durablefuture.core.commands import (
     StartChildWorkflow,
     StartSignalWait,
     StartTimer,
+    UpsertSearchAttributes,
 )
 from durablefuture.core.effects import (
     ArmTimer,
     DispatchActivityTask,
     Effect,
+    IndexRun,
     StartRun,
     activity_task,
 )
@@ -246,6 +248,15 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe=lambda c: f"patched {c.change_id!r}",
         describe_event=lambda e: f"patched {e.change_id!r}",
         matches=lambda e, c: e.change_id == c.change_id,
+    ),
+    CommandKind[UpsertSearchAttributes, ev.SearchAttributesUpserted](
+        UpsertSearchAttributes,
+        ev.SearchAttributesUpserted,
+        record=lambda c, _r: {"seq": c.seq, "search_attributes": c.search_attributes},
+        describe=lambda c: f"upsert_search_attributes {_short(sorted(c.search_attributes))}",
+        describe_event=lambda e: f"upsert_search_attributes {_short(sorted(e.search_attributes))}",
+        matches=lambda e, c: e.search_attributes == c.search_attributes,
+        effects=lambda s, _e: [IndexRun(s.summary())] if s.is_open else [],
     ),
     CommandKind[StartChildWorkflow, ev.ChildWorkflowScheduled](
         StartChildWorkflow,

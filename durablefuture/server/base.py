@@ -23,6 +23,7 @@ from durablefuture.core.errors import TransportError
 from durablefuture.core.orchestration import Decision
 from durablefuture.server.options import ServerOptions
 from durablefuture.server.schedules import ScheduleService
+from durablefuture.server.visibility import VisibilityIndex
 from durablefuture.transport.connection import NATS
 from durablefuture.transport.consumer import PullConsumer
 from durablefuture.transport.guard import check_reply_subject
@@ -65,6 +66,7 @@ class ServerBase:
         self._own_nc = False
         self._remove_health: Callable[[], None] = lambda: None
         self.schedules: ScheduleService | None = None
+        self.visibility: VisibilityIndex | None = None
         self._storage = StorageWait(
             f"df-server (namespace {self.layout.namespace})",
             keepalive=max(0.1, min(1.0, self.options.input_ack_wait / 3)),
@@ -82,6 +84,7 @@ class ServerBase:
             "cache_misses": 0,
             "storage_waits": 0,
             "corrupt_histories": 0,
+            "compacted": 0,
         }
 
     async def _reply(self, reply_to: str, reply: Reply) -> None:

@@ -28,6 +28,9 @@ class ServerOptions:
     local_timers: bool = True
     """Fire timers from memory at their due time; the JetStream schedule stays the durable
     backup (it fires up to ~0.25 s late)."""
+    compact_interval: float = 1.0
+    """Seconds between two purges of the inputs and tasks already handled (0: never; see
+    ``server/janitor.py``)."""
     schedules: ScheduleOptions | None = field(factory=ScheduleOptions)
     """The schedule component (None: this server does not step schedules)."""
 

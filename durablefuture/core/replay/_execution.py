@@ -17,6 +17,7 @@ from durablefuture.core.commands import (
     PrimitiveCommand,
     RecordMarker,
     TerminalCommand,
+    UpsertSearchAttributes,
 )
 from durablefuture.core.replay._context import (
     Activation,
@@ -27,6 +28,7 @@ from durablefuture.core.replay._context import (
     _frames,
 )
 from durablefuture.core.replay._running import _Running
+from durablefuture.core.search_attributes import SearchAttributes, apply_upsert
 from durablefuture.core.vocabulary import (
     DECIDED_TERMINAL_EVENTS,
     command_type_of,
@@ -205,6 +207,23 @@ class WorkflowExecution(_Running):
             result = True
         self._patches[change_id] = result
         return result
+
+    def upsert_search_attributes(self, attributes: SearchAttributes) -> SearchAttributes:
+        """``df.workflow.upsert_search_attributes``: record the change (checked against history
+        on replay) and return the run's attributes with it applied."""
+        cmd = UpsertSearchAttributes(self._next_seq, attributes)
+        self._issue(cmd, f"upsert_search_attributes {sorted(attributes)}")
+        current = self.started.search_attributes if self.started is not None else {}
+        upserted = self._extras_upserts()
+        upserted.append(attributes)
+        for a in upserted:
+            current = apply_upsert(current, a)
+        return current
+
+    def _extras_upserts(self) -> list[SearchAttributes]:
+        ups = self.context.extras.setdefault("search_attribute_upserts", [])
+        assert isinstance(ups, list)
+        return ups
 
     def deprecate_patch(self, change_id: str) -> None:
         """``df.workflow.deprecate_patch``: accept (skip) an old marker if history has one here."""
