@@ -550,7 +550,7 @@ def test_manifests_have_api_version_kind_and_metadata(manifests: list[dict[str, 
 
 
 def test_deployments_select_their_pods_and_take_env_from_configmaps(
-    manifests: list[dict[str, Any]],
+    manifests: list[dict[str, Any]], secrets: Path
 ) -> None:
     configmaps = {name: m.get("data", {}) for name, m in of_kind(manifests, "ConfigMap").items()}
     deployments = of_kind(manifests, "Deployment")
@@ -586,7 +586,19 @@ def test_deployments_select_their_pods_and_take_env_from_configmaps(
                 assert get.get("path") == "/metrics", f"{where}: {probe}"
                 assert get.get("port") in port_names, f"{where}: {probe} port {get.get('port')}"
             program, *args = [*c.get("command", []), *c.get("args", [])]
-            check_invocation(program, args, env, where)
+            check_invocation(program, args, env, where, secrets)
+            # TLS with the client certificate and the login of its role, from Secrets
+            role = "server" if program == "df-server" else "worker"
+            assert env.get("DF_NATS_URL", "").startswith("tls://"), where
+            assert env.get("DF_NATS_CREDS") == f"/secrets/default/{role}.creds", where
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            volumes = {v["name"]: v for v in pod.get("volumes", [])}
+            for path, secret in (
+                ("/secrets/tls", "df-tls"),
+                ("/secrets/default", f"df-default-{role}"),
+            ):
+                assert volumes[mounts[path]]["secret"]["secretName"] == secret, (where, path)
+            assert pod["securityContext"].get("fsGroup") == 10001, f"{where}: Secrets unreadable"
             for key in ("DF_WORKFLOWS", "DF_ACTIVITIES"):
                 if key in env:
                     check_function_spec(env[key])
@@ -692,7 +704,16 @@ def test_nats_helm_values_make_a_durable_three_node_cluster(
     assert batch == {"max_inflight_per_stream": 500, "max_inflight_total": 5000}
     assert version_of(values["container"]["image"]["tag"]) >= MIN_NATS
     url = of_kind(manifests, "ConfigMap")["durablefuture-env"]["data"]["DF_NATS_URL"]
-    assert url == f"nats://{values['fullnameOverride']}:4222", url
+    assert url == f"tls://{values['fullnameOverride']}:4222", url
+    # TLS with client certificates, and the df auth init accounts mounted and included
+    tls = config["nats"]["tls"]
+    assert tls["enabled"] is True and tls["secretName"] and tls["ca"], tls
+    include = config["merge"]["$include"]
+    mounts = [p["value"] for p in values["container"]["patch"] if p["path"] == "/volumeMounts/-"]
+    volumes = [p["value"] for p in values["podTemplate"]["patch"] if p["path"] == "/spec/volumes/-"]
+    (auth,) = [m for m in mounts if m["name"] == "auth"]
+    assert include == f"./{Path(auth['mountPath']).name}/df-auth.conf", include
+    assert [v["secret"]["secretName"] for v in volumes if v["name"] == "auth"] == ["nats-auth"]
     readme = README.read_text()
     assert re.search(r"helm upgrade --install nats nats/nats .*nats-values\.yaml", readme, re.S)
 
