@@ -28,6 +28,7 @@ from attrs import define
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from durablefuture.codec.claims import claim_names
 from durablefuture.codec.jsapi import api_request
 from durablefuture.codec.wire import Codec
 from durablefuture.core import events as ev
@@ -35,6 +36,7 @@ from durablefuture.core.errors import (
     CorruptHistoryError,
     DecodeError,
     InvalidArgumentError,
+    PayloadError,
     TransportError,
     WorkflowNotFoundError,
 )
@@ -151,6 +153,22 @@ class HistoryStore:
                 b.events = await self.codec.resolve_events(b.events)
         return batches
 
+    async def raw(self, workflow_id: str, run_id: str) -> list[bytes]:
+        """The run's history messages as stored (for an archive)."""
+        stored = await self._read(self.layout.history(workflow_id, run_id), 0, None)
+        return [m.data for m in stored]
+
+    async def decode_raw(self, workflow_id: str, run_id: str, raw: list[bytes]) -> list[ev.Event]:
+        """The events of history messages read from an archive, checked as a stream read is
+        (payloads stored by reference are fetched while their objects still exist)."""
+        subject = self.layout.history(workflow_id, run_id)
+        batches = [self._batch(Stored(subject, i + 1, {}, b)) for i, b in enumerate(raw)]
+        _check_order(workflow_id, run_id, batches, from_start=True)
+        events = [e for b in batches for e in b.events]
+        with contextlib.suppress(PayloadError):
+            events = await self.codec.resolve_events(events)
+        return events
+
     async def read_workflow(self, workflow_id: str, after_seq: int = 0) -> list[tuple[str, Batch]]:
         """Every run's batches of ``workflow_id`` stored after ``after_seq``, as (run id, batch)."""
         msgs = await self._read(self.layout.history_of_workflow(workflow_id), after_seq, None)
@@ -266,6 +284,7 @@ class HistoryStore:
                 workflow_id
             )
         data = self.codec.encode_batch(input_id, list(events))
+        await self._mark_refs(run_id, data)
         for _ in range(TRIES):  # a fresh message id only after the last one was taken
             try:
                 ack = await self.pub.publish(subject, data, headers)
@@ -296,6 +315,20 @@ class HistoryStore:
                     return landed
                 raise
         raise taken("a history append", subject, msg_id)
+
+    async def _mark_refs(self, run_id: str, data: bytes) -> None:
+        """Record, before the batch is stored, which payload objects it refers to (they are
+        deleted with the last run that refers to them, see ``server/removals.py``)."""
+        names = claim_names(data)
+        if names:
+            sends = [
+                await self.pub.send(
+                    self.layout.payload_ref(name, run_id), b"", {MSG_ID: f"ref:{name}:{run_id}"}
+                )
+                for name in sorted(names)
+            ]
+            for sent in sends:
+                await sent
 
     async def _landed(self, subject: str, msg_id: str, data: bytes) -> int | None:
         """The stream sequence of our append if it is the subject's last message, else None.

@@ -22,7 +22,7 @@ from nats.js.object_store import ObjectStore
 from durablefuture.core.errors import PayloadError, TransportError
 from durablefuture.transport.subjects import Layout
 
-__all__ = ["ObjectPayloads", "ensure_payload_bucket"]
+__all__ = ["ObjectPayloads", "ensure_payload_bucket", "remove_object"]
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +126,25 @@ class ObjectPayloads:
         if len(data) != info.size or (info.digest or "").split("=", 1)[-1] != digest:
             raise PayloadError(f"payload {name[:16]}... in {self.bucket} is incomplete or altered")
         return bytes(data)
+
+
+async def remove_object(js: JetStreamContext, layout: Layout, name: str) -> bool:
+    """Delete payload object ``name`` with no trace left (its chunks and its meta record are
+    purged; ``ObjectStore.delete`` would keep a "deleted" record). False if it was not there."""
+    bucket = layout.payloads_bucket
+    stream = f"OBJ_{bucket}"
+    try:
+        store = await js.object_store(bucket)
+        info = await store.get_info(name, show_deleted=True)
+    except (nats.js.errors.ObjectNotFoundError, nats.js.errors.BucketNotFoundError):
+        return False
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransportError(f"looking up payload {name[:16]}... in {bucket}: {exc}") from exc
+    meta = base64.urlsafe_b64encode(name.encode()).decode()
+    try:
+        if info.nuid:
+            await js.purge_stream(stream, subject=f"$O.{bucket}.C.{info.nuid}")
+        await js.purge_stream(stream, subject=f"$O.{bucket}.M.{meta}")
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransportError(f"deleting payload {name[:16]}... from {bucket}: {exc}") from exc
+    return True
