@@ -19,10 +19,12 @@ from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.object_store import ObjectStore
 
+from durablefuture.codec.claims import claim_names
 from durablefuture.core.errors import PayloadError, TransportError
+from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.subjects import Layout
 
-__all__ = ["ObjectPayloads", "ensure_payload_bucket", "remove_object"]
+__all__ = ["ObjectPayloads", "ensure_payload_bucket", "mark_refs", "remove_object"]
 
 log = logging.getLogger(__name__)
 
@@ -148,3 +150,17 @@ async def remove_object(js: JetStreamContext, layout: Layout, name: str) -> bool
     except (nats.errors.Error, TimeoutError) as exc:
         raise TransportError(f"deleting payload {name[:16]}... from {bucket}: {exc}") from exc
     return True
+
+
+async def mark_refs(pub: Publisher, layout: Layout, run_id: str, data: bytes) -> None:
+    """Record, before history message ``data`` of ``run_id`` is stored, which payload objects
+    it refers to: an object is deleted with the last run naming it (``server/removals.py``)."""
+    names = claim_names(data)
+    if not names:
+        return
+    sends = [
+        await pub.send(layout.payload_ref(name, run_id), b"", {MSG_ID: f"ref:{name}:{run_id}"})
+        for name in sorted(names)
+    ]
+    for sent in sends:
+        await sent

@@ -44,7 +44,7 @@ def test_settings_round_trip_through_stream_metadata() -> None:
     assert NamespaceSettings.from_metadata({**md, "other": "kept aside"}) == s
     assert NamespaceSettings.from_metadata(None) == NamespaceSettings()
     assert NamespaceSettings().retention == 7 * 86400
-    with pytest.raises(InvalidArgumentError, match="df.history_limit_events"):
+    with pytest.raises(InvalidArgumentError, match=r"df\.history_limit_events"):
         NamespaceSettings.from_metadata({"df.history_limit_events": "lots"})
     with pytest.raises(InvalidArgumentError, match="above the limit"):
         NamespaceSettings(history_warn_events=100, history_limit_events=10)
