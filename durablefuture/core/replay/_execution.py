@@ -199,6 +199,16 @@ class WorkflowExecution(_Running):
 
     # ------------------------------------------------------------------ helpers for df.workflow
 
+    def set_signal_handler(self, name: str, handler: Callable[..., object]) -> None:
+        """``df.workflow.set_signal_handler``: call ``handler(*args)`` for every signal
+        ``name`` no ``df.wait_signal`` takes, in history order; signals buffered before it
+        was registered are handed to it now."""
+        self._signal_handlers[name] = handler
+        buffered = self._signals.pop(name, None)
+        while buffered and not self.finished:
+            _, args = buffered.popleft()
+            self._call_signal_handler(name, args)
+
     def patched(self, change_id: str) -> bool:
         """``df.workflow.patched``: True on new code paths, False when replaying old ones."""
         if change_id in self._patches:
