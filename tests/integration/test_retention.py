@@ -164,3 +164,25 @@ async def test_sigkill_of_df_server_mid_removal_deletes_only_closed_runs(
         raise
     finally:
         await client.close()
+
+
+async def test_df_workflow_delete_removes_a_closed_run_and_refuses_an_open_one() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(task_queue="q", workflows=[echo_len, waiting_echo]):
+            await env.client.execute_workflow(echo_len, "abc", id="done", task_queue="q")
+            await env.client.start_workflow(waiting_echo, "abc", id="busy", task_queue="q")
+
+            def cli(*args: str):  # type: ignore[no-untyped-def]
+                return CliRunner().invoke(df_main, ["--nats", env.nats_url, *args])
+
+            result = await asyncio.to_thread(cli, "workflow", "delete", "done")
+            assert result.exit_code == 0, result.output
+            assert "deleted done run" in result.output
+            with pytest.raises(df.WorkflowNotFoundError):
+                await env.client.get_workflow_handle("done").fetch_history()
+            result = await asyncio.to_thread(cli, "workflow", "delete", "busy")
+            assert result.exit_code != 0
+            assert "still open" in result.output and "terminate or cancel it first" in result.output
+            assert await env.client.get_workflow_handle("busy").fetch_history()
+            result = await asyncio.to_thread(cli, "workflow", "delete", "never-was")
+            assert result.exit_code != 0 and "never-was" in result.output
