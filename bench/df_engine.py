@@ -56,6 +56,7 @@ class Sizes:
     w8_n: int = 1000
     w8_secs: int = 300
     w8_every: int = 60
+    vis_n: int = 100_000
 
 
 FULL = Sizes()
@@ -70,6 +71,7 @@ QUICK = Sizes(
     w8_n=50,
     w8_secs=10,
     w8_every=1,
+    vis_n=2_000,
 )
 
 
@@ -639,6 +641,12 @@ class DFRound:
         return await w8(
             self.client, self.prefix, self.sizes.w8_n, self.sizes.w8_secs, self.sizes.w8_every
         )
+
+    async def vis(self) -> dict[str, Any]:
+        """Visibility: list/count over ``vis_n`` closed runs (``bench/visibility.py``)."""
+        from bench.visibility import visibility
+
+        return await visibility(self.client, self.prefix, self.sizes.vis_n, self.procs["server"])
 
     async def _w5_histories(self, n: int) -> dict[str, Any]:
         """Where W5's lateness comes from, read from the recorded event times.
