@@ -27,10 +27,10 @@ from bench.peers import DEFAULT_PEERS_DIR, DEFAULT_VENV, Peers
 from bench.procs import Started
 from bench.stats import Emitter, log
 
-ALL = ["w1", "w2", "w3", "w4", "w5", "mem", "w8", "storage"]
+ALL = ["w1", "w2", "w3", "w4", "w5", "mem", "w8", "storage", "vis"]
 DEFAULT = ["w1", "w2", "w3", "w4", "w5", "mem"]
-"""W8 (schedules, a minute or more) and storage (waits out a retention) run when asked for:
---workloads w8,storage."""
+"""W8 (schedules, a minute or more), storage (waits out a retention) and VIS (visibility over
+100,000 closed runs) run when asked for: --workloads w8,storage,vis."""
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -77,6 +77,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         help="storage: the namespace retention in seconds (default 60, quick 5)",
+    )
+    ap.add_argument(
+        "--vis-runs", type=int, default=None, help="VIS closed runs (default 100000, quick 2000)"
     )
     ap.add_argument("--with-temporal", action="store_true", help="also run Temporal W1-W5")
     ap.add_argument("--with-dbos", action="store_true", help="also run DBOS W1/W2")
@@ -238,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, storage_n=a.storage_n)
     if a.storage_retention is not None:
         sizes = dataclasses.replace(sizes, storage_retention=a.storage_retention)
+    if a.vis_runs is not None:
+        sizes = dataclasses.replace(sizes, vis_n=max(1, min(a.vis_runs, 10_000_000)))
     out_path = os.path.abspath(
         a.out or str(ROOT / "bench" / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
     )

@@ -59,6 +59,7 @@ class Sizes:
     w8_every: int = 60
     storage_n: int = 2000
     storage_retention: float = 60.0
+    vis_n: int = 100_000
 
 
 FULL = Sizes()
@@ -75,6 +76,7 @@ QUICK = Sizes(
     w8_every=1,
     storage_n=100,
     storage_retention=5.0,
+    vis_n=2_000,
 )
 
 
@@ -693,6 +695,12 @@ class DFRound:
 
         s = self.sizes
         return await storage(self.client, self.prefix, s.storage_n, s.w1_conc, s.storage_retention)
+
+    async def vis(self) -> dict[str, Any]:
+        """Visibility: list/count over ``vis_n`` closed runs (``bench/visibility.py``)."""
+        from bench.visibility import visibility
+
+        return await visibility(self.client, self.prefix, self.sizes.vis_n, self.procs["server"])
 
     async def _w5_histories(self, n: int) -> dict[str, Any]:
         """Where W5's lateness comes from, read from the recorded event times.
