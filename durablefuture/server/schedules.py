@@ -77,7 +77,8 @@ class ScheduleOptions:
     pause-on-failure, an unconfirmed start), step at least this often."""
     ack_wait: float = 10.0
     max_deliver: int = 20
-    concurrency: int = 64
+    concurrency: int = 1024
+    """Schedule inputs handled at once (each step includes starting its actions)."""
 
     @property
     def redelivery(self) -> Redelivery:
@@ -369,9 +370,10 @@ class ScheduleService:
         return seq
 
     async def _after(self, result: Step, message: ScheduleInput, began: int, seq: int) -> None:
-        """Perform the effects (idempotent), then re-arm the timer: always after the timer's own
-        firing; after another input only if this process has not armed the same wake-up since
-        the record the step began from (``began``; ``seq`` is the one it wrote)."""
+        """Perform the effects (idempotent) and re-arm the timer, all at once: always after the
+        timer's own firing; after another input only if this process has not armed the same
+        wake-up since the record the step began from (``began``; ``seq`` is the one it wrote).
+        """
         state = result.state
         sid = state.schedule_id
         pending: list[Awaitable[object]] = []
@@ -380,18 +382,18 @@ class ScheduleService:
             if fut is not None:
                 pending.append(fut)
         self.refresher.watch(state)
-        if pending:
-            for outcome in await asyncio.gather(*pending, return_exceptions=True):
-                if isinstance(outcome, BaseException):
-                    raise outcome
         wake = result.wake_at
-        if wake is None:
-            return
-        own_tick = message.due is not None
-        if own_tick or wake <= time.time() or not self.states.armed(sid, began, wake):
-            tick = ScheduleInput(sid, "tick", due=wake)
-            await self.store.arm(sid, wake, self.scodec.encode_input(tick))
-        self.states.mark_armed(sid, seq, wake)
+        own = message.due is not None  # the timer's own firing
+        if wake is not None and (
+            own or wake <= time.time() or not self.states.armed(sid, began, wake)
+        ):
+            tick = self.scodec.encode_input(ScheduleInput(sid, "tick", due=wake))
+            pending.append(self.store.arm(sid, wake, tick))
+        for outcome in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if wake is not None:
+            self.states.mark_armed(sid, seq, wake)
 
     async def _effect(
         self, state: ScheduleState, effect: ScheduleEffect
