@@ -36,6 +36,7 @@ from durablefuture.core.errors import (
     ScheduleNotFoundError,
 )
 from durablefuture.core.schedules import (
+    STARTING,
     CancelAction,
     Observed,
     ScheduleEffect,
@@ -48,6 +49,7 @@ from durablefuture.core.schedules import (
     apply_trigger,
     apply_update,
     new_state,
+    next_wake,
     step,
 )
 from durablefuture.server.schedule_effects import observe, start_request, stop_input
@@ -148,7 +150,8 @@ class ScheduleService:
         self._spawn(self._reconcile())
 
     async def stop(self, timeout: float = 10.0) -> None:
-        self._stopping = self.refresher.stopping = True
+        self._stopping = True
+        self.refresher.stop()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()  # type: ignore[attr-defined]
@@ -383,6 +386,13 @@ class ScheduleService:
                 pending.append(fut)
         self.refresher.watch(state)
         wake = result.wake_at
+        if pending and self._start is not None and (message.kind != "tick" or message.due):
+            # this input comes back until the starts in ``pending`` are done, so an action
+            # still "starting" in the record needs no durable poll; its run id is read soon
+            settled = next_wake(state, time.time(), self.options.poll_interval, False)
+            if settled != wake:
+                wake = settled
+                self.refresher.later(sid, self.options.poll_interval, self._starting)
         own = message.due is not None  # the timer's own firing
         if wake is not None and (
             own or wake <= time.time() or not self.states.armed(sid, began, wake)
@@ -394,6 +404,11 @@ class ScheduleService:
                 raise outcome
         if wake is not None:
             self.states.mark_armed(sid, seq, wake)
+
+    def _starting(self, schedule_id: str) -> bool:
+        """The record this process wrote last has actions whose runs it has not seen."""
+        entry = self.states.get(schedule_id)
+        return entry is not None and any(r.status == STARTING for r in entry[0].running)
 
     async def _effect(
         self, state: ScheduleState, effect: ScheduleEffect
