@@ -27,6 +27,7 @@ __all__ = [
     "AllOf",
     "AnyOf",
     "Cancel",
+    "CancelExternal",
     "CancelWorkflow",
     "ChildWorkflowCall",
     "Command",
@@ -39,9 +40,12 @@ __all__ = [
     "PrimitiveCommand",
     "RecordMarker",
     "RecordSideEffect",
+    "RequestCancelExternalWorkflow",
     "RequestCancellation",
     "ScheduleActivity",
     "SideEffect",
+    "SignalExternal",
+    "SignalExternalWorkflow",
     "Site",
     "Sleep",
     "Start",
@@ -164,14 +168,24 @@ class Handle:
     """Work started with ``task = yield df.start(...)``: ``result = yield task`` waits for it,
     ``yield df.cancel(task)`` cancels it, and ``df.all_of`` / ``df.any_of`` accept it."""
 
-    __slots__ = ("_node", "kind", "name", "seq")
+    __slots__ = ("_node", "kind", "name", "seq", "workflow_id")
 
-    def __init__(self, seq: int, kind: str, name: str, node: object) -> None:
+    def __init__(
+        self, seq: int, kind: str, name: str, node: object, workflow_id: str | None = None
+    ) -> None:
         self.seq = seq
         self.kind = kind
         """``activity``, ``timer`` or ``child``."""
         self.name = name
         self._node = node
+        self.workflow_id = workflow_id
+        """A child's workflow id (None for activities and timers)."""
+
+    def signal(self, name: str, *args: object) -> SignalExternal:
+        """``yield child.signal(name, *args)``: signal the child workflow this handle started."""
+        if self.workflow_id is None:
+            raise TypeError(f"only a child workflow's handle can be signalled, not {self!r}")
+        return SignalExternal(self.workflow_id, name, args)
 
     @property
     def done(self) -> bool:
@@ -181,6 +195,26 @@ class Handle:
     def __repr__(self) -> str:
         state = "done" if self.done else "running"
         return f"<df.Handle {self.kind} #{self.seq} {self.name!r} {state}>"
+
+
+@frozen
+class SignalExternal:
+    """Send signal ``name`` with ``args`` to the running workflow ``workflow_id``."""
+
+    workflow_id: str
+    name: str
+    args: tuple[object, ...] = field(default=(), eq=False)
+    """Encoded by the replay when yielded (an unencodable argument raises at the yield)."""
+    site: Site | None = field(default=None, eq=False, repr=False)
+
+
+@frozen
+class CancelExternal:
+    """Ask the running workflow ``workflow_id`` to cancel."""
+
+    workflow_id: str
+    reason: str = ""
+    site: Site | None = field(default=None, eq=False, repr=False)
 
 
 @frozen
@@ -211,6 +245,8 @@ Yieldable = (
     | Handle
     | Start
     | Cancel
+    | SignalExternal
+    | CancelExternal
 )
 
 YIELDABLE_TYPES: tuple[type, ...] = (
@@ -225,6 +261,8 @@ YIELDABLE_TYPES: tuple[type, ...] = (
     Handle,
     Start,
     Cancel,
+    SignalExternal,
+    CancelExternal,
     ContinueAsNew,
 )
 """Everything a workflow may yield (``ContinueAsNew`` included)."""
@@ -255,6 +293,10 @@ def describe_yieldable(item: object) -> str:
         return f"df.cancel({item.handle!r})"
     if isinstance(item, Handle):
         return repr(item)
+    if isinstance(item, SignalExternal):
+        return f"df.signal_workflow({item.workflow_id!r}, {item.name!r}, ...)"
+    if isinstance(item, CancelExternal):
+        return f"df.cancel_workflow({item.workflow_id!r})"
     return repr(item)
 
 
@@ -303,6 +345,21 @@ class RequestCancellation:
 
     seq: int
     target: int
+
+
+@frozen
+class SignalExternalWorkflow:
+    seq: int
+    workflow_id: str
+    name: str
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
+
+
+@frozen
+class RequestCancelExternalWorkflow:
+    seq: int
+    workflow_id: str
+    reason: str = ""
 
 
 @frozen
@@ -386,6 +443,8 @@ PrimitiveCommand = (
     | StartSignalWait
     | StartConditionWait
     | RequestCancellation
+    | SignalExternalWorkflow
+    | RequestCancelExternalWorkflow
     | RecordSideEffect
     | RecordMarker
     | StartChildWorkflow
