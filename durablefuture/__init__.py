@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         wait_condition,
         wait_signal,
     )
-    from durablefuture.client import Client, WorkflowDescription, WorkflowHandle
+    from durablefuture.client import Client, WorkflowDescription, WorkflowHandle, WorkflowPage
     from durablefuture.codec.envelope import Payload, PayloadCodec
     from durablefuture.core.commands import Handle
     from durablefuture.core.definitions import defn
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         RetryPolicy,
         WorkflowOptions,
     )
+    from durablefuture.core.search_attributes import SearchAttribute, Text
     from durablefuture.schedules import (
         Interval,
         Overlap,
@@ -94,6 +95,8 @@ _LAZY: dict[str, str] = {
     "RetryPolicy": "durablefuture.core.options",
     "WorkflowOptions": "durablefuture.core.options",
     "Failure": "durablefuture.core.failure",
+    "SearchAttribute": "durablefuture.core.search_attributes",
+    "Text": "durablefuture.core.search_attributes",
     # activities
     "ActivityInfo": "durablefuture.activity_context",
     "activity_info": "durablefuture.activity_context",
@@ -102,6 +105,7 @@ _LAZY: dict[str, str] = {
     "Client": "durablefuture.client",
     "WorkflowHandle": "durablefuture.client",
     "WorkflowDescription": "durablefuture.client",
+    "WorkflowPage": "durablefuture.client",
     "TlsConfig": "durablefuture.transport.tls",
     "Payload": "durablefuture.codec.envelope",
     "PayloadCodec": "durablefuture.codec.envelope",
@@ -146,6 +150,8 @@ __all__ = [
     "SchedulePolicy",
     "ScheduleSpec",
     "ScheduleStartWorkflow",
+    "SearchAttribute",
+    "Text",
     "TlsConfig",
     "Worker",
     "WorkerOptions",
@@ -153,6 +159,7 @@ __all__ = [
     "WorkflowDescription",
     "WorkflowHandle",
     "WorkflowOptions",
+    "WorkflowPage",
     "__version__",
     "activity",
     "activity_info",

@@ -21,8 +21,10 @@ from durablefuture.core.liveness import (
     unserved_workflow,
     workers_of,
 )
+from durablefuture.core.namespace import history_verdict
 from durablefuture.core.state import ActivityState
 from durablefuture.transport.history import fold
+from durablefuture.transport.namespace_settings import read_settings
 from durablefuture.transport.queues import QueueState
 from durablefuture.transport.queues import queue_state as _queue_state
 
@@ -314,7 +316,14 @@ async def explain(client: Client, workflow_id: str, run_id: str | None = None) -
             f"waiting for child workflow {child.workflow_type!r} id {child.workflow_id!r} "
             f"({started})"
         )
-    if not reasons:
+    size = history_verdict(
+        await read_settings(client.pub.js, client.layout),
+        len([e for b in batches for e in b.events]),
+        sum(b.size for b in batches),
+    )
+    if size.warn:
+        reasons.insert(0, size.message)
+    if len(reasons) == int(size.warn):
         reasons.append(
             "nothing is pending in history: the workflow code is waiting for something that "
             "has not happened (a signal, or a result of a command it has not yet issued)"

@@ -11,12 +11,13 @@ import hashlib
 import logging
 import random as _random
 import uuid as _uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from durablefuture.core.errors import InvalidArgumentError
 from durablefuture.core.replay import WorkflowInfo, current_context
+from durablefuture.core.search_attributes import SearchAttributes, search_attributes
 from durablefuture.core.types import check_type_name
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "random",
     "set_query_handler",
     "set_signal_handler",
+    "upsert_search_attributes",
     "uuid4",
 ]
 
@@ -77,6 +79,18 @@ def patched(change_id: str) -> bool:
     else takes the new branch (True) and records that it did.
     """
     return current_context().execution.patched(change_id)
+
+
+def upsert_search_attributes(attributes: Mapping[str, object]) -> SearchAttributes:
+    """Set search attributes of the run (a None value removes one); returns them all.
+
+    Recorded in history (no ``yield``): a replay checks the same values are set at the same
+    point, like any command. Types follow the values (str: keyword, ``df.Text``: text, int,
+    float, bool, datetime, list of str: keyword list); the run's status entry is updated, so
+    ``list_workflows(query=...)`` finds the run by them while it runs.
+    """
+    typed = search_attributes(attributes, upsert=True)
+    return current_context().execution.upsert_search_attributes(typed)
 
 
 def deprecate_patch(change_id: str) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from durablefuture import tracing
 from durablefuture.client.handle import WorkflowHandle
+from durablefuture.client.namespace import NamespaceDescription, describe_namespace
 from durablefuture.client.requests import error_from_reply
 from durablefuture.client.visibility import Visibility
 from durablefuture.codec.envelope import PayloadCodec, as_codec
@@ -185,6 +186,10 @@ class Client(Visibility):
             signal_name=signal_name,
             signal_args=signal_args,
             headers=tracing.inject(),
+            search_attributes=opts.search_attributes,
+            memo={
+                k: self.codec.payloads.to_payload(v, f"memo {k!r}") for k, v in opts.memo.items()
+            },
         )
         reply = await self._request("start", InputEnvelope(id, start=request))
         if not reply.ok:
@@ -225,6 +230,11 @@ class Client(Visibility):
             options=options,
             signal=(signal, tuple(signal_args)),
         )
+
+    async def describe_namespace(self) -> NamespaceDescription:
+        """The namespace's retention and history limits, its runs by status and the bytes
+        it uses (``df namespace describe``)."""
+        return await describe_namespace(self)
 
     def get_workflow_handle(
         self, workflow_id: str, *, run_id: str | None = None, result_type: object = None

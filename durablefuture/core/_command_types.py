@@ -9,6 +9,7 @@ from attrs import field, frozen
 
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import ActivityOptions, ParentClosePolicy
+from durablefuture.core.search_attributes import SearchAttributes
 from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "StartSignalWait",
     "StartTimer",
     "TerminalCommand",
+    "UpsertSearchAttributes",
 ]
 
 
@@ -132,6 +134,15 @@ class StartChildWorkflow:
 
 
 @frozen
+class UpsertSearchAttributes:
+    """``df.workflow.upsert_search_attributes``: set (or, with a None value, remove) search
+    attributes of the run."""
+
+    seq: int
+    search_attributes: SearchAttributes = field(factory=dict)
+
+
+@frozen
 class CompleteWorkflow:
     result: JsonValue = None
 
@@ -185,6 +196,7 @@ PrimitiveCommand = (
     | RecordSideEffect
     | RecordMarker
     | StartChildWorkflow
+    | UpsertSearchAttributes
 )
 TerminalCommand = CompleteWorkflow | FailWorkflow | CancelWorkflow | ContinueAsNewWorkflow
 Command = PrimitiveCommand | TerminalCommand

@@ -10,6 +10,7 @@ from attrs import field, frozen
 from durablefuture.core.commands import PendingSignal
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import IdReusePolicy, ParentClosePolicy
+from durablefuture.core.search_attributes import SearchAttributes
 from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
@@ -78,6 +79,8 @@ class WorkflowStarted:
     chain_request_id: str = ""
     """The request id that started the chain this run continues ("" for a chain's first run:
     then it is ``request_id``); a start request seen again after continue-as-new finds it."""
+    search_attributes: SearchAttributes = field(factory=dict)
+    memo: dict[str, JsonValue] = field(factory=dict)
     flags: tuple[str, ...] = ()
     """Behaviours this run was started with (``RUN_FLAGS`` of the engine that started it), so a
     run started before a behaviour changed replays the way it was recorded."""

@@ -15,6 +15,7 @@ from durablefuture.core.events import ParentRef
 from durablefuture.core.failure import Failure
 from durablefuture.core.inputs import RequestCancel, SignalWorkflow, StartWorkflowRequest
 from durablefuture.core.options import ActivityOptions
+from durablefuture.core.search_attributes import SearchAttributes
 from durablefuture.core.types import JsonValue, payloads
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ __all__ = [
     "DispatchActivityTask",
     "DispatchWorkflowTask",
     "Effect",
+    "IndexRun",
     "NotifyParent",
     "RunStatus",
     "RunSummary",
@@ -107,6 +109,8 @@ class RunSummary:
     history_length: int = 0
     new_run_id: str | None = None
     parent: ParentRef | None = None
+    search_attributes: SearchAttributes = field(factory=dict)
+    memo: dict[str, JsonValue] = field(factory=dict)
 
 
 @frozen
@@ -181,6 +185,14 @@ class UpdateStatus:
     summary: RunSummary
 
 
+@frozen
+class IndexRun:
+    """The open run's search attributes changed: rewrite its status entry, unless the entry
+    has closed meanwhile or already holds a later state (``summary.history_length``)."""
+
+    summary: RunSummary
+
+
 Effect = (
     DispatchWorkflowTask
     | DispatchActivityTask
@@ -192,6 +204,7 @@ Effect = (
     | NotifyParent
     | DeliverInput
     | UpdateStatus
+    | IndexRun
 )
 
 

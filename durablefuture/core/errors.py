@@ -4,6 +4,7 @@
 
     DurableFutureError
     ├── InvalidArgumentError            bad options or arguments (also a ValueError)
+    │   └── InvalidQueryError           a visibility query that does not parse (names the position)
     ├── PayloadError                    a value cannot be encoded as a payload (also a TypeError)
     ├── DecodeError                     bytes that are not a valid DurableFuture message
     │   └── CorruptHistoryError         a run's history holds a message that cannot be folded
@@ -36,7 +37,8 @@
     ├── ScheduleAlreadyExistsError
     ├── ScheduleNotFoundError
     ├── RequestRejectedError            a df-server refused a request for a run (says why)
-    │   └── WorkflowNotRunningError     the run has closed: no more signals, cancels, ...
+    │   ├── WorkflowNotRunningError     the run has closed: no more signals, cancels, ...
+    │   └── WorkflowStillOpenError      the run is open: it cannot be deleted
     ├── QueryFailedError                a query could not be answered (no handler, no worker)
     ├── ResultTimeoutError              a wait for a result timed out (also a TimeoutError)
     └── ServerUnavailableError          no df-server answered in time
@@ -63,6 +65,7 @@ __all__ = [
     "DurableFutureError",
     "FailureError",
     "InvalidArgumentError",
+    "InvalidQueryError",
     "JetStreamUnavailableError",
     "MessageIdTakenError",
     "MessageRejectedError",
@@ -90,6 +93,7 @@ __all__ = [
     "WorkflowFailedError",
     "WorkflowNotFoundError",
     "WorkflowNotRunningError",
+    "WorkflowStillOpenError",
     "WorkflowTerminatedError",
     "WorkflowTimedOutError",
 ]
@@ -104,6 +108,19 @@ class DurableFutureError(Exception):
 
 class InvalidArgumentError(DurableFutureError, ValueError):
     """An option or argument has a value that cannot work; the message says what to set."""
+
+
+class InvalidQueryError(InvalidArgumentError):
+    """A visibility query (``list_workflows(query=...)``) does not parse or cannot be evaluated.
+
+    ``position`` is the 0-based character offset where the problem was found (-1 when it is not
+    tied to one place) and ``expected`` says what would have been valid there.
+    """
+
+    def __init__(self, message: str, *, position: int = -1, expected: str = "") -> None:
+        super().__init__(message)
+        self.position = position
+        self.expected = expected
 
 
 class PayloadError(DurableFutureError, TypeError):
@@ -393,6 +410,11 @@ class RequestRejectedError(DurableFutureError):
 class WorkflowNotRunningError(RequestRejectedError):
     """The run has closed (completed, failed, cancelled, ...): it takes no more signals,
     cancellations or terminations. Start a new run, or address the one that continued it."""
+
+
+class WorkflowStillOpenError(RequestRejectedError):
+    """Only a closed run can be deleted; this one is still open (terminate or cancel it,
+    or wait for it to close)."""
 
 
 class ResultTimeoutError(DurableFutureError, _BuiltinTimeoutError):

@@ -26,6 +26,7 @@ from durablefuture.core._lifecycle_events import (
 )
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import ActivityOptions, ParentClosePolicy
+from durablefuture.core.search_attributes import SearchAttributes
 from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "LocalActivityRecorded",
     "MarkerRecorded",
     "ParentRef",
+    "SearchAttributesUpserted",
     "SideEffectRecorded",
     "SignalReceived",
     "SignalWaitStarted",
@@ -282,6 +284,17 @@ class MarkerRecorded:
     change_id: str
 
 
+@frozen
+class SearchAttributesUpserted:
+    """``df.workflow.upsert_search_attributes``: these attributes were set (None: removed)."""
+
+    event_id: int
+    at: float
+    based_on: int
+    seq: int
+    search_attributes: SearchAttributes = field(factory=dict)
+
+
 # ----------------------------------------------------------------- child workflows
 
 
@@ -353,6 +366,7 @@ Event = (
     | SignalReceived
     | SideEffectRecorded
     | MarkerRecorded
+    | SearchAttributesUpserted
     | ChildWorkflowScheduled
     | ChildWorkflowStarted
     | ChildWorkflowCompleted
@@ -371,6 +385,7 @@ COMMAND_EVENTS = (
     SideEffectRecorded,
     MarkerRecorded,
     ChildWorkflowScheduled,
+    SearchAttributesUpserted,
 )
 """Events that record a primitive command (they carry ``seq`` and ``based_on``)."""
 

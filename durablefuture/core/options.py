@@ -11,6 +11,7 @@ import enum
 from attrs import evolve, field, frozen
 
 from durablefuture.core.errors import InvalidArgumentError
+from durablefuture.core.search_attributes import SearchAttributes, check_memo, search_attributes
 from durablefuture.core.types import Duration, check_name, optional_seconds, seconds
 
 __all__ = [
@@ -327,6 +328,11 @@ class WorkflowOptions:
         default=ParentClosePolicy.REQUEST_CANCEL, converter=_parent_close
     )
     request_id: str | None = None
+    search_attributes: SearchAttributes = field(factory=dict, converter=search_attributes)
+    """Typed values the run can be found by (``list_workflows(query=...)``); see
+    ``durablefuture.core.search_attributes`` for the types, names and bounds."""
+    memo: dict[str, object] = field(factory=dict, converter=check_memo)
+    """Notes shown with the run (``describe()``, the UI), not indexed; values are payloads."""
 
     def __attrs_post_init__(self) -> None:
         if self.execution_timeout is not None and self.execution_timeout <= 0:

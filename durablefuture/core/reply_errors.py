@@ -13,12 +13,14 @@ from durablefuture.core.errors import (
     CorruptHistoryError,
     DurableFutureError,
     InvalidArgumentError,
+    InvalidQueryError,
     RequestRejectedError,
     ScheduleAlreadyExistsError,
     ScheduleNotFoundError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
     WorkflowNotRunningError,
+    WorkflowStillOpenError,
 )
 
 __all__ = ["REPLY_ERRORS", "error_for_reply"]
@@ -28,12 +30,14 @@ REPLY_ERRORS: dict[str, type[DurableFutureError]] = {
     for cls in (
         CorruptHistoryError,
         InvalidArgumentError,
+        InvalidQueryError,
         RequestRejectedError,
         ScheduleAlreadyExistsError,
         ScheduleNotFoundError,
         WorkflowAlreadyStartedError,
         WorkflowNotFoundError,
         WorkflowNotRunningError,
+        WorkflowStillOpenError,
     )
 }
 """Error class by the name a refusal carries."""

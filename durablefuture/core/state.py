@@ -16,6 +16,7 @@ from durablefuture.core.effects import RunStatus, RunSummary
 from durablefuture.core.errors import WorkflowError
 from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.options import ActivityOptions, ParentClosePolicy
+from durablefuture.core.search_attributes import SearchAttributes, apply_upsert
 from durablefuture.core.types import JsonValue
 
 __all__ = ["ActivityState", "ChildState", "RunState", "status_of"]
@@ -83,6 +84,7 @@ class RunState:
     signal_requests: set[str] = field(factory=set)
     signals: list[ev.SignalReceived] = field(factory=list)
     last_wft_failure: ev.WorkflowTaskFailed | None = None
+    search_attributes: SearchAttributes = field(factory=dict)
 
     @classmethod
     def from_history(cls, batches: list[tuple[str, list[ev.Event]]] | list[ev.Event]) -> RunState:
@@ -155,6 +157,8 @@ class RunState:
             history_length=self.last_event_id,
             new_run_id=new_run_id,
             parent=s.parent,
+            search_attributes=dict(self.search_attributes),
+            memo=s.memo,
         )
 
     # ------------------------------------------------------------------ folding
@@ -200,6 +204,10 @@ class RunState:
     def _on_started(self, e: ev.WorkflowStarted) -> None:
         if e.event_id != 1:
             raise WorkflowError(f"run {self.run_id}: WorkflowStarted must be event 1")
+        self.search_attributes = dict(e.search_attributes)
+
+    def _on_upsert(self, e: ev.SearchAttributesUpserted) -> None:
+        self.search_attributes = apply_upsert(self.search_attributes, e.search_attributes)
 
     def _on_activity_scheduled(self, e: ev.ActivityScheduled) -> None:
         self.activities[e.seq] = ActivityState(
@@ -336,6 +344,7 @@ _FOLDS: dict[type, Callable[[RunState, Any], None]] = {
     ev.ChildWorkflowFailed: RunState._on_child_closed,
     ev.CancelRequested: RunState._on_cancel_requested,
     ev.WorkflowTaskFailed: RunState._on_task_failed,
+    ev.SearchAttributesUpserted: RunState._on_upsert,
 }
 
 _STATUS: dict[type, str] = {

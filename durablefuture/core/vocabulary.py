@@ -50,9 +50,11 @@ from durablefuture.core.commands import (
     StartConditionWait,
     StartSignalWait,
     StartTimer,
+    UpsertSearchAttributes,
 )
 from durablefuture.core.effects import (
     Effect,
+    IndexRun,
 )
 from durablefuture.core.state import RunState
 
@@ -281,6 +283,15 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe_event=lambda e: f"patched {e.change_id!r}",
         matches=lambda e, c: e.change_id == c.change_id,
         instant=True,
+    ),
+    CommandKind[UpsertSearchAttributes, ev.SearchAttributesUpserted](
+        UpsertSearchAttributes,
+        ev.SearchAttributesUpserted,
+        record=lambda c, _r: {"seq": c.seq, "search_attributes": c.search_attributes},
+        describe=lambda c: f"upsert_search_attributes {_short(sorted(c.search_attributes))}",
+        describe_event=lambda e: f"upsert_search_attributes {_short(sorted(e.search_attributes))}",
+        matches=lambda e, c: e.search_attributes == c.search_attributes,
+        effects=lambda s, _e: [IndexRun(s.summary())] if s.is_open else [],
     ),
     CommandKind[StartChildWorkflow, ev.ChildWorkflowScheduled](
         StartChildWorkflow,

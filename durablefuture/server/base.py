@@ -20,9 +20,11 @@ from durablefuture.clock import TimerHandle
 from durablefuture.codec.wire import Codec, Reply, default_codec
 from durablefuture.core import inputs as inp
 from durablefuture.core.errors import TransportError
+from durablefuture.core.namespace import NamespaceSettings
 from durablefuture.core.orchestration import Decision
 from durablefuture.server.options import ServerOptions
 from durablefuture.server.schedules import ScheduleService
+from durablefuture.server.visibility import VisibilityIndex
 from durablefuture.transport.connection import NATS
 from durablefuture.transport.consumer import PullConsumer
 from durablefuture.transport.guard import check_reply_subject
@@ -65,12 +67,16 @@ class ServerBase:
         self._own_nc = False
         self._remove_health: Callable[[], None] = lambda: None
         self.schedules: ScheduleService | None = None
+        self.visibility: VisibilityIndex | None = None
         self._storage = StorageWait(
             f"df-server (namespace {self.layout.namespace})",
             keepalive=max(0.1, min(1.0, self.options.input_ack_wait / 3)),
             stopping=self._stopping,
         )
         self._corrupt_runs: OrderedDict[str, int] = OrderedDict()
+        self.settings = NamespaceSettings()
+        """The namespace's retention and history limits (read from, or written to, its stream
+        when the server starts; refreshed by the janitor)."""
         self.stats: dict[str, int] = {
             "inputs": 0,
             "conflicts": 0,
@@ -82,6 +88,7 @@ class ServerBase:
             "cache_misses": 0,
             "storage_waits": 0,
             "corrupt_histories": 0,
+            "compacted": 0,
         }
 
     async def _reply(self, reply_to: str, reply: Reply) -> None:

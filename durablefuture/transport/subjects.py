@@ -16,6 +16,12 @@ One stream per namespace, ``DF_<ns>``, holds every subject under ``df.<ns>.``:
                                    sequence check and rolled up: only the newest is kept)
 ``df.<ns>.sct.<schedule>``         a schedule's timer (one ``@at`` message schedule)
 ``df.<ns>.sci.<kind>``             schedule inputs (``tick`` from timers, ``ctl`` from clients)
+``df.<ns>.rx.<run>``               a closed run's expiry (one ``@at`` message schedule
+                                   firing on ``rm.expire`` when its retention is over)
+``df.<ns>.rm.<kind>``              removals of closed runs: ``expire`` (fired by the
+                                   expiry schedules), ``delete`` (operators' requests)
+``df.<ns>.ref.<object>.<run>``     a run refers to payload object ``<object>`` (empty
+                                   marker; the object goes with the last run naming it)
 =================================  =================================================
 
 KV buckets: ``DF_<ns>_runs`` (one status entry per run, key ``<workflow>.<run>``),
@@ -129,6 +135,29 @@ class Layout:
 
     schedule_consumer = "schedules"
 
+    # retention and removals
+    def expiry(self, run_id: str) -> str:
+        return f"{self.prefix}.rx.{run_id}"
+
+    def removal(self, kind: str) -> str:
+        return f"{self.prefix}.rm.{kind}"
+
+    @property
+    def removals(self) -> str:
+        return f"{self.prefix}.rm.>"
+
+    removal_consumer = "removals"
+
+    def payload_ref(self, name: str, run_id: str) -> str:
+        return f"{self.prefix}.ref.{name}.{run_id}"
+
+    def payload_refs(self, name: str) -> str:
+        """Every run's marker for payload object ``name``."""
+        return f"{self.prefix}.ref.{name}.>"
+
+    def payload_refs_of_run(self, run_id: str) -> str:
+        return f"{self.prefix}.ref.*.{run_id}"
+
     # dead letters
     def dead_letter(self, source: str) -> str:
         return f"{self.prefix}.dlq.{source}"
@@ -139,6 +168,11 @@ class Layout:
     # status index
     def status_key(self, workflow_id: str, run_id: str) -> str:
         return f"{encode_token(workflow_id)}.{run_id}"
+
+    @property
+    def visibility(self) -> str:
+        """Core NATS requests to the df-servers' visibility index (list, count)."""
+        return f"{self.events_prefix}.visibility"
 
     def closed_notice(self, workflow_id: str, run_id: str) -> str:
         return f"{self.events_prefix}.closed.{encode_token(workflow_id)}.{run_id}"

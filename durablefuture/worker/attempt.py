@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -65,11 +65,15 @@ class Attempt:
         executor: Executor,
         identity: str,
         options: WorkerOptions,
-        seal: Callable[[list[JsonValue]], list[JsonValue]] = list,
+        seal: Callable[[list[JsonValue]], Awaitable[list[JsonValue]]] | None = None,
     ) -> None:
         self.payloads = payloads
         self.seal = seal
-        """Encodes heartbeat details with the payload codec (records outside engine messages)."""
+        """Encodes heartbeat details with the payload codec, large ones stored by reference
+        (records outside engine messages)."""
+        self._sealed: tuple[list[JsonValue], list[JsonValue]] | None = None
+        """The last details sealed, and what they became (unchanged details are not stored
+        again at each flush)."""
         self.reports = reports
         self.handover = handover
         self.bucket = bucket
@@ -264,13 +268,26 @@ class Attempt:
         if bucket is None:
             return
         t = self.task
-        body = encode_heartbeat(t.attempt, self.last_heartbeat, self.seal(list(self._details())))
+        try:
+            details = await self._sealed_details()
+        except TransportError as exc:  # large details not stored: the next flush tries again
+            log.debug("heartbeat details not stored: %s", exc)
+            return
+        body = encode_heartbeat(t.attempt, self.last_heartbeat, details)
         try:
             await bucket.put_heartbeat(t.run_id, t.seq, body)
             if await bucket.cancel_requested(t.run_id, t.seq):
                 self.cancelled = True
         except Exception as exc:
             log.debug("heartbeat flush failed: %s", exc)
+
+    async def _sealed_details(self) -> list[JsonValue]:
+        details = list(self._details())
+        if self.seal is None:
+            return details
+        if self._sealed is None or self._sealed[0] != details:
+            self._sealed = (details, await self.seal(details))
+        return self._sealed[1]
 
     def _outcome(self, job: asyncio.Future[Any]) -> inp.RunInput:
         t = self.task

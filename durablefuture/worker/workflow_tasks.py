@@ -9,6 +9,7 @@ report feeds the recorded events to the cached generator, which may send the nex
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -44,6 +45,11 @@ from durablefuture.worker.reports import Reports, cut
 
 __all__ = ["WorkflowTasks"]
 
+_TASK_MESSAGE: contextvars.ContextVar[Msg | None] = contextvars.ContextVar(
+    "durablefuture_workflow_task_message", default=None
+)
+"""The message of the workflow task being run (kept alive while local activities run)."""
+
 log = logging.getLogger("durablefuture.worker")
 
 
@@ -76,6 +82,8 @@ class WorkflowTasks:
         self.reports = reports
         self.stats = stats
         self.dead_letter = dead_letter
+        self.history_warning = WorkflowExecution.history_warning
+        """The namespace's history warning (events, bytes), read when the worker starts."""
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -108,7 +116,11 @@ class WorkflowTasks:
                     parent,
                     {"workflow_id": task.workflow_id, "run_id": task.run_id},
                 ):
-                    report = await self._run_workflow_task(m, msg)
+                    token = _TASK_MESSAGE.set(msg)
+                    try:
+                        report = await self._run_workflow_task(m)
+                    finally:
+                        _TASK_MESSAGE.reset(token)
                 if report is not None:
                     report = await self._send_workflow_report(task, report, msg)
         if log.isEnabledFor(logging.DEBUG):
@@ -201,9 +213,7 @@ class WorkflowTasks:
             activation = execution.resolve_local(seq, result, failure, attempts)
         return activation
 
-    async def _run_workflow_task(
-        self, m: WorkflowTaskMessage, msg: Msg | None = None
-    ) -> inp.RunInput | None:
+    async def _run_workflow_task(self, m: WorkflowTaskMessage) -> inp.RunInput | None:
         task = m.task
         cached = self.cache.pop(task.run_id)
         execution: WorkflowExecution | None = None
@@ -227,7 +237,7 @@ class WorkflowTasks:
                 execution = None
                 execution, activation = await self._replay(task, m)
             if execution is not None and execution.pending_local_activities:
-                activation = await self._run_locals(execution, activation, msg)
+                activation = await self._run_locals(execution, activation, _TASK_MESSAGE.get())
         except (NonDeterminismError, NotRegisteredError, WorkflowError, CorruptHistoryError) as exc:
             log.error(
                 "workflow task for %s run %s failed: %s",
@@ -325,6 +335,7 @@ class WorkflowTasks:
         self.stats["replays"] += 1
         began = time.perf_counter()
         execution = WorkflowExecution(definition, self.codec.payloads, size_of=self.event_size)
+        execution.history_warning = self.history_warning
         activation = execution.feed(events)
         metrics.REPLAY_SECONDS.observe(time.perf_counter() - began, self.task_queue)
         return execution, activation

@@ -85,6 +85,8 @@ def _close_effects(state: RunState, terminal: ev.Event) -> list[Effect]:
                     run_id=terminal.new_run_id,
                     headers=s.headers,
                     signals=terminal.signals,
+                    search_attributes=state.search_attributes,
+                    memo=s.memo,
                 )
             )
         )

@@ -21,6 +21,7 @@ from durablefuture.core.commands import (
     RecordLocalActivity,
     RecordMarker,
     TerminalCommand,
+    UpsertSearchAttributes,
 )
 from durablefuture.core.failure import Failure
 from durablefuture.core.replay._context import (
@@ -32,6 +33,7 @@ from durablefuture.core.replay._context import (
     _frames,
 )
 from durablefuture.core.replay._running import _Running
+from durablefuture.core.search_attributes import SearchAttributes, apply_upsert
 from durablefuture.core.types import JsonValue
 from durablefuture.core.vocabulary import (
     DECIDED_TERMINAL_EVENTS,
@@ -53,6 +55,10 @@ class _Moment:
 class WorkflowExecution(_Running):
     """One workflow run's generator, fed with its history (see the package docstring)."""
 
+    history_warning: tuple[int, int] = (10_240, 10 * 1024 * 1024)
+    """(events, bytes) from which ``info().continue_as_new_suggested`` is true: the
+    namespace's history warning (workers set it from the namespace's settings)."""
+
     # ------------------------------------------------------------------ public
 
     def is_pending(self, seq: int) -> bool:
@@ -70,6 +76,10 @@ class WorkflowExecution(_Running):
 
     def info(self) -> WorkflowInfo:
         started = self._require_started()
+        # as of the event the code is reacting to, not the last one fed: a replay feeds
+        # further ahead before it delivers a result, and must see the same length
+        length = self.context.event_id or self.last_event_id
+        size = self._size_upto(length)
         return WorkflowInfo(
             workflow_id=started.workflow_id,
             run_id=started.run_id,
@@ -81,11 +91,12 @@ class WorkflowExecution(_Running):
             continued_from=started.continued_from,
             first_run_id=started.first_run_id or started.run_id,
             parent=started.parent,
-            # as of the event the code is reacting to, not the last one fed: a replay feeds
-            # further ahead before it delivers a result, and must see the same length
-            history_length=self.context.event_id or self.last_event_id,
-            history_size=self._size_upto(self.context.event_id or self.last_event_id),
+            history_length=length,
+            history_size=size,
             is_replaying=self.context.is_replaying,
+            continue_as_new_suggested=(
+                length >= self.history_warning[0] or size >= self.history_warning[1]
+            ),
         )
 
     def _size_upto(self, event_id: int) -> int:
@@ -230,6 +241,23 @@ class WorkflowExecution(_Running):
             result = True
         self._patches[change_id] = result
         return result
+
+    def upsert_search_attributes(self, attributes: SearchAttributes) -> SearchAttributes:
+        """``df.workflow.upsert_search_attributes``: record the change (checked against history
+        on replay) and return the run's attributes with it applied."""
+        cmd = UpsertSearchAttributes(self._next_seq, attributes)
+        self._issue(cmd, f"upsert_search_attributes {sorted(attributes)}")
+        current = self.started.search_attributes if self.started is not None else {}
+        upserted = self._extras_upserts()
+        upserted.append(attributes)
+        for a in upserted:
+            current = apply_upsert(current, a)
+        return current
+
+    def _extras_upserts(self) -> list[SearchAttributes]:
+        ups = self.context.extras.setdefault("search_attribute_upserts", [])
+        assert isinstance(ups, list)
+        return ups
 
     def deprecate_patch(self, change_id: str) -> None:
         """``df.workflow.deprecate_patch``: accept (skip) an old marker if history has one here."""
