@@ -18,6 +18,7 @@ from attrs import field, frozen
 
 from durablefuture.core import _command_types
 from durablefuture.core._command_types import *  # noqa: F403 (the commands, re-exported)
+from durablefuture.core.errors import InvalidArgumentError
 from durablefuture.core.options import ActivityOptions, ParentClosePolicy
 from durablefuture.core.types import JsonValue, payloads
 
@@ -167,7 +168,9 @@ class Handle:
     def signal(self, name: str, *args: object) -> SignalExternal:
         """``yield child.signal(name, *args)``: signal the child workflow this handle started."""
         if self.workflow_id is None:
-            raise TypeError(f"only a child workflow's handle can be signalled, not {self!r}")
+            raise InvalidArgumentError(
+                f"only a child workflow's handle can be signalled, not {self!r}"
+            )
         return SignalExternal(self.workflow_id, name, args)
 
     @property
