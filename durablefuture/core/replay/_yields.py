@@ -265,6 +265,10 @@ class _Yields(_ExecutionBase):
         cmd = StartConditionWait(self._next_seq, item.timeout, self.context.now)
         leaf = self._leaf(cmd, "condition", None)
         self._conditions.append((leaf, item.predicate))
+        # runs started with the flag cancel the timeout of a condition met in time
+        leaf.wait_cancel = item.timeout is not None and "condition_timers" in (
+            self._require_started().flags
+        )
         return leaf
 
     def _local_activity(self, item: LocalActivityCall) -> _Leaf:
