@@ -11,6 +11,7 @@ from typing import Any
 
 import durablefuture as df
 from durablefuture.core import events as ev
+from durablefuture.diagnose import explain
 from durablefuture.testing import Replayer
 from tests.conftest import Daemons, wait_for, wait_namespace
 
@@ -70,6 +71,8 @@ async def test_sigkill_of_server_and_worker_in_the_middle_of_a_cancellation(
             return any(isinstance(e, ev.CancellationRequested) for e in history)
 
         await wait_for(cancel_recorded, 20)
+        why = " ".join((await explain(client, "stubborn")).reasons)
+        assert "cancelled by the workflow; its attempt is asked to stop" in why, why
         worker.kill()  # the attempt dies with the cancellation under way
         server.kill()
         daemons.server()
