@@ -27,9 +27,10 @@ from bench.peers import DEFAULT_PEERS_DIR, DEFAULT_VENV, Peers
 from bench.procs import Started
 from bench.stats import Emitter, log
 
-ALL = ["w1", "w2", "w3", "w4", "w5", "mem", "w8"]
+ALL = ["w1", "w2", "w3", "w4", "w5", "mem", "w8", "storage", "vis"]
 DEFAULT = ["w1", "w2", "w3", "w4", "w5", "mem"]
-"""W8 (schedules, a minute or more) runs when asked for: --workloads w8."""
+"""W8 (schedules, a minute or more), storage (waits out a retention) and VIS (visibility over
+100,000 closed runs) run when asked for: --workloads w8,storage,vis."""
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,7 +44,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--workloads",
         default=",".join(DEFAULT),
         help="comma-separated subset of w1..w5, mem (a worker holding many open workflows) "
-        "and w8 (schedules: 1,000 firing every minute for 5 minutes; not in the default set)",
+        "w8 (schedules: 1,000 firing every minute for 5 minutes) and storage (bytes per W1 "
+        "workflow while retained and after a 1-minute retention); the last two are not in the "
+        "default set",
     )
     ap.add_argument("--quick", action="store_true", help="small counts for a smoke run")
     ap.add_argument(
@@ -62,6 +65,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="W8 seconds between firings (default 60, quick 1)",
+    )
+    ap.add_argument(
+        "--storage-n",
+        type=int,
+        default=None,
+        help="storage: W1 workflows (default 2000, quick 100)",
+    )
+    ap.add_argument(
+        "--storage-retention",
+        type=float,
+        default=None,
+        help="storage: the namespace retention in seconds (default 60, quick 5)",
+    )
+    ap.add_argument(
+        "--vis-runs", type=int, default=None, help="VIS closed runs (default 100000, quick 2000)"
     )
     ap.add_argument("--with-temporal", action="store_true", help="also run Temporal W1-W5")
     ap.add_argument("--with-dbos", action="store_true", help="also run DBOS W1/W2")
@@ -219,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, w8_secs=a.w8_seconds)
     if a.w8_every is not None:
         sizes = dataclasses.replace(sizes, w8_every=a.w8_every)
+    if a.storage_n is not None:
+        sizes = dataclasses.replace(sizes, storage_n=a.storage_n)
+    if a.storage_retention is not None:
+        sizes = dataclasses.replace(sizes, storage_retention=a.storage_retention)
+    if a.vis_runs is not None:
+        sizes = dataclasses.replace(sizes, vis_n=max(1, min(a.vis_runs, 10_000_000)))
     out_path = os.path.abspath(
         a.out or str(ROOT / "bench" / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
     )

@@ -42,6 +42,12 @@ __all__ = ["Attempt"]
 
 log = logging.getLogger("durablefuture.worker")
 
+CANCEL_CHECK_EVERY = 0.5
+"""Seconds between two looks at a running attempt's cancel request (one KV read each)."""
+CANCEL_GRACE = 0.3
+"""Seconds a cancelled async activity has to stop by itself (its df.heartbeat() raises)
+before asyncio.CancelledError is raised at its current await."""
+
 
 class Attempt:
     """One activity attempt: run it, keep its lease, enforce timeouts, flush heartbeats."""
@@ -150,8 +156,22 @@ class Attempt:
         tick = min(0.5, lease / 4)
         if opts.heartbeat_timeout:
             tick = min(tick, max(0.05, opts.heartbeat_timeout / 4))
+        next_cancel_check = time.monotonic() + CANCEL_CHECK_EVERY
+        cancel_sent = False
+        cancel_seen = 0.0
         try:
             while True:
+                if time.monotonic() >= next_cancel_check:
+                    # a cancellation reaches the attempt whether or not it sends heartbeats
+                    next_cancel_check = time.monotonic() + CANCEL_CHECK_EVERY
+                    await self._check_cancelled()
+                if self.cancelled and self.d.is_async and not cancel_sent:
+                    # its next df.heartbeat() raises df.CancelledError; if it has not stopped
+                    # a moment later, asyncio.CancelledError at its current await (once)
+                    cancel_seen = cancel_seen or time.monotonic()
+                    if time.monotonic() - cancel_seen >= CANCEL_GRACE:
+                        cancel_sent = True
+                        job.cancel()
                 now = self.clock.now()
                 if not reported and now >= report_at:
                     try:
@@ -168,6 +188,8 @@ class Attempt:
                     wait = min(wait, max(0.0, report_at - now))
                 if self.deadline is not None:
                     wait = min(wait, max(0.0, self.deadline[0] - now))
+                if cancel_seen and not cancel_sent:
+                    wait = min(wait, 0.05)
                 done, _ = await asyncio.wait({job}, timeout=wait)
                 if job in done:
                     break
@@ -231,6 +253,15 @@ class Attempt:
                 reset_activity_context(token)
 
         return loop.run_in_executor(self.executor, call_sync)
+
+    async def _check_cancelled(self) -> None:
+        if self.cancelled or self.bucket is None:
+            return
+        try:
+            if await self.bucket.cancel_requested(self.task.run_id, self.task.seq):
+                self.cancelled = True
+        except Exception as exc:  # NATS away: look again next time
+            log.debug("cannot read the cancel request of activity %s: %s", self.task.seq, exc)
 
     async def _flush(self) -> None:
         bucket = self.bucket
