@@ -21,16 +21,16 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from bench import check, report
+from bench import check, report, secure
 from bench.df_engine import FULL, QUICK, DFOptions, run_df
 from bench.peers import DEFAULT_PEERS_DIR, DEFAULT_VENV, Peers
 from bench.procs import Started
 from bench.stats import Emitter, log
 
-ALL = ["w1", "w2", "w3", "w4", "w5", "mem", "w8", "storage"]
+ALL = ["w1", "w2", "w3", "w4", "w5", "mem", "w8", "storage", "vis"]
 DEFAULT = ["w1", "w2", "w3", "w4", "w5", "mem"]
-"""W8 (schedules, a minute or more) and storage (waits out a retention) run when asked for:
---workloads w8,storage."""
+"""W8 (schedules, a minute or more), storage (waits out a retention) and VIS (visibility over
+100,000 closed runs) run when asked for: --workloads w8,storage,vis."""
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -78,6 +78,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="storage: the namespace retention in seconds (default 60, quick 5)",
     )
+    ap.add_argument(
+        "--vis-runs", type=int, default=None, help="VIS closed runs (default 100000, quick 2000)"
+    )
     ap.add_argument("--with-temporal", action="store_true", help="also run Temporal W1-W5")
     ap.add_argument("--with-dbos", action="store_true", help="also run DBOS W1/W2")
     ap.add_argument(
@@ -123,7 +126,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="payload codec of the client and df-workers (sets DF_CODEC), e.g. "
         "durablefuture.codecs:from_env with keys in DF_CODEC_KEYS",
     )
+    ap.add_argument(
+        "--secure",
+        choices=["off", "on", "pair"],
+        default="off",
+        help="on: df auth init logins, TLS with client certificates and an AES-GCM codec, all "
+        "made in the round's temp dir; pair: each round runs off and on back to back "
+        "(alternating which goes first) and the end prints medians and on/off ratios",
+    )
+    ap.add_argument(
+        "--secure-parts",
+        default="auth,tls,codec",
+        help="what --secure turns on (default all): auth, tls, codec, comma-separated",
+    )
     a = ap.parse_args(argv)
+    a.secure_parts = tuple(p.strip() for p in a.secure_parts.split(",") if p.strip())
+    if not a.secure_parts or set(a.secure_parts) - {"auth", "tls", "codec"}:
+        ap.error("--secure-parts: choose from auth, tls, codec")
+    if a.codec and a.secure != "off":
+        ap.error("--secure brings its own codec (AES-GCM); leave out --codec")
     if a.codec:
         os.environ["DF_CODEC"] = a.codec
     wl = [w.strip().lower() for w in a.workloads.split(",") if w.strip()]
@@ -220,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, storage_n=a.storage_n)
     if a.storage_retention is not None:
         sizes = dataclasses.replace(sizes, storage_retention=a.storage_retention)
+    if a.vis_runs is not None:
+        sizes = dataclasses.replace(sizes, vis_n=max(1, min(a.vis_runs, 10_000_000)))
     out_path = os.path.abspath(
         a.out or str(ROOT / "bench" / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
     )
@@ -249,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                         profile_workloads=tuple(a.profile_workloads.split(",")),
                         servers=a.servers,
                         workers=a.workers,
+                        secure=None if a.secure == "off" else a.secure,
+                        secure_parts=a.secure_parts,
                     )
                     asyncio.run(run_df(opts, a.workload_list, a.rounds, emitter, started))
             if a.with_temporal or a.with_dbos:
@@ -273,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             if peers is not None:
                 peers.cleanup()
         sys.stderr.write("\n" + report.table(emitter.lines))
+        if a.secure == "pair":
+            sys.stderr.write("\n" + secure.ratio_table(emitter.lines, a.secure_parts))
     log(f"results: {out_path}")
     if a.check:
         found = check.problems(emitter.lines, a.workload_list)

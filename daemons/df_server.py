@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from daemons.common import (
+    NAMESPACES_OPTION,
     daemon_options,
+    fail,
     protect_secrets,
     run_daemon,
     start_metrics,
@@ -17,12 +21,58 @@ from daemons.common import (
 )
 from durablefuture.core.errors import InvalidArgumentError
 from durablefuture.core.namespace import parse_duration, parse_size
-from durablefuture.server import Server, ServerOptions
+from durablefuture.server import ServerOptions, Servers
 from durablefuture.transport.archive import parse_archive
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SERVER_CREDS = "server.creds"
+
+
+def daemon_options_many(fn: F) -> F:
+    return daemon_options(fn, namespace=NAMESPACES_OPTION)
+
+
+def namespaces_and_creds(
+    namespaces: tuple[str, ...], creds: str | None, creds_dir: str | None
+) -> tuple[list[str], str | dict[str, str] | None]:
+    """The namespaces to serve and how each logs in (``--creds`` for all, or
+    ``<creds-dir>/<namespace>/server.creds`` each, as ``df auth init --out`` writes them)."""
+    if creds_dir is None:
+        return list(namespaces) or ["default"], creds
+    if creds is not None:
+        fail("give --creds (one login for every namespace) or --creds-dir, not both")
+    root = Path(creds_dir)
+    if not namespaces:
+        namespaces = tuple(
+            sorted(p.parent.name for p in root.glob(f"*/{SERVER_CREDS}") if p.is_file())
+        )
+        if not namespaces:
+            fail(
+                f"--creds-dir {creds_dir}: no <namespace>/{SERVER_CREDS} in it; "
+                "write them with `df auth init --out DIR --namespace NS`"
+            )
+    files = {ns: root / ns / SERVER_CREDS for ns in namespaces}
+    for ns, path in files.items():
+        if not path.is_file():
+            fail(
+                f"--creds-dir {creds_dir}: no credentials for namespace {ns!r} ({path} is "
+                f"missing); add the namespace with `df auth init --out {creds_dir} ...`"
+            )
+    return list(namespaces), {ns: str(path) for ns, path in files.items()}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@daemon_options
+@daemon_options_many
+@click.option(
+    "--creds-dir",
+    default=None,
+    envvar="DF_CREDS_DIR",
+    type=click.Path(exists=True, file_okay=False),
+    help="A `df auth init --out` directory: each namespace logs in with "
+    "<dir>/<namespace>/server.creds; without --namespace, every namespace in it is served "
+    "(env DF_CREDS_DIR).",
+)
 @click.option(
     "--replicas",
     default=1,
@@ -88,7 +138,7 @@ from durablefuture.transport.archive import parse_archive
 )
 def main(
     nats_url: str,
-    namespace: str,
+    namespaces: tuple[str, ...],
     connect_timeout: float,
     creds: str | None,
     tls_ca: str | None,
@@ -101,6 +151,7 @@ def main(
     metrics_host: str,
     replicas: int,
     input_ack_wait: float,
+    creds_dir: str | None,
     retention: str | None,
     archive: str | None,
     history_warn_events: int | None,
@@ -109,14 +160,14 @@ def main(
     history_limit_size: str | None,
     compact_interval: float,
 ) -> None:
-    """Run a DurableFuture server for NAMESPACE on the NATS at --nats.
+    """Run a DurableFuture server for one or more namespaces on the NATS at --nats.
 
     Any number of servers may run at once; SIGTERM drains in-flight work and exits.
     """
     protect_secrets(nats_url)
     tls = tls_config(tls_ca, tls_cert, tls_key, tls_hostname)
+    served, logins = namespaces_and_creds(namespaces, creds, creds_dir)
     options = ServerOptions(
-        namespace=namespace,
         replicas=replicas,
         input_ack_wait=input_ack_wait,
         compact_interval=compact_interval,
@@ -132,13 +183,13 @@ def main(
 
     async def serve(stop: asyncio.Event) -> None:
         await start_metrics(metrics_port, metrics_host)
-        server = await Server.connect(
-            nats_url, options, connect_timeout=connect_timeout, creds=creds, tls=tls
+        servers = await Servers.connect(
+            nats_url, served, options, connect_timeout=connect_timeout, creds=logins, tls=tls
         )
-        await server.start()
-        task = asyncio.create_task(server.run())
+        await servers.start()
+        task = asyncio.create_task(servers.run())
         await until_stopped(stop, task)
-        await server.shutdown()
+        await servers.shutdown()
         await task
 
     run_daemon(serve, log_level=log_level, log_format=log_format)

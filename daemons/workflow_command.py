@@ -65,6 +65,11 @@ def _describe_text(d: WorkflowDescription) -> str:
         )
     if d.last_workflow_task_failure:
         lines.append(f"task error {d.last_workflow_task_failure.describe()}")
+    for name, value in sorted(d.search_attributes.items()):
+        shown = value.isoformat() if isinstance(value, datetime) else value
+        lines.append(f"attribute  {name} = {shown!r}")
+    for name, memo in sorted(d.memo.items()):
+        lines.append(f"memo       {name} = {memo!r}")
     return "\n".join(lines)
 
 
@@ -220,34 +225,74 @@ def workflow_history(
 
 
 @workflow.command("list", context_settings=CONTEXT)
+@click.option(
+    "--query",
+    "-q",
+    default=None,
+    help="Visibility query, e.g. \"WorkflowType = 'order' AND ExecutionStatus = 'Failed'\" "
+    "(answered by the df-servers' index, one page at a time).",
+)
+@click.option("--page-size", default=None, type=int, help="Runs per page (with --query).")
+@click.option("--next-page-token", default=None, help="Token printed under the previous page.")
 @click.option("--status", default=None, help="running, completed, failed, ...")
 @click.option("--type", "workflow_type", default=None)
 @click.option("--since", default=None, help="ISO time: runs started at or after it.")
 @click.option("--limit", default=100, show_default=True)
 @click.pass_obj
 def workflow_list(
-    settings: Settings, status: str | None, workflow_type: str | None, since: str | None, limit: int
+    settings: Settings,
+    query: str | None,
+    page_size: int | None,
+    next_page_token: str | None,
+    status: str | None,
+    workflow_type: str | None,
+    since: str | None,
+    limit: int,
 ) -> None:
-    """Runs of the namespace, newest first."""
+    """Runs of the namespace, newest first (or in the query's ORDER BY)."""
     since_dt = None
     if since:
         try:
             since_dt = datetime.fromisoformat(since)
         except ValueError:
             fail(f"--since {since!r} is not an ISO date/time (e.g. 2026-11-25T10:00:00+00:00)")
+    paged = query is not None or page_size is not None or next_page_token is not None
 
     async def go(client: Client) -> list[WorkflowDescription]:
         return await client.list_workflows(
-            status=status, workflow_type=workflow_type, since=since_dt, limit=limit
+            query,
+            page_size=page_size or (min(limit, 1000) if paged else None),
+            next_page_token=next_page_token,
+            status=status,
+            workflow_type=workflow_type,
+            since=since_dt,
+            limit=limit,
         )
 
     rows = _run(_with_client(settings, go))
+    token = getattr(rows, "next_page_token", None)
     text = "\n".join(
         f"{d.start_time.isoformat(timespec='seconds')}  {d.status:<16} {d.workflow_type:<24} "
         f"{d.workflow_id}  {d.run_id}"
         for d in rows
     )
-    _emit(settings, rows, text or "(no workflows)")
+    if token:
+        text += f"\nmore: --next-page-token {token}"
+    value: object = {"workflows": list(rows), "next_page_token": token} if paged else rows
+    _emit(settings, value, text or "(no workflows)")
+
+
+@workflow.command("count", context_settings=CONTEXT)
+@click.option("--query", "-q", default=None, help="Visibility query (all runs without one).")
+@click.pass_obj
+def workflow_count(settings: Settings, query: str | None) -> None:
+    """How many runs match the query (answered by the df-servers' index)."""
+
+    async def go(client: Client) -> int:
+        return await client.count_workflows(query)
+
+    n = _run(_with_client(settings, go))
+    _emit(settings, {"count": n}, str(n))
 
 
 @workflow.command("signal", context_settings=CONTEXT)

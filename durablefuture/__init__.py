@@ -22,20 +22,27 @@ if TYPE_CHECKING:
         activity,
         all_of,
         any_of,
+        cancel,
+        cancel_workflow,
         child_workflow,
         continue_as_new,
         side_effect,
+        signal_workflow,
         sleep,
+        start,
+        wait_condition,
         wait_signal,
     )
-    from durablefuture.client import Client, WorkflowDescription, WorkflowHandle
+    from durablefuture.client import Client, WorkflowDescription, WorkflowHandle, WorkflowPage
     from durablefuture.codec.envelope import Payload, PayloadCodec
+    from durablefuture.core.commands import Handle
     from durablefuture.core.definitions import defn
     from durablefuture.core.effects import RunStatus
     from durablefuture.core.errors import *  # noqa: F403 (every name in errors.__all__)
     from durablefuture.core.failure import Failure
     from durablefuture.core.liveness import WorkerRecord
     from durablefuture.core.options import (
+        ActivityCancellationType,
         ActivityOptions,
         Backoff,
         IdReusePolicy,
@@ -43,6 +50,7 @@ if TYPE_CHECKING:
         RetryPolicy,
         WorkflowOptions,
     )
+    from durablefuture.core.search_attributes import SearchAttribute, Text
     from durablefuture.schedules import (
         Interval,
         Overlap,
@@ -68,6 +76,7 @@ _LAZY: dict[str, str] = {
     "continue_as_new": "durablefuture.api",
     "side_effect": "durablefuture.api",
     "sleep": "durablefuture.api",
+    "wait_condition": "durablefuture.api",
     "wait_signal": "durablefuture.api",
     "defn": "durablefuture.core.definitions",
     # options
@@ -75,9 +84,17 @@ _LAZY: dict[str, str] = {
     "Backoff": "durablefuture.core.options",
     "IdReusePolicy": "durablefuture.core.options",
     "ParentClosePolicy": "durablefuture.core.options",
+    "ActivityCancellationType": "durablefuture.core.options",
+    "Handle": "durablefuture.core.commands",
+    "start": "durablefuture.api",
+    "cancel": "durablefuture.api",
+    "cancel_workflow": "durablefuture.api",
+    "signal_workflow": "durablefuture.api",
     "RetryPolicy": "durablefuture.core.options",
     "WorkflowOptions": "durablefuture.core.options",
     "Failure": "durablefuture.core.failure",
+    "SearchAttribute": "durablefuture.core.search_attributes",
+    "Text": "durablefuture.core.search_attributes",
     # activities
     "ActivityInfo": "durablefuture.activity_context",
     "activity_info": "durablefuture.activity_context",
@@ -86,6 +103,7 @@ _LAZY: dict[str, str] = {
     "Client": "durablefuture.client",
     "WorkflowHandle": "durablefuture.client",
     "WorkflowDescription": "durablefuture.client",
+    "WorkflowPage": "durablefuture.client",
     "TlsConfig": "durablefuture.transport.tls",
     "Payload": "durablefuture.codec.envelope",
     "PayloadCodec": "durablefuture.codec.envelope",
@@ -108,11 +126,13 @@ _LAZY.update(dict.fromkeys(_errors.__all__, "durablefuture.core.errors"))
 _SUBMODULES = ("workflow", "testing", "codecs")
 
 __all__ = [
+    "ActivityCancellationType",
     "ActivityInfo",
     "ActivityOptions",
     "Backoff",
     "Client",
     "Failure",
+    "Handle",
     "IdReusePolicy",
     "Interval",
     "Overlap",
@@ -128,6 +148,8 @@ __all__ = [
     "SchedulePolicy",
     "ScheduleSpec",
     "ScheduleStartWorkflow",
+    "SearchAttribute",
+    "Text",
     "TlsConfig",
     "Worker",
     "WorkerOptions",
@@ -135,19 +157,25 @@ __all__ = [
     "WorkflowDescription",
     "WorkflowHandle",
     "WorkflowOptions",
+    "WorkflowPage",
     "__version__",
     "activity",
     "activity_info",
     "all_of",
     "any_of",
+    "cancel",
+    "cancel_workflow",
     "child_workflow",
     "codecs",
     "continue_as_new",
     "defn",
     "heartbeat",
     "side_effect",
+    "signal_workflow",
     "sleep",
+    "start",
     "testing",
+    "wait_condition",
     "wait_signal",
     "workflow",
 ]

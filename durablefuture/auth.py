@@ -26,8 +26,9 @@ worker    take workflow/activity tasks of any task queue (never the server's inp
           report on ``df.<ns>.in.report``, heartbeats/leases/liveness records, read
           histories, answer queries, put and get payloads stored by reference
 client    start (``in.start``), signal/cancel/terminate (``in.run``), schedule control
-          (``sci.ctl``), queries, read histories and status, list, wait for results, put
-          and get payloads stored by reference (object store ``DF_<ns>_payloads``)
+          (``sci.ctl``), queries, read histories and status, list and count (the df-servers'
+          visibility index, ``dfev.<ns>.visibility``), wait for results, put and get
+          payloads stored by reference (object store ``DF_<ns>_payloads``)
 admin     what client can, plus listing streams and consumers, reading dead letters
           through the consumer named ``dlq`` (the UI and operators) and deleting closed
           runs (``rm.delete``, ``df workflow delete``)
@@ -200,6 +201,7 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
         lay.input("run"),
         lay.schedule_input("ctl"),
         f"{lay.events_prefix}.query.*",
+        lay.visibility,
     )
     subscribe = (inbox, f"{lay.events_prefix}.closed.>")
     if role == "client":
@@ -248,6 +250,7 @@ def _exports(namespace: str) -> list[tuple[str, str, str]]:
         lay.input("report"),
         lay.dead_letter("worker"),
         lay.schedule_input("ctl"),
+        lay.visibility,
         lay.removal("delete"),
         f"$KV.{lay.activity_bucket}.>",
         f"$KV.{lay.workers_bucket}.>",

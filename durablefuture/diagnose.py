@@ -245,6 +245,8 @@ async def explain(client: Client, workflow_id: str, run_id: str | None = None) -
         if aq_name not in queues:
             queues.append(aq_name)
         label = f"activity {act.name!r} (#{act.seq}) attempt {act.attempt}"
+        if act.cancel_requested:
+            label += " (cancelled by the workflow; its attempt is asked to stop)"
         failure = f"; last failure: {act.last_failure.describe()}" if act.last_failure else ""
         registered, unregistered = _unregistered_activity(records, act, aq_name)
         found = running_attempt(records or (), run, act.seq, act.attempt)
@@ -300,7 +302,9 @@ async def explain(client: Client, workflow_id: str, run_id: str | None = None) -
             )
         )
     for seq, fire_at in sorted(state.timers.items()):
-        reasons.append(f"sleeping: timer #{seq} fires at {_when(fire_at, now)}")
+        reasons.append(
+            f"timer #{seq} (a sleep, or the timeout of a wait) fires at {_when(fire_at, now)}"
+        )
     for _, wait in sorted(state.waiting_for_signals.items()):
         line = f"waiting for signal {wait.name!r}"
         if wait.deadline is not None:

@@ -11,12 +11,14 @@ import hashlib
 import logging
 import random as _random
 import uuid as _uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from durablefuture.core.errors import InvalidArgumentError
 from durablefuture.core.replay import WorkflowInfo, current_context
+from durablefuture.core.search_attributes import SearchAttributes, search_attributes
+from durablefuture.core.types import check_type_name
 
 __all__ = [
     "WorkflowInfo",
@@ -28,6 +30,8 @@ __all__ = [
     "patched",
     "random",
     "set_query_handler",
+    "set_signal_handler",
+    "upsert_search_attributes",
     "uuid4",
 ]
 
@@ -77,6 +81,18 @@ def patched(change_id: str) -> bool:
     return current_context().execution.patched(change_id)
 
 
+def upsert_search_attributes(attributes: Mapping[str, object]) -> SearchAttributes:
+    """Set search attributes of the run (a None value removes one); returns them all.
+
+    Recorded in history (no ``yield``): a replay checks the same values are set at the same
+    point, like any command. Types follow the values (str: keyword, ``df.Text``: text, int,
+    float, bool, datetime, list of str: keyword list); the run's status entry is updated, so
+    ``list_workflows(query=...)`` finds the run by them while it runs.
+    """
+    typed = search_attributes(attributes, upsert=True)
+    return current_context().execution.upsert_search_attributes(typed)
+
+
 def deprecate_patch(change_id: str) -> None:
     """Mark a patch as fully rolled out: old markers are accepted, no new one is recorded."""
     current_context().execution.deprecate_patch(change_id)
@@ -96,6 +112,21 @@ def set_query_handler(name: str, handler: Callable[..., object]) -> None:
     queries = current_context().extras.setdefault("queries", {})
     assert isinstance(queries, dict)
     queries[name] = handler
+
+
+def set_signal_handler(name: str, handler: Callable[..., object]) -> None:
+    """Call ``handler(*args)`` for every signal ``name`` the run receives, in history order.
+
+    The handler is a plain function that changes workflow state (it must not yield); the
+    workflow waits on that state with ``ok = yield df.wait_condition(lambda: ...)``. Signals
+    that arrived before the handler was registered are handed to it at once, in order; a
+    ``df.wait_signal(name)`` that is waiting takes its signal first. An exception in the
+    handler fails the run.
+    """
+    check_type_name(name, "signal name")
+    if not callable(handler):
+        raise InvalidArgumentError(f"signal handler for {name!r} must be callable, got {handler!r}")
+    current_context().execution.set_signal_handler(name, handler)
 
 
 class _ReplayAwareAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]

@@ -21,6 +21,7 @@ from durablefuture.client.views import (
     describe_corrupt,
     describe_state,
 )
+from durablefuture.client.visibility import WorkflowPage
 
 __all__ = [
     "Client",
@@ -28,6 +29,7 @@ __all__ = [
     "SignalWait",
     "WorkflowDescription",
     "WorkflowHandle",
+    "WorkflowPage",
     "describe_corrupt",
     "describe_state",
 ]

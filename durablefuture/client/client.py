@@ -186,6 +186,10 @@ class Client(Visibility):
             signal_name=signal_name,
             signal_args=signal_args,
             headers=tracing.inject(),
+            search_attributes=opts.search_attributes,
+            memo={
+                k: self.codec.payloads.to_payload(v, f"memo {k!r}") for k, v in opts.memo.items()
+            },
         )
         reply = await self._request("start", InputEnvelope(id, start=request))
         if not reply.ok:

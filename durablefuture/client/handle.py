@@ -248,7 +248,7 @@ class WorkflowHandle:
             queue = started.task_queue
         payloads = client.codec.payloads
         encoded = [payloads.to_payload(a, f"query {name!r} argument") for a in args]
-        body = encode_query(self.id, run_id, name, client.codec.encode_payloads(encoded))
+        body = encode_query(self.id, run_id, name, await client.codec.pack_payloads(encoded))
         try:
             data = await request(client.nc, client.layout.query(queue), body, timeout)
         except NoResponders:
@@ -264,7 +264,7 @@ class WorkflowHandle:
             raise QueryFailedError(f"query {name!r} got an unreadable answer: {exc}") from None
         if not answer.ok:
             raise QueryFailedError(f"query {name!r} failed: {answer.message}")
-        return client.codec.decode_payloads([answer.result])[0]
+        return (await client.codec.unpack_payloads([answer.result]))[0]
 
     async def signal(self, name: str, *args: object) -> None:
         """Deliver signal ``name`` (buffered in history until the workflow waits for it)."""

@@ -10,6 +10,7 @@ from attrs import evolve, field, frozen
 from durablefuture.core.effects import RunStatus, RunSummary
 from durablefuture.core.errors import CorruptHistoryError
 from durablefuture.core.failure import Failure
+from durablefuture.core.search_attributes import row_values
 from durablefuture.core.state import RunState
 
 __all__ = [
@@ -73,6 +74,10 @@ class WorkflowDescription:
     corrupt_at: int | None = None
     """With status ``corrupt``: the stream sequence of the history message that cannot be read
     or folded (``failure`` says why)."""
+    search_attributes: dict[str, object] = field(factory=dict)
+    """The run's search attributes (name -> value: str, int, float, bool, datetime, list)."""
+    memo: dict[str, object] = field(factory=dict)
+    """The memo given at start (values as JSON)."""
 
     @property
     def is_open(self) -> bool:
@@ -92,6 +97,8 @@ def describe_summary(s: RunSummary) -> WorkflowDescription:
         result=s.result,
         failure=s.failure,
         new_run_id=s.new_run_id,
+        search_attributes=dict(row_values(s.search_attributes)),
+        memo=dict(s.memo),
     )
 
 

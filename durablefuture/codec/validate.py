@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import attrs
 
 from durablefuture.core.errors import DecodeError, InvalidArgumentError
+from durablefuture.core.search_attributes import check_memo, check_wire
 from durablefuture.core.types import (
     MAX_SECONDS,
     check_name,
@@ -85,6 +86,10 @@ def _check_field(name: str, value: object, where: str) -> None:
             raise InvalidArgumentError(
                 f"{what} {value[:60]!r} is not a timer key (1-64 letters, digits, '.', '-', '_')"
             )
+    elif name == "search_attributes":
+        check_wire(value)
+    elif name == "memo":
+        check_memo(value)
     elif name == "headers" and isinstance(value, Mapping):
         if len(value) > MAX_HEADERS:
             raise InvalidArgumentError(f"{what} has {len(value)} entries; the limit is 64")

@@ -18,6 +18,7 @@ from attrs import field, frozen
 
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import ActivityOptions, ParentClosePolicy
+from durablefuture.core.search_attributes import SearchAttributes
 from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "ActivityCall",
     "AllOf",
     "AnyOf",
+    "Cancel",
+    "CancelExternal",
     "CancelWorkflow",
     "ChildWorkflowCall",
     "Command",
@@ -32,18 +35,27 @@ __all__ = [
     "ContinueAsNew",
     "ContinueAsNewWorkflow",
     "FailWorkflow",
+    "Handle",
     "PendingSignal",
     "PrimitiveCommand",
     "RecordMarker",
     "RecordSideEffect",
+    "RequestCancelExternalWorkflow",
+    "RequestCancellation",
     "ScheduleActivity",
     "SideEffect",
+    "SignalExternal",
+    "SignalExternalWorkflow",
     "Site",
     "Sleep",
+    "Start",
     "StartChildWorkflow",
+    "StartConditionWait",
     "StartSignalWait",
     "StartTimer",
     "TerminalCommand",
+    "UpsertSearchAttributes",
+    "WaitCondition",
     "WaitSignal",
     "Yieldable",
     "describe_yieldable",
@@ -83,6 +95,20 @@ class WaitSignal:
     name: str
     timeout: float | None = None
     result_type: object = field(default=None, eq=False, repr=False)
+    site: Site | None = field(default=None, eq=False, repr=False)
+
+
+@frozen
+class WaitCondition:
+    """Wait until ``predicate()`` is true; the yield returns True, or False after ``timeout``.
+
+    The predicate is evaluated when yielded and again after every event delivered to the run
+    (a signal handler that changed the state, a result, ...), so it must only read workflow
+    state and must not yield or have side effects.
+    """
+
+    predicate: Callable[[], object] = field(eq=False)
+    timeout: float | None = None
     site: Site | None = field(default=None, eq=False, repr=False)
 
 
@@ -129,22 +155,114 @@ class AllOf:
 
 @frozen
 class AnyOf:
-    """Wait for the first item to finish; the yield returns ``(index, result)``."""
+    """Wait for the first item to finish; the yield returns ``(index, result)``. With
+    ``cancel_losers`` the activities, timers and child workflows it started that did not win
+    are cancelled (handles passed in are left alone)."""
 
     items: tuple[Yieldable, ...]
     site: Site | None = field(default=None, eq=False, repr=False)
+    cancel_losers: bool = True
 
 
-Yieldable = ActivityCall | Sleep | WaitSignal | SideEffect | ChildWorkflowCall | AllOf | AnyOf
+class Handle:
+    """Work started with ``task = yield df.start(...)``: ``result = yield task`` waits for it,
+    ``yield df.cancel(task)`` cancels it, and ``df.all_of`` / ``df.any_of`` accept it."""
+
+    __slots__ = ("_node", "kind", "name", "seq", "workflow_id")
+
+    def __init__(
+        self, seq: int, kind: str, name: str, node: object, workflow_id: str | None = None
+    ) -> None:
+        self.seq = seq
+        self.kind = kind
+        """``activity``, ``timer`` or ``child``."""
+        self.name = name
+        self._node = node
+        self.workflow_id = workflow_id
+        """A child's workflow id (None for activities and timers)."""
+
+    def signal(self, name: str, *args: object) -> SignalExternal:
+        """``yield child.signal(name, *args)``: signal the child workflow this handle started."""
+        if self.workflow_id is None:
+            raise TypeError(f"only a child workflow's handle can be signalled, not {self!r}")
+        return SignalExternal(self.workflow_id, name, args)
+
+    @property
+    def done(self) -> bool:
+        """True once the work ended (its result or error is known to the workflow)."""
+        return bool(getattr(self._node, "done", False))
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "running"
+        return f"<df.Handle {self.kind} #{self.seq} {self.name!r} {state}>"
+
+
+@frozen
+class SignalExternal:
+    """Send signal ``name`` with ``args`` to the running workflow ``workflow_id``."""
+
+    workflow_id: str
+    name: str
+    args: tuple[object, ...] = field(default=(), eq=False)
+    """Encoded by the replay when yielded (an unencodable argument raises at the yield)."""
+    site: Site | None = field(default=None, eq=False, repr=False)
+
+
+@frozen
+class CancelExternal:
+    """Ask the running workflow ``workflow_id`` to cancel."""
+
+    workflow_id: str
+    reason: str = ""
+    site: Site | None = field(default=None, eq=False, repr=False)
+
+
+@frozen
+class Start:
+    """Issue ``item`` (an activity, child workflow or sleep) and return its Handle at once."""
+
+    item: ActivityCall | ChildWorkflowCall | Sleep
+    site: Site | None = field(default=None, eq=False, repr=False)
+
+
+@frozen
+class Cancel:
+    """Request the cancellation of started work; the yield returns None at once."""
+
+    handle: Handle = field(eq=False)
+    site: Site | None = field(default=None, eq=False, repr=False)
+
+
+Yieldable = (
+    ActivityCall
+    | Sleep
+    | WaitSignal
+    | WaitCondition
+    | SideEffect
+    | ChildWorkflowCall
+    | AllOf
+    | AnyOf
+    | Handle
+    | Start
+    | Cancel
+    | SignalExternal
+    | CancelExternal
+)
 
 YIELDABLE_TYPES: tuple[type, ...] = (
     ActivityCall,
     Sleep,
     WaitSignal,
+    WaitCondition,
     SideEffect,
     ChildWorkflowCall,
     AllOf,
     AnyOf,
+    Handle,
+    Start,
+    Cancel,
+    SignalExternal,
+    CancelExternal,
     ContinueAsNew,
 )
 """Everything a workflow may yield (``ContinueAsNew`` included)."""
@@ -158,6 +276,8 @@ def describe_yieldable(item: object) -> str:
         return f"df.sleep({item.duration:g})"
     if isinstance(item, WaitSignal):
         return f"df.wait_signal({item.name!r})"
+    if isinstance(item, WaitCondition):
+        return "df.wait_condition(...)"
     if isinstance(item, SideEffect):
         return "df.side_effect(...)"
     if isinstance(item, ChildWorkflowCall):
@@ -167,6 +287,16 @@ def describe_yieldable(item: object) -> str:
         return f"df.{kind}({', '.join(describe_yieldable(i) for i in item.items)})"
     if isinstance(item, ContinueAsNew):
         return "df.continue_as_new(...)"
+    if isinstance(item, Start):
+        return f"df.start({describe_yieldable(item.item)})"
+    if isinstance(item, Cancel):
+        return f"df.cancel({item.handle!r})"
+    if isinstance(item, Handle):
+        return repr(item)
+    if isinstance(item, SignalExternal):
+        return f"df.signal_workflow({item.workflow_id!r}, {item.name!r}, ...)"
+    if isinstance(item, CancelExternal):
+        return f"df.cancel_workflow({item.workflow_id!r})"
     return repr(item)
 
 
@@ -200,6 +330,39 @@ class StartSignalWait:
 
 
 @frozen
+class StartConditionWait:
+    """Wait on a condition (``df.wait_condition``); with ``timeout`` a durable timer ends the
+    wait at ``start + timeout``."""
+
+    seq: int
+    timeout: float | None = None
+    start: float | None = None
+
+
+@frozen
+class RequestCancellation:
+    """Cancel command ``target`` (an activity, timer or child workflow the code started)."""
+
+    seq: int
+    target: int
+
+
+@frozen
+class SignalExternalWorkflow:
+    seq: int
+    workflow_id: str
+    name: str
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
+
+
+@frozen
+class RequestCancelExternalWorkflow:
+    seq: int
+    workflow_id: str
+    reason: str = ""
+
+
+@frozen
 class RecordSideEffect:
     seq: int
     value: JsonValue = None
@@ -210,6 +373,15 @@ class RecordSideEffect:
 class RecordMarker:
     seq: int
     change_id: str
+
+
+@frozen
+class UpsertSearchAttributes:
+    """``df.workflow.upsert_search_attributes``: set (or, with a None value, remove) search
+    attributes of the run."""
+
+    seq: int
+    search_attributes: SearchAttributes = field(factory=dict)
 
 
 @frozen
@@ -269,9 +441,14 @@ PrimitiveCommand = (
     ScheduleActivity
     | StartTimer
     | StartSignalWait
+    | StartConditionWait
+    | RequestCancellation
+    | SignalExternalWorkflow
+    | RequestCancelExternalWorkflow
     | RecordSideEffect
     | RecordMarker
     | StartChildWorkflow
+    | UpsertSearchAttributes
 )
 TerminalCommand = CompleteWorkflow | FailWorkflow | CancelWorkflow | ContinueAsNewWorkflow
 Command = PrimitiveCommand | TerminalCommand

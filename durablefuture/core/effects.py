@@ -13,8 +13,9 @@ from attrs import field, frozen
 
 from durablefuture.core.events import ParentRef
 from durablefuture.core.failure import Failure
-from durablefuture.core.inputs import StartWorkflowRequest
+from durablefuture.core.inputs import RequestCancel, SignalWorkflow, StartWorkflowRequest
 from durablefuture.core.options import ActivityOptions
+from durablefuture.core.search_attributes import SearchAttributes
 from durablefuture.core.types import JsonValue, payloads
 
 if TYPE_CHECKING:
@@ -25,9 +26,11 @@ __all__ = [
     "ArmTimer",
     "CancelActivities",
     "CancelChildRun",
+    "DeliverInput",
     "DispatchActivityTask",
     "DispatchWorkflowTask",
     "Effect",
+    "IndexRun",
     "NotifyParent",
     "RunStatus",
     "RunSummary",
@@ -106,6 +109,8 @@ class RunSummary:
     history_length: int = 0
     new_run_id: str | None = None
     parent: ParentRef | None = None
+    search_attributes: SearchAttributes = field(factory=dict)
+    memo: dict[str, JsonValue] = field(factory=dict)
 
 
 @frozen
@@ -166,7 +171,25 @@ class NotifyParent:
 
 
 @frozen
+class DeliverInput:
+    """Send ``input`` to the running run of workflow ``workflow_id`` (its ``run_id`` is "":
+    whichever run is current); idempotent by the input's request id. Nothing happens if no
+    run of that workflow is running."""
+
+    workflow_id: str
+    input: SignalWorkflow | RequestCancel
+
+
+@frozen
 class UpdateStatus:
+    summary: RunSummary
+
+
+@frozen
+class IndexRun:
+    """The open run's search attributes changed: rewrite its status entry, unless the entry
+    has closed meanwhile or already holds a later state (``summary.history_length``)."""
+
     summary: RunSummary
 
 
@@ -179,7 +202,9 @@ Effect = (
     | TerminateChildRun
     | CancelActivities
     | NotifyParent
+    | DeliverInput
     | UpdateStatus
+    | IndexRun
 )
 
 

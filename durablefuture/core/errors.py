@@ -4,6 +4,7 @@
 
     DurableFutureError
     ├── InvalidArgumentError            bad options or arguments (also a ValueError)
+    │   └── InvalidQueryError           a visibility query that does not parse (names the position)
     ├── PayloadError                    a value cannot be encoded as a payload (also a TypeError)
     ├── DecodeError                     bytes that are not a valid DurableFuture message
     │   └── CorruptHistoryError         a run's history holds a message that cannot be folded
@@ -64,6 +65,7 @@ __all__ = [
     "DurableFutureError",
     "FailureError",
     "InvalidArgumentError",
+    "InvalidQueryError",
     "JetStreamUnavailableError",
     "MessageIdTakenError",
     "MessageRejectedError",
@@ -106,6 +108,19 @@ class DurableFutureError(Exception):
 
 class InvalidArgumentError(DurableFutureError, ValueError):
     """An option or argument has a value that cannot work; the message says what to set."""
+
+
+class InvalidQueryError(InvalidArgumentError):
+    """A visibility query (``list_workflows(query=...)``) does not parse or cannot be evaluated.
+
+    ``position`` is the 0-based character offset where the problem was found (-1 when it is not
+    tied to one place) and ``expected`` says what would have been valid there.
+    """
+
+    def __init__(self, message: str, *, position: int = -1, expected: str = "") -> None:
+        super().__init__(message)
+        self.position = position
+        self.expected = expected
 
 
 class PayloadError(DurableFutureError, TypeError):

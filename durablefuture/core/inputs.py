@@ -13,6 +13,7 @@ from durablefuture.core.commands import Command, PendingSignal
 from durablefuture.core.events import ParentRef
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import IdReusePolicy, ParentClosePolicy
+from durablefuture.core.search_attributes import SearchAttributes
 from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
@@ -74,6 +75,8 @@ class StartWorkflowRequest:
     """Signals to deliver to the new run first (carried over by continue-as-new)."""
     chain_request_id: str = ""
     """Continue-as-new: the request id of the chain's first run (see ``WorkflowStarted``)."""
+    search_attributes: SearchAttributes = field(factory=dict)
+    memo: dict[str, JsonValue] = field(factory=dict)
 
 
 @frozen

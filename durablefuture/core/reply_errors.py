@@ -13,6 +13,7 @@ from durablefuture.core.errors import (
     CorruptHistoryError,
     DurableFutureError,
     InvalidArgumentError,
+    InvalidQueryError,
     RequestRejectedError,
     ScheduleAlreadyExistsError,
     ScheduleNotFoundError,
@@ -29,6 +30,7 @@ REPLY_ERRORS: dict[str, type[DurableFutureError]] = {
     for cls in (
         CorruptHistoryError,
         InvalidArgumentError,
+        InvalidQueryError,
         RequestRejectedError,
         ScheduleAlreadyExistsError,
         ScheduleNotFoundError,

@@ -16,6 +16,7 @@ from durablefuture.core.effects import RunStatus, RunSummary
 from durablefuture.core.errors import WorkflowError
 from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.options import ActivityOptions, ParentClosePolicy
+from durablefuture.core.search_attributes import SearchAttributes, apply_upsert
 from durablefuture.core.types import JsonValue
 
 __all__ = ["ActivityState", "ChildState", "RunState", "status_of"]
@@ -37,6 +38,8 @@ class ActivityState:
     last_failure: Failure | None = None
     heartbeat_details: tuple[JsonValue, ...] = ()
     retry_at: float | None = None
+    cancel_requested: bool = False
+    """The workflow cancelled it (``df.cancel``, or it lost a ``df.any_of``)."""
 
 
 @define
@@ -50,6 +53,10 @@ class ChildState:
     parent_close_policy: ParentClosePolicy
     run_id: str | None = None
     closed: bool = False
+    cancel_seq: int = 0
+    """The command that cancelled it (``df.cancel``), if any."""
+    held_signals: list[ev.ExternalWorkflowSignalled] = field(factory=list)
+    """Signals the run sent it before it started: delivered once it has started."""
 
 
 @define
@@ -66,6 +73,7 @@ class RunState:
     cancel_requested: bool = False
     activities: dict[int, ActivityState] = field(factory=dict)
     timers: dict[int, float] = field(factory=dict)  # seq -> fire_at, while not fired
+    """Sleeps and condition-wait timeouts not fired yet, by seq (fire_at)."""
     signal_waits: dict[int, float] = field(factory=dict)  # seq -> deadline, while pending
     waiting_for_signals: dict[int, ev.SignalWaitStarted] = field(factory=dict)
     """Signal waits no signal has answered yet, as far as history shows (a wait the code gave
@@ -76,6 +84,7 @@ class RunState:
     signal_requests: set[str] = field(factory=set)
     signals: list[ev.SignalReceived] = field(factory=list)
     last_wft_failure: ev.WorkflowTaskFailed | None = None
+    search_attributes: SearchAttributes = field(factory=dict)
 
     @classmethod
     def from_history(cls, batches: list[tuple[str, list[ev.Event]]] | list[ev.Event]) -> RunState:
@@ -148,6 +157,8 @@ class RunState:
             history_length=self.last_event_id,
             new_run_id=new_run_id,
             parent=s.parent,
+            search_attributes=dict(self.search_attributes),
+            memo=s.memo,
         )
 
     # ------------------------------------------------------------------ folding
@@ -193,6 +204,10 @@ class RunState:
     def _on_started(self, e: ev.WorkflowStarted) -> None:
         if e.event_id != 1:
             raise WorkflowError(f"run {self.run_id}: WorkflowStarted must be event 1")
+        self.search_attributes = dict(e.search_attributes)
+
+    def _on_upsert(self, e: ev.SearchAttributesUpserted) -> None:
+        self.search_attributes = apply_upsert(self.search_attributes, e.search_attributes)
 
     def _on_activity_scheduled(self, e: ev.ActivityScheduled) -> None:
         self.activities[e.seq] = ActivityState(
@@ -232,6 +247,25 @@ class RunState:
 
     def _on_timer_fired(self, e: ev.TimerFired) -> None:
         self.timers.pop(e.seq, None)
+
+    def _on_condition_wait_started(self, e: ev.ConditionWaitStarted) -> None:
+        if e.deadline is not None:  # its timeout is a timer: TimerFired(seq) ends the wait
+            self.timers[e.seq] = e.deadline
+
+    def _on_cancellation_requested(self, e: ev.CancellationRequested) -> None:
+        self.timers.pop(e.target, None)  # a cancelled timer never fires
+        act = self.activities.get(e.target)
+        if act is not None:
+            act.cancel_requested = True
+        child = self.children.get(e.target)
+        if child is not None:
+            child.cancel_seq = child.cancel_seq or e.seq
+
+    def _on_external_signal(self, e: ev.ExternalWorkflowSignalled) -> None:
+        # a signal to a child that has not started yet waits for its start (its run_id)
+        for child in self.children.values():
+            if child.workflow_id == e.workflow_id and not child.closed and child.run_id is None:
+                child.held_signals.append(e)
 
     def _on_signal_wait_started(self, e: ev.SignalWaitStarted) -> None:
         if e.deadline is not None:
@@ -299,6 +333,9 @@ _FOLDS: dict[type, Callable[[RunState, Any], None]] = {
     ev.TimerStarted: RunState._on_timer_started,
     ev.TimerFired: RunState._on_timer_fired,
     ev.SignalWaitStarted: RunState._on_signal_wait_started,
+    ev.ConditionWaitStarted: RunState._on_condition_wait_started,
+    ev.CancellationRequested: RunState._on_cancellation_requested,
+    ev.ExternalWorkflowSignalled: RunState._on_external_signal,
     ev.SignalWaitTimedOut: RunState._on_signal_wait_timed_out,
     ev.SignalReceived: RunState._on_signal,
     ev.ChildWorkflowScheduled: RunState._on_child_scheduled,
@@ -307,6 +344,7 @@ _FOLDS: dict[type, Callable[[RunState, Any], None]] = {
     ev.ChildWorkflowFailed: RunState._on_child_closed,
     ev.CancelRequested: RunState._on_cancel_requested,
     ev.WorkflowTaskFailed: RunState._on_task_failed,
+    ev.SearchAttributesUpserted: RunState._on_upsert,
 }
 
 _STATUS: dict[type, str] = {

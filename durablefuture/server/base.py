@@ -24,6 +24,7 @@ from durablefuture.core.namespace import NamespaceSettings
 from durablefuture.core.orchestration import Decision
 from durablefuture.server.options import ServerOptions
 from durablefuture.server.schedules import ScheduleService
+from durablefuture.server.visibility import VisibilityIndex
 from durablefuture.transport.connection import NATS
 from durablefuture.transport.consumer import PullConsumer
 from durablefuture.transport.guard import check_reply_subject
@@ -66,6 +67,7 @@ class ServerBase:
         self._own_nc = False
         self._remove_health: Callable[[], None] = lambda: None
         self.schedules: ScheduleService | None = None
+        self.visibility: VisibilityIndex | None = None
         self._storage = StorageWait(
             f"df-server (namespace {self.layout.namespace})",
             keepalive=max(0.1, min(1.0, self.options.input_ack_wait / 3)),

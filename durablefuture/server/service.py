@@ -39,6 +39,7 @@ from durablefuture.server.removals import Removals
 from durablefuture.server.schedules import ScheduleService
 from durablefuture.server.sources import refusal
 from durablefuture.server.starts import Starts
+from durablefuture.server.visibility import VisibilityIndex
 from durablefuture.transport.buckets import read_key
 from durablefuture.transport.connection import connect, connection_lost, read_loop_stopped
 from durablefuture.transport.consumer import Msg, PullConsumer, delivery_count, stream_sequence
@@ -99,9 +100,18 @@ class Server(Starts, Removals, Janitor):
             credits=self.options.concurrency,
         )
         await self._consumer.start()
+        if self.visibility is None and self._runs_kv is not None:
+            self.visibility = VisibilityIndex(self.nc, self.layout, self.codec)
+            await self.visibility.start(self._runs_kv)
         if self.options.schedules is not None and self.schedules is None:
             self.schedules = ScheduleService(
-                self.nc, self.pub, self.layout, self.codec, self.history, self.options.schedules
+                self.nc,
+                self.pub,
+                self.layout,
+                self.codec,
+                self.history,
+                self.options.schedules,
+                start=self.start_scheduled,
             )
             await self.schedules.start()
         self._start_janitor()
@@ -191,6 +201,8 @@ class Server(Starts, Removals, Janitor):
             await self._consumer.stop()
         if self.schedules is not None:
             await self.schedules.stop(timeout)
+        if self.visibility is not None:
+            await self.visibility.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         for handle in self._timers.values():

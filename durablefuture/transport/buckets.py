@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import nats.errors
 import nats.js.errors
@@ -10,7 +11,7 @@ from nats.js.kv import KeyValue
 
 from durablefuture.core.errors import TransportError
 
-__all__ = ["KeyValue", "read_key", "read_values"]
+__all__ = ["KeyValue", "read_entry", "read_key", "read_values", "watch_bucket"]
 
 
 def _failed(what: str, exc: Exception) -> TransportError:
@@ -32,6 +33,23 @@ async def read_key(kv: KeyValue, key: str) -> bytes | None:
     return entry.value
 
 
+async def read_entry(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
+    """The value stored under ``key`` and its revision (stream sequence); None if none.
+
+    Raises:
+        TransportError: the bucket could not be read.
+    """
+    try:
+        entry = await kv.get(key)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise _failed(f"key {key} of a KV bucket", exc) from exc
+    if entry.value is None:
+        return None
+    return entry.value, entry.revision or 0
+
+
 async def read_values(kv: KeyValue) -> list[bytes]:
     """Every value in the bucket (entries that vanish or cannot be read meanwhile are left out).
 
@@ -46,3 +64,30 @@ async def read_values(kv: KeyValue) -> list[bytes]:
         raise _failed("the keys of a KV bucket", exc) from exc
     entries = await asyncio.gather(*(kv.get(k) for k in keys), return_exceptions=True)
     return [e.value for e in entries if not isinstance(e, BaseException) and e.value is not None]
+
+
+async def watch_bucket(kv: KeyValue) -> AsyncIterator[tuple[str, bytes | None] | None]:
+    """Every key's latest value, then every change as it happens: ``(key, value)``, with
+    value None when the key was deleted or purged, and one None once the values stored when
+    the watch began have all been given.
+
+    Raises:
+        TransportError: the watch could not be set up.
+    """
+    try:
+        watcher = await kv.watchall()
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise _failed("a KV bucket (watching it)", exc) from exc
+    try:
+        async for entry in watcher:
+            if entry is None:
+                yield None
+            elif entry.operation in ("DEL", "PURGE") or entry.value is None:
+                yield entry.key, None
+            else:
+                yield entry.key, entry.value
+    finally:
+        try:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        except (nats.errors.Error, TimeoutError, AttributeError) as exc:
+            _ = exc  # the connection is going away with it

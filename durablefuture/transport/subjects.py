@@ -169,6 +169,11 @@ class Layout:
     def status_key(self, workflow_id: str, run_id: str) -> str:
         return f"{encode_token(workflow_id)}.{run_id}"
 
+    @property
+    def visibility(self) -> str:
+        """Core NATS requests to the df-servers' visibility index (list, count)."""
+        return f"{self.events_prefix}.visibility"
+
     def closed_notice(self, workflow_id: str, run_id: str) -> str:
         return f"{self.events_prefix}.closed.{encode_token(workflow_id)}.{run_id}"
 

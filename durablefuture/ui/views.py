@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from typing import cast
@@ -11,8 +12,9 @@ from durablefuture.codec.envelope import show_envelopes
 from durablefuture.codec.wire import default_codec
 from durablefuture.core import events as ev
 from durablefuture.core.effects import RunStatus
-from durablefuture.core.errors import WorkflowNotFoundError
+from durablefuture.core.errors import InvalidQueryError, WorkflowNotFoundError
 from durablefuture.core.failure import Failure
+from durablefuture.core.query import parse_query, split_order_by
 from durablefuture.core.state import RunState
 from durablefuture.core.types import JsonValue
 from durablefuture.diagnose import explain
@@ -42,6 +44,14 @@ def _failure(value: Failure | None) -> JsonValue:
     out: dict[str, JsonValue] = default_codec().converter.unstructure(value)
     out["describe"] = value.describe()
     return out
+
+
+def _attr_json(v: object) -> JsonValue:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, tuple):
+        return [str(x) for x in v]
+    return cast(JsonValue, v)
 
 
 def summary_json(d: WorkflowDescription) -> dict[str, JsonValue]:
@@ -82,6 +92,8 @@ def describe_json(d: WorkflowDescription) -> dict[str, JsonValue]:
             for a in d.pending_activities
         ],
         pending_timers=[{"seq": seq, "fire_at": _ts(at)} for seq, at in d.pending_timers],
+        search_attributes={k: _attr_json(v) for k, v in d.search_attributes.items()},
+        memo=cast(JsonValue, d.memo),
         signal_waits=[
             {
                 "wait_id": w.wait_id,
@@ -110,9 +122,15 @@ async def list_payload(
 ) -> dict[str, JsonValue]:
     """Runs newest first, filtered; plus counts per status and the known types for the filters.
 
-    The status index is read once (as ``list_workflows`` does anyway); the counts are over the
-    runs that match the type and id filters, so the status chips say what clicking them shows.
+    ``q`` is the filter box: a visibility query (``WorkflowType = 'order' AND Region = 'eu'``),
+    answered by the df-servers' index; a single word that is no query searches ids instead
+    (a substring of the workflow or run id, over the status index read once). The counts are
+    over the runs that match the type and the filter box, so the status chips say what
+    clicking them shows.
     """
+    query = _as_query(q)
+    if query is not None:
+        return await _queried(client, query, status, workflow_type, limit)
     everything = await client.list_workflows(limit=1_000_000, count_open=False)
     types = sorted({d.workflow_type for d in everything})
     scoped = [
@@ -131,6 +149,58 @@ async def list_payload(
         "counts": dict(counts),
         "types": list(types),
         "namespace": client.namespace,
+    }
+
+
+_WORD = re.compile(r"[^\s'\"()=<>!,]+")
+
+
+def _as_query(q: str | None) -> str | None:
+    """The filter box as a query, or None for an id search (one word that is no query).
+
+    Raises:
+        InvalidQueryError: it is neither (the message names the position).
+    """
+    if not q:
+        return None
+    try:
+        parse_query(q)
+    except InvalidQueryError:
+        if _WORD.fullmatch(q):
+            return None
+        raise
+    return q
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+async def _queried(
+    client: Client, query: str, status: str | None, workflow_type: str | None, limit: int
+) -> dict[str, JsonValue]:
+    where, order = split_order_by(query)
+    scope = [f"({where})"] if where.strip() else []
+    if workflow_type:
+        scope.append(f"WorkflowType = {_quoted(workflow_type)}")
+
+    def text(*more: str) -> str:
+        return " AND ".join([*scope, *more]) + (f" {order}" if order else "")
+
+    counts: dict[str, int] = {}
+    for s in STATUSES:
+        counts[s] = await client.count_workflows(text(f"ExecutionStatus = {_quoted(s)}"))
+    chosen = [f"ExecutionStatus = {_quoted(status)}"] if status else []
+    page = await client.list_workflows(text(*chosen), page_size=max(1, min(limit, 1000)))
+    shown = await client.count_events(page)
+    types = sorted({d.workflow_type for d in page} | ({workflow_type} if workflow_type else set()))
+    return {
+        "workflows": [summary_json(d) for d in shown],
+        "total": counts.get(status, 0) if status else sum(counts.values()),
+        "counts": dict(counts),
+        "types": list(types),
+        "namespace": client.namespace,
+        "query": query,
     }
 
 

@@ -332,6 +332,8 @@ async def test_namespaces_are_separate_accounts(
                             # b's users may not even name a's subjects
                             await probe.publish_refused(lay_a.input("run"))
                             await probe.subscribe_refused("df.a.>")
+                            # nor list or count a's runs through a's visibility index
+                            await probe.publish_refused(lay_a.visibility)
                     finally:
                         await nc.close()
                 after = [e for e in await handle.fetch_history() if e not in before]

@@ -11,7 +11,7 @@ import orjson
 import durablefuture as df
 from durablefuture.natsserver import free_port
 from durablefuture.testing import LocalEnvironment
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 from workflows_examples import ACTIVITIES, TASK_QUEUE, WORKFLOWS
 
 
@@ -93,6 +93,25 @@ async def test_workflow_commands_end_to_end() -> None:
             assert [w["workflow_id"] for w in orjson.loads(out.stdout)] == ["cli-2"]
             out = await df_cli(env, "workflow", "list", "--type", "order_workflow", json=False)
             assert "cli-1" in out.stdout and "cli-2" not in out.stdout
+            # the query language, through the df-server's index
+            q = "WorkflowType = 'approve_later' AND ExecutionStatus = 'Running'"
+
+            async def indexed() -> bool:  # the index follows the status entries
+                return await env.client.count_workflows() == 2
+
+            await wait_for(indexed, 20)
+            out = await df_cli(env, "workflow", "list", "--query", q, "--page-size", "5")
+            assert out.returncode == 0, out.stderr
+            page = orjson.loads(out.stdout)
+            assert [w["workflow_id"] for w in page["workflows"]] == ["cli-2"]
+            assert page["next_page_token"] is None
+            out = await df_cli(env, "workflow", "count", "--query", q, json=False)
+            assert out.stdout.strip() == "1", out.stderr
+            out = await df_cli(env, "workflow", "count")
+            assert orjson.loads(out.stdout) == {"count": 2}
+            out = await df_cli(env, "workflow", "count", "--query", "WorkflowType =")
+            assert out.returncode != 0 and "position 14" in out.stderr
+            assert len(out.stderr.strip().splitlines()) == 1
 
             out = await df_cli(env, "workflow", "query", "cli-2", "status")
             assert orjson.loads(out.stdout) == {"state": "waiting"}

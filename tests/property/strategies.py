@@ -22,6 +22,7 @@ from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import ActivityOptions, Backoff, RetryPolicy
+from durablefuture.core.search_attributes import SearchAttribute
 
 EVENT_CLASSES: tuple[type, ...] = get_args(ev.Event)
 COMMAND_CLASSES: tuple[type, ...] = get_args(cmd.Command)
@@ -83,6 +84,18 @@ activity_options = st.builds(
 )
 
 
+search_attribute_values: st.SearchStrategy[SearchAttribute] = st.one_of(
+    st.builds(SearchAttribute, st.just("keyword"), st.text(max_size=20)),
+    st.builds(SearchAttribute, st.just("text"), st.text(max_size=20)),
+    st.builds(SearchAttribute, st.just("int"), st.integers(-(2**63), 2**63 - 1)),
+    st.builds(SearchAttribute, st.just("float"), st.floats(allow_nan=False, allow_infinity=False)),
+    st.builds(SearchAttribute, st.just("bool"), st.booleans()),
+    st.builds(SearchAttribute, st.just("datetime"), st.just("2026-01-02T03:04:05+00:00")),
+    st.builds(SearchAttribute, st.just("keyword_list"), st.lists(st.text(max_size=8), max_size=3)),
+    st.builds(SearchAttribute, st.just("keyword"), st.none()),
+)
+
+
 def _for_hint(hint: Any) -> st.SearchStrategy[Any]:
     if _is_json_value(hint):
         return json_values
@@ -92,6 +105,8 @@ def _for_hint(hint: Any) -> st.SearchStrategy[Any]:
         return activity_options
     if hint is RetryPolicy:
         return retry_policies()
+    if hint is SearchAttribute:
+        return search_attribute_values
     if hint is int:
         return INTS
     if hint is float:
@@ -144,6 +159,12 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "key": st.from_regex(r"[A-Za-z0-9._-]{1,20}", fullmatch=True),
     **dict.fromkeys(DURATION_FIELDS, st.floats(min_value=0, max_value=1e9)),
     **dict.fromkeys(TIMESTAMP_FIELDS, st.floats(min_value=0, max_value=4e9)),
+    "search_attributes": st.dictionaries(
+        st.from_regex(r"[a-z_][A-Za-z0-9_]{0,20}", fullmatch=True),
+        search_attribute_values,
+        max_size=3,
+    ),
+    "memo": st.dictionaries(PRINTABLE, json_values, max_size=3),
 }
 
 

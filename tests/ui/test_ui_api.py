@@ -27,7 +27,7 @@ from durablefuture.core import events as ev
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import ActivityOptions
 from durablefuture.ui.timeline import build_timeline
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 from tests.ui.conftest import UiEnv
 from workflows_examples import TASK_QUEUE
 from workflows_examples.approval import approval_workflow
@@ -97,6 +97,24 @@ async def test_list_filters_by_status_type_and_id_with_counts(ui_env: UiEnv) -> 
 
         none = (await http.get("/api/workflows", params={"q": "nothing-like-this"})).json()
         assert none["workflows"] == [] and none["total"] == 0
+
+        # the filter box takes the visibility query language (the df-server's index)
+        q = "WorkflowType IN ('order_workflow', 'recovery_workflow') ORDER BY StartTime ASC"
+
+        async def indexed() -> bool:
+            return await ui_env.client.count_workflows(q) == 2
+
+        await wait_for(indexed, 20)
+        queried = (await http.get("/api/workflows", params={"q": q})).json()
+        assert [w["workflow_id"] for w in queried["workflows"]] == ["order-1", "recovery-1"]
+        assert queried["counts"]["completed"] == 2 and queried["counts"]["running"] == 0
+        assert queried["total"] == 2 and queried["query"] == q
+        narrowed = (
+            await http.get("/api/workflows", params={"q": q, "type": "recovery_workflow"})
+        ).json()
+        assert [w["workflow_id"] for w in narrowed["workflows"]] == ["recovery-1"]
+        bad_query = await http.get("/api/workflows", params={"q": "WorkflowType = "})
+        assert bad_query.status_code == 400 and "position 14" in bad_query.text
 
         bad = await http.get("/api/workflows", params={"limit": "many"})
         assert bad.status_code == 400

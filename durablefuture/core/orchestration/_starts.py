@@ -108,6 +108,9 @@ def start_events(
             chain_request_id=request.chain_request_id,
             execution_deadline=deadline,
             headers=dict(request.headers),
+            search_attributes=dict(request.search_attributes),
+            memo=dict(request.memo),
+            flags=ev.RUN_FLAGS,
         )
     ]
     for i, pending in enumerate(request.signals):

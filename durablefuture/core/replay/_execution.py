@@ -17,6 +17,7 @@ from durablefuture.core.commands import (
     PrimitiveCommand,
     RecordMarker,
     TerminalCommand,
+    UpsertSearchAttributes,
 )
 from durablefuture.core.replay._context import (
     Activation,
@@ -27,6 +28,7 @@ from durablefuture.core.replay._context import (
     _frames,
 )
 from durablefuture.core.replay._running import _Running
+from durablefuture.core.search_attributes import SearchAttributes, apply_upsert
 from durablefuture.core.vocabulary import (
     DECIDED_TERMINAL_EVENTS,
     command_type_of,
@@ -197,6 +199,16 @@ class WorkflowExecution(_Running):
 
     # ------------------------------------------------------------------ helpers for df.workflow
 
+    def set_signal_handler(self, name: str, handler: Callable[..., object]) -> None:
+        """``df.workflow.set_signal_handler``: call ``handler(*args)`` for every signal
+        ``name`` no ``df.wait_signal`` takes, in history order; signals buffered before it
+        was registered are handed to it now."""
+        self._signal_handlers[name] = handler
+        buffered = self._signals.pop(name, None)
+        while buffered and not self.finished:
+            _, args = buffered.popleft()
+            self._call_signal_handler(name, args)
+
     def patched(self, change_id: str) -> bool:
         """``df.workflow.patched``: True on new code paths, False when replaying old ones."""
         if change_id in self._patches:
@@ -214,6 +226,23 @@ class WorkflowExecution(_Running):
             result = True
         self._patches[change_id] = result
         return result
+
+    def upsert_search_attributes(self, attributes: SearchAttributes) -> SearchAttributes:
+        """``df.workflow.upsert_search_attributes``: record the change (checked against history
+        on replay) and return the run's attributes with it applied."""
+        cmd = UpsertSearchAttributes(self._next_seq, attributes)
+        self._issue(cmd, f"upsert_search_attributes {sorted(attributes)}")
+        current = self.started.search_attributes if self.started is not None else {}
+        upserted = self._extras_upserts()
+        upserted.append(attributes)
+        for a in upserted:
+            current = apply_upsert(current, a)
+        return current
+
+    def _extras_upserts(self) -> list[SearchAttributes]:
+        ups = self.context.extras.setdefault("search_attribute_upserts", [])
+        assert isinstance(ups, list)
+        return ups
 
     def deprecate_patch(self, change_id: str) -> None:
         """``df.workflow.deprecate_patch``: accept (skip) an old marker if history has one here."""

@@ -221,7 +221,7 @@
       svg.append(c, l);
       return svg;
     };
-    const search = el("input", { type: "search", placeholder: "Search by workflow id or run id", value: state.q, id: "search", "aria-label": "Search" });
+    const search = el("input", { type: "search", placeholder: "Workflow id, or a query: WorkflowType = 'order' AND ExecutionStatus = 'Failed'", value: state.q, id: "search", "aria-label": "Search" });
     const typeSel = el("select", { id: "type-filter", "aria-label": "Workflow type" }, el("option", { value: "" }, "All types"));
     const chips = el("div", { class: "chips", id: "status-filter" });
     const sub = el("div", { class: "sub" }, "\u00a0");
@@ -450,7 +450,9 @@
       metaItem("Closed", span.open ? "—" : fmtTime(span.end)),
       metaItem(span.open ? "Running for" : "Duration", runDuration(view, now)),
       metaItem("Events", String(w.history_length)),
-      w.new_run_id ? metaItem("Continued as", el("a", { href: runUrl(w.workflow_id, w.new_run_id), "data-link": true, class: "mono" }, w.new_run_id)) : null);
+      w.new_run_id ? metaItem("Continued as", el("a", { href: runUrl(w.workflow_id, w.new_run_id), "data-link": true, class: "mono" }, w.new_run_id)) : null,
+      ...Object.entries(w.search_attributes || {}).map(([k, v]) => metaItem(k, fmtAttr(v), true)),
+      ...Object.entries(w.memo || {}).map(([k, v]) => metaItem(`memo ${k}`, JSON.stringify(v), true)));
 
     const head = el("div", { class: "card run-head", id: "run-header" },
       el("div", { class: "run-title" },
@@ -498,6 +500,10 @@
   function runDuration(view, now) {
     const span = runSpan(view, now);
     return el("span", { id: "run-duration", dataset: { seconds: span.end - span.start } }, fmtDur(span.end - span.start));
+  }
+
+  function fmtAttr(v) {
+    return Array.isArray(v) ? v.join(", ") : typeof v === "string" ? v : JSON.stringify(v);
   }
 
   function metaItem(label, value, mono) {
@@ -749,8 +755,13 @@
         sm = `${r.detail.workflow_id} · ${statusLabel(r.status)}`;
         track.push(withTip(seg("child", r.status, "child", { style: { left: pct(r.start), width: width(r.start, rEnd) }, dataset: { status: r.status } }, statusLabel(r.status)),
           () => [el("b", null, `child ${r.name}`), `id ${r.detail.workflow_id}`, statusLabel(r.status)]));
+      } else {
+        // any other command (df.wait_condition, ...): one bar from its event to its end
+        sm = r.status === "waiting" ? (r.detail.deadline ? `times out ${fmtClock(r.detail.deadline)}` : "waiting") : statusLabel(r.status);
+        track.push(withTip(seg("signal_wait", r.status, "wait", { style: { left: pct(r.start), width: width(r.start, rEnd) }, dataset: { status: r.status } }, r.name),
+          () => [el("b", null, r.name), statusLabel(r.status), r.detail.deadline ? `times out ${fmtClock(r.detail.deadline)}` : "no timeout"]));
       }
-      const kindLabel = { activity: "activity", timer: "timer", signal_wait: "wait", child: "child" }[r.kind] || r.kind;
+      const kindLabel = { activity: "activity", timer: "timer", signal_wait: "wait", child: "child", command: "wait" }[r.kind] || r.kind;
       const name = r.kind === "child" ? el("a", { href: runUrl(r.detail.workflow_id), "data-link": true }, r.name) : r.name;
       addRow([el("div", { class: "nm", title: `${r.name} #${r.seq}` }, name, el("span", { class: "faint" }, ` #${r.seq}`)),
         el("div", { class: "sm" }, el("span", { class: `kind ${r.kind}` }, kindLabel), sm)], track, { kind: r.kind, name: r.name, status: r.status });

@@ -1,0 +1,146 @@
+"""The df-server's visibility index: list and count runs without reading every status entry.
+
+Why a server-side index (and not KV keys per filter): queries combine any fields and search
+attributes with AND / OR / ranges / ORDER BY, which no fixed key layout answers without a scan,
+while every df-server already sees each status entry written. Each df-server follows the status
+bucket with one KV watch (every key's latest value, then each put and delete in order) into an
+in-memory :class:`~durablefuture.core.visibility.RunIndex`, and answers core NATS requests on
+``dfev.<ns>.visibility`` in the queue group ``df-server`` (one server answers each). A query
+touches only the runs its equality filters select (see ``core/visibility.py``); the index costs
+a few hundred bytes per run (``bench/visibility.py`` measures it) and a full read of the bucket
+when a server starts (queries wait for that, up to ``READY_TIMEOUT``). A status entry deleted
+(retention, ``df workflow delete``) leaves the index through the same watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from durablefuture.codec.visibility import (
+    VisibilityReply,
+    decode_page_token,
+    decode_visibility_request,
+    encode_page_token,
+    encode_visibility_error,
+    encode_visibility_reply,
+    listed,
+)
+from durablefuture.codec.wire import Codec
+from durablefuture.core.errors import DurableFutureError, InvalidQueryError
+from durablefuture.core.query import cursor_of, parse_query
+from durablefuture.core.visibility import RunIndex
+from durablefuture.transport.buckets import watch_bucket
+from durablefuture.transport.connection import NATS
+from durablefuture.transport.layout import KeyValue
+from durablefuture.transport.messages import Msg, Subscription
+from durablefuture.transport.subjects import Layout
+
+__all__ = ["READY_TIMEOUT", "VisibilityIndex"]
+
+log = logging.getLogger("durablefuture.server")
+
+READY_TIMEOUT = 10.0
+"""How long a query waits for a starting server to finish reading the status bucket."""
+
+
+class VisibilityIndex:
+    """Follows the status bucket into a :class:`RunIndex` and answers list/count requests."""
+
+    def __init__(self, nc: NATS, layout: Layout, codec: Codec) -> None:
+        self.nc = nc
+        self.layout = layout
+        self.codec = codec
+        self.index = RunIndex()
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sub: Subscription | None = None
+
+    async def start(self, kv: KeyValue) -> None:
+        self._task = asyncio.create_task(self._follow(kv), name="df-visibility")
+        self._sub = await self.nc.subscribe(
+            self.layout.visibility, queue="df-server", cb=self._on_request
+        )
+
+    async def stop(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    # ------------------------------------------------------------------ following the bucket
+
+    async def _follow(self, kv: KeyValue) -> None:
+        delay = 0.5
+        while True:
+            # a rebuild (after a lost watch) fills a new index while the old one still answers
+            building = RunIndex()
+            try:
+                async for item in watch_bucket(kv):
+                    if item is None:
+                        self.index = building
+                        self.ready.set()
+                        delay = 0.5
+                    else:
+                        self._apply(building, *item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("following the status bucket failed (%s); reading it again", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def _apply(self, index: RunIndex, key: str, value: bytes | None) -> None:
+        if value is None:
+            index.remove(key)
+            return
+        try:
+            summary = self.codec.decode_summary(value)
+        except DurableFutureError as exc:
+            log.debug("status entry %s is not readable: %s", key, exc)
+            index.remove(key)
+            return
+        index.put(key, listed(summary))
+
+    # ------------------------------------------------------------------ requests
+
+    async def _on_request(self, msg: Msg) -> None:
+        try:
+            body = await self.answer(msg.data)
+        except DurableFutureError as exc:
+            position = exc.position if isinstance(exc, InvalidQueryError) else -1
+            body = encode_visibility_error(type(exc).__name__, str(exc), position)
+        except Exception as exc:  # never a dead subscription
+            log.exception("answering a visibility request failed")
+            body = encode_visibility_error("DurableFutureError", f"the df-server failed: {exc}")
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(body)
+
+    async def answer(self, data: bytes) -> bytes:
+        """The reply to one request (raises a DurableFutureError to refuse it)."""
+        req = decode_visibility_request(data)
+        query = parse_query(req.query)
+        if not self.ready.is_set():
+            try:
+                await asyncio.wait_for(self.ready.wait(), READY_TIMEOUT)
+            except TimeoutError:
+                raise DurableFutureError(
+                    f"the df-server is still reading the status of every run (more than "
+                    f"{READY_TIMEOUT:g}s so far); try again shortly"
+                ) from None
+        if req.op == "count":
+            return encode_visibility_reply(
+                self.codec, VisibilityReply(count=self.index.count(query))
+            )
+        after = None
+        if req.token:
+            after = cursor_of(decode_page_token(req.token, req.query), query.order_by)
+        runs, cursor = self.index.page(query, req.page_size, after)
+        token = None if cursor is None else encode_page_token(req.query, cursor)
+        return encode_visibility_reply(self.codec, VisibilityReply(tuple(runs), token, len(runs)))
