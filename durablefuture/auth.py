@@ -166,7 +166,7 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
     # the server's own consumers: nobody else creates, pulls from or acknowledges on them
     protected = tuple(
         x
-        for c in (lay.server_consumer, lay.schedule_consumer)
+        for c in (lay.server_consumer, lay.schedule_consumer, lay.removal_consumer)
         for x in (
             f"{api}.CONSUMER.CREATE.{s}.{c}.>",
             f"{api}.CONSUMER.DELETE.{s}.{c}",
