@@ -26,7 +26,6 @@ from durablefuture.core.query import (
     Expr,
     FieldValue,
     In,
-    Literal,
     Query,
     SortPart,
     after_cursor,
@@ -254,11 +253,9 @@ class RunIndex:
 
 
 def _plain(p: Compare | In) -> bool:
-    """An equality whose index lookup is exact: a built-in keyword field, or a value kind that
-    can only equal itself (a string; not a number, which may equal a bool's hash)."""
-    values: tuple[Literal, ...] = (p.value,) if isinstance(p, Compare) else p.values
-    if isinstance(p, Compare) and p.op != "=":
-        return False
-    if isinstance(p, In) and p.negate:
-        return False
-    return p.field in _BUILTIN_INDEXED and all(isinstance(v, str) for v in values)
+    """An equality whose index lookup is exact: string values only (a string equals only a
+    keyword, or an item of a keyword list, which is what ``=`` means for one; a number could
+    also find a bool under the same hash). Text and datetime attributes are never looked up."""
+    if isinstance(p, Compare):
+        return p.op == "=" and isinstance(p.value, str)
+    return not p.negate and all(isinstance(v, str) for v in p.values)
