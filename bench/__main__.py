@@ -21,16 +21,16 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from bench import check, report
+from bench import check, report, secure
 from bench.df_engine import FULL, QUICK, DFOptions, run_df
 from bench.peers import DEFAULT_PEERS_DIR, DEFAULT_VENV, Peers
 from bench.procs import Started
 from bench.stats import Emitter, log
 
-ALL = ["w1", "w2", "w3", "w4", "w5", "mem", "w8", "vis"]
+ALL = ["w1", "w2", "w3", "w4", "w5", "mem", "w8", "storage", "vis"]
 DEFAULT = ["w1", "w2", "w3", "w4", "w5", "mem"]
-"""W8 (schedules, a minute or more) and VIS (visibility over 100,000 closed runs) run when asked
-for: --workloads w8,vis."""
+"""W8 (schedules, a minute or more), storage (waits out a retention) and VIS (visibility over
+100,000 closed runs) run when asked for: --workloads w8,storage,vis."""
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -44,7 +44,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--workloads",
         default=",".join(DEFAULT),
         help="comma-separated subset of w1..w5, mem (a worker holding many open workflows) "
-        "and w8 (schedules: 1,000 firing every minute for 5 minutes; not in the default set)",
+        "w8 (schedules: 1,000 firing every minute for 5 minutes) and storage (bytes per W1 "
+        "workflow while retained and after a 1-minute retention); the last two are not in the "
+        "default set",
     )
     ap.add_argument("--quick", action="store_true", help="small counts for a smoke run")
     ap.add_argument(
@@ -63,6 +65,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="W8 seconds between firings (default 60, quick 1)",
+    )
+    ap.add_argument(
+        "--storage-n",
+        type=int,
+        default=None,
+        help="storage: W1 workflows (default 2000, quick 100)",
+    )
+    ap.add_argument(
+        "--storage-retention",
+        type=float,
+        default=None,
+        help="storage: the namespace retention in seconds (default 60, quick 5)",
     )
     ap.add_argument(
         "--vis-runs", type=int, default=None, help="VIS closed runs (default 100000, quick 2000)"
@@ -112,7 +126,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="payload codec of the client and df-workers (sets DF_CODEC), e.g. "
         "durablefuture.codecs:from_env with keys in DF_CODEC_KEYS",
     )
+    ap.add_argument(
+        "--secure",
+        choices=["off", "on", "pair"],
+        default="off",
+        help="on: df auth init logins, TLS with client certificates and an AES-GCM codec, all "
+        "made in the round's temp dir; pair: each round runs off and on back to back "
+        "(alternating which goes first) and the end prints medians and on/off ratios",
+    )
+    ap.add_argument(
+        "--secure-parts",
+        default="auth,tls,codec",
+        help="what --secure turns on (default all): auth, tls, codec, comma-separated",
+    )
     a = ap.parse_args(argv)
+    a.secure_parts = tuple(p.strip() for p in a.secure_parts.split(",") if p.strip())
+    if not a.secure_parts or set(a.secure_parts) - {"auth", "tls", "codec"}:
+        ap.error("--secure-parts: choose from auth, tls, codec")
+    if a.codec and a.secure != "off":
+        ap.error("--secure brings its own codec (AES-GCM); leave out --codec")
     if a.codec:
         os.environ["DF_CODEC"] = a.codec
     wl = [w.strip().lower() for w in a.workloads.split(",") if w.strip()]
@@ -205,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, w8_secs=a.w8_seconds)
     if a.w8_every is not None:
         sizes = dataclasses.replace(sizes, w8_every=a.w8_every)
+    if a.storage_n is not None:
+        sizes = dataclasses.replace(sizes, storage_n=a.storage_n)
+    if a.storage_retention is not None:
+        sizes = dataclasses.replace(sizes, storage_retention=a.storage_retention)
     if a.vis_runs is not None:
         sizes = dataclasses.replace(sizes, vis_n=max(1, min(a.vis_runs, 10_000_000)))
     out_path = os.path.abspath(
@@ -236,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                         profile_workloads=tuple(a.profile_workloads.split(",")),
                         servers=a.servers,
                         workers=a.workers,
+                        secure=None if a.secure == "off" else a.secure,
+                        secure_parts=a.secure_parts,
                     )
                     asyncio.run(run_df(opts, a.workload_list, a.rounds, emitter, started))
             if a.with_temporal or a.with_dbos:
@@ -260,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             if peers is not None:
                 peers.cleanup()
         sys.stderr.write("\n" + report.table(emitter.lines))
+        if a.secure == "pair":
+            sys.stderr.write("\n" + secure.ratio_table(emitter.lines, a.secure_parts))
     log(f"results: {out_path}")
     if a.check:
         found = check.problems(emitter.lines, a.workload_list)

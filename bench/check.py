@@ -17,6 +17,7 @@ KEYS = {
     "w1": ["n", "max_in_flight", "wall_s", "wf_per_s"]
     + [f"e2e_{p}_ms" for p in ("p50", "p95", "p99", "max")],
     "w2": ["n", "wall_s"] + [f"{p}_ms" for p in ("p50", "p95", "p99", "max")],
+    "storage": ["n", "retained_bytes_per_wf", "expired_total_bytes", "expired_within_1mb"],
     "w8": ["schedules", "seconds", "expected_actions", "started_actions", "missed", "duplicated"]
     + [f"late_{p}_ms" for p in ("p50", "p95", "p99", "max")],
     "vis": ["runs", "count", "page_rows", "index_bytes_per_run", "server_rss_bytes_per_run"]

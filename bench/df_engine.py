@@ -31,9 +31,10 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
-from bench import flows
+from bench import flows, secure
 from bench.procs import Started
 from bench.profile import Profiler
+from bench.secure import SecureFiles
 from bench.stats import Emitter, lat_stats, log, snap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +57,8 @@ class Sizes:
     w8_n: int = 1000
     w8_secs: int = 300
     w8_every: int = 60
+    storage_n: int = 2000
+    storage_retention: float = 60.0
     vis_n: int = 100_000
 
 
@@ -71,6 +74,8 @@ QUICK = Sizes(
     w8_n=50,
     w8_secs=10,
     w8_every=1,
+    storage_n=100,
+    storage_retention=5.0,
     vis_n=2_000,
 )
 
@@ -88,6 +93,10 @@ class DFOptions:
     profile_workloads: tuple[str, ...] = ("w1",)
     servers: int = 1
     workers: int = 1
+    secure: str | None = None
+    secure_parts: tuple[str, ...] = ("auth", "tls", "codec")
+    """"on": logins, TLS and AES-GCM (bench/secure.py); "off" or None: none of them
+    (None leaves the key out of the lines)."""
 
 
 def _bench_nats_class() -> type:
@@ -169,6 +178,8 @@ def meta_record(opts: DFOptions) -> dict[str, Any]:
         ),
         "sizes": dataclasses.asdict(opts.sizes),
         "codec": os.environ.get("DF_CODEC") or None,
+        "secure": opts.secure,
+        **({"secure_parts": list(opts.secure_parts)} if opts.secure else {}),
     }
 
 
@@ -210,14 +221,23 @@ class DFRound:
         self.daemons: dict[str, list[subprocess.Popen[bytes]]] = {"server": [], "worker": []}
         self.client: Any = None
         self.procs: dict[str, list[psutil.Process]] = {"server": [], "worker": [], "nats": []}
+        self.secure: SecureFiles | None = None
+        self.env_extra: dict[str, str] = {}
 
     def emit(self, rec: dict[str, Any]) -> None:
-        self.emitter.emit({"engine": ENGINE, "fsync": self.fsync, "round": self.idx, **rec})
+        mode = {} if self.opts.secure is None else {"secure": self.opts.secure}
+        self.emitter.emit({"engine": ENGINE, "fsync": self.fsync, **mode, "round": self.idx, **rec})
+
+    def _login(self, role: str) -> list[str]:
+        """The daemon options of ``role`` in a secured round (none otherwise)."""
+        if self.secure is None:
+            return []
+        return [*self.secure.creds_args(role), *self.secure.tls_args()]
 
     # ------------------------------------------------------------------ processes
 
     def _daemon(self, name: str, module: str, *args: str) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
+        env = dict(os.environ) | self.env_extra
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         log_path = os.path.join(self.tmpdir, f"{name}.log")
         with open(log_path, "ab") as logf:
@@ -266,15 +286,35 @@ class DFRound:
         layout = Layout(NAMESPACE)
         t0 = now()
         nats_cls = _bench_nats_class()
+        nats_extra: dict[str, Any] = {}
+        codec = _codec()  # (not passed when unset: --ref may run an engine without codecs)
+        extra: dict[str, Any] = {"codec": codec} if codec is not None else {}
+        if self.opts.secure == "on":
+            from durablefuture.transport.tls import TlsConfig
+
+            parts = self.opts.secure_parts
+            self.secure = sec = secure.make(self.tmpdir, NAMESPACE, parts)
+            extra = {}
+            if "tls" in parts:
+                nats_extra |= {"tls_cert": sec.server_cert, "tls_key": sec.server_key}
+                nats_extra["tls_ca"] = sec.ca
+                extra["tls"] = TlsConfig(ca=sec.ca, cert=sec.client_cert, key=sec.client_key)
+            if "auth" in parts:
+                nats_extra["include"] = sec.auth_config
+                # the driver logs in as admin: the client role plus the stream and consumer
+                # listings the counters below read
+                extra["creds"] = sec.creds["admin"]
+            if "codec" in parts:
+                self.env_extra = {"DF_CODEC": "bench.secure:codec", secure.KEY_ENV: sec.aes_key}
+                os.environ[secure.KEY_ENV] = sec.aes_key
+                extra["codec"] = secure.codec()
         self.nats = nats_cls(
-            os.path.join(self.tmpdir, "nats"), sync_always=self.opts.fsync_always
+            os.path.join(self.tmpdir, "nats"), sync_always=self.opts.fsync_always, **nats_extra
         ).start()
         self.started.procs.append(("nats-server", self.nats.proc, signal.SIGTERM))
         self.procs["nats"] = [psutil.Process(self.nats.proc.pid)]
         t_nats = now() - t0
         url = self.nats.url
-        codec = _codec()  # (not passed when unset: --ref may run an engine without codecs)
-        extra: dict[str, Any] = {"codec": codec} if codec is not None else {}
         self.client = await Client.connect(url, NAMESPACE, connect_timeout=10, **extra)
         js = self.client.pub.js
 
@@ -296,6 +336,7 @@ class DFRound:
                 self.opts.log_level,
                 "--log-format",
                 "text",
+                *self._login("server"),
             )
             self.daemons["server"].append(proc)
             self.procs["server"].append(psutil.Process(proc.pid))
@@ -365,6 +406,7 @@ class DFRound:
             self.opts.log_level,
             "--log-format",
             "text",
+            *self._login("worker"),
         )
 
     async def stop(self) -> int | None:
@@ -639,8 +681,20 @@ class DFRound:
         from bench.w8 import w8
 
         return await w8(
-            self.client, self.prefix, self.sizes.w8_n, self.sizes.w8_secs, self.sizes.w8_every
+            self.client,
+            self.prefix,
+            self.sizes.w8_n,
+            self.sizes.w8_secs,
+            self.sizes.w8_every,
+            snaps=self.snaps,
         )
+
+    async def storage(self) -> dict[str, Any]:
+        """Bytes per completed W1 workflow while retained and after expiry (``storage.py``)."""
+        from bench.storage import storage
+
+        s = self.sizes
+        return await storage(self.client, self.prefix, s.storage_n, s.w1_conc, s.storage_retention)
 
     async def vis(self) -> dict[str, Any]:
         """Visibility: list/count over ``vis_n`` closed runs (``bench/visibility.py``)."""
@@ -688,13 +742,19 @@ async def run_df(
 ) -> None:
     emitter.emit(meta_record(opts))
     for r in range(rounds):
-        rnd = DFRound(r, opts, emitter, started)
-        try:
-            await rnd.start()
-            for w in workloads:
-                await rnd.run_workload(w)
-        except Exception as exc:
-            rnd.emit({"workload": "round", "error": f"{type(exc).__name__}: {exc}"})
-        finally:
-            store_bytes = await rnd.stop()
-            rnd.emit({"workload": "round_end", "store_bytes": store_bytes})
+        if opts.secure == "pair":
+            # unsecured and secured back to back, alternating which goes first
+            modes = ["off", "on"] if r % 2 == 0 else ["on", "off"]
+        else:
+            modes = [opts.secure]  # type: ignore[list-item]
+        for mode in modes:
+            rnd = DFRound(r, dataclasses.replace(opts, secure=mode), emitter, started)
+            try:
+                await rnd.start()
+                for w in workloads:
+                    await rnd.run_workload(w)
+            except Exception as exc:
+                rnd.emit({"workload": "round", "error": f"{type(exc).__name__}: {exc}"})
+            finally:
+                store_bytes = await rnd.stop()
+                rnd.emit({"workload": "round_end", "store_bytes": store_bytes})

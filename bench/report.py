@@ -56,7 +56,8 @@ ROWS: list[tuple[str, str, str, str]] = [
 def column_of(rec: dict[str, Any]) -> str:
     eng = str(rec.get("engine", "?"))
     if "fsync" in rec:
-        return f"{eng} (fsync {rec['fsync']})"
+        secured = f", secure {rec['secure']}" if rec.get("secure") else ""
+        return f"{eng} (fsync {rec['fsync']}{secured})"
     return eng
 
 

@@ -20,6 +20,10 @@ recorded histories, one read per expected action:
   their start request stored, but df-server had not handled it yet). An overloaded run shows
   a backlog there; a lost action would show as ``missed`` after a full drain.
 - ``late_*`` covers the started actions only: backlogged ones would be later still.
+- ``window_cpu_s`` / ``window_cpu_ms_per_action``: CPU seconds of nats-server, df-server and
+  df-worker (and their total) from the end of the creation to the end of the drain, and that
+  per due action: what taking and starting the actions cost, without the creation and the
+  history reads of the measurement (the workload line's ``*_cpu_s`` include both).
 - ``duplicated``: runs beyond the first for one action's workflow id, plus actions the schedules
   counted beyond the expected ones (``extra``). Both must be 0.
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bench import flows
@@ -42,7 +47,14 @@ DRAIN_SECONDS = 120.0
 (the schedules have taken them all and df-server has no input left to handle)."""
 
 
-async def w8(client: Any, prefix: str, n: int, secs: int, every: int = 1) -> dict[str, Any]:
+async def w8(
+    client: Any,
+    prefix: str,
+    n: int,
+    secs: int,
+    every: int = 1,
+    snaps: Callable[[], Mapping[str, tuple[float, int]]] | None = None,
+) -> dict[str, Any]:
     import durablefuture as df
     from durablefuture.core import events as ev
     from durablefuture.core.errors import DurableFutureError
@@ -103,6 +115,7 @@ async def w8(client: Any, prefix: str, n: int, secs: int, every: int = 1) -> dic
             return 1
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
+    cpu0 = snaps() if snaps is not None else {}
     await asyncio.sleep(max(0.0, end + 1 - time.time()))  # the window itself
     deadline = time.monotonic() + DRAIN_SECONDS
     count = await taken(0)
@@ -114,6 +127,10 @@ async def w8(client: Any, prefix: str, n: int, secs: int, every: int = 1) -> dic
         await asyncio.sleep(2.0)
         count = await taken(count)
     drain_s = DRAIN_SECONDS - max(0.0, deadline - time.monotonic())
+    cpu1 = snaps() if snaps is not None else {}
+    # CPU of the window and the drain only (not the creation, not the history reads below)
+    window_cpu = {k: cpu1[k][0] - cpu0[k][0] for k in cpu0 if k != "client"}
+    window_cpu["total"] = sum(window_cpu.values())
 
     lateness: list[float] = []
     missed = duplicated = 0
@@ -159,6 +176,10 @@ async def w8(client: Any, prefix: str, n: int, secs: int, every: int = 1) -> dic
         "schedules_created_after_start": late_created,
         "create_s": round(create_s, 2),
         "drain_s": round(drain_s, 2),
+        "window_cpu_s": {k: round(v, 2) for k, v in window_cpu.items()},
+        "window_cpu_ms_per_action": {
+            k: round(v * 1000 / max(1, total), 3) for k, v in window_cpu.items()
+        },
         **lat_stats(lateness, "late_"),
         "_wfs": max(1, total),
     }

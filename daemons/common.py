@@ -157,12 +157,22 @@ def tls_config(
     return tls
 
 
-def daemon_options(fn: F) -> F:
+NAMESPACES_OPTION = click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    envvar="DF_NAMESPACE",
+    help="Namespace to serve; repeat for several (env DF_NAMESPACE, space-separated). "
+    "Default: every namespace with a server.creds in --creds-dir, else 'default'.",
+)
+
+
+def daemon_options(fn: F, namespace: Any = NAMESPACE_OPTION) -> F:
     """The options every daemon takes: connection (and its TLS), namespace, logging, metrics."""
     for option in reversed(
         (
             NATS_OPTION,
-            NAMESPACE_OPTION,
+            namespace,
             CONNECT_TIMEOUT_OPTION,
             CREDS_OPTION,
             *TLS_OPTIONS,

@@ -77,20 +77,22 @@ class AesGcm:
                     f"{len(k) if isinstance(k, bytes) else type(k).__name__}"
                 )
         self.key_id = key_id
+        # one cipher object and one associated-data string per key, made once
         self._ciphers = {kid: aesgcm(k) for kid, k in keys.items()}
+        self._aads = {kid: self._aad(kid) for kid in keys}
 
     @staticmethod
     def _aad(key_id: str) -> bytes:
         return f"df/{_ALGORITHM}/{key_id}".encode()
 
     def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        cipher = self._ciphers[self.key_id]
-        aad = self._aad(self.key_id)
+        encrypt = self._ciphers[self.key_id].encrypt
+        aad = self._aads[self.key_id]
+        added = {"encryption": _ALGORITHM, "key": self.key_id}
         out = []
         for p in payloads:
             nonce = os.urandom(_NONCE)
-            meta = {**p.metadata, "encryption": _ALGORITHM, "key": self.key_id}
-            out.append(Payload(nonce + cipher.encrypt(nonce, p.data, aad), meta))
+            out.append(Payload(nonce + encrypt(nonce, p.data, aad), p.metadata | added))
         return out
 
     def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
@@ -109,7 +111,7 @@ class AesGcm:
                     f"(it has {sorted(self._ciphers)}); add it to old_keys (or {KEYS_ENV})"
                 )
             try:
-                data = cipher.decrypt(p.data[:_NONCE], p.data[_NONCE:], self._aad(kid))
+                data = cipher.decrypt(p.data[:_NONCE], p.data[_NONCE:], self._aads[kid])
             except InvalidTag:
                 raise PayloadError(
                     f"a payload encrypted with key {kid!r} fails authentication: it was altered "

@@ -61,7 +61,7 @@ RULES: dict[str, tuple[str, str]] = {
     ),
     "DF108": (
         "creates a command without yielding it (it does nothing)",
-        "write `result = yield df.activity(...)`",
+        "yield it: `result = yield df.activity(...)`, `yield df.continue_as_new(...)`",
     ),
     "DF109": (
         "iterates over a set, whose order can change between processes",

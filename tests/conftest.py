@@ -138,7 +138,7 @@ class Daemons:
 
 
 async def wait_namespace(
-    url: str, namespace: str = "default", timeout: float = 15.0, tls: ssl.SSLContext | None = None
+    url: str, namespace: str = "default", timeout: float = 60.0, tls: ssl.SSLContext | None = None
 ) -> None:
     """Wait until a df-server has created the namespace (its server consumer exists)."""
     import nats

@@ -16,6 +16,7 @@ passes them through. A payload over :data:`MAX_CLAIM_BYTES` is refused.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, Protocol
 
 import orjson
@@ -42,6 +43,8 @@ __all__ = [
     "MESSAGE_BUDGET",
     "Claims",
     "PayloadStore",
+    "claim_names",
+    "claimed_objects",
     "has_claims",
     "is_claim",
 ]
@@ -57,6 +60,16 @@ what an encryption codec adds)."""
 SIZE = "size"
 CLAIM_MARK = f'"{CLAIM}":'.encode()
 """In the bytes of every message that holds a reference."""
+_CLAIM_NAME = re.compile(rb'"' + CLAIM.encode() + rb'":\s*"([0-9a-f]{64})"')
+
+
+def claim_names(data: bytes) -> set[str]:
+    """The objects a stored message (a history batch) refers to, read from its bytes."""
+    if CLAIM_MARK not in data:
+        return set()
+    return {m.group(1).decode() for m in _CLAIM_NAME.finditer(data)}
+
+
 RECENT_BYTES = 128 * 1024 * 1024
 _PAYLOAD_ATTRS = ("args", "signal_args", "result", "value", "heartbeat_details")
 
@@ -84,6 +97,30 @@ def has_claims(obj: object) -> bool:
             return True
         failure = getattr(failure, "cause", None)
     return any(has_claims(c) for c in getattr(obj, "commands", ()))
+
+
+def claimed_objects(data: bytes) -> set[str]:
+    """The names of the stored objects a stored message refers to (a history message, a task,
+    a status entry: any message of the namespace, as bytes). Malformed or foreign bytes refer
+    to none."""
+    if CLAIM_MARK not in data:
+        return set()
+    try:
+        tree = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return set()
+    names = set()
+    for container, key in payload_slots(tree):
+        value = container[key]
+        if is_claim(value):
+            name = value[ENVELOPE_KEY]["m"].get(CLAIM)
+            if isinstance(name, str) and _is_object_name(name):
+                names.add(name)
+    return names
+
+
+def _is_object_name(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
 class Claims:

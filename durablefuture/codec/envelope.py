@@ -18,7 +18,6 @@ themselves are never walked.
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -144,10 +143,9 @@ def describe_envelope(value: object) -> str:
     return text
 
 
-def _to_envelope(payload: Payload) -> JsonValue:
-    return {
-        ENVELOPE_KEY: {"m": dict(payload.metadata), "d": base64.b64encode(payload.data).decode()}
-    }
+def _to_envelope(payload: Payload) -> dict[str, Any]:
+    data = binascii.b2a_base64(payload.data, newline=False).decode()
+    return {ENVELOPE_KEY: {"m": dict(payload.metadata), "d": data}}
 
 
 def split_envelope(value: dict[str, Any]) -> Payload:
@@ -155,23 +153,37 @@ def split_envelope(value: dict[str, Any]) -> Payload:
     try:
         meta = inner["m"]
         raw = inner["d"]  # bytes once fetched from the store
-        data = raw if isinstance(raw, bytes) else base64.b64decode(raw, validate=True)
+        data = raw if isinstance(raw, bytes) else binascii.a2b_base64(raw, strict_mode=True)
         if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
             raise TypeError("metadata is not a map of strings")
-    except (KeyError, TypeError, binascii.Error) as exc:
+    except (KeyError, TypeError, ValueError) as exc:  # binascii.Error is a ValueError
         raise PayloadError(f"a payload envelope is malformed ({exc})") from None
     return Payload(data, meta)
 
 
-def encode_values(codec: PayloadCodec, values: Sequence[JsonValue]) -> list[JsonValue]:
-    """``values`` as envelopes (one batch through ``codec``)."""
+def encode_values(
+    codec: PayloadCodec, values: Sequence[JsonValue], cache: DecodedCache | None = None
+) -> list[JsonValue]:
+    """``values`` as envelopes (one batch through ``codec``).
+
+    With ``cache``, each envelope's plaintext is remembered under it: the process that wrote a
+    payload reads it back without decoding it (a worker reads its own reports in the receipts
+    and the next workflow task of the run)."""
     if not values:
         return list(values)
     plain = [Payload(orjson.dumps(v), {"encoding": "json"}) for v in values]
     encoded = codec.encode(plain)
     if len(encoded) != len(plain):
         raise PayloadError(f"payload codec {type(codec).__name__} changed the number of payloads")
-    return [_to_envelope(p) for p in encoded]
+    out: list[JsonValue] = []
+    for before, after in zip(plain, encoded, strict=True):
+        envelope = _to_envelope(after)
+        if cache is not None:
+            key = cache.key(envelope)
+            if key is not None:
+                cache.put(key, before.data)
+        out.append(envelope)
+    return out
 
 
 class DecodedCache:
@@ -288,7 +300,7 @@ def transform_tree(
     if encode:
         slots = payload_slots(tree, skip_envelopes=True)
         if slots:
-            _replace(slots, encode_values(codec, [c[k] for c, k in slots]))
+            _replace(slots, encode_values(codec, [c[k] for c, k in slots], cache))
         return
     slots = [(c, k) for c, k in payload_slots(tree) if is_envelope(c[k]) and not is_claim(c[k])]
     if slots:

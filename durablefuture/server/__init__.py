@@ -3,6 +3,7 @@
 One concern per module:
 
 * ``service``    ``Server``: lifecycle, the input loop, dead letters and corrupt histories
+* ``many``       ``Servers``: one process serving several namespaces
 * ``starts``     start requests (new runs, existing ids, signal with start)
 * ``inputs``     inputs for a run: decide, append with a sequence check, perform the effects
 * ``effects``    sending what a decision implies (tasks, timers, notices, the status index)
@@ -12,7 +13,8 @@ One concern per module:
 * ``schedules``  the schedule component
 """
 
+from durablefuture.server.many import Servers
 from durablefuture.server.options import ServerOptions
 from durablefuture.server.service import Server
 
-__all__ = ["Server", "ServerOptions"]
+__all__ = ["Server", "ServerOptions", "Servers"]

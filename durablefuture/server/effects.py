@@ -1,7 +1,9 @@
 """Effects: what a recorded decision implies, sent after the history append.
 
 Dispatching tasks, arming timers (a JetStream schedule, plus a local fast path), notifying
-parents and children, cancelling activities and writing the status index. Every message has a
+parents and children, cancelling activities and writing the status index. Which effect means
+what is decided once, in ``core.interpretation`` (the in-memory Simulation uses the same
+table); this module is the NATS handler of that interpreter. Every message has a
 ``Nats-Msg-Id`` derived from stable facts, so deriving an effect twice (a redelivered input,
 another server's view) is harmless; all are pipelined and their PubAcks awaited together.
 """
@@ -14,30 +16,29 @@ import logging
 from collections.abc import Awaitable, Coroutine, Sequence
 from datetime import UTC, datetime
 
-from durablefuture.codec.records import encode_cancel_request
+from durablefuture.codec.records import Removal, encode_cancel_request, encode_removal
 from durablefuture.codec.wire import InputEnvelope, WorkflowTaskMessage
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.effects import (
     ArmTimer,
     CancelActivities,
-    CancelChildRun,
     DispatchActivityTask,
     DispatchWorkflowTask,
     Effect,
     IndexRun,
-    NotifyParent,
     RunStatus,
     RunSummary,
     StartRun,
-    TerminateChildRun,
     UpdateStatus,
 )
 from durablefuture.core.errors import DurableFutureError, TransportError
+from durablefuture.core.interpretation import RunMessage, interpret
 from durablefuture.server.base import ServerBase
 from durablefuture.server.runs import RunCache
 from durablefuture.server.sources import SERVER
 from durablefuture.transport.buckets import read_entry
+from durablefuture.transport.compaction import purge
 from durablefuture.transport.guard import max_payload
 from durablefuture.transport.layout import open_bucket
 from durablefuture.transport.publisher import (
@@ -88,105 +89,7 @@ class Effects(ServerBase):
                     raise r
 
     async def _effect(self, cache: RunCache, e: Effect, pending: list[Awaitable[object]]) -> None:
-        layout = self.layout
-        pub = self.pub
-        run_id = cache.state.run_id
-        if isinstance(e, DispatchWorkflowTask):
-            task = e.task
-            events = cache.events
-            if cache.wft_sent_upto:
-                delta: Sequence[ev.Event] = events[cache.wft_sent_upto :]
-            elif len(events) <= FULL_HISTORY_IN_TASK:
-                delta = events
-            else:
-                delta = ()
-            cache.wft_sent_upto = len(events)
-            data = self.codec.encode_workflow_task(
-                WorkflowTaskMessage(task, tuple(delta), cache.last_seq)
-            )
-            if len(data) > min(MAX_TASK_BYTES, max_payload(self.nc) // 2):
-                # too big to carry: the worker reads the history
-                data = self.codec.encode_workflow_task(
-                    WorkflowTaskMessage(task, (), cache.last_seq)
-                )
-            pending.append(
-                await pub.send(
-                    layout.workflow_tasks(task.task_queue),
-                    data,
-                    {MSG_ID: f"wt:{run_id}:{task.trigger}:{task.attempt}"},
-                )
-            )
-        elif isinstance(e, DispatchActivityTask):
-            atask = e.task
-            data = self.codec.encode_activity_task(atask)
-            target = layout.activity_tasks(atask.task_queue)
-            msg_id = f"at:{run_id}:{atask.seq}:{atask.attempt}"
-            if e.deliver_at is None or e.deliver_at <= self.clock.now() + 0.01:
-                pending.append(await pub.send(target, data, {MSG_ID: msg_id}))
-            elif self.clock.skips:
-                # a test's clock jumps ahead of the wall-clock time a schedule would keep:
-                # the backoff lives in that clock (tests need no durability across crashes)
-                self._later(e.deliver_at, target, data, msg_id)
-            else:
-                # the same Msg-Id on the schedule: if this dispatch is derived again (a timer's
-                # durable copy arrives after its local fast path) once the retry is due, the
-                # direct publish above is a duplicate instead of a second delivery
-                headers = {SCHEDULE: _at(e.deliver_at), SCHEDULE_TARGET: target, MSG_ID: msg_id}
-                subject = layout.timer(run_id, f"r{atask.seq}.{atask.attempt}")
-                pending.append(await pub.send(subject, data, headers))
-        elif isinstance(e, ArmTimer):
-            await self._arm(cache, e, pending)
-        elif isinstance(e, StartRun):
-            data = self.codec.encode_input(InputEnvelope(e.request.workflow_id, start=e.request))
-            headers = {MSG_ID: f"start:{e.request.request_id}"}
-            pending.append(await pub.send(layout.input("start"), data, headers))
-        elif isinstance(e, NotifyParent):
-            p = e.parent
-            msg: inp.RunInput
-            if e.started:
-                msg = inp.RecordChildStarted(p.run_id, p.seq, e.child_run_id)
-            else:
-                msg = inp.RecordChildClosed(p.run_id, p.seq, e.child_run_id, e.result, e.failure)
-            pending.append(await self._send_input(p.workflow_id, msg))
-        elif isinstance(e, CancelChildRun):
-            cancel = inp.RequestCancel(e.run_id or "", e.request_id, e.reason)
-            pending.append(
-                await self._send_input(e.workflow_id, cancel, msg_id=f"cxl:{e.request_id}")
-            )
-        elif isinstance(e, TerminateChildRun):
-            term = inp.TerminateWorkflow(e.run_id or "", e.request_id, e.reason)
-            pending.append(
-                await self._send_input(e.workflow_id, term, msg_id=f"trm:{e.request_id}")
-            )
-        elif isinstance(e, CancelActivities):
-            raw = encode_cancel_request(e.reason)
-            for seq in e.seqs:
-                key = f"$KV.{layout.activity_bucket}.{layout.cancel_key(run_id, seq)}"
-                pending.append(await pub.send(key, raw))
-        elif isinstance(e, IndexRun):
-            pending.append(self._reindex(e.summary))
-        elif isinstance(e, UpdateStatus):
-            summary = e.summary
-            body = self.codec.encode_summary(summary)
-            key = (
-                f"$KV.{layout.runs_bucket}.{layout.status_key(summary.workflow_id, summary.run_id)}"
-            )
-            if summary.status in RunStatus.CLOSED:
-                pending.append(await pub.send(key, body))
-            else:
-                # "running" is a run's first status, written once: a copy derived again later
-                # (a start delivered twice, another server's older view) must never overwrite
-                # its close, or clients wait for a result that is long there
-                created = await pub.send(key, body, {EXPECTED_LAST_SUBJECT_SEQ: "0"})
-                pending.append(_unless_present(created))
-            if summary.status in RunStatus.CLOSED:
-                self._cancel_local_timers(run_id)
-                # The close is in history already; waiting clients get the outcome right away
-                # (the notice carries it), while the status entry is being stored.
-                with contextlib.suppress(TransportError):
-                    await self.pub.notify(
-                        layout.closed_notice(summary.workflow_id, summary.run_id), body
-                    )
+        await interpret(e, _Sender(self, cache, pending))
 
     async def _reindex(self, summary: RunSummary) -> None:
         """Rewrite an open run's status entry with new search attributes: compare-and-set on
@@ -238,6 +141,16 @@ class Effects(ServerBase):
             return
         self._timers[key] = self.clock.call_at(e.fire_at, lambda: self._fire_local(wid, fire))
 
+    async def _arm_expiry(
+        self, workflow_id: str, run_id: str, closed_at: float
+    ) -> asyncio.Future[PubAck]:
+        """Arm (or move) a closed run's expiry: the namespace's retention after ``closed_at``
+        (its removal: ``server/removals.py``)."""
+        due = closed_at + self.settings.retention
+        headers = {SCHEDULE: _at(due), SCHEDULE_TARGET: self.layout.removal("expire")}
+        body = encode_removal(Removal(workflow_id, run_id))
+        return await self.pub.send(self.layout.expiry(run_id), body, headers)
+
     def _later(self, when: float, subject: str, data: bytes, msg_id: str) -> None:
         """Publish at ``when`` of a skipping clock (the JetStream schedule keeps wall time)."""
 
@@ -273,6 +186,126 @@ class Effects(ServerBase):
     def _cancel_local_timers(self, run_id: str) -> None:
         for key in [k for k in self._timers if k[0] == run_id]:
             self._timers.pop(key).cancel()
+
+    async def _purge_run_timers(self, run_id: str) -> None:
+        """Cancel the durable timers a closed run still has armed (they would fire only to be
+        ignored); should this fail, they fire, are ignored, and are compacted then."""
+        try:
+            await purge(self.nc, self.layout.stream, self.layout.timer(run_id, ">"))
+        except TransportError as exc:
+            log.debug("could not cancel the timers of closed run %s: %s", run_id, exc)
+
+
+class _Sender:
+    """The df-server's handler of effects (``core.interpretation.EffectHandler``): each
+    effect becomes messages, pipelined; their PubAck futures go to ``pending``."""
+
+    def __init__(self, server: Effects, cache: RunCache, pending: list[Awaitable[object]]) -> None:
+        self.server = server
+        self.cache = cache
+        self.pending = pending
+
+    async def dispatch_workflow_task(self, e: DispatchWorkflowTask) -> None:
+        server, cache = self.server, self.cache
+        task = e.task
+        events = cache.events
+        if cache.wft_sent_upto:
+            delta: Sequence[ev.Event] = events[cache.wft_sent_upto :]
+        elif len(events) <= FULL_HISTORY_IN_TASK:
+            delta = events
+        else:
+            delta = ()
+        cache.wft_sent_upto = len(events)
+        data = server.codec.encode_workflow_task(
+            WorkflowTaskMessage(task, tuple(delta), cache.last_seq)
+        )
+        if len(data) > min(MAX_TASK_BYTES, max_payload(server.nc) // 2):
+            # too big to carry: the worker reads the history
+            data = server.codec.encode_workflow_task(WorkflowTaskMessage(task, (), cache.last_seq))
+        self.pending.append(
+            await server.pub.send(
+                server.layout.workflow_tasks(task.task_queue),
+                data,
+                {MSG_ID: f"wt:{cache.state.run_id}:{task.trigger}:{task.attempt}"},
+            )
+        )
+
+    async def dispatch_activity_task(self, e: DispatchActivityTask) -> None:
+        server = self.server
+        run_id = self.cache.state.run_id
+        atask = e.task
+        data = server.codec.encode_activity_task(atask)
+        target = server.layout.activity_tasks(atask.task_queue)
+        msg_id = f"at:{run_id}:{atask.seq}:{atask.attempt}"
+        if e.deliver_at is None or e.deliver_at <= server.clock.now() + 0.01:
+            self.pending.append(await server.pub.send(target, data, {MSG_ID: msg_id}))
+        elif server.clock.skips:
+            # a test's clock jumps ahead of the wall-clock time a schedule would keep:
+            # the backoff lives in that clock (tests need no durability across crashes)
+            server._later(e.deliver_at, target, data, msg_id)
+        else:
+            # the same Msg-Id on the schedule: if this dispatch is derived again (a timer's
+            # durable copy arrives after its local fast path) once the retry is due, the
+            # direct publish above is a duplicate instead of a second delivery
+            headers = {SCHEDULE: _at(e.deliver_at), SCHEDULE_TARGET: target, MSG_ID: msg_id}
+            subject = server.layout.timer(run_id, f"r{atask.seq}.{atask.attempt}")
+            self.pending.append(await server.pub.send(subject, data, headers))
+
+    async def arm_timer(self, e: ArmTimer) -> None:
+        await self.server._arm(self.cache, e, self.pending)
+
+    async def start_run(self, e: StartRun) -> None:
+        server = self.server
+        data = server.codec.encode_input(InputEnvelope(e.request.workflow_id, start=e.request))
+        headers = {MSG_ID: f"start:{e.request.request_id}"}
+        self.pending.append(await server.pub.send(server.layout.input("start"), data, headers))
+
+    async def send_to_run(self, message: RunMessage) -> None:
+        workflow_id, msg, msg_id = message
+        self.pending.append(await self.server._send_input(workflow_id, msg, msg_id=msg_id))
+
+    async def cancel_activities(self, e: CancelActivities) -> None:
+        server = self.server
+        layout, run_id = server.layout, self.cache.state.run_id
+        raw = encode_cancel_request(e.reason)
+        for seq in e.seqs:
+            key = f"$KV.{layout.activity_bucket}.{layout.cancel_key(run_id, seq)}"
+            self.pending.append(await server.pub.send(key, raw))
+
+    async def update_status(self, e: UpdateStatus) -> None:
+        server = self.server
+        layout, pub = server.layout, server.pub
+        summary = e.summary
+        body = server.codec.encode_summary(summary)
+        key = f"$KV.{layout.runs_bucket}.{layout.status_key(summary.workflow_id, summary.run_id)}"
+        if summary.status in RunStatus.CLOSED:
+            self.pending.append(await pub.send(key, body))
+        else:
+            # "running" is a run's first status, written once: a copy derived again later
+            # (a start delivered twice, another server's older view) must never overwrite
+            # its close, or clients wait for a result that is long there
+            created = await pub.send(key, body, {EXPECTED_LAST_SUBJECT_SEQ: "0"})
+            self.pending.append(_unless_present(created))
+        if summary.status in RunStatus.CLOSED:
+            server._cancel_local_timers(summary.run_id)
+            server._track(server._purge_run_timers(summary.run_id))
+            closed_at = summary.close_time or server.clock.now()
+            self.pending.append(
+                await server._arm_expiry(summary.workflow_id, summary.run_id, closed_at)
+            )
+            # The close is in history already; waiting clients get the outcome right away
+            # (the notice carries it), while the status entry is being stored.
+            with contextlib.suppress(TransportError):
+                await pub.notify(layout.closed_notice(summary.workflow_id, summary.run_id), body)
+
+    async def index_run(self, e: IndexRun) -> None:
+        self.pending.append(self.server._reindex(e.summary))
+
+    async def unsupported(self, effect: object) -> None:
+        raise TypeError(
+            f"the df-server has no handler for effect {type(effect).__name__}: {effect!r}; "
+            "add one to core.interpretation and to each runtime's handler"
+        )
 
 
 def _unless_present(sent: asyncio.Future[PubAck]) -> asyncio.Future[PubAck | None]:

@@ -1,17 +1,17 @@
 """df-server's schedule component: steps schedules when their timer fires or a client asks.
 
 Each input (a tick from the schedule's ``@at`` timer, or a control request) is handled as:
-load the state record and its sequence -> observe the schedule's running actions (their
-workflow ids' latest runs) -> the pure step (``core.schedules``) -> write the new record with
-``Nats-Expected-Last-Subject-Sequence`` (a conflict: reload and step again) -> perform the
-effects (start requests into the server's start input, cancel/terminate requests) -> re-arm the
-timer at the next wake-up -> answer -> ack. A crash anywhere leaves the input unacked; its
+load the state record and its sequence (a tick: the record this process wrote last, if any) ->
+observe the schedule's running actions (their workflow ids' latest runs) -> the pure step
+(``core.schedules``) -> write the new record with ``Nats-Expected-Last-Subject-Sequence`` (a
+conflict: reload and step again) -> perform the effects (starts, in this process's start path
+when it has one, else through the server's start input; cancel/terminate requests) -> re-arm
+the timer at the next wake-up -> answer -> ack. A crash anywhere leaves the input unacked; its
 redelivery finds the record as far as it got, and derives the same starts again: they are
 idempotent (stable workflow id, request id and ``Nats-Msg-Id``; id reuse REJECT_DUPLICATE).
 
 Closed-run notices are a fast path only: a run of a schedule this process knows closed, so
-the schedule is stepped now instead of at its next poll.
-"""
+the schedule is stepped now instead of at its next poll."""
 
 from __future__ import annotations
 
@@ -20,16 +20,14 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from attrs import define
 
 from durablefuture import metrics
 from durablefuture.codec.schedules import ScheduleCodec, ScheduleInput
 from durablefuture.codec.wire import Codec, InputEnvelope, Reply
-from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
-from durablefuture.core.effects import RunStatus
 from durablefuture.core.errors import (
     DecodeError,
     DurableFutureError,
@@ -37,8 +35,8 @@ from durablefuture.core.errors import (
     ScheduleAlreadyExistsError,
     ScheduleNotFoundError,
 )
-from durablefuture.core.options import IdReusePolicy
 from durablefuture.core.schedules import (
+    STARTING,
     CancelAction,
     Observed,
     ScheduleEffect,
@@ -51,9 +49,12 @@ from durablefuture.core.schedules import (
     apply_trigger,
     apply_update,
     new_state,
+    next_wake,
     step,
 )
-from durablefuture.core.state import status_of
+from durablefuture.server.schedule_effects import observe, start_request, stop_input
+from durablefuture.server.schedule_refresh import Refresher
+from durablefuture.server.schedule_states import StateCache
 from durablefuture.transport.consumer import PullConsumer, delivery_count
 from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.guard import check_reply_subject
@@ -64,7 +65,7 @@ from durablefuture.transport.publisher import MSG_ID, Publisher, WrongLastSequen
 from durablefuture.transport.redelivery import Redelivery
 from durablefuture.transport.schedule_store import ScheduleStore
 from durablefuture.transport.startup import until_ready
-from durablefuture.transport.subjects import Layout, decode_token
+from durablefuture.transport.subjects import Layout
 
 __all__ = ["ScheduleOptions", "ScheduleService"]
 
@@ -78,7 +79,8 @@ class ScheduleOptions:
     pause-on-failure, an unconfirmed start), step at least this often."""
     ack_wait: float = 10.0
     max_deliver: int = 20
-    concurrency: int = 64
+    concurrency: int = 1024
+    """Schedule inputs handled at once (each step includes starting its actions)."""
 
     @property
     def redelivery(self) -> Redelivery:
@@ -95,6 +97,7 @@ class ScheduleService:
         codec: Codec,
         history: HistoryStore,
         options: ScheduleOptions | None = None,
+        start: Callable[[inp.StartWorkflowRequest], Awaitable[object]] | None = None,
     ) -> None:
         self.nc = pub.nc
         self.pub = pub
@@ -104,12 +107,15 @@ class ScheduleService:
         self.history = history
         self.options = options or ScheduleOptions()
         self.store = ScheduleStore(pub.nc, pub, layout)
+        self.states = StateCache()
+        self._start = start
+        """Starts an action's run in this process (df-server's own start path) instead of
+        sending its start request through the stream."""
         self._consumer: PullConsumer | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._watch: dict[str, str] = {}  # action workflow id -> schedule id (fast path)
-        self._refreshing: dict[str, bool] = {}  # schedule id -> step again when done
+        self.refresher = Refresher(lambda sid: self.handle(ScheduleInput(sid, "tick")), self._spawn)
         self._sub: object = None
         self._stopping = False
 
@@ -145,6 +151,7 @@ class ScheduleService:
 
     async def stop(self, timeout: float = 10.0) -> None:
         self._stopping = True
+        self.refresher.stop()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()  # type: ignore[attr-defined]
@@ -202,8 +209,10 @@ class ScheduleService:
                 return
             headers: Mapping[str, str] = msg.headers or {}  # type: ignore[attr-defined]
             reply_to = headers.get(REPLY_HEADER, "")
+            timer = message.kind == "tick" and message.due is not None
             try:
-                reply = await self.handle(message)
+                with self.refresher.tick() if timer else contextlib.nullcontext():
+                    reply = await self.handle(message)
             except asyncio.CancelledError:
                 raise
             except InvalidArgumentError as exc:
@@ -255,6 +264,7 @@ class ScheduleService:
                     return await self._handle_once(message)
                 except WrongLastSequence:
                     metrics.OCC_CONFLICTS.inc(self.layout.namespace)
+                    self.states.drop(message.schedule_id)
                     continue
             raise DurableFutureError(
                 f"schedule {message.schedule_id!r}: too many concurrent writers; retrying"
@@ -263,9 +273,10 @@ class ScheduleService:
     async def _handle_once(self, message: ScheduleInput) -> Reply:
         sid = message.schedule_id
         poll = self.options.poll_interval
-        loaded = await self.store.load(sid)
-        now = time.time()
         kind = message.kind
+        cached = self.states.get(sid) if kind == "tick" else None
+        loaded = None if cached is not None else await self.store.load(sid)
+        now = time.time()
         if kind == "create":
             if message.schedule is None:
                 raise InvalidArgumentError("create needs a schedule")
@@ -278,15 +289,19 @@ class ScheduleService:
                         message=f"schedule {sid!r} already exists; update or delete it",
                     )
                 result = step(old, now, await self._observe(old), poll)
-                await self._commit(old, loaded[1], result)
+                seq = await self._commit(old, loaded[1], result)
+                await self._after(result, message, loaded[1], seq)
             else:
                 fresh = new_state(sid, message.schedule, now, message.request_id)
                 result = step(fresh, now, {}, poll)
-                await self.store.save(sid, self.scodec.encode_state(result.state), 0)
+                seq = await self.store.save(sid, self.scodec.encode_state(result.state), 0)
+                self.states.put(sid, result.state, seq)
                 log.info("created schedule %s", sid, extra={"schedule_id": sid})
-            await self._after(result)
+                await self._after(result, message, 0, seq)
             return Reply(True)
-        if loaded is None:
+        if cached is not None:
+            state, seq = cached
+        elif loaded is None:
             if kind in ("tick", "delete"):
                 return Reply(True)
             return Reply(
@@ -294,10 +309,11 @@ class ScheduleService:
                 error_type=ScheduleNotFoundError.__name__,
                 message=f"no schedule {sid!r} in namespace {self.layout.namespace!r}",
             )
-        state = self.scodec.decode_state(loaded[0])
-        seq = loaded[1]
+        else:
+            state, seq = self.scodec.decode_state(loaded[0]), loaded[1]
         if kind == "delete":
             await self.store.delete(sid)
+            self.states.drop(sid)
             log.info("deleted schedule %s", sid, extra={"schedule_id": sid})
             return Reply(True)
         observed = await self._observe(state)
@@ -321,13 +337,24 @@ class ScheduleService:
             result = apply_backfill(
                 state, message.start, message.end, message.overlap, now, req, observed, poll
             )
-        await self._commit(state, seq, result)
-        await self._after(result)
+        if cached is not None and result.state == state:
+            # nothing to write, so no sequence check: confirm the cached record is the latest
+            # (effects and the timer come from it)
+            latest = await self.store.load(sid)
+            if latest is None or latest[1] != seq:
+                raise WrongLastSequence(
+                    self.layout.schedule_state(sid), seq, latest[1] if latest else 0
+                )
+        new_seq = await self._commit(state, seq, result)
+        await self._after(result, message, seq, new_seq)
         return Reply(True)
 
-    async def _commit(self, old: ScheduleState, seq: int, result: Step) -> None:
+    async def _commit(self, old: ScheduleState, seq: int, result: Step) -> int:
+        """Write the new record (if it changed); its sequence."""
+        sid = old.schedule_id
         if result.state != old:
-            await self.store.save(old.schedule_id, self.scodec.encode_state(result.state), seq)
+            seq = await self.store.save(sid, self.scodec.encode_state(result.state), seq)
+        self.states.put(sid, result.state, seq)
         ns = self.layout.namespace
         if result.taken:
             metrics.SCHEDULE_ACTIONS.inc(ns, "taken", amount=result.taken)
@@ -337,49 +364,59 @@ class ScheduleService:
             metrics.SCHEDULE_ACTIONS.inc(ns, "missed", amount=result.missed)
             log.warning(
                 "schedule %s: %d actions missed (older than the catch-up window)",
-                old.schedule_id,
+                sid,
                 result.missed,
-                extra={"schedule_id": old.schedule_id},
+                extra={"schedule_id": sid},
             )
         for late in result.lateness:
             metrics.SCHEDULE_LATENESS_SECONDS.observe(late, ns)
+        return seq
 
-    async def _after(self, result: Step) -> None:
-        """Perform the effects (idempotent), then re-arm the timer."""
+    async def _after(self, result: Step, message: ScheduleInput, began: int, seq: int) -> None:
+        """Perform the effects (idempotent) and re-arm the timer, all at once: always after the
+        timer's own firing; after another input only if this process has not armed the same
+        wake-up since the record the step began from (``began``; ``seq`` is the one it wrote).
+        """
         state = result.state
+        sid = state.schedule_id
         pending: list[Awaitable[object]] = []
         for effect in result.effects:
             fut = await self._effect(state, effect)
             if fut is not None:
                 pending.append(fut)
-        for r in state.running:
-            self._watch[r.workflow_id] = state.schedule_id
-        for r in state.recent:
-            self._watch.pop(r.workflow_id, None)
-        if pending:
-            for outcome in await asyncio.gather(*pending, return_exceptions=True):
-                if isinstance(outcome, BaseException):
-                    raise outcome
-        if result.wake_at is not None:
-            tick = ScheduleInput(state.schedule_id, "tick", due=result.wake_at)
-            await self.store.arm(state.schedule_id, result.wake_at, self.scodec.encode_input(tick))
+        self.refresher.watch(state)
+        wake = result.wake_at
+        if pending and self._start is not None and (message.kind != "tick" or message.due):
+            # this input comes back until the starts in ``pending`` are done, so an action
+            # still "starting" in the record needs no durable poll; its run id is read soon
+            settled = next_wake(state, time.time(), self.options.poll_interval, False)
+            if settled != wake:
+                wake = settled
+                self.refresher.later(sid, self.options.poll_interval, self._starting)
+        own = message.due is not None  # the timer's own firing
+        if wake is not None and (
+            own or wake <= time.time() or not self.states.armed(sid, began, wake)
+        ):
+            tick = self.scodec.encode_input(ScheduleInput(sid, "tick", due=wake))
+            pending.append(self.store.arm(sid, wake, tick))
+        for outcome in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if wake is not None:
+            self.states.mark_armed(sid, seq, wake)
+
+    def _starting(self, schedule_id: str) -> bool:
+        """The record this process wrote last has actions whose runs it has not seen."""
+        entry = self.states.get(schedule_id)
+        return entry is not None and any(r.status == STARTING for r in entry[0].running)
 
     async def _effect(
         self, state: ScheduleState, effect: ScheduleEffect
     ) -> Awaitable[object] | None:
-        sched = state.schedule
         if isinstance(effect, StartAction):
-            action = sched.action
-            request = inp.StartWorkflowRequest(
-                workflow_id=effect.workflow_id,
-                workflow_type=action.workflow_type,
-                task_queue=action.task_queue,
-                request_id=effect.request_id,
-                args=action.args,
-                execution_timeout=action.execution_timeout,
-                id_reuse_policy=IdReusePolicy.REJECT_DUPLICATE,
-                headers={"df-schedule-id": state.schedule_id},
-            )
+            request = start_request(state, effect)
+            if self._start is not None:
+                return self._start(request)
             data = self.codec.encode_input(InputEnvelope(effect.workflow_id, start=request))
             return await self.pub.send(
                 self.layout.input("start"), data, {MSG_ID: f"start:{effect.request_id}"}
@@ -387,58 +424,13 @@ class ScheduleService:
         if isinstance(effect, CancelAction | TerminateAction):
             if not effect.run_id:
                 return None  # not seen yet: the next step sends it
-            reason = f"schedule {state.schedule_id!r}: overlap policy {sched.policy.overlap.name}"
-            message: inp.RunInput
-            if isinstance(effect, CancelAction):
-                message = inp.RequestCancel(effect.run_id, effect.request_id, reason)
-            else:
-                message = inp.TerminateWorkflow(effect.run_id, effect.request_id, reason)
+            message = stop_input(state, effect)
             data = self.codec.encode_input(InputEnvelope(effect.workflow_id, input=message))
             msg_id = f"{effect.run_id}:{message.input_id}"
             return await self.pub.send(self.layout.input("run"), data, {MSG_ID: msg_id})
 
     async def _observe(self, state: ScheduleState) -> dict[str, Observed]:
-        async def one(wid: str) -> tuple[str, Observed]:
-            last = await self.history.last_of_workflow(wid)
-            if last is None:
-                return wid, Observed()
-            status = RunStatus.RUNNING
-            for e in last.batch.events:
-                if isinstance(e, ev.TERMINAL_EVENTS):
-                    status = status_of(e)
-            return wid, Observed(last.run_id, status)
-
-        pairs = await asyncio.gather(*(one(r.workflow_id) for r in state.running))
-        return dict(pairs)
-
-    # ------------------------------------------------------------------ fast path
+        return await observe(self.history, state)
 
     async def _on_closed(self, msg: object) -> None:
-        subject: str = msg.subject  # type: ignore[attr-defined]
-        parts = subject.split(".")
-        if len(parts) < 2:
-            return
-        try:
-            wid = decode_token(parts[-2])
-        except (ValueError, UnicodeDecodeError):
-            return
-        sid = self._watch.get(wid)
-        if sid is None or self._stopping:
-            return
-        if sid in self._refreshing:
-            self._refreshing[sid] = True
-            return
-        self._refreshing[sid] = False
-        self._spawn(self._refresh(sid))
-
-    async def _refresh(self, schedule_id: str) -> None:
-        try:
-            while not self._stopping:
-                self._refreshing[schedule_id] = False
-                await self.handle(ScheduleInput(schedule_id, "tick"))
-                if not self._refreshing.get(schedule_id):
-                    break
-        except Exception as exc:  # the durable poll steps it anyway
-            log.debug("refreshing schedule %s failed: %s", schedule_id, exc)
-        finally:
-            self._refreshing.pop(schedule_id, None)
+        self.refresher.on_closed(msg.subject)  # type: ignore[attr-defined]

@@ -33,7 +33,9 @@ from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.server.inputs import (  # imported from here before the package split
     _instead_of_too_large as _instead_of_too_large,
 )
+from durablefuture.server.janitor import Janitor
 from durablefuture.server.options import ServerOptions
+from durablefuture.server.removals import Removals
 from durablefuture.server.schedules import ScheduleService
 from durablefuture.server.sources import refusal
 from durablefuture.server.starts import Starts
@@ -49,6 +51,7 @@ from durablefuture.transport.layout import (
     ensure_namespace,
     open_bucket,
 )
+from durablefuture.transport.namespace_settings import write_settings
 from durablefuture.transport.startup import until_ready
 from durablefuture.transport.tls import TlsConfig
 from durablefuture.transport.translate import translated
@@ -58,7 +61,7 @@ __all__ = ["Server", "ServerOptions"]
 log = logging.getLogger("durablefuture.server")
 
 
-class Server(Starts):
+class Server(Starts, Removals, Janitor):
     """One df-server process (or an in-process server in tests and ``df dev``).
 
     The parts it is made of are listed in :mod:`durablefuture.server.base`.
@@ -102,9 +105,17 @@ class Server(Starts):
             await self.visibility.start(self._runs_kv)
         if self.options.schedules is not None and self.schedules is None:
             self.schedules = ScheduleService(
-                self.nc, self.pub, self.layout, self.codec, self.history, self.options.schedules
+                self.nc,
+                self.pub,
+                self.layout,
+                self.codec,
+                self.history,
+                self.options.schedules,
+                start=self.start_scheduled,
             )
             await self.schedules.start()
+        self._start_janitor()
+        await self._start_removals()
         self._remove_health = metrics.add_health_check(
             f"df-server {self.layout.namespace} {id(self):x}", self._health
         )
@@ -127,6 +138,11 @@ class Server(Starts):
                 settings,
                 update=True,
             )
+            changes: dict[str, float | int] = dict(self.options.history_limits)
+            if self.options.retention is not None:
+                changes["retention"] = self.options.retention
+            self.settings = await write_settings(self.js, self.layout, changes)
+            await self._prepare_removals()
             self._runs_kv = await open_bucket(self.js, self.layout.runs_bucket)
             self._act_kv = await open_bucket(self.js, self.layout.activity_bucket)
             if self.options.schedules is not None:
@@ -179,6 +195,8 @@ class Server(Starts):
         """Stop taking inputs, finish the ones in progress, then disconnect (if we own NATS)."""
         self._stopping.set()
         self._remove_health()
+        await self._stop_janitor()
+        await self._stop_removals()
         if self._consumer is not None:
             await self._consumer.stop()
         if self.schedules is not None:

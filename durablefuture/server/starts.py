@@ -62,6 +62,11 @@ class Starts(RunInputs):
             return LatestRun(last.run_id, status), last.batch.stream_seq
         return LatestRun.of(started, status), last.batch.stream_seq
 
+    async def start_scheduled(self, request: inp.StartWorkflowRequest) -> None:
+        """Start a schedule's action in this process: the schedule has recorded it first, and
+        the start is idempotent (its request id), so a step done again starts nothing new."""
+        await self._handle_start(request, "")
+
     async def _handle_start(self, request: inp.StartWorkflowRequest, reply_to: str) -> None:
         wid = request.workflow_id
         async with self._start_lock(wid):

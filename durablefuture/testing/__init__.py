@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from durablefuture.testing.certification import Certificate, CertificationError, certify
     from durablefuture.testing.local import LocalEnvironment, WorkflowEnvironment
     from durablefuture.testing.replayer import Replayer
-    from durablefuture.testing.sim import Simulation
+    from durablefuture.testing.sim import Simulation, SimulationUnsupportedError
 
 __all__ = [
     "Certificate",
@@ -25,6 +25,7 @@ __all__ = [
     "LocalEnvironment",
     "Replayer",
     "Simulation",
+    "SimulationUnsupportedError",
     "WorkflowEnvironment",
     "certify",
 ]
@@ -34,6 +35,7 @@ _LAZY = {
     "Certificate": "durablefuture.testing.certification",
     "CertificationError": "durablefuture.testing.certification",
     "Simulation": "durablefuture.testing.sim",
+    "SimulationUnsupportedError": "durablefuture.testing.sim",
     "Replayer": "durablefuture.testing.replayer",
     "LocalEnvironment": "durablefuture.testing.local",
     "WorkflowEnvironment": "durablefuture.testing.local",

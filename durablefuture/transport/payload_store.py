@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+from collections.abc import Collection, Iterable
 
 import nats.errors
 import nats.js.errors
@@ -19,10 +20,18 @@ from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.object_store import ObjectStore
 
+from durablefuture.codec.claims import claim_names, claimed_objects
 from durablefuture.core.errors import PayloadError, TransportError
+from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.subjects import Layout
 
-__all__ = ["ObjectPayloads", "ensure_payload_bucket"]
+__all__ = [
+    "ObjectPayloads",
+    "delete_run_payloads",
+    "ensure_payload_bucket",
+    "mark_refs",
+    "remove_object",
+]
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +135,87 @@ class ObjectPayloads:
         if len(data) != info.size or (info.digest or "").split("=", 1)[-1] != digest:
             raise PayloadError(f"payload {name[:16]}... in {self.bucket} is incomplete or altered")
         return bytes(data)
+
+    async def names(self) -> set[str]:
+        """Every object in the bucket (reads the bucket's metadata, one message an object)."""
+        store = await self._open()
+        try:
+            infos = await store.list(ignore_deletes=True)
+        except nats.js.errors.NotFoundError:
+            return set()  # an empty bucket
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise TransportError(f"listing the objects of {self.bucket}: {exc}") from exc
+        return {info.name for info in infos}
+
+    async def delete(self, name: str) -> bool:
+        """Delete one object (its chunks are purged); False if there was none by that name."""
+        store = await self._open()
+        try:
+            await store.delete(name)
+        except nats.js.errors.ObjectNotFoundError:
+            return False
+        except nats.js.errors.ObjectDeletedError:
+            return False
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise TransportError(
+                f"deleting payload {name[:16]}... from {self.bucket}: {exc}"
+            ) from exc
+        return True
+
+
+async def delete_run_payloads(
+    payloads: ObjectPayloads, messages: Iterable[bytes], still_used: Collection[str] = ()
+) -> list[str]:
+    """Delete the stored payloads a deleted run referred to; returns the names deleted.
+
+    ``messages`` are the raw stored messages of the run (its history messages; its status
+    entry). An object may be shared: the same bytes stored by two runs (without a codec), or a
+    reference the server copied into another run (continue-as-new arguments, a child's
+    arguments, a signal to another run). Pass the names the runs that are kept still refer to
+    as ``still_used`` (collect them with :func:`~durablefuture.codec.claims.claimed_objects`
+    over their messages); those stay.
+    """
+    names: set[str] = set()
+    for data in messages:
+        names |= claimed_objects(data)
+    deleted = []
+    for name in sorted(names - set(still_used)):
+        if await payloads.delete(name):
+            deleted.append(name)
+    return deleted
+
+
+async def remove_object(js: JetStreamContext, layout: Layout, name: str) -> bool:
+    """Delete payload object ``name`` with no trace left (its chunks and its meta record are
+    purged; ``ObjectStore.delete`` would keep a "deleted" record). False if it was not there."""
+    bucket = layout.payloads_bucket
+    stream = f"OBJ_{bucket}"
+    try:
+        store = await js.object_store(bucket)
+        info = await store.get_info(name, show_deleted=True)
+    except (nats.js.errors.ObjectNotFoundError, nats.js.errors.BucketNotFoundError):
+        return False
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransportError(f"looking up payload {name[:16]}... in {bucket}: {exc}") from exc
+    meta = base64.urlsafe_b64encode(name.encode()).decode()
+    try:
+        if info.nuid:
+            await js.purge_stream(stream, subject=f"$O.{bucket}.C.{info.nuid}")
+        await js.purge_stream(stream, subject=f"$O.{bucket}.M.{meta}")
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransportError(f"deleting payload {name[:16]}... from {bucket}: {exc}") from exc
+    return True
+
+
+async def mark_refs(pub: Publisher, layout: Layout, run_id: str, data: bytes) -> None:
+    """Record, before history message ``data`` of ``run_id`` is stored, which payload objects
+    it refers to: an object is deleted with the last run naming it (``server/removals.py``)."""
+    names = claim_names(data)
+    if not names:
+        return
+    sends = [
+        await pub.send(layout.payload_ref(name, run_id), b"", {MSG_ID: f"ref:{name}:{run_id}"})
+        for name in sorted(names)
+    ]
+    for sent in sends:
+        await sent

@@ -29,7 +29,6 @@ LAYERS = {
 NATS_OUTSIDE_TRANSPORT: set[str] = set()
 ORJSON_OUTSIDE_CODEC = {
     "durablefuture/logs.py",  # the JSON log formatter keeps its own
-    "durablefuture/testing/sim.py",  # until the in-memory simulation is split
 }
 
 

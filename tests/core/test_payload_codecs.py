@@ -118,6 +118,33 @@ def test_decoded_payloads_are_reused_but_never_for_an_altered_envelope() -> None
         decode_values(AesGcm("k1", K1), [altered], cache)
 
 
+class _Counting(AesGcm):
+    decoded = 0
+
+    def decode(self, payloads):  # type: ignore[no-untyped-def]
+        type(self).decoded += len(payloads)
+        return super().decode(payloads)
+
+
+def test_what_a_process_encoded_it_reads_back_without_decoding() -> None:
+    codec = default_codec().with_payload_codec(_Counting("k1", K1))
+    report = inp.CompleteActivityTask("r1", 1, 1, {"receipt": "R-1"})
+    data = codec.encode_input(InputEnvelope("w1", input=report))
+    assert b"R-1" not in data
+    back = codec.decode_input(data).input
+    assert isinstance(back, inp.CompleteActivityTask) and back.result == {"receipt": "R-1"}
+    assert _Counting.decoded == 0
+    # another process (its own cache) decodes it; an altered envelope is never a hit
+    other = default_codec().with_payload_codec(_Counting("k1", K1))
+    assert other.decode_input(data).input == back
+    assert _Counting.decoded == 1
+    body = orjson.loads(data)
+    sealed = body["in"]["result"][ENVELOPE_KEY]
+    sealed["d"] = sealed["d"][:-4] + ("AAAA" if sealed["d"][-4:] != "AAAA" else "BBBB")
+    with pytest.raises(PayloadError, match="fails authentication"):
+        codec.decode_input(orjson.dumps(body))
+
+
 def test_unencoded_payloads_pass_through_a_codec() -> None:
     sealed = default_codec().with_payload_codec(AesGcm("k1", K1))
     data = default_codec().encode_input(

@@ -136,3 +136,13 @@ def cluster_rich(x: int, hops: int, got: list[list[object]]):  # type: ignore[no
 
 WORKFLOWS.extend([cluster_flow, cluster_child, cluster_rich])
 ACTIVITIES.append(counted_add)
+
+
+def waiting_add(x: int):  # type: ignore[no-untyped-def]
+    """Stays open until signal "go" (retention must never touch it), then adds."""
+    extra = yield df.wait_signal("go")
+    opts = df.ActivityOptions(start_to_close_timeout=30, retry_policy=FAST_RETRY)
+    return (yield df.activity(double, x + extra, options=opts))
+
+
+WORKFLOWS.append(waiting_add)

@@ -11,10 +11,11 @@ from datetime import timedelta
 import pytest
 
 import durablefuture as df
-from durablefuture.codec.claims import CLAIM_THRESHOLD, MAX_CLAIM_BYTES
+from durablefuture.codec.claims import CLAIM_THRESHOLD, MAX_CLAIM_BYTES, claimed_objects
 from durablefuture.codecs import AesGcm, generate_key
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.connection import connect
+from durablefuture.transport.payload_store import ObjectPayloads, delete_run_payloads
 from durablefuture.transport.subjects import Layout
 
 pytestmark = pytest.mark.asyncio
@@ -84,3 +85,139 @@ async def test_many_payloads_under_the_threshold_still_fit_one_message() -> None
             )
             result = await handle.result(timeout=120)
             assert result["arg"] == digest(piece * 6)
+
+
+def mark(data: str, who: str) -> str:
+    return who + data
+
+
+def marked(data: str, who: str):  # type: ignore[no-untyped-def]
+    out = yield df.activity(mark, data, who, options=OPTS)
+    return out
+
+
+async def _run_messages(js: object, run_id: str) -> list[bytes]:
+    """Every stored message of a run: its history and its status entry, raw."""
+    out = []
+    lay = Layout("default")
+    for stream in (lay.stream, f"KV_{lay.runs_bucket}"):
+        info = await js.stream_info(stream)  # type: ignore[attr-defined]
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                msg = await js.get_msg(stream, seq)  # type: ignore[attr-defined]
+            except Exception:
+                continue
+            if msg.subject.endswith(f".{run_id}"):
+                out.append(msg.data or b"")
+    return out
+
+
+async def test_the_payload_objects_of_a_deleted_run_are_deleted_with_it() -> None:
+    shared = "s" * (CLAIM_THRESHOLD + 4096)
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[marked], activities=[mark]):
+            keep = await env.client.start_workflow(marked, shared, "K", id="keep")
+            drop = await env.client.start_workflow(marked, shared, "D", id="drop")
+            assert await keep.result(timeout=30) == "K" + shared
+            assert await drop.result(timeout=30) == "D" + shared
+        nc = await connect(env.nats_url, timeout=10)
+        try:
+            js = nc.jetstream()
+            kept_msgs = await _run_messages(js, keep.run_id or "")
+            dropped_msgs = await _run_messages(js, drop.run_id or "")
+            kept = set().union(*(claimed_objects(m) for m in kept_msgs))
+            dropped = set().union(*(claimed_objects(m) for m in dropped_msgs))
+            # each run refers to the shared argument and to its own result
+            assert len(kept) == 2 and len(dropped) == 2 and len(kept & dropped) == 1
+            payloads = ObjectPayloads(js, Layout("default"))
+            assert kept | dropped == await payloads.names()
+            deleted = await delete_run_payloads(payloads, dropped_msgs, still_used=kept)
+            assert set(deleted) == dropped - kept
+            assert await payloads.names() == kept
+            assert await delete_run_payloads(payloads, dropped_msgs, still_used=kept) == []
+            assert claimed_objects(b'{"not": "json"') == set()
+        finally:
+            await nc.close()
+        # the kept run still reads back in full
+        again = env.client.get_workflow_handle("keep")
+        assert await again.result(timeout=30) == "K" + shared
+        assert (await again.fetch_history())[0].args == (shared, "K")  # type: ignore[union-attr]
+
+
+BIG = 1_200_000  # over NATS's 1 MiB message limit by itself
+
+
+def remember_big(size: int) -> int:
+    """Heartbeats a large detail and fails; the next attempt finds the detail and returns it."""
+    before = df.activity_info().heartbeat_details
+    if before:
+        return len(before[0])
+    df.heartbeat("h" * size)
+    raise RuntimeError("fail after a heartbeat")
+
+
+def queried(size: int):  # type: ignore[no-untyped-def]
+    df.workflow.set_query_handler("echo", lambda text: text + "!" * size)
+    retry = df.RetryPolicy(initial_interval=0.1, maximum_attempts=2)
+    opts = df.ActivityOptions(start_to_close_timeout=timedelta(seconds=60), retry_policy=retry)
+    seen = yield df.activity(remember_big, size, options=opts)
+    yield df.wait_signal("done")
+    return seen
+
+
+def greet_big(text: str):  # type: ignore[no-untyped-def]
+    return len(text)
+    yield  # a workflow
+
+
+@pytest.mark.parametrize("mode", ["plain", "encrypted"])
+async def test_queries_heartbeat_details_and_schedule_arguments_go_by_reference(
+    mode: str,
+) -> None:
+    from datetime import UTC, datetime
+
+    codec = AesGcm("k1", generate_key()) if mode == "encrypted" else None
+    async with LocalEnvironment(codec=codec) as env:
+        async with env.worker(workflows=[queried, greet_big], activities=[remember_big]):
+            handle = await env.client.start_workflow(queried, BIG, id=f"q-{mode}")
+
+            async def retried() -> bool:
+                history = await handle.fetch_history()
+                return any(
+                    getattr(e, "attempt", 1) == 2 or type(e).__name__ == "SignalWaitStarted"
+                    for e in history
+                )
+
+            from tests.conftest import wait_for
+
+            await wait_for(retried, 30)
+            # a query's argument and its answer, each over the NATS message limit
+            text = "q" * BIG
+            assert await handle.query("echo", text) == text + "!" * BIG
+            await handle.signal("done")
+            # the second attempt saw the first's heartbeat details (stored by reference)
+            assert await handle.result(timeout=30) == BIG
+
+            action = df.ScheduleStartWorkflow(
+                greet_big, "s" * BIG, id_prefix=f"big-{mode}", task_queue="default"
+            )
+            far = df.ScheduleSpec(cron=["0 0 1 1 *"], start_at=datetime(2100, 1, 1, tzinfo=UTC))
+            sched = await env.client.create_schedule(
+                f"big-{mode}", df.Schedule(action=action, spec=far)
+            )
+            await sched.trigger()
+
+            async def started() -> list[str]:
+                runs = await env.client.list_workflows()
+                return [r.workflow_id for r in runs if r.workflow_id.startswith("big-")]
+
+            [wid] = await wait_for(started, 30)
+            assert await env.client.get_workflow_handle(wid).result(timeout=30) == BIG
+        nc = await connect(env.nats_url, timeout=10)
+        try:
+            payloads = ObjectPayloads(nc.jetstream(), Layout("default"))
+            # the heartbeat detail, the query's argument and answer, the schedule's argument
+            # (and the activity's and workflow's results, small, are not there)
+            assert len(await payloads.names()) >= 4
+        finally:
+            await nc.close()

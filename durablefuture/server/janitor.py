@@ -1,0 +1,69 @@
+"""The janitor: what a df-server deletes in the background so the namespace stays bounded.
+
+Every ``ServerOptions.compact_interval`` seconds it purges the work messages (inputs, tasks,
+schedule inputs) that their consumer has acknowledged (``transport.compaction``), and reads the
+namespace's settings again (another df-server may have stored new ones). Each step is
+idempotent and any number of df-servers may run it at once; an error is logged and the step is
+tried again on the next round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from durablefuture.server.base import ServerBase
+from durablefuture.transport.compaction import Compactor
+from durablefuture.transport.namespace_settings import read_settings
+
+__all__ = ["Janitor"]
+
+log = logging.getLogger("durablefuture.server")
+
+
+class Janitor(ServerBase):
+    """The background clean-up of one df-server (a part of ``Server``)."""
+
+    _janitor_task: asyncio.Task[None] | None = None
+    _compactor: Compactor | None = None
+
+    def _start_janitor(self) -> None:
+        if self.options.compact_interval <= 0 or self._janitor_task is not None:
+            return
+        self._compactor = Compactor(self.nc, self.layout)
+        self._janitor_task = asyncio.create_task(self._janitor_loop())
+
+    async def _stop_janitor(self) -> None:
+        task, self._janitor_task = self._janitor_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _janitor_loop(self) -> None:
+        failing = False
+        while not self._stopping.is_set():
+            try:
+                await self.janitor_round()
+                if failing:
+                    log.info("background clean-up works again")
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # tried again next round
+                if not failing:
+                    log.warning("background clean-up failed (tried again): %s", exc)
+                failing = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.options.compact_interval)
+
+    async def janitor_round(self) -> int:
+        """One round of clean-up; returns how many messages it deleted."""
+        compactor = self._compactor or Compactor(self.nc, self.layout)
+        self._compactor = compactor
+        purged = await compactor.run_once()
+        self.stats["compacted"] = compactor.purged
+        # another df-server may have stored new settings
+        self.settings = await read_settings(self.js, self.layout)
+        return purged

@@ -1,0 +1,117 @@
+"""The closed-run fast path of the schedule component: when a run of an action this process
+watches closes (its closed notice), step the schedule now instead of at its next poll.
+
+It is a fast path only (the durable timer and polls step every schedule anyway), so it gives
+way to the timers: while timer ticks are being handled (every schedule due in one second fires
+at once), a refresh waits for them, at most ``wait`` seconds, so the due actions start first.
+It also steps a schedule a little after this process started its actions (``later``), so
+their run ids are recorded while they run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+
+from durablefuture.core.schedules import ScheduleState
+from durablefuture.transport.subjects import decode_token
+
+__all__ = ["Refresher"]
+
+log = logging.getLogger("durablefuture.schedules")
+
+REFRESH_WAIT = 2.0
+
+
+class Refresher:
+    def __init__(
+        self,
+        step: Callable[[str], Awaitable[object]],
+        spawn: Callable[[Awaitable[None]], None],
+        wait: float = REFRESH_WAIT,
+    ) -> None:
+        self._step = step
+        self._spawn = spawn
+        self.wait = wait
+        self._watch: dict[str, str] = {}  # action workflow id -> schedule id
+        self._again: dict[str, bool] = {}  # schedule id (being refreshed) -> step again
+        self._ticks = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+        self.stopping = False
+        self._later: set[asyncio.TimerHandle] = set()
+
+    def watch(self, state: ScheduleState) -> None:
+        """Follow the schedule's running actions (and forget its closed ones)."""
+        for r in state.running:
+            self._watch[r.workflow_id] = state.schedule_id
+        for r in state.recent:
+            self._watch.pop(r.workflow_id, None)
+
+    @contextlib.contextmanager
+    def tick(self) -> Iterator[None]:
+        """A timer tick is being handled (refreshes wait)."""
+        self._ticks += 1
+        self._quiet.clear()
+        try:
+            yield
+        finally:
+            self._ticks -= 1
+            if not self._ticks:
+                self._quiet.set()
+
+    def later(self, schedule_id: str, delay: float, needed: Callable[[str], bool]) -> None:
+        """Step the schedule after ``delay`` seconds if ``needed(schedule_id)`` still says so
+        (in memory only: its durable timer and the closed notices do the rest)."""
+
+        def due() -> None:
+            self._later.discard(handle)
+            if not self.stopping and needed(schedule_id):
+                self.refresh(schedule_id)
+
+        handle = asyncio.get_running_loop().call_later(delay, due)
+        self._later.add(handle)
+
+    def stop(self) -> None:
+        self.stopping = True
+        for handle in self._later:
+            handle.cancel()
+        self._later.clear()
+
+    def on_closed(self, subject: str) -> None:
+        parts = subject.split(".")
+        if len(parts) < 2:
+            return
+        try:
+            wid = decode_token(parts[-2])
+        except (ValueError, UnicodeDecodeError):
+            return
+        sid = self._watch.get(wid)
+        if sid is not None:
+            self.refresh(sid)
+
+    def refresh(self, sid: str) -> None:
+        """Step the schedule soon (again after the step in progress, if one is)."""
+        if self.stopping:
+            return
+        if sid in self._again:
+            self._again[sid] = True
+            return
+        self._again[sid] = False
+        self._spawn(self._refresh(sid))
+
+    async def _refresh(self, schedule_id: str) -> None:
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), self.wait)
+            while not self.stopping:
+                self._again[schedule_id] = False
+                await self._step(schedule_id)
+                if not self._again.get(schedule_id):
+                    break
+        except Exception as exc:  # the durable poll steps it anyway
+            log.debug("refreshing schedule %s failed: %s", schedule_id, exc)
+        finally:
+            self._again.pop(schedule_id, None)

@@ -1,0 +1,55 @@
+"""The schedule states df-server wrote last, kept in memory to spare a read per step.
+
+A cached record is only ever a guess: every write carries the sequence the record was read at
+(``Nats-Expected-Last-Subject-Sequence``), so a record that another process (or a delete) has
+moved on fails the write, the entry is dropped and the step runs again from a fresh read. A step
+that would write nothing confirms its cached record with a read first (its effects and timer
+must come from the latest record).
+
+It also remembers which wake-up this process armed last for each schedule after writing which
+record, so a step that is not the timer's own firing (a closed-run notice) and arrives at the
+same wake-up leaves the armed timer alone instead of publishing it again.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from durablefuture.core.schedules import ScheduleState
+
+__all__ = ["StateCache"]
+
+MAX_CACHED = 10_000
+
+
+class StateCache:
+    def __init__(self, size: int = MAX_CACHED) -> None:
+        self.size = size
+        self._states: OrderedDict[str, tuple[ScheduleState, int]] = OrderedDict()
+        self._armed: dict[str, tuple[int, float]] = {}
+
+    def get(self, schedule_id: str) -> tuple[ScheduleState, int] | None:
+        entry = self._states.get(schedule_id)
+        if entry is not None:
+            self._states.move_to_end(schedule_id)
+        return entry
+
+    def put(self, schedule_id: str, state: ScheduleState, seq: int) -> None:
+        self._states[schedule_id] = (state, seq)
+        self._states.move_to_end(schedule_id)
+        while len(self._states) > self.size:
+            old, _ = self._states.popitem(last=False)
+            self._armed.pop(old, None)
+
+    def drop(self, schedule_id: str) -> None:
+        self._states.pop(schedule_id, None)
+        self._armed.pop(schedule_id, None)
+
+    def armed(self, schedule_id: str, seq: int, wake_at: float) -> bool:
+        """This process armed ``wake_at`` after the record at ``seq`` (the one a step began
+        from), and nothing was written since."""
+        return self._armed.get(schedule_id) == (seq, wake_at)
+
+    def mark_armed(self, schedule_id: str, seq: int, wake_at: float) -> None:
+        if schedule_id in self._states:
+            self._armed[schedule_id] = (seq, wake_at)

@@ -1,0 +1,89 @@
+"""Which acknowledged work messages the janitor may purge: subject overlap and ack floors."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+from nats.js.api import ConsumerConfig, ConsumerInfo, SequenceInfo
+
+from durablefuture.transport.compaction import floors, is_work_subject, overlaps
+from durablefuture.transport.subjects import Layout
+
+TOKENS = ["a", "b", "*", ">"]
+LITERALS = ["a", "b", "c"]
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    p, s = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s) or (tok != "*" and tok != s[i]):
+            return False
+    return len(s) == len(p)
+
+
+patterns = st.lists(st.sampled_from(TOKENS), min_size=1, max_size=4).filter(
+    lambda ts: ">" not in ts[:-1]
+)
+
+
+@given(patterns, patterns)
+def test_overlap_agrees_with_brute_force(a: list[str], b: list[str]) -> None:
+    pa, pb = ".".join(a), ".".join(b)
+    subjects = (".".join(ts) for n in range(1, 6) for ts in itertools.product(LITERALS, repeat=n))
+    expected = any(_matches(pa, s) and _matches(pb, s) for s in subjects)
+    assert overlaps(pa, pb) == expected
+    assert overlaps(pb, pa) == expected
+
+
+def test_only_work_subjects_are_ever_purged() -> None:
+    lay = Layout("ns")
+    for ok in ("df.ns.in.>", "df.ns.in.report", "df.ns.wt.q", "df.ns.at.q", "df.ns.sci.>"):
+        assert is_work_subject(lay, ok), ok
+    for never in ("df.ns.h.>", "df.ns.>", ">", "df.*.in.>", "df.ns.*.q", "df.ns.dlq.>",
+                  "df.ns.tm.>", "df.ns.sch.x", "df.other.in.>", "df.ns.in"):  # fmt: skip
+        assert not is_work_subject(lay, never), never
+
+
+def _consumer(name: str, floor: int, *filters: str) -> ConsumerInfo:
+    config = ConsumerConfig(durable_name=name)
+    if len(filters) == 1:
+        config.filter_subject = filters[0]
+    elif filters:
+        config.filter_subjects = list(filters)
+    return ConsumerInfo(
+        name=name,
+        stream_name="DF_ns",
+        config=config,
+        created=datetime.now(UTC),
+        ack_floor=SequenceInfo(floor, floor),
+    )
+
+
+def test_the_floor_is_the_lowest_of_every_overlapping_consumer() -> None:
+    lay = Layout("ns")
+    consumers = [
+        _consumer("server", 50, "df.ns.in.>"),
+        _consumer("wt_q", 40, "df.ns.wt.q"),
+        _consumer("at_q", 45, "df.ns.at.q"),
+        _consumer("spy", 7, "df.ns.in.start"),  # someone else's, behind
+        _consumer("hist", 3, "df.ns.h.>"),  # reads histories: never purged, holds back nothing
+    ]
+    assert floors(lay, consumers) == {
+        "df.ns.in.>": 7,
+        "df.ns.wt.q": 40,
+        "df.ns.at.q": 45,
+        "df.ns.in.start": 7,
+    }
+    # a consumer of the whole stream holds everything back; one that acked nothing stops it
+    assert floors(lay, [*consumers, _consumer("all", 2)]) == {
+        "df.ns.in.>": 2,
+        "df.ns.wt.q": 2,
+        "df.ns.at.q": 2,
+        "df.ns.in.start": 2,
+    }
+    assert floors(lay, [*consumers, _consumer("new", 0, "df.ns.>")]) == {}
