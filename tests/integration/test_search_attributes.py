@@ -189,3 +189,23 @@ async def test_client_and_admin_may_list_and_count_workers_may_not(
             await wait_for(refused, 10)
         finally:
             await worker.close()
+
+
+async def test_a_deleted_run_leaves_the_index() -> None:
+    async with LocalEnvironment() as env, env.worker("vq", workflows=[quick]):
+        opts = df.WorkflowOptions(task_queue="vq", search_attributes={"Region": "eu"})
+        for i in range(2):
+            await env.client.execute_workflow(quick, i, id=f"del-{i}", options=opts, timeout=20)
+
+        async def both() -> bool:
+            return await env.client.count_workflows("Region = 'eu'") == 2
+
+        await wait_for(both, timeout=20)
+        await env.client.get_workflow_handle("del-0").delete()
+
+        async def one_left() -> bool:
+            return await env.client.count_workflows("Region = 'eu'") == 1
+
+        await wait_for(one_left, timeout=20)
+        [left] = await env.client.list_workflows("Region = 'eu'")
+        assert left.workflow_id == "del-1"
