@@ -3,13 +3,16 @@ code (recorded in history, checked on replay), visible in describe() and the sta
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
 import pytest
+from attrs import evolve
 
 import durablefuture as df
 from durablefuture.core import events as ev
+from durablefuture.core.query import parse_query
 from durablefuture.testing import LocalEnvironment, Replayer
 from durablefuture.transport.connection import connect
 from tests.conftest import wait_for
@@ -209,3 +212,31 @@ async def test_a_deleted_run_leaves_the_index() -> None:
         await wait_for(one_left, timeout=20)
         [left] = await env.client.list_workflows("Region = 'eu'")
         assert left.workflow_id == "del-1"
+
+
+async def test_a_df_server_started_later_reads_every_run_into_its_index() -> None:
+    from durablefuture.server import Server
+
+    async with LocalEnvironment() as env, env.worker("vq", workflows=[quick]):
+        for i in range(5):
+            opts = df.WorkflowOptions(task_queue="vq", search_attributes={"Priority": i})
+            await env.client.execute_workflow(quick, i, id=f"late-{i}", options=opts, timeout=20)
+        assert env.server is not None
+        second = await Server.connect(env.nats_url, evolve(env.server.options))
+        try:
+            await second.start()
+            index = second.visibility
+            assert index is not None
+            await asyncio.wait_for(index.ready.wait(), 20)
+            assert len(index.index) == 5
+            assert index.index.count(parse_query("Priority >= 3")) == 2
+            # and it follows what happens next
+            opts = df.WorkflowOptions(task_queue="vq", search_attributes={"Priority": 9})
+            await env.client.execute_workflow(quick, 9, id="late-9", options=opts, timeout=20)
+
+            async def followed() -> bool:
+                return index.index.count(parse_query("Priority >= 3")) == 3
+
+            await wait_for(followed, timeout=20)
+        finally:
+            await second.shutdown()
