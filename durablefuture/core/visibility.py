@@ -106,7 +106,9 @@ class RunIndex:
 
     def __init__(self) -> None:
         self.runs: dict[str, IndexedRun] = {}
-        self._by: dict[str, dict[object, set[str]]] = {f: {} for f in _BUILTIN_INDEXED}
+        # field -> value -> the keys of the runs with it (one key alone is kept as the string:
+        # a set per workflow id, or per unique attribute value, would cost ~200 bytes a run)
+        self._by: dict[str, dict[object, str | set[str]]] = {f: {} for f in _BUILTIN_INDEXED}
         self._unindexable: dict[str, int] = {}  # attribute -> runs with a non-indexable type
         self._newest: list[tuple[float, str, str, str]] = []  # every run, in the default order
         self.walk_above = _WALK
@@ -136,7 +138,15 @@ class RunIndex:
         self.runs[key] = run
         insort(self._newest, run.newest_first(key))
         for f, v in self._postings(run):
-            self._by.setdefault(f, {}).setdefault(v, set()).add(key)
+            values = self._by.setdefault(f, {})
+            keys = values.get(v)
+            if keys is None:
+                values[v] = key
+            elif isinstance(keys, str):
+                if keys != key:
+                    values[v] = {keys, key}
+            else:
+                keys.add(key)
         for name, a in summary.search_attributes.items():
             if a.type not in _INDEXABLE_TYPES:
                 self._unindexable[name] = self._unindexable.get(name, 0) + 1
@@ -155,10 +165,12 @@ class RunIndex:
             if values is None:
                 continue
             keys = values.get(v)
-            if keys is not None:
+            if keys == key:
+                del values[v]
+            elif isinstance(keys, set):
                 keys.discard(key)
-                if not keys:
-                    del values[v]
+                if len(keys) == 1:
+                    values[v] = next(iter(keys))
         for name, a in run.summary.search_attributes.items():
             if a.type not in _INDEXABLE_TYPES:
                 left = self._unindexable.get(name, 0) - 1
@@ -178,10 +190,9 @@ class RunIndex:
             index = self._by.get(f)
             if f == "RunId" or f in self._unindexable or (index is None and f in _BUILTIN_INDEXED):
                 continue
-            keys: set[str] = set()
-            for v in values:
-                keys |= (index or {}).get(v, set())
-            sets.append(keys)
+            per_value = [_as_set((index or {}).get(v)) for v in values]
+            # one value: its set as it is (only read here); several: their union
+            sets.append(per_value[0] if len(per_value) == 1 else set().union(*per_value))
         if not sets:
             return None, where is None
         sets.sort(key=len)
@@ -250,6 +261,12 @@ class RunIndex:
                 if len(out) >= n:
                     break
         return out
+
+
+def _as_set(keys: str | set[str] | None) -> set[str]:
+    if keys is None:
+        return set()
+    return {keys} if isinstance(keys, str) else keys
 
 
 def _plain(p: Compare | In) -> bool:

@@ -76,6 +76,9 @@ _WORDS = re.compile(r"\w+")
 
 
 def _kind(v: object) -> str:
+    kind = _KINDS.get(type(v))
+    if kind is not None:
+        return kind
     if isinstance(v, bool):
         return "bool"
     if isinstance(v, int | float):
@@ -87,12 +90,23 @@ def _kind(v: object) -> str:
     return "other"
 
 
+_KINDS: dict[type, str] = {
+    bool: "bool",
+    int: "num",
+    float: "num",
+    datetime: "time",
+    str: "str",
+    Text: "str",
+}
+
+
 def _pair(v: FieldValue, lit: Literal) -> tuple[object, object] | None:
     """``(v, lit)`` made comparable, or None when they are of different kinds."""
     if isinstance(v, datetime) and isinstance(lit, str):
         when = parse_datetime(lit)
         return None if when is None else (v, when)
-    if _kind(v) != _kind(lit) or _kind(v) == "other":
+    kind = _kind(v)
+    if kind != _kind(lit) or kind == "other":
         return None
     return v, lit
 
