@@ -240,3 +240,21 @@ async def test_a_df_server_started_later_reads_every_run_into_its_index() -> Non
             await wait_for(followed, timeout=20)
         finally:
             await second.shutdown()
+
+
+async def test_the_index_follows_on_after_nats_server_restarts() -> None:
+    async with LocalEnvironment() as env, env.worker("vq", workflows=[quick]):
+        opts = df.WorkflowOptions(task_queue="vq", search_attributes={"Region": "eu"})
+        await env.client.execute_workflow(quick, 1, id="nr-1", options=opts, timeout=20)
+
+        async def count_is(n: int) -> bool:
+            try:
+                return await env.client.count_workflows("Region = 'eu'") == n
+            except df.DurableFutureError:
+                return False  # reconnecting
+
+        await wait_for(lambda: count_is(1), timeout=20)
+        env.nats.stop(kill=True)
+        env.nats.start()
+        await env.client.execute_workflow(quick, 2, id="nr-2", options=opts, timeout=60)
+        await wait_for(lambda: count_is(2), timeout=60)
