@@ -22,6 +22,7 @@ from durablefuture.core.effects import RunSummary
 from durablefuture.core.query import (
     DEFAULT_ORDER,
     And,
+    Between,
     Compare,
     Expr,
     FieldValue,
@@ -29,8 +30,8 @@ from durablefuture.core.query import (
     Query,
     SortPart,
     after_cursor,
+    compile_where,
     equality_hints,
-    matches,
     sort_key,
     sort_part,
     top,
@@ -193,6 +194,13 @@ class RunIndex:
             per_value = [_as_set((index or {}).get(v)) for v in values]
             # one value: its set as it is (only read here); several: their union
             sets.append(per_value[0] if len(per_value) == 1 else set().union(*per_value))
+        parts: tuple[Expr, ...] = (
+            () if where is None else where.parts if isinstance(where, And) else (where,)
+        )
+        for p in parts:
+            started = self._started_between(p)
+            if started is not None:
+                sets.append(started)
         if not sets:
             return None, where is None
         sets.sort(key=len)
@@ -200,11 +208,38 @@ class RunIndex:
         for other in sets[1:]:
             found = found & other
         # covered: every top-level part is one of the hints used (so no evaluation is needed)
-        parts = where.parts if isinstance(where, And) else (where,)
         covered = len(sets) == len(parts) and all(
             isinstance(p, Compare | In) and _plain(p) for p in parts
         )
         return found, covered
+
+    def _started_between(self, p: Expr) -> set[str] | None:
+        """The runs a ``StartTime`` range (``<``, ``<=``, ``>``, ``>=``, ``BETWEEN``) may match,
+        from the newest-first list (a microsecond wider on each side: the query compares the
+        times as datetimes, which hold microseconds), or None for any other part."""
+        low = high = None
+        if isinstance(p, Compare) and p.field == "StartTime" and isinstance(p.value, datetime):
+            t = p.value.timestamp()
+            if p.op in (">", ">="):
+                low = t
+            elif p.op in ("<", "<="):
+                high = t
+            else:
+                return None
+        elif (
+            isinstance(p, Between)
+            and p.field == "StartTime"
+            and not p.negate
+            and isinstance(p.low, datetime)
+            and isinstance(p.high, datetime)
+        ):
+            low, high = p.low.timestamp(), p.high.timestamp()
+        else:
+            return None
+        newest = self._newest  # ordered by -start: later starts first
+        first = 0 if high is None else bisect_left(newest, (-high - 1e-6,))
+        last = len(newest) if low is None else bisect_left(newest, (-low + 1e-6,))
+        return {e[3] for e in newest[first:last]}
 
     def count(self, query: Query) -> int:
         """How many runs match ``query``."""
@@ -212,7 +247,8 @@ class RunIndex:
         if covered:
             return len(self.runs) if found is None else len(found)
         runs = self.runs.values() if found is None else (self.runs[k] for k in found)
-        return sum(1 for r in runs if matches(query, r))
+        test = compile_where(query.where)
+        return sum(1 for r in runs if test(r))
 
     def page(
         self, query: Query, size: int, after: list[SortPart] | None = None
@@ -220,13 +256,14 @@ class RunIndex:
         """Up to ``size`` matches in the query's order after ``after`` (a previous page's
         cursor), and the cursor of this page's last run if more may follow (else None)."""
         found, covered = self._candidates(query.where)
+        test = (lambda _r: True) if covered else compile_where(query.where)
         default = not query.order_by or tuple(query.order_by) == DEFAULT_ORDER
         if default and (found is None or len(found) > self.walk_above):
-            shown = self._walk(query, size + 1, found, covered, after)
+            shown = self._walk(test, size + 1, found, after)
         else:
             rest = after_cursor(query.order_by, after) if after is not None else None
             runs = self.runs.values() if found is None else (self.runs[k] for k in found)
-            rows = (r for r in runs if (covered or matches(query, r)) and (rest is None or rest(r)))
+            rows = (r for r in runs if test(r) and (rest is None or rest(r)))
             shown = [r for r in top(rows, query.order_by, size + 1) if isinstance(r, IndexedRun)]
         more = len(shown) > size
         shown = shown[:size]
@@ -235,10 +272,9 @@ class RunIndex:
 
     def _walk(
         self,
-        query: Query,
+        test: Callable[[IndexedRun], bool],
         n: int,
         found: set[str] | None,
-        covered: bool,
         after: list[SortPart] | None,
     ) -> list[IndexedRun]:
         """The first ``n`` matches in the default order, walking the runs newest first (it
@@ -256,7 +292,7 @@ class RunIndex:
             if found is not None and key not in found:
                 continue
             run = self.runs[key]
-            if covered or matches(query, run):
+            if test(run):
                 out.append(run)
                 if len(out) >= n:
                     break
