@@ -172,6 +172,8 @@ class Removals(Effects):
                 )
             names = set()
         await self._remove_records(workflow_id, run_id, names)
+        if self.visibility is not None:
+            await self.visibility.forget(workflow_id, run_id)
         self._cache.pop(run_id, None)
         log.info(
             "removed closed run %s of %s (%s)",
