@@ -86,6 +86,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--log-level", default="warning", help="df-server/df-worker --log-level")
     ap.add_argument("--servers", type=int, default=1, help="df-server processes (default 1)")
     ap.add_argument("--workers", type=int, default=1, help="df-worker processes (default 1)")
+    ap.add_argument(
+        "--no-sticky",
+        action="store_true",
+        help="workflow tasks only through the shared queue (no sticky routing), to compare",
+    )
     ap.add_argument("--max-concurrent-activities", type=int, default=200)
     ap.add_argument("--max-concurrent-workflow-tasks", type=int, default=100)
     ap.add_argument(
@@ -248,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                         profile_workloads=tuple(a.profile_workloads.split(",")),
                         servers=a.servers,
                         workers=a.workers,
+                        sticky=not a.no_sticky,
                         secure=None if a.secure == "off" else a.secure,
                         secure_parts=a.secure_parts,
                     )

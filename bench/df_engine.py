@@ -34,6 +34,7 @@ import psutil  # type: ignore[import-untyped]
 from bench import flows, secure
 from bench.procs import Started
 from bench.profile import Profiler
+from bench.scrape import cache_and_routes, scrape
 from bench.secure import SecureFiles
 from bench.stats import Emitter, lat_stats, log, snap
 
@@ -87,6 +88,8 @@ class DFOptions:
     profile_workloads: tuple[str, ...] = ("w1",)
     servers: int = 1
     workers: int = 1
+    sticky: bool = True
+    """Sticky workflow tasks (False: df-server --sticky-timeout 0, df-worker --no-sticky)."""
     secure: str | None = None
     secure_parts: tuple[str, ...] = ("auth", "tls", "codec")
     """"on": logins, TLS and AES-GCM (bench/secure.py); "off" or None: none of them
@@ -217,6 +220,9 @@ class DFRound:
         self.procs: dict[str, list[psutil.Process]] = {"server": [], "worker": [], "nats": []}
         self.secure: SecureFiles | None = None
         self.env_extra: dict[str, str] = {}
+        if not opts.sticky:
+            self.env_extra |= {"DF_STICKY": "0", "DF_STICKY_TIMEOUT": "0"}
+        self.metrics_ports: list[int] = []
 
     def emit(self, rec: dict[str, Any]) -> None:
         mode = {} if self.opts.secure is None else {"secure": self.opts.secure}
@@ -275,6 +281,7 @@ class DFRound:
 
     async def start(self) -> None:
         from durablefuture.client import Client
+        from durablefuture.natsserver import free_port
         from durablefuture.transport.subjects import Layout
 
         layout = Layout(NAMESPACE)
@@ -319,6 +326,7 @@ class DFRound:
         t1 = now()
         for i in range(self.opts.servers):
             name = f"server{i}"
+            self.metrics_ports.append(free_port())
             proc = self._daemon(
                 name,
                 "daemons.df_server",
@@ -326,6 +334,8 @@ class DFRound:
                 url,
                 "--namespace",
                 NAMESPACE,
+                "--metrics-port",
+                str(self.metrics_ports[-1]),
                 "--log-level",
                 self.opts.log_level,
                 "--log-format",
@@ -379,6 +389,10 @@ class DFRound:
         )
 
     def _worker(self, name: str, url: str) -> subprocess.Popen[bytes]:
+        from durablefuture.natsserver import free_port
+
+        port = free_port()
+        self.metrics_ports.append(port)
         return self._daemon(
             name,
             "daemons.df_worker",
@@ -396,6 +410,8 @@ class DFRound:
             str(self.opts.max_concurrent_activities),
             "--max-concurrent-workflow-tasks",
             str(self.opts.max_concurrent_workflow_tasks),
+            "--metrics-port",
+            str(port),
             "--log-level",
             self.opts.log_level,
             "--log-format",
@@ -447,6 +463,7 @@ class DFRound:
                     )
                     return
         seq0, del0 = await js_snapshot(js)
+        scraped0 = [scrape(p) for p in self.metrics_ports]
         varz0 = self.nats.varz()
         before = self.snaps()
         profiler = None
@@ -469,6 +486,7 @@ class DFRound:
         if profiler is not None:
             profiler.stop()
         seq1, del1 = await js_snapshot(js)
+        rec.update(cache_and_routes(scraped0, [scrape(p) for p in self.metrics_ports]))
         varz1 = self.nats.varz()
         wfs = rec.pop("_wfs", None) or 1
         post = rec.pop("_post", None)

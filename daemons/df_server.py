@@ -86,6 +86,16 @@ def namespaces_and_creds(
     type=click.FloatRange(min=0.5),
     help="Seconds before an input held by a crashed server is redelivered.",
 )
+@click.option(
+    "--sticky-timeout",
+    default=5.0,
+    envvar="DF_STICKY_TIMEOUT",
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="A run's workflow tasks go to the worker caching it; one that worker has not taken "
+    "after this many seconds (or that a worker which is gone held) goes to the task queue "
+    "(0: no sticky tasks).",
+)
 def main(
     nats_url: str,
     namespaces: tuple[str, ...],
@@ -101,6 +111,7 @@ def main(
     metrics_host: str,
     replicas: int,
     input_ack_wait: float,
+    sticky_timeout: float,
     creds_dir: str | None,
 ) -> None:
     """Run a DurableFuture server for one or more namespaces on the NATS at --nats.
@@ -110,7 +121,9 @@ def main(
     protect_secrets(nats_url)
     tls = tls_config(tls_ca, tls_cert, tls_key, tls_hostname)
     served, logins = namespaces_and_creds(namespaces, creds, creds_dir)
-    options = ServerOptions(replicas=replicas, input_ack_wait=input_ack_wait)
+    options = ServerOptions(
+        replicas=replicas, input_ack_wait=input_ack_wait, sticky_timeout=sticky_timeout
+    )
 
     async def serve(stop: asyncio.Event) -> None:
         await start_metrics(metrics_port, metrics_host)

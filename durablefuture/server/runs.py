@@ -35,6 +35,7 @@ class RunCache:
     first_seq: int  # stream sequence of the run's first batch (its start)
     lock: asyncio.Lock = field(factory=asyncio.Lock)
     wft_sent_upto: int = 0
+    sticky: str = ""  # sticky token of the worker holding the run's generator ("": none known)
 
     def apply(self, seq: int, input_id: str, events: Sequence[ev.Event]) -> None:
         self.state.apply(list(events), input_id)
