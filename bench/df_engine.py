@@ -58,6 +58,9 @@ class Sizes:
     w8_n: int = 1000
     w8_secs: int = 300
     w8_every: int = 60
+    w6_n: int = 100_000
+    w6_ramp: float = 120.0
+    w6_sleep: float = 60.0
 
 
 FULL = Sizes()
@@ -72,6 +75,9 @@ QUICK = Sizes(
     w8_n=50,
     w8_secs=10,
     w8_every=1,
+    w6_n=300,
+    w6_ramp=3.0,
+    w6_sleep=3.0,
 )
 
 
@@ -687,6 +693,24 @@ class DFRound:
         probe = client.get_workflow_handle(f"{self.prefix}-mem-{n - 1}")
         state = await probe.query("state")
         return {"open_workflows": n, "query_ok": state == {"i": n - 1}, "_wfs": n}
+
+    async def w6(self) -> dict[str, Any]:
+        """Many open workflows: ``w6_n`` started over ``w6_ramp`` s, each sleeping ``w6_sleep``
+        s between two activities (``w6.py``)."""
+        from bench.w6 import w6
+
+        def rss() -> dict[str, int]:
+            return {role: snap(self.procs[role])[1] for role in ("server", "worker")}
+
+        return await w6(
+            self.client,
+            self.prefix,
+            self.sizes.w6_n,
+            self.sizes.w6_ramp,
+            self.sizes.w6_sleep,
+            rss,
+            self.opts.workload_timeout,
+        )
 
     async def w8(self) -> dict[str, Any]:
         """Schedules: ``w8_n`` schedules firing every ``w8_every`` s for ``w8_secs`` (``w8.py``)."""
