@@ -27,10 +27,10 @@ from bench.peers import DEFAULT_PEERS_DIR, DEFAULT_VENV, Peers
 from bench.procs import Started
 from bench.stats import Emitter, log
 
-ALL = ["w1", "w2", "w3", "w4", "w5", "mem", "w6", "w8"]
+ALL = ["w1", "w2", "w3", "w4", "w5", "mem", "w6", "w8", "storage", "vis"]
 DEFAULT = ["w1", "w2", "w3", "w4", "w5", "mem"]
-"""W6 (many open workflows) and W8 (schedules), minutes each, run when asked for:
---workloads w6,w8."""
+"""W6 (many open workflows), W8 (schedules, a minute or more), storage (waits out a retention)
+and VIS (visibility over 100,000 closed runs) run when asked for: --workloads w6,w8,storage,vis."""
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,8 +45,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(DEFAULT),
         help="comma-separated subset of w1..w5, mem (a worker holding many open workflows) "
         "w6 (100,000 workflows started over 2 minutes, each sleeping 60 s between two "
-        "activities) and w8 (schedules: 1,000 firing every minute for 5 minutes); w6 and w8 "
-        "are not in the default set",
+        "activities), w8 (schedules: 1,000 firing every minute for 5 minutes) and storage (bytes "
+        "per W1 workflow while retained and after a 1-minute retention); w6, w8 and storage are "
+        "not in the default set",
     )
     ap.add_argument("--quick", action="store_true", help="small counts for a smoke run")
     ap.add_argument(
@@ -80,6 +81,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="W8 seconds between firings (default 60, quick 1)",
+    )
+    ap.add_argument(
+        "--storage-n",
+        type=int,
+        default=None,
+        help="storage: W1 workflows (default 2000, quick 100)",
+    )
+    ap.add_argument(
+        "--storage-retention",
+        type=float,
+        default=None,
+        help="storage: the namespace retention in seconds (default 60, quick 5)",
+    )
+    ap.add_argument(
+        "--vis-runs", type=int, default=None, help="VIS closed runs (default 100000, quick 2000)"
     )
     ap.add_argument("--with-temporal", action="store_true", help="also run Temporal W1-W5")
     ap.add_argument("--with-dbos", action="store_true", help="also run DBOS W1/W2")
@@ -254,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, w8_secs=a.w8_seconds)
     if a.w8_every is not None:
         sizes = dataclasses.replace(sizes, w8_every=a.w8_every)
+    if a.storage_n is not None:
+        sizes = dataclasses.replace(sizes, storage_n=a.storage_n)
+    if a.storage_retention is not None:
+        sizes = dataclasses.replace(sizes, storage_retention=a.storage_retention)
+    if a.vis_runs is not None:
+        sizes = dataclasses.replace(sizes, vis_n=max(1, min(a.vis_runs, 10_000_000)))
     out_path = os.path.abspath(
         a.out or str(ROOT / "bench" / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
     )

@@ -19,14 +19,18 @@ KEYS = {
     "w2": ["n", "wall_s"] + [f"{p}_ms" for p in ("p50", "p95", "p99", "max")],
     "w6": ["n", "open_peak", "lost", "server_kb_per_open_wf", "worker_kb_per_open_wf"]
     + [f"late_inwf_{p}_ms" for p in ("p50", "p95", "p99", "max")],
+    "storage": ["n", "retained_bytes_per_wf", "expired_total_bytes", "expired_within_1mb"],
     "w8": ["schedules", "seconds", "expected_actions", "started_actions", "missed", "duplicated"]
     + [f"late_{p}_ms" for p in ("p50", "p95", "p99", "max")],
+    "vis": ["runs", "count", "page_rows", "index_bytes_per_run", "server_rss_bytes_per_run"]
+    + [f"{w}_ms_{p}" for w in ("page", "count") for p in ("p50", "p95", "max")],
 }
 PERCENTILES = {
     "w1": ("e2e_p50_ms", "e2e_p99_ms", "e2e_max_ms"),
     "w2": ("p50_ms", "p99_ms", "max_ms"),
     "w6": ("late_inwf_p50_ms", "late_inwf_p99_ms", "late_inwf_max_ms"),
     "w8": ("late_p50_ms", "late_p99_ms", "late_max_ms"),
+    "vis": ("page_ms_p50", "page_ms_p95", "page_ms_max"),
 }
 
 
@@ -58,6 +62,8 @@ def problems(records: list[dict[str, Any]], workloads: list[str]) -> list[str]:
             found.append(f"w8: {rec['duplicated']} action(s) started twice")
         if name == "w8" and rec.get("drained") and rec["missed"]:
             found.append(f"w8: {rec['missed']} action(s) never started after a full drain")
+        if name == "vis" and rec["page_rows"] != min(50, rec["count"]):
+            found.append(f"vis: a first page of {rec['page_rows']} for {rec['count']} matches")
         keys = PERCENTILES.get(name)
         if keys and not rec[keys[0]] <= rec[keys[1]] <= rec[keys[2]]:
             found.append(f"{name}: percentiles out of order {[rec[k] for k in keys]}")

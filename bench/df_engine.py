@@ -61,6 +61,9 @@ class Sizes:
     w6_n: int = 100_000
     w6_ramp: float = 120.0
     w6_sleep: float = 60.0
+    storage_n: int = 2000
+    storage_retention: float = 60.0
+    vis_n: int = 100_000
 
 
 FULL = Sizes()
@@ -78,6 +81,9 @@ QUICK = Sizes(
     w6_n=300,
     w6_ramp=3.0,
     w6_sleep=3.0,
+    storage_n=100,
+    storage_retention=5.0,
+    vis_n=2_000,
 )
 
 
@@ -724,6 +730,19 @@ class DFRound:
             self.sizes.w8_every,
             snaps=self.snaps,
         )
+
+    async def storage(self) -> dict[str, Any]:
+        """Bytes per completed W1 workflow while retained and after expiry (``storage.py``)."""
+        from bench.storage import storage
+
+        s = self.sizes
+        return await storage(self.client, self.prefix, s.storage_n, s.w1_conc, s.storage_retention)
+
+    async def vis(self) -> dict[str, Any]:
+        """Visibility: list/count over ``vis_n`` closed runs (``bench/visibility.py``)."""
+        from bench.visibility import visibility
+
+        return await visibility(self.client, self.prefix, self.sizes.vis_n, self.procs["server"])
 
     async def _w5_histories(self, n: int) -> dict[str, Any]:
         """Where W5's lateness comes from, read from the recorded event times.

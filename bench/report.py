@@ -50,6 +50,12 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("w8", "late_p99_ms", "W8 schedule action lateness p99 ms", ""),
     ("w8", "missed", "W8 actions missed", "0"),
     ("w8", "duplicated", "W8 actions duplicated", "0"),
+    ("vis", "runs", "VIS closed runs indexed", ""),
+    ("vis", "page_ms_p50", "VIS first page of 50 (type+status+attr) p50 ms", "<= 100"),
+    ("vis", "count_ms_p50", "VIS count (type+status+attr) p50 ms", "<= 200"),
+    ("vis", "scan_count_ms", "VIS count, no index serves the query, ms", ""),
+    ("vis", "index_bytes_per_run", "VIS index bytes per run", ""),
+    ("vis", "server_rss_bytes_per_run", "VIS df-server RSS bytes per run", ""),
 ]
 
 

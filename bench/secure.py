@@ -216,8 +216,10 @@ def ratio_table(records: list[dict[str, Any]], parts: tuple[str, ...] = PARTS) -
         off, on = cpu.get(("off", proc)), cpu.get(("on", proc))
         if off and on:
             m_off, m_on = statistics.median(off), statistics.median(on)
+            pairs = [b / a for a, b in zip(off, on, strict=False) if a]
+            per_round = f"{statistics.median(pairs):.2f} ({len(pairs)} pairs)" if pairs else "–"
             lines.append(
                 f"| W1 {proc} CPU ms/wf | {m_off:.2f} | {m_on:.2f} | {m_on / m_off:.2f} | "
-                f"{m_on / m_off - 1:+.0%} | |"
+                f"{m_on / m_off - 1:+.0%} | {per_round} |"
             )
     return "\n".join(lines) + "\n"

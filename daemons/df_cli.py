@@ -36,6 +36,7 @@ from daemons.common import (
     tls_options,
 )
 from daemons.schedule_command import hooks, schedule, why_schedule
+from daemons.storage_command import namespace
 from daemons.ui_command import start_dev_ui, ui
 from daemons.workflow_command import workflow
 from durablefuture.client import Client
@@ -242,6 +243,7 @@ def workers(settings: Settings, task_queue: str | None) -> None:
 main.add_command(workflow)
 main.add_command(ui)
 main.add_command(auth)
+main.add_command(namespace)
 
 hooks.run = lambda settings, fn: _run(_with_client(settings, fn))
 hooks.emit = _emit

@@ -19,7 +19,10 @@ from daemons.common import (
     tls_config,
     until_stopped,
 )
+from durablefuture.core.errors import InvalidArgumentError
+from durablefuture.core.namespace import parse_duration, parse_size
 from durablefuture.server import ServerOptions, Servers
+from durablefuture.transport.archive import parse_archive
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -96,6 +99,53 @@ def namespaces_and_creds(
     "after this many seconds (or that a worker which is gone held) goes to the task queue "
     "(0: no sticky tasks).",
 )
+@click.option(
+    "--retention",
+    default=None,
+    envvar="DF_RETENTION",
+    metavar="DURATION",
+    help="How long closed runs are kept (history, status, payloads), e.g. 7d, 12h, 30m; "
+    "stored with the namespace for every df-server. Default: what is stored, else 7d.",
+)
+@click.option(
+    "--archive",
+    default=None,
+    envvar="DF_ARCHIVE",
+    metavar="dir:PATH|objstore",
+    help="Archive each closed run's history before retention deletes it: to a folder "
+    "(dir:PATH) or to the object store bucket DF_<ns>_archive (objstore).",
+)
+@click.option(
+    "--history-warn-events",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Warn when a run's history reaches this many events (default 10240).",
+)
+@click.option(
+    "--history-warn-size",
+    default=None,
+    metavar="SIZE",
+    help="Warn when a run's history reaches this size, e.g. 10MB (default 10MiB).",
+)
+@click.option(
+    "--history-limit-events",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Fail a run whose history reaches this many events (default 51200).",
+)
+@click.option(
+    "--history-limit-size",
+    default=None,
+    metavar="SIZE",
+    help="Fail a run whose history reaches this size, e.g. 50MB (default 50MiB).",
+)
+@click.option(
+    "--compact-interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds between two purges of handled inputs and tasks (0: never).",
+)
 def main(
     nats_url: str,
     namespaces: tuple[str, ...],
@@ -113,6 +163,13 @@ def main(
     input_ack_wait: float,
     sticky_timeout: float,
     creds_dir: str | None,
+    retention: str | None,
+    archive: str | None,
+    history_warn_events: int | None,
+    history_warn_size: str | None,
+    history_limit_events: int | None,
+    history_limit_size: str | None,
+    compact_interval: float,
 ) -> None:
     """Run a DurableFuture server for one or more namespaces on the NATS at --nats.
 
@@ -122,7 +179,18 @@ def main(
     tls = tls_config(tls_ca, tls_cert, tls_key, tls_hostname)
     served, logins = namespaces_and_creds(namespaces, creds, creds_dir)
     options = ServerOptions(
-        replicas=replicas, input_ack_wait=input_ack_wait, sticky_timeout=sticky_timeout
+        replicas=replicas,
+        input_ack_wait=input_ack_wait,
+        compact_interval=compact_interval,
+        sticky_timeout=sticky_timeout,
+        **storage_options(
+            retention,
+            archive,
+            history_warn_events,
+            history_warn_size,
+            history_limit_events,
+            history_limit_size,
+        ),
     )
 
     async def serve(stop: asyncio.Event) -> None:
@@ -137,6 +205,37 @@ def main(
         await task
 
     run_daemon(serve, log_level=log_level, log_format=log_format)
+
+
+def storage_options(
+    retention: str | None,
+    archive: str | None,
+    warn_events: int | None,
+    warn_size: str | None,
+    limit_events: int | None,
+    limit_size: str | None,
+) -> dict[str, Any]:
+    """ServerOptions fields of the storage flags (exits with a one-line reason if bad)."""
+    out: dict[str, Any] = {}
+    limits: dict[str, int] = {}
+    try:
+        if retention is not None:
+            out["retention"] = parse_duration(retention, "--retention")
+        if archive is not None:
+            parse_archive(archive)
+            out["archive"] = archive
+        if warn_events is not None:
+            limits["history_warn_events"] = warn_events
+        if warn_size is not None:
+            limits["history_warn_bytes"] = parse_size(warn_size, "--history-warn-size")
+        if limit_events is not None:
+            limits["history_limit_events"] = limit_events
+        if limit_size is not None:
+            limits["history_limit_bytes"] = parse_size(limit_size, "--history-limit-size")
+    except InvalidArgumentError as exc:
+        raise click.BadParameter(str(exc)) from None
+    out["history_limits"] = limits
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover

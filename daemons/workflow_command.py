@@ -193,12 +193,23 @@ def workflow_describe(settings: Settings, workflow_id: str) -> None:
 
 @workflow.command("history", context_settings=CONTEXT)
 @click.argument("workflow_id")
+@click.option("--run-id", default=None, help="This run (default: the latest).")
+@click.option(
+    "--archive",
+    default=None,
+    envvar="DF_ARCHIVE",
+    metavar="dir:PATH|objstore",
+    help="Read the archived history (df-server --archive) once the stream no longer has it.",
+)
 @click.pass_obj
-def workflow_history(settings: Settings, workflow_id: str) -> None:
+def workflow_history(
+    settings: Settings, workflow_id: str, run_id: str | None, archive: str | None
+) -> None:
     """The events of the latest run (a table, or raw JSON with --json)."""
 
     async def go(client: Client) -> list[Any]:
-        return await client.get_workflow_handle(workflow_id).fetch_history()
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        return await handle.fetch_history(archive=archive)
 
     events = _run(_with_client(settings, go))
     codec = default_codec()

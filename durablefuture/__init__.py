@@ -22,20 +22,25 @@ if TYPE_CHECKING:
         activity,
         all_of,
         any_of,
+        cancel,
         child_workflow,
         continue_as_new,
         side_effect,
         sleep,
+        start,
+        wait_condition,
         wait_signal,
     )
     from durablefuture.client import Client, WorkflowDescription, WorkflowHandle, WorkflowPage
     from durablefuture.codec.envelope import Payload, PayloadCodec
+    from durablefuture.core.commands import Handle
     from durablefuture.core.definitions import defn
     from durablefuture.core.effects import RunStatus
     from durablefuture.core.errors import *  # noqa: F403 (every name in errors.__all__)
     from durablefuture.core.failure import Failure
     from durablefuture.core.liveness import WorkerRecord
     from durablefuture.core.options import (
+        ActivityCancellationType,
         ActivityOptions,
         Backoff,
         IdReusePolicy,
@@ -69,6 +74,7 @@ _LAZY: dict[str, str] = {
     "continue_as_new": "durablefuture.api",
     "side_effect": "durablefuture.api",
     "sleep": "durablefuture.api",
+    "wait_condition": "durablefuture.api",
     "wait_signal": "durablefuture.api",
     "defn": "durablefuture.core.definitions",
     # options
@@ -76,6 +82,10 @@ _LAZY: dict[str, str] = {
     "Backoff": "durablefuture.core.options",
     "IdReusePolicy": "durablefuture.core.options",
     "ParentClosePolicy": "durablefuture.core.options",
+    "ActivityCancellationType": "durablefuture.core.options",
+    "Handle": "durablefuture.core.commands",
+    "start": "durablefuture.api",
+    "cancel": "durablefuture.api",
     "RetryPolicy": "durablefuture.core.options",
     "WorkflowOptions": "durablefuture.core.options",
     "Failure": "durablefuture.core.failure",
@@ -112,11 +122,13 @@ _LAZY.update(dict.fromkeys(_errors.__all__, "durablefuture.core.errors"))
 _SUBMODULES = ("workflow", "testing", "codecs")
 
 __all__ = [
+    "ActivityCancellationType",
     "ActivityInfo",
     "ActivityOptions",
     "Backoff",
     "Client",
     "Failure",
+    "Handle",
     "IdReusePolicy",
     "Interval",
     "Overlap",
@@ -147,6 +159,7 @@ __all__ = [
     "activity_info",
     "all_of",
     "any_of",
+    "cancel",
     "child_workflow",
     "codecs",
     "continue_as_new",
@@ -154,7 +167,9 @@ __all__ = [
     "heartbeat",
     "side_effect",
     "sleep",
+    "start",
     "testing",
+    "wait_condition",
     "wait_signal",
     "workflow",
 ]

@@ -46,6 +46,14 @@ class ActivityInfo:
     heartbeat_details: tuple[JsonValue, ...] = field(default=(), converter=payloads)
     """Details passed to ``df.heartbeat`` by the previous attempt (empty on the first)."""
 
+    @property
+    def is_cancelled(self) -> bool:
+        """True once the workflow cancelled this activity (``df.cancel``, a lost ``any_of``,
+        or the run's cancellation): a sync activity should stop soon (``df.heartbeat()``
+        raises ``df.CancelledError`` too). Read inside the activity."""
+        ctx = _current.get()
+        return ctx is not None and ctx.cancelled
+
 
 class ActivityContext:
     """The worker's handle on a running attempt (heartbeats and cancellation)."""

@@ -16,11 +16,15 @@ from durablefuture.core.commands import (
     ActivityCall,
     AllOf,
     AnyOf,
+    Cancel,
     ChildWorkflowCall,
     ContinueAsNew,
+    Handle,
     SideEffect,
     Site,
     Sleep,
+    Start,
+    WaitCondition,
     WaitSignal,
     Yieldable,
 )
@@ -41,14 +45,27 @@ __all__ = [
     "activity",
     "all_of",
     "any_of",
+    "cancel",
     "child_workflow",
     "continue_as_new",
     "side_effect",
     "sleep",
+    "start",
+    "wait_condition",
     "wait_signal",
 ]
 
-_YIELDABLE = (ActivityCall, Sleep, WaitSignal, SideEffect, ChildWorkflowCall, AllOf, AnyOf)
+_YIELDABLE = (
+    ActivityCall,
+    Sleep,
+    WaitSignal,
+    WaitCondition,
+    SideEffect,
+    ChildWorkflowCall,
+    AllOf,
+    AnyOf,
+    Handle,
+)
 
 
 def _site() -> Site:
@@ -108,6 +125,22 @@ def wait_signal(
     check_type_name(name, "signal name")
     t = optional_seconds(timeout, "wait_signal timeout")
     return WaitSignal(name, t, result_type, _site())
+
+
+def wait_condition(
+    predicate: Callable[[], object], timeout: Duration | None = None
+) -> WaitCondition:
+    """Wait until ``predicate()`` is true: ``ok = yield df.wait_condition(lambda: ..., timeout=5)``.
+
+    The predicate is checked at once and again after every event the run receives (a signal
+    handled by ``df.workflow.set_signal_handler``, an activity result, ...). The yield returns
+    True when it holds, or False when ``timeout`` passes first (a durable timer). It must only
+    read workflow state: no yield, no side effects.
+    """
+    if not callable(predicate):
+        raise InvalidArgumentError(f"df.wait_condition takes a function, got {predicate!r}")
+    t = optional_seconds(timeout, "wait_condition timeout")
+    return WaitCondition(predicate, t, _site())
 
 
 def side_effect(fn: Callable[[], object], *, result_type: object = None) -> SideEffect:
@@ -186,9 +219,47 @@ def all_of(*commands: Yieldable | Iterable[Yieldable]) -> AllOf:
     return AllOf(_items(commands, "df.all_of"), _site())
 
 
-def any_of(*commands: Yieldable | Iterable[Yieldable]) -> AnyOf:
-    """Run commands in parallel; the yield returns ``(index, result)`` of the first to finish."""
+def any_of(*commands: Yieldable | Iterable[Yieldable], cancel_losers: bool = True) -> AnyOf:
+    """Run commands in parallel; the yield returns ``(index, result)`` of the first to finish.
+
+    With ``cancel_losers`` (the default) the activities, timers and child workflows this
+    ``any_of`` started that did not finish first are cancelled (``df.cancel``); handles of
+    work started earlier with ``df.start`` are left running. ``cancel_losers=False`` lets the
+    losers run to the end, their results ignored.
+    """
     items = _items(commands, "df.any_of")
     if not items:
         raise InvalidArgumentError("df.any_of needs at least one command")
-    return AnyOf(items, _site())
+    return AnyOf(items, _site(), bool(cancel_losers))
+
+
+def start(command: ActivityCall | ChildWorkflowCall | Sleep) -> Start:
+    """Start work without waiting for it: ``task = yield df.start(df.activity(...))``.
+
+    The yield returns a ``df.Handle`` at once; ``result = yield task`` waits for the result,
+    ``yield df.cancel(task)`` cancels it, and ``df.all_of`` / ``df.any_of`` accept it.
+    """
+    if not isinstance(command, ActivityCall | ChildWorkflowCall | Sleep):
+        raise InvalidArgumentError(
+            f"df.start takes df.activity(...), df.child_workflow(...) or df.sleep(...), got "
+            f"{command!r}"
+        )
+    return Start(command, _site())
+
+
+def cancel(handle: Handle) -> Cancel:
+    """Cancel started work: ``yield df.cancel(task)`` (returns None at once).
+
+    A timer never fires and ``yield task`` raises ``df.CancelledError``. An activity's running
+    attempt is told to stop (``asyncio.CancelledError`` in async code; ``df.heartbeat()``
+    raises and ``df.activity_info().is_cancelled`` is True in sync code); ``yield task``
+    raises ``df.ActivityError`` (cause ``df.CancelledError``) at once, or with
+    ``ActivityCancellationType.WAIT_CANCELLATION_COMPLETED`` once the activity ended. A child
+    workflow is asked to cancel; ``yield task`` raises ``df.ChildWorkflowError`` when it ended.
+    Cancelling work that already ended does nothing.
+    """
+    if not isinstance(handle, Handle):
+        raise InvalidArgumentError(
+            f"df.cancel takes a handle from `task = yield df.start(...)`, got {handle!r}"
+        )
+    return Cancel(handle, _site())

@@ -30,8 +30,9 @@ client    start (``in.start``), signal/cancel/terminate (``in.run``), schedule c
           (``sci.ctl``), queries, read histories and status, list and count (the df-servers'
           visibility index, ``dfev.<ns>.visibility``), wait for results, put and get
           payloads stored by reference (object store ``DF_<ns>_payloads``)
-admin     what client can, plus listing streams and consumers and reading dead letters
-          through the consumer named ``dlq`` (the UI and operators)
+admin     what client can, plus listing streams and consumers, reading dead letters
+          through the consumer named ``dlq`` (the UI and operators) and deleting closed
+          runs (``rm.delete``, ``df workflow delete``)
 ========  ===========================================================================
 
 Replies: each user subscribes only under its own inbox prefix ``_INBOX.<user public key>``
@@ -218,6 +219,7 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
             f"{api}.CONSUMER.CREATE.{s}.{DEAD_LETTER_CONSUMER}.{lay.dead_letters()}",
             f"{api}.CONSUMER.MSG.NEXT.{s}.{DEAD_LETTER_CONSUMER}",
             f"{api}.CONSUMER.DELETE.{s}.{DEAD_LETTER_CONSUMER}",
+            lay.removal("delete"),
         )
         return Permissions((*client, *admin), (), subscribe, allow_responses=True)
     raise InvalidArgumentError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
@@ -252,6 +254,7 @@ def _exports(namespace: str) -> list[tuple[str, str, str]]:
         lay.dead_letter("worker"),
         lay.schedule_input("ctl"),
         lay.visibility,
+        lay.removal("delete"),
         f"$KV.{lay.activity_bucket}.>",
         f"$KV.{lay.workers_bucket}.>",
         f"$O.{lay.payloads_bucket}.>",

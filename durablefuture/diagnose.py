@@ -21,8 +21,10 @@ from durablefuture.core.liveness import (
     unserved_workflow,
     workers_of,
 )
+from durablefuture.core.namespace import history_verdict
 from durablefuture.core.state import ActivityState
 from durablefuture.transport.history import fold
+from durablefuture.transport.namespace_settings import read_settings
 from durablefuture.transport.queues import QueueState
 from durablefuture.transport.queues import queue_state as _queue_state
 
@@ -243,6 +245,8 @@ async def explain(client: Client, workflow_id: str, run_id: str | None = None) -
         if aq_name not in queues:
             queues.append(aq_name)
         label = f"activity {act.name!r} (#{act.seq}) attempt {act.attempt}"
+        if act.cancel_requested:
+            label += " (cancelled by the workflow; its attempt is asked to stop)"
         failure = f"; last failure: {act.last_failure.describe()}" if act.last_failure else ""
         registered, unregistered = _unregistered_activity(records, act, aq_name)
         found = running_attempt(records or (), run, act.seq, act.attempt)
@@ -298,7 +302,9 @@ async def explain(client: Client, workflow_id: str, run_id: str | None = None) -
             )
         )
     for seq, fire_at in sorted(state.timers.items()):
-        reasons.append(f"sleeping: timer #{seq} fires at {_when(fire_at, now)}")
+        reasons.append(
+            f"timer #{seq} (a sleep, or the timeout of a wait) fires at {_when(fire_at, now)}"
+        )
     for _, wait in sorted(state.waiting_for_signals.items()):
         line = f"waiting for signal {wait.name!r}"
         if wait.deadline is not None:
@@ -310,7 +316,14 @@ async def explain(client: Client, workflow_id: str, run_id: str | None = None) -
             f"waiting for child workflow {child.workflow_type!r} id {child.workflow_id!r} "
             f"({started})"
         )
-    if not reasons:
+    size = history_verdict(
+        await read_settings(client.pub.js, client.layout),
+        len([e for b in batches for e in b.events]),
+        sum(b.size for b in batches),
+    )
+    if size.warn:
+        reasons.insert(0, size.message)
+    if len(reasons) == int(size.warn):
         reasons.append(
             "nothing is pending in history: the workflow code is waiting for something that "
             "has not happened (a signal, or a result of a command it has not yet issued)"

@@ -169,6 +169,11 @@ WORKFLOWS_CLOSED = REGISTRY.counter(
     "continued_as_new (server).",
     ["namespace", "status"],
 )
+HISTORY_LIMITS = REGISTRY.counter(
+    "df_history_limits_total",
+    "Runs whose history reached the namespace's warning (warn) or limit (fail) (server).",
+    ["namespace", "kind"],
+)
 ACTIVITY_OUTCOMES = REGISTRY.counter(
     "df_activity_attempt_outcomes_total",
     "Activity attempt outcomes recorded in history: completed, retried, failed, timed_out.",

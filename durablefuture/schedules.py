@@ -124,13 +124,14 @@ class Schedules:
         self.codec = ScheduleCodec(client.codec)
         self.store = ScheduleStore(client.nc, client.pub, client.layout)
 
-    def encode(self, schedule: Schedule) -> Schedule:
-        """Encode the action's arguments to JSON payloads now, so a bad argument fails here."""
+    async def encode(self, schedule: Schedule) -> Schedule:
+        """Encode the action's arguments to JSON payloads now, so a bad argument fails here
+        (through the payload codec, if any; large ones stored by reference)."""
         action = schedule.action
         args = self.client.codec.payloads.to_payloads(
             action.args, f"schedule action {action.workflow_type!r}"
         )
-        args = tuple(self.client.codec.encode_payloads(list(args)))  # the payload codec, if any
+        args = tuple(await self.client.codec.pack_payloads(list(args)))
         encoded = ScheduleStartWorkflow.of(
             action.workflow_type,
             tuple(args),
@@ -184,7 +185,7 @@ class ScheduleHandle:
     async def update(self, schedule: Schedule) -> None:
         """Replace the definition (its spec applies from now on; running actions go on)."""
         await self._s.request(
-            ScheduleInput(self.id, "update", _request_id(), schedule=self._s.encode(schedule))
+            ScheduleInput(self.id, "update", _request_id(), schedule=await self._s.encode(schedule))
         )
 
     async def pause(self, note: str = "") -> None:
@@ -228,7 +229,10 @@ async def create(
 ) -> ScheduleHandle:
     check_workflow_id(schedule_id, "schedule id")
     message = ScheduleInput(
-        schedule_id, "create", request_id or _request_id(), schedule=schedules.encode(schedule)
+        schedule_id,
+        "create",
+        request_id or _request_id(),
+        schedule=await schedules.encode(schedule),
     )
     await schedules.request(message)
     return ScheduleHandle(schedules, schedule_id)

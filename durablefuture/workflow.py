@@ -18,6 +18,7 @@ from typing import Any
 from durablefuture.core.errors import InvalidArgumentError
 from durablefuture.core.replay import WorkflowInfo, current_context
 from durablefuture.core.search_attributes import SearchAttributes, search_attributes
+from durablefuture.core.types import check_type_name
 
 __all__ = [
     "WorkflowInfo",
@@ -29,6 +30,7 @@ __all__ = [
     "patched",
     "random",
     "set_query_handler",
+    "set_signal_handler",
     "upsert_search_attributes",
     "uuid4",
 ]
@@ -110,6 +112,21 @@ def set_query_handler(name: str, handler: Callable[..., object]) -> None:
     queries = current_context().extras.setdefault("queries", {})
     assert isinstance(queries, dict)
     queries[name] = handler
+
+
+def set_signal_handler(name: str, handler: Callable[..., object]) -> None:
+    """Call ``handler(*args)`` for every signal ``name`` the run receives, in history order.
+
+    The handler is a plain function that changes workflow state (it must not yield); the
+    workflow waits on that state with ``ok = yield df.wait_condition(lambda: ...)``. Signals
+    that arrived before the handler was registered are handed to it at once, in order; a
+    ``df.wait_signal(name)`` that is waiting takes its signal first. An exception in the
+    handler fails the run.
+    """
+    check_type_name(name, "signal name")
+    if not callable(handler):
+        raise InvalidArgumentError(f"signal handler for {name!r} must be callable, got {handler!r}")
+    current_context().execution.set_signal_handler(name, handler)
 
 
 class _ReplayAwareAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]

@@ -8,6 +8,8 @@ from typing import Any
 from workflows_examples.approval import approval_workflow, approve, notify_requester
 from workflows_examples.batch import batch_workflow, process_item
 from workflows_examples.order import charge_credit_card, order_workflow, ship_package
+from workflows_examples.quorum import quorum_workflow, two_reviewers
+from workflows_examples.race import quote_workflow, request_quote
 from workflows_examples.recovery import recovery_workflow, reserve_inventory
 from workflows_examples.saga import (
     book_car,
@@ -27,6 +29,8 @@ WORKFLOWS: list[Callable[..., object]] = [
     trip_workflow,
     approval_workflow,
     batch_workflow,
+    quorum_workflow,
+    quote_workflow,
 ]
 ACTIVITIES: list[Callable[..., object]] = [
     charge_credit_card,
@@ -40,6 +44,7 @@ ACTIVITIES: list[Callable[..., object]] = [
     cancel_car,
     notify_requester,
     process_item,
+    request_quote,
 ]
 
 Driver = Callable[[Any], Awaitable[None]]
@@ -50,6 +55,8 @@ EXAMPLES: dict[str, tuple[Callable[..., object], tuple[object, ...], Driver | No
     "saga": (trip_workflow, ("trip-1", True), None),
     "approval": (approval_workflow, ("req-1", 60.0), approve),
     "batch": (batch_workflow, (list(range(1, 101)),), None),
+    "quorum": (quorum_workflow, ("req-2", 2, 600.0), two_reviewers),
+    "race": (quote_workflow, ("widget", 30.0, 0.5), None),
 }
 """``df dev --run NAME`` starts EXAMPLES[NAME] = (workflow, arguments, driver); the driver, if
 any, acts on the running workflow (e.g. sends the approval signal)."""

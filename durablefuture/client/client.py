@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from durablefuture import tracing
 from durablefuture.client.handle import WorkflowHandle
+from durablefuture.client.namespace import NamespaceDescription, describe_namespace
 from durablefuture.client.requests import error_from_reply
 from durablefuture.client.visibility import Visibility
 from durablefuture.codec.envelope import PayloadCodec, as_codec
@@ -229,6 +230,11 @@ class Client(Visibility):
             options=options,
             signal=(signal, tuple(signal_args)),
         )
+
+    async def describe_namespace(self) -> NamespaceDescription:
+        """The namespace's retention and history limits, its runs by status and the bytes
+        it uses (``df namespace describe``)."""
+        return await describe_namespace(self)
 
     def get_workflow_handle(
         self, workflow_id: str, *, run_id: str | None = None, result_type: object = None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from durablefuture.client.requests import error_from_reply
 from durablefuture.client.views import WorkflowDescription, describe_corrupt, describe_state
-from durablefuture.codec.records import decode_query_answer, encode_query
+from durablefuture.codec.records import Removal, decode_query_answer, encode_query, encode_removal
 from durablefuture.codec.wire import InputEnvelope, Reply
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
@@ -32,6 +32,7 @@ from durablefuture.core.errors import (
 from durablefuture.core.state import status_of
 from durablefuture.core.types import check_type_name
 from durablefuture.outcome import outcome_of
+from durablefuture.transport.archive import open_archive
 from durablefuture.transport.replies import NoResponders, RequestTimedOut, Watch, request
 
 if TYPE_CHECKING:
@@ -174,13 +175,45 @@ class WorkflowHandle:
             return describe_corrupt(exc, await self.client.summary(self.id, run_id))
         return describe_state(state)
 
-    async def fetch_history(self) -> list[ev.Event]:
-        """The run's events, in order (what ``df.testing.Replayer`` replays)."""
+    async def fetch_history(self, *, archive: str | None = None) -> list[ev.Event]:
+        """The run's events, in order (what ``df.testing.Replayer`` replays).
+
+        ``archive`` (``dir:PATH`` or ``objstore``, as given to ``df-server --archive``): read
+        the archived history when the run's history is no longer in the stream (its retention
+        is over, or it was deleted).
+        """
+        try:
+            run_id = await self._run()
+            batches = await self.client.history.read(self.id, run_id)
+        except WorkflowNotFoundError:
+            if archive is None:
+                raise
+            run_id, batches = self.run_id or "", []
+        if batches:
+            return [e for b in batches for e in b.events]
+        if archive is not None:
+            found = await open_archive(archive, self.client.layout, self.client.pub.js).read(
+                self.id, run_id or None
+            )
+            if found is not None:
+                return await self.client.history.decode_raw(
+                    found.workflow_id, found.run_id, found.batches
+                )
+        raise WorkflowNotFoundError(
+            f"no history for workflow {self.id!r} run {run_id or '(latest)'}"
+            + (f" in the stream or in archive {archive}" if archive else "")
+        )
+
+    async def delete(self) -> None:
+        """Delete this closed run now: its history, status entry and payloads (archived first
+        when df-server has ``--archive``). Raises ``df.WorkflowStillOpenError`` for a run that
+        is open. The admin role may do it (``df auth init``); the client role may not."""
         run_id = await self._run()
-        batches = await self.client.history.read(self.id, run_id)
-        if not batches:
-            raise WorkflowNotFoundError(f"no history for workflow {self.id!r} run {run_id}")
-        return [e for b in batches for e in b.events]
+        reply = await self.client._ask(
+            self.client.layout.removal("delete"), encode_removal(Removal(self.id, run_id))
+        )
+        if not reply.ok:
+            raise error_from_reply(reply, self.id)
 
     @property
     def _target(self) -> str:
@@ -215,7 +248,7 @@ class WorkflowHandle:
             queue = started.task_queue
         payloads = client.codec.payloads
         encoded = [payloads.to_payload(a, f"query {name!r} argument") for a in args]
-        body = encode_query(self.id, run_id, name, client.codec.encode_payloads(encoded))
+        body = encode_query(self.id, run_id, name, await client.codec.pack_payloads(encoded))
         try:
             data = await request(client.nc, client.layout.query(queue), body, timeout)
         except NoResponders:
@@ -231,7 +264,7 @@ class WorkflowHandle:
             raise QueryFailedError(f"query {name!r} got an unreadable answer: {exc}") from None
         if not answer.ok:
             raise QueryFailedError(f"query {name!r} failed: {answer.message}")
-        return client.codec.decode_payloads([answer.result])[0]
+        return (await client.codec.unpack_payloads([answer.result]))[0]
 
     async def signal(self, name: str, *args: object) -> None:
         """Deliver signal ``name`` (buffered in history until the workflow waits for it)."""

@@ -16,6 +16,7 @@ passes them through. A payload over :data:`MAX_CLAIM_BYTES` is refused.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, Protocol
 
 import orjson
@@ -42,6 +43,7 @@ __all__ = [
     "MESSAGE_BUDGET",
     "Claims",
     "PayloadStore",
+    "claim_names",
     "claimed_objects",
     "has_claims",
     "is_claim",
@@ -58,6 +60,16 @@ what an encryption codec adds)."""
 SIZE = "size"
 CLAIM_MARK = f'"{CLAIM}":'.encode()
 """In the bytes of every message that holds a reference."""
+_CLAIM_NAME = re.compile(rb'"' + CLAIM.encode() + rb'":\s*"([0-9a-f]{64})"')
+
+
+def claim_names(data: bytes) -> set[str]:
+    """The objects a stored message (a history batch) refers to, read from its bytes."""
+    if CLAIM_MARK not in data:
+        return set()
+    return {m.group(1).decode() for m in _CLAIM_NAME.finditer(data)}
+
+
 RECENT_BYTES = 128 * 1024 * 1024
 _PAYLOAD_ATTRS = ("args", "signal_args", "result", "value", "heartbeat_details")
 

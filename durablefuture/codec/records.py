@@ -3,6 +3,7 @@
 * heartbeat (KV ``DF_<ns>_act``, key ``hb.<run>.<seq>``): ``{"attempt", "at", "details"}``,
   written by the worker, read by the server when a heartbeat timeout fires
 * activity cancel request (same bucket, key ``cx.<run>.<seq>``): ``{"reason"}``
+* removal of a closed run (stream ``df.<ns>.rm.<kind>``): ``{"wid", "run"}``
 * query (core NATS request to ``df.<ns>.q.<queue>``): ``{"wid", "run", "name", "args"}``,
   answered with ``{"ok": true, "result"}`` or ``{"ok": false, "error", "message"}``
 
@@ -17,16 +18,20 @@ import math
 import orjson
 from attrs import frozen
 
-from durablefuture.core.errors import DecodeError
-from durablefuture.core.types import JsonValue
+from durablefuture.core.errors import DecodeError, InvalidArgumentError
+from durablefuture.core.types import JsonValue, check_run_id, check_workflow_id
 
 __all__ = [
+    "REMOVAL_KINDS",
     "Heartbeat",
     "QueryAnswer",
+    "Removal",
     "decode_heartbeat",
     "decode_query_answer",
+    "decode_removal",
     "encode_cancel_request",
     "encode_query",
+    "encode_removal",
 ]
 
 
@@ -86,3 +91,31 @@ def decode_query_answer(data: bytes) -> QueryAnswer:
         return QueryAnswer(True, result)
     message = obj.get("message")
     return QueryAnswer(False, message=str(message)[:2000] if message is not None else "")
+
+
+REMOVAL_KINDS = ("expire", "delete")
+"""``expire``: the run's retention is over (from its expiry schedule); ``delete``: an
+operator asked to delete the closed run now."""
+
+
+@frozen
+class Removal:
+    """A request to remove a closed run (its history, status entry and payloads)."""
+
+    workflow_id: str
+    run_id: str
+
+
+def encode_removal(removal: Removal) -> bytes:
+    return orjson.dumps({"wid": removal.workflow_id, "run": removal.run_id})
+
+
+def decode_removal(data: bytes) -> Removal:
+    obj = _object(data, "a removal request")
+    wid, run = obj.get("wid"), obj.get("run")
+    if not isinstance(wid, str) or not isinstance(run, str):
+        raise DecodeError("a removal request needs string 'wid' and 'run'")
+    try:
+        return Removal(check_workflow_id(wid), check_run_id(run))
+    except InvalidArgumentError as exc:
+        raise DecodeError(f"a removal request is out of bounds: {exc}") from None

@@ -31,6 +31,7 @@ from durablefuture.codec.claims import (
     Claims,
     PayloadStore,
     has_claims,
+    is_claim,
 )
 from durablefuture.codec.converter import make_converter
 from durablefuture.codec.envelope import DecodedCache, PayloadCodec, transform_tree
@@ -170,6 +171,23 @@ class Codec:
         out = list(values)
         self._open({"args": out})
         return out
+
+    async def pack_payloads(self, values: list[JsonValue]) -> list[JsonValue]:
+        """:meth:`encode_payloads`, then those that make the list too large for one message
+        stored by reference (a query's arguments or answer, a schedule's arguments)."""
+        body = {"args": self.encode_payloads(values)}
+        if self.claims is not None:
+            size = len(orjson.dumps(body))
+            if size > self.claims.threshold:
+                await self.claims.pack(body, size)
+        return body["args"]
+
+    async def unpack_payloads(self, values: list[JsonValue]) -> list[JsonValue]:
+        """:meth:`decode_payloads`, fetching those stored by reference first."""
+        tree = {"args": list(values)}
+        if self.claims is not None and any(is_claim(v) for v in tree["args"]):
+            await self.claims.resolve(tree, self.payload_codec)
+        return self.decode_payloads(tree["args"])
 
     def _load(self, data: bytes, what: str) -> dict[str, Any]:
         try:

@@ -26,6 +26,7 @@ __all__ = [
     "ActivityCall",
     "AllOf",
     "AnyOf",
+    "Cancel",
     "CancelWorkflow",
     "ChildWorkflowCall",
     "Command",
@@ -33,19 +34,24 @@ __all__ = [
     "ContinueAsNew",
     "ContinueAsNewWorkflow",
     "FailWorkflow",
+    "Handle",
     "PendingSignal",
     "PrimitiveCommand",
     "RecordMarker",
     "RecordSideEffect",
+    "RequestCancellation",
     "ScheduleActivity",
     "SideEffect",
     "Site",
     "Sleep",
+    "Start",
     "StartChildWorkflow",
+    "StartConditionWait",
     "StartSignalWait",
     "StartTimer",
     "TerminalCommand",
     "UpsertSearchAttributes",
+    "WaitCondition",
     "WaitSignal",
     "Yieldable",
     "describe_yieldable",
@@ -85,6 +91,20 @@ class WaitSignal:
     name: str
     timeout: float | None = None
     result_type: object = field(default=None, eq=False, repr=False)
+    site: Site | None = field(default=None, eq=False, repr=False)
+
+
+@frozen
+class WaitCondition:
+    """Wait until ``predicate()`` is true; the yield returns True, or False after ``timeout``.
+
+    The predicate is evaluated when yielded and again after every event delivered to the run
+    (a signal handler that changed the state, a result, ...), so it must only read workflow
+    state and must not yield or have side effects.
+    """
+
+    predicate: Callable[[], object] = field(eq=False)
+    timeout: float | None = None
     site: Site | None = field(default=None, eq=False, repr=False)
 
 
@@ -131,22 +151,80 @@ class AllOf:
 
 @frozen
 class AnyOf:
-    """Wait for the first item to finish; the yield returns ``(index, result)``."""
+    """Wait for the first item to finish; the yield returns ``(index, result)``. With
+    ``cancel_losers`` the activities, timers and child workflows it started that did not win
+    are cancelled (handles passed in are left alone)."""
 
     items: tuple[Yieldable, ...]
     site: Site | None = field(default=None, eq=False, repr=False)
+    cancel_losers: bool = True
 
 
-Yieldable = ActivityCall | Sleep | WaitSignal | SideEffect | ChildWorkflowCall | AllOf | AnyOf
+class Handle:
+    """Work started with ``task = yield df.start(...)``: ``result = yield task`` waits for it,
+    ``yield df.cancel(task)`` cancels it, and ``df.all_of`` / ``df.any_of`` accept it."""
+
+    __slots__ = ("_node", "kind", "name", "seq")
+
+    def __init__(self, seq: int, kind: str, name: str, node: object) -> None:
+        self.seq = seq
+        self.kind = kind
+        """``activity``, ``timer`` or ``child``."""
+        self.name = name
+        self._node = node
+
+    @property
+    def done(self) -> bool:
+        """True once the work ended (its result or error is known to the workflow)."""
+        return bool(getattr(self._node, "done", False))
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "running"
+        return f"<df.Handle {self.kind} #{self.seq} {self.name!r} {state}>"
+
+
+@frozen
+class Start:
+    """Issue ``item`` (an activity, child workflow or sleep) and return its Handle at once."""
+
+    item: ActivityCall | ChildWorkflowCall | Sleep
+    site: Site | None = field(default=None, eq=False, repr=False)
+
+
+@frozen
+class Cancel:
+    """Request the cancellation of started work; the yield returns None at once."""
+
+    handle: Handle = field(eq=False)
+    site: Site | None = field(default=None, eq=False, repr=False)
+
+
+Yieldable = (
+    ActivityCall
+    | Sleep
+    | WaitSignal
+    | WaitCondition
+    | SideEffect
+    | ChildWorkflowCall
+    | AllOf
+    | AnyOf
+    | Handle
+    | Start
+    | Cancel
+)
 
 YIELDABLE_TYPES: tuple[type, ...] = (
     ActivityCall,
     Sleep,
     WaitSignal,
+    WaitCondition,
     SideEffect,
     ChildWorkflowCall,
     AllOf,
     AnyOf,
+    Handle,
+    Start,
+    Cancel,
     ContinueAsNew,
 )
 """Everything a workflow may yield (``ContinueAsNew`` included)."""
@@ -160,6 +238,8 @@ def describe_yieldable(item: object) -> str:
         return f"df.sleep({item.duration:g})"
     if isinstance(item, WaitSignal):
         return f"df.wait_signal({item.name!r})"
+    if isinstance(item, WaitCondition):
+        return "df.wait_condition(...)"
     if isinstance(item, SideEffect):
         return "df.side_effect(...)"
     if isinstance(item, ChildWorkflowCall):
@@ -169,6 +249,12 @@ def describe_yieldable(item: object) -> str:
         return f"df.{kind}({', '.join(describe_yieldable(i) for i in item.items)})"
     if isinstance(item, ContinueAsNew):
         return "df.continue_as_new(...)"
+    if isinstance(item, Start):
+        return f"df.start({describe_yieldable(item.item)})"
+    if isinstance(item, Cancel):
+        return f"df.cancel({item.handle!r})"
+    if isinstance(item, Handle):
+        return repr(item)
     return repr(item)
 
 
@@ -199,6 +285,24 @@ class StartSignalWait:
     name: str
     timeout: float | None = None
     start: float | None = None
+
+
+@frozen
+class StartConditionWait:
+    """Wait on a condition (``df.wait_condition``); with ``timeout`` a durable timer ends the
+    wait at ``start + timeout``."""
+
+    seq: int
+    timeout: float | None = None
+    start: float | None = None
+
+
+@frozen
+class RequestCancellation:
+    """Cancel command ``target`` (an activity, timer or child workflow the code started)."""
+
+    seq: int
+    target: int
 
 
 @frozen
@@ -280,6 +384,8 @@ PrimitiveCommand = (
     ScheduleActivity
     | StartTimer
     | StartSignalWait
+    | StartConditionWait
+    | RequestCancellation
     | RecordSideEffect
     | RecordMarker
     | StartChildWorkflow

@@ -37,7 +37,8 @@
     ├── ScheduleAlreadyExistsError
     ├── ScheduleNotFoundError
     ├── RequestRejectedError            a df-server refused a request for a run (says why)
-    │   └── WorkflowNotRunningError     the run has closed: no more signals, cancels, ...
+    │   ├── WorkflowNotRunningError     the run has closed: no more signals, cancels, ...
+    │   └── WorkflowStillOpenError      the run is open: it cannot be deleted
     ├── QueryFailedError                a query could not be answered (no handler, no worker)
     ├── ResultTimeoutError              a wait for a result timed out (also a TimeoutError)
     └── ServerUnavailableError          no df-server answered in time
@@ -92,6 +93,7 @@ __all__ = [
     "WorkflowFailedError",
     "WorkflowNotFoundError",
     "WorkflowNotRunningError",
+    "WorkflowStillOpenError",
     "WorkflowTerminatedError",
     "WorkflowTimedOutError",
 ]
@@ -408,6 +410,11 @@ class RequestRejectedError(DurableFutureError):
 class WorkflowNotRunningError(RequestRejectedError):
     """The run has closed (completed, failed, cancelled, ...): it takes no more signals,
     cancellations or terminations. Start a new run, or address the one that continued it."""
+
+
+class WorkflowStillOpenError(RequestRejectedError):
+    """Only a closed run can be deleted; this one is still open (terminate or cancel it,
+    or wait for it to close)."""
 
 
 class ResultTimeoutError(DurableFutureError, _BuiltinTimeoutError):

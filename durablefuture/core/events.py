@@ -11,9 +11,21 @@ from __future__ import annotations
 
 from attrs import field, frozen
 
-from durablefuture.core.commands import PendingSignal
+from durablefuture.core._lifecycle_events import (
+    RUN_FLAGS,
+    CancelRequested,
+    ParentRef,
+    WorkflowCancelled,
+    WorkflowCompleted,
+    WorkflowContinuedAsNew,
+    WorkflowFailed,
+    WorkflowStarted,
+    WorkflowTaskFailed,
+    WorkflowTerminated,
+    WorkflowTimedOut,
+)
 from durablefuture.core.failure import Failure
-from durablefuture.core.options import ActivityOptions, IdReusePolicy, ParentClosePolicy
+from durablefuture.core.options import ActivityOptions, ParentClosePolicy
 from durablefuture.core.search_attributes import SearchAttributes
 from durablefuture.core.types import JsonValue, payloads
 
@@ -21,6 +33,7 @@ __all__ = [
     "ACTIVITY_EVENTS",
     "COMMAND_EVENTS",
     "RESULT_EVENTS",
+    "RUN_FLAGS",
     "TERMINAL_EVENTS",
     "ActivityCompleted",
     "ActivityFailed",
@@ -29,10 +42,12 @@ __all__ = [
     "ActivityStarted",
     "ActivityTimedOut",
     "CancelRequested",
+    "CancellationRequested",
     "ChildWorkflowCompleted",
     "ChildWorkflowFailed",
     "ChildWorkflowScheduled",
     "ChildWorkflowStarted",
+    "ConditionWaitStarted",
     "Event",
     "MarkerRecorded",
     "ParentRef",
@@ -52,125 +67,6 @@ __all__ = [
     "WorkflowTerminated",
     "WorkflowTimedOut",
 ]
-
-
-def _pending_signals(value: object) -> tuple[PendingSignal, ...]:
-    if isinstance(value, tuple):
-        return value
-    if isinstance(value, list):
-        return tuple(value)
-    raise TypeError(f"expected pending signals, got {type(value).__name__}")
-
-
-@frozen
-class ParentRef:
-    """Which run (and which of its commands) started a child workflow."""
-
-    namespace: str
-    workflow_id: str
-    run_id: str
-    seq: int
-
-
-# ----------------------------------------------------------------- workflow lifecycle
-
-
-@frozen
-class WorkflowStarted:
-    event_id: int
-    at: float
-    workflow_type: str
-    workflow_id: str
-    run_id: str
-    namespace: str
-    task_queue: str
-    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
-    execution_timeout: float | None = None
-    id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE
-    parent: ParentRef | None = None
-    parent_close_policy: ParentClosePolicy = ParentClosePolicy.REQUEST_CANCEL
-    continued_from: str | None = None
-    first_run_id: str = ""
-    request_id: str = ""
-    attempt: int = 1
-    execution_deadline: float | None = None
-    headers: dict[str, str] = field(factory=dict)
-    chain_request_id: str = ""
-    """The request id that started the chain this run continues ("" for a chain's first run:
-    then it is ``request_id``); a start request seen again after continue-as-new finds it."""
-    search_attributes: SearchAttributes = field(factory=dict)
-    memo: dict[str, JsonValue] = field(factory=dict)
-
-
-@frozen
-class WorkflowTaskFailed:
-    """A workflow task could not run (non-determinism, unknown workflow, ...); it is retried."""
-
-    event_id: int
-    at: float
-    based_on: int
-    failure: Failure
-    attempt: int = 1
-
-
-@frozen
-class WorkflowCompleted:
-    event_id: int
-    at: float
-    based_on: int
-    result: JsonValue = None
-
-
-@frozen
-class WorkflowFailed:
-    event_id: int
-    at: float
-    based_on: int
-    failure: Failure
-
-
-@frozen
-class WorkflowCancelled:
-    event_id: int
-    at: float
-    based_on: int
-    message: str = "workflow cancelled"
-
-
-@frozen
-class WorkflowContinuedAsNew:
-    event_id: int
-    at: float
-    based_on: int
-    new_run_id: str
-    workflow_type: str
-    task_queue: str
-    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
-    signals: tuple[PendingSignal, ...] = field(default=(), converter=_pending_signals)
-    """Unconsumed signals handed to the new run (those the code had buffered, then any that
-    arrived while it was deciding)."""
-
-
-@frozen
-class WorkflowTimedOut:
-    event_id: int
-    at: float
-    timeout: float = 0.0
-
-
-@frozen
-class WorkflowTerminated:
-    event_id: int
-    at: float
-    reason: str = ""
-
-
-@frozen
-class CancelRequested:
-    event_id: int
-    at: float
-    reason: str = ""
-    request_id: str = ""
 
 
 # ----------------------------------------------------------------- activities
@@ -285,6 +181,31 @@ class SignalWaitTimedOut:
 
 
 @frozen
+class ConditionWaitStarted:
+    """The code waits on ``df.wait_condition``; with a ``deadline``, ``TimerFired(seq)`` ends
+    the wait (the condition was not met in time)."""
+
+    event_id: int
+    at: float
+    based_on: int
+    seq: int
+    timeout: float | None = None
+    deadline: float | None = None
+
+
+@frozen
+class CancellationRequested:
+    """The code cancelled command ``target``: a timer never fires; an activity's attempt is
+    asked to stop (unless its cancellation type is ABANDON); a child run is asked to cancel."""
+
+    event_id: int
+    at: float
+    based_on: int
+    seq: int
+    target: int
+
+
+@frozen
 class SignalReceived:
     event_id: int
     at: float
@@ -391,6 +312,8 @@ Event = (
     | TimerFired
     | SignalWaitStarted
     | SignalWaitTimedOut
+    | ConditionWaitStarted
+    | CancellationRequested
     | SignalReceived
     | SideEffectRecorded
     | MarkerRecorded
@@ -405,6 +328,8 @@ COMMAND_EVENTS = (
     ActivityScheduled,
     TimerStarted,
     SignalWaitStarted,
+    ConditionWaitStarted,
+    CancellationRequested,
     SideEffectRecorded,
     MarkerRecorded,
     ChildWorkflowScheduled,

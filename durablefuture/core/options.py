@@ -16,6 +16,7 @@ from durablefuture.core.types import Duration, check_name, optional_seconds, sec
 
 __all__ = [
     "DEFAULT_START_TO_CLOSE",
+    "ActivityCancellationType",
     "ActivityOptions",
     "Backoff",
     "IdReusePolicy",
@@ -49,6 +50,34 @@ class IdReusePolicy(enum.Enum):
     """Allow only if the previous run failed, timed out, was cancelled or terminated."""
     REJECT_DUPLICATE = "reject_duplicate"
     """Never reuse an id that has been used in this namespace."""
+
+
+class ActivityCancellationType(enum.Enum):
+    """What ``yield df.cancel(task)`` (or losing a ``df.any_of``) waits for, for an activity."""
+
+    TRY_CANCEL = "try_cancel"
+    """Ask the running attempt to stop and go on at once: the handle raises ActivityError
+    (cause CancelledError) now. The default."""
+    WAIT_CANCELLATION_COMPLETED = "wait_cancellation_completed"
+    """Ask the attempt to stop; the handle resolves when the activity ends (cancelled, or with
+    the result or error it ended with anyway)."""
+    ABANDON = "abandon"
+    """Do not tell the activity; the handle raises ActivityError (cause CancelledError) now."""
+
+
+def _cancellation_type(value: object) -> ActivityCancellationType:
+    if isinstance(value, ActivityCancellationType):
+        return value
+    if isinstance(value, str):
+        try:
+            return ActivityCancellationType(value.lower())
+        except ValueError:
+            pass
+    raise InvalidArgumentError(
+        "cancellation_type must be one of "
+        + ", ".join(f"df.ActivityCancellationType.{t.name}" for t in ActivityCancellationType)
+        + f", got {value!r}"
+    )
 
 
 class ParentClosePolicy(enum.Enum):
@@ -216,6 +245,9 @@ class ActivityOptions:
     schedule_to_start_timeout: float | None = field(default=None, converter=_s2s)
     heartbeat_timeout: float | None = field(default=None, converter=_hb)
     retry_policy: RetryPolicy | None = field(default=None, converter=_retry_policy)
+    cancellation_type: ActivityCancellationType = field(
+        default=ActivityCancellationType.TRY_CANCEL, converter=_cancellation_type
+    )
 
     def __attrs_post_init__(self) -> None:
         for name in (

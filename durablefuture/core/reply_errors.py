@@ -20,6 +20,7 @@ from durablefuture.core.errors import (
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
     WorkflowNotRunningError,
+    WorkflowStillOpenError,
 )
 
 __all__ = ["REPLY_ERRORS", "error_for_reply"]
@@ -36,6 +37,7 @@ REPLY_ERRORS: dict[str, type[DurableFutureError]] = {
         WorkflowAlreadyStartedError,
         WorkflowNotFoundError,
         WorkflowNotRunningError,
+        WorkflowStillOpenError,
     )
 }
 """Error class by the name a refusal carries."""

@@ -166,9 +166,12 @@ class Draft:
         )
 
 
-def next_wake(state: ScheduleState, now: float, poll: float) -> float | None:
+def next_wake(
+    state: ScheduleState, now: float, poll: float, watch_starting: bool = True
+) -> float | None:
     """The next fire time of the spec, or sooner (``now + poll``) while something waits on a
-    running action (a buffered action, a stop request, pause-on-failure, an unseen start)."""
+    running action (a buffered action, a stop request, pause-on-failure, an unseen start;
+    the last not with ``watch_starting=False``: the caller knows those starts are done)."""
     wake: float | None = None
     if not state.paused:
         nxt = next(
@@ -176,7 +179,8 @@ def next_wake(state: ScheduleState, now: float, poll: float) -> float | None:
         )
         if nxt is not None:
             wake = nxt[1]
-    watching = state.buffered or state.stopping or any(r.status == STARTING for r in state.running)
+    unseen = watch_starting and any(r.status == STARTING for r in state.running)
+    watching = state.buffered or state.stopping or unseen
     if state.running and state.schedule.policy.pause_on_failure:
         watching = True
     if watching:

@@ -38,6 +38,8 @@ class ActivityState:
     last_failure: Failure | None = None
     heartbeat_details: tuple[JsonValue, ...] = ()
     retry_at: float | None = None
+    cancel_requested: bool = False
+    """The workflow cancelled it (``df.cancel``, or it lost a ``df.any_of``)."""
 
 
 @define
@@ -67,6 +69,7 @@ class RunState:
     cancel_requested: bool = False
     activities: dict[int, ActivityState] = field(factory=dict)
     timers: dict[int, float] = field(factory=dict)  # seq -> fire_at, while not fired
+    """Sleeps and condition-wait timeouts not fired yet, by seq (fire_at)."""
     signal_waits: dict[int, float] = field(factory=dict)  # seq -> deadline, while pending
     waiting_for_signals: dict[int, ev.SignalWaitStarted] = field(factory=dict)
     """Signal waits no signal has answered yet, as far as history shows (a wait the code gave
@@ -241,6 +244,16 @@ class RunState:
     def _on_timer_fired(self, e: ev.TimerFired) -> None:
         self.timers.pop(e.seq, None)
 
+    def _on_condition_wait_started(self, e: ev.ConditionWaitStarted) -> None:
+        if e.deadline is not None:  # its timeout is a timer: TimerFired(seq) ends the wait
+            self.timers[e.seq] = e.deadline
+
+    def _on_cancellation_requested(self, e: ev.CancellationRequested) -> None:
+        self.timers.pop(e.target, None)  # a cancelled timer never fires
+        act = self.activities.get(e.target)
+        if act is not None:
+            act.cancel_requested = True
+
     def _on_signal_wait_started(self, e: ev.SignalWaitStarted) -> None:
         if e.deadline is not None:
             self.signal_waits[e.seq] = e.deadline
@@ -307,6 +320,8 @@ _FOLDS: dict[type, Callable[[RunState, Any], None]] = {
     ev.TimerStarted: RunState._on_timer_started,
     ev.TimerFired: RunState._on_timer_fired,
     ev.SignalWaitStarted: RunState._on_signal_wait_started,
+    ev.ConditionWaitStarted: RunState._on_condition_wait_started,
+    ev.CancellationRequested: RunState._on_cancellation_requested,
     ev.SignalWaitTimedOut: RunState._on_signal_wait_timed_out,
     ev.SignalReceived: RunState._on_signal,
     ev.ChildWorkflowScheduled: RunState._on_child_scheduled,

@@ -14,11 +14,13 @@ Pure: no I/O, no clock. The result is always what evaluating the query on every 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from durablefuture.core.effects import RunSummary
 from durablefuture.core.query import (
+    DEFAULT_ORDER,
     And,
     Compare,
     Expr,
@@ -31,6 +33,7 @@ from durablefuture.core.query import (
     equality_hints,
     matches,
     sort_key,
+    sort_part,
     top,
 )
 from durablefuture.core.search_attributes import row_values
@@ -44,6 +47,11 @@ _BUILTIN_INDEXED: dict[str, Callable[[RunSummary], str]] = {
     "WorkflowId": lambda s: s.workflow_id,
 }
 _INDEXABLE_TYPES = frozenset({"keyword", "int", "bool", "keyword_list"})
+_TIME_RANK = sort_part(datetime(2000, 1, 1, tzinfo=UTC))[0]
+_STR_RANK = sort_part("")[0]
+_WALK = 2000
+"""A default-order page over more candidates than this walks the runs newest first instead
+of heaping every candidate."""
 
 
 def _time(ts: float | None) -> datetime | None:
@@ -74,6 +82,25 @@ class IndexedRun:
             return value
         return default if self.values is None else self.values.get(field, default)
 
+    def sort_part(self, field: str) -> SortPart:
+        """``sort_part(self.get(field))`` without building datetimes."""
+        s = self.summary
+        if field == "StartTime":
+            return (_TIME_RANK, s.start_time)
+        if field == "CloseTime":
+            return sort_part(None) if s.close_time is None else (_TIME_RANK, s.close_time)
+        if field == "RunId":
+            return (_STR_RANK, s.run_id)
+        builtin = _BUILTIN_INDEXED.get(field)
+        if builtin is not None:
+            return (_STR_RANK, builtin(s))
+        return sort_part(None if self.values is None else self.values.get(field))
+
+    def newest_first(self, key: str) -> tuple[float, str, str, str]:
+        """Where the run sits in the default order (newest start first, then run id, id)."""
+        s = self.summary
+        return (-s.start_time, s.run_id, s.workflow_id, key)
+
 
 class RunIndex:
     """Runs by key (the status entry's key), with a value index per indexable field."""
@@ -82,6 +109,8 @@ class RunIndex:
         self.runs: dict[str, IndexedRun] = {}
         self._by: dict[str, dict[object, set[str]]] = {f: {} for f in _BUILTIN_INDEXED}
         self._unindexable: dict[str, int] = {}  # attribute -> runs with a non-indexable type
+        self._newest: list[tuple[float, str, str, str]] = []  # every run, in the default order
+        self.walk_above = _WALK
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -106,6 +135,7 @@ class RunIndex:
         self.remove(key)
         run = IndexedRun(summary)
         self.runs[key] = run
+        insort(self._newest, run.newest_first(key))
         for f, v in self._postings(run):
             self._by.setdefault(f, {}).setdefault(v, set()).add(key)
         for name, a in summary.search_attributes.items():
@@ -117,6 +147,10 @@ class RunIndex:
         run = self.runs.pop(key, None)
         if run is None:
             return
+        place = run.newest_first(key)
+        i = bisect_left(self._newest, place)
+        if i < len(self._newest) and self._newest[i] == place:
+            del self._newest[i]
         for f, v in self._postings(run):
             values = self._by.get(f)
             if values is None:
@@ -136,8 +170,9 @@ class RunIndex:
 
     # ------------------------------------------------------------------ reading
 
-    def _candidates(self, where: Expr | None) -> tuple[Iterable[IndexedRun], bool]:
-        """The runs that may match, and whether the value indexes alone decide the match."""
+    def _candidates(self, where: Expr | None) -> tuple[set[str] | None, bool]:
+        """The keys of the runs that may match (None: every run), and whether the value
+        indexes alone decide the match."""
         hints = equality_hints(where)
         sets: list[set[str]] = []
         for f, values in hints.items():
@@ -149,7 +184,7 @@ class RunIndex:
                 keys |= (index or {}).get(v, set())
             sets.append(keys)
         if not sets:
-            return self.runs.values(), where is None
+            return None, where is None
         sets.sort(key=len)
         found = sets[0]
         for other in sets[1:]:
@@ -159,30 +194,63 @@ class RunIndex:
         covered = len(sets) == len(parts) and all(
             isinstance(p, Compare | In) and _plain(p) for p in parts
         )
-        return (self.runs[k] for k in found), covered
+        return found, covered
 
     def count(self, query: Query) -> int:
         """How many runs match ``query``."""
-        candidates, covered = self._candidates(query.where)
+        found, covered = self._candidates(query.where)
         if covered:
-            return sum(1 for _ in candidates)
-        return sum(1 for r in candidates if matches(query, r))
+            return len(self.runs) if found is None else len(found)
+        runs = self.runs.values() if found is None else (self.runs[k] for k in found)
+        return sum(1 for r in runs if matches(query, r))
 
     def page(
         self, query: Query, size: int, after: list[SortPart] | None = None
     ) -> tuple[list[RunSummary], list[SortPart] | None]:
         """Up to ``size`` matches in the query's order after ``after`` (a previous page's
         cursor), and the cursor of this page's last run if more may follow (else None)."""
-        candidates, covered = self._candidates(query.where)
-        rest = after_cursor(query.order_by, after) if after is not None else None
-        rows = (
-            r for r in candidates if (covered or matches(query, r)) and (rest is None or rest(r))
-        )
-        found = top(rows, query.order_by, size + 1)
-        more = len(found) > size
-        shown = found[:size]
+        found, covered = self._candidates(query.where)
+        default = not query.order_by or tuple(query.order_by) == DEFAULT_ORDER
+        if default and (found is None or len(found) > self.walk_above):
+            shown = self._walk(query, size + 1, found, covered, after)
+        else:
+            rest = after_cursor(query.order_by, after) if after is not None else None
+            runs = self.runs.values() if found is None else (self.runs[k] for k in found)
+            rows = (r for r in runs if (covered or matches(query, r)) and (rest is None or rest(r)))
+            shown = [r for r in top(rows, query.order_by, size + 1) if isinstance(r, IndexedRun)]
+        more = len(shown) > size
+        shown = shown[:size]
         cursor = sort_key(shown[-1], query.order_by) if more and shown else None
-        return [r.summary for r in shown if isinstance(r, IndexedRun)], cursor
+        return [r.summary for r in shown], cursor
+
+    def _walk(
+        self,
+        query: Query,
+        n: int,
+        found: set[str] | None,
+        covered: bool,
+        after: list[SortPart] | None,
+    ) -> list[IndexedRun]:
+        """The first ``n`` matches in the default order, walking the runs newest first (it
+        stops as soon as it has them: a broad query reads a page's worth of runs)."""
+        start = 0
+        if after is not None:
+            # the cursor in the default order: (start time, run id, workflow id)
+            (_, started), (_, run_id), (_, wid) = after
+            place = (-float(started), str(run_id), str(wid), "\U0010ffff")
+            start = bisect_right(self._newest, place)
+        out: list[IndexedRun] = []
+        newest = self._newest
+        for i in range(start, len(newest)):
+            key = newest[i][3]
+            if found is not None and key not in found:
+                continue
+            run = self.runs[key]
+            if covered or matches(query, run):
+                out.append(run)
+                if len(out) >= n:
+                    break
+        return out
 
 
 def _plain(p: Compare | In) -> bool:

@@ -36,14 +36,18 @@ from durablefuture.core.commands import (
     PrimitiveCommand,
     RecordMarker,
     RecordSideEffect,
+    RequestCancellation,
     ScheduleActivity,
     StartChildWorkflow,
+    StartConditionWait,
     StartSignalWait,
     StartTimer,
     UpsertSearchAttributes,
 )
 from durablefuture.core.effects import (
     ArmTimer,
+    CancelActivities,
+    CancelChildRun,
     DispatchActivityTask,
     Effect,
     IndexRun,
@@ -51,6 +55,7 @@ from durablefuture.core.effects import (
     activity_task,
 )
 from durablefuture.core.inputs import StartWorkflowRequest
+from durablefuture.core.options import ActivityCancellationType
 from durablefuture.core.state import RunState
 from durablefuture.core.timers import TimerKey, TimerKind
 
@@ -172,6 +177,37 @@ def _signal_wait_effects(state: RunState, e: ev.SignalWaitStarted) -> list[Effec
     return [ArmTimer(TimerKey.signal_wait(e.seq).encode(), e.deadline)]
 
 
+def _condition_effects(state: RunState, e: ev.ConditionWaitStarted) -> list[Effect]:
+    if e.deadline is None or e.seq not in state.timers:
+        return []
+    return [ArmTimer(TimerKey.timer(e.seq).encode(), e.deadline)]
+
+
+def _condition(timeout: float | None) -> str:
+    return "wait_condition" + ("" if timeout is None else f" timeout={timeout:g}s")
+
+
+def _record_cancellation(c: RequestCancellation, r: Recording) -> dict[str, object] | str:
+    if not 0 < c.target < c.seq:
+        return f"command #{c.seq} cancels #{c.target}, which the run has not issued before it"
+    return {"seq": c.seq, "target": c.target}
+
+
+def _cancellation_effects(state: RunState, e: ev.CancellationRequested) -> list[Effect]:
+    # a timer needs nothing: the fold dropped it, so it never fires
+    act = state.activities.get(e.target)
+    if act is not None:
+        if act.closed or act.options.cancellation_type is ActivityCancellationType.ABANDON:
+            return []
+        return [CancelActivities((e.target,), "cancelled by its workflow")]
+    child = state.children.get(e.target)
+    if child is None or child.closed:
+        return []
+    s = state.started
+    reason = f"cancelled by its parent workflow {s.workflow_id!r}"
+    return [CancelChildRun(child.workflow_id, child.run_id, f"{s.run_id}:{e.seq}:cancel", reason)]
+
+
 def _child_effects(state: RunState, e: ev.ChildWorkflowScheduled) -> list[Effect]:
     child = state.children[e.seq]
     if child.closed or child.run_id is not None:
@@ -233,6 +269,27 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe_event=lambda e: f"wait_signal {e.name!r}",
         matches=lambda e, c: e.name == c.name,
         effects=_signal_wait_effects,
+    ),
+    CommandKind[StartConditionWait, ev.ConditionWaitStarted](
+        StartConditionWait,
+        ev.ConditionWaitStarted,
+        record=lambda c, r: {
+            "seq": c.seq,
+            "timeout": c.timeout,
+            "deadline": None if c.timeout is None else _since(c.start, r.now) + c.timeout,
+        },
+        describe=lambda c: _condition(c.timeout),
+        describe_event=lambda e: _condition(e.timeout),
+        effects=_condition_effects,
+    ),
+    CommandKind[RequestCancellation, ev.CancellationRequested](
+        RequestCancellation,
+        ev.CancellationRequested,
+        record=_record_cancellation,
+        describe=lambda c: f"cancel #{c.target}",
+        describe_event=lambda e: f"cancel #{e.target}",
+        matches=lambda e, c: e.target == c.target,
+        effects=_cancellation_effects,
     ),
     CommandKind[RecordSideEffect, ev.SideEffectRecorded](
         RecordSideEffect,

@@ -20,6 +20,7 @@ from durablefuture.clock import TimerHandle
 from durablefuture.codec.wire import Codec, Reply, default_codec
 from durablefuture.core import inputs as inp
 from durablefuture.core.errors import TransportError
+from durablefuture.core.namespace import NamespaceSettings
 from durablefuture.core.orchestration import Decision
 from durablefuture.server.options import ServerOptions
 from durablefuture.server.schedules import ScheduleService
@@ -73,6 +74,9 @@ class ServerBase:
             stopping=self._stopping,
         )
         self._corrupt_runs: OrderedDict[str, int] = OrderedDict()
+        self.settings = NamespaceSettings()
+        """The namespace's retention and history limits (read from, or written to, its stream
+        when the server starts; refreshed by the janitor)."""
         self.stats: dict[str, int] = {
             "inputs": 0,
             "conflicts": 0,

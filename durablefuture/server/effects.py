@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Coroutine, Sequence
 from datetime import UTC, datetime
 
 from durablefuture import metrics
-from durablefuture.codec.records import encode_cancel_request
+from durablefuture.codec.records import Removal, encode_cancel_request, encode_removal
 from durablefuture.codec.wire import InputEnvelope, WorkflowTaskMessage
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
@@ -141,6 +141,16 @@ class Effects(ServerBase):
         if not self.options.local_timers and not self.clock.skips:
             return
         self._timers[key] = self.clock.call_at(e.fire_at, lambda: self._fire_local(wid, fire))
+
+    async def _arm_expiry(
+        self, workflow_id: str, run_id: str, closed_at: float
+    ) -> asyncio.Future[PubAck]:
+        """Arm (or move) a closed run's expiry: the namespace's retention after ``closed_at``
+        (its removal: ``server/removals.py``)."""
+        due = closed_at + self.settings.retention
+        headers = {SCHEDULE: _at(due), SCHEDULE_TARGET: self.layout.removal("expire")}
+        body = encode_removal(Removal(workflow_id, run_id))
+        return await self.pub.send(self.layout.expiry(run_id), body, headers)
 
     def _later(self, when: float, subject: str, data: bytes, msg_id: str) -> None:
         """Publish at ``when`` of a skipping clock (the JetStream schedule keeps wall time)."""
@@ -287,6 +297,10 @@ class _Sender:
         if summary.status in RunStatus.CLOSED:
             server._cancel_local_timers(summary.run_id)
             server._track(server._purge_run_timers(summary.run_id))
+            closed_at = summary.close_time or server.clock.now()
+            self.pending.append(
+                await server._arm_expiry(summary.workflow_id, summary.run_id, closed_at)
+            )
             # The close is in history already; waiting clients get the outcome right away
             # (the notice carries it), while the status entry is being stored.
             with contextlib.suppress(TransportError):

@@ -31,6 +31,7 @@ from durablefuture.core.errors import (
     WorkflowNotRunningError,
 )
 from durablefuture.core.failure import Failure
+from durablefuture.core.namespace import history_verdict
 from durablefuture.core.orchestration import (
     APPLIED,
     DUPLICATE,
@@ -197,7 +198,7 @@ class RunInputs(RunCaches, Effects):
                     continue
             if decision.outcome == APPLIED and decision.events:
                 try:
-                    seq = await self.history.append(
+                    seq, size = await self.history.append_sized(
                         cache.workflow_id,
                         cache.state.run_id,
                         message.input_id,
@@ -223,7 +224,7 @@ class RunInputs(RunCaches, Effects):
                     )
                     message = instead
                     continue
-                cache.apply(seq, message.input_id, decision.events)
+                cache.apply(seq, message.input_id, decision.events, size)
                 self._count_events(cache, decision.events)
                 if receipt_to:
                     # tell the worker what was recorded, so its cached generator stays current
@@ -263,6 +264,7 @@ class RunInputs(RunCaches, Effects):
                     self.stats["ignored"] += 1
                     log.debug("ignored %s: %s", message.input_id, decision.reason)
             await self._execute(cache, effects)
+            await self._check_history_size(cache)
             metrics.SERVER_INPUTS.inc(
                 self.layout.namespace, type(message).__name__, decision.outcome
             )
@@ -270,6 +272,27 @@ class RunInputs(RunCaches, Effects):
         raise TransportError(
             f"run {cache.state.run_id}: gave up after 50 optimistic-concurrency conflicts"
         )
+
+    async def _check_history_size(self, cache: RunCache) -> None:
+        """Warn once when an open run's history reaches the namespace's warning; end it (a
+        termination naming the limit) when it reaches the limit."""
+        if cache.state.status != RunStatus.RUNNING:
+            return
+        verdict = history_verdict(self.settings, len(cache.events), cache.history_bytes)
+        if not verdict.warn:
+            return
+        run_id = cache.state.run_id
+        extra = {"workflow_id": cache.workflow_id, "run_id": run_id}
+        ns = self.layout.namespace
+        if verdict.fail:
+            log.error("run %s of %s: %s", run_id, cache.workflow_id, verdict.message, extra=extra)
+            metrics.HISTORY_LIMITS.inc(ns, "fail")
+            end = inp.TerminateWorkflow(run_id, f"history-limit-{run_id}", verdict.message)
+            await (await self._send_input(cache.workflow_id, end, f"trm:history-limit:{run_id}"))
+        elif not cache.history_warned:
+            cache.history_warned = True
+            log.warning("run %s of %s: %s", run_id, cache.workflow_id, verdict.message, extra=extra)
+            metrics.HISTORY_LIMITS.inc(ns, "warn")
 
     def _count_events(self, cache: RunCache, events: Sequence[ev.Event]) -> None:
         """Metrics and one log line per recorded event (debug; failures and closes at info)."""

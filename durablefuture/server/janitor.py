@@ -1,7 +1,8 @@
 """The janitor: what a df-server deletes in the background so the namespace stays bounded.
 
 Every ``ServerOptions.compact_interval`` seconds it purges the work messages (inputs, tasks,
-schedule inputs) that their consumer has acknowledged (``transport.compaction``). Each step is
+schedule inputs) that their consumer has acknowledged (``transport.compaction``), and reads the
+namespace's settings again (another df-server may have stored new ones). Each step is
 idempotent and any number of df-servers may run it at once; an error is logged and the step is
 tried again on the next round.
 """
@@ -14,6 +15,7 @@ import logging
 
 from durablefuture.server.base import ServerBase
 from durablefuture.transport.compaction import Compactor
+from durablefuture.transport.namespace_settings import read_settings
 
 __all__ = ["Janitor"]
 
@@ -62,4 +64,6 @@ class Janitor(ServerBase):
         self._compactor = compactor
         purged = await compactor.run_once()
         self.stats["compacted"] = compactor.purged
+        # another df-server may have stored new settings
+        self.settings = await read_settings(self.js, self.layout)
         return purged

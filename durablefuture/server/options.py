@@ -35,6 +35,15 @@ class ServerOptions:
     compact_interval: float = 1.0
     """Seconds between two purges of the inputs and tasks already handled (0: never; see
     ``server/janitor.py``)."""
+    retention: float | None = None
+    """Seconds closed runs are kept, stored with the namespace for every server (None: keep
+    what is stored; 7 days if nothing is)."""
+    history_limits: dict[str, int] = field(factory=dict)
+    """History limits to store with the namespace (``NamespaceSettings`` field names:
+    ``history_warn_events``, ``history_warn_bytes``, ``history_limit_events``,
+    ``history_limit_bytes``); the others keep what is stored."""
+    archive: str | None = None
+    """Archive closed runs' histories before deleting them: ``dir:PATH`` or ``objstore``."""
     schedules: ScheduleOptions | None = field(factory=ScheduleOptions)
     """The schedule component (None: this server does not step schedules)."""
 

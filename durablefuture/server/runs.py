@@ -35,12 +35,16 @@ class RunCache:
     first_seq: int  # stream sequence of the run's first batch (its start)
     lock: asyncio.Lock = field(factory=asyncio.Lock)
     wft_sent_upto: int = 0
+    history_bytes: int = 0
+    """Bytes of the run's stored history messages (for the namespace's history limits)."""
+    history_warned: bool = False
     sticky: str = ""  # sticky token of the worker holding the run's generator ("": none known)
 
-    def apply(self, seq: int, input_id: str, events: Sequence[ev.Event]) -> None:
+    def apply(self, seq: int, input_id: str, events: Sequence[ev.Event], size: int = 0) -> None:
         self.state.apply(list(events), input_id)
         self.events.extend(events)
         self.last_seq = seq
+        self.history_bytes += size
 
 
 class RunMissing(DurableFutureError):
@@ -87,7 +91,9 @@ class RunCaches(ServerBase):
     def _from_batches(self, workflow_id: str, run_id: str, batches: list[Batch]) -> RunCache:
         state = fold(workflow_id, run_id, batches)
         events = [e for b in batches for e in b.events]
-        return RunCache(workflow_id, state, events, batches[-1].stream_seq, batches[0].stream_seq)
+        cache = RunCache(workflow_id, state, events, batches[-1].stream_seq, batches[0].stream_seq)
+        cache.history_bytes = sum(b.size for b in batches)
+        return cache
 
     async def _refresh(self, cache: RunCache) -> bool:
         """Read batches appended by others; returns True if there were any."""
@@ -101,4 +107,5 @@ class RunCaches(ServerBase):
         for b in batches:
             cache.events.extend(b.events)
             cache.last_seq = b.stream_seq
+            cache.history_bytes += b.size
         return bool(batches)

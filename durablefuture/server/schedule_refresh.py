@@ -4,6 +4,8 @@ watches closes (its closed notice), step the schedule now instead of at its next
 It is a fast path only (the durable timer and polls step every schedule anyway), so it gives
 way to the timers: while timer ticks are being handled (every schedule due in one second fires
 at once), a refresh waits for them, at most ``wait`` seconds, so the due actions start first.
+It also steps a schedule a little after this process started its actions (``later``), so
+their run ids are recorded while they run.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Refresher:
         self._quiet = asyncio.Event()
         self._quiet.set()
         self.stopping = False
+        self._later: set[asyncio.TimerHandle] = set()
 
     def watch(self, state: ScheduleState) -> None:
         """Follow the schedule's running actions (and forget its closed ones)."""
@@ -59,6 +62,24 @@ class Refresher:
             if not self._ticks:
                 self._quiet.set()
 
+    def later(self, schedule_id: str, delay: float, needed: Callable[[str], bool]) -> None:
+        """Step the schedule after ``delay`` seconds if ``needed(schedule_id)`` still says so
+        (in memory only: its durable timer and the closed notices do the rest)."""
+
+        def due() -> None:
+            self._later.discard(handle)
+            if not self.stopping and needed(schedule_id):
+                self.refresh(schedule_id)
+
+        handle = asyncio.get_running_loop().call_later(delay, due)
+        self._later.add(handle)
+
+    def stop(self) -> None:
+        self.stopping = True
+        for handle in self._later:
+            handle.cancel()
+        self._later.clear()
+
     def on_closed(self, subject: str) -> None:
         parts = subject.split(".")
         if len(parts) < 2:
@@ -68,7 +89,12 @@ class Refresher:
         except (ValueError, UnicodeDecodeError):
             return
         sid = self._watch.get(wid)
-        if sid is None or self.stopping:
+        if sid is not None:
+            self.refresh(sid)
+
+    def refresh(self, sid: str) -> None:
+        """Step the schedule soon (again after the step in progress, if one is)."""
+        if self.stopping:
             return
         if sid in self._again:
             self._again[sid] = True

@@ -36,6 +36,7 @@ from durablefuture.core.errors import (
     ScheduleNotFoundError,
 )
 from durablefuture.core.schedules import (
+    STARTING,
     CancelAction,
     Observed,
     ScheduleEffect,
@@ -48,6 +49,7 @@ from durablefuture.core.schedules import (
     apply_trigger,
     apply_update,
     new_state,
+    next_wake,
     step,
 )
 from durablefuture.server.schedule_effects import observe, start_request, stop_input
@@ -77,7 +79,8 @@ class ScheduleOptions:
     pause-on-failure, an unconfirmed start), step at least this often."""
     ack_wait: float = 10.0
     max_deliver: int = 20
-    concurrency: int = 64
+    concurrency: int = 1024
+    """Schedule inputs handled at once (each step includes starting its actions)."""
 
     @property
     def redelivery(self) -> Redelivery:
@@ -147,7 +150,8 @@ class ScheduleService:
         self._spawn(self._reconcile())
 
     async def stop(self, timeout: float = 10.0) -> None:
-        self._stopping = self.refresher.stopping = True
+        self._stopping = True
+        self.refresher.stop()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()  # type: ignore[attr-defined]
@@ -369,9 +373,10 @@ class ScheduleService:
         return seq
 
     async def _after(self, result: Step, message: ScheduleInput, began: int, seq: int) -> None:
-        """Perform the effects (idempotent), then re-arm the timer: always after the timer's own
-        firing; after another input only if this process has not armed the same wake-up since
-        the record the step began from (``began``; ``seq`` is the one it wrote)."""
+        """Perform the effects (idempotent) and re-arm the timer, all at once: always after the
+        timer's own firing; after another input only if this process has not armed the same
+        wake-up since the record the step began from (``began``; ``seq`` is the one it wrote).
+        """
         state = result.state
         sid = state.schedule_id
         pending: list[Awaitable[object]] = []
@@ -380,18 +385,30 @@ class ScheduleService:
             if fut is not None:
                 pending.append(fut)
         self.refresher.watch(state)
-        if pending:
-            for outcome in await asyncio.gather(*pending, return_exceptions=True):
-                if isinstance(outcome, BaseException):
-                    raise outcome
         wake = result.wake_at
-        if wake is None:
-            return
-        own_tick = message.due is not None
-        if own_tick or wake <= time.time() or not self.states.armed(sid, began, wake):
-            tick = ScheduleInput(sid, "tick", due=wake)
-            await self.store.arm(sid, wake, self.scodec.encode_input(tick))
-        self.states.mark_armed(sid, seq, wake)
+        if pending and self._start is not None and (message.kind != "tick" or message.due):
+            # this input comes back until the starts in ``pending`` are done, so an action
+            # still "starting" in the record needs no durable poll; its run id is read soon
+            settled = next_wake(state, time.time(), self.options.poll_interval, False)
+            if settled != wake:
+                wake = settled
+                self.refresher.later(sid, self.options.poll_interval, self._starting)
+        own = message.due is not None  # the timer's own firing
+        if wake is not None and (
+            own or wake <= time.time() or not self.states.armed(sid, began, wake)
+        ):
+            tick = self.scodec.encode_input(ScheduleInput(sid, "tick", due=wake))
+            pending.append(self.store.arm(sid, wake, tick))
+        for outcome in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if wake is not None:
+            self.states.mark_armed(sid, seq, wake)
+
+    def _starting(self, schedule_id: str) -> bool:
+        """The record this process wrote last has actions whose runs it has not seen."""
+        entry = self.states.get(schedule_id)
+        return entry is not None and any(r.status == STARTING for r in entry[0].running)
 
     async def _effect(
         self, state: ScheduleState, effect: ScheduleEffect

@@ -35,6 +35,7 @@ from durablefuture.server.inputs import (  # imported from here before the packa
 )
 from durablefuture.server.janitor import Janitor
 from durablefuture.server.options import ServerOptions
+from durablefuture.server.removals import Removals
 from durablefuture.server.schedules import ScheduleService
 from durablefuture.server.sources import refusal
 from durablefuture.server.starts import Starts
@@ -51,6 +52,7 @@ from durablefuture.transport.layout import (
     ensure_namespace,
     open_bucket,
 )
+from durablefuture.transport.namespace_settings import write_settings
 from durablefuture.transport.startup import until_ready
 from durablefuture.transport.tls import TlsConfig
 from durablefuture.transport.translate import translated
@@ -60,7 +62,7 @@ __all__ = ["Server", "ServerOptions"]
 log = logging.getLogger("durablefuture.server")
 
 
-class Server(Starts, Janitor, StickyFallback):
+class Server(Starts, Removals, Janitor, StickyFallback):
     """One df-server process (or an in-process server in tests and ``df dev``).
 
     The parts it is made of are listed in :mod:`durablefuture.server.base`.
@@ -114,6 +116,7 @@ class Server(Starts, Janitor, StickyFallback):
             )
             await self.schedules.start()
         self._start_janitor()
+        await self._start_removals()
         self._start_sticky()
         self._remove_health = metrics.add_health_check(
             f"df-server {self.layout.namespace} {id(self):x}", self._health
@@ -137,6 +140,11 @@ class Server(Starts, Janitor, StickyFallback):
                 settings,
                 update=True,
             )
+            changes: dict[str, float | int] = dict(self.options.history_limits)
+            if self.options.retention is not None:
+                changes["retention"] = self.options.retention
+            self.settings = await write_settings(self.js, self.layout, changes)
+            await self._prepare_removals()
             self._runs_kv = await open_bucket(self.js, self.layout.runs_bucket)
             self._act_kv = await open_bucket(self.js, self.layout.activity_bucket)
             if self.options.schedules is not None:
@@ -190,6 +198,7 @@ class Server(Starts, Janitor, StickyFallback):
         self._stopping.set()
         self._remove_health()
         await self._stop_janitor()
+        await self._stop_removals()
         await self._stop_sticky()
         if self._consumer is not None:
             await self._consumer.stop()

@@ -1,7 +1,8 @@
 """Removing acknowledged work from a namespace's stream.
 
 The stream keeps histories (limits retention) next to work messages: server inputs
-(``in.*``), workflow and activity tasks (``wt.*``, ``at.*``) and schedule inputs (``sci.*``).
+(``in.*``), workflow and activity tasks (``wt.*``, ``at.*``), schedule inputs (``sci.*``) and
+removals of closed runs (``rm.*``).
 Each work subject is read by exactly one durable consumer, shared by every process that serves
 it. Once that consumer's acknowledgement floor has passed a message, the message has been
 handled for good (persist, then ack), nobody reads it again, and it is only residue: it is
@@ -47,7 +48,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WORK_KINDS = frozenset({"in", "wt", "at", "sci"})
+WORK_KINDS = frozenset({"in", "wt", "at", "sci", "rm"})
 """The subject kinds (third token, ``df.<ns>.<kind>``) whose acknowledged messages are residue."""
 
 

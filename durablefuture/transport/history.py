@@ -35,11 +35,13 @@ from durablefuture.core.errors import (
     CorruptHistoryError,
     DecodeError,
     InvalidArgumentError,
+    PayloadError,
     TransportError,
     WorkflowNotFoundError,
 )
 from durablefuture.core.state import RunState
 from durablefuture.transport.dedup import TRIES, fresh_id, is_copy, log_taken, stored_at, taken
+from durablefuture.transport.payload_store import mark_refs
 from durablefuture.transport.publisher import (
     EXPECTED_LAST_SUBJECT_SEQ,
     EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
@@ -61,6 +63,8 @@ class Batch:
     stream_seq: int
     input_id: str
     events: list[ev.Event]
+    size: int = 0
+    """Bytes of the stored message."""
 
 
 @define
@@ -151,6 +155,22 @@ class HistoryStore:
                 b.events = await self.codec.resolve_events(b.events)
         return batches
 
+    async def raw(self, workflow_id: str, run_id: str) -> list[bytes]:
+        """The run's history messages as stored (for an archive)."""
+        stored = await self._read(self.layout.history(workflow_id, run_id), 0, None)
+        return [m.data for m in stored]
+
+    async def decode_raw(self, workflow_id: str, run_id: str, raw: list[bytes]) -> list[ev.Event]:
+        """The events of history messages read from an archive, checked as a stream read is
+        (payloads stored by reference are fetched while their objects still exist)."""
+        subject = self.layout.history(workflow_id, run_id)
+        batches = [self._batch(Stored(subject, i + 1, {}, b)) for i, b in enumerate(raw)]
+        _check_order(workflow_id, run_id, batches, from_start=True)
+        events = [e for b in batches for e in b.events]
+        with contextlib.suppress(PayloadError):
+            events = await self.codec.resolve_events(events)
+        return events
+
     async def read_workflow(self, workflow_id: str, after_seq: int = 0) -> list[tuple[str, Batch]]:
         """Every run's batches of ``workflow_id`` stored after ``after_seq``, as (run id, batch)."""
         msgs = await self._read(self.layout.history_of_workflow(workflow_id), after_seq, None)
@@ -201,7 +221,7 @@ class HistoryStore:
         except DecodeError as exc:
             workflow_id, run_id = self.layout.parse_history(m.subject)
             raise corrupt(workflow_id, run_id, m.seq, str(exc)) from None
-        return Batch(m.seq, input_id, events)
+        return Batch(m.seq, input_id, events, len(m.data))
 
     async def last_of_workflow(self, workflow_id: str) -> LastBatch | None:
         """The newest batch over every run of ``workflow_id`` (None if the id is unused)."""
@@ -249,10 +269,27 @@ class HistoryStore:
         *,
         whole_workflow: bool = False,
     ) -> int:
+        """Append a batch (see :meth:`append_sized`); returns its stream sequence."""
+        seq, _ = await self.append_sized(
+            workflow_id, run_id, input_id, events, expected_seq, whole_workflow=whole_workflow
+        )
+        return seq
+
+    async def append_sized(
+        self,
+        workflow_id: str,
+        run_id: str,
+        input_id: str,
+        events: Sequence[ev.Event],
+        expected_seq: int,
+        *,
+        whole_workflow: bool = False,
+    ) -> tuple[int, int]:
         """Append a batch if the history's last sequence is still ``expected_seq``.
 
         With ``whole_workflow`` the check covers every run of the workflow id (used to create
-        a run). Returns the stored stream sequence; raises :class:`WrongLastSequence`, or
+        a run). Returns the stored stream sequence and the batch's bytes; raises
+        :class:`WrongLastSequence`, or
         :class:`~durablefuture.core.errors.MessageIdTakenError` if someone else keeps taking
         the message ids it publishes under (nothing was appended then).
         """
@@ -266,14 +303,15 @@ class HistoryStore:
                 workflow_id
             )
         data = self.codec.encode_batch(input_id, list(events))
+        await mark_refs(self.pub, self.layout, run_id, data)
         for _ in range(TRIES):  # a fresh message id only after the last one was taken
             try:
                 ack = await self.pub.publish(subject, data, headers)
                 if not ack.duplicate:
-                    return int(ack.seq)
+                    return int(ack.seq), len(data)
                 stored = await stored_at(self.pub, ack)
                 if is_copy(stored, subject, data, headers):
-                    return int(ack.seq)  # our own append, sent again
+                    return int(ack.seq), len(data)  # our own append, sent again
                 if stored is not None and stored.subject == subject:
                     # On a clustered (R3) stream JetStream checks the message id before the
                     # expected sequence: a rival's append at the same position comes back as
@@ -287,13 +325,13 @@ class HistoryStore:
             except WrongLastSequence:
                 landed = await self._landed(subject, msg_id, data)
                 if landed is not None:
-                    return landed  # a retry of our own append that had succeeded
+                    return landed, len(data)  # a retry of our own append that had succeeded
                 raise
             except TransportError:
                 # Outcome unknown: read back instead of guessing.
                 landed = await self._landed(subject, msg_id, data)
                 if landed is not None:
-                    return landed
+                    return landed, len(data)
                 raise
         raise taken("a history append", subject, msg_id)
 

@@ -20,11 +20,18 @@ from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.object_store import ObjectStore
 
-from durablefuture.codec.claims import claimed_objects
+from durablefuture.codec.claims import claim_names, claimed_objects
 from durablefuture.core.errors import PayloadError, TransportError
+from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.subjects import Layout
 
-__all__ = ["ObjectPayloads", "delete_run_payloads", "ensure_payload_bucket"]
+__all__ = [
+    "ObjectPayloads",
+    "delete_run_payloads",
+    "ensure_payload_bucket",
+    "mark_refs",
+    "remove_object",
+]
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +183,39 @@ async def delete_run_payloads(
         if await payloads.delete(name):
             deleted.append(name)
     return deleted
+
+
+async def remove_object(js: JetStreamContext, layout: Layout, name: str) -> bool:
+    """Delete payload object ``name`` with no trace left (its chunks and its meta record are
+    purged; ``ObjectStore.delete`` would keep a "deleted" record). False if it was not there."""
+    bucket = layout.payloads_bucket
+    stream = f"OBJ_{bucket}"
+    try:
+        store = await js.object_store(bucket)
+        info = await store.get_info(name, show_deleted=True)
+    except (nats.js.errors.ObjectNotFoundError, nats.js.errors.BucketNotFoundError):
+        return False
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransportError(f"looking up payload {name[:16]}... in {bucket}: {exc}") from exc
+    meta = base64.urlsafe_b64encode(name.encode()).decode()
+    try:
+        if info.nuid:
+            await js.purge_stream(stream, subject=f"$O.{bucket}.C.{info.nuid}")
+        await js.purge_stream(stream, subject=f"$O.{bucket}.M.{meta}")
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransportError(f"deleting payload {name[:16]}... from {bucket}: {exc}") from exc
+    return True
+
+
+async def mark_refs(pub: Publisher, layout: Layout, run_id: str, data: bytes) -> None:
+    """Record, before history message ``data`` of ``run_id`` is stored, which payload objects
+    it refers to: an object is deleted with the last run naming it (``server/removals.py``)."""
+    names = claim_names(data)
+    if not names:
+        return
+    sends = [
+        await pub.send(layout.payload_ref(name, run_id), b"", {MSG_ID: f"ref:{name}:{run_id}"})
+        for name in sorted(names)
+    ]
+    for sent in sends:
+        await sent

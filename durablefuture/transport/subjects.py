@@ -20,6 +20,12 @@ One stream per namespace, ``DF_<ns>``, holds every subject under ``df.<ns>.``:
                                    sequence check and rolled up: only the newest is kept)
 ``df.<ns>.sct.<schedule>``         a schedule's timer (one ``@at`` message schedule)
 ``df.<ns>.sci.<kind>``             schedule inputs (``tick`` from timers, ``ctl`` from clients)
+``df.<ns>.rx.<run>``               a closed run's expiry (one ``@at`` message schedule
+                                   firing on ``rm.expire`` when its retention is over)
+``df.<ns>.rm.<kind>``              removals of closed runs: ``expire`` (fired by the
+                                   expiry schedules), ``delete`` (operators' requests)
+``df.<ns>.ref.<object>.<run>``     a run refers to payload object ``<object>`` (empty
+                                   marker; the object goes with the last run naming it)
 =================================  =================================================
 
 KV buckets: ``DF_<ns>_runs`` (one status entry per run, key ``<workflow>.<run>``),
@@ -163,6 +169,29 @@ class Layout:
         return f"{self.prefix}.sci.>"
 
     schedule_consumer = "schedules"
+
+    # retention and removals
+    def expiry(self, run_id: str) -> str:
+        return f"{self.prefix}.rx.{run_id}"
+
+    def removal(self, kind: str) -> str:
+        return f"{self.prefix}.rm.{kind}"
+
+    @property
+    def removals(self) -> str:
+        return f"{self.prefix}.rm.>"
+
+    removal_consumer = "removals"
+
+    def payload_ref(self, name: str, run_id: str) -> str:
+        return f"{self.prefix}.ref.{name}.{run_id}"
+
+    def payload_refs(self, name: str) -> str:
+        """Every run's marker for payload object ``name``."""
+        return f"{self.prefix}.ref.{name}.>"
+
+    def payload_refs_of_run(self, run_id: str) -> str:
+        return f"{self.prefix}.ref.*.{run_id}"
 
     # dead letters
     def dead_letter(self, source: str) -> str:

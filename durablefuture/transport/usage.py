@@ -10,9 +10,9 @@ from nats.js.client import JetStreamContext
 from durablefuture.core.errors import NamespaceNotFoundError, TransportError
 from durablefuture.transport.subjects import Layout
 
-__all__ = ["KINDS", "StreamUsage", "stream_usage"]
+__all__ = ["KINDS", "StreamUsage", "stream_size", "stream_usage"]
 
-KINDS = ("in", "wt", "at", "tm", "sci", "sct", "sch", "dlq")
+KINDS = ("in", "wt", "at", "tm", "sci", "sct", "sch", "dlq", "rx", "rm", "ref")
 """Subject kinds counted one by one; every other message is a history batch (``h``)."""
 
 
@@ -48,3 +48,14 @@ async def stream_usage(js: JetStreamContext, layout: Layout) -> StreamUsage:
     if history > 0:
         by_kind["h"] = history
     return StreamUsage(messages, int(info.state.bytes or 0), by_kind)
+
+
+async def stream_size(js: JetStreamContext, stream: str) -> tuple[int, int]:
+    """(messages, bytes) of ``stream``; (0, 0) if it does not exist."""
+    try:
+        info = await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        return 0, 0
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransportError(f"reading the state of stream {stream}: {exc}") from exc
+    return int(info.state.messages or 0), int(info.state.bytes or 0)

@@ -9,6 +9,11 @@ Pure: events in, JSON values out (times are seconds since the epoch, as in histo
 * A timer spans started -> fired; a signal wait spans started -> the signal that satisfied it
   (matched in history order, the way the workflow consumed them) or its timeout; a child
   workflow spans scheduled -> its result.
+* Any other command (``df.wait_condition``, ...) is a row of kind ``command`` named by its
+  vocabulary description (``core/vocabulary.py``), from its event to the timer that ends it,
+  if any; a new command needs no code here.
+* A cancellation (``df.cancel``, an ``any_of`` loser) is a point; it ends a timer's row and
+  marks an activity's or child's row until it ends (an activity stopped by it is "cancelled").
 * Signals, cancel requests, workflow task failures, side effects and patch markers are points.
 * When the run is closed, whatever is still open ends at the close ("abandoned"); while it
   runs, open rows end at ``now`` and the UI draws them as in progress.
@@ -23,6 +28,7 @@ from attrs import define, field
 from durablefuture.core import events as ev
 from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.types import JsonValue
+from durablefuture.core.vocabulary import describe_event
 
 __all__ = ["build_timeline", "failure_brief"]
 
@@ -162,8 +168,9 @@ class _Builder:
             row.attempts.append(_Attempt(e.attempt + 1, max(e.retry_at, e.at), status="backoff"))
             row.status = "retrying"
         elif isinstance(e, ev.ActivityFailed):
-            att.end, att.status, att.failure = e.at, "failed", e.failure
-            row.end, row.status = e.at, "failed"
+            status = "cancelled" if e.failure.kind == FailureKind.CANCELLED else "failed"
+            att.end, att.status, att.failure = e.at, status, e.failure
+            row.end, row.status = e.at, status
         else:
             att.end, att.status, att.failure = e.at, "timed_out", e.failure
             row.end, row.status = e.at, "timed_out"
@@ -175,6 +182,31 @@ class _Builder:
             self.rows[("timer", e.seq)] = row
         elif (found := self.rows.get(("timer", e.seq))) is not None:
             found.end, found.status = e.at, "fired"
+        elif (found := self.rows.get(("command", e.seq))) is not None:
+            found.end, found.status = e.at, "timed_out"  # the timer of a wait is its timeout
+
+    def cancellation(self, e: ev.CancellationRequested) -> None:
+        """A point where the code cancelled command ``target``; a timer's row ends there."""
+        self.markers.append(_marker("cancel", e, f"cancel #{e.target}", e.target))
+        for (_, seq), row in self.rows.items():
+            if seq != e.target or row.end is not None:
+                continue
+            row.detail["cancel_requested_at"] = e.at
+            if row.kind == "timer":
+                row.end, row.status = e.at, "cancelled"
+            else:
+                row.status = "cancel_requested"
+
+    def command(self, e: ev.Event) -> None:
+        """A command with no row of its own: described by the vocabulary."""
+        seq = int(getattr(e, "seq", 0))
+        row = _Row("command", seq, describe_event(e), e.at, status="waiting")
+        row.detail = {"event": type(e).__name__}
+        for name in ("timeout", "deadline"):
+            value = getattr(e, name, None)
+            if isinstance(value, float | int):
+                row.detail[name] = value
+        self.rows[("command", seq)] = row
 
     def signal_wait(self, e: ev.SignalWaitStarted | ev.SignalWaitTimedOut) -> None:
         if isinstance(e, ev.SignalWaitStarted):
@@ -265,6 +297,10 @@ def build_timeline(events: Sequence[ev.Event], now: float) -> dict[str, JsonValu
             b.markers.append(_marker("patch", e, f"patched {e.change_id!r}", e.change_id))
         elif isinstance(e, ev.TERMINAL_EVENTS):
             close = e
+        elif isinstance(e, ev.CancellationRequested):
+            b.cancellation(e)
+        elif isinstance(e, ev.COMMAND_EVENTS):
+            b.command(e)
     b.match_signals()
     last_at = max((e.at for e in events), default=start)
     end = close.at if close is not None else max(now, last_at)

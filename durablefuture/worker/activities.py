@@ -340,7 +340,7 @@ class ActivityTasks:
             definition,
             msg,
             payloads=self.codec.payloads,
-            seal=self.codec.encode_payloads,
+            seal=self.codec.pack_payloads,
             reports=self.reports,
             handover=self.handover,
             bucket=self.bucket,

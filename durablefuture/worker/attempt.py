@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -42,6 +42,12 @@ __all__ = ["Attempt"]
 
 log = logging.getLogger("durablefuture.worker")
 
+CANCEL_CHECK_EVERY = 0.5
+"""Seconds between two looks at a running attempt's cancel request (one KV read each)."""
+CANCEL_GRACE = 0.3
+"""Seconds a cancelled async activity has to stop by itself (its df.heartbeat() raises)
+before asyncio.CancelledError is raised at its current await."""
+
 
 class Attempt:
     """One activity attempt: run it, keep its lease, enforce timeouts, flush heartbeats."""
@@ -59,11 +65,15 @@ class Attempt:
         executor: Executor,
         identity: str,
         options: WorkerOptions,
-        seal: Callable[[list[JsonValue]], list[JsonValue]] = list,
+        seal: Callable[[list[JsonValue]], Awaitable[list[JsonValue]]] | None = None,
     ) -> None:
         self.payloads = payloads
         self.seal = seal
-        """Encodes heartbeat details with the payload codec (records outside engine messages)."""
+        """Encodes heartbeat details with the payload codec, large ones stored by reference
+        (records outside engine messages)."""
+        self._sealed: tuple[list[JsonValue], list[JsonValue]] | None = None
+        """The last details sealed, and what they became (unchanged details are not stored
+        again at each flush)."""
         self.reports = reports
         self.handover = handover
         self.bucket = bucket
@@ -146,8 +156,22 @@ class Attempt:
         tick = min(0.5, lease / 4)
         if opts.heartbeat_timeout:
             tick = min(tick, max(0.05, opts.heartbeat_timeout / 4))
+        next_cancel_check = time.monotonic() + CANCEL_CHECK_EVERY
+        cancel_sent = False
+        cancel_seen = 0.0
         try:
             while True:
+                if time.monotonic() >= next_cancel_check:
+                    # a cancellation reaches the attempt whether or not it sends heartbeats
+                    next_cancel_check = time.monotonic() + CANCEL_CHECK_EVERY
+                    await self._check_cancelled()
+                if self.cancelled and self.d.is_async and not cancel_sent:
+                    # its next df.heartbeat() raises df.CancelledError; if it has not stopped
+                    # a moment later, asyncio.CancelledError at its current await (once)
+                    cancel_seen = cancel_seen or time.monotonic()
+                    if time.monotonic() - cancel_seen >= CANCEL_GRACE:
+                        cancel_sent = True
+                        job.cancel()
                 now = self.clock.now()
                 if not reported and now >= report_at:
                     try:
@@ -164,6 +188,8 @@ class Attempt:
                     wait = min(wait, max(0.0, report_at - now))
                 if self.deadline is not None:
                     wait = min(wait, max(0.0, self.deadline[0] - now))
+                if cancel_seen and not cancel_sent:
+                    wait = min(wait, 0.05)
                 done, _ = await asyncio.wait({job}, timeout=wait)
                 if job in done:
                     break
@@ -228,18 +254,40 @@ class Attempt:
 
         return loop.run_in_executor(self.executor, call_sync)
 
+    async def _check_cancelled(self) -> None:
+        if self.cancelled or self.bucket is None:
+            return
+        try:
+            if await self.bucket.cancel_requested(self.task.run_id, self.task.seq):
+                self.cancelled = True
+        except Exception as exc:  # NATS away: look again next time
+            log.debug("cannot read the cancel request of activity %s: %s", self.task.seq, exc)
+
     async def _flush(self) -> None:
         bucket = self.bucket
         if bucket is None:
             return
         t = self.task
-        body = encode_heartbeat(t.attempt, self.last_heartbeat, self.seal(list(self._details())))
+        try:
+            details = await self._sealed_details()
+        except TransportError as exc:  # large details not stored: the next flush tries again
+            log.debug("heartbeat details not stored: %s", exc)
+            return
+        body = encode_heartbeat(t.attempt, self.last_heartbeat, details)
         try:
             await bucket.put_heartbeat(t.run_id, t.seq, body)
             if await bucket.cancel_requested(t.run_id, t.seq):
                 self.cancelled = True
         except Exception as exc:
             log.debug("heartbeat flush failed: %s", exc)
+
+    async def _sealed_details(self) -> list[JsonValue]:
+        details = list(self._details())
+        if self.seal is None:
+            return details
+        if self._sealed is None or self._sealed[0] != details:
+            self._sealed = (details, await self.seal(details))
+        return self._sealed[1]
 
     def _outcome(self, job: asyncio.Future[Any]) -> inp.RunInput:
         t = self.task

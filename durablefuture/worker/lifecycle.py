@@ -37,6 +37,7 @@ from durablefuture.transport.consumer import PullConsumer
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer, open_bucket
 from durablefuture.transport.leases import AttemptLeases
 from durablefuture.transport.messages import Msg, Subscription
+from durablefuture.transport.namespace_settings import read_settings
 from durablefuture.transport.startup import until_ready
 from durablefuture.transport.storage import StorageWait
 from durablefuture.transport.subjects import sticky_token
@@ -244,6 +245,11 @@ class Worker:
                     ConsumerSettings(opts.activity_lease, 20),
                 )
             if self.workflows:
+                settings = await read_settings(js, self.layout)
+                self._workflow_tasks.history_warning = (
+                    settings.history_warn_events,
+                    settings.history_warn_bytes,
+                )
                 await ensure_consumer(
                     js,
                     self.layout,

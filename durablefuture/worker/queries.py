@@ -54,7 +54,7 @@ class Queries:
             return
         try:
             answer = await self.answer(msg.data)
-            body = encode_query_answer(self.codec.encode_payloads([answer])[0])
+            body = encode_query_answer((await self.codec.pack_payloads([answer]))[0])
         except Exception as exc:
             body = encode_query_error(exc)
         with contextlib.suppress(Exception):
@@ -64,7 +64,7 @@ class Queries:
         try:
             req = decode_query(data)
             wid, run_id, name = req.workflow_id, req.run_id, req.name
-            args = tuple(self.codec.decode_payloads(list(req.args)))
+            args = tuple(await self.codec.unpack_payloads(list(req.args)))
         except Exception as exc:
             raise QueryFailedError(f"malformed query: {exc}") from None
         async with self.cache.lock(run_id):

@@ -83,6 +83,8 @@ class WorkflowTasks:
         self.reports = reports
         self.stats = stats
         self.dead_letter = dead_letter
+        self.history_warning = WorkflowExecution.history_warning
+        """The namespace's history warning (events, bytes), read when the worker starts."""
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -314,6 +316,7 @@ class WorkflowTasks:
         self.stats["replays"] += 1
         began = time.perf_counter()
         execution = WorkflowExecution(definition, self.codec.payloads, size_of=self.event_size)
+        execution.history_warning = self.history_warning
         activation = execution.feed(events)
         metrics.REPLAY_SECONDS.observe(time.perf_counter() - began, self.task_queue)
         return execution, activation

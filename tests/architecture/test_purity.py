@@ -20,6 +20,7 @@ CORE = ROOT / "durablefuture" / "core"
 ALLOWED_STDLIB = frozenset(
     {
         "abc",
+        "bisect",
         "collections",
         "contextlib",
         "contextvars",

@@ -14,6 +14,10 @@ What is checked, and how:
   `nats-server -t` validates the config file with the real server binary;
 - the Dockerfile: python:3.11-slim, `pip install .`, a non-root USER, sources not hidden by
   .dockerignore;
+- the compose layout requires TLS with client certificates and the `df auth init` logins:
+  nats.conf has the `tls` block (verify) and includes the accounts, every df service has its
+  role's credentials and the TLS files; the files `df auth init --tls-host nats-1 ...` writes
+  stand in for deploy/secrets;
 - the compose layout run for real on loopback: the three NATS nodes (deploy/nats/nats.conf, the
   nodes' names and routes from docker-compose.yml, ports moved to free loopback ports) and the
   four df services (their command and environment from docker-compose.yml, run from this
@@ -121,7 +125,33 @@ def daemon_command(program: str) -> click.Command:
     return commands[program]
 
 
-def check_invocation(program: str, args: list[str], env: dict[str, str], where: str) -> None:
+@pytest.fixture(scope="module")
+def secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What `df auth init --out deploy/secrets --namespace default --tls-host nats-1 ...` writes
+    (the compose file mounts deploy/secrets at /secrets and /etc/nats/secrets)."""
+    from durablefuture.auth import write
+    from durablefuture.pki import write_tls
+
+    out = tmp_path_factory.mktemp("deploy") / "secrets"
+    write(out, ["default"])
+    write_tls(out / "tls", ["nats-1", "nats-2", "nats-3"])
+    return out
+
+
+def on_host(value: str, secrets: Path | None) -> str:
+    """A value naming a file under /secrets/ or /etc/nats/secrets/, pointed at ``secrets``."""
+    if secrets is None:
+        return value
+    return re.sub(r"(?:/etc/nats)?/secrets/", f"{secrets}/", value)
+
+
+def check_invocation(
+    program: str,
+    args: list[str],
+    env: dict[str, str],
+    where: str,
+    secrets: Path | None = None,
+) -> None:
     """``program args`` with ``env`` parses with the daemon's real click command.
 
     Every DF_* variable must be one a daemon reads (a shared ConfigMap may hold variables of the
@@ -147,7 +177,7 @@ def check_invocation(program: str, args: list[str], env: dict[str, str], where: 
         if key not in by_env:
             continue
         option = by_env[key]
-        argv += [option.opts[0], interpolate(value)]
+        argv += [option.opts[0], on_host(interpolate(value), secrets)]
     try:
         command.make_context(program, argv)
     except click.ClickException as exc:
@@ -308,7 +338,7 @@ def test_compose_nats_nodes_use_the_jetstream_config_and_own_volumes(
 
 
 def test_compose_runs_two_servers_with_three_replicas_and_both_workers(
-    compose: dict[str, Any],
+    compose: dict[str, Any], secrets: Path
 ) -> None:
     nodes = set(nats_services(compose))
     services = df_services(compose)
@@ -337,11 +367,16 @@ def test_compose_runs_two_servers_with_three_replicas_and_both_workers(
 
     for name, svc in services.items():
         args, env = command_list(svc["command"]), service_env(svc)
-        check_invocation(args[0], args[1:], env, f"docker-compose.yml service {name}")
+        check_invocation(args[0], args[1:], env, f"docker-compose.yml service {name}", secrets)
+        # TLS with a client certificate, and the login of the service's role
+        assert {"DF_NATS_TLS_CA", "DF_NATS_TLS_CERT", "DF_NATS_TLS_KEY"} <= set(env), name
+        role = "server" if args[0] == "df-server" else "worker"
+        assert interpolate(env.get("DF_NATS_CREDS", "")).endswith(f"/{role}.creds"), name
+        assert "./secrets:/secrets:ro" in svc.get("volumes", []), name
         for key in ("DF_WORKFLOWS", "DF_ACTIVITIES"):
             if key in env:
                 check_function_spec(env[key])
-        url = re.fullmatch(r"nats://([\w.-]+):4222", interpolate(env.get("DF_NATS_URL", "")))
+        url = re.fullmatch(r"tls://([\w.-]+):4222", interpolate(env.get("DF_NATS_URL", "")))
         assert url and url.group(1) in nodes, f"{name}: DF_NATS_URL must name a NATS service"
         depends = svc.get("depends_on", {})
         for node in nodes:
@@ -392,7 +427,25 @@ def test_nats_conf_fsyncs_every_write_and_raises_batch_limits() -> None:
     assert conf_value(cluster, "name")
 
 
-def test_nats_server_accepts_the_config_file(tmp_path: Path) -> None:
+def test_nats_conf_requires_tls_with_client_certificates_and_the_generated_logins() -> None:
+    conf = conf_text_without_comments(NATS_CONF.read_text())
+    tls = conf_block(conf, "tls")
+    assert conf_value(tls, "verify") == "true"
+    for key, file in (("cert_file", "server.pem"), ("key_file", "server-key.pem")):
+        assert conf_value(tls, key) == f"/etc/nats/secrets/tls/{file}"
+    assert conf_value(tls, "ca_file") == "/etc/nats/secrets/tls/ca.pem"
+    assert re.search(r'(?m)^include "secrets/df-auth.conf"$', conf)
+
+
+def host_conf(directory: Path, secrets: Path) -> Path:
+    """deploy/nats/nats.conf with its secrets on this host (beside it, as on the nodes)."""
+    shutil.copytree(secrets, directory / "secrets", dirs_exist_ok=True)
+    path = directory / "nats.conf"
+    path.write_text(on_host(NATS_CONF.read_text(), directory / "secrets"))
+    return path
+
+
+def test_nats_server_accepts_the_config_file(tmp_path: Path, secrets: Path) -> None:
     from durablefuture.core.errors import DurableFutureError
     from durablefuture.natsserver import find_binary
 
@@ -401,7 +454,7 @@ def test_nats_server_accepts_the_config_file(tmp_path: Path) -> None:
     except DurableFutureError as exc:
         pytest.skip(f"no nats-server binary: {exc}")
     result = subprocess.run(
-        [binary, "-t", "-c", str(NATS_CONF)],
+        [binary, "-t", "-c", str(host_conf(tmp_path, secrets))],
         capture_output=True,
         text=True,
         timeout=60,
@@ -497,7 +550,7 @@ def test_manifests_have_api_version_kind_and_metadata(manifests: list[dict[str, 
 
 
 def test_deployments_select_their_pods_and_take_env_from_configmaps(
-    manifests: list[dict[str, Any]],
+    manifests: list[dict[str, Any]], secrets: Path
 ) -> None:
     configmaps = {name: m.get("data", {}) for name, m in of_kind(manifests, "ConfigMap").items()}
     deployments = of_kind(manifests, "Deployment")
@@ -533,7 +586,19 @@ def test_deployments_select_their_pods_and_take_env_from_configmaps(
                 assert get.get("path") == "/metrics", f"{where}: {probe}"
                 assert get.get("port") in port_names, f"{where}: {probe} port {get.get('port')}"
             program, *args = [*c.get("command", []), *c.get("args", [])]
-            check_invocation(program, args, env, where)
+            check_invocation(program, args, env, where, secrets)
+            # TLS with the client certificate and the login of its role, from Secrets
+            role = "server" if program == "df-server" else "worker"
+            assert env.get("DF_NATS_URL", "").startswith("tls://"), where
+            assert env.get("DF_NATS_CREDS") == f"/secrets/default/{role}.creds", where
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            volumes = {v["name"]: v for v in pod.get("volumes", [])}
+            for path, secret in (
+                ("/secrets/tls", "df-tls"),
+                ("/secrets/default", f"df-default-{role}"),
+            ):
+                assert volumes[mounts[path]]["secret"]["secretName"] == secret, (where, path)
+            assert pod["securityContext"].get("fsGroup") == 10001, f"{where}: Secrets unreadable"
             for key in ("DF_WORKFLOWS", "DF_ACTIVITIES"):
                 if key in env:
                     check_function_spec(env[key])
@@ -639,7 +704,16 @@ def test_nats_helm_values_make_a_durable_three_node_cluster(
     assert batch == {"max_inflight_per_stream": 500, "max_inflight_total": 5000}
     assert version_of(values["container"]["image"]["tag"]) >= MIN_NATS
     url = of_kind(manifests, "ConfigMap")["durablefuture-env"]["data"]["DF_NATS_URL"]
-    assert url == f"nats://{values['fullnameOverride']}:4222", url
+    assert url == f"tls://{values['fullnameOverride']}:4222", url
+    # TLS with client certificates, and the df auth init accounts mounted and included
+    tls = config["nats"]["tls"]
+    assert tls["enabled"] is True and tls["secretName"] and tls["ca"], tls
+    include = config["merge"]["$include"]
+    mounts = [p["value"] for p in values["container"]["patch"] if p["path"] == "/volumeMounts/-"]
+    volumes = [p["value"] for p in values["podTemplate"]["patch"] if p["path"] == "/spec/volumes/-"]
+    (auth,) = [m for m in mounts if m["name"] == "auth"]
+    assert include == f"./{Path(auth['mountPath']).name}/df-auth.conf", include
+    assert [v["secret"]["secretName"] for v in volumes if v["name"] == "auth"] == ["nats-auth"]
     readme = README.read_text()
     assert re.search(r"helm upgrade --install nats nats/nats .*nats-values\.yaml", readme, re.S)
 
@@ -744,15 +818,15 @@ async def wait_healthy(url: str, timeout: float = 30.0) -> None:
 
 
 async def test_compose_layout_runs_on_loopback(
-    compose: dict[str, Any], processes: Processes, tmp_path: Path
+    compose: dict[str, Any], processes: Processes, tmp_path: Path, secrets: Path
 ) -> None:
-    """The NATS nodes and df services of docker-compose.yml, run as local processes."""
-    import nats
-
+    """The NATS nodes and df services of docker-compose.yml, run as local processes, with the
+    logins and TLS files `df auth init --tls-host` writes."""
     import durablefuture as df
     from durablefuture.core.errors import DurableFutureError
     from durablefuture.natsserver import find_binary
-    from tests.conftest import wait_namespace
+    from durablefuture.transport.connection import connect
+    from durablefuture.transport.subjects import Layout
     from workflows_examples.order import order_workflow
 
     try:
@@ -774,7 +848,7 @@ async def test_compose_layout_runs_on_loopback(
 
         return re.sub(r"([\w.-]+):(4222|6222)", repl, url)
 
-    conf = NATS_CONF.read_text()
+    conf = host_conf(tmp_path, secrets).read_text()  # its secrets in tmp_path/secrets
     assert conf.count("store_dir: /data") == 1
     for name, svc in nodes.items():
         args = command_list(svc["command"])
@@ -808,7 +882,9 @@ async def test_compose_layout_runs_on_loopback(
     health_checks: dict[str, tuple[list[str], dict[str, str]]] = {}
     for name, svc in services.items():
         program, *args = command_list(svc["command"])
-        env = {k: interpolate(v) for k, v in service_env(svc).items()}
+        env = {
+            k: on_host(interpolate(v), tmp_path / "secrets") for k, v in service_env(svc).items()
+        }
         env["DF_NATS_URL"] = local(env["DF_NATS_URL"])
         env["DF_LOG_FORMAT"] = "text"
         # each container has its own network namespace; here they share loopback
@@ -829,9 +905,33 @@ async def test_compose_layout_runs_on_loopback(
     first = next(iter(nodes))
     url = f"nats://127.0.0.1:{ports[first]['client']}"
     namespace = interpolate(service_env(next(iter(services.values())))["DF_NAMESPACE"])
+    tls = df.TlsConfig(
+        ca=str(tmp_path / "secrets/tls/ca.pem"),
+        cert=str(tmp_path / "secrets/tls/client.pem"),
+        key=str(tmp_path / "secrets/tls/client-key.pem"),
+    )
+    creds = {
+        role: str(tmp_path / f"secrets/{namespace}/{role}.creds") for role in ("client", "admin")
+    }
+
+    async def namespace_ready() -> None:  # df-server created the namespace (its consumer)
+        layout = Layout(namespace)
+        deadline = time.monotonic() + 60
+        nc = await connect(url, creds=creds["admin"], tls=tls, timeout=30)
+        try:
+            while True:
+                try:
+                    await nc.jetstream().consumer_info(layout.stream, layout.server_consumer)
+                    return
+                except Exception:
+                    assert time.monotonic() < deadline, "the namespace was not created"
+                    await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
+
     try:
-        await wait_namespace(url, namespace, timeout=60)
-        client = await df.Client.connect(url, namespace)
+        await namespace_ready()
+        client = await df.Client.connect(url, namespace, creds=creds["client"], tls=tls)
         try:
             result = await client.execute_workflow(
                 order_workflow, "deploy-1", 42.0, id="deploy-1", task_queue="examples", timeout=60
@@ -865,7 +965,7 @@ async def test_compose_layout_runs_on_loopback(
             )
     assert started >= 1, "df_workflows_started_total did not move on the df-servers"
 
-    nc = await nats.connect(url)
+    nc = await connect(url, creds=creds["admin"], tls=tls, timeout=30)
     try:
         info = await nc.jetstream().stream_info(f"DF_{namespace}")
     finally:

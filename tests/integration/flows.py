@@ -163,3 +163,13 @@ def held_signal(marker: str):  # type: ignore[no-untyped-def]
 
 
 WORKFLOWS.extend([sleepy_steps, held_signal])
+
+
+def waiting_add(x: int):  # type: ignore[no-untyped-def]
+    """Stays open until signal "go" (retention must never touch it), then adds."""
+    extra = yield df.wait_signal("go")
+    opts = df.ActivityOptions(start_to_close_timeout=30, retry_policy=FAST_RETRY)
+    return (yield df.activity(double, x + extra, options=opts))
+
+
+WORKFLOWS.append(waiting_add)

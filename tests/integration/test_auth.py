@@ -153,6 +153,11 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
                     await probe.publish_refused(
                         f"$JS.API.CONSUMER.MSG.NEXT.{layout.stream}.{layout.server_consumer}"
                     )
+                    # a run removed before its retention is over, or messages purged
+                    await probe.publish_refused(layout.removal("expire"))
+                    await probe.publish_refused(f"$JS.API.STREAM.PURGE.{layout.stream}")
+                    if role != "admin":  # deleting a closed run is the admin's
+                        await probe.publish_refused(layout.removal("delete"))
                     # the replies of other users sniffed
                     await probe.subscribe_refused("_INBOX.>")
                     await probe.subscribe_refused(f"{layout.prefix}.>")
@@ -247,6 +252,20 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
             await handle.signal("go", "now")
             assert await handle.result(timeout=15) == "checked o-1 now"
             await deputy.terminate("done")
+
+            # the admin deletes a closed run; an open one is refused
+            admin = await df.Client.connect(env.nats_url, creds=env.creds("admin"))
+            try:
+                await admin.get_workflow_handle("victim").delete()
+                with pytest.raises(df.WorkflowNotFoundError):
+                    await handle.fetch_history()
+                assert await client.summary("victim", run_id) is None
+                await client.start_workflow(guarded, "o-3", id="open")
+                with pytest.raises(df.WorkflowStillOpenError, match="still open"):
+                    await admin.get_workflow_handle("open").delete()
+                assert await client.get_workflow_handle("open").fetch_history()
+            finally:
+                await admin.close()
 
 
 async def test_namespaces_are_separate_accounts(

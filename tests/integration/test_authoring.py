@@ -299,7 +299,8 @@ def closing_parent(policy: str):  # type: ignore[no-untyped-def]
         id=f"{df.workflow.info().workflow_id}-child",
         parent_close_policy=df.ParentClosePolicy(policy),
     )
-    index, _ = yield df.any_of(child, df.sleep(0.3))
+    # the child must outlive the race: its fate is left to the parent's close policy
+    index, _ = yield df.any_of(child, df.sleep(0.3), cancel_losers=False)
     return index
 
 
@@ -412,7 +413,10 @@ async def test_all_of_and_any_of_over_every_kind_never_reschedule_on_replay() ->
     # each command recorded once, although the code re-issued all of them on every replay
     counts = _command_counts(history)
     assert set(counts.values()) == {1}, counts
-    assert len(counts) == 11
+    assert len(counts) == 12  # 11 commands, and the cancellation of the losing sleep(5)
+    (cancel,) = _of(history, ev.CancellationRequested)
+    (losing_sleep,) = [e for e in _of(history, ev.TimerStarted) if e.duration == 5]
+    assert cancel.target == losing_sleep.seq
     assert worker.stats["replays"] >= 5 and worker.stats["cache_hits"] == 0
     # and each activity ran once
     assert Counter(NOTES["mixed"]) == Counter(

@@ -142,3 +142,82 @@ async def test_the_payload_objects_of_a_deleted_run_are_deleted_with_it() -> Non
         again = env.client.get_workflow_handle("keep")
         assert await again.result(timeout=30) == "K" + shared
         assert (await again.fetch_history())[0].args == (shared, "K")  # type: ignore[union-attr]
+
+
+BIG = 1_200_000  # over NATS's 1 MiB message limit by itself
+
+
+def remember_big(size: int) -> int:
+    """Heartbeats a large detail and fails; the next attempt finds the detail and returns it."""
+    before = df.activity_info().heartbeat_details
+    if before:
+        return len(before[0])
+    df.heartbeat("h" * size)
+    raise RuntimeError("fail after a heartbeat")
+
+
+def queried(size: int):  # type: ignore[no-untyped-def]
+    df.workflow.set_query_handler("echo", lambda text: text + "!" * size)
+    retry = df.RetryPolicy(initial_interval=0.1, maximum_attempts=2)
+    opts = df.ActivityOptions(start_to_close_timeout=timedelta(seconds=60), retry_policy=retry)
+    seen = yield df.activity(remember_big, size, options=opts)
+    yield df.wait_signal("done")
+    return seen
+
+
+def greet_big(text: str):  # type: ignore[no-untyped-def]
+    return len(text)
+    yield  # a workflow
+
+
+@pytest.mark.parametrize("mode", ["plain", "encrypted"])
+async def test_queries_heartbeat_details_and_schedule_arguments_go_by_reference(
+    mode: str,
+) -> None:
+    from datetime import UTC, datetime
+
+    codec = AesGcm("k1", generate_key()) if mode == "encrypted" else None
+    async with LocalEnvironment(codec=codec) as env:
+        async with env.worker(workflows=[queried, greet_big], activities=[remember_big]):
+            handle = await env.client.start_workflow(queried, BIG, id=f"q-{mode}")
+
+            async def retried() -> bool:
+                history = await handle.fetch_history()
+                return any(
+                    getattr(e, "attempt", 1) == 2 or type(e).__name__ == "SignalWaitStarted"
+                    for e in history
+                )
+
+            from tests.conftest import wait_for
+
+            await wait_for(retried, 30)
+            # a query's argument and its answer, each over the NATS message limit
+            text = "q" * BIG
+            assert await handle.query("echo", text) == text + "!" * BIG
+            await handle.signal("done")
+            # the second attempt saw the first's heartbeat details (stored by reference)
+            assert await handle.result(timeout=30) == BIG
+
+            action = df.ScheduleStartWorkflow(
+                greet_big, "s" * BIG, id_prefix=f"big-{mode}", task_queue="default"
+            )
+            far = df.ScheduleSpec(cron=["0 0 1 1 *"], start_at=datetime(2100, 1, 1, tzinfo=UTC))
+            sched = await env.client.create_schedule(
+                f"big-{mode}", df.Schedule(action=action, spec=far)
+            )
+            await sched.trigger()
+
+            async def started() -> list[str]:
+                runs = await env.client.list_workflows()
+                return [r.workflow_id for r in runs if r.workflow_id.startswith("big-")]
+
+            [wid] = await wait_for(started, 30)
+            assert await env.client.get_workflow_handle(wid).result(timeout=30) == BIG
+        nc = await connect(env.nats_url, timeout=10)
+        try:
+            payloads = ObjectPayloads(nc.jetstream(), Layout("default"))
+            # the heartbeat detail, the query's argument and answer, the schedule's argument
+            # (and the activity's and workflow's results, small, are not there)
+            assert len(await payloads.names()) >= 4
+        finally:
+            await nc.close()

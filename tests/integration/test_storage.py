@@ -52,6 +52,7 @@ async def test_finished_runs_leave_only_their_histories() -> None:
                 ) == (2 * (i + 1))
             # inputs and tasks were stored on the way (and are purged once acknowledged)
             await wait_for(lambda: _only_histories(env), timeout=15)
+            assert (await _kinds(env))["rx"] == 5
             for i in range(5):  # every history is whole
                 history = await env.client.get_workflow_handle(f"w{i}").fetch_history()
                 assert type(history[0]).__name__ == "WorkflowStarted"
@@ -60,8 +61,9 @@ async def test_finished_runs_leave_only_their_histories() -> None:
 
 
 async def _only_histories(env: LocalEnvironment) -> bool:
+    """Histories, and one expiry schedule per closed run (its retention: 7 days here)."""
     kinds = await _kinds(env)
-    return set(kinds) == {"h"}
+    return set(kinds) == {"h", "rx"}
 
 
 async def test_timers_of_a_closed_run_are_cancelled() -> None:
@@ -123,7 +125,7 @@ async def test_sigkill_of_df_server_mid_work_loses_nothing_and_leaves_no_residue
 
         async def only_histories() -> bool:
             usage = await stream_usage(client.pub.js, client.layout)
-            return set(usage.by_kind) == {"h"}
+            return set(usage.by_kind) == {"h", "rx"} and usage.by_kind["rx"] == len(ids)
 
         await wait_for(only_histories, timeout=30)
     except BaseException:

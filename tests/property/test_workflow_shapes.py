@@ -22,6 +22,7 @@ from durablefuture.core.commands import (
     PrimitiveCommand,
     RecordMarker,
     RecordSideEffect,
+    RequestCancellation,
     ScheduleActivity,
     StartTimer,
 )
@@ -98,6 +99,8 @@ def matches(cmd: PrimitiveCommand, event: ev.Event) -> bool:
         return isinstance(event, ev.SideEffectRecorded)
     if isinstance(cmd, RecordMarker):
         return isinstance(event, ev.MarkerRecorded) and event.change_id == cmd.change_id
+    if isinstance(cmd, RequestCancellation):  # an any_of cancelling its losers
+        return isinstance(event, ev.CancellationRequested) and event.target == cmd.target
     return False  # the programs yield nothing else
 
 

@@ -62,8 +62,8 @@ def _attempt_failed(
         "schedule_to_close",
     ):
         retry_ok, delay, reason = False, 0.0, "timeout"
-    elif failure.kind == FailureKind.CANCELLED and state.cancel_requested:
-        # the workflow asked its activities to stop (df.heartbeat raised): never run it again
+    elif act.cancel_requested or (failure.kind == FailureKind.CANCELLED and state.cancel_requested):
+        # the workflow cancelled it (or asked all its activities to stop): never run it again
         retry_ok, delay, reason = False, 0.0, "cancel_requested"
     else:
         rd = decide_retry(

@@ -110,6 +110,7 @@ def start_events(
             headers=dict(request.headers),
             search_attributes=dict(request.search_attributes),
             memo=dict(request.memo),
+            flags=ev.RUN_FLAGS,
         )
     ]
     for i, pending in enumerate(request.signals):

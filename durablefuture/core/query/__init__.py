@@ -28,12 +28,14 @@ from durablefuture.core.query._eval import (
     SortPart,
     Text,
     after_cursor,
+    comparable,
     cursor_of,
     equality_hints,
     evaluate,
     matches,
     ordered,
     sort_key,
+    sort_part,
     top,
 )
 from durablefuture.core.query._parse import (
@@ -65,6 +67,7 @@ __all__ = [
     "StartsWith",
     "Text",
     "after_cursor",
+    "comparable",
     "cursor_of",
     "equality_hints",
     "evaluate",
@@ -73,6 +76,7 @@ __all__ = [
     "parse_datetime",
     "parse_query",
     "sort_key",
+    "sort_part",
     "split_order_by",
     "top",
 ]

@@ -15,10 +15,10 @@ datetimes) and the run's search attributes. Semantics, kept small and written do
 from __future__ import annotations
 
 import heapq
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from functools import cmp_to_key
 from typing import Protocol
 
 from durablefuture.core.errors import InvalidArgumentError
@@ -43,12 +43,14 @@ __all__ = [
     "Row",
     "Text",
     "after_cursor",
+    "comparable",
     "cursor_of",
     "equality_hints",
     "evaluate",
     "matches",
     "ordered",
     "sort_key",
+    "sort_part",
     "top",
 ]
 
@@ -186,7 +188,8 @@ _MISSING = 9
 SortPart = tuple[int, str | int | float | bool]
 
 
-def _part(v: FieldValue) -> SortPart:
+def sort_part(v: FieldValue) -> SortPart:
+    """One value as it is ordered: (kind's rank, comparable value); missing ranks last."""
     if isinstance(v, tuple):
         v = v[0] if v else None
     if v is None:
@@ -204,19 +207,28 @@ def _keys(order: Sequence[OrderKey]) -> tuple[OrderKey, ...]:
 
 
 def sort_key(row: Row, order: Sequence[OrderKey]) -> list[SortPart]:
-    """The values ``row`` is ordered by (JSON-able: a page token holds the last one's)."""
-    return [_part(row.get(k.field)) for k in _keys(order)]
+    """The values ``row`` is ordered by (JSON-able: a page token holds the last one's).
+
+    A row may offer ``sort_part(field)`` (the same as ``sort_part(row.get(field))``, faster)."""
+    part = getattr(row, "sort_part", None)
+    if part is not None:
+        return [part(k.field) for k in _keys(order)]
+    return [sort_part(row.get(k.field)) for k in _keys(order)]
 
 
-def _compare(a: Sequence[SortPart], b: Sequence[SortPart], order: Sequence[OrderKey]) -> int:
-    for (ra, va), (rb, vb), k in zip(a, b, _keys(order), strict=True):
-        if ra != rb:  # missing values last in either direction
-            return -1 if ra < rb else 1
-        if va == vb:
-            continue
-        less = va < vb  # type: ignore[operator]
-        return (1 if less else -1) if k.descending else (-1 if less else 1)
-    return 0
+def _desc(v: str | int | float | bool) -> object:
+    if isinstance(v, str):  # reversed, and a string before its own prefixes
+        return (*(-ord(c) for c in v), 1)
+    return -v
+
+
+def comparable(parts: Sequence[SortPart], order: Sequence[OrderKey]) -> tuple[object, ...]:
+    """``parts`` as one tuple Python orders the way ``order`` says (missing values last in
+    either direction), so sorting and heaps compare natively."""
+    return tuple(
+        (rank, _desc(v) if k.descending and rank != _MISSING else v)
+        for (rank, v), k in zip(parts, _keys(order), strict=True)
+    )
 
 
 def ordered(rows: Sequence[Row], order: Sequence[OrderKey]) -> list[Row]:
@@ -224,18 +236,20 @@ def ordered(rows: Sequence[Row], order: Sequence[OrderKey]) -> list[Row]:
     return top(rows, order, len(rows))
 
 
-_Keyed = tuple[list[SortPart], Row]
-
-
 def top(rows: Iterable[Row], order: Sequence[OrderKey], n: int) -> list[Row]:
     """The first ``n`` of ``rows`` in ``order`` (a heap: no full sort of a large set)."""
-    keyed = ((sort_key(r, order), r) for r in rows)
+    keyed = ((comparable(sort_key(r, order), order), i, r) for i, r in enumerate(rows))
+    return [r for _, _, r in heapq.nsmallest(n, keyed, key=lambda x: (x[0], x[1]))]
 
-    def cmp(x: _Keyed, y: _Keyed) -> int:
-        return _compare(x[0], y[0], order)
 
-    key = cmp_to_key(cmp)
-    return [r for _, r in heapq.nsmallest(n, keyed, key=key)]
+def _fits(rank: int, v: object) -> bool:
+    if rank == _MISSING:
+        return v == 0
+    if rank == _RANKS["bool"]:
+        return isinstance(v, bool)
+    if rank == _RANKS["str"]:
+        return isinstance(v, str) and len(v) <= 4096
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def cursor_of(raw: object, order: Sequence[OrderKey]) -> list[SortPart]:
@@ -250,8 +264,7 @@ def cursor_of(raw: object, order: Sequence[OrderKey]) -> list[SortPart]:
             or len(item) != 2
             or not isinstance(item[0], int)
             or item[0] not in (*_RANKS.values(), _MISSING)
-            or not isinstance(item[1], str | int | float | bool)
-            or (isinstance(item[1], str) and len(item[1]) > 4096)
+            or not _fits(item[0], item[1])
         ):
             raise InvalidArgumentError("next_page_token: malformed; start over from the first page")
         out.append((item[0], item[1]))
@@ -260,8 +273,9 @@ def cursor_of(raw: object, order: Sequence[OrderKey]) -> list[SortPart]:
 
 def after_cursor(order: Sequence[OrderKey], cursor: Sequence[SortPart]) -> Callable[[Row], bool]:
     """A test for rows that come after ``cursor`` in ``order``."""
+    last = comparable(cursor, order)
 
     def test(row: Row) -> bool:
-        return _compare(sort_key(row, order), cursor, order) > 0
+        return comparable(sort_key(row, order), order) > last
 
     return test

@@ -19,6 +19,10 @@ stopped, which is how workers keep runs cached):
 * A command event recorded with ``based_on = b`` means "the code had seen events up to ``b`` when
   it issued this". Before checking it, every queued result up to ``b`` is delivered; by then the
   generator must have yielded that ``seq``.
+* A signal with a handler (``df.workflow.set_signal_handler``) and no ``wait_signal`` waiting
+  for it calls the handler. After every delivered event the open ``df.wait_condition`` waits
+  are checked, oldest first; a met one resumes the code (a replay delivers the same events at
+  the same points, so it resumes the same waits).
 * When the events run out, the remaining results are delivered (that is the "frontier": code
   runs for the first time there) and the new commands, plus the run's outcome if the generator
   finished, form the :class:`Activation` a workflow task sends back.

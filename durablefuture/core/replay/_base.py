@@ -49,6 +49,7 @@ class _ExecutionBase:
         self._gen: Generator[object, object, object] | None = None
         self._root: _Node | None = None
         self._leaves: dict[int, _Leaf] = {}
+        self._started_leaves: dict[int, _Leaf] = {}  # every leaf of a command, by seq
         self._recorded: dict[int, ev.Event] = {}
         self._new: dict[int, PrimitiveCommand] = {}
         # (seq, what was yielded, location); commands are described only for error messages
@@ -60,6 +61,9 @@ class _ExecutionBase:
         self._closed_by_server = False
         self._signals: dict[str, deque[tuple[int, tuple[JsonValue, ...]]]] = {}
         self._signal_waiters: dict[str, deque[_Leaf]] = {}
+        self._signal_handlers: dict[str, Callable[..., object]] = {}
+        # df.wait_condition waits, in the order they were yielded, with their predicates
+        self._conditions: list[tuple[_Leaf, Callable[[], object]]] = []
         self._cancel_delivered = False
         self._patches: dict[str, bool] = {}
         self._horizon = 0
@@ -136,6 +140,9 @@ class _ExecutionBase:
         return tuple(self.payloads.from_payload(a) for a in args)
 
     def _abandon(self, node: _Node) -> None:
+        if isinstance(node, _Leaf) and node.handle:
+            node.parent = None  # detached: its handle still gets the result
+            return
         node.done = True
         if isinstance(node, _Leaf):
             self._leaves.pop(node.seq, None)
@@ -194,6 +201,15 @@ class _ExecutionBase:
         if not node.done and not node.is_any and node.remaining == 0:
             node.done, node.value = True, list(node.values)
         if node.done:
-            for child in node.children:
-                if not child.done:
-                    self._abandon(child)
+            self._drop_losers(node)
+
+    def _drop_losers(self, node: _Composite) -> None:
+        """The children of a resolved composite nobody waits for any more."""
+        for child in node.children:
+            if not child.done:
+                if node.cancel_losers:
+                    self._cancel_loser(child)
+                self._abandon(child)
+
+    def _cancel_loser(self, node: _Node) -> None:
+        raise NotImplementedError  # issuing commands is the next layer's job (_yields)

@@ -53,6 +53,9 @@ class WorkflowInfo:
     history_length: int = 0
     history_size: int = 0
     is_replaying: bool = False
+    continue_as_new_suggested: bool = False
+    """The history has reached the namespace's warning length or size: continue as new
+    (``df.continue_as_new``) before it reaches the limit, where the run is ended."""
 
 
 class WorkflowContext:

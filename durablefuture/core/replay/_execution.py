@@ -41,6 +41,10 @@ from durablefuture.core.vocabulary import (
 class WorkflowExecution(_Running):
     """One workflow run's generator, fed with its history (see the package docstring)."""
 
+    history_warning: tuple[int, int] = (10_240, 10 * 1024 * 1024)
+    """(events, bytes) from which ``info().continue_as_new_suggested`` is true: the
+    namespace's history warning (workers set it from the namespace's settings)."""
+
     # ------------------------------------------------------------------ public
 
     def is_pending(self, seq: int) -> bool:
@@ -58,6 +62,10 @@ class WorkflowExecution(_Running):
 
     def info(self) -> WorkflowInfo:
         started = self._require_started()
+        # as of the event the code is reacting to, not the last one fed: a replay feeds
+        # further ahead before it delivers a result, and must see the same length
+        length = self.context.event_id or self.last_event_id
+        size = self._size_upto(length)
         return WorkflowInfo(
             workflow_id=started.workflow_id,
             run_id=started.run_id,
@@ -69,11 +77,12 @@ class WorkflowExecution(_Running):
             continued_from=started.continued_from,
             first_run_id=started.first_run_id or started.run_id,
             parent=started.parent,
-            # as of the event the code is reacting to, not the last one fed: a replay feeds
-            # further ahead before it delivers a result, and must see the same length
-            history_length=self.context.event_id or self.last_event_id,
-            history_size=self._size_upto(self.context.event_id or self.last_event_id),
+            history_length=length,
+            history_size=size,
             is_replaying=self.context.is_replaying,
+            continue_as_new_suggested=(
+                length >= self.history_warning[0] or size >= self.history_warning[1]
+            ),
         )
 
     def _size_upto(self, event_id: int) -> int:
@@ -189,6 +198,16 @@ class WorkflowExecution(_Running):
         return Activation(based_on=self.last_event_id, commands=tuple(cmds), finished=self.finished)
 
     # ------------------------------------------------------------------ helpers for df.workflow
+
+    def set_signal_handler(self, name: str, handler: Callable[..., object]) -> None:
+        """``df.workflow.set_signal_handler``: call ``handler(*args)`` for every signal
+        ``name`` no ``df.wait_signal`` takes, in history order; signals buffered before it
+        was registered are handed to it now."""
+        self._signal_handlers[name] = handler
+        buffered = self._signals.pop(name, None)
+        while buffered and not self.finished:
+            _, args = buffered.popleft()
+            self._call_signal_handler(name, args)
 
     def patched(self, change_id: str) -> bool:
         """``df.workflow.patched``: True on new code paths, False when replaying old ones."""

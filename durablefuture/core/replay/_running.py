@@ -23,6 +23,7 @@ from durablefuture.core.failure import exception_from_failure
 from durablefuture.core.replay._context import _current, _location
 from durablefuture.core.replay._waits import _Leaf, _Node, _Outcome
 from durablefuture.core.replay._yields import _Yields
+from durablefuture.core.types import JsonValue
 
 
 class _Running(_Yields):
@@ -127,6 +128,49 @@ class _Running(_Yields):
             self._deliver(queue.popleft())
 
     def _deliver(self, event: ev.Event) -> None:
+        self._deliver_one(event)
+        if self._conditions:
+            self._check_conditions(event)
+
+    def _check_conditions(self, trigger: ev.Event) -> None:
+        # After every delivered event, in the order the waits were yielded: the first wait
+        # whose predicate holds resumes the code, which may change what the others read, so
+        # the check starts over until no wait is met. A replay delivers the same events at
+        # the same points, so it resumes the same waits.
+        while not self.finished:
+            self._conditions = [c for c in self._conditions if not c[0].done]
+            for leaf, predicate in self._conditions:
+                try:
+                    met = self._condition_met(predicate)
+                except Exception as exc:
+                    self._resolve(leaf, _Outcome(error=exc), trigger)
+                    break
+                if met:
+                    self._resolve(leaf, _Outcome(value=True), trigger)
+                    break
+            else:
+                return
+
+    def _call_signal_handler(self, name: str, args: tuple[JsonValue, ...]) -> None:
+        handler = self._signal_handlers[name]
+        token = _current.set(self.context)
+        try:
+            produced = handler(*(self.payloads.from_payload(a) for a in args))
+            if inspect.isgenerator(produced) or inspect.iscoroutine(produced):
+                produced.close()
+                raise errors.WorkflowError(
+                    f"the signal handler for {name!r} yielded or is async; a signal handler "
+                    "is a plain function that changes workflow state (wait on that state with "
+                    "df.wait_condition in the workflow itself)"
+                )
+        except errors.NonDeterminismError:
+            raise
+        except Exception as exc:
+            self._finish(FailWorkflow(self._failure(exc)))
+        finally:
+            _current.reset(token)
+
+    def _deliver_one(self, event: ev.Event) -> None:
         if self.finished:
             if isinstance(event, ev.SignalReceived):
                 self._hand_on(event)
@@ -136,6 +180,8 @@ class _Running(_Yields):
             if waiters:
                 leaf = waiters.popleft()
                 self._resolve(leaf, _Outcome(value=self._signal_value(event.args, leaf)), event)
+            elif event.name in self._signal_handlers:
+                self._call_signal_handler(event.name, event.args)
             else:
                 self._signals.setdefault(event.name, deque()).append((event.event_id, event.args))
             return
@@ -187,7 +233,8 @@ class _Running(_Yields):
             except Exception as exc:
                 return _Outcome(error=exc)
         if isinstance(event, ev.TimerFired):
-            return _Outcome(value=None)
+            # a condition wait's timer is its timeout: the condition was not met in time
+            return _Outcome(value=False if leaf.kind == "condition" else None)
         if isinstance(event, ev.ActivityFailed | ev.ActivityTimedOut):
             err = errors.ActivityError(
                 f"activity {leaf.name!r} (#{leaf.seq}) failed after {event.attempt} attempt(s): "
@@ -242,9 +289,7 @@ class _Running(_Yields):
                     parent.value = list(parent.values)
             if not parent.done:
                 return
-            for sibling in parent.children:
-                if not sibling.done:
-                    self._abandon(sibling)
+            self._drop_losers(parent)
             node = parent
             parent = node.parent
         if node is self._root:

@@ -3,7 +3,9 @@
 A primitive command is a leaf; ``all_of`` / ``any_of`` are composites over their items. A leaf
 resolves when its result event is delivered; a composite resolves when all (``all_of``) or the
 first (``any_of``) of its children did, or at the first error. Children nobody waits for any
-more are abandoned (their results, if they come, are dropped).
+more are abandoned (their results, if they come, are dropped); the losers of an ``any_of``
+with ``cancel_losers`` are cancelled first. A leaf started with ``df.start`` has a handle: it
+is never abandoned, only detached, so ``yield task`` still gets its result later.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class _Node:
 
 
 class _Leaf(_Node):
-    __slots__ = ("kind", "name", "result_type", "seq")
+    __slots__ = ("cancel_requested", "handle", "kind", "name", "result_type", "seq", "wait_cancel")
 
     def __init__(self, seq: int, kind: str, result_type: object, name: str = "") -> None:
         super().__init__()
@@ -31,15 +33,20 @@ class _Leaf(_Node):
         self.kind = kind
         self.result_type = result_type
         self.name = name
+        self.handle = False
+        self.cancel_requested = False
+        self.wait_cancel = False
+        """An activity whose cancellation waits for the activity to end."""
 
 
 class _Composite(_Node):
-    __slots__ = ("children", "is_any", "remaining", "values")
+    __slots__ = ("cancel_losers", "children", "is_any", "remaining", "values")
 
-    def __init__(self, children: list[_Node], is_any: bool) -> None:
+    def __init__(self, children: list[_Node], is_any: bool, cancel_losers: bool = False) -> None:
         super().__init__()
         self.children = children
         self.is_any = is_any
+        self.cancel_losers = is_any and cancel_losers
         self.values: list[object] = [None] * len(children)
         self.remaining = len(children)
         for i, child in enumerate(children):

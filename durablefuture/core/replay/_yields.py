@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
+from collections.abc import Callable
+from typing import cast
 
 from durablefuture.core import errors
 from durablefuture.core import events as ev
@@ -12,20 +14,27 @@ from durablefuture.core.commands import (
     ActivityCall,
     AllOf,
     AnyOf,
+    Cancel,
     ChildWorkflowCall,
+    Handle,
     PrimitiveCommand,
     RecordSideEffect,
+    RequestCancellation,
     ScheduleActivity,
     SideEffect,
     Sleep,
+    Start,
     StartChildWorkflow,
+    StartConditionWait,
     StartSignalWait,
     StartTimer,
+    WaitCondition,
     WaitSignal,
 )
 from durablefuture.core.failure import exception_from_failure
-from durablefuture.core.options import ActivityOptions
+from durablefuture.core.options import ActivityCancellationType, ActivityOptions
 from durablefuture.core.replay._base import _ExecutionBase
+from durablefuture.core.replay._context import _current
 from durablefuture.core.replay._waits import _Composite, _Leaf, _Node
 from durablefuture.core.vocabulary import describe_command, describe_event, matches
 
@@ -36,7 +45,8 @@ def _short(value: object, limit: int = 120) -> str:
 
 
 _VALID_YIELDS = (
-    "df.activity(...), df.sleep(...), df.wait_signal(...), df.side_effect(...), "
+    "df.activity(...), df.sleep(...), df.wait_signal(...), df.wait_condition(...), "
+    "df.side_effect(...), "
     "df.child_workflow(...), df.all_of(...), df.any_of(...) or df.continue_as_new(...)"
 )
 
@@ -51,12 +61,17 @@ class _Yields(_ExecutionBase):
                 self._resolved[item.options] = options
             seq = self._next_seq
             cmd = ScheduleActivity(seq, item.name, item.args, options)
-            return self._leaf(cmd, "activity", item.result_type, item.name)
+            leaf = self._leaf(cmd, "activity", item.result_type, item.name)
+            wait = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+            leaf.wait_cancel = options.cancellation_type is wait
+            return leaf
         if isinstance(item, Sleep):
             timer = StartTimer(self._next_seq, item.duration, self.context.now)
             return self._leaf(timer, "timer", None)
         if isinstance(item, WaitSignal):
             return self._wait_signal(item)
+        if isinstance(item, WaitCondition):
+            return self._wait_condition(item)
         if isinstance(item, SideEffect):
             return self._side_effect(item)
         if isinstance(item, ChildWorkflowCall):
@@ -73,16 +88,81 @@ class _Yields(_ExecutionBase):
                 item.parent_close_policy,
             )
             return self._leaf(child, "child", item.result_type, item.workflow_type)
+        if isinstance(item, Start | Handle | Cancel):
+            return self._handles(item)
         if isinstance(item, AllOf | AnyOf):
             if isinstance(item, AnyOf) and not item.items:
                 raise errors.WorkflowError(
                     f"df.any_of() needs at least one command (at {self._step_location})"
                 )
             children = [self._build(child) for child in item.items]
-            node = _Composite(children, isinstance(item, AnyOf))
+            is_any = isinstance(item, AnyOf)
+            # runs started before any_of cancelled its losers replay without it
+            cancel = is_any and "cancel_losers" in self._require_started().flags
+            node = _Composite(children, is_any, cancel and cast(AnyOf, item).cancel_losers)
             self._settle_composite(node)
             return node
         raise errors.WorkflowError(self._bad_yield(item))
+
+    def _handles(self, item: Start | Handle | Cancel) -> _Leaf:
+        if isinstance(item, Start):
+            started = self._build(item.item)
+            assert isinstance(started, _Leaf)
+            started.handle = True
+            handle = Handle(started.seq, started.kind, started.name, started)
+            return self._answered(handle)
+        leaf = (item if isinstance(item, Handle) else item.handle)._node
+        if not isinstance(leaf, _Leaf) or self._leaf_owner(leaf) is not self:
+            raise errors.WorkflowError(
+                f"workflow {self.definition.name!r} yielded {item!r} at {self._step_location}, "
+                "a handle this run did not start"
+            )
+        if isinstance(item, Cancel):
+            self._request_cancel(leaf)
+            return self._answered(None)
+        leaf.parent = None  # waited on by this yield alone
+        return leaf
+
+    def _leaf_owner(self, leaf: _Leaf) -> object:
+        return self if leaf.handle and self._started_leaves.get(leaf.seq) is leaf else None
+
+    @staticmethod
+    def _answered(value: object) -> _Leaf:
+        leaf = _Leaf(0, "answer", None)
+        leaf.done, leaf.value = True, value
+        return leaf
+
+    def _request_cancel(self, leaf: _Leaf) -> None:
+        """Cancel an activity, timer or child (``df.cancel``, or an ``any_of`` loser)."""
+        if leaf.done or leaf.cancel_requested or leaf.kind not in ("activity", "timer", "child"):
+            return
+        leaf.cancel_requested = True
+        self._issue(RequestCancellation(self._next_seq, leaf.seq), f"cancel #{leaf.seq}")
+        error: BaseException
+        if leaf.kind == "timer":
+            error = errors.CancelledError(f"timer #{leaf.seq} was cancelled")
+        elif leaf.kind == "activity" and not leaf.wait_cancel:
+            error = errors.ActivityError(
+                f"activity {leaf.name!r} (#{leaf.seq}) was cancelled",
+                activity_name=leaf.name,
+                activity_id=leaf.seq,
+                attempt=0,
+                retry_state="cancel_requested",
+            )
+            error.__cause__ = errors.CancelledError(f"activity {leaf.name!r} was cancelled")
+        else:
+            return  # the end of the activity or child run resolves it
+        leaf.done, leaf.error = True, error
+        self._leaves.pop(leaf.seq, None)
+
+    def _cancel_loser(self, node: _Node) -> None:
+        if isinstance(node, _Leaf):
+            if not node.handle:
+                self._request_cancel(node)
+        elif isinstance(node, _Composite):
+            for child in node.children:
+                if not child.done:
+                    self._cancel_loser(child)
 
     def _bad_yield(self, item: object) -> str:
         name = self.definition.name
@@ -127,6 +207,7 @@ class _Yields(_ExecutionBase):
         self._issue(cmd)
         leaf = _Leaf(cmd.seq, kind, result_type, name)
         self._leaves[cmd.seq] = leaf
+        self._started_leaves[cmd.seq] = leaf
         return leaf
 
     def _wait_signal(self, item: WaitSignal) -> _Leaf:
@@ -140,6 +221,30 @@ class _Yields(_ExecutionBase):
             self._leaves.pop(leaf.seq, None)
         else:
             self._signal_waiters.setdefault(item.name, deque()).append(leaf)
+        return leaf
+
+    def _condition_met(self, predicate: Callable[[], object]) -> bool:
+        """Evaluate a ``df.wait_condition`` predicate as workflow code (helpers work)."""
+        token = _current.set(self.context)
+        try:
+            return bool(predicate())
+        finally:
+            _current.reset(token)
+
+    def _wait_condition(self, item: WaitCondition) -> _Leaf:
+        error: Exception | None = None
+        try:
+            met = self._condition_met(item.predicate)
+        except Exception as exc:
+            met, error = False, exc
+        if met or error is not None:
+            # already decided: nothing is recorded, the yield returns (or raises) at once
+            leaf = _Leaf(0, "condition", None)
+            leaf.done, leaf.value, leaf.error = True, True, error
+            return leaf
+        cmd = StartConditionWait(self._next_seq, item.timeout, self.context.now)
+        leaf = self._leaf(cmd, "condition", None)
+        self._conditions.append((leaf, item.predicate))
         return leaf
 
     def _side_effect(self, item: SideEffect) -> _Leaf:

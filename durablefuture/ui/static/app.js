@@ -755,8 +755,13 @@
         sm = `${r.detail.workflow_id} · ${statusLabel(r.status)}`;
         track.push(withTip(seg("child", r.status, "child", { style: { left: pct(r.start), width: width(r.start, rEnd) }, dataset: { status: r.status } }, statusLabel(r.status)),
           () => [el("b", null, `child ${r.name}`), `id ${r.detail.workflow_id}`, statusLabel(r.status)]));
+      } else {
+        // any other command (df.wait_condition, ...): one bar from its event to its end
+        sm = r.status === "waiting" ? (r.detail.deadline ? `times out ${fmtClock(r.detail.deadline)}` : "waiting") : statusLabel(r.status);
+        track.push(withTip(seg("signal_wait", r.status, "wait", { style: { left: pct(r.start), width: width(r.start, rEnd) }, dataset: { status: r.status } }, r.name),
+          () => [el("b", null, r.name), statusLabel(r.status), r.detail.deadline ? `times out ${fmtClock(r.detail.deadline)}` : "no timeout"]));
       }
-      const kindLabel = { activity: "activity", timer: "timer", signal_wait: "wait", child: "child" }[r.kind] || r.kind;
+      const kindLabel = { activity: "activity", timer: "timer", signal_wait: "wait", child: "child", command: "wait" }[r.kind] || r.kind;
       const name = r.kind === "child" ? el("a", { href: runUrl(r.detail.workflow_id), "data-link": true }, r.name) : r.name;
       addRow([el("div", { class: "nm", title: `${r.name} #${r.seq}` }, name, el("span", { class: "faint" }, ` #${r.seq}`)),
         el("div", { class: "sm" }, el("span", { class: `kind ${r.kind}` }, kindLabel), sm)], track, { kind: r.kind, name: r.name, status: r.status });

@@ -1,0 +1,188 @@
+"""Retention: closed runs are removed (archived first) once the namespace's retention is over;
+open runs never are; several df-servers and a SIGKILL mid-removal change neither."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import durablefuture as df
+from daemons.df_cli import main as df_main
+from durablefuture.server import ServerOptions
+from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.usage import stream_size, stream_usage
+from tests.conftest import Daemons, wait_for, wait_namespace
+from tests.integration.flows import add_workflow, double, expected_add, slow_add, waiting_add
+
+pytestmark = pytest.mark.asyncio
+
+WF = ("--workflows", "tests.integration.flows:WORKFLOWS")
+ACT = ("--activities", "tests.integration.flows:ACTIVITIES")
+BIG = "x" * (300 * 1024)  # travels by reference (payload object)
+
+
+def echo_len(text: str):  # type: ignore[no-untyped-def]
+    return len(text)
+    yield  # a generator: a workflow
+
+
+def waiting_echo(text: str):  # type: ignore[no-untyped-def]
+    yield df.wait_signal("go")
+    return len(text)
+
+
+async def _runs(client: df.Client) -> int:
+    return (await stream_size(client.pub.js, f"KV_{client.layout.runs_bucket}"))[0]
+
+
+async def test_closed_runs_expire_open_ones_stay_and_archives_read_back(tmp_path: Path) -> None:
+    archive = f"dir:{tmp_path / 'archive'}"
+    options = ServerOptions(retention=1.0, archive=archive)
+    async with LocalEnvironment(server_options=options) as env:
+        client = env.client
+        layout = client.layout
+        js = client.pub.js
+        async with env.worker(
+            task_queue="q", workflows=[echo_len, waiting_echo], activities=[slow_add, double]
+        ):
+            # one open run shares a payload object with a closed one: the object must stay
+            waiting = await client.start_workflow(waiting_echo, BIG, id="open", task_queue="q")
+            for i in range(3):
+                assert await client.execute_workflow(echo_len, BIG, id=f"c{i}", task_queue="q") == (
+                    len(BIG)
+                )
+
+            async def only_the_open_run() -> bool:
+                usage = await stream_usage(js, layout)
+                return usage.by_kind.get("rx", 0) == 0 and await _runs(client) == 1
+
+            await wait_for(only_the_open_run, timeout=30)
+            # nothing of the open run went: history, status entry, its payload object
+            history = await waiting.fetch_history()
+            assert type(history[0]).__name__ == "WorkflowStarted"
+            assert history[0].args == (BIG,)
+            assert (await waiting.describe()).status == "running"
+            # the closed runs are gone from the stream, and read back from the archive
+            closed = client.get_workflow_handle("c1")
+            with pytest.raises(df.WorkflowNotFoundError):
+                await closed.fetch_history()
+            events = await closed.fetch_history(archive=archive)
+            assert type(events[0]).__name__ == "WorkflowStarted"
+            assert type(events[-1]).__name__ == "WorkflowCompleted"
+            result = await asyncio.to_thread(
+                CliRunner().invoke,
+                df_main,
+                ["--nats", env.nats_url, "workflow", "history", "c1", "--archive", archive],
+            )
+            assert result.exit_code == 0, result.output
+            assert "WorkflowCompleted" in result.output
+            # the open run finishes normally and then expires too, with its payload object
+            await waiting.signal("go")
+            assert await waiting.result(timeout=15) == len(BIG)
+
+            async def empty() -> bool:
+                usage = await stream_usage(js, layout)
+                objects = await stream_size(js, f"OBJ_{layout.payloads_bucket}")
+                return usage.messages == 0 and await _runs(client) == 0 and objects == (0, 0)
+
+            await wait_for(empty, timeout=30)
+
+
+async def test_retention_is_stored_with_the_namespace_for_every_server(daemons: Daemons) -> None:
+    daemons.server("--retention", "90m")
+    await wait_namespace(daemons.url)
+    client = await df.Client.connect(daemons.url)
+    try:
+        assert (await client.describe_namespace()).settings.retention == 90 * 60
+        daemons.server()  # no flag: applies what is stored
+        daemons.server("--retention", "2h")  # a new value, stored for all
+
+        async def changed() -> bool:
+            return (await client.describe_namespace()).settings.retention == 2 * 3600
+
+        await wait_for(changed, timeout=20)
+        result = await asyncio.to_thread(
+            CliRunner().invoke, df_main, ["--nats", daemons.url, "namespace", "describe"]
+        )
+        assert result.exit_code == 0, result.output
+        assert "2h (closed runs)" in result.output
+    finally:
+        await client.close()
+
+
+async def test_sigkill_of_df_server_mid_removal_deletes_only_closed_runs(
+    daemons: Daemons,
+) -> None:
+    daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0.01"
+    daemons.server("--retention", "2s")
+    await wait_namespace(daemons.url)
+    client = await df.Client.connect(daemons.url)
+    client.request_timeout = 60
+    try:
+        assert (await client.describe_namespace()).settings.retention == 2
+        daemons.server()  # applies the stored retention
+        daemons.worker(*WF, *ACT)
+        opened = [
+            await client.start_workflow(waiting_add, i, id=f"open-{i}", task_queue="tests")
+            for i in range(5)
+        ]
+        closed = [f"closed-{i}" for i in range(40)]
+        await asyncio.gather(
+            *(
+                client.execute_workflow(add_workflow, i, id=w, task_queue="tests")
+                for i, w in enumerate(closed)
+            )
+        )
+        total = await _runs(client)
+        assert total == 45
+
+        async def removing() -> bool:
+            return await _runs(client) < total
+
+        await wait_for(removing, timeout=30, interval=0.01)
+        for d in daemons.started[:2]:
+            d.kill()  # both servers, in the middle of the removals
+        daemons.server()
+
+        async def only_open_left() -> bool:
+            return await _runs(client) == 5
+
+        await wait_for(only_open_left, timeout=60)
+        for i, handle in enumerate(opened):
+            assert (await handle.describe()).status == "running"
+            await handle.signal("go", 1)
+            assert await handle.result(timeout=30) == 2 * (i + 1)
+        for w in closed:
+            with pytest.raises(df.WorkflowNotFoundError):
+                await client.get_workflow_handle(w).fetch_history()
+        assert expected_add(0)  # the closed runs had completed with their results
+    except BaseException:
+        print(daemons.logs())
+        raise
+    finally:
+        await client.close()
+
+
+async def test_df_workflow_delete_removes_a_closed_run_and_refuses_an_open_one() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(task_queue="q", workflows=[echo_len, waiting_echo]):
+            await env.client.execute_workflow(echo_len, "abc", id="done", task_queue="q")
+            await env.client.start_workflow(waiting_echo, "abc", id="busy", task_queue="q")
+
+            def cli(*args: str):  # type: ignore[no-untyped-def]
+                return CliRunner().invoke(df_main, ["--nats", env.nats_url, *args])
+
+            result = await asyncio.to_thread(cli, "workflow", "delete", "done")
+            assert result.exit_code == 0, result.output
+            assert "deleted done run" in result.output
+            with pytest.raises(df.WorkflowNotFoundError):
+                await env.client.get_workflow_handle("done").fetch_history()
+            result = await asyncio.to_thread(cli, "workflow", "delete", "busy")
+            assert result.exit_code != 0
+            assert "still open" in result.output and "terminate or cancel it first" in result.output
+            assert await env.client.get_workflow_handle("busy").fetch_history()
+            result = await asyncio.to_thread(cli, "workflow", "delete", "never-was")
+            assert result.exit_code != 0 and "never-was" in result.output

@@ -1,0 +1,162 @@
+"""Handles and cancellation under hypothesis-chosen interleavings (``df.start``, ``df.cancel``,
+``yield task``, ``df.any_of`` over handles and with ``cancel_losers``).
+
+(i)  Replaying any prefix of the recorded history re-issues exactly the recorded commands and
+     every command decided within the prefix (cancellations included).
+(ii) A worker that never caches records the same history and result as one that does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import durablefuture as df
+from durablefuture.core import events as ev
+from durablefuture.core.commands import CompleteWorkflow, FailWorkflow
+from durablefuture.core.definitions import WorkflowDefinition
+from durablefuture.core.replay import WorkflowExecution
+from durablefuture.core.vocabulary import matches
+from durablefuture.testing import Simulation
+
+SETTINGS = settings(
+    deadline=None,
+    max_examples=150,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+TYPES = list(df.ActivityCancellationType)
+
+
+@df.defn(name="echo")
+def echo(v: int) -> int:
+    return v
+
+
+@df.defn(name="tasks")
+def tasks(plan: list[dict[str, Any]]) -> Generator[Any, Any, Any]:
+    handles: list[df.Handle] = []
+    out: list[Any] = []
+
+    def pick(i: int) -> df.Handle | None:
+        return handles[i % len(handles)] if handles else None
+
+    for step in plan:
+        op = step["op"]
+        if op == "act":
+            opts = df.ActivityOptions(cancellation_type=TYPES[step["t"]])
+            handles.append((yield df.start(df.activity(echo, step["v"], options=opts))))
+        elif op == "sleep":
+            handles.append((yield df.start(df.sleep(step["s"]))))
+        elif op == "cancel" and (h := pick(step["i"])) is not None:
+            yield df.cancel(h)
+            out.append(["cancel", h.seq, h.done])
+        elif op == "await" and (h := pick(step["i"])) is not None:
+            try:
+                out.append(["value", h.seq, (yield h)])
+            except (df.ActivityError, df.CancelledError) as err:
+                out.append(["error", h.seq, type(err).__name__])
+        elif op == "race":
+            h = pick(step["i"]) if step["i"] != 99 else None
+            first = df.activity(echo, step["v"]) if h is None else h
+            try:
+                index, _ = yield df.any_of(first, df.sleep(step["s"]), cancel_losers=step["c"])
+                out.append(["race", index])
+            except (df.ActivityError, df.CancelledError) as err:
+                out.append(["race", type(err).__name__])
+    return out
+
+
+steps = st.one_of(
+    st.fixed_dictionaries({"op": st.just("act"), "v": st.integers(0, 9), "t": st.integers(0, 2)}),
+    st.fixed_dictionaries({"op": st.just("sleep"), "s": st.sampled_from([0.5, 1.0, 3.0])}),
+    st.fixed_dictionaries({"op": st.just("cancel"), "i": st.integers(0, 5)}),
+    st.fixed_dictionaries({"op": st.just("await"), "i": st.integers(0, 5)}),
+    st.fixed_dictionaries(
+        {
+            "op": st.just("race"),
+            "i": st.one_of(st.integers(0, 5), st.none()).map(lambda i: 99 if i is None else i),
+            "v": st.integers(0, 9),
+            "s": st.sampled_from([0.5, 2.0]),
+            "c": st.booleans(),
+        }
+    ),
+)
+plans = st.lists(steps, min_size=1, max_size=8)
+
+
+def new_sim(plan: list[dict[str, Any]], *, cache: bool = True) -> Simulation:
+    sim = Simulation([tasks], [echo], cache=cache, start_time=1000.0)
+    sim.start("tasks", plan, id="t")
+    return sim
+
+
+def run(sim: Simulation, choices: list[int] | None, data: st.DataObject | None) -> list[int]:
+    made: list[int] = []
+
+    def choose(options: list[str]) -> int:
+        if choices is not None:
+            i = choices[len(made)]
+        else:
+            assert data is not None
+            i = data.draw(st.integers(0, len(options) - 1))
+        made.append(i)
+        return i
+
+    sim.run(choose=choose, max_steps=2_000)
+    return made
+
+
+@SETTINGS
+@given(plan=plans, data=st.data())
+def test_replaying_any_prefix_makes_the_same_decisions(
+    plan: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    sim = new_sim(plan)
+    run(sim, None, data)
+    assert sim.is_closed("t")
+    history = sim.run_of("t").events
+    assert sim.status("t") == "completed", history[-1]
+    by_seq = {e.seq: e for e in history if isinstance(e, ev.COMMAND_EVENTS)}
+    definition = WorkflowDefinition.from_fn(tasks)
+    for k in range(1, len(history) + 1):
+        act = WorkflowExecution(definition, sim.payloads).feed(history[:k])
+        yielded = set()
+        for cmd in act.commands:
+            if isinstance(cmd, CompleteWorkflow | FailWorkflow):
+                if isinstance(cmd, CompleteWorkflow):
+                    assert cmd.result == history[-1].result  # type: ignore[union-attr]
+                continue
+            yielded.add(cmd.seq)
+            recorded = by_seq.get(cmd.seq)
+            if recorded is not None:
+                assert recorded.event_id > k
+                assert matches(recorded, cmd), (k, cmd, recorded)
+        for event in history[k:]:
+            if isinstance(event, ev.COMMAND_EVENTS) and event.based_on <= k:
+                assert event.seq in yielded, f"prefix {k}: #{event.seq} decided by then"
+    full = WorkflowExecution(definition, sim.payloads).feed(history)
+    assert full.finished and full.commands == ()
+    # a cancelled timer never fires
+    cancelled = {e.target for e in history if isinstance(e, ev.CancellationRequested)}
+    cancelled_at = {
+        e.target: e.event_id for e in history if isinstance(e, ev.CancellationRequested)
+    }
+    for e in history:
+        if isinstance(e, ev.TimerFired) and e.seq in cancelled:
+            assert e.event_id < cancelled_at[e.seq]
+
+
+@SETTINGS
+@given(plan=plans, data=st.data())
+def test_a_worker_without_cache_records_the_same_history(
+    plan: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    original = new_sim(plan)
+    choices = run(original, None, data)
+    again = new_sim(plan, cache=False)
+    run(again, choices, None)
+    assert again.run_of("t").events == original.run_of("t").events
+    assert again.result("t") == original.result("t")
