@@ -23,6 +23,7 @@ role      may (everything else is refused by nats-server with a permissions viol
 server    everything in ``DF_<ns>``: histories, status entries, closed notices, tasks,
           timers, dead letters, JetStream management (df-server is the only writer)
 worker    take workflow/activity tasks of any task queue (never the server's inputs),
+          and sticky workflow tasks (``wt.<queue>.<token>``: the runs a worker caches),
           report on ``df.<ns>.in.report``, heartbeats/leases/liveness records, read
           histories, answer queries, put and get payloads stored by reference
 client    start (``in.start``), signal/cancel/terminate (``in.run``), schedule control
@@ -166,7 +167,7 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
     # the server's own consumers: nobody else creates, pulls from or acknowledges on them
     protected = tuple(
         x
-        for c in (lay.server_consumer, lay.schedule_consumer)
+        for c in (lay.server_consumer, lay.schedule_consumer, lay.removal_consumer)
         for x in (
             f"{api}.CONSUMER.CREATE.{s}.{c}.>",
             f"{api}.CONSUMER.DELETE.{s}.{c}",
@@ -181,6 +182,8 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
                 *kv_read,
                 *payloads,
                 f"{api}.CONSUMER.CREATE.{s}.*.{p}.wt.*",
+                # its sticky workflow tasks (the runs it caches): df.<ns>.wt.<queue>.<token>
+                f"{api}.CONSUMER.CREATE.{s}.*.{p}.wt.*.*",
                 f"{api}.CONSUMER.CREATE.{s}.*.{p}.at.*",
                 f"{api}.CONSUMER.MSG.NEXT.{s}.*",
                 f"$JS.ACK.{s}.>",

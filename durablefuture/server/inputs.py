@@ -49,6 +49,7 @@ from durablefuture.transport.buckets import read_key
 from durablefuture.transport.guard import check_reply_subject
 from durablefuture.transport.headers import RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.publisher import WrongLastSequence
+from durablefuture.transport.subjects import STICKY_TOKEN
 
 __all__ = ["RunInputs"]
 
@@ -65,6 +66,7 @@ class RunInputs(RunCaches, Effects):
         reply_to: str = "",
         receipt_to: str = "",
         input_seq: int = 0,
+        sticky: str = "",
     ) -> Decision | None:
         # An input for "the latest run" that lands on a run which has just continued as new
         # follows the chain to the next run (a signal sent during the switch is not lost).
@@ -72,7 +74,7 @@ class RunInputs(RunCaches, Effects):
         for attempt in range(200):  # bounded: about 10 s for the next run to appear
             try:
                 decision, cache, message = await self._run_input_once(
-                    workflow_id, message, receipt_to, input_seq
+                    workflow_id, message, receipt_to, input_seq, sticky
                 )
             except DecodeError as exc:
                 if not isinstance(exc, CorruptHistoryError):  # that one is answered by _process
@@ -125,7 +127,12 @@ class RunInputs(RunCaches, Effects):
         return decision
 
     async def _run_input_once(
-        self, workflow_id: str, message: inp.RunInput, receipt_to: str, input_seq: int = 0
+        self,
+        workflow_id: str,
+        message: inp.RunInput,
+        receipt_to: str,
+        input_seq: int = 0,
+        sticky: str = "",
     ) -> tuple[Decision | None, RunCache | None, inp.RunInput]:
         latest = not message.run_id
         if latest:
@@ -151,6 +158,9 @@ class RunInputs(RunCaches, Effects):
                     raise DecodeError(f"input for an unknown run: {exc}") from None
         message = await self._enrich(message)
         async with cache.lock:
+            if sticky and receipt_to and STICKY_TOKEN.fullmatch(sticky):
+                # the reporting worker holds the run's generator: its next tasks go there
+                cache.sticky = sticky
             decision = await self._decide_and_record(cache, message, receipt_to)
         return decision, cache, message
 

@@ -859,9 +859,18 @@ async def test_task_queues_route_activities_and_show_their_depth() -> None:
             assert gpu.stats["workflow_tasks"] == 0
             # a workflow on a queue nobody serves waits there, visibly
             js = client.pub.js
-            main_tasks = client.layout.workflow_consumer("main")
+            # main's workflow tasks: its queue's, and its own sticky ones (runs it caches)
+            main_consumers = [
+                client.layout.workflow_consumer("main"),
+                client.layout.sticky_consumer("main", main.sticky_token),
+            ]
+
+            async def delivered_to_main() -> int:
+                infos = [await js.consumer_info(client.layout.stream, c) for c in main_consumers]
+                return sum(i.delivered.consumer_seq for i in infos)
+
             tasks_before = main.stats["workflow_tasks"]
-            delivered_before = (await js.consumer_info(client.layout.stream, main_tasks)).delivered
+            delivered_before = await delivered_to_main()
             waiting = await client.start_workflow(routed_flow, 2, id="waiting", task_queue="later")
 
             async def later_pending() -> bool:
@@ -874,10 +883,8 @@ async def test_task_queues_route_activities_and_show_their_depth() -> None:
             )
             assert after == [{"queue": "main", "value": 5}, {"queue": "gpu-pool", "value": 40}]
             await settled(client, "main")
-            delivered = (await js.consumer_info(client.layout.stream, main_tasks)).delivered
-            assert main.stats["workflow_tasks"] - tasks_before == (
-                delivered.consumer_seq - delivered_before.consumer_seq
-            )
+            delivered = await delivered_to_main()
+            assert main.stats["workflow_tasks"] - tasks_before == delivered - delivered_before
             assert (await client.queue_depths("later")).get("workflow_pending") == 1
             assert len(await waiting.fetch_history()) == 1
         # no worker runs at all: routed tasks wait in their queues
