@@ -17,10 +17,12 @@ from durablefuture.core.commands import (
     AllOf,
     AnyOf,
     Cancel,
+    CancelExternal,
     ChildWorkflowCall,
     ContinueAsNew,
     Handle,
     SideEffect,
+    SignalExternal,
     Site,
     Sleep,
     Start,
@@ -46,9 +48,11 @@ __all__ = [
     "all_of",
     "any_of",
     "cancel",
+    "cancel_workflow",
     "child_workflow",
     "continue_as_new",
     "side_effect",
+    "signal_workflow",
     "sleep",
     "start",
     "wait_condition",
@@ -57,6 +61,8 @@ __all__ = [
 
 _YIELDABLE = (
     ActivityCall,
+    SignalExternal,
+    CancelExternal,
     Sleep,
     WaitSignal,
     WaitCondition,
@@ -231,6 +237,32 @@ def any_of(*commands: Yieldable | Iterable[Yieldable], cancel_losers: bool = Tru
     if not items:
         raise InvalidArgumentError("df.any_of needs at least one command")
     return AnyOf(items, _site(), bool(cancel_losers))
+
+
+def signal_workflow(workflow_id: str, name: str, *args: object) -> SignalExternal:
+    """Signal another workflow: ``yield df.signal_workflow("order-7", "approve", "ann")``.
+
+    Recorded in this run's history, then delivered by the df-server to the running run of
+    ``workflow_id`` (exactly once, whatever crashes); the yield returns None once it is
+    recorded. A signal to a workflow with no running run is dropped. A child started with
+    ``df.start`` is signalled with ``yield child.signal(name, *args)``.
+    """
+    check_workflow_id(workflow_id, "workflow id")
+    check_type_name(name, "signal name")
+    _encode_args(args, f"signal {name!r}")  # an unencodable argument raises here
+    return SignalExternal(workflow_id, name, args, _site())
+
+
+def cancel_workflow(workflow_id: str, reason: str = "") -> CancelExternal:
+    """Ask another workflow to cancel: ``yield df.cancel_workflow("order-7")``.
+
+    Recorded, then delivered like ``handle.cancel()`` from a client: ``df.CancelledError`` is
+    raised at that workflow's current yield. The yield returns None once it is recorded.
+    """
+    check_workflow_id(workflow_id, "workflow id")
+    if not isinstance(reason, str):
+        raise InvalidArgumentError(f"reason must be a string, got {reason!r}")
+    return CancelExternal(workflow_id, reason, _site())
 
 
 def start(command: ActivityCall | ChildWorkflowCall | Sleep) -> Start:

@@ -49,6 +49,8 @@ __all__ = [
     "ChildWorkflowStarted",
     "ConditionWaitStarted",
     "Event",
+    "ExternalCancelRequested",
+    "ExternalWorkflowSignalled",
     "MarkerRecorded",
     "ParentRef",
     "SearchAttributesUpserted",
@@ -206,6 +208,32 @@ class CancellationRequested:
 
 
 @frozen
+class ExternalWorkflowSignalled:
+    """The code sent signal ``name`` to workflow ``workflow_id`` (``df.signal_workflow``,
+    ``child.signal``); the df-server delivers it to that workflow's running run."""
+
+    event_id: int
+    at: float
+    based_on: int
+    seq: int
+    workflow_id: str
+    name: str
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
+
+
+@frozen
+class ExternalCancelRequested:
+    """The code asked workflow ``workflow_id`` to cancel (``df.cancel_workflow``)."""
+
+    event_id: int
+    at: float
+    based_on: int
+    seq: int
+    workflow_id: str
+    reason: str = ""
+
+
+@frozen
 class SignalReceived:
     event_id: int
     at: float
@@ -314,6 +342,8 @@ Event = (
     | SignalWaitTimedOut
     | ConditionWaitStarted
     | CancellationRequested
+    | ExternalWorkflowSignalled
+    | ExternalCancelRequested
     | SignalReceived
     | SideEffectRecorded
     | MarkerRecorded
@@ -330,6 +360,8 @@ COMMAND_EVENTS = (
     SignalWaitStarted,
     ConditionWaitStarted,
     CancellationRequested,
+    ExternalWorkflowSignalled,
+    ExternalCancelRequested,
     SideEffectRecorded,
     MarkerRecorded,
     ChildWorkflowScheduled,

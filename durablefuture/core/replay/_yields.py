@@ -15,13 +15,17 @@ from durablefuture.core.commands import (
     AllOf,
     AnyOf,
     Cancel,
+    CancelExternal,
     ChildWorkflowCall,
     Handle,
     PrimitiveCommand,
     RecordSideEffect,
+    RequestCancelExternalWorkflow,
     RequestCancellation,
     ScheduleActivity,
     SideEffect,
+    SignalExternal,
+    SignalExternalWorkflow,
     Sleep,
     Start,
     StartChildWorkflow,
@@ -46,7 +50,8 @@ def _short(value: object, limit: int = 120) -> str:
 
 _VALID_YIELDS = (
     "df.activity(...), df.sleep(...), df.wait_signal(...), df.wait_condition(...), "
-    "df.side_effect(...), "
+    "df.side_effect(...), df.start(...), df.cancel(...), df.signal_workflow(...), "
+    "df.cancel_workflow(...), "
     "df.child_workflow(...), df.all_of(...), df.any_of(...) or df.continue_as_new(...)"
 )
 
@@ -90,6 +95,15 @@ class _Yields(_ExecutionBase):
             return self._leaf(child, "child", item.result_type, item.workflow_type)
         if isinstance(item, Start | Handle | Cancel):
             return self._handles(item)
+        if isinstance(item, SignalExternal):
+            what = f"the arguments of signal {item.name!r} to workflow {item.workflow_id!r}"
+            args = tuple(self.payloads.to_payload(a, what) for a in item.args)
+            self._issue(SignalExternalWorkflow(self._next_seq, item.workflow_id, item.name, args))
+            return self._answered(None)
+        if isinstance(item, CancelExternal):
+            seq = self._next_seq
+            self._issue(RequestCancelExternalWorkflow(seq, item.workflow_id, item.reason))
+            return self._answered(None)
         if isinstance(item, AllOf | AnyOf):
             if isinstance(item, AnyOf) and not item.items:
                 raise errors.WorkflowError(
@@ -109,7 +123,9 @@ class _Yields(_ExecutionBase):
             started = self._build(item.item)
             assert isinstance(started, _Leaf)
             started.handle = True
-            handle = Handle(started.seq, started.kind, started.name, started)
+            child = self._new.get(started.seq) or self._recorded.get(started.seq)
+            child_id = getattr(child, "workflow_id", None) if started.kind == "child" else None
+            handle = Handle(started.seq, started.kind, started.name, started, child_id)
             return self._answered(handle)
         leaf = (item if isinstance(item, Handle) else item.handle)._node
         if not isinstance(leaf, _Leaf) or self._leaf_owner(leaf) is not self:
