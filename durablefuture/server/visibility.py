@@ -33,6 +33,7 @@ from durablefuture.core.query import cursor_of, parse_query
 from durablefuture.core.visibility import RunIndex
 from durablefuture.transport.buckets import watch_bucket
 from durablefuture.transport.connection import NATS
+from durablefuture.transport.guard import max_payload
 from durablefuture.transport.layout import KeyValue
 from durablefuture.transport.messages import Msg, Subscription
 from durablefuture.transport.subjects import Layout
@@ -169,7 +170,16 @@ class VisibilityIndex:
         after = None
         if req.token:
             after = cursor_of(decode_page_token(req.token, req.query), query.order_by)
-        async with self._lock:
-            runs, cursor = await asyncio.to_thread(self.index.page, query, req.page_size, after)
-        token = None if cursor is None else encode_page_token(req.query, cursor)
-        return encode_visibility_reply(self.codec, VisibilityReply(tuple(runs), token, len(runs)))
+        # a page must fit in one NATS message: a smaller one (and a token for the rest) if not
+        limit = max_payload(self.nc) - 1024
+        size = req.page_size
+        while True:
+            async with self._lock:
+                runs, cursor = await asyncio.to_thread(self.index.page, query, size, after)
+            token = None if cursor is None else encode_page_token(req.query, cursor)
+            body = encode_visibility_reply(
+                self.codec, VisibilityReply(tuple(runs), token, len(runs))
+            )
+            if len(body) <= limit or size == 1:
+                return body
+            size = max(1, size // 2)

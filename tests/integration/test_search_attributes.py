@@ -258,3 +258,26 @@ async def test_the_index_follows_on_after_nats_server_restarts() -> None:
         env.nats.start()
         await env.client.execute_workflow(quick, 2, id="nr-2", options=opts, timeout=60)
         await wait_for(lambda: count_is(2), timeout=60)
+
+
+async def test_a_page_too_large_for_one_message_comes_smaller_with_a_token() -> None:
+    async with LocalEnvironment() as env, env.worker("vq", workflows=[quick]):
+        opts = df.WorkflowOptions(
+            task_queue="vq", search_attributes={"Big": "yes"}, memo={"blob": "x" * 30_000}
+        )
+        for i in range(40):  # 40 x 30 KB of memo: more than a 1 MB NATS message
+            await env.client.start_workflow(quick, i, id=f"big-{i}", options=opts)
+
+        async def indexed() -> bool:
+            return await env.client.count_workflows("Big = 'yes'") == 40
+
+        await wait_for(indexed, timeout=30)
+        page = await env.client.list_workflows("Big = 'yes'", page_size=100)
+        assert 0 < len(page) < 40 and page.next_page_token is not None
+        seen = [d.workflow_id for d in page]
+        while page.next_page_token:
+            page = await env.client.list_workflows(
+                "Big = 'yes'", page_size=100, next_page_token=page.next_page_token
+            )
+            seen += [d.workflow_id for d in page]
+        assert sorted(seen) == sorted(f"big-{i}" for i in range(40))
