@@ -121,6 +121,8 @@ class StickyFallback(ServerBase):
                 if msgs:
                     await sticky.copy_to_queue(queue, msgs)
                     moved += len(msgs)
+                    self.stats["sticky_moved"] += len(msgs)
+                    metrics.STICKY_TASKS.inc(self.layout.namespace, "moved", amount=len(msgs))
                 upto = max([floor, *(sequence_of(m) for m in msgs)])
                 await sticky.drop(queue, token, upto + 1)
                 if info is not None or msgs:
@@ -132,19 +134,30 @@ class StickyFallback(ServerBase):
                         len(msgs),
                     )
                 continue
-            if info is None or not (info.num_pending or 0):
-                continue  # nothing undelivered (or the worker is binding its consumer)
+            if info is None or not ((info.num_pending or 0) + (info.num_ack_pending or 0)):
+                continue  # nothing waiting (or the worker is binding its consumer)
             delivered = int(info.delivered.stream_seq or 0) if info.delivered else 0
+            floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+            # undelivered: due after the timeout. The oldest unacknowledged one (the only one
+            # known to be unacknowledged: the floor counts contiguous acks) also once a
+            # redelivery to this live worker has had its chance (it took it and stalls, or its
+            # pull went nowhere)
+            redelivery = float(info.config.ack_wait or 0) if info.config else 0.0
             due = []
-            for m in await sticky.read(subject, delivered):
-                key = (subject, sequence_of(m))
+            oldest = await sticky.read(subject, floor, 1) if floor < delivered else []
+            undelivered = await sticky.read(subject, delivered) if info.num_pending else []
+            for seq, m in {sequence_of(m): m for m in oldest + undelivered}.items():
+                key = (subject, seq)
                 waiting[key] = self._sticky_waiting.get(key, now)
-                if now - waiting[key] >= timeout:
+                limit = timeout if seq > delivered else timeout + redelivery
+                if now - waiting[key] >= limit:
                     due.append(m)
             if due:
                 await sticky.copy_to_queue(queue, due)
-                await sticky.delete([sequence_of(m) for m in due])
                 moved += len(due)
+                self.stats["sticky_moved"] += len(due)
+                metrics.STICKY_TASKS.inc(self.layout.namespace, "moved", amount=len(due))
+                await sticky.delete([sequence_of(m) for m in due])
                 log.info(
                     "%d workflow task(s) not taken within %gs by the worker with sticky token "
                     "%s moved to task queue %s",
@@ -155,7 +168,4 @@ class StickyFallback(ServerBase):
                 )
         self._sticky_waiting = waiting
         self._sticky_absent = absent
-        if moved:
-            self.stats["sticky_moved"] += moved
-            metrics.STICKY_TASKS.inc(self.layout.namespace, "moved", amount=moved)
         return moved

@@ -72,18 +72,18 @@ class StickyTasks:
             raise TransportError(f"reading consumer {name}: {exc}") from exc
         return info
 
-    async def read(self, subject: str, after_seq: int) -> list[Msg]:
-        """Up to :data:`MAX_MOVE` messages of ``subject`` above stream sequence ``after_seq``."""
+    async def read(self, subject: str, after_seq: int, limit: int = MAX_MOVE) -> list[Msg]:
+        """Up to ``limit`` messages of ``subject`` above stream sequence ``after_seq``."""
         msgs = await direct_batch(
             self.nc,
             self.layout.stream,
             subject,
             after_seq + 1,
             self.pub.timeout,
-            batch=MAX_MOVE,
+            batch=limit,
             what="reading sticky tasks",
         )
-        return msgs[:MAX_MOVE]
+        return msgs[:limit]
 
     async def copy_to_queue(self, queue: str, msgs: list[Msg]) -> None:
         """Store each of ``msgs`` on the task queue's subject (pipelined; a copy made before,

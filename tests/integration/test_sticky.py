@@ -16,7 +16,7 @@ from durablefuture.server import Server, ServerOptions
 from durablefuture.transport.subjects import Layout, sticky_token
 from tests.conftest import Daemons, wait_for, wait_namespace
 from tests.integration.flows import held_signal, sleepy_steps
-from tests.integration.helpers import check_history
+from tests.integration.helpers import check_history, settled
 from tests.integration.test_metrics import scrape, total
 
 pytestmark = pytest.mark.asyncio
@@ -121,10 +121,11 @@ async def test_sigkill_of_the_sticky_worker_mid_task(daemons: Daemons, tmp_path:
 
 async def test_a_task_the_holder_does_not_take_goes_to_the_queue(nats_server: object) -> None:
     """A live worker that stops pulling its sticky tasks: after the sticky timeout the task
-    is moved to the task queue, where a worker takes it."""
+    is moved to the task queue, where a worker takes it. A second copy of that task delivered
+    later changes nothing."""
     url = nats_server.url  # type: ignore[attr-defined]
     metrics.record()
-    server = await Server.connect(url, ServerOptions(sticky_timeout=0.5))
+    server = await Server.connect(url, ServerOptions(sticky_timeout=2.0))
     await server.start()
     serving = asyncio.create_task(server.run())
     client = await df.Client.connect(url)
@@ -146,8 +147,26 @@ async def test_a_task_the_holder_does_not_take_goes_to_the_queue(nats_server: ob
             assert len(stalled) == 1
             await stalled[0].stop()
             await handle.signal("go", 7)
+            js = client.pub.js
+            subject = layout.sticky_tasks("tq", sticky_token(worker.identity))
+            copies: list[bytes] = []
+
+            async def stored() -> bool:
+                copies.append((await js.get_last_msg(layout.stream, subject)).data)
+                return True
+
+            await wait_for(stored, 10)
             assert await handle.result(timeout=30) == 7
-            assert server.stats["sticky_moved"] >= 1
+            await wait_for(lambda: server.stats["sticky_moved"] >= 1, 10)
+            # the same workflow task once more (as if both copies had been delivered)
+            history = await handle.fetch_history()
+            tasks = worker.stats["workflow_tasks"]
+            await client.pub.publish(
+                layout.workflow_tasks("tq"), copies[-1], {"Nats-Msg-Id": "second-copy"}
+            )
+            await wait_for(lambda: worker.stats["workflow_tasks"] > tasks, 10)
+            await settled(client, "tq")
+            assert await handle.fetch_history() == history
     finally:
         await client.close()
         await server.shutdown()
