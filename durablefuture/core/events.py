@@ -51,6 +51,7 @@ __all__ = [
     "Event",
     "ExternalCancelRequested",
     "ExternalWorkflowSignalled",
+    "LocalActivityRecorded",
     "MarkerRecorded",
     "ParentRef",
     "SearchAttributesUpserted",
@@ -208,6 +209,23 @@ class CancellationRequested:
 
 
 @frozen
+class LocalActivityRecorded:
+    """A local activity ran in the workflow worker: its outcome after ``attempts`` attempts,
+    handed to the code at workflow time ``applied_at``."""
+
+    event_id: int
+    at: float
+    based_on: int
+    seq: int
+    name: str
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
+    result: JsonValue = None
+    failure: Failure | None = None
+    attempts: int = 1
+    applied_at: float = 0.0
+
+
+@frozen
 class ExternalWorkflowSignalled:
     """The code sent signal ``name`` to workflow ``workflow_id`` (``df.signal_workflow``,
     ``child.signal``); the df-server delivers it to that workflow's running run."""
@@ -344,6 +362,7 @@ Event = (
     | CancellationRequested
     | ExternalWorkflowSignalled
     | ExternalCancelRequested
+    | LocalActivityRecorded
     | SignalReceived
     | SideEffectRecorded
     | MarkerRecorded
@@ -362,6 +381,7 @@ COMMAND_EVENTS = (
     CancellationRequested,
     ExternalWorkflowSignalled,
     ExternalCancelRequested,
+    LocalActivityRecorded,
     SideEffectRecorded,
     MarkerRecorded,
     ChildWorkflowScheduled,

@@ -13,7 +13,8 @@ needs to know about it:
 * ``describe`` / ``describe_event``: one line for error messages, the UI and ``df workflow``;
 * ``instant``: the code does not wait on it (the UI timeline draws a point, else a bar).
 
-Adding a command means: its class in ``commands.py``, its event in ``events.py`` and one entry
+Adding a command means: its class in ``_command_types.py`` (``commands.py`` re-exports every
+command), its event in ``events.py`` and one entry
 here (its effects, if any, in ``_command_effects.py``); if its event changes the server's view
 of the run, a fold handler in ``state.py``. The UI timeline and ``df why`` need nothing: they
 describe any command from its entry. Events
@@ -38,6 +39,7 @@ from durablefuture.core.commands import (
     FailWorkflow,
     PendingSignal,
     PrimitiveCommand,
+    RecordLocalActivity,
     RecordMarker,
     RecordSideEffect,
     RequestCancelExternalWorkflow,
@@ -246,6 +248,23 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe_event=lambda e: f"cancel_workflow {e.workflow_id!r}",
         matches=lambda e, c: e.workflow_id == c.workflow_id,
         effects=fx.cancel_external_effects,
+        instant=True,
+    ),
+    CommandKind[RecordLocalActivity, ev.LocalActivityRecorded](
+        RecordLocalActivity,
+        ev.LocalActivityRecorded,
+        record=lambda c, _r: {
+            "seq": c.seq,
+            "name": c.name,
+            "args": c.args,
+            "result": c.result,
+            "failure": c.failure,
+            "attempts": c.attempts,
+            "applied_at": c.applied_at,
+        },
+        describe=lambda c: f"local_activity {c.name!r} args={_short(list(c.args))}",
+        describe_event=lambda e: f"local_activity {e.name!r} args={_short(list(e.args))}",
+        matches=lambda e, c: e.name == c.name and list(e.args) == list(c.args),
         instant=True,
     ),
     CommandKind[RecordSideEffect, ev.SideEffectRecorded](

@@ -195,6 +195,8 @@ class _Builder:
             row.detail["cancel_requested_at"] = e.at
             if row.kind == "timer":
                 row.end, row.status = e.at, "cancelled"
+            elif row.kind == "command":  # a wait whose timeout is not needed: it is over
+                row.end, row.status = e.at, "done"
             else:
                 row.status = "cancel_requested"
 

@@ -18,7 +18,9 @@ from durablefuture.core.commands import (
     CancelExternal,
     ChildWorkflowCall,
     Handle,
+    LocalActivityCall,
     PrimitiveCommand,
+    RecordLocalActivity,
     RecordSideEffect,
     RequestCancelExternalWorkflow,
     RequestCancellation,
@@ -39,7 +41,7 @@ from durablefuture.core.failure import exception_from_failure
 from durablefuture.core.options import ActivityCancellationType, ActivityOptions
 from durablefuture.core.replay._base import _ExecutionBase
 from durablefuture.core.replay._context import _current
-from durablefuture.core.replay._waits import _Composite, _Leaf, _Node
+from durablefuture.core.replay._waits import _Composite, _Leaf, _Node, _Outcome
 from durablefuture.core.vocabulary import describe_command, describe_event, matches
 
 
@@ -95,6 +97,8 @@ class _Yields(_ExecutionBase):
             return self._leaf(child, "child", item.result_type, item.workflow_type)
         if isinstance(item, Start | Handle | Cancel):
             return self._handles(item)
+        if isinstance(item, LocalActivityCall):
+            return self._local_activity(item)
         if isinstance(item, SignalExternal):
             what = f"the arguments of signal {item.name!r} to workflow {item.workflow_id!r}"
             args = tuple(self.payloads.to_payload(a, what) for a in item.args)
@@ -261,7 +265,45 @@ class _Yields(_ExecutionBase):
         cmd = StartConditionWait(self._next_seq, item.timeout, self.context.now)
         leaf = self._leaf(cmd, "condition", None)
         self._conditions.append((leaf, item.predicate))
+        # runs started with the flag cancel the timeout of a condition met in time
+        leaf.wait_cancel = item.timeout is not None and "condition_timers" in (
+            self._require_started().flags
+        )
         return leaf
+
+    def _local_activity(self, item: LocalActivityCall) -> _Leaf:
+        seq = self._next_seq
+        recorded = self._recorded.get(seq)
+        if recorded is not None and not isinstance(recorded, ev.LocalActivityRecorded):
+            self._issue(RecordLocalActivity(seq, item.name, item.args))  # names the divergence
+        # Reserved now; recorded once the worker ran it (run_local / its recorded event). Its
+        # outcome reaches the code only then: after the events its record is based on.
+        self._next_seq = seq + 1
+        self._trace.append((seq, f"local_activity {item.name!r}", self._step_location))
+        leaf = _Leaf(seq, "local", item.result_type, item.name)
+        self._leaves[seq] = leaf
+        self._started_leaves[seq] = leaf
+        self._local[seq] = item
+        return leaf
+
+    def _local_outcome(
+        self, leaf: _Leaf, rec: RecordLocalActivity | ev.LocalActivityRecorded
+    ) -> _Outcome:
+        if rec.failure is None:
+            what = f"the result of local activity {leaf.name!r}"
+            try:
+                return _Outcome(self.payloads.from_payload(rec.result, leaf.result_type, what))
+            except Exception as exc:
+                return _Outcome(error=exc)
+        err = errors.ActivityError(
+            f"local activity {leaf.name!r} (#{leaf.seq}) failed after {rec.attempts} "
+            f"attempt(s): {rec.failure.describe()}",
+            activity_name=leaf.name,
+            activity_id=leaf.seq,
+            attempt=rec.attempts,
+        )
+        err.__cause__ = exception_from_failure(rec.failure)
+        return _Outcome(error=err)
 
     def _side_effect(self, item: SideEffect) -> _Leaf:
         seq = self._next_seq
