@@ -27,10 +27,10 @@ from bench.peers import DEFAULT_PEERS_DIR, DEFAULT_VENV, Peers
 from bench.procs import Started
 from bench.stats import Emitter, log
 
-ALL = ["w1", "w2", "w3", "w4", "w5", "mem", "w8", "storage", "vis"]
+ALL = ["w1", "w2", "w3", "w4", "w5", "mem", "w6", "w8", "storage", "vis"]
 DEFAULT = ["w1", "w2", "w3", "w4", "w5", "mem"]
-"""W8 (schedules, a minute or more), storage (waits out a retention) and VIS (visibility over
-100,000 closed runs) run when asked for: --workloads w8,storage,vis."""
+"""W6 (many open workflows), W8 (schedules, a minute or more), storage (waits out a retention)
+and VIS (visibility over 100,000 closed runs) run when asked for: --workloads w6,w8,storage,vis."""
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -44,15 +44,31 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--workloads",
         default=",".join(DEFAULT),
         help="comma-separated subset of w1..w5, mem (a worker holding many open workflows) "
-        "w8 (schedules: 1,000 firing every minute for 5 minutes) and storage (bytes per W1 "
-        "workflow while retained and after a 1-minute retention); the last two are not in the "
-        "default set",
+        "w6 (100,000 workflows started over 2 minutes, each sleeping 60 s between two "
+        "activities), w8 (schedules: 1,000 firing every minute for 5 minutes) and storage (bytes "
+        "per W1 workflow while retained and after a 1-minute retention); w6, w8 and storage are "
+        "not in the default set",
     )
     ap.add_argument("--quick", action="store_true", help="small counts for a smoke run")
     ap.add_argument(
         "--check",
         action="store_true",
         help="exit 1 unless every workload ran and printed a sound record (CI's smoke check)",
+    )
+    ap.add_argument(
+        "--w6-count", type=int, default=None, help="W6 workflows (default 100000, quick 300)"
+    )
+    ap.add_argument(
+        "--w6-ramp",
+        type=float,
+        default=None,
+        help="W6 seconds over which they are started (default 120, quick 3)",
+    )
+    ap.add_argument(
+        "--w6-sleep",
+        type=float,
+        default=None,
+        help="W6 seconds each sleeps between its activities (default 60, quick 3)",
     )
     ap.add_argument(
         "--w8-schedules", type=int, default=None, help="W8 schedules (default 1000, quick 50)"
@@ -104,6 +120,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--log-level", default="warning", help="df-server/df-worker --log-level")
     ap.add_argument("--servers", type=int, default=1, help="df-server processes (default 1)")
     ap.add_argument("--workers", type=int, default=1, help="df-worker processes (default 1)")
+    ap.add_argument(
+        "--no-sticky",
+        action="store_true",
+        help="workflow tasks only through the shared queue (no sticky routing), to compare",
+    )
     ap.add_argument("--max-concurrent-activities", type=int, default=200)
     ap.add_argument("--max-concurrent-workflow-tasks", type=int, default=100)
     ap.add_argument(
@@ -161,6 +182,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         a.w8_seconds is not None and not 1 <= a.w8_seconds <= 3600
     ):
         ap.error("--w8-schedules must be 1..10000 and --w8-seconds 1..3600")
+    if a.w6_count is not None and not 1 <= a.w6_count <= 1_000_000:
+        ap.error("--w6-count must be 1..1000000")
+    for name in ("w6_ramp", "w6_sleep"):
+        value = getattr(a, name)
+        if value is not None and not 0 <= value <= 3600:
+            ap.error(f"--{name.replace('_', '-')} must be 0..3600 seconds")
     if a.w8_every is not None and not 1 <= a.w8_every <= 3600:
         ap.error("--w8-every must be 1..3600")
     if not (1 <= a.servers <= 8 and 1 <= a.workers <= 8):
@@ -231,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     signal.signal(signal.SIGTERM, _sigterm)
     sizes = QUICK if a.quick else FULL
+    if a.w6_count is not None:
+        sizes = dataclasses.replace(sizes, w6_n=a.w6_count)
+    if a.w6_ramp is not None:
+        sizes = dataclasses.replace(sizes, w6_ramp=a.w6_ramp)
+    if a.w6_sleep is not None:
+        sizes = dataclasses.replace(sizes, w6_sleep=a.w6_sleep)
     if a.w8_schedules is not None:
         sizes = dataclasses.replace(sizes, w8_n=a.w8_schedules)
     if a.w8_seconds is not None:
@@ -272,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                         profile_workloads=tuple(a.profile_workloads.split(",")),
                         servers=a.servers,
                         workers=a.workers,
+                        sticky=not a.no_sticky,
                         secure=None if a.secure == "off" else a.secure,
                         secure_parts=a.secure_parts,
                     )

@@ -17,6 +17,8 @@ KEYS = {
     "w1": ["n", "max_in_flight", "wall_s", "wf_per_s"]
     + [f"e2e_{p}_ms" for p in ("p50", "p95", "p99", "max")],
     "w2": ["n", "wall_s"] + [f"{p}_ms" for p in ("p50", "p95", "p99", "max")],
+    "w6": ["n", "open_peak", "lost", "server_kb_per_open_wf", "worker_kb_per_open_wf"]
+    + [f"late_inwf_{p}_ms" for p in ("p50", "p95", "p99", "max")],
     "storage": ["n", "retained_bytes_per_wf", "expired_total_bytes", "expired_within_1mb"],
     "w8": ["schedules", "seconds", "expected_actions", "started_actions", "missed", "duplicated"]
     + [f"late_{p}_ms" for p in ("p50", "p95", "p99", "max")],
@@ -26,6 +28,7 @@ KEYS = {
 PERCENTILES = {
     "w1": ("e2e_p50_ms", "e2e_p99_ms", "e2e_max_ms"),
     "w2": ("p50_ms", "p99_ms", "max_ms"),
+    "w6": ("late_inwf_p50_ms", "late_inwf_p99_ms", "late_inwf_max_ms"),
     "w8": ("late_p50_ms", "late_p99_ms", "late_max_ms"),
     "vis": ("page_ms_p50", "page_ms_p95", "page_ms_max"),
 }
@@ -53,6 +56,8 @@ def problems(records: list[dict[str, Any]], workloads: list[str]) -> list[str]:
             found.append(f"{name}: no JetStream messages per workflow (nothing went through NATS)")
         if rec["server_cpu_s"] < 0 or rec["worker_cpu_s"] < 0:
             found.append(f"{name}: negative CPU time")
+        if name == "w6" and rec["lost"]:
+            found.append(f"w6: {rec['lost']} workflow(s) without their result")
         if name == "w8" and rec["duplicated"]:
             found.append(f"w8: {rec['duplicated']} action(s) started twice")
         if name == "w8" and rec.get("drained") and rec["missed"]:

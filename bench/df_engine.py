@@ -34,6 +34,7 @@ import psutil  # type: ignore[import-untyped]
 from bench import flows, secure
 from bench.procs import Started
 from bench.profile import Profiler
+from bench.scrape import cache_and_routes, scrape
 from bench.secure import SecureFiles
 from bench.stats import Emitter, lat_stats, log, snap
 
@@ -57,6 +58,9 @@ class Sizes:
     w8_n: int = 1000
     w8_secs: int = 300
     w8_every: int = 60
+    w6_n: int = 100_000
+    w6_ramp: float = 120.0
+    w6_sleep: float = 60.0
     storage_n: int = 2000
     storage_retention: float = 60.0
     vis_n: int = 100_000
@@ -74,6 +78,9 @@ QUICK = Sizes(
     w8_n=50,
     w8_secs=10,
     w8_every=1,
+    w6_n=300,
+    w6_ramp=3.0,
+    w6_sleep=3.0,
     storage_n=100,
     storage_retention=5.0,
     vis_n=2_000,
@@ -93,6 +100,8 @@ class DFOptions:
     profile_workloads: tuple[str, ...] = ("w1",)
     servers: int = 1
     workers: int = 1
+    sticky: bool = True
+    """Sticky workflow tasks (False: df-server --sticky-timeout 0, df-worker --no-sticky)."""
     secure: str | None = None
     secure_parts: tuple[str, ...] = ("auth", "tls", "codec")
     """"on": logins, TLS and AES-GCM (bench/secure.py); "off" or None: none of them
@@ -223,6 +232,9 @@ class DFRound:
         self.procs: dict[str, list[psutil.Process]] = {"server": [], "worker": [], "nats": []}
         self.secure: SecureFiles | None = None
         self.env_extra: dict[str, str] = {}
+        if not opts.sticky:
+            self.env_extra |= {"DF_STICKY": "0", "DF_STICKY_TIMEOUT": "0"}
+        self.metrics_ports: list[int] = []
 
     def emit(self, rec: dict[str, Any]) -> None:
         mode = {} if self.opts.secure is None else {"secure": self.opts.secure}
@@ -281,6 +293,7 @@ class DFRound:
 
     async def start(self) -> None:
         from durablefuture.client import Client
+        from durablefuture.natsserver import free_port
         from durablefuture.transport.subjects import Layout
 
         layout = Layout(NAMESPACE)
@@ -325,6 +338,7 @@ class DFRound:
         t1 = now()
         for i in range(self.opts.servers):
             name = f"server{i}"
+            self.metrics_ports.append(free_port())
             proc = self._daemon(
                 name,
                 "daemons.df_server",
@@ -332,6 +346,8 @@ class DFRound:
                 url,
                 "--namespace",
                 NAMESPACE,
+                "--metrics-port",
+                str(self.metrics_ports[-1]),
                 "--log-level",
                 self.opts.log_level,
                 "--log-format",
@@ -385,6 +401,10 @@ class DFRound:
         )
 
     def _worker(self, name: str, url: str) -> subprocess.Popen[bytes]:
+        from durablefuture.natsserver import free_port
+
+        port = free_port()
+        self.metrics_ports.append(port)
         return self._daemon(
             name,
             "daemons.df_worker",
@@ -402,6 +422,8 @@ class DFRound:
             str(self.opts.max_concurrent_activities),
             "--max-concurrent-workflow-tasks",
             str(self.opts.max_concurrent_workflow_tasks),
+            "--metrics-port",
+            str(port),
             "--log-level",
             self.opts.log_level,
             "--log-format",
@@ -453,6 +475,7 @@ class DFRound:
                     )
                     return
         seq0, del0 = await js_snapshot(js)
+        scraped0 = [scrape(p) for p in self.metrics_ports]
         varz0 = self.nats.varz()
         before = self.snaps()
         profiler = None
@@ -475,6 +498,7 @@ class DFRound:
         if profiler is not None:
             profiler.stop()
         seq1, del1 = await js_snapshot(js)
+        rec.update(cache_and_routes(scraped0, [scrape(p) for p in self.metrics_ports]))
         varz1 = self.nats.varz()
         wfs = rec.pop("_wfs", None) or 1
         post = rec.pop("_post", None)
@@ -675,6 +699,24 @@ class DFRound:
         probe = client.get_workflow_handle(f"{self.prefix}-mem-{n - 1}")
         state = await probe.query("state")
         return {"open_workflows": n, "query_ok": state == {"i": n - 1}, "_wfs": n}
+
+    async def w6(self) -> dict[str, Any]:
+        """Many open workflows: ``w6_n`` started over ``w6_ramp`` s, each sleeping ``w6_sleep``
+        s between two activities (``w6.py``)."""
+        from bench.w6 import w6
+
+        def rss() -> dict[str, int]:
+            return {role: snap(self.procs[role])[1] for role in ("server", "worker")}
+
+        return await w6(
+            self.client,
+            self.prefix,
+            self.sizes.w6_n,
+            self.sizes.w6_ramp,
+            self.sizes.w6_sleep,
+            rss,
+            self.opts.workload_timeout,
+        )
 
     async def w8(self) -> dict[str, Any]:
         """Schedules: ``w8_n`` schedules firing every ``w8_every`` s for ``w8_secs`` (``w8.py``)."""

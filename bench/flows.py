@@ -61,6 +61,15 @@ def timer_workflow(seconds: float) -> Generator[Any, Any, list[float]]:  # W5
     return [t0, t1]
 
 
+def sleeper_workflow(i: int, seconds: float) -> Generator[Any, Any, list[float]]:  # W6
+    a: int = yield df.activity(noop, i, options=OPTS)
+    t0 = df.workflow.now().timestamp()
+    yield df.sleep(seconds)  # durable timer: the run stays open meanwhile
+    t1 = df.workflow.now().timestamp()
+    b: int = yield df.activity(noop, a + 1, options=OPTS)
+    return [t0, t1, b]
+
+
 def noop_workflow(i: int) -> Generator[Any, Any, int]:  # W8: the action every schedule starts
     return i
     yield  # a generator: a workflow
@@ -80,4 +89,5 @@ WORKFLOWS = [
     fan_out_workflow,
     timer_workflow,
     noop_workflow,
+    sleeper_workflow,
 ]

@@ -90,6 +90,16 @@ def namespaces_and_creds(
     help="Seconds before an input held by a crashed server is redelivered.",
 )
 @click.option(
+    "--sticky-timeout",
+    default=5.0,
+    envvar="DF_STICKY_TIMEOUT",
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="A run's workflow tasks go to the worker caching it; one that worker has not taken "
+    "after this many seconds (or that a worker which is gone held) goes to the task queue "
+    "(0: no sticky tasks).",
+)
+@click.option(
     "--retention",
     default=None,
     envvar="DF_RETENTION",
@@ -121,13 +131,13 @@ def namespaces_and_creds(
     "--history-limit-events",
     type=click.IntRange(min=1),
     default=None,
-    help="Fail a run whose history reaches this many events (default 51200).",
+    help="End (terminate) a run whose history reaches this many events (default 51200).",
 )
 @click.option(
     "--history-limit-size",
     default=None,
     metavar="SIZE",
-    help="Fail a run whose history reaches this size, e.g. 50MB (default 50MiB).",
+    help="End (terminate) a run whose history reaches this size, e.g. 50MB (default 50MiB).",
 )
 @click.option(
     "--compact-interval",
@@ -151,6 +161,7 @@ def main(
     metrics_host: str,
     replicas: int,
     input_ack_wait: float,
+    sticky_timeout: float,
     creds_dir: str | None,
     retention: str | None,
     archive: str | None,
@@ -171,6 +182,7 @@ def main(
         replicas=replicas,
         input_ack_wait=input_ack_wait,
         compact_interval=compact_interval,
+        sticky_timeout=sticky_timeout,
         **storage_options(
             retention,
             archive,

@@ -68,6 +68,13 @@ from durablefuture.worker import Worker, WorkerOptions
     help="Seconds between liveness records; a record expires after three intervals (min 2 s).",
 )
 @click.option(
+    "--sticky/--no-sticky",
+    default=True,
+    envvar="DF_STICKY",
+    show_default=True,
+    help="Take the workflow tasks of the runs this worker caches on a subject of its own.",
+)
+@click.option(
     "--drain-timeout",
     default=60.0,
     envvar="DF_DRAIN_TIMEOUT",
@@ -97,6 +104,7 @@ def main(
     activity_lease: float,
     workflow_task_timeout: float,
     liveness_interval: float,
+    sticky: bool,
     drain_timeout: float,
 ) -> None:
     """Run a DurableFuture worker for TASK_QUEUE.
@@ -141,6 +149,7 @@ def main(
                 activity_lease=activity_lease,
                 liveness_interval=liveness_interval,
                 drain_timeout=drain_timeout,
+                sticky=sticky,
             ),
         )
         await worker.start()

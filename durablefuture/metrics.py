@@ -205,8 +205,43 @@ DEAD_LETTERS = REGISTRY.counter(
 )
 CACHE_LOOKUPS = REGISTRY.counter(
     "df_cache_lookups_total",
-    "Run cache lookups (server: run states; worker: live generators), by result hit/miss.",
+    "Run cache lookups (server: run states; worker: live generators), by result hit/miss "
+    "(worker: 'new' for a run's first workflow task, which no cache can hold).",
     ["component", "result"],
+)
+
+
+class _WorkerCache:
+    hits = 0
+    misses = 0
+
+
+def worker_cache_lookup(result: str) -> None:
+    """A workflow task found its run's generator in the worker's cache (``hit``), had to
+    replay (``miss``), or is its run's first (``new``, not a lookup)."""
+    if result == "hit":
+        _WorkerCache.hits += 1
+    elif result == "miss":
+        _WorkerCache.misses += 1
+    CACHE_LOOKUPS.inc("worker", result)
+
+
+def _worker_hit_ratio() -> float:
+    looked = _WorkerCache.hits + _WorkerCache.misses
+    return _WorkerCache.hits / looked if looked else 0.0
+
+
+WORKER_CACHE_HIT_RATIO = REGISTRY.gauge(
+    "df_worker_cache_hit_ratio",
+    "Share of this process's workflow task lookups that found the run's generator cached "
+    "(hits / (hits + misses) since the start; a run's first task is not a lookup).",
+    fn=_worker_hit_ratio,
+)
+STICKY_TASKS = REGISTRY.counter(
+    "df_sticky_tasks_total",
+    "Workflow tasks by route (server): 'sticky' to the worker holding the run, 'shared' to "
+    "the task queue, 'moved' from a worker that did not take them in time to the task queue.",
+    ["namespace", "route"],
 )
 WORKFLOW_TASKS = REGISTRY.counter(
     "df_workflow_tasks_total",

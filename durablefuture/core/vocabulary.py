@@ -292,6 +292,7 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe_event=lambda e: f"upsert_search_attributes {_short(sorted(e.search_attributes))}",
         matches=lambda e, c: e.search_attributes == c.search_attributes,
         effects=lambda s, _e: [IndexRun(s.summary())] if s.is_open else [],
+        instant=True,
     ),
     CommandKind[StartChildWorkflow, ev.ChildWorkflowScheduled](
         StartChildWorkflow,

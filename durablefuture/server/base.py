@@ -89,7 +89,10 @@ class ServerBase:
             "storage_waits": 0,
             "corrupt_histories": 0,
             "compacted": 0,
+            "sticky_moved": 0,
         }
+        self._gone_sticky: OrderedDict[str, None] = OrderedDict()
+        """Sticky tokens of workers found gone: no workflow task is sent to them again."""
 
     async def _reply(self, reply_to: str, reply: Reply) -> None:
         if not reply_to:
@@ -106,6 +109,7 @@ class ServerBase:
         reply_to: str = "",
         receipt_to: str = "",
         input_seq: int = 0,
+        sticky: str = "",
     ) -> Decision | None:
         """Record one input for a run (``inputs.RunInputs``; local timers fire through it)."""
         raise NotImplementedError

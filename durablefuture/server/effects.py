@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Coroutine, Sequence
 from datetime import UTC, datetime
 
+from durablefuture import metrics
 from durablefuture.codec.records import Removal, encode_cancel_request, encode_removal
 from durablefuture.codec.wire import InputEnvelope, WorkflowTaskMessage
 from durablefuture.core import events as ev
@@ -187,6 +188,14 @@ class Effects(ServerBase):
         for key in [k for k in self._timers if k[0] == run_id]:
             self._timers.pop(key).cancel()
 
+    async def _purge_timers(self, subject: str) -> None:
+        """Cancel the durable timers on ``subject`` (a wildcard); a failure leaves them to fire
+        and be ignored."""
+        try:
+            await purge(self.nc, self.layout.stream, subject)
+        except TransportError as exc:
+            log.debug("could not cancel the timers on %s: %s", subject, exc)
+
     async def _purge_run_timers(self, run_id: str) -> None:
         """Cancel the durable timers a closed run still has armed (they would fire only to be
         ignored); should this fail, they fire, are ignored, and are compacted then."""
@@ -222,13 +231,20 @@ class _Sender:
         if len(data) > min(MAX_TASK_BYTES, max_payload(server.nc) // 2):
             # too big to carry: the worker reads the history
             data = server.codec.encode_workflow_task(WorkflowTaskMessage(task, (), cache.last_seq))
-        self.pending.append(
-            await server.pub.send(
-                server.layout.workflow_tasks(task.task_queue),
-                data,
-                {MSG_ID: f"wt:{cache.state.run_id}:{task.trigger}:{task.attempt}"},
-            )
-        )
+        msg_id = f"{cache.state.run_id}:{task.trigger}:{task.attempt}"
+        token = cache.sticky
+        if token and server.options.sticky_timeout > 0 and token not in server._gone_sticky:
+            # to the worker whose cache holds the run; df-server moves it to the task queue
+            # (as "wt:" + the same id) if that worker does not take it in time
+            subject = server.layout.sticky_tasks(task.task_queue, token)
+            msg_id = "wts:" + msg_id
+            route = "sticky"
+        else:
+            subject = server.layout.workflow_tasks(task.task_queue)
+            msg_id = "wt:" + msg_id
+            route = "shared"
+        metrics.STICKY_TASKS.inc(server.layout.namespace, route)
+        self.pending.append(await server.pub.send(subject, data, {MSG_ID: msg_id}))
 
     async def dispatch_activity_task(self, e: DispatchActivityTask) -> None:
         server = self.server

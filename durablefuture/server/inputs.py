@@ -42,13 +42,14 @@ from durablefuture.core.orchestration import (
     effects_for,
 )
 from durablefuture.core.state import RunState, status_of
-from durablefuture.core.timers import TimerKey, TimerKind
+from durablefuture.core.timers import TimerKey, TimerKind, spent_by
 from durablefuture.server.effects import Effects
 from durablefuture.server.runs import RunCache, RunCaches, RunMissing, new_run_id
 from durablefuture.transport.buckets import read_key
 from durablefuture.transport.guard import check_reply_subject
 from durablefuture.transport.headers import RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.publisher import WrongLastSequence
+from durablefuture.transport.subjects import STICKY_TOKEN
 
 __all__ = ["RunInputs"]
 
@@ -65,6 +66,7 @@ class RunInputs(RunCaches, Effects):
         reply_to: str = "",
         receipt_to: str = "",
         input_seq: int = 0,
+        sticky: str = "",
     ) -> Decision | None:
         # An input for "the latest run" that lands on a run which has just continued as new
         # follows the chain to the next run (a signal sent during the switch is not lost).
@@ -72,7 +74,7 @@ class RunInputs(RunCaches, Effects):
         for attempt in range(200):  # bounded: about 10 s for the next run to appear
             try:
                 decision, cache, message = await self._run_input_once(
-                    workflow_id, message, receipt_to, input_seq
+                    workflow_id, message, receipt_to, input_seq, sticky
                 )
             except DecodeError as exc:
                 if not isinstance(exc, CorruptHistoryError):  # that one is answered by _process
@@ -125,7 +127,12 @@ class RunInputs(RunCaches, Effects):
         return decision
 
     async def _run_input_once(
-        self, workflow_id: str, message: inp.RunInput, receipt_to: str, input_seq: int = 0
+        self,
+        workflow_id: str,
+        message: inp.RunInput,
+        receipt_to: str,
+        input_seq: int = 0,
+        sticky: str = "",
     ) -> tuple[Decision | None, RunCache | None, inp.RunInput]:
         latest = not message.run_id
         if latest:
@@ -151,6 +158,9 @@ class RunInputs(RunCaches, Effects):
                     raise DecodeError(f"input for an unknown run: {exc}") from None
         message = await self._enrich(message)
         async with cache.lock:
+            if sticky and receipt_to and STICKY_TOKEN.fullmatch(sticky):
+                # the reporting worker holds the run's generator: its next tasks go there
+                cache.sticky = sticky
             decision = await self._decide_and_record(cache, message, receipt_to)
         return decision, cache, message
 
@@ -216,6 +226,7 @@ class RunInputs(RunCaches, Effects):
                     continue
                 cache.apply(seq, message.input_id, decision.events, size)
                 self._count_events(cache, decision.events)
+                self._cancel_spent_timers(cache, decision.events)
                 if receipt_to:
                     # tell the worker what was recorded, so its cached generator stays current
                     try:
@@ -262,6 +273,17 @@ class RunInputs(RunCaches, Effects):
         raise TransportError(
             f"run {cache.state.run_id}: gave up after 50 optimistic-concurrency conflicts"
         )
+
+    def _cancel_spent_timers(self, cache: RunCache, events: Sequence[ev.Event]) -> None:
+        """Purge the durable timers the recorded events leave with nothing to guard (a closed
+        run's are all purged at its close), so they neither linger nor fire for nothing."""
+        if cache.state.status != RunStatus.RUNNING:
+            return
+        for e in events:
+            pattern = spent_by(e)
+            if pattern is not None:
+                subject = self.layout.timer(cache.state.run_id, pattern)
+                self._track(self._purge_timers(subject))
 
     async def _check_history_size(self, cache: RunCache) -> None:
         """Warn once when an open run's history reaches the namespace's warning; end it (a

@@ -28,6 +28,10 @@ class ServerOptions:
     local_timers: bool = True
     """Fire timers from memory at their due time; the JetStream schedule stays the durable
     backup (it fires up to ~0.25 s late)."""
+    sticky_timeout: float = 5.0
+    """A run's workflow tasks go to the worker that holds its generator (sticky); one that
+    worker has not taken after this many seconds, or that it held when it died, is moved to
+    the task queue for any worker (0: no sticky tasks; see ``server/sticky.py``)."""
     compact_interval: float = 1.0
     """Seconds between two purges of the inputs and tasks already handled (0: never; see
     ``server/janitor.py``)."""

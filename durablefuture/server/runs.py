@@ -38,6 +38,7 @@ class RunCache:
     history_bytes: int = 0
     """Bytes of the run's stored history messages (for the namespace's history limits)."""
     history_warned: bool = False
+    sticky: str = ""  # sticky token of the worker holding the run's generator ("": none known)
 
     def apply(self, seq: int, input_id: str, events: Sequence[ev.Event], size: int = 0) -> None:
         self.state.apply(list(events), input_id)

@@ -39,12 +39,13 @@ from durablefuture.server.removals import Removals
 from durablefuture.server.schedules import ScheduleService
 from durablefuture.server.sources import refusal
 from durablefuture.server.starts import Starts
+from durablefuture.server.sticky import StickyFallback
 from durablefuture.server.visibility import VisibilityIndex
 from durablefuture.transport.buckets import read_key
 from durablefuture.transport.connection import connect, connection_lost, read_loop_stopped
 from durablefuture.transport.consumer import Msg, PullConsumer, delivery_count, stream_sequence
 from durablefuture.transport.deadletter import dead_letter
-from durablefuture.transport.headers import RECEIPT_HEADER, REPLY_HEADER
+from durablefuture.transport.headers import RECEIPT_HEADER, REPLY_HEADER, STICKY_HEADER
 from durablefuture.transport.layout import (
     ConsumerSettings,
     ensure_consumer,
@@ -61,7 +62,7 @@ __all__ = ["Server", "ServerOptions"]
 log = logging.getLogger("durablefuture.server")
 
 
-class Server(Starts, Removals, Janitor):
+class Server(Starts, Removals, Janitor, StickyFallback):
     """One df-server process (or an in-process server in tests and ``df dev``).
 
     The parts it is made of are listed in :mod:`durablefuture.server.base`.
@@ -116,6 +117,7 @@ class Server(Starts, Removals, Janitor):
             await self.schedules.start()
         self._start_janitor()
         await self._start_removals()
+        self._start_sticky()
         self._remove_health = metrics.add_health_check(
             f"df-server {self.layout.namespace} {id(self):x}", self._health
         )
@@ -197,6 +199,7 @@ class Server(Starts, Removals, Janitor):
         self._remove_health()
         await self._stop_janitor()
         await self._stop_removals()
+        await self._stop_sticky()
         if self._consumer is not None:
             await self._consumer.stop()
         if self.schedules is not None:
@@ -234,11 +237,14 @@ class Server(Starts, Removals, Janitor):
             headers = msg.headers or {}
             reply_to = headers.get(REPLY_HEADER, "")
             receipt_to = headers.get(RECEIPT_HEADER, "")
+            sticky = (
+                headers.get(STICKY_HEADER, "") if msg.subject == self.layout.input("report") else ""
+            )
             attempt = 0
             while True:
                 tried = time.monotonic()
                 try:
-                    await self._handle(env, reply_to, receipt_to, stream_sequence(msg))
+                    await self._handle(env, reply_to, receipt_to, stream_sequence(msg), sticky)
                     await msg.ack()
                     self._storage.stored()
                     return
@@ -267,13 +273,18 @@ class Server(Starts, Removals, Janitor):
                 consumer.release()
 
     async def _handle(
-        self, env: InputEnvelope, reply_to: str, receipt_to: str, input_seq: int
+        self, env: InputEnvelope, reply_to: str, receipt_to: str, input_seq: int, sticky: str = ""
     ) -> None:
         if env.start is not None:
             await self._handle_start(env.start, reply_to)
         elif env.input is not None:
             await self._handle_run_input(
-                env.workflow_id, env.input, reply_to, receipt_to, input_seq=input_seq
+                env.workflow_id,
+                env.input,
+                reply_to,
+                receipt_to,
+                input_seq=input_seq,
+                sticky=sticky,
             )
 
     async def _corrupt(self, exc: CorruptHistoryError, reply_to: str = "") -> None:

@@ -101,6 +101,8 @@ class Simulation(SimServer):
             id_reuse_policy=opts.id_reuse_policy,
             signal_name=signal,
             signal_args=tuple(self.payloads.to_payload(a, "signal argument") for a in signal_args),
+            search_attributes=opts.search_attributes,
+            memo={k: self.payloads.to_payload(v, f"memo {k!r}") for k, v in opts.memo.items()},
         )
         run_id, error = self._start_run(request)
         if error:

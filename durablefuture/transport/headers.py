@@ -4,6 +4,9 @@ REPLY_HEADER = "Df-Reply"
 """On a request to the server: where to send the answer (a core-NATS subject)."""
 RECEIPT_HEADER = "Df-Receipt"
 """On a worker's report: where the server sends the events it recorded for it."""
+STICKY_HEADER = "Df-Sticky"
+"""On a worker's report sent with a receipt: the token of the worker's sticky subject (it
+holds the run's generator; the run's next workflow tasks go there)."""
 RUN_HEADER = "Df-Run"
 """On a receipt: the run the events belong to."""
 SEQ_HEADER = "Df-Seq"
@@ -11,4 +14,11 @@ SEQ_HEADER = "Df-Seq"
 REASON_HEADER = "Df-Reason"
 """On a dead letter: why it was dead-lettered."""
 
-__all__ = ["REASON_HEADER", "RECEIPT_HEADER", "REPLY_HEADER", "RUN_HEADER", "SEQ_HEADER"]
+__all__ = [
+    "REASON_HEADER",
+    "RECEIPT_HEADER",
+    "REPLY_HEADER",
+    "RUN_HEADER",
+    "SEQ_HEADER",
+    "STICKY_HEADER",
+]

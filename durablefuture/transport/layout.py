@@ -3,6 +3,11 @@
 Only ``df-server`` creates or widens the stream and buckets; workers and clients never change
 them. A worker creates the durable consumer of its task queue if it does not exist yet and
 otherwise uses it as it is.
+
+The stream has limits retention and no age or size limit: what leaves it is removed on purpose.
+Handled inputs and tasks are purged by ``transport/compaction.py``; closed runs are removed when
+the namespace's retention (stored in the stream's metadata, ``transport/namespace_settings.py``)
+is over, by ``server/removals.py``.
 """
 
 from __future__ import annotations
@@ -43,10 +48,18 @@ log = logging.getLogger(__name__)
 class ConsumerSettings:
     """Redelivery settings of a durable consumer."""
 
-    def __init__(self, ack_wait: float, max_deliver: int, max_ack_pending: int = 20_000) -> None:
+    def __init__(
+        self,
+        ack_wait: float,
+        max_deliver: int,
+        max_ack_pending: int = 20_000,
+        inactive_threshold: float | None = None,
+    ) -> None:
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver
         self.max_ack_pending = max_ack_pending
+        self.inactive_threshold = inactive_threshold
+        """Seconds without pull requests after which NATS deletes the consumer (None: never)."""
 
     def backoff(self) -> list[float]:
         """Redelivery delays: ack_wait first, then growing, never a hot loop."""
@@ -195,6 +208,7 @@ async def ensure_consumer(
         max_deliver=settings.max_deliver,
         max_ack_pending=settings.max_ack_pending,
         backoff=settings.backoff(),
+        inactive_threshold=settings.inactive_threshold,
     )
     try:
         await js.consumer_info(layout.stream, name)

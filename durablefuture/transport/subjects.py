@@ -5,6 +5,10 @@ One stream per namespace, ``DF_<ns>``, holds every subject under ``df.<ns>.``:
 =================================  =================================================
 ``df.<ns>.h.<workflow>.<run>``     a run's history (one message per recorded batch)
 ``df.<ns>.wt.<queue>``             workflow tasks of a task queue
+``df.<ns>.wt.<queue>.<token>``     sticky workflow tasks: those of the runs one worker
+                                   holds in its cache (``token``: :func:`sticky_token`
+                                   of the worker's identity); moved to the queue's
+                                   subject when that worker does not take them
 ``df.<ns>.at.<queue>``             activity tasks of a task queue
 ``df.<ns>.in.<kind>``              server inputs: ``start`` and ``run`` (signals,
                                    cancels, terminations) from clients, ``report`` from
@@ -36,13 +40,22 @@ base64url.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 
 from durablefuture.core.types import check_name, check_namespace
 
-__all__ = ["Layout", "decode_token", "encode_token"]
+__all__ = ["STICKY_TOKEN", "Layout", "decode_token", "encode_token", "sticky_token"]
 
 _SAFE = re.compile(r"[A-Za-z0-9_-]{1,200}")
+STICKY_TOKEN = re.compile(r"[0-9a-f]{16}")
+"""What a sticky token looks like (anything else on the wire is refused)."""
+
+
+def sticky_token(identity: str) -> str:
+    """The token of a worker's sticky subject and consumer: derived from its identity, so
+    that a df-server can tell from the live workers' records whose subject it is."""
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def encode_token(text: str) -> str:
@@ -107,6 +120,28 @@ class Layout:
 
     def activity_consumer(self, queue: str) -> str:
         return f"at_{check_name(queue)}"
+
+    def sticky_tasks(self, queue: str, token: str) -> str:
+        """The workflow tasks of the runs whose generators worker ``token`` holds."""
+        return f"{self.prefix}.wt.{check_name(queue)}.{_sticky(token)}"
+
+    def sticky_consumer(self, queue: str, token: str) -> str:
+        return f"wts_{check_name(queue)}_{_sticky(token)}"
+
+    @property
+    def sticky_filter(self) -> str:
+        """Every sticky subject of the namespace."""
+        return f"{self.prefix}.wt.*.*"
+
+    def parse_sticky(self, subject: str) -> tuple[str, str] | None:
+        """(queue, token) of a sticky subject; None for any other subject."""
+        head = f"{self.prefix}.wt."
+        if not subject.startswith(head):
+            return None
+        queue, dot, token = subject[len(head) :].partition(".")
+        if not dot or not STICKY_TOKEN.fullmatch(token):
+            return None
+        return queue, token
 
     # server inputs
     def input(self, kind: str) -> str:
@@ -174,6 +209,11 @@ class Layout:
         """Core NATS requests to the df-servers' visibility index (list, count)."""
         return f"{self.events_prefix}.visibility"
 
+    @property
+    def visibility_removed(self) -> str:
+        """Core NATS notices between df-servers: these status entries were removed."""
+        return f"{self.events_prefix}.vis-removed"
+
     def closed_notice(self, workflow_id: str, run_id: str) -> str:
         return f"{self.events_prefix}.closed.{encode_token(workflow_id)}.{run_id}"
 
@@ -194,3 +234,9 @@ class Layout:
     # queries (core request/reply, answered by workflow workers)
     def query(self, queue: str) -> str:
         return f"{self.events_prefix}.query.{check_name(queue)}"
+
+
+def _sticky(token: str) -> str:
+    if not STICKY_TOKEN.fullmatch(token):
+        raise ValueError(f"a sticky token is 16 lowercase hex digits, got {token[:40]!r}")
+    return token

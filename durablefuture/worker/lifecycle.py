@@ -40,6 +40,7 @@ from durablefuture.transport.messages import Msg, Subscription
 from durablefuture.transport.namespace_settings import read_settings
 from durablefuture.transport.startup import until_ready
 from durablefuture.transport.storage import StorageWait
+from durablefuture.transport.subjects import sticky_token
 from durablefuture.transport.translate import translated
 from durablefuture.worker.activities import ActivityTasks
 from durablefuture.worker.cache import RunCache
@@ -98,6 +99,8 @@ class Worker:
         self.task_queue = check_name(task_queue)
         self.identity = identity or _identity()
         self.options = options or WorkerOptions()
+        self.sticky_token = sticky_token(self.identity) if workflows and self.options.sticky else ""
+        """The token of this worker's sticky subject ("" when it takes no sticky tasks)."""
         self.workflows: dict[str, WorkflowDefinition] = {}
         for fn in workflows:
             d = WorkflowDefinition.from_fn(fn)
@@ -256,6 +259,16 @@ class Worker:
                     self.layout.workflow_tasks(self.task_queue),
                     ConsumerSettings(opts.workflow_task_timeout, 20),
                 )
+            if self.sticky_token:
+                # left behind by a worker that died: deleted by df-server once it has moved
+                # the tasks on (and by NATS after a long idle time, should no server do it)
+                await ensure_consumer(
+                    js,
+                    self.layout,
+                    self.layout.sticky_consumer(self.task_queue, self.sticky_token),
+                    self.layout.sticky_tasks(self.task_queue, self.sticky_token),
+                    ConsumerSettings(opts.workflow_task_timeout, 20, inactive_threshold=3600.0),
+                )
 
     async def _begin(self) -> None:
         """Subscribe and start polling (core NATS only, after :meth:`_prepare`)."""
@@ -264,6 +277,15 @@ class Worker:
             await self._poll(
                 name, self.max_concurrent_workflow_tasks, self._workflow_tasks.handle, "df-wft"
             )
+            if self.sticky_token:
+                sticky = self.layout.sticky_consumer(self.task_queue, self.sticky_token)
+                await self._poll(
+                    sticky,
+                    self.max_concurrent_workflow_tasks,
+                    self._workflow_tasks.handle,
+                    "df-wft-sticky",
+                )
+                self._reports.sticky = self.sticky_token
             self._query_sub = await self.client.nc.subscribe(
                 self.layout.query(self.task_queue), queue="workers", cb=self._queries.on_query
             )

@@ -51,6 +51,10 @@ class WorkerOptions:
     liveness_ttl: float | None = None
     """A worker's record expires this long after its last write (default: three intervals,
     at least 2 s); `df why` then reports the worker as gone."""
+    sticky: bool = True
+    """Take the workflow tasks of the runs this worker caches on a subject of its own
+    (sticky), so their generators are resumed instead of replayed; df-server moves a task
+    this worker does not take in time to the shared queue."""
     clock: Clock = REAL_CLOCK
     """What activity timeouts and heartbeat times read (a ``SkippingClock`` in tests with
     time skipping; the server's must be the same)."""

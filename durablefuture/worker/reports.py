@@ -23,7 +23,7 @@ from durablefuture.core.failure import Failure
 from durablefuture.core.replay import describe_command
 from durablefuture.transport.dedup import publish_report
 from durablefuture.transport.guard import max_payload
-from durablefuture.transport.headers import RECEIPT_HEADER
+from durablefuture.transport.headers import RECEIPT_HEADER, STICKY_HEADER
 from durablefuture.transport.messages import Msg
 from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.storage import StorageWait
@@ -58,6 +58,8 @@ class Reports:
         self.stopping = stopping
         self.receipts = ""
         """The inbox the server sends receipts to (set once the worker listens on one)."""
+        self.sticky = ""
+        """The worker's sticky token (set once it takes sticky workflow tasks)."""
 
     async def send(
         self,
@@ -81,6 +83,9 @@ class Reports:
         headers = {MSG_ID: msg_id}
         if receipt and self.receipts:
             headers[RECEIPT_HEADER] = self.receipts
+            if self.sticky:
+                # this worker holds the run's generator: its next workflow tasks come here
+                headers[STICKY_HEADER] = self.sticky
 
         async def publish() -> None:
             await publish_report(self.pub, self.layout.input("report"), data, headers)

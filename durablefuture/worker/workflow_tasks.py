@@ -53,6 +53,20 @@ _TASK_MESSAGE: contextvars.ContextVar[Msg | None] = contextvars.ContextVar(
 log = logging.getLogger("durablefuture.worker")
 
 
+_BEFORE_DECISIONS = (ev.WorkflowStarted, ev.SignalReceived, ev.CancelRequested)
+
+
+def _first_task(m: WorkflowTaskMessage) -> bool:
+    """The run's first workflow task: its whole history is in the task, and none of it
+    follows from a decision of the workflow code."""
+    return (
+        m.task.attempt == 1
+        and bool(m.events)
+        and m.events[0].event_id == 1
+        and all(isinstance(e, _BEFORE_DECISIONS) for e in m.events)
+    )
+
+
 class WorkflowTasks:
     """Runs the workflow tasks of one worker (its registered workflows, its run cache)."""
 
@@ -228,12 +242,16 @@ class WorkflowTasks:
                     try:
                         activation = execution.feed(new)
                         self.stats["cache_hits"] += 1
-                        metrics.CACHE_LOOKUPS.inc("worker", "hit")
+                        metrics.worker_cache_lookup("hit")
                     except NonDeterminismError:
                         activation = None  # our cached view diverged: replay from history
             if activation is None:
-                self.stats["cache_misses"] += 1
-                metrics.CACHE_LOOKUPS.inc("worker", "miss")
+                if cached is None and _first_task(m):
+                    # no worker can hold a run nobody has decided on yet: not a lookup
+                    metrics.worker_cache_lookup("new")
+                else:
+                    self.stats["cache_misses"] += 1
+                    metrics.worker_cache_lookup("miss")
                 execution = None
                 execution, activation = await self._replay(task, m)
             if execution is not None and execution.pending_local_activities:

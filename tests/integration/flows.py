@@ -138,6 +138,33 @@ WORKFLOWS.extend([cluster_flow, cluster_child, cluster_rich])
 ACTIVITIES.append(counted_add)
 
 
+def sleepy_steps(n: int):  # type: ignore[no-untyped-def]
+    """``n`` short timers: each firing is a workflow task (no activity result to ride on)."""
+    for _ in range(n):
+        yield df.sleep(0.05)
+    return n
+
+
+def _hold_once(marker: str) -> None:
+    """Deliberately blocks the worker that first gets here (writes ``marker``, then sleeps), so
+    that a test can kill it in the middle of a workflow task; never do this in real code."""
+    if marker and not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(30)
+
+
+def held_signal(marker: str):  # type: ignore[no-untyped-def]
+    """Waits for a signal; the first worker to see it blocks in that workflow task."""
+    got = yield df.wait_signal("go", timeout=600)
+    if not df.workflow.is_replaying():
+        _hold_once(marker)
+    return got
+
+
+WORKFLOWS.extend([sleepy_steps, held_signal])
+
+
 def waiting_add(x: int):  # type: ignore[no-untyped-def]
     """Stays open until signal "go" (retention must never touch it), then adds."""
     extra = yield df.wait_signal("go")

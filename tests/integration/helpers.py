@@ -113,6 +113,10 @@ async def settled(client: df.Client, *task_queues: str, timeout: float = 15.0) -
     for queue in task_queues:
         pairs.append((layout.workflow_consumer(queue), layout.workflow_tasks(queue)))
         pairs.append((layout.activity_consumer(queue), layout.activity_tasks(queue)))
+        # each worker's sticky workflow tasks (the runs it caches)
+        for info in await js.consumers_info(layout.stream):
+            if info.name.startswith(f"wts_{queue}_") and info.config.filter_subject:
+                pairs.append((info.name, info.config.filter_subject))
     for _ in range(20):
         before = (await js.stream_info(layout.stream)).state.last_seq
         for consumer, subject in pairs:

@@ -36,8 +36,10 @@ from durablefuture.testing import LocalEnvironment
 from tests.conftest import Daemons, wait_for, wait_namespace
 from tests.integration.helpers import handled, settled
 
-LATE = 0.6
-"""How late a retry or timeout may happen on a busy machine (timer tick + scheduling)."""
+LATE = 5.0
+"""How late a retry or timeout may be here: a bound that catches one that waited for something
+else (a redelivery, a restart), not a measure of timer precision, which depends on the
+machine's load and is measured by the benchmarks (W5 lateness)."""
 EARLY = 0.03
 """How early it may happen (millisecond rounding of schedules, clock reads)."""
 
@@ -859,9 +861,18 @@ async def test_task_queues_route_activities_and_show_their_depth() -> None:
             assert gpu.stats["workflow_tasks"] == 0
             # a workflow on a queue nobody serves waits there, visibly
             js = client.pub.js
-            main_tasks = client.layout.workflow_consumer("main")
+            # main's workflow tasks: its queue's, and its own sticky ones (runs it caches)
+            main_consumers = [
+                client.layout.workflow_consumer("main"),
+                client.layout.sticky_consumer("main", main.sticky_token),
+            ]
+
+            async def delivered_to_main() -> int:
+                infos = [await js.consumer_info(client.layout.stream, c) for c in main_consumers]
+                return sum(i.delivered.consumer_seq for i in infos)
+
             tasks_before = main.stats["workflow_tasks"]
-            delivered_before = (await js.consumer_info(client.layout.stream, main_tasks)).delivered
+            delivered_before = await delivered_to_main()
             waiting = await client.start_workflow(routed_flow, 2, id="waiting", task_queue="later")
 
             async def later_pending() -> bool:
@@ -874,10 +885,8 @@ async def test_task_queues_route_activities_and_show_their_depth() -> None:
             )
             assert after == [{"queue": "main", "value": 5}, {"queue": "gpu-pool", "value": 40}]
             await settled(client, "main")
-            delivered = (await js.consumer_info(client.layout.stream, main_tasks)).delivered
-            assert main.stats["workflow_tasks"] - tasks_before == (
-                delivered.consumer_seq - delivered_before.consumer_seq
-            )
+            delivered = await delivered_to_main()
+            assert main.stats["workflow_tasks"] - tasks_before == delivered - delivered_before
             assert (await client.queue_depths("later")).get("workflow_pending") == 1
             assert len(await waiting.fetch_history()) == 1
         # no worker runs at all: routed tasks wait in their queues

@@ -27,7 +27,7 @@ from durablefuture.server import Server, ServerOptions
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.connection import connect
 from durablefuture.transport.headers import REPLY_HEADER
-from durablefuture.transport.subjects import Layout
+from durablefuture.transport.subjects import Layout, sticky_token
 from tests.conftest import wait_for
 
 
@@ -106,9 +106,14 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
     caplog.set_level(logging.INFO)
     codec = default_codec()
     async with LocalEnvironment(auth=True) as env:
-        async with env.worker(workflows=[guarded], activities=[checked]):
+        async with env.worker(workflows=[guarded], activities=[checked]) as worker:
             client = env.client
             layout = client.layout
+            # the worker (worker credentials) bound a sticky consumer of its own
+            token = sticky_token(worker.identity)
+            sticky = layout.sticky_consumer("default", token)
+            info = await client.pub.js.consumer_info(layout.stream, sticky)
+            assert info.config.filter_subject == layout.sticky_tasks("default", token)
             handle = await client.start_workflow(guarded, "o-1", id="victim")
             run_id = handle.run_id or ""
 
@@ -148,8 +153,12 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
                     await probe.publish_refused(
                         f"$JS.API.CONSUMER.MSG.NEXT.{layout.stream}.{layout.server_consumer}"
                     )
-                    # a run removed before its retention is over, or messages purged
+                    # a run removed before its retention is over, or messages purged, or the
+                    # removals taken from under df-server
                     await probe.publish_refused(layout.removal("expire"))
+                    await probe.publish_refused(
+                        f"$JS.API.CONSUMER.MSG.NEXT.{layout.stream}.{layout.removal_consumer}"
+                    )
                     await probe.publish_refused(f"$JS.API.STREAM.PURGE.{layout.stream}")
                     if role != "admin":  # deleting a closed run is the admin's
                         await probe.publish_refused(layout.removal("delete"))
@@ -165,6 +174,12 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
                             layout.activity_tasks("default"), b'{"v": 1, "task": {}}'
                         )
                         await probe.publish_refused(layout.workflow_tasks("default"))
+                        await probe.publish_refused(layout.sticky_tasks("default", token))
+                        # nor take a worker's sticky tasks
+                        await probe.publish_refused(
+                            f"$JS.API.CONSUMER.CREATE.{layout.stream}.{sticky}."
+                            f"{layout.sticky_tasks('default', token)}"
+                        )
                         await probe.publish_refused(
                             f"$JS.API.CONSUMER.MSG.NEXT.{layout.stream}."
                             f"{layout.activity_consumer('default')}"

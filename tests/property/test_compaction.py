@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from nats.js.api import ConsumerConfig, ConsumerInfo, SequenceInfo
 
 from durablefuture.transport.compaction import floors, is_work_subject, overlaps
-from durablefuture.transport.subjects import Layout
+from durablefuture.transport.subjects import Layout, sticky_token
 
 TOKENS = ["a", "b", "*", ">"]
 LITERALS = ["a", "b", "c"]
@@ -87,3 +87,28 @@ def test_the_floor_is_the_lowest_of_every_overlapping_consumer() -> None:
         "df.ns.in.start": 2,
     }
     assert floors(lay, [*consumers, _consumer("new", 0, "df.ns.>")]) == {}
+
+
+def test_sticky_subjects_are_purged_up_to_their_own_consumer_only() -> None:
+    lay = Layout("ns")
+    token = sticky_token("host:1:abc")
+    sticky = lay.sticky_tasks("q", token)
+    assert sticky == f"df.ns.wt.q.{token}" and is_work_subject(lay, sticky)
+    assert lay.parse_sticky(sticky) == ("q", token)
+    assert lay.parse_sticky(lay.workflow_tasks("q")) is None
+    consumers = [
+        _consumer("wt_q", 40, lay.workflow_tasks("q")),
+        _consumer(lay.sticky_consumer("q", token), 12, sticky),
+    ]
+    # the queue's consumer and a worker's sticky consumer read disjoint subjects: neither
+    # holds the other back, and each subject is purged only as far as its own reader acked
+    assert floors(lay, consumers) == {"df.ns.wt.q": 40, sticky: 12}
+    # a consumer over every task queue's subject (df.ns.wt.*) does not cover sticky subjects
+    assert floors(lay, [*consumers, _consumer("spy", 3, "df.ns.wt.*")]) == {
+        "df.ns.wt.q": 3,
+        "df.ns.wt.*": 3,
+        sticky: 12,
+    }
+    # a gone worker's subject without a consumer is never purged by the janitor (the
+    # sticky fallback moves its tasks first)
+    assert floors(lay, consumers[:1]) == {"df.ns.wt.q": 40}
