@@ -83,8 +83,8 @@ class RunState:
     applied_inputs: dict[str, tuple[int, int]] = field(factory=dict)
     signal_requests: set[str] = field(factory=set)
     signals: list[ev.SignalReceived] = field(factory=list)
-    updates: dict[str, ev.UpdateCompleted | None] = field(factory=dict)
-    """Accepted updates by id: their completion, None while the handler has not returned."""
+    updates: dict[str, ev.UpdateAccepted | ev.UpdateCompleted] = field(factory=dict)
+    """Accepted updates by id: their completion, or their acceptance while it is open."""
     last_wft_failure: ev.WorkflowTaskFailed | None = None
     search_attributes: SearchAttributes = field(factory=dict)
 
@@ -285,7 +285,7 @@ class RunState:
         self._signal_arrived(e.name)
 
     def _on_update_accepted(self, e: ev.UpdateAccepted) -> None:
-        self.updates.setdefault(e.update_id, None)
+        self.updates.setdefault(e.update_id, e)
 
     def _on_update_completed(self, e: ev.UpdateCompleted) -> None:
         self.updates[e.update_id] = e

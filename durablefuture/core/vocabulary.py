@@ -168,7 +168,7 @@ def _brief(failure: Failure | None) -> tuple[str, str] | None:
 def _record_update(c: CompleteUpdate, r: Recording) -> dict[str, object] | str:
     if c.update_id not in r.state.updates:
         return f"the code completed update {c.update_id!r}, which the run has not accepted"
-    if r.state.updates[c.update_id] is not None:
+    if isinstance(r.state.updates[c.update_id], ev.UpdateCompleted):
         return f"the code completed update {c.update_id!r} twice"
     fields = {"seq": c.seq, "update_id": c.update_id, "name": c.name}
     return fields | {"result": c.result, "failure": c.failure}

@@ -34,6 +34,7 @@ from durablefuture.core.errors import (
     WorkflowAlreadyStartedError,
     WorkflowError,
 )
+from durablefuture.core.events import UpdateCompleted
 from durablefuture.core.failure import failure_from_exception
 from durablefuture.core.options import WorkflowOptions
 from durablefuture.core.orchestration import APPLIED
@@ -186,7 +187,7 @@ class Simulation(SimServer):
         """The result of update ``update_id``; ``df.UpdateFailedError`` if its handler raised.
         ``LookupError`` while it has not completed."""
         done = self.runs[self.latest[workflow_id]].state.updates.get(update_id)
-        if done is None:
+        if not isinstance(done, UpdateCompleted):
             raise LookupError(f"update {update_id!r} of {workflow_id!r} has not completed")
         if done.failure is not None:
             raise UpdateFailedError(f"update {done.name!r} failed: {done.failure.describe()}")

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from typing import Any
 
+import orjson
 import pytest
 
 import durablefuture as df
 from durablefuture.core import events as ev
-from durablefuture.testing import Replayer
+from durablefuture.core import inputs as inp
+from durablefuture.testing import LocalEnvironment, Replayer
+from durablefuture.ui.timeline import build_timeline
 from tests.conftest import Daemons, wait_for, wait_namespace
+from tests.integration.test_cli import df_cli
+from workflows_examples import ACTIVITIES, TASK_QUEUE
+from workflows_examples import WORKFLOWS as EXAMPLE_WORKFLOWS
 from workflows_examples.cart import cart_workflow
 
 
@@ -114,3 +121,41 @@ async def test_an_update_whose_handler_raises_fails_the_update_not_the_run(
     assert [e.update_id for e in failed_events] == ["neg"]
     assert _kinds(history).count("UpdateAccepted") == 3
     Replayer([counter]).replay(history)
+
+
+async def test_df_workflow_update_df_why_and_the_timeline_show_updates() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(
+            task_queue=TASK_QUEUE, workflows=EXAMPLE_WORKFLOWS, activities=ACTIVITIES
+        ):
+            cart = await env.client.start_workflow(
+                cart_workflow, "cli", id="cli-cart", task_queue=TASK_QUEUE
+            )
+            out = await df_cli(
+                env, "workflow", "update", "cli-cart", "add_item", "--input", '["apple", 2]'
+            )
+            assert out.returncode == 0, out.stderr
+            assert orjson.loads(out.stdout) == {"apple": 2}
+            out = await df_cli(
+                env, "workflow", "update", "cli-cart", "add_item", "--input", '["caviar"]'
+            )
+            assert out.returncode != 0 and "unknown item 'caviar'" in out.stderr, out.stderr
+        # no worker now: an update accepted while its worker is gone stays open, and df why
+        # says so (the client checks updates with a worker first: send the recorded input)
+        run_id = await env.client.latest_run_id("cli-cart")
+        await cart._send(inp.AcceptUpdate(run_id, "pending-1", "add_item", ("bread",)))
+        out = await df_cli(env, "why", "cli-cart", json=False)
+        assert "update 'add_item' (id 'pending-1', accepted at event" in out.stdout, out.stdout
+        history = await cart.fetch_history()
+        timeline = build_timeline(history, time.time())
+        labels = [m["label"] for m in timeline["markers"]]  # type: ignore[index,union-attr]
+        assert "update 'add_item' accepted" in labels
+        assert "update 'add_item' id=" in " ".join(labels)  # the completion, from the vocabulary
+        # a worker comes back: the open update completes and its caller can still wait for it
+        async with env.worker(
+            task_queue=TASK_QUEUE, workflows=EXAMPLE_WORKFLOWS, activities=ACTIVITIES
+        ):
+            got = await cart.update("add_item", "bread", update_id="pending-1", timeout=30)
+            assert got == {"apple": 2, "bread": 1}
+            await cart.signal("checkout")
+            assert (await cart.result(timeout=30))["total"] == 3.25
