@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator
 from typing import Any
 
@@ -57,7 +58,7 @@ def tally(rounds: int) -> Generator[Any, Any, Any]:
         got = yield df.activity(echo, r)
         if r == 1:  # updates accepted before this point wait for the handler
             df.workflow.set_update_handler("add", add, validator=positive)
-        ok = yield df.wait_condition(lambda: len(stops) > r or total[0] > 20, timeout=5.0)
+        ok = yield df.wait_condition(lambda r=r: len(stops) > r or total[0] > 20, timeout=5.0)
         out.append([got, ok, total[0]])
     return out
 
@@ -84,10 +85,8 @@ def drive(sim: Simulation, choices: list[int] | None, data: st.DataObject | None
                 sim.signal("t", "stop", sent)
             else:  # an update: 7 fails in the handler, 0 is rejected by the validator
                 value = [sent, 7, 0][(sent + extra) % 3]
-                try:
+                with contextlib.suppress(df.UpdateFailedError):  # rejected: nothing recorded
                     sim.update("t", "add", value, update_id=f"u{sent}")
-                except df.UpdateFailedError:
-                    pass  # rejected (or no handler yet): nothing recorded
             continue
         kind, _, idx = options[i].partition(":")
         if kind == "wft":
