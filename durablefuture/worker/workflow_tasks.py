@@ -53,7 +53,7 @@ _TASK_MESSAGE: contextvars.ContextVar[Msg | None] = contextvars.ContextVar(
 log = logging.getLogger("durablefuture.worker")
 
 
-_BEFORE_DECISIONS = (ev.WorkflowStarted, ev.SignalReceived, ev.CancelRequested)
+_BEFORE_DECISIONS = (ev.WorkflowStarted, ev.SignalReceived, ev.UpdateAccepted, ev.CancelRequested)
 
 
 def _first_task(m: WorkflowTaskMessage) -> bool:
