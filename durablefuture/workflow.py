@@ -142,9 +142,11 @@ def set_update_handler(
     history, like a signal handler, and may change workflow state. What it returns (or raises)
     is recorded (``UpdateCompleted``) and is what the caller gets: the result, or
     ``df.UpdateFailedError`` (the run goes on). Updates accepted before the handler was
-    registered are handed to it at once, in order. A replay runs the handler again at the
-    same point; it must come to the same outcome. Handlers must be plain functions for now
-    (not generators: to wait on an activity, let the workflow do it on the handler's state).
+    registered are handed to it at once, in order. The handler may be a generator function
+    that yields commands like workflow code (``x = yield df.activity(...)``); it runs beside
+    the workflow code and what it returns completes the update. A replay runs the handler
+    again at the same point; it must come to the same outcome. Validators and handlers must
+    not be async functions; validators must not yield.
     """
     check_type_name(name, "update name")
     for fn, what in ((handler, "handler"), (validator, "validator")):
@@ -152,11 +154,11 @@ def set_update_handler(
             continue
         if not callable(fn):
             raise InvalidArgumentError(f"update {what} for {name!r} must be callable, got {fn!r}")
-        if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn):
-            raise InvalidArgumentError(
-                f"update {what} for {name!r} is a generator or async function; "
-                "update handlers must be plain functions for now"
-            )
+        if inspect.iscoroutinefunction(fn) or (
+            what == "validator" and inspect.isgeneratorfunction(fn)
+        ):
+            kind = "a plain function" if what == "validator" else "a plain or generator function"
+            raise InvalidArgumentError(f"update {what} for {name!r} must be {kind}, got {fn!r}")
     current_context().execution.set_update_handler(name, handler, validator)
 
 

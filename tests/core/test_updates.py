@@ -155,21 +155,71 @@ def _fields(e: ev.Event) -> dict[str, Any]:
     return attrs.asdict(e, recurse=False)
 
 
-def test_generator_handlers_are_refused_at_registration() -> None:
-    def gen_handler() -> Generator[Any, Any, Any]:
-        yield df.sleep(1)
+def test_a_generator_handler_yields_commands_and_returns_the_result() -> None:
+    def priced() -> Generator[Any, Any, Any]:
+        lines: list[int] = []
+        stop: list[bool] = []
 
-    def wf() -> Generator[Any, Any, Any]:
-        df.workflow.set_update_handler("g", gen_handler)
-        yield df.sleep(1)
+        def add(v: int) -> Generator[Any, Any, Any]:
+            price = yield df.activity(echo, v * 10)
+            yield df.sleep(5)
+            lines.append(price)
+            return sum(lines)
 
-    sim = Simulation([wf], [])
-    sim.start(wf, id="w")
+        df.workflow.set_update_handler("add", add)
+        df.workflow.set_signal_handler("stop", lambda: stop.append(True))
+        yield df.wait_condition(lambda: bool(stop))
+        return lines
+
+    sim = Simulation([priced], [echo])
+    sim.start(priced, id="p")
     sim.run_workflow_task()
-    assert sim.status("w") == "failed"
-    closed = sim.run_of("w").events[-1]
-    assert isinstance(closed, ev.WorkflowFailed)
-    assert "update handlers must be plain functions for now" in closed.failure.message
+    first = sim.update("p", "add", 1)
+    second = sim.update("p", "add", 2)
+    sim.run()
+    assert (sim.update_result("p", first), sim.update_result("p", second)) == (10, 30)
+    sim.signal("p", "stop")
+    sim.run()
+    assert sim.result("p") == [10, 20]
+    history = sim.run_of("p").events
+    assert kinds(sim, "p").count("ActivityScheduled") == 2
+    assert kinds(sim, "p").count("TimerStarted") == 2
+    Replayer([priced]).replay(history)
+    again = Simulation([priced], [echo], cache=False)
+    again.start(priced, id="p")
+    again.run_workflow_task()
+    again.update("p", "add", 1)
+    again.update("p", "add", 2)
+    again.run()
+    again.signal("p", "stop")
+    again.run()
+    assert again.run_of("p").events == history
+
+
+def test_async_handlers_and_generator_validators_are_refused_at_registration() -> None:
+    async def async_handler() -> None:
+        return None
+
+    def gen_validator() -> Generator[Any, Any, Any]:
+        yield df.sleep(1)
+
+    def wf(which: str) -> Generator[Any, Any, Any]:
+        if which == "handler":
+            df.workflow.set_update_handler("a", async_handler)
+        else:
+            df.workflow.set_update_handler("g", lambda: None, validator=gen_validator)
+        yield df.sleep(1)
+
+    for which, expected in (
+        ("handler", "must be a plain or generator function"),
+        ("validator", "must be a plain function"),
+    ):
+        sim = Simulation([wf], [])
+        sim.start(wf, which, id=which)
+        sim.run_workflow_task()
+        closed = sim.run_of(which).events[-1]
+        assert isinstance(closed, ev.WorkflowFailed)
+        assert expected in closed.failure.message
 
 
 def test_validation_records_nothing_and_a_finished_run_takes_no_update() -> None:

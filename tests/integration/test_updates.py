@@ -18,7 +18,7 @@ from tests.conftest import Daemons, wait_for, wait_namespace
 from tests.integration.test_cli import df_cli
 from workflows_examples import ACTIVITIES, TASK_QUEUE
 from workflows_examples import WORKFLOWS as EXAMPLE_WORKFLOWS
-from workflows_examples.cart import cart_workflow
+from workflows_examples.cart import cart_workflow, charge_cart
 
 
 def counter() -> Generator[Any, Any, Any]:
@@ -32,7 +32,14 @@ def counter() -> Generator[Any, Any, Any]:
         total[0] += step
         return total[0]
 
+    def charge(amount: float) -> Generator[Any, Any, Any]:
+        # a generator handler: its activity runs on an activity worker, then it returns
+        receipt = yield df.activity(charge_cart, "counter", amount)
+        total[0] += int(amount)
+        return receipt
+
     df.workflow.set_update_handler("bump", bump)
+    df.workflow.set_update_handler("charge", charge)
     df.workflow.set_signal_handler("stop", lambda: done.append(True))
     yield df.wait_condition(lambda: bool(done))
     return total[0]
@@ -112,14 +119,16 @@ async def test_an_update_whose_handler_raises_fails_the_update_not_the_run(
         with pytest.raises(df.UpdateFailedError, match="cannot bump by -1"):
             await run.update("bump", -1, update_id="neg")
         assert await run.update("bump", 3) == 5
+        assert await run.update("charge", 4.0) == "charged counter 4.00"
         await run.signal("stop")
-        assert await run.result(timeout=30) == 5
+        assert await run.result(timeout=30) == 9
         history = await run.fetch_history()
     finally:
         await client.close()
     failed_events = [e for e in history if isinstance(e, ev.UpdateCompleted) and e.failure]
     assert [e.update_id for e in failed_events] == ["neg"]
-    assert _kinds(history).count("UpdateAccepted") == 3
+    assert _kinds(history).count("UpdateAccepted") == 4
+    assert _kinds(history).count("ActivityScheduled") == 1
     Replayer([counter]).replay(history)
 
 

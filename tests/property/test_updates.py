@@ -1,7 +1,8 @@
 """Updates under hypothesis-chosen interleavings of updates, signals, results and timers.
 
 (i)  Replaying any prefix of the recorded history re-issues exactly the recorded commands
-     (update completions included) and every command decided within the prefix.
+     (update completions, and the activities of a generator handler, included) and every
+     command decided within the prefix.
 (ii) A worker that never caches (every workflow task replays from scratch) records the same
      history and the same update results as one that does.
 """
@@ -52,8 +53,15 @@ def tally(rounds: int) -> Generator[Any, Any, Any]:
         if v <= 0:
             raise ValueError("only positive values")
 
+    def slow_add(v: int) -> Generator[Any, Any, Any]:
+        # a generator handler: its activity runs beside the workflow code
+        got = yield df.activity(echo, v)
+        total[0] += got
+        return total[0]
+
     out: list[Any] = []
     df.workflow.set_signal_handler("stop", stops.append)
+    df.workflow.set_update_handler("slow_add", slow_add)
     for r in range(rounds):
         got = yield df.activity(echo, r)
         if r == 1:  # updates accepted before this point wait for the handler
@@ -71,7 +79,7 @@ def drive(sim: Simulation, choices: list[int] | None, data: st.DataObject | None
         inputs_left = sent < 8 and not sim.is_closed("t")
         if not options and not inputs_left:
             break
-        n = len(options) + (3 if inputs_left else 0)
+        n = len(options) + (4 if inputs_left else 0)
         if choices is not None:
             i = choices[len(made)]
         else:
@@ -83,6 +91,9 @@ def drive(sim: Simulation, choices: list[int] | None, data: st.DataObject | None
             extra = i - len(options)
             if extra == 0:
                 sim.signal("t", "stop", sent)
+            elif extra == 3:
+                with contextlib.suppress(df.UpdateFailedError):  # the run may have finished
+                    sim.update("t", "slow_add", sent, update_id=f"u{sent}")
             else:  # an update: 7 fails in the handler, 0 is rejected by the validator
                 value = [sent, 7, 0][(sent + extra) % 3]
                 with contextlib.suppress(df.UpdateFailedError):  # rejected: nothing recorded

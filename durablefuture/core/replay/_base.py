@@ -25,6 +25,7 @@ from durablefuture.core.types import JsonValue
 from durablefuture.core.vocabulary import describe_command, describe_event
 
 _Validator = Callable[..., object] | None
+_Gen = Generator[object, object, object]
 
 if TYPE_CHECKING:
     from durablefuture.core.replay._execution import WorkflowExecution
@@ -66,9 +67,9 @@ class _ExecutionBase:
         self._signal_handlers: dict[str, Callable[..., object]] = {}
         # updates accepted before their handler was registered, and the handlers (+ validator)
         self._updates: deque[ev.UpdateAccepted] = deque()
-        self._update_handlers: dict[
-            str, tuple[Callable[..., object], Callable[..., object] | None]
-        ] = {}
+        self._update_handlers: dict[str, tuple[Callable[..., object], _Validator]] = {}
+        # generator update handlers waiting, by the node they wait on
+        self._update_waits: dict[_Node, tuple[_Gen, ev.UpdateAccepted]] = {}
         # df.wait_condition waits, in the order they were yielded, with their predicates
         self._conditions: list[tuple[_Leaf, Callable[[], object]]] = []
         # local activities the code waits on that have not run yet (the worker runs them)

@@ -297,3 +297,6 @@ class _Running(_Updates):
         if node is self._root:
             self._root = None
             self._step(node.value, node.error, trigger)
+        elif node in self._update_waits:  # a generator update handler waits on it
+            gen, update = self._update_waits.pop(node)
+            self._step_update(gen, update, node.value, node.error, trigger)

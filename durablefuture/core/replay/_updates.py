@@ -2,28 +2,32 @@
 one at its point in history and record what it returned or raised (``CompleteUpdate``).
 
 An update accepted before its handler was registered waits (in history order) until
-``df.workflow.set_update_handler`` registers it. On replay the handler runs again at the same
-point and must come to the same outcome: ``CompleteUpdate`` is matched like any command.
+``df.workflow.set_update_handler`` registers it. A generator handler runs like the workflow
+code beside it: each ``yield`` of a command waits for its result (delivered in history order
+like every result), and what it returns completes the update. On replay the handler runs again
+at the same point and must come to the same outcome: ``CompleteUpdate`` (and every command the
+handler yielded) is matched like any command.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import cast
 
 from durablefuture.core import errors
 from durablefuture.core import events as ev
-from durablefuture.core.commands import CompleteUpdate
+from durablefuture.core.commands import CompleteUpdate, ContinueAsNew
 from durablefuture.core.failure import Failure
-from durablefuture.core.replay._context import _current
+from durablefuture.core.replay._context import _current, _location
 from durablefuture.core.replay._yields import _Yields
 from durablefuture.core.types import JsonValue
 
-PLAIN_ONLY = (
-    "update handlers must be plain functions for now (not generators or async functions): "
-    "change workflow state and return the result; start longer work from the workflow "
-    "itself, which can wait on that state with df.wait_condition"
+NOT_ASYNC = (
+    "update handlers are plain functions or generator functions that yield commands "
+    "(`result = yield df.activity(...)`), not async functions"
 )
+CONTINUE_IN_UPDATE = "an update handler cannot continue the run as new: let the workflow code do it"
 
 
 class _Updates(_Yields):
@@ -87,20 +91,77 @@ class _Updates(_Yields):
     def _run_update(self, event: ev.UpdateAccepted) -> None:
         handler = self._update_handlers[event.name][0]
         self._set_time(event)
-        result: JsonValue = None
-        failure: Failure | None = None
         token = _current.set(self.context)
         try:
             produced = handler(*(self.payloads.from_payload(a) for a in event.args))
-            if inspect.isgenerator(produced) or inspect.iscoroutine(produced):
+            if inspect.iscoroutine(produced):
                 produced.close()
-                raise errors.WorkflowError(f"update {event.name!r}: {PLAIN_ONLY}")
-            result = self.payloads.to_payload(produced, f"the result of update {event.name!r}")
+                raise errors.WorkflowError(f"update {event.name!r}: {NOT_ASYNC}")
         except errors.NonDeterminismError:
             raise
         except Exception as exc:
-            failure = self._failure(exc)
+            self._complete_update(event, None, self._failure(exc))
+            return
         finally:
             _current.reset(token)
+        if inspect.isgenerator(produced):
+            gen = cast(Generator[object, object, object], produced)
+            self._step_update(gen, event, None, None, event)
+        else:
+            self._complete_update(event, produced, None)
+
+    def _complete_update(
+        self, event: ev.UpdateAccepted, value: object, failure: Failure | None
+    ) -> None:
+        result: JsonValue = None
+        if failure is None:
+            try:
+                result = self.payloads.to_payload(value, f"the result of update {event.name!r}")
+            except Exception as exc:
+                failure = self._failure(exc)
         cmd = CompleteUpdate(self._next_seq, event.update_id, event.name, result, failure)
         self._issue(cmd)
+
+    def _step_update(
+        self,
+        gen: Generator[object, object, object],
+        event: ev.UpdateAccepted,
+        value: object,
+        error: BaseException | None,
+        trigger: ev.Event,
+    ) -> None:
+        """Run a generator handler to its next wait (like ``_step`` for the workflow code);
+        its return value or exception completes the update."""
+        if self.finished:
+            return  # the run ended first: the update never completes (its caller is told)
+        self._set_time(trigger)
+        while True:
+            token = _current.set(self.context)
+            try:
+                yielded = gen.throw(error) if error is not None else gen.send(value)
+            except StopIteration as stop:
+                self._complete_update(event, stop.value, None)
+                return
+            except errors.NonDeterminismError:
+                raise
+            except Exception as exc:
+                self._complete_update(event, None, self._failure(exc))
+                return
+            finally:
+                _current.reset(token)
+            self._step_location = _location(gen)
+            if isinstance(yielded, ContinueAsNew):
+                value, error = None, errors.WorkflowError(CONTINUE_IN_UPDATE)
+                continue
+            try:
+                node = self._build(yielded)
+            except errors.NonDeterminismError:
+                raise
+            except errors.DurableFutureError as exc:
+                value, error = None, exc
+                continue
+            if node.done:
+                value, error = node.value, node.error
+                continue
+            self._update_waits[node] = (gen, event)
+            return
