@@ -13,7 +13,11 @@ from durablefuture.codec.visibility import MAX_PAGE_SIZE
 from durablefuture.codec.wire import default_codec
 from durablefuture.core import events as ev
 from durablefuture.core.effects import RunStatus
-from durablefuture.core.errors import InvalidQueryError, WorkflowNotFoundError
+from durablefuture.core.errors import (
+    InvalidQueryError,
+    ServerUnavailableError,
+    WorkflowNotFoundError,
+)
 from durablefuture.core.failure import Failure
 from durablefuture.core.query import parse_query, split_order_by
 from durablefuture.core.state import RunState
@@ -129,17 +133,24 @@ async def list_payload(
     ``next_page_token`` for the next page); a single word that is no query searches ids
     instead (a substring of the workflow or run id, over the status index read once). The
     counts are over the runs that match the type and the filter box, so the status chips say
-    what clicking them shows.
+    what clicking them shows. With an empty box and no df-server to answer, the status index
+    is read instead (one page, with a ``note`` that says so).
     """
     query = _as_query(q)
+    note: str | None = None
     if query is not None or not q:
-        return await _queried(client, query or "", status, workflow_type, limit, page_token)
+        try:
+            return await _queried(client, query or "", status, workflow_type, limit, page_token)
+        except ServerUnavailableError as exc:
+            if query or page_token:  # a query or a next page needs the index
+                raise
+            note = f"{exc} — listed from the status entries instead (every run read; no paging)"
     everything = await client.list_workflows(limit=1_000_000, count_open=False)
     types = sorted({d.workflow_type for d in everything})
     scoped = [
         d
         for d in everything
-        if (not workflow_type or d.workflow_type == workflow_type) and _matches(d, q)
+        if (not workflow_type or d.workflow_type == workflow_type) and (not q or _matches(d, q))
     ]
     counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
     for d in scoped:
@@ -153,6 +164,7 @@ async def list_payload(
         "types": list(types),
         "namespace": client.namespace,
         "next_page_token": None,
+        **({"note": note} if note else {}),
     }
 
 

@@ -37,8 +37,11 @@ async def _gone_from_stream(client: df.Client, wid: str) -> bool:
     return False
 
 
-async def test_a_run_removed_by_retention_is_shown_from_the_archive(tmp_path: Path) -> None:
-    archive = f"dir:{tmp_path / 'archive'}"
+@pytest.mark.parametrize("kind", ["dir", "objstore"])
+async def test_a_run_removed_by_retention_is_shown_from_the_archive(
+    tmp_path: Path, kind: str
+) -> None:
+    archive = f"dir:{tmp_path / 'archive'}" if kind == "dir" else "objstore"
     options = ServerOptions(retention=1.0, archive=archive)
     async with LocalEnvironment(server_options=options) as env:
         client = env.client
@@ -58,7 +61,8 @@ async def test_a_run_removed_by_retention_is_shown_from_the_archive(tmp_path: Pa
                     assert res.status_code == 200, res.text
                     run = res.json()
                     assert run["archived"] is True and run["workflow"]["archived"] is True
-                    assert run["archive"] == archive
+                    bucket = f"{client.layout.stream}_archive"
+                    assert run["archive"] == (archive if kind == "dir" else f"objstore ({bucket})")
                     assert run["workflow"]["workflow_id"] == WID
                     assert run["workflow"]["status"] == "completed"
                     assert run["workflow"]["history_length"] == len(archived)

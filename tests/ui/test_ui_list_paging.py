@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from durablefuture.testing import LocalEnvironment
 from tests.conftest import wait_for
-from tests.ui.conftest import UiEnv
-from workflows_examples import TASK_QUEUE
+from tests.ui.conftest import UiEnv, served
+from workflows_examples import ACTIVITIES, TASK_QUEUE, WORKFLOWS
 from workflows_examples.approval import approval_workflow
 from workflows_examples.order import order_workflow
 
@@ -76,3 +77,33 @@ async def test_the_list_pages_through_the_index(ui_env: UiEnv) -> None:
         bad = await http.get("/api/workflows", params={"next": "not-a-token"})
         assert bad.status_code == 400, bad.text
         assert "token" in bad.json()["error"]
+
+
+async def test_without_a_df_server_the_list_falls_back_to_the_status_entries() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(task_queue=TASK_QUEUE, workflows=WORKFLOWS, activities=ACTIVITIES):
+            await env.client.execute_workflow(
+                order_workflow, "order-f", 3.0, id="order-f", task_queue=TASK_QUEUE, timeout=20
+            )
+        async with served(env) as url, httpx.AsyncClient(base_url=url, timeout=20) as http:
+
+            async def indexed() -> bool:
+                body = (await http.get("/api/workflows")).json()
+                return [w["workflow_id"] for w in body["workflows"]] == ["order-f"]
+
+            await wait_for(indexed, 20)
+            assert "note" not in (await http.get("/api/workflows")).json()
+            server = env.server
+            assert server is not None
+            await server.shutdown()
+            env.server = None  # shut down here; the environment cancels its task on exit
+
+            body = (await http.get("/api/workflows")).json()
+            assert [w["workflow_id"] for w in body["workflows"]] == ["order-f"]
+            assert body["counts"]["completed"] == 1 and body["next_page_token"] is None
+            assert "no df-server answered" in body["note"], body
+            # a query or a next page needs the index: they say that no df-server answered
+            queried = await http.get("/api/workflows", params={"q": "WorkflowId = 'order-f'"})
+            assert queried.status_code == 503 and "df-server" in queried.json()["error"]
+            paged = await http.get("/api/workflows", params={"next": "x"})
+            assert paged.status_code == 503, paged.text

@@ -305,6 +305,7 @@
 
     function show(data) {
       live.className = "live on";
+      if (data.note) { banner.hidden = false; banner.textContent = data.note; }
       document.getElementById("namespace").textContent = data.namespace;
       const total = Object.values(data.counts).reduce((a, b) => a + b, 0);
       sub.textContent = `${data.total} of ${total} run${total === 1 ? "" : "s"} · namespace ${data.namespace}`;
