@@ -131,13 +131,13 @@ def namespaces_and_creds(
     "--history-limit-events",
     type=click.IntRange(min=1),
     default=None,
-    help="Fail a run whose history reaches this many events (default 51200).",
+    help="End (terminate) a run whose history reaches this many events (default 51200).",
 )
 @click.option(
     "--history-limit-size",
     default=None,
     metavar="SIZE",
-    help="Fail a run whose history reaches this size, e.g. 50MB (default 50MiB).",
+    help="End (terminate) a run whose history reaches this size, e.g. 50MB (default 50MiB).",
 )
 @click.option(
     "--compact-interval",

@@ -17,10 +17,13 @@ from durablefuture.core.commands import (
     AllOf,
     AnyOf,
     Cancel,
+    CancelExternal,
     ChildWorkflowCall,
     ContinueAsNew,
     Handle,
+    LocalActivityCall,
     SideEffect,
+    SignalExternal,
     Site,
     Sleep,
     Start,
@@ -46,9 +49,12 @@ __all__ = [
     "all_of",
     "any_of",
     "cancel",
+    "cancel_workflow",
     "child_workflow",
     "continue_as_new",
+    "local_activity",
     "side_effect",
+    "signal_workflow",
     "sleep",
     "start",
     "wait_condition",
@@ -57,6 +63,9 @@ __all__ = [
 
 _YIELDABLE = (
     ActivityCall,
+    LocalActivityCall,
+    SignalExternal,
+    CancelExternal,
     Sleep,
     WaitSignal,
     WaitCondition,
@@ -231,6 +240,77 @@ def any_of(*commands: Yieldable | Iterable[Yieldable], cancel_losers: bool = Tru
     if not items:
         raise InvalidArgumentError("df.any_of needs at least one command")
     return AnyOf(items, _site(), bool(cancel_losers))
+
+
+MAX_LOCAL_ACTIVITY_SECONDS = 60.0
+
+
+def local_activity(
+    fn: Callable[..., object] | str,
+    *args: object,
+    options: ActivityOptions | None = None,
+    result_type: object = None,
+) -> LocalActivityCall:
+    """Run a short function in the workflow worker: ``v = yield df.local_activity(fn, x, ...)``.
+
+    No task queue round trip: the workflow task runs it (retried per the options' retry
+    policy) and records only its outcome, as one event. For short calls: ``options`` must set
+    ``start_to_close_timeout`` (at most 60 s), and all attempts together stop after
+    ``schedule_to_close_timeout`` or 60 s. At least once: a worker that dies before the
+    workflow task is recorded runs it again. ``df.heartbeat`` and ``df.activity_info`` are not
+    available in it. The yield returns its result or raises ``df.ActivityError``.
+    """
+    name = name_of(fn, "activity")
+    if not isinstance(options, ActivityOptions) or options.start_to_close_timeout is None:
+        raise InvalidArgumentError(
+            f"df.local_activity({name!r}) needs options=df.ActivityOptions("
+            "start_to_close_timeout=...) of at most 60 s"
+        )
+    for what, limit in (
+        ("start_to_close_timeout", options.start_to_close_timeout),
+        ("schedule_to_close_timeout", options.schedule_to_close_timeout),
+    ):
+        if limit is not None and limit > MAX_LOCAL_ACTIVITY_SECONDS:
+            raise InvalidArgumentError(
+                f"df.local_activity({name!r}): {what} is {limit:g}s; a local activity may run "
+                "at most 60 s (use df.activity for longer work)"
+            )
+    if not isinstance(fn, str):
+        bind_args(fn, args, "activity")
+    return LocalActivityCall(
+        name=name,
+        args=_encode_args(args, f"local activity {name!r}"),
+        options=options,
+        fn=None if isinstance(fn, str) else fn,
+        result_type=result_type if result_type is not None else result_type_of(fn),
+        site=_site(),
+    )
+
+
+def signal_workflow(workflow_id: str, name: str, *args: object) -> SignalExternal:
+    """Signal another workflow: ``yield df.signal_workflow("order-7", "approve", "ann")``.
+
+    Recorded in this run's history, then delivered by the df-server to the running run of
+    ``workflow_id`` (exactly once, whatever crashes); the yield returns None once it is
+    recorded. A signal to a workflow with no running run is dropped. A child started with
+    ``df.start`` is signalled with ``yield child.signal(name, *args)``.
+    """
+    check_workflow_id(workflow_id, "workflow id")
+    check_type_name(name, "signal name")
+    _encode_args(args, f"signal {name!r}")  # an unencodable argument raises here
+    return SignalExternal(workflow_id, name, args, _site())
+
+
+def cancel_workflow(workflow_id: str, reason: str = "") -> CancelExternal:
+    """Ask another workflow to cancel: ``yield df.cancel_workflow("order-7")``.
+
+    Recorded, then delivered like ``handle.cancel()`` from a client: ``df.CancelledError`` is
+    raised at that workflow's current yield. The yield returns None once it is recorded.
+    """
+    check_workflow_id(workflow_id, "workflow id")
+    if not isinstance(reason, str):
+        raise InvalidArgumentError(f"reason must be a string, got {reason!r}")
+    return CancelExternal(workflow_id, reason, _site())
 
 
 def start(command: ActivityCall | ChildWorkflowCall | Sleep) -> Start:

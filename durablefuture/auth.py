@@ -7,8 +7,8 @@ How it works. Every namespace gets two NATS accounts:
 * ``DF_<ns>_users`` holds the ``worker``, ``client`` and ``admin`` users. It has no JetStream of
   its own: it reaches ``DF_<ns>`` only through the subjects that account exports (the input
   subjects a role may write, the JetStream API, acks, the KV subjects of the activity and
-  worker buckets; the closed notices and inboxes back). Each user's permissions then narrow
-  that to its role.
+  worker buckets; the closed notices and the users' own inboxes back: the server's inbox
+  traffic stays home). Each user's permissions then narrow that to its role.
 
 Why two accounts: an answer goes where the asker's reply subject says. Inside one account a
 client could publish with the reply subject of a run's history and have JetStream's PubAck (or
@@ -167,7 +167,7 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
     # the server's own consumers: nobody else creates, pulls from or acknowledges on them
     protected = tuple(
         x
-        for c in (lay.server_consumer, lay.schedule_consumer)
+        for c in (lay.server_consumer, lay.schedule_consumer, lay.removal_consumer)
         for x in (
             f"{api}.CONSUMER.CREATE.{s}.{c}.>",
             f"{api}.CONSUMER.DELETE.{s}.{c}",
@@ -231,8 +231,11 @@ def _list(subjects: Iterable[str]) -> str:
     return "[" + ", ".join(json.dumps(x) for x in subjects) + "]"
 
 
-def _exports(namespace: str) -> list[tuple[str, str, str]]:
-    """(kind, subject, response type) the namespace's account lends its users' account."""
+def _exports(namespace: str, user_keys: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(kind, subject, response type) the namespace's account lends its users' account.
+
+    Of the inboxes, only those of the users (``user_keys``) cross: the server's own inbox
+    traffic (every PubAck and API answer it gets) stays in its account."""
     lay = Layout(namespace)
     api = "$JS.API"
     services = [
@@ -263,7 +266,8 @@ def _exports(namespace: str) -> list[tuple[str, str, str]]:
     # batched direct gets and pulls answer with many messages
     out.append(("service", f"{api}.DIRECT.GET.>", "stream"))
     out.append(("service", f"{api}.CONSUMER.MSG.NEXT.>", "stream"))
-    out += [("stream", f"{lay.events_prefix}.closed.>", ""), ("stream", "_INBOX.>", "")]
+    out.append(("stream", f"{lay.events_prefix}.closed.>", ""))
+    out += [("stream", f"{inbox_prefix(key)}.>", "") for key in user_keys]
     return out
 
 
@@ -279,7 +283,12 @@ def render_config(seeds: dict[tuple[str, str], str]) -> str:
     ]
     for ns in namespaces:
         home, users = account_name(ns), users_account_name(ns)
-        exports = _exports(ns)
+        user_keys = [
+            public_key_of(seeds[(ns, role)])
+            for role in ROLES
+            if role != "server" and (ns, role) in seeds
+        ]
+        exports = _exports(ns, user_keys)
         for name in (home, users):
             lines.append(f"  {name}: {{")
             if name == home:

@@ -139,8 +139,9 @@ def _overlap_reasons(state: ScheduleState, now: float) -> list[str]:
         if r.status == STARTING:
             out.append(
                 f"{label} was taken {_when(r.taken_at, now)} but its run has not been seen "
-                "yet: df-server retries the start until it is (a redelivered start is "
-                "harmless: the workflow id is fixed)"
+                "yet: df-server retries the start until it is done (a redelivered start is "
+                "harmless: the workflow id is fixed) and records the run at the schedule's "
+                f"next step (`df why {r.workflow_id}` shows the run if it has started)"
             )
             continue
         if r.workflow_id in stopping:

@@ -7,6 +7,7 @@ from typing import Any
 
 from workflows_examples.approval import approval_workflow, approve, notify_requester
 from workflows_examples.batch import batch_workflow, process_item
+from workflows_examples.coordinator import coordinator_workflow, part_workflow
 from workflows_examples.order import charge_credit_card, order_workflow, ship_package
 from workflows_examples.quorum import quorum_workflow, two_reviewers
 from workflows_examples.race import quote_workflow, request_quote
@@ -31,6 +32,8 @@ WORKFLOWS: list[Callable[..., object]] = [
     batch_workflow,
     quorum_workflow,
     quote_workflow,
+    coordinator_workflow,
+    part_workflow,
 ]
 ACTIVITIES: list[Callable[..., object]] = [
     charge_credit_card,
@@ -57,6 +60,7 @@ EXAMPLES: dict[str, tuple[Callable[..., object], tuple[object, ...], Driver | No
     "batch": (batch_workflow, (list(range(1, 101)),), None),
     "quorum": (quorum_workflow, ("req-2", 2, 600.0), two_reviewers),
     "race": (quote_workflow, ("widget", 30.0, 0.5), None),
+    "coordinator": (coordinator_workflow, (3,), None),
 }
 """``df dev --run NAME`` starts EXAMPLES[NAME] = (workflow, arguments, driver); the driver, if
 any, acts on the running workflow (e.g. sends the approval signal)."""

@@ -198,33 +198,35 @@ class DecodedCache:
     def __init__(self, budget: int = 8 * 1024 * 1024, largest: int = 16 * 1024) -> None:
         self.budget = budget
         self.largest = largest
-        self._entries: OrderedDict[object, bytes] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[dict[str, Any], bytes]] = OrderedDict()
+        """Envelope data -> (its metadata, the plaintext): a hit needs both to match."""
         self._bytes = 0
 
-    def key(self, envelope: Any) -> object:
+    def key(self, envelope: Any) -> tuple[str, dict[str, Any]] | None:
+        """The envelope's data and metadata, if it is small enough to be kept."""
         inner = envelope[ENVELOPE_KEY]
         data, meta = inner.get("d"), inner.get("m")
-        if not isinstance(data, str) or len(data) > self.largest or not isinstance(meta, dict):
+        if type(data) is not str or len(data) > self.largest or type(meta) is not dict:
             return None
-        try:
-            return (data, tuple(sorted(meta.items())))
-        except TypeError:
+        return data, meta
+
+    def get(self, key: tuple[str, dict[str, Any]]) -> bytes | None:
+        """The plaintext of exactly this data under exactly this metadata, if kept."""
+        entry = self._entries.get(key[0])
+        if entry is None or entry[0] != key[1]:
             return None
+        self._entries.move_to_end(key[0])
+        return entry[1]
 
-    def get(self, key: object) -> bytes | None:
-        plain = self._entries.get(key)
-        if plain is not None:
-            self._entries.move_to_end(key)
-        return plain
-
-    def put(self, key: object, plain: bytes) -> None:
-        if key in self._entries:
+    def put(self, key: tuple[str, dict[str, Any]], plain: bytes) -> None:
+        data, meta = key
+        if data in self._entries:
             return
-        self._entries[key] = plain
-        self._bytes += len(plain) + len(key[0])  # type: ignore[index]
+        self._entries[data] = (dict(meta), plain)
+        self._bytes += len(plain) + len(data)
         while self._bytes > self.budget and self._entries:
-            old, dropped = self._entries.popitem(last=False)
-            self._bytes -= len(dropped) + len(old[0])  # type: ignore[index]
+            old, (_, dropped) = self._entries.popitem(last=False)
+            self._bytes -= len(dropped) + len(old)
 
 
 def decode_values(
@@ -233,7 +235,7 @@ def decode_values(
     """``values`` with every envelope decoded (plain values pass through)."""
     out = list(values)
     at: list[int] = []
-    keys: list[object] = []
+    keys: list[tuple[str, dict[str, Any]] | None] = []
     for i, v in enumerate(values):
         if not is_envelope(v):
             continue
@@ -265,6 +267,7 @@ def decode_values(
 # ------------------------------------------------------------------ message trees
 
 _Slot = tuple[Any, Any]  # (container, key or index)
+_CONTAINERS = (dict, list)
 
 
 def payload_slots(tree: object, skip_envelopes: bool = False) -> list[_Slot]:
@@ -288,7 +291,7 @@ def payload_slots(tree: object, skip_envelopes: bool = False) -> list[_Slot]:
             elif key in _ONE_KEYS:
                 if child is not None and not (skip_envelopes and is_envelope(child)):
                     slots.append((node, key))
-            elif isinstance(child, dict | list):
+            elif isinstance(child, _CONTAINERS):
                 stack.append(child)
     return slots
 
@@ -302,7 +305,11 @@ def transform_tree(
         if slots:
             _replace(slots, encode_values(codec, [c[k] for c, k in slots], cache))
         return
-    slots = [(c, k) for c, k in payload_slots(tree) if is_envelope(c[k]) and not is_claim(c[k])]
+    slots = [
+        (c, k)
+        for c, k in payload_slots(tree)
+        if is_envelope(v := c[k]) and CLAIM not in v[ENVELOPE_KEY].get("m", ())
+    ]
     if slots:
         _replace(slots, decode_values(codec, [c[k] for c, k in slots], cache))
 

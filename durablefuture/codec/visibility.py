@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import sys
 from typing import Any
 
 import orjson
@@ -97,11 +98,18 @@ def decode_visibility_request(data: bytes) -> VisibilityRequest:
 
 
 def listed(summary: RunSummary) -> RunSummary:
-    """A status entry as the index keeps and lists it: without the result and failure (read
-    those with ``describe()``)."""
-    if summary.result is None and summary.failure is None and summary.parent is None:
-        return summary
-    return evolve(summary, result=None, failure=None, parent=None)
+    """A status entry as the index keeps and lists it: without the result, failure, parent and
+    request id (``describe()`` has them), the few distinct strings shared between runs."""
+    return evolve(
+        summary,
+        result=None,
+        failure=None,
+        parent=None,
+        request_id="",
+        workflow_type=sys.intern(summary.workflow_type),
+        task_queue=sys.intern(summary.task_queue),
+        status=sys.intern(summary.status),
+    )
 
 
 def encode_visibility_reply(codec: Codec, reply: VisibilityReply) -> bytes:

@@ -49,10 +49,11 @@ class ParentRef:
 # ----------------------------------------------------------------- workflow lifecycle
 
 
-RUN_FLAGS: tuple[str, ...] = ("cancel_losers",)
+RUN_FLAGS: tuple[str, ...] = ("cancel_losers", "condition_timers")
 """Recorded in every new run's ``WorkflowStarted.flags``:
 
-* ``cancel_losers``: ``df.any_of`` cancels its losers by default (runs without it never do).
+* ``cancel_losers``: ``df.any_of`` cancels its losers by default (runs without it never do);
+* ``condition_timers``: a ``df.wait_condition`` met before its timeout cancels its timer.
 """
 
 

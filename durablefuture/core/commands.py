@@ -16,9 +16,10 @@ from collections.abc import Callable
 
 from attrs import field, frozen
 
-from durablefuture.core.failure import Failure
+from durablefuture.core import _command_types
+from durablefuture.core._command_types import *  # noqa: F403 (the commands, re-exported)
+from durablefuture.core.errors import InvalidArgumentError
 from durablefuture.core.options import ActivityOptions, ParentClosePolicy
-from durablefuture.core.search_attributes import SearchAttributes
 from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
@@ -27,35 +28,22 @@ __all__ = [
     "AllOf",
     "AnyOf",
     "Cancel",
-    "CancelWorkflow",
+    "CancelExternal",
     "ChildWorkflowCall",
-    "Command",
-    "CompleteWorkflow",
     "ContinueAsNew",
-    "ContinueAsNewWorkflow",
-    "FailWorkflow",
     "Handle",
-    "PendingSignal",
-    "PrimitiveCommand",
-    "RecordMarker",
-    "RecordSideEffect",
-    "RequestCancellation",
-    "ScheduleActivity",
+    "LocalActivityCall",
     "SideEffect",
+    "SignalExternal",
     "Site",
     "Sleep",
     "Start",
-    "StartChildWorkflow",
-    "StartConditionWait",
-    "StartSignalWait",
-    "StartTimer",
-    "TerminalCommand",
-    "UpsertSearchAttributes",
     "WaitCondition",
     "WaitSignal",
     "Yieldable",
     "describe_yieldable",
 ]
+__all__ += _command_types.__all__
 
 
 # --------------------------------------------------------------------------- yieldables
@@ -164,14 +152,26 @@ class Handle:
     """Work started with ``task = yield df.start(...)``: ``result = yield task`` waits for it,
     ``yield df.cancel(task)`` cancels it, and ``df.all_of`` / ``df.any_of`` accept it."""
 
-    __slots__ = ("_node", "kind", "name", "seq")
+    __slots__ = ("_node", "kind", "name", "seq", "workflow_id")
 
-    def __init__(self, seq: int, kind: str, name: str, node: object) -> None:
+    def __init__(
+        self, seq: int, kind: str, name: str, node: object, workflow_id: str | None = None
+    ) -> None:
         self.seq = seq
         self.kind = kind
         """``activity``, ``timer`` or ``child``."""
         self.name = name
         self._node = node
+        self.workflow_id = workflow_id
+        """A child's workflow id (None for activities and timers)."""
+
+    def signal(self, name: str, *args: object) -> SignalExternal:
+        """``yield child.signal(name, *args)``: signal the child workflow this handle started."""
+        if self.workflow_id is None:
+            raise InvalidArgumentError(
+                f"only a child workflow's handle can be signalled, not {self!r}"
+            )
+        return SignalExternal(self.workflow_id, name, args)
 
     @property
     def done(self) -> bool:
@@ -181,6 +181,39 @@ class Handle:
     def __repr__(self) -> str:
         state = "done" if self.done else "running"
         return f"<df.Handle {self.kind} #{self.seq} {self.name!r} {state}>"
+
+
+@frozen
+class LocalActivityCall:
+    """Run ``fn`` in the workflow worker (a local activity); the yield returns its result or
+    raises ActivityError. Only its outcome is recorded, as one event."""
+
+    name: str
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
+    options: ActivityOptions | None = None
+    fn: Callable[..., object] | None = field(default=None, eq=False, repr=False)
+    result_type: object = field(default=None, eq=False, repr=False)
+    site: Site | None = field(default=None, eq=False, repr=False)
+
+
+@frozen
+class SignalExternal:
+    """Send signal ``name`` with ``args`` to the running workflow ``workflow_id``."""
+
+    workflow_id: str
+    name: str
+    args: tuple[object, ...] = field(default=(), eq=False)
+    """Encoded by the replay when yielded (an unencodable argument raises at the yield)."""
+    site: Site | None = field(default=None, eq=False, repr=False)
+
+
+@frozen
+class CancelExternal:
+    """Ask the running workflow ``workflow_id`` to cancel."""
+
+    workflow_id: str
+    reason: str = ""
+    site: Site | None = field(default=None, eq=False, repr=False)
 
 
 @frozen
@@ -211,6 +244,9 @@ Yieldable = (
     | Handle
     | Start
     | Cancel
+    | SignalExternal
+    | CancelExternal
+    | LocalActivityCall
 )
 
 YIELDABLE_TYPES: tuple[type, ...] = (
@@ -225,6 +261,9 @@ YIELDABLE_TYPES: tuple[type, ...] = (
     Handle,
     Start,
     Cancel,
+    SignalExternal,
+    CancelExternal,
+    LocalActivityCall,
     ContinueAsNew,
 )
 """Everything a workflow may yield (``ContinueAsNew`` included)."""
@@ -255,141 +294,10 @@ def describe_yieldable(item: object) -> str:
         return f"df.cancel({item.handle!r})"
     if isinstance(item, Handle):
         return repr(item)
+    if isinstance(item, SignalExternal):
+        return f"df.signal_workflow({item.workflow_id!r}, {item.name!r}, ...)"
+    if isinstance(item, CancelExternal):
+        return f"df.cancel_workflow({item.workflow_id!r})"
+    if isinstance(item, LocalActivityCall):
+        return f"df.local_activity({item.name!r}{', ...' if item.args else ''})"
     return repr(item)
-
-
-# --------------------------------------------------------------------------- commands
-
-
-@frozen
-class ScheduleActivity:
-    seq: int
-    name: str
-    args: tuple[JsonValue, ...] = field(converter=payloads)
-    options: ActivityOptions
-
-
-@frozen
-class StartTimer:
-    """Sleep ``duration`` seconds from workflow time ``start`` (``df.workflow.now()`` when the
-    code yielded): the timer fires at ``start + duration``, like a durable alarm clock."""
-
-    seq: int
-    duration: float
-    start: float | None = None
-
-
-@frozen
-class StartSignalWait:
-    seq: int
-    name: str
-    timeout: float | None = None
-    start: float | None = None
-
-
-@frozen
-class StartConditionWait:
-    """Wait on a condition (``df.wait_condition``); with ``timeout`` a durable timer ends the
-    wait at ``start + timeout``."""
-
-    seq: int
-    timeout: float | None = None
-    start: float | None = None
-
-
-@frozen
-class RequestCancellation:
-    """Cancel command ``target`` (an activity, timer or child workflow the code started)."""
-
-    seq: int
-    target: int
-
-
-@frozen
-class RecordSideEffect:
-    seq: int
-    value: JsonValue = None
-    failure: Failure | None = None
-
-
-@frozen
-class RecordMarker:
-    seq: int
-    change_id: str
-
-
-@frozen
-class UpsertSearchAttributes:
-    """``df.workflow.upsert_search_attributes``: set (or, with a None value, remove) search
-    attributes of the run."""
-
-    seq: int
-    search_attributes: SearchAttributes = field(factory=dict)
-
-
-@frozen
-class StartChildWorkflow:
-    seq: int
-    workflow_type: str
-    workflow_id: str
-    args: tuple[JsonValue, ...] = field(converter=payloads)
-    task_queue: str
-    execution_timeout: float | None = None
-    parent_close_policy: ParentClosePolicy = ParentClosePolicy.REQUEST_CANCEL
-
-
-@frozen
-class CompleteWorkflow:
-    result: JsonValue = None
-
-
-@frozen
-class FailWorkflow:
-    failure: Failure
-
-
-@frozen
-class CancelWorkflow:
-    """The run ends cancelled (the generator let df.CancelledError escape)."""
-
-    message: str = "workflow cancelled"
-
-
-@frozen
-class PendingSignal:
-    """A signal the run received but its code had not consumed: it moves to the next run."""
-
-    name: str
-    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
-
-
-def _pending(value: object) -> tuple[PendingSignal, ...]:
-    if isinstance(value, tuple):
-        return value
-    if isinstance(value, list):
-        return tuple(value)
-    raise TypeError(f"expected pending signals, got {type(value).__name__}")
-
-
-@frozen
-class ContinueAsNewWorkflow:
-    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
-    workflow_type: str | None = None
-    task_queue: str | None = None
-    signals: tuple[PendingSignal, ...] = field(default=(), converter=_pending)
-    """Signals received and not yet consumed; they are delivered to the new run, in order."""
-
-
-PrimitiveCommand = (
-    ScheduleActivity
-    | StartTimer
-    | StartSignalWait
-    | StartConditionWait
-    | RequestCancellation
-    | RecordSideEffect
-    | RecordMarker
-    | StartChildWorkflow
-    | UpsertSearchAttributes
-)
-TerminalCommand = CompleteWorkflow | FailWorkflow | CancelWorkflow | ContinueAsNewWorkflow
-Command = PrimitiveCommand | TerminalCommand

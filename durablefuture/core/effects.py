@@ -13,7 +13,7 @@ from attrs import field, frozen
 
 from durablefuture.core.events import ParentRef
 from durablefuture.core.failure import Failure
-from durablefuture.core.inputs import StartWorkflowRequest
+from durablefuture.core.inputs import RequestCancel, SignalWorkflow, StartWorkflowRequest
 from durablefuture.core.options import ActivityOptions
 from durablefuture.core.search_attributes import SearchAttributes
 from durablefuture.core.types import JsonValue, payloads
@@ -26,6 +26,7 @@ __all__ = [
     "ArmTimer",
     "CancelActivities",
     "CancelChildRun",
+    "DeliverInput",
     "DispatchActivityTask",
     "DispatchWorkflowTask",
     "Effect",
@@ -170,6 +171,16 @@ class NotifyParent:
 
 
 @frozen
+class DeliverInput:
+    """Send ``input`` to the running run of workflow ``workflow_id`` (its ``run_id`` is "":
+    whichever run is current); idempotent by the input's request id. Nothing happens if no
+    run of that workflow is running."""
+
+    workflow_id: str
+    input: SignalWorkflow | RequestCancel
+
+
+@frozen
 class UpdateStatus:
     summary: RunSummary
 
@@ -191,6 +202,7 @@ Effect = (
     | TerminateChildRun
     | CancelActivities
     | NotifyParent
+    | DeliverInput
     | UpdateStatus
     | IndexRun
 )

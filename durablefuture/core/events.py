@@ -49,6 +49,9 @@ __all__ = [
     "ChildWorkflowStarted",
     "ConditionWaitStarted",
     "Event",
+    "ExternalCancelRequested",
+    "ExternalWorkflowSignalled",
+    "LocalActivityRecorded",
     "MarkerRecorded",
     "ParentRef",
     "SearchAttributesUpserted",
@@ -206,6 +209,49 @@ class CancellationRequested:
 
 
 @frozen
+class LocalActivityRecorded:
+    """A local activity ran in the workflow worker: its outcome after ``attempts`` attempts,
+    handed to the code at workflow time ``applied_at``."""
+
+    event_id: int
+    at: float
+    based_on: int
+    seq: int
+    name: str
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
+    result: JsonValue = None
+    failure: Failure | None = None
+    attempts: int = 1
+    applied_at: float = 0.0
+
+
+@frozen
+class ExternalWorkflowSignalled:
+    """The code sent signal ``name`` to workflow ``workflow_id`` (``df.signal_workflow``,
+    ``child.signal``); the df-server delivers it to that workflow's running run."""
+
+    event_id: int
+    at: float
+    based_on: int
+    seq: int
+    workflow_id: str
+    name: str
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
+
+
+@frozen
+class ExternalCancelRequested:
+    """The code asked workflow ``workflow_id`` to cancel (``df.cancel_workflow``)."""
+
+    event_id: int
+    at: float
+    based_on: int
+    seq: int
+    workflow_id: str
+    reason: str = ""
+
+
+@frozen
 class SignalReceived:
     event_id: int
     at: float
@@ -314,6 +360,9 @@ Event = (
     | SignalWaitTimedOut
     | ConditionWaitStarted
     | CancellationRequested
+    | ExternalWorkflowSignalled
+    | ExternalCancelRequested
+    | LocalActivityRecorded
     | SignalReceived
     | SideEffectRecorded
     | MarkerRecorded
@@ -330,6 +379,9 @@ COMMAND_EVENTS = (
     SignalWaitStarted,
     ConditionWaitStarted,
     CancellationRequested,
+    ExternalWorkflowSignalled,
+    ExternalCancelRequested,
+    LocalActivityRecorded,
     SideEffectRecorded,
     MarkerRecorded,
     ChildWorkflowScheduled,

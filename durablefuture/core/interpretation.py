@@ -19,6 +19,7 @@ from durablefuture.core.effects import (
     ArmTimer,
     CancelActivities,
     CancelChildRun,
+    DeliverInput,
     DispatchActivityTask,
     DispatchWorkflowTask,
     Effect,
@@ -63,8 +64,13 @@ class EffectHandler(Protocol[T_co]):
         ...
 
 
-def message_of(effect: NotifyParent | CancelChildRun | TerminateChildRun) -> RunMessage:
+def message_of(
+    effect: NotifyParent | CancelChildRun | TerminateChildRun | DeliverInput,
+) -> RunMessage:
     """The input an effect sends to another run, and its message id."""
+    if isinstance(effect, DeliverInput):
+        msg_in = effect.input  # run_id "": the receiver finds the workflow's running run
+        return effect.workflow_id, msg_in, f"{msg_in.run_id}:{msg_in.input_id}"
     if isinstance(effect, NotifyParent):
         p = effect.parent
         msg: inp.RunInput
@@ -96,6 +102,7 @@ _TABLE: dict[type, Callable[[EffectHandler[Any], Any], Any]] = {
     NotifyParent: _to_run,
     CancelChildRun: _to_run,
     TerminateChildRun: _to_run,
+    DeliverInput: _to_run,
     CancelActivities: lambda h, e: h.cancel_activities(e),
     UpdateStatus: lambda h, e: h.update_status(e),
     IndexRun: lambda h, e: h.index_run(e),

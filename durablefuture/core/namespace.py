@@ -77,7 +77,7 @@ class NamespaceSettings:
     history_warn_events: int = field(default=10_240, validator=ge(1))
     history_warn_bytes: int = field(default=10 * 1024 * 1024, validator=ge(1))
     history_limit_events: int = field(default=51_200, validator=ge(1))
-    """A run whose history reaches this many events is failed (continue-as-new instead)."""
+    """A run whose history reaches this many events is ended (continue-as-new before)."""
     history_limit_bytes: int = field(default=50 * 1024 * 1024, validator=ge(1))
 
     def __attrs_post_init__(self) -> None:
@@ -131,7 +131,7 @@ class NamespaceSettings:
 
 @frozen
 class HistoryVerdict:
-    """What a history's length and size call for: nothing, a warning, or failing the run."""
+    """What a history's length and size call for: nothing, a warning, or ending the run."""
 
     warn: bool = False
     fail: bool = False
@@ -149,7 +149,7 @@ def history_verdict(settings: NamespaceSettings, events: int, size: int) -> Hist
         return HistoryVerdict(
             warn=True,
             fail=True,
-            message=f"the history has reached {' and '.join(over)}; the run is failed. Call "
+            message=f"the history has reached {' and '.join(over)}; the run is terminated. Call "
             "df.continue_as_new(...) before that (df.workflow.info().continue_as_new_suggested "
             "tells when), or raise the namespace's limits (df-server --history-limit-events / "
             "--history-limit-bytes)",
@@ -163,7 +163,7 @@ def history_verdict(settings: NamespaceSettings, events: int, size: int) -> Hist
         return HistoryVerdict(
             warn=True,
             message=f"the history has {' and '.join(near)}; at {settings.history_limit_events:,} "
-            f"events or {settings.history_limit_bytes:,} bytes the run is failed: continue as new "
-            "(df.continue_as_new) soon",
+            f"events or {settings.history_limit_bytes:,} bytes the run is terminated: continue "
+            "as new (df.continue_as_new) soon",
         )
     return HistoryVerdict()

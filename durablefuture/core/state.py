@@ -53,6 +53,10 @@ class ChildState:
     parent_close_policy: ParentClosePolicy
     run_id: str | None = None
     closed: bool = False
+    cancel_seq: int = 0
+    """The command that cancelled it (``df.cancel``), if any."""
+    held_signals: list[ev.ExternalWorkflowSignalled] = field(factory=list)
+    """Signals the run sent it before it started: delivered once it has started."""
 
 
 @define
@@ -253,6 +257,15 @@ class RunState:
         act = self.activities.get(e.target)
         if act is not None:
             act.cancel_requested = True
+        child = self.children.get(e.target)
+        if child is not None:
+            child.cancel_seq = child.cancel_seq or e.seq
+
+    def _on_external_signal(self, e: ev.ExternalWorkflowSignalled) -> None:
+        # a signal to a child that has not started yet waits for its start (its run_id)
+        for child in self.children.values():
+            if child.workflow_id == e.workflow_id and not child.closed and child.run_id is None:
+                child.held_signals.append(e)
 
     def _on_signal_wait_started(self, e: ev.SignalWaitStarted) -> None:
         if e.deadline is not None:
@@ -322,6 +335,7 @@ _FOLDS: dict[type, Callable[[RunState, Any], None]] = {
     ev.SignalWaitStarted: RunState._on_signal_wait_started,
     ev.ConditionWaitStarted: RunState._on_condition_wait_started,
     ev.CancellationRequested: RunState._on_cancellation_requested,
+    ev.ExternalWorkflowSignalled: RunState._on_external_signal,
     ev.SignalWaitTimedOut: RunState._on_signal_wait_timed_out,
     ev.SignalReceived: RunState._on_signal,
     ev.ChildWorkflowScheduled: RunState._on_child_scheduled,

@@ -24,7 +24,9 @@ import enum
 from attrs import field, frozen
 from attrs.validators import ge
 
-__all__ = ["TimerKey", "TimerKind", "names_a_spent_timer"]
+from durablefuture.core import events as ev
+
+__all__ = ["TimerKey", "TimerKind", "names_a_spent_timer", "spent_by"]
 
 
 class TimerKind(enum.Enum):
@@ -142,3 +144,22 @@ def names_a_spent_timer(key: str) -> bool:
     return key[:1] in (TimerKind.TIMER.value, TimerKind.SIGNAL_WAIT.value) or key.startswith(
         f"{TimerKind.WORKFLOW_TASK_RETRY.value}."
     )
+
+
+def spent_by(event: ev.Event) -> str | None:
+    """The durable timers ``event`` leaves with nothing to guard, as a key pattern (``*`` one
+    dot-separated part, ``>`` the rest, as in NATS subjects), or None.
+
+    Every timer of an activity that closed (completed, failed, timed out); the per-attempt
+    timers of an attempt that failed and is retried (the activity's schedule_to_close stays);
+    the timer of a cancelled ``df.sleep`` (a cancelled command that is no sleep has no timer
+    under that key). Cancelling such a timer early only saves its firing: a timer that fires
+    with nothing to guard is ignored.
+    """
+    if isinstance(event, ev.ActivityCompleted | ev.ActivityFailed | ev.ActivityTimedOut):
+        return f"a{event.seq}.>"
+    if isinstance(event, ev.ActivityRetryScheduled):
+        return f"a{event.seq}.{event.attempt}.*"
+    if isinstance(event, ev.CancellationRequested):
+        return TimerKey.timer(event.target).encode()
+    return None

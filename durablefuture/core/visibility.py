@@ -22,16 +22,16 @@ from durablefuture.core.effects import RunSummary
 from durablefuture.core.query import (
     DEFAULT_ORDER,
     And,
+    Between,
     Compare,
     Expr,
     FieldValue,
     In,
-    Literal,
     Query,
     SortPart,
     after_cursor,
+    compile_where,
     equality_hints,
-    matches,
     sort_key,
     sort_part,
     top,
@@ -107,7 +107,9 @@ class RunIndex:
 
     def __init__(self) -> None:
         self.runs: dict[str, IndexedRun] = {}
-        self._by: dict[str, dict[object, set[str]]] = {f: {} for f in _BUILTIN_INDEXED}
+        # field -> value -> the keys of the runs with it (one key alone is kept as the string:
+        # a set per workflow id, or per unique attribute value, would cost ~200 bytes a run)
+        self._by: dict[str, dict[object, str | set[str]]] = {f: {} for f in _BUILTIN_INDEXED}
         self._unindexable: dict[str, int] = {}  # attribute -> runs with a non-indexable type
         self._newest: list[tuple[float, str, str, str]] = []  # every run, in the default order
         self.walk_above = _WALK
@@ -137,7 +139,15 @@ class RunIndex:
         self.runs[key] = run
         insort(self._newest, run.newest_first(key))
         for f, v in self._postings(run):
-            self._by.setdefault(f, {}).setdefault(v, set()).add(key)
+            values = self._by.setdefault(f, {})
+            keys = values.get(v)
+            if keys is None:
+                values[v] = key
+            elif isinstance(keys, str):
+                if keys != key:
+                    values[v] = {keys, key}
+            else:
+                keys.add(key)
         for name, a in summary.search_attributes.items():
             if a.type not in _INDEXABLE_TYPES:
                 self._unindexable[name] = self._unindexable.get(name, 0) + 1
@@ -156,10 +166,12 @@ class RunIndex:
             if values is None:
                 continue
             keys = values.get(v)
-            if keys is not None:
+            if keys == key:
+                del values[v]
+            elif isinstance(keys, set):
                 keys.discard(key)
-                if not keys:
-                    del values[v]
+                if len(keys) == 1:
+                    values[v] = next(iter(keys))
         for name, a in run.summary.search_attributes.items():
             if a.type not in _INDEXABLE_TYPES:
                 left = self._unindexable.get(name, 0) - 1
@@ -179,10 +191,16 @@ class RunIndex:
             index = self._by.get(f)
             if f == "RunId" or f in self._unindexable or (index is None and f in _BUILTIN_INDEXED):
                 continue
-            keys: set[str] = set()
-            for v in values:
-                keys |= (index or {}).get(v, set())
-            sets.append(keys)
+            per_value = [_as_set((index or {}).get(v)) for v in values]
+            # one value: its set as it is (only read here); several: their union
+            sets.append(per_value[0] if len(per_value) == 1 else set().union(*per_value))
+        parts: tuple[Expr, ...] = (
+            () if where is None else where.parts if isinstance(where, And) else (where,)
+        )
+        for p in parts:
+            started = self._started_between(p)
+            if started is not None:
+                sets.append(started)
         if not sets:
             return None, where is None
         sets.sort(key=len)
@@ -190,11 +208,38 @@ class RunIndex:
         for other in sets[1:]:
             found = found & other
         # covered: every top-level part is one of the hints used (so no evaluation is needed)
-        parts = where.parts if isinstance(where, And) else (where,)
         covered = len(sets) == len(parts) and all(
             isinstance(p, Compare | In) and _plain(p) for p in parts
         )
         return found, covered
+
+    def _started_between(self, p: Expr) -> set[str] | None:
+        """The runs a ``StartTime`` range (``<``, ``<=``, ``>``, ``>=``, ``BETWEEN``) may match,
+        from the newest-first list (a microsecond wider on each side: the query compares the
+        times as datetimes, which hold microseconds), or None for any other part."""
+        low = high = None
+        if isinstance(p, Compare) and p.field == "StartTime" and isinstance(p.value, datetime):
+            t = p.value.timestamp()
+            if p.op in (">", ">="):
+                low = t
+            elif p.op in ("<", "<="):
+                high = t
+            else:
+                return None
+        elif (
+            isinstance(p, Between)
+            and p.field == "StartTime"
+            and not p.negate
+            and isinstance(p.low, datetime)
+            and isinstance(p.high, datetime)
+        ):
+            low, high = p.low.timestamp(), p.high.timestamp()
+        else:
+            return None
+        newest = self._newest  # ordered by -start: later starts first
+        first = 0 if high is None else bisect_left(newest, (-high - 1e-6,))
+        last = len(newest) if low is None else bisect_left(newest, (-low + 1e-6,))
+        return {e[3] for e in newest[first:last]}
 
     def count(self, query: Query) -> int:
         """How many runs match ``query``."""
@@ -202,7 +247,8 @@ class RunIndex:
         if covered:
             return len(self.runs) if found is None else len(found)
         runs = self.runs.values() if found is None else (self.runs[k] for k in found)
-        return sum(1 for r in runs if matches(query, r))
+        test = compile_where(query.where)
+        return sum(1 for r in runs if test(r))
 
     def page(
         self, query: Query, size: int, after: list[SortPart] | None = None
@@ -210,13 +256,14 @@ class RunIndex:
         """Up to ``size`` matches in the query's order after ``after`` (a previous page's
         cursor), and the cursor of this page's last run if more may follow (else None)."""
         found, covered = self._candidates(query.where)
+        test = (lambda _r: True) if covered else compile_where(query.where)
         default = not query.order_by or tuple(query.order_by) == DEFAULT_ORDER
         if default and (found is None or len(found) > self.walk_above):
-            shown = self._walk(query, size + 1, found, covered, after)
+            shown = self._walk(test, size + 1, found, after)
         else:
             rest = after_cursor(query.order_by, after) if after is not None else None
             runs = self.runs.values() if found is None else (self.runs[k] for k in found)
-            rows = (r for r in runs if (covered or matches(query, r)) and (rest is None or rest(r)))
+            rows = (r for r in runs if test(r) and (rest is None or rest(r)))
             shown = [r for r in top(rows, query.order_by, size + 1) if isinstance(r, IndexedRun)]
         more = len(shown) > size
         shown = shown[:size]
@@ -225,10 +272,9 @@ class RunIndex:
 
     def _walk(
         self,
-        query: Query,
+        test: Callable[[IndexedRun], bool],
         n: int,
         found: set[str] | None,
-        covered: bool,
         after: list[SortPart] | None,
     ) -> list[IndexedRun]:
         """The first ``n`` matches in the default order, walking the runs newest first (it
@@ -246,19 +292,23 @@ class RunIndex:
             if found is not None and key not in found:
                 continue
             run = self.runs[key]
-            if covered or matches(query, run):
+            if test(run):
                 out.append(run)
                 if len(out) >= n:
                     break
         return out
 
 
+def _as_set(keys: str | set[str] | None) -> set[str]:
+    if keys is None:
+        return set()
+    return {keys} if isinstance(keys, str) else keys
+
+
 def _plain(p: Compare | In) -> bool:
-    """An equality whose index lookup is exact: a built-in keyword field, or a value kind that
-    can only equal itself (a string; not a number, which may equal a bool's hash)."""
-    values: tuple[Literal, ...] = (p.value,) if isinstance(p, Compare) else p.values
-    if isinstance(p, Compare) and p.op != "=":
-        return False
-    if isinstance(p, In) and p.negate:
-        return False
-    return p.field in _BUILTIN_INDEXED and all(isinstance(v, str) for v in values)
+    """An equality whose index lookup is exact: string values only (a string equals only a
+    keyword, or an item of a keyword list, which is what ``=`` means for one; a number could
+    also find a bool under the same hash). Text and datetime attributes are never looked up."""
+    if isinstance(p, Compare):
+        return p.op == "=" and isinstance(p.value, str)
+    return not p.negate and all(isinstance(v, str) for v in p.values)

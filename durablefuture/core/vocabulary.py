@@ -10,10 +10,14 @@ needs to know about it:
   determinism (kind is compared first; ``matches`` compares what must not change);
 * ``effects``: what the server does once that event is recorded (dispatch a task, arm a
   timer, start a child run), given the run's state with the event applied;
-* ``describe`` / ``describe_event``: one line for error messages, the UI and ``df workflow``.
+* ``describe`` / ``describe_event``: one line for error messages, the UI and ``df workflow``;
+* ``instant``: the code does not wait on it (the UI timeline draws a point, else a bar).
 
-Adding a command means: its class in ``commands.py``, its event in ``events.py`` and one entry
-here; if its event changes the server's view of the run, a fold handler in ``state.py``. Events
+Adding a command means: its class in ``_command_types.py`` (``commands.py`` re-exports every
+command), its event in ``events.py`` and one entry
+here (its effects, if any, in ``_command_effects.py``); if its event changes the server's view
+of the run, a fold handler in ``state.py``. The UI timeline and ``df why`` need nothing: they
+describe any command from its entry. Events
 that are not commands (results, attempts, cancellation) have one handler each, by event type, in
 ``state.py`` and ``orchestration/_effects.py``.
 """
@@ -25,6 +29,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 
 from attrs import frozen
 
+from durablefuture.core import _command_effects as fx
 from durablefuture.core import events as ev
 from durablefuture.core.commands import (
     CancelWorkflow,
@@ -34,10 +39,13 @@ from durablefuture.core.commands import (
     FailWorkflow,
     PendingSignal,
     PrimitiveCommand,
+    RecordLocalActivity,
     RecordMarker,
     RecordSideEffect,
+    RequestCancelExternalWorkflow,
     RequestCancellation,
     ScheduleActivity,
+    SignalExternalWorkflow,
     StartChildWorkflow,
     StartConditionWait,
     StartSignalWait,
@@ -45,19 +53,10 @@ from durablefuture.core.commands import (
     UpsertSearchAttributes,
 )
 from durablefuture.core.effects import (
-    ArmTimer,
-    CancelActivities,
-    CancelChildRun,
-    DispatchActivityTask,
     Effect,
     IndexRun,
-    StartRun,
-    activity_task,
 )
-from durablefuture.core.inputs import StartWorkflowRequest
-from durablefuture.core.options import ActivityCancellationType
 from durablefuture.core.state import RunState
-from durablefuture.core.timers import TimerKey, TimerKind
 
 __all__ = [
     "DECIDED_TERMINAL_EVENTS",
@@ -72,6 +71,7 @@ __all__ = [
     "describe_event",
     "event_fields",
     "event_type_of",
+    "is_instant",
     "is_terminal",
     "matches",
 ]
@@ -105,6 +105,8 @@ class CommandKind(Generic[C, E]):
     effects: Callable[[RunState, E], list[Effect]] = lambda _s, _e: []
     terminal: bool = False
     """Ends the run; its effects are the run's close effects (``orchestration/_effects.py``)."""
+    instant: bool = False
+    """Done when recorded (the code never waits on it): the UI draws a point, not a bar."""
 
 
 def _short(value: object, limit: int = 120) -> str:
@@ -148,41 +150,6 @@ def _record_continue(cmd: ContinueAsNewWorkflow, r: Recording) -> dict[str, obje
     }
 
 
-def _activity_effects(state: RunState, e: ev.ActivityScheduled) -> list[Effect]:
-    act = state.activities[e.seq]
-    if act.closed:
-        return []
-    opts = act.options
-    out: list[Effect] = []
-    if act.attempt == 1 and act.started_at is None:
-        out.append(DispatchActivityTask(activity_task(state, act)))
-        if opts.schedule_to_start_timeout is not None:
-            key = TimerKey.activity(TimerKind.SCHEDULE_TO_START, e.seq, 1)
-            out.append(ArmTimer(key.encode(), e.at + opts.schedule_to_start_timeout))
-    if opts.schedule_to_close_timeout is not None:
-        key = TimerKey.activity(TimerKind.SCHEDULE_TO_CLOSE, e.seq)
-        out.append(ArmTimer(key.encode(), e.at + opts.schedule_to_close_timeout))
-    return out
-
-
-def _timer_effects(state: RunState, e: ev.TimerStarted) -> list[Effect]:
-    if e.seq not in state.timers:
-        return []
-    return [ArmTimer(TimerKey.timer(e.seq).encode(), e.fire_at)]
-
-
-def _signal_wait_effects(state: RunState, e: ev.SignalWaitStarted) -> list[Effect]:
-    if e.deadline is None or e.seq not in state.signal_waits:
-        return []
-    return [ArmTimer(TimerKey.signal_wait(e.seq).encode(), e.deadline)]
-
-
-def _condition_effects(state: RunState, e: ev.ConditionWaitStarted) -> list[Effect]:
-    if e.deadline is None or e.seq not in state.timers:
-        return []
-    return [ArmTimer(TimerKey.timer(e.seq).encode(), e.deadline)]
-
-
 def _condition(timeout: float | None) -> str:
     return "wait_condition" + ("" if timeout is None else f" timeout={timeout:g}s")
 
@@ -191,40 +158,6 @@ def _record_cancellation(c: RequestCancellation, r: Recording) -> dict[str, obje
     if not 0 < c.target < c.seq:
         return f"command #{c.seq} cancels #{c.target}, which the run has not issued before it"
     return {"seq": c.seq, "target": c.target}
-
-
-def _cancellation_effects(state: RunState, e: ev.CancellationRequested) -> list[Effect]:
-    # a timer needs nothing: the fold dropped it, so it never fires
-    act = state.activities.get(e.target)
-    if act is not None:
-        if act.closed or act.options.cancellation_type is ActivityCancellationType.ABANDON:
-            return []
-        return [CancelActivities((e.target,), "cancelled by its workflow")]
-    child = state.children.get(e.target)
-    if child is None or child.closed:
-        return []
-    s = state.started
-    reason = f"cancelled by its parent workflow {s.workflow_id!r}"
-    return [CancelChildRun(child.workflow_id, child.run_id, f"{s.run_id}:{e.seq}:cancel", reason)]
-
-
-def _child_effects(state: RunState, e: ev.ChildWorkflowScheduled) -> list[Effect]:
-    child = state.children[e.seq]
-    if child.closed or child.run_id is not None:
-        return []
-    s = state.started
-    request = StartWorkflowRequest(
-        workflow_id=e.workflow_id,
-        workflow_type=e.workflow_type,
-        task_queue=e.task_queue,
-        request_id=f"child:{s.run_id}:{e.seq}",
-        args=e.args,
-        execution_timeout=e.execution_timeout,
-        parent=ev.ParentRef(s.namespace, s.workflow_id, s.run_id, e.seq),
-        parent_close_policy=e.parent_close_policy,
-        headers=s.headers,
-    )
-    return [StartRun(request)]
 
 
 KINDS: tuple[CommandKind[Any, Any], ...] = (
@@ -242,7 +175,7 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe=lambda c: _activity(c.args, c.name),
         describe_event=lambda e: _activity(e.args, e.name),
         matches=lambda e, c: e.name == c.name and list(e.args) == list(c.args),
-        effects=_activity_effects,
+        effects=fx.activity_effects,
     ),
     CommandKind[StartTimer, ev.TimerStarted](
         StartTimer,
@@ -254,7 +187,7 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         },
         describe=lambda c: f"sleep {c.duration:g}s",
         describe_event=lambda e: f"sleep {e.duration:g}s",
-        effects=_timer_effects,
+        effects=fx.timer_effects,
     ),
     CommandKind[StartSignalWait, ev.SignalWaitStarted](
         StartSignalWait,
@@ -268,7 +201,7 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe=lambda c: f"wait_signal {c.name!r}",
         describe_event=lambda e: f"wait_signal {e.name!r}",
         matches=lambda e, c: e.name == c.name,
-        effects=_signal_wait_effects,
+        effects=fx.signal_wait_effects,
     ),
     CommandKind[StartConditionWait, ev.ConditionWaitStarted](
         StartConditionWait,
@@ -280,7 +213,7 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         },
         describe=lambda c: _condition(c.timeout),
         describe_event=lambda e: _condition(e.timeout),
-        effects=_condition_effects,
+        effects=fx.condition_effects,
     ),
     CommandKind[RequestCancellation, ev.CancellationRequested](
         RequestCancellation,
@@ -289,7 +222,50 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe=lambda c: f"cancel #{c.target}",
         describe_event=lambda e: f"cancel #{e.target}",
         matches=lambda e, c: e.target == c.target,
-        effects=_cancellation_effects,
+        effects=fx.cancellation_effects,
+        instant=True,
+    ),
+    CommandKind[SignalExternalWorkflow, ev.ExternalWorkflowSignalled](
+        SignalExternalWorkflow,
+        ev.ExternalWorkflowSignalled,
+        record=lambda c, _r: {
+            "seq": c.seq,
+            "workflow_id": c.workflow_id,
+            "name": c.name,
+            "args": c.args,
+        },
+        describe=lambda c: f"signal_workflow {c.workflow_id!r} {c.name!r}",
+        describe_event=lambda e: f"signal_workflow {e.workflow_id!r} {e.name!r}",
+        matches=lambda e, c: (e.workflow_id, e.name) == (c.workflow_id, c.name),
+        effects=fx.signal_external_effects,
+        instant=True,
+    ),
+    CommandKind[RequestCancelExternalWorkflow, ev.ExternalCancelRequested](
+        RequestCancelExternalWorkflow,
+        ev.ExternalCancelRequested,
+        record=lambda c, _r: {"seq": c.seq, "workflow_id": c.workflow_id, "reason": c.reason},
+        describe=lambda c: f"cancel_workflow {c.workflow_id!r}",
+        describe_event=lambda e: f"cancel_workflow {e.workflow_id!r}",
+        matches=lambda e, c: e.workflow_id == c.workflow_id,
+        effects=fx.cancel_external_effects,
+        instant=True,
+    ),
+    CommandKind[RecordLocalActivity, ev.LocalActivityRecorded](
+        RecordLocalActivity,
+        ev.LocalActivityRecorded,
+        record=lambda c, _r: {
+            "seq": c.seq,
+            "name": c.name,
+            "args": c.args,
+            "result": c.result,
+            "failure": c.failure,
+            "attempts": c.attempts,
+            "applied_at": c.applied_at,
+        },
+        describe=lambda c: f"local_activity {c.name!r} args={_short(list(c.args))}",
+        describe_event=lambda e: f"local_activity {e.name!r} args={_short(list(e.args))}",
+        matches=lambda e, c: e.name == c.name and list(e.args) == list(c.args),
+        instant=True,
     ),
     CommandKind[RecordSideEffect, ev.SideEffectRecorded](
         RecordSideEffect,
@@ -297,6 +273,7 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         record=lambda c, _r: {"seq": c.seq, "value": c.value, "failure": c.failure},
         describe=lambda _c: "side_effect",
         describe_event=lambda _e: "side_effect",
+        instant=True,
     ),
     CommandKind[RecordMarker, ev.MarkerRecorded](
         RecordMarker,
@@ -305,6 +282,7 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe=lambda c: f"patched {c.change_id!r}",
         describe_event=lambda e: f"patched {e.change_id!r}",
         matches=lambda e, c: e.change_id == c.change_id,
+        instant=True,
     ),
     CommandKind[UpsertSearchAttributes, ev.SearchAttributesUpserted](
         UpsertSearchAttributes,
@@ -314,6 +292,7 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe_event=lambda e: f"upsert_search_attributes {_short(sorted(e.search_attributes))}",
         matches=lambda e, c: e.search_attributes == c.search_attributes,
         effects=lambda s, _e: [IndexRun(s.summary())] if s.is_open else [],
+        instant=True,
     ),
     CommandKind[StartChildWorkflow, ev.ChildWorkflowScheduled](
         StartChildWorkflow,
@@ -330,7 +309,7 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe=lambda c: _child(c.workflow_type, c.workflow_id),
         describe_event=lambda e: _child(e.workflow_type, e.workflow_id),
         matches=lambda e, c: e.workflow_type == c.workflow_type and list(e.args) == list(c.args),
-        effects=_child_effects,
+        effects=fx.child_effects,
     ),
     CommandKind[CompleteWorkflow, ev.WorkflowCompleted](
         CompleteWorkflow,
@@ -412,6 +391,12 @@ def command_effects(state: RunState, event: ev.Event) -> list[Effect]:
     """The effects of the event of a command (none for any other event)."""
     kind = _BY_EVENT.get(type(event))
     return [] if kind is None else kind.effects(state, event)
+
+
+def is_instant(event: ev.Event) -> bool:
+    """True for the event of a command the code does not wait on (``CommandKind.instant``)."""
+    kind = _BY_EVENT.get(type(event))
+    return kind is not None and kind.instant
 
 
 def matches(recorded: ev.Event, cmd: PrimitiveCommand) -> bool:

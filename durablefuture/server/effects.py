@@ -188,6 +188,14 @@ class Effects(ServerBase):
         for key in [k for k in self._timers if k[0] == run_id]:
             self._timers.pop(key).cancel()
 
+    async def _purge_timers(self, subject: str) -> None:
+        """Cancel the durable timers on ``subject`` (a wildcard); a failure leaves them to fire
+        and be ignored."""
+        try:
+            await purge(self.nc, self.layout.stream, subject)
+        except TransportError as exc:
+            log.debug("could not cancel the timers on %s: %s", subject, exc)
+
     async def _purge_run_timers(self, run_id: str) -> None:
         """Cancel the durable timers a closed run still has armed (they would fire only to be
         ignored); should this fail, they fire, are ignored, and are compacted then."""

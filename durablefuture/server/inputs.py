@@ -42,7 +42,7 @@ from durablefuture.core.orchestration import (
     effects_for,
 )
 from durablefuture.core.state import RunState, status_of
-from durablefuture.core.timers import TimerKey, TimerKind
+from durablefuture.core.timers import TimerKey, TimerKind, spent_by
 from durablefuture.server.effects import Effects
 from durablefuture.server.runs import RunCache, RunCaches, RunMissing, new_run_id
 from durablefuture.transport.buckets import read_key
@@ -226,6 +226,7 @@ class RunInputs(RunCaches, Effects):
                     continue
                 cache.apply(seq, message.input_id, decision.events, size)
                 self._count_events(cache, decision.events)
+                self._cancel_spent_timers(cache, decision.events)
                 if receipt_to:
                     # tell the worker what was recorded, so its cached generator stays current
                     try:
@@ -272,6 +273,17 @@ class RunInputs(RunCaches, Effects):
         raise TransportError(
             f"run {cache.state.run_id}: gave up after 50 optimistic-concurrency conflicts"
         )
+
+    def _cancel_spent_timers(self, cache: RunCache, events: Sequence[ev.Event]) -> None:
+        """Purge the durable timers the recorded events leave with nothing to guard (a closed
+        run's are all purged at its close), so they neither linger nor fire for nothing."""
+        if cache.state.status != RunStatus.RUNNING:
+            return
+        for e in events:
+            pattern = spent_by(e)
+            if pattern is not None:
+                subject = self.layout.timer(cache.state.run_id, pattern)
+                self._track(self._purge_timers(subject))
 
     async def _check_history_size(self, cache: RunCache) -> None:
         """Warn once when an open run's history reaches the namespace's warning; end it (a

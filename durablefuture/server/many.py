@@ -111,9 +111,12 @@ class Servers:
         """Process every namespace's inputs until :meth:`shutdown`; if one namespace's loop
         ends with an error (its connection closed for good), the others are stopped and the
         error is raised."""
-        async with asyncio.TaskGroup() as group:
-            for server in self.servers:
-                group.create_task(server.run())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for server in self.servers:
+                    group.create_task(server.run())
+        except ExceptionGroup as failed:  # the first error, as one server would raise it
+            raise failed.exceptions[0] from None
 
     async def shutdown(self, timeout: float = 10.0) -> None:
         """Stop every namespace (finishing inputs in progress), then disconnect."""

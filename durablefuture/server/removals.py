@@ -15,6 +15,12 @@ history last. A crash at any point (SIGKILL included) leaves the removal unackno
 delivered again, finds the history (or, after it was deleted, only what is left), and finishes;
 every step may be repeated. If the retention was made longer since the run closed, an expiry that
 comes early is armed again for the new time.
+
+Payload objects are shared by content. A run marks the objects its history names before the
+history is written (``df.<ns>.ref.<object>.<run>``); an object goes when no marker is left. A new
+run that names the object in the instant between that check and the deletion (its client found the
+object present and did not store it again) would lose it: the window is one request wide, and the
+same bytes stored again heal it.
 """
 
 from __future__ import annotations
@@ -166,6 +172,8 @@ class Removals(Effects):
                 )
             names = set()
         await self._remove_records(workflow_id, run_id, names)
+        if self.visibility is not None:
+            await self.visibility.forget(workflow_id, run_id)
         self._cache.pop(run_id, None)
         log.info(
             "removed closed run %s of %s (%s)",

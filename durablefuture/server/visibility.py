@@ -33,6 +33,7 @@ from durablefuture.core.query import cursor_of, parse_query
 from durablefuture.core.visibility import RunIndex
 from durablefuture.transport.buckets import watch_bucket
 from durablefuture.transport.connection import NATS
+from durablefuture.transport.guard import max_payload
 from durablefuture.transport.layout import KeyValue
 from durablefuture.transport.messages import Msg, Subscription
 from durablefuture.transport.subjects import Layout
@@ -54,20 +55,47 @@ class VisibilityIndex:
         self.codec = codec
         self.index = RunIndex()
         self.ready = asyncio.Event()
+        # queries run in a thread (a query no value index serves evaluates every run: the
+        # event loop must go on handling inputs meanwhile); changes wait while one runs
+        self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
+        self._removed_sub: Subscription | None = None
 
     async def start(self, kv: KeyValue) -> None:
         self._task = asyncio.create_task(self._follow(kv), name="df-visibility")
         self._sub = await self.nc.subscribe(
             self.layout.visibility, queue="df-server", cb=self._on_request
         )
+        self._removed_sub = await self.nc.subscribe(
+            self.layout.visibility_removed, cb=self._on_removed
+        )
+
+    async def forget(self, workflow_id: str, run_id: str) -> None:
+        """The run's status entry was removed (retention, ``df workflow delete``): drop it here
+        and tell every other df-server.
+
+        A removal purges the entry from the bucket's stream, which a KV watch does not see, so
+        whatever removes status entries calls this (``server/removals.py`` does).
+        """
+        key = self.layout.status_key(workflow_id, run_id)
+        async with self._lock:
+            self.index.remove(key)
+        with contextlib.suppress(Exception):  # best effort: the others may be reached later
+            await self.nc.publish(self.layout.visibility_removed, key.encode())
+
+    async def _on_removed(self, msg: Msg) -> None:
+        key = msg.data.decode(errors="replace")
+        if 0 < len(key) <= 1024:
+            async with self._lock:
+                self.index.remove(key)
 
     async def stop(self) -> None:
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        for sub in (self._sub, self._removed_sub):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        self._sub = self._removed_sub = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -87,7 +115,8 @@ class VisibilityIndex:
                         self.ready.set()
                         delay = 0.5
                     else:
-                        self._apply(building, *item)
+                        async with self._lock:
+                            self._apply(building, *item)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -135,12 +164,22 @@ class VisibilityIndex:
                     f"{READY_TIMEOUT:g}s so far); try again shortly"
                 ) from None
         if req.op == "count":
-            return encode_visibility_reply(
-                self.codec, VisibilityReply(count=self.index.count(query))
-            )
+            async with self._lock:
+                n = await asyncio.to_thread(self.index.count, query)
+            return encode_visibility_reply(self.codec, VisibilityReply(count=n))
         after = None
         if req.token:
             after = cursor_of(decode_page_token(req.token, req.query), query.order_by)
-        runs, cursor = self.index.page(query, req.page_size, after)
-        token = None if cursor is None else encode_page_token(req.query, cursor)
-        return encode_visibility_reply(self.codec, VisibilityReply(tuple(runs), token, len(runs)))
+        # a page must fit in one NATS message: a smaller one (and a token for the rest) if not
+        limit = max_payload(self.nc) - 1024
+        size = req.page_size
+        while True:
+            async with self._lock:
+                runs, cursor = await asyncio.to_thread(self.index.page, query, size, after)
+            token = None if cursor is None else encode_page_token(req.query, cursor)
+            body = encode_visibility_reply(
+                self.codec, VisibilityReply(tuple(runs), token, len(runs))
+            )
+            if len(body) <= limit or size == 1:
+                return body
+            size = max(1, size // 2)

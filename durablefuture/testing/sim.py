@@ -19,7 +19,9 @@ testing layer, which must run without it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Collection, Coroutine, Sequence
 
 from durablefuture.codec.sizes import event_size
 from durablefuture.core import inputs as inp
@@ -34,7 +36,7 @@ from durablefuture.core.errors import (
 from durablefuture.core.failure import failure_from_exception
 from durablefuture.core.options import WorkflowOptions
 from durablefuture.core.orchestration import APPLIED
-from durablefuture.core.replay import WorkflowExecution
+from durablefuture.core.replay import Activation, WorkflowExecution
 from durablefuture.outcome import outcome_of
 from durablefuture.testing._sim_activities import AttemptRun, run_attempt
 from durablefuture.testing._sim_server import SimRun, SimServer, SimulationUnsupportedError
@@ -99,6 +101,8 @@ class Simulation(SimServer):
             id_reuse_policy=opts.id_reuse_policy,
             signal_name=signal,
             signal_args=tuple(self.payloads.to_payload(a, "signal argument") for a in signal_args),
+            search_attributes=opts.search_attributes,
+            memo={k: self.payloads.to_payload(v, f"memo {k!r}") for k, v in opts.memo.items()},
         )
         run_id, error = self._start_run(request)
         if error:
@@ -202,6 +206,8 @@ class Simulation(SimServer):
                     task.run_id, len(history), failure_from_exception(exc), task.attempt
                 )
             )
+        while execution.pending_local_activities and not execution.finished:
+            activation = self._run_local(execution)
         if self.cache_enabled and not activation.finished:
             self._cache[task.run_id] = execution
         else:
@@ -214,6 +220,21 @@ class Simulation(SimServer):
         if outcome != APPLIED:
             self._cache.pop(task.run_id, None)  # our view diverged from history: replay next time
         return outcome
+
+    def _run_local(self, execution: WorkflowExecution) -> Activation:
+        """A local activity, run once inline (the Simulation does not retry it)."""
+        seq, item = execution.pending_local_activities[0]
+        fn = item.fn or self.activities[item.name].fn
+        definition = ActivityDefinition.from_fn(fn)
+        try:
+            value = fn(*definition.structure_args(self.payloads, item.args))
+            if isinstance(value, Coroutine):  # on a loop of its own, in a thread (real time)
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    value = pool.submit(asyncio.run, value).result()
+            payload = self.payloads.to_payload(value, f"local activity {item.name!r}")
+        except Exception as exc:
+            return execution.resolve_local(seq, None, failure_from_exception(exc), 1)
+        return execution.resolve_local(seq, payload, None, 1)
 
     def _new_execution(self, workflow_type: str) -> WorkflowExecution:
         definition = self.workflows.get(workflow_type)

@@ -3,6 +3,11 @@
 Only ``df-server`` creates or widens the stream and buckets; workers and clients never change
 them. A worker creates the durable consumer of its task queue if it does not exist yet and
 otherwise uses it as it is.
+
+The stream has limits retention and no age or size limit: what leaves it is removed on purpose.
+Handled inputs and tasks are purged by ``transport/compaction.py``; closed runs are removed when
+the namespace's retention (stored in the stream's metadata, ``transport/namespace_settings.py``)
+is over, by ``server/removals.py``.
 """
 
 from __future__ import annotations

@@ -209,6 +209,11 @@ class Layout:
         """Core NATS requests to the df-servers' visibility index (list, count)."""
         return f"{self.events_prefix}.visibility"
 
+    @property
+    def visibility_removed(self) -> str:
+        """Core NATS notices between df-servers: these status entries were removed."""
+        return f"{self.events_prefix}.vis-removed"
+
     def closed_notice(self, workflow_id: str, run_id: str) -> str:
         return f"{self.events_prefix}.closed.{encode_token(workflow_id)}.{run_id}"
 

@@ -7,10 +7,11 @@ import nats.js.errors
 from attrs import frozen
 from nats.js.client import JetStreamContext
 
+from durablefuture.codec.jsapi import api_reply, api_request
 from durablefuture.core.errors import NamespaceNotFoundError, TransportError
 from durablefuture.transport.subjects import Layout
 
-__all__ = ["KINDS", "StreamUsage", "stream_size", "stream_usage"]
+__all__ = ["KINDS", "StreamUsage", "count_messages", "stream_size", "stream_usage"]
 
 KINDS = ("in", "wt", "at", "tm", "sci", "sct", "sch", "dlq", "rx", "rm", "ref")
 """Subject kinds counted one by one; every other message is a history batch (``h``)."""
@@ -26,14 +27,36 @@ class StreamUsage:
     by_kind: dict[str, int]
 
 
+async def count_messages(js: JetStreamContext, stream: str, subjects: str) -> int:
+    """Messages of ``stream`` on ``subjects`` (a wildcard), from its per-subject counts, read
+    page by page (JetStream answers at most 100,000 subjects at a time)."""
+    api = f"$JS.API.STREAM.INFO.{stream}"
+    total = 0
+    offset = 0
+    for _ in range(100_000):  # bounded: 10**10 subjects
+        request = api_request({"subjects_filter": subjects, "offset": offset})
+        try:  # nats-py's stream_info has no paging: the API request by hand
+            reply = await js._nc.request(api, request, timeout=30.0)
+            body = api_reply(reply.data)
+        except (nats.errors.Error, TimeoutError, ValueError) as exc:
+            raise TransportError(f"counting {subjects} in {stream}: {exc}") from exc
+        if not isinstance(body, dict) or "error" in body:
+            raise TransportError(f"counting {subjects} in {stream}: {str(body)[:200]}")
+        page = (body.get("state") or {}).get("subjects") or {}
+        total += sum(int(v) for v in page.values())
+        offset += len(page)
+        if not page or offset >= int(body.get("total", 0) or 0):
+            return total
+    raise TransportError(f"counting {subjects} in {stream}: too many subjects")
+
+
 async def stream_usage(js: JetStreamContext, layout: Layout) -> StreamUsage:
-    """Read the stream's state (a few stream-info requests, one per subject kind)."""
+    """Read the stream's state (a few stream-info requests per subject kind)."""
     by_kind: dict[str, int] = {}
     try:
         info = await js.stream_info(layout.stream)
         for kind in KINDS:
-            part = await js.stream_info(layout.stream, subjects_filter=f"{layout.prefix}.{kind}.>")
-            n = sum(int(v) for v in (part.state.subjects or {}).values())
+            n = await count_messages(js, layout.stream, f"{layout.prefix}.{kind}.>")
             if n:
                 by_kind[kind] = n
     except nats.js.errors.NotFoundError as exc:

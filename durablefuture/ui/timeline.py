@@ -9,9 +9,10 @@ Pure: events in, JSON values out (times are seconds since the epoch, as in histo
 * A timer spans started -> fired; a signal wait spans started -> the signal that satisfied it
   (matched in history order, the way the workflow consumed them) or its timeout; a child
   workflow spans scheduled -> its result.
-* Any other command (``df.wait_condition``, ...) is a row of kind ``command`` named by its
-  vocabulary description (``core/vocabulary.py``), from its event to the timer that ends it,
-  if any; a new command needs no code here.
+* Any other command is drawn from its vocabulary entry (``core/vocabulary.py``): one the code
+  waits on (``df.wait_condition``) is a row of kind ``command`` named by its description, from
+  its event to the timer that ends it, if any; an instant one (``df.signal_workflow``, ...) is
+  a point. A new command needs no code here.
 * A cancellation (``df.cancel``, an ``any_of`` loser) is a point; it ends a timer's row and
   marks an activity's or child's row until it ends (an activity stopped by it is "cancelled").
 * Signals, cancel requests, workflow task failures, side effects and patch markers are points.
@@ -28,7 +29,7 @@ from attrs import define, field
 from durablefuture.core import events as ev
 from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.types import JsonValue
-from durablefuture.core.vocabulary import describe_event
+from durablefuture.core.vocabulary import describe_event, is_instant
 
 __all__ = ["build_timeline", "failure_brief"]
 
@@ -194,6 +195,8 @@ class _Builder:
             row.detail["cancel_requested_at"] = e.at
             if row.kind == "timer":
                 row.end, row.status = e.at, "cancelled"
+            elif row.kind == "command":  # a wait whose timeout is not needed: it is over
+                row.end, row.status = e.at, "done"
             else:
                 row.status = "cancel_requested"
 
@@ -299,6 +302,8 @@ def build_timeline(events: Sequence[ev.Event], now: float) -> dict[str, JsonValu
             close = e
         elif isinstance(e, ev.CancellationRequested):
             b.cancellation(e)
+        elif isinstance(e, ev.COMMAND_EVENTS) and is_instant(e):
+            b.markers.append(_marker("command", e, describe_event(e), type(e).__name__))
         elif isinstance(e, ev.COMMAND_EVENTS):
             b.command(e)
     b.match_signals()

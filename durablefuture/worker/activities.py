@@ -317,6 +317,11 @@ class ActivityTasks:
             log.debug("not fusing the result of activity %s: %s", report.seq, exc)
             self.cache.pop(report.run_id)
             return report
+        if execution.pending_local_activities:
+            # a local activity runs in a workflow task (with the task's message kept alive):
+            # drop this view, the workflow task that follows the result replays from history
+            self.cache.pop(report.run_id)
+            return report
         cached.provisional[event_id] = assumed
         commands, more = self.reports.bounded(activation.commands)
         if commands:

@@ -166,6 +166,8 @@ class Worker:
             reports=self._reports,
             stats=self.stats,
             dead_letter=self._deliveries.dead_letter,
+            activities=self.activities,
+            executor=self._executor,
         )
         self._queries = Queries(
             client,

@@ -9,9 +9,11 @@ report feeds the recorded events to the cached generator, which may send the nex
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Executor
 
 from attrs import evolve
 
@@ -21,7 +23,7 @@ from durablefuture.codec.sizes import event_size
 from durablefuture.codec.wire import WorkflowTaskMessage
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
-from durablefuture.core.definitions import WorkflowDefinition
+from durablefuture.core.definitions import ActivityDefinition, WorkflowDefinition
 from durablefuture.core.effects import WorkflowTask
 from durablefuture.core.errors import (
     CorruptHistoryError,
@@ -38,9 +40,15 @@ from durablefuture.transport.consumer import delivery_count
 from durablefuture.transport.headers import RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.messages import Msg
 from durablefuture.worker.cache import CachedRun, RunCache
+from durablefuture.worker.local_activities import run_local_activity
 from durablefuture.worker.reports import Reports, cut
 
 __all__ = ["WorkflowTasks"]
+
+_TASK_MESSAGE: contextvars.ContextVar[Msg | None] = contextvars.ContextVar(
+    "durablefuture_workflow_task_message", default=None
+)
+"""The message of the workflow task being run (kept alive while local activities run)."""
 
 log = logging.getLogger("durablefuture.worker")
 
@@ -73,7 +81,12 @@ class WorkflowTasks:
         reports: Reports,
         stats: dict[str, int],
         dead_letter: Callable[[Msg, str], Awaitable[None]],
+        activities: Mapping[str, ActivityDefinition] | None = None,
+        executor: Executor | None = None,
     ) -> None:
+        self.activities = activities or {}
+        """For a local activity given by name."""
+        self.executor = executor
         self.client = client
         self.codec = client.codec
         self.workflows = workflows
@@ -117,7 +130,11 @@ class WorkflowTasks:
                     parent,
                     {"workflow_id": task.workflow_id, "run_id": task.run_id},
                 ):
-                    report = await self._run_workflow_task(m)
+                    token = _TASK_MESSAGE.set(msg)
+                    try:
+                        report = await self._run_workflow_task(m)
+                    finally:
+                        _TASK_MESSAGE.reset(token)
                 if report is not None:
                     report = await self._send_workflow_report(task, report, msg)
         if log.isEnabledFor(logging.DEBUG):
@@ -192,6 +209,24 @@ class WorkflowTasks:
             return cached.awaiting_server()  # our terminal decision is on its way
         return not execution.has_pending_commands or cached.awaiting_server()
 
+    async def _run_locals(
+        self, execution: WorkflowExecution, activation: Activation, msg: Msg | None
+    ) -> Activation:
+        """Run the local activities the code waits on, handing each outcome back to it."""
+        while execution.pending_local_activities and not execution.finished:
+            seq, item = execution.pending_local_activities[0]
+            key = f"{execution.last_event_id}:{seq}"
+            result, failure, attempts = await run_local_activity(
+                item,
+                self.activities,
+                self.codec.payloads,
+                executor=self.executor,
+                keep_alive=None if msg is None else msg.in_progress,
+                key=key,
+            )
+            activation = execution.resolve_local(seq, result, failure, attempts)
+        return activation
+
     async def _run_workflow_task(self, m: WorkflowTaskMessage) -> inp.RunInput | None:
         task = m.task
         cached = self.cache.pop(task.run_id)
@@ -219,6 +254,8 @@ class WorkflowTasks:
                     metrics.worker_cache_lookup("miss")
                 execution = None
                 execution, activation = await self._replay(task, m)
+            if execution is not None and execution.pending_local_activities:
+                activation = await self._run_locals(execution, activation, _TASK_MESSAGE.get())
         except (NonDeterminismError, NotRegisteredError, WorkflowError, CorruptHistoryError) as exc:
             log.error(
                 "workflow task for %s run %s failed: %s",

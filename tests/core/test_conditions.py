@@ -38,15 +38,19 @@ def test_condition_met_by_signals_returns_true() -> None:
     sim.signal("a", "approve", "bob")
     sim.run_workflow_task()
     assert sim.result("a") == {"ok": True, "got": ["ann", "bob"]}
+    sim.run()
     assert kinds(sim, "a") == [
         "WorkflowStarted",
         "ConditionWaitStarted",
         "SignalReceived",
         "SignalReceived",
+        "CancellationRequested",  # its timeout timer is not needed any more: it never fires
         "WorkflowCompleted",
     ]
     (wait,) = [e for e in sim.run_of("a").events if isinstance(e, ev.ConditionWaitStarted)]
     assert wait.timeout == 2 * 86400 and wait.deadline == wait.at + 2 * 86400
+    (cancel,) = [e for e in sim.run_of("a").events if isinstance(e, ev.CancellationRequested)]
+    assert cancel.target == wait.seq
     Replayer([approvals]).replay(sim.run_of("a").events)
 
 
@@ -195,3 +199,13 @@ def test_the_timeline_shows_a_condition_wait_from_its_vocabulary_entry() -> None
     assert row["name"] == "wait_condition timeout=172800s"
     assert row["status"] == "timed_out"
     assert row["end"] == events[-2].at
+
+
+def test_runs_started_without_the_flag_keep_the_timer_of_a_met_condition() -> None:
+    from tests.core.helpers import History, execution
+
+    h = History("approvals", 1)  # recorded by an engine without "condition_timers"
+    h.add(ev.ConditionWaitStarted, based_on=1, seq=1, timeout=10.0, deadline=h.now + 10)
+    h.add(ev.SignalReceived, name="approve", args=("ann",))
+    activation = execution(approvals).feed(h.events)
+    assert [type(c).__name__ for c in activation.commands] == ["CompleteWorkflow"]

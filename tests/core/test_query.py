@@ -18,6 +18,7 @@ from durablefuture.core.query import (
     Row,
     Text,
     after_cursor,
+    compile_where,
     cursor_of,
     equality_hints,
     matches,
@@ -242,8 +243,10 @@ def test_generated_query_means_its_python_predicate(
 ) -> None:
     text, predicate = case
     query = parse_query(text)
+    compiled = compile_where(query.where)
     for r in rows:
         assert matches(query, r) == predicate(r), (text, r)  # type: ignore[arg-type]
+        assert compiled(r) == predicate(r), (text, r)  # type: ignore[arg-type]
 
 
 @given(st.lists(st.integers(-5, 5), max_size=30), st.integers(1, 7), st.booleans())

@@ -438,3 +438,48 @@ def test_arguments_that_do_not_fit_the_type_hints_name_the_argument_and_fields()
         str(err.value)
     )
     assert "field 'sku' missing; field 'weight' expected float, got str 'x'" in str(err.value)
+
+
+def tagged(region: str) -> Generator[Any, Any, Any]:
+    df.workflow.upsert_search_attributes({"Region": region, "Stage": "charged"})
+    yield df.sleep(1)
+    df.workflow.upsert_search_attributes({"Stage": None})
+    return region
+
+
+def test_search_attributes_and_memo_in_the_simulation() -> None:
+    sim = Simulation([tagged], [])
+    opts = df.WorkflowOptions(search_attributes={"Customer": "c-1"}, memo={"owner": "ops"})
+    sim.start(tagged, "eu", id="t-1", options=opts)
+    sim.run()
+    assert sim.result("t-1") == "eu"
+    summary = sim.run_of("t-1").state.summary()
+    assert {k: a.value for k, a in summary.search_attributes.items()} == {
+        "Customer": "c-1",
+        "Region": "eu",
+    }
+    assert summary.memo == {"owner": "ops"}
+    assert kinds(sim, "t-1").count("SearchAttributesUpserted") == 2
+    Replayer([tagged]).replay(sim.run_of("t-1").events)
+
+
+def tagged_chain(n: int) -> Generator[Any, Any, Any]:
+    if n == 0:
+        df.workflow.upsert_search_attributes({"Stage": "first"})
+        yield df.continue_as_new(1)
+    yield df.sleep(1)
+    return n
+
+
+def test_continue_as_new_carries_search_attributes_and_memo() -> None:
+    sim = Simulation([tagged_chain], [])
+    opts = df.WorkflowOptions(search_attributes={"Customer": "c-1"}, memo={"owner": "ops"})
+    sim.start(tagged_chain, 0, id="chain-1", options=opts)
+    sim.run()
+    assert sim.result("chain-1") == 1
+    summary = sim.run_of("chain-1").state.summary()  # the second run's
+    assert {k: a.value for k, a in summary.search_attributes.items()} == {
+        "Customer": "c-1",
+        "Stage": "first",
+    }
+    assert summary.memo == {"owner": "ops"}

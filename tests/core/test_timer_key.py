@@ -70,3 +70,33 @@ def test_a_heartbeat_key_with_a_bad_sequence_is_no_heartbeat_timer() -> None:
     # the server reads the last heartbeat only for a key that parses as a heartbeat timer
     assert TimerKey.parse("abc.1.hb") is None
     assert TimerKey.parse("a7.2.hb") == TimerKey.activity(TimerKind.HEARTBEAT, 7, 2)
+
+
+def test_spent_by_names_only_timers_with_nothing_left_to_guard() -> None:
+    from durablefuture.core import events as ev
+    from durablefuture.core.failure import Failure
+    from durablefuture.core.timers import spent_by
+
+    f = Failure("boom")
+    assert spent_by(ev.ActivityCompleted(9, 1.0, 3, 2)) == "a3.>"
+    assert spent_by(ev.ActivityFailed(9, 1.0, 3, 2, f)) == "a3.>"
+    assert spent_by(ev.ActivityTimedOut(9, 1.0, 3, 2, "start_to_close", f)) == "a3.>"
+    # a retried attempt: its own timers only, never the next attempt's or schedule_to_close
+    retried = spent_by(ev.ActivityRetryScheduled(9, 1.0, 3, 2, f, 1.0, 2.0))
+    assert retried == "a3.2.*"
+    for kept in ("a3.s2c", "a3.3.stc", "a3.3.hb"):
+        assert not _matches(retried, kept)
+    for spent in ("a3.2.stc", "a3.2.hb", "a3.2.s2s"):
+        assert _matches(retried, spent)
+    assert spent_by(ev.CancellationRequested(9, 1.0, 8, 4, 2)) == TimerKey.timer(2).encode()
+    assert spent_by(ev.TimerFired(9, 1.0, 2)) is None
+
+
+def _matches(pattern: str, key: str) -> bool:
+    p, k = pattern.split("."), key.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(k) > i
+        if i >= len(k) or tok not in ("*", k[i]):
+            return False
+    return len(k) == len(p)

@@ -66,6 +66,12 @@ QUERIES = [
     "Missing = 'x' AND WorkflowType = 'order'",
     "WorkflowType = 'order' ORDER BY CloseTime ASC, Priority DESC",
     "StartTime >= '2023-11-14T22:13:22Z' AND WorkflowType IN ('order', 'refund')",
+    "StartTime > '2023-11-14T22:13:22Z'",
+    "StartTime <= '2023-11-14T22:13:23Z' AND ExecutionStatus = 'completed'",
+    "StartTime < '2023-11-14T22:13:23.000001Z' ORDER BY Priority",
+    "StartTime BETWEEN '2023-11-14T22:13:21Z' AND '2023-11-14T22:13:24Z' AND Region = 'eu'",
+    "StartTime NOT BETWEEN '2023-11-14T22:13:21Z' AND '2023-11-14T22:13:24Z'",
+    "StartTime != '2023-11-14T22:13:22Z'",
 ]
 
 

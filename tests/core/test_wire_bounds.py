@@ -62,3 +62,45 @@ def test_a_deep_failure_chain_is_a_decode_error_not_a_recursion_error() -> None:
 def test_timer_keys_and_timestamps_are_bounded(body: dict[str, object]) -> None:
     with pytest.raises(DecodeError):
         CODEC.decode_input(encode(body))
+
+
+def _start(**fields: object) -> bytes:
+    body = {"workflow_id": "w", "workflow_type": "t", "task_queue": "q", "request_id": "r"}
+    return json.dumps({"v": 1, "wid": "w", "start": {**body, **fields}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"search_attributes": {"A": {"type": "money", "value": 1}}}, "not one of"),
+        ({"search_attributes": {"A": {"type": "int", "value": "1"}}}, "not a valid int"),
+        ({"search_attributes": {"A": {"type": "int", "value": 2**70}}}, "not a valid int"),
+        ({"search_attributes": {"bad name": {"type": "int", "value": 1}}}, "not valid"),
+        ({"search_attributes": {"RunId": {"type": "keyword", "value": "x"}}}, "built-in"),
+        ({"search_attributes": {"A": {"type": "keyword", "value": "x" * 3000}}}, "valid keyword"),
+        ({"search_attributes": {"A": {"type": "datetime", "value": "soon"}}}, "valid datetime"),
+        (
+            {"search_attributes": {"A": {"type": "keyword_list", "value": ["x"] * 101}}},
+            "valid keyword_list",
+        ),
+        (
+            {"search_attributes": {f"A{i}": {"type": "bool", "value": True} for i in range(65)}},
+            "more than 64",
+        ),
+        ({"memo": {f"k{i}": 1 for i in range(65)}}, "more than 64"),
+        ({"memo": {"k": "x" * 40_000}}, "more than"),
+    ],
+)
+def test_forged_search_attributes_and_memos_are_refused(
+    fields: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        CODEC.decode_input(_start(**fields))
+
+
+def test_valid_search_attributes_and_memo_decode() -> None:
+    attrs = {"A": {"type": "int", "value": 3}, "T": {"type": "keyword_list", "value": ["a"]}}
+    env = CODEC.decode_input(_start(search_attributes=attrs, memo={"m": [1, 2]}))
+    assert env.start is not None
+    assert env.start.search_attributes["T"].value == ["a"]
+    assert env.start.memo == {"m": [1, 2]}

@@ -36,8 +36,10 @@ from durablefuture.testing import LocalEnvironment
 from tests.conftest import Daemons, wait_for, wait_namespace
 from tests.integration.helpers import handled, settled
 
-LATE = 0.6
-"""How late a retry or timeout may happen on a busy machine (timer tick + scheduling)."""
+LATE = 5.0
+"""How late a retry or timeout may be here: a bound that catches one that waited for something
+else (a redelivery, a restart), not a measure of timer precision, which depends on the
+machine's load and is measured by the benchmarks (W5 lateness)."""
 EARLY = 0.03
 """How early it may happen (millisecond rounding of schedules, clock reads)."""
 

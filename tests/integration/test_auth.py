@@ -153,8 +153,12 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
                     await probe.publish_refused(
                         f"$JS.API.CONSUMER.MSG.NEXT.{layout.stream}.{layout.server_consumer}"
                     )
-                    # a run removed before its retention is over, or messages purged
+                    # a run removed before its retention is over, or messages purged, or the
+                    # removals taken from under df-server
                     await probe.publish_refused(layout.removal("expire"))
+                    await probe.publish_refused(
+                        f"$JS.API.CONSUMER.MSG.NEXT.{layout.stream}.{layout.removal_consumer}"
+                    )
                     await probe.publish_refused(f"$JS.API.STREAM.PURGE.{layout.stream}")
                     if role != "admin":  # deleting a closed run is the admin's
                         await probe.publish_refused(layout.removal("delete"))

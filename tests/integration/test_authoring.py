@@ -32,8 +32,9 @@ from durablefuture.testing import LocalEnvironment, Replayer
 from tests.conftest import Daemons, wait_for, wait_namespace
 from tests.integration.helpers import settled
 
-LATE = 0.6
-"""How late a durable timer may fire on a busy machine."""
+LATE = 5.0
+"""How late a durable timer may fire here: a bound that catches a timer that waited for something
+else (a redelivery, a restart), not a measure of precision (the benchmarks measure lateness)."""
 EARLY = 0.03
 
 NOTES: dict[str, list[Any]] = defaultdict(list)
@@ -81,8 +82,10 @@ def sleepy_flow(seconds: float):  # type: ignore[no-untyped-def]
     return (df.workflow.now() - start).total_seconds()
 
 
-def race_flow(activity_seconds: float):  # type: ignore[no-untyped-def]
-    index, value = yield df.any_of(df.activity(echo_after, "work", activity_seconds), df.sleep(0.4))
+def race_flow(activity_seconds: float, timer_seconds: float):  # type: ignore[no-untyped-def]
+    index, value = yield df.any_of(
+        df.activity(echo_after, "work", activity_seconds), df.sleep(timer_seconds)
+    )
     return [index, value]
 
 
@@ -91,8 +94,9 @@ async def test_durable_sleep_and_any_of_as_a_timeout() -> None:
         async with env.worker(workflows=[sleepy_flow, race_flow], activities=[echo_after]):
             slept, fast, slow = await asyncio.gather(
                 env.client.execute_workflow(sleepy_flow, 0.5, id="sleepy", timeout=10),
-                env.client.execute_workflow(race_flow, 0.05, id="race-fast", timeout=10),
-                env.client.execute_workflow(race_flow, 1.0, id="race-slow", timeout=10),
+                # each race has a clear winner whatever the machine's load
+                env.client.execute_workflow(race_flow, 0.05, 30.0, id="race-fast", timeout=10),
+                env.client.execute_workflow(race_flow, 30.0, 0.4, id="race-slow", timeout=10),
             )
             history = await _history(env.client, "sleepy")
             slow_history = await _history(env.client, "race-slow")
@@ -219,11 +223,13 @@ async def test_signals_buffered_in_order_with_timeout_and_signal_with_start() ->
     flows = [collect_flow, signal_timeout_flow, approval_flow]
     async with LocalEnvironment() as env:
         client = env.client
+        # started and signalled before any worker runs: every signal is there before the
+        # first workflow task, whatever the machine's load
+        handle = await client.start_workflow(collect_flow, 3, id="collect")
+        for item in ("a", "b", "c"):
+            await handle.signal("item", item)
+        await handle.signal("pair", 1, 2)
         async with env.worker(workflows=flows):
-            handle = await client.start_workflow(collect_flow, 3, id="collect")
-            for item in ("a", "b", "c"):
-                await handle.signal("item", item)
-            await handle.signal("pair", 1, 2)
             timed_out = await client.execute_workflow(
                 signal_timeout_flow, id="signal-timeout", timeout=10
             )

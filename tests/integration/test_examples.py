@@ -32,6 +32,7 @@ EXPECTED = {
     "batch": {"items": 100, "sum_of_squares": sum(i * i for i in range(1, 101))},
     "quorum": {"request_id": "req-2", "decision": "approved", "approvers": ["ann", "bob"]},
     "race": {"item": "widget", "quote": None, "outcome": "no quote in time; request cancelled"},
+    "coordinator": ["part 1: done", "part 2: done", "part 3: done"],
 }
 
 

@@ -186,3 +186,23 @@ async def test_df_workflow_delete_removes_a_closed_run_and_refuses_an_open_one()
             assert await env.client.get_workflow_handle("busy").fetch_history()
             result = await asyncio.to_thread(cli, "workflow", "delete", "never-was")
             assert result.exit_code != 0 and "never-was" in result.output
+
+
+async def test_archive_to_the_object_store() -> None:
+    options = ServerOptions(retention=1.0, archive="objstore")
+    async with LocalEnvironment(server_options=options) as env:
+        client = env.client
+        async with env.worker(task_queue="q", workflows=[echo_len]):
+            await client.execute_workflow(echo_len, "abcd", id="arch", task_queue="q")
+
+            async def removed() -> bool:
+                return await _runs(client) == 0
+
+            await wait_for(removed, timeout=30)
+            handle = client.get_workflow_handle("arch")
+            with pytest.raises(df.WorkflowNotFoundError):
+                await handle.fetch_history()
+            events = await handle.fetch_history(archive="objstore")
+            assert type(events[-1]).__name__ == "WorkflowCompleted"
+            assert events[-1].result == 4
+            assert await _runs(client) == 0

@@ -3,13 +3,16 @@ code (recorded in history, checked on replay), visible in describe() and the sta
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
 import pytest
+from attrs import evolve
 
 import durablefuture as df
 from durablefuture.core import events as ev
+from durablefuture.core.query import parse_query
 from durablefuture.testing import LocalEnvironment, Replayer
 from durablefuture.transport.connection import connect
 from tests.conftest import wait_for
@@ -189,3 +192,92 @@ async def test_client_and_admin_may_list_and_count_workers_may_not(
             await wait_for(refused, 10)
         finally:
             await worker.close()
+
+
+async def test_a_deleted_run_leaves_the_index() -> None:
+    async with LocalEnvironment() as env, env.worker("vq", workflows=[quick]):
+        opts = df.WorkflowOptions(task_queue="vq", search_attributes={"Region": "eu"})
+        for i in range(2):
+            await env.client.execute_workflow(quick, i, id=f"del-{i}", options=opts, timeout=20)
+
+        async def both() -> bool:
+            return await env.client.count_workflows("Region = 'eu'") == 2
+
+        await wait_for(both, timeout=20)
+        await env.client.get_workflow_handle("del-0").delete()
+
+        async def one_left() -> bool:
+            return await env.client.count_workflows("Region = 'eu'") == 1
+
+        await wait_for(one_left, timeout=20)
+        [left] = await env.client.list_workflows("Region = 'eu'")
+        assert left.workflow_id == "del-1"
+
+
+async def test_a_df_server_started_later_reads_every_run_into_its_index() -> None:
+    from durablefuture.server import Server
+
+    async with LocalEnvironment() as env, env.worker("vq", workflows=[quick]):
+        for i in range(5):
+            opts = df.WorkflowOptions(task_queue="vq", search_attributes={"Priority": i})
+            await env.client.execute_workflow(quick, i, id=f"late-{i}", options=opts, timeout=20)
+        assert env.server is not None
+        second = await Server.connect(env.nats_url, evolve(env.server.options))
+        try:
+            await second.start()
+            index = second.visibility
+            assert index is not None
+            await asyncio.wait_for(index.ready.wait(), 20)
+            assert len(index.index) == 5
+            assert index.index.count(parse_query("Priority >= 3")) == 2
+            # and it follows what happens next
+            opts = df.WorkflowOptions(task_queue="vq", search_attributes={"Priority": 9})
+            await env.client.execute_workflow(quick, 9, id="late-9", options=opts, timeout=20)
+
+            async def followed() -> bool:
+                return index.index.count(parse_query("Priority >= 3")) == 3
+
+            await wait_for(followed, timeout=20)
+        finally:
+            await second.shutdown()
+
+
+async def test_the_index_follows_on_after_nats_server_restarts() -> None:
+    async with LocalEnvironment() as env, env.worker("vq", workflows=[quick]):
+        opts = df.WorkflowOptions(task_queue="vq", search_attributes={"Region": "eu"})
+        await env.client.execute_workflow(quick, 1, id="nr-1", options=opts, timeout=20)
+
+        async def count_is(n: int) -> bool:
+            try:
+                return await env.client.count_workflows("Region = 'eu'") == n
+            except df.DurableFutureError:
+                return False  # reconnecting
+
+        await wait_for(lambda: count_is(1), timeout=20)
+        env.nats.stop(kill=True)
+        env.nats.start()
+        await env.client.execute_workflow(quick, 2, id="nr-2", options=opts, timeout=60)
+        await wait_for(lambda: count_is(2), timeout=60)
+
+
+async def test_a_page_too_large_for_one_message_comes_smaller_with_a_token() -> None:
+    async with LocalEnvironment() as env, env.worker("vq", workflows=[quick]):
+        opts = df.WorkflowOptions(
+            task_queue="vq", search_attributes={"Big": "yes"}, memo={"blob": "x" * 30_000}
+        )
+        for i in range(40):  # 40 x 30 KB of memo: more than a 1 MB NATS message
+            await env.client.start_workflow(quick, i, id=f"big-{i}", options=opts)
+
+        async def indexed() -> bool:
+            return await env.client.count_workflows("Big = 'yes'") == 40
+
+        await wait_for(indexed, timeout=30)
+        page = await env.client.list_workflows("Big = 'yes'", page_size=100)
+        assert 0 < len(page) < 40 and page.next_page_token is not None
+        seen = [d.workflow_id for d in page]
+        while page.next_page_token:
+            page = await env.client.list_workflows(
+                "Big = 'yes'", page_size=100, next_page_token=page.next_page_token
+            )
+            seen += [d.workflow_id for d in page]
+        assert sorted(seen) == sorted(f"big-{i}" for i in range(40))

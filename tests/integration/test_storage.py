@@ -133,3 +133,27 @@ async def test_sigkill_of_df_server_mid_work_loses_nothing_and_leaves_no_residue
         raise
     finally:
         await client.close()
+
+
+def lingering(x: int):  # type: ignore[no-untyped-def]
+    """Stays open after its activity closed and its sleep lost an any_of (cancelled)."""
+    long = df.ActivityOptions(start_to_close_timeout=3600, schedule_to_close_timeout=7200)
+    _index, value = yield df.any_of(df.sleep(3600), df.activity(first, x, options=long))
+    yield df.wait_signal("go")
+    return value
+
+
+async def test_timers_with_nothing_left_to_guard_are_cancelled_in_an_open_run() -> None:
+    async with LocalEnvironment() as env:
+        async with env.worker(task_queue="q", workflows=[lingering], activities=[first]):
+            handle = await env.client.start_workflow(lingering, 1, id="l", task_queue="q")
+
+            async def waiting_without_timers() -> bool:
+                history = await handle.fetch_history()
+                waits = any(type(e).__name__ == "SignalWaitStarted" for e in history)
+                return waits and "tm" not in await _kinds(env)
+
+            await wait_for(waiting_without_timers, timeout=15)
+            assert (await handle.describe()).status == "running"
+            await handle.signal("go")
+            assert await handle.result() == 2

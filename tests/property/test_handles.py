@@ -1,5 +1,6 @@
 """Handles and cancellation under hypothesis-chosen interleavings (``df.start``, ``df.cancel``,
-``yield task``, ``df.any_of`` over handles and with ``cancel_losers``).
+``yield task``, ``df.any_of`` over handles and with ``cancel_losers``), with local activities
+in between (their outcome reaches the code after the events their record is based on).
 
 (i)  Replaying any prefix of the recorded history re-issues exactly the recorded commands and
      every command decided within the prefix (cancellations included).
@@ -58,6 +59,9 @@ def tasks(plan: list[dict[str, Any]]) -> Generator[Any, Any, Any]:
                 out.append(["value", h.seq, (yield h)])
             except (df.ActivityError, df.CancelledError) as err:
                 out.append(["error", h.seq, type(err).__name__])
+        elif op == "local":
+            opts = df.ActivityOptions(start_to_close_timeout=5)
+            out.append(["local", (yield df.local_activity(echo, step["v"], options=opts))])
         elif op == "race":
             h = pick(step["i"]) if step["i"] != 99 else None
             first = df.activity(echo, step["v"]) if h is None else h
@@ -73,6 +77,7 @@ steps = st.one_of(
     st.fixed_dictionaries({"op": st.just("act"), "v": st.integers(0, 9), "t": st.integers(0, 2)}),
     st.fixed_dictionaries({"op": st.just("sleep"), "s": st.sampled_from([0.5, 1.0, 3.0])}),
     st.fixed_dictionaries({"op": st.just("cancel"), "i": st.integers(0, 5)}),
+    st.fixed_dictionaries({"op": st.just("local"), "v": st.integers(0, 9)}),
     st.fixed_dictionaries({"op": st.just("await"), "i": st.integers(0, 5)}),
     st.fixed_dictionaries(
         {
@@ -122,7 +127,12 @@ def test_replaying_any_prefix_makes_the_same_decisions(
     by_seq = {e.seq: e for e in history if isinstance(e, ev.COMMAND_EVENTS)}
     definition = WorkflowDefinition.from_fn(tasks)
     for k in range(1, len(history) + 1):
-        act = WorkflowExecution(definition, sim.payloads).feed(history[:k])
+        execution = WorkflowExecution(definition, sim.payloads)
+        act = execution.feed(history[:k])
+        while execution.pending_local_activities:  # what the worker does next
+            seq, item = execution.pending_local_activities[0]
+            value = sim.payloads.to_payload(echo(*item.args), "local result")  # type: ignore[arg-type]
+            act = execution.resolve_local(seq, value, None, 1)
         yielded = set()
         for cmd in act.commands:
             if isinstance(cmd, CompleteWorkflow | FailWorkflow):

@@ -443,6 +443,16 @@ def test_timeline_of_an_open_run_ends_at_now_and_keeps_pending_rows_open() -> No
     ]
 
 
+def test_timeline_draws_a_search_attribute_upsert_as_a_point() -> None:
+    from durablefuture.core.search_attributes import SearchAttribute
+
+    upsert = ev.SearchAttributesUpserted(2, 101.0, 1, 1, {"Stage": SearchAttribute("keyword", "x")})
+    tl = build_timeline([_started(), upsert], now=105.0)
+    assert tl["rows"] == []
+    [marker] = tl["markers"]  # type: ignore[misc]
+    assert marker["label"] == "upsert_search_attributes ['Stage']"
+
+
 def test_timeline_matches_signals_to_waits_in_order_even_when_sent_early() -> None:
     history: list[ev.Event] = [
         _started(),

@@ -7,6 +7,7 @@ from typing import Any
 
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
+from durablefuture.core._command_effects import child_started_effects
 from durablefuture.core.effects import (
     ArmTimer,
     CancelActivities,
@@ -173,6 +174,7 @@ _HANDLERS: dict[type, Callable[[RunState, Any], list[Effect]]] = {
     ev.ActivityStarted: _attempt_started,
     ev.WorkflowTaskFailed: _task_failed,
     ev.CancelRequested: _cancel_requested,
+    ev.ChildWorkflowStarted: child_started_effects,
     **dict.fromkeys(ev.TERMINAL_EVENTS, _close_effects),
 }
 # events the workflow code must see: a workflow task follows them (unless the code had seen them)

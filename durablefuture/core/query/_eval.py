@@ -44,6 +44,7 @@ __all__ = [
     "Text",
     "after_cursor",
     "comparable",
+    "compile_where",
     "cursor_of",
     "equality_hints",
     "evaluate",
@@ -76,6 +77,9 @@ _WORDS = re.compile(r"\w+")
 
 
 def _kind(v: object) -> str:
+    kind = _KINDS.get(type(v))
+    if kind is not None:
+        return kind
     if isinstance(v, bool):
         return "bool"
     if isinstance(v, int | float):
@@ -87,12 +91,23 @@ def _kind(v: object) -> str:
     return "other"
 
 
+_KINDS: dict[type, str] = {
+    bool: "bool",
+    int: "num",
+    float: "num",
+    datetime: "time",
+    str: "str",
+    Text: "str",
+}
+
+
 def _pair(v: FieldValue, lit: Literal) -> tuple[object, object] | None:
     """``(v, lit)`` made comparable, or None when they are of different kinds."""
     if isinstance(v, datetime) and isinstance(lit, str):
         when = parse_datetime(lit)
         return None if when is None else (v, when)
-    if _kind(v) != _kind(lit) or _kind(v) == "other":
+    kind = _kind(v)
+    if kind != _kind(lit) or kind == "other":
         return None
     return v, lit
 
@@ -157,6 +172,51 @@ def evaluate(expr: Expr, row: Row) -> bool:
     if expr.negate:
         return not inside and _pair(v, expr.low) is not None and _pair(v, expr.high) is not None
     return inside
+
+
+def compile_where(expr: Expr | None) -> Callable[[Row], bool]:
+    """``expr`` as one function of a row, equal to ``evaluate(expr, row)`` (which stays the
+    reference) without walking the tree for every row: what the index runs over many rows."""
+    if expr is None:
+        return lambda _r: True
+    if isinstance(expr, And | Or):
+        fs = tuple(compile_where(p) for p in expr.parts)
+        want = isinstance(expr, Or)
+
+        def junction(r: Row) -> bool:
+            for f in fs:
+                if f(r) is want:
+                    return want
+            return not want
+
+        return junction
+    if isinstance(expr, Not):
+        inner = compile_where(expr.part)
+        return lambda r: not inner(r)
+    field = expr.field
+    if isinstance(expr, IsNull):
+        negate = expr.negate
+        return lambda r: (r.get(field) is None) != negate
+    if isinstance(expr, Compare):
+        op, lit = expr.op, expr.value
+
+        def compare(r: Row) -> bool:
+            v = r.get(field)
+            return v is not None and _cmp(v, op, lit)
+
+        return compare
+    if isinstance(expr, In):
+        values, negate_in = expr.values, expr.negate
+
+        def among(r: Row) -> bool:
+            v = r.get(field)
+            if v is None:
+                return False
+            return any(_cmp(v, "=", lit) for lit in values) != negate_in
+
+        return among
+    leaf = expr
+    return lambda r: evaluate(leaf, r)
 
 
 def matches(query: Query, row: Row) -> bool:

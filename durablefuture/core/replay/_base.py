@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, cast
 
 from durablefuture.core import errors
 from durablefuture.core import events as ev
-from durablefuture.core.commands import PrimitiveCommand, TerminalCommand
+from durablefuture.core.commands import LocalActivityCall, PrimitiveCommand, TerminalCommand
 from durablefuture.core.definitions import PayloadConverter, WorkflowDefinition
 from durablefuture.core.failure import Failure, failure_from_exception
 from durablefuture.core.options import ActivityOptions
@@ -64,6 +64,9 @@ class _ExecutionBase:
         self._signal_handlers: dict[str, Callable[..., object]] = {}
         # df.wait_condition waits, in the order they were yielded, with their predicates
         self._conditions: list[tuple[_Leaf, Callable[[], object]]] = []
+        # local activities the code waits on that have not run yet (the worker runs them)
+        self._local: dict[int, LocalActivityCall] = {}
+        self._last_at = 0.0  # the time of the last event fed
         self._cancel_delivered = False
         self._patches: dict[str, bool] = {}
         self._horizon = 0

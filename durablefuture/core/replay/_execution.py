@@ -10,15 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import cast
 
+from attrs import frozen
+
 from durablefuture.core import errors
 from durablefuture.core import events as ev
 from durablefuture.core.commands import (
     Command,
+    LocalActivityCall,
     PrimitiveCommand,
+    RecordLocalActivity,
     RecordMarker,
     TerminalCommand,
     UpsertSearchAttributes,
 )
+from durablefuture.core.failure import Failure
 from durablefuture.core.replay._context import (
     Activation,
     SourceFrame,
@@ -29,6 +34,7 @@ from durablefuture.core.replay._context import (
 )
 from durablefuture.core.replay._running import _Running
 from durablefuture.core.search_attributes import SearchAttributes, apply_upsert
+from durablefuture.core.types import JsonValue
 from durablefuture.core.vocabulary import (
     DECIDED_TERMINAL_EVENTS,
     command_type_of,
@@ -36,6 +42,14 @@ from durablefuture.core.vocabulary import (
     describe_event,
     matches,
 )
+
+
+@frozen
+class _Moment:
+    """When a local activity's outcome reaches the code: after event ``event_id``, at ``at``."""
+
+    event_id: int
+    at: float
 
 
 class WorkflowExecution(_Running):
@@ -178,6 +192,7 @@ class WorkflowExecution(_Running):
                     "run's terminal event"
                 )
             self.last_event_id = event.event_id
+            self._last_at = event.at
             self._handle(event)
         self._deliver_upto(None)
         return self.activation()
@@ -294,6 +309,9 @@ class WorkflowExecution(_Running):
                 f"issued only {self._next_seq - 1} command(s) by then; it is {where}",
                 yielded=None if self._terminal is None else describe_command(self._terminal),
             )
+        if isinstance(event, ev.LocalActivityRecorded) and seq in self._local:
+            self._local_recorded(event)
+            return
         pending = self._new.pop(seq, None)
         if pending is not None and not matches(event, pending):
             raise self._divergence(
@@ -302,6 +320,48 @@ class WorkflowExecution(_Running):
                 f"{event.event_id}, but the code yields {describe_command(pending)}",
                 yielded=describe_command(pending),
             )
+
+    # ------------------------------------------------------------------ local activities
+
+    @property
+    def pending_local_activities(self) -> tuple[tuple[int, LocalActivityCall], ...]:
+        """The local activities the code issued that have not run yet, by seq (the worker
+        runs each, then calls :meth:`resolve_local`)."""
+        return tuple(sorted(self._local.items()))
+
+    def resolve_local(
+        self, seq: int, result: JsonValue, failure: Failure | None, attempts: int
+    ) -> Activation:
+        """Hand the outcome of local activity ``seq`` to the code (at the time of the last
+        event fed) and add its record to the commands; returns the new activation."""
+        item = self._local.pop(seq)
+        cmd = RecordLocalActivity(
+            seq, item.name, item.args, result, failure, attempts, self._last_at
+        )
+        self._new[seq] = cmd
+        self._apply_local(seq, cmd, self.last_event_id)
+        return self.activation()
+
+    def _local_recorded(self, event: ev.LocalActivityRecorded) -> None:
+        item = self._local.pop(event.seq)
+        cmd = RecordLocalActivity(event.seq, item.name, item.args)
+        if not matches(event, cmd):
+            raise self._divergence(
+                event,
+                f"history recorded {describe_event(event)} as command #{event.seq} at event "
+                f"{event.event_id}, but the code yields {describe_command(cmd)}",
+                yielded=describe_command(cmd),
+            )
+        self._apply_local(event.seq, event, event.based_on)
+
+    def _apply_local(
+        self, seq: int, rec: RecordLocalActivity | ev.LocalActivityRecorded, based_on: int
+    ) -> None:
+        leaf = self._leaves.get(seq)
+        if leaf is None:
+            return  # nobody waits for it any more (an any_of that another branch won)
+        moment = cast(ev.Event, _Moment(based_on, rec.applied_at))
+        self._resolve(leaf, self._local_outcome(leaf, rec), moment)
 
     def _check_terminal(self, event: ev.Event) -> None:
         self._terminal_recorded = True

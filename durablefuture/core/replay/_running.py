@@ -18,6 +18,7 @@ from durablefuture.core.commands import (
     ContinueAsNewWorkflow,
     FailWorkflow,
     PendingSignal,
+    RequestCancellation,
 )
 from durablefuture.core.failure import exception_from_failure
 from durablefuture.core.replay._context import _current, _location
@@ -146,6 +147,9 @@ class _Running(_Yields):
                     self._resolve(leaf, _Outcome(error=exc), trigger)
                     break
                 if met:
+                    if leaf.wait_cancel:  # its timeout timer is not needed any more
+                        cancel = RequestCancellation(self._next_seq, leaf.seq)
+                        self._issue(cancel, f"cancel #{leaf.seq}")
                     self._resolve(leaf, _Outcome(value=True), trigger)
                     break
             else:

@@ -36,7 +36,8 @@ class _Leaf(_Node):
         self.handle = False
         self.cancel_requested = False
         self.wait_cancel = False
-        """An activity whose cancellation waits for the activity to end."""
+        """An activity whose cancellation waits for the activity to end; a condition wait
+        whose timeout timer is cancelled once the condition is met."""
 
 
 class _Composite(_Node):

@@ -15,13 +15,19 @@ from durablefuture.core.commands import (
     AllOf,
     AnyOf,
     Cancel,
+    CancelExternal,
     ChildWorkflowCall,
     Handle,
+    LocalActivityCall,
     PrimitiveCommand,
+    RecordLocalActivity,
     RecordSideEffect,
+    RequestCancelExternalWorkflow,
     RequestCancellation,
     ScheduleActivity,
     SideEffect,
+    SignalExternal,
+    SignalExternalWorkflow,
     Sleep,
     Start,
     StartChildWorkflow,
@@ -35,7 +41,7 @@ from durablefuture.core.failure import exception_from_failure
 from durablefuture.core.options import ActivityCancellationType, ActivityOptions
 from durablefuture.core.replay._base import _ExecutionBase
 from durablefuture.core.replay._context import _current
-from durablefuture.core.replay._waits import _Composite, _Leaf, _Node
+from durablefuture.core.replay._waits import _Composite, _Leaf, _Node, _Outcome
 from durablefuture.core.vocabulary import describe_command, describe_event, matches
 
 
@@ -46,7 +52,8 @@ def _short(value: object, limit: int = 120) -> str:
 
 _VALID_YIELDS = (
     "df.activity(...), df.sleep(...), df.wait_signal(...), df.wait_condition(...), "
-    "df.side_effect(...), "
+    "df.side_effect(...), df.start(...), df.cancel(...), df.signal_workflow(...), "
+    "df.cancel_workflow(...), "
     "df.child_workflow(...), df.all_of(...), df.any_of(...) or df.continue_as_new(...)"
 )
 
@@ -90,6 +97,17 @@ class _Yields(_ExecutionBase):
             return self._leaf(child, "child", item.result_type, item.workflow_type)
         if isinstance(item, Start | Handle | Cancel):
             return self._handles(item)
+        if isinstance(item, LocalActivityCall):
+            return self._local_activity(item)
+        if isinstance(item, SignalExternal):
+            what = f"the arguments of signal {item.name!r} to workflow {item.workflow_id!r}"
+            args = tuple(self.payloads.to_payload(a, what) for a in item.args)
+            self._issue(SignalExternalWorkflow(self._next_seq, item.workflow_id, item.name, args))
+            return self._answered(None)
+        if isinstance(item, CancelExternal):
+            seq = self._next_seq
+            self._issue(RequestCancelExternalWorkflow(seq, item.workflow_id, item.reason))
+            return self._answered(None)
         if isinstance(item, AllOf | AnyOf):
             if isinstance(item, AnyOf) and not item.items:
                 raise errors.WorkflowError(
@@ -109,7 +127,9 @@ class _Yields(_ExecutionBase):
             started = self._build(item.item)
             assert isinstance(started, _Leaf)
             started.handle = True
-            handle = Handle(started.seq, started.kind, started.name, started)
+            child = self._new.get(started.seq) or self._recorded.get(started.seq)
+            child_id = getattr(child, "workflow_id", None) if started.kind == "child" else None
+            handle = Handle(started.seq, started.kind, started.name, started, child_id)
             return self._answered(handle)
         leaf = (item if isinstance(item, Handle) else item.handle)._node
         if not isinstance(leaf, _Leaf) or self._leaf_owner(leaf) is not self:
@@ -245,7 +265,45 @@ class _Yields(_ExecutionBase):
         cmd = StartConditionWait(self._next_seq, item.timeout, self.context.now)
         leaf = self._leaf(cmd, "condition", None)
         self._conditions.append((leaf, item.predicate))
+        # runs started with the flag cancel the timeout of a condition met in time
+        leaf.wait_cancel = item.timeout is not None and "condition_timers" in (
+            self._require_started().flags
+        )
         return leaf
+
+    def _local_activity(self, item: LocalActivityCall) -> _Leaf:
+        seq = self._next_seq
+        recorded = self._recorded.get(seq)
+        if recorded is not None and not isinstance(recorded, ev.LocalActivityRecorded):
+            self._issue(RecordLocalActivity(seq, item.name, item.args))  # names the divergence
+        # Reserved now; recorded once the worker ran it (run_local / its recorded event). Its
+        # outcome reaches the code only then: after the events its record is based on.
+        self._next_seq = seq + 1
+        self._trace.append((seq, f"local_activity {item.name!r}", self._step_location))
+        leaf = _Leaf(seq, "local", item.result_type, item.name)
+        self._leaves[seq] = leaf
+        self._started_leaves[seq] = leaf
+        self._local[seq] = item
+        return leaf
+
+    def _local_outcome(
+        self, leaf: _Leaf, rec: RecordLocalActivity | ev.LocalActivityRecorded
+    ) -> _Outcome:
+        if rec.failure is None:
+            what = f"the result of local activity {leaf.name!r}"
+            try:
+                return _Outcome(self.payloads.from_payload(rec.result, leaf.result_type, what))
+            except Exception as exc:
+                return _Outcome(error=exc)
+        err = errors.ActivityError(
+            f"local activity {leaf.name!r} (#{leaf.seq}) failed after {rec.attempts} "
+            f"attempt(s): {rec.failure.describe()}",
+            activity_name=leaf.name,
+            activity_id=leaf.seq,
+            attempt=rec.attempts,
+        )
+        err.__cause__ = exception_from_failure(rec.failure)
+        return _Outcome(error=err)
 
     def _side_effect(self, item: SideEffect) -> _Leaf:
         seq = self._next_seq
