@@ -119,10 +119,13 @@ async def test_sigkill_of_the_sticky_worker_mid_task(daemons: Daemons, tmp_path:
     assert total(scrape(sport), "df_sticky_tasks_total", route="moved") >= 1, daemons.logs()
 
 
-async def test_a_task_the_holder_does_not_take_goes_to_the_queue(nats_server: object) -> None:
-    """A live worker that stops pulling its sticky tasks: after the sticky timeout the task
-    is moved to the task queue, where a worker takes it. A second copy of that task delivered
-    later changes nothing."""
+@pytest.mark.parametrize("how", ["stops pulling", "consumer removed"])
+async def test_a_task_the_holder_does_not_take_goes_to_the_queue(
+    nats_server: object, how: str
+) -> None:
+    """A live worker that does not take its sticky tasks (it stops pulling, or its consumer is
+    removed under it): after the sticky timeout the task is moved to the task queue, where a
+    worker takes it. A second copy of that task delivered later changes nothing."""
     url = nats_server.url  # type: ignore[attr-defined]
     metrics.record()
     server = await Server.connect(url, ServerOptions(sticky_timeout=2.0))
@@ -145,7 +148,10 @@ async def test_a_task_the_holder_does_not_take_goes_to_the_queue(nats_server: ob
             name = layout.sticky_consumer("tq", sticky_token(worker.identity))
             stalled = [c for c in worker._consumers if c.consumer == name]
             assert len(stalled) == 1
-            await stalled[0].stop()
+            if how == "stops pulling":
+                await stalled[0].stop()
+            else:
+                await client.pub.js.delete_consumer(layout.stream, name)
             await handle.signal("go", 7)
             js = client.pub.js
             subject = layout.sticky_tasks("tq", sticky_token(worker.identity))
