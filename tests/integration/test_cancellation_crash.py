@@ -1,4 +1,5 @@
-"""A cancellation survives a SIGKILL of the worker running the cancelled activity."""
+"""A cancellation survives a SIGKILL of the df-server and of the worker running the cancelled
+activity."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import durablefuture as df
 from durablefuture.core import events as ev
+from durablefuture.diagnose import explain
 from durablefuture.testing import Replayer
 from tests.conftest import Daemons, wait_for, wait_namespace
 
@@ -42,7 +44,7 @@ WORKFLOWS = [cancel_stubborn]
 ACTIVITIES = [stubborn]
 
 
-async def test_sigkill_of_the_worker_in_the_middle_of_a_cancellation(
+async def test_sigkill_of_server_and_worker_in_the_middle_of_a_cancellation(
     daemons: Daemons, tmp_path: Path
 ) -> None:
     log = tmp_path / "exec.log"
@@ -54,7 +56,7 @@ async def test_sigkill_of_the_worker_in_the_middle_of_a_cancellation(
         "--activities",
         "tests.integration.test_cancellation_crash:ACTIVITIES",
     )
-    daemons.server()
+    server = daemons.server()
     worker = daemons.worker(*args)
     await wait_namespace(daemons.url)
     client = await df.Client.connect(daemons.url)
@@ -69,7 +71,11 @@ async def test_sigkill_of_the_worker_in_the_middle_of_a_cancellation(
             return any(isinstance(e, ev.CancellationRequested) for e in history)
 
         await wait_for(cancel_recorded, 20)
+        why = " ".join((await explain(client, "stubborn")).reasons)
+        assert "cancelled by the workflow; its attempt is asked to stop" in why, why
         worker.kill()  # the attempt dies with the cancellation under way
+        server.kill()
+        daemons.server()
         daemons.worker(*args)
         result = await handle.result(timeout=60)
         history = await handle.fetch_history()
