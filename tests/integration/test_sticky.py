@@ -47,6 +47,17 @@ async def test_workflow_tasks_go_to_the_worker_holding_the_run(daemons: Daemons)
     await _scrapable(sport, w1, w2)
     client = await df.Client.connect(daemons.url)
     try:
+        layout = client.layout
+
+        async def both_polling() -> bool:
+            shared = layout.workflow_consumer("tests")
+            try:
+                info = await client.pub.js.consumer_info(layout.stream, shared)
+            except Exception:
+                return False  # not created yet
+            return (info.num_waiting or 0) >= 2
+
+        await wait_for(both_polling, 30)
         results = await asyncio.gather(
             *(
                 client.execute_workflow(
