@@ -38,6 +38,7 @@ from daemons.common import (
 from daemons.schedule_command import hooks, schedule, why_schedule
 from daemons.storage_command import namespace
 from daemons.ui_command import start_dev_ui, ui
+from daemons.update_command import workflow_update as workflow_update  # registers it
 from daemons.workflow_command import workflow
 from durablefuture.client import Client
 from durablefuture.codec import text as json_text

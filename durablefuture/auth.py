@@ -25,11 +25,13 @@ server    everything in ``DF_<ns>``: histories, status entries, closed notices, 
 worker    take workflow/activity tasks of any task queue (never the server's inputs),
           and sticky workflow tasks (``wt.<queue>.<token>``: the runs a worker caches),
           report on ``df.<ns>.in.report``, heartbeats/leases/liveness records, read
-          histories, answer queries, put and get payloads stored by reference
-client    start (``in.start``), signal/cancel/terminate (``in.run``), schedule control
-          (``sci.ctl``), queries, read histories and status, list and count (the df-servers'
-          visibility index, ``dfev.<ns>.visibility``), wait for results, put and get
-          payloads stored by reference (object store ``DF_<ns>_payloads``)
+          histories, answer queries and check updates, put and get payloads stored by
+          reference
+client    start (``in.start``), signal/update/cancel/terminate (``in.run``), schedule
+          control (``sci.ctl``), queries and update checks, read histories and status, list
+          and count (the df-servers' visibility index, ``dfev.<ns>.visibility``), wait for
+          results, put and get payloads stored by reference (object store
+          ``DF_<ns>_payloads``)
 admin     what client can, plus listing streams and consumers, reading dead letters
           through the consumer named ``dlq`` (the UI and operators) and deleting closed
           runs (``rm.delete``, ``df workflow delete``)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from attrs import frozen
 
 from durablefuture.client import Client
+from durablefuture.core import events as ev
 from durablefuture.core.effects import RunStatus
 from durablefuture.core.errors import CorruptHistoryError, WorkflowNotFoundError
 from durablefuture.core.liveness import (
@@ -310,6 +311,13 @@ async def explain(client: Client, workflow_id: str, run_id: str | None = None) -
         if wait.deadline is not None:
             line += f" (times out at {_when(wait.deadline, now)})"
         reasons.append(line)
+    for upd in state.updates.values():
+        if isinstance(upd, ev.UpdateAccepted):
+            reasons.append(
+                f"update {upd.name!r} (id {upd.update_id!r}, accepted at event {upd.event_id}) "
+                "has not completed: its handler runs when the workflow code reaches that event "
+                f"and has a handler {upd.name!r} registered"
+            )
     for child in state.open_children():
         started = f"run {child.run_id}" if child.run_id else "not started yet"
         reasons.append(

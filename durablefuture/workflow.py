@@ -8,6 +8,7 @@ the history event being processed, randomness is seeded from the run id.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import random as _random
 import uuid as _uuid
@@ -31,6 +32,7 @@ __all__ = [
     "random",
     "set_query_handler",
     "set_signal_handler",
+    "set_update_handler",
     "upsert_search_attributes",
     "uuid4",
 ]
@@ -127,6 +129,35 @@ def set_signal_handler(name: str, handler: Callable[..., object]) -> None:
     if not callable(handler):
         raise InvalidArgumentError(f"signal handler for {name!r} must be callable, got {handler!r}")
     current_context().execution.set_signal_handler(name, handler)
+
+
+def set_update_handler(
+    name: str, handler: Callable[..., object], validator: Callable[..., object] | None = None
+) -> None:
+    """Answer ``await handle.update(name, *args)`` with ``handler(*args)``.
+
+    ``validator(*args)``, if given, runs first on a worker holding the run, before anything is
+    recorded: if it raises, the caller gets ``df.UpdateFailedError`` and history is unchanged.
+    An accepted update is recorded (``UpdateAccepted``); the handler runs at that point of
+    history, like a signal handler, and may change workflow state. What it returns (or raises)
+    is recorded (``UpdateCompleted``) and is what the caller gets: the result, or
+    ``df.UpdateFailedError`` (the run goes on). Updates accepted before the handler was
+    registered are handed to it at once, in order. A replay runs the handler again at the
+    same point; it must come to the same outcome. Handlers must be plain functions for now
+    (not generators: to wait on an activity, let the workflow do it on the handler's state).
+    """
+    check_type_name(name, "update name")
+    for fn, what in ((handler, "handler"), (validator, "validator")):
+        if fn is None and what == "validator":
+            continue
+        if not callable(fn):
+            raise InvalidArgumentError(f"update {what} for {name!r} must be callable, got {fn!r}")
+        if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn):
+            raise InvalidArgumentError(
+                f"update {what} for {name!r} is a generator or async function; "
+                "update handlers must be plain functions for now"
+            )
+    current_context().execution.set_update_handler(name, handler, validator)
 
 
 class _ReplayAwareAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]

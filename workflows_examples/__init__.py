@@ -7,6 +7,7 @@ from typing import Any
 
 from workflows_examples.approval import approval_workflow, approve, notify_requester
 from workflows_examples.batch import batch_workflow, process_item
+from workflows_examples.cart import cart_workflow, charge_cart, shop
 from workflows_examples.coordinator import coordinator_workflow, part_workflow
 from workflows_examples.order import charge_credit_card, order_workflow, ship_package
 from workflows_examples.quorum import quorum_workflow, two_reviewers
@@ -34,6 +35,7 @@ WORKFLOWS: list[Callable[..., object]] = [
     quote_workflow,
     coordinator_workflow,
     part_workflow,
+    cart_workflow,
 ]
 ACTIVITIES: list[Callable[..., object]] = [
     charge_credit_card,
@@ -48,6 +50,7 @@ ACTIVITIES: list[Callable[..., object]] = [
     notify_requester,
     process_item,
     request_quote,
+    charge_cart,
 ]
 
 Driver = Callable[[Any], Awaitable[None]]
@@ -61,6 +64,7 @@ EXAMPLES: dict[str, tuple[Callable[..., object], tuple[object, ...], Driver | No
     "quorum": (quorum_workflow, ("req-2", 2, 600.0), two_reviewers),
     "race": (quote_workflow, ("widget", 30.0, 0.5), None),
     "coordinator": (coordinator_workflow, (3,), None),
+    "cart": (cart_workflow, ("ann",), shop),
 }
 """``df dev --run NAME`` starts EXAMPLES[NAME] = (workflow, arguments, driver); the driver, if
 any, acts on the running workflow (e.g. sends the approval signal)."""

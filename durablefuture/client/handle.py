@@ -14,6 +14,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from durablefuture.client.requests import error_from_reply
+from durablefuture.client.updates import send_update
 from durablefuture.client.views import WorkflowDescription, describe_corrupt, describe_state
 from durablefuture.codec.records import Removal, decode_query_answer, encode_query, encode_removal
 from durablefuture.codec.wire import InputEnvelope, Reply
@@ -274,6 +275,33 @@ class WorkflowHandle:
         payloads = self.client.codec.payloads
         encoded = payloads.to_payloads(args, f"signal {name!r}")
         await self._send(inp.SignalWorkflow(self._target, name, uuid.uuid4().hex, encoded))
+
+    async def update(
+        self,
+        name: str,
+        *args: object,
+        update_id: str | None = None,
+        result_type: object = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Call update ``name`` of the run and return what its handler returned.
+
+        The validator runs first on a worker holding the run (a rejection records nothing);
+        the accepted update is recorded, its handler runs in the workflow and its outcome is
+        recorded. ``update_id`` makes it idempotent: a call with an id already accepted does
+        not run the handler again, it returns the first outcome. Raises
+        ``df.UpdateFailedError`` if the update was rejected, its handler raised, or the run
+        closed first; ``df.ResultTimeoutError`` once ``timeout`` seconds pass (it goes on).
+        """
+        return await send_update(
+            self,
+            name,
+            args,
+            update_id=update_id,
+            result_type=result_type,
+            timeout=timeout,
+            validate_timeout=10.0,
+        )
 
     async def cancel(self, reason: str = "") -> None:
         """Ask the run to cancel: ``df.CancelledError`` is raised at its current yield."""

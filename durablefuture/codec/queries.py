@@ -20,6 +20,8 @@ class QueryRequest:
     run_id: str
     name: str
     args: tuple[JsonValue, ...]
+    update: bool = False
+    """Validate update ``name`` with these arguments (nothing is recorded), not a query."""
 
 
 def decode_query(data: bytes) -> QueryRequest:
@@ -32,7 +34,10 @@ def decode_query(data: bytes) -> QueryRequest:
     args = req.get("args") or ()
     if not isinstance(args, list | tuple):
         raise TypeError(f"'args' must be a list, not {type(args).__name__}")
-    return QueryRequest(wid, run_id, name, tuple(args))
+    update = req.get("update", False)
+    if not isinstance(update, bool):
+        raise TypeError(f"'update' must be a boolean, not {type(update).__name__}")
+    return QueryRequest(wid, run_id, name, tuple(args), update)
 
 
 def encode_query_answer(result: JsonValue) -> bytes:

@@ -77,8 +77,13 @@ def encode_cancel_request(reason: str) -> bytes:
     return orjson.dumps({"reason": reason})
 
 
-def encode_query(workflow_id: str, run_id: str, name: str, args: list[JsonValue]) -> bytes:
-    return orjson.dumps({"wid": workflow_id, "run": run_id, "name": name, "args": args})
+def encode_query(
+    workflow_id: str, run_id: str, name: str, args: list[JsonValue], *, update: bool = False
+) -> bytes:
+    body: dict[str, object] = {"wid": workflow_id, "run": run_id, "name": name, "args": args}
+    if update:  # validate update ``name`` (its validator runs; nothing is recorded)
+        body["update"] = True
+    return orjson.dumps(body)
 
 
 def decode_query_answer(data: bytes) -> QueryAnswer:

@@ -15,6 +15,7 @@ from durablefuture.core.types import JsonValue, payloads
 __all__ = [
     "CancelWorkflow",
     "Command",
+    "CompleteUpdate",
     "CompleteWorkflow",
     "ContinueAsNewWorkflow",
     "FailWorkflow",
@@ -110,6 +111,17 @@ class RecordLocalActivity:
 
 
 @frozen
+class CompleteUpdate:
+    """The handler of update ``update_id`` returned ``result`` (or raised: ``failure``)."""
+
+    seq: int
+    update_id: str
+    name: str
+    result: JsonValue = None
+    failure: Failure | None = None
+
+
+@frozen
 class RecordSideEffect:
     seq: int
     value: JsonValue = None
@@ -197,6 +209,7 @@ PrimitiveCommand = (
     | RecordMarker
     | StartChildWorkflow
     | UpsertSearchAttributes
+    | CompleteUpdate
 )
 TerminalCommand = CompleteWorkflow | FailWorkflow | CancelWorkflow | ContinueAsNewWorkflow
 Command = PrimitiveCommand | TerminalCommand

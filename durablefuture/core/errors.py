@@ -40,6 +40,7 @@
     │   ├── WorkflowNotRunningError     the run has closed: no more signals, cancels, ...
     │   └── WorkflowStillOpenError      the run is open: it cannot be deleted
     ├── QueryFailedError                a query could not be answered (no handler, no worker)
+    ├── UpdateFailedError               an update was rejected, or its handler raised
     ├── ResultTimeoutError              a wait for a result timed out (also a TimeoutError)
     └── ServerUnavailableError          no df-server answered in time
 
@@ -85,6 +86,7 @@ __all__ = [
     "TimeoutError",
     "TlsError",
     "TransportError",
+    "UpdateFailedError",
     "WorkflowAlreadyStartedError",
     "WorkflowCancelledError",
     "WorkflowContinuedAsNewError",
@@ -391,6 +393,11 @@ class ScheduleNotFoundError(DurableFutureError):
 
 class QueryFailedError(DurableFutureError):
     """A query could not be answered: no such handler, the handler raised, or no worker."""
+
+
+class UpdateFailedError(DurableFutureError):
+    """An update did not return a result: its validator or the run rejected it, no worker
+    answered, its handler raised (``__cause__`` is that error), or the run closed first."""
 
 
 class ServerUnavailableError(DurableFutureError):

@@ -24,6 +24,7 @@ from durablefuture.core._lifecycle_events import (
     WorkflowTerminated,
     WorkflowTimedOut,
 )
+from durablefuture.core._update_events import UpdateAccepted, UpdateCompleted
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import ActivityOptions, ParentClosePolicy
 from durablefuture.core.search_attributes import SearchAttributes
@@ -61,6 +62,8 @@ __all__ = [
     "SignalWaitTimedOut",
     "TimerFired",
     "TimerStarted",
+    "UpdateAccepted",
+    "UpdateCompleted",
     "WorkflowCancelled",
     "WorkflowCompleted",
     "WorkflowContinuedAsNew",
@@ -364,6 +367,8 @@ Event = (
     | ExternalCancelRequested
     | LocalActivityRecorded
     | SignalReceived
+    | UpdateAccepted
+    | UpdateCompleted
     | SideEffectRecorded
     | MarkerRecorded
     | SearchAttributesUpserted
@@ -386,6 +391,7 @@ COMMAND_EVENTS = (
     MarkerRecorded,
     ChildWorkflowScheduled,
     SearchAttributesUpserted,
+    UpdateCompleted,
 )
 """Events that record a primitive command (they carry ``seq`` and ``based_on``)."""
 
@@ -416,6 +422,7 @@ RESULT_EVENTS = (
     TimerFired,
     SignalWaitTimedOut,
     SignalReceived,
+    UpdateAccepted,
     CancelRequested,
     ChildWorkflowCompleted,
     ChildWorkflowFailed,

@@ -14,9 +14,10 @@ from durablefuture.core.events import ParentRef
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import IdReusePolicy, ParentClosePolicy
 from durablefuture.core.search_attributes import SearchAttributes
-from durablefuture.core.types import JsonValue, payloads
+from durablefuture.core.types import JsonValue, check_text_id, check_type_name, payloads
 
 __all__ = [
+    "AcceptUpdate",
     "CompleteActivityTask",
     "CompleteWorkflowTask",
     "FailActivityTask",
@@ -188,6 +189,20 @@ class SignalWorkflow:
 
 
 @frozen
+class AcceptUpdate:
+    """Record update ``name`` (its validator let it through); applied once per ``update_id``."""
+
+    run_id: str
+    update_id: str = field(validator=lambda _i, _a, v: check_text_id(v, "update id"))
+    name: str = field(validator=lambda _i, _a, v: check_type_name(v, "update name"))
+    args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
+
+    @property
+    def input_id(self) -> str:
+        return f"upd:{self.update_id}"
+
+
+@frozen
 class RequestCancel:
     run_id: str
     request_id: str
@@ -252,6 +267,7 @@ RunInput = (
     | FailActivityTask
     | FireTimer
     | SignalWorkflow
+    | AcceptUpdate
     | RequestCancel
     | TerminateWorkflow
     | RecordChildStarted

@@ -83,6 +83,8 @@ class RunState:
     applied_inputs: dict[str, tuple[int, int]] = field(factory=dict)
     signal_requests: set[str] = field(factory=set)
     signals: list[ev.SignalReceived] = field(factory=list)
+    updates: dict[str, ev.UpdateAccepted | ev.UpdateCompleted] = field(factory=dict)
+    """Accepted updates by id: their completion, or their acceptance while it is open."""
     last_wft_failure: ev.WorkflowTaskFailed | None = None
     search_attributes: SearchAttributes = field(factory=dict)
 
@@ -282,6 +284,12 @@ class RunState:
             self.signal_requests.add(e.request_id)
         self._signal_arrived(e.name)
 
+    def _on_update_accepted(self, e: ev.UpdateAccepted) -> None:
+        self.updates.setdefault(e.update_id, e)
+
+    def _on_update_completed(self, e: ev.UpdateCompleted) -> None:
+        self.updates[e.update_id] = e
+
     def _on_child_scheduled(self, e: ev.ChildWorkflowScheduled) -> None:
         self.children[e.seq] = ChildState(
             seq=e.seq,
@@ -338,6 +346,8 @@ _FOLDS: dict[type, Callable[[RunState, Any], None]] = {
     ev.ExternalWorkflowSignalled: RunState._on_external_signal,
     ev.SignalWaitTimedOut: RunState._on_signal_wait_timed_out,
     ev.SignalReceived: RunState._on_signal,
+    ev.UpdateAccepted: RunState._on_update_accepted,
+    ev.UpdateCompleted: RunState._on_update_completed,
     ev.ChildWorkflowScheduled: RunState._on_child_scheduled,
     ev.ChildWorkflowStarted: RunState._on_child_started,
     ev.ChildWorkflowCompleted: RunState._on_child_closed,

@@ -34,6 +34,7 @@ from durablefuture.core import events as ev
 from durablefuture.core.commands import (
     CancelWorkflow,
     Command,
+    CompleteUpdate,
     CompleteWorkflow,
     ContinueAsNewWorkflow,
     FailWorkflow,
@@ -56,6 +57,7 @@ from durablefuture.core.effects import (
     Effect,
     IndexRun,
 )
+from durablefuture.core.failure import Failure
 from durablefuture.core.state import RunState
 
 __all__ = [
@@ -152,6 +154,24 @@ def _record_continue(cmd: ContinueAsNewWorkflow, r: Recording) -> dict[str, obje
 
 def _condition(timeout: float | None) -> str:
     return "wait_condition" + ("" if timeout is None else f" timeout={timeout:g}s")
+
+
+def _update(name: str, update_id: str) -> str:
+    return f"update {name!r} id={update_id!r}"
+
+
+def _brief(failure: Failure | None) -> tuple[str, str] | None:
+    # the stack names files, which differ between machines: type and message must match
+    return None if failure is None else (failure.type, failure.message)
+
+
+def _record_update(c: CompleteUpdate, r: Recording) -> dict[str, object] | str:
+    if c.update_id not in r.state.updates:
+        return f"the code completed update {c.update_id!r}, which the run has not accepted"
+    if isinstance(r.state.updates[c.update_id], ev.UpdateCompleted):
+        return f"the code completed update {c.update_id!r} twice"
+    fields = {"seq": c.seq, "update_id": c.update_id, "name": c.name}
+    return fields | {"result": c.result, "failure": c.failure}
 
 
 def _record_cancellation(c: RequestCancellation, r: Recording) -> dict[str, object] | str:
@@ -265,6 +285,18 @@ KINDS: tuple[CommandKind[Any, Any], ...] = (
         describe=lambda c: f"local_activity {c.name!r} args={_short(list(c.args))}",
         describe_event=lambda e: f"local_activity {e.name!r} args={_short(list(e.args))}",
         matches=lambda e, c: e.name == c.name and list(e.args) == list(c.args),
+        instant=True,
+    ),
+    CommandKind[CompleteUpdate, ev.UpdateCompleted](
+        CompleteUpdate,
+        ev.UpdateCompleted,
+        record=_record_update,
+        describe=lambda c: _update(c.name, c.update_id),
+        describe_event=lambda e: _update(e.name, e.update_id),
+        # the handler ran again at the same point: it must have come to the same outcome
+        matches=lambda e, c: (
+            (e.update_id, e.result, _brief(e.failure)) == (c.update_id, c.result, _brief(c.failure))
+        ),
         instant=True,
     ),
     CommandKind[RecordSideEffect, ev.SideEffectRecorded](

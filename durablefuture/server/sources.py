@@ -5,7 +5,7 @@ the role allowed to send it can publish to (``df auth init`` grants those subjec
 subject                    written by                  may carry
 =========================  ==========================  =======================================
 ``df.<ns>.in.start``       clients, df-server          start requests
-``df.<ns>.in.run``         clients, df-server          signals, cancel requests, terminations
+``df.<ns>.in.run``         clients, df-server          signals, updates, cancels, terminations
 ``df.<ns>.in.report``      workers                     workflow-task and activity outcomes
 ``df.<ns>.in.server``      df-server only              anything (child-workflow notices, ...)
 ``df.<ns>.in.timer``       df-server's timers only     anything (timer firings)
@@ -32,7 +32,7 @@ _REPORTS = (
     inp.CompleteActivityTask,
     inp.FailActivityTask,
 )
-_CLIENT_RUN = (inp.SignalWorkflow, inp.RequestCancel, inp.TerminateWorkflow)
+_CLIENT_RUN = (inp.SignalWorkflow, inp.AcceptUpdate, inp.RequestCancel, inp.TerminateWorkflow)
 
 
 def refusal(kind: str, env: InputEnvelope) -> str | None:

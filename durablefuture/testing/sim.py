@@ -30,9 +30,11 @@ from durablefuture.core.effects import ActivityTask, RunStatus
 from durablefuture.core.errors import (
     NonDeterminismError,
     NotRegisteredError,
+    UpdateFailedError,
     WorkflowAlreadyStartedError,
     WorkflowError,
 )
+from durablefuture.core.events import UpdateCompleted
 from durablefuture.core.failure import failure_from_exception
 from durablefuture.core.options import WorkflowOptions
 from durablefuture.core.orchestration import APPLIED
@@ -165,6 +167,31 @@ class Simulation(SimServer):
         value = execution.query(name, encoded)
         payload = self.payloads.to_payload(value, f"result of query {name!r}")
         return self.payloads.from_payload(payload, result_type)
+
+    def update(self, workflow_id: str, name: str, *args: object, update_id: str = "") -> str:
+        """Send update ``name`` to the latest run, as a client does: its validator runs first
+        (``df.UpdateFailedError`` if it rejects: nothing is recorded), then it is accepted.
+        Returns the update id; run workflow tasks, then read :meth:`update_result`."""
+        run = self.runs[self.latest[workflow_id]]
+        self._ids += 1
+        update_id = update_id or f"upd{self._ids}"
+        encoded = tuple(self.payloads.to_payload(a, f"update {name!r} argument") for a in args)
+        if update_id not in run.state.updates:
+            execution = self._new_execution(run.state.started.workflow_type)
+            execution.feed(run.events)
+            execution.validate_update(name, encoded)
+        self.deliver(inp.AcceptUpdate(run.state.run_id, update_id, name, encoded))
+        return update_id
+
+    def update_result(self, workflow_id: str, update_id: str, result_type: object = None) -> object:
+        """The result of update ``update_id``; ``df.UpdateFailedError`` if its handler raised.
+        ``LookupError`` while it has not completed."""
+        done = self.runs[self.latest[workflow_id]].state.updates.get(update_id)
+        if not isinstance(done, UpdateCompleted):
+            raise LookupError(f"update {update_id!r} of {workflow_id!r} has not completed")
+        if done.failure is not None:
+            raise UpdateFailedError(f"update {done.name!r} failed: {done.failure.describe()}")
+        return self.payloads.from_payload(done.result, result_type)
 
     def run_of(self, workflow_id: str) -> SimRun:
         return self.runs[self.latest[workflow_id]]

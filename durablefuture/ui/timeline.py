@@ -291,6 +291,9 @@ def build_timeline(events: Sequence[ev.Event], now: float) -> dict[str, JsonValu
             b.signals.append(e)
         elif isinstance(e, ev.CancelRequested):
             b.markers.append(_marker("cancel_requested", e, "cancel requested", e.reason))
+        elif isinstance(e, ev.UpdateAccepted):
+            label = f"update {e.name!r} accepted"
+            b.markers.append(_marker("update_accepted", e, label, e.update_id))
         elif isinstance(e, ev.WorkflowTaskFailed):
             label = f"workflow task failed: {e.failure.type}"
             b.markers.append(_marker("task_failed", e, label, failure_brief(e.failure)))

@@ -107,5 +107,8 @@ class Queries:
                     definition, self.codec.payloads, size_of=self.event_size
                 )
                 execution.feed(events)
+            if req.update:  # an update's validation: raises UpdateFailedError to reject it
+                execution.validate_update(name, args)
+                return None
             value = execution.query(name, args)
         return self.codec.payloads.to_payload(value, f"result of query {name!r}")

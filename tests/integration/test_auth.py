@@ -37,6 +37,7 @@ def checked(order_id: str) -> str:
 
 def guarded(order_id: str):  # type: ignore[no-untyped-def]
     df.workflow.set_query_handler("order", lambda: order_id)
+    df.workflow.set_update_handler("note", lambda text: f"{order_id}: {text}")
     opts = df.ActivityOptions(start_to_close_timeout=5)
     checked_ = yield df.activity(checked, order_id, options=opts)
     go = yield df.wait_signal("go")
@@ -253,6 +254,7 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
 
             # the legitimate roles still work end to end
             assert await handle.query("order") == "o-1"
+            assert await handle.update("note", "gift wrap") == "o-1: gift wrap"
             await handle.signal("go", "now")
             assert await handle.result(timeout=15) == "checked o-1 now"
             await deputy.terminate("done")
@@ -470,17 +472,18 @@ def test_each_input_subject_carries_only_its_senders_inputs() -> None:
         "w", start=inp.StartWorkflowRequest("w", "t", "q", request_id="r", args=())
     )
     signal = InputEnvelope("w", input=inp.SignalWorkflow("run", "s", "r1"))
+    update = InputEnvelope("w", input=inp.AcceptUpdate("run", "u1", "add"))
     report = InputEnvelope("w", input=inp.CompleteActivityTask("run", 1, 1, "x"))
     child = InputEnvelope("w", input=inp.RecordChildStarted("run", 1, "child"))
     allowed = {
         "start": {"start"},
-        "run": {"signal"},
+        "run": {"signal", "update"},
         "report": {"report"},
-        "server": {"start", "signal", "report", "child"},
-        "timer": {"start", "signal", "report", "child"},
+        "server": {"start", "signal", "update", "report", "child"},
+        "timer": {"start", "signal", "update", "report", "child"},
         "other": set(),
     }
-    envs = {"start": start, "signal": signal, "report": report, "child": child}
+    envs = {"start": start, "signal": signal, "update": update, "report": report, "child": child}
     for kind, ok in allowed.items():
         for name, env in envs.items():
             reason = refusal(kind, env)

@@ -33,6 +33,12 @@ EXPECTED = {
     "quorum": {"request_id": "req-2", "decision": "approved", "approvers": ["ann", "bob"]},
     "race": {"item": "widget", "quote": None, "outcome": "no quote in time; request cancelled"},
     "coordinator": ["part 1: done", "part 2: done", "part 3: done"],
+    "cart": {
+        "customer": "ann",
+        "items": {"apple": 2, "bread": 1},
+        "total": 3.25,
+        "receipt": "charged ann 3.25",
+    },
 }
 
 

@@ -78,6 +78,11 @@ def decide(state: RunState, input: inp.RunInput, now: float, *, new_run_id: str 
             return Decision(DUPLICATE, reason="signal already recorded")
         b.add(ev.SignalReceived, name=input.name, args=input.args, request_id=input.request_id)
         return b.decision()
+    if isinstance(input, inp.AcceptUpdate):
+        if input.update_id in state.updates:
+            return Decision(DUPLICATE, reason="update already accepted")
+        b.add(ev.UpdateAccepted, update_id=input.update_id, name=input.name, args=input.args)
+        return b.decision()
     if isinstance(input, inp.RequestCancel):
         if state.cancel_requested:
             return _ignored("cancellation was already requested")

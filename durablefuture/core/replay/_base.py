@@ -24,6 +24,8 @@ from durablefuture.core.replay._waits import _Composite, _Leaf, _Node
 from durablefuture.core.types import JsonValue
 from durablefuture.core.vocabulary import describe_command, describe_event
 
+_Validator = Callable[..., object] | None
+
 if TYPE_CHECKING:
     from durablefuture.core.replay._execution import WorkflowExecution
 
@@ -62,6 +64,11 @@ class _ExecutionBase:
         self._signals: dict[str, deque[tuple[int, tuple[JsonValue, ...]]]] = {}
         self._signal_waiters: dict[str, deque[_Leaf]] = {}
         self._signal_handlers: dict[str, Callable[..., object]] = {}
+        # updates accepted before their handler was registered, and the handlers (+ validator)
+        self._updates: deque[ev.UpdateAccepted] = deque()
+        self._update_handlers: dict[
+            str, tuple[Callable[..., object], Callable[..., object] | None]
+        ] = {}
         # df.wait_condition waits, in the order they were yielded, with their predicates
         self._conditions: list[tuple[_Leaf, Callable[[], object]]] = []
         # local activities the code waits on that have not run yet (the worker runs them)

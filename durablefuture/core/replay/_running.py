@@ -22,12 +22,12 @@ from durablefuture.core.commands import (
 )
 from durablefuture.core.failure import exception_from_failure
 from durablefuture.core.replay._context import _current, _location
+from durablefuture.core.replay._updates import _Updates
 from durablefuture.core.replay._waits import _Leaf, _Node, _Outcome
-from durablefuture.core.replay._yields import _Yields
 from durablefuture.core.types import JsonValue
 
 
-class _Running(_Yields):
+class _Running(_Updates):
     def _start(self, started: ev.WorkflowStarted) -> None:
         self._set_time(started)
         token = _current.set(self.context)
@@ -51,11 +51,6 @@ class _Running(_Yields):
             self._finish(FailWorkflow(self._failure(err)))
         else:
             self._complete(produced)
-
-    def _set_time(self, event: ev.Event) -> None:
-        self.context.now = event.at
-        self.context.event_id = event.event_id
-        self.context.is_replaying = event.event_id <= self._horizon
 
     def _step(self, value: object, error: BaseException | None, trigger: ev.Event) -> None:
         gen = self._gen
@@ -188,6 +183,9 @@ class _Running(_Yields):
                 self._call_signal_handler(event.name, event.args)
             else:
                 self._signals.setdefault(event.name, deque()).append((event.event_id, event.args))
+            return
+        if isinstance(event, ev.UpdateAccepted):
+            self._update_arrived(event)
             return
         if isinstance(event, ev.CancelRequested):
             if self._cancel_delivered or self._root is None:
