@@ -151,6 +151,7 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
             "signal_name",
             "activity_type",
             "request_id",
+            "update_id",
         ),
         PRINTABLE,
     ),
