@@ -15,6 +15,7 @@ from daemons.common import fail, load_functions
 from durablefuture.client import Client
 from durablefuture.codec.envelope import PayloadCodec
 from durablefuture.core.errors import DurableFutureError, InvalidArgumentError
+from durablefuture.transport.archive import parse_archive
 from durablefuture.transport.redaction import redact, remember_secret
 from durablefuture.transport.tls import TlsConfig
 from durablefuture.ui import DEFAULT_PORT, INSTALL_HINT, ui_available
@@ -70,8 +71,26 @@ class _Settings(Protocol):
         "shows the state history records."
     ),
 )
+@click.option(
+    "--archive",
+    default=None,
+    envvar="DF_UI_ARCHIVE",
+    metavar="dir:PATH|objstore",
+    help=(
+        "Where df-server --archive writes closed runs' histories (env DF_UI_ARCHIVE): a run "
+        "whose history retention removed is shown from there, marked archived, and a search "
+        "for its exact workflow id finds it."
+    ),
+)
 @click.pass_obj
-def ui(settings: _Settings, host: str, port: int, token_env: str, workflows_spec: str) -> None:
+def ui(
+    settings: _Settings,
+    host: str,
+    port: int,
+    token_env: str,
+    workflows_spec: str,
+    archive: str | None,
+) -> None:
     """Serve the web UI: runs, a timeline per run, time travel through its history, live
     updates, signal/cancel/terminate."""
     if not ui_available():
@@ -88,6 +107,11 @@ def ui(settings: _Settings, host: str, port: int, token_env: str, workflows_spec
         except DurableFutureError as exc:
             fail(str(exc))
 
+    if archive is not None:
+        try:
+            parse_archive(archive)
+        except InvalidArgumentError as exc:
+            fail(f"--archive: {exc}")
     token = os.environ.get(token_env) or None
     if token is None and not is_loopback(host):
         fail(
@@ -117,7 +141,15 @@ def ui(settings: _Settings, host: str, port: int, token_env: str, workflows_spec
         try:
             ready = _announce(settings, token_env if token else None)
             task = asyncio.ensure_future(
-                serve(client, host, port, auth_token=token, on_ready=ready, workflows=workflows)
+                serve(
+                    client,
+                    host,
+                    port,
+                    auth_token=token,
+                    on_ready=ready,
+                    workflows=workflows,
+                    archive=archive,
+                )
             )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -239,8 +239,9 @@ WORKER_CACHE_HIT_RATIO = REGISTRY.gauge(
 )
 STICKY_TASKS = REGISTRY.counter(
     "df_sticky_tasks_total",
-    "Workflow tasks by route (server): 'sticky' to the worker holding the run, 'shared' to "
-    "the task queue, 'moved' from a worker that did not take them in time to the task queue.",
+    "Workflow tasks stored, by route (server): 'sticky' to the worker holding the run, "
+    "'shared' to the task queue, 'moved' from a worker that did not take them in time to the "
+    "task queue.",
     ["namespace", "route"],
 )
 WORKFLOW_TASKS = REGISTRY.counter(

@@ -243,8 +243,9 @@ class _Sender:
             subject = server.layout.workflow_tasks(task.task_queue)
             msg_id = "wt:" + msg_id
             route = "shared"
-        metrics.STICKY_TASKS.inc(server.layout.namespace, route)
-        self.pending.append(await server.pub.send(subject, data, {MSG_ID: msg_id}))
+        sent = await server.pub.send(subject, data, {MSG_ID: msg_id})
+        sent.add_done_callback(lambda f: _count_route(f, server.layout.namespace, route))
+        self.pending.append(sent)
 
     async def dispatch_activity_task(self, e: DispatchActivityTask) -> None:
         server = self.server
@@ -322,6 +323,13 @@ class _Sender:
             f"the df-server has no handler for effect {type(effect).__name__}: {effect!r}; "
             "add one to core.interpretation and to each runtime's handler"
         )
+
+
+def _count_route(sent: asyncio.Future[PubAck], namespace: str, route: str) -> None:
+    """Count a workflow task stored on its route (not one JetStream dropped as a duplicate:
+    a dispatch derived again)."""
+    if not sent.cancelled() and sent.exception() is None and not sent.result().duplicate:
+        metrics.STICKY_TASKS.inc(namespace, route)
 
 
 def _unless_present(sent: asyncio.Future[PubAck]) -> asyncio.Future[PubAck | None]:

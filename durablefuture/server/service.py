@@ -86,7 +86,8 @@ class Server(Starts, Removals, Janitor, StickyFallback):
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, timeout: float = 60.0) -> None:
-        """Create the namespace layout and start consuming inputs.
+        """Create the namespace layout and start the services beside the inputs (inputs are
+        pulled once :meth:`run` handles them).
 
         JetStream may be slow to answer right after a cluster starts, or while a NATS node
         fails over: transient errors are retried (with a log line) for up to ``timeout``
@@ -100,7 +101,6 @@ class Server(Starts, Removals, Janitor, StickyFallback):
             self.layout.server_consumer,
             credits=self.options.concurrency,
         )
-        await self._consumer.start()
         if self.visibility is None and self._runs_kv is not None:
             self.visibility = VisibilityIndex(self.nc, self.layout, self.codec)
             await self.visibility.start(self._runs_kv)
@@ -156,6 +156,9 @@ class Server(Starts, Removals, Janitor, StickyFallback):
             await self.start()
         consumer = self._consumer
         assert consumer is not None
+        # inputs are pulled only by a server that handles them: one that is started but not
+        # running would hold what it pulled until its ack wait ran out
+        await consumer.start()
         stop = asyncio.ensure_future(self._stopping.wait())
         lost = asyncio.ensure_future(connection_lost(self.nc, self._stopping))
         try:

@@ -134,18 +134,24 @@ class StickyFallback(ServerBase):
                         len(msgs),
                     )
                 continue
-            if info is None or not ((info.num_pending or 0) + (info.num_ack_pending or 0)):
-                continue  # nothing waiting (or the worker is binding its consumer)
-            delivered = int(info.delivered.stream_seq or 0) if info.delivered else 0
-            floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
-            # undelivered: due after the timeout. The oldest unacknowledged one (the only one
-            # known to be unacknowledged: the floor counts contiguous acks) also once a
-            # redelivery to this live worker has had its chance (it took it and stalls, or its
-            # pull went nowhere)
-            redelivery = float(info.config.ack_wait or 0) if info.config else 0.0
+            if info is not None and not ((info.num_pending or 0) + (info.num_ack_pending or 0)):
+                continue  # nothing waiting
+            # undelivered: due after the timeout (with no consumer, while the worker binds
+            # one or after it was removed under a live worker, nothing is delivered). The
+            # oldest unacknowledged one (the only one known to be unacknowledged: the floor
+            # counts contiguous acks) also once a redelivery to this live worker has had its
+            # chance (it took it and stalls, or its pull went nowhere)
+            delivered = floor = 0
+            redelivery = 0.0
+            if info is not None:
+                delivered = int(info.delivered.stream_seq or 0) if info.delivered else 0
+                floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+                redelivery = float(info.config.ack_wait or 0) if info.config else 0.0
             due = []
             oldest = await sticky.read(subject, floor, 1) if floor < delivered else []
-            undelivered = await sticky.read(subject, delivered) if info.num_pending else []
+            undelivered = (
+                await sticky.read(subject, delivered) if info is None or info.num_pending else []
+            )
             for seq, m in {sequence_of(m): m for m in oldest + undelivered}.items():
                 key = (subject, seq)
                 waiting[key] = self._sticky_waiting.get(key, now)

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import secrets
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -33,6 +34,10 @@ from durablefuture.transport.guard import check_subject
 __all__ = ["Msg", "PullConsumer", "delivery_count", "stream_sequence"]
 
 log = logging.getLogger(__name__)
+
+MISSING_BACKOFF = 1.0
+"""Seconds before asking again after JetStream answered "no responders" (503): the consumer
+does not exist (or JetStream is away), and asking at once would be a hot loop."""
 
 
 def delivery_count(msg: Msg) -> int:
@@ -62,6 +67,7 @@ class PullConsumer:
         *,
         credits: int = 256,
         expires: float = 5.0,
+        on_missing: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.nc = nc
         self.stream = stream
@@ -80,6 +86,10 @@ class PullConsumer:
         self._pump_task: asyncio.Task[None] | None = None
         self._closed = False
         self.junk = 0  # messages on the inbox that were not deliveries of this consumer
+        self.missing = 0  # pull requests answered "no responders" (no such consumer)
+        self._missing = False
+        self.on_missing = on_missing
+        """Called (after a pause) when the consumer turned out missing, e.g. to create it."""
 
     async def start(self) -> None:
         on_reconnect(self.nc, self._renew)
@@ -182,6 +192,17 @@ class PullConsumer:
             return
         if status == "409":
             log.debug("pull %s: %s", self.consumer, (msg.headers or {}).get("Description"))
+        if status == "503":
+            self.missing += 1
+            self._missing = True
+            if self.missing & (self.missing - 1) == 0:  # 1, 2, 4, 8 ...: bounded logging
+                log.warning(
+                    "pull %s: no responders (%d times): the consumer does not exist or "
+                    "JetStream is not available; asking again every %gs",
+                    self.consumer,
+                    self.missing,
+                    MISSING_BACKOFF,
+                )
         self._end_request()
 
     async def _pump(self) -> None:
@@ -195,6 +216,15 @@ class PullConsumer:
         while not self._closed:
             self._wakeup.clear()  # before looking: a wake-up from now on is not missed
             want = self.capacity - self._held
+            if self._missing and not self._token:
+                self._missing = False
+                await asyncio.sleep(MISSING_BACKOFF)
+                if self.on_missing is not None:
+                    try:
+                        await self.on_missing()
+                    except Exception as exc:  # asked again after the next pause
+                        log.debug("pull %s: could not restore the consumer: %s", self.consumer, exc)
+                continue
             if not self._token and want > 0:
                 body = api_request({"batch": want, "expires": expires_ns})
                 token = secrets.token_hex(8)

@@ -16,6 +16,9 @@ With ``workflows`` (the workflow functions, as a worker gets them) the run page'
 view also replays each run's history through its code: where the generator was paused at each
 event, and what its query handlers answered then. Without them it shows the state history
 records.
+
+With ``archive`` (``dir:PATH`` or ``objstore``, as given to ``df-server --archive``) a run whose
+history retention removed is read from the archive and shown marked "archived".
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def create_app(
     *,
     auth_token: str | None = None,
     workflows: Sequence[Callable[..., object]] = (),
+    archive: str | None = None,
 ) -> Starlette:
     """The UI's ASGI app (JSON API, live updates, the page) over ``client``.
 
@@ -62,7 +66,7 @@ def create_app(
     from durablefuture.ui.auth import UiAuth
 
     auth = UiAuth(auth_token) if auth_token is not None else None
-    return make(client, auth=auth, workflows=workflows)
+    return make(client, auth=auth, workflows=workflows, archive=archive)
 
 
 async def serve(
@@ -73,13 +77,15 @@ async def serve(
     auth_token: str | None = None,
     on_ready: Callable[[str], None] | None = None,
     workflows: Sequence[Callable[..., object]] = (),
+    archive: str | None = None,
 ) -> None:
     """Serve the UI on ``host:port`` until cancelled (``port=0`` picks a free port).
 
     ``on_ready(url)`` is called once the socket listens. On a loopback address, requests
     must name a loopback host (a guard against DNS rebinding). Anywhere else, ``auth_token``
     is required. ``workflows`` are the workflow functions the time-travel view replays runs
-    through (see the module docstring).
+    through (see the module docstring). ``archive`` (``dir:PATH`` or ``objstore``, as given to
+    ``df-server --archive``): runs whose history retention removed are read from there.
 
     Raises:
         InvalidArgumentError: ``host`` is not a loopback address and there is no
@@ -95,5 +101,9 @@ async def serve(
 
     auth = UiAuth(auth_token) if auth_token is not None else None
     check_exposure(host, auth)
+    from durablefuture.transport.archive import parse_archive
+
     definitions_of(workflows)
-    await run_server(client, bind(host, port), on_ready, auth, workflows=workflows)
+    if archive is not None:
+        parse_archive(archive)
+    await run_server(client, bind(host, port), on_ready, auth, workflows=workflows, archive=archive)

@@ -9,8 +9,10 @@ id "events" or "a/cancel" is just an id).
   (``<script type="application/json">``, which the Content-Security-Policy allows: it is never
   run), so the page is complete when it has loaded; the page then follows live updates. If
   that data cannot be read in time, the page fetches it.
-* ``GET /api/workflows?status=&type=&q=&limit=``: runs, newest first, with counts per status.
-* ``GET /api/workflows/{id}?run_id=``: describe + inputs + history + timeline + why.
+* ``GET /api/workflows?status=&type=&q=&limit=&next=``: runs, newest first, with counts per
+  status; a page of ``limit`` and its ``next_page_token`` (``next=`` asks for the next page).
+* ``GET /api/workflows/{id}?run_id=``: describe + inputs + history + timeline + why (from the
+  archive, marked ``"archived": true``, when retention removed it and the UI has ``archive``).
 * ``GET /api/history-state/{id}?run_id=&event=N``: the run as it was at event N (time travel:
   the state from history then; with the workflow code, where it was paused and what its query
   handlers answered, see ``travel.py``).
@@ -57,6 +59,7 @@ from durablefuture.core.errors import (
 )
 from durablefuture.core.types import JsonValue
 from durablefuture.schedules import ScheduleNotFoundError
+from durablefuture.ui.archived import UiArchive
 from durablefuture.ui.auth import UiAuth
 from durablefuture.ui.schedules import initial_payload, schedule_routes
 from durablefuture.ui.security import Guard, Login, SecurityHeaders
@@ -123,8 +126,10 @@ class _Api:
         *,
         sign_out: bool,
         definitions: dict[str, WorkflowDefinition],
+        archive: UiArchive | None = None,
     ) -> None:
         self.client = client
+        self.archive = archive
         self.closing = closing
         self.definitions = definitions
         page = (STATIC / "index.html").read_text()
@@ -150,10 +155,24 @@ class _Api:
         run_id = request.query_params.get("run_id") or None
         out: dict[str, JsonValue] = {"route": "run", "workflow_id": wid, "run_id": run_id}
         try:
-            out["data"] = await run_payload(self.client, wid, run_id)
+            out["data"] = await self._run(wid, run_id)
         except WorkflowNotFoundError as exc:
             out.update(error=str(exc), status=404)
         return out
+
+    async def _run(self, wid: str, run_id: str | None) -> dict[str, JsonValue]:
+        """The run from the stream, else from the archive (``--archive``)."""
+        try:
+            return await run_payload(self.client, wid, run_id)
+        except WorkflowNotFoundError as exc:
+            found = None if self.archive is None else await self.archive.run(wid, run_id)
+            if found is None:
+                if self.archive is not None:
+                    raise WorkflowNotFoundError(
+                        f"{exc}; nor is it in archive {self.archive.spec}"
+                    ) from None
+                raise
+            return found
 
     async def _list(self, request: Request) -> dict[str, JsonValue]:
         """The runs list for the query string's filters; raises ``InvalidArgumentError``."""
@@ -164,13 +183,19 @@ class _Api:
             raise InvalidArgumentError(
                 f"limit must be an integer, got {p.get('limit')!r}"
             ) from None
-        return await list_payload(
+        q = (p.get("q") or "").strip() or None
+        listed = await list_payload(
             self.client,
             status=p.get("status") or None,
             workflow_type=p.get("type") or None,
-            q=(p.get("q") or "").strip() or None,
+            q=q,
             limit=limit,
+            page_token=p.get("next") or None,
         )
+        if self.archive is not None and q is not None and "query" not in listed:
+            filters = {k: p[k] for k in ("status", "type") if p.get(k)}
+            await self.archive.add_to(listed, q, filters)  # an id search finds archived runs
+        return listed
 
     async def answer(self, read: Callable[[], Awaitable[JsonValue]]) -> Response:
         """``read()`` as JSON, or our error as its HTTP status."""
@@ -190,7 +215,7 @@ class _Api:
     async def run(self, request: Request) -> Response:
         wid = request.path_params["workflow_id"]
         try:
-            body = await run_payload(self.client, wid, request.query_params.get("run_id") or None)
+            body = await self._run(wid, request.query_params.get("run_id") or None)
         except DurableFutureError as exc:
             return _error(_status_of(exc), str(exc))
         return JSONResponse(body)
@@ -200,7 +225,12 @@ class _Api:
         p = request.query_params
         try:
             body = await history_state_payload(
-                self.client, wid, p.get("run_id") or None, p.get("event"), self.definitions
+                self.client,
+                wid,
+                p.get("run_id") or None,
+                p.get("event"),
+                self.definitions,
+                None if self.archive is None else self.archive.events,
             )
         except DurableFutureError as exc:
             return _error(_status_of(exc), str(exc))
@@ -344,6 +374,7 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     closing: asyncio.Event | None = None,
     workflows: Sequence[Callable[..., object]] = (),
+    archive: str | None = None,
 ) -> Starlette:
     """The UI as an ASGI app over ``client`` (serve it with uvicorn, or ``ui.serve``).
 
@@ -355,15 +386,19 @@ def create_app(
         closing: set it to end the live-update streams (``serve`` does on shutdown).
         workflows: workflow functions whose runs the time-travel view replays (where the
             code was paused at each event, what its query handlers answered then).
+        archive: ``dir:PATH`` or ``objstore``, as given to ``df-server --archive``: runs
+            whose history retention removed are read from there (marked archived).
 
     Raises:
-        InvalidArgumentError: one of ``workflows`` is not a workflow (generator) function.
+        InvalidArgumentError: one of ``workflows`` is not a workflow (generator) function,
+            or ``archive`` is not ``dir:PATH`` / ``objstore``.
     """
     api = _Api(
         client,
         closing or asyncio.Event(),
         sign_out=auth is not None,
         definitions=definitions_of(workflows),
+        archive=None if archive is None else UiArchive(client, archive),
     )
     wid = "{workflow_id:path}"
     routes: list[BaseRoute] = [

@@ -60,10 +60,12 @@ async def run_server(
     auth: UiAuth | None = None,
     *,
     workflows: Sequence[Callable[..., object]] = (),
+    archive: str | None = None,
 ) -> None:
     """Serve the UI on an already bound socket until cancelled, then shut down cleanly.
 
-    ``workflows`` are the functions the time-travel view replays runs through.
+    ``workflows`` are the functions the time-travel view replays runs through; ``archive``
+    is where runs whose history retention removed are read from.
 
     Raises:
         InvalidArgumentError: the socket is not on a loopback address and there is no login,
@@ -79,7 +81,12 @@ async def run_server(
     closing = asyncio.Event()
     try:
         app = create_app(
-            client, auth=auth, allowed_hosts=allowed, closing=closing, workflows=workflows
+            client,
+            auth=auth,
+            allowed_hosts=allowed,
+            closing=closing,
+            workflows=workflows,
+            archive=archive,
         )
     except InvalidArgumentError:
         sock.close()

@@ -23,7 +23,7 @@ import asyncio
 import inspect
 import linecache
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from durablefuture.client import Client, describe_state
@@ -35,6 +35,9 @@ from durablefuture.core.replay import SourceFrame, WorkflowExecution, describe_c
 from durablefuture.core.state import RunState
 from durablefuture.core.types import JsonValue
 from durablefuture.ui.views import describe_json
+
+Archived = Callable[[str, str | None], Awaitable[list[ev.Event] | None]]
+"""Reads an archived run's history: (workflow id, run id or None) -> events, None if absent."""
 
 __all__ = [
     "REPLAY_SECONDS",
@@ -217,14 +220,25 @@ async def history_state_payload(
     run_id: str | None,
     event: str | None,
     definitions: Mapping[str, WorkflowDefinition],
+    archived: Archived | None = None,
 ) -> dict[str, JsonValue]:
     """The run at one event: the event, the state then, and (with its code) the replay then.
 
+    ``archived(workflow_id, run_id)`` reads the run's history from the archive when the
+    stream no longer has it.
+
     Raises ``WorkflowNotFoundError`` (no such run) or ``InvalidArgumentError`` (bad ``event``).
     """
-    run = run_id or await client.latest_run_id(workflow_id)
-    batches = await client.history.read(workflow_id, run)
+    try:
+        run = run_id or await client.latest_run_id(workflow_id)
+        batches = await client.history.read(workflow_id, run)
+    except WorkflowNotFoundError:
+        if archived is None:
+            raise
+        run, batches = run_id or "(latest)", []
     history = [e for b in batches for e in b.events]
+    if not history and archived is not None:
+        history = await archived(workflow_id, run_id) or []
     if not history:
         raise WorkflowNotFoundError(f"no history for workflow {workflow_id!r} run {run}")
     event_id = parse_event(event, len(history))

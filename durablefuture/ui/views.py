@@ -9,10 +9,15 @@ from typing import cast
 
 from durablefuture.client import Client, WorkflowDescription, describe_state
 from durablefuture.codec.envelope import show_envelopes
+from durablefuture.codec.visibility import MAX_PAGE_SIZE
 from durablefuture.codec.wire import default_codec
 from durablefuture.core import events as ev
 from durablefuture.core.effects import RunStatus
-from durablefuture.core.errors import InvalidQueryError, WorkflowNotFoundError
+from durablefuture.core.errors import (
+    InvalidQueryError,
+    ServerUnavailableError,
+    WorkflowNotFoundError,
+)
 from durablefuture.core.failure import Failure
 from durablefuture.core.query import parse_query, split_order_by
 from durablefuture.core.state import RunState
@@ -20,7 +25,7 @@ from durablefuture.core.types import JsonValue
 from durablefuture.diagnose import explain
 from durablefuture.ui.timeline import build_timeline
 
-__all__ = ["list_payload", "run_payload", "summary_json"]
+__all__ = ["describe_json", "list_payload", "run_payload", "summary_json"]
 
 STATUSES = (
     RunStatus.RUNNING,
@@ -119,18 +124,27 @@ async def list_payload(
     workflow_type: str | None = None,
     q: str | None = None,
     limit: int = 200,
+    page_token: str | None = None,
 ) -> dict[str, JsonValue]:
     """Runs newest first, filtered; plus counts per status and the known types for the filters.
 
-    ``q`` is the filter box: a visibility query (``WorkflowType = 'order' AND Region = 'eu'``),
-    answered by the df-servers' index; a single word that is no query searches ids instead
-    (a substring of the workflow or run id, over the status index read once). The counts are
-    over the runs that match the type and the filter box, so the status chips say what
-    clicking them shows.
+    ``q`` is the filter box: a visibility query (``WorkflowType = 'order' AND Region = 'eu'``)
+    or nothing, answered by the df-servers' index one page at a time (``limit`` runs, then
+    ``next_page_token`` for the next page); a single word that is no query searches ids
+    instead (a substring of the workflow or run id, over the status index read once). The
+    counts are over the runs that match the type and the filter box, so the status chips say
+    what clicking them shows. With an empty box and no df-server to answer, the status index
+    is read instead (one page, with a ``note`` that says so).
     """
     query = _as_query(q)
-    if query is not None:
-        return await _queried(client, query, status, workflow_type, limit)
+    note: str | None = None
+    if query is not None or not q:
+        try:
+            return await _queried(client, query or "", status, workflow_type, limit, page_token)
+        except ServerUnavailableError as exc:
+            if query or page_token:  # a query or a next page needs the index
+                raise
+            note = f"{exc} — listed from the status entries instead (every run read; no paging)"
     everything = await client.list_workflows(limit=1_000_000, count_open=False)
     types = sorted({d.workflow_type for d in everything})
     scoped = [
@@ -149,6 +163,8 @@ async def list_payload(
         "counts": dict(counts),
         "types": list(types),
         "namespace": client.namespace,
+        "next_page_token": None,
+        **({"note": note} if note else {}),
     }
 
 
@@ -177,7 +193,12 @@ def _quoted(text: str) -> str:
 
 
 async def _queried(
-    client: Client, query: str, status: str | None, workflow_type: str | None, limit: int
+    client: Client,
+    query: str,
+    status: str | None,
+    workflow_type: str | None,
+    limit: int,
+    page_token: str | None,
 ) -> dict[str, JsonValue]:
     where, order = split_order_by(query)
     scope = [f"({where})"] if where.strip() else []
@@ -191,7 +212,9 @@ async def _queried(
     for s in STATUSES:
         counts[s] = await client.count_workflows(text(f"ExecutionStatus = {_quoted(s)}"))
     chosen = [f"ExecutionStatus = {_quoted(status)}"] if status else []
-    page = await client.list_workflows(text(*chosen), page_size=max(1, min(limit, 1000)))
+    page = await client.list_workflows(
+        text(*chosen), page_size=max(1, min(limit, MAX_PAGE_SIZE)), next_page_token=page_token
+    )
     shown = await client.count_events(page)
     types = sorted({d.workflow_type for d in page} | ({workflow_type} if workflow_type else set()))
     return {
@@ -201,6 +224,7 @@ async def _queried(
         "types": list(types),
         "namespace": client.namespace,
         "query": query,
+        "next_page_token": getattr(page, "next_page_token", None),
     }
 
 

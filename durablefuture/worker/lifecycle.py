@@ -260,15 +260,19 @@ class Worker:
                     ConsumerSettings(opts.workflow_task_timeout, 20),
                 )
             if self.sticky_token:
-                # left behind by a worker that died: deleted by df-server once it has moved
-                # the tasks on (and by NATS after a long idle time, should no server do it)
-                await ensure_consumer(
-                    js,
-                    self.layout,
-                    self.layout.sticky_consumer(self.task_queue, self.sticky_token),
-                    self.layout.sticky_tasks(self.task_queue, self.sticky_token),
-                    ConsumerSettings(opts.workflow_task_timeout, 20, inactive_threshold=3600.0),
-                )
+                await self._bind_sticky()
+
+    async def _bind_sticky(self) -> None:
+        """This worker's sticky consumer (again, if it was removed under it); df-server deletes
+        the one of a worker that is gone (NATS too, after an hour without pulls)."""
+        with translated(f"binding worker {self.identity}"):
+            await ensure_consumer(
+                self.pub.js,
+                self.layout,
+                self.layout.sticky_consumer(self.task_queue, self.sticky_token),
+                self.layout.sticky_tasks(self.task_queue, self.sticky_token),
+                ConsumerSettings(self.options.workflow_task_timeout, 20, inactive_threshold=3600.0),
+            )
 
     async def _begin(self) -> None:
         """Subscribe and start polling (core NATS only, after :meth:`_prepare`)."""
@@ -284,6 +288,7 @@ class Worker:
                     self.max_concurrent_workflow_tasks,
                     self._workflow_tasks.handle,
                     "df-wft-sticky",
+                    on_missing=self._bind_sticky,
                 )
                 self._reports.sticky = self.sticky_token
             self._query_sub = await self.client.nc.subscribe(
@@ -315,8 +320,15 @@ class Worker:
         credits: int,
         handler: Callable[[Msg], Awaitable[None]],
         loop_name: str,
+        on_missing: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        consumer = PullConsumer(self.client.nc, self.layout.stream, consumer_name, credits=credits)
+        consumer = PullConsumer(
+            self.client.nc,
+            self.layout.stream,
+            consumer_name,
+            credits=credits,
+            on_missing=on_missing,
+        )
         await consumer.start()
         self._consumers.append(consumer)
         self._loops.append(

@@ -47,6 +47,17 @@ async def test_workflow_tasks_go_to_the_worker_holding_the_run(daemons: Daemons)
     await _scrapable(sport, w1, w2)
     client = await df.Client.connect(daemons.url)
     try:
+        layout = client.layout
+
+        async def both_polling() -> bool:
+            shared = layout.workflow_consumer("tests")
+            try:
+                info = await client.pub.js.consumer_info(layout.stream, shared)
+            except Exception:
+                return False  # not created yet
+            return (info.num_waiting or 0) >= 2
+
+        await wait_for(both_polling, 30)
         results = await asyncio.gather(
             *(
                 client.execute_workflow(
@@ -119,10 +130,14 @@ async def test_sigkill_of_the_sticky_worker_mid_task(daemons: Daemons, tmp_path:
     assert total(scrape(sport), "df_sticky_tasks_total", route="moved") >= 1, daemons.logs()
 
 
-async def test_a_task_the_holder_does_not_take_goes_to_the_queue(nats_server: object) -> None:
-    """A live worker that stops pulling its sticky tasks: after the sticky timeout the task
-    is moved to the task queue, where a worker takes it. A second copy of that task delivered
-    later changes nothing."""
+@pytest.mark.parametrize("how", ["stops pulling", "consumer removed"])
+async def test_a_task_the_holder_does_not_take_goes_to_the_queue(
+    nats_server: object, how: str
+) -> None:
+    """A live worker that does not take its sticky tasks: one that stops pulling has them moved
+    to the task queue after the sticky timeout, where a worker takes them; one whose consumer
+    is removed under it binds it again (or has them moved), and does not ask a missing consumer
+    in a hot loop. A second copy of a task delivered later changes nothing."""
     url = nats_server.url  # type: ignore[attr-defined]
     metrics.record()
     server = await Server.connect(url, ServerOptions(sticky_timeout=2.0))
@@ -145,7 +160,11 @@ async def test_a_task_the_holder_does_not_take_goes_to_the_queue(nats_server: ob
             name = layout.sticky_consumer("tq", sticky_token(worker.identity))
             stalled = [c for c in worker._consumers if c.consumer == name]
             assert len(stalled) == 1
-            await stalled[0].stop()
+            if how == "stops pulling":
+                await stalled[0].stop()
+            else:
+                await client.pub.js.delete_consumer(layout.stream, name)
+                requests = stalled[0].requests
             await handle.signal("go", 7)
             js = client.pub.js
             subject = layout.sticky_tasks("tq", sticky_token(worker.identity))
@@ -157,7 +176,18 @@ async def test_a_task_the_holder_does_not_take_goes_to_the_queue(nats_server: ob
 
             await wait_for(stored, 10)
             assert await handle.result(timeout=30) == 7
-            await wait_for(lambda: server.stats["sticky_moved"] >= 1, 10)
+            if how == "stops pulling":
+                await wait_for(lambda: server.stats["sticky_moved"] >= 1, 10)
+            else:
+                # the worker noticed and bound its consumer again (or the task was moved)
+                async def bound_again() -> bool:
+                    try:
+                        await client.pub.js.consumer_info(layout.stream, name)
+                    except Exception:
+                        return server.stats["sticky_moved"] >= 1
+                    return True
+
+                await wait_for(bound_again, 10)
             # the same workflow task once more (as if both copies had been delivered)
             history = await handle.fetch_history()
             tasks = worker.stats["workflow_tasks"]
@@ -167,6 +197,9 @@ async def test_a_task_the_holder_does_not_take_goes_to_the_queue(nats_server: ob
             await wait_for(lambda: worker.stats["workflow_tasks"] > tasks, 10)
             await settled(client, "tq")
             assert await handle.fetch_history() == history
+            if how == "consumer removed":
+                # a pause after each "no responders": a handful of pull requests, not thousands
+                assert stalled[0].requests - requests < 50
     finally:
         await client.close()
         await server.shutdown()

@@ -28,6 +28,7 @@ async def served(
     env: LocalEnvironment,
     auth_token: str | None = None,
     workflows: Sequence[Callable[..., object]] = (),
+    archive: str | None = None,
 ) -> AsyncIterator[str]:
     """Serve the UI for ``env`` on a free loopback port (in this event loop)."""
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -39,6 +40,7 @@ async def served(
             auth_token=auth_token,
             on_ready=ready.set_result,
             workflows=workflows,
+            archive=archive,
         )
     )
     try:

@@ -70,6 +70,11 @@ async def test_list_filters_by_status_type_and_id_with_counts(ui_env: UiEnv) -> 
         approval_workflow, "req-1", 600.0, id="approval-1", task_queue=TASK_QUEUE
     )
     async with await _http(ui_env) as http:
+        # the list reads the df-servers' visibility index, fed by a watch: wait for the runs
+        async def listed() -> bool:
+            return len((await http.get("/api/workflows")).json()["workflows"]) == 3
+
+        await wait_for(listed, 20)
         everything = (await http.get("/api/workflows")).json()
         assert [w["workflow_id"] for w in everything["workflows"]] == [
             "approval-1",
@@ -130,7 +135,12 @@ async def test_list_counts_the_events_of_running_runs_too(ui_env: UiEnv) -> None
     recorded = len(run["history"])
     assert recorded >= 2 and run["workflow"]["history_length"] == recorded
     async with await _http(ui_env) as http:
-        rows = (await http.get("/api/workflows")).json()["workflows"]
+
+        async def both_listed() -> list[dict[str, Any]] | None:
+            found: list[dict[str, Any]] = (await http.get("/api/workflows")).json()["workflows"]
+            return found if len(found) == 2 else None
+
+        rows = await wait_for(both_listed, 20)
     counts = {r["workflow_id"]: (r["status"], r["history_length"]) for r in rows}
     order = (await _http_json(ui_env, "/api/workflows/order-1"))["history"]
     assert counts == {"approval-2": ("running", recorded), "order-1": ("completed", len(order))}

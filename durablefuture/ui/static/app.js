@@ -12,6 +12,7 @@
   const app = document.getElementById("app");
   const tooltip = document.getElementById("tooltip");
   const STATUSES = ["running", "completed", "failed", "cancelled", "terminated", "timed_out", "continued_as_new", "corrupt"];
+  const PAGE = 200; // runs per page of the list (the API's default limit)
   let cleanup = [];
 
   // ------------------------------------------------------------------ helpers
@@ -234,6 +235,7 @@
         el("th", { class: "num" }, "Events"), el("th", null, "Run ID"))),
       tbody);
     const empty = el("div", { class: "empty", hidden: true });
+    const more = el("button", { class: "btn more", id: "more", hidden: true, onclick: () => loadMore() }, "More");
     const banner = el("div", { class: "banner", hidden: true });
     app.replaceChildren(
       el("div", { class: "page-head" },
@@ -245,17 +247,27 @@
       el("div", { class: "card" },
         el("div", { class: "filters" },
           el("div", { class: "search" }, searchSvg(), search), typeSel, chips),
-        el("div", { class: "card-body flush" }, table, empty)));
+        el("div", { class: "card-body flush" }, table, empty,
+          el("div", { class: "more-row" }, more))));
 
     let timer = null;
     let seq = 0;
-    async function load() {
-      const mine = ++seq;
+    // rows shown beyond the first page ("More"): a refresh asks for as many again, at most 1000
+    let shown = 0;
+    let next = null;
+    function filters() {
       const qs = new URLSearchParams();
       if (state.status) qs.set("status", state.status);
       if (state.type) qs.set("type", state.type);
       if (state.q) qs.set("q", state.q);
+      return qs;
+    }
+    async function load(fresh) {
+      const mine = ++seq;
+      const qs = filters();
       history.replaceState(null, "", "/" + (qs.toString() ? "?" + qs : ""));
+      if (fresh !== false) shown = 0;
+      if (shown > PAGE) qs.set("limit", String(Math.min(shown, 1000)));
       let data;
       try {
         data = await api("/api/workflows?" + qs);
@@ -270,8 +282,30 @@
       show(data);
     }
 
+    async function loadMore() {
+      if (!next) return;
+      const mine = ++seq;
+      const qs = filters();
+      qs.set("next", next);
+      qs.set("limit", String(PAGE));
+      more.disabled = true;
+      try {
+        const data = await api("/api/workflows?" + qs);
+        if (mine !== seq) return;
+        tbody.append(...data.workflows.map(row));
+        shown = tbody.children.length;
+        next = data.next_page_token || null;
+        more.hidden = !next;
+      } catch (e) {
+        toast(`Could not load more runs: ${e.message}`, true);
+      } finally {
+        more.disabled = false;
+      }
+    }
+
     function show(data) {
       live.className = "live on";
+      if (data.note) { banner.hidden = false; banner.textContent = data.note; }
       document.getElementById("namespace").textContent = data.namespace;
       const total = Object.values(data.counts).reduce((a, b) => a + b, 0);
       sub.textContent = `${data.total} of ${total} run${total === 1 ? "" : "s"} · namespace ${data.namespace}`;
@@ -283,6 +317,9 @@
         ...STATUSES.filter((s) => data.counts[s] > 0 || ["running", "completed", "failed"].includes(s) || s === state.status)
           .map((s) => chip(s, statusLabel(s), data.counts[s] || 0)));
       tbody.replaceChildren(...data.workflows.map(row));
+      shown = data.workflows.length;
+      next = data.next_page_token || null;
+      more.hidden = !next;
       table.hidden = data.workflows.length === 0;
       empty.hidden = data.workflows.length !== 0;
       empty.replaceChildren(
@@ -302,7 +339,8 @@
       const url = runUrl(w.workflow_id, w.run_id);
       return el("tr", { dataset: { workflowId: w.workflow_id }, onclick: (e) => { if (!e.target.closest("a")) navigate(url); } },
         el("td", null, badge(w.status)),
-        el("td", { class: "id" }, el("a", { href: url, "data-link": true }, w.workflow_id)),
+        el("td", { class: "id" }, el("a", { href: url, "data-link": true }, w.workflow_id),
+          w.archived ? el("span", { class: "tag archived", title: "read from the archive: retention removed it from the stream" }, "archived") : null),
         el("td", null, w.workflow_type),
         el("td", { class: "muted" }, w.task_queue),
         el("td", { title: fmtTime(w.start_time) }, fmtAgo(w.start_time), el("div", { class: "faint", style: { fontSize: "12px" } }, fmtTime(w.start_time))),
@@ -319,7 +357,7 @@
     typeSel.addEventListener("change", () => { state.type = typeSel.value; load(); });
     const first = takeInitial("list", (i) => i.query === location.search.replace(/^\?/, ""));
     if (first) show(first.data); else load();
-    timer = setInterval(() => { if (!document.hidden) load(); }, 3000);
+    timer = setInterval(() => { if (!document.hidden && shown <= 1000) load(false); }, 3000);
     cleanup.push(() => clearInterval(timer), () => clearTimeout(debounce));
   }
 
@@ -382,6 +420,7 @@
     else api(apiRun("workflows", id, runId)).then(accept).catch((e) => fail(e.message)).finally(follow);
 
     function follow() {
+      if (view.data && view.data.archived) return; // closed and gone from the engine: nothing moves
       if (!window.EventSource) { startPolling(); return; }
       source = new EventSource(apiRun("live", id, runId));
       source.addEventListener("update", (e) => { view.live = "on"; accept(JSON.parse(e.data)); });
@@ -435,9 +474,11 @@
     const w = d.workflow;
     const open = w.status === "running";
     const liveText = { on: "Live", warn: "Reconnecting…", connecting: "Connecting…" }[view.live];
-    const live = open
-      ? el("span", { class: `live ${view.live === "on" ? "on" : "warn"}`, id: "live" }, liveText)
-      : el("span", { class: "live", id: "live" }, "Closed");
+    const live = d.archived
+      ? el("span", { class: "tag archived", id: "archived", title: `retention removed this run from the engine; read from the archive ${d.archive}` }, "Archived")
+      : open
+        ? el("span", { class: `live ${view.live === "on" ? "on" : "warn"}`, id: "live" }, liveText)
+        : el("span", { class: "live", id: "live" }, "Closed");
     // one moment and one span for the header and the timeline, so their durations agree
     const now = liveNow(view);
     const span = runSpan(view, now);
