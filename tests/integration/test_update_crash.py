@@ -65,14 +65,19 @@ async def test_sigkill_of_worker_and_server_in_the_middle_of_an_update(
         worker.kill()
         server.kill()
         block.unlink()
-        daemons.server()
+        server = daemons.server()
         daemons.worker(*args)
         assert await asyncio.wait_for(pending, 90) == 5
+        # an update sent while no df-server runs is stored, and recorded once one is back
+        server.kill()
+        later = asyncio.create_task(handle.update("bump", 1, update_id="while-down"))
+        daemons.server()
+        assert await asyncio.wait_for(later, 90) == 6
         # the same id again returns the recorded result; a new update goes on from it
         assert await handle.update("bump", 5, update_id="crash-1") == 5
-        assert await handle.update("bump", 2) == 7
+        assert await handle.update("bump", 2) == 8
         await handle.signal("stop")
-        assert await handle.result(timeout=60) == 7
+        assert await handle.result(timeout=60) == 8
         history = await handle.fetch_history()
     except BaseException:
         print(daemons.logs())
@@ -81,9 +86,10 @@ async def test_sigkill_of_worker_and_server_in_the_middle_of_an_update(
         await client.close()
     accepted = [e for e in history if isinstance(e, ev.UpdateAccepted)]
     completed = [e for e in history if isinstance(e, ev.UpdateCompleted)]
-    assert [e.update_id for e in accepted][:1] == ["crash-1"] and len(accepted) == 2
+    assert [e.update_id for e in accepted][:2] == ["crash-1", "while-down"]
+    assert len(accepted) == 3
     assert [(e.update_id, e.result) for e in completed][:1] == [("crash-1", 5)]
-    assert len(completed) == 2
+    assert len(completed) == 3
     # the handler ran again on the new worker (replay), its outcome was recorded once
     assert log.read_text().splitlines().count("bump 5") >= 2
     # a replay runs the handler again, and must come to the recorded outcome
