@@ -1,6 +1,7 @@
 """Wire format of workflow queries (core NATS request/reply on ``df.<ns>.q.<queue>``).
 
-Request: ``{"wid": workflow id, "run": run id, "name": query name, "args": [payloads]}``.
+Request: ``{"wid": workflow id, "run": run id, "name": query name, "args": [payloads]}``, with
+``"update": true`` to check update ``name`` (its validator runs; the answer's result is null).
 Answer: ``{"ok": true, "result": payload}`` or ``{"ok": false, "error": type, "message": text}``.
 """
 

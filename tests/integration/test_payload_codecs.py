@@ -1,7 +1,7 @@
 """Encrypted payloads end to end: with an AES-GCM codec on the client and the worker, a run's
-argument, activity result, signal, heartbeat details, query and result round-trip, and nothing
-of them is stored in the clear: every message of every JetStream stream (histories, tasks, KV
-buckets) is read raw and searched for the plaintext."""
+argument, activity result, signal, update, heartbeat details, query and result round-trip, and
+nothing of them is stored in the clear: every message of every JetStream stream (histories,
+tasks, KV buckets) is read raw and searched for the plaintext."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ SECRETS = {
     "signal": "SIG-SHIP-TO-BAKER-ST",
     "query": "QRY-STATUS-PLAIN",
     "heartbeat": "HB-PROGRESS-NOTE",
+    "update": "UPD-GIFT-WRAP-NOTE",
+    "update result": "UPDRES-ACCEPTED-42",
 }
 
 
@@ -42,6 +44,9 @@ def charge(card: str) -> str:
 
 def secret_order(card: str):  # type: ignore[no-untyped-def]
     df.workflow.set_query_handler("status", lambda: SECRETS["query"])
+    df.workflow.set_update_handler(
+        "note", lambda text: SECRETS["update result"] if text == SECRETS["update"] else "?"
+    )
     opts = df.ActivityOptions(start_to_close_timeout=timedelta(seconds=20))
     receipt = yield df.activity(charge, card, options=opts)
     address = yield df.wait_signal("ship")
@@ -94,6 +99,7 @@ async def test_an_encrypted_run_stores_no_plaintext() -> None:
 
             await wait_for(waiting, 20)
             assert await handle.query("status") == SECRETS["query"]
+            assert await handle.update("note", SECRETS["update"]) == SECRETS["update result"]
             await handle.signal("ship", SECRETS["signal"])
             result = await handle.result()
             assert result == {
