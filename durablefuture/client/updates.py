@@ -24,6 +24,7 @@ from durablefuture.core.errors import (
     ResultTimeoutError,
     UpdateFailedError,
     WorkflowNotFoundError,
+    WorkflowNotRunningError,
 )
 from durablefuture.core.failure import exception_from_failure
 from durablefuture.core.types import check_text_id, check_type_name
@@ -56,7 +57,10 @@ async def send_update(
     seen, events = await _events(handle, run_id, 0)
     if not any(isinstance(e, ev.UpdateAccepted) and e.update_id == update_id for e in events):
         await _validate(handle, run_id, events, name, list(encoded), validate_timeout)
-        await handle._send(inp.AcceptUpdate(run_id, update_id, name, encoded))
+        try:
+            await handle._send(inp.AcceptUpdate(run_id, update_id, name, encoded))
+        except WorkflowNotRunningError as exc:  # it closed after the check
+            raise UpdateFailedError(f"update {name!r} was not accepted: {exc}") from exc
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = _POLL_FIRST
     while True:

@@ -85,6 +85,9 @@ async def test_updates_return_results_reject_without_a_trace_and_are_idempotent(
         await cart.signal("checkout")
         result = await cart.result(timeout=30)
         history = await cart.fetch_history()
+        with pytest.raises(df.UpdateFailedError, match="has finished"):
+            await cart.update("add_item", "bread")  # a closed run takes no update
+        assert await cart.fetch_history() == history
     except BaseException:
         print(daemons.logs())
         raise
