@@ -275,7 +275,8 @@ class _Sender:
         server = self.server
         data = server.codec.encode_input(InputEnvelope(e.request.workflow_id, start=e.request))
         headers = {MSG_ID: f"start:{e.request.request_id}"}
-        self.pending.append(await server.pub.send(server.layout.input("start"), data, headers))
+        # on the server's own subject: a start carrying a run id or a parent is believed only there
+        self.pending.append(await server.pub.send(server.layout.input(SERVER), data, headers))
 
     async def send_to_run(self, message: RunMessage) -> None:
         workflow_id, msg, msg_id = message

@@ -151,7 +151,9 @@ class Removals(Effects):
                 await await_ack(self._arm_expiry(workflow_id, run_id, closing.at))  # retention grew
                 return None
             raw = await self.history.raw(workflow_id, run_id)
-            if self.archive is not None:
+            if self.archive is not None and raw:
+                # an empty read means another removal of this run got here first and archived
+                # it: writing it again would replace that archive with an empty history
                 await self.archive.write(workflow_id, run_id, raw)
             names = set().union(*(claim_names(b) for b in raw)) if raw else set()
         else:

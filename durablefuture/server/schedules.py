@@ -55,6 +55,7 @@ from durablefuture.core.schedules import (
 from durablefuture.server.schedule_effects import observe, start_request, stop_input
 from durablefuture.server.schedule_refresh import Refresher
 from durablefuture.server.schedule_states import StateCache
+from durablefuture.server.sources import SERVER
 from durablefuture.transport.consumer import PullConsumer, delivery_count
 from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.guard import check_reply_subject
@@ -419,7 +420,7 @@ class ScheduleService:
                 return self._start(request)
             data = self.codec.encode_input(InputEnvelope(effect.workflow_id, start=request))
             return await self.pub.send(
-                self.layout.input("start"), data, {MSG_ID: f"start:{effect.request_id}"}
+                self.layout.input(SERVER), data, {MSG_ID: f"start:{effect.request_id}"}
             )
         if isinstance(effect, CancelAction | TerminateAction):
             if not effect.run_id:

@@ -158,6 +158,8 @@ class Server(Starts, Removals, Janitor, StickyFallback):
         assert consumer is not None
         # inputs are pulled only by a server that handles them: one that is started but not
         # running would hold what it pulled until its ack wait ran out
+        if self._stopping.is_set():
+            return  # shut down before it ran: nothing to pull
         await consumer.start()
         stop = asyncio.ensure_future(self._stopping.wait())
         lost = asyncio.ensure_future(connection_lost(self.nc, self._stopping))

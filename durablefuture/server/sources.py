@@ -4,15 +4,19 @@ the role allowed to send it can publish to (``df auth init`` grants those subjec
 =========================  ==========================  =======================================
 subject                    written by                  may carry
 =========================  ==========================  =======================================
-``df.<ns>.in.start``       clients, df-server          start requests
+``df.<ns>.in.start``       clients                     start requests of clients
 ``df.<ns>.in.run``         clients, df-server          signals, updates, cancels, terminations
 ``df.<ns>.in.report``      workers                     workflow-task and activity outcomes
-``df.<ns>.in.server``      df-server only              anything (child-workflow notices, ...)
+``df.<ns>.in.server``      df-server only              anything (child starts and notices,
+                                                       continue-as-new starts, ...)
 ``df.<ns>.in.timer``       df-server's timers only     anything (timer firings)
 =========================  ==========================  =======================================
 
 So a client cannot forge a worker's report (it may not publish on ``in.report``, and a report
 on ``in.run`` is refused here), and a worker cannot forge a signal, a start or a child's result.
+A client's start may not set what only df-server decides (the run id, the run it continues, its
+parent, the signals handed on): with a run id of its choice a client could make another
+workflow's run share its run-keyed records (timers, activity records, payload references).
 """
 
 from __future__ import annotations
@@ -35,6 +39,19 @@ _REPORTS = (
 _CLIENT_RUN = (inp.SignalWorkflow, inp.AcceptUpdate, inp.RequestCancel, inp.TerminateWorkflow)
 
 
+def _server_only(start: inp.StartWorkflowRequest) -> str:
+    """The first field of a start that only df-server may set, or ""."""
+    fields = (
+        ("run_id", start.run_id),
+        ("continued_from", start.continued_from),
+        ("first_run_id", start.first_run_id),
+        ("parent", start.parent),
+        ("signals", start.signals),
+        ("chain_request_id", start.chain_request_id),
+    )
+    return next((name for name, value in fields if value), "")
+
+
 def refusal(kind: str, env: InputEnvelope) -> str | None:
     """Why an input that arrived on ``df.<ns>.in.<kind>`` must not be believed, or None."""
     what = type(env.input).__name__ if env.input is not None else "a start request"
@@ -42,6 +59,11 @@ def refusal(kind: str, env: InputEnvelope) -> str | None:
         return None
     if kind == "start":
         ok = env.start is not None and env.input is None
+        if ok and env.start is not None and (taken := _server_only(env.start)):
+            return (
+                f"a start request on the 'start' input subject may not set {taken} (df-server "
+                "sets it): refused as forged"
+            )
     elif kind == "run":
         ok = env.start is None and isinstance(env.input, _CLIENT_RUN)
     elif kind == REPORT:
