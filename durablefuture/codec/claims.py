@@ -144,6 +144,13 @@ class Claims:
         data = self._recent.get(name)
         if data is None:
             data = await self.store.get(name)
+            if hashlib.sha256(data).hexdigest() != name:
+                # an object is named by its content: other bytes under its name were put there
+                # by someone else, and are never handed to the code as the payload
+                raise PayloadError(
+                    f"payload {name[:16]}... does not hold the bytes it is named by: it was "
+                    "replaced in the object store; refused"
+                )
             if len(data) <= RECENT_BYTES // 4:
                 self._remember(name, data)
         return data
