@@ -62,6 +62,7 @@ from durablefuture.transport.guard import check_reply_subject
 from durablefuture.transport.headers import REPLY_HEADER
 from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
+from durablefuture.transport.payload_store import mark_refs, schedule_holder
 from durablefuture.transport.publisher import MSG_ID, Publisher, WrongLastSequence
 from durablefuture.transport.redelivery import Redelivery
 from durablefuture.transport.schedule_store import ScheduleStore
@@ -295,7 +296,7 @@ class ScheduleService:
             else:
                 fresh = new_state(sid, message.schedule, now, message.request_id)
                 result = step(fresh, now, {}, poll)
-                seq = await self.store.save(sid, self.scodec.encode_state(result.state), 0)
+                seq = await self._save(sid, result.state, 0)
                 self.states.put(sid, result.state, seq)
                 log.info("created schedule %s", sid, extra={"schedule_id": sid})
                 await self._after(result, message, 0, seq)
@@ -350,11 +351,19 @@ class ScheduleService:
         await self._after(result, message, seq, new_seq)
         return Reply(True)
 
+    async def _save(self, sid: str, state: ScheduleState, seq: int) -> int:
+        """Store the record, after marking the payload objects it names (its arguments, when
+        large) as held by the schedule: retention removes an object only with the last holder,
+        and the schedule's runs come and go while it still needs them."""
+        data = self.scodec.encode_state(state)
+        await mark_refs(self.pub, self.layout, schedule_holder(sid), data)
+        return await self.store.save(sid, data, seq)
+
     async def _commit(self, old: ScheduleState, seq: int, result: Step) -> int:
         """Write the new record (if it changed); its sequence."""
         sid = old.schedule_id
         if result.state != old:
-            seq = await self.store.save(sid, self.scodec.encode_state(result.state), seq)
+            seq = await self._save(sid, result.state, seq)
         self.states.put(sid, result.state, seq)
         ns = self.layout.namespace
         if result.taken:

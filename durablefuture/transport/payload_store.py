@@ -31,6 +31,7 @@ __all__ = [
     "ensure_payload_bucket",
     "mark_refs",
     "remove_object",
+    "schedule_holder",
 ]
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,11 @@ async def remove_object(js: JetStreamContext, layout: Layout, name: str) -> bool
     except (nats.errors.Error, TimeoutError) as exc:
         raise TransportError(f"deleting payload {name[:16]}... from {bucket}: {exc}") from exc
     return True
+
+
+def schedule_holder(schedule_id: str) -> str:
+    """The holder token a schedule marks its payload objects with (in place of a run id)."""
+    return "s" + hashlib.sha256(schedule_id.encode()).hexdigest()[:32]
 
 
 async def mark_refs(pub: Publisher, layout: Layout, run_id: str, data: bytes) -> None:
