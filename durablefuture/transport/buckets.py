@@ -51,7 +51,7 @@ async def read_entry(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
 
 
 async def read_values(kv: KeyValue) -> list[bytes]:
-    """Every value in the bucket (entries that vanish or cannot be read meanwhile are left out).
+    """Every value in the bucket (entries deleted meanwhile are left out).
 
     Raises:
         TransportError: the bucket's keys could not be listed.
@@ -63,7 +63,18 @@ async def read_values(kv: KeyValue) -> list[bytes]:
     except (nats.errors.Error, TimeoutError) as exc:
         raise _failed("the keys of a KV bucket", exc) from exc
     entries = await asyncio.gather(*(kv.get(k) for k in keys), return_exceptions=True)
-    return [e.value for e in entries if not isinstance(e, BaseException) and e.value is not None]
+    out: list[bytes] = []
+    for entry in entries:
+        if isinstance(entry, nats.js.errors.KeyNotFoundError | nats.js.errors.KeyDeletedError):
+            continue  # deleted since the keys were listed
+        if isinstance(entry, nats.errors.Error | TimeoutError):
+            # a read that failed is not an entry that is gone: a list missing it would be wrong
+            raise _failed("an entry of a KV bucket", entry) from entry
+        if isinstance(entry, BaseException):
+            raise entry
+        if entry.value is not None:
+            out.append(entry.value)
+    return out
 
 
 async def watch_bucket(kv: KeyValue) -> AsyncIterator[tuple[str, bytes | None] | None]:
