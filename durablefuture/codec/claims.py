@@ -44,7 +44,6 @@ __all__ = [
     "Claims",
     "PayloadStore",
     "claim_names",
-    "claimed_objects",
     "has_claims",
     "is_claim",
 ]
@@ -97,30 +96,6 @@ def has_claims(obj: object) -> bool:
             return True
         failure = getattr(failure, "cause", None)
     return any(has_claims(c) for c in getattr(obj, "commands", ()))
-
-
-def claimed_objects(data: bytes) -> set[str]:
-    """The names of the stored objects a stored message refers to (a history message, a task,
-    a status entry: any message of the namespace, as bytes). Malformed or foreign bytes refer
-    to none."""
-    if CLAIM_MARK not in data:
-        return set()
-    try:
-        tree = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return set()
-    names = set()
-    for container, key in payload_slots(tree):
-        value = container[key]
-        if is_claim(value):
-            name = value[ENVELOPE_KEY]["m"].get(CLAIM)
-            if isinstance(name, str) and _is_object_name(name):
-                names.add(name)
-    return names
-
-
-def _is_object_name(name: str) -> bool:
-    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
 class Claims:

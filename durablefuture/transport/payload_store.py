@@ -20,7 +20,7 @@ from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.object_store import ObjectStore
 
-from durablefuture.codec.claims import claim_names, claimed_objects
+from durablefuture.codec.claims import claim_names
 from durablefuture.core.errors import PayloadError, TransportError
 from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.subjects import Layout
@@ -173,12 +173,12 @@ async def delete_run_payloads(
     entry). An object may be shared: the same bytes stored by two runs (without a codec), or a
     reference the server copied into another run (continue-as-new arguments, a child's
     arguments, a signal to another run). Pass the names the runs that are kept still refer to
-    as ``still_used`` (collect them with :func:`~durablefuture.codec.claims.claimed_objects`
+    as ``still_used`` (collect them with :func:`~durablefuture.codec.claims.claim_names`
     over their messages); those stay.
     """
     names: set[str] = set()
     for data in messages:
-        names |= claimed_objects(data)
+        names |= claim_names(data)
     deleted = []
     for name in sorted(names - set(still_used)):
         if await payloads.delete(name):

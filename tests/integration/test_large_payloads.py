@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 import durablefuture as df
-from durablefuture.codec.claims import CLAIM_THRESHOLD, MAX_CLAIM_BYTES, claimed_objects
+from durablefuture.codec.claims import CLAIM_THRESHOLD, MAX_CLAIM_BYTES, claim_names
 from durablefuture.codecs import AesGcm, generate_key
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.connection import connect
@@ -125,8 +125,8 @@ async def test_the_payload_objects_of_a_deleted_run_are_deleted_with_it() -> Non
             js = nc.jetstream()
             kept_msgs = await _run_messages(js, keep.run_id or "")
             dropped_msgs = await _run_messages(js, drop.run_id or "")
-            kept = set().union(*(claimed_objects(m) for m in kept_msgs))
-            dropped = set().union(*(claimed_objects(m) for m in dropped_msgs))
+            kept = set().union(*(claim_names(m) for m in kept_msgs))
+            dropped = set().union(*(claim_names(m) for m in dropped_msgs))
             # each run refers to the shared argument and to its own result
             assert len(kept) == 2 and len(dropped) == 2 and len(kept & dropped) == 1
             payloads = ObjectPayloads(js, Layout("default"))
@@ -135,7 +135,7 @@ async def test_the_payload_objects_of_a_deleted_run_are_deleted_with_it() -> Non
             assert set(deleted) == dropped - kept
             assert await payloads.names() == kept
             assert await delete_run_payloads(payloads, dropped_msgs, still_used=kept) == []
-            assert claimed_objects(b'{"not": "json"') == set()
+            assert claim_names(b'{"not": "json"') == set()
         finally:
             await nc.close()
         # the kept run still reads back in full
