@@ -234,3 +234,42 @@ def test_validation_records_nothing_and_a_finished_run_takes_no_update() -> None
     sim.run()
     with pytest.raises(df.UpdateFailedError, match="has finished"):
         sim.update("c", "add", "late")
+
+
+def test_a_generator_handler_cannot_continue_the_run_as_new() -> None:
+    def wf() -> Generator[Any, Any, Any]:
+        stop: list[bool] = []
+
+        def bump(catch: bool) -> Generator[Any, Any, Any]:
+            try:
+                yield df.continue_as_new()
+            except df.DurableFutureError as exc:
+                if not catch:
+                    raise
+                met = yield df.wait_condition(lambda: True)  # met at once: the handler runs on
+                return f"refused ({exc}), met={met}"
+            return "continued"
+
+        df.workflow.set_update_handler("bump", bump)
+        df.workflow.set_signal_handler("stop", lambda: stop.append(True))
+        yield df.wait_condition(lambda: bool(stop))
+        return "done"
+
+    sim = Simulation([wf], [])
+    sim.start(wf, id="w")
+    sim.run_workflow_task()
+    caught = sim.update("w", "bump", True)
+    sim.run_workflow_task()
+    assert sim.update_result("w", caught) == (
+        "refused (an update handler cannot continue the run as new: let the workflow code "
+        "do it), met=True"
+    )
+    raised = sim.update("w", "bump", False)
+    sim.run_workflow_task()
+    with pytest.raises(df.UpdateFailedError, match="cannot continue the run as new"):
+        sim.update_result("w", raised)
+    sim.signal("w", "stop")
+    sim.run()
+    assert sim.result("w") == "done"
+    assert "WorkflowContinuedAsNew" not in kinds(sim, "w")
+    Replayer([wf]).replay(sim.run_of("w").events)

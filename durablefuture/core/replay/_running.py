@@ -21,7 +21,7 @@ from durablefuture.core.commands import (
     RequestCancellation,
 )
 from durablefuture.core.failure import exception_from_failure
-from durablefuture.core.replay._context import _current, _location
+from durablefuture.core.replay._context import _current
 from durablefuture.core.replay._updates import _Updates
 from durablefuture.core.replay._waits import _Leaf, _Node, _Outcome
 from durablefuture.core.types import JsonValue
@@ -57,54 +57,29 @@ class _Running(_Updates):
         if gen is None or self.finished:
             return
         self._set_time(trigger)
-        while True:
-            token = _current.set(self.context)
-            try:
-                yielded = gen.throw(error) if error is not None else gen.send(value)
-            except StopIteration as stop:
-                self._complete(stop.value)
-                return
-            except errors.CancelledError as exc:
-                if self._cancel_delivered:
-                    self._finish(CancelWorkflow(str(exc) or "workflow cancelled"))
-                else:
-                    self._finish(FailWorkflow(self._failure(exc)))
-                return
-            except errors.NonDeterminismError:
-                raise
-            except Exception as exc:
-                self._finish(FailWorkflow(self._failure(exc)))
-                return
-            finally:
-                _current.reset(token)
-            self._step_location = _location(gen)
-            if isinstance(yielded, ContinueAsNew):
-                # the signals the code buffered and never took; those not delivered yet (still
-                # queued, or fed later) are added as they are delivered (see _hand_on)
-                unconsumed = sorted(
-                    (eid, name, args) for name, q in self._signals.items() for eid, args in q
+        stop = self._advance(gen, value, error)
+        if isinstance(stop, _Node):
+            self._root = stop
+        elif isinstance(stop, ContinueAsNew):
+            # the signals the code buffered and never took; those not delivered yet (still
+            # queued, or fed later) are added as they are delivered (see _hand_on)
+            unconsumed = sorted(
+                (eid, name, args) for name, q in self._signals.items() for eid, args in q
+            )
+            self._finish(
+                ContinueAsNewWorkflow(
+                    args=stop.args,
+                    workflow_type=stop.workflow_type,
+                    task_queue=stop.task_queue,
+                    signals=tuple(PendingSignal(n, a) for _, n, a in unconsumed),
                 )
-                self._finish(
-                    ContinueAsNewWorkflow(
-                        args=yielded.args,
-                        workflow_type=yielded.workflow_type,
-                        task_queue=yielded.task_queue,
-                        signals=tuple(PendingSignal(n, a) for _, n, a in unconsumed),
-                    )
-                )
-                return
-            try:
-                node = self._build(yielded)
-            except errors.NonDeterminismError:
-                raise
-            except errors.DurableFutureError as exc:
-                value, error = None, exc
-                continue
-            if node.done:
-                value, error = node.value, node.error
-                continue
-            self._root = node
-            return
+            )
+        elif stop.error is None:
+            self._complete(stop.value)
+        elif isinstance(stop.error, errors.CancelledError) and self._cancel_delivered:
+            self._finish(CancelWorkflow(str(stop.error) or "workflow cancelled"))
+        else:
+            self._finish(FailWorkflow(self._failure(stop.error)))
 
     def _complete(self, value: object) -> None:
         try:

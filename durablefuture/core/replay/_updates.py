@@ -19,7 +19,8 @@ from durablefuture.core import errors
 from durablefuture.core import events as ev
 from durablefuture.core.commands import CompleteUpdate, ContinueAsNew
 from durablefuture.core.failure import Failure
-from durablefuture.core.replay._context import _current, _location
+from durablefuture.core.replay._context import _current
+from durablefuture.core.replay._waits import _Node
 from durablefuture.core.replay._yields import _Yields
 from durablefuture.core.types import JsonValue
 
@@ -135,33 +136,11 @@ class _Updates(_Yields):
         if self.finished:
             return  # the run ended first: the update never completes (its caller is told)
         self._set_time(trigger)
-        while True:
-            token = _current.set(self.context)
-            try:
-                yielded = gen.throw(error) if error is not None else gen.send(value)
-            except StopIteration as stop:
-                self._complete_update(event, stop.value, None)
-                return
-            except errors.NonDeterminismError:
-                raise
-            except Exception as exc:
-                self._complete_update(event, None, self._failure(exc))
-                return
-            finally:
-                _current.reset(token)
-            self._step_location = _location(gen)
-            if isinstance(yielded, ContinueAsNew):
-                value, error = None, errors.WorkflowError(CONTINUE_IN_UPDATE)
-                continue
-            try:
-                node = self._build(yielded)
-            except errors.NonDeterminismError:
-                raise
-            except errors.DurableFutureError as exc:
-                value, error = None, exc
-                continue
-            if node.done:
-                value, error = node.value, node.error
-                continue
-            self._update_waits[node] = (gen, event)
-            return
+        stop = self._advance(gen, value, error)
+        while isinstance(stop, ContinueAsNew):
+            stop = self._advance(gen, None, errors.WorkflowError(CONTINUE_IN_UPDATE))
+        if isinstance(stop, _Node):
+            self._update_waits[stop] = (gen, event)
+        else:
+            failure = None if stop.error is None else self._failure(stop.error)
+            self._complete_update(event, stop.value, failure)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import cast
 
 from durablefuture.core import errors
@@ -17,6 +17,7 @@ from durablefuture.core.commands import (
     Cancel,
     CancelExternal,
     ChildWorkflowCall,
+    ContinueAsNew,
     Handle,
     LocalActivityCall,
     PrimitiveCommand,
@@ -40,7 +41,7 @@ from durablefuture.core.commands import (
 from durablefuture.core.failure import exception_from_failure
 from durablefuture.core.options import ActivityCancellationType, ActivityOptions
 from durablefuture.core.replay._base import _ExecutionBase
-from durablefuture.core.replay._context import _current
+from durablefuture.core.replay._context import _current, _location
 from durablefuture.core.replay._waits import _Composite, _Leaf, _Node, _Outcome
 from durablefuture.core.vocabulary import describe_command, describe_event, matches
 
@@ -59,6 +60,44 @@ _VALID_YIELDS = (
 
 
 class _Yields(_ExecutionBase):
+    def _advance(
+        self, gen: Generator[object, object, object], value: object, error: BaseException | None
+    ) -> _Node | _Outcome | ContinueAsNew:
+        """Resume ``gen`` (``value`` sent in, or ``error`` raised at its ``yield``) and run it to
+        its next wait: the workflow code and generator update handlers step through here.
+
+        A yielded command already resolved (or refused with one of our errors) is answered at
+        once and the code runs on. Returns the node it now waits on (not done), the
+        ``ContinueAsNew`` it yielded, or its outcome: what it returned or the exception it
+        raised. A ``NonDeterminismError`` is never the code's outcome: it propagates.
+        """
+        while True:
+            token = _current.set(self.context)
+            try:
+                yielded = gen.throw(error) if error is not None else gen.send(value)
+            except StopIteration as stop:
+                return _Outcome(value=stop.value)
+            except errors.NonDeterminismError:
+                raise
+            except Exception as exc:
+                return _Outcome(error=exc)
+            finally:
+                _current.reset(token)
+            self._step_location = _location(gen)
+            if isinstance(yielded, ContinueAsNew):
+                return yielded
+            try:
+                node = self._build(yielded)
+            except errors.NonDeterminismError:
+                raise
+            except errors.DurableFutureError as exc:
+                value, error = None, exc
+                continue
+            if node.done:
+                value, error = node.value, node.error
+                continue
+            return node
+
     def _build(self, item: object) -> _Node:
         if isinstance(item, ActivityCall):
             options = self._resolved.get(item.options)
