@@ -13,6 +13,11 @@ A program is a list of steps::
 
 Side effects are deliberately non-deterministic (a counter that moves each time the function
 runs), so a replay that re-ran one instead of reading history would change the result.
+
+Below the interpreter: what every interleaving test shares. ``run_choosing`` and
+``drive_with_inputs`` run a Simulation with hypothesis choosing each step (or take the steps an
+earlier run chose again), ``check_without_cache`` runs a workflow with a caching worker and again
+with one that never caches, and ``check_every_prefix`` replays every prefix of a history.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ from hypothesis import strategies as st
 
 import durablefuture as df
 from durablefuture.core import events as ev
+from durablefuture.core.commands import CompleteWorkflow, FailWorkflow
+from durablefuture.core.definitions import WorkflowDefinition
+from durablefuture.core.replay import Activation, WorkflowExecution
+from durablefuture.core.vocabulary import matches
 from durablefuture.testing import Simulation
 
 Program = list[dict[str, Any]]
@@ -163,3 +172,128 @@ def outcome(sim: Simulation) -> tuple[str, Any]:
 
 def command_events(events: list[ev.Event]) -> list[ev.Event]:
     return [e for e in events if isinstance(e, ev.COMMAND_EVENTS + ev.TERMINAL_EVENTS)]
+
+
+# ------------------------------------------------------------------ driving a Simulation
+
+Driver = Callable[[Simulation, "list[int] | None", "st.DataObject | None"], list[int]]
+"""Runs a simulation to its end and returns the choices it made: drawn from ``data``, or the
+``choices`` an earlier run returned, taken again."""
+
+
+def _chooser(
+    choices: list[int] | None, data: st.DataObject | None, made: list[int]
+) -> Callable[[int], int]:
+    def choose(n: int) -> int:
+        if choices is not None:
+            i = choices[len(made)]
+        else:
+            assert data is not None
+            i = data.draw(st.integers(0, n - 1))
+        made.append(i)
+        return i
+
+    return choose
+
+
+def _run_step(sim: Simulation, option: str) -> None:
+    kind, _, idx = option.partition(":")
+    if kind == "wft":
+        sim.run_workflow_task(int(idx))
+    elif kind == "act":
+        sim.run_activity_task(int(idx))
+    else:
+        sim.fire_next_timer()
+
+
+def run_choosing(
+    sim: Simulation, choices: list[int] | None, data: st.DataObject | None, *, max_steps: int
+) -> list[int]:
+    """Run ``sim`` until nothing is pending, each step chosen among the pending work."""
+    made: list[int] = []
+    choose = _chooser(choices, data, made)
+    sim.run(choose=lambda options: choose(len(options)), max_steps=max_steps)
+    return made
+
+
+def drive_with_inputs(
+    sim: Simulation,
+    workflow_id: str,
+    send: Callable[[int, int], None],
+    *,
+    kinds: int,
+    most: int,
+    max_steps: int,
+    choices: list[int] | None,
+    data: st.DataObject | None,
+) -> list[int]:
+    """Run to the end; each step runs one piece of pending work or, while the run is open and
+    fewer than ``most`` were sent, sends an input of one of ``kinds`` kinds: ``send(kind, n)``
+    sends the ``n``-th (from 1)."""
+    made: list[int] = []
+    choose = _chooser(choices, data, made)
+    sent = 0
+    for _ in range(max_steps):
+        options = sim.pending()
+        inputs_left = sent < most and not sim.is_closed(workflow_id)
+        if not options and not inputs_left:
+            break
+        i = choose(len(options) + (kinds if inputs_left else 0))
+        if i >= len(options):
+            sent += 1
+            send(i - len(options), sent)
+        else:
+            _run_step(sim, options[i])
+    return made
+
+
+def check_without_cache(
+    new_sim: Callable[[bool], Simulation], drive: Driver, data: st.DataObject, workflow_id: str
+) -> tuple[Simulation, Simulation]:
+    """Run with a caching worker (hypothesis choosing the steps), then take the same steps
+    with a worker that never caches (every workflow task replays from scratch): both record
+    the same history. Returns both simulations, the caching one first."""
+    original = new_sim(True)
+    choices = drive(original, None, data)
+    again = new_sim(False)
+    drive(again, choices, None)
+    assert again.run_of(workflow_id).events == original.run_of(workflow_id).events
+    return original, again
+
+
+def check_every_prefix(
+    sim: Simulation,
+    workflow_id: str,
+    workflow: Callable[..., object],
+    settle: Callable[[WorkflowExecution, Activation], Activation] | None = None,
+) -> None:
+    """Replay every prefix of the run's history: it re-issues exactly the recorded commands
+    and every command decided within the prefix; a completion it decides carries the recorded
+    result; a closed run's whole history replays to its end with nothing new. ``settle`` does
+    what a worker does after a feed (e.g. runs the local activities it asks for)."""
+    history = sim.run_of(workflow_id).events
+    by_seq = {e.seq: e for e in history if isinstance(e, ev.COMMAND_EVENTS)}
+    last = history[-1]
+    definition = WorkflowDefinition.from_fn(workflow)
+    for k in range(1, len(history) + 1):
+        execution = WorkflowExecution(definition, sim.payloads)
+        act = execution.feed(history[:k])
+        if settle is not None:
+            act = settle(execution, act)
+        yielded = set()
+        for cmd in act.commands:
+            if isinstance(cmd, CompleteWorkflow | FailWorkflow):
+                if isinstance(last, ev.WorkflowCompleted) and isinstance(cmd, CompleteWorkflow):
+                    assert cmd.result == last.result
+                continue
+            yielded.add(cmd.seq)
+            recorded = by_seq.get(cmd.seq)
+            if recorded is not None:
+                assert recorded.event_id > k
+                assert matches(recorded, cmd), (k, cmd, recorded)
+        for event in history[k:]:
+            if isinstance(event, ev.COMMAND_EVENTS) and event.based_on <= k:
+                assert event.seq in yielded, f"prefix {k}: #{event.seq} decided by then"
+    if sim.is_closed(workflow_id):
+        full = WorkflowExecution(definition, sim.payloads).feed(history)
+        assert full.finished and full.commands == ()

@@ -17,11 +17,9 @@ from hypothesis import strategies as st
 
 import durablefuture as df
 from durablefuture.core import events as ev
-from durablefuture.core.commands import CompleteWorkflow, FailWorkflow
-from durablefuture.core.definitions import WorkflowDefinition
-from durablefuture.core.replay import WorkflowExecution
-from durablefuture.core.vocabulary import matches
+from durablefuture.core.replay import Activation, WorkflowExecution
 from durablefuture.testing import Simulation
+from tests.property.programs import check_every_prefix, check_without_cache, run_choosing
 
 SETTINGS = settings(
     deadline=None,
@@ -99,19 +97,7 @@ def new_sim(plan: list[dict[str, Any]], *, cache: bool = True) -> Simulation:
 
 
 def run(sim: Simulation, choices: list[int] | None, data: st.DataObject | None) -> list[int]:
-    made: list[int] = []
-
-    def choose(options: list[str]) -> int:
-        if choices is not None:
-            i = choices[len(made)]
-        else:
-            assert data is not None
-            i = data.draw(st.integers(0, len(options) - 1))
-        made.append(i)
-        return i
-
-    sim.run(choose=choose, max_steps=2_000)
-    return made
+    return run_choosing(sim, choices, data, max_steps=2_000)
 
 
 @SETTINGS
@@ -124,31 +110,15 @@ def test_replaying_any_prefix_makes_the_same_decisions(
     assert sim.is_closed("t")
     history = sim.run_of("t").events
     assert sim.status("t") == "completed", history[-1]
-    by_seq = {e.seq: e for e in history if isinstance(e, ev.COMMAND_EVENTS)}
-    definition = WorkflowDefinition.from_fn(tasks)
-    for k in range(1, len(history) + 1):
-        execution = WorkflowExecution(definition, sim.payloads)
-        act = execution.feed(history[:k])
+
+    def settle(execution: WorkflowExecution, act: Activation) -> Activation:
         while execution.pending_local_activities:  # what the worker does next
             seq, item = execution.pending_local_activities[0]
             value = sim.payloads.to_payload(echo(*item.args), "local result")  # type: ignore[arg-type]
             act = execution.resolve_local(seq, value, None, 1)
-        yielded = set()
-        for cmd in act.commands:
-            if isinstance(cmd, CompleteWorkflow | FailWorkflow):
-                if isinstance(cmd, CompleteWorkflow):
-                    assert cmd.result == history[-1].result  # type: ignore[union-attr]
-                continue
-            yielded.add(cmd.seq)
-            recorded = by_seq.get(cmd.seq)
-            if recorded is not None:
-                assert recorded.event_id > k
-                assert matches(recorded, cmd), (k, cmd, recorded)
-        for event in history[k:]:
-            if isinstance(event, ev.COMMAND_EVENTS) and event.based_on <= k:
-                assert event.seq in yielded, f"prefix {k}: #{event.seq} decided by then"
-    full = WorkflowExecution(definition, sim.payloads).feed(history)
-    assert full.finished and full.commands == ()
+        return act
+
+    check_every_prefix(sim, "t", tasks, settle)
     # a cancelled timer never fires
     cancelled = {e.target for e in history if isinstance(e, ev.CancellationRequested)}
     cancelled_at = {
@@ -164,9 +134,5 @@ def test_replaying_any_prefix_makes_the_same_decisions(
 def test_a_worker_without_cache_records_the_same_history(
     plan: list[dict[str, Any]], data: st.DataObject
 ) -> None:
-    original = new_sim(plan)
-    choices = run(original, None, data)
-    again = new_sim(plan, cache=False)
-    run(again, choices, None)
-    assert again.run_of("t").events == original.run_of("t").events
+    original, again = check_without_cache(lambda cache: new_sim(plan, cache=cache), run, data, "t")
     assert again.result("t") == original.result("t")

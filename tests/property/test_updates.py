@@ -20,11 +20,8 @@ from hypothesis import strategies as st
 
 import durablefuture as df
 from durablefuture.core import events as ev
-from durablefuture.core.commands import CompleteWorkflow, FailWorkflow
-from durablefuture.core.definitions import WorkflowDefinition
-from durablefuture.core.replay import WorkflowExecution
-from durablefuture.core.vocabulary import matches
 from durablefuture.testing import Simulation
+from tests.property.programs import check_every_prefix, check_without_cache, drive_with_inputs
 
 SETTINGS = settings(
     deadline=None,
@@ -72,41 +69,20 @@ def tally(rounds: int) -> Generator[Any, Any, Any]:
 
 
 def drive(sim: Simulation, choices: list[int] | None, data: st.DataObject | None) -> list[int]:
-    made: list[int] = []
-    sent = 0
-    for _ in range(400):
-        options = sim.pending()
-        inputs_left = sent < 8 and not sim.is_closed("t")
-        if not options and not inputs_left:
-            break
-        n = len(options) + (4 if inputs_left else 0)
-        if choices is not None:
-            i = choices[len(made)]
-        else:
-            assert data is not None
-            i = data.draw(st.integers(0, n - 1))
-        made.append(i)
-        if i >= len(options):
-            sent += 1
-            extra = i - len(options)
-            if extra == 0:
-                sim.signal("t", "stop", sent)
-            elif extra == 3:
-                with contextlib.suppress(df.UpdateFailedError):  # the run may have finished
-                    sim.update("t", "slow_add", sent, update_id=f"u{sent}")
-            else:  # an update: 7 fails in the handler, 0 is rejected by the validator
-                value = [sent, 7, 0][(sent + extra) % 3]
-                with contextlib.suppress(df.UpdateFailedError):  # rejected: nothing recorded
-                    sim.update("t", "add", value, update_id=f"u{sent}")
-            continue
-        kind, _, idx = options[i].partition(":")
-        if kind == "wft":
-            sim.run_workflow_task(int(idx))
-        elif kind == "act":
-            sim.run_activity_task(int(idx))
-        else:
-            sim.fire_next_timer()
-    return made
+    def send(kind: int, n: int) -> None:
+        if kind == 0:
+            sim.signal("t", "stop", n)
+        elif kind == 3:
+            with contextlib.suppress(df.UpdateFailedError):  # the run may have finished
+                sim.update("t", "slow_add", n, update_id=f"u{n}")
+        else:  # an update: 7 fails in the handler, 0 is rejected by the validator
+            value = [n, 7, 0][(n + kind) % 3]
+            with contextlib.suppress(df.UpdateFailedError):  # rejected: nothing recorded
+                sim.update("t", "add", value, update_id=f"u{n}")
+
+    return drive_with_inputs(
+        sim, "t", send, kinds=4, most=8, max_steps=400, choices=choices, data=data
+    )
 
 
 def new_sim(*, cache: bool = True) -> Simulation:
@@ -131,42 +107,20 @@ def outcomes(sim: Simulation) -> dict[str, object]:
 def test_replaying_any_prefix_with_updates_makes_the_same_decisions(data: st.DataObject) -> None:
     sim = new_sim()
     drive(sim, None, data)
-    history = sim.run_of("t").events
-    by_seq = {e.seq: e for e in history if isinstance(e, ev.COMMAND_EVENTS)}
-    definition = WorkflowDefinition.from_fn(tally)
-    for k in range(1, len(history) + 1):
-        act = WorkflowExecution(definition, sim.payloads).feed(history[:k])
-        yielded = set()
-        for cmd in act.commands:
-            if isinstance(cmd, CompleteWorkflow | FailWorkflow):
-                continue
-            yielded.add(cmd.seq)
-            recorded = by_seq.get(cmd.seq)
-            if recorded is not None:
-                assert recorded.event_id > k
-                assert matches(recorded, cmd), (k, cmd, recorded)
-        for event in history[k:]:
-            if isinstance(event, ev.COMMAND_EVENTS) and event.based_on <= k:
-                assert event.seq in yielded, f"prefix {k}: #{event.seq} decided by then"
+    check_every_prefix(sim, "t", tally)
     # every accepted update completes exactly once while the run goes on
+    history = sim.run_of("t").events
     accepted = [e.update_id for e in history if isinstance(e, ev.UpdateAccepted)]
     completed = [e.update_id for e in history if isinstance(e, ev.UpdateCompleted)]
     assert len(set(accepted)) == len(accepted) and len(set(completed)) == len(completed)
     assert set(completed) <= set(accepted)
     note_event(f"updates completed: {min(len(completed), 3)}+")
-    if sim.is_closed("t"):
-        full = WorkflowExecution(definition, sim.payloads).feed(history)
-        assert full.finished and full.commands == ()
 
 
 @SETTINGS
 @given(data=st.data())
 def test_a_worker_without_cache_records_the_same_updates(data: st.DataObject) -> None:
-    original = new_sim()
-    choices = drive(original, None, data)
-    again = new_sim(cache=False)
-    drive(again, choices, None)
-    assert again.run_of("t").events == original.run_of("t").events
+    original, again = check_without_cache(lambda cache: new_sim(cache=cache), drive, data, "t")
     assert outcomes(again) == outcomes(original)
 
 

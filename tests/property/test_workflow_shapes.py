@@ -36,6 +36,7 @@ from tests.property.programs import (
     new_simulation,
     outcome,
     programs,
+    run_choosing,
 )
 
 SETTINGS = settings(
@@ -54,15 +55,7 @@ _TERMINAL_EVENT = {
 
 def run_recorded(sim: Simulation, data: st.DataObject) -> list[int]:
     """Run to the end with hypothesis choosing every step; return the choices made."""
-    choices: list[int] = []
-
-    def pick(options: list[str]) -> int:
-        i = data.draw(st.integers(0, len(options) - 1))
-        choices.append(i)
-        return i
-
-    sim.run(choose=pick, max_steps=5_000)
-    return choices
+    return run_choosing(sim, None, data, max_steps=5_000)
 
 
 def replay_choices(
