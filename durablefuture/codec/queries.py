@@ -10,7 +10,7 @@ from __future__ import annotations
 import orjson
 from attrs import frozen
 
-from durablefuture.core.types import JsonValue
+from durablefuture.core.types import JsonValue, check_run_id, check_type_name, check_workflow_id
 
 __all__ = ["QueryRequest", "decode_query", "encode_query_answer", "encode_query_error"]
 
@@ -26,12 +26,17 @@ class QueryRequest:
 
 
 def decode_query(data: bytes) -> QueryRequest:
-    """The query in ``data``; raises (any exception, saying what is wrong) when it is not one."""
+    """The query in ``data``; raises (any exception, saying what is wrong) when it is not one,
+    or when its workflow id, run id or name is out of bounds."""
     req = orjson.loads(data)
     wid, run_id, name = req["wid"], req["run"], req["name"]
     for field, value in (("wid", wid), ("run", run_id), ("name", name)):
         if not isinstance(value, str):
             raise TypeError(f"{field!r} must be a string, not {type(value).__name__}")
+    # the run id is a subject token of the history read: never a wildcard, never unbounded
+    check_workflow_id(wid)
+    check_run_id(run_id)
+    check_type_name(name, "query name")
     args = req.get("args") or ()
     if not isinstance(args, list | tuple):
         raise TypeError(f"'args' must be a list, not {type(args).__name__}")

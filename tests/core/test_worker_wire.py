@@ -37,6 +37,16 @@ def test_a_query_request_round_trips_what_the_client_sends() -> None:
         orjson.dumps({"wid": "w", "run": "r"}),
         orjson.dumps({"wid": 1, "run": "r", "name": "q"}),
         orjson.dumps({"wid": "w", "run": "r", "name": "q", "args": "abc"}),
+        # ids and names out of bounds: the run id is a subject token of the history read
+        orjson.dumps({"wid": "w", "run": "*", "name": "q"}),
+        orjson.dumps({"wid": "w", "run": ">", "name": "q"}),
+        orjson.dumps({"wid": "w", "run": "r.x", "name": "q"}),
+        orjson.dumps({"wid": "w", "run": "R" * 65, "name": "q"}),
+        orjson.dumps({"wid": "w", "run": "", "name": "q"}),
+        orjson.dumps({"wid": "", "run": "r", "name": "q"}),
+        orjson.dumps({"wid": "W" * 600, "run": "r", "name": "q"}),
+        orjson.dumps({"wid": "w", "run": "r", "name": "n" * 300}),
+        orjson.dumps({"wid": "w\n", "run": "r", "name": "q"}),
     ],
 )
 def test_a_malformed_query_is_refused(body: bytes) -> None:
