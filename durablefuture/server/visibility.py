@@ -5,11 +5,13 @@ attributes with AND / OR / ranges / ORDER BY, which no fixed key layout answers 
 while every df-server already sees each status entry written. Each df-server follows the status
 bucket with one KV watch (every key's latest value, then each put and delete in order) into an
 in-memory :class:`~durablefuture.core.visibility.RunIndex`, and answers core NATS requests on
-``dfev.<ns>.visibility`` in the queue group ``df-server`` (one server answers each). A query
-touches only the runs its equality filters select (see ``core/visibility.py``); the index costs
-a few hundred bytes per run (``bench/visibility.py`` measures it) and a full read of the bucket
-when a server starts (queries wait for that, up to ``READY_TIMEOUT``). A status entry deleted
-(retention, ``df workflow delete``) leaves the index through the same watch.
+``dfev.<ns>.visibility`` in the queue group ``df-server`` (one server answers each, and only
+on an inbox: an asker cannot make a df-server write its answer into the stream, on a run's
+history say). A query touches only the runs its equality filters select
+(see ``core/visibility.py``); the index costs a few hundred bytes per run
+(``bench/visibility.py`` measures it) and a full read of the bucket when a server starts
+(queries wait for that, up to ``READY_TIMEOUT``). A status entry deleted (retention,
+``df workflow delete``) leaves the index through the same watch.
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ from durablefuture.codec.visibility import (
     listed,
 )
 from durablefuture.codec.wire import Codec
-from durablefuture.core.errors import DurableFutureError, InvalidQueryError
+from durablefuture.core.errors import DurableFutureError, InvalidQueryError, MessageRejectedError
 from durablefuture.core.query import cursor_of, parse_query
 from durablefuture.core.visibility import RunIndex
 from durablefuture.transport.buckets import watch_bucket
 from durablefuture.transport.connection import NATS
-from durablefuture.transport.guard import max_payload
+from durablefuture.transport.guard import check_reply_subject, max_payload
 from durablefuture.transport.layout import KeyValue
 from durablefuture.transport.messages import Msg, Subscription
 from durablefuture.transport.subjects import Layout
@@ -139,6 +141,11 @@ class VisibilityIndex:
     # ------------------------------------------------------------------ requests
 
     async def _on_request(self, msg: Msg) -> None:
+        try:  # answer an inbox only: never write where the asker names (a run's history)
+            check_reply_subject(msg.reply, "visibility reply subject", imported=True)
+        except MessageRejectedError as exc:
+            log.error("refused a visibility request: %s", exc)
+            return
         try:
             body = await self.answer(msg.data)
         except DurableFutureError as exc:
@@ -147,9 +154,8 @@ class VisibilityIndex:
         except Exception as exc:  # never a dead subscription
             log.exception("answering a visibility request failed")
             body = encode_visibility_error("DurableFutureError", f"the df-server failed: {exc}")
-        if msg.reply:
-            with contextlib.suppress(Exception):
-                await msg.respond(body)
+        with contextlib.suppress(Exception):
+            await msg.respond(body)
 
     async def answer(self, data: bytes) -> bytes:
         """The reply to one request (raises a DurableFutureError to refuse it)."""

@@ -34,6 +34,8 @@ _TOKEN = r"[!-)+,\-/-=?-~]+"
 _SUBJECT = re.compile(rf"{_TOKEN}(\.{_TOKEN})*")
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII without ':' and space
 _REPLY_PREFIX = "_INBOX."
+_IMPORTED_REPLY_PREFIX = "_R_."
+"""What nats-server makes of the reply subject of a request that crossed accounts."""
 
 
 def check_subject(subject: str, what: str = "subject") -> str:
@@ -51,14 +53,20 @@ def check_subject(subject: str, what: str = "subject") -> str:
     return subject
 
 
-def check_reply_subject(subject: str, what: str = "reply subject") -> str:
+def check_reply_subject(
+    subject: str, what: str = "reply subject", *, imported: bool = False
+) -> str:
     """A reply subject taken from a message: only an ``_INBOX.`` subject is ever answered.
 
     Answering any other subject would let a sender make us write to a subject it names (a
-    run's history, say) with our permissions.
+    run's history, say) with our permissions. ``imported``: the request may have come through
+    a service import from another account (``df auth init`` lends the visibility subject so),
+    whose reply subject nats-server rewrites to ``_R_.``; no stream holds those either.
     """
     check_subject(subject, what)
-    if not subject.startswith(_REPLY_PREFIX):
+    if not subject.startswith(_REPLY_PREFIX) and not (
+        imported and subject.startswith(_IMPORTED_REPLY_PREFIX)
+    ):
         raise MessageRejectedError(f"{what} {subject[:100]!r} is not an _INBOX. subject")
     return subject
 

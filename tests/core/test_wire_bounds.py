@@ -7,7 +7,8 @@ import json
 import pytest
 
 from durablefuture.codec.wire import MAX_COMMANDS, default_codec
-from durablefuture.core.errors import DecodeError
+from durablefuture.core.errors import DecodeError, MessageRejectedError
+from durablefuture.transport.guard import check_reply_subject
 
 CODEC = default_codec()
 RUN = "a" * 32
@@ -104,3 +105,26 @@ def test_valid_search_attributes_and_memo_decode() -> None:
     assert env.start is not None
     assert env.start.search_attributes["T"].value == ["a"]
     assert env.start.memo == {"m": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    ("reply", "imported", "answered"),
+    [
+        ("_INBOX.abc.1", False, True),
+        ("_INBOX.abc.1", True, True),
+        ("_R_.abc.XyZ", True, True),  # a request through a service import (df auth init)
+        ("_R_.abc.XyZ", False, False),
+        ("df.default.h.wf.run1", True, False),  # a run's history: never written by an answer
+        ("df.default.in.run", True, False),
+        ("_INBOX", True, False),
+        ("_R_", True, False),
+        ("", True, False),
+        ("_INBOX.a b", True, False),
+    ],
+)
+def test_only_inboxes_are_answered(reply: str, imported: bool, answered: bool) -> None:
+    if answered:
+        assert check_reply_subject(reply, imported=imported) == reply
+    else:
+        with pytest.raises(MessageRejectedError):
+            check_reply_subject(reply, imported=imported)
