@@ -1,16 +1,29 @@
 """Fuzzing the daemons with malformed messages on every subject they consume.
 
-A seeded generator makes random bytes, truncated JSON, wrong types, huge numbers, missing
-fields, wrong versions, oversized ids and strings, unknown kinds and inputs for runs that do
-not exist, and sends them to the server's inputs and the workers' task queues, plus junk on
-their pull inboxes. Then: no daemon died or disconnected; every bad message is in the dead
-letters with a reason; workflows in flight and new ones complete; histories written before the
-fuzzing are byte-identical after it.
+A seeded generator (``tests/integration/fuzzing.py``) mangles valid messages of every kind and
+sends them where the daemons read:
+
+* stored, through durable consumers: the server's inputs (``in.start``; ``in.run`` with
+  signals, updates, cancels and terminations; ``in.report``, ``in.timer``, ``in.server`` and a
+  kind nobody reads), schedule inputs (``sci.*``), removals (``rm.delete`` from
+  ``df workflow delete``, ``rm.expire`` from retention), workflow tasks (``wt.<queue>``), a
+  worker's sticky workflow tasks (``wt.<queue>.<token>``; and those of a gone worker, which
+  df-server moves to the queue) and activity tasks (``at.<queue>``);
+* core NATS: update validations and queries to the workers (``dfev.<ns>.query.<queue>``),
+  visibility list/count requests to the df-servers (``dfev.<ns>.visibility``), some of both
+  asking for the answer on a run's history subject; notices between df-servers
+  (``vis-removed``, ``closed.*``), a worker's receipt inbox and every pull inbox;
+* the status bucket that the visibility index follows and ``df namespace describe`` reads.
+
+Then: no daemon died or disconnected; every stored message was dealt with (acknowledged or
+terminated) and every undecodable one is in the dead letters with a reason; every request got
+an answer saying why it was refused; histories are byte-identical and got nothing new;
+listing, counting and describing the namespace still see every run (and the junk entries as
+unreadable); workflows in flight and new ones complete.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from typing import Any
@@ -18,19 +31,23 @@ from typing import Any
 import nats
 import orjson
 import pytest
+from attrs import frozen
 from nats.aio.msg import Msg
 
 import durablefuture as df
-from durablefuture.codec.wire import InputEnvelope, default_codec
-from durablefuture.core import inputs as inp
-from durablefuture.core.errors import DecodeError
-from durablefuture.core.inputs import StartWorkflowRequest
+from durablefuture.core import events as ev
+from durablefuture.server.sources import refusal
 from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.headers import RUN_HEADER
+from durablefuture.transport.layout import open_bucket
+from durablefuture.worker import Worker
 from tests.conftest import wait_for
+from tests.integration import fuzzing as fz
+from tests.integration.helpers import handled
 
 pytestmark = pytest.mark.asyncio
 
-CODEC = default_codec()
+CODEC = fz.CODEC
 
 
 def greet(name: str) -> str:
@@ -41,131 +58,6 @@ def greet_then_wait(name: str):  # type: ignore[no-untyped-def]
     first = yield df.activity(greet, name)
     extra = yield df.wait_signal("go")
     return f"{first} {extra}"
-
-
-# ----------------------------------------------------------------- valid messages to mangle
-
-
-def _valid_inputs(rng: random.Random) -> list[dict[str, Any]]:
-    run = "".join(rng.choices("0123456789abcdef", k=32))  # a run that does not exist
-    start = StartWorkflowRequest("fz", "greet_then_wait", "default", "req-1", ("x",))
-    return [
-        orjson.loads(CODEC.encode_input(InputEnvelope("fz", start=start))),
-        orjson.loads(
-            CODEC.encode_input(InputEnvelope("fz", inp.CompleteActivityTask(run, 1, 1, "r")))
-        ),
-        orjson.loads(CODEC.encode_input(InputEnvelope("fz", inp.FireTimer(run, "t1")))),
-        orjson.loads(
-            CODEC.encode_input(InputEnvelope("fz", inp.SignalWorkflow(run, "go", "s1", ("x",))))
-        ),
-    ]
-
-
-def _valid_task() -> dict[str, Any]:
-    return {
-        "v": 1,
-        "task": {
-            "namespace": "default",
-            "workflow_id": "w",
-            "run_id": "r1",
-            "workflow_type": "greet_then_wait",
-            "seq": 1,
-            "attempt": 1,
-            "name": "greet",
-            "task_queue": "default",
-            "options": {"start_to_close_timeout": 5.0},
-            "scheduled_at": 1.0,
-            "attempt_scheduled_at": 1.0,
-            "args": ["x"],
-        },
-    }
-
-
-JUNK_VALUES: list[Any] = [
-    None,
-    True,
-    -1,
-    2**80,
-    -(2**70),
-    1e308,
-    -1e308,
-    "",
-    "x" * 5000,
-    "a.b.*.>",
-    "\r\n",
-    [],
-    [1, [2, [3]]],
-    {},
-    {"t": "Bogus"},
-]
-
-
-def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix] if prefix else []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
-def _set(obj: Any, path: tuple[Any, ...], value: Any, delete: bool = False) -> Any:
-    obj = orjson.loads(orjson.dumps(obj))
-    target = obj
-    for key in path[:-1]:
-        target = target[key]
-    if delete:
-        del target[path[-1]]
-    else:
-        target[path[-1]] = value
-    return obj
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj).encode()  # the stdlib writes integers of any size
-
-
-def mangle(rng: random.Random, valid: dict[str, Any]) -> bytes:
-    kind = rng.randrange(9)
-    raw = orjson.dumps(valid)
-    if kind == 0:  # random bytes
-        return rng.randbytes(rng.randrange(1, 300))
-    if kind == 1:  # truncated JSON
-        return raw[: rng.randrange(1, len(raw))]
-    paths = _paths(valid)
-    path = rng.choice(paths)
-    if kind == 2:  # wrong type or huge number anywhere
-        return _dumps(_set(valid, path, rng.choice(JUNK_VALUES)))
-    if kind == 3:  # a missing field
-        return _dumps(_set(valid, path, None, delete=True))
-    if kind == 4:  # wrong version
-        return _dumps({**valid, "v": rng.choice([0, 2, 99, "1", None, -1])})
-    if kind == 5:  # oversized ids and names
-        key = rng.choice(["workflow_id", "run_id", "name", "task_queue", "request_id", "wid"])
-        for p in paths:
-            if p[-1] == key:
-                return _dumps(_set(valid, p, rng.choice(["I" * 600, "r.*>", "a b"])))
-        return _dumps({**valid, "wid": "W" * 700})
-    if kind == 6:  # unknown kinds
-        for p in paths:
-            if p[-1] == "t":
-                return _dumps(_set(valid, p, rng.choice(["Bogus", "", 7, None])))
-        return _dumps({**valid, "task": {"t": "Bogus"}})
-    if kind == 7:  # not an object at all
-        return _dumps(rng.choice([[valid], "text", 12, None]))
-    return _dumps(_set(valid, path, rng.choice(JUNK_VALUES)))  # kind 8: wrong values
-
-
-def refused_by(decode: Callable[[bytes], object], data: bytes) -> bool:
-    try:
-        decode(data)
-    except DecodeError:
-        return True
-    except Exception:  # the codec must only ever raise DecodeError
-        raise
-    return False
 
 
 async def _stored(env: LocalEnvironment, subject: str) -> list[Msg]:
@@ -185,104 +77,363 @@ async def _history_bytes(env: LocalEnvironment) -> dict[int, bytes]:
     return {msg.metadata.sequence.stream: msg.data for msg in stored}
 
 
-async def _dead_letters(env: LocalEnvironment) -> list[str]:
-    stored = await _stored(env, env.client.layout.dead_letters())
-    return [(msg.headers or {}).get("Df-Reason", "") for msg in stored]
+@frozen
+class DeadLetter:
+    seq: int
+    """The stream sequence of the message it stands for."""
+    subject: str
+    reason: str
+    data: bytes
+
+
+async def _dead_letters(env: LocalEnvironment) -> list[DeadLetter]:
+    out = []
+    for m in await _stored(env, env.client.layout.dead_letters()):
+        headers = m.headers or {}
+        seq = headers.get("Df-Stream-Seq", "")
+        subject, reason = headers.get("Df-Subject", ""), headers.get("Df-Reason", "")
+        out.append(DeadLetter(int(seq) if seq.isdigit() else 0, subject, reason, m.data))
+    return out
+
+
+def _unaccounted(
+    sent: list[Sent], letters: list[DeadLetter]
+) -> tuple[list[Sent], list[DeadLetter]]:
+    """The messages due a dead letter that have none, and the dead letters of nothing sent
+    (a moved message is matched by its bytes on the subject it was moved to)."""
+    by_seq = {m.seq: m for m in sent}
+    moved = {(m.target.moved_to, m.data) for m in sent if m.target.moved_to}
+    stray = [d for d in letters if d.seq not in by_seq and (d.subject, d.data) not in moved]
+    dead_seqs = {d.seq for d in letters}
+    dead_moved = {(d.subject, d.data) for d in letters}
+    missing = [
+        m
+        for m in sent
+        if m.fate == "dead"
+        and (
+            (m.target.moved_to, m.data) not in dead_moved
+            if m.target.moved_to
+            else m.seq not in dead_seqs
+        )
+    ]
+    return missing, stray
+
+
+# ------------------------------------------------------------------ stored subjects
+
+
+@frozen
+class Target:
+    """A stored subject, the consumer that reads it, its decoder and valid messages to mangle.
+    ``decodable`` is what becomes of a mangled message that still decodes: ``skip`` (valid by
+    chance: not sent), ``dead`` (refused: dead-lettered, like every undecodable one),
+    ``either`` (dead-lettered, or handled and acknowledged) or ``input`` (a server input: a
+    start is skipped; one the subject does not take, or naming a run that does not exist, is
+    dead-lettered; one for the latest run of a workflow that does not exist is answered "not
+    found" and acknowledged)."""
+
+    subject: str
+    consumer: str
+    decode: Callable[[bytes], object]
+    valids: list[Any]
+    decodable: str
+    moved_to: str = ""
+    """Read by no consumer: df-server moves what is stored there to this subject."""
+
+    def fate(self, data: bytes) -> str:
+        """``dead``, ``either`` or ``skip`` for ``data``."""
+        if fz.refused_by(self.decode, data):
+            return "dead"
+        if self.decodable != "input":
+            return self.decodable
+        env = CODEC.decode_input(data)
+        if env.start is not None:
+            return "skip"
+        if refusal(self.subject.rpartition(".")[2], env) is not None:
+            return "dead"
+        return "either" if env.input is not None and not env.input.run_id else "dead"
+
+
+def stored_targets(env: LocalEnvironment, worker: Worker, rng: random.Random) -> list[Target]:
+    layout = env.client.layout
+    server, schedules, removals = layout.server_consumer, layout.schedule_consumer, "removals"
+    inputs = CODEC.decode_input
+    sticky = worker.sticky_token
+    assert sticky, "the worker takes sticky workflow tasks"
+    run_inputs = fz.client_inputs(rng)
+    return [
+        Target(layout.input("start"), server, inputs, [*fz.start_requests(), *run_inputs], "input"),
+        Target(layout.input("run"), server, inputs, [*run_inputs, *fz.reports(rng)], "input"),
+        Target(layout.input("report"), server, inputs, fz.reports(rng), "input"),
+        Target(layout.input("timer"), server, inputs, fz.timer_inputs(rng), "input"),
+        Target(
+            layout.input("server"),
+            server,
+            inputs,
+            [*fz.reports(rng), *fz.client_inputs(rng), *fz.start_requests()],
+            "input",
+        ),
+        Target(layout.input("zz"), server, inputs, fz.client_inputs(rng), "input"),
+        Target(
+            layout.schedule_input("tick"),
+            schedules,
+            fz.SCHEDULES.decode_input,
+            fz.schedule_inputs(),
+            "either",
+        ),
+        Target(
+            layout.schedule_input("ctl"),
+            schedules,
+            fz.SCHEDULES.decode_input,
+            fz.schedule_inputs(),
+            "either",
+        ),
+        Target(layout.removal("delete"), removals, fz.decode_removal, fz.removals(rng), "either"),
+        Target(layout.removal("expire"), removals, fz.decode_removal, fz.removals(rng), "either"),
+        Target(
+            layout.activity_tasks("default"),
+            layout.activity_consumer("default"),
+            CODEC.decode_activity_task,
+            [fz.activity_task()],
+            "skip",
+        ),
+        Target(
+            layout.workflow_tasks("default"),
+            layout.workflow_consumer("default"),
+            CODEC.decode_workflow_task,
+            [fz.workflow_task()],
+            "skip",
+        ),
+        Target(
+            layout.sticky_tasks("default", sticky),
+            layout.sticky_consumer("default", sticky),
+            CODEC.decode_workflow_task,
+            [fz.workflow_task()],
+            "skip",
+        ),
+        # the sticky subject of a worker that is gone: df-server moves its tasks to the queue
+        Target(
+            layout.sticky_tasks("default", rng.randbytes(8).hex()),
+            "",
+            CODEC.decode_workflow_task,
+            [fz.workflow_task()],
+            "skip",
+            moved_to=layout.workflow_tasks("default"),
+        ),
+    ]
+
+
+@frozen
+class Sent:
+    seq: int
+    target: Target
+    fate: str
+    data: bytes
+
+
+async def fuzz_stored(
+    env: LocalEnvironment, targets: list[Target], rng: random.Random, count: int
+) -> tuple[list[Sent], int]:
+    """Store ``count`` mangled messages; what was sent, and how many were valid by chance
+    (not sent)."""
+    sent: list[Sent] = []
+    skipped = 0
+    pending: list[tuple[Any, Target, str, bytes]] = []
+
+    async def settle() -> None:
+        for f, target, fate, data in pending:
+            ack = await f
+            sent.append(Sent(ack.seq, target, fate, data))
+        pending.clear()
+
+    while len(sent) + len(pending) < count:
+        target = rng.choice(targets)
+        data = fz.mangle(rng, rng.choice(target.valids))
+        fate = target.fate(data)
+        if fate == "skip":
+            skipped += 1
+            continue
+        pending.append((await env.client.pub.send(target.subject, data), target, fate, data))
+        if len(pending) >= 200:
+            await settle()
+    await settle()
+    return sent, skipped
+
+
+# ------------------------------------------------------------------ core NATS subjects
+
+
+async def fuzz_requests(
+    env: LocalEnvironment,
+    attacker: nats.NATS,
+    rng: random.Random,
+    count: int,
+    live: tuple[str, str],
+) -> int:
+    """Mangled queries, update validations and visibility requests: each is answered with a
+    refusal (or, valid by chance, an answer); as many again ask for the answer on the live
+    run's history subject, which must never get it."""
+    layout = env.client.layout
+    targets = [
+        (layout.query("default"), fz.queries(*live)),
+        (layout.visibility, fz.visibility_requests()),
+    ]
+    answered = 0
+    for i in range(count):
+        subject, valids = targets[i % len(targets)]
+        data = fz.mangle(rng, rng.choice(valids))
+        answer = await attacker.request(subject, data, timeout=10)
+        body = orjson.loads(answer.data)
+        assert isinstance(body, dict), body
+        if not body.get("ok", True) or "error" in body:
+            assert body.get("message"), f"a refusal says why: {body}"
+        answered += 1
+        await attacker.publish(subject, data, reply=layout.history(*live))
+        await attacker.publish(subject, data, reply=rng.choice(["df.x", "a.b.c", "_INBOX"]))
+    await attacker.flush()
+    return answered
+
+
+async def fuzz_notices(
+    env: LocalEnvironment,
+    worker: Worker,
+    attacker: nats.NATS,
+    rng: random.Random,
+    count: int,
+    live_run: str,
+) -> None:
+    """Junk on the subjects nobody answers: removal notices between df-servers, closed
+    notices, and the worker's receipt inbox (naming a run it holds)."""
+    layout = env.client.layout
+    receipt = orjson.loads(
+        CODEC.encode_batch("fz", [ev.SignalReceived(900, 1.0, "go", ("forged",))])
+    )
+    receipts = worker._reports.receipts
+    assert receipts
+    for _ in range(count):
+        junk = rng.randbytes(rng.randrange(0, 2000))
+        await attacker.publish(layout.visibility_removed, rng.choice([junk, b"x" * 5000, b""]))
+        token = rng.choice(["a", "=", "=%%%", "x" * 300, "*"]).replace("*", "s")
+        await attacker.publish(f"{layout.events_prefix}.closed.{token}.{token}", junk)
+        await attacker.publish(receipts, fz.mangle(rng, receipt), headers={RUN_HEADER: live_run})
+    await attacker.flush()
+
+
+async def fuzz_status_entries(env: LocalEnvironment, rng: random.Random, count: int) -> None:
+    """Junk status entries in the runs bucket (read by the index and namespace describe)."""
+    kv = await open_bucket(env.client.pub.js, env.client.layout.runs_bucket)
+    real = (await kv.get((await kv.keys())[0])).value or b"{}"
+    for i in range(count):  # cut JSON, or random bytes: never a status entry
+        value = (
+            real[: rng.randrange(1, len(real))] if i % 2 else rng.randbytes(rng.randrange(1, 500))
+        )
+        await kv.put(f"fz-junk-{i}.{'0' * 32}", value)
+
+
+# ------------------------------------------------------------------ the test
 
 
 async def fuzz(count: int, seed: int) -> None:
     rng = random.Random(seed)
     async with LocalEnvironment() as env:
         async with env.worker(workflows=[greet_then_wait], activities=[greet]) as worker:
-            layout = env.client.layout
+            client = env.client
             done = [
-                await env.client.start_workflow(greet_then_wait, f"d{i}", id=f"done-{i}")
+                await client.start_workflow(greet_then_wait, f"d{i}", id=f"done-{i}")
                 for i in range(3)
             ]
             for i, h in enumerate(done):
                 await h.signal("go", "ok")
                 assert await h.result(timeout=15) == f"hello d{i} ok"
             waiting = [
-                await env.client.start_workflow(greet_then_wait, f"w{i}", id=f"wait-{i}")
+                await client.start_workflow(greet_then_wait, f"w{i}", id=f"wait-{i}")
                 for i in range(3)
             ]
+            live = (waiting[0].id, await waiting[0]._run())
+
+            async def all_wait_for_their_signal() -> bool:
+                for h in waiting:
+                    events = await h.fetch_history()
+                    if not any(isinstance(e, ev.SignalWaitStarted) for e in events):
+                        return False
+                return True
+
+            await wait_for(all_wait_for_their_signal, 15)
+            runs_before = await client.count_workflows()
             before = await _history_bytes(env)
             assert before
 
-            targets: list[tuple[str, Callable[[bytes], object], list[dict[str, Any]]]] = [
-                (layout.input("start"), CODEC.decode_input, _valid_inputs(rng)[:1]),
-                (layout.input("run"), CODEC.decode_input, _valid_inputs(rng)[1:]),
-                (layout.input("timer"), CODEC.decode_input, _valid_inputs(rng)[2:3]),
-                (layout.activity_tasks("default"), CODEC.decode_activity_task, [_valid_task()]),
-                (
-                    layout.workflow_tasks("default"),
-                    CODEC.decode_workflow_task,
-                    [{"v": 1, "task": {**_valid_task()["task"], "trigger": 3}, "ev": []}],
-                ),
-            ]
-            sent = skipped = 0
-            pub = env.client.pub
-            pending = []
-            while sent < count:
-                subject, decode, valids = rng.choice(targets)
-                data = mangle(rng, rng.choice(valids))
-                # a decodable input names a run that does not exist: the server refuses it;
-                # anything else that decodes is valid by chance, not junk
-                if not refused_by(decode, data) and (
-                    decode is not CODEC.decode_input or "start" in orjson.loads(data)
-                ):
-                    skipped += 1
-                    continue
-                pending.append(await pub.send(subject, data))
-                sent += 1
-                if len(pending) >= 200:
-                    for f in pending:
-                        await f
-                    pending.clear()
-            for f in pending:
-                await f
+            targets = stored_targets(env, worker, rng)
+            sent, skipped = await fuzz_stored(env, targets, rng, count)
 
             # junk on the pull inboxes too
             assert env.server is not None and env.server._consumer is not None
-            consumers = [env.server._consumer, *worker._consumers]
+            assert env.server.schedules is not None and env.server.schedules._consumer
+            assert env.server._removals is not None
+            consumers = [
+                env.server._consumer,
+                env.server.schedules._consumer,
+                env.server._removals,
+                *worker._consumers,
+            ]
             inbox_junk = 0
             attacker = await nats.connect(env.nats_url)
             try:
                 for consumer in consumers:
-                    for _ in range(min(count, 2000) // 4):
+                    for _ in range(min(count, 2000) // 8):
                         await attacker.publish(consumer._inbox, rng.randbytes(20))
                         inbox_junk += 1
                 await attacker.flush()
+                answered = await fuzz_requests(env, attacker, rng, count // 20, live)
+                await fuzz_notices(env, worker, attacker, rng, count // 20, live[1])
             finally:
                 await attacker.close()
+            junk_entries = 20
+            await fuzz_status_entries(env, rng, junk_entries)
 
-            async def all_dead_lettered() -> bool:
-                return len(await _dead_letters(env)) >= sent
+            async def all_handled() -> bool:
+                for target in targets:
+                    if target.consumer and not await handled(
+                        client, target.consumer, target.subject
+                    ):
+                        return False
+                missing, _ = _unaccounted(sent, await _dead_letters(env))
+                return not missing
 
-            await wait_for(all_dead_lettered, 30 + count / 100)
-            reasons = await _dead_letters(env)
+            await wait_for(all_handled, 60 + count / 50)
 
             async def inbox_junk_seen() -> bool:
                 return sum(c.junk for c in consumers) >= inbox_junk
 
             await wait_for(inbox_junk_seen, 30)
+            letters = await _dead_letters(env)
             print(
-                f"fuzz (seed {seed}): {sent} malformed messages sent ({skipped} generated "
-                f"valid by chance, not sent), {len(reasons)} dead-lettered; {inbox_junk} junk "
-                f"messages on {len(consumers)} pull inboxes, "
-                f"{sum(c.junk for c in consumers)} ignored, credits held "
-                f"{[c._held for c in consumers]} of {[c.capacity for c in consumers]}"
+                f"fuzz (seed {seed}): {len(sent)} malformed messages stored ({skipped} valid by "
+                f"chance, not sent), {len(letters)} dead-lettered; {answered} requests "
+                f"answered; {inbox_junk} junk messages on {len(consumers)} pull inboxes, "
+                f"{sum(c.junk for c in consumers)} ignored"
             )
-            assert len(reasons) == sent, (len(reasons), sent, skipped)
-            assert all(reasons), "every dead letter says why"
+            missing, stray = _unaccounted(sent, letters)
+            assert not missing, f"{len(missing)} not dead-lettered, e.g. {missing[:3]}"
+            assert not stray, f"dead letters of nothing sent: {stray[:3]}"
+            assert all(d.reason for d in letters), "every dead letter says why"
+            assert await client.list_schedules() == [], "no schedule was made"
 
             assert env.server.nc.is_connected and worker.client.nc.is_connected
             assert env._server_task is not None and not env._server_task.done()
             assert worker._run_task is not None and not worker._run_task.done()
+            assert await _history_bytes(env) == before, "histories changed or grew"
+            assert await client.count_workflows() == runs_before
+            ids = {h.id for h in done + waiting}
+            assert {r.workflow_id for r in await client.list_workflows(page_size=100)} == ids
+            assert {r.workflow_id for r in await client.list_workflows()} == ids
+            described = await client.describe_namespace()
+            assert described.runs_by_status.get("unreadable") == junk_entries, described
+
             for i, h in enumerate(waiting):
                 await h.signal("go", "late")
                 assert await h.result(timeout=15) == f"hello w{i} late"
-            fresh = await env.client.start_workflow(greet_then_wait, "n", id="new-after-fuzz")
+            fresh = await client.start_workflow(greet_then_wait, "n", id="new-after-fuzz")
             await fresh.signal("go", "fine")
             assert await fresh.result(timeout=15) == "hello n fine"
             after = await _history_bytes(env)
@@ -296,3 +447,34 @@ async def test_fuzz_bounded() -> None:
 @pytest.mark.slow
 async def test_fuzz_long() -> None:
     await fuzz(20000, seed=12)
+
+
+async def test_a_visibility_request_is_answered_on_an_inbox_only() -> None:
+    # an answer on any other subject would be written wherever the asker names: on a run's
+    # history subject it was stored in the history (and the run could no longer be read)
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[greet_then_wait], activities=[greet]):
+            client = env.client
+            handle = await client.start_workflow(greet_then_wait, "v", id="vis")
+            run_id = await handle._run()
+
+            async def waiting() -> bool:
+                events = await handle.fetch_history()
+                return any(isinstance(e, ev.SignalWaitStarted) for e in events)
+
+            await wait_for(waiting, 15)
+            history = client.layout.history("vis", run_id)
+            before = await _history_bytes(env)
+            request = orjson.dumps({"op": "count", "query": "", "page_size": 1})
+            asker = await nats.connect(env.nats_url)
+            try:
+                for reply in (history, "df.default.in.run", "elsewhere"):
+                    await asker.publish(client.layout.visibility, request, reply=reply)
+                # answered in order: once this one is, the three before it were handled
+                answer = await asker.request(client.layout.visibility, request, timeout=10)
+            finally:
+                await asker.close()
+            assert orjson.loads(answer.data)["count"] == 1
+            assert await _history_bytes(env) == before, f"an answer was stored on {history}"
+            await handle.signal("go", "fine")
+            assert await handle.result(timeout=15) == "hello v fine"
