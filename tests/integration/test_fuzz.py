@@ -11,8 +11,9 @@ sends them where the daemons read:
   df-server moves to the queue) and activity tasks (``at.<queue>``);
 * core NATS: update validations and queries to the workers (``dfev.<ns>.query.<queue>``),
   visibility list/count requests to the df-servers (``dfev.<ns>.visibility``), some of both
-  asking for the answer on a run's history subject; notices between df-servers
-  (``vis-removed``, ``closed.*``), a worker's receipt inbox and every pull inbox;
+  asking for the answer on a run's history subject; notices (``vis-removed`` between
+  df-servers; ``closed.*``, also forged ones for a run whose result a client waits for), a
+  worker's receipt inbox and every pull inbox;
 * the status bucket that the visibility index follows and ``df namespace describe`` reads.
 
 Then: no daemon died or disconnected; every stored message was dealt with (acknowledged or
@@ -24,6 +25,7 @@ unreadable); workflows in flight and new ones complete.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from typing import Any
@@ -301,20 +303,28 @@ async def fuzz_notices(
     rng: random.Random,
     count: int,
     live_run: str,
+    awaited: tuple[str, str],
 ) -> None:
     """Junk on the subjects nobody answers: removal notices between df-servers, closed
-    notices, and the worker's receipt inbox (naming a run it holds)."""
+    notices (also forged ones, saying that the run ``awaited``, whose result a client waits
+    for, completed), and the worker's receipt inbox (naming a run it holds)."""
     layout = env.client.layout
     receipt = orjson.loads(
         CODEC.encode_batch("fz", [ev.SignalReceived(900, 1.0, "go", ("forged",))])
     )
     receipts = worker._reports.receipts
     assert receipts
+    kv = await open_bucket(env.client.pub.js, layout.runs_bucket)
+    entry = await kv.get(layout.status_key(*awaited))
+    status = orjson.loads(entry.value or b"{}")
+    forged = {**status, "status": "completed", "result": "forged", "close_time": 2e9}
     for _ in range(count):
         junk = rng.randbytes(rng.randrange(0, 2000))
         await attacker.publish(layout.visibility_removed, rng.choice([junk, b"x" * 5000, b""]))
         token = rng.choice(["a", "=", "=%%%", "x" * 300, "*"]).replace("*", "s")
         await attacker.publish(f"{layout.events_prefix}.closed.{token}.{token}", junk)
+        notice = rng.choice([orjson.dumps(forged), fz.mangle(rng, forged), junk])
+        await attacker.publish(layout.closed_notice(*awaited), notice)
         await attacker.publish(receipts, fz.mangle(rng, receipt), headers={RUN_HEADER: live_run})
     await attacker.flush()
 
@@ -350,6 +360,7 @@ async def fuzz(count: int, seed: int) -> None:
                 for i in range(3)
             ]
             live = (waiting[0].id, await waiting[0]._run())
+            awaited = (waiting[1].id, await waiting[1]._run())
 
             async def all_wait_for_their_signal() -> bool:
                 for h in waiting:
@@ -363,6 +374,8 @@ async def fuzz(count: int, seed: int) -> None:
             before = await _history_bytes(env)
             assert before
 
+            # a client waits for a result meanwhile (forged closed notices must not end it)
+            result = asyncio.ensure_future(waiting[1].result(timeout=120))
             targets = stored_targets(env, worker, rng)
             sent, skipped = await fuzz_stored(env, targets, rng, count)
 
@@ -385,7 +398,7 @@ async def fuzz(count: int, seed: int) -> None:
                         inbox_junk += 1
                 await attacker.flush()
                 answered = await fuzz_requests(env, attacker, rng, count // 20, live)
-                await fuzz_notices(env, worker, attacker, rng, count // 20, live[1])
+                await fuzz_notices(env, worker, attacker, rng, count // 20, live[1], awaited)
             finally:
                 await attacker.close()
             junk_entries = 20
@@ -430,9 +443,11 @@ async def fuzz(count: int, seed: int) -> None:
             described = await client.describe_namespace()
             assert described.runs_by_status.get("unreadable") == junk_entries, described
 
+            assert not result.done(), "a forged closed notice ended the wait"
             for i, h in enumerate(waiting):
                 await h.signal("go", "late")
                 assert await h.result(timeout=15) == f"hello w{i} late"
+            assert await result == "hello w1 late"
             fresh = await client.start_workflow(greet_then_wait, "n", id="new-after-fuzz")
             await fresh.signal("go", "fine")
             assert await fresh.result(timeout=15) == "hello n fine"
