@@ -23,7 +23,7 @@ from durablefuture.core.commands import (
 from durablefuture.core.failure import exception_from_failure
 from durablefuture.core.replay._context import _current
 from durablefuture.core.replay._updates import _Updates
-from durablefuture.core.replay._waits import _Leaf, _Node, _Outcome
+from durablefuture.core.replay._waits import _activity_failed, _Leaf, _Node, _Outcome
 from durablefuture.core.types import JsonValue
 
 
@@ -213,16 +213,7 @@ class _Running(_Updates):
             # a condition wait's timer is its timeout: the condition was not met in time
             return _Outcome(value=False if leaf.kind == "condition" else None)
         if isinstance(event, ev.ActivityFailed | ev.ActivityTimedOut):
-            err = errors.ActivityError(
-                f"activity {leaf.name!r} (#{leaf.seq}) failed after {event.attempt} attempt(s): "
-                f"{event.failure.describe()}",
-                activity_name=leaf.name,
-                activity_id=leaf.seq,
-                attempt=event.attempt,
-                retry_state=event.retry_state,
-            )
-            err.__cause__ = exception_from_failure(event.failure)
-            return _Outcome(error=err)
+            return _activity_failed(leaf, event.failure, event.attempt, event.retry_state)
         if isinstance(event, ev.ChildWorkflowFailed):
             child = errors.ChildWorkflowError(
                 f"child workflow {leaf.name!r} (#{leaf.seq}) did not complete: "

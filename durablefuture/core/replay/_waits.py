@@ -6,11 +6,17 @@ first (``any_of``) of its children did, or at the first error. Children nobody w
 more are abandoned (their results, if they come, are dropped); the losers of an ``any_of``
 with ``cancel_losers`` are cancelled first. A leaf started with ``df.start`` has a handle: it
 is never abandoned, only detached, so ``yield task`` still gets its result later.
+
+A node resolves to an :class:`_Outcome`: the value sent in at the ``yield``, or the error raised
+there (``_activity_failed`` makes the one of a failed activity, remote or local).
 """
 
 from __future__ import annotations
 
 from attrs import frozen
+
+from durablefuture.core import errors
+from durablefuture.core.failure import Failure, exception_from_failure
 
 
 class _Node:
@@ -59,3 +65,20 @@ class _Composite(_Node):
 class _Outcome:
     value: object = None
     error: BaseException | None = None
+
+
+def _activity_failed(
+    leaf: _Leaf, failure: Failure, attempts: int, retry_state: str = "", what: str = "activity"
+) -> _Outcome:
+    """What the ``yield`` of a failed activity (or local activity) raises: ``ActivityError``
+    caused by the recorded failure."""
+    err = errors.ActivityError(
+        f"{what} {leaf.name!r} (#{leaf.seq}) failed after {attempts} attempt(s): "
+        f"{failure.describe()}",
+        activity_name=leaf.name,
+        activity_id=leaf.seq,
+        attempt=attempts,
+        retry_state=retry_state,
+    )
+    err.__cause__ = exception_from_failure(failure)
+    return _Outcome(error=err)

@@ -42,7 +42,7 @@ from durablefuture.core.failure import exception_from_failure
 from durablefuture.core.options import ActivityCancellationType, ActivityOptions
 from durablefuture.core.replay._base import _ExecutionBase
 from durablefuture.core.replay._context import _current, _location
-from durablefuture.core.replay._waits import _Composite, _Leaf, _Node, _Outcome
+from durablefuture.core.replay._waits import _activity_failed, _Composite, _Leaf, _Node, _Outcome
 from durablefuture.core.vocabulary import describe_command, describe_event, matches
 
 
@@ -334,15 +334,7 @@ class _Yields(_ExecutionBase):
                 return _Outcome(self.payloads.from_payload(rec.result, leaf.result_type, what))
             except Exception as exc:
                 return _Outcome(error=exc)
-        err = errors.ActivityError(
-            f"local activity {leaf.name!r} (#{leaf.seq}) failed after {rec.attempts} "
-            f"attempt(s): {rec.failure.describe()}",
-            activity_name=leaf.name,
-            activity_id=leaf.seq,
-            attempt=rec.attempts,
-        )
-        err.__cause__ = exception_from_failure(rec.failure)
-        return _Outcome(error=err)
+        return _activity_failed(leaf, rec.failure, rec.attempts, what="local activity")
 
     def _side_effect(self, item: SideEffect) -> _Leaf:
         seq = self._next_seq
