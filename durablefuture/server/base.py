@@ -89,6 +89,7 @@ class ServerBase:
             "storage_waits": 0,
             "corrupt_histories": 0,
             "compacted": 0,
+            "payload_sweeps": 0,
             "sticky_moved": 0,
         }
         self._gone_sticky: OrderedDict[str, None] = OrderedDict()

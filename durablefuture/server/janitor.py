@@ -2,7 +2,9 @@
 
 Every ``ServerOptions.compact_interval`` seconds it purges the work messages (inputs, tasks,
 schedule inputs) that their consumer has acknowledged (``transport.compaction``), and reads the
-namespace's settings again (another df-server may have stored new ones). Each step is
+namespace's settings again (another df-server may have stored new ones). Every half
+``ServerOptions.payload_grace`` it sweeps the payload objects nothing holds
+(``transport.payload_gc``). Each step is
 idempotent and any number of df-servers may run it at once; an error is logged and the step is
 tried again on the next round.
 """
@@ -12,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from durablefuture.server.base import ServerBase
 from durablefuture.transport.compaction import Compactor
 from durablefuture.transport.namespace_settings import read_settings
+from durablefuture.transport.payload_gc import sweep
 
 __all__ = ["Janitor"]
 
@@ -27,6 +31,7 @@ class Janitor(ServerBase):
 
     _janitor_task: asyncio.Task[None] | None = None
     _compactor: Compactor | None = None
+    _swept_at: float = 0.0
 
     def _start_janitor(self) -> None:
         if self.options.compact_interval <= 0 or self._janitor_task is not None:
@@ -66,4 +71,10 @@ class Janitor(ServerBase):
         self.stats["compacted"] = compactor.purged
         # another df-server may have stored new settings
         self.settings = await read_settings(self.js, self.layout)
+        now = time.time()
+        grace = self.options.payload_grace
+        if now - self._swept_at >= grace / 2:
+            self._swept_at = now
+            purged += await sweep(self.pub, self.layout, grace=grace, now=now)
+            self.stats["payload_sweeps"] += 1
         return purged

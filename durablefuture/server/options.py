@@ -6,6 +6,7 @@ from attrs import define, field
 
 from durablefuture.clock import REAL_CLOCK, Clock
 from durablefuture.server.schedules import ScheduleOptions
+from durablefuture.transport.payload_meta import PAYLOAD_GRACE
 from durablefuture.transport.redelivery import Redelivery
 
 __all__ = ["ServerOptions"]
@@ -44,6 +45,11 @@ class ServerOptions:
     ``history_limit_bytes``); the others keep what is stored."""
     archive: str | None = None
     """Archive closed runs' histories before deleting them: ``dir:PATH`` or ``objstore``."""
+    payload_grace: float = PAYLOAD_GRACE
+    """Seconds a payload object no run refers to is kept after its last put: a message naming
+    it may still be on its way (see ``transport/payload_gc.py``). Writers put an object they
+    find stored again once it is older than a quarter hour (``TOUCH_AFTER``): keep this at least
+    four times that."""
     schedules: ScheduleOptions | None = field(factory=ScheduleOptions)
     """The schedule component (None: this server does not step schedules)."""
 

@@ -17,10 +17,9 @@ every step may be repeated. If the retention was made longer since the run close
 comes early is armed again for the new time.
 
 Payload objects are shared by content. A run marks the objects its history names before the
-history is written (``df.<ns>.ref.<object>.<run>``); an object goes when no marker is left. A new
-run that names the object in the instant between that check and the deletion (its client found the
-object present and did not store it again) would lose it: the window is one request wide, and the
-same bytes stored again heal it.
+history is written (``df.<ns>.ref.<object>.<run>``); an object goes when no marker is left and
+its last put is older than the grace period, behind a fence that refuses a message naming it
+from then on (``transport/payload_gc.py``); one put lately is left to the janitor's sweep.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from durablefuture.codec.claims import claim_names
 from durablefuture.codec.records import REMOVAL_KINDS, decode_removal
@@ -41,7 +41,7 @@ from durablefuture.transport.consumer import Msg, PullConsumer, delivery_count
 from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.headers import REPLY_HEADER
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
-from durablefuture.transport.payload_store import remove_object
+from durablefuture.transport.payload_gc import collect
 from durablefuture.transport.stored import leader_get
 
 __all__ = ["Removals"]
@@ -193,15 +193,8 @@ class Removals(Effects):
         act = lay.activity_bucket
         await purge(self.nc, f"KV_{act}", f"$KV.{act}.*.{run_id}.>")
         await purge(self.nc, lay.stream, lay.payload_refs_of_run(run_id))
+        grace = self.options.payload_grace
         for name in sorted(names):
-            still = await leader_get(
-                self.nc,
-                lay.stream,
-                {"last_by_subj": lay.payload_refs(name)},
-                "a payload marker",
-                5.0,
-            )
-            if still is None:
-                await remove_object(self.js, lay, name)
+            await collect(self.pub, lay, name, grace=grace, now=time.time())
         await purge(self.nc, lay.stream, lay.expiry(run_id))
         await purge(self.nc, lay.stream, lay.history(workflow_id, run_id))

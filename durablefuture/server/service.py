@@ -26,6 +26,7 @@ from durablefuture.core.effects import RunStatus, RunSummary
 from durablefuture.core.errors import (
     CorruptHistoryError,
     DecodeError,
+    RequestRejectedError,
     StorageFullError,
     TransportError,
 )
@@ -53,6 +54,7 @@ from durablefuture.transport.layout import (
     open_bucket,
 )
 from durablefuture.transport.namespace_settings import write_settings
+from durablefuture.transport.payload_store import MissingPayloadError, ObjectPayloads
 from durablefuture.transport.startup import until_ready
 from durablefuture.transport.tls import TlsConfig
 from durablefuture.transport.translate import translated
@@ -269,6 +271,11 @@ class Server(Starts, Removals, Janitor, StickyFallback):
                 except DecodeError as exc:  # e.g. an input for a run that does not exist
                     await self._dead_letter(msg, "server-input", str(exc))
                     return
+                except MissingPayloadError as exc:  # its payload went before it was handled
+                    rejected = RequestRejectedError.__name__
+                    await self._reply(reply_to, Reply(False, error_type=rejected, message=str(exc)))
+                    await self._dead_letter(msg, "server-input", str(exc))
+                    return
                 except Exception as exc:
                     await self._failed(msg, exc)
                     return
@@ -361,6 +368,8 @@ class Server(Starts, Removals, Janitor, StickyFallback):
     async def _dead_letter(self, msg: Msg, source: str, reason: str) -> None:
         """Store ``msg`` as a dead letter, then terminate it (kept and retried if the store
         fails: a refused input is never lost without a trace)."""
-        if await dead_letter(self.pub, self.layout.dead_letter(source), msg, source, reason):
+        subject = self.layout.dead_letter(source)
+        payloads = ObjectPayloads(self.pub.js, self.layout)
+        if await dead_letter(self.pub, subject, msg, source, reason, payloads=payloads):
             self.stats["dead_letters"] += 1
             metrics.DEAD_LETTERS.inc("server")

@@ -3,7 +3,9 @@
 Bucket ``DF_<ns>_payloads`` (stream ``OBJ_DF_<ns>_payloads``), created by df-server with the
 namespace. Objects are named by the SHA-256 of their bytes, so a payload stored twice (a
 retried report) is written once. Nothing here knows what a payload holds: the codec encodes
-and decodes them (:mod:`durablefuture.codec.claims`).
+and decodes them (:mod:`durablefuture.codec.claims`). Objects are written and read in the
+object store's format, without roll-ups (:mod:`durablefuture.transport.payload_meta`); when
+they are deleted is :mod:`durablefuture.transport.payload_gc`'s business.
 """
 
 from __future__ import annotations
@@ -12,25 +14,38 @@ import asyncio
 import base64
 import hashlib
 import logging
+import time
 from collections.abc import Collection, Iterable
+from datetime import UTC, datetime
 
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client as NATS
 from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from durablefuture.codec.claims import claim_names
+from durablefuture.codec.jsapi import api_request
 from durablefuture.core.errors import PayloadError, TransportError
+from durablefuture.transport.payload_gc import deletion_under_way, is_stored
+from durablefuture.transport.payload_meta import (
+    TOUCH_AFTER,
+    MetaRecord,
+    meta_subject,
+    newest_record,
+    purge_object,
+    records,
+)
 from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.subjects import Layout
 
 __all__ = [
+    "MissingPayloadError",
     "ObjectPayloads",
     "delete_run_payloads",
     "ensure_payload_bucket",
     "mark_refs",
-    "remove_object",
     "schedule_holder",
 ]
 
@@ -38,30 +53,49 @@ log = logging.getLogger(__name__)
 
 CHUNK_TIMEOUT = 10.0
 """Seconds to wait for the next chunk of an object."""
+CHUNK_SIZE = 128 * 1024
+"""Bytes a chunk (nats-py's default)."""
 
 
 async def ensure_payload_bucket(js: JetStreamContext, layout: Layout, replicas: int = 1) -> None:
-    """Create the namespace's payload bucket if it does not exist (df-server only)."""
+    """Create the namespace's payload bucket if it does not exist, refusing roll-ups
+    (df-server only; see :mod:`durablefuture.transport.payload_meta`)."""
     bucket = layout.payloads_bucket
     try:
         await js.object_store(bucket)
-        return
     except nats.js.errors.BucketNotFoundError:
-        pass
-    config = ObjectStoreConfig(
-        bucket=bucket,
-        description=f"DurableFuture namespace {layout.namespace}: payloads stored by reference",
-        storage=StorageType.FILE,
-        replicas=replicas,
-    )
-    try:
-        await js.create_object_store(bucket, config)
-        log.info("created object store %s", bucket)
-    except nats.js.errors.APIError as exc:
-        try:  # a concurrent server may have created it
-            await js.object_store(bucket)
-        except nats.js.errors.BucketNotFoundError:
-            raise TransportError(f"cannot create object store {bucket}: {exc}") from exc
+        config = ObjectStoreConfig(
+            bucket=bucket,
+            description=f"DurableFuture namespace {layout.namespace}: payloads stored by reference",
+            storage=StorageType.FILE,
+            replicas=replicas,
+        )
+        try:
+            await js.create_object_store(bucket, config)
+            log.info("created object store %s", bucket)
+        except nats.js.errors.APIError as exc:
+            try:  # a concurrent server may have created it
+                await js.object_store(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                raise TransportError(f"cannot create object store {bucket}: {exc}") from exc
+    info = await js.stream_info(f"OBJ_{bucket}")
+    if info.config.allow_rollup_hdrs:
+        # a roll-up would let any writer replace (or "delete") what a name holds
+        info.config.allow_rollup_hdrs = False
+        await js.update_stream(info.config)
+        log.info("object store %s refuses roll-ups from now on", bucket)
+
+
+class MissingPayloadError(TransportError):
+    """A message names a payload object that is gone (or being deleted): it was refused."""
+
+    def __init__(self, name: str, bucket: str) -> None:
+        super().__init__(
+            f"payload object {name} named by this message is no longer in {bucket} (the last "
+            "run referring to it was removed before the message was handled); send it again: "
+            "its payload is stored anew"
+        )
+        self.name = name
 
 
 class ObjectPayloads:
@@ -69,6 +103,7 @@ class ObjectPayloads:
 
     def __init__(self, js: JetStreamContext, layout: Layout) -> None:
         self.js = js
+        self.nc: NATS = js._nc
         self.bucket = layout.payloads_bucket
         self._store: ObjectStore | None = None
         self._lock = asyncio.Lock()
@@ -87,25 +122,71 @@ class ObjectPayloads:
                     raise TransportError(f"opening object store {self.bucket}: {exc}") from exc
             return self._store
 
-    async def put(self, name: str, data: bytes) -> None:
-        store = await self._open()
+    async def put(self, name: str, data: bytes, *, now: float | None = None) -> None:
+        """Store ``data`` as object ``name`` (its SHA-256), unless a live meta record of the
+        same size is there; one older than :data:`TOUCH_AFTER` gets a fresh copy (a touch)."""
+        await self._open()
         try:
-            try:
-                info = await store.get_info(name)
-                if info.size == len(data):
-                    return  # the same bytes (the name is their digest): stored already
-            except nats.js.errors.ObjectNotFoundError:
-                pass
-            await store.put(name, data)
+            newest = await newest_record(self.nc, self.bucket, name)
+            found = newest if newest is not None and newest.live else None
+            if newest is not None and (found is None or found.size != len(data)):
+                # the newest is not usable (a "deleted" record, another size): any older one?
+                live = [r for r in await records(self.nc, self.bucket, name) if r.live]
+                found = next((r for r in live if r.size == len(data)), None)
+                newest = None  # touch: the live record becomes the newest again
+            if found is not None and found.size == len(data):
+                age = (now or time.time()) - (newest.stored_at or 0.0) if newest else None
+                if age is not None and age < TOUCH_AFTER:
+                    return  # the same bytes (the name is their digest): stored lately
+                await self._publish_meta(name, found.raw)
+                return
+            await self._upload(name, data)
         except (nats.errors.Error, TimeoutError) as exc:
             raise TransportError(
                 f"storing a payload of {len(data):,} bytes in {self.bucket}: {exc}"
             ) from exc
 
+    async def _publish_meta(self, name: str, body: bytes) -> None:
+        await self.js.publish(meta_subject(self.bucket, name), body)
+
+    async def _upload(self, name: str, data: bytes) -> None:
+        nuid = self.nc._nuid.next().decode()
+        chunks = f"$O.{self.bucket}.C.{nuid}"
+        for i in range(0, len(data), CHUNK_SIZE):
+            await self.js.publish(chunks, data[i : i + CHUNK_SIZE])
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
+        meta = {
+            "name": name,
+            "bucket": self.bucket,
+            "nuid": nuid,
+            "size": len(data),
+            "chunks": -(-len(data) // CHUNK_SIZE),
+            "mtime": datetime.now(UTC).isoformat(),
+            "digest": f"SHA-256={digest}",
+            "options": {"max_chunk_size": CHUNK_SIZE},
+        }
+        await self._publish_meta(name, api_request(meta))
+
     async def get(self, name: str) -> bytes:
-        store = await self._open()
+        """The bytes of object ``name``: from the newest meta record, or else the oldest one
+        whose chunks hold the bytes the name is the digest of (the others are skipped)."""
+        await self._open()
         try:
-            return await self._read(store, name)
+            newest = await newest_record(self.nc, self.bucket, name)
+            if newest is None:
+                raise nats.js.errors.ObjectNotFoundError
+            data = await self._verified(newest, name)
+            if data is not None:
+                return data
+            older = [r for r in await records(self.nc, self.bucket, name) if r.live]
+            for record in older:
+                if record.seq != newest.seq:
+                    data = await self._verified(record, name)
+                    if data is not None:
+                        return data
+            if not newest.live and not older:
+                raise nats.js.errors.ObjectNotFoundError
+            raise PayloadError(f"payload {name[:16]}... in {self.bucket} is incomplete or altered")
         except nats.js.errors.ObjectNotFoundError:
             raise PayloadError(
                 f"payload {name[:16]}... stored by reference is missing from {self.bucket}"
@@ -115,27 +196,34 @@ class ObjectPayloads:
                 f"reading payload {name[:16]}... from {self.bucket}: {exc}"
             ) from exc
 
-    async def _read(self, store: ObjectStore, name: str) -> bytes:
-        """``ObjectStore.get``, naming the stream: nats-py would otherwise look it up by
-        subject (STREAM.NAMES), which the worker and client roles may not do."""
-        info = await store.get_info(name)
-        if not info.size:
+    async def _verified(self, record: MetaRecord, name: str) -> bytes | None:
+        if not record.live:
+            return None
+        data = await self._read(record)
+        if data is None or hashlib.sha256(data).hexdigest() != name:
+            return None
+        return data
+
+    async def _read(self, record: MetaRecord) -> bytes | None:
+        """The first ``record.size`` bytes of its chunks, read with an ordered consumer naming
+        the stream (nats-py would otherwise look it up by subject, STREAM.NAMES, which the
+        worker and client roles may not do); None if they are not all there."""
+        if not record.size:
             return b""
-        subject = f"$O.{self.bucket}.C.{info.nuid}"
+        subject = f"$O.{self.bucket}.C.{record.nuid}"
         sub = await self.js.subscribe(subject, stream=f"OBJ_{self.bucket}", ordered_consumer=True)
         data = bytearray()
         try:
-            while len(data) < info.size:
+            while len(data) < record.size:
                 msg = await sub.next_msg(timeout=CHUNK_TIMEOUT)
                 data += msg.data
                 if msg.metadata.num_pending == 0:
                     break
+        except TimeoutError:
+            return None
         finally:
             await sub.unsubscribe()
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
-        if len(data) != info.size or (info.digest or "").split("=", 1)[-1] != digest:
-            raise PayloadError(f"payload {name[:16]}... in {self.bucket} is incomplete or altered")
-        return bytes(data)
+        return bytes(data[: record.size]) if len(data) >= record.size else None
 
     async def names(self) -> set[str]:
         """Every object in the bucket (reads the bucket's metadata, one message an object)."""
@@ -149,19 +237,10 @@ class ObjectPayloads:
         return {info.name for info in infos}
 
     async def delete(self, name: str) -> bool:
-        """Delete one object (its chunks are purged); False if there was none by that name."""
-        store = await self._open()
-        try:
-            await store.delete(name)
-        except nats.js.errors.ObjectNotFoundError:
-            return False
-        except nats.js.errors.ObjectDeletedError:
-            return False
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise TransportError(
-                f"deleting payload {name[:16]}... from {self.bucket}: {exc}"
-            ) from exc
-        return True
+        """Delete one object now, whoever refers to it (its chunks and meta records are purged:
+        df-server only); False if there was none by that name."""
+        await self._open()
+        return await purge_object(self.nc, self.bucket, name)
 
 
 async def delete_run_payloads(
@@ -186,28 +265,6 @@ async def delete_run_payloads(
     return deleted
 
 
-async def remove_object(js: JetStreamContext, layout: Layout, name: str) -> bool:
-    """Delete payload object ``name`` with no trace left (its chunks and its meta record are
-    purged; ``ObjectStore.delete`` would keep a "deleted" record). False if it was not there."""
-    bucket = layout.payloads_bucket
-    stream = f"OBJ_{bucket}"
-    try:
-        store = await js.object_store(bucket)
-        info = await store.get_info(name, show_deleted=True)
-    except (nats.js.errors.ObjectNotFoundError, nats.js.errors.BucketNotFoundError):
-        return False
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise TransportError(f"looking up payload {name[:16]}... in {bucket}: {exc}") from exc
-    meta = base64.urlsafe_b64encode(name.encode()).decode()
-    try:
-        if info.nuid:
-            await js.purge_stream(stream, subject=f"$O.{bucket}.C.{info.nuid}")
-        await js.purge_stream(stream, subject=f"$O.{bucket}.M.{meta}")
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise TransportError(f"deleting payload {name[:16]}... from {bucket}: {exc}") from exc
-    return True
-
-
 def schedule_holder(schedule_id: str) -> str:
     """The holder token a schedule marks its payload objects with (in place of a run id)."""
     return "s" + hashlib.sha256(schedule_id.encode()).hexdigest()[:32]
@@ -215,7 +272,13 @@ def schedule_holder(schedule_id: str) -> str:
 
 async def mark_refs(pub: Publisher, layout: Layout, run_id: str, data: bytes) -> None:
     """Record, before history message ``data`` of ``run_id`` is stored, which payload objects
-    it refers to: an object is deleted with the last run naming it (``server/removals.py``)."""
+    it refers to: an object is deleted with the last run naming it (``server/removals.py``).
+
+    Then check that each is still there and no deletion of it is under way (in this order:
+    see :mod:`durablefuture.transport.payload_gc`); raises :class:`MissingPayloadError` when
+    one is gone. The markers stay (taking them back could undo a marker the run had already:
+    message ids dedupe); the run's removal purges them.
+    """
     names = claim_names(data)
     if not names:
         return
@@ -225,3 +288,6 @@ async def mark_refs(pub: Publisher, layout: Layout, run_id: str, data: bytes) ->
     ]
     for sent in sends:
         await sent
+    for name in sorted(names):
+        if await deletion_under_way(pub, layout, name) or not await is_stored(pub, layout, name):
+            raise MissingPayloadError(name, layout.payloads_bucket)

@@ -30,13 +30,19 @@ class Stored:
     seq: int
     headers: dict[str, str]
     data: bytes
+    time: str = ""
+    """When JetStream stored it (RFC 3339, UTC), when the read says so."""
 
     @classmethod
     def of(cls, m: Msg) -> Stored:
         """From a direct get reply (the stored subject and sequence travel as headers)."""
         headers = dict(m.headers or {})
         return cls(
-            headers.get("Nats-Subject", ""), int(headers.get("Nats-Sequence", "0")), headers, m.data
+            headers.get("Nats-Subject", ""),
+            int(headers.get("Nats-Sequence", "0")),
+            headers,
+            m.data,
+            headers.get("Nats-Time-Stamp", ""),
         )
 
     @classmethod
@@ -54,6 +60,7 @@ class Stored:
             seq if isinstance(seq, int) else 0,
             headers,
             base64.b64decode(str(message.get("data") or "")),
+            str(message.get("time") or "")[:64],
         )
 
 

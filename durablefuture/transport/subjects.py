@@ -190,6 +190,11 @@ class Layout:
         """Every run's marker for payload object ``name``."""
         return f"{self.prefix}.ref.{name}.>"
 
+    def payload_deleting(self, name: str) -> str:
+        """The marker of a deletion of payload object ``name`` under way (never a holder's
+        token: run ids and schedule holders are hexadecimal)."""
+        return f"{self.prefix}.ref.{name}._deleting"
+
     def payload_refs_of_run(self, run_id: str) -> str:
         return f"{self.prefix}.ref.*.{run_id}"
 

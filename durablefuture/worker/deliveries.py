@@ -22,6 +22,7 @@ from durablefuture.core.failure import Failure
 from durablefuture.transport.consumer import PullConsumer, delivery_count
 from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.messages import Msg
+from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.publisher import Publisher
 from durablefuture.transport.redelivery import Redelivery
 from durablefuture.transport.storage import StorageWait
@@ -146,5 +147,7 @@ class Deliveries:
     async def dead_letter(self, msg: Msg, reason: str) -> None:
         """Store ``msg`` as a dead letter, then terminate it (kept and retried if the store
         fails: a refused task is never lost without a trace)."""
-        if await dead_letter(self.pub, self.layout.dead_letter("worker"), msg, "worker", reason):
+        subject = self.layout.dead_letter("worker")
+        payloads = ObjectPayloads(self.pub.js, self.layout)
+        if await dead_letter(self.pub, subject, msg, "worker", reason, payloads=payloads):
             metrics.DEAD_LETTERS.inc("worker")

@@ -7,12 +7,18 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from attrs import define
 from click.testing import CliRunner
 
 import durablefuture as df
 from daemons.df_cli import main as df_main
-from durablefuture.server import ServerOptions
+from durablefuture.core.errors import RequestRejectedError
+from durablefuture.natsserver import NatsServer
+from durablefuture.server import Server, ServerOptions
 from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.headers import REASON_HEADER
+from durablefuture.transport.payload_store import ObjectPayloads
+from durablefuture.transport.stored import leader_get
 from durablefuture.transport.usage import stream_size, stream_usage
 from tests.conftest import Daemons, wait_for, wait_namespace
 from tests.integration.flows import add_workflow, double, expected_add, slow_add, waiting_add
@@ -40,7 +46,7 @@ async def _runs(client: df.Client) -> int:
 
 async def test_closed_runs_expire_open_ones_stay_and_archives_read_back(tmp_path: Path) -> None:
     archive = f"dir:{tmp_path / 'archive'}"
-    options = ServerOptions(retention=1.0, archive=archive)
+    options = ServerOptions(retention=1.0, archive=archive, payload_grace=1.0)
     async with LocalEnvironment(server_options=options) as env:
         client = env.client
         layout = client.layout
@@ -206,3 +212,104 @@ async def test_archive_to_the_object_store() -> None:
             assert type(events[-1]).__name__ == "WorkflowCompleted"
             assert events[-1].result == 4
             assert await _runs(client) == 0
+
+
+@define
+class Race:
+    client: df.Client
+    start_b: asyncio.Task[df.WorkflowHandle]
+    name: str
+    """The payload object "a" and "b" name."""
+    left: set[str]
+    """The objects left once "a" was removed."""
+    server: Server
+    running: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        await self.server.shutdown()
+        await self.running
+        await self.client.close()
+
+
+async def _start_waits_while_the_last_holder_expires(url: str, grace: float) -> Race:
+    """Run "a" (a large argument: one payload object) to completion with a df-server that
+    then stops; start "b" with the same argument (the client finds the object stored and does
+    not store it again) while no df-server handles inputs; let a df-server that removes runs
+    but pulls no input (started, not running) expire "a"; then let it handle "b"'s start."""
+    client = await df.Client.connect(url)
+    client.request_timeout = 60
+    layout, js = client.layout, client.pub.js
+    first = await Server.connect(url, ServerOptions(retention=2.0))
+    await first.start()
+    running = asyncio.create_task(first.run())
+    async with df.Worker(client, task_queue="q", workflows=[echo_len]):
+        assert await client.execute_workflow(echo_len, BIG, id="a", task_queue="q") == len(BIG)
+    await first.shutdown()
+    await running
+    payloads = ObjectPayloads(js, layout)
+    [name] = await payloads.names()
+    start_b = asyncio.create_task(client.start_workflow(echo_len, BIG, id="b", task_queue="q"))
+
+    async def queued() -> bool:
+        info = await js.consumer_info(layout.stream, layout.server_consumer)
+        return info.num_pending >= 1
+
+    await wait_for(queued, timeout=20)
+    remover = await Server.connect(url, ServerOptions(retention=2.0, payload_grace=grace))
+    await remover.start()  # removals and the janitor run; no input is pulled
+
+    async def a_removed() -> bool:
+        try:
+            await client.get_workflow_handle("a").fetch_history()
+        except df.WorkflowNotFoundError:
+            return True
+        return False
+
+    await wait_for(a_removed, timeout=30)
+    left = await payloads.names()
+    return Race(client, start_b, name, left, remover, asyncio.create_task(remover.run()))
+
+
+async def test_a_start_that_did_not_store_its_payload_again_keeps_it_through_retention(
+    nats_server: NatsServer,
+) -> None:
+    race = await _start_waits_while_the_last_holder_expires(nats_server.url, grace=3600.0)
+    client, start_b, name, left = race.client, race.start_b, race.name, race.left
+    try:
+        # the object was put moments ago: a message naming it may be on its way
+        assert left == {name}
+        handle = await start_b
+        async with df.Worker(client, task_queue="q", workflows=[echo_len]):
+            assert await handle.result(timeout=30) == len(BIG)
+        assert (await handle.fetch_history())[0].args == (BIG,)  # type: ignore[union-attr]
+    finally:
+        await race.stop()
+
+
+async def test_a_start_whose_payload_went_before_it_was_handled_is_refused_naming_it(
+    nats_server: NatsServer,
+) -> None:
+    # no grace at all (or a df-server down for longer than it): the object goes with "a"
+    race = await _start_waits_while_the_last_holder_expires(nats_server.url, grace=0.0)
+    client, start_b, name, left = race.client, race.start_b, race.name, race.left
+    try:
+        assert left == set()
+        with pytest.raises(RequestRejectedError) as refused:
+            await start_b
+        assert name in str(refused.value) and "send it again" in str(refused.value)
+        with pytest.raises(df.WorkflowNotFoundError):  # no run "b" that cannot read its input
+            await client.get_workflow_handle("b").fetch_history()
+        dead = await leader_get(
+            client.pub.nc,
+            client.layout.stream,
+            {"last_by_subj": client.layout.dead_letter("server-input")},
+            "the dead letter",
+            5.0,
+        )
+        assert dead is not None and name in dead.headers.get(REASON_HEADER, "")
+        # started again, the client stores the payload anew and the run completes
+        async with df.Worker(client, task_queue="q", workflows=[echo_len]):
+            handle = await client.start_workflow(echo_len, BIG, id="b", task_queue="q")
+            assert await handle.result(timeout=30) == len(BIG)
+    finally:
+        await race.stop()

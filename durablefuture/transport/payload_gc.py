@@ -1,0 +1,182 @@
+"""When a payload object may go: markers, a grace period and a fence.
+
+Who holds an object:
+
+* a run, or a schedule, whose stored messages name it: the marker ``df.<ns>.ref.<name>.<holder>``
+  written before the message is stored (:func:`~durablefuture.transport.payload_store.mark_refs`),
+  purged when the run is removed;
+* a dead letter whose full original was kept as an object (its ``Df-Original-Object`` header),
+  until the dead letter itself is removed;
+* a message still on its way: a client or worker that found the object stored did not store it
+  again, and df-server marks it only when it handles the message. Nothing marks it yet, so the
+  object is kept for a **grace period** (``ServerOptions.payload_grace``, an hour by default)
+  after its last put, and a writer that finds its object puts it again (a new meta record, no
+  chunks) once its newest put is older than
+  :data:`~durablefuture.transport.payload_meta.TOUCH_AFTER`, a quarter of the grace.
+
+The grace period alone cannot cover a message that waits longer than it (df-server down for a
+day, a backlog): a **fence** makes that a clear refusal instead of a lost payload. The deleter
+(:func:`collect`) reads the newest marker of the object, and appends a deletion marker
+``df.<ns>.ref.<name>._deleting`` only if no marker came since (an expected last sequence over
+``ref.<name>.>``), then purges the object, then the deletion marker. df-server, handling a
+message, first stores its markers, then checks that no deletion marker is there, then that the
+object is (:func:`deletion_under_way`, :func:`is_stored`). Whatever the interleaving, either the
+deleter sees the new marker and keeps the object, or the message is refused, naming the
+object: a start is answered with the reason; a report or signal is dead-lettered, and the run
+goes on as for any lost report (its timeouts retry it, and the retry stores the payload anew).
+
+Nothing else deletes objects: :func:`sweep` (the janitor, every half grace) collects objects
+no one holds, such as those a run stopped naming within the grace, a dead letter's object
+after the dead letter was removed, and uploads whose message never arrived.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+
+import nats.errors
+from nats.js.api import ConsumerConfig
+from nats.js.client import JetStreamContext
+
+from durablefuture.core.errors import TransportError
+from durablefuture.transport.compaction import purge
+from durablefuture.transport.payload_meta import newest_record, purge_object, records
+from durablefuture.transport.publisher import (
+    EXPECTED_LAST_SUBJECT_SEQ,
+    EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
+    Publisher,
+    WrongLastSequence,
+)
+from durablefuture.transport.stored import leader_get
+from durablefuture.transport.subjects import Layout
+
+__all__ = [
+    "ORIGINAL_HEADER",
+    "collect",
+    "dead_letter_holds",
+    "deletion_under_way",
+    "is_stored",
+    "sweep",
+]
+
+log = logging.getLogger(__name__)
+
+ORIGINAL_HEADER = "Df-Original-Object"
+"""On a dead letter cut to size: the payload object holding the whole original message."""
+GET_TIMEOUT = 5.0
+MAX_DEAD_LETTERS = 100_000
+"""The most dead letters read for their holds in one sweep."""
+_NAME = re.compile(r"^[0-9a-f]{64}$")
+
+
+async def deletion_under_way(pub: Publisher, layout: Layout, name: str) -> bool:
+    """Whether a deletion marker of object ``name`` is stored (a deletion is under way, or
+    stopped by a crash and finished by the next one)."""
+    found = await leader_get(
+        pub.nc,
+        layout.stream,
+        {"last_by_subj": layout.payload_deleting(name)},
+        f"the deletion marker of payload {name[:16]}...",
+        GET_TIMEOUT,
+    )
+    return found is not None
+
+
+async def is_stored(pub: Publisher, layout: Layout, name: str) -> bool:
+    """Whether object ``name`` has a live meta record (checked, not read: readers check the
+    bytes against the name)."""
+    bucket = layout.payloads_bucket
+    newest = await newest_record(pub.nc, bucket, name)
+    if newest is None:
+        return False
+    return newest.live or any(r.live for r in await records(pub.nc, bucket, name))
+
+
+async def collect(pub: Publisher, layout: Layout, name: str, *, grace: float, now: float) -> bool:
+    """Delete object ``name`` if nothing holds it and its last put is older than ``grace``
+    seconds (see the module docstring); returns whether it was deleted.
+
+    A dead letter's hold is not looked at here: :func:`sweep` checks those, and a run's
+    removal never names a dead letter's object (it names the payloads of its own history)."""
+    stream = layout.stream
+    newest_ref = await leader_get(
+        pub.nc,
+        stream,
+        {"last_by_subj": layout.payload_refs(name)},
+        f"the markers of payload {name[:16]}...",
+        GET_TIMEOUT,
+    )
+    deleting = layout.payload_deleting(name)
+    if newest_ref is not None and newest_ref.subject != deleting:
+        return False  # held by a run or a schedule
+    newest = await newest_record(pub.nc, layout.payloads_bucket, name)
+    if newest is None:
+        if newest_ref is not None:  # a deletion that stopped after the object went
+            await purge(pub.nc, stream, deleting)
+        return False
+    if newest.stored_at is not None and now - newest.stored_at < grace:
+        return False  # put lately: a message naming it may be on its way
+    headers = {
+        EXPECTED_LAST_SUBJECT_SEQ: str(newest_ref.seq if newest_ref is not None else 0),
+        EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: layout.payload_refs(name),
+    }
+    try:
+        await pub.publish(deleting, b"", headers)
+    except WrongLastSequence:
+        return False  # a run marked it in the meantime
+    await purge_object(pub.nc, layout.payloads_bucket, name)
+    await purge(pub.nc, stream, deleting)
+    log.debug("deleted payload object %s", name)
+    return True
+
+
+async def dead_letter_holds(js: JetStreamContext, layout: Layout) -> set[str]:
+    """The objects dead letters keep (their ``Df-Original-Object`` headers)."""
+    info = await js.stream_info(layout.stream, subjects_filter=layout.dead_letters())
+    if not info.state.subjects:
+        return set()
+    held: set[str] = set()
+    sub = await js.subscribe(
+        layout.dead_letters(),
+        stream=layout.stream,
+        ordered_consumer=True,
+        config=ConsumerConfig(headers_only=True),
+    )
+    try:
+        for _ in range(MAX_DEAD_LETTERS):
+            msg = await sub.next_msg(timeout=GET_TIMEOUT)
+            name = (msg.headers or {}).get(ORIGINAL_HEADER, "")
+            if _NAME.match(name):
+                held.add(name)
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    return held
+
+
+async def sweep(pub: Publisher, layout: Layout, *, grace: float, now: float) -> int:
+    """Delete every object of the namespace's bucket nothing holds (one meta record read and
+    one marker read an object); returns how many went."""
+    js = pub.js
+    bucket = layout.payloads_bucket
+    prefix = f"$O.{bucket}.M."
+    try:
+        info = await js.stream_info(f"OBJ_{bucket}", subjects_filter=f"{prefix}>")
+        held = await dead_letter_holds(js, layout)
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransportError(f"listing the payload objects of {bucket}: {exc}") from exc
+    deleted = 0
+    for subject in sorted(info.state.subjects or {}):
+        try:
+            name = base64.urlsafe_b64decode(subject[len(prefix) :]).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            continue
+        if _NAME.match(name) and name not in held:
+            deleted += await collect(pub, layout, name, grace=grace, now=now)
+    if deleted:
+        log.info("deleted %d payload objects nothing refers to", deleted)
+    return deleted
