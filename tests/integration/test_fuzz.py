@@ -102,8 +102,8 @@ def _unaccounted(
     sent: list[Sent], letters: list[DeadLetter]
 ) -> tuple[list[Sent], list[DeadLetter]]:
     """The messages due a dead letter that have none, and the dead letters of nothing sent
-    (a moved message is matched by its bytes on the subject it was moved to)."""
-    by_seq = {m.seq: m for m in sent}
+    (a message df-server may move is matched by its bytes on the subject it goes to, too)."""
+    by_seq = {m.seq for m in sent}
     moved = {(m.target.moved_to, m.data) for m in sent if m.target.moved_to}
     stray = [d for d in letters if d.seq not in by_seq and (d.subject, d.data) not in moved]
     dead_seqs = {d.seq for d in letters}
@@ -112,11 +112,8 @@ def _unaccounted(
         m
         for m in sent
         if m.fate == "dead"
-        and (
-            (m.target.moved_to, m.data) not in dead_moved
-            if m.target.moved_to
-            else m.seq not in dead_seqs
-        )
+        and m.seq not in dead_seqs
+        and (m.target.moved_to, m.data) not in dead_moved
     ]
     return missing, stray
 
@@ -140,7 +137,7 @@ class Target:
     valids: list[Any]
     decodable: str
     moved_to: str = ""
-    """Read by no consumer: df-server moves what is stored there to this subject."""
+    """Where df-server moves what is stored here and not taken (a sticky subject's queue)."""
 
     def fate(self, data: bytes) -> str:
         """``dead``, ``either`` or ``skip`` for ``data``."""
@@ -206,12 +203,13 @@ def stored_targets(env: LocalEnvironment, worker: Worker, rng: random.Random) ->
             [fz.workflow_task()],
             "skip",
         ),
-        Target(
+        Target(  # df-server moves a task its worker did not take in time to the queue
             layout.sticky_tasks("default", sticky),
             layout.sticky_consumer("default", sticky),
             CODEC.decode_workflow_task,
             [fz.workflow_task()],
             "skip",
+            moved_to=layout.workflow_tasks("default"),
         ),
         # the sticky subject of a worker that is gone: df-server moves its tasks to the queue
         Target(
