@@ -9,7 +9,11 @@ client or a worker hides nothing; only df-server deletes, by purging the subject
 the server role may call).
 
 Records are read with ``STREAM.MSG.GET`` from the stream leader; each read is bounded by
-:data:`MAX_RECORDS`. The stored time of the newest record is the object's last put: a writer
+:data:`MAX_RECORDS`. The time that counts is the one JetStream stored the record at: nats-py's
+``get_info`` leaves ``mtime`` as the writer put it in the JSON (its own clock, and anyone's
+claim), and its ``put`` of an existing name uploads every chunk again and then purges the old
+ones (which only the server role may do). A touch here is one meta record of a few hundred
+bytes, a copy of a live one. The stored time of the newest record is the object's last put: a writer
 that finds its object puts again ("touches") once it is older than :data:`TOUCH_AFTER`, and
 df-server deletes an object no run refers to only once it is older than its grace period.
 """
