@@ -33,7 +33,7 @@ from durablefuture.core.query import cursor_of, parse_query
 from durablefuture.core.visibility import RunIndex
 from durablefuture.transport.buckets import watch_bucket
 from durablefuture.transport.connection import NATS
-from durablefuture.transport.guard import max_payload
+from durablefuture.transport.guard import check_service_reply, max_payload
 from durablefuture.transport.layout import KeyValue
 from durablefuture.transport.messages import Msg, Subscription
 from durablefuture.transport.subjects import Layout
@@ -139,6 +139,13 @@ class VisibilityIndex:
     # ------------------------------------------------------------------ requests
 
     async def _on_request(self, msg: Msg) -> None:
+        if msg.reply:
+            try:
+                # answering any subject would let the asker have df-server write there
+                check_service_reply(msg.reply, "visibility reply subject")
+            except DurableFutureError as exc:
+                log.warning("refused a visibility request: %s", exc)
+                return
         try:
             body = await self.answer(msg.data)
         except DurableFutureError as exc:

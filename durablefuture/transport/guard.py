@@ -20,6 +20,7 @@ __all__ = [
     "MAX_SUBJECT_BYTES",
     "check_message",
     "check_reply_subject",
+    "check_service_reply",
     "check_subject",
     "max_payload",
 ]
@@ -34,6 +35,7 @@ _TOKEN = r"[!-)+,\-/-=?-~]+"
 _SUBJECT = re.compile(rf"{_TOKEN}(\.{_TOKEN})*")
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII without ':' and space
 _REPLY_PREFIX = "_INBOX."
+_SERVICE_REPLY_PREFIX = "_R_."
 
 
 def check_subject(subject: str, what: str = "subject") -> str:
@@ -59,6 +61,19 @@ def check_reply_subject(subject: str, what: str = "reply subject") -> str:
     """
     check_subject(subject, what)
     if not subject.startswith(_REPLY_PREFIX):
+        raise MessageRejectedError(f"{what} {subject[:100]!r} is not an _INBOX. subject")
+    return subject
+
+
+def check_service_reply(subject: str, what: str = "reply subject") -> str:
+    """The reply subject of a core-NATS request to one of our services: an ``_INBOX.`` subject,
+    or the ``_R_.`` subject nats-server gives a request that crossed an account export (a
+    client cannot name one itself: nats-server refuses a publish with such a reply).
+
+    Anything else is refused, for the reason of :func:`check_reply_subject`.
+    """
+    check_subject(subject, what)
+    if not subject.startswith((_REPLY_PREFIX, _SERVICE_REPLY_PREFIX)):
         raise MessageRejectedError(f"{what} {subject[:100]!r} is not an _INBOX. subject")
     return subject
 

@@ -225,3 +225,37 @@ async def test_each_role_is_refused_the_stream_api_other_consumers_and_other_inb
             # nothing of it reached the run
             await handle.signal("go", "ok")
             assert await handle.result(timeout=15) == "checked o-1 ok"
+
+
+async def test_df_server_answers_a_visibility_request_only_on_an_inbox(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # inside one account (no logins here) a reply subject naming the JetStream API would have
+    # df-server, with all its permissions, delete the stream; it answers inboxes only
+    caplog.set_level(logging.INFO)
+    async with LocalEnvironment() as env:
+        client = env.client
+        layout = client.layout
+        s = layout.stream
+        handle = await client.start_workflow(guarded, "o-1", id="victim")
+        run_id = handle.run_id or ""
+
+        async def counted() -> bool:  # the index answers an inbox (once it has the run)
+            return await client.count_workflows() >= 1
+
+        await wait_for(counted, 15)
+        request = json.dumps({"op": "count", "query": ""}).encode()
+        for reply in (f"$JS.API.STREAM.DELETE.{s}", layout.history("victim", run_id)):
+            caplog.clear()
+            await client.nc.publish(layout.visibility, request, reply=reply)
+            await wait_for(
+                lambda r=reply: any(
+                    "refused a visibility request" in x.getMessage() and r in x.getMessage()
+                    for x in caplog.records
+                ),
+                10,
+            )
+        info = await client.pub.js.stream_info(s)
+        assert info.config.name == s
+        assert await handle.fetch_history()
+        await handle.terminate("done")
