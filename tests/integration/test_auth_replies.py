@@ -134,10 +134,9 @@ async def test_no_role_gets_an_answer_stored_or_obeyed_through_its_reply_subject
             assert await handle.fetch_history() == before
             assert await client.summary("victim", run_id) == summary
             assert (await handle.describe()).status == "running"
-            # the server consumer is there, none of its messages was acknowledged from outside
+            # the server consumer was not deleted through a reply subject
             now = await js.consumer_info(s, layout.server_consumer)
             assert now.config.name == server_consumer.config.name
-            assert server.stats["dead_letters"] >= dead + 1
             # and the run goes on
             await handle.signal("go", "now")
             assert await handle.result(timeout=15) == "checked o-1 now"
