@@ -258,3 +258,42 @@ async def test_df_server_answers_a_visibility_request_only_on_an_inbox(
         assert info.config.name == s
         assert await handle.fetch_history()
         await handle.terminate("done")
+
+
+def test_only_inbox_and_export_replies_are_answered_and_the_server_user_is_unrestricted() -> None:
+    from durablefuture.auth import generate, permissions
+    from durablefuture.core.errors import MessageRejectedError
+    from durablefuture.transport.guard import check_reply_subject, check_service_reply
+
+    assert check_service_reply("_INBOX.abc.1") == "_INBOX.abc.1"
+    assert check_service_reply("_R_.aBc123.xYz") == "_R_.aBc123.xYz"
+    for bad in ("$JS.API.STREAM.DELETE.DF_a", "df.a.h.w.r", "$KV.DF_a_runs.k", "_R_", "a b"):
+        with pytest.raises(MessageRejectedError):
+            check_service_reply(bad)
+    with pytest.raises(MessageRejectedError):
+        check_reply_subject("_R_.aBc123.xYz")  # df-server's own replies go to inboxes only
+
+    config, seeds = generate(["a"])
+    server_key = _public_key(seeds[("a", "server")])
+    # the server user: no permissions block (everything in its account, nothing checked)
+    (line,) = [x for x in config.splitlines() if f'nkey: "{server_key}"' in x]
+    assert "permissions" not in line
+    assert permissions("server", "a", server_key).unrestricted
+    for role in ("worker", "client", "admin"):
+        key = _public_key(seeds[("a", role)])
+        (line,) = [x for x in config.splitlines() if f'nkey: "{key}"' in x]
+        assert "permissions" in line and not permissions(role, "a", key).unrestricted
+    worker = permissions("worker", "a", _public_key(seeds[("a", "worker")]))
+    for denied in (
+        f"$JS.API.CONSUMER.MSG.NEXT.DF_a.{DEAD_LETTER_CONSUMER}",
+        f"$JS.API.CONSUMER.CREATE.DF_a.{DEAD_LETTER_CONSUMER}.>",
+        f"$JS.API.CONSUMER.DELETE.DF_a.{DEAD_LETTER_CONSUMER}",
+        f"$JS.ACK.DF_a.{DEAD_LETTER_CONSUMER}.>",
+    ):
+        assert denied in worker.publish_deny
+
+
+def _public_key(seed: str) -> str:
+    from durablefuture.transport.credentials import public_key_of
+
+    return public_key_of(seed)
