@@ -10,12 +10,15 @@ How it works. Every namespace gets two NATS accounts:
   worker buckets; the closed notices and the users' own inboxes back: the server's inbox
   traffic stays home). Each user's permissions then narrow that to its role.
 
-Why two accounts: an answer goes where the asker's reply subject says. Inside one account a
-client could publish with the reply subject of a run's history and have JetStream's PubAck (or
-an API answer, or a direct get of a message it stored earlier) written into that history. Across
-an export NATS rewrites the reply subject, and the answer comes back into the users' account,
-where no stream stores anything. Users of another namespace are in other accounts: they see,
-list and read nothing of this one.
+Why two accounts: an answer goes where the asker's reply subject says, and nats-server checks
+permissions on the subject of a publish, never on its reply subject. Inside one account a
+client or worker could publish with the reply subject of a run's history (or status entry, or
+a task subject) and have JetStream's PubAck, an API answer, a direct get's copy of any stored
+message or a pull's deliveries written there. Across an export NATS rewrites the reply subject,
+and the answer comes back into the users' account, where no stream stores anything. The price
+is that every request of a worker or client crosses the boundary in nats-server (measured in
+bench/README.md, ``python -m bench.logins``). Users of another namespace are in other
+accounts: they see, list and read nothing of this one.
 
 ========  ===========================================================================
 role      may (everything else is refused by nats-server with a permissions violation)
@@ -101,6 +104,17 @@ class Permissions:
     subscribe_allow: tuple[str, ...] = ()
     allow_responses: bool = False
 
+    @property
+    def unrestricted(self) -> bool:
+        """Everything in the account: nats-server then needs no ``permissions`` block at all
+        (one with ``>`` would still cost it a check of every publish and, with
+        ``allow_responses``, a reply entry for every message delivered)."""
+        return (
+            self.publish_allow == (">",)
+            and not self.publish_deny
+            and self.subscribe_allow == (">",)
+        )
+
     def render(self) -> str:
         """The ``permissions`` block of the nats-server config language."""
         pub = f"allow: {_list(self.publish_allow)}"
@@ -142,7 +156,7 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
     inbox = f"{inbox_prefix(public_key)}.>"
     api = "$JS.API"
     if role == "server":
-        return Permissions(publish_allow=(">",), subscribe_allow=(">",), allow_responses=True)
+        return Permissions(publish_allow=(">",), subscribe_allow=(">",))
     read = (
         f"{api}.INFO",
         f"{api}.STREAM.INFO.*",
@@ -166,10 +180,16 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
         f"{api}.CONSUMER.CREATE.{objects}.>",
         f"{api}.CONSUMER.DELETE.{objects}.*",
     )
-    # the server's own consumers: nobody else creates, pulls from or acknowledges on them
+    # the server's own consumers and the admin's dead-letter reader: no worker creates, pulls
+    # from or acknowledges on them
     protected = tuple(
         x
-        for c in (lay.server_consumer, lay.schedule_consumer, lay.removal_consumer)
+        for c in (
+            lay.server_consumer,
+            lay.schedule_consumer,
+            lay.removal_consumer,
+            DEAD_LETTER_CONSUMER,
+        )
         for x in (
             f"{api}.CONSUMER.CREATE.{s}.{c}.>",
             f"{api}.CONSUMER.DELETE.{s}.{c}",
@@ -301,9 +321,10 @@ def render_config(seeds: dict[tuple[str, str], str]) -> str:
                 if seed is None or (role == "server") != (name == home):
                     continue
                 key = public_key_of(seed)
-                perms = permissions(role, ns, key).render()
+                perms = permissions(role, ns, key)
+                block = "" if perms.unrestricted else f", permissions: {perms.render()}"
                 lines.append(f"      # {role}")
-                lines.append(f"      {{nkey: {json.dumps(key)}, permissions: {perms}}}")
+                lines.append(f"      {{nkey: {json.dumps(key)}{block}}}")
             lines.append("    ]")
             if name == home:
                 lines.append("    exports: [")

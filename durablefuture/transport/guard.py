@@ -20,6 +20,7 @@ __all__ = [
     "MAX_SUBJECT_BYTES",
     "check_message",
     "check_reply_subject",
+    "check_service_reply",
     "check_subject",
     "max_payload",
 ]
@@ -69,6 +70,16 @@ def check_reply_subject(
     ):
         raise MessageRejectedError(f"{what} {subject[:100]!r} is not an _INBOX. subject")
     return subject
+
+
+def check_service_reply(subject: str, what: str = "reply subject") -> str:
+    """The reply subject of a core-NATS request to one of our services: an ``_INBOX.`` subject,
+    or the ``_R_.`` subject nats-server gives a request that crossed an account export (a
+    client cannot name one itself: nats-server refuses a publish with such a reply).
+
+    Anything else is refused, for the reason of :func:`check_reply_subject`.
+    """
+    return check_reply_subject(subject, what, imported=True)
 
 
 def max_payload(nc: NATS) -> int:
