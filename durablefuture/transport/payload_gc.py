@@ -25,6 +25,9 @@ deleter sees the new marker and keeps the object, or the message is refused, nam
 object: a start is answered with the reason; a report or signal is dead-lettered, and the run
 goes on as for any lost report (its timeouts retry it, and the retry stores the payload anew).
 
+The chunks a meta record names are purged only if they hold the bytes the object is named by:
+anyone who may put objects may write a meta record naming another object's chunks.
+
 Nothing else deletes objects: :func:`sweep` (the janitor, every half grace) collects objects
 no one holds, such as those a run stopped naming within the grace, a dead letter's object
 after the dead letter was removed, and uploads whose message never arrived.

@@ -1,0 +1,71 @@
+"""Deleting payload objects under attack and after crashes: forged meta records, a deletion
+stopped half-way, floods of dead letters. Whatever is sent, an object something still holds
+stays readable, and a payload that was refused can be sent again and is then accepted."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import orjson
+import pytest
+
+import durablefuture as df
+from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.payload_gc import sweep
+from durablefuture.transport.payload_meta import meta_subject, newest_record, purge_object
+from durablefuture.transport.payload_store import ObjectPayloads
+
+pytestmark = pytest.mark.asyncio
+
+BIG = "y" * (300 * 1024)  # travels by reference (payload object)
+
+
+def echo_len(text: str):  # type: ignore[no-untyped-def]
+    return len(text)
+    yield  # a generator: a workflow
+
+
+def waiting_echo(text: str):  # type: ignore[no-untyped-def]
+    yield df.wait_signal("go")
+    return len(text)
+
+
+def _forged_meta(bucket: str, name: str, nuid: str, size: int) -> bytes:
+    """A meta record in the object store's format, as any client or worker may publish."""
+    return orjson.dumps(
+        {"name": name, "bucket": bucket, "nuid": nuid, "size": size, "chunks": 3, "digest": ""}
+    )
+
+
+async def test_a_forged_meta_record_naming_another_objects_chunks_deletes_nothing_held() -> None:
+    async with LocalEnvironment() as env:
+        client = env.client
+        layout, js = client.layout, client.pub.js
+        bucket = layout.payloads_bucket
+        payloads = ObjectPayloads(js, layout)
+        async with env.worker(task_queue="q", workflows=[waiting_echo]):
+            held = await client.start_workflow(waiting_echo, BIG, id="held", task_queue="q")
+            [victim] = await payloads.names()
+            record = await newest_record(client.pub.nc, bucket, victim)
+            assert record is not None and record.live
+            original = await payloads.get(victim)
+            # a client names the held object's chunks in a record of a name nothing holds,
+            # and in a second record of the held object's own name
+            junk = hashlib.sha256(b"never stored").hexdigest()
+            forged = _forged_meta(bucket, junk, record.nuid, record.size)
+            await js.publish(meta_subject(bucket, junk), forged)
+            assert env.server is not None
+            # every object without a holder goes now (no grace): the junk name does
+            assert await sweep(env.server.pub, layout, grace=0.0, now=time.time() + 1) == 1
+            assert await newest_record(client.pub.nc, bucket, junk) is None
+            assert await payloads.get(victim) == original, "the held object lost its chunks"
+            # a removal reaches the same deletion through a name a closed run held
+            other = hashlib.sha256(b"another").hexdigest()
+            await js.publish(
+                meta_subject(bucket, other), _forged_meta(bucket, other, record.nuid, 9)
+            )
+            assert await purge_object(env.server.nc, bucket, other)
+            assert await payloads.get(victim) == original, "the held object lost its chunks"
+            await held.signal("go")
+            assert await held.result(timeout=30) == len(BIG)
