@@ -11,10 +11,12 @@ import orjson
 import pytest
 
 import durablefuture as df
+from durablefuture.core.errors import RequestRejectedError
 from durablefuture.testing import LocalEnvironment
-from durablefuture.transport.payload_gc import sweep
+from durablefuture.transport.payload_gc import ABANDONED_AFTER, sweep
 from durablefuture.transport.payload_meta import meta_subject, newest_record, purge_object
 from durablefuture.transport.payload_store import ObjectPayloads
+from durablefuture.transport.stored import leader_get
 
 pytestmark = pytest.mark.asyncio
 
@@ -69,3 +71,54 @@ async def test_a_forged_meta_record_naming_another_objects_chunks_deletes_nothin
             assert await payloads.get(victim) == original, "the held object lost its chunks"
             await held.signal("go")
             assert await held.result(timeout=30) == len(BIG)
+
+
+async def test_a_deletion_stopped_by_a_crash_is_finished_and_the_payload_accepted_again() -> None:
+    async with LocalEnvironment() as env:
+        client = env.client
+        layout, js = client.layout, client.pub.js
+        assert env.server is not None
+        server_pub = env.server.pub
+        payloads = ObjectPayloads(js, layout)
+        texts = {"retried": BIG, "quiet": "z" * (300 * 1024)}
+        names = {}
+        for key, text in texts.items():
+            data = orjson.dumps(text)
+            # the state a SIGKILL of df-server leaves between purging the object and purging
+            # its deletion marker (payload_gc.collect)
+            name = hashlib.sha256(data).hexdigest()
+            await payloads.put(name, data)
+            await server_pub.publish(layout.payload_deleting(name), b"", {})
+            assert await purge_object(env.server.nc, layout.payloads_bucket, name)
+            names[key] = name
+        async with env.worker(task_queue="q", workflows=[echo_len]):
+            # while the deletion is not finished, a start naming the object is refused
+            with pytest.raises(RequestRejectedError) as refused:
+                await client.start_workflow(echo_len, BIG, id="retried", task_queue="q")
+            assert names["retried"] in str(refused.value)
+
+            async def markers() -> int:
+                found = 0
+                for name in names.values():
+                    found += (
+                        await leader_get(
+                            client.pub.nc,
+                            layout.stream,
+                            {"last_by_subj": layout.payload_deleting(name)},
+                            "a deletion marker",
+                            5.0,
+                        )
+                        is not None
+                    )
+                return found
+
+            # a deletion marker this young may be one of a deletion under way: left alone
+            await sweep(server_pub, layout, grace=3600.0, now=time.time())
+            assert await markers() == 2
+            # the janitor's sweep (objects put lately are kept) finishes both deletions later
+            await sweep(server_pub, layout, grace=3600.0, now=time.time() + ABANDONED_AFTER)
+            assert await markers() == 0, "a deletion stopped by a crash was left half-done"
+            for key, text in texts.items():
+                handle = await client.start_workflow(echo_len, text, id=key, task_queue="q")
+                assert await handle.result(timeout=30) == len(text)
+                assert (await handle.fetch_history())[0].args == (text,)  # type: ignore[union-attr]
