@@ -176,10 +176,14 @@ async def dead_letter_holds(js: JetStreamContext, layout: Layout) -> set[str]:
             if _NAME.match(name):
                 held.add(name)
             if msg.metadata.num_pending == 0:
-                break
+                return held
     finally:
         await sub.unsubscribe()
-    return held
+    # the holds of the dead letters not read are not known: delete nothing
+    raise TransportError(
+        f"more than {MAX_DEAD_LETTERS:,} dead letters in {layout.stream}: payload objects are "
+        "not swept until fewer are kept (remove those dealt with)"
+    )
 
 
 async def sweep(pub: Publisher, layout: Layout, *, grace: float, now: float) -> int:

@@ -11,9 +11,10 @@ import orjson
 import pytest
 
 import durablefuture as df
-from durablefuture.core.errors import RequestRejectedError
+from durablefuture.core.errors import RequestRejectedError, TransportError
 from durablefuture.testing import LocalEnvironment
-from durablefuture.transport.payload_gc import ABANDONED_AFTER, sweep
+from durablefuture.transport import payload_gc
+from durablefuture.transport.payload_gc import ABANDONED_AFTER, ORIGINAL_HEADER, sweep
 from durablefuture.transport.payload_meta import meta_subject, newest_record, purge_object
 from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.stored import leader_get
@@ -122,3 +123,28 @@ async def test_a_deletion_stopped_by_a_crash_is_finished_and_the_payload_accepte
                 handle = await client.start_workflow(echo_len, text, id=key, task_queue="q")
                 assert await handle.result(timeout=30) == len(text)
                 assert (await handle.fetch_history())[0].args == (text,)  # type: ignore[union-attr]
+
+
+async def test_a_flood_of_dead_letters_does_not_hide_the_holds_of_the_later_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(payload_gc, "MAX_DEAD_LETTERS", 20)
+    async with LocalEnvironment() as env:
+        client = env.client
+        layout, js = client.layout, client.pub.js
+        assert env.server is not None
+        payloads = ObjectPayloads(js, layout)
+        data = b"the whole original of a dead letter" * 10_000
+        name = hashlib.sha256(data).hexdigest()
+        # a worker floods its dead-letter subject (it may publish there) ...
+        for i in range(25):
+            await js.publish(
+                layout.dead_letter("worker"), b"junk", headers={ORIGINAL_HEADER: str(i)}
+            )
+        # ... before a dead letter whose original is kept as an object
+        await payloads.put(name, data)
+        await js.publish(layout.dead_letter("worker"), data[:100], headers={ORIGINAL_HEADER: name})
+
+        with pytest.raises(TransportError, match="dead letters"):  # logged; tried again later
+            await sweep(env.server.pub, layout, grace=0.0, now=time.time() + 1)
+        assert await payloads.get(name) == data, "a dead letter's original went"
