@@ -148,3 +148,22 @@ async def test_a_flood_of_dead_letters_does_not_hide_the_holds_of_the_later_ones
         with pytest.raises(TransportError, match="dead letters"):  # logged; tried again later
             await sweep(env.server.pub, layout, grace=0.0, now=time.time() + 1)
         assert await payloads.get(name) == data, "a dead letter's original went"
+
+
+async def test_a_forged_meta_record_does_not_stand_for_the_bytes_a_writer_stores() -> None:
+    async with LocalEnvironment() as env:
+        client = env.client
+        layout, js = client.layout, client.pub.js
+        bucket = layout.payloads_bucket
+        text = "w" * (300 * 1024)
+        data = orjson.dumps(text)
+        name = hashlib.sha256(data).hexdigest()
+        # the name of a payload seen before (in a history that is gone, say): a client stores
+        # a record under it naming chunks that hold nothing, before the bytes come again
+        forged = _forged_meta(bucket, name, "N0THING0HERE", len(data))
+        await js.publish(meta_subject(bucket, name), forged)
+        async with env.worker(task_queue="q", workflows=[echo_len]):
+            handle = await client.start_workflow(echo_len, text, id="after", task_queue="q")
+            assert await handle.result(timeout=60) == len(text)
+            assert (await handle.fetch_history())[0].args == (text,)  # type: ignore[union-attr]
+        assert await ObjectPayloads(js, layout).get(name) == data
