@@ -26,7 +26,7 @@ object: a start is answered with the reason; a report or signal is dead-lettered
 goes on as for any lost report (its timeouts retry it, and the retry stores the payload anew).
 Only one deleter at a time: a deletion marker younger than :data:`ABANDONED_AFTER` is left to
 its deleter. One a deleter left when it stopped (SIGKILL) keeps the fence up (messages naming
-the object are refused) until the next sweep does the deletion again and takes it away.
+the object are refused) until a janitor does the deletion again and takes it away.
 
 The chunks a meta record names are purged only if they hold the bytes the object is named by:
 anyone who may put objects may write a meta record naming another object's chunks.
@@ -70,6 +70,8 @@ __all__ = [
     "collect",
     "dead_letter_holds",
     "deletion_under_way",
+    "deletions",
+    "finish_deletions",
     "is_stored",
     "sweep",
 ]
@@ -79,7 +81,7 @@ log = logging.getLogger(__name__)
 ORIGINAL_HEADER = "Df-Original-Object"
 """On a dead letter cut to size: the payload object holding the whole original message."""
 GET_TIMEOUT = 5.0
-ABANDONED_AFTER = 600.0
+ABANDONED_AFTER = 300.0
 """Seconds after which a deletion marker is taken for one a deleter left when it stopped (a
 deletion takes a few requests)."""
 MAX_DEAD_LETTERS = 100_000
@@ -192,11 +194,8 @@ async def sweep(pub: Publisher, layout: Layout, *, grace: float, now: float) -> 
     js = pub.js
     bucket = layout.payloads_bucket
     prefix = f"$O.{bucket}.M."
-    deletions = layout.payload_deleting("*")
     try:
         info = await js.stream_info(f"OBJ_{bucket}", subjects_filter=f"{prefix}>")
-        # deletions a crash stopped, also of objects already purged
-        stopped = await js.stream_info(layout.stream, subjects_filter=deletions)
         held = await dead_letter_holds(js, layout)
     except (nats.errors.Error, TimeoutError) as exc:
         raise TransportError(f"listing the payload objects of {bucket}: {exc}") from exc
@@ -206,11 +205,32 @@ async def sweep(pub: Publisher, layout: Layout, *, grace: float, now: float) -> 
             names.add(base64.urlsafe_b64decode(subject[len(prefix) :]).decode())
         except (binascii.Error, UnicodeDecodeError):
             continue
-    names |= {subject.split(".")[-2] for subject in stopped.state.subjects or {}}
+    names |= await deletions(js, layout)  # a crash may have stopped one after the purge
     deleted = 0
     for name in sorted(names):
         if _NAME.match(name) and name not in held:
             deleted += await collect(pub, layout, name, grace=grace, now=now)
     if deleted:
         log.info("deleted %d payload objects nothing refers to", deleted)
+    return deleted
+
+
+async def deletions(js: JetStreamContext, layout: Layout) -> set[str]:
+    """The objects with a deletion marker: deletions under way, or left half-done."""
+    try:
+        info = await js.stream_info(layout.stream, subjects_filter=layout.payload_deleting("*"))
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransportError(f"listing the payload deletions under way: {exc}") from exc
+    return {subject.split(".")[-2] for subject in info.state.subjects or {}}
+
+
+async def finish_deletions(pub: Publisher, layout: Layout, *, grace: float, now: float) -> int:
+    """Do again the deletions left half-done (their marker is older than
+    :data:`ABANDONED_AFTER`); returns how many objects went. The janitor runs it between
+    sweeps, so that a crash mid-deletion refuses the messages naming the object for minutes,
+    not until the next sweep."""
+    deleted = 0
+    for name in sorted(await deletions(pub.js, layout)):
+        if _NAME.match(name):
+            deleted += await collect(pub, layout, name, grace=grace, now=now)
     return deleted

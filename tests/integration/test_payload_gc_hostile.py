@@ -4,20 +4,31 @@ stays readable, and a payload that was refused can be sent again and is then acc
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 import time
+from pathlib import Path
 
 import orjson
 import pytest
 
 import durablefuture as df
 from durablefuture.core.errors import RequestRejectedError, TransportError
+from durablefuture.natsserver import NatsServer
+from durablefuture.server import Server, ServerOptions
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport import payload_gc
-from durablefuture.transport.payload_gc import ABANDONED_AFTER, ORIGINAL_HEADER, sweep
+from durablefuture.transport.payload_gc import (
+    ABANDONED_AFTER,
+    ORIGINAL_HEADER,
+    finish_deletions,
+    sweep,
+)
 from durablefuture.transport.payload_meta import meta_subject, newest_record, purge_object
 from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.stored import leader_get
+from tests.conftest import ROOT, Daemon, wait_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -116,8 +127,9 @@ async def test_a_deletion_stopped_by_a_crash_is_finished_and_the_payload_accepte
             # a deletion marker this young may be one of a deletion under way: left alone
             await sweep(server_pub, layout, grace=3600.0, now=time.time())
             assert await markers() == 2
-            # the janitor's sweep (objects put lately are kept) finishes both deletions later
-            await sweep(server_pub, layout, grace=3600.0, now=time.time() + ABANDONED_AFTER)
+            # later, the janitor (objects put lately are kept) finishes both deletions
+            now = time.time() + ABANDONED_AFTER
+            assert await finish_deletions(server_pub, layout, grace=3600.0, now=now) == 1
             assert await markers() == 0, "a deletion stopped by a crash was left half-done"
             for key, text in texts.items():
                 handle = await client.start_workflow(echo_len, text, id=key, task_queue="q")
@@ -167,3 +179,80 @@ async def test_a_forged_meta_record_does_not_stand_for_the_bytes_a_writer_stores
             assert await handle.result(timeout=60) == len(text)
             assert (await handle.fetch_history())[0].args == (text,)  # type: ignore[union-attr]
         assert await ObjectPayloads(js, layout).get(name) == data
+
+
+async def test_sigkill_of_df_server_mid_sweep_loses_nothing_held_and_refuses_nothing_later(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    url = nats_server.url
+    client = await df.Client.connect(url)
+    client.request_timeout = 60
+    layout, js = client.layout, client.pub.js
+    payloads = ObjectPayloads(js, layout)
+    server = await Server.connect(url, ServerOptions())
+    await server.start()
+    running = asyncio.create_task(server.run())
+    sweeper: Daemon | None = None
+    try:
+        async with df.Worker(client, task_queue="q", workflows=[echo_len, waiting_echo]):
+            held = {f"h{i}": str(i) * (300 * 1024) for i in range(3)}
+            handles = [
+                await client.start_workflow(waiting_echo, text, id=key, task_queue="q")
+                for key, text in held.items()
+            ]
+            # what nothing holds: payloads a start may name again, and many small objects
+            again = {f"a{i}": chr(ord("k") + i) * (300 * 1024) for i in range(3)}
+            for text in again.values():
+                data = orjson.dumps(text)
+                await payloads.put(hashlib.sha256(data).hexdigest(), data)
+            for i in range(300):
+                data = f"filler {i}".encode()
+                await payloads.put(hashlib.sha256(data).hexdigest(), data)
+            names = await payloads.names()
+            kept = {hashlib.sha256(orjson.dumps(t)).hexdigest(): t for t in held.values()}
+            assert set(kept) <= names and len(names) == 306
+
+            env = dict(os.environ)
+            env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+            sweeper = Daemon(
+                "sweeper",
+                ["tests.integration.sweeping_server", url],
+                tmp_path / "sweeper.log",
+                env,
+            ).start()
+
+            async def sweeping() -> bool:
+                return len(await payloads.names()) < len(names)
+
+            await wait_for(sweeping, timeout=60, interval=0.01)
+            sweeper.kill()  # in the middle of its sweep
+            stopped = await js.stream_info(
+                layout.stream, subjects_filter=layout.payload_deleting("*")
+            )
+            print(
+                f"killed with {len(await payloads.names())} of {len(names)} objects left, "
+                f"{len(stopped.state.subjects or {})} deletion half-done"
+            )
+            for name, text in kept.items():
+                assert await payloads.get(name) == orjson.dumps(text), "a held object went"
+            # the next sweep (a later one) finishes what the killed one left
+            await sweep(server.pub, layout, grace=0.0, now=time.time() + ABANDONED_AFTER)
+            assert await payloads.names() == set(kept)
+            info = await js.stream_info(layout.stream, subjects_filter=layout.payload_deleting("*"))
+            assert not info.state.subjects, "deletion markers were left"
+            for key, text in again.items():  # stored anew, and accepted
+                handle = await client.start_workflow(echo_len, text, id=key, task_queue="q")
+                assert await handle.result(timeout=30) == len(text)
+            for handle, text in zip(handles, held.values(), strict=True):
+                await handle.signal("go")
+                assert await handle.result(timeout=30) == len(text)
+    except BaseException:
+        if sweeper is not None:
+            print(sweeper.log())
+        raise
+    finally:
+        if sweeper is not None:
+            sweeper.kill()
+        await server.shutdown()
+        await running
+        await client.close()
