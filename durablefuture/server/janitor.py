@@ -4,7 +4,8 @@ Every ``ServerOptions.compact_interval`` seconds it purges the work messages (in
 schedule inputs) that their consumer has acknowledged (``transport.compaction``), and reads the
 namespace's settings again (another df-server may have stored new ones). Every half
 ``ServerOptions.payload_grace`` it sweeps the payload objects nothing holds
-(``transport.payload_gc``). Each step is
+(``transport.payload_gc``), and in between, every half ``ABANDONED_AFTER``, does again the
+payload deletions a crash left half-done. Each step is
 idempotent and any number of df-servers may run it at once; an error is logged and the step is
 tried again on the next round.
 """
@@ -19,7 +20,7 @@ import time
 from durablefuture.server.base import ServerBase
 from durablefuture.transport.compaction import Compactor
 from durablefuture.transport.namespace_settings import read_settings
-from durablefuture.transport.payload_gc import sweep
+from durablefuture.transport.payload_gc import ABANDONED_AFTER, finish_deletions, sweep
 
 __all__ = ["Janitor"]
 
@@ -32,6 +33,7 @@ class Janitor(ServerBase):
     _janitor_task: asyncio.Task[None] | None = None
     _compactor: Compactor | None = None
     _swept_at: float = 0.0
+    _finished_at: float = 0.0
 
     def _start_janitor(self) -> None:
         if self.options.compact_interval <= 0 or self._janitor_task is not None:
@@ -77,4 +79,7 @@ class Janitor(ServerBase):
             self._swept_at = now
             purged += await sweep(self.pub, self.layout, grace=grace, now=now)
             self.stats["payload_sweeps"] += 1
+        elif now - self._finished_at >= ABANDONED_AFTER / 2:
+            self._finished_at = now
+            purged += await finish_deletions(self.pub, self.layout, grace=grace, now=now)
         return purged

@@ -24,6 +24,12 @@ object is (:func:`deletion_under_way`, :func:`is_stored`). Whatever the interlea
 deleter sees the new marker and keeps the object, or the message is refused, naming the
 object: a start is answered with the reason; a report or signal is dead-lettered, and the run
 goes on as for any lost report (its timeouts retry it, and the retry stores the payload anew).
+Only one deleter at a time: a deletion marker younger than :data:`ABANDONED_AFTER` is left to
+its deleter. One a deleter left when it stopped (SIGKILL) keeps the fence up (messages naming
+the object are refused) until a janitor does the deletion again and takes it away.
+
+The chunks a meta record names are purged only if they hold the bytes the object is named by:
+anyone who may put objects may write a meta record naming another object's chunks.
 
 Nothing else deletes objects: :func:`sweep` (the janitor, every half grace) collects objects
 no one holds, such as those a run stopped naming within the grace, a dead letter's object
@@ -43,7 +49,12 @@ from nats.js.client import JetStreamContext
 
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.compaction import purge
-from durablefuture.transport.payload_meta import newest_record, purge_object, records
+from durablefuture.transport.payload_meta import (
+    newest_record,
+    purge_object,
+    records,
+    stored_seconds,
+)
 from durablefuture.transport.publisher import (
     EXPECTED_LAST_SUBJECT_SEQ,
     EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
@@ -54,10 +65,13 @@ from durablefuture.transport.stored import leader_get
 from durablefuture.transport.subjects import Layout
 
 __all__ = [
+    "ABANDONED_AFTER",
     "ORIGINAL_HEADER",
     "collect",
     "dead_letter_holds",
     "deletion_under_way",
+    "deletions",
+    "finish_deletions",
     "is_stored",
     "sweep",
 ]
@@ -67,6 +81,9 @@ log = logging.getLogger(__name__)
 ORIGINAL_HEADER = "Df-Original-Object"
 """On a dead letter cut to size: the payload object holding the whole original message."""
 GET_TIMEOUT = 5.0
+ABANDONED_AFTER = 300.0
+"""Seconds after which a deletion marker is taken for one a deleter left when it stopped (a
+deletion takes a few requests)."""
 MAX_DEAD_LETTERS = 100_000
 """The most dead letters read for their holds in one sweep."""
 _NAME = re.compile(r"^[0-9a-f]{64}$")
@@ -99,9 +116,22 @@ async def collect(pub: Publisher, layout: Layout, name: str, *, grace: float, no
     """Delete object ``name`` if nothing holds it and its last put is older than ``grace``
     seconds (see the module docstring); returns whether it was deleted.
 
+    A deletion marker older than :data:`ABANDONED_AFTER` was left by a deleter that stopped
+    (a crash): the deletion is done again, whatever marker came since (each belongs to a
+    message that saw the deletion marker and was refused) and however lately the object was
+    put (a message naming it now is refused until the deletion is done). A younger one
+    belongs to a deletion under way: it is left to its deleter.
+
     A dead letter's hold is not looked at here: :func:`sweep` checks those, and a run's
     removal never names a dead letter's object (it names the payloads of its own history)."""
     stream = layout.stream
+    deleting = layout.payload_deleting(name)
+    marker = await leader_get(
+        pub.nc, stream, {"last_by_subj": deleting}, f"the deletion of {name[:16]}...", GET_TIMEOUT
+    )
+    stopped = marker is not None and now - (stored_seconds(marker.time) or 0.0) >= ABANDONED_AFTER
+    if marker is not None and not stopped:
+        return False  # a deletion under way
     newest_ref = await leader_get(
         pub.nc,
         stream,
@@ -109,16 +139,11 @@ async def collect(pub: Publisher, layout: Layout, name: str, *, grace: float, no
         f"the markers of payload {name[:16]}...",
         GET_TIMEOUT,
     )
-    deleting = layout.payload_deleting(name)
-    if newest_ref is not None and newest_ref.subject != deleting:
+    if newest_ref is not None and not stopped:
         return False  # held by a run or a schedule
     newest = await newest_record(pub.nc, layout.payloads_bucket, name)
-    if newest is None:
-        if newest_ref is not None:  # a deletion that stopped after the object went
-            await purge(pub.nc, stream, deleting)
-        return False
-    if newest.stored_at is not None and now - newest.stored_at < grace:
-        return False  # put lately: a message naming it may be on its way
+    if not stopped and (newest is None or (newest.stored_at or 0.0) > now - grace):
+        return False  # gone, or put lately: a message naming it may be on its way
     headers = {
         EXPECTED_LAST_SUBJECT_SEQ: str(newest_ref.seq if newest_ref is not None else 0),
         EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: layout.payload_refs(name),
@@ -126,11 +151,12 @@ async def collect(pub: Publisher, layout: Layout, name: str, *, grace: float, no
     try:
         await pub.publish(deleting, b"", headers)
     except WrongLastSequence:
-        return False  # a run marked it in the meantime
-    await purge_object(pub.nc, layout.payloads_bucket, name)
+        return False  # a run marked it in the meantime, or another deleter came first
+    deleted = newest is not None and await purge_object(pub.nc, layout.payloads_bucket, name)
     await purge(pub.nc, stream, deleting)
-    log.debug("deleted payload object %s", name)
-    return True
+    if deleted:
+        log.debug("deleted payload object %s", name)
+    return deleted
 
 
 async def dead_letter_holds(js: JetStreamContext, layout: Layout) -> set[str]:
@@ -152,10 +178,14 @@ async def dead_letter_holds(js: JetStreamContext, layout: Layout) -> set[str]:
             if _NAME.match(name):
                 held.add(name)
             if msg.metadata.num_pending == 0:
-                break
+                return held
     finally:
         await sub.unsubscribe()
-    return held
+    # the holds of the dead letters not read are not known: delete nothing
+    raise TransportError(
+        f"more than {MAX_DEAD_LETTERS:,} dead letters in {layout.stream}: payload objects are "
+        "not swept until fewer are kept (remove those dealt with)"
+    )
 
 
 async def sweep(pub: Publisher, layout: Layout, *, grace: float, now: float) -> int:
@@ -169,14 +199,38 @@ async def sweep(pub: Publisher, layout: Layout, *, grace: float, now: float) -> 
         held = await dead_letter_holds(js, layout)
     except (nats.errors.Error, TimeoutError) as exc:
         raise TransportError(f"listing the payload objects of {bucket}: {exc}") from exc
-    deleted = 0
-    for subject in sorted(info.state.subjects or {}):
+    names = set()
+    for subject in info.state.subjects or {}:
         try:
-            name = base64.urlsafe_b64decode(subject[len(prefix) :]).decode()
+            names.add(base64.urlsafe_b64decode(subject[len(prefix) :]).decode())
         except (binascii.Error, UnicodeDecodeError):
             continue
+    names |= await deletions(js, layout)  # a crash may have stopped one after the purge
+    deleted = 0
+    for name in sorted(names):
         if _NAME.match(name) and name not in held:
             deleted += await collect(pub, layout, name, grace=grace, now=now)
     if deleted:
         log.info("deleted %d payload objects nothing refers to", deleted)
+    return deleted
+
+
+async def deletions(js: JetStreamContext, layout: Layout) -> set[str]:
+    """The objects with a deletion marker: deletions under way, or left half-done."""
+    try:
+        info = await js.stream_info(layout.stream, subjects_filter=layout.payload_deleting("*"))
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransportError(f"listing the payload deletions under way: {exc}") from exc
+    return {subject.split(".")[-2] for subject in info.state.subjects or {}}
+
+
+async def finish_deletions(pub: Publisher, layout: Layout, *, grace: float, now: float) -> int:
+    """Do again the deletions left half-done (their marker is older than
+    :data:`ABANDONED_AFTER`); returns how many objects went. The janitor runs it between
+    sweeps, so that a crash mid-deletion refuses the messages naming the object for minutes,
+    not until the next sweep."""
+    deleted = 0
+    for name in sorted(await deletions(pub.js, layout)):
+        if _NAME.match(name):
+            deleted += await collect(pub, layout, name, grace=grace, now=now)
     return deleted

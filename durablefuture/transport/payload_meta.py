@@ -21,6 +21,7 @@ df-server deletes an object no run refers to only once it is older than its grac
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from datetime import UTC, datetime
 
@@ -52,6 +53,8 @@ older than this, so an object a new message names is never within reach of the g
 (a quarter of it: room for clocks a little apart and inputs waiting in the queue)."""
 MAX_RECORDS = 32
 """The most meta records read for one object."""
+MAX_CHUNKS = 4096
+"""The most chunk messages read to check what they hold before they are purged."""
 GET_TIMEOUT = 5.0
 _NAME = re.compile(r"^[0-9a-f]{64}$")
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
@@ -150,8 +153,8 @@ async def records(nc: NATS, bucket: str, name: str) -> list[MetaRecord]:
 
 
 async def purge_object(nc: NATS, bucket: str, name: str) -> bool:
-    """Purge every chunk a meta record of ``name`` names, then its meta records (df-server
-    only: the other roles may not purge). False if there was no record."""
+    """Purge the chunks the meta records of ``name`` name that hold its bytes, then its meta
+    records (df-server only: the other roles may not purge). False if there was no record."""
     if not _NAME.match(name):
         raise TransportError(f"not the name of a payload object: {name[:80]!r}")
     found = await records(nc, bucket, name)
@@ -159,6 +162,30 @@ async def purge_object(nc: NATS, bucket: str, name: str) -> bool:
         return False
     stream = _stream(bucket)
     for nuid in sorted({r.nuid for r in found if r.nuid}):
-        await purge(nc, stream, f"$O.{bucket}.C.{nuid}")
+        if await _chunks_hold(nc, bucket, nuid, name):
+            await purge(nc, stream, f"$O.{bucket}.C.{nuid}")
     await purge(nc, stream, meta_subject(bucket, name))
     return True
+
+
+async def _chunks_hold(nc: NATS, bucket: str, nuid: str, name: str) -> bool:
+    """Whether the chunks ``nuid`` hold, all of them together, the bytes ``name`` is the
+    digest of. Only then are they this object's to purge: a meta record is anyone's to write,
+    and one may name the chunks of another object (those are left, and so are chunks that
+    something appended to)."""
+    subject = f"$O.{bucket}.C.{nuid}"
+    digest = hashlib.sha256()
+    seq = 0
+    for _ in range(MAX_CHUNKS):
+        msg = await leader_get(
+            nc,
+            _stream(bucket),
+            {"next_by_subj": subject, "seq": seq + 1},
+            f"the chunks of payload {name[:16]}...",
+            GET_TIMEOUT,
+        )
+        if msg is None:
+            return seq > 0 and digest.hexdigest() == name
+        digest.update(msg.data)
+        seq = msg.seq
+    return False

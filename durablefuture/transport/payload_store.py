@@ -15,6 +15,7 @@ import base64
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 
@@ -55,6 +56,8 @@ CHUNK_TIMEOUT = 10.0
 """Seconds to wait for the next chunk of an object."""
 CHUNK_SIZE = 128 * 1024
 """Bytes a chunk (nats-py's default)."""
+TRUSTED = 1024
+"""Meta records a writer remembers having read back (they hold the bytes they are named by)."""
 
 
 async def ensure_payload_bucket(js: JetStreamContext, layout: Layout, replicas: int = 1) -> None:
@@ -107,6 +110,7 @@ class ObjectPayloads:
         self.bucket = layout.payloads_bucket
         self._store: ObjectStore | None = None
         self._lock = asyncio.Lock()
+        self._trusted: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     async def _open(self) -> ObjectStore:
         async with self._lock:
@@ -124,7 +128,9 @@ class ObjectPayloads:
 
     async def put(self, name: str, data: bytes, *, now: float | None = None) -> None:
         """Store ``data`` as object ``name`` (its SHA-256), unless a live meta record of the
-        same size is there; one older than :data:`TOUCH_AFTER` gets a fresh copy (a touch)."""
+        same size is there whose chunks hold ``data`` (read back once: anyone who may put
+        objects may write a record naming chunks that hold nothing); one older than
+        :data:`TOUCH_AFTER` gets a fresh copy (a touch)."""
         await self._open()
         try:
             newest = await newest_record(self.nc, self.bucket, name)
@@ -134,7 +140,7 @@ class ObjectPayloads:
                 live = [r for r in await records(self.nc, self.bucket, name) if r.live]
                 found = next((r for r in live if r.size == len(data)), None)
                 newest = None  # touch: the live record becomes the newest again
-            if found is not None and found.size == len(data):
+            if found is not None and found.size == len(data) and await self._holds(found, name):
                 age = (now or time.time()) - (newest.stored_at or 0.0) if newest else None
                 if age is not None and age < TOUCH_AFTER:
                     return  # the same bytes (the name is their digest): stored lately
@@ -146,8 +152,21 @@ class ObjectPayloads:
                 f"storing a payload of {len(data):,} bytes in {self.bucket}: {exc}"
             ) from exc
 
+    async def _holds(self, record: MetaRecord, name: str) -> bool:
+        key = (name, record.seq)
+        if key not in self._trusted:
+            if await self._verified(record, name) is None:
+                return False
+            self._trusted[key] = None
+            if len(self._trusted) > TRUSTED:
+                self._trusted.popitem(last=False)
+        return True
+
     async def _publish_meta(self, name: str, body: bytes) -> None:
-        await self.js.publish(meta_subject(self.bucket, name), body)
+        ack = await self.js.publish(meta_subject(self.bucket, name), body)
+        self._trusted[(name, ack.seq)] = None  # written from bytes checked (or just uploaded)
+        if len(self._trusted) > TRUSTED:
+            self._trusted.popitem(last=False)
 
     async def _upload(self, name: str, data: bytes) -> None:
         nuid = self.nc._nuid.next().decode()

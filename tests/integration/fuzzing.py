@@ -9,6 +9,7 @@ nothing that exists.
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from collections.abc import Callable
@@ -37,6 +38,9 @@ __all__ = [
     "activity_task",
     "client_inputs",
     "decode_removal",
+    "junk_chunks",
+    "junk_dead_letters",
+    "junk_meta_records",
     "mangle",
     "queries",
     "refused_by",
@@ -238,3 +242,63 @@ def refused_by(decode: Callable[[bytes], object], data: bytes) -> bool:
     except Exception:  # the codec must only ever raise DecodeError
         raise
     return False
+
+
+# ------------------------------------------------------------------ the payload store
+
+
+def _hex(rng: random.Random) -> str:
+    return rng.randbytes(32).hex()
+
+
+def junk_dead_letters(rng: random.Random, held: list[str]) -> list[tuple[bytes, dict[str, str]]]:
+    """Dead letters a worker may publish (data and headers): their ``Df-Original-Object``
+    names nothing, junk, a huge or odd token, or an object something else holds."""
+    name = rng.choice(held)
+    original = rng.choice(
+        [_hex(rng), name, name.upper(), f" {name}", name[:63], "x" * 4000, "", "../../x", "*"]
+    )
+    headers = {
+        "Df-Original-Object": original,
+        "Df-Reason": rng.choice(["", "r" * 3000, "forged"]),
+        "Df-Stream-Seq": rng.choice(["1", "-5", "99999999999999999999999", "x"]),
+        "Df-Subject": rng.choice(["", "df.default.in.start", "s" * 2000]),
+    }
+    for key in rng.sample(sorted(headers), rng.randrange(len(headers))):
+        del headers[key]
+    return [(rng.randbytes(rng.randrange(0, 2000)), headers)]
+
+
+def junk_meta_records(
+    rng: random.Random, bucket: str, held: list[str], nuids: list[str]
+) -> list[tuple[str, bytes]]:
+    """Meta records (subject, data) anyone who may put objects may publish: under the name of
+    an object something holds, a name nothing holds, or a name that is no object's; naming the
+    chunks of a held object, chunks that are not there, or junk; as JSON, mangled or bytes."""
+    token = rng.choice(
+        [
+            base64.urlsafe_b64encode(rng.choice([*held, _hex(rng), "n" * 300]).encode()).decode(),
+            "%%%not-base64",
+            "Q" * 3000,
+        ]
+    )
+    valid = {
+        "name": rng.choice([*held, _hex(rng)]),
+        "bucket": bucket,
+        "nuid": rng.choice([*nuids, rng.randbytes(11).hex(), "", "n" * 100, "a.b"]),
+        "size": rng.choice([0, 1, 300 * 1024, 2**40, -1]),
+        "chunks": rng.choice([0, 3, 10**9]),
+        "digest": rng.choice(["", "SHA-256=" + _hex(rng)]),
+        "deleted": rng.choice([True, False, None]),
+    }
+    data = rng.choice([orjson.dumps(valid), mangle(rng, valid), rng.randbytes(100)])
+    # and always one a deleter must not trust: a name nothing holds, a held object's chunks
+    name = base64.urlsafe_b64encode(_hex(rng).encode()).decode()
+    stolen = {**valid, "nuid": rng.choice(nuids), "deleted": False}
+    return [(f"$O.{bucket}.M.{token}", data), (f"$O.{bucket}.M.{name}", orjson.dumps(stolen))]
+
+
+def junk_chunks(rng: random.Random, bucket: str, nuids: list[str]) -> list[tuple[str, bytes]]:
+    """Chunks appended to a held object's chunks, or to chunks that are no object's."""
+    nuid = rng.choice([*nuids, rng.randbytes(11).hex()])
+    return [(f"$O.{bucket}.C.{nuid}", rng.randbytes(rng.randrange(0, 5000)))]

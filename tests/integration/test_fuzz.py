@@ -14,19 +14,26 @@ sends them where the daemons read:
   asking for the answer on a run's history subject; notices (``vis-removed`` between
   df-servers; ``closed.*``, also forged ones for a run whose result a client waits for), a
   worker's receipt inbox and every pull inbox;
-* the status bucket that the visibility index follows and ``df namespace describe`` reads.
+* the status bucket that the visibility index follows and ``df namespace describe`` reads;
+* the payload store: dead letters a worker may publish (``dlq.worker``) whose
+  ``Df-Original-Object`` header names nothing, junk, or an object something else holds; meta
+  records and chunks in the payload bucket under held names and junk ones, naming the chunks
+  of held objects; then df-server sweeps the payload objects nothing holds, with no grace.
 
 Then: no daemon died or disconnected; every stored message was dealt with (acknowledged or
 terminated) and every undecodable one is in the dead letters with a reason; every request got
 an answer saying why it was refused; histories are byte-identical and got nothing new;
 listing, counting and describing the namespace still see every run (and the junk entries as
-unreadable); workflows in flight and new ones complete.
+unreadable); workflows in flight and new ones complete; every payload object a run or a dead
+letter holds reads back as it was.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +49,9 @@ from durablefuture.server.sources import refusal
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.headers import RUN_HEADER
 from durablefuture.transport.layout import open_bucket
+from durablefuture.transport.payload_gc import ABANDONED_AFTER, sweep
+from durablefuture.transport.payload_meta import newest_record
+from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.worker import Worker
 from tests.conftest import wait_for
 from tests.integration import fuzzing as fz
@@ -50,6 +60,7 @@ from tests.integration.helpers import handled
 pytestmark = pytest.mark.asyncio
 
 CODEC = fz.CODEC
+BIG = "b" * (300 * 1024)  # travels by reference (payload object)
 
 
 def greet(name: str) -> str:
@@ -88,9 +99,12 @@ class DeadLetter:
     data: bytes
 
 
-async def _dead_letters(env: LocalEnvironment) -> list[DeadLetter]:
+async def _dead_letters(env: LocalEnvironment, forged: set[int] | None = None) -> list[DeadLetter]:
+    """The dead letters stored, but the ``forged`` ones (stream sequences)."""
     out = []
     for m in await _stored(env, env.client.layout.dead_letters()):
+        if forged and m.metadata.sequence.stream in forged:
+            continue
         headers = m.headers or {}
         seq = headers.get("Df-Stream-Seq", "")
         subject, reason = headers.get("Df-Subject", ""), headers.get("Df-Reason", "")
@@ -338,6 +352,36 @@ async def fuzz_status_entries(env: LocalEnvironment, rng: random.Random, count: 
         await kv.put(f"fz-junk-{i}.{'0' * 32}", value)
 
 
+async def fuzz_payload_store(
+    env: LocalEnvironment, rng: random.Random, count: int, held: list[str]
+) -> set[int]:
+    """Junk dead letters, meta records and chunks (see the module docstring); returns the
+    stream sequences of the dead letters."""
+    layout = env.client.layout
+    bucket = layout.payloads_bucket
+    nuids = []
+    for name in held:
+        record = await newest_record(env.client.pub.nc, bucket, name)
+        assert record is not None and record.live
+        nuids.append(record.nuid)
+    attacker = await nats.connect(env.nats_url)
+    js = attacker.jetstream()
+    forged: set[int] = set()
+    try:
+        for _ in range(count):
+            for data, headers in fz.junk_dead_letters(rng, held):
+                ack = await js.publish(layout.dead_letter("worker"), data, headers=headers)
+                forged.add(ack.seq)
+            for subject, data in [
+                *fz.junk_meta_records(rng, bucket, held, nuids),
+                *fz.junk_chunks(rng, bucket, nuids),
+            ]:
+                await js.publish(subject, data)
+    finally:
+        await attacker.close()
+    return forged
+
+
 # ------------------------------------------------------------------ the test
 
 
@@ -359,9 +403,11 @@ async def fuzz(count: int, seed: int) -> None:
             ]
             live = (waiting[0].id, await waiting[0]._run())
             awaited = (waiting[1].id, await waiting[1]._run())
+            # its argument and its activity's result travel by reference (payload objects)
+            big = await client.start_workflow(greet_then_wait, BIG, id="big")
 
             async def all_wait_for_their_signal() -> bool:
-                for h in waiting:
+                for h in [*waiting, big]:
                     events = await h.fetch_history()
                     if not any(isinstance(e, ev.SignalWaitStarted) for e in events):
                         return False
@@ -376,6 +422,12 @@ async def fuzz(count: int, seed: int) -> None:
             result = asyncio.ensure_future(waiting[1].result(timeout=120))
             targets = stored_targets(env, worker, rng)
             sent, skipped = await fuzz_stored(env, targets, rng, count)
+            # an undecodable report too large to fit in its dead letter: its whole original is
+            # kept as a payload object, which the dead letter holds
+            report = next(t for t in targets if t.subject == client.layout.input("report"))
+            huge = b"\xff" + rng.randbytes(1024 * 1024 - 400)
+            ack = await (await client.pub.send(report.subject, huge))
+            sent.append(Sent(ack.seq, report, "dead", huge))
 
             # junk on the pull inboxes too
             assert env.server is not None and env.server._consumer is not None
@@ -417,7 +469,20 @@ async def fuzz(count: int, seed: int) -> None:
                 return sum(c.junk for c in consumers) >= inbox_junk
 
             await wait_for(inbox_junk_seen, 30)
-            letters = await _dead_letters(env)
+
+            # junk in the payload store, then a sweep of every object nothing holds, at once
+            payloads = ObjectPayloads(client.pub.js, client.layout)
+            held = sorted(await payloads.names())
+            assert hashlib.sha256(huge).hexdigest() in held and len(held) >= 3, held
+            objects = {name: await payloads.get(name) for name in held}
+            forged = await fuzz_payload_store(env, rng, count // 20, held)
+            for _ in range(2):
+                now = time.time() + ABANDONED_AFTER
+                await sweep(env.server.pub, client.layout, grace=0.0, now=now)
+            for name, data in objects.items():
+                assert await payloads.get(name) == data, f"payload object {name} was lost"
+
+            letters = await _dead_letters(env, forged)
             print(
                 f"fuzz (seed {seed}): {len(sent)} malformed messages stored ({skipped} valid by "
                 f"chance, not sent), {len(letters)} dead-lettered; {answered} requests "
@@ -435,7 +500,7 @@ async def fuzz(count: int, seed: int) -> None:
             assert worker._run_task is not None and not worker._run_task.done()
             assert await _history_bytes(env) == before, "histories changed or grew"
             assert await client.count_workflows() == runs_before
-            ids = {h.id for h in done + waiting}
+            ids = {h.id for h in [*done, *waiting, big]}
             assert {r.workflow_id for r in await client.list_workflows(page_size=100)} == ids
             assert {r.workflow_id for r in await client.list_workflows()} == ids
             described = await client.describe_namespace()
@@ -446,6 +511,8 @@ async def fuzz(count: int, seed: int) -> None:
                 await h.signal("go", "late")
                 assert await h.result(timeout=15) == f"hello w{i} late"
             assert await result == "hello w1 late"
+            await big.signal("go", "big")
+            assert await big.result(timeout=60) == f"hello {BIG} big"
             fresh = await client.start_workflow(greet_then_wait, "n", id="new-after-fuzz")
             await fresh.signal("go", "fine")
             assert await fresh.result(timeout=15) == "hello n fine"
