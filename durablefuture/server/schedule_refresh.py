@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 
-from durablefuture.core.schedules import ScheduleState
+from durablefuture.core.schedules import STARTING, ScheduleState
 from durablefuture.transport.subjects import decode_token
 
 __all__ = ["Refresher"]
@@ -43,10 +43,12 @@ class Refresher:
         self.stopping = False
         self._later: set[asyncio.TimerHandle] = set()
 
-    def watch(self, state: ScheduleState) -> None:
-        """Follow the schedule's running actions (and forget its closed ones)."""
+    def watch(self, state: ScheduleState, starting: bool = True) -> None:
+        """Follow the schedule's running actions (and forget its closed ones); its actions not
+        seen yet only if ``starting`` (else the durable poll step looks at them anyway)."""
         for r in state.running:
-            self._watch[r.workflow_id] = state.schedule_id
+            if starting or r.status != STARTING:
+                self._watch[r.workflow_id] = state.schedule_id
         for r in state.recent:
             self._watch.pop(r.workflow_id, None)
 
