@@ -24,6 +24,7 @@ __all__ = ["StateCache"]
 
 MAX_CACHED = 10_000
 MAX_STARTED = 100_000
+MAX_ACTIONS = 20_000
 
 
 class StateCache:
@@ -32,15 +33,23 @@ class StateCache:
         self._states: OrderedDict[str, tuple[ScheduleState, int]] = OrderedDict()
         self._armed: dict[str, tuple[int, float]] = {}
         self._started: OrderedDict[str, None] = OrderedDict()
+        self._actions: OrderedDict[str, None] = OrderedDict()
 
-    def begin_start(self, request_id: str) -> bool:
+    def begin_start(self, request_id: str, workflow_id: str) -> bool:
         """False if this process has the start with ``request_id`` under way or done."""
         if request_id in self._started:
             return False
         self._started[request_id] = None
+        self._actions[workflow_id] = None
         while len(self._started) > MAX_STARTED:
             self._started.popitem(last=False)
+        while len(self._actions) > MAX_ACTIONS:
+            self._actions.popitem(last=False)
         return True
+
+    def is_action(self, workflow_id: str) -> bool:
+        """``workflow_id`` is one of the latest actions this process started."""
+        return workflow_id in self._actions
 
     def start_failed(self, request_id: str) -> None:
         self._started.pop(request_id, None)

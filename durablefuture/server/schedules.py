@@ -28,8 +28,6 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 
-from attrs import define
-
 from durablefuture import metrics
 from durablefuture.codec.schedules import ScheduleCodec, ScheduleInput
 from durablefuture.codec.wire import Codec, Reply
@@ -63,6 +61,7 @@ from durablefuture.server.schedule_effects import (
     start_once,
     start_request,
 )
+from durablefuture.server.schedule_options import ScheduleOptions
 from durablefuture.server.schedule_refresh import Refresher
 from durablefuture.server.schedule_states import StateCache
 from durablefuture.transport.consumer import PullConsumer, delivery_count
@@ -73,7 +72,6 @@ from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
 from durablefuture.transport.payload_store import mark_refs, schedule_holder
 from durablefuture.transport.publisher import Publisher, WrongLastSequence
-from durablefuture.transport.redelivery import Redelivery
 from durablefuture.transport.schedule_store import ScheduleStore
 from durablefuture.transport.startup import until_ready
 from durablefuture.transport.subjects import Layout
@@ -81,25 +79,6 @@ from durablefuture.transport.subjects import Layout
 __all__ = ["ScheduleOptions", "ScheduleService"]
 
 log = logging.getLogger("durablefuture.schedules")
-
-
-@define
-class ScheduleOptions:
-    poll_interval: float = 5.0
-    """While something waits on a running action (a buffered action, a stop request,
-    pause-on-failure, an unconfirmed start), step at least this often."""
-    ack_wait: float = 10.0
-    max_deliver: int = 20
-    concurrency: int = 1024
-    """Schedule inputs handled at once (each step includes starting its actions)."""
-    ahead: float = 60.0
-    """Under ALLOW_ALL, record an action up to this many seconds before its fire time, so that
-    at the fire time only its start is left (0: record each action at its fire time)."""
-
-    @property
-    def redelivery(self) -> Redelivery:
-        """When a failed schedule input comes back, and when it is dead-lettered."""
-        return Redelivery(give_up_at=max(1, self.max_deliver - 1), first_delay=0.4, max_delay=10.0)
 
 
 class ScheduleService:
@@ -122,9 +101,7 @@ class ScheduleService:
         self.options = options or ScheduleOptions()
         self.store = ScheduleStore(pub.nc, pub, layout)
         self.states = StateCache()
-        self._start = start
-        """Starts an action's run in this process (df-server's own start path) instead of
-        sending its start request through the stream."""
+        self._start = start  # df-server's own start path (else: through its input stream)
         self._consumer: PullConsumer | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -370,8 +347,7 @@ class ScheduleService:
         return Reply(True)
 
     async def _confirm(self, sid: str, seq: int) -> None:
-        """Nothing to write, so no sequence check: confirm the cached record is the latest
-        (effects and the timer come from it; a pause or a delete elsewhere may have moved it)."""
+        """Nothing to write, so no sequence check: confirm the cached record is the latest."""
         latest = await self.store.load(sid)
         if latest is None or latest[1] != seq:
             raise WrongLastSequence(
@@ -405,7 +381,7 @@ class ScheduleService:
         pending: list[Awaitable[object]] = []
         for effect in result.effects:
             if isinstance(effect, StartAction) and self._start is not None:
-                if self.states.begin_start(rid := effect.request_id):
+                if self.states.begin_start(rid := effect.request_id, effect.workflow_id):
                     request = start_request(state, effect)
                     forget = functools.partial(self.states.start_failed, rid)
                     pending.append(start_once(self._start, request, forget))
@@ -439,6 +415,11 @@ class ScheduleService:
                 raise outcome
         if wake is not None:
             self.states.mark_armed(sid, seq, wake)
+
+    async def give_way(self, workflow_id: str) -> None:
+        """Inputs of a schedule's runs wait a little while timer ticks are handled."""
+        if self.states.is_action(workflow_id):
+            await self.refresher.give_way()
 
     def _starting(self, schedule_id: str) -> bool:
         """The record this process wrote last has actions whose runs it has not seen."""
