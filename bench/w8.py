@@ -24,6 +24,13 @@ recorded histories, one read per expected action:
   df-worker (and their total) from the end of the creation to the end of the drain, and that
   per due action: what taking and starting the actions cost, without the creation and the
   history reads of the measurement (the workload line's ``*_cpu_s`` include both).
+- ``burst_cpu_ms_per_action``: CPU of each process from 0.5 s before each due second to
+  ``BURST_SECONDS`` after it, summed over the due seconds and divided by the actions due then:
+  what one second's burst of actions costs while it is being started (whatever a process does
+  later for them, such as a step that records their runs a poll later, is in ``window_cpu_*``
+  only). Measured when the interval leaves room for it (``every`` >= 10 s).
+- ``late_by_second``: the same per due second (its offset from the first, in seconds: p50 / p99
+  / max ms), to tell a slow burst from a slow tail in every burst (up to 20 due seconds).
 - ``duplicated``: runs beyond the first for one action's workflow id, plus actions the schedules
   counted beyond the expected ones (``extra``). Both must be 0.
 """
@@ -42,6 +49,8 @@ from bench.stats import lat_stats, log
 TASK_QUEUE = "bench"
 CREATE_CONCURRENCY = 50
 READ_CONCURRENCY = 100
+BURST_SECONDS = 4.0
+"""How long after a due second its burst is counted (``burst_cpu_ms_per_action``)."""
 DRAIN_SECONDS = 120.0
 """After the window: how long to wait at most for every due action to be taken and started
 (the schedules have taken them all and df-server has no input left to handle)."""
@@ -116,7 +125,21 @@ async def w8(
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     cpu0 = snaps() if snaps is not None else {}
-    await asyncio.sleep(max(0.0, end + 1 - time.time()))  # the window itself
+    burst: dict[str, float] = {}
+    burst_actions = 0
+    for t in range(start, end + 1, every):  # the window itself, each due second's burst timed
+        if snaps is None or every < 10:
+            break
+        await asyncio.sleep(max(0.0, t - 0.5 - time.time()))
+        b0 = snaps()
+        await asyncio.sleep(max(0.0, t + BURST_SECONDS - time.time()))
+        b1 = snaps()
+        for k in b0:
+            if k != "client":
+                burst[k] = burst.get(k, 0.0) + b1[k][0] - b0[k][0]
+        burst_actions += sum(1 for v in expected.values() if t in v)
+    burst["total"] = sum(burst.values())
+    await asyncio.sleep(max(0.0, end + 1 - time.time()))
     deadline = time.monotonic() + DRAIN_SECONDS
     count = await taken(0)
     drained = False
@@ -133,6 +156,7 @@ async def w8(
     window_cpu["total"] = sum(window_cpu.values())
 
     lateness: list[float] = []
+    by_second: dict[int, list[float]] = {}
     missed = duplicated = 0
     read = asyncio.Semaphore(READ_CONCURRENCY)
 
@@ -156,6 +180,7 @@ async def w8(
         first = batches[0][1].events[0]
         assert isinstance(first, ev.WorkflowStarted), first
         lateness.append(first.at - nominal)
+        by_second.setdefault(nominal - start, []).append(first.at - nominal)
 
     await asyncio.gather(*(check(s, t) for s, times in expected.items() for t in times))
     extra = max(0, count - total)  # actions the schedules took beyond the due ones
@@ -180,7 +205,14 @@ async def w8(
         "window_cpu_ms_per_action": {
             k: round(v * 1000 / max(1, total), 3) for k, v in window_cpu.items()
         },
+        "burst_cpu_ms_per_action": {
+            k: round(v * 1000 / max(1, burst_actions), 3) for k, v in burst.items()
+        },
         **lat_stats(lateness, "late_"),
+        "late_by_second": {
+            str(k): [lat_stats(v, "")[p] for p in ("p50_ms", "p99_ms", "max_ms")]
+            for k, v in sorted(by_second.items())[:20]
+        },
         "_wfs": max(1, total),
     }
 

@@ -136,6 +136,8 @@ def _overlap_reasons(state: ScheduleState, now: float) -> list[str]:
     stopping = {s.workflow_id: s.terminate for s in state.stopping}
     for r in state.running:
         label = f"action {r.workflow_id} (scheduled {_iso(r.nominal)})"
+        if r.pending(now):
+            continue  # recorded ahead of its time: the next action, not an overlap
         if r.status == STARTING:
             out.append(
                 f"{label} was taken {_when(r.taken_at, now)} but its run has not been seen "
@@ -238,6 +240,9 @@ def _about(state: ScheduleState, at: float, now: float) -> tuple[float | None, l
     taken = [r for r in (*state.running, *state.recent) if r.nominal == nominal]
     if taken:
         r = taken[0]
+        if r.fire_at is not None and r.pending(now):
+            when = _when(r.fire_at, now)
+            return nominal, [*lines, f"{head} is recorded ahead of its time; it starts at {when}"]
         how = {
             STARTING: "was taken; its run has not been seen yet",
             RunStatus.RUNNING: f"fired: workflow {wid} (run {r.run_id}) is running",

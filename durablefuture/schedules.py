@@ -100,16 +100,20 @@ class ScheduleDescription:
 
     @classmethod
     def of(cls, state: ScheduleState, count: int, now: float) -> ScheduleDescription:
+        # an action recorded ahead of its time is not taken yet: it is the next action time
+        ahead = sum(1 for r in state.running if r.pending(now))
         return cls(
             schedule_id=state.schedule_id,
             schedule=state.schedule,
             created_at=_dt(state.created_at),
             updated_at=_dt(state.updated_at),
             next_action_times=tuple(_dt(f) for _n, f in upcoming(state, count, now)),
-            running_actions=tuple(ScheduleAction.of(r) for r in state.running),
+            running_actions=tuple(
+                ScheduleAction.of(r) for r in state.running if not r.pending(now)
+            ),
             recent_actions=tuple(ScheduleAction.of(r) for r in state.recent),
             buffered=tuple(_dt(b.nominal) for b in state.buffered),
-            actions_taken=state.actions,
+            actions_taken=state.actions - ahead,
             actions_skipped=state.skipped,
             actions_missed=state.missed,
             journal=state.journal,

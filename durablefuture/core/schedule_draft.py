@@ -1,6 +1,10 @@
 """One step of a schedule at work: a mutable copy of its state that takes, buffers, skips and
 stops actions as the overlap policy says, then freezes into a ``Step`` with the effects the
-state implies and the next time to wake up."""
+state implies and the next time to wake up.
+
+An action may be recorded *ahead* of its time (``ActionRecord.fire_at`` in the future, see
+``ahead``): it is then pending, neither running nor started; its start effect appears only once
+``now`` has reached its fire time."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from attrs import evolve
 from durablefuture.core.effects import RunStatus
 from durablefuture.core.schedule_model import (
     JOURNAL,
+    MAX_STEPS,
     RECENT,
     STARTING,
     ActionRecord,
@@ -28,7 +33,24 @@ from durablefuture.core.schedule_model import (
 )
 from durablefuture.core.schedule_spec import scheduled_times
 
-__all__ = ["Draft", "next_wake"]
+__all__ = ["Draft", "ahead", "next_wake", "pending_times"]
+
+
+def ahead(state: ScheduleState, lead: float) -> float:
+    """How far ahead of its fire time the schedule's next action may be recorded: ``lead``
+    under ALLOW_ALL (whether it starts depends on nothing that can change before its time),
+    else 0 (the overlap decision needs the runs as they are at the fire time)."""
+    policy = state.schedule.policy
+    if state.paused or policy.overlap is not Overlap.ALLOW_ALL or policy.pause_on_failure:
+        return 0.0
+    return max(0.0, lead)
+
+
+def pending_times(state: ScheduleState, now: float) -> list[tuple[float, float]]:
+    """(nominal, fire_at) of the actions recorded ahead and not due at ``now``, soonest first."""
+    return sorted(
+        (r.nominal, r.fire_at) for r in state.running if r.fire_at is not None and r.pending(now)
+    )
 
 
 class Draft:
@@ -50,26 +72,76 @@ class Draft:
     def log(self, kind: str, nominal: float | None = None, detail: str = "") -> None:
         self.journal.append(JournalEntry(self.now, kind, nominal, detail))
 
-    def start(self, nominal: float, source: str) -> None:
+    def start(self, nominal: float, source: str, fire_at: float | None = None) -> None:
         wid = self.s.action_id(nominal)
         if any(r.workflow_id == wid for r in (*self.running, *self.recent)):
             # already taken (a backfill over taken times, a trigger at a spec instant)
             self.log("skipped", nominal, f"{wid} was already taken")
             return
-        self.running.append(ActionRecord(nominal, self.now, wid, source))
+        self.running.append(ActionRecord(nominal, self.now, wid, source, fire_at=fire_at))
         self.taken += 1
+
+    def has_pending(self) -> bool:
+        return any(r.pending(self.now) for r in self.running)
+
+    def withdraw(self) -> int:
+        """Drop the actions recorded ahead that are not due yet (a pause, an update)."""
+        kept = [r for r in self.running if not r.pending(self.now)]
+        n = len(self.running) - len(kept)
+        self.running = kept
+        self.taken -= n
+        return n
+
+    def miss_late(self, window: float) -> None:
+        """An action recorded ahead whose run was never seen and whose fire time is past the
+        catch-up window (df-server was down) is missed, as a spec time that late would be."""
+        kept: list[ActionRecord] = []
+        for r in self.running:
+            late = self.now - r.fire_at if r.fire_at is not None else 0.0
+            if r.status == STARTING and late > window:
+                self.missed_n += 1
+                self.taken -= 1
+                self.log("missed", r.nominal, f"{late:.0f}s late, past the catch-up window")
+            else:
+                kept.append(r)
+        self.running = kept
+
+    def take_due(self, upto: float, overlap: Overlap, lead: float) -> float:
+        """Act on every spec time due at ``now`` after ``upto``, and record the next one ahead
+        if it fires within ``lead`` and none is pending; the new ``processed_upto``."""
+        window = self.s.schedule.policy.catchup_window.total_seconds()
+        now = self.now
+        self.miss_late(window)
+        n = 0
+        for nominal, fire_at in scheduled_times(self.s.schedule.spec, self.s.schedule_id, upto):
+            if n >= MAX_STEPS:
+                break
+            if fire_at > now:
+                if fire_at <= now + lead and not self.has_pending():
+                    upto = nominal
+                    self.start(nominal, "spec", fire_at)
+                break
+            n += 1
+            upto = nominal
+            if now - fire_at > window:
+                self.missed_n += 1
+                self.log("missed", nominal, f"{now - fire_at:.0f}s late, past the catch-up window")
+                continue
+            self.lateness.append(now - fire_at)
+            self.action(nominal, overlap, "spec")
+        return upto
 
     def stop_running(self, overlap: Overlap) -> None:
         stopping = {s.workflow_id for s in self.stopping}
         for r in self.running:
-            if r.workflow_id not in stopping:
+            if r.workflow_id not in stopping and not r.pending(self.now):
                 self.stopping.append(Stop(r.workflow_id, overlap is Overlap.TERMINATE_OTHER))
                 kind = "cancel_requested" if overlap is Overlap.CANCEL_OTHER else "terminated"
                 self.log(kind, r.nominal, r.workflow_id)
 
     def action(self, nominal: float, overlap: Overlap, source: str) -> None:
         """An action is due: take it, buffer it or skip it, as ``overlap`` says."""
-        busy = bool(self.running)
+        busy = any(not r.pending(self.now) for r in self.running)
         if overlap is Overlap.ALLOW_ALL or (not busy and not self.buffered):
             self.start(nominal, source)
         elif overlap is Overlap.SKIP:
@@ -129,7 +201,7 @@ class Draft:
             b = self.buffered.pop(0)
             self.start(b.nominal, b.source)
 
-    def finish(self, poll: float) -> Step:
+    def finish(self, poll: float, lead: float = 0.0) -> Step:
         s = self.s
         schedule = evolve(s.schedule, paused=self.paused, note=self.note)
         state = evolve(
@@ -147,14 +219,14 @@ class Draft:
         effects: list[ScheduleEffect] = []
         stops = {s.workflow_id: s.terminate for s in state.stopping}
         for r in state.running:
-            if r.status == STARTING:
+            if r.status == STARTING and not r.pending(self.now):
                 effects.append(StartAction(r.workflow_id, state.request_id(r.nominal), r.nominal))
             terminate = stops.get(r.workflow_id)
             if terminate is not None:
                 rid = f"{state.request_id(r.nominal)}:stop"
                 kind = TerminateAction if terminate else CancelAction
                 effects.append(kind(r.workflow_id, r.run_id, rid))
-        wake = next_wake(state, self.now, poll)
+        wake = next_wake(state, self.now, poll, lead=lead)
         return Step(
             state,
             tuple(effects),
@@ -167,19 +239,29 @@ class Draft:
 
 
 def next_wake(
-    state: ScheduleState, now: float, poll: float, watch_starting: bool = True
+    state: ScheduleState,
+    now: float,
+    poll: float,
+    watch_starting: bool = True,
+    lead: float = 0.0,
 ) -> float | None:
-    """The next fire time of the spec, or sooner (``now + poll``) while something waits on a
-    running action (a buffered action, a stop request, pause-on-failure, an unseen start;
+    """The fire time of the action recorded ahead, else the next fire time of the spec (less
+    ``lead``: the step that records it ahead), or sooner (``now + poll``) while something waits
+    on a running action (a buffered action, a stop request, pause-on-failure, an unseen start;
     the last not with ``watch_starting=False``: the caller knows those starts are done)."""
     wake: float | None = None
-    if not state.paused:
+    pend = pending_times(state, now)
+    if pend:
+        wake = pend[0][1]
+    elif not state.paused:
         nxt = next(
             scheduled_times(state.schedule.spec, state.schedule_id, state.processed_upto), None
         )
         if nxt is not None:
-            wake = nxt[1]
-    unseen = watch_starting and any(r.status == STARTING for r in state.running)
+            wake = max(now, nxt[1] - ahead(state, lead)) if lead else nxt[1]
+    unseen = watch_starting and any(
+        r.status == STARTING and not r.pending(now) for r in state.running
+    )
     watching = state.buffered or state.stopping or unseen
     if state.running and state.schedule.policy.pause_on_failure:
         watching = True

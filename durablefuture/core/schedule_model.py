@@ -163,6 +163,13 @@ class ActionRecord:
     run_id: str = ""
     status: str = STARTING
     """``starting`` until its run is seen, then a RunStatus value."""
+    fire_at: float | None = None
+    """When its start is due, for an action recorded ahead of its time (None: at once). Until
+    then it is *pending*: recorded, not started, and withdrawn by a pause or an update."""
+
+    def pending(self, now: float) -> bool:
+        """Recorded ahead and not due yet at ``now``."""
+        return self.fire_at is not None and self.fire_at > now and self.status == STARTING
 
 
 @frozen

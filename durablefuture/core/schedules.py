@@ -14,6 +14,11 @@ them):
   started twice.
 - Overlap policies (as Temporal documents them) see only this schedule's own running actions.
 - Catch-up: due times older than ``catchup_window`` are counted and recorded as missed.
+- Ahead (ALLOW_ALL only): a step may record the next action before its fire time (``lead``
+  seconds at most, one at a time), with ``fire_at`` set; ``processed_upto`` then covers it. At
+  its fire time only its start is left (``due_starts``: no observation, no new record). A pause
+  or an update withdraws it while it is not due (``processed_upto`` goes back to ``now``, the
+  one exception to the rule above: nothing after ``now`` has been acted on).
 
 The types are in ``core/schedule_model.py`` (re-exported here), the working copy a step edits
 in ``core/schedule_draft.py``.
@@ -26,11 +31,10 @@ from collections.abc import Mapping
 from attrs import evolve
 
 from durablefuture.core.errors import InvalidArgumentError
-from durablefuture.core.schedule_draft import Draft, next_wake
+from durablefuture.core.schedule_draft import Draft, ahead, next_wake, pending_times
 from durablefuture.core.schedule_model import (
     JOURNAL,
     MAX_BACKFILL,
-    MAX_STEPS,
     RECENT,
     STARTING,
     ActionRecord,
@@ -74,6 +78,7 @@ __all__ = [
     "apply_trigger",
     "apply_update",
     "backfill_times",
+    "due_starts",
     "new_state",
     "next_wake",
     "step",
@@ -100,31 +105,23 @@ def step(
     now: float,
     observed: Mapping[str, Observed],
     poll: float = 5.0,
+    lead: float = 0.0,
 ) -> Step:
-    """Take every action that is due at ``now`` (and start buffered ones that may start)."""
+    """Take every action that is due at ``now`` (and start buffered ones that may start); under
+    ALLOW_ALL also record the next action ahead if it fires within ``lead`` seconds."""
     d = Draft(state, now)
     d.observe(observed)
+    lead = ahead(state, lead)
     upto = state.processed_upto
     if d.paused:
+        if d.withdraw():  # paused by a failure of an earlier action: nothing ahead starts
+            upto = now
         upto = max(upto, now)
     else:
-        window = state.schedule.policy.catchup_window.total_seconds()
-        overlap = state.schedule.policy.overlap
-        n = 0
-        for nominal, fire_at in scheduled_times(state.schedule.spec, state.schedule_id, upto):
-            if fire_at > now or n >= MAX_STEPS:
-                break
-            n += 1
-            upto = nominal
-            if now - fire_at > window:
-                d.missed_n += 1
-                d.log("missed", nominal, f"{now - fire_at:.0f}s late, past the catch-up window")
-                continue
-            d.lateness.append(now - fire_at)
-            d.action(nominal, overlap, "spec")
+        upto = d.take_due(upto, state.schedule.policy.overlap, lead)
     d.drain_buffer()
     d.s = evolve(state, processed_upto=upto)
-    out = d.finish(poll)
+    out = d.finish(poll, lead)
     if not d.paused and _due_now(out.state, now):  # more than MAX_STEPS were due
         out = evolve(out, wake_at=now)
     return out
@@ -139,11 +136,63 @@ def _remember(state: ScheduleState, request_id: str) -> tuple[str, ...]:
     return (*state.requests, request_id)[-RECENT:]
 
 
+def due_starts(
+    state: ScheduleState, now: float, due: float | None, poll: float = 5.0
+) -> Step | None:
+    """The timer's firing at ``due`` for an action recorded ahead: start what is due, and
+    nothing else (no observation, no new record; the step ``poll`` seconds later observes the
+    runs and records the next action ahead). None if a whole step is needed instead: no action
+    is recorded for ``due``, one is past the catch-up window, or the spec's next time is too
+    close for that later step to record it ahead."""
+    if due is None or due > now or state.paused:
+        return None
+    due_now = [
+        r
+        for r in state.running
+        if r.status == STARTING and r.fire_at is not None and r.fire_at <= now
+    ]
+    if not any(r.fire_at == due for r in due_now):
+        return None
+    window = state.schedule.policy.catchup_window.total_seconds()
+    if any(now - (r.fire_at or now) > window for r in due_now):
+        return None
+    pend = pending_times(state, now)
+    if not pend:
+        nxt = next(
+            scheduled_times(state.schedule.spec, state.schedule_id, state.processed_upto), None
+        )
+        if nxt is not None and nxt[1] <= now + 2 * poll:
+            return None
+    effects = tuple(
+        StartAction(r.workflow_id, state.request_id(r.nominal), r.nominal) for r in due_now
+    )
+    wake = now + poll if not pend else min(pend[0][1], now + poll)
+    lateness = tuple(now - (r.fire_at or now) for r in due_now if r.fire_at == due)
+    return Step(state, effects, wake, lateness=lateness)
+
+
+def _withdrawn(state: ScheduleState, now: float) -> ScheduleState:
+    """Without its actions recorded ahead that are not due yet; their times are no longer
+    processed (the new definition, or the end of the pause, decides them again)."""
+    kept = tuple(r for r in state.running if not r.pending(now))
+    n = len(state.running) - len(kept)
+    if not n:
+        return state
+    return evolve(
+        state,
+        running=kept,
+        actions=state.actions - n,
+        processed_upto=min(state.processed_upto, now),
+    )
+
+
 def apply_update(
     state: ScheduleState, schedule: Schedule, now: float, request_id: str
 ) -> ScheduleState:
     """Replace the schedule's definition; its spec applies from ``now`` on (no catch-up of
-    times the new spec would have had in the past)."""
+    times the new spec would have had in the past; an action recorded ahead that is not due is
+    withdrawn, and taken again only if the new spec has it)."""
+    state = _withdrawn(state, now)
     return evolve(
         state,
         schedule=schedule,
@@ -157,7 +206,9 @@ def apply_update(
 def apply_pause(
     state: ScheduleState, paused: bool, note: str, now: float, request_id: str
 ) -> ScheduleState:
-    """Pause or unpause. While paused no spec action is taken, and none is caught up later."""
+    """Pause or unpause. While paused no spec action is taken, and none is caught up later (an
+    action recorded ahead that is not due yet is withdrawn)."""
+    state = _withdrawn(state, now)
     schedule = evolve(state.schedule, paused=paused, note=note)
     kind = "paused" if paused else "unpaused"
     return evolve(
@@ -177,6 +228,7 @@ def apply_trigger(
     request_id: str,
     observed: Mapping[str, Observed],
     poll: float = 5.0,
+    lead: float = 0.0,
 ) -> Step:
     """Take one action now (its scheduled time is ``now``), even while paused."""
     d = Draft(state, now)
@@ -185,7 +237,7 @@ def apply_trigger(
     d.action(now, overlap or state.schedule.policy.overlap, "trigger")
     d.drain_buffer()
     d.s = evolve(state, requests=_remember(state, request_id))
-    return d.finish(poll)
+    return d.finish(poll, ahead(state, lead))
 
 
 def backfill_times(state: ScheduleState, start: float, end: float) -> list[float]:
@@ -210,6 +262,7 @@ def apply_backfill(
     request_id: str,
     observed: Mapping[str, Observed],
     poll: float = 5.0,
+    lead: float = 0.0,
 ) -> Step:
     """Take the actions the spec has in [start, end] now, as ``overlap`` says (ignoring the
     catch-up window and pause; times already taken are not started again)."""
@@ -221,13 +274,17 @@ def apply_backfill(
         d.action(nominal, overlap or state.schedule.policy.overlap, "backfill")
     d.drain_buffer()
     d.s = evolve(state, requests=_remember(state, request_id))
-    return d.finish(poll)
+    return d.finish(poll, ahead(state, lead))
 
 
 def upcoming(state: ScheduleState, count: int, after: float) -> list[tuple[float, float]]:
-    """The next ``count`` (nominal, fire_at) pairs after ``after`` (none while paused)."""
+    """The next ``count`` (nominal, fire_at) pairs after ``after`` (none while paused): an
+    action recorded ahead first, then the spec's times after it."""
     out: list[tuple[float, float]] = []
     if state.paused:
+        return out
+    out.extend(pending_times(state, after)[:count])
+    if len(out) >= count:
         return out
     for pair in scheduled_times(
         state.schedule.spec, state.schedule_id, max(after, state.processed_upto)

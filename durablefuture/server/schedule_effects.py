@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 
+from durablefuture import metrics
+from durablefuture.codec.wire import Codec, InputEnvelope
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.effects import RunStatus
@@ -11,14 +15,21 @@ from durablefuture.core.options import IdReusePolicy
 from durablefuture.core.schedules import (
     CancelAction,
     Observed,
+    ScheduleEffect,
     ScheduleState,
     StartAction,
+    Step,
     TerminateAction,
 )
 from durablefuture.core.state import status_of
+from durablefuture.server.sources import SERVER
 from durablefuture.transport.history import HistoryStore
+from durablefuture.transport.publisher import MSG_ID, Publisher
+from durablefuture.transport.subjects import Layout
 
-__all__ = ["observe", "start_request", "stop_input"]
+__all__ = ["count_step", "observe", "perform", "start_once", "start_request", "stop_input"]
+
+log = logging.getLogger("durablefuture.schedules")
 
 
 def start_request(state: ScheduleState, effect: StartAction) -> inp.StartWorkflowRequest:
@@ -45,8 +56,9 @@ def stop_input(state: ScheduleState, effect: CancelAction | TerminateAction) -> 
     return inp.TerminateWorkflow(effect.run_id, effect.request_id, reason)
 
 
-async def observe(history: HistoryStore, state: ScheduleState) -> dict[str, Observed]:
-    """The latest run of each running action's workflow id, and whether it has closed."""
+async def observe(history: HistoryStore, state: ScheduleState, now: float) -> dict[str, Observed]:
+    """The latest run of each running action's workflow id, and whether it has closed (not of
+    an action recorded ahead that is not due yet: it has no run)."""
 
     async def one(wid: str) -> tuple[str, Observed]:
         last = await history.last_of_workflow(wid)
@@ -58,5 +70,61 @@ async def observe(history: HistoryStore, state: ScheduleState) -> dict[str, Obse
                 status = status_of(e)
         return wid, Observed(last.run_id, status)
 
-    pairs = await asyncio.gather(*(one(r.workflow_id) for r in state.running))
+    pairs = await asyncio.gather(*(one(r.workflow_id) for r in state.running if not r.pending(now)))
     return dict(pairs)
+
+
+def count_step(ns: str, result: Step) -> None:
+    """The metrics of one step: actions taken, skipped and missed, and start lateness."""
+    if result.taken:
+        metrics.SCHEDULE_ACTIONS.inc(ns, "taken", amount=result.taken)
+    if result.skipped:
+        metrics.SCHEDULE_ACTIONS.inc(ns, "skipped", amount=result.skipped)
+    if result.missed:
+        sid = result.state.schedule_id
+        metrics.SCHEDULE_ACTIONS.inc(ns, "missed", amount=result.missed)
+        log.warning(
+            "schedule %s: %d actions missed (older than the catch-up window)",
+            sid,
+            result.missed,
+            extra={"schedule_id": sid},
+        )
+    for late in result.lateness:
+        metrics.SCHEDULE_LATENESS_SECONDS.observe(late, ns)
+
+
+async def perform(
+    pub: Publisher,
+    layout: Layout,
+    codec: Codec,
+    start: Callable[[inp.StartWorkflowRequest], Awaitable[object]] | None,
+    state: ScheduleState,
+    effect: ScheduleEffect,
+) -> Awaitable[object] | None:
+    """Send one effect (idempotent: stable request ids and ``Nats-Msg-Id``); what to await for
+    it. A start runs in df-server's own start path (``start``) when there is one."""
+    if isinstance(effect, StartAction):
+        request = start_request(state, effect)
+        if start is not None:
+            return start(request)
+        data = codec.encode_input(InputEnvelope(effect.workflow_id, start=request))
+        return await pub.send(layout.input(SERVER), data, {MSG_ID: f"start:{effect.request_id}"})
+    if not effect.run_id:
+        return None  # not seen yet: the next step sends it
+    message = stop_input(state, effect)
+    data = codec.encode_input(InputEnvelope(effect.workflow_id, input=message))
+    msg_id = f"{effect.run_id}:{message.input_id}"
+    return await pub.send(layout.input("run"), data, {MSG_ID: msg_id})
+
+
+async def start_once(
+    start: Callable[[inp.StartWorkflowRequest], Awaitable[object]],
+    request: inp.StartWorkflowRequest,
+    forget: Callable[[], None],
+) -> None:
+    """Start an action in this process; ``forget`` that it is under way if that fails."""
+    try:
+        await start(request)
+    except BaseException:
+        forget()
+        raise

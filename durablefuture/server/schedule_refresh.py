@@ -5,7 +5,9 @@ It is a fast path only (the durable timer and polls step every schedule anyway),
 way to the timers: while timer ticks are being handled (every schedule due in one second fires
 at once), a refresh waits for them, at most ``wait`` seconds, so the due actions start first.
 It also steps a schedule a little after this process started its actions (``later``), so
-their run ids are recorded while they run.
+their run ids are recorded while they run; and the inputs of those runs (their workflow tasks'
+reports) give way to the ticks in the same way (``give_way``, at most ``GIVE_WAY``), so that a
+burst of due actions is started before the first ones' runs move on.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 
-from durablefuture.core.schedules import ScheduleState
+from durablefuture.core.schedules import STARTING, ScheduleState
 from durablefuture.transport.subjects import decode_token
 
 __all__ = ["Refresher"]
@@ -23,6 +25,8 @@ __all__ = ["Refresher"]
 log = logging.getLogger("durablefuture.schedules")
 
 REFRESH_WAIT = 2.0
+GIVE_WAY = 1.0
+"""At most this long, an input of a schedule's run waits while timer ticks are handled."""
 
 
 class Refresher:
@@ -43,10 +47,12 @@ class Refresher:
         self.stopping = False
         self._later: set[asyncio.TimerHandle] = set()
 
-    def watch(self, state: ScheduleState) -> None:
-        """Follow the schedule's running actions (and forget its closed ones)."""
+    def watch(self, state: ScheduleState, starting: bool = True) -> None:
+        """Follow the schedule's running actions (and forget its closed ones); its actions not
+        seen yet only if ``starting`` (else the durable poll step looks at them anyway)."""
         for r in state.running:
-            self._watch[r.workflow_id] = state.schedule_id
+            if starting or r.status != STARTING:
+                self._watch[r.workflow_id] = state.schedule_id
         for r in state.recent:
             self._watch.pop(r.workflow_id, None)
 
@@ -73,6 +79,12 @@ class Refresher:
 
         handle = asyncio.get_running_loop().call_later(delay, due)
         self._later.add(handle)
+
+    async def give_way(self, limit: float = GIVE_WAY) -> None:
+        """Wait until no timer tick is being handled, ``limit`` seconds at most."""
+        if not self._quiet.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), limit)
 
     def stop(self) -> None:
         self.stopping = True

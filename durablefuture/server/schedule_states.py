@@ -8,7 +8,10 @@ must come from the latest record).
 
 It also remembers which wake-up this process armed last for each schedule after writing which
 record, so a step that is not the timer's own firing (a closed-run notice) and arrives at the
-same wake-up leaves the armed timer alone instead of publishing it again.
+same wake-up leaves the armed timer alone instead of publishing it again; and which actions'
+starts this process has under way or done, so a step that does not see their runs yet (a poll
+while df-server is busy) does not start them again (a start that fails is forgotten, and the
+input that asked for it comes back; another process derives it again from the record).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from durablefuture.core.schedules import ScheduleState
 __all__ = ["StateCache"]
 
 MAX_CACHED = 10_000
+MAX_STARTED = 100_000
+MAX_ACTIONS = 20_000
 
 
 class StateCache:
@@ -27,6 +32,27 @@ class StateCache:
         self.size = size
         self._states: OrderedDict[str, tuple[ScheduleState, int]] = OrderedDict()
         self._armed: dict[str, tuple[int, float]] = {}
+        self._started: OrderedDict[str, None] = OrderedDict()
+        self._actions: OrderedDict[str, None] = OrderedDict()
+
+    def begin_start(self, request_id: str, workflow_id: str) -> bool:
+        """False if this process has the start with ``request_id`` under way or done."""
+        if request_id in self._started:
+            return False
+        self._started[request_id] = None
+        self._actions[workflow_id] = None
+        while len(self._started) > MAX_STARTED:
+            self._started.popitem(last=False)
+        while len(self._actions) > MAX_ACTIONS:
+            self._actions.popitem(last=False)
+        return True
+
+    def is_action(self, workflow_id: str) -> bool:
+        """``workflow_id`` is one of the latest actions this process started."""
+        return workflow_id in self._actions
+
+    def start_failed(self, request_id: str) -> None:
+        self._started.pop(request_id, None)
 
     def get(self, schedule_id: str) -> tuple[ScheduleState, int] | None:
         entry = self._states.get(schedule_id)

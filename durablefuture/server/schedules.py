@@ -10,6 +10,11 @@ the timer at the next wake-up -> answer -> ack. A crash anywhere leaves the inpu
 redelivery finds the record as far as it got, and derives the same starts again: they are
 idempotent (stable workflow id, request id and ``Nats-Msg-Id``; id reuse REJECT_DUPLICATE).
 
+Under ALLOW_ALL a step records the next action *ahead* (``ScheduleOptions.ahead``) and arms the
+timer for its fire time, whose firing then only starts it (``due_starts``: one read confirms the
+record, nothing is observed or written); the step ``poll_interval`` later observes the runs and
+records the next one ahead. A pause, an update or a delete before the fire time withdraws it.
+
 Closed-run notices are a fast path only: a run of a schedule this process knows closed, so
 the schedule is stepped now instead of at its next poll."""
 
@@ -17,16 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 
-from attrs import define
-
 from durablefuture import metrics
 from durablefuture.codec.schedules import ScheduleCodec, ScheduleInput
-from durablefuture.codec.wire import Codec, InputEnvelope, Reply
+from durablefuture.codec.wire import Codec, Reply
 from durablefuture.core import inputs as inp
 from durablefuture.core.errors import (
     DecodeError,
@@ -35,27 +39,31 @@ from durablefuture.core.errors import (
     ScheduleAlreadyExistsError,
     ScheduleNotFoundError,
 )
+from durablefuture.core.schedule_draft import ahead
 from durablefuture.core.schedules import (
     STARTING,
-    CancelAction,
-    Observed,
-    ScheduleEffect,
     ScheduleState,
     StartAction,
     Step,
-    TerminateAction,
     apply_backfill,
     apply_pause,
     apply_trigger,
     apply_update,
+    due_starts,
     new_state,
     next_wake,
     step,
 )
-from durablefuture.server.schedule_effects import observe, start_request, stop_input
+from durablefuture.server.schedule_effects import (
+    count_step,
+    observe,
+    perform,
+    start_once,
+    start_request,
+)
+from durablefuture.server.schedule_options import ScheduleOptions
 from durablefuture.server.schedule_refresh import Refresher
 from durablefuture.server.schedule_states import StateCache
-from durablefuture.server.sources import SERVER
 from durablefuture.transport.consumer import PullConsumer, delivery_count
 from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.guard import check_reply_subject
@@ -63,8 +71,7 @@ from durablefuture.transport.headers import REPLY_HEADER
 from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
 from durablefuture.transport.payload_store import mark_refs, schedule_holder
-from durablefuture.transport.publisher import MSG_ID, Publisher, WrongLastSequence
-from durablefuture.transport.redelivery import Redelivery
+from durablefuture.transport.publisher import Publisher, WrongLastSequence
 from durablefuture.transport.schedule_store import ScheduleStore
 from durablefuture.transport.startup import until_ready
 from durablefuture.transport.subjects import Layout
@@ -72,22 +79,6 @@ from durablefuture.transport.subjects import Layout
 __all__ = ["ScheduleOptions", "ScheduleService"]
 
 log = logging.getLogger("durablefuture.schedules")
-
-
-@define
-class ScheduleOptions:
-    poll_interval: float = 5.0
-    """While something waits on a running action (a buffered action, a stop request,
-    pause-on-failure, an unconfirmed start), step at least this often."""
-    ack_wait: float = 10.0
-    max_deliver: int = 20
-    concurrency: int = 1024
-    """Schedule inputs handled at once (each step includes starting its actions)."""
-
-    @property
-    def redelivery(self) -> Redelivery:
-        """When a failed schedule input comes back, and when it is dead-lettered."""
-        return Redelivery(give_up_at=max(1, self.max_deliver - 1), first_delay=0.4, max_delay=10.0)
 
 
 class ScheduleService:
@@ -110,9 +101,7 @@ class ScheduleService:
         self.options = options or ScheduleOptions()
         self.store = ScheduleStore(pub.nc, pub, layout)
         self.states = StateCache()
-        self._start = start
-        """Starts an action's run in this process (df-server's own start path) instead of
-        sending its start request through the stream."""
+        self._start = start  # df-server's own start path (else: through its input stream)
         self._consumer: PullConsumer | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -290,12 +279,14 @@ class ScheduleService:
                         error_type=ScheduleAlreadyExistsError.__name__,
                         message=f"schedule {sid!r} already exists; update or delete it",
                     )
-                result = step(old, now, await self._observe(old), poll)
+                result = step(
+                    old, now, await observe(self.history, old, now), poll, self.options.ahead
+                )
                 seq = await self._commit(old, loaded[1], result)
                 await self._after(result, message, loaded[1], seq)
             else:
                 fresh = new_state(sid, message.schedule, now, message.request_id)
-                result = step(fresh, now, {}, poll)
+                result = step(fresh, now, {}, poll, self.options.ahead)
                 seq = await self._save(sid, result.state, 0)
                 self.states.put(sid, result.state, seq)
                 log.info("created schedule %s", sid, extra={"schedule_id": sid})
@@ -318,38 +309,50 @@ class ScheduleService:
             self.states.drop(sid)
             log.info("deleted schedule %s", sid, extra={"schedule_id": sid})
             return Reply(True)
-        observed = await self._observe(state)
+        if kind == "tick":
+            started = due_starts(state, now, message.due, poll)
+            if started is not None:  # only starts are due: no observation, nothing written
+                if cached is not None:
+                    await self._confirm(sid, seq)
+                await self._commit(state, seq, started)
+                await self._after(started, message, seq, seq)
+                return Reply(True)
+        lead = self.options.ahead
+        observed = await observe(self.history, state, now)
         req = message.request_id
         if (
             req and req in state.requests
         ) or kind == "tick":  # a redelivered request: applied already
-            result = step(state, now, observed, poll)
+            result = step(state, now, observed, poll, lead)
         elif kind == "update":
             if message.schedule is None:
                 raise InvalidArgumentError("update needs a schedule")
-            result = step(apply_update(state, message.schedule, now, req), now, observed, poll)
+            updated = apply_update(state, message.schedule, now, req)
+            result = step(updated, now, observed, poll, lead)
         elif kind in ("pause", "unpause"):
             paused = apply_pause(state, kind == "pause", message.note, now, req)
-            result = step(paused, now, observed, poll)
+            result = step(paused, now, observed, poll, lead)
         elif kind == "trigger":
-            result = apply_trigger(state, message.overlap, now, req, observed, poll)
+            result = apply_trigger(state, message.overlap, now, req, observed, poll, lead)
         else:  # backfill
             if message.start is None or message.end is None:
                 raise InvalidArgumentError("backfill needs a start and an end")
             result = apply_backfill(
-                state, message.start, message.end, message.overlap, now, req, observed, poll
+                state, message.start, message.end, message.overlap, now, req, observed, poll, lead
             )
         if cached is not None and result.state == state:
-            # nothing to write, so no sequence check: confirm the cached record is the latest
-            # (effects and the timer come from it)
-            latest = await self.store.load(sid)
-            if latest is None or latest[1] != seq:
-                raise WrongLastSequence(
-                    self.layout.schedule_state(sid), seq, latest[1] if latest else 0
-                )
+            await self._confirm(sid, seq)
         new_seq = await self._commit(state, seq, result)
         await self._after(result, message, seq, new_seq)
         return Reply(True)
+
+    async def _confirm(self, sid: str, seq: int) -> None:
+        """Nothing to write, so no sequence check: confirm the cached record is the latest."""
+        latest = await self.store.load(sid)
+        if latest is None or latest[1] != seq:
+            raise WrongLastSequence(
+                self.layout.schedule_state(sid), seq, latest[1] if latest else 0
+            )
 
     async def _save(self, sid: str, state: ScheduleState, seq: int) -> int:
         """Store the record, after marking the payload objects it names (its arguments, when
@@ -365,21 +368,7 @@ class ScheduleService:
         if result.state != old:
             seq = await self._save(sid, result.state, seq)
         self.states.put(sid, result.state, seq)
-        ns = self.layout.namespace
-        if result.taken:
-            metrics.SCHEDULE_ACTIONS.inc(ns, "taken", amount=result.taken)
-        if result.skipped:
-            metrics.SCHEDULE_ACTIONS.inc(ns, "skipped", amount=result.skipped)
-        if result.missed:
-            metrics.SCHEDULE_ACTIONS.inc(ns, "missed", amount=result.missed)
-            log.warning(
-                "schedule %s: %d actions missed (older than the catch-up window)",
-                sid,
-                result.missed,
-                extra={"schedule_id": sid},
-            )
-        for late in result.lateness:
-            metrics.SCHEDULE_LATENESS_SECONDS.observe(late, ns)
+        count_step(self.layout.namespace, result)
         return seq
 
     async def _after(self, result: Step, message: ScheduleInput, began: int, seq: int) -> None:
@@ -391,12 +380,24 @@ class ScheduleService:
         sid = state.schedule_id
         pending: list[Awaitable[object]] = []
         for effect in result.effects:
-            fut = await self._effect(state, effect)
+            if isinstance(effect, StartAction) and self._start is not None:
+                if self.states.begin_start(rid := effect.request_id, effect.workflow_id):
+                    request = start_request(state, effect)
+                    forget = functools.partial(self.states.start_failed, rid)
+                    pending.append(start_once(self._start, request, forget))
+                continue
+            fut = await perform(self.pub, self.layout, self.codec, self._start, state, effect)
             if fut is not None:
                 pending.append(fut)
-        self.refresher.watch(state)
+        lead = ahead(state, self.options.ahead)
+        self.refresher.watch(state, starting=not lead)
         wake = result.wake_at
-        if pending and self._start is not None and (message.kind != "tick" or message.due):
+        if (
+            pending
+            and not lead  # recording ahead: the durable poll step observes and records ahead
+            and self._start is not None
+            and (message.kind != "tick" or message.due)
+        ):
             # this input comes back until the starts in ``pending`` are done, so an action
             # still "starting" in the record needs no durable poll; its run id is read soon
             settled = next_wake(state, time.time(), self.options.poll_interval, False)
@@ -415,32 +416,15 @@ class ScheduleService:
         if wake is not None:
             self.states.mark_armed(sid, seq, wake)
 
+    async def give_way(self, workflow_id: str) -> None:
+        """Inputs of a schedule's runs wait a little while timer ticks are handled."""
+        if self.states.is_action(workflow_id):
+            await self.refresher.give_way()
+
     def _starting(self, schedule_id: str) -> bool:
         """The record this process wrote last has actions whose runs it has not seen."""
         entry = self.states.get(schedule_id)
         return entry is not None and any(r.status == STARTING for r in entry[0].running)
-
-    async def _effect(
-        self, state: ScheduleState, effect: ScheduleEffect
-    ) -> Awaitable[object] | None:
-        if isinstance(effect, StartAction):
-            request = start_request(state, effect)
-            if self._start is not None:
-                return self._start(request)
-            data = self.codec.encode_input(InputEnvelope(effect.workflow_id, start=request))
-            return await self.pub.send(
-                self.layout.input(SERVER), data, {MSG_ID: f"start:{effect.request_id}"}
-            )
-        if isinstance(effect, CancelAction | TerminateAction):
-            if not effect.run_id:
-                return None  # not seen yet: the next step sends it
-            message = stop_input(state, effect)
-            data = self.codec.encode_input(InputEnvelope(effect.workflow_id, input=message))
-            msg_id = f"{effect.run_id}:{message.input_id}"
-            return await self.pub.send(self.layout.input("run"), data, {MSG_ID: msg_id})
-
-    async def _observe(self, state: ScheduleState) -> dict[str, Observed]:
-        return await observe(self.history, state)
 
     async def _on_closed(self, msg: object) -> None:
         self.refresher.on_closed(msg.subject)  # type: ignore[attr-defined]

@@ -247,6 +247,8 @@ class Server(Starts, Removals, Janitor, StickyFallback):
             sticky = (
                 headers.get(STICKY_HEADER, "") if msg.subject == self.layout.input("report") else ""
             )
+            if env.input is not None and self.schedules is not None:
+                await self.schedules.give_way(env.workflow_id)  # due starts first
             attempt = 0
             while True:
                 tried = time.monotonic()
