@@ -757,6 +757,8 @@ class DFRound:
         fire: list[float] = []
         first: list[float] = []
         resume: list[float] = []
+        started_at: list[float] = []
+        armed_late = 0
         sem = asyncio.Semaphore(50)
 
         async def one(i: int) -> None:
@@ -765,9 +767,12 @@ class DFRound:
                 hist = await h.fetch_history()
             started = next(e for e in hist if isinstance(e, ev.TimerStarted))
             fired = next(e for e in hist if isinstance(e, ev.TimerFired))
+            nonlocal armed_late
             fire.append(fired.at - started.fire_at)
             first.append(started.at - hist[0].at)
             resume.append(hist[-1].at - fired.at)
+            started_at.append(hist[0].at)
+            armed_late += started.at > started.fire_at
 
         async with asyncio.TaskGroup() as tg:
             for i in range(n):
@@ -776,6 +781,8 @@ class DFRound:
             **lat_stats(fire, "late_fire_"),
             **lat_stats(first, "first_task_"),
             **lat_stats(resume, "resume_"),
+            "starts_spread_ms": round((max(started_at) - min(started_at)) * 1000, 1),
+            "armed_after_due": armed_late,
         }
 
 
