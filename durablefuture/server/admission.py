@@ -1,97 +1,112 @@
-"""Admission of new starts: runs already going come first, due timers before everything.
+"""Admission of new starts: the runs already going come first.
 
 Every append df-server makes waits its turn in one queue: the namespace's stream stores its
 messages one at a time, and with ``sync_interval: always`` each costs a disk flush. A burst of
 starts (1,000 clients at once) would put thousands of appends (history, status entry, first
-workflow task) ahead of the runs already going; a timer that comes due during the burst would
-be recorded only after all of them, seconds late. So a new start from a client waits here
-until fewer than ``limit`` starts are being handled, and while timer firings are being
-recorded only ``limit // 8`` (at least one) may be: the burst goes through at the pace of
-the disk, each run's first workflow task and timer land within a few appends of its start,
-and a due timer waits behind tens of appends, not thousands. Starts are never stopped
-altogether, so a stream of firings cannot starve them.
+workflow task) ahead of the runs already going: their first reports, and the firings of
+their timers, would be recorded only after all of them, seconds late. So a new start from a
+client waits here until fewer than ``limit`` starts are being handled: the burst goes
+through at the pace of the disk, each run's first workflow task and timer land within a few
+appends of its start, and a due timer (never held here, nor are reports) waits behind tens
+of appends, not thousands. No start waits more than ``MAX_WAIT`` seconds: under a sustained
+overload the gate gives way (timers are then late instead, as without it).
 
 Only client starts wait (``in.start``): reports, signals, timer firings and df-server's own
-inputs (child starts, continue-as-new) move runs that exist. A start waiting here keeps its
-input in progress, so JetStream does not hand it to another server meanwhile. This changes
-when a start is handled, never what is recorded: a crash leaves it unacked, and it is
-redelivered as before.
+inputs (child starts, continue-as-new) move runs that exist. Waiting starts are let in first
+come, first served, one per place freed (no herd of wake-ups), and each keeps its input in
+progress, so JetStream does not hand it to another server meanwhile. This changes when a
+start is handled, never what is recorded: a crash leaves it unacked, and it is redelivered as
+before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 __all__ = ["StartGate"]
 
+MAX_WAIT = 5.0
+"""Seconds a start waits for a place at most; then it goes ahead anyway."""
+
 
 class StartGate:
-    """Orders df-server's own work: due timers, then runs already going, then new starts.
+    """Lets new starts in at most ``limit`` at a time, behind the runs already going.
 
     ``limit``: starts handled at once (0: no limit). ``keepalive``: seconds between two
     "still working on it" signals for a start that waits.
     """
 
-    def __init__(self, limit: int, keepalive: float = 1.0) -> None:
+    def __init__(self, limit: int, keepalive: float = 1.0, max_wait: float = MAX_WAIT) -> None:
         self.limit = max(0, limit)
         self.keepalive = keepalive
+        self.max_wait = max_wait
         self._starts = 0
-        self._firings = 0
-        self._changed = asyncio.Condition()
+        self._waiting: deque[asyncio.Future[None]] = deque()
         self.waited = 0
         """Starts that had to wait, over the server's life."""
-
-    @property
-    def _room(self) -> int:
-        if self._firings:
-            return max(1, self.limit // 8)
-        return self.limit
+        self.overdue = 0
+        """Starts that went ahead after waiting ``max_wait``, over the server's life."""
 
     @contextlib.asynccontextmanager
     async def start(
         self, keep_alive: Callable[[], Awaitable[None]] | None = None
     ) -> AsyncIterator[None]:
         """Hold one of the start places while handling a new start (waits for one)."""
-        if self.limit:
-            await self._admit(keep_alive)
+        if not self.limit:
+            yield
+            return
+        await self._admit(keep_alive)
         try:
             yield
         finally:
-            if self.limit:
-                self._starts -= 1
-                await self._notify()
+            self._starts -= 1
+            self._wake()
 
     async def _admit(self, keep_alive: Callable[[], Awaitable[None]] | None) -> None:
-        async with self._changed:
-            if self._starts < self._room:
-                self._starts += 1
-                return
-            self.waited += 1
-            while self._starts >= self._room:
-                try:
-                    await asyncio.wait_for(
-                        self._changed.wait_for(lambda: self._starts < self._room),
-                        self.keepalive,
-                    )
-                except TimeoutError:
-                    if keep_alive is not None:
-                        with contextlib.suppress(Exception):  # redelivered if lost: harmless
-                            await keep_alive()
+        if not self._waiting and self._starts < self.limit:
             self._starts += 1
-
-    @contextlib.asynccontextmanager
-    async def firing(self) -> AsyncIterator[None]:
-        """Mark a timer firing being recorded (starts give way meanwhile)."""
-        self._firings += 1
+            return
+        self.waited += 1
+        place: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(place)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.max_wait
         try:
-            yield
-        finally:
-            self._firings -= 1
-            if not self._firings:
-                await self._notify()
+            while True:
+                left = until - loop.time()
+                if left <= 0:
+                    if place.done():
+                        return  # handed over just now
+                    self.overdue += 1
+                    place.cancel()
+                    self._waiting.remove(place)
+                    self._starts += 1  # over the limit: it has waited long enough
+                    return
+                done, _ = await asyncio.wait({place}, timeout=min(self.keepalive, left))
+                if done:
+                    return  # the place was handed over (counted by ``_wake``)
+                if loop.time() >= until:
+                    continue
+                if keep_alive is not None:
+                    with contextlib.suppress(Exception):  # redelivered if lost: harmless
+                        await keep_alive()
+        except BaseException:
+            if place.done() and not place.cancelled():
+                self._starts -= 1  # handed over, but this start is gone: pass it on
+                self._wake()
+            else:
+                place.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(place)
+            raise
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def _wake(self) -> None:
+        while self._waiting and self._starts < self.limit:
+            place = self._waiting.popleft()
+            if place.done():
+                continue  # its start was cancelled
+            self._starts += 1
+            place.set_result(None)

@@ -75,8 +75,7 @@ class ServerBase:
             stopping=self._stopping,
         )
         self._gate = StartGate(
-            self.options.start_concurrency,
-            keepalive=max(0.1, min(1.0, self.options.input_ack_wait / 3)),
+            self.options.start_concurrency, keepalive=max(0.1, self.options.input_ack_wait / 3)
         )
         self._corrupt_runs: OrderedDict[str, int] = OrderedDict()
         self.settings = NamespaceSettings()

@@ -182,8 +182,7 @@ class Effects(ServerBase):
 
     async def _fire_local_async(self, workflow_id: str, fire: inp.FireTimer) -> None:
         try:
-            async with self._gate.firing():
-                await self._storage.retry(lambda: self._handle_run_input(workflow_id, fire))
+            await self._storage.retry(lambda: self._handle_run_input(workflow_id, fire))
         except Exception as exc:  # the durable schedule fires anyway
             log.warning("local timer %s of run %s failed: %s", fire.key, fire.run_id, exc)
 

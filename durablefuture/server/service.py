@@ -254,12 +254,9 @@ class Server(Starts, Removals, Janitor, StickyFallback):
                 consumer.release()
 
     def _ordered(self, kind: str, msg: Msg) -> contextlib.AbstractAsyncContextManager[None]:
-        """Where an input waits its turn (``admission``): client starts after the runs going,
-        timer firings before them."""
+        """Where an input waits its turn (``admission``): client starts after the runs going."""
         if kind == "start":
             return self._gate.start(msg.in_progress)
-        if kind == "timer":
-            return self._gate.firing()
         return contextlib.nullcontext()
 
     async def _handle_kept(

@@ -1,5 +1,5 @@
 """df-server's start admission (``server/admission.py``): how many new starts are handled at
-once, and that due timers come first. Pure asyncio, no NATS."""
+once, in which order, and for how long one may wait. Pure asyncio, no NATS."""
 
 from __future__ import annotations
 
@@ -68,36 +68,6 @@ def test_no_limit() -> None:
     asyncio.run(go())
 
 
-def test_starts_give_way_while_timers_fire() -> None:
-    async def go() -> None:
-        gate = StartGate(16)
-        starts = _Starts(gate)
-        fired = asyncio.Event()
-        firing_done = asyncio.Event()
-
-        async def firing() -> None:
-            async with gate.firing():
-                fired.set()
-                await firing_done.wait()
-
-        timer = asyncio.create_task(firing())
-        await fired.wait()
-        tasks = [asyncio.create_task(starts.one()) for _ in range(40)]
-        await starts.until(2)
-        await _settle()
-        assert starts.inside == 2  # limit // 8 while a firing is being recorded
-        firing_done.set()
-        await timer
-        await starts.until(16)
-        await _settle()
-        assert starts.inside == 16  # the full limit again
-        starts.release.set()
-        await asyncio.gather(*tasks)
-        assert starts.entered == 40
-
-    asyncio.run(go())
-
-
 def test_a_start_that_waits_keeps_its_input_alive() -> None:
     async def go() -> None:
         gate = StartGate(1, keepalive=0.01)
@@ -140,6 +110,49 @@ def test_a_start_cancelled_while_waiting_leaves_no_place_taken() -> None:
         starts.release.clear()
         later = asyncio.create_task(starts.one())
         await starts.until(2)  # the cancelled start did not keep the one place
+        starts.release.set()
+        await later
+
+    asyncio.run(go())
+
+
+def test_waiting_starts_are_let_in_first_come_first_served() -> None:
+    async def go() -> None:
+        gate = StartGate(2)
+        order: list[int] = []
+        release = asyncio.Event()
+
+        async def one(i: int) -> None:
+            async with gate.start():
+                order.append(i)
+                await release.wait()
+
+        tasks = []
+        for i in range(30):
+            tasks.append(asyncio.create_task(one(i)))
+            await asyncio.sleep(0)  # each reaches the gate before the next is made
+        await _settle()
+        assert order == [0, 1]
+        release.set()
+        await asyncio.gather(*tasks)
+        assert order == list(range(30))
+
+    asyncio.run(go())
+
+
+def test_a_start_goes_ahead_after_waiting_max_wait() -> None:
+    async def go() -> None:
+        gate = StartGate(1, max_wait=0.05)
+        starts = _Starts(gate)
+        tasks = [asyncio.create_task(starts.one()) for _ in range(3)]
+        await starts.until(3)  # the two that waited went ahead over the limit
+        assert starts.inside == 3 and gate.overdue == 2
+        starts.release.set()
+        await asyncio.gather(*tasks)
+        starts.release.clear()
+        later = asyncio.create_task(starts.one())
+        await starts.until(4)
+        assert starts.inside == 1 and gate.waited == 2  # all places were given back
         starts.release.set()
         await later
 
