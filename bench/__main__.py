@@ -121,6 +121,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--servers", type=int, default=1, help="df-server processes (default 1)")
     ap.add_argument("--workers", type=int, default=1, help="df-worker processes (default 1)")
     ap.add_argument(
+        "--cluster",
+        action="store_true",
+        help="a 3-node NATS cluster on loopback instead of one nats-server; the namespace's "
+        "streams get 3 replicas (df-server --replicas 3)",
+    )
+    ap.add_argument(
         "--no-sticky",
         action="store_true",
         help="workflow tasks only through the shared queue (no sticky routing), to compare",
@@ -305,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                         profile_workloads=tuple(a.profile_workloads.split(",")),
                         servers=a.servers,
                         workers=a.workers,
+                        cluster=a.cluster,
                         sticky=not a.no_sticky,
                         secure=None if a.secure == "off" else a.secure,
                         secure_parts=a.secure_parts,

@@ -102,6 +102,8 @@ class DFOptions:
     workers: int = 1
     sticky: bool = True
     """Sticky workflow tasks (False: df-server --sticky-timeout 0, df-worker --no-sticky)."""
+    cluster: bool = False
+    """A 3-node NATS cluster on loopback, streams with 3 replicas (``bench/cluster.py``)."""
     secure: str | None = None
     secure_parts: tuple[str, ...] = ("auth", "tls", "codec")
     """"on": logins, TLS and AES-GCM (bench/secure.py); "off" or None: none of them
@@ -178,7 +180,8 @@ def meta_record(opts: DFOptions) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "mem_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "load1_at_start": round(os.getloadavg()[0], 2),
-        "processes": f"nats-server + {opts.servers} df-server + {opts.workers} df-worker + "
+        "processes": f"{'3-node NATS cluster (R3)' if opts.cluster else 'nats-server'} + "
+        f"{opts.servers} df-server + {opts.workers} df-worker + "
         "driver (this process)",
         "worker_settings": (
             f"max_concurrent_activities={opts.max_concurrent_activities}, "
@@ -321,11 +324,23 @@ class DFRound:
                 self.env_extra = {"DF_CODEC": "bench.secure:codec", secure.KEY_ENV: sec.aes_key}
                 os.environ[secure.KEY_ENV] = sec.aes_key
                 extra["codec"] = secure.codec()
-        self.nats = nats_cls(
-            os.path.join(self.tmpdir, "nats"), sync_always=self.opts.fsync_always, **nats_extra
-        ).start()
-        self.started.procs.append(("nats-server", self.nats.proc, signal.SIGTERM))
-        self.procs["nats"] = [psutil.Process(self.nats.proc.pid)]
+        replicas: list[str] = []
+        if self.opts.cluster:
+            if self.opts.secure == "on":
+                raise RuntimeError("--cluster does not run with --secure")
+            from bench.cluster import BenchCluster, cluster_dir
+
+            self.nats = BenchCluster(
+                cluster_dir(self.tmpdir), sync_always=self.opts.fsync_always
+            ).start(self.started.popen)
+            self.procs["nats"] = [psutil.Process(p.pid) for p in self.nats.procs]
+            replicas = ["--replicas", "3"]
+        else:
+            self.nats = nats_cls(
+                os.path.join(self.tmpdir, "nats"), sync_always=self.opts.fsync_always, **nats_extra
+            ).start()
+            self.started.procs.append(("nats-server", self.nats.proc, signal.SIGTERM))
+            self.procs["nats"] = [psutil.Process(self.nats.proc.pid)]
         t_nats = now() - t0
         url = self.nats.url
         self.client = await Client.connect(url, NAMESPACE, connect_timeout=10, **extra)
@@ -352,6 +367,7 @@ class DFRound:
                 self.opts.log_level,
                 "--log-format",
                 "text",
+                *replicas,
                 *self._login("server"),
             )
             self.daemons["server"].append(proc)
@@ -438,7 +454,11 @@ class DFRound:
         for proc in self.daemons["worker"] + self.daemons["server"]:
             self.started.stop(proc)
         store_bytes = None
-        if self.nats is not None and self.nats.proc is not None:
+        if self.opts.cluster and self.nats is not None:
+            for proc in self.nats.procs:
+                self.started.stop(proc)
+            store_bytes = self.nats.store_bytes()
+        elif self.nats is not None and self.nats.proc is not None:
             self.started.stop(self.nats.proc)
             with contextlib.suppress(OSError):
                 store_bytes = sum(
@@ -757,6 +777,8 @@ class DFRound:
         fire: list[float] = []
         first: list[float] = []
         resume: list[float] = []
+        started_at: list[float] = []
+        armed_late = 0
         sem = asyncio.Semaphore(50)
 
         async def one(i: int) -> None:
@@ -765,9 +787,12 @@ class DFRound:
                 hist = await h.fetch_history()
             started = next(e for e in hist if isinstance(e, ev.TimerStarted))
             fired = next(e for e in hist if isinstance(e, ev.TimerFired))
+            nonlocal armed_late
             fire.append(fired.at - started.fire_at)
             first.append(started.at - hist[0].at)
             resume.append(hist[-1].at - fired.at)
+            started_at.append(hist[0].at)
+            armed_late += started.at > started.fire_at
 
         async with asyncio.TaskGroup() as tg:
             for i in range(n):
@@ -776,6 +801,8 @@ class DFRound:
             **lat_stats(fire, "late_fire_"),
             **lat_stats(first, "first_task_"),
             **lat_stats(resume, "resume_"),
+            "starts_spread_ms": round((max(started_at) - min(started_at)) * 1000, 1),
+            "armed_after_due": armed_late,
         }
 
 

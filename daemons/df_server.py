@@ -90,6 +90,15 @@ def namespaces_and_creds(
     help="Seconds before an input held by a crashed server is redelivered.",
 )
 @click.option(
+    "--start-concurrency",
+    default=64,
+    envvar="DF_START_CONCURRENCY",
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="New starts from clients handled at once; runs already going, and their due timers "
+    "first, go ahead of a burst of starts (0: no limit).",
+)
+@click.option(
     "--sticky-timeout",
     default=5.0,
     envvar="DF_STICKY_TIMEOUT",
@@ -161,6 +170,7 @@ def main(
     metrics_host: str,
     replicas: int,
     input_ack_wait: float,
+    start_concurrency: int,
     sticky_timeout: float,
     creds_dir: str | None,
     retention: str | None,
@@ -183,6 +193,7 @@ def main(
         input_ack_wait=input_ack_wait,
         compact_interval=compact_interval,
         sticky_timeout=sticky_timeout,
+        start_concurrency=start_concurrency,
         **storage_options(
             retention,
             archive,

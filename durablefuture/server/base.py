@@ -22,6 +22,7 @@ from durablefuture.core import inputs as inp
 from durablefuture.core.errors import TransportError
 from durablefuture.core.namespace import NamespaceSettings
 from durablefuture.core.orchestration import Decision
+from durablefuture.server.admission import StartGate
 from durablefuture.server.options import ServerOptions
 from durablefuture.server.schedules import ScheduleService
 from durablefuture.server.visibility import VisibilityIndex
@@ -72,6 +73,9 @@ class ServerBase:
             f"df-server (namespace {self.layout.namespace})",
             keepalive=max(0.1, min(1.0, self.options.input_ack_wait / 3)),
             stopping=self._stopping,
+        )
+        self._gate = StartGate(
+            self.options.start_concurrency, keepalive=max(0.1, self.options.input_ack_wait / 3)
         )
         self._corrupt_runs: OrderedDict[str, int] = OrderedDict()
         self.settings = NamespaceSettings()

@@ -131,13 +131,15 @@ class Effects(ServerBase):
             old.cancel()
         if e.fire_at <= now + 0.001:
             # Already due (a workflow-time timer recorded late, a zero delay): straight to the
-            # input stream. A local timer alone would be lost with this process, and nothing
-            # else would fire it.
+            # input stream, the durable copy (a local timer alone would be lost with this
+            # process, and nothing else would fire it), and fired from memory at once as
+            # well, so the firing does not wait for its turn among the inputs; whichever is
+            # recorded second is a duplicate.
             headers = {MSG_ID: f"tmr:{run_id}:{e.key}:{e.fire_at!r}"}
             pending.append(await self.pub.send(self.layout.input("timer"), data, headers))
-            return
-        headers = {SCHEDULE: _at(e.fire_at), SCHEDULE_TARGET: self.layout.input("timer")}
-        pending.append(await self.pub.send(self.layout.timer(run_id, e.key), data, headers))
+        else:
+            headers = {SCHEDULE: _at(e.fire_at), SCHEDULE_TARGET: self.layout.input("timer")}
+            pending.append(await self.pub.send(self.layout.timer(run_id, e.key), data, headers))
         if not self.options.local_timers and not self.clock.skips:
             return
         self._timers[key] = self.clock.call_at(e.fire_at, lambda: self._fire_local(wid, fire))

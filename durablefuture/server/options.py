@@ -24,6 +24,9 @@ class ServerOptions:
     """Runs whose state is kept in memory (a miss reloads the history)."""
     concurrency: int = 1024
     """Inputs processed at once (different runs in parallel, one at a time per run)."""
+    start_concurrency: int = 64
+    """New starts from clients handled at once (0: as many as ``concurrency``); the runs
+    already going, and above all their due timers, come first (``server/admission.py``)."""
     replicas: int = 1
     """Stream and bucket replicas (3 in a 3-node cluster)."""
     local_timers: bool = True

@@ -249,42 +249,57 @@ class Server(Starts, Removals, Janitor, StickyFallback):
             )
             if env.input is not None and self.schedules is not None:
                 await self.schedules.give_way(env.workflow_id)  # due starts first
-            attempt = 0
-            while True:
-                tried = time.monotonic()
-                try:
-                    await self._handle(env, reply_to, receipt_to, stream_sequence(msg), sticky)
-                    await msg.ack()
-                    self._storage.stored()
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except StorageFullError as exc:
-                    # keep the input (no nak: redeliveries count towards max_deliver) and
-                    # handle it again once JetStream has room; handling it twice is harmless
-                    self.stats["storage_waits"] += 1
-                    if not await self._storage.wait(exc, msg, attempt, tried):
-                        return  # stopping: redelivered after its ack wait
-                    attempt += 1
-                except CorruptHistoryError as exc:
-                    await self._corrupt(exc, reply_to)
-                    await self._dead_letter(msg, "server-input", str(exc))
-                    return
-                except DecodeError as exc:  # e.g. an input for a run that does not exist
-                    await self._dead_letter(msg, "server-input", str(exc))
-                    return
-                except MissingPayloadError as exc:  # its payload went before it was handled
-                    rejected = RequestRejectedError.__name__
-                    await self._reply(reply_to, Reply(False, error_type=rejected, message=str(exc)))
-                    await self._dead_letter(msg, "server-input", str(exc))
-                    return
-                except Exception as exc:
-                    await self._failed(msg, exc)
-                    return
+            kind = msg.subject.rpartition(".")[2]
+            async with self._ordered(kind, msg):
+                await self._handle_kept(msg, env, reply_to, receipt_to, sticky)
         finally:
             metrics.SERVER_INPUT_SECONDS.observe(time.perf_counter() - began, self.layout.namespace)
             if consumer is not None:
                 consumer.release()
+
+    def _ordered(self, kind: str, msg: Msg) -> contextlib.AbstractAsyncContextManager[None]:
+        """Where an input waits its turn (``admission``): client starts after the runs going."""
+        if kind == "start":
+            return self._gate.start(msg.in_progress)
+        return contextlib.nullcontext()
+
+    async def _handle_kept(
+        self, msg: Msg, env: InputEnvelope, reply_to: str, receipt_to: str, sticky: str
+    ) -> None:
+        """Handle an input until it is recorded (then ack it), dead-lettered or left to be
+        redelivered."""
+        attempt = 0
+        while True:
+            tried = time.monotonic()
+            try:
+                await self._handle(env, reply_to, receipt_to, stream_sequence(msg), sticky)
+                await msg.ack()
+                self._storage.stored()
+                return
+            except asyncio.CancelledError:
+                raise
+            except StorageFullError as exc:
+                # keep the input (no nak: redeliveries count towards max_deliver) and
+                # handle it again once JetStream has room; handling it twice is harmless
+                self.stats["storage_waits"] += 1
+                if not await self._storage.wait(exc, msg, attempt, tried):
+                    return  # stopping: redelivered after its ack wait
+                attempt += 1
+            except CorruptHistoryError as exc:
+                await self._corrupt(exc, reply_to)
+                await self._dead_letter(msg, "server-input", str(exc))
+                return
+            except DecodeError as exc:  # e.g. an input for a run that does not exist
+                await self._dead_letter(msg, "server-input", str(exc))
+                return
+            except MissingPayloadError as exc:  # its payload went before it was handled
+                rejected = RequestRejectedError.__name__
+                await self._reply(reply_to, Reply(False, error_type=rejected, message=str(exc)))
+                await self._dead_letter(msg, "server-input", str(exc))
+                return
+            except Exception as exc:
+                await self._failed(msg, exc)
+                return
 
     async def _handle(
         self, env: InputEnvelope, reply_to: str, receipt_to: str, input_seq: int, sticky: str = ""

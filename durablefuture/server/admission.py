@@ -1,0 +1,112 @@
+"""Admission of new starts: the runs already going come first.
+
+Every append df-server makes waits its turn in one queue: the namespace's stream stores its
+messages one at a time, and with ``sync_interval: always`` each costs a disk flush. A burst of
+starts (1,000 clients at once) would put thousands of appends (history, status entry, first
+workflow task) ahead of the runs already going: their first reports, and the firings of
+their timers, would be recorded only after all of them, seconds late. So a new start from a
+client waits here until fewer than ``limit`` starts are being handled: the burst goes
+through at the pace of the disk, each run's first workflow task and timer land within a few
+appends of its start, and a due timer (never held here, nor are reports) waits behind tens
+of appends, not thousands. No start waits more than ``MAX_WAIT`` seconds: under a sustained
+overload the gate gives way (timers are then late instead, as without it).
+
+Only client starts wait (``in.start``): reports, signals, timer firings and df-server's own
+inputs (child starts, continue-as-new) move runs that exist. Waiting starts are let in first
+come, first served, one per place freed (no herd of wake-ups), and each keeps its input in
+progress, so JetStream does not hand it to another server meanwhile. This changes when a
+start is handled, never what is recorded: a crash leaves it unacked, and it is redelivered as
+before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+__all__ = ["StartGate"]
+
+MAX_WAIT = 5.0
+"""Seconds a start waits for a place at most; then it goes ahead anyway."""
+
+
+class StartGate:
+    """Lets new starts in at most ``limit`` at a time, behind the runs already going.
+
+    ``limit``: starts handled at once (0: no limit). ``keepalive``: seconds between two
+    "still working on it" signals for a start that waits.
+    """
+
+    def __init__(self, limit: int, keepalive: float = 1.0, max_wait: float = MAX_WAIT) -> None:
+        self.limit = max(0, limit)
+        self.keepalive = keepalive
+        self.max_wait = max_wait
+        self._starts = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self.waited = 0
+        """Starts that had to wait, over the server's life."""
+        self.overdue = 0
+        """Starts that went ahead after waiting ``max_wait``, over the server's life."""
+
+    @contextlib.asynccontextmanager
+    async def start(
+        self, keep_alive: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncIterator[None]:
+        """Hold one of the start places while handling a new start (waits for one)."""
+        if not self.limit:
+            yield
+            return
+        await self._admit(keep_alive)
+        try:
+            yield
+        finally:
+            self._starts -= 1
+            self._wake()
+
+    async def _admit(self, keep_alive: Callable[[], Awaitable[None]] | None) -> None:
+        if not self._waiting and self._starts < self.limit:
+            self._starts += 1
+            return
+        self.waited += 1
+        place: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(place)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.max_wait
+        try:
+            while True:
+                left = until - loop.time()
+                if left <= 0:
+                    if place.done():
+                        return  # handed over just now
+                    self.overdue += 1
+                    place.cancel()
+                    self._waiting.remove(place)
+                    self._starts += 1  # over the limit: it has waited long enough
+                    return
+                done, _ = await asyncio.wait({place}, timeout=min(self.keepalive, left))
+                if done:
+                    return  # the place was handed over (counted by ``_wake``)
+                if loop.time() >= until:
+                    continue
+                if keep_alive is not None:
+                    with contextlib.suppress(Exception):  # redelivered if lost: harmless
+                        await keep_alive()
+        except BaseException:
+            if place.done() and not place.cancelled():
+                self._starts -= 1  # handed over, but this start is gone: pass it on
+                self._wake()
+            else:
+                place.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(place)
+            raise
+
+    def _wake(self) -> None:
+        while self._waiting and self._starts < self.limit:
+            place = self._waiting.popleft()
+            if place.done():
+                continue  # its start was cancelled
+            self._starts += 1
+            place.set_result(None)

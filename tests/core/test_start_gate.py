@@ -1,0 +1,159 @@
+"""df-server's start admission (``server/admission.py``): how many new starts are handled at
+once, in which order, and for how long one may wait. Pure asyncio, no NATS."""
+
+from __future__ import annotations
+
+import asyncio
+
+from durablefuture.server.admission import StartGate
+
+
+class _Starts:
+    """Starts that enter the gate and stay inside until released; counts who is inside."""
+
+    def __init__(self, gate: StartGate) -> None:
+        self.gate = gate
+        self.inside = 0
+        self.most = 0
+        self.entered = 0
+        self.release = asyncio.Event()
+        self.changed = asyncio.Event()
+
+    async def one(self) -> None:
+        async with self.gate.start():
+            self.inside += 1
+            self.entered += 1
+            self.most = max(self.most, self.inside)
+            self.changed.set()
+            await self.release.wait()
+            self.inside -= 1
+
+    async def until(self, entered: int) -> None:
+        for _ in range(1000):  # bounded: each round waits for someone to enter
+            if self.entered >= entered:
+                return
+            self.changed.clear()
+            await asyncio.wait_for(self.changed.wait(), 5)
+        raise AssertionError(f"only {self.entered} of {entered} starts entered")
+
+
+async def _settle() -> None:
+    for _ in range(20):  # let every runnable task run until it blocks
+        await asyncio.sleep(0)
+
+
+def test_at_most_limit_starts_at_once_and_all_get_through() -> None:
+    async def go() -> None:
+        starts = _Starts(StartGate(3))
+        tasks = [asyncio.create_task(starts.one()) for _ in range(10)]
+        await starts.until(3)
+        await _settle()
+        assert starts.inside == 3 and starts.gate.waited == 7
+        starts.release.set()
+        await asyncio.gather(*tasks)
+        assert starts.entered == 10 and starts.most == 3
+
+    asyncio.run(go())
+
+
+def test_no_limit() -> None:
+    async def go() -> None:
+        starts = _Starts(StartGate(0))
+        tasks = [asyncio.create_task(starts.one()) for _ in range(50)]
+        await starts.until(50)
+        assert starts.inside == 50 and starts.gate.waited == 0
+        starts.release.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(go())
+
+
+def test_a_start_that_waits_keeps_its_input_alive() -> None:
+    async def go() -> None:
+        gate = StartGate(1, keepalive=0.01)
+        starts = _Starts(gate)
+        holder = asyncio.create_task(starts.one())
+        await starts.until(1)
+        beats = 0
+        beat = asyncio.Event()
+
+        async def keep_alive() -> None:
+            nonlocal beats
+            beats += 1
+            beat.set()
+
+        async def waiting() -> None:
+            async with gate.start(keep_alive):
+                pass
+
+        waiter = asyncio.create_task(waiting())
+        await asyncio.wait_for(beat.wait(), 5)
+        assert beats >= 1 and not waiter.done()
+        starts.release.set()
+        await asyncio.wait_for(asyncio.gather(holder, waiter), 5)
+
+    asyncio.run(go())
+
+
+def test_a_start_cancelled_while_waiting_leaves_no_place_taken() -> None:
+    async def go() -> None:
+        gate = StartGate(1)
+        starts = _Starts(gate)
+        holder = asyncio.create_task(starts.one())
+        await starts.until(1)
+        waiter = asyncio.create_task(starts.one())
+        await _settle()
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        starts.release.set()
+        await holder
+        starts.release.clear()
+        later = asyncio.create_task(starts.one())
+        await starts.until(2)  # the cancelled start did not keep the one place
+        starts.release.set()
+        await later
+
+    asyncio.run(go())
+
+
+def test_waiting_starts_are_let_in_first_come_first_served() -> None:
+    async def go() -> None:
+        gate = StartGate(2)
+        order: list[int] = []
+        release = asyncio.Event()
+
+        async def one(i: int) -> None:
+            async with gate.start():
+                order.append(i)
+                await release.wait()
+
+        tasks = []
+        for i in range(30):
+            tasks.append(asyncio.create_task(one(i)))
+            await asyncio.sleep(0)  # each reaches the gate before the next is made
+        await _settle()
+        assert order == [0, 1]
+        release.set()
+        await asyncio.gather(*tasks)
+        assert order == list(range(30))
+
+    asyncio.run(go())
+
+
+def test_a_start_goes_ahead_after_waiting_max_wait() -> None:
+    async def go() -> None:
+        gate = StartGate(1, max_wait=0.05)
+        starts = _Starts(gate)
+        tasks = [asyncio.create_task(starts.one()) for _ in range(3)]
+        await starts.until(3)  # the two that waited went ahead over the limit
+        assert starts.inside == 3 and gate.overdue == 2
+        starts.release.set()
+        await asyncio.gather(*tasks)
+        starts.release.clear()
+        later = asyncio.create_task(starts.one())
+        await starts.until(4)
+        assert starts.inside == 1 and gate.waited == 2  # all places were given back
+        starts.release.set()
+        await later
+
+    asyncio.run(go())
