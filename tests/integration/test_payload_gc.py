@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from datetime import timedelta
 
+import orjson
 import pytest
 
 import durablefuture as df
 from durablefuture.codec.envelope import CLAIM
+from durablefuture.core import events as ev
 from durablefuture.server import ServerOptions
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.connection import connect
@@ -128,7 +131,7 @@ async def test_a_dead_letter_cut_to_size_keeps_its_whole_original_past_compactio
         await client.pub.js.purge_stream(layout.stream, subject=layout.dead_letters())
 
         async def object_gone() -> bool:
-            return name not in await payloads.names()
+            return await newest_record(nc, layout.payloads_bucket, name) is None
 
         await wait_for(object_gone, timeout=30)
 
@@ -154,23 +157,76 @@ async def test_writers_touch_reused_objects_and_a_deletion_under_way_refuses_new
         assert (await stream_size(pub.js, f"OBJ_{bucket}"))[0] == objects[0] + 1  # no chunk
 
         message = b'{"%s": "%s"}' % (CLAIM.encode(), name.encode())
+        # a holder's marker keeps the object from any deleter, whatever its age
+        await mark_refs(pub, layout, "r0", message)
+        assert not await collect(pub, layout, name, grace=0.0, now=time.time())
+        assert await payloads.get(name) == data
+        await pub.js.purge_stream(layout.stream, subject=layout.payload_ref(name, "r0"))
         # a deletion under way (its marker stored; say its df-server was killed right then)
         await pub.publish(layout.payload_deleting(name), b"")
         with pytest.raises(MissingPayloadError, match=name):
             await mark_refs(pub, layout, "r1", message)
-        # a holder's marker keeps the object from any deleter
-        assert not await collect(pub, layout, name, grace=0.0, now=time.time())
-        assert await payloads.get(name) == data
-        # with no holder left, the next deleter finishes the deletion and clears its marker
-        await pub.js.purge_stream(layout.stream, subject=layout.payload_ref(name, "r1"))
-        assert await collect(pub, layout, name, grace=0.0, now=time.time())
+        # the next deleter finishes it (r1's marker came after: its message was refused)
+        assert await collect(pub, layout, name, grace=3600.0, now=time.time())
         assert await newest_record(pub.nc, bucket, name) is None
         with pytest.raises(df.DurableFutureError, match="missing"):
             await payloads.get(name)
-        gone = await leader_get(
-            pub.nc, layout.stream, {"last_by_subj": layout.payload_refs(name)}, "", 5.0
+        deleting = await leader_get(
+            pub.nc, layout.stream, {"last_by_subj": layout.payload_deleting(name)}, "", 5.0
         )
-        assert gone is None
+        assert deleting is None
         # and a message naming it now is refused as well
         with pytest.raises(MissingPayloadError):
             await mark_refs(pub, layout, "r2", message)
+        # a meta record naming chunks a deletion purged (a touch that came in between) is
+        # neither "stored" for df-server nor reused by a writer: the bytes are put again
+        await payloads.put(name, data)
+        record = await newest_record(pub.nc, bucket, name)
+        assert record is not None
+        await pub.js.purge_stream(f"OBJ_{bucket}", subject=f"$O.{bucket}.C.{record.nuid}")
+        with pytest.raises(MissingPayloadError):
+            await mark_refs(pub, layout, "r3", message)
+        await payloads.put(name, data)
+        again = await newest_record(pub.nc, bucket, name)
+        assert again is not None and again.nuid != record.nuid
+        assert await payloads.get(name) == data
+        await mark_refs(pub, layout, "r4", message)
+
+
+RESULT = "r" * (300 * 1024)
+
+
+def big_result() -> str:
+    return RESULT
+
+
+def wants_big():  # type: ignore[no-untyped-def]
+    retry = df.RetryPolicy(initial_interval=1.0, backoff=df.Backoff.FIXED, maximum_attempts=20)
+    opts = df.ActivityOptions(start_to_close_timeout=timedelta(seconds=30), retry_policy=retry)
+    value = yield df.activity(big_result, options=opts)
+    return len(value)
+
+
+async def test_a_report_whose_payload_went_is_recorded_as_a_failed_attempt_and_retried() -> None:
+    async with LocalEnvironment() as env:
+        client = env.client
+        layout = client.layout
+        pub = client.pub
+        name = hashlib.sha256(orjson.dumps(RESULT)).hexdigest()
+        # a deletion of the result's object is under way when the worker's report arrives
+        await pub.publish(layout.payload_deleting(name), b"")
+        async with env.worker(workflows=[wants_big], activities=[big_result]):
+            handle = await client.start_workflow(wants_big, id="big")
+
+            async def failed_attempt():  # type: ignore[no-untyped-def]
+                for e in await handle.fetch_history():
+                    if isinstance(e, ev.ActivityRetryScheduled):
+                        return e
+                return None
+
+            failed = await wait_for(failed_attempt, timeout=30)
+            assert failed.failure.type == "MissingPayloadError"
+            assert name in failed.failure.message
+            await pub.js.purge_stream(layout.stream, subject=layout.payload_deleting(name))
+            # the next attempt stores the result anew and it is recorded
+            assert await handle.result(timeout=60) == len(RESULT)
