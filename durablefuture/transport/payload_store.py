@@ -207,8 +207,8 @@ class ObjectPayloads:
             ) from exc
 
     async def _verified(self, record: MetaRecord, name: str) -> bytes | None:
-        if not record.live:
-            return None
+        if not record.live or not await chunks_stored(self.nc, self.bucket, record):
+            return None  # (a forged record naming no chunks costs no wait for them)
         data = await self._read(record)
         if data is None or hashlib.sha256(data).hexdigest() != name:
             return None
