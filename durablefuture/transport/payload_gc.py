@@ -16,20 +16,14 @@ Who holds an object:
 
 The grace period alone cannot cover a message that waits longer than it (df-server down for a
 day, a backlog): a **fence** makes that a clear refusal instead of a lost payload. The deleter
-(:func:`collect`) finds no marker of the object, reads its meta records, and appends a deletion
-marker ``df.<ns>.ref.<name>._deleting`` only if still no marker is there (an expected last
-sequence of 0 over ``ref.<name>.>``); then it purges the chunks and meta records it read, then
-the deletion marker. df-server, handling a message, first stores its markers, then checks that
-no deletion marker is there, then that a meta record of the object names chunks that are
-stored (:func:`deletion_under_way`, :func:`is_stored`). A writer, too, puts the bytes again when
-the record it found names chunks that are gone. Whatever the interleaving, either the
+(:func:`collect`) reads the newest marker of the object, and appends a deletion marker
+``df.<ns>.ref.<name>._deleting`` only if no marker came since (an expected last sequence over
+``ref.<name>.>``), then purges the object, then the deletion marker. df-server, handling a
+message, first stores its markers, then checks that no deletion marker is there, then that the
+object is (:func:`deletion_under_way`, :func:`is_stored`). Whatever the interleaving, either the
 deleter sees the new marker and keeps the object, or the message is refused, naming the
-object: a start or a signal is answered with the reason (and dead-lettered); a worker's report
-is recorded as a failed attempt of its activity or workflow task (``server/missing_payloads.py``)
-and retried as any failed attempt is, storing the payload anew. The markers of a refused message
-stay (message ids dedupe, so taking them back could undo a marker its run already had): a
-refused start's keep the object until... nothing removes them; that object is then kept (a leak,
-never a loss).
+object: a start is answered with the reason; a report or signal is dead-lettered, and the run
+goes on as for any lost report (its timeouts retry it, and the retry stores the payload anew).
 
 Nothing else deletes objects: :func:`sweep` (the janitor, every half grace) collects objects
 no one holds, such as those a run stopped naming within the grace, a dead letter's object
@@ -49,12 +43,7 @@ from nats.js.client import JetStreamContext
 
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.compaction import purge
-from durablefuture.transport.payload_meta import (
-    chunks_stored,
-    newest_record,
-    purge_object,
-    records,
-)
+from durablefuture.transport.payload_meta import newest_record, purge_object, records
 from durablefuture.transport.publisher import (
     EXPECTED_LAST_SUBJECT_SEQ,
     EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
@@ -97,68 +86,51 @@ async def deletion_under_way(pub: Publisher, layout: Layout, name: str) -> bool:
 
 
 async def is_stored(pub: Publisher, layout: Layout, name: str) -> bool:
-    """Whether object ``name`` has a live meta record whose chunks are stored (checked, not
-    read: readers check the bytes against the name)."""
+    """Whether object ``name`` has a live meta record (checked, not read: readers check the
+    bytes against the name)."""
     bucket = layout.payloads_bucket
     newest = await newest_record(pub.nc, bucket, name)
     if newest is None:
         return False
-    if newest.live and await chunks_stored(pub.nc, bucket, newest):
-        return True
-    for record in await records(pub.nc, bucket, name):
-        if record.live and record.seq != newest.seq and await chunks_stored(pub.nc, bucket, record):
-            return True
-    return False
+    return newest.live or any(r.live for r in await records(pub.nc, bucket, name))
 
 
 async def collect(pub: Publisher, layout: Layout, name: str, *, grace: float, now: float) -> bool:
     """Delete object ``name`` if nothing holds it and its last put is older than ``grace``
-    seconds, or finish a deletion of it that stopped (see the module docstring); returns
-    whether something was deleted.
+    seconds (see the module docstring); returns whether it was deleted.
 
-    Only the meta records read before the deletion marker was stored go, with the chunks they
-    name: a put after that read (a new upload, under a new nuid) stays, whoever finishes or
-    repeats the deletion. A dead letter's hold is not looked at here: :func:`sweep` checks
-    those, and a run's removal never names a dead letter's object."""
+    A dead letter's hold is not looked at here: :func:`sweep` checks those, and a run's
+    removal never names a dead letter's object (it names the payloads of its own history)."""
     stream = layout.stream
-    deleting = layout.payload_deleting(name)
-    bucket = layout.payloads_bucket
-    stopped = await leader_get(
-        pub.nc, stream, {"last_by_subj": deleting}, "a payload deletion marker", GET_TIMEOUT
+    newest_ref = await leader_get(
+        pub.nc,
+        stream,
+        {"last_by_subj": layout.payload_refs(name)},
+        f"the markers of payload {name[:16]}...",
+        GET_TIMEOUT,
     )
-    if stopped is None:
-        newest_ref = await leader_get(
-            pub.nc,
-            stream,
-            {"last_by_subj": layout.payload_refs(name)},
-            f"the markers of payload {name[:16]}...",
-            GET_TIMEOUT,
-        )
-        if newest_ref is not None:
-            return False  # held by a run or a schedule (or a deletion began meanwhile)
-        newest = await newest_record(pub.nc, bucket, name)
-        if newest is None:
-            return False
-        if newest.stored_at is not None and now - newest.stored_at < grace:
-            return False  # put lately: a message naming it may be on its way
-        seen = await records(pub.nc, bucket, name)
-        headers = {
-            EXPECTED_LAST_SUBJECT_SEQ: "0",
-            EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: layout.payload_refs(name),
-        }
-        try:
-            await pub.publish(deleting, b"", headers)
-        except WrongLastSequence:
-            return False  # a run marked it in the meantime
-    else:
-        # a deletion stopped (a crash): every marker stored after its deletion marker is a
-        # refused message's, so it is finished whatever they say
-        seen = await records(pub.nc, bucket, name)
-    deleted = await purge_object(pub.nc, bucket, name, seen)
+    deleting = layout.payload_deleting(name)
+    if newest_ref is not None and newest_ref.subject != deleting:
+        return False  # held by a run or a schedule
+    newest = await newest_record(pub.nc, layout.payloads_bucket, name)
+    if newest is None:
+        if newest_ref is not None:  # a deletion that stopped after the object went
+            await purge(pub.nc, stream, deleting)
+        return False
+    if newest.stored_at is not None and now - newest.stored_at < grace:
+        return False  # put lately: a message naming it may be on its way
+    headers = {
+        EXPECTED_LAST_SUBJECT_SEQ: str(newest_ref.seq if newest_ref is not None else 0),
+        EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: layout.payload_refs(name),
+    }
+    try:
+        await pub.publish(deleting, b"", headers)
+    except WrongLastSequence:
+        return False  # a run marked it in the meantime
+    await purge_object(pub.nc, layout.payloads_bucket, name)
     await purge(pub.nc, stream, deleting)
-    if deleted:
-        log.debug("deleted payload object %s", name)
-    return deleted
+    log.debug("deleted payload object %s", name)
+    return True
 
 
 async def dead_letter_holds(js: JetStreamContext, layout: Layout) -> set[str]:

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import nats.errors
 from attrs import frozen
 from nats.aio.client import Client as NATS
 
@@ -39,7 +37,6 @@ __all__ = [
     "PAYLOAD_GRACE",
     "TOUCH_AFTER",
     "MetaRecord",
-    "chunks_stored",
     "meta_subject",
     "newest_record",
     "purge_object",
@@ -152,33 +149,16 @@ async def records(nc: NATS, bucket: str, name: str) -> list[MetaRecord]:
     return out
 
 
-async def chunks_stored(nc: NATS, bucket: str, record: MetaRecord) -> bool:
-    """Whether the chunks ``record`` names are in the stream (a deletion purges them before
-    the meta records it saw: a record put meanwhile may name chunks that are gone)."""
-    if not record.size:
-        return True
-    subject = f"$O.{bucket}.C.{record.nuid}"
-    try:
-        info = await nc.jetstream().stream_info(_stream(bucket), subjects_filter=subject)
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise TransportError(f"looking up the chunks of {subject}: {exc}") from exc
-    return bool((info.state.subjects or {}).get(subject))
-
-
-async def purge_object(
-    nc: NATS, bucket: str, name: str, seen: Sequence[MetaRecord] | None = None
-) -> bool:
-    """Purge the chunks the meta records of ``name`` name, then those records (df-server
-    only: the other roles may not purge). Given ``seen``, only those records and their chunks:
-    what was put after they were read stays. False if there was no record."""
+async def purge_object(nc: NATS, bucket: str, name: str) -> bool:
+    """Purge every chunk a meta record of ``name`` names, then its meta records (df-server
+    only: the other roles may not purge). False if there was no record."""
     if not _NAME.match(name):
         raise TransportError(f"not the name of a payload object: {name[:80]!r}")
-    found = list(seen) if seen is not None else await records(nc, bucket, name)
+    found = await records(nc, bucket, name)
     if not found:
         return False
     stream = _stream(bucket)
     for nuid in sorted({r.nuid for r in found if r.nuid}):
         await purge(nc, stream, f"$O.{bucket}.C.{nuid}")
-    last = max(r.seq for r in found)
-    await purge(nc, stream, meta_subject(bucket, name), below_seq=last + 1)
+    await purge(nc, stream, meta_subject(bucket, name))
     return True

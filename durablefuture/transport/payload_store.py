@@ -32,7 +32,6 @@ from durablefuture.transport.payload_gc import deletion_under_way, is_stored
 from durablefuture.transport.payload_meta import (
     TOUCH_AFTER,
     MetaRecord,
-    chunks_stored,
     meta_subject,
     newest_record,
     purge_object,
@@ -54,8 +53,6 @@ log = logging.getLogger(__name__)
 
 CHUNK_TIMEOUT = 10.0
 """Seconds to wait for the next chunk of an object."""
-LIST_TIMEOUT = 60.0
-"""Seconds a listing of the bucket may take."""
 CHUNK_SIZE = 128 * 1024
 """Bytes a chunk (nats-py's default)."""
 
@@ -127,34 +124,27 @@ class ObjectPayloads:
 
     async def put(self, name: str, data: bytes, *, now: float | None = None) -> None:
         """Store ``data`` as object ``name`` (its SHA-256), unless a live meta record of the
-        same size naming stored chunks is there; one older than :data:`TOUCH_AFTER` gets a
-        fresh copy (a touch: a meta record, no chunks)."""
+        same size is there; one older than :data:`TOUCH_AFTER` gets a fresh copy (a touch)."""
         await self._open()
         try:
             newest = await newest_record(self.nc, self.bucket, name)
-            if newest is not None and await self._usable(newest, len(data)):
-                age = (now or time.time()) - (newest.stored_at or 0.0)
-                if age < TOUCH_AFTER:
+            found = newest if newest is not None and newest.live else None
+            if newest is not None and (found is None or found.size != len(data)):
+                # the newest is not usable (a "deleted" record, another size): any older one?
+                live = [r for r in await records(self.nc, self.bucket, name) if r.live]
+                found = next((r for r in live if r.size == len(data)), None)
+                newest = None  # touch: the live record becomes the newest again
+            if found is not None and found.size == len(data):
+                age = (now or time.time()) - (newest.stored_at or 0.0) if newest else None
+                if age is not None and age < TOUCH_AFTER:
                     return  # the same bytes (the name is their digest): stored lately
-                await self._publish_meta(name, newest.raw)
+                await self._publish_meta(name, found.raw)
                 return
-            if newest is not None:  # a "deleted" or forged newest record: an older one?
-                for record in await records(self.nc, self.bucket, name):
-                    if record.seq != newest.seq and await self._usable(record, len(data)):
-                        await self._publish_meta(name, record.raw)
-                        return
             await self._upload(name, data)
         except (nats.errors.Error, TimeoutError) as exc:
             raise TransportError(
                 f"storing a payload of {len(data):,} bytes in {self.bucket}: {exc}"
             ) from exc
-
-    async def _usable(self, record: MetaRecord, size: int) -> bool:
-        return (
-            record.live
-            and record.size == size
-            and await chunks_stored(self.nc, self.bucket, record)
-        )
 
     async def _publish_meta(self, name: str, body: bytes) -> None:
         await self.js.publish(meta_subject(self.bucket, name), body)
@@ -207,8 +197,8 @@ class ObjectPayloads:
             ) from exc
 
     async def _verified(self, record: MetaRecord, name: str) -> bytes | None:
-        if not record.live or not await chunks_stored(self.nc, self.bucket, record):
-            return None  # (a forged record naming no chunks costs no wait for them)
+        if not record.live:
+            return None
         data = await self._read(record)
         if data is None or hashlib.sha256(data).hexdigest() != name:
             return None
@@ -240,8 +230,8 @@ class ObjectPayloads:
         store = await self._open()
         try:
             # bounded: nats-py's listing waits for a last entry that a purge running at the
-            # same time can take away
-            infos = await asyncio.wait_for(store.list(ignore_deletes=True), LIST_TIMEOUT)
+            # same time (or a meta record it cannot parse) can take away
+            infos = await asyncio.wait_for(store.list(ignore_deletes=True), 60.0)
         except nats.js.errors.NotFoundError:
             return set()  # an empty bucket
         except (nats.errors.Error, TimeoutError) as exc:

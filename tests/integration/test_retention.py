@@ -17,7 +17,6 @@ from durablefuture.natsserver import NatsServer
 from durablefuture.server import Server, ServerOptions
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.headers import REASON_HEADER
-from durablefuture.transport.payload_meta import newest_record
 from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.stored import leader_get
 from durablefuture.transport.usage import stream_size, stream_usage
@@ -267,7 +266,7 @@ async def _start_waits_while_the_last_holder_expires(url: str, grace: float) -> 
         return False
 
     await wait_for(a_removed, timeout=30)
-    left = {name} if await newest_record(client.pub.nc, layout.payloads_bucket, name) else set()
+    left = await payloads.names()
     return Race(client, start_b, name, left, remover, asyncio.create_task(remover.run()))
 
 
