@@ -164,9 +164,10 @@ async def test_writers_touch_reused_objects_and_a_deletion_under_way_refuses_new
         # a holder's marker keeps the object from any deleter
         assert not await collect(pub, layout, name, grace=0.0, now=time.time())
         assert await payloads.get(name) == data
-        # with no holder left, the next deleter finishes the deletion and clears its marker
+        # with no holder left, a later deleter finishes the deletion and clears its marker (an
+        # hour on: a marker that old was left by a deleter that stopped)
         await pub.js.purge_stream(layout.stream, subject=layout.payload_ref(name, "r1"))
-        assert await collect(pub, layout, name, grace=0.0, now=time.time())
+        assert await collect(pub, layout, name, grace=0.0, now=time.time() + 3600)
         assert await newest_record(pub.nc, bucket, name) is None
         with pytest.raises(df.DurableFutureError, match="missing"):
             await payloads.get(name)
