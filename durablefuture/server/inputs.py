@@ -44,10 +44,12 @@ from durablefuture.core.orchestration import (
 from durablefuture.core.state import RunState, status_of
 from durablefuture.core.timers import TimerKey, TimerKind, spent_by
 from durablefuture.server.effects import Effects
+from durablefuture.server.missing_payloads import instead_of_missing
 from durablefuture.server.runs import RunCache, RunCaches, RunMissing, new_run_id
 from durablefuture.transport.buckets import read_key
 from durablefuture.transport.guard import check_reply_subject
 from durablefuture.transport.headers import RUN_HEADER, SEQ_HEADER
+from durablefuture.transport.payload_store import MissingPayloadError
 from durablefuture.transport.publisher import WrongLastSequence
 from durablefuture.transport.subjects import STICKY_TOKEN
 
@@ -223,6 +225,13 @@ class RunInputs(RunCaches, Effects):
                         extra={"run_id": cache.state.run_id, "workflow_id": cache.workflow_id},
                     )
                     message = instead
+                    continue
+                except MissingPayloadError as exc:
+                    missing = instead_of_missing(cache.state, message, str(exc))
+                    if missing is None:
+                        raise  # refused, with the reason (server/service.py)
+                    log.warning("recording %s instead: %s", type(missing).__name__, exc)
+                    message = missing
                     continue
                 cache.apply(seq, message.input_id, decision.events, size)
                 self._count_events(cache, decision.events)

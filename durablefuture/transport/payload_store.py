@@ -248,7 +248,9 @@ class ObjectPayloads:
         """Every object in the bucket (reads the bucket's metadata, one message an object)."""
         store = await self._open()
         try:
-            infos = await store.list(ignore_deletes=True)
+            # bounded: nats-py's listing waits for a last entry that a purge running at the
+            # same time (or a meta record it cannot parse) can take away
+            infos = await asyncio.wait_for(store.list(ignore_deletes=True), 60.0)
         except nats.js.errors.NotFoundError:
             return set()  # an empty bucket
         except (nats.errors.Error, TimeoutError) as exc:
