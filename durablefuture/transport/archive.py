@@ -5,6 +5,10 @@ temporary name and renamed (a crash leaves no half file under the real name).
 ``objstore``: one object per run, ``<workflow token>/<run>``, in the namespace's object store
 bucket ``DF_<ns>_archive`` (created on first use), visible to every df-server.
 
+Before the history, the payload objects it names are archived next to it
+(:mod:`durablefuture.transport.archive_objects`), so a reference in it still reads back once
+retention deleted the object from the payload bucket.
+
 An archive holds a header line (``{"df_archive": 1, "namespace", "workflow_id", "run_id"}``)
 and then the run's history messages exactly as they were stored, one per line, so it is read
 back with the same codec (and the same schema version checks) as the stream.
@@ -23,7 +27,9 @@ from nats.js.client import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from durablefuture.codec.archive import ArchivedRun, decode_archive, encode_archive
+from durablefuture.codec.claims import PayloadStore, claim_names
 from durablefuture.core.errors import InvalidArgumentError, TransportError
+from durablefuture.transport.archive_objects import ArchivedPayloads, keep_objects
 from durablefuture.transport.subjects import Layout, encode_token
 
 __all__ = ["Archive", "ArchivedRun", "open_archive", "parse_archive"]
@@ -60,8 +66,26 @@ class Archive:
     def _folder(self, workflow_id: str) -> Path:
         return Path(self.path) / self.layout.namespace / encode_token(workflow_id)
 
-    async def write(self, workflow_id: str, run_id: str, batches: list[bytes]) -> None:
+    async def write(
+        self,
+        workflow_id: str,
+        run_id: str,
+        batches: list[bytes],
+        payloads: PayloadStore | None = None,
+    ) -> None:
+        """Archive the run's history messages ``batches``: first every payload object they
+        name, read from ``payloads`` (the namespace's payload bucket) and checked, then the
+        history. When this returns, the archive is complete; until then, nothing of the run
+        may be deleted (it is archived again)."""
         data = encode_archive(self.layout.namespace, workflow_id, run_id, batches)
+        names = set().union(*(claim_names(b) for b in batches)) if batches else set()
+        if names:
+            if payloads is None:
+                raise TransportError(
+                    f"run {run_id} names {len(names)} payload object(s): archiving it needs "
+                    "the payload bucket to copy them from"
+                )
+            await keep_objects(self, names, payloads)
         if self.kind == "dir":
             await asyncio.to_thread(self._write_file, workflow_id, run_id, data)
             return
@@ -109,6 +133,10 @@ class Archive:
         except (nats.errors.Error, TimeoutError) as exc:
             raise TransportError(f"reading archived run of {workflow_id!r}: {exc}") from exc
         return decode_archive(result.data or b"", f"{self.bucket}/{prefix}{run_id}")
+
+    def objects(self, fallback: PayloadStore | None = None) -> ArchivedPayloads:
+        """The archived payload objects, as a store the codec fetches references from."""
+        return ArchivedPayloads(self, fallback)
 
     def _read_file(self, workflow_id: str, run_id: str | None) -> ArchivedRun | None:
         folder = self._folder(workflow_id)
