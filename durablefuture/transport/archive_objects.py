@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import nats.errors
 import nats.js.errors
+from nats.js.client import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from durablefuture.codec.claims import MAX_CLAIM_BYTES, PayloadStore
@@ -39,6 +40,8 @@ __all__ = ["OBJECTS", "ArchivedPayloads", "keep_objects"]
 OBJECTS = "payloads.sha256"
 """The folder (``dir:``) or name prefix (``objstore``) of archived payload objects."""
 _NAME = re.compile(r"[0-9a-f]{64}")
+CHUNK_TIMEOUT = 10.0
+"""Seconds to wait for the next chunk of an archived object."""
 
 
 def _checked_name(name: str) -> str:
@@ -79,7 +82,8 @@ async def _read(archive: Archive, name: str) -> bytes | None:
     store = await archive._store(create=False)
     if store is None:
         return None
-    return await _read_object(store, f"{OBJECTS}/{name}", archive.bucket, name)
+    assert archive.js is not None
+    return await _read_object(archive.js, store, archive.bucket, name)
 
 
 async def _write(archive: Archive, name: str, data: bytes) -> None:
@@ -114,7 +118,8 @@ def _read_file(path: Path) -> bytes | None:
 def _write_file(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+        # a name of its own: two removals (or df-servers) may archive the same object at once
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
@@ -129,22 +134,41 @@ def _write_file(path: Path, data: bytes) -> None:
         raise TransportError(f"archiving payload object to {path}: {exc}") from exc
 
 
-async def _read_object(store: ObjectStore, key: str, bucket: str, name: str) -> bytes | None:
+async def _read_object(
+    js: JetStreamContext, store: ObjectStore, bucket: str, name: str
+) -> bytes | None:
+    """The object's bytes, read with bounds (an archive bucket may hold a forged record: a
+    link elsewhere, a size over the limit, chunks that never come); None if not usable."""
     try:
-        info = await store.get_info(key)
-        if info.deleted or (info.size or 0) > MAX_CLAIM_BYTES:
-            return None
-        result = await store.get(key)
+        info = await store.get_info(f"{OBJECTS}/{name}")
     except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError):
-        return None
-    except nats.js.errors.DigestMismatchError:
         return None
     except (nats.errors.Error, TimeoutError) as exc:
         raise TransportError(
             f"reading archived payload object {name} from {bucket}: {exc}"
         ) from exc
-    data = result.data or b""
-    return data if _digest(data) == name else None
+    size = info.size or 0
+    if info.deleted or info.is_link() or not info.nuid or size > MAX_CLAIM_BYTES:
+        return None
+    subject = f"$O.{bucket}.C.{info.nuid}"
+    data = bytearray()
+    if size:
+        try:
+            sub = await js.subscribe(subject, stream=f"OBJ_{bucket}", ordered_consumer=True)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise TransportError(f"reading archived payload object {name}: {exc}") from exc
+        try:
+            while len(data) < size:
+                msg = await sub.next_msg(timeout=CHUNK_TIMEOUT)
+                data += msg.data
+                if msg.metadata.num_pending == 0:
+                    break
+        except TimeoutError:
+            return None
+        finally:
+            await sub.unsubscribe()
+    out = bytes(data[:size])
+    return out if len(out) == size and _digest(out) == name else None
 
 
 class ArchivedPayloads:

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -145,6 +146,34 @@ async def test_a_reference_in_a_forged_archive_cannot_name_a_path(tmp_path: Path
         await archive.objects().get("0" * 64)
 
 
+async def test_an_objstore_archive_keeps_the_payloads_and_refuses_altered_ones() -> None:
+    options = ServerOptions(retention=1.0, archive="objstore", payload_grace=1.0)
+    async with LocalEnvironment(server_options=options) as env:
+        client = env.client
+        async with env.worker(task_queue="q", workflows=WORKFLOWS):
+            assert await client.execute_workflow(big_echo, ARG, id="obj", task_queue="q") == RESULT
+            await wait_for(lambda: _removed(client), timeout=60)
+        reader = await df.Client.connect(env.nats_url)
+        try:
+            handle = reader.get_workflow_handle("obj")
+            _check(await handle.fetch_history(archive="objstore"))
+            store = await reader.pub.js.object_store(f"{reader.layout.stream}_archive")
+            names = sorted(
+                i.name
+                for i in await store.list(ignore_deletes=True)
+                if i.name.startswith(f"{OBJECTS}/")
+            )
+            assert len(names) == 2
+            await store.put(f"{OBJECTS}/junk", b"not an object")
+            _check(await handle.fetch_history(archive="objstore"))
+            await store.put(names[0], b"other bytes under its name")
+            name = names[0].rpartition("/")[2]
+            with pytest.raises(PayloadError, match=name):
+                await handle.fetch_history(archive="objstore")
+        finally:
+            await reader.close()
+
+
 @pytest.mark.parametrize("kind", ["dir", "objstore"])
 async def test_an_encrypted_run_is_archived_as_ciphertext_and_read_with_the_key(
     tmp_path: Path, kind: str
@@ -179,6 +208,13 @@ async def test_an_encrypted_run_is_archived_as_ciphertext_and_read_with_the_key(
                 async with httpx.AsyncClient(base_url=url, timeout=30) as http:
                     run = (await http.get("/api/workflows/enc")).json()
                     assert run["input"] == [ARG]  # the UI's client has the codec
+            keyless = SimpleNamespace(client=plain)
+            async with served(keyless, archive=archive) as url:  # type: ignore[arg-type]
+                async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                    run = (await http.get("/api/workflows/enc")).json()
+                    [shown] = run["input"]
+                    assert shown.startswith("encrypted (key k1), stored by reference"), shown
+                    assert MARK.decode() not in str(run)
         finally:
             await plain.close()
 
