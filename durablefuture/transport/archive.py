@@ -28,11 +28,14 @@ from nats.js.object_store import ObjectStore
 
 from durablefuture.codec.archive import ArchivedRun, decode_archive, encode_archive
 from durablefuture.codec.claims import PayloadStore, claim_names
-from durablefuture.core.errors import InvalidArgumentError, TransportError
-from durablefuture.transport.archive_objects import ArchivedPayloads, keep_objects
+from durablefuture.core.errors import DecodeError, InvalidArgumentError, TransportError
+from durablefuture.transport.archive_objects import ArchivedPayloads, keep_objects, read_bounded
 from durablefuture.transport.subjects import Layout, encode_token
 
-__all__ = ["Archive", "ArchivedRun", "open_archive", "parse_archive"]
+__all__ = ["MAX_ARCHIVE_BYTES", "Archive", "ArchivedRun", "open_archive", "parse_archive"]
+
+MAX_ARCHIVE_BYTES = 1024 * 1024 * 1024
+"""The largest archived history read back (a larger file or object is not one of ours)."""
 
 
 def parse_archive(spec: str) -> tuple[str, str]:
@@ -125,14 +128,13 @@ class Archive:
                     return None
                 newest = max(infos, key=lambda i: str(i.mtime or ""))
                 run_id = newest.name[len(prefix) :]
-            result = await store.get(prefix + run_id)
-        except nats.js.errors.ObjectNotFoundError:
-            return None
-        except nats.js.errors.NotFoundError:
+        except nats.js.errors.NotFoundError:  # an empty bucket
             return None
         except (nats.errors.Error, TimeoutError) as exc:
             raise TransportError(f"reading archived run of {workflow_id!r}: {exc}") from exc
-        return decode_archive(result.data or b"", f"{self.bucket}/{prefix}{run_id}")
+        assert self.js is not None
+        data = await read_bounded(self.js, store, self.bucket, prefix + run_id, MAX_ARCHIVE_BYTES)
+        return None if data is None else decode_archive(data, f"{self.bucket}/{prefix}{run_id}")
 
     def objects(self, fallback: PayloadStore | None = None) -> ArchivedPayloads:
         """The archived payload objects, as a store the codec fetches references from."""
@@ -148,6 +150,8 @@ class Archive:
         else:
             path = folder / f"{run_id}.jsonl"
         try:
+            if path.stat().st_size > MAX_ARCHIVE_BYTES:
+                raise DecodeError(f"{path} is over {MAX_ARCHIVE_BYTES:,} bytes: not an archive")
             data = path.read_bytes()
         except FileNotFoundError:
             return None

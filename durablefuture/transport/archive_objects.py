@@ -17,6 +17,8 @@ never another value.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import os
 import re
@@ -30,12 +32,12 @@ from nats.js.client import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from durablefuture.codec.claims import MAX_CLAIM_BYTES, PayloadStore
-from durablefuture.core.errors import PayloadError, TransportError
+from durablefuture.core.errors import DecodeError, PayloadError, TransportError
 
 if TYPE_CHECKING:
     from durablefuture.transport.archive import Archive
 
-__all__ = ["OBJECTS", "ArchivedPayloads", "keep_objects"]
+__all__ = ["OBJECTS", "ArchivedPayloads", "keep_objects", "read_bounded"]
 
 OBJECTS = "payloads.sha256"
 """The folder (``dir:``) or name prefix (``objstore``) of archived payload objects."""
@@ -137,26 +139,38 @@ def _write_file(path: Path, data: bytes) -> None:
 async def _read_object(
     js: JetStreamContext, store: ObjectStore, bucket: str, name: str
 ) -> bytes | None:
-    """The object's bytes, read with bounds (an archive bucket may hold a forged record: a
-    link elsewhere, a size over the limit, chunks that never come); None if not usable."""
     try:
-        info = await store.get_info(f"{OBJECTS}/{name}")
+        data = await read_bounded(js, store, bucket, f"{OBJECTS}/{name}", MAX_CLAIM_BYTES)
+    except DecodeError:
+        return None
+    return data if data is not None and _digest(data) == name else None
+
+
+async def read_bounded(
+    js: JetStreamContext, store: ObjectStore, bucket: str, key: str, limit: int
+) -> bytes | None:
+    """Object ``key`` of ``bucket``, read with bounds (a bucket may hold a forged record: a
+    link elsewhere, a size over ``limit``, chunks that never come or hold other bytes than
+    its digest says): None if there is none, ``DecodeError`` saying why if it is unusable."""
+    try:
+        info = await store.get_info(key)
     except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError):
         return None
     except (nats.errors.Error, TimeoutError) as exc:
-        raise TransportError(
-            f"reading archived payload object {name} from {bucket}: {exc}"
-        ) from exc
+        raise TransportError(f"reading {bucket}/{key}: {exc}") from exc
+    where = f"{bucket}/{key}"
     size = info.size or 0
-    if info.deleted or info.is_link() or not info.nuid or size > MAX_CLAIM_BYTES:
+    if info.deleted:
         return None
-    subject = f"$O.{bucket}.C.{info.nuid}"
+    if info.is_link() or not info.nuid or size > limit:
+        raise DecodeError(f"{where} is a link, has no chunks or is over {limit:,} bytes")
     data = bytearray()
     if size:
+        subject = f"$O.{bucket}.C.{info.nuid}"
         try:
             sub = await js.subscribe(subject, stream=f"OBJ_{bucket}", ordered_consumer=True)
         except (nats.errors.Error, TimeoutError) as exc:
-            raise TransportError(f"reading archived payload object {name}: {exc}") from exc
+            raise TransportError(f"reading {where}: {exc}") from exc
         try:
             while len(data) < size:
                 msg = await sub.next_msg(timeout=CHUNK_TIMEOUT)
@@ -164,11 +178,23 @@ async def _read_object(
                 if msg.metadata.num_pending == 0:
                     break
         except TimeoutError:
-            return None
+            raise DecodeError(f"{where} is incomplete (a chunk did not come)") from None
         finally:
             await sub.unsubscribe()
     out = bytes(data[:size])
-    return out if len(out) == size and _digest(out) == name else None
+    if len(out) != size or _stated_digest(info.digest or "") != hashlib.sha256(out).digest():
+        raise DecodeError(f"{where} is incomplete or altered (its digest does not match)")
+    return out
+
+
+def _stated_digest(text: str) -> bytes | None:
+    kind, _, value = text.partition("=")
+    if kind.upper() != "SHA-256" or len(value) > 64:
+        return None
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (ValueError, binascii.Error):
+        return None
 
 
 class ArchivedPayloads:

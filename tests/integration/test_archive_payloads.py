@@ -8,7 +8,9 @@ the objects but before the history was archived loses nothing."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +21,7 @@ from click.testing import CliRunner
 
 import durablefuture as df
 from daemons.df_cli import main as df_main
-from durablefuture.codec.claims import claim_names
+from durablefuture.codec.claims import MAX_CLAIM_BYTES, claim_names
 from durablefuture.codecs import AesGcm, generate_key
 from durablefuture.core.errors import PayloadError
 from durablefuture.server import ServerOptions
@@ -170,6 +172,19 @@ async def test_an_objstore_archive_keeps_the_payloads_and_refuses_altered_ones()
             name = names[0].rpartition("/")[2]
             with pytest.raises(PayloadError, match=name):
                 await handle.fetch_history(archive="objstore")
+            # forged records: one saying it is over the limit, one a link to another bucket
+            bucket = f"{reader.layout.stream}_archive"
+            key = base64.urlsafe_b64encode(names[1].encode()).decode()
+            forged = {"name": names[1], "bucket": bucket, "nuid": "x", "chunks": 1}
+            for extra in (
+                {"size": MAX_CLAIM_BYTES + 1, "digest": "SHA-256=AAAA"},
+                {"size": 0, "options": {"link": {"bucket": reader.layout.payloads_bucket}}},
+            ):
+                body = json.dumps({**forged, **extra}).encode()
+                await reader.pub.js.publish(f"$O.{bucket}.M.{key}", body)
+                other = names[1].rpartition("/")[2]
+                with pytest.raises(PayloadError, match=other):
+                    await handle.fetch_history(archive="objstore")
         finally:
             await reader.close()
 
