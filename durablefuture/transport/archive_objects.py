@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +44,8 @@ __all__ = ["OBJECTS", "ArchivedPayloads", "keep_objects", "read_bounded"]
 OBJECTS = "payloads.sha256"
 """The folder (``dir:``) or name prefix (``objstore``) of archived payload objects."""
 _NAME = re.compile(r"[0-9a-f]{64}")
+STALE_AFTER = 3600.0
+"""Seconds after which a temporary object file is a crash's leftover."""
 CHUNK_TIMEOUT = 10.0
 """Seconds to wait for the next chunk of an archived object."""
 
@@ -134,6 +138,17 @@ def _write_file(path: Path, data: bytes) -> None:
             os.close(fd)
     except OSError as exc:
         raise TransportError(f"archiving payload object to {path}: {exc}") from exc
+    _forget_stale(path)
+
+
+def _forget_stale(path: Path) -> None:
+    """Delete the temporary files of this object a crash left (older than an hour: one a
+    writer is still writing is younger)."""
+    limit = time.time() - STALE_AFTER
+    for stale in list(path.parent.glob(f".{path.name}.*.tmp"))[:100]:
+        with contextlib.suppress(OSError):
+            if stale.stat().st_mtime < limit:
+                stale.unlink()
 
 
 async def _read_object(

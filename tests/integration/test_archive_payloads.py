@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -76,6 +77,16 @@ async def test_a_dir_archive_keeps_the_payloads_and_refuses_altered_ones(tmp_pat
     root = tmp_path / "archive"
     archive = f"dir:{root}"
     options = ServerOptions(retention=1.0, archive=archive, payload_grace=1.0)
+    # what a crash mid-write would have left: a temporary file, never under an object's name
+    stale = (
+        root
+        / "default"
+        / OBJECTS
+        / f".{hashlib.sha256(json.dumps(ARG).encode()).hexdigest()}.1.x.tmp"
+    )
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(ARG.encode()[:1000])
+    os.utime(stale, (1.0, 1.0))
     async with LocalEnvironment(server_options=options) as env:
         client = env.client
         async with env.worker(task_queue="q", workflows=WORKFLOWS):
