@@ -17,6 +17,7 @@ back with the same codec (and the same schema version checks) as the stream.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from pathlib import Path
 
@@ -78,8 +79,8 @@ class Archive:
     ) -> None:
         """Archive the run's history messages ``batches``: first every payload object they
         name, read from ``payloads`` (the namespace's payload bucket) and checked, then the
-        history. When this returns, the archive is complete; until then, nothing of the run
-        may be deleted (it is archived again)."""
+        history (read back and checked too). When this returns, the archive is complete;
+        until then, nothing of the run may be deleted (it is archived again)."""
         data = encode_archive(self.layout.namespace, workflow_id, run_id, batches)
         names = set().union(*(claim_names(b) for b in batches)) if batches else set()
         if names:
@@ -89,15 +90,28 @@ class Archive:
                     "the payload bucket to copy them from"
                 )
             await keep_objects(self, names, payloads)
+        key = f"{encode_token(workflow_id)}/{run_id}"
         if self.kind == "dir":
             await asyncio.to_thread(self._write_file, workflow_id, run_id, data)
-            return
-        store = await self._store(create=True)
-        assert store is not None
-        try:
-            await store.put(f"{encode_token(workflow_id)}/{run_id}", data)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise TransportError(f"archiving run {run_id} in {self.bucket}: {exc}") from exc
+            back: bytes | None = await asyncio.to_thread(
+                _read_back, self._folder(workflow_id) / f"{run_id}.jsonl"
+            )
+        else:
+            store = await self._store(create=True)
+            assert store is not None and self.js is not None
+            try:
+                await store.put(key, data)
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise TransportError(f"archiving run {run_id} in {self.bucket}: {exc}") from exc
+            try:
+                back = await read_bounded(self.js, store, self.bucket, key, MAX_ARCHIVE_BYTES)
+            except DecodeError:
+                back = None
+        if back is None or hashlib.sha256(back).digest() != hashlib.sha256(data).digest():
+            raise TransportError(
+                f"the archived history of run {run_id} did not read back intact from "
+                f"{self.describe()}; the run is left to be archived again"
+            )
 
     def _write_file(self, workflow_id: str, run_id: str, data: bytes) -> None:
         folder = self._folder(workflow_id)
@@ -181,6 +195,13 @@ class Archive:
                 return await self.js.object_store(self.bucket)
             except (nats.errors.Error, TimeoutError) as exc:
                 raise TransportError(f"creating archive bucket {self.bucket}: {exc}") from exc
+
+
+def _read_back(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def open_archive(spec: str, layout: Layout, js: JetStreamContext | None = None) -> Archive:
