@@ -70,7 +70,14 @@ async def keep_objects(archive: Archive, names: Iterable[str], source: PayloadSt
         _checked_name(name)
         if await _read(archive, name) is not None:
             continue  # archived before (by this run or another one): intact
-        data = await source.get(name)
+        try:
+            data = await source.get(name)
+        except PayloadError as exc:
+            # the run is kept (the removal is retried, then dead-lettered with this reason)
+            raise PayloadError(
+                f"payload object {name} cannot be archived: it is in neither the archive nor "
+                f"the payload bucket ({exc}); the run is kept"
+            ) from exc
         if _digest(data) != name:
             raise PayloadError(f"payload object {name} in the payload bucket is altered")
         await _write(archive, name, data)

@@ -25,10 +25,13 @@ from daemons.df_cli import main as df_main
 from durablefuture.codec.claims import MAX_CLAIM_BYTES, claim_names
 from durablefuture.codecs import AesGcm, generate_key
 from durablefuture.core.errors import PayloadError
+from durablefuture.natsserver import NatsServer
 from durablefuture.server import ServerOptions
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.archive import open_archive
 from durablefuture.transport.archive_objects import OBJECTS
+from durablefuture.transport.connection import connect
+from durablefuture.transport.payload_store import ObjectPayloads, ensure_payload_bucket
 from durablefuture.transport.stored import leader_get
 from durablefuture.transport.subjects import Layout
 from durablefuture.transport.usage import stream_size
@@ -302,3 +305,21 @@ async def test_a_sigkill_of_df_server_mid_archive_loses_nothing(
         raise
     finally:
         await client.close()
+
+
+async def test_a_run_whose_object_is_gone_everywhere_is_not_archived_and_kept(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    nc = await connect(nats_server.url, timeout=10)
+    try:
+        layout = Layout("default")
+        await ensure_payload_bucket(nc.jetstream(), layout)
+        archive = open_archive(f"dir:{tmp_path}", layout, nc.jetstream())
+        gone = "ab" * 32
+        batch = b'{"v":1,"args":[{"$dfp":{"m":{"claim":"%s"},"d":""}}]}' % gone.encode()
+        assert claim_names(batch) == {gone}
+        with pytest.raises(PayloadError, match=f"{gone} cannot be archived.*the run is kept"):
+            await archive.write("wf", "run1", [batch], ObjectPayloads(nc.jetstream(), layout))
+        assert await archive.read("wf", "run1") is None  # no history without its objects
+    finally:
+        await nc.close()
