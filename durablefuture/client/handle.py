@@ -181,7 +181,8 @@ class WorkflowHandle:
 
         ``archive`` (``dir:PATH`` or ``objstore``, as given to ``df-server --archive``): read
         the archived history when the run's history is no longer in the stream (its retention
-        is over, or it was deleted).
+        is over, or it was deleted), its payloads stored by reference read from the archive
+        too (a ``PayloadError`` naming an object the archive lacks or holds altered).
         """
         try:
             run_id = await self._run()
@@ -193,12 +194,15 @@ class WorkflowHandle:
         if batches:
             return [e for b in batches for e in b.events]
         if archive is not None:
-            found = await open_archive(archive, self.client.layout, self.client.pub.js).read(
-                self.id, run_id or None
-            )
+            opened = open_archive(archive, self.client.layout, self.client.pub.js)
+            found = await opened.read(self.id, run_id or None)
             if found is not None:
-                return await self.client.history.decode_raw(
-                    found.workflow_id, found.run_id, found.batches
+                history = self.client.history
+                return await history.decode_raw(
+                    found.workflow_id,
+                    found.run_id,
+                    found.batches,
+                    opened.objects(history.codec.claims.store if history.codec.claims else None),
                 )
         raise WorkflowNotFoundError(
             f"no history for workflow {self.id!r} run {run_id or '(latest)'}"

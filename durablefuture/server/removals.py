@@ -8,13 +8,14 @@ server at a time, and only acknowledged when it is done.
 
 A removal first reads the run's newest history message from the stream leader: a run whose
 history does not end with a closing event is open, and nothing of it is touched (a delete
-request is refused, naming the run's state). Then, in this order: archive the history (if an
-archive is configured), delete the status entry, the run's activity records, its payload-object
-markers and every payload object no other run still refers to, the expiry schedule, and the
-history last. A crash at any point (SIGKILL included) leaves the removal unacknowledged: it is
-delivered again, finds the history (or, after it was deleted, only what is left), and finishes;
-every step may be repeated. If the retention was made longer since the run closed, an expiry that
-comes early is armed again for the new time.
+request is refused, naming the run's state). Then, in this order: archive the history and the
+payload objects it names (if an archive is configured; every object is read back and checked
+before the history is written), delete the status entry, the run's activity records, its
+payload-object markers and every payload object no other run still refers to, the expiry
+schedule, and the history last. A crash at any point (SIGKILL included) leaves the removal
+unacknowledged: it is delivered again, finds the history (or, after it was deleted, only what
+is left), and finishes; every step may be repeated. If the retention was made longer since the
+run closed, an expiry that comes early is armed again for the new time.
 
 Payload objects are shared by content. A run marks the objects its history names before the
 history is written (``df.<ns>.ref.<object>.<run>``); an object goes when no marker is left and
@@ -42,6 +43,7 @@ from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.headers import REPLY_HEADER
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
 from durablefuture.transport.payload_gc import collect
+from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.stored import leader_get
 
 __all__ = ["Removals"]
@@ -154,7 +156,9 @@ class Removals(Effects):
             if self.archive is not None and raw:
                 # an empty read means another removal of this run got here first and archived
                 # it: writing it again would replace that archive with an empty history
-                await self.archive.write(workflow_id, run_id, raw)
+                # with the payload objects it names, complete before anything is deleted
+                payloads = ObjectPayloads(self.pub.js, self.layout)
+                await self.archive.write(workflow_id, run_id, raw, payloads)
             names = set().union(*(claim_names(b) for b in raw)) if raw else set()
         else:
             status = await leader_get(

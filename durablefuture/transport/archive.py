@@ -5,6 +5,10 @@ temporary name and renamed (a crash leaves no half file under the real name).
 ``objstore``: one object per run, ``<workflow token>/<run>``, in the namespace's object store
 bucket ``DF_<ns>_archive`` (created on first use), visible to every df-server.
 
+Before the history, the payload objects it names are archived next to it
+(:mod:`durablefuture.transport.archive_objects`), so a reference in it still reads back once
+retention deleted the object from the payload bucket.
+
 An archive holds a header line (``{"df_archive": 1, "namespace", "workflow_id", "run_id"}``)
 and then the run's history messages exactly as they were stored, one per line, so it is read
 back with the same codec (and the same schema version checks) as the stream.
@@ -13,6 +17,7 @@ back with the same codec (and the same schema version checks) as the stream.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from pathlib import Path
 
@@ -23,10 +28,15 @@ from nats.js.client import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from durablefuture.codec.archive import ArchivedRun, decode_archive, encode_archive
-from durablefuture.core.errors import InvalidArgumentError, TransportError
+from durablefuture.codec.claims import PayloadStore, claim_names
+from durablefuture.core.errors import DecodeError, InvalidArgumentError, TransportError
+from durablefuture.transport.archive_objects import ArchivedPayloads, keep_objects, read_bounded
 from durablefuture.transport.subjects import Layout, encode_token
 
-__all__ = ["Archive", "ArchivedRun", "open_archive", "parse_archive"]
+__all__ = ["MAX_ARCHIVE_BYTES", "Archive", "ArchivedRun", "open_archive", "parse_archive"]
+
+MAX_ARCHIVE_BYTES = 1024 * 1024 * 1024
+"""The largest archived history read back (a larger file or object is not one of ours)."""
 
 
 def parse_archive(spec: str) -> tuple[str, str]:
@@ -60,17 +70,48 @@ class Archive:
     def _folder(self, workflow_id: str) -> Path:
         return Path(self.path) / self.layout.namespace / encode_token(workflow_id)
 
-    async def write(self, workflow_id: str, run_id: str, batches: list[bytes]) -> None:
+    async def write(
+        self,
+        workflow_id: str,
+        run_id: str,
+        batches: list[bytes],
+        payloads: PayloadStore | None = None,
+    ) -> None:
+        """Archive the run's history messages ``batches``: first every payload object they
+        name, read from ``payloads`` (the namespace's payload bucket) and checked, then the
+        history (read back and checked too). When this returns, the archive is complete;
+        until then, nothing of the run may be deleted (it is archived again)."""
         data = encode_archive(self.layout.namespace, workflow_id, run_id, batches)
+        names = set().union(*(claim_names(b) for b in batches)) if batches else set()
+        if names:
+            if payloads is None:
+                raise TransportError(
+                    f"run {run_id} names {len(names)} payload object(s): archiving it needs "
+                    "the payload bucket to copy them from"
+                )
+            await keep_objects(self, names, payloads)
+        key = f"{encode_token(workflow_id)}/{run_id}"
         if self.kind == "dir":
             await asyncio.to_thread(self._write_file, workflow_id, run_id, data)
-            return
-        store = await self._store(create=True)
-        assert store is not None
-        try:
-            await store.put(f"{encode_token(workflow_id)}/{run_id}", data)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise TransportError(f"archiving run {run_id} in {self.bucket}: {exc}") from exc
+            back: bytes | None = await asyncio.to_thread(
+                _read_back, self._folder(workflow_id) / f"{run_id}.jsonl"
+            )
+        else:
+            store = await self._store(create=True)
+            assert store is not None and self.js is not None
+            try:
+                await store.put(key, data)
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise TransportError(f"archiving run {run_id} in {self.bucket}: {exc}") from exc
+            try:
+                back = await read_bounded(self.js, store, self.bucket, key, MAX_ARCHIVE_BYTES)
+            except DecodeError:
+                back = None
+        if back is None or hashlib.sha256(back).digest() != hashlib.sha256(data).digest():
+            raise TransportError(
+                f"the archived history of run {run_id} did not read back intact from "
+                f"{self.describe()}; the run is left to be archived again"
+            )
 
     def _write_file(self, workflow_id: str, run_id: str, data: bytes) -> None:
         folder = self._folder(workflow_id)
@@ -101,14 +142,17 @@ class Archive:
                     return None
                 newest = max(infos, key=lambda i: str(i.mtime or ""))
                 run_id = newest.name[len(prefix) :]
-            result = await store.get(prefix + run_id)
-        except nats.js.errors.ObjectNotFoundError:
-            return None
-        except nats.js.errors.NotFoundError:
+        except nats.js.errors.NotFoundError:  # an empty bucket
             return None
         except (nats.errors.Error, TimeoutError) as exc:
             raise TransportError(f"reading archived run of {workflow_id!r}: {exc}") from exc
-        return decode_archive(result.data or b"", f"{self.bucket}/{prefix}{run_id}")
+        assert self.js is not None
+        data = await read_bounded(self.js, store, self.bucket, prefix + run_id, MAX_ARCHIVE_BYTES)
+        return None if data is None else decode_archive(data, f"{self.bucket}/{prefix}{run_id}")
+
+    def objects(self, fallback: PayloadStore | None = None) -> ArchivedPayloads:
+        """The archived payload objects, as a store the codec fetches references from."""
+        return ArchivedPayloads(self, fallback)
 
     def _read_file(self, workflow_id: str, run_id: str | None) -> ArchivedRun | None:
         folder = self._folder(workflow_id)
@@ -120,6 +164,8 @@ class Archive:
         else:
             path = folder / f"{run_id}.jsonl"
         try:
+            if path.stat().st_size > MAX_ARCHIVE_BYTES:
+                raise DecodeError(f"{path} is over {MAX_ARCHIVE_BYTES:,} bytes: not an archive")
             data = path.read_bytes()
         except FileNotFoundError:
             return None
@@ -149,6 +195,13 @@ class Archive:
                 return await self.js.object_store(self.bucket)
             except (nats.errors.Error, TimeoutError) as exc:
                 raise TransportError(f"creating archive bucket {self.bucket}: {exc}") from exc
+
+
+def _read_back(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def open_archive(spec: str, layout: Layout, js: JetStreamContext | None = None) -> Archive:

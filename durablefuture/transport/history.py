@@ -28,6 +28,7 @@ from attrs import define
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from durablefuture.codec.claims import PayloadStore
 from durablefuture.codec.jsapi import api_request
 from durablefuture.codec.wire import Codec
 from durablefuture.core import events as ev
@@ -160,13 +161,23 @@ class HistoryStore:
         stored = await self._read(self.layout.history(workflow_id, run_id), 0, None)
         return [m.data for m in stored]
 
-    async def decode_raw(self, workflow_id: str, run_id: str, raw: list[bytes]) -> list[ev.Event]:
-        """The events of history messages read from an archive, checked as a stream read is
-        (payloads stored by reference are fetched while their objects still exist)."""
+    async def decode_raw(
+        self,
+        workflow_id: str,
+        run_id: str,
+        raw: list[bytes],
+        objects: PayloadStore | None = None,
+    ) -> list[ev.Event]:
+        """The events of history messages read from an archive, checked as a stream read is.
+
+        References are fetched from ``objects`` (the archive's payload objects: a missing or
+        altered one raises ``PayloadError``), else from the payload bucket while they last."""
         subject = self.layout.history(workflow_id, run_id)
         batches = [self._batch(Stored(subject, i + 1, {}, b)) for i, b in enumerate(raw)]
         _check_order(workflow_id, run_id, batches, from_start=True)
         events = [e for b in batches for e in b.events]
+        if objects is not None:
+            return await self.codec.with_store(objects).resolve_events(events)
         with contextlib.suppress(PayloadError):
             events = await self.codec.resolve_events(events)
         return events

@@ -39,8 +39,12 @@ class UiArchive:
             return None
         if run_id is not None and found.run_id != run_id:
             return None
-        events = await self.client.history.decode_raw(
-            found.workflow_id, found.run_id, found.batches
+        history = self.client.history
+        events = await history.decode_raw(
+            found.workflow_id,
+            found.run_id,
+            found.batches,
+            self.archive.objects(history.codec.claims.store if history.codec.claims else None),
         )
         return events or None
 
