@@ -2,10 +2,11 @@
 not offer.
 
 Writes are coalesced: nats-py's flusher hands the socket a list of commands (one per publish,
-ack, pull) with ``writelines``. Without TLS asyncio joins them into one ``send``; over TLS
-(asyncio's ``sslproto``) each list item became a TLS record of its own, so a flush of 50 small
-publishes cost 50 record encryptions and headers here, 50 record decryptions in nats-server and
-~22 bytes more each on the wire. :class:`CoalescingTransport` joins the list first: one
+ack, pull) with ``writelines``. Without TLS that is one system call either way (asyncio joins
+the list, uvloop writes it with one ``writev``); over TLS (the ``sslproto`` of asyncio and of
+uvloop) each list item became a TLS record of its own, so a flush of 50 small publishes cost 50
+record encryptions and headers here, 50 record decryptions in nats-server and ~22 bytes more
+each on the wire. :class:`CoalescingTransport` joins the list first: one
 ``SSL_write`` per flush, which OpenSSL cuts into full-size records (16 KiB).
 """
 
