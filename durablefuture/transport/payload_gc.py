@@ -22,8 +22,9 @@ day, a backlog): a **fence** makes that a clear refusal instead of a lost payloa
 message, first stores its markers, then checks that no deletion marker is there, then that the
 object is (:func:`deletion_under_way`, :func:`is_stored`). Whatever the interleaving, either the
 deleter sees the new marker and keeps the object, or the message is refused, naming the
-object: a start is answered with the reason; a report or signal is dead-lettered, and the run
-goes on as for any lost report (its timeouts retry it, and the retry stores the payload anew).
+object: a start or signal is answered with the reason (and dead-lettered); a worker's report is
+recorded as a failed attempt of its task (``MissingPayloadError``), whose retry stores the payload
+anew.
 Only one deleter at a time: a deletion marker younger than :data:`ABANDONED_AFTER` is left to
 its deleter. One a deleter left when it stopped (SIGKILL) keeps the fence up (messages naming
 the object are refused) until a janitor does the deletion again and takes it away.
