@@ -22,6 +22,7 @@ from daemons.common import (
 from durablefuture.core.errors import InvalidArgumentError
 from durablefuture.core.namespace import parse_duration, parse_size
 from durablefuture.server import ServerOptions, Servers
+from durablefuture.server.schedule_options import ScheduleOptions
 from durablefuture.transport.archive import parse_archive
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -155,6 +156,15 @@ def namespaces_and_creds(
     type=click.FloatRange(min=0),
     help="Seconds between two purges of handled inputs and tasks (0: never).",
 )
+@click.option(
+    "--schedule-ahead",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds before its fire time an ALLOW_ALL schedule action may be recorded, so that "
+    "at the fire time only its start is left (0: at the fire time, as df-servers before "
+    "this option did; use 0 while older df-servers still run beside this one).",
+)
 def main(
     nats_url: str,
     namespaces: tuple[str, ...],
@@ -180,6 +190,7 @@ def main(
     history_limit_events: int | None,
     history_limit_size: str | None,
     compact_interval: float,
+    schedule_ahead: float,
 ) -> None:
     """Run a DurableFuture server for one or more namespaces on the NATS at --nats.
 
@@ -194,6 +205,7 @@ def main(
         compact_interval=compact_interval,
         sticky_timeout=sticky_timeout,
         start_concurrency=start_concurrency,
+        schedules=ScheduleOptions(ahead=schedule_ahead),
         **storage_options(
             retention,
             archive,

@@ -92,26 +92,11 @@ class Draft:
         self.taken -= n
         return n
 
-    def miss_late(self, window: float) -> None:
-        """An action recorded ahead whose run was never seen and whose fire time is past the
-        catch-up window (df-server was down) is missed, as a spec time that late would be."""
-        kept: list[ActionRecord] = []
-        for r in self.running:
-            late = self.now - r.fire_at if r.fire_at is not None else 0.0
-            if r.status == STARTING and late > window:
-                self.missed_n += 1
-                self.taken -= 1
-                self.log("missed", r.nominal, f"{late:.0f}s late, past the catch-up window")
-            else:
-                kept.append(r)
-        self.running = kept
-
     def take_due(self, upto: float, overlap: Overlap, lead: float) -> float:
         """Act on every spec time due at ``now`` after ``upto``, and record the next one ahead
         if it fires within ``lead`` and none is pending; the new ``processed_upto``."""
         window = self.s.schedule.policy.catchup_window.total_seconds()
         now = self.now
-        self.miss_late(window)
         n = 0
         for nominal, fire_at in scheduled_times(self.s.schedule.spec, self.s.schedule_id, upto):
             if n >= MAX_STEPS:

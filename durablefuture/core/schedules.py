@@ -142,8 +142,9 @@ def due_starts(
     """The timer's firing at ``due`` for an action recorded ahead: start what is due, and
     nothing else (no observation, no new record; the step ``poll`` seconds later observes the
     runs and records the next action ahead). None if a whole step is needed instead: no action
-    is recorded for ``due``, one is past the catch-up window, or the spec's next time is too
-    close for that later step to record it ahead."""
+    is recorded for ``due``, or the spec's next time is too close for that later step to record
+    it ahead. A recorded action is taken: after downtime it starts however late (as one
+    recorded at its fire time always did); the catch-up window applies to the times after it."""
     if due is None or due > now or state.paused:
         return None
     due_now = [
@@ -152,9 +153,6 @@ def due_starts(
         if r.status == STARTING and r.fire_at is not None and r.fire_at <= now
     ]
     if not any(r.fire_at == due for r in due_now):
-        return None
-    window = state.schedule.policy.catchup_window.total_seconds()
-    if any(now - (r.fire_at or now) > window for r in due_now):
         return None
     pend = pending_times(state, now)
     if not pend:

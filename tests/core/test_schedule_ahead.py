@@ -136,17 +136,17 @@ def test_an_update_drops_an_action_the_new_spec_does_not_have() -> None:
     assert ahead_of(same, T0 + 45) == [f"rep-{iso(T0 + 60)}"] and same.actions == 1
 
 
-def test_an_action_recorded_ahead_and_never_started_is_missed_past_the_catchup_window() -> None:
+def test_an_action_recorded_ahead_is_taken_and_starts_late_after_downtime() -> None:
     s = step(make(catchup_window=60), T0 + 40, {}, POLL, LEAD).state
-    late = T0 + 60 + 61  # df-server was down through the fire time and the window
-    assert due_starts(s, late, T0 + 60, POLL) is None
-    out = step(s, late, {}, POLL, LEAD)
-    assert f"rep-{iso(T0 + 60)}" not in starts(out.effects)
-    assert out.state.missed == 1
-    assert starts(out.effects) == [f"rep-{iso(T0 + 120)}"] and out.state.actions == 1
-    # within the window it starts late, not missed
-    ok = due_starts(s, T0 + 60 + 40, T0 + 60, POLL)
+    late = T0 + 60 + 40  # df-server was down through the fire time
+    ok = due_starts(s, late, T0 + 60, POLL)
     assert ok is not None and starts(ok.effects) == [f"rep-{iso(T0 + 60)}"]
+    assert ok.lateness == (40.0,)
+    # down past the catch-up window: the recorded action still starts (it was taken before);
+    # the spec times after it that are too old are missed, the due one is taken
+    out = step(s, T0 + 60 * 3 + 1, {}, POLL, LEAD)
+    assert starts(out.effects) == [f"rep-{iso(T0 + 60)}", f"rep-{iso(T0 + 180)}"]
+    assert out.state.missed == 1 and out.state.actions == 2
 
 
 def test_a_trigger_is_not_held_back_by_an_action_recorded_ahead() -> None:
