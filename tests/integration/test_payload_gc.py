@@ -19,9 +19,14 @@ from durablefuture.server import ServerOptions
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.connection import connect
 from durablefuture.transport.guard import max_payload
-from durablefuture.transport.payload_gc import ORIGINAL_HEADER, collect
+from durablefuture.transport.payload_gc import ORIGINAL_HEADER, collect, sweep
 from durablefuture.transport.payload_meta import TOUCH_AFTER, meta_subject, newest_record
-from durablefuture.transport.payload_store import MissingPayloadError, ObjectPayloads, mark_refs
+from durablefuture.transport.payload_store import (
+    MissingPayloadError,
+    ObjectPayloads,
+    delete_run_payloads,
+    mark_refs,
+)
 from durablefuture.transport.stored import leader_get
 from durablefuture.transport.usage import stream_size
 from tests.conftest import wait_for
@@ -217,3 +222,30 @@ async def test_a_report_whose_payload_went_is_recorded_as_a_failed_attempt_and_r
             await pub.js.purge_stream(layout.stream, subject=layout.payload_deleting(name))
             # the next attempt stores the result anew and it is recorded
             assert await handle.result(timeout=60) == len(RESULT)
+
+
+async def test_removing_a_run_keeps_the_objects_a_dead_letter_holds() -> None:
+    async with LocalEnvironment(server_options=ServerOptions(payload_grace=0.0)) as env:
+        client, server = env.client, env.server
+        assert server is not None
+        layout, js = client.layout, client.pub.js
+        payloads = ObjectPayloads(js, layout)
+        async with env.worker(workflows=[echo_len]):
+            handle = await client.start_workflow(echo_len, BIG, id="held")
+            assert await handle.result(timeout=60) == len(BIG)
+        [name] = await payloads.names()  # the argument, stored by reference
+        data = await payloads.get(name)
+        raw = await server.history.raw("held", handle.run_id)
+        # a dead letter keeps the same object (its whole original)
+        await js.publish(layout.dead_letter("worker"), b"cut", headers={ORIGINAL_HEADER: name})
+
+        assert await delete_run_payloads(payloads, raw) == []
+        await handle.delete()  # the run's removal: no other run names the object
+        assert await server.history.raw("held", handle.run_id) == []
+        assert await payloads.get(name) == data, "a dead letter's object went with the run"
+
+        # once the dead letter is removed, the object goes with the next sweep
+        await js.purge_stream(layout.stream, subject=layout.dead_letters())
+        assert await sweep(server.pub, layout, grace=0.0, now=time.time() + 1) == 1
+        with pytest.raises(df.PayloadError, match="missing"):
+            await payloads.get(name)
