@@ -24,7 +24,8 @@ object is (:func:`deletion_under_way`, :func:`is_stored`). Whatever the interlea
 deleter sees the new marker and keeps the object, or the message is refused, naming the
 object: a start or signal is answered with the reason (and dead-lettered); a worker's report is
 recorded as a failed attempt of its task (``MissingPayloadError``), whose retry stores the payload
-anew.
+anew; a child's outcome sent to its parent is recorded as the child's failure
+(``server/missing_payloads.py``).
 Only one deleter at a time: a deletion marker younger than :data:`ABANDONED_AFTER` is left to
 its deleter. One a deleter left when it stopped (SIGKILL) keeps the fence up (messages naming
 the object are refused) until a janitor does the deletion again and takes it away.

@@ -15,7 +15,9 @@ import pytest
 import durablefuture as df
 from durablefuture.codec.envelope import CLAIM
 from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
 from durablefuture.server import ServerOptions
+from durablefuture.server.effects import await_ack
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.connection import connect
 from durablefuture.transport.guard import max_payload
@@ -249,3 +251,44 @@ async def test_removing_a_run_keeps_the_objects_a_dead_letter_holds() -> None:
         assert await sweep(server.pub, layout, grace=0.0, now=time.time() + 1) == 1
         with pytest.raises(df.PayloadError, match="missing"):
             await payloads.get(name)
+
+
+def waits_forever():  # type: ignore[no-untyped-def]
+    yield df.wait_signal("never")
+
+
+def parent_of_lost():  # type: ignore[no-untyped-def]
+    try:
+        return (yield df.child_workflow(waits_forever, id="lost-child"))
+    except df.ChildWorkflowError as err:
+        return {"type": getattr(err.cause, "type", ""), "message": str(err.cause)}
+
+
+async def test_a_childs_outcome_whose_payload_went_is_recorded_as_the_childs_failure() -> None:
+    async with LocalEnvironment() as env:
+        client, server = env.client, env.server
+        assert server is not None
+        name = hashlib.sha256(orjson.dumps(RESULT)).hexdigest()  # never stored: it went
+        async with env.worker(workflows=[parent_of_lost, waits_forever]):
+            handle = await client.start_workflow(parent_of_lost, id="lost-parent")
+
+            async def child_started():  # type: ignore[no-untyped-def]
+                for e in await handle.fetch_history():
+                    if isinstance(e, ev.ChildWorkflowStarted):
+                        return e
+                return None
+
+            started = await wait_for(child_started, timeout=30)
+            # the child's result (by reference) reaches its parent after the child's run was
+            # removed and the object with it (a backlog longer than retention + grace)
+            result = {CLAIM: name}
+            closed = inp.RecordChildClosed(handle.run_id, started.seq, started.run_id, result)
+            await await_ack(server._send_input("lost-parent", closed))
+
+            outcome = await handle.result(timeout=60)
+            assert outcome["type"] == "MissingPayloadError"
+            assert name in outcome["message"] and started.run_id in outcome["message"]
+            failed = [
+                e for e in await handle.fetch_history() if isinstance(e, ev.ChildWorkflowFailed)
+            ]
+            assert [e.failure.type for e in failed] == ["MissingPayloadError"]
