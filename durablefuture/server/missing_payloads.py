@@ -1,8 +1,11 @@
-"""What df-server records when a worker's report names a payload object that went before the
-report was handled (``transport/payload_gc.py``): the report cannot be stored as it is, and
-dropping it would leave its workflow task or activity attempt waiting for nothing."""
+"""What df-server records when an input names a payload object that went before the input was
+handled (``transport/payload_gc.py``): the input cannot be stored as it is, and dropping it
+would leave the run waiting for nothing (a workflow task or activity attempt for a worker's
+report, a child for the outcome df-server sends its parent)."""
 
 from __future__ import annotations
+
+from attrs import evolve
 
 from durablefuture.core import inputs as inp
 from durablefuture.core.failure import Failure
@@ -12,8 +15,13 @@ __all__ = ["instead_of_missing"]
 
 
 def instead_of_missing(state: RunState, message: inp.RunInput, reason: str) -> inp.RunInput | None:
-    """The failure to record in place of report ``message`` (retried: the next attempt stores
-    its payloads anew), or None when ``message`` is not a worker's report (it is refused)."""
+    """The failure to record in place of ``message``, or None when it is to be refused (a
+    client's request: its sender is answered with the reason).
+
+    A worker's report becomes a failed attempt (retried: the next attempt stores its payloads
+    anew). A child's outcome becomes the child's failure, naming the object: the child has
+    closed and nothing can send its result again (its run, which held the object, was removed
+    before the parent got it)."""
     failure = Failure(message=reason, type="MissingPayloadError")
     if isinstance(message, inp.CompleteWorkflowTask):
         last = state.last_wft_failure
@@ -23,4 +31,11 @@ def instead_of_missing(state: RunState, message: inp.RunInput, reason: str) -> i
         )
     if isinstance(message, inp.CompleteActivityTask):
         return inp.FailActivityTask(message.run_id, message.seq, message.attempt, failure)
+    if isinstance(message, inp.RecordChildClosed):
+        lost = Failure(
+            message=f"the outcome of child run {message.child_run_id} cannot be delivered: "
+            f"{reason}",
+            type="MissingPayloadError",
+        )
+        return evolve(message, result=None, failure=lost)
     return None

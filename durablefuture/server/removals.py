@@ -11,7 +11,8 @@ history does not end with a closing event is open, and nothing of it is touched 
 request is refused, naming the run's state). Then, in this order: archive the history and the
 payload objects it names (if an archive is configured; every object is read back and checked
 before the history is written), delete the status entry, the run's activity records, its
-payload-object markers and every payload object no other run still refers to, the expiry
+payload-object markers and every payload object no other run, schedule or dead letter still
+holds, the expiry
 schedule, and the history last. A crash at any point (SIGKILL included) leaves the removal
 unacknowledged: it is delivered again, finds the history (or, after it was deleted, only what
 is left), and finishes; every step may be repeated. If the retention was made longer since the
@@ -42,7 +43,7 @@ from durablefuture.transport.consumer import Msg, PullConsumer, delivery_count
 from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.headers import REPLY_HEADER
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
-from durablefuture.transport.payload_gc import collect
+from durablefuture.transport.payload_gc import collect_released
 from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.stored import leader_get
 
@@ -198,7 +199,6 @@ class Removals(Effects):
         await purge(self.nc, f"KV_{act}", f"$KV.{act}.*.{run_id}.>")
         await purge(self.nc, lay.stream, lay.payload_refs_of_run(run_id))
         grace = self.options.payload_grace
-        for name in sorted(names):
-            await collect(self.pub, lay, name, grace=grace, now=time.time())
+        await collect_released(self.pub, lay, names, grace=grace, now=time.time())
         await purge(self.nc, lay.stream, lay.expiry(run_id))
         await purge(self.nc, lay.stream, lay.history(workflow_id, run_id))

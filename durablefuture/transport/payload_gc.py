@@ -24,7 +24,8 @@ object is (:func:`deletion_under_way`, :func:`is_stored`). Whatever the interlea
 deleter sees the new marker and keeps the object, or the message is refused, naming the
 object: a start or signal is answered with the reason (and dead-lettered); a worker's report is
 recorded as a failed attempt of its task (``MissingPayloadError``), whose retry stores the payload
-anew.
+anew; a child's outcome sent to its parent is recorded as the child's failure
+(``server/missing_payloads.py``).
 Only one deleter at a time: a deletion marker younger than :data:`ABANDONED_AFTER` is left to
 its deleter. One a deleter left when it stopped (SIGKILL) keeps the fence up (messages naming
 the object are refused) until a janitor does the deletion again and takes it away.
@@ -43,6 +44,7 @@ import base64
 import binascii
 import logging
 import re
+from collections.abc import Collection
 
 import nats.errors
 from nats.js.api import ConsumerConfig
@@ -68,7 +70,9 @@ from durablefuture.transport.subjects import Layout
 __all__ = [
     "ABANDONED_AFTER",
     "ORIGINAL_HEADER",
+    "TooManyDeadLetters",
     "collect",
+    "collect_released",
     "dead_letter_holds",
     "deletion_under_way",
     "deletions",
@@ -123,8 +127,8 @@ async def collect(pub: Publisher, layout: Layout, name: str, *, grace: float, no
     put (a message naming it now is refused until the deletion is done). A younger one
     belongs to a deletion under way: it is left to its deleter.
 
-    A dead letter's hold is not looked at here: :func:`sweep` checks those, and a run's
-    removal never names a dead letter's object (it names the payloads of its own history)."""
+    A dead letter's hold is not looked at here: the callers (:func:`sweep`,
+    :func:`collect_released`) read those first and leave the objects they keep."""
     stream = layout.stream
     deleting = layout.payload_deleting(name)
     marker = await leader_get(
@@ -160,8 +164,13 @@ async def collect(pub: Publisher, layout: Layout, name: str, *, grace: float, no
     return deleted
 
 
+class TooManyDeadLetters(TransportError):
+    """More dead letters than :data:`MAX_DEAD_LETTERS`: what they keep is not known."""
+
+
 async def dead_letter_holds(js: JetStreamContext, layout: Layout) -> set[str]:
-    """The objects dead letters keep (their ``Df-Original-Object`` headers)."""
+    """The objects dead letters keep (their ``Df-Original-Object`` headers); raises
+    :class:`TooManyDeadLetters` past :data:`MAX_DEAD_LETTERS` of them."""
     info = await js.stream_info(layout.stream, subjects_filter=layout.dead_letters())
     if not info.state.subjects:
         return set()
@@ -183,7 +192,7 @@ async def dead_letter_holds(js: JetStreamContext, layout: Layout) -> set[str]:
     finally:
         await sub.unsubscribe()
     # the holds of the dead letters not read are not known: delete nothing
-    raise TransportError(
+    raise TooManyDeadLetters(
         f"more than {MAX_DEAD_LETTERS:,} dead letters in {layout.stream}: payload objects are "
         "not swept until fewer are kept (remove those dealt with)"
     )
@@ -213,6 +222,29 @@ async def sweep(pub: Publisher, layout: Layout, *, grace: float, now: float) -> 
             deleted += await collect(pub, layout, name, grace=grace, now=now)
     if deleted:
         log.info("deleted %d payload objects nothing refers to", deleted)
+    return deleted
+
+
+async def collect_released(
+    pub: Publisher, layout: Layout, names: Collection[str], *, grace: float, now: float
+) -> int:
+    """Delete those of ``names`` (the objects a removed run named) nothing holds any more,
+    as :func:`sweep` does: an object a dead letter keeps stays. The dead letters are read once
+    for all of ``names``, bounded as the sweep's read; past :data:`MAX_DEAD_LETTERS` of them
+    nothing is deleted here (the sweep keeps them too, until fewer are kept). Returns how
+    many went."""
+    if not names:
+        return 0
+    try:
+        held = await dead_letter_holds(pub.js, layout)
+    except TooManyDeadLetters as exc:
+        log.warning("%s; the objects of a removed run are kept", exc)
+        return 0
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransportError(f"reading the dead letters of {layout.stream}: {exc}") from exc
+    deleted = 0
+    for name in sorted(set(names) - held):
+        deleted += await collect(pub, layout, name, grace=grace, now=now)
     return deleted
 
 

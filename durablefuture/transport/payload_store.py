@@ -29,7 +29,7 @@ from nats.js.object_store import ObjectStore
 from durablefuture.codec.claims import claim_names
 from durablefuture.codec.jsapi import api_request
 from durablefuture.core.errors import PayloadError, TransportError
-from durablefuture.transport.payload_gc import deletion_under_way, is_stored
+from durablefuture.transport.payload_gc import dead_letter_holds, deletion_under_way, is_stored
 from durablefuture.transport.payload_meta import (
     TOUCH_AFTER,
     MetaRecord,
@@ -107,6 +107,7 @@ class ObjectPayloads:
     def __init__(self, js: JetStreamContext, layout: Layout) -> None:
         self.js = js
         self.nc: NATS = js._nc
+        self.layout = layout
         self.bucket = layout.payloads_bucket
         self._store: ObjectStore | None = None
         self._lock = asyncio.Lock()
@@ -274,11 +275,15 @@ async def delete_run_payloads(
     reference the server copied into another run (continue-as-new arguments, a child's
     arguments, a signal to another run). Pass the names the runs that are kept still refer to
     as ``still_used`` (collect them with :func:`~durablefuture.codec.claims.claim_names`
-    over their messages); those stay.
+    over their messages); those stay, and so do the objects dead letters keep (raises
+    :class:`~durablefuture.transport.payload_gc.TooManyDeadLetters`, deleting nothing, when
+    there are too many dead letters to read).
     """
     names: set[str] = set()
     for data in messages:
         names |= claim_names(data)
+    if names:
+        names -= await dead_letter_holds(payloads.js, payloads.layout)
     deleted = []
     for name in sorted(names - set(still_used)):
         if await payloads.delete(name):

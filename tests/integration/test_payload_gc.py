@@ -15,13 +15,20 @@ import pytest
 import durablefuture as df
 from durablefuture.codec.envelope import CLAIM
 from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
 from durablefuture.server import ServerOptions
+from durablefuture.server.effects import await_ack
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.connection import connect
 from durablefuture.transport.guard import max_payload
-from durablefuture.transport.payload_gc import ORIGINAL_HEADER, collect
+from durablefuture.transport.payload_gc import ORIGINAL_HEADER, collect, sweep
 from durablefuture.transport.payload_meta import TOUCH_AFTER, meta_subject, newest_record
-from durablefuture.transport.payload_store import MissingPayloadError, ObjectPayloads, mark_refs
+from durablefuture.transport.payload_store import (
+    MissingPayloadError,
+    ObjectPayloads,
+    delete_run_payloads,
+    mark_refs,
+)
 from durablefuture.transport.stored import leader_get
 from durablefuture.transport.usage import stream_size
 from tests.conftest import wait_for
@@ -217,3 +224,71 @@ async def test_a_report_whose_payload_went_is_recorded_as_a_failed_attempt_and_r
             await pub.js.purge_stream(layout.stream, subject=layout.payload_deleting(name))
             # the next attempt stores the result anew and it is recorded
             assert await handle.result(timeout=60) == len(RESULT)
+
+
+async def test_removing_a_run_keeps_the_objects_a_dead_letter_holds() -> None:
+    async with LocalEnvironment(server_options=ServerOptions(payload_grace=0.0)) as env:
+        client, server = env.client, env.server
+        assert server is not None
+        layout, js = client.layout, client.pub.js
+        payloads = ObjectPayloads(js, layout)
+        async with env.worker(workflows=[echo_len]):
+            handle = await client.start_workflow(echo_len, BIG, id="held")
+            assert await handle.result(timeout=60) == len(BIG)
+        [name] = await payloads.names()  # the argument, stored by reference
+        data = await payloads.get(name)
+        raw = await server.history.raw("held", handle.run_id)
+        # a dead letter keeps the same object (its whole original)
+        await js.publish(layout.dead_letter("worker"), b"cut", headers={ORIGINAL_HEADER: name})
+
+        assert await delete_run_payloads(payloads, raw) == []
+        await handle.delete()  # the run's removal: no other run names the object
+        assert await server.history.raw("held", handle.run_id) == []
+        assert await payloads.get(name) == data, "a dead letter's object went with the run"
+
+        # once the dead letter is removed, the object goes with the next sweep
+        await js.purge_stream(layout.stream, subject=layout.dead_letters())
+        assert await sweep(server.pub, layout, grace=0.0, now=time.time() + 1) == 1
+        with pytest.raises(df.PayloadError, match="missing"):
+            await payloads.get(name)
+
+
+def waits_forever():  # type: ignore[no-untyped-def]
+    yield df.wait_signal("never")
+
+
+def parent_of_lost():  # type: ignore[no-untyped-def]
+    try:
+        return (yield df.child_workflow(waits_forever, id="lost-child"))
+    except df.ChildWorkflowError as err:
+        return {"type": getattr(err.cause, "type", ""), "message": str(err.cause)}
+
+
+async def test_a_childs_outcome_whose_payload_went_is_recorded_as_the_childs_failure() -> None:
+    async with LocalEnvironment() as env:
+        client, server = env.client, env.server
+        assert server is not None
+        name = hashlib.sha256(orjson.dumps(RESULT)).hexdigest()  # never stored: it went
+        async with env.worker(workflows=[parent_of_lost, waits_forever]):
+            handle = await client.start_workflow(parent_of_lost, id="lost-parent")
+
+            async def child_started():  # type: ignore[no-untyped-def]
+                for e in await handle.fetch_history():
+                    if isinstance(e, ev.ChildWorkflowStarted):
+                        return e
+                return None
+
+            started = await wait_for(child_started, timeout=30)
+            # the child's result (by reference) reaches its parent after the child's run was
+            # removed and the object with it (a backlog longer than retention + grace)
+            result = {CLAIM: name}
+            closed = inp.RecordChildClosed(handle.run_id, started.seq, started.run_id, result)
+            await await_ack(server._send_input("lost-parent", closed))
+
+            outcome = await handle.result(timeout=60)
+            assert outcome["type"] == "MissingPayloadError"
+            assert name in outcome["message"] and started.run_id in outcome["message"]
+            failed = [
+                e for e in await handle.fetch_history() if isinstance(e, ev.ChildWorkflowFailed)
+            ]
+            assert [e.failure.type for e in failed] == ["MissingPayloadError"]
