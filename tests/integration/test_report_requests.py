@@ -1,0 +1,155 @@
+"""Reports asked of df-server as core-NATS requests (``dfev.<ns>.report``).
+
+A worker's report is recorded by df-server and answered ``recorded`` without the report being
+stored; with no df-server listening it is stored on ``df.<ns>.in.report`` as before. Every
+request is hostile input: junk, forged inputs and reports for runs that do not exist are each
+stored as a dead letter with a reason and answered ``refused``; requests without a reply
+subject are dropped; the daemons stay up and the runs in flight complete.
+"""
+
+from __future__ import annotations
+
+import random
+
+import nats
+import orjson
+import pytest
+
+import durablefuture as df
+from durablefuture.codec.wire import InputEnvelope, default_codec
+from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
+from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.report_requests import REFUSED
+from tests.conftest import wait_for
+from tests.integration.test_fuzz import _dead_letters, _history_bytes, _stored, mangle
+
+pytestmark = pytest.mark.asyncio
+
+CODEC = default_codec()
+OPTS = df.ActivityOptions(start_to_close_timeout=10)
+
+
+async def charge(order_id: str) -> str:
+    return f"charged {order_id}"
+
+
+async def ship(order_id: str) -> str:
+    return f"shipped {order_id}"
+
+
+def order(order_id: str):  # type: ignore[no-untyped-def]
+    c = yield df.activity(charge, order_id, options=OPTS)
+    s = yield df.activity(ship, order_id, options=OPTS)
+    return f"{c}/{s}"
+
+
+def wait_then_charge(order_id: str):  # type: ignore[no-untyped-def]
+    go = yield df.wait_signal("go")
+    c = yield df.activity(charge, order_id, options=OPTS)
+    return f"{c} {go}"
+
+
+async def test_reports_are_recorded_by_request_and_not_stored() -> None:
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[order], activities=[charge, ship]):
+            before = dict(server.stats)
+            h = await env.client.start_workflow(order, "o-1", id="o-1")
+            assert await h.result(timeout=15) == "charged o-1/shipped o-1"
+            # one report per step: the first decision, then each result fused with the next
+            asked = server.stats["report_requests"] - before["report_requests"]
+            assert asked == 3
+            # the server handled one stored input (the start) besides the three requests
+            assert server.stats["inputs"] - before["inputs"] == 1 + asked
+            assert await _stored(env, env.client.layout.input("report")) == []
+
+
+async def test_reports_are_stored_while_no_server_answers() -> None:
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[order], activities=[charge, ship]):
+            await server._stop_report_requests()  # nobody listens: the stored fallback
+            before = dict(server.stats)
+            h = await env.client.start_workflow(order, "o-2", id="o-2")
+            assert await h.result(timeout=15) == "charged o-2/shipped o-2"
+            assert server.stats["report_requests"] == before["report_requests"]
+            assert server.stats["inputs"] - before["inputs"] == 4  # start + 3 stored reports
+            history = [type(e).__name__ for e in await h.fetch_history()]
+            assert history.count("ActivityCompleted") == 2  # each result recorded once
+
+
+async def test_junk_report_requests_are_refused_and_dead_lettered() -> None:
+    rng = random.Random(21)
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[wait_then_charge], activities=[charge]) as worker:
+            waiting = [
+                await env.client.start_workflow(wait_then_charge, f"w{i}", id=f"wait-{i}")
+                for i in range(3)
+            ]
+
+            async def all_waiting() -> bool:
+                for h in waiting:
+                    events = await h.fetch_history()
+                    if not any(isinstance(e, ev.SignalWaitStarted) for e in events):
+                        return False
+                return True
+
+            await wait_for(all_waiting, 15)
+            histories = await _history_bytes(env)
+            run = waiting[0].run_id or ""
+            valid = [
+                # a report for a run that does not exist
+                orjson.loads(
+                    CODEC.encode_input(
+                        InputEnvelope("fz", inp.CompleteActivityTask("f" * 32, 1, 1, "r"))
+                    )
+                ),
+                # not a report: a signal forged by whoever may send reports
+                orjson.loads(
+                    CODEC.encode_input(
+                        InputEnvelope("wait-0", inp.SignalWorkflow(run, "go", "s1", ("x",)))
+                    )
+                ),
+            ]
+            attacker = await nats.connect(env.nats_url)
+            subject = env.client.layout.report_requests
+            answers = []
+            try:
+                bodies = [orjson.dumps(v) for v in valid]  # decodable, still refused
+                bodies += [mangle(rng, rng.choice(valid)) for _ in range(150)]
+                for body in bodies:
+                    reply = await attacker.request(subject, body, timeout=10)
+                    answers.append(reply.data)
+                # no reply subject: nobody waits, nothing is recorded
+                for _ in range(20):
+                    await attacker.publish(subject, rng.randbytes(40))
+                await attacker.flush()
+            finally:
+                await attacker.close()
+            assert answers == [REFUSED] * len(answers)
+
+            async def all_dead_lettered() -> bool:
+                return len(await _dead_letters(env)) >= len(answers)
+
+            await wait_for(all_dead_lettered, 30)
+            reasons = await _dead_letters(env)
+            assert len(reasons) == len(answers) and all(reasons), "each says why"
+            letters = await _stored(env, env.client.layout.dead_letters())
+            assert {(m.headers or {}).get("Df-Subject") for m in letters} == {subject}
+
+            async def unanswered_dropped() -> bool:
+                return server.stats["report_requests_unanswered"] >= 20
+
+            await wait_for(unanswered_dropped, 15)
+            assert env._server_task is not None and not env._server_task.done()
+            assert worker._run_task is not None and not worker._run_task.done()
+            after = await _history_bytes(env)
+            assert {k: after[k] for k in histories} == histories, "histories changed"
+            for i, h in enumerate(waiting):
+                await h.signal("go", "late")
+                assert await h.result(timeout=15) == f"charged w{i} late"
