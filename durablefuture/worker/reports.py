@@ -75,11 +75,14 @@ class Reports:
         *,
         keep: Msg | None = None,
         task: WorkflowTask | None = None,
+        persist: bool = True,
     ) -> None:
         """Have the server record a report (asked, else stored). With ``keep`` (the task it
         reports on), a full
         JetStream store is waited out with that task kept in progress, never given up on.
-        ``task``: the workflow task it answers (part of the message id)."""
+        ``task``: the workflow task it answers (part of the message id). ``persist``: a
+        report no server answered is stored through transport errors for a few minutes (a
+        server may have recorded it in part); :meth:`store` retries on its own."""
         data = await self.codec.pack_input(InputEnvelope(workflow_id, input=message))
         msg_id = f"{message.run_id}:{message.input_id}"
         if task is not None:
@@ -109,11 +112,28 @@ class Reports:
         async def publish() -> None:
             await publish_report(self.pub, self.layout.input("report"), data, headers)
 
-        if keep is None:
-            await publish()
-            self.storage.stored()
-        else:
-            await self.storage.retry(publish, keep)
+        tries = REPORT_TRIES if self.ask and persist else 1  # store() retries on its own
+        delay = 0.25
+        for attempt in range(1, tries + 1):
+            try:
+                if keep is None:
+                    await publish()
+                    self.storage.stored()
+                else:
+                    await self.storage.retry(publish, keep)
+                return
+            except MessageRejectedError:
+                raise
+            except TransportError:
+                # an unanswered request may have been recorded in part (history appended, its
+                # effects not): the stored report is what finishes it, so keep at it
+                if attempt == tries or self.stopping.is_set():
+                    raise
+            if keep is not None:
+                with contextlib.suppress(Exception):
+                    await keep.in_progress()
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
 
     async def store(
         self,
@@ -133,7 +153,9 @@ class Reports:
         delay = 0.25
         for tries in range(1, REPORT_TRIES + 1):
             try:
-                await self.send(workflow_id, report, receipt=receipt, keep=msg, task=task)
+                await self.send(
+                    workflow_id, report, receipt=receipt, keep=msg, task=task, persist=False
+                )
                 return
             except MessageRejectedError:
                 raise

@@ -187,6 +187,11 @@ class WorkflowTasks:
             )
             await self.reports.send(task.workflow_id, failed, keep=msg)
             return failed
+        except TransportError:
+            # a df-server may have recorded it without finishing its effects: the task comes
+            # back, and is replayed and reported again (recorded once), not taken as done
+            self.cache.pop(task.run_id)
+            raise
 
     def event_size(self, event: ev.Event) -> int:
         return event_size(self.codec, event)
