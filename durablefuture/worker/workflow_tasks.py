@@ -9,6 +9,7 @@ report feeds the recorded events to the cached generator, which may send the nex
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
@@ -96,6 +97,8 @@ class WorkflowTasks:
         self.reports = reports
         self.stats = stats
         self.dead_letter = dead_letter
+        self._receipts: set[asyncio.Task[None]] = set()
+        """Receipts waiting for their run's handler (kept referenced until applied)."""
         self.history_warning = WorkflowExecution.history_warning
         """The namespace's history warning (events, bytes), read when the worker starts."""
 
@@ -374,6 +377,16 @@ class WorkflowTasks:
                 events = await self.codec.resolve_events(events)
         except DecodeError:
             return
+        if self.cache.lock(run_id).locked():
+            # the run's handler waits for a df-server's answer: apply this when it is done,
+            # without holding up the receipts of other runs (one subscription delivers all)
+            task = asyncio.create_task(self._apply_receipt(run_id, msg, events))
+            self._receipts.add(task)
+            task.add_done_callback(self._receipts.discard)
+            return
+        await self._apply_receipt(run_id, msg, events)
+
+    async def _apply_receipt(self, run_id: str, msg: Msg, events: Sequence[ev.Event]) -> None:
         async with self.cache.lock(run_id):
             cached = self.cache.get(run_id)
             if cached is None:
