@@ -10,6 +10,7 @@ subject are dropped; the daemons stay up and the runs in flight complete.
 from __future__ import annotations
 
 import random
+import time
 
 import nats
 import orjson
@@ -19,6 +20,10 @@ import durablefuture as df
 from durablefuture.codec.wire import InputEnvelope, default_codec
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
+from durablefuture.core.commands import StartTimer
+from durablefuture.core.definitions import WorkflowDefinition
+from durablefuture.core.orchestration import APPLIED, decide
+from durablefuture.core.replay import WorkflowExecution
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.report_requests import REFUSED
 from tests.conftest import wait_for
@@ -48,6 +53,12 @@ def wait_then_charge(order_id: str):  # type: ignore[no-untyped-def]
     go = yield df.wait_signal("go")
     c = yield df.activity(charge, order_id, options=OPTS)
     return f"{c} {go}"
+
+
+def wait_then_nap(order_id: str):  # type: ignore[no-untyped-def]
+    go = yield df.wait_signal("go")
+    yield df.sleep(0.2)
+    return f"{order_id} {go}"
 
 
 async def test_reports_are_recorded_by_request_and_not_stored() -> None:
@@ -153,3 +164,52 @@ async def test_junk_report_requests_are_refused_and_dead_lettered() -> None:
             for i, h in enumerate(waiting):
                 await h.signal("go", "late")
                 assert await h.result(timeout=15) == f"charged w{i} late"
+
+
+async def test_a_decision_recorded_without_its_effects_gets_them_when_its_task_comes_back() -> None:
+    """A df-server appended a decision asked of it and then failed at its effects (here: the
+    append alone, as by a server whose stream leader went away right after it), and the
+    worker that asked was lost before it stored the report: nothing stored would finish it.
+    The workflow task comes back; its replay finds the decision as the run's newest batch and
+    reports it again, and df-server derives its effects: the timer is armed, the run
+    completes once."""
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        options = df.WorkerOptions(sticky=False)
+        async with env.worker(workflows=[wait_then_nap], options=options):
+            h = await env.client.start_workflow(wait_then_nap, "n-1", id="n-1")
+
+            async def waiting() -> bool:
+                return any(isinstance(e, ev.SignalWaitStarted) for e in await h.fetch_history())
+
+            await wait_for(waiting, 15)
+        run = h.run_id or ""
+        await h.signal("go", "now")  # its workflow task is stored; no worker takes it yet
+
+        async def signalled() -> bool:
+            return any(isinstance(e, ev.SignalReceived) for e in await h.fetch_history())
+
+        await wait_for(signalled, 15)
+        # what a worker decides on the signal, appended by df-server with none of its effects
+        execution = WorkflowExecution(WorkflowDefinition.from_fn(wait_then_nap), CODEC.payloads)
+        activation = execution.feed(list(await h.fetch_history()))
+        assert [type(c) for c in activation.commands] == [StartTimer]
+        report = inp.CompleteWorkflowTask(run, activation.based_on, activation.commands, "lost")
+        cache = await server._load("n-1", run)
+        async with cache.lock:
+            await server._refresh(cache)
+            decision = decide(cache.state, report, time.time())
+            assert decision.outcome == APPLIED
+            await server.history.append_sized(
+                "n-1", run, report.input_id, list(decision.events), cache.last_seq
+            )
+        assert [type(e) for e in await h.fetch_history()].count(ev.TimerStarted) == 1
+
+        async with env.worker(workflows=[wait_then_nap], options=options) as worker:
+            assert await h.result(timeout=20) == "n-1 now"
+            assert worker.stats["reports_redone"] == 1
+        history = [type(e) for e in await h.fetch_history()]
+        assert history.count(ev.TimerStarted) == 1  # the decision recorded once
+        assert history.count(ev.TimerFired) == 1
+        assert history.count(ev.WorkflowCompleted) == 1
