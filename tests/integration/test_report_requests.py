@@ -25,6 +25,8 @@ from durablefuture.core.definitions import WorkflowDefinition
 from durablefuture.core.orchestration import APPLIED, decide
 from durablefuture.core.replay import WorkflowExecution
 from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.layout import open_bucket
+from durablefuture.transport.leases import AttemptLeases
 from durablefuture.transport.report_requests import REFUSED
 from tests.conftest import wait_for
 from tests.integration.test_fuzz import _dead_letters, _history_bytes, _stored, mangle
@@ -212,4 +214,42 @@ async def test_a_decision_recorded_without_its_effects_gets_them_when_its_task_c
         history = [type(e) for e in await h.fetch_history()]
         assert history.count(ev.TimerStarted) == 1  # the decision recorded once
         assert history.count(ev.TimerFired) == 1
+        assert history.count(ev.WorkflowCompleted) == 1
+
+
+async def test_an_activity_result_recorded_without_its_effects_gets_them_on_redelivery() -> None:
+    """The same for an activity's result: the worker that ran ``charge`` and asked df-server
+    to record it was lost (its attempt lease stays), df-server appended the result and none
+    of its effects (the workflow task that schedules ``ship``). The activity task comes back;
+    the worker that takes it finds the lease of another, and the outcome in history as the
+    run's newest batch: it reports it again, and the run completes once."""
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[order]):  # no activities: `charge` stays queued
+            h = await env.client.start_workflow(order, "o-3", id="o-3")
+
+            async def scheduled() -> bool:
+                return any(isinstance(e, ev.ActivityScheduled) for e in await h.fetch_history())
+
+            await wait_for(scheduled, 15)
+        run = h.run_id or ""
+        client = env.client
+        kv = await open_bucket(client.pub.js, client.layout.activity_bucket)
+        leases = AttemptLeases(client.pub, kv, client.layout, CODEC)
+        assert await leases.claim(run, 1, 1, "lost", 1.0, time.time() - 60) is None
+        report = inp.CompleteActivityTask(run, 1, 1, "charged o-3")
+        cache = await server._load("o-3", run)
+        async with cache.lock:
+            await server._refresh(cache)
+            decision = decide(cache.state, report, time.time())
+            assert decision.outcome == APPLIED
+            await server.history.append_sized(
+                "o-3", run, report.input_id, list(decision.events), cache.last_seq
+            )
+
+        async with env.worker(workflows=[order], activities=[charge, ship]):
+            assert await h.result(timeout=20) == "charged o-3/shipped o-3"
+        history = [type(e) for e in await h.fetch_history()]
+        assert history.count(ev.ActivityCompleted) == 2  # `charge` recorded once
         assert history.count(ev.WorkflowCompleted) == 1
