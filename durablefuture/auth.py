@@ -27,9 +27,9 @@ server    everything in ``DF_<ns>``: histories, status entries, closed notices, 
           timers, dead letters, JetStream management (df-server is the only writer)
 worker    take workflow/activity tasks of any task queue (never the server's inputs),
           and sticky workflow tasks (``wt.<queue>.<token>``: the runs a worker caches),
-          report on ``df.<ns>.in.report``, heartbeats/leases/liveness records, read
-          histories, answer queries and check updates, put and get payloads stored by
-          reference
+          report on ``df.<ns>.in.report`` or ask df-server to record a report
+          (``dfev.<ns>.report``), heartbeats/leases/liveness records, read histories,
+          answer queries and check updates, put and get payloads stored by reference
 client    start (``in.start``), signal/update/cancel/terminate (``in.run``), schedule
           control (``sci.ctl``), queries and update checks, read histories and status, list
           and count (the df-servers' visibility index, ``dfev.<ns>.visibility``), wait for
@@ -210,6 +210,7 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
                 f"{api}.CONSUMER.MSG.NEXT.{s}.*",
                 f"$JS.ACK.{s}.>",
                 lay.input("report"),
+                lay.report_requests,  # reports asked of df-server (not stored)
                 lay.dead_letter("worker"),
                 f"$KV.{lay.activity_bucket}.>",
                 f"$KV.{lay.workers_bucket}.>",
@@ -276,6 +277,7 @@ def _exports(namespace: str, user_keys: Iterable[str]) -> list[tuple[str, str, s
         lay.input("start"),
         lay.input("run"),
         lay.input("report"),
+        lay.report_requests,
         lay.dead_letter("worker"),
         lay.schedule_input("ctl"),
         lay.visibility,

@@ -95,6 +95,8 @@ class ServerBase:
             "compacted": 0,
             "payload_sweeps": 0,
             "sticky_moved": 0,
+            "report_requests": 0,
+            "report_requests_unanswered": 0,
         }
         self._gone_sticky: OrderedDict[str, None] = OrderedDict()
         """Sticky tokens of workers found gone: no workflow task is sent to them again."""

@@ -37,6 +37,7 @@ from durablefuture.server.inputs import (  # imported from here before the packa
 from durablefuture.server.janitor import Janitor
 from durablefuture.server.options import ServerOptions
 from durablefuture.server.removals import Removals
+from durablefuture.server.report_requests import ReportRequests
 from durablefuture.server.schedules import ScheduleService
 from durablefuture.server.sources import refusal
 from durablefuture.server.starts import Starts
@@ -64,7 +65,7 @@ __all__ = ["Server", "ServerOptions"]
 log = logging.getLogger("durablefuture.server")
 
 
-class Server(Starts, Removals, Janitor, StickyFallback):
+class Server(ReportRequests, Starts, Removals, Janitor, StickyFallback):
     """One df-server process (or an in-process server in tests and ``df dev``).
 
     The parts it is made of are listed in :mod:`durablefuture.server.base`.
@@ -163,6 +164,7 @@ class Server(Starts, Removals, Janitor, StickyFallback):
         if self._stopping.is_set():
             return  # shut down before it ran: nothing to pull
         await consumer.start()
+        await self._start_report_requests()
         stop = asyncio.ensure_future(self._stopping.wait())
         lost = asyncio.ensure_future(connection_lost(self.nc, self._stopping))
         try:
@@ -204,6 +206,7 @@ class Server(Starts, Removals, Janitor, StickyFallback):
         """Stop taking inputs, finish the ones in progress, then disconnect (if we own NATS)."""
         self._stopping.set()
         self._remove_health()
+        await self._stop_report_requests()
         await self._stop_janitor()
         await self._stop_removals()
         await self._stop_sticky()

@@ -7,6 +7,7 @@ subject                    written by                  may carry
 ``df.<ns>.in.start``       clients                     start requests of clients
 ``df.<ns>.in.run``         clients, df-server          signals, updates, cancels, terminations
 ``df.<ns>.in.report``      workers                     workflow-task and activity outcomes
+``dfev.<ns>.report``       workers (core requests)     the same, asked instead of stored
 ``df.<ns>.in.server``      df-server only              anything (child starts and notices,
                                                        continue-as-new starts, ...)
 ``df.<ns>.in.timer``       df-server's timers only     anything (timer firings)

@@ -122,10 +122,16 @@ class Watch:
                 await self._sub.unsubscribe()
 
 
-async def request(nc: NATS, subject: str, data: bytes, timeout: float) -> bytes:
+async def request(
+    nc: NATS,
+    subject: str,
+    data: bytes,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> bytes:
     """Send a core-NATS request and return the answer's body."""
     try:
-        msg = await nc.request(subject, data, timeout=timeout)
+        msg = await nc.request(subject, data, timeout=timeout, headers=headers)
     except nats.errors.NoRespondersError:
         raise NoResponders(f"nobody listens on {subject}") from None
     except nats.errors.TimeoutError:

@@ -32,9 +32,9 @@ KV buckets: ``DF_<ns>_runs`` (one status entry per run, key ``<workflow>.<run>``
 ``DF_<ns>_act`` (activity heartbeats, cancellation flags and attempt leases) and
 ``DF_<ns>_workers`` (one liveness record per live worker, key ``<queue>.<identity>``, each
 with a per-key TTL).
-Core-NATS notifications (not stored) use ``dfev.<ns>.``. Workflow ids are free text, so they
-are encoded into one subject token: kept as-is when they are ``[A-Za-z0-9_-]+``, else ``=`` +
-base64url.
+Core-NATS notifications and requests (not stored) use ``dfev.<ns>.``. Workflow ids are free
+text, so they are encoded into one subject token: kept as-is when they are
+``[A-Za-z0-9_-]+``, else ``=`` + base64url.
 """
 
 from __future__ import annotations
@@ -213,6 +213,12 @@ class Layout:
     def visibility(self) -> str:
         """Core NATS requests to the df-servers' visibility index (list, count)."""
         return f"{self.events_prefix}.visibility"
+
+    @property
+    def report_requests(self) -> str:
+        """Core NATS requests of workers to the df-servers: a report to record now, answered
+        once it is in the run's history (``df.<ns>.in.report`` stays the stored fallback)."""
+        return f"{self.events_prefix}.report"
 
     @property
     def visibility_removed(self) -> str:

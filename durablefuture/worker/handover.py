@@ -3,8 +3,9 @@
 Before running an attempt a worker claims it (a create-only lease entry in the activity bucket)
 and renews the lease while the attempt runs. A worker given a copy of a task whose attempt
 another worker holds never starts it: it keeps its delivery while the holder renews the lease,
-and once the renewals stop either acks (history holds the attempt's outcome) or reports the
-attempt timed out, lost with its worker (the server retries it per policy).
+and once the renewals stop either acks (history holds the attempt's outcome, reported again
+when it is the run's newest batch, see ``Handover.attempt_closed``) or reports the attempt
+timed out, lost with its worker (the server retries it per policy).
 """
 
 from __future__ import annotations
@@ -127,13 +128,23 @@ class Handover:
         ack.add_done_callback(_consume)
 
     async def attempt_closed(self, task: ActivityTask) -> bool:
-        """Whether history holds the attempt's outcome (or the run is over)."""
+        """Whether history holds the attempt's outcome (or the run is over).
+
+        When that outcome is the run's newest batch it is reported again (the same input id):
+        a df-server may have appended it, asked by a worker lost before it stored the report,
+        and failed at its effects (the next activity task, a timer, the close's status).
+        df-server takes it as a duplicate and derives the batch's effects again; nothing is
+        appended, whatever the report carries."""
         batches = await self.client.history.read(task.workflow_id, task.run_id)
         if not batches:
             return True  # no such run (any more)
         state = RunState.from_history([(b.input_id, b.events) for b in batches])
         act = state.activities.get(task.seq)
-        return not state.is_open or act is None or act.closed or act.attempt > task.attempt
+        closed = not state.is_open or act is None or act.closed or act.attempt > task.attempt
+        redo = inp.CompleteActivityTask(task.run_id, task.seq, task.attempt)
+        if closed and batches[-1].input_id == redo.input_id:
+            await self.reports.send(task.workflow_id, redo)
+        return closed
 
     async def hold(self, msg: Msg, waiting: Awaitable[object]) -> bool:
         """Await ``waiting`` while keeping ``msg`` from being redelivered; False (and

@@ -148,6 +148,7 @@ class Worker:
         }
         self._cache = RunCache(max_cached_workflows)
         self._reports = Reports(self.codec, self.pub, self.layout, self._storage, self._stopping)
+        self._reports.ask = self.options.ask_reports
         self._deliveries = Deliveries(
             self.codec,
             self.pub,

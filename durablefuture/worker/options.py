@@ -55,6 +55,10 @@ class WorkerOptions:
     """Take the workflow tasks of the runs this worker caches on a subject of its own
     (sticky), so their generators are resumed instead of replayed; df-server moves a task
     this worker does not take in time to the shared queue."""
+    ask_reports: bool = True
+    """Ask a df-server to record each report (a core-NATS request, answered once the run's
+    history holds it) before storing it as a server input: one stored message less per
+    report. Off: every report is stored, and df-server pulls it."""
     clock: Clock = REAL_CLOCK
     """What activity timeouts and heartbeat times read (a ``SkippingClock`` in tests with
     time skipping; the server's must be the same)."""

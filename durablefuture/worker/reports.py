@@ -1,9 +1,12 @@
 """Reports: how a worker tells the server what happened (a workflow task's decisions, an
 activity attempt's outcome, a task given up on).
 
-A report is a server input, stored on the namespace's stream with a message id made of stable
-facts (run, input id, and for a workflow task the task it answers), so a report sent twice is
-recorded once. Reports that cannot fit in a NATS message are bounded or cut here.
+A report is first asked of a df-server as a core-NATS request, answered once the run's history
+holds it (nothing stored for the report itself); when no server answers ``recorded`` or
+``refused`` in time, it is a server input stored on the namespace's stream, with a message id
+made of stable facts (run, input id, and for a workflow task the task it answers), so a report
+sent twice is recorded once (``durablefuture/transport/report_requests.py``). Reports that
+cannot fit in a NATS message are bounded or cut here.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from durablefuture.transport.guard import max_payload
 from durablefuture.transport.headers import RECEIPT_HEADER, STICKY_HEADER
 from durablefuture.transport.messages import Msg
 from durablefuture.transport.publisher import MSG_ID, Publisher
+from durablefuture.transport.report_requests import REFUSED, STORE, ask_report
 from durablefuture.transport.storage import StorageWait
 from durablefuture.transport.subjects import Layout
 from durablefuture.worker.options import (
@@ -51,6 +55,8 @@ class Reports:
         storage: StorageWait,
         stopping: asyncio.Event,
     ) -> None:
+        self.ask = True
+        """Ask a df-server to record each report before storing it (``WorkerOptions``)."""
         self.codec = codec
         self.pub = pub
         self.layout = layout
@@ -69,10 +75,14 @@ class Reports:
         *,
         keep: Msg | None = None,
         task: WorkflowTask | None = None,
+        persist: bool = True,
     ) -> None:
-        """Store a report for the server. With ``keep`` (the task it reports on), a full
+        """Have the server record a report (asked, else stored). With ``keep`` (the task it
+        reports on), a full
         JetStream store is waited out with that task kept in progress, never given up on.
-        ``task``: the workflow task it answers (part of the message id)."""
+        ``task``: the workflow task it answers (part of the message id). ``persist``: a
+        report no server answered is stored through transport errors for a few minutes (a
+        server may have recorded it in part); :meth:`store` retries on its own."""
         data = await self.codec.pack_input(InputEnvelope(workflow_id, input=message))
         msg_id = f"{message.run_id}:{message.input_id}"
         if task is not None:
@@ -87,14 +97,43 @@ class Reports:
                 # this worker holds the run's generator: its next workflow tasks come here
                 headers[STICKY_HEADER] = self.sticky
 
+        if self.ask:
+            answer = await ask_report(self.pub.nc, self.layout.report_requests, data, headers)
+            if answer == REFUSED:
+                log.error(
+                    "df-server refused a report of run %s (stored as a dead letter with the "
+                    "reason)",
+                    message.run_id,
+                    extra={"workflow_id": workflow_id, "run_id": message.run_id},
+                )
+            if answer != STORE:
+                return
+
         async def publish() -> None:
             await publish_report(self.pub, self.layout.input("report"), data, headers)
 
-        if keep is None:
-            await publish()
-            self.storage.stored()
-        else:
-            await self.storage.retry(publish, keep)
+        tries = REPORT_TRIES if self.ask and persist else 1  # store() retries on its own
+        delay = 0.25
+        for attempt in range(1, tries + 1):
+            try:
+                if keep is None:
+                    await publish()
+                    self.storage.stored()
+                else:
+                    await self.storage.retry(publish, keep)
+                return
+            except MessageRejectedError:
+                raise
+            except TransportError:
+                # an unanswered request may have been recorded in part (history appended, its
+                # effects not): the stored report is what finishes it, so keep at it
+                if attempt == tries or self.stopping.is_set():
+                    raise
+            if keep is not None:
+                with contextlib.suppress(Exception):
+                    await keep.in_progress()
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
 
     async def store(
         self,
@@ -114,7 +153,9 @@ class Reports:
         delay = 0.25
         for tries in range(1, REPORT_TRIES + 1):
             try:
-                await self.send(workflow_id, report, receipt=receipt, keep=msg, task=task)
+                await self.send(
+                    workflow_id, report, receipt=receipt, keep=msg, task=task, persist=False
+                )
                 return
             except MessageRejectedError:
                 raise

@@ -9,6 +9,7 @@ report feeds the recorded events to the cached generator, which may send the nex
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
@@ -96,6 +97,10 @@ class WorkflowTasks:
         self.reports = reports
         self.stats = stats
         self.dead_letter = dead_letter
+        self._receipts: set[asyncio.Task[None]] = set()
+        """Receipts waiting for their run's handler (kept referenced until applied)."""
+        self._last_read: dict[str, str] = {}
+        """Per run being handled: the input id of the newest history batch read for it."""
         self.history_warning = WorkflowExecution.history_warning
         """The namespace's history warning (events, bytes), read when the worker starts."""
 
@@ -187,6 +192,11 @@ class WorkflowTasks:
             )
             await self.reports.send(task.workflow_id, failed, keep=msg)
             return failed
+        except TransportError:
+            # a df-server may have recorded it without finishing its effects: the task comes
+            # back, and is replayed and reported again (recorded once), not taken as done
+            self.cache.pop(task.run_id)
+            raise
 
     def event_size(self, event: ev.Event) -> int:
         return event_size(self.codec, event)
@@ -229,6 +239,7 @@ class WorkflowTasks:
 
     async def _run_workflow_task(self, m: WorkflowTaskMessage) -> inp.RunInput | None:
         task = m.task
+        self._last_read.pop(task.run_id, None)  # what an earlier handling left behind
         cached = self.cache.pop(task.run_id)
         execution: WorkflowExecution | None = None
         activation = None
@@ -257,6 +268,7 @@ class WorkflowTasks:
             if execution is not None and execution.pending_local_activities:
                 activation = await self._run_locals(execution, activation, _TASK_MESSAGE.get())
         except (NonDeterminismError, NotRegisteredError, WorkflowError, CorruptHistoryError) as exc:
+            self._last_read.pop(task.run_id, None)
             log.error(
                 "workflow task for %s run %s failed: %s",
                 task.workflow_id,
@@ -283,8 +295,9 @@ class WorkflowTasks:
             else:
                 entry.last_seq = max(entry.last_seq, m.history_seq)
             self.cache.keep(task.run_id, entry)
+        last_read = self._last_read.pop(task.run_id, "")
         if not activation.commands:
-            return None
+            return self._redo(task, last_read)
         entry = self.cache.get(task.run_id)
         if entry is not None and entry.awaiting_server():
             return None  # our last report is still on its way; its receipt continues from there
@@ -327,7 +340,24 @@ class WorkflowTasks:
             return None
         if batches:
             cached.last_seq = batches[-1].stream_seq
+            self._last_read[task.run_id] = batches[-1].input_id
         return events[have:]
+
+    def _redo(self, task: WorkflowTask, last_read: str) -> inp.CompleteWorkflowTask | None:
+        """A report naming the decision history already holds for this task, or None.
+
+        A df-server may have appended a decision asked of it and then failed at its effects
+        (a timer to arm, activity tasks, a status) while the worker that asked was lost
+        before storing the report: nothing stored would have that server finish. The task
+        comes back, and its replay finds the decision as the run's newest batch. Reporting
+        the same input id again is a duplicate to df-server, which derives the recorded
+        batch's effects again (idempotent, as for a stored report delivered twice); nothing
+        is appended, whatever the report carries."""
+        kind, _, based_on = last_read.partition(":")
+        if kind != "wtc" or not based_on.isdigit() or int(based_on) < task.trigger:
+            return None
+        self.stats["reports_redone"] = self.stats.get("reports_redone", 0) + 1
+        return inp.CompleteWorkflowTask(task.run_id, int(based_on), (), self.identity)
 
     async def _replay(
         self, task: WorkflowTask, m: WorkflowTaskMessage
@@ -350,6 +380,8 @@ class WorkflowTasks:
                 task.workflow_id, task.run_id, through=m.history_seq or None
             )
             events = [e for b in batches for e in b.events]
+            if batches:
+                self._last_read[task.run_id] = batches[-1].input_id
         self.stats["replays"] += 1
         began = time.perf_counter()
         execution = WorkflowExecution(definition, self.codec.payloads, size_of=self.event_size)
@@ -369,6 +401,16 @@ class WorkflowTasks:
                 events = await self.codec.resolve_events(events)
         except DecodeError:
             return
+        if self.cache.lock(run_id).locked():
+            # the run's handler waits for a df-server's answer: apply this when it is done,
+            # without holding up the receipts of other runs (one subscription delivers all)
+            task = asyncio.create_task(self._apply_receipt(run_id, msg, events))
+            self._receipts.add(task)
+            task.add_done_callback(self._receipts.discard)
+            return
+        await self._apply_receipt(run_id, msg, events)
+
+    async def _apply_receipt(self, run_id: str, msg: Msg, events: Sequence[ev.Event]) -> None:
         async with self.cache.lock(run_id):
             cached = self.cache.get(run_id)
             if cached is None:

@@ -138,6 +138,9 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
             assert stored
             server = env.server
             assert server is not None
+            # the worker's reports reached df-server as requests (worker credentials may send
+            # them across the accounts), not only through the stored fallback
+            assert server.stats["report_requests"] >= 2
             for role in ("client", "worker", "admin"):
                 probe = await _probe(env, role, caplog)
                 try:
@@ -170,6 +173,10 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
                         # a forged activity completion / activity task
                         await probe.publish_refused(
                             layout.input("report"), codec.encode_input(forged_report)
+                        )
+                        # nor asked of df-server as a request
+                        await probe.publish_refused(
+                            layout.report_requests, codec.encode_input(forged_report)
                         )
                         await probe.publish_refused(
                             layout.activity_tasks("default"), b'{"v": 1, "task": {}}'

@@ -18,6 +18,7 @@ import pytest
 import durablefuture as df
 from durablefuture.core import events as ev
 from durablefuture.testing import LocalEnvironment
+from durablefuture.worker import WorkerOptions
 
 pytestmark = pytest.mark.asyncio
 
@@ -104,8 +105,12 @@ async def test_squatted_report_message_ids_lose_no_report(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="durablefuture.transport.dedup")
     CALLS.clear()
+    # reports stored on the input subject (as when no df-server answers a report request)
+    stored = WorkerOptions(ask_reports=False)
     async with LocalEnvironment() as env:
-        async with env.worker(workflows=[wait_then_greet], activities=[greet_counted]):
+        async with env.worker(
+            workflows=[wait_then_greet], activities=[greet_counted], options=stored
+        ):
             handle = await env.client.start_workflow(wait_then_greet, "r", id="squat-report")
             assert handle.run_id
             # the ids of the worker's activity reports (started and completed, first attempt),

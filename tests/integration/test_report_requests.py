@@ -1,0 +1,255 @@
+"""Reports asked of df-server as core-NATS requests (``dfev.<ns>.report``).
+
+A worker's report is recorded by df-server and answered ``recorded`` without the report being
+stored; with no df-server listening it is stored on ``df.<ns>.in.report`` as before. Every
+request is hostile input: junk, forged inputs and reports for runs that do not exist are each
+stored as a dead letter with a reason and answered ``refused``; requests without a reply
+subject are dropped; the daemons stay up and the runs in flight complete.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import nats
+import orjson
+import pytest
+
+import durablefuture as df
+from durablefuture.codec.wire import InputEnvelope, default_codec
+from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
+from durablefuture.core.commands import StartTimer
+from durablefuture.core.definitions import WorkflowDefinition
+from durablefuture.core.orchestration import APPLIED, decide
+from durablefuture.core.replay import WorkflowExecution
+from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.layout import open_bucket
+from durablefuture.transport.leases import AttemptLeases
+from durablefuture.transport.report_requests import REFUSED
+from tests.conftest import wait_for
+from tests.integration.test_fuzz import _dead_letters, _history_bytes, _stored, mangle
+
+pytestmark = pytest.mark.asyncio
+
+CODEC = default_codec()
+OPTS = df.ActivityOptions(start_to_close_timeout=10)
+
+
+async def charge(order_id: str) -> str:
+    return f"charged {order_id}"
+
+
+async def ship(order_id: str) -> str:
+    return f"shipped {order_id}"
+
+
+def order(order_id: str):  # type: ignore[no-untyped-def]
+    c = yield df.activity(charge, order_id, options=OPTS)
+    s = yield df.activity(ship, order_id, options=OPTS)
+    return f"{c}/{s}"
+
+
+def wait_then_charge(order_id: str):  # type: ignore[no-untyped-def]
+    go = yield df.wait_signal("go")
+    c = yield df.activity(charge, order_id, options=OPTS)
+    return f"{c} {go}"
+
+
+def wait_then_nap(order_id: str):  # type: ignore[no-untyped-def]
+    go = yield df.wait_signal("go")
+    yield df.sleep(0.2)
+    return f"{order_id} {go}"
+
+
+async def test_reports_are_recorded_by_request_and_not_stored() -> None:
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[order], activities=[charge, ship]):
+            before = dict(server.stats)
+            h = await env.client.start_workflow(order, "o-1", id="o-1")
+            assert await h.result(timeout=15) == "charged o-1/shipped o-1"
+            # one report per step: the first decision, then each result fused with the next
+            asked = server.stats["report_requests"] - before["report_requests"]
+            assert asked == 3
+            # the server handled one stored input (the start) besides the three requests
+            assert server.stats["inputs"] - before["inputs"] == 1 + asked
+            assert await _stored(env, env.client.layout.input("report")) == []
+
+
+async def test_reports_are_stored_while_no_server_answers() -> None:
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[order], activities=[charge, ship]):
+            await server._stop_report_requests()  # nobody listens: the stored fallback
+            before = dict(server.stats)
+            h = await env.client.start_workflow(order, "o-2", id="o-2")
+            assert await h.result(timeout=15) == "charged o-2/shipped o-2"
+            assert server.stats["report_requests"] == before["report_requests"]
+            assert server.stats["inputs"] - before["inputs"] == 4  # start + 3 stored reports
+            history = [type(e).__name__ for e in await h.fetch_history()]
+            assert history.count("ActivityCompleted") == 2  # each result recorded once
+
+
+async def test_junk_report_requests_are_refused_and_dead_lettered() -> None:
+    rng = random.Random(21)
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[wait_then_charge], activities=[charge]) as worker:
+            waiting = [
+                await env.client.start_workflow(wait_then_charge, f"w{i}", id=f"wait-{i}")
+                for i in range(3)
+            ]
+
+            async def all_waiting() -> bool:
+                for h in waiting:
+                    events = await h.fetch_history()
+                    if not any(isinstance(e, ev.SignalWaitStarted) for e in events):
+                        return False
+                return True
+
+            await wait_for(all_waiting, 15)
+            histories = await _history_bytes(env)
+            run = waiting[0].run_id or ""
+            valid = [
+                # a report for a run that does not exist
+                orjson.loads(
+                    CODEC.encode_input(
+                        InputEnvelope("fz", inp.CompleteActivityTask("f" * 32, 1, 1, "r"))
+                    )
+                ),
+                # not a report: a signal forged by whoever may send reports
+                orjson.loads(
+                    CODEC.encode_input(
+                        InputEnvelope("wait-0", inp.SignalWorkflow(run, "go", "s1", ("x",)))
+                    )
+                ),
+            ]
+            attacker = await nats.connect(env.nats_url)
+            subject = env.client.layout.report_requests
+            answers = []
+            try:
+                bodies = [orjson.dumps(v) for v in valid]  # decodable, still refused
+                bodies += [mangle(rng, rng.choice(valid)) for _ in range(150)]
+                for body in bodies:
+                    reply = await attacker.request(subject, body, timeout=10)
+                    answers.append(reply.data)
+                # no reply subject: nobody waits, nothing is recorded
+                for _ in range(20):
+                    await attacker.publish(subject, rng.randbytes(40))
+                await attacker.flush()
+            finally:
+                await attacker.close()
+            assert answers == [REFUSED] * len(answers)
+
+            async def all_dead_lettered() -> bool:
+                return len(await _dead_letters(env)) >= len(answers)
+
+            await wait_for(all_dead_lettered, 30)
+            reasons = await _dead_letters(env)
+            assert len(reasons) == len(answers) and all(reasons), "each says why"
+            letters = await _stored(env, env.client.layout.dead_letters())
+            assert {(m.headers or {}).get("Df-Subject") for m in letters} == {subject}
+
+            async def unanswered_dropped() -> bool:
+                return server.stats["report_requests_unanswered"] >= 20
+
+            await wait_for(unanswered_dropped, 15)
+            assert env._server_task is not None and not env._server_task.done()
+            assert worker._run_task is not None and not worker._run_task.done()
+            after = await _history_bytes(env)
+            assert {k: after[k] for k in histories} == histories, "histories changed"
+            for i, h in enumerate(waiting):
+                await h.signal("go", "late")
+                assert await h.result(timeout=15) == f"charged w{i} late"
+
+
+async def test_a_decision_recorded_without_its_effects_gets_them_when_its_task_comes_back() -> None:
+    """A df-server appended a decision asked of it and then failed at its effects (here: the
+    append alone, as by a server whose stream leader went away right after it), and the
+    worker that asked was lost before it stored the report: nothing stored would finish it.
+    The workflow task comes back; its replay finds the decision as the run's newest batch and
+    reports it again, and df-server derives its effects: the timer is armed, the run
+    completes once."""
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        options = df.WorkerOptions(sticky=False)
+        async with env.worker(workflows=[wait_then_nap], options=options):
+            h = await env.client.start_workflow(wait_then_nap, "n-1", id="n-1")
+
+            async def waiting() -> bool:
+                return any(isinstance(e, ev.SignalWaitStarted) for e in await h.fetch_history())
+
+            await wait_for(waiting, 15)
+        run = h.run_id or ""
+        await h.signal("go", "now")  # its workflow task is stored; no worker takes it yet
+
+        async def signalled() -> bool:
+            return any(isinstance(e, ev.SignalReceived) for e in await h.fetch_history())
+
+        await wait_for(signalled, 15)
+        # what a worker decides on the signal, appended by df-server with none of its effects
+        execution = WorkflowExecution(WorkflowDefinition.from_fn(wait_then_nap), CODEC.payloads)
+        activation = execution.feed(list(await h.fetch_history()))
+        assert [type(c) for c in activation.commands] == [StartTimer]
+        report = inp.CompleteWorkflowTask(run, activation.based_on, activation.commands, "lost")
+        cache = await server._load("n-1", run)
+        async with cache.lock:
+            await server._refresh(cache)
+            decision = decide(cache.state, report, time.time())
+            assert decision.outcome == APPLIED
+            await server.history.append_sized(
+                "n-1", run, report.input_id, list(decision.events), cache.last_seq
+            )
+        assert [type(e) for e in await h.fetch_history()].count(ev.TimerStarted) == 1
+
+        async with env.worker(workflows=[wait_then_nap], options=options) as worker:
+            assert await h.result(timeout=20) == "n-1 now"
+            assert worker.stats["reports_redone"] == 1
+        history = [type(e) for e in await h.fetch_history()]
+        assert history.count(ev.TimerStarted) == 1  # the decision recorded once
+        assert history.count(ev.TimerFired) == 1
+        assert history.count(ev.WorkflowCompleted) == 1
+
+
+async def test_an_activity_result_recorded_without_its_effects_gets_them_on_redelivery() -> None:
+    """The same for an activity's result: the worker that ran ``charge`` and asked df-server
+    to record it was lost (its attempt lease stays), df-server appended the result and none
+    of its effects (the workflow task that schedules ``ship``). The activity task comes back;
+    the worker that takes it finds the lease of another, and the outcome in history as the
+    run's newest batch: it reports it again, and the run completes once."""
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[order]):  # no activities: `charge` stays queued
+            h = await env.client.start_workflow(order, "o-3", id="o-3")
+
+            async def scheduled() -> bool:
+                return any(isinstance(e, ev.ActivityScheduled) for e in await h.fetch_history())
+
+            await wait_for(scheduled, 15)
+        run = h.run_id or ""
+        client = env.client
+        kv = await open_bucket(client.pub.js, client.layout.activity_bucket)
+        leases = AttemptLeases(client.pub, kv, client.layout, CODEC)
+        assert await leases.claim(run, 1, 1, "lost", 1.0, time.time() - 60) is None
+        report = inp.CompleteActivityTask(run, 1, 1, "charged o-3")
+        cache = await server._load("o-3", run)
+        async with cache.lock:
+            await server._refresh(cache)
+            decision = decide(cache.state, report, time.time())
+            assert decision.outcome == APPLIED
+            await server.history.append_sized(
+                "o-3", run, report.input_id, list(decision.events), cache.last_seq
+            )
+
+        async with env.worker(workflows=[order], activities=[charge, ship]):
+            assert await h.result(timeout=20) == "charged o-3/shipped o-3"
+        history = [type(e) for e in await h.fetch_history()]
+        assert history.count(ev.ActivityCompleted) == 2  # `charge` recorded once
+        assert history.count(ev.WorkflowCompleted) == 1
