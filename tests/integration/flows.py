@@ -149,8 +149,9 @@ def _hold_once(marker: str) -> None:
     """Deliberately blocks the worker that first gets here (writes ``marker``, then sleeps), so
     that a test can kill it in the middle of a workflow task; never do this in real code."""
     if marker and not os.path.exists(marker):
-        with open(marker, "w") as f:
+        with open(marker + ".tmp", "w") as f:  # whole or absent: a reader never sees it empty
             f.write(str(os.getpid()))
+        os.replace(marker + ".tmp", marker)
         time.sleep(30)
 
 

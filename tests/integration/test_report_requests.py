@@ -29,7 +29,8 @@ from durablefuture.transport.layout import open_bucket
 from durablefuture.transport.leases import AttemptLeases
 from durablefuture.transport.report_requests import REFUSED
 from tests.conftest import wait_for
-from tests.integration.test_fuzz import _dead_letters, _history_bytes, _stored, mangle
+from tests.integration.fuzzing import mangle
+from tests.integration.test_fuzz import _dead_letters, _history_bytes, _stored
 
 pytestmark = pytest.mark.asyncio
 
