@@ -290,7 +290,7 @@ async def until_stopped(stop: asyncio.Event, service: asyncio.Task[None]) -> Non
         raise DurableFutureError("the service stopped by itself; exiting so it is restarted")
 
 
-GC_THRESHOLD = 50_000
+GC_THRESHOLD = 5_000
 """Young-generation threshold the daemons run with (CPython's default is 700)."""
 
 
