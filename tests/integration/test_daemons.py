@@ -98,7 +98,7 @@ def test_started_daemons_freeze_what_start_up_built_and_still_collect_cycles() -
     assert isinstance(tuned["frozen"], int) and tuned["frozen"] > 1_000
     # a million dropped cycles are collected as they go: at most one threshold's worth waits
     assert isinstance(tuned["live"], int) and tuned["live"] < 5_000 + 10_000
-    assert isinstance(tuned["collections"], int) and tuned["collections"] >= 1_000_000 // 5_000 - 1
+    assert isinstance(tuned["collections"], int) and tuned["collections"] >= 1_000_000 // 5_000 // 2
 
     plain = settle("default")
     assert plain["tuned"] == [700, 10, 10]
