@@ -30,8 +30,10 @@ from daemons.common import (
     CREDS_OPTION,
     LOG_LEVEL_OPTION,
     fail,
+    gc_threshold,
     load_codec,
     protect_secrets,
+    settle_gc,
     tls_config,
     tls_options,
 )
@@ -122,6 +124,7 @@ def dev(
 
     if run_example is not None and run_example not in EXAMPLES:
         fail(f"unknown example {run_example!r}; choose one of {', '.join(sorted(EXAMPLES))}")
+    gc_tuning = gc_threshold()  # the in-process df-server and worker, as the daemons
     setup_logging("warning" if run_example and log_level == "info" else log_level, "text")
 
     async def go() -> None:
@@ -139,6 +142,7 @@ def dev(
         try:
             client = env.client
             async with env.worker(TASK_QUEUE, WORKFLOWS, ACTIVITIES):
+                settle_gc(gc_tuning)
                 if run_example is not None:
                     wf, args, driver = EXAMPLES[run_example]
                     wid = f"{run_example}-{uuid.uuid4().hex[:8]}"

@@ -13,8 +13,10 @@ from daemons.common import (
     NAMESPACES_OPTION,
     daemon_options,
     fail,
+    gc_threshold,
     protect_secrets,
     run_daemon,
+    settle_gc,
     start_metrics,
     tls_config,
     until_stopped,
@@ -197,6 +199,7 @@ def main(
     Any number of servers may run at once; SIGTERM drains in-flight work and exits.
     """
     protect_secrets(nats_url)
+    gc_tuning = gc_threshold()
     tls = tls_config(tls_ca, tls_cert, tls_key, tls_hostname)
     served, logins = namespaces_and_creds(namespaces, creds, creds_dir)
     options = ServerOptions(
@@ -222,6 +225,7 @@ def main(
             nats_url, served, options, connect_timeout=connect_timeout, creds=logins, tls=tls
         )
         await servers.start()
+        settle_gc(gc_tuning)
         task = asyncio.create_task(servers.run())
         await until_stopped(stop, task)
         await servers.shutdown()

@@ -12,10 +12,12 @@ from daemons.common import (
     CODEC_OPTION,
     daemon_options,
     fail,
+    gc_threshold,
     load_codec,
     load_functions,
     protect_secrets,
     run_daemon,
+    settle_gc,
     start_metrics,
     tls_config,
     until_stopped,
@@ -113,6 +115,7 @@ def main(
     then exits.
     """
     protect_secrets(nats_url)
+    gc_tuning = gc_threshold()
     tls = tls_config(tls_ca, tls_cert, tls_key, tls_hostname)
     codec = load_codec(codec_spec)
     wfs = load_functions(workflows, "workflows") if workflows else []
@@ -153,6 +156,7 @@ def main(
             ),
         )
         await worker.start()
+        settle_gc(gc_tuning)
         runner = asyncio.create_task(worker.run())
         await until_stopped(stop, runner)
         await worker.shutdown()
