@@ -11,9 +11,11 @@ redelivery finds the record as far as it got, and derives the same starts again:
 idempotent (stable workflow id, request id and ``Nats-Msg-Id``; id reuse REJECT_DUPLICATE).
 
 Under ALLOW_ALL a step records the next action *ahead* (``ScheduleOptions.ahead``) and arms the
-timer for its fire time, whose firing then only starts it (``due_starts``: one read confirms the
-record, nothing is observed or written); the step ``poll_interval`` later observes the runs and
-records the next one ahead. A pause, an update or a delete before the fire time withdraws it.
+timer for its fire time, whose firing then only starts it (``due_starts``: nothing is observed;
+the record is written again as it is, so that a pause, an update or a delete another process
+stepped before the fire time conflicts with the start instead of withdrawing a started action);
+the step ``poll_interval`` later observes the runs and records the next one ahead. A pause, an
+update or a delete before the fire time withdraws it.
 
 Closed-run notices are a fast path only: a run of a schedule this process knows closed, so
 the schedule is stepped now instead of at its next poll."""
@@ -311,11 +313,15 @@ class ScheduleService:
             return Reply(True)
         if kind == "tick":
             started = due_starts(state, now, message.due, poll)
-            if started is not None:  # only starts are due: no observation, nothing written
-                if cached is not None:
-                    await self._confirm(sid, seq)
-                await self._commit(state, seq, started)
-                await self._after(started, message, seq, seq)
+            if started is not None:  # only starts are due: no observation
+                # the record written again as it is, with the sequence check, before anything
+                # starts: a pause, update or delete that another process stepped before the
+                # fire time but writes after it then conflicts, and is stepped again at a time
+                # the action is due (else it would withdraw an action that has started)
+                new_seq = await self.store.save(sid, self.scodec.encode_state(state), seq)
+                self.states.put(sid, state, new_seq)
+                count_step(self.layout.namespace, started)
+                await self._after(started, message, seq, new_seq)
                 return Reply(True)
         lead = self.options.ahead
         observed = await observe(self.history, state, now)

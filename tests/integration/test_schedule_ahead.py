@@ -9,15 +9,18 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 import durablefuture as df
 from durablefuture.core import events as ev
 from durablefuture.core.schedule_spec import iso
-from durablefuture.core.schedules import ScheduleState
+from durablefuture.core.schedules import ScheduleState, apply_pause, step
 from durablefuture.natsserver import NatsServer
 from durablefuture.schedules import Schedules
 from durablefuture.server import ServerOptions
 from durablefuture.server.schedules import ScheduleOptions
 from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.publisher import WrongLastSequence
 from tests.conftest import Daemons, wait_for, wait_namespace
 
 
@@ -179,3 +182,32 @@ async def test_sigkill_of_nats_server_between_recorded_ahead_and_due(tmp_path: P
     finally:
         daemons.stop_all()
         server.stop(kill=True)
+
+
+async def test_a_withdrawal_stepped_before_the_fire_time_conflicts_with_the_start() -> None:
+    """Another df-server's pause, stepped before the fire time but written after the action's
+    timer fired, must not be committed: it would withdraw an action whose run has started (the
+    record paused, the run neither running nor taken). It is refused, and stepped again."""
+    opts = ServerOptions(schedules=ScheduleOptions(poll_interval=0.5))
+    async with LocalEnvironment(server_options=opts) as e, e.worker("sq", workflows=[quick]):
+        c = e.client
+        s = Schedules(c)
+        await c.create_schedule("race", every(3, "race"))
+        fire = await record_ahead(c, "race", 1.0)
+        loaded = await s.store.load("race")
+        assert loaded is not None
+        state, seq = s.codec.decode_state(loaded[0]), loaded[1]
+        now = time.time()
+        assert now < fire
+        withdrawn = step(apply_pause(state, True, "late", now, "other-server"), now, {}, 0.5, 60)
+        wid = f"race-{iso(fire)}"
+        assert all(r.workflow_id != wid for r in withdrawn.state.running)
+        await wait_for(lambda: started_at(c, wid), timeout=30)  # the action's run started
+        with pytest.raises(WrongLastSequence):
+            await s.store.save("race", s.codec.encode_state(withdrawn.state), seq)
+        # stepped again now, the pause keeps the started action (it is due)
+        after = await s.state("race")
+        now = time.time()
+        again = step(apply_pause(after, True, "late", now, "other-server"), now, {}, 0.5, 60)
+        assert any(r.workflow_id == wid for r in (*again.state.running, *again.state.recent))
+        assert len(await started_at(c, wid)) == 1

@@ -253,7 +253,15 @@ async def test_sigkill_of_nats_server_loses_and_duplicates_nothing(tmp_path: Pat
         restarted.start()
         server = restarted
         before = len(await _action_runs(server.url, "k-"))
-        await wait_for(lambda: _count_at_least(server.url, before + 4), timeout=40)
+        try:
+            await wait_for(lambda: _count_at_least(server.url, before + 4), timeout=40)
+        except AssertionError as exc:  # say what the daemons did meanwhile
+            after = len(await _action_runs(server.url, "k-")) - before
+            nats_log = Path(server.log_file).read_text(errors="replace")[-4000:]
+            raise AssertionError(
+                f"{exc}: {after} actions after the restart\n{daemons.logs()}\n"
+                f"--- nats-server\n{nats_log}"
+            ) from None
         runs = await _action_runs(server.url, "k-")
         assert _assert_contiguous(runs, "k") >= before + 4, daemons.logs()
     finally:
