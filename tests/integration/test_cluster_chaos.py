@@ -51,6 +51,7 @@ from tests.integration.flows import (
     expected_cluster_flow,
     expected_rich,
 )
+from tests.integration.helpers import until_signal_recorded
 
 WF = ("--workflows", "tests.integration.flows:WORKFLOWS")
 ACT = ("--activities", "tests.integration.flows:ACTIVITIES")
@@ -89,24 +90,6 @@ async def _retry(chaos: Chaos, what: str, call: Callable[[], Awaitable[T]], dead
             chaos.retried[what] += 1
             await asyncio.sleep(0.5)
     raise AssertionError(f"{what}: still failing after 200 tries")
-
-
-async def _until_recorded(
-    client: df.Client, wid: str, name: str, arg: str, deadline: float
-) -> None:
-    """Wait until some run of ``wid`` has recorded signal ``name`` with ``arg``."""
-    for _ in range(100_000):  # bounded by the deadline too
-        try:
-            for _run_id, batch in await client.history.read_workflow(wid):
-                for e in batch.events:
-                    if isinstance(e, ev.SignalReceived) and e.name == name and e.args == (arg,):
-                        return
-        except df.TransportError:
-            pass  # NATS fails over: read again
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{wid}: signal {name}({arg!r}) never recorded")
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{wid}: signal {name}({arg!r}) never recorded")
 
 
 class Fleet:
@@ -393,7 +376,7 @@ async def _cluster_chaos(
                         # signal sent later is (its deliveries may fail and back off): a
                         # client that needs its signals in order waits until it is recorded
                         chaos.retried["signal reply lost"] += 1
-                        await _until_recorded(client, wid, "go", f"g{k}", deadline)
+                        await until_signal_recorded(client, wid, "go", f"g{k}", deadline)
             else:
                 await _retry(
                     chaos,
