@@ -318,6 +318,25 @@ async def _print_histories(client: df.Client, wids: list[str]) -> None:
                     todo.append(e.workflow_id)
 
 
+async def _print_queues(client: df.Client) -> None:
+    """The task queue's consumers: what waits, what is held, what was delivered again."""
+    js = client.pub.js
+    for name in (
+        client.layout.workflow_consumer("tests"),
+        client.layout.activity_consumer("tests"),
+    ):
+        try:
+            info = await js.consumer_info(client.layout.stream, name)
+        except Exception as exc:  # a diagnostic only: say why it is missing
+            print(f"consumer {name}: {exc!r}")
+            continue
+        print(
+            f"consumer {name}: pending {info.num_pending}, ack pending {info.num_ack_pending}, "
+            f"redelivered {info.num_redelivered}, waiting pulls {info.num_waiting}, "
+            f"delivered {info.delivered}, ack floor {info.ack_floor}"
+        )
+
+
 async def _cluster_chaos(
     daemons: Daemons,
     cluster: NatsCluster,
@@ -408,6 +427,7 @@ async def _cluster_chaos(
         wrong = {wid: got for wid, got in zip(ids, results, strict=True) if got != expected[wid][1]}
         if wrong:
             await _print_histories(client, sorted(wrong)[:5])
+            await _print_queues(client)
         assert not wrong, f"{len(wrong)} workflows without their result: {wrong}"
         runs_of = {wid: runs for wid, (runs, _) in expected.items()}
         lost, duplicated, over, total_runs, problems = await _verify(client, runs_of, log)
