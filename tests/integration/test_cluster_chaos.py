@@ -42,7 +42,9 @@ import pytest
 
 import durablefuture as df
 from durablefuture.core import events as ev
+from durablefuture.transport.layout import ConsumerSettings
 from durablefuture.transport.subjects import Layout
+from durablefuture.worker.options import WorkerOptions
 from tests.cluster import NatsCluster
 from tests.conftest import Daemon, Daemons, wait_namespace
 from tests.integration.flows import (
@@ -58,6 +60,12 @@ ACT = ("--activities", "tests.integration.flows:ACTIVITIES")
 WORKER_LOG = ("--log-level", os.environ.get("DF_TEST_WORKER_LOG_LEVEL", "info"))
 HOPS = 2  # continue-as-new hops of a rich workflow: HOPS + 1 runs, one child and signal each
 STREAM = Layout("default").stream
+# A workflow task held by a worker that is SIGKILLed is delivered again once its ack wait is
+# over, each time later (JetStream's backoff grows with the delivery count). A worker pulls
+# every task waiting in one batch, and on a loaded machine one often dies, or is killed,
+# before it has answered them all, so a task can be at its longest step when the chaos ends:
+# a result is waited for that long beyond what the run itself needs.
+WFT_LONGEST_REDELIVERY = max(ConsumerSettings(WorkerOptions().workflow_task_timeout, 20).backoff())
 
 T = TypeVar("T")
 
@@ -483,7 +491,7 @@ async def test_cluster_chaos_bounded(
         pause_seconds=8.0,
         min_seconds=30.0,
         seed=5,
-        result_timeout=120.0,
+        result_timeout=WFT_LONGEST_REDELIVERY + 120.0,
     )
 
 
@@ -499,5 +507,5 @@ async def test_cluster_chaos_soak(
         pause_seconds=30.0,
         min_seconds=150.0,
         seed=13,
-        result_timeout=300.0,
+        result_timeout=WFT_LONGEST_REDELIVERY + 300.0,
     )
