@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 
 import nats.js.errors
@@ -128,3 +129,26 @@ async def settled(client: df.Client, *task_queues: str, timeout: float = 15.0) -
         if (await js.stream_info(layout.stream)).state.last_seq == before:
             return
     raise AssertionError("the server and workers were still busy after 20 rounds")
+
+
+async def until_signal_recorded(
+    client: df.Client, wid: str, name: str, arg: str, deadline: float
+) -> None:
+    """Wait until some run of ``wid`` has recorded signal ``name`` with ``arg``.
+
+    For a signal whose reply was lost (``df.ServerUnavailableError``): it was stored (the
+    client saw its PubAck) and a df-server applies it; sending it again would make a second
+    signal. Bounded by ``deadline`` (``time.monotonic()``).
+    """
+    for _ in range(100_000):  # bounded by the deadline too
+        try:
+            for _run_id, batch in await client.history.read_workflow(wid):
+                for e in batch.events:
+                    if isinstance(e, ev.SignalReceived) and e.name == name and e.args == (arg,):
+                        return
+        except df.TransportError:
+            pass  # NATS fails over: read again
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{wid}: signal {name}({arg!r}) never recorded")
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{wid}: signal {name}({arg!r}) never recorded")

@@ -42,7 +42,9 @@ import pytest
 
 import durablefuture as df
 from durablefuture.core import events as ev
+from durablefuture.transport.layout import ConsumerSettings
 from durablefuture.transport.subjects import Layout
+from durablefuture.worker.options import WorkerOptions
 from tests.cluster import NatsCluster
 from tests.conftest import Daemon, Daemons, wait_namespace
 from tests.integration.flows import (
@@ -51,12 +53,19 @@ from tests.integration.flows import (
     expected_cluster_flow,
     expected_rich,
 )
+from tests.integration.helpers import until_signal_recorded
 
 WF = ("--workflows", "tests.integration.flows:WORKFLOWS")
 ACT = ("--activities", "tests.integration.flows:ACTIVITIES")
 WORKER_LOG = ("--log-level", os.environ.get("DF_TEST_WORKER_LOG_LEVEL", "info"))
 HOPS = 2  # continue-as-new hops of a rich workflow: HOPS + 1 runs, one child and signal each
 STREAM = Layout("default").stream
+# A workflow task held by a worker that is SIGKILLed is delivered again once its ack wait is
+# over, each time later (JetStream's backoff grows with the delivery count). A worker pulls
+# every task waiting in one batch, and on a loaded machine one often dies, or is killed,
+# before it has answered them all, so a task can be at its longest step when the chaos ends:
+# a result is waited for that long beyond what the run itself needs.
+WFT_LONGEST_REDELIVERY = max(ConsumerSettings(WorkerOptions().workflow_task_timeout, 20).backoff())
 
 T = TypeVar("T")
 
@@ -89,24 +98,6 @@ async def _retry(chaos: Chaos, what: str, call: Callable[[], Awaitable[T]], dead
             chaos.retried[what] += 1
             await asyncio.sleep(0.5)
     raise AssertionError(f"{what}: still failing after 200 tries")
-
-
-async def _until_recorded(
-    client: df.Client, wid: str, name: str, arg: str, deadline: float
-) -> None:
-    """Wait until some run of ``wid`` has recorded signal ``name`` with ``arg``."""
-    for _ in range(100_000):  # bounded by the deadline too
-        try:
-            for _run_id, batch in await client.history.read_workflow(wid):
-                for e in batch.events:
-                    if isinstance(e, ev.SignalReceived) and e.name == name and e.args == (arg,):
-                        return
-        except df.TransportError:
-            pass  # NATS fails over: read again
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{wid}: signal {name}({arg!r}) never recorded")
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{wid}: signal {name}({arg!r}) never recorded")
 
 
 class Fleet:
@@ -335,6 +326,25 @@ async def _print_histories(client: df.Client, wids: list[str]) -> None:
                     todo.append(e.workflow_id)
 
 
+async def _print_queues(client: df.Client) -> None:
+    """The task queue's consumers: what waits, what is held, what was delivered again."""
+    js = client.pub.js
+    for name in (
+        client.layout.workflow_consumer("tests"),
+        client.layout.activity_consumer("tests"),
+    ):
+        try:
+            info = await js.consumer_info(client.layout.stream, name)
+        except Exception as exc:  # a diagnostic only: say why it is missing
+            print(f"consumer {name}: {exc!r}")
+            continue
+        print(
+            f"consumer {name}: pending {info.num_pending}, ack pending {info.num_ack_pending}, "
+            f"redelivered {info.num_redelivered}, waiting pulls {info.num_waiting}, "
+            f"delivered {info.delivered}, ack floor {info.ack_floor}"
+        )
+
+
 async def _cluster_chaos(
     daemons: Daemons,
     cluster: NatsCluster,
@@ -393,7 +403,7 @@ async def _cluster_chaos(
                         # signal sent later is (its deliveries may fail and back off): a
                         # client that needs its signals in order waits until it is recorded
                         chaos.retried["signal reply lost"] += 1
-                        await _until_recorded(client, wid, "go", f"g{k}", deadline)
+                        await until_signal_recorded(client, wid, "go", f"g{k}", deadline)
             else:
                 await _retry(
                     chaos,
@@ -425,6 +435,7 @@ async def _cluster_chaos(
         wrong = {wid: got for wid, got in zip(ids, results, strict=True) if got != expected[wid][1]}
         if wrong:
             await _print_histories(client, sorted(wrong)[:5])
+            await _print_queues(client)
         assert not wrong, f"{len(wrong)} workflows without their result: {wrong}"
         runs_of = {wid: runs for wid, (runs, _) in expected.items()}
         lost, duplicated, over, total_runs, problems = await _verify(client, runs_of, log)
@@ -480,7 +491,7 @@ async def test_cluster_chaos_bounded(
         pause_seconds=8.0,
         min_seconds=30.0,
         seed=5,
-        result_timeout=120.0,
+        result_timeout=WFT_LONGEST_REDELIVERY + 120.0,
     )
 
 
@@ -496,5 +507,5 @@ async def test_cluster_chaos_soak(
         pause_seconds=30.0,
         min_seconds=150.0,
         seed=13,
-        result_timeout=300.0,
+        result_timeout=WFT_LONGEST_REDELIVERY + 300.0,
     )

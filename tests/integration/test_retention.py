@@ -136,17 +136,19 @@ async def test_sigkill_of_df_server_mid_removal_deletes_only_closed_runs(
             for i in range(5)
         ]
         closed = [f"closed-{i}" for i in range(40)]
-        await asyncio.gather(
+        results = await asyncio.gather(
             *(
                 client.execute_workflow(add_workflow, i, id=w, task_queue="tests")
                 for i, w in enumerate(closed)
             )
         )
-        total = await _runs(client)
-        assert total == 45
+        assert results == [expected_add(i) for i in range(40)]
+        # the first closed runs may already be gone: their 2 s start at their close, and on a
+        # loaded machine the last of the 40 closes later than that; removals are under way
+        # once fewer than the 45 runs are left
 
         async def removing() -> bool:
-            return await _runs(client) < total
+            return await _runs(client) < 45
 
         await wait_for(removing, timeout=30, interval=0.01)
         for d in daemons.started[:2]:
@@ -164,7 +166,6 @@ async def test_sigkill_of_df_server_mid_removal_deletes_only_closed_runs(
         for w in closed:
             with pytest.raises(df.WorkflowNotFoundError):
                 await client.get_workflow_handle(w).fetch_history()
-        assert expected_add(0)  # the closed runs had completed with their results
     except BaseException:
         print(daemons.logs())
         raise
