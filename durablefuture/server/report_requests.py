@@ -22,10 +22,11 @@ import logging
 
 from durablefuture import metrics
 from durablefuture.codec.wire import InputEnvelope
-from durablefuture.core.errors import CorruptHistoryError, DecodeError
+from durablefuture.core.errors import CorruptHistoryError, DecodeError, MessageRejectedError
 from durablefuture.server.base import ServerBase
 from durablefuture.server.sources import REPORT, refusal
 from durablefuture.transport.deadletter import dead_letter
+from durablefuture.transport.guard import check_reply_subject
 from durablefuture.transport.headers import RECEIPT_HEADER, STICKY_HEADER
 from durablefuture.transport.messages import Msg, Subscription
 from durablefuture.transport.report_requests import RECORDED, REFUSED, STORE
@@ -34,10 +35,6 @@ from durablefuture.transport.translate import translated
 __all__ = ["ReportRequests"]
 
 log = logging.getLogger("durablefuture.server")
-
-_ANSWERABLE = ("_INBOX.", "_R_.")
-"""Reply subjects of requesters: their own inbox, or the one nats-server makes for a request
-that crossed from the users' account (``df auth init``)."""
 
 
 class ReportRequests(ServerBase):
@@ -69,9 +66,11 @@ class ReportRequests(ServerBase):
                 await sub.unsubscribe()
 
     async def _on_report_request(self, msg: Msg) -> None:
-        if not msg.reply.startswith(_ANSWERABLE):
-            # nobody waits (or a reply subject that is no requester's inbox: answering it
-            # would write where the sender chose); a worker stores what stays unanswered
+        try:  # a requester's inbox, or the one nats-server makes for a request that crossed
+            # from the users' account (``df auth init``); answering any other subject would
+            # write where the sender chose. A worker stores what stays unanswered.
+            check_reply_subject(msg.reply, "report reply subject", imported=True)
+        except MessageRejectedError:
             self.stats["report_requests_unanswered"] += 1
             return
         if self._stopping.is_set() or self._asked >= self.options.concurrency:
