@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from attrs import frozen
@@ -134,22 +135,27 @@ async def newest_record(nc: NATS, bucket: str, name: str) -> MetaRecord | None:
 
 async def records(nc: NATS, bucket: str, name: str) -> list[MetaRecord]:
     """The meta records of ``name``, oldest first (at most :data:`MAX_RECORDS`)."""
-    subject = meta_subject(bucket, name)
-    out: list[MetaRecord] = []
+    what = f"the meta records of payload {name[:16]}..."
+    return [
+        MetaRecord.parse(msg)
+        async for msg in _stored(nc, bucket, meta_subject(bucket, name), MAX_RECORDS, what)
+    ]
+
+
+async def _stored(
+    nc: NATS, bucket: str, subject: str, limit: int, what: str
+) -> AsyncIterator[Stored]:
+    """The messages stored on ``subject`` in the bucket's stream, oldest first, at most
+    ``limit``, each read from the stream leader."""
     seq = 0
-    for _ in range(MAX_RECORDS):
+    for _ in range(limit):
         msg = await leader_get(
-            nc,
-            _stream(bucket),
-            {"next_by_subj": subject, "seq": seq + 1},
-            f"the meta records of payload {name[:16]}...",
-            GET_TIMEOUT,
+            nc, _stream(bucket), {"next_by_subj": subject, "seq": seq + 1}, what, GET_TIMEOUT
         )
         if msg is None:
-            break
-        out.append(MetaRecord.parse(msg))
+            return
+        yield msg
         seq = msg.seq
-    return out
 
 
 async def purge_object(nc: NATS, bucket: str, name: str) -> bool:
@@ -173,19 +179,11 @@ async def _chunks_hold(nc: NATS, bucket: str, nuid: str, name: str) -> bool:
     digest of. Only then are they this object's to purge: a meta record is anyone's to write,
     and one may name the chunks of another object (those are left, and so are chunks that
     something appended to)."""
-    subject = f"$O.{bucket}.C.{nuid}"
     digest = hashlib.sha256()
-    seq = 0
-    for _ in range(MAX_CHUNKS):
-        msg = await leader_get(
-            nc,
-            _stream(bucket),
-            {"next_by_subj": subject, "seq": seq + 1},
-            f"the chunks of payload {name[:16]}...",
-            GET_TIMEOUT,
-        )
-        if msg is None:
-            return seq > 0 and digest.hexdigest() == name
+    n = 0
+    what = f"the chunks of payload {name[:16]}..."
+    async for msg in _stored(nc, bucket, f"$O.{bucket}.C.{nuid}", MAX_CHUNKS, what):
         digest.update(msg.data)
-        seq = msg.seq
-    return False
+        n += 1
+    # all MAX_CHUNKS read: more may follow, so the bytes are not known to be the object's
+    return 0 < n < MAX_CHUNKS and digest.hexdigest() == name
