@@ -174,3 +174,16 @@ def waiting_add(x: int):  # type: ignore[no-untyped-def]
 
 
 WORKFLOWS.append(waiting_add)
+
+
+# large-payload workflows of the retention and payload-store tests (run in the test process)
+
+
+def echo_len(text: str):  # type: ignore[no-untyped-def]
+    return len(text)
+    yield  # a generator: a workflow
+
+
+def waiting_echo(text: str):  # type: ignore[no-untyped-def]
+    yield df.wait_signal("go")
+    return len(text)

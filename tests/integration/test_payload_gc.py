@@ -32,15 +32,11 @@ from durablefuture.transport.payload_store import (
 from durablefuture.transport.stored import leader_get
 from durablefuture.transport.usage import stream_size
 from tests.conftest import wait_for
+from tests.integration.flows import echo_len
 
 pytestmark = pytest.mark.asyncio
 
 BIG = "x" * (300 * 1024)  # travels by reference (payload object)
-
-
-def echo_len(text: str):  # type: ignore[no-untyped-def]
-    return len(text)
-    yield  # a generator: a workflow
 
 
 async def test_worker_and_client_logins_cannot_make_a_payload_unreadable() -> None:

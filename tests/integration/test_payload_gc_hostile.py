@@ -29,20 +29,11 @@ from durablefuture.transport.payload_meta import meta_subject, newest_record, pu
 from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.stored import leader_get
 from tests.conftest import ROOT, Daemon, wait_for
+from tests.integration.flows import echo_len, waiting_echo
 
 pytestmark = pytest.mark.asyncio
 
 BIG = "y" * (300 * 1024)  # travels by reference (payload object)
-
-
-def echo_len(text: str):  # type: ignore[no-untyped-def]
-    return len(text)
-    yield  # a generator: a workflow
-
-
-def waiting_echo(text: str):  # type: ignore[no-untyped-def]
-    yield df.wait_signal("go")
-    return len(text)
 
 
 def _forged_meta(bucket: str, name: str, nuid: str, size: int) -> bytes:

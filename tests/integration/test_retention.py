@@ -21,23 +21,21 @@ from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.stored import leader_get
 from durablefuture.transport.usage import stream_size, stream_usage
 from tests.conftest import Daemons, wait_for, wait_namespace
-from tests.integration.flows import add_workflow, double, expected_add, slow_add, waiting_add
+from tests.integration.flows import (
+    add_workflow,
+    double,
+    echo_len,
+    expected_add,
+    slow_add,
+    waiting_add,
+    waiting_echo,
+)
 
 pytestmark = pytest.mark.asyncio
 
 WF = ("--workflows", "tests.integration.flows:WORKFLOWS")
 ACT = ("--activities", "tests.integration.flows:ACTIVITIES")
 BIG = "x" * (300 * 1024)  # travels by reference (payload object)
-
-
-def echo_len(text: str):  # type: ignore[no-untyped-def]
-    return len(text)
-    yield  # a generator: a workflow
-
-
-def waiting_echo(text: str):  # type: ignore[no-untyped-def]
-    yield df.wait_signal("go")
-    return len(text)
 
 
 async def _runs(client: df.Client) -> int:
