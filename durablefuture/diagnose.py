@@ -13,6 +13,7 @@ from durablefuture.client import Client
 from durablefuture.core import events as ev
 from durablefuture.core.effects import RunStatus
 from durablefuture.core.errors import CorruptHistoryError, WorkflowNotFoundError
+from durablefuture.core.failure import WORKER_LOST
 from durablefuture.core.liveness import (
     WorkerRecord,
     describe_worker,
@@ -218,10 +219,14 @@ async def explain(client: Client, workflow_id: str, run_id: str | None = None) -
     if state.last_wft_failure is not None:
         f = state.last_wft_failure
         first = f.failure.message.splitlines()[0] if f.failure.message else ""
+        fix = (
+            "fix the workflow code so it does not kill its worker process"
+            if f.failure.type == WORKER_LOST
+            else "deploy code that replays this history (see `df workflow replay-check`)"
+        )
         reasons.append(
             f"workflow task failing: {f.failure.type} at event {f.event_id}: {first} — it is "
-            "retried with backoff; deploy code that replays this history (see "
-            "`df workflow replay-check`)"
+            f"retried with backoff; {fix}"
         )
     if records is not None:
         unserved = unserved_workflow(records, queue, state.started.workflow_type)

@@ -16,6 +16,7 @@ from durablefuture.core import errors
 from durablefuture.core.types import JsonValue, payloads
 
 __all__ = [
+    "WORKER_LOST",
     "Failure",
     "FailureKind",
     "exception_from_failure",
@@ -23,6 +24,9 @@ __all__ = [
 ]
 
 MAX_STACK = 8000
+WORKER_LOST = "WorkerLostError"
+"""The type of a workflow task failure recorded because every worker that took the task died
+(or stopped) before reporting an outcome."""
 MAX_CAUSE_DEPTH = 16
 
 

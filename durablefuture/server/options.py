@@ -20,6 +20,9 @@ class ServerOptions:
     input_ack_wait: float = 10.0
     """Seconds before an input a crashed server was handling is redelivered to another."""
     input_max_deliver: int = 10
+    """Deliveries of one input the server consumer allows. An input whose handling fails is
+    dead-lettered after ``input_max_deliver - 1`` of them; one delivered this often without
+    failing (each server that took it died) is dead-lettered before it is handled again."""
     cache_size: int = 20_000
     """Runs whose state is kept in memory (a miss reloads the history)."""
     concurrency: int = 1024

@@ -232,8 +232,12 @@ class Server(ReportRequests, Starts, Removals, Janitor, StickyFallback):
         self.stats["inputs"] += 1
         began = time.perf_counter()
         try:  # whatever the message is, its credit is released in `finally`
-            if delivery_count(msg) > 1:
+            delivered = delivery_count(msg)
+            if delivered > 1:
                 metrics.REDELIVERIES.inc("server")
+            if self.options.redelivery.abandoned(delivered):
+                await self._abandoned(msg, delivered)
+                return
             try:
                 env = self.codec.decode_input(msg.data)
             except DecodeError as exc:
@@ -384,6 +388,18 @@ class Server(ReportRequests, Starts, Removals, Janitor, StickyFallback):
             exc_info=not isinstance(exc, TransportError),
         )
         await policy.retry_later(msg, delivered)
+
+    async def _abandoned(self, msg: Msg, delivered: int) -> None:
+        """An input delivered more often than it is retried, never given up on: each server
+        that took it died before an outcome (an input that crashes df-server, exhausts its
+        memory or exits it). It is not handled again: dead-lettered with the reason."""
+        reason = (
+            f"the input was delivered {delivered - 1} times and no df-server recorded it: "
+            "each df-server that took it died (crashed, was killed or ran out of memory) or "
+            "stopped while handling it; it is not handled again"
+        )
+        log.error("giving up on an input on %s: %s", msg.subject, reason)
+        await self._dead_letter(msg, "server-input", reason)
 
     async def _dead_letter(self, msg: Msg, source: str, reason: str) -> None:
         """Store ``msg`` as a dead letter, then terminate it (kept and retried if the store

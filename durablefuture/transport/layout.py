@@ -196,8 +196,11 @@ async def ensure_consumer(
     settings: ConsumerSettings,
     *,
     update: bool = False,
-) -> None:
-    """Create durable consumer ``name`` if missing (``update`` also refreshes its settings)."""
+) -> int:
+    """Create durable consumer ``name`` if missing (``update`` also refreshes its settings).
+
+    Returns the consumer's ``max_deliver`` (the existing consumer's, when it was created
+    before with other settings; 0 or less: unlimited)."""
     config = ConsumerConfig(
         durable_name=name,
         name=name,
@@ -211,9 +214,10 @@ async def ensure_consumer(
         inactive_threshold=settings.inactive_threshold,
     )
     try:
-        await js.consumer_info(layout.stream, name)
+        info = await js.consumer_info(layout.stream, name)
         if not update:
-            return
+            existing = info.config.max_deliver if info.config is not None else None
+            return settings.max_deliver if existing is None else int(existing)
     except nats.js.errors.NotFoundError:
         pass
     except nats.js.errors.APIError as exc:
@@ -236,6 +240,7 @@ async def ensure_consumer(
         raise TransportError(f"cannot create consumer {name}: {exc.description}") from exc
     except (nats.errors.Error, TimeoutError) as exc:
         raise TransportError(f"creating consumer {name} failed: {exc}") from exc
+    return settings.max_deliver
 
 
 async def queue_depths(js: JetStreamContext, layout: Layout, task_queue: str) -> dict[str, int]:

@@ -5,6 +5,12 @@ A message whose handling failed is negatively acknowledged with an exponential d
 delivered ``give_up_at`` times it is given up on: the caller records the failure where it
 belongs and then dead-letters the message (:func:`durablefuture.transport.deadletter.dead_letter`),
 before the consumer's ``max_deliver`` leaves it stuck.
+
+A message that comes back more often than that was not given up on: the deliveries before it
+ended without any outcome, because the process handling them died each time (a poison message
+whose handling crashes the process, exhausts its memory or exits it). It is given up on
+*before* it is handled again (:meth:`Redelivery.abandoned`); keep ``give_up_at`` below
+``max_deliver`` so that delivery happens.
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ class Redelivery:
     def exhausted(self, delivered: int) -> bool:
         """Whether a message delivered ``delivered`` times is to be given up on."""
         return delivered >= self.give_up_at
+
+    def abandoned(self, delivered: int) -> bool:
+        """Whether a message delivered ``delivered`` times is to be given up on before it is
+        handled again: that many deliveries came back with no failure to give up on (whoever
+        took them died or stopped before an outcome)."""
+        return delivered > self.give_up_at
 
     def delay(self, delivered: int) -> float:
         """Seconds before the next delivery of a message that failed on delivery ``delivered``."""

@@ -5,6 +5,12 @@ A failed task is delivered again after a growing delay (the shared
 fails MAX_TASK_DELIVERIES times is given up on: the failure is recorded in its run's history
 (the activity attempt or workflow task fails, and is retried per policy), and only then is the
 message dead-lettered. A full JetStream store is not the task's fault: it is waited out.
+
+A task delivered more often than that without being given up on had no outcome: each worker
+that took it died (the workflow or activity code crashes, exhausts the memory of or exits its
+process) or stopped before reporting. Such a delivery records the give-up *before* the code
+runs again, so a poison task ends as a recorded failure that `describe()` and `df why` show,
+never stranded by the consumer's ``max_deliver`` (the limit is kept two deliveries below it).
 """
 
 from __future__ import annotations
@@ -12,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from durablefuture import metrics
 from durablefuture.codec.wire import Codec
 from durablefuture.core import inputs as inp
 from durablefuture.core.errors import DecodeError, StorageFullError, TransportError
-from durablefuture.core.failure import Failure
-from durablefuture.transport.consumer import PullConsumer, delivery_count
+from durablefuture.core.failure import WORKER_LOST, Failure, FailureKind
+from durablefuture.transport.consumer import PullConsumer, delivery_count, stream_sequence
 from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.messages import Msg
 from durablefuture.transport.payload_store import ObjectPayloads
@@ -33,6 +40,19 @@ from durablefuture.worker.reports import Reports
 __all__ = ["Deliveries"]
 
 log = logging.getLogger("durablefuture.worker")
+
+MAX_REMEMBERED_FAILURES = 10_000
+"""Tasks whose last delivery failed here that a worker remembers the error of (to name it
+when a later delivery gives the task up)."""
+
+
+def give_up_limit(max_deliver: int) -> int:
+    """Deliveries after which a task is given up on, for a consumer allowing ``max_deliver``
+    (0 or less: unlimited): MAX_TASK_DELIVERIES, and at least two below ``max_deliver`` so the
+    give-up of a task whose workers died has a delivery to happen on, and one to spare."""
+    if max_deliver <= 0:
+        return MAX_TASK_DELIVERIES
+    return max(1, min(MAX_TASK_DELIVERIES, max_deliver - 2))
 
 
 class Deliveries:
@@ -58,20 +78,42 @@ class Deliveries:
         self.stopping = stopping
         self.redelivery = Redelivery(give_up_at=MAX_TASK_DELIVERIES)
         self.tasks: set[asyncio.Task[None]] = set()
+        self._failed: OrderedDict[int, Exception] = OrderedDict()
+        """Stream sequence -> the error of the task's last delivery here (it failed)."""
 
-    async def loop(self, consumer: PullConsumer, handler: Callable[[Msg], Awaitable[None]]) -> None:
+    async def loop(
+        self,
+        consumer: PullConsumer,
+        handler: Callable[[Msg], Awaitable[None]],
+        max_deliver: int = 0,
+    ) -> None:
+        """Run the deliveries of ``consumer``, whose ``max_deliver`` is given (0: unlimited)."""
+        policy = Redelivery(give_up_at=give_up_limit(max_deliver))
         while not self.stopping.is_set():
             msg = await consumer.next()
-            task = asyncio.create_task(self.guard(consumer, handler, msg))
+            task = asyncio.create_task(self.guard(consumer, handler, msg, policy))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
     async def guard(
-        self, consumer: PullConsumer, handler: Callable[[Msg], Awaitable[None]], msg: Msg
+        self,
+        consumer: PullConsumer,
+        handler: Callable[[Msg], Awaitable[None]],
+        msg: Msg,
+        policy: Redelivery | None = None,
     ) -> None:
+        policy = policy or self.redelivery
+        seq = stream_sequence(msg)
         try:  # whatever the message is, its credit is released in `finally`
-            if delivery_count(msg) > 1:
+            delivered = delivery_count(msg)
+            if delivered > 1:
                 metrics.REDELIVERIES.inc("worker")
+            last_error = self._failed.pop(seq, None)
+            if policy.abandoned(delivered):
+                # never run again what killed its workers: record why it stopped here
+                with contextlib.suppress(Exception):
+                    await self.give_up(msg, delivered, last_error, policy)
+                return
             await handler(msg)
         except asyncio.CancelledError:
             raise
@@ -88,27 +130,60 @@ class Deliveries:
                 exc,
                 exc_info=not isinstance(exc, TransportError),
             )
+            self._remember(seq, exc)
             with contextlib.suppress(Exception):
-                if self.redelivery.exhausted(delivered):
-                    await self.give_up(msg, delivered, exc)
+                if policy.exhausted(delivered):
+                    await self.give_up(msg, delivered, exc, policy)
                 else:
-                    await self.redelivery.retry_later(msg, delivered)
+                    await policy.retry_later(msg, delivered)
         finally:
             consumer.release()
 
-    async def give_up(self, msg: Msg, delivered: int, exc: Exception) -> None:
-        """A task failed too often to keep retrying: record that in the run's history (the
-        activity attempt or workflow task fails, and is retried per policy), then move the
-        message to the dead letters. Nothing is left silently stuck.
+    def _remember(self, seq: int, exc: Exception) -> None:
+        if seq <= 0:
+            return
+        self._failed[seq] = exc
+        while len(self._failed) > MAX_REMEMBERED_FAILURES:
+            self._failed.popitem(last=False)
+
+    async def give_up(
+        self,
+        msg: Msg,
+        delivered: int,
+        exc: Exception | None,
+        policy: Redelivery | None = None,
+    ) -> None:
+        """A task failed too often to keep retrying (``exc``: its last error), or its workers
+        died each time it was delivered (``exc`` None, or the error of an earlier delivery
+        whose give-up could not be stored): record that in the run's history (the activity
+        attempt or workflow task fails, and is retried per policy), then move the message to
+        the dead letters. Nothing is left silently stuck.
 
         The message is dead-lettered only once the failure is stored (persist, then ack): if
         the report cannot be stored, even after retries, the message is kept for a later
         delivery. Only a task that cannot be decoded has nothing to record it against."""
-        reason = f"the task failed {delivered} times on workers; last error: {exc}"
-        failure = Failure(message=reason, type=type(exc).__name__)
+        policy = policy or self.redelivery
+        activity = ".at." in msg.subject
+        if exc is not None:
+            reason = f"the task failed {delivered} times on workers; last error: {exc}"
+            failure = Failure(message=reason, type=type(exc).__name__)
+        else:
+            reason = _lost_reason("activity" if activity else "workflow", delivered - 1)
+            failure = (
+                Failure(
+                    message=reason,
+                    type="TimeoutError",
+                    kind=FailureKind.TIMEOUT,
+                    timeout_type="start_to_close",
+                )
+                if activity
+                else Failure(message=reason, type=WORKER_LOST)
+            )
         extra = {"subject": msg.subject, "delivery": delivered}
+        if exc is None:
+            log.error("giving up on a task on %s: %s", msg.subject, reason, extra=extra)
         try:
-            if ".at." in msg.subject:
+            if activity:
                 task = self.codec.decode_activity_task(msg.data, payloads=False)
                 await self.reports.store(
                     task.workflow_id,
@@ -140,7 +215,9 @@ class Deliveries:
                 report_exc,
                 extra=extra,
             )
-            await self.redelivery.retry_later(msg, delivered)
+            if exc is not None:
+                self._remember(stream_sequence(msg), exc)
+            await policy.retry_later(msg, delivered)
             return
         await self.dead_letter(msg, reason)
 
@@ -151,3 +228,17 @@ class Deliveries:
         payloads = ObjectPayloads(self.pub.js, self.layout)
         if await dead_letter(self.pub, subject, msg, "worker", reason, payloads=payloads):
             metrics.DEAD_LETTERS.inc("worker")
+
+
+def _lost_reason(kind: str, deliveries: int) -> str:
+    """Why a task whose workers died each time was given up on (one line: `df why` shows it)."""
+    then = (
+        "the attempt counts as failed under the activity's retry policy"
+        if kind == "activity"
+        else "the workflow task is retried with backoff"
+    )
+    return (
+        f"the {kind} task was delivered {deliveries} times and no worker reported an outcome: "
+        "each worker that took it died (crashed, was killed or ran out of memory) or stopped "
+        f"before reporting; if the {kind} code kills its worker process, fix it ({then})"
+    )

@@ -95,6 +95,11 @@ class Worker:
             raise InvalidArgumentError(
                 f"liveness_interval must be > 0 seconds, got {options.liveness_interval!r}"
             )
+        if options is not None and options.task_max_deliver < 3:
+            raise InvalidArgumentError(
+                f"task_max_deliver must be >= 3 (a task is given up on two deliveries before "
+                f"it), got {options.task_max_deliver!r}"
+            )
         self.client = client
         self.task_queue = check_name(task_queue)
         self.identity = identity or _identity()
@@ -123,6 +128,8 @@ class Worker:
             max_workers=max_concurrent_activities, thread_name_prefix="df-activity"
         )
         self._consumers: list[PullConsumer] = []
+        self._max_deliver: dict[str, int] = {}
+        """Per consumer: its ``max_deliver`` as created (maybe by another worker)."""
         self._loops: list[asyncio.Task[None]] = []
         self._query_sub: Subscription | None = None
         self._receipt_sub: Subscription | None = None
@@ -240,12 +247,13 @@ class Worker:
                 kv = await open_bucket(js, self.layout.activity_bucket)
                 self._activity_tasks.bucket = ActivityBucket(kv, self.layout)
                 self._handover.leases = AttemptLeases(self.pub, kv, self.layout, self.codec)
-                await ensure_consumer(
+                name = self.layout.activity_consumer(self.task_queue)
+                self._max_deliver[name] = await ensure_consumer(
                     js,
                     self.layout,
-                    self.layout.activity_consumer(self.task_queue),
+                    name,
                     self.layout.activity_tasks(self.task_queue),
-                    ConsumerSettings(opts.activity_lease, 20),
+                    ConsumerSettings(opts.activity_lease, opts.task_max_deliver),
                 )
             if self.workflows:
                 settings = await read_settings(js, self.layout)
@@ -253,12 +261,13 @@ class Worker:
                     settings.history_warn_events,
                     settings.history_warn_bytes,
                 )
-                await ensure_consumer(
+                name = self.layout.workflow_consumer(self.task_queue)
+                self._max_deliver[name] = await ensure_consumer(
                     js,
                     self.layout,
-                    self.layout.workflow_consumer(self.task_queue),
+                    name,
                     self.layout.workflow_tasks(self.task_queue),
-                    ConsumerSettings(opts.workflow_task_timeout, 20),
+                    ConsumerSettings(opts.workflow_task_timeout, opts.task_max_deliver),
                 )
             if self.sticky_token:
                 await self._bind_sticky()
@@ -266,13 +275,17 @@ class Worker:
     async def _bind_sticky(self) -> None:
         """This worker's sticky consumer (again, if it was removed under it); df-server deletes
         the one of a worker that is gone (NATS too, after an hour without pulls)."""
+        opts = self.options
+        name = self.layout.sticky_consumer(self.task_queue, self.sticky_token)
         with translated(f"binding worker {self.identity}"):
-            await ensure_consumer(
+            self._max_deliver[name] = await ensure_consumer(
                 self.pub.js,
                 self.layout,
-                self.layout.sticky_consumer(self.task_queue, self.sticky_token),
+                name,
                 self.layout.sticky_tasks(self.task_queue, self.sticky_token),
-                ConsumerSettings(self.options.workflow_task_timeout, 20, inactive_threshold=3600.0),
+                ConsumerSettings(
+                    opts.workflow_task_timeout, opts.task_max_deliver, inactive_threshold=3600.0
+                ),
             )
 
     async def _begin(self) -> None:
@@ -332,8 +345,11 @@ class Worker:
         )
         await consumer.start()
         self._consumers.append(consumer)
+        max_deliver = self._max_deliver.get(consumer_name, self.options.task_max_deliver)
         self._loops.append(
-            asyncio.create_task(self._deliveries.loop(consumer, handler), name=loop_name)
+            asyncio.create_task(
+                self._deliveries.loop(consumer, handler, max_deliver), name=loop_name
+            )
         )
 
     async def run(self) -> None:

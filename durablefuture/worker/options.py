@@ -18,7 +18,9 @@ __all__ = [
 
 MAX_TASK_DELIVERIES = 18
 """A task that fails this often on workers is recorded as failed and dead-lettered (the
-consumers allow 20 deliveries)."""
+consumers allow 20 deliveries; with fewer, two below their ``max_deliver``). One delivered
+more often than that without failing (its workers died each time) is recorded as failed and
+dead-lettered before it runs again."""
 MAX_REPORT_COMMANDS = 1000
 MAX_REPORT_BYTES = 256 * 1024
 MAX_FAILURE_CHARS = 4000
@@ -59,6 +61,13 @@ class WorkerOptions:
     """Ask a df-server to record each report (a core-NATS request, answered once the run's
     history holds it) before storing it as a server input: one stored message less per
     report. Off: every report is stored, and df-server pulls it."""
+    task_max_deliver: int = 20
+    """Deliveries of one task the task-queue consumers allow (JetStream's ``max_deliver``;
+    at least 3). A task is given up on two deliveries before that, at most after 18: its
+    failure is recorded in its run's history (the workflow task is retried with backoff, the
+    activity attempt counts as failed under its retry policy) and the message dead-lettered,
+    also when each worker that took it died before reporting (workflow code that kills its
+    worker process). The consumer's value, if another worker created it, is the one used."""
     clock: Clock = REAL_CLOCK
     """What activity timeouts and heartbeat times read (a ``SkippingClock`` in tests with
     time skipping; the server's must be the same)."""

@@ -1,0 +1,191 @@
+"""Tasks and inputs whose every handling kills the process handling it (a poison workflow,
+activity or input: its code SIGKILLs, OOM-kills or exits its worker / df-server) end with a
+recorded reason, never silently stuck once the consumer's ``max_deliver`` is reached.
+
+The daemons run ``tests/integration/poison.py``; a daemon that dies is replaced (a bounded
+number of times), as a supervisor would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import durablefuture as df
+from durablefuture.core import events as ev
+from durablefuture.core.effects import RunStatus
+from durablefuture.core.failure import WORKER_LOST
+from durablefuture.diagnose import explain
+from tests.conftest import Daemon, Daemons, wait_for, wait_namespace
+
+MAX_DAEMONS = 12
+
+
+class Supervisor:
+    """Keeps one poison daemon of a kind running: a dead one is replaced (at most
+    MAX_DAEMONS), with the environment ``env`` holds when it is replaced."""
+
+    def __init__(self, daemons: Daemons, tmp_path: Path, args: list[str], env: dict[str, str]):
+        self.daemons = daemons
+        self.tmp_path = tmp_path
+        self.args = args
+        self.env = env
+        self.started: list[Daemon] = []
+        self.spawn()
+
+    def spawn(self) -> None:
+        assert len(self.started) < MAX_DAEMONS, "too many daemons died:\n" + self.daemons.logs()
+        n = len(self.daemons.started)
+        d = Daemon(
+            f"poison{n}",
+            ["tests.integration.poison", *self.args],
+            self.tmp_path / f"poison{n}.log",
+            dict(self.env),
+        )
+        self.daemons.started.append(d)
+        self.started.append(d.start())
+
+    @property
+    def died(self) -> int:
+        return sum(d.proc is not None and d.proc.poll() is not None for d in self.started)
+
+    def keep_alive(self) -> None:
+        last = self.started[-1]
+        if last.proc is not None and last.proc.poll() is not None:
+            self.spawn()
+
+    def replace_all(self, env: dict[str, str]) -> None:
+        """Deploy other code: every running daemon is killed, one with ``env`` started."""
+        self.env = env
+        for d in self.started:
+            d.kill()
+        self.spawn()
+
+
+async def until(sup: Supervisor, predicate: Callable[[], object], timeout: float) -> None:
+    async def check() -> bool:
+        sup.keep_alive()
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        return bool(value)
+
+    try:
+        await wait_for(check, timeout, interval=0.1)
+    except AssertionError:
+        print(sup.daemons.logs())
+        raise
+
+
+async def test_a_workflow_task_that_kills_each_worker_is_recorded_failed_and_retried(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    daemons.server()
+    await wait_namespace(daemons.url)
+    poisoned = {**daemons.env, "DF_TEST_POISON_WORKFLOW": "1"}
+    # consumers allowing 4 deliveries: a task is given up on after 2
+    sup = Supervisor(daemons, tmp_path, ["worker", daemons.url, "4", "workflows"], poisoned)
+    client = await df.Client.connect(daemons.url)
+    try:
+        handle = await client.start_workflow("doomed", "ann", id="doomed", task_queue="poison")
+
+        async def failure_recorded() -> bool:
+            return (await handle.describe()).last_workflow_task_failure is not None
+
+        await until(sup, failure_recorded, 60)
+        assert sup.died >= 2
+        d = await handle.describe()
+        assert d.status == RunStatus.RUNNING  # retried with backoff, not closed
+        failure = d.last_workflow_task_failure
+        assert failure is not None and failure.type == WORKER_LOST
+        assert "delivered 2 times" in failure.message and "died" in failure.message
+        why = await explain(client, "doomed")
+        assert WORKER_LOST in why.reasons[0] and "delivered 2 times" in why.reasons[0]
+        assert "does not kill its worker process" in why.reasons[0]
+        layout = client.layout
+        dead = await client.pub.js.get_last_msg(layout.stream, layout.dead_letter("worker"))
+        assert "delivered 2 times" in (dead.headers or {}).get("Df-Reason", "")
+
+        # code that does not kill its worker is deployed: the run goes on from its history
+        sup.replace_all(daemons.env)
+        result = asyncio.ensure_future(handle.result(timeout=90))
+        await until(sup, result.done, 95)
+        assert result.result() == "hello ann"
+        history = await handle.fetch_history()
+        assert sum(isinstance(e, ev.WorkflowCompleted) for e in history) == 1
+        failed = [e for e in history if isinstance(e, ev.WorkflowTaskFailed)]
+        assert failed and all(e.failure.type == WORKER_LOST for e in failed)
+    finally:
+        await client.close()
+
+
+async def test_an_activity_that_kills_each_worker_fails_its_attempts_per_retry_policy(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    daemons.server()
+    await wait_namespace(daemons.url)
+    Supervisor(daemons, tmp_path, ["worker", daemons.url, "4", "workflows"], daemons.env)
+    poisoned = {**daemons.env, "DF_TEST_POISON_ACTIVITY": "1"}
+    sup = Supervisor(daemons, tmp_path, ["worker", daemons.url, "4", "activities"], poisoned)
+    client = await df.Client.connect(daemons.url)
+    try:
+        handle = await client.start_workflow(
+            "calls_doomed_activity", "bob", id="doomed-activity", task_queue="poison"
+        )
+        result = asyncio.ensure_future(handle.result(timeout=90))
+        await until(sup, result.done, 95)
+        with pytest.raises(df.WorkflowFailedError) as failed:
+            result.result()
+        assert sup.died >= 2  # one per attempt
+        history = await handle.fetch_history()
+        (retry,) = (e for e in history if isinstance(e, ev.ActivityRetryScheduled))
+        assert retry.attempt == 1 and "stopped responding" in retry.failure.message
+        (timed_out,) = (e for e in history if isinstance(e, ev.ActivityTimedOut))
+        assert timed_out.attempt == 2 and "stopped responding" in timed_out.failure.message
+        assert "stopped responding" in str(failed.value.cause)
+        assert sum(isinstance(e, ev.WorkflowFailed) for e in history) == 1
+    finally:
+        await client.close()
+
+
+async def test_an_input_that_kills_each_df_server_is_dead_lettered_with_its_reason(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    # an input consumer allowing 4 deliveries: a failing input is given up on after 3
+    sup = Supervisor(daemons, tmp_path, ["server", daemons.url, "4"], daemons.env)
+    await wait_namespace(daemons.url)
+    Supervisor(daemons, tmp_path, ["worker", daemons.url, "20", "workflows"], daemons.env)
+    client = await df.Client.connect(daemons.url)
+    try:
+        handle = await client.start_workflow(
+            "waits_for_go", id="poisoned-input", task_queue="poison"
+        )
+        poison = asyncio.ensure_future(handle.signal("poison"))
+        poison.add_done_callback(lambda f: f.cancelled() or f.exception())  # no answer: fine
+        layout = client.layout
+
+        async def dead_lettered() -> bool:
+            try:
+                await client.pub.js.get_last_msg(layout.stream, layout.dead_letter("server-input"))
+                return True
+            except Exception:
+                return False
+
+        await until(sup, dead_lettered, 60)
+        assert sup.died == 3
+        dead = await client.pub.js.get_last_msg(layout.stream, layout.dead_letter("server-input"))
+        reason = (dead.headers or {}).get("Df-Reason", "")
+        assert "delivered 3 times" in reason and "died" in reason
+        poison.cancel()
+        await handle.signal("go", "on")
+        result = asyncio.ensure_future(handle.result(timeout=30))
+        await until(sup, result.done, 35)
+        assert result.result() == "on"
+        history = await handle.fetch_history()
+        signals = [e.name for e in history if isinstance(e, ev.SignalReceived)]
+        assert signals == ["go"]
+    finally:
+        await client.close()
