@@ -33,3 +33,21 @@ def test_a_max_deliver_of_one_still_gives_a_valid_policy() -> None:
 def test_the_worker_uses_the_same_policy() -> None:
     worker = Redelivery(give_up_at=MAX_TASK_DELIVERIES)
     assert worker.delay(3) == ServerOptions().redelivery.delay(3)
+
+
+def test_a_message_delivered_past_the_limit_is_abandoned_before_it_is_handled_again() -> None:
+    # delivered more often than given up at: the deliveries before ended without a failure
+    # (their handler died), so the next one gives it up without handling it
+    policy = ServerOptions(input_max_deliver=10).redelivery
+    assert not policy.abandoned(9) and policy.abandoned(10)
+    assert Redelivery(give_up_at=18).abandoned(19)
+
+
+def test_the_worker_gives_up_two_deliveries_before_its_consumers_max_deliver() -> None:
+    from durablefuture.worker.deliveries import give_up_limit
+
+    assert give_up_limit(20) == MAX_TASK_DELIVERIES == 18
+    assert give_up_limit(4) == 2  # given up on delivery 3 at the latest, delivery 4 spare
+    assert give_up_limit(100) == MAX_TASK_DELIVERIES
+    assert give_up_limit(-1) == give_up_limit(0) == MAX_TASK_DELIVERIES  # unlimited
+    assert give_up_limit(2) == 1

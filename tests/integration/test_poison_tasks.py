@@ -20,6 +20,7 @@ from durablefuture.core.effects import RunStatus
 from durablefuture.core.failure import WORKER_LOST
 from durablefuture.diagnose import explain
 from tests.conftest import Daemon, Daemons, wait_for, wait_namespace
+from tests.integration.poison import doomed as doomed_workflow
 
 MAX_DAEMONS = 12
 
@@ -189,3 +190,26 @@ async def test_an_input_that_kills_each_df_server_is_dead_lettered_with_its_reas
         assert signals == ["go"]
     finally:
         await client.close()
+
+
+async def test_the_give_up_limit_follows_the_consumer_as_created(env: object) -> None:
+    """A worker binding a task consumer another worker created with other settings gives up
+    below that consumer's max_deliver, not its own."""
+    from durablefuture.testing import LocalEnvironment
+    from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
+
+    assert isinstance(env, LocalEnvironment)
+    js, layout = env.client.pub.js, env.client.layout
+    name, subject = layout.workflow_consumer("q"), layout.workflow_tasks("q")
+    assert await ensure_consumer(js, layout, name, subject, ConsumerSettings(1.0, 4)) == 4
+    assert await ensure_consumer(js, layout, name, subject, ConsumerSettings(1.0, 20)) == 4
+
+
+async def test_a_worker_refuses_a_max_deliver_that_leaves_no_room_to_give_up(env: object) -> None:
+    from durablefuture.testing import LocalEnvironment
+    from durablefuture.worker.options import WorkerOptions
+
+    assert isinstance(env, LocalEnvironment)
+    with pytest.raises(df.InvalidArgumentError, match="task_max_deliver must be >= 3"):
+        options = WorkerOptions(task_max_deliver=2)
+        df.Worker(env.client, workflows=[doomed_workflow], options=options)
