@@ -117,8 +117,10 @@ class Deliveries:
             await handler(msg)
         except asyncio.CancelledError:
             raise
-        except StorageFullError:
-            # not the task's fault: never given up on; StorageWait has said why, once
+        except StorageFullError as exc:
+            # not the task's fault: not given up on while redeliveries last; StorageWait has
+            # said why, once (and a give-up on the last ones names it)
+            self._remember(seq, exc)
             with contextlib.suppress(Exception):
                 await msg.nak(delay=self.storage.max_delay)
         except Exception as exc:
@@ -232,13 +234,12 @@ class Deliveries:
 
 def _lost_reason(kind: str, deliveries: int) -> str:
     """Why a task whose workers died each time was given up on (one line: `df why` shows it)."""
-    then = (
-        "the attempt counts as failed under the activity's retry policy"
-        if kind == "activity"
-        else "the workflow task is retried with backoff"
-    )
+    if kind == "activity":
+        within, then = "its lease", "the attempt counts as failed under the retry policy"
+    else:
+        within, then = "the workflow task timeout", "the workflow task is retried with backoff"
     return (
         f"the {kind} task was delivered {deliveries} times and no worker reported an outcome: "
-        "each worker that took it died (crashed, was killed or ran out of memory) or stopped "
-        f"before reporting; if the {kind} code kills its worker process, fix it ({then})"
+        "each worker that took it died (crashed, was killed or ran out of memory) or did not "
+        f"report within {within}; if the {kind} code kills its worker process, fix it ({then})"
     )
