@@ -45,6 +45,7 @@ from durablefuture.transport.headers import REPLY_HEADER
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
 from durablefuture.transport.payload_gc import collect_released
 from durablefuture.transport.payload_store import ObjectPayloads
+from durablefuture.transport.redelivery import lost_reason
 from durablefuture.transport.stored import leader_get
 
 __all__ = ["Removals"]
@@ -101,6 +102,14 @@ class Removals(Effects):
     async def _removal(self, consumer: PullConsumer, msg: Msg) -> None:
         reply_to = (msg.headers or {}).get(REPLY_HEADER, "")
         try:
+            delivered = delivery_count(msg)
+            if self.options.redelivery.abandoned(delivered):
+                reason = lost_reason("removal", delivered)
+                log.error("giving up on a removal: %s", reason)
+                await dead_letter(
+                    self.pub, self.layout.dead_letter("removal"), msg, "removal", reason
+                )
+                return
             kind = msg.subject.rpartition(".")[2]
             try:
                 if kind not in REMOVAL_KINDS:

@@ -74,6 +74,7 @@ from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
 from durablefuture.transport.payload_store import mark_refs, schedule_holder
 from durablefuture.transport.publisher import Publisher, WrongLastSequence
+from durablefuture.transport.redelivery import lost_reason
 from durablefuture.transport.schedule_store import ScheduleStore
 from durablefuture.transport.startup import until_ready
 from durablefuture.transport.subjects import Layout
@@ -188,6 +189,18 @@ class ScheduleService:
     async def _process(self, msg: object) -> None:
         consumer = self._consumer
         try:
+            delivered = delivery_count(msg)  # type: ignore[arg-type]
+            if self.options.redelivery.abandoned(delivered):
+                reason = lost_reason("schedule input", delivered)
+                log.error("giving up on a schedule input: %s", reason)
+                await dead_letter(
+                    self.pub,
+                    self.layout.dead_letter("schedule-input"),
+                    msg,  # type: ignore[arg-type]
+                    "schedule",
+                    reason,
+                )
+                return
             data: bytes = msg.data  # type: ignore[attr-defined]
             try:
                 message = self.scodec.decode_input(data)

@@ -56,6 +56,7 @@ from durablefuture.transport.layout import (
 )
 from durablefuture.transport.namespace_settings import write_settings
 from durablefuture.transport.payload_store import MissingPayloadError, ObjectPayloads
+from durablefuture.transport.redelivery import lost_reason
 from durablefuture.transport.startup import until_ready
 from durablefuture.transport.tls import TlsConfig
 from durablefuture.transport.translate import translated
@@ -393,11 +394,7 @@ class Server(ReportRequests, Starts, Removals, Janitor, StickyFallback):
         """An input delivered more often than it is retried, never given up on: each server
         that took it died before an outcome (an input that crashes df-server, exhausts its
         memory or exits it). It is not handled again: dead-lettered with the reason."""
-        reason = (
-            f"the input was delivered {delivered - 1} times and no df-server recorded it: "
-            "each df-server that took it died (crashed, was killed or ran out of memory) or "
-            "stopped while handling it; it is not handled again"
-        )
+        reason = lost_reason("input", delivered)
         log.error("giving up on an input on %s: %s", msg.subject, reason)
         await self._dead_letter(msg, "server-input", reason)
 

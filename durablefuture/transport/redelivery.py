@@ -21,7 +21,7 @@ from attrs import field, frozen
 from attrs.validators import ge, gt
 from nats.aio.msg import Msg
 
-__all__ = ["Redelivery"]
+__all__ = ["Redelivery", "lost_reason"]
 
 _MAX_EXPONENT = 64  # delivery counts come from the wire: keep 2**n a float
 
@@ -55,3 +55,13 @@ class Redelivery:
         lost, the message comes back after its ack wait anyway)."""
         with contextlib.suppress(Exception):
             await msg.nak(delay=self.delay(delivered))
+
+
+def lost_reason(what: str, delivered: int) -> str:
+    """Why a message df-server took ``delivered`` times without an outcome is given up on
+    (:meth:`Redelivery.abandoned`)."""
+    return (
+        f"the {what} was delivered {delivered - 1} times and no df-server recorded it: each "
+        "df-server that took it died (crashed, was killed or ran out of memory) or stopped "
+        "while handling it; it is not handled again"
+    )

@@ -19,6 +19,7 @@ from durablefuture.core import events as ev
 from durablefuture.core.effects import RunStatus
 from durablefuture.core.failure import WORKER_LOST
 from durablefuture.diagnose import explain
+from durablefuture.natsserver import NatsServer
 from tests.conftest import Daemon, Daemons, wait_for, wait_namespace
 from tests.integration.poison import doomed as doomed_workflow
 
@@ -213,3 +214,64 @@ async def test_a_worker_refuses_a_max_deliver_that_leaves_no_room_to_give_up(env
     with pytest.raises(df.InvalidArgumentError, match="task_max_deliver must be >= 3"):
         options = WorkerOptions(task_max_deliver=2)
         df.Worker(env.client, workflows=[doomed_workflow], options=options)
+
+
+async def test_server_inputs_delivered_past_their_retries_are_dead_lettered_unhandled(
+    nats_server: NatsServer,
+) -> None:
+    """A run input, schedule input or removal whose deliveries all ended without an outcome
+    (the df-servers that took them died) is dead-lettered by the next df-server that gets it,
+    with that reason, before it is handled again. The deliveries that "died" are taken here
+    and never acknowledged (each comes back after its ack wait)."""
+    import nats
+
+    from durablefuture.server import Server, ServerOptions
+    from durablefuture.server.schedules import ScheduleOptions
+
+    options = ServerOptions(
+        input_ack_wait=0.5,
+        input_max_deliver=3,
+        schedules=ScheduleOptions(ack_wait=0.5, max_deliver=3),
+    )
+    server = await Server.connect(nats_server.url, options)
+    await server.start()
+    await server.shutdown()
+    layout = server.layout
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        queues = (
+            (layout.input("signal"), layout.server_consumer, "server-input", "input"),
+            (layout.schedule_input("tick"), layout.schedule_consumer, "schedule-input", "schedule"),
+            (layout.removal("delete"), layout.removal_consumer, "removal", "removal"),
+        )
+        for subject, consumer, _, _ in queues:
+            await js.publish(subject, b"whatever")
+            sub = await js.pull_subscribe_bind(consumer, layout.stream)
+            for _ in range(2):  # two deliveries whose handler "dies": never acknowledged
+                (msg,) = await sub.fetch(1, timeout=10)
+                assert msg.data == b"whatever"
+            await sub.unsubscribe()
+        server = await Server.connect(nats_server.url, options)
+        await server.start()
+        runner = asyncio.create_task(server.run())
+        try:
+            for _, _, source, what in queues:
+
+                async def dead_lettered(source: str = source) -> bool:
+                    try:
+                        await js.get_last_msg(layout.stream, layout.dead_letter(source))
+                        return True
+                    except nats.js.errors.NotFoundError:
+                        return False
+
+                await wait_for(dead_lettered, 20)
+                dead = await js.get_last_msg(layout.stream, layout.dead_letter(source))
+                reason = (dead.headers or {}).get("Df-Reason", "")
+                assert f"the {what}" in reason and "delivered 2 times" in reason, reason
+                assert "died" in reason
+        finally:
+            await server.shutdown()
+            await runner
+    finally:
+        await nc.close()
