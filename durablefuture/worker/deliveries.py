@@ -103,12 +103,12 @@ class Deliveries:
         policy: Redelivery | None = None,
     ) -> None:
         policy = policy or self.redelivery
-        seq = stream_sequence(msg)
         try:  # whatever the message is, its credit is released in `finally`
             delivered = delivery_count(msg)
-            if delivered > 1:
+            last_error: Exception | None = None
+            if delivered > 1:  # (a first delivery has no earlier failure here)
                 metrics.REDELIVERIES.inc("worker")
-            last_error = self._failed.pop(seq, None)
+                last_error = self._failed.pop(stream_sequence(msg), None)
             if policy.abandoned(delivered):
                 # never run again what killed its workers: record why it stopped here
                 with contextlib.suppress(Exception):
@@ -120,7 +120,7 @@ class Deliveries:
         except StorageFullError as exc:
             # not the task's fault: not given up on while redeliveries last; StorageWait has
             # said why, once (and a give-up on the last ones names it)
-            self._remember(seq, exc)
+            self._remember(stream_sequence(msg), exc)
             with contextlib.suppress(Exception):
                 await msg.nak(delay=self.storage.max_delay)
         except Exception as exc:
@@ -132,7 +132,7 @@ class Deliveries:
                 exc,
                 exc_info=not isinstance(exc, TransportError),
             )
-            self._remember(seq, exc)
+            self._remember(stream_sequence(msg), exc)
             with contextlib.suppress(Exception):
                 if policy.exhausted(delivered):
                     await self.give_up(msg, delivered, exc, policy)
