@@ -34,7 +34,7 @@ from durablefuture.transport.publisher import Publisher
 from durablefuture.transport.redelivery import Redelivery
 from durablefuture.transport.storage import StorageWait
 from durablefuture.transport.subjects import Layout
-from durablefuture.worker.options import MAX_TASK_DELIVERIES
+from durablefuture.worker.options import MAX_FAILURE_CHARS, MAX_TASK_DELIVERIES
 from durablefuture.worker.reports import Reports
 
 __all__ = ["Deliveries"]
@@ -78,8 +78,8 @@ class Deliveries:
         self.stopping = stopping
         self.redelivery = Redelivery(give_up_at=MAX_TASK_DELIVERIES)
         self.tasks: set[asyncio.Task[None]] = set()
-        self._failed: OrderedDict[int, Exception] = OrderedDict()
-        """Stream sequence -> the error of the task's last delivery here (it failed)."""
+        self._failed: OrderedDict[int, tuple[str, str]] = OrderedDict()
+        """Stream sequence -> the error (type, message) of the task's last delivery here."""
 
     async def loop(
         self,
@@ -105,7 +105,7 @@ class Deliveries:
         policy = policy or self.redelivery
         try:  # whatever the message is, its credit is released in `finally`
             delivered = delivery_count(msg)
-            last_error: Exception | None = None
+            last_error: tuple[str, str] | None = None
             if delivered > 1:  # (a first delivery has no earlier failure here)
                 metrics.REDELIVERIES.inc("worker")
                 last_error = self._failed.pop(stream_sequence(msg), None)
@@ -135,16 +135,16 @@ class Deliveries:
             self._remember(stream_sequence(msg), exc)
             with contextlib.suppress(Exception):
                 if policy.exhausted(delivered):
-                    await self.give_up(msg, delivered, exc, policy)
+                    await self.give_up(msg, delivered, _error(exc), policy)
                 else:
                     await policy.retry_later(msg, delivered)
         finally:
             consumer.release()
 
-    def _remember(self, seq: int, exc: Exception) -> None:
+    def _remember(self, seq: int, exc: Exception | tuple[str, str]) -> None:
         if seq <= 0:
             return
-        self._failed[seq] = exc
+        self._failed[seq] = exc if isinstance(exc, tuple) else _error(exc)
         while len(self._failed) > MAX_REMEMBERED_FAILURES:
             self._failed.popitem(last=False)
 
@@ -152,23 +152,23 @@ class Deliveries:
         self,
         msg: Msg,
         delivered: int,
-        exc: Exception | None,
+        error: tuple[str, str] | None,
         policy: Redelivery | None = None,
     ) -> None:
-        """A task failed too often to keep retrying (``exc``: its last error), or its workers
-        died each time it was delivered (``exc`` None, or the error of an earlier delivery
-        whose give-up could not be stored): record that in the run's history (the activity
-        attempt or workflow task fails, and is retried per policy), then move the message to
-        the dead letters. Nothing is left silently stuck.
+        """A task failed too often to keep retrying (``error``: its last error's type and
+        message), or its workers died each time it was delivered (``error`` None, or that of
+        an earlier delivery whose give-up could not be stored): record that in the run's
+        history (the activity attempt or workflow task fails, and is retried per policy), then
+        move the message to the dead letters. Nothing is left silently stuck.
 
         The message is dead-lettered only once the failure is stored (persist, then ack): if
         the report cannot be stored, even after retries, the message is kept for a later
         delivery. Only a task that cannot be decoded has nothing to record it against."""
         policy = policy or self.redelivery
         activity = ".at." in msg.subject
-        if exc is not None:
-            reason = f"the task failed {delivered} times on workers; last error: {exc}"
-            failure = Failure(message=reason, type=type(exc).__name__)
+        if error is not None:
+            reason = f"the task failed {delivered} times on workers; last error: {error[1]}"
+            failure = Failure(message=reason, type=error[0])
         else:
             reason = _lost_reason("activity" if activity else "workflow", delivered - 1)
             failure = (
@@ -182,7 +182,7 @@ class Deliveries:
                 else Failure(message=reason, type=WORKER_LOST)
             )
         extra = {"subject": msg.subject, "delivery": delivered}
-        if exc is None:
+        if error is None:
             log.error("giving up on a task on %s: %s", msg.subject, reason, extra=extra)
         try:
             if activity:
@@ -217,8 +217,8 @@ class Deliveries:
                 report_exc,
                 extra=extra,
             )
-            if exc is not None:
-                self._remember(stream_sequence(msg), exc)
+            if error is not None:
+                self._remember(stream_sequence(msg), error)
             await policy.retry_later(msg, delivered)
             return
         await self.dead_letter(msg, reason)
@@ -230,6 +230,11 @@ class Deliveries:
         payloads = ObjectPayloads(self.pub.js, self.layout)
         if await dead_letter(self.pub, subject, msg, "worker", reason, payloads=payloads):
             metrics.DEAD_LETTERS.inc("worker")
+
+
+def _error(exc: Exception) -> tuple[str, str]:
+    """What a give-up names of an error (kept without its traceback and the frames it holds)."""
+    return type(exc).__name__, str(exc)[:MAX_FAILURE_CHARS]
 
 
 def _lost_reason(kind: str, deliveries: int) -> str:
