@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -275,3 +276,61 @@ async def test_server_inputs_delivered_past_their_retries_are_dead_lettered_unha
             await runner
     finally:
         await nc.close()
+
+
+def quick(name: str) -> str:
+    return f"done {name}"
+
+
+def calls_quick(name: str):  # type: ignore[no-untyped-def]
+    options = df.ActivityOptions(
+        task_queue="acts",
+        start_to_close_timeout=timedelta(seconds=60),
+        retry_policy=df.RetryPolicy(initial_interval=0.1, maximum_attempts=3),
+    )
+    result = yield df.activity(quick, name, options=options)
+    return result
+
+
+async def test_an_activity_task_whose_workers_died_before_claiming_it_fails_its_attempt(
+    env: object,
+) -> None:
+    """Workers that die before they claim the attempt (e.g. out of memory decoding its
+    arguments) leave no lease behind to time out: the delivery past the limit fails the
+    attempt as timed out, with the reason, and the retry policy goes on."""
+    import nats
+
+    from durablefuture.testing import LocalEnvironment
+    from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
+    from durablefuture.worker.options import WorkerOptions
+
+    assert isinstance(env, LocalEnvironment)
+    js, layout = env.client.pub.js, env.client.layout
+    consumer = layout.activity_consumer("acts")
+    # 4 deliveries at most: given up on after 2
+    await ensure_consumer(
+        js, layout, consumer, layout.activity_tasks("acts"), ConsumerSettings(0.5, 4)
+    )
+    async with env.worker(task_queue="flows", workflows=[calls_quick]):
+        handle = await env.client.start_workflow(
+            calls_quick, "cy", id="unclaimed", task_queue="flows"
+        )
+        nc = await nats.connect(env.nats_url)
+        try:
+            sub = await nc.jetstream().pull_subscribe_bind(consumer, layout.stream)
+            for n in (1, 2):  # two deliveries whose worker "dies" before claiming the attempt
+                (task,) = await sub.fetch(1, timeout=10)
+                assert task.metadata.num_delivered == n
+            await sub.unsubscribe()
+        finally:
+            await nc.close()
+        options = WorkerOptions(task_max_deliver=4, activity_lease=0.5)
+        async with env.worker(task_queue="acts", activities=[quick], options=options):
+            assert await handle.result(timeout=30) == "done cy"
+    history = await handle.fetch_history()
+    (retry,) = (e for e in history if isinstance(e, ev.ActivityRetryScheduled))
+    assert retry.attempt == 1 and retry.failure.type == "TimeoutError"
+    assert "the activity task was delivered 2 times" in retry.failure.message
+    assert "died" in retry.failure.message
+    (done,) = (e for e in history if isinstance(e, ev.ActivityCompleted))
+    assert done.attempt == 2
