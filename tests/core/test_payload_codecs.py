@@ -175,3 +175,77 @@ def test_public_names() -> None:
         .encode_input(InputEnvelope("w1", input=inp.CompleteActivityTask("r", 1, 1, "a" * 1000)))
     )["in"]["result"]
     assert envelope[ENVELOPE_KEY]["m"] == {"encoding": "json", "compression": "zlib"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(json_values | st.text(min_size=200, max_size=400), min_size=1, max_size=4))
+def test_the_short_cut_writes_and_reads_what_the_codecs_own_methods_do(
+    values: list[object],
+) -> None:
+    from durablefuture.codec.envelope import decode_values, encode_values, split_envelope
+
+    for codec in (AesGcm("k1", K1), _chain(), CodecChain(AesGcm("k1", K1))):
+        assert codec.json_cipher() is not None
+        # written by the short cut, read by the codec's own decode
+        sealed = encode_values(codec, values)  # type: ignore[arg-type]
+        decoded = codec.decode([split_envelope(e) for e in sealed])  # type: ignore[arg-type]
+        assert [orjson.loads(p.data) for p in decoded] == values
+        assert all(p.metadata == {"encoding": "json"} for p in decoded)
+        # written by the codec's own encode (as before the short cut), read by the short cut
+        own = codec.encode([Payload(orjson.dumps(v), {"encoding": "json"}) for v in values])
+        envelopes = [
+            {ENVELOPE_KEY: {"m": p.metadata, "d": base64.b64encode(p.data).decode()}} for p in own
+        ]
+        assert decode_values(codec, envelopes) == values  # type: ignore[arg-type]
+        # the short cut refuses what the codec refuses
+        d = sealed[0][ENVELOPE_KEY]["d"]  # type: ignore[index,call-overload]
+        sealed[0][ENVELOPE_KEY]["d"] = d[:-4] + ("AAAA" if d[-4:] != "AAAA" else "BBBB")  # type: ignore[index]
+        with pytest.raises(PayloadError):
+            decode_values(codec, sealed)
+        sealed[0][ENVELOPE_KEY]["d"] = "AAAA"  # type: ignore[index]
+        with pytest.raises(PayloadError, match="shorter than a nonce and a tag"):
+            decode_values(codec, sealed)
+
+
+def test_subclasses_and_other_chains_take_the_codecs_own_methods() -> None:
+    assert _Counting("k1", K1).json_cipher() is None
+    assert CodecChain(_Counting("k1", K1)).json_cipher() is None
+    assert CodecChain(AesGcm("k1", K1), Zlib()).json_cipher() is not None
+    # zlib after AES-GCM: the short cut applies only where zlib would leave the bytes alone
+    from durablefuture.codec.envelope import decode_values, encode_values
+
+    codec = CodecChain(AesGcm("k1", K1), Zlib(min_size=16))
+    sealed = encode_values(codec, ["x" * 100])
+    assert decode_values(codec, sealed) == ["x" * 100]
+
+
+def test_the_decoded_cache_keeps_small_payloads_in_little_memory() -> None:
+    import tracemalloc
+
+    from durablefuture.codec.envelope import DecodedCache, decode_values, encode_values
+
+    codec = AesGcm("k1", K1)
+    cache = DecodedCache()
+    tracemalloc.start()
+    try:
+        sealed = [encode_values(codec, [f"order-{i}"], cache)[0] for i in range(5_000)]
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(cache) == 5_000
+    # the envelopes themselves take ~4 MB; each cached plaintext must not hold a 4 KiB buffer
+    # (what orjson.dumps returns), which made this 26 MB
+    assert held < 8_000_000, held
+    assert decode_values(AesGcm("k9", K2), sealed[-3:], cache) == [
+        f"order-{i}" for i in range(4_997, 5_000)
+    ]
+
+
+def test_the_decoded_cache_stays_within_its_budget() -> None:
+    from durablefuture.codec.envelope import DecodedCache, encode_values
+
+    cache = DecodedCache(budget=100_000)
+    for i in range(5_000):
+        encode_values(AesGcm("k1", K1), [f"order-{i}"], cache)
+    per_entry = DecodedCache.ENTRY_OVERHEAD + 60
+    assert 100_000 // (per_entry + 20) <= len(cache) <= 100_000 // per_entry
