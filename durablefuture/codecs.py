@@ -64,9 +64,20 @@ class AesGcm:
         key_id: names ``key`` in the payloads it encrypts (``"k1"``, ``"2026-12"``...).
         key: 32 bytes.
         old_keys: earlier keys by id, used only to decrypt payloads written under them.
+        compact: write compact envelopes (``{"$dfp": "e=aes256gcm,k=k1;<base64>"}``, about 50
+            bytes smaller per payload); False writes the longer form of DurableFuture 0.1, for
+            as long as processes of that version still read what this one writes. Both forms
+            are read either way.
     """
 
-    def __init__(self, key_id: str, key: bytes, *, old_keys: Mapping[str, bytes] = {}) -> None:
+    def __init__(
+        self,
+        key_id: str,
+        key: bytes,
+        *,
+        old_keys: Mapping[str, bytes] = {},
+        compact: bool = True,
+    ) -> None:
         aesgcm = _aesgcm()
         keys = {**old_keys, key_id: key}
         for kid, k in keys.items():
@@ -78,6 +89,7 @@ class AesGcm:
                     f"{len(k) if isinstance(k, bytes) else type(k).__name__}"
                 )
         self.key_id = key_id
+        self.compact = compact
         # one cipher object and one associated-data string per key, made once
         self._ciphers = {kid: aesgcm(k) for kid, k in keys.items()}
         self._aads = {kid: self._aad(kid) for kid in keys}
@@ -162,6 +174,8 @@ class AesGcm:
 class Zlib:
     """zlib compression of payloads of at least ``min_size`` bytes that it makes smaller
     (others pass through unchanged)."""
+
+    compact = True
 
     def __init__(self, level: int = 6, min_size: int = 256) -> None:
         self.level = level

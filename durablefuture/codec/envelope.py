@@ -7,6 +7,17 @@ codec over them and store the result as an *envelope* in its place::
 
     {"$dfp": {"m": {"encoding": "json", "encryption": "aes256gcm", "key": "k1"}, "d": "<base64>"}}
 
+The compact form (envelope version 2) holds the same metadata and bytes in one string, the
+metadata first (``encoding=json`` implied, known names shortened: ``e`` encryption, ``k`` key,
+``z`` compression, ``c`` encoding; names and values percent-escaped), then ``;`` and the
+base64::
+
+    {"$dfp": "e=aes256gcm,k=k1;<base64>"}
+
+About 50 bytes smaller per payload, and one JSON string instead of three objects for every
+process that parses the message (the df-server too). The AES-GCM short cut writes it; every
+reader reads both forms (payloads written before stay readable).
+
 The df-server never decodes envelopes: it stores and forwards them as any other JSON value.
 Clients and workers decode them when they read messages, so the core only sees plain values
 (replay compares what a workflow yields with what history recorded, in the clear).
@@ -22,6 +33,7 @@ import binascii
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import quote, unquote
 
 import orjson
 from attrs import field, frozen
@@ -42,6 +54,8 @@ __all__ = [
     "is_claim",
     "is_envelope",
     "json_cipher",
+    "meta_text",
+    "parse_meta",
     "payload_slots",
     "show_envelopes",
     "split_envelope",
@@ -122,6 +136,7 @@ class _ChainCipher:
 
     def __init__(self, ciphers: list[JsonCipher]) -> None:
         self.ciphers = ciphers
+        self.compact = ciphers[-1].compact
 
     def seal_json(self, datas: Sequence[bytes]) -> tuple[dict[str, str], list[bytes]] | None:
         *first, last = self.ciphers
@@ -163,7 +178,10 @@ def is_envelope(value: object) -> bool:
 
 def is_claim(value: object) -> bool:
     """An envelope that refers to a payload stored by reference."""
-    return is_envelope(value) and CLAIM in value[ENVELOPE_KEY].get("m", ())  # type: ignore[index]
+    if not is_envelope(value):
+        return False
+    inner = value[ENVELOPE_KEY]  # type: ignore[index]
+    return type(inner) is dict and type(meta := inner.get("m")) is dict and CLAIM in meta
 
 
 def describe_envelope(value: object) -> str:
@@ -171,6 +189,11 @@ def describe_envelope(value: object) -> str:
     the codec can say of an envelope."""
     inner = value.get(ENVELOPE_KEY) if isinstance(value, dict) else None
     meta = inner.get("m") if isinstance(inner, dict) else None
+    if isinstance(inner, str):
+        try:
+            meta = parse_meta(inner.partition(";")[0])
+        except PayloadError:
+            meta = None
     if not isinstance(meta, dict):
         return "encoded"
     if "encryption" in meta:
@@ -191,6 +214,15 @@ def _to_envelope(payload: Payload) -> dict[str, Any]:
 
 def split_envelope(value: dict[str, Any]) -> Payload:
     inner = value[ENVELOPE_KEY]
+    if type(inner) is str:
+        text, sep, raw = inner.partition(";")
+        if not sep:
+            raise PayloadError("a payload envelope is malformed (no ';' after its metadata)")
+        meta = parse_meta(text)
+        try:
+            return Payload(binascii.a2b_base64(raw, strict_mode=True), meta)
+        except ValueError as exc:  # binascii.Error
+            raise PayloadError(f"a payload envelope is malformed ({exc})") from None
     try:
         meta = inner["m"]
         raw = inner["d"]  # bytes once fetched from the store
@@ -200,6 +232,70 @@ def split_envelope(value: dict[str, Any]) -> Payload:
     except (KeyError, TypeError, ValueError) as exc:  # binascii.Error is a ValueError
         raise PayloadError(f"a payload envelope is malformed ({exc})") from None
     return Payload(data, meta)
+
+
+# ------------------------------------------------------------------ compact metadata
+
+_SHORT = {"encryption": "e", "key": "k", "compression": "z", "encoding": "c"}
+_LONG = {v: k for k, v in _SHORT.items()}
+_MAX_META_TEXT = 1024
+_META_MEMO = 256
+_texts: dict[tuple[tuple[str, str], ...], str | None] = {}
+_metas: dict[str, dict[str, str]] = {}
+
+
+def meta_text(meta: Mapping[str, str]) -> str | None:
+    """``meta`` as the metadata of a compact envelope, or None when it has no such form (no
+    ``encoding``, or a one-letter name of its own)."""
+    sig = tuple(meta.items())
+    found = _texts.get(sig, False)
+    if found is not False:
+        return found  # type: ignore[return-value]
+    text: str | None = None
+    if meta.get("encoding") is not None and all(
+        type(k) is str and type(v) is str and (k in _SHORT or len(k) > 1) for k, v in sig
+    ):
+        parts = [
+            f"{_SHORT.get(k, quote(k, safe=''))}={quote(v, safe='')}"
+            for k, v in sig
+            if not (k == "encoding" and v == "json")
+        ]
+        text = ",".join(parts)
+    if len(_texts) < _META_MEMO:
+        _texts[sig] = text
+    return text
+
+
+def parse_meta(text: str) -> dict[str, str]:
+    """The metadata of a compact envelope (a fresh dict)."""
+    found = _metas.get(text)
+    if found is not None:
+        return dict(found)
+    if len(text) > _MAX_META_TEXT:
+        raise PayloadError(f"a payload envelope's metadata is over {_MAX_META_TEXT} characters")
+    meta = {"encoding": "json"}
+    for part in text.split(",") if text else ():
+        name, sep, value = part.partition("=")
+        if not sep or not name:
+            raise PayloadError(f"a payload envelope's metadata is malformed at {part[:40]!r}")
+        if len(name) == 1:
+            if name not in _LONG:
+                raise PayloadError(f"a payload envelope's metadata has an unknown name {name!r}")
+            name = _LONG[name]
+        else:
+            name = unquote(name, errors="strict")
+        try:
+            meta[name] = unquote(value, errors="strict")
+        except UnicodeDecodeError:
+            raise PayloadError("a payload envelope's metadata is not UTF-8") from None
+    if len(_metas) < _META_MEMO:
+        _metas[text] = dict(meta)
+    return meta
+
+
+_COMPACT: dict[str, Any] = {}
+"""The metadata under which a compact envelope's plaintext is cached (its metadata is in the
+envelope's text itself)."""
 
 
 def encode_values(
@@ -219,11 +315,18 @@ def encode_values(
     if sealed is not None:
         meta, blobs = sealed
         b2a = binascii.b2a_base64
+        head = meta_text(meta) if getattr(cipher, "compact", False) else None
         for plain, blob in zip(datas, blobs, strict=True):
             text = b2a(blob, newline=False).decode()
-            out.append({ENVELOPE_KEY: {"m": dict(meta), "d": text}})
+            if head is not None:
+                text = f"{head};{text}"
+                out.append({ENVELOPE_KEY: text})
+                cache_meta = _COMPACT
+            else:
+                out.append({ENVELOPE_KEY: {"m": dict(meta), "d": text}})
+                cache_meta = meta
             if cache is not None and len(text) <= cache.largest:
-                cache.put((text, meta), _compact(plain))
+                cache.put((text, cache_meta), _compact(plain))
         return out
     plain_payloads = [Payload(d, {"encoding": "json"}) for d in datas]
     encoded = codec.encode(plain_payloads)
@@ -250,9 +353,12 @@ class JsonCipher(Protocol):
     """A short cut through a codec for small JSON payloads, without :class:`Payload` objects.
 
     It must produce and accept exactly what the codec's ``encode`` and ``decode`` would (the
-    same envelopes: readers without it see no difference); a codec offers one through a
-    ``json_cipher()`` method, which may return None (no short cut for this codec).
+    same metadata and bytes: readers without it see no difference); a codec offers one through
+    a ``json_cipher()`` method, which may return None (no short cut for this codec). With
+    ``compact`` true, what it seals is written as compact envelopes (version 2).
     """
+
+    compact: bool
 
     def seal_json(self, datas: Sequence[bytes]) -> tuple[dict[str, str], list[bytes]] | None:
         """The metadata and encoded bytes of JSON payloads ``datas``, or None to take the
@@ -307,6 +413,8 @@ class DecodedCache:
     def key(self, envelope: Any) -> tuple[str, dict[str, Any]] | None:
         """The envelope's data and metadata, if it is small enough to be kept."""
         inner = envelope[ENVELOPE_KEY]
+        if type(inner) is str:  # compact: the text holds the metadata too
+            return (inner, _COMPACT) if len(inner) <= self.largest else None
         if type(inner) is not dict:
             return None
         data, meta = inner.get("d"), inner.get("m")
@@ -361,13 +469,22 @@ def decode_values(
         key = cache.key(v) if cache is not None else None
         plain = cache.get(key) if cache is not None and key is not None else None
         inner: Any = v[ENVELOPE_KEY]  # type: ignore[index,call-overload]
-        if plain is None and cipher is not None and type(inner) is dict:
-            meta, raw = inner.get("m"), inner.get("d")
-            if type(meta) is dict and type(raw) is str:
-                try:
-                    data = binascii.a2b_base64(raw, strict_mode=True)
-                except ValueError as exc:  # binascii.Error
-                    raise PayloadError(f"a payload envelope is malformed ({exc})") from None
+        if plain is None and cipher is not None:
+            if type(inner) is str:
+                payload = split_envelope(v)  # type: ignore[arg-type]
+                meta, data = payload.metadata, payload.data
+            elif type(inner) is dict and type(inner.get("m")) is dict:
+                meta, raw = inner["m"], inner.get("d")
+                if type(raw) is not str:
+                    meta, data = None, b""
+                else:
+                    try:
+                        data = binascii.a2b_base64(raw, strict_mode=True)
+                    except ValueError as exc:  # binascii.Error
+                        raise PayloadError(f"a payload envelope is malformed ({exc})") from None
+            else:
+                meta, data = None, b""
+            if meta is not None:
                 plain = cipher.open_json(meta, data)
                 if plain is not None and key is not None:
                     cache.put(key, plain)  # type: ignore[union-attr]
@@ -443,11 +560,7 @@ def transform_tree(
         if slots:
             _replace(slots, encode_values(codec, [c[k] for c, k in slots], cache))
         return
-    slots = [
-        (c, k)
-        for c, k in payload_slots(tree)
-        if is_envelope(v := c[k]) and CLAIM not in v[ENVELOPE_KEY].get("m", ())
-    ]
+    slots = [(c, k) for c, k in payload_slots(tree) if is_envelope(v := c[k]) and not is_claim(v)]
     if slots:
         _replace(slots, decode_values(codec, [c[k] for c, k in slots], cache))
 
