@@ -281,7 +281,13 @@ def test_compact_envelopes_are_smaller_and_old_envelopes_stay_readable() -> None
     reader = default_codec().with_payload_codec(AesGcm("k1", K1, compact=False))
     back = reader.decode_input(data).input
     assert isinstance(back, inp.CompleteActivityTask) and back.result == {"receipt": "R-1"}
-    # a reader without the codec names what it cannot read
+    # a reader without the codec names what it cannot read (the UI and `df workflow history`
+    # show that text in place of the payload)
+    from durablefuture.codec.envelope import show_envelopes
+
+    assert show_envelopes({"args": [compact, long]}) == {
+        "args": ["encrypted (key k1)", "encrypted (key k1)"]
+    }
     plain = default_codec().decode_input(data).input
     with pytest.raises(PayloadError, match=r"encrypted \(key k1\)"):
         default_codec().payloads.from_payload(plain.result)  # type: ignore[union-attr]
