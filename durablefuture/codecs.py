@@ -38,6 +38,7 @@ __all__ = [
 KEYS_ENV = "DF_CODEC_KEYS"
 _ALGORITHM = "aes256gcm"
 _NONCE = 12
+_TAG = 16
 
 
 def _aesgcm() -> type[AESGCM]:
@@ -63,9 +64,20 @@ class AesGcm:
         key_id: names ``key`` in the payloads it encrypts (``"k1"``, ``"2026-12"``...).
         key: 32 bytes.
         old_keys: earlier keys by id, used only to decrypt payloads written under them.
+        compact: write compact envelopes (``{"$dfp": "e=aes256gcm,k=k1;<base64>"}``, about 50
+            bytes smaller per payload); False writes the longer form of DurableFuture 0.1, for
+            as long as processes of that version still read what this one writes. Both forms
+            are read either way.
     """
 
-    def __init__(self, key_id: str, key: bytes, *, old_keys: Mapping[str, bytes] = {}) -> None:
+    def __init__(
+        self,
+        key_id: str,
+        key: bytes,
+        *,
+        old_keys: Mapping[str, bytes] = {},
+        compact: bool = True,
+    ) -> None:
         aesgcm = _aesgcm()
         keys = {**old_keys, key_id: key}
         for kid, k in keys.items():
@@ -77,9 +89,14 @@ class AesGcm:
                     f"{len(k) if isinstance(k, bytes) else type(k).__name__}"
                 )
         self.key_id = key_id
+        self.compact = compact
         # one cipher object and one associated-data string per key, made once
         self._ciphers = {kid: aesgcm(k) for kid, k in keys.items()}
         self._aads = {kid: self._aad(kid) for kid in keys}
+        # the metadata of a JSON payload this codec encrypted, per key (see open_json)
+        self._json_meta = {
+            kid: {"encoding": "json", "encryption": _ALGORITHM, "key": kid} for kid in keys
+        }
 
     @staticmethod
     def _aad(key_id: str) -> bytes:
@@ -95,29 +112,60 @@ class AesGcm:
             out.append(Payload(nonce + encrypt(nonce, p.data, aad), p.metadata | added))
         return out
 
-    def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+    def json_cipher(self) -> AesGcm | None:
+        """The short cut of :func:`~durablefuture.codec.envelope.encode_values` and
+        ``decode_values`` (not for subclasses, which may encode differently)."""
+        return self if type(self) is AesGcm else None
+
+    def seal_json(self, datas: Sequence[bytes]) -> tuple[dict[str, str], list[bytes]]:
+        """``encode`` of JSON payloads, without the :class:`Payload` objects."""
+        encrypt = self._ciphers[self.key_id].encrypt
+        aad = self._aads[self.key_id]
+        urandom = os.urandom
+        out = []
+        for data in datas:
+            nonce = urandom(_NONCE)
+            out.append(nonce + encrypt(nonce, data, aad))
+        return self._json_meta[self.key_id], out
+
+    def open_json(self, meta: Mapping[str, Any], data: bytes) -> bytes | None:
+        """``decode`` of one JSON payload this codec's keys encrypted (None for any other
+        metadata: the caller takes ``decode``)."""
+        kid = meta.get("key")
+        if type(kid) is not str or self._json_meta.get(kid) != meta:
+            return None
+        return self._decrypt(kid, data)
+
+    def _decrypt(self, kid: str, data: bytes) -> bytes:
         from cryptography.exceptions import InvalidTag
 
+        if len(data) < _NONCE + _TAG:
+            raise PayloadError(
+                f"a payload encrypted with key {kid!r} is {len(data)} bytes, shorter than a "
+                f"nonce and a tag ({_NONCE + _TAG}): it was cut or altered in the store"
+            )
+        try:
+            return self._ciphers[kid].decrypt(data[:_NONCE], data[_NONCE:], self._aads[kid])
+        except InvalidTag:
+            raise PayloadError(
+                f"a payload encrypted with key {kid!r} fails authentication: it was altered "
+                "in the store, or the key configured under that id is not the one that "
+                "wrote it"
+            ) from None
+
+    def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         out = []
         for p in payloads:
             if p.metadata.get("encryption") != _ALGORITHM:
                 out.append(p)
                 continue
             kid = p.metadata.get("key", "")
-            cipher = self._ciphers.get(kid)
-            if cipher is None:
+            if kid not in self._ciphers:
                 raise PayloadError(
                     f"a payload is encrypted with key {kid!r}, which this codec does not have "
                     f"(it has {sorted(self._ciphers)}); add it to old_keys (or {KEYS_ENV})"
                 )
-            try:
-                data = cipher.decrypt(p.data[:_NONCE], p.data[_NONCE:], self._aads[kid])
-            except InvalidTag:
-                raise PayloadError(
-                    f"a payload encrypted with key {kid!r} fails authentication: it was altered "
-                    "in the store, or the key configured under that id is not the one that "
-                    "wrote it"
-                ) from None
+            data = self._decrypt(kid, p.data)
             meta = {k: v for k, v in p.metadata.items() if k not in ("encryption", "key")}
             out.append(Payload(data, meta))
         return out
@@ -126,6 +174,8 @@ class AesGcm:
 class Zlib:
     """zlib compression of payloads of at least ``min_size`` bytes that it makes smaller
     (others pass through unchanged)."""
+
+    compact = True
 
     def __init__(self, level: int = 6, min_size: int = 256) -> None:
         self.level = level
@@ -142,6 +192,20 @@ class Zlib:
                 p = Payload(packed, {**p.metadata, "compression": "zlib"})
             out.append(p)
         return out
+
+    def json_cipher(self) -> Zlib | None:
+        """The short cut of :func:`~durablefuture.codec.envelope.encode_values` for payloads
+        too small to compress (not for subclasses)."""
+        return self if type(self) is Zlib else None
+
+    def seal_json(self, datas: Sequence[bytes]) -> tuple[dict[str, str], list[bytes]] | None:
+        """The payloads unchanged when each is below ``min_size``; None otherwise."""
+        if any(len(d) >= self.min_size for d in datas):
+            return None
+        return {"encoding": "json"}, list(datas)
+
+    def open_json(self, meta: Mapping[str, Any], data: bytes) -> bytes | None:
+        return data if meta == {"encoding": "json"} else None
 
     def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         out = []

@@ -141,7 +141,9 @@ class Claims:
                 if n <= 64:
                     continue
             if is_envelope(value):
-                n = len(value[ENVELOPE_KEY].get("d", "")) * 3 // 4
+                inner = value[ENVELOPE_KEY]
+                text = inner.get("d") if isinstance(inner, dict) else inner
+                n = len(text) * 3 // 4 if isinstance(text, str | bytes) else 0
             else:
                 n = len(orjson.dumps(value))
             sized.append((n, container, key))
