@@ -128,3 +128,32 @@ def test_only_inboxes_are_answered(reply: str, imported: bool, answered: bool) -
     else:
         with pytest.raises(MessageRejectedError):
             check_reply_subject(reply, imported=imported)
+
+
+@pytest.mark.parametrize(
+    ("fields", "refused"),
+    [
+        ({"workflow_type": "t" * 256}, None),
+        ({"workflow_type": "t" * 257}, "257 bytes long"),
+        ({"workflow_type": "é" * 128}, None),  # 256 bytes of UTF-8
+        ({"workflow_type": "é" * 129}, "258 bytes long"),  # 129 characters, 258 bytes
+        ({"workflow_type": "a\tb"}, "control character"),
+        ({"workflow_type": "a\x7f"}, "control character"),
+        ({"workflow_type": "a\u2028b"}, None),  # printable enough: no C0 control or DEL
+        ({"workflow_type": "a b"}, None),
+        ({"workflow_type": ""}, "non-empty string"),
+        ({"request_id": ""}, "non-empty string"),
+        ({"task_queue": "q" * 129}, "not valid"),
+        ({"task_queue": "q.q"}, "not valid"),
+        ({"continued_from": ""}, None),
+        ({"continued_from": "a.b"}, "continued_from 'a.b' is not valid"),
+    ],
+)
+def test_ids_and_names_are_checked_by_bytes_and_characters(
+    fields: dict[str, object], refused: str | None
+) -> None:
+    if refused is None:
+        assert CODEC.decode_input(_start(**fields)).start is not None
+    else:
+        with pytest.raises(DecodeError, match=refused):
+            CODEC.decode_input(_start(**fields))
