@@ -8,7 +8,7 @@ import pytest
 
 from durablefuture.codec.wire import MAX_COMMANDS, default_codec
 from durablefuture.core.errors import DecodeError, MessageRejectedError
-from durablefuture.transport.guard import check_reply_subject
+from durablefuture.transport.guard import check_message, check_reply_subject, check_subject
 
 CODEC = default_codec()
 RUN = "a" * 32
@@ -157,3 +157,39 @@ def test_ids_and_names_are_checked_by_bytes_and_characters(
     else:
         with pytest.raises(DecodeError, match=refused):
             CODEC.decode_input(_start(**fields))
+
+
+@pytest.mark.parametrize(
+    ("subject", "refused"),
+    [
+        ("df.ns.h.w.r", None),
+        ("é" * 600, "1200 bytes long"),  # 600 characters, over the limit in bytes
+        ("x" * 1025, "1025 bytes long"),
+        ("df.a b", "not a valid NATS subject"),
+        ("df.*", "not a valid NATS subject"),
+        ("df..x", "not a valid NATS subject"),
+        ("df.é", "not a valid NATS subject"),
+    ],
+)
+def test_subjects_are_checked_by_bytes_and_tokens(subject: str, refused: str | None) -> None:
+    if refused is None:
+        assert check_subject(subject) == subject
+    else:
+        with pytest.raises(MessageRejectedError, match=refused):
+            check_subject(subject)
+
+
+def test_headers_are_checked_on_every_message_whatever_was_sent_before() -> None:
+    class Conn:
+        max_payload = 100
+
+    good = {"Nats-Msg-Id": "a", "Df-Run": "r"}
+    for _ in range(2):
+        check_message(Conn(), "df.x", b"", good)  # type: ignore[arg-type]
+    for headers, reason in [
+        ({**good, "Bad Name": "x"}, "not printable ASCII"),
+        ({**good, "Df-Run": "a\nb"}, "line break"),
+        ({"Df-Run": "é" * 40}, "is 102 bytes"),  # 12 + 6 + 80 + 4: the value in bytes
+    ]:
+        with pytest.raises(MessageRejectedError, match=reason):
+            check_message(Conn(), "df.x", b"", headers)  # type: ignore[arg-type]
