@@ -13,6 +13,7 @@ each on the wire. :class:`CoalescingTransport` joins the list first: one
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -64,6 +65,29 @@ class TolerantClient(NATS):
             transport = CoalescingTransport()  # type: ignore[no-untyped-call]
         self.__transport = transport
 
+    @staticmethod
+    def _parse_header_lines(raw: bytes) -> dict[str, str]:
+        """nats-py's parse of a header block (``Name: Value`` lines), with the same results:
+        a line without ``:`` or whose name is not ASCII or holds white space is left out, a
+        value is decoded with replacement characters. nats-py looks for white space in each
+        name one character at a time, through a generator; here one regular expression
+        search does (``\\s`` matches exactly what ``str.isspace`` calls white space)."""
+        out: dict[str, str] = {}
+        for line in raw.split(b"\r\n"):
+            if not line:
+                continue
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            try:
+                key = name.strip().decode("ascii")
+            except UnicodeDecodeError:
+                continue
+            if _WHITE_SPACE(key):
+                continue
+            out[key] = value.strip().decode("utf-8", "replace")
+        return out
+
     async def _process_headers(self, headers: Any) -> dict[str, str] | None:
         try:
             return await super()._process_headers(headers)
@@ -84,6 +108,7 @@ class TolerantClient(NATS):
 
 
 UNREADABLE_HEADERS = "Df-Unreadable-Headers"
+_WHITE_SPACE = re.compile(r"\s").search
 
 
 def read_loop_stopped(nc: NATS) -> bool:
