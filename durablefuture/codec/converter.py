@@ -14,6 +14,7 @@ import pathlib
 import types
 import typing
 import uuid
+from collections.abc import Callable
 from typing import Any, get_args
 
 import attrs
@@ -116,11 +117,42 @@ def make_converter() -> Converter:
     c.register_structure_hook_func(lambda t: t is typing.Any or t is object, lambda v, _t: v)
     # What workflows yield is never a value: one met in a payload is a forgotten `yield`.
     c.register_unstructure_hook_func(lambda t: t in cmd.YIELDABLE_TYPES, _refuse_command)
+    # Homogeneous tuples (payloads, commands): the element's hook is looked up once.
+    c.register_structure_hook_factory(_homogeneous_tuple, lambda t: _tuple_hook(c, t))
     # Engine unions: tagged by class name.
     for union in (ev.Event, cmd.Command, inp.RunInput):
         _tagged(c, union)
     _check_unions_are_attrs(ev.Event, cmd.Command, inp.RunInput)
     return c
+
+
+def _homogeneous_tuple(t: object) -> bool:
+    """``tuple[X, ...]`` with a real element type (not ``Any``)."""
+    if typing.get_origin(t) is not tuple:
+        return False
+    args = get_args(t)
+    return len(args) == 2 and args[1] is Ellipsis and args[0] is not typing.Any
+
+
+def _tuple_hook(converter: Converter, t: Any) -> Callable[[Any, Any], tuple[Any, ...]]:
+    """Structure ``tuple[X, ...]`` with X's hook resolved once, when the hook is made.
+
+    cattrs' own tuple structuring looks the element's hook up on every call, hashing the
+    element type each time (for payloads, the ``JsonValue`` union of forward references). Any
+    failure is structured again by cattrs, so errors read exactly as cattrs words them.
+    """
+    elem = get_args(t)[0]
+    structure_elem = converter.get_structure_hook(elem)
+    slow = converter._structure_tuple
+
+    def structure(obj: Any, _t: Any) -> tuple[Any, ...]:
+        try:
+            return tuple([structure_elem(e, elem) for e in obj])
+        except Exception:
+            out: tuple[Any, ...] = slow(obj, t)  # raises cattrs' detailed error
+            return out
+
+    return structure
 
 
 def _check_unions_are_attrs(*unions: object) -> None:
