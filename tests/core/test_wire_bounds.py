@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from nats.aio.msg import Msg
 
 from durablefuture.codec.wire import MAX_COMMANDS, default_codec
 from durablefuture.core.errors import DecodeError, MessageRejectedError
+from durablefuture.transport.consumer import delivery_count, stream_sequence
 from durablefuture.transport.guard import check_message, check_reply_subject, check_subject
 
 CODEC = default_codec()
@@ -193,3 +195,28 @@ def test_headers_are_checked_on_every_message_whatever_was_sent_before() -> None
     ]:
         with pytest.raises(MessageRejectedError, match=reason):
             check_message(Conn(), "df.x", b"", headers)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.S.C.3.17.9.1700000000000000000.0",
+        "$JS.ACK.dom.hash.S.C.2.41.7.1700000000000000000.5.r",
+        "$JS.ACK._.hash.S.C.4.8.7.1700000000000000000.5",  # 11 tokens: read as nats-py does
+        "$JS.ACK.S.C.x.17.9.1700000000000000000.0",
+        "$JS.ACK.S.C.3.17.9.99999999999999999999999999999.0",  # a time past year 9999
+        "$JS.ACK.S.C.3.17.9.0",
+        "$JS.NAK.S.C.3.17.9.1700000000000000000.0",
+        "_INBOX.x",
+        "",
+        None,
+    ],
+)
+def test_delivery_numbers_are_read_as_nats_py_reads_them(reply: str | None) -> None:
+    msg = Msg(_client=None, subject="s", reply=reply or "")  # type: ignore[arg-type]
+    msg.reply = reply  # type: ignore[assignment]
+    try:
+        expected = (max(1, int(msg.metadata.num_delivered or 1)), msg.metadata.sequence.stream)
+    except Exception:
+        expected = (1, 0)
+    assert (delivery_count(msg), stream_sequence(msg)) == expected
