@@ -174,6 +174,8 @@ _Field = tuple[str, _Checker | None, bool, bool]
 """A field of a message class: name, check, whether "" passes unchecked, whether its items
 (a tuple of records: commands, signals) are walked."""
 _PLANS: dict[type, tuple[_Field, ...] | None] = {}
+_LEAVES = frozenset({str, int, float, bool})
+"""Value types with nothing inside to walk."""
 _MAX_PLANS = 4096
 
 
@@ -204,7 +206,10 @@ def _walk(obj: object, plan: tuple[_Field, ...], where: str, depth: int) -> None
             check(value, where, name)
         if depth >= MAX_DEPTH:
             continue
-        inner = _plan(type(value))
+        kind = type(value)
+        if kind in _LEAVES:
+            continue
+        inner = _PLANS[kind] if kind in _PLANS else _plan(kind)
         if inner is not None:
             _walk(value, inner, f"{where}.{name}", depth + 1)
         elif items and isinstance(value, tuple):
