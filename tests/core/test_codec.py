@@ -386,3 +386,16 @@ def test_homogeneous_tuples_structure_and_fail_as_cattrs_words_it() -> None:
         "Structuring tuple[int, ...] @ index 1",
         "Structuring tuple[int, ...] @ index 3",
     ]
+
+
+def test_equal_activity_options_are_structured_once_and_bad_ones_fail_every_time() -> None:
+    c = make_converter()
+    body = {"task_queue": "q", "start_to_close_timeout": 60.0, "retry_policy": {}}
+    first = c.structure(body, ActivityOptions)
+    assert c.structure(dict(reversed(body.items())), ActivityOptions) is first
+    other = c.structure({**body, "start_to_close_timeout": 61.0}, ActivityOptions)
+    assert other.start_to_close_timeout == 61.0 and first.start_to_close_timeout == 60.0
+    bad = {**body, "retry_policy": {"initial_interval": -1}}
+    for _ in range(2):
+        with pytest.raises(DecodeError, match="initial_interval"):
+            CODEC._structure(bad, ActivityOptions, "options")
