@@ -139,7 +139,7 @@ _REMEMBERED = 1024
 def _remember(converter: Converter, cls: type) -> None:
     """Structure ``cls`` (a frozen attrs class) once per distinct JSON object: the same
     object gives the same, immutable, value. An object that fails is structured (and
-    fails) every time; one that is not plain JSON is not remembered."""
+    fails) every time; one that is not plain JSON, or holds a null, is not remembered."""
     structure_cls = converter.get_structure_hook(cls)
     seen: dict[bytes, Any] = {}
 
@@ -149,6 +149,8 @@ def _remember(converter: Converter, cls: type) -> None:
         try:
             key = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
         except TypeError:
+            return structure_cls(obj, cls)
+        if b"null" in key:  # NaN and infinities are written as null too: not one key each
             return structure_cls(obj, cls)
         value = seen.get(key)
         if value is None:

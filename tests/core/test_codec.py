@@ -399,3 +399,11 @@ def test_equal_activity_options_are_structured_once_and_bad_ones_fail_every_time
     for _ in range(2):
         with pytest.raises(DecodeError, match="initial_interval"):
             CODEC._structure(bad, ActivityOptions, "options")
+
+
+def test_activity_options_with_a_null_or_not_a_number_are_not_mixed_up() -> None:
+    c = make_converter()
+    nothing = c.structure({"task_queue": "q", "start_to_close_timeout": None}, ActivityOptions)
+    assert nothing.start_to_close_timeout is None
+    with pytest.raises(Exception):  # noqa: B017 - cattrs wraps the refusal
+        c.structure({"task_queue": "q", "start_to_close_timeout": float("nan")}, ActivityOptions)
