@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, generate_latest
@@ -49,6 +50,27 @@ def _check(name: str, labels: tuple[str, ...], values: Sequence[str]) -> tuple[s
     return tuple(str(v) for v in values)
 
 
+_MAX_CHILDREN = 1024
+"""Label sets per metric whose series are kept at hand (more are looked up each time)."""
+
+
+def _child(metric: Counter | Histogram, values: tuple[str, ...]) -> Any:
+    """The series of ``metric`` for label ``values``, looked up in prometheus_client once
+    (``labels()`` takes a lock and builds the key on every call)."""
+    children = metric._children
+    try:
+        return children[values]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable label value: look it up every time
+        return metric._m.labels(*_check(metric.name, metric.labels, values))
+    checked = _check(metric.name, metric.labels, values)
+    child = metric._m.labels(*checked) if checked else metric._m
+    if len(children) < _MAX_CHILDREN:
+        children[values] = child
+    return child
+
+
 class Counter:
     def __init__(
         self, registry: CollectorRegistry, name: str, help: str, labels: Sequence[str] = ()
@@ -56,12 +78,12 @@ class Counter:
         self.name = name
         self.labels = tuple(labels)
         self._m = prometheus_client.Counter(name, help, self.labels, registry=registry)
+        self._children: dict[tuple[str, ...], Any] = {}
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         if not _State.recording:
             return
-        values = _check(self.name, self.labels, labels)
-        (self._m.labels(*values) if values else self._m).inc(amount)
+        _child(self, labels).inc(amount)
 
 
 class Gauge:
@@ -99,12 +121,12 @@ class Histogram:
         self._m = prometheus_client.Histogram(
             name, help, self.labels, registry=registry, buckets=self.buckets
         )
+        self._children: dict[tuple[str, ...], Any] = {}
 
     def observe(self, value: float, *labels: str) -> None:
         if not _State.recording:
             return
-        values = _check(self.name, self.labels, labels)
-        (self._m.labels(*values) if values else self._m).observe(value)
+        _child(self, labels).observe(value)
 
 
 class Registry:

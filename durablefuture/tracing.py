@@ -41,14 +41,26 @@ def inject() -> dict[str, str]:
     return carrier
 
 
-@contextlib.contextmanager
+_NO_SPAN = contextlib.nullcontext()
+
+
 def span(
     name: str, parent: Mapping[str, str] | None = None, attributes: Mapping[str, Any] | None = None
-) -> Iterator[None]:
-    """A span named ``name``, child of the context in ``parent`` headers (if any)."""
+) -> contextlib.AbstractContextManager[None]:
+    """A span named ``name``, child of the context in ``parent`` headers (if any).
+
+    Without a configured tracer provider this is one shared no-op context (nothing is built
+    per call: it wraps every workflow task and activity attempt).
+    """
     if not ENABLED or not _configured():
-        yield
-        return
+        return _NO_SPAN
+    return _span(name, parent, attributes)
+
+
+@contextlib.contextmanager
+def _span(
+    name: str, parent: Mapping[str, str] | None, attributes: Mapping[str, Any] | None
+) -> Iterator[None]:
     ctx = _otel_propagate.extract(dict(parent)) if parent else None
     tracer = _otel_trace.get_tracer("durablefuture")
     token = _otel_context.attach(ctx) if ctx is not None else None

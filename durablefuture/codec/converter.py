@@ -14,9 +14,11 @@ import pathlib
 import types
 import typing
 import uuid
+from collections.abc import Callable
 from typing import Any, get_args
 
 import attrs
+import orjson
 from cattrs import Converter
 from cattrs.strategies import configure_tagged_union
 
@@ -25,6 +27,7 @@ from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.commands import describe_yieldable
 from durablefuture.core.errors import PayloadError
+from durablefuture.core.options import ActivityOptions
 from durablefuture.core.types import JsonValue
 
 __all__ = ["TAG", "CommandAsValue", "make_converter"]
@@ -116,11 +119,76 @@ def make_converter() -> Converter:
     c.register_structure_hook_func(lambda t: t is typing.Any or t is object, lambda v, _t: v)
     # What workflows yield is never a value: one met in a payload is a forgotten `yield`.
     c.register_unstructure_hook_func(lambda t: t in cmd.YIELDABLE_TYPES, _refuse_command)
+    # Homogeneous tuples (payloads, commands): the element's hook is looked up once.
+    c.register_structure_hook_factory(_homogeneous_tuple, lambda t: _tuple_hook(c, t))
+    # Activity options repeat in every task, command and event of an activity: each distinct
+    # one is structured (and its fields converted and checked) once. Registered before the
+    # hooks of the classes that hold options are made, so that theirs use this one.
+    _remember(c, ActivityOptions)
     # Engine unions: tagged by class name.
     for union in (ev.Event, cmd.Command, inp.RunInput):
         _tagged(c, union)
     _check_unions_are_attrs(ev.Event, cmd.Command, inp.RunInput)
     return c
+
+
+_REMEMBERED = 1024
+"""Distinct values kept per remembered class."""
+
+
+def _remember(converter: Converter, cls: type) -> None:
+    """Structure ``cls`` (a frozen attrs class) once per distinct JSON object: the same
+    object gives the same, immutable, value. An object that fails is structured (and
+    fails) every time; one that is not plain JSON, or holds a null, is not remembered."""
+    structure_cls = converter.get_structure_hook(cls)
+    seen: dict[bytes, Any] = {}
+
+    def structure(obj: Any, _t: Any) -> Any:
+        if type(obj) is not dict:
+            return structure_cls(obj, cls)
+        try:
+            key = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            return structure_cls(obj, cls)
+        if b"null" in key:  # NaN and infinities are written as null too: not one key each
+            return structure_cls(obj, cls)
+        value = seen.get(key)
+        if value is None:
+            value = structure_cls(obj, cls)
+            if len(seen) < _REMEMBERED:
+                seen[key] = value
+        return value
+
+    converter.register_structure_hook(cls, structure)
+
+
+def _homogeneous_tuple(t: object) -> bool:
+    """``tuple[X, ...]`` with a real element type (not ``Any``)."""
+    if typing.get_origin(t) is not tuple:
+        return False
+    args = get_args(t)
+    return len(args) == 2 and args[1] is Ellipsis and args[0] is not typing.Any
+
+
+def _tuple_hook(converter: Converter, t: Any) -> Callable[[Any, Any], tuple[Any, ...]]:
+    """Structure ``tuple[X, ...]`` with X's hook resolved once, when the hook is made.
+
+    cattrs' own tuple structuring looks the element's hook up on every call, hashing the
+    element type each time (for payloads, the ``JsonValue`` union of forward references). Any
+    failure is structured again by cattrs, so errors read exactly as cattrs words them.
+    """
+    elem = get_args(t)[0]
+    structure_elem = converter.get_structure_hook(elem)
+    slow = converter._structure_tuple
+
+    def structure(obj: Any, _t: Any) -> tuple[Any, ...]:
+        try:
+            return tuple([structure_elem(e, elem) for e in obj])
+        except Exception:
+            out: tuple[Any, ...] = slow(obj, t)  # raises cattrs' detailed error
+            return out
+
+    return structure
 
 
 def _check_unions_are_attrs(*unions: object) -> None:

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 
 from durablefuture.core.errors import DecodeError, InvalidArgumentError
 from durablefuture.core.search_attributes import check_memo, check_wire
 from durablefuture.core.types import (
+    MAX_NAME,
     MAX_SECONDS,
+    MAX_WORKFLOW_ID,
+    QUEUE_PATTERN,
+    RUN_ID_PATTERN,
     check_name,
     check_run_id,
     check_text_id,
@@ -59,62 +64,167 @@ _TIMER_KEY = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_HEADERS = 64
 MAX_HEADER_BYTES = 8 * 1024
 MAX_DEPTH = 8
+_EMPTY_OK = _RUN_IDS | {"worker", "chain_request_id"}
+"""Fields where an empty string means "none"."""
+_ITEMS = frozenset({"commands", "signals"})
 
 
-def _check_field(name: str, value: object, where: str) -> None:
-    what = f"{where}.{name}"
-    if value is None or (value == "" and name in _RUN_IDS | {"worker", "chain_request_id"}):
-        return
-    if name in _RUN_IDS:
-        check_run_id(value, what)  # type: ignore[arg-type]
-    elif name in _WORKFLOW_IDS:
-        check_workflow_id(value, what)  # type: ignore[arg-type]
-    elif name in _NAMES:
-        check_type_name(value, what)  # type: ignore[arg-type]
-    elif name in _QUEUES:
-        check_name(value, what)  # type: ignore[arg-type]
-    elif name in _TEXT_IDS:
-        check_text_id(value, what)  # type: ignore[arg-type]
-    elif name in DURATION_FIELDS or name in TIMESTAMP_FIELDS:
+_Checker = Callable[[object, str, str], None]
+"""A field's check: ``(value, where, name)``; raises InvalidArgumentError naming
+``where.name``. The text of the error is built only when the value fails."""
+
+
+def _slow(check: Callable[[Any, str], object]) -> _Checker:
+    def checker(value: object, where: str, name: str) -> None:
+        check(value, f"{where}.{name}")
+
+    return checker
+
+
+def _text(check: Callable[[Any, str], object], limit: int) -> _Checker:
+    """Printable text of 1..``limit`` UTF-8 bytes: printable ASCII within the limit passes at
+    once (``isprintable`` is false for exactly the control characters there); anything else
+    goes through ``check``, which passes it or raises with the reason."""
+
+    def checker(value: object, where: str, name: str) -> None:
+        if (
+            type(value) is str
+            and 0 < len(value) <= limit
+            and value.isascii()
+            and value.isprintable()
+        ):
+            return
+        check(value, f"{where}.{name}")
+
+    return checker
+
+
+def _pattern(check: Callable[[Any, str], object], pattern: re.Pattern[str]) -> _Checker:
+    """Text matching ``pattern`` passes at once; anything else goes through ``check``."""
+    match = pattern.fullmatch
+
+    def checker(value: object, where: str, name: str) -> None:
+        if type(value) is str and match(value):
+            return
+        check(value, f"{where}.{name}")
+
+    return checker
+
+
+def _number(limit: float) -> _Checker:
+    def checker(value: object, where: str, name: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return  # typed fields were structured already; nothing numeric to bound
-        limit = MAX_SECONDS if name in DURATION_FIELDS else 253402300799.0  # 9999-12-31
         if not math.isfinite(value) or value < 0 or value > limit:
-            raise InvalidArgumentError(f"{what} is {value!r}; it must be between 0 and {limit:g}")
-    elif name == "key" and isinstance(value, str):
-        if not _TIMER_KEY.fullmatch(value):
             raise InvalidArgumentError(
-                f"{what} {value[:60]!r} is not a timer key (1-64 letters, digits, '.', '-', '_')"
+                f"{where}.{name} is {value!r}; it must be between 0 and {limit:g}"
             )
-    elif name == "search_attributes":
-        check_wire(value)
-    elif name == "memo":
-        check_memo(value)
-    elif name == "headers" and isinstance(value, Mapping):
-        if len(value) > MAX_HEADERS:
-            raise InvalidArgumentError(f"{what} has {len(value)} entries; the limit is 64")
-        size = sum(len(str(k)) + len(str(v)) for k, v in value.items())
-        if size > MAX_HEADER_BYTES:
-            raise InvalidArgumentError(f"{what} is {size} bytes; the limit is {MAX_HEADER_BYTES}")
+
+    return checker
 
 
-def _walk(obj: object, where: str, depth: int) -> None:
-    cls = type(obj)
-    if depth > MAX_DEPTH or not attrs.has(cls):
+def _timer_key(value: object, where: str, name: str) -> None:
+    if isinstance(value, str) and not _TIMER_KEY.fullmatch(value):
+        raise InvalidArgumentError(
+            f"{where}.{name} {value[:60]!r} is not a timer key "
+            "(1-64 letters, digits, '.', '-', '_')"
+        )
+
+
+def _headers(value: object, where: str, name: str) -> None:
+    if not isinstance(value, Mapping):
         return
-    for f in attrs.fields(cls):
-        value = getattr(obj, f.name)
-        _check_field(f.name, value, where)
-        if attrs.has(type(value)):
-            _walk(value, f"{where}.{f.name}", depth + 1)
-        elif isinstance(value, tuple) and f.name in ("commands", "signals"):
+    if len(value) > MAX_HEADERS:
+        raise InvalidArgumentError(f"{where}.{name} has {len(value)} entries; the limit is 64")
+    size = sum(len(str(k)) + len(str(v)) for k, v in value.items())
+    if size > MAX_HEADER_BYTES:
+        raise InvalidArgumentError(
+            f"{where}.{name} is {size} bytes; the limit is {MAX_HEADER_BYTES}"
+        )
+
+
+def _checker(name: str) -> _Checker | None:
+    """The check of a field called ``name`` (None: nothing to check)."""
+    if name in _RUN_IDS:
+        return _pattern(check_run_id, RUN_ID_PATTERN)
+    if name in _WORKFLOW_IDS:
+        return _text(check_workflow_id, MAX_WORKFLOW_ID)
+    if name in _NAMES:
+        return _text(check_type_name, MAX_NAME)
+    if name in _QUEUES:
+        return _pattern(check_name, QUEUE_PATTERN)
+    if name in _TEXT_IDS:
+        return _text(check_text_id, 256)
+    if name in DURATION_FIELDS:
+        return _number(MAX_SECONDS)
+    if name in TIMESTAMP_FIELDS:
+        return _number(253402300799.0)  # 9999-12-31
+    if name == "key":
+        return _timer_key
+    if name == "search_attributes":
+        return _slow(lambda value, _what: check_wire(value))
+    if name == "memo":
+        return _slow(lambda value, _what: check_memo(value))
+    if name == "headers":
+        return _headers
+    return None
+
+
+_Field = tuple[str, _Checker | None, bool, bool]
+"""A field of a message class: name, check, whether "" passes unchecked, whether its items
+(a tuple of records: commands, signals) are walked."""
+_PLANS: dict[type, tuple[_Field, ...] | None] = {}
+_LEAVES = frozenset({str, int, float, bool})
+"""Value types with nothing inside to walk."""
+_MAX_PLANS = 4096
+
+
+def _plan(cls: type) -> tuple[_Field, ...] | None:
+    """The fields of attrs class ``cls`` with their checks, worked out once per class (None:
+    not an attrs class, nothing to walk)."""
+    try:
+        return _PLANS[cls]
+    except KeyError:
+        pass
+    plan: tuple[_Field, ...] | None = None
+    if attrs.has(cls):
+        plan = tuple(
+            (f.name, _checker(f.name), f.name in _EMPTY_OK, f.name in _ITEMS)
+            for f in attrs.fields(cls)
+        )
+    if len(_PLANS) < _MAX_PLANS:
+        _PLANS[cls] = plan
+    return plan
+
+
+def _walk(obj: object, plan: tuple[_Field, ...], where: str, depth: int) -> None:
+    for name, check, empty_ok, items in plan:
+        value = getattr(obj, name)
+        if value is None or (empty_ok and value == ""):
+            continue
+        if check is not None:
+            check(value, where, name)
+        if depth >= MAX_DEPTH:
+            continue
+        kind = type(value)
+        if kind in _LEAVES:
+            continue
+        inner = _PLANS[kind] if kind in _PLANS else _plan(kind)
+        if inner is not None:
+            _walk(value, inner, f"{where}.{name}", depth + 1)
+        elif items and isinstance(value, tuple):
             for i, item in enumerate(value[:10_000]):
-                _walk(item, f"{where}.{f.name}[{i}]", depth + 1)
+                item_plan = _plan(type(item))
+                if item_plan is not None:
+                    _walk(item, item_plan, f"{where}.{name}[{i}]", depth + 1)
 
 
 def check_message_fields(obj: object, what: str) -> None:
     """Raise DecodeError naming the first id, name or duration in ``obj`` out of bounds."""
+    plan = _plan(type(obj))
+    if plan is None:
+        return
     try:
-        _walk(obj, what, 0)
+        _walk(obj, plan, what, 0)
     except InvalidArgumentError as exc:
         raise DecodeError(f"{what} refused: {exc}") from None

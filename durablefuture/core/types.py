@@ -35,6 +35,10 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _QUEUE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+RUN_ID_PATTERN = _RUN_ID
+"""What :func:`check_run_id` accepts (for checks compiled elsewhere)."""
+QUEUE_PATTERN = _QUEUE
+"""What :func:`check_name` accepts."""
 MAX_WORKFLOW_ID = 512
 """Longest workflow id, in UTF-8 bytes (it travels in subjects, keys and headers)."""
 MAX_NAME = 256

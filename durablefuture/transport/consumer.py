@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import secrets
 from collections import deque
@@ -40,20 +41,39 @@ MISSING_BACKOFF = 1.0
 does not exist (or JetStream is away), and asking at once would be a hot loop."""
 
 
+def _ack_numbers(reply: str | None) -> tuple[int, int] | None:
+    """(deliveries, stream sequence) from a JetStream ack subject, or None for anything
+    ``msg.metadata`` would refuse to read.
+
+    The same checks as nats-py's ``Msg.Metadata._from_reply`` (token count, ``$JS.ACK``
+    prefix, every number and the timestamp readable), without building its frozen dataclasses
+    for every delivery.
+    """
+    if not reply:
+        return None
+    tokens = reply.split(".")
+    n = len(tokens)
+    if not ((n == 9 or n >= 11) and tokens[0] == "$JS" and tokens[1] == "ACK"):
+        return None
+    first = 4 if n == 9 else 6  # deliveries, stream seq, consumer seq, timestamp, pending
+    try:
+        delivered, stream_seq, _, stamp, _ = (int(t) for t in tokens[first : first + 5])
+        datetime.datetime.fromtimestamp(stamp / 1_000_000_000.0, datetime.UTC)
+    except Exception:  # as nats-py would raise: not readable
+        return None
+    return delivered, stream_seq
+
+
 def delivery_count(msg: Msg) -> int:
     """How many times JetStream has delivered ``msg`` (1 when it carries no JetStream metadata)."""
-    try:
-        return max(1, int(msg.metadata.num_delivered or 1))
-    except Exception:  # not a JetStream delivery: its reply subject is not an ack subject
-        return 1
+    numbers = _ack_numbers(getattr(msg, "reply", None))
+    return max(1, numbers[0] or 1) if numbers is not None else 1
 
 
 def stream_sequence(msg: Msg) -> int:
     """The stream sequence of a JetStream delivery (0 when it has none)."""
-    try:
-        return int(msg.metadata.sequence.stream)
-    except Exception:
-        return 0
+    numbers = _ack_numbers(getattr(msg, "reply", None))
+    return numbers[1] if numbers is not None else 0
 
 
 class PullConsumer:

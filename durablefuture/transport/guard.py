@@ -33,7 +33,11 @@ MAX_HEADER_BYTES = 16 * 1024
 # tokens of printable ASCII without space; '*' and '>' are wildcards, never published to
 _TOKEN = r"[!-)+,\-/-=?-~]+"
 _SUBJECT = re.compile(rf"{_TOKEN}(\.{_TOKEN})*")
+_SUBJECT_MATCH = _SUBJECT.fullmatch
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII without ':' and space
+_GOOD_HEADER_NAMES: set[str] = set()
+"""Header names seen valid (the engine sends a handful): checked once each."""
+_MAX_GOOD_HEADER_NAMES = 256
 _REPLY_PREFIX = "_INBOX."
 _IMPORTED_REPLY_PREFIX = "_R_."
 """What nats-server makes of the reply subject of a request that crossed accounts."""
@@ -41,6 +45,8 @@ _IMPORTED_REPLY_PREFIX = "_R_."
 
 def check_subject(subject: str, what: str = "subject") -> str:
     """``subject`` if nats-server accepts it for a publish, else MessageRejectedError."""
+    if len(subject) <= MAX_SUBJECT_BYTES and subject.isascii() and _SUBJECT_MATCH(subject):
+        return subject  # the common case: as many bytes as characters
     if len(subject.encode()) > MAX_SUBJECT_BYTES:
         raise MessageRejectedError(
             f"{what} is {len(subject.encode())} bytes long; the limit is {MAX_SUBJECT_BYTES} "
@@ -102,13 +108,16 @@ def check_message(
     if headers:
         header_bytes = 12  # "NATS/1.0\r\n" ... "\r\n"
         for name, value in headers.items():
-            if not _HEADER_NAME.fullmatch(name):
-                raise MessageRejectedError(f"header name {name[:60]!r} is not printable ASCII")
+            if name not in _GOOD_HEADER_NAMES:
+                if not _HEADER_NAME.fullmatch(name):
+                    raise MessageRejectedError(f"header name {name[:60]!r} is not printable ASCII")
+                if len(_GOOD_HEADER_NAMES) < _MAX_GOOD_HEADER_NAMES:
+                    _GOOD_HEADER_NAMES.add(name)
             if "\r" in value or "\n" in value:
                 raise MessageRejectedError(
                     f"header {name} holds a line break; header values must be one line"
                 )
-            header_bytes += len(name) + len(value.encode()) + 4
+            header_bytes += len(name) + (len(value) if value.isascii() else len(value.encode())) + 4
         if header_bytes > MAX_HEADER_BYTES:
             raise MessageRejectedError(
                 f"headers on {subject[:100]} are {header_bytes} bytes; the limit is "

@@ -13,9 +13,11 @@ from typing import Any
 import attrs
 import orjson
 import pytest
+from cattrs.errors import IterableValidationError
 
 import durablefuture as df
 from durablefuture.codec import MAX_PAYLOAD_BYTES, SCHEMA_VERSION, Codec, default_codec
+from durablefuture.codec.converter import make_converter
 from durablefuture.codec.wire import InputEnvelope, Reply, WorkflowTaskMessage
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
@@ -24,6 +26,7 @@ from durablefuture.core.effects import ActivityTask, RunSummary, WorkflowTask
 from durablefuture.core.errors import DecodeError, PayloadError
 from durablefuture.core.failure import Failure
 from durablefuture.core.options import ActivityOptions, RetryPolicy
+from durablefuture.core.types import JsonValue
 from tests.core.helpers import Driver, History
 
 CODEC = default_codec()
@@ -370,3 +373,37 @@ def test_workflow_arguments_are_structured_to_the_workflow_hints() -> None:
     d.step()
     d.h.fired(1)
     assert d.step().commands == (CompleteWorkflow(["Order", 3, 2030]),)
+
+
+def test_homogeneous_tuples_structure_and_fail_as_cattrs_words_it() -> None:
+    c = make_converter()
+    assert c.structure([1, 2], tuple[int, ...]) == (1, 2)
+    assert c.structure([[1], {"a": None}], tuple[JsonValue, ...]) == ([1], {"a": None})
+    with pytest.raises(IterableValidationError) as caught:
+        c.structure([1, "x", 3, "y"], tuple[int, ...])
+    notes = [str(n) for e in caught.value.exceptions for n in getattr(e, "__notes__", [])]
+    assert notes == [
+        "Structuring tuple[int, ...] @ index 1",
+        "Structuring tuple[int, ...] @ index 3",
+    ]
+
+
+def test_equal_activity_options_are_structured_once_and_bad_ones_fail_every_time() -> None:
+    c = make_converter()
+    body = {"task_queue": "q", "start_to_close_timeout": 60.0, "retry_policy": {}}
+    first = c.structure(body, ActivityOptions)
+    assert c.structure(dict(reversed(body.items())), ActivityOptions) is first
+    other = c.structure({**body, "start_to_close_timeout": 61.0}, ActivityOptions)
+    assert other.start_to_close_timeout == 61.0 and first.start_to_close_timeout == 60.0
+    bad = {**body, "retry_policy": {"initial_interval": -1}}
+    for _ in range(2):
+        with pytest.raises(DecodeError, match="initial_interval"):
+            CODEC._structure(bad, ActivityOptions, "options")
+
+
+def test_activity_options_with_a_null_or_not_a_number_are_not_mixed_up() -> None:
+    c = make_converter()
+    nothing = c.structure({"task_queue": "q", "start_to_close_timeout": None}, ActivityOptions)
+    assert nothing.start_to_close_timeout is None
+    with pytest.raises(Exception):  # noqa: B017 - cattrs wraps the refusal
+        c.structure({"task_queue": "q", "start_to_close_timeout": float("nan")}, ActivityOptions)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from nats.aio.msg import Msg
 
 from durablefuture.codec.wire import MAX_COMMANDS, default_codec
 from durablefuture.core.errors import DecodeError, MessageRejectedError
-from durablefuture.transport.guard import check_reply_subject
+from durablefuture.transport.consumer import delivery_count, stream_sequence
+from durablefuture.transport.guard import check_message, check_reply_subject, check_subject
 
 CODEC = default_codec()
 RUN = "a" * 32
@@ -128,3 +130,93 @@ def test_only_inboxes_are_answered(reply: str, imported: bool, answered: bool) -
     else:
         with pytest.raises(MessageRejectedError):
             check_reply_subject(reply, imported=imported)
+
+
+@pytest.mark.parametrize(
+    ("fields", "refused"),
+    [
+        ({"workflow_type": "t" * 256}, None),
+        ({"workflow_type": "t" * 257}, "257 bytes long"),
+        ({"workflow_type": "é" * 128}, None),  # 256 bytes of UTF-8
+        ({"workflow_type": "é" * 129}, "258 bytes long"),  # 129 characters, 258 bytes
+        ({"workflow_type": "a\tb"}, "control character"),
+        ({"workflow_type": "a\x7f"}, "control character"),
+        ({"workflow_type": "a\u2028b"}, None),  # printable enough: no C0 control or DEL
+        ({"workflow_type": "a b"}, None),
+        ({"workflow_type": ""}, "non-empty string"),
+        ({"request_id": ""}, "non-empty string"),
+        ({"task_queue": "q" * 129}, "not valid"),
+        ({"task_queue": "q.q"}, "not valid"),
+        ({"continued_from": ""}, None),
+        ({"continued_from": "a.b"}, "continued_from 'a.b' is not valid"),
+    ],
+)
+def test_ids_and_names_are_checked_by_bytes_and_characters(
+    fields: dict[str, object], refused: str | None
+) -> None:
+    if refused is None:
+        assert CODEC.decode_input(_start(**fields)).start is not None
+    else:
+        with pytest.raises(DecodeError, match=refused):
+            CODEC.decode_input(_start(**fields))
+
+
+@pytest.mark.parametrize(
+    ("subject", "refused"),
+    [
+        ("df.ns.h.w.r", None),
+        ("é" * 600, "1200 bytes long"),  # 600 characters, over the limit in bytes
+        ("x" * 1025, "1025 bytes long"),
+        ("df.a b", "not a valid NATS subject"),
+        ("df.*", "not a valid NATS subject"),
+        ("df..x", "not a valid NATS subject"),
+        ("df.é", "not a valid NATS subject"),
+    ],
+)
+def test_subjects_are_checked_by_bytes_and_tokens(subject: str, refused: str | None) -> None:
+    if refused is None:
+        assert check_subject(subject) == subject
+    else:
+        with pytest.raises(MessageRejectedError, match=refused):
+            check_subject(subject)
+
+
+def test_headers_are_checked_on_every_message_whatever_was_sent_before() -> None:
+    class Conn:
+        max_payload = 100
+
+    good = {"Nats-Msg-Id": "a", "Df-Run": "r"}
+    for _ in range(2):
+        check_message(Conn(), "df.x", b"", good)  # type: ignore[arg-type]
+    for headers, reason in [
+        ({**good, "Bad Name": "x"}, "not printable ASCII"),
+        ({**good, "Df-Run": "a\nb"}, "line break"),
+        ({"Df-Run": "é" * 40}, "is 102 bytes"),  # 12 + 6 + 80 + 4: the value in bytes
+    ]:
+        with pytest.raises(MessageRejectedError, match=reason):
+            check_message(Conn(), "df.x", b"", headers)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.S.C.3.17.9.1700000000000000000.0",
+        "$JS.ACK.dom.hash.S.C.2.41.7.1700000000000000000.5.r",
+        "$JS.ACK._.hash.S.C.4.8.7.1700000000000000000.5",  # 11 tokens: read as nats-py does
+        "$JS.ACK.S.C.x.17.9.1700000000000000000.0",
+        "$JS.ACK.S.C.3.17.9.99999999999999999999999999999.0",  # a time past year 9999
+        "$JS.ACK.S.C.3.17.9.0",
+        "$JS.NAK.S.C.3.17.9.1700000000000000000.0",
+        "_INBOX.x",
+        "",
+        None,
+    ],
+)
+def test_delivery_numbers_are_read_as_nats_py_reads_them(reply: str | None) -> None:
+    msg = Msg(_client=None, subject="s", reply=reply or "")  # type: ignore[arg-type]
+    msg.reply = reply  # type: ignore[assignment]
+    try:
+        expected = (max(1, int(msg.metadata.num_delivered or 1)), msg.metadata.sequence.stream)
+    except Exception:
+        expected = (1, 0)
+    assert (delivery_count(msg), stream_sequence(msg)) == expected
