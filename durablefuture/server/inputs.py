@@ -286,8 +286,8 @@ class RunInputs(RunCaches, Effects):
     def _cancel_spent_timers(self, cache: RunCache, events: Sequence[ev.Event]) -> None:
         """Purge the durable timers the recorded events leave with nothing to guard (a closed
         run's are all purged at its close), so they neither linger nor fire for nothing."""
-        if cache.state.status != RunStatus.RUNNING:
-            return
+        if cache.state.status != RunStatus.RUNNING or not cache.timers:
+            return  # (a run with no durable timer stored has none to cancel)
         for e in events:
             pattern = spent_by(e)
             if pattern is not None:
