@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from attrs import define
 from nats.aio.client import Client as NATS
@@ -295,11 +295,14 @@ class HistoryStore:
         expected_seq: int,
         *,
         whole_workflow: bool = False,
+        sent: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[int, int]:
         """Append a batch if the history's last sequence is still ``expected_seq``.
 
         With ``whole_workflow`` the check covers every run of the workflow id (used to create
-        a run). Returns the stored stream sequence and the batch's bytes; raises
+        a run). ``sent`` is awaited once the append is handed to the connection, before its
+        PubAck (what it publishes goes out right behind the append, on the same
+        connection). Returns the stored stream sequence and the batch's bytes; raises
         :class:`WrongLastSequence`, or
         :class:`~durablefuture.core.errors.MessageIdTakenError` if someone else keeps taking
         the message ids it publishes under (nothing was appended then).
@@ -317,7 +320,11 @@ class HistoryStore:
         await mark_refs(self.pub, self.layout, run_id, data)
         for _ in range(TRIES):  # a fresh message id only after the last one was taken
             try:
-                ack = await self.pub.publish(subject, data, headers)
+                pending = await self.pub.send(subject, data, headers)
+                if sent is not None:
+                    await sent()
+                    sent = None
+                ack = await pending
                 if not ack.duplicate:
                     return int(ack.seq), len(data)
                 stored = await stored_at(self.pub, ack)
