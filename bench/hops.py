@@ -88,6 +88,10 @@ async def drive(args: argparse.Namespace) -> None:
     url = nats_srv.url
 
     def spawn(name: str, *argv: str) -> subprocess.Popen[bytes]:
+        if args.cprofile_daemons:
+            os.makedirs(args.cprofile_daemons, exist_ok=True)
+            out = os.path.join(args.cprofile_daemons, f"{name}.prof")
+            argv = ("-m", "cProfile", "-o", out, *argv)
         with open(os.path.join(tmp, f"{name}.log"), "ab") as logf:
             p = subprocess.Popen(
                 [sys.executable, *argv], cwd=str(root), env=env, stdout=logf, stderr=logf
@@ -96,13 +100,16 @@ async def drive(args: argparse.Namespace) -> None:
         return p
 
     trace_path = os.path.join(tmp, "trace.jsonl")
-    tracer = subprocess.Popen(
-        [sys.executable, "-c", TRACER, url, trace_path], stdout=subprocess.PIPE
-    )
-    procs.append(tracer)  # type: ignore[arg-type]
+    tracer = None
+    if not args.no_trace:
+        tracer = subprocess.Popen(
+            [sys.executable, "-c", TRACER, url, trace_path], stdout=subprocess.PIPE
+        )
+        procs.append(tracer)  # type: ignore[arg-type]
     try:
-        assert tracer.stdout is not None
-        tracer.stdout.readline()
+        if tracer is not None:
+            assert tracer.stdout is not None
+            tracer.stdout.readline()
         common = ["--nats", url, "--namespace", "default", "--log-level", "warning"]
         server = spawn("server", "-m", "daemons.df_server", *common)
         worker = spawn(
@@ -215,6 +222,13 @@ async def drive(args: argparse.Namespace) -> None:
             except subprocess.TimeoutExpired:
                 p.kill()
         nats_srv.stop()
+    if tracer is None:
+        e2e = sorted((t1 - t0) * 1000 for _, t0, t1 in spans)
+        print(
+            f"W2 e2e ms over {len(e2e)}: p50 {statistics.median(e2e):.2f}  "
+            f"p90 {e2e[int(len(e2e) * 0.9)]:.2f}  mean {statistics.mean(e2e):.2f}"
+        )
+        return
     with open(trace_path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     report(rows, spans)
@@ -259,6 +273,8 @@ def main() -> None:
     ap.add_argument("--always", action="store_true", help="nats-server sync_interval: always")
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--cprofile", default=None, help="profile the driver into this file")
+    ap.add_argument("--no-trace", action="store_true", help="no tracer: timings and CPU only")
+    ap.add_argument("--cprofile-daemons", default=None, help="cProfile the daemons into DIR")
     ap.add_argument("--spy", default=None, help="py-spy the daemons into this directory")
     ap.add_argument("--root", default=None, help="checkout whose engine runs (default: this one)")
     asyncio.run(drive(ap.parse_args()))
