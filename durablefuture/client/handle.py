@@ -1,8 +1,8 @@
 """A handle on a workflow id: wait for its result, describe it, query, signal, cancel, terminate.
 
 Waiting for a result reads the run's status entry and listens for its closed notice (core NATS)
-meanwhile, so it costs no polling loop per call beyond a slow backstop; a notice counts only once
-the run's history shows the same ending.
+meanwhile, so it costs no polling loop per call beyond a slow backstop; a notice only says when
+to read the run's history, and the result counts once that history ends the run.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from durablefuture.core.errors import (
     ResultTimeoutError,
     WorkflowNotFoundError,
 )
-from durablefuture.core.state import status_of
+from durablefuture.core.state import ending_summary, status_of
 from durablefuture.core.types import check_type_name
 from durablefuture.outcome import outcome_of
 from durablefuture.transport.archive import open_archive
@@ -118,11 +118,18 @@ class WorkflowHandle:
                     await asyncio.wait_for(notice.wait(), wait)
                 notice.clear()
                 if received:
-                    # the notice carries the status entry; anyone could have sent it, so it
-                    # counts only once the run's history shows the same ending
-                    noticed = await self._confirmed(run_id, received.pop())
+                    # anyone could have sent a notice: it only says when to read the run's
+                    # history, which tells whether and how the run ended
+                    data = received.pop()
+                    received.clear()  # one read answers for every notice so far
+                    noticed = await self._confirmed(run_id, data)
                     if noticed is not None:
                         summary = noticed
+                        continue
+                    if not data:
+                        # sent with the closing append and read before it was stored (or
+                        # the append was refused): the notice that follows a stored close
+                        # comes next, no need to read the status entry
                         continue
                 poll = min(poll * 2, 5.0)
                 summary = await client.summary(self.id, run_id)
@@ -130,28 +137,38 @@ class WorkflowHandle:
             await watch.close()
 
     async def _confirmed(self, run_id: str, data: bytes) -> RunSummary | None:
-        """The summary a closed notice carries, if the run's newest history batch ends the run
-        the same way (status, result, failure, next run); None for a forged or junk notice."""
+        """How the run ended, once a closed notice came and the run's newest history batch
+        ends it; None while the history shows the run open (a forged or junk notice, or one
+        sent with the closing append that was read before the append was stored).
+
+        The notice only says when to look. The summary it carries (the status entry) is
+        returned when the history ends the run the same way (status, result, failure, next
+        run); otherwise (no summary: df-server's notice sent right behind the append, or a
+        forged one) the history's own ending is."""
         client = self.client
-        try:
-            noticed = client.codec.decode_summary(data)
-        except DurableFutureError:
-            return None
-        if noticed.workflow_id != self.id or noticed.run_id != run_id:
-            return None
         try:
             batch = await client.history.last_batch(self.id, run_id)
         except DurableFutureError:
             return None
         terminal = batch.events[-1] if batch is not None and batch.events else None
-        if not isinstance(terminal, ev.TERMINAL_EVENTS) or status_of(terminal) != noticed.status:
+        if not isinstance(terminal, ev.TERMINAL_EVENTS):
             return None
+        try:
+            noticed: RunSummary | None = client.codec.decode_summary(data) if data else None
+        except DurableFutureError:
+            noticed = None
         same = (
-            getattr(terminal, "result", None) == noticed.result
+            noticed is not None
+            and noticed.workflow_id == self.id
+            and noticed.run_id == run_id
+            and status_of(terminal) == noticed.status
+            and getattr(terminal, "result", None) == noticed.result
             and getattr(terminal, "new_run_id", None) == noticed.new_run_id
             and (not isinstance(terminal, ev.WorkflowFailed) or terminal.failure == noticed.failure)
         )
-        return noticed if same else None
+        if same and noticed is not None:
+            return noticed
+        return ending_summary(self.id, run_id, terminal)
 
     async def _still_corrupt(self, run_id: str, summary: RunSummary) -> RunSummary | None:
         """A status entry says the history is corrupt: check. Once the bad message has been

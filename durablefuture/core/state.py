@@ -19,7 +19,7 @@ from durablefuture.core.options import ActivityOptions, ParentClosePolicy
 from durablefuture.core.search_attributes import SearchAttributes, apply_upsert
 from durablefuture.core.types import JsonValue
 
-__all__ = ["ActivityState", "ChildState", "RunState", "status_of"]
+__all__ = ["ActivityState", "ChildState", "RunState", "ending_summary", "status_of"]
 
 
 @define
@@ -125,25 +125,7 @@ class RunState:
         return [c for c in self.children.values() if not c.closed]
 
     def summary(self) -> RunSummary:
-        result: JsonValue = None
-        failure: Failure | None = None
-        close_time: float | None = None
-        new_run_id: str | None = None
-        t = self.terminal
-        if t is not None:
-            close_time = t.at
-            if isinstance(t, ev.WorkflowCompleted):
-                result = t.result
-            elif isinstance(t, ev.WorkflowFailed):
-                failure = t.failure
-            elif isinstance(t, ev.WorkflowContinuedAsNew):
-                new_run_id = t.new_run_id
-            elif isinstance(t, ev.WorkflowTerminated):
-                failure = Failure(
-                    message=t.reason or "terminated",
-                    type="TerminatedError",
-                    kind=FailureKind.TERMINATED,
-                )
+        result, failure, close_time, new_run_id = _ending(self.terminal)
         s = self.started
         return RunSummary(
             workflow_id=s.workflow_id,
@@ -370,3 +352,49 @@ _STATUS: dict[type, str] = {
 def status_of(terminal: ev.Event) -> str:
     """The run status a terminal event closes the run with."""
     return _STATUS[type(terminal)]
+
+
+def _ending(
+    t: ev.Event | None,
+) -> tuple[JsonValue, Failure | None, float | None, str | None]:
+    """What a terminal event (None: the run is open) says of the run's end: its result,
+    failure, close time and next run, as a status entry carries them."""
+    result: JsonValue = None
+    failure: Failure | None = None
+    close_time: float | None = None
+    new_run_id: str | None = None
+    if t is not None:
+        close_time = t.at
+        if isinstance(t, ev.WorkflowCompleted):
+            result = t.result
+        elif isinstance(t, ev.WorkflowFailed):
+            failure = t.failure
+        elif isinstance(t, ev.WorkflowContinuedAsNew):
+            new_run_id = t.new_run_id
+        elif isinstance(t, ev.WorkflowTerminated):
+            failure = Failure(
+                message=t.reason or "terminated",
+                type="TerminatedError",
+                kind=FailureKind.TERMINATED,
+            )
+    return result, failure, close_time, new_run_id
+
+
+def ending_summary(workflow_id: str, run_id: str, terminal: ev.Event) -> RunSummary:
+    """How a run ended, read from its terminal event alone: the status, result, failure,
+    close time and next run of its status entry (what a result needs), without the fields
+    only the whole history gives (type, start, search attributes: left empty)."""
+    result, failure, close_time, new_run_id = _ending(terminal)
+    return RunSummary(
+        workflow_id=workflow_id,
+        run_id=run_id,
+        workflow_type="",
+        task_queue="",
+        status=status_of(terminal),
+        start_time=0.0,
+        close_time=close_time,
+        result=result,
+        failure=failure,
+        history_length=terminal.event_id,
+        new_run_id=new_run_id,
+    )

@@ -138,6 +138,7 @@ class Effects(ServerBase):
             headers = {MSG_ID: f"tmr:{run_id}:{e.key}:{e.fire_at!r}"}
             pending.append(await self.pub.send(self.layout.input("timer"), data, headers))
         else:
+            cache.timers = True  # purged once spent or at the close
             headers = {SCHEDULE: _at(e.fire_at), SCHEDULE_TARGET: self.layout.input("timer")}
             pending.append(await self.pub.send(self.layout.timer(run_id, e.key), data, headers))
         if not self.options.local_timers and not self.clock.skips:
@@ -268,6 +269,7 @@ class _Sender:
             # direct publish above is a duplicate instead of a second delivery
             headers = {SCHEDULE: _at(e.deliver_at), SCHEDULE_TARGET: target, MSG_ID: msg_id}
             subject = server.layout.timer(run_id, f"r{atask.seq}.{atask.attempt}")
+            self.cache.timers = True
             self.pending.append(await server.pub.send(subject, data, headers))
 
     async def arm_timer(self, e: ArmTimer) -> None:
@@ -308,7 +310,9 @@ class _Sender:
             self.pending.append(_unless_present(created))
         if summary.status in RunStatus.CLOSED:
             server._cancel_local_timers(summary.run_id)
-            server._track(server._purge_run_timers(summary.run_id))
+            if self.cache.timers or summary.run_id != self.cache.state.run_id:
+                # (a run that never had a durable timer has none to purge: no request)
+                server._track(server._purge_run_timers(summary.run_id))
             closed_at = summary.close_time or server.clock.now()
             self.pending.append(
                 await server._arm_expiry(summary.workflow_id, summary.run_id, closed_at)

@@ -9,8 +9,9 @@ now; an input that would produce events too large to store records its failure i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from attrs import evolve
 
@@ -48,7 +49,7 @@ from durablefuture.server.missing_payloads import instead_of_missing
 from durablefuture.server.runs import RunCache, RunCaches, RunMissing, new_run_id
 from durablefuture.transport.buckets import read_key
 from durablefuture.transport.guard import check_reply_subject
-from durablefuture.transport.headers import RUN_HEADER, SEQ_HEADER
+from durablefuture.transport.headers import CLOSING_HEADER, RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.payload_store import MissingPayloadError
 from durablefuture.transport.publisher import WrongLastSequence
 from durablefuture.transport.subjects import STICKY_TOKEN
@@ -199,6 +200,7 @@ class RunInputs(RunCaches, Effects):
                     await self._refresh(cache)
                     continue
             if decision.outcome == APPLIED and decision.events:
+                closing = isinstance(decision.events[-1], ev.TERMINAL_EVENTS)
                 try:
                     seq, size = await self.history.append_sized(
                         cache.workflow_id,
@@ -206,6 +208,7 @@ class RunInputs(RunCaches, Effects):
                         message.input_id,
                         decision.events,
                         cache.last_seq,
+                        sent=self._closing_notice(cache) if closing else None,
                     )
                 except WrongLastSequence:
                     self.stats["conflicts"] += 1
@@ -283,11 +286,35 @@ class RunInputs(RunCaches, Effects):
             f"run {cache.state.run_id}: gave up after 50 optimistic-concurrency conflicts"
         )
 
+    def _closing_notice(self, cache: RunCache) -> Callable[[], Awaitable[None]] | None:
+        """A closed notice without a summary, sent right behind the run's closing append
+        (before its PubAck), so a client waiting for the result reads the history one round
+        trip sooner than the usual notice after the PubAck would let it.
+
+        Safe because the notice says nothing but "look now": clients believe the run's
+        history, read from the stream, and nothing a notice carries (anyone may send one).
+        Both go out on one connection, the append first, so nats-server has the append before
+        it routes the notice. A client that reads before the append is stored, or after it
+        was refused (another server appended first), finds the run open and waits for the
+        usual notice, which follows only a stored close. Not on a replicated stream: there an
+        append is stored after a round among the nodes, so an early read would mostly find
+        the run open and only cost a read.
+        """
+        if self.options.replicas != 1:
+            return None
+        subject = self.layout.closed_notice(cache.workflow_id, cache.state.run_id)
+
+        async def notice() -> None:
+            with contextlib.suppress(TransportError):
+                await self.pub.notify(subject, b"", {CLOSING_HEADER: "1"})
+
+        return notice
+
     def _cancel_spent_timers(self, cache: RunCache, events: Sequence[ev.Event]) -> None:
         """Purge the durable timers the recorded events leave with nothing to guard (a closed
         run's are all purged at its close), so they neither linger nor fire for nothing."""
-        if cache.state.status != RunStatus.RUNNING:
-            return
+        if cache.state.status != RunStatus.RUNNING or not cache.timers:
+            return  # (a run with no durable timer stored has none to cancel)
         for e in events:
             pattern = spent_by(e)
             if pattern is not None:

@@ -39,6 +39,11 @@ class RunCache:
     """Bytes of the run's stored history messages (for the namespace's history limits)."""
     history_warned: bool = False
     sticky: str = ""  # sticky token of the worker holding the run's generator ("": none known)
+    timers: bool = False
+    """Durable timers of the run may be stored: this server armed one, or it cannot tell (a run
+    read from history, or moved on by another server). False only for a run this server
+    started and has armed none for: its spent timers and its close need no purge request
+    (a timer left behind would only fire, be ignored and be compacted)."""
 
     def apply(self, seq: int, input_id: str, events: Sequence[ev.Event], size: int = 0) -> None:
         self.state.apply(list(events), input_id)
@@ -93,6 +98,7 @@ class RunCaches(ServerBase):
         events = [e for b in batches for e in b.events]
         cache = RunCache(workflow_id, state, events, batches[-1].stream_seq, batches[0].stream_seq)
         cache.history_bytes = sum(b.size for b in batches)
+        cache.timers = True  # armed by whoever recorded these batches, perhaps
         return cache
 
     async def _refresh(self, cache: RunCache) -> bool:
@@ -104,6 +110,8 @@ class RunCaches(ServerBase):
         except CorruptHistoryError:
             self._cache.pop(run_id, None)  # partly folded: never use it again
             raise
+        if batches:
+            cache.timers = True  # another server moved the run on, and may have armed some
         for b in batches:
             cache.events.extend(b.events)
             cache.last_seq = b.stream_seq

@@ -69,7 +69,7 @@ from durablefuture.server.schedule_states import StateCache
 from durablefuture.transport.consumer import PullConsumer, delivery_count
 from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.guard import check_reply_subject
-from durablefuture.transport.headers import REPLY_HEADER
+from durablefuture.transport.headers import CLOSING_HEADER, REPLY_HEADER
 from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
 from durablefuture.transport.payload_store import mark_refs, schedule_holder
@@ -446,4 +446,6 @@ class ScheduleService:
         return entry is not None and any(r.status == STARTING for r in entry[0].running)
 
     async def _on_closed(self, msg: object) -> None:
+        if CLOSING_HEADER in (getattr(msg, "headers", None) or {}):
+            return  # sent before the close is stored: the usual notice follows it
         self.refresher.on_closed(msg.subject)  # type: ignore[attr-defined]

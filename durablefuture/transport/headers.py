@@ -13,8 +13,13 @@ SEQ_HEADER = "Df-Seq"
 """On a receipt: the stream sequence of the recorded batch."""
 REASON_HEADER = "Df-Reason"
 """On a dead letter: why it was dead-lettered."""
+CLOSING_HEADER = "Df-Closing"
+"""On a closed notice sent with the run's closing history append, before its PubAck: no
+summary, only "look at the history now" (the usual notice, with the run's status entry,
+follows the PubAck)."""
 
 __all__ = [
+    "CLOSING_HEADER",
     "REASON_HEADER",
     "RECEIPT_HEADER",
     "REPLY_HEADER",

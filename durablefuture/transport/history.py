@@ -13,7 +13,6 @@ writer at the same position is told "duplicate", not "wrong last sequence"; and 
 that someone else used first, on another subject of the stream, is "duplicate" too (nothing
 was appended: the append is sent again under a fresh id, see ``transport/dedup.py``).
 
-
 Reads never skip a message. One that is not a valid batch, or whose events do not follow from
 the ones before it, raises :class:`CorruptHistoryError` naming its stream sequence and why.
 """
@@ -22,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from attrs import define
 from nats.aio.client import Client as NATS
@@ -295,13 +294,14 @@ class HistoryStore:
         expected_seq: int,
         *,
         whole_workflow: bool = False,
+        sent: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[int, int]:
         """Append a batch if the history's last sequence is still ``expected_seq``.
 
         With ``whole_workflow`` the check covers every run of the workflow id (used to create
-        a run). Returns the stored stream sequence and the batch's bytes; raises
-        :class:`WrongLastSequence`, or
-        :class:`~durablefuture.core.errors.MessageIdTakenError` if someone else keeps taking
+        a run). ``sent`` runs once the append is sent, before its PubAck (what it publishes
+        follows the append). Returns the stored stream sequence and the batch's bytes; raises
+        :class:`WrongLastSequence`, or ``MessageIdTakenError`` if someone else keeps taking
         the message ids it publishes under (nothing was appended then).
         """
         if not events:
@@ -310,14 +310,16 @@ class HistoryStore:
         msg_id = f"{run_id}:{events[0].event_id}"
         headers = {MSG_ID: msg_id, EXPECTED_LAST_SUBJECT_SEQ: str(expected_seq)}
         if whole_workflow:
-            headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = self.layout.history_of_workflow(
-                workflow_id
-            )
+            every_run = self.layout.history_of_workflow(workflow_id)
+            headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = every_run
         data = self.codec.encode_batch(input_id, list(events))
         await mark_refs(self.pub, self.layout, run_id, data)
         for _ in range(TRIES):  # a fresh message id only after the last one was taken
             try:
-                ack = await self.pub.publish(subject, data, headers)
+                pending = await self.pub.send(subject, data, headers)
+                if sent is not None:
+                    await sent()
+                sent, ack = None, await pending
                 if not ack.duplicate:
                     return int(ack.seq), len(data)
                 stored = await stored_at(self.pub, ack)

@@ -157,3 +157,35 @@ async def test_timers_with_nothing_left_to_guard_are_cancelled_in_an_open_run() 
             assert (await handle.describe()).status == "running"
             await handle.signal("go")
             assert await handle.result() == 2
+
+
+async def test_a_run_that_never_armed_a_timer_costs_no_purge_request() -> None:
+    """Cancelling timers is a purge request to nats-server (at an activity's completion and
+    at the close); a run this df-server started and never armed a durable timer for has
+    none to cancel, so it sends none. A run with a timer still gets its timers purged."""
+    async with LocalEnvironment() as env:
+        async with env.worker(
+            task_queue="q", workflows=[two_steps, racing], activities=[first, second]
+        ):
+            assert env.server is not None
+            layout = env.server.layout
+            purged: list[str] = []  # the filters of the timer purges nats-server was asked for
+
+            async def on_purge(msg: object) -> None:
+                body = getattr(msg, "data", b"")
+                if f'"{layout.prefix}.tm.'.encode() in body:
+                    purged.append(body.decode())
+
+            sub = await env.client.nc.subscribe(
+                f"$JS.API.STREAM.PURGE.{layout.stream}", cb=on_purge
+            )
+            await env.client.nc.flush()
+            plain = await env.client.start_workflow(two_steps, 1, id="plain", task_queue="q")
+            assert await plain.result(timeout=30) == 4
+            timed = await env.client.start_workflow(racing, 1, id="timed", task_queue="q")
+            assert await timed.result(timeout=30) == 2
+            # the timed run's purge comes after any the plain run would have sent
+            await wait_for(lambda: any(timed.run_id in f for f in purged), timeout=15)
+            assert plain.run_id is not None
+            assert not [f for f in purged if plain.run_id in f], purged
+            await sub.unsubscribe()
