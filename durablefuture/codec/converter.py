@@ -134,12 +134,18 @@ def make_converter() -> Converter:
 
 _REMEMBERED = 1024
 """Distinct values kept per remembered class."""
+_REMEMBERED_BYTES = 1024
+"""Largest JSON object remembered. Real options take a few hundred bytes; a bigger object (a
+forged one with unknown keys, which structuring ignores) is structured every time, so that a
+sender cannot make the decoder keep what it sends."""
 
 
 def _remember(converter: Converter, cls: type) -> None:
     """Structure ``cls`` (a frozen attrs class) once per distinct JSON object: the same
     object gives the same, immutable, value. An object that fails is structured (and
-    fails) every time; one that is not plain JSON, or holds a null, is not remembered."""
+    fails) every time; one that is not plain JSON, holds a null, or is over
+    ``_REMEMBERED_BYTES`` as JSON, is not remembered. A remembered key is a copy of its exact
+    size (orjson's output keeps its whole working buffer, 4 KiB or more)."""
     structure_cls = converter.get_structure_hook(cls)
     seen: dict[bytes, Any] = {}
 
@@ -150,13 +156,13 @@ def _remember(converter: Converter, cls: type) -> None:
             key = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
         except TypeError:
             return structure_cls(obj, cls)
-        if b"null" in key:  # NaN and infinities are written as null too: not one key each
+        if len(key) > _REMEMBERED_BYTES or b"null" in key:  # NaN and infinities are null too
             return structure_cls(obj, cls)
         value = seen.get(key)
         if value is None:
             value = structure_cls(obj, cls)
             if len(seen) < _REMEMBERED:
-                seen[key] = value
+                seen[bytes(memoryview(key))] = value
         return value
 
     converter.register_structure_hook(cls, structure)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import tracemalloc
 
 import pytest
 from nats.aio.msg import Msg
@@ -220,3 +222,44 @@ def test_delivery_numbers_are_read_as_nats_py_reads_them(reply: str | None) -> N
     except Exception:
         expected = (1, 0)
     assert (delivery_count(msg), stream_sequence(msg)) == expected
+
+
+def _schedule_activity(options: dict[str, object]) -> bytes:
+    command = {"t": "ScheduleActivity", "seq": 1, "name": "a", "args": [], "options": options}
+    body = {"t": "CompleteWorkflowTask", "run_id": RUN, "based_on": 1, "commands": [command]}
+    return encode(body)
+
+
+def _kept_after_decoding(messages: list[bytes]) -> int:
+    """Bytes still allocated once ``messages`` are decoded and the results dropped."""
+    CODEC.decode_input(_schedule_activity({"task_queue": "warm-up"}))  # hooks compiled first
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for data in messages:
+            env = CODEC.decode_input(data)
+            assert env.input is not None
+        del env
+        gc.collect()
+        kept, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return kept
+
+
+def test_forged_activity_options_are_not_kept_after_decoding() -> None:
+    # Unknown keys are ignored when options are structured; a sender must not be able to
+    # make the decoder keep them (tens of kilobytes per message, a thousand messages).
+    messages = [
+        _schedule_activity({"task_queue": "q", "padding": f"{i:04d}" + "x" * 60_000})
+        for i in range(20)
+    ]
+    assert _kept_after_decoding(messages) < 1_000_000
+
+
+def test_many_distinct_activity_options_keep_little_memory() -> None:
+    messages = [
+        _schedule_activity({"task_queue": f"{i:05d}" + "q" * 120, "heartbeat_timeout": 1 + i})
+        for i in range(2_000)
+    ]
+    assert _kept_after_decoding(messages) < 2_000_000
