@@ -11,10 +11,12 @@ appends of its start, and a due timer (never held here, nor are reports) waits b
 of appends, not thousands. No start waits more than ``MAX_WAIT`` seconds: under a sustained
 overload the gate gives way (timers are then late instead, as without it).
 
-Only client starts wait (``in.start``): reports, signals, timer firings and df-server's own
-inputs (child starts, continue-as-new) move runs that exist. Waiting starts are let in first
-come, first served, one per place freed (no herd of wake-ups), and each keeps its input in
-progress, so JetStream does not hand it to another server meanwhile. This changes when a
+Only client starts wait (``in.start``; a start asked as a request, ``dfev.<ns>.start``, takes a
+place only if one is free at once, else the client is told to store it, and it waits here as a
+stored start: ``server/start_requests.py``): reports, signals, timer firings and df-server's
+own inputs (child starts, continue-as-new) move runs that exist. Waiting starts are let in
+first come, first served, one per place freed (no herd of wake-ups), and each keeps its input
+in progress, so JetStream does not hand it to another server meanwhile. This changes when a
 start is handled, never what is recorded: a crash leaves it unacked, and it is redelivered as
 before.
 """
@@ -62,6 +64,22 @@ class StartGate:
         try:
             yield
         finally:
+            self._starts -= 1
+            self._wake()
+
+    def try_enter(self) -> bool:
+        """Take a start place if one is free now and nobody waits for one (then :meth:`leave`
+        it); False if the start would have to wait."""
+        if not self.limit:
+            return True
+        if self._waiting or self._starts >= self.limit:
+            return False
+        self._starts += 1
+        return True
+
+    def leave(self) -> None:
+        """Give back a place taken by :meth:`try_enter`."""
+        if self.limit:
             self._starts -= 1
             self._wake()
 

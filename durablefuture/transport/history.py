@@ -279,10 +279,17 @@ class HistoryStore:
         expected_seq: int,
         *,
         whole_workflow: bool = False,
+        refs_marked: bool = False,
     ) -> int:
         """Append a batch (see :meth:`append_sized`); returns its stream sequence."""
         seq, _ = await self.append_sized(
-            workflow_id, run_id, input_id, events, expected_seq, whole_workflow=whole_workflow
+            workflow_id,
+            run_id,
+            input_id,
+            events,
+            expected_seq,
+            whole_workflow=whole_workflow,
+            refs_marked=refs_marked,
         )
         return seq
 
@@ -295,11 +302,14 @@ class HistoryStore:
         expected_seq: int,
         *,
         whole_workflow: bool = False,
+        refs_marked: bool = False,
     ) -> tuple[int, int]:
         """Append a batch if the history's last sequence is still ``expected_seq``.
 
         With ``whole_workflow`` the check covers every run of the workflow id (used to create
-        a run). Returns the stored stream sequence and the batch's bytes; raises
+        a run). ``refs_marked``: the caller has recorded the payload objects the batch refers to
+        (:func:`mark_refs`) already, so the publish follows without waiting for anything.
+        Returns the stored stream sequence and the batch's bytes; raises
         :class:`WrongLastSequence`, or
         :class:`~durablefuture.core.errors.MessageIdTakenError` if someone else keeps taking
         the message ids it publishes under (nothing was appended then).
@@ -314,7 +324,8 @@ class HistoryStore:
                 workflow_id
             )
         data = self.codec.encode_batch(input_id, list(events))
-        await mark_refs(self.pub, self.layout, run_id, data)
+        if not refs_marked:
+            await mark_refs(self.pub, self.layout, run_id, data)
         for _ in range(TRIES):  # a fresh message id only after the last one was taken
             try:
                 ack = await self.pub.publish(subject, data, headers)
