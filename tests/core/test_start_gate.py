@@ -157,3 +157,30 @@ def test_a_start_goes_ahead_after_waiting_max_wait() -> None:
         await later
 
     asyncio.run(go())
+
+
+def test_a_start_asked_as_a_request_enters_only_if_a_place_is_free_now() -> None:
+    """A start request never waits in the gate: it takes a free place at once, or is told to
+    be stored (and then waits as a stored start); the places it takes count with the others."""
+
+    async def main() -> None:
+        gate = StartGate(2)
+        starts = _Starts(gate)
+        assert gate.try_enter()
+        one = asyncio.create_task(starts.one())
+        await starts.until(1)
+        assert not gate.try_enter()  # both places taken: store it
+        queued = asyncio.create_task(starts.one())
+        await _settle()
+        assert starts.entered == 1  # the stored one waits for the place held by the request
+        gate.leave()
+        await starts.until(2)
+        assert not gate.try_enter()  # the place went to the start that waited
+        starts.release.set()
+        await asyncio.gather(one, queued)
+        assert gate.try_enter() and gate.try_enter() and not gate.try_enter()
+        gate.leave()
+        gate.leave()
+        assert StartGate(0).try_enter()  # no limit
+
+    asyncio.run(main())
