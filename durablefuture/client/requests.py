@@ -31,7 +31,7 @@ from durablefuture.transport.layout import KeyValue, open_bucket
 from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.retrying import Backoff, retry_until
-from durablefuture.transport.start_requests import ANSWER_WAIT, ask_start
+from durablefuture.transport.start_requests import ANSWER_WAIT, PAUSE, STORE, ask_start
 from durablefuture.transport.subjects import Layout
 from durablefuture.transport.workers import WorkerRegistry
 
@@ -61,6 +61,7 @@ class Requests:
         self.start_wait = ANSWER_WAIT
         """Seconds to wait for a df-server to answer a start request before storing the
         start instead (0: always store it)."""
+        self._ask_starts_at = 0.0  # after an unanswered start request: store until then
         self._replies = self.pub.replies  # one inbox for PubAcks and server replies
         self._runs_kv: KeyValue | None = None
         self._own_nc = False
@@ -79,11 +80,19 @@ class Requests:
         """Ask a df-server to start a run now; store the start if none answers in time (the
         same request id: a start made meanwhile is answered with its run)."""
         data = await self.codec.pack_input(env)
-        if self.start_wait > 0:
+        if self.start_wait > 0 and time.monotonic() >= self._ask_starts_at:
             answer = await ask_start(
                 self.nc, self.layout.start_requests, data, wait=self.start_wait
             )
-            if answer is not None:
+            if answer is None:
+                log.info(
+                    "no df-server answered a start request within %gs: starts are stored for "
+                    "the next %gs",
+                    self.start_wait,
+                    PAUSE,
+                )
+                self._ask_starts_at = time.monotonic() + PAUSE
+            elif answer != STORE:
                 try:
                     return self.codec.decode_reply(answer)
                 except DurableFutureError as exc:  # not a df-server's answer: store it

@@ -11,7 +11,11 @@ dies half-way leaves either no run or a run that goes on.
 The answer is :data:`STORE` or an encoded ``Reply`` (the run started or found, or why not).
 ``STORE``, no answer within :data:`ANSWER_WAIT`, or nobody listening: the client stores the
 start on ``df.<ns>.in.start`` as before, with the same request id, so a start that was in
-fact made meanwhile is answered with that run (a start is made once per request id).
+fact made meanwhile is answered with that run (a start is made once per request id). After a
+request that got no answer at all (a df-server killed while it held it, or credentials from
+before the subject existed, whose requests nats-server drops) the client stores its starts
+for :data:`PAUSE` seconds before it asks again, so such a setup costs one wait, not one per
+start.
 """
 
 from __future__ import annotations
@@ -20,14 +24,16 @@ from collections.abc import Mapping
 
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.connection import NATS
-from durablefuture.transport.replies import request
+from durablefuture.transport.replies import RequestTimedOut, request
 
-__all__ = ["ANSWER_WAIT", "STORE", "ask_start"]
+__all__ = ["ANSWER_WAIT", "PAUSE", "STORE", "ask_start"]
 
 STORE = b"store"
 ANSWER_WAIT = 2.0
 """Seconds a client waits for the answer before it stores the start instead (a df-server
 killed while it held the request answers never; a late start costs only a lookup)."""
+PAUSE = 30.0
+"""Seconds a client stores its starts without asking after a request went unanswered."""
 
 
 async def ask_start(
@@ -37,10 +43,14 @@ async def ask_start(
     headers: Mapping[str, str] | None = None,
     wait: float = ANSWER_WAIT,
 ) -> bytes | None:
-    """Ask a df-server to start a run: the encoded reply, or None (store the start on the
-    input subject instead). Never raises a transport error."""
+    """Ask a df-server to start a run: the encoded reply; :data:`STORE` (store the start on
+    the input subject instead: answered so, nobody listens, or the request could not be
+    sent); or None (no answer within ``wait``: store it, and do not ask for a while).
+    Never raises a transport error."""
     try:
         answer = await request(nc, subject, data, wait, headers=dict(headers or {}))
-    except TransportError:
+    except RequestTimedOut:
         return None
-    return None if answer == STORE or not answer else answer
+    except TransportError:
+        return STORE
+    return answer or STORE

@@ -175,3 +175,24 @@ async def test_junk_start_requests_are_refused_and_dead_lettered() -> None:
                 assert a.run_id
             h = await env.client.start_workflow(order, "o-3", id="o-3")
             assert await h.result(timeout=15) == "charged o-3"
+
+
+async def test_a_start_request_nobody_answers_is_stored_and_the_client_stops_asking() -> None:
+    """A listener that never answers (a df-server killed while it holds requests; or, as
+    nats-server treats them, credentials made before the subject existed): the start is
+    stored after ``start_wait``, and the next starts are stored without asking for a while."""
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        await server._stop_start_requests()
+        silent = await Watch.open(env.client.nc, env.client.layout.start_requests)
+        try:
+            async with env.worker(workflows=[order], activities=[charge]):
+                env.client.start_wait = 0.3
+                for i in range(3):
+                    h = await env.client.start_workflow(order, f"s-{i}", id=f"s-{i}")
+                    assert await h.result(timeout=15) == f"charged s-{i}"
+                assert len(silent.received) == 1  # asked once, then stored without asking
+                assert server.stats["start_requests"] == 0
+        finally:
+            await silent.close()
