@@ -25,15 +25,25 @@ connection, right behind it. So:
   and its effects are derived again; an asked one is not, and nothing else would dispatch
   the run's first workflow task.
 - The worker sees the task first and may run it before the append has landed: the task
-  carries the run's whole history (its WorkflowStarted), so the worker needs no read; its
-  report reaches df-server after the append, which was queued in nats-server before the task
-  was even stored.
-- The other way round, a task stored for a run that is not created: only when another
-  df-server created the same workflow id between the two checks (both passed the guard, the
-  other's append came in between). The worker runs that task and its report is refused, as
-  one for a run that does not exist (a dead letter with that reason); the workflow id's real
-  run is the other server's. A start that finds the id taken (the guard fails) stores
-  nothing.
+  carries the run's whole history (its WorkflowStarted), so the worker needs no read. Its
+  report reaches a df-server after the append is stored: nothing is awaited between the two
+  publishes (the payload objects the batch names are recorded before the task), so they
+  leave in one flush of the connection, and nats-server has the append queued before it has
+  even stored the task, long before a worker could take the task, run it and report. (A
+  connection whose outgoing buffer is full flushes in between; the append still follows
+  within that flush's time.)
+- A guarded message refused for another reason than its guard while the append is stored
+  (a stream that had no leader for a moment: the publisher sends it again later, and by then
+  the guard fails) is sent again without the guard once the append is stored. Only if
+  df-server dies in between as well, and the client that asked too, is the run left without
+  its task: three failures at one instant, on a cluster in failover.
+- The other way round, a task stored for a run that is not created: when df-server is
+  killed after writing the task and before writing the append, or when another df-server
+  created the same workflow id between the two checks (both passed the guard, the other's
+  append came in between). The worker runs that task and its report is refused, as one for a
+  run that does not exist (a dead letter with that reason): no run exists, and the client
+  that asked got no answer (it stores the start and gets a run, unless it died too). A start
+  that finds the id taken (the guard fails) stores nothing.
 - The run's status entry ("running") is written after the append (another stream, and a
   status for a run that was not created would be listed). An asked start is answered after
   it; a df-server that dies before it leaves the run without a status entry until its close
@@ -246,9 +256,15 @@ class Starts(RunInputs):
                 raise
             cache.last_seq = cache.first_seq = seq
             self._remember(run_id, cache)
-            for result in await asyncio.gather(*pending, return_exceptions=True):
-                if isinstance(result, BaseException):
-                    raise result  # the input or the request is taken again: derived again
+            results = await asyncio.gather(*pending, return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                # refused for another reason than the guard (a stream without a leader for a
+                # moment, resent after the append): the run exists now, so send them again
+                # without it (each is idempotent by its message id)
+                log.info("first effects of run %s sent again: %s", run_id, failed[0])
+                cache.wft_sent_upto = 0
+                await self._execute(cache, early)
             await self._execute(cache, [*deferred, *later])
         return cache
 
