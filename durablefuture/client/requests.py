@@ -31,7 +31,13 @@ from durablefuture.transport.layout import KeyValue, open_bucket
 from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.retrying import Backoff, retry_until
-from durablefuture.transport.start_requests import ANSWER_WAIT, PAUSE, STORE, ask_start
+from durablefuture.transport.start_requests import (
+    ANSWER_WAIT,
+    PAUSE,
+    STORE,
+    ask_start,
+    refused_to_ask,
+)
 from durablefuture.transport.subjects import Layout
 from durablefuture.transport.workers import WorkerRegistry
 
@@ -61,7 +67,7 @@ class Requests:
         self.start_wait = ANSWER_WAIT
         """Seconds to wait for a df-server to answer a start request before storing the
         start instead (0: always store it)."""
-        self._ask_starts_at = 0.0  # after an unanswered start request: store until then
+        self._ask_starts_at = 0.0  # after a start request nats-server refused: store until then
         self._replies = self.pub.replies  # one inbox for PubAcks and server replies
         self._runs_kv: KeyValue | None = None
         self._own_nc = False
@@ -84,15 +90,16 @@ class Requests:
             answer = await ask_start(
                 self.nc, self.layout.start_requests, data, wait=self.start_wait
             )
-            if answer is None:
-                log.info(
-                    "no df-server answered a start request within %gs: starts are stored for "
-                    "the next %gs",
-                    self.start_wait,
+            if answer is None and refused_to_ask(self.nc, self.layout.start_requests):
+                log.warning(
+                    "nats-server refuses this client's start requests (%s: credentials made "
+                    "before it existed? regenerate them with `df auth init`); starts are "
+                    "stored for the next %gs",
+                    self.layout.start_requests,
                     PAUSE,
                 )
                 self._ask_starts_at = time.monotonic() + PAUSE
-            elif answer != STORE:
+            elif answer is not None and answer != STORE:
                 try:
                     return self.codec.decode_reply(answer)
                 except DurableFutureError as exc:  # not a df-server's answer: store it

@@ -11,11 +11,10 @@ dies half-way leaves either no run or a run that goes on.
 The answer is :data:`STORE` or an encoded ``Reply`` (the run started or found, or why not).
 ``STORE``, no answer within :data:`ANSWER_WAIT`, or nobody listening: the client stores the
 start on ``df.<ns>.in.start`` as before, with the same request id, so a start that was in
-fact made meanwhile is answered with that run (a start is made once per request id). After a
-request that got no answer at all (a df-server killed while it held it, or credentials from
-before the subject existed, whose requests nats-server drops) the client stores its starts
-for :data:`PAUSE` seconds before it asks again, so such a setup costs one wait, not one per
-start.
+fact made meanwhile is answered with that run (a start is made once per request id). A
+request nats-server refused for the client's permissions (credentials made before the
+subject existed) is never answered: after one such wait the client stores its starts for
+:data:`PAUSE` seconds before it asks again, so such a setup costs one wait, not one per start.
 """
 
 from __future__ import annotations
@@ -26,14 +25,16 @@ from durablefuture.core.errors import TransportError
 from durablefuture.transport.connection import NATS
 from durablefuture.transport.replies import RequestTimedOut, request
 
-__all__ = ["ANSWER_WAIT", "PAUSE", "STORE", "ask_start"]
+__all__ = ["ANSWER_WAIT", "PAUSE", "STORE", "ask_start", "refused_to_ask"]
 
 STORE = b"store"
-ANSWER_WAIT = 2.0
+ANSWER_WAIT = 5.0
 """Seconds a client waits for the answer before it stores the start instead (a df-server
-killed while it held the request answers never; a late start costs only a lookup)."""
-PAUSE = 30.0
-"""Seconds a client stores its starts without asking after a request went unanswered."""
+killed while it held the request answers never; a busy one may take seconds to make the run
+on a loaded disk, and a late start costs a second handling of the same request id)."""
+PAUSE = 300.0
+"""Seconds a client stores its starts without asking after nats-server refused a request
+for its permissions."""
 
 
 async def ask_start(
@@ -54,3 +55,10 @@ async def ask_start(
     except TransportError:
         return STORE
     return answer or STORE
+
+
+def refused_to_ask(nc: NATS, subject: str) -> bool:
+    """Whether nats-server refused the connection's publishes on ``subject`` (its last
+    error is the permissions violation naming it)."""
+    err = str(nc.last_error or "").lower()
+    return "permissions violation" in err and subject.lower() in err

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import nats
 import orjson
 import pytest
 
 import durablefuture as df
+from durablefuture import auth
 from durablefuture.codec.wire import InputEnvelope, default_codec
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.server.options import ServerOptions
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.replies import Watch
+from durablefuture.transport.subjects import Layout
 from tests.conftest import wait_for
 from tests.integration.fuzzing import mangle
 from tests.integration.test_fuzz import _dead_letters, _stored
@@ -177,10 +180,9 @@ async def test_junk_start_requests_are_refused_and_dead_lettered() -> None:
             assert await h.result(timeout=15) == "charged o-3"
 
 
-async def test_a_start_request_nobody_answers_is_stored_and_the_client_stops_asking() -> None:
-    """A listener that never answers (a df-server killed while it holds requests; or, as
-    nats-server treats them, credentials made before the subject existed): the start is
-    stored after ``start_wait``, and the next starts are stored without asking for a while."""
+async def test_a_start_request_nobody_answers_is_stored() -> None:
+    """A listener that never answers (as a df-server killed while it holds requests): each
+    start is stored after ``start_wait`` and made from there, once."""
     async with LocalEnvironment() as env:
         server = env.server
         assert server is not None
@@ -189,10 +191,35 @@ async def test_a_start_request_nobody_answers_is_stored_and_the_client_stops_ask
         try:
             async with env.worker(workflows=[order], activities=[charge]):
                 env.client.start_wait = 0.3
-                for i in range(3):
+                for i in range(2):
                     h = await env.client.start_workflow(order, f"s-{i}", id=f"s-{i}")
                     assert await h.result(timeout=15) == f"charged s-{i}"
-                assert len(silent.received) == 1  # asked once, then stored without asking
+                assert len(silent.received) == 2
                 assert server.stats["start_requests"] == 0
         finally:
             await silent.close()
+
+
+async def test_credentials_without_the_start_subject_store_their_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Auth files made before ``dfev.<ns>.start`` existed: nats-server refuses the request
+    (nobody answers); the client stores that start, and its next ones without asking."""
+    real = auth.permissions
+
+    def before_the_subject(role: str, namespace: str, public_key: str) -> auth.Permissions:
+        p = real(role, namespace, public_key)
+        subject = Layout(namespace).start_requests
+        return attrs.evolve(p, publish_allow=tuple(x for x in p.publish_allow if x != subject))
+
+    monkeypatch.setattr(auth, "permissions", before_the_subject)
+    async with LocalEnvironment(auth=True) as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[order], activities=[charge]):
+            env.client.start_wait = 0.5
+            for i in range(3):
+                h = await env.client.start_workflow(order, f"p-{i}", id=f"p-{i}")
+                assert await h.result(timeout=15) == f"charged p-{i}"
+            assert server.stats["start_requests"] == 0
+            assert env.client._ask_starts_at > 0  # stopped asking
