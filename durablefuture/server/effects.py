@@ -97,15 +97,20 @@ class Effects(ServerBase):
         await interpret(e, _Sender(self, cache, pending))
 
     async def _send_guarded(
-        self, cache: RunCache, effects: Sequence[Effect], guard: Guard
+        self, cache: RunCache, effects: Sequence[Effect], guard: Guard, one_by_one: bool = False
     ) -> tuple[list[Awaitable[object]], list[Effect]]:
         """Write the messages of a new run's workflow task and timers, each carrying
-        ``guard``; returns their PubAck futures (not awaited) and the effects left for after
-        the append (a task too large to carry the run's history: its worker reads it)."""
+        ``guard``; returns their PubAck futures (not awaited unless ``one_by_one``: each is
+        stored before the next is sent, as a clustered stream needs) and the effects left for
+        after the append (a task too large to carry the run's history: its worker reads it)."""
         pending: list[Awaitable[object]] = []
         sender = _Sender(self, cache, pending, guard)
         for e in effects:
+            sent = len(pending)
             await interpret(e, sender)
+            if one_by_one and len(pending) > sent:
+                # outcomes are read by the caller from the same futures
+                await asyncio.gather(*pending[sent:], return_exceptions=True)
         return pending, sender.deferred
 
     async def _reindex(self, summary: RunSummary) -> None:

@@ -32,6 +32,11 @@ connection, right behind it. So:
   even stored the task, long before a worker could take the task, run it and report. (A
   connection whose outgoing buffer is full flushes in between; the append still follows
   within that flush's time.)
+- On a clustered stream (``--replicas`` > 1) JetStream refuses a second expected-sequence
+  check on the same subjects while the first is being replicated (err_code 10164): there the
+  task, the timer and the append are each sent once the one before is stored (an append
+  refused so on a stream the server did not know was clustered is sent again the same way).
+  The order, and so the argument, is the same; it costs a round trip per message.
 - A guarded message refused for another reason than its guard while the append is stored
   (a stream that had no leader for a moment: the publisher sends it again later, and by then
   the guard fails) is sent again without the guard once the append is stored. Only if
@@ -76,6 +81,7 @@ from durablefuture.transport.payload_store import mark_refs
 from durablefuture.transport.publisher import (
     EXPECTED_LAST_SUBJECT_SEQ,
     EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
+    SequenceInFlight,
     WrongLastSequence,
 )
 
@@ -235,17 +241,22 @@ class Starts(RunInputs):
         await mark_refs(self.pub, self.layout, run_id, batch)
         async with cache.lock:
             # written now, awaited after the append: the append goes out right behind them
-            pending, deferred = await self._send_guarded(cache, early, guard)
+            clustered = self.options.replicas > 1
+            pending, deferred = await self._send_guarded(cache, early, guard, clustered)
+            if clustered:
+                # a clustered stream refuses a second check on the same subjects while the
+                # first is being replicated: each waits for the PubAck of the one before
+                if not await self._guard_held(pending, run_id):
+                    return None
+                pending = []
             try:
-                seq = await self.history.append(
-                    workflow_id,
-                    run_id,
-                    "start",
-                    events,
-                    latest_seq,
-                    whole_workflow=True,
-                    refs_marked=True,
-                )
+                try:
+                    seq = await self._append_start(workflow_id, run_id, events, latest_seq)
+                except SequenceInFlight:
+                    if not await self._guard_held(pending, run_id):
+                        return None
+                    pending = []
+                    seq = await self._append_start(workflow_id, run_id, events, latest_seq)
             except WrongLastSequence:
                 await _settle(pending)
                 self._cancel_local_timers(run_id)
@@ -267,6 +278,32 @@ class Starts(RunInputs):
                 await self._execute(cache, early)
             await self._execute(cache, [*deferred, *later])
         return cache
+
+    async def _append_start(
+        self, workflow_id: str, run_id: str, events: Sequence[ev.Event], latest_seq: int
+    ) -> int:
+        return await self.history.append(
+            workflow_id,
+            run_id,
+            "start",
+            events,
+            latest_seq,
+            whole_workflow=True,
+            refs_marked=True,
+        )
+
+    async def _guard_held(self, pending: Sequence[Awaitable[object]], run_id: str) -> bool:
+        """Wait for a new run's guarded messages: False if their guard failed (the id is
+        taken: nothing of the run was stored); raises what else failed."""
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        if any(isinstance(r, WrongLastSequence) for r in results):
+            self._cancel_local_timers(run_id)
+            return False
+        for r in results:
+            if isinstance(r, BaseException):
+                self._cancel_local_timers(run_id)
+                raise r
+        return True
 
 
 async def _settle(pending: Sequence[Awaitable[object]]) -> None:
