@@ -9,11 +9,12 @@ WorkflowStarted (``server/starts.py``), so a df-server that dies while it holds 
 leaves either no run, or one that goes on; its client stores the start after
 ``transport.start_requests.ANSWER_WAIT`` and gets the same run (one run per request id).
 
-What a stored start would dead-letter is stored as a dead letter with its reason and answered
-with a refusal. Whatever a stored start would retry (a full store, NATS away, a failure),
-and a start that would wait for a place in start admission (``admission.StartGate``), or
-for one of ``ServerOptions.concurrency`` request slots, or reach a stopping server, is
-answered ``store``: the client stores it, and it is admitted as a stored start. A request
+A start request waits for a place in start admission (``admission.StartGate``) in line with
+the stored starts, for at most ``admission.REQUEST_WAIT`` seconds (its client waits 5 s for
+the answer). What a stored start would dead-letter is stored as a dead letter with its reason
+and answered with a refusal. Whatever a stored start would retry (a full store, NATS away, a
+failure), and a request beyond ``ServerOptions.concurrency`` held at once, or reaching a
+stopping server, is answered ``store``: the client stores it. A request
 whose reply subject is no inbox is dropped: nobody waits for it, and a client stores a start
 it got no answer for.
 """
@@ -33,6 +34,7 @@ from durablefuture.core.errors import (
     MessageRejectedError,
     RequestRejectedError,
 )
+from durablefuture.server.admission import REQUEST_WAIT
 from durablefuture.server.sources import refusal
 from durablefuture.server.starts import Starts
 from durablefuture.transport.deadletter import dead_letter
@@ -78,9 +80,6 @@ class StartRequests(Starts):
             self.stats["start_requests_unanswered"] += 1
             return
         if self._stopping.is_set() or self._starts_asked >= self.options.concurrency:
-            await self._answer_start(msg, STORE)
-            return
-        if not self._gate.try_enter():  # would wait for admission: as a stored start
             self.stats["start_requests_stored"] += 1
             await self._answer_start(msg, STORE)
             return
@@ -91,10 +90,11 @@ class StartRequests(Starts):
 
     async def _take_start(self, msg: Msg) -> None:
         try:
-            answer = await self._make_start(msg)
+            # in line with the stored starts (``admission``), for a shorter while
+            async with self._gate.start(max_wait=REQUEST_WAIT):
+                answer = await self._make_start(msg)
         finally:
             self._starts_asked -= 1
-            self._gate.leave()
         await self._answer_start(msg, answer)
 
     async def _answer_start(self, msg: Msg, answer: bytes) -> None:

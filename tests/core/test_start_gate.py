@@ -159,28 +159,18 @@ def test_a_start_goes_ahead_after_waiting_max_wait() -> None:
     asyncio.run(go())
 
 
-def test_a_start_asked_as_a_request_enters_only_if_a_place_is_free_now() -> None:
-    """A start request never waits in the gate: it takes a free place at once, or is told to
-    be stored (and then waits as a stored start); the places it takes count with the others."""
+def test_a_start_may_wait_less_than_the_gate_says() -> None:
+    """A start asked as a request waits in line with the others, for a shorter while (its
+    client waits for the answer), then goes ahead over the limit."""
 
     async def main() -> None:
-        gate = StartGate(2)
+        gate = StartGate(1, keepalive=0.01, max_wait=60)
         starts = _Starts(gate)
-        assert gate.try_enter()
         one = asyncio.create_task(starts.one())
         await starts.until(1)
-        assert not gate.try_enter()  # both places taken: store it
-        queued = asyncio.create_task(starts.one())
-        await _settle()
-        assert starts.entered == 1  # the stored one waits for the place held by the request
-        gate.leave()
-        await starts.until(2)
-        assert not gate.try_enter()  # the place went to the start that waited
+        async with gate.start(max_wait=0.05):
+            assert starts.inside == 1 and gate.overdue == 1  # went ahead over the limit
         starts.release.set()
-        await asyncio.gather(one, queued)
-        assert gate.try_enter() and gate.try_enter() and not gate.try_enter()
-        gate.leave()
-        gate.leave()
-        assert StartGate(0).try_enter()  # no limit
+        await one
 
     asyncio.run(main())
