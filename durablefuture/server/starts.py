@@ -282,7 +282,7 @@ class Starts(RunInputs):
     async def _append_start(
         self, workflow_id: str, run_id: str, events: Sequence[ev.Event], latest_seq: int
     ) -> int:
-        return await self.history.append(
+        seq, _ = await self.history.append_sized(
             workflow_id,
             run_id,
             "start",
@@ -291,6 +291,7 @@ class Starts(RunInputs):
             whole_workflow=True,
             refs_marked=True,
         )
+        return seq
 
     async def _guard_held(self, pending: Sequence[Awaitable[object]], run_id: str) -> bool:
         """Wait for a new run's guarded messages: False if their guard failed (the id is

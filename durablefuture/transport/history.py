@@ -279,17 +279,10 @@ class HistoryStore:
         expected_seq: int,
         *,
         whole_workflow: bool = False,
-        refs_marked: bool = False,
     ) -> int:
         """Append a batch (see :meth:`append_sized`); returns its stream sequence."""
         seq, _ = await self.append_sized(
-            workflow_id,
-            run_id,
-            input_id,
-            events,
-            expected_seq,
-            whole_workflow=whole_workflow,
-            refs_marked=refs_marked,
+            workflow_id, run_id, input_id, events, expected_seq, whole_workflow=whole_workflow
         )
         return seq
 
@@ -307,10 +300,8 @@ class HistoryStore:
         """Append a batch if the history's last sequence is still ``expected_seq``.
 
         With ``whole_workflow`` the check covers every run of the workflow id (used to create
-        a run). ``refs_marked``: the caller has recorded the payload objects the batch refers to
-        (:func:`mark_refs`) already, so the publish follows without waiting for anything.
-        Returns the stored stream sequence and the batch's bytes; raises
-        :class:`WrongLastSequence`, or
+        a run; ``refs_marked``: the caller ran :func:`mark_refs`). Returns the stored stream
+        sequence and the batch's bytes; raises :class:`WrongLastSequence`, or
         :class:`~durablefuture.core.errors.MessageIdTakenError` if someone else keeps taking
         the message ids it publishes under (nothing was appended then).
         """
