@@ -36,7 +36,9 @@ connection, right behind it. So:
   check on the same subjects while the first is being replicated (err_code 10164): there the
   task, the timer and the append are each sent once the one before is stored (an append
   refused so on a stream the server did not know was clustered is sent again the same way).
-  The order, and so the argument, is the same; it costs a round trip per message.
+  The order, and so the argument, is the same; it costs a round trip per message, and the
+  worker may now report before the append is stored: a workflow-task report for a run not
+  found waits up to ``inputs.FIRST_APPEND_WAIT`` seconds for it before it is refused.
 - A guarded message refused for another reason than its guard while the append is stored
   (a stream that had no leader for a moment: the publisher sends it again later, and by then
   the guard fails) is sent again without the guard once the append is stored. Only if
