@@ -30,11 +30,11 @@ worker    take workflow/activity tasks of any task queue (never the server's inp
           report on ``df.<ns>.in.report`` or ask df-server to record a report
           (``dfev.<ns>.report``), heartbeats/leases/liveness records, read histories,
           answer queries and check updates, put and get payloads stored by reference
-client    start (``in.start``), signal/update/cancel/terminate (``in.run``), schedule
-          control (``sci.ctl``), queries and update checks, read histories and status, list
-          and count (the df-servers' visibility index, ``dfev.<ns>.visibility``), wait for
-          results, put and get payloads stored by reference (object store
-          ``DF_<ns>_payloads``)
+client    start (``in.start``, or asked of df-server: ``dfev.<ns>.start``),
+          signal/update/cancel/terminate (``in.run``), schedule control (``sci.ctl``),
+          queries and update checks, read histories and status, list and count (the
+          df-servers' visibility index, ``dfev.<ns>.visibility``), wait for results, put
+          and get payloads stored by reference (object store ``DF_<ns>_payloads``)
 admin     what client can, plus listing streams and consumers, reading dead letters
           through the consumer named ``dlq`` (the UI and operators) and deleting closed
           runs (``rm.delete``, ``df workflow delete``)
@@ -224,6 +224,7 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
         *kv_read,
         *payloads,
         lay.input("start"),
+        lay.start_requests,  # starts asked of df-server (not stored)
         lay.input("run"),
         lay.schedule_input("ctl"),
         f"{lay.events_prefix}.query.*",
@@ -278,6 +279,7 @@ def _exports(namespace: str, user_keys: Iterable[str]) -> list[tuple[str, str, s
         lay.input("run"),
         lay.input("report"),
         lay.report_requests,
+        lay.start_requests,
         lay.dead_letter("worker"),
         lay.schedule_input("ctl"),
         lay.visibility,

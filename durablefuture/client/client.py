@@ -191,7 +191,7 @@ class Client(Visibility):
                 k: self.codec.payloads.to_payload(v, f"memo {k!r}") for k, v in opts.memo.items()
             },
         )
-        reply = await self._request("start", InputEnvelope(id, start=request))
+        reply = await self._ask_start(InputEnvelope(id, start=request))
         if not reply.ok:
             raise error_from_reply(reply, id)
         return WorkflowHandle(self, id, reply.run_id, result_type=result_type_of(workflow))

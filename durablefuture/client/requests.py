@@ -1,5 +1,8 @@
 """Requests to the df-server: stored in the namespace's stream, answered on the client's inbox.
 
+A start is asked first as a core request (``dfev.<ns>.start``, :meth:`Requests._ask_start`),
+and stored only if no df-server answers it in time (``transport/start_requests.py``).
+
 A request survives a crash of anything (it is stored first) and is answered by whichever
 df-server processes it; the answer comes back on a reply subject of the client's one
 :class:`~durablefuture.transport.replies.ReplyInbox` (its publisher's, which PubAcks use too).
@@ -28,6 +31,13 @@ from durablefuture.transport.layout import KeyValue, open_bucket
 from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.retrying import Backoff, retry_until
+from durablefuture.transport.start_requests import (
+    ANSWER_WAIT,
+    PAUSE,
+    STORE,
+    ask_start,
+    refused_to_ask,
+)
 from durablefuture.transport.subjects import Layout
 from durablefuture.transport.workers import WorkerRegistry
 
@@ -54,6 +64,10 @@ class Requests:
         self.codec = (codec or default_codec()).with_store(ObjectPayloads(self.pub.js, self.layout))
         self.history = HistoryStore(nc, self.pub, self.layout, self.codec)
         self.request_timeout = 15.0
+        self.start_wait = ANSWER_WAIT
+        """Seconds to wait for a df-server to answer a start request before storing the
+        start instead (0: always store it)."""
+        self._ask_starts_at = 0.0  # after a start request nats-server refused: store until then
         self._replies = self.pub.replies  # one inbox for PubAcks and server replies
         self._runs_kv: KeyValue | None = None
         self._own_nc = False
@@ -67,6 +81,30 @@ class Requests:
 
     async def _request(self, kind: str, env: InputEnvelope, msg_id: str = "") -> Reply:
         return await self._ask(self.layout.input(kind), await self.codec.pack_input(env), msg_id)
+
+    async def _ask_start(self, env: InputEnvelope) -> Reply:
+        """Ask a df-server to start a run now; store the start if none answers in time (the
+        same request id: a start made meanwhile is answered with its run)."""
+        data = await self.codec.pack_input(env)
+        if self.start_wait > 0 and time.monotonic() >= self._ask_starts_at:
+            answer = await ask_start(
+                self.nc, self.layout.start_requests, data, wait=self.start_wait
+            )
+            if answer is None and refused_to_ask(self.nc, self.layout.start_requests):
+                log.warning(
+                    "nats-server refuses this client's start requests (%s: credentials made "
+                    "before it existed? regenerate them with `df auth init`); starts are "
+                    "stored for the next %gs",
+                    self.layout.start_requests,
+                    PAUSE,
+                )
+                self._ask_starts_at = time.monotonic() + PAUSE
+            elif answer is not None and answer != STORE:
+                try:
+                    return self.codec.decode_reply(answer)
+                except DurableFutureError as exc:  # not a df-server's answer: store it
+                    log.warning("a start request got an answer that is no reply: %s", exc)
+        return await self._ask(self.layout.input("start"), data)
 
     async def _ask(self, subject: str, data: bytes, msg_id: str = "") -> Reply:
         """Store a request on ``subject`` and wait for a df-server's answer."""

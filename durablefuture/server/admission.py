@@ -11,10 +11,12 @@ appends of its start, and a due timer (never held here, nor are reports) waits b
 of appends, not thousands. No start waits more than ``MAX_WAIT`` seconds: under a sustained
 overload the gate gives way (timers are then late instead, as without it).
 
-Only client starts wait (``in.start``): reports, signals, timer firings and df-server's own
-inputs (child starts, continue-as-new) move runs that exist. Waiting starts are let in first
-come, first served, one per place freed (no herd of wake-ups), and each keeps its input in
-progress, so JetStream does not hand it to another server meanwhile. This changes when a
+Only client starts wait (``in.start``, and those asked as requests on ``dfev.<ns>.start``, in
+the same line but for at most ``REQUEST_WAIT`` seconds: their client waits for the answer,
+``server/start_requests.py``): reports, signals, timer firings and df-server's
+own inputs (child starts, continue-as-new) move runs that exist. Waiting starts are let in
+first come, first served, one per place freed (no herd of wake-ups), and each keeps its input
+in progress, so JetStream does not hand it to another server meanwhile. This changes when a
 start is handled, never what is recorded: a crash leaves it unacked, and it is redelivered as
 before.
 """
@@ -26,10 +28,12 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-__all__ = ["StartGate"]
+__all__ = ["MAX_WAIT", "REQUEST_WAIT", "StartGate"]
 
 MAX_WAIT = 5.0
 """Seconds a start waits for a place at most; then it goes ahead anyway."""
+REQUEST_WAIT = 2.0
+"""The same for a start asked as a request (its client stores it after 5 s without answer)."""
 
 
 class StartGate:
@@ -52,20 +56,25 @@ class StartGate:
 
     @contextlib.asynccontextmanager
     async def start(
-        self, keep_alive: Callable[[], Awaitable[None]] | None = None
+        self,
+        keep_alive: Callable[[], Awaitable[None]] | None = None,
+        max_wait: float | None = None,
     ) -> AsyncIterator[None]:
-        """Hold one of the start places while handling a new start (waits for one)."""
+        """Hold one of the start places while handling a new start (waits for one, at most
+        ``max_wait`` seconds if given, else the gate's ``max_wait``)."""
         if not self.limit:
             yield
             return
-        await self._admit(keep_alive)
+        await self._admit(keep_alive, self.max_wait if max_wait is None else max_wait)
         try:
             yield
         finally:
             self._starts -= 1
             self._wake()
 
-    async def _admit(self, keep_alive: Callable[[], Awaitable[None]] | None) -> None:
+    async def _admit(
+        self, keep_alive: Callable[[], Awaitable[None]] | None, max_wait: float
+    ) -> None:
         if not self._waiting and self._starts < self.limit:
             self._starts += 1
             return
@@ -73,7 +82,7 @@ class StartGate:
         place: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(place)
         loop = asyncio.get_running_loop()
-        until = loop.time() + self.max_wait
+        until = loop.time() + max_wait
         try:
             while True:
                 left = until - loop.time()

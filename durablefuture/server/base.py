@@ -97,6 +97,9 @@ class ServerBase:
             "sticky_moved": 0,
             "report_requests": 0,
             "report_requests_unanswered": 0,
+            "start_requests": 0,
+            "start_requests_stored": 0,
+            "start_requests_unanswered": 0,
         }
         self._gone_sticky: OrderedDict[str, None] = OrderedDict()
         """Sticky tokens of workers found gone: no workflow task is sent to them again."""

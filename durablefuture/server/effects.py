@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 
 from durablefuture import metrics
@@ -51,7 +51,11 @@ from durablefuture.transport.publisher import (
     WrongLastSequence,
 )
 
-__all__ = ["FULL_HISTORY_IN_TASK", "MAX_TASK_BYTES", "Effects", "await_ack"]
+__all__ = ["FULL_HISTORY_IN_TASK", "MAX_TASK_BYTES", "Effects", "Guard", "await_ack"]
+
+Guard = Mapping[str, str]
+"""Headers that make a publish conditional on a history's last sequence (a new run's first
+effects, stored only if its WorkflowStarted can still be appended: ``server/starts.py``)."""
 
 log = logging.getLogger("durablefuture.server")
 
@@ -92,6 +96,23 @@ class Effects(ServerBase):
     async def _effect(self, cache: RunCache, e: Effect, pending: list[Awaitable[object]]) -> None:
         await interpret(e, _Sender(self, cache, pending))
 
+    async def _send_guarded(
+        self, cache: RunCache, effects: Sequence[Effect], guard: Guard, one_by_one: bool = False
+    ) -> tuple[list[Awaitable[object]], list[Effect]]:
+        """Write the messages of a new run's workflow task and timers, each carrying
+        ``guard``; returns their PubAck futures (not awaited unless ``one_by_one``: each is
+        stored before the next is sent, as a clustered stream needs) and the effects left for
+        after the append (a task too large to carry the run's history: its worker reads it)."""
+        pending: list[Awaitable[object]] = []
+        sender = _Sender(self, cache, pending, guard)
+        for e in effects:
+            sent = len(pending)
+            await interpret(e, sender)
+            if one_by_one and len(pending) > sent:
+                # outcomes are read by the caller from the same futures
+                await asyncio.gather(*pending[sent:], return_exceptions=True)
+        return pending, sender.deferred
+
     async def _reindex(self, summary: RunSummary) -> None:
         """Rewrite an open run's status entry with new search attributes: compare-and-set on
         the entry's revision, never over a close or over a later state of the run."""
@@ -119,7 +140,13 @@ class Effects(ServerBase):
             except WrongLastSequence:
                 continue  # written meanwhile (a close, another server): look again
 
-    async def _arm(self, cache: RunCache, e: ArmTimer, pending: list[Awaitable[object]]) -> None:
+    async def _arm(
+        self,
+        cache: RunCache,
+        e: ArmTimer,
+        pending: list[Awaitable[object]],
+        guard: Guard | None = None,
+    ) -> None:
         run_id = cache.state.run_id
         wid = cache.workflow_id
         fire = inp.FireTimer(run_id, e.key)
@@ -135,11 +162,12 @@ class Effects(ServerBase):
             # process, and nothing else would fire it), and fired from memory at once as
             # well, so the firing does not wait for its turn among the inputs; whichever is
             # recorded second is a duplicate.
-            headers = {MSG_ID: f"tmr:{run_id}:{e.key}:{e.fire_at!r}"}
+            headers = {MSG_ID: f"tmr:{run_id}:{e.key}:{e.fire_at!r}", **(guard or {})}
             pending.append(await self.pub.send(self.layout.input("timer"), data, headers))
         else:
             cache.timers = True  # purged once spent or at the close
             headers = {SCHEDULE: _at(e.fire_at), SCHEDULE_TARGET: self.layout.input("timer")}
+            headers.update(guard or {})
             pending.append(await self.pub.send(self.layout.timer(run_id, e.key), data, headers))
         if not self.options.local_timers and not self.clock.skips:
             return
@@ -212,10 +240,18 @@ class _Sender:
     """The df-server's handler of effects (``core.interpretation.EffectHandler``): each
     effect becomes messages, pipelined; their PubAck futures go to ``pending``."""
 
-    def __init__(self, server: Effects, cache: RunCache, pending: list[Awaitable[object]]) -> None:
+    def __init__(
+        self,
+        server: Effects,
+        cache: RunCache,
+        pending: list[Awaitable[object]],
+        guard: Guard | None = None,
+    ) -> None:
         self.server = server
         self.cache = cache
         self.pending = pending
+        self.guard = guard
+        self.deferred: list[Effect] = []
 
     async def dispatch_workflow_task(self, e: DispatchWorkflowTask) -> None:
         server, cache = self.server, self.cache
@@ -232,6 +268,11 @@ class _Sender:
             WorkflowTaskMessage(task, tuple(delta), cache.last_seq)
         )
         if len(data) > min(MAX_TASK_BYTES, max_payload(server.nc) // 2):
+            if self.guard is not None:
+                # the worker would read a history that may not be stored yet: after the append
+                cache.wft_sent_upto = 0
+                self.deferred.append(e)
+                return
             # too big to carry: the worker reads the history
             data = server.codec.encode_workflow_task(WorkflowTaskMessage(task, (), cache.last_seq))
         msg_id = f"{cache.state.run_id}:{task.trigger}:{task.attempt}"
@@ -246,7 +287,7 @@ class _Sender:
             subject = server.layout.workflow_tasks(task.task_queue)
             msg_id = "wt:" + msg_id
             route = "shared"
-        sent = await server.pub.send(subject, data, {MSG_ID: msg_id})
+        sent = await server.pub.send(subject, data, {MSG_ID: msg_id, **(self.guard or {})})
         sent.add_done_callback(lambda f: _count_route(f, server.layout.namespace, route))
         self.pending.append(sent)
 
@@ -273,7 +314,7 @@ class _Sender:
             self.pending.append(await server.pub.send(subject, data, headers))
 
     async def arm_timer(self, e: ArmTimer) -> None:
-        await self.server._arm(self.cache, e, self.pending)
+        await self.server._arm(self.cache, e, self.pending, self.guard)
 
     async def start_run(self, e: StartRun) -> None:
         server = self.server

@@ -54,7 +54,11 @@ from durablefuture.transport.payload_store import MissingPayloadError
 from durablefuture.transport.publisher import WrongLastSequence
 from durablefuture.transport.subjects import STICKY_TOKEN
 
-__all__ = ["RunInputs"]
+__all__ = ["FIRST_APPEND_WAIT", "RunInputs"]
+
+FIRST_APPEND_WAIT = 3.0
+"""Seconds a workflow-task report for a run not found waits for its WorkflowStarted."""
+_WFT_REPORTS = (inp.CompleteWorkflowTask, inp.FailWorkflowTask)
 
 log = logging.getLogger("durablefuture.server")
 
@@ -143,10 +147,7 @@ class RunInputs(RunCaches, Effects):
             if last is None:
                 return None, None, message
             message = evolve(message, run_id=last.run_id)
-        try:
-            cache = await self._load(workflow_id, message.run_id)
-        except RunMissing as exc:
-            raise DecodeError(f"input for an unknown run: {exc}") from None
+        cache = await self._load_awaited(workflow_id, message)
         if latest and input_seq and cache.first_seq > input_seq:
             # The latest run began after this input was stored: an earlier delivery may have
             # been recorded on a run that has continued as new since (a df-server or
@@ -166,6 +167,21 @@ class RunInputs(RunCaches, Effects):
                 cache.sticky = sticky
             decision = await self._decide_and_record(cache, message, receipt_to)
         return decision, cache, message
+
+    async def _load_awaited(self, workflow_id: str, message: inp.RunInput) -> RunCache:
+        """The run ``message`` is for. A first workflow task is stored just before its run's
+        WorkflowStarted (``starts.py``): on a clustered stream its worker may report before
+        that append is stored, so a workflow-task report for a run not (yet) found waits for
+        it a while (``FIRST_APPEND_WAIT``) before it is refused as one for an unknown run."""
+        waits = int(FIRST_APPEND_WAIT / 0.1) if isinstance(message, _WFT_REPORTS) else 0
+        for attempt in range(waits + 1):
+            try:
+                return await self._load(workflow_id, message.run_id)
+            except RunMissing as exc:
+                if attempt == waits:
+                    raise DecodeError(f"input for an unknown run: {exc}") from None
+            await asyncio.sleep(0.1)
+        raise AssertionError("unreachable")
 
     async def _enrich(self, message: inp.RunInput) -> inp.RunInput:
         """Add what the core needs but the input cannot carry (the last heartbeat)."""

@@ -40,7 +40,7 @@ from durablefuture.server.removals import Removals
 from durablefuture.server.report_requests import ReportRequests
 from durablefuture.server.schedules import ScheduleService
 from durablefuture.server.sources import refusal
-from durablefuture.server.starts import Starts
+from durablefuture.server.start_requests import StartRequests
 from durablefuture.server.sticky import StickyFallback
 from durablefuture.server.visibility import VisibilityIndex
 from durablefuture.transport.buckets import read_key
@@ -66,7 +66,7 @@ __all__ = ["Server", "ServerOptions"]
 log = logging.getLogger("durablefuture.server")
 
 
-class Server(ReportRequests, Starts, Removals, Janitor, StickyFallback):
+class Server(ReportRequests, StartRequests, Removals, Janitor, StickyFallback):
     """One df-server process (or an in-process server in tests and ``df dev``).
 
     The parts it is made of are listed in :mod:`durablefuture.server.base`.
@@ -166,6 +166,7 @@ class Server(ReportRequests, Starts, Removals, Janitor, StickyFallback):
             return  # shut down before it ran: nothing to pull
         await consumer.start()
         await self._start_report_requests()
+        await self._start_start_requests()
         stop = asyncio.ensure_future(self._stopping.wait())
         lost = asyncio.ensure_future(connection_lost(self.nc, self._stopping))
         try:
@@ -208,6 +209,7 @@ class Server(ReportRequests, Starts, Removals, Janitor, StickyFallback):
         self._stopping.set()
         self._remove_health()
         await self._stop_report_requests()
+        await self._stop_start_requests()
         await self._stop_janitor()
         await self._stop_removals()
         await self._stop_sticky()

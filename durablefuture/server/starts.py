@@ -4,18 +4,71 @@ start), continue-as-new and child workflows.
 A start first tries to create the run without looking (most ids are new): the append expects
 the workflow to have no history, so an existing one fails the sequence check and the next
 round decides with the latest run in view.
+
+The first workflow task exists whenever the run's history does. A run is created by
+:meth:`Starts._create_run`: its first workflow task (and the durable copy of its execution
+timer) is written first, guarded by the same expected last sequence over the workflow's
+history subjects as the append, and the WorkflowStarted append follows on the same
+connection, right behind it. So:
+
+- JetStream stores one connection's messages in order: the task is stored (or refused)
+  before the append is looked at. The append is stored only if the guard held when the task
+  was checked and still holds: the guard only ever fails more (a workflow's last history
+  sequence only grows), so a refused task means a refused append. A task that never left the
+  process (df-server killed before its write) means an append that did not either: the
+  append is written after it.
+- Hence a WorkflowStarted in history always has its first workflow task stored beside it,
+  whatever dies when: df-server, the client that asked, both (``tests/integration/
+  test_start_requests_crash.py``). Nothing has to re-derive it. That is what lets a client
+  ask df-server to start a run with a core request (``start_requests``) instead of storing
+  the start first: a stored start is redelivered to a df-server that died after the append
+  and its effects are derived again; an asked one is not, and nothing else would dispatch
+  the run's first workflow task.
+- The worker sees the task first and may run it before the append has landed: the task
+  carries the run's whole history (its WorkflowStarted), so the worker needs no read. Its
+  report reaches a df-server after the append is stored: nothing is awaited between the two
+  publishes (the payload objects the batch names are recorded before the task), so they
+  leave in one flush of the connection, and nats-server has the append queued before it has
+  even stored the task, long before a worker could take the task, run it and report. (A
+  connection whose outgoing buffer is full flushes in between; the append still follows
+  within that flush's time.)
+- On a clustered stream (``--replicas`` > 1) JetStream refuses a second expected-sequence
+  check on the same subjects while the first is being replicated (err_code 10164): there the
+  task, the timer and the append are each sent once the one before is stored (an append
+  refused so on a stream the server did not know was clustered is sent again the same way).
+  The order, and so the argument, is the same; it costs a round trip per message, and the
+  worker may now report before the append is stored: a workflow-task report for a run not
+  found waits up to ``inputs.FIRST_APPEND_WAIT`` seconds for it before it is refused.
+- A guarded message refused for another reason than its guard while the append is stored
+  (a stream that had no leader for a moment: the publisher sends it again later, and by then
+  the guard fails) is sent again without the guard once the append is stored. Only if
+  df-server dies in between as well, and the client that asked too, is the run left without
+  its task: three failures at one instant, on a cluster in failover.
+- The other way round, a task stored for a run that is not created: when df-server is
+  killed after writing the task and before writing the append, or when another df-server
+  created the same workflow id between the two checks (both passed the guard, the other's
+  append came in between). The worker runs that task and its report is refused, as one for a
+  run that does not exist (a dead letter with that reason): no run exists, and the client
+  that asked got no answer (it stores the start and gets a run, unless it died too). A start
+  that finds the id taken (the guard fails) stores nothing.
+- The run's status entry ("running") is written after the append (another stream, and a
+  status for a run that was not created would be listed). An asked start is answered after
+  it; a df-server that dies before it leaves the run without a status entry until its close
+  writes one (the run itself goes on: its task exists).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 from durablefuture import metrics
 from durablefuture.codec.wire import Reply
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
-from durablefuture.core.effects import RunStatus
+from durablefuture.core.effects import ArmTimer, DispatchWorkflowTask, Effect, RunStatus
 from durablefuture.core.errors import (
     TransportError,
     WorkflowAlreadyStartedError,
@@ -23,12 +76,24 @@ from durablefuture.core.errors import (
 from durablefuture.core.failure import Failure
 from durablefuture.core.orchestration import LatestRun, decide_start, effects_for, start_events
 from durablefuture.core.state import RunState, status_of
-from durablefuture.server.effects import await_ack
+from durablefuture.server.effects import Guard, await_ack
 from durablefuture.server.inputs import RunInputs
 from durablefuture.server.runs import RunCache, new_run_id
-from durablefuture.transport.publisher import WrongLastSequence
+from durablefuture.transport.payload_store import mark_refs
+from durablefuture.transport.publisher import (
+    EXPECTED_LAST_SUBJECT_SEQ,
+    EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
+    SequenceInFlight,
+    WrongLastSequence,
+)
 
-__all__ = ["Starts"]
+__all__ = ["Answer", "Starts"]
+
+Answer = Callable[[Reply], Awaitable[None]]
+"""Where a start's answer goes (a stored start's reply subject, an asked start's request)."""
+
+_BEFORE_APPEND = (DispatchWorkflowTask, ArmTimer)
+"""Effects of a new run stored before its WorkflowStarted (see the module docstring)."""
 
 log = logging.getLogger("durablefuture.server")
 
@@ -67,12 +132,20 @@ class Starts(RunInputs):
         the start is idempotent (its request id), so a step done again starts nothing new."""
         await self._handle_start(request, "")
 
-    async def _handle_start(self, request: inp.StartWorkflowRequest, reply_to: str) -> None:
+    async def _handle_start(
+        self, request: inp.StartWorkflowRequest, reply_to: str, answer: Answer | None = None
+    ) -> None:
+        """Start (or find) the run; the answer goes to ``answer`` if given, else to
+        ``reply_to``."""
         wid = request.workflow_id
-        async with self._start_lock(wid):
-            await self._start_locked(request, reply_to)
 
-    async def _start_locked(self, request: inp.StartWorkflowRequest, reply_to: str) -> None:
+        async def reply(r: Reply) -> None:
+            await self._reply(reply_to, r)
+
+        async with self._start_lock(wid):
+            await self._start_locked(request, answer or reply)
+
+    async def _start_locked(self, request: inp.StartWorkflowRequest, answer: Answer) -> None:
         wid = request.workflow_id
         for attempt in range(50):
             if attempt == 0 and request.continued_from is None and request.signal_name is None:
@@ -90,11 +163,10 @@ class Starts(RunInputs):
                     await self._refresh(cache)
                     lo, hi = cache.state.applied_inputs.get("start", (1, 1))
                     await self._execute(cache, effects_for(cache.state, cache.events[lo - 1 : hi]))
-                await self._reply(reply_to, Reply(True, run_id=d.run_id))
+                await answer(Reply(True, run_id=d.run_id))
                 return
             if d.action == "reject":
-                await self._reply(
-                    reply_to,
+                await answer(
                     Reply(
                         False,
                         run_id=d.run_id,
@@ -124,31 +196,20 @@ class Starts(RunInputs):
                         request.signal_args,
                     ),
                 )
-                await self._reply(reply_to, Reply(True, run_id=d.run_id))
+                await answer(Reply(True, run_id=d.run_id))
                 return
             run_id = request.run_id or new_run_id()
             events = start_events(
                 request, namespace=self.layout.namespace, run_id=run_id, now=self.clock.now()
             )
-            try:
-                seq = await self.history.append(
-                    wid, run_id, "start", events, latest_seq, whole_workflow=True
-                )
-            except WrongLastSequence:
+            created = await self._create_run(wid, run_id, events, latest_seq)
+            if created is None:
                 self.stats["conflicts"] += 1
                 metrics.OCC_CONFLICTS.inc(self.layout.namespace)
                 continue
             metrics.WORKFLOWS_STARTED.inc(self.layout.namespace)
             metrics.SERVER_INPUTS.inc(self.layout.namespace, "StartWorkflowRequest", "applied")
-            first = events[0]
-            assert isinstance(first, ev.WorkflowStarted)
-            state = RunState(started=first)
-            state.apply(events, "start")
-            cache = RunCache(wid, state, list(events), seq, seq)
-            self._remember(run_id, cache)
-            await self._reply(reply_to, Reply(True, run_id=run_id))
-            async with cache.lock:
-                await self._execute(cache, effects_for(state, events))
+            await answer(Reply(True, run_id=run_id))
             log.info(
                 "started workflow %s run %s (%s)",
                 wid,
@@ -158,3 +219,97 @@ class Starts(RunInputs):
             )
             return
         raise TransportError(f"could not start {wid!r}: too many concurrent conflicting starts")
+
+    async def _create_run(
+        self, workflow_id: str, run_id: str, events: Sequence[ev.Event], latest_seq: int
+    ) -> RunCache | None:
+        """Create a run: its first workflow task and timers, then its WorkflowStarted (the id
+        check), then the rest of its effects. None if the workflow's history moved past
+        ``latest_seq`` (nothing was created: decide again)."""
+        first = events[0]
+        assert isinstance(first, ev.WorkflowStarted)
+        state = RunState(started=first)
+        state.apply(list(events), "start")
+        cache = RunCache(workflow_id, state, list(events), 0, 0)
+        effects = effects_for(state, events)
+        early: list[Effect] = [e for e in effects if isinstance(e, _BEFORE_APPEND)]
+        later = [e for e in effects if not isinstance(e, _BEFORE_APPEND)]
+        guard: Guard = {
+            EXPECTED_LAST_SUBJECT_SEQ: str(latest_seq),
+            EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: self.layout.history_of_workflow(workflow_id),
+        }
+        # the payload objects it names first: nothing is awaited between the task and the append
+        batch = self.codec.encode_batch("start", list(events))
+        await mark_refs(self.pub, self.layout, run_id, batch)
+        async with cache.lock:
+            # written now, awaited after the append: the append goes out right behind them
+            clustered = self.options.replicas > 1
+            pending, deferred = await self._send_guarded(cache, early, guard, clustered)
+            if clustered:
+                # a clustered stream refuses a second check on the same subjects while the
+                # first is being replicated: each waits for the PubAck of the one before
+                if not await self._guard_held(pending, run_id):
+                    return None
+                pending = []
+            try:
+                try:
+                    seq = await self._append_start(workflow_id, run_id, events, latest_seq)
+                except SequenceInFlight:
+                    if not await self._guard_held(pending, run_id):
+                        return None
+                    pending = []
+                    seq = await self._append_start(workflow_id, run_id, events, latest_seq)
+            except WrongLastSequence:
+                await _settle(pending)
+                self._cancel_local_timers(run_id)
+                return None
+            except BaseException:
+                await _settle(pending)
+                self._cancel_local_timers(run_id)
+                raise
+            cache.last_seq = cache.first_seq = seq
+            self._remember(run_id, cache)
+            results = await asyncio.gather(*pending, return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                # refused for another reason than the guard (a stream without a leader for a
+                # moment, resent after the append): the run exists now, so send them again
+                # without it (each is idempotent by its message id)
+                log.info("first effects of run %s sent again: %s", run_id, failed[0])
+                cache.wft_sent_upto = 0
+                await self._execute(cache, early)
+            await self._execute(cache, [*deferred, *later])
+        return cache
+
+    async def _append_start(
+        self, workflow_id: str, run_id: str, events: Sequence[ev.Event], latest_seq: int
+    ) -> int:
+        seq, _ = await self.history.append_sized(
+            workflow_id,
+            run_id,
+            "start",
+            events,
+            latest_seq,
+            whole_workflow=True,
+            refs_marked=True,
+        )
+        return seq
+
+    async def _guard_held(self, pending: Sequence[Awaitable[object]], run_id: str) -> bool:
+        """Wait for a new run's guarded messages: False if their guard failed (the id is
+        taken: nothing of the run was stored); raises what else failed."""
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        if any(isinstance(r, WrongLastSequence) for r in results):
+            self._cancel_local_timers(run_id)
+            return False
+        for r in results:
+            if isinstance(r, BaseException):
+                self._cancel_local_timers(run_id)
+                raise r
+        return True
+
+
+async def _settle(pending: Sequence[Awaitable[object]]) -> None:
+    """Wait for publishes whose outcome no longer matters (so none is left unretrieved)."""
+    with contextlib.suppress(Exception):
+        await asyncio.gather(*pending, return_exceptions=True)

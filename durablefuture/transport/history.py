@@ -63,8 +63,7 @@ class Batch:
     stream_seq: int
     input_id: str
     events: list[ev.Event]
-    size: int = 0
-    """Bytes of the stored message."""
+    size: int = 0  # bytes of the stored message
 
 
 @define
@@ -295,14 +294,14 @@ class HistoryStore:
         *,
         whole_workflow: bool = False,
         sent: Callable[[], Awaitable[None]] | None = None,
+        refs_marked: bool = False,
     ) -> tuple[int, int]:
         """Append a batch if the history's last sequence is still ``expected_seq``.
 
-        With ``whole_workflow`` the check covers every run of the workflow id (used to create
-        a run). ``sent`` runs once the append is sent, before its PubAck (what it publishes
-        follows the append). Returns the stored stream sequence and the batch's bytes; raises
-        :class:`WrongLastSequence`, or ``MessageIdTakenError`` if someone else keeps taking
-        the message ids it publishes under (nothing was appended then).
+        ``whole_workflow``: checked over every run of the workflow id (creates a run);
+        ``refs_marked``: :func:`mark_refs` was run; ``sent``: run once sent, before the PubAck.
+        Returns (stream sequence, bytes); raises :class:`WrongLastSequence`, or
+        ``MessageIdTakenError`` when others keep taking its message ids (nothing appended).
         """
         if not events:
             raise InvalidArgumentError("append needs at least one event")
@@ -313,7 +312,8 @@ class HistoryStore:
             every_run = self.layout.history_of_workflow(workflow_id)
             headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = every_run
         data = self.codec.encode_batch(input_id, list(events))
-        await mark_refs(self.pub, self.layout, run_id, data)
+        if not refs_marked:
+            await mark_refs(self.pub, self.layout, run_id, data)
         for _ in range(TRIES):  # a fresh message id only after the last one was taken
             try:
                 pending = await self.pub.send(subject, data, headers)

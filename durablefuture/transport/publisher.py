@@ -41,6 +41,7 @@ __all__ = [
     "SCHEDULE_TARGET",
     "PubAck",
     "Publisher",
+    "SequenceInFlight",
     "WrongLastSequence",
 ]
 
@@ -68,6 +69,12 @@ class WrongLastSequence(TransportError):
         self.subject = subject
         self.expected = expected
         self.actual = actual
+
+
+class SequenceInFlight(TransportError):
+    """A clustered stream refused an expected-sequence check while an earlier message
+    checked on the same subjects was still being replicated (err_code 10164): nothing was
+    stored; the check can be made again once that message is stored."""
 
 
 class _Pending:
@@ -271,6 +278,12 @@ def _api_error(pending: _Pending, err: dict[str, object]) -> TransportError:
         m = _WRONG_SEQ.search(description)
         expected = int((pending.headers or {}).get(EXPECTED_LAST_SUBJECT_SEQ, "0"))
         return WrongLastSequence(pending.subject, expected, int(m.group(1)) if m else None)
+    if code == 10164:
+        return SequenceInFlight(
+            f"JetStream rejected a message on {pending.subject}: {description} (err_code "
+            f"{code}): a clustered stream still had an earlier message checked on the same "
+            "subjects in flight; send it again once that one is stored"
+        )
     if code in STORAGE_FULL_CODES:
         return StorageFullError(
             f"JetStream has no room to store a message on {pending.subject}: {description} "

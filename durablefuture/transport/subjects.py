@@ -221,6 +221,12 @@ class Layout:
         return f"{self.events_prefix}.report"
 
     @property
+    def start_requests(self) -> str:
+        """Core NATS requests of clients to the df-servers: a start to make now, answered once
+        the run is created (``df.<ns>.in.start`` stays the stored fallback)."""
+        return f"{self.events_prefix}.start"
+
+    @property
     def visibility_removed(self) -> str:
         """Core NATS notices between df-servers: these status entries were removed."""
         return f"{self.events_prefix}.vis-removed"

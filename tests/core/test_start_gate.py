@@ -157,3 +157,20 @@ def test_a_start_goes_ahead_after_waiting_max_wait() -> None:
         await later
 
     asyncio.run(go())
+
+
+def test_a_start_may_wait_less_than_the_gate_says() -> None:
+    """A start asked as a request waits in line with the others, for a shorter while (its
+    client waits for the answer), then goes ahead over the limit."""
+
+    async def main() -> None:
+        gate = StartGate(1, keepalive=0.01, max_wait=60)
+        starts = _Starts(gate)
+        one = asyncio.create_task(starts.one())
+        await starts.until(1)
+        async with gate.start(max_wait=0.05):
+            assert starts.inside == 1 and gate.overdue == 1  # went ahead over the limit
+        starts.release.set()
+        await one
+
+    asyncio.run(main())

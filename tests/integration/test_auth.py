@@ -52,6 +52,9 @@ def test_auth_init_writes_an_include_file_and_private_credentials(tmp_path: Path
     assert result.exit_code == 0, result.output
     conf = (out / "df-auth.conf").read_text()
     assert "DF_a: {" in conf and "DF_b: {" in conf and conf.count("jetstream: enabled") == 2
+    # clients may ask df-server to start a run (a core request, exported to their account)
+    for ns in ("a", "b"):
+        assert conf.count(f'"dfev.{ns}.start"') >= 3  # client, admin, the export
     for ns in ("a", "b"):
         for role in ("server", "worker", "client", "admin"):
             path = out / ns / f"{role}.creds"
@@ -141,6 +144,9 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
             # the worker's reports reached df-server as requests (worker credentials may send
             # them across the accounts), not only through the stored fallback
             assert server.stats["report_requests"] >= 2
+            # and the client's start reached it as a request (client credentials may send it
+            # across the accounts), not through the stored fallback
+            assert server.stats["start_requests"] >= 1
             for role in ("client", "worker", "admin"):
                 probe = await _probe(env, role, caplog)
                 try:
@@ -200,6 +206,7 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
                             codec.encode_input(InputEnvelope("victim", input=term)),
                         )
                         await probe.publish_refused(layout.input("start"))
+                        await probe.publish_refused(layout.start_requests)
                         await probe.subscribe_refused(f"{layout.events_prefix}.closed.>")
                 finally:
                     await probe.nc.close()
@@ -248,6 +255,9 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
             ):
                 await client.nc.publish(subject, b"junk", reply=history)
             await client.nc.publish(layout.input("run"), b"junk", reply=layout.input("start"))
+            # a start request whose reply names the victim's history: refused, and its answer
+            # reaches the users' account only
+            await client.nc.publish(layout.start_requests, b"junk", reply=history)
             await client.nc.flush()
             # the junk on in.run is dead-lettered once df-server read it: what came before it
             # (each answer) has been stored, if anywhere, by then

@@ -87,6 +87,7 @@ async def test_unacknowledged_work_is_never_purged() -> None:
                 ack_policy=AckPolicy.EXPLICIT,
             ),
         )
+        env.client.start_wait = 0  # the starts are stored inputs (not asked of df-server)
         # a task queue nobody serves: its tasks wait, whatever is compacted around them
         await env.client.start_workflow(two_steps, 1, id="waiting", task_queue="nobody")
         async with env.worker(task_queue="q", workflows=[two_steps], activities=[first, second]):
