@@ -197,3 +197,14 @@ def three_texts(a: str, b: str, c: str):  # type: ignore[no-untyped-def]
 
 
 WORKFLOWS.append(three_texts)
+
+
+def hop(n: int):  # type: ignore[no-untyped-def]
+    """Continues as new ``n`` times, then returns "done"."""
+    if n > 0:
+        yield df.continue_as_new(n - 1)
+    return "done"
+    yield  # a generator: a workflow
+
+
+WORKFLOWS.append(hop)
