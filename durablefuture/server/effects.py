@@ -276,6 +276,12 @@ class _Sender:
             # too big to carry: the worker reads the history
             data = server.codec.encode_workflow_task(WorkflowTaskMessage(task, (), cache.last_seq))
         msg_id = f"{cache.state.run_id}:{task.trigger}:{task.attempt}"
+        started = cache.state.started
+        if started.continued_from is not None:
+            # a run continued as new has its run id chosen before it is created: a creation
+            # that failed after writing its first task (df-server killed before the append,
+            # the start redelivered) must not make the next one's task a duplicate of it
+            msg_id += f":{started.at!r}"
         token = cache.sticky
         if token and server.options.sticky_timeout > 0 and token not in server._gone_sticky:
             # to the worker whose cache holds the run; df-server moves it to the task queue

@@ -76,9 +76,10 @@ from durablefuture.core.errors import (
 from durablefuture.core.failure import Failure
 from durablefuture.core.orchestration import LatestRun, decide_start, effects_for, start_events
 from durablefuture.core.state import RunState, status_of
-from durablefuture.server.effects import Guard, await_ack
+from durablefuture.server.effects import MAX_TASK_BYTES, Guard, await_ack
 from durablefuture.server.inputs import RunInputs
 from durablefuture.server.runs import RunCache, new_run_id
+from durablefuture.transport.guard import max_payload
 from durablefuture.transport.payload_store import mark_refs
 from durablefuture.transport.publisher import (
     EXPECTED_LAST_SUBJECT_SEQ,
@@ -87,7 +88,7 @@ from durablefuture.transport.publisher import (
     WrongLastSequence,
 )
 
-__all__ = ["Answer", "Starts"]
+__all__ = ["Answer", "StartToStore", "Starts"]
 
 Answer = Callable[[Reply], Awaitable[None]]
 """Where a start's answer goes (a stored start's reply subject, an asked start's request)."""
@@ -96,6 +97,17 @@ _BEFORE_APPEND = (DispatchWorkflowTask, ArmTimer)
 """Effects of a new run stored before its WorkflowStarted (see the module docstring)."""
 
 log = logging.getLogger("durablefuture.server")
+
+_TASK_MARGIN = 16 * 1024
+"""Bytes a workflow task adds to its run's start batch at most (the task's own fields)."""
+
+
+class StartToStore(TransportError):
+    """An asked start (nothing stored to redeliver it) whose first workflow task would be too
+    large to carry the run's history: that task can only be sent after the WorkflowStarted
+    append, and a df-server dying in between would leave the run without it. Nothing is
+    created; its client stores the start (a stored start is redelivered and its effects
+    derived again after such a crash)."""
 
 
 class Starts(RunInputs):
@@ -143,9 +155,12 @@ class Starts(RunInputs):
             await self._reply(reply_to, r)
 
         async with self._start_lock(wid):
-            await self._start_locked(request, answer or reply)
+            # an answer given: an asked start, which nothing redelivers after a crash
+            await self._start_locked(request, answer or reply, redelivered=answer is None)
 
-    async def _start_locked(self, request: inp.StartWorkflowRequest, answer: Answer) -> None:
+    async def _start_locked(
+        self, request: inp.StartWorkflowRequest, answer: Answer, redelivered: bool = True
+    ) -> None:
         wid = request.workflow_id
         for attempt in range(50):
             if attempt == 0 and request.continued_from is None and request.signal_name is None:
@@ -202,7 +217,7 @@ class Starts(RunInputs):
             events = start_events(
                 request, namespace=self.layout.namespace, run_id=run_id, now=self.clock.now()
             )
-            created = await self._create_run(wid, run_id, events, latest_seq)
+            created = await self._create_run(wid, run_id, events, latest_seq, redelivered)
             if created is None:
                 self.stats["conflicts"] += 1
                 metrics.OCC_CONFLICTS.inc(self.layout.namespace)
@@ -221,7 +236,12 @@ class Starts(RunInputs):
         raise TransportError(f"could not start {wid!r}: too many concurrent conflicting starts")
 
     async def _create_run(
-        self, workflow_id: str, run_id: str, events: Sequence[ev.Event], latest_seq: int
+        self,
+        workflow_id: str,
+        run_id: str,
+        events: Sequence[ev.Event],
+        latest_seq: int,
+        redelivered: bool = True,
     ) -> RunCache | None:
         """Create a run: its first workflow task and timers, then its WorkflowStarted (the id
         check), then the rest of its effects. None if the workflow's history moved past
@@ -240,11 +260,21 @@ class Starts(RunInputs):
         }
         # the payload objects it names first: nothing is awaited between the task and the append
         batch = self.codec.encode_batch("start", list(events))
+        too_large = min(MAX_TASK_BYTES, max_payload(self.nc) // 2)
+        if not redelivered and len(batch) + _TASK_MARGIN > too_large:
+            raise StartToStore(
+                f"the first workflow task of {workflow_id!r} would not carry its history "
+                f"({len(batch):,} bytes of start): stored first instead"
+            )
         await mark_refs(self.pub, self.layout, run_id, batch)
         async with cache.lock:
             # written now, awaited after the append: the append goes out right behind them
             clustered = self.options.replicas > 1
             pending, deferred = await self._send_guarded(cache, early, guard, clustered)
+            if deferred and not redelivered:  # larger than the margin foresaw: as above
+                await _settle(pending)
+                self._cancel_local_timers(run_id)
+                raise StartToStore(f"the first workflow task of {workflow_id!r} is too large")
             if clustered:
                 # a clustered stream refuses a second check on the same subjects while the
                 # first is being replicated: each waits for the PubAck of the one before

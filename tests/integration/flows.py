@@ -187,3 +187,24 @@ def echo_len(text: str):  # type: ignore[no-untyped-def]
 def waiting_echo(text: str):  # type: ignore[no-untyped-def]
     yield df.wait_signal("go")
     return len(text)
+
+
+def three_texts(a: str, b: str, c: str):  # type: ignore[no-untyped-def]
+    """Three payloads each under the by-reference threshold: a start whose first workflow
+    task is too large to carry the run's history."""
+    return len(a) + len(b) + len(c)
+    yield  # a generator: a workflow
+
+
+WORKFLOWS.append(three_texts)
+
+
+def hop(n: int):  # type: ignore[no-untyped-def]
+    """Continues as new ``n`` times, then returns "done"."""
+    if n > 0:
+        yield df.continue_as_new(n - 1)
+    return "done"
+    yield  # a generator: a workflow
+
+
+WORKFLOWS.append(hop)
