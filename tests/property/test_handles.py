@@ -100,22 +100,30 @@ def run(sim: Simulation, choices: list[int] | None, data: st.DataObject | None) 
     return run_choosing(sim, choices, data, max_steps=2_000)
 
 
-@SETTINGS
-@given(plan=plans, data=st.data())
-def test_replaying_any_prefix_makes_the_same_decisions(
-    plan: list[dict[str, Any]], data: st.DataObject
-) -> None:
+def check_replays(
+    plan: list[dict[str, Any]], choices: list[int] | None, data: st.DataObject | None
+) -> list[ev.Event]:
+    """Run ``plan`` (steps drawn from ``data`` or taken from ``choices``), then replay every
+    prefix of its history; returns the history."""
     sim = new_sim(plan)
-    run(sim, None, data)
+    run(sim, choices, data)
     assert sim.is_closed("t")
     history = sim.run_of("t").events
     assert sim.status("t") == "completed", history[-1]
+    records = {e.seq: e for e in history if isinstance(e, ev.LocalActivityRecorded)}
 
     def settle(execution: WorkflowExecution, act: Activation) -> Activation:
-        while execution.pending_local_activities:  # what the worker does next
-            seq, item = execution.pending_local_activities[0]
-            value = sim.payloads.to_payload(echo(*item.args), "local result")  # type: ignore[arg-type]
-            act = execution.resolve_local(seq, value, None, 1)
+        """What the worker that recorded this history did at this point: a local activity's
+        outcome reaches the code after the events its record is based on, so one whose record
+        is based on a later event was still running here (the code after it may look at a
+        handle that those events finish: ``h.done``, ``df.cancel(h)``)."""
+        while execution.pending_local_activities:
+            seq, _ = execution.pending_local_activities[0]
+            rec = records.get(seq)
+            assert rec is not None, f"prefix {execution.last_event_id}: #{seq} never recorded"
+            if rec.based_on > execution.last_event_id:
+                break
+            act = execution.resolve_local(seq, rec.result, rec.failure, rec.attempts)
         return act
 
     check_every_prefix(sim, "t", tasks, settle)
@@ -127,6 +135,37 @@ def test_replaying_any_prefix_makes_the_same_decisions(
     for e in history:
         if isinstance(e, ev.TimerFired) and e.seq in cancelled:
             assert e.event_id < cancelled_at[e.seq]
+    return history
+
+
+@SETTINGS
+@given(plan=plans, data=st.data())
+def test_replaying_any_prefix_makes_the_same_decisions(
+    plan: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    check_replays(plan, None, data)
+
+
+def test_a_cancel_after_a_local_activity_sees_what_its_record_was_based_on() -> None:
+    """The race's activity completes and the first timer fires before the next workflow task:
+    the local activity's outcome reaches the code after both, so ``df.cancel`` finds the timer
+    done and records nothing. A prefix ending before the timer fired leaves the local activity
+    running (resolving it there would cancel the timer: another history, not this one)."""
+    plan = [
+        {"op": "sleep", "s": 0.5},
+        {"op": "race", "i": 99, "v": 0, "s": 0.5, "c": False},
+        {"op": "local", "v": 0},
+        {"op": "act", "v": 0, "t": 0},
+        {"op": "cancel", "i": 0},
+        {"op": "sleep", "s": 0.5},
+    ]
+    history = check_replays(plan, [0, 0, 1, 0, 0, 0], None)
+    fired = next(e for e in history if isinstance(e, ev.TimerFired) and e.seq == 1)
+    (local,) = [e for e in history if isinstance(e, ev.LocalActivityRecorded)]
+    assert local.based_on == fired.event_id
+    assert not [e for e in history if isinstance(e, ev.CancellationRequested)]
+    assert isinstance(history[-1], ev.WorkflowCompleted)
+    assert history[-1].result == [["race", 0], ["local", 0], ["cancel", 1, True]]
 
 
 @SETTINGS
