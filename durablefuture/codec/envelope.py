@@ -30,14 +30,15 @@ themselves are never walked.
 from __future__ import annotations
 
 import binascii
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import quote, unquote
 
 import orjson
 from attrs import field, frozen
 
+from durablefuture.codec.compact_meta import meta_text, parse_meta
+from durablefuture.codec.decoded import COMPACT as _COMPACT
+from durablefuture.codec.decoded import ENVELOPE_KEY, DecodedCache
 from durablefuture.core.errors import PayloadError
 from durablefuture.core.types import JsonValue
 
@@ -61,7 +62,6 @@ __all__ = [
     "split_envelope",
 ]
 
-ENVELOPE_KEY = "$dfp"
 CLAIM = "claim"
 """Metadata key of a payload stored by reference (see :mod:`durablefuture.codec.claims`)."""
 _LIST_KEYS = frozenset({"args", "signal_args", "details", "heartbeat_details"})
@@ -234,70 +234,6 @@ def split_envelope(value: dict[str, Any]) -> Payload:
     return Payload(data, meta)
 
 
-# ------------------------------------------------------------------ compact metadata
-
-_SHORT = {"encryption": "e", "key": "k", "compression": "z", "encoding": "c"}
-_LONG = {v: k for k, v in _SHORT.items()}
-_MAX_META_TEXT = 1024
-_META_MEMO = 256
-_texts: dict[tuple[tuple[str, str], ...], str | None] = {}
-_metas: dict[str, dict[str, str]] = {}
-
-
-def meta_text(meta: Mapping[str, str]) -> str | None:
-    """``meta`` as the metadata of a compact envelope, or None when it has no such form (no
-    ``encoding``, or a one-letter name of its own)."""
-    sig = tuple(meta.items())
-    found = _texts.get(sig, False)
-    if found is not False:
-        return found  # type: ignore[return-value]
-    text: str | None = None
-    if meta.get("encoding") is not None and all(
-        type(k) is str and type(v) is str and (k in _SHORT or len(k) > 1) for k, v in sig
-    ):
-        parts = [
-            f"{_SHORT.get(k, quote(k, safe=''))}={quote(v, safe='')}"
-            for k, v in sig
-            if not (k == "encoding" and v == "json")
-        ]
-        text = ",".join(parts)
-    if len(_texts) < _META_MEMO:
-        _texts[sig] = text
-    return text
-
-
-def parse_meta(text: str) -> dict[str, str]:
-    """The metadata of a compact envelope (a fresh dict)."""
-    found = _metas.get(text)
-    if found is not None:
-        return dict(found)
-    if len(text) > _MAX_META_TEXT:
-        raise PayloadError(f"a payload envelope's metadata is over {_MAX_META_TEXT} characters")
-    meta = {"encoding": "json"}
-    for part in text.split(",") if text else ():
-        name, sep, value = part.partition("=")
-        if not sep or not name:
-            raise PayloadError(f"a payload envelope's metadata is malformed at {part[:40]!r}")
-        if len(name) == 1:
-            if name not in _LONG:
-                raise PayloadError(f"a payload envelope's metadata has an unknown name {name!r}")
-            name = _LONG[name]
-        else:
-            name = unquote(name, errors="strict")
-        try:
-            meta[name] = unquote(value, errors="strict")
-        except UnicodeDecodeError:
-            raise PayloadError("a payload envelope's metadata is not UTF-8") from None
-    if len(_metas) < _META_MEMO:
-        _metas[text] = dict(meta)
-    return meta
-
-
-_COMPACT: dict[str, Any] = {}
-"""The metadata under which a compact envelope's plaintext is cached (its metadata is in the
-envelope's text itself)."""
-
-
 def encode_values(
     codec: PayloadCodec, values: Sequence[JsonValue], cache: DecodedCache | None = None
 ) -> list[JsonValue]:
@@ -375,84 +311,6 @@ def json_cipher(codec: PayloadCodec) -> JsonCipher | None:
     """The short cut ``codec`` offers, if any."""
     offer = getattr(codec, "json_cipher", None)
     return offer() if callable(offer) else None
-
-
-class DecodedCache:
-    """The plaintexts of small envelopes decoded lately, by envelope (ciphertext and metadata).
-
-    A workflow worker reads the same payloads again and again (each workflow task carries the
-    run's history); this spares decoding them each time. Only what the codec decoded is kept,
-    under exactly the envelope it came from, so an altered envelope is never a hit; values are
-    kept as JSON bytes and parsed for each reader (they may change what they get).
-
-    ``budget`` bounds the memory the entries take, their bookkeeping included. An entry is the
-    envelope's data, the plaintext and the number of its metadata: the few distinct metadata
-    maps (one per key id and codec) are kept once, so the entries hold no containers for the
-    garbage collector to walk.
-    """
-
-    ENTRY_OVERHEAD = 240
-    """Bytes an entry takes besides its data and plaintext (the str and bytes objects'
-    headers, the tuple, the ordered map's slot and links), as counted against the budget."""
-    MAX_METAS = 256
-    """Distinct metadata maps kept; envelopes under others are not cached."""
-
-    def __init__(self, budget: int = 8 * 1024 * 1024, largest: int = 16 * 1024) -> None:
-        self.budget = budget
-        self.largest = largest
-        self._entries: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
-        """Envelope data -> (the number of its metadata, the plaintext): a hit needs both to
-        match."""
-        self._metas: list[dict[str, Any]] = []
-        self._meta_ids: dict[tuple[tuple[Any, Any], ...], int] = {}
-        self._bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def key(self, envelope: Any) -> tuple[str, dict[str, Any]] | None:
-        """The envelope's data and metadata, if it is small enough to be kept."""
-        inner = envelope[ENVELOPE_KEY]
-        if type(inner) is str:  # compact: the text holds the metadata too
-            return (inner, _COMPACT) if len(inner) <= self.largest else None
-        if type(inner) is not dict:
-            return None
-        data, meta = inner.get("d"), inner.get("m")
-        if type(data) is not str or len(data) > self.largest or type(meta) is not dict:
-            return None
-        return data, meta
-
-    def get(self, key: tuple[str, dict[str, Any]]) -> bytes | None:
-        """The plaintext of exactly this data under exactly this metadata, if kept."""
-        entry = self._entries.get(key[0])
-        if entry is None or self._metas[entry[0]] != key[1]:
-            return None
-        self._entries.move_to_end(key[0])
-        return entry[1]
-
-    def _meta_id(self, meta: dict[str, Any]) -> int | None:
-        try:
-            sig = tuple(meta.items())
-            found = self._meta_ids.get(sig)
-        except TypeError:  # a value that cannot be hashed: not an envelope we wrote
-            return None
-        if found is None and len(self._metas) < self.MAX_METAS:
-            found = self._meta_ids[sig] = len(self._metas)
-            self._metas.append(dict(meta))
-        return found
-
-    def put(self, key: tuple[str, dict[str, Any]], plain: bytes) -> None:
-        data, meta = key
-        if data in self._entries:
-            return
-        meta_id = self._meta_id(meta)
-        if meta_id is None:
-            return
-        self._entries[data] = (meta_id, plain)
-        self._bytes += len(plain) + len(data) + self.ENTRY_OVERHEAD
-        while self._bytes > self.budget and self._entries:
-            old, (_, dropped) = self._entries.popitem(last=False)
-            self._bytes -= len(dropped) + len(old) + self.ENTRY_OVERHEAD
 
 
 def decode_values(

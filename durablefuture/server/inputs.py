@@ -42,9 +42,10 @@ from durablefuture.core.orchestration import (
     decide,
     effects_for,
 )
-from durablefuture.core.state import RunState, status_of
+from durablefuture.core.state import RunState
 from durablefuture.core.timers import TimerKey, TimerKind, spent_by
 from durablefuture.server.effects import Effects
+from durablefuture.server.event_log import count_events
 from durablefuture.server.missing_payloads import instead_of_missing
 from durablefuture.server.runs import RunCache, RunCaches, RunMissing, new_run_id
 from durablefuture.transport.buckets import read_key
@@ -253,7 +254,7 @@ class RunInputs(RunCaches, Effects):
                     message = missing
                     continue
                 cache.apply(seq, message.input_id, decision.events, size)
-                self._count_events(cache, decision.events)
+                count_events(self.layout.namespace, cache, decision.events)
                 self._cancel_spent_timers(cache, decision.events)
                 if receipt_to:
                     # tell the worker what was recorded, so its cached generator stays current
@@ -357,59 +358,6 @@ class RunInputs(RunCaches, Effects):
             cache.history_warned = True
             log.warning("run %s of %s: %s", run_id, cache.workflow_id, verdict.message, extra=extra)
             metrics.HISTORY_LIMITS.inc(ns, "warn")
-
-    def _count_events(self, cache: RunCache, events: Sequence[ev.Event]) -> None:
-        """Metrics and one log line per recorded event (debug; failures and closes at info)."""
-        ns = self.layout.namespace
-        for e in events:
-            self._log_event(cache, e)
-            if isinstance(e, ev.ActivityCompleted):
-                metrics.ACTIVITY_OUTCOMES.inc(ns, "completed")
-            elif isinstance(e, ev.ActivityRetryScheduled):
-                metrics.ACTIVITY_OUTCOMES.inc(ns, "retried")
-                if e.failure.timeout_type:
-                    metrics.ACTIVITY_TIMEOUTS.inc(ns, e.failure.timeout_type)
-            elif isinstance(e, ev.ActivityFailed):
-                metrics.ACTIVITY_OUTCOMES.inc(ns, "failed")
-            elif isinstance(e, ev.ActivityTimedOut):
-                metrics.ACTIVITY_OUTCOMES.inc(ns, "timed_out")
-                metrics.ACTIVITY_TIMEOUTS.inc(ns, e.timeout_type)
-            elif isinstance(e, ev.TERMINAL_EVENTS):
-                metrics.WORKFLOWS_CLOSED.inc(ns, status_of(e))
-
-    def _log_event(self, cache: RunCache, e: ev.Event) -> None:
-        important = isinstance(e, _NOTEWORTHY)
-        level = logging.INFO if important else logging.DEBUG
-        if not log.isEnabledFor(level):
-            return
-        extra: dict[str, object] = {
-            "workflow_id": cache.workflow_id,
-            "run_id": cache.state.run_id,
-            "event_id": e.event_id,
-            "event": type(e).__name__,
-        }
-        seq = getattr(e, "seq", None)
-        if seq is not None:
-            extra["command_id"] = seq
-            if isinstance(e, ev.ACTIVITY_EVENTS):
-                extra["activity_id"] = seq
-        attempt = getattr(e, "attempt", None)
-        if attempt is not None:
-            extra["attempt"] = attempt
-        failure = getattr(e, "failure", None)
-        if failure is not None:
-            extra["error"] = failure.describe()
-        log.log(level, "recorded %s", type(e).__name__, extra=extra)
-
-
-_NOTEWORTHY = (
-    ev.ActivityRetryScheduled,
-    ev.ActivityFailed,
-    ev.ActivityTimedOut,
-    ev.WorkflowTaskFailed,
-    *ev.TERMINAL_EVENTS,
-)
-"""Events logged at info level; every other recorded event is logged at debug."""
 
 
 def _instead_of_too_large(

@@ -193,13 +193,8 @@ class ScheduleService:
             if self.options.redelivery.abandoned(delivered):
                 reason = lost_reason("schedule input", delivered)
                 log.error("giving up on a schedule input: %s", reason)
-                await dead_letter(
-                    self.pub,
-                    self.layout.dead_letter("schedule-input"),
-                    msg,  # type: ignore[arg-type]
-                    "schedule",
-                    reason,
-                )
+                subject = self.layout.dead_letter("schedule-input")
+                await dead_letter(self.pub, subject, msg, "schedule", reason)  # type: ignore[arg-type]
                 return
             data: bytes = msg.data  # type: ignore[attr-defined]
             try:

@@ -91,15 +91,8 @@ class Worker:
             )
         if max_concurrent_activities < 1 or max_concurrent_workflow_tasks < 1:
             raise InvalidArgumentError("max_concurrent_* must be >= 1")
-        if options is not None and not options.liveness_interval > 0:
-            raise InvalidArgumentError(
-                f"liveness_interval must be > 0 seconds, got {options.liveness_interval!r}"
-            )
-        if options is not None and options.task_max_deliver < 3:
-            raise InvalidArgumentError(
-                f"task_max_deliver must be >= 3 (a task is given up on two deliveries before "
-                f"it), got {options.task_max_deliver!r}"
-            )
+        if options is not None:
+            options.check()
         self.client = client
         self.task_queue = check_name(task_queue)
         self.identity = identity or _identity()
@@ -128,16 +121,14 @@ class Worker:
             max_workers=max_concurrent_activities, thread_name_prefix="df-activity"
         )
         self._consumers: list[PullConsumer] = []
-        self._max_deliver: dict[str, int] = {}
-        """Per consumer: its ``max_deliver`` as created (maybe by another worker)."""
+        self._max_deliver: dict[str, int] = {}  # per consumer, as created (maybe by another)
         self._loops: list[asyncio.Task[None]] = []
         self._query_sub: Subscription | None = None
         self._receipt_sub: Subscription | None = None
         self._stopping = asyncio.Event()
         self._remove_health: Callable[[], None] = lambda: None
         self._draining: asyncio.Future[None] | None = None
-        self.abandoned = 0
-        """Tasks still running when the last drain timed out (abandoned to their leases)."""
+        self.abandoned = 0  # tasks still running when the last drain timed out (to their leases)
         self._started = False
         self._started_at = time.time()
         self._running: dict[tuple[str, int, int], RunningAttempt] = {}
@@ -247,11 +238,8 @@ class Worker:
                 kv = await open_bucket(js, self.layout.activity_bucket)
                 self._activity_tasks.bucket = ActivityBucket(kv, self.layout)
                 self._handover.leases = AttemptLeases(self.pub, kv, self.layout, self.codec)
-                name = self.layout.activity_consumer(self.task_queue)
-                self._max_deliver[name] = await ensure_consumer(
-                    js,
-                    self.layout,
-                    name,
+                await self._bind(
+                    self.layout.activity_consumer(self.task_queue),
                     self.layout.activity_tasks(self.task_queue),
                     ConsumerSettings(opts.activity_lease, opts.task_max_deliver),
                 )
@@ -261,11 +249,8 @@ class Worker:
                     settings.history_warn_events,
                     settings.history_warn_bytes,
                 )
-                name = self.layout.workflow_consumer(self.task_queue)
-                self._max_deliver[name] = await ensure_consumer(
-                    js,
-                    self.layout,
-                    name,
+                await self._bind(
+                    self.layout.workflow_consumer(self.task_queue),
                     self.layout.workflow_tasks(self.task_queue),
                     ConsumerSettings(opts.workflow_task_timeout, opts.task_max_deliver),
                 )
@@ -276,17 +261,19 @@ class Worker:
         """This worker's sticky consumer (again, if it was removed under it); df-server deletes
         the one of a worker that is gone (NATS too, after an hour without pulls)."""
         opts = self.options
-        name = self.layout.sticky_consumer(self.task_queue, self.sticky_token)
         with translated(f"binding worker {self.identity}"):
-            self._max_deliver[name] = await ensure_consumer(
-                self.pub.js,
-                self.layout,
-                name,
+            await self._bind(
+                self.layout.sticky_consumer(self.task_queue, self.sticky_token),
                 self.layout.sticky_tasks(self.task_queue, self.sticky_token),
                 ConsumerSettings(
                     opts.workflow_task_timeout, opts.task_max_deliver, inactive_threshold=3600.0
                 ),
             )
+
+    async def _bind(self, name: str, subject: str, settings: ConsumerSettings) -> None:
+        """Create or bind consumer ``name``; remember the ``max_deliver`` it has."""
+        js, layout = self.pub.js, self.layout
+        self._max_deliver[name] = await ensure_consumer(js, layout, name, subject, settings)
 
     async def _begin(self) -> None:
         """Subscribe and start polling (core NATS only, after :meth:`_prepare`)."""
@@ -346,11 +333,8 @@ class Worker:
         await consumer.start()
         self._consumers.append(consumer)
         max_deliver = self._max_deliver.get(consumer_name, self.options.task_max_deliver)
-        self._loops.append(
-            asyncio.create_task(
-                self._deliveries.loop(consumer, handler, max_deliver), name=loop_name
-            )
-        )
+        loop = self._deliveries.loop(consumer, handler, max_deliver)
+        self._loops.append(asyncio.create_task(loop, name=loop_name))
 
     async def run(self) -> None:
         """Run until cancelled or :meth:`shutdown` is called."""

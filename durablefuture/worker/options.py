@@ -5,6 +5,7 @@ from __future__ import annotations
 from attrs import define
 
 from durablefuture.clock import REAL_CLOCK, Clock
+from durablefuture.core.errors import InvalidArgumentError
 
 __all__ = [
     "MAX_FAILURE_CHARS",
@@ -76,3 +77,15 @@ class WorkerOptions:
         if self.liveness_ttl is not None:
             return max(1.0, self.liveness_ttl)
         return max(2.0, 3 * self.liveness_interval)
+
+    def check(self) -> None:
+        """Refuse settings a worker cannot run with (:class:`InvalidArgumentError`)."""
+        if not self.liveness_interval > 0:
+            raise InvalidArgumentError(
+                f"liveness_interval must be > 0 seconds, got {self.liveness_interval!r}"
+            )
+        if self.task_max_deliver < 3:
+            raise InvalidArgumentError(
+                f"task_max_deliver must be >= 3 (a task is given up on two deliveries before "
+                f"it), got {self.task_max_deliver!r}"
+            )

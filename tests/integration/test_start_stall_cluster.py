@@ -1,9 +1,10 @@
 """On a clustered stream a new run's first workflow task is stored (and replicated) before its
 WorkflowStarted append is even sent (``server/starts.py``). A worker may take that task, run
-it and report before the append lands; the report is then refused as one for a run that does
-not exist, and the worker drops the task: the run that is created a moment later has no
-workflow task and never moves. Here df-server's event loop runs other work for a few seconds
-at that await (what a loaded machine does); the run must still complete."""
+it and report before the append lands; had the report been refused at once as one for a run
+that does not exist, the worker would drop the task and the run created a moment later would
+have no workflow task and never move. A workflow-task report for a run not found waits for its
+WorkflowStarted (``server.inputs.FIRST_APPEND_WAIT``). Here df-server's event loop runs other
+work at that await for half that time (what a loaded machine does); the run must complete."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 import durablefuture as df
 from durablefuture.core import events as ev
+from durablefuture.server.inputs import FIRST_APPEND_WAIT
 from tests.cluster import NatsCluster
 from tests.conftest import Daemon, Daemons, wait_namespace
 from tests.integration.flows import expected_add
@@ -18,17 +20,13 @@ from tests.integration.flows import expected_add
 pytestmark = pytest.mark.asyncio
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a report for a run whose WorkflowStarted is not stored yet is refused and its "
-    "task dropped: the run is created without a workflow task (clustered streams)",
-)
 async def test_a_report_before_the_append_on_a_cluster_leaves_no_run_stuck(
     cluster_daemons: Daemons, nats_cluster: NatsCluster
 ) -> None:
     daemons = cluster_daemons
     url = nats_cluster.url
-    daemons.env["DF_TEST_STALL"] = "3"
+    # a stall within FIRST_APPEND_WAIT: the report waits for the append instead of being refused
+    daemons.env["DF_TEST_STALL"] = str(FIRST_APPEND_WAIT / 2)
     daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0"
     server = Daemon(
         "stalled-server",
