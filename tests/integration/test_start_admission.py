@@ -11,6 +11,10 @@ import pytest
 import durablefuture as df
 from durablefuture.server import ServerOptions
 from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.connection import connect
+from durablefuture.transport.layout import ConsumerSettings, ensure_consumer, ensure_namespace
+from durablefuture.transport.publisher import Publisher
+from durablefuture.transport.subjects import Layout
 from tests.conftest import Daemons, wait_for, wait_namespace
 from tests.integration.flows import add_workflow, double, waiting_add
 from tests.integration.helpers import check_all
@@ -133,3 +137,49 @@ async def test_sigkill_of_df_server_during_a_burst_of_starts_and_a_signal_loses_
         raise
     finally:
         await client.close()
+
+
+async def test_starts_stored_for_a_server_consumer_of_every_input_are_started_once(
+    daemons: Daemons,
+) -> None:
+    """A namespace set up before starts had a consumer of their own: its server consumer read
+    every input (``in.>``). A df-server narrows it to the other inputs, and its starts
+    consumer takes the starts stored meanwhile, each started once."""
+    daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0.01"
+    layout = Layout("default")
+    nc = await connect(daemons.url)
+    client = None
+    try:
+        js = Publisher(nc).js
+        await ensure_namespace(js, layout, 1)
+        settings = ConsumerSettings(ack_wait=10, max_deliver=10)
+        await ensure_consumer(js, layout, layout.server_consumer, layout.inputs, settings)
+        client = await df.Client.connect(daemons.url)
+        client.request_timeout = 60
+        ids = [f"stored-{i}" for i in range(20)]
+        starts = [
+            asyncio.create_task(client.start_workflow(add_workflow, i, id=wid, task_queue="tests"))
+            for i, wid in enumerate(ids)
+        ]
+
+        async def all_stored() -> bool:
+            info = await js.stream_info(layout.stream, subjects_filter=layout.input("start"))
+            return sum((info.state.subjects or {}).values()) == len(ids)
+
+        await wait_for(all_stored, timeout=30)
+        daemons.server()
+        daemons.worker(*WF, *ACT)
+        await asyncio.gather(*starts)
+        await check_all(client, ids, timeout=120)
+        info = await js.consumer_info(layout.stream, layout.server_consumer)
+        assert sorted(info.config.filter_subjects or []) == sorted(layout.run_inputs)
+        assert not info.config.filter_subject
+        starts_info = await js.consumer_info(layout.stream, layout.start_consumer)
+        assert starts_info.config.filter_subject == layout.input("start")
+    except BaseException:
+        print(daemons.logs())
+        raise
+    finally:
+        if client is not None:
+            await client.close()
+        await nc.close()
