@@ -13,14 +13,16 @@ overload the gate gives way (timers are then late instead, as without it).
 
 Only client starts wait (``in.start``): reports, signals, timer firings and df-server's own
 inputs (child starts, continue-as-new) move runs that exist. Client starts are pulled by a
-consumer of their own (``starts``, a few more places than ``limit``: ``start_credits``), the
-other inputs by the ``server`` consumer: a start waiting here holds one of the starts'
-places, never one of the places (``concurrency``) of the runs already going, so a burst of
-stored starts delays no signal, report or timer firing behind it. Waiting starts are let in
-first come, first served, one per place freed (no herd of wake-ups), and each keeps its input
-in progress, so JetStream does not hand it to another server meanwhile. This changes when a
-start is handled, never what is recorded: a crash leaves it unacked, and it is redelivered as
-before.
+consumer of their own (``starts``, with as many pull places as the other inputs,
+``concurrency``: each pulled start waits here ``MAX_WAIT`` at most, as when both were pulled
+together; fewer places would leave the rest of a burst waiting in the stream, unbounded, and
+start calls could time out under an overload), the other inputs by the ``server`` consumer: a
+start waiting here holds one of the starts' places, never one of the places of the runs
+already going, so a burst of stored starts delays no signal, report or timer firing behind
+it. Waiting starts are let in first come, first served, one per place freed (no herd of
+wake-ups), and each keeps its input in progress, so JetStream does not hand it to another
+server meanwhile. This changes when a start is handled, never what is recorded: a crash
+leaves it unacked, and it is redelivered as before.
 """
 
 from __future__ import annotations
@@ -30,16 +32,10 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-__all__ = ["StartGate", "start_credits"]
+__all__ = ["StartGate"]
 
 MAX_WAIT = 5.0
 """Seconds a start waits for a place at most; then it goes ahead anyway."""
-
-
-def start_credits(limit: int, concurrency: int) -> int:
-    """Client starts pulled at once by one df-server: twice the starts handled at once (the
-    next ones are at hand when a place frees), ``concurrency`` with no limit."""
-    return max(1, min(2 * limit, concurrency) if limit > 0 else concurrency)
 
 
 class StartGate:

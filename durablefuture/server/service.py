@@ -31,7 +31,6 @@ from durablefuture.core.errors import (
     TransportError,
 )
 from durablefuture.core.failure import Failure, FailureKind
-from durablefuture.server.admission import start_credits
 from durablefuture.server.inputs import (  # imported from here before the package split
     _instead_of_too_large as _instead_of_too_large,
 )
@@ -105,13 +104,13 @@ class Server(ReportRequests, Starts, Removals, Janitor, StickyFallback):
             self.layout.server_consumer,
             credits=self.options.concurrency,
         )
-        # client starts are pulled apart, a few at a time (``admission``): the inputs of the
-        # runs already going never wait behind a burst of them
+        # client starts are pulled apart, with places of their own (``admission``): the
+        # inputs of the runs already going never wait behind a burst of them
         self._start_consumer = PullConsumer(
             self.nc,
             self.layout.stream,
             self.layout.start_consumer,
-            credits=start_credits(self.options.start_concurrency, self.options.concurrency),
+            credits=self.options.concurrency,
         )
         if self.visibility is None and self._runs_kv is not None:
             self.visibility = VisibilityIndex(self.nc, self.layout, self.codec)
