@@ -252,7 +252,7 @@ class Server(ReportRequests, Starts, Removals, Janitor, StickyFallback):
 
     # ------------------------------------------------------------------ input handling
 
-    async def _process(self, msg: Msg, consumer: PullConsumer | None = None) -> None:
+    async def _process(self, msg: Msg, consumer: PullConsumer) -> None:
         self.stats["inputs"] += 1
         began = time.perf_counter()
         try:  # whatever the message is, its credit is released in `finally`
@@ -281,8 +281,7 @@ class Server(ReportRequests, Starts, Removals, Janitor, StickyFallback):
                 await self._handle_kept(msg, env, reply_to, receipt_to, sticky)
         finally:
             metrics.SERVER_INPUT_SECONDS.observe(time.perf_counter() - began, self.layout.namespace)
-            if consumer is not None:
-                consumer.release()
+            consumer.release()
 
     def _ordered(self, kind: str, msg: Msg) -> contextlib.AbstractAsyncContextManager[None]:
         """Where an input waits its turn (``admission``): client starts after the runs going."""
