@@ -186,6 +186,7 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
         x
         for c in (
             lay.server_consumer,
+            lay.start_consumer,
             lay.schedule_consumer,
             lay.removal_consumer,
             DEAD_LETTER_CONSUMER,

@@ -13,10 +13,16 @@ overload the gate gives way (timers are then late instead, as without it).
 
 Only client starts wait (``in.start``, and those asked as requests on ``dfev.<ns>.start``, in
 the same line but for at most ``REQUEST_WAIT`` seconds: their client waits for the answer,
-``server/start_requests.py``): reports, signals, timer firings and df-server's
-own inputs (child starts, continue-as-new) move runs that exist. Waiting starts are let in
-first come, first served, one per place freed (no herd of wake-ups), and each keeps its input
-in progress, so JetStream does not hand it to another server meanwhile. This changes when a
+``server/start_requests.py``): reports, signals, timer firings and df-server's own inputs
+(child starts, continue-as-new) move runs that exist. Stored client starts are pulled by a
+consumer of their own (``starts``, with as many pull places as the other inputs,
+``concurrency``: each pulled start waits here ``MAX_WAIT`` at most; fewer places would leave
+the rest of a burst waiting in the stream, unbounded, and start calls could time out under an
+overload), the other inputs by the ``server`` consumer: a start waiting here holds one of the
+starts' places, never one of the places of the runs already going, so a burst of stored
+starts delays no signal, report or timer firing behind it. Waiting starts are let in first
+come, first served, one per place freed (no herd of wake-ups), and each keeps its input in
+progress, so JetStream does not hand it to another server meanwhile. This changes when a
 start is handled, never what is recorded: a crash leaves it unacked, and it is redelivered as
 before.
 """

@@ -59,6 +59,7 @@ class ServerBase:
             weakref.WeakValueDictionary()
         )
         self._consumer: PullConsumer | None = None
+        self._start_consumer: PullConsumer | None = None
         self._runs_kv: KeyValue | None = None
         self._act_kv: KeyValue | None = None
         self._stopping = asyncio.Event()

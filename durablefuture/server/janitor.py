@@ -5,9 +5,11 @@ schedule inputs) that their consumer has acknowledged (``transport.compaction``)
 namespace's settings again (another df-server may have stored new ones). Every half
 ``ServerOptions.payload_grace`` it sweeps the payload objects nothing holds
 (``transport.payload_gc``), and in between, every half ``ABANDONED_AFTER``, does again the
-payload deletions a crash left half-done. Each step is
-idempotent and any number of df-servers may run it at once; an error is logged and the step is
-tried again on the next round.
+payload deletions a crash left half-done. Each round also dead-letters what is stored on an
+input subject of a kind df-server does not read (``df.<ns>.in.<kind>``): its two input
+consumers (``server``, ``starts``) filter on the kinds it knows, so nothing else would ever
+take it. Each step is idempotent and any number of df-servers may run it at once; an error is
+logged and the step is tried again on the next round.
 """
 
 from __future__ import annotations
@@ -17,14 +19,19 @@ import contextlib
 import logging
 import time
 
+from durablefuture import metrics
 from durablefuture.server.base import ServerBase
 from durablefuture.transport.compaction import Compactor
+from durablefuture.transport.deadletter import refuse_strays
 from durablefuture.transport.namespace_settings import read_settings
 from durablefuture.transport.payload_gc import ABANDONED_AFTER, finish_deletions, sweep
 
 __all__ = ["Janitor"]
 
 log = logging.getLogger("durablefuture.server")
+
+STRAYS_PER_ROUND = 256
+"""Messages on unknown input subjects dead-lettered in one round at most."""
 
 
 class Janitor(ServerBase):
@@ -82,4 +89,27 @@ class Janitor(ServerBase):
         elif now - self._finished_at >= ABANDONED_AFTER / 2:
             self._finished_at = now
             purged += await finish_deletions(self.pub, self.layout, grace=grace, now=now)
+        purged += await self._refuse_stray_inputs()
         return purged
+
+    async def _refuse_stray_inputs(self) -> int:
+        """Dead-letter (then delete) what is stored on ``df.<ns>.in.<kind>`` for a kind that
+        neither input consumer reads; returns how many went."""
+        lay = self.layout
+        done = await refuse_strays(
+            self.pub,
+            lay,
+            f"{lay.prefix}.in.*",
+            {*lay.run_inputs, lay.input("start")},
+            lambda subject: (
+                f"input subject kind {subject.rpartition('.')[2][:40]!r} is not one df-server "
+                f"reads (only {', '.join([*lay.RUN_INPUT_KINDS, 'start'])}): refused as forged "
+                "or misrouted"
+            ),
+            source="server-input",
+            limit=STRAYS_PER_ROUND,
+        )
+        self.stats["dead_letters"] += done
+        for _ in range(done):
+            metrics.DEAD_LETTERS.inc("server")
+        return done

@@ -105,6 +105,14 @@ class Server(ReportRequests, StartRequests, Removals, Janitor, StickyFallback):
             self.layout.server_consumer,
             credits=self.options.concurrency,
         )
+        # client starts are pulled apart, with places of their own (``admission``): the
+        # inputs of the runs already going never wait behind a burst of them
+        self._start_consumer = PullConsumer(
+            self.nc,
+            self.layout.stream,
+            self.layout.start_consumer,
+            credits=self.options.concurrency,
+        )
         if self.visibility is None and self._runs_kv is not None:
             self.visibility = VisibilityIndex(self.nc, self.layout, self.codec)
             await self.visibility.start(self._runs_kv)
@@ -140,7 +148,15 @@ class Server(ReportRequests, StartRequests, Removals, Janitor, StickyFallback):
                 self.js,
                 self.layout,
                 self.layout.server_consumer,
-                self.layout.inputs,
+                self.layout.run_inputs,
+                settings,
+                update=True,
+            )
+            await ensure_consumer(
+                self.js,
+                self.layout,
+                self.layout.start_consumer,
+                self.layout.input("start"),
                 settings,
                 update=True,
             )
@@ -158,34 +174,42 @@ class Server(ReportRequests, StartRequests, Removals, Janitor, StickyFallback):
         """Process inputs until :meth:`shutdown`."""
         if self._consumer is None:
             await self.start()
-        consumer = self._consumer
-        assert consumer is not None
+        consumer, starts = self._consumer, self._start_consumer
+        assert consumer is not None and starts is not None
         # inputs are pulled only by a server that handles them: one that is started but not
         # running would hold what it pulled until its ack wait ran out
         if self._stopping.is_set():
             return  # shut down before it ran: nothing to pull
         await consumer.start()
+        await starts.start()
         await self._start_report_requests()
         await self._start_start_requests()
         stop = asyncio.ensure_future(self._stopping.wait())
         lost = asyncio.ensure_future(connection_lost(self.nc, self._stopping))
+        pulls = {
+            asyncio.ensure_future(consumer.next()): consumer,
+            asyncio.ensure_future(starts.next()): starts,
+        }
         try:
             while not self._stopping.is_set():
-                nxt = asyncio.ensure_future(consumer.next())
-                done, _ = await asyncio.wait({nxt, stop, lost}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {*pulls, stop, lost}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if lost in done:
-                    nxt.cancel()
                     raise lost.result()
-                if nxt not in done:
-                    nxt.cancel()
+                for nxt in [f for f in pulls if f in done]:
+                    source = pulls.pop(nxt)
+                    task = asyncio.create_task(self._process(nxt.result(), source))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                    pulls[asyncio.ensure_future(source.next())] = source
+                if stop in done:
                     break
-                msg = nxt.result()
-                task = asyncio.create_task(self._process(msg))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
         finally:
             stop.cancel()
             lost.cancel()
+            for nxt in pulls:
+                nxt.cancel()
 
     def in_progress(self) -> int:
         """Inputs being handled and local timers being fired right now."""
@@ -213,8 +237,9 @@ class Server(ReportRequests, StartRequests, Removals, Janitor, StickyFallback):
         await self._stop_janitor()
         await self._stop_removals()
         await self._stop_sticky()
-        if self._consumer is not None:
-            await self._consumer.stop()
+        for pull in (self._consumer, self._start_consumer):
+            if pull is not None:
+                await pull.stop()
         if self.schedules is not None:
             await self.schedules.stop(timeout)
         if self.visibility is not None:
@@ -230,8 +255,7 @@ class Server(ReportRequests, StartRequests, Removals, Janitor, StickyFallback):
 
     # ------------------------------------------------------------------ input handling
 
-    async def _process(self, msg: Msg) -> None:
-        consumer = self._consumer
+    async def _process(self, msg: Msg, consumer: PullConsumer) -> None:
         self.stats["inputs"] += 1
         began = time.perf_counter()
         try:  # whatever the message is, its credit is released in `finally`
@@ -264,8 +288,7 @@ class Server(ReportRequests, StartRequests, Removals, Janitor, StickyFallback):
                 await self._handle_kept(msg, env, reply_to, receipt_to, sticky)
         finally:
             metrics.SERVER_INPUT_SECONDS.observe(time.perf_counter() - began, self.layout.namespace)
-            if consumer is not None:
-                consumer.release()
+            consumer.release()
 
     def _ordered(self, kind: str, msg: Msg) -> contextlib.AbstractAsyncContextManager[None]:
         """Where an input waits its turn (``admission``): client starts after the runs going."""

@@ -195,8 +195,9 @@ class LocalEnvironment:
         if server is None or server.in_progress():
             return False
         js, layout = self.client.pub.js, self.client.layout
-        if await consumer_backlog(js, layout, layout.server_consumer):
-            return False
+        for consumer in (layout.server_consumer, layout.start_consumer):
+            if await consumer_backlog(js, layout, consumer):
+                return False
         for queue in [q for q, n in self._queues.items() if n > 0]:
             if any((await queue_depths(js, layout, queue)).values()):
                 return False

@@ -192,19 +192,22 @@ async def ensure_consumer(
     js: JetStreamContext,
     layout: Layout,
     name: str,
-    filter_subject: str,
+    filter_subject: str | list[str],
     settings: ConsumerSettings,
     *,
     update: bool = False,
 ) -> int:
     """Create durable consumer ``name`` if missing (``update`` also refreshes its settings).
 
-    Returns the consumer's ``max_deliver`` (the existing consumer's, when it was created
-    before with other settings; 0 or less: unlimited)."""
+    ``filter_subject``: one subject, or several (``filter_subjects``); an update may change
+    one into the other. Returns the consumer's ``max_deliver`` (the existing consumer's, when
+    it was created before with other settings; 0 or less: unlimited)."""
+    many = [filter_subject] if isinstance(filter_subject, str) else list(filter_subject)
     config = ConsumerConfig(
         durable_name=name,
         name=name,
-        filter_subject=filter_subject,
+        filter_subject=many[0] if len(many) == 1 else None,
+        filter_subjects=many if len(many) > 1 else None,
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=settings.ack_wait,

@@ -147,6 +147,20 @@ class Layout:
     def input(self, kind: str) -> str:
         return f"{self.prefix}.in.{kind}"
 
+    RUN_INPUT_KINDS = ("run", "report", "timer", "server")
+    """The inputs ``server_consumer`` reads: those of the runs that exist, and df-server's
+    own. Client starts (``in.start``) have a consumer of their own, ``start_consumer``, so a
+    burst of starts waiting for admission (``server/admission.py``) never holds the pull
+    places of the runs already going."""
+
+    start_consumer = "starts"
+
+    @property
+    def run_inputs(self) -> list[str]:
+        """The filter subjects of ``server_consumer``: the kinds it reads, and every longer
+        subject under ``in`` (refused by their last token, as before)."""
+        return [*(self.input(kind) for kind in self.RUN_INPUT_KINDS), self.input("*.>")]
+
     # timers
     def timer(self, run_id: str, key: str) -> str:
         return f"{self.prefix}.tm.{run_id}.{key}"

@@ -110,7 +110,8 @@ async def settled(client: df.Client, *task_queues: str, timeout: float = 15.0) -
     have has happened. Timers still due (message schedules) are not waited for."""
     layout = client.layout
     js = client.pub.js
-    pairs = [(layout.server_consumer, layout.inputs)]
+    pairs = [(layout.server_consumer, subject) for subject in layout.run_inputs]
+    pairs.append((layout.start_consumer, layout.input("start")))
     for queue in task_queues:
         pairs.append((layout.workflow_consumer(queue), layout.workflow_tasks(queue)))
         pairs.append((layout.activity_consumer(queue), layout.activity_tasks(queue)))

@@ -175,7 +175,13 @@ def stored_targets(env: LocalEnvironment, worker: Worker, rng: random.Random) ->
     assert sticky, "the worker takes sticky workflow tasks"
     run_inputs = fz.client_inputs(rng)
     return [
-        Target(layout.input("start"), server, inputs, [*fz.start_requests(), *run_inputs], "input"),
+        Target(
+            layout.input("start"),
+            layout.start_consumer,
+            inputs,
+            [*fz.start_requests(), *run_inputs],
+            "input",
+        ),
         Target(layout.input("run"), server, inputs, [*run_inputs, *fz.reports(rng)], "input"),
         Target(layout.input("report"), server, inputs, fz.reports(rng), "input"),
         Target(layout.input("timer"), server, inputs, fz.timer_inputs(rng), "input"),
@@ -186,7 +192,8 @@ def stored_targets(env: LocalEnvironment, worker: Worker, rng: random.Random) ->
             [*fz.reports(rng), *fz.client_inputs(rng), *fz.start_requests()],
             "input",
         ),
-        Target(layout.input("zz"), server, inputs, fz.client_inputs(rng), "input"),
+        # no consumer reads an unknown kind: the janitor dead-letters what is stored there
+        Target(layout.input("zz"), "", inputs, fz.client_inputs(rng), "input"),
         Target(
             layout.schedule_input("tick"),
             schedules,
@@ -433,8 +440,10 @@ async def fuzz(count: int, seed: int) -> None:
             assert env.server is not None and env.server._consumer is not None
             assert env.server.schedules is not None and env.server.schedules._consumer
             assert env.server._removals is not None
+            assert env.server._start_consumer is not None
             consumers = [
                 env.server._consumer,
+                env.server._start_consumer,
                 env.server.schedules._consumer,
                 env.server._removals,
                 *worker._consumers,

@@ -261,7 +261,7 @@ async def _start_waits_while_the_last_holder_expires(url: str, grace: float) -> 
     start_b = asyncio.create_task(client.start_workflow(echo_len, BIG, id="b", task_queue="q"))
 
     async def queued() -> bool:
-        info = await js.consumer_info(layout.stream, layout.server_consumer)
+        info = await js.consumer_info(layout.stream, layout.start_consumer)
         return info.num_pending >= 1
 
     await wait_for(queued, timeout=20)

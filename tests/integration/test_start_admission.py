@@ -1,6 +1,6 @@
 """A burst of starts through df-server's start admission (``server/admission.py``): starts
 waiting for a place are handled later, never lost or doubled, also when df-server is killed
-while they wait."""
+while they wait; the inputs of the runs already going (a signal) do not wait behind them."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ import asyncio
 import pytest
 
 import durablefuture as df
-from tests.conftest import Daemons, wait_namespace
-from tests.integration.flows import add_workflow
+from durablefuture.server import ServerOptions
+from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.connection import connect
+from durablefuture.transport.layout import ConsumerSettings, ensure_consumer, ensure_namespace
+from durablefuture.transport.publisher import Publisher
+from durablefuture.transport.subjects import Layout
+from tests.conftest import Daemons, wait_for, wait_namespace
+from tests.integration.flows import add_workflow, double, waiting_add
 from tests.integration.helpers import check_all
 
 pytestmark = pytest.mark.asyncio
@@ -45,3 +51,135 @@ async def test_sigkill_of_df_server_while_starts_wait_loses_none(daemons: Daemon
         raise
     finally:
         await client.close()
+
+
+async def _burst(
+    client: df.Client, n: int, task_queue: str
+) -> tuple[list[asyncio.Task[df.WorkflowHandle]], list[int]]:
+    """``n`` stored starts at once; the list counts the ones answered so far."""
+    answered = [0]
+
+    async def one(i: int) -> df.WorkflowHandle:
+        wid = f"burst-{i}"
+        handle = await client.start_workflow(add_workflow, i, id=wid, task_queue=task_queue)
+        answered[0] += 1
+        return handle
+
+    return [asyncio.create_task(one(i)) for i in range(n)], answered
+
+
+async def test_a_signal_sent_during_a_burst_of_starts_does_not_wait_behind_them() -> None:
+    """16 inputs pulled at once, one start handled at a time: the 200 starts stored ahead of
+    the signal would hold every pull place (each waiting for its turn), and the signal would
+    be recorded only once nearly all of them were. Pulled apart, it is recorded at once."""
+    n = 200
+    options = ServerOptions(concurrency=16, start_concurrency=1)
+    async with LocalEnvironment(server_options=options) as env:
+        client = env.client
+        client.request_timeout = 120
+        async with env.worker(task_queue="q", workflows=[waiting_add], activities=[double]):
+            probe = await client.start_workflow(waiting_add, 5, id="probe", task_queue="q")
+            # no worker serves "idle": a start is recorded and left waiting for one
+            starts, answered = await _burst(client, n, "idle")
+
+            async def under_way() -> bool:
+                return answered[0] > 0
+
+            await wait_for(under_way, timeout=60)
+            await probe.signal("go", 1)  # answered once recorded
+            recorded_after = answered[0]
+            assert recorded_after < n // 2, (
+                f"the signal was recorded only after {recorded_after} of {n} starts"
+            )
+            handles = await asyncio.gather(*starts)
+            assert answered[0] == n
+            assert await probe.result(timeout=30) == 2 * (5 + 1)
+            history = await probe.fetch_history()
+            signals = [e for e in history if type(e).__name__ == "SignalReceived"]
+            assert len(signals) == 1, signals
+            # every start of the burst was recorded once
+            for i, handle in enumerate(handles):
+                events = await handle.fetch_history()
+                assert [type(e).__name__ for e in events].count("WorkflowStarted") == 1, i
+                assert (await handle.describe()).status == "running"
+
+
+async def test_sigkill_of_df_server_during_a_burst_of_starts_and_a_signal_loses_none(
+    daemons: Daemons,
+) -> None:
+    daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0.01"
+    server = daemons.server("--start-concurrency", "1")
+    daemons.worker(*WF, *ACT)
+    await wait_namespace(daemons.url)
+    client = await df.Client.connect(daemons.url)
+    client.request_timeout = 60
+    n = 300
+    try:
+        probe = await client.start_workflow(waiting_add, 3, id="probe", task_queue="tests")
+        starts, answered = await _burst(client, n, "tests")
+
+        async def under_way() -> bool:
+            return answered[0] > 0
+
+        await wait_for(under_way, timeout=60)
+        signal = asyncio.create_task(probe.signal("go", 1))
+        assert answered[0] < n // 2, f"{answered[0]} of {n} starts were answered at once"
+        server.kill()  # starts waiting, pulled or not, and the signal perhaps in flight
+        daemons.server("--start-concurrency", "1")
+        await signal
+        await asyncio.gather(*starts)
+        assert await probe.result(timeout=60) == 2 * (3 + 1)
+        history = await probe.fetch_history()
+        assert [type(e).__name__ for e in history].count("SignalReceived") == 1
+        await check_all(client, [f"burst-{i}" for i in range(n)], timeout=120)
+    except BaseException:
+        print(daemons.logs())
+        raise
+    finally:
+        await client.close()
+
+
+async def test_starts_stored_for_a_server_consumer_of_every_input_are_started_once(
+    daemons: Daemons,
+) -> None:
+    """A namespace set up before starts had a consumer of their own: its server consumer read
+    every input (``in.>``). A df-server narrows it to the other inputs, and its starts
+    consumer takes the starts stored meanwhile, each started once."""
+    daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0.01"
+    layout = Layout("default")
+    nc = await connect(daemons.url)
+    client = None
+    try:
+        js = Publisher(nc).js
+        await ensure_namespace(js, layout, 1)
+        settings = ConsumerSettings(ack_wait=10, max_deliver=10)
+        await ensure_consumer(js, layout, layout.server_consumer, layout.inputs, settings)
+        client = await df.Client.connect(daemons.url)
+        client.request_timeout = 60
+        ids = [f"stored-{i}" for i in range(20)]
+        starts = [
+            asyncio.create_task(client.start_workflow(add_workflow, i, id=wid, task_queue="tests"))
+            for i, wid in enumerate(ids)
+        ]
+
+        async def all_stored() -> bool:
+            info = await js.stream_info(layout.stream, subjects_filter=layout.input("start"))
+            return sum((info.state.subjects or {}).values()) == len(ids)
+
+        await wait_for(all_stored, timeout=30)
+        daemons.server()
+        daemons.worker(*WF, *ACT)
+        await asyncio.gather(*starts)
+        await check_all(client, ids, timeout=120)
+        info = await js.consumer_info(layout.stream, layout.server_consumer)
+        assert sorted(info.config.filter_subjects or []) == sorted(layout.run_inputs)
+        assert not info.config.filter_subject
+        starts_info = await js.consumer_info(layout.stream, layout.start_consumer)
+        assert starts_info.config.filter_subject == layout.input("start")
+    except BaseException:
+        print(daemons.logs())
+        raise
+    finally:
+        if client is not None:
+            await client.close()
+        await nc.close()

@@ -129,7 +129,7 @@ async def test_a_full_store_holds_every_input_and_everything_completes_once_when
                 layout = client.layout
 
                 async def stored() -> bool:
-                    info = await js.consumer_info(layout.stream, layout.server_consumer)
+                    info = await js.consumer_info(layout.stream, layout.start_consumer)
                     return info.num_pending == N_WAITING
 
                 await wait_for(stored, 15)
@@ -142,7 +142,7 @@ async def test_a_full_store_holds_every_input_and_everything_completes_once_when
                 # a df-server comes back: it cannot record the starts, it keeps them
                 server, server_task = await _start_server(ns.url)
                 await wait_for(lambda: server.stats["storage_waits"] >= 3 * N_WAITING, 30)
-                info = await js.consumer_info(layout.stream, layout.server_consumer)
+                info = await js.consumer_info(layout.stream, layout.start_consumer)
                 assert info.num_ack_pending == N_WAITING  # held, neither acked nor dropped
                 assert not any(s.done() for s in starts)
 
