@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 
 from durablefuture import metrics
 from durablefuture.codec.wire import InputEnvelope
@@ -82,10 +83,13 @@ class ReportRequests(ServerBase):
         task.add_done_callback(self._tasks.discard)
 
     async def _take_report(self, msg: Msg) -> None:
+        began = time.perf_counter()
         try:
             answer = await self._record_report(msg)
         finally:
             self._asked -= 1
+        seconds = time.perf_counter() - began
+        metrics.SERVER_INPUT_SECONDS.observe(seconds, self.layout.namespace)
         await self._answer(msg, answer)
 
     async def _answer(self, msg: Msg, answer: bytes) -> None:

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 
 from durablefuture import metrics
 from durablefuture.codec.wire import Reply
@@ -89,12 +90,15 @@ class StartRequests(Starts):
         task.add_done_callback(self._tasks.discard)
 
     async def _take_start(self, msg: Msg) -> None:
+        began = time.perf_counter()
         try:
             # in line with the stored starts (``admission``), for a shorter while
             async with self._gate.start(max_wait=REQUEST_WAIT):
                 answer = await self._make_start(msg)
         finally:
             self._starts_asked -= 1
+        seconds = time.perf_counter() - began
+        metrics.SERVER_INPUT_SECONDS.observe(seconds, self.layout.namespace)
         await self._answer_start(msg, answer)
 
     async def _answer_start(self, msg: Msg, answer: bytes) -> None:
@@ -124,7 +128,9 @@ class StartRequests(Starts):
             raise
         except CorruptHistoryError as exc:
             await self._corrupt(exc)
-            return await self._refuse_start(msg, str(exc), CorruptHistoryError.__name__)
+            return await self._refuse_start(
+                msg, str(exc), CorruptHistoryError.__name__, run_id=exc.run_id
+            )
         except (DecodeError, MissingPayloadError) as exc:
             return await self._refuse_start(msg, str(exc))
         except Exception as exc:  # what a stored start would retry: the client stores it
@@ -136,7 +142,12 @@ class StartRequests(Starts):
         return self.codec.encode_reply(replies[0])
 
     async def _refuse_start(
-        self, msg: Msg, reason: str, error_type: str = RequestRejectedError.__name__
+        self,
+        msg: Msg,
+        reason: str,
+        error_type: str = RequestRejectedError.__name__,
+        *,
+        run_id: str = "",
     ) -> bytes:
         # stored without the reply subject: the dead letter has nothing to answer
         copy = dataclasses.replace(msg, reply="")
@@ -146,4 +157,5 @@ class StartRequests(Starts):
             return STORE
         self.stats["dead_letters"] += 1
         metrics.DEAD_LETTERS.inc("server")
-        return self.codec.encode_reply(Reply(False, error_type=error_type, message=reason))
+        refusal = Reply(False, run_id=run_id, error_type=error_type, message=reason)
+        return self.codec.encode_reply(refusal)
