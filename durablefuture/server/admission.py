@@ -38,7 +38,7 @@ __all__ = ["MAX_WAIT", "REQUEST_WAIT", "StartGate"]
 
 MAX_WAIT = 5.0
 """Seconds a start waits for a place at most; then it goes ahead anyway."""
-REQUEST_WAIT = 2.0
+REQUEST_WAIT = 4.0
 """The same for a start asked as a request (its client stores it after 5 s without answer)."""
 
 
