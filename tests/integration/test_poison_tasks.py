@@ -242,7 +242,7 @@ async def test_server_inputs_delivered_past_their_retries_are_dead_lettered_unha
     try:
         js = nc.jetstream()
         queues = (
-            (layout.input("signal"), layout.server_consumer, "server-input", "input"),
+            (layout.input("run"), layout.server_consumer, "server-input", "input"),
             (layout.schedule_input("tick"), layout.schedule_consumer, "schedule-input", "schedule"),
             (layout.removal("delete"), layout.removal_consumer, "removal", "removal"),
         )
