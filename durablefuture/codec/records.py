@@ -18,6 +18,7 @@ import math
 import orjson
 from attrs import frozen
 
+from durablefuture.codec.validate import json_object
 from durablefuture.core.errors import DecodeError, InvalidArgumentError
 from durablefuture.core.types import JsonValue, check_run_id, check_workflow_id
 
@@ -52,18 +53,8 @@ class QueryAnswer:
     message: str = ""
 
 
-def _object(data: bytes, what: str) -> dict[str, object]:
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"{what} is not JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise DecodeError(f"{what} is not a JSON object")
-    return obj
-
-
 def decode_heartbeat(data: bytes) -> Heartbeat:
-    obj = _object(data, "a heartbeat record")
+    obj: dict[str, object] = json_object(data, "a heartbeat record")
     at = obj.get("at", 0.0)
     details = obj.get("details", ())
     if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
@@ -87,7 +78,7 @@ def encode_query(
 
 
 def decode_query_answer(data: bytes) -> QueryAnswer:
-    obj = _object(data, "a query answer")
+    obj: dict[str, object] = json_object(data, "a query answer")
     ok = obj.get("ok")
     if not isinstance(ok, bool):
         raise DecodeError("a query answer has no boolean 'ok'")
@@ -116,7 +107,7 @@ def encode_removal(removal: Removal) -> bytes:
 
 
 def decode_removal(data: bytes) -> Removal:
-    obj = _object(data, "a removal request")
+    obj: dict[str, object] = json_object(data, "a removal request")
     wid, run = obj.get("wid"), obj.get("run")
     if not isinstance(wid, str) or not isinstance(run, str):
         raise DecodeError("a removal request needs string 'wid' and 'run'")

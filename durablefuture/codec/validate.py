@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+import orjson
 
 from durablefuture.core.errors import DecodeError, InvalidArgumentError
 from durablefuture.core.search_attributes import check_memo, check_wire
@@ -31,7 +32,7 @@ from durablefuture.core.types import (
     check_workflow_id,
 )
 
-__all__ = ["DURATION_FIELDS", "TIMESTAMP_FIELDS", "check_message_fields"]
+__all__ = ["DURATION_FIELDS", "TIMESTAMP_FIELDS", "check_message_fields", "json_object"]
 
 _RUN_IDS = frozenset({"run_id", "child_run_id", "continued_from", "first_run_id", "new_run_id"})
 _WORKFLOW_IDS = frozenset({"workflow_id", "child_workflow_id"})
@@ -72,6 +73,21 @@ _ITEMS = frozenset({"commands", "signals"})
 _Checker = Callable[[object, str, str], None]
 """A field's check: ``(value, where, name)``; raises InvalidArgumentError naming
 ``where.name``. The text of the error is built only when the value fails."""
+
+
+def json_object(data: bytes, what: str) -> dict[str, Any]:
+    """``data`` decoded as the JSON object every record on the wire is.
+
+    Raises:
+        DecodeError: naming ``what``, when ``data`` is not JSON or not a JSON object.
+    """
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise DecodeError(f"{what} is not a JSON object")
+    return obj
 
 
 def _slow(check: Callable[[Any, str], object]) -> _Checker:

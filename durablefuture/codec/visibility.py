@@ -17,11 +17,11 @@ import base64
 import binascii
 import hashlib
 import sys
-from typing import Any
 
 import orjson
 from attrs import evolve, frozen
 
+from durablefuture.codec.validate import json_object
 from durablefuture.codec.wire import Codec
 from durablefuture.core.effects import RunSummary
 from durablefuture.core.errors import DecodeError, InvalidArgumentError
@@ -60,16 +60,6 @@ class VisibilityReply:
     count: int = 0
 
 
-def _object(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"{what} is not JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise DecodeError(f"{what} is not a JSON object")
-    return obj
-
-
 def encode_visibility_request(req: VisibilityRequest) -> bytes:
     return orjson.dumps(
         {"op": req.op, "query": req.query, "page_size": req.page_size, "token": req.token}
@@ -77,7 +67,7 @@ def encode_visibility_request(req: VisibilityRequest) -> bytes:
 
 
 def decode_visibility_request(data: bytes) -> VisibilityRequest:
-    obj = _object(data, "a visibility request")
+    obj = json_object(data, "a visibility request")
     op, query, size, token = (
         obj.get("op"),
         obj.get("query", ""),
@@ -127,7 +117,7 @@ def encode_visibility_error(error_type: str, message: str, position: int = -1) -
 
 def decode_visibility_reply(codec: Codec, data: bytes) -> VisibilityReply | tuple[str, str, int]:
     """The reply, or ``(error class name, message, position)`` for a refusal."""
-    obj = _object(data, "a visibility reply")
+    obj = json_object(data, "a visibility reply")
     if obj.get("ok") is not True:
         error, message, position = obj.get("error"), obj.get("message"), obj.get("position", -1)
         if not isinstance(error, str) or not isinstance(message, str):

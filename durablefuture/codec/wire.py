@@ -36,7 +36,7 @@ from durablefuture.codec.claims import (
 from durablefuture.codec.converter import make_converter
 from durablefuture.codec.envelope import DecodedCache, PayloadCodec, transform_tree
 from durablefuture.codec.payloads import JsonPayloads
-from durablefuture.codec.validate import check_message_fields
+from durablefuture.codec.validate import check_message_fields, json_object
 from durablefuture.core import events as ev
 from durablefuture.core.effects import ActivityTask, RunSummary, WorkflowTask
 from durablefuture.core.errors import DecodeError, InvalidArgumentError
@@ -190,12 +190,7 @@ class Codec:
         return self.decode_payloads(tree["args"])
 
     def _load(self, data: bytes, what: str) -> dict[str, Any]:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise DecodeError(f"{what} is not JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise DecodeError(f"{what} is not a JSON object")
+        obj = json_object(data, what)
         v = obj.get("v")
         if v != SCHEMA_VERSION:
             raise DecodeError(
