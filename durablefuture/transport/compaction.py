@@ -31,9 +31,9 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerInfo
 
-from durablefuture.codec.jsapi import api_reply, api_request
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.guard import check_subject
+from durablefuture.transport.stored import call_api, error_text
 from durablefuture.transport.subjects import Layout
 
 __all__ = [
@@ -149,15 +149,8 @@ async def purge(
     request: dict[str, object] = {"filter": subject}
     if below_seq:
         request["seq"] = below_seq
-    try:
-        reply = await nc.request(api, api_request(request), timeout=timeout)
-        body = api_reply(reply.data)
-    except Exception as exc:
-        raise TransportError(f"purging {subject} failed: {exc}") from exc
-    if not isinstance(body, dict):
-        raise TransportError(f"purging {subject}: unreadable reply {reply.data[:200]!r}")
+    body, _ = await call_api(nc, api, request, f"purging {subject}", timeout)
     error = body.get("error")
     if error is not None:
-        description = error.get("description", error) if isinstance(error, dict) else error
-        raise TransportError(f"purging {subject}: {description}")
+        raise TransportError(f"purging {subject}: {error_text(error)}")
     return int(body.get("purged", 0) or 0)

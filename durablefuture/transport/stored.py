@@ -2,12 +2,15 @@
 
 Direct gets are fast and batched, but any replica of an R3 stream may answer them, one that is
 behind included. :func:`leader_get` asks the stream leader (``STREAM.MSG.GET``), so a message a
-PubAck has just named is always found.
+PubAck has just named is always found. :func:`call_api` sends such a JetStream API request by
+hand and reads its answer (the leader's get here, a stream purge in ``compaction``).
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
+from typing import Any
 
 from attrs import define
 from nats.aio.client import Client as NATS
@@ -17,7 +20,7 @@ from durablefuture.codec.jsapi import api_reply, api_request
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.guard import check_subject
 
-__all__ = ["Stored", "leader_get"]
+__all__ = ["Stored", "call_api", "error_text", "leader_get"]
 
 _NO_MESSAGE = 10037  # STREAM.MSG.GET: no message found
 
@@ -73,20 +76,37 @@ async def leader_get(
     ``what`` names the read in errors.
     """
     api = check_subject(f"$JS.API.STREAM.MSG.GET.{stream}", "stream name")
-    try:
-        reply = await nc.request(api, api_request(request), timeout=timeout)
-        body = api_reply(reply.data)
-    except Exception as exc:
-        raise TransportError(f"reading {what} failed: {exc}") from exc
-    if not isinstance(body, dict):
-        raise TransportError(f"reading {what}: unreadable reply {reply.data[:200]!r}")
+    body, data = await call_api(nc, api, request, f"reading {what}", timeout)
     error = body.get("error")
     if error is not None:
         if isinstance(error, dict) and error.get("err_code") == _NO_MESSAGE:
             return None
-        description = error.get("description", error) if isinstance(error, dict) else error
-        raise TransportError(f"reading {what}: {description}")
+        raise TransportError(f"reading {what}: {error_text(error)}")
     message = body.get("message")
     if not isinstance(message, dict):
-        raise TransportError(f"reading {what}: unreadable reply {reply.data[:200]!r}")
+        raise TransportError(f"reading {what}: unreadable reply {data[:200]!r}")
     return Stored.from_api(message)
+
+
+async def call_api(
+    nc: NATS, api: str, request: Mapping[str, object], doing: str, timeout: float
+) -> tuple[dict[str, Any], bytes]:
+    """The JSON object a JetStream API request on ``api`` is answered with, and the answer's
+    bytes (to quote in errors); an error the answer reports is the caller's to read.
+
+    Raises:
+        TransportError: naming ``doing``, when no answer came or it is no JSON object.
+    """
+    try:
+        reply = await nc.request(api, api_request(request), timeout=timeout)
+        body = api_reply(reply.data)
+    except Exception as exc:
+        raise TransportError(f"{doing} failed: {exc}") from exc
+    if not isinstance(body, dict):
+        raise TransportError(f"{doing}: unreadable reply {reply.data[:200]!r}")
+    return body, reply.data
+
+
+def error_text(error: object) -> object:
+    """What the ``error`` of a JetStream API answer says: its description, if it has one."""
+    return error.get("description", error) if isinstance(error, dict) else error
