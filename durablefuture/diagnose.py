@@ -91,7 +91,8 @@ class Diagnosis:
     read or folded."""
 
 
-def _when(ts: float, now: float) -> str:
+def moment(ts: float, now: float) -> str:
+    """``ts`` for people: its UTC time, and how far it is from ``now``."""
     at = datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
     delta = ts - now
     if abs(delta) < 1:
@@ -166,7 +167,7 @@ def _gone_line(
 ) -> str:
     started = act.started_at if act.started_at is not None else now
     line = (
-        f"{label} started {_when(started, now)} on worker {act.worker}, which is gone: its "
+        f"{label} started {moment(started, now)} on worker {act.worker}, which is gone: its "
         "liveness record expired (the worker crashed, hangs or lost its NATS connection)"
     )
     then = []
@@ -174,7 +175,7 @@ def _gone_line(
     then.append(f"when its lease{lease} runs out another worker takes the attempt over")
     stc = act.options.start_to_close_timeout
     if stc is not None:
-        then.append(f"its start_to_close_timeout ends at {_when(started + stc, now)}")
+        then.append(f"its start_to_close_timeout ends at {moment(started + stc, now)}")
     line += "; " + ", or ".join(then)
     if problem:
         line += f"; {problem}"
@@ -205,7 +206,7 @@ async def explain(client: Client, workflow_id: str, run_id: str | None = None) -
     reasons: list[str] = []
     if state.status != RunStatus.RUNNING:
         terminal = state.terminal
-        when = _when(terminal.at, now) if terminal is not None else "?"
+        when = moment(terminal.at, now) if terminal is not None else "?"
         line = f"the run is closed: {state.status} at {when}"
         summary = state.summary()
         if summary.failure is not None:
@@ -259,7 +260,7 @@ async def explain(client: Client, workflow_id: str, run_id: str | None = None) -
         worker = act.worker or (found[0].identity if found is not None else "")
         if act.retry_at is not None and act.retry_at > now and act.started_at is None:
             attempt_state = AttemptState.RETRY_SCHEDULED
-            line = f"waiting for {label}: next retry at {_when(act.retry_at, now)}"
+            line = f"waiting for {label}: next retry at {moment(act.retry_at, now)}"
             if unregistered:
                 line += f"; {unregistered}"
             reasons.append(line + failure)
@@ -278,7 +279,7 @@ async def explain(client: Client, workflow_id: str, run_id: str | None = None) -
             since = act.started_at
             if since is None and found is not None:
                 since = found[1].since
-            line = f"{label} is running since {_when(since or now, now)}"
+            line = f"{label} is running since {moment(since or now, now)}"
             if worker:
                 line += f" on worker {worker}"
                 if worker in live:
@@ -309,12 +310,12 @@ async def explain(client: Client, workflow_id: str, run_id: str | None = None) -
         )
     for seq, fire_at in sorted(state.timers.items()):
         reasons.append(
-            f"timer #{seq} (a sleep, or the timeout of a wait) fires at {_when(fire_at, now)}"
+            f"timer #{seq} (a sleep, or the timeout of a wait) fires at {moment(fire_at, now)}"
         )
     for _, wait in sorted(state.waiting_for_signals.items()):
         line = f"waiting for signal {wait.name!r}"
         if wait.deadline is not None:
-            line += f" (times out at {_when(wait.deadline, now)})"
+            line += f" (times out at {moment(wait.deadline, now)})"
         reasons.append(line)
     for upd in state.updates.values():
         if isinstance(upd, ev.UpdateAccepted):

@@ -32,7 +32,7 @@ from durablefuture.core.schedules import (
     ScheduleState,
     upcoming,
 )
-from durablefuture.diagnose import QueueState, queue_state
+from durablefuture.diagnose import QueueState, moment, queue_state
 from durablefuture.schedules import Schedules
 
 __all__ = ["ScheduleDiagnosis", "explain_schedule", "explain_state", "render_schedule"]
@@ -55,14 +55,6 @@ class ScheduleDiagnosis:
     asked_about: datetime | None = None
     """With ``at``: the scheduled time explained (the spec's latest time at or before ``at``)."""
     checked_at: float = 0.0
-
-
-def _when(ts: float, now: float) -> str:
-    at = datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
-    delta = ts - now
-    if abs(delta) < 1:
-        return f"{at} (now)"
-    return f"{at} (in {delta:.0f}s)" if delta > 0 else f"{at} ({-delta:.0f}s ago)"
 
 
 def _iso(ts: float) -> str:
@@ -105,9 +97,9 @@ def _pause_reason(state: ScheduleState, now: float) -> str:
     created = _last(state.journal, "created")
     since = ""
     if entry is not None:
-        since = f" since {_when(entry.at, now)}"
+        since = f" since {moment(entry.at, now)}"
     elif created is not None and _last(state.journal, "unpaused") is None:
-        since = f" since it was created ({_when(created.at, now)})"
+        since = f" since it was created ({moment(created.at, now)})"
     note = state.schedule.note
     if note.startswith("paused: action "):
         return (
@@ -124,9 +116,9 @@ def _pause_reason(state: ScheduleState, now: float) -> str:
 def _bounds_reason(state: ScheduleState, now: float) -> str | None:
     spec = state.schedule.spec
     if spec.start_at is not None and spec.start_at.timestamp() > now:
-        return f"its spec starts at {_when(spec.start_at.timestamp(), now)}: nothing fires before"
+        return f"its spec starts at {moment(spec.start_at.timestamp(), now)}: nothing fires before"
     if spec.end_at is not None and spec.end_at.timestamp() < now:
-        return f"its spec ended at {_when(spec.end_at.timestamp(), now)}: no more actions"
+        return f"its spec ended at {moment(spec.end_at.timestamp(), now)}: no more actions"
     return None
 
 
@@ -140,7 +132,7 @@ def _overlap_reasons(state: ScheduleState, now: float) -> list[str]:
             continue  # recorded ahead of its time: the next action, not an overlap
         if r.status == STARTING:
             out.append(
-                f"{label} was taken {_when(r.taken_at, now)} but its run has not been seen "
+                f"{label} was taken {moment(r.taken_at, now)} but its run has not been seen "
                 "yet: df-server retries the start until it is done (a redelivered start is "
                 "harmless: the workflow id is fixed) and records the run at the schedule's "
                 f"next step (`df why {r.workflow_id}` shows the run if it has started)"
@@ -241,7 +233,7 @@ def _about(state: ScheduleState, at: float, now: float) -> tuple[float | None, l
     if taken:
         r = taken[0]
         if r.fire_at is not None and r.pending(now):
-            when = _when(r.fire_at, now)
+            when = moment(r.fire_at, now)
             return nominal, [*lines, f"{head} is recorded ahead of its time; it starts at {when}"]
         how = {
             STARTING: "was taken; its run has not been seen yet",
@@ -283,10 +275,10 @@ def _about(state: ScheduleState, at: float, now: float) -> tuple[float | None, l
             nominal,
         )
         if fire > now:
-            return nominal, [*lines, f"{head} is not due yet: it fires at {_when(fire, now)}"]
+            return nominal, [*lines, f"{head} is not due yet: it fires at {moment(fire, now)}"]
         return nominal, [
             *lines,
-            f"{head} was due at {_when(fire, now)} and has not been handled yet: no df-server "
+            f"{head} was due at {moment(fire, now)} and has not been handled yet: no df-server "
             "has stepped the schedule since",
         ]
     if _last(state.journal, "updated") is not None and nominal <= state.updated_at:
@@ -326,7 +318,7 @@ def explain_state(
     overdue = _overdue(state, now)
     if overdue is not None and not problem:
         reasons.append(
-            f"the action scheduled {iso(overdue[0])} was due at {_when(overdue[1], now)} and "
+            f"the action scheduled {iso(overdue[0])} was due at {moment(overdue[1], now)} and "
             "has not been taken: no df-server has stepped this schedule since (is one running "
             "and connected?)"
         )
@@ -348,7 +340,7 @@ def explain_state(
         is None
     )
     if nxt:
-        reasons.append(f"next action at {_when(nxt[0][1], now)}")
+        reasons.append(f"next action at {moment(nxt[0][1], now)}")
     elif ended and not bounds:
         reasons.append("its spec has no more scheduled times: it will not fire again")
     if not reasons:
