@@ -35,12 +35,13 @@ def waits_for_go():  # type: ignore[no-untyped-def]
 async def test_the_closing_append_is_followed_by_a_notice_before_its_pubAck() -> None:
     async with LocalEnvironment() as env:
         async with env.worker(workflows=[one_step], activities=[double]):
-            seen: list[tuple[str, dict[str, str], bytes]] = []  # every message, in order
+            # every message, in order: subject, headers, data, reply subject
+            seen: list[tuple[str, dict[str, str], bytes, str]] = []
             spy = await nats.connect(env.nats_url)
             try:
 
                 async def note(msg: nats.aio.msg.Msg) -> None:
-                    seen.append((msg.subject, dict(msg.headers or {}), msg.data))
+                    seen.append((msg.subject, dict(msg.headers or {}), msg.data, msg.reply))
 
                 await spy.subscribe(">", cb=note)
                 await spy.flush()
@@ -51,16 +52,19 @@ async def test_the_closing_append_is_followed_by_a_notice_before_its_pubAck() ->
                 history = layout.history("closing", handle.run_id or "")
 
                 def notices() -> list[int]:
-                    return [i for i, (subject, _, _) in enumerate(seen) if subject == notice]
+                    return [i for i, m in enumerate(seen) if m[0] == notice]
 
                 await wait_for(lambda: len(notices()) >= 2, timeout=10)
                 first, second = notices()[:2]
                 # the early one: no summary, marked, right behind the last history append
                 assert seen[first][1].get(CLOSING_HEADER) == "1" and seen[first][2] == b""
-                appends = [i for i, (subject, _, _) in enumerate(seen) if subject == history]
+                appends = [i for i, m in enumerate(seen) if m[0] == history]
                 assert appends and appends[-1] < first
-                between = {subject for subject, _, _ in seen[appends[-1] + 1 : first]}
-                assert not any(s.startswith("_INBOX") for s in between), between  # no PubAck
+                # no PubAck of that append in between (other processes' inbox traffic may be)
+                pub_ack_to = seen[appends[-1]][3]
+                assert pub_ack_to.startswith("_INBOX")
+                between = {m[0] for m in seen[appends[-1] + 1 : first]}
+                assert pub_ack_to not in between, between
                 # the usual one: the status entry, after the PubAck
                 assert CLOSING_HEADER not in seen[second][1] and seen[second][2]
             finally:
