@@ -71,7 +71,8 @@ async def test_sigkill_between_the_task_and_the_append_of_a_run_continued_as_new
     daemons.worker("--workflows", "tests.integration.flows:WORKFLOWS")
     async with connected(daemons) as client:
         options = df.WorkflowOptions(task_queue="tests", execution_timeout=300)
-        first = await client.start_workflow("hop", 1, id="hop", options=options)
+        first = (await client.start_workflow("hop", 1, id="hop", options=options)).run_id
+        assert first is not None
         await wait_for(held.exists, 30)
         # the first run has continued as new: its ContinuedAsNew names the next run's id
         (closing,) = [
@@ -81,7 +82,7 @@ async def test_sigkill_between_the_task_and_the_append_of_a_run_continued_as_new
             if isinstance(e, ev.WorkflowContinuedAsNew)
         ]
         second = closing.new_run_id
-        assert second != first.run_id
+        assert second != first
 
         async def orphan_refused() -> bool:
             # The held df-server still answers: the worker ran the written task and its report
@@ -121,10 +122,10 @@ async def test_sigkill_between_the_task_and_the_append_of_a_run_continued_as_new
         events: dict[str, list[type]] = {}
         for run, batch in await client.history.read_workflow("hop"):
             events.setdefault(run, []).extend(type(e) for e in batch.events)
-        assert set(events) == {first.run_id, second}  # two runs, the second made once
-        for run in (first.run_id, second):
+        assert set(events) == {first, second}  # two runs, the second made once
+        for run in (first, second):
             assert events[run].count(ev.WorkflowStarted) == 1, (run, events[run])
-        assert events[first.run_id][-1] is ev.WorkflowContinuedAsNew
+        assert events[first][-1] is ev.WorkflowContinuedAsNew
         assert events[second].count(ev.WorkflowCompleted) == 1
         assert events[second][-1] is ev.WorkflowCompleted
         # the re-written task's report was recorded: no dead letter besides the orphan's
