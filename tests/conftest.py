@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import ssl
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import durablefuture as df
 from durablefuture.natsserver import NatsServer
 from tests.cluster import NatsCluster
 
@@ -129,6 +131,16 @@ class Daemons:
         self.started.append(d)
         return d.start()
 
+    def special(self, name: str, *args: str, env: dict[str, str] | None = None) -> Daemon:
+        """Start ``python -m ARGS...``: a daemon with test hooks (e.g. a df-server that stops
+        where a crash test kills it, ``tests/integration/held_start.py``), logging to
+        ``NAME.log``, with ``env`` (default: the environment of the others)."""
+        d = Daemon(
+            name, list(args), self.tmp_path / f"{name}.log", self.env if env is None else env
+        )
+        self.started.append(d)
+        return d.start()
+
     def stop_all(self) -> None:
         for d in self.started:
             d.kill()
@@ -160,6 +172,23 @@ async def wait_namespace(
         await wait_for(ready, timeout)
     finally:
         await nc.close()
+
+
+@contextlib.asynccontextmanager
+async def connected(daemons: Daemons, timeout: float = 60.0) -> AsyncIterator[df.Client]:
+    """A client of ``daemons`` once a df-server has created the namespace, closed after; if
+    the body (or the wait) fails, the daemons' logs are printed (pytest shows them)."""
+    client: df.Client | None = None
+    try:
+        await wait_namespace(daemons.url, timeout=timeout)
+        client = await df.Client.connect(daemons.url)
+        yield client
+    except BaseException:
+        print(daemons.logs())
+        raise
+    finally:
+        if client is not None:
+            await client.close()
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ its WorkflowStarted is not) or ``after`` (the WorkflowStarted is stored, the sta
 and the answer are not): it writes the file ``DF_TEST_HELD`` and waits there (at most a
 minute) for the test to SIGKILL it.
 
-``client URL WORKFLOW_ID REQUEST_ID``: asks for a start of ``add_workflow(1)`` (waiting a
-minute for the answer, so it never stores the start itself) and prints the run id it is
-answered with.
+``client URL WORKFLOW_ID REQUEST_ID [TEXT_BYTES]``: asks for a start of ``add_workflow(1)``,
+or given TEXT_BYTES of ``three_texts`` with three texts that long (waiting a minute for the
+answer, so it never stores the start itself), and prints the run id it is answered with.
 """
 
 from __future__ import annotations
@@ -46,11 +46,15 @@ def _hold() -> None:
     HistoryStore.append_sized = append_sized  # type: ignore[method-assign]
 
 
-async def _client(url: str, workflow_id: str, request_id: str) -> None:
+async def _client(url: str, workflow_id: str, request_id: str, text_bytes: str = "") -> None:
     client = await df.Client.connect(url)
     client.start_wait = 60.0
     options = df.WorkflowOptions(task_queue="tests", request_id=request_id, execution_timeout=300)
-    handle = await client.start_workflow("add_workflow", 1, id=workflow_id, options=options)
+    workflow, args = "add_workflow", list[object]([1])
+    if text_bytes:
+        text = "x" * int(text_bytes)
+        workflow, args = "three_texts", [text, text, text]
+    handle = await client.start_workflow(workflow, *args, id=workflow_id, options=options)
     print(f"started {handle.run_id}", flush=True)
     await client.close()
 

@@ -1,76 +1,132 @@
 """df-server SIGKILLed while it creates a run continued as new, after the new run's first
 workflow task is written and before its WorkflowStarted append (``server/starts.py``). A
-worker runs that task and its report finds no run (it does not exist yet); the stored
-start input is redelivered to a df-server started again, which creates the run under the
-same run id (chosen by the ContinuedAsNew). The run must get a first workflow task and
-complete, once: a task written again under the first one's message id would be dropped by
-the stream as a duplicate."""
+worker runs that task and its report is refused, as one for a run that does not exist yet (a
+dead letter); the stored start input is then redelivered to a df-server started again, which
+creates the run under the same run id (chosen by the ContinuedAsNew) and writes its first
+workflow task again. That task is the only way the run can go on: written under the first
+one's message id, the stream would drop it as a duplicate and the run would never move
+(``server/effects.py`` names the workflow tasks of a run continued as new by its start time).
+
+The df-server (``tests/integration/held_continue.py``) stops before the append; the test
+kills it only once the worker's report of the written task has been refused, so that no
+report is left for the df-server started again to apply to the run it re-creates."""
 
 from __future__ import annotations
 
-import os
-import signal
-from pathlib import Path
-
+import nats.js.errors
 import pytest
 
 import durablefuture as df
 from durablefuture.core import events as ev
-from durablefuture.natsserver import NatsServer
-from tests.conftest import Daemon, Daemons, wait_for, wait_namespace
+from durablefuture.server.inputs import FIRST_APPEND_WAIT
+from durablefuture.transport.report_requests import ANSWER_WAIT
+from tests.conftest import Daemons, connected, wait_for
 
 pytestmark = pytest.mark.asyncio
 
+STUCK_AFTER = 45.0
+"""Seconds the re-created run gets to complete (it needs a few) before it is called stuck."""
+
+
+async def _dead_letters(client: df.Client) -> list[dict[str, str]]:
+    """The headers of every dead letter df-server stored for an input (or a report request)."""
+    js, layout = client.pub.js, client.layout
+    subject = layout.dead_letter("server-input")
+    info = await js.stream_info(layout.stream, subjects_filter=subject)
+    count = (info.state.subjects or {}).get(subject, 0)
+    if not count:
+        return []
+    sub = await js.subscribe(subject, ordered_consumer=True)
+    try:
+        return [dict((await sub.next_msg(timeout=10)).headers or {}) for _ in range(count)]
+    finally:
+        await sub.unsubscribe()
+
+
+async def _inputs_left(client: df.Client) -> tuple[int, int]:
+    """Inputs of the server consumer not yet delivered, and delivered but not yet acknowledged."""
+    try:
+        info = await client.pub.js.consumer_info(
+            client.layout.stream, client.layout.server_consumer
+        )
+    except nats.js.errors.NotFoundError:
+        return -1, -1
+    return info.num_pending, info.num_ack_pending
+
+
+async def _workflow_tasks_left(client: df.Client) -> tuple[int, int]:
+    info = await client.pub.js.consumer_info(
+        client.layout.stream, client.layout.workflow_consumer("tests")
+    )
+    return info.num_pending, info.num_ack_pending
+
 
 async def test_sigkill_between_the_task_and_the_append_of_a_run_continued_as_new(
-    daemons: Daemons, nats_server: NatsServer, tmp_path: Path
+    daemons: Daemons,
 ) -> None:
-    url = nats_server.url
-    held = tmp_path / "held"
+    held = daemons.tmp_path / "held"
     daemons.env["DF_TEST_HELD"] = str(held)
-    server = Daemon(
-        "held-server",
-        ["tests.integration.held_continue", "--nats", url, "--input-ack-wait", "2"],
-        tmp_path / "held-server.log",
-        daemons.env,
-    )
-    daemons.started.append(server.start())
+    args = ["--nats", daemons.url, "--input-ack-wait", "2"]
+    server = daemons.special("held-server", "tests.integration.held_continue", *args)
     daemons.worker("--workflows", "tests.integration.flows:WORKFLOWS")
-    await wait_namespace(url)
-    client = await df.Client.connect(url)
-    try:
+    async with connected(daemons) as client:
         options = df.WorkflowOptions(task_queue="tests", execution_timeout=300)
-        first = await client.start_workflow("hop", 1, id="hop", options=options)
+        first = (await client.start_workflow("hop", 1, id="hop", options=options)).run_id
+        assert first is not None
         await wait_for(held.exists, 30)
-        assert server.proc is not None
-        os.kill(server.proc.pid, signal.SIGKILL)
-        server.proc.wait(10)
+        # the first run has continued as new: its ContinuedAsNew names the next run's id
+        (closing,) = [
+            e
+            for _, batch in await client.history.read_workflow("hop")
+            for e in batch.events
+            if isinstance(e, ev.WorkflowContinuedAsNew)
+        ]
+        second = closing.new_run_id
+        assert second != first
+
+        async def orphan_refused() -> bool:
+            # The held df-server still answers: the worker ran the written task and its report
+            # (asked, then stored when the answer took longer than the worker waits) is refused
+            # after FIRST_APPEND_WAIT as one for a run that does not exist. Only when no report
+            # is left unrefused does the kill leave the re-created run nothing but its task.
+            refused = [d for d in await _dead_letters(client) if second in d.get("Df-Reason", "")]
+            if not refused or await _workflow_tasks_left(client) != (0, 0):
+                return False
+            return await _inputs_left(client) == (0, 1)  # only the start being held
+
+        await wait_for(orphan_refused, 60)
+        refused = await _dead_letters(client)
+        for d in refused:
+            assert "unknown run" in d["Df-Reason"] and second in d["Df-Reason"], d
+        # the worker asked df-server to record the report, and stored it when no answer came
+        # in time (the refusal waits longer than the worker): both were refused
+        assert ANSWER_WAIT < FIRST_APPEND_WAIT
         layout = client.layout
-        js = client.pub.js
-
-        async def reported() -> bool:
-            # the worker ran the written task: with no df-server to ask, its report is stored
-            # (or, had a server refused it for an unknown run, dead-lettered)
-            for subject in (layout.input("report"), layout.dead_letter("server-input")):
-                try:
-                    await js.get_last_msg(layout.stream, subject)
-                except Exception:
-                    continue
-                return True
-            return False
-
-        await wait_for(reported, 60)
+        where = sorted(d["Df-Subject"] for d in refused)
+        assert where == sorted([layout.report_requests, layout.input("report")]), where
+        server.kill()
         daemons.server()  # a df-server again: the stored start input is redelivered
 
         handle = client.get_workflow_handle("hop")
-        assert await handle.result(timeout=60) == "done"
-        runs = {run for run, _ in await client.history.read_workflow("hop")}
-        assert len(runs) == 2 and first.run_id in runs
-        history = [type(e) for e in await handle.fetch_history()]
-        assert history.count(ev.WorkflowStarted) == 1
-        assert history.count(ev.WorkflowCompleted) == 1
-    except BaseException:
-        print(daemons.logs())
-        raise
-    finally:
-        await client.close()
+        try:
+            result = await handle.result(timeout=STUCK_AFTER)
+        except df.ResultTimeoutError:
+            history = [type(e).__name__ for e in await handle.fetch_history()]
+            pytest.fail(
+                f"run {second} of 'hop' did not complete within {STUCK_AFTER:g} s of the "
+                f"restart (history: {history}): the first workflow task written again when "
+                "the run was re-created never reached a worker (dropped by the stream as a "
+                "duplicate of the one written before the kill?)"
+            )
+        assert result == "done"
+        events: dict[str, list[type]] = {}
+        for run, batch in await client.history.read_workflow("hop"):
+            events.setdefault(run, []).extend(type(e) for e in batch.events)
+        assert set(events) == {first, second}  # two runs, the second made once
+        for run in (first, second):
+            assert events[run].count(ev.WorkflowStarted) == 1, (run, events[run])
+        assert events[first][-1] is ev.WorkflowContinuedAsNew
+        assert events[second].count(ev.WorkflowCompleted) == 1
+        assert events[second][-1] is ev.WorkflowCompleted
+        # the re-written task's report was recorded: no dead letter besides the orphan's
+        assert await _dead_letters(client) == refused

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +20,7 @@ from durablefuture.core.effects import RunStatus
 from durablefuture.core.failure import WORKER_LOST
 from durablefuture.diagnose import explain
 from durablefuture.natsserver import NatsServer
-from tests.conftest import Daemon, Daemons, wait_for, wait_namespace
+from tests.conftest import Daemon, Daemons, connected, wait_for
 from tests.integration.poison import doomed as doomed_workflow
 
 MAX_DAEMONS = 12
@@ -31,9 +30,8 @@ class Supervisor:
     """Keeps one poison daemon of a kind running: a dead one is replaced (at most
     MAX_DAEMONS), with the environment ``env`` holds when it is replaced."""
 
-    def __init__(self, daemons: Daemons, tmp_path: Path, args: list[str], env: dict[str, str]):
+    def __init__(self, daemons: Daemons, args: list[str], env: dict[str, str]):
         self.daemons = daemons
-        self.tmp_path = tmp_path
         self.args = args
         self.env = env
         self.started: list[Daemon] = []
@@ -41,15 +39,9 @@ class Supervisor:
 
     def spawn(self) -> None:
         assert len(self.started) < MAX_DAEMONS, "too many daemons died:\n" + self.daemons.logs()
-        n = len(self.daemons.started)
-        d = Daemon(
-            f"poison{n}",
-            ["tests.integration.poison", *self.args],
-            self.tmp_path / f"poison{n}.log",
-            dict(self.env),
-        )
-        self.daemons.started.append(d)
-        self.started.append(d.start())
+        name = f"poison{len(self.daemons.started)}"
+        args = ["tests.integration.poison", *self.args]
+        self.started.append(self.daemons.special(name, *args, env=dict(self.env)))
 
     @property
     def died(self) -> int:
@@ -76,23 +68,17 @@ async def until(sup: Supervisor, predicate: Callable[[], object], timeout: float
             value = await value
         return bool(value)
 
-    try:
-        await wait_for(check, timeout, interval=0.1)
-    except AssertionError:
-        print(sup.daemons.logs())
-        raise
+    await wait_for(check, timeout, interval=0.1)  # failing: `connected` prints the logs
 
 
 async def test_a_workflow_task_that_kills_each_worker_is_recorded_failed_and_retried(
-    daemons: Daemons, tmp_path: Path
+    daemons: Daemons,
 ) -> None:
     daemons.server()
-    await wait_namespace(daemons.url)
-    poisoned = {**daemons.env, "DF_TEST_POISON_WORKFLOW": "1"}
-    # consumers allowing 4 deliveries: a task is given up on after 2
-    sup = Supervisor(daemons, tmp_path, ["worker", daemons.url, "4", "workflows"], poisoned)
-    client = await df.Client.connect(daemons.url)
-    try:
+    async with connected(daemons) as client:
+        poisoned = {**daemons.env, "DF_TEST_POISON_WORKFLOW": "1"}
+        # consumers allowing 4 deliveries: a task is given up on after 2
+        sup = Supervisor(daemons, ["worker", daemons.url, "4", "workflows"], poisoned)
         handle = await client.start_workflow("doomed", "ann", id="doomed", task_queue="poison")
 
         async def failure_recorded() -> bool:
@@ -121,20 +107,16 @@ async def test_a_workflow_task_that_kills_each_worker_is_recorded_failed_and_ret
         assert sum(isinstance(e, ev.WorkflowCompleted) for e in history) == 1
         failed = [e for e in history if isinstance(e, ev.WorkflowTaskFailed)]
         assert failed and all(e.failure.type == WORKER_LOST for e in failed)
-    finally:
-        await client.close()
 
 
 async def test_an_activity_that_kills_each_worker_fails_its_attempts_per_retry_policy(
-    daemons: Daemons, tmp_path: Path
+    daemons: Daemons,
 ) -> None:
     daemons.server()
-    await wait_namespace(daemons.url)
-    Supervisor(daemons, tmp_path, ["worker", daemons.url, "4", "workflows"], daemons.env)
-    poisoned = {**daemons.env, "DF_TEST_POISON_ACTIVITY": "1"}
-    sup = Supervisor(daemons, tmp_path, ["worker", daemons.url, "4", "activities"], poisoned)
-    client = await df.Client.connect(daemons.url)
-    try:
+    async with connected(daemons) as client:
+        Supervisor(daemons, ["worker", daemons.url, "4", "workflows"], daemons.env)
+        poisoned = {**daemons.env, "DF_TEST_POISON_ACTIVITY": "1"}
+        sup = Supervisor(daemons, ["worker", daemons.url, "4", "activities"], poisoned)
         handle = await client.start_workflow(
             "calls_doomed_activity", "bob", id="doomed-activity", task_queue="poison"
         )
@@ -150,19 +132,15 @@ async def test_an_activity_that_kills_each_worker_fails_its_attempts_per_retry_p
         assert timed_out.attempt == 2 and "stopped responding" in timed_out.failure.message
         assert "stopped responding" in str(failed.value.cause)
         assert sum(isinstance(e, ev.WorkflowFailed) for e in history) == 1
-    finally:
-        await client.close()
 
 
 async def test_an_input_that_kills_each_df_server_is_dead_lettered_with_its_reason(
-    daemons: Daemons, tmp_path: Path
+    daemons: Daemons,
 ) -> None:
     # an input consumer allowing 4 deliveries: a failing input is given up on after 3
-    sup = Supervisor(daemons, tmp_path, ["server", daemons.url, "4"], daemons.env)
-    await wait_namespace(daemons.url)
-    Supervisor(daemons, tmp_path, ["worker", daemons.url, "20", "workflows"], daemons.env)
-    client = await df.Client.connect(daemons.url)
-    try:
+    sup = Supervisor(daemons, ["server", daemons.url, "4"], daemons.env)
+    async with connected(daemons) as client:
+        Supervisor(daemons, ["worker", daemons.url, "20", "workflows"], daemons.env)
         handle = await client.start_workflow(
             "waits_for_go", id="poisoned-input", task_queue="poison"
         )
@@ -190,8 +168,6 @@ async def test_an_input_that_kills_each_df_server_is_dead_lettered_with_its_reas
         history = await handle.fetch_history()
         signals = [e.name for e in history if isinstance(e, ev.SignalReceived)]
         assert signals == ["go"]
-    finally:
-        await client.close()
 
 
 async def test_the_give_up_limit_follows_the_consumer_as_created(env: object) -> None:

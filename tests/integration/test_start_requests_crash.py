@@ -11,10 +11,6 @@ follows comes from the messages stored before the kill, and a df-server started 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,18 +18,12 @@ import pytest
 import durablefuture as df
 from durablefuture.core import events as ev
 from durablefuture.natsserver import NatsServer
-from tests.conftest import ROOT, Daemon, Daemons, wait_for, wait_namespace
+from tests.conftest import Daemons, connected, wait_for
 from tests.integration.flows import expected_add
 
 pytestmark = pytest.mark.asyncio
 
 OPTIONS = df.WorkflowOptions(task_queue="tests", request_id="req-1", execution_timeout=300)
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
@@ -45,35 +35,21 @@ async def test_sigkill_of_df_server_and_client_while_a_start_request_is_made(
     daemons.env["DF_TEST_HOLD"] = where
     daemons.env["DF_TEST_HELD"] = str(held)
     daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0"
-    server = Daemon(
-        "held-server",
-        ["tests.integration.held_start", "server", "--nats", url, "--input-ack-wait", "2"],
-        tmp_path / "held-server.log",
-        daemons.env,
-    )
-    daemons.started.append(server.start())
+    args = ["server", "--nats", url, "--input-ack-wait", "2"]
+    server = daemons.special("held-server", "tests.integration.held_start", *args)
     daemons.worker(
         "--workflows",
         "tests.integration.flows:WORKFLOWS",
         "--activities",
         "tests.integration.flows:ACTIVITIES",
     )
-    await wait_namespace(url)
-    asker = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.held_start", "client", url, "held", "req-1"],
-        cwd=ROOT,
-        env=daemons.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    client = await df.Client.connect(url)
-    try:
+    async with connected(daemons) as client:
+        args = ["client", url, "held", "req-1"]
+        asker = daemons.special("asker", "tests.integration.held_start", *args)
         await wait_for(held.exists, 30)
-        assert server.proc is not None
-        _kill(server.proc)
-        _kill(asker)
-        assert asker.stdout is not None
-        said = asker.stdout.read().decode(errors="replace")
+        server.kill()
+        asker.kill()
+        said = asker.log()
         assert "started" not in said, said  # the client was answered nothing
         daemons.server()  # a df-server again, as after any crash
 
@@ -117,9 +93,3 @@ async def test_sigkill_of_df_server_and_client_while_a_start_request_is_made(
             assert runs == {handle.run_id}
             history = [type(e) for e in await handle.fetch_history()]
             assert history.count(ev.WorkflowCompleted) == 1
-    except BaseException:
-        print(daemons.logs())
-        raise
-    finally:
-        _kill(asker)
-        await client.close()

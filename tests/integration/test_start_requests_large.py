@@ -8,43 +8,17 @@ Such a task is written after the append, so df-server has such a start stored (a
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-import durablefuture as df
 from durablefuture.core import events as ev
 from durablefuture.natsserver import NatsServer
-from tests.conftest import ROOT, Daemon, Daemons, wait_for, wait_namespace
+from tests.conftest import Daemons, connected, wait_for
 
 pytestmark = pytest.mark.asyncio
 
 TEXT = 200 * 1024  # each under the 256 KiB by-reference threshold; ~600 KiB together
-
-ASK = f"""
-import asyncio
-import durablefuture as df
-
-async def main() -> None:
-    client = await df.Client.connect({{url!r}})
-    client.start_wait = 60.0  # never stores the start itself
-    options = df.WorkflowOptions(task_queue="tests", request_id="req-big", execution_timeout=300)
-    t = "x" * {TEXT}
-    handle = await client.start_workflow("three_texts", t, t, t, id="big", options=options)
-    print("started", handle.run_id, flush=True)
-
-asyncio.run(main())
-"""
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
 
 
 async def test_sigkill_after_the_append_of_a_start_whose_task_is_too_large_to_carry_history(
@@ -54,30 +28,17 @@ async def test_sigkill_after_the_append_of_a_start_whose_task_is_too_large_to_ca
     held = tmp_path / "held"
     daemons.env["DF_TEST_HOLD"] = "after"
     daemons.env["DF_TEST_HELD"] = str(held)
-    server = Daemon(
-        "held-server",
-        ["tests.integration.held_start", "server", "--nats", url, "--input-ack-wait", "2"],
-        tmp_path / "held-server.log",
-        daemons.env,
-    )
-    daemons.started.append(server.start())
+    args = ["server", "--nats", url, "--input-ack-wait", "2"]
+    server = daemons.special("held-server", "tests.integration.held_start", *args)
     daemons.worker("--workflows", "tests.integration.flows:WORKFLOWS")
-    await wait_namespace(url)
-    asker = subprocess.Popen(
-        [sys.executable, "-c", ASK.format(url=url)],
-        cwd=ROOT,
-        env=daemons.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    client = await df.Client.connect(url)
-    try:
+    async with connected(daemons) as client:
+        # asks for the start, waiting a minute for the answer: it never stores the start itself
+        args = ["client", url, "big", "req-big", str(TEXT)]
+        asker = daemons.special("asker", "tests.integration.held_start", *args)
         await wait_for(held.exists, 30)
-        assert server.proc is not None
-        _kill(server.proc)
-        _kill(asker)
-        assert asker.stdout is not None
-        said = asker.stdout.read().decode(errors="replace")
+        server.kill()
+        asker.kill()
+        said = asker.log()
         assert "started" not in said, said  # the client was answered nothing
         daemons.server()  # a df-server again, as after any crash
 
@@ -89,9 +50,3 @@ async def test_sigkill_after_the_append_of_a_start_whose_task_is_too_large_to_ca
         history = [type(e) for e in await handle.fetch_history()]
         assert history.count(ev.WorkflowStarted) == 1
         assert history.count(ev.WorkflowCompleted) == 1
-    except BaseException:
-        print(daemons.logs())
-        raise
-    finally:
-        _kill(asker)
-        await client.close()

@@ -14,7 +14,7 @@ import durablefuture as df
 from durablefuture.core import events as ev
 from durablefuture.server.inputs import FIRST_APPEND_WAIT
 from tests.cluster import NatsCluster
-from tests.conftest import Daemon, Daemons, wait_namespace
+from tests.conftest import Daemons, connected
 from tests.integration.flows import expected_add
 
 pytestmark = pytest.mark.asyncio
@@ -28,30 +28,18 @@ async def test_a_report_before_the_append_on_a_cluster_leaves_no_run_stuck(
     # a stall within FIRST_APPEND_WAIT: the report waits for the append instead of being refused
     daemons.env["DF_TEST_STALL"] = str(FIRST_APPEND_WAIT / 2)
     daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0"
-    server = Daemon(
-        "stalled-server",
-        ["tests.integration.stalled_start", "--nats", url, "--replicas", "3"],
-        daemons.tmp_path / "stalled-server.log",
-        daemons.env,
-    )
-    daemons.started.append(server.start())
+    args = ["--nats", url, "--replicas", "3"]
+    daemons.special("stalled-server", "tests.integration.stalled_start", *args)
     daemons.worker(
         "--workflows",
         "tests.integration.flows:WORKFLOWS",
         "--activities",
         "tests.integration.flows:ACTIVITIES",
     )
-    await wait_namespace(url, timeout=60)
-    client = await df.Client.connect(url)
-    try:
+    async with connected(daemons) as client:
         options = df.WorkflowOptions(task_queue="tests", execution_timeout=300)
         handle = await client.start_workflow("add_workflow", 1, id="stall", options=options)
         assert await handle.result(timeout=40) == expected_add(1)
         history = [type(e) for e in await handle.fetch_history()]
         assert history.count(ev.WorkflowStarted) == 1
         assert history.count(ev.WorkflowCompleted) == 1
-    except BaseException:
-        print(daemons.logs())
-        raise
-    finally:
-        await client.close()
