@@ -68,7 +68,7 @@ class Desk:
     """The answer to a refused request, from its reason, error type and run id."""
     store: bytes
     """The answer that has the requester store the input itself."""
-    admit: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext
+    admit: Callable[[], AbstractAsyncContextManager[None]] | None = None
     """Held while a request is handled (a place in start admission)."""
     refuses: tuple[type[Exception], ...] = (DecodeError,)
     """The failures to act that refuse a request (any other is answered ``store``); a
@@ -77,6 +77,17 @@ class Desk:
     sub: Subscription | None = None
     asked: int = 0
     """Requests held now, at most ``ServerOptions.concurrency``."""
+    # worked out once: every request names them
+    reply_label: str = attrs.field(init=False)
+    counted: str = attrs.field(init=False)
+    unanswered: str = attrs.field(init=False)
+    stored: str = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.reply_label = f"{self.kind} reply subject"
+        self.counted = f"{self.kind}_requests"
+        self.unanswered = f"{self.kind}_requests_unanswered"
+        self.stored = f"{self.kind}_requests_stored"
 
 
 class RequestDesks(ServerBase):
@@ -103,13 +114,13 @@ class RequestDesks(ServerBase):
         try:  # a requester's inbox, or the one nats-server makes for a request that crossed
             # from the users' account (``df auth init``); answering any other subject would
             # write where the sender chose. A requester stores what stays unanswered.
-            check_reply_subject(msg.reply, f"{desk.kind} reply subject", imported=True)
+            check_reply_subject(msg.reply, desk.reply_label, imported=True)
         except MessageRejectedError:
-            self.stats[f"{desk.kind}_requests_unanswered"] += 1
+            self.stats[desk.unanswered] += 1
             return
         if self._stopping.is_set() or desk.asked >= self.options.concurrency:
             if desk.count_stored:
-                self.stats[f"{desk.kind}_requests_stored"] += 1
+                self.stats[desk.stored] += 1
             await self._answer_request(msg, desk.store)
             return
         desk.asked += 1
@@ -120,8 +131,11 @@ class RequestDesks(ServerBase):
     async def _take_request(self, desk: Desk, msg: Msg) -> None:
         began = time.perf_counter()
         try:
-            async with desk.admit():
+            if desk.admit is None:
                 answer = await self._handle_request(desk, msg)
+            else:
+                async with desk.admit():
+                    answer = await self._handle_request(desk, msg)
         finally:
             desk.asked -= 1
         seconds = time.perf_counter() - began
@@ -134,7 +148,7 @@ class RequestDesks(ServerBase):
 
     async def _handle_request(self, desk: Desk, msg: Msg) -> bytes:
         self.stats["inputs"] += 1
-        self.stats[f"{desk.kind}_requests"] += 1
+        self.stats[desk.counted] += 1
         try:
             env = self.codec.decode_input(msg.data)
         except DecodeError as exc:

@@ -63,7 +63,8 @@ class StartRequests(Starts, RequestDesks):
         await self._close_desk(self._start_desk)
 
     async def _make_start(self, env: InputEnvelope, msg: Msg) -> bytes | None:
-        assert env.start is not None  # ``sources.refusal`` refuses a start request without one
+        if env.start is None:  # (``sources.refusal`` refuses these already)
+            raise DecodeError("a start request without a start")
         replies: list[Reply] = []
 
         async def keep(reply: Reply) -> None:
