@@ -204,7 +204,7 @@ class Deliveries:
                     msg,
                     what=f"the final failure of a workflow task of run {m.task.run_id}",
                     extra=extra,
-                    task=m.task,
+                    task=m,
                 )
         except DecodeError:
             pass  # nothing to record it against: the dead letter is its trace

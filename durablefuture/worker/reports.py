@@ -4,9 +4,10 @@ activity attempt's outcome, a task given up on).
 A report is first asked of a df-server as a core-NATS request, answered once the run's history
 holds it (nothing stored for the report itself); when no server answers ``recorded`` or
 ``refused`` in time, it is a server input stored on the namespace's stream, with a message id
-made of stable facts (run, input id, and for a workflow task the task it answers), so a report
-sent twice is recorded once (``durablefuture/transport/report_requests.py``). Reports that
-cannot fit in a NATS message are bounded or cut here.
+made of stable facts (run, input id, and for a workflow task the task it answers and, if the
+task carries it, its run's start time: :func:`report_id`), so a report sent twice is recorded
+once (``durablefuture/transport/report_requests.py``). Reports that cannot fit in a NATS
+message are bounded or cut here.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from durablefuture.codec.sizes import command_size
-from durablefuture.codec.wire import Codec, InputEnvelope
+from durablefuture.codec.wire import Codec, InputEnvelope, WorkflowTaskMessage
+from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.commands import Command
-from durablefuture.core.effects import WorkflowTask
 from durablefuture.core.errors import MessageRejectedError, TransportError
 from durablefuture.core.failure import Failure
 from durablefuture.core.replay import describe_command
@@ -39,7 +40,7 @@ from durablefuture.worker.options import (
     REPORT_TRIES,
 )
 
-__all__ = ["Reports", "cut"]
+__all__ = ["Reports", "cut", "report_id"]
 
 log = logging.getLogger("durablefuture.worker")
 
@@ -74,7 +75,7 @@ class Reports:
         receipt: bool = False,
         *,
         keep: Msg | None = None,
-        task: WorkflowTask | None = None,
+        task: WorkflowTaskMessage | None = None,
         persist: bool = True,
     ) -> None:
         """Have the server record a report (asked, else stored). With ``keep`` (the task it
@@ -84,12 +85,7 @@ class Reports:
         report no server answered is stored through transport errors for a few minutes (a
         server may have recorded it in part); :meth:`store` retries on its own."""
         data = await self.codec.pack_input(InputEnvelope(workflow_id, input=message))
-        msg_id = f"{message.run_id}:{message.input_id}"
-        if task is not None:
-            # The answer to a workflow task is a fact of that task: a report based on the same
-            # event that the server could not use (it rejected one based on an event it had
-            # not stored yet) must not make the store drop this one as its duplicate.
-            msg_id = f"{msg_id}:{task.trigger}.{task.attempt}"
+        msg_id = report_id(message, task)
         headers = {MSG_ID: msg_id}
         if receipt and self.receipts:
             headers[RECEIPT_HEADER] = self.receipts
@@ -144,7 +140,7 @@ class Reports:
         what: str,
         extra: Mapping[str, object],
         receipt: bool = False,
-        task: WorkflowTask | None = None,
+        task: WorkflowTaskMessage | None = None,
         on_retry: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Store ``report``, retrying while NATS is away (up to REPORT_TRIES, a few minutes;
@@ -216,6 +212,30 @@ class Reports:
             ),
             type="MessageRejectedError",
         )
+
+
+def report_id(message: inp.RunInput, task: WorkflowTaskMessage | None) -> str:
+    """The ``Nats-Msg-Id`` of a report stored on ``in.report``, ``task`` the workflow task it
+    answers: ``<run>:<input id>[:<trigger>.<attempt>[:<run's start time>]]``."""
+    msg_id = f"{message.run_id}:{message.input_id}"
+    if task is None:
+        return msg_id
+    # The answer to a workflow task is a fact of that task: a report based on the same event
+    # that the server could not use (it rejected one based on an event it had not stored yet)
+    # must not make the store drop this one as its duplicate.
+    msg_id = f"{msg_id}:{task.task.trigger}.{task.task.attempt}"
+    started = task.events[0] if task.events else None
+    if isinstance(started, ev.WorkflowStarted):
+        # A run's first task is written before the run's WorkflowStarted is. A run continued
+        # as new has its run id chosen beforehand: if df-server dies in between, the run is
+        # created again under the same id and its first task written again (with the new
+        # start time, server/effects.py), answered by the same decisions. Without the start
+        # time, the stream would answer the report of that task "duplicate" of the orphan
+        # task's (refused, its id still in the duplicate window) and, while it still holds
+        # that copy, byte for byte the same, the worker would take it for its own earlier
+        # one (transport/dedup.py): the report lost, the run would never move.
+        msg_id += f":{started.at!r}"
+    return msg_id
 
 
 def cut(failure: Failure) -> Failure:

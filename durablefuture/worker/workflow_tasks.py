@@ -141,7 +141,7 @@ class WorkflowTasks:
                     finally:
                         _TASK_MESSAGE.reset(token)
                 if report is not None:
-                    report = await self._send_workflow_report(task, report, msg)
+                    report = await self._send_workflow_report(m, report, msg)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "workflow task %s run %s trigger %d (delivery %d): %s",
@@ -164,13 +164,14 @@ class WorkflowTasks:
         metrics.WORKFLOW_TASK_SECONDS.observe(time.perf_counter() - began, self.task_queue)
 
     async def _send_workflow_report(
-        self, task: WorkflowTask, report: inp.RunInput, msg: Msg
+        self, m: WorkflowTaskMessage, report: inp.RunInput, msg: Msg
     ) -> inp.RunInput:
         """Send a workflow task's report; returns what was sent. A report NATS would refuse
         (too large) becomes a FailWorkflowTask that says which command, how big, the limit
         and what to do, so the run shows why instead of retrying a report that cannot land."""
+        task = m.task
         try:
-            await self.reports.send(task.workflow_id, report, receipt=True, keep=msg, task=task)
+            await self.reports.send(task.workflow_id, report, receipt=True, keep=msg, task=m)
             return report
         except MessageRejectedError as exc:
             self.cache.pop(task.run_id)  # its generator assumed the report went out
@@ -190,7 +191,7 @@ class WorkflowTasks:
                 failed.failure.message,
                 extra={"workflow_id": task.workflow_id, "run_id": task.run_id},
             )
-            await self.reports.send(task.workflow_id, failed, keep=msg)
+            await self.reports.send(task.workflow_id, failed, keep=msg, task=m)
             return failed
         except TransportError:
             # a df-server may have recorded it without finishing its effects: the task comes

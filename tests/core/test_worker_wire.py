@@ -1,9 +1,11 @@
-"""The worker's small wire formats (queries, heartbeats, sizes) and the shared redelivery policy."""
+"""The worker's small wire formats (queries, heartbeats, sizes, report message ids) and the
+shared redelivery policy."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
+from attrs import evolve
 
 from durablefuture.codec.heartbeats import encode_heartbeat
 from durablefuture.codec.queries import (
@@ -13,11 +15,15 @@ from durablefuture.codec.queries import (
     encode_query_error,
 )
 from durablefuture.codec.sizes import command_size, event_size
-from durablefuture.codec.wire import default_codec
+from durablefuture.codec.wire import WorkflowTaskMessage, default_codec
 from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
 from durablefuture.core.commands import Command, StartTimer
+from durablefuture.core.effects import WorkflowTask
 from durablefuture.core.errors import QueryFailedError
 from durablefuture.transport.redelivery import Redelivery
+from durablefuture.worker.reports import report_id
+from tests.core.helpers import T0, History
 
 CODEC = default_codec()
 
@@ -82,3 +88,21 @@ def test_redelivery_backs_off_exponentially_up_to_a_cap_and_gives_up() -> None:
     assert not policy.exhausted(17) and policy.exhausted(18) and policy.exhausted(19)
     with pytest.raises(ValueError):
         Redelivery(give_up_at=0)
+
+
+def test_a_workflow_task_reports_message_id_names_its_run_incarnation() -> None:
+    """A run continued as new can be created twice under one run id (df-server killed between
+    its first task and its WorkflowStarted): the reports of the two first tasks, the same
+    decisions on the same trigger and attempt, must not share a message id; a report sent
+    again for one task message must."""
+    task = WorkflowTask("default", "wf-1", "run-1", "wf", "q", trigger=1)
+    report = inp.CompleteWorkflowTask("run-1", 1, (), "w")
+    orphan = WorkflowTaskMessage(task, tuple(History(at=T0).events))
+    again = WorkflowTaskMessage(task, tuple(History(at=T0 + 0.25).events))
+    assert report_id(report, None) == "run-1:wtc:1"
+    assert report_id(report, orphan) == f"run-1:wtc:1:1.1:{T0!r}"
+    assert report_id(report, again) != report_id(report, orphan)
+    assert report_id(report, again) == report_id(report, again)
+    # a later task, its run's history read by the worker: the task alone names it
+    later = WorkflowTaskMessage(evolve(task, trigger=5, attempt=2), (), history_seq=9)
+    assert report_id(report, later) == "run-1:wtc:1:5.2"

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import durablefuture as df
+from durablefuture.codec.wire import WorkflowTaskMessage
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.commands import CompleteWorkflow
@@ -66,7 +67,7 @@ async def test_an_answer_with_the_same_base_as_a_rejected_report_is_recorded() -
             first_task = WorkflowTask(
                 env.client.layout.namespace, "race", run_id, "gated_flow", "q", trigger=1
             )
-            await wf_worker._reports.send("race", early, task=first_task)
+            await wf_worker._reports.send("race", early, task=WorkflowTaskMessage(first_task))
             await wait_for(lambda: server.stats["rejected"] >= 1, 10)
             _gate.set()  # the result is stored now; a workflow task follows
             assert await handle.result(timeout=15) == "race done"
