@@ -246,6 +246,7 @@ class Server(ReportRequests, StartRequests, Removals, Janitor, StickyFallback):
             await self.visibility.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
+        await self._status_flush(timeout)
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
