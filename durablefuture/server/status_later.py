@@ -40,6 +40,8 @@ import logging
 
 from durablefuture.core import events as ev
 from durablefuture.core.effects import RunSummary
+from durablefuture.core.errors import DurableFutureError
+from durablefuture.core.state import RunState
 from durablefuture.server.base import ServerBase
 from durablefuture.server.runs import RunCache
 from durablefuture.transport.publisher import EXPECTED_LAST_SUBJECT_SEQ, WrongLastSequence
@@ -120,6 +122,25 @@ class StatusLater(ServerBase):
                 log.info("writing the running status entry of run %s failed: %s", run_id, exc)
                 if run_id not in self._status_pending:
                     self._status_arm(summary, max(self.options.status_delay, 0.1), attempt + 1)
+
+    async def _status_base(
+        self, workflow_id: str, run_id: str, cached: RunCache | None
+    ) -> RunSummary | None:
+        """What a status entry written over a missing one (a corrupt mark) keeps of the run:
+        from its cache, else from its WorkflowStarted (None if that cannot be read either)."""
+        if cached is not None:
+            return cached.state.summary()
+        try:
+            head = await self.history.first_batch(workflow_id, run_id)
+        except DurableFutureError as exc:  # the start itself is unreadable
+            log.debug("the start of run %s cannot be read: %s", run_id, exc)
+            return None
+        started = head.events[0] if head is not None and head.events else None
+        if not isinstance(started, ev.WorkflowStarted):
+            return None
+        state = RunState(started=started)
+        state.apply([started])
+        return state.summary()
 
     async def _status_flush(self, timeout: float) -> None:
         """At a clean shutdown: write the pending entries now (their runs are still open as
