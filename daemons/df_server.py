@@ -112,6 +112,15 @@ def namespaces_and_creds(
     "(0: no sticky tasks).",
 )
 @click.option(
+    "--status-delay",
+    default=1.0,
+    envvar="DF_STATUS_DELAY",
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a run must stay open before it is listed as running; a run that closes "
+    "sooner gets only its closed status entry (0: listed right after its start).",
+)
+@click.option(
     "--retention",
     default=None,
     envvar="DF_RETENTION",
@@ -184,6 +193,7 @@ def main(
     input_ack_wait: float,
     start_concurrency: int,
     sticky_timeout: float,
+    status_delay: float,
     creds_dir: str | None,
     retention: str | None,
     archive: str | None,
@@ -207,6 +217,7 @@ def main(
         input_ack_wait=input_ack_wait,
         compact_interval=compact_interval,
         sticky_timeout=sticky_timeout,
+        status_delay=status_delay,
         start_concurrency=start_concurrency,
         schedules=ScheduleOptions(ahead=schedule_ahead),
         **storage_options(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from durablefuture.clock import TimerHandle
 from durablefuture.codec.wire import Codec, Reply, default_codec
 from durablefuture.core import inputs as inp
+from durablefuture.core.effects import RunSummary
 from durablefuture.core.errors import TransportError
 from durablefuture.core.namespace import NamespaceSettings
 from durablefuture.core.orchestration import Decision
@@ -65,6 +66,8 @@ class ServerBase:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[tuple[str, str], TimerHandle] = {}
+        self._status_pending: dict[str, tuple[asyncio.TimerHandle, RunSummary]] = {}
+        """Runs whose "running" status entry is due later (``server/status_later.py``)."""
         self.clock = self.options.clock
         self._own_nc = False
         self._remove_health: Callable[[], None] = lambda: None

@@ -35,9 +35,9 @@ from durablefuture.core.effects import (
 )
 from durablefuture.core.errors import DurableFutureError, TransportError
 from durablefuture.core.interpretation import RunMessage, interpret
-from durablefuture.server.base import ServerBase
 from durablefuture.server.runs import RunCache
 from durablefuture.server.sources import SERVER
+from durablefuture.server.status_later import StatusLater
 from durablefuture.transport.buckets import read_entry
 from durablefuture.transport.compaction import purge
 from durablefuture.transport.guard import max_payload
@@ -70,7 +70,7 @@ def _at(ts: float) -> str:
     return f"@at {stamp}Z"
 
 
-class Effects(ServerBase):
+class Effects(StatusLater):
     """Sends the messages of effects, and fires local timers."""
 
     async def _send_input(
@@ -349,13 +349,19 @@ class _Sender:
         key = f"$KV.{layout.runs_bucket}.{layout.status_key(summary.workflow_id, summary.run_id)}"
         if summary.status in RunStatus.CLOSED:
             self.pending.append(await pub.send(key, body))
+        elif server.options.status_delay > 0:
+            # only if the run is still open a little later: most close before, and their
+            # closed entry is their only one (``server/status_later.py``)
+            server._status_later(self.cache, summary)
         else:
             # "running" is a run's first status, written once: a copy derived again later
             # (a start delivered twice, another server's older view) must never overwrite
             # its close, or clients wait for a result that is long there
+            self.cache.status_entry = True
             created = await pub.send(key, body, {EXPECTED_LAST_SUBJECT_SEQ: "0"})
             self.pending.append(_unless_present(created))
         if summary.status in RunStatus.CLOSED:
+            server._status_closed(summary.run_id)
             server._cancel_local_timers(summary.run_id)
             if self.cache.timers or summary.run_id != self.cache.state.run_id:
                 # (a run that never had a durable timer has none to purge: no request)

@@ -167,6 +167,7 @@ class RunInputs(RunCaches, Effects):
                 # the reporting worker holds the run's generator: its next tasks go there
                 cache.sticky = sticky
             decision = await self._decide_and_record(cache, message, receipt_to)
+            self._status_seen(cache)
         return decision, cache, message
 
     async def _load_awaited(self, workflow_id: str, message: inp.RunInput) -> RunCache:

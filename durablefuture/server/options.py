@@ -30,6 +30,11 @@ class ServerOptions:
     start_concurrency: int = 64
     """New starts from clients handled at once (0: as many as ``concurrency``); the runs
     already going, and above all their due timers, come first (``server/admission.py``)."""
+    status_delay: float = 1.0
+    """Seconds a run must stay open before its "running" status entry is written (0: at once,
+    right after its start). A run that closes sooner gets only its closed entry: one stored
+    message fewer per short run, for list/count seeing a new run up to this late (see
+    ``server/status_later.py``)."""
     replicas: int = 1
     """Stream and bucket replicas (3 in a 3-node cluster)."""
     local_timers: bool = True

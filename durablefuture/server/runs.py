@@ -39,6 +39,10 @@ class RunCache:
     """Bytes of the run's stored history messages (for the namespace's history limits)."""
     history_warned: bool = False
     sticky: str = ""  # sticky token of the worker holding the run's generator ("": none known)
+    status_entry: bool = False
+    """This server has had the run's "running" status entry written, or has a write of it
+    pending (``server/status_later.py``); False for a run read from history, whose entry
+    may have been lost with the df-server that was to write it."""
     timers: bool = False
     """Durable timers of the run may be stored: this server armed one, or it cannot tell (a run
     read from history, or moved on by another server). False only for a run this server

@@ -246,6 +246,7 @@ class Server(ReportRequests, StartRequests, Removals, Janitor, StickyFallback):
             await self.visibility.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
+        await self._status_flush(timeout)
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -359,7 +360,7 @@ class Server(ReportRequests, StartRequests, Removals, Janitor, StickyFallback):
             ),
         )
         wid, run_id = exc.workflow_id, exc.run_id
-        self._cache.pop(run_id, None)
+        cached = self._cache.pop(run_id, None)
         if not wid or not run_id:
             return
         if self._corrupt_runs.get(run_id) != exc.stream_seq:
@@ -389,6 +390,8 @@ class Server(ReportRequests, StartRequests, Removals, Janitor, StickyFallback):
             and summary.failure == failure
         ):
             return  # recorded already
+        if summary is None:  # no entry yet (written late, ``status_later``): the start's
+            summary = await self._status_base(wid, run_id, cached)
         if summary is None:
             summary = RunSummary(wid, run_id, "", "", RunStatus.CORRUPT, 0.0)
         summary = evolve(summary, status=RunStatus.CORRUPT, failure=failure)

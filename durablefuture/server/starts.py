@@ -52,9 +52,11 @@ connection, right behind it. So:
   that asked got no answer (it stores the start and gets a run, unless it died too). A start
   that finds the id taken (the guard fails) stores nothing.
 - The run's status entry ("running") is written after the append (another stream, and a
-  status for a run that was not created would be listed). An asked start is answered after
-  it; a df-server that dies before it leaves the run without a status entry until its close
-  writes one (the run itself goes on: its task exists).
+  status for a run that was not created would be listed): with ``status_delay`` 0 before an
+  asked start is answered, else once the run has been open that long, if it still is
+  (``server/status_later.py``). A df-server that dies before it leaves the run without a
+  status entry until the next df-server to handle an input of the run, or its close, writes
+  one (the run itself goes on: its task exists).
 """
 
 from __future__ import annotations

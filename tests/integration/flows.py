@@ -176,6 +176,17 @@ def waiting_add(x: int):  # type: ignore[no-untyped-def]
 WORKFLOWS.append(waiting_add)
 
 
+def poked_add(x: int):  # type: ignore[no-untyped-def]
+    """Stays open through signal "poke" (an input that moves it on), until signal "go"."""
+    yield df.wait_signal("poke")
+    extra = yield df.wait_signal("go")
+    opts = df.ActivityOptions(start_to_close_timeout=30, retry_policy=FAST_RETRY)
+    return (yield df.activity(double, x + extra, options=opts))
+
+
+WORKFLOWS.append(poked_add)
+
+
 # large-payload workflows of the retention and payload-store tests (run in the test process)
 
 

@@ -65,8 +65,8 @@ async def test_no_role_gets_an_answer_stored_or_obeyed_through_its_reply_subject
             js = client.pub.js
             stored = (await js.stream_info(s, subjects_filter=f"{layout.prefix}.>")).state
             server_consumer = await js.consumer_info(s, layout.server_consumer)
-            summary = await client.summary("victim", run_id)
-            assert summary is not None
+            # listed as running once it has been open ServerOptions.status_delay
+            summary = await wait_for(lambda: client.summary("victim", run_id), 15)
             targets = _replies_targets(layout, "victim", run_id)
             server = env.server
             assert server is not None

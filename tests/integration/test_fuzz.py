@@ -421,6 +421,12 @@ async def fuzz(count: int, seed: int) -> None:
                 return True
 
             await wait_for(all_wait_for_their_signal, 15)
+            runs = len(done) + len(waiting) + 1
+
+            async def all_listed() -> bool:  # open ones once open ServerOptions.status_delay
+                return await client.count_workflows() == runs
+
+            await wait_for(all_listed, 15)
             runs_before = await client.count_workflows()
             before = await _history_bytes(env)
             assert before
@@ -552,6 +558,11 @@ async def test_a_visibility_request_is_answered_on_an_inbox_only() -> None:
                 return any(isinstance(e, ev.SignalWaitStarted) for e in events)
 
             await wait_for(waiting, 15)
+
+            async def listed() -> bool:  # once open ServerOptions.status_delay
+                return await client.count_workflows() == 1
+
+            await wait_for(listed, 15)
             history = client.layout.history("vis", run_id)
             before = await _history_bytes(env)
             request = orjson.dumps({"op": "count", "query": "", "page_size": 1})

@@ -30,7 +30,7 @@ from durablefuture.testing import LocalEnvironment
 from durablefuture.ui import serve
 from durablefuture.ui.auth import UiAuth, check_exposure, check_token, is_loopback, safe_next
 from durablefuture.ui.security import CONTENT_SECURITY_POLICY, SESSION_COOKIE
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 from tests.ui.conftest import UiEnv, served
 from workflows_examples import ACTIVITIES, TASK_QUEUE, WORKFLOWS
 from workflows_examples.approval import approval_workflow
@@ -221,8 +221,14 @@ async def test_signing_in_sets_a_strict_http_only_cookie(secured: UiEnv) -> None
         assert TOKEN not in cookie
         page = await http.get("/workflows/approval-s")
         assert page.status_code == 200 and 'id="sign-out"' in page.text
-        runs = await http.get("/api/workflows")
-        assert runs.status_code == 200 and runs.json()["workflows"][0]["workflow_id"]
+
+        async def listed() -> list[dict[str, Any]]:  # once open ServerOptions.status_delay
+            runs = await http.get("/api/workflows")
+            assert runs.status_code == 200
+            found: list[dict[str, Any]] = runs.json()["workflows"]
+            return found
+
+        assert (await wait_for(listed, 15))[0]["workflow_id"] == "approval-s"
         # a signed-in page never redirects off the site, whatever "next" says
         for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
             again = await http.get("/login", params={"next": target})
