@@ -66,7 +66,8 @@ class LocalEnvironment:
         self.namespace = namespace
         self.auth = auth
         self.codec = codec
-        self.server_options = server_options or ServerOptions(namespace=namespace)
+        # a test lists what it just started: the running entry is written at once here
+        self.server_options = server_options or ServerOptions(namespace=namespace, status_delay=0)
         self.clock: Clock = REAL_CLOCK
         self.skipper: TimeSkipper | None = None
         if time_skipping:
