@@ -79,6 +79,9 @@ class AesGcm:
         compact: bool = True,
     ) -> None:
         aesgcm = _aesgcm()
+        from cryptography.exceptions import InvalidTag
+
+        self._invalid_tag = InvalidTag  # not imported again for each payload decrypted
         keys = {**old_keys, key_id: key}
         for kid, k in keys.items():
             if not kid or not isinstance(kid, str):
@@ -137,8 +140,6 @@ class AesGcm:
         return self._decrypt(kid, data)
 
     def _decrypt(self, kid: str, data: bytes) -> bytes:
-        from cryptography.exceptions import InvalidTag
-
         if len(data) < _NONCE + _TAG:
             raise PayloadError(
                 f"a payload encrypted with key {kid!r} is {len(data)} bytes, shorter than a "
@@ -146,7 +147,7 @@ class AesGcm:
             )
         try:
             return self._ciphers[kid].decrypt(data[:_NONCE], data[_NONCE:], self._aads[kid])
-        except InvalidTag:
+        except self._invalid_tag:
             raise PayloadError(
                 f"a payload encrypted with key {kid!r} fails authentication: it was altered "
                 "in the store, or the key configured under that id is not the one that "

@@ -127,6 +127,20 @@ def test_decoded_payloads_are_reused_but_never_for_an_altered_envelope(compact: 
         decode_values(AesGcm("k1", K1), [_altered(sealed)], cache)  # type: ignore[list-item]
 
 
+def test_a_decoded_payload_is_reused_only_in_the_form_it_was_written() -> None:
+    from durablefuture.codec.envelope import DecodedCache, decode_values, encode_values
+
+    cache = DecodedCache()
+    [sealed] = encode_values(AesGcm("k1", K1), ["secret"], cache)
+    text = sealed[ENVELOPE_KEY]  # type: ignore[index,call-overload]
+    assert decode_values(AesGcm("k1", K1), [sealed], cache) == ["secret"]
+    # the compact envelope's text as the data of a long envelope without metadata: not the
+    # envelope that was written, so not a hit (and not a payload the codec can read)
+    relabelled: object = {ENVELOPE_KEY: {"m": {}, "d": text}}
+    with pytest.raises(PayloadError, match="malformed"):
+        decode_values(AesGcm("k1", K1), [relabelled], cache)  # type: ignore[list-item]
+
+
 class _Counting(AesGcm):
     decoded = 0
 
