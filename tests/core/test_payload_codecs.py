@@ -168,6 +168,25 @@ def test_what_a_process_encoded_it_reads_back_without_decoding() -> None:
         codec.decode_input(orjson.dumps(body))
 
 
+def test_a_history_message_is_decoded_as_far_as_asked() -> None:
+    from durablefuture.core import events as ev
+
+    writer = default_codec().with_payload_codec(AesGcm("k1", K1))
+    done = ev.ActivityCompleted(event_id=3, at=1.0, seq=1, attempt=1, result="shipped")
+    end = ev.WorkflowCompleted(event_id=4, at=1.0, based_on=3, result="charged/shipped")
+    data = writer.encode_batch("in-1", [done, end])
+    assert b"shipped" not in data
+    _Counting.decoded = 0
+    reader = default_codec().with_payload_codec(_Counting("k1", K1))
+    _, [first, last] = reader.decode_batch(data, payloads="last")
+    assert last == end and _Counting.decoded == 1
+    assert is_envelope(first.result)  # type: ignore[attr-defined]
+    _, events = reader.decode_batch(data, payloads="none")
+    assert [is_envelope(e.result) for e in events] == [True, True]  # type: ignore[attr-defined]
+    _, events = reader.decode_batch(data)
+    assert events == [done, end] and _Counting.decoded == 2
+
+
 def test_unencoded_payloads_pass_through_a_codec() -> None:
     sealed = default_codec().with_payload_codec(AesGcm("k1", K1))
     data = default_codec().encode_input(
