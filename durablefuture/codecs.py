@@ -124,10 +124,11 @@ class AesGcm:
         """``encode`` of JSON payloads, without the :class:`Payload` objects."""
         encrypt = self._ciphers[self.key_id].encrypt
         aad = self._aads[self.key_id]
-        urandom = os.urandom
+        # the nonces of a batch from one read of the system's random source
+        nonces = os.urandom(_NONCE * len(datas))
         out = []
-        for data in datas:
-            nonce = urandom(_NONCE)
+        for i, data in enumerate(datas):
+            nonce = nonces[i * _NONCE : (i + 1) * _NONCE]
             out.append(nonce + encrypt(nonce, data, aad))
         return self._json_meta[self.key_id], out
 

@@ -168,6 +168,13 @@ def test_what_a_process_encoded_it_reads_back_without_decoding() -> None:
         codec.decode_input(orjson.dumps(body))
 
 
+def test_each_payload_of_a_batch_has_a_nonce_of_its_own() -> None:
+    codec = AesGcm("k1", K1)
+    _, sealed = codec.seal_json([b'"same"'] * 200)
+    assert len({blob[:12] for blob in sealed}) == 200
+    assert [codec.open_json(codec._json_meta["k1"], blob) for blob in sealed] == [b'"same"'] * 200
+
+
 def test_a_history_message_is_decoded_as_far_as_asked() -> None:
     from durablefuture.core import events as ev
 
