@@ -79,6 +79,9 @@ class AesGcm:
         compact: bool = True,
     ) -> None:
         aesgcm = _aesgcm()
+        from cryptography.exceptions import InvalidTag
+
+        self._invalid_tag = InvalidTag  # not imported again for each payload decrypted
         keys = {**old_keys, key_id: key}
         for kid, k in keys.items():
             if not kid or not isinstance(kid, str):
@@ -121,10 +124,11 @@ class AesGcm:
         """``encode`` of JSON payloads, without the :class:`Payload` objects."""
         encrypt = self._ciphers[self.key_id].encrypt
         aad = self._aads[self.key_id]
-        urandom = os.urandom
+        # the nonces of a batch from one read of the system's random source
+        nonces = os.urandom(_NONCE * len(datas))
         out = []
-        for data in datas:
-            nonce = urandom(_NONCE)
+        for i, data in enumerate(datas):
+            nonce = nonces[i * _NONCE : (i + 1) * _NONCE]
             out.append(nonce + encrypt(nonce, data, aad))
         return self._json_meta[self.key_id], out
 
@@ -137,8 +141,6 @@ class AesGcm:
         return self._decrypt(kid, data)
 
     def _decrypt(self, kid: str, data: bytes) -> bytes:
-        from cryptography.exceptions import InvalidTag
-
         if len(data) < _NONCE + _TAG:
             raise PayloadError(
                 f"a payload encrypted with key {kid!r} is {len(data)} bytes, shorter than a "
@@ -146,7 +148,7 @@ class AesGcm:
             )
         try:
             return self._ciphers[kid].decrypt(data[:_NONCE], data[_NONCE:], self._aads[kid])
-        except InvalidTag:
+        except self._invalid_tag:
             raise PayloadError(
                 f"a payload encrypted with key {kid!r} fails authentication: it was altered "
                 "in the store, or the key configured under that id is not the one that "

@@ -147,7 +147,8 @@ class WorkflowHandle:
         forged one) the history's own ending is."""
         client = self.client
         try:
-            batch = await client.history.last_batch(self.id, run_id)
+            # only the ending is compared: the payloads of the events before it stay sealed
+            batch = await client.history.last_batch(self.id, run_id, payloads="last")
         except DurableFutureError:
             return None
         terminal = batch.events[-1] if batch is not None and batch.events else None

@@ -40,8 +40,10 @@ class DecodedCache:
         self._entries: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
         """Envelope data -> (the number of its metadata, the plaintext): a hit needs both to
         match."""
-        self._metas: list[dict[str, Any]] = []
+        self._metas: list[dict[str, Any]] = [COMPACT]
         self._meta_ids: dict[tuple[tuple[Any, Any], ...], int] = {}
+        """Metadata maps (as tuples of their items) -> their number; ``COMPACT`` is number 0,
+        looked up by identity (most envelopes are compact: no map to hash per entry)."""
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -62,12 +64,28 @@ class DecodedCache:
     def get(self, key: tuple[str, dict[str, Any]]) -> bytes | None:
         """The plaintext of exactly this data under exactly this metadata, if kept."""
         entry = self._entries.get(key[0])
-        if entry is None or self._metas[entry[0]] != key[1]:
+        if entry is None:
+            return None
+        meta_id = entry[0]
+        if key[1] is COMPACT:
+            if meta_id != 0:
+                return None
+        elif meta_id == 0 or self._metas[meta_id] != key[1]:
             return None
         self._entries.move_to_end(key[0])
         return entry[1]
 
+    def get_compact(self, text: str) -> bytes | None:
+        """:meth:`get` of a compact envelope's text (no key tuple to build)."""
+        entry = self._entries.get(text)
+        if entry is None or entry[0] != 0:
+            return None
+        self._entries.move_to_end(text)
+        return entry[1]
+
     def _meta_id(self, meta: dict[str, Any]) -> int | None:
+        if meta is COMPACT:
+            return 0
         try:
             sig = tuple(meta.items())
             found = self._meta_ids.get(sig)

@@ -39,6 +39,7 @@ from attrs import field, frozen
 from durablefuture.codec.compact_meta import meta_text, parse_meta
 from durablefuture.codec.decoded import COMPACT as _COMPACT
 from durablefuture.codec.decoded import ENVELOPE_KEY, DecodedCache
+from durablefuture.codec.slots import Slot, envelope_slots, payload_slots
 from durablefuture.core.errors import PayloadError
 from durablefuture.core.types import JsonValue
 
@@ -64,9 +65,6 @@ __all__ = [
 
 CLAIM = "claim"
 """Metadata key of a payload stored by reference (see :mod:`durablefuture.codec.claims`)."""
-_LIST_KEYS = frozenset({"args", "signal_args", "details", "heartbeat_details"})
-_ONE_KEYS = frozenset({"result", "value"})
-_PAYLOAD_KEYS = _LIST_KEYS | _ONE_KEYS
 
 
 def _metadata(value: Mapping[str, str]) -> dict[str, str]:
@@ -321,12 +319,20 @@ def decode_values(
     at: list[int] = []
     keys: list[tuple[str, dict[str, Any]] | None] = []
     cipher = json_cipher(codec)
+    largest = cache.largest if cache is not None else -1
     for i, v in enumerate(values):
         if not is_envelope(v):
             continue
-        key = cache.key(v) if cache is not None else None
-        plain = cache.get(key) if cache is not None and key is not None else None
         inner: Any = v[ENVELOPE_KEY]  # type: ignore[index,call-overload]
+        key: tuple[str, dict[str, Any]] | None = None
+        plain: bytes | None = None
+        if type(inner) is str:  # compact: its text is the cache's key
+            if len(inner) <= largest:
+                key = (inner, _COMPACT)
+                plain = cache.get_compact(inner)  # type: ignore[union-attr]
+        elif cache is not None:
+            key = cache.key(v)
+            plain = cache.get(key) if key is not None else None
         if plain is None and cipher is not None:
             if type(inner) is str:
                 payload = split_envelope(v)  # type: ignore[arg-type]
@@ -374,40 +380,6 @@ def decode_values(
 
 # ------------------------------------------------------------------ message trees
 
-_Slot = tuple[Any, Any]  # (container, key or index)
-_CONTAINERS = (dict, list)
-
-
-def payload_slots(tree: object, skip_envelopes: bool = False) -> list[_Slot]:
-    """Where the payloads of an unstructured engine message are, as (container, key) pairs."""
-    slots: list[_Slot] = []
-    stack = [tree]
-    pop, push = stack.pop, stack.append
-    while stack:
-        node = pop()
-        if type(node) is list:
-            stack.extend(c for c in node if type(c) is dict or type(c) is list)
-            continue
-        if type(node) is not dict:
-            continue
-        for key, child in node.items():
-            kind = type(child)
-            if key in _PAYLOAD_KEYS:
-                if key in _ONE_KEYS:
-                    if child is not None and not (skip_envelopes and is_envelope(child)):
-                        slots.append((node, key))
-                elif kind is list:
-                    slots.extend(
-                        (child, i)
-                        for i, v in enumerate(child)
-                        if not (skip_envelopes and is_envelope(v))
-                    )
-                elif kind is dict:
-                    push(child)
-            elif kind is dict or kind is list:
-                push(child)
-    return slots
-
 
 def transform_tree(
     tree: object, codec: PayloadCodec, encode: bool, cache: DecodedCache | None = None
@@ -418,7 +390,7 @@ def transform_tree(
         if slots:
             _replace(slots, encode_values(codec, [c[k] for c, k in slots], cache))
         return
-    slots = [(c, k) for c, k in payload_slots(tree) if is_envelope(v := c[k]) and not is_claim(v)]
+    slots = envelope_slots(tree)
     if slots:
         _replace(slots, decode_values(codec, [c[k] for c, k in slots], cache))
 
@@ -435,6 +407,6 @@ def show_envelopes(tree: Any) -> Any:
     return tree
 
 
-def _replace(slots: list[_Slot], values: list[JsonValue]) -> None:
+def _replace(slots: list[Slot], values: list[JsonValue]) -> None:
     for (container, key), value in zip(slots, values, strict=True):
         container[key] = value

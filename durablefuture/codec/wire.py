@@ -19,7 +19,7 @@ Events, commands and inputs are tagged unions: ``"t"`` is the class name.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from attrs import field, frozen
@@ -46,6 +46,7 @@ from durablefuture.core.types import JsonValue, check_workflow_id
 
 __all__ = [
     "SCHEMA_VERSION",
+    "BatchPayloads",
     "Codec",
     "InputEnvelope",
     "Reply",
@@ -55,6 +56,8 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 T = TypeVar("T")
+BatchPayloads = Literal["all", "last", "none"]
+"""Whose payloads :meth:`Codec.decode_batch` decodes."""
 
 
 def _events(value: object) -> tuple[ev.Event, ...]:
@@ -229,12 +232,20 @@ class Codec:
         body = {"v": SCHEMA_VERSION, "in": input_id, "ev": [self._un_event(e) for e in events]}
         return orjson.dumps(self._seal(body))
 
-    def decode_batch(self, data: bytes) -> tuple[str, list[ev.Event]]:
+    def decode_batch(
+        self, data: bytes, payloads: BatchPayloads = "all"
+    ) -> tuple[str, list[ev.Event]]:
+        """The input id and events of a history message. ``payloads``: whose payloads to
+        decode (the others keep their envelopes): every event's, only the last one's (a
+        reader that wants how a run ended), or none (one that counts events)."""
         obj = self._load(data, "history message")
-        self._open(obj.get("ev"))
         raw = obj.get("ev")
         if not isinstance(raw, list) or not raw:
             raise DecodeError("history message has no events")
+        if payloads == "all":
+            self._open(raw)
+        elif payloads == "last":
+            self._open(raw[-1])
         input_id = obj.get("in", "")
         if not isinstance(input_id, str):
             raise DecodeError("history message has a non-string input id")

@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 
 from durablefuture.codec.claims import PayloadStore
 from durablefuture.codec.jsapi import api_request
-from durablefuture.codec.wire import Codec
+from durablefuture.codec.wire import BatchPayloads, Codec
 from durablefuture.core import events as ev
 from durablefuture.core.errors import (
     CorruptHistoryError,
@@ -224,9 +224,9 @@ class HistoryStore:
         """One message from the stream leader (STREAM.MSG.GET); None if there is none."""
         return await leader_get(self.nc, self.layout.stream, request, subject, self.pub.timeout)
 
-    def _batch(self, m: Stored) -> Batch:
+    def _batch(self, m: Stored, payloads: BatchPayloads = "all") -> Batch:
         try:
-            input_id, events = self.codec.decode_batch(m.data)
+            input_id, events = self.codec.decode_batch(m.data, payloads)
         except DecodeError as exc:
             workflow_id, run_id = self.layout.parse_history(m.subject)
             raise corrupt(workflow_id, run_id, m.seq, str(exc)) from None
@@ -250,16 +250,16 @@ class HistoryStore:
         """Id of the run's newest event, i.e. how many events it has (0 if none); one get."""
         subject = self.layout.history(workflow_id, run_id)
         m = await self._leader_get({"last_by_subj": subject}, subject)
-        if m is None:
-            return 0
-        events = self._batch(m).events
+        events = self._batch(m, payloads="none").events if m is not None else []
         return events[-1].event_id if events else 0
 
-    async def last_batch(self, workflow_id: str, run_id: str) -> Batch | None:
-        """The run's newest batch, in one get (None if the run has none)."""
+    async def last_batch(
+        self, workflow_id: str, run_id: str, payloads: BatchPayloads = "all"
+    ) -> Batch | None:
+        """The run's newest batch, in one get (None if none); payloads as ``decode_batch``."""
         subject = self.layout.history(workflow_id, run_id)
         m = await self._leader_get({"last_by_subj": subject}, subject)
-        return None if m is None else self._batch(m)
+        return None if m is None else self._batch(m, payloads)
 
     async def first_batch(self, workflow_id: str, run_id: str) -> Batch | None:
         subject = self.layout.history(workflow_id, run_id)

@@ -127,6 +127,20 @@ def test_decoded_payloads_are_reused_but_never_for_an_altered_envelope(compact: 
         decode_values(AesGcm("k1", K1), [_altered(sealed)], cache)  # type: ignore[list-item]
 
 
+def test_a_decoded_payload_is_reused_only_in_the_form_it_was_written() -> None:
+    from durablefuture.codec.envelope import DecodedCache, decode_values, encode_values
+
+    cache = DecodedCache()
+    [sealed] = encode_values(AesGcm("k1", K1), ["secret"], cache)
+    text = sealed[ENVELOPE_KEY]  # type: ignore[index,call-overload]
+    assert decode_values(AesGcm("k1", K1), [sealed], cache) == ["secret"]
+    # the compact envelope's text as the data of a long envelope without metadata: not the
+    # envelope that was written, so not a hit (and not a payload the codec can read)
+    relabelled: object = {ENVELOPE_KEY: {"m": {}, "d": text}}
+    with pytest.raises(PayloadError, match="malformed"):
+        decode_values(AesGcm("k1", K1), [relabelled], cache)  # type: ignore[list-item]
+
+
 class _Counting(AesGcm):
     decoded = 0
 
@@ -152,6 +166,32 @@ def test_what_a_process_encoded_it_reads_back_without_decoding() -> None:
     sealed["d"] = sealed["d"][:-4] + ("AAAA" if sealed["d"][-4:] != "AAAA" else "BBBB")
     with pytest.raises(PayloadError, match="fails authentication"):
         codec.decode_input(orjson.dumps(body))
+
+
+def test_each_payload_of_a_batch_has_a_nonce_of_its_own() -> None:
+    codec = AesGcm("k1", K1)
+    _, sealed = codec.seal_json([b'"same"'] * 200)
+    assert len({blob[:12] for blob in sealed}) == 200
+    assert [codec.open_json(codec._json_meta["k1"], blob) for blob in sealed] == [b'"same"'] * 200
+
+
+def test_a_history_message_is_decoded_as_far_as_asked() -> None:
+    from durablefuture.core import events as ev
+
+    writer = default_codec().with_payload_codec(AesGcm("k1", K1))
+    done = ev.ActivityCompleted(event_id=3, at=1.0, seq=1, attempt=1, result="shipped")
+    end = ev.WorkflowCompleted(event_id=4, at=1.0, based_on=3, result="charged/shipped")
+    data = writer.encode_batch("in-1", [done, end])
+    assert b"shipped" not in data
+    _Counting.decoded = 0
+    reader = default_codec().with_payload_codec(_Counting("k1", K1))
+    _, [first, last] = reader.decode_batch(data, payloads="last")
+    assert last == end and _Counting.decoded == 1
+    assert is_envelope(first.result)  # type: ignore[attr-defined]
+    _, events = reader.decode_batch(data, payloads="none")
+    assert [is_envelope(e.result) for e in events] == [True, True]  # type: ignore[attr-defined]
+    _, events = reader.decode_batch(data)
+    assert events == [done, end] and _Counting.decoded == 2
 
 
 def test_unencoded_payloads_pass_through_a_codec() -> None:
