@@ -295,11 +295,14 @@ class HistoryStore:
         whole_workflow: bool = False,
         sent: Callable[[], Awaitable[None]] | None = None,
         refs_marked: bool = False,
+        data: bytes | None = None,
     ) -> tuple[int, int]:
         """Append a batch if the history's last sequence is still ``expected_seq``.
 
         ``whole_workflow``: checked over every run of the workflow id (creates a run);
-        ``refs_marked``: :func:`mark_refs` was run; ``sent``: run once sent, before the PubAck.
+        ``refs_marked``: :func:`mark_refs` was run; ``sent``: run once sent, before the PubAck;
+        ``data``: the batch as ``codec.encode_batch(input_id, events)`` made it, for a caller
+        that sends the same bytes elsewhere too (encoded here otherwise).
         Returns (stream sequence, bytes); raises :class:`WrongLastSequence`, or
         ``MessageIdTakenError`` when others keep taking its message ids (nothing appended).
         """
@@ -311,7 +314,8 @@ class HistoryStore:
         if whole_workflow:
             every_run = self.layout.history_of_workflow(workflow_id)
             headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = every_run
-        data = self.codec.encode_batch(input_id, list(events))
+        if data is None:
+            data = self.codec.encode_batch(input_id, list(events))
         if not refs_marked:
             await mark_refs(self.pub, self.layout, run_id, data)
         for _ in range(TRIES):  # a fresh message id only after the last one was taken
