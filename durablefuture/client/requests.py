@@ -88,7 +88,7 @@ class Requests:
         data = await self.codec.pack_input(env)
         if self.start_wait > 0 and time.monotonic() >= self._ask_starts_at:
             answer = await ask_start(
-                self.nc, self.layout.start_requests, data, wait=self.start_wait
+                self._replies, self.layout.start_requests, data, wait=self.start_wait
             )
             if answer is None and refused_to_ask(self.nc, self.layout.start_requests):
                 log.warning(

@@ -9,8 +9,11 @@ instead of being written and left to sit as a run that can never move.
 
 from __future__ import annotations
 
+import enum
 import math
 import re
+import types
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,6 +28,7 @@ from durablefuture.core.types import (
     MAX_WORKFLOW_ID,
     QUEUE_PATTERN,
     RUN_ID_PATTERN,
+    JsonValue,
     check_name,
     check_run_id,
     check_text_id,
@@ -186,41 +190,73 @@ def _checker(name: str) -> _Checker | None:
     return None
 
 
-_Field = tuple[str, _Checker | None, bool, bool]
+_Field = tuple[str, _Checker | None, bool, bool, bool]
 """A field of a message class: name, check, whether "" passes unchecked, whether its items
-(a tuple of records: commands, signals) are walked."""
+(a tuple of records: commands, signals) are walked, whether its value may hold a record."""
 _PLANS: dict[type, tuple[_Field, ...] | None] = {}
 _LEAVES = frozenset({str, int, float, bool})
 """Value types with nothing inside to walk."""
 _MAX_PLANS = 4096
+_NO_RECORDS: tuple[object, ...] = (str, int, float, bool, type(None), JsonValue)
+"""Declared types whose values hold no record, as the converter structures them: text,
+numbers and booleans are made by their own hooks, payloads (``JsonValue``) are the JSON
+values as read."""
+
+
+def _holds_no_records(hint: object) -> bool:
+    """Whether a field declared ``hint`` can only hold values without an attrs record inside
+    (leaves, enums, payloads, and unions, tuples, lists and dicts of those)."""
+    if any(hint is t for t in _NO_RECORDS):
+        return True
+    if isinstance(hint, typing.ForwardRef):  # inside ``JsonValue``, which refers to itself
+        return hint.__forward_arg__ == "JsonValue"
+    if isinstance(hint, type):
+        return issubclass(hint, enum.Enum)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType, tuple, list, dict):
+        return all(a is Ellipsis or _holds_no_records(a) for a in typing.get_args(hint))
+    return False
+
+
+def _record_free_fields(cls: type) -> frozenset[str]:
+    """The fields of attrs class ``cls`` declared with types that hold no record (none when
+    its annotations cannot be resolved: every field is walked then)."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:
+        return frozenset()
+    return frozenset(name for name, hint in hints.items() if _holds_no_records(hint))
 
 
 def _plan(cls: type) -> tuple[_Field, ...] | None:
     """The fields of attrs class ``cls`` with their checks, worked out once per class (None:
-    not an attrs class, nothing to walk)."""
+    not an attrs class, nothing to walk). A field with no check whose declared type holds no
+    record has nothing to look at and is left out."""
     try:
         return _PLANS[cls]
     except KeyError:
         pass
     plan: tuple[_Field, ...] | None = None
     if attrs.has(cls):
-        plan = tuple(
-            (f.name, _checker(f.name), f.name in _EMPTY_OK, f.name in _ITEMS)
+        flat = _record_free_fields(cls)
+        fields = [
+            (f.name, _checker(f.name), f.name in _EMPTY_OK, f.name in _ITEMS, f.name not in flat)
             for f in attrs.fields(cls)
-        )
+        ]
+        plan = tuple(f for f in fields if f[1] is not None or f[4])
     if len(_PLANS) < _MAX_PLANS:
         _PLANS[cls] = plan
     return plan
 
 
 def _walk(obj: object, plan: tuple[_Field, ...], where: str, depth: int) -> None:
-    for name, check, empty_ok, items in plan:
+    for name, check, empty_ok, items, nested in plan:
         value = getattr(obj, name)
         if value is None or (empty_ok and value == ""):
             continue
         if check is not None:
             check(value, where, name)
-        if depth >= MAX_DEPTH:
+        if not nested or depth >= MAX_DEPTH:
             continue
         kind = type(value)
         if kind in _LEAVES:

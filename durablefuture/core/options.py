@@ -265,6 +265,10 @@ class ActivityOptions:
 
     def resolved(self, default_task_queue: str) -> ActivityOptions:
         """Fill in defaults: the task queue, the 5-minute start-to-close, the retry policy."""
+        if self.task_queue and self.start_to_close_timeout is not None and self.retry_policy:
+            # resolved already (what a worker sends, what a command is recorded with): a copy
+            # would be equal, and would cost its converters and checks on every command
+            return self
         stc = self.start_to_close_timeout
         if stc is None:
             stc = (

@@ -219,6 +219,8 @@ class RunInputs(RunCaches, Effects):
                     continue
             if decision.outcome == APPLIED and decision.events:
                 closing = isinstance(decision.events[-1], ev.TERMINAL_EVENTS)
+                # encoded once: the same bytes are the append and the receipt
+                batch = self.codec.encode_batch(message.input_id, decision.events)
                 try:
                     seq, size = await self.history.append_sized(
                         cache.workflow_id,
@@ -227,6 +229,7 @@ class RunInputs(RunCaches, Effects):
                         decision.events,
                         cache.last_seq,
                         sent=self._closing_notice(cache) if closing else None,
+                        data=batch,
                     )
                 except WrongLastSequence:
                     self.stats["conflicts"] += 1
@@ -262,7 +265,7 @@ class RunInputs(RunCaches, Effects):
                     try:
                         await self.pub.notify(
                             check_reply_subject(receipt_to, "receipt subject"),
-                            self.codec.encode_batch(message.input_id, decision.events),
+                            batch,
                             headers={RUN_HEADER: cache.state.run_id, SEQ_HEADER: str(seq)},
                         )
                     except TransportError as exc:  # the worker's cache catches up by reading

@@ -285,12 +285,12 @@ class Starts(RunInputs):
                 pending = []
             try:
                 try:
-                    seq = await self._append_start(workflow_id, run_id, events, latest_seq)
+                    seq = await self._append_start(workflow_id, run_id, events, latest_seq, batch)
                 except SequenceInFlight:
                     if not await self._guard_held(pending, run_id):
                         return None
                     pending = []
-                    seq = await self._append_start(workflow_id, run_id, events, latest_seq)
+                    seq = await self._append_start(workflow_id, run_id, events, latest_seq, batch)
             except WrongLastSequence:
                 await _settle(pending)
                 self._cancel_local_timers(run_id)
@@ -314,8 +314,14 @@ class Starts(RunInputs):
         return cache
 
     async def _append_start(
-        self, workflow_id: str, run_id: str, events: Sequence[ev.Event], latest_seq: int
+        self,
+        workflow_id: str,
+        run_id: str,
+        events: Sequence[ev.Event],
+        latest_seq: int,
+        batch: bytes,
     ) -> int:
+        """Append a new run's start batch (``batch``: its events as encoded for it)."""
         seq, _ = await self.history.append_sized(
             workflow_id,
             run_id,
@@ -324,6 +330,7 @@ class Starts(RunInputs):
             latest_seq,
             whole_workflow=True,
             refs_marked=True,
+            data=batch,
         )
         return seq
 

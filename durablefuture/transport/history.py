@@ -1,17 +1,16 @@
 """Reading and appending run histories.
 
-A run's history lives on subject ``df.<ns>.h.<workflow>.<run>``: one message per recorded batch
-(the events one input produced, plus that input's id). Appends carry
-``Nats-Expected-Last-Subject-Sequence`` = the stream sequence of the last batch the writer saw,
-so two writers can never both extend the same history; a new run is created with the same check
-over *all* runs of the workflow id (``...-Subject: df.<ns>.h.<workflow>.>``), which makes "one
-running run per workflow id" atomic. ``Nats-Msg-Id`` (``<run>:<first event id>``) makes a
-retried append idempotent; when an append's outcome is unknown (timeout), the subject's last
-message is read back to decide, never guessed. A PubAck marked ``duplicate`` is read back too:
-on a clustered stream the message-id check comes before the expected-sequence check, so a rival
-writer at the same position is told "duplicate", not "wrong last sequence"; and a message id
-that someone else used first, on another subject of the stream, is "duplicate" too (nothing
-was appended: the append is sent again under a fresh id, see ``transport/dedup.py``).
+A run's history lives on subject ``df.<ns>.h.<workflow>.<run>``: one message per recorded batch (the
+events one input produced, plus that input's id). Appends carry the stream sequence of the last
+batch the writer saw as ``Nats-Expected-Last-Subject-Sequence``, so two writers can never both
+extend the same history; a new run is created with the same check over *all* runs of the workflow id
+(``...-Subject: df.<ns>.h.<workflow>.>``), which makes "one running run per workflow id" atomic.
+``Nats-Msg-Id`` (``<run>:<first event id>``) makes a retried append idempotent; an append whose
+outcome is unknown (a timeout) is decided by reading the subject's last message back, never guessed.
+A PubAck marked ``duplicate`` is read back too: on a clustered stream the message-id check comes
+before the expected-sequence check, so a rival writer at the same position is told "duplicate", not
+"wrong last sequence"; and a message id that someone else used first, elsewhere in the stream, is
+"duplicate" too (nothing was appended: it is sent again under a fresh id, ``transport/dedup.py``).
 
 Reads never skip a message. One that is not a valid batch, or whose events do not follow from
 the ones before it, raises :class:`CorruptHistoryError` naming its stream sequence and why.
@@ -295,14 +294,15 @@ class HistoryStore:
         whole_workflow: bool = False,
         sent: Callable[[], Awaitable[None]] | None = None,
         refs_marked: bool = False,
+        data: bytes | None = None,
     ) -> tuple[int, int]:
         """Append a batch if the history's last sequence is still ``expected_seq``.
 
         ``whole_workflow``: checked over every run of the workflow id (creates a run);
-        ``refs_marked``: :func:`mark_refs` was run; ``sent``: run once sent, before the PubAck.
-        Returns (stream sequence, bytes); raises :class:`WrongLastSequence`, or
-        ``MessageIdTakenError`` when others keep taking its message ids (nothing appended).
-        """
+        ``refs_marked``: :func:`mark_refs` was run; ``sent``: run once sent, before the PubAck;
+        ``data``: ``codec.encode_batch(input_id, events)`` if the caller has it. Returns (stream
+        sequence, bytes); raises :class:`WrongLastSequence`, or ``MessageIdTakenError`` when
+        others keep taking its message ids (nothing appended)."""
         if not events:
             raise InvalidArgumentError("append needs at least one event")
         subject = self.layout.history(workflow_id, run_id)
@@ -311,7 +311,7 @@ class HistoryStore:
         if whole_workflow:
             every_run = self.layout.history_of_workflow(workflow_id)
             headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = every_run
-        data = self.codec.encode_batch(input_id, list(events))
+        data = self.codec.encode_batch(input_id, list(events)) if data is None else data
         if not refs_marked:
             await mark_refs(self.pub, self.layout, run_id, data)
         for _ in range(TRIES):  # a fresh message id only after the last one was taken

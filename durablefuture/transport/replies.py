@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import nats.errors
 from nats.aio.client import Client as NATS
@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from durablefuture.core.errors import TransportError
+from durablefuture.transport.guard import check_message
 
 __all__ = ["NoResponders", "ReplyInbox", "RequestTimedOut", "Watch", "request"]
 
@@ -92,6 +93,53 @@ class ReplyInbox:
 
         subject = self.open(first)
         return subject, future
+
+    async def ask(
+        self,
+        subject: str,
+        data: bytes,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """Send a core-NATS request answered on this inbox; the answer's body.
+
+        What :func:`request` does (:class:`NoResponders`, :class:`RequestTimedOut`, else
+        :class:`TransportError`), for the requests every workflow makes (a worker's reports,
+        a client's starts): nats-py's ``request`` draws each reply subject from the system's
+        random source and waits with ``asyncio.wait_for`` (a future, a task wrapper and a timer
+        per request); here the reply subject is this inbox's next token and the wait one timer.
+        The request is checked as every publish is (``check_message``).
+        """
+        if not self.started:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Msg] = loop.create_future()
+
+        def answered(msg: Msg) -> None:
+            if not answer.done():
+                answer.set_result(msg)
+
+        def timed_out() -> None:
+            if not answer.done():
+                answer.set_exception(RequestTimedOut(f"no answer on {subject} within {timeout:g}s"))
+
+        reply = self.open(answered)
+        timer = loop.call_later(timeout, timed_out)
+        try:
+            check_message(self.nc, subject, data, headers, reply)
+            try:
+                await self.nc.publish(
+                    subject, data, reply=reply, headers=dict(headers) if headers else None
+                )
+            except nats.errors.Error as exc:
+                raise TransportError(f"request on {subject} failed: {exc}") from exc
+            msg = await answer
+        finally:
+            timer.cancel()
+            self.close(reply)
+        if msg.headers and msg.headers.get("Status") == "503":
+            raise NoResponders(f"nobody listens on {subject}")
+        return msg.data
 
 
 class Watch:

@@ -19,8 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from durablefuture.core.errors import TransportError
-from durablefuture.transport.connection import NATS
-from durablefuture.transport.replies import request
+from durablefuture.transport.replies import ReplyInbox
 
 __all__ = ["ANSWER_WAIT", "RECORDED", "REFUSED", "STORE", "ask_report"]
 
@@ -33,12 +32,17 @@ killed while it held the request answers never; a late answer costs only a dupli
 
 
 async def ask_report(
-    nc: NATS, subject: str, data: bytes, headers: Mapping[str, str], wait: float = ANSWER_WAIT
+    replies: ReplyInbox,
+    subject: str,
+    data: bytes,
+    headers: Mapping[str, str],
+    wait: float = ANSWER_WAIT,
 ) -> bytes:
-    """Ask a df-server to record a report: :data:`RECORDED`, :data:`REFUSED` or
-    :data:`STORE` (store it on the input subject instead). Never raises a transport error."""
+    """Ask a df-server to record a report (the answer comes back on ``replies``, the
+    worker's one inbox): :data:`RECORDED`, :data:`REFUSED` or :data:`STORE` (store it on the
+    input subject instead). Never raises a transport error."""
     try:
-        answer = await request(nc, subject, data, wait, headers=dict(headers))
+        answer = await replies.ask(subject, data, wait, headers)
     except TransportError:
         return STORE
     return answer if answer in (RECORDED, REFUSED) else STORE

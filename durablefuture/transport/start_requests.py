@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.connection import NATS
-from durablefuture.transport.replies import RequestTimedOut, request
+from durablefuture.transport.replies import ReplyInbox, RequestTimedOut
 
 __all__ = ["ANSWER_WAIT", "PAUSE", "STORE", "ask_start", "refused_to_ask"]
 
@@ -38,18 +38,18 @@ for its permissions."""
 
 
 async def ask_start(
-    nc: NATS,
+    replies: ReplyInbox,
     subject: str,
     data: bytes,
     headers: Mapping[str, str] | None = None,
     wait: float = ANSWER_WAIT,
 ) -> bytes | None:
-    """Ask a df-server to start a run: the encoded reply; :data:`STORE` (store the start on
-    the input subject instead: answered so, nobody listens, or the request could not be
-    sent); or None (no answer within ``wait``: store it, and do not ask for a while).
-    Never raises a transport error."""
+    """Ask a df-server to start a run (answered on ``replies``, the client's one inbox): the
+    encoded reply; :data:`STORE` (store the start on the input subject instead: answered so,
+    nobody listens, or the request could not be sent); or None (no answer within ``wait``:
+    store it, and do not ask for a while). Never raises a transport error."""
     try:
-        answer = await request(nc, subject, data, wait, headers=dict(headers or {}))
+        answer = await replies.ask(subject, data, wait, headers)
     except RequestTimedOut:
         return None
     except TransportError:

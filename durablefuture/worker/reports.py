@@ -94,7 +94,7 @@ class Reports:
                 headers[STICKY_HEADER] = self.sticky
 
         if self.ask:
-            answer = await ask_report(self.pub.nc, self.layout.report_requests, data, headers)
+            answer = await ask_report(self.pub.replies, self.layout.report_requests, data, headers)
             if answer == REFUSED:
                 log.error(
                     "df-server refused a report of run %s (stored as a dead letter with the "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import attrs
 import pytest
 
 import durablefuture as df
@@ -96,6 +97,16 @@ def test_activity_options_resolve_defaults() -> None:
     assert s2c.start_to_close_timeout == 60.0
     own = ActivityOptions(task_queue="gpu", start_to_close_timeout=5).resolved("q")
     assert (own.task_queue, own.start_to_close_timeout) == ("gpu", 5.0)
+    # resolving resolved options changes nothing, whatever the default queue
+    for done in (r, s2c, own):
+        assert done.resolved("other") == done
+    # each default is filled in when it alone is missing
+    no_policy = ActivityOptions(task_queue="gpu", start_to_close_timeout=5)
+    assert no_policy.resolved("q").retry_policy == RetryPolicy()
+    no_queue = ActivityOptions(start_to_close_timeout=5, retry_policy=RetryPolicy(jitter=0.1))
+    assert no_queue.resolved("q") == attrs.evolve(no_queue, task_queue="q")
+    no_stc = ActivityOptions(task_queue="gpu", retry_policy=RetryPolicy())
+    assert no_stc.resolved("q").start_to_close_timeout == DEFAULT_START_TO_CLOSE
 
 
 @pytest.mark.parametrize(
