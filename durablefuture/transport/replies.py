@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable, Mapping
 
 import nats.errors
@@ -26,6 +27,11 @@ from durablefuture.core.errors import TransportError
 from durablefuture.transport.guard import check_message
 
 __all__ = ["NoResponders", "ReplyInbox", "RequestTimedOut", "Watch", "request"]
+
+
+_SECRET_CHARS = 8
+"""Hex digits of randomness in each reply token (32 bits, against one wait's guesses)."""
+_POOL_BYTES = 2048
 
 
 class NoResponders(TransportError):
@@ -43,6 +49,7 @@ class ReplyInbox:
         self.nc = nc
         self.prefix = ""
         self._next = 0
+        self._pool, self._pool_at = "", 0
         self._routes: dict[str, Callable[[Msg], None]] = {}
         self._sub: Subscription | None = None
         self._lock: asyncio.Lock | None = None
@@ -70,10 +77,20 @@ class ReplyInbox:
         if route is not None:
             route(msg)
 
+    def _secret(self) -> str:
+        # unguessable from the tokens seen before: every worker (or client) of a namespace
+        # logs in as one user and may read that user's inboxes, so a counter alone would let
+        # one of them have df-server answer into another's waiting request
+        if self._pool_at >= len(self._pool):
+            self._pool, self._pool_at = os.urandom(_POOL_BYTES).hex(), 0
+        at = self._pool_at
+        self._pool_at = at + _SECRET_CHARS
+        return self._pool[at : at + _SECRET_CHARS]
+
     def open(self, route: Callable[[Msg], None]) -> str:
         """A new reply subject whose replies go to ``route`` until :meth:`close`."""
         self._next += 1
-        token = str(self._next)
+        token = f"{self._next}{self._secret()}"
         self._routes[token] = route
         return self.prefix + token
 
@@ -124,7 +141,7 @@ class ReplyInbox:
                 answer.set_exception(RequestTimedOut(f"no answer on {subject} within {timeout:g}s"))
 
         reply = self.open(answered)
-        timer = loop.call_later(timeout, timed_out)
+        timer: asyncio.TimerHandle | None = None
         try:
             check_message(self.nc, subject, data, headers, reply)
             try:
@@ -133,9 +150,12 @@ class ReplyInbox:
                 )
             except nats.errors.Error as exc:
                 raise TransportError(f"request on {subject} failed: {exc}") from exc
+            # the wait starts once the request is sent, as nats-py's ``request`` did
+            timer = loop.call_later(timeout, timed_out)
             msg = await answer
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self.close(reply)
         if msg.headers and msg.headers.get("Status") == "503":
             raise NoResponders(f"nobody listens on {subject}")

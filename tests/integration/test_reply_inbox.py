@@ -62,3 +62,26 @@ async def test_asked_requests_end_as_nats_py_requests_did(nats_server: NatsServe
         assert inbox._routes == {}  # nothing left routed: no answer can reach a stale waiter
     finally:
         await close_quietly(nc)
+
+
+async def test_a_reply_subject_cannot_be_told_from_the_ones_before(
+    nats_server: NatsServer,
+) -> None:
+    """Every worker (or client) of a namespace logs in as one user and may read that user's
+    inboxes: from the reply subjects it sees, it must not be able to name the next one and
+    have df-server (or JetStream) answer into another process's waiting request."""
+    nc = await connect(nats_server.url)
+    try:
+        inbox = ReplyInbox(nc)
+        await inbox.start()
+        seen = [inbox.open(lambda msg: None) for _ in range(1_000)]
+        tokens = [subject[len(inbox.prefix) :] for subject in seen]
+        assert len(set(tokens)) == len(tokens)
+        for n, token in enumerate(tokens, start=1):
+            # the counter keeps tokens apart; what follows it is drawn at random
+            assert token.startswith(str(n)) and len(token) == len(str(n)) + 8, token
+        suffixes = [token[len(str(n)) :] for n, token in enumerate(tokens, start=1)]
+        assert len(set(suffixes)) > 990  # (a repeat among 1,000 draws of 32 bits is rare)
+        assert inbox.prefix + str(len(seen) + 1) != inbox.open(lambda msg: None)
+    finally:
+        await close_quietly(nc)
