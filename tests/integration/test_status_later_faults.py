@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -79,7 +80,7 @@ def _tries(records: list[logging.LogRecord], run_id: str) -> int:
 
 
 async def test_pending_entries_outlive_a_nats_outage_longer_than_a_few_tries(
-    tmp_path: object, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="durablefuture.server")
     nats_server = NatsServer(f"{tmp_path}/nats").start()
