@@ -57,6 +57,8 @@ class PendingStatus:
     """The entry, encoded."""
     tries: int
     """Writes of it tried so far."""
+    created: int = 0
+    """The stream sequence of the entry once created (then only the check after it is left)."""
 
 
 class ServerBase:

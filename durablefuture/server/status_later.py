@@ -27,7 +27,7 @@ The open check and the create are two steps: a close and a removal of the run be
 (a removal purges the status entry, so the create's guard passes again) would leave a
 "running" entry for a run that is gone. So after a create the run's history is read again:
 a run closed or removed by then loses the entry just written (a purge up to its sequence, so
-a close's entry written after it stays).
+a close's entry written after it stays). That check is tried again like a write that failed.
 
 A write that fails (NATS away, no stream leader) is tried again, at growing intervals up to
 ``_RETRY_CAP`` seconds, for as long as the run is open and the server runs: an outage of any
@@ -93,9 +93,11 @@ class StatusLater(ServerBase):
         delay = max(0.0, self.options.status_delay - age)
         self._status_arm(summary.workflow_id, summary.run_id, body, delay, 0)
 
-    def _status_arm(self, wid: str, run_id: str, body: bytes, delay: float, tries: int) -> None:
+    def _status_arm(
+        self, wid: str, run_id: str, body: bytes, delay: float, tries: int, created: int = 0
+    ) -> None:
         handle = asyncio.get_running_loop().call_later(delay, self._status_due, run_id)
-        self._status_pending[run_id] = PendingStatus(handle, wid, body, tries)
+        self._status_pending[run_id] = PendingStatus(handle, wid, body, tries, created)
 
     def _status_seen(self, cache: RunCache) -> None:
         """A run this server has just handled an input for: one read from its history (not
@@ -123,21 +125,21 @@ class StatusLater(ServerBase):
     async def _status_write(self, run_id: str, pending: PendingStatus) -> None:
         """Write the run's running entry if it is still open and has none (a failure is
         tried again later, for as long as the run is open and the server runs)."""
-        wid = pending.workflow_id
+        wid, created = pending.workflow_id, pending.created
         key = self.layout.status_key(wid, run_id)
+        subject = f"$KV.{self.layout.runs_bucket}.{key}"
         cache = self._cache.get(run_id)
         try:
-            if self.visibility is not None and key in self.visibility.index.runs:
-                return  # written already (a close, an upsert, another server)
-            if cache is not None and not cache.state.is_open:
-                return
-            if _closes(await self.history.last_batch(wid, run_id)):
-                return  # closed (by another server), or removed
-            subject = f"$KV.{self.layout.runs_bucket}.{key}"
-            ack = await (
-                await self.pub.send(subject, pending.body, {EXPECTED_LAST_SUBJECT_SEQ: "0"})
-            )
-            await self._status_recheck(wid, run_id, subject, ack.seq)
+            if not created:
+                if self.visibility is not None and key in self.visibility.index.runs:
+                    return  # written already (a close, an upsert, another server)
+                if cache is not None and not cache.state.is_open:
+                    return
+                if _closes(await self.history.last_batch(wid, run_id)):
+                    return  # closed (by another server), or removed
+                headers = {EXPECTED_LAST_SUBJECT_SEQ: "0"}
+                created = (await (await self.pub.send(subject, pending.body, headers))).seq
+            await self._status_recheck(wid, run_id, subject, created)
         except WrongLastSequence:
             return  # an entry is there: a close, or another writer's
         except Exception as exc:
@@ -149,9 +151,12 @@ class StatusLater(ServerBase):
                 return
             level = logging.WARNING if tries == _WARN_AT else logging.INFO
             log.log(level, "writing the running status entry of run %s failed: %s", run_id, exc)
-            if run_id not in self._status_pending and (cache is None or cache.state.is_open):
+            # an entry created is checked again even for a run closed here: the close may
+            # have been removed since, and the entry with it, before this one was created
+            still = created or cache is None or cache.state.is_open
+            if still and run_id not in self._status_pending:
                 wait = min(_RETRY_CAP, max(self.options.status_delay, 0.1) * 2 ** (tries - 1))
-                self._status_arm(wid, run_id, pending.body, wait, tries)
+                self._status_arm(wid, run_id, pending.body, wait, tries, created)
 
     async def _status_recheck(self, wid: str, run_id: str, subject: str, seq: int) -> None:
         """The entry at ``seq`` has just been created: if the run has closed or been removed

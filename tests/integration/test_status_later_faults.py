@@ -16,6 +16,7 @@ from click.testing import CliRunner
 import durablefuture as df
 from daemons.df_server import main
 from durablefuture.core.effects import RunStatus
+from durablefuture.core.errors import TransportError
 from durablefuture.natsserver import NatsServer
 from durablefuture.server import Server, ServerOptions
 from durablefuture.testing import LocalEnvironment
@@ -154,6 +155,51 @@ async def test_a_run_closed_and_removed_between_the_check_and_the_create_loses_t
         assert key not in server.visibility.index.runs
         assert await client.count_workflows("ExecutionStatus = 'Running'") == 0
         assert await client.history.last_batch("gone", run_id) is None  # the run is gone
+
+
+async def test_a_failed_check_after_the_create_is_tried_again() -> None:
+    async with (
+        LocalEnvironment(server_options=ServerOptions(status_delay=60)) as env,
+        env.worker(QUEUE, workflows=WORKFLOWS, activities=ACTIVITIES),
+    ):
+        client, server = env.client, env.server
+        assert server is not None and server.visibility is not None
+        handle = await client.start_workflow("waiting_add", 1, id="gone2", task_queue=QUEUE)
+        run_id = handle.run_id or ""
+        pending = server._status_pending.pop(run_id)
+        pending.handle.cancel()
+        checked, go_on = asyncio.Event(), asyncio.Event()
+        real = server.history.last_batch
+        failed = asyncio.Event()
+
+        async def flaky(workflow_id: str, rid: str) -> Batch | None:
+            if go_on.is_set() and not failed.is_set():
+                failed.set()  # the check after the create (the run is gone): no answer
+                raise TransportError("reading the history failed: nats: timeout")
+            batch = await real(workflow_id, rid)
+            if not checked.is_set():
+                checked.set()
+                await go_on.wait()
+            return batch
+
+        server.history.last_batch = flaky  # type: ignore[method-assign]
+        write = asyncio.create_task(server._status_write(run_id, pending))
+        await checked.wait()
+        await handle.signal("go", 1)
+        assert await handle.result(timeout=30) == 4  # completed once
+        await wait_for(lambda: _closed(client, "gone2", run_id), 10)
+        await handle.delete()
+        go_on.set()
+        await asyncio.wait_for(write, 30)
+        assert failed.is_set()
+        assert await _running(client, "gone2", run_id)  # the stale entry, for now
+        again = server._status_pending.pop(run_id)  # the check is due again
+        again.handle.cancel()
+        assert again.created > 0 and again.tries == 1
+        await server._status_write(run_id, again)
+        assert await client.summary("gone2", run_id) is None
+        assert LAYOUT.status_key("gone2", run_id) not in server.visibility.index.runs
+        assert await client.history.last_batch("gone2", run_id) is None  # the run is gone
 
 
 async def _closed(client: df.Client, workflow_id: str, run_id: str) -> bool:
