@@ -48,7 +48,7 @@ log = logging.getLogger("durablefuture.server")
 @frozen(slots=True)
 class PendingStatus:
     """A run's "running" status entry to write later (``server/status_later.py``): only what
-    the write needs, a few hundred bytes per run started within the last ``status_delay``
+    the write needs, about 600 bytes per run started within the last ``status_delay``
     seconds (or, while NATS is away, since it went)."""
 
     handle: asyncio.TimerHandle

@@ -89,7 +89,8 @@ class StatusLater(ServerBase):
         # the age on the clock the start time was taken from; the wait on the event loop's
         # (a lag of lists, not workflow time: a skipping clock does not skip it)
         age = max(0.0, self.clock.now() - summary.start_time)
-        body = self.codec.encode_summary(summary)
+        # a copy of its length: the encoder's own result keeps its whole buffer (~4 KB)
+        body = bytes(memoryview(self.codec.encode_summary(summary)))
         delay = max(0.0, self.options.status_delay - age)
         self._status_arm(summary.workflow_id, summary.run_id, body, delay, 0)
 
