@@ -24,6 +24,7 @@ from daemons.common import (
 from durablefuture.core.errors import InvalidArgumentError
 from durablefuture.core.namespace import parse_duration, parse_size
 from durablefuture.server import ServerOptions, Servers
+from durablefuture.server.options import MAX_STATUS_DELAY
 from durablefuture.server.schedule_options import ScheduleOptions
 from durablefuture.transport.archive import parse_archive
 
@@ -116,9 +117,9 @@ def namespaces_and_creds(
     default=1.0,
     envvar="DF_STATUS_DELAY",
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=MAX_STATUS_DELAY),
     help="Seconds a run must stay open before it is listed as running; a run that closes "
-    "sooner gets only its closed status entry (0: listed right after its start).",
+    "sooner gets only its closed status entry (0: listed right after its start; at most 60).",
 )
 @click.option(
     "--retention",

@@ -9,7 +9,20 @@ from durablefuture.server.schedules import ScheduleOptions
 from durablefuture.transport.payload_meta import PAYLOAD_GRACE
 from durablefuture.transport.redelivery import Redelivery
 
-__all__ = ["ServerOptions"]
+__all__ = ["MAX_STATUS_DELAY", "ServerOptions"]
+
+MAX_STATUS_DELAY = 60.0
+"""Longest ``status_delay``: lists lag at most this much, and the entries waiting stay few."""
+
+
+def _check_status_delay(_: object, __: object, value: float) -> None:
+    if not 0 <= value <= MAX_STATUS_DELAY:
+        raise ValueError(
+            f"ServerOptions.status_delay (df-server --status-delay) is {value!r} seconds: it "
+            f"must be from 0 to {MAX_STATUS_DELAY:g}, as a run is listed as running only that "
+            "long after its start and its pending entry is kept in memory meanwhile; use a "
+            "value in that range"
+        )
 
 
 @define
@@ -30,11 +43,11 @@ class ServerOptions:
     start_concurrency: int = 64
     """New starts from clients handled at once (0: as many as ``concurrency``); the runs
     already going, and above all their due timers, come first (``server/admission.py``)."""
-    status_delay: float = 1.0
+    status_delay: float = field(default=1.0, validator=_check_status_delay)
     """Seconds a run must stay open before its "running" status entry is written (0: at once,
     right after its start). A run that closes sooner gets only its closed entry: one stored
     message fewer per short run, for list/count seeing a new run up to this late (see
-    ``server/status_later.py``)."""
+    ``server/status_later.py``). At most ``MAX_STATUS_DELAY`` (60)."""
     replicas: int = 1
     """Stream and bucket replicas (3 in a 3-node cluster)."""
     local_timers: bool = True

@@ -23,13 +23,26 @@ here, no entry in the visibility index (a close written by another df-server), a
 history batch does not close it (read from the stream: a run removed since has none). A close
 seen by this server cancels the pending write.
 
+The open check and the create are two steps: a close and a removal of the run between them
+(a removal purges the status entry, so the create's guard passes again) would leave a
+"running" entry for a run that is gone. So after a create the run's history is read again:
+a run closed or removed by then loses the entry just written (a purge up to its sequence, so
+a close's entry written after it stays). That check is tried again like a write that failed.
+
+A write that fails (NATS away, no stream leader) is tried again, at growing intervals up to
+``_RETRY_CAP`` seconds, for as long as the run is open and the server runs: an outage of any
+length delays the entry, it does not lose it. What waits is small (``PendingStatus``: the
+encoded entry and the run's ids) and only for runs started within ``status_delay`` (which
+``ServerOptions`` caps at ``MAX_STATUS_DELAY``) or during the outage.
+
 A df-server that dies with writes pending leaves those runs without an entry, as one that died
 right after a start always could (``server/starts.py``). The next df-server to read such a run
 from its history (its next input: a worker's report, a timer, a signal) writes the entry, as
-the run's cache says nothing of one (``RunCache.status_entry``); at the latest its close writes
-the closed entry. A run that has no input until it closes stays unlisted as running meanwhile:
-nothing depends on the entry (above), so that is a lag of lists only. A server that shuts
-down cleanly writes its pending entries first.
+the run's cache says nothing of one (``RunCache.status_entry``), whatever its ``status_delay``
+(0 too); at the latest its close writes the closed entry. A run that has no input until it
+closes stays unlisted as running meanwhile: nothing depends on the entry (above), so that is a
+lag of lists only. A server that shuts down cleanly writes its pending entries first, those of
+runs it creates while it drains (starts it had taken) too.
 """
 
 from __future__ import annotations
@@ -42,16 +55,25 @@ from durablefuture.core import events as ev
 from durablefuture.core.effects import RunSummary
 from durablefuture.core.errors import DurableFutureError
 from durablefuture.core.state import RunState
-from durablefuture.server.base import ServerBase
+from durablefuture.server.base import PendingStatus, ServerBase
 from durablefuture.server.runs import RunCache
+from durablefuture.transport.compaction import purge
+from durablefuture.transport.history import Batch
 from durablefuture.transport.publisher import EXPECTED_LAST_SUBJECT_SEQ, WrongLastSequence
 
 __all__ = ["StatusLater"]
 
 log = logging.getLogger("durablefuture.server")
 
-_TRIES = 5
-"""Writes of one entry tried (each after ``status_delay``) before this server gives up on it."""
+_RETRY_CAP = 30.0
+"""Longest wait, in seconds, between two tries of one entry (each failure doubles the wait)."""
+_WARN_AT = 5
+"""Failed tries of one entry before it is logged as a warning (the earlier ones at info)."""
+
+
+def _closes(last: Batch | None) -> bool:
+    """Whether the run whose newest history batch is ``last`` is closed or gone."""
+    return last is None or bool(last.events and isinstance(last.events[-1], ev.TERMINAL_EVENTS))
 
 
 class StatusLater(ServerBase):
@@ -59,69 +81,97 @@ class StatusLater(ServerBase):
 
     def _status_later(self, cache: RunCache, summary: RunSummary) -> None:
         """Write ``summary`` (a running one) as the run's status entry once the run has been
-        open ``status_delay`` seconds, unless it has closed by then."""
+        open ``status_delay`` seconds, unless it has closed by then. While the server stops it
+        stays pending: the shutdown writes it (``_status_flush``)."""
         cache.status_entry = True
-        run_id = summary.run_id
-        if run_id in self._status_pending or self._stopping.is_set():
+        if summary.run_id in self._status_pending:
             return
         # the age on the clock the start time was taken from; the wait on the event loop's
         # (a lag of lists, not workflow time: a skipping clock does not skip it)
         age = max(0.0, self.clock.now() - summary.start_time)
-        self._status_arm(summary, max(0.0, self.options.status_delay - age), 1)
+        # a copy of its length: the encoder's own result keeps its whole buffer (~4 KB)
+        body = bytes(memoryview(self.codec.encode_summary(summary)))
+        delay = max(0.0, self.options.status_delay - age)
+        self._status_arm(summary.workflow_id, summary.run_id, body, delay, 0)
 
-    def _status_arm(self, summary: RunSummary, delay: float, attempt: int) -> None:
-        handle = asyncio.get_running_loop().call_later(delay, self._status_due, summary, attempt)
-        self._status_pending[summary.run_id] = (handle, summary)
+    def _status_arm(
+        self, wid: str, run_id: str, body: bytes, delay: float, tries: int, created: int = 0
+    ) -> None:
+        handle = asyncio.get_running_loop().call_later(delay, self._status_due, run_id)
+        self._status_pending[run_id] = PendingStatus(handle, wid, body, tries, created)
 
     def _status_seen(self, cache: RunCache) -> None:
         """A run this server has just handled an input for: one read from its history (not
-        started here, or dropped from the cache since) may have lost its pending entry with
-        the df-server that started it, so its entry is written (once it is old enough)."""
-        if self.options.status_delay > 0 and not cache.status_entry and cache.state.is_open:
+        started here, or dropped from the cache since) may have lost its entry with the
+        df-server that was to write it, so its entry is written (once it is old enough)."""
+        if not cache.status_entry and cache.state.is_open:
             self._status_later(cache, cache.state.summary())
 
     def _status_closed(self, run_id: str) -> None:
         """The run has closed: its closed entry is written, its running one is not needed."""
         pending = self._status_pending.pop(run_id, None)
         if pending is not None:
-            pending[0].cancel()
+            pending.handle.cancel()
 
-    def _status_due(self, summary: RunSummary, attempt: int) -> None:
+    def _status_due(self, run_id: str) -> None:
         if self._stopping.is_set():
             return  # left pending: the shutdown writes it (``_status_flush``)
-        self._status_pending.pop(summary.run_id, None)
-        task = asyncio.create_task(self._status_write(summary, attempt))
+        pending = self._status_pending.pop(run_id, None)
+        if pending is None:
+            return
+        task = asyncio.create_task(self._status_write(run_id, pending))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _status_write(self, summary: RunSummary, attempt: int) -> None:
+    async def _status_write(self, run_id: str, pending: PendingStatus) -> None:
         """Write the run's running entry if it is still open and has none (a failure is
-        tried again later, up to ``_TRIES`` times in all)."""
-        wid, run_id = summary.workflow_id, summary.run_id
+        tried again later, for as long as the run is open and the server runs)."""
+        wid, created = pending.workflow_id, pending.created
         key = self.layout.status_key(wid, run_id)
+        subject = f"$KV.{self.layout.runs_bucket}.{key}"
         cache = self._cache.get(run_id)
         try:
-            if self.visibility is not None and key in self.visibility.index.runs:
-                return  # written already (a close, an upsert, another server)
-            if cache is not None and not cache.state.is_open:
-                return
-            last = await self.history.last_batch(wid, run_id)
-            if last is None or (last.events and isinstance(last.events[-1], ev.TERMINAL_EVENTS)):
-                return  # closed (by another server), or removed
-            body = self.codec.encode_summary(summary)
-            subject = f"$KV.{self.layout.runs_bucket}.{key}"
-            await (await self.pub.send(subject, body, {EXPECTED_LAST_SUBJECT_SEQ: "0"}))
+            if not created:
+                if self.visibility is not None and key in self.visibility.index.runs:
+                    return  # written already (a close, an upsert, another server)
+                if cache is not None and not cache.state.is_open:
+                    return
+                if _closes(await self.history.last_batch(wid, run_id)):
+                    return  # closed (by another server), or removed
+                headers = {EXPECTED_LAST_SUBJECT_SEQ: "0"}
+                created = (await (await self.pub.send(subject, pending.body, headers))).seq
+            await self._status_recheck(wid, run_id, subject, created)
         except WrongLastSequence:
             return  # an entry is there: a close, or another writer's
         except Exception as exc:
-            if attempt >= _TRIES or self._stopping.is_set():
+            tries = pending.tries + 1
+            if self._stopping.is_set():
                 log.warning("the running status entry of run %s was not written: %s", run_id, exc)
                 if cache is not None:
-                    cache.status_entry = False  # its next input here tries again
-            else:
-                log.info("writing the running status entry of run %s failed: %s", run_id, exc)
-                if run_id not in self._status_pending:
-                    self._status_arm(summary, max(self.options.status_delay, 0.1), attempt + 1)
+                    cache.status_entry = False  # its next input (elsewhere) tries again
+                return
+            level = logging.WARNING if tries == _WARN_AT else logging.INFO
+            log.log(level, "writing the running status entry of run %s failed: %s", run_id, exc)
+            # an entry created is checked again even for a run closed here: the close may
+            # have been removed since, and the entry with it, before this one was created
+            still = created or cache is None or cache.state.is_open
+            if still and run_id not in self._status_pending:
+                wait = min(_RETRY_CAP, max(self.options.status_delay, 0.1) * 2 ** (tries - 1))
+                self._status_arm(wid, run_id, pending.body, wait, tries, created)
+
+    async def _status_recheck(self, wid: str, run_id: str, subject: str, seq: int) -> None:
+        """The entry at ``seq`` has just been created: if the run has closed or been removed
+        since it was found open, that entry is purged (only up to ``seq``: a close's entry
+        stored after it stays), and a removed run's is dropped from the index as well."""
+        last = await self.history.last_batch(wid, run_id)
+        if not _closes(last):
+            return
+        await purge(self.nc, f"KV_{self.layout.runs_bucket}", subject, below_seq=seq + 1)
+        if last is not None:
+            last = await self.history.last_batch(wid, run_id)  # removed meanwhile?
+        if last is None and self.visibility is not None:
+            await self.visibility.forget(wid, run_id)
+        log.info("purged the running status entry of run %s, closed or removed meanwhile", run_id)
 
     async def _status_base(
         self, workflow_id: str, run_id: str, cached: RunCache | None
@@ -144,18 +194,28 @@ class StatusLater(ServerBase):
 
     async def _status_flush(self, timeout: float) -> None:
         """At a clean shutdown: write the pending entries now (their runs are still open as
-        far as this server knows), so none waits for the run's next input elsewhere."""
-        pending, self._status_pending = self._status_pending, {}
-        if not pending:
-            return
-        for handle, _ in pending.values():
-            handle.cancel()
-        summaries = [summary for _, summary in pending.values()]
+        far as this server knows), so none waits for the run's next input elsewhere. Inputs
+        still being handled (starts taken before the stop) may add more: those are written
+        once they finish, within ``timeout`` in all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         limit = asyncio.Semaphore(64)
 
-        async def one(summary: RunSummary) -> None:
+        async def one(run_id: str, pending: PendingStatus) -> None:
             async with limit:
-                await self._status_write(summary, _TRIES)
+                await self._status_write(run_id, pending)
 
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(one(s) for s in summaries)), timeout)
+        while (left := deadline - loop.time()) > 0:
+            pending, self._status_pending = self._status_pending, {}
+            for entry in pending.values():
+                entry.handle.cancel()
+            if pending:
+                writes = asyncio.gather(*(one(r, p) for r, p in pending.items()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(writes, left)
+            elif self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=left)
+                if not self._status_pending:
+                    return
+            else:
+                return

@@ -38,6 +38,10 @@ ACT = ("--activities", "tests.integration.flows:ACTIVITIES")
 BIG = "x" * (300 * 1024)  # travels by reference (payload object)
 
 
+async def _listed(client: df.Client, handle: df.WorkflowHandle) -> bool:
+    return await client.summary(handle.id, handle.run_id or "") is not None
+
+
 async def _runs(client: df.Client) -> int:
     return (await stream_size(client.pub.js, f"KV_{client.layout.runs_bucket}"))[0]
 
@@ -141,6 +145,10 @@ async def test_sigkill_of_df_server_mid_removal_deletes_only_closed_runs(
             )
         )
         assert results == [expected_add(i) for i in range(40)]
+        # the open runs' status entries are written once they have been open a second
+        # (``status_delay``): before that, 40 entries are no sign of removals
+        for handle in opened:
+            await wait_for(lambda h=handle: _listed(client, h), timeout=30)
         # the first closed runs may already be gone: their 2 s start at their close, and on a
         # loaded machine the last of the 40 closes later than that; removals are under way
         # once fewer than the 45 runs are left

@@ -137,7 +137,7 @@ async def test_with_no_delay_the_running_entry_is_written_before_the_start_is_an
 
 
 async def test_a_clean_shutdown_writes_the_pending_entries() -> None:
-    async with _env(600.0) as env:
+    async with _env(60.0) as env:
         handle = await env.client.start_workflow("waiting_add", 1, id="pending", task_queue=QUEUE)
         run_id = handle.run_id or ""
         assert env.server is not None and run_id in env.server._status_pending
@@ -148,12 +148,12 @@ async def test_a_clean_shutdown_writes_the_pending_entries() -> None:
 
 
 async def test_a_late_write_for_a_run_closed_and_removed_meanwhile_writes_nothing() -> None:
-    async with _env(600.0) as env:
+    async with _env(60.0) as env:
         client, server = env.client, env.server
         assert server is not None
         handle = await client.start_workflow("waiting_add", 1, id="gone", task_queue=QUEUE)
         run_id = handle.run_id or ""
-        _, started = server._status_pending[run_id]
+        pending = server._status_pending[run_id]
         await handle.signal("go", 1)
         assert await handle.result(timeout=30) == 4
         await wait_for(lambda: _closed(client, "gone", run_id), 10)
@@ -162,7 +162,7 @@ async def test_a_late_write_for_a_run_closed_and_removed_meanwhile_writes_nothin
         before = await _stored(env.nats_url)
         # the write a df-server that did not see the close would still have pending
         server._cache.pop(run_id, None)
-        await server._status_write(started, 1)
+        await server._status_write(run_id, pending)
         assert await client.summary("gone", run_id) is None
         assert await _stored(env.nats_url) == before
 
@@ -172,8 +172,8 @@ async def test_an_entry_lost_with_a_killed_df_server_is_written_by_the_next_one(
 ) -> None:
     url = nats_server.url
     daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0"
-    # this one would write the entry only after 10 minutes: it is killed long before
-    first = daemons.server("--status-delay", "600")
+    # this one would write the entry only after a minute: it is killed long before
+    first = daemons.server("--status-delay", "60")
     daemons.worker(
         "--workflows",
         "tests.integration.flows:WORKFLOWS",
