@@ -92,8 +92,9 @@ async def test_pause_update_and_delete_before_the_fire_time_are_honoured() -> No
     opts = ServerOptions(schedules=ScheduleOptions(poll_interval=0.5))
     async with LocalEnvironment(server_options=opts) as e, e.worker("sq", workflows=[quick]):
         c = e.client
-        handles = {sid: await c.create_schedule(sid, every(10, sid)) for sid in ("p", "u", "d")}
-        await c.create_schedule("ctl", every(10, "ctl"))
+        period = 8
+        handles = {sid: await c.create_schedule(sid, every(period, sid)) for sid in ("p", "u", "d")}
+        await c.create_schedule("ctl", every(period, "ctl"))
         # the same fire time recorded ahead in all three, at least 5 s away (a loaded
         # machine must still pause, update and delete before it)
         fire = await record_ahead(c, "p", 5.0)
@@ -105,23 +106,23 @@ async def test_pause_update_and_delete_before_the_fire_time_are_honoured() -> No
 
             await wait_for(recorded, timeout=5)
         await handles["p"].pause("before its time")
-        await handles["u"].update(every(10, "u", offset=1))  # the fire time is no longer in it
+        await handles["u"].update(every(period, "u", offset=1))  # the fire time is no longer in it
         await handles["d"].delete()
         d = await handles["p"].describe()
         assert d.paused and d.next_action_times == () and d.running_actions == ()
         assert d.actions_taken == taken
         nxt = (await handles["u"].describe()).next_action_times[0].timestamp()
-        assert nxt % 10 == 1 and nxt > time.time() - 1  # the new spec's times
+        assert nxt % period == 1 and nxt > time.time() - 1  # the new spec's times
 
         # the same second has passed and the next one too: the control schedule ran both
         async def passed() -> bool:
-            return bool(await started_at(c, f"ctl-{iso(fire + 10)}"))
+            return bool(await started_at(c, f"ctl-{iso(fire + period)}"))
 
         await wait_for(passed, timeout=45)
         assert await started_at(c, f"ctl-{iso(fire)}")
         for sid in ("p", "u", "d"):
             assert await started_at(c, f"{sid}-{iso(fire)}") == [], sid
-            assert await started_at(c, f"{sid}-{iso(fire + 10)}") == [], sid
+            assert await started_at(c, f"{sid}-{iso(fire + period)}") == [], sid
         assert len(await started_at(c, f"u-{iso(fire + 1)}")) == 1  # the updated spec runs
         assert (await handles["p"].describe()).actions_taken == taken
 
