@@ -177,6 +177,15 @@ def namespaces_and_creds(
     "at the fire time only its start is left (0: at the fire time, as df-servers before "
     "this option did; use 0 while older df-servers still run beside this one).",
 )
+@click.option(
+    "--schedule-poll-interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between two looks at a schedule while it waits on a running action (a "
+    "buffered action, a stop request, pause-on-failure, an action started but its run not yet "
+    "seen); shorter: such actions move on sooner, at the cost of more reads.",
+)
 def main(
     nats_url: str,
     namespaces: tuple[str, ...],
@@ -204,6 +213,7 @@ def main(
     history_limit_size: str | None,
     compact_interval: float,
     schedule_ahead: float,
+    schedule_poll_interval: float,
 ) -> None:
     """Run a DurableFuture server for one or more namespaces on the NATS at --nats.
 
@@ -220,7 +230,7 @@ def main(
         sticky_timeout=sticky_timeout,
         status_delay=status_delay,
         start_concurrency=start_concurrency,
-        schedules=ScheduleOptions(ahead=schedule_ahead),
+        schedules=ScheduleOptions(ahead=schedule_ahead, poll_interval=schedule_poll_interval),
         **storage_options(
             retention,
             archive,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +24,17 @@ from tests.cluster import NatsCluster
 ROOT = Path(__file__).resolve().parent.parent
 
 pytest_plugins = ["durablefuture.testing.pytest_plugin"]
+
+# The suite starts several hundred Python processes (df-server, df-worker, df commands). Where
+# bytecode is not written (PYTHONDONTWRITEBYTECODE), each of them compiled the whole package
+# from source again (~0.3 s of CPU a start), and so did every test process its test modules:
+# they share a bytecode cache of their own instead, outside the source tree.
+if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+    _pycache = Path(tempfile.gettempdir()) / f"durablefuture-tests-pycache-{getpass.getuser()}"
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    os.environ["PYTHONPYCACHEPREFIX"] = str(_pycache)
+    sys.pycache_prefix = str(_pycache)
+    sys.dont_write_bytecode = False
 
 
 @pytest.fixture

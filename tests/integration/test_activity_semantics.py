@@ -1204,7 +1204,8 @@ async def test_attempts_of_a_sigkilled_worker_time_out_and_are_retried(
     killed before it was reported started is found when its task lease runs out."""
     log = tmp_path / "exec.log"
     daemons.env["DF_TEST_EXEC_LOG"] = str(log)
-    daemons.server()
+    # the killed worker's workflow tasks go to the task queue after 1 s, not 5 s
+    daemons.server("--sticky-timeout", "1")
     worker = daemons.worker(*_WORKER_ARGS)
     leased_worker = daemons.worker(*_LEASED_ARGS, task_queue="leased")
     await wait_namespace(daemons.url)

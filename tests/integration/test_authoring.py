@@ -28,6 +28,7 @@ import pytest
 
 import durablefuture as df
 from durablefuture.core import events as ev
+from durablefuture.server import ServerOptions
 from durablefuture.testing import LocalEnvironment, Replayer
 from tests.conftest import Daemons, wait_for, wait_namespace
 from tests.integration.helpers import settled
@@ -702,8 +703,13 @@ def _markers(history: Sequence[ev.Event]) -> list[str]:
     return [e.change_id for e in _of(history, ev.MarkerRecorded)]
 
 
+# Runs here move from a worker that has left to the next one: the task sent to the one that left
+# goes to the task queue once it has been gone for the sticky timeout (5 s by default).
+HANDOVER = ServerOptions(sticky_timeout=1.0)
+
+
 async def test_patched_lets_runs_started_on_old_code_finish_on_new_code() -> None:
-    async with LocalEnvironment() as env:
+    async with LocalEnvironment(server_options=HANDOVER) as env:
         client = env.client
         async with env.worker(workflows=[versioned_v1], activities=[step]):
             old = await client.start_workflow("versioned", id="v-old")
@@ -752,7 +758,7 @@ def _line_of(marker: str) -> int:
 
 
 async def test_non_determinism_fails_the_task_clearly_and_a_fix_resumes_the_run() -> None:
-    async with LocalEnvironment() as env:
+    async with LocalEnvironment(server_options=HANDOVER) as env:
         client = env.client
         async with env.worker(workflows=[drifting_v1], activities=[step]):
             handle = await client.start_workflow("drifting", id="drift")

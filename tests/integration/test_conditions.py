@@ -24,7 +24,8 @@ WORKFLOWS = [approval_gate]
 
 async def test_conditions_through_the_daemons_and_a_worker_sigkill(daemons: Daemons) -> None:
     args = ("--workflows", "tests.integration.test_conditions:WORKFLOWS")
-    daemons.server()
+    # the killed worker's tasks go to the task queue after the sticky timeout (1 s, not 5 s)
+    daemons.server("--sticky-timeout", "1")
     worker = daemons.worker(*args)
     await wait_namespace(daemons.url)
     client = await df.Client.connect(daemons.url)

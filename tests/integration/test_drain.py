@@ -18,24 +18,25 @@ from tests.conftest import Daemons, wait_for, wait_namespace
 pytestmark = pytest.mark.asyncio
 
 
-def slow_sync(tag: str, seconds: float) -> str:
-    """A sync activity (thread pool) that logs when it starts and when it ends."""
+def slow_sync(tag: str, seconds: float, retry_seconds: float | None = None) -> str:
+    """A sync activity (thread pool) that logs when it starts and when it ends; it takes
+    ``seconds`` on its first attempt and ``retry_seconds`` (if given) on the later ones."""
     log = os.environ["DF_TEST_EXEC_LOG"]
     info = df.activity_info()
     with open(log, "a") as f:
         f.write(f"start {tag} {info.attempt}\n")
-    time.sleep(seconds)
+    time.sleep(seconds if retry_seconds is None or info.attempt == 1 else retry_seconds)
     with open(log, "a") as f:
         f.write(f"end {tag} {info.attempt}\n")
     return f"{tag} done on attempt {info.attempt}"
 
 
-def slow_flow(tag: str, seconds: float):  # type: ignore[no-untyped-def]
+def slow_flow(tag: str, seconds: float, retry_seconds: float | None = None):  # type: ignore[no-untyped-def]
     opts = df.ActivityOptions(
         start_to_close_timeout=timedelta(seconds=60),
         retry_policy=df.RetryPolicy(initial_interval=0.1, maximum_attempts=5),
     )
-    return (yield df.activity(slow_sync, tag, seconds, options=opts))
+    return (yield df.activity(slow_sync, tag, seconds, retry_seconds, options=opts))
 
 
 ARGS = (
@@ -93,7 +94,10 @@ async def test_a_drain_that_times_out_exits_and_the_attempt_is_retried(
     await wait_namespace(daemons.url)
     client = await df.Client.connect(daemons.url)
     try:
-        handle = await client.start_workflow(slow_flow, "cut", 8.0, id="cut", task_queue="tests")
+        # 8 s: the drain (0.5 s) ends long before the first attempt would; the retry is quick
+        handle = await client.start_workflow(
+            slow_flow, "cut", 8.0, 0.1, id="cut", task_queue="tests"
+        )
         await wait_for(lambda: "start cut 1" in lines(log), 30)
         assert worker.proc is not None
         os.kill(worker.proc.pid, signal.SIGTERM)

@@ -19,6 +19,7 @@ from durablefuture.core import inputs as inp
 from durablefuture.server import ServerOptions
 from durablefuture.server.effects import await_ack
 from durablefuture.testing import LocalEnvironment
+from durablefuture.transport import payload_store
 from durablefuture.transport.connection import connect
 from durablefuture.transport.guard import max_payload
 from durablefuture.transport.payload_gc import ORIGINAL_HEADER, collect, sweep
@@ -39,7 +40,12 @@ pytestmark = pytest.mark.asyncio
 BIG = "x" * (300 * 1024)  # travels by reference (payload object)
 
 
-async def test_worker_and_client_logins_cannot_make_a_payload_unreadable() -> None:
+async def test_worker_and_client_logins_cannot_make_a_payload_unreadable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a reader waits this long for the chunks a forged record names (none) before it goes on
+    # to an older record; chunks that are stored come at once, so 2 s stands for the 10 s
+    monkeypatch.setattr(payload_store, "CHUNK_TIMEOUT", 2.0)
     async with LocalEnvironment(auth=True) as env:
         client = env.client
         layout = client.layout

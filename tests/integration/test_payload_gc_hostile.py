@@ -18,7 +18,7 @@ from durablefuture.core.errors import RequestRejectedError, TransportError
 from durablefuture.natsserver import NatsServer
 from durablefuture.server import Server, ServerOptions
 from durablefuture.testing import LocalEnvironment
-from durablefuture.transport import payload_gc
+from durablefuture.transport import payload_gc, payload_store
 from durablefuture.transport.payload_gc import (
     ABANDONED_AFTER,
     ORIGINAL_HEADER,
@@ -153,7 +153,12 @@ async def test_a_flood_of_dead_letters_does_not_hide_the_holds_of_the_later_ones
         assert await payloads.get(name) == data, "a dead letter's original went"
 
 
-async def test_a_forged_meta_record_does_not_stand_for_the_bytes_a_writer_stores() -> None:
+async def test_a_forged_meta_record_does_not_stand_for_the_bytes_a_writer_stores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a writer waits this long for the chunks the forged record names (none) before it stores
+    # the bytes anew; chunks that are stored come at once, so 2 s stands for the 10 s
+    monkeypatch.setattr(payload_store, "CHUNK_TIMEOUT", 2.0)
     async with LocalEnvironment() as env:
         client = env.client
         layout, js = client.layout, client.pub.js

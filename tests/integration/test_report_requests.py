@@ -24,6 +24,7 @@ from durablefuture.core.commands import StartTimer
 from durablefuture.core.definitions import WorkflowDefinition
 from durablefuture.core.orchestration import APPLIED, decide
 from durablefuture.core.replay import WorkflowExecution
+from durablefuture.server import ServerOptions
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.layout import open_bucket
 from durablefuture.transport.leases import AttemptLeases
@@ -224,7 +225,9 @@ async def test_an_activity_result_recorded_without_its_effects_gets_them_on_rede
     of its effects (the workflow task that schedules ``ship``). The activity task comes back;
     the worker that takes it finds the lease of another, and the outcome in history as the
     run's newest batch: it reports it again, and the run completes once."""
-    async with LocalEnvironment() as env:
+    # the run's next workflow task goes to the worker that has left; it is sent to the task
+    # queue once that one has been gone for the sticky timeout (1 s here, 5 s by default)
+    async with LocalEnvironment(server_options=ServerOptions(sticky_timeout=1.0)) as env:
         server = env.server
         assert server is not None
         async with env.worker(workflows=[order]):  # no activities: `charge` stays queued

@@ -40,7 +40,9 @@ async def test_200_workflows_two_servers_two_workers(daemons: Daemons) -> None:
 
 async def _crash_scenario(daemons: Daemons, victim: str, nats: NatsServer | None = None) -> None:
     daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0.3"
-    server = daemons.server()
+    # a killed worker's workflow tasks go to the task queue after 1 s, not 5 s
+    sticky = ("--sticky-timeout", "1")
+    server = daemons.server(*sticky)
     wf_worker = daemons.worker(*WF)
     act_worker = daemons.worker(*ACT)
     await wait_namespace(daemons.url)
@@ -56,7 +58,7 @@ async def _crash_scenario(daemons: Daemons, victim: str, nats: NatsServer | None
             daemons.worker(*WF)
         elif victim == "server":
             server.kill()
-            daemons.server()
+            daemons.server(*sticky)
         elif victim == "nats":
             assert nats is not None
             nats.stop(kill=True)

@@ -92,8 +92,9 @@ async def test_pause_update_and_delete_before_the_fire_time_are_honoured() -> No
     opts = ServerOptions(schedules=ScheduleOptions(poll_interval=0.5))
     async with LocalEnvironment(server_options=opts) as e, e.worker("sq", workflows=[quick]):
         c = e.client
-        handles = {sid: await c.create_schedule(sid, every(10, sid)) for sid in ("p", "u", "d")}
-        await c.create_schedule("ctl", every(10, "ctl"))
+        period = 8
+        handles = {sid: await c.create_schedule(sid, every(period, sid)) for sid in ("p", "u", "d")}
+        await c.create_schedule("ctl", every(period, "ctl"))
         # the same fire time recorded ahead in all three, at least 5 s away (a loaded
         # machine must still pause, update and delete before it)
         fire = await record_ahead(c, "p", 5.0)
@@ -105,30 +106,36 @@ async def test_pause_update_and_delete_before_the_fire_time_are_honoured() -> No
 
             await wait_for(recorded, timeout=5)
         await handles["p"].pause("before its time")
-        await handles["u"].update(every(10, "u", offset=1))  # the fire time is no longer in it
+        await handles["u"].update(every(period, "u", offset=1))  # the fire time is no longer in it
         await handles["d"].delete()
         d = await handles["p"].describe()
         assert d.paused and d.next_action_times == () and d.running_actions == ()
         assert d.actions_taken == taken
         nxt = (await handles["u"].describe()).next_action_times[0].timestamp()
-        assert nxt % 10 == 1 and nxt > time.time() - 1  # the new spec's times
+        assert nxt % period == 1 and nxt > time.time() - 1  # the new spec's times
 
         # the same second has passed and the next one too: the control schedule ran both
         async def passed() -> bool:
-            return bool(await started_at(c, f"ctl-{iso(fire + 10)}"))
+            return bool(await started_at(c, f"ctl-{iso(fire + period)}"))
 
         await wait_for(passed, timeout=45)
         assert await started_at(c, f"ctl-{iso(fire)}")
         for sid in ("p", "u", "d"):
             assert await started_at(c, f"{sid}-{iso(fire)}") == [], sid
-            assert await started_at(c, f"{sid}-{iso(fire + 10)}") == [], sid
+            assert await started_at(c, f"{sid}-{iso(fire + period)}") == [], sid
         assert len(await started_at(c, f"u-{iso(fire + 1)}")) == 1  # the updated spec runs
         assert (await handles["p"].describe()).actions_taken == taken
 
 
-def _allow_all(seconds: int) -> df.Schedule:
-    # df-server's default poll is 5 s: every 12 s leaves the starts alone at each fire time
-    return every(seconds, "ka", queue="none")
+# df-server looks at the schedule again 1 s after an action started (--schedule-poll-interval)
+# and records the next one ahead then: every 8 s leaves the starts alone at each fire time, and
+# a df-server restarted after that look has several seconds before the next one is due
+EVERY = 8
+POLL = ("--schedule-poll-interval", "1")
+
+
+def _allow_all() -> df.Schedule:
+    return every(EVERY, "ka", queue="none")
 
 
 async def _runs_once_on_time(client: df.Client, times: list[float]) -> None:
@@ -139,26 +146,27 @@ async def _runs_once_on_time(client: df.Client, times: list[float]) -> None:
 
 
 async def test_sigkill_of_df_server_between_recorded_ahead_and_due(daemons: Daemons) -> None:
-    server = daemons.server()
+    server = daemons.server(*POLL)
     await wait_namespace(daemons.url)
     async with await df.Client.connect(daemons.url) as client:
-        await client.create_schedule("ka", _allow_all(12))
+        await client.create_schedule("ka", _allow_all())
         fire = await record_ahead(client, "ka", 2.0)
         server.kill()  # recorded, not due; df-server down through the fire time
         await wait_for(lambda: time.time() > fire + 0.5, timeout=30)
-        second = daemons.server()
+        second = daemons.server(*POLL)
 
         async def ran(t: float) -> bool:
             return bool(await started_at(client, f"ka-{iso(t)}"))
 
         await wait_for(lambda: ran(fire), timeout=40)
-        nxt = await record_ahead(client, "ka", 1.0)  # fire + 12, or later on a slow machine
-        assert nxt > fire and (nxt - fire) % 12 == 0
+        nxt = await record_ahead(client, "ka", 1.0)  # fire + EVERY, or later on a slow machine
+        assert nxt > fire and (nxt - fire) % EVERY == 0
         second.kill()  # recorded again; restarted before its time this once
-        daemons.server()
+        daemons.server(*POLL)
         await wait_for(lambda: ran(nxt), timeout=40)
-        await wait_for(lambda: ran(nxt + 12), timeout=40)
-        await _runs_once_on_time(client, [fire + 12 * i for i in range(int(nxt - fire) // 12 + 2)])
+        await wait_for(lambda: ran(nxt + EVERY), timeout=40)
+        times = [fire + EVERY * i for i in range(int(nxt - fire) // EVERY + 2)]
+        await _runs_once_on_time(client, times)
 
 
 async def test_sigkill_of_nats_server_between_recorded_ahead_and_due(tmp_path: Path) -> None:
@@ -167,10 +175,10 @@ async def test_sigkill_of_nats_server_between_recorded_ahead_and_due(tmp_path: P
     server.start()
     daemons = Daemons(tmp_path, server.url)
     try:
-        daemons.server()
+        daemons.server(*POLL)
         await wait_namespace(server.url)
         async with await df.Client.connect(server.url) as client:
-            await client.create_schedule("ka", _allow_all(12))
+            await client.create_schedule("ka", _allow_all())
             fire = await record_ahead(client, "ka", 2.0)
         assert server.proc is not None
         os.kill(server.proc.pid, signal.SIGKILL)
@@ -183,8 +191,8 @@ async def test_sigkill_of_nats_server_between_recorded_ahead_and_due(tmp_path: P
             async def ran(t: float) -> bool:
                 return bool(await started_at(client, f"ka-{iso(t)}"))
 
-            await wait_for(lambda: ran(fire + 12), timeout=60)
-            await _runs_once_on_time(client, [fire, fire + 12])
+            await wait_for(lambda: ran(fire + EVERY), timeout=60)
+            await _runs_once_on_time(client, [fire, fire + EVERY])
     finally:
         daemons.stop_all()
         server.stop(kill=True)

@@ -24,7 +24,9 @@ WORKER_ARGS = ("--workflows", "tests.integration.schedule_flows:WORKFLOWS")
 
 @pytest.fixture
 async def client(daemons: Daemons) -> AsyncIterator[df.Client]:
-    daemons.server()
+    # an action started is seen (its run id recorded) at the next poll: 1 s, not 5 s, so that
+    # each one released is running with its run id soon after the previous one closed
+    daemons.server("--schedule-poll-interval", "1")
     daemons.worker(*WORKER_ARGS, task_queue=TASK_QUEUE)
     await wait_namespace(daemons.url)
     c = await df.Client.connect(daemons.url)

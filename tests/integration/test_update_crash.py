@@ -52,7 +52,9 @@ async def test_sigkill_of_worker_and_server_in_the_middle_of_an_update(
     daemons.env["DF_TEST_EXEC_LOG"] = str(log)
     daemons.env["DF_TEST_BLOCK"] = str(block)
     args = ("--workflows", "tests.integration.test_update_crash:WORKFLOWS")
-    server = daemons.server()
+    # the killed worker's tasks go to the task queue after the sticky timeout (1 s, not 5 s)
+    sticky = ("--sticky-timeout", "1")
+    server = daemons.server(*sticky)
     worker = daemons.worker(*args)
     await wait_namespace(daemons.url)
     client = await df.Client.connect(daemons.url)
@@ -65,13 +67,13 @@ async def test_sigkill_of_worker_and_server_in_the_middle_of_an_update(
         worker.kill()
         server.kill()
         block.unlink()
-        server = daemons.server()
+        server = daemons.server(*sticky)
         daemons.worker(*args)
         assert await asyncio.wait_for(pending, 90) == 5
         # an update sent while no df-server runs is stored, and recorded once one is back
         server.kill()
         later = asyncio.create_task(handle.update("bump", 1, update_id="while-down"))
-        daemons.server()
+        daemons.server(*sticky)
         assert await asyncio.wait_for(later, 90) == 6
         # the same id again returns the recorded result; a new update goes on from it
         assert await handle.update("bump", 5, update_id="crash-1") == 5

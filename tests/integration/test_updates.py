@@ -12,6 +12,7 @@ import pytest
 import durablefuture as df
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
+from durablefuture.server import ServerOptions
 from durablefuture.testing import LocalEnvironment, Replayer
 from durablefuture.ui.timeline import build_timeline
 from tests.conftest import Daemons, wait_for, wait_namespace
@@ -136,7 +137,9 @@ async def test_an_update_whose_handler_raises_fails_the_update_not_the_run(
 
 
 async def test_df_workflow_update_df_why_and_the_timeline_show_updates() -> None:
-    async with LocalEnvironment() as env:
+    # the update waits for a worker that has left; its task is sent to the task queue once that
+    # one has been gone for the sticky timeout (1 s here, 5 s by default)
+    async with LocalEnvironment(server_options=ServerOptions(sticky_timeout=1.0)) as env:
         async with env.worker(
             task_queue=TASK_QUEUE, workflows=EXAMPLE_WORKFLOWS, activities=ACTIVITIES
         ):

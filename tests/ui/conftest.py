@@ -44,7 +44,13 @@ async def served(
         )
     )
     try:
-        yield await asyncio.wait_for(ready, 10)
+        # a serve that refuses to start (a wrong --archive, say) ends before it is ready: its
+        # error is raised here at once, not after the wait for readiness
+        await asyncio.wait((ready, task), timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if task.done() and not ready.done():
+            task.result()
+            raise AssertionError("the UI stopped before it served")
+        yield await asyncio.wait_for(ready, 0.1)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
