@@ -12,7 +12,7 @@ from durablefuture.transport.publisher import Publisher
 from durablefuture.transport.subjects import Layout
 from tests.cluster import NatsCluster
 from tests.conftest import Daemons, wait_for, wait_namespace
-from tests.integration.flows import add_workflow, expected_add
+from tests.integration.flows import add_workflow, expected_add, waiting_add
 
 WF = ("--workflows", "tests.integration.flows:WORKFLOWS")
 ACT = ("--activities", "tests.integration.flows:ACTIVITIES")
@@ -106,9 +106,12 @@ async def test_client_requests_ride_out_a_leader_election(
         ) == expected_add(1)
         leader = await nats_cluster.stream_leader(client.layout.stream)
         leader.kill()
-        handle = await client.start_workflow(add_workflow, 2, id="after", task_queue="tests")
-        await handle.signal("ignored")  # buffered: add_workflow waits for none
-        assert await handle.result(timeout=60) == expected_add(2)
+        # the run waits for the signal, so it is still open when the signal is sent (a start
+        # asked of df-server can be made, and a run that waits for nothing closed, before the
+        # signal's own publish is stored)
+        handle = await client.start_workflow(waiting_add, 2, id="after", task_queue="tests")
+        await handle.signal("go", 1)
+        assert await handle.result(timeout=60) == 6
         history = await handle.fetch_history()
     finally:
         await client.close()
