@@ -22,9 +22,12 @@ from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.commands import StartTimer
 from durablefuture.core.definitions import WorkflowDefinition
+from durablefuture.core.effects import DispatchActivityTask
+from durablefuture.core.errors import TransportError
 from durablefuture.core.orchestration import APPLIED, decide
 from durablefuture.core.replay import WorkflowExecution
 from durablefuture.server import ServerOptions
+from durablefuture.server import effects as effects_mod
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.layout import open_bucket
 from durablefuture.transport.leases import AttemptLeases
@@ -256,4 +259,38 @@ async def test_an_activity_result_recorded_without_its_effects_gets_them_on_rede
             assert await h.result(timeout=20) == "charged o-3/shipped o-3"
         history = [type(e) for e in await h.fetch_history()]
         assert history.count(ev.ActivityCompleted) == 2  # `charge` recorded once
+        assert history.count(ev.WorkflowCompleted) == 1
+
+
+@pytest.mark.parametrize("ask", [True, False], ids=["asked", "stored"])
+async def test_a_decision_whose_activity_task_was_not_stored_gets_it_again(
+    monkeypatch: pytest.MonkeyPatch, ask: bool
+) -> None:
+    """A df-server appended a workflow task's decision (``charge`` scheduled) and then failed
+    to store its activity task, as one whose stream leader stopped answering would (no
+    PubAck). Asked, it answers ``store``, and the report the worker stores is a duplicate
+    whose effects df-server derives again; stored, the report itself is delivered again,
+    with the same outcome. The activity runs once and the run completes once."""
+    failed: list[str] = []
+    real = effects_mod._Sender.dispatch_activity_task
+
+    async def dispatch_once(self: effects_mod._Sender, e: DispatchActivityTask) -> None:
+        if not failed:
+            failed.append(e.task.name)
+            raise TransportError(f"no PubAck for the activity task {e.task.name!r} (injected)")
+        await real(self, e)
+
+    monkeypatch.setattr(effects_mod._Sender, "dispatch_activity_task", dispatch_once)
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        options = df.WorkerOptions(ask_reports=ask)
+        async with env.worker(workflows=[order], activities=[charge, ship], options=options):
+            h = await env.client.start_workflow(order, "o-4", id="o-4")
+            assert await h.result(timeout=20) == "charged o-4/shipped o-4"
+        assert failed == ["charge"]
+        assert server.stats["duplicates"] >= 1  # the report, recorded once, came back
+        history = [type(e) for e in await h.fetch_history()]
+        assert history.count(ev.ActivityScheduled) == 2  # the decision recorded once
+        assert history.count(ev.ActivityCompleted) == 2
         assert history.count(ev.WorkflowCompleted) == 1
