@@ -29,6 +29,7 @@ the long one (1,000 workflows over 150 s, rounds with a 30 s SIGSTOP) is marked 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -331,6 +332,22 @@ async def _print_histories(client: df.Client, wids: list[str]) -> None:
                     todo.append(e.workflow_id)
 
 
+async def _print_mentions(daemons: Daemons, client: df.Client, wids: list[str]) -> None:
+    """Every daemon log line (of every process, restarted ones too) that names one of these
+    workflows or their runs, and the stream's dead-letter count: what tells a task never
+    stored from one stored and then taken, refused or purged."""
+    names = set(wids)
+    for wid in wids:
+        with contextlib.suppress(Exception):  # a diagnostic only
+            names |= {run for run, _ in await client.history.read_workflow(wid)}
+    for d in daemons.started:
+        for line in d.log().splitlines():
+            if any(name in line for name in names):
+                print(f"{d.name}: {line}")
+    with contextlib.suppress(Exception):
+        print(f"stream figures: {await _stream_figures(client)}")
+
+
 async def _print_queues(client: df.Client) -> None:
     """The task queue's consumers: what waits, what is held, what was delivered again."""
     js = client.pub.js
@@ -444,6 +461,7 @@ async def _cluster_chaos(
         if wrong:
             await _print_histories(client, sorted(wrong)[:5])
             await _print_queues(client)
+            await _print_mentions(daemons, client, sorted(wrong)[:5])
         assert not wrong, f"{len(wrong)} workflows without their result: {wrong}"
         runs_of = {wid: runs for wid, (runs, _) in expected.items()}
         lost, duplicated, over, total_runs, problems = await _verify(client, runs_of, log)
