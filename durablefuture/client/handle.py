@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from durablefuture.core.errors import (
     InvalidArgumentError,
     QueryFailedError,
     ResultTimeoutError,
+    TransportError,
     WorkflowNotFoundError,
 )
 from durablefuture.core.state import ending_summary, status_of
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from durablefuture.client.client import Client
 
 __all__ = ["WorkflowHandle"]
+
+log = logging.getLogger("durablefuture.client")
 
 
 class WorkflowHandle:
@@ -97,7 +101,7 @@ class WorkflowHandle:
         notice, received = watch.arrived, watch.received
         try:
             poll = 0.5
-            summary = await client.summary(self.id, run_id)
+            summary = await self._summary(run_id)
             while True:
                 if summary is not None and summary.status == RunStatus.CORRUPT:
                     summary = await self._still_corrupt(run_id, summary)
@@ -122,7 +126,10 @@ class WorkflowHandle:
                     # history, which tells whether and how the run ended
                     data = received.pop()
                     received.clear()  # one read answers for every notice so far
-                    noticed = await self._confirmed(run_id, data)
+                    try:
+                        noticed = await self._confirmed(run_id, data)
+                    except TransportError:  # (a leader election, say): the status entry next
+                        noticed, data = None, b"x"
                     if noticed is not None:
                         summary = noticed
                         continue
@@ -132,9 +139,23 @@ class WorkflowHandle:
                         # comes next, no need to read the status entry
                         continue
                 poll = min(poll * 2, 5.0)
-                summary = await client.summary(self.id, run_id)
+                summary = await self._summary(run_id)
         finally:
             await watch.close()
+
+    async def _summary(self, run_id: str) -> RunSummary | None:
+        """The run's status entry, or None while it cannot be read now: a wait for the result
+        rides out a read that timed out (a stream leader being elected, NATS reconnecting) and
+        reads again, up to its own timeout."""
+        try:
+            return await self.client.summary(self.id, run_id)
+        except TransportError as exc:
+            if self.client.nc.is_closed:  # no reconnecting left: nothing to wait for
+                raise
+            log.debug(
+                "reading the status of %s run %s failed (%s); trying again", self.id, run_id, exc
+            )
+            return None
 
     async def _confirmed(self, run_id: str, data: bytes) -> RunSummary | None:
         """How the run ended, once a closed notice came and the run's newest history batch
