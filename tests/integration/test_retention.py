@@ -104,7 +104,11 @@ async def test_retention_is_stored_with_the_namespace_for_every_server(daemons: 
     await wait_namespace(daemons.url)
     client = await df.Client.connect(daemons.url)
     try:
-        assert (await client.describe_namespace()).settings.retention == 90 * 60
+
+        async def stored() -> bool:  # (the stream exists a moment before its settings)
+            return (await client.describe_namespace()).settings.retention == 90 * 60
+
+        await wait_for(stored, timeout=20)
         daemons.server()  # no flag: applies what is stored
         daemons.server("--retention", "2h")  # a new value, stored for all
 
