@@ -25,21 +25,48 @@ come, first served, one per place freed (no herd of wake-ups), and each keeps it
 progress, so JetStream does not hand it to another server meanwhile. This changes when a
 start is handled, never what is recorded: a crash leaves it unacked, and it is redelivered as
 before.
+
+A start that created a run keeps its place after it is answered, until the run's first
+workflow task is reported (``going``) or ``FIRST_TASK_HOLD`` seconds have passed, whichever
+comes first. Freeing the place at the answer let a burst run ahead of the workers: starts
+are cheap next to what follows them (a first task taken, run and reported, a timer armed),
+so under a loaded disk hundreds of first tasks piled up behind the starts, their reports
+came seconds late, and a run's timers (counted from its start) were due before they were
+armed. Held so, at most ``limit`` new runs wait for their first report at once: the starts
+of a burst go at the pace the runs get going, and a first task waits behind tens of
+others, not hundreds. The hold is bounded, so a start whose task no worker takes (a queue
+without workers, a report to another df-server) slows the next starts by that much at most.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-__all__ = ["MAX_WAIT", "REQUEST_WAIT", "StartGate"]
+__all__ = ["FIRST_TASK_HOLD", "MAX_WAIT", "REQUEST_WAIT", "StartGate"]
 
 MAX_WAIT = 5.0
 """Seconds a start waits for a place at most; then it goes ahead anyway."""
 REQUEST_WAIT = 4.0
 """The same for a start asked as a request (its client stores it after 5 s without answer)."""
+FIRST_TASK_HOLD = 1.0
+"""Seconds a start's place stays held after its run is created, waiting for the run's first
+workflow task to be reported (``StartGate.going``)."""
+
+
+class _Place:
+    """One start inside the gate: the run it created, if any (its place is then held on)."""
+
+    __slots__ = ("run_id",)
+
+    def __init__(self) -> None:
+        self.run_id = ""
+
+
+_place: contextvars.ContextVar[_Place | None] = contextvars.ContextVar("start_place", default=None)
 
 
 class StartGate:
@@ -49,11 +76,20 @@ class StartGate:
     "still working on it" signals for a start that waits.
     """
 
-    def __init__(self, limit: int, keepalive: float = 1.0, max_wait: float = MAX_WAIT) -> None:
+    def __init__(
+        self,
+        limit: int,
+        keepalive: float = 1.0,
+        max_wait: float = MAX_WAIT,
+        hold: float = FIRST_TASK_HOLD,
+    ) -> None:
         self.limit = max(0, limit)
         self.keepalive = keepalive
         self.max_wait = max_wait
+        self.hold = hold
         self._starts = 0
+        self._held: dict[str, asyncio.TimerHandle] = {}
+        """Places kept by runs created and waiting for their first report, by run id."""
         self._waiting: deque[asyncio.Future[None]] = deque()
         self.waited = 0
         """Starts that had to wait, over the server's life."""
@@ -72,11 +108,42 @@ class StartGate:
             yield
             return
         await self._admit(keep_alive, self.max_wait if max_wait is None else max_wait)
+        place = _Place()
+        token = _place.set(place)
         try:
             yield
         finally:
-            self._starts -= 1
-            self._wake()
+            _place.reset(token)
+            run_id = place.run_id
+            if run_id and self.hold > 0 and run_id not in self._held:
+                loop = asyncio.get_running_loop()
+                self._held[run_id] = loop.call_later(self.hold, self.going, run_id)
+            else:
+                self._starts -= 1
+                self._wake()
+
+    def created(self, run_id: str) -> None:
+        """The start being handled (in this task) has created run ``run_id``: its place is
+        held on until the run's first workflow task is reported (``going``), at most
+        ``hold`` seconds. Outside a start, or with no limit, nothing happens."""
+        place = _place.get()
+        if place is not None and not place.run_id:
+            place.run_id = run_id
+
+    def going(self, run_id: str) -> None:
+        """Run ``run_id`` has had a workflow task reported (or waited ``hold``): the place its
+        start kept is free. Any other run: nothing happens."""
+        handle = self._held.pop(run_id, None)
+        if handle is None:
+            return
+        handle.cancel()
+        self._starts -= 1
+        self._wake()
+
+    @property
+    def held(self) -> int:
+        """Places kept now by runs waiting for their first report."""
+        return len(self._held)
 
     async def _admit(
         self, keep_alive: Callable[[], Awaitable[None]] | None, max_wait: float

@@ -168,6 +168,8 @@ class RunInputs(RunCaches, Effects):
                 cache.sticky = sticky
             decision = await self._decide_and_record(cache, message, receipt_to)
             self._status_seen(cache)
+        if isinstance(message, _WFT_REPORTS):
+            self._gate.going(cache.state.run_id)  # the place its start kept (``admission``)
         return decision, cache, message
 
     async def _load_awaited(self, workflow_id: str, message: inp.RunInput) -> RunCache:
