@@ -174,3 +174,77 @@ def test_a_start_may_wait_less_than_the_gate_says() -> None:
         await one
 
     asyncio.run(main())
+
+
+def test_a_start_that_created_a_run_keeps_its_place_until_the_run_is_going() -> None:
+    """A run's start place is given back when its first workflow task is reported, not when
+    the start is answered: the next start of a burst waits for the run ahead to get going."""
+
+    async def go() -> None:
+        gate = StartGate(1, hold=60)
+        order: list[str] = []
+
+        async def one(run_id: str) -> None:
+            async with gate.start():
+                order.append(run_id)
+                gate.created(run_id)
+
+        first = asyncio.create_task(one("run-1"))
+        await first  # answered: out of the gate, its place still held
+        assert gate.held == 1
+        second = asyncio.create_task(one("run-2"))
+        await _settle()
+        assert order == ["run-1"] and not second.done() and gate.waited == 1
+        gate.going("run-2")  # another run's report frees nothing
+        gate.going("unknown")
+        await _settle()
+        assert not second.done()
+        gate.going("run-1")  # run-1's first workflow task was reported
+        await asyncio.wait_for(second, 5)
+        assert order == ["run-1", "run-2"] and gate.held == 1
+        gate.going("run-1")  # a second report of the same run frees nothing more
+        gate.going("run-2")
+        assert gate.held == 0
+        async with gate.start():  # every place was given back once
+            assert gate.waited == 1
+
+    asyncio.run(go())
+
+
+def test_a_held_place_is_given_back_after_the_hold() -> None:
+    """A run whose first task nobody reports (no worker for its queue, or its report went to
+    another df-server) keeps its start's place ``hold`` seconds at most."""
+
+    async def go() -> None:
+        gate = StartGate(1, hold=0.05)
+        async with gate.start():
+            gate.created("run-1")
+        assert gate.held == 1
+        async with asyncio.timeout(5):  # let in once the hold is over
+            async with gate.start():
+                assert gate.held == 0 and gate.overdue == 0
+        gate.going("run-1")  # its report, late: nothing more is given back
+        async with gate.start():
+            assert gate.waited == 1
+
+    asyncio.run(go())
+
+
+def test_a_start_that_created_no_run_gives_its_place_back_at_once() -> None:
+    """A start that found its run (the same request id) or was refused created nothing to wait
+    for; without a limit nothing is held either."""
+
+    async def go() -> None:
+        gate = StartGate(1, hold=60)
+        async with gate.start():
+            pass
+        async with gate.start():
+            assert gate.waited == 0
+        free = StartGate(0, hold=60)
+        async with free.start():
+            free.created("run-1")
+        assert free.held == 0
+        gate.created("outside")  # outside a start: nothing happens
+        assert gate.held == 0
+
+    asyncio.run(go())

@@ -183,3 +183,47 @@ async def test_starts_stored_for_a_server_consumer_of_every_input_are_started_on
         if client is not None:
             await client.close()
         await nc.close()
+
+
+async def test_each_start_of_a_burst_waits_until_the_run_before_is_going() -> None:
+    """A start's place is held until its run's first workflow task is reported: with one
+    place, each run of a burst is created only after the one before had its first task
+    recorded (its SignalWaitStarted), so first tasks never pile up behind the starts."""
+    n = 12
+    options = ServerOptions(start_concurrency=1)
+    async with LocalEnvironment(server_options=options) as env:
+        assert env.server is not None
+        env.server._gate.hold = 120  # only a report gives a place back in this test
+        client = env.client
+        client.request_timeout = 120
+        async with env.worker(task_queue="q", workflows=[waiting_add], activities=[double]):
+            handles = await asyncio.gather(
+                *(
+                    client.start_workflow(waiting_add, i, id=f"going-{i}", task_queue="q")
+                    for i in range(n)
+                )
+            )
+            runs: list[tuple[float, float, int]] = []  # (started, first task recorded, i)
+            for i, handle in enumerate(handles):
+
+                async def waiting(h: df.WorkflowHandle = handle) -> bool:
+                    events = await h.fetch_history()
+                    return any(type(e).__name__ == "SignalWaitStarted" for e in events)
+
+                await wait_for(waiting, timeout=60)
+                events = await handle.fetch_history()
+                first = next(e for e in events if type(e).__name__ == "SignalWaitStarted")
+                runs.append((events[0].at, first.at, i))
+            runs.sort()
+            for (_, going, before), (started, _, after) in zip(runs, runs[1:], strict=False):
+                assert started >= going, (
+                    f"going-{after} was started {going - started:.3f}s before going-{before}'s "
+                    "first workflow task was recorded"
+                )
+            for i, handle in enumerate(handles):
+                await handle.signal("go", 1)
+            for i, handle in enumerate(handles):
+                assert await handle.result(timeout=60) == 2 * (i + 1)
+                history = await handle.fetch_history()
+                assert [type(e).__name__ for e in history].count("WorkflowStarted") == 1
+        assert env.server._gate.held == 0
