@@ -27,15 +27,17 @@ start is handled, never what is recorded: a crash leaves it unacked, and it is r
 before.
 
 A start that created a run keeps its place after it is answered, until the run's first
-workflow task is reported (``going``) or ``FIRST_TASK_HOLD`` seconds have passed, whichever
-comes first. Freeing the place at the answer let a burst run ahead of the workers: starts
+workflow task is reported (``going``) or a few times as long as first reports usually take
+here have passed (``StartGate.hold_now``, ``FIRST_TASK_HOLD`` at most), whichever comes
+first. Freeing the place at the answer let a burst run ahead of the workers: starts
 are cheap next to what follows them (a first task taken, run and reported, a timer armed),
 so under a loaded disk hundreds of first tasks piled up behind the starts, their reports
 came seconds late, and a run's timers (counted from its start) were due before they were
-armed. Held so, at most ``limit`` new runs wait for their first report at once: the starts
+armed. Held so, at most ``2 * limit`` new runs wait for their first report at once: the starts
 of a burst go at the pace the runs get going, and a first task waits behind tens of
-others, not hundreds. The hold is bounded, so a start whose task no worker takes (a queue
-without workers, a report to another df-server) slows the next starts by that much at most.
+others, not hundreds. The hold is bounded, so a run whose report this server does not see
+(a queue without workers, a report answered by another df-server) slows the next starts by
+that much at most.
 """
 
 from __future__ import annotations
@@ -53,8 +55,17 @@ MAX_WAIT = 5.0
 REQUEST_WAIT = 4.0
 """The same for a start asked as a request (its client stores it after 5 s without answer)."""
 FIRST_TASK_HOLD = 1.0
-"""Seconds a start's place stays held after its run is created, waiting for the run's first
-workflow task to be reported (``StartGate.going``)."""
+"""Seconds a start's place stays held at most after its run is created, waiting for the run's
+first workflow task to be reported (``StartGate.going``)."""
+_HOLD_FACTOR = 3.0
+"""A place is held this many times the usual wait for a first report (then given back)."""
+_HELD_FACTOR = 2
+"""New runs waiting for their first report (with the starts being handled) that may be
+there at once, in times ``limit``: a steady flow of starts (W1) has about ``limit`` runs in
+their first workflow task at a time, and must not wait for its own runs."""
+_MIN_HOLD = 0.05
+_FIRST_GUESS = 0.1
+"""Seconds a first report is taken to need before any has been seen."""
 
 
 class _Place:
@@ -64,6 +75,14 @@ class _Place:
 
     def __init__(self) -> None:
         self.run_id = ""
+
+
+class _Held:
+    __slots__ = ("handle", "since")
+
+    def __init__(self, handle: asyncio.TimerHandle, since: float) -> None:
+        self.handle = handle
+        self.since = since
 
 
 _place: contextvars.ContextVar[_Place | None] = contextvars.ContextVar("start_place", default=None)
@@ -87,9 +106,13 @@ class StartGate:
         self.keepalive = keepalive
         self.max_wait = max_wait
         self.hold = hold
+        """Seconds a place is held at most for a run's first report."""
+        self.min_hold = _MIN_HOLD
         self._starts = 0
-        self._held: dict[str, asyncio.TimerHandle] = {}
+        self._held: dict[str, _Held] = {}
         """Places kept by runs created and waiting for their first report, by run id."""
+        self._usual = _FIRST_GUESS
+        """How long first reports take here (a moving average of those seen, in seconds)."""
         self._waiting: deque[asyncio.Future[None]] = deque()
         self.waited = 0
         """Starts that had to wait, over the server's life."""
@@ -117,10 +140,19 @@ class StartGate:
             run_id = place.run_id
             if run_id and self.hold > 0 and run_id not in self._held:
                 loop = asyncio.get_running_loop()
-                self._held[run_id] = loop.call_later(self.hold, self.going, run_id)
-            else:
-                self._starts -= 1
-                self._wake()
+                handle = loop.call_later(self.hold_now, self._given_up, run_id)
+                self._held[run_id] = _Held(handle, loop.time())
+            self._starts -= 1
+            self._wake()
+
+    @property
+    def hold_now(self) -> float:
+        """Seconds a place is held for a run created now: a few times as long as first reports
+        usually take here, within ``min_hold`` and ``hold``. Not the whole ``hold``
+        always: a report may go to another df-server (``--servers`` > 1, a queue group),
+        and the place of a run whose report this server never sees would stay idle that long;
+        no report at all (a queue without workers) does not lengthen it."""
+        return min(self.hold, max(self.min_hold, _HOLD_FACTOR * self._usual))
 
     def created(self, run_id: str) -> None:
         """The start being handled (in this task) has created run ``run_id``: its place is
@@ -133,22 +165,34 @@ class StartGate:
     def going(self, run_id: str) -> None:
         """Run ``run_id`` has had a workflow task reported (or waited ``hold``): the place its
         start kept is free. Any other run: nothing happens."""
-        handle = self._held.pop(run_id, None)
-        if handle is None:
+        held = self._held.pop(run_id, None)
+        if held is None:
             return
-        handle.cancel()
-        self._starts -= 1
+        held.handle.cancel()
+        took = asyncio.get_running_loop().time() - held.since
+        self._usual += (took - self._usual) / 8
         self._wake()
+
+    def _given_up(self, run_id: str) -> None:
+        if self._held.pop(run_id, None) is not None:
+            self._wake()
+
+    def _room(self) -> bool:
+        """Whether a start may go in: fewer than ``limit`` being handled, and fewer than
+        ``_HELD_FACTOR`` times as many new runs waiting for their first report besides."""
+        return (
+            self._starts < self.limit and self._starts + len(self._held) < self.limit * _HELD_FACTOR
+        )
 
     @property
     def held(self) -> int:
-        """Places kept now by runs waiting for their first report."""
+        """New runs whose first report this gate waits for now."""
         return len(self._held)
 
     async def _admit(
         self, keep_alive: Callable[[], Awaitable[None]] | None, max_wait: float
     ) -> None:
-        if not self._waiting and self._starts < self.limit:
+        if not self._waiting and self._room():
             self._starts += 1
             return
         self.waited += 1
@@ -186,7 +230,7 @@ class StartGate:
             raise
 
     def _wake(self) -> None:
-        while self._waiting and self._starts < self.limit:
+        while self._waiting and self._room():
             place = self._waiting.popleft()
             if place.done():
                 continue  # its start was cancelled
