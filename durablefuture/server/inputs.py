@@ -40,6 +40,7 @@ from durablefuture.core.orchestration import (
     REJECTED,
     Decision,
     decide,
+    effects_again,
     effects_for,
 )
 from durablefuture.core.state import RunState
@@ -282,7 +283,7 @@ class RunInputs(RunCaches, Effects):
                 effects = list(decision.effects)
                 if decision.recorded is not None:
                     first, last = decision.recorded
-                    effects = effects_for(cache.state, cache.events[first - 1 : last]) + effects
+                    effects = effects_again(cache.state, cache.events, first, last) + effects
             else:
                 effects = list(decision.effects)
                 if decision.outcome == REJECTED:
