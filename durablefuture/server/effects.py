@@ -85,16 +85,30 @@ class Effects(StatusLater):
         if not effects:
             return
         pending: list[Awaitable[object]] = []
-        for e in effects:
-            await self._effect(cache, e, pending)
-        if pending:
-            results = await asyncio.gather(*pending, return_exceptions=True)
-            for r in results:
-                if isinstance(r, BaseException):
-                    raise r
+        after: list[Coroutine[object, object, None]] = []
+        try:
+            for e in effects:
+                await self._effect(cache, e, pending, after)
+            if pending:
+                results = await asyncio.gather(*pending, return_exceptions=True)
+                for r in results:
+                    if isinstance(r, BaseException):
+                        raise r
+        except BaseException:
+            for work in after:
+                work.close()  # never started: the effects are derived again, and it with them
+            raise
+        for work in after:
+            self._track(work)
 
-    async def _effect(self, cache: RunCache, e: Effect, pending: list[Awaitable[object]]) -> None:
-        await interpret(e, _Sender(self, cache, pending))
+    async def _effect(
+        self,
+        cache: RunCache,
+        e: Effect,
+        pending: list[Awaitable[object]],
+        after: list[Coroutine[object, object, None]] | None = None,
+    ) -> None:
+        await interpret(e, _Sender(self, cache, pending, after=after))
 
     async def _send_guarded(
         self, cache: RunCache, effects: Sequence[Effect], guard: Guard, one_by_one: bool = False
@@ -246,12 +260,16 @@ class _Sender:
         cache: RunCache,
         pending: list[Awaitable[object]],
         guard: Guard | None = None,
+        *,
+        after: list[Coroutine[object, object, None]] | None = None,
     ) -> None:
         self.server = server
         self.cache = cache
         self.pending = pending
         self.guard = guard
         self.deferred: list[Effect] = []
+        self.after = after
+        """Work started only once every effect's message is stored (None: at once)."""
 
     async def dispatch_workflow_task(self, e: DispatchWorkflowTask) -> None:
         server, cache = self.server, self.cache
@@ -364,8 +382,15 @@ class _Sender:
             server._status_closed(summary.run_id)
             server._cancel_local_timers(summary.run_id)
             if self.cache.timers or summary.run_id != self.cache.state.run_id:
-                # (a run that never had a durable timer has none to purge: no request)
-                server._track(server._purge_run_timers(summary.run_id))
+                # (a run that never had a durable timer has none to purge: no request).
+                # Only once the close's other effects are stored: a close fired from memory
+                # (the execution timeout) has its durable timer as the one copy that derives
+                # them again should they fail
+                purge = server._purge_run_timers(summary.run_id)
+                if self.after is None:
+                    server._track(purge)
+                else:
+                    self.after.append(purge)
             closed_at = summary.close_time or server.clock.now()
             self.pending.append(
                 await server._arm_expiry(summary.workflow_id, summary.run_id, closed_at)
