@@ -6,6 +6,31 @@ what is decided once, in ``core.interpretation`` (the in-memory Simulation uses 
 table); this module is the NATS handler of that interpreter. Every message has a
 ``Nats-Msg-Id`` derived from stable facts, so deriving an effect twice (a redelivered input,
 another server's view) is harmless; all are pipelined and their PubAcks awaited together.
+
+Effects that fail after the append (a publish without a PubAck while a stream leader changes,
+a df-server killed between the two) leave a run whose history needs a task that no stream
+holds. Whatever brings the input back derives them again, from the run as it is now
+(``core.orchestration.effects_again``); each way an input arrives has one:
+
+* a stored input is acknowledged only after its effects: it is delivered again and found
+  recorded (a duplicate). One whose handling fails ``input_max_deliver - 1`` times is
+  dead-lettered with the reason;
+* a report asked of df-server (``request_desk``) is answered ``store``, or not at all, and
+  the worker stores it. A worker lost before that leaves its task unacknowledged; the task
+  comes back (delivered again, or moved from the lost worker's sticky subject) and its new
+  worker finds the decision, or the attempt's outcome, in history and reports it again:
+  wherever it is in history, as other inputs (a parallel branch's result, a signal, a
+  timer) are recorded on top of it meanwhile;
+* a new run's first workflow task is stored before its WorkflowStarted (``starts.py``);
+* a timer fired from memory has its JetStream schedule, which arrives as a duplicate: the
+  timers a batch leaves with nothing to guard, and a closed run's, are purged only once the
+  batch's other effects are stored.
+
+A task once stored stays until its outcome is: a worker acknowledges it only after its report
+is recorded or stored; one given up on has the failure recorded in its run before it is
+dead-lettered; the compactor purges only below what its consumer has acknowledged, read in two
+rounds (``transport/compaction.py``); a sticky task is copied to the task queue (its message id
+names the same task) before it is removed.
 """
 
 from __future__ import annotations
