@@ -145,10 +145,18 @@ class Handover:
         act = state.activities.get(task.seq)
         closed = not state.is_open or act is None or act.closed or act.attempt > task.attempt
         redo = inp.CompleteActivityTask(task.run_id, task.seq, task.attempt)
-        if closed and (
-            batches[-1].input_id == redo.input_id
-            or (state.is_open and redo.input_id in state.applied_inputs)
-        ):
+        at = [i for i, b in enumerate(batches) if b.input_id == redo.input_id]
+        if closed and at and (at[-1] == len(batches) - 1 or state.is_open):
+            log.info(
+                "attempt %d of activity %s (#%d of run %s): its outcome is recorded (%d batches "
+                "after it); reporting it again so its effects are derived again",
+                task.attempt,
+                task.name,
+                task.seq,
+                task.run_id,
+                len(batches) - 1 - at[-1],
+                extra={"workflow_id": task.workflow_id, "run_id": task.run_id},
+            )
             await self.reports.send(task.workflow_id, redo)
         return closed
 

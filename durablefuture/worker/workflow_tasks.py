@@ -360,10 +360,20 @@ class WorkflowTasks:
         redelivery, inputs its decision did not wait for (the result of an activity it
         scheduled beside the lost one, a signal, a timer) were recorded on top of it, and
         none of them implies the decision's activity tasks or timers."""
-        for input_id in batches:
+        for i, input_id in enumerate(batches):
             kind, _, based_on = input_id.partition(":")
             if kind == "wtc" and based_on.isdigit() and int(based_on) >= task.trigger:
                 self.stats["reports_redone"] = self.stats.get("reports_redone", 0) + 1
+                log.info(
+                    "workflow task %s run %s trigger %d: its decision %s is recorded (%d "
+                    "batches after it); reporting it again so its effects are derived again",
+                    task.workflow_id,
+                    task.run_id,
+                    task.trigger,
+                    input_id,
+                    len(batches) - 1 - i,
+                    extra={"workflow_id": task.workflow_id, "run_id": task.run_id},
+                )
                 return inp.CompleteWorkflowTask(task.run_id, int(based_on), (), self.identity)
         return None
 
