@@ -7,30 +7,18 @@ table); this module is the NATS handler of that interpreter. Every message has a
 ``Nats-Msg-Id`` derived from stable facts, so deriving an effect twice (a redelivered input,
 another server's view) is harmless; all are pipelined and their PubAcks awaited together.
 
-Effects that fail after the append (a publish without a PubAck while a stream leader changes,
-a df-server killed between the two) leave a run whose history needs a task that no stream
-holds. Whatever brings the input back derives them again, from the run as it is now
-(``core.orchestration.effects_again``); each way an input arrives has one:
-
-* a stored input is acknowledged only after its effects: it is delivered again and found
-  recorded (a duplicate). One whose handling fails ``input_max_deliver - 1`` times is
-  dead-lettered with the reason;
-* a report asked of df-server (``request_desk``) is answered ``store``, or not at all, and
-  the worker stores it. A worker lost before that leaves its task unacknowledged; the task
-  comes back (delivered again, or moved from the lost worker's sticky subject) and its new
-  worker finds the decision, or the attempt's outcome, in history and reports it again:
-  wherever it is in history, as other inputs (a parallel branch's result, a signal, a
-  timer) are recorded on top of it meanwhile;
-* a new run's first workflow task is stored before its WorkflowStarted (``starts.py``);
-* a timer fired from memory has its JetStream schedule, which arrives as a duplicate: the
-  timers a batch leaves with nothing to guard, and a closed run's, are purged only once the
-  batch's other effects are stored.
-
-A task once stored stays until its outcome is: a worker acknowledges it only after its report
-is recorded or stored; one given up on has the failure recorded in its run before it is
-dead-lettered; the compactor purges only below what its consumer has acknowledged, read in two
-rounds (``transport/compaction.py``); a sticky task is copied to the task queue (its message id
-names the same task) before it is removed.
+Effects that fail after the append (no PubAck while a stream leader changes, a df-server
+killed in between) are derived again, from the run as it is now (``effects_again``), by what
+brings the input back: a stored input is acknowledged only after its effects (it returns as a
+duplicate; dead-lettered with the reason after ``input_max_deliver - 1`` failures); a report
+asked of df-server is answered ``store`` or not at all, and stored by its worker, or, that
+worker lost, its unacknowledged task returns and the next worker reports the decision or
+outcome it finds in history again, wherever it is (other inputs are recorded on top of it
+meanwhile); a new run's first task is stored before its WorkflowStarted (``starts.py``); a
+timer fired from memory has its JetStream schedule, so the timers a batch leaves spent, and a
+closed run's, are purged only once the batch's other effects are stored. A stored task stays
+until its outcome is recorded: workers ack after their report, record a give-up before they
+dead-letter, and the compactor purges below two rounds' acknowledged floor only.
 """
 
 from __future__ import annotations
@@ -78,6 +66,8 @@ from durablefuture.transport.publisher import (
 
 __all__ = ["FULL_HISTORY_IN_TASK", "MAX_TASK_BYTES", "Effects", "Guard", "await_ack"]
 
+Later = list[Coroutine[object, object, None]]
+"""Work started only once every effect's message is stored."""
 Guard = Mapping[str, str]
 """Headers that make a publish conditional on a history's last sequence (a new run's first
 effects, stored only if its WorkflowStarted can still be appended: ``server/starts.py``)."""
@@ -110,7 +100,7 @@ class Effects(StatusLater):
         if not effects:
             return
         pending: list[Awaitable[object]] = []
-        after: list[Coroutine[object, object, None]] = []
+        after: Later = []
         try:
             for e in effects:
                 await self._effect(cache, e, pending, after)
@@ -127,11 +117,7 @@ class Effects(StatusLater):
             self._track(work)
 
     async def _effect(
-        self,
-        cache: RunCache,
-        e: Effect,
-        pending: list[Awaitable[object]],
-        after: list[Coroutine[object, object, None]] | None = None,
+        self, cache: RunCache, e: Effect, pending: list[Awaitable[object]], after: Later
     ) -> None:
         await interpret(e, _Sender(self, cache, pending, after=after))
 
@@ -286,7 +272,7 @@ class _Sender:
         pending: list[Awaitable[object]],
         guard: Guard | None = None,
         *,
-        after: list[Coroutine[object, object, None]] | None = None,
+        after: Later | None = None,
     ) -> None:
         self.server = server
         self.cache = cache
@@ -407,10 +393,8 @@ class _Sender:
             server._status_closed(summary.run_id)
             server._cancel_local_timers(summary.run_id)
             if self.cache.timers or summary.run_id != self.cache.state.run_id:
-                # (a run that never had a durable timer has none to purge: no request).
-                # Only once the close's other effects are stored: a close fired from memory
-                # (the execution timeout) has its durable timer as the one copy that derives
-                # them again should they fail
+                # (none stored: no request); after the close's other effects are stored (see
+                # the module docstring: a close fired from memory has its timer as the copy)
                 purge = server._purge_run_timers(summary.run_id)
                 if self.after is None:
                     server._track(purge)

@@ -349,29 +349,19 @@ class WorkflowTasks:
         (``batches``: the input ids of the run's history batches, oldest first).
 
         A df-server may have appended a decision asked of it and then failed at its effects
-        (a timer to arm, activity tasks, a status) while the worker that asked was lost
-        before storing the report: nothing stored would have that server finish. The task
-        comes back, and its replay finds the decision: the first one based on the task's
-        trigger or later. Reporting the same input id again is a duplicate to df-server,
-        which derives the recorded batch's effects again (idempotent, as for a stored report
-        delivered twice); nothing is appended, whatever the report carries.
-
-        The decision need not be the run's newest batch: while the task waited for its
-        redelivery, inputs its decision did not wait for (the result of an activity it
-        scheduled beside the lost one, a signal, a timer) were recorded on top of it, and
-        none of them implies the decision's activity tasks or timers."""
+        (activity tasks, a timer, a status) while the worker that asked was lost before
+        storing the report. The task comes back; its replay finds the decision (the first
+        based on the task's trigger or later) wherever it is, as inputs it did not wait for
+        (a parallel branch's result, a signal) may be recorded on top of it. Reported again,
+        it is a duplicate whose effects df-server derives again; nothing is appended."""
         for i, input_id in enumerate(batches):
             kind, _, based_on = input_id.partition(":")
             if kind == "wtc" and based_on.isdigit() and int(based_on) >= task.trigger:
                 self.stats["reports_redone"] = self.stats.get("reports_redone", 0) + 1
                 log.info(
-                    "workflow task %s run %s trigger %d: its decision %s is recorded (%d "
-                    "batches after it); reporting it again so its effects are derived again",
-                    task.workflow_id,
-                    task.run_id,
-                    task.trigger,
-                    input_id,
-                    len(batches) - 1 - i,
+                    "workflow task of run %s (trigger %d): decision %s, %d batches before the "
+                    "end of history, reported again so its effects are derived again",
+                    *(task.run_id, task.trigger, input_id, len(batches) - 1 - i),
                     extra={"workflow_id": task.workflow_id, "run_id": task.run_id},
                 )
                 return inp.CompleteWorkflowTask(task.run_id, int(based_on), (), self.identity)
