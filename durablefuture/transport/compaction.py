@@ -19,10 +19,10 @@ What makes it safe:
   df-server at any moment leaves at most a purge undone; a purge is idempotent and any number
   of servers may run it at once.
 
-What nats-server reports is not taken on trust, since its replicated consumers have reported
-floors that ran ahead of what was acknowledged after a leader change (nats-server PRs 6232,
-6469, fixed in 2.11; a purge past an unacknowledged task would lose it for good, with nothing
-left to redeliver):
+What nats-server reports is not taken on trust: a purge past an unacknowledged task would lose
+it for good, with nothing left to redeliver, and replicated consumers have misreported across
+leader changes (a leader's floor skipped ahead of the replicated one, nats-server PR 6232;
+deliveries a new leader never learnt of, PR 6469; both fixed in 2.11):
 
 * a consumer's floor counts only as far as what it reports delivered: an acknowledgement
   floor above its delivered sequence is inconsistent, and only the delivered part of it can
@@ -35,7 +35,9 @@ left to redeliver):
   than it would be otherwise: the stream stays bounded by the same work, one round more.
 
 Message ids stay in JetStream's duplicate window after a purge, so a publish derived again
-within the window is still recognised as a duplicate.
+within the window is still recognised as a duplicate, by the servers that saw it stored: a
+nats-server restarted since rebuilds its window from the messages still stored, and may store
+such a publish again (a second copy of a finished task, which its worker finds closed).
 """
 
 from __future__ import annotations
