@@ -6,6 +6,19 @@ what is decided once, in ``core.interpretation`` (the in-memory Simulation uses 
 table); this module is the NATS handler of that interpreter. Every message has a
 ``Nats-Msg-Id`` derived from stable facts, so deriving an effect twice (a redelivered input,
 another server's view) is harmless; all are pipelined and their PubAcks awaited together.
+
+Effects that fail after the append (no PubAck while a stream leader changes, a df-server
+killed in between) are derived again, from the run as it is now (``effects_again``), by what
+brings the input back: a stored input is acknowledged only after its effects (it returns as a
+duplicate; dead-lettered with the reason after ``input_max_deliver - 1`` failures); a report
+asked of df-server is answered ``store`` or not at all, and stored by its worker, or, that
+worker lost, its unacknowledged task returns and the next worker reports the decision or
+outcome it finds in history again, wherever it is (other inputs are recorded on top of it
+meanwhile); a new run's first task is stored before its WorkflowStarted (``starts.py``); a
+timer fired from memory has its JetStream schedule, so the timers a batch leaves spent, and a
+closed run's, are purged only once the batch's other effects are stored. A stored task stays
+until its outcome is recorded: workers ack after their report, record a give-up before they
+dead-letter, and the compactor purges below two rounds' acknowledged floor only.
 """
 
 from __future__ import annotations
@@ -53,6 +66,8 @@ from durablefuture.transport.publisher import (
 
 __all__ = ["FULL_HISTORY_IN_TASK", "MAX_TASK_BYTES", "Effects", "Guard", "await_ack"]
 
+Later = list[Coroutine[object, object, None]]
+"""Work started only once every effect's message is stored."""
 Guard = Mapping[str, str]
 """Headers that make a publish conditional on a history's last sequence (a new run's first
 effects, stored only if its WorkflowStarted can still be appended: ``server/starts.py``)."""
@@ -85,16 +100,26 @@ class Effects(StatusLater):
         if not effects:
             return
         pending: list[Awaitable[object]] = []
-        for e in effects:
-            await self._effect(cache, e, pending)
-        if pending:
-            results = await asyncio.gather(*pending, return_exceptions=True)
-            for r in results:
-                if isinstance(r, BaseException):
-                    raise r
+        after: Later = []
+        try:
+            for e in effects:
+                await self._effect(cache, e, pending, after)
+            if pending:
+                results = await asyncio.gather(*pending, return_exceptions=True)
+                for r in results:
+                    if isinstance(r, BaseException):
+                        raise r
+        except BaseException:
+            for work in after:
+                work.close()  # never started: the effects are derived again, and it with them
+            raise
+        for work in after:
+            self._track(work)
 
-    async def _effect(self, cache: RunCache, e: Effect, pending: list[Awaitable[object]]) -> None:
-        await interpret(e, _Sender(self, cache, pending))
+    async def _effect(
+        self, cache: RunCache, e: Effect, pending: list[Awaitable[object]], after: Later
+    ) -> None:
+        await interpret(e, _Sender(self, cache, pending, after=after))
 
     async def _send_guarded(
         self, cache: RunCache, effects: Sequence[Effect], guard: Guard, one_by_one: bool = False
@@ -246,12 +271,16 @@ class _Sender:
         cache: RunCache,
         pending: list[Awaitable[object]],
         guard: Guard | None = None,
+        *,
+        after: Later | None = None,
     ) -> None:
         self.server = server
         self.cache = cache
         self.pending = pending
         self.guard = guard
         self.deferred: list[Effect] = []
+        self.after = after
+        """Work started only once every effect's message is stored (None: at once)."""
 
     async def dispatch_workflow_task(self, e: DispatchWorkflowTask) -> None:
         server, cache = self.server, self.cache
@@ -364,8 +393,13 @@ class _Sender:
             server._status_closed(summary.run_id)
             server._cancel_local_timers(summary.run_id)
             if self.cache.timers or summary.run_id != self.cache.state.run_id:
-                # (a run that never had a durable timer has none to purge: no request)
-                server._track(server._purge_run_timers(summary.run_id))
+                # (none stored: no request); after the close's other effects are stored (see
+                # the module docstring: a close fired from memory has its timer as the copy)
+                purge = server._purge_run_timers(summary.run_id)
+                if self.after is None:
+                    server._track(purge)
+                else:
+                    self.after.append(purge)
             closed_at = summary.close_time or server.clock.now()
             self.pending.append(
                 await server._arm_expiry(summary.workflow_id, summary.run_id, closed_at)
