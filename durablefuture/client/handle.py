@@ -7,8 +7,6 @@ to read the run's history, and the result counts once that history ends the run.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -124,7 +122,7 @@ class WorkflowHandle:
         the run may have closed before this watch was opened."""
         client = self.client
         watch = early or await Watch.open(client.nc, client.layout.closed_notice(self.id, run_id))
-        notice, received = watch.arrived, watch.received
+        received = watch.received
         try:
             poll = 0.5
             summary = None if early is not None else await self._summary(run_id)
@@ -146,9 +144,7 @@ class WorkflowHandle:
                     )
                 wait = FIRST_READ_AFTER if first else poll
                 wait = wait if remaining is None else min(wait, remaining)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(notice.wait(), wait)
-                notice.clear()
+                await watch.wait(wait)
                 if received:
                     # anyone could have sent a notice: it only says when to read the run's
                     # history, which tells whether and how the run ended

@@ -8,13 +8,17 @@ long anything took.
 
 from __future__ import annotations
 
+import asyncio
+
 import nats
 import pytest
 
 import durablefuture as df
 from durablefuture.client import handle as handle_module
 from durablefuture.core.options import WorkflowOptions
+from durablefuture.natsserver import NatsServer
 from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.replies import Watch
 
 pytestmark = pytest.mark.asyncio
 
@@ -91,3 +95,25 @@ async def test_history_reads_are_answered_on_the_publishers_inbox() -> None:
                 assert all(r.startswith(prefix) for r in replies), (prefix, replies)
             finally:
                 await spy.close()
+
+
+async def test_a_watch_wakes_its_waiter_on_a_message_or_at_its_timeout(
+    nats_server: NatsServer,
+) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        watch = await Watch.open(nc, "watched.one")
+        try:
+            await nc.flush()
+            await watch.wait(0.01)  # nothing came: back at the timeout
+            assert watch.received == []
+            waiting = asyncio.ensure_future(watch.wait(600))
+            await nc.publish("watched.one", b"x")
+            await asyncio.wait_for(waiting, 30)  # woken by the message, not the timeout
+            assert watch.received == [b"x"]
+            await asyncio.wait_for(watch.wait(600), 30)  # a message not yet taken: at once
+            watch.received.clear()
+        finally:
+            await watch.close()
+    finally:
+        await nc.close()
