@@ -26,6 +26,7 @@ from durablefuture.core.errors import InvalidArgumentError
 from durablefuture.core.options import WorkflowOptions
 from durablefuture.core.types import check_run_id, check_type_name, check_workflow_id
 from durablefuture.transport.connection import DEFAULT_URL, connect
+from durablefuture.transport.replies import Watch
 from durablefuture.transport.tls import TlsConfig
 
 if TYPE_CHECKING:
@@ -206,10 +207,18 @@ class Client(Visibility):
         timeout: float | None = None,
     ) -> Any:
         """Start a workflow and wait for its result (raises like ``handle.result()``)."""
-        handle = await self.start_workflow(
-            workflow, *args, id=id, task_queue=task_queue, options=options
-        )
-        return await handle.result(timeout=timeout)
+        # Listening for the closed notices of the id's runs before the start is sent: the
+        # subscription leaves in the start request's write, ahead of it, so the notice of a
+        # run that closes at once is not missed, and the status entry need not be read right
+        # after the start, while the run's first hops are using the CPUs (``_wait_closed``).
+        watch = await Watch.open(self.nc, self.layout.closed_notices(check_workflow_id(id)))
+        try:
+            handle = await self.start_workflow(
+                workflow, *args, id=id, task_queue=task_queue, options=options
+            )
+            return await handle._result(timeout, watch=watch)
+        finally:
+            await watch.close()
 
     async def signal_with_start(
         self,

@@ -7,8 +7,6 @@ to read the run's history, and the result counts once that history ends the run.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -44,6 +42,11 @@ if TYPE_CHECKING:
 __all__ = ["WorkflowHandle"]
 
 log = logging.getLogger("durablefuture.client")
+
+FIRST_READ_AFTER = 0.05
+"""Seconds before a wait whose notices were listened to since before the run started first
+reads the run's status entry (``execute_workflow``): a run that closes sooner is seen by its
+notice, with no read beside its first hops; the read is there for a notice lost on the way."""
 
 
 class WorkflowHandle:
@@ -83,25 +86,47 @@ class WorkflowHandle:
         pass first (the run goes on). Continue-as-new is followed to the final run unless
         ``follow_runs=False``.
         """
+        return await self._result(timeout, follow_runs=follow_runs, result_type=result_type)
+
+    async def _result(
+        self,
+        timeout: float | None,
+        *,
+        follow_runs: bool = True,
+        result_type: object = None,
+        watch: Watch | None = None,
+    ) -> Any:
+        """:meth:`result`; ``watch``: the closed notices of this id's runs, listened to since
+        before the run was started (the caller closes it)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         client = self.client
         run_id = await self._run()
         rtype = result_type if result_type is not None else self.result_type
         while True:
-            summary = await self._wait_closed(run_id, deadline)
+            summary = await self._wait_closed(run_id, deadline, watch)
+            watch = None  # a next run's notices: as for any handle
             if summary.status == RunStatus.CONTINUED_AS_NEW and follow_runs and summary.new_run_id:
                 run_id = summary.new_run_id
                 continue
             summary = await client.codec.resolve(summary, RunSummary)  # a result by reference
             return outcome_of(summary, client.codec.payloads, rtype)
 
-    async def _wait_closed(self, run_id: str, deadline: float | None) -> RunSummary:
+    async def _wait_closed(
+        self, run_id: str, deadline: float | None, early: Watch | None = None
+    ) -> RunSummary:
+        """The run's closed status entry, once a notice (confirmed by the history) or a read
+        of the entry shows it. ``early``: notices listened to since before the run was
+        started, so none of its notices can have gone by: the entry is first read after
+        ``FIRST_READ_AFTER`` instead of at once (a notice lost on the way, a reconnect, a
+        run that existed already and closed long ago are read then); else it is read at once,
+        the run may have closed before this watch was opened."""
         client = self.client
-        watch = await Watch.open(client.nc, client.layout.closed_notice(self.id, run_id))
-        notice, received = watch.arrived, watch.received
+        watch = early or await Watch.open(client.nc, client.layout.closed_notice(self.id, run_id))
+        received = watch.received
         try:
             poll = 0.5
-            summary = await self._summary(run_id)
+            summary = None if early is not None else await self._summary(run_id)
+            first = early is not None
             while True:
                 if summary is not None and summary.status == RunStatus.CORRUPT:
                     summary = await self._still_corrupt(run_id, summary)
@@ -117,10 +142,9 @@ class WorkflowHandle:
                         workflow_id=self.id,
                         run_id=run_id,
                     )
-                wait = poll if remaining is None else min(poll, remaining)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(notice.wait(), wait)
-                notice.clear()
+                wait = FIRST_READ_AFTER if first else poll
+                wait = wait if remaining is None else min(wait, remaining)
+                await watch.wait(wait)
                 if received:
                     # anyone could have sent a notice: it only says when to read the run's
                     # history, which tells whether and how the run ended
@@ -138,10 +162,14 @@ class WorkflowHandle:
                         # the append was refused): the notice that follows a stored close
                         # comes next, no need to read the status entry
                         continue
-                poll = min(poll * 2, 5.0)
+                if first:
+                    first = False
+                else:
+                    poll = min(poll * 2, 5.0)
                 summary = await self._summary(run_id)
         finally:
-            await watch.close()
+            if early is None:
+                await watch.close()
 
     async def _summary(self, run_id: str) -> RunSummary | None:
         """The run's status entry, or None while it cannot be read now: a wait for the result

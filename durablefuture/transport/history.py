@@ -125,7 +125,6 @@ class HistoryStore:
         self.codec = codec
 
     # ------------------------------------------------------------------ reading
-    #
     # Direct gets are fast and batched, but any replica of an R3 stream may answer them, one
     # that has not applied the newest writes yet included (measured: ~1% of reads right after
     # a write on a healthy 3-node cluster; more while a node catches up). A replica's store is
@@ -221,7 +220,8 @@ class HistoryStore:
 
     async def _leader_get(self, request: dict[str, object], subject: str) -> Stored | None:
         """One message from the stream leader (STREAM.MSG.GET); None if there is none."""
-        return await leader_get(self.nc, self.layout.stream, request, subject, self.pub.timeout)
+        nc, pub, stream = self.nc, self.pub, self.layout.stream  # answered on pub's inbox
+        return await leader_get(nc, stream, request, subject, pub.timeout, pub.replies)
 
     def _batch(self, m: Stored, payloads: BatchPayloads = "all") -> Batch:
         try:

@@ -166,9 +166,25 @@ class Watch:
     """The core-NATS messages published on one subject, collected until :meth:`close`."""
 
     def __init__(self) -> None:
-        self.arrived = asyncio.Event()
         self.received: list[bytes] = []
         self._sub: Subscription | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def wait(self, timeout: float) -> None:
+        """Until :attr:`received` holds a message (at once if it does) or ``timeout`` seconds
+        pass. One future and one timer: the waiting task resumes in the loop turn after the
+        message's (``asyncio.wait_for`` over an ``Event`` took a task of its own and two more
+        turns, on the way from a closed notice to the read of the run's history)."""
+        if self.received:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
 
     @classmethod
     async def open(cls, nc: NATS, subject: str) -> Watch:
@@ -176,7 +192,8 @@ class Watch:
 
         async def on(msg: Msg) -> None:
             watch.received.append(msg.data)
-            watch.arrived.set()
+            if watch._waiter is not None:
+                _wake(watch._waiter)
 
         try:
             watch._sub = await nc.subscribe(subject, cb=on)
@@ -188,6 +205,11 @@ class Watch:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 async def request(

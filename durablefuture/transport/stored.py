@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from durablefuture.codec.jsapi import api_reply, api_request
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.guard import check_subject
+from durablefuture.transport.replies import ReplyInbox
 
 __all__ = ["Stored", "call_api", "error_text", "leader_get"]
 
@@ -68,15 +69,21 @@ class Stored:
 
 
 async def leader_get(
-    nc: NATS, stream: str, request: dict[str, object], what: str, timeout: float
+    nc: NATS,
+    stream: str,
+    request: dict[str, object],
+    what: str,
+    timeout: float,
+    replies: ReplyInbox | None = None,
 ) -> Stored | None:
     """One message from the leader of ``stream`` (None if there is none).
 
     ``request`` is a STREAM.MSG.GET request (``{"seq": n}``, ``{"last_by_subj": s}``, ...);
-    ``what`` names the read in errors.
+    ``what`` names the read in errors; ``replies``: the inbox to take the answer on (as
+    :func:`call_api`).
     """
     api = check_subject(f"$JS.API.STREAM.MSG.GET.{stream}", "stream name")
-    body, data = await call_api(nc, api, request, f"reading {what}", timeout)
+    body, data = await call_api(nc, api, request, f"reading {what}", timeout, replies)
     error = body.get("error")
     if error is not None:
         if isinstance(error, dict) and error.get("err_code") == _NO_MESSAGE:
@@ -89,22 +96,35 @@ async def leader_get(
 
 
 async def call_api(
-    nc: NATS, api: str, request: Mapping[str, object], doing: str, timeout: float
+    nc: NATS,
+    api: str,
+    request: Mapping[str, object],
+    doing: str,
+    timeout: float,
+    replies: ReplyInbox | None = None,
 ) -> tuple[dict[str, Any], bytes]:
     """The JSON object a JetStream API request on ``api`` is answered with, and the answer's
     bytes (to quote in errors); an error the answer reports is the caller's to read.
+
+    ``replies``: answered on that inbox (``ReplyInbox.ask``: no reply subject drawn from the
+    system's random source, no task wrapper and timer of nats-py's ``request``; the reads a
+    workflow's path makes, like a client's read of the batch that closes a run), else with
+    nats-py's ``request``.
 
     Raises:
         TransportError: naming ``doing``, when no answer came or it is no JSON object.
     """
     try:
-        reply = await nc.request(api, api_request(request), timeout=timeout)
-        body = api_reply(reply.data)
+        if replies is not None:
+            data = await replies.ask(api, api_request(request), timeout)
+        else:
+            data = (await nc.request(api, api_request(request), timeout=timeout)).data
+        body = api_reply(data)
     except Exception as exc:
         raise TransportError(f"{doing} failed: {exc}") from exc
     if not isinstance(body, dict):
-        raise TransportError(f"{doing}: unreadable reply {reply.data[:200]!r}")
-    return body, reply.data
+        raise TransportError(f"{doing}: unreadable reply {data[:200]!r}")
+    return body, data
 
 
 def error_text(error: object) -> object:

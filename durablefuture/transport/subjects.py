@@ -248,6 +248,10 @@ class Layout:
     def closed_notice(self, workflow_id: str, run_id: str) -> str:
         return f"{self.events_prefix}.closed.{encode_token(workflow_id)}.{run_id}"
 
+    def closed_notices(self, workflow_id: str) -> str:
+        """The closed notices of every run of ``workflow_id`` (a wildcard to subscribe to)."""
+        return f"{self.events_prefix}.closed.{encode_token(workflow_id)}.*"
+
     # activity heartbeats / cancellation
     def heartbeat_key(self, run_id: str, seq: int) -> str:
         return f"hb.{run_id}.{seq}"
