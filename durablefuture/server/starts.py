@@ -78,7 +78,7 @@ from durablefuture.core.errors import (
 from durablefuture.core.failure import Failure
 from durablefuture.core.orchestration import LatestRun, decide_start, effects_for, start_events
 from durablefuture.core.state import RunState, status_of
-from durablefuture.server.effects import MAX_TASK_BYTES, Guard, await_ack
+from durablefuture.server.effects import MAX_TASK_BYTES, Guard, await_ack, settled
 from durablefuture.server.inputs import RunInputs
 from durablefuture.server.runs import RunCache, new_run_id
 from durablefuture.transport.guard import max_payload
@@ -301,7 +301,7 @@ class Starts(RunInputs):
                 raise
             cache.last_seq = cache.first_seq = seq
             self._remember(run_id, cache)
-            results = await asyncio.gather(*pending, return_exceptions=True)
+            results = await settled(pending)
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
                 # refused for another reason than the guard (a stream without a leader for a
@@ -337,7 +337,7 @@ class Starts(RunInputs):
     async def _guard_held(self, pending: Sequence[Awaitable[object]], run_id: str) -> bool:
         """Wait for a new run's guarded messages: False if their guard failed (the id is
         taken: nothing of the run was stored); raises what else failed."""
-        results = await asyncio.gather(*pending, return_exceptions=True)
+        results = await settled(pending)
         if any(isinstance(r, WrongLastSequence) for r in results):
             self._cancel_local_timers(run_id)
             return False
@@ -351,4 +351,4 @@ class Starts(RunInputs):
 async def _settle(pending: Sequence[Awaitable[object]]) -> None:
     """Wait for publishes whose outcome no longer matters (so none is left unretrieved)."""
     with contextlib.suppress(Exception):
-        await asyncio.gather(*pending, return_exceptions=True)
+        await settled(pending)
