@@ -345,8 +345,11 @@ class _Sender:
         layout, pub = server.layout, server.pub
         summary = e.summary
         body = server.codec.encode_summary(summary)
-        key = f"$KV.{layout.runs_bucket}.{layout.status_key(summary.workflow_id, summary.run_id)}"
+        entry = layout.status_key(summary.workflow_id, summary.run_id)
+        key = f"$KV.{layout.runs_bucket}.{entry}"
         if summary.status in RunStatus.CLOSED:
+            if server.visibility is not None:
+                server.visibility.wrote(entry, body, summary)  # not decoded when it comes back
             self.pending.append(await pub.send(key, body))
         elif server.options.status_delay > 0:
             # only if the run is still open a little later: most close before, and their
