@@ -112,6 +112,12 @@ class Effects(StatusLater):
                 await settled(pending[sent:])
         return pending, sender.deferred
 
+    def _wrote_status(self, entry: str, body: bytes, summary: RunSummary) -> None:
+        """``body``, the encoding of ``summary``, is being written as the status entry
+        ``entry``: the visibility index need not decode it when its watch brings it back."""
+        if self.visibility is not None:
+            self.visibility.wrote(entry, body, summary)
+
     async def _reindex(self, summary: RunSummary) -> None:
         """Rewrite an open run's status entry with new search attributes: compare-and-set on
         the entry's revision, never over a close or over a later state of the run."""
@@ -348,8 +354,7 @@ class _Sender:
         entry = layout.status_key(summary.workflow_id, summary.run_id)
         key = f"$KV.{layout.runs_bucket}.{entry}"
         if summary.status in RunStatus.CLOSED:
-            if server.visibility is not None:
-                server.visibility.wrote(entry, body, summary)  # not decoded when it comes back
+            server._wrote_status(entry, body, summary)
             self.pending.append(await pub.send(key, body))
         elif server.options.status_delay > 0:
             # only if the run is still open a little later: most close before, and their
@@ -360,6 +365,7 @@ class _Sender:
             # (a start delivered twice, another server's older view) must never overwrite
             # its close, or clients wait for a result that is long there
             self.cache.status_entry = True
+            server._wrote_status(entry, body, summary)
             created = await pub.send(key, body, {EXPECTED_LAST_SUBJECT_SEQ: "0"})
             self.pending.append(_unless_present(created))
         if summary.status in RunStatus.CLOSED:
