@@ -78,7 +78,7 @@ from durablefuture.core.errors import (
 from durablefuture.core.failure import Failure
 from durablefuture.core.orchestration import LatestRun, decide_start, effects_for, start_events
 from durablefuture.core.state import RunState, status_of
-from durablefuture.server.effects import MAX_TASK_BYTES, Guard, await_ack, settled
+from durablefuture.server.effects import MAX_TASK_BYTES, Guard, await_ack
 from durablefuture.server.inputs import RunInputs
 from durablefuture.server.runs import RunCache, new_run_id
 from durablefuture.transport.guard import max_payload
@@ -88,6 +88,7 @@ from durablefuture.transport.publisher import (
     EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
     SequenceInFlight,
     WrongLastSequence,
+    settled,
 )
 
 __all__ = ["Answer", "StartToStore", "Starts"]

@@ -1,4 +1,4 @@
-"""``server.effects.settled``: what ``asyncio.gather(*pending, return_exceptions=True)`` gives
+"""``transport.publisher.settled``: what ``asyncio.gather(*pending, return_exceptions=True)`` gives
 for an input's PubAck futures, without gathering (pure asyncio, no NATS)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from durablefuture.core.errors import TransportError
-from durablefuture.server.effects import settled
+from durablefuture.transport.publisher import settled
 
 
 def _same(a: object, b: object) -> bool:
