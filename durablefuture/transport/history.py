@@ -48,7 +48,7 @@ from durablefuture.transport.publisher import (
     Publisher,
     WrongLastSequence,
 )
-from durablefuture.transport.stored import Stored, leader_get
+from durablefuture.transport.stored import Stored, leader_get_for
 from durablefuture.transport.subjects import Layout
 from durablefuture.transport.translate import translated
 
@@ -221,7 +221,7 @@ class HistoryStore:
 
     async def _leader_get(self, request: dict[str, object], subject: str) -> Stored | None:
         """One message from the stream leader (STREAM.MSG.GET); None if there is none."""
-        return await leader_get(self.nc, self.layout.stream, request, subject, self.pub.timeout)
+        return await leader_get_for(self.pub, self.layout.stream, request, subject)
 
     def _batch(self, m: Stored, payloads: BatchPayloads = "all") -> Batch:
         try:

@@ -19,8 +19,10 @@ from nats.aio.msg import Msg
 from durablefuture.codec.jsapi import api_reply, api_request
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.guard import check_subject
+from durablefuture.transport.publisher import Publisher
+from durablefuture.transport.replies import ReplyInbox
 
-__all__ = ["Stored", "call_api", "error_text", "leader_get"]
+__all__ = ["Stored", "call_api", "error_text", "leader_get", "leader_get_for"]
 
 _NO_MESSAGE = 10037  # STREAM.MSG.GET: no message found
 
@@ -68,15 +70,20 @@ class Stored:
 
 
 async def leader_get(
-    nc: NATS, stream: str, request: dict[str, object], what: str, timeout: float
+    nc: NATS,
+    stream: str,
+    request: dict[str, object],
+    what: str,
+    timeout: float,
+    inbox: ReplyInbox | None = None,
 ) -> Stored | None:
     """One message from the leader of ``stream`` (None if there is none).
 
     ``request`` is a STREAM.MSG.GET request (``{"seq": n}``, ``{"last_by_subj": s}``, ...);
-    ``what`` names the read in errors.
+    ``what`` names the read in errors; the answer comes back on ``inbox`` if given.
     """
     api = check_subject(f"$JS.API.STREAM.MSG.GET.{stream}", "stream name")
-    body, data = await call_api(nc, api, request, f"reading {what}", timeout)
+    body, data = await call_api(nc, api, request, f"reading {what}", timeout, inbox)
     error = body.get("error")
     if error is not None:
         if isinstance(error, dict) and error.get("err_code") == _NO_MESSAGE:
@@ -88,23 +95,43 @@ async def leader_get(
     return Stored.from_api(message)
 
 
+async def leader_get_for(
+    pub: Publisher, stream: str, request: dict[str, object], what: str
+) -> Stored | None:
+    """:func:`leader_get` by ``pub``'s connection, with its timeout, the answer coming back on
+    its reply inbox (which its PubAcks come back on too)."""
+    return await leader_get(pub.nc, stream, request, what, pub.timeout, pub.replies)
+
+
 async def call_api(
-    nc: NATS, api: str, request: Mapping[str, object], doing: str, timeout: float
+    nc: NATS,
+    api: str,
+    request: Mapping[str, object],
+    doing: str,
+    timeout: float,
+    inbox: ReplyInbox | None = None,
 ) -> tuple[dict[str, Any], bytes]:
     """The JSON object a JetStream API request on ``api`` is answered with, and the answer's
     bytes (to quote in errors); an error the answer reports is the caller's to read.
+
+    With ``inbox`` (a publisher's reply multiplexer, which its PubAcks come back on too) the
+    answer comes back there, without nats-py's ``request`` (a random reply token and an
+    ``asyncio.wait_for`` per request: the history reads of every result and every start).
 
     Raises:
         TransportError: naming ``doing``, when no answer came or it is no JSON object.
     """
     try:
-        reply = await nc.request(api, api_request(request), timeout=timeout)
-        body = api_reply(reply.data)
+        if inbox is not None:
+            data = await inbox.ask(api, api_request(request), timeout)
+        else:
+            data = (await nc.request(api, api_request(request), timeout=timeout)).data
+        body = api_reply(data)
     except Exception as exc:
         raise TransportError(f"{doing} failed: {exc}") from exc
     if not isinstance(body, dict):
-        raise TransportError(f"{doing}: unreadable reply {reply.data[:200]!r}")
-    return body, reply.data
+        raise TransportError(f"{doing}: unreadable reply {data[:200]!r}")
+    return body, data
 
 
 def error_text(error: object) -> object:
