@@ -36,7 +36,7 @@ from bench.procs import Started
 from bench.profile import Profiler
 from bench.scrape import cache_and_routes, scrape
 from bench.secure import SecureFiles
-from bench.stats import Emitter, lat_stats, log, snap
+from bench.stats import Emitter, lat_stats, log, pct, snap
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = "durablefuture"
@@ -778,6 +778,9 @@ class DFRound:
         first: list[float] = []
         resume: list[float] = []
         started_at: list[float] = []
+        record: list[float] = []
+        # per run: (WorkflowStarted.at, TimerStarted.at, TimerFired.at, its fire_at)
+        times: list[tuple[float, float, float, float]] = []
         armed_late = 0
         sem = asyncio.Semaphore(50)
 
@@ -793,6 +796,9 @@ class DFRound:
             resume.append(hist[-1].at - fired.at)
             started_at.append(hist[0].at)
             armed_late += started.at > started.fire_at
+            # how long the firing took to be recorded once the timer was both armed and due
+            record.append(fired.at - max(started.at, started.fire_at))
+            times.append((hist[0].at, started.at, fired.at, started.fire_at))
 
         async with asyncio.TaskGroup() as tg:
             for i in range(n):
@@ -801,8 +807,10 @@ class DFRound:
             **lat_stats(fire, "late_fire_"),
             **lat_stats(first, "first_task_"),
             **lat_stats(resume, "resume_"),
+            **lat_stats(record, "fire_record_"),
             "starts_spread_ms": round((max(started_at) - min(started_at)) * 1000, 1),
             "armed_after_due": armed_late,
+            **_w5_timeline(times),
         }
 
 
@@ -827,3 +835,37 @@ async def run_df(
             finally:
                 store_bytes = await rnd.stop()
                 rnd.emit({"workload": "round_end", "store_bytes": store_bytes})
+
+
+def _w5_timeline(times: list[tuple[float, float, float, float]]) -> dict[str, Any]:
+    """W5's runs in the order they were started, in tenths: for each tenth the p99 of
+    the first task (TimerStarted.at - WorkflowStarted.at), of the firing's lateness
+    (TimerFired.at - fire_at) and of its recording once armed and due; and the window, from
+    the first WorkflowStarted, in which the starts, the TimerStarted and the TimerFired of
+    each tenth were recorded (seconds: first-last)."""
+    if not times:
+        return {}
+    times = sorted(times)
+    t0 = times[0][0]
+    tenth = max(1, len(times) // 10)
+    out: dict[str, list[Any]] = {
+        "by_start_tenth_first_task_p99_ms": [],
+        "by_start_tenth_late_fire_p99_ms": [],
+        "by_start_tenth_fire_record_p99_ms": [],
+        "by_start_tenth_windows_s": [],
+    }
+    for i in range(0, len(times), tenth):
+        part = times[i : i + tenth]
+        first = [ts - ws for ws, ts, _, _ in part]
+        late = [tf - fa for _, _, tf, fa in part]
+        rec = [tf - max(ts, fa) for _, ts, tf, fa in part]
+        out["by_start_tenth_first_task_p99_ms"].append(round((pct(first, 99) or 0) * 1000))
+        out["by_start_tenth_late_fire_p99_ms"].append(round((pct(late, 99) or 0) * 1000))
+        out["by_start_tenth_fire_record_p99_ms"].append(round((pct(rec, 99) or 0) * 1000))
+        out["by_start_tenth_windows_s"].append(
+            [
+                f"{min(x[k] for x in part) - t0:.2f}-{max(x[k] for x in part) - t0:.2f}"
+                for k in (0, 1, 2)
+            ]
+        )
+    return out

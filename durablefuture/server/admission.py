@@ -25,21 +25,67 @@ come, first served, one per place freed (no herd of wake-ups), and each keeps it
 progress, so JetStream does not hand it to another server meanwhile. This changes when a
 start is handled, never what is recorded: a crash leaves it unacked, and it is redelivered as
 before.
+
+A start that created a run keeps its place after it is answered, until the run's first
+workflow task is reported (``going``) or a few times as long as first reports usually take
+here have passed (``StartGate.hold_now``, ``FIRST_TASK_HOLD`` at most), whichever comes
+first. Freeing the place at the answer let a burst run ahead of the workers: starts
+are cheap next to what follows them (a first task taken, run and reported, a timer armed),
+so under a loaded disk hundreds of first tasks piled up behind the starts, their reports
+came seconds late, and a run's timers (counted from its start) were due before they were
+armed. Held so, at most ``2 * limit`` new runs wait for their first report at once: the starts
+of a burst go at the pace the runs get going, and a first task waits behind tens of
+others, not hundreds. The hold is bounded, so a run whose report this server does not see
+(a queue without workers, a report answered by another df-server) slows the next starts by
+that much at most.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-__all__ = ["MAX_WAIT", "REQUEST_WAIT", "StartGate"]
+__all__ = ["FIRST_TASK_HOLD", "MAX_WAIT", "REQUEST_WAIT", "StartGate"]
 
 MAX_WAIT = 5.0
 """Seconds a start waits for a place at most; then it goes ahead anyway."""
 REQUEST_WAIT = 4.0
 """The same for a start asked as a request (its client stores it after 5 s without answer)."""
+FIRST_TASK_HOLD = 1.0
+"""Seconds a start's place stays held at most after its run is created, waiting for the run's
+first workflow task to be reported (``StartGate.going``)."""
+_HOLD_FACTOR = 3.0
+"""A place is held this many times the usual wait for a first report (then given back)."""
+_HELD_FACTOR = 2
+"""New runs waiting for their first report (with the starts being handled) that may be
+there at once, in times ``limit``: a steady flow of starts (W1) has about ``limit`` runs in
+their first workflow task at a time, and must not wait for its own runs."""
+_MIN_HOLD = 0.05
+_FIRST_GUESS = 0.1
+"""Seconds a first report is taken to need before any has been seen."""
+
+
+class _Place:
+    """One start inside the gate: the run it created, if any (its place is then held on)."""
+
+    __slots__ = ("run_id",)
+
+    def __init__(self) -> None:
+        self.run_id = ""
+
+
+class _Held:
+    __slots__ = ("handle", "since")
+
+    def __init__(self, handle: asyncio.TimerHandle, since: float) -> None:
+        self.handle = handle
+        self.since = since
+
+
+_place: contextvars.ContextVar[_Place | None] = contextvars.ContextVar("start_place", default=None)
 
 
 class StartGate:
@@ -49,11 +95,24 @@ class StartGate:
     "still working on it" signals for a start that waits.
     """
 
-    def __init__(self, limit: int, keepalive: float = 1.0, max_wait: float = MAX_WAIT) -> None:
+    def __init__(
+        self,
+        limit: int,
+        keepalive: float = 1.0,
+        max_wait: float = MAX_WAIT,
+        hold: float = FIRST_TASK_HOLD,
+    ) -> None:
         self.limit = max(0, limit)
         self.keepalive = keepalive
         self.max_wait = max_wait
+        self.hold = hold
+        """Seconds a place is held at most for a run's first report."""
+        self.min_hold = _MIN_HOLD
         self._starts = 0
+        self._held: dict[str, _Held] = {}
+        """Places kept by runs created and waiting for their first report, by run id."""
+        self._usual = _FIRST_GUESS
+        """How long first reports take here (a moving average of those seen, in seconds)."""
         self._waiting: deque[asyncio.Future[None]] = deque()
         self.waited = 0
         """Starts that had to wait, over the server's life."""
@@ -72,16 +131,68 @@ class StartGate:
             yield
             return
         await self._admit(keep_alive, self.max_wait if max_wait is None else max_wait)
+        place = _Place()
+        token = _place.set(place)
         try:
             yield
         finally:
+            _place.reset(token)
+            run_id = place.run_id
+            if run_id and self.hold > 0 and run_id not in self._held:
+                loop = asyncio.get_running_loop()
+                handle = loop.call_later(self.hold_now, self._given_up, run_id)
+                self._held[run_id] = _Held(handle, loop.time())
             self._starts -= 1
             self._wake()
+
+    @property
+    def hold_now(self) -> float:
+        """Seconds a place is held for a run created now: a few times as long as first reports
+        usually take here, within ``min_hold`` and ``hold``. Not the whole ``hold``
+        always: a report may go to another df-server (``--servers`` > 1, a queue group),
+        and the place of a run whose report this server never sees would stay idle that long;
+        no report at all (a queue without workers) does not lengthen it."""
+        return min(self.hold, max(self.min_hold, _HOLD_FACTOR * self._usual))
+
+    def created(self, run_id: str) -> None:
+        """The start being handled (in this task) has created run ``run_id``: its place is
+        held on until the run's first workflow task is reported (``going``), at most
+        ``hold`` seconds. Outside a start, or with no limit, nothing happens."""
+        place = _place.get()
+        if place is not None and not place.run_id:
+            place.run_id = run_id
+
+    def going(self, run_id: str) -> None:
+        """Run ``run_id`` has had a workflow task reported (or waited ``hold``): the place its
+        start kept is free. Any other run: nothing happens."""
+        held = self._held.pop(run_id, None)
+        if held is None:
+            return
+        held.handle.cancel()
+        took = asyncio.get_running_loop().time() - held.since
+        self._usual += (took - self._usual) / 8
+        self._wake()
+
+    def _given_up(self, run_id: str) -> None:
+        if self._held.pop(run_id, None) is not None:
+            self._wake()
+
+    def _room(self) -> bool:
+        """Whether a start may go in: fewer than ``limit`` being handled, and fewer than
+        ``_HELD_FACTOR`` times as many new runs waiting for their first report besides."""
+        return (
+            self._starts < self.limit and self._starts + len(self._held) < self.limit * _HELD_FACTOR
+        )
+
+    @property
+    def held(self) -> int:
+        """New runs whose first report this gate waits for now."""
+        return len(self._held)
 
     async def _admit(
         self, keep_alive: Callable[[], Awaitable[None]] | None, max_wait: float
     ) -> None:
-        if not self._waiting and self._starts < self.limit:
+        if not self._waiting and self._room():
             self._starts += 1
             return
         self.waited += 1
@@ -119,7 +230,7 @@ class StartGate:
             raise
 
     def _wake(self) -> None:
-        while self._waiting and self._starts < self.limit:
+        while self._waiting and self._room():
             place = self._waiting.popleft()
             if place.done():
                 continue  # its start was cancelled

@@ -40,7 +40,10 @@ from durablefuture.transport.subjects import Layout
 if TYPE_CHECKING:
     from durablefuture.server.runs import RunCache
 
-__all__ = ["PendingStatus", "ServerBase"]
+__all__ = ["STATUS_WRITES", "PendingStatus", "ServerBase"]
+
+STATUS_WRITES = 8
+"""Running status entries written at once at most; the others wait their turn."""
 
 log = logging.getLogger("durablefuture.server")
 
@@ -85,6 +88,8 @@ class ServerBase:
         self._timers: dict[tuple[str, str], TimerHandle] = {}
         self._status_pending: dict[str, PendingStatus] = {}
         """Runs whose "running" status entry is due later (``server/status_later.py``)."""
+        self._status_writes = asyncio.Semaphore(STATUS_WRITES)
+        """Running status entries being written at once (``server/status_later.py``)."""
         self.clock = self.options.clock
         self._own_nc = False
         self._remove_health: Callable[[], None] = lambda: None

@@ -6,6 +6,19 @@ what is decided once, in ``core.interpretation`` (the in-memory Simulation uses 
 table); this module is the NATS handler of that interpreter. Every message has a
 ``Nats-Msg-Id`` derived from stable facts, so deriving an effect twice (a redelivered input,
 another server's view) is harmless; all are pipelined and their PubAcks awaited together.
+
+Effects that fail after the append (no PubAck while a stream leader changes, a df-server
+killed in between) are derived again, from the run as it is now (``effects_again``), by what
+brings the input back: a stored input is acknowledged only after its effects (it returns as a
+duplicate; dead-lettered with the reason after ``input_max_deliver - 1`` failures); a report
+asked of df-server is answered ``store`` or not at all, and stored by its worker, or, that
+worker lost, its unacknowledged task returns and the next worker reports the decision or
+outcome it finds in history again, wherever it is (other inputs are recorded on top of it
+meanwhile); a new run's first task is stored before its WorkflowStarted (``starts.py``); a
+timer fired from memory has its JetStream schedule, so the timers a batch leaves spent, and a
+closed run's, are purged only once the batch's other effects are stored. A stored task stays
+until its outcome is recorded: workers ack after their report, record a give-up before they
+dead-letter, and the compactor purges below two rounds' acknowledged floor only.
 """
 
 from __future__ import annotations
@@ -50,10 +63,13 @@ from durablefuture.transport.publisher import (
     PubAck,
     WrongLastSequence,
     settled,
+    unless_present,
 )
 
 __all__ = ["FULL_HISTORY_IN_TASK", "MAX_TASK_BYTES", "Effects", "Guard", "await_ack"]
 
+Later = list[Coroutine[object, object, None]]
+"""Work started only once every effect's message is stored."""
 Guard = Mapping[str, str]
 """Headers that make a publish conditional on a history's last sequence (a new run's first
 effects, stored only if its WorkflowStarted can still be appended: ``server/starts.py``)."""
@@ -86,15 +102,25 @@ class Effects(StatusLater):
         if not effects:
             return
         pending: list[Awaitable[object]] = []
-        for e in effects:
-            await self._effect(cache, e, pending)
-        if pending:
-            for r in await settled(pending):
-                if isinstance(r, BaseException):
-                    raise r
+        after: Later = []
+        try:
+            for e in effects:
+                await self._effect(cache, e, pending, after)
+            if pending:
+                for r in await settled(pending):
+                    if isinstance(r, BaseException):
+                        raise r
+        except BaseException:
+            for work in after:
+                work.close()  # never started: the effects are derived again, and it with them
+            raise
+        for work in after:
+            self._track(work)
 
-    async def _effect(self, cache: RunCache, e: Effect, pending: list[Awaitable[object]]) -> None:
-        await interpret(e, _Sender(self, cache, pending))
+    async def _effect(
+        self, cache: RunCache, e: Effect, pending: list[Awaitable[object]], after: Later
+    ) -> None:
+        await interpret(e, _Sender(self, cache, pending, after=after))
 
     async def _send_guarded(
         self, cache: RunCache, effects: Sequence[Effect], guard: Guard, one_by_one: bool = False
@@ -252,12 +278,16 @@ class _Sender:
         cache: RunCache,
         pending: list[Awaitable[object]],
         guard: Guard | None = None,
+        *,
+        after: Later | None = None,
     ) -> None:
         self.server = server
         self.cache = cache
         self.pending = pending
         self.guard = guard
         self.deferred: list[Effect] = []
+        self.after = after
+        """Work started only once every effect's message is stored (None: at once)."""
 
     async def dispatch_workflow_task(self, e: DispatchWorkflowTask) -> None:
         server, cache = self.server, self.cache
@@ -368,13 +398,18 @@ class _Sender:
             self.cache.status_entry = True
             server._wrote_status(entry, body, summary)
             created = await pub.send(key, body, {EXPECTED_LAST_SUBJECT_SEQ: "0"})
-            self.pending.append(_unless_present(created))
+            self.pending.append(unless_present(created))
         if summary.status in RunStatus.CLOSED:
             server._status_closed(summary.run_id)
             server._cancel_local_timers(summary.run_id)
             if self.cache.timers or summary.run_id != self.cache.state.run_id:
-                # (a run that never had a durable timer has none to purge: no request)
-                server._track(server._purge_run_timers(summary.run_id))
+                # (none stored: no request); after the close's other effects are stored (see
+                # the module docstring: a close fired from memory has its timer as the copy)
+                purge = server._purge_run_timers(summary.run_id)
+                if self.after is None:
+                    server._track(purge)
+                else:
+                    self.after.append(purge)
             closed_at = summary.close_time or server.clock.now()
             self.pending.append(
                 await server._arm_expiry(summary.workflow_id, summary.run_id, closed_at)
@@ -399,26 +434,6 @@ def _count_route(sent: asyncio.Future[PubAck], namespace: str, route: str) -> No
     a dispatch derived again)."""
     if not sent.cancelled() and sent.exception() is None and not sent.result().duplicate:
         metrics.STICKY_TASKS.inc(namespace, route)
-
-
-def _unless_present(sent: asyncio.Future[PubAck]) -> asyncio.Future[PubAck | None]:
-    """The PubAck of a create-only write, or None if the subject already had a message."""
-    out: asyncio.Future[PubAck | None] = asyncio.get_running_loop().create_future()
-
-    def done(f: asyncio.Future[PubAck]) -> None:
-        if out.done():
-            return
-        if f.cancelled():
-            out.cancel()
-        elif isinstance(f.exception(), WrongLastSequence):
-            out.set_result(None)
-        elif (exc := f.exception()) is not None:
-            out.set_exception(exc)
-        else:
-            out.set_result(f.result())
-
-    sent.add_done_callback(done)
-    return out
 
 
 async def await_ack(send: Awaitable[asyncio.Future[PubAck]]) -> PubAck:

@@ -40,6 +40,7 @@ from durablefuture.core.orchestration import (
     REJECTED,
     Decision,
     decide,
+    effects_again,
     effects_for,
 )
 from durablefuture.core.state import RunState
@@ -168,6 +169,8 @@ class RunInputs(RunCaches, Effects):
                 cache.sticky = sticky
             decision = await self._decide_and_record(cache, message, receipt_to)
             self._status_seen(cache)
+        if isinstance(message, _WFT_REPORTS):
+            self._gate.going(cache.state.run_id)  # the place its start kept (``admission``)
         return decision, cache, message
 
     async def _load_awaited(self, workflow_id: str, message: inp.RunInput) -> RunCache:
@@ -207,6 +210,7 @@ class RunInputs(RunCaches, Effects):
         self, cache: RunCache, message: inp.RunInput, receipt_to: str = ""
     ) -> Decision:
         verified = False
+        spent: Sequence[ev.Event] = ()
         for _ in range(50):
             now = self.clock.now()
             run_id = _new_run_id_if_needed(message)
@@ -259,7 +263,7 @@ class RunInputs(RunCaches, Effects):
                     continue
                 cache.apply(seq, message.input_id, decision.events, size)
                 count_events(self.layout.namespace, cache, decision.events)
-                self._cancel_spent_timers(cache, decision.events)
+                spent = decision.events
                 if receipt_to:
                     # tell the worker what was recorded, so its cached generator stays current
                     try:
@@ -282,7 +286,7 @@ class RunInputs(RunCaches, Effects):
                 effects = list(decision.effects)
                 if decision.recorded is not None:
                     first, last = decision.recorded
-                    effects = effects_for(cache.state, cache.events[first - 1 : last]) + effects
+                    effects = effects_again(cache.state, cache.events, first, last) + effects
             else:
                 effects = list(decision.effects)
                 if decision.outcome == REJECTED:
@@ -298,6 +302,11 @@ class RunInputs(RunCaches, Effects):
                     self.stats["ignored"] += 1
                     log.debug("ignored %s: %s", message.input_id, decision.reason)
             await self._execute(cache, effects)
+            # only now: until the effects are done, a durable timer the events leave with
+            # nothing to guard is what finishes them (a timer fired from memory whose effects
+            # failed is recorded; its durable copy arrives as a duplicate and derives them
+            # again, where a purged one would leave e.g. a retry never dispatched)
+            self._cancel_spent_timers(cache, spent)
             await self._check_history_size(cache)
             metrics.SERVER_INPUTS.inc(
                 self.layout.namespace, type(message).__name__, decision.outcome

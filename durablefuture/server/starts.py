@@ -76,7 +76,13 @@ from durablefuture.core.errors import (
     WorkflowAlreadyStartedError,
 )
 from durablefuture.core.failure import Failure
-from durablefuture.core.orchestration import LatestRun, decide_start, effects_for, start_events
+from durablefuture.core.orchestration import (
+    LatestRun,
+    decide_start,
+    effects_again,
+    effects_for,
+    start_events,
+)
 from durablefuture.core.state import RunState, status_of
 from durablefuture.server.effects import MAX_TASK_BYTES, Guard, await_ack
 from durablefuture.server.inputs import RunInputs
@@ -180,7 +186,7 @@ class Starts(RunInputs):
                     # re-derived from an old view would redo finished work
                     await self._refresh(cache)
                     lo, hi = cache.state.applied_inputs.get("start", (1, 1))
-                    await self._execute(cache, effects_for(cache.state, cache.events[lo - 1 : hi]))
+                    await self._execute(cache, effects_again(cache.state, cache.events, lo, hi))
                 await answer(Reply(True, run_id=d.run_id))
                 return
             if d.action == "reject":
@@ -302,6 +308,7 @@ class Starts(RunInputs):
                 raise
             cache.last_seq = cache.first_seq = seq
             self._remember(run_id, cache)
+            self._gate.created(run_id)  # its start place waits for its first report
             results = await settled(pending)
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:

@@ -29,6 +29,15 @@ The open check and the create are two steps: a close and a removal of the run be
 a run closed or removed by then loses the entry just written (a purge up to its sequence, so
 a close's entry written after it stays). That check is tried again like a write that failed.
 
+The entries of a burst of starts fall due together, one ``status_delay`` after it: just when
+timers as long as the delay fire (W5: 1,000 runs sleeping 1 s, started at once). Each write is
+two history reads and a stored message; a thousand at once put a thousand appends and two
+thousand reads in front of those firings, on the same disk (the firings of the runs of one
+burst came up to seconds late with ``sync_interval: always``). So at most
+``base.STATUS_WRITES`` are written at once, the others waiting their turn in order: a lag of
+lists of a few hundred milliseconds more in such a burst, and a run that closes while its
+entry waits gets none (its closed entry is its only one).
+
 A write that fails (NATS away, no stream leader) is tried again, at growing intervals up to
 ``_RETRY_CAP`` seconds, for as long as the run is open and the server runs: an outage of any
 length delays the entry, it does not lose it. What waits is small (``PendingStatus``: the
@@ -125,7 +134,12 @@ class StatusLater(ServerBase):
 
     async def _status_write(self, run_id: str, pending: PendingStatus) -> None:
         """Write the run's running entry if it is still open and has none (a failure is
-        tried again later, for as long as the run is open and the server runs)."""
+        tried again later, for as long as the run is open and the server runs), at most
+        ``base.STATUS_WRITES`` at once."""
+        async with self._status_writes:
+            await self._status_write_now(run_id, pending)
+
+    async def _status_write_now(self, run_id: str, pending: PendingStatus) -> None:
         wid, created = pending.workflow_id, pending.created
         key = self.layout.status_key(wid, run_id)
         subject = f"$KV.{self.layout.runs_bucket}.{key}"

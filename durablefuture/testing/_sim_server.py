@@ -45,6 +45,7 @@ from durablefuture.core.orchestration import (
     LatestRun,
     decide,
     decide_start,
+    effects_again,
     effects_for,
     start_events,
 )
@@ -146,7 +147,7 @@ class SimServer:
             self._effects(effects_for(run.state, decision.events), message.run_id)
         elif decision.outcome == DUPLICATE and decision.recorded is not None:
             first, last = decision.recorded
-            self._effects(effects_for(run.state, run.events[first - 1 : last]), message.run_id)
+            self._effects(effects_again(run.state, run.events, first, last), message.run_id)
         self._effects(decision.effects, message.run_id)
         return decision.outcome
 

@@ -19,8 +19,25 @@ What makes it safe:
   df-server at any moment leaves at most a purge undone; a purge is idempotent and any number
   of servers may run it at once.
 
+What nats-server reports is not taken on trust: a purge past an unacknowledged task would lose
+it for good, with nothing left to redeliver, and replicated consumers have misreported across
+leader changes (a leader's floor skipped ahead of the replicated one, nats-server PR 6232;
+deliveries a new leader never learnt of, PR 6469; both fixed in 2.11):
+
+* a consumer's floor counts only as far as what it reports delivered: an acknowledgement
+  floor above its delivered sequence is inconsistent, and only the delivered part of it can
+  have been acknowledged;
+* a floor is purged up to only once it has been reported in two rounds in a row, and then up
+  to the lower of the two (``confirmed``). A floor that jumps ahead for a moment (a consumer
+  leader answering from a state the next leader does not have) is not acted on; a floor
+  that drops (a consumer deleted and created again, a leader with an older state) stops the
+  purges at once. Acknowledged work is removed one round (``compact_interval``, 1 s) later
+  than it would be otherwise: the stream stays bounded by the same work, one round more.
+
 Message ids stay in JetStream's duplicate window after a purge, so a publish derived again
-within the window is still recognised as a duplicate.
+within the window is still recognised as a duplicate, by the servers that saw it stored: a
+nats-server restarted since rebuilds its window from the messages still stored, and may store
+such a publish again (a second copy of a finished task, which its worker finds closed).
 """
 
 from __future__ import annotations
@@ -39,6 +56,8 @@ from durablefuture.transport.subjects import Layout
 __all__ = [
     "WORK_KINDS",
     "Compactor",
+    "acknowledged",
+    "confirmed",
     "filters_of",
     "floors",
     "is_work_subject",
@@ -84,12 +103,18 @@ def filters_of(info: ConsumerInfo) -> list[str]:
     return out or [">"]
 
 
+def acknowledged(info: ConsumerInfo) -> int:
+    """The stream sequence up to which a consumer has acknowledged every message it reads:
+    its acknowledgement floor, but never above what it reports delivered (0: not known)."""
+    floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+    delivered = int(info.delivered.stream_seq or 0) if info.delivered else 0
+    return min(floor, delivered)
+
+
 def floors(layout: Layout, consumers: list[ConsumerInfo]) -> dict[str, int]:
     """Per work filter, the stream sequence up to which every overlapping consumer has
-    acknowledged (pure: what :meth:`Compactor.run_once` purges)."""
-    per_consumer = [
-        (filters_of(c), int(c.ack_floor.stream_seq or 0) if c.ack_floor else 0) for c in consumers
-    ]
+    acknowledged (pure: what :meth:`Compactor.run_once` purges, once ``confirmed``)."""
+    per_consumer = [(filters_of(c), acknowledged(c)) for c in consumers]
     out: dict[str, int] = {}
     for filters, floor in per_consumer:
         for f in filters:
@@ -103,6 +128,13 @@ def floors(layout: Layout, consumers: list[ConsumerInfo]) -> dict[str, int]:
     return {f: n for f, n in out.items() if n > 0}
 
 
+def confirmed(previous: dict[str, int], now: dict[str, int]) -> dict[str, int]:
+    """The floors of this round that the previous round reported too, each at the lower of
+    the two (pure; see the module docstring)."""
+    out = {f: min(n, previous[f]) for f, n in now.items() if f in previous}
+    return {f: n for f, n in out.items() if n > 0}
+
+
 class Compactor:
     """Purges acknowledged work messages of one namespace (see the module docstring)."""
 
@@ -111,6 +143,8 @@ class Compactor:
         self.js = nc.jetstream()
         self.layout = layout
         self._done: dict[str, int] = {}
+        self._seen: dict[str, int] = {}
+        """The floors the previous round read."""
         self.purged = 0
 
     async def consumers(self) -> list[ConsumerInfo]:
@@ -128,7 +162,9 @@ class Compactor:
     async def run_once(self) -> int:
         """Purge what every consumer has acknowledged; returns how many messages went."""
         total = 0
-        for subject, floor in floors(self.layout, await self.consumers()).items():
+        now = floors(self.layout, await self.consumers())
+        ready, self._seen = confirmed(self._seen, now), now
+        for subject, floor in ready.items():
             if self._done.get(subject, 0) >= floor:
                 continue
             # purge the messages *below* floor + 1: up to and including the floor

@@ -44,6 +44,7 @@ __all__ = [
     "SequenceInFlight",
     "WrongLastSequence",
     "settled",
+    "unless_present",
 ]
 
 MSG_ID = "Nats-Msg-Id"
@@ -328,3 +329,23 @@ def _outcome(f: asyncio.Future[object]) -> object:
         return asyncio.CancelledError()
     exc = f.exception()
     return f.result() if exc is None else exc
+
+
+def unless_present(sent: asyncio.Future[PubAck]) -> asyncio.Future[PubAck | None]:
+    """The PubAck of a create-only write, or None if the subject already had a message."""
+    out: asyncio.Future[PubAck | None] = asyncio.get_running_loop().create_future()
+
+    def done(f: asyncio.Future[PubAck]) -> None:
+        if out.done():
+            return
+        if f.cancelled():
+            out.cancel()
+        elif isinstance(f.exception(), WrongLastSequence):
+            out.set_result(None)
+        elif (exc := f.exception()) is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(f.result())
+
+    sent.add_done_callback(done)
+    return out

@@ -4,7 +4,7 @@ Before running an attempt a worker claims it (a create-only lease entry in the a
 and renews the lease while the attempt runs. A worker given a copy of a task whose attempt
 another worker holds never starts it: it keeps its delivery while the holder renews the lease,
 and once the renewals stop either acks (history holds the attempt's outcome, reported again
-when it is the run's newest batch, see ``Handover.attempt_closed``) or reports the attempt
+so that its effects are derived again, see ``Handover.attempt_closed``) or reports the attempt
 timed out, lost with its worker (the server retries it per policy).
 """
 
@@ -130,11 +130,14 @@ class Handover:
     async def attempt_closed(self, task: ActivityTask) -> bool:
         """Whether history holds the attempt's outcome (or the run is over).
 
-        When that outcome is the run's newest batch it is reported again (the same input id):
-        a df-server may have appended it, asked by a worker lost before it stored the report,
-        and failed at its effects (the next activity task, a timer, the close's status).
-        df-server takes it as a duplicate and derives the batch's effects again; nothing is
-        appended, whatever the report carries."""
+        When history holds the outcome's own batch, it is reported again (the same input id)
+        while the run is open, or when that batch closed it: a df-server may have appended
+        it, asked by a worker lost before it stored the report, and failed at its effects
+        (the next attempt or activity task, a timer, the close's status). df-server takes it
+        as a duplicate and derives the batch's effects again; nothing is appended, whatever
+        the report carries. That batch need not be the run's newest: other inputs (the result
+        of a parallel branch, a signal, a timer) are recorded on top of it while the task
+        waits for its redelivery, and none of them implies what it did."""
         batches = await self.client.history.read(task.workflow_id, task.run_id)
         if not batches:
             return True  # no such run (any more)
@@ -142,7 +145,18 @@ class Handover:
         act = state.activities.get(task.seq)
         closed = not state.is_open or act is None or act.closed or act.attempt > task.attempt
         redo = inp.CompleteActivityTask(task.run_id, task.seq, task.attempt)
-        if closed and batches[-1].input_id == redo.input_id:
+        at = [i for i, b in enumerate(batches) if b.input_id == redo.input_id]
+        if closed and at and (at[-1] == len(batches) - 1 or state.is_open):
+            log.info(
+                "attempt %d of activity %s (#%d of run %s): its outcome is recorded (%d batches "
+                "after it); reporting it again so its effects are derived again",
+                task.attempt,
+                task.name,
+                task.seq,
+                task.run_id,
+                len(batches) - 1 - at[-1],
+                extra={"workflow_id": task.workflow_id, "run_id": task.run_id},
+            )
             await self.reports.send(task.workflow_id, redo)
         return closed
 

@@ -99,8 +99,8 @@ class WorkflowTasks:
         self.dead_letter = dead_letter
         self._receipts: set[asyncio.Task[None]] = set()
         """Receipts waiting for their run's handler (kept referenced until applied)."""
-        self._last_read: dict[str, str] = {}
-        """Per run being handled: the input id of the newest history batch read for it."""
+        self._last_read: dict[str, tuple[str, ...]] = {}
+        """Per run being handled: the input ids of the history batches read for it."""
         self.history_warning = WorkflowExecution.history_warning
         """The namespace's history warning (events, bytes), read when the worker starts."""
 
@@ -296,7 +296,7 @@ class WorkflowTasks:
             else:
                 entry.last_seq = max(entry.last_seq, m.history_seq)
             self.cache.keep(task.run_id, entry)
-        last_read = self._last_read.pop(task.run_id, "")
+        last_read = self._last_read.pop(task.run_id, ())
         if not activation.commands:
             return self._redo(task, last_read)
         entry = self.cache.get(task.run_id)
@@ -341,24 +341,31 @@ class WorkflowTasks:
             return None
         if batches:
             cached.last_seq = batches[-1].stream_seq
-            self._last_read[task.run_id] = batches[-1].input_id
+            self._last_read[task.run_id] = tuple(b.input_id for b in batches)
         return events[have:]
 
-    def _redo(self, task: WorkflowTask, last_read: str) -> inp.CompleteWorkflowTask | None:
-        """A report naming the decision history already holds for this task, or None.
+    def _redo(self, task: WorkflowTask, batches: Sequence[str]) -> inp.CompleteWorkflowTask | None:
+        """A report naming the decision history already holds for this task, or None
+        (``batches``: the input ids of the run's history batches, oldest first).
 
         A df-server may have appended a decision asked of it and then failed at its effects
-        (a timer to arm, activity tasks, a status) while the worker that asked was lost
-        before storing the report: nothing stored would have that server finish. The task
-        comes back, and its replay finds the decision as the run's newest batch. Reporting
-        the same input id again is a duplicate to df-server, which derives the recorded
-        batch's effects again (idempotent, as for a stored report delivered twice); nothing
-        is appended, whatever the report carries."""
-        kind, _, based_on = last_read.partition(":")
-        if kind != "wtc" or not based_on.isdigit() or int(based_on) < task.trigger:
-            return None
-        self.stats["reports_redone"] = self.stats.get("reports_redone", 0) + 1
-        return inp.CompleteWorkflowTask(task.run_id, int(based_on), (), self.identity)
+        (activity tasks, a timer, a status) while the worker that asked was lost before
+        storing the report. The task comes back; its replay finds the decision (the first
+        based on the task's trigger or later) wherever it is, as inputs it did not wait for
+        (a parallel branch's result, a signal) may be recorded on top of it. Reported again,
+        it is a duplicate whose effects df-server derives again; nothing is appended."""
+        for i, input_id in enumerate(batches):
+            kind, _, based_on = input_id.partition(":")
+            if kind == "wtc" and based_on.isdigit() and int(based_on) >= task.trigger:
+                self.stats["reports_redone"] = self.stats.get("reports_redone", 0) + 1
+                log.info(
+                    "workflow task of run %s (trigger %d): decision %s, %d batches before the "
+                    "end of history, reported again so its effects are derived again",
+                    *(task.run_id, task.trigger, input_id, len(batches) - 1 - i),
+                    extra={"workflow_id": task.workflow_id, "run_id": task.run_id},
+                )
+                return inp.CompleteWorkflowTask(task.run_id, int(based_on), (), self.identity)
+        return None
 
     async def _replay(
         self, task: WorkflowTask, m: WorkflowTaskMessage
@@ -382,7 +389,7 @@ class WorkflowTasks:
             )
             events = [e for b in batches for e in b.events]
             if batches:
-                self._last_read[task.run_id] = batches[-1].input_id
+                self._last_read[task.run_id] = tuple(b.input_id for b in batches)
         self.stats["replays"] += 1
         began = time.perf_counter()
         execution = WorkflowExecution(definition, self.codec.payloads, size_of=self.event_size)

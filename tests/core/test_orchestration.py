@@ -48,6 +48,7 @@ from durablefuture.core.orchestration import (
     LatestRun,
     decide,
     decide_start,
+    effects_again,
     effects_for,
     start_events,
     wft_retry_delay,
@@ -828,3 +829,39 @@ def test_start_events_with_an_explicit_deadline_keep_it() -> None:
     assert isinstance(started, ev.WorkflowStarted)
     assert started.execution_deadline == 500.0
     assert started.first_run_id == "first"
+
+
+def test_a_batch_derived_again_under_later_batches_keeps_its_tasks_not_its_old_wft() -> None:
+    """A fan-out decision whose effects were lost, with a result recorded on top of it: derived
+    again, it dispatches the branch still waiting (not the one that completed), and the
+    workflow task the run needs now (triggered by the newest event), not one triggered by an
+    event the code decided on long ago."""
+    r = Run()
+    r.wft(
+        ScheduleActivity(1, "act1", (1,), opts()),
+        ScheduleActivity(2, "act2", (2,), opts()),
+    )
+    first, last = r.state.applied_inputs["wtc:1"]
+    r.send(inp.CompleteActivityTask(RUN, 1, 1, "one"))
+    again = effects_again(r.state, r.events, first, last)
+    tasks = [e for e in again if isinstance(e, DispatchActivityTask)]
+    assert [(t.task.seq, t.task.attempt) for t in tasks] == [(2, 1)]
+    wfts = [e for e in again if isinstance(e, DispatchWorkflowTask)]
+    assert [w.task.trigger for w in wfts] == [r.state.last_event_id]  # act1's result
+
+    # once the code has decided on everything recorded, no workflow task at all
+    d, _ = r.wft(ScheduleActivity(3, "act3", (3,), opts()))
+    assert d.outcome == APPLIED
+    again = effects_again(r.state, r.events, first, last)
+    assert [e.task.seq for e in again if isinstance(e, DispatchActivityTask)] == [2]
+    assert [e for e in again if isinstance(e, DispatchWorkflowTask)] == []
+
+
+def test_the_newest_batch_derived_again_is_derived_as_before() -> None:
+    r = Run()
+    r.wft(ScheduleActivity(1, "act1", (1,), opts()))
+    r.send(inp.CompleteActivityTask(RUN, 1, 1, "one"))
+    first, last = r.state.applied_inputs["act:1:1"]
+    assert effects_again(r.state, r.events, first, last) == effects_for(
+        r.state, r.events[first - 1 : last]
+    )

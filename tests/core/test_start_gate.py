@@ -174,3 +174,107 @@ def test_a_start_may_wait_less_than_the_gate_says() -> None:
         await one
 
     asyncio.run(main())
+
+
+def test_a_start_that_created_a_run_keeps_its_place_until_the_run_is_going() -> None:
+    """A run's start waits on after it is answered, until its first workflow task is
+    reported: at most ``limit`` starts are handled at once, and no more start goes in while
+    twice ``limit`` new runs (with those starts) wait for their first report."""
+
+    async def go() -> None:
+        gate = StartGate(1, hold=60)
+        gate.min_hold = 60  # only a report gives the place back here
+        order: list[str] = []
+
+        async def one(run_id: str) -> None:
+            async with gate.start():
+                order.append(run_id)
+                gate.created(run_id)
+
+        await one("run-1")
+        await one("run-2")  # answered: out of the gate, both runs wait for their report
+        assert gate.held == 2 and gate.waited == 0
+        third = asyncio.create_task(one("run-3"))
+        await _settle()
+        assert order == ["run-1", "run-2"] and not third.done() and gate.waited == 1
+        gate.going("run-3")  # a run not held here, or unknown: nothing is given back
+        gate.going("unknown")
+        await _settle()
+        assert not third.done()
+        gate.going("run-1")  # run-1's first workflow task was reported
+        await asyncio.wait_for(third, 5)
+        assert order == ["run-1", "run-2", "run-3"] and gate.held == 2
+        gate.going("run-1")  # a second report of the same run gives nothing more back
+        gate.going("run-2")
+        gate.going("run-3")
+        assert gate.held == 0
+        await one("run-4")
+        await one("run-5")
+        assert gate.waited == 1  # every place was given back once
+
+    asyncio.run(go())
+
+
+def test_a_held_place_is_given_back_after_the_hold() -> None:
+    """A run whose first task nobody reports here (no worker for its queue, or its report
+    went to another df-server) is waited for ``hold`` seconds at most."""
+
+    async def go() -> None:
+        gate = StartGate(1, hold=0.05)
+        for run_id in ("run-1", "run-2"):
+            async with gate.start():
+                gate.created(run_id)
+        assert gate.held == 2
+        async with asyncio.timeout(5):  # let in once the hold is over
+            async with gate.start():
+                assert gate.held < 2 and gate.overdue == 0 and gate.waited == 1
+        gate.going("run-1")  # its report, late: nothing more is given back
+        gate.going("run-2")
+        assert gate.held == 0
+
+    asyncio.run(go())
+
+
+def test_a_start_that_created_no_run_gives_its_place_back_at_once() -> None:
+    """A start that found its run (the same request id) or was refused created nothing to wait
+    for; without a limit nothing is held either."""
+
+    async def go() -> None:
+        gate = StartGate(1, hold=60)
+        async with gate.start():
+            pass
+        async with gate.start():
+            assert gate.waited == 0
+        free = StartGate(0, hold=60)
+        async with free.start():
+            free.created("run-1")
+        assert free.held == 0
+        gate.created("outside")  # outside a start: nothing happens
+        assert gate.held == 0
+
+    asyncio.run(go())
+
+
+def test_a_place_is_held_a_few_times_as_long_as_first_reports_take() -> None:
+    """Reports that come at once shorten the hold (a run whose report goes to another
+    df-server idles its place only that long); runs never reported do not lengthen it."""
+
+    async def go() -> None:
+        gate = StartGate(1, hold=60)
+        first = gate.hold_now
+        assert gate.min_hold <= first < 60
+        for i in range(40):
+            async with gate.start():
+                gate.created(f"run-{i}")
+            gate.going(f"run-{i}")
+        quick = gate.hold_now
+        assert quick < first and quick >= gate.min_hold
+        for run_id in ("never-1", "never-2"):
+            async with gate.start():
+                gate.created(run_id)
+        async with asyncio.timeout(5):
+            async with gate.start():  # let in after the short hold
+                assert gate.waited == 1
+        assert gate.hold_now == quick
+
+    asyncio.run(go())

@@ -24,6 +24,7 @@ from durablefuture.core.commands import StartTimer
 from durablefuture.core.definitions import WorkflowDefinition
 from durablefuture.core.effects import DispatchActivityTask
 from durablefuture.core.errors import TransportError
+from durablefuture.core.failure import Failure
 from durablefuture.core.orchestration import APPLIED, decide
 from durablefuture.core.replay import WorkflowExecution
 from durablefuture.server import ServerOptions
@@ -60,6 +61,12 @@ def wait_then_charge(order_id: str):  # type: ignore[no-untyped-def]
     go = yield df.wait_signal("go")
     c = yield df.activity(charge, order_id, options=OPTS)
     return f"{c} {go}"
+
+
+def retried_charge(order_id: str):  # type: ignore[no-untyped-def]
+    retry = df.RetryPolicy(initial_interval=0.1, maximum_attempts=3)
+    opts = df.ActivityOptions(start_to_close_timeout=10, retry_policy=retry)
+    return (yield df.activity(charge, order_id, options=opts))
 
 
 def wait_then_nap(order_id: str):  # type: ignore[no-untyped-def]
@@ -294,3 +301,102 @@ async def test_a_decision_whose_activity_task_was_not_stored_gets_it_again(
         assert history.count(ev.ActivityScheduled) == 2  # the decision recorded once
         assert history.count(ev.ActivityCompleted) == 2
         assert history.count(ev.WorkflowCompleted) == 1
+
+
+async def test_a_decision_without_its_effects_gets_them_under_later_inputs() -> None:
+    """As above, a decision (``charge`` scheduled) appended with none of its effects, its
+    worker lost; but before its workflow task comes back another input is recorded on top
+    of it (a signal the code does not wait for; in a fan-out, the result of the branch whose
+    task was stored). The decision is no longer the run's newest batch: the replay finds it
+    all the same, reports it again, and ``charge`` is dispatched; the run completes once."""
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        options = df.WorkerOptions(sticky=False)
+        async with env.worker(workflows=[wait_then_charge], options=options):
+            h = await env.client.start_workflow(wait_then_charge, "c-1", id="c-1")
+
+            async def waiting() -> bool:
+                return any(isinstance(e, ev.SignalWaitStarted) for e in await h.fetch_history())
+
+            await wait_for(waiting, 15)
+        run = h.run_id or ""
+        await h.signal("go", "now")  # its workflow task is stored; no worker takes it yet
+
+        async def signals(n: int) -> bool:
+            events = await h.fetch_history()
+            return sum(isinstance(e, ev.SignalReceived) for e in events) == n
+
+        await wait_for(lambda: signals(1), 15)
+        execution = WorkflowExecution(WorkflowDefinition.from_fn(wait_then_charge), CODEC.payloads)
+        activation = execution.feed(list(await h.fetch_history()))
+        assert [type(c).__name__ for c in activation.commands] == ["ScheduleActivity"]
+        report = inp.CompleteWorkflowTask(run, activation.based_on, activation.commands, "lost")
+        cache = await server._load("c-1", run)
+        async with cache.lock:
+            await server._refresh(cache)
+            decision = decide(cache.state, report, time.time())
+            assert decision.outcome == APPLIED
+            await server.history.append_sized(
+                "c-1", run, report.input_id, list(decision.events), cache.last_seq
+            )
+        await h.signal("unrelated", 1)  # recorded on top of the decision
+        await wait_for(lambda: signals(2), 15)
+
+        async with env.worker(
+            workflows=[wait_then_charge], activities=[charge], options=options
+        ) as worker:
+            assert await h.result(timeout=20) == "charged c-1 now"
+            assert worker.stats["reports_redone"] == 1
+        history = [type(e) for e in await h.fetch_history()]
+        assert history.count(ev.ActivityScheduled) == 1  # the decision recorded once
+        assert history.count(ev.ActivityCompleted) == 1
+        assert history.count(ev.WorkflowCompleted) == 1
+
+
+async def test_an_attempt_failure_without_its_effects_gets_them_under_later_inputs() -> None:
+    """The worker running attempt 1 of ``charge`` was lost after df-server appended its
+    failure (the retry scheduled) and before the next attempt's task was stored; then an
+    input is recorded on top (a signal here; in a fan-out, the other branch's result). The
+    attempt's task comes back to a worker that finds another's lease and the attempt's
+    outcome in history, not as the newest batch: it reports it again all the same, and
+    attempt 2 is dispatched and completes the run."""
+    async with LocalEnvironment(server_options=ServerOptions(sticky_timeout=1.0)) as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[retried_charge]):  # no activities: `charge` stays queued
+            h = await env.client.start_workflow(retried_charge, "r-1", id="r-1")
+
+            async def scheduled() -> bool:
+                return any(isinstance(e, ev.ActivityScheduled) for e in await h.fetch_history())
+
+            await wait_for(scheduled, 15)
+        run = h.run_id or ""
+        client = env.client
+        kv = await open_bucket(client.pub.js, client.layout.activity_bucket)
+        leases = AttemptLeases(client.pub, kv, client.layout, CODEC)
+        assert await leases.claim(run, 1, 1, "lost", 1.0, time.time() - 60) is None
+        report = inp.FailActivityTask(run, 1, 1, Failure("card reader unplugged"))
+        cache = await server._load("r-1", run)
+        async with cache.lock:
+            await server._refresh(cache)
+            decision = decide(cache.state, report, time.time())
+            assert decision.outcome == APPLIED
+            assert [type(e) for e in decision.events] == [ev.ActivityRetryScheduled]
+            await server.history.append_sized(
+                "r-1", run, report.input_id, list(decision.events), cache.last_seq
+            )
+        await h.signal("unrelated", 1)  # recorded on top of the failure
+
+        async def signalled() -> bool:
+            return any(isinstance(e, ev.SignalReceived) for e in await h.fetch_history())
+
+        await wait_for(signalled, 15)
+
+        async with env.worker(workflows=[retried_charge], activities=[charge]):
+            assert await h.result(timeout=20) == "charged r-1"
+        history = await h.fetch_history()
+        kinds = [type(e) for e in history]
+        assert kinds.count(ev.ActivityRetryScheduled) == 1  # the failure recorded once
+        assert [e.attempt for e in history if isinstance(e, ev.ActivityCompleted)] == [2]
+        assert kinds.count(ev.WorkflowCompleted) == 1

@@ -5,11 +5,12 @@ while they wait; the inputs of the runs already going (a signal) do not wait beh
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 import durablefuture as df
-from durablefuture.server import ServerOptions
+from durablefuture.server import ServerOptions, start_requests
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.connection import connect
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer, ensure_namespace
@@ -54,14 +55,14 @@ async def test_sigkill_of_df_server_while_starts_wait_loses_none(daemons: Daemon
 
 
 async def _burst(
-    client: df.Client, n: int, task_queue: str
+    client: df.Client, n: int, task_queue: str, workflow: Any = add_workflow
 ) -> tuple[list[asyncio.Task[df.WorkflowHandle]], list[int]]:
-    """``n`` stored starts at once; the list counts the ones answered so far."""
+    """``n`` starts at once; the list counts the ones answered so far."""
     answered = [0]
 
     async def one(i: int) -> df.WorkflowHandle:
         wid = f"burst-{i}"
-        handle = await client.start_workflow(add_workflow, i, id=wid, task_queue=task_queue)
+        handle = await client.start_workflow(workflow, i, id=wid, task_queue=task_queue)
         answered[0] += 1
         return handle
 
@@ -183,3 +184,54 @@ async def test_starts_stored_for_a_server_consumer_of_every_input_are_started_on
         if client is not None:
             await client.close()
         await nc.close()
+
+
+async def test_each_start_of_a_burst_waits_until_the_runs_before_are_going(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new run is waited for until its first workflow task is reported: with one start
+    place (two new runs waiting at most), a burst asked before any worker runs has two runs
+    made; each later run is created only after the one two places before it had its first
+    task recorded (its SignalWaitStarted), so first tasks never pile up behind the starts."""
+    n = 12
+    # only a report gives a place back here: no start goes ahead for having waited
+    monkeypatch.setattr(start_requests, "REQUEST_WAIT", 120.0)
+    options = ServerOptions(start_concurrency=1)
+    async with LocalEnvironment(server_options=options) as env:
+        assert env.server is not None
+        gate = env.server._gate
+        gate.hold = gate.min_hold = gate.max_wait = 120
+        client = env.client
+        client.request_timeout = 120
+        starts, answered = await _burst(client, n, "q", waiting_add)
+
+        async def two() -> bool:
+            return answered[0] >= 2
+
+        await wait_for(two, timeout=60)
+        async with env.worker(task_queue="q", workflows=[waiting_add], activities=[double]):
+            handles = await asyncio.gather(*starts)
+            runs: list[tuple[float, float, int]] = []  # (started, first task recorded, i)
+            for i, handle in enumerate(handles):
+
+                async def waiting(h: df.WorkflowHandle = handle) -> bool:
+                    events = await h.fetch_history()
+                    return any(type(e).__name__ == "SignalWaitStarted" for e in events)
+
+                await wait_for(waiting, timeout=60)
+                events = await handle.fetch_history()
+                first = next(e for e in events if type(e).__name__ == "SignalWaitStarted")
+                runs.append((events[0].at, first.at, i))
+            runs.sort()
+            for (_, going, before), (started, _, after) in zip(runs, runs[2:], strict=False):
+                assert started >= going, (
+                    f"burst-{after} was started {going - started:.3f}s before burst-{before}'s "
+                    "first workflow task was recorded"
+                )
+            for handle in handles:
+                await handle.signal("go", 1)
+            for i, handle in enumerate(handles):
+                assert await handle.result(timeout=60) == 2 * (i + 1)
+                history = await handle.fetch_history()
+                assert [type(e).__name__ for e in history].count("WorkflowStarted") == 1
+        assert gate.held == 0 and gate.overdue == 0

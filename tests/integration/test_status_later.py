@@ -6,6 +6,7 @@ an entry lost with a SIGKILLed df-server is written by the next df-server to mov
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from durablefuture.core import events as ev
 from durablefuture.core.effects import RunStatus
 from durablefuture.natsserver import NatsServer
 from durablefuture.server import ServerOptions
+from durablefuture.server.base import STATUS_WRITES, PendingStatus
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.subjects import Layout
 from tests.conftest import Daemons, wait_for, wait_namespace
@@ -120,6 +122,54 @@ async def test_a_run_still_open_after_the_delay_is_listed_running_then_closed() 
         assert await _stored(env.nats_url) - before == 2
         assert await wait_for(lambda: _counts(client), 10) == (0, 1)
         assert (await handle.describe()).status == RunStatus.COMPLETED
+
+
+async def test_the_entries_of_a_burst_are_written_a_few_at_a_time() -> None:
+    """The running entries of runs started together fall due together (just when their
+    timers of the same length fire): at most ``STATUS_WRITES`` are written at once, the
+    others wait their turn, and every one is written."""
+    n = 30
+    async with _env(0.2) as env:
+        server, client = env.server, env.client
+        assert server is not None
+        write = server._status_write_now
+        inside = [0, 0]  # now, most
+        go = asyncio.Event()
+
+        async def held_write(run_id: str, pending: PendingStatus) -> None:
+            inside[0] += 1
+            inside[1] = max(inside)
+            try:
+                await go.wait()  # every write stays in until all due ones are seen
+                await write(run_id, pending)
+            finally:
+                inside[0] -= 1
+
+        server._status_write_now = held_write  # type: ignore[method-assign]
+        handles = await asyncio.gather(
+            *(
+                client.start_workflow("waiting_add", i, id=f"burst-{i}", task_queue=QUEUE)
+                for i in range(n)
+            )
+        )
+
+        async def all_due() -> bool:
+            return not server._status_pending and inside[0] > 0
+
+        await wait_for(all_due, 30)
+        for _ in range(50):  # the writes due run until they wait: in a write, or for a turn
+            await asyncio.sleep(0)
+        assert inside[1] == STATUS_WRITES, f"{inside[1]} entries were written at once"
+        go.set()
+
+        async def listed() -> bool:
+            return await _counts(client) == (n, 0)
+
+        await wait_for(listed, 30)
+        assert inside[1] == STATUS_WRITES
+        for i, handle in enumerate(handles):
+            await handle.signal("go", 1)
+            assert await handle.result(timeout=30) == 2 * (i + 1)
 
 
 async def _closed(client: df.Client, workflow_id: str, run_id: str) -> object:

@@ -9,7 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.js.api import ConsumerConfig, ConsumerInfo, SequenceInfo
 
-from durablefuture.transport.compaction import floors, is_work_subject, overlaps
+from durablefuture.transport.compaction import (
+    acknowledged,
+    confirmed,
+    floors,
+    is_work_subject,
+    overlaps,
+)
 from durablefuture.transport.subjects import Layout, sticky_token
 
 TOKENS = ["a", "b", "*", ">"]
@@ -49,7 +55,7 @@ def test_only_work_subjects_are_ever_purged() -> None:
         assert not is_work_subject(lay, never), never
 
 
-def _consumer(name: str, floor: int, *filters: str) -> ConsumerInfo:
+def _consumer(name: str, floor: int, *filters: str, delivered: int | None = None) -> ConsumerInfo:
     config = ConsumerConfig(durable_name=name)
     if len(filters) == 1:
         config.filter_subject = filters[0]
@@ -61,6 +67,9 @@ def _consumer(name: str, floor: int, *filters: str) -> ConsumerInfo:
         config=config,
         created=datetime.now(UTC),
         ack_floor=SequenceInfo(floor, floor),
+        delivered=SequenceInfo(floor, floor)
+        if delivered is None
+        else SequenceInfo(delivered, delivered),
     )
 
 
@@ -112,3 +121,31 @@ def test_sticky_subjects_are_purged_up_to_their_own_consumer_only() -> None:
     # a gone worker's subject without a consumer is never purged by the janitor (the
     # sticky fallback moves its tasks first)
     assert floors(lay, consumers[:1]) == {"df.ns.wt.q": 40}
+
+
+def test_a_floor_counts_only_as_far_as_the_consumer_reports_delivered() -> None:
+    """An acknowledgement floor above the delivered sequence is inconsistent (a consumer
+    leader's report after a leader change): only what was delivered can have been acked."""
+    lay = Layout("ns")
+    ahead = _consumer("at_q", 50, "df.ns.at.q", delivered=40)
+    assert acknowledged(ahead) == 40
+    assert floors(lay, [ahead]) == {"df.ns.at.q": 40}
+    # a report without a delivered sequence says nothing was
+    bare = _consumer("wt_q", 30, "df.ns.wt.q")
+    bare.delivered = None
+    assert acknowledged(bare) == 0 and floors(lay, [bare]) == {}
+
+
+def test_a_floor_is_purged_up_to_only_once_two_rounds_read_it() -> None:
+    """A floor seen in one round only is not acted on; a floor read in two rounds is, up to
+    the lower of the two; one that dropped (a consumer made again) stops the purge."""
+    first = {"df.ns.at.q": 40, "df.ns.wt.q": 10}
+    assert confirmed({}, first) == {}
+    # the activity floor jumped ahead for a round, then fell back: never past 40
+    assert confirmed(first, {"df.ns.at.q": 90, "df.ns.wt.q": 12}) == {
+        "df.ns.at.q": 40,
+        "df.ns.wt.q": 10,
+    }
+    assert confirmed({"df.ns.at.q": 90}, {"df.ns.at.q": 41}) == {"df.ns.at.q": 41}
+    # a subject missing from either round (no consumer, nothing acked) is not purged
+    assert confirmed({"df.ns.at.q": 40}, {"df.ns.wt.q": 5}) == {}

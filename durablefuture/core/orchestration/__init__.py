@@ -12,7 +12,7 @@ redelivered input whose events are already in history simply has its effects der
 Layout: ``_decision`` (the Decision type and its outcomes), ``_dispatch`` (``decide``: which
 handler an input goes to), ``_workflow_tasks`` (recording a workflow task's commands),
 ``_activities`` (activity attempts, retries and timeouts), ``_timers`` (a due durable timer),
-``_effects`` (``effects_for``), ``_starts`` (``decide_start``, ``start_events``).
+``_effects`` (``effects_for``, ``effects_again``), ``_starts`` (``decide_start``, ``start_events``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from durablefuture.core.orchestration._decision import (
     wft_retry_delay,
 )
 from durablefuture.core.orchestration._dispatch import decide
-from durablefuture.core.orchestration._effects import effects_for
+from durablefuture.core.orchestration._effects import effects_again, effects_for
 from durablefuture.core.orchestration._starts import (
     LatestRun,
     StartDecision,
@@ -48,6 +48,7 @@ __all__ = [
     "activity_task",
     "decide",
     "decide_start",
+    "effects_again",
     "effects_for",
     "start_events",
     "wft_retry_delay",

@@ -212,3 +212,28 @@ def effects_for(
     if need_wft and state.is_open:
         out.append(DispatchWorkflowTask(workflow_task(state, events[-1].event_id)))
     return out
+
+
+def effects_again(
+    state: RunState, events: Sequence[ev.Event], first: int, last: int
+) -> list[Effect]:
+    """The effects of the recorded batch ``events[first - 1 : last]`` (event ids ``first`` to
+    ``last`` of the run's ``events``), derived again from the run as it is now (a report or
+    input that came back after its batch was appended: its effects may never have been done).
+
+    A batch that is not the run's newest keeps its own effects (the activity tasks, timers,
+    child starts it implies, each filtered by the current state), but not its workflow task:
+    what its code has not seen may have been decided on since. The workflow task, if the run
+    needs one now, is the one the batch and everything after it imply together (triggered by
+    the newest event). An older batch's own workflow task would be triggered by an event the
+    code has decided on since: its worker would find that decision, report it again (as it
+    reports any decision it finds recorded for its task) and have the next batch's effects
+    derived again, and so on along the history."""
+    batch = effects_for(state, events[first - 1 : last])
+    if last >= len(events):
+        return batch
+    out: list[Effect] = [e for e in batch if not isinstance(e, DispatchWorkflowTask)]
+    out += [
+        e for e in effects_for(state, events[first - 1 :]) if isinstance(e, DispatchWorkflowTask)
+    ]
+    return out
