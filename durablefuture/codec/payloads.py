@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 import typing
 
 import orjson
@@ -29,6 +30,8 @@ namespace's object store (:mod:`durablefuture.codec.claims`)."""
 _PASSTHROUGH: frozenset[object] = frozenset({None, object, typing.Any})
 _INT_MIN = -(2**63)
 _INT_END = 2**64
+_FLOAT_MAX = sys.float_info.max
+_FLOAT_MIN = -_FLOAT_MAX
 
 
 class JsonPayloads:
@@ -38,16 +41,23 @@ class JsonPayloads:
         self._c = converter
         self._max = max_bytes
 
-    def to_payload(self, value: object, what: str = "value") -> JsonValue:
-        # fast path only where encoding cannot fail or exceed the limit: a str encodes to at
-        # most 6 bytes a character (\uXXXX), orjson takes ints in [-2**63, 2**64) only
+    def _as_is(self, value: object) -> bool:
+        """Whether ``value`` is its own payload: where encoding cannot fail or exceed the limit
+        and orjson would give back an equal value of the same type. A str encodes to at most 6
+        bytes a character (escaped), orjson takes ints in [-2**63, 2**64) only, and writes a
+        finite float in at most 24 characters that read back as the same float (not NaN or
+        an infinity: those become null)."""
         kind = type(value)
-        if (
+        return (
             value is None
             or kind is bool
             or (kind is int and _INT_MIN <= value < _INT_END)  # type: ignore[operator]
             or (kind is str and 6 * len(value) + 2 <= self._max)  # type: ignore[arg-type]
-        ):
+            or (kind is float and _FLOAT_MIN <= value <= _FLOAT_MAX and self._max >= 32)  # type: ignore[operator]
+        )
+
+    def to_payload(self, value: object, what: str = "value") -> JsonValue:
+        if self._as_is(value):
             return value  # type: ignore[return-value]
         try:
             raw = orjson.dumps(self._c.unstructure(value))
@@ -73,7 +83,11 @@ class JsonPayloads:
         out: list[JsonValue] = []
         estimate = 0
         for i, value in enumerate(values):
-            payload = self.to_payload(value, f"argument {i} ({type(value).__name__}) of {what}")
+            if self._as_is(value):  # (the label below is built only for what may fail)
+                payload: JsonValue = value  # type: ignore[assignment]
+            else:
+                label = f"argument {i} ({type(value).__name__}) of {what}"
+                payload = self.to_payload(value, label)
             out.append(payload)
             estimate += 6 * len(payload) + 2 if isinstance(payload, str) else 32
             if not isinstance(payload, str | int | float | bool | None):

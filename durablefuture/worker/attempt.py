@@ -159,6 +159,7 @@ class Attempt:
         next_cancel_check = time.monotonic() + CANCEL_CHECK_EVERY
         cancel_sent = False
         cancel_seen = 0.0
+        first = self.d.is_async
         try:
             while True:
                 if time.monotonic() >= next_cancel_check:
@@ -190,8 +191,12 @@ class Attempt:
                     wait = min(wait, max(0.0, self.deadline[0] - now))
                 if cancel_seen and not cancel_sent:
                     wait = min(wait, 0.05)
-                done, _ = await asyncio.wait({job}, timeout=wait)
-                if job in done:
+                if first:
+                    # an async activity that awaits nothing is done after its first step: one
+                    # turn of the event loop tells, before a timer is armed for the wait
+                    first = False
+                    await asyncio.sleep(0)
+                if await _finished(job, wait):
                     break
                 now = self.clock.now()
                 if self.deadline is not None and now >= self.deadline[0]:
@@ -307,3 +312,24 @@ class Attempt:
 
         failure = failure_from_exception(exc, enc)
         return inp.FailActivityTask(t.run_id, t.seq, t.attempt, failure, self._details())
+
+
+async def _finished(job: asyncio.Future[Any], timeout: float) -> bool:
+    """Whether ``job`` is done within ``timeout`` seconds (it goes on if not): what
+    ``asyncio.wait({job}, timeout=timeout)`` tells, without the sets and the second pass over
+    them it makes on every call (once per tick of every attempt)."""
+    if not job.done():
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def release(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        handle = asyncio.get_running_loop().call_later(timeout, release)
+        job.add_done_callback(release)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            job.remove_done_callback(release)
+    return job.done()

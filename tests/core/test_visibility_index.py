@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from attrs import evolve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from durablefuture.codec.visibility import listed
+from durablefuture.codec.wire import Codec
 from durablefuture.core.effects import RunStatus, RunSummary
+from durablefuture.core.events import ParentRef
+from durablefuture.core.failure import Failure
 from durablefuture.core.query import matches, ordered, parse_query
 from durablefuture.core.search_attributes import SearchAttribute
 from durablefuture.core.visibility import IndexedRun, RunIndex
+from durablefuture.server.visibility import WROTE_KEEP, VisibilityIndex
+from durablefuture.transport.subjects import Layout
 
 TYPES = ["order", "refund"]
 STATUSES = [RunStatus.RUNNING, RunStatus.COMPLETED, RunStatus.FAILED]
@@ -112,3 +119,87 @@ def test_index_equals_brute_force(
         if cursor is None:
             break
     assert [s.run_id for s in pages] == [s.run_id for s in expected]
+
+
+# ---------------------------------------------------------------- what the df-server keeps
+
+
+def _full_summary(n: int) -> RunSummary:
+    """A closed run's status entry with every field set."""
+    return RunSummary(
+        workflow_id=f"order-{n}",
+        run_id=f"{n:032x}",
+        workflow_type="order",
+        task_queue="q1",
+        status=RunStatus.COMPLETED,
+        start_time=1_700_000_000.125 + n,
+        request_id=f"req-{n}",
+        close_time=1_700_000_000.375 + n,
+        result={"status": "charged", "items": [1, 2.5, None, True]},
+        failure=Failure(message="an earlier attempt failed", type="ValueError"),
+        history_length=9,
+        new_run_id=f"{n + 1:032x}",
+        parent=ParentRef("default", "parent", f"{n + 2:032x}", 3),
+        search_attributes={
+            "Region": SearchAttribute("keyword", "eu"),
+            "Tags": SearchAttribute("keyword_list", ["a", "b"]),
+            "Amount": SearchAttribute("float", 12.5),
+        },
+        memo={"note": "gift", "lines": [{"sku": "x", "qty": 2}]},
+    )
+
+
+def test_listed_keeps_every_field_but_the_dropped_ones() -> None:
+    s = _full_summary(1)
+    # a field added to RunSummary but not to ``listed`` would be lost from the index
+    assert listed(s) == evolve(s, result=None, failure=None, parent=None, request_id="")
+
+
+class _CountingCodec(Codec):
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoded = 0
+
+    def decode_summary(self, data: bytes) -> RunSummary:
+        self.decoded += 1
+        return super().decode_summary(data)
+
+
+def test_an_entry_this_server_wrote_is_indexed_without_decoding_it_again() -> None:
+    codec = _CountingCodec()
+    ours = VisibilityIndex(None, Layout("default"), codec)  # type: ignore[arg-type]
+    theirs = VisibilityIndex(None, Layout("default"), Codec())  # type: ignore[arg-type]
+    summaries = [_full_summary(n) for n in range(3)]
+    for s in summaries:
+        key = ours.layout.status_key(s.workflow_id, s.run_id)
+        body = codec.encode_summary(s)
+        ours.wrote(key, body, s)
+        ours._apply(ours.index, key, body)
+        theirs._apply(theirs.index, key, body)
+    assert codec.decoded == 0
+    # the same index as a server that decoded the bytes
+    assert {k: r.summary for k, r in ours.index.runs.items()} == {
+        k: r.summary for k, r in theirs.index.runs.items()
+    }
+    assert not ours._wrote  # each forgotten once it came back
+
+
+def test_other_bytes_under_a_key_written_here_are_decoded_and_checked() -> None:
+    codec = _CountingCodec()
+    vis = VisibilityIndex(None, Layout("default"), codec)  # type: ignore[arg-type]
+    mine = _full_summary(1)
+    key = vis.layout.status_key(mine.workflow_id, mine.run_id)
+    vis.wrote(key, codec.encode_summary(mine), mine)
+    other = evolve(mine, status=RunStatus.FAILED)
+    vis._apply(vis.index, key, codec.encode_summary(other))  # another writer's entry
+    assert codec.decoded == 1 and vis.index.runs[key].summary.status == RunStatus.FAILED
+    vis._apply(vis.index, key, b"\x00not json")  # junk: refused, the run leaves the index
+    assert codec.decoded == 2 and key not in vis.index.runs
+
+
+def test_entries_written_here_are_kept_within_a_bound() -> None:
+    vis = VisibilityIndex(None, Layout("default"), Codec())  # type: ignore[arg-type]
+    s = _full_summary(1)
+    for n in range(WROTE_KEEP + 10):
+        vis.wrote(f"k{n}", b"{}", s)
+    assert len(vis._wrote) == WROTE_KEEP and "k9" not in vis._wrote and "k10" in vis._wrote

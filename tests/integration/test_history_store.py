@@ -135,3 +135,39 @@ async def test_reads_right_after_appends_see_them_on_an_r3_stream(
         for nc, _ in readers:
             await nc.close()
         await writer_nc.close()
+
+
+async def test_leader_reads_come_back_on_the_publishers_inbox(nats_server: NatsServer) -> None:
+    """The store's reads of the stream leader are answered on its publisher's reply inbox
+    (no nats-py request per read) and read what the plain request reads; a read that cannot
+    be answered still raises a TransportError naming it."""
+    from durablefuture.transport.stored import leader_get
+
+    nc = await connect(nats_server.url)
+    try:
+        pub = Publisher(nc)
+        layout = Layout("default")
+        await ensure_namespace(pub.js, layout, 1)
+        store = HistoryStore(nc, pub, layout, default_codec())
+        seq = await store.append("wf", "run1", "start", [_started()], 0, whole_workflow=True)
+        asked: list[str] = []
+        ask = pub.replies.ask
+
+        async def counted(subject: str, *args: object, **kwargs: object) -> bytes:
+            asked.append(subject)
+            return await ask(subject, *args, **kwargs)  # type: ignore[arg-type]
+
+        pub.replies.ask = counted  # type: ignore[method-assign]
+        batch = await store.last_batch("wf", "run1")
+        assert batch is not None and batch.stream_seq == seq
+        assert asked == [f"$JS.API.STREAM.MSG.GET.{layout.stream}"]
+        subject = layout.history("wf", "run1")
+        request: dict[str, object] = {"last_by_subj": subject}
+        ours = await leader_get(nc, layout.stream, request, subject, 5.0, pub.replies)
+        plain = await leader_get(nc, layout.stream, request, subject, 5.0)
+        assert ours == plain and ours is not None and ours.seq == seq
+        assert await store.last_batch("wf", "no-such-run") is None
+        with pytest.raises(TransportError, match="reading nothing"):
+            await leader_get(nc, "NO_SUCH_STREAM", request, "nothing", 5.0, pub.replies)
+    finally:
+        await nc.close()

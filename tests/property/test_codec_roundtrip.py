@@ -70,3 +70,32 @@ def test_json_payloads_round_trip_unchanged(value: Any) -> None:
     payloads = CODEC.payloads
     assert payloads.to_payload(value) == value
     assert payloads.from_payload(payloads.to_payload(value)) == value
+
+
+_PLAIN = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 1.7976931348623157e308, 0.1, 1e16, 1e-7]),
+    st.text(max_size=20),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_PLAIN)
+def test_a_plain_value_is_the_payload_orjson_would_give_back(value: object) -> None:
+    """The values that skip the orjson round trip are exactly what it would give back."""
+    import orjson
+
+    payloads = default_codec().payloads
+    try:
+        expected = orjson.loads(orjson.dumps(value))
+    except orjson.JSONEncodeError:  # (ints beyond 64 bits): refused either way
+        with pytest.raises(Exception, match="cannot be encoded"):
+            payloads.to_payload(value)
+        return
+    got = payloads.to_payload(value)
+    assert type(got) is type(expected) and repr(got) == repr(expected)
+    (arg,) = payloads.to_payloads((value,), "activity 'a'")
+    assert type(arg) is type(expected) and repr(arg) == repr(expected)
