@@ -36,10 +36,10 @@ came seconds late, and a run's timers (counted from its start) were due before t
 armed. Held so, at most ``2 * limit`` new runs wait for their first report at once: the starts
 of a burst go at the pace the runs get going, and a first task waits behind tens of
 others, not hundreds. The hold is bounded, so a run whose report this server does not see
-(a queue without workers, a report answered by another df-server) slows the next starts by
+(a report answered by another df-server, a worker that went away) slows the next starts by
 that much at most.
 
-Only runs of a task queue whose first reports this gate has seen lately (``LIVE_FOR``) are
+Only runs of a task queue whose workflow task reports this gate has seen lately (``LIVE_FOR``) are
 held: with no worker for a queue (starts deployed before their workers, a queue named
 wrong), no report comes to pace the starts by, and holding each of its runs for nothing
 capped the starts of every queue on the df-server at ``2 * limit`` per hold (128 a second
@@ -167,7 +167,7 @@ class StartGate:
         usually take here, within ``min_hold`` and ``hold``. Not the whole ``hold``
         always: a report may go to another df-server (``--servers`` > 1, a queue group),
         and the place of a run whose report this server never sees would stay idle that long;
-        no report at all (a queue without workers) does not lengthen it."""
+        no report at all (a run closed before it) does not lengthen it."""
         return min(self.hold, max(self.min_hold, _HOLD_FACTOR * self._usual))
 
     def created(self, run_id: str, task_queue: str) -> None:
