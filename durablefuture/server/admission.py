@@ -80,12 +80,14 @@ _FIRST_GUESS = 0.1
 
 
 class _Place:
-    """One start inside the gate: the run it created, if any (its place is then held on)."""
+    """One start inside the gate: the run it created, if any (its place is then held on),
+    and whether that run's first report came before the start was done with."""
 
-    __slots__ = ("run_id",)
+    __slots__ = ("going", "run_id")
 
     def __init__(self) -> None:
         self.run_id = ""
+        self.going = False
 
 
 class _Held:
@@ -121,6 +123,8 @@ class StartGate:
         self.min_hold = _MIN_HOLD
         self._starts = 0
         self._held: dict[str, _Held] = {}
+        self._inside: dict[str, _Place] = {}
+        """The starts being handled that have created a run to hold on for, by run id."""
         """Places kept by runs created and waiting for their first report, by run id."""
         self.live_for = LIVE_FOR
         """Seconds a task queue counts as having workers after one of its reports."""
@@ -154,7 +158,11 @@ class StartGate:
         finally:
             _place.reset(token)
             run_id = place.run_id
-            if run_id and self.hold > 0 and run_id not in self._held:
+            if run_id:
+                self._inside.pop(run_id, None)
+            # a run reported already (its first task ran while the start was answered and
+            # acknowledged) has nothing left to wait for
+            if run_id and not place.going and self.hold > 0 and run_id not in self._held:
                 loop = asyncio.get_running_loop()
                 handle = loop.call_later(self.hold_now, self._given_up, run_id)
                 self._held[run_id] = _Held(handle, loop.time())
@@ -181,6 +189,7 @@ class StartGate:
         seen = self._live.get(task_queue)
         if seen is not None and asyncio.get_running_loop().time() - seen < self.live_for:
             place.run_id = run_id
+            self._inside[run_id] = place
 
     def going(self, run_id: str, task_queue: str) -> None:
         """Run ``run_id`` of ``task_queue`` has had a workflow task reported: the place its
@@ -191,6 +200,9 @@ class StartGate:
         self._live.move_to_end(task_queue)
         while len(self._live) > _LIVE_QUEUES:
             self._live.popitem(last=False)
+        inside = self._inside.get(run_id)
+        if inside is not None:
+            inside.going = True  # its start is not done yet: its place is not held on
         held = self._held.pop(run_id, None)
         if held is None:
             return

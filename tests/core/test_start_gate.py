@@ -319,3 +319,24 @@ def test_the_queues_remembered_stay_few() -> None:
         assert len(gate._live) <= 1024 and "queue-4999" in gate._live
 
     asyncio.run(go())
+
+
+def test_a_run_reported_before_its_start_is_done_holds_no_place() -> None:
+    """A run's first workflow task may be reported while its start is still being answered
+    and acknowledged: its place is then not held on after the start."""
+
+    async def go() -> None:
+        gate = StartGate(1, hold=60)
+        gate.min_hold = 60
+        gate.going("earlier", "q")
+        async with gate.start():
+            gate.created("run-1", "q")
+            gate.going("run-1", "q")  # reported before the start is done
+        assert gate.held == 0
+        async with gate.start():
+            gate.created("run-2", "q")
+        assert gate.held == 1  # reported after: held until then
+        gate.going("run-2", "q")
+        assert gate.held == 0 and not gate._inside
+
+    asyncio.run(go())
