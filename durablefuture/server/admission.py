@@ -74,6 +74,7 @@ LIVE_FOR = 10.0
 """Seconds after a workflow task report of a task queue that its new runs are held for theirs."""
 _LIVE_QUEUES = 1024
 """Task queues whose last report time is kept (the least recent are forgotten first)."""
+_LATE_MIN = 64
 _MIN_HOLD = 0.05
 _FIRST_GUESS = 0.1
 """Seconds a first report is taken to need before any has been seen."""
@@ -124,6 +125,9 @@ class StartGate:
         self._starts = 0
         self._held: dict[str, _Held] = {}
         self._inside: dict[str, _Place] = {}
+        self._late: OrderedDict[str, float] = OrderedDict()
+        """Runs whose place was given back before their report, by run id: when they were
+        created (the most recent ``4 * limit``)."""
         """The starts being handled that have created a run to hold on for, by run id."""
         """Places kept by runs created and waiting for their first report, by run id."""
         self.live_for = LIVE_FOR
@@ -205,6 +209,9 @@ class StartGate:
             inside.going = True  # its start is not done yet: its place is not held on
         held = self._held.pop(run_id, None)
         if held is None:
+            since = self._late.pop(run_id, None)
+            if since is not None:  # its place was given back: the report still says how long
+                self._usual += (min(self.hold, loop.time() - since) - self._usual) / 8
             return
         held.handle.cancel()
         took = loop.time() - held.since
@@ -212,7 +219,13 @@ class StartGate:
         self._wake()
 
     def _given_up(self, run_id: str) -> None:
-        if self._held.pop(run_id, None) is not None:
+        held = self._held.pop(run_id, None)
+        if held is not None:
+            # kept a while: a report that comes later still counts towards how long they take
+            # (else a step up of more than _HOLD_FACTOR times is never learned)
+            self._late[run_id] = held.since
+            while len(self._late) > max(_LATE_MIN, 4 * self.limit):
+                self._late.popitem(last=False)
             self._wake()
 
     def _room(self) -> bool:

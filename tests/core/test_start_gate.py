@@ -340,3 +340,35 @@ def test_a_run_reported_before_its_start_is_done_holds_no_place() -> None:
         assert gate.held == 0 and not gate._inside
 
     asyncio.run(go())
+
+
+def test_reports_later_than_the_hold_lengthen_it() -> None:
+    """First reports that come after the place was given back (they take more than a few
+    times as long as before: the disk got busy) still count: the hold grows towards them,
+    bounded by ``hold``."""
+
+    async def go() -> None:
+        gate = StartGate(1, hold=60)
+        gate.going("earlier", "q")
+        gate.min_hold = 0.01
+        gate._usual = 0.01
+        before = gate.hold_now
+        async with gate.start():
+            gate.created("run-1", "q")
+
+        async def given_back() -> None:
+            while gate.held:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(given_back(), 5)
+        await asyncio.sleep(before)  # its report comes a while after it was given back
+        gate.going("run-1", "q")
+        assert gate.hold_now > before
+        gate.going("run-1", "q")  # counted once
+        for i in range(70):  # runs never reported do not grow it: few are kept
+            async with gate.start():
+                gate.created(f"never-{i}", "q")
+            await asyncio.wait_for(given_back(), 5)
+        assert len(gate._late) <= 64
+
+    asyncio.run(go())
