@@ -36,8 +36,15 @@ came seconds late, and a run's timers (counted from its start) were due before t
 armed. Held so, at most ``2 * limit`` new runs wait for their first report at once: the starts
 of a burst go at the pace the runs get going, and a first task waits behind tens of
 others, not hundreds. The hold is bounded, so a run whose report this server does not see
-(a queue without workers, a report answered by another df-server) slows the next starts by
+(a report answered by another df-server, a worker that went away) slows the next starts by
 that much at most.
+
+Only runs of a task queue whose workflow task reports this gate has seen lately (``LIVE_FOR``) are
+held: with no worker for a queue (starts deployed before their workers, a queue named
+wrong), no report comes to pace the starts by, and holding each of its runs for nothing
+capped the starts of every queue on the df-server at ``2 * limit`` per hold (128 a second
+with a hold of 1 s), each waiting up to ``MAX_WAIT``. Once a queue's reports come, its runs
+are held again.
 """
 
 from __future__ import annotations
@@ -45,10 +52,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-__all__ = ["FIRST_TASK_HOLD", "MAX_WAIT", "REQUEST_WAIT", "StartGate"]
+__all__ = ["FIRST_TASK_HOLD", "LIVE_FOR", "MAX_WAIT", "REQUEST_WAIT", "StartGate"]
 
 MAX_WAIT = 5.0
 """Seconds a start waits for a place at most; then it goes ahead anyway."""
@@ -63,18 +70,25 @@ _HELD_FACTOR = 2
 """New runs waiting for their first report (with the starts being handled) that may be
 there at once, in times ``limit``: a steady flow of starts (W1) has about ``limit`` runs in
 their first workflow task at a time, and must not wait for its own runs."""
+LIVE_FOR = 10.0
+"""Seconds after a workflow task report of a task queue that its new runs are held for theirs."""
+_LIVE_QUEUES = 1024
+"""Task queues whose last report time is kept (the least recent are forgotten first)."""
+_LATE_MIN = 64
 _MIN_HOLD = 0.05
 _FIRST_GUESS = 0.1
 """Seconds a first report is taken to need before any has been seen."""
 
 
 class _Place:
-    """One start inside the gate: the run it created, if any (its place is then held on)."""
+    """One start inside the gate: the run it created, if any (its place is then held on),
+    and whether that run's first report came before the start was done with."""
 
-    __slots__ = ("run_id",)
+    __slots__ = ("going", "run_id")
 
     def __init__(self) -> None:
         self.run_id = ""
+        self.going = False
 
 
 class _Held:
@@ -110,7 +124,17 @@ class StartGate:
         self.min_hold = _MIN_HOLD
         self._starts = 0
         self._held: dict[str, _Held] = {}
+        self._inside: dict[str, _Place] = {}
+        self._late: OrderedDict[str, float] = OrderedDict()
+        """Runs whose place was given back before their report, by run id: when they were
+        created (the most recent ``4 * limit``)."""
+        """The starts being handled that have created a run to hold on for, by run id."""
         """Places kept by runs created and waiting for their first report, by run id."""
+        self.live_for = LIVE_FOR
+        """Seconds a task queue counts as having workers after one of its reports."""
+        self._live: OrderedDict[str, float] = OrderedDict()
+        """When a workflow task report of each task queue was last seen (``_LIVE_QUEUES``
+        at most: a flood of queue names does not grow it)."""
         self._usual = _FIRST_GUESS
         """How long first reports take here (a moving average of those seen, in seconds)."""
         self._waiting: deque[asyncio.Future[None]] = deque()
@@ -138,7 +162,11 @@ class StartGate:
         finally:
             _place.reset(token)
             run_id = place.run_id
-            if run_id and self.hold > 0 and run_id not in self._held:
+            if run_id:
+                self._inside.pop(run_id, None)
+            # a run reported already (its first task ran while the start was answered and
+            # acknowledged) has nothing left to wait for
+            if run_id and not place.going and self.hold > 0 and run_id not in self._held:
                 loop = asyncio.get_running_loop()
                 handle = loop.call_later(self.hold_now, self._given_up, run_id)
                 self._held[run_id] = _Held(handle, loop.time())
@@ -151,30 +179,53 @@ class StartGate:
         usually take here, within ``min_hold`` and ``hold``. Not the whole ``hold``
         always: a report may go to another df-server (``--servers`` > 1, a queue group),
         and the place of a run whose report this server never sees would stay idle that long;
-        no report at all (a queue without workers) does not lengthen it."""
+        no report at all (a run closed before it) does not lengthen it."""
         return min(self.hold, max(self.min_hold, _HOLD_FACTOR * self._usual))
 
-    def created(self, run_id: str) -> None:
+    def created(self, run_id: str, task_queue: str) -> None:
         """The start being handled (in this task) has created run ``run_id``: its place is
         held on until the run's first workflow task is reported (``going``), at most
-        ``hold`` seconds. Outside a start, or with no limit, nothing happens."""
+        ``hold`` seconds, if reports of ``task_queue`` were seen here within ``live_for``.
+        Outside a start, or with no limit, nothing happens."""
         place = _place.get()
-        if place is not None and not place.run_id:
+        if place is None or place.run_id:
+            return
+        seen = self._live.get(task_queue)
+        if seen is not None and asyncio.get_running_loop().time() - seen < self.live_for:
             place.run_id = run_id
+            self._inside[run_id] = place
 
-    def going(self, run_id: str) -> None:
-        """Run ``run_id`` has had a workflow task reported (or waited ``hold``): the place its
-        start kept is free. Any other run: nothing happens."""
+    def going(self, run_id: str, task_queue: str) -> None:
+        """Run ``run_id`` of ``task_queue`` has had a workflow task reported: the place its
+        start kept is free, and the queue's next runs are held for theirs (it has workers).
+        Any other run: nothing more happens."""
+        loop = asyncio.get_running_loop()
+        self._live[task_queue] = loop.time()
+        self._live.move_to_end(task_queue)
+        while len(self._live) > _LIVE_QUEUES:
+            self._live.popitem(last=False)
+        inside = self._inside.get(run_id)
+        if inside is not None:
+            inside.going = True  # its start is not done yet: its place is not held on
         held = self._held.pop(run_id, None)
         if held is None:
+            since = self._late.pop(run_id, None)
+            if since is not None:  # its place was given back: the report still says how long
+                self._usual += (min(self.hold, loop.time() - since) - self._usual) / 8
             return
         held.handle.cancel()
-        took = asyncio.get_running_loop().time() - held.since
+        took = loop.time() - held.since
         self._usual += (took - self._usual) / 8
         self._wake()
 
     def _given_up(self, run_id: str) -> None:
-        if self._held.pop(run_id, None) is not None:
+        held = self._held.pop(run_id, None)
+        if held is not None:
+            # kept a while: a report that comes later still counts towards how long they take
+            # (else a step up of more than _HOLD_FACTOR times is never learned)
+            self._late[run_id] = held.since
+            while len(self._late) > max(_LATE_MIN, 4 * self.limit):
+                self._late.popitem(last=False)
             self._wake()
 
     def _room(self) -> bool:

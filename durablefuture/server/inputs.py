@@ -170,7 +170,8 @@ class RunInputs(RunCaches, Effects):
             decision = await self._decide_and_record(cache, message, receipt_to)
             self._status_seen(cache)
         if isinstance(message, _WFT_REPORTS):
-            self._gate.going(cache.state.run_id)  # the place its start kept (``admission``)
+            # the place its start kept, and its queue has workers (``admission``)
+            self._gate.going(cache.state.run_id, cache.state.started.task_queue)
         return decision, cache, message
 
     async def _load_awaited(self, workflow_id: str, message: inp.RunInput) -> RunCache:

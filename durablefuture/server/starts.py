@@ -308,7 +308,8 @@ class Starts(RunInputs):
                 raise
             cache.last_seq = cache.first_seq = seq
             self._remember(run_id, cache)
-            self._gate.created(run_id)  # its start place waits for its first report
+            # its start place waits for its first report (if its queue has workers)
+            self._gate.created(run_id, first.task_queue)
             results = await settled(pending)
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:

@@ -36,7 +36,11 @@ thousand reads in front of those firings, on the same disk (the firings of the r
 burst came up to seconds late with ``sync_interval: always``). So at most
 ``base.STATUS_WRITES`` are written at once, the others waiting their turn in order: a lag of
 lists of a few hundred milliseconds more in such a burst, and a run that closes while its
-entry waits gets none (its closed entry is its only one).
+entry waits gets none (its closed entry is its only one). No entry waits for its turn more
+than ``WRITE_TURN_WAIT`` seconds: then it is written anyway. Eight at once write fewer
+entries a second than df-server starts runs, so under a sustained flow of starts of runs that
+stay open the entries waiting grew without bound, and lists lagged more and more; past that
+wait the writes slow the starts again, as before the limit.
 
 A write that fails (NATS away, no stream leader) is tried again, at growing intervals up to
 ``_RETRY_CAP`` seconds, for as long as the run is open and the server runs: an outage of any
@@ -76,6 +80,9 @@ log = logging.getLogger("durablefuture.server")
 
 _RETRY_CAP = 30.0
 """Longest wait, in seconds, between two tries of one entry (each failure doubles the wait)."""
+WRITE_TURN_WAIT = 2.0
+"""Seconds a running status entry waits at most for its turn (``base.STATUS_WRITES`` at once)
+before it is written anyway."""
 _WARN_AT = 5
 """Failed tries of one entry before it is logged as a warning (the earlier ones at info)."""
 
@@ -135,9 +142,18 @@ class StatusLater(ServerBase):
     async def _status_write(self, run_id: str, pending: PendingStatus) -> None:
         """Write the run's running entry if it is still open and has none (a failure is
         tried again later, for as long as the run is open and the server runs), at most
-        ``base.STATUS_WRITES`` at once."""
-        async with self._status_writes:
+        ``base.STATUS_WRITES`` at once, or after waiting ``WRITE_TURN_WAIT`` for a turn."""
+        try:
+            async with asyncio.timeout(WRITE_TURN_WAIT):
+                await self._status_writes.acquire()
+        except TimeoutError:
+            # waited long enough: written over the limit (a backlog stays bounded)
             await self._status_write_now(run_id, pending)
+            return
+        try:
+            await self._status_write_now(run_id, pending)
+        finally:
+            self._status_writes.release()
 
     async def _status_write_now(self, run_id: str, pending: PendingStatus) -> None:
         wid, created = pending.workflow_id, pending.created

@@ -184,12 +184,13 @@ def test_a_start_that_created_a_run_keeps_its_place_until_the_run_is_going() -> 
     async def go() -> None:
         gate = StartGate(1, hold=60)
         gate.min_hold = 60  # only a report gives the place back here
+        gate.going("earlier", "q")  # queue q has workers
         order: list[str] = []
 
         async def one(run_id: str) -> None:
             async with gate.start():
                 order.append(run_id)
-                gate.created(run_id)
+                gate.created(run_id, "q")
 
         await one("run-1")
         await one("run-2")  # answered: out of the gate, both runs wait for their report
@@ -197,16 +198,16 @@ def test_a_start_that_created_a_run_keeps_its_place_until_the_run_is_going() -> 
         third = asyncio.create_task(one("run-3"))
         await _settle()
         assert order == ["run-1", "run-2"] and not third.done() and gate.waited == 1
-        gate.going("run-3")  # a run not held here, or unknown: nothing is given back
-        gate.going("unknown")
+        gate.going("run-3", "q")  # a run not held here, or unknown: nothing is given back
+        gate.going("unknown", "q")
         await _settle()
         assert not third.done()
-        gate.going("run-1")  # run-1's first workflow task was reported
+        gate.going("run-1", "q")  # run-1's first workflow task was reported
         await asyncio.wait_for(third, 5)
         assert order == ["run-1", "run-2", "run-3"] and gate.held == 2
-        gate.going("run-1")  # a second report of the same run gives nothing more back
-        gate.going("run-2")
-        gate.going("run-3")
+        gate.going("run-1", "q")  # a second report of the same run gives nothing more back
+        gate.going("run-2", "q")
+        gate.going("run-3", "q")
         assert gate.held == 0
         await one("run-4")
         await one("run-5")
@@ -221,15 +222,16 @@ def test_a_held_place_is_given_back_after_the_hold() -> None:
 
     async def go() -> None:
         gate = StartGate(1, hold=0.05)
+        gate.going("earlier", "q")
         for run_id in ("run-1", "run-2"):
             async with gate.start():
-                gate.created(run_id)
+                gate.created(run_id, "q")
         assert gate.held == 2
         async with asyncio.timeout(5):  # let in once the hold is over
             async with gate.start():
                 assert gate.held < 2 and gate.overdue == 0 and gate.waited == 1
-        gate.going("run-1")  # its report, late: nothing more is given back
-        gate.going("run-2")
+        gate.going("run-1", "q")  # its report, late: nothing more is given back
+        gate.going("run-2", "q")
         assert gate.held == 0
 
     asyncio.run(go())
@@ -247,9 +249,9 @@ def test_a_start_that_created_no_run_gives_its_place_back_at_once() -> None:
             assert gate.waited == 0
         free = StartGate(0, hold=60)
         async with free.start():
-            free.created("run-1")
+            free.created("run-1", "q")
         assert free.held == 0
-        gate.created("outside")  # outside a start: nothing happens
+        gate.created("outside", "q")  # outside a start: nothing happens
         assert gate.held == 0
 
     asyncio.run(go())
@@ -262,19 +264,111 @@ def test_a_place_is_held_a_few_times_as_long_as_first_reports_take() -> None:
     async def go() -> None:
         gate = StartGate(1, hold=60)
         first = gate.hold_now
+        gate.going("earlier", "q")
         assert gate.min_hold <= first < 60
         for i in range(40):
             async with gate.start():
-                gate.created(f"run-{i}")
-            gate.going(f"run-{i}")
+                gate.created(f"run-{i}", "q")
+            gate.going(f"run-{i}", "q")
         quick = gate.hold_now
         assert quick < first and quick >= gate.min_hold
         for run_id in ("never-1", "never-2"):
             async with gate.start():
-                gate.created(run_id)
+                gate.created(run_id, "q")
         async with asyncio.timeout(5):
             async with gate.start():  # let in after the short hold
                 assert gate.waited == 1
         assert gate.hold_now == quick
+
+    asyncio.run(go())
+
+
+def test_only_the_runs_of_a_queue_with_workers_are_held() -> None:
+    """A queue whose reports this gate has not seen lately has no worker to pace its starts
+    by: its runs give their places back at once, and the starts of every queue go on at the
+    pace of the starts. Once its reports come, its runs are held until theirs."""
+
+    async def go() -> None:
+        gate = StartGate(1, hold=60)
+        gate.min_hold = 60
+        for i in range(5):  # more than twice the limit: none waits
+            async with gate.start():
+                gate.created(f"idle-{i}", "nobody")
+        assert gate.held == 0 and gate.waited == 0
+        gate.going("idle-0", "nobody")  # its first worker reports
+        async with gate.start():
+            gate.created("busy-1", "nobody")
+        assert gate.held == 1
+        gate.live_for = 0  # no report since: its workers count as gone
+        async with gate.start():
+            gate.created("idle-5", "nobody")
+        assert gate.held == 1 and gate.waited == 0
+        gate.going("busy-1", "nobody")
+        assert gate.held == 0
+
+    asyncio.run(go())
+
+
+def test_the_queues_remembered_stay_few() -> None:
+    """A flood of reports from distinct task queues keeps a bounded record of them."""
+
+    async def go() -> None:
+        gate = StartGate(1)
+        for i in range(5000):
+            gate.going(f"run-{i}", f"queue-{i}")
+        assert len(gate._live) <= 1024 and "queue-4999" in gate._live
+
+    asyncio.run(go())
+
+
+def test_a_run_reported_before_its_start_is_done_holds_no_place() -> None:
+    """A run's first workflow task may be reported while its start is still being answered
+    and acknowledged: its place is then not held on after the start."""
+
+    async def go() -> None:
+        gate = StartGate(1, hold=60)
+        gate.min_hold = 60
+        gate.going("earlier", "q")
+        async with gate.start():
+            gate.created("run-1", "q")
+            gate.going("run-1", "q")  # reported before the start is done
+        assert gate.held == 0
+        async with gate.start():
+            gate.created("run-2", "q")
+        assert gate.held == 1  # reported after: held until then
+        gate.going("run-2", "q")
+        assert gate.held == 0 and not gate._inside
+
+    asyncio.run(go())
+
+
+def test_reports_later_than_the_hold_lengthen_it() -> None:
+    """First reports that come after the place was given back (they take more than a few
+    times as long as before: the disk got busy) still count: the hold grows towards them,
+    bounded by ``hold``."""
+
+    async def go() -> None:
+        gate = StartGate(1, hold=60)
+        gate.going("earlier", "q")
+        gate.min_hold = 0.01
+        gate._usual = 0.01
+        before = gate.hold_now
+        async with gate.start():
+            gate.created("run-1", "q")
+
+        async def given_back() -> None:
+            while gate.held:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(given_back(), 5)
+        await asyncio.sleep(before)  # its report comes a while after it was given back
+        gate.going("run-1", "q")
+        assert gate.hold_now > before
+        gate.going("run-1", "q")  # counted once
+        for i in range(70):  # runs never reported do not grow it: few are kept
+            async with gate.start():
+                gate.created(f"never-{i}", "q")
+            await asyncio.wait_for(given_back(), 5)
+        assert len(gate._late) <= 64
 
     asyncio.run(go())

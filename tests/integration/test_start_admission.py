@@ -17,11 +17,12 @@ from durablefuture.transport.layout import ConsumerSettings, ensure_consumer, en
 from durablefuture.transport.publisher import Publisher
 from durablefuture.transport.subjects import Layout
 from tests.conftest import Daemons, wait_for, wait_namespace
-from tests.integration.flows import add_workflow, double, waiting_add
+from tests.integration.flows import add_workflow, double, expected_add, slow_add, waiting_add
 from tests.integration.helpers import check_all
 
 pytestmark = pytest.mark.asyncio
 
+ACTS = [slow_add, double]
 WF = ("--workflows", "tests.integration.flows:WORKFLOWS")
 ACT = ("--activities", "tests.integration.flows:ACTIVITIES")
 
@@ -201,8 +202,12 @@ async def test_each_start_of_a_burst_waits_until_the_runs_before_are_going(
         assert env.server is not None
         gate = env.server._gate
         gate.hold = gate.min_hold = gate.max_wait = 120
+        gate.live_for = 600  # queue q keeps counting as served while its worker is away
         client = env.client
         client.request_timeout = 120
+        async with env.worker(task_queue="q", workflows=[add_workflow], activities=ACTS):
+            earlier = await client.start_workflow(add_workflow, 1, id="earlier", task_queue="q")
+            await earlier.result(timeout=60)  # queue q has had a worker
         starts, answered = await _burst(client, n, "q", waiting_add)
 
         async def two() -> bool:
@@ -235,3 +240,34 @@ async def test_each_start_of_a_burst_waits_until_the_runs_before_are_going(
                 history = await handle.fetch_history()
                 assert [type(e).__name__ for e in history].count("WorkflowStarted") == 1
         assert gate.held == 0 and gate.overdue == 0
+
+
+async def test_starts_to_a_queue_without_workers_are_not_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Starts asked before any worker of their queue runs (deployed first): no report comes
+    to pace them by, so no start waits for their runs; every run is created at once and
+    completes once its worker comes."""
+    n = 12
+    # a place given back only by a report would hold these starts for two minutes
+    monkeypatch.setattr(start_requests, "REQUEST_WAIT", 120.0)
+    options = ServerOptions(start_concurrency=1)
+    async with LocalEnvironment(server_options=options) as env:
+        assert env.server is not None
+        gate = env.server._gate
+        gate.hold = gate.min_hold = gate.max_wait = 120
+        client = env.client
+        client.request_timeout = 120
+        starts, answered = await _burst(client, n, "later", add_workflow)
+
+        async def all_answered() -> bool:
+            return answered[0] == n
+
+        await wait_for(all_answered, timeout=30)
+        assert gate.held == 0 and gate.overdue == 0
+        handles = await asyncio.gather(*starts)
+        async with env.worker(task_queue="later", workflows=[add_workflow], activities=ACTS):
+            for i, handle in enumerate(handles):
+                assert await handle.result(timeout=60) == expected_add(i)
+                history = await handle.fetch_history()
+                assert [type(e).__name__ for e in history].count("WorkflowStarted") == 1

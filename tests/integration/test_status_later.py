@@ -18,7 +18,7 @@ import durablefuture as df
 from durablefuture.core import events as ev
 from durablefuture.core.effects import RunStatus
 from durablefuture.natsserver import NatsServer
-from durablefuture.server import ServerOptions
+from durablefuture.server import ServerOptions, status_later
 from durablefuture.server.base import STATUS_WRITES, PendingStatus
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.subjects import Layout
@@ -124,11 +124,14 @@ async def test_a_run_still_open_after_the_delay_is_listed_running_then_closed() 
         assert (await handle.describe()).status == RunStatus.COMPLETED
 
 
-async def test_the_entries_of_a_burst_are_written_a_few_at_a_time() -> None:
+async def test_the_entries_of_a_burst_are_written_a_few_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The running entries of runs started together fall due together (just when their
     timers of the same length fire): at most ``STATUS_WRITES`` are written at once, the
     others wait their turn, and every one is written."""
     n = 30
+    monkeypatch.setattr(status_later, "WRITE_TURN_WAIT", 120.0)  # none goes ahead here
     async with _env(0.2) as env:
         server, client = env.server, env.client
         assert server is not None
@@ -167,6 +170,52 @@ async def test_the_entries_of_a_burst_are_written_a_few_at_a_time() -> None:
 
         await wait_for(listed, 30)
         assert inside[1] == STATUS_WRITES
+        for i, handle in enumerate(handles):
+            await handle.signal("go", 1)
+            assert await handle.result(timeout=30) == 2 * (i + 1)
+
+
+async def test_an_entry_waits_for_its_turn_a_while_at_most(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Entries that wait for a turn behind writes that do not finish (a sustained flow of
+    starts writes more entries than eight at a time can) are written anyway after
+    ``WRITE_TURN_WAIT``: the waiting ones do not pile up without end."""
+    n = 20
+    monkeypatch.setattr(status_later, "WRITE_TURN_WAIT", 0.5)
+    async with _env(0.2) as env:
+        server, client = env.server, env.client
+        assert server is not None
+        write = server._status_write_now
+        stuck = [0]
+        go = asyncio.Event()
+
+        async def held_write(run_id: str, pending: PendingStatus) -> None:
+            if stuck[0] < STATUS_WRITES:  # the first ones hold every turn until ``go``
+                stuck[0] += 1
+                await go.wait()
+            await write(run_id, pending)
+
+        server._status_write_now = held_write  # type: ignore[method-assign]
+        handles = await asyncio.gather(
+            *(
+                client.start_workflow("waiting_add", i, id=f"burst-{i}", task_queue=QUEUE)
+                for i in range(n)
+            )
+        )
+
+        async def the_others_listed() -> bool:
+            return await _counts(client) == (n - STATUS_WRITES, 0)
+
+        try:
+            await wait_for(the_others_listed, 30)
+        finally:
+            go.set()
+
+        async def listed() -> bool:
+            return await _counts(client) == (n, 0)
+
+        await wait_for(listed, 30)
         for i, handle in enumerate(handles):
             await handle.signal("go", 1)
             assert await handle.result(timeout=30) == 2 * (i + 1)
