@@ -865,3 +865,28 @@ def test_the_newest_batch_derived_again_is_derived_as_before() -> None:
     assert effects_again(r.state, r.events, first, last) == effects_for(
         r.state, r.events[first - 1 : last]
     )
+
+
+def test_a_batch_derived_again_under_a_failed_workflow_task_leaves_its_retry_to_the_timer() -> None:
+    """An activity's result, then the workflow task it woke failed: its retry is due by the
+    timer that failure armed (with backoff, attempt 2). The result's batch derived again (its
+    activity report came back) sends no workflow task of its own: one now would be an
+    attempt 1 of a failing task, outside the backoff and under a message id no earlier task
+    had, so never a duplicate."""
+    r = Run()
+    r.schedule()
+    r.send(inp.CompleteActivityTask(RUN, 1, 1, "one"))
+    first, last = r.state.applied_inputs["act:1:1"]
+    d, effects = r.send(inp.FailWorkflowTask(RUN, r.state.last_event_id, BOOM, attempt=1))
+    assert d.outcome == APPLIED and kinds(effects) == ["ArmTimer"]
+    again = effects_again(r.state, r.events, first, last)
+    assert [e for e in again if isinstance(e, DispatchWorkflowTask)] == []
+
+    # a result recorded after the failure wakes the code again, at once: that workflow task
+    # the run does need now, and the batch derived again sends it
+    r.schedule(2)  # (a decision clears the failure; fail again after it)
+    r.send(inp.FailWorkflowTask(RUN, r.state.last_event_id, BOOM, attempt=1))
+    r.send(inp.CompleteActivityTask(RUN, 2, 1, "two"))
+    again = effects_again(r.state, r.events, first, last)
+    wfts = [e for e in again if isinstance(e, DispatchWorkflowTask)]
+    assert [(w.task.trigger, w.task.attempt) for w in wfts] == [(r.state.last_event_id, 1)]

@@ -228,11 +228,17 @@ def effects_again(
     the newest event). An older batch's own workflow task would be triggered by an event the
     code has decided on since: its worker would find that decision, report it again (as it
     reports any decision it finds recorded for its task) and have the next batch's effects
-    derived again, and so on along the history."""
+    derived again, and so on along the history. While the newest workflow task's failure
+    waits for its retry timer, none is sent."""
     batch = effects_for(state, events[first - 1 : last])
     if last >= len(events):
         return batch
     out: list[Effect] = [e for e in batch if not isinstance(e, DispatchWorkflowTask)]
+    failed = state.last_wft_failure
+    if failed is not None and state.last_deliverable_event_id < failed.event_id:
+        # the task the run needs failed since, and nothing woke the code after: its retry
+        # is the timer's (with backoff, the next attempt), not an attempt 1 sent now
+        return out
     out += [
         e for e in effects_for(state, events[first - 1 :]) if isinstance(e, DispatchWorkflowTask)
     ]
