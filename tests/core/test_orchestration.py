@@ -890,3 +890,24 @@ def test_a_batch_derived_again_under_a_failed_workflow_task_leaves_its_retry_to_
     again = effects_again(r.state, r.events, first, last)
     wfts = [e for e in again if isinstance(e, DispatchWorkflowTask)]
     assert [(w.task.trigger, w.task.attempt) for w in wfts] == [(r.state.last_event_id, 1)]
+
+
+def test_an_old_batch_of_a_closed_run_derived_again_dispatches_no_work() -> None:
+    """A fan-out, one branch's result, then the code completes the run without waiting for
+    the other (cancelled by the close). The fan-out's batch derived again (its workflow task
+    came back, and its worker reports the decision it finds in history again) must not send
+    the open branch's activity task, nor arm its timers or the run's timer: the run is over,
+    its timers were purged with the close."""
+    r = Run()
+    r.wft(
+        ScheduleActivity(1, "act1", (1,), opts(schedule_to_close_timeout=60.0)),
+        ScheduleActivity(2, "act2", (2,), opts(schedule_to_close_timeout=60.0)),
+        StartTimer(3, 30.0),
+    )
+    first, last = r.state.applied_inputs["wtc:1"]
+    r.send(inp.CompleteActivityTask(RUN, 1, 1, "one"))
+    d, _ = r.wft(CompleteWorkflow("done"))
+    assert d.outcome == APPLIED and not r.state.is_open
+    again = effects_again(r.state, r.events, first, last)
+    assert [e for e in again if isinstance(e, DispatchActivityTask | ArmTimer)] == []
+    assert [e for e in again if isinstance(e, DispatchWorkflowTask)] == []

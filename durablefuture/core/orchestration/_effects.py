@@ -229,11 +229,16 @@ def effects_again(
     code has decided on since: its worker would find that decision, report it again (as it
     reports any decision it finds recorded for its task) and have the next batch's effects
     derived again, and so on along the history. While the newest workflow task's failure
-    waits for its retry timer, none is sent."""
+    waits for its retry timer, none is sent; once the run is closed, neither are an older
+    batch's activity tasks and timers."""
     batch = effects_for(state, events[first - 1 : last])
     if last >= len(events):
         return batch
     out: list[Effect] = [e for e in batch if not isinstance(e, DispatchWorkflowTask)]
+    if not state.is_open:
+        # closed since (by the newest batch, which derives its own effects): the activities
+        # still open were cancelled and the timers purged by the close; none is sent again
+        return [e for e in out if not isinstance(e, DispatchActivityTask | ArmTimer)]
     failed = state.last_wft_failure
     if failed is not None and state.last_deliverable_event_id < failed.event_id:
         # the task the run needs failed since, and nothing woke the code after: its retry
