@@ -26,6 +26,7 @@ import time
 
 from durablefuture import metrics
 from durablefuture.server.base import ServerBase
+from durablefuture.transport.compaction import acknowledged
 from durablefuture.transport.sticky import StickyTasks, sequence_of
 from durablefuture.transport.subjects import sticky_token
 from durablefuture.transport.workers import WorkerRegistry
@@ -116,7 +117,12 @@ class StickyFallback(ServerBase):
                 # everything the worker did not acknowledge goes to the queue, then its
                 # subject and consumer go (a task stored there later is moved next round)
                 self._forget_sticky(token)
-                floor = int(info.ack_floor.stream_seq or 0) if info and info.ack_floor else 0
+                # (an acknowledgement floor above what the consumer reports delivered is a
+                # misreport, see ``transport.compaction``: only the delivered part counts).
+                # The purge goes no higher than the last sequence read: a direct get answered
+                # by a replica that is behind returns a prefix of the stream, and a task
+                # stored after the read has a higher sequence; either stays for next round
+                floor = acknowledged(info) if info is not None else 0
                 msgs = await sticky.read(subject, floor)
                 if msgs:
                     await sticky.copy_to_queue(queue, msgs)

@@ -865,3 +865,49 @@ def test_the_newest_batch_derived_again_is_derived_as_before() -> None:
     assert effects_again(r.state, r.events, first, last) == effects_for(
         r.state, r.events[first - 1 : last]
     )
+
+
+def test_a_batch_derived_again_under_a_failed_workflow_task_leaves_its_retry_to_the_timer() -> None:
+    """An activity's result, then the workflow task it woke failed: its retry is due by the
+    timer that failure armed (with backoff, attempt 2). The result's batch derived again (its
+    activity report came back) sends no workflow task of its own: one now would be an
+    attempt 1 of a failing task, outside the backoff and under a message id no earlier task
+    had, so never a duplicate."""
+    r = Run()
+    r.schedule()
+    r.send(inp.CompleteActivityTask(RUN, 1, 1, "one"))
+    first, last = r.state.applied_inputs["act:1:1"]
+    d, effects = r.send(inp.FailWorkflowTask(RUN, r.state.last_event_id, BOOM, attempt=1))
+    assert d.outcome == APPLIED and kinds(effects) == ["ArmTimer"]
+    again = effects_again(r.state, r.events, first, last)
+    assert [e for e in again if isinstance(e, DispatchWorkflowTask)] == []
+
+    # a result recorded after the failure wakes the code again, at once: that workflow task
+    # the run does need now, and the batch derived again sends it
+    r.schedule(2)  # (a decision clears the failure; fail again after it)
+    r.send(inp.FailWorkflowTask(RUN, r.state.last_event_id, BOOM, attempt=1))
+    r.send(inp.CompleteActivityTask(RUN, 2, 1, "two"))
+    again = effects_again(r.state, r.events, first, last)
+    wfts = [e for e in again if isinstance(e, DispatchWorkflowTask)]
+    assert [(w.task.trigger, w.task.attempt) for w in wfts] == [(r.state.last_event_id, 1)]
+
+
+def test_an_old_batch_of_a_closed_run_derived_again_dispatches_no_work() -> None:
+    """A fan-out, one branch's result, then the code completes the run without waiting for
+    the other (cancelled by the close). The fan-out's batch derived again (its workflow task
+    came back, and its worker reports the decision it finds in history again) must not send
+    the open branch's activity task, nor arm its timers or the run's timer: the run is over,
+    its timers were purged with the close."""
+    r = Run()
+    r.wft(
+        ScheduleActivity(1, "act1", (1,), opts(schedule_to_close_timeout=60.0)),
+        ScheduleActivity(2, "act2", (2,), opts(schedule_to_close_timeout=60.0)),
+        StartTimer(3, 30.0),
+    )
+    first, last = r.state.applied_inputs["wtc:1"]
+    r.send(inp.CompleteActivityTask(RUN, 1, 1, "one"))
+    d, _ = r.wft(CompleteWorkflow("done"))
+    assert d.outcome == APPLIED and not r.state.is_open
+    again = effects_again(r.state, r.events, first, last)
+    assert [e for e in again if isinstance(e, DispatchActivityTask | ArmTimer)] == []
+    assert [e for e in again if isinstance(e, DispatchWorkflowTask)] == []

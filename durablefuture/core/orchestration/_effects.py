@@ -192,15 +192,20 @@ def effects_for(
     out: list[Effect] = []
     if not events:
         return out
-    need_wft = False
     for e in events:
         handler = _HANDLERS.get(type(e))
         if handler is not None:
             out.extend(handler(state, e))
         else:
             out.extend(command_effects(state, e))
-        if isinstance(e, _WAKES):
-            need_wft = True
+    if _needs_wft(state, events, decided_through) and state.is_open:
+        out.append(DispatchWorkflowTask(workflow_task(state, events[-1].event_id)))
+    return out
+
+
+def _needs_wft(state: RunState, events: Sequence[ev.Event], decided_through: int = 0) -> bool:
+    """Whether ``events`` leave the code something to see: an event it must see, and no
+    decision recorded after it (a decision made while results arrived leaves those)."""
     decided = [b for b in map(decided_after, events) if b is not None]
     decided_on = max(decided, default=None)
     if decided_on is None and decided_through:
@@ -208,10 +213,8 @@ def effects_for(
     if decided_on is not None:
         # the code decided after seeing event `decided_on`: it needs a workflow task only if
         # results arrived after that (while it was deciding)
-        need_wft = state.last_deliverable_event_id > decided_on
-    if need_wft and state.is_open:
-        out.append(DispatchWorkflowTask(workflow_task(state, events[-1].event_id)))
-    return out
+        return state.last_deliverable_event_id > decided_on
+    return any(isinstance(e, _WAKES) for e in events)
 
 
 def effects_again(
@@ -228,12 +231,23 @@ def effects_again(
     the newest event). An older batch's own workflow task would be triggered by an event the
     code has decided on since: its worker would find that decision, report it again (as it
     reports any decision it finds recorded for its task) and have the next batch's effects
-    derived again, and so on along the history."""
+    derived again, and so on along the history. While the newest workflow task's failure
+    waits for its retry timer, none is sent; once the run is closed, neither are an older
+    batch's activity tasks and timers."""
     batch = effects_for(state, events[first - 1 : last])
     if last >= len(events):
         return batch
     out: list[Effect] = [e for e in batch if not isinstance(e, DispatchWorkflowTask)]
-    out += [
-        e for e in effects_for(state, events[first - 1 :]) if isinstance(e, DispatchWorkflowTask)
-    ]
+    if not state.is_open:
+        # closed since (by the newest batch, which derives its own effects): the activities
+        # still open were cancelled and the timers purged by the close; none is sent again
+        return [e for e in out if not isinstance(e, DispatchActivityTask | ArmTimer)]
+    failed = state.last_wft_failure
+    if failed is not None and state.last_deliverable_event_id < failed.event_id:
+        # the task the run needs failed since, and nothing woke the code after: its retry
+        # is the timer's (with backoff, the next attempt), not an attempt 1 sent now
+        return out
+    # (whether the run needs one only: the effects of every later batch are not derived)
+    if _needs_wft(state, events[first - 1 :]):
+        out.append(DispatchWorkflowTask(workflow_task(state, events[-1].event_id)))
     return out
