@@ -121,7 +121,6 @@ class ServerBase:
             "compacted": 0,
             "payload_sweeps": 0,
             "sticky_moved": 0,
-            "orphan_reports": 0,
             "report_requests": 0,
             "report_requests_unanswered": 0,
             "start_requests": 0,

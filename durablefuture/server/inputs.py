@@ -150,8 +150,6 @@ class RunInputs(RunCaches, Effects):
                 return None, None, message
             message = evolve(message, run_id=last.run_id)
         cache = await self._load_awaited(workflow_id, message)
-        if cache is None:
-            return None, None, message
         if latest and input_seq and cache.first_seq > input_seq:
             # The latest run began after this input was stored: an earlier delivery may have
             # been recorded on a run that has continued as new since (a df-server or
@@ -176,38 +174,17 @@ class RunInputs(RunCaches, Effects):
             self._gate.going(cache.state.run_id, cache.state.started.task_queue)
         return decision, cache, message
 
-    async def _load_awaited(self, workflow_id: str, message: inp.RunInput) -> RunCache | None:
+    async def _load_awaited(self, workflow_id: str, message: inp.RunInput) -> RunCache:
         """The run ``message`` is for. A first workflow task is stored just before its run's
         WorkflowStarted (``starts.py``): on a clustered stream its worker may report before
         that append is stored, so a workflow-task report for a run not (yet) found waits for
-        it a while (``FIRST_APPEND_WAIT``).
-
-        None: a workflow-task report whose run still has no history after that wait. It
-        answers the task of a start that did not create its run (the df-server making it was
-        killed between the task and the WorkflowStarted append, or another one created the
-        workflow id in between; ``starts.py``): there is nothing to record it on, and the
-        start, retried, makes its run with a task of its own. It is dropped with a log line,
-        not dead-lettered: nothing went wrong with it that anyone could act on."""
+        it a while (``FIRST_APPEND_WAIT``) before it is refused as one for an unknown run."""
         waits = int(FIRST_APPEND_WAIT / 0.1) if isinstance(message, _WFT_REPORTS) else 0
         for attempt in range(waits + 1):
             try:
                 return await self._load(workflow_id, message.run_id)
             except RunMissing as exc:
-                if attempt < waits:
-                    pass
-                elif isinstance(message, _WFT_REPORTS):
-                    self.stats["orphan_reports"] += 1
-                    log.info(
-                        "dropped workflow-task report %s: %s after %gs; it answers the task "
-                        "of a start that did not create its run (no WorkflowStarted was "
-                        "appended), nothing to record",
-                        message.input_id,
-                        exc,
-                        FIRST_APPEND_WAIT,
-                        extra={"workflow_id": workflow_id, "run_id": message.run_id},
-                    )
-                    return None
-                else:
+                if attempt == waits:
                     raise DecodeError(f"input for an unknown run: {exc}") from None
             await asyncio.sleep(0.1)
         raise AssertionError("unreachable")

@@ -47,9 +47,8 @@ connection, right behind it. So:
 - The other way round, a task stored for a run that is not created: when df-server is
   killed after writing the task and before writing the append, or when another df-server
   created the same workflow id between the two checks (both passed the guard, the other's
-  append came in between). The worker runs that task and its report is dropped, with a log
-  line, as the answer to a task whose run was not created (``RunInputs._load_awaited``; not
-  a dead letter: nothing is wrong with it): no run exists, and the client
+  append came in between). The worker runs that task and its report is refused, as one for a
+  run that does not exist (a dead letter with that reason): no run exists, and the client
   that asked got no answer (it stores the start and gets a run, unless it died too). A start
   that finds the id taken (the guard fails) stores nothing.
 - The run's status entry ("running") is written after the append (another stream, and a

@@ -1,15 +1,14 @@
 """df-server SIGKILLed while it creates a run continued as new, after the new run's first
 workflow task is written and before its WorkflowStarted append (``server/starts.py``). A
-worker runs that task and its report is dropped, as the answer to a task whose run does not
-exist (a log line, no dead letter); the stored start input is then redelivered to a df-server
-started again, which creates the run under the same run id (chosen by the ContinuedAsNew) and
-writes its first workflow task again. That task is the only way the run can go on: written
-under the first one's message id, the stream would drop it as a duplicate and the run would
-never move (``server/effects.py`` names the workflow tasks of a run continued as new by its
-start time).
+worker runs that task and its report is refused, as one for a run that does not exist yet (a
+dead letter); the stored start input is then redelivered to a df-server started again, which
+creates the run under the same run id (chosen by the ContinuedAsNew) and writes its first
+workflow task again. That task is the only way the run can go on: written under the first
+one's message id, the stream would drop it as a duplicate and the run would never move
+(``server/effects.py`` names the workflow tasks of a run continued as new by its start time).
 
 The df-server (``tests/integration/held_continue.py``) stops before the append; the test
-kills it only once the worker's report of the written task has been dropped, so that no
+kills it only once the worker's report of the written task has been refused, so that no
 report is left for the df-server started again to apply to the run it re-creates."""
 
 from __future__ import annotations
@@ -74,7 +73,7 @@ class Orphan:
     second: str
     """The run it continued as (created under the run id its ContinuedAsNew chose)."""
     refused: list[dict[str, str]]
-    """The dead letters when the worker's report of the orphan task was dropped (none)."""
+    """The dead letters of the worker's report of the orphan task."""
 
 
 def _held_server(daemons: Daemons, *args: str) -> Daemon:
@@ -86,9 +85,9 @@ def _held_server(daemons: Daemons, *args: str) -> Daemon:
     return server
 
 
-async def _orphan_refused(daemons: Daemons, client: df.Client, server: Daemon) -> Orphan:
+async def _orphan_refused(daemons: Daemons, client: df.Client) -> Orphan:
     """Start ``hop(1)`` under the held df-server and wait until the worker's report of the
-    new run's orphan task has been dropped (by the held df-server, ``server``)."""
+    new run's orphan task has been refused."""
     held = daemons.tmp_path / "held"
     options = df.WorkflowOptions(task_queue="tests", execution_timeout=300)
     first = (await client.start_workflow("hop", 1, id="hop", options=options)).run_id
@@ -104,33 +103,26 @@ async def _orphan_refused(daemons: Daemons, client: df.Client, server: Daemon) -
     second = closing.new_run_id
     assert second != first
 
-    def dropped() -> list[str]:
-        return [
-            line
-            for line in server.log().splitlines()
-            if "dropped workflow-task report" in line and second in line
-        ]
-
-    async def orphan_dropped() -> bool:
+    async def orphan_refused() -> bool:
         # The held df-server still answers: the worker ran the written task and its report
-        # (asked, then stored when the answer took longer than the worker waits) is dropped
-        # after FIRST_APPEND_WAIT as the answer to a task whose run was not created. Only
-        # when no report is left undropped does the kill leave the re-created run nothing
-        # but its task.
-        if len(dropped()) < 2 or await _workflow_tasks_left(client) != (0, 0):
+        # (asked, then stored when the answer took longer than the worker waits) is refused
+        # after FIRST_APPEND_WAIT as one for a run that does not exist. Only when no report
+        # is left unrefused does the kill leave the re-created run nothing but its task.
+        refused = [d for d in await _dead_letters(client) if second in d.get("Df-Reason", "")]
+        if not refused or await _workflow_tasks_left(client) != (0, 0):
             return False
         return await _inputs_left(client) == (0, 1)  # only the start being held
 
-    await wait_for(orphan_dropped, 60)
-    # the worker asked df-server to record the report, and stored it when no answer came
-    # in time (the drop waits longer than the worker): both were dropped, neither became a
-    # dead letter
-    assert ANSWER_WAIT < FIRST_APPEND_WAIT
-    lines = dropped()
-    assert len(lines) == 2, lines
-    assert all("no WorkflowStarted was appended" in line for line in lines), lines
+    await wait_for(orphan_refused, 60)
     refused = await _dead_letters(client)
-    assert refused == [], refused
+    for d in refused:
+        assert "unknown run" in d["Df-Reason"] and second in d["Df-Reason"], d
+    # the worker asked df-server to record the report, and stored it when no answer came
+    # in time (the refusal waits longer than the worker): both were refused
+    assert ANSWER_WAIT < FIRST_APPEND_WAIT
+    layout = client.layout
+    where = sorted(d["Df-Subject"] for d in refused)
+    assert where == sorted([layout.report_requests, layout.input("report")]), where
     return Orphan(first, second, refused)
 
 
@@ -168,7 +160,7 @@ async def test_sigkill_between_the_task_and_the_append_of_a_run_continued_as_new
     args = ["--nats", daemons.url, "--input-ack-wait", "2"]
     server = _held_server(daemons, *args)
     async with connected(daemons) as client:
-        orphan = await _orphan_refused(daemons, client, server)
+        orphan = await _orphan_refused(daemons, client)
         server.kill()
         daemons.server()  # a df-server again: the stored start input is redelivered
         await _completes_once(client, orphan)
@@ -189,7 +181,7 @@ async def test_the_report_of_the_task_written_again_is_not_the_orphan_reports_du
     args = ["--nats", daemons.url, "--input-ack-wait", "2", "--compact-interval", "0"]
     server = _held_server(daemons, *args)
     async with connected(daemons) as client:
-        orphan = await _orphan_refused(daemons, client, server)
+        orphan = await _orphan_refused(daemons, client)
         server.kill()
         daemons.special("deaf-server", "tests.integration.deaf_server", *args)
         await _completes_once(client, orphan)
