@@ -159,6 +159,57 @@ async def test_receipts_ride_in_the_answers_to_asked_reports(
             assert seen == [h.run_id] * 3, seen
 
 
+charged: list[str] = []
+
+
+async def count_charge(order_id: str) -> str:
+    charged.append(order_id)
+    return order_id
+
+
+def fan_out(n: int):  # type: ignore[no-untyped-def]
+    done = yield df.all_of(*(df.activity(count_charge, f"p-{i}", options=OPTS) for i in range(n)))
+    return len(done)
+
+
+async def test_a_decision_in_parts_goes_on_from_the_receipts_in_the_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ten activities reported three commands at a time: each part's answer carries its
+    receipt, and the next part goes out from it (or from the workflow task df-server sends
+    for the rest, whichever comes first); every activity is scheduled and runs once, and no
+    receipt comes apart."""
+    monkeypatch.setattr(reports_mod, "MAX_REPORT_COMMANDS", 3)
+    charged.clear()
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[fan_out], activities=[count_charge]) as worker:
+            seen: list[bytes] = []
+            spy = await nats.connect(env.nats_url)
+            try:
+
+                async def on(msg: nats.aio.msg.Msg) -> None:
+                    seen.append(msg.data)
+
+                await spy.subscribe(worker._reports.receipts, cb=on)
+                await spy.flush()
+                before = dict(server.stats)
+                h = await env.client.start_workflow(fan_out, 10, id="parts")
+                assert await h.result(timeout=20) == 10
+                await spy.flush()
+            finally:
+                await spy.close()
+            asked = server.stats["report_requests"] - before["report_requests"]
+        assert asked >= 4  # at least four parts, each asked
+        assert seen == []
+        assert sorted(charged) == sorted(f"p-{i}" for i in range(10))
+        history = [type(e) for e in await h.fetch_history()]
+        assert history.count(ev.ActivityScheduled) == 10
+        assert history.count(ev.ActivityCompleted) == 10
+        assert history.count(ev.WorkflowCompleted) == 1
+
+
 async def test_junk_report_requests_are_refused_and_dead_lettered() -> None:
     rng = random.Random(21)
     async with LocalEnvironment() as env:
