@@ -48,9 +48,10 @@ from durablefuture.core.timers import TimerKey, TimerKind, spent_by
 from durablefuture.server.effects import Effects
 from durablefuture.server.event_log import count_events
 from durablefuture.server.missing_payloads import instead_of_missing
+from durablefuture.server.receipts import ANSWERED_RECEIPT
 from durablefuture.server.runs import RunCache, RunCaches, RunMissing, new_run_id
 from durablefuture.transport.buckets import read_key
-from durablefuture.transport.guard import check_reply_subject
+from durablefuture.transport.guard import check_reply_subject, max_payload
 from durablefuture.transport.headers import CLOSING_HEADER, RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.payload_store import MissingPayloadError
 from durablefuture.transport.publisher import WrongLastSequence
@@ -265,7 +266,12 @@ class RunInputs(RunCaches, Effects):
                 cache.apply(seq, message.input_id, decision.events, size)
                 count_events(self.layout.namespace, cache, decision.events)
                 spent = decision.events
-                if receipt_to:
+                answered = ANSWERED_RECEIPT.get() if receipt_to else None
+                # in the answer if the request asked for it (sent once the effects are stored)
+                kept = answered is not None and answered.takes(
+                    cache.state.run_id, seq, batch, max_payload(self.nc)
+                )
+                if receipt_to and not kept:
                     # tell the worker what was recorded, so its cached generator stays current
                     try:
                         await self.pub.notify(

@@ -10,7 +10,8 @@ already handling ``ServerOptions.concurrency`` requests answers ``store``: the w
 stores the report on the input subject, where the usual redelivery rules apply
 (``durablefuture/transport/report_requests.py``). A request without a reply subject is
 dropped, as is one whose reply subject is no inbox: nobody waits for it, and a worker
-stores a report it got no answer for.
+stores a report it got no answer for. A request that asks for it (``Df-Answer-Receipt``) has
+its receipt, the batch appended for it, in the answer ``recorded`` rather than sent apart.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from __future__ import annotations
 import functools
 
 from durablefuture.codec.wire import InputEnvelope
+from durablefuture.server.receipts import ANSWERED_RECEIPT, AnsweredReceipt
 from durablefuture.server.request_desk import Desk, RequestDesks
 from durablefuture.server.sources import REPORT
-from durablefuture.transport.headers import RECEIPT_HEADER, STICKY_HEADER
+from durablefuture.transport.headers import ANSWER_RECEIPT_HEADER, RECEIPT_HEADER, STICKY_HEADER
 from durablefuture.transport.messages import Msg
-from durablefuture.transport.report_requests import RECORDED, REFUSED, STORE
+from durablefuture.transport.report_requests import RECORDED, REFUSED, STORE, recorded_with
 
 __all__ = ["ReportRequests"]
 
@@ -58,7 +60,16 @@ class ReportRequests(RequestDesks):
         headers = msg.headers or {}
         receipt_to = headers.get(RECEIPT_HEADER, "")
         sticky = headers.get(STICKY_HEADER, "")
-        await self._handle(env, "", receipt_to, 0, sticky)
+        answered = None
+        if receipt_to and env.input is not None and headers.get(ANSWER_RECEIPT_HEADER) == "1":
+            answered = AnsweredReceipt(env.input.run_id)
+        token = ANSWERED_RECEIPT.set(answered)
+        try:
+            await self._handle(env, "", receipt_to, 0, sticky)
+        finally:
+            ANSWERED_RECEIPT.reset(token)
+        if answered is not None and answered.batch:
+            return recorded_with(answered.seq, answered.batch)
         return RECORDED
 
 

@@ -7,6 +7,11 @@ RECEIPT_HEADER = "Df-Receipt"
 STICKY_HEADER = "Df-Sticky"
 """On a worker's report sent with a receipt: the token of the worker's sticky subject (it
 holds the run's generator; the run's next workflow tasks go there)."""
+ANSWER_RECEIPT_HEADER = "Df-Answer-Receipt"
+"""On a worker's report request sent with a receipt (value ``1``): carry the receipt in the
+``recorded`` answer instead of on the receipt subject (``transport/report_requests.py``). A
+server that does not know it sends the receipt apart, and a request without it (a worker
+that does not know it) gets it apart: either side may be upgraded first."""
 RUN_HEADER = "Df-Run"
 """On a receipt: the run the events belong to."""
 SEQ_HEADER = "Df-Seq"
@@ -19,6 +24,7 @@ summary, only "look at the history now" (the usual notice, with the run's status
 follows the PubAck)."""
 
 __all__ = [
+    "ANSWER_RECEIPT_HEADER",
     "CLOSING_HEADER",
     "REASON_HEADER",
     "RECEIPT_HEADER",

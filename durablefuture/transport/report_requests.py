@@ -12,16 +12,35 @@ never stored. The answer is one of three words:
 - anything else, no answer within :data:`ANSWER_WAIT`, or nobody listening: the worker stores
   the report on ``df.<ns>.in.report`` as before. So a report is never lost to a df-server that
   is busy, stopping or killed, and nothing needs a df-server to be up.
+
+A report asked with a receipt (``Df-Answer-Receipt``) is answered ``recorded <seq> <batch>``
+instead: the batch df-server appended for it (the receipt, which would otherwise follow on
+the worker's receipt subject as a message of its own) and its stream sequence. The answer
+comes only after the append and the batch's effects are stored, on the asker's reply token
+(unguessable: ``ReplyInbox``); a worker applies a receipt only once its report is answered
+anyway (it holds the run's lock while it asks), so nothing waits longer for it. A report
+stored instead has no answer: df-server sends its receipt to the receipt subject as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import attrs
+
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.replies import ReplyInbox
 
-__all__ = ["ANSWER_WAIT", "RECORDED", "REFUSED", "STORE", "ask_report"]
+__all__ = [
+    "ANSWER_WAIT",
+    "RECORDED",
+    "REFUSED",
+    "STORE",
+    "Answer",
+    "ask_report",
+    "parse_answer",
+    "recorded_with",
+]
 
 RECORDED = b"recorded"
 REFUSED = b"refused"
@@ -29,6 +48,40 @@ STORE = b"store"
 ANSWER_WAIT = 1.0
 """Seconds a worker waits for the answer before it stores the report instead (a df-server
 killed while it held the request answers never; a late answer costs only a duplicate)."""
+_SEQ_DIGITS = 20
+"""At most this many digits in an answer's stream sequence (a uint64 has 20)."""
+
+
+@attrs.frozen
+class Answer:
+    """A df-server's answer to a report request."""
+
+    word: bytes
+    """:data:`RECORDED`, :data:`REFUSED` or :data:`STORE`."""
+    receipt: bytes = b""
+    """With ``recorded``: the batch appended for the report, if the answer carries it (else
+    empty: a duplicate, or a receipt sent apart)."""
+    seq: int = 0
+    """The batch's stream sequence."""
+
+
+def recorded_with(seq: int, batch: bytes) -> bytes:
+    """The answer ``recorded`` carrying the receipt: ``batch`` appended at ``seq``."""
+    return b"%s %d %s" % (RECORDED, seq, batch)
+
+
+def parse_answer(answer: bytes) -> Answer:
+    """What an answer means; anything not well formed means :data:`STORE` (a stored report
+    costs a duplicate at most, a report taken for recorded that is not would be lost)."""
+    if answer in (RECORDED, REFUSED):
+        return Answer(answer)
+    head, _, rest = answer.partition(b" ")
+    if head != RECORDED:
+        return Answer(STORE)
+    seq, _, batch = rest.partition(b" ")
+    if not (0 < len(seq) <= _SEQ_DIGITS and seq.isdigit() and batch):
+        return Answer(STORE)
+    return Answer(RECORDED, batch, int(seq))
 
 
 async def ask_report(
@@ -37,12 +90,13 @@ async def ask_report(
     data: bytes,
     headers: Mapping[str, str],
     wait: float = ANSWER_WAIT,
-) -> bytes:
+) -> Answer:
     """Ask a df-server to record a report (the answer comes back on ``replies``, the
-    worker's one inbox): :data:`RECORDED`, :data:`REFUSED` or :data:`STORE` (store it on the
-    input subject instead). Never raises a transport error."""
+    worker's one inbox): :data:`RECORDED` (with the receipt, if it carries one),
+    :data:`REFUSED` or :data:`STORE` (store it on the input subject instead). Never raises a
+    transport error."""
     try:
         answer = await replies.ask(subject, data, wait, headers)
     except TransportError:
-        return STORE
-    return answer if answer in (RECORDED, REFUSED) else STORE
+        return Answer(STORE)
+    return parse_answer(answer)

@@ -13,6 +13,7 @@ The package, one concern a module:
 ``options``               :class:`WorkerOptions` and the limits the parts share
 ``deliveries``            each delivery guarded: backoff, give up, dead letter
 ``workflow_tasks``        workflow tasks: resume or replay, report the decisions
+``receipts``              what the server recorded, fed to the cached generators
 ``cache``                 the live generators a worker keeps, one lock per run
 ``queries``               workflow queries
 ``activities``            activity tasks: one run per attempt, outcome before ack

@@ -298,7 +298,7 @@ class Worker:
             inbox = self.client.nc.new_inbox()
             self._reports.receipts = inbox
             self._receipt_sub = await self.client.nc.subscribe(
-                inbox, cb=self._workflow_tasks.on_receipt
+                inbox, cb=self._workflow_tasks.receipts.on_receipt
             )
         if self.activities:
             name = self.layout.activity_consumer(self.task_queue)

@@ -27,7 +27,7 @@ from durablefuture.core.failure import Failure
 from durablefuture.core.replay import describe_command
 from durablefuture.transport.dedup import publish_report
 from durablefuture.transport.guard import max_payload
-from durablefuture.transport.headers import RECEIPT_HEADER, STICKY_HEADER
+from durablefuture.transport.headers import ANSWER_RECEIPT_HEADER, RECEIPT_HEADER, STICKY_HEADER
 from durablefuture.transport.messages import Msg
 from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.report_requests import REFUSED, STORE, ask_report
@@ -65,6 +65,9 @@ class Reports:
         self.stopping = stopping
         self.receipts = ""
         """The inbox the server sends receipts to (set once the worker listens on one)."""
+        self.on_answered: Callable[[str, int, bytes], Awaitable[None]] | None = None
+        """Applies a receipt carried in the answer to a report (run id, stream sequence,
+        batch); called with the run's lock held, as every report with a receipt is sent."""
         self.sticky = ""
         """The worker's sticky token (set once it takes sticky workflow tasks)."""
 
@@ -89,20 +92,24 @@ class Reports:
         headers = {MSG_ID: msg_id}
         if receipt and self.receipts:
             headers[RECEIPT_HEADER] = self.receipts
+            # in the answer when asked (one message less); apart when stored
+            headers[ANSWER_RECEIPT_HEADER] = "1"
             if self.sticky:
                 # this worker holds the run's generator: its next workflow tasks come here
                 headers[STICKY_HEADER] = self.sticky
 
         if self.ask:
             answer = await ask_report(self.pub.replies, self.layout.report_requests, data, headers)
-            if answer == REFUSED:
+            if answer.word == REFUSED:
                 log.error(
                     "df-server refused a report of run %s (stored as a dead letter with the "
                     "reason)",
                     message.run_id,
                     extra={"workflow_id": workflow_id, "run_id": message.run_id},
                 )
-            if answer != STORE:
+            if answer.word != STORE:
+                if answer.receipt and receipt and self.on_answered is not None:
+                    await self.on_answered(message.run_id, answer.seq, answer.receipt)
                 return
 
         async def publish() -> None:

@@ -4,12 +4,12 @@ The run's generator is resumed from the worker's cache of live generators when t
 holds it and the task's events fit on what it has seen, else rebuilt from history by the
 pure replayer. The new commands go back to the server as a report (in parts if they are
 many), and the task is acked only after that report is stored. The server's receipt of a
-report feeds the recorded events to the cached generator, which may send the next part.
+report feeds the recorded events to the cached generator, which may send the next part
+(``receipts``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import time
@@ -38,10 +38,10 @@ from durablefuture.core.errors import (
 from durablefuture.core.failure import failure_from_exception
 from durablefuture.core.replay import Activation, WorkflowExecution
 from durablefuture.transport.consumer import delivery_count
-from durablefuture.transport.headers import RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.messages import Msg
 from durablefuture.worker.cache import CachedRun, RunCache
 from durablefuture.worker.local_activities import run_local_activity
+from durablefuture.worker.receipts import Receipts
 from durablefuture.worker.reports import Reports, cut
 
 __all__ = ["WorkflowTasks"]
@@ -97,8 +97,8 @@ class WorkflowTasks:
         self.reports = reports
         self.stats = stats
         self.dead_letter = dead_letter
-        self._receipts: set[asyncio.Task[None]] = set()
-        """Receipts waiting for their run's handler (kept referenced until applied)."""
+        self.receipts = Receipts(cache, self.codec, reports, identity)
+        """What the server recorded of this worker's reports, fed to the cached generators."""
         self._last_read: dict[str, tuple[str, ...]] = {}
         """Per run being handled: the input ids of the history batches read for it."""
         self.history_warning = WorkflowExecution.history_warning
@@ -397,54 +397,3 @@ class WorkflowTasks:
         activation = execution.feed(events)
         metrics.REPLAY_SECONDS.observe(time.perf_counter() - began, self.task_queue)
         return execution, activation
-
-    async def on_receipt(self, msg: Msg) -> None:
-        """The server recorded our decisions: feed them to the cached generator."""
-        run_id = (msg.headers or {}).get(RUN_HEADER, "")
-        if run_id not in self.cache:
-            return
-        try:
-            _, events = self.codec.decode_batch(msg.data)
-            if self.codec.refers(msg.data):
-                events = await self.codec.resolve_events(events)
-        except DecodeError:
-            return
-        if self.cache.lock(run_id).locked():
-            # the run's handler waits for a df-server's answer: apply this when it is done,
-            # without holding up the receipts of other runs (one subscription delivers all)
-            task = asyncio.create_task(self._apply_receipt(run_id, msg, events))
-            self._receipts.add(task)
-            task.add_done_callback(self._receipts.discard)
-            return
-        await self._apply_receipt(run_id, msg, events)
-
-    async def _apply_receipt(self, run_id: str, msg: Msg, events: Sequence[ev.Event]) -> None:
-        async with self.cache.lock(run_id):
-            cached = self.cache.get(run_id)
-            if cached is None:
-                return
-            if cached.catch_up(events):
-                seq = (msg.headers or {}).get(SEQ_HEADER, "")
-                if seq.isdigit():
-                    cached.last_seq = max(cached.last_seq, int(seq))
-                if cached.execution.closed:
-                    self.cache.remember_closed(run_id)
-                    return
-                if cached.execution.finished:
-                    return
-                execution = cached.execution
-                if execution.has_pending_commands and not cached.awaiting_server():
-                    # a large decision goes out in parts: send the next one now
-                    commands, more = self.reports.bounded(execution.activation().commands)
-                    report = inp.CompleteWorkflowTask(
-                        run_id, execution.last_event_id, commands, self.identity, more=more
-                    )
-                    cached.sent(commands)
-                    wid = execution.started.workflow_id if execution.started else ""
-                    try:
-                        await self.reports.send(wid, report, receipt=True)
-                    except TransportError as exc:
-                        # the server dispatches a workflow task for the rest (the last report
-                        # said "more"); it replays from history and reports what is wrong
-                        log.debug("next part of run %s not sent: %s", run_id, exc)
-                        self.cache.pop(run_id)

@@ -22,6 +22,14 @@ from durablefuture.core.commands import Command, StartTimer
 from durablefuture.core.effects import WorkflowTask
 from durablefuture.core.errors import QueryFailedError
 from durablefuture.transport.redelivery import Redelivery
+from durablefuture.transport.report_requests import (
+    RECORDED,
+    REFUSED,
+    STORE,
+    Answer,
+    parse_answer,
+    recorded_with,
+)
 from durablefuture.worker.reports import report_id
 from tests.core.helpers import T0, History
 
@@ -106,3 +114,25 @@ def test_a_workflow_task_reports_message_id_names_its_run_incarnation() -> None:
     # a later task, its run's history read by the worker: the task alone names it
     later = WorkflowTaskMessage(evolve(task, trigger=5, attempt=2), (), history_seq=9)
     assert report_id(report, later) == "run-1:wtc:1:5.2"
+
+
+def test_a_report_answer_carries_its_receipt_or_means_store() -> None:
+    batch = CODEC.encode_batch("wtc:3", [ev.SignalReceived(4, T0, "go", ())])
+    assert parse_answer(recorded_with(17, batch)) == Answer(RECORDED, batch, 17)
+    assert parse_answer(RECORDED) == Answer(RECORDED)
+    assert parse_answer(REFUSED) == Answer(REFUSED)
+    # anything not well formed is stored by the worker (a duplicate at most)
+    for junk in [
+        b"",
+        STORE,
+        b"recorded ",
+        b"recorded 17",
+        b"recorded 17 ",
+        b"recorded x " + batch,
+        b"recorded -1 " + batch,
+        b"recorded 1" + b"0" * 20 + b" " + batch,
+        b"recorded\xb2 " + batch,
+        b"recordedx 17 " + batch,
+        b"refused 17 " + batch,
+    ]:
+        assert parse_answer(junk) == Answer(STORE), junk

@@ -30,9 +30,11 @@ from durablefuture.core.replay import WorkflowExecution
 from durablefuture.server import ServerOptions
 from durablefuture.server import effects as effects_mod
 from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.headers import RUN_HEADER
 from durablefuture.transport.layout import open_bucket
 from durablefuture.transport.leases import AttemptLeases
 from durablefuture.transport.report_requests import REFUSED
+from durablefuture.worker import reports as reports_mod
 from tests.conftest import wait_for
 from tests.integration.fuzzing import mangle
 from tests.integration.test_fuzz import _dead_letters, _history_bytes, _stored
@@ -104,6 +106,108 @@ async def test_reports_are_stored_while_no_server_answers() -> None:
             assert server.stats["inputs"] - before["inputs"] == 4  # start + 3 stored reports
             history = [type(e).__name__ for e in await h.fetch_history()]
             assert history.count("ActivityCompleted") == 2  # each result recorded once
+
+
+@pytest.mark.parametrize("how", ["asked", "stored", "asked apart"])
+async def test_receipts_ride_in_the_answers_to_asked_reports(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An asked report's receipt (the batch recorded for it) comes in its ``recorded``
+    answer: nothing reaches the worker's receipt subject, and the cached generator still
+    fuses each activity result with what the code decides next (three reports). A stored
+    report has no answer: its receipt comes on the receipt subject as before; so does an
+    asked one's when the worker does not ask for it in the answer (a worker that does not
+    know the header)."""
+    if how == "asked apart":
+        monkeypatch.setattr(reports_mod, "ANSWER_RECEIPT_HEADER", "Df-Unknown-Header")
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        options = df.WorkerOptions(ask_reports=how != "stored")
+        async with env.worker(
+            workflows=[order], activities=[charge, ship], options=options
+        ) as worker:
+            inbox = worker._reports.receipts
+            assert inbox
+            seen: list[str] = []
+            spy = await nats.connect(env.nats_url)
+            try:
+
+                async def on(msg: nats.aio.msg.Msg) -> None:
+                    seen.append((msg.headers or {}).get(RUN_HEADER, ""))
+
+                await spy.subscribe(inbox, cb=on)
+                await spy.flush()
+                before = dict(server.stats)
+                h = await env.client.start_workflow(order, f"o-{how}", id=f"o-{how}")
+                assert await h.result(timeout=15) == f"charged o-{how}/shipped o-{how}"
+                await spy.flush()
+            finally:
+                await spy.close()
+            inputs = server.stats["inputs"] - before["inputs"]
+            asked = server.stats["report_requests"] - before["report_requests"]
+        assert inputs == 4  # the start, then one report per step (each result fused)
+        history = [type(e) for e in await h.fetch_history()]
+        assert history.count(ev.ActivityCompleted) == 2
+        assert history.count(ev.WorkflowCompleted) == 1
+        if how == "asked":
+            assert asked == 3
+            assert seen == []  # every receipt came with its answer
+        else:
+            assert asked == (0 if how == "stored" else 3)
+            # each of the three reports gets its receipt there
+            assert seen == [h.run_id] * 3, seen
+
+
+charged: list[str] = []
+
+
+async def count_charge(order_id: str) -> str:
+    charged.append(order_id)
+    return order_id
+
+
+def fan_out(n: int):  # type: ignore[no-untyped-def]
+    done = yield df.all_of(*(df.activity(count_charge, f"p-{i}", options=OPTS) for i in range(n)))
+    return len(done)
+
+
+async def test_a_decision_in_parts_goes_on_from_the_receipts_in_the_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ten activities reported three commands at a time: each part's answer carries its
+    receipt, and the next part goes out from it (or from the workflow task df-server sends
+    for the rest, whichever comes first); every activity is scheduled and runs once, and no
+    receipt comes apart."""
+    monkeypatch.setattr(reports_mod, "MAX_REPORT_COMMANDS", 3)
+    charged.clear()
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[fan_out], activities=[count_charge]) as worker:
+            seen: list[bytes] = []
+            spy = await nats.connect(env.nats_url)
+            try:
+
+                async def on(msg: nats.aio.msg.Msg) -> None:
+                    seen.append(msg.data)
+
+                await spy.subscribe(worker._reports.receipts, cb=on)
+                await spy.flush()
+                before = dict(server.stats)
+                h = await env.client.start_workflow(fan_out, 10, id="parts")
+                assert await h.result(timeout=20) == 10
+                await spy.flush()
+            finally:
+                await spy.close()
+            asked = server.stats["report_requests"] - before["report_requests"]
+        assert asked >= 4  # at least four parts, each asked
+        assert seen == []
+        assert sorted(charged) == sorted(f"p-{i}" for i in range(10))
+        history = [type(e) for e in await h.fetch_history()]
+        assert history.count(ev.ActivityScheduled) == 10
+        assert history.count(ev.ActivityCompleted) == 10
+        assert history.count(ev.WorkflowCompleted) == 1
 
 
 async def test_junk_report_requests_are_refused_and_dead_lettered() -> None:

@@ -1,0 +1,44 @@
+"""Receipts carried in the answer to a worker's report request.
+
+A report asked of df-server with ``Df-Answer-Receipt`` has the batch appended for it (its
+receipt) in the ``recorded`` answer instead of in a message of its own to the worker's receipt
+subject (``transport/report_requests.py``). The answer goes out only once the append and the
+batch's effects are stored; the worker applies a receipt only once its report is answered
+anyway (it asks holding the run's lock), so nothing waits longer for it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+
+import attrs
+
+__all__ = ["ANSWERED_RECEIPT", "AnsweredReceipt"]
+
+_ANSWER_ROOM = 64
+"""Bytes an answer adds to the batch it carries (``recorded <seq> ``), with room to spare."""
+
+
+@attrs.define
+class AnsweredReceipt:
+    """Where a report request whose answer carries its receipt gets it: the batch appended
+    for the report to run ``run_id``, and its stream sequence."""
+
+    run_id: str
+    seq: int = 0
+    batch: bytes = b""
+
+    def takes(self, run_id: str, seq: int, batch: bytes, max_payload: int) -> bool:
+        """Keep ``batch``, appended at ``seq`` to ``run_id``, for the answer, if it is this
+        report's run and the answer fits in a message (else the receipt is sent apart)."""
+        if run_id != self.run_id or len(batch) + _ANSWER_ROOM > max_payload:
+            return False
+        self.seq, self.batch = seq, batch
+        return True
+
+
+ANSWERED_RECEIPT: contextvars.ContextVar[AnsweredReceipt | None] = contextvars.ContextVar(
+    "durablefuture_answered_receipt", default=None
+)
+"""Set while a report request whose answer carries the receipt is handled (only where an
+input is recorded with a receipt subject is it looked at)."""
