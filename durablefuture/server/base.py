@@ -31,6 +31,7 @@ from durablefuture.server.visibility import VisibilityIndex
 from durablefuture.transport.connection import NATS
 from durablefuture.transport.consumer import PullConsumer
 from durablefuture.transport.guard import check_reply_subject
+from durablefuture.transport.headers import RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import KeyValue
 from durablefuture.transport.publisher import Publisher
@@ -137,6 +138,19 @@ class ServerBase:
             await self.pub.notify(check_reply_subject(reply_to), self.codec.encode_reply(reply))
         except TransportError as exc:
             log.warning("could not answer %s: %s", reply_to[:100], exc)
+
+    async def _send_receipt(self, receipt_to: str, run_id: str, seq: int, batch: bytes) -> None:
+        """Tell the worker what was recorded (``batch``, appended to ``run_id`` at ``seq``),
+        so its cached generator stays current. Never raises: without it, the worker's cache
+        catches up by reading."""
+        try:
+            await self.pub.notify(
+                check_reply_subject(receipt_to, "receipt subject"),
+                batch,
+                headers={RUN_HEADER: run_id, SEQ_HEADER: str(seq)},
+            )
+        except TransportError as exc:
+            log.debug("no receipt sent to %s: %s", receipt_to[:100], exc)
 
     async def _handle_run_input(
         self,

@@ -51,8 +51,8 @@ from durablefuture.server.missing_payloads import instead_of_missing
 from durablefuture.server.receipts import ANSWERED_RECEIPT
 from durablefuture.server.runs import RunCache, RunCaches, RunMissing, new_run_id
 from durablefuture.transport.buckets import read_key
-from durablefuture.transport.guard import check_reply_subject, max_payload
-from durablefuture.transport.headers import CLOSING_HEADER, RUN_HEADER, SEQ_HEADER
+from durablefuture.transport.guard import max_payload
+from durablefuture.transport.headers import CLOSING_HEADER
 from durablefuture.transport.payload_store import MissingPayloadError
 from durablefuture.transport.publisher import WrongLastSequence
 from durablefuture.transport.subjects import STICKY_TOKEN
@@ -272,15 +272,7 @@ class RunInputs(RunCaches, Effects):
                     cache.state.run_id, seq, batch, max_payload(self.nc)
                 )
                 if receipt_to and not kept:
-                    # tell the worker what was recorded, so its cached generator stays current
-                    try:
-                        await self.pub.notify(
-                            check_reply_subject(receipt_to, "receipt subject"),
-                            batch,
-                            headers={RUN_HEADER: cache.state.run_id, SEQ_HEADER: str(seq)},
-                        )
-                    except TransportError as exc:  # the worker's cache catches up by reading
-                        log.debug("no receipt sent to %s: %s", receipt_to[:100], exc)
+                    await self._send_receipt(receipt_to, cache.state.run_id, seq, batch)
                 effects = effects_for(
                     cache.state, decision.events, decided_through=decision.decided_through
                 ) + list(decision.effects)

@@ -66,6 +66,13 @@ class ReportRequests(RequestDesks):
         token = ANSWERED_RECEIPT.set(answered)
         try:
             await self._handle(env, "", receipt_to, 0, sticky)
+        except Exception:
+            if answered is not None and answered.batch:
+                # appended, then failed (its effects not stored): the answer is "store",
+                # which carries no receipt, and the stored report is a duplicate, which
+                # gets none; send it apart, as to a server that does not carry it
+                await self._send_receipt(receipt_to, answered.run_id, answered.seq, answered.batch)
+            raise
         finally:
             ANSWERED_RECEIPT.reset(token)
         if answered is not None and answered.batch:

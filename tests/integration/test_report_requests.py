@@ -407,6 +407,54 @@ async def test_a_decision_whose_activity_task_was_not_stored_gets_it_again(
         assert history.count(ev.WorkflowCompleted) == 1
 
 
+async def test_a_receipt_kept_for_an_answer_that_says_store_comes_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A df-server appended an asked report's decision (``charge`` scheduled), kept its
+    receipt for the answer, and then failed to store the activity task: the answer is
+    ``store``, which carries no receipt. The receipt still reaches the worker, on its receipt
+    subject, so its cached generator stays current (no replay) while the stored report, a
+    duplicate, has the effects derived again. The activity runs once, the run completes
+    once."""
+    failed: list[str] = []
+    real = effects_mod._Sender.dispatch_activity_task
+
+    async def dispatch_once(self: effects_mod._Sender, e: DispatchActivityTask) -> None:
+        if not failed:
+            failed.append(e.task.name)
+            raise TransportError(f"no PubAck for the activity task {e.task.name!r} (injected)")
+        await real(self, e)
+
+    monkeypatch.setattr(effects_mod._Sender, "dispatch_activity_task", dispatch_once)
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[order], activities=[charge, ship]) as worker:
+            seen: list[str] = []
+            spy = await nats.connect(env.nats_url)
+            try:
+
+                async def on(msg: nats.aio.msg.Msg) -> None:
+                    seen.append((msg.headers or {}).get(RUN_HEADER, ""))
+
+                await spy.subscribe(worker._reports.receipts, cb=on)
+                await spy.flush()
+                h = await env.client.start_workflow(order, "o-5", id="o-5")
+                assert await h.result(timeout=20) == "charged o-5/shipped o-5"
+                await spy.flush()
+            finally:
+                await spy.close()
+            misses = worker.stats["cache_misses"]
+        assert failed == ["charge"]
+        assert server.stats["duplicates"] >= 1  # the stored report, recorded once
+        assert seen == [h.run_id]  # the one receipt the answer could not carry
+        assert misses == 0  # the cached generator went on from it
+        history = [type(e) for e in await h.fetch_history()]
+        assert history.count(ev.ActivityScheduled) == 2  # the decision recorded once
+        assert history.count(ev.ActivityCompleted) == 2
+        assert history.count(ev.WorkflowCompleted) == 1
+
+
 async def test_a_decision_without_its_effects_gets_them_under_later_inputs() -> None:
     """As above, a decision (``charge`` scheduled) appended with none of its effects, its
     worker lost; but before its workflow task comes back another input is recorded on top
