@@ -50,6 +50,8 @@ ANSWER_WAIT = 1.0
 killed while it held the request answers never; a late answer costs only a duplicate)."""
 _SEQ_DIGITS = 20
 """At most this many digits in an answer's stream sequence (a uint64 has 20)."""
+_SEQ_MAX = 2**64 - 1
+"""The largest stream sequence (JetStream's are uint64)."""
 
 
 @attrs.frozen
@@ -81,7 +83,10 @@ def parse_answer(answer: bytes) -> Answer:
     seq, _, batch = rest.partition(b" ")
     if not (0 < len(seq) <= _SEQ_DIGITS and seq.isdigit() and batch):
         return Answer(STORE)
-    return Answer(RECORDED, batch, int(seq))
+    number = int(seq)
+    if number > _SEQ_MAX:  # no stream has it: the cached run would read from past its end
+        return Answer(STORE)
+    return Answer(RECORDED, batch, number)
 
 
 async def ask_report(

@@ -119,6 +119,7 @@ def test_a_workflow_task_reports_message_id_names_its_run_incarnation() -> None:
 def test_a_report_answer_carries_its_receipt_or_means_store() -> None:
     batch = CODEC.encode_batch("wtc:3", [ev.SignalReceived(4, T0, "go", ())])
     assert parse_answer(recorded_with(17, batch)) == Answer(RECORDED, batch, 17)
+    assert parse_answer(recorded_with(2**64 - 1, batch)) == Answer(RECORDED, batch, 2**64 - 1)
     assert parse_answer(RECORDED) == Answer(RECORDED)
     assert parse_answer(REFUSED) == Answer(REFUSED)
     # anything not well formed is stored by the worker (a duplicate at most)
@@ -131,6 +132,8 @@ def test_a_report_answer_carries_its_receipt_or_means_store() -> None:
         b"recorded x " + batch,
         b"recorded -1 " + batch,
         b"recorded 1" + b"0" * 20 + b" " + batch,
+        b"recorded %d " % 2**64 + batch,  # 20 digits, past any stream sequence
+        b"recorded 99999999999999999999 " + batch,
         b"recorded\xb2 " + batch,
         b"recordedx 17 " + batch,
         b"refused 17 " + batch,
