@@ -11,12 +11,15 @@ stores the report on the input subject, where the usual redelivery rules apply
 (``durablefuture/transport/report_requests.py``). A request without a reply subject is
 dropped, as is one whose reply subject is no inbox: nobody waits for it, and a worker
 stores a report it got no answer for. A request that asks for it (``Df-Answer-Receipt``) has
-its receipt, the batch appended for it, in the answer ``recorded`` rather than sent apart.
+its receipt, the batch appended for it, in the answer ``recorded`` rather than sent apart;
+it is sent apart all the same when the answer cannot carry it (``store``: the batch's
+effects failed) or may come after the worker stopped waiting (half ``ANSWER_WAIT`` gone).
 """
 
 from __future__ import annotations
 
 import functools
+import time
 
 from durablefuture.codec.wire import InputEnvelope
 from durablefuture.server.receipts import ANSWERED_RECEIPT, AnsweredReceipt
@@ -24,7 +27,13 @@ from durablefuture.server.request_desk import Desk, RequestDesks
 from durablefuture.server.sources import REPORT
 from durablefuture.transport.headers import ANSWER_RECEIPT_HEADER, RECEIPT_HEADER, STICKY_HEADER
 from durablefuture.transport.messages import Msg
-from durablefuture.transport.report_requests import RECORDED, REFUSED, STORE, recorded_with
+from durablefuture.transport.report_requests import (
+    ANSWER_WAIT,
+    RECORDED,
+    REFUSED,
+    STORE,
+    recorded_with,
+)
 
 __all__ = ["ReportRequests"]
 
@@ -60,6 +69,7 @@ class ReportRequests(RequestDesks):
         headers = msg.headers or {}
         receipt_to = headers.get(RECEIPT_HEADER, "")
         sticky = headers.get(STICKY_HEADER, "")
+        began = time.monotonic()
         answered = None
         if receipt_to and env.input is not None and headers.get(ANSWER_RECEIPT_HEADER) == "1":
             answered = AnsweredReceipt(env.input.run_id)
@@ -76,6 +86,11 @@ class ReportRequests(RequestDesks):
         finally:
             ANSWERED_RECEIPT.reset(token)
         if answered is not None and answered.batch:
+            if time.monotonic() - began > ANSWER_WAIT / 2:
+                # the worker may have stopped waiting and stored the report (a duplicate,
+                # which gets no receipt): send it apart as well (a worker that has it already
+                # takes the second as nothing new)
+                await self._send_receipt(receipt_to, answered.run_id, answered.seq, answered.batch)
             return recorded_with(answered.seq, answered.batch)
         return RECORDED
 

@@ -9,6 +9,7 @@ subject are dropped; the daemons stay up and the runs in flight complete.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 
@@ -449,6 +450,57 @@ async def test_a_receipt_kept_for_an_answer_that_says_store_comes_apart(
         assert server.stats["duplicates"] >= 1  # the stored report, recorded once
         assert seen == [h.run_id]  # the one receipt the answer could not carry
         assert misses == 0  # the cached generator went on from it
+        history = [type(e) for e in await h.fetch_history()]
+        assert history.count(ev.ActivityScheduled) == 2  # the decision recorded once
+        assert history.count(ev.ActivityCompleted) == 2
+        assert history.count(ev.WorkflowCompleted) == 1
+
+
+async def test_a_receipt_whose_answer_comes_too_late_comes_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A df-server appended an asked report's decision (``charge`` scheduled), but storing
+    its activity task took longer than the worker waits for an answer: the worker stored the
+    report (a duplicate, which gets no receipt), and the ``recorded`` answer that carries the
+    receipt reaches nobody. The receipt comes on the receipt subject as well. The activity
+    runs once, the run completes once."""
+    slowed: list[str] = []
+    real = effects_mod._Sender.dispatch_activity_task
+    stored = asyncio.Event()
+
+    async def dispatch_late(self: effects_mod._Sender, e: DispatchActivityTask) -> None:
+        if not slowed:
+            slowed.append(e.task.name)
+            # until the worker, tired of waiting, has stored its report
+            await asyncio.wait_for(stored.wait(), 15)
+        await real(self, e)
+
+    monkeypatch.setattr(effects_mod._Sender, "dispatch_activity_task", dispatch_late)
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[order], activities=[charge, ship]) as worker:
+            seen: list[str] = []
+            spy = await nats.connect(env.nats_url)
+            try:
+
+                async def on(msg: nats.aio.msg.Msg) -> None:
+                    seen.append((msg.headers or {}).get(RUN_HEADER, ""))
+
+                async def on_report(msg: nats.aio.msg.Msg) -> None:
+                    stored.set()
+
+                await spy.subscribe(worker._reports.receipts, cb=on)
+                await spy.subscribe(worker.layout.input("report"), cb=on_report)
+                await spy.flush()
+                h = await env.client.start_workflow(order, "o-6", id="o-6")
+                assert await h.result(timeout=20) == "charged o-6/shipped o-6"
+                await spy.flush()
+            finally:
+                await spy.close()
+        assert slowed == ["charge"]
+        assert server.stats["duplicates"] >= 1  # the stored report, recorded once
+        assert seen == [h.run_id]  # the one receipt whose answer came too late
         history = [type(e) for e in await h.fetch_history()]
         assert history.count(ev.ActivityScheduled) == 2  # the decision recorded once
         assert history.count(ev.ActivityCompleted) == 2
