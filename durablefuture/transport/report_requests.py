@@ -40,6 +40,7 @@ __all__ = [
     "ask_report",
     "parse_answer",
     "recorded_with",
+    "stream_seq",
 ]
 
 RECORDED = b"recorded"
@@ -81,12 +82,23 @@ def parse_answer(answer: bytes) -> Answer:
     if head != RECORDED:
         return Answer(STORE)
     seq, _, batch = rest.partition(b" ")
-    if not (0 < len(seq) <= _SEQ_DIGITS and seq.isdigit() and batch):
-        return Answer(STORE)
-    number = int(seq)
-    if number > _SEQ_MAX:  # no stream has it: the cached run would read from past its end
+    number = stream_seq(seq)
+    if number is None or not batch:
         return Answer(STORE)
     return Answer(RECORDED, batch, number)
+
+
+def stream_seq(text: bytes | str) -> int | None:
+    """A stream sequence as an answer or a receipt's ``Df-Seq`` header names it: 1 to 20 ASCII
+    digits, at most a uint64; None for anything else (no stream has it: a cached run given it
+    would read from past its stream's end)."""
+    if not 0 < len(text) <= _SEQ_DIGITS:
+        return None
+    digits = text.decode("ascii", "replace") if isinstance(text, bytes) else text
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    number = int(digits)
+    return number if number <= _SEQ_MAX else None
 
 
 async def ask_report(

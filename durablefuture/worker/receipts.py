@@ -22,6 +22,7 @@ from durablefuture.core import inputs as inp
 from durablefuture.core.errors import DecodeError, TransportError
 from durablefuture.transport.headers import RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.messages import Msg
+from durablefuture.transport.report_requests import stream_seq
 from durablefuture.worker.cache import RunCache
 from durablefuture.worker.reports import Reports
 
@@ -53,7 +54,7 @@ class Receipts:
         if events is None:
             return
         seq_header = (msg.headers or {}).get(SEQ_HEADER, "")
-        seq = int(seq_header) if seq_header.isascii() and seq_header.isdigit() else 0
+        seq = stream_seq(seq_header) or 0  # a hostile header: the receipt still applies
         if self.cache.lock(run_id).locked():
             # the run's handler waits for a df-server's answer: apply this when it is done,
             # without holding up the receipts of other runs (one subscription delivers all)

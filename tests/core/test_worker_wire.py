@@ -139,3 +139,13 @@ def test_a_report_answer_carries_its_receipt_or_means_store() -> None:
         b"refused 17 " + batch,
     ]:
         assert parse_answer(junk) == Answer(STORE), junk
+
+
+def test_a_receipts_stream_sequence_is_a_uint64_or_nothing() -> None:
+    from durablefuture.transport.report_requests import stream_seq
+
+    assert stream_seq("17") == 17
+    assert stream_seq(b"17") == 17
+    assert stream_seq(str(2**64 - 1)) == 2**64 - 1
+    for junk in ["", "-1", "x", "1" + "0" * 20, str(2**64), "9" * 4301, "²", "1 7", b"\xb2"]:
+        assert stream_seq(junk) is None, junk
