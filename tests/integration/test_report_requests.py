@@ -28,7 +28,7 @@ from durablefuture.core.errors import TransportError
 from durablefuture.core.failure import Failure
 from durablefuture.core.orchestration import APPLIED, decide
 from durablefuture.core.replay import WorkflowExecution
-from durablefuture.server import ServerOptions
+from durablefuture.server import Server, ServerOptions
 from durablefuture.server import effects as effects_mod
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.headers import RUN_HEADER
@@ -76,6 +76,55 @@ def wait_then_nap(order_id: str):  # type: ignore[no-untyped-def]
     go = yield df.wait_signal("go")
     yield df.sleep(0.2)
     return f"{order_id} {go}"
+
+
+async def _until(h: df.WorkflowHandle, kind: type, n: int = 1) -> None:
+    """Wait until the run's history holds ``n`` events of ``kind``."""
+
+    async def there() -> bool:
+        return sum(isinstance(e, kind) for e in await h.fetch_history()) == n
+
+    await wait_for(there, 15)
+
+
+async def _append_without_effects(
+    server: Server, workflow_id: str, run: str, report: inp.RunInput
+) -> list[ev.Event]:
+    """Append what ``report`` records, as df-server does, and send none of its effects (a
+    df-server that failed right after the append)."""
+    cache = await server._load(workflow_id, run)
+    async with cache.lock:
+        await server._refresh(cache)
+        decision = decide(cache.state, report, time.time())
+        assert decision.outcome == APPLIED
+        await server.history.append_sized(
+            workflow_id, run, report.input_id, list(decision.events), cache.last_seq
+        )
+    return list(decision.events)
+
+
+def _first_dispatch_fails(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """df-server's first activity task send fails (no PubAck, as when its stream leader stops
+    answering); the names of the tasks that failed so are in the list returned."""
+    failed: list[str] = []
+    real = effects_mod._Sender.dispatch_activity_task
+
+    async def dispatch_once(self: effects_mod._Sender, e: DispatchActivityTask) -> None:
+        if not failed:
+            failed.append(e.task.name)
+            raise TransportError(f"no PubAck for the activity task {e.task.name!r} (injected)")
+        await real(self, e)
+
+    monkeypatch.setattr(effects_mod._Sender, "dispatch_activity_task", dispatch_once)
+    return failed
+
+
+async def _lost_lease(env: LocalEnvironment, run: str) -> None:
+    """Attempt 1 of activity 1 held by a worker that is gone (its lease is a minute old)."""
+    client = env.client
+    kv = await open_bucket(client.pub.js, client.layout.activity_bucket)
+    leases = AttemptLeases(client.pub, kv, client.layout, CODEC)
+    assert await leases.claim(run, 1, 1, "lost", 1.0, time.time() - 60) is None
 
 
 async def test_reports_are_recorded_by_request_and_not_stored() -> None:
@@ -298,31 +347,16 @@ async def test_a_decision_recorded_without_its_effects_gets_them_when_its_task_c
         options = df.WorkerOptions(sticky=False)
         async with env.worker(workflows=[wait_then_nap], options=options):
             h = await env.client.start_workflow(wait_then_nap, "n-1", id="n-1")
-
-            async def waiting() -> bool:
-                return any(isinstance(e, ev.SignalWaitStarted) for e in await h.fetch_history())
-
-            await wait_for(waiting, 15)
+            await _until(h, ev.SignalWaitStarted)
         run = h.run_id or ""
         await h.signal("go", "now")  # its workflow task is stored; no worker takes it yet
-
-        async def signalled() -> bool:
-            return any(isinstance(e, ev.SignalReceived) for e in await h.fetch_history())
-
-        await wait_for(signalled, 15)
+        await _until(h, ev.SignalReceived)
         # what a worker decides on the signal, appended by df-server with none of its effects
         execution = WorkflowExecution(WorkflowDefinition.from_fn(wait_then_nap), CODEC.payloads)
         activation = execution.feed(list(await h.fetch_history()))
         assert [type(c) for c in activation.commands] == [StartTimer]
         report = inp.CompleteWorkflowTask(run, activation.based_on, activation.commands, "lost")
-        cache = await server._load("n-1", run)
-        async with cache.lock:
-            await server._refresh(cache)
-            decision = decide(cache.state, report, time.time())
-            assert decision.outcome == APPLIED
-            await server.history.append_sized(
-                "n-1", run, report.input_id, list(decision.events), cache.last_seq
-            )
+        await _append_without_effects(server, "n-1", run, report)
         assert [type(e) for e in await h.fetch_history()].count(ev.TimerStarted) == 1
 
         async with env.worker(workflows=[wait_then_nap], options=options) as worker:
@@ -347,25 +381,11 @@ async def test_an_activity_result_recorded_without_its_effects_gets_them_on_rede
         assert server is not None
         async with env.worker(workflows=[order]):  # no activities: `charge` stays queued
             h = await env.client.start_workflow(order, "o-3", id="o-3")
-
-            async def scheduled() -> bool:
-                return any(isinstance(e, ev.ActivityScheduled) for e in await h.fetch_history())
-
-            await wait_for(scheduled, 15)
+            await _until(h, ev.ActivityScheduled)
         run = h.run_id or ""
-        client = env.client
-        kv = await open_bucket(client.pub.js, client.layout.activity_bucket)
-        leases = AttemptLeases(client.pub, kv, client.layout, CODEC)
-        assert await leases.claim(run, 1, 1, "lost", 1.0, time.time() - 60) is None
+        await _lost_lease(env, run)
         report = inp.CompleteActivityTask(run, 1, 1, "charged o-3")
-        cache = await server._load("o-3", run)
-        async with cache.lock:
-            await server._refresh(cache)
-            decision = decide(cache.state, report, time.time())
-            assert decision.outcome == APPLIED
-            await server.history.append_sized(
-                "o-3", run, report.input_id, list(decision.events), cache.last_seq
-            )
+        await _append_without_effects(server, "o-3", run, report)
 
         async with env.worker(workflows=[order], activities=[charge, ship]):
             assert await h.result(timeout=20) == "charged o-3/shipped o-3"
@@ -383,16 +403,7 @@ async def test_a_decision_whose_activity_task_was_not_stored_gets_it_again(
     PubAck). Asked, it answers ``store``, and the report the worker stores is a duplicate
     whose effects df-server derives again; stored, the report itself is delivered again,
     with the same outcome. The activity runs once and the run completes once."""
-    failed: list[str] = []
-    real = effects_mod._Sender.dispatch_activity_task
-
-    async def dispatch_once(self: effects_mod._Sender, e: DispatchActivityTask) -> None:
-        if not failed:
-            failed.append(e.task.name)
-            raise TransportError(f"no PubAck for the activity task {e.task.name!r} (injected)")
-        await real(self, e)
-
-    monkeypatch.setattr(effects_mod._Sender, "dispatch_activity_task", dispatch_once)
+    failed = _first_dispatch_fails(monkeypatch)
     async with LocalEnvironment() as env:
         server = env.server
         assert server is not None
@@ -417,16 +428,7 @@ async def test_a_receipt_kept_for_an_answer_that_says_store_comes_apart(
     subject, so its cached generator stays current (no replay) while the stored report, a
     duplicate, has the effects derived again. The activity runs once, the run completes
     once."""
-    failed: list[str] = []
-    real = effects_mod._Sender.dispatch_activity_task
-
-    async def dispatch_once(self: effects_mod._Sender, e: DispatchActivityTask) -> None:
-        if not failed:
-            failed.append(e.task.name)
-            raise TransportError(f"no PubAck for the activity task {e.task.name!r} (injected)")
-        await real(self, e)
-
-    monkeypatch.setattr(effects_mod._Sender, "dispatch_activity_task", dispatch_once)
+    failed = _first_dispatch_fails(monkeypatch)
     async with LocalEnvironment() as env:
         server = env.server
         assert server is not None
@@ -519,33 +521,17 @@ async def test_a_decision_without_its_effects_gets_them_under_later_inputs() -> 
         options = df.WorkerOptions(sticky=False)
         async with env.worker(workflows=[wait_then_charge], options=options):
             h = await env.client.start_workflow(wait_then_charge, "c-1", id="c-1")
-
-            async def waiting() -> bool:
-                return any(isinstance(e, ev.SignalWaitStarted) for e in await h.fetch_history())
-
-            await wait_for(waiting, 15)
+            await _until(h, ev.SignalWaitStarted)
         run = h.run_id or ""
         await h.signal("go", "now")  # its workflow task is stored; no worker takes it yet
-
-        async def signals(n: int) -> bool:
-            events = await h.fetch_history()
-            return sum(isinstance(e, ev.SignalReceived) for e in events) == n
-
-        await wait_for(lambda: signals(1), 15)
+        await _until(h, ev.SignalReceived)
         execution = WorkflowExecution(WorkflowDefinition.from_fn(wait_then_charge), CODEC.payloads)
         activation = execution.feed(list(await h.fetch_history()))
         assert [type(c).__name__ for c in activation.commands] == ["ScheduleActivity"]
         report = inp.CompleteWorkflowTask(run, activation.based_on, activation.commands, "lost")
-        cache = await server._load("c-1", run)
-        async with cache.lock:
-            await server._refresh(cache)
-            decision = decide(cache.state, report, time.time())
-            assert decision.outcome == APPLIED
-            await server.history.append_sized(
-                "c-1", run, report.input_id, list(decision.events), cache.last_seq
-            )
+        await _append_without_effects(server, "c-1", run, report)
         await h.signal("unrelated", 1)  # recorded on top of the decision
-        await wait_for(lambda: signals(2), 15)
+        await _until(h, ev.SignalReceived, 2)
 
         async with env.worker(
             workflows=[wait_then_charge], activities=[charge], options=options
@@ -570,32 +556,14 @@ async def test_an_attempt_failure_without_its_effects_gets_them_under_later_inpu
         assert server is not None
         async with env.worker(workflows=[retried_charge]):  # no activities: `charge` stays queued
             h = await env.client.start_workflow(retried_charge, "r-1", id="r-1")
-
-            async def scheduled() -> bool:
-                return any(isinstance(e, ev.ActivityScheduled) for e in await h.fetch_history())
-
-            await wait_for(scheduled, 15)
+            await _until(h, ev.ActivityScheduled)
         run = h.run_id or ""
-        client = env.client
-        kv = await open_bucket(client.pub.js, client.layout.activity_bucket)
-        leases = AttemptLeases(client.pub, kv, client.layout, CODEC)
-        assert await leases.claim(run, 1, 1, "lost", 1.0, time.time() - 60) is None
+        await _lost_lease(env, run)
         report = inp.FailActivityTask(run, 1, 1, Failure("card reader unplugged"))
-        cache = await server._load("r-1", run)
-        async with cache.lock:
-            await server._refresh(cache)
-            decision = decide(cache.state, report, time.time())
-            assert decision.outcome == APPLIED
-            assert [type(e) for e in decision.events] == [ev.ActivityRetryScheduled]
-            await server.history.append_sized(
-                "r-1", run, report.input_id, list(decision.events), cache.last_seq
-            )
+        events = await _append_without_effects(server, "r-1", run, report)
+        assert [type(e) for e in events] == [ev.ActivityRetryScheduled]
         await h.signal("unrelated", 1)  # recorded on top of the failure
-
-        async def signalled() -> bool:
-            return any(isinstance(e, ev.SignalReceived) for e in await h.fetch_history())
-
-        await wait_for(signalled, 15)
+        await _until(h, ev.SignalReceived)
 
         async with env.worker(workflows=[retried_charge], activities=[charge]):
             assert await h.result(timeout=20) == "charged r-1"
