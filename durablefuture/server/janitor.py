@@ -25,6 +25,7 @@ from durablefuture.transport.compaction import Compactor
 from durablefuture.transport.deadletter import refuse_strays
 from durablefuture.transport.namespace_settings import read_settings
 from durablefuture.transport.payload_gc import ABANDONED_AFTER, finish_deletions, sweep
+from durablefuture.transport.stopping import cancel_and_wait
 
 __all__ = ["Janitor"]
 
@@ -51,9 +52,7 @@ class Janitor(ServerBase):
     async def _stop_janitor(self) -> None:
         task, self._janitor_task = self._janitor_task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task, "the janitor")
 
     async def _janitor_loop(self) -> None:
         failing = False

@@ -27,7 +27,6 @@ from then on (``transport/payload_gc.py``); one put lately is left to the janito
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -46,6 +45,7 @@ from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
 from durablefuture.transport.payload_gc import collect_released
 from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.redelivery import lost_reason
+from durablefuture.transport.stopping import cancel_and_wait
 from durablefuture.transport.stored import leader_get
 
 __all__ = ["Removals"]
@@ -83,9 +83,7 @@ class Removals(Effects):
         if self._removals is not None:
             await self._removals.stop()
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task, "the removals loop")
 
     async def _removal_loop(self, consumer: PullConsumer) -> None:
         running: set[asyncio.Task[None]] = set()

@@ -77,6 +77,7 @@ from durablefuture.transport.publisher import Publisher, WrongLastSequence
 from durablefuture.transport.redelivery import lost_reason
 from durablefuture.transport.schedule_store import ScheduleStore
 from durablefuture.transport.startup import until_ready
+from durablefuture.transport.stopping import cancel_and_wait
 from durablefuture.transport.subjects import Layout
 
 __all__ = ["ScheduleOptions", "ScheduleService"]
@@ -152,9 +153,7 @@ class ScheduleService:
         if self._consumer is not None:
             await self._consumer.stop()
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._loop_task
+            await cancel_and_wait(self._loop_task, "the schedules loop")
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 

@@ -28,6 +28,7 @@ from durablefuture import metrics
 from durablefuture.server.base import ServerBase
 from durablefuture.transport.compaction import acknowledged
 from durablefuture.transport.sticky import StickyTasks, sequence_of
+from durablefuture.transport.stopping import cancel_and_wait
 from durablefuture.transport.subjects import sticky_token
 from durablefuture.transport.workers import WorkerRegistry
 
@@ -54,9 +55,7 @@ class StickyFallback(ServerBase):
     async def _stop_sticky(self) -> None:
         task, self._sticky_task = self._sticky_task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task, "the sticky fallback loop")
 
     async def _sticky_loop(self) -> None:
         failing = False

@@ -39,6 +39,7 @@ from durablefuture.transport.connection import NATS
 from durablefuture.transport.guard import check_reply_subject, max_payload
 from durablefuture.transport.layout import KeyValue
 from durablefuture.transport.messages import Msg, Subscription
+from durablefuture.transport.stopping import cancel_and_wait
 from durablefuture.transport.subjects import Layout
 
 __all__ = ["READY_TIMEOUT", "VisibilityIndex"]
@@ -114,10 +115,9 @@ class VisibilityIndex:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
         self._sub = self._removed_sub = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        task, self._task = self._task, None
+        if task is not None:  # cancelled again if a cancel is swallowed (transport/stopping.py)
+            await cancel_and_wait(task, "the status bucket's watch")
 
     # ------------------------------------------------------------------ following the bucket
 

@@ -5,12 +5,12 @@ so `df why` and `df workers` can tell a live worker from one that is gone."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from durablefuture.core.errors import TransportError
 from durablefuture.core.liveness import WorkerRecord
+from durablefuture.transport.stopping import cancel_and_wait
 from durablefuture.transport.workers import WorkerRegistry
 from durablefuture.worker.options import WorkerOptions
 
@@ -79,9 +79,7 @@ class Liveness:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await cancel_and_wait(task, "the liveness loop")
         try:
             await self.registry.remove(self.task_queue, self.identity, self.options.record_ttl())
         except Exception as exc:  # it expires on its own
