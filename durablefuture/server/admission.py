@@ -124,12 +124,12 @@ class StartGate:
         self.min_hold = _MIN_HOLD
         self._starts = 0
         self._held: dict[str, _Held] = {}
+        """Places kept by runs created and waiting for their first report, by run id."""
         self._inside: dict[str, _Place] = {}
+        """The starts being handled that have created a run to hold on for, by run id."""
         self._late: OrderedDict[str, float] = OrderedDict()
         """Runs whose place was given back before their report, by run id: when they were
         created (the most recent ``4 * limit``)."""
-        """The starts being handled that have created a run to hold on for, by run id."""
-        """Places kept by runs created and waiting for their first report, by run id."""
         self.live_for = LIVE_FOR
         """Seconds a task queue counts as having workers after one of its reports."""
         self._live: OrderedDict[str, float] = OrderedDict()
@@ -211,12 +211,15 @@ class StartGate:
         if held is None:
             since = self._late.pop(run_id, None)
             if since is not None:  # its place was given back: the report still says how long
-                self._usual += (min(self.hold, loop.time() - since) - self._usual) / 8
+                self._learn(min(self.hold, loop.time() - since))
             return
         held.handle.cancel()
-        took = loop.time() - held.since
-        self._usual += (took - self._usual) / 8
+        self._learn(loop.time() - held.since)
         self._wake()
+
+    def _learn(self, took: float) -> None:
+        """A first report took ``took`` seconds: the moving average of them moves 1/8 there."""
+        self._usual += (took - self._usual) / 8
 
     def _given_up(self, run_id: str) -> None:
         held = self._held.pop(run_id, None)
