@@ -5,12 +5,15 @@ while they wait; the inputs of the runs already going (a signal) do not wait beh
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 import durablefuture as df
 from durablefuture.server import ServerOptions, start_requests
+from durablefuture.server.admission import StartGate
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.connection import connect
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer, ensure_namespace
@@ -187,6 +190,23 @@ async def test_starts_stored_for_a_server_consumer_of_every_input_are_started_on
         await nc.close()
 
 
+@contextlib.asynccontextmanager
+async def _one_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[LocalEnvironment, StartGate]]:
+    """An environment whose df-server takes one start at a time, where only a first report
+    gives a held place back: no start goes ahead for having waited (two minutes, for it and
+    its client), and no hold runs out on its own."""
+    monkeypatch.setattr(start_requests, "REQUEST_WAIT", 120.0)
+    options = ServerOptions(start_concurrency=1)
+    async with LocalEnvironment(server_options=options) as env:
+        assert env.server is not None
+        gate = env.server._gate
+        gate.hold = gate.min_hold = gate.max_wait = 120
+        env.client.request_timeout = 120
+        yield env, gate
+
+
 async def test_each_start_of_a_burst_waits_until_the_runs_before_are_going(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -195,16 +215,9 @@ async def test_each_start_of_a_burst_waits_until_the_runs_before_are_going(
     made; each later run is created only after the one two places before it had its first
     task recorded (its SignalWaitStarted), so first tasks never pile up behind the starts."""
     n = 12
-    # only a report gives a place back here: no start goes ahead for having waited
-    monkeypatch.setattr(start_requests, "REQUEST_WAIT", 120.0)
-    options = ServerOptions(start_concurrency=1)
-    async with LocalEnvironment(server_options=options) as env:
-        assert env.server is not None
-        gate = env.server._gate
-        gate.hold = gate.min_hold = gate.max_wait = 120
+    async with _one_place(monkeypatch) as (env, gate):
         gate.live_for = 600  # queue q keeps counting as served while its worker is away
         client = env.client
-        client.request_timeout = 120
         async with env.worker(task_queue="q", workflows=[add_workflow], activities=ACTS):
             earlier = await client.start_workflow(add_workflow, 1, id="earlier", task_queue="q")
             await earlier.result(timeout=60)  # queue q has had a worker
@@ -249,15 +262,8 @@ async def test_starts_to_a_queue_without_workers_are_not_held(
     to pace them by, so no start waits for their runs; every run is created at once and
     completes once its worker comes."""
     n = 12
-    # a place given back only by a report would hold these starts for two minutes
-    monkeypatch.setattr(start_requests, "REQUEST_WAIT", 120.0)
-    options = ServerOptions(start_concurrency=1)
-    async with LocalEnvironment(server_options=options) as env:
-        assert env.server is not None
-        gate = env.server._gate
-        gate.hold = gate.min_hold = gate.max_wait = 120
+    async with _one_place(monkeypatch) as (env, gate):
         client = env.client
-        client.request_timeout = 120
         starts, answered = await _burst(client, n, "later", add_workflow)
 
         async def all_answered() -> bool:
