@@ -4,6 +4,8 @@
   written by the worker, read by the server when a heartbeat timeout fires
 * activity cancel request (same bucket, key ``cx.<run>.<seq>``): ``{"reason"}``
 * removal of a closed run (stream ``df.<ns>.rm.<kind>``): ``{"wid", "run"}``
+* removal of closed runs whose expiries share one message (``df.<ns>.rm.expire-list``):
+  ``{"runs": [[wid, run], ...]}``, at most ``MAX_EXPIRY_LIST`` runs
 * query (core NATS request to ``df.<ns>.q.<queue>``): ``{"wid", "run", "name", "args"}``,
   answered with ``{"ok": true, "result"}`` or ``{"ok": false, "error", "message"}``
 
@@ -23,16 +25,21 @@ from durablefuture.core.errors import DecodeError, InvalidArgumentError
 from durablefuture.core.types import JsonValue, check_run_id, check_workflow_id
 
 __all__ = [
+    "EXPIRY_LIST_BYTES",
+    "MAX_EXPIRY_LIST",
     "REMOVAL_KINDS",
     "Heartbeat",
     "QueryAnswer",
     "Removal",
+    "decode_expiry_list",
     "decode_heartbeat",
     "decode_query_answer",
     "decode_removal",
     "encode_cancel_request",
+    "encode_expiry_list",
     "encode_query",
     "encode_removal",
+    "expiry_list_size",
 ]
 
 
@@ -89,9 +96,16 @@ def decode_query_answer(data: bytes) -> QueryAnswer:
     return QueryAnswer(False, message=str(message)[:2000] if message is not None else "")
 
 
-REMOVAL_KINDS = ("expire", "delete")
+REMOVAL_KINDS = ("expire", "delete", "expire-list")
 """``expire``: the run's retention is over (from its expiry schedule); ``delete``: an
-operator asked to delete the closed run now."""
+operator asked to delete the closed run now; ``expire-list``: the retention of every run the
+message lists is over (one schedule for the runs that closed together)."""
+
+MAX_EXPIRY_LIST = 100
+"""Runs one expiry list names at most (each removal is a few JetStream calls: a list is
+removed well within a few in-progress acknowledgements)."""
+EXPIRY_LIST_BYTES = 32 * 1024
+"""Bytes of an expiry list's body at most, far below any stream's largest message."""
 
 
 @frozen
@@ -115,3 +129,38 @@ def decode_removal(data: bytes) -> Removal:
         return Removal(check_workflow_id(wid), check_run_id(run))
     except InvalidArgumentError as exc:
         raise DecodeError(f"a removal request is out of bounds: {exc}") from None
+
+
+def expiry_list_size(removal: Removal) -> int:
+    """Bytes ``removal`` adds to an expiry list at most (JSON escapes double a character)."""
+    return 2 * len(removal.workflow_id.encode()) + len(removal.run_id) + 8
+
+
+def encode_expiry_list(removals: list[Removal]) -> bytes:
+    return orjson.dumps({"runs": [[r.workflow_id, r.run_id] for r in removals]})
+
+
+def decode_expiry_list(data: bytes) -> list[Removal]:
+    """The runs an expiry list names: 1 to ``MAX_EXPIRY_LIST``, each checked."""
+    if len(data) > EXPIRY_LIST_BYTES:
+        raise DecodeError(
+            f"an expiry list of {len(data):,} bytes is larger than {EXPIRY_LIST_BYTES:,}"
+        )
+    obj: dict[str, object] = json_object(data, "an expiry list")
+    runs = obj.get("runs")
+    if not isinstance(runs, list) or not 1 <= len(runs) <= MAX_EXPIRY_LIST:
+        raise DecodeError(f"an expiry list needs 'runs': a list of 1 to {MAX_EXPIRY_LIST} runs")
+    out: list[Removal] = []
+    for i, item in enumerate(runs):
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[0], str)
+            or not isinstance(item[1], str)
+        ):
+            raise DecodeError(f"an expiry list's run {i} is not [workflow id, run id]")
+        try:
+            out.append(Removal(check_workflow_id(item[0]), check_run_id(item[1])))
+        except InvalidArgumentError as exc:
+            raise DecodeError(f"an expiry list's run {i} is out of bounds: {exc}") from None
+    return out

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Coroutine, Mapping, Sequence
-from datetime import UTC, datetime
 
 from durablefuture import metrics
 from durablefuture.codec.records import Removal, encode_cancel_request, encode_removal
@@ -48,6 +47,7 @@ from durablefuture.core.effects import (
 )
 from durablefuture.core.errors import DurableFutureError, TransportError
 from durablefuture.core.interpretation import RunMessage, interpret
+from durablefuture.server.expiries import ExpiryLists
 from durablefuture.server.runs import RunCache
 from durablefuture.server.sources import SERVER
 from durablefuture.server.status_later import StatusLater
@@ -65,6 +65,7 @@ from durablefuture.transport.publisher import (
     settled,
     unless_present,
 )
+from durablefuture.transport.publisher import schedule_at as _at
 
 __all__ = ["FULL_HISTORY_IN_TASK", "MAX_TASK_BYTES", "Effects", "Guard", "await_ack"]
 
@@ -80,11 +81,6 @@ MAX_TASK_BYTES = 512 * 1024
 """A workflow task carrying more than this leaves the events out (the worker reads them)."""
 FULL_HISTORY_IN_TASK = 400
 """Histories up to this many events travel inside the workflow task (no read needed)."""
-
-
-def _at(ts: float) -> str:
-    stamp = datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
-    return f"@at {stamp}Z"
 
 
 class Effects(StatusLater):
@@ -208,12 +204,25 @@ class Effects(StatusLater):
     async def _arm_expiry(
         self, workflow_id: str, run_id: str, closed_at: float
     ) -> asyncio.Future[PubAck]:
-        """Arm (or move) a closed run's expiry: the namespace's retention after ``closed_at``
-        (its removal: ``server/removals.py``)."""
+        """Arm (or move) a closed run's expiry on its own: the namespace's retention after
+        ``closed_at`` (its removal: ``server/removals.py``); a close shares one instead
+        (``_expire``)."""
         due = closed_at + self.settings.retention
         headers = {SCHEDULE: _at(due), SCHEDULE_TARGET: self.layout.removal("expire")}
         body = encode_removal(Removal(workflow_id, run_id))
         return await self.pub.send(self.layout.expiry(run_id), body, headers)
+
+    _expiry_lists: ExpiryLists | None = None
+
+    async def _expire(
+        self, workflow_id: str, run_id: str, closed_at: float
+    ) -> asyncio.Future[PubAck]:
+        """Arm a closed run's expiry in a list shared with the runs closing with it
+        (``server/expiries.py``); the future resolves once that list is stored."""
+        if self._expiry_lists is None:
+            self._expiry_lists = ExpiryLists(self.pub, self.layout, self._track)
+        due = closed_at + self.settings.retention
+        return await self._expiry_lists.arm(Removal(workflow_id, run_id), due)
 
     def _later(self, when: float, subject: str, data: bytes, msg_id: str) -> None:
         """Publish at ``when`` of a skipping clock (the JetStream schedule keeps wall time)."""
@@ -412,7 +421,7 @@ class _Sender:
                     self.after.append(purge)
             closed_at = summary.close_time or server.clock.now()
             self.pending.append(
-                await server._arm_expiry(summary.workflow_id, summary.run_id, closed_at)
+                await server._expire(summary.workflow_id, summary.run_id, closed_at)
             )
             # The close is in history already; waiting clients get the outcome right away
             # (the notice carries it), while the status entry is being stored.

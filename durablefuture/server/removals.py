@@ -1,10 +1,17 @@
 """Removing closed runs: when their retention is over, or when an operator deletes one.
 
-When a run closes, df-server arms its expiry: a JetStream message schedule on
-``df.<ns>.rx.<run>`` that fires at close time + the namespace's retention onto
-``df.<ns>.rm.expire``. ``df workflow delete`` sends ``df.<ns>.rm.delete``. Both are read by one
+When a run closes, df-server arms its expiry: a JetStream message schedule that fires at
+close time + the namespace's retention. The runs that close together share one
+(``server/expiries.py``): ``df.<ns>.rx.l.<list>`` lists them and fires, at the latest of their
+due times, onto ``df.<ns>.rm.expire-list``; a run's own, ``df.<ns>.rx.<run>`` (armed again when
+the retention grew, and what servers before the lists armed at every close), fires onto
+``df.<ns>.rm.expire``. ``df workflow delete`` sends ``df.<ns>.rm.delete``. All are read by one
 durable consumer (``removals``) shared by every df-server, so each removal is handled by one
-server at a time, and only acknowledged when it is done.
+server at a time, and only acknowledged when it is done: a list when every run it names is
+removed, with in-progress acknowledgements meanwhile. A list that fails part way is delivered
+again (or dead-lettered) as a whole; the runs already removed are found gone then. A fired
+list's schedule is removed from the stream by JetStream; its ``rm.expire-list`` message, once
+acknowledged, by the compactor.
 
 A removal first reads the run's newest history message from the stream leader: a run whose
 history does not end with a closing event is open, and nothing of it is touched (a delete
@@ -31,7 +38,7 @@ import logging
 import time
 
 from durablefuture.codec.claims import claim_names
-from durablefuture.codec.records import REMOVAL_KINDS, decode_removal
+from durablefuture.codec.records import REMOVAL_KINDS, decode_expiry_list, decode_removal
 from durablefuture.codec.wire import Reply
 from durablefuture.core import events as ev
 from durablefuture.core.errors import DecodeError, WorkflowNotFoundError, WorkflowStillOpenError
@@ -112,16 +119,30 @@ class Removals(Effects):
             try:
                 if kind not in REMOVAL_KINDS:
                     raise DecodeError(f"unknown removal kind {kind!r}")
-                removal = decode_removal(msg.data)
+                if kind == "expire-list":
+                    removals = decode_expiry_list(msg.data)
+                else:
+                    removals = [decode_removal(msg.data)]
             except DecodeError as exc:
                 await dead_letter(
                     self.pub, self.layout.dead_letter("removal"), msg, "removal", str(exc)
                 )
                 return
+            refused: Reply | None = None
+            removal = removals[0]
+            keepalive = max(0.1, self.options.input_ack_wait / 3)
+            alive = time.monotonic()
             try:
-                refused = await self.remove_run(
-                    removal.workflow_id, removal.run_id, expire=kind == "expire"
-                )
+                for removal in removals:
+                    if time.monotonic() - alive > keepalive:
+                        # a long list: still at work, not to be delivered to another server
+                        await msg.in_progress()
+                        alive = time.monotonic()
+                    # a list delivered again re-does only what is left: a removed run is
+                    # found gone, and nothing of it is left to delete
+                    refused = await self.remove_run(
+                        removal.workflow_id, removal.run_id, expire=kind != "delete"
+                    )
             except Exception as exc:
                 delivered = delivery_count(msg)
                 policy = self.options.redelivery

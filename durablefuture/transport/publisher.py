@@ -23,6 +23,7 @@ import contextlib
 import re
 import time
 from collections.abc import Awaitable, Mapping, Sequence
+from datetime import UTC, datetime
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -43,6 +44,7 @@ __all__ = [
     "Publisher",
     "SequenceInFlight",
     "WrongLastSequence",
+    "schedule_at",
     "settled",
     "unless_present",
 ]
@@ -58,6 +60,12 @@ STORAGE_FULL_CODES = frozenset({10023, 10002})
 """JetStream's "insufficient resources" (the server's store limit or a full disk) and "resource
 limits exceeded for account": nothing is stored until space is freed."""
 _RESEND = 0.25  # seconds between two sends of a publish no stream leader took (503)
+
+
+def schedule_at(ts: float) -> str:
+    """The ``Nats-Schedule`` value of a message schedule firing once, at ``ts``."""
+    stamp = datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    return f"@at {stamp}Z"
 
 
 class WrongLastSequence(TransportError):

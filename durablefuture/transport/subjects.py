@@ -21,9 +21,14 @@ One stream per namespace, ``DF_<ns>``, holds every subject under ``df.<ns>.``:
 ``df.<ns>.sct.<schedule>``         a schedule's timer (one ``@at`` message schedule)
 ``df.<ns>.sci.<kind>``             schedule inputs (``tick`` from timers, ``ctl`` from clients)
 ``df.<ns>.rx.<run>``               a closed run's expiry (one ``@at`` message schedule
-                                   firing on ``rm.expire`` when its retention is over)
-``df.<ns>.rm.<kind>``              removals of closed runs: ``expire`` (fired by the
-                                   expiry schedules), ``delete`` (operators' requests)
+                                   firing on ``rm.expire`` when its retention is over;
+                                   armed again so when the retention grew)
+``df.<ns>.rx.l.<list>``            the expiries of runs that closed together (one ``@at``
+                                   schedule listing them, firing on ``rm.expire-list``
+                                   when the last one's retention is over)
+``df.<ns>.rm.<kind>``              removals of closed runs: ``expire`` and
+                                   ``expire-list`` (fired by the expiry schedules),
+                                   ``delete`` (operators' requests)
 ``df.<ns>.ref.<object>.<run>``     a run refers to payload object ``<object>`` (empty
                                    marker; the object goes with the last run naming it)
 =================================  =================================================
@@ -187,6 +192,11 @@ class Layout:
     # retention and removals
     def expiry(self, run_id: str) -> str:
         return f"{self.prefix}.rx.{run_id}"
+
+    def expiry_list(self, list_id: str) -> str:
+        """An expiry list's schedule subject (two tokens after ``rx``: never a run's
+        ``rx.<run>``, which a removal purges)."""
+        return f"{self.prefix}.rx.l.{list_id}"
 
     def removal(self, kind: str) -> str:
         return f"{self.prefix}.rm.{kind}"
