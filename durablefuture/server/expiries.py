@@ -49,6 +49,8 @@ __all__ = ["IN_FLIGHT", "ExpiryLists"]
 IN_FLIGHT = 1
 """Expiry messages of one df-server on their way at once (a full list goes out regardless)."""
 
+_EMPTY = len(encode_expiry_list([]))
+"""Bytes of a list naming no run: what every list has besides its runs."""
 _Waiting = tuple[Removal, float, "asyncio.Future[PubAck]"]
 
 
@@ -67,7 +69,7 @@ class ExpiryLists:
         self._track = track
         self._limit = max(1, in_flight)
         self._waiting: list[_Waiting] = []
-        self._bytes = 2
+        self._bytes = _EMPTY
         self._in_flight = 0
         self._prefix = secrets.token_hex(8)
         """Tells this df-server's lists from every other's (a list id is its schedule subject:
@@ -91,7 +93,7 @@ class ExpiryLists:
     async def _flush(self) -> None:
         """Send what is collected as one message. Never raises: a failure goes to the
         futures of the closes it lists."""
-        group, self._waiting, self._bytes = self._waiting, [], 2
+        group, self._waiting, self._bytes = self._waiting, [], _EMPTY
         if not group:
             return
         self._in_flight += 1

@@ -18,7 +18,13 @@ from typing import Any
 import orjson
 
 from durablefuture.codec.queries import QueryRequest
-from durablefuture.codec.records import Removal, decode_removal, encode_removal
+from durablefuture.codec.records import (
+    Removal,
+    decode_expiry_list,
+    decode_removal,
+    encode_expiry_list,
+    encode_removal,
+)
 from durablefuture.codec.schedules import ScheduleCodec, ScheduleInput
 from durablefuture.codec.wire import InputEnvelope, default_codec
 from durablefuture.core import inputs as inp
@@ -37,7 +43,9 @@ __all__ = [
     "SCHEDULES",
     "activity_task",
     "client_inputs",
+    "decode_expiry_list",
     "decode_removal",
+    "expiry_lists",
     "junk_chunks",
     "junk_dead_letters",
     "junk_meta_records",
@@ -134,6 +142,12 @@ def schedule_inputs() -> list[Valid]:
 
 def removals(rng: random.Random) -> list[Valid]:
     loaded: Valid = orjson.loads(encode_removal(Removal("fz-gone", _run(rng))))
+    return [loaded]
+
+
+def expiry_lists(rng: random.Random) -> list[Valid]:
+    runs = [Removal(f"fz-gone-{i}", _run(rng)) for i in range(3)]
+    loaded: Valid = orjson.loads(encode_expiry_list(runs))
     return [loaded]
 
 

@@ -211,6 +211,13 @@ def stored_targets(env: LocalEnvironment, worker: Worker, rng: random.Random) ->
         Target(layout.removal("delete"), removals, fz.decode_removal, fz.removals(rng), "either"),
         Target(layout.removal("expire"), removals, fz.decode_removal, fz.removals(rng), "either"),
         Target(
+            layout.removal("expire-list"),
+            removals,
+            fz.decode_expiry_list,
+            fz.expiry_lists(rng),
+            "either",
+        ),
+        Target(
             layout.activity_tasks("default"),
             layout.activity_consumer("default"),
             CODEC.decode_activity_task,
