@@ -49,6 +49,10 @@ __all__ = ["IN_FLIGHT", "ExpiryLists"]
 IN_FLIGHT = 1
 """Expiry messages of one df-server on their way at once (a full list goes out regardless)."""
 
+_UNSENT = (
+    "the expiry list naming this close was not stored (its send was cancelled): the close is "
+    "derived again when its input comes back"
+)
 _EMPTY = len(encode_expiry_list([]))
 """Bytes of a list naming no run: what every list has besides its runs."""
 _Waiting = tuple[Removal, float, "asyncio.Future[PubAck]"]
@@ -103,7 +107,7 @@ class ExpiryLists:
             sent = await self._send(list_id, [r for r, _, _ in group], max(d for _, d, _ in group))
         except BaseException as exc:
             self._in_flight -= 1
-            err = exc if isinstance(exc, Exception) else TransportError("an expiry list unsent")
+            err = exc if isinstance(exc, Exception) else TransportError(_UNSENT)
             for _, _, out in group:
                 if not out.done():
                     out.set_exception(err)
@@ -130,7 +134,7 @@ class ExpiryLists:
             if out.done():
                 continue  # its waiter was cancelled
             if sent.cancelled():
-                out.set_exception(TransportError("an expiry list was cancelled before its PubAck"))
+                out.set_exception(TransportError(_UNSENT))
             elif (exc := sent.exception()) is not None:
                 out.set_exception(exc)
             else:
