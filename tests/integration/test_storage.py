@@ -8,6 +8,7 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
 import durablefuture as df
+from durablefuture.codec.records import decode_expiry_list
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.usage import stream_usage
 from tests.conftest import Daemons, wait_for, wait_namespace
@@ -127,9 +128,18 @@ async def test_sigkill_of_df_server_mid_work_loses_nothing_and_leaves_no_residue
 
         async def only_histories() -> bool:
             usage = await stream_usage(client.pub.js, client.layout)
-            return set(usage.by_kind) == {"h", "rx"} and usage.by_kind["rx"] == len(ids)
+            return set(usage.by_kind) == {"h", "rx"}
 
         await wait_for(only_histories, timeout=30)
+        # and every closed run's expiry is armed: listed by an expiry schedule (runs closing
+        # together share one)
+        js, layout = client.pub.js, client.layout
+        info = await js.stream_info(layout.stream, subjects_filter=f"{layout.prefix}.rx.>")
+        listed = set()
+        for subject in info.state.subjects or {}:
+            msg = await js.get_last_msg(layout.stream, subject)
+            listed |= {r.workflow_id for r in decode_expiry_list(msg.data or b"")}
+        assert listed == set(ids)
     except BaseException:
         print(daemons.logs())
         raise
