@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attrs import define
 from nats.aio.client import Client as NATS
@@ -21,7 +21,10 @@ from durablefuture.core.errors import TransportError
 from durablefuture.transport.guard import check_subject
 from durablefuture.transport.replies import ReplyInbox
 
-__all__ = ["Stored", "call_api", "direct_last", "error_text", "leader_get"]
+if TYPE_CHECKING:
+    from durablefuture.transport.publisher import Publisher
+
+__all__ = ["Stored", "call_api", "direct_last", "error_text", "leader_get", "newest"]
 
 _NO_MESSAGE = 10037  # STREAM.MSG.GET: no message found
 _SEQ_DIGITS = 20
@@ -95,6 +98,16 @@ async def leader_get(
     if not isinstance(message, dict):
         raise TransportError(f"reading {what}: unreadable reply {data[:200]!r}")
     return Stored.from_api(message)
+
+
+async def newest(pub: Publisher, stream: str, subject: str, direct: bool) -> Stored | None:
+    """The newest message on ``subject`` (None if none), answered on ``pub``'s inbox: from the
+    stream leader, or with ``direct`` by :func:`direct_last` (any replica may answer: for a
+    reader that reads from the leader again when it does not find what it looked for)."""
+    if direct:
+        return await direct_last(stream, subject, subject, pub.timeout, pub.replies)
+    request: dict[str, object] = {"last_by_subj": subject}
+    return await leader_get(pub.nc, stream, request, subject, pub.timeout, pub.replies)
 
 
 async def direct_last(
