@@ -197,7 +197,13 @@ class WorkflowHandle:
         client = self.client
         try:
             # only the ending is compared: the payloads of the events before it stay sealed
-            batch = await client.history.last_batch(self.id, run_id, payloads="last")
+            # a notice without a summary is df-server's, sent right behind the closing append
+            # on a single-replica stream (or a forged one): read as directly as nats-server
+            # allows. Should a replica that is behind answer, the run looks open and the
+            # notice that follows the stored close is read from the leader.
+            batch = await client.history.last_batch(
+                self.id, run_id, payloads="last", direct=not data
+            )
         except DurableFutureError:
             return None
         terminal = batch.events[-1] if batch is not None and batch.events else None

@@ -48,7 +48,7 @@ from durablefuture.transport.publisher import (
     Publisher,
     WrongLastSequence,
 )
-from durablefuture.transport.stored import Stored, leader_get
+from durablefuture.transport.stored import Stored, leader_get, newest
 from durablefuture.transport.subjects import Layout
 from durablefuture.transport.translate import translated
 
@@ -253,11 +253,11 @@ class HistoryStore:
         return events[-1].event_id if events else 0
 
     async def last_batch(
-        self, workflow_id: str, run_id: str, payloads: BatchPayloads = "all"
+        self, workflow_id: str, run_id: str, payloads: BatchPayloads = "all", direct: bool = False
     ) -> Batch | None:
         """The run's newest batch, in one get (None if none); payloads as ``decode_batch``."""
         subject = self.layout.history(workflow_id, run_id)
-        m = await self._leader_get({"last_by_subj": subject}, subject)
+        m = await newest(self.pub, self.layout.stream, subject, direct)
         return None if m is None else self._batch(m, payloads)
 
     async def first_batch(self, workflow_id: str, run_id: str) -> Batch | None:

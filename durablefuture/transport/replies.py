@@ -118,7 +118,18 @@ class ReplyInbox:
         timeout: float,
         headers: Mapping[str, str] | None = None,
     ) -> bytes:
-        """Send a core-NATS request answered on this inbox; the answer's body.
+        """Send a core-NATS request answered on this inbox; the answer's body (see
+        :meth:`ask_msg`)."""
+        return (await self.ask_msg(subject, data, timeout, headers)).data
+
+    async def ask_msg(
+        self,
+        subject: str,
+        data: bytes,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> Msg:
+        """Send a core-NATS request answered on this inbox; the answer (body and headers).
 
         What :func:`request` does (:class:`NoResponders`, :class:`RequestTimedOut`, else
         :class:`TransportError`), for the requests every workflow makes (a worker's reports,
@@ -159,7 +170,7 @@ class ReplyInbox:
             self.close(reply)
         if msg.headers and msg.headers.get("Status") == "503":
             raise NoResponders(f"nobody listens on {subject}")
-        return msg.data
+        return msg
 
 
 class Watch:

@@ -104,3 +104,26 @@ async def test_a_closing_notice_for_an_open_run_leaves_the_wait_to_the_run_end()
                 await early.close()
             await handle.signal("go", "real")
             assert await waiting == "real"
+
+
+async def test_the_read_a_closing_notice_brings_is_a_direct_get() -> None:
+    """Woken by the early notice (no summary), the waiting client reads the closing batch
+    with a direct get, which nats-server answers without its API's JSON and base64."""
+    async with LocalEnvironment() as env:
+        async with env.worker(workflows=[one_step], activities=[double]):
+            spy = await nats.connect(env.nats_url)
+            try:
+                asked: list[str] = []
+
+                async def note(msg: nats.aio.msg.Msg) -> None:
+                    if msg.reply.startswith(env.client.pub.replies.prefix):
+                        asked.append(msg.subject)
+
+                await spy.subscribe("$JS.API.>", cb=note)
+                await spy.flush()
+                assert await env.client.execute_workflow(one_step, 5, id="direct") == 10
+                stream = env.client.layout.stream
+                assert f"$JS.API.DIRECT.GET.{stream}" in asked, asked
+                assert f"$JS.API.STREAM.MSG.GET.{stream}" not in asked, asked
+            finally:
+                await spy.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import nats.aio.msg
 import pytest
 from attrs import evolve
 from nats.js.api import StreamConfig
@@ -169,5 +170,58 @@ async def test_leader_reads_come_back_on_the_publishers_inbox(nats_server: NatsS
         assert await store.last_batch("wf", "no-such-run") is None
         with pytest.raises(TransportError, match="reading nothing"):
             await leader_get(nc, "NO_SUCH_STREAM", request, "nothing", 5.0, pub.replies)
+    finally:
+        await nc.close()
+
+
+async def test_a_direct_read_of_the_newest_batch_reads_what_the_leader_reads(
+    nats_server: NatsServer,
+) -> None:
+    """``last_batch(direct=True)`` (a direct get, on the publisher's inbox) finds the batch the
+    leader's API finds, None for a run without history; an answer that names another subject
+    or no readable sequence is refused as unreadable, never taken for a batch."""
+    from durablefuture.transport.stored import direct_last
+
+    nc = await connect(nats_server.url)
+    try:
+        pub = Publisher(nc)
+        layout = Layout("default")
+        await ensure_namespace(pub.js, layout, 1)
+        store = HistoryStore(nc, pub, layout, default_codec())
+        first = await store.append("wf", "run1", "start", [_started()], 0, whole_workflow=True)
+        fired = [ev.TimerFired(event_id=2, at=2.0, seq=1)]
+        seq = await store.append("wf", "run1", "t", fired, first)
+        asked: list[str] = []
+        ask = pub.replies.ask_msg
+
+        async def counted(subject: str, *args: object, **kwargs: object) -> object:
+            asked.append(subject)
+            return await ask(subject, *args, **kwargs)  # type: ignore[arg-type]
+
+        pub.replies.ask_msg = counted  # type: ignore[assignment,method-assign]
+        direct = await store.last_batch("wf", "run1", direct=True)
+        assert asked == [f"$JS.API.DIRECT.GET.{layout.stream}"]
+        leader = await store.last_batch("wf", "run1")
+        assert direct is not None and direct == leader and direct.stream_seq == seq
+        assert await store.last_batch("wf", "no-such-run", direct=True) is None
+
+        # answers from someone else than a stream (here: on a stream name nobody serves)
+        subject = layout.history("wf", "run1")
+        answers = iter(
+            [
+                {"Nats-Subject": "df.default.h.other.run", "Nats-Sequence": "3"},
+                {"Nats-Subject": subject, "Nats-Sequence": "3x"},
+                {"Nats-Subject": subject, "Nats-Sequence": "1" * 21},
+                {"Nats-Subject": subject, "Nats-Sequence": "3", "Status": "408"},
+            ]
+        )
+
+        async def forge(msg: nats.aio.msg.Msg) -> None:
+            await nc.publish(msg.reply, b"junk", headers=next(answers))
+
+        await nc.subscribe("$JS.API.DIRECT.GET.FAKE", cb=forge)
+        for _ in range(4):
+            with pytest.raises(TransportError, match="unreadable direct get answer"):
+                await direct_last("FAKE", subject, "the history", 5.0, pub.replies)
     finally:
         await nc.close()
