@@ -94,7 +94,11 @@ def signal_external_effects(state: RunState, e: ev.ExternalWorkflowSignalled) ->
 
 def signal_input(state: RunState, e: ev.ExternalWorkflowSignalled, run_id: str) -> DeliverInput:
     request_id = f"{state.run_id}:{e.seq}:signal"
-    return DeliverInput(e.workflow_id, SignalWorkflow(run_id, e.name, request_id, e.args))
+    # for "the current run": the one current when the signal was recorded (a held signal
+    # names its child's run, which started after it)
+    decided_at = None if run_id else e.at
+    signal = SignalWorkflow(run_id, e.name, request_id, e.args, decided_at)
+    return DeliverInput(e.workflow_id, signal)
 
 
 def cancel_child(state: RunState, child: ChildState) -> CancelChildRun:
@@ -117,9 +121,8 @@ def child_started_effects(state: RunState, e: ev.ChildWorkflowStarted) -> list[E
 
 def cancel_external_effects(state: RunState, e: ev.ExternalCancelRequested) -> list[Effect]:
     reason = e.reason or f"cancelled by workflow {state.workflow_id!r}"
-    return [
-        DeliverInput(e.workflow_id, RequestCancel("", f"{state.run_id}:{e.seq}:cancel", reason))
-    ]
+    cancel = RequestCancel("", f"{state.run_id}:{e.seq}:cancel", reason, decided_at=e.at)
+    return [DeliverInput(e.workflow_id, cancel)]
 
 
 def child_effects(state: RunState, e: ev.ChildWorkflowScheduled) -> list[Effect]:

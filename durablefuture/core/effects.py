@@ -174,7 +174,8 @@ class NotifyParent:
 class DeliverInput:
     """Send ``input`` to the running run of workflow ``workflow_id`` (its ``run_id`` is "":
     whichever run is current); idempotent by the input's request id. Nothing happens if no
-    run of that workflow is running."""
+    run of that workflow is running, nor if the one running started after the input was
+    decided (its ``decided_at``: derived again late, it was meant for a run closed since)."""
 
     workflow_id: str
     input: SignalWorkflow | RequestCancel

@@ -7,6 +7,8 @@ produced, so a redelivered input is recognised and its effects are re-derived, n
 
 from __future__ import annotations
 
+import math
+
 from attrs import field, frozen
 
 from durablefuture.core.commands import Command, PendingSignal
@@ -17,6 +19,7 @@ from durablefuture.core.search_attributes import SearchAttributes
 from durablefuture.core.types import JsonValue, check_text_id, check_type_name, payloads
 
 __all__ = [
+    "DECIDED_AT_MARGIN",
     "AcceptUpdate",
     "CompleteActivityTask",
     "CompleteWorkflowTask",
@@ -33,6 +36,21 @@ __all__ = [
     "StartWorkflowRequest",
     "TerminateWorkflow",
 ]
+
+
+DECIDED_AT_MARGIN = 5.0
+"""Seconds by which the clock of the df-server that started a run may be ahead of the clock
+of the df-server that decided an input for "the current run" of its workflow id
+(``SignalWorkflow.decided_at``): a run started up to this long after the decision still
+counts as the one that was current then. Hosts kept by NTP differ by milliseconds; five
+seconds also allows for one whose clock was stepped. The price of the margin: an input whose
+effects are derived again only after JetStream's duplicate window (2 min) reaches a run
+started within it, after its predecessor closed."""
+
+
+def _decided_at(_inst: object, _attr: object, value: float | None) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"decided_at must be a finite time in seconds, got {value!r}")
 
 
 def _pending(value: object) -> tuple[PendingSignal, ...]:
@@ -182,6 +200,11 @@ class SignalWorkflow:
     name: str
     request_id: str
     args: tuple[JsonValue, ...] = field(default=(), converter=payloads)
+    decided_at: float | None = field(default=None, validator=_decided_at)
+    """For "the current run" (``run_id`` ""), sent on a workflow's decision recorded at this
+    time: not for a run started after it (by more than ``DECIDED_AT_MARGIN``), which began
+    after the run it was meant for had closed (the input's effects derived again late: the
+    new run's history does not hold its request id to tell it a duplicate)."""
 
     @property
     def input_id(self) -> str:
@@ -207,6 +230,8 @@ class RequestCancel:
     run_id: str
     request_id: str
     reason: str = ""
+    decided_at: float | None = field(default=None, validator=_decided_at)
+    """As ``SignalWorkflow.decided_at``."""
 
     @property
     def input_id(self) -> str:

@@ -76,6 +76,8 @@ def decide(state: RunState, input: inp.RunInput, now: float, *, new_run_id: str 
     if isinstance(input, inp.SignalWorkflow):
         if input.request_id in state.signal_requests:
             return Decision(DUPLICATE, reason="signal already recorded")
+        if _started_after(state, input.decided_at):
+            return _ignored(_LATER_RUN)
         b.add(ev.SignalReceived, name=input.name, args=input.args, request_id=input.request_id)
         return b.decision()
     if isinstance(input, inp.AcceptUpdate):
@@ -86,6 +88,8 @@ def decide(state: RunState, input: inp.RunInput, now: float, *, new_run_id: str 
     if isinstance(input, inp.RequestCancel):
         if state.cancel_requested:
             return _ignored("cancellation was already requested")
+        if _started_after(state, input.decided_at):
+            return _ignored(_LATER_RUN)
         b.add(ev.CancelRequested, reason=input.reason, request_id=input.request_id)
         return b.decision()
     if isinstance(input, inp.TerminateWorkflow):
@@ -111,6 +115,21 @@ def decide(state: RunState, input: inp.RunInput, now: float, *, new_run_id: str 
             assert input.failure is not None
             b.add(ev.ChildWorkflowFailed, seq=input.seq, failure=input.failure)
         return b.decision()
+
+
+_LATER_RUN = (
+    "this run started after the input was decided for the run of its workflow id current "
+    "then, which has closed since"
+)
+
+
+def _started_after(state: RunState, decided_at: float | None) -> bool:
+    """Whether the run began after an input for "the current run" was decided (beyond the
+    clock margin between df-servers): it was meant for an earlier run, closed since, and
+    reaches this one only because its effects were derived again after JetStream's
+    duplicate window. Dropped, as it would have been had it arrived after that run's close
+    and before this one's start (no run running)."""
+    return decided_at is not None and state.started.at > decided_at + inp.DECIDED_AT_MARGIN
 
 
 def _fusable(state: RunState, report: inp.CompleteActivityTask) -> bool:
