@@ -113,6 +113,16 @@ def namespaces_and_creds(
     "(0: no sticky tasks).",
 )
 @click.option(
+    "--eager-check",
+    default=30.0,
+    envvar="DF_EAGER_CHECK",
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="A worker that decides an activity of its own task queue, with free slots, runs its "
+    "first attempt itself (no stored task); the task is stored only if nobody ran it within "
+    "this many seconds (0: every activity task is stored).",
+)
+@click.option(
     "--status-delay",
     default=1.0,
     envvar="DF_STATUS_DELAY",
@@ -203,6 +213,7 @@ def main(
     input_ack_wait: float,
     start_concurrency: int,
     sticky_timeout: float,
+    eager_check: float,
     status_delay: float,
     creds_dir: str | None,
     retention: str | None,
@@ -228,6 +239,7 @@ def main(
         input_ack_wait=input_ack_wait,
         compact_interval=compact_interval,
         sticky_timeout=sticky_timeout,
+        eager_check=eager_check,
         status_delay=status_delay,
         start_concurrency=start_concurrency,
         schedules=ScheduleOptions(ahead=schedule_ahead, poll_interval=schedule_poll_interval),

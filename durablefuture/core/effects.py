@@ -7,11 +7,12 @@ from stable facts), so deriving it again after a crash is harmless.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from attrs import field, frozen
 
-from durablefuture.core.events import ParentRef
+from durablefuture.core.events import ActivityScheduled, ParentRef, WorkflowStarted
 from durablefuture.core.failure import Failure
 from durablefuture.core.inputs import RequestCancel, SignalWorkflow, StartWorkflowRequest
 from durablefuture.core.options import ActivityOptions
@@ -39,6 +40,7 @@ __all__ = [
     "UpdateStatus",
     "WorkflowTask",
     "activity_task",
+    "first_attempt_tasks",
     "workflow_task",
 ]
 
@@ -243,3 +245,32 @@ def activity_task(state: RunState, act: ActivityState) -> ActivityTask:
         heartbeat_details=act.heartbeat_details,
         headers=s.headers,
     )
+
+
+def first_attempt_tasks(
+    started: WorkflowStarted, events: Sequence[object], seqs: Collection[int]
+) -> list[ActivityTask]:
+    """The first attempts' tasks of the activities of ``seqs`` that ``events`` schedule, as
+    :func:`activity_task` makes them for df-server to dispatch (attempts granted to the
+    worker that decided them: ``server/grants.py``)."""
+    s = started
+    return [
+        ActivityTask(
+            namespace=s.namespace,
+            workflow_id=s.workflow_id,
+            run_id=s.run_id,
+            workflow_type=s.workflow_type,
+            seq=e.seq,
+            attempt=1,
+            name=e.name,
+            task_queue=e.options.task_queue or s.task_queue,
+            options=e.options,
+            scheduled_at=e.at,
+            attempt_scheduled_at=e.at,
+            args=e.args,
+            heartbeat_details=(),
+            headers=s.headers,
+        )
+        for e in events
+        if isinstance(e, ActivityScheduled) and e.seq in seqs
+    ]

@@ -127,6 +127,10 @@ class ServerBase:
             "start_requests": 0,
             "start_requests_stored": 0,
             "start_requests_unanswered": 0,
+            "eager_granted": 0,  # activity attempts granted to the workers that decided them
+            "checks_published": 0,  # attempts of fired check lists: their task stored
+            "checks_later": 0,  # listed again (a live holder runs them)
+            "checks_done": 0,  # their outcome recorded (or the run gone)
         }
         self._gone_sticky: OrderedDict[str, None] = OrderedDict()
         """Sticky tokens of workers found gone: no workflow task is sent to them again."""

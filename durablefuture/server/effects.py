@@ -48,9 +48,9 @@ from durablefuture.core.effects import (
 from durablefuture.core.errors import DurableFutureError, TransportError
 from durablefuture.core.interpretation import RunMessage, interpret
 from durablefuture.server.expiries import ExpiryLists
+from durablefuture.server.grants import Grants
 from durablefuture.server.runs import RunCache
 from durablefuture.server.sources import SERVER
-from durablefuture.server.status_later import StatusLater
 from durablefuture.transport.buckets import read_entry
 from durablefuture.transport.compaction import purge
 from durablefuture.transport.guard import max_payload
@@ -83,7 +83,7 @@ FULL_HISTORY_IN_TASK = 400
 """Histories up to this many events travel inside the workflow task (no read needed)."""
 
 
-class Effects(StatusLater):
+class Effects(Grants):
     """Sends the messages of effects, and fires local timers."""
 
     async def _send_input(
@@ -295,8 +295,7 @@ class _Sender:
         self.pending = pending
         self.guard = guard
         self.deferred: list[Effect] = []
-        self.after = after
-        """Work started only once every effect's message is stored (None: at once)."""
+        self.after = after  # work started once every effect's message is stored (None: now)
 
     async def dispatch_workflow_task(self, e: DispatchWorkflowTask) -> None:
         server, cache = self.server, self.cache
@@ -346,6 +345,9 @@ class _Sender:
         server = self.server
         run_id = self.cache.state.run_id
         atask = e.task
+        if e.deliver_at is None and (listed := await server._granted(self.cache, atask)):
+            self.pending.append(listed)  # run by the reporting worker (``grants.py``)
+            return
         data = server.codec.encode_activity_task(atask)
         target = server.layout.activity_tasks(atask.task_queue)
         msg_id = f"at:{run_id}:{atask.seq}:{atask.attempt}"
@@ -423,8 +425,7 @@ class _Sender:
             self.pending.append(
                 await server._expire(summary.workflow_id, summary.run_id, closed_at)
             )
-            # The close is in history already; waiting clients get the outcome right away
-            # (the notice carries it), while the status entry is being stored.
+            # in history already: waiting clients get the outcome now (the notice carries it)
             with contextlib.suppress(TransportError):
                 await pub.notify(layout.closed_notice(summary.workflow_id, summary.run_id), body)
 

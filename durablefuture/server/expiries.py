@@ -19,6 +19,9 @@ own: a waiter cancelled (``publisher.settled`` cancels what it waits on) touches
 
 A df-server killed with closes collected and not sent loses nothing: their inputs were not
 acknowledged, and their closes are derived again by whichever df-server gets them next.
+
+The group commit itself (``ScheduleLists``) serves the check lists of eager activity attempts
+as well (``server/checks.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Coroutine
+from typing import Generic, TypeVar
 
 from durablefuture.codec.records import (
     EXPIRY_LIST_BYTES,
@@ -44,60 +48,74 @@ from durablefuture.transport.publisher import (
 )
 from durablefuture.transport.subjects import Layout
 
-__all__ = ["IN_FLIGHT", "ExpiryLists"]
+__all__ = ["IN_FLIGHT", "ExpiryLists", "ScheduleLists"]
 
 IN_FLIGHT = 1
-"""Expiry messages of one df-server on their way at once (a full list goes out regardless)."""
+"""List messages of one df-server on their way at once (a full list goes out regardless)."""
 
 _UNSENT = (
-    "the expiry list naming this close was not stored (its send was cancelled): the close is "
-    "derived again when its input comes back"
+    "the list naming this item was not stored (its send was cancelled): it is derived again "
+    "when its input comes back"
 )
-_EMPTY = len(encode_expiry_list([]))
-"""Bytes of a list naming no run: what every list has besides its runs."""
-_Waiting = tuple[Removal, float, "asyncio.Future[PubAck]"]
+
+T = TypeVar("T")
+_Waiting = tuple[T, float, "asyncio.Future[PubAck]"]
 
 
-class ExpiryLists:
-    """Collects closes' expiries into shared messages, one (``IN_FLIGHT``) on its way at once."""
+class ScheduleLists(Generic[T]):
+    """Collects items into shared ``@at`` schedule messages, one (``IN_FLIGHT``) on its way
+    at once; a message fires at the latest due time of what it lists."""
 
     def __init__(
         self,
         pub: Publisher,
-        layout: Layout,
         track: Callable[[Coroutine[object, object, None]], None],
+        *,
+        subject: Callable[[str], str],
+        target: str,
+        encode: Callable[[list[T]], bytes],
+        size: Callable[[T], int],
+        max_items: int,
+        max_bytes: int,
         in_flight: int = IN_FLIGHT,
     ) -> None:
         self._pub = pub
-        self._layout = layout
         self._track = track
+        self._subject = subject
+        self._target = target
+        self._encode = encode
+        self._size = size
+        self._max_items = max_items
+        self._max_bytes = max_bytes
         self._limit = max(1, in_flight)
-        self._waiting: list[_Waiting] = []
-        self._bytes = _EMPTY
+        self._empty = len(encode([]))
+        """Bytes of a list naming nothing: what every list has besides its items."""
+        self._waiting: list[_Waiting[T]] = []
+        self._bytes = self._empty
         self._in_flight = 0
         self._prefix = secrets.token_hex(8)
         """Tells this df-server's lists from every other's (a list id is its schedule subject:
         one reused would replace a list not yet fired)."""
         self._count = 0
         self.sent = 0
-        """Expiry messages sent (for tests and measurements)."""
+        """List messages sent (for tests and measurements)."""
 
-    async def arm(self, removal: Removal, due: float) -> asyncio.Future[PubAck]:
-        """Arm ``removal`` at ``due``; the future resolves once a stored message lists it."""
+    async def arm(self, item: T, due: float) -> asyncio.Future[PubAck]:
+        """List ``item`` due at ``due``; the future resolves once a stored message lists it."""
         out: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
-        size = expiry_list_size(removal)
-        if self._waiting and self._bytes + size > EXPIRY_LIST_BYTES:
+        size = self._size(item)
+        if self._waiting and self._bytes + size > self._max_bytes:
             await self._flush()  # full by bytes: the one collected goes first
-        self._waiting.append((removal, due, out))
+        self._waiting.append((item, due, out))
         self._bytes += size
-        if self._in_flight < self._limit or len(self._waiting) >= MAX_EXPIRY_LIST:
+        if self._in_flight < self._limit or len(self._waiting) >= self._max_items:
             await self._flush()
         return out
 
     async def _flush(self) -> None:
         """Send what is collected as one message. Never raises: a failure goes to the
-        futures of the closes it lists."""
-        group, self._waiting, self._bytes = self._waiting, [], _EMPTY
+        futures of the items it lists."""
+        group, self._waiting, self._bytes = self._waiting, [], self._empty
         if not group:
             return
         self._in_flight += 1
@@ -118,17 +136,11 @@ class ExpiryLists:
         self.sent += 1
         sent.add_done_callback(lambda f: self._stored(f, group))
 
-    async def _send(
-        self, list_id: str, removals: list[Removal], due: float
-    ) -> asyncio.Future[PubAck]:
-        headers = {
-            SCHEDULE: schedule_at(due),
-            SCHEDULE_TARGET: self._layout.removal("expire-list"),
-        }
-        body = encode_expiry_list(removals)
-        return await self._pub.send(self._layout.expiry_list(list_id), body, headers)
+    async def _send(self, list_id: str, items: list[T], due: float) -> asyncio.Future[PubAck]:
+        headers = {SCHEDULE: schedule_at(due), SCHEDULE_TARGET: self._target}
+        return await self._pub.send(self._subject(list_id), self._encode(items), headers)
 
-    def _stored(self, sent: asyncio.Future[PubAck], group: list[_Waiting]) -> None:
+    def _stored(self, sent: asyncio.Future[PubAck], group: list[_Waiting[T]]) -> None:
         self._in_flight -= 1
         for _, _, out in group:
             if out.done():
@@ -144,3 +156,27 @@ class ExpiryLists:
     def _next(self) -> None:
         if self._waiting and self._in_flight < self._limit:
             self._track(self._flush())
+
+
+class ExpiryLists(ScheduleLists[Removal]):
+    """Collects closes' expiries into shared messages (``df.<ns>.rx.l.<list>``, firing on
+    ``df.<ns>.rm.expire-list``)."""
+
+    def __init__(
+        self,
+        pub: Publisher,
+        layout: Layout,
+        track: Callable[[Coroutine[object, object, None]], None],
+        in_flight: int = IN_FLIGHT,
+    ) -> None:
+        super().__init__(
+            pub,
+            track,
+            subject=layout.expiry_list,
+            target=layout.removal("expire-list"),
+            encode=encode_expiry_list,
+            size=expiry_list_size,
+            max_items=MAX_EXPIRY_LIST,
+            max_bytes=EXPIRY_LIST_BYTES,
+            in_flight=in_flight,
+        )

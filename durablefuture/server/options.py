@@ -57,6 +57,11 @@ class ServerOptions:
     """A run's workflow tasks go to the worker that holds its generator (sticky); one that
     worker has not taken after this many seconds, or that it held when it died, is moved to
     the task queue for any worker (0: no sticky tasks; see ``server/sticky.py``)."""
+    eager_check: float = 30.0
+    """Eager activity dispatch: a worker that decides an activity of its own task queue and
+    has free slots runs its first attempt itself, with no stored task; the task is stored
+    only if nobody ran the attempt within this many seconds (0: every task is stored; see
+    ``server/grants.py``)."""
     compact_interval: float = 1.0
     """Seconds between two purges of the inputs and tasks already handled (0: never; see
     ``server/janitor.py``)."""

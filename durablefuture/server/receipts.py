@@ -13,10 +13,15 @@ import contextvars
 
 import attrs
 
-__all__ = ["ANSWERED_RECEIPT", "AnsweredReceipt"]
+from durablefuture.transport.report_requests import MAX_GRANTED
 
-_ANSWER_ROOM = 64
-"""Bytes an answer adds to the batch it carries (``recorded <seq> ``), with room to spare."""
+__all__ = ["ANSWERED_RECEIPT", "MAX_EAGER", "AnsweredReceipt", "eager_offer"]
+
+MAX_EAGER = MAX_GRANTED
+"""Activity attempts one report request is granted at most (eager activity dispatch)."""
+_ANSWER_ROOM = 64 + 11 * MAX_EAGER
+"""Bytes an answer adds to the batch it carries (``recorded <seq> ``, or ``eager <seq>
+<granted seqs> ``), with room to spare."""
 
 
 @attrs.define
@@ -27,6 +32,15 @@ class AnsweredReceipt:
     run_id: str
     seq: int = 0
     batch: bytes = b""
+    eager: int = 0
+    """Activity attempts the worker offered to run itself (``Df-Eager``; 0: none)."""
+    began: float = 0.0
+    """``time.monotonic()`` when the request was taken."""
+    granted: list[int] = attrs.field(factory=list)
+    """The activity seqs granted to the worker (their first attempts are on a check list)."""
+    answered: bool = False
+    """The answer is made: nothing is granted any more (work started while the request
+    was handled, a local timer, keeps this context)."""
 
     def takes(self, run_id: str, seq: int, batch: bytes, max_payload: int) -> bool:
         """Keep ``batch``, appended at ``seq`` to ``run_id``, for the answer, if it is this
@@ -35,6 +49,14 @@ class AnsweredReceipt:
             return False
         self.seq, self.batch = seq, batch
         return True
+
+
+def eager_offer(value: str) -> int:
+    """What a ``Df-Eager`` header offers: 1 to 3 ASCII digits, at most ``MAX_EAGER``; 0 for
+    anything else (no grant)."""
+    if not 0 < len(value) <= 3 or not (value.isascii() and value.isdigit()):
+        return 0
+    return min(int(value), MAX_EAGER)
 
 
 ANSWERED_RECEIPT: contextvars.ContextVar[AnsweredReceipt | None] = contextvars.ContextVar(

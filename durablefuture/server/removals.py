@@ -5,7 +5,9 @@ close time + the namespace's retention. The runs that close together share one
 (``server/expiries.py``): ``df.<ns>.rx.l.<list>`` lists them and fires, at the latest of their
 due times, onto ``df.<ns>.rm.expire-list``; a run's own, ``df.<ns>.rx.<run>`` (armed again when
 the retention grew, and what servers before the lists armed at every close), fires onto
-``df.<ns>.rm.expire``. ``df workflow delete`` sends ``df.<ns>.rm.delete``. All are read by one
+``df.<ns>.rm.expire``. ``df workflow delete`` sends ``df.<ns>.rm.delete``. (The fired check
+lists of eager activity attempts, ``rm.check-list``, share the consumer: ``server/checks.py``.)
+All are read by one
 durable consumer (``removals``) shared by every df-server, so each removal is handled by one
 server at a time, and only acknowledged when it is done: a list when every run it names is
 removed, with in-progress acknowledgements meanwhile. A list that fails part way is delivered
@@ -116,6 +118,9 @@ class Removals(Effects):
                 )
                 return
             kind = msg.subject.rpartition(".")[2]
+            if kind == "check-list":  # eager activity attempts (``server/checks.py``)
+                await self._check_list_or_retry(msg)
+                return
             try:
                 if kind not in REMOVAL_KINDS:
                     raise DecodeError(f"unknown removal kind {kind!r}")
@@ -162,6 +167,26 @@ class Removals(Effects):
             await msg.ack()
         finally:
             consumer.release()
+
+    async def _check_list(self, msg: Msg) -> None:
+        raise NotImplementedError  # checks.EagerChecks
+
+    async def _check_list_or_retry(self, msg: Msg) -> None:
+        try:
+            await self._check_list(msg)
+        except Exception as exc:
+            delivered = delivery_count(msg)
+            policy = self.options.redelivery
+            if policy.exhausted(delivered):
+                log.error("giving up on a check list: %s", exc)
+                await dead_letter(
+                    self.pub, self.layout.dead_letter("removal"), msg, "removal", str(exc)
+                )
+            else:
+                log.warning("checking a list failed (retried): %s", exc)
+                await policy.retry_later(msg, delivered)
+            return
+        await msg.ack()
 
     async def remove_run(self, workflow_id: str, run_id: str, *, expire: bool) -> Reply | None:
         """Remove closed run ``run_id`` (see the module docstring); a Reply saying why not."""

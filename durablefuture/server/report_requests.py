@@ -14,6 +14,8 @@ stores a report it got no answer for. A request that asks for it (``Df-Answer-Re
 its receipt, the batch appended for it, in the answer ``recorded`` rather than sent apart;
 it is sent apart all the same when the answer cannot carry it (``store``: the batch's
 effects failed) or may come after the worker stopped waiting (half ``ANSWER_WAIT`` gone).
+A request that also offers to run activities (``Df-Eager``) may be answered ``eager``,
+naming the activity attempts granted to its worker (``server/grants.py``).
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ import functools
 import time
 
 from durablefuture.codec.wire import InputEnvelope
-from durablefuture.server.receipts import ANSWERED_RECEIPT, AnsweredReceipt
+from durablefuture.server.receipts import ANSWERED_RECEIPT, AnsweredReceipt, eager_offer
 from durablefuture.server.request_desk import Desk, RequestDesks
 from durablefuture.server.sources import REPORT
-from durablefuture.transport.headers import ANSWER_RECEIPT_HEADER, RECEIPT_HEADER, STICKY_HEADER
+from durablefuture.transport.headers import (
+    ANSWER_RECEIPT_HEADER,
+    EAGER_HEADER,
+    RECEIPT_HEADER,
+    STICKY_HEADER,
+)
 from durablefuture.transport.messages import Msg
 from durablefuture.transport.report_requests import (
     ANSWER_WAIT,
@@ -72,7 +79,8 @@ class ReportRequests(RequestDesks):
         began = time.monotonic()
         answered = None
         if receipt_to and env.input is not None and headers.get(ANSWER_RECEIPT_HEADER) == "1":
-            answered = AnsweredReceipt(env.input.run_id)
+            offer = eager_offer(headers.get(EAGER_HEADER, ""))
+            answered = AnsweredReceipt(env.input.run_id, eager=offer, began=began)
         token = ANSWERED_RECEIPT.set(answered)
         try:
             await self._handle(env, "", receipt_to, 0, sticky)
@@ -85,13 +93,15 @@ class ReportRequests(RequestDesks):
             raise
         finally:
             ANSWERED_RECEIPT.reset(token)
+            if answered is not None:
+                answered.answered = True  # work this handling started grants nothing more
         if answered is not None and answered.batch:
             if time.monotonic() - began > ANSWER_WAIT / 2:
                 # the worker may have stopped waiting and stored the report (a duplicate,
                 # which gets no receipt): send it apart as well (a worker that has it already
                 # takes the second as nothing new)
                 await self._send_receipt(receipt_to, answered.run_id, answered.seq, answered.batch)
-            return recorded_with(answered.seq, answered.batch)
+            return recorded_with(answered.seq, answered.batch, answered.granted)
         return RECORDED
 
 

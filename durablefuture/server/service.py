@@ -31,6 +31,7 @@ from durablefuture.core.errors import (
     TransportError,
 )
 from durablefuture.core.failure import Failure, FailureKind
+from durablefuture.server.checks import EagerChecks
 from durablefuture.server.inputs import (  # imported from here before the package split
     _instead_of_too_large as _instead_of_too_large,
 )
@@ -66,7 +67,7 @@ __all__ = ["Server", "ServerOptions"]
 log = logging.getLogger("durablefuture.server")
 
 
-class Server(ReportRequests, StartRequests, Removals, Janitor, StickyFallback):
+class Server(ReportRequests, StartRequests, EagerChecks, Removals, Janitor, StickyFallback):
     """One df-server process (or an in-process server in tests and ``df dev``).
 
     The parts it is made of are listed in :mod:`durablefuture.server.base`.

@@ -12,6 +12,11 @@ ANSWER_RECEIPT_HEADER = "Df-Answer-Receipt"
 ``recorded`` answer instead of on the receipt subject (``transport/report_requests.py``). A
 server that does not know it sends the receipt apart, and a request without it (a worker
 that does not know it) gets it apart: either side may be upgraded first."""
+EAGER_HEADER = "Df-Eager"
+"""On a worker's report request sent with ``Df-Answer-Receipt``: how many activity attempts
+of the run's task queue the worker would run itself (1 to 3 digits, capped by df-server):
+the first attempts the report's decisions schedule are granted to it instead of stored as
+tasks (eager activity dispatch, ``server/grants.py``)."""
 RUN_HEADER = "Df-Run"
 """On a receipt: the run the events belong to."""
 SEQ_HEADER = "Df-Seq"
@@ -26,6 +31,7 @@ follows the PubAck)."""
 __all__ = [
     "ANSWER_RECEIPT_HEADER",
     "CLOSING_HEADER",
+    "EAGER_HEADER",
     "REASON_HEADER",
     "RECEIPT_HEADER",
     "REPLY_HEADER",

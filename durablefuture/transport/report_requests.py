@@ -20,11 +20,18 @@ comes only after the append and the batch's effects are stored, on the asker's r
 (unguessable: ``ReplyInbox``); a worker applies a receipt only once its report is answered
 anyway (it holds the run's lock while it asks), so nothing waits longer for it. A report
 stored instead has no answer: df-server sends its receipt to the receipt subject as before.
+
+A report asked with ``Df-Eager: <n>`` as well (the worker runs activities of the run's task
+queue, and has free slots) may be answered ``eager <seq> <granted> <batch>``: the same
+receipt, and the activity seqs (comma-separated) whose first attempts df-server granted to
+the worker instead of storing their tasks (eager activity dispatch, ``server/grants.py``).
+The worker runs them as it would their tasks; one it does not run (it stopped, died, or the
+answer came too late) has its task stored when the check list naming it fires.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -33,6 +40,8 @@ from durablefuture.transport.replies import ReplyInbox
 
 __all__ = [
     "ANSWER_WAIT",
+    "EAGER",
+    "MAX_GRANTED",
     "RECORDED",
     "REFUSED",
     "STORE",
@@ -44,6 +53,7 @@ __all__ = [
 ]
 
 RECORDED = b"recorded"
+EAGER = b"eager"
 REFUSED = b"refused"
 STORE = b"store"
 ANSWER_WAIT = 1.0
@@ -53,6 +63,9 @@ _SEQ_DIGITS = 20
 """At most this many digits in an answer's stream sequence (a uint64 has 20)."""
 _SEQ_MAX = 2**64 - 1
 """The largest stream sequence (JetStream's are uint64)."""
+MAX_GRANTED = 16
+"""Activity seqs an answer may grant at most (anything more is not well formed)."""
+_ACTIVITY_SEQ_DIGITS = 10
 
 
 @attrs.frozen
@@ -66,11 +79,29 @@ class Answer:
     empty: a duplicate, or a receipt sent apart)."""
     seq: int = 0
     """The batch's stream sequence."""
+    granted: tuple[int, ...] = ()
+    """The activity seqs whose first attempts the worker is to run itself."""
 
 
-def recorded_with(seq: int, batch: bytes) -> bytes:
-    """The answer ``recorded`` carrying the receipt: ``batch`` appended at ``seq``."""
+def recorded_with(seq: int, batch: bytes, granted: Sequence[int] = ()) -> bytes:
+    """The answer ``recorded`` carrying the receipt: ``batch`` appended at ``seq``; with
+    ``granted`` activity seqs, the answer ``eager``."""
+    if granted:
+        seqs = b",".join(b"%d" % g for g in granted)
+        return b"%s %d %s %s" % (EAGER, seq, seqs, batch)
     return b"%s %d %s" % (RECORDED, seq, batch)
+
+
+def _granted(text: bytes) -> tuple[int, ...] | None:
+    parts = text.split(b",")
+    if not 0 < len(parts) <= MAX_GRANTED:
+        return None
+    out: list[int] = []
+    for part in parts:
+        if not 0 < len(part) <= _ACTIVITY_SEQ_DIGITS or not part.isdigit():
+            return None
+        out.append(int(part))
+    return tuple(out)
 
 
 def parse_answer(answer: bytes) -> Answer:
@@ -79,13 +110,19 @@ def parse_answer(answer: bytes) -> Answer:
     if answer in (RECORDED, REFUSED):
         return Answer(answer)
     head, _, rest = answer.partition(b" ")
-    if head != RECORDED:
+    if head not in (RECORDED, EAGER):
         return Answer(STORE)
     seq, _, batch = rest.partition(b" ")
+    granted: tuple[int, ...] | None = ()
+    if head == EAGER:
+        seqs, _, batch = batch.partition(b" ")
+        granted = _granted(seqs)
     number = stream_seq(seq)
-    if number is None or not batch:
+    if number is None or not batch or granted is None:
+        # an eager answer not well formed: the report may still be recorded, but a stored
+        # duplicate costs nothing, and the grants not read are covered by their check list
         return Answer(STORE)
-    return Answer(RECORDED, batch, number)
+    return Answer(RECORDED, batch, number, granted)
 
 
 def stream_seq(text: bytes | str) -> int | None:

@@ -26,9 +26,14 @@ One stream per namespace, ``DF_<ns>``, holds every subject under ``df.<ns>.``:
 ``df.<ns>.rx.l.<list>``            the expiries of runs that closed together (one ``@at``
                                    schedule listing them, firing on ``rm.expire-list``
                                    when the last one's retention is over)
+``df.<ns>.ck.<list>``              activity attempts granted to the workers that
+                                   decided them, with no stored task (one ``@at``
+                                   schedule listing them, firing on ``rm.check-list``:
+                                   the task of one nobody ran is published then)
 ``df.<ns>.rm.<kind>``              removals of closed runs: ``expire`` and
                                    ``expire-list`` (fired by the expiry schedules),
-                                   ``delete`` (operators' requests)
+                                   ``delete`` (operators' requests); and the fired
+                                   ``check-list`` (df-server's housekeeping, one consumer)
 ``df.<ns>.ref.<object>.<run>``     a run refers to payload object ``<object>`` (empty
                                    marker; the object goes with the last run naming it)
 =================================  =================================================
@@ -197,6 +202,10 @@ class Layout:
         """An expiry list's schedule subject (two tokens after ``rx``: never a run's
         ``rx.<run>``, which a removal purges)."""
         return f"{self.prefix}.rx.l.{list_id}"
+
+    def check_list(self, list_id: str) -> str:
+        """A check list's schedule subject (eager activity attempts: ``server/checks.py``)."""
+        return f"{self.prefix}.ck.{list_id}"
 
     def removal(self, kind: str) -> str:
         return f"{self.prefix}.rm.{kind}"

@@ -86,6 +86,11 @@ class ActivityTasks:
             return
         if self.codec.refers(msg.data):  # payloads stored by reference
             task = await self.codec.resolve(task, ActivityTask)
+        await self.take(task, msg)
+
+    async def take(self, task: ActivityTask, msg: Msg) -> None:
+        """Run a delivery of ``task`` (``msg``: its message, or a stand-in for an attempt
+        granted to this worker with no stored task: ``worker/eager.py``)."""
         self.stats["activity_tasks"] += 1
         key = (task.run_id, task.seq, task.attempt)
         if key in self.attempts:

@@ -45,6 +45,7 @@ from durablefuture.transport.translate import translated
 from durablefuture.worker.activities import ActivityTasks
 from durablefuture.worker.cache import RunCache
 from durablefuture.worker.deliveries import Deliveries
+from durablefuture.worker.eager import EagerActivities
 from durablefuture.worker.handover import Handover
 from durablefuture.worker.liveness import Liveness
 from durablefuture.worker.options import WorkerOptions
@@ -58,10 +59,6 @@ log = logging.getLogger("durablefuture.worker")
 
 # start-up errors that waiting does not heal
 _PERMANENT = (JetStreamUnavailableError, MessageRejectedError)
-
-
-def _identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class Worker:
@@ -95,7 +92,7 @@ class Worker:
             options.check()
         self.client = client
         self.task_queue = check_name(task_queue)
-        self.identity = identity or _identity()
+        self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.options = options or WorkerOptions()
         self.sticky_token = sticky_token(self.identity) if workflows and self.options.sticky else ""
         """The token of this worker's sticky subject ("" when it takes no sticky tasks)."""
@@ -137,13 +134,9 @@ class Worker:
         self._storage = StorageWait(
             f"df-worker {self.identity}", keepalive=max(0.1, min(1.0, lease / 3))
         )
-        self.stats: dict[str, int] = {
-            "workflow_tasks": 0,
-            "activity_tasks": 0,
-            "cache_hits": 0,
-            "cache_misses": 0,
-            "replays": 0,
-        }
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("workflow_tasks", "activity_tasks", "cache_hits", "cache_misses", "replays"), 0
+        )
         self._cache = RunCache(max_cached_workflows)
         self._reports = Reports(self.codec, self.pub, self.layout, self._storage, self._stopping)
         self._reports.ask = self.options.ask_reports
@@ -198,6 +191,10 @@ class Worker:
             stats=self.stats,
             dead_letter=self._deliveries.dead_letter,
         )
+        if self.workflows and self.activities and self.options.eager_activities:
+            EagerActivities(  # the activities this worker decides, run here (``eager.py``)
+                self._activity_tasks, max_concurrent_activities, self._deliveries.tasks
+            ).attach(self._reports, self._workflow_tasks.receipts, self._stopping)
         self._liveness = Liveness(
             client.registry,
             self.liveness_record,

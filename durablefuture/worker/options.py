@@ -62,6 +62,11 @@ class WorkerOptions:
     """Ask a df-server to record each report (a core-NATS request, answered once the run's
     history holds it) before storing it as a server input: one stored message less per
     report. Off: every report is stored, and df-server pulls it."""
+    eager_activities: bool = True
+    """A worker that runs the workflows and the activities of its task queue offers its free
+    activity slots with its reports: df-server may grant it the first attempts its decisions
+    schedule, run here with no stored activity task (``worker/eager.py``). Off: every
+    attempt goes through its stored task."""
     task_max_deliver: int = 20
     """Deliveries of one task the task-queue consumers allow (JetStream's ``max_deliver``;
     at least 3). A task is given up on two deliveries before that, at most after 18: its

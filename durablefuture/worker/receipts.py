@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from durablefuture.codec.wire import Codec
 from durablefuture.core import events as ev
@@ -43,6 +43,10 @@ class Receipts:
         """Receipts waiting for their run's handler, and next parts of large decisions
         waiting to be sent (kept referenced until done)."""
         reports.on_answered = self.on_answered
+        self.run_granted: (
+            Callable[[ev.WorkflowStarted | None, Sequence[ev.Event], Sequence[int]], None] | None
+        ) = None
+        """Runs the activity attempts granted to this worker (``eager.py``)."""
 
     async def on_receipt(self, msg: Msg) -> None:
         """The server recorded our decisions: feed them to the cached generator (a receipt
@@ -64,14 +68,21 @@ class Receipts:
             return
         await self._apply_receipt(run_id, seq, events)
 
-    async def on_answered(self, run_id: str, seq: int, data: bytes) -> None:
+    async def on_answered(
+        self, run_id: str, seq: int, data: bytes, granted: tuple[int, ...] = ()
+    ) -> None:
         """The answer to our report carried its receipt. The reporter holds the run's lock:
         applied at once, before whatever waits for the lock (an activity's result to fuse
         with what the code decides next). Never raises: a receipt not applied leaves the
-        cached generator behind, and the next task's events or a history read bring it on."""
-        if run_id not in self.cache:
+        cached generator behind, and the next task's events or a history read bring it on.
+        The attempts of ``granted`` activity seqs are this worker's to run (``eager.py``);
+        one not run here has its task stored when its check list fires."""
+        cached = self.cache.get(run_id)
+        if cached is None:
             return
         events = await self._receipt_events(data)
+        if events is not None and granted and self.run_granted is not None:
+            self.run_granted(cached.execution.started, events, granted)
         if events is not None and self._catch_up(run_id, seq, events):
             # the next part of a large decision, sent by a task of its own once the lock is
             # free (each answer carries the receipt that sends the next: no recursion)

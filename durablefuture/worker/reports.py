@@ -27,7 +27,12 @@ from durablefuture.core.failure import Failure
 from durablefuture.core.replay import describe_command
 from durablefuture.transport.dedup import publish_report
 from durablefuture.transport.guard import max_payload
-from durablefuture.transport.headers import ANSWER_RECEIPT_HEADER, RECEIPT_HEADER, STICKY_HEADER
+from durablefuture.transport.headers import (
+    ANSWER_RECEIPT_HEADER,
+    EAGER_HEADER,
+    RECEIPT_HEADER,
+    STICKY_HEADER,
+)
 from durablefuture.transport.messages import Msg
 from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.report_requests import REFUSED, STORE, ask_report
@@ -65,9 +70,14 @@ class Reports:
         self.stopping = stopping
         self.receipts = ""
         """The inbox the server sends receipts to (set once the worker listens on one)."""
-        self.on_answered: Callable[[str, int, bytes], Awaitable[None]] | None = None
+        self.on_answered: Callable[[str, int, bytes, tuple[int, ...]], Awaitable[None]] | None = (
+            None
+        )
         """Applies a receipt carried in the answer to a report (run id, stream sequence,
-        batch); called with the run's lock held, as every report with a receipt is sent."""
+        batch, activity seqs granted to this worker); called with the run's lock held, as
+        every report with a receipt is sent."""
+        self.eager: Callable[[], int] | None = None
+        """How many activity attempts this worker offers to run with a report (``eager.py``)."""
         self.sticky = ""
         """The worker's sticky token (set once it takes sticky workflow tasks)."""
 
@@ -97,6 +107,8 @@ class Reports:
             if self.sticky:
                 # this worker holds the run's generator: its next workflow tasks come here
                 headers[STICKY_HEADER] = self.sticky
+            if self.eager is not None and (offer := self.eager()) > 0:
+                headers[EAGER_HEADER] = str(offer)  # runs activities the report schedules
 
         if self.ask:
             answer = await ask_report(self.pub.replies, self.layout.report_requests, data, headers)
@@ -109,7 +121,8 @@ class Reports:
                 )
             if answer.word != STORE:
                 if answer.receipt and receipt and self.on_answered is not None:
-                    await self.on_answered(message.run_id, answer.seq, answer.receipt)
+                    run_id = message.run_id
+                    await self.on_answered(run_id, answer.seq, answer.receipt, answer.granted)
                 return
 
         async def publish() -> None:

@@ -1,0 +1,108 @@
+"""Check lists firing: the activity attempts granted to workers, checked once their time is up.
+
+A check list (``server/grants.py``) fires onto ``df.<ns>.rm.check-list``, read by the
+removals consumer every df-server shares (``server/removals.py``: one server at a time, acked
+only when done, in-progress acknowledgements meanwhile, a failure delivered again, or
+dead-lettered with the reason once it keeps failing; a list that is no list, dead-lettered at
+once). For each attempt it lists, from the run's history as it is now:
+
+- the run is gone or closed, or history holds the attempt's outcome (or a later attempt):
+  nothing;
+- its lease is held by a holder that renewed it within the lease: on a later list (a long
+  activity is checked again every ``eager_check`` seconds, never run twice);
+- otherwise its task is published exactly as a dispatch would have (same Msg-Id): the worker
+  it was granted to never ran it (stopped, killed, did not know the activity, got no answer),
+  or its holder is gone, which the worker given the task finds as when any holder is lost.
+
+A list delivered again does it all again: a task published twice is one (same Msg-Id), an
+attempt listed again is checked again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from durablefuture.codec.checks import CheckedAttempt, decode_check_list
+from durablefuture.core.effects import DispatchActivityTask, activity_task
+from durablefuture.core.errors import DecodeError
+from durablefuture.server.inputs import RunInputs
+from durablefuture.server.runs import RunMissing
+from durablefuture.transport.consumer import Msg, delivery_count
+from durablefuture.transport.deadletter import dead_letter
+from durablefuture.transport.layout import open_bucket
+from durablefuture.transport.leases import AttemptLeases
+from durablefuture.transport.publisher import PubAck
+
+__all__ = ["EagerChecks"]
+
+log = logging.getLogger("durablefuture.server")
+
+
+class EagerChecks(RunInputs):
+    """Checks the attempts of fired check lists (a part of ``Server``)."""
+
+    _leases: AttemptLeases | None = None
+
+    async def _check_list(self, msg: Msg) -> None:
+        """Check every attempt a fired list names; raises what is to be retried."""
+        try:
+            items = decode_check_list(msg.data)
+        except DecodeError as exc:
+            log.error("dead-lettering a check list: %s", exc)
+            await dead_letter(
+                self.pub, self.layout.dead_letter("removal"), msg, "removal", str(exc)
+            )
+            return
+        keepalive = max(0.1, self.options.input_ack_wait / 3)
+        alive = time.monotonic()
+        later: list[asyncio.Future[PubAck]] = []
+        for item in items:
+            if time.monotonic() - alive > keepalive:
+                await msg.in_progress()  # a long list: not to be delivered to another server
+                alive = time.monotonic()
+            outcome = await self._check_attempt(item)
+            self.stats[f"checks_{outcome}"] += 1  # published, later, done
+            if outcome == "later":
+                later.append(await self._check_later(item))
+        for listed in later:
+            await listed  # stored before this list is acknowledged
+        if delivery_count(msg) > 1:
+            log.info("a check list delivered again was checked (%d attempts)", len(items))
+
+    async def _check_attempt(self, item: CheckedAttempt) -> str:
+        """``done`` (nothing to do), ``later`` (a live holder runs it) or ``published``."""
+        try:
+            cache = await self._load(item.workflow_id, item.run_id)
+        except RunMissing:
+            return "done"  # removed since (or never stored)
+        async with cache.lock:
+            latest = await self.history.last_seq(item.workflow_id, item.run_id)
+            if latest != cache.last_seq:
+                await self._refresh(cache)
+            state = cache.state
+            act = state.activities.get(item.seq)
+            if not state.is_open or act is None or act.closed or act.attempt != item.attempt:
+                return "done"
+            lease = await (await self._attempt_leases()).read(item.run_id, item.seq, item.attempt)
+            if lease is not None and time.time() - lease.at < lease.lease:
+                return "later"
+            log.info(
+                "attempt %d of activity %s (#%d of run %s) was granted to a worker that has "
+                "not run it: its task is stored",
+                item.attempt,
+                act.name,
+                item.seq,
+                item.run_id,
+                extra={"workflow_id": item.workflow_id, "run_id": item.run_id},
+            )
+            await self._execute(cache, [DispatchActivityTask(activity_task(state, act))])
+            return "published"
+
+    async def _attempt_leases(self) -> AttemptLeases:
+        if self._leases is None:
+            kv = self._act_kv or await open_bucket(self.js, self.layout.activity_bucket)
+            self._act_kv = kv
+            self._leases = AttemptLeases(self.pub, kv, self.layout, self.codec)
+        return self._leases

@@ -1,0 +1,100 @@
+"""Eager activity dispatch: the first attempts a worker's decisions schedule, run by that worker.
+
+A report request whose worker also runs activities of the run's task queue, and has free
+slots, says so (``Df-Eager: <n>``, ``transport/headers.py``). For the batch appended for that
+report, up to ``n`` of the activity tasks its effects dispatch (first attempts, due now, on
+the run's own task queue) are not stored: each attempt is listed instead on a check list, one
+``@at`` message schedule shared by the attempts granted meanwhile (the group commit of the
+expiry lists, ``server/expiries.py``), due ``ServerOptions.eager_check`` seconds later. The
+list is stored before the answer goes out, and the answer (``eager``,
+``transport/report_requests.py``) names the seqs granted; the worker runs them as it would
+their tasks (claims the attempt lease, runs, reports, fused with its next decisions).
+
+When a list fires (``server/checks.py``), an attempt whose outcome history holds needs
+nothing; one whose lease a live holder renews goes on a later list; any other has its task
+published, exactly as a dispatch would have (same Msg-Id). That is always safe: the lease
+makes sure an attempt starts once. So whatever goes wrong after a grant (the answer lost, the
+worker stopping, killed, or not knowing the activity) costs only the check's delay, and
+whatever goes wrong before the list is stored (the effects failed) derives the effects again
+later, with no answer to grant in: the tasks are stored as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+
+from durablefuture.codec.checks import (
+    CHECK_LIST_BYTES,
+    MAX_CHECK_LIST,
+    CheckedAttempt,
+    check_list_size,
+    encode_check_list,
+)
+from durablefuture.core.effects import ActivityTask
+from durablefuture.server.expiries import ScheduleLists
+from durablefuture.server.receipts import ANSWERED_RECEIPT
+from durablefuture.server.runs import RunCache
+from durablefuture.server.status_later import StatusLater
+from durablefuture.transport.publisher import PubAck
+from durablefuture.transport.report_requests import ANSWER_WAIT
+
+__all__ = ["GRANT_WITHIN", "Grants"]
+
+GRANT_WITHIN = ANSWER_WAIT / 4
+"""Seconds after a request was taken past which nothing is granted any more: its answer
+might come after the worker stopped waiting (it then stores the report, which carries no
+grant), and a grant nobody reads waits out its check."""
+
+
+class Grants(StatusLater):
+    """Grants first activity attempts to the workers that decided them (a part of ``Server``)."""
+
+    _check_lists: ScheduleLists[CheckedAttempt] | None = None
+
+    def _lists(self) -> ScheduleLists[CheckedAttempt]:
+        if self._check_lists is None:
+            self._check_lists = ScheduleLists(
+                self.pub,
+                self._track,
+                subject=self.layout.check_list,
+                target=self.layout.removal("check-list"),
+                encode=encode_check_list,
+                size=check_list_size,
+                max_items=MAX_CHECK_LIST,
+                max_bytes=CHECK_LIST_BYTES,
+            )
+        return self._check_lists
+
+    def _track(self, work: Coroutine[object, object, None]) -> None:
+        raise NotImplementedError  # effects.Effects
+
+    async def _check_later(self, item: CheckedAttempt) -> asyncio.Future[PubAck]:
+        """List ``item`` on a check list due ``eager_check`` seconds from now; the future
+        resolves once the list is stored."""
+        return await self._lists().arm(item, time.time() + self.options.eager_check)
+
+    async def _granted(self, cache: RunCache, task: ActivityTask) -> asyncio.Future[PubAck] | None:
+        """If ``task`` (a dispatch due now) may go to the worker whose report is being
+        answered: its attempt listed on a check list (the future resolves once stored) and
+        granted in the answer. None: store the task as usual."""
+        answered = ANSWERED_RECEIPT.get()
+        if answered is None or len(answered.granted) >= answered.eager or answered.answered:
+            return None
+        state = cache.state
+        if (
+            task.attempt != 1
+            or not answered.batch  # the answer carries no receipt: it grants nothing
+            or answered.run_id != state.run_id
+            or task.task_queue != state.started.task_queue
+            or self.options.eager_check <= 0
+            or self.clock.skips  # a skipping clock's time is not the schedule's
+            or time.monotonic() - answered.began > GRANT_WITHIN
+        ):
+            return None
+        item = CheckedAttempt(cache.workflow_id, state.run_id, task.seq, task.attempt)
+        listed = await self._check_later(item)
+        answered.granted.append(task.seq)
+        self.stats["eager_granted"] += 1
+        return listed

@@ -1,0 +1,111 @@
+"""Eager activities: the first attempts of the activities this worker's decisions schedule,
+run here with no stored activity task (df-server's side: ``server/grants.py``).
+
+A worker that runs both the workflows and the activities of its task queue offers, with each
+report asked with its receipt, as many attempts as it has free activity slots (``Df-Eager``).
+df-server grants some of the activity attempts the report's decisions schedule, lists them on
+a check list, and names them in its answer. The worker runs each granted attempt exactly as a
+delivery of its task (``ActivityTasks.take``: claim the attempt lease, run, report, fused with
+the next decisions), with a stand-in message where a delivery has one to acknowledge.
+
+A granted attempt this worker does not run (it is stopping, or dies) costs only time: when the
+check list fires, df-server publishes its task as a dispatch would have. One it starts and
+then loses is found by its lease, as any lost attempt is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Sequence
+
+from durablefuture.core import events as ev
+from durablefuture.core.effects import ActivityTask, first_attempt_tasks
+from durablefuture.core.liveness import RunningAttempt
+from durablefuture.transport.messages import no_delivery
+from durablefuture.transport.report_requests import MAX_GRANTED
+from durablefuture.worker.activities import ActivityTasks
+from durablefuture.worker.receipts import Receipts
+from durablefuture.worker.reports import Reports
+
+__all__ = ["AFTER_GRANT_HOOK", "EagerActivities"]
+
+log = logging.getLogger("durablefuture.worker")
+
+AFTER_GRANT_HOOK = "DF_TEST_AFTER_GRANT"
+"""Test hook (environment): ``skip`` leaves granted attempts unrun, ``die`` kills the worker
+process (SIGKILL) as soon as an answer grants it one."""
+
+_Key = tuple[str, int, int]
+
+
+class EagerActivities:
+    """Offers free activity slots with reports, and runs the attempts granted."""
+
+    def __init__(
+        self, activity_tasks: ActivityTasks, slots: int, tasks: set[asyncio.Task[None]]
+    ) -> None:
+        self.activity_tasks = activity_tasks
+        self.slots = slots
+        self.running: dict[_Key, RunningAttempt] = activity_tasks.running
+        """The attempts running now (delivered and granted)."""
+        self.tasks = tasks
+        """Where each granted attempt's asyncio task is kept (a drain waits for them)."""
+        self.stopping = asyncio.Event()
+        self.granted: set[_Key] = set()
+        """Granted attempts taken and not finished."""
+        self.started = 0
+        """Granted attempts taken (for tests and measurements)."""
+
+    def attach(self, reports: Reports, receipts: Receipts, stopping: asyncio.Event) -> None:
+        """Offer slots with ``reports``; run what the answers ``receipts`` applies grant."""
+        self.stopping = stopping
+        reports.eager = self.offer
+        receipts.run_granted = self.run
+
+    def offer(self) -> int:
+        """How many attempts to offer now (0: none)."""
+        if self.stopping.is_set():
+            return 0
+        busy = len(self.running.keys() - self.granted) + len(self.granted)
+        return max(0, min(MAX_GRANTED, self.slots - busy))
+
+    def run(
+        self, started: ev.WorkflowStarted | None, events: Sequence[ev.Event], seqs: Sequence[int]
+    ) -> None:
+        """Start the attempts of ``seqs`` (granted: ``events`` schedule them); never raises."""
+        if not seqs:
+            return
+        hook = os.environ.get(AFTER_GRANT_HOOK, "")
+        if hook == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if hook == "skip" or started is None or self.stopping.is_set():
+            return  # their check list has their tasks stored
+        for task in first_attempt_tasks(started, events, set(seqs)):
+            key = (task.run_id, task.seq, task.attempt)
+            if key in self.granted:
+                continue
+            self.granted.add(key)
+            self.started += 1
+            job = asyncio.create_task(self._take(task, key))
+            self.tasks.add(job)
+            job.add_done_callback(self.tasks.discard)
+
+    async def _take(self, task: ActivityTask, key: _Key) -> None:
+        try:
+            await self.activity_tasks.take(task, no_delivery())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # its check list has its task stored
+            log.warning(
+                "a granted attempt of activity %s (#%d of run %s) failed here: %s",
+                task.name,
+                task.seq,
+                task.run_id,
+                exc,
+                extra={"workflow_id": task.workflow_id, "run_id": task.run_id},
+            )
+        finally:
+            self.granted.discard(key)
