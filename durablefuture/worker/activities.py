@@ -10,6 +10,7 @@ result for a run whose generator this worker caches carries the workflow's next 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -77,6 +78,11 @@ class ActivityTasks:
         self.bucket: ActivityBucket | None = None
         """The activity bucket (heartbeats, cancel requests), once the worker is bound."""
         self.attempts: OrderedDict[tuple[str, int, int], AttemptRecord] = OrderedDict()
+        self.slots: asyncio.Semaphore | None = None
+        """Attempts running at once, at most (None: the consumer's credits limit them; set
+        when attempts granted to this worker run as well: ``eager.py``)."""
+        self.busy = 0
+        """Attempts taken and not done (running, or waiting for a slot)."""
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -116,12 +122,29 @@ class ActivityTasks:
             if not first.done.is_set():
                 break
             del self.attempts[oldest]
+        self.busy += 1
         try:
-            await self._attempt_task(task, msg, record)
+            if await self._slot(msg):
+                try:
+                    await self._attempt_task(task, msg, record)
+                finally:
+                    if self.slots is not None:
+                        self.slots.release()
         finally:
+            self.busy -= 1
             if record.report is None and not record.reported and self.attempts.get(key) is record:
                 del self.attempts[key]  # no outcome: the next delivery starts over
             record.done.set()
+
+    async def _slot(self, msg: Msg) -> bool:
+        """Wait for a free slot, keeping ``msg`` in progress; False if the worker stops first
+        (the delivery is left to its ack wait, an attempt granted to its check list)."""
+        if self.slots is None:
+            return True
+        if not self.slots.locked():
+            await self.slots.acquire()
+            return True
+        return await self.handover.hold(msg, self.slots.acquire())
 
     async def _attempt_task(self, task: ActivityTask, msg: Msg, record: AttemptRecord) -> None:
         holder = await self.handover.claim(task)

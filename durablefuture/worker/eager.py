@@ -23,7 +23,6 @@ from collections.abc import Sequence
 
 from durablefuture.core import events as ev
 from durablefuture.core.effects import ActivityTask, first_attempt_tasks
-from durablefuture.core.liveness import RunningAttempt
 from durablefuture.transport.messages import no_delivery
 from durablefuture.transport.report_requests import MAX_GRANTED
 from durablefuture.worker.activities import ActivityTasks
@@ -49,8 +48,9 @@ class EagerActivities:
     ) -> None:
         self.activity_tasks = activity_tasks
         self.slots = slots
-        self.running: dict[_Key, RunningAttempt] = activity_tasks.running
-        """The attempts running now (delivered and granted)."""
+        # delivered and granted attempts share the slots (the consumer's credits alone would
+        # let deliveries run beside the granted attempts)
+        activity_tasks.slots = asyncio.Semaphore(slots)
         self.tasks = tasks
         """Where each granted attempt's asyncio task is kept (a drain waits for them)."""
         self.stopping = asyncio.Event()
@@ -69,8 +69,7 @@ class EagerActivities:
         """How many attempts to offer now (0: none)."""
         if self.stopping.is_set():
             return 0
-        busy = len(self.running.keys() - self.granted) + len(self.granted)
-        return max(0, min(MAX_GRANTED, self.slots - busy))
+        return max(0, min(MAX_GRANTED, self.slots - self.activity_tasks.busy))
 
     def run(
         self, started: ev.WorkflowStarted | None, events: Sequence[ev.Event], seqs: Sequence[int]

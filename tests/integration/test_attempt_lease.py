@@ -41,7 +41,8 @@ async def test_a_task_delivered_again_to_another_worker_is_not_run_again() -> No
     _runs.clear()
     # one activity at a time per worker: while the first runs the attempt, the second copy of
     # its task can only go to the other worker
-    options = WorkerOptions(activity_lease=2.0)
+    # (and the attempt's task stored: not run by the worker that decides it, eagerly)
+    options = WorkerOptions(activity_lease=2.0, eager_activities=False)
     kwargs = {"max_concurrent_activities": 1, "options": options}
     async with LocalEnvironment() as env:
         layout = env.client.layout

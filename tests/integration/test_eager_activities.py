@@ -7,24 +7,30 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
+from nats.aio.msg import Msg
 
 import durablefuture as df
+from durablefuture.codec.checks import MAX_CHECK_LIST, CheckedAttempt, encode_check_list
 from durablefuture.core import events as ev
 from durablefuture.server import ServerOptions
 from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.publisher import MSG_ID
 from durablefuture.worker.eager import AFTER_GRANT_HOOK
 from tests.conftest import wait_for
-from tests.integration.test_fuzz import _stored
+from tests.integration.test_fuzz import _dead_letters
 
 pytestmark = pytest.mark.asyncio
 
 OPTS = df.ActivityOptions(start_to_close_timeout=30)
 ran: list[str] = []
+NAP = {"seconds": 0.0}
 
 
 async def charge(order_id: str) -> str:
     ran.append(f"charge {order_id}")
+    await asyncio.sleep(NAP["seconds"])
     return f"charged {order_id}"
 
 
@@ -39,25 +45,126 @@ def order(order_id: str):  # type: ignore[no-untyped-def]
     return f"{c}/{s}"
 
 
+async def _watch(env: LocalEnvironment, subject: str) -> list[Msg]:
+    """Every message stored on ``subject`` from now on (an ordered consumer: it sees a task
+    even if the compactor purges it once acknowledged)."""
+    seen: list[Msg] = []
+
+    async def got(msg: Msg) -> None:
+        seen.append(msg)
+
+    await env.client.pub.js.subscribe(subject, ordered_consumer=True, cb=got)
+    return seen
+
+
 async def test_eager_activities_complete_with_no_activity_task_stored() -> None:
     ran.clear()
+    NAP["seconds"] = 0.0
     async with LocalEnvironment() as env:
         server = env.server
         assert server is not None
-        tasks = await env.client.pub.js.subscribe(
-            f"{env.client.layout.prefix}.at.>", ordered_consumer=True
-        )
-        async with env.worker(workflows=[order], activities=[charge, ship]):
+        tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
+        async with env.worker(workflows=[order], activities=[charge, ship]) as worker:
             ids = [f"e-{i}" for i in range(5)]
             results = await asyncio.gather(
                 *(env.client.execute_workflow(order, w, id=w) for w in ids)
             )
+            assert worker.stats["activity_tasks"] == 2 * len(ids)  # each taken here
+        await env.client.pub.nc.flush()
         assert results == [f"charged {w}/shipped {w}" for w in ids]
         assert sorted(ran) == sorted([f"charge {w}" for w in ids] + [f"ship {w}" for w in ids])
         assert server.stats["eager_granted"] == 2 * len(ids)
-        assert await _stored(env, f"{env.client.layout.prefix}.at.>") == []
-        with pytest.raises(Exception):
-            await tasks.next_msg(timeout=0.5)  # none was ever stored
+        assert tasks == []  # no activity task was ever stored
         for w in ids:
             history = await env.client.get_workflow_handle(w).fetch_history()
             assert [type(e) for e in history].count(ev.ActivityCompleted) == 2
+
+
+async def test_a_check_list_stores_the_task_of_a_granted_attempt_nobody_ran(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker leaves every attempt granted to it unrun (as one that stopped or died right
+    after the answer would): each check list fires, finds no outcome and no lease, and stores
+    the task as a dispatch would have (same Msg-Id); the worker takes it from its queue, and
+    each activity runs once."""
+    ran.clear()
+    NAP["seconds"] = 0.0
+    monkeypatch.setenv(AFTER_GRANT_HOOK, "skip")
+    async with LocalEnvironment(server_options=ServerOptions(eager_check=1.0)) as env:
+        server = env.server
+        assert server is not None
+        tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
+        async with env.worker(workflows=[order], activities=[charge, ship]):
+            h = await env.client.start_workflow(order, "s-1", id="s-1")
+            assert await h.result(timeout=30) == "charged s-1/shipped s-1"
+        await env.client.pub.nc.flush()
+        assert ran == ["charge s-1", "ship s-1"]
+        assert server.stats["eager_granted"] == 2
+        assert server.stats["checks_published"] == 2
+        ids = [(m.headers or {}).get(MSG_ID) for m in tasks]
+        assert ids == [f"at:{h.run_id}:1:1", f"at:{h.run_id}:2:1"]
+        history = [type(e) for e in await h.fetch_history()]
+        assert history.count(ev.ActivityCompleted) == 2
+        assert history.count(ev.WorkflowCompleted) == 1
+
+
+async def test_a_long_eager_activity_outliving_its_check_is_not_run_twice() -> None:
+    """``charge`` runs four times longer than the check: each check finds its lease renewed
+    by a live holder and lists it again; once it is done, the next check finds its outcome.
+    No task is stored, the activity runs once."""
+    ran.clear()
+    NAP["seconds"] = 2.0
+    async with LocalEnvironment(server_options=ServerOptions(eager_check=0.5)) as env:
+        server = env.server
+        assert server is not None
+        tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
+        async with env.worker(workflows=[order], activities=[charge, ship]):
+            h = await env.client.start_workflow(order, "l-1", id="l-1")
+            assert await h.result(timeout=30) == "charged l-1/shipped l-1"
+            await wait_for(lambda: server.stats["checks_done"] >= 2, 15)
+        await env.client.pub.nc.flush()
+        assert ran == ["charge l-1", "ship l-1"]
+        assert server.stats["checks_later"] >= 1
+        assert server.stats["checks_published"] == 0
+        assert tasks == []
+    NAP["seconds"] = 0.0
+
+
+async def test_junk_check_lists_are_dead_lettered_and_a_stale_one_does_nothing() -> None:
+    """A check list is believed only from df-server's own subjects (``df auth init`` keeps
+    users off them), and still checked: junk is dead-lettered with the reason; a list naming
+    an attempt whose outcome is recorded, or a run that does not exist, publishes nothing."""
+    ran.clear()
+    NAP["seconds"] = 0.0
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        layout = env.client.layout
+        async with env.worker(workflows=[order], activities=[charge, ship]):
+            h = await env.client.start_workflow(order, "j-1", id="j-1")
+            assert await h.result(timeout=15) == "charged j-1/shipped j-1"
+        tasks = await _watch(env, f"{layout.prefix}.at.>")
+        target = layout.removal("check-list")
+        too_many = [CheckedAttempt("w", "r", i, 1) for i in range(MAX_CHECK_LIST + 1)]
+        junk = [
+            b"not json",
+            orjson.dumps({"attempts": []}),
+            orjson.dumps({"attempts": [["w", "bad run id!", 1, 1]]}),
+            orjson.dumps({"attempts": [["w", "r", -1, 1]]}),
+            orjson.dumps({"attempts": [["w", "r", 1, 0]]}),
+            encode_check_list(too_many),
+        ]
+        for body in junk:
+            await env.client.pub.publish(target, body)
+        stale = [CheckedAttempt("j-1", h.run_id or "", 1, 1), CheckedAttempt("nobody", "r1", 1, 1)]
+        await env.client.pub.publish(target, encode_check_list(stale))
+
+        async def all_handled() -> bool:
+            letters = await _dead_letters(env)
+            return len(letters) == len(junk) and server.stats["checks_done"] == 2
+
+        await wait_for(all_handled, 15)
+        letters = await _dead_letters(env)
+        assert all("check list" in d.reason for d in letters), [d.reason for d in letters]
+        assert tasks == []
+        assert ran == ["charge j-1", "ship j-1"]
