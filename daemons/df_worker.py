@@ -77,6 +77,14 @@ from durablefuture.worker import Worker, WorkerOptions
     help="Take the workflow tasks of the runs this worker caches on a subject of its own.",
 )
 @click.option(
+    "--eager/--no-eager",
+    default=True,
+    envvar="DF_EAGER",
+    show_default=True,
+    help="Run the first attempts of the activities this worker's workflows schedule here, "
+    "granted by df-server with no stored task (needs --workflows and --activities).",
+)
+@click.option(
     "--drain-timeout",
     default=60.0,
     envvar="DF_DRAIN_TIMEOUT",
@@ -107,6 +115,7 @@ def main(
     workflow_task_timeout: float,
     liveness_interval: float,
     sticky: bool,
+    eager: bool,
     drain_timeout: float,
 ) -> None:
     """Run a DurableFuture worker for TASK_QUEUE.
@@ -153,6 +162,7 @@ def main(
                 liveness_interval=liveness_interval,
                 drain_timeout=drain_timeout,
                 sticky=sticky,
+                eager_activities=eager,
             ),
         )
         await worker.start()

@@ -24,7 +24,8 @@ accounts: they see, list and read nothing of this one.
 role      may (everything else is refused by nats-server with a permissions violation)
 ========  ===========================================================================
 server    everything in ``DF_<ns>``: histories, status entries, closed notices, tasks,
-          timers, dead letters, JetStream management (df-server is the only writer)
+          timers, check lists (``ck.<list>``, ``rm.check-list``), dead letters, JetStream
+          management (df-server is the only writer)
 worker    take workflow/activity tasks of any task queue (never the server's inputs),
           and sticky workflow tasks (``wt.<queue>.<token>``: the runs a worker caches),
           report on ``df.<ns>.in.report`` or ask df-server to record a report

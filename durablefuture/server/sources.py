@@ -11,7 +11,18 @@ subject                    written by                  may carry
 ``df.<ns>.in.server``      df-server only              anything (child starts and notices,
                                                        continue-as-new starts, ...)
 ``df.<ns>.in.timer``       df-server's timers only     anything (timer firings)
+``df.<ns>.ck.<list>``      df-server only              check lists (``@at`` schedules)
+``df.<ns>.rm.check-list``  df-server's schedules only  fired check lists: the activity
+                                                       attempts to check (nothing else)
 =========================  ==========================  =======================================
+
+A fired check list names activity attempts granted to workers (eager activity dispatch,
+``server/grants.py``); it is decoded by ``codec/checks.py`` (bounded, every name and number
+checked; anything else is dead-lettered with the reason) and believed only as "look at this
+attempt": df-server checks each one against the run's history and the attempt's lease, and at
+most publishes the task a dispatch would have, which a lease makes safe. A worker's offer to
+run attempts (``Df-Eager`` on ``dfev.<ns>.report``) is a number of 1 to 3 digits, capped
+(``receipts.eager_offer``), and grants only the attempts the worker's own report schedules.
 
 So a client cannot forge a worker's report (it may not publish on ``in.report``, and a report
 on ``in.run`` is refused here), and a worker cannot forge a signal, a start or a child's result.

@@ -144,6 +144,8 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
             # the worker's reports reached df-server as requests (worker credentials may send
             # them across the accounts), not only through the stored fallback
             assert server.stats["report_requests"] >= 2
+            # and its answer granted the worker the activity its decision scheduled (eager)
+            assert server.stats["eager_granted"] >= 1
             # and the client's start reached it as a request (client credentials may send it
             # across the accounts), not through the stored fallback
             assert server.stats["start_requests"] >= 1
@@ -166,6 +168,9 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
                     # a run removed before its retention is over, or messages purged, or the
                     # removals taken from under df-server
                     await probe.publish_refused(layout.removal("expire"))
+                    # an eager attempt's check list forged, or fired early
+                    await probe.publish_refused(layout.check_list("forged"))
+                    await probe.publish_refused(layout.removal("check-list"))
                     await probe.publish_refused(
                         f"$JS.API.CONSUMER.MSG.NEXT.{layout.stream}.{layout.removal_consumer}"
                     )

@@ -1,0 +1,191 @@
+"""Eager activity attempts through SIGKILL: of the worker they were granted to (right after the
+grant), of a df-server mid-burst, and of nats-server. Every workflow completes once, no
+attempt runs more than once, and every execution is one history records."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from nats.aio.msg import Msg
+
+import durablefuture as df
+from durablefuture.core import events as ev
+from durablefuture.natsserver import NatsServer
+from durablefuture.transport.publisher import MSG_ID
+from durablefuture.worker.eager import AFTER_GRANT_HOOK
+from tests.conftest import Daemons, wait_for, wait_namespace
+from tests.integration.eager_flows import STEPS, logged_flow
+from tests.integration.helpers import check_history
+
+pytestmark = pytest.mark.asyncio
+
+MODULE = "tests.integration.eager_flows"
+ARGS = ("--workflows", f"{MODULE}:logged_flow", "--activities", f"{MODULE}:logged_step")
+
+
+def executions(path: Path) -> Counter[tuple[str, int, int]]:
+    """(tag, step, attempt) -> how often it ran."""
+    out: Counter[tuple[str, int, int]] = Counter()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3:  # a line being written is skipped
+                out[(parts[0], int(parts[1]), int(parts[2]))] += 1
+    return out
+
+
+def recorded(history: list[ev.Event]) -> set[tuple[int, int]]:
+    """(activity seq, attempt) of every attempt history scheduled."""
+    out: set[tuple[int, int]] = set()
+    for e in history:
+        if isinstance(e, ev.ActivityScheduled):
+            out.add((e.seq, 1))
+        elif isinstance(e, ev.ActivityRetryScheduled):
+            out.add((e.seq, e.attempt + 1))
+    return out
+
+
+async def _watch(client: df.Client, subject: str) -> list[Msg]:
+    seen: list[Msg] = []
+
+    async def got(msg: Msg) -> None:
+        seen.append(msg)
+
+    await client.pub.js.subscribe(subject, ordered_consumer=True, cb=got)
+    return seen
+
+
+async def _finish(
+    client: df.Client, ids: list[str], log: Path, *, once: bool
+) -> dict[str, list[ev.Event]]:
+    """Every run completed once with its result; every execution is one history records;
+    with ``once``, every step ran exactly once (no attempt but the first)."""
+    results = await asyncio.gather(
+        *(client.get_workflow_handle(w).result(timeout=120) for w in ids)
+    )
+    histories = {w: await client.get_workflow_handle(w).fetch_history() for w in ids}
+    for wid, result in zip(ids, results, strict=True):
+        assert result == [f"{wid}:{s}" for s in range(STEPS)], (wid, result)
+        check_history(wid, histories[wid])
+    ran = executions(log)
+    twice = {k: n for k, n in ran.items() if n > 1}
+    assert not twice, f"attempts that ran more than once: {sorted(twice.items())}"
+    unrecorded = [k for k in ran if (k[1] + 1, k[2]) not in recorded(histories[k[0]])]
+    assert not unrecorded, f"executions history does not record: {unrecorded}"
+    if once:
+        assert sorted(ran) == sorted((w, s, 1) for w in ids for s in range(STEPS))
+    return histories
+
+
+async def test_a_worker_killed_right_after_its_grant_leaves_the_task_to_its_check(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    """The worker that decided ``logged_step`` dies (SIGKILL) as the answer grants it the
+    attempt: the check list fires, finds nobody ran it, and stores its task; another worker
+    runs it once. The next step is granted to that worker and runs there with no task."""
+    log = tmp_path / "exec.log"
+    daemons.env["DF_TEST_EXEC_LOG"] = str(log)
+    daemons.server("--eager-check", "1", "--sticky-timeout", "1")
+    doomed_env = dict(daemons.env, **{AFTER_GRANT_HOOK: "die"})
+    doomed = daemons.special(
+        "doomed",
+        "daemons.df_worker",
+        "--nats",
+        daemons.url,
+        "--task-queue",
+        "tests",
+        "--activity-lease",
+        "2",
+        *ARGS,
+        env=doomed_env,
+    )
+    await wait_namespace(daemons.url)
+    client = await df.Client.connect(daemons.url)
+    try:
+        tasks = await _watch(client, f"{client.layout.prefix}.at.>")
+        h = await client.start_workflow(logged_flow, "k-1", id="k-1", task_queue="tests")
+        assert doomed.proc is not None
+        await wait_for(lambda: doomed.proc is not None and doomed.proc.poll() is not None, 30)
+        assert doomed.proc.returncode == -9  # killed by the hook, after its grant
+        assert not log.exists()  # it ran nothing
+        daemons.worker(*ARGS)
+        histories = await _finish(client, ["k-1"], log, once=True)
+        assert [type(e) for e in histories["k-1"]].count(ev.ActivityCompleted) == STEPS
+        await client.pub.nc.flush()
+        # the first step's task, stored by its check list; the second step ran eagerly
+        assert [(m.headers or {}).get(MSG_ID) for m in tasks] == [f"at:{h.run_id}:1:1"]
+    except BaseException:
+        print(daemons.logs())
+        raise
+    finally:
+        await client.close()
+
+
+async def test_df_server_sigkill_mid_burst(daemons: Daemons, tmp_path: Path) -> None:
+    """Two df-servers, two workers running workflows and activities (eager attempts); one
+    df-server is SIGKILLed while the burst is in flight and another started: every run
+    completes once and every step runs exactly once."""
+    log = tmp_path / "exec.log"
+    daemons.env["DF_TEST_EXEC_LOG"] = str(log)
+    daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0.2"
+    server_args = ("--eager-check", "1", "--sticky-timeout", "1")
+    victim = daemons.server(*server_args)
+    daemons.server(*server_args)
+    daemons.worker(*ARGS)
+    daemons.worker(*ARGS)
+    await wait_namespace(daemons.url)
+    client = await df.Client.connect(daemons.url)
+    client.request_timeout = 60
+    ids = [f"burst-{i}" for i in range(60)]
+    try:
+        tasks = await _watch(client, f"{client.layout.prefix}.at.>")
+        await asyncio.gather(
+            *(client.start_workflow(logged_flow, w, id=w, task_queue="tests") for w in ids)
+        )
+        await wait_for(lambda: len(executions(log)) >= 20, 60, 0.005)  # mid-burst
+        victim.kill()
+        daemons.server(*server_args)
+        await _finish(client, ids, log, once=True)
+        await client.pub.nc.flush()
+        # most steps ran where they were decided, with no task stored
+        assert len(tasks) < len(ids) * STEPS / 2, len(tasks)
+    except BaseException:
+        print(daemons.logs())
+        raise
+    finally:
+        await client.close()
+
+
+async def test_nats_server_sigkill_with_eager_attempts_in_flight(
+    daemons: Daemons, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """nats-server is SIGKILLed while eager attempts run and report, and restarted on the same
+    store: every run completes once; no attempt runs twice (an attempt retried after a lease
+    lost with the outage is a recorded attempt of its own)."""
+    log = tmp_path / "exec.log"
+    daemons.env["DF_TEST_EXEC_LOG"] = str(log)
+    daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0.2"
+    daemons.server("--eager-check", "2", "--input-ack-wait", "10")
+    daemons.worker(*ARGS, "--activity-lease", "30", "--workflow-task-timeout", "10")
+    daemons.worker(*ARGS, "--activity-lease", "30", "--workflow-task-timeout", "10")
+    await wait_namespace(daemons.url)
+    client = await df.Client.connect(daemons.url, connect_timeout=30)
+    client.request_timeout = 60
+    ids = [f"nats-{i}" for i in range(40)]
+    try:
+        await asyncio.gather(
+            *(client.start_workflow(logged_flow, w, id=w, task_queue="tests") for w in ids)
+        )
+        await wait_for(lambda: len(executions(log)) >= 10, 60, 0.005)  # mid-flight
+        nats_server.stop(kill=True)
+        await asyncio.sleep(2.0)  # nats-server is down this long (not a wait for a condition)
+        nats_server.start()
+        await _finish(client, ids, log, once=False)
+    except BaseException:
+        print(daemons.logs())
+        raise
+    finally:
+        await client.close()
