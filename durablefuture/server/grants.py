@@ -6,7 +6,9 @@ report, up to ``n`` of the activity tasks its effects dispatch (first attempts, 
 the run's own task queue) are not stored: each attempt is listed instead on a check list, one
 ``@at`` message schedule shared by the attempts granted meanwhile (the group commit of the
 expiry lists, ``server/expiries.py``), due ``ServerOptions.eager_check`` seconds later. The
-list is stored before the answer goes out, and the answer (``eager``,
+list is sent beside the append that records the attempts (a list naming an attempt whose
+append then fails is harmless: its check finds nothing to do, or stores a task, which is
+always safe) and stored before the answer goes out, and the answer (``eager``,
 ``transport/report_requests.py``) names the seqs granted; the worker runs them as it would
 their tasks (claims the attempt lease, runs, reports, fused with its next decisions).
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 
 from durablefuture.codec.checks import (
     CHECK_LIST_BYTES,
@@ -32,9 +34,10 @@ from durablefuture.codec.checks import (
     check_list_size,
     encode_check_list,
 )
+from durablefuture.core import events as ev
 from durablefuture.core.effects import ActivityTask
 from durablefuture.server.expiries import ScheduleLists
-from durablefuture.server.receipts import ANSWERED_RECEIPT
+from durablefuture.server.receipts import ANSWERED_RECEIPT, AnsweredReceipt
 from durablefuture.server.runs import RunCache
 from durablefuture.server.status_later import StatusLater
 from durablefuture.transport.publisher import PubAck
@@ -75,12 +78,44 @@ class Grants(StatusLater):
         resolves once the list is stored."""
         return await self._lists().arm(item, time.time() + self.options.eager_check)
 
+    async def _grant_early(self, cache: RunCache, events: Sequence[ev.Event]) -> None:
+        """List the first attempts of the activities ``events`` schedule on the run's task
+        queue (at most as many as the worker offered) before the append that records them
+        is sent: the list is stored beside the append instead of after it. One listed for
+        an append that fails is harmless: its check finds no such attempt, or the one a
+        later decision scheduled, and stores at most its task."""
+        answered = ANSWERED_RECEIPT.get()
+        if answered is None or not self._may_grant(answered):
+            return
+        state = cache.state
+        queue = state.started.task_queue
+        for e in events:
+            if len(answered.early) >= answered.eager:
+                return
+            if not isinstance(e, ev.ActivityScheduled) or e.seq in answered.early:
+                continue
+            if (e.options.task_queue or queue) != queue:
+                continue
+            item = CheckedAttempt(cache.workflow_id, state.run_id, e.seq, 1)
+            listed = await self._check_later(item)
+            listed.add_done_callback(_consume)  # (awaited only if granted)
+            answered.early[e.seq] = listed
+
+    def _may_grant(self, answered: AnsweredReceipt) -> bool:
+        return (
+            answered.eager > len(answered.granted)
+            and not answered.answered
+            and self.options.eager_check > 0
+            and not self.clock.skips  # a skipping clock's time is not the schedule's
+            and time.monotonic() - answered.began <= GRANT_WITHIN
+        )
+
     async def _granted(self, cache: RunCache, task: ActivityTask) -> asyncio.Future[PubAck] | None:
         """If ``task`` (a dispatch due now) may go to the worker whose report is being
         answered: its attempt listed on a check list (the future resolves once stored) and
         granted in the answer. None: store the task as usual."""
         answered = ANSWERED_RECEIPT.get()
-        if answered is None or len(answered.granted) >= answered.eager or answered.answered:
+        if answered is None or not self._may_grant(answered):
             return None
         state = cache.state
         if (
@@ -88,13 +123,18 @@ class Grants(StatusLater):
             or not answered.batch  # the answer carries no receipt: it grants nothing
             or answered.run_id != state.run_id
             or task.task_queue != state.started.task_queue
-            or self.options.eager_check <= 0
-            or self.clock.skips  # a skipping clock's time is not the schedule's
-            or time.monotonic() - answered.began > GRANT_WITHIN
         ):
             return None
-        item = CheckedAttempt(cache.workflow_id, state.run_id, task.seq, task.attempt)
-        listed = await self._check_later(item)
+        listed = answered.early.pop(task.seq, None)
+        if listed is None:
+            item = CheckedAttempt(cache.workflow_id, state.run_id, task.seq, task.attempt)
+            listed = await self._check_later(item)
         answered.granted.append(task.seq)
         self.stats["eager_granted"] += 1
         return listed
+
+
+def _consume(listed: asyncio.Future[PubAck]) -> None:
+    """Retrieve the outcome of a list nobody awaits (its append failed: nothing granted)."""
+    if not listed.cancelled():
+        listed.exception()

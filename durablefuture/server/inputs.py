@@ -227,6 +227,8 @@ class RunInputs(RunCaches, Effects):
                 closing = isinstance(decision.events[-1], ev.TERMINAL_EVENTS)
                 # encoded once: the same bytes are the append and the receipt
                 batch = self.codec.encode_batch(message.input_id, decision.events)
+                if receipt_to:  # its attempts' check list stored beside the append (``grants``)
+                    await self._grant_early(cache, decision.events)
                 try:
                     seq, size = await self.history.append_sized(
                         cache.workflow_id,

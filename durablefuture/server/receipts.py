@@ -9,10 +9,12 @@ anyway (it asks holding the run's lock), so nothing waits longer for it.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 
 import attrs
 
+from durablefuture.transport.publisher import PubAck
 from durablefuture.transport.report_requests import MAX_GRANTED
 
 __all__ = ["ANSWERED_RECEIPT", "MAX_EAGER", "AnsweredReceipt", "eager_offer"]
@@ -36,6 +38,9 @@ class AnsweredReceipt:
     """Activity attempts the worker offered to run itself (``Df-Eager``; 0: none)."""
     began: float = 0.0
     """``time.monotonic()`` when the request was taken."""
+    early: dict[int, asyncio.Future[PubAck]] = attrs.field(factory=dict)
+    """Activity seqs the batch schedules, listed on a check list while it was appended (the
+    future resolves once the list is stored); granted only if the append succeeded."""
     granted: list[int] = attrs.field(factory=list)
     """The activity seqs granted to the worker (their first attempts are on a check list)."""
     answered: bool = False

@@ -45,6 +45,12 @@ def order(order_id: str):  # type: ignore[no-untyped-def]
     return f"{c}/{s}"
 
 
+def wait_then_charge(order_id: str):  # type: ignore[no-untyped-def]
+    go = yield df.wait_signal("go")
+    c = yield df.activity(charge, order_id, options=OPTS)
+    return f"{c} {go}"
+
+
 async def _watch(env: LocalEnvironment, subject: str) -> list[Msg]:
     """Every message stored on ``subject`` from now on (an ordered consumer: it sees a task
     even if the compactor purges it once acknowledged)."""
@@ -140,9 +146,16 @@ async def test_junk_check_lists_are_dead_lettered_and_a_stale_one_does_nothing()
         server = env.server
         assert server is not None
         layout = env.client.layout
-        async with env.worker(workflows=[order], activities=[charge, ship]):
+        async with env.worker(workflows=[order, wait_then_charge], activities=[charge, ship]):
             h = await env.client.start_workflow(order, "j-1", id="j-1")
             assert await h.result(timeout=15) == "charged j-1/shipped j-1"
+            waiting = await env.client.start_workflow(wait_then_charge, "j-2", id="j-2")
+
+            async def waits() -> bool:
+                history = await waiting.fetch_history()
+                return any(isinstance(e, ev.SignalWaitStarted) for e in history)
+
+            await wait_for(waits, 15)
         tasks = await _watch(env, f"{layout.prefix}.at.>")
         target = layout.removal("check-list")
         too_many = [CheckedAttempt("w", "r", i, 1) for i in range(MAX_CHECK_LIST + 1)]
@@ -156,15 +169,25 @@ async def test_junk_check_lists_are_dead_lettered_and_a_stale_one_does_nothing()
         ]
         for body in junk:
             await env.client.pub.publish(target, body)
-        stale = [CheckedAttempt("j-1", h.run_id or "", 1, 1), CheckedAttempt("nobody", "r1", 1, 1)]
+        # an attempt whose outcome is recorded; a run that does not exist; an open run's
+        # attempt that no decision scheduled (a list sent beside an append that then failed)
+        stale = [
+            CheckedAttempt("j-1", h.run_id or "", 1, 1),
+            CheckedAttempt("nobody", "r1", 1, 1),
+            CheckedAttempt("j-2", waiting.run_id or "", 1, 1),
+        ]
         await env.client.pub.publish(target, encode_check_list(stale))
 
         async def all_handled() -> bool:
             letters = await _dead_letters(env)
-            return len(letters) == len(junk) and server.stats["checks_done"] == 2
+            return len(letters) == len(junk) and server.stats["checks_done"] == 3
 
         await wait_for(all_handled, 15)
         letters = await _dead_letters(env)
         assert all("check list" in d.reason for d in letters), [d.reason for d in letters]
         assert tasks == []
         assert ran == ["charge j-1", "ship j-1"]
+        async with env.worker(workflows=[order, wait_then_charge], activities=[charge, ship]):
+            await waiting.signal("go", "now")
+            assert await waiting.result(timeout=15) == "charged j-2 now"
+        assert ran == ["charge j-1", "ship j-1", "charge j-2"]
