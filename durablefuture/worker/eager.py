@@ -84,8 +84,8 @@ class EagerActivities:
             return  # their check list has their tasks stored
         for task in first_attempt_tasks(started, events, set(seqs)):
             key = (task.run_id, task.seq, task.attempt)
-            if key in self.granted:
-                continue
+            if key in self.granted or task.name not in self.activity_tasks.activities:
+                continue  # (not registered here: its stored task goes to a worker with it)
             self.granted.add(key)
             self.started += 1
             job = asyncio.create_task(self._take(task, key))

@@ -4,6 +4,9 @@ answers are bounded and checked (every byte from the wire is hostile until valid
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import orjson
 import pytest
 from hypothesis import given
@@ -29,6 +32,7 @@ from durablefuture.transport.report_requests import (
     parse_answer,
     recorded_with,
 )
+from durablefuture.worker.eager import EagerActivities
 from tests.core.helpers import History
 
 
@@ -147,3 +151,45 @@ def test_eager_answers_carry_the_receipt_and_the_grants() -> None:
 )
 def test_eager_answers_not_well_formed_mean_store(answer: bytes) -> None:
     assert parse_answer(answer).word == STORE
+
+
+class _Tasks:
+    """What EagerActivities uses of ActivityTasks: the registered names, the busy count,
+    and ``take`` (recorded here)."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.activities = dict.fromkeys(names)
+        self.busy = 0
+        self.slots: Any = None
+        self.taken: list[tuple[str, int]] = []
+
+    async def take(self, task: Any, msg: Any) -> None:
+        self.taken.append((task.name, task.seq))
+
+
+def test_a_worker_runs_the_granted_attempts_it_can_and_leaves_the_others_to_their_check() -> None:
+    h = History("order", "o-1")
+    h.activity(1, "charge", "o-1")
+    h.activity(2, "ship", "o-1")  # not registered on this worker
+    h.activity(3, "notify")  # not granted
+    stub = _Tasks({"charge", "notify"})
+
+    async def grant() -> tuple[int, int]:
+        jobs: set[asyncio.Task[None]] = set()
+        eager = EagerActivities(stub, 4, jobs)  # type: ignore[arg-type]
+        assert eager.offer() == 4
+        stub.busy = 3
+        assert eager.offer() == 1  # the slots delivered attempts hold are not offered
+        stub.busy = 0
+        eager.run(h.events[0], h.events, [1, 2])  # type: ignore[arg-type]
+        eager.run(h.events[0], h.events, [1])  # type: ignore[arg-type]  # (granted twice)
+        await asyncio.gather(*jobs)
+        started = eager.started
+        eager.stopping.set()
+        eager.run(h.events[0], h.events, [3])  # type: ignore[arg-type]
+        assert eager.offer() == 0
+        return started, len(jobs)
+
+    started, left = asyncio.run(grant())
+    assert stub.taken == [("charge", 1)]  # once; ship left alone; nothing run while stopping
+    assert started == 1 and left == 0
