@@ -83,6 +83,9 @@ class Receipts:
         events = await self._receipt_events(data)
         if events is not None and granted and self.run_granted is not None:
             self.run_granted(cached.execution.started, events, granted)
+            # let the attempts claim their leases before the receipt is fed to the generator
+            # (the claims are on the activities' path, the rest of this report is not)
+            await asyncio.sleep(0)
         if events is not None and self._catch_up(run_id, seq, events):
             # the next part of a large decision, sent by a task of its own once the lock is
             # free (each answer carries the receipt that sends the next: no recursion)
