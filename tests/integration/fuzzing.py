@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from durablefuture.codec.checks import CheckedAttempt, decode_check_list, encode_check_list
 from durablefuture.codec.queries import QueryRequest
 from durablefuture.codec.records import (
     Removal,
@@ -42,7 +43,9 @@ __all__ = [
     "JUNK_VALUES",
     "SCHEDULES",
     "activity_task",
+    "check_lists",
     "client_inputs",
+    "decode_check_list",
     "decode_expiry_list",
     "decode_removal",
     "expiry_lists",
@@ -148,6 +151,13 @@ def removals(rng: random.Random) -> list[Valid]:
 def expiry_lists(rng: random.Random) -> list[Valid]:
     runs = [Removal(f"fz-gone-{i}", _run(rng)) for i in range(3)]
     loaded: Valid = orjson.loads(encode_expiry_list(runs))
+    return [loaded]
+
+
+def check_lists(rng: random.Random) -> list[Valid]:
+    """Check lists naming attempts of runs that do not exist (each is checked: nothing)."""
+    attempts = [CheckedAttempt(f"fz-gone-{i}", _run(rng), i + 1, 1) for i in range(3)]
+    loaded: Valid = orjson.loads(encode_check_list(attempts))
     return [loaded]
 
 

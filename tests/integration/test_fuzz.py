@@ -218,6 +218,13 @@ def stored_targets(env: LocalEnvironment, worker: Worker, rng: random.Random) ->
             "either",
         ),
         Target(
+            layout.removal("check-list"),
+            removals,
+            fz.decode_check_list,
+            fz.check_lists(rng),
+            "either",
+        ),
+        Target(
             layout.activity_tasks("default"),
             layout.activity_consumer("default"),
             CODEC.decode_activity_task,
