@@ -4,7 +4,9 @@ A check list (``server/grants.py``) fires onto ``df.<ns>.rm.check-list``, read b
 removals consumer every df-server shares (``server/removals.py``: one server at a time, acked
 only when done, in-progress acknowledgements meanwhile, a failure delivered again, or
 dead-lettered with the reason once it keeps failing; a list that is no list, dead-lettered at
-once). For each attempt it lists, from the run's history as it is now:
+once). For each attempt it lists, from the run's history as it is now (an attempt whose outcome this
+df-server recorded since it granted it needs no read; a run not in its cache is first read
+by its newest batch only: most are closed by their check):
 
 - the run is gone or closed, or history holds the attempt's outcome (or a later attempt):
   nothing;
@@ -27,6 +29,8 @@ import time
 from durablefuture.codec.checks import CheckedAttempt, decode_check_list
 from durablefuture.core.effects import DispatchActivityTask, activity_task
 from durablefuture.core.errors import DecodeError
+from durablefuture.core.events import TERMINAL_EVENTS
+from durablefuture.core.state import ActivityState, RunState
 from durablefuture.server.inputs import RunInputs
 from durablefuture.server.runs import RunMissing
 from durablefuture.transport.consumer import Msg, delivery_count
@@ -73,17 +77,26 @@ class EagerChecks(RunInputs):
 
     async def _check_attempt(self, item: CheckedAttempt) -> str:
         """``done`` (nothing to do), ``later`` (a live holder runs it) or ``published``."""
+        if self._grant_checked((item.run_id, item.seq, item.attempt)):
+            return "done"  # this df-server recorded its outcome
+        if self._cached(item.run_id) is None:
+            # most runs are closed by their check: one read tells, with no load of the run
+            last = await self.history.last_batch(item.workflow_id, item.run_id, "none")
+            if last is None or (last.events and isinstance(last.events[-1], TERMINAL_EVENTS)):
+                return "done"  # removed since (or never stored), or closed
         try:
             cache = await self._load(item.workflow_id, item.run_id)
         except RunMissing:
             return "done"  # removed since (or never stored)
         async with cache.lock:
+            if _open_attempt(cache.state, item) is None and item.seq in cache.state.activities:
+                return "done"  # closed in this view: closed for good (history only grows)
             latest = await self.history.last_seq(item.workflow_id, item.run_id)
             if latest != cache.last_seq:
                 await self._refresh(cache)
             state = cache.state
-            act = state.activities.get(item.seq)
-            if not state.is_open or act is None or act.closed or act.attempt != item.attempt:
+            act = _open_attempt(state, item)
+            if act is None:
                 return "done"
             lease = await (await self._attempt_leases()).read(item.run_id, item.seq, item.attempt)
             if lease is not None and time.time() - lease.at < lease.lease:
@@ -106,3 +119,11 @@ class EagerChecks(RunInputs):
             self._act_kv = kv
             self._leases = AttemptLeases(self.pub, kv, self.layout, self.codec)
         return self._leases
+
+
+def _open_attempt(state: RunState, item: CheckedAttempt) -> ActivityState | None:
+    """The activity of ``item`` if ``item`` is its current attempt, not closed, in an open run."""
+    act = state.activities.get(item.seq)
+    if not state.is_open or act is None or act.closed or act.attempt != item.attempt:
+        return None
+    return act

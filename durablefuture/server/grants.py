@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Coroutine, Sequence
 
 from durablefuture.codec.checks import (
@@ -51,10 +52,49 @@ might come after the worker stopped waiting (it then stores the report, which ca
 grant), and a grant nobody reads waits out its check."""
 
 
+MAX_REMEMBERED = 100_000
+"""Attempts a df-server remembers granting (until their outcome is recorded here), and
+remembers the recorded outcome of (until their check): a check that finds one done here
+needs no read (an attempt remembered or not is checked the same way, only cheaper)."""
+_OUTCOMES = (
+    ev.ActivityCompleted,
+    ev.ActivityFailed,
+    ev.ActivityTimedOut,
+    ev.ActivityRetryScheduled,
+)
+Attempt = tuple[str, int, int]
+"""(run id, activity seq, attempt)."""
+
+
 class Grants(StatusLater):
     """Grants first activity attempts to the workers that decided them (a part of ``Server``)."""
 
     _check_lists: ScheduleLists[CheckedAttempt] | None = None
+    _granted_open: OrderedDict[Attempt, None] | None = None
+    """Attempts this df-server granted whose outcome it has not recorded."""
+    _granted_done: OrderedDict[Attempt, None] | None = None
+    """Attempts this df-server granted and then recorded the outcome of, not yet checked."""
+
+    def _grants_recorded(self, run_id: str, events: Sequence[ev.Event]) -> None:
+        """``events`` were appended to ``run_id``: note the outcomes of granted attempts."""
+        granted, done = self._granted_open, self._granted_done
+        if not granted or done is None:
+            return
+        for e in events:
+            if isinstance(e, _OUTCOMES) and (key := (run_id, e.seq, e.attempt)) in granted:
+                del granted[key]
+                done[key] = None
+                if len(done) > MAX_REMEMBERED:
+                    done.popitem(last=False)
+
+    def _grant_checked(self, key: Attempt) -> bool:
+        """Whether this df-server recorded the outcome of granted attempt ``key`` (forgotten
+        now: a list is checked once, and one delivered again is checked the long way)."""
+        done = self._granted_done
+        if done is None or key not in done:
+            return False
+        del done[key]
+        return True
 
     def _lists(self) -> ScheduleLists[CheckedAttempt]:
         if self._check_lists is None:
@@ -131,6 +171,11 @@ class Grants(StatusLater):
             listed = await self._check_later(item)
         answered.granted.append(task.seq)
         self.stats["eager_granted"] += 1
+        if self._granted_open is None:
+            self._granted_open, self._granted_done = OrderedDict(), OrderedDict()
+        self._granted_open[(state.run_id, task.seq, task.attempt)] = None
+        if len(self._granted_open) > MAX_REMEMBERED:
+            self._granted_open.popitem(last=False)  # (its outcome recorded elsewhere, or lost)
         return listed
 
 

@@ -266,6 +266,7 @@ class RunInputs(RunCaches, Effects):
                     message = missing
                     continue
                 cache.apply(seq, message.input_id, decision.events, size)
+                self._grants_recorded(cache.state.run_id, decision.events)
                 count_events(self.layout.namespace, cache, decision.events)
                 spent = decision.events
                 answered = ANSWERED_RECEIPT.get() if receipt_to else None

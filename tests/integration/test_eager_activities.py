@@ -66,7 +66,7 @@ async def _watch(env: LocalEnvironment, subject: str) -> list[Msg]:
 async def test_eager_activities_complete_with_no_activity_task_stored() -> None:
     ran.clear()
     NAP["seconds"] = 0.0
-    async with LocalEnvironment() as env:
+    async with LocalEnvironment(server_options=ServerOptions(eager_check=1.0)) as env:
         server = env.server
         assert server is not None
         tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
@@ -76,6 +76,9 @@ async def test_eager_activities_complete_with_no_activity_task_stored() -> None:
                 *(env.client.execute_workflow(order, w, id=w) for w in ids)
             )
             assert worker.stats["activity_tasks"] == 2 * len(ids)  # each taken here
+            # every check list fires and finds each attempt's outcome recorded
+            await wait_for(lambda: server.stats["checks_done"] == 2 * len(ids), 15)
+            assert server.stats["checks_published"] == server.stats["checks_later"] == 0
         await env.client.pub.nc.flush()
         assert results == [f"charged {w}/shipped {w}" for w in ids]
         assert sorted(ran) == sorted([f"charge {w}" for w in ids] + [f"ship {w}" for w in ids])
