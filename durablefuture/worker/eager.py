@@ -8,9 +8,11 @@ a check list, and names them in its answer. The worker runs each granted attempt
 delivery of its task (``ActivityTasks.take``: claim the attempt lease, run, report, fused with
 the next decisions), with a stand-in message where a delivery has one to acknowledge.
 
-A granted attempt this worker does not run (it is stopping, or dies) costs only time: when the
-check list fires, df-server publishes its task as a dispatch would have. One it starts and
-then loses is found by its lease, as any lost attempt is.
+A granted attempt this worker does not run (it is stopping, or dies, or no longer caches the
+run: a task is built from the run's cached WorkflowStarted, so a run not cached when the
+report goes out is offered nothing) costs only time: when the check list fires, df-server
+publishes its task as a dispatch would have. One it starts and then loses is found by its
+lease, as any lost attempt is.
 """
 
 from __future__ import annotations
@@ -62,7 +64,14 @@ class EagerActivities:
     def attach(self, reports: Reports, receipts: Receipts, stopping: asyncio.Event) -> None:
         """Offer slots with ``reports``; run what the answers ``receipts`` applies grant."""
         self.stopping = stopping
-        reports.eager = self.offer
+        cache = receipts.cache
+
+        def offer(run_id: str) -> int:
+            # a grant is run from the run's cached generator (its WorkflowStarted): a run this
+            # worker does not cache (a cache of 0, one evicted) would leave it to its check
+            return self.offer() if run_id in cache else 0
+
+        reports.eager = offer
         receipts.run_granted = self.run
 
     def offer(self) -> int:

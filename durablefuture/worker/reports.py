@@ -76,8 +76,9 @@ class Reports:
         """Applies a receipt carried in the answer to a report (run id, stream sequence,
         batch, activity seqs granted to this worker); called with the run's lock held, as
         every report with a receipt is sent."""
-        self.eager: Callable[[], int] | None = None
-        """How many activity attempts this worker offers to run with a report (``eager.py``)."""
+        self.eager: Callable[[str], int] | None = None
+        """How many activity attempts this worker offers to run with a report for a run (by
+        its id: ``eager.py``)."""
         self.sticky = ""
         """The worker's sticky token (set once it takes sticky workflow tasks)."""
 
@@ -107,7 +108,7 @@ class Reports:
             if self.sticky:
                 # this worker holds the run's generator: its next workflow tasks come here
                 headers[STICKY_HEADER] = self.sticky
-            if self.eager is not None and (offer := self.eager()) > 0:
+            if self.eager is not None and (offer := self.eager(message.run_id)) > 0:
                 headers[EAGER_HEADER] = str(offer)  # runs activities the report schedules
 
         if self.ask:
