@@ -194,3 +194,21 @@ async def test_junk_check_lists_are_dead_lettered_and_a_stale_one_does_nothing()
             await waiting.signal("go", "now")
             assert await waiting.result(timeout=15) == "charged j-2 now"
         assert ran == ["charge j-1", "ship j-1", "charge j-2"]
+
+
+async def test_a_worker_that_caches_no_run_is_granted_nothing() -> None:
+    """A grant is run from the run's cached generator: a worker that caches no run offers
+    nothing, and its activities go through their stored tasks at once (not after a check)."""
+    ran.clear()
+    NAP["seconds"] = 0.0
+    async with LocalEnvironment() as env:
+        server = env.server
+        assert server is not None
+        tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
+        async with env.worker(workflows=[order], activities=[charge, ship], max_cached_workflows=0):
+            h = await env.client.start_workflow(order, "n-1", id="n-1")
+            assert await h.result(timeout=10) == "charged n-1/shipped n-1"
+        await env.client.pub.nc.flush()
+        assert ran == ["charge n-1", "ship n-1"]
+        assert server.stats["eager_granted"] == 0
+        assert len(tasks) == 2
