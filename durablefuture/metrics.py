@@ -266,6 +266,13 @@ STICKY_TASKS = REGISTRY.counter(
     "task queue.",
     ["namespace", "route"],
 )
+EAGER_ATTEMPTS = REGISTRY.counter(
+    "df_eager_attempts_total",
+    "Activity attempts run by the worker that decided them (server): 'granted' with no stored "
+    "task; when their check list fired, 'done' (outcome recorded), 'later' (still running) or "
+    "'published' (nobody ran it: its task stored then).",
+    ["namespace", "outcome"],
+)
 WORKFLOW_TASKS = REGISTRY.counter(
     "df_workflow_tasks_total",
     "Workflow tasks run by workers, by outcome (commands, idle, failed).",

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 
+from durablefuture import metrics
 from durablefuture.codec.checks import CheckedAttempt, decode_check_list
 from durablefuture.core.effects import DispatchActivityTask, activity_task
 from durablefuture.core.errors import DecodeError
@@ -68,6 +69,7 @@ class EagerChecks(RunInputs):
                 alive = time.monotonic()
             outcome = await self._check_attempt(item)
             self.stats[f"checks_{outcome}"] += 1  # published, later, done
+            metrics.EAGER_ATTEMPTS.inc(self.layout.namespace, outcome)
             if outcome == "later":
                 later.append(await self._check_later(item))
         for listed in later:

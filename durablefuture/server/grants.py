@@ -28,6 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Sequence
 
+from durablefuture import metrics
 from durablefuture.codec.checks import (
     CHECK_LIST_BYTES,
     MAX_CHECK_LIST,
@@ -171,6 +172,7 @@ class Grants(StatusLater):
             listed = await self._check_later(item)
         answered.granted.append(task.seq)
         self.stats["eager_granted"] += 1
+        metrics.EAGER_ATTEMPTS.inc(self.layout.namespace, "granted")
         if self._granted_open is None:
             self._granted_open, self._granted_done = OrderedDict(), OrderedDict()
         self._granted_open[(state.run_id, task.seq, task.attempt)] = None

@@ -13,12 +13,13 @@ from nats.aio.msg import Msg
 
 import durablefuture as df
 from durablefuture.core import events as ev
-from durablefuture.natsserver import NatsServer
+from durablefuture.natsserver import NatsServer, free_port
 from durablefuture.transport.publisher import MSG_ID
 from durablefuture.worker.eager import AFTER_GRANT_HOOK
 from tests.conftest import Daemons, wait_for, wait_namespace
 from tests.integration.eager_flows import STEPS, logged_flow
 from tests.integration.helpers import check_history
+from tests.integration.test_metrics import scrape, total
 
 pytestmark = pytest.mark.asyncio
 
@@ -88,7 +89,8 @@ async def test_a_worker_killed_right_after_its_grant_leaves_the_task_to_its_chec
     runs it once. The next step is granted to that worker and runs there with no task."""
     log = tmp_path / "exec.log"
     daemons.env["DF_TEST_EXEC_LOG"] = str(log)
-    daemons.server("--eager-check", "1", "--sticky-timeout", "1")
+    sport = free_port()
+    daemons.server("--eager-check", "1", "--sticky-timeout", "1", "--metrics-port", str(sport))
     doomed_env = dict(daemons.env, **{AFTER_GRANT_HOOK: "die"})
     doomed = daemons.special(
         "doomed",
@@ -117,6 +119,13 @@ async def test_a_worker_killed_right_after_its_grant_leaves_the_task_to_its_chec
         await client.pub.nc.flush()
         # the first step's task, stored by its check list; the second step ran eagerly
         assert [(m.headers or {}).get(MSG_ID) for m in tasks] == [f"at:{h.run_id}:1:1"]
+
+        def counted(outcome: str) -> float:
+            return total(scrape(sport), "df_eager_attempts_total", outcome=outcome)
+
+        assert counted("granted") == STEPS
+        assert counted("published") == 1
+        await wait_for(lambda: counted("done") == 1, 15)  # the second step's check
     except BaseException:
         print(daemons.logs())
         raise
