@@ -57,6 +57,10 @@ class ServerOptions:
     """A run's workflow tasks go to the worker that holds its generator (sticky); one that
     worker has not taken after this many seconds, or that it held when it died, is moved to
     the task queue for any worker (0: no sticky tasks; see ``server/sticky.py``)."""
+    eager_start_wait: float = 0.0
+    """Seconds a new run's first workflow task is offered to a worker of its queue before
+    anything is stored (eager start, ``server/eager_starts.py``); no answer in time, or
+    "busy", and the run is created as before (0: never offered)."""
     compact_interval: float = 1.0
     """Seconds between two purges of the inputs and tasks already handled (0: never; see
     ``server/janitor.py``)."""

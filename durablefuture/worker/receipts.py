@@ -43,11 +43,19 @@ class Receipts:
         """Receipts waiting for their run's handler, and next parts of large decisions
         waiting to be sent (kept referenced until done)."""
         reports.on_answered = self.on_answered
+        self.expected: dict[str, asyncio.Future[tuple[int, bytes]]] = {}
+        """Runs whose eager start's receipt is awaited (``eager_starts``), by run id."""
 
     async def on_receipt(self, msg: Msg) -> None:
         """The server recorded our decisions: feed them to the cached generator (a receipt
         sent apart: for a stored report, or from a server that does not answer with it)."""
         run_id = (msg.headers or {}).get(RUN_HEADER, "")
+        waiter = self.expected.get(run_id)
+        if waiter is not None:  # an eager start's: its taker holds the run's lock and applies it
+            if not waiter.done():
+                seq = stream_seq((msg.headers or {}).get(SEQ_HEADER, "")) or 0
+                waiter.set_result((seq, msg.data))
+            return
         if run_id not in self.cache:
             return
         events = await self._receipt_events(msg.data)
@@ -78,6 +86,10 @@ class Receipts:
             task = asyncio.create_task(self._next_part_locked(run_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def events_of(self, data: bytes) -> Sequence[ev.Event] | None:
+        """A receipt's events (None if they do not decode)."""
+        return await self._receipt_events(data)
 
     async def _receipt_events(self, data: bytes) -> Sequence[ev.Event] | None:
         try:
