@@ -11,9 +11,10 @@ timers only, in one report); any other is answered ``busy`` and its generator dr
 The generator it keeps is TENTATIVE: the run has no history yet, and df-server may discard
 the answer (it came too late, the id was taken meanwhile). The taker holds the run's lock
 until the receipt, the first batch as stored, arrives, and only then is the cached run real
-(with its stream sequence). No receipt within ``RECEIPT_WAIT`` (or one that does not fit)
-and the generator is dropped: a workflow task for the run, if df-server created it as
-before, replays it from history. Nothing tentative is ever trusted.
+(with its stream sequence). No receipt within ``RECEIPT_WAIT`` (or one that does not fit),
+or a stored workflow task for the run meanwhile (df-server created it as before: it gave up
+waiting), and the generator is dropped; that workflow task replays it from history. Nothing
+tentative is ever trusted.
 
 An offer is hostile bytes: bounded in size, decoded by the one codec, and taken only if it
 is a run's first workflow task for this queue and a registered workflow type.
@@ -127,7 +128,8 @@ class EagerOffers:
                 or report.more
                 or not report.commands
                 or not all(isinstance(c, _EAGER_COMMANDS) for c in report.commands)
-                or time.monotonic() - began >= wait  # df-server no longer waits
+                # df-server may no longer wait (its wait began before the offer got here)
+                or time.monotonic() - began >= wait / 2
             ):
                 cache.pop(run_id)
                 await _answer(msg, BUSY)
@@ -146,7 +148,7 @@ class EagerOffers:
                 return
             finally:
                 tasks.receipts.expected.pop(run_id, None)
-            events = await tasks.receipts.events_of(batch)
+            events = await tasks.receipts.events_of(batch) if seq else None
             cached = cache.get(run_id)
             if events is None or cached is None or not cached.catch_up(events):
                 cache.pop(run_id)

@@ -87,6 +87,13 @@ class Receipts:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def supersede(self, run_id: str) -> None:
+        """A stored workflow task for ``run_id`` arrived: an eager start's generator waiting
+        for its receipt is dropped at once (df-server created the run as before)."""
+        waiter = self.expected.get(run_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result((0, b""))
+
     async def events_of(self, data: bytes) -> Sequence[ev.Event] | None:
         """A receipt's events (None if they do not decode)."""
         return await self._receipt_events(data)
