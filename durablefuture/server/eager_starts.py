@@ -154,7 +154,8 @@ class EagerStarts(RunInputs):
             return None
         report = env.input
         if (
-            env.workflow_id != workflow_id
+            env.start is not None
+            or env.workflow_id != workflow_id
             or not isinstance(report, inp.CompleteWorkflowTask)
             or report.run_id != state.run_id
             or report.based_on != state.last_event_id

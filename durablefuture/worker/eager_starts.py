@@ -6,7 +6,11 @@ one would (``server/eager_starts.py``). While the worker has a free workflow-tas
 runs the task exactly as a stored one and answers with the report it would have sent, with
 its receipt subject and sticky token; otherwise it answers ``busy`` (df-server then stores
 the task as before). Only a decision df-server can take eagerly is answered (activities and
-timers only, in one report); any other is answered ``busy`` and its generator dropped.
+timers only, in one report); any other is answered ``busy`` and its generator dropped. The
+code is replayed, nothing else is run: a first task that waits on a local activity is
+answered ``busy`` before the activity runs (the stored task runs it). A ``df.side_effect``
+the code calls before its first activity does run, and runs again if the answer is then
+discarded (side effects run at least once).
 
 The generator it keeps is TENTATIVE: the run has no history yet, and df-server may discard
 the answer (it came too late, the id was taken meanwhile). The taker holds the run's lock
@@ -34,6 +38,7 @@ from durablefuture.core.errors import DecodeError, MessageRejectedError
 from durablefuture.transport.guard import check_service_reply
 from durablefuture.transport.headers import EAGER_WAIT_HEADER, RECEIPT_HEADER, STICKY_HEADER
 from durablefuture.transport.messages import Msg, Subscription
+from durablefuture.worker.cache import CachedRun
 from durablefuture.worker.workflow_tasks import WorkflowTasks, _first_task
 
 __all__ = ["BUSY", "MAX_OFFER_BYTES", "RECEIPT_WAIT", "EagerOffers"]
@@ -122,18 +127,25 @@ class EagerOffers:
             await _answer(msg, BUSY)
             return
         async with cache.lock(run_id):
-            report = await tasks._run_workflow_task(m)
+            # replayed as a stored first task is, but nothing run beside the code: a local
+            # activity waited on is a side effect for a run that may never exist
+            execution, activation = await tasks._replay(task, m)
+            commands, more = tasks.reports.bounded(activation.commands)
             if (
-                not isinstance(report, inp.CompleteWorkflowTask)
-                or report.more
-                or not report.commands
-                or not all(isinstance(c, _EAGER_COMMANDS) for c in report.commands)
+                execution.pending_local_activities
+                or execution.finished
+                or more
+                or not commands
+                or not all(isinstance(c, _EAGER_COMMANDS) for c in commands)
                 # df-server may no longer wait (its wait began before the offer got here)
                 or time.monotonic() - began >= wait / 2
             ):
-                cache.pop(run_id)
                 await _answer(msg, BUSY)
                 return
+            entry = CachedRun(execution, 0)
+            entry.sent(commands)
+            cache.keep(run_id, entry)
+            report = inp.CompleteWorkflowTask(run_id, activation.based_on, commands, tasks.identity)
             waiter: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
             tasks.receipts.expected[run_id] = waiter
             try:

@@ -4,7 +4,8 @@ With ``eager_start_wait`` df-server offers the first workflow task to a worker o
 queue; the answer's activities go into the run's first history batch. Compared with the same
 workflow started without it (in the same test): no workflow task stored and one history batch
 fewer, and the run completes once. An offer nobody answers (no worker, a worker that does not
-take it) creates the run as before.
+take it) creates the run as before, and so does a forged answer (hostile bytes); a worker
+answers ``busy`` to hostile offers.
 """
 
 from __future__ import annotations
@@ -12,13 +13,22 @@ from __future__ import annotations
 import pytest
 
 import durablefuture as df
+from durablefuture.codec.wire import InputEnvelope, default_codec
+from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
+from durablefuture.core.commands import CompleteWorkflow, ScheduleActivity
+from durablefuture.server.eager_starts import MAX_OFFER_BYTES
 from durablefuture.server.options import ServerOptions
 from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.headers import RECEIPT_HEADER
+from durablefuture.transport.messages import Msg
 from durablefuture.transport.replies import Watch
+from durablefuture.worker.eager_starts import BUSY
 
 pytestmark = pytest.mark.asyncio
 
 OPTS = df.ActivityOptions(start_to_close_timeout=10)
+CODEC = default_codec()
 
 
 async def charge(order_id: str) -> str:
@@ -83,4 +93,66 @@ async def test_an_offer_nobody_answers_creates_the_run_as_before() -> None:
         assert server.stats.get("eager_unanswered", 0) == 1
         assert server.stats.get("eager_starts", 0) == 0
         async with env.worker(workflows=[order], activities=[charge, ship]):
+            assert await h.result(timeout=15) == ["charged o-1", "shipped o-1"]
+
+
+def _forged_answers(run_id: str, history: str) -> list[tuple[bytes, dict[str, str]]]:
+    """Answers df-server must discard: junk, another run's report, a decision it cannot take
+    eagerly, a receipt subject that is no inbox (a run's history)."""
+    inbox = "_INBOX.forger"
+    schedule = ScheduleActivity(seq=1, name="charge", args=("x",), options=OPTS)
+    report = inp.CompleteWorkflowTask(run_id, 1, (schedule,))
+    other = inp.CompleteWorkflowTask("0" * 32, 1, (schedule,))
+    done = inp.CompleteWorkflowTask(run_id, 1, (CompleteWorkflow(result="forged"),))
+    env = CODEC.encode_input
+    return [
+        (b"\x00junk" * 100, {RECEIPT_HEADER: inbox}),
+        (env(InputEnvelope("o-1", input=other)), {RECEIPT_HEADER: inbox}),
+        (env(InputEnvelope("o-1", input=done)), {RECEIPT_HEADER: inbox}),
+        (env(InputEnvelope("o-1", input=report)), {RECEIPT_HEADER: history}),
+        (b"x" * (MAX_OFFER_BYTES + 1), {RECEIPT_HEADER: inbox}),
+    ]
+
+
+@pytest.mark.parametrize("forgery", range(5))
+async def test_a_forged_answer_is_discarded_and_the_run_created_as_before(forgery: int) -> None:
+    async with LocalEnvironment(server_options=_options(0.5)) as env:
+        server = env.server
+        assert server is not None
+        nc, layout = env.client.nc, env.client.layout
+        offered: list[bytes] = []
+
+        async def forger(msg: Msg) -> None:
+            offer = CODEC.decode_workflow_task(msg.data)
+            offered.append(msg.data)
+            history = layout.history("o-1", offer.task.run_id)
+            data, headers = _forged_answers(offer.task.run_id, history)[forgery]
+            await nc.publish(msg.reply, data, headers=headers)
+
+        sub = await nc.subscribe(layout.eager_starts("default"), cb=forger)
+        try:
+            h = await env.client.start_workflow(order, "o-1", id="o-1")
+        finally:
+            await sub.unsubscribe()
+        assert len(offered) == 1
+        assert server.stats.get("eager_declined", 0) == 1
+        assert server.stats.get("eager_starts", 0) == 0
+        async with env.worker(workflows=[order], activities=[charge, ship]):
+            assert await h.result(timeout=15) == ["charged o-1", "shipped o-1"]
+        batches = await env.client.history.read("o-1", h.run_id or "")
+        # created as before: the first batch is the WorkflowStarted alone, nothing forged
+        assert [type(e) for e in batches[0].events] == [ev.WorkflowStarted]
+        events = [type(e).__name__ for b in batches for e in b.events]
+        assert events.count("WorkflowCompleted") == 1
+
+
+async def test_a_worker_answers_busy_to_hostile_offers_and_goes_on() -> None:
+    async with LocalEnvironment(server_options=_options(0.5)) as env:
+        nc, layout = env.client.nc, env.client.layout
+        subject = layout.eager_starts("default")
+        async with env.worker(workflows=[order], activities=[charge, ship]):
+            for junk in (b"", b"{}", b"\xff" * 1000, b"x" * (MAX_OFFER_BYTES + 1)):
+                answer = await nc.request(subject, junk, timeout=5)
+                assert answer.data == BUSY
+            h = await env.client.start_workflow(order, "o-1", id="o-1")
             assert await h.result(timeout=15) == ["charged o-1", "shipped o-1"]
