@@ -49,9 +49,10 @@ async def test_nats_sigkill_during_a_burst_of_eager_starts(
     daemons.env["DF_TEST_EXEC_LOG"] = str(log)
     daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0.05"
     daemons.server("--input-ack-wait", "10", "--eager-start-wait", "0.2")
-    for _ in range(2):
-        daemons.worker(*ARGS, *WORKER_ARGS)
+    workers = [daemons.worker(*ARGS, *WORKER_ARGS) for _ in range(2)]
     await wait_namespace(daemons.url)
+    for w in workers:  # they take offers
+        await wait_for(lambda w=w: "polling task queue" in w.log(), 30)
     client = await df.Client.connect(daemons.url, connect_timeout=30)
     client.request_timeout = 60
     ids = [f"burst-{i}" for i in range(120)]
