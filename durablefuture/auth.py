@@ -29,7 +29,9 @@ worker    take workflow/activity tasks of any task queue (never the server's inp
           and sticky workflow tasks (``wt.<queue>.<token>``: the runs a worker caches),
           report on ``df.<ns>.in.report`` or ask df-server to record a report
           (``dfev.<ns>.report``), heartbeats/leases/liveness records, read histories,
-          answer queries and check updates, put and get payloads stored by reference
+          answer queries and check updates, answer eager start offers (``dfev.<ns>.ws.*``,
+          which the users' account exports to the server's), put and get payloads stored by
+          reference
 client    start (``in.start``, or asked of df-server: ``dfev.<ns>.start``),
           signal/update/cancel/terminate (``in.run``), schedule control (``sci.ctl``),
           queries and update checks, read histories and status, list and count (the

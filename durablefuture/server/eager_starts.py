@@ -7,7 +7,8 @@ core-NATS request on ``dfev.<ns>.ws.<queue>`` (queue group ``workers``), for at 
 exactly as a stored one and answers with the report it would have sent; any other answer
 ("busy", none in time, no worker listening, bytes that do not decode to that report, a
 decision that is not only ScheduleActivity / StartTimer) and the run is created as before,
-the answer discarded.
+the answer discarded. An offer nobody answered pauses offers to its queue for ``PAUSE``
+seconds: each one holds its start for the whole wait.
 
 With an answer, the run's first history batch is [WorkflowStarted + the report's events],
 recorded as the "start" input, and its effects are stored the way ``starts.py`` stores a new
@@ -35,6 +36,8 @@ do neither.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Sequence
 
@@ -67,7 +70,7 @@ from durablefuture.transport.publisher import (
 from durablefuture.transport.replies import NoResponders, RequestTimedOut, request_with_headers
 from durablefuture.transport.subjects import STICKY_TOKEN
 
-__all__ = ["BUSY", "FALLBACK", "MAX_COMMANDS", "MAX_OFFER_BYTES", "EagerStarts"]
+__all__ = ["BUSY", "FALLBACK", "MAX_COMMANDS", "MAX_OFFER_BYTES", "PAUSE", "EagerStarts"]
 
 log = logging.getLogger("durablefuture.server")
 
@@ -78,6 +81,10 @@ MAX_OFFER_BYTES = 64 * 1024
 not offered, or its answer is discarded (the run is created as before)."""
 MAX_COMMANDS = 64
 """An answer deciding more commands than this is discarded (the run is created as before)."""
+PAUSE = 1.0
+"""Seconds a task queue whose offer went unanswered gets no offers (its starts are created as
+before meanwhile)."""
+_MAX_PAUSED = 10_000
 FALLBACK = object()
 """What ``_eager_create`` returns when the run is to be created as before."""
 
@@ -88,8 +95,19 @@ _EAGER_EFFECTS = (DispatchActivityTask, ArmTimer)
 class EagerStarts(RunInputs):
     """Offers new runs' first workflow tasks to workers (a part of ``Server``)."""
 
+    @functools.cached_property
+    def _eager_paused(self) -> dict[str, float]:
+        """Per task queue: offers are not made before this loop time (an offer there went
+        unanswered: its workers are busy, or gone)."""
+        return {}
+
     def _eager_offer(self, request: inp.StartWorkflowRequest) -> bool:
         """Whether a new run of ``request`` is offered before it is stored."""
+        paused = self._eager_paused.get(request.task_queue)
+        if paused is not None:
+            if asyncio.get_running_loop().time() < paused:
+                return False
+            del self._eager_paused[request.task_queue]
         return (
             self.options.eager_start_wait > 0
             and self.options.replicas == 1
@@ -123,6 +141,10 @@ class EagerStarts(RunInputs):
             )
         except (NoResponders, RequestTimedOut):
             self.stats["eager_unanswered"] = self.stats.get("eager_unanswered", 0) + 1
+            # not offered again there for a while: each offer nobody answers holds its start
+            # (and its place in start admission) for the whole wait
+            if len(self._eager_paused) < _MAX_PAUSED:
+                self._eager_paused[first.task_queue] = asyncio.get_running_loop().time() + PAUSE
             return FALLBACK
         except TransportError as exc:  # NATS away, a closed connection: as before
             log.debug("eager start of %s not offered: %s", workflow_id, exc)

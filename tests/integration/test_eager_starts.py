@@ -17,6 +17,7 @@ from durablefuture.codec.wire import InputEnvelope, default_codec
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.commands import CompleteWorkflow, ScheduleActivity
+from durablefuture.server import eager_starts
 from durablefuture.server.eager_starts import MAX_OFFER_BYTES
 from durablefuture.server.options import ServerOptions
 from durablefuture.testing import LocalEnvironment
@@ -84,7 +85,10 @@ async def test_an_eager_start_stores_no_workflow_task_and_one_batch_fewer() -> N
     assert events.count("WorkflowCompleted") == 1
 
 
-async def test_an_offer_nobody_answers_creates_the_run_as_before() -> None:
+async def test_an_offer_nobody_answers_creates_the_run_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(eager_starts, "PAUSE", 600.0)  # longer than the test
     async with LocalEnvironment(server_options=_options(0.2)) as env:
         server = env.server
         assert server is not None
@@ -93,7 +97,12 @@ async def test_an_offer_nobody_answers_creates_the_run_as_before() -> None:
         assert server.stats.get("eager_unanswered", 0) == 1
         assert server.stats.get("eager_starts", 0) == 0
         async with env.worker(workflows=[order], activities=[charge, ship]):
+            # the queue's offers are paused: this start is not offered, though a worker listens
+            h2 = await env.client.start_workflow(order, "o-2", id="o-2")
             assert await h.result(timeout=15) == ["charged o-1", "shipped o-1"]
+            assert await h2.result(timeout=15) == ["charged o-2", "shipped o-2"]
+        assert server.stats.get("eager_unanswered", 0) == 1
+        assert server.stats.get("eager_starts", 0) == 0
 
 
 def _forged_answers(run_id: str, history: str) -> list[tuple[bytes, dict[str, str]]]:
