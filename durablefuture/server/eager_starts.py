@@ -113,6 +113,9 @@ class EagerStarts(RunInputs):
             and self.options.replicas == 1
             and request.parent is None
             and request.continued_from is None
+            # a run id chosen before (a retry would reuse it, and the message ids of a first
+            # batch's tasks with it: one stored without its batch would hide the next copy)
+            and not request.run_id
             and request.signal_name is None
             and not self._stopping.is_set()
         )

@@ -2,15 +2,15 @@
 
 A worker with workflows listens on ``dfev.<ns>.ws.<queue>`` (queue group ``workers``) for
 the queue it runs workflows of. An offer carries the run's first workflow task, as a stored
-one would (``server/eager_starts.py``). While the worker has a free workflow-task slot it
-runs the task exactly as a stored one and answers with the report it would have sent, with
-its receipt subject and sticky token; otherwise it answers ``busy`` (df-server then stores
-the task as before). Only a decision df-server can take eagerly is answered (activities and
-timers only, in one report); any other is answered ``busy`` and its generator dropped. The
-code is replayed, nothing else is run: a first task that waits on a local activity is
-answered ``busy`` before the activity runs (the stored task runs it). A ``df.side_effect``
-the code calls before its first activity does run, and runs again if the answer is then
-discarded (side effects run at least once).
+one would (``server/eager_starts.py``). While the worker runs fewer offers than it has
+workflow-task slots, it replays the task as a stored one and answers with the report it
+would have sent, with its receipt subject and sticky token; otherwise it answers ``busy``
+(df-server then stores the task as before). Only a decision df-server can take eagerly is
+answered (activities and timers only, in one report); any other is answered ``busy`` and
+its generator dropped. The code is replayed, nothing else is run: a first task that waits on
+a local activity is answered ``busy`` before the activity runs (the stored task runs it). A
+``df.side_effect`` the code calls before its first activity does run, and runs again if the
+answer is then discarded (side effects run at least once).
 
 The generator it keeps is TENTATIVE: the run has no history yet, and df-server may discard
 the answer (it came too late, the id was taken meanwhile). The taker holds the run's lock

@@ -7,7 +7,9 @@ killed between the task and the append, or another df-server that created the sa
 id between the two checks (both tasks passed the guard, the other append came first). Its
 activity must not run then: a side effect for a workflow that does not exist.
 
-So the worker reads the history before it runs such a task:
+So the worker makes sure before it runs such a task. When it holds the run's generator with
+a stream sequence (it took the offer, and the receipt, the batch as stored, came: it waits
+for that receipt if it is on its way) the run exists. Else it reads the history:
 
 - the run's history holds a batch: the run exists, run it;
 - the workflow id's newest batch is another run's: this run's append can no longer pass its
@@ -26,8 +28,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from durablefuture.transport.history import HistoryStore
+from durablefuture.worker.cache import RunCache
 
-__all__ = ["FIRST_BATCH_WAIT", "first_batch_stored"]
+__all__ = ["FIRST_BATCH_WAIT", "first_batch_stored", "run_exists"]
 
 FIRST_BATCH_WAIT = 10.0
 """Seconds a first-batch activity task waits for its run's batch when the id has no
@@ -60,3 +63,21 @@ async def first_batch_stored(
             await keep_alive()
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.5)
+
+
+async def run_exists(
+    cache: RunCache,
+    history: HistoryStore,
+    workflow_id: str,
+    run_id: str,
+    keep_alive: Callable[[], Awaitable[None]] | None = None,
+) -> bool:
+    """Whether a first-batch activity task's run exists (see the module docstring)."""
+    cached = cache.get(run_id)
+    if cached is not None and cached.last_seq == 0 and cache.lock(run_id).locked():
+        async with cache.lock(run_id):  # the offer's taker waits for the receipt
+            pass
+        cached = cache.get(run_id)
+    if cached is not None and cached.last_seq > 0:
+        return True  # its receipt, or a read of its history, had a stored batch
+    return await first_batch_stored(history, workflow_id, run_id, keep_alive)
