@@ -83,6 +83,8 @@ class EagerOffers:
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        if self._running:  # taken offers end within their receipt wait
+            await asyncio.wait(set(self._running), timeout=RECEIPT_WAIT + 1)
 
     async def on_offer(self, msg: Msg) -> None:
         try:  # df-server's inbox, or the one nats-server makes for a request across accounts

@@ -165,3 +165,52 @@ async def test_a_worker_answers_busy_to_hostile_offers_and_goes_on() -> None:
                 assert answer.data == BUSY
             h = await env.client.start_workflow(order, "o-1", id="o-1")
             assert await h.result(timeout=15) == ["charged o-1", "shipped o-1"]
+
+
+def napper(order_id: str):  # type: ignore[no-untyped-def]
+    yield df.sleep(0.2)
+    c = yield df.activity(charge, order_id, options=OPTS)
+    return c
+
+
+LOCAL_RUNS: list[str] = []
+
+
+def local_note(order_id: str) -> str:
+    LOCAL_RUNS.append(order_id)
+    return f"noted {order_id}"
+
+
+def noter(order_id: str):  # type: ignore[no-untyped-def]
+    n = yield df.local_activity(local_note, order_id, options=OPTS)
+    c = yield df.activity(charge, order_id, options=OPTS)
+    return [n, c]
+
+
+async def test_a_first_timer_is_started_eagerly_and_fires() -> None:
+    async with LocalEnvironment(server_options=_options(0.5)) as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[napper], activities=[charge]):
+            h = await env.client.start_workflow(napper, "n-1", id="n-1")
+            assert await h.result(timeout=15) == "charged n-1"
+        assert server.stats.get("eager_starts", 0) == 1
+        batches = await env.client.history.read("n-1", h.run_id or "")
+        assert [type(e) for e in batches[0].events] == [ev.WorkflowStarted, ev.TimerStarted]
+        events = [type(e).__name__ for b in batches for e in b.events]
+        assert events.count("TimerFired") == 1
+        assert events.count("WorkflowCompleted") == 1
+
+
+async def test_a_first_task_waiting_on_a_local_activity_is_declined_before_it_runs() -> None:
+    LOCAL_RUNS.clear()
+    async with LocalEnvironment(server_options=_options(0.5)) as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[noter], activities=[charge, local_note]) as worker:
+            h = await env.client.start_workflow(noter, "l-1", id="l-1")
+            assert await h.result(timeout=15) == ["noted l-1", "charged l-1"]
+            assert worker.stats.get("eager_starts", 0) == 0
+        assert server.stats.get("eager_declined", 0) == 1  # answered busy
+        assert server.stats.get("eager_starts", 0) == 0
+        assert LOCAL_RUNS == ["l-1"]  # run once, by the stored task
