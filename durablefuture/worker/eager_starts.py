@@ -102,8 +102,9 @@ class EagerOffers:
     async def _take(self, msg: Msg, began: float) -> None:
         try:
             await self._run(msg, began)
-        except Exception as exc:  # an answer not sent: df-server creates the run as before
+        except Exception as exc:  # (the code failed to replay): the stored task will say why
             log.debug("eager start offer not taken: %s", exc)
+            await _answer(msg, BUSY)  # no answer yet: df-server need not wait for one
         finally:
             self.taken -= 1
 
@@ -113,6 +114,9 @@ class EagerOffers:
             m = tasks.codec.decode_workflow_task(msg.data)
             wait = min(_MAX_WAIT, float((msg.headers or {}).get(EAGER_WAIT_HEADER, "0")))
         except (DecodeError, ValueError):
+            await _answer(msg, BUSY)
+            return
+        if not wait > 0:  # (nan, or none given)
             await _answer(msg, BUSY)
             return
         task = m.task
