@@ -33,7 +33,7 @@ from durablefuture.transport.headers import FIRST_BATCH_HEADER
 from durablefuture.transport.messages import Msg
 from durablefuture.worker.attempt import Attempt
 from durablefuture.worker.cache import RunCache
-from durablefuture.worker.first_batch import run_exists
+from durablefuture.worker.first_batch import first_batch_checked
 from durablefuture.worker.handover import AttemptRecord, Handover
 from durablefuture.worker.options import MAX_KNOWN_ATTEMPTS, WorkerOptions
 from durablefuture.worker.reports import Reports, cut
@@ -89,12 +89,10 @@ class ActivityTasks:
         if self.codec.refers(msg.data):  # payloads stored by reference
             task = await self.codec.resolve(task, ActivityTask)
         self.stats["activity_tasks"] += 1
-        if (msg.headers or {}).get(FIRST_BATCH_HEADER) and not await run_exists(
-            self.cache, self.client.history, task.workflow_id, task.run_id, msg.in_progress
+        if (msg.headers or {}).get(FIRST_BATCH_HEADER) and not await first_batch_checked(
+            self.cache, self.client.history, task, msg, self.dead_letter
         ):
-            reason = f"run {task.run_id} was never created (an eager start not stored): not run"
-            await self.dead_letter(msg, f"activity {task.seq} of {reason}")
-            return
+            return  # its run was never created: dead-lettered, not run
         key = (task.run_id, task.seq, task.attempt)
         if key in self.attempts:
             self.handover.log_again(task, "this worker")

@@ -6,6 +6,8 @@ an activity never runs for a run that was not created.
   worker answered its offer: ``before`` the first batch is appended (the batch's activity
   task is stored, guarded, right before), or ``after`` (the status entry, the receipt and the
   answer are not sent); the test kills it and the client waiting for the answer, by PID.
+  ``before``: the task is never run; the client's retry makes the run, and the task is then
+  dead-lettered ("never created").
 - A worker (``tests/integration/held_offer.py``) holds an offer without answering and is
   killed: df-server stops waiting and creates the run as before; another worker runs it.
 
@@ -83,9 +85,14 @@ async def test_sigkill_of_df_server_after_its_eager_offer_was_answered(
             again = await client.start_workflow("add_workflow", 1, id="held", options=OPTIONS)
             assert again.run_id == run
         else:
-            # only the batch's activity task was stored: the worker finds no run in history
-            # and dead-letters the task with the reason, without running the activity
+            # only the batch's activity task was stored: no run exists, and the worker does
+            # not run the task while the workflow has no history (it looks again later)
             layout, js = client.layout, client.pub.js
+            assert await client.history.read_workflow("held") == []
+            # the client's retry with the same request id starts the run, once
+            await client.start_workflow("add_workflow", 1, id="held", options=OPTIONS)
+            await _completed_once(client, "held")
+            # the task's next look finds another run's batch: dead-lettered with the reason
             reasons: list[str] = []
 
             async def dead_lettered() -> bool:
@@ -98,12 +105,7 @@ async def test_sigkill_of_df_server_after_its_eager_offer_was_answered(
 
             await wait_for(dead_lettered, 60)
             assert "never created" in reasons[-1], reasons[-1]
-            assert _executions(log) == []
-            assert await client.history.read_workflow("held") == []
-            # the client's retry with the same request id starts the run, once
-            await client.start_workflow("add_workflow", 1, id="held", options=OPTIONS)
-            await _completed_once(client, "held")
-            assert _executions(log) == EXECUTED
+            assert _executions(log) == EXECUTED  # the held run's activity never ran
 
 
 async def test_sigkill_of_a_worker_holding_an_offer_creates_the_run_as_before(
