@@ -41,7 +41,7 @@ from durablefuture.transport.messages import Msg, Subscription
 from durablefuture.worker.cache import CachedRun
 from durablefuture.worker.workflow_tasks import WorkflowTasks, _first_task
 
-__all__ = ["BUSY", "MAX_OFFER_BYTES", "RECEIPT_WAIT", "EagerOffers"]
+__all__ = ["BUSY", "MAX_COMMANDS", "MAX_OFFER_BYTES", "RECEIPT_WAIT", "EagerOffers"]
 
 log = logging.getLogger("durablefuture.worker")
 
@@ -53,6 +53,9 @@ RECEIPT_WAIT = 2.0
 _MAX_WAIT = 1.0
 """The longest wait an offer may ask for (a larger value is taken as this)."""
 _EAGER_COMMANDS = (ScheduleActivity, StartTimer)
+MAX_COMMANDS = 64
+"""A first decision with more commands is answered ``busy`` (df-server discards a larger one:
+``server/eager_starts.MAX_COMMANDS``)."""
 
 
 class EagerOffers:
@@ -142,6 +145,7 @@ class EagerOffers:
                 or execution.finished
                 or more
                 or not commands
+                or len(commands) > MAX_COMMANDS
                 or not all(isinstance(c, _EAGER_COMMANDS) for c in commands)
                 # df-server may no longer wait (its wait began before the offer got here)
                 or time.monotonic() - began >= wait / 2

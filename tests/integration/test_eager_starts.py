@@ -25,6 +25,7 @@ from durablefuture.transport.headers import RECEIPT_HEADER
 from durablefuture.transport.messages import Msg
 from durablefuture.transport.replies import Watch
 from durablefuture.worker.eager_starts import BUSY
+from durablefuture.worker.eager_starts import MAX_COMMANDS as WORKER_MAX_COMMANDS
 
 pytestmark = pytest.mark.asyncio
 
@@ -214,3 +215,24 @@ async def test_a_first_task_waiting_on_a_local_activity_is_declined_before_it_ru
         assert server.stats.get("eager_declined", 0) == 1  # answered busy
         assert server.stats.get("eager_starts", 0) == 0
         assert LOCAL_RUNS == ["l-1"]  # run once, by the stored task
+
+
+def fan_out(n: int):  # type: ignore[no-untyped-def]
+    results = yield df.all_of(*(df.activity(charge, f"o-{i}", options=OPTS) for i in range(n)))
+    return len(results)
+
+
+@pytest.mark.parametrize("n", [WORKER_MAX_COMMANDS, WORKER_MAX_COMMANDS + 1])
+async def test_a_first_fan_out_is_eager_up_to_the_command_limit(n: int) -> None:
+    assert WORKER_MAX_COMMANDS == eager_starts.MAX_COMMANDS  # what df-server takes
+    async with LocalEnvironment(server_options=_options(0.5)) as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[fan_out], activities=[charge]):
+            h = await env.client.start_workflow(fan_out, n, id="f-1")
+            assert await h.result(timeout=30) == n
+        eager = n <= WORKER_MAX_COMMANDS
+        assert server.stats.get("eager_starts", 0) == int(eager)
+        assert server.stats.get("eager_declined", 0) == int(not eager)  # answered busy
+        batches = await env.client.history.read("f-1", h.run_id or "")
+        assert len(batches[0].events) == (1 + n if eager else 1)
