@@ -26,6 +26,7 @@ from durablefuture.transport.messages import Msg
 from durablefuture.transport.replies import Watch
 from durablefuture.worker.eager_starts import BUSY
 from durablefuture.worker.eager_starts import MAX_COMMANDS as WORKER_MAX_COMMANDS
+from tests.integration.test_fuzz import _dead_letters
 
 pytestmark = pytest.mark.asyncio
 
@@ -236,3 +237,22 @@ async def test_a_first_fan_out_is_eager_up_to_the_command_limit(n: int) -> None:
         assert server.stats.get("eager_declined", 0) == int(not eager)  # answered busy
         batches = await env.client.history.read("f-1", h.run_id or "")
         assert len(batches[0].events) == (1 + n if eager else 1)
+
+
+async def test_an_activity_worker_without_the_run_reads_that_it_exists() -> None:
+    """The first batch's activity task reaches a worker that did not take the offer: it
+    finds the run's batch in history and runs it."""
+    async with LocalEnvironment(server_options=_options(0.5)) as env:
+        server = env.server
+        assert server is not None
+        async with (
+            env.worker(workflows=[order]) as deciding,
+            env.worker(activities=[charge, ship]) as acting,
+        ):
+            h = await env.client.start_workflow(order, "o-1", id="o-1")
+            assert await h.result(timeout=15) == ["charged o-1", "shipped o-1"]
+            assert deciding.stats.get("eager_starts", 0) == 1
+            assert acting.stats["activity_tasks"] == 2
+        assert server.stats.get("eager_starts", 0) == 1
+        dead = await _dead_letters(env)
+        assert dead == []
