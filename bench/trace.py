@@ -5,12 +5,14 @@ df-worker in this process; ``always``: ``sync_interval: always``), runs one warm
 then one workflow of the kind asked while a core subscription on ``>`` records every message:
 publishes to stored subjects (``PUB``), pulls, acknowledgements and replies. It prints the
 growth of every stream's last sequence (the messages stored) and the timeline in ms from the
-start call. For diagnosis: the subscriber itself costs time.
+start call. For diagnosis: the subscriber itself costs time. ``DF_EAGER_START_WAIT=0.1``
+traces an eager start (df-server ``--eager-start-wait``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from typing import Any
@@ -18,11 +20,14 @@ from typing import Any
 import nats
 
 from bench import flows
+from durablefuture.server.options import ServerOptions
 from durablefuture.testing import LocalEnvironment
 
 
 async def main(kind: str) -> None:
-    async with LocalEnvironment(sync_always=len(sys.argv) > 2) as env:
+    eager = float(os.environ.get("DF_EAGER_START_WAIT", "0"))
+    options = ServerOptions(status_delay=0, eager_start_wait=eager)
+    async with LocalEnvironment(sync_always=len(sys.argv) > 2, server_options=options) as env:
         nc = await nats.connect(env.nats_url)
         js = nc.jetstream()
         log: list[tuple[float, str, int, dict[str, str]]] = []

@@ -123,6 +123,16 @@ def namespaces_and_creds(
     "this many seconds (0: every activity task is stored).",
 )
 @click.option(
+    "--eager-start-wait",
+    default=0.0,
+    envvar="DF_EAGER_START_WAIT",
+    show_default=True,
+    type=click.FloatRange(min=0, max=1),
+    help="Seconds a new run's first workflow task is offered to a worker of its queue before "
+    "anything is stored (eager start; e.g. 0.1); no answer in time and the run is created as "
+    "before (0: off).",
+)
+@click.option(
     "--status-delay",
     default=1.0,
     envvar="DF_STATUS_DELAY",
@@ -214,6 +224,7 @@ def main(
     start_concurrency: int,
     sticky_timeout: float,
     eager_check: float,
+    eager_start_wait: float,
     status_delay: float,
     creds_dir: str | None,
     retention: str | None,
@@ -240,6 +251,7 @@ def main(
         compact_interval=compact_interval,
         sticky_timeout=sticky_timeout,
         eager_check=eager_check,
+        eager_start_wait=eager_start_wait,
         status_delay=status_delay,
         start_concurrency=start_concurrency,
         schedules=ScheduleOptions(ahead=schedule_ahead, poll_interval=schedule_poll_interval),

@@ -30,7 +30,9 @@ worker    take workflow/activity tasks of any task queue (never the server's inp
           and sticky workflow tasks (``wt.<queue>.<token>``: the runs a worker caches),
           report on ``df.<ns>.in.report`` or ask df-server to record a report
           (``dfev.<ns>.report``), heartbeats/leases/liveness records, read histories,
-          answer queries and check updates, put and get payloads stored by reference
+          answer queries and check updates, answer eager start offers (``dfev.<ns>.ws.*``,
+          which the users' account exports to the server's), put and get payloads stored by
+          reference
 client    start (``in.start``, or asked of df-server: ``dfev.<ns>.start``),
           signal/update/cancel/terminate (``in.run``), schedule control (``sci.ctl``),
           queries and update checks, read histories and status, list and count (the
@@ -218,7 +220,9 @@ def permissions(role: str, namespace: str, public_key: str) -> Permissions:
                 f"$KV.{lay.workers_bucket}.>",
             ),
             publish_deny=protected,
-            subscribe_allow=(inbox, f"{lay.events_prefix}.query.*"),
+            # eager start offers (df-server's requests, crossing from its account: answered
+            # through allow_responses)
+            subscribe_allow=(inbox, f"{lay.events_prefix}.query.*", f"{lay.events_prefix}.ws.*"),
             allow_responses=True,
         )
     client = (
@@ -332,16 +336,24 @@ def render_config(seeds: dict[tuple[str, str], str]) -> str:
                 lines.append(f"      # {role}")
                 lines.append(f"      {{nkey: {json.dumps(key)}{block}}}")
             lines.append("    ]")
+            # the other way, df-server's eager start offers to the workers
+            offers = json.dumps(f"{Layout(ns).events_prefix}.ws.*")
             if name == home:
                 lines.append("    exports: [")
                 for kind, subject, response in exports:
                     extra = f", response_type: {response}" if response else ""
                     lines.append(f"      {{{kind}: {json.dumps(subject)}{extra}}}")
+                lines.append("    ]")
+                lines.append("    imports: [")
+                lines.append(f"      {{service: {{account: {users}, subject: {offers}}}}}")
             else:
                 lines.append("    imports: [")
                 for kind, subject, _ in exports:
                     ref = f"{{account: {home}, subject: {json.dumps(subject)}}}"
                     lines.append(f"      {{{kind}: {ref}}}")
+                lines.append("    ]")
+                lines.append("    exports: [")
+                lines.append(f"      {{service: {offers}}}")
             lines.append("    ]")
             lines.append("  }")
     lines.append("}")

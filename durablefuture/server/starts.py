@@ -84,8 +84,8 @@ from durablefuture.core.orchestration import (
     start_events,
 )
 from durablefuture.core.state import RunState, status_of
+from durablefuture.server.eager_starts import FALLBACK, EagerStarts
 from durablefuture.server.effects import MAX_TASK_BYTES, Guard, await_ack
-from durablefuture.server.inputs import RunInputs
 from durablefuture.server.runs import RunCache, new_run_id
 from durablefuture.transport.guard import max_payload
 from durablefuture.transport.payload_store import mark_refs
@@ -119,7 +119,7 @@ class StartToStore(TransportError):
     derived again after such a crash)."""
 
 
-class Starts(RunInputs):
+class Starts(EagerStarts):
     """Start requests: create the run, or answer with the one that exists."""
 
     def _start_lock(self, workflow_id: str) -> asyncio.Lock:
@@ -226,7 +226,11 @@ class Starts(RunInputs):
             events = start_events(
                 request, namespace=self.layout.namespace, run_id=run_id, now=self.clock.now()
             )
-            created = await self._create_run(wid, run_id, events, latest_seq, redelivered)
+            created: RunCache | object | None = FALLBACK
+            if attempt == 0 and latest is None and self._eager_offer(request):
+                created = await self._eager_create(wid, run_id, events)
+            if created is FALLBACK:
+                created = await self._create_run(wid, run_id, events, latest_seq, redelivered)
             if created is None:
                 self.stats["conflicts"] += 1
                 metrics.OCC_CONFLICTS.inc(self.layout.namespace)
@@ -321,27 +325,6 @@ class Starts(RunInputs):
                 await self._execute(cache, early)
             await self._execute(cache, [*deferred, *later])
         return cache
-
-    async def _append_start(
-        self,
-        workflow_id: str,
-        run_id: str,
-        events: Sequence[ev.Event],
-        latest_seq: int,
-        batch: bytes,
-    ) -> int:
-        """Append a new run's start batch (``batch``: its events as encoded for it)."""
-        seq, _ = await self.history.append_sized(
-            workflow_id,
-            run_id,
-            "start",
-            events,
-            latest_seq,
-            whole_workflow=True,
-            refs_marked=True,
-            data=batch,
-        )
-        return seq
 
     async def _guard_held(self, pending: Sequence[Awaitable[object]], run_id: str) -> bool:
         """Wait for a new run's guarded messages: False if their guard failed (the id is

@@ -21,6 +21,12 @@ RUN_HEADER = "Df-Run"
 """On a receipt: the run the events belong to."""
 SEQ_HEADER = "Df-Seq"
 """On a receipt: the stream sequence of the recorded batch."""
+EAGER_WAIT_HEADER = "Df-Eager-Wait"
+"""On an eager start offer: the seconds df-server waits for the answer (a later one is not
+sent)."""
+FIRST_BATCH_HEADER = "Df-First-Batch"
+"""On an activity task of an eager start's first batch, stored just before that batch (value
+``1``): run it only once the run's history holds the batch (``worker/first_batch.py``)."""
 REASON_HEADER = "Df-Reason"
 """On a dead letter: why it was dead-lettered."""
 CLOSING_HEADER = "Df-Closing"
@@ -32,6 +38,8 @@ __all__ = [
     "ANSWER_RECEIPT_HEADER",
     "CLOSING_HEADER",
     "EAGER_HEADER",
+    "EAGER_WAIT_HEADER",
+    "FIRST_BATCH_HEADER",
     "REASON_HEADER",
     "RECEIPT_HEADER",
     "REPLY_HEADER",

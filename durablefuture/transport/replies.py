@@ -26,7 +26,14 @@ from nats.aio.subscription import Subscription
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.guard import check_message
 
-__all__ = ["NoResponders", "ReplyInbox", "RequestTimedOut", "Watch", "request"]
+__all__ = [
+    "NoResponders",
+    "ReplyInbox",
+    "RequestTimedOut",
+    "Watch",
+    "request",
+    "request_with_headers",
+]
 
 
 _SECRET_CHARS = 8
@@ -231,12 +238,24 @@ async def request(
     headers: dict[str, str] | None = None,
 ) -> bytes:
     """Send a core-NATS request and return the answer's body."""
+    answer, _ = await request_with_headers(nc, subject, data, timeout, headers)
+    return answer
+
+
+async def request_with_headers(
+    nc: NATS,
+    subject: str,
+    data: bytes,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """Send a core-NATS request; the answer's body and headers."""
     try:
         msg = await nc.request(subject, data, timeout=timeout, headers=headers)
     except nats.errors.NoRespondersError:
         raise NoResponders(f"nobody listens on {subject}") from None
-    except nats.errors.TimeoutError:
+    except (TimeoutError, nats.errors.TimeoutError):
         raise RequestTimedOut(f"no answer on {subject} within {timeout:g}s") from None
     except nats.errors.Error as exc:
         raise TransportError(f"request on {subject} failed: {exc}") from exc
-    return msg.data
+    return msg.data, dict(msg.headers or {})

@@ -289,6 +289,12 @@ class Layout:
     def query(self, queue: str) -> str:
         return f"{self.events_prefix}.query.{check_name(queue)}"
 
+    # eager starts (core request/reply: df-server offers, workflow workers answer)
+    def eager_starts(self, queue: str) -> str:
+        """A new run's first workflow task offered to a workflow worker of ``queue`` before
+        anything of the run is stored (``server/eager_starts.py``)."""
+        return f"{self.events_prefix}.ws.{check_name(queue)}"
+
 
 def _sticky(token: str) -> str:
     if not STICKY_TOKEN.fullmatch(token):

@@ -30,9 +30,11 @@ from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.liveness import RunningAttempt
 from durablefuture.transport.activity_bucket import ActivityBucket
 from durablefuture.transport.guard import max_payload
+from durablefuture.transport.headers import FIRST_BATCH_HEADER
 from durablefuture.transport.messages import Msg
 from durablefuture.worker.attempt import Attempt
 from durablefuture.worker.cache import RunCache
+from durablefuture.worker.first_batch import first_batch_checked
 from durablefuture.worker.handover import AttemptRecord, Handover
 from durablefuture.worker.options import MAX_KNOWN_ATTEMPTS, WorkerOptions
 from durablefuture.worker.reports import Reports, cut
@@ -98,6 +100,10 @@ class ActivityTasks:
         """Run a delivery of ``task`` (``msg``: its message, or a stand-in for an attempt
         granted to this worker with no stored task: ``worker/eager.py``)."""
         self.stats["activity_tasks"] += 1
+        if (msg.headers or {}).get(FIRST_BATCH_HEADER) and not await first_batch_checked(
+            self.cache, self.client.history, task, msg, self.dead_letter
+        ):
+            return  # its run was never created: dead-lettered, not run
         key = (task.run_id, task.seq, task.attempt)
         if key in self.attempts:
             self.handover.log_again(task, "this worker")

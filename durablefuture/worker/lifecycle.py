@@ -46,6 +46,7 @@ from durablefuture.worker.activities import ActivityTasks
 from durablefuture.worker.cache import RunCache
 from durablefuture.worker.deliveries import Deliveries
 from durablefuture.worker.eager import EagerActivities
+from durablefuture.worker.eager_starts import EagerOffers
 from durablefuture.worker.handover import Handover
 from durablefuture.worker.liveness import Liveness
 from durablefuture.worker.options import WorkerOptions
@@ -121,7 +122,6 @@ class Worker:
         self._max_deliver: dict[str, int] = {}  # per consumer, as created (maybe by another)
         self._loops: list[asyncio.Task[None]] = []
         self._query_sub: Subscription | None = None
-        self._receipt_sub: Subscription | None = None
         self._stopping = asyncio.Event()
         self._remove_health: Callable[[], None] = lambda: None
         self._draining: asyncio.Future[None] | None = None
@@ -161,6 +161,7 @@ class Worker:
             activities=self.activities,
             executor=self._executor,
         )
+        self._eager = EagerOffers(self._workflow_tasks, task_queue, max_concurrent_workflow_tasks)
         self._queries = Queries(
             client,
             self.workflows,
@@ -292,11 +293,7 @@ class Worker:
             self._query_sub = await self.client.nc.subscribe(
                 self.layout.query(self.task_queue), queue="workers", cb=self._queries.on_query
             )
-            inbox = self.client.nc.new_inbox()
-            self._reports.receipts = inbox
-            self._receipt_sub = await self.client.nc.subscribe(
-                inbox, cb=self._workflow_tasks.receipts.on_receipt
-            )
+            await self._eager.listen()  # the receipts' inbox, then the eager start offers
         if self.activities:
             name = self.layout.activity_consumer(self.task_queue)
             await self._poll(
@@ -377,6 +374,7 @@ class Worker:
         await asyncio.shield(self._draining)
 
     async def _drain_once(self, timeout: float) -> None:
+        await self._eager.close()
         if self._query_sub is not None:
             with contextlib.suppress(Exception):
                 await self._query_sub.unsubscribe()

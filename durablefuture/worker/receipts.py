@@ -47,11 +47,19 @@ class Receipts:
             Callable[[ev.WorkflowStarted | None, Sequence[ev.Event], Sequence[int]], None] | None
         ) = None
         """Runs the activity attempts granted to this worker (``eager.py``)."""
+        self.expected: dict[str, asyncio.Future[tuple[int, bytes]]] = {}
+        """Runs whose eager start's receipt is awaited (``eager_starts``), by run id."""
 
     async def on_receipt(self, msg: Msg) -> None:
         """The server recorded our decisions: feed them to the cached generator (a receipt
         sent apart: for a stored report, or from a server that does not answer with it)."""
         run_id = (msg.headers or {}).get(RUN_HEADER, "")
+        waiter = self.expected.get(run_id)
+        if waiter is not None:  # an eager start's: its taker holds the run's lock and applies it
+            if not waiter.done():
+                seq = stream_seq((msg.headers or {}).get(SEQ_HEADER, "")) or 0
+                waiter.set_result((seq, msg.data))
+            return
         if run_id not in self.cache:
             return
         events = await self._receipt_events(msg.data)
@@ -92,6 +100,17 @@ class Receipts:
             task = asyncio.create_task(self._next_part_locked(run_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def supersede(self, run_id: str) -> None:
+        """A stored workflow task for ``run_id`` arrived: an eager start's generator waiting
+        for its receipt is dropped at once (df-server created the run as before)."""
+        waiter = self.expected.get(run_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result((0, b""))
+
+    async def events_of(self, data: bytes) -> Sequence[ev.Event] | None:
+        """A receipt's events (None if they do not decode)."""
+        return await self._receipt_events(data)
 
     async def _receipt_events(self, data: bytes) -> Sequence[ev.Event] | None:
         try:

@@ -124,6 +124,7 @@ class WorkflowTasks:
             if cached is not None and cached.execution.started is not None
             else None
         )
+        self.receipts.supersede(task.run_id)  # a tentative generator is not waited for
         async with self.cache.lock(task.run_id):
             if self._redundant(m):
                 report = None
