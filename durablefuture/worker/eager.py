@@ -93,8 +93,10 @@ class EagerActivities:
             return  # their check list has their tasks stored
         for task in first_attempt_tasks(started, events, set(seqs)):
             key = (task.run_id, task.seq, task.attempt)
-            if key in self.granted or task.name not in self.activity_tasks.activities:
-                continue  # (not registered here: its stored task goes to a worker with it)
+            if key in self.granted:
+                continue
+            # one not registered here fails as a delivered task of it would (no waiting for
+            # its check list: ``ActivityTasks`` reports ActivityNotRegisteredError)
             self.granted.add(key)
             self.started += 1
             job = asyncio.create_task(self._take(task, key))
