@@ -5,11 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nats
 import pytest
+from nats.aio.msg import Msg
 
 import durablefuture as df
+from durablefuture.codec.checks import CheckedAttempt, encode_check_list
 from durablefuture.core import events as ev
+from durablefuture.server import ServerOptions
+from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.publisher import MSG_ID
+from durablefuture.worker.eager import AFTER_GRANT_HOOK
 from tests.conftest import Daemons, wait_for, wait_namespace
+from tests.integration.test_fuzz import _dead_letters
 
 pytestmark = pytest.mark.asyncio
 
@@ -76,3 +84,78 @@ async def test_effects_of_an_eager_attempts_outcome_lost_with_both_processes_are
         raise
     finally:
         await client.close()
+
+
+OPTS = df.ActivityOptions(start_to_close_timeout=30)
+
+
+async def charge(order_id: str) -> str:
+    return f"charged {order_id}"
+
+
+def one_charge(order_id: str):  # type: ignore[no-untyped-def]
+    return (yield df.activity(charge, order_id, options=OPTS))
+
+
+def waits(order_id: str):  # type: ignore[no-untyped-def]
+    return (yield df.wait_signal("go"))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "one attempt whose check raises (its run's history is corrupt) fails the whole check "
+        "list (server/checks.py _check_list: no per-attempt error handling), which is "
+        "retried and dead-lettered: the other runs' attempts it lists are never checked, "
+        "and one granted to a worker that died is never run"
+    ),
+)
+async def test_a_check_list_naming_a_corrupt_run_still_checks_the_other_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A list groups the attempts of many runs. Run ``c`` has a corrupt history; run ``a``
+    was granted its attempt to a worker that never ran it (as one that died right after the
+    answer). The list naming both must still store ``a``'s task."""
+    monkeypatch.setenv(AFTER_GRANT_HOOK, "skip")
+    options = ServerOptions(eager_check=3600.0, input_max_deliver=3)  # only our list fires
+    async with LocalEnvironment(server_options=options) as env:
+        client, layout = env.client, env.client.layout
+        tasks: list[Msg] = []
+
+        async def got(msg: Msg) -> None:
+            tasks.append(msg)
+
+        await client.pub.js.subscribe(f"{layout.prefix}.at.>", ordered_consumer=True, cb=got)
+        async with env.worker(workflows=[one_charge, waits], activities=[charge]) as worker:
+            bad = await client.start_workflow(waits, "c", id="c")
+            good = await client.start_workflow(one_charge, "a", id="a")
+
+            async def granted_and_waiting() -> bool:
+                history = await bad.fetch_history()
+                return worker.stats.get("activity_tasks", 0) == 0 and any(
+                    isinstance(e, ev.SignalWaitStarted) for e in history
+                )
+
+            await wait_for(granted_and_waiting, 15)
+            await wait_for(
+                lambda: env.server is not None and env.server.stats["eager_granted"] == 1, 15
+            )
+            nc = await nats.connect(env.nats_url)
+            try:
+                subject = layout.history("c", bad.run_id or "")
+                await nc.jetstream().publish(subject, b"\x00\xffnot a history message")
+            finally:
+                await nc.close()
+            listed = [
+                CheckedAttempt("c", bad.run_id or "", 1, 1),
+                CheckedAttempt("a", good.run_id or "", 1, 1),
+            ]
+            await client.pub.publish(layout.removal("check-list"), encode_check_list(listed))
+            ids = lambda: [(m.headers or {}).get(MSG_ID) for m in tasks]  # noqa: E731
+
+            async def handled() -> bool:
+                return bool(ids()) or bool(await _dead_letters(env))
+
+            await wait_for(handled, 30)
+            assert ids() == [f"at:{good.run_id}:1:1"], [d.reason for d in await _dead_letters(env)]
+            assert await good.result(timeout=15) == "charged a"
