@@ -16,6 +16,7 @@ from durablefuture.server import ServerOptions
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.publisher import MSG_ID
 from durablefuture.worker.eager import AFTER_GRANT_HOOK
+from durablefuture.worker.receipts import Receipts
 from tests.conftest import Daemons, wait_for, wait_namespace
 from tests.integration.test_fuzz import _dead_letters
 
@@ -159,3 +160,42 @@ async def test_a_check_list_naming_a_corrupt_run_still_checks_the_other_runs(
             await wait_for(handled, 30)
             assert ids() == [f"at:{good.run_id}:1:1"], [d.reason for d in await _dead_letters(env)]
             assert await good.result(timeout=15) == "charged a"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "a grant answered for a run the worker evicted meanwhile (a full cache keeps "
+        "another run while the report waits) is not run (worker/receipts.py on_answered "
+        "returns when the run is not cached; worker/eager.py builds the task from the "
+        "cached WorkflowStarted): the attempt waits out its check (eager_check, 30 s by "
+        "default) though the worker offered and has the slot"
+    ),
+)
+async def test_a_grant_answered_after_its_run_was_evicted_still_runs_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's cache drops the run while its report waits for the answer (as a cache
+    of one does when another run's task is taken meanwhile): the attempt granted in the
+    answer is still the worker's to run, with no task stored."""
+    evicted: list[str] = []
+    on_answered = Receipts.on_answered
+
+    async def evicting(
+        self: Receipts, run_id: str, seq: int, data: bytes, granted: tuple[int, ...] = ()
+    ) -> None:
+        if granted and not evicted:
+            evicted.append(run_id)
+            self.cache.pop(run_id)  # what keep() of another run does to the oldest
+        await on_answered(self, run_id, seq, data, granted)
+
+    monkeypatch.setattr(Receipts, "on_answered", evicting)
+    async with LocalEnvironment(server_options=ServerOptions(eager_check=1.0)) as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[one_charge], activities=[charge]):
+            h = await env.client.start_workflow(one_charge, "v-1", id="v-1")
+            assert await h.result(timeout=30) == "charged v-1"
+        assert evicted == [h.run_id]
+        assert server.stats["eager_granted"] == 1
+        assert server.stats["checks_published"] == 0  # run where it was granted
