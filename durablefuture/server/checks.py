@@ -9,7 +9,13 @@ df-server recorded since it granted it needs no read; a run not in its cache is 
 by its newest batch only: most are closed by their check):
 
 - the run is gone or closed, or history holds the attempt's outcome (or a later attempt):
-  nothing;
+  nothing, except when the batch that recorded the outcome is the run's newest and this
+  df-server did not record it itself (it may have been appended by a df-server that died
+  before that batch's effects, while the worker that ran the attempt died before it could
+  store its report): the outcome is then taken again as a duplicate, which derives the
+  batch's effects again (as a stored task delivered again would have it reported again,
+  ``worker/handover.py``); a closing batch whose closed status entry is stored, of a run with
+  no parent, children or next run, needs nothing;
 - its lease is held by a holder that renewed it within the lease: on a later list (a long
   activity is checked again every ``eager_check`` seconds, never run twice);
 - otherwise its task is published exactly as a dispatch would have (same Msg-Id): the worker
@@ -17,7 +23,9 @@ by its newest batch only: most are closed by their check):
   or its holder is gone, which the worker given the task finds as when any holder is lost.
 
 A list delivered again does it all again: a task published twice is one (same Msg-Id), an
-attempt listed again is checked again later.
+attempt listed again is checked again later. One attempt that cannot be checked (a corrupt
+history: dead-lettered, its run marked corrupt; a failure: on a later list) never keeps the
+list's other attempts from their check.
 """
 
 from __future__ import annotations
@@ -28,12 +36,15 @@ import time
 
 from durablefuture import metrics
 from durablefuture.codec.checks import CheckedAttempt, decode_check_list
-from durablefuture.core.effects import DispatchActivityTask, activity_task
-from durablefuture.core.errors import DecodeError
+from durablefuture.core import events as ev
+from durablefuture.core import inputs as inp
+from durablefuture.core.effects import DispatchActivityTask, RunStatus, activity_task
+from durablefuture.core.errors import CorruptHistoryError, DecodeError, DurableFutureError
 from durablefuture.core.events import TERMINAL_EVENTS
 from durablefuture.core.state import ActivityState, RunState
 from durablefuture.server.inputs import RunInputs
-from durablefuture.server.runs import RunMissing
+from durablefuture.server.runs import RunCache, RunMissing
+from durablefuture.transport.buckets import read_key
 from durablefuture.transport.consumer import Msg, delivery_count
 from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.layout import open_bucket
@@ -49,6 +60,9 @@ class EagerChecks(RunInputs):
     """Checks the attempts of fired check lists (a part of ``Server``)."""
 
     _leases: AttemptLeases | None = None
+
+    async def _corrupt(self, exc: CorruptHistoryError, reply_to: str = "") -> None:
+        raise NotImplementedError  # service.Server
 
     async def _check_list(self, msg: Msg) -> None:
         """Check every attempt a fired list names; raises what is to be retried."""
@@ -67,7 +81,17 @@ class EagerChecks(RunInputs):
             if time.monotonic() - alive > keepalive:
                 await msg.in_progress()  # a long list: not to be delivered to another server
                 alive = time.monotonic()
-            outcome = await self._check_attempt(item)
+            try:
+                outcome = await self._check_attempt(item)
+            except CorruptHistoryError as exc:
+                log.error("check of run %s #%d: %s", item.run_id, item.seq, exc)
+                await self._corrupt(exc)
+                outcome = "done"  # a corrupt run is marked so; nothing of it runs
+            except (DurableFutureError, OSError) as exc:
+                log.warning(
+                    "check of run %s #%d failed (%s); listed again", item.run_id, item.seq, exc
+                )
+                outcome = "later"
             self.stats[f"checks_{outcome}"] += 1  # published, later, done
             metrics.EAGER_ATTEMPTS.inc(self.layout.namespace, outcome)
             if outcome == "later":
@@ -80,25 +104,40 @@ class EagerChecks(RunInputs):
     async def _check_attempt(self, item: CheckedAttempt) -> str:
         """``done`` (nothing to do), ``later`` (a live holder runs it) or ``published``."""
         if self._grant_checked((item.run_id, item.seq, item.attempt)):
-            return "done"  # this df-server recorded its outcome
+            return "done"  # this df-server recorded its outcome and derived its effects
+        outcome_id = inp.CompleteActivityTask(item.run_id, item.seq, item.attempt).input_id
         if self._cached(item.run_id) is None:
             # most runs are closed by their check: one read tells, with no load of the run
             last = await self.history.last_batch(item.workflow_id, item.run_id, "none")
-            if last is None or (last.events and isinstance(last.events[-1], TERMINAL_EVENTS)):
-                return "done"  # removed since (or never stored), or closed
+            if last is None:
+                return "done"  # removed since (or never stored)
+            closed = bool(last.events) and isinstance(last.events[-1], TERMINAL_EVENTS)
+            if closed and last.input_id != outcome_id:
+                return "done"  # closed by another batch
         try:
             cache = await self._load(item.workflow_id, item.run_id)
         except RunMissing:
             return "done"  # removed since (or never stored)
         async with cache.lock:
-            if _open_attempt(cache.state, item) is None and item.seq in cache.state.activities:
-                return "done"  # closed in this view: closed for good (history only grows)
             latest = await self.history.last_seq(item.workflow_id, item.run_id)
             if latest != cache.last_seq:
                 await self._refresh(cache)
             state = cache.state
             act = _open_attempt(state, item)
             if act is None:
+                if item.seq in state.activities and await self._outcome_newest(cache, outcome_id):
+                    log.info(
+                        "attempt %d of activity #%d of run %s: its outcome is the run's newest "
+                        "batch; its effects are derived again",
+                        item.attempt,
+                        item.seq,
+                        item.run_id,
+                        extra={"workflow_id": item.workflow_id, "run_id": item.run_id},
+                    )
+                    await self._decide_and_record(
+                        cache, inp.CompleteActivityTask(item.run_id, item.seq, item.attempt)
+                    )
+                    return "again"
                 return "done"
             lease = await (await self._attempt_leases()).read(item.run_id, item.seq, item.attempt)
             if lease is not None and time.time() - lease.at < lease.lease:
@@ -114,6 +153,35 @@ class EagerChecks(RunInputs):
             )
             await self._execute(cache, [DispatchActivityTask(activity_task(state, act))])
             return "published"
+
+    async def _outcome_newest(self, cache: RunCache, outcome_id: str) -> bool:
+        """Whether the batch that recorded the outcome ``outcome_id`` is the run's newest and
+        its effects may be missing (a closing batch whose closed status entry is stored, of a
+        run with no parent, children or next run, has none missing)."""
+        recorded = cache.state.applied_inputs.get(outcome_id)
+        if recorded is None or not cache.events or recorded[1] != cache.events[-1].event_id:
+            return False
+        state = cache.state
+        terminal = cache.events[-1]
+        if not isinstance(terminal, TERMINAL_EVENTS):
+            return True
+        if (
+            state.started.parent is not None
+            or isinstance(terminal, ev.WorkflowContinuedAsNew)
+            or state.open_children()
+            or state.open_activities()
+        ):
+            return True
+        kv = self._runs_kv
+        if kv is None:
+            return True
+        value = await read_key(kv, self.layout.status_key(cache.workflow_id, state.run_id))
+        if not value:
+            return True
+        try:
+            return self.codec.decode_summary(value).status not in RunStatus.CLOSED
+        except DecodeError:
+            return True
 
     async def _attempt_leases(self) -> AttemptLeases:
         if self._leases is None:

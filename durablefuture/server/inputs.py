@@ -213,6 +213,7 @@ class RunInputs(RunCaches, Effects):
     ) -> Decision:
         verified = False
         spent: Sequence[ev.Event] = ()
+        recorded: Sequence[ev.Event] = ()
         for _ in range(50):
             now = self.clock.now()
             run_id = _new_run_id_if_needed(message)
@@ -266,7 +267,7 @@ class RunInputs(RunCaches, Effects):
                     message = missing
                     continue
                 cache.apply(seq, message.input_id, decision.events, size)
-                self._grants_recorded(cache.state.run_id, decision.events)
+                recorded = decision.events  # noted as checked once their effects are done
                 count_events(self.layout.namespace, cache, decision.events)
                 spent = decision.events
                 answered = ANSWERED_RECEIPT.get() if receipt_to else None
@@ -304,6 +305,8 @@ class RunInputs(RunCaches, Effects):
                     self.stats["ignored"] += 1
                     log.debug("ignored %s: %s", message.input_id, decision.reason)
             await self._execute(cache, effects)
+            if recorded:  # (a granted attempt's check has nothing left to do: ``checks``)
+                self._grants_recorded(cache.state.run_id, recorded)
             # only now: until the effects are done, a durable timer the events leave with
             # nothing to guard is what finishes them (a timer fired from memory whose effects
             # failed is recorded; its durable copy arrives as a duplicate and derives them

@@ -1,5 +1,6 @@
-"""Eager activity dispatch and eager start under crashes and hostile input: the cases a
-review found broken, each marked ``xfail(strict=True)`` with the bug it shows until fixed."""
+"""Eager activity dispatch and eager start under crashes and hostile input: lost effects of
+an eager attempt's outcome, a check list naming a corrupt run, a grant answered after its run
+was evicted (still ``xfail(strict=True)``: it waits for its check list)."""
 
 from __future__ import annotations
 
@@ -27,17 +28,6 @@ STEPS = "tests.integration.eager_flows"
 ARGS = ("--workflows", f"{FLOWS}:step_then_sleep", "--activities", f"{STEPS}:logged_step")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a check list that finds a granted attempt's outcome in history does nothing "
-        "(server/checks.py _check_attempt 'done'): the effects of the batch that recorded "
-        "it are never derived again when df-server died between that append and its "
-        "effects and the worker that ran it died before it stored its report; a stored "
-        "task would have come back and been reported again (worker/handover.py "
-        "attempt_closed), a check list does not"
-    ),
-)
 async def test_effects_of_an_eager_attempts_outcome_lost_with_both_processes_are_derived_again(
     daemons: Daemons, tmp_path: Path
 ) -> None:
@@ -102,15 +92,6 @@ def waits(order_id: str):  # type: ignore[no-untyped-def]
     return (yield df.wait_signal("go"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "one attempt whose check raises (its run's history is corrupt) fails the whole check "
-        "list (server/checks.py _check_list: no per-attempt error handling), which is "
-        "retried and dead-lettered: the other runs' attempts it lists are never checked, "
-        "and one granted to a worker that died is never run"
-    ),
-)
 async def test_a_check_list_naming_a_corrupt_run_still_checks_the_other_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
