@@ -87,6 +87,9 @@ class ActivityScheduled:
     name: str
     args: tuple[JsonValue, ...] = field(converter=payloads)
     options: ActivityOptions
+    eager: bool = False
+    """Its first attempt was granted to the worker that decided it, with no stored task:
+    that attempt's task is never published; its check list decides what became of it."""
 
 
 @frozen

@@ -8,16 +8,20 @@ once). For each attempt it lists, from the run's history as it is now (an attemp
 df-server recorded since it granted it needs no read; a run not in its cache is first read
 by its newest batch only: most are closed by their check):
 
-- the run is gone or closed, or history holds the attempt's outcome (or a later attempt):
-  nothing;
-- its lease is held by a holder that renewed it within the lease: on a later list (a long
+- the run is gone or closed, or history holds the attempt's outcome (or a later attempt),
+  or the activity is not marked ``eager`` (listed for an append that failed): nothing;
+- its lease is held by a holder that renewed it within the lease: on a later list (a worker
+  claims the lease of a granted attempt still running after ``eager_claim_after``; a long
   activity is checked again every ``eager_check`` seconds, never run twice);
-- otherwise its task is published exactly as a dispatch would have (same Msg-Id): the worker
-  it was granted to never ran it (stopped, killed, did not know the activity, got no answer),
-  or its holder is gone, which the worker given the task finds as when any holder is lost.
+- otherwise the attempt is recorded timed out (start_to_close, lost with its worker) and
+  retried per its retry policy, exactly as when a worker holding a lease dies mid-run
+  (``worker/handover.py``). Its task is never published: the attempt may be running on a
+  stalled worker; the next attempt is a new one, recorded. The worker it was granted to
+  never ran it (the answer was lost, it stopped or was killed), or died before it reported
+  or claimed the lease.
 
-A list delivered again does it all again: a task published twice is one (same Msg-Id), an
-attempt listed again is checked again later.
+A list delivered again does it all again: an outcome recorded twice is one (the same input
+id as the worker's report), an attempt listed again is checked again later.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ import time
 
 from durablefuture import metrics
 from durablefuture.codec.checks import CheckedAttempt, decode_check_list
-from durablefuture.core.effects import DispatchActivityTask, activity_task
+from durablefuture.core import inputs as inp
 from durablefuture.core.errors import DecodeError
 from durablefuture.core.events import TERMINAL_EVENTS
+from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.state import ActivityState, RunState
 from durablefuture.server.inputs import RunInputs
 from durablefuture.server.runs import RunMissing
@@ -68,7 +73,7 @@ class EagerChecks(RunInputs):
                 await msg.in_progress()  # a long list: not to be delivered to another server
                 alive = time.monotonic()
             outcome = await self._check_attempt(item)
-            self.stats[f"checks_{outcome}"] += 1  # published, later, done
+            self.stats[f"checks_{outcome}"] += 1  # timed_out, later, done
             metrics.EAGER_ATTEMPTS.inc(self.layout.namespace, outcome)
             if outcome == "later":
                 later.append(await self._check_later(item))
@@ -78,7 +83,7 @@ class EagerChecks(RunInputs):
             log.info("a check list delivered again was checked (%d attempts)", len(items))
 
     async def _check_attempt(self, item: CheckedAttempt) -> str:
-        """``done`` (nothing to do), ``later`` (a live holder runs it) or ``published``."""
+        """``done`` (nothing to do), ``later`` (a live holder runs it) or ``timed_out``."""
         if self._grant_checked((item.run_id, item.seq, item.attempt)):
             return "done"  # this df-server recorded its outcome
         if self._cached(item.run_id) is None:
@@ -96,24 +101,34 @@ class EagerChecks(RunInputs):
             latest = await self.history.last_seq(item.workflow_id, item.run_id)
             if latest != cache.last_seq:
                 await self._refresh(cache)
-            state = cache.state
-            act = _open_attempt(state, item)
-            if act is None:
-                return "done"
+            act = _open_attempt(cache.state, item)
+            if act is None or not act.eager:
+                return "done"  # (not marked: listed for an append that failed)
             lease = await (await self._attempt_leases()).read(item.run_id, item.seq, item.attempt)
             if lease is not None and time.time() - lease.at < lease.lease:
                 return "later"
             log.info(
                 "attempt %d of activity %s (#%d of run %s) was granted to a worker that has "
-                "not run it: its task is stored",
+                "neither reported it nor claimed its lease: recorded timed out",
                 item.attempt,
                 act.name,
                 item.seq,
                 item.run_id,
                 extra={"workflow_id": item.workflow_id, "run_id": item.run_id},
             )
-            await self._execute(cache, [DispatchActivityTask(activity_task(state, act))])
-            return "published"
+            failure = Failure(
+                message=(
+                    f"attempt {item.attempt} of activity {act.name!r} was lost with its worker "
+                    "before it reported or claimed a lease (the worker stopped, crashed or "
+                    "never got it)"
+                ),
+                type="TimeoutError",
+                kind=FailureKind.TIMEOUT,
+                timeout_type="start_to_close",
+            )
+            lost = inp.FailActivityTask(item.run_id, item.seq, item.attempt, failure)
+            await self._decide_and_record(cache, lost)
+            return "timed_out"
 
     async def _attempt_leases(self) -> AttemptLeases:
         if self._leases is None:

@@ -28,6 +28,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Sequence
 
+from attrs import evolve
+
 from durablefuture import metrics
 from durablefuture.codec.checks import (
     CHECK_LIST_BYTES,
@@ -119,28 +121,33 @@ class Grants(StatusLater):
         resolves once the list is stored."""
         return await self._lists().arm(item, time.time() + self.options.eager_check)
 
-    async def _grant_early(self, cache: RunCache, events: Sequence[ev.Event]) -> None:
+    async def _grant_early(
+        self, cache: RunCache, events: tuple[ev.Event, ...]
+    ) -> tuple[ev.Event, ...]:
         """List the first attempts of the activities ``events`` schedule on the run's task
         queue (at most as many as the worker offered) before the append that records them
-        is sent: the list is stored beside the append instead of after it. One listed for
-        an append that fails is harmless: its check finds no such attempt, or the one a
-        later decision scheduled, and stores at most its task."""
+        is sent: the list is stored beside the append instead of after it. Returns
+        ``events`` with those marked ``eager`` (their tasks are never published, whatever
+        derives their effects again). One listed for an append that fails is harmless: its
+        check finds no such attempt, or one not marked, and does nothing."""
         answered = ANSWERED_RECEIPT.get()
         if answered is None or not self._may_grant(answered):
-            return
+            return events
         state = cache.state
         queue = state.started.task_queue
-        for e in events:
-            if len(answered.early) >= answered.eager:
-                return
-            if not isinstance(e, ev.ActivityScheduled) or e.seq in answered.early:
+        marked = list(events)
+        for i, e in enumerate(events):
+            if not isinstance(e, ev.ActivityScheduled) or not _may_run_eagerly(e, queue):
                 continue
-            if (e.options.task_queue or queue) != queue:
-                continue
-            item = CheckedAttempt(cache.workflow_id, state.run_id, e.seq, 1)
-            listed = await self._check_later(item)
-            listed.add_done_callback(_consume)  # (awaited only if granted)
-            answered.early[e.seq] = listed
+            if e.seq not in answered.early:
+                if len(answered.early) >= answered.eager:
+                    continue
+                item = CheckedAttempt(cache.workflow_id, state.run_id, e.seq, 1)
+                listed = await self._check_later(item)
+                listed.add_done_callback(_consume)  # (awaited only if granted)
+                answered.early[e.seq] = listed
+            marked[i] = evolve(e, eager=True)
+        return tuple(marked)
 
     def _may_grant(self, answered: AnsweredReceipt) -> bool:
         return (
@@ -152,33 +159,51 @@ class Grants(StatusLater):
         )
 
     async def _granted(self, cache: RunCache, task: ActivityTask) -> asyncio.Future[PubAck] | None:
-        """If ``task`` (a dispatch due now) may go to the worker whose report is being
-        answered: its attempt listed on a check list (the future resolves once stored) and
-        granted in the answer. None: store the task as usual."""
-        answered = ANSWERED_RECEIPT.get()
-        if answered is None or not self._may_grant(answered):
-            return None
+        """If ``task`` (a dispatch due now) is the first attempt of an activity marked
+        ``eager``: its attempt granted to the worker whose report is being answered, or, if
+        its effects are derived again (a report delivered again, a df-server that died
+        before its answer), listed again, never published (the worker granted it may be
+        running it, with no lease yet). The future resolves once its list is stored. None:
+        store the task as usual."""
         state = cache.state
-        if (
-            task.attempt != 1
-            or not answered.batch  # the answer carries no receipt: it grants nothing
-            or answered.run_id != state.run_id
-            or task.task_queue != state.started.task_queue
-        ):
+        act = state.activities.get(task.seq)
+        if task.attempt != 1 or act is None or not act.eager:
             return None
-        listed = answered.early.pop(task.seq, None)
+        answered = ANSWERED_RECEIPT.get()
+        listed = None
+        if answered is not None and answered.run_id == state.run_id:
+            listed = answered.early.pop(task.seq, None)
+        if (
+            listed is not None
+            and answered is not None
+            and answered.batch  # the answer carries no receipt: it grants nothing
+            and self._may_grant(answered)
+        ):
+            answered.granted.append(task.seq)
+            self.stats["eager_granted"] += 1
+            metrics.EAGER_ATTEMPTS.inc(self.layout.namespace, "granted")
+            if self._granted_open is None:
+                self._granted_open, self._granted_done = OrderedDict(), OrderedDict()
+            self._granted_open[(state.run_id, task.seq, task.attempt)] = None
+            if len(self._granted_open) > MAX_REMEMBERED:
+                self._granted_open.popitem(last=False)  # (its outcome recorded elsewhere, or lost)
+            return listed
         if listed is None:
             item = CheckedAttempt(cache.workflow_id, state.run_id, task.seq, task.attempt)
             listed = await self._check_later(item)
-        answered.granted.append(task.seq)
-        self.stats["eager_granted"] += 1
-        metrics.EAGER_ATTEMPTS.inc(self.layout.namespace, "granted")
-        if self._granted_open is None:
-            self._granted_open, self._granted_done = OrderedDict(), OrderedDict()
-        self._granted_open[(state.run_id, task.seq, task.attempt)] = None
-        if len(self._granted_open) > MAX_REMEMBERED:
-            self._granted_open.popitem(last=False)  # (its outcome recorded elsewhere, or lost)
+        self.stats["eager_relisted"] += 1
         return listed
+
+
+def _may_run_eagerly(e: ev.ActivityScheduled, queue: str) -> bool:
+    """Whether the first attempt of ``e`` may be granted: on the run's own task queue, and
+    allowed a second attempt (one lost with its worker, or with a df-server that died before
+    its answer, is recorded timed out and retried; an activity allowed one attempt only
+    keeps its stored task and lease, so no infrastructure crash fails it)."""
+    if (e.options.task_queue or queue) != queue:
+        return False
+    policy = e.options.retry_policy
+    return policy is None or policy.maximum_attempts != 1
 
 
 def _consume(listed: asyncio.Future[PubAck]) -> None:

@@ -103,7 +103,7 @@ class EagerActivities:
 
     async def _take(self, task: ActivityTask, key: _Key) -> None:
         try:
-            await self.activity_tasks.take(task, no_delivery())
+            await self.activity_tasks.take(task, no_delivery(), granted=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # its check list has its task stored
