@@ -21,6 +21,8 @@ naming the activity attempts granted to its worker (``server/grants.py``).
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import time
 
 from durablefuture.codec.wire import InputEnvelope
@@ -42,7 +44,11 @@ from durablefuture.transport.report_requests import (
     recorded_with,
 )
 
-__all__ = ["ReportRequests"]
+__all__ = ["BEFORE_ANSWER_HOOK", "ReportRequests"]
+
+BEFORE_ANSWER_HOOK = "DF_TEST_BEFORE_ANSWER"
+"""Test hook (environment): ``die`` kills df-server (SIGKILL) after the append and effects
+of a report whose answer grants attempts, before that answer goes out."""
 
 
 class ReportRequests(RequestDesks):
@@ -101,6 +107,8 @@ class ReportRequests(RequestDesks):
                 # which gets no receipt): send it apart as well (a worker that has it already
                 # takes the second as nothing new)
                 await self._send_receipt(receipt_to, answered.run_id, answered.seq, answered.batch)
+            if answered.granted and os.environ.get(BEFORE_ANSWER_HOOK) == "die":
+                os.kill(os.getpid(), signal.SIGKILL)
             return recorded_with(answered.seq, answered.batch, answered.granted)
         return RECORDED
 
