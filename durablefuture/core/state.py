@@ -40,7 +40,7 @@ class ActivityState:
     retry_at: float | None = None
     cancel_requested: bool = False
     """The workflow cancelled it (``df.cancel``, or it lost a ``df.any_of``)."""
-    eager: bool = False
+    eager: str = ""
     """Its first attempt was granted to a worker, with no stored task (``ActivityScheduled``)."""
 
 

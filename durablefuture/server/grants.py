@@ -41,7 +41,7 @@ from durablefuture.codec.checks import (
 from durablefuture.core import events as ev
 from durablefuture.core.effects import ActivityTask
 from durablefuture.server.expiries import ScheduleLists
-from durablefuture.server.receipts import ANSWERED_RECEIPT, AnsweredReceipt
+from durablefuture.server.receipts import ANSWERED_RECEIPT, UNANSWERED_ASK, AnsweredReceipt
 from durablefuture.server.runs import RunCache
 from durablefuture.server.status_later import StatusLater
 from durablefuture.transport.publisher import PubAck
@@ -146,12 +146,13 @@ class Grants(StatusLater):
                 listed = await self._check_later(item)
                 listed.add_done_callback(_consume)  # (awaited only if granted)
                 answered.early[e.seq] = listed
-            marked[i] = evolve(e, eager=True)
+            marked[i] = evolve(e, eager=answered.ask)
         return tuple(marked)
 
     def _may_grant(self, answered: AnsweredReceipt) -> bool:
         return (
             answered.eager > len(answered.granted)
+            and bool(answered.ask)  # (a worker that names no request id is granted nothing)
             and not answered.answered
             and self.options.eager_check > 0
             and not self.clock.skips  # a skipping clock's time is not the schedule's
@@ -167,8 +168,8 @@ class Grants(StatusLater):
         store the task as usual."""
         state = cache.state
         act = state.activities.get(task.seq)
-        if task.attempt != 1 or act is None or not act.eager:
-            return None
+        if task.attempt != 1 or act is None or not act.eager or UNANSWERED_ASK.get() == act.eager:
+            return None  # (not granted, or the worker granted it ran none of its grants)
         answered = ANSWERED_RECEIPT.get()
         listed = None
         if answered is not None and answered.run_id == state.run_id:

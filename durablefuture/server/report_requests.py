@@ -26,11 +26,17 @@ import signal
 import time
 
 from durablefuture.codec.wire import InputEnvelope
-from durablefuture.server.receipts import ANSWERED_RECEIPT, AnsweredReceipt, eager_offer
+from durablefuture.server.receipts import (
+    ANSWERED_RECEIPT,
+    AnsweredReceipt,
+    eager_ask,
+    eager_offer,
+)
 from durablefuture.server.request_desk import Desk, RequestDesks
 from durablefuture.server.sources import REPORT
 from durablefuture.transport.headers import (
     ANSWER_RECEIPT_HEADER,
+    EAGER_ASK_HEADER,
     EAGER_HEADER,
     RECEIPT_HEADER,
     STICKY_HEADER,
@@ -86,7 +92,8 @@ class ReportRequests(RequestDesks):
         answered = None
         if receipt_to and env.input is not None and headers.get(ANSWER_RECEIPT_HEADER) == "1":
             offer = eager_offer(headers.get(EAGER_HEADER, ""))
-            answered = AnsweredReceipt(env.input.run_id, eager=offer, began=began)
+            ask = eager_ask(headers.get(EAGER_ASK_HEADER, ""))
+            answered = AnsweredReceipt(env.input.run_id, eager=offer, ask=ask, began=began)
         token = ANSWERED_RECEIPT.set(answered)
         try:
             await self._handle(env, "", receipt_to, 0, sticky)

@@ -106,7 +106,7 @@ async def test_effects_derived_again_list_a_granted_attempt_instead_of_publishin
                 await wait_for(lambda: "ship d-1" in ran, 15)
                 history = await h.fetch_history()
                 scheduled = [e for e in history if isinstance(e, ev.ActivityScheduled)]
-                assert [(e.seq, e.eager) for e in scheduled] == [(1, True), (2, True)]
+                assert [(e.seq, bool(e.eager)) for e in scheduled] == [(1, True), (2, True)]
                 again = inp.CompleteActivityTask(h.run_id or "", 1, 1, "charged d-1")
                 body = env.client.codec.encode_input(InputEnvelope("d-1", again))
                 await env.client.pub.js.publish(layout.input("report"), body)
