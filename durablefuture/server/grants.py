@@ -3,22 +3,28 @@
 A report request whose worker also runs activities of the run's task queue, and has free
 slots, says so (``Df-Eager: <n>``, ``transport/headers.py``). For the batch appended for that
 report, up to ``n`` of the activity tasks its effects dispatch (first attempts, due now, on
-the run's own task queue) are not stored: each attempt is listed instead on a check list, one
-``@at`` message schedule shared by the attempts granted meanwhile (the group commit of the
-expiry lists, ``server/expiries.py``), due ``ServerOptions.eager_check`` seconds later. The
-list is sent beside the append that records the attempts (a list naming an attempt whose
-append then fails is harmless: its check finds nothing to do, or stores a task, which is
-always safe) and stored before the answer goes out, and the answer (``eager``,
-``transport/report_requests.py``) names the seqs granted; the worker runs them as it would
-their tasks (claims the attempt lease, runs, reports, fused with its next decisions).
+the run's own task queue, allowed a second attempt) are not stored: each attempt is listed
+instead on a check list, one ``@at`` message schedule shared by the attempts granted
+meanwhile (the group commit of the expiry lists, ``server/expiries.py``), due
+``ServerOptions.eager_check`` seconds later, and its ``ActivityScheduled`` is marked
+``eager`` (the request's ``Df-Eager-Ask``) in the batch appended. The list is sent beside the
+append (a list naming an attempt whose append then fails is harmless: its check finds no
+such attempt, or one not marked, and does nothing) and stored before the answer goes out,
+and the answer (``eager``, ``transport/report_requests.py``) names the seqs granted; the
+worker runs them with no lease (it claims one only for an attempt still running after
+``WorkerOptions.eager_claim_after``), reports, fused with its next decisions.
+
+The task of a marked first attempt is never published, whatever derives the batch's effects
+again (a report delivered again, a redo, recovery): the attempt is listed again instead (the
+worker granted it may be running it, with no lease). The one exception is a report stored
+by the worker whose request it was (``server/receipts.py``, ``UNANSWERED_ASK``): with no
+usable answer, it ran none of its grants, and the tasks are stored as usual.
 
 When a list fires (``server/checks.py``), an attempt whose outcome history holds needs
-nothing; one whose lease a live holder renews goes on a later list; any other has its task
-published, exactly as a dispatch would have (same Msg-Id). That is always safe: the lease
-makes sure an attempt starts once. So whatever goes wrong after a grant (the answer lost, the
-worker stopping, killed, or not knowing the activity) costs only the check's delay, and
-whatever goes wrong before the list is stored (the effects failed) derives the effects again
-later, with no answer to grant in: the tasks are stored as usual.
+nothing; one whose lease a live holder renews goes on a later list; any other is recorded
+timed out (lost with its worker) and retried per its policy. So a worker lost after a grant,
+or a df-server lost between the append and the answer, costs that attempt a timeout; an
+activity allowed one attempt only is never granted, so such a crash never fails it.
 """
 
 from __future__ import annotations
@@ -189,9 +195,12 @@ class Grants(StatusLater):
             if len(self._granted_open) > MAX_REMEMBERED:
                 self._granted_open.popitem(last=False)  # (its outcome recorded elsewhere, or lost)
             return listed
-        if listed is None:
-            item = CheckedAttempt(cache.workflow_id, state.run_id, task.seq, task.attempt)
-            listed = await self._check_later(item)
+        if listed is not None:
+            # listed for this very answer, which will not grant it (too late, no receipt in
+            # it): its worker never runs it, so its task is stored as usual
+            return None
+        item = CheckedAttempt(cache.workflow_id, state.run_id, task.seq, task.attempt)
+        listed = await self._check_later(item)
         self.stats["eager_relisted"] += 1
         return listed
 
