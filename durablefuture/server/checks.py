@@ -8,8 +8,8 @@ once). For each attempt it lists, from the run's history as it is now (an attemp
 df-server recorded since it granted it needs no read; a run not in its cache is first read
 by its newest batch only: most are closed by their check):
 
-- the run is gone or closed, or history holds the attempt's outcome (or a later attempt),
-  or the activity is not marked ``eager`` (listed for an append that failed): nothing;
+- the run is gone or closed, or history holds the attempt's outcome (or a later attempt):
+  nothing;
 - its lease is held by a holder that renewed it within the lease: on a later list (a worker
   claims the lease of a granted attempt still running after ``eager_claim_after``; a long
   activity is checked again every ``eager_check`` seconds, never run twice);
@@ -18,7 +18,9 @@ by its newest batch only: most are closed by their check):
   (``worker/handover.py``). Its task is never published: the attempt may be running on a
   stalled worker; the next attempt is a new one, recorded. The worker it was granted to
   never ran it (the answer was lost, it stopped or was killed), or died before it reported
-  or claimed the lease.
+  or claimed the lease. (An activity not marked ``eager``, granted by a df-server of
+  before, whose workers claim the lease at once, or listed for an append that failed, has
+  its task published instead, as before: same Msg-Id, and the lease guards it.)
 
 A list delivered again does it all again: an outcome recorded twice is one (the same input
 id as the worker's report), an attempt listed again is checked again later.
@@ -33,6 +35,7 @@ import time
 from durablefuture import metrics
 from durablefuture.codec.checks import CheckedAttempt, decode_check_list
 from durablefuture.core import inputs as inp
+from durablefuture.core.effects import DispatchActivityTask, activity_task
 from durablefuture.core.errors import DecodeError
 from durablefuture.core.events import TERMINAL_EVENTS
 from durablefuture.core.failure import Failure, FailureKind
@@ -73,7 +76,7 @@ class EagerChecks(RunInputs):
                 await msg.in_progress()  # a long list: not to be delivered to another server
                 alive = time.monotonic()
             outcome = await self._check_attempt(item)
-            self.stats[f"checks_{outcome}"] += 1  # timed_out, later, done
+            self.stats[f"checks_{outcome}"] += 1  # timed_out, later, done, published
             metrics.EAGER_ATTEMPTS.inc(self.layout.namespace, outcome)
             if outcome == "later":
                 later.append(await self._check_later(item))
@@ -101,12 +104,19 @@ class EagerChecks(RunInputs):
             latest = await self.history.last_seq(item.workflow_id, item.run_id)
             if latest != cache.last_seq:
                 await self._refresh(cache)
-            act = _open_attempt(cache.state, item)
-            if act is None or not act.eager:
-                return "done"  # (not marked: listed for an append that failed)
+            state = cache.state
+            act = _open_attempt(state, item)
+            if act is None:
+                return "done"
             lease = await (await self._attempt_leases()).read(item.run_id, item.seq, item.attempt)
             if lease is not None and time.time() - lease.at < lease.lease:
                 return "later"
+            if not act.eager:
+                # not granted by this version (a df-server of before, whose workers claim the
+                # lease at once; or listed for an append that failed, its task stored): the
+                # task, as a dispatch would have (same Msg-Id), is safe
+                await self._execute(cache, [DispatchActivityTask(activity_task(state, act))])
+                return "published"
             log.info(
                 "attempt %d of activity %s (#%d of run %s) was granted to a worker that has "
                 "neither reported it nor claimed its lease: recorded timed out",
