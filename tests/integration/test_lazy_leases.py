@@ -6,6 +6,7 @@ granted (it keeps its stored task and its lease)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from nats.aio.msg import Msg
@@ -15,6 +16,8 @@ from durablefuture.codec.wire import InputEnvelope
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.server import ServerOptions
+from durablefuture.server.grants import Grants
+from durablefuture.server.receipts import ANSWERED_RECEIPT
 from durablefuture.testing import LocalEnvironment
 from durablefuture.worker import WorkerOptions
 from tests.conftest import wait_for
@@ -122,3 +125,39 @@ async def test_effects_derived_again_list_a_granted_attempt_instead_of_publishin
             assert ev.ActivityRetryScheduled not in [type(e) for e in history]
     finally:
         SHIP_SECONDS["value"] = 0.0
+
+
+async def test_an_attempt_listed_for_an_answer_that_grants_nothing_is_stored_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The attempts are listed (and marked) while the report is appended, and then the answer
+    grants nothing (it was made too late, as under load past ``GRANT_WITHIN``): their worker
+    never runs them, so their tasks are stored at once, not left to their check (30 s)."""
+    real = Grants._grant_early
+
+    async def then_too_late(self: Grants, cache: Any, events: Any) -> Any:
+        marked = await real(self, cache, events)
+        answered = ANSWERED_RECEIPT.get()
+        if answered is not None:
+            answered.answered = True  # as if the answer were made: nothing is granted
+        return marked
+
+    monkeypatch.setattr(Grants, "_grant_early", then_too_late)
+    ran.clear()
+    SHIP_SECONDS["value"] = 0.0
+    async with LocalEnvironment() as env:  # eager_check: 30 s
+        server = env.server
+        assert server is not None
+        tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
+        async with env.worker(workflows=[order], activities=[charge, ship]):
+            h = await env.client.start_workflow(order, "g-1", id="g-1")
+            assert await h.result(timeout=10) == "charged g-1/shipped g-1"
+        await env.client.pub.nc.flush()
+        assert ran == ["charge g-1", "ship g-1"]
+        assert server.stats["eager_granted"] == 0
+        stored = [env.client.codec.decode_activity_task(m.data) for m in tasks]
+        assert [(t.seq, t.attempt) for t in stored] == [(1, 1), (2, 1)]
+        history = await h.fetch_history()
+        scheduled = [e for e in history if isinstance(e, ev.ActivityScheduled)]
+        assert [(e.seq, bool(e.eager)) for e in scheduled] == [(1, True), (2, True)]
+        assert ev.ActivityRetryScheduled not in [type(e) for e in history]
