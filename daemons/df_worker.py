@@ -56,6 +56,14 @@ from durablefuture.worker import Worker, WorkerOptions
     help="Seconds without a lease renewal before a crashed worker's activity is retried.",
 )
 @click.option(
+    "--eager-claim-after",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a granted (eager) activity attempt runs with no lease before it claims one "
+    "(keep it below a third of df-server's --eager-check).",
+)
+@click.option(
     "--workflow-task-timeout",
     default=10.0,
     show_default=True,
@@ -112,6 +120,7 @@ def main(
     max_concurrent_activities: int,
     max_concurrent_workflow_tasks: int,
     activity_lease: float,
+    eager_claim_after: float,
     workflow_task_timeout: float,
     liveness_interval: float,
     sticky: bool,
@@ -159,6 +168,7 @@ def main(
             options=WorkerOptions(
                 workflow_task_timeout=workflow_task_timeout,
                 activity_lease=activity_lease,
+                eager_claim_after=eager_claim_after,
                 liveness_interval=liveness_interval,
                 drain_timeout=drain_timeout,
                 sticky=sticky,

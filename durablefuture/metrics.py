@@ -269,8 +269,9 @@ STICKY_TASKS = REGISTRY.counter(
 EAGER_ATTEMPTS = REGISTRY.counter(
     "df_eager_attempts_total",
     "Activity attempts run by the worker that decided them (server): 'granted' with no stored "
-    "task; when their check list fired, 'done' (outcome recorded), 'later' (still running) or "
-    "'published' (nobody ran it: its task stored then).",
+    "task; when their check list fired, 'done' (outcome recorded), 'later' (still running, its "
+    "lease claimed), 'timed_out' (no outcome, no lease: recorded timed out, retried) or "
+    "'published' (granted by a df-server of before: its task stored).",
     ["namespace", "outcome"],
 )
 WORKFLOW_TASKS = REGISTRY.counter(

@@ -87,6 +87,11 @@ class ActivityScheduled:
     name: str
     args: tuple[JsonValue, ...] = field(converter=payloads)
     options: ActivityOptions
+    eager: str = ""
+    """Its first attempt was granted to the worker that decided it, with no stored task (the
+    id of the report request whose answer granted it): that attempt's task is published only
+    for a report that request's worker stored instead (it ran none of its grants); otherwise
+    its check list decides what became of it."""
 
 
 @frozen

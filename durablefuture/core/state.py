@@ -40,6 +40,8 @@ class ActivityState:
     retry_at: float | None = None
     cancel_requested: bool = False
     """The workflow cancelled it (``df.cancel``, or it lost a ``df.any_of``)."""
+    eager: str = ""
+    """Its first attempt was granted to a worker, with no stored task (``ActivityScheduled``)."""
 
 
 @define
@@ -201,6 +203,7 @@ class RunState:
             options=e.options,
             scheduled_at=e.at,
             attempt_scheduled_at=e.at,
+            eager=e.eager,
         )
 
     def _on_activity_started(self, e: ev.ActivityStarted) -> None:

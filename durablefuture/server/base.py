@@ -128,7 +128,9 @@ class ServerBase:
             "start_requests_stored": 0,
             "start_requests_unanswered": 0,
             "eager_granted": 0,  # activity attempts granted to the workers that decided them
-            "checks_published": 0,  # attempts of fired check lists: their task stored
+            "eager_relisted": 0,  # granted attempts whose effects were derived again: listed
+            "checks_timed_out": 0,  # attempts of fired check lists nobody ran: timed out
+            "checks_published": 0,  # not marked eager (granted by a df-server of before)
             "checks_later": 0,  # listed again (a live holder runs them)
             "checks_done": 0,  # their outcome recorded (or the run gone)
         }

@@ -16,16 +16,22 @@ by its newest batch only: most are closed by their check):
   batch's effects again (as a stored task delivered again would have it reported again,
   ``worker/handover.py``); a closing batch whose closed status entry is stored, of a run with
   no parent, children or next run, needs nothing;
-- its lease is held by a holder that renewed it within the lease: on a later list (a long
+- its lease is held by a holder that renewed it within the lease: on a later list (a worker
+  claims the lease of a granted attempt still running after ``eager_claim_after``; a long
   activity is checked again every ``eager_check`` seconds, never run twice);
-- otherwise its task is published exactly as a dispatch would have (same Msg-Id): the worker
-  it was granted to never ran it (stopped, killed, did not know the activity, got no answer),
-  or its holder is gone, which the worker given the task finds as when any holder is lost.
+- otherwise the attempt is recorded timed out (start_to_close, lost with its worker) and
+  retried per its retry policy, exactly as when a worker holding a lease dies mid-run
+  (``worker/handover.py``). Its task is never published: the attempt may be running on a
+  stalled worker; the next attempt is a new one, recorded. The worker it was granted to
+  never ran it (the answer was lost, it stopped or was killed), or died before it reported
+  or claimed the lease. (An activity not marked ``eager``, granted by a df-server of
+  before, whose workers claim the lease at once, or listed for an append that failed, has
+  its task published instead, as before: same Msg-Id, and the lease guards it.)
 
-A list delivered again does it all again: a task published twice is one (same Msg-Id), an
-attempt listed again is checked again later. One attempt that cannot be checked (a corrupt
-history: dead-lettered, its run marked corrupt; a failure: on a later list) never keeps the
-list's other attempts from their check.
+A list delivered again does it all again: an outcome recorded twice is one (the same input
+id as the worker's report), an attempt listed again is checked again later. One attempt that
+cannot be checked (a corrupt history: its run marked corrupt; a failure: on a later list)
+never keeps the list's other attempts from their check.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from durablefuture.core import inputs as inp
 from durablefuture.core.effects import DispatchActivityTask, RunStatus, activity_task
 from durablefuture.core.errors import CorruptHistoryError, DecodeError, DurableFutureError
 from durablefuture.core.events import TERMINAL_EVENTS
+from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.state import ActivityState, RunState
 from durablefuture.server.inputs import RunInputs
 from durablefuture.server.runs import RunCache, RunMissing
@@ -92,7 +99,7 @@ class EagerChecks(RunInputs):
                     "check of run %s #%d failed (%s); listed again", item.run_id, item.seq, exc
                 )
                 outcome = "later"
-            self.stats[f"checks_{outcome}"] += 1  # published, later, done
+            self.stats[f"checks_{outcome}"] += 1  # timed_out, later, done, published, again
             metrics.EAGER_ATTEMPTS.inc(self.layout.namespace, outcome)
             if outcome == "later":
                 later.append(await self._check_later(item))
@@ -102,7 +109,8 @@ class EagerChecks(RunInputs):
             log.info("a check list delivered again was checked (%d attempts)", len(items))
 
     async def _check_attempt(self, item: CheckedAttempt) -> str:
-        """``done`` (nothing to do), ``later`` (a live holder runs it) or ``published``."""
+        """``done`` (nothing to do), ``again`` (its outcome's effects derived again), ``later``
+        (a live holder runs it), ``timed_out`` or ``published`` (not granted by this version)."""
         if self._grant_checked((item.run_id, item.seq, item.attempt)):
             return "done"  # this df-server recorded its outcome and derived its effects
         outcome_id = inp.CompleteActivityTask(item.run_id, item.seq, item.attempt).input_id
@@ -142,17 +150,34 @@ class EagerChecks(RunInputs):
             lease = await (await self._attempt_leases()).read(item.run_id, item.seq, item.attempt)
             if lease is not None and time.time() - lease.at < lease.lease:
                 return "later"
+            if not act.eager:
+                # not granted by this version (a df-server of before, whose workers claim the
+                # lease at once; or listed for an append that failed, its task stored): the
+                # task, as a dispatch would have (same Msg-Id), is safe
+                await self._execute(cache, [DispatchActivityTask(activity_task(state, act))])
+                return "published"
             log.info(
                 "attempt %d of activity %s (#%d of run %s) was granted to a worker that has "
-                "not run it: its task is stored",
+                "neither reported it nor claimed its lease: recorded timed out",
                 item.attempt,
                 act.name,
                 item.seq,
                 item.run_id,
                 extra={"workflow_id": item.workflow_id, "run_id": item.run_id},
             )
-            await self._execute(cache, [DispatchActivityTask(activity_task(state, act))])
-            return "published"
+            failure = Failure(
+                message=(
+                    f"attempt {item.attempt} of activity {act.name!r} was lost with its worker "
+                    "before it reported or claimed a lease (the worker stopped, crashed or "
+                    "never got it)"
+                ),
+                type="TimeoutError",
+                kind=FailureKind.TIMEOUT,
+                timeout_type="start_to_close",
+            )
+            lost = inp.FailActivityTask(item.run_id, item.seq, item.attempt, failure)
+            await self._decide_and_record(cache, lost)
+            return "timed_out"
 
     async def _outcome_newest(self, cache: RunCache, outcome_id: str) -> bool:
         """Whether the batch that recorded the outcome ``outcome_id`` is the run's newest and

@@ -3,22 +3,28 @@
 A report request whose worker also runs activities of the run's task queue, and has free
 slots, says so (``Df-Eager: <n>``, ``transport/headers.py``). For the batch appended for that
 report, up to ``n`` of the activity tasks its effects dispatch (first attempts, due now, on
-the run's own task queue) are not stored: each attempt is listed instead on a check list, one
-``@at`` message schedule shared by the attempts granted meanwhile (the group commit of the
-expiry lists, ``server/expiries.py``), due ``ServerOptions.eager_check`` seconds later. The
-list is sent beside the append that records the attempts (a list naming an attempt whose
-append then fails is harmless: its check finds nothing to do, or stores a task, which is
-always safe) and stored before the answer goes out, and the answer (``eager``,
-``transport/report_requests.py``) names the seqs granted; the worker runs them as it would
-their tasks (claims the attempt lease, runs, reports, fused with its next decisions).
+the run's own task queue, allowed a second attempt) are not stored: each attempt is listed
+instead on a check list, one ``@at`` message schedule shared by the attempts granted
+meanwhile (the group commit of the expiry lists, ``server/expiries.py``), due
+``ServerOptions.eager_check`` seconds later, and its ``ActivityScheduled`` is marked
+``eager`` (the request's ``Df-Eager-Ask``) in the batch appended. The list is sent beside the
+append (a list naming an attempt whose append then fails is harmless: its check finds no
+such attempt, or one not marked, and does nothing) and stored before the answer goes out,
+and the answer (``eager``, ``transport/report_requests.py``) names the seqs granted; the
+worker runs them with no lease (it claims one only for an attempt still running after
+``WorkerOptions.eager_claim_after``), reports, fused with its next decisions.
+
+The task of a marked first attempt is never published, whatever derives the batch's effects
+again (a report delivered again, a redo, recovery): the attempt is listed again instead (the
+worker granted it may be running it, with no lease). The one exception is a report stored
+by the worker whose request it was (``server/receipts.py``, ``UNANSWERED_ASK``): with no
+usable answer, it ran none of its grants, and the tasks are stored as usual.
 
 When a list fires (``server/checks.py``), an attempt whose outcome history holds needs
-nothing; one whose lease a live holder renews goes on a later list; any other has its task
-published, exactly as a dispatch would have (same Msg-Id). That is always safe: the lease
-makes sure an attempt starts once. So whatever goes wrong after a grant (the answer lost, the
-worker stopping, killed, or not knowing the activity) costs only the check's delay, and
-whatever goes wrong before the list is stored (the effects failed) derives the effects again
-later, with no answer to grant in: the tasks are stored as usual.
+nothing; one whose lease a live holder renews goes on a later list; any other is recorded
+timed out (lost with its worker) and retried per its policy. So a worker lost after a grant,
+or a df-server lost between the append and the answer, costs that attempt a timeout; an
+activity allowed one attempt only is never granted, so such a crash never fails it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Sequence
+
+from attrs import evolve
 
 from durablefuture import metrics
 from durablefuture.codec.checks import (
@@ -39,7 +47,7 @@ from durablefuture.codec.checks import (
 from durablefuture.core import events as ev
 from durablefuture.core.effects import ActivityTask
 from durablefuture.server.expiries import ScheduleLists
-from durablefuture.server.receipts import ANSWERED_RECEIPT, AnsweredReceipt
+from durablefuture.server.receipts import ANSWERED_RECEIPT, UNANSWERED_ASK, AnsweredReceipt
 from durablefuture.server.runs import RunCache
 from durablefuture.server.status_later import StatusLater
 from durablefuture.transport.publisher import PubAck
@@ -119,32 +127,38 @@ class Grants(StatusLater):
         resolves once the list is stored."""
         return await self._lists().arm(item, time.time() + self.options.eager_check)
 
-    async def _grant_early(self, cache: RunCache, events: Sequence[ev.Event]) -> None:
+    async def _grant_early(
+        self, cache: RunCache, events: tuple[ev.Event, ...]
+    ) -> tuple[ev.Event, ...]:
         """List the first attempts of the activities ``events`` schedule on the run's task
         queue (at most as many as the worker offered) before the append that records them
-        is sent: the list is stored beside the append instead of after it. One listed for
-        an append that fails is harmless: its check finds no such attempt, or the one a
-        later decision scheduled, and stores at most its task."""
+        is sent: the list is stored beside the append instead of after it. Returns
+        ``events`` with those marked ``eager`` (their tasks are never published, whatever
+        derives their effects again). One listed for an append that fails is harmless: its
+        check finds no such attempt, or one not marked, and does nothing."""
         answered = ANSWERED_RECEIPT.get()
         if answered is None or not self._may_grant(answered):
-            return
+            return events
         state = cache.state
         queue = state.started.task_queue
-        for e in events:
-            if len(answered.early) >= answered.eager:
-                return
-            if not isinstance(e, ev.ActivityScheduled) or e.seq in answered.early:
+        marked = list(events)
+        for i, e in enumerate(events):
+            if not isinstance(e, ev.ActivityScheduled) or not _may_run_eagerly(e, queue):
                 continue
-            if (e.options.task_queue or queue) != queue:
-                continue
-            item = CheckedAttempt(cache.workflow_id, state.run_id, e.seq, 1)
-            listed = await self._check_later(item)
-            listed.add_done_callback(_consume)  # (awaited only if granted)
-            answered.early[e.seq] = listed
+            if e.seq not in answered.early:
+                if len(answered.early) >= answered.eager:
+                    continue
+                item = CheckedAttempt(cache.workflow_id, state.run_id, e.seq, 1)
+                listed = await self._check_later(item)
+                listed.add_done_callback(_consume)  # (awaited only if granted)
+                answered.early[e.seq] = listed
+            marked[i] = evolve(e, eager=answered.ask)
+        return tuple(marked)
 
     def _may_grant(self, answered: AnsweredReceipt) -> bool:
         return (
             answered.eager > len(answered.granted)
+            and bool(answered.ask)  # (a worker that names no request id is granted nothing)
             and not answered.answered
             and self.options.eager_check > 0
             and not self.clock.skips  # a skipping clock's time is not the schedule's
@@ -152,33 +166,54 @@ class Grants(StatusLater):
         )
 
     async def _granted(self, cache: RunCache, task: ActivityTask) -> asyncio.Future[PubAck] | None:
-        """If ``task`` (a dispatch due now) may go to the worker whose report is being
-        answered: its attempt listed on a check list (the future resolves once stored) and
-        granted in the answer. None: store the task as usual."""
-        answered = ANSWERED_RECEIPT.get()
-        if answered is None or not self._may_grant(answered):
-            return None
+        """If ``task`` (a dispatch due now) is the first attempt of an activity marked
+        ``eager``: its attempt granted to the worker whose report is being answered, or, if
+        its effects are derived again (a report delivered again, a df-server that died
+        before its answer), listed again, never published (the worker granted it may be
+        running it, with no lease yet). The future resolves once its list is stored. None:
+        store the task as usual."""
         state = cache.state
+        act = state.activities.get(task.seq)
+        if task.attempt != 1 or act is None or not act.eager or UNANSWERED_ASK.get() == act.eager:
+            return None  # (not granted, or the worker granted it ran none of its grants)
+        answered = ANSWERED_RECEIPT.get()
+        listed = None
+        if answered is not None and answered.run_id == state.run_id:
+            listed = answered.early.pop(task.seq, None)
         if (
-            task.attempt != 1
-            or not answered.batch  # the answer carries no receipt: it grants nothing
-            or answered.run_id != state.run_id
-            or task.task_queue != state.started.task_queue
+            listed is not None
+            and answered is not None
+            and answered.batch  # the answer carries no receipt: it grants nothing
+            and self._may_grant(answered)
         ):
+            answered.granted.append(task.seq)
+            self.stats["eager_granted"] += 1
+            metrics.EAGER_ATTEMPTS.inc(self.layout.namespace, "granted")
+            if self._granted_open is None:
+                self._granted_open, self._granted_done = OrderedDict(), OrderedDict()
+            self._granted_open[(state.run_id, task.seq, task.attempt)] = None
+            if len(self._granted_open) > MAX_REMEMBERED:
+                self._granted_open.popitem(last=False)  # (its outcome recorded elsewhere, or lost)
+            return listed
+        if listed is not None:
+            # listed for this very answer, which will not grant it (too late, no receipt in
+            # it): its worker never runs it, so its task is stored as usual
             return None
-        listed = answered.early.pop(task.seq, None)
-        if listed is None:
-            item = CheckedAttempt(cache.workflow_id, state.run_id, task.seq, task.attempt)
-            listed = await self._check_later(item)
-        answered.granted.append(task.seq)
-        self.stats["eager_granted"] += 1
-        metrics.EAGER_ATTEMPTS.inc(self.layout.namespace, "granted")
-        if self._granted_open is None:
-            self._granted_open, self._granted_done = OrderedDict(), OrderedDict()
-        self._granted_open[(state.run_id, task.seq, task.attempt)] = None
-        if len(self._granted_open) > MAX_REMEMBERED:
-            self._granted_open.popitem(last=False)  # (its outcome recorded elsewhere, or lost)
+        item = CheckedAttempt(cache.workflow_id, state.run_id, task.seq, task.attempt)
+        listed = await self._check_later(item)
+        self.stats["eager_relisted"] += 1
         return listed
+
+
+def _may_run_eagerly(e: ev.ActivityScheduled, queue: str) -> bool:
+    """Whether the first attempt of ``e`` may be granted: on the run's own task queue, and
+    allowed a second attempt (one lost with its worker, or with a df-server that died before
+    its answer, is recorded timed out and retried; an activity allowed one attempt only
+    keeps its stored task and lease, so no infrastructure crash fails it)."""
+    if (e.options.task_queue or queue) != queue:
+        return False
+    policy = e.options.retry_policy
+    return policy is None or policy.maximum_attempts != 1
 
 
 def _consume(listed: asyncio.Future[PubAck]) -> None:

@@ -226,10 +226,12 @@ class RunInputs(RunCaches, Effects):
                     continue
             if decision.outcome == APPLIED and decision.events:
                 closing = isinstance(decision.events[-1], ev.TERMINAL_EVENTS)
+                if receipt_to:  # its attempts' check list stored beside the append (``grants``)
+                    marked = await self._grant_early(cache, decision.events)
+                    if marked is not decision.events:
+                        decision = evolve(decision, events=marked)
                 # encoded once: the same bytes are the append and the receipt
                 batch = self.codec.encode_batch(message.input_id, decision.events)
-                if receipt_to:  # its attempts' check list stored beside the append (``grants``)
-                    await self._grant_early(cache, decision.events)
                 try:
                     seq, size = await self.history.append_sized(
                         cache.workflow_id,

@@ -59,8 +59,9 @@ class ServerOptions:
     the task queue for any worker (0: no sticky tasks; see ``server/sticky.py``)."""
     eager_check: float = 30.0
     """Eager activity dispatch: a worker that decides an activity of its own task queue and
-    has free slots runs its first attempt itself, with no stored task; the task is stored
-    only if nobody ran the attempt within this many seconds (0: every task is stored; see
+    has free slots runs its first attempt itself, with no stored task and no lease; an
+    attempt with neither an outcome nor a lease this many seconds later is recorded timed
+    out and retried (0: every task is stored; see
     ``server/grants.py``)."""
     eager_start_wait: float = 0.0
     """Seconds a new run's first workflow task is offered to a worker of its queue before

@@ -17,7 +17,14 @@ import attrs
 from durablefuture.transport.publisher import PubAck
 from durablefuture.transport.report_requests import MAX_GRANTED
 
-__all__ = ["ANSWERED_RECEIPT", "MAX_EAGER", "AnsweredReceipt", "eager_offer"]
+__all__ = [
+    "ANSWERED_RECEIPT",
+    "MAX_EAGER",
+    "UNANSWERED_ASK",
+    "AnsweredReceipt",
+    "eager_ask",
+    "eager_offer",
+]
 
 MAX_EAGER = MAX_GRANTED
 """Activity attempts one report request is granted at most (eager activity dispatch)."""
@@ -36,6 +43,8 @@ class AnsweredReceipt:
     batch: bytes = b""
     eager: int = 0
     """Activity attempts the worker offered to run itself (``Df-Eager``; 0: none)."""
+    ask: str = ""
+    """The request's id (``Df-Eager-Ask``; empty: nothing is granted)."""
     began: float = 0.0
     """``time.monotonic()`` when the request was taken."""
     early: dict[int, asyncio.Future[PubAck]] = attrs.field(factory=dict)
@@ -63,6 +72,20 @@ def eager_offer(value: str) -> int:
         return 0
     return min(int(value), MAX_EAGER)
 
+
+def eager_ask(value: str) -> str:
+    """What a ``Df-Eager-Ask`` header names: 1 to 16 lowercase hex digits; "" for anything
+    else."""
+    if not 0 < len(value) <= 16 or value.strip("0123456789abcdef"):
+        return ""
+    return value
+
+
+UNANSWERED_ASK: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "durablefuture_unanswered_ask", default=""
+)
+"""Set while a stored report is handled: the ``Df-Eager-Ask`` of the request its worker made
+first and got no usable answer to (its grants were never run)."""
 
 ANSWERED_RECEIPT: contextvars.ContextVar[AnsweredReceipt | None] = contextvars.ContextVar(
     "durablefuture_answered_receipt", default=None

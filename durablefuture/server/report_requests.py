@@ -21,14 +21,22 @@ naming the activity attempts granted to its worker (``server/grants.py``).
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import time
 
 from durablefuture.codec.wire import InputEnvelope
-from durablefuture.server.receipts import ANSWERED_RECEIPT, AnsweredReceipt, eager_offer
+from durablefuture.server.receipts import (
+    ANSWERED_RECEIPT,
+    AnsweredReceipt,
+    eager_ask,
+    eager_offer,
+)
 from durablefuture.server.request_desk import Desk, RequestDesks
 from durablefuture.server.sources import REPORT
 from durablefuture.transport.headers import (
     ANSWER_RECEIPT_HEADER,
+    EAGER_ASK_HEADER,
     EAGER_HEADER,
     RECEIPT_HEADER,
     STICKY_HEADER,
@@ -42,7 +50,11 @@ from durablefuture.transport.report_requests import (
     recorded_with,
 )
 
-__all__ = ["ReportRequests"]
+__all__ = ["BEFORE_ANSWER_HOOK", "ReportRequests"]
+
+BEFORE_ANSWER_HOOK = "DF_TEST_BEFORE_ANSWER"
+"""Test hook (environment): ``die`` kills df-server (SIGKILL) after the append and effects
+of a report whose answer grants attempts, before that answer goes out."""
 
 
 class ReportRequests(RequestDesks):
@@ -80,7 +92,8 @@ class ReportRequests(RequestDesks):
         answered = None
         if receipt_to and env.input is not None and headers.get(ANSWER_RECEIPT_HEADER) == "1":
             offer = eager_offer(headers.get(EAGER_HEADER, ""))
-            answered = AnsweredReceipt(env.input.run_id, eager=offer, began=began)
+            ask = eager_ask(headers.get(EAGER_ASK_HEADER, ""))
+            answered = AnsweredReceipt(env.input.run_id, eager=offer, ask=ask, began=began)
         token = ANSWERED_RECEIPT.set(answered)
         try:
             await self._handle(env, "", receipt_to, 0, sticky)
@@ -101,6 +114,8 @@ class ReportRequests(RequestDesks):
                 # which gets no receipt): send it apart as well (a worker that has it already
                 # takes the second as nothing new)
                 await self._send_receipt(receipt_to, answered.run_id, answered.seq, answered.batch)
+            if answered.granted and os.environ.get(BEFORE_ANSWER_HOOK) == "die":
+                os.kill(os.getpid(), signal.SIGKILL)
             return recorded_with(answered.seq, answered.batch, answered.granted)
         return RECORDED
 

@@ -37,10 +37,11 @@ from durablefuture.server.inputs import (  # imported from here before the packa
 )
 from durablefuture.server.janitor import Janitor
 from durablefuture.server.options import ServerOptions
+from durablefuture.server.receipts import UNANSWERED_ASK, eager_ask
 from durablefuture.server.removals import Removals
 from durablefuture.server.report_requests import ReportRequests
 from durablefuture.server.schedules import ScheduleService
-from durablefuture.server.sources import refusal
+from durablefuture.server.sources import REPORT, refusal
 from durablefuture.server.start_requests import StartRequests
 from durablefuture.server.sticky import StickyFallback
 from durablefuture.server.visibility import VisibilityIndex
@@ -48,7 +49,12 @@ from durablefuture.transport.buckets import read_key
 from durablefuture.transport.connection import connect, connection_lost, read_loop_stopped
 from durablefuture.transport.consumer import Msg, PullConsumer, delivery_count, stream_sequence
 from durablefuture.transport.deadletter import dead_letter
-from durablefuture.transport.headers import RECEIPT_HEADER, REPLY_HEADER, STICKY_HEADER
+from durablefuture.transport.headers import (
+    EAGER_ASK_HEADER,
+    RECEIPT_HEADER,
+    REPLY_HEADER,
+    STICKY_HEADER,
+)
 from durablefuture.transport.layout import (
     ConsumerSettings,
     ensure_consumer,
@@ -286,8 +292,14 @@ class Server(ReportRequests, StartRequests, EagerChecks, Removals, Janitor, Stic
             if env.input is not None and self.schedules is not None:
                 await self.schedules.give_way(env.workflow_id)  # due starts first
             kind = msg.subject.rpartition(".")[2]
-            async with self._ordered(kind, msg):
-                await self._handle_kept(msg, env, reply_to, receipt_to, sticky)
+            # a report its worker stored after asking: it ran none of that request's grants
+            asked = eager_ask(headers.get(EAGER_ASK_HEADER, "")) if kind == REPORT else ""
+            token = UNANSWERED_ASK.set(asked)
+            try:
+                async with self._ordered(kind, msg):
+                    await self._handle_kept(msg, env, reply_to, receipt_to, sticky)
+            finally:
+                UNANSWERED_ASK.reset(token)
         finally:
             metrics.SERVER_INPUT_SECONDS.observe(time.perf_counter() - began, self.layout.namespace)
             consumer.release()

@@ -17,6 +17,11 @@ EAGER_HEADER = "Df-Eager"
 of the run's task queue the worker would run itself (1 to 3 digits, capped by df-server):
 the first attempts the report's decisions schedule are granted to it instead of stored as
 tasks (eager activity dispatch, ``server/grants.py``)."""
+EAGER_ASK_HEADER = "Df-Eager-Ask"
+"""Beside ``Df-Eager``: a random id of this request (1 to 16 lowercase hex digits), recorded
+on the activities it is granted (``ActivityScheduled.eager``). A report the worker stores
+instead (no usable answer) keeps the header: that worker ran none of those grants, so
+df-server, deriving the report's effects again, may store their tasks as usual."""
 RUN_HEADER = "Df-Run"
 """On a receipt: the run the events belong to."""
 SEQ_HEADER = "Df-Seq"
@@ -37,6 +42,7 @@ follows the PubAck)."""
 __all__ = [
     "ANSWER_RECEIPT_HEADER",
     "CLOSING_HEADER",
+    "EAGER_ASK_HEADER",
     "EAGER_HEADER",
     "EAGER_WAIT_HEADER",
     "FIRST_BATCH_HEADER",

@@ -26,7 +26,9 @@ queue, and has free slots) may be answered ``eager <seq> <granted> <batch>``: th
 receipt, and the activity seqs (comma-separated) whose first attempts df-server granted to
 the worker instead of storing their tasks (eager activity dispatch, ``server/grants.py``).
 The worker runs them as it would their tasks; one it does not run (it stopped, died, or the
-answer came too late) has its task stored when the check list naming it fires.
+answer came too late) is recorded timed out when the check list naming it fires, unless the
+worker stored its report instead (no usable answer), naming the request (``Df-Eager-Ask``):
+then df-server stores the tasks of that request's grants as usual.
 """
 
 from __future__ import annotations

@@ -96,9 +96,10 @@ class ActivityTasks:
             task = await self.codec.resolve(task, ActivityTask)
         await self.take(task, msg)
 
-    async def take(self, task: ActivityTask, msg: Msg) -> None:
+    async def take(self, task: ActivityTask, msg: Msg, granted: bool = False) -> None:
         """Run a delivery of ``task`` (``msg``: its message, or a stand-in for an attempt
-        granted to this worker with no stored task: ``worker/eager.py``)."""
+        ``granted`` to this worker with no stored task: ``worker/eager.py``, run with no
+        lease until ``eager_claim_after``)."""
         self.stats["activity_tasks"] += 1
         if (msg.headers or {}).get(FIRST_BATCH_HEADER) and not await first_batch_checked(
             self.cache, self.client.history, task, msg, self.dead_letter
@@ -132,7 +133,7 @@ class ActivityTasks:
         try:
             if await self._slot(msg):
                 try:
-                    await self._attempt_task(task, msg, record)
+                    await self._attempt_task(task, msg, record, granted)
                 finally:
                     if self.slots is not None:
                         self.slots.release()
@@ -152,8 +153,12 @@ class ActivityTasks:
             return True
         return await self.handover.hold(msg, self.slots.acquire())
 
-    async def _attempt_task(self, task: ActivityTask, msg: Msg, record: AttemptRecord) -> None:
-        holder = await self.handover.claim(task)
+    async def _attempt_task(
+        self, task: ActivityTask, msg: Msg, record: AttemptRecord, granted: bool
+    ) -> None:
+        # a granted attempt has no stored task: nobody else is given it (its check list
+        # records it timed out if this worker dies before it reports or claims the lease)
+        holder = None if granted else await self.handover.claim(task)
         if holder is not None:
             if await self.handover.attempt_closed(task):  # it finished: its outcome is recorded
                 self.handover.log_again(task, f"worker {holder.holder}")
@@ -194,7 +199,7 @@ class ActivityTasks:
                 task.headers,
                 {"workflow_id": task.workflow_id, "activity_id": task.seq, "attempt": task.attempt},
             ):
-                report = await self._run_activity(task, msg)
+                report = await self._run_activity(task, msg, granted)
         finally:
             self.running.pop(key, None)
         try:
@@ -362,7 +367,7 @@ class ActivityTasks:
             cached.sent(commands)
         return evolve(report, commands=commands, event_id=event_id, completed_at=at, more=more)
 
-    async def _run_activity(self, task: ActivityTask, msg: Msg) -> inp.RunInput:
+    async def _run_activity(self, task: ActivityTask, msg: Msg, granted: bool) -> inp.RunInput:
         definition = self.activities.get(task.name)
         if definition is None:
             failure = Failure(
@@ -386,4 +391,5 @@ class ActivityTasks:
             executor=self.executor,
             identity=self.identity,
             options=self.options,
+            claim_after=self.options.eager_claim_after if granted else None,
         ).run()

@@ -66,8 +66,12 @@ class Attempt:
         identity: str,
         options: WorkerOptions,
         seal: Callable[[list[JsonValue]], Awaitable[list[JsonValue]]] | None = None,
+        claim_after: float | None = None,
     ) -> None:
         self.payloads = payloads
+        self.claim_after = claim_after
+        """An attempt granted to this worker (no stored task, no lease yet): claim its lease
+        only if it still runs this many seconds after it started (``worker/eager.py``)."""
         self.seal = seal
         """Encodes heartbeat details with the payload codec, large ones stored by reference
         (records outside engine messages)."""
@@ -160,6 +164,8 @@ class Attempt:
         cancel_sent = False
         cancel_seen = 0.0
         first = self.d.is_async
+        unclaimed = self.claim_after is not None
+        claim_at = time.monotonic() + (self.claim_after or 0.0)
         try:
             while True:
                 if time.monotonic() >= next_cancel_check:
@@ -191,6 +197,8 @@ class Attempt:
                     wait = min(wait, max(0.0, self.deadline[0] - now))
                 if cancel_seen and not cancel_sent:
                     wait = min(wait, 0.05)
+                if unclaimed:
+                    wait = min(wait, max(0.0, claim_at - time.monotonic()))
                 if first:
                     # an async activity that awaits nothing is done after its first step: one
                     # turn of the event loop tells, before a timer is armed for the wait
@@ -219,7 +227,11 @@ class Attempt:
                         f"attempt {t.attempt} of activity {t.name!r} sent no heartbeat for "
                         f"{opts.heartbeat_timeout:g}s (its heartbeat_timeout)",
                     )
-                if time.monotonic() - last_lease >= lease / 4:
+                if unclaimed:
+                    if time.monotonic() >= claim_at and await self._claim_late():
+                        unclaimed = False
+                        last_lease = time.monotonic()
+                elif time.monotonic() - last_lease >= lease / 4:
                     last_lease = time.monotonic()
                     with contextlib.suppress(Exception):
                         await self.msg.in_progress()
@@ -235,6 +247,28 @@ class Attempt:
             with contextlib.suppress(Exception):
                 await self._flush()
         return self._outcome(job)
+
+    async def _claim_late(self) -> bool:
+        """Claim the lease of a granted attempt still running (its check list then finds it
+        alive); False if NATS is away (tried again at the next tick)."""
+        t = self.task
+        try:
+            holder = await self.handover.claim(t)
+        except Exception as exc:
+            log.debug("could not claim the lease of activity %s: %s", t.seq, exc)
+            return False
+        if holder is not None and holder.holder != self.identity:
+            log.warning(
+                "attempt %d of activity %s (#%d of run %s), granted to this worker, has its "
+                "lease held by %s",
+                t.attempt,
+                t.name,
+                t.seq,
+                t.run_id,
+                holder.holder,
+                extra={"workflow_id": t.workflow_id, "run_id": t.run_id},
+            )
+        return True
 
     def _launch(self, ctx: ActivityContext, args: list[object]) -> asyncio.Future[Any]:
         fn = self.d.fn

@@ -4,15 +4,16 @@ run here with no stored activity task (df-server's side: ``server/grants.py``).
 A worker that runs both the workflows and the activities of its task queue offers, with each
 report asked with its receipt, as many attempts as it has free activity slots (``Df-Eager``).
 df-server grants some of the activity attempts the report's decisions schedule, lists them on
-a check list, and names them in its answer. The worker runs each granted attempt exactly as a
-delivery of its task (``ActivityTasks.take``: claim the attempt lease, run, report, fused with
-the next decisions), with a stand-in message where a delivery has one to acknowledge.
+a check list, and names them in its answer. The worker runs each granted attempt as a
+delivery of its task (``ActivityTasks.take``: run, report, fused with the next decisions),
+with a stand-in message where a delivery has one to acknowledge, and with no attempt lease:
+no stored task exists, so nobody else is given it. An attempt still running after
+``WorkerOptions.eager_claim_after`` claims its lease (its check then finds it alive).
 
 A granted attempt this worker does not run (it is stopping, or dies, or no longer caches the
 run: a task is built from the run's cached WorkflowStarted, so a run not cached when the
-report goes out is offered nothing) costs only time: when the check list fires, df-server
-publishes its task as a dispatch would have. One it starts and then loses is found by its
-lease, as any lost attempt is.
+report goes out is offered nothing), or starts and loses before it reports or claims the
+lease, is recorded timed out when its check list fires, and retried per its policy.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class EagerActivities:
         if hook == "die":
             os.kill(os.getpid(), signal.SIGKILL)
         if hook == "skip" or started is None or self.stopping.is_set():
-            return  # their check list has their tasks stored
+            return  # their check list records them timed out (retried per their policy)
         for task in first_attempt_tasks(started, events, set(seqs)):
             key = (task.run_id, task.seq, task.attempt)
             if key in self.granted:
@@ -105,10 +106,10 @@ class EagerActivities:
 
     async def _take(self, task: ActivityTask, key: _Key) -> None:
         try:
-            await self.activity_tasks.take(task, no_delivery())
+            await self.activity_tasks.take(task, no_delivery(), granted=True)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # its check list has its task stored
+        except Exception as exc:  # its check list records it timed out
             log.warning(
                 "a granted attempt of activity %s (#%d of run %s) failed here: %s",
                 task.name,

@@ -67,6 +67,11 @@ class WorkerOptions:
     activity slots with its reports: df-server may grant it the first attempts its decisions
     schedule, run here with no stored activity task (``worker/eager.py``). Off: every
     attempt goes through its stored task."""
+    eager_claim_after: float = 5.0
+    """A granted attempt (``eager_activities``) runs with no lease; one still running after
+    this many seconds claims its lease, so df-server's check (``eager_check``, 30 s by
+    default) finds it alive. Keep it well below ``eager_check`` (a third at most): an
+    attempt found with neither outcome nor lease is recorded timed out. At least 0.1."""
     task_max_deliver: int = 20
     """Deliveries of one task the task-queue consumers allow (JetStream's ``max_deliver``;
     at least 3). A task is given up on two deliveries before that, at most after 18: its
@@ -88,6 +93,10 @@ class WorkerOptions:
         if not self.liveness_interval > 0:
             raise InvalidArgumentError(
                 f"liveness_interval must be > 0 seconds, got {self.liveness_interval!r}"
+            )
+        if not self.eager_claim_after >= 0.1:
+            raise InvalidArgumentError(
+                f"eager_claim_after must be >= 0.1 seconds, got {self.eager_claim_after!r}"
             )
         if self.task_max_deliver < 3:
             raise InvalidArgumentError(

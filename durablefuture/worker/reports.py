@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 
 from durablefuture.codec.sizes import command_size
@@ -29,6 +30,7 @@ from durablefuture.transport.dedup import publish_report
 from durablefuture.transport.guard import max_payload
 from durablefuture.transport.headers import (
     ANSWER_RECEIPT_HEADER,
+    EAGER_ASK_HEADER,
     EAGER_HEADER,
     RECEIPT_HEADER,
     STICKY_HEADER,
@@ -110,6 +112,8 @@ class Reports:
                 headers[STICKY_HEADER] = self.sticky
             if self.eager is not None and (offer := self.eager(message.run_id)) > 0:
                 headers[EAGER_HEADER] = str(offer)  # runs activities the report schedules
+                # stored if no usable answer comes: then no grant of this request is run
+                headers[EAGER_ASK_HEADER] = os.urandom(6).hex()
 
         if self.ask:
             answer = await ask_report(self.pub.replies, self.layout.report_requests, data, headers)

@@ -163,7 +163,8 @@ class _Tasks:
         self.slots: Any = None
         self.taken: list[tuple[str, int]] = []
 
-    async def take(self, task: Any, msg: Any) -> None:
+    async def take(self, task: Any, msg: Any, granted: bool = False) -> None:
+        assert granted  # run with no lease until eager_claim_after
         self.taken.append((task.name, task.seq))
 
 

@@ -1,7 +1,8 @@
 """Eager activity dispatch (``server/grants.py``, ``server/checks.py``, ``worker/eager.py``):
 a worker that decides an activity of its own task queue runs its first attempt itself, with no
-stored activity task; the check list that covers the grant publishes the task when nobody ran
-it, and never has an attempt run twice."""
+stored activity task and no lease until ``eager_claim_after``; the check list that covers the
+grant records the attempt timed out when nobody reported it or claimed its lease (it is
+retried through a stored task), and never has an attempt run twice."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from durablefuture.codec.checks import MAX_CHECK_LIST, CheckedAttempt, encode_ch
 from durablefuture.core import events as ev
 from durablefuture.server import ServerOptions
 from durablefuture.testing import LocalEnvironment
-from durablefuture.transport.publisher import MSG_ID
+from durablefuture.worker import WorkerOptions
 from durablefuture.worker.eager import AFTER_GRANT_HOOK
 from tests.conftest import wait_for
 from tests.integration.test_fuzz import _dead_letters
@@ -63,13 +64,20 @@ async def _watch(env: LocalEnvironment, subject: str) -> list[Msg]:
     return seen
 
 
+async def _watch_leases(env: LocalEnvironment) -> list[Msg]:
+    """Every attempt lease written from now on."""
+    return await _watch(env, f"$KV.{env.client.layout.activity_bucket}.lease.>")
+
+
 async def test_eager_activities_complete_with_no_activity_task_stored() -> None:
+    """Short eager attempts store neither a task nor a lease."""
     ran.clear()
     NAP["seconds"] = 0.0
     async with LocalEnvironment(server_options=ServerOptions(eager_check=1.0)) as env:
         server = env.server
         assert server is not None
         tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
+        leases = await _watch_leases(env)
         async with env.worker(workflows=[order], activities=[charge, ship]) as worker:
             ids = [f"e-{i}" for i in range(5)]
             results = await asyncio.gather(
@@ -78,24 +86,25 @@ async def test_eager_activities_complete_with_no_activity_task_stored() -> None:
             assert worker.stats["activity_tasks"] == 2 * len(ids)  # each taken here
             # every check list fires and finds each attempt's outcome recorded
             await wait_for(lambda: server.stats["checks_done"] == 2 * len(ids), 15)
-            assert server.stats["checks_published"] == server.stats["checks_later"] == 0
+            assert server.stats["checks_timed_out"] == server.stats["checks_later"] == 0
         await env.client.pub.nc.flush()
         assert results == [f"charged {w}/shipped {w}" for w in ids]
         assert sorted(ran) == sorted([f"charge {w}" for w in ids] + [f"ship {w}" for w in ids])
         assert server.stats["eager_granted"] == 2 * len(ids)
         assert tasks == []  # no activity task was ever stored
+        assert leases == []  # nor any attempt lease
         for w in ids:
             history = await env.client.get_workflow_handle(w).fetch_history()
             assert [type(e) for e in history].count(ev.ActivityCompleted) == 2
 
 
-async def test_a_check_list_stores_the_task_of_a_granted_attempt_nobody_ran(
+async def test_a_check_list_times_out_a_granted_attempt_nobody_ran(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The worker leaves every attempt granted to it unrun (as one that stopped or died right
-    after the answer would): each check list fires, finds no outcome and no lease, and stores
-    the task as a dispatch would have (same Msg-Id); the worker takes it from its queue, and
-    each activity runs once."""
+    after the answer would): each check list fires, finds no outcome and no lease, and
+    records the attempt timed out (lost with its worker); attempt 2 goes through its stored
+    task. The task of attempt 1 is never published, and each activity runs once."""
     ran.clear()
     NAP["seconds"] = 0.0
     monkeypatch.setenv(AFTER_GRANT_HOOK, "skip")
@@ -109,33 +118,51 @@ async def test_a_check_list_stores_the_task_of_a_granted_attempt_nobody_ran(
         await env.client.pub.nc.flush()
         assert ran == ["charge s-1", "ship s-1"]
         assert server.stats["eager_granted"] == 2
-        assert server.stats["checks_published"] == 2
-        ids = [(m.headers or {}).get(MSG_ID) for m in tasks]
-        assert ids == [f"at:{h.run_id}:1:1", f"at:{h.run_id}:2:1"]
-        history = [type(e) for e in await h.fetch_history()]
-        assert history.count(ev.ActivityCompleted) == 2
-        assert history.count(ev.WorkflowCompleted) == 1
+        assert server.stats["checks_timed_out"] == 2
+        stored = [env.client.codec.decode_activity_task(m.data) for m in tasks]
+        assert [(t.run_id, t.seq, t.attempt) for t in stored] == [
+            (h.run_id, 1, 2),
+            (h.run_id, 2, 2),
+        ]
+        history = await h.fetch_history()
+        retries = [e for e in history if isinstance(e, ev.ActivityRetryScheduled)]
+        assert [(e.seq, e.attempt) for e in retries] == [(1, 1), (2, 1)]
+        for e in retries:
+            assert e.failure.timeout_type == "start_to_close"
+            assert "lost with its worker" in e.failure.message
+        completed = [e for e in history if isinstance(e, ev.ActivityCompleted)]
+        assert [(e.seq, e.attempt) for e in completed] == [(1, 2), (2, 2)]
+        assert [type(e) for e in history].count(ev.WorkflowCompleted) == 1
 
 
 async def test_a_long_eager_activity_outliving_its_check_is_not_run_twice() -> None:
-    """``charge`` runs four times longer than the check: each check finds its lease renewed
-    by a live holder and lists it again; once it is done, the next check finds its outcome.
-    No task is stored, the activity runs once."""
+    """``charge`` runs three times longer than the check: it claims its lease after
+    ``eager_claim_after``, each check finds the lease renewed by a live holder and lists it
+    again; once it is done, the next check finds its outcome. No task is stored, the
+    activity runs once, and only the long attempt wrote a lease."""
     ran.clear()
-    NAP["seconds"] = 2.0
-    async with LocalEnvironment(server_options=ServerOptions(eager_check=0.5)) as env:
+    NAP["seconds"] = 3.0
+    async with LocalEnvironment(server_options=ServerOptions(eager_check=1.0)) as env:
         server = env.server
         assert server is not None
         tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
-        async with env.worker(workflows=[order], activities=[charge, ship]):
+        leases = await _watch_leases(env)
+        options = WorkerOptions(eager_claim_after=0.3, activity_lease=2.0)
+        async with env.worker(workflows=[order], activities=[charge, ship], options=options):
             h = await env.client.start_workflow(order, "l-1", id="l-1")
             assert await h.result(timeout=30) == "charged l-1/shipped l-1"
             await wait_for(lambda: server.stats["checks_done"] >= 2, 15)
         await env.client.pub.nc.flush()
         assert ran == ["charge l-1", "ship l-1"]
         assert server.stats["checks_later"] >= 1
-        assert server.stats["checks_published"] == 0
+        assert server.stats["checks_timed_out"] == 0
         assert tasks == []
+        lease = env.client.layout.lease_key(h.run_id or "", 1, 1)
+        assert leases and {m.subject.rsplit(".", 4)[-4:] == lease.split(".") for m in leases} == {
+            True
+        }
+        history = [type(e) for e in await h.fetch_history()]
+        assert ev.ActivityRetryScheduled not in history
     NAP["seconds"] = 0.0
 
 

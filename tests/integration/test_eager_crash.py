@@ -14,7 +14,6 @@ from nats.aio.msg import Msg
 import durablefuture as df
 from durablefuture.core import events as ev
 from durablefuture.natsserver import NatsServer, free_port
-from durablefuture.transport.publisher import MSG_ID
 from durablefuture.worker.eager import AFTER_GRANT_HOOK
 from tests.conftest import Daemons, wait_for, wait_namespace
 from tests.integration.eager_flows import STEPS, logged_flow
@@ -81,12 +80,14 @@ async def _finish(
     return histories
 
 
-async def test_a_worker_killed_right_after_its_grant_leaves_the_task_to_its_check(
+async def test_a_worker_killed_right_after_its_grant_costs_the_attempt_a_timeout(
     daemons: Daemons, tmp_path: Path
 ) -> None:
     """The worker that decided ``logged_step`` dies (SIGKILL) as the answer grants it the
-    attempt: the check list fires, finds nobody ran it, and stores its task; another worker
-    runs it once. The next step is granted to that worker and runs there with no task."""
+    attempt: the check list fires, finds no outcome and no lease, and records attempt 1 timed
+    out (lost with its worker); attempt 2 goes through its stored task and another worker
+    runs it once. Attempt 1's task is never published. The next step is granted to that
+    worker and runs there with no task."""
     log = tmp_path / "exec.log"
     daemons.env["DF_TEST_EXEC_LOG"] = str(log)
     sport = free_port()
@@ -113,18 +114,25 @@ async def test_a_worker_killed_right_after_its_grant_leaves_the_task_to_its_chec
         await wait_for(lambda: doomed.proc is not None and doomed.proc.poll() is not None, 30)
         assert doomed.proc.returncode == -9  # killed by the hook, after its grant
         assert not log.exists()  # it ran nothing
-        daemons.worker(*ARGS)
-        histories = await _finish(client, ["k-1"], log, once=True)
-        assert [type(e) for e in histories["k-1"]].count(ev.ActivityCompleted) == STEPS
+        daemons.worker(*ARGS, "--eager-claim-after", "0.3")
+        histories = await _finish(client, ["k-1"], log, once=False)
+        assert sorted(executions(log)) == [("k-1", 0, 2), ("k-1", 1, 1)]
+        history = histories["k-1"]
+        retries = [e for e in history if isinstance(e, ev.ActivityRetryScheduled)]
+        assert [(e.seq, e.attempt, e.failure.timeout_type) for e in retries] == [
+            (1, 1, "start_to_close")
+        ]
+        assert "lost with its worker" in retries[0].failure.message
         await client.pub.nc.flush()
-        # the first step's task, stored by its check list; the second step ran eagerly
-        assert [(m.headers or {}).get(MSG_ID) for m in tasks] == [f"at:{h.run_id}:1:1"]
+        # only attempt 2 of the first step was stored; the second step ran eagerly
+        stored = [client.codec.decode_activity_task(m.data) for m in tasks]
+        assert [(t.run_id, t.seq, t.attempt) for t in stored] == [(h.run_id, 1, 2)]
 
         def counted(outcome: str) -> float:
             return total(scrape(sport), "df_eager_attempts_total", outcome=outcome)
 
         assert counted("granted") == STEPS
-        assert counted("published") == 1
+        assert counted("timed_out") == 1
         await wait_for(lambda: counted("done") == 1, 15)  # the second step's check
     except BaseException:
         print(daemons.logs())
@@ -136,15 +144,19 @@ async def test_a_worker_killed_right_after_its_grant_leaves_the_task_to_its_chec
 async def test_df_server_sigkill_mid_burst(daemons: Daemons, tmp_path: Path) -> None:
     """Two df-servers, two workers running workflows and activities (eager attempts); one
     df-server is SIGKILLed while the burst is in flight and another started: every run
-    completes once and every step runs exactly once."""
+    completes once and every step runs exactly once: a step granted by the victim in an
+    answer it never sent (killed between the append and the answer) has its task stored from
+    the report its worker stores, and a report sent to the victim after the step ran is
+    stored and recorded well before the step's check (``--eager-check 10``) could time it
+    out. Were one timed out, it would be as lost with its worker, and no other retry."""
     log = tmp_path / "exec.log"
     daemons.env["DF_TEST_EXEC_LOG"] = str(log)
     daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0.2"
-    server_args = ("--eager-check", "1", "--sticky-timeout", "1")
+    server_args = ("--eager-check", "10", "--sticky-timeout", "1")
     victim = daemons.server(*server_args)
     daemons.server(*server_args)
-    daemons.worker(*ARGS)
-    daemons.worker(*ARGS)
+    daemons.worker(*ARGS, "--eager-claim-after", "0.3")
+    daemons.worker(*ARGS, "--eager-claim-after", "0.3")
     await wait_namespace(daemons.url)
     client = await df.Client.connect(daemons.url)
     client.request_timeout = 60
@@ -157,7 +169,11 @@ async def test_df_server_sigkill_mid_burst(daemons: Daemons, tmp_path: Path) -> 
         await wait_for(lambda: len(executions(log)) >= 20, 60, 0.005)  # mid-burst
         victim.kill()
         daemons.server(*server_args)
-        await _finish(client, ids, log, once=True)
+        histories = await _finish(client, ids, log, once=True)
+        for wid, history in histories.items():
+            for e in history:
+                if isinstance(e, ev.ActivityRetryScheduled):
+                    assert "lost with its worker" in e.failure.message, (wid, e.failure)
         await client.pub.nc.flush()
         # most steps ran where they were decided, with no task stored
         assert len(tasks) < len(ids) * STEPS / 2, len(tasks)
@@ -178,8 +194,9 @@ async def test_nats_server_sigkill_with_eager_attempts_in_flight(
     daemons.env["DF_TEST_EXEC_LOG"] = str(log)
     daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0.2"
     daemons.server("--eager-check", "2", "--input-ack-wait", "10")
-    daemons.worker(*ARGS, "--activity-lease", "30", "--workflow-task-timeout", "10")
-    daemons.worker(*ARGS, "--activity-lease", "30", "--workflow-task-timeout", "10")
+    lazy = ("--eager-claim-after", "0.5")
+    daemons.worker(*ARGS, "--activity-lease", "30", "--workflow-task-timeout", "10", *lazy)
+    daemons.worker(*ARGS, "--activity-lease", "30", "--workflow-task-timeout", "10", *lazy)
     await wait_namespace(daemons.url)
     client = await df.Client.connect(daemons.url, connect_timeout=30)
     client.request_timeout = 60

@@ -97,7 +97,8 @@ async def test_a_check_list_naming_a_corrupt_run_still_checks_the_other_runs(
 ) -> None:
     """A list groups the attempts of many runs. Run ``c`` has a corrupt history; run ``a``
     was granted its attempt to a worker that never ran it (as one that died right after the
-    answer). The list naming both must still store ``a``'s task."""
+    answer). The list naming both must still check ``a``: its attempt 1 is recorded timed
+    out (lost with its worker) and attempt 2's task is stored."""
     monkeypatch.setenv(AFTER_GRANT_HOOK, "skip")
     options = ServerOptions(eager_check=3600.0, input_max_deliver=3)  # only our list fires
     async with LocalEnvironment(server_options=options) as env:
@@ -139,7 +140,10 @@ async def test_a_check_list_naming_a_corrupt_run_still_checks_the_other_runs(
                 return bool(ids()) or bool(await _dead_letters(env))
 
             await wait_for(handled, 30)
-            assert ids() == [f"at:{good.run_id}:1:1"], [d.reason for d in await _dead_letters(env)]
+            stored = [client.codec.decode_activity_task(m.data) for m in tasks]
+            assert [(t.run_id, t.seq, t.attempt) for t in stored] == [(good.run_id, 1, 2)], [
+                d.reason for d in await _dead_letters(env)
+            ]
             assert await good.result(timeout=15) == "charged a"
 
 
@@ -150,7 +154,7 @@ async def test_a_check_list_naming_a_corrupt_run_still_checks_the_other_runs(
         "another run while the report waits) is not run (worker/receipts.py on_answered "
         "returns when the run is not cached; worker/eager.py builds the task from the "
         "cached WorkflowStarted): the attempt waits out its check (eager_check, 30 s by "
-        "default) though the worker offered and has the slot"
+        "default), which records it timed out, though the worker offered and has the slot"
     ),
 )
 async def test_a_grant_answered_after_its_run_was_evicted_still_runs_here(
@@ -179,4 +183,5 @@ async def test_a_grant_answered_after_its_run_was_evicted_still_runs_here(
             assert await h.result(timeout=30) == "charged v-1"
         assert evicted == [h.run_id]
         assert server.stats["eager_granted"] == 1
-        assert server.stats["checks_published"] == 0  # run where it was granted
+        # run where it was granted: not timed out (nor published) by its check
+        assert server.stats["checks_timed_out"] == 0 and server.stats["checks_published"] == 0
