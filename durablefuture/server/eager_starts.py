@@ -39,9 +39,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Sequence
 
 from durablefuture import metrics
+from durablefuture.codec.checks import CheckedAttempt
 from durablefuture.codec.wire import WorkflowTaskMessage
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
@@ -52,9 +54,11 @@ from durablefuture.core.orchestration import APPLIED, decide, effects_for
 from durablefuture.core.state import RunState
 from durablefuture.server.effects import Guard
 from durablefuture.server.inputs import RunInputs
+from durablefuture.server.receipts import eager_offer
 from durablefuture.server.runs import RunCache
 from durablefuture.transport.guard import check_reply_subject
 from durablefuture.transport.headers import (
+    EAGER_HEADER,
     EAGER_WAIT_HEADER,
     FIRST_BATCH_HEADER,
     RECEIPT_HEADER,
@@ -85,6 +89,10 @@ PAUSE = 1.0
 """Seconds a task queue whose offer went unanswered gets no offers (its starts are created as
 before meanwhile)."""
 _MAX_PAUSED = 10_000
+RECEIPT_GRANT_WITHIN = 0.5
+"""Seconds after an answer past which its worker is granted nothing: it waits 2 s for its
+receipt (``worker/eager_starts.RECEIPT_WAIT``), and a grant it does not read waits out its
+check."""
 FALLBACK = object()
 """What ``_eager_create`` returns when the run is to be created as before."""
 
@@ -152,12 +160,16 @@ class EagerStarts(RunInputs):
         except TransportError as exc:  # NATS away, a closed connection: as before
             log.debug("eager start of %s not offered: %s", workflow_id, exc)
             return FALLBACK
+        answered_at = time.monotonic()
         usable = self._eager_answer(workflow_id, state, events, data, headers)
         if usable is None:
             self.stats["eager_declined"] = self.stats.get("eager_declined", 0) + 1
             return FALLBACK
         all_events, receipt_to, sticky = usable
-        return await self._eager_store(workflow_id, run_id, all_events, receipt_to, sticky)
+        offered = eager_offer(headers.get(EAGER_HEADER, ""))
+        return await self._eager_store(
+            workflow_id, run_id, all_events, receipt_to, sticky, (offered, answered_at)
+        )
 
     def _eager_answer(
         self,
@@ -205,8 +217,11 @@ class EagerStarts(RunInputs):
         events: list[ev.Event],
         receipt_to: str,
         sticky: str,
+        offer: tuple[int, float] = (0, 0.0),
     ) -> RunCache | object | None:
-        """Store a first batch's effects (guarded), then the batch (see the module docstring)."""
+        """Store a first batch's effects (guarded), then the batch (see the module docstring);
+        ``offer``: the activity attempts the answering worker offered to run, and when its
+        answer came."""
         first = events[0]
         assert isinstance(first, ev.WorkflowStarted)
         state = RunState(started=first)
@@ -227,8 +242,11 @@ class EagerStarts(RunInputs):
         if self.codec.refers(batch):
             return FALLBACK
         async with cache.lock:
+            grants = await self._first_grants(cache, early, *offer)
+            listed_at = time.monotonic()
             # written now, awaited after the append: the append goes out right behind them
-            pending = await self._eager_effects(cache, early, guard)
+            rest = [e for e in early if not any(e is g for g in grants)]
+            pending = await self._eager_effects(cache, rest, guard)
             try:
                 seq = await self._append_start(workflow_id, run_id, events, 0, batch)
             except WrongLastSequence:
@@ -247,12 +265,65 @@ class EagerStarts(RunInputs):
             if any(isinstance(r, BaseException) for r in results):
                 # refused for another reason than the guard (the append was stored): the run
                 # exists now, so send them again without it (each idempotent by its id)
-                await self._execute(cache, early)
-            await self._send_receipt(receipt_to, run_id, seq, batch)
+                await self._execute(cache, rest)
+            granted = await self._first_granted(cache, grants, listed_at)
+            await self._send_receipt(receipt_to, run_id, seq, batch, granted)
             await self._execute(cache, later)
         self.stats["eager_starts"] = self.stats.get("eager_starts", 0) + 1
         metrics.SERVER_INPUTS.inc(self.layout.namespace, "EagerStart", "applied")
         return cache
+
+    async def _first_grants(
+        self, cache: RunCache, early: Sequence[object], offered: int, answered_at: float
+    ) -> list[DispatchActivityTask]:
+        """The first batch's activity tasks granted to the worker that answered the offer
+        (first attempts on the run's queue, at most ``offered``, as ``grants.py`` grants):
+        each listed on a check list, stored before the append, instead of stored. A list
+        whose append then fails finds no run when it fires, and does nothing."""
+        if (
+            offered <= 0
+            or self.options.eager_check <= 0
+            or self.clock.skips  # a skipping clock's time is not the schedule's
+            or time.monotonic() - answered_at > RECEIPT_GRANT_WITHIN
+        ):
+            return []
+        run_id, queue = cache.state.run_id, cache.state.started.task_queue
+        chosen = [
+            e
+            for e in early
+            if isinstance(e, DispatchActivityTask)
+            and e.task.attempt == 1
+            and e.task.task_queue == queue
+        ][:offered]
+        listed = [
+            await self._check_later(CheckedAttempt(cache.workflow_id, run_id, e.task.seq, 1))
+            for e in chosen
+        ]
+        try:
+            for list_stored in listed:
+                await list_stored
+        except Exception as exc:  # (stored or not, a list is harmless): the tasks are stored
+            log.debug("eager start of %s grants nothing: %s", cache.workflow_id, exc)
+            return []
+        if time.monotonic() - answered_at > RECEIPT_GRANT_WITHIN:
+            return []  # the worker may have stopped waiting for its receipt
+        return chosen
+
+    async def _first_granted(
+        self, cache: RunCache, grants: Sequence[DispatchActivityTask], listed_at: float
+    ) -> list[int]:
+        """The run's first batch is stored: the seqs granted in its receipt. Should the append
+        have come so late that a list may have fired before it (found no run, did nothing),
+        the tasks are stored instead (each idempotent by its id, the lease runs it once)."""
+        if not grants:
+            return []
+        if time.monotonic() - listed_at > self.options.eager_check / 2:
+            await self._execute(cache, list(grants))
+            return []
+        run_id = cache.state.run_id
+        for g in grants:
+            self._note_granted((run_id, g.task.seq, g.task.attempt))
+        return [g.task.seq for g in grants]
 
     async def _append_start(
         self,

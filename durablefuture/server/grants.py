@@ -171,14 +171,18 @@ class Grants(StatusLater):
             item = CheckedAttempt(cache.workflow_id, state.run_id, task.seq, task.attempt)
             listed = await self._check_later(item)
         answered.granted.append(task.seq)
+        self._note_granted((state.run_id, task.seq, task.attempt))
+        return listed
+
+    def _note_granted(self, key: Attempt) -> None:
+        """Attempt ``key``, listed on a stored check list, is granted (counted, remembered)."""
         self.stats["eager_granted"] += 1
         metrics.EAGER_ATTEMPTS.inc(self.layout.namespace, "granted")
         if self._granted_open is None:
             self._granted_open, self._granted_done = OrderedDict(), OrderedDict()
-        self._granted_open[(state.run_id, task.seq, task.attempt)] = None
+        self._granted_open[key] = None
         if len(self._granted_open) > MAX_REMEMBERED:
             self._granted_open.popitem(last=False)  # (its outcome recorded elsewhere, or lost)
-        return listed
 
 
 def _consume(listed: asyncio.Future[PubAck]) -> None:

@@ -30,15 +30,22 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 
 from durablefuture.codec.wire import InputEnvelope
 from durablefuture.core import inputs as inp
 from durablefuture.core.commands import ScheduleActivity, StartTimer
 from durablefuture.core.errors import DecodeError, MessageRejectedError
 from durablefuture.transport.guard import check_service_reply
-from durablefuture.transport.headers import EAGER_WAIT_HEADER, RECEIPT_HEADER, STICKY_HEADER
+from durablefuture.transport.headers import (
+    EAGER_HEADER,
+    EAGER_WAIT_HEADER,
+    RECEIPT_HEADER,
+    STICKY_HEADER,
+)
 from durablefuture.transport.messages import Msg, Subscription
 from durablefuture.worker.cache import CachedRun
+from durablefuture.worker.receipts import Receipt
 from durablefuture.worker.workflow_tasks import WorkflowTasks, _first_task
 
 __all__ = ["BUSY", "MAX_COMMANDS", "MAX_OFFER_BYTES", "RECEIPT_WAIT", "EagerOffers"]
@@ -138,10 +145,11 @@ class EagerOffers:
         async with cache.lock(run_id):
             # replayed as a stored first task is, but nothing run beside the code: a local
             # activity waited on is a side effect for a run that may never exist
-            execution, activation = await tasks._replay(task, m)
+            execution, activation = await tasks._replay(task, m, tentative=True)
             commands, more = tasks.reports.bounded(activation.commands)
             if (
                 execution.pending_local_activities
+                or execution.held_side_effect
                 or execution.finished
                 or more
                 or not commands
@@ -156,15 +164,17 @@ class EagerOffers:
             entry.sent(commands)
             cache.keep(run_id, entry)
             report = inp.CompleteWorkflowTask(run_id, activation.based_on, commands, tasks.identity)
-            waiter: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
             tasks.receipts.expected[run_id] = waiter
             try:
                 data = tasks.codec.encode_input(InputEnvelope(task.workflow_id, input=report))
                 headers = {RECEIPT_HEADER: tasks.reports.receipts}
                 if tasks.reports.sticky:
                     headers[STICKY_HEADER] = tasks.reports.sticky
+                if offer := self._offer(run_id, commands):
+                    headers[EAGER_HEADER] = str(offer)
                 await tasks.client.nc.publish(msg.reply, data, headers=headers)
-                seq, batch = await asyncio.wait_for(waiter, RECEIPT_WAIT)
+                seq, batch, granted = await asyncio.wait_for(waiter, RECEIPT_WAIT)
             except (TimeoutError, Exception):
                 cache.pop(run_id)  # never trusted: a workflow task replays it from history
                 return
@@ -176,7 +186,26 @@ class EagerOffers:
                 cache.pop(run_id)
                 return
             cached.last_seq = max(cached.last_seq, seq)
+            cached.execution.tentative = False  # the run exists: side effects run again
             tasks.stats["eager_starts"] = tasks.stats.get("eager_starts", 0) + 1
+            if granted and tasks.receipts.run_granted is not None:
+                # the run exists (its batch is stored): its granted attempts may run now
+                tasks.receipts.run_granted(cached.execution.started, events, granted)
+
+    def _offer(self, run_id: str, commands: Sequence[object]) -> int:
+        """How many activity attempts of this first decision to offer to run here (0: none,
+        also when an activity it schedules on this queue is not registered here: its grant
+        would wait for its check)."""
+        tasks = self.tasks
+        if tasks.reports.eager is None:
+            return 0
+        for c in commands:
+            if isinstance(c, ScheduleActivity) and (
+                (c.options.task_queue or self.task_queue) == self.task_queue
+                and c.name not in tasks.activities
+            ):
+                return 0
+        return tasks.reports.eager(run_id)
 
 
 async def _answer(msg: Msg, data: bytes) -> None:
