@@ -27,6 +27,18 @@ an activity task reaches a worker with ``Df-First-Batch``, which runs it only on
 history holds its batch (``worker/first_batch.py``): never for a run that was not created.
 A client that got no answer stores its start and gets a run (one run per request id).
 
+Grants: an answer whose worker also runs the activities of the queue says how many attempts
+it can take (``Df-Eager``). The first batch's first attempts on the run's queue, up to that
+many, are then granted to it as ``grants.py`` grants a report's: each is listed on a check
+list (``df.<ns>.ck.<list>``), and the list is stored BEFORE the append, instead of their
+tasks; the receipt names them (``Df-Granted``), and the worker runs them only once it has its
+receipt, so never for a run that does not exist. Killed between the list and the append, or
+beaten to the id, df-server leaves a list whose entries name a run id that is never created:
+when it fires, its check finds no history for that run and does nothing. An append stored so
+late that the list may have fired before it grants nothing: the tasks are stored instead.
+Whatever goes wrong after the append (the receipt lost, the worker killed) costs the check's
+delay: the check stores the task of an attempt nobody holds.
+
 The offer and the answer are hostile bytes: both are bounded (``MAX_OFFER_BYTES``), the answer
 is decoded by the one codec and must be exactly a CompleteWorkflowTask for the offered run,
 based on its WorkflowStarted, with at most ``MAX_COMMANDS`` commands; the receipt goes only to

@@ -8,9 +8,14 @@ would have sent, with its receipt subject and sticky token; otherwise it answers
 (df-server then stores the task as before). Only a decision df-server can take eagerly is
 answered (activities and timers only, in one report); any other is answered ``busy`` and
 its generator dropped. The code is replayed, nothing else is run: a first task that waits on
-a local activity is answered ``busy`` before the activity runs (the stored task runs it). A
-``df.side_effect`` the code calls before its first activity does run, and runs again if the
-answer is then discarded (side effects run at least once).
+a local activity, or calls ``df.side_effect``, is answered ``busy`` before either runs (the
+replay is tentative: a side effect not recorded is held, the code waits at it), and the
+stored task runs it. Once the receipt came the run exists and its side effects run as usual.
+
+A worker that also runs the queue's activities offers its free activity slots with its
+answer (``Df-Eager``, only when it registers every activity the decision schedules on its
+queue); the receipt names the attempts df-server granted it (``Df-Granted``), which it starts
+only then, as granted attempts of any report (``eager.py``).
 
 The generator it keeps is TENTATIVE: the run has no history yet, and df-server may discard
 the answer (it came too late, the id was taken meanwhile). The taker holds the run's lock
