@@ -37,7 +37,9 @@ import logging
 import time
 from collections.abc import Sequence
 
+from durablefuture import metrics, tracing
 from durablefuture.codec.wire import InputEnvelope
+from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.commands import ScheduleActivity, StartTimer
 from durablefuture.core.errors import DecodeError, MessageRejectedError
@@ -150,7 +152,13 @@ class EagerOffers:
         async with cache.lock(run_id):
             # replayed as a stored first task is, but nothing run beside the code: a local
             # activity waited on is a side effect for a run that may never exist
-            execution, activation = await tasks._replay(task, m, tentative=True)
+            started = m.events[0]
+            with tracing.span(
+                f"RunWorkflow:{task.workflow_type}",
+                started.headers if isinstance(started, ev.WorkflowStarted) else None,
+                {"workflow_id": task.workflow_id, "run_id": task.run_id},
+            ):
+                execution, activation = await tasks._replay(task, m, tentative=True)
             commands, more = tasks.reports.bounded(activation.commands)
             if (
                 execution.pending_local_activities
@@ -193,6 +201,10 @@ class EagerOffers:
             cached.last_seq = max(cached.last_seq, seq)
             cached.execution.tentative = False  # the run exists: side effects run again
             tasks.stats["eager_starts"] = tasks.stats.get("eager_starts", 0) + 1
+            # counted as the run's first workflow task (a declined offer's stored task counts)
+            metrics.worker_cache_lookup("new")
+            metrics.WORKFLOW_TASKS.inc(self.task_queue, "commands")
+            metrics.WORKFLOW_TASK_SECONDS.observe(time.monotonic() - began, self.task_queue)
             if granted and tasks.receipts.run_granted is not None:
                 # the run exists (its batch is stored): its granted attempts may run now
                 tasks.receipts.run_granted(cached.execution.started, events, granted)
