@@ -5,8 +5,8 @@ df-worker in this process; ``always``: ``sync_interval: always``), runs one warm
 then one workflow of the kind asked while a core subscription on ``>`` records every message:
 publishes to stored subjects (``PUB``), pulls, acknowledgements and replies. It prints the
 growth of every stream's last sequence (the messages stored) and the timeline in ms from the
-start call. For diagnosis: the subscriber itself costs time. The start is eager as df-server's
-is by default (``--eager-start-wait 0.1``); ``DF_EAGER_START_WAIT=0`` traces a start without.
+start call. For diagnosis: the subscriber itself costs time. ``DF_EAGER_START_WAIT=0.1``
+traces an eager start (df-server ``--eager-start-wait``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from durablefuture.testing import LocalEnvironment
 
 
 async def main(kind: str) -> None:
-    eager = float(os.environ.get("DF_EAGER_START_WAIT", "0.1"))
+    eager = float(os.environ.get("DF_EAGER_START_WAIT", "0"))
     options = ServerOptions(status_delay=0, eager_start_wait=eager)
     async with LocalEnvironment(sync_always=len(sys.argv) > 2, server_options=options) as env:
         nc = await nats.connect(env.nats_url)

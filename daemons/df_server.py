@@ -124,12 +124,12 @@ def namespaces_and_creds(
 )
 @click.option(
     "--eager-start-wait",
-    default=0.1,
+    default=0.0,
     envvar="DF_EAGER_START_WAIT",
     show_default=True,
     type=click.FloatRange(min=0, max=1),
     help="Seconds a new run's first workflow task is offered to a worker of its queue before "
-    "anything is stored (eager start); no answer in time and the run is created as "
+    "anything is stored (eager start; e.g. 0.1); no answer in time and the run is created as "
     "before (0: off).",
 )
 @click.option(

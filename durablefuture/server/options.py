@@ -62,7 +62,7 @@ class ServerOptions:
     has free slots runs its first attempt itself, with no stored task; the task is stored
     only if nobody ran the attempt within this many seconds (0: every task is stored; see
     ``server/grants.py``)."""
-    eager_start_wait: float = 0.1
+    eager_start_wait: float = 0.0
     """Seconds a new run's first workflow task is offered to a worker of its queue before
     anything is stored (eager start, ``server/eager_starts.py``); no answer in time, or
     "busy", and the run is created as before (0: never offered)."""
