@@ -13,7 +13,7 @@ import asyncio
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from attrs import frozen
@@ -31,7 +31,7 @@ from durablefuture.server.visibility import VisibilityIndex
 from durablefuture.transport.connection import NATS
 from durablefuture.transport.consumer import PullConsumer
 from durablefuture.transport.guard import check_reply_subject
-from durablefuture.transport.headers import RUN_HEADER, SEQ_HEADER
+from durablefuture.transport.headers import GRANTED_HEADER, RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import KeyValue
 from durablefuture.transport.publisher import Publisher
@@ -145,15 +145,19 @@ class ServerBase:
         except TransportError as exc:
             log.warning("could not answer %s: %s", reply_to[:100], exc)
 
-    async def _send_receipt(self, receipt_to: str, run_id: str, seq: int, batch: bytes) -> None:
+    async def _send_receipt(
+        self, receipt_to: str, run_id: str, seq: int, batch: bytes, granted: Sequence[int] = ()
+    ) -> None:
         """Tell the worker what was recorded (``batch``, appended to ``run_id`` at ``seq``),
-        so its cached generator stays current. Never raises: without it, the worker's cache
+        so its cached generator stays current; ``granted``: the activity seqs whose first
+        attempts it is to run (an eager start's). Never raises: without it, the worker's cache
         catches up by reading."""
+        headers = {RUN_HEADER: run_id, SEQ_HEADER: str(seq)}
+        if granted:
+            headers[GRANTED_HEADER] = ",".join(str(g) for g in granted)
         try:
             await self.pub.notify(
-                check_reply_subject(receipt_to, "receipt subject"),
-                batch,
-                headers={RUN_HEADER: run_id, SEQ_HEADER: str(seq)},
+                check_reply_subject(receipt_to, "receipt subject"), batch, headers=headers
             )
         except TransportError as exc:
             log.debug("no receipt sent to %s: %s", receipt_to[:100], exc)

@@ -27,6 +27,24 @@ an activity task reaches a worker with ``Df-First-Batch``, which runs it only on
 history holds its batch (``worker/first_batch.py``): never for a run that was not created.
 A client that got no answer stores its start and gets a run (one run per request id).
 
+Grants: an answer whose worker also runs the activities of the queue says how many attempts
+it can take (``Df-Eager``) and names itself (``Df-Eager-Ask``; a worker that does not is
+granted nothing). The first batch's first attempts on the run's queue allowed a second
+attempt, up to that many, are then granted to it as ``grants.py`` grants a report's, and run
+lazily like them: each ``ActivityScheduled`` is marked ``eager`` (that id) in the batch, so
+its task is never published, whatever derives the batch's effects again (the attempt is
+listed again: the worker may be running it with no lease); each is listed on a check list
+(``df.<ns>.ck.<list>``), and the list is stored BEFORE the append, instead of their tasks;
+the receipt names them (``Df-Granted``), and the worker runs them only once it has its
+receipt, so never for a run that does not exist (no receipt: it runs nothing). Killed
+between the list and the append, or beaten to the id, df-server leaves a list whose entries
+name a run id that is never created: when it fires, its check finds no history for that run
+and does nothing. A list not stored, or stored too late for the worker's receipt wait, and
+the run is created as before (nothing of it was stored yet). An append stored so late that
+the list may have fired before it lists the attempts again. Whatever goes wrong after the
+append (the receipt lost, the worker killed) costs the attempt a timeout: the check records
+a marked attempt nobody reported or claimed timed out, and it is retried per its policy.
+
 The offer and the answer are hostile bytes: both are bounded (``MAX_OFFER_BYTES``), the answer
 is decoded by the one codec and must be exactly a CompleteWorkflowTask for the offered run,
 based on its WorkflowStarted, with at most ``MAX_COMMANDS`` commands; the receipt goes only to
@@ -39,9 +57,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Sequence
 
+from attrs import evolve
+
 from durablefuture import metrics
+from durablefuture.codec.checks import CheckedAttempt
 from durablefuture.codec.wire import WorkflowTaskMessage
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
@@ -51,10 +73,14 @@ from durablefuture.core.errors import DecodeError, MessageRejectedError, Transpo
 from durablefuture.core.orchestration import APPLIED, decide, effects_for
 from durablefuture.core.state import RunState
 from durablefuture.server.effects import Guard
+from durablefuture.server.grants import may_run_eagerly
 from durablefuture.server.inputs import RunInputs
+from durablefuture.server.receipts import eager_ask, eager_offer
 from durablefuture.server.runs import RunCache
 from durablefuture.transport.guard import check_reply_subject
 from durablefuture.transport.headers import (
+    EAGER_ASK_HEADER,
+    EAGER_HEADER,
     EAGER_WAIT_HEADER,
     FIRST_BATCH_HEADER,
     RECEIPT_HEADER,
@@ -85,6 +111,10 @@ PAUSE = 1.0
 """Seconds a task queue whose offer went unanswered gets no offers (its starts are created as
 before meanwhile)."""
 _MAX_PAUSED = 10_000
+RECEIPT_GRANT_WITHIN = 0.5
+"""Seconds after an answer past which its worker is granted nothing: it waits 2 s for its
+receipt (``worker/eager_starts.RECEIPT_WAIT``), and a grant it does not read waits out its
+check."""
 FALLBACK = object()
 """What ``_eager_create`` returns when the run is to be created as before."""
 
@@ -152,12 +182,17 @@ class EagerStarts(RunInputs):
         except TransportError as exc:  # NATS away, a closed connection: as before
             log.debug("eager start of %s not offered: %s", workflow_id, exc)
             return FALLBACK
+        answered_at = time.monotonic()
         usable = self._eager_answer(workflow_id, state, events, data, headers)
         if usable is None:
             self.stats["eager_declined"] = self.stats.get("eager_declined", 0) + 1
             return FALLBACK
         all_events, receipt_to, sticky = usable
-        return await self._eager_store(workflow_id, run_id, all_events, receipt_to, sticky)
+        offered = eager_offer(headers.get(EAGER_HEADER, ""))
+        ask = eager_ask(headers.get(EAGER_ASK_HEADER, ""))
+        return await self._eager_store(
+            workflow_id, run_id, all_events, receipt_to, sticky, (offered, answered_at, ask)
+        )
 
     def _eager_answer(
         self,
@@ -205,8 +240,12 @@ class EagerStarts(RunInputs):
         events: list[ev.Event],
         receipt_to: str,
         sticky: str,
+        offer: tuple[int, float, str] = (0, 0.0, ""),
     ) -> RunCache | object | None:
-        """Store a first batch's effects (guarded), then the batch (see the module docstring)."""
+        """Store a first batch's effects (guarded), then the batch (see the module docstring);
+        ``offer``: the activity attempts the answering worker offered to run, when its answer
+        came, and the id it named (``Df-Eager-Ask``: the granted attempts are marked with it)."""
+        events = self._mark_first_grants(events, *offer)
         first = events[0]
         assert isinstance(first, ev.WorkflowStarted)
         state = RunState(started=first)
@@ -227,8 +266,13 @@ class EagerStarts(RunInputs):
         if self.codec.refers(batch):
             return FALLBACK
         async with cache.lock:
+            grants = await self._first_grants(cache, early, offer[1])
+            if grants is None:
+                return FALLBACK  # nothing stored yet: marked attempts are never left unlisted
+            listed_at = time.monotonic()
             # written now, awaited after the append: the append goes out right behind them
-            pending = await self._eager_effects(cache, early, guard)
+            rest = [e for e in early if not any(e is g for g in grants)]
+            pending = await self._eager_effects(cache, rest, guard)
             try:
                 seq = await self._append_start(workflow_id, run_id, events, 0, batch)
             except WrongLastSequence:
@@ -247,12 +291,90 @@ class EagerStarts(RunInputs):
             if any(isinstance(r, BaseException) for r in results):
                 # refused for another reason than the guard (the append was stored): the run
                 # exists now, so send them again without it (each idempotent by its id)
-                await self._execute(cache, early)
-            await self._send_receipt(receipt_to, run_id, seq, batch)
+                await self._execute(cache, rest)
+            granted = await self._first_granted(cache, grants, listed_at)
+            await self._send_receipt(receipt_to, run_id, seq, batch, granted)
             await self._execute(cache, later)
         self.stats["eager_starts"] = self.stats.get("eager_starts", 0) + 1
         metrics.SERVER_INPUTS.inc(self.layout.namespace, "EagerStart", "applied")
         return cache
+
+    def _mark_first_grants(
+        self, events: list[ev.Event], offered: int, answered_at: float, ask: str
+    ) -> list[ev.Event]:
+        """``events`` with the first batch's activities to grant to the answering worker
+        marked ``eager`` (``ask``, its ``Df-Eager-Ask``), as ``grants.py`` marks a report's:
+        first attempts on the run's queue allowed a second attempt, at most ``offered``. A
+        marked attempt runs with no lease: its task is never published, whatever derives
+        the batch's effects again, and its check records it timed out if nobody reported it
+        or claimed its lease. A worker that names no id is granted nothing."""
+        if (
+            offered <= 0
+            or not ask
+            or self.options.eager_check <= 0
+            or self.clock.skips  # a skipping clock's time is not the schedule's
+            or time.monotonic() - answered_at > RECEIPT_GRANT_WITHIN
+        ):
+            return events
+        first = events[0]
+        assert isinstance(first, ev.WorkflowStarted)
+        marked = list(events)
+        for i, e in enumerate(events):
+            if offered <= 0:
+                break
+            if isinstance(e, ev.ActivityScheduled) and may_run_eagerly(e, first.task_queue):
+                marked[i] = evolve(e, eager=ask)
+                offered -= 1
+        return marked
+
+    async def _first_grants(
+        self, cache: RunCache, early: Sequence[object], answered_at: float
+    ) -> list[DispatchActivityTask] | None:
+        """The first batch's activity tasks granted to the worker that answered the offer
+        (those marked ``eager``): each listed on a check list, stored before the append,
+        instead of stored. A list whose append then fails finds no run when it fires, and
+        does nothing. None: a list was not stored, or the worker may have stopped waiting
+        for its receipt; the run is then created as before (nothing is stored yet)."""
+        state = cache.state
+        chosen = [
+            e
+            for e in early
+            if isinstance(e, DispatchActivityTask)
+            and e.task.attempt == 1
+            and (act := state.activities.get(e.task.seq)) is not None
+            and act.eager
+        ]
+        if not chosen:
+            return []
+        listed = [
+            await self._check_later(CheckedAttempt(cache.workflow_id, state.run_id, e.task.seq, 1))
+            for e in chosen
+        ]
+        try:
+            for list_stored in listed:
+                await list_stored
+        except Exception as exc:  # (stored or not, a list is harmless)
+            log.debug("eager start of %s not taken: %s", cache.workflow_id, exc)
+            return None
+        if time.monotonic() - answered_at > RECEIPT_GRANT_WITHIN:
+            return None  # the worker may have stopped waiting for its receipt
+        return chosen
+
+    async def _first_granted(
+        self, cache: RunCache, grants: Sequence[DispatchActivityTask], listed_at: float
+    ) -> list[int]:
+        """The run's first batch is stored: the seqs granted in its receipt. Should the append
+        have come so late that a list may have fired before it (found no run, did nothing),
+        the attempts are listed again first (``grants.py``: a marked attempt's task is never
+        published, the worker granted it may be running it with no lease)."""
+        if not grants:
+            return []
+        if time.monotonic() - listed_at > self.options.eager_check / 2:
+            await self._execute(cache, list(grants))  # (marked: listed again, not stored)
+        run_id = cache.state.run_id
+        for g in grants:
+            self._note_granted((run_id, g.task.seq, g.task.attempt))
+        return [g.task.seq for g in grants]
 
     async def _append_start(
         self,

@@ -53,7 +53,7 @@ from durablefuture.server.status_later import StatusLater
 from durablefuture.transport.publisher import PubAck
 from durablefuture.transport.report_requests import ANSWER_WAIT
 
-__all__ = ["GRANT_WITHIN", "Grants"]
+__all__ = ["GRANT_WITHIN", "Grants", "may_run_eagerly"]
 
 GRANT_WITHIN = ANSWER_WAIT / 4
 """Seconds after a request was taken past which nothing is granted any more: its answer
@@ -143,7 +143,7 @@ class Grants(StatusLater):
         queue = state.started.task_queue
         marked = list(events)
         for i, e in enumerate(events):
-            if not isinstance(e, ev.ActivityScheduled) or not _may_run_eagerly(e, queue):
+            if not isinstance(e, ev.ActivityScheduled) or not may_run_eagerly(e, queue):
                 continue
             if e.seq not in answered.early:
                 if len(answered.early) >= answered.eager:
@@ -187,13 +187,7 @@ class Grants(StatusLater):
             and self._may_grant(answered)
         ):
             answered.granted.append(task.seq)
-            self.stats["eager_granted"] += 1
-            metrics.EAGER_ATTEMPTS.inc(self.layout.namespace, "granted")
-            if self._granted_open is None:
-                self._granted_open, self._granted_done = OrderedDict(), OrderedDict()
-            self._granted_open[(state.run_id, task.seq, task.attempt)] = None
-            if len(self._granted_open) > MAX_REMEMBERED:
-                self._granted_open.popitem(last=False)  # (its outcome recorded elsewhere, or lost)
+            self._note_granted((state.run_id, task.seq, task.attempt))
             return listed
         if listed is not None:
             # listed for this very answer, which will not grant it (too late, no receipt in
@@ -204,8 +198,18 @@ class Grants(StatusLater):
         self.stats["eager_relisted"] += 1
         return listed
 
+    def _note_granted(self, key: Attempt) -> None:
+        """Attempt ``key``, listed on a stored check list, is granted (counted, remembered)."""
+        self.stats["eager_granted"] += 1
+        metrics.EAGER_ATTEMPTS.inc(self.layout.namespace, "granted")
+        if self._granted_open is None:
+            self._granted_open, self._granted_done = OrderedDict(), OrderedDict()
+        self._granted_open[key] = None
+        if len(self._granted_open) > MAX_REMEMBERED:
+            self._granted_open.popitem(last=False)  # (its outcome recorded elsewhere, or lost)
 
-def _may_run_eagerly(e: ev.ActivityScheduled, queue: str) -> bool:
+
+def may_run_eagerly(e: ev.ActivityScheduled, queue: str) -> bool:
     """Whether the first attempt of ``e`` may be granted: on the run's own task queue, and
     allowed a second attempt (one lost with its worker, or with a df-server that died before
     its answer, is recorded timed out and retried; an activity allowed one attempt only

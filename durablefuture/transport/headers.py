@@ -26,6 +26,9 @@ RUN_HEADER = "Df-Run"
 """On a receipt: the run the events belong to."""
 SEQ_HEADER = "Df-Seq"
 """On a receipt: the stream sequence of the recorded batch."""
+GRANTED_HEADER = "Df-Granted"
+"""On an eager start's receipt: the activity seqs (comma separated) whose first attempts the
+worker that answered the offer runs itself (their tasks are not stored)."""
 EAGER_WAIT_HEADER = "Df-Eager-Wait"
 """On an eager start offer: the seconds df-server waits for the answer (a later one is not
 sent)."""
@@ -46,6 +49,7 @@ __all__ = [
     "EAGER_HEADER",
     "EAGER_WAIT_HEADER",
     "FIRST_BATCH_HEADER",
+    "GRANTED_HEADER",
     "REASON_HEADER",
     "RECEIPT_HEADER",
     "REPLY_HEADER",

@@ -50,6 +50,7 @@ __all__ = [
     "Answer",
     "ask_report",
     "parse_answer",
+    "parse_granted",
     "recorded_with",
     "stream_seq",
 ]
@@ -92,6 +93,12 @@ def recorded_with(seq: int, batch: bytes, granted: Sequence[int] = ()) -> bytes:
         seqs = b",".join(b"%d" % g for g in granted)
         return b"%s %d %s %s" % (EAGER, seq, seqs, batch)
     return b"%s %d %s" % (RECORDED, seq, batch)
+
+
+def parse_granted(text: bytes) -> tuple[int, ...] | None:
+    """The activity seqs a grant names (``1,2``), at most ``MAX_GRANTED``; None if not well
+    formed."""
+    return _granted(text)
 
 
 def _granted(text: bytes) -> tuple[int, ...] | None:

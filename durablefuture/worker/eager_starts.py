@@ -8,9 +8,16 @@ would have sent, with its receipt subject and sticky token; otherwise it answers
 (df-server then stores the task as before). Only a decision df-server can take eagerly is
 answered (activities and timers only, in one report); any other is answered ``busy`` and
 its generator dropped. The code is replayed, nothing else is run: a first task that waits on
-a local activity is answered ``busy`` before the activity runs (the stored task runs it). A
-``df.side_effect`` the code calls before its first activity does run, and runs again if the
-answer is then discarded (side effects run at least once).
+a local activity, or calls ``df.side_effect``, is answered ``busy`` before either runs (the
+replay is tentative: a side effect not recorded is held, the code waits at it), and the
+stored task runs it. Once the receipt came the run exists and its side effects run as usual.
+
+A worker that also runs the queue's activities offers its free activity slots with its
+answer (``Df-Eager``, only when it registers every activity the decision schedules on its
+queue) and the id df-server marks its grants with (``Df-Eager-Ask``); the receipt names the
+attempts df-server granted it (``Df-Granted``), which it starts only then, as granted
+attempts of any report (``eager.py``: no lease until ``eager_claim_after``). No receipt,
+and it runs none of them (their checks record them timed out).
 
 The generator it keeps is TENTATIVE: the run has no history yet, and df-server may discard
 the answer (it came too late, the id was taken meanwhile). The taker holds the run's lock
@@ -29,16 +36,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
+from collections.abc import Sequence
 
+from durablefuture import metrics, tracing
 from durablefuture.codec.wire import InputEnvelope
+from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.commands import ScheduleActivity, StartTimer
 from durablefuture.core.errors import DecodeError, MessageRejectedError
 from durablefuture.transport.guard import check_service_reply
-from durablefuture.transport.headers import EAGER_WAIT_HEADER, RECEIPT_HEADER, STICKY_HEADER
+from durablefuture.transport.headers import (
+    EAGER_ASK_HEADER,
+    EAGER_HEADER,
+    EAGER_WAIT_HEADER,
+    RECEIPT_HEADER,
+    STICKY_HEADER,
+)
 from durablefuture.transport.messages import Msg, Subscription
 from durablefuture.worker.cache import CachedRun
+from durablefuture.worker.receipts import Receipt
 from durablefuture.worker.workflow_tasks import WorkflowTasks, _first_task
 
 __all__ = ["BUSY", "MAX_COMMANDS", "MAX_OFFER_BYTES", "RECEIPT_WAIT", "EagerOffers"]
@@ -138,10 +156,17 @@ class EagerOffers:
         async with cache.lock(run_id):
             # replayed as a stored first task is, but nothing run beside the code: a local
             # activity waited on is a side effect for a run that may never exist
-            execution, activation = await tasks._replay(task, m)
+            started = m.events[0]
+            with tracing.span(
+                f"RunWorkflow:{task.workflow_type}",
+                started.headers if isinstance(started, ev.WorkflowStarted) else None,
+                {"workflow_id": task.workflow_id, "run_id": task.run_id},
+            ):
+                execution, activation = await tasks._replay(task, m, tentative=True)
             commands, more = tasks.reports.bounded(activation.commands)
             if (
                 execution.pending_local_activities
+                or execution.held_side_effect
                 or execution.finished
                 or more
                 or not commands
@@ -156,15 +181,20 @@ class EagerOffers:
             entry.sent(commands)
             cache.keep(run_id, entry)
             report = inp.CompleteWorkflowTask(run_id, activation.based_on, commands, tasks.identity)
-            waiter: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
             tasks.receipts.expected[run_id] = waiter
             try:
                 data = tasks.codec.encode_input(InputEnvelope(task.workflow_id, input=report))
                 headers = {RECEIPT_HEADER: tasks.reports.receipts}
                 if tasks.reports.sticky:
                     headers[STICKY_HEADER] = tasks.reports.sticky
+                if offer := self._offer(run_id, commands):
+                    # the id df-server marks the attempts it grants with (``eager`` in their
+                    # ActivityScheduled): they run with no lease, and are never published
+                    headers[EAGER_HEADER] = str(offer)
+                    headers[EAGER_ASK_HEADER] = os.urandom(6).hex()
                 await tasks.client.nc.publish(msg.reply, data, headers=headers)
-                seq, batch = await asyncio.wait_for(waiter, RECEIPT_WAIT)
+                seq, batch, granted = await asyncio.wait_for(waiter, RECEIPT_WAIT)
             except (TimeoutError, Exception):
                 cache.pop(run_id)  # never trusted: a workflow task replays it from history
                 return
@@ -176,7 +206,30 @@ class EagerOffers:
                 cache.pop(run_id)
                 return
             cached.last_seq = max(cached.last_seq, seq)
+            cached.execution.tentative = False  # the run exists: side effects run again
             tasks.stats["eager_starts"] = tasks.stats.get("eager_starts", 0) + 1
+            # counted as the run's first workflow task (a declined offer's stored task counts)
+            metrics.worker_cache_lookup("new")
+            metrics.WORKFLOW_TASKS.inc(self.task_queue, "commands")
+            metrics.WORKFLOW_TASK_SECONDS.observe(time.monotonic() - began, self.task_queue)
+            if granted and tasks.receipts.run_granted is not None:
+                # the run exists (its batch is stored): its granted attempts may run now
+                tasks.receipts.run_granted(cached.execution.started, events, granted)
+
+    def _offer(self, run_id: str, commands: Sequence[object]) -> int:
+        """How many activity attempts of this first decision to offer to run here (0: none,
+        also when an activity it schedules on this queue is not registered here: its grant
+        would wait for its check)."""
+        tasks = self.tasks
+        if tasks.reports.eager is None:
+            return 0
+        for c in commands:
+            if isinstance(c, ScheduleActivity) and (
+                (c.options.task_queue or self.task_queue) == self.task_queue
+                and c.name not in tasks.activities
+            ):
+                return 0
+        return tasks.reports.eager(run_id)
 
 
 async def _answer(msg: Msg, data: bytes) -> None:

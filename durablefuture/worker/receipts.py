@@ -20,15 +20,19 @@ from durablefuture.codec.wire import Codec
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.errors import DecodeError, TransportError
-from durablefuture.transport.headers import RUN_HEADER, SEQ_HEADER
+from durablefuture.transport.headers import GRANTED_HEADER, RUN_HEADER, SEQ_HEADER
 from durablefuture.transport.messages import Msg
-from durablefuture.transport.report_requests import stream_seq
+from durablefuture.transport.report_requests import parse_granted, stream_seq
 from durablefuture.worker.cache import RunCache
 from durablefuture.worker.reports import Reports
 
-__all__ = ["Receipts"]
+__all__ = ["Receipt", "Receipts"]
 
 log = logging.getLogger("durablefuture.worker")
+
+Receipt = tuple[int, bytes, tuple[int, ...]]
+"""An eager start's receipt: the batch's stream sequence (0: none), the batch, and the
+activity seqs whose first attempts are granted to this worker."""
 
 
 class Receipts:
@@ -47,7 +51,7 @@ class Receipts:
             Callable[[ev.WorkflowStarted | None, Sequence[ev.Event], Sequence[int]], None] | None
         ) = None
         """Runs the activity attempts granted to this worker (``eager.py``)."""
-        self.expected: dict[str, asyncio.Future[tuple[int, bytes]]] = {}
+        self.expected: dict[str, asyncio.Future[Receipt]] = {}
         """Runs whose eager start's receipt is awaited (``eager_starts``), by run id."""
 
     async def on_receipt(self, msg: Msg) -> None:
@@ -57,8 +61,12 @@ class Receipts:
         waiter = self.expected.get(run_id)
         if waiter is not None:  # an eager start's: its taker holds the run's lock and applies it
             if not waiter.done():
-                seq = stream_seq((msg.headers or {}).get(SEQ_HEADER, "")) or 0
-                waiter.set_result((seq, msg.data))
+                headers = msg.headers or {}
+                seq = stream_seq(headers.get(SEQ_HEADER, "")) or 0
+                granted = headers.get(GRANTED_HEADER, "")
+                # a grant not well formed is not run (its check list has its task stored)
+                seqs = (parse_granted(granted.encode()) or ()) if granted else ()
+                waiter.set_result((seq, msg.data, seqs))
             return
         if run_id not in self.cache:
             return
@@ -106,7 +114,7 @@ class Receipts:
         for its receipt is dropped at once (df-server created the run as before)."""
         waiter = self.expected.get(run_id)
         if waiter is not None and not waiter.done():
-            waiter.set_result((0, b""))
+            waiter.set_result((0, b"", ()))
 
     async def events_of(self, data: bytes) -> Sequence[ev.Event] | None:
         """A receipt's events (None if they do not decode)."""

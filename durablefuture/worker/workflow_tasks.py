@@ -369,7 +369,7 @@ class WorkflowTasks:
         return None
 
     async def _replay(
-        self, task: WorkflowTask, m: WorkflowTaskMessage
+        self, task: WorkflowTask, m: WorkflowTaskMessage, tentative: bool = False
     ) -> tuple[WorkflowExecution, Activation]:
         definition = self.workflows.get(task.workflow_type)
         if definition is None:
@@ -395,6 +395,7 @@ class WorkflowTasks:
         began = time.perf_counter()
         execution = WorkflowExecution(definition, self.codec.payloads, size_of=self.event_size)
         execution.history_warning = self.history_warning
+        execution.tentative = tentative  # (an eager start's offer: no side effect is run)
         activation = execution.feed(events)
         metrics.REPLAY_SECONDS.observe(time.perf_counter() - began, self.task_queue)
         return execution, activation

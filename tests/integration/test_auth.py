@@ -109,7 +109,11 @@ async def test_roles_run_workflows_and_nats_refuses_every_forgery(
 ) -> None:
     caplog.set_level(logging.INFO)
     codec = default_codec()
-    async with LocalEnvironment(auth=True) as env:
+    # eager start off: this test counts the worker's reports asked of df-server across the
+    # accounts, and an eager start's first report is an offer's answer instead (offers across
+    # the accounts: test_auth_eager.py)
+    options = ServerOptions(namespace="default", status_delay=0, eager_start_wait=0)
+    async with LocalEnvironment(auth=True, server_options=options) as env:
         async with env.worker(workflows=[guarded], activities=[checked]) as worker:
             client = env.client
             layout = client.layout

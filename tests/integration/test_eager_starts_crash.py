@@ -64,7 +64,9 @@ async def test_sigkill_of_df_server_after_its_eager_offer_was_answered(
     daemons.env["DF_TEST_EXEC_LOG"] = str(log)
     args = ["server", "--nats", url, "--input-ack-wait", "2", "--eager-start-wait", "0.5"]
     server = daemons.special("held-server", "tests.integration.held_start", *args)
-    worker = daemons.worker(*WORKER, *ACTIVITIES)
+    # --no-eager: the first batch's activity task is stored (Df-First-Batch), the path this
+    # test is about (granted attempts: test_eager_starts_grants_crash.py)
+    worker = daemons.worker(*WORKER, *ACTIVITIES, "--no-eager")
     async with connected(daemons) as client:
         await wait_for(lambda: "polling task queue" in worker.log(), 30)  # it takes offers
         args = ["client", url, "held", "req-1"]

@@ -5,6 +5,10 @@ is held before its append; server B creates the id meanwhile; A's append then fa
 guard. A's activity task, stored for a run that is never created, reaches a worker, which
 finds the id's newest batch to be another run's and dead-letters it without running it: the
 activity runs once, for B's run, which completes; A's client is answered that the id is taken.
+
+With ``grants`` the worker that answers the offers also runs the activities: A lists the
+first attempt on a check list (stored before its append) instead of storing its task; the
+list fires, finds no run of A's run id, and does nothing: the activity runs once, for B's run.
 """
 
 from __future__ import annotations
@@ -40,11 +44,16 @@ def counted_order(order_id: str):  # type: ignore[no-untyped-def]
 
 
 def _options() -> ServerOptions:
-    return ServerOptions(namespace="default", status_delay=0, eager_start_wait=1.0)
+    return ServerOptions(namespace="default", status_delay=0, eager_start_wait=1.0, eager_check=0.5)
 
 
-async def test_two_servers_creating_one_id_at_once_run_its_first_activity_once() -> None:
+@pytest.mark.parametrize("grants", [False, True])
+async def test_two_servers_creating_one_id_at_once_run_its_first_activity_once(
+    grants: bool,
+) -> None:
     EXECUTED.clear()
+    # without grants: the first batch's task is stored, the path this test was written for
+    worker_options = df.WorkerOptions(eager_activities=grants)
     async with LocalEnvironment(server_options=_options()) as env:
         a = env.server
         assert a is not None
@@ -52,7 +61,9 @@ async def test_two_servers_creating_one_id_at_once_run_its_first_activity_once()
         await b.start()
         b_task = asyncio.create_task(b.run())
         try:
-            async with env.worker(workflows=[counted_order], activities=[counted_charge]):
+            async with env.worker(
+                workflows=[counted_order], activities=[counted_charge], options=worker_options
+            ):
                 args = env.client.codec.payloads.to_payloads(("race",), "counted_order")
 
                 def request(request_id: str) -> inp.StartWorkflowRequest:
@@ -102,7 +113,18 @@ async def test_two_servers_creating_one_id_at_once_run_its_first_activity_once()
                 async def dead_lettered() -> bool:
                     return any("never created" in d.reason for d in await _dead_letters(env))
 
-                await wait_for(dead_lettered, 30)
+                if grants:
+                    assert a.stats["eager_granted"] == 0  # its append failed: nothing granted
+                    assert b.stats["eager_granted"] == 1
+                    # A's list and B's: both checked, neither stores a task
+                    checked = ("checks_done", "checks_published", "checks_later")
+                    await wait_for(
+                        lambda: sum(s.stats[k] for s in (a, b) for k in checked) >= 2, 30
+                    )
+                    assert a.stats["checks_published"] + b.stats["checks_published"] == 0
+                    assert await _dead_letters(env) == []
+                else:
+                    await wait_for(dead_lettered, 30)
             assert EXECUTED == ["race"]  # once, for B's run
             runs = {run for run, _ in await env.client.history.read_workflow("race")}
             assert runs == {run_b}

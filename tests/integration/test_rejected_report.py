@@ -20,6 +20,7 @@ from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.commands import CompleteWorkflow
 from durablefuture.core.effects import WorkflowTask
+from durablefuture.server.options import ServerOptions
 from durablefuture.testing import LocalEnvironment
 from tests.conftest import wait_for
 
@@ -88,7 +89,9 @@ async def test_a_redelivered_workflow_task_is_not_answered_from_an_unconfirmed_r
     global _gate
     _gate = asyncio.Event()
     release = asyncio.Event()
-    async with LocalEnvironment() as env:
+    # eager start off: the test redelivers the run's first workflow task as stored
+    options = ServerOptions(namespace="default", status_delay=0, eager_start_wait=0)
+    async with LocalEnvironment(server_options=options) as env:
         server = env.server
         assert server is not None
         handle_input = server._handle_run_input

@@ -127,8 +127,13 @@ async def _lost_lease(env: LocalEnvironment, run: str) -> None:
     assert await leases.claim(run, 1, 1, "lost", 1.0, time.time() - 60) is None
 
 
+NO_EAGER_START = ServerOptions(namespace="default", status_delay=0, eager_start_wait=0)
+"""Eager start off where a test counts a run's reports or breaks its first decision's
+dispatch: an eager start's first decision is an offer's answer, not a report."""
+
+
 async def test_reports_are_recorded_by_request_and_not_stored() -> None:
-    async with LocalEnvironment() as env:
+    async with LocalEnvironment(server_options=NO_EAGER_START) as env:
         server = env.server
         assert server is not None
         async with env.worker(workflows=[order], activities=[charge, ship]):
@@ -144,7 +149,7 @@ async def test_reports_are_recorded_by_request_and_not_stored() -> None:
 
 
 async def test_reports_are_stored_while_no_server_answers() -> None:
-    async with LocalEnvironment() as env:
+    async with LocalEnvironment(server_options=NO_EAGER_START) as env:
         server = env.server
         assert server is not None
         async with env.worker(workflows=[order], activities=[charge, ship]):
@@ -170,7 +175,7 @@ async def test_receipts_ride_in_the_answers_to_asked_reports(
     know the header)."""
     if how == "asked apart":
         monkeypatch.setattr(reports_mod, "ANSWER_RECEIPT_HEADER", "Df-Unknown-Header")
-    async with LocalEnvironment() as env:
+    async with LocalEnvironment(server_options=NO_EAGER_START) as env:
         server = env.server
         assert server is not None
         options = df.WorkerOptions(ask_reports=how != "stored")
@@ -404,7 +409,7 @@ async def test_a_decision_whose_activity_task_was_not_stored_gets_it_again(
     whose effects df-server derives again; stored, the report itself is delivered again,
     with the same outcome. The activity runs once and the run completes once."""
     failed = _first_dispatch_fails(monkeypatch)
-    async with LocalEnvironment() as env:
+    async with LocalEnvironment(server_options=NO_EAGER_START) as env:
         server = env.server
         assert server is not None
         options = df.WorkerOptions(ask_reports=ask)
@@ -429,7 +434,7 @@ async def test_a_receipt_kept_for_an_answer_that_says_store_comes_apart(
     duplicate, has the effects derived again. The activity runs once, the run completes
     once."""
     failed = _first_dispatch_fails(monkeypatch)
-    async with LocalEnvironment() as env:
+    async with LocalEnvironment(server_options=NO_EAGER_START) as env:
         server = env.server
         assert server is not None
         async with env.worker(workflows=[order], activities=[charge, ship]) as worker:
@@ -478,7 +483,7 @@ async def test_a_receipt_whose_answer_comes_too_late_comes_apart(
         await real(self, e)
 
     monkeypatch.setattr(effects_mod._Sender, "dispatch_activity_task", dispatch_late)
-    async with LocalEnvironment() as env:
+    async with LocalEnvironment(server_options=NO_EAGER_START) as env:
         server = env.server
         assert server is not None
         async with env.worker(workflows=[order], activities=[charge, ship]) as worker:

@@ -20,6 +20,7 @@ from durablefuture.core import inputs as inp
 from durablefuture.core.effects import ArmTimer
 from durablefuture.core.orchestration import wft_retry_delay
 from durablefuture.natsserver import NatsServer, free_port
+from durablefuture.server.options import ServerOptions
 from durablefuture.testing import LocalEnvironment
 from tests.conftest import ROOT, Daemons, wait_for
 from tests.integration.helpers import ConnectRetries, settled
@@ -296,6 +297,11 @@ async def test_signal_racing_an_activity_result_is_seen_by_the_workflow() -> Non
                 assert await handle.result(timeout=10) == f"hello bo n{i}"
 
 
+STORED_FIRST_TASKS = ServerOptions(namespace="default", status_delay=0, eager_start_wait=0)
+"""Eager start off: these tests break a run's first workflow task as stored and delivered
+(an eager start's offer runs it without a delivery, and a declined one is stored as here)."""
+
+
 async def test_a_task_that_keeps_failing_is_recorded_and_dead_lettered(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -311,7 +317,7 @@ async def test_a_task_that_keeps_failing_is_recorded_and_dead_lettered(
         return await original(self, m)
 
     monkeypatch.setattr(WorkflowTasks, "_run_workflow_task", flaky)
-    async with LocalEnvironment() as env:
+    async with LocalEnvironment(server_options=STORED_FIRST_TASKS) as env:
         async with env.worker(workflows=[greet_then_wait], activities=[greet]):
             handle = await env.client.start_workflow(greet_then_wait, "eve", id="giving-up")
 
@@ -366,7 +372,7 @@ async def test_a_task_given_up_on_is_dead_lettered_only_once_its_failure_is_reco
 
     monkeypatch.setattr(WorkflowTasks, "_run_workflow_task", flaky)
     monkeypatch.setattr(Reports, "send", send)
-    async with LocalEnvironment() as env:
+    async with LocalEnvironment(server_options=STORED_FIRST_TASKS) as env:
         layout = env.client.layout
         js = env.client.pub.js
         async with env.worker(workflows=[greet_then_wait], activities=[greet]):

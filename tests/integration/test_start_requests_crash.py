@@ -35,7 +35,9 @@ async def test_sigkill_of_df_server_and_client_while_a_start_request_is_made(
     daemons.env["DF_TEST_HOLD"] = where
     daemons.env["DF_TEST_HELD"] = str(held)
     daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0"
-    args = ["server", "--nats", url, "--input-ack-wait", "2"]
+    # --eager-start-wait 0: the run's first workflow task is stored before its WorkflowStarted,
+    # the path this test is about (eager starts: test_eager_starts_crash.py)
+    args = ["server", "--nats", url, "--input-ack-wait", "2", "--eager-start-wait", "0"]
     server = daemons.special("held-server", "tests.integration.held_start", *args)
     daemons.worker(
         "--workflows",

@@ -9,6 +9,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 import durablefuture as df
 from durablefuture.codec.records import decode_expiry_list
+from durablefuture.server.options import ServerOptions
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.usage import stream_usage
 from tests.conftest import Daemons, wait_for, wait_namespace
@@ -45,7 +46,10 @@ async def _kinds(env: LocalEnvironment) -> dict[str, int]:
 
 
 async def test_finished_runs_leave_only_their_histories() -> None:
-    async with LocalEnvironment() as env:
+    # eager start off: the test checks that the inputs and tasks stored on the way are purged
+    # (with eager start and its grants, a run like these stores none)
+    options = ServerOptions(namespace="default", status_delay=0, eager_start_wait=0)
+    async with LocalEnvironment(server_options=options) as env:
         async with env.worker(task_queue="q", workflows=[two_steps], activities=[first, second]):
             for i in range(5):
                 assert await env.client.execute_workflow(

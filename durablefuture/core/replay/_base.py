@@ -81,6 +81,10 @@ class _ExecutionBase:
         self.last_event_id = 0
         self._resolved: dict[ActivityOptions | None, ActivityOptions] = {}
         self._step_location = ""
+        # set by a worker replaying a run that may never exist (an eager start's offer): a
+        # side effect not recorded is not run then, and the code waits at it
+        self.tentative = False
+        self.held_side_effect = False
 
     @property
     def finished(self) -> bool:

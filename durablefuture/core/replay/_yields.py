@@ -356,6 +356,12 @@ class _Yields(_ExecutionBase):
         if recorded is not None:
             # let _issue raise the divergence with both sides named
             self._issue(RecordSideEffect(seq), "side_effect")
+        if self.tentative:
+            # the run may never exist: its side effect must not happen, so the code waits
+            # here, nothing recorded (the worker declines the decision, history replays it)
+            self.held_side_effect = True
+            leaf.done = False
+            return leaf
         try:
             value = item.fn()
             payload = self.payloads.to_payload(value, "side_effect result")
