@@ -15,7 +15,7 @@ from __future__ import annotations
 import orjson
 from attrs import frozen
 
-from durablefuture.codec.validate import json_object
+from durablefuture.codec.validate import json_list_record
 from durablefuture.core.errors import DecodeError, InvalidArgumentError
 from durablefuture.core.types import check_run_id, check_workflow_id
 
@@ -63,16 +63,9 @@ def _number(value: object) -> int | None:
 
 def decode_check_list(data: bytes) -> list[CheckedAttempt]:
     """The attempts a check list names: 1 to ``MAX_CHECK_LIST``, each checked."""
-    if len(data) > CHECK_LIST_BYTES:
-        raise DecodeError(
-            f"a check list of {len(data):,} bytes is larger than {CHECK_LIST_BYTES:,}"
-        )
-    obj: dict[str, object] = json_object(data, "a check list")
-    attempts = obj.get("attempts")
-    if not isinstance(attempts, list) or not 1 <= len(attempts) <= MAX_CHECK_LIST:
-        raise DecodeError(
-            f"a check list needs 'attempts': a list of 1 to {MAX_CHECK_LIST} attempts"
-        )
+    attempts = json_list_record(
+        data, "a check list", "attempts", "attempts", MAX_CHECK_LIST, CHECK_LIST_BYTES
+    )
     out: list[CheckedAttempt] = []
     for i, item in enumerate(attempts):
         if not isinstance(item, list) or len(item) != 4:

@@ -20,7 +20,7 @@ import math
 import orjson
 from attrs import frozen
 
-from durablefuture.codec.validate import json_object
+from durablefuture.codec.validate import json_list_record, json_object
 from durablefuture.core.errors import DecodeError, InvalidArgumentError
 from durablefuture.core.types import JsonValue, check_run_id, check_workflow_id
 
@@ -142,14 +142,9 @@ def encode_expiry_list(removals: list[Removal]) -> bytes:
 
 def decode_expiry_list(data: bytes) -> list[Removal]:
     """The runs an expiry list names: 1 to ``MAX_EXPIRY_LIST``, each checked."""
-    if len(data) > EXPIRY_LIST_BYTES:
-        raise DecodeError(
-            f"an expiry list of {len(data):,} bytes is larger than {EXPIRY_LIST_BYTES:,}"
-        )
-    obj: dict[str, object] = json_object(data, "an expiry list")
-    runs = obj.get("runs")
-    if not isinstance(runs, list) or not 1 <= len(runs) <= MAX_EXPIRY_LIST:
-        raise DecodeError(f"an expiry list needs 'runs': a list of 1 to {MAX_EXPIRY_LIST} runs")
+    runs = json_list_record(
+        data, "an expiry list", "runs", "runs", MAX_EXPIRY_LIST, EXPIRY_LIST_BYTES
+    )
     out: list[Removal] = []
     for i, item in enumerate(runs):
         if (

@@ -36,7 +36,13 @@ from durablefuture.core.types import (
     check_workflow_id,
 )
 
-__all__ = ["DURATION_FIELDS", "TIMESTAMP_FIELDS", "check_message_fields", "json_object"]
+__all__ = [
+    "DURATION_FIELDS",
+    "TIMESTAMP_FIELDS",
+    "check_message_fields",
+    "json_list_record",
+    "json_object",
+]
 
 _RUN_IDS = frozenset({"run_id", "child_run_id", "continued_from", "first_run_id", "new_run_id"})
 _WORKFLOW_IDS = frozenset({"workflow_id", "child_workflow_id"})
@@ -92,6 +98,24 @@ def json_object(data: bytes, what: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise DecodeError(f"{what} is not a JSON object")
     return obj
+
+
+def json_list_record(
+    data: bytes, what: str, key: str, noun: str, most: int, max_bytes: int
+) -> list[object]:
+    """The list under ``key`` of the JSON object ``data`` (a list record: an expiry list, a
+    check list): ``data`` at most ``max_bytes``, the list 1 to ``most`` items, not yet
+    checked one by one.
+
+    Raises:
+        DecodeError: what is wrong, naming ``what``.
+    """
+    if len(data) > max_bytes:
+        raise DecodeError(f"{what} of {len(data):,} bytes is larger than {max_bytes:,}")
+    items = json_object(data, what).get(key)
+    if not isinstance(items, list) or not 1 <= len(items) <= most:
+        raise DecodeError(f"{what} needs '{key}': a list of 1 to {most} {noun}")
+    return items
 
 
 def _slow(check: Callable[[Any, str], object]) -> _Checker:
