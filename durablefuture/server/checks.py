@@ -127,6 +127,9 @@ class EagerChecks(RunInputs):
         except RunMissing:
             return "done"  # removed since (or never stored)
         async with cache.lock:
+            if self._grant_checked((item.run_id, item.seq, item.attempt)):
+                # its outcome recorded by this df-server while this check waited for the run
+                return "done"
             latest = await self.history.last_seq(item.workflow_id, item.run_id)
             if latest != cache.last_seq:
                 await self._refresh(cache)
