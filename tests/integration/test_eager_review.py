@@ -21,6 +21,7 @@ from durablefuture.transport.publisher import MSG_ID
 from durablefuture.worker.eager import AFTER_GRANT_HOOK
 from durablefuture.worker.receipts import Receipts
 from tests.conftest import Daemons, wait_for, wait_namespace
+from tests.integration.orders import charge, one_charge
 from tests.integration.test_fuzz import _dead_letters
 
 pytestmark = pytest.mark.asyncio
@@ -77,17 +78,6 @@ async def test_effects_of_an_eager_attempts_outcome_lost_with_both_processes_are
         raise
     finally:
         await client.close()
-
-
-OPTS = df.ActivityOptions(start_to_close_timeout=30)
-
-
-async def charge(order_id: str) -> str:
-    return f"charged {order_id}"
-
-
-def one_charge(order_id: str):  # type: ignore[no-untyped-def]
-    return (yield df.activity(charge, order_id, options=OPTS))
 
 
 def waits(order_id: str):  # type: ignore[no-untyped-def]
