@@ -21,6 +21,7 @@ from durablefuture.transport.publisher import MSG_ID
 from durablefuture.worker.eager import AFTER_GRANT_HOOK
 from durablefuture.worker.receipts import Receipts
 from tests.conftest import Daemons, wait_for, wait_namespace
+from tests.integration.helpers import watch
 from tests.integration.orders import charge, one_charge
 from tests.integration.test_fuzz import _dead_letters
 
@@ -95,12 +96,7 @@ async def test_a_check_list_naming_a_corrupt_run_still_checks_the_other_runs(
     options = ServerOptions(eager_check=3600.0, input_max_deliver=3)  # only our list fires
     async with LocalEnvironment(server_options=options) as env:
         client, layout = env.client, env.client.layout
-        tasks: list[Msg] = []
-
-        async def got(msg: Msg) -> None:
-            tasks.append(msg)
-
-        await client.pub.js.subscribe(f"{layout.prefix}.at.>", ordered_consumer=True, cb=got)
+        tasks = await watch(client, f"{layout.prefix}.at.>")
         async with env.worker(workflows=[one_charge, waits], activities=[charge]) as worker:
             bad = await client.start_workflow(waits, "c", id="c")
             good = await client.start_workflow(one_charge, "a", id="a")
