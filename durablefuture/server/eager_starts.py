@@ -73,8 +73,8 @@ from durablefuture.core.errors import DecodeError, MessageRejectedError, Transpo
 from durablefuture.core.orchestration import APPLIED, decide, effects_for
 from durablefuture.core.state import RunState
 from durablefuture.server.effects import Guard
+from durablefuture.server.first_append import FirstAppends
 from durablefuture.server.grants import may_run_eagerly
-from durablefuture.server.inputs import RunInputs
 from durablefuture.server.receipts import eager_ask, eager_offer
 from durablefuture.server.runs import RunCache
 from durablefuture.transport.guard import check_reply_subject
@@ -86,13 +86,7 @@ from durablefuture.transport.headers import (
     RECEIPT_HEADER,
     STICKY_HEADER,
 )
-from durablefuture.transport.publisher import (
-    EXPECTED_LAST_SUBJECT_SEQ,
-    EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
-    MSG_ID,
-    WrongLastSequence,
-    settled,
-)
+from durablefuture.transport.publisher import MSG_ID, settled
 from durablefuture.transport.replies import NoResponders, RequestTimedOut, request_with_headers
 from durablefuture.transport.subjects import STICKY_TOKEN
 
@@ -122,7 +116,7 @@ _EAGER_COMMANDS = (ScheduleActivity, StartTimer)
 _EAGER_EFFECTS = (DispatchActivityTask, ArmTimer)
 
 
-class EagerStarts(RunInputs):
+class EagerStarts(FirstAppends):
     """Offers new runs' first workflow tasks to workers (a part of ``Server``)."""
 
     @functools.cached_property
@@ -258,10 +252,7 @@ class EagerStarts(RunInputs):
         ):
             return FALLBACK
         cache = RunCache(workflow_id, state, list(events), 0, 0)
-        guard: Guard = {
-            EXPECTED_LAST_SUBJECT_SEQ: "0",
-            EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: self.layout.history_of_workflow(workflow_id),
-        }
+        guard = self._first_guard(workflow_id, 0)
         batch = self.codec.encode_batch("start", events)
         if self.codec.refers(batch):
             return FALLBACK
@@ -273,16 +264,9 @@ class EagerStarts(RunInputs):
             # written now, awaited after the append: the append goes out right behind them
             rest = [e for e in early if not any(e is g for g in grants)]
             pending = await self._eager_effects(cache, rest, guard)
-            try:
-                seq = await self._append_start(workflow_id, run_id, events, 0, batch)
-            except WrongLastSequence:
-                await _settle(pending)
-                self._cancel_local_timers(run_id)
+            seq = await self._append_first(workflow_id, run_id, events, 0, batch, pending)
+            if seq is None:
                 return None
-            except BaseException:
-                await _settle(pending)
-                self._cancel_local_timers(run_id)
-                raise
             cache.last_seq = cache.first_seq = seq
             cache.sticky = sticky
             self._remember(run_id, cache)
@@ -376,27 +360,6 @@ class EagerStarts(RunInputs):
             self._note_granted((run_id, g.task.seq, g.task.attempt))
         return [g.task.seq for g in grants]
 
-    async def _append_start(
-        self,
-        workflow_id: str,
-        run_id: str,
-        events: Sequence[ev.Event],
-        latest_seq: int,
-        batch: bytes,
-    ) -> int:
-        """Append a new run's start batch (``batch``: its events as encoded for it)."""
-        seq, _ = await self.history.append_sized(
-            workflow_id,
-            run_id,
-            "start",
-            events,
-            latest_seq,
-            whole_workflow=True,
-            refs_marked=True,
-            data=batch,
-        )
-        return seq
-
     async def _eager_effects(
         self, cache: RunCache, early: Sequence[object], guard: Guard
     ) -> list[Awaitable[object]]:
@@ -419,10 +382,3 @@ class EagerStarts(RunInputs):
             subject = self.layout.activity_tasks(task.task_queue)
             pending.append(await self.pub.send(subject, data, headers))
         return pending
-
-
-async def _settle(pending: Sequence[Awaitable[object]]) -> None:
-    try:
-        await settled(pending)
-    except Exception:  # outcomes that no longer matter
-        return

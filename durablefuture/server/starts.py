@@ -62,7 +62,6 @@ connection, right behind it. So:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -85,17 +84,11 @@ from durablefuture.core.orchestration import (
 )
 from durablefuture.core.state import RunState, status_of
 from durablefuture.server.eager_starts import FALLBACK, EagerStarts
-from durablefuture.server.effects import MAX_TASK_BYTES, Guard, await_ack
+from durablefuture.server.effects import MAX_TASK_BYTES, await_ack
 from durablefuture.server.runs import RunCache, new_run_id
 from durablefuture.transport.guard import max_payload
 from durablefuture.transport.payload_store import mark_refs
-from durablefuture.transport.publisher import (
-    EXPECTED_LAST_SUBJECT_SEQ,
-    EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
-    SequenceInFlight,
-    WrongLastSequence,
-    settled,
-)
+from durablefuture.transport.publisher import settled
 
 __all__ = ["Answer", "StartToStore", "Starts"]
 
@@ -267,10 +260,7 @@ class Starts(EagerStarts):
         effects = effects_for(state, events)
         early: list[Effect] = [e for e in effects if isinstance(e, _BEFORE_APPEND)]
         later = [e for e in effects if not isinstance(e, _BEFORE_APPEND)]
-        guard: Guard = {
-            EXPECTED_LAST_SUBJECT_SEQ: str(latest_seq),
-            EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: self.layout.history_of_workflow(workflow_id),
-        }
+        guard = self._first_guard(workflow_id, latest_seq)
         # the payload objects it names first: nothing is awaited between the task and the append
         batch = self.codec.encode_batch("start", list(events))
         too_large = min(MAX_TASK_BYTES, max_payload(self.nc) // 2)
@@ -285,8 +275,7 @@ class Starts(EagerStarts):
             clustered = self.options.replicas > 1
             pending, deferred = await self._send_guarded(cache, early, guard, clustered)
             if deferred and not redelivered:  # larger than the margin foresaw: as above
-                await _settle(pending)
-                self._cancel_local_timers(run_id)
+                await self._abandon(run_id, pending)
                 raise StartToStore(f"the first workflow task of {workflow_id!r} is too large")
             if clustered:
                 # a clustered stream refuses a second check on the same subjects while the
@@ -294,22 +283,11 @@ class Starts(EagerStarts):
                 if not await self._guard_held(pending, run_id):
                     return None
                 pending = []
-            try:
-                try:
-                    seq = await self._append_start(workflow_id, run_id, events, latest_seq, batch)
-                except SequenceInFlight:
-                    if not await self._guard_held(pending, run_id):
-                        return None
-                    pending = []
-                    seq = await self._append_start(workflow_id, run_id, events, latest_seq, batch)
-            except WrongLastSequence:
-                await _settle(pending)
-                self._cancel_local_timers(run_id)
+            seq = await self._append_first(
+                workflow_id, run_id, events, latest_seq, batch, pending, in_flight_again=True
+            )
+            if seq is None:
                 return None
-            except BaseException:
-                await _settle(pending)
-                self._cancel_local_timers(run_id)
-                raise
             cache.last_seq = cache.first_seq = seq
             self._remember(run_id, cache)
             # its start place waits for its first report (if its queue has workers)
@@ -325,22 +303,3 @@ class Starts(EagerStarts):
                 await self._execute(cache, early)
             await self._execute(cache, [*deferred, *later])
         return cache
-
-    async def _guard_held(self, pending: Sequence[Awaitable[object]], run_id: str) -> bool:
-        """Wait for a new run's guarded messages: False if their guard failed (the id is
-        taken: nothing of the run was stored); raises what else failed."""
-        results = await settled(pending)
-        if any(isinstance(r, WrongLastSequence) for r in results):
-            self._cancel_local_timers(run_id)
-            return False
-        for r in results:
-            if isinstance(r, BaseException):
-                self._cancel_local_timers(run_id)
-                raise r
-        return True
-
-
-async def _settle(pending: Sequence[Awaitable[object]]) -> None:
-    """Wait for publishes whose outcome no longer matters (so none is left unretrieved)."""
-    with contextlib.suppress(Exception):
-        await settled(pending)

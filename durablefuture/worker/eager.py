@@ -10,10 +10,11 @@ with a stand-in message where a delivery has one to acknowledge, and with no att
 no stored task exists, so nobody else is given it. An attempt still running after
 ``WorkerOptions.eager_claim_after`` claims its lease (its check then finds it alive).
 
-A granted attempt this worker does not run (it is stopping, or dies, or no longer caches the
-run: a task is built from the run's cached WorkflowStarted, so a run not cached when the
-report goes out is offered nothing), or starts and loses before it reports or claims the
-lease, is recorded timed out when its check list fires, and retried per its policy.
+A task is built from the run's WorkflowStarted, taken from the cached generator when the
+report goes out (a run not cached then is offered nothing), so a grant answered after the run
+left the cache (a full cache keeps another run meanwhile) is still run. A granted attempt this
+worker does not run (it is stopping, or dies), or starts and loses before it reports or claims
+the lease, is recorded timed out when its check list fires, and retried per its policy.
 """
 
 from __future__ import annotations
@@ -68,9 +69,14 @@ class EagerActivities:
         cache = receipts.cache
 
         def offer(run_id: str) -> int:
-            # a grant is run from the run's cached generator (its WorkflowStarted): a run this
-            # worker does not cache (a cache of 0, one evicted) would leave it to its check
-            return self.offer() if run_id in cache else 0
+            # a grant is run from the run's WorkflowStarted, taken now from its cached
+            # generator (the answer may come after the run left the cache): a run this
+            # worker does not cache (a cache of 0) is offered nothing
+            cached = cache.get(run_id)
+            started = cached.execution.started if cached is not None else None
+            n = self.offer() if started is not None else 0
+            receipts.offering(run_id, started if n > 0 else None)
+            return n
 
         reports.eager = offer
         receipts.run_granted = self.run

@@ -200,21 +200,25 @@ class EagerOffers:
                 return
             finally:
                 tasks.receipts.expected.pop(run_id, None)
+                tasks.receipts.offered.pop(run_id, None)
             events = await tasks.receipts.events_of(batch) if seq else None
-            cached = cache.get(run_id)
-            if events is None or cached is None or not cached.catch_up(events):
+            if events is None:
                 cache.pop(run_id)
                 return
-            cached.last_seq = max(cached.last_seq, seq)
-            cached.execution.tentative = False  # the run exists: side effects run again
+            if granted and tasks.receipts.run_granted is not None:
+                # the run exists (its batch is stored): its granted attempts may run now,
+                # also if the generator left the cache meanwhile (a full cache)
+                tasks.receipts.run_granted(execution.started, events, granted)
+            if cache.get(run_id) is not entry or not entry.catch_up(events):
+                cache.pop(run_id)  # a workflow task replays it from history
+                return
+            entry.last_seq = max(entry.last_seq, seq)
+            execution.tentative = False  # the run exists: side effects run again
             tasks.stats["eager_starts"] = tasks.stats.get("eager_starts", 0) + 1
             # counted as the run's first workflow task (a declined offer's stored task counts)
             metrics.worker_cache_lookup("new")
             metrics.WORKFLOW_TASKS.inc(self.task_queue, "commands")
             metrics.WORKFLOW_TASK_SECONDS.observe(time.monotonic() - began, self.task_queue)
-            if granted and tasks.receipts.run_granted is not None:
-                # the run exists (its batch is stored): its granted attempts may run now
-                tasks.receipts.run_granted(cached.execution.started, events, granted)
 
     def _offer(self, run_id: str, commands: Sequence[object]) -> int:
         """How many activity attempts of this first decision to offer to run here (0: none,

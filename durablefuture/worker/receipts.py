@@ -26,9 +26,13 @@ from durablefuture.transport.report_requests import parse_granted, stream_seq
 from durablefuture.worker.cache import RunCache
 from durablefuture.worker.reports import Reports
 
-__all__ = ["Receipt", "Receipts"]
+__all__ = ["MAX_OFFERED", "Receipt", "Receipts"]
 
 log = logging.getLogger("durablefuture.worker")
+
+MAX_OFFERED = 1024
+"""The most runs kept in ``Receipts.offered`` (the oldest dropped first: a grant for one
+dropped waits for its check list, as before)."""
 
 Receipt = tuple[int, bytes, tuple[int, ...]]
 """An eager start's receipt: the batch's stream sequence (0: none), the batch, and the
@@ -53,11 +57,22 @@ class Receipts:
         """Runs the activity attempts granted to this worker (``eager.py``)."""
         self.expected: dict[str, asyncio.Future[Receipt]] = {}
         """Runs whose eager start's receipt is awaited (``eager_starts``), by run id."""
+        self.offered: dict[str, ev.WorkflowStarted] = {}
+        """Runs whose report in flight offers activity slots, with their WorkflowStarted
+        taken when the report went out (``eager.py``): a grant in the answer is run from it
+        even if the run left the cache meanwhile. Each report with a receipt is sent holding
+        its run's lock, so a run has one at most; one not answered (stored) is dropped by
+        its receipt or replaced by the run's next report, and at most ``MAX_OFFERED`` are
+        kept."""
 
     async def on_receipt(self, msg: Msg) -> None:
         """The server recorded our decisions: feed them to the cached generator (a receipt
         sent apart: for a stored report, or from a server that does not answer with it)."""
         run_id = (msg.headers or {}).get(RUN_HEADER, "")
+        if not self.cache.lock(run_id).locked():
+            # a stored report's (none of its grants is run), and no report of the run is in
+            # flight: each is sent holding the run's lock
+            self.offered.pop(run_id, None)
         waiter = self.expected.get(run_id)
         if waiter is not None:  # an eager start's: its taker holds the run's lock and applies it
             if not waiter.done():
@@ -91,14 +106,19 @@ class Receipts:
         applied at once, before whatever waits for the lock (an activity's result to fuse
         with what the code decides next). Never raises: a receipt not applied leaves the
         cached generator behind, and the next task's events or a history read bring it on.
-        The attempts of ``granted`` activity seqs are this worker's to run (``eager.py``);
-        one not run here has its task stored when its check list fires."""
+        The attempts of ``granted`` activity seqs are this worker's to run (``eager.py``),
+        also when the run left the cache while the report waited (from the WorkflowStarted
+        taken when it went out); one not run here has its task stored when its check list
+        fires."""
+        started = self.offered.pop(run_id, None)
         cached = self.cache.get(run_id)
-        if cached is None:
+        if cached is not None and started is None:
+            started = cached.execution.started
+        if cached is None and not (granted and started is not None):
             return
         events = await self._receipt_events(data)
         if events is not None and granted and self.run_granted is not None:
-            self.run_granted(cached.execution.started, events, granted)
+            self.run_granted(started, events, granted)
             # let the attempts claim their leases before the receipt is fed to the generator
             # (the claims are on the activities' path, the rest of this report is not)
             await asyncio.sleep(0)
@@ -108,6 +128,16 @@ class Receipts:
             task = asyncio.create_task(self._next_part_locked(run_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def offering(self, run_id: str, started: ev.WorkflowStarted | None) -> None:
+        """A report for ``run_id`` goes out offering activity slots (``started``), or not
+        (None)."""
+        self.offered.pop(run_id, None)
+        if started is None:
+            return
+        self.offered[run_id] = started
+        while len(self.offered) > MAX_OFFERED:
+            del self.offered[next(iter(self.offered))]
 
     def supersede(self, run_id: str) -> None:
         """A stored workflow task for ``run_id`` arrived: an eager start's generator waiting

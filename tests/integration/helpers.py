@@ -6,12 +6,14 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from pathlib import Path
 
 import nats.js.errors
+from nats.aio.msg import Msg
 
 import durablefuture as df
 from durablefuture.core import events as ev
-from tests.conftest import wait_for
+from tests.conftest import Daemon, Daemons, wait_for
 from tests.integration.flows import add_workflow, expected_add
 
 CONNECTION_LOGGER = "durablefuture.transport.connection"
@@ -153,3 +155,30 @@ async def until_signal_recorded(
             raise AssertionError(f"{wid}: signal {name}({arg!r}) never recorded")
         await asyncio.sleep(0.5)
     raise AssertionError(f"{wid}: signal {name}({arg!r}) never recorded")
+
+
+async def watch(client: df.Client, subject: str) -> list[Msg]:
+    """Every message stored on ``subject`` from now on (an ordered consumer: it sees a task
+    even if the compactor purges it once acknowledged)."""
+    seen: list[Msg] = []
+
+    async def got(msg: Msg) -> None:
+        seen.append(msg)
+
+    await client.pub.js.subscribe(subject, ordered_consumer=True, cb=got)
+    return seen
+
+
+async def unanswered_start(
+    daemons: Daemons, server: Daemon, held: Path, url: str, *client_args: str
+) -> None:
+    """A client asks ``server`` (a ``held_start`` df-server) for a start (``client_args``:
+    workflow id, request id, ...); once the server holds it where its test asked (``held``
+    exists), both are SIGKILLed. The client was answered nothing."""
+    args = ["client", url, *client_args]
+    asker = daemons.special("asker", "tests.integration.held_start", *args)
+    await wait_for(held.exists, 30)
+    server.kill()
+    asker.kill()
+    said = asker.log()
+    assert "started" not in said, said

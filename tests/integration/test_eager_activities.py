@@ -12,7 +12,6 @@ import orjson
 import pytest
 from nats.aio.msg import Msg
 
-import durablefuture as df
 from durablefuture.codec.checks import MAX_CHECK_LIST, CheckedAttempt, encode_check_list
 from durablefuture.core import events as ev
 from durablefuture.server import ServerOptions
@@ -20,63 +19,24 @@ from durablefuture.testing import LocalEnvironment
 from durablefuture.worker import WorkerOptions
 from durablefuture.worker.eager import AFTER_GRANT_HOOK
 from tests.conftest import wait_for
+from tests.integration.helpers import watch
+from tests.integration.orders import PAUSE, charge, order, ran, ship, wait_then_charge
 from tests.integration.test_fuzz import _dead_letters
 
 pytestmark = pytest.mark.asyncio
 
-OPTS = df.ActivityOptions(start_to_close_timeout=30)
-ran: list[str] = []
-NAP = {"seconds": 0.0}
-
-
-async def charge(order_id: str) -> str:
-    ran.append(f"charge {order_id}")
-    await asyncio.sleep(NAP["seconds"])
-    return f"charged {order_id}"
-
-
-async def ship(order_id: str) -> str:
-    ran.append(f"ship {order_id}")
-    return f"shipped {order_id}"
-
-
-def order(order_id: str):  # type: ignore[no-untyped-def]
-    c = yield df.activity(charge, order_id, options=OPTS)
-    s = yield df.activity(ship, order_id, options=OPTS)
-    return f"{c}/{s}"
-
-
-def wait_then_charge(order_id: str):  # type: ignore[no-untyped-def]
-    go = yield df.wait_signal("go")
-    c = yield df.activity(charge, order_id, options=OPTS)
-    return f"{c} {go}"
-
-
-async def _watch(env: LocalEnvironment, subject: str) -> list[Msg]:
-    """Every message stored on ``subject`` from now on (an ordered consumer: it sees a task
-    even if the compactor purges it once acknowledged)."""
-    seen: list[Msg] = []
-
-    async def got(msg: Msg) -> None:
-        seen.append(msg)
-
-    await env.client.pub.js.subscribe(subject, ordered_consumer=True, cb=got)
-    return seen
-
 
 async def _watch_leases(env: LocalEnvironment) -> list[Msg]:
     """Every attempt lease written from now on."""
-    return await _watch(env, f"$KV.{env.client.layout.activity_bucket}.lease.>")
+    return await watch(env.client, f"$KV.{env.client.layout.activity_bucket}.lease.>")
 
 
 async def test_eager_activities_complete_with_no_activity_task_stored() -> None:
     """Short eager attempts store neither a task nor a lease."""
-    ran.clear()
-    NAP["seconds"] = 0.0
     async with LocalEnvironment(server_options=ServerOptions(eager_check=1.0)) as env:
         server = env.server
         assert server is not None
-        tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
+        tasks = await watch(env.client, f"{env.client.layout.prefix}.at.>")
         leases = await _watch_leases(env)
         async with env.worker(workflows=[order], activities=[charge, ship]) as worker:
             ids = [f"e-{i}" for i in range(5)]
@@ -88,7 +48,7 @@ async def test_eager_activities_complete_with_no_activity_task_stored() -> None:
             await wait_for(lambda: server.stats["checks_done"] == 2 * len(ids), 15)
             assert server.stats["checks_timed_out"] == server.stats["checks_later"] == 0
         await env.client.pub.nc.flush()
-        assert results == [f"charged {w}/shipped {w}" for w in ids]
+        assert results == [[f"charged {w}", f"shipped {w}"] for w in ids]
         assert sorted(ran) == sorted([f"charge {w}" for w in ids] + [f"ship {w}" for w in ids])
         assert server.stats["eager_granted"] == 2 * len(ids)
         assert tasks == []  # no activity task was ever stored
@@ -105,16 +65,14 @@ async def test_a_check_list_times_out_a_granted_attempt_nobody_ran(
     after the answer would): each check list fires, finds no outcome and no lease, and
     records the attempt timed out (lost with its worker); attempt 2 goes through its stored
     task. The task of attempt 1 is never published, and each activity runs once."""
-    ran.clear()
-    NAP["seconds"] = 0.0
     monkeypatch.setenv(AFTER_GRANT_HOOK, "skip")
     async with LocalEnvironment(server_options=ServerOptions(eager_check=1.0)) as env:
         server = env.server
         assert server is not None
-        tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
+        tasks = await watch(env.client, f"{env.client.layout.prefix}.at.>")
         async with env.worker(workflows=[order], activities=[charge, ship]):
             h = await env.client.start_workflow(order, "s-1", id="s-1")
-            assert await h.result(timeout=30) == "charged s-1/shipped s-1"
+            assert await h.result(timeout=30) == ["charged s-1", "shipped s-1"]
         await env.client.pub.nc.flush()
         assert ran == ["charge s-1", "ship s-1"]
         assert server.stats["eager_granted"] == 2
@@ -140,17 +98,16 @@ async def test_a_long_eager_activity_outliving_its_check_is_not_run_twice() -> N
     ``eager_claim_after``, each check finds the lease renewed by a live holder and lists it
     again; once it is done, the next check finds its outcome. No task is stored, the
     activity runs once, and only the long attempt wrote a lease."""
-    ran.clear()
-    NAP["seconds"] = 3.0
+    PAUSE["charge"] = 3.0
     async with LocalEnvironment(server_options=ServerOptions(eager_check=1.0)) as env:
         server = env.server
         assert server is not None
-        tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
+        tasks = await watch(env.client, f"{env.client.layout.prefix}.at.>")
         leases = await _watch_leases(env)
         options = WorkerOptions(eager_claim_after=0.3, activity_lease=2.0)
         async with env.worker(workflows=[order], activities=[charge, ship], options=options):
             h = await env.client.start_workflow(order, "l-1", id="l-1")
-            assert await h.result(timeout=30) == "charged l-1/shipped l-1"
+            assert await h.result(timeout=30) == ["charged l-1", "shipped l-1"]
             await wait_for(lambda: server.stats["checks_done"] >= 2, 15)
         await env.client.pub.nc.flush()
         assert ran == ["charge l-1", "ship l-1"]
@@ -163,22 +120,19 @@ async def test_a_long_eager_activity_outliving_its_check_is_not_run_twice() -> N
         }
         history = [type(e) for e in await h.fetch_history()]
         assert ev.ActivityRetryScheduled not in history
-    NAP["seconds"] = 0.0
 
 
 async def test_junk_check_lists_are_dead_lettered_and_a_stale_one_does_nothing() -> None:
     """A check list is believed only from df-server's own subjects (``df auth init`` keeps
     users off them), and still checked: junk is dead-lettered with the reason; a list naming
     an attempt whose outcome is recorded, or a run that does not exist, publishes nothing."""
-    ran.clear()
-    NAP["seconds"] = 0.0
     async with LocalEnvironment() as env:
         server = env.server
         assert server is not None
         layout = env.client.layout
         async with env.worker(workflows=[order, wait_then_charge], activities=[charge, ship]):
             h = await env.client.start_workflow(order, "j-1", id="j-1")
-            assert await h.result(timeout=15) == "charged j-1/shipped j-1"
+            assert await h.result(timeout=15) == ["charged j-1", "shipped j-1"]
             waiting = await env.client.start_workflow(wait_then_charge, "j-2", id="j-2")
 
             async def waits() -> bool:
@@ -186,7 +140,7 @@ async def test_junk_check_lists_are_dead_lettered_and_a_stale_one_does_nothing()
                 return any(isinstance(e, ev.SignalWaitStarted) for e in history)
 
             await wait_for(waits, 15)
-        tasks = await _watch(env, f"{layout.prefix}.at.>")
+        tasks = await watch(env.client, f"{layout.prefix}.at.>")
         target = layout.removal("check-list")
         too_many = [CheckedAttempt("w", "r", i, 1) for i in range(MAX_CHECK_LIST + 1)]
         junk = [
@@ -226,15 +180,13 @@ async def test_junk_check_lists_are_dead_lettered_and_a_stale_one_does_nothing()
 async def test_a_worker_that_caches_no_run_is_granted_nothing() -> None:
     """A grant is run from the run's cached generator: a worker that caches no run offers
     nothing, and its activities go through their stored tasks at once (not after a check)."""
-    ran.clear()
-    NAP["seconds"] = 0.0
     async with LocalEnvironment() as env:
         server = env.server
         assert server is not None
-        tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
+        tasks = await watch(env.client, f"{env.client.layout.prefix}.at.>")
         async with env.worker(workflows=[order], activities=[charge, ship], max_cached_workflows=0):
             h = await env.client.start_workflow(order, "n-1", id="n-1")
-            assert await h.result(timeout=10) == "charged n-1/shipped n-1"
+            assert await h.result(timeout=10) == ["charged n-1", "shipped n-1"]
         await env.client.pub.nc.flush()
         assert ran == ["charge n-1", "ship n-1"]
         assert server.stats["eager_granted"] == 0

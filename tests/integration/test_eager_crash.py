@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from nats.aio.msg import Msg
 
 import durablefuture as df
 from durablefuture.core import events as ev
@@ -17,7 +16,7 @@ from durablefuture.natsserver import NatsServer, free_port
 from durablefuture.worker.eager import AFTER_GRANT_HOOK
 from tests.conftest import Daemons, wait_for, wait_namespace
 from tests.integration.eager_flows import STEPS, logged_flow
-from tests.integration.helpers import check_history
+from tests.integration.helpers import check_history, watch
 from tests.integration.test_metrics import scrape, total
 
 pytestmark = pytest.mark.asyncio
@@ -46,16 +45,6 @@ def recorded(history: list[ev.Event]) -> set[tuple[int, int]]:
         elif isinstance(e, ev.ActivityRetryScheduled):
             out.add((e.seq, e.attempt + 1))
     return out
-
-
-async def _watch(client: df.Client, subject: str) -> list[Msg]:
-    seen: list[Msg] = []
-
-    async def got(msg: Msg) -> None:
-        seen.append(msg)
-
-    await client.pub.js.subscribe(subject, ordered_consumer=True, cb=got)
-    return seen
 
 
 async def _finish(
@@ -108,7 +97,7 @@ async def test_a_worker_killed_right_after_its_grant_costs_the_attempt_a_timeout
     await wait_namespace(daemons.url)
     client = await df.Client.connect(daemons.url)
     try:
-        tasks = await _watch(client, f"{client.layout.prefix}.at.>")
+        tasks = await watch(client, f"{client.layout.prefix}.at.>")
         h = await client.start_workflow(logged_flow, "k-1", id="k-1", task_queue="tests")
         assert doomed.proc is not None
         await wait_for(lambda: doomed.proc is not None and doomed.proc.poll() is not None, 30)
@@ -162,7 +151,7 @@ async def test_df_server_sigkill_mid_burst(daemons: Daemons, tmp_path: Path) -> 
     client.request_timeout = 60
     ids = [f"burst-{i}" for i in range(60)]
     try:
-        tasks = await _watch(client, f"{client.layout.prefix}.at.>")
+        tasks = await watch(client, f"{client.layout.prefix}.at.>")
         await asyncio.gather(
             *(client.start_workflow(logged_flow, w, id=w, task_queue="tests") for w in ids)
         )

@@ -1,6 +1,7 @@
 """Eager activity dispatch and eager start under crashes and hostile input: lost effects of
 an eager attempt's outcome, a check list naming a corrupt run, a grant answered after its run
-was evicted (still ``xfail(strict=True)``: it waits for its check list)."""
+or an eager start's receipt came after its run was evicted (run here all the same, from the
+WorkflowStarted taken when the report went out, or from the offer)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from durablefuture.codec.checks import CheckedAttempt, encode_check_list
 from durablefuture.core import events as ev
 from durablefuture.server import ServerOptions
 from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.headers import RUN_HEADER
 from durablefuture.transport.publisher import MSG_ID
 from durablefuture.worker.eager import AFTER_GRANT_HOOK
 from durablefuture.worker.receipts import Receipts
 from tests.conftest import Daemons, wait_for, wait_namespace
+from tests.integration.helpers import watch
+from tests.integration.orders import charge, one_charge
 from tests.integration.test_fuzz import _dead_letters
 
 pytestmark = pytest.mark.asyncio
@@ -77,17 +81,6 @@ async def test_effects_of_an_eager_attempts_outcome_lost_with_both_processes_are
         await client.close()
 
 
-OPTS = df.ActivityOptions(start_to_close_timeout=30)
-
-
-async def charge(order_id: str) -> str:
-    return f"charged {order_id}"
-
-
-def one_charge(order_id: str):  # type: ignore[no-untyped-def]
-    return (yield df.activity(charge, order_id, options=OPTS))
-
-
 def waits(order_id: str):  # type: ignore[no-untyped-def]
     return (yield df.wait_signal("go"))
 
@@ -103,12 +96,7 @@ async def test_a_check_list_naming_a_corrupt_run_still_checks_the_other_runs(
     options = ServerOptions(eager_check=3600.0, input_max_deliver=3)  # only our list fires
     async with LocalEnvironment(server_options=options) as env:
         client, layout = env.client, env.client.layout
-        tasks: list[Msg] = []
-
-        async def got(msg: Msg) -> None:
-            tasks.append(msg)
-
-        await client.pub.js.subscribe(f"{layout.prefix}.at.>", ordered_consumer=True, cb=got)
+        tasks = await watch(client, f"{layout.prefix}.at.>")
         async with env.worker(workflows=[one_charge, waits], activities=[charge]) as worker:
             bad = await client.start_workflow(waits, "c", id="c")
             good = await client.start_workflow(one_charge, "a", id="a")
@@ -147,16 +135,6 @@ async def test_a_check_list_naming_a_corrupt_run_still_checks_the_other_runs(
             assert await good.result(timeout=15) == "charged a"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a grant answered for a run the worker evicted meanwhile (a full cache keeps "
-        "another run while the report waits) is not run (worker/receipts.py on_answered "
-        "returns when the run is not cached; worker/eager.py builds the task from the "
-        "cached WorkflowStarted): the attempt waits out its check (eager_check, 30 s by "
-        "default), which records it timed out, though the worker offered and has the slot"
-    ),
-)
 async def test_a_grant_answered_after_its_run_was_evicted_still_runs_here(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -185,3 +163,40 @@ async def test_a_grant_answered_after_its_run_was_evicted_still_runs_here(
         assert server.stats["eager_granted"] == 1
         # run where it was granted: not timed out (nor published) by its check
         assert server.stats["checks_timed_out"] == 0 and server.stats["checks_published"] == 0
+        kinds = [type(e) for e in await h.fetch_history()]
+        assert kinds.count(ev.ActivityCompleted) == 1, kinds  # attempt 1, once
+        assert ev.ActivityTimedOut not in kinds and ev.ActivityRetryScheduled not in kinds
+
+
+async def test_an_eager_starts_grant_answered_after_its_run_was_evicted_still_runs_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same for an eager start: the generator taken from the offer leaves the cache
+    while it waits for its receipt; the first batch's attempt granted in that receipt is
+    still the worker's to run (the generator is replayed from history for the rest)."""
+    evicted: list[str] = []
+    on_receipt = Receipts.on_receipt
+
+    async def evicting(self: Receipts, msg: Msg) -> None:
+        run_id = (msg.headers or {}).get(RUN_HEADER, "")
+        if run_id in self.expected and not evicted:
+            evicted.append(run_id)
+            self.cache.pop(run_id)  # what keep() of another run does to the oldest
+        await on_receipt(self, msg)
+
+    monkeypatch.setattr(Receipts, "on_receipt", evicting)
+    options = ServerOptions(eager_check=1.0, eager_start_wait=1.0, status_delay=0)
+    async with LocalEnvironment(server_options=options) as env:
+        server = env.server
+        assert server is not None
+        async with env.worker(workflows=[one_charge], activities=[charge]) as worker:
+            h = await env.client.start_workflow(one_charge, "s-1", id="s-1")
+            assert await h.result(timeout=30) == "charged s-1"
+            assert worker.stats.get("eager_starts", 0) == 0  # its generator was dropped
+        assert evicted == [h.run_id]
+        assert server.stats.get("eager_starts", 0) == 1
+        assert server.stats["eager_granted"] == 1
+        assert server.stats["checks_timed_out"] == 0 and server.stats["checks_published"] == 0
+        kinds = [type(e) for e in await h.fetch_history()]
+        assert kinds.count(ev.ActivityCompleted) == 1, kinds
+        assert ev.ActivityTimedOut not in kinds and ev.ActivityRetryScheduled not in kinds

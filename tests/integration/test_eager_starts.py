@@ -26,26 +26,12 @@ from durablefuture.transport.messages import Msg
 from durablefuture.transport.replies import Watch
 from durablefuture.worker.eager_starts import BUSY
 from durablefuture.worker.eager_starts import MAX_COMMANDS as WORKER_MAX_COMMANDS
+from tests.integration.orders import OPTS, charge, order, ship
 from tests.integration.test_fuzz import _dead_letters
 
 pytestmark = pytest.mark.asyncio
 
-OPTS = df.ActivityOptions(start_to_close_timeout=10)
 CODEC = default_codec()
-
-
-async def charge(order_id: str) -> str:
-    return f"charged {order_id}"
-
-
-async def ship(order_id: str) -> str:
-    return f"shipped {order_id}"
-
-
-def order(order_id: str):  # type: ignore[no-untyped-def]
-    c = yield df.activity(charge, order_id, options=OPTS)
-    s = yield df.activity(ship, order_id, options=OPTS)
-    return [c, s]
 
 
 def _options(wait: float) -> ServerOptions:

@@ -25,6 +25,7 @@ from durablefuture.core import events as ev
 from durablefuture.natsserver import NatsServer
 from tests.conftest import Daemons, connected, wait_for
 from tests.integration.flows import expected_add
+from tests.integration.helpers import unanswered_start
 
 pytestmark = pytest.mark.asyncio
 
@@ -69,13 +70,7 @@ async def test_sigkill_of_df_server_after_its_eager_offer_was_answered(
     worker = daemons.worker(*WORKER, *ACTIVITIES, "--no-eager")
     async with connected(daemons) as client:
         await wait_for(lambda: "polling task queue" in worker.log(), 30)  # it takes offers
-        args = ["client", url, "held", "req-1"]
-        asker = daemons.special("asker", "tests.integration.held_start", *args)
-        await wait_for(held.exists, 30)
-        server.kill()
-        asker.kill()
-        said = asker.log()
-        assert "started" not in said, said  # the client was answered nothing
+        await unanswered_start(daemons, server, held, url, "held", "req-1")
         daemons.server("--eager-start-wait", "0.5")  # a df-server again, as after any crash
         if where == "after":
             # the first batch is stored, and its activity task before it: the run goes on

@@ -12,7 +12,6 @@ import asyncio
 import secrets
 
 import pytest
-from nats.aio.msg import Msg
 
 import durablefuture as df
 from durablefuture.codec.checks import CheckedAttempt
@@ -21,29 +20,13 @@ from durablefuture.server.options import ServerOptions
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.publisher import MSG_ID
 from tests.conftest import wait_for
+from tests.integration.helpers import watch
+from tests.integration.orders import OPTS, charge, order, ran, ship
 from tests.integration.test_fuzz import _dead_letters
 
 pytestmark = pytest.mark.asyncio
 
-OPTS = df.ActivityOptions(start_to_close_timeout=10)
-ran: list[str] = []
 noted: list[str] = []
-
-
-async def charge(order_id: str) -> str:
-    ran.append(f"charge {order_id}")
-    return f"charged {order_id}"
-
-
-async def ship(order_id: str) -> str:
-    ran.append(f"ship {order_id}")
-    return f"shipped {order_id}"
-
-
-def order(order_id: str):  # type: ignore[no-untyped-def]
-    c = yield df.activity(charge, order_id, options=OPTS)
-    s = yield df.activity(ship, order_id, options=OPTS)
-    return [c, s]
 
 
 def note(order_id: str) -> str:
@@ -69,26 +52,13 @@ def _options(wait: float, check: float = 30.0) -> ServerOptions:
     )
 
 
-async def _watch(env: LocalEnvironment, subject: str) -> list[Msg]:
-    """Every message stored on ``subject`` from now on (an ordered consumer: it sees a task
-    even if the compactor purges it once acknowledged)."""
-    seen: list[Msg] = []
-
-    async def got(msg: Msg) -> None:
-        seen.append(msg)
-
-    await env.client.pub.js.subscribe(subject, ordered_consumer=True, cb=got)
-    return seen
-
-
 async def test_an_eager_start_with_grants_stores_no_task_at_all() -> None:
-    ran.clear()
     async with LocalEnvironment(server_options=_options(0.5)) as env:
         server = env.server
         assert server is not None
         prefix = env.client.layout.prefix
-        workflow_tasks = await _watch(env, f"{prefix}.wt.>")
-        activity_tasks = await _watch(env, f"{prefix}.at.>")
+        workflow_tasks = await watch(env.client, f"{prefix}.wt.>")
+        activity_tasks = await watch(env.client, f"{prefix}.at.>")
         async with env.worker(workflows=[order], activities=[charge, ship]) as worker:
             h = await env.client.start_workflow(order, "g-1", id="g-1")
             assert await h.result(timeout=15) == ["charged g-1", "shipped g-1"]
@@ -109,11 +79,10 @@ async def test_an_eager_start_with_grants_stores_no_task_at_all() -> None:
 async def test_a_worker_without_the_activity_is_granted_nothing_at_its_start() -> None:
     """The deciding worker runs activities, but not the first one: it offers nothing, and
     the first batch's task is stored (``Df-First-Batch``) for a worker that has it."""
-    ran.clear()
     async with LocalEnvironment(server_options=_options(0.5)) as env:
         server = env.server
         assert server is not None
-        activity_tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
+        activity_tasks = await watch(env.client, f"{env.client.layout.prefix}.at.>")
         async with (
             env.worker(workflows=[order], activities=[ship]) as deciding,
             env.worker(activities=[charge]),
@@ -136,7 +105,7 @@ async def test_a_check_for_a_run_that_was_never_created_does_nothing() -> None:
     async with LocalEnvironment(server_options=_options(0.5, check=0.3)) as env:
         server = env.server
         assert server is not None
-        activity_tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
+        activity_tasks = await watch(env.client, f"{env.client.layout.prefix}.at.>")
         async with env.worker(workflows=[order], activities=[charge, ship]):
             h = await env.client.start_workflow(order, "g-3", id="g-3")
             assert await h.result(timeout=15) == ["charged g-3", "shipped g-3"]
@@ -190,7 +159,6 @@ async def test_a_side_effect_after_an_eager_start_runs_once_the_run_exists() -> 
 
 
 async def test_many_eager_starts_with_grants_complete_once() -> None:
-    ran.clear()
     async with LocalEnvironment(server_options=_options(0.5)) as env:
         async with env.worker(workflows=[order], activities=[charge, ship]):
             ids = [f"m-{i}" for i in range(30)]

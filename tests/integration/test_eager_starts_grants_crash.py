@@ -19,14 +19,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from nats.aio.msg import Msg
 
-import durablefuture as df
 from durablefuture.core import events as ev
 from durablefuture.natsserver import NatsServer, free_port
 from durablefuture.transport.publisher import MSG_ID
 from durablefuture.worker.eager import AFTER_GRANT_HOOK
 from tests.conftest import Daemons, connected, wait_for
+from tests.integration.helpers import unanswered_start, watch
 from tests.integration.test_eager_starts_crash import (
     ACTIVITIES,
     EXECUTED,
@@ -38,16 +37,6 @@ from tests.integration.test_eager_starts_crash import (
 from tests.integration.test_metrics import scrape, total
 
 pytestmark = pytest.mark.asyncio
-
-
-async def _watch(client: df.Client, subject: str) -> list[Msg]:
-    seen: list[Msg] = []
-
-    async def got(msg: Msg) -> None:
-        seen.append(msg)
-
-    await client.pub.js.subscribe(subject, ordered_consumer=True, cb=got)
-    return seen
 
 
 async def test_sigkill_of_df_server_between_its_check_list_and_the_append(
@@ -65,15 +54,9 @@ async def test_sigkill_of_df_server_between_its_check_list_and_the_append(
     worker = daemons.worker(*WORKER, *ACTIVITIES)
     async with connected(daemons) as client:
         try:
-            tasks = await _watch(client, f"{client.layout.prefix}.at.>")
+            tasks = await watch(client, f"{client.layout.prefix}.at.>")
             await wait_for(lambda: "polling task queue" in worker.log(), 30)  # it takes offers
-            args = ["client", url, "held", "req-1"]
-            asker = daemons.special("asker", "tests.integration.held_start", *args)
-            await wait_for(held.exists, 30)
-            server.kill()
-            asker.kill()
-            said = asker.log()
-            assert "started" not in said, said  # the client was answered nothing
+            await unanswered_start(daemons, server, held, url, "held", "req-1")
             assert await client.history.read_workflow("held") == []  # no run
             sport = free_port()
             daemons.server(*eager, "--metrics-port", str(sport))  # a df-server again
@@ -114,7 +97,7 @@ async def test_sigkill_of_the_answering_worker_after_its_receipt(
     doomed = daemons.special("doomed", "daemons.df_worker", *args, env=doomed_env)
     async with connected(daemons) as client:
         try:
-            tasks = await _watch(client, f"{client.layout.prefix}.at.>")
+            tasks = await watch(client, f"{client.layout.prefix}.at.>")
             await wait_for(lambda: "polling task queue" in doomed.log(), 30)
             h = await client.start_workflow("add_workflow", 1, id="granted", options=OPTIONS)
             await wait_for(lambda: doomed.proc is not None and doomed.proc.poll() is not None, 30)

@@ -7,12 +7,8 @@ worker, finding no lease, would run a second time."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from nats.aio.msg import Msg
 
-import durablefuture as df
 from durablefuture.core import events as ev
 from durablefuture.core.effects import DispatchActivityTask
 from durablefuture.core.orchestration import effects_again
@@ -20,38 +16,10 @@ from durablefuture.server.options import ServerOptions
 from durablefuture.testing import LocalEnvironment
 from durablefuture.worker import WorkerOptions
 from tests.conftest import wait_for
+from tests.integration.helpers import watch
+from tests.integration.orders import PAUSE, charge, order, ran, ship
 
 pytestmark = pytest.mark.asyncio
-
-OPTS = df.ActivityOptions(start_to_close_timeout=30)
-ran: list[str] = []
-
-
-async def charge(order_id: str) -> str:
-    ran.append(f"charge {order_id}")
-    await asyncio.sleep(1.5)
-    return f"charged {order_id}"
-
-
-async def ship(order_id: str) -> str:
-    ran.append(f"ship {order_id}")
-    return f"shipped {order_id}"
-
-
-def order(order_id: str):  # type: ignore[no-untyped-def]
-    c = yield df.activity(charge, order_id, options=OPTS)
-    s = yield df.activity(ship, order_id, options=OPTS)
-    return [c, s]
-
-
-async def _watch(env: LocalEnvironment, subject: str) -> list[Msg]:
-    seen: list[Msg] = []
-
-    async def got(msg: Msg) -> None:
-        seen.append(msg)
-
-    await env.client.pub.js.subscribe(subject, ordered_consumer=True, cb=got)
-    return seen
 
 
 async def test_first_batch_effects_derived_again_list_a_granted_attempt() -> None:
@@ -59,14 +27,14 @@ async def test_first_batch_effects_derived_again_list_a_granted_attempt() -> Non
     when the first batch's effects are derived again: its attempt is listed again, not
     published (a second worker with ``charge`` is idle, and would run a published task a
     second time). ``charge`` runs once, its check finds it done; no task is stored."""
-    ran.clear()
+    PAUSE["charge"] = 1.5
     options = ServerOptions(
         namespace="default", status_delay=0, eager_start_wait=0.5, eager_check=3.0
     )
     async with LocalEnvironment(server_options=options) as env:
         server = env.server
         assert server is not None
-        tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
+        tasks = await watch(env.client, f"{env.client.layout.prefix}.at.>")
         lazy = WorkerOptions(eager_claim_after=1.0)
         async with (
             env.worker(workflows=[order], activities=[charge, ship], options=lazy) as worker,

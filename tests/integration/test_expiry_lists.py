@@ -10,7 +10,6 @@ import time
 
 import orjson
 import pytest
-from nats.aio.msg import Msg
 
 import durablefuture as df
 from durablefuture.codec.records import MAX_EXPIRY_LIST, Removal, decode_expiry_list, encode_removal
@@ -32,6 +31,7 @@ from durablefuture.transport.subjects import Layout
 from durablefuture.transport.usage import stream_size, stream_usage
 from tests.conftest import Daemons, wait_for, wait_namespace
 from tests.integration.flows import add_workflow, echo_len, expected_add, waiting_add
+from tests.integration.helpers import watch
 
 pytestmark = pytest.mark.asyncio
 
@@ -51,18 +51,6 @@ async def _gone(client: df.Client, workflow_ids: list[str]) -> bool:
         except df.WorkflowNotFoundError:
             pass
     return True
-
-
-async def _stored(client: df.Client, subject: str) -> list[Msg]:
-    """Every message stored on ``subject`` from now on (an ordered consumer: it sees a
-    schedule message whether it fires later or not)."""
-    seen: list[Msg] = []
-
-    async def got(msg: Msg) -> None:
-        seen.append(msg)
-
-    await client.pub.js.subscribe(subject, ordered_consumer=True, cb=got)
-    return seen
 
 
 async def test_closes_waiting_for_a_list_in_flight_go_out_as_one_message(
@@ -103,7 +91,7 @@ async def test_runs_closing_together_share_expiry_messages_and_are_all_removed()
     async with LocalEnvironment(server_options=ServerOptions(retention=1.0)) as env:
         client = env.client
         layout, js = client.layout, client.pub.js
-        expiries = await _stored(client, f"{layout.prefix}.rx.>")
+        expiries = await watch(client, f"{layout.prefix}.rx.>")
         ids = [f"many-{i}" for i in range(80)]
         async with env.worker(task_queue="q", workflows=[echo_len]):
             results = await asyncio.gather(
@@ -176,7 +164,7 @@ async def test_a_junk_expiry_list_is_dead_lettered_with_its_reason() -> None:
     async with LocalEnvironment(server_options=ServerOptions(retention=3600.0)) as env:
         client = env.client
         layout = client.layout
-        dead = await _stored(client, layout.dead_letter("removal"))
+        dead = await watch(client, layout.dead_letter("removal"))
         too_many = [[f"w{i}", f"r{i}"] for i in range(MAX_EXPIRY_LIST + 1)]
         junk = [
             b"not json",

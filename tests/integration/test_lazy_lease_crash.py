@@ -14,7 +14,8 @@ from durablefuture.core import events as ev
 from durablefuture.server.report_requests import BEFORE_ANSWER_HOOK
 from tests.conftest import Daemons, wait_for, wait_namespace
 from tests.integration.eager_flows import logged_flow
-from tests.integration.test_eager_crash import ARGS, _finish, _watch, executions
+from tests.integration.helpers import watch
+from tests.integration.test_eager_crash import ARGS, _finish, executions
 
 pytestmark = pytest.mark.asyncio
 
@@ -55,8 +56,8 @@ async def test_a_worker_killed_mid_attempt_before_it_claims_the_lease(
     await wait_namespace(daemons.url)
     client = await df.Client.connect(daemons.url)
     try:
-        tasks = await _watch(client, f"{client.layout.prefix}.at.>")
-        leases = await _watch(client, f"$KV.{client.layout.activity_bucket}.lease.>")
+        tasks = await watch(client, f"{client.layout.prefix}.at.>")
+        leases = await watch(client, f"$KV.{client.layout.activity_bucket}.lease.>")
         h = await client.start_workflow(logged_flow, "m-1", id="m-1", task_queue="tests")
         await wait_for(lambda: ("m-1", 0, 1) in executions(log), 30)
         slow.kill()
@@ -104,7 +105,7 @@ async def test_effects_derived_again_after_a_df_server_killed_before_its_answer(
     client = await df.Client.connect(daemons.url)
     client.request_timeout = 60
     try:
-        tasks = await _watch(client, f"{client.layout.prefix}.at.>")
+        tasks = await watch(client, f"{client.layout.prefix}.at.>")
         h = await client.start_workflow(logged_flow, "a-1", id="a-1", task_queue="tests")
         await wait_for(lambda: doomed.proc is not None and doomed.proc.poll() is not None, 30)
         assert doomed.proc is not None and doomed.proc.returncode == -9

@@ -5,11 +5,9 @@ granted (it keeps its stored task and its lease)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
-from nats.aio.msg import Msg
 
 import durablefuture as df
 from durablefuture.codec.wire import InputEnvelope
@@ -21,29 +19,10 @@ from durablefuture.server.receipts import ANSWERED_RECEIPT
 from durablefuture.testing import LocalEnvironment
 from durablefuture.worker import WorkerOptions
 from tests.conftest import wait_for
+from tests.integration.helpers import watch
+from tests.integration.orders import PAUSE, charge, order, ran, ship
 
 pytestmark = pytest.mark.asyncio
-
-ran: list[str] = []
-SHIP_SECONDS = {"value": 0.0}
-
-
-async def charge(order_id: str) -> str:
-    ran.append(f"charge {order_id}")
-    return f"charged {order_id}"
-
-
-async def ship(order_id: str) -> str:
-    ran.append(f"ship {order_id}")
-    await asyncio.sleep(SHIP_SECONDS["value"])
-    return f"shipped {order_id}"
-
-
-def order(order_id: str):  # type: ignore[no-untyped-def]
-    opts = df.ActivityOptions(start_to_close_timeout=30)
-    c = yield df.activity(charge, order_id, options=opts)
-    s = yield df.activity(ship, order_id, options=opts)
-    return f"{c}/{s}"
 
 
 def once_only(order_id: str):  # type: ignore[no-untyped-def]
@@ -52,33 +31,21 @@ def once_only(order_id: str):  # type: ignore[no-untyped-def]
     )
     c = yield df.activity(charge, order_id, options=opts)
     s = yield df.activity(ship, order_id, options=opts)
-    return f"{c}/{s}"
-
-
-async def _watch(env: LocalEnvironment, subject: str) -> list[Msg]:
-    seen: list[Msg] = []
-
-    async def got(msg: Msg) -> None:
-        seen.append(msg)
-
-    await env.client.pub.js.subscribe(subject, ordered_consumer=True, cb=got)
-    return seen
+    return [c, s]
 
 
 async def test_an_activity_allowed_one_attempt_is_not_granted() -> None:
     """Its first attempt goes through its stored task and claims its lease at once: a crash
     of a worker or df-server cannot time it out, which would fail it for good."""
-    ran.clear()
-    SHIP_SECONDS["value"] = 0.0
     async with LocalEnvironment(server_options=ServerOptions(eager_check=1.0)) as env:
         server = env.server
         assert server is not None
         layout = env.client.layout
-        tasks = await _watch(env, f"{layout.prefix}.at.>")
-        leases = await _watch(env, f"$KV.{layout.activity_bucket}.lease.>")
+        tasks = await watch(env.client, f"{layout.prefix}.at.>")
+        leases = await watch(env.client, f"$KV.{layout.activity_bucket}.lease.>")
         async with env.worker(workflows=[once_only], activities=[charge, ship]):
             h = await env.client.start_workflow(once_only, "o-1", id="o-1")
-            assert await h.result(timeout=15) == "charged o-1/shipped o-1"
+            assert await h.result(timeout=15) == ["charged o-1", "shipped o-1"]
         await env.client.pub.nc.flush()
         assert ran == ["charge o-1", "ship o-1"]
         assert server.stats["eager_granted"] == 0
@@ -95,36 +62,32 @@ async def test_effects_derived_again_list_a_granted_attempt_instead_of_publishin
     derives that batch's effects again and lists ``ship``'s attempt on a check list instead
     of publishing its task (another worker given the task would find no lease and run it a
     second time). ``ship`` runs once; no task is stored."""
-    ran.clear()
-    SHIP_SECONDS["value"] = 1.5
-    try:
-        async with LocalEnvironment(server_options=ServerOptions(eager_check=3.0)) as env:
-            server = env.server
-            assert server is not None
-            layout = env.client.layout
-            tasks = await _watch(env, f"{layout.prefix}.at.>")
-            options = WorkerOptions(eager_claim_after=0.5)
-            async with env.worker(workflows=[order], activities=[charge, ship], options=options):
-                h = await env.client.start_workflow(order, "d-1", id="d-1")
-                await wait_for(lambda: "ship d-1" in ran, 15)
-                history = await h.fetch_history()
-                scheduled = [e for e in history if isinstance(e, ev.ActivityScheduled)]
-                assert [(e.seq, bool(e.eager)) for e in scheduled] == [(1, True), (2, True)]
-                again = inp.CompleteActivityTask(h.run_id or "", 1, 1, "charged d-1")
-                body = env.client.codec.encode_input(InputEnvelope("d-1", again))
-                await env.client.pub.js.publish(layout.input("report"), body)
-                await wait_for(lambda: server.stats["eager_relisted"] >= 1, 15)
-                assert await h.result(timeout=15) == "charged d-1/shipped d-1"
-                await wait_for(lambda: server.stats["checks_done"] >= 3, 15)
-            await env.client.pub.nc.flush()
-            assert ran == ["charge d-1", "ship d-1"]
-            assert tasks == []
-            assert server.stats["checks_timed_out"] == 0
+    PAUSE["ship"] = 1.5
+    async with LocalEnvironment(server_options=ServerOptions(eager_check=3.0)) as env:
+        server = env.server
+        assert server is not None
+        layout = env.client.layout
+        tasks = await watch(env.client, f"{layout.prefix}.at.>")
+        options = WorkerOptions(eager_claim_after=0.5)
+        async with env.worker(workflows=[order], activities=[charge, ship], options=options):
+            h = await env.client.start_workflow(order, "d-1", id="d-1")
+            await wait_for(lambda: "ship d-1" in ran, 15)
             history = await h.fetch_history()
-            assert [type(e) for e in history].count(ev.ActivityCompleted) == 2
-            assert ev.ActivityRetryScheduled not in [type(e) for e in history]
-    finally:
-        SHIP_SECONDS["value"] = 0.0
+            scheduled = [e for e in history if isinstance(e, ev.ActivityScheduled)]
+            assert [(e.seq, bool(e.eager)) for e in scheduled] == [(1, True), (2, True)]
+            again = inp.CompleteActivityTask(h.run_id or "", 1, 1, "charged d-1")
+            body = env.client.codec.encode_input(InputEnvelope("d-1", again))
+            await env.client.pub.js.publish(layout.input("report"), body)
+            await wait_for(lambda: server.stats["eager_relisted"] >= 1, 15)
+            assert await h.result(timeout=15) == ["charged d-1", "shipped d-1"]
+            await wait_for(lambda: server.stats["checks_done"] >= 3, 15)
+        await env.client.pub.nc.flush()
+        assert ran == ["charge d-1", "ship d-1"]
+        assert tasks == []
+        assert server.stats["checks_timed_out"] == 0
+        history = await h.fetch_history()
+        assert [type(e) for e in history].count(ev.ActivityCompleted) == 2
+        assert ev.ActivityRetryScheduled not in [type(e) for e in history]
 
 
 async def test_an_attempt_listed_for_an_answer_that_grants_nothing_is_stored_at_once(
@@ -143,15 +106,13 @@ async def test_an_attempt_listed_for_an_answer_that_grants_nothing_is_stored_at_
         return marked
 
     monkeypatch.setattr(Grants, "_grant_early", then_too_late)
-    ran.clear()
-    SHIP_SECONDS["value"] = 0.0
     async with LocalEnvironment() as env:  # eager_check: 30 s
         server = env.server
         assert server is not None
-        tasks = await _watch(env, f"{env.client.layout.prefix}.at.>")
+        tasks = await watch(env.client, f"{env.client.layout.prefix}.at.>")
         async with env.worker(workflows=[order], activities=[charge, ship]):
             h = await env.client.start_workflow(order, "g-1", id="g-1")
-            assert await h.result(timeout=10) == "charged g-1/shipped g-1"
+            assert await h.result(timeout=10) == ["charged g-1", "shipped g-1"]
         await env.client.pub.nc.flush()
         assert ran == ["charge g-1", "ship g-1"]
         assert server.stats["eager_granted"] == 0

@@ -20,6 +20,7 @@ from durablefuture.core import events as ev
 from durablefuture.natsserver import NatsServer
 from tests.conftest import Daemons, connected, wait_for
 from tests.integration.flows import expected_add
+from tests.integration.helpers import unanswered_start
 
 pytestmark = pytest.mark.asyncio
 
@@ -46,13 +47,7 @@ async def test_sigkill_of_df_server_and_client_while_a_start_request_is_made(
         "tests.integration.flows:ACTIVITIES",
     )
     async with connected(daemons) as client:
-        args = ["client", url, "held", "req-1"]
-        asker = daemons.special("asker", "tests.integration.held_start", *args)
-        await wait_for(held.exists, 30)
-        server.kill()
-        asker.kill()
-        said = asker.log()
-        assert "started" not in said, said  # the client was answered nothing
+        await unanswered_start(daemons, server, held, url, "held", "req-1")
         daemons.server()  # a df-server again, as after any crash
 
         if where == "after":

@@ -14,7 +14,8 @@ import pytest
 
 from durablefuture.core import events as ev
 from durablefuture.natsserver import NatsServer
-from tests.conftest import Daemons, connected, wait_for
+from tests.conftest import Daemons, connected
+from tests.integration.helpers import unanswered_start
 
 pytestmark = pytest.mark.asyncio
 
@@ -33,13 +34,7 @@ async def test_sigkill_after_the_append_of_a_start_whose_task_is_too_large_to_ca
     daemons.worker("--workflows", "tests.integration.flows:WORKFLOWS")
     async with connected(daemons) as client:
         # asks for the start, waiting a minute for the answer: it never stores the start itself
-        args = ["client", url, "big", "req-big", str(TEXT)]
-        asker = daemons.special("asker", "tests.integration.held_start", *args)
-        await wait_for(held.exists, 30)
-        server.kill()
-        asker.kill()
-        said = asker.log()
-        assert "started" not in said, said  # the client was answered nothing
+        await unanswered_start(daemons, server, held, url, "big", "req-big", str(TEXT))
         daemons.server()  # a df-server again, as after any crash
 
         runs = {run for run, _ in await client.history.read_workflow("big")}
