@@ -172,7 +172,9 @@ async def test_junk_check_lists_are_dead_lettered_and_a_stale_one_does_nothing()
     an attempt whose outcome is recorded, or a run that does not exist, publishes nothing."""
     ran.clear()
     NAP["seconds"] = 0.0
-    async with LocalEnvironment() as env:
+    # the signalled run's workflow task, sticky to the stopped worker, goes to the task queue
+    # after 1 s, not the default 5 s
+    async with LocalEnvironment(server_options=ServerOptions(sticky_timeout=1.0)) as env:
         server = env.server
         assert server is not None
         layout = env.client.layout
