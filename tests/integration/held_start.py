@@ -1,10 +1,11 @@
 """Processes for the start-request crash tests, run as ``python -m tests.integration.held_start``.
 
 ``server ARGS...``: a df-server (``daemons.df_server`` with ARGS) whose history appends of new
-runs stop where ``DF_TEST_HOLD`` says, ``before`` (the run's first workflow task is written,
-its WorkflowStarted is not) or ``after`` (the WorkflowStarted is stored, the status entry
-and the answer are not): it writes the file ``DF_TEST_HELD`` and waits there (at most a
-minute) for the test to SIGKILL it.
+runs stop where ``DF_TEST_HOLD`` says, ``before`` (the run's first workflow task is written
+and flushed to nats-server, its WorkflowStarted is not) or ``after`` (the WorkflowStarted is
+stored, the status entry and the answer are not): it writes the file ``DF_TEST_HELD`` and
+waits there (at most a minute) for the test to SIGKILL it. A test may kill it the moment
+the file exists: what the file says is done has left the process.
 
 ``client URL WORKFLOW_ID REQUEST_ID [TEXT_BYTES]``: asks for a start of ``add_workflow(1)``,
 or given TEXT_BYTES of ``three_texts`` with three texts that long (waiting a minute for the
@@ -37,6 +38,10 @@ def _hold() -> None:
     async def append_sized(self: HistoryStore, *args: Any, **kwargs: Any) -> tuple[int, int]:
         new_run = kwargs.get("whole_workflow", False) and args[2] == "start"
         if new_run and where == "before":
+            # the task was only handed to the connection (its publish is not awaited before
+            # the append: ``server/starts.py``); until the connection's flusher has run it has
+            # not left this process, and a SIGKILL now would take it along
+            await self.nc.flush()
             await wait_to_be_killed()
         out = await real(self, *args, **kwargs)
         if new_run and where == "after":

@@ -56,8 +56,12 @@ async def test_sigkill_of_server_and_worker_in_the_middle_of_a_cancellation(
         "--activities",
         "tests.integration.test_cancellation_crash:ACTIVITIES",
     )
-    server = daemons.server()
-    worker = daemons.worker(*args)
+    # the attempt is granted to the worker (eager): it claims its lease after 0.5 s, and an
+    # attempt lost with its worker is found by its check 3 s after the grant (not 30 s)
+    eager = ("--eager-check", "3")
+    lazy = ("--eager-claim-after", "0.5")
+    server = daemons.server(*eager)
+    worker = daemons.worker(*args, *lazy)
     await wait_namespace(daemons.url)
     client = await df.Client.connect(daemons.url)
     client.request_timeout = 30
@@ -75,8 +79,8 @@ async def test_sigkill_of_server_and_worker_in_the_middle_of_a_cancellation(
         assert "cancelled by the workflow; its attempt is asked to stop" in why, why
         worker.kill()  # the attempt dies with the cancellation under way
         server.kill()
-        daemons.server()
-        daemons.worker(*args)
+        daemons.server(*eager)
+        daemons.worker(*args, *lazy)
         result = await handle.result(timeout=60)
         history = await handle.fetch_history()
     except BaseException:

@@ -126,7 +126,9 @@ async def test_junk_check_lists_are_dead_lettered_and_a_stale_one_does_nothing()
     """A check list is believed only from df-server's own subjects (``df auth init`` keeps
     users off them), and still checked: junk is dead-lettered with the reason; a list naming
     an attempt whose outcome is recorded, or a run that does not exist, publishes nothing."""
-    async with LocalEnvironment() as env:
+    # the signalled run's workflow task, sticky to the stopped worker, goes to the task queue
+    # after 1 s, not the default 5 s
+    async with LocalEnvironment(server_options=ServerOptions(sticky_timeout=1.0)) as env:
         server = env.server
         assert server is not None
         layout = env.client.layout

@@ -48,8 +48,11 @@ async def test_nats_sigkill_during_a_burst_of_eager_starts(
     log = tmp_path / "exec.log"
     daemons.env["DF_TEST_EXEC_LOG"] = str(log)
     daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0.05"
-    daemons.server("--input-ack-wait", "10", "--eager-start-wait", "0.2")
-    workers = [daemons.worker(*ARGS, *WORKER_ARGS) for _ in range(2)]
+    # a grant whose answer the kill lost is checked after 3 s, not the default 30 s; an attempt
+    # still running by then has claimed its lease (--eager-claim-after) and is left running
+    daemons.server("--input-ack-wait", "10", "--eager-start-wait", "0.2", "--eager-check", "3")
+    lazy = ("--eager-claim-after", "0.5")
+    workers = [daemons.worker(*ARGS, *WORKER_ARGS, *lazy) for _ in range(2)]
     await wait_namespace(daemons.url)
     for w in workers:  # they take offers
         await wait_for(lambda w=w: "polling task queue" in w.log(), 30)

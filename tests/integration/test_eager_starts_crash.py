@@ -112,8 +112,13 @@ async def test_sigkill_of_a_worker_holding_an_offer_creates_the_run_as_before(
     daemons.env["DF_TEST_HELD"] = str(held)
     daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0"
     daemons.env["DF_TEST_EXEC_LOG"] = str(log)
-    daemons.server("--eager-start-wait", "0.5")
-    args = ["--nats", nats_server.url, "--task-queue", "tests", *WORKER]
+    # --sticky-timeout 1: the run's workflow task, sticky to the killed holder, goes to the
+    # task queue after 1 s, not the default 5 s
+    daemons.server("--eager-start-wait", "0.5", "--sticky-timeout", "1")
+    # --workflow-task-timeout 2 (as every test worker): a workflow task handed to the killed
+    # holder's pull is delivered again after 2 s, not the default 10 s
+    args = ["--nats", nats_server.url, "--task-queue", "tests", "--workflow-task-timeout", "2"]
+    args += WORKER
     holder = daemons.special("holder", "tests.integration.held_offer", *args)
     async with connected(daemons) as client:
         # once the holder listens (it logs so once subscribed), a start is offered to it

@@ -91,7 +91,10 @@ async def test_sigkill_of_the_answering_worker_after_its_receipt(
     daemons.env["DF_TEST_ACTIVITY_SECONDS"] = "0"
     daemons.env["DF_TEST_EXEC_LOG"] = str(log)
     sport = free_port()
-    daemons.server("--eager-start-wait", "0.5", "--eager-check", "1", "--metrics-port", str(sport))
+    # --sticky-timeout 1: the run's workflow task, sticky to the killed worker, goes to the
+    # task queue after 1 s, not the default 5 s
+    eager = ("--eager-start-wait", "0.5", "--eager-check", "1", "--sticky-timeout", "1")
+    daemons.server(*eager, "--metrics-port", str(sport))
     doomed_env = dict(daemons.env, **{AFTER_GRANT_HOOK: "die"})
     args = ["--nats", nats_server.url, "--task-queue", "tests", *WORKER, *ACTIVITIES]
     doomed = daemons.special("doomed", "daemons.df_worker", *args, env=doomed_env)
