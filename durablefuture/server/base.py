@@ -133,6 +133,7 @@ class ServerBase:
             "checks_published": 0,  # not marked eager (granted by a df-server of before)
             "checks_later": 0,  # listed again (a live holder runs them)
             "checks_done": 0,  # their outcome recorded (or the run gone)
+            "checks_again": 0,  # their outcome the newest batch: its effects derived again
         }
         self._gone_sticky: OrderedDict[str, None] = OrderedDict()
         """Sticky tokens of workers found gone: no workflow task is sent to them again."""
