@@ -168,10 +168,6 @@ class Grants(StatusLater):
             and bool(answered.ask)  # (a worker that names no request id is granted nothing)
             and not answered.answered
             and self.options.eager_check > 0
-            # not on a replicated stream (``--replicas`` > 1): the cluster chaos test, nodes
-            # killed under load, found a granted attempt run twice there; its tasks are
-            # stored and leased as before (eager start is not offered there either)
-            and self.options.replicas == 1
             and not self.clock.skips  # a skipping clock's time is not the schedule's
             and time.monotonic() - answered.began <= GRANT_WITHIN
         )
