@@ -16,9 +16,16 @@ worker runs them with no lease (it claims one only for an attempt still running 
 
 The task of a marked first attempt is never published, whatever derives the batch's effects
 again (a report delivered again, a redo, recovery): the attempt is listed again instead (the
-worker granted it may be running it, with no lease). The one exception is a report stored
-by the worker whose request it was (``server/receipts.py``, ``UNANSWERED_ASK``): with no
-usable answer, it ran none of its grants, and the tasks are stored as usual.
+worker granted it may be running it, with no lease). A task is stored only where the
+request whose id marks the attempt is known to have had none of its grants run: a report
+stored by the worker whose request it was (``server/receipts.py``, ``UNANSWERED_ASK``: with
+no usable answer, it ran none), or the answer to that very request granting it nothing
+(too late, no receipt in it). The id is what tells: the same decisions reported twice (a
+workflow task delivered again while its first taker still reports it) can reach a second
+df-server whose cached run is behind; it lists their attempts for its own answer, finds its
+append refused and takes the report for a duplicate of the batch the first request
+appended, whose attempts that request's worker may be running: they are listed, never
+published (a worker given such a task finds no lease, and would run the attempt again).
 
 When a list fires (``server/checks.py``), an attempt whose outcome history holds needs
 nothing; one whose lease a live holder renews goes on a later list; any other is recorded
@@ -161,10 +168,6 @@ class Grants(StatusLater):
             and bool(answered.ask)  # (a worker that names no request id is granted nothing)
             and not answered.answered
             and self.options.eager_check > 0
-            # not on a replicated stream (``--replicas`` > 1): the cluster chaos test, nodes
-            # killed under load, found a granted attempt run twice there; its tasks are
-            # stored and leased as before (eager start is not offered there either)
-            and self.options.replicas == 1
             and not self.clock.skips  # a skipping clock's time is not the schedule's
             and time.monotonic() - answered.began <= GRANT_WITHIN
         )
@@ -173,9 +176,10 @@ class Grants(StatusLater):
         """If ``task`` (a dispatch due now) is the first attempt of an activity marked
         ``eager``: its attempt granted to the worker whose report is being answered, or, if
         its effects are derived again (a report delivered again, a df-server that died
-        before its answer), listed again, never published (the worker granted it may be
-        running it, with no lease yet). The future resolves once its list is stored. None:
-        store the task as usual."""
+        before its answer, a report of the same decisions asked again of a df-server whose run
+        was behind), listed again, never published (the worker granted it may be running it,
+        with no lease yet). The future resolves once its list is stored. None: store the task
+        as usual (not marked, or marked by a request whose worker runs none of it)."""
         state = cache.state
         act = state.activities.get(task.seq)
         if task.attempt != 1 or act is None or not act.eager or UNANSWERED_ASK.get() == act.eager:
@@ -184,19 +188,22 @@ class Grants(StatusLater):
         listed = None
         if answered is not None and answered.run_id == state.run_id:
             listed = answered.early.pop(task.seq, None)
-        if (
-            listed is not None
-            and answered is not None
-            and answered.batch  # the answer carries no receipt: it grants nothing
-            and self._may_grant(answered)
-        ):
-            answered.granted.append(task.seq)
-            self._note_granted((state.run_id, task.seq, task.attempt))
-            return listed
-        if listed is not None:
-            # listed for this very answer, which will not grant it (too late, no receipt in
-            # it): its worker never runs it, so its task is stored as usual
+        if listed is not None and answered is not None and act.eager == answered.ask:
+            # listed for this answer, and the batch stored is the one this request appended
+            # (marked with its id): granted, or, if the answer will not grant it (too late,
+            # no receipt in it), its worker never runs it and its task is stored as usual
+            if answered.batch and self._may_grant(answered):
+                answered.granted.append(task.seq)
+                self._note_granted((state.run_id, task.seq, task.attempt))
+                return listed
             return None
+        if listed is not None:
+            # listed for this answer, but the batch stored was appended for another request
+            # (the same decisions reported twice, this df-server's run behind: its own append
+            # refused, the report a duplicate): marked with that request's id, the attempt
+            # may be running on its worker with no lease. The list stored is its check
+            self.stats["eager_relisted"] += 1
+            return listed
         item = CheckedAttempt(cache.workflow_id, state.run_id, task.seq, task.attempt)
         listed = await self._check_later(item)
         self.stats["eager_relisted"] += 1

@@ -17,9 +17,10 @@ afterwards: every workflow completed with its expected result (0 lost); every ru
 one terminal event and each workflow id exactly one completion and the expected number of runs
 (0 duplicated); no (run, activity, attempt) outcome is recorded twice; an activity was never
 executed more often than the attempts its history records (executions are counted in a file
-the activity appends to); and every daemon alive at the end still works on its own (one
-server and one worker run workflows while the other two are frozen, then the other pair), so
-none stays up cut off. A summary line gives the figures.
+the activity appends to); some activities were granted to the worker that decided them
+(eager dispatch: run with no stored task and no lease); and every daemon alive at the end
+still works on its own (one server and one worker run workflows while the other two are
+frozen, then the other pair), so none stays up cut off. A summary line gives the figures.
 
 The bounded variant runs in CI (80 workflows over a 36 s window: one round, an 8 s SIGSTOP);
 the long one (1,000 workflows over 150 s, rounds with a 30 s SIGSTOP) is marked slow.
@@ -267,11 +268,13 @@ def _check_run(wid: str, run_id: str, history: list[ev.Event], problems: list[st
 
 async def _verify(
     client: df.Client, runs_of: dict[str, int], log: Path
-) -> tuple[int, int, int, int, list[str]]:
-    """(lost, duplicated, executions over attempts, runs, problems) over every workflow id
-    given (with its expected number of runs) and the children its runs started."""
+) -> tuple[int, int, int, int, int, list[str]]:
+    """(lost, duplicated, executions over attempts, runs, activities granted, problems) over
+    every workflow id given (with its expected number of runs) and the children its runs
+    started. Granted: scheduled marked ``eager`` (their first attempts granted to the worker
+    that decided them, or listed for an answer that then granted nothing)."""
     problems: list[str] = []
-    lost = duplicated = total_runs = 0
+    lost = duplicated = total_runs = granted = 0
     executions = _executions(log)
     over = 0
     todo = list(runs_of.items())
@@ -284,6 +287,7 @@ async def _verify(
         total_runs += len(runs)
         for run_id, history in runs.items():
             _check_run(wid, run_id, history, problems)
+            granted += sum(1 for e in history if isinstance(e, ev.ActivityScheduled) and e.eager)
             completions += [e for e in history if isinstance(e, ev.WorkflowCompleted)]
             for seq, attempts in _attempts(history).items():
                 ran = executions.get((run_id, seq), 0)
@@ -301,7 +305,7 @@ async def _verify(
         elif len(completions) > 1 or len(runs) != want_runs:
             duplicated += 1
             problems.append(f"{wid}: {len(completions)} completions over {len(runs)} runs")
-    return lost, duplicated, over, total_runs, problems
+    return lost, duplicated, over, total_runs, granted, problems
 
 
 async def _stream_figures(client: df.Client) -> dict[str, int]:
@@ -464,7 +468,7 @@ async def _cluster_chaos(
             await _print_mentions(daemons, client, sorted(wrong)[:5])
         assert not wrong, f"{len(wrong)} workflows without their result: {wrong}"
         runs_of = {wid: runs for wid, (runs, _) in expected.items()}
-        lost, duplicated, over, total_runs, problems = await _verify(client, runs_of, log)
+        lost, duplicated, over, total_runs, granted, problems = await _verify(client, runs_of, log)
         stream = await _stream_figures(client)
         chaos.events.append(f"{time.monotonic() - chaos.t0:7.1f}s histories checked")
         await _each_daemon_serves(fleet, client, seed)
@@ -484,7 +488,8 @@ async def _cluster_chaos(
     print(
         f"cluster chaos: {n} workflows ({len(rich)} with child workflows, signals and "
         f"continue-as-new; {total_runs} runs), kills: {kills}; lost {lost}, duplicated "
-        f"{duplicated}, activity executions {executions} (over recorded attempts {over}); "
+        f"{duplicated}, activity executions {executions} (over recorded attempts {over}; "
+        f"{granted} activities granted); "
         f"stream messages {stream['stream_messages']}, dead-lettered "
         f"{stream['dead_lettered']}; every surviving daemon served on its own; {seconds:.0f} s"
     )
@@ -499,6 +504,7 @@ async def _cluster_chaos(
         "duplicated": duplicated,
         "activity_executions": executions,
         "executions_over_attempts": over,
+        "activities_granted": granted,
         **stream,
         "seconds": round(seconds, 1),
     }
@@ -506,6 +512,8 @@ async def _cluster_chaos(
     print(f"figures written to {tmp_path / 'cluster-chaos-figures.json'}")
     assert not problems, "\n".join(problems[:50])
     assert lost == 0 and duplicated == 0 and over == 0
+    # the chaos covers eager dispatch: attempts granted to workers, run with no lease
+    assert granted > 0
 
 
 async def test_cluster_chaos_bounded(
