@@ -6,8 +6,10 @@ server's own decisions always agree. The state is a cache of the history, never 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 from attrs import define, field
 
@@ -20,6 +22,23 @@ from durablefuture.core.search_attributes import SearchAttributes, apply_upsert
 from durablefuture.core.types import JsonValue
 
 __all__ = ["ActivityState", "ChildState", "RunState", "ending_summary", "status_of"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+"""What a run's rarely used maps (children, signal waits, updates) are until their first
+entry: one read-only empty mapping shared by every run (an empty dict is 64 bytes a run, and
+tens of thousands of runs may be cached); ``_own`` swaps in a dict of the run's own."""
+
+
+def _own(m: Mapping[K, V]) -> dict[K, V]:
+    """``m`` if it is a dict of the run's own, else (the shared ``_EMPTY``) a new empty one."""
+    if type(m) is dict:
+        return m
+    if m:
+        raise WorkflowError("a run's state map is neither its own dict nor empty")
+    return {}
 
 
 @define
@@ -76,16 +95,16 @@ class RunState:
     activities: dict[int, ActivityState] = field(factory=dict)
     timers: dict[int, float] = field(factory=dict)  # seq -> fire_at, while not fired
     """Sleeps and condition-wait timeouts not fired yet, by seq (fire_at)."""
-    signal_waits: dict[int, float] = field(factory=dict)  # seq -> deadline, while pending
-    waiting_for_signals: dict[int, ev.SignalWaitStarted] = field(factory=dict)
+    signal_waits: Mapping[int, float] = _EMPTY  # seq -> deadline, while pending
+    waiting_for_signals: Mapping[int, ev.SignalWaitStarted] = _EMPTY
     """Signal waits no signal has answered yet, as far as history shows (a wait the code gave
     up on, e.g. the losing branch of ``any_of``, is not in history and stays listed)."""
-    unclaimed_signals: dict[str, int] = field(factory=dict)  # name -> signals no wait took yet
-    children: dict[int, ChildState] = field(factory=dict)
+    unclaimed_signals: Mapping[str, int] = _EMPTY  # name -> signals no wait took yet
+    children: Mapping[int, ChildState] = _EMPTY
     applied_inputs: dict[str, tuple[int, int]] = field(factory=dict)
-    signal_requests: set[str] = field(factory=set)
-    signals: list[ev.SignalReceived] = field(factory=list)
-    updates: dict[str, ev.UpdateAccepted | ev.UpdateCompleted] = field(factory=dict)
+    signal_requests: AbstractSet[str] = frozenset()
+    signals: Sequence[ev.SignalReceived] = ()
+    updates: Mapping[str, ev.UpdateAccepted | ev.UpdateCompleted] = _EMPTY
     """Accepted updates by id: their completion, or their acceptance while it is open."""
     last_wft_failure: ev.WorkflowTaskFailed | None = None
     search_attributes: SearchAttributes = field(factory=dict)
@@ -256,27 +275,39 @@ class RunState:
 
     def _on_signal_wait_started(self, e: ev.SignalWaitStarted) -> None:
         if e.deadline is not None:
-            self.signal_waits[e.seq] = e.deadline
+            self.signal_waits = waits = _own(self.signal_waits)
+            waits[e.seq] = e.deadline
         self._wait_for_signal(e)
 
     def _on_signal_wait_timed_out(self, e: ev.SignalWaitTimedOut) -> None:
-        self.signal_waits.pop(e.seq, None)
-        self.waiting_for_signals.pop(e.seq, None)
+        if e.seq in self.signal_waits:
+            self.signal_waits = waits = _own(self.signal_waits)
+            del waits[e.seq]
+        if e.seq in self.waiting_for_signals:
+            self.waiting_for_signals = waiting = _own(self.waiting_for_signals)
+            del waiting[e.seq]
 
     def _on_signal(self, e: ev.SignalReceived) -> None:
+        if not isinstance(self.signals, list):
+            self.signals = []
         self.signals.append(e)
         if e.request_id:
+            if not isinstance(self.signal_requests, set):
+                self.signal_requests = set()
             self.signal_requests.add(e.request_id)
         self._signal_arrived(e.name)
 
     def _on_update_accepted(self, e: ev.UpdateAccepted) -> None:
-        self.updates.setdefault(e.update_id, e)
+        self.updates = updates = _own(self.updates)
+        updates.setdefault(e.update_id, e)
 
     def _on_update_completed(self, e: ev.UpdateCompleted) -> None:
-        self.updates[e.update_id] = e
+        self.updates = updates = _own(self.updates)
+        updates[e.update_id] = e
 
     def _on_child_scheduled(self, e: ev.ChildWorkflowScheduled) -> None:
-        self.children[e.seq] = ChildState(
+        self.children = children = _own(self.children)
+        children[e.seq] = ChildState(
             seq=e.seq,
             workflow_type=e.workflow_type,
             workflow_id=e.workflow_id,
@@ -301,18 +332,22 @@ class RunState:
     def _wait_for_signal(self, e: ev.SignalWaitStarted) -> None:
         # the replayer hands a wait the oldest signal of its name no earlier wait took
         if self.unclaimed_signals.get(e.name, 0) > 0:
-            self.unclaimed_signals[e.name] -= 1
+            self.unclaimed_signals = unclaimed = _own(self.unclaimed_signals)
+            unclaimed[e.name] -= 1
         else:
-            self.waiting_for_signals[e.seq] = e
+            self.waiting_for_signals = waiting = _own(self.waiting_for_signals)
+            waiting[e.seq] = e
 
     def _signal_arrived(self, name: str) -> None:
         # ... and a new signal to the oldest wait for its name
         waits = [s for s, w in self.waiting_for_signals.items() if w.name == name]
         if waits:
             oldest = min(waits)
-            del self.waiting_for_signals[oldest]
+            self.waiting_for_signals = waiting = _own(self.waiting_for_signals)
+            del waiting[oldest]
         else:
-            self.unclaimed_signals[name] = self.unclaimed_signals.get(name, 0) + 1
+            self.unclaimed_signals = unclaimed = _own(self.unclaimed_signals)
+            unclaimed[name] = unclaimed.get(name, 0) + 1
 
 
 _FOLDS: dict[type, Callable[[RunState, Any], None]] = {

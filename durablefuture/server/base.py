@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 
 from attrs import frozen
 
-from durablefuture.clock import TimerHandle
 from durablefuture.codec.wire import Codec, Reply, default_codec
 from durablefuture.core import inputs as inp
 from durablefuture.core.errors import TransportError
 from durablefuture.core.namespace import NamespaceSettings
 from durablefuture.core.orchestration import Decision
 from durablefuture.server.admission import StartGate
+from durablefuture.server.local_timers import LocalTimers
 from durablefuture.server.options import ServerOptions
 from durablefuture.server.schedules import ScheduleService
 from durablefuture.server.visibility import VisibilityIndex
@@ -86,12 +86,13 @@ class ServerBase:
         self._act_kv: KeyValue | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._timers: dict[tuple[str, str], TimerHandle] = {}
         self._status_pending: dict[str, PendingStatus] = {}
         """Runs whose "running" status entry is due later (``server/status_later.py``)."""
         self._status_writes = asyncio.Semaphore(STATUS_WRITES)
         """Running status entries being written at once (``server/status_later.py``)."""
         self.clock = self.options.clock
+        self._local_timers = LocalTimers(self.clock, self._fire_local)
+        """The local fast path of the durable timers this server armed (``Effects._arm``)."""
         self._own_nc = False
         self._remove_health: Callable[[], None] = lambda: None
         self.schedules: ScheduleService | None = None
@@ -162,6 +163,10 @@ class ServerBase:
             )
         except TransportError as exc:
             log.debug("no receipt sent to %s: %s", receipt_to[:100], exc)
+
+    def _fire_local(self, workflow_id: str, run_id: str, key: str) -> None:
+        """A local timer is due (``effects.Effects``)."""
+        raise NotImplementedError
 
     async def _handle_run_input(
         self,

@@ -57,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Sequence
 
@@ -268,7 +269,7 @@ class EagerStarts(FirstAppends):
             if seq is None:
                 return None
             cache.last_seq = cache.first_seq = seq
-            cache.sticky = sticky
+            cache.sticky = sys.intern(sticky)
             self._remember(run_id, cache)
             self._gate.going(run_id, first.task_queue)  # its first report is in
             results = await settled(pending)

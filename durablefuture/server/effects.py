@@ -180,10 +180,7 @@ class Effects(Grants):
         fire = inp.FireTimer(run_id, e.key)
         now = self.clock.now()
         data = self.codec.encode_input(InputEnvelope(wid, input=fire))
-        key = (run_id, e.key)
-        old = self._timers.pop(key, None)
-        if old is not None:  # re-armed (a heartbeat moved the deadline)
-            old.cancel()
+        self._local_timers.cancel(run_id, e.key)  # re-armed (a heartbeat moved the deadline)
         if e.fire_at <= now + 0.001:
             # Already due (a workflow-time timer recorded late, a zero delay): straight to the
             # input stream, the durable copy (a local timer alone would be lost with this
@@ -199,7 +196,7 @@ class Effects(Grants):
             pending.append(await self.pub.send(self.layout.timer(run_id, e.key), data, headers))
         if not self.options.local_timers and not self.clock.skips:
             return
-        self._timers[key] = self.clock.call_at(e.fire_at, lambda: self._fire_local(wid, fire))
+        self._local_timers.arm(wid, run_id, e.key, e.fire_at)
 
     async def _arm_expiry(
         self, workflow_id: str, run_id: str, closed_at: float
@@ -244,11 +241,10 @@ class Effects(Grants):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _fire_local(self, workflow_id: str, fire: inp.FireTimer) -> None:
-        self._timers.pop((fire.run_id, fire.key), None)
+    def _fire_local(self, workflow_id: str, run_id: str, key: str) -> None:
         if self._stopping.is_set():
             return
-        self._track(self._fire_local_async(workflow_id, fire))
+        self._track(self._fire_local_async(workflow_id, inp.FireTimer(run_id, key)))
 
     async def _fire_local_async(self, workflow_id: str, fire: inp.FireTimer) -> None:
         try:
@@ -257,8 +253,7 @@ class Effects(Grants):
             log.warning("local timer %s of run %s failed: %s", fire.key, fire.run_id, exc)
 
     def _cancel_local_timers(self, run_id: str) -> None:
-        for key in [k for k in self._timers if k[0] == run_id]:
-            self._timers.pop(key).cancel()
+        self._local_timers.cancel_run(run_id)
 
     async def _purge_timers(self, subject: str) -> None:
         """Cancel the durable timers on ``subject`` (a wildcard); a failure leaves them to fire

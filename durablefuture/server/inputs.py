@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 from attrs import evolve
@@ -166,8 +167,9 @@ class RunInputs(RunCaches, Effects):
         message = await self._enrich(message)
         async with cache.lock:
             if sticky and receipt_to and STICKY_TOKEN.fullmatch(sticky):
-                # the reporting worker holds the run's generator: its next tasks go there
-                cache.sticky = sticky
+                # the reporting worker holds the run's generator: its next tasks go there (one
+                # copy of its token for all the runs it holds, not one string a run)
+                cache.sticky = sys.intern(sticky)
             decision = await self._decide_and_record(cache, message, receipt_to)
             self._status_seen(cache)
         if isinstance(message, _WFT_REPORTS):

@@ -64,6 +64,13 @@ class AnsweredReceipt:
         self.seq, self.batch = seq, batch
         return True
 
+    def spend(self) -> bytes:
+        """The batch kept for the answer, no longer kept: work the request's handling
+        started (a pending status write) keeps its context, and with it this receipt, for
+        seconds after the answer; the batch is the only large part of it."""
+        batch, self.batch = self.batch, b""
+        return batch
+
 
 def eager_offer(value: str) -> int:
     """What a ``Df-Eager`` header offers: 1 to 3 ASCII digits, at most ``MAX_EAGER``; 0 for

@@ -102,21 +102,24 @@ class ReportRequests(RequestDesks):
                 # appended, then failed (its effects not stored): the answer is "store",
                 # which carries no receipt, and the stored report is a duplicate, which
                 # gets none; send it apart, as to a server that does not carry it
-                await self._send_receipt(receipt_to, answered.run_id, answered.seq, answered.batch)
+                await self._send_receipt(
+                    receipt_to, answered.run_id, answered.seq, answered.spend()
+                )
             raise
         finally:
             ANSWERED_RECEIPT.reset(token)
             if answered is not None:
                 answered.answered = True  # work this handling started grants nothing more
         if answered is not None and answered.batch:
+            batch = answered.spend()
             if time.monotonic() - began > ANSWER_WAIT / 2:
                 # the worker may have stopped waiting and stored the report (a duplicate,
                 # which gets no receipt): send it apart as well (a worker that has it already
                 # takes the second as nothing new)
-                await self._send_receipt(receipt_to, answered.run_id, answered.seq, answered.batch)
+                await self._send_receipt(receipt_to, answered.run_id, answered.seq, batch)
             if answered.granted and os.environ.get(BEFORE_ANSWER_HOOK) == "die":
                 os.kill(os.getpid(), signal.SIGKILL)
-            return recorded_with(answered.seq, answered.batch, answered.granted)
+            return recorded_with(answered.seq, batch, answered.granted)
         return RECORDED
 
 

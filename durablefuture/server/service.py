@@ -254,9 +254,7 @@ class Server(ReportRequests, StartRequests, EagerChecks, Removals, Janitor, Stic
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         await self._status_flush(timeout)
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
+        self._local_timers.clear()
         if self._own_nc:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
