@@ -2,8 +2,9 @@
 watches closes (its closed notice), step the schedule now instead of at its next poll.
 
 Only the watched runs' notices are subscribed to (:class:`ClosedNotices`, one subscription per
-watched workflow id), not every run's: a df-server whose namespace runs no schedule receives no
-closed notice at all (before, each closed run sent df-server two messages it dropped).
+watched workflow id, or one to all while many are watched), not every run's at all times: a
+df-server with no scheduled run open receives no closed notice (before, each closed run sent
+df-server two messages it dropped).
 
 It is a fast path only (the durable timer and polls step every schedule anyway), so it gives
 way to the timers: while timer ticks are being handled (every schedule due in one second fires
@@ -25,7 +26,7 @@ from typing import Any
 from durablefuture.core.schedules import STARTING, ScheduleState
 from durablefuture.transport.subjects import decode_token
 
-__all__ = ["ClosedNotices", "Refresher"]
+__all__ = ["MAX_FOLLOWED", "ClosedNotices", "Refresher"]
 
 log = logging.getLogger("durablefuture.schedules")
 
@@ -140,46 +141,68 @@ class Refresher:
             self._again.pop(schedule_id, None)
 
 
+MAX_FOLLOWED = 32
+"""With more runs watched than this, one subscription to every run's closed notices takes the
+place of the runs' own (until none is watched): a burst of scheduled actions then costs no
+subscribe and unsubscribe per action."""
+
+
 class ClosedNotices:
-    """Subscriptions to the closed notices of the workflow ids :meth:`follow` was last given,
-    one per id, made and dropped by one task at a time (so a subscribe and an unsubscribe of
-    one id never overtake each other). A notice that arrives before its subscription is made
-    is missed, like any notice: the schedules' durable polls step them anyway."""
+    """Subscriptions to the closed notices of the workflow ids :meth:`follow` was last given:
+    one per id, or one to every run's notices (``everything``) while more than ``most`` are
+    watched; none while none is. Made and dropped by one task at a time, the new ones before
+    the old ones go (so a subscribe and an unsubscribe never overtake each other and a switch
+    leaves no gap). A notice that arrives before its subscription is made is missed, like any
+    notice: the schedules' durable polls step them anyway."""
 
     def __init__(
         self,
         nc: Any,
         subject: Callable[[str], str],
+        everything: str,
         on_notice: Callable[[Any], Awaitable[None]],
         spawn: Callable[[Awaitable[None]], None],
+        most: int = MAX_FOLLOWED,
     ) -> None:
         self._nc = nc
         self._subject = subject
+        self._everything = everything
         self._on_notice = on_notice
         self._spawn = spawn
-        self._want: frozenset[str] = frozenset()
-        self._subs: dict[str, Any] = {}
+        self._most = most
+        self._want: frozenset[str] = frozenset()  # subjects
+        self._subs: dict[str, Any] = {}  # subject -> its subscription
         self._syncing = False
         self._stopped = False
 
     def follow(self, workflow_ids: Collection[str]) -> None:
-        self._want = frozenset(workflow_ids)
+        every = self._everything
+        if not workflow_ids:
+            self._want = frozenset()
+        elif every in self._want or every in self._subs or len(workflow_ids) > self._most:
+            self._want = frozenset((every,))
+        else:
+            self._want = frozenset(self._subject(w) for w in workflow_ids)
         if not self._syncing and not self._stopped:
             self._syncing = True
             self._spawn(self._sync())
+
+    def subjects(self) -> frozenset[str]:
+        """What is subscribed to now."""
+        return frozenset(self._subs)
 
     async def _sync(self) -> None:
         try:
             while not self._stopped:
                 want, subs = self._want, self._subs
-                add = [w for w in want if w not in subs]
-                drop = [w for w in subs if w not in want]
+                add = [s for s in want if s not in subs]
+                drop = [s for s in subs if s not in want]
                 if not add and not drop:
                     return
-                for wid in add:
-                    subs[wid] = await self._nc.subscribe(self._subject(wid), cb=self._on_notice)
-                for wid in drop:
-                    await _unsubscribe(subs.pop(wid))
+                for subject in add:
+                    subs[subject] = await self._nc.subscribe(subject, cb=self._on_notice)
+                for subject in drop:
+                    await _unsubscribe(subs.pop(subject))
         except Exception as exc:  # a fast path only: the durable polls step the schedules
             log.debug("following closed notices failed: %s", exc)
         finally:

@@ -110,7 +110,10 @@ class ScheduleService:
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self.closed = ClosedNotices(self.nc, layout.closed_notices, self._on_closed, self._spawn)
+        every = f"{layout.events_prefix}.closed.>"
+        self.closed = ClosedNotices(
+            self.nc, layout.closed_notices, every, self._on_closed, self._spawn
+        )
         self.refresher = Refresher(
             lambda sid: self.handle(ScheduleInput(sid, "tick")),
             self._spawn,

@@ -53,45 +53,83 @@ async def _one(running):  # type: ignore[no-untyped-def]
     return len(await running()) == 1
 
 
+def _notices(e, got: list[str], most: int = 32) -> ClosedNotices:  # type: ignore[no-untyped-def]
+    layout = e.client.layout
+    tasks: set[object] = set()
+
+    async def note(msg):  # type: ignore[no-untyped-def]
+        got.append(msg.subject)
+
+    def spawn(coro):  # type: ignore[no-untyped-def]
+        t = asyncio.ensure_future(coro)
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
+
+    every = f"{layout.events_prefix}.closed.>"
+    return ClosedNotices(e.server.nc, layout.closed_notices, every, note, spawn, most=most)
+
+
+async def _settled(notices: ClosedNotices, subjects: set[str]) -> None:
+    await wait_for(lambda: notices.subjects() == subjects and not notices._syncing, timeout=10)
+
+
+async def _send(nc, layout, wids: tuple[str, ...], run: str) -> None:  # type: ignore[no-untyped-def]
+    await nc.flush()
+    for wid in wids:
+        await nc.publish(layout.closed_notice(wid, run), b"")
+    await nc.flush()
+
+
 async def test_closed_notices_follow_the_ids_given_last() -> None:
     async with env() as e:
-        nc = e.server.nc
-        layout = e.client.layout
-        got: list[str] = []
-
-        async def note(msg):  # type: ignore[no-untyped-def]
-            got.append(msg.subject)
-
-        tasks: set[object] = set()
-
-        def spawn(coro):  # type: ignore[no-untyped-def]
-            t = asyncio.ensure_future(coro)
-            tasks.add(t)
-            t.add_done_callback(tasks.discard)
-
-        notices = ClosedNotices(nc, layout.closed_notices, note, spawn)
+        nc, layout, got = e.server.nc, e.client.layout, []
+        notices = _notices(e, got)
         notices.follow({"a", "b"})
         notices.follow({"a", "b", "c"})  # while the first subscriptions are being made
-        await wait_for(lambda: len(notices._subs) == 3 and not notices._syncing, timeout=10)
-        await nc.flush()
-        for wid in ("a", "x", "b", "c"):
-            await nc.publish(layout.closed_notice(wid, "r1"), b"")
+        await _settled(notices, {layout.closed_notices(w) for w in "abc"})
+        await _send(nc, layout, ("a", "x", "b", "c"), "r1")
         await wait_for(lambda: len(got) >= 3, timeout=10)
         await nc.flush()
         assert got == [layout.closed_notice(w, "r1") for w in ("a", "b", "c")]
 
         notices.follow({"c"})
-        await wait_for(lambda: set(notices._subs) == {"c"} and not notices._syncing, timeout=10)
-        await nc.flush()
+        await _settled(notices, {layout.closed_notices("c")})
         got.clear()
-        for wid in ("a", "b", "c"):
-            await nc.publish(layout.closed_notice(wid, "r2"), b"")
+        await _send(nc, layout, ("a", "b", "c"), "r2")
         await wait_for(lambda: len(got) >= 1, timeout=10)
         await nc.flush()
         assert got == [layout.closed_notice("c", "r2")]  # a and b: unsubscribed, never seen
 
         await notices.stop()
-        assert notices._subs == {}
+        assert notices.subjects() == set()
         notices.follow({"a"})  # after stop: nothing is subscribed again
         await nc.flush()
-        assert notices._subs == {} and not notices._syncing
+        assert notices.subjects() == set() and not notices._syncing
+
+
+async def test_many_watched_runs_share_one_subscription_until_none_is_watched() -> None:
+    async with env() as e:
+        nc, layout, got = e.server.nc, e.client.layout, []
+        every = f"{layout.events_prefix}.closed.>"
+        notices = _notices(e, got, most=2)
+        notices.follow({"a", "b"})
+        await _settled(notices, {layout.closed_notices("a"), layout.closed_notices("b")})
+        notices.follow({"a", "b", "c"})  # more than 2: every run's notices, one subscription
+        await _settled(notices, {every})
+        await _send(nc, layout, ("x", "c"), "r1")
+        await wait_for(lambda: len(got) >= 2, timeout=10)
+        assert got == [layout.closed_notice("x", "r1"), layout.closed_notice("c", "r1")]
+        notices.follow({"c"})  # kept while any run is watched (no switching back and forth)
+        await nc.flush()
+        await _settled(notices, {every})
+        notices.follow(())
+        await _settled(notices, set())
+        got.clear()
+        await _send(nc, layout, ("c",), "r2")
+        notices.follow({"d"})
+        await _settled(notices, {layout.closed_notices("d")})
+        await _send(nc, layout, ("c", "d"), "r3")
+        await wait_for(lambda: len(got) >= 1, timeout=10)
+        await nc.flush()
+        assert got == [layout.closed_notice("d", "r3")]
+        await notices.stop()
