@@ -36,7 +36,7 @@ from bench.procs import Started
 from bench.profile import Profiler
 from bench.scrape import cache_and_routes, scrape
 from bench.secure import SecureFiles
-from bench.stats import Emitter, lat_stats, log, pct, snap
+from bench.stats import Emitter, lat_stats, log, pct, snap, write_calls
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = "durablefuture"
@@ -497,6 +497,7 @@ class DFRound:
         seq0, del0 = await js_snapshot(js)
         scraped0 = [scrape(p) for p in self.metrics_ports]
         varz0 = self.nats.varz()
+        writes0 = write_calls(self.procs["nats"])
         before = self.snaps()
         profiler = None
         if self.opts.profile_dir and name in self.opts.profile_workloads:
@@ -515,6 +516,7 @@ class DFRound:
             rec = {"error": f"{type(exc).__name__}: {exc}"}
         wall = now() - t0
         after = self.snaps()
+        writes1 = write_calls(self.procs["nats"])
         if profiler is not None:
             profiler.stop()
         seq1, del1 = await js_snapshot(js)
@@ -536,6 +538,10 @@ class DFRound:
         if varz0 and varz1:
             rec["nats_in_msgs_per_wf"] = round((varz1["in_msgs"] - varz0["in_msgs"]) / wfs, 1)
             rec["nats_out_msgs_per_wf"] = round((varz1["out_msgs"] - varz0["out_msgs"]) / wfs, 1)
+            if "out_bytes" in varz0 and "out_bytes" in varz1:
+                out_bytes = varz1["out_bytes"] - varz0["out_bytes"]
+                rec["nats_out_bytes_per_wf"] = round(out_bytes / wfs)
+        rec["nats_writes_per_wf"] = round((writes1 - writes0) / wfs, 1)
         rec["workload_wall_s"] = round(wall, 3)
         rec["load1"] = round(os.getloadavg()[0], 2)
         if post is not None:  # analysis reading histories: after the cost snapshots

@@ -166,6 +166,8 @@ PAIR_ROWS = [
     ("w1", "e2e_p50_ms", "W1 e2e p50 ms", False),
     ("w2", "p50_ms", "W2 p50 ms", False),
     ("w2", "p99_ms", "W2 p99 ms", False),
+    ("w1", "nats_out_bytes_per_wf", "W1 nats-server bytes out/wf", False),
+    ("w1", "nats_writes_per_wf", "W1 nats-server write calls/wf (sockets + store)", False),
 ]
 
 

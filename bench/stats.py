@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -39,6 +40,17 @@ def snap(procs: list[psutil.Process]) -> tuple[float, int]:
         except psutil.Error:
             pass
     return cpu, rss
+
+
+def write_calls(procs: list[psutil.Process]) -> int:
+    """Write system calls so far (``syscw`` of ``/proc/PID/io``: to sockets and files) summed
+    over processes: over TLS nats-server makes one per 512 bytes it sends to a client (see
+    ``bench.tls_writes``), in plain text one per flush."""
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error, AttributeError, NotImplementedError):
+            total += p.io_counters().write_count
+    return total
 
 
 class Emitter:

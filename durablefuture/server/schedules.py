@@ -64,7 +64,7 @@ from durablefuture.server.schedule_effects import (
     start_request,
 )
 from durablefuture.server.schedule_options import ScheduleOptions
-from durablefuture.server.schedule_refresh import Refresher
+from durablefuture.server.schedule_refresh import ClosedNotices, Refresher
 from durablefuture.server.schedule_states import StateCache
 from durablefuture.transport.consumer import PullConsumer, delivery_count
 from durablefuture.transport.deadletter import dead_letter
@@ -110,8 +110,15 @@ class ScheduleService:
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self.refresher = Refresher(lambda sid: self.handle(ScheduleInput(sid, "tick")), self._spawn)
-        self._sub: object = None
+        every = f"{layout.events_prefix}.closed.>"
+        self.closed = ClosedNotices(
+            self.nc, layout.closed_notices, every, self._on_closed, self._spawn
+        )
+        self.refresher = Refresher(
+            lambda sid: self.handle(ScheduleInput(sid, "tick")),
+            self._spawn,
+            follow=self.closed.follow,
+        )
         self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -138,18 +145,13 @@ class ScheduleService:
             credits=self.options.concurrency,
         )
         await self._consumer.start()
-        self._sub = await self.nc.subscribe(
-            f"{self.layout.events_prefix}.closed.>", cb=self._on_closed
-        )
         self._loop_task = asyncio.create_task(self._loop(), name="df-schedules")
         self._spawn(self._reconcile())
 
     async def stop(self, timeout: float = 10.0) -> None:
         self._stopping = True
         self.refresher.stop()
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()  # type: ignore[attr-defined]
+        await self.closed.stop()
         if self._consumer is not None:
             await self._consumer.stop()
         if self._loop_task is not None:

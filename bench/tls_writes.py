@@ -1,0 +1,122 @@
+"""What TLS costs nats-server per message: a raw request/reply loop, no engine.
+
+``python -m bench.tls_writes [--n 40000] [--in-flight 100] [--rounds 3]`` starts a fresh
+nats-server per round and mode (``plain``, then ``tls`` with client certificates, alternating
+which goes first) and sends ``n`` core requests of 200 bytes (``in-flight`` at a time) from one
+connection to a responder on another, both of this process (on uvloop when it is installed,
+as the daemons run). Per request it reports nats-server's CPU, its write system calls and
+bytes (``syscw`` and ``wchar`` of ``/proc/PID/io``), and this process's CPU. Each request is
+four messages through nats-server: the request in and out, the reply in and out.
+
+nats-server 2.15 queues what it sends a client in pooled buffers of 512 bytes (4 KiB or
+64 KiB only for a longer piece) and writes them with ``net.Buffers.WriteTo``: on a plain
+connection one ``writev`` per flush, on a TLS connection one ``Write`` per buffer, so one TLS
+record and one system call per 512 bytes. Its writes per request show that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+MODES = ("plain", "tls")
+
+
+def _proc(pid: int) -> dict[str, float]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    io = dict(
+        (k, int(v))
+        for k, v in (line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    )
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return {"cpu": cpu, "writes": io["syscw"], "bytes": io["wchar"]}
+
+
+async def _loop(url: str, tls: object, n: int, in_flight: int) -> float:
+    from durablefuture.transport.connection import connect
+
+    a = await connect(url, tls=tls, timeout=10)  # type: ignore[arg-type]
+    b = await connect(url, tls=tls, timeout=10)  # type: ignore[arg-type]
+
+    async def answer(msg: object) -> None:
+        await b.publish(msg.reply, msg.data)  # type: ignore[attr-defined]
+
+    await b.subscribe("svc", cb=answer)
+    await b.flush()
+    room = asyncio.Semaphore(in_flight)
+    body = b"x" * 200
+
+    async def one() -> None:
+        async with room:
+            await a.request("svc", body, timeout=10)
+
+    t0 = time.process_time()
+    await asyncio.gather(*(one() for _ in range(n)))
+    spent = time.process_time() - t0
+    await a.close()
+    await b.close()
+    return spent
+
+
+def _round(mode: str, n: int, in_flight: int, directory: str) -> dict[str, float]:
+    from bench.secure import make
+    from durablefuture.natsserver import NatsServer
+    from durablefuture.transport.tls import TlsConfig
+
+    files = make(directory, "bench", parts=("tls",))
+    tls_args = {}
+    tls = None
+    if mode == "tls":
+        tls_args = {"tls_cert": files.server_cert, "tls_key": files.server_key, "tls_ca": files.ca}
+        tls = TlsConfig(ca=files.ca, cert=files.client_cert, key=files.client_key)
+    server = NatsServer(str(Path(directory) / "nats"), **tls_args).start()  # type: ignore[arg-type]
+    assert server.proc is not None
+    try:
+        before = _proc(server.proc.pid)
+        try:
+            import uvloop
+
+            spent = uvloop.run(_loop(server.url, tls, n, in_flight))
+        except ImportError:
+            spent = asyncio.run(_loop(server.url, tls, n, in_flight))
+        after = _proc(server.proc.pid)
+    finally:
+        server.stop()
+        server.cleanup()
+    return {
+        "nats_cpu_us": (after["cpu"] - before["cpu"]) / n * 1e6,
+        "nats_writes": (after["writes"] - before["writes"]) / n,
+        "nats_bytes": (after["bytes"] - before["bytes"]) / n,
+        "client_cpu_us": spent / n * 1e6,
+    }
+
+
+def main(n: int, in_flight: int, rounds: int) -> None:
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
+    for r in range(rounds):
+        for mode in MODES if r % 2 == 0 else MODES[::-1]:
+            with tempfile.TemporaryDirectory() as d:
+                results[mode].append(_round(mode, n, in_flight, d))
+    medians = {}
+    for mode, runs in results.items():
+        medians[mode] = {k: round(statistics.median(x[k] for x in runs), 2) for k in runs[0]}
+        print(json.dumps({"mode": mode, "n": n, "in_flight": in_flight, **medians[mode]}))
+    print("| per request (medians) | plain | tls | tls / plain |\n|---|---|---|---|")
+    for k in medians["plain"]:
+        p, t = medians["plain"][k], medians["tls"][k]
+        print(f"| {k} | {p} | {t} | {t / p if p else float('nan'):.2f} |")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--n", type=int, default=40000)
+    ap.add_argument("--in-flight", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    main(args.n, args.in_flight, args.rounds)
