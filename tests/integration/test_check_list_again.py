@@ -13,26 +13,15 @@ from durablefuture.testing import LocalEnvironment
 from durablefuture.worker import WorkerOptions
 from durablefuture.worker.eager import AFTER_GRANT_HOOK
 from tests.conftest import wait_for
+from tests.integration.orders import OPTS, charge, one_charge, ran
 
 pytestmark = pytest.mark.asyncio
-
-OPTS = df.ActivityOptions(start_to_close_timeout=30)
-ran: list[str] = []
-
-
-async def charge(order_id: str) -> str:
-    ran.append(order_id)
-    return f"charged {order_id}"
 
 
 def charge_then_wait(order_id: str):  # type: ignore[no-untyped-def]
     charged = yield df.activity(charge, order_id, options=OPTS)
     go = yield df.wait_signal("go")
     return f"{charged} {go}"
-
-
-def one_charge(order_id: str):  # type: ignore[no-untyped-def]
-    return (yield df.activity(charge, order_id, options=OPTS))
 
 
 async def test_an_attempt_whose_effects_are_derived_again_does_not_stop_its_list(
@@ -43,7 +32,6 @@ async def test_an_attempt_whose_effects_are_derived_again_does_not_stop_its_list
     ``b``'s attempt was granted to a worker that never ran it (as one killed right after the
     answer). Listed after ``a`` on the same list, it must still be checked: recorded timed
     out, and attempt 2 runs from its stored task."""
-    ran.clear()
     options = ServerOptions(eager_check=3600.0)  # only our list fires
     async with LocalEnvironment(server_options=options) as env:
         server = env.server
@@ -74,7 +62,7 @@ async def test_an_attempt_whose_effects_are_derived_again_does_not_stop_its_list
             assert await a.result(timeout=15) == "charged a went"
         assert server.stats["checks_again"] == 1
         assert server.stats["checks_timed_out"] == 1
-        assert ran == ["a", "b"]  # b's attempt 1 never ran; attempt 2 did
+        assert ran == ["charge a", "charge b"]  # b's attempt 1 never ran; attempt 2 did
         history = await b.fetch_history()
         retried = [e for e in history if isinstance(e, ev.ActivityRetryScheduled)]
         assert [(e.seq, e.attempt, e.failure.timeout_type) for e in retried] == [
