@@ -3,13 +3,15 @@
 and retried then, not only at ``eager_check``; one still renewed by a holder past its
 start_to_close is timed out as a stored attempt's start_to_close timer would; a long one
 within its start_to_close is only ever listed again, never timed out early. Check lists
-whose attempts fall due at different times never share a list (``server/expiries.py``)."""
+whose attempts fall due at different times never share a list (``server/expiries.py``).
+A worker killed right after its grant (SIGKILL) costs the attempt its start_to_close only."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from pathlib import Path
 
 import pytest
 
@@ -39,9 +41,11 @@ from durablefuture.transport.subjects import Layout
 from durablefuture.worker import WorkerOptions
 from durablefuture.worker.eager import AFTER_GRANT_HOOK
 from durablefuture.worker.eager_starts import RECEIPT_WAIT
-from tests.conftest import wait_for
-from tests.integration.helpers import watch
+from tests.conftest import Daemons, wait_for, wait_namespace
+from tests.integration.eager_flows import STEPS, brief_logged_flow
+from tests.integration.helpers import check_history, watch
 from tests.integration.orders import PAUSE, charge, ran, ship
+from tests.integration.test_eager_crash import executions
 
 pytestmark = pytest.mark.asyncio
 
@@ -122,6 +126,55 @@ async def test_a_granted_attempt_nobody_ran_times_out_at_its_start_to_close(
         completed = [e for e in history if isinstance(e, ev.ActivityCompleted)]
         assert [(e.seq, e.attempt) for e in completed] == [(1, 2), (2, 2)]
         assert [type(e) for e in history].count(ev.WorkflowCompleted) == 1
+
+
+async def test_a_worker_killed_after_its_grant_costs_only_the_start_to_close(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    """The worker that decided the first step dies (SIGKILL) as the answer grants it the
+    attempt; df-server checks only hourly, but the step's start_to_close is 2 s: attempt 1 is
+    recorded timed out (lost with its worker) then, attempt 2 runs once on another worker
+    from its stored task, the second step runs once there, eagerly, and the workflow
+    completes once."""
+    log = tmp_path / "exec.log"
+    daemons.env["DF_TEST_EXEC_LOG"] = str(log)
+    daemons.server("--eager-check", "3600")
+    flows = "tests.integration.eager_flows"
+    args = ("--workflows", f"{flows}:brief_logged_flow", "--activities", f"{flows}:logged_step")
+    doomed = daemons.special(
+        "doomed",
+        "daemons.df_worker",
+        "--nats",
+        daemons.url,
+        "--task-queue",
+        "tests",
+        *args,
+        env=dict(daemons.env, **{AFTER_GRANT_HOOK: "die"}),
+    )
+    await wait_namespace(daemons.url)
+    client = await df.Client.connect(daemons.url)
+    try:
+        h = await client.start_workflow(brief_logged_flow, "d-1", id="d-1", task_queue="tests")
+        await wait_for(lambda: doomed.proc is not None and doomed.proc.poll() is not None, 30)
+        assert doomed.proc is not None and doomed.proc.returncode == -9  # killed by the hook
+        assert not log.exists()  # it ran nothing
+        daemons.worker(*args)
+        result = await h.result(timeout=60)
+        assert result == [f"d-1:{s}" for s in range(STEPS)]
+        history = await h.fetch_history()
+        check_history("d-1", history)
+        assert sorted(executions(log)) == [("d-1", 0, 2), ("d-1", 1, 1)]
+        retries = [e for e in history if isinstance(e, ev.ActivityRetryScheduled)]
+        assert [(e.seq, e.attempt, e.failure.timeout_type) for e in retries] == [
+            (1, 1, "start_to_close")
+        ]
+        assert "lost with its worker" in retries[0].failure.message
+        assert [type(e) for e in history].count(ev.WorkflowCompleted) == 1
+    except BaseException:
+        print(daemons.logs())
+        raise
+    finally:
+        await client.close()
 
 
 async def test_a_granted_attempt_renewed_past_its_start_to_close_is_timed_out(
