@@ -119,8 +119,9 @@ def namespaces_and_creds(
     show_default=True,
     type=click.FloatRange(min=0),
     help="A worker that decides an activity of its own task queue, with free slots, runs its "
-    "first attempt itself (no stored task); the task is stored only if nobody ran it within "
-    "this many seconds (0: every activity task is stored).",
+    "first attempt itself (no stored task); an attempt nobody reported nor claimed within "
+    "this many seconds (or its start_to_close_timeout plus 3 s, if sooner) is timed out and "
+    "retried (0: every activity task is stored).",
 )
 @click.option(
     "--eager-start-wait",

@@ -16,9 +16,17 @@ by its newest batch only: most are closed by their check):
   batch's effects again (as a stored task delivered again would have it reported again,
   ``worker/handover.py``); a closing batch whose closed status entry is stored, of a run with
   no parent, children or next run, needs nothing;
-- its lease is held by a holder that renewed it within the lease: on a later list (a worker
-  claims the lease of a granted attempt still running after ``eager_claim_after``; a long
-  activity is checked again every ``eager_check`` seconds, never run twice);
+- its lease is held by a holder that renewed it within the lease, and its start_to_close is
+  not over (``grants.check_deadline``): on a later list, due at the end of its
+  start_to_close if that comes before ``eager_check`` (a worker claims the lease of a granted
+  attempt still running after ``eager_claim_after``; a long activity is checked again every
+  ``eager_check`` seconds, never run twice);
+- its start_to_close is over and a live holder still renews its lease: recorded timed out
+  (start_to_close) and retried per its retry policy, as a stored attempt is by its
+  start_to_close timer whatever its lease. Its worker times the attempt out itself at its
+  start_to_close, so only a stalled worker still runs it; as with a stored attempt, the
+  next attempt may then run while that worker finishes the old one (its outcome, reported
+  late, is ignored);
 - otherwise the attempt is recorded timed out (start_to_close, lost with its worker) and
   retried per its retry policy, exactly as when a worker holding a lease dies mid-run
   (``worker/handover.py``). Its task is never published: the attempt may be running on a
@@ -49,6 +57,7 @@ from durablefuture.core.errors import CorruptHistoryError, DecodeError, DurableF
 from durablefuture.core.events import TERMINAL_EVENTS
 from durablefuture.core.failure import Failure, FailureKind
 from durablefuture.core.state import ActivityState, RunState
+from durablefuture.server.grants import check_deadline
 from durablefuture.server.inputs import RunInputs
 from durablefuture.server.runs import RunCache, RunMissing
 from durablefuture.transport.buckets import read_key
@@ -61,6 +70,10 @@ from durablefuture.transport.publisher import PubAck
 __all__ = ["EagerChecks"]
 
 log = logging.getLogger("durablefuture.server")
+
+DUE_TOLERANCE = 0.25
+"""Seconds before its start_to_close deadline a check may fire and still find it over (a list's
+due time is stored to the millisecond; df-servers' clocks differ a little)."""
 
 
 class EagerChecks(RunInputs):
@@ -88,8 +101,9 @@ class EagerChecks(RunInputs):
             if time.monotonic() - alive > keepalive:
                 await msg.in_progress()  # a long list: not to be delivered to another server
                 alive = time.monotonic()
+            deadline: float | None = None
             try:
-                outcome = await self._check_attempt(item)
+                outcome, deadline = await self._check_attempt(item)
             except CorruptHistoryError as exc:
                 log.error("check of run %s #%d: %s", item.run_id, item.seq, exc)
                 await self._corrupt(exc)
@@ -102,34 +116,35 @@ class EagerChecks(RunInputs):
             self.stats[f"checks_{outcome}"] += 1  # timed_out, later, done, published, again
             metrics.EAGER_ATTEMPTS.inc(self.layout.namespace, outcome)
             if outcome == "later":
-                later.append(await self._check_later(item))
+                later.append(await self._check_later(item, deadline))
         for listed in later:
             await listed  # stored before this list is acknowledged
         if delivery_count(msg) > 1:
             log.info("a check list delivered again was checked (%d attempts)", len(items))
 
-    async def _check_attempt(self, item: CheckedAttempt) -> str:
+    async def _check_attempt(self, item: CheckedAttempt) -> tuple[str, float | None]:
         """``done`` (nothing to do), ``again`` (its outcome's effects derived again), ``later``
-        (a live holder runs it), ``timed_out`` or ``published`` (not granted by this version)."""
+        (a live holder runs it; with the end of its start_to_close, if to come), ``timed_out``
+        or ``published`` (not granted by this version)."""
         if self._grant_checked((item.run_id, item.seq, item.attempt)):
-            return "done"  # this df-server recorded its outcome and derived its effects
+            return "done", None  # this df-server recorded its outcome and derived its effects
         outcome_id = inp.CompleteActivityTask(item.run_id, item.seq, item.attempt).input_id
         if self._cached(item.run_id) is None:
             # most runs are closed by their check: one read tells, with no load of the run
             last = await self.history.last_batch(item.workflow_id, item.run_id, "none")
             if last is None:
-                return "done"  # removed since (or never stored)
+                return "done", None  # removed since (or never stored)
             closed = bool(last.events) and isinstance(last.events[-1], TERMINAL_EVENTS)
             if closed and last.input_id != outcome_id:
-                return "done"  # closed by another batch
+                return "done", None  # closed by another batch
         try:
             cache = await self._load(item.workflow_id, item.run_id)
         except RunMissing:
-            return "done"  # removed since (or never stored)
+            return "done", None  # removed since (or never stored)
         async with cache.lock:
             if self._grant_checked((item.run_id, item.seq, item.attempt)):
                 # its outcome recorded by this df-server while this check waited for the run
-                return "done"
+                return "done", None
             latest = await self.history.last_seq(item.workflow_id, item.run_id)
             if latest != cache.last_seq:
                 await self._refresh(cache)
@@ -148,17 +163,24 @@ class EagerChecks(RunInputs):
                     await self._decide_and_record(
                         cache, inp.CompleteActivityTask(item.run_id, item.seq, item.attempt)
                     )
-                    return "again"
-                return "done"
+                    return "again", None
+                return "done", None
             lease = await (await self._attempt_leases()).read(item.run_id, item.seq, item.attempt)
-            if lease is not None and time.time() - lease.at < lease.lease:
-                return "later"
+            now = time.time()
+            alive = lease is not None and now - lease.at < lease.lease
+            deadline = check_deadline(act.options, act.attempt_scheduled_at)
+            if deadline is not None and now >= deadline - DUE_TOLERANCE:
+                deadline = None  # its start_to_close is over
+                if alive and act.eager:
+                    return await self._outlived(cache, act, item), None
+            if alive:
+                return "later", deadline
             if not act.eager:
                 # not granted by this version (a df-server of before, whose workers claim the
                 # lease at once; or listed for an append that failed, its task stored): the
                 # task, as a dispatch would have (same Msg-Id), is safe
                 await self._execute(cache, [DispatchActivityTask(activity_task(state, act))])
-                return "published"
+                return "published", None
             log.info(
                 "attempt %d of activity %s (#%d of run %s) was granted to a worker that has "
                 "neither reported it nor claimed its lease: recorded timed out",
@@ -180,7 +202,33 @@ class EagerChecks(RunInputs):
             )
             lost = inp.FailActivityTask(item.run_id, item.seq, item.attempt, failure)
             await self._decide_and_record(cache, lost)
-            return "timed_out"
+            return "timed_out", None
+
+    async def _outlived(self, cache: RunCache, act: ActivityState, item: CheckedAttempt) -> str:
+        """Record granted attempt ``item`` timed out: its start_to_close is over, and a live
+        holder still renews its lease (a stalled worker), as a stored attempt's
+        start_to_close timer records it whatever its lease."""
+        log.warning(
+            "attempt %d of activity %s (#%d of run %s) outlived its start_to_close_timeout "
+            "with its lease still renewed (a stalled worker): recorded timed out",
+            item.attempt,
+            act.name,
+            item.seq,
+            item.run_id,
+            extra={"workflow_id": item.workflow_id, "run_id": item.run_id},
+        )
+        failure = Failure(
+            message=(
+                f"attempt {item.attempt} of activity {act.name!r} did not finish within its "
+                f"start_to_close_timeout of {act.options.start_to_close_timeout:g}s"
+            ),
+            type="TimeoutError",
+            kind=FailureKind.TIMEOUT,
+            timeout_type="start_to_close",
+        )
+        late = inp.FailActivityTask(item.run_id, item.seq, item.attempt, failure)
+        await self._decide_and_record(cache, late)
+        return "timed_out"
 
     async def _outcome_newest(self, cache: RunCache, outcome_id: str) -> bool:
         """Whether the batch that recorded the outcome ``outcome_id`` is the run's newest and

@@ -75,7 +75,7 @@ from durablefuture.core.orchestration import APPLIED, decide, effects_for
 from durablefuture.core.state import RunState
 from durablefuture.server.effects import Guard
 from durablefuture.server.first_append import FirstAppends
-from durablefuture.server.grants import may_run_eagerly
+from durablefuture.server.grants import CHECK_GRACE, check_deadline, may_run_eagerly
 from durablefuture.server.receipts import eager_ask, eager_offer
 from durablefuture.server.runs import RunCache
 from durablefuture.transport.guard import check_reply_subject
@@ -87,7 +87,7 @@ from durablefuture.transport.headers import (
     RECEIPT_HEADER,
     STICKY_HEADER,
 )
-from durablefuture.transport.publisher import MSG_ID, settled
+from durablefuture.transport.publisher import MSG_ID, PubAck, settled
 from durablefuture.transport.replies import NoResponders, RequestTimedOut, request_with_headers
 from durablefuture.transport.subjects import STICKY_TOKEN
 
@@ -331,10 +331,12 @@ class EagerStarts(FirstAppends):
         ]
         if not chosen:
             return []
-        listed = [
-            await self._check_later(CheckedAttempt(cache.workflow_id, state.run_id, e.task.seq, 1))
-            for e in chosen
-        ]
+        listed: list[asyncio.Future[PubAck]] = []
+        for e in chosen:
+            act = state.activities[e.task.seq]
+            item = CheckedAttempt(cache.workflow_id, state.run_id, e.task.seq, 1)
+            deadline = check_deadline(act.options, act.attempt_scheduled_at)
+            listed.append(await self._check_later(item, deadline))
         try:
             for list_stored in listed:
                 await list_stored
@@ -354,7 +356,10 @@ class EagerStarts(FirstAppends):
         published, the worker granted it may be running it with no lease)."""
         if not grants:
             return []
-        if time.monotonic() - listed_at > self.options.eager_check / 2:
+        stcs = [g.task.options.start_to_close_timeout for g in grants]
+        # (a list falls due at its attempt's start_to_close when that comes first)
+        soonest = min([self.options.eager_check] + [t + CHECK_GRACE for t in stcs if t])
+        if time.monotonic() - listed_at > soonest / 2:
             await self._execute(cache, list(grants))  # (marked: listed again, not stored)
         run_id = cache.state.run_id
         for g in grants:

@@ -21,12 +21,16 @@ A df-server killed with closes collected and not sent loses nothing: their input
 acknowledged, and their closes are derived again by whichever df-server gets them next.
 
 The group commit itself (``ScheduleLists``) serves the check lists of eager activity attempts
-as well (``server/checks.py``).
+as well (``server/checks.py``). Their due times differ (an attempt is checked at its
+start_to_close when that comes before ``eager_check``): items whose due times lie further
+apart than the lists' ``spread`` are collected for separate messages (at most ``MAX_GROUPS``
+at once), so none fires later than its item's due time plus ``spread``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 from collections.abc import Callable, Coroutine
 from typing import Generic, TypeVar
@@ -61,10 +65,35 @@ _UNSENT = (
 T = TypeVar("T")
 _Waiting = tuple[T, float, "asyncio.Future[PubAck]"]
 
+MAX_GROUPS = 8
+"""Lists of one ``ScheduleLists`` collected at once, each for its own due times (one more, and
+the oldest goes out at once, whatever is on its way)."""
+
+
+class _Group(Generic[T]):
+    """Items collected for one list: their due times lie within the lists' ``spread``."""
+
+    __slots__ = ("bytes", "high", "items", "low")
+
+    def __init__(self, empty: int, due: float) -> None:
+        self.items: list[_Waiting[T]] = []
+        self.bytes = empty
+        self.low = self.high = due
+
+    def fits(self, due: float, spread: float) -> bool:
+        return max(self.high, due) - min(self.low, due) <= spread
+
+    def add(self, waiting: _Waiting[T], size: int) -> None:
+        self.items.append(waiting)
+        self.bytes += size
+        self.low, self.high = min(self.low, waiting[1]), max(self.high, waiting[1])
+
 
 class ScheduleLists(Generic[T]):
     """Collects items into shared ``@at`` schedule messages, one (``IN_FLIGHT``) on its way
-    at once; a message fires at the latest due time of what it lists."""
+    at once; a message fires at the latest due time of what it lists. Items whose due times
+    differ by more than ``spread`` seconds never share a message (each message collected
+    meanwhile goes out in turn, oldest first)."""
 
     def __init__(
         self,
@@ -78,6 +107,7 @@ class ScheduleLists(Generic[T]):
         max_items: int,
         max_bytes: int,
         in_flight: int = IN_FLIGHT,
+        spread: float = math.inf,
     ) -> None:
         self._pub = pub
         self._track = track
@@ -88,10 +118,11 @@ class ScheduleLists(Generic[T]):
         self._max_items = max_items
         self._max_bytes = max_bytes
         self._limit = max(1, in_flight)
+        self._spread = spread
         self._empty = len(encode([]))
         """Bytes of a list naming nothing: what every list has besides its items."""
-        self._waiting: list[_Waiting[T]] = []
-        self._bytes = self._empty
+        self._groups: list[_Group[T]] = []
+        """Lists collected, not sent, oldest first (at most ``MAX_GROUPS``)."""
         self._in_flight = 0
         self._prefix = secrets.token_hex(8)
         """Tells this df-server's lists from every other's (a list id is its schedule subject:
@@ -104,29 +135,47 @@ class ScheduleLists(Generic[T]):
         """List ``item`` due at ``due``; the future resolves once a stored message lists it."""
         out: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
         size = self._size(item)
-        if self._waiting and self._bytes + size > self._max_bytes:
-            await self._flush()  # full by bytes: the one collected goes first
-        self._waiting.append((item, due, out))
-        self._bytes += size
-        if self._in_flight < self._limit or len(self._waiting) >= self._max_items:
-            await self._flush()
+        group = await self._group_for(due, size)
+        group.add((item, due, out), size)
+        if self._in_flight < self._limit or len(group.items) >= self._max_items:
+            await self._flush(group)
         return out
 
-    async def _flush(self) -> None:
-        """Send what is collected as one message. Never raises: a failure goes to the
-        futures of the items it lists."""
-        group, self._waiting, self._bytes = self._waiting, [], self._empty
-        if not group:
+    async def _group_for(self, due: float, size: int) -> _Group[T]:
+        """The list collected that ``due`` fits (its due times within ``spread``), with room
+        for ``size`` more bytes, or a new one."""
+        for group in self._groups:
+            if group.fits(due, self._spread):
+                if group.bytes + size <= self._max_bytes:
+                    return group
+                await self._flush(group)  # full by bytes: the one collected goes first
+                break
+        if len(self._groups) >= MAX_GROUPS:
+            await self._flush(self._groups[0])
+        fresh: _Group[T] = _Group(self._empty, due)
+        self._groups.append(fresh)
+        return fresh
+
+    async def _flush(self, group: _Group[T] | None = None) -> None:
+        """Send ``group`` (by default the oldest collected) as one message. Never raises: a
+        failure goes to the futures of the items it lists."""
+        if group is None:
+            group = self._groups[0] if self._groups else None
+        if group is None or group not in self._groups:
+            return  # (sent meanwhile)
+        self._groups.remove(group)
+        items = group.items
+        if not items:
             return
         self._in_flight += 1
         self._count += 1
         list_id = f"{self._prefix}{self._count:x}"
         try:
-            sent = await self._send(list_id, [r for r, _, _ in group], max(d for _, d, _ in group))
+            sent = await self._send(list_id, [r for r, _, _ in items], group.high)
         except BaseException as exc:
             self._in_flight -= 1
             err = exc if isinstance(exc, Exception) else TransportError(_UNSENT)
-            for _, _, out in group:
+            for _, _, out in items:
                 if not out.done():
                     out.set_exception(err)
             self._next()
@@ -134,7 +183,7 @@ class ScheduleLists(Generic[T]):
                 raise
             return
         self.sent += 1
-        sent.add_done_callback(lambda f: self._stored(f, group))
+        sent.add_done_callback(lambda f: self._stored(f, items))
 
     async def _send(self, list_id: str, items: list[T], due: float) -> asyncio.Future[PubAck]:
         headers = {SCHEDULE: schedule_at(due), SCHEDULE_TARGET: self._target}
@@ -154,7 +203,7 @@ class ScheduleLists(Generic[T]):
         self._next()
 
     def _next(self) -> None:
-        if self._waiting and self._in_flight < self._limit:
+        if self._groups and self._in_flight < self._limit:
             self._track(self._flush())
 
 

@@ -27,11 +27,16 @@ append refused and takes the report for a duplicate of the batch the first reque
 appended, whose attempts that request's worker may be running: they are listed, never
 published (a worker given such a task finds no lease, and would run the attempt again).
 
-When a list fires (``server/checks.py``), an attempt whose outcome history holds needs
-nothing; one whose lease a live holder renews goes on a later list; any other is recorded
-timed out (lost with its worker) and retried per its policy. So a worker lost after a grant,
-or a df-server lost between the append and the answer, costs that attempt a timeout; an
-activity allowed one attempt only is never granted, so such a crash never fails it.
+A list falls due ``eager_check`` seconds after the grant, or sooner: at the attempt's
+``start_to_close_timeout`` (plus ``CHECK_GRACE``) from the batch that scheduled it, when that
+comes first, as a stored attempt's start_to_close timer would have timed it out (attempts
+due further apart than ``CHECK_SPREAD`` never share a list). When a list fires
+(``server/checks.py``), an attempt whose outcome history holds needs nothing; one whose lease
+a live holder renews goes on a later list, until its start_to_close is over; any other (or
+one past its start_to_close) is recorded timed out and retried per its policy. So a worker
+lost after a grant, or a df-server lost between the append and the answer, costs that
+attempt a timeout; an activity allowed one attempt only is never granted, so such a crash
+never fails it.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from durablefuture.codec.checks import (
 )
 from durablefuture.core import events as ev
 from durablefuture.core.effects import ActivityTask
+from durablefuture.core.options import ActivityOptions
 from durablefuture.server.expiries import ScheduleLists
 from durablefuture.server.receipts import ANSWERED_RECEIPT, UNANSWERED_ASK, AnsweredReceipt
 from durablefuture.server.runs import RunCache
@@ -60,13 +66,30 @@ from durablefuture.server.status_later import StatusLater
 from durablefuture.transport.publisher import PubAck
 from durablefuture.transport.report_requests import ANSWER_WAIT
 
-__all__ = ["GRANT_WITHIN", "Grants", "may_run_eagerly"]
+__all__ = [
+    "CHECK_GRACE",
+    "CHECK_SPREAD",
+    "GRANT_WITHIN",
+    "Grants",
+    "check_deadline",
+    "may_run_eagerly",
+]
 
 GRANT_WITHIN = ANSWER_WAIT / 4
 """Seconds after a request was taken past which nothing is granted any more: its answer
 might come after the worker stopped waiting (it then stores the report, which carries no
 grant), and a grant nobody reads waits out its check."""
 
+
+CHECK_GRACE = 3.0
+"""Seconds past an attempt's start_to_close_timeout (from the batch that scheduled it) its
+check waits. A worker starts an attempt granted to it at most a second (``ANSWER_WAIT``), or
+two for an eager start's receipt (``worker/eager_starts.RECEIPT_WAIT``), after that batch, and
+times it out itself at its start_to_close, reporting it: the check never times out an attempt
+still within its start_to_close by its worker's count, and lets that worker's report land."""
+CHECK_SPREAD = 0.5
+"""Seconds the due times of the attempts one check list names may differ by (a list fires at
+the latest of them)."""
 
 MAX_REMEMBERED = 100_000
 """Attempts a df-server remembers granting (until their outcome is recorded here), and
@@ -123,16 +146,24 @@ class Grants(StatusLater):
                 size=check_list_size,
                 max_items=MAX_CHECK_LIST,
                 max_bytes=CHECK_LIST_BYTES,
+                spread=CHECK_SPREAD,
             )
         return self._check_lists
 
     def _track(self, work: Coroutine[object, object, None]) -> None:
         raise NotImplementedError  # effects.Effects
 
-    async def _check_later(self, item: CheckedAttempt) -> asyncio.Future[PubAck]:
-        """List ``item`` on a check list due ``eager_check`` seconds from now; the future
-        resolves once the list is stored."""
-        return await self._lists().arm(item, time.time() + self.options.eager_check)
+    async def _check_later(
+        self, item: CheckedAttempt, deadline: float | None = None
+    ) -> asyncio.Future[PubAck]:
+        """List ``item`` on a check list due ``eager_check`` seconds from now, or at
+        ``deadline`` (``check_deadline``: its start_to_close is over) if that comes first;
+        the future resolves once the list is stored."""
+        now = time.time()
+        due = now + self.options.eager_check
+        if deadline is not None:
+            due = min(due, max(now, deadline))
+        return await self._lists().arm(item, due)
 
     async def _grant_early(
         self, cache: RunCache, events: tuple[ev.Event, ...]
@@ -156,7 +187,7 @@ class Grants(StatusLater):
                 if len(answered.early) >= answered.eager:
                     continue
                 item = CheckedAttempt(cache.workflow_id, state.run_id, e.seq, 1)
-                listed = await self._check_later(item)
+                listed = await self._check_later(item, check_deadline(e.options, e.at))
                 listed.add_done_callback(_consume)  # (awaited only if granted)
                 answered.early[e.seq] = listed
             marked[i] = evolve(e, eager=answered.ask)
@@ -205,7 +236,9 @@ class Grants(StatusLater):
             self.stats["eager_relisted"] += 1
             return listed
         item = CheckedAttempt(cache.workflow_id, state.run_id, task.seq, task.attempt)
-        listed = await self._check_later(item)
+        listed = await self._check_later(
+            item, check_deadline(act.options, act.attempt_scheduled_at)
+        )
         self.stats["eager_relisted"] += 1
         return listed
 
@@ -218,6 +251,13 @@ class Grants(StatusLater):
         self._granted_open[key] = None
         if len(self._granted_open) > MAX_REMEMBERED:
             self._granted_open.popitem(last=False)  # (its outcome recorded elsewhere, or lost)
+
+
+def check_deadline(options: ActivityOptions, scheduled_at: float) -> float | None:
+    """When a granted attempt scheduled at ``scheduled_at`` has outlived its start_to_close
+    (``CHECK_GRACE`` after it, as its worker counts it), or None (no start_to_close)."""
+    stc = options.start_to_close_timeout
+    return None if stc is None else scheduled_at + stc + CHECK_GRACE
 
 
 def may_run_eagerly(e: ev.ActivityScheduled, queue: str) -> bool:

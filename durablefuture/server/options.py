@@ -60,9 +60,9 @@ class ServerOptions:
     eager_check: float = 30.0
     """Eager activity dispatch: a worker that decides an activity of its own task queue and
     has free slots runs its first attempt itself, with no stored task and no lease; an
-    attempt with neither an outcome nor a lease this many seconds later is recorded timed
-    out and retried (0: every task is stored; see
-    ``server/grants.py``)."""
+    attempt with neither an outcome nor a lease this many seconds later (or at its
+    start_to_close_timeout plus ``grants.CHECK_GRACE``, if that comes first) is recorded timed
+    out and retried (0: every task is stored; see ``server/grants.py``)."""
     eager_start_wait: float = 0.0
     """Seconds a new run's first workflow task is offered to a worker of its queue before
     anything is stored (eager start, ``server/eager_starts.py``); no answer in time, or

@@ -22,8 +22,17 @@ def logged_step(tag: str, step: int) -> str:
 
 
 def logged_flow(tag: str):  # type: ignore[no-untyped-def]
+    return (yield from _steps(tag, 60))
+
+
+def brief_logged_flow(tag: str):  # type: ignore[no-untyped-def]
+    """``logged_flow`` with a start_to_close_timeout of 2 s."""
+    return (yield from _steps(tag, 2))
+
+
+def _steps(tag: str, stc: float):  # type: ignore[no-untyped-def]
     opts = df.ActivityOptions(
-        start_to_close_timeout=timedelta(seconds=60),
+        start_to_close_timeout=timedelta(seconds=stc),
         retry_policy=df.RetryPolicy(initial_interval=0.2, maximum_interval=1.0),
     )
     done = []
