@@ -89,14 +89,9 @@ class Server(ReportRequests, StartRequests, EagerChecks, Removals, Janitor, Stic
         creds: str | None = None,
         tls: TlsConfig | ssl.SSLContext | None = None,
     ) -> Server:
-        # the server user's replies stay in its account: the short inbox prefix will do
+        # own_inbox: the server user's replies stay in its account (the short prefix will do)
         nc = await connect(
-            url,
-            timeout=connect_timeout,
-            name="df-server",
-            creds=creds,
-            tls=tls,
-            own_inbox=False,
+            url, timeout=connect_timeout, name="df-server", creds=creds, tls=tls, own_inbox=False
         )
         server = cls(nc, options)
         server._own_nc = True
