@@ -55,6 +55,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="exit 1 unless every workload ran and printed a sound record (CI's smoke check)",
     )
+    ap.add_argument("--w1-count", type=int, default=None, help="W1 workflows (default 2000)")
     ap.add_argument(
         "--w6-count", type=int, default=None, help="W6 workflows (default 100000, quick 300)"
     )
@@ -264,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     signal.signal(signal.SIGTERM, _sigterm)
     sizes = QUICK if a.quick else FULL
+    if a.w1_count is not None:
+        sizes = dataclasses.replace(sizes, w1_n=max(1, min(a.w1_count, 1_000_000)))
     if a.w6_count is not None:
         sizes = dataclasses.replace(sizes, w6_n=a.w6_count)
     if a.w6_ramp is not None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
-from bench import flows, secure
+from bench import bytes_by_kind, flows, secure
 from bench.procs import Started
 from bench.profile import Profiler
 from bench.scrape import cache_and_routes, scrape
@@ -124,6 +124,8 @@ def _bench_nats_class() -> type:
             path: str = super()._config()
             with open(path, "a") as f:
                 f.write(f'http: "127.0.0.1:{self.monitor_port}"\n')
+                if os.environ.get(bytes_by_kind.ENV):
+                    f.write(bytes_by_kind.trace_config())
             return path
 
         def varz(self) -> dict[str, Any]:
@@ -498,6 +500,8 @@ class DFRound:
         scraped0 = [scrape(p) for p in self.metrics_ports]
         varz0 = self.nats.varz()
         writes0 = write_calls(self.procs["nats"])
+        trace = getattr(self.nats, "log_file", None) if os.environ.get(bytes_by_kind.ENV) else None
+        trace0 = os.path.getsize(trace) if trace else 0
         before = self.snaps()
         profiler = None
         if self.opts.profile_dir and name in self.opts.profile_workloads:
@@ -542,6 +546,9 @@ class DFRound:
                 out_bytes = varz1["out_bytes"] - varz0["out_bytes"]
                 rec["nats_out_bytes_per_wf"] = round(out_bytes / wfs)
         rec["nats_writes_per_wf"] = round((writes1 - writes0) / wfs, 1)
+        if trace:
+            lines = bytes_by_kind.read_from(trace, trace0)
+            rec["nats_bytes_by_kind"] = bytes_by_kind.summarize(lines, wfs)
         rec["workload_wall_s"] = round(wall, 3)
         rec["load1"] = round(os.getloadavg()[0], 2)
         if post is not None:  # analysis reading histories: after the cost snapshots

@@ -64,8 +64,8 @@ class AesGcm:
         key_id: names ``key`` in the payloads it encrypts (``"k1"``, ``"2026-12"``...).
         key: 32 bytes.
         old_keys: earlier keys by id, used only to decrypt payloads written under them.
-        compact: write compact envelopes (``{"$dfp": "e=aes256gcm,k=k1;<base64>"}``, about 50
-            bytes smaller per payload); False writes the longer form of DurableFuture 0.1, for
+        compact: write compact envelopes (``{"$dfp": "*g,k=k1;<base64>"}``, about 60 bytes
+            smaller per payload); False writes the longer form of DurableFuture 0.1, for
             as long as processes of that version still read what this one writes. Both forms
             are read either way.
     """

@@ -1,5 +1,9 @@
 """The metadata of a compact payload envelope (version 2, see :mod:`~durablefuture.codec.envelope`):
-known names shortened, names and values percent-escaped, ``encoding=json`` implied."""
+known names shortened, names and values percent-escaped, ``encoding=json`` implied, and a
+known name and value together as one short part starting with ``*`` (``*g`` for
+``encryption=aes256gcm``: 9 bytes less in every payload AES-GCM seals). A ``*`` never starts a
+percent-escaped name, so the two cannot be confused; ``e=aes256gcm``, as written before, is
+read as ever."""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ __all__ = ["meta_text", "parse_meta"]
 
 _SHORT = {"encryption": "e", "key": "k", "compression": "z", "encoding": "c"}
 _LONG = {v: k for k, v in _SHORT.items()}
+_PAIRS = {("encryption", "aes256gcm"): "*g"}
+_PAIRS_BACK = {v: k for k, v in _PAIRS.items()}
 _MAX_META_TEXT = 1024
 _META_MEMO = 256
 _texts: dict[tuple[tuple[str, str], ...], str | None] = {}
@@ -30,7 +36,7 @@ def meta_text(meta: Mapping[str, str]) -> str | None:
         type(k) is str and type(v) is str and (k in _SHORT or len(k) > 1) for k, v in sig
     ):
         parts = [
-            f"{_SHORT.get(k, quote(k, safe=''))}={quote(v, safe='')}"
+            _PAIRS.get((k, v)) or f"{_SHORT.get(k, quote(k, safe=''))}={quote(v, safe='')}"
             for k, v in sig
             if not (k == "encoding" and v == "json")
         ]
@@ -49,6 +55,14 @@ def parse_meta(text: str) -> dict[str, str]:
         raise PayloadError(f"a payload envelope's metadata is over {_MAX_META_TEXT} characters")
     meta = {"encoding": "json"}
     for part in text.split(",") if text else ():
+        if part[:1] == "*":
+            pair = _PAIRS_BACK.get(part)
+            if pair is None:
+                raise PayloadError(
+                    f"a payload envelope's metadata has an unknown part {part[:40]!r}"
+                )
+            meta[pair[0]] = pair[1]
+            continue
         name, sep, value = part.partition("=")
         if not sep or not name:
             raise PayloadError(f"a payload envelope's metadata is malformed at {part[:40]!r}")

@@ -9,12 +9,13 @@ codec over them and store the result as an *envelope* in its place::
 
 The compact form (envelope version 2) holds the same metadata and bytes in one string, the
 metadata first (``encoding=json`` implied, known names shortened: ``e`` encryption, ``k`` key,
-``z`` compression, ``c`` encoding; names and values percent-escaped), then ``;`` and the
-base64::
+``z`` compression, ``c`` encoding; ``*g`` for ``encryption=aes256gcm``; names and values
+percent-escaped), then ``;`` and the base64::
 
-    {"$dfp": "e=aes256gcm,k=k1;<base64>"}
+    {"$dfp": "*g,k=k1;<base64>"}
 
-About 50 bytes smaller per payload, and one JSON string instead of three objects for every
+(``e=aes256gcm,k=k1;<base64>``, as the first compact envelopes were written, is read as well.)
+About 60 bytes smaller per payload, and one JSON string instead of three objects for every
 process that parses the message (the df-server too). The AES-GCM short cut writes it; every
 reader reads both forms (payloads written before stay readable).
 

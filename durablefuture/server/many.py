@@ -85,8 +85,14 @@ class Servers:
                 login = per_ns[ns]
                 nc = by_creds.get(login)
                 if nc is None:
+                    # the server user's replies stay in its account: the short inbox prefix
                     nc = await connect(
-                        url, timeout=connect_timeout, name="df-server", creds=login, tls=tls
+                        url,
+                        timeout=connect_timeout,
+                        name="df-server",
+                        creds=login,
+                        tls=tls,
+                        own_inbox=False,
                     )
                     by_creds[login] = nc
                 servers.append(Server(nc, evolve(base, namespace=ns)))

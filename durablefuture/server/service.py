@@ -89,7 +89,10 @@ class Server(ReportRequests, StartRequests, EagerChecks, Removals, Janitor, Stic
         creds: str | None = None,
         tls: TlsConfig | ssl.SSLContext | None = None,
     ) -> Server:
-        nc = await connect(url, timeout=connect_timeout, name="df-server", creds=creds, tls=tls)
+        # own_inbox: the server user's replies stay in its account (the short prefix will do)
+        nc = await connect(
+            url, timeout=connect_timeout, name="df-server", creds=creds, tls=tls, own_inbox=False
+        )
         server = cls(nc, options)
         server._own_nc = True
         return server

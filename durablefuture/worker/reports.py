@@ -102,7 +102,9 @@ class Reports:
         server may have recorded it in part); :meth:`store` retries on its own."""
         data = await self.codec.pack_input(InputEnvelope(workflow_id, input=message))
         msg_id = report_id(message, task)
-        headers = {MSG_ID: msg_id}
+        # the message id is for the stream's duplicate window: a stored report carries it, a
+        # request does not (df-server never reads it there; 62 bytes less per report asked)
+        headers: dict[str, str] = {}
         if receipt and self.receipts:
             headers[RECEIPT_HEADER] = self.receipts
             # in the answer when asked (one message less); apart when stored
@@ -131,7 +133,9 @@ class Reports:
                 return
 
         async def publish() -> None:
-            await publish_report(self.pub, self.layout.input("report"), data, headers)
+            await publish_report(
+                self.pub, self.layout.input("report"), data, {MSG_ID: msg_id, **headers}
+            )
 
         tries = REPORT_TRIES if self.ask and persist else 1  # store() retries on its own
         delay = 0.25

@@ -294,7 +294,9 @@ def test_the_decoded_cache_stays_within_its_budget() -> None:
     cache = DecodedCache(budget=100_000)
     for i in range(5_000):
         encode_values(AesGcm("k1", K1), [f"order-{i}"], cache)
-    per_entry = DecodedCache.ENTRY_OVERHEAD + 80  # + the envelope's text and the plaintext
+    # + the envelope's text and the plaintext (of the newest entries, which it keeps)
+    text = encode_values(AesGcm("k1", K1), ["order-4999"])[0][ENVELOPE_KEY]  # type: ignore[index,call-overload]
+    per_entry = DecodedCache.ENTRY_OVERHEAD + len(text) + len(b'"order-4999"')
     assert 100_000 // (per_entry + 40) <= len(cache) <= 100_000 // per_entry
 
 
@@ -303,8 +305,12 @@ def test_compact_envelopes_are_smaller_and_old_envelopes_stay_readable() -> None
 
     compact = encode_values(AesGcm("k1", K1), ["o-12345"])[0]
     long = encode_values(AesGcm("k1", K1, compact=False), ["o-12345"])[0]
-    assert compact[ENVELOPE_KEY].startswith("e=aes256gcm,k=k1;")  # type: ignore[index,call-overload,union-attr]
-    assert len(orjson.dumps(compact)) <= len(orjson.dumps(long)) - 45
+    assert compact[ENVELOPE_KEY].startswith("*g,k=k1;")  # type: ignore[index,call-overload,union-attr]
+    assert len(orjson.dumps(compact)) <= len(orjson.dumps(long)) - 54
+    # the first compact envelopes spelled the algorithm out: still read
+    spelled = {ENVELOPE_KEY: "e=aes256gcm" + compact[ENVELOPE_KEY][2:]}  # type: ignore[index,call-overload]
+    assert decode_values(AesGcm("k1", K1), [spelled]) == ["o-12345"]
+    assert decode_values(AesGcm("k1", K1, compact=False), [spelled]) == ["o-12345"]
     # what DurableFuture 0.1 wrote (the codec's own encode, the long form), read by a codec
     # that writes compact envelopes, and the other way round
     [old] = AesGcm("k1", K1).encode([Payload(b'{"a":[1,"x"]}', {"encoding": "json"})])
@@ -317,7 +323,7 @@ def test_compact_envelopes_are_smaller_and_old_envelopes_stay_readable() -> None
     data = writer.encode_input(
         InputEnvelope("w1", input=inp.CompleteActivityTask("r1", 1, 1, {"receipt": "R-1"}))
     )
-    assert b"R-1" not in data and b'"$dfp":"e=aes256gcm,k=k1;' in data
+    assert b"R-1" not in data and b'"$dfp":"*g,k=k1;' in data
     reader = default_codec().with_payload_codec(AesGcm("k1", K1, compact=False))
     back = reader.decode_input(data).input
     assert isinstance(back, inp.CompleteActivityTask) and back.result == {"receipt": "R-1"}
@@ -350,6 +356,14 @@ def test_compact_metadata_round_trips(meta: dict[str, str], encoding: str) -> No
     assert text is not None and ";" not in text
     assert parse_meta(text) == full
     assert meta_text({"key": "k1"}) is None  # no encoding: the long form
+    # a known pair is one short part; spelled out it reads the same
+    aes = {"encoding": "json", "encryption": "aes256gcm", "key": "k1"}
+    assert meta_text(aes) == "*g,k=k1"
+    assert parse_meta("*g,k=k1") == parse_meta("e=aes256gcm,k=k1") == aes
+    assert parse_meta(meta_text({"encoding": "json", "encryption": "*g"}) or "") == {
+        "encoding": "json",
+        "encryption": "*g",
+    }
     assert meta_text({"encoding": "json", "x": "1"}) is None  # a one-letter name of its own
 
 
@@ -361,6 +375,9 @@ def test_compact_metadata_round_trips(meta: dict[str, str], encoding: str) -> No
         ("e;AAAA", "malformed at 'e'"),
         ("k=%ff;AAAA", "not UTF-8"),
         ("e=aes256gcm,k=k1;!!!!", "malformed"),
+        ("*g,k=k1;!!!!", "malformed"),
+        ("*x,k=k1;AAAA", "unknown part '\\*x'"),
+        ("*,k=k1;AAAA", "unknown part"),
         ("x" * 2000 + ";AAAA", "over 1024 characters"),
     ],
 )

@@ -158,6 +158,9 @@ async def test_each_role_is_refused_the_stream_api_other_consumers_and_other_inb
             }
             handle = await client.start_workflow(guarded, "o-1", id="victim")
             run_id = handle.run_id or ""
+            assert env.server is not None
+            # where df-server's requests (PubAcks, API answers) are answered: "_INBOX.<nuid>."
+            server_inbox = bytes(env.server.nc._resp_sub_prefix or b"").decode().rstrip(".")
             status_key = f"$KV.{layout.runs_bucket}.{layout.status_key('victim', run_id)}"
             for role in ("worker", "client", "admin"):
                 probe: Probe = await _probe(env, role, caplog)
@@ -193,6 +196,14 @@ async def test_each_role_is_refused_the_stream_api_other_consumers_and_other_inb
                             await probe.subscribe_refused(f"_INBOX.{key}.>")
                     # answers only to requests it got: no publishing into others' inboxes
                     await probe.publish_refused(f"_INBOX.{keys['server']}.x")
+                    # df-server's replies come to nats-py's usual inbox prefix (its user may
+                    # read its whole account, whose own inboxes are never exported): no user
+                    # reads or writes there either
+                    assert server_inbox.startswith("_INBOX.") and len(server_inbox) == 29
+                    assert keys["server"] not in server_inbox
+                    await probe.subscribe_refused(f"{server_inbox}.>")
+                    await probe.subscribe_refused(f"{server_inbox}.*")
+                    await probe.publish_refused(f"{server_inbox}.x")
                     if role == "worker":
                         # dead letters are the admin's to read, through a consumer no worker
                         # may take or make first

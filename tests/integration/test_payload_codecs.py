@@ -115,7 +115,7 @@ async def test_an_encrypted_run_stores_no_plaintext() -> None:
         # the store holds the run (its history, status), but none of its payloads
         assert any(b"secret-1" in m for m in stored)
         # (compact envelopes: the metadata, key id included, then the ciphertext)
-        assert any(b'"$dfp":"e=aes256gcm,k=k1;' in m for m in stored)
+        assert any(b'"$dfp":"*g,k=k1;' in m for m in stored)
         for what, text in SECRETS.items():
             found = [m[:200] for m in stored if text.encode() in m]
             assert not found, f"the {what} payload is stored in the clear: {found}"
@@ -163,7 +163,7 @@ async def test_a_key_rotation_keeps_old_runs_readable() -> None:
         }
         stored = await _raw_store(env.nats_url)
         assert any(b'"key":"k1"' in m for m in stored)
-        assert any(b'"$dfp":"e=aes256gcm,k=k2;' in m for m in stored)
+        assert any(b'"$dfp":"*g,k=k2;' in m for m in stored)
 
 
 async def test_df_worker_takes_a_codec(daemons: Daemons) -> None:

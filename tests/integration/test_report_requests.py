@@ -34,6 +34,7 @@ from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.headers import RUN_HEADER
 from durablefuture.transport.layout import open_bucket
 from durablefuture.transport.leases import AttemptLeases
+from durablefuture.transport.publisher import MSG_ID
 from durablefuture.transport.report_requests import REFUSED
 from durablefuture.worker import reports as reports_mod
 from tests.conftest import wait_for
@@ -138,11 +139,23 @@ async def test_reports_are_recorded_by_request_and_not_stored() -> None:
         assert server is not None
         async with env.worker(workflows=[order], activities=[charge, ship]):
             before = dict(server.stats)
+            requests: list[dict[str, str]] = []
+
+            async def seen(msg: nats.aio.msg.Msg) -> None:
+                requests.append(dict(msg.headers or {}))
+
+            spy = await env.client.nc.subscribe(env.client.layout.report_requests, cb=seen)
             h = await env.client.start_workflow(order, "o-1", id="o-1")
             assert await h.result(timeout=15) == "charged o-1/shipped o-1"
             # one report per step: the first decision, then each result fused with the next
             asked = server.stats["report_requests"] - before["report_requests"]
             assert asked == 3
+            await wait_for(lambda: len(requests) == 3, 15)
+            await spy.unsubscribe()
+            # a request carries no message id (that is for the stream's duplicate window) but
+            # what df-server reads: the receipt subject and the ask for it in the answer
+            assert [MSG_ID in r for r in requests] == [False] * 3
+            assert all(r.get("Df-Receipt", "").startswith("_INBOX.") for r in requests)
             # the server handled one stored input (the start) besides the three requests
             assert server.stats["inputs"] - before["inputs"] == 1 + asked
             assert await _stored(env, env.client.layout.input("report")) == []
@@ -161,6 +174,10 @@ async def test_reports_are_stored_while_no_server_answers() -> None:
             assert server.stats["inputs"] - before["inputs"] == 4  # start + 3 stored reports
             history = [type(e).__name__ for e in await h.fetch_history()]
             assert history.count("ActivityCompleted") == 2  # each result recorded once
+            # a stored report keeps its message id (the stream's duplicate window)
+            stored = await _stored(env, env.client.layout.input("report"))
+            assert len(stored) == 3
+            assert all((m.headers or {}).get(MSG_ID) for m in stored)
 
 
 @pytest.mark.parametrize("how", ["asked", "stored", "asked apart"])
