@@ -164,8 +164,25 @@ async def test_df_server_sigkill_mid_burst(daemons: Daemons, tmp_path: Path) -> 
                 if isinstance(e, ev.ActivityRetryScheduled):
                     assert "lost with its worker" in e.failure.message, (wid, e.failure)
         await client.pub.nc.flush()
-        # most steps ran where they were decided, with no task stored
-        assert len(tasks) < len(ids) * STEPS / 2, len(tasks)
+        # a step's first attempt is granted (marked in history: run where it was decided,
+        # no task stored, unless its df-server died before the answer) or has its task
+        # stored; how many are granted depends on how soon the df-servers answer (under load,
+        # fewer), so the test asserts the partition, and that steps were granted at all
+        stored = {
+            (t.run_id, t.seq)
+            for t in (client.codec.decode_activity_task(m.data) for m in tasks)
+            if t.attempt == 1
+        }
+        marked: set[tuple[str, int]] = set()
+        unmarked: set[tuple[str, int]] = set()
+        for history in histories.values():
+            run_id = history[0].run_id if isinstance(history[0], ev.WorkflowStarted) else ""
+            for e in history:
+                if isinstance(e, ev.ActivityScheduled):
+                    (marked if e.eager else unmarked).add((run_id, e.seq))
+        assert len(marked) + len(unmarked) == len(ids) * STEPS
+        assert marked, "no step was granted"
+        assert unmarked <= stored, sorted(unmarked - stored)
     except BaseException:
         print(daemons.logs())
         raise
