@@ -181,53 +181,55 @@ class EagerChecks(RunInputs):
                 # task, as a dispatch would have (same Msg-Id), is safe
                 await self._execute(cache, [DispatchActivityTask(activity_task(state, act))])
                 return "published", None
-            log.info(
-                "attempt %d of activity %s (#%d of run %s) was granted to a worker that has "
-                "neither reported it nor claimed its lease: recorded timed out",
-                item.attempt,
-                act.name,
-                item.seq,
-                item.run_id,
-                extra={"workflow_id": item.workflow_id, "run_id": item.run_id},
+            reason = (
+                f"attempt {item.attempt} of activity {act.name!r} was lost with its worker "
+                "before it reported or claimed a lease (the worker stopped, crashed or never "
+                "got it)"
             )
-            failure = Failure(
-                message=(
-                    f"attempt {item.attempt} of activity {act.name!r} was lost with its worker "
-                    "before it reported or claimed a lease (the worker stopped, crashed or "
-                    "never got it)"
-                ),
-                type="TimeoutError",
-                kind=FailureKind.TIMEOUT,
-                timeout_type="start_to_close",
-            )
-            lost = inp.FailActivityTask(item.run_id, item.seq, item.attempt, failure)
-            await self._decide_and_record(cache, lost)
-            return "timed_out", None
+            why = "was granted to a worker that has neither reported it nor claimed its lease"
+            return await self._timed_out(cache, act, item, why, reason), None
 
     async def _outlived(self, cache: RunCache, act: ActivityState, item: CheckedAttempt) -> str:
         """Record granted attempt ``item`` timed out: its start_to_close is over, and a live
         holder still renews its lease (a stalled worker), as a stored attempt's
         start_to_close timer records it whatever its lease."""
-        log.warning(
-            "attempt %d of activity %s (#%d of run %s) outlived its start_to_close_timeout "
-            "with its lease still renewed (a stalled worker): recorded timed out",
+        reason = (
+            f"attempt {item.attempt} of activity {act.name!r} did not finish within its "
+            f"start_to_close_timeout of {act.options.start_to_close_timeout:g}s"
+        )
+        why = "outlived its start_to_close_timeout with its lease still renewed (a stalled worker)"
+        return await self._timed_out(cache, act, item, why, reason, level=logging.WARNING)
+
+    async def _timed_out(
+        self,
+        cache: RunCache,
+        act: ActivityState,
+        item: CheckedAttempt,
+        why: str,
+        reason: str,
+        level: int = logging.INFO,
+    ) -> str:
+        """Record granted attempt ``item`` timed out (start_to_close) with ``reason``; logs
+        ``why``. It is retried per its retry policy."""
+        log.log(
+            level,
+            "attempt %d of activity %s (#%d of run %s) %s: recorded timed out",
             item.attempt,
             act.name,
             item.seq,
             item.run_id,
+            why,
             extra={"workflow_id": item.workflow_id, "run_id": item.run_id},
         )
         failure = Failure(
-            message=(
-                f"attempt {item.attempt} of activity {act.name!r} did not finish within its "
-                f"start_to_close_timeout of {act.options.start_to_close_timeout:g}s"
-            ),
+            message=reason,
             type="TimeoutError",
             kind=FailureKind.TIMEOUT,
             timeout_type="start_to_close",
         )
-        late = inp.FailActivityTask(item.run_id, item.seq, item.attempt, failure)
-        await self._decide_and_record(cache, late)
+        await self._decide_and_record(
+            cache, inp.FailActivityTask(item.run_id, item.seq, item.attempt, failure)
+        )
         return "timed_out"
 
     async def _outcome_newest(self, cache: RunCache, outcome_id: str) -> bool:
