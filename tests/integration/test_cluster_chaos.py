@@ -61,6 +61,12 @@ from tests.integration.helpers import until_signal_recorded
 WF = ("--workflows", "tests.integration.flows:WORKFLOWS")
 ACT = ("--activities", "tests.integration.flows:ACTIVITIES")
 WORKER_LOG = ("--log-level", os.environ.get("DF_TEST_WORKER_LOG_LEVEL", "info"))
+# A killed worker takes with it the attempts granted to it (eager, no stored task) and the
+# runs it cached (sticky): df-server checks such attempts after 6 s, not 30 s, and moves
+# such a run's task to the queue after 1 s, not 5 s, so the runs the last kills hit finish
+# soon after the chaos. A granted attempt running 2 s claims a lease (a third of the check).
+SERVER_ARGS = ("--eager-check", "6", "--sticky-timeout", "1")
+WORKER_ARGS = (*WF, *ACT, *WORKER_LOG, "--eager-claim-after", "2")
 HOPS = 2  # continue-as-new hops of a rich workflow: HOPS + 1 runs, one child and signal each
 STREAM = Layout("default").stream
 # A workflow task held by a worker that is SIGKILLed is delivered again once its ack wait is
@@ -109,10 +115,10 @@ class Fleet:
     def __init__(self, daemons: Daemons) -> None:
         self.daemons = daemons
         self.make: dict[str, Callable[[], Daemon]] = {
-            "server-a": daemons.server,
-            "server-b": daemons.server,
-            "worker-a": lambda: daemons.worker(*WF, *ACT, *WORKER_LOG),
-            "worker-b": lambda: daemons.worker(*WF, *ACT, *WORKER_LOG),
+            "server-a": lambda: daemons.server(*SERVER_ARGS),
+            "server-b": lambda: daemons.server(*SERVER_ARGS),
+            "worker-a": lambda: daemons.worker(*WORKER_ARGS),
+            "worker-b": lambda: daemons.worker(*WORKER_ARGS),
         }
         self.alive = {name: make() for name, make in self.make.items()}
         self.gone: list[Daemon] = []  # daemons that exited by themselves before their kill
@@ -195,8 +201,8 @@ async def _each_daemon_serves(fleet: Fleet, client: df.Client, seed: int) -> Non
             assert d.proc is not None
             os.kill(d.proc.pid, signal.SIGSTOP)
         try:
-            # at once: a start asked of the frozen df-server waits for its answer (up to 5 s)
-            # before it is stored for the other one to take
+            # at once: a start asked of the frozen df-server waits for its answer (up to
+            # ``client.start_wait``) before it is stored for the other one to take
             handles = await asyncio.gather(
                 *(
                     client.start_workflow(
@@ -397,6 +403,8 @@ async def _cluster_chaos(
     client = await df.Client.connect(daemons.url, connect_timeout=30)
     # a client on the frozen node notices only when its pings go unanswered (~20-30 s)
     client.request_timeout = 60
+    # a start asked of a df-server that is killed or frozen is stored after 2 s, not 5 s
+    client.start_wait = 2.0
     rich = {f"rich-{seed}-{i}" for i in range(n) if i % 4 == 3}
     ids = [f"{'rich' if i % 4 == 3 else 'flow'}-{seed}-{i}" for i in range(n)]
     expected: dict[str, tuple[int, Any]] = {

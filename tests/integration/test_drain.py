@@ -89,8 +89,10 @@ async def test_a_drain_that_times_out_exits_and_the_attempt_is_retried(
 ) -> None:
     log = tmp_path / "exec.log"
     daemons.env["DF_TEST_EXEC_LOG"] = str(log)
-    daemons.server()
-    worker = daemons.worker(*ARGS, "--drain-timeout", "0.5")
+    # the first attempt is granted to the worker that decided it (eager, no lease): once
+    # that worker has left, df-server times it out at its eager check (3 s, not 30 s)
+    daemons.server("--eager-check", "3")
+    worker = daemons.worker(*ARGS, "--drain-timeout", "0.5", "--eager-claim-after", "1")
     await wait_namespace(daemons.url)
     client = await df.Client.connect(daemons.url)
     try:

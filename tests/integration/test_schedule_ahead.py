@@ -4,6 +4,7 @@ time and never before, exactly once across a SIGKILL of df-server or of nats-ser
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -35,6 +36,13 @@ def every(seconds: int, prefix: str, offset: int = 0, queue: str = "sq") -> df.S
         spec=df.ScheduleSpec(intervals=[df.Interval(every=seconds, offset=offset)]),
         policy=df.SchedulePolicy(overlap=df.Overlap.ALLOW_ALL),
     )
+
+
+def first_in(seconds: float, period: int) -> int:
+    """The offset of an ``every period`` interval whose next fire time is ``seconds`` (up to
+    one more, to a whole second) from now: a test waits that long for its first action, not
+    for a random phase of the period. ``seconds`` stays below ``period``."""
+    return math.ceil(time.time() + seconds) % period
 
 
 def pending_at(state: ScheduleState, margin: float = 0.0) -> float | None:
@@ -93,10 +101,13 @@ async def test_pause_update_and_delete_before_the_fire_time_are_honoured() -> No
     async with LocalEnvironment(server_options=opts) as e, e.worker("sq", workflows=[quick]):
         c = e.client
         period = 8
-        handles = {sid: await c.create_schedule(sid, every(period, sid)) for sid in ("p", "u", "d")}
-        await c.create_schedule("ctl", every(period, "ctl"))
-        # the same fire time recorded ahead in all three, at least 5 s away (a loaded
-        # machine must still pause, update and delete before it)
+        # the next fire time 7 s away: recorded ahead in all three, at least 5 s away (a
+        # loaded machine must still pause, update and delete before it)
+        off = first_in(7.0, period)
+        handles = {
+            sid: await c.create_schedule(sid, every(period, sid, off)) for sid in ("p", "u", "d")
+        }
+        await c.create_schedule("ctl", every(period, "ctl", off))
         fire = await record_ahead(c, "p", 5.0)
         taken = (await handles["p"].describe()).actions_taken  # those before ``fire``
         for sid in ("u", "d"):
@@ -106,13 +117,14 @@ async def test_pause_update_and_delete_before_the_fire_time_are_honoured() -> No
 
             await wait_for(recorded, timeout=5)
         await handles["p"].pause("before its time")
-        await handles["u"].update(every(period, "u", offset=1))  # the fire time is no longer in it
+        moved = (off + 1) % period
+        await handles["u"].update(every(period, "u", offset=moved))  # the fire time is not in it
         await handles["d"].delete()
         d = await handles["p"].describe()
         assert d.paused and d.next_action_times == () and d.running_actions == ()
         assert d.actions_taken == taken
         nxt = (await handles["u"].describe()).next_action_times[0].timestamp()
-        assert nxt % period == 1 and nxt > time.time() - 1  # the new spec's times
+        assert nxt % period == moved and nxt > time.time() - 1  # the new spec's times
 
         # the same second has passed and the next one too: the control schedule ran both
         async def passed() -> bool:
@@ -135,7 +147,9 @@ POLL = ("--schedule-poll-interval", "1")
 
 
 def _allow_all() -> df.Schedule:
-    return every(EVERY, "ka", queue="none")
+    """Every 8 s, the first time 4 s from now (the tests want it recorded ahead at least
+    2 s before it)."""
+    return every(EVERY, "ka", first_in(4.0, EVERY), queue="none")
 
 
 async def _runs_once_on_time(client: df.Client, times: list[float]) -> None:

@@ -88,6 +88,8 @@ async def test_pending_entries_outlive_a_nats_outage_longer_than_a_few_tries(
     try:
         server = await Server.connect(nats_server.url, ServerOptions(status_delay=0.2))
         await server.start()
+        # a try while NATS is away fails when its read or PubAck times out: after 1 s, not 5 s
+        server.pub.timeout = 1.0
         running = asyncio.create_task(server.run())
         client = await df.Client.connect(nats_server.url)
         try:

@@ -450,10 +450,13 @@ async def test_every_colour_on_the_timeline_is_in_its_legend(tmp_path: Path) -> 
             c = env.client
             async with (
                 env.worker(task_queue=TASK_QUEUE, workflows=WORKFLOWS, activities=ACTIVITIES),
+                # its "stalls" attempt is still running when the pages are checked: the
+                # worker leaves at once then, instead of draining until it ends (30 s)
                 env.worker(
                     task_queue=flows.TASK_QUEUE,
                     workflows=flows.WORKFLOWS,
                     activities=flows.ACTIVITIES,
+                    options=df.WorkerOptions(drain_timeout=0.5),
                 ),
             ):
                 q = flows.TASK_QUEUE
