@@ -39,6 +39,7 @@ from durablefuture.transport.connection import NATS
 from durablefuture.transport.guard import check_reply_subject, max_payload
 from durablefuture.transport.layout import KeyValue
 from durablefuture.transport.messages import Msg, Subscription
+from durablefuture.transport.reconnects import on_reconnect
 from durablefuture.transport.stopping import cancel_and_wait
 from durablefuture.transport.subjects import Layout
 
@@ -69,8 +70,15 @@ class VisibilityIndex:
         self._sub: Subscription | None = None
         self._removed_sub: Subscription | None = None
         self._wrote: dict[str, tuple[bytes, RunSummary]] = {}  # oldest first
+        self._building: RunIndex | None = None  # the index a rebuild is filling
+        self._reconnected = asyncio.Event()
+        self.rebuilds = 0
+        """Times the bucket was read again (its watch lost, or NATS reconnected)."""
 
     async def start(self, kv: KeyValue) -> None:
+        # a reconnect may leave the watch's consumer gone with a restarted nats-server: nats-py
+        # notices only after missed heartbeats, so the bucket is read again at once instead
+        on_reconnect(self.nc, self._reconnected.set)
         self._task = asyncio.create_task(self._follow(kv), name="df-visibility")
         self._sub = await self.nc.subscribe(
             self.layout.visibility, queue="df-server", cb=self._on_request
@@ -108,6 +116,8 @@ class VisibilityIndex:
         if 0 < len(key) <= 1024:
             async with self._lock:
                 self.index.remove(key)
+                if self._building is not None:  # (it may have read the entry already)
+                    self._building.remove(key)
 
     async def stop(self) -> None:
         for sub in (self._sub, self._removed_sub):
@@ -125,22 +135,40 @@ class VisibilityIndex:
         delay = 0.5
         while True:
             # a rebuild (after a lost watch) fills a new index while the old one still answers
-            building = RunIndex()
+            self._reconnected.clear()
+            self._building = building = RunIndex()
+            watching = asyncio.create_task(self._watch(kv, building), name="df-visibility-watch")
+            reconnected = asyncio.create_task(self._reconnected.wait())
             try:
-                async for item in watch_bucket(kv):
-                    if item is None:
-                        self.index = building
-                        self.ready.set()
-                        delay = 0.5
-                    else:
-                        async with self._lock:
-                            self._apply(building, *item)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("following the status bucket failed (%s); reading it again", exc)
+                await asyncio.wait({watching, reconnected}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                await cancel_and_wait(reconnected, "the reconnect wait")
+                if not watching.done():
+                    await cancel_and_wait(watching, "the status bucket's watch")
+            self._building = None
+            self.rebuilds += 1
+            if self.index is building:
+                delay = 0.5  # it had read the whole bucket: a new failure starts over
+            if watching.cancelled():
+                log.info("reconnected to NATS: reading the status bucket again")
+                delay = 0.5
+                continue
+            exc = watching.exception()
+            log.warning("following the status bucket failed (%s); reading it again", exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    async def _watch(self, kv: KeyValue, building: RunIndex) -> None:
+        """Fill ``building`` from the bucket, make it the index once it holds every entry
+        stored when the watch began, then follow each change; returns only by raising."""
+        async for item in watch_bucket(kv):
+            if item is None:
+                self.index = building
+                self.ready.set()
+            else:
+                async with self._lock:
+                    self._apply(building, *item)
+        raise DurableFutureError("the status bucket's watch ended")
 
     def _apply(self, index: RunIndex, key: str, value: bytes | None) -> None:
         if value is None:

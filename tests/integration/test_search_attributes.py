@@ -254,8 +254,15 @@ async def test_the_index_follows_on_after_nats_server_restarts() -> None:
                 return False  # reconnecting
 
         await wait_for(lambda: count_is(1), timeout=20)
+        server = env.server
+        assert server is not None and server.visibility is not None
+        index = server.visibility
+        assert index.rebuilds == 0
         env.nats.stop(kill=True)
         env.nats.start()
+        # the reconnect has the bucket read again at once (the watch's consumer went with
+        # the nats-server it lived on; nats-py would notice only after missed heartbeats)
+        await wait_for(lambda: index.rebuilds >= 1, timeout=30)
         await env.client.execute_workflow(quick, 2, id="nr-2", options=opts, timeout=60)
         await wait_for(lambda: count_is(2), timeout=60)
 
