@@ -10,6 +10,7 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from durablefuture.core.errors import TransportError
+from durablefuture.transport.usage import stream_subjects
 
 __all__ = ["KeyValue", "read_entry", "read_key", "read_values", "watch_bucket"]
 
@@ -56,12 +57,12 @@ async def read_values(kv: KeyValue) -> list[bytes]:
     Raises:
         TransportError: the bucket's keys could not be listed.
     """
-    try:
-        keys = await kv.keys()
-    except nats.js.errors.NoKeysError:
-        return []
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise _failed("the keys of a KV bucket", exc) from exc
+    # the keys as the stream's state tells them: nats-py's ``keys()`` ends its watch on the
+    # first "nothing pending" it sees, which under load can come before every key has
+    # (nats.py#842), and a list missing runs would be wrong
+    prefix = f"$KV.{kv._name}."  # (as the stream stores them, whatever prefix reads them)
+    subjects = await stream_subjects(kv._js, kv._stream, f"{prefix}>")
+    keys = [s[len(prefix) :] for s in subjects if s.startswith(prefix)]
     entries = await asyncio.gather(*(kv.get(k) for k in keys), return_exceptions=True)
     out: list[bytes] = []
     for entry in entries:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import nats.errors
 import nats.js.errors
 from attrs import frozen
@@ -11,7 +13,14 @@ from durablefuture.codec.jsapi import api_reply, api_request
 from durablefuture.core.errors import NamespaceNotFoundError, TransportError
 from durablefuture.transport.subjects import Layout
 
-__all__ = ["KINDS", "StreamUsage", "count_messages", "stream_size", "stream_usage"]
+__all__ = [
+    "KINDS",
+    "StreamUsage",
+    "count_messages",
+    "stream_size",
+    "stream_subjects",
+    "stream_usage",
+]
 
 KINDS = ("in", "wt", "at", "tm", "sci", "sct", "sch", "dlq", "rx", "rm", "ref")
 """Subject kinds counted one by one; every other message is a history batch (``h``)."""
@@ -30,8 +39,25 @@ class StreamUsage:
 async def count_messages(js: JetStreamContext, stream: str, subjects: str) -> int:
     """Messages of ``stream`` on ``subjects`` (a wildcard), from its per-subject counts, read
     page by page (JetStream answers at most 100,000 subjects at a time)."""
-    api = f"$JS.API.STREAM.INFO.{stream}"
     total = 0
+    async for page in _subject_pages(js, stream, subjects):
+        total += sum(int(v) for v in page.values())
+    return total
+
+
+async def stream_subjects(js: JetStreamContext, stream: str, subjects: str) -> list[str]:
+    """The subjects of ``stream`` that hold a message on ``subjects`` (a wildcard), as the
+    stream's state tells them (read page by page)."""
+    out: list[str] = []
+    async for page in _subject_pages(js, stream, subjects):
+        out += page
+    return out
+
+
+async def _subject_pages(
+    js: JetStreamContext, stream: str, subjects: str
+) -> AsyncIterator[dict[str, int]]:
+    api = f"$JS.API.STREAM.INFO.{stream}"
     offset = 0
     for _ in range(100_000):  # bounded: 10**10 subjects
         request = api_request({"subjects_filter": subjects, "offset": offset})
@@ -39,15 +65,17 @@ async def count_messages(js: JetStreamContext, stream: str, subjects: str) -> in
             reply = await js._nc.request(api, request, timeout=30.0)
             body = api_reply(reply.data)
         except (nats.errors.Error, TimeoutError, ValueError) as exc:
-            raise TransportError(f"counting {subjects} in {stream}: {exc}") from exc
+            raise TransportError(f"listing {subjects} in {stream}: {exc}") from exc
         if not isinstance(body, dict) or "error" in body:
-            raise TransportError(f"counting {subjects} in {stream}: {str(body)[:200]}")
+            raise TransportError(f"listing {subjects} in {stream}: {str(body)[:200]}")
         page = (body.get("state") or {}).get("subjects") or {}
-        total += sum(int(v) for v in page.values())
+        if not isinstance(page, dict):
+            raise TransportError(f"listing {subjects} in {stream}: subjects are no map")
+        yield {str(k): int(v) for k, v in page.items()}
         offset += len(page)
         if not page or offset >= int(body.get("total", 0) or 0):
-            return total
-    raise TransportError(f"counting {subjects} in {stream}: too many subjects")
+            return
+    raise TransportError(f"listing {subjects} in {stream}: too many subjects")
 
 
 async def stream_usage(js: JetStreamContext, layout: Layout) -> StreamUsage:

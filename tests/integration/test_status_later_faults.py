@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -44,13 +45,23 @@ async def test_runs_created_while_a_clean_shutdown_drains_get_their_entry() -> N
     async with LocalEnvironment(server_options=options) as env:
         client, server = env.client, env.server
         assert server is not None
+        # the stop begins as soon as the first run is created (polling would see every run
+        # created already when the starts go quickly)
+        first = asyncio.Event()
+
+        class Noting(dict[str, Any]):
+            def __setitem__(self, key: str, value: Any) -> None:
+                super().__setitem__(key, value)
+                first.set()
+
+        server._status_pending = Noting()
         starts = [
             asyncio.create_task(
                 client.start_workflow("sleeper", i, id=f"w{i}", task_queue="nobody")
             )
             for i in range(n)
         ]
-        await wait_for(lambda: server._status_pending, 30)  # some runs exist, the rest coming
+        await asyncio.wait_for(first.wait(), 30)  # some runs exist, the rest coming
         created_before = {w for w in (f"w{i}" for i in range(n)) if w in _ids(server)}
         await server.shutdown()
         for task in starts:
@@ -65,7 +76,7 @@ async def test_runs_created_while_a_clean_shutdown_drains_get_their_entry() -> N
             if not await _running(client, f"w{i}", last.run_id):
                 missing.append(f"w{i}")
         # runs were created during the drain, and every run created is listed as running
-        assert set(created) - created_before
+        assert set(created) - created_before, (len(created), len(created_before))
         assert missing == [], f"{len(missing)} of {len(created)} open runs have no entry"
         assert server._status_pending == {}
 
