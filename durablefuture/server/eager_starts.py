@@ -75,7 +75,7 @@ from durablefuture.core.orchestration import APPLIED, decide, effects_for
 from durablefuture.core.state import RunState
 from durablefuture.server.effects import Guard
 from durablefuture.server.first_append import FirstAppends
-from durablefuture.server.grants import CHECK_GRACE, check_deadline, may_run_eagerly
+from durablefuture.server.grants import check_deadline, may_run_eagerly
 from durablefuture.server.receipts import eager_ask, eager_offer
 from durablefuture.server.runs import RunCache
 from durablefuture.transport.guard import check_reply_subject
@@ -356,9 +356,14 @@ class EagerStarts(FirstAppends):
         published, the worker granted it may be running it with no lease)."""
         if not grants:
             return []
-        stcs = [g.task.options.start_to_close_timeout for g in grants]
-        # (a list falls due at its attempt's start_to_close when that comes first)
-        soonest = min([self.options.eager_check] + [t + CHECK_GRACE for t in stcs if t])
+        # (a list falls due at its attempt's start_to_close when that comes first: the
+        # deadline ``check_deadline`` gives, counted from the listing)
+        after = [
+            check_deadline(g.task.options, 0.0)
+            for g in grants
+            if g.task.options.start_to_close_timeout  # (as before: a 0 s one is left out)
+        ]
+        soonest = min([self.options.eager_check] + [d for d in after if d is not None])
         if time.monotonic() - listed_at > soonest / 2:
             await self._execute(cache, list(grants))  # (marked: listed again, not stored)
         run_id = cache.state.run_id
