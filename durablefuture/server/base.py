@@ -126,6 +126,8 @@ class ServerBase:
             "report_requests": 0,
             "report_requests_unanswered": 0,
             "start_requests": 0,
+            "report_copies": 0,  # report requests not recorded, stored by df-server itself
+            "report_copies_dropped": 0,  # not kept: too many waiting already
             "start_requests_stored": 0,
             "start_requests_unanswered": 0,
             "eager_granted": 0,  # activity attempts granted to the workers that decided them

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -59,6 +60,12 @@ from durablefuture.transport.publisher import WrongLastSequence
 from durablefuture.transport.subjects import STICKY_TOKEN
 
 __all__ = ["FIRST_APPEND_WAIT", "RunInputs"]
+
+EFFECTS_HOOK = "DF_TEST_EFFECTS_FAIL"
+"""Test hook (environment, read when df-server starts): ``once`` makes the effects of the
+first batch this df-server appends for a failed activity attempt fail before any is stored,
+as a PubAck that never comes would."""
+_effects_to_fail = [1 if os.environ.get(EFFECTS_HOOK) == "once" else 0]
 
 FIRST_APPEND_WAIT = 3.0
 """Seconds a workflow-task report for a run not found waits for its WorkflowStarted."""
@@ -308,6 +315,11 @@ class RunInputs(RunCaches, Effects):
                 else:
                     self.stats["ignored"] += 1
                     log.debug("ignored %s: %s", message.input_id, decision.reason)
+            if recorded and _effects_to_fail[0] and isinstance(message, inp.FailActivityTask):
+                _effects_to_fail[0] = 0
+                raise TransportError(
+                    f"the effects of run {cache.state.run_id} failed ({EFFECTS_HOOK})"
+                )
             await self._execute(cache, effects)
             if recorded:  # (a granted attempt's check has nothing left to do: ``checks``)
                 self._grants_recorded(cache.state.run_id, recorded)

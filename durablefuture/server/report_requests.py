@@ -8,7 +8,10 @@ dead-letter is stored as a dead letter with its reason and answered ``refused``.
 stored input would retry (a full store, NATS away, a failure), a server that is stopping or
 already handling ``ServerOptions.concurrency`` requests answers ``store``: the worker then
 stores the report on the input subject, where the usual redelivery rules apply
-(``durablefuture/transport/report_requests.py``). A request without a reply subject is
+(``durablefuture/transport/report_requests.py``). A request whose handling failed may be in
+the run's history already, its effects not all stored: df-server stores a copy of it on the
+input subject as well (``request_copies``), so the effects are derived again even when the
+worker dies before it stores its own. A request without a reply subject is
 dropped, as is one whose reply subject is no inbox: nobody waits for it, and a worker
 stores a report it got no answer for. A request that asks for it (``Df-Answer-Receipt``) has
 its receipt, the batch appended for it, in the answer ``recorded`` rather than sent apart;
@@ -75,6 +78,9 @@ class ReportRequests(RequestDesks):
             act=self._record_report,
             refused=_refused,
             store=STORE,
+            # appended, its effects not all stored: df-server stores it too, for a worker
+            # killed before it does (``request_copies``)
+            copied=True,
         )
 
     async def _start_report_requests(self) -> None:

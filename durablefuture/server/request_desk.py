@@ -36,7 +36,7 @@ from durablefuture.core.errors import (
     MessageRejectedError,
     RequestRejectedError,
 )
-from durablefuture.server.base import ServerBase
+from durablefuture.server.request_copies import RequestCopies
 from durablefuture.server.sources import refusal
 from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.guard import check_reply_subject
@@ -74,6 +74,9 @@ class Desk:
     """The failures to act that refuse a request (any other is answered ``store``); a
     corrupt history always refuses it."""
     count_stored: bool = False
+    copied: bool = False
+    """A request whose handling failed is also stored by df-server itself
+    (``request_copies``): its failure may come after the run's history holds it."""
     sub: Subscription | None = None
     asked: int = 0
     """Requests held now, at most ``ServerOptions.concurrency``."""
@@ -90,7 +93,7 @@ class Desk:
         self.stored = f"{self.kind}_requests_stored"
 
 
-class RequestDesks(ServerBase):
+class RequestDesks(RequestCopies):
     """Answers the requests of every ``Desk`` (a part of ``Server``)."""
 
     async def _corrupt(self, exc: CorruptHistoryError, reply_to: str = "") -> None:
@@ -176,6 +179,10 @@ class RequestDesks(ServerBase):
                 exc,
                 desk.requester,
             )
+            if desk.copied and env.input is not None:
+                self._keep_copy(
+                    self.layout.input(desk.kind), msg, env.workflow_id, env.input.run_id
+                )
             return desk.store
         if answer is None:
             return desk.store

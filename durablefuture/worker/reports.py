@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import Awaitable, Callable, Mapping
 
 from durablefuture.codec.sizes import command_size
@@ -47,9 +48,13 @@ from durablefuture.worker.options import (
     REPORT_TRIES,
 )
 
-__all__ = ["Reports", "cut", "report_id"]
+__all__ = ["STORE_ANSWER_HOOK", "Reports", "cut", "report_id"]
 
 log = logging.getLogger("durablefuture.worker")
+
+STORE_ANSWER_HOOK = "DF_TEST_STORE_ANSWER"
+"""Test hook (environment): ``die`` kills the worker (SIGKILL) when a report is answered
+``store``, before it stores the report."""
 
 
 class Reports:
@@ -126,6 +131,8 @@ class Reports:
                     message.run_id,
                     extra={"workflow_id": workflow_id, "run_id": message.run_id},
                 )
+            if answer.word == STORE and os.environ.get(STORE_ANSWER_HOOK) == "die":
+                os.kill(os.getpid(), signal.SIGKILL)
             if answer.word != STORE:
                 if answer.receipt and receipt and self.on_answered is not None:
                     run_id = message.run_id

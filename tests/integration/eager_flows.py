@@ -39,3 +39,22 @@ def _steps(tag: str, stc: float):  # type: ignore[no-untyped-def]
     for step in range(STEPS):
         done.append((yield df.activity(logged_step, tag, step, options=opts)))
     return done
+
+
+def flaky_step(tag: str, step: int) -> str:
+    """Logs every execution (``<tag> <step> <attempt>``); attempt 1 fails."""
+    info = df.activity_info()
+    with open(os.environ["DF_TEST_EXEC_LOG"], "a") as f:
+        f.write(f"{tag} {step} {info.attempt}\n")
+    if info.attempt == 1:
+        raise RuntimeError("planned failure of attempt 1")
+    return f"{tag}:{step}"
+
+
+def flaky_flow(tag: str):  # type: ignore[no-untyped-def]
+    """One ``flaky_step``, retried after 0.2 s (signals are only recorded)."""
+    opts = df.ActivityOptions(
+        start_to_close_timeout=timedelta(seconds=60),
+        retry_policy=df.RetryPolicy(initial_interval=0.2, maximum_interval=1.0),
+    )
+    return (yield df.activity(flaky_step, tag, 0, options=opts))
