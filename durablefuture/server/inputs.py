@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -64,8 +65,8 @@ __all__ = ["FIRST_APPEND_WAIT", "RunInputs"]
 EFFECTS_HOOK = "DF_TEST_EFFECTS_FAIL"
 """Test hook (environment, read when df-server starts): ``once`` makes the effects of the
 first batch this df-server appends for a failed activity attempt fail before any is stored,
-as a PubAck that never comes would."""
-_effects_to_fail = [1 if os.environ.get(EFFECTS_HOOK) == "once" else 0]
+as a PubAck that never comes would; ``die`` kills df-server (SIGKILL) there instead."""
+_effects_to_fail = [os.environ.get(EFFECTS_HOOK, "")]
 
 FIRST_APPEND_WAIT = 3.0
 """Seconds a workflow-task report for a run not found waits for its WorkflowStarted."""
@@ -316,7 +317,9 @@ class RunInputs(RunCaches, Effects):
                     self.stats["ignored"] += 1
                     log.debug("ignored %s: %s", message.input_id, decision.reason)
             if recorded and _effects_to_fail[0] and isinstance(message, inp.FailActivityTask):
-                _effects_to_fail[0] = 0
+                if _effects_to_fail[0] == "die":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                _effects_to_fail[0] = ""
                 raise TransportError(
                     f"the effects of run {cache.state.run_id} failed ({EFFECTS_HOOK})"
                 )

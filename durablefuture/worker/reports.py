@@ -54,7 +54,7 @@ log = logging.getLogger("durablefuture.worker")
 
 STORE_ANSWER_HOOK = "DF_TEST_STORE_ANSWER"
 """Test hook (environment): ``die`` kills the worker (SIGKILL) when a report is answered
-``store``, before it stores the report."""
+``store`` (or not in time), before it stores the report."""
 
 
 class Reports:
