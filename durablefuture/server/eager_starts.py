@@ -358,11 +358,7 @@ class EagerStarts(FirstAppends):
             return []
         # (a list falls due at its attempt's start_to_close when that comes first: the
         # deadline ``check_deadline`` gives, counted from the listing)
-        after = [
-            check_deadline(g.task.options, 0.0)
-            for g in grants
-            if g.task.options.start_to_close_timeout  # (as before: a 0 s one is left out)
-        ]
+        after = [check_deadline(g.task.options, 0.0) for g in grants]
         soonest = min([self.options.eager_check] + [d for d in after if d is not None])
         if time.monotonic() - listed_at > soonest / 2:
             await self._execute(cache, list(grants))  # (marked: listed again, not stored)
