@@ -5,7 +5,8 @@ nats-server per round and mode (``plain``, then ``tls`` with client certificates
 which goes first) and sends ``n`` core requests of 200 bytes (``in-flight`` at a time) from one
 connection to a responder on another, both of this process (on uvloop when it is installed,
 as the daemons run). Per request it reports nats-server's CPU, its write system calls and
-bytes (``syscw`` and ``wchar`` of ``/proc/PID/io``), and this process's CPU. Each request is
+bytes (``syscw`` and ``wchar`` of ``/proc/PID/io``), this process's CPU, and the wall time
+(with ``--in-flight 1``: the round trip). Each request is
 four messages through nats-server: the request in and out, the reply in and out.
 
 nats-server 2.15 queues what it sends a client in pooled buffers of 512 bytes (4 KiB or
@@ -38,7 +39,7 @@ def _proc(pid: int) -> dict[str, float]:
     return {"cpu": cpu, "writes": io["syscw"], "bytes": io["wchar"]}
 
 
-async def _loop(url: str, tls: object, n: int, in_flight: int) -> float:
+async def _loop(url: str, tls: object, n: int, in_flight: int) -> tuple[float, float]:
     from durablefuture.transport.connection import connect
 
     a = await connect(url, tls=tls, timeout=10)  # type: ignore[arg-type]
@@ -57,11 +58,13 @@ async def _loop(url: str, tls: object, n: int, in_flight: int) -> float:
             await a.request("svc", body, timeout=10)
 
     t0 = time.process_time()
+    w0 = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(n)))
+    wall = time.perf_counter() - w0
     spent = time.process_time() - t0
     await a.close()
     await b.close()
-    return spent
+    return spent, wall
 
 
 def _round(mode: str, n: int, in_flight: int, directory: str) -> dict[str, float]:
@@ -82,9 +85,9 @@ def _round(mode: str, n: int, in_flight: int, directory: str) -> dict[str, float
         try:
             import uvloop
 
-            spent = uvloop.run(_loop(server.url, tls, n, in_flight))
+            spent, wall = uvloop.run(_loop(server.url, tls, n, in_flight))
         except ImportError:
-            spent = asyncio.run(_loop(server.url, tls, n, in_flight))
+            spent, wall = asyncio.run(_loop(server.url, tls, n, in_flight))
         after = _proc(server.proc.pid)
     finally:
         server.stop()
@@ -94,6 +97,7 @@ def _round(mode: str, n: int, in_flight: int, directory: str) -> dict[str, float
         "nats_writes": (after["writes"] - before["writes"]) / n,
         "nats_bytes": (after["bytes"] - before["bytes"]) / n,
         "client_cpu_us": spent / n * 1e6,
+        "wall_us": wall / n * 1e6,
     }
 
 

@@ -9,15 +9,17 @@ df-server recorded since it granted it needs no read; a run not in its cache is 
 by its newest batch only: most are closed by their check):
 
 - the run is gone or closed, or history holds the attempt's outcome (or a later attempt):
-  nothing, except when this df-server did not record the outcome itself and the batch that
-  recorded it is the run's newest, or a retry whose next attempt has not begun (a later
-  batch derives the workflow task the outcome implies, never its retry timer): that batch
-  may have been appended by a df-server that died, or lost NATS, before its effects, while
-  the worker that ran the attempt died before it could store its report. The outcome is
-  then taken again as a duplicate, which derives the batch's effects again from the run as
-  it is now, each idempotent by its message id (as a stored task delivered again would have
-  it reported again, ``worker/handover.py``); a closing batch whose closed status entry is
-  stored, of a run with no parent, children or next run, needs nothing;
+  nothing, except when this df-server did not record the outcome itself and the run is
+  still open, or the outcome's batch closed it and is its newest. That batch may have been
+  appended by a df-server that died, or lost NATS, before its effects (a retry timer, the
+  activity tasks and timers the workflow decided with the outcome, the workflow task it
+  wakes), while the worker that ran the attempt died before it could store its report; no
+  later batch derives them (a signal's, a parallel branch's). The outcome is then taken
+  again as a duplicate, which derives the batch's effects again from the run as it is now,
+  each idempotent by its message id (as a stored task delivered again would have it
+  reported again, ``worker/handover.py``); a closing batch whose closed status entry is
+  stored, of a run with no parent, children or next run, needs nothing. A df-server that
+  recorded the outcome itself (and still remembers it) derived the effects then;
 - its lease is held by a holder that renewed it within the lease, and its start_to_close is
   not over (``grants.check_deadline``): on a later list, due at the end of its
   start_to_close if that comes before ``eager_check`` (a worker claims the lease of a granted
@@ -153,12 +155,14 @@ class EagerChecks(RunInputs):
             state = cache.state
             act = _open_attempt(state, item)
             if act is None:
-                if item.seq in state.activities and (
-                    _retry_waits(state, item) or await self._outcome_newest(cache, outcome_id)
+                if (
+                    item.seq in state.activities
+                    and outcome_id in state.applied_inputs
+                    and (state.is_open or await self._outcome_newest(cache, outcome_id))
                 ):
-                    log.info(
-                        "attempt %d of activity #%d of run %s: its outcome is the run's newest "
-                        "batch, or a retry not begun; its effects are derived again",
+                    log.debug(
+                        "attempt %d of activity #%d of run %s: its outcome was recorded by "
+                        "another df-server; its effects are derived again",
                         item.attempt,
                         item.seq,
                         item.run_id,
@@ -271,20 +275,6 @@ class EagerChecks(RunInputs):
             self._act_kv = kv
             self._leases = AttemptLeases(self.pub, kv, self.layout, self.codec)
         return self._leases
-
-
-def _retry_waits(state: RunState, item: CheckedAttempt) -> bool:
-    """Whether ``item``'s outcome is a retry whose next attempt has not begun (in an open run):
-    its timer (or task) is an effect of the outcome's batch alone, which no later batch
-    derives again."""
-    act = state.activities.get(item.seq)
-    return (
-        state.is_open
-        and act is not None
-        and not act.closed
-        and act.attempt == item.attempt + 1
-        and act.started_at is None
-    )
 
 
 def _open_attempt(state: RunState, item: CheckedAttempt) -> ActivityState | None:
