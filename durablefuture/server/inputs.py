@@ -65,8 +65,10 @@ __all__ = ["FIRST_APPEND_WAIT", "RunInputs"]
 EFFECTS_HOOK = "DF_TEST_EFFECTS_FAIL"
 """Test hook (environment, read when df-server starts): ``once`` makes the effects of the
 first batch this df-server appends for a failed activity attempt fail before any is stored,
-as a PubAck that never comes would; ``die`` kills df-server (SIGKILL) there instead."""
+as a PubAck that never comes would; ``die`` kills df-server (SIGKILL) there instead;
+``die-completed`` / ``die-signal``: killed there for a completed attempt / a signal instead."""
 _effects_to_fail = [os.environ.get(EFFECTS_HOOK, "")]
+_HOOKED = {"die-completed": inp.CompleteActivityTask, "die-signal": inp.SignalWorkflow}
 
 FIRST_APPEND_WAIT = 3.0
 """Seconds a workflow-task report for a run not found waits for its WorkflowStarted."""
@@ -316,8 +318,9 @@ class RunInputs(RunCaches, Effects):
                 else:
                     self.stats["ignored"] += 1
                     log.debug("ignored %s: %s", message.input_id, decision.reason)
-            if recorded and _effects_to_fail[0] and isinstance(message, inp.FailActivityTask):
-                if _effects_to_fail[0] == "die":
+            hooked = _HOOKED.get(_effects_to_fail[0], inp.FailActivityTask)
+            if recorded and _effects_to_fail[0] and isinstance(message, hooked):
+                if _effects_to_fail[0] != "once":
                     os.kill(os.getpid(), signal.SIGKILL)
                 _effects_to_fail[0] = ""
                 raise TransportError(

@@ -1,0 +1,53 @@
+"""Workflows for the tests of effects lost between an append and its effects (imported by
+daemon subprocesses too): an eager first step whose completion carries the next decisions
+(fused), of which nothing but that batch's own effects would dispatch anything."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import durablefuture as df
+from tests.integration.eager_flows import logged_step
+
+_EAGER = df.ActivityOptions(
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=df.RetryPolicy(initial_interval=0.2, maximum_interval=1.0),
+)
+_ONCE = df.ActivityOptions(
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=df.RetryPolicy(maximum_attempts=1),  # never granted: its task is stored
+)
+
+
+def then_once_flow(tag: str):  # type: ignore[no-untyped-def]
+    """Step 0 (granted to the worker that decided it), then step 1, allowed one attempt."""
+    first = yield df.activity(logged_step, tag, 0, options=_EAGER)
+    second = yield df.activity(logged_step, tag, 1, options=_ONCE)
+    return [first, second]
+
+
+def then_sleep_flow(tag: str):  # type: ignore[no-untyped-def]
+    """Step 0 (granted to the worker that decided it), then a short sleep."""
+    first = yield df.activity(logged_step, tag, 0, options=_EAGER)
+    yield df.sleep(0.5)
+    return [first]
+
+
+def signalled_flow(tag: str):  # type: ignore[no-untyped-def]
+    """Waits (an hour at most) for the signal ``go``, and returns its argument."""
+    return (yield df.wait_signal("go", timeout=3600))
+
+
+async def _signal_with_start(url: str, workflow_id: str) -> None:
+    client = await df.Client.connect(url)
+    client.start_wait = 60  # the answer is waited for, never stored meanwhile
+    await client.start_workflow(
+        "signalled_flow", workflow_id, id=workflow_id, task_queue="tests", signal=("go", ["x"])
+    )
+
+
+if __name__ == "__main__":  # a client that signals with start, killed by its test
+    import asyncio
+    import sys
+
+    asyncio.run(_signal_with_start(sys.argv[1], sys.argv[2]))
