@@ -4,6 +4,7 @@ daemon subprocesses too): an eager first step whose completion carries the next 
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import durablefuture as df
@@ -31,6 +32,38 @@ def then_sleep_flow(tag: str):  # type: ignore[no-untyped-def]
     first = yield df.activity(logged_step, tag, 0, options=_EAGER)
     yield df.sleep(0.5)
     return [first]
+
+
+_ELSEWHERE = df.ActivityOptions(
+    task_queue="elsewhere",
+    start_to_close_timeout=timedelta(seconds=300),
+    heartbeat_timeout=timedelta(seconds=5),
+    retry_policy=df.RetryPolicy(maximum_attempts=1),
+)
+
+
+_LOCAL = df.ActivityOptions(start_to_close_timeout=timedelta(seconds=10))
+
+
+def endless_step(tag: str) -> str:
+    """Heartbeats until it is cancelled."""
+    while True:
+        df.heartbeat(tag)
+        time.sleep(0.2)
+
+
+def noted(tag: str) -> str:
+    return tag
+
+
+def first_of_flow(tag: str):  # type: ignore[no-untyped-def]
+    """Step 0 (granted) against ``endless_step`` on another queue; then a local activity (so
+    the step's completion is reported alone, with no decisions fused into it)."""
+    _, first = yield df.any_of(
+        df.activity(logged_step, tag, 0, options=_EAGER),
+        df.activity(endless_step, tag, options=_ELSEWHERE),
+    )
+    return (yield df.local_activity(noted, first, options=_LOCAL))
 
 
 def signalled_flow(tag: str):  # type: ignore[no-untyped-def]
