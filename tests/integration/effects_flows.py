@@ -66,6 +66,24 @@ def first_of_flow(tag: str):  # type: ignore[no-untyped-def]
     return (yield df.local_activity(noted, first, options=_LOCAL))
 
 
+PARTS = 8
+
+
+def sized_step(tag: str, step: int, blob: str) -> str:
+    """``logged_step`` with a large argument."""
+    return logged_step(tag, step)
+
+
+def parted_flow(tag: str):  # type: ignore[no-untyped-def]
+    """A short sleep, then ``PARTS`` activities of 60 kB arguments each, allowed one attempt
+    (never granted): a decision too large for one report, sent in two parts (in a workflow
+    task that carries only the events since the run's last one)."""
+    yield df.sleep(0.2)
+    blob = "x" * 60_000
+    steps = (df.activity(sized_step, tag, i, blob, options=_ONCE) for i in range(PARTS))
+    return len((yield df.all_of(*steps)))
+
+
 def signalled_flow(tag: str):  # type: ignore[no-untyped-def]
     """Waits (an hour at most) for the signal ``go``, and returns its argument."""
     return (yield df.wait_signal("go", timeout=3600))
