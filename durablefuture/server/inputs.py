@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -49,6 +47,7 @@ from durablefuture.core.orchestration import (
 from durablefuture.core.state import RunState
 from durablefuture.core.timers import TimerKey, TimerKind, spent_by
 from durablefuture.server.effects import Effects
+from durablefuture.server.effects_hook import EFFECTS_HOOK, effects_hook
 from durablefuture.server.event_log import count_events
 from durablefuture.server.missing_payloads import instead_of_missing
 from durablefuture.server.receipts import ANSWERED_RECEIPT
@@ -60,13 +59,7 @@ from durablefuture.transport.payload_store import MissingPayloadError
 from durablefuture.transport.publisher import WrongLastSequence
 from durablefuture.transport.subjects import STICKY_TOKEN
 
-__all__ = ["FIRST_APPEND_WAIT", "RunInputs"]
-
-EFFECTS_HOOK = "DF_TEST_EFFECTS_FAIL"
-"""Test hook (environment, read when df-server starts): ``once`` makes the effects of the
-first batch this df-server appends for a failed activity attempt fail before any is stored,
-as a PubAck that never comes would; ``die`` kills df-server (SIGKILL) there instead."""
-_effects_to_fail = [os.environ.get(EFFECTS_HOOK, "")]
+__all__ = ["EFFECTS_HOOK", "FIRST_APPEND_WAIT", "RunInputs"]
 
 FIRST_APPEND_WAIT = 3.0
 """Seconds a workflow-task report for a run not found waits for its WorkflowStarted."""
@@ -316,13 +309,8 @@ class RunInputs(RunCaches, Effects):
                 else:
                     self.stats["ignored"] += 1
                     log.debug("ignored %s: %s", message.input_id, decision.reason)
-            if recorded and _effects_to_fail[0] and isinstance(message, inp.FailActivityTask):
-                if _effects_to_fail[0] == "die":
-                    os.kill(os.getpid(), signal.SIGKILL)
-                _effects_to_fail[0] = ""
-                raise TransportError(
-                    f"the effects of run {cache.state.run_id} failed ({EFFECTS_HOOK})"
-                )
+            if recorded:
+                effects_hook(message, cache.state.run_id)  # (a test hook: none unless set)
             await self._execute(cache, effects)
             if recorded:  # (a granted attempt's check has nothing left to do: ``checks``)
                 self._grants_recorded(cache.state.run_id, recorded)
