@@ -13,8 +13,10 @@ A start request waits for a place in start admission (``admission.StartGate``) i
 the stored starts, for at most ``admission.REQUEST_WAIT`` seconds (its client waits 5 s for
 the answer). What a stored start would dead-letter is stored as a dead letter with its reason
 and answered with a refusal. Whatever a stored start would retry (a full store, NATS away, a
-failure), and a request beyond ``ServerOptions.concurrency`` held at once, or reaching a
-stopping server, is answered ``store``: the client stores it. A request
+failure), a request beyond ``ServerOptions.concurrency`` held at once, or reaching a
+stopping server, and a signal with start whose run is running (its signal would be appended
+with nothing stored to derive its effects again after a crash) are answered ``store``: the
+client stores it. A request
 whose reply subject is no inbox is dropped: nobody waits for it, and a client stores a start
 it got no answer for.
 """

@@ -204,6 +204,14 @@ class Starts(EagerStarts):
                     )
                 return
             if d.action == "signal":
+                if not redelivered:
+                    # appended to a running run by an asked start, the signal's effects (the
+                    # workflow task it wakes) would have nothing to derive them again should
+                    # this df-server die before them while its client dies before it stores
+                    # the start: the client stores it, which is acknowledged after them
+                    raise StartToStore(
+                        f"a signal with start to the running workflow {wid!r} is stored first"
+                    )
                 await self._handle_run_input(
                     wid,
                     inp.SignalWorkflow(

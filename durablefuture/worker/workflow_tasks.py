@@ -309,6 +309,12 @@ class WorkflowTasks:
             # it would be rejected; the result's report carries these decisions, and if the
             # server records the result differently a workflow task follows.
             return None
+        redo = self._redo(task, last_read)
+        msg = _TASK_MESSAGE.get()
+        if redo is not None and msg is not None:
+            # a first part of this task's decision is recorded (the task came back: its
+            # effects may never have been done); reported again first, then what follows
+            await self._send_workflow_report(m, redo, msg)
         commands, more = self.reports.bounded(activation.commands)
         if entry is not None:
             entry.sent(commands)
