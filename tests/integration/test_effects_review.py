@@ -1,7 +1,19 @@
 """Effects lost between an append and its effects on paths with no stored input to deliver
-again: df-server and the worker that asked both killed (SIGKILL) right after the append.
-Each test names what must then happen to the run; a known hole is marked ``xfail`` with
-the reason until it is mended."""
+again: df-server and the process that asked (a worker, a client) both killed (SIGKILL) right
+after the append (the hook ``DF_TEST_EFFECTS_FAIL=die:<input class>[:<field>]``). Each test
+names what must then happen to the run; a known hole is marked ``xfail`` (strict, on the
+result's timeout only) with the reason until it is mended:
+
+- a granted attempt's outcome under a newer batch: its check (``server/checks.py``) derives
+  the outcome's effects again only when its batch is the run's newest (or a retry not begun),
+  so the decisions fused into it, or the workflow task it implies under a batch that wakes
+  none, are never carried out;
+- a large decision in parts: the workflow task delivered again finds the first part
+  recorded and reports the rest only (``worker/workflow_tasks.py``), never the first part's
+  effects;
+- a signal with start for a running run, asked as a start request: appended with no stored
+  input (``server/starts.py``), its workflow task never dispatched.
+"""
 
 from __future__ import annotations
 
