@@ -298,8 +298,12 @@ class WorkflowTasks:
                 entry.last_seq = max(entry.last_seq, m.history_seq)
             self.cache.keep(task.run_id, entry)
         last_read = self._last_read.pop(task.run_id, ())
+        redos = self._redos(task, last_read)
         if not activation.commands:
-            return self._redo(task, last_read)
+            if not redos:
+                return None
+            await self._send_redos(m, redos[:-1])
+            return redos[-1]
         entry = self.cache.get(task.run_id)
         if entry is not None and entry.awaiting_server():
             return None  # our last report is still on its way; its receipt continues from there
@@ -309,12 +313,9 @@ class WorkflowTasks:
             # it would be rejected; the result's report carries these decisions, and if the
             # server records the result differently a workflow task follows.
             return None
-        redo = self._redo(task, last_read)
-        msg = _TASK_MESSAGE.get()
-        if redo is not None and msg is not None:
-            # a first part of this task's decision is recorded (the task came back: its
-            # effects may never have been done); reported again first, then what follows
-            await self._send_workflow_report(m, redo, msg)
+        # the first parts of this task's decision are recorded (the task came back: their
+        # effects may never have been done): reported again first, then what follows
+        await self._send_redos(m, redos)
         commands, more = self.reports.bounded(activation.commands)
         if entry is not None:
             entry.sent(commands)
@@ -351,16 +352,18 @@ class WorkflowTasks:
             self._last_read[task.run_id] = tuple(b.input_id for b in batches)
         return events[have:]
 
-    def _redo(self, task: WorkflowTask, batches: Sequence[str]) -> inp.CompleteWorkflowTask | None:
-        """A report naming the decision history already holds for this task, or None
+    def _redos(self, task: WorkflowTask, batches: Sequence[str]) -> list[inp.CompleteWorkflowTask]:
+        """Reports naming the decisions history already holds for this task, oldest first
         (``batches``: the input ids of the run's history batches, oldest first).
 
         A df-server may have appended a decision asked of it and then failed at its effects
         (activity tasks, a timer, a status) while the worker that asked was lost before
-        storing the report. The task comes back; its replay finds the decision (the first
-        based on the task's trigger or later) wherever it is, as inputs it did not wait for
-        (a parallel branch's result, a signal) may be recorded on top of it. Reported again,
-        it is a duplicate whose effects df-server derives again; nothing is appended."""
+        storing the report. The task comes back; its replay finds the decision (every batch
+        based on the task's trigger or later: a large one is recorded in parts) wherever it
+        is, as inputs it did not wait for (a parallel branch's result, a signal) may be
+        recorded on top of it. Reported again, each is a duplicate whose effects df-server
+        derives again; nothing is appended."""
+        out: list[inp.CompleteWorkflowTask] = []
         for i, input_id in enumerate(batches):
             kind, _, based_on = input_id.partition(":")
             if kind == "wtc" and based_on.isdigit() and int(based_on) >= task.trigger:
@@ -371,8 +374,16 @@ class WorkflowTasks:
                     *(task.run_id, task.trigger, input_id, len(batches) - 1 - i),
                     extra={"workflow_id": task.workflow_id, "run_id": task.run_id},
                 )
-                return inp.CompleteWorkflowTask(task.run_id, int(based_on), (), self.identity)
-        return None
+                out.append(inp.CompleteWorkflowTask(task.run_id, int(based_on), (), self.identity))
+        return out
+
+    async def _send_redos(
+        self, m: WorkflowTaskMessage, redos: Sequence[inp.CompleteWorkflowTask]
+    ) -> None:
+        msg = _TASK_MESSAGE.get()
+        if msg is not None:
+            for redo in redos:
+                await self._send_workflow_report(m, redo, msg)
 
     async def _replay(
         self, task: WorkflowTask, m: WorkflowTaskMessage, tentative: bool = False

@@ -1,18 +1,16 @@
 """Effects lost between an append and its effects on paths with no stored input to deliver
 again: df-server and the process that asked (a worker, a client) both killed (SIGKILL) right
 after the append (the hook ``DF_TEST_EFFECTS_FAIL=die:<input class>[:<field>]``). Each test
-names what must then happen to the run; a known hole is marked ``xfail`` (strict, on the
-result's timeout only) with the reason until it is mended:
+names what must then happen to the run, and what makes it happen:
 
-- a granted attempt's outcome under a newer batch: its check (``server/checks.py``) derives
-  the outcome's effects again only when its batch is the run's newest (or a retry not begun),
-  so the decisions fused into it, or the workflow task it implies under a batch that wakes
-  none, are never carried out;
-- a large decision in parts: the workflow task delivered again finds the first part
-  recorded and reports the rest only (``worker/workflow_tasks.py``), never the first part's
-  effects;
-- a signal with start for a running run, asked as a start request: appended with no stored
-  input (``server/starts.py``), its workflow task never dispatched.
+- a granted attempt's outcome, alone or under a newer batch: its check (``server/checks.py``)
+  derives the outcome's effects again (the decisions fused into it, the workflow task it
+  implies under a batch that wakes none) whenever another df-server recorded it and the run
+  is open;
+- a large decision in parts: the workflow task delivered again finds the first parts
+  recorded and reports them again before the rest (``worker/workflow_tasks.py``);
+- a signal with start for a running run is not asked of df-server: the client stores it
+  (``server/starts.py``), and the stored start is acknowledged after its effects.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import pytest
 
 import durablefuture as df
 from durablefuture.core import events as ev
-from durablefuture.core.errors import ResultTimeoutError
 from durablefuture.server.inputs import EFFECTS_HOOK
 from durablefuture.worker.reports import STORE_ANSWER_HOOK
 from tests.conftest import Daemons, wait_for, wait_namespace
@@ -108,7 +105,6 @@ async def test_a_fused_completion_whose_server_and_worker_died_is_finished_by_it
     )
     try:
         await _completes_once(handle, log, ["f-1:0", "f-1:1"])
-        assert "its effects are derived again" in daemons.logs()
     except BaseException:
         print(daemons.logs())
         raise
@@ -116,14 +112,6 @@ async def test_a_fused_completion_whose_server_and_worker_died_is_finished_by_it
         await client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ResultTimeoutError,
-    reason="hole: a granted attempt's check (server/checks.py _check_attempt) derives a "
-    "completed outcome's effects again only when its batch is the run's newest; the "
-    "decisions fused into it (an activity task, a timer) are that batch's effects alone, "
-    "and a newer batch (a signal, a parallel result) leaves them never derived",
-)
 @pytest.mark.parametrize(
     ("flow", "expected"),
     [("then_once_flow", ["f-1:0", "f-1:1"]), ("then_sleep_flow", ["f-1:0"])],
@@ -144,14 +132,6 @@ async def test_a_fused_completion_under_a_newer_batch_is_finished(
         await client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ResultTimeoutError,
-    reason="hole: a granted attempt's check (server/checks.py _check_attempt) derives a "
-    "completed outcome's effects again only when its batch is the run's newest; a newer "
-    "batch that wakes no workflow task (an ActivityStarted) leaves the run's workflow task "
-    "never dispatched while the other branch runs",
-)
 async def test_a_completion_under_a_newer_batch_that_wakes_nothing_is_seen(
     daemons: Daemons, tmp_path: Path
 ) -> None:
@@ -179,14 +159,6 @@ async def test_a_completion_under_a_newer_batch_that_wakes_nothing_is_seen(
         await client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ResultTimeoutError,
-    reason="hole: a workflow task delivered again whose replay finds the first part of a "
-    "large decision recorded and more commands to send reports only those "
-    "(worker/workflow_tasks.py _run_workflow_task: _redo runs only when there are no "
-    "commands); the first part's effects (its activity tasks) are never derived again",
-)
 async def test_the_first_part_of_a_decision_whose_server_and_worker_died_is_carried_out(
     daemons: Daemons, tmp_path: Path
 ) -> None:
@@ -239,14 +211,6 @@ async def test_the_first_part_of_a_decision_whose_server_and_worker_died_is_carr
         await client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ResultTimeoutError,
-    reason="hole: a signal-with-start asked as a request (server/starts.py _start_locked, "
-    "action 'signal') appends SignalReceived to the running run with no stored input; "
-    "df-server killed before its effects and the client killed before it stores the start "
-    "leave the workflow task it implies never dispatched (the start desk keeps no copy)",
-)
 async def test_a_signal_with_start_whose_server_and_client_died_reaches_the_run(
     daemons: Daemons,
 ) -> None:
