@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.tls_writes import _proc
+from bench.tls_writes import compare, measure
 
 MODES = ("plain", "account", "crossing")
 NAMESPACE = "bench"
@@ -79,41 +76,15 @@ def _round(mode: str, n: int, in_flight: int, directory: str) -> dict[str, float
     server = NatsServer(str(Path(directory) / "nats"), include=include).start()
     assert server.proc is not None
     try:
-        before = _proc(server.proc.pid)
         args = (server.url, asker, answerer, subject, n, in_flight)
-        try:
-            import uvloop
-
-            spent, wall = uvloop.run(_loop(*args))
-        except ImportError:
-            spent, wall = asyncio.run(_loop(*args))
-        after = _proc(server.proc.pid)
+        return measure(server.proc.pid, lambda: _loop(*args), n)
     finally:
         server.stop()
         server.cleanup()
-    return {
-        "nats_cpu_us": (after["cpu"] - before["cpu"]) / n * 1e6,
-        "nats_writes": (after["writes"] - before["writes"]) / n,
-        "nats_bytes": (after["bytes"] - before["bytes"]) / n,
-        "client_cpu_us": spent / n * 1e6,
-        "wall_us": wall / n * 1e6,
-    }
 
 
 def main(n: int, in_flight: int, rounds: int) -> None:
-    results: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
-    for r in range(rounds):
-        for mode in MODES if r % 2 == 0 else MODES[::-1]:
-            with tempfile.TemporaryDirectory() as d:
-                results[mode].append(_round(mode, n, in_flight, d))
-    medians = {}
-    for mode, runs in results.items():
-        medians[mode] = {k: round(statistics.median(x[k] for x in runs), 2) for k in runs[0]}
-        print(json.dumps({"mode": mode, "n": n, "in_flight": in_flight, **medians[mode]}))
-    print("| per request (medians) | " + " | ".join(MODES) + " |")
-    print("|---" * (len(MODES) + 1) + "|")
-    for k in medians["plain"]:
-        print(f"| {k} | " + " | ".join(str(medians[m][k]) for m in MODES) + " |")
+    compare(MODES, _round, n, in_flight, rounds)
 
 
 if __name__ == "__main__":

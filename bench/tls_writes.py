@@ -24,7 +24,9 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 MODES = ("plain", "tls")
 
@@ -67,6 +69,55 @@ async def _loop(url: str, tls: object, n: int, in_flight: int) -> tuple[float, f
     return spent, wall
 
 
+def measure(
+    server_pid: int, run: Callable[[], Coroutine[Any, Any, tuple[float, float]]], n: int
+) -> dict[str, float]:
+    """Run the loop ``run`` makes (on uvloop when installed) and what it cost per request:
+    nats-server's CPU, writes and bytes, this process's CPU and the wall time."""
+    before = _proc(server_pid)
+    try:
+        import uvloop
+
+        spent, wall = uvloop.run(run())
+    except ImportError:
+        spent, wall = asyncio.run(run())
+    after = _proc(server_pid)
+    return {
+        "nats_cpu_us": (after["cpu"] - before["cpu"]) / n * 1e6,
+        "nats_writes": (after["writes"] - before["writes"]) / n,
+        "nats_bytes": (after["bytes"] - before["bytes"]) / n,
+        "client_cpu_us": spent / n * 1e6,
+        "wall_us": wall / n * 1e6,
+    }
+
+
+def compare(
+    modes: Sequence[str],
+    one_round: Callable[[str, int, int, str], dict[str, float]],
+    n: int,
+    in_flight: int,
+    rounds: int,
+) -> None:
+    """``rounds`` rounds of every mode (alternating their order), each in a temp dir; prints
+    the medians as JSON lines and a table."""
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+    for r in range(rounds):
+        for mode in modes if r % 2 == 0 else modes[::-1]:
+            with tempfile.TemporaryDirectory() as d:
+                results[mode].append(one_round(mode, n, in_flight, d))
+    medians = {}
+    for mode, runs in results.items():
+        medians[mode] = {k: round(statistics.median(x[k] for x in runs), 2) for k in runs[0]}
+        print(json.dumps({"mode": mode, "n": n, "in_flight": in_flight, **medians[mode]}))
+    first = modes[0]
+    print("| per request (medians) | " + " | ".join(modes) + f" | last / {first} |")
+    print("|---" * (len(modes) + 2) + "|")
+    for k in medians[first]:
+        base, last = medians[first][k], medians[modes[-1]][k]
+        ratio = f"{last / base:.2f}" if base else "nan"
+        print(f"| {k} | " + " | ".join(str(medians[m][k]) for m in modes) + f" | {ratio} |")
+
+
 def _round(mode: str, n: int, in_flight: int, directory: str) -> dict[str, float]:
     from bench.secure import make
     from durablefuture.natsserver import NatsServer
@@ -81,40 +132,14 @@ def _round(mode: str, n: int, in_flight: int, directory: str) -> dict[str, float
     server = NatsServer(str(Path(directory) / "nats"), **tls_args).start()  # type: ignore[arg-type]
     assert server.proc is not None
     try:
-        before = _proc(server.proc.pid)
-        try:
-            import uvloop
-
-            spent, wall = uvloop.run(_loop(server.url, tls, n, in_flight))
-        except ImportError:
-            spent, wall = asyncio.run(_loop(server.url, tls, n, in_flight))
-        after = _proc(server.proc.pid)
+        return measure(server.proc.pid, lambda: _loop(server.url, tls, n, in_flight), n)
     finally:
         server.stop()
         server.cleanup()
-    return {
-        "nats_cpu_us": (after["cpu"] - before["cpu"]) / n * 1e6,
-        "nats_writes": (after["writes"] - before["writes"]) / n,
-        "nats_bytes": (after["bytes"] - before["bytes"]) / n,
-        "client_cpu_us": spent / n * 1e6,
-        "wall_us": wall / n * 1e6,
-    }
 
 
 def main(n: int, in_flight: int, rounds: int) -> None:
-    results: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
-    for r in range(rounds):
-        for mode in MODES if r % 2 == 0 else MODES[::-1]:
-            with tempfile.TemporaryDirectory() as d:
-                results[mode].append(_round(mode, n, in_flight, d))
-    medians = {}
-    for mode, runs in results.items():
-        medians[mode] = {k: round(statistics.median(x[k] for x in runs), 2) for k in runs[0]}
-        print(json.dumps({"mode": mode, "n": n, "in_flight": in_flight, **medians[mode]}))
-    print("| per request (medians) | plain | tls | tls / plain |\n|---|---|---|---|")
-    for k in medians["plain"]:
-        p, t = medians["plain"][k], medians["tls"][k]
-        print(f"| {k} | {p} | {t} | {t / p if p else float('nan'):.2f} |")
+    compare(MODES, _round, n, in_flight, rounds)
 
 
 if __name__ == "__main__":
