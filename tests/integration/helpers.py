@@ -182,3 +182,29 @@ async def unanswered_start(
     asker.kill()
     said = asker.log()
     assert "started" not in said, said
+
+
+def hooked_server(daemons: Daemons, hook: str, *args: str) -> Daemon:
+    """A df-server named ``failing`` whose effects hook (``server/effects_hook.py``) is
+    ``hook``: its effects fail, or it dies (SIGKILL), right after an append."""
+    from durablefuture.server.effects_hook import EFFECTS_HOOK
+
+    env = dict(daemons.env, **{EFFECTS_HOOK: hook})
+    return daemons.special("failing", "daemons.df_server", "--nats", daemons.url, *args, env=env)
+
+
+def doomed_worker(daemons: Daemons, *args: str) -> Daemon:
+    """A df-worker of task queue ``tests`` named ``doomed`` that dies (SIGKILL) when a report
+    is answered ``store``, or not in time, before it stores the report."""
+    from durablefuture.worker.reports import STORE_ANSWER_HOOK
+
+    env = dict(daemons.env, **{STORE_ANSWER_HOOK: "die"})
+    worker = ("daemons.df_worker", "--nats", daemons.url, "--task-queue", "tests")
+    return daemons.special("doomed", *worker, *args, env=env)
+
+
+async def killed(*started: Daemon) -> None:
+    """Wait for each of ``started`` to exit, and check that SIGKILL ended it."""
+    for d in started:
+        await wait_for(lambda d=d: d.proc is not None and d.proc.poll() is not None, 30)
+        assert d.proc is not None and d.proc.returncode == -9, d.name

@@ -21,10 +21,9 @@ import pytest
 
 import durablefuture as df
 from durablefuture.core import events as ev
-from durablefuture.server.inputs import EFFECTS_HOOK
-from durablefuture.worker.reports import STORE_ANSWER_HOOK
 from tests.conftest import Daemons, wait_for, wait_namespace
 from tests.integration.effects_flows import PARTS
+from tests.integration.helpers import doomed_worker, hooked_server, killed
 from tests.integration.test_eager_crash import MODULE, executions
 
 pytestmark = pytest.mark.asyncio
@@ -44,33 +43,14 @@ async def _fused_and_both_killed(
     appends a batch after the completion's (as a parallel branch's result would)."""
     log = tmp_path / "exec.log"
     daemons.env["DF_TEST_EXEC_LOG"] = str(log)
-    failing = daemons.special(
-        "failing",
-        "daemons.df_server",
-        "--nats",
-        daemons.url,
-        *SERVER_ARGS,
-        env=dict(daemons.env, **{EFFECTS_HOOK: "die:CompleteActivityTask"}),
-    )
+    failing = hooked_server(daemons, "die:CompleteActivityTask", *SERVER_ARGS)
     await wait_namespace(daemons.url)
     workflows = ("--workflows", f"{FLOWS}:{flow}")
-    doomed = daemons.special(
-        "doomed",
-        "daemons.df_worker",
-        "--nats",
-        daemons.url,
-        "--task-queue",
-        "tests",
-        *workflows,
-        *STEP,
-        env=dict(daemons.env, **{STORE_ANSWER_HOOK: "die"}),
-    )
+    doomed = doomed_worker(daemons, *workflows, *STEP)
     client = await df.Client.connect(daemons.url)
     client.request_timeout = 60
     handle = await client.start_workflow(flow, "f-1", id="f-1", task_queue="tests")
-    for d in (failing, doomed):
-        await wait_for(lambda d=d: d.proc is not None and d.proc.poll() is not None, 30)
-        assert d.proc is not None and d.proc.returncode == -9, d.name
+    await killed(failing, doomed)
     history = await handle.fetch_history()
     completed = [e for e in history if isinstance(e, ev.ActivityCompleted)]
     assert [(e.seq, e.attempt) for e in completed] == [(1, 1)]  # appended, then both died
@@ -169,34 +149,14 @@ async def test_the_first_part_of_a_decision_whose_server_and_worker_died_is_carr
     rest: every activity must run once and the run complete."""
     log = tmp_path / "exec.log"
     daemons.env["DF_TEST_EXEC_LOG"] = str(log)
-    failing = daemons.special(
-        "failing",
-        "daemons.df_server",
-        "--nats",
-        daemons.url,
-        *SERVER_ARGS,
-        env=dict(daemons.env, **{EFFECTS_HOOK: "die:CompleteWorkflowTask:more"}),
-    )
+    failing = hooked_server(daemons, "die:CompleteWorkflowTask:more", *SERVER_ARGS)
     await wait_namespace(daemons.url)
     parted = ("--workflows", f"{FLOWS}:parted_flow", "--activities", f"{FLOWS}:sized_step")
-    doomed = daemons.special(
-        "doomed",
-        "daemons.df_worker",
-        "--nats",
-        daemons.url,
-        "--task-queue",
-        "tests",
-        "--workflow-task-timeout",
-        "2",
-        *parted,
-        env=dict(daemons.env, **{STORE_ANSWER_HOOK: "die"}),
-    )
+    doomed = doomed_worker(daemons, "--workflow-task-timeout", "2", *parted)
     client = await df.Client.connect(daemons.url)
     try:
         handle = await client.start_workflow("parted_flow", "p-1", id="p-1", task_queue="tests")
-        for d in (failing, doomed):
-            await wait_for(lambda d=d: d.proc is not None and d.proc.poll() is not None, 30)
-            assert d.proc is not None and d.proc.returncode == -9, d.name
+        await killed(failing, doomed)
         history = await handle.fetch_history()
         scheduled = [e for e in history if isinstance(e, ev.ActivityScheduled)]
         assert 0 < len(scheduled) < PARTS  # the first part appended, then both died
@@ -218,13 +178,7 @@ async def test_a_signal_with_start_whose_server_and_client_died_reaches_the_run(
     signal (a start request: the run is open, so the signal is appended to it); df-server
     is killed (SIGKILL) between the append and its effects, the client before it stores the
     start. Another df-server starts: the run must see its signal and complete."""
-    failing = daemons.special(
-        "failing",
-        "daemons.df_server",
-        "--nats",
-        daemons.url,
-        env=dict(daemons.env, **{EFFECTS_HOOK: "die:SignalWorkflow"}),
-    )
+    failing = hooked_server(daemons, "die:SignalWorkflow")
     await wait_namespace(daemons.url)
     daemons.worker("--workflows", f"{FLOWS}:signalled_flow")
     client = await df.Client.connect(daemons.url)
@@ -237,8 +191,7 @@ async def test_a_signal_with_start_whose_server_and_client_died_reaches_the_run(
 
         await wait_for(waiting, 30)
         asker = daemons.special("asker", FLOWS, daemons.url, "s-1")
-        await wait_for(lambda: failing.proc is not None and failing.proc.poll() is not None, 30)
-        assert failing.proc is not None and failing.proc.returncode == -9
+        await killed(failing)
         asker.kill()  # (it waits a minute for its answer before it would store the start)
         assert asker.proc is not None and asker.proc.returncode == -9
         history = await handle.fetch_history()

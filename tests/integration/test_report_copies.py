@@ -11,11 +11,9 @@ import pytest
 
 import durablefuture as df
 from durablefuture.core import events as ev
-from durablefuture.server.inputs import EFFECTS_HOOK
-from durablefuture.worker.reports import STORE_ANSWER_HOOK
-from tests.conftest import Daemons, wait_for, wait_namespace
+from tests.conftest import Daemons, wait_namespace
 from tests.integration.eager_flows import flaky_flow
-from tests.integration.helpers import check_history
+from tests.integration.helpers import check_history, doomed_worker, hooked_server, killed
 from tests.integration.test_eager_crash import MODULE, executions
 
 pytestmark = pytest.mark.asyncio
@@ -32,30 +30,13 @@ async def _failed_attempt_and_dead_worker(
     signal the run (a batch newer than the attempt's outcome)."""
     log = tmp_path / "exec.log"
     daemons.env["DF_TEST_EXEC_LOG"] = str(log)
-    daemons.special(
-        "failing",
-        "daemons.df_server",
-        "--nats",
-        daemons.url,
-        *SERVER_ARGS,
-        env=dict(daemons.env, **{EFFECTS_HOOK: server_hook}),
-    )
+    hooked_server(daemons, server_hook, *SERVER_ARGS)
     await wait_namespace(daemons.url)
-    doomed = daemons.special(
-        "doomed",
-        "daemons.df_worker",
-        "--nats",
-        daemons.url,
-        "--task-queue",
-        "tests",
-        *FLAKY,
-        env=dict(daemons.env, **{STORE_ANSWER_HOOK: "die"}),
-    )
+    doomed = doomed_worker(daemons, *FLAKY)
     client = await df.Client.connect(daemons.url)
     client.request_timeout = 60
     handle = await client.start_workflow(flaky_flow, "c-1", id="c-1", task_queue="tests")
-    await wait_for(lambda: doomed.proc is not None and doomed.proc.poll() is not None, 30)
-    assert doomed.proc is not None and doomed.proc.returncode == -9
+    await killed(doomed)
     return client, handle, log
 
 
@@ -105,8 +86,7 @@ async def test_a_failed_attempt_whose_server_and_worker_died_is_retried_by_its_c
     client, handle, log = await _failed_attempt_and_dead_worker(daemons, "die", tmp_path)
     try:
         failing = next(d for d in daemons.started if d.name == "failing")
-        await wait_for(lambda: failing.proc is not None and failing.proc.poll() is not None, 10)
-        assert failing.proc is not None and failing.proc.returncode == -9
+        await killed(failing)
         daemons.server(*SERVER_ARGS)
         await handle.signal("nudge")
         daemons.worker(*FLAKY)
