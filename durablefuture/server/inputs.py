@@ -47,7 +47,7 @@ from durablefuture.core.orchestration import (
 from durablefuture.core.state import RunState
 from durablefuture.core.timers import TimerKey, TimerKind, spent_by
 from durablefuture.server.effects import Effects
-from durablefuture.server.effects_hook import EFFECTS_HOOK, effects_hook
+from durablefuture.server.effects_hook import effects_hook
 from durablefuture.server.event_log import count_events
 from durablefuture.server.missing_payloads import instead_of_missing
 from durablefuture.server.receipts import ANSWERED_RECEIPT
@@ -59,7 +59,7 @@ from durablefuture.transport.payload_store import MissingPayloadError
 from durablefuture.transport.publisher import WrongLastSequence
 from durablefuture.transport.subjects import STICKY_TOKEN
 
-__all__ = ["EFFECTS_HOOK", "FIRST_APPEND_WAIT", "RunInputs"]
+__all__ = ["FIRST_APPEND_WAIT", "RunInputs"]
 
 FIRST_APPEND_WAIT = 3.0
 """Seconds a workflow-task report for a run not found waits for its WorkflowStarted."""

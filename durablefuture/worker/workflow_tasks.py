@@ -298,8 +298,8 @@ class WorkflowTasks:
                 entry.last_seq = max(entry.last_seq, m.history_seq)
             self.cache.keep(task.run_id, entry)
         last_read = self._last_read.pop(task.run_id, ())
-        redos = self._redos(task, last_read)
         if not activation.commands:
+            redos = self._redos(task, last_read)
             if not redos:
                 return None
             await self._send_redos(m, redos[:-1])
@@ -315,7 +315,7 @@ class WorkflowTasks:
             return None
         # the first parts of this task's decision are recorded (the task came back: their
         # effects may never have been done): reported again first, then what follows
-        await self._send_redos(m, redos)
+        await self._send_redos(m, self._redos(task, last_read))
         commands, more = self.reports.bounded(activation.commands)
         if entry is not None:
             entry.sent(commands)
