@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 
 from durablefuture.core.errors import MessageRejectedError, TransportError
 from durablefuture.server.base import ServerBase
@@ -39,13 +40,15 @@ from durablefuture.transport.headers import (
 )
 from durablefuture.transport.messages import Msg
 from durablefuture.transport.publisher import MSG_ID
+from durablefuture.transport.retrying import Backoff, retry_until
 
-__all__ = ["COPY_TRIES", "MAX_COPIES", "MAX_COPY_BYTES", "RequestCopies"]
+__all__ = ["COPY_BACKOFF", "COPY_TRIES", "MAX_COPIES", "MAX_COPY_BYTES", "RequestCopies"]
 
 log = logging.getLogger("durablefuture.server")
 
 COPY_TRIES = 40
-"""Tries to store a copy (backoff 0.25 s doubling to 5 s: about three minutes)."""
+"""Tries to store a copy (``COPY_BACKOFF``: about three minutes)."""
+COPY_BACKOFF = Backoff(first=0.25, most=5.0)
 MAX_COPIES = 4096
 """Copies waiting to be stored at once, at most."""
 MAX_COPY_BYTES = 64 * 1024 * 1024
@@ -89,31 +92,42 @@ class RequestCopies(ServerBase):
         self, subject: str, data: bytes, headers: dict[str, str], workflow_id: str, run_id: str
     ) -> None:
         extra = {"workflow_id": workflow_id, "run_id": run_id}
-        delay = 0.25
+
+        async def store() -> None:
+            try:
+                await publish_report(self.pub, subject, data, headers)
+            except MessageRejectedError:
+                raise
+            except TransportError as exc:
+                if self._stopping.is_set():  # no try after this one
+                    raise _Stopping(str(exc)) from exc
+                raise
+
         try:
-            for tries in range(1, COPY_TRIES + 1):
-                try:
-                    await publish_report(self.pub, subject, data, headers)
-                except MessageRejectedError as exc:  # it never will be: say so
-                    log.error("a copy of a report of run %s cannot be stored: %s", run_id, exc)
-                    return
-                except TransportError as exc:
-                    if tries == COPY_TRIES or self._stopping.is_set():
-                        log.error(
-                            "a copy of a report of run %s was not stored (%d tries: %s); it is "
-                            "left to its worker",
-                            run_id,
-                            tries,
-                            exc,
-                            extra=extra,
-                        )
-                        return
-                else:
-                    self.stats["report_copies"] += 1
-                    log.info("stored a copy of a report of run %s", run_id, extra=extra)
-                    return
-                await asyncio.sleep(delay)
-                delay = min(5.0, delay * 2)
+            await retry_until(
+                store,
+                deadline=math.inf,
+                retry_on=(TransportError,),
+                never=(MessageRejectedError, _Stopping),
+                backoff=COPY_BACKOFF,
+                max_tries=COPY_TRIES,
+            )
+        except MessageRejectedError as exc:  # it never will be: say so
+            log.error("a copy of a report of run %s cannot be stored: %s", run_id, exc, extra=extra)
+        except TransportError as exc:
+            log.error(
+                "a copy of a report of run %s was not stored (%s); it is left to its worker",
+                run_id,
+                exc,
+                extra=extra,
+            )
+        else:
+            self.stats["report_copies"] += 1
+            log.info("stored a copy of a report of run %s", run_id, extra=extra)
         finally:
             self._copies_waiting -= 1
             self._copy_bytes -= len(data)
+
+
+class _Stopping(TransportError):
+    """A copy's try failed while df-server stops: the last one."""
