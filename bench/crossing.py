@@ -73,14 +73,8 @@ def _round(mode: str, n: int, in_flight: int, directory: str) -> dict[str, float
         include = str(files.config)
         answerer = str(files.creds[(NAMESPACE, "server")])
         asker = str(files.creds[(NAMESPACE, "worker" if mode == "crossing" else "server")])
-    server = NatsServer(str(Path(directory) / "nats"), include=include).start()
-    assert server.proc is not None
-    try:
-        args = (server.url, asker, answerer, subject, n, in_flight)
-        return measure(server.proc.pid, lambda: _loop(*args), n)
-    finally:
-        server.stop()
-        server.cleanup()
+    server = NatsServer(str(Path(directory) / "nats"), include=include)
+    return measure(server, lambda url: _loop(url, asker, answerer, subject, n, in_flight), n)
 
 
 def main(n: int, in_flight: int, rounds: int) -> None:

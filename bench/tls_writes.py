@@ -26,7 +26,10 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from durablefuture.natsserver import NatsServer
 
 MODES = ("plain", "tls")
 
@@ -70,18 +73,25 @@ async def _loop(url: str, tls: object, n: int, in_flight: int) -> tuple[float, f
 
 
 def measure(
-    server_pid: int, run: Callable[[], Coroutine[Any, Any, tuple[float, float]]], n: int
+    server: NatsServer, run: Callable[[str], Coroutine[Any, Any, tuple[float, float]]], n: int
 ) -> dict[str, float]:
-    """Run the loop ``run`` makes (on uvloop when installed) and what it cost per request:
-    nats-server's CPU, writes and bytes, this process's CPU and the wall time."""
-    before = _proc(server_pid)
+    """Start ``server``, run the loop ``run(url)`` makes (on uvloop when installed), stop the
+    server; what it cost per request: nats-server's CPU, writes and bytes, this process's CPU
+    and the wall time."""
+    server.start()
+    assert server.proc is not None
     try:
-        import uvloop
+        before = _proc(server.proc.pid)
+        try:
+            import uvloop
 
-        spent, wall = uvloop.run(run())
-    except ImportError:
-        spent, wall = asyncio.run(run())
-    after = _proc(server_pid)
+            spent, wall = uvloop.run(run(server.url))
+        except ImportError:
+            spent, wall = asyncio.run(run(server.url))
+        after = _proc(server.proc.pid)
+    finally:
+        server.stop()
+        server.cleanup()
     return {
         "nats_cpu_us": (after["cpu"] - before["cpu"]) / n * 1e6,
         "nats_writes": (after["writes"] - before["writes"]) / n,
@@ -129,13 +139,8 @@ def _round(mode: str, n: int, in_flight: int, directory: str) -> dict[str, float
     if mode == "tls":
         tls_args = {"tls_cert": files.server_cert, "tls_key": files.server_key, "tls_ca": files.ca}
         tls = TlsConfig(ca=files.ca, cert=files.client_cert, key=files.client_key)
-    server = NatsServer(str(Path(directory) / "nats"), **tls_args).start()  # type: ignore[arg-type]
-    assert server.proc is not None
-    try:
-        return measure(server.proc.pid, lambda: _loop(server.url, tls, n, in_flight), n)
-    finally:
-        server.stop()
-        server.cleanup()
+    server = NatsServer(str(Path(directory) / "nats"), **tls_args)  # type: ignore[arg-type]
+    return measure(server, lambda url: _loop(url, tls, n, in_flight), n)
 
 
 def main(n: int, in_flight: int, rounds: int) -> None:
