@@ -158,7 +158,7 @@ class EagerChecks(RunInputs):
                 if (
                     item.seq in state.activities
                     and outcome_id in state.applied_inputs
-                    and (state.is_open or await self._outcome_newest(cache, outcome_id))
+                    and (state.is_open or await self._closed_by_outcome(cache, outcome_id))
                 ):
                     log.debug(
                         "attempt %d of activity #%d of run %s: its outcome was recorded by "
@@ -240,17 +240,15 @@ class EagerChecks(RunInputs):
         )
         return "timed_out"
 
-    async def _outcome_newest(self, cache: RunCache, outcome_id: str) -> bool:
-        """Whether the batch that recorded the outcome ``outcome_id`` is the run's newest and
-        its effects may be missing (a closing batch whose closed status entry is stored, of a
-        run with no parent, children or next run, has none missing)."""
+    async def _closed_by_outcome(self, cache: RunCache, outcome_id: str) -> bool:
+        """Whether the batch that recorded the outcome ``outcome_id`` closed the (closed) run
+        and its effects may be missing (a closing batch whose closed status entry is stored,
+        of a run with no parent, children or next run, has none missing)."""
         recorded = cache.state.applied_inputs.get(outcome_id)
         if recorded is None or not cache.events or recorded[1] != cache.events[-1].event_id:
             return False
         state = cache.state
         terminal = cache.events[-1]
-        if not isinstance(terminal, TERMINAL_EVENTS):
-            return True
         if (
             state.started.parent is not None
             or isinstance(terminal, ev.WorkflowContinuedAsNew)
