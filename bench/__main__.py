@@ -156,11 +156,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--secure",
-        choices=["off", "on", "pair"],
+        choices=["off", "on", "pair", "side"],
         default="off",
         help="on: df auth init logins, TLS with client certificates and an AES-GCM codec, all "
         "made in the round's temp dir; pair: each round runs off and on back to back "
-        "(alternating which goes first) and the end prints medians and on/off ratios",
+        "(alternating which goes first) and the end prints medians and on/off ratios; side "
+        "(W2 only): both deployments up at once, W2's workflows alternating between them one "
+        "by one, so both see the machine at the same speed",
     )
     ap.add_argument(
         "--secure-parts",
@@ -342,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             if peers is not None:
                 peers.cleanup()
         sys.stderr.write("\n" + report.table(emitter.lines))
-        if a.secure == "pair":
+        if a.secure in ("pair", "side"):
             sys.stderr.write("\n" + secure.ratio_table(emitter.lines, a.secure_parts))
     log(f"results: {out_path}")
     if a.check:

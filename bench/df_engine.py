@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -831,6 +832,9 @@ async def run_df(
     opts: DFOptions, workloads: list[str], rounds: int, emitter: Emitter, started: Started
 ) -> None:
     emitter.emit(meta_record(opts))
+    if opts.secure == "side":
+        await run_side(opts, workloads, rounds, emitter, started)
+        return
     for r in range(rounds):
         if opts.secure == "pair":
             # unsecured and secured back to back, alternating which goes first
@@ -848,6 +852,56 @@ async def run_df(
             finally:
                 store_bytes = await rnd.stop()
                 rnd.emit({"workload": "round_end", "store_bytes": store_bytes})
+
+
+async def run_side(
+    opts: DFOptions, workloads: list[str], rounds: int, emitter: Emitter, started: Started
+) -> None:
+    """``--secure side``: an unsecured and a secured deployment up at once, W2's workflows
+    alternating between them one by one (which goes first alternating too), so both see the
+    machine at the same speed, whatever the host does from one second to the next. Emits a
+    ``w2`` record per deployment and round, with ``pair_ratio_p50``: the median of the
+    ratios secured / unsecured of the workflows run one after the other."""
+    if workloads != ["w2"]:
+        raise RuntimeError("--secure side runs W2 only (--workloads w2)")
+    for r in range(rounds):
+        off = DFRound(r, dataclasses.replace(opts, secure="off"), emitter, started)
+        on = DFRound(r, dataclasses.replace(opts, secure="on"), emitter, started)
+        try:
+            await off.start()
+            await on.start()
+            n = opts.sizes.w2_n
+            lat: dict[str, list[float]] = {"off": [], "on": []}
+            for i in range(n):
+                pair = [("off", off), ("on", on)] if i % 2 == 0 else [("on", on), ("off", off)]
+                for mode, rnd in pair:
+                    t = now()
+                    got = await rnd.client.execute_workflow(
+                        flows.one_activity_workflow,
+                        i,
+                        id=f"{rnd.prefix}-w2s-{i}",
+                        task_queue=TASK_QUEUE,
+                        timeout=60,
+                    )
+                    assert got == i, got
+                    lat[mode].append(now() - t)
+            ratios = [b / a for a, b in zip(lat["off"], lat["on"], strict=True) if a]
+            for mode, rnd in (("off", off), ("on", on)):
+                rnd.emit(
+                    {
+                        "workload": "w2",
+                        "n": n,
+                        "side_by_side": True,
+                        **lat_stats(lat[mode], ""),
+                        "pair_ratio_p50": round(statistics.median(ratios), 3),
+                        "load1": round(os.getloadavg()[0], 2),
+                    }
+                )
+        except Exception as exc:
+            off.emit({"workload": "round", "error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            for rnd in (on, off):
+                rnd.emit({"workload": "round_end", "store_bytes": await rnd.stop()})
 
 
 def _w5_timeline(times: list[tuple[float, float, float, float]]) -> dict[str, Any]:

@@ -214,6 +214,17 @@ def ratio_table(records: list[dict[str, Any]], parts: tuple[str, ...] = PARTS) -
         lines.append(
             f"| {label} | {m_off:.2f} | {m_on:.2f} | {ratio:.2f} | {slower:+.0%} | {per_round} |"
         )
+    side = [
+        float(r["pair_ratio_p50"])
+        for r in records
+        if r.get("secure") == "on" and isinstance(r.get("pair_ratio_p50"), int | float)
+    ]
+    if side:  # --secure side: workflow by workflow
+        lines.append(
+            f"| W2 on/off of workflows run one after the other | | | "
+            f"{statistics.median(side):.2f} | {statistics.median(side) - 1:+.0%} | "
+            f"{', '.join(f'{x:.2f}' for x in side)} |"
+        )
     for proc in ("server", "worker", "client", "nats", "total"):
         off, on = cpu.get(("off", proc)), cpu.get(("on", proc))
         if off and on:
