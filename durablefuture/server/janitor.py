@@ -40,7 +40,7 @@ from durablefuture.server.base import ServerBase
 from durablefuture.server.effects import await_ack
 from durablefuture.transport.compaction import Compactor
 from durablefuture.transport.deadletter import refuse_strays
-from durablefuture.transport.namespace_settings import read_settings
+from durablefuture.transport.namespace_settings import read_settings, write_settings
 from durablefuture.transport.payload_gc import ABANDONED_AFTER, finish_deletions, sweep
 from durablefuture.transport.publisher import MSG_ID
 from durablefuture.transport.stopping import cancel_and_wait
@@ -113,6 +113,12 @@ class Janitor(ServerBase):
         purged += await self._refuse_stray_inputs()
         overdue = self.options.overdue_removal
         since = self.settings.expiries_since
+        if overdue > 0 and since is None:
+            # from now on a closed run without its expiry is removed once overdue; the runs
+            # closed before stay as they were
+            changes = {"expiries_since": now}
+            self.settings = await write_settings(self.js, self.layout, changes)
+            since = self.settings.expiries_since
         if overdue > 0 and since is not None and now - self._overdue_at >= overdue / 4:
             self._overdue_at = now
             await self._ask_overdue_removals(since, now - overdue - self.settings.retention)

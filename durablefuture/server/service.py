@@ -174,11 +174,6 @@ class Server(ReportRequests, StartRequests, EagerChecks, Removals, Janitor, Stic
             if self.options.retention is not None:
                 changes["retention"] = self.options.retention
             self.settings = await write_settings(self.js, self.layout, changes)
-            if self.options.overdue_removal > 0 and self.settings.expiries_since is None:
-                # from now on a closed run without its expiry is removed once overdue
-                # (``server/janitor.py``); the runs closed before stay as they were
-                since = {"expiries_since": time.time()}
-                self.settings = await write_settings(self.js, self.layout, since)
             await self._prepare_removals()
             self._runs_kv = await open_bucket(self.js, self.layout.runs_bucket)
             self._act_kv = await open_bucket(self.js, self.layout.activity_bucket)
