@@ -22,8 +22,8 @@ after their retention ended, and asks for their removal as their expiry would ha
 store one request), at most ``OVERDUE_PER_ROUND`` per round. A removal finds a run removed
 already, or refuses one whose history is open, so asking twice costs a read. Only runs that
 closed since the namespace's ``expiries_since`` (stored by the first df-server that asked) are
-looked at: those closed before a df-server applied retention have no expiry and stay until
-deleted, as they always did.
+looked at (a df-server stores it when it starts, if it is not stored yet): those closed before
+a df-server applied retention have no expiry and stay until deleted, as they always did.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from durablefuture.server.base import ServerBase
 from durablefuture.server.effects import await_ack
 from durablefuture.transport.compaction import Compactor
 from durablefuture.transport.deadletter import refuse_strays
-from durablefuture.transport.namespace_settings import read_settings, write_settings
+from durablefuture.transport.namespace_settings import read_settings
 from durablefuture.transport.payload_gc import ABANDONED_AFTER, finish_deletions, sweep
 from durablefuture.transport.publisher import MSG_ID
 from durablefuture.transport.stopping import cancel_and_wait
@@ -112,13 +112,7 @@ class Janitor(ServerBase):
             purged += await finish_deletions(self.pub, self.layout, grace=grace, now=now)
         purged += await self._refuse_stray_inputs()
         overdue = self.options.overdue_removal
-        since = self.settings.expiries_since
-        if overdue > 0 and since is None:
-            # from now on a closed run without its expiry is removed once overdue; the runs
-            # closed before stay as they were
-            changes = {"expiries_since": now}
-            self.settings = await write_settings(self.js, self.layout, changes)
-            since = self.settings.expiries_since
+        since = self.settings.expiries_since  # (stored when a df-server starts)
         if overdue > 0 and since is not None and now - self._overdue_at >= overdue / 4:
             self._overdue_at = now
             await self._ask_overdue_removals(since, now - overdue - self.settings.retention)

@@ -92,6 +92,14 @@ class ServerOptions:
     schedules: ScheduleOptions | None = field(factory=ScheduleOptions)
     """The schedule component (None: this server does not step schedules)."""
 
+    def settings_changes(self) -> dict[str, float | int]:
+        """The namespace settings this server stores when it starts (``retention``,
+        ``history_limits``); the others keep what is stored."""
+        changes: dict[str, float | int] = dict(self.history_limits)
+        if self.retention is not None:
+            changes["retention"] = self.retention
+        return changes
+
     @property
     def redelivery(self) -> Redelivery:
         """When a failed input comes back, and when it is dead-lettered (before JetStream's
