@@ -395,15 +395,7 @@ class DFRound:
             await self._wait(name, worker_ready, proc)
         t_worker = now() - t2
         # one warm-up workflow end to end: every process and consumer is live
-        t3 = now()
-        r = await self.client.execute_workflow(
-            flows.one_activity_workflow,
-            7,
-            id=f"{self.prefix}-warmup",
-            task_queue=TASK_QUEUE,
-            timeout=30,
-        )
-        assert r == 7, r
+        warmup = await self.one_w2(7, "warmup")
         self.emit(
             {
                 "workload": "startup",
@@ -412,7 +404,7 @@ class DFRound:
                 "nats_ready_s": round(t_nats, 3),
                 "server_ready_s": round(t_server, 3),
                 "worker_ready_s": round(t_worker, 3),
-                "warmup_wf_s": round(now() - t3, 3),
+                "warmup_wf_s": round(warmup, 3),
                 "server_rss_mb": round(snap(self.procs["server"])[1] / 2**20, 1),
                 "worker_rss_mb": round(snap(self.procs["worker"])[1] / 2**20, 1),
                 "nats_rss_mb": round(snap(self.procs["nats"])[1] / 2**20, 1),
@@ -596,21 +588,23 @@ class DFRound:
             "_wfs": n,
         }
 
+    async def one_w2(self, i: int, tag: str = "w2") -> float:
+        """Seconds from the start call of W2's workflow ``i`` to its result."""
+        t = now()
+        r = await self.client.execute_workflow(
+            flows.one_activity_workflow,
+            i,
+            id=f"{self.prefix}-{tag}-{i}",
+            task_queue=TASK_QUEUE,
+            timeout=60,
+        )
+        assert r == i, r
+        return now() - t
+
     async def w2(self) -> dict[str, Any]:
         n = self.sizes.w2_n
-        lat: list[float] = []
         t0 = now()
-        for i in range(n):
-            t = now()
-            r = await self.client.execute_workflow(
-                flows.one_activity_workflow,
-                i,
-                id=f"{self.prefix}-w2-{i}",
-                task_queue=TASK_QUEUE,
-                timeout=60,
-            )
-            assert r == i, r
-            lat.append(now() - t)
+        lat = [await self.one_w2(i) for i in range(n)]
         wall = now() - t0
         return {
             "n": n,
@@ -875,16 +869,7 @@ async def run_side(
             for i in range(n):
                 pair = [("off", off), ("on", on)] if i % 2 == 0 else [("on", on), ("off", off)]
                 for mode, rnd in pair:
-                    t = now()
-                    got = await rnd.client.execute_workflow(
-                        flows.one_activity_workflow,
-                        i,
-                        id=f"{rnd.prefix}-w2s-{i}",
-                        task_queue=TASK_QUEUE,
-                        timeout=60,
-                    )
-                    assert got == i, got
-                    lat[mode].append(now() - t)
+                    lat[mode].append(await rnd.one_w2(i, "w2s"))
             ratios = [b / a for a, b in zip(lat["off"], lat["on"], strict=True) if a]
             for mode, rnd in (("off", off), ("on", on)):
                 rnd.emit(

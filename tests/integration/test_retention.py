@@ -47,6 +47,16 @@ async def _runs(client: df.Client) -> int:
     return (await stream_size(client.pub.js, f"KV_{client.layout.runs_bucket}"))[0]
 
 
+async def _removed(client: df.Client, handle: df.WorkflowHandle) -> bool:
+    """The run's history and every status entry are gone (the status entry goes first, the
+    history last)."""
+    try:
+        await handle.fetch_history()
+    except df.WorkflowNotFoundError:
+        return await _runs(client) == 0
+    return False
+
+
 async def test_closed_runs_expire_open_ones_stay_and_archives_read_back(tmp_path: Path) -> None:
     archive = f"dir:{tmp_path / 'archive'}"
     options = ServerOptions(retention=1.0, archive=archive, payload_grace=1.0)
@@ -234,15 +244,7 @@ async def test_archive_to_the_object_store() -> None:
             await client.execute_workflow(echo_len, "abcd", id="arch", task_queue="q")
 
             handle = client.get_workflow_handle("arch")
-
-            async def removed() -> bool:  # the status entry goes first, the history last
-                try:
-                    await handle.fetch_history()
-                except df.WorkflowNotFoundError:
-                    return await _runs(client) == 0
-                return False
-
-            await wait_for(removed, timeout=30)
+            await wait_for(lambda: _removed(client, handle), timeout=30)
             events = await handle.fetch_history(archive="objstore")
             assert type(events[-1]).__name__ == "WorkflowCompleted"
             assert events[-1].result == 4
@@ -272,14 +274,7 @@ async def test_a_closed_run_whose_expiry_was_never_stored_is_removed_once_overdu
         assert (await stream_usage(js, layout)).by_kind.get("rx", 0) == 0
         assert env.server.stats["overdue_removals"] == 0
 
-        async def removed() -> bool:  # the status entry goes first, the history last
-            try:
-                await handle.fetch_history()
-            except df.WorkflowNotFoundError:
-                return await _runs(client) == 0
-            return False
-
-        await wait_for(removed, timeout=30)
+        await wait_for(lambda: _removed(client, handle), timeout=30)
         assert env.server.stats["overdue_removals"] == 1
 
 
