@@ -7,7 +7,6 @@ values out, and the verdict on a history's size.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -80,11 +79,6 @@ class NamespaceSettings:
     history_limit_events: int = field(default=51_200, validator=ge(1))
     """A run whose history reaches this many events is ended (continue-as-new before)."""
     history_limit_bytes: int = field(default=50 * 1024 * 1024, validator=ge(1))
-    expiries_since: float | None = None
-    """Wall time (seconds) since which the namespace's df-servers ask for the removal of a
-    closed run whose expiry was never stored (``server/janitor.py``): stored by the first
-    df-server to do so. Runs that closed before are left as they were (see the README,
-    "Retention": those closed before retention was applied stay until deleted)."""
 
     def __attrs_post_init__(self) -> None:
         if self.history_warn_events > self.history_limit_events:
@@ -106,9 +100,7 @@ class NamespaceSettings:
             "df.history_warn_bytes": str(self.history_warn_bytes),
             "df.history_limit_events": str(self.history_limit_events),
             "df.history_limit_bytes": str(self.history_limit_bytes),
-        } | (
-            {} if self.expiries_since is None else {"df.expiries_since": repr(self.expiries_since)}
-        )
+        }
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str] | None) -> NamespaceSettings:
@@ -134,15 +126,6 @@ class NamespaceSettings:
             if not raw.isascii() or not raw.isdigit():
                 raise InvalidArgumentError(f"stored df.{name} {raw!r} is not a whole number")
             changes[name] = int(raw)
-        since = md.get("df.expiries_since")
-        if since is not None:
-            try:
-                value = float(since) if len(since) <= 32 else math.nan
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value) or value < 0:
-                raise InvalidArgumentError(f"stored df.expiries_since {since[:32]!r} is not a time")
-            changes["expiries_since"] = value
         return evolve(out, **changes) if changes else out
 
 

@@ -10,20 +10,6 @@ input subject of a kind df-server does not read (``df.<ns>.in.<kind>``): its two
 consumers (``server``, ``starts``) filter on the kinds it knows, so nothing else would ever
 take it. Each step is idempotent and any number of df-servers may run it at once; an error is
 logged and the step is tried again on the next round.
-
-Overdue removals. A closed run is removed when its expiry fires (``server/removals.py``). Its
-expiry is one of its close's effects, stored after the closing append; should both df-server
-and the process whose report closed the run be killed in between, with nothing stored to
-deliver again, the run would stay stored for good. So every quarter of
-``ServerOptions.overdue_removal`` (at least every round) the janitor looks through the
-visibility index (which follows the status entries) for closed runs still listed that long
-after their retention ended, and asks for their removal as their expiry would have
-(``df.<ns>.rm.expire``, under a message id per run, so that several df-servers asking at once
-store one request), at most ``OVERDUE_PER_ROUND`` per round. A removal finds a run removed
-already, or refuses one whose history is open, so asking twice costs a read. Only runs that
-closed since the namespace's ``expiries_since`` (stored by the first df-server that asked) are
-looked at (a df-server stores it when it starts, if it is not stored yet): those closed before
-a df-server applied retention have no expiry and stay until deleted, as they always did.
 """
 
 from __future__ import annotations
@@ -34,15 +20,11 @@ import logging
 import time
 
 from durablefuture import metrics
-from durablefuture.codec.records import Removal, encode_removal
-from durablefuture.core.effects import RunStatus, RunSummary
 from durablefuture.server.base import ServerBase
-from durablefuture.server.effects import await_ack
 from durablefuture.transport.compaction import Compactor
 from durablefuture.transport.deadletter import refuse_strays
 from durablefuture.transport.namespace_settings import read_settings
 from durablefuture.transport.payload_gc import ABANDONED_AFTER, finish_deletions, sweep
-from durablefuture.transport.publisher import MSG_ID
 from durablefuture.transport.stopping import cancel_and_wait
 
 __all__ = ["Janitor"]
@@ -52,9 +34,6 @@ log = logging.getLogger("durablefuture.server")
 STRAYS_PER_ROUND = 256
 """Messages on unknown input subjects dead-lettered in one round at most."""
 
-OVERDUE_PER_ROUND = 256
-"""Removals of overdue closed runs asked for in one round at most."""
-
 
 class Janitor(ServerBase):
     """The background clean-up of one df-server (a part of ``Server``)."""
@@ -63,7 +42,6 @@ class Janitor(ServerBase):
     _compactor: Compactor | None = None
     _swept_at: float = 0.0
     _finished_at: float = 0.0
-    _overdue_at: float = 0.0
 
     def _start_janitor(self) -> None:
         if self.options.compact_interval <= 0 or self._janitor_task is not None:
@@ -111,45 +89,7 @@ class Janitor(ServerBase):
             self._finished_at = now
             purged += await finish_deletions(self.pub, self.layout, grace=grace, now=now)
         purged += await self._refuse_stray_inputs()
-        overdue = self.options.overdue_removal
-        since = self.settings.expiries_since  # (stored when a df-server starts)
-        if overdue > 0 and since is not None and now - self._overdue_at >= overdue / 4:
-            self._overdue_at = now
-            await self._ask_overdue_removals(since, now - overdue - self.settings.retention)
         return purged
-
-    async def _ask_overdue_removals(self, closed_after: float, closed_before: float) -> int:
-        """Ask for the removal of the closed runs the visibility index lists that closed
-        between ``closed_after`` (the namespace's ``expiries_since``) and ``closed_before``
-        (their retention and ``overdue_removal`` both over); returns how many were asked for."""
-        if self.visibility is None:
-            return 0
-        overdue: list[RunSummary] = []
-        for run in self.visibility.index.runs.values():  # (no await: nothing changes meanwhile)
-            summary = run.summary
-            closed = summary.close_time
-            if (
-                summary.status in RunStatus.CLOSED
-                and closed is not None
-                and closed_after <= closed < closed_before
-            ):
-                overdue.append(summary)
-                if len(overdue) >= OVERDUE_PER_ROUND:
-                    break
-        subject = self.layout.removal("expire")
-        for summary in overdue:
-            body = encode_removal(Removal(summary.workflow_id, summary.run_id))
-            await await_ack(self.pub.send(subject, body, {MSG_ID: f"overdue.{summary.run_id}"}))
-            self.stats["overdue_removals"] += 1
-            log.warning(
-                "closed run %s of %s is still stored %.0f s after its retention ended (its "
-                "expiry was never stored): removal asked for",
-                summary.run_id,
-                summary.workflow_id,
-                time.time() - (summary.close_time or 0.0) - self.settings.retention,
-                extra={"workflow_id": summary.workflow_id, "run_id": summary.run_id},
-            )
-        return len(overdue)
 
     async def _refuse_stray_inputs(self) -> int:
         """Dead-letter (then delete) what is stored on ``df.<ns>.in.<kind>`` for a kind that

@@ -70,11 +70,6 @@ class ServerOptions:
     compact_interval: float = 1.0
     """Seconds between two purges of the inputs and tasks already handled (0: never; see
     ``server/janitor.py``)."""
-    overdue_removal: float = 3600.0
-    """Seconds after a closed run's retention is over that the janitor asks for its removal
-    itself, should its expiry never have been stored (df-server and the process that reported
-    the close both killed between the close and its expiry list); 0: never. See
-    ``server/janitor.py``."""
     retention: float | None = None
     """Seconds closed runs are kept, stored with the namespace for every server (None: keep
     what is stored; 7 days if nothing is)."""
@@ -91,14 +86,6 @@ class ServerOptions:
     four times that."""
     schedules: ScheduleOptions | None = field(factory=ScheduleOptions)
     """The schedule component (None: this server does not step schedules)."""
-
-    def settings_changes(self) -> dict[str, float | int]:
-        """The namespace settings this server stores when it starts (``retention``,
-        ``history_limits``); the others keep what is stored."""
-        changes: dict[str, float | int] = dict(self.history_limits)
-        if self.retention is not None:
-            changes["retention"] = self.retention
-        return changes
 
     @property
     def redelivery(self) -> Redelivery:

@@ -170,9 +170,10 @@ class Server(ReportRequests, StartRequests, EagerChecks, Removals, Janitor, Stic
                 settings,
                 update=True,
             )
-            changes = self.options.settings_changes()
-            mark = self.options.overdue_removal > 0  # from now on (server/janitor.py)
-            self.settings = await write_settings(self.js, self.layout, changes, mark_expiries=mark)
+            changes: dict[str, float | int] = dict(self.options.history_limits)
+            if self.options.retention is not None:
+                changes["retention"] = self.options.retention
+            self.settings = await write_settings(self.js, self.layout, changes)
             await self._prepare_removals()
             self._runs_kv = await open_bucket(self.js, self.layout.runs_bucket)
             self._act_kv = await open_bucket(self.js, self.layout.activity_bucket)

@@ -3,7 +3,6 @@ metadata of its stream so that every df-server applies the same ones."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,16 +39,10 @@ async def read_settings(js: JetStreamContext, layout: Layout) -> NamespaceSettin
 
 
 async def write_settings(
-    js: JetStreamContext,
-    layout: Layout,
-    changes: Mapping[str, float | int],
-    *,
-    mark_expiries: bool = False,
+    js: JetStreamContext, layout: Layout, changes: Mapping[str, float | int]
 ) -> NamespaceSettings:
     """Store ``changes`` (NamespaceSettings field -> value) with the namespace; the others keep
-    their stored value (nothing is written without changes). ``mark_expiries``: store
-    ``expiries_since`` as now too, if nothing is stored for it yet. Returns the settings in
-    force."""
+    their stored value (nothing is written without changes). Returns the settings in force."""
     config = await _config(js, layout)
     metadata = dict(getattr(config, "metadata", None) or {})
     try:
@@ -57,11 +50,9 @@ async def write_settings(
     except InvalidArgumentError:
         current = NamespaceSettings()  # unreadable values are replaced below
     kwargs: dict[str, Any] = dict(changes)
-    if mark_expiries and current.expiries_since is None:
-        kwargs["expiries_since"] = time.time()
     wanted = evolve(current, **kwargs) if kwargs else current
     fresh = wanted.to_metadata()
-    if not kwargs or all(metadata.get(k) == v for k, v in fresh.items()):
+    if not changes or all(metadata.get(k) == v for k, v in fresh.items()):
         return wanted
     config.metadata = {**metadata, **fresh}
     try:

@@ -50,20 +50,6 @@ def test_settings_round_trip_through_stream_metadata() -> None:
         NamespaceSettings(history_warn_events=100, history_limit_events=10)
 
 
-@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
-def test_expiries_since_round_trips_exactly(since: float) -> None:
-    s = NamespaceSettings(expiries_since=since)
-    md = s.to_metadata()
-    assert NamespaceSettings.from_metadata(md).expiries_since == since
-    assert "df.expiries_since" not in NamespaceSettings().to_metadata()  # never stored: none
-
-
-@pytest.mark.parametrize("stored", ["soon", "nan", "inf", "-1", "1" * 40, ""])
-def test_an_unreadable_expiries_since_names_the_entry(stored: str) -> None:
-    with pytest.raises(InvalidArgumentError, match=r"df\.expiries_since"):
-        NamespaceSettings.from_metadata({"df.expiries_since": stored})
-
-
 def test_history_verdict_warns_then_fails_naming_the_limit() -> None:
     s = NamespaceSettings()  # Temporal's defaults
     assert history_verdict(s, 10_239, 1000) == history_verdict(s, 0, 0)
