@@ -103,6 +103,7 @@ def listed(summary: RunSummary) -> RunSummary:
         new_run_id=summary.new_run_id,
         search_attributes=summary.search_attributes,
         memo=summary.memo,
+        expires_at=summary.expires_at,
     )
 
 

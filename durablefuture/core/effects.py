@@ -113,6 +113,9 @@ class RunSummary:
     parent: ParentRef | None = None
     search_attributes: SearchAttributes = field(factory=dict)
     memo: dict[str, JsonValue] = field(factory=dict)
+    expires_at: float | None = None
+    """When a closed run is removed: its close + the namespace's retention then (None: open,
+    or closed by a df-server that did not record it)."""
 
 
 @frozen

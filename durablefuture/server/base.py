@@ -122,6 +122,7 @@ class ServerBase:
             "corrupt_histories": 0,
             "compacted": 0,
             "payload_sweeps": 0,
+            "overdue_removals": 0,  # closed runs long past their removal time: removal asked
             "sticky_moved": 0,
             "report_requests": 0,
             "report_requests_unanswered": 0,

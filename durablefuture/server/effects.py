@@ -28,6 +28,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 
+from attrs import evolve
+
 from durablefuture import metrics
 from durablefuture.codec.records import Removal, encode_cancel_request, encode_removal
 from durablefuture.codec.wire import InputEnvelope, WorkflowTaskMessage
@@ -387,6 +389,9 @@ class _Sender:
         server = self.server
         layout, pub = server.layout, server.pub
         summary = e.summary
+        if summary.status in RunStatus.CLOSED:  # its removal's time, kept (server/janitor.py)
+            expires = (summary.close_time or server.clock.now()) + server.settings.retention
+            summary = evolve(summary, expires_at=expires)
         body = server.codec.encode_summary(summary)
         entry = layout.status_key(summary.workflow_id, summary.run_id)
         key = f"$KV.{layout.runs_bucket}.{entry}"

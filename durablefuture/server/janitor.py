@@ -10,6 +10,22 @@ input subject of a kind df-server does not read (``df.<ns>.in.<kind>``): its two
 consumers (``server``, ``starts``) filter on the kinds it knows, so nothing else would ever
 take it. Each step is idempotent and any number of df-servers may run it at once; an error is
 logged and the step is tried again on the next round.
+
+Overdue removals. A closed run is removed when its expiry fires (``server/removals.py``). The
+expiry is one of its close's effects, stored after the closing append: should df-server and
+the process whose report closed the run both be killed in between, with nothing stored to
+deliver again, the run would stay stored for good. So its closed status entry records when it
+is to be removed (``RunSummary.expires_at``: its close + the retention then), and every
+quarter of ``ServerOptions.overdue_removal`` (at most every round) the janitor looks through
+the visibility index (which follows the status entries) for closed runs still listed
+``overdue_removal`` after the later of that time and their close + today's retention, and asks
+for their removal as their expiry would (``df.<ns>.rm.expire``, under a message id per run,
+so that several df-servers asking at once store one request): at most ``OVERDUE_PER_ROUND``
+per round, each run once per ``OVERDUE_AGAIN`` from one df-server (a removal refused, an open
+history, is not asked again every round, and the others are reached). A removal re-checks the
+run's history: it finds a run removed already, refuses an open one, and arms the expiry again
+for a retention made longer since. Runs closed before their entry recorded ``expires_at``
+are never asked for (as before, they stay until their expiry fires or ``df workflow delete``).
 """
 
 from __future__ import annotations
@@ -20,11 +36,15 @@ import logging
 import time
 
 from durablefuture import metrics
+from durablefuture.codec.records import Removal, encode_removal
+from durablefuture.core.effects import RunStatus, RunSummary
 from durablefuture.server.base import ServerBase
+from durablefuture.server.effects import await_ack
 from durablefuture.transport.compaction import Compactor
 from durablefuture.transport.deadletter import refuse_strays
 from durablefuture.transport.namespace_settings import read_settings
 from durablefuture.transport.payload_gc import ABANDONED_AFTER, finish_deletions, sweep
+from durablefuture.transport.publisher import MSG_ID
 from durablefuture.transport.stopping import cancel_and_wait
 
 __all__ = ["Janitor"]
@@ -34,6 +54,15 @@ log = logging.getLogger("durablefuture.server")
 STRAYS_PER_ROUND = 256
 """Messages on unknown input subjects dead-lettered in one round at most."""
 
+OVERDUE_PER_ROUND = 256
+"""Removals of overdue closed runs asked for in one round at most."""
+
+OVERDUE_AGAIN = 86400.0
+"""Seconds before one df-server asks again for the removal of a run it asked for already."""
+
+OVERDUE_REMEMBERED = 100_000
+"""Runs asked for that one df-server remembers at most (the oldest forgotten first)."""
+
 
 class Janitor(ServerBase):
     """The background clean-up of one df-server (a part of ``Server``)."""
@@ -42,6 +71,8 @@ class Janitor(ServerBase):
     _compactor: Compactor | None = None
     _swept_at: float = 0.0
     _finished_at: float = 0.0
+    _overdue_at: float = 0.0
+    _overdue_asked: dict[str, float] | None = None  # run id -> when asked (oldest first)
 
     def _start_janitor(self) -> None:
         if self.options.compact_interval <= 0 or self._janitor_task is not None:
@@ -89,7 +120,51 @@ class Janitor(ServerBase):
             self._finished_at = now
             purged += await finish_deletions(self.pub, self.layout, grace=grace, now=now)
         purged += await self._refuse_stray_inputs()
+        overdue = self.options.overdue_removal
+        if overdue > 0 and now - self._overdue_at >= overdue / 4:
+            self._overdue_at = now
+            await self.ask_overdue_removals(now)
         return purged
+
+    async def ask_overdue_removals(self, now: float) -> int:
+        """Ask for the removal of the closed runs the visibility index lists whose removal
+        is ``overdue_removal`` past due at wall time ``now``; returns how many were asked."""
+        if self.visibility is None:
+            return 0
+        asked = self._overdue_asked
+        if asked is None:
+            asked = self._overdue_asked = {}
+        for run_id, when in list(asked.items()):  # oldest first
+            if now - when < OVERDUE_AGAIN and len(asked) <= OVERDUE_REMEMBERED:
+                break
+            del asked[run_id]
+        retention, late = self.settings.retention, self.options.overdue_removal
+        overdue: list[RunSummary] = []
+        for run in self.visibility.index.runs.values():  # (no await: nothing changes meanwhile)
+            s = run.summary
+            if s.expires_at is None or s.close_time is None or s.status not in RunStatus.CLOSED:
+                continue
+            if max(s.expires_at, s.close_time + retention) + late < now and s.run_id not in asked:
+                overdue.append(s)
+                if len(overdue) >= OVERDUE_PER_ROUND:
+                    break
+        subject = self.layout.removal("expire")
+        for s in overdue:
+            body = encode_removal(Removal(s.workflow_id, s.run_id))
+            ack = await await_ack(self.pub.send(subject, body, {MSG_ID: f"overdue.{s.run_id}"}))
+            asked[s.run_id] = now
+            if ack.duplicate:
+                continue  # another df-server asked for it just now
+            self.stats["overdue_removals"] += 1
+            log.warning(
+                "closed run %s of %s is still stored %.0f s after it was to be removed (its "
+                "expiry was never stored): its removal is asked for",
+                s.run_id,
+                s.workflow_id,
+                now - max(s.expires_at or 0.0, (s.close_time or 0.0) + retention),
+                extra={"workflow_id": s.workflow_id, "run_id": s.run_id},
+            )
+        return len(overdue)
 
     async def _refuse_stray_inputs(self) -> int:
         """Dead-letter (then delete) what is stored on ``df.<ns>.in.<kind>`` for a kind that

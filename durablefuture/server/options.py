@@ -70,6 +70,10 @@ class ServerOptions:
     compact_interval: float = 1.0
     """Seconds between two purges of the inputs and tasks already handled (0: never; see
     ``server/janitor.py``)."""
+    overdue_removal: float = 3600.0
+    """Seconds past a closed run's recorded removal time after which the janitor asks for its
+    removal itself, should its expiry never have been stored (df-server and the process that
+    reported the close both killed in between); 0: never. See ``server/janitor.py``."""
     retention: float | None = None
     """Seconds closed runs are kept, stored with the namespace for every server (None: keep
     what is stored; 7 days if nothing is)."""

@@ -16,7 +16,9 @@ from durablefuture.core.errors import RequestRejectedError
 from durablefuture.natsserver import NatsServer
 from durablefuture.server import Server, ServerOptions
 from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.compaction import purge
 from durablefuture.transport.headers import REASON_HEADER
+from durablefuture.transport.namespace_settings import write_settings
 from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.stored import leader_get
 from durablefuture.transport.usage import stream_size, stream_usage
@@ -246,6 +248,78 @@ async def test_archive_to_the_object_store() -> None:
             assert type(events[-1]).__name__ == "WorkflowCompleted"
             assert events[-1].result == 4
             assert await _runs(client) == 0
+
+
+async def _removed(client: df.Client, handle: df.WorkflowHandle) -> bool:
+    """The run's history and every status entry are gone (the status entry goes first)."""
+    try:
+        await handle.fetch_history()
+    except df.WorkflowNotFoundError:
+        return await _runs(client) == 0
+    return False
+
+
+async def test_a_closed_run_whose_expiry_was_never_stored_is_removed_once_overdue() -> None:
+    """A run closed, and its expiry list is gone before it fired (as when df-server and the
+    worker that reported the close are both killed between the close and the list): the
+    janitor asks for its removal once its recorded removal time is ``overdue_removal`` past,
+    and the run goes as an expiry would remove it. An expiry that fired would have removed it
+    before the janitor saw it overdue: the count says which did."""
+    options = ServerOptions(retention=5.0, overdue_removal=1.0, status_delay=0)
+    async with LocalEnvironment(server_options=options) as env:
+        client = env.client
+        layout = client.layout
+        js = client.pub.js
+        async with env.worker(task_queue="q", workflows=[echo_len]):
+            handle = await client.start_workflow(echo_len, "abcd", id="lost", task_queue="q")
+            assert await handle.result() == 4
+
+        async def armed() -> bool:
+            return (await stream_usage(js, layout)).by_kind.get("rx", 0) > 0
+
+        await wait_for(armed, timeout=4)
+        assert await purge(client.nc, layout.stream, f"{layout.prefix}.rx.>") >= 1
+        assert (await stream_usage(js, layout)).by_kind.get("rx", 0) == 0
+        summary = await client.summary("lost", handle.run_id or "-")
+        assert summary is not None and summary.close_time is not None
+        assert summary.expires_at == summary.close_time + 5.0
+        assert env.server.stats["overdue_removals"] == 0
+
+        await wait_for(lambda: _removed(client, handle), timeout=30)
+        assert env.server.stats["overdue_removals"] == 1
+
+
+async def test_overdue_removals_keep_to_the_removal_time_recorded_at_the_close() -> None:
+    """A run closed under a 60 s retention that is lowered to 1 s afterwards keeps its 60 s:
+    the janitor does not ask for it before then (its expiry, armed for 60 s, is what removes
+    it, as the README promises for a retention made shorter), asks once after, and not again
+    from the same df-server; the removal then applies today's retention."""
+    options = ServerOptions(retention=60.0, overdue_removal=5.0, status_delay=0)
+    async with LocalEnvironment(server_options=options) as env:
+        client = env.client
+        async with env.worker(task_queue="q", workflows=[echo_len]):
+            handle = await client.start_workflow(echo_len, "ab", id="kept", task_queue="q")
+            assert await handle.result() == 2
+        summary = await client.summary("kept", handle.run_id or "-")
+        assert summary is not None and summary.close_time is not None
+        closed = summary.close_time
+        assert summary.expires_at == closed + 60.0
+        server = env.server
+        server.settings = await write_settings(client.pub.js, client.layout, {"retention": 1.0})
+
+        async def listed() -> bool:  # the index follows the status bucket
+            assert server.visibility is not None
+            return any(
+                r.summary.run_id == handle.run_id for r in server.visibility.index.runs.values()
+            )
+
+        await wait_for(listed, timeout=10)
+        assert await server.ask_overdue_removals(closed + 1.0 + 5.0 + 10.0) == 0
+        assert await handle.fetch_history()  # still there
+        assert await server.ask_overdue_removals(closed + 60.0 + 5.0 + 1.0) == 1
+        assert await server.ask_overdue_removals(closed + 60.0 + 5.0 + 2.0) == 0  # asked once
+        await wait_for(lambda: _removed(client, handle), timeout=30)
+        assert server.stats["overdue_removals"] == 1
 
 
 @define
