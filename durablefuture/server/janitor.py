@@ -22,9 +22,11 @@ the visibility index (which follows the status entries) for closed runs still li
 for their removal as their expiry would (``df.<ns>.rm.expire``, under a message id per run,
 so that several df-servers asking at once store one request): at most ``OVERDUE_PER_ROUND``
 per round, each run once per ``OVERDUE_AGAIN`` from one df-server (a removal refused, an open
-history, is not asked again every round, and the others are reached). A removal re-checks the
-run's history: it finds a run removed already, refuses an open one, and arms the expiry again
-for a retention made longer since. Runs closed before their entry recorded ``expires_at``
+history, is not asked again every round, and the others are reached); nor a run whose own
+expiry is stored (``df.<ns>.rx.<run>``: armed again by a removal that found the retention made
+longer since its close, later than its entry says). A removal re-checks the run's history: it
+finds a run removed already, refuses an open one, and arms the expiry again for a retention
+made longer since. Runs closed before their entry recorded ``expires_at``
 are never asked for (as before, they stay until their expiry fires or ``df workflow delete``).
 """
 
@@ -38,6 +40,8 @@ import time
 from durablefuture import metrics
 from durablefuture.codec.records import Removal, encode_removal
 from durablefuture.core.effects import RunStatus, RunSummary
+from durablefuture.core.errors import DurableFutureError, InvalidArgumentError
+from durablefuture.core.types import check_run_id, check_workflow_id
 from durablefuture.server.base import ServerBase
 from durablefuture.server.effects import await_ack
 from durablefuture.transport.compaction import Compactor
@@ -46,6 +50,7 @@ from durablefuture.transport.namespace_settings import read_settings
 from durablefuture.transport.payload_gc import ABANDONED_AFTER, finish_deletions, sweep
 from durablefuture.transport.publisher import MSG_ID
 from durablefuture.transport.stopping import cancel_and_wait
+from durablefuture.transport.stored import leader_get
 
 __all__ = ["Janitor"]
 
@@ -139,20 +144,34 @@ class Janitor(ServerBase):
                 break
             del asked[run_id]
         retention, late = self.settings.retention, self.options.overdue_removal
-        overdue: list[RunSummary] = []
+        overdue: list[tuple[RunSummary, Removal]] = []
         for run in self.visibility.index.runs.values():  # (no await: nothing changes meanwhile)
             s = run.summary
             if s.expires_at is None or s.close_time is None or s.status not in RunStatus.CLOSED:
                 continue
             if max(s.expires_at, s.close_time + retention) + late < now and s.run_id not in asked:
-                overdue.append(s)
+                try:  # (from the status bucket: what names a subject or header is checked)
+                    removal = Removal(check_workflow_id(s.workflow_id), check_run_id(s.run_id))
+                except InvalidArgumentError:
+                    continue
+                overdue.append((s, removal))
                 if len(overdue) >= OVERDUE_PER_ROUND:
                     break
         subject = self.layout.removal("expire")
-        for s in overdue:
-            body = encode_removal(Removal(s.workflow_id, s.run_id))
-            ack = await await_ack(self.pub.send(subject, body, {MSG_ID: f"overdue.{s.run_id}"}))
+        asking = 0
+        for s, removal in overdue:
+            try:
+                if await self._expiry_armed(s.run_id):
+                    asked[s.run_id] = now  # (armed again for a retention made longer)
+                    continue
+                body = encode_removal(removal)
+                msg_id = {MSG_ID: f"overdue.{s.run_id}"}
+                ack = await await_ack(self.pub.send(subject, body, msg_id))
+            except DurableFutureError as exc:  # this run next round; the others go on
+                log.warning("asking for the removal of run %s failed: %s", s.run_id, exc)
+                continue
             asked[s.run_id] = now
+            asking += 1
             if ack.duplicate:
                 continue  # another df-server asked for it just now
             self.stats["overdue_removals"] += 1
@@ -164,7 +183,16 @@ class Janitor(ServerBase):
                 now - max(s.expires_at or 0.0, (s.close_time or 0.0) + retention),
                 extra={"workflow_id": s.workflow_id, "run_id": s.run_id},
             )
-        return len(overdue)
+        return asking
+
+    async def _expiry_armed(self, run_id: str) -> bool:
+        """Whether the run's own expiry is stored, not fired yet: armed again by a removal that
+        found the retention made longer since the close (the status entry keeps the time of
+        the close's), it is what removes the run."""
+        lay = self.layout
+        request: dict[str, object] = {"last_by_subj": lay.expiry(run_id)}
+        stored = await leader_get(self.nc, lay.stream, request, "an expiry", self.pub.timeout)
+        return stored is not None
 
     async def _refuse_stray_inputs(self) -> int:
         """Dead-letter (then delete) what is stored on ``df.<ns>.in.<kind>`` for a kind that

@@ -292,8 +292,9 @@ async def test_a_closed_run_whose_expiry_was_never_stored_is_removed_once_overdu
 async def test_overdue_removals_keep_to_the_removal_time_recorded_at_the_close() -> None:
     """A run closed under a 60 s retention that is lowered to 1 s afterwards keeps its 60 s:
     the janitor does not ask for it before then (its expiry, armed for 60 s, is what removes
-    it, as the README promises for a retention made shorter), asks once after, and not again
-    from the same df-server; the removal then applies today's retention."""
+    it, as the README promises for a retention made shorter), nor while its own expiry, armed
+    again for a retention made longer, is stored; asks once after, and not again from the
+    same df-server; the removal then applies today's retention."""
     options = ServerOptions(retention=60.0, overdue_removal=5.0, status_delay=0)
     async with LocalEnvironment(server_options=options) as env:
         client = env.client
@@ -316,8 +317,20 @@ async def test_overdue_removals_keep_to_the_removal_time_recorded_at_the_close()
         await wait_for(listed, timeout=10)
         assert await server.ask_overdue_removals(closed + 1.0 + 5.0 + 10.0) == 0
         assert await handle.fetch_history()  # still there
-        assert await server.ask_overdue_removals(closed + 60.0 + 5.0 + 1.0) == 1
-        assert await server.ask_overdue_removals(closed + 60.0 + 5.0 + 2.0) == 0  # asked once
+        # a removal that found the retention made longer (600 s) armed the run's own expiry
+        # again; the retention is lowered once more: that expiry is what removes the run
+        js, layout, run_id = client.pub.js, client.layout, handle.run_id or "-"
+        server.settings = await write_settings(js, layout, {"retention": 600.0})
+        await (await server._arm_expiry("kept", run_id, closed))
+        server.settings = await write_settings(js, layout, {"retention": 1.0})
+        assert await server.ask_overdue_removals(closed + 60.0 + 5.0 + 1.0) == 0
+        assert await handle.fetch_history()  # still there
+        # that expiry gone too (say, a NATS store lost): the janitor asks, a day later (it
+        # looked at this run already), once
+        assert await purge(client.nc, layout.stream, layout.expiry(run_id)) == 1
+        later = closed + 60.0 + 5.0 + 1.0 + 86400.0
+        assert await server.ask_overdue_removals(later) == 1
+        assert await server.ask_overdue_removals(later + 1.0) == 0
         await wait_for(lambda: _removed(client, handle), timeout=30)
         assert server.stats["overdue_removals"] == 1
 
