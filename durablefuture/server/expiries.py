@@ -11,7 +11,10 @@ and at low load nothing waits at all. A list is bounded (``MAX_EXPIRY_LIST`` run
 ``EXPIRY_LIST_BYTES``): a full one goes out at once, whatever is on its way.
 
 A list fires at the latest due time of its runs, so no run is removed before its retention is
-over (the others a few milliseconds late). Each close's future resolves only once the message
+over (the others a few milliseconds late), and never more than ``EXPIRY_SPREAD`` after any of
+them: due times further apart (runs closing on each side of a retention change) go in separate
+lists, so a run's list has fired long before the janitor would take its expiry for lost
+(``server/janitor.py``, overdue removals). Each close's future resolves only once the message
 listing it is stored, with that message's PubAck or failure, exactly as the run's own message
 did: the close's effects, and the input that caused them, are acknowledged only then, and a
 close whose message failed is derived again (effects.py). Every close gets a future of its
@@ -53,6 +56,9 @@ from durablefuture.transport.publisher import (
 from durablefuture.transport.subjects import Layout
 
 __all__ = ["IN_FLIGHT", "ExpiryLists", "ScheduleLists"]
+
+EXPIRY_SPREAD = 60.0
+"""Seconds a run's expiry list may fire after the run's own due time at most."""
 
 IN_FLIGHT = 1
 """List messages of one df-server on their way at once (a full list goes out regardless)."""
@@ -228,4 +234,5 @@ class ExpiryLists(ScheduleLists[Removal]):
             max_items=MAX_EXPIRY_LIST,
             max_bytes=EXPIRY_LIST_BYTES,
             in_flight=in_flight,
+            spread=EXPIRY_SPREAD,
         )

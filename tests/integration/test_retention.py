@@ -265,7 +265,7 @@ async def test_a_closed_run_whose_expiry_was_never_stored_is_removed_once_overdu
     janitor asks for its removal once its recorded removal time is ``overdue_removal`` past,
     and the run goes as an expiry would remove it. An expiry that fired would have removed it
     before the janitor saw it overdue: the count says which did."""
-    options = ServerOptions(retention=5.0, overdue_removal=1.0, status_delay=0)
+    options = ServerOptions(retention=8.0, overdue_removal=1.0, status_delay=0)
     async with LocalEnvironment(server_options=options) as env:
         client = env.client
         layout = client.layout
@@ -282,7 +282,7 @@ async def test_a_closed_run_whose_expiry_was_never_stored_is_removed_once_overdu
         assert (await stream_usage(js, layout)).by_kind.get("rx", 0) == 0
         summary = await client.summary("lost", handle.run_id or "-")
         assert summary is not None and summary.close_time is not None
-        assert summary.expires_at == summary.close_time + 5.0
+        assert summary.expires_at == summary.close_time + 8.0
         assert env.server.stats["overdue_removals"] == 0
 
         await wait_for(lambda: _removed(client, handle), timeout=30)
@@ -295,7 +295,9 @@ async def test_overdue_removals_keep_to_the_removal_time_recorded_at_the_close()
     it, as the README promises for a retention made shorter), nor while its own expiry, armed
     again for a retention made longer, is stored; asks once after, and not again from the
     same df-server; the removal then applies today's retention."""
-    options = ServerOptions(retention=60.0, overdue_removal=5.0, status_delay=0)
+    # no janitor of its own (compact_interval=0): the test's rounds are the only ones, and
+    # nothing reads the settings back meanwhile
+    options = ServerOptions(retention=60.0, overdue_removal=5.0, status_delay=0, compact_interval=0)
     async with LocalEnvironment(server_options=options) as env:
         client = env.client
         async with env.worker(task_queue="q", workflows=[echo_len]):
