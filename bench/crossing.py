@@ -17,13 +17,12 @@ process's CPU and the wall time (with ``--in-flight 1``: the round trip).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.tls_writes import compare, measure
+from bench.tls_writes import cli, measure
 
 MODES = ("plain", "account", "crossing")
 NAMESPACE = "bench"
@@ -77,14 +76,5 @@ def _round(mode: str, n: int, in_flight: int, directory: str) -> dict[str, float
     return measure(server, lambda url: _loop(url, asker, answerer, subject, n, in_flight), n)
 
 
-def main(n: int, in_flight: int, rounds: int) -> None:
-    compare(MODES, _round, n, in_flight, rounds)
-
-
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--n", type=int, default=4000)
-    ap.add_argument("--in-flight", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args()
-    main(args.n, args.in_flight, args.rounds)
+    cli(__doc__, MODES, _round, n=4000, in_flight=1)

@@ -220,10 +220,10 @@ def ratio_table(records: list[dict[str, Any]], parts: tuple[str, ...] = PARTS) -
         if r.get("secure") == "on" and isinstance(r.get("pair_ratio_p50"), int | float)
     ]
     if side:  # --secure side: workflow by workflow
+        median = statistics.median(side)
         lines.append(
-            f"| W2 on/off of workflows run one after the other | | | "
-            f"{statistics.median(side):.2f} | {statistics.median(side) - 1:+.0%} | "
-            f"{', '.join(f'{x:.2f}' for x in side)} |"
+            f"| W2 on/off of workflows run one after the other | | | {median:.2f} | "
+            f"{median - 1:+.0%} | {', '.join(f'{x:.2f}' for x in side)} |"
         )
     for proc in ("server", "worker", "client", "nats", "total"):
         off, on = cpu.get(("off", proc)), cpu.get(("on", proc))

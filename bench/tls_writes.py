@@ -143,14 +143,23 @@ def _round(mode: str, n: int, in_flight: int, directory: str) -> dict[str, float
     return measure(server, lambda url: _loop(url, tls, n, in_flight), n)
 
 
-def main(n: int, in_flight: int, rounds: int) -> None:
-    compare(MODES, _round, n, in_flight, rounds)
+def cli(
+    doc: str | None,
+    modes: Sequence[str],
+    one_round: Callable[[str, int, int, str], dict[str, float]],
+    *,
+    n: int,
+    in_flight: int,
+) -> None:
+    """The command line of a raw request loop (``--n``, ``--in-flight``, ``--rounds``), then
+    :func:`compare`."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
+    ap.add_argument("--n", type=int, default=n)
+    ap.add_argument("--in-flight", type=int, default=in_flight)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    compare(modes, one_round, args.n, args.in_flight, args.rounds)
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--n", type=int, default=40000)
-    ap.add_argument("--in-flight", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args()
-    main(args.n, args.in_flight, args.rounds)
+    cli(__doc__, MODES, _round, n=40000, in_flight=100)

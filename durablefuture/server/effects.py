@@ -213,14 +213,12 @@ class Effects(Grants):
 
     _expiry_lists: ExpiryLists | None = None
 
-    async def _expire(
-        self, workflow_id: str, run_id: str, closed_at: float
-    ) -> asyncio.Future[PubAck]:
-        """Arm a closed run's expiry in a list shared with the runs closing with it
-        (``server/expiries.py``); the future resolves once that list is stored."""
+    async def _expire(self, workflow_id: str, run_id: str, due: float) -> asyncio.Future[PubAck]:
+        """Arm a closed run's expiry, due at ``due`` (its status entry's ``expires_at``), in a
+        list shared with the runs closing with it (``server/expiries.py``); the future
+        resolves once that list is stored."""
         if self._expiry_lists is None:
             self._expiry_lists = ExpiryLists(self.pub, self.layout, self._track)
-        due = closed_at + self.settings.retention
         return await self._expiry_lists.arm(Removal(workflow_id, run_id), due)
 
     def _later(self, when: float, subject: str, data: bytes, msg_id: str) -> None:
@@ -389,7 +387,8 @@ class _Sender:
         server = self.server
         layout, pub = server.layout, server.pub
         summary = e.summary
-        if summary.status in RunStatus.CLOSED:  # its removal's time, kept (server/janitor.py)
+        expires = 0.0
+        if summary.status in RunStatus.CLOSED:  # its expiry's time, kept (server/janitor.py)
             expires = (summary.close_time or server.clock.now()) + server.settings.retention
             summary = evolve(summary, expires_at=expires)
         body = server.codec.encode_summary(summary)
@@ -421,10 +420,7 @@ class _Sender:
                     server._track(purge)
                 else:
                     self.after.append(purge)
-            closed_at = summary.close_time or server.clock.now()
-            self.pending.append(
-                await server._expire(summary.workflow_id, summary.run_id, closed_at)
-            )
+            self.pending.append(await server._expire(summary.workflow_id, summary.run_id, expires))
             # in history already: waiting clients get the outcome now (the notice carries it)
             with contextlib.suppress(TransportError):
                 await pub.notify(layout.closed_notice(summary.workflow_id, summary.run_id), body)

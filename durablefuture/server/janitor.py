@@ -139,27 +139,29 @@ class Janitor(ServerBase):
         asked = self._overdue_asked
         if asked is None:
             asked = self._overdue_asked = {}
-        for run_id, when in list(asked.items()):  # oldest first
+        while asked:  # the oldest first
+            run_id, when = next(iter(asked.items()))
             if now - when < OVERDUE_AGAIN and len(asked) <= OVERDUE_REMEMBERED:
                 break
             del asked[run_id]
         retention, late = self.settings.retention, self.options.overdue_removal
-        overdue: list[tuple[RunSummary, Removal]] = []
+        overdue: list[tuple[RunSummary, Removal, float]] = []  # (entry, removal, due time)
         for run in self.visibility.index.runs.values():  # (no await: nothing changes meanwhile)
             s = run.summary
             if s.expires_at is None or s.close_time is None or s.status not in RunStatus.CLOSED:
                 continue
-            if max(s.expires_at, s.close_time + retention) + late < now and s.run_id not in asked:
+            due = max(s.expires_at, s.close_time + retention)
+            if due + late < now and s.run_id not in asked:
                 try:  # (from the status bucket: what names a subject or header is checked)
                     removal = Removal(check_workflow_id(s.workflow_id), check_run_id(s.run_id))
                 except InvalidArgumentError:
                     continue
-                overdue.append((s, removal))
+                overdue.append((s, removal, due))
                 if len(overdue) >= OVERDUE_PER_ROUND:
                     break
         subject = self.layout.removal("expire")
         asking = 0
-        for s, removal in overdue:
+        for s, removal, due in overdue:
             try:
                 if await self._expiry_armed(s.run_id):
                     asked[s.run_id] = now  # (armed again for a retention made longer)
@@ -180,7 +182,7 @@ class Janitor(ServerBase):
                 "expiry was never stored): its removal is asked for",
                 s.run_id,
                 s.workflow_id,
-                now - max(s.expires_at or 0.0, (s.close_time or 0.0) + retention),
+                now - due,
                 extra={"workflow_id": s.workflow_id, "run_id": s.run_id},
             )
         return asking
