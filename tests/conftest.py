@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -189,19 +189,32 @@ async def wait_namespace(
 
 @contextlib.asynccontextmanager
 async def connected(daemons: Daemons, timeout: float = 60.0) -> AsyncIterator[df.Client]:
-    """A client of ``daemons`` once a df-server has created the namespace, closed after; if
-    the body (or the wait) fails, the daemons' logs are printed (pytest shows them)."""
+    """A client of ``daemons`` once a df-server has created the namespace, closed after (a
+    failing test shows the daemons' logs: ``pytest_runtest_makereport``)."""
     client: df.Client | None = None
     try:
         await wait_namespace(daemons.url, timeout=timeout)
         client = await df.Client.connect(daemons.url)
         yield client
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         if client is not None:
             await client.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that ran daemons (the ``daemons`` or ``cluster_daemons`` fixture) shows
+    their logs' ends in its report, in a section of its own, so no test has to print them."""
+    report = yield
+    if report.when in ("setup", "call") and report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        for name in ("daemons", "cluster_daemons"):
+            ds = funcargs.get(name)
+            if isinstance(ds, Daemons) and ds.started:
+                report.sections.append((f"{name} logs", ds.logs()))
+    return report
 
 
 @pytest.fixture

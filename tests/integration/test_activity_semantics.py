@@ -1243,9 +1243,6 @@ async def test_attempts_of_a_sigkilled_worker_time_out_and_are_retried(
         history = await handle.fetch_history()
         hb_history = await beating.fetch_history()
         lease_history = await leased.fetch_history()
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         await client.close()
     _single_close(history)
@@ -1305,9 +1302,6 @@ async def test_server_sigkill_during_backoff_and_start_to_close_wait(
         assert await backoff.result(timeout=30) == "backoff done on attempt 2"
         stc_history = await stc.fetch_history()
         backoff_history = await backoff.fetch_history()
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         await client.close()
     for history in (stc_history, backoff_history):

@@ -300,9 +300,6 @@ async def test_a_sigkill_of_df_server_mid_archive_loses_nothing(
         )
         _check(events)
         _check(await handle.fetch_history(archive=archive))
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         await client.close()
 

@@ -174,9 +174,6 @@ async def test_timers_survive_sigkill_of_every_process_and_fire_once(
         assert await during.result(timeout=30) == "during ran"
         assert await after.result(timeout=30) == "after ran"
         histories = {h.id: await h.fetch_history() for h in (during, after)}
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         await client.close()
     for wid, history in histories.items():

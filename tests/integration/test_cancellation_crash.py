@@ -83,9 +83,6 @@ async def test_sigkill_of_server_and_worker_in_the_middle_of_a_cancellation(
         daemons.worker(*args, *lazy)
         result = await handle.result(timeout=60)
         history = await handle.fetch_history()
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         await client.close()
     # the lost attempt timed out; a cancelled activity is never tried again

@@ -49,9 +49,6 @@ async def test_conditions_through_the_daemons_and_a_worker_sigkill(daemons: Daem
         assert await late.result(timeout=30) == {"approved": False, "by": []}
         history = await met.fetch_history()
         late_history = await late.fetch_history()
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         await client.close()
     kinds = [type(e).__name__ for e in history]

@@ -74,9 +74,6 @@ async def test_sigterm_waits_for_a_running_activity_and_reports_it(
         daemons.worker(*ARGS)  # the workflow's next step needs a worker
         assert await handle.result(timeout=60) == "drain done on attempt 1"
         history = await handle.fetch_history()
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         await client.close()
     assert lines(log) == ["start drain 1", "end drain 1"]  # ran once
@@ -109,8 +106,5 @@ async def test_a_drain_that_times_out_exits_and_the_attempt_is_retried(
         assert "abandoned" in worker.log()
         daemons.worker(*ARGS)  # another worker takes the attempt over when its lease ends
         assert await handle.result(timeout=60) == "cut done on attempt 2"
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         await client.close()

@@ -58,9 +58,6 @@ async def test_local_activities_through_the_daemons(daemons: Daemons, tmp_path: 
             locals_flow, "tea", id="locals", task_queue="tests", timeout=30
         )
         history = await client.get_workflow_handle("locals").fetch_history()
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         await client.close()
     assert result == ["TEA", 9.5]

@@ -68,9 +68,6 @@ async def test_a_report_whose_effects_failed_outlives_its_worker(
         await _completes_once(handle, log)
         failing = next(d for d in daemons.started if d.name == "failing")
         assert f"stored a copy of a report of run {handle.run_id}" in failing.log()
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         await client.close()
 
@@ -92,8 +89,5 @@ async def test_a_failed_attempt_whose_server_and_worker_died_is_retried_by_its_c
         daemons.worker(*FLAKY)
         await _completes_once(handle, log)
         assert "stored a copy of a report" not in daemons.logs()
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         await client.close()

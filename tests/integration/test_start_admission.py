@@ -51,9 +51,6 @@ async def test_sigkill_of_df_server_while_starts_wait_loses_none(daemons: Daemon
         daemons.server("--start-concurrency", "1")
         await asyncio.gather(*starts)
         await check_all(client, ids, timeout=120)  # each completed once, histories clean
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         await client.close()
 
@@ -142,9 +139,6 @@ async def test_sigkill_of_df_server_during_a_burst_of_starts_and_a_signal_loses_
         history = await probe.fetch_history()
         assert [type(e).__name__ for e in history].count("SignalReceived") == 1
         await check_all(client, [f"burst-{i}" for i in range(n)], timeout=120)
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         await client.close()
 
@@ -186,9 +180,6 @@ async def test_starts_stored_for_a_server_consumer_of_every_input_are_started_on
         assert not info.config.filter_subject
         starts_info = await js.consumer_info(layout.stream, layout.start_consumer)
         assert starts_info.config.filter_subject == layout.input("start")
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         if client is not None:
             await client.close()

@@ -81,9 +81,6 @@ async def test_sigkill_of_worker_and_server_in_the_middle_of_an_update(
         await handle.signal("stop")
         assert await handle.result(timeout=60) == 8
         history = await handle.fetch_history()
-    except BaseException:
-        print(daemons.logs())
-        raise
     finally:
         await client.close()
     accepted = [e for e in history if isinstance(e, ev.UpdateAccepted)]
