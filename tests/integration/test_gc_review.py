@@ -6,6 +6,10 @@ The tests marked ``xfail(strict=True)`` show holes still open: each names the ho
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -14,12 +18,14 @@ import orjson
 import pytest
 
 import durablefuture as df
+from durablefuture.core import events as ev
 from durablefuture.server import ServerOptions
 from durablefuture.server.schedules import ScheduleOptions
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.payload_meta import newest_record
+from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.stored import leader_get
-from tests.conftest import Daemons, wait_for
+from tests.conftest import ROOT, Daemons, wait_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -196,3 +202,122 @@ async def test_a_start_refused_as_already_started_leaves_no_marker_behind() -> N
         await _sweeps(env, 2)  # each past the grace
         assert not await _held(env, name), "a marker of a run that never existed holds it"
         assert not await _stored(env, name)
+
+
+# -- uploads cut short ---------------------------------------------------------------------
+
+_CUT_SHORT = """
+import asyncio, hashlib, sys
+from durablefuture.transport.connection import connect
+from durablefuture.transport.payload_store import ObjectPayloads
+from durablefuture.transport.subjects import Layout
+
+async def main() -> None:
+    nc = await connect(sys.argv[1], timeout=10)
+    payloads = ObjectPayloads(nc.jetstream(), Layout("default"))
+    async def killed_first(name: str, body: bytes) -> None:  # SIGKILL comes before the record
+        print("chunks stored", flush=True)
+        await asyncio.Event().wait()
+    payloads._publish_meta = killed_first  # type: ignore[method-assign]
+    data = b"c" * (3 * 128 * 1024)
+    await payloads.put(hashlib.sha256(data).hexdigest(), data)
+
+asyncio.run(main())
+"""
+
+
+async def _chunks(env: LocalEnvironment) -> int:
+    """Chunk messages stored in the payload bucket."""
+    client = env.client
+    bucket = client.layout.payloads_bucket
+    info = await client.pub.js.stream_info(f"OBJ_{bucket}", subjects_filter=f"$O.{bucket}.C.>")
+    return sum((info.state.subjects or {}).values())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the sweep lists meta records only ($O.<bucket>.M.>): the chunks of an upload whose "
+    "writer was killed before its meta record (payload_store.ObjectPayloads._upload) are "
+    "kept for good, as are chunks purge_object leaves because something was appended to them",
+)
+async def test_the_chunks_of_an_upload_killed_before_its_meta_record_are_swept(
+    tmp_path: Path,
+) -> None:
+    options = ServerOptions(payload_grace=0.5, status_delay=0)
+    async with LocalEnvironment(server_options=options) as env:
+        log = open(tmp_path / "writer.log", "wb")  # noqa: SIM115 - handed to the child
+        writer = subprocess.Popen(
+            [sys.executable, "-c", _CUT_SHORT, env.nats_url],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        try:
+            await wait_for(lambda: _chunks_at_least(env, 3), timeout=60)
+            os.kill(writer.pid, signal.SIGKILL)
+            assert writer.wait(10) == -signal.SIGKILL
+        finally:
+            if writer.poll() is None:
+                os.kill(writer.pid, signal.SIGKILL)
+                writer.wait(10)
+        await _sweeps(env, 2)  # each past the grace: no meta record names the chunks
+        assert await _chunks(env) == 0, "chunks no object names are kept"
+
+
+async def _chunks_at_least(env: LocalEnvironment, n: int) -> bool:
+    return await _chunks(env) >= n
+
+
+# -- a deletion stopped by a crash ---------------------------------------------------------
+
+RESULT = "r" * (300 * 1024)
+
+
+def big_result() -> str:
+    return RESULT
+
+
+def wants_big_result():  # type: ignore[no-untyped-def]
+    retry = df.RetryPolicy(initial_interval=0.2, backoff=df.Backoff.FIXED, maximum_attempts=3)
+    opts = df.ActivityOptions(start_to_close_timeout=timedelta(seconds=30), retry_policy=retry)
+    return len((yield df.activity(big_result, options=opts)))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a deletion stopped by a crash after its marker and before purge_object leaves the "
+    "object stored behind the fence for ABANDONED_AFTER (5 min): each retry of a refused "
+    "report finds the object stored (ObjectPayloads.put does not upload it anew) and is "
+    "refused again, so the attempts run out and the run fails",
+)
+async def test_a_deletion_stopped_by_a_crash_does_not_use_up_an_activitys_attempts() -> None:
+    async with LocalEnvironment(server_options=ServerOptions(status_delay=0)) as env:
+        client = env.client
+        layout = client.layout
+        assert env.server is not None
+        data = orjson.dumps(RESULT)
+        name = hashlib.sha256(data).hexdigest()
+        # the object of an earlier run, and the state a SIGKILL of df-server leaves between
+        # the deletion marker and the purge (payload_gc.collect)
+        await ObjectPayloads(client.pub.js, layout).put(name, data)
+        await env.server.pub.publish(layout.payload_deleting(name), b"", {})
+        async with env.worker(workflows=[wants_big_result], activities=[big_result]):
+            handle = await client.start_workflow(wants_big_result, id="fenced")
+
+            async def refused_or_closed() -> list[ev.Event] | None:
+                history = await handle.fetch_history()
+                refused = [
+                    e
+                    for e in history
+                    if isinstance(e, ev.ActivityRetryScheduled)
+                    and e.failure.type == "MissingPayloadError"
+                ]
+                closed = isinstance(history[-1], ev.TERMINAL_EVENTS)
+                return history if closed or len(refused) >= 3 else None
+
+            history = await wait_for(refused_or_closed, timeout=60)
+            # the fence refused the result three times; the run still waits for it (the
+            # janitor finishes the deletion, then an attempt stores the result anew)
+            assert not isinstance(history[-1], ev.TERMINAL_EVENTS), history[-1]
