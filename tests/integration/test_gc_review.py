@@ -5,6 +5,7 @@ The tests marked ``xfail(strict=True)`` show holes still open: each names the ho
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -22,6 +23,7 @@ from durablefuture.core import events as ev
 from durablefuture.server import ServerOptions
 from durablefuture.server.schedules import ScheduleOptions
 from durablefuture.testing import LocalEnvironment
+from durablefuture.transport.payload_gc import ORIGINAL_HEADER
 from durablefuture.transport.payload_meta import newest_record
 from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.stored import leader_get
@@ -321,3 +323,38 @@ async def test_a_deletion_stopped_by_a_crash_does_not_use_up_an_activitys_attemp
             # the fence refused the result three times; the run still waits for it (the
             # janitor finishes the deletion, then an attempt stores the result anew)
             assert not isinstance(history[-1], ev.TERMINAL_EVENTS), history[-1]
+
+
+# -- dead letters --------------------------------------------------------------------------
+
+LOST = "d" * (300 * 1024)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a dead letter holds only the object of its cut original (Df-Original-Object, "
+    "payload_gc.dead_letter_holds): the objects its stored body names by reference (a "
+    "refused signal's argument) are swept while it is kept, so it can never be sent again",
+)
+async def test_a_dead_letter_keeps_the_objects_its_body_names() -> None:
+    options = ServerOptions(payload_grace=0.5, status_delay=0)
+    async with LocalEnvironment(server_options=options) as env:
+        client = env.client
+        layout, nc = client.layout, client.pub.nc
+        ghost = client.get_workflow_handle("ghost", run_id="0" * 32)
+        with contextlib.suppress(df.DurableFutureError):
+            await ghost.signal("lost", LOST)  # a signal for a run that does not exist
+        name = _name(LOST)
+
+        async def dead_letter():  # type: ignore[no-untyped-def]
+            found = await leader_get(
+                nc, layout.stream, {"last_by_subj": layout.dead_letter("server-input")}, "", 5.0
+            )
+            return found if found is not None and name.encode() in found.data else None
+
+        dead = await wait_for(dead_letter, timeout=30)
+        assert ORIGINAL_HEADER not in (dead.headers or {})  # whole: nothing cut
+        await _sweeps(env, 2)  # each past the grace
+        # the dead letter is still kept; what it names by reference must be too
+        assert await leader_get(nc, layout.stream, {"seq": dead.seq}, "", 5.0) is not None
+        assert await _stored(env, name), "the refused signal's argument is gone"
