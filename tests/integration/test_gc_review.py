@@ -27,7 +27,7 @@ from durablefuture.transport.payload_gc import ORIGINAL_HEADER
 from durablefuture.transport.payload_meta import newest_record
 from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.stored import leader_get
-from tests.conftest import ROOT, Daemons, wait_for
+from tests.conftest import ROOT, Daemon, Daemons, connected, wait_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -37,8 +37,7 @@ def _name(value: object) -> str:
     return hashlib.sha256(orjson.dumps(value)).hexdigest()
 
 
-async def _stored(env: LocalEnvironment, name: str) -> bool:
-    client = env.client
+async def _stored(client: df.Client, name: str) -> bool:
     return await newest_record(client.pub.nc, client.layout.payloads_bucket, name) is not None
 
 
@@ -115,7 +114,7 @@ async def test_heartbeat_details_of_a_long_attempt_reach_the_next_attempt_after_
             )
             handle = await env.client.start_workflow(runs_checkpointed, id="hb", task_queue="hb")
             name = _name(HB)
-            await wait_for(lambda: _stored(env, name), timeout=60)
+            await wait_for(lambda: _stored(env.client, name), timeout=60)
             # the attempt goes on heartbeating the same details; the sweep takes their object
             await wait_for(lambda: _gone(env, name), timeout=30)
             assert worker.proc is not None and worker.proc.poll() is None, "still heartbeating"
@@ -133,7 +132,7 @@ async def test_heartbeat_details_of_a_long_attempt_reach_the_next_attempt_after_
 
 
 async def _gone(env: LocalEnvironment, name: str) -> bool:
-    return not await _stored(env, name)
+    return not await _stored(env.client, name)
 
 
 # -- schedules -----------------------------------------------------------------------------
@@ -163,11 +162,11 @@ async def test_deleting_a_schedule_releases_the_objects_of_its_arguments() -> No
         )
         handle = await env.client.create_schedule("s", sched)
         name = _name(ARG)
-        assert await _stored(env, name) and await _held(env, name)
+        assert await _stored(env.client, name) and await _held(env, name)
         await handle.delete()
         await _sweeps(env, 2)  # each past the grace: nothing else names the object
         assert not await _held(env, name), "the deleted schedule's marker is still there"
-        assert not await _stored(env, name)
+        assert not await _stored(env.client, name)
 
 
 # -- refused starts ------------------------------------------------------------------------
@@ -203,7 +202,7 @@ async def test_a_start_refused_as_already_started_leaves_no_marker_behind() -> N
         name = _name(SECOND)
         await _sweeps(env, 2)  # each past the grace
         assert not await _held(env, name), "a marker of a run that never existed holds it"
-        assert not await _stored(env, name)
+        assert not await _stored(env.client, name)
 
 
 # -- uploads cut short ---------------------------------------------------------------------
@@ -287,42 +286,86 @@ def wants_big_result():  # type: ignore[no-untyped-def]
     return len((yield df.activity(big_result, options=opts)))
 
 
+_DIES_MID_DELETION = """
+import os, signal
+from durablefuture.server import janitor
+from durablefuture.transport import payload_gc
+
+real_sweep = janitor.sweep
+
+async def sweep(pub, layout, *, grace, now):  # type: ignore[no-untyped-def]
+    return await real_sweep(pub, layout, grace=0.5, now=now)  # its first sweep, grace 0.5 s
+
+async def killed(*args: object) -> bool:  # between the deletion marker and the purge
+    os.kill(os.getpid(), signal.SIGKILL)
+    return False
+
+janitor.sweep = sweep
+payload_gc.purge_object = killed
+from daemons.df_server import main
+main()
+"""
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="a deletion stopped by a crash after its marker and before purge_object leaves the "
+    reason="a df-server killed after a deletion marker and before purge_object leaves the "
     "object stored behind the fence for ABANDONED_AFTER (5 min): each retry of a refused "
     "report finds the object stored (ObjectPayloads.put does not upload it anew) and is "
     "refused again, so the attempts run out and the run fails",
 )
-async def test_a_deletion_stopped_by_a_crash_does_not_use_up_an_activitys_attempts() -> None:
-    async with LocalEnvironment(server_options=ServerOptions(status_delay=0)) as env:
-        client = env.client
+async def test_a_deletion_stopped_by_sigkill_does_not_use_up_an_activitys_attempts(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    daemons.server()
+    async with connected(daemons) as client:
         layout = client.layout
-        assert env.server is not None
         data = orjson.dumps(RESULT)
         name = hashlib.sha256(data).hexdigest()
-        # the object of an earlier run, and the state a SIGKILL of df-server leaves between
-        # the deletion marker and the purge (payload_gc.collect)
+        # the object of an earlier run, put long enough ago for a grace of 0.5 s
         await ObjectPayloads(client.pub.js, layout).put(name, data)
-        await env.server.pub.publish(layout.payload_deleting(name), b"", {})
-        async with env.worker(workflows=[wants_big_result], activities=[big_result]):
-            handle = await client.start_workflow(wants_big_result, id="fenced")
 
-            async def refused_or_closed() -> list[ev.Event] | None:
-                history = await handle.fetch_history()
-                refused = [
-                    e
-                    for e in history
-                    if isinstance(e, ev.ActivityRetryScheduled)
-                    and e.failure.type == "MissingPayloadError"
-                ]
-                closed = isinstance(history[-1], ev.TERMINAL_EVENTS)
-                return history if closed or len(refused) >= 3 else None
+        async def put_before(age: float) -> bool:
+            record = await newest_record(client.pub.nc, layout.payloads_bucket, name)
+            return record is not None and time.time() - (record.stored_at or 0.0) > age
 
-            history = await wait_for(refused_or_closed, timeout=60)
-            # the fence refused the result three times; the run still waits for it (the
-            # janitor finishes the deletion, then an attempt stores the result anew)
-            assert not isinstance(history[-1], ev.TERMINAL_EVENTS), history[-1]
+        await wait_for(lambda: put_before(1.0), timeout=10)
+        args = [sys.executable, "-c", _DIES_MID_DELETION, "--nats", daemons.url]
+        doomed = Daemon("doomed", args[1:], tmp_path / "doomed.log", daemons.env)
+        with open(doomed.log_path, "wb") as log:
+            doomed.proc = subprocess.Popen(
+                args, cwd=ROOT, env=daemons.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        daemons.started.append(doomed)
+        await wait_for(lambda: doomed.proc is not None and doomed.proc.poll() is not None, 60)
+        assert doomed.proc.returncode == -signal.SIGKILL
+        fence = await leader_get(
+            client.pub.nc, layout.stream, {"last_by_subj": layout.payload_deleting(name)}, "", 5
+        )
+        assert fence is not None and await _stored(client, name)
+        daemons.worker(
+            "--workflows",
+            f"{__name__}:wants_big_result",
+            "--activities",
+            f"{__name__}:big_result",
+        )
+        handle = await client.start_workflow(wants_big_result, id="fenced", task_queue="tests")
+
+        async def refused_or_closed() -> list[ev.Event] | None:
+            history = await handle.fetch_history()
+            refused = [
+                e
+                for e in history
+                if isinstance(e, ev.ActivityRetryScheduled)
+                and e.failure.type == "MissingPayloadError"
+            ]
+            closed = isinstance(history[-1], ev.TERMINAL_EVENTS)
+            return history if closed or len(refused) >= 3 else None
+
+        history = await wait_for(refused_or_closed, timeout=60)
+        # the fence refused the result three times; the run still waits for it (the
+        # janitor finishes the deletion, then an attempt stores the result anew)
+        assert not isinstance(history[-1], ev.TERMINAL_EVENTS), history[-1]
 
 
 # -- dead letters --------------------------------------------------------------------------
@@ -357,4 +400,4 @@ async def test_a_dead_letter_keeps_the_objects_its_body_names() -> None:
         await _sweeps(env, 2)  # each past the grace
         # the dead letter is still kept; what it names by reference must be too
         assert await leader_get(nc, layout.stream, {"seq": dead.seq}, "", 5.0) is not None
-        assert await _stored(env, name), "the refused signal's argument is gone"
+        assert await _stored(env.client, name), "the refused signal's argument is gone"
