@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from attrs import define
 
+from durablefuture.transport.payload_meta import PAYLOAD_GRACE
 from durablefuture.transport.redelivery import Redelivery
 
 __all__ = ["ScheduleOptions"]
@@ -21,6 +22,9 @@ class ScheduleOptions:
     ahead: float = 60.0
     """Under ALLOW_ALL, record an action up to this many seconds before its fire time, so that
     at the fire time only its start is left (0: record each action at its fire time)."""
+    payload_grace: float = PAYLOAD_GRACE
+    """Seconds a payload object is kept after its last put: a deleted schedule's objects go
+    then if nothing else holds them (df-server sets it to its ``ServerOptions.payload_grace``)."""
 
     @property
     def redelivery(self) -> Redelivery:

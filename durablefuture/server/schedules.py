@@ -63,6 +63,7 @@ from durablefuture.server.schedule_effects import (
     start_once,
     start_request,
 )
+from durablefuture.server.schedule_holds import release_schedule, save_held
 from durablefuture.server.schedule_options import ScheduleOptions
 from durablefuture.server.schedule_refresh import ClosedNotices, Refresher
 from durablefuture.server.schedule_states import StateCache
@@ -72,7 +73,6 @@ from durablefuture.transport.guard import check_reply_subject
 from durablefuture.transport.headers import CLOSING_HEADER, REPLY_HEADER
 from durablefuture.transport.history import HistoryStore
 from durablefuture.transport.layout import ConsumerSettings, ensure_consumer
-from durablefuture.transport.payload_store import mark_refs, schedule_holder
 from durablefuture.transport.publisher import Publisher, WrongLastSequence
 from durablefuture.transport.redelivery import lost_reason
 from durablefuture.transport.schedule_store import ScheduleStore
@@ -298,7 +298,7 @@ class ScheduleService:
             else:
                 fresh = new_state(sid, message.schedule, now, message.request_id)
                 result = step(fresh, now, {}, poll, self.options.ahead)
-                seq = await self._save(sid, result.state, 0)
+                seq = await self._save(sid, result.state, 0, b"")
                 self.states.put(sid, result.state, seq)
                 log.info("created schedule %s", sid, extra={"schedule_id": sid})
                 await self._after(result, message, 0, seq)
@@ -316,6 +316,8 @@ class ScheduleService:
         else:
             state, seq = self.scodec.decode_state(loaded[0]), loaded[1]
         if kind == "delete":
+            data = self.scodec.encode_state(state)
+            await release_schedule(self.pub, self.layout, sid, data, self.options.payload_grace)
             await self.store.delete(sid)
             self.states.drop(sid)
             log.info("deleted schedule %s", sid, extra={"schedule_id": sid})
@@ -369,19 +371,17 @@ class ScheduleService:
                 self.layout.schedule_state(sid), seq, latest[1] if latest else 0
             )
 
-    async def _save(self, sid: str, state: ScheduleState, seq: int) -> int:
-        """Store the record, after marking the payload objects it names (its arguments, when
-        large) as held by the schedule: retention removes an object only with the last holder,
-        and the schedule's runs come and go while it still needs them."""
+    async def _save(self, sid: str, state: ScheduleState, seq: int, before: bytes) -> int:
+        """Store the record in place of ``before``, the payload objects it names held by the
+        schedule (``schedule_holds.py``): its runs come and go while it still needs them."""
         data = self.scodec.encode_state(state)
-        await mark_refs(self.pub, self.layout, schedule_holder(sid), data)
-        return await self.store.save(sid, data, seq)
+        return await save_held(self.pub, self.layout, self.store, sid, data, before, seq)
 
     async def _commit(self, old: ScheduleState, seq: int, result: Step) -> int:
         """Write the new record (if it changed); its sequence."""
         sid = old.schedule_id
         if result.state != old:
-            seq = await self._save(sid, result.state, seq)
+            seq = await self._save(sid, result.state, seq, self.scodec.encode_state(old))
         self.states.put(sid, result.state, seq)
         count_step(self.layout.namespace, result)
         return seq

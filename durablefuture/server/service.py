@@ -133,7 +133,7 @@ class Server(ReportRequests, StartRequests, EagerChecks, Removals, Janitor, Stic
                 self.layout,
                 self.codec,
                 self.history,
-                self.options.schedules,
+                evolve(self.options.schedules, payload_grace=self.options.payload_grace),
                 start=self.start_scheduled,
             )
             await self.schedules.start()

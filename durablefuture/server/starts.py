@@ -66,6 +66,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from durablefuture import metrics
+from durablefuture.codec.claims import CLAIM_MARK
 from durablefuture.codec.wire import Reply
 from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
@@ -86,6 +87,7 @@ from durablefuture.core.state import RunState, status_of
 from durablefuture.server.eager_starts import FALLBACK, EagerStarts
 from durablefuture.server.effects import MAX_TASK_BYTES, await_ack
 from durablefuture.server.runs import RunCache, new_run_id
+from durablefuture.transport.compaction import purge
 from durablefuture.transport.guard import max_payload
 from durablefuture.transport.payload_store import mark_refs
 from durablefuture.transport.publisher import settled
@@ -231,7 +233,10 @@ class Starts(EagerStarts):
             if attempt == 0 and latest is None and self._eager_offer(request):
                 created = await self._eager_create(wid, run_id, events)
             if created is FALLBACK:
-                created = await self._create_run(wid, run_id, events, latest_seq, redelivered)
+                fresh = not request.run_id  # chosen here: no one else may hold it
+                created = await self._create_run(
+                    wid, run_id, events, latest_seq, redelivered, fresh=fresh
+                )
             if created is None:
                 self.stats["conflicts"] += 1
                 metrics.OCC_CONFLICTS.inc(self.layout.namespace)
@@ -256,10 +261,48 @@ class Starts(EagerStarts):
         events: Sequence[ev.Event],
         latest_seq: int,
         redelivered: bool = True,
+        *,
+        fresh: bool = False,
     ) -> RunCache | None:
         """Create a run: its first workflow task and timers, then its WorkflowStarted (the id
         check), then the rest of its effects. None if the workflow's history moved past
-        ``latest_seq`` (nothing was created: decide again)."""
+        ``latest_seq`` (nothing was created: decide again).
+
+        ``fresh``: ``run_id`` was made for this attempt, so the payload markers written for
+        it are its alone: when the run is surely not created (None; refused before its
+        append was sent) they are purged, else they would hold the objects for good. After
+        an append whose outcome is not known they stay (the run may exist)."""
+        done: set[str] = set()  # "marked", then "sent" (the append)
+        try:
+            created = await self._create_marked(
+                workflow_id, run_id, events, latest_seq, redelivered, done
+            )
+        except Exception:
+            if fresh and done == {"marked"}:
+                await self._unmark(run_id)
+            raise
+        if created is None and fresh and "marked" in done:
+            await self._unmark(run_id)
+        return created
+
+    async def _unmark(self, run_id: str) -> None:
+        """Purge the payload markers of ``run_id``, a run that is not created."""
+        try:
+            await purge(self.nc, self.layout.stream, self.layout.payload_refs_of_run(run_id))
+        except TransportError as exc:  # left to the janitor
+            log.warning("the payload markers of run %s, not created, stay: %s", run_id, exc)
+
+    async def _create_marked(
+        self,
+        workflow_id: str,
+        run_id: str,
+        events: Sequence[ev.Event],
+        latest_seq: int,
+        redelivered: bool,
+        done: set[str],
+    ) -> RunCache | None:
+        """:meth:`_create_run`'s work; ``done`` gets "marked" once payload markers are written
+        (about to be), "sent" once the append is."""
         first = events[0]
         assert isinstance(first, ev.WorkflowStarted)
         state = RunState(started=first)
@@ -277,6 +320,8 @@ class Starts(EagerStarts):
                 f"the first workflow task of {workflow_id!r} would not carry its history "
                 f"({len(batch):,} bytes of start): stored first instead"
             )
+        if CLAIM_MARK in batch:  # it names payload objects: their markers are written
+            done.add("marked")
         await mark_refs(self.pub, self.layout, run_id, batch)
         async with cache.lock:
             # written now, awaited after the append: the append goes out right behind them
@@ -291,6 +336,7 @@ class Starts(EagerStarts):
                 if not await self._guard_held(pending, run_id):
                     return None
                 pending = []
+            done.add("sent")
             seq = await self._append_first(
                 workflow_id, run_id, events, latest_seq, batch, pending, in_flight_again=True
             )

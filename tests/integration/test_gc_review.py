@@ -150,11 +150,6 @@ def echo_len(text: str):  # type: ignore[no-untyped-def]
     yield  # a workflow
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deleting a schedule leaves its markers (df.<ns>.ref.<object>.s<hash>): the "
-    "objects of its arguments are kept for good (server/schedules.py, kind == 'delete')",
-)
 async def test_deleting_a_schedule_releases_the_objects_of_its_arguments() -> None:
     options = ServerOptions(
         payload_grace=0.5, status_delay=0, schedules=ScheduleOptions(poll_interval=0.5)
@@ -185,12 +180,6 @@ def waiting_echo(text: str):  # type: ignore[no-untyped-def]
     return len(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a start first tries to create a run without looking (server/starts.py "
-    "_start_locked, attempt 0): _create_run marks the objects for a fresh run id before the "
-    "append's id check fails, and that marker of a run that never exists is never purged",
-)
 async def test_a_start_refused_as_already_started_leaves_no_marker_behind() -> None:
     options = ServerOptions(payload_grace=0.5, status_delay=0)
     async with LocalEnvironment(server_options=options) as env:
@@ -210,12 +199,6 @@ async def test_a_start_refused_as_already_started_leaves_no_marker_behind() -> N
         assert not await _stored(env.client, name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the same attempt-0 shortcut (server/starts.py _start_locked) marks a phantom run "
-    "id whenever a workflow id already has history: a second, successful run of a reused id "
-    "leaves a marker that holds its argument's object after both runs are removed",
-)
 async def test_a_reused_workflow_id_leaves_no_marker_behind_its_removed_runs() -> None:
     options = ServerOptions(payload_grace=0.5, status_delay=0)
     async with LocalEnvironment(server_options=options) as env:
@@ -234,6 +217,24 @@ async def test_a_reused_workflow_id_leaves_no_marker_behind_its_removed_runs() -
         assert holder not in (first.run_id, second.run_id)  # neither run's: their removal went
         assert not holder, f"a marker of run {holder}, which never existed, holds it"
         assert not await _stored(env.client, name)
+
+
+async def test_a_start_refused_for_an_object_being_deleted_leaves_no_marker_behind() -> None:
+    async with LocalEnvironment(server_options=ServerOptions(status_delay=0)) as env:
+        client = env.client
+        lay = client.layout
+        name = _name(SECOND)
+        data = orjson.dumps(SECOND)
+        await ObjectPayloads(client.pub.js, lay).put(name, data)
+        # a deletion under way (its deleter killed right then): a start naming it is refused
+        await client.pub.publish(lay.payload_deleting(name), b"")
+        with pytest.raises(df.DurableFutureError, match=name):
+            await client.start_workflow(waiting_echo, SECOND, id="m", task_queue="none")
+        with pytest.raises(df.WorkflowNotFoundError):
+            await client.get_workflow_handle("m").describe()  # no run was created
+        info = await client.pub.js.stream_info(lay.stream, subjects_filter=lay.payload_refs(name))
+        left = {s for s, n in (info.state.subjects or {}).items() if n}
+        assert left == {lay.payload_deleting(name)}, "the refused start's run marked the object"
 
 
 # -- uploads cut short ---------------------------------------------------------------------
