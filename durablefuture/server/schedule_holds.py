@@ -15,9 +15,9 @@ record is written, as a run does before its history (``transport/payload_gc.py``
   followed this one, stays. (df-server killed in between: those markers stay until the
   arguments change again or the schedule is deleted.)
 - Deleting a schedule purges all its markers (every object a marker of it names, whichever
-  record it was written for), then deletes what nothing else holds any more, as a run's removal
-  does; the state record is deleted after that, so a deletion stopped part way is done again
-  whole when its input comes back.
+  record it was written for), then deletes the objects nothing else holds, as a run's removal
+  does (one put within the grace period goes with a later sweep); the state record is deleted
+  after that, so a deletion stopped part way is done again whole when its input comes back.
 """
 
 from __future__ import annotations
@@ -26,16 +26,14 @@ import re
 import time
 import uuid
 
-import nats.errors
-
 from durablefuture.codec.claims import claim_names
-from durablefuture.core.errors import TransportError
 from durablefuture.transport.compaction import purge
 from durablefuture.transport.payload_gc import collect_released
 from durablefuture.transport.payload_store import mark_refs, schedule_holder
 from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.schedule_store import ScheduleStore
 from durablefuture.transport.subjects import Layout
+from durablefuture.transport.usage import stream_subjects
 
 __all__ = ["mark_schedule", "marked_by", "release_schedule", "release_stale", "save_held"]
 
@@ -107,11 +105,6 @@ async def release_schedule(
 
 async def marked_by(pub: Publisher, layout: Layout, holder: str) -> set[str]:
     """The objects ``holder`` has a marker of."""
-    try:
-        info = await pub.js.stream_info(
-            layout.stream, subjects_filter=layout.payload_refs_of_run(holder)
-        )
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise TransportError(f"listing the payload markers of {holder}: {exc}") from exc
-    names = {subject.split(".")[-2] for subject, n in (info.state.subjects or {}).items() if n}
+    subjects = await stream_subjects(pub.js, layout.stream, layout.payload_refs_of_run(holder))
+    names = {subject.split(".")[-2] for subject in subjects}
     return {name for name in names if _NAME.match(name)}
