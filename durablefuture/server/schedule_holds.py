@@ -12,8 +12,8 @@ record is written, as a run does before its history (``transport/payload_gc.py``
   created again right after its deletion, would otherwise be left with no marker at all.
 - Once a record is written, the markers of the objects it no longer names are purged, only
   below its stream sequence: a marker another df-server wrote since, for a record that
-  followed this one, stays. (df-server killed in between: those markers stay until the
-  arguments change again or the schedule is deleted.)
+  followed this one, stays. (df-server killed in between, or the purge failing: those markers
+  stay until the arguments change again or the schedule is deleted.)
 - Deleting a schedule purges all its markers (every object a marker of it names, whichever
   record it was written for), then deletes the objects nothing else holds, as a run's removal
   does (one put within the grace period goes with a later sweep); the state record is deleted
@@ -22,11 +22,13 @@ record is written, as a run does before its history (``transport/payload_gc.py``
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
 
 from durablefuture.codec.claims import claim_names
+from durablefuture.core.errors import TransportError
 from durablefuture.transport.compaction import purge
 from durablefuture.transport.payload_gc import collect_released
 from durablefuture.transport.payload_store import mark_refs, schedule_holder
@@ -37,6 +39,7 @@ from durablefuture.transport.usage import stream_subjects
 
 __all__ = ["mark_schedule", "marked_by", "release_schedule", "release_stale", "save_held"]
 
+log = logging.getLogger("durablefuture.schedules")
 _NAME = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -54,7 +57,10 @@ async def save_held(
     after; its stream sequence."""
     await mark_schedule(pub, layout, schedule_id, data, before)
     written = await store.save(schedule_id, data, seq)
-    await release_stale(pub, layout, schedule_id, data, before, written)
+    try:
+        await release_stale(pub, layout, schedule_id, data, before, written)
+    except TransportError as exc:  # the record is written: its step goes on
+        log.warning("schedule %s: the markers of its former arguments stay: %s", schedule_id, exc)
     return written
 
 
