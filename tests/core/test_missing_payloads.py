@@ -45,5 +45,19 @@ def test_a_failed_attempt_loses_its_details_first_then_its_failure() -> None:
     assert first is not None
     second = instead_of_missing(state(), first, "gone")
     assert isinstance(second, inp.FailActivityTask) and second.heartbeat_details == ()
-    assert second.failure == Failure(message="gone", type="MissingPayloadError")
-    assert described(first, second) == "FailActivityTask with a MissingPayloadError"
+    # the error keeps its type and its retry decision, only its details are dropped
+    assert second.failure == Failure(message="boom (its details are lost: gone)", type="ValueError")
+    assert described(first, second) == "FailActivityTask without its failure's details"
+    final = Failure(
+        message="declined",
+        type="CardDeclined",
+        non_retryable=True,
+        details=(REF,),
+        type_hierarchy=("CardDeclined", "Exception"),
+        cause=Failure(message="inner", details=(REF,)),
+    )
+    kept = instead_of_missing(state(), inp.FailActivityTask("run-1", 3, 1, final), "gone")
+    assert isinstance(kept, inp.FailActivityTask)
+    assert kept.failure.non_retryable and kept.failure.type == "CardDeclined"
+    assert kept.failure.type_hierarchy == ("CardDeclined", "Exception")
+    assert kept.failure.details == () and kept.failure.cause is None
