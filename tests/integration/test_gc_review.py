@@ -321,12 +321,6 @@ async def _chunks(env: LocalEnvironment) -> int:
     return sum((info.state.subjects or {}).values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sweep lists meta records only ($O.<bucket>.M.>): the chunks of an upload whose "
-    "writer was killed before its meta record (payload_store.ObjectPayloads._upload) are "
-    "kept for good, as are chunks purge_object leaves because something was appended to them",
-)
 async def test_the_chunks_of_an_upload_killed_before_its_meta_record_are_swept(
     tmp_path: Path,
 ) -> None:
@@ -459,12 +453,6 @@ async def test_a_deletion_stopped_by_sigkill_does_not_use_up_an_activitys_attemp
 LOST = "d" * (300 * 1024)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a dead letter holds only the object of its cut original (Df-Original-Object, "
-    "payload_gc.dead_letter_holds): the objects its stored body names by reference (a "
-    "refused signal's argument) are swept while it is kept, so it can never be sent again",
-)
 async def test_a_dead_letter_keeps_the_objects_its_body_names() -> None:
     options = ServerOptions(payload_grace=0.5, status_delay=0)
     async with LocalEnvironment(server_options=options) as env:
