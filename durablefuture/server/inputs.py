@@ -49,7 +49,7 @@ from durablefuture.core.timers import TimerKey, TimerKind, spent_by
 from durablefuture.server.effects import Effects
 from durablefuture.server.effects_hook import effects_hook
 from durablefuture.server.event_log import count_events
-from durablefuture.server.missing_payloads import instead_of_missing
+from durablefuture.server.missing_payloads import described, instead_of_missing
 from durablefuture.server.receipts import ANSWERED_RECEIPT
 from durablefuture.server.runs import RunCache, RunCaches, RunMissing, new_run_id
 from durablefuture.transport.buckets import read_key
@@ -268,7 +268,15 @@ class RunInputs(RunCaches, Effects):
                     missing = instead_of_missing(cache.state, message, str(exc))
                     if missing is None:
                         raise  # refused, with the reason (server/service.py)
-                    log.warning("recording %s instead: %s", type(missing).__name__, exc)
+                    log.warning(
+                        "%s for run %s names a payload object that is gone; recording %s "
+                        "instead: %s",
+                        type(message).__name__,
+                        cache.state.run_id,
+                        described(message, missing),
+                        exc,
+                        extra={"run_id": cache.state.run_id, "workflow_id": cache.workflow_id},
+                    )
                     message = missing
                     continue
                 cache.apply(seq, message.input_id, decision.events, size)

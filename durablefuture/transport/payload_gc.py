@@ -6,7 +6,8 @@ Who holds an object:
   written before the message is stored (:func:`~durablefuture.transport.payload_store.mark_refs`),
   purged when the run is removed;
 * a dead letter whose full original was kept as an object (its ``Df-Original-Object`` header),
-  until the dead letter itself is removed;
+  or whose body names objects by reference (a refused signal's argument), until the dead
+  letter itself is removed (:func:`dead_letter_holds`, bounded);
 * a message still on its way: a client or worker that found the object stored did not store it
   again, and df-server marks it only when it handles the message. Nothing marks it yet, so the
   object is kept for a **grace period** (``ServerOptions.payload_grace``, an hour by default)
@@ -35,7 +36,8 @@ anyone who may put objects may write a meta record naming another object's chunk
 
 Nothing else deletes objects: :func:`sweep` (the janitor, every half grace) collects objects
 no one holds, such as those a run stopped naming within the grace, a dead letter's object
-after the dead letter was removed, and uploads whose message never arrived.
+after the dead letter was removed, and uploads whose message never arrived; and the chunks no
+meta record names (:mod:`durablefuture.transport.payload_sweep`).
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ import re
 from collections.abc import Collection
 
 import nats.errors
-from nats.js.api import ConsumerConfig
 from nats.js.client import JetStreamContext
 
+from durablefuture.codec.claims import claim_names
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.compaction import purge
 from durablefuture.transport.payload_meta import (
@@ -58,6 +60,7 @@ from durablefuture.transport.payload_meta import (
     records,
     stored_seconds,
 )
+from durablefuture.transport.payload_sweep import ReadLimit, read_all, sweep_chunks
 from durablefuture.transport.publisher import (
     EXPECTED_LAST_SUBJECT_SEQ,
     EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
@@ -66,9 +69,12 @@ from durablefuture.transport.publisher import (
 )
 from durablefuture.transport.stored import leader_get
 from durablefuture.transport.subjects import Layout
+from durablefuture.transport.usage import stream_subjects
 
 __all__ = [
     "ABANDONED_AFTER",
+    "MAX_DEAD_LETTERS",
+    "MAX_DEAD_LETTER_BYTES",
     "ORIGINAL_HEADER",
     "TooManyDeadLetters",
     "collect",
@@ -91,6 +97,8 @@ ABANDONED_AFTER = 300.0
 deletion takes a few requests)."""
 MAX_DEAD_LETTERS = 100_000
 """The most dead letters read for their holds in one sweep."""
+MAX_DEAD_LETTER_BYTES = 256 * 1024 * 1024
+"""The most bytes of dead letters (bodies and headers) read for their holds in one sweep."""
 _NAME = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -169,59 +177,62 @@ class TooManyDeadLetters(TransportError):
 
 
 async def dead_letter_holds(js: JetStreamContext, layout: Layout) -> set[str]:
-    """The objects dead letters keep (their ``Df-Original-Object`` headers); raises
-    :class:`TooManyDeadLetters` past :data:`MAX_DEAD_LETTERS` of them."""
-    info = await js.stream_info(layout.stream, subjects_filter=layout.dead_letters())
-    if not info.state.subjects:
-        return set()
+    """The objects dead letters keep: the object holding a cut original (its
+    ``Df-Original-Object`` header) and those its body names by reference (a refused start's or
+    signal's arguments), so that the dead letter can be sent again.
+
+    Every dead letter is read whole (each at most the server's max message size); past
+    :data:`MAX_DEAD_LETTERS` of them or :data:`MAX_DEAD_LETTER_BYTES` in all, raises
+    :class:`TooManyDeadLetters`: what the others keep is not known, so the callers delete
+    nothing (the sweep skips the objects until fewer dead letters are kept)."""
     held: set[str] = set()
-    sub = await js.subscribe(
-        layout.dead_letters(),
-        stream=layout.stream,
-        ordered_consumer=True,
-        config=ConsumerConfig(headers_only=True),
-    )
     try:
-        for _ in range(MAX_DEAD_LETTERS):
-            msg = await sub.next_msg(timeout=GET_TIMEOUT)
+        async for msg in read_all(
+            js,
+            layout.stream,
+            layout.dead_letters(),
+            max_msgs=MAX_DEAD_LETTERS,
+            max_bytes=MAX_DEAD_LETTER_BYTES,
+        ):
             name = (msg.headers or {}).get(ORIGINAL_HEADER, "")
             if _NAME.match(name):
                 held.add(name)
-            if msg.metadata.num_pending == 0:
-                return held
-    finally:
-        await sub.unsubscribe()
-    # the holds of the dead letters not read are not known: delete nothing
-    raise TooManyDeadLetters(
-        f"more than {MAX_DEAD_LETTERS:,} dead letters in {layout.stream}: payload objects are "
-        "not swept until fewer are kept (remove those dealt with)"
-    )
+            held |= claim_names(msg.data)
+    except ReadLimit as exc:
+        raise TooManyDeadLetters(
+            f"more than {MAX_DEAD_LETTERS:,} dead letters or {MAX_DEAD_LETTER_BYTES:,} bytes of "
+            f"them in {layout.stream} ({exc}): payload objects are not swept until fewer are "
+            "kept (remove those dealt with)"
+        ) from exc
+    return held
 
 
 async def sweep(pub: Publisher, layout: Layout, *, grace: float, now: float) -> int:
     """Delete every object of the namespace's bucket nothing holds (one meta record read and
-    one marker read an object); returns how many went."""
+    one marker read an object), after the chunks no meta record names
+    (:func:`~durablefuture.transport.payload_sweep.sweep_chunks`); returns how many objects
+    and chunk subjects went."""
     js = pub.js
     bucket = layout.payloads_bucket
     prefix = f"$O.{bucket}.M."
+    deleted = await sweep_chunks(pub, layout, grace=grace, now=now)
     try:
-        info = await js.stream_info(f"OBJ_{bucket}", subjects_filter=f"{prefix}>")
+        subjects = await stream_subjects(js, f"OBJ_{bucket}", f"{prefix}>")
         held = await dead_letter_holds(js, layout)
     except (nats.errors.Error, TimeoutError) as exc:
         raise TransportError(f"listing the payload objects of {bucket}: {exc}") from exc
     names = set()
-    for subject in info.state.subjects or {}:
+    for subject in subjects:
         try:
             names.add(base64.urlsafe_b64decode(subject[len(prefix) :]).decode())
         except (binascii.Error, UnicodeDecodeError):
             continue
     names |= await deletions(js, layout)  # a crash may have stopped one after the purge
-    deleted = 0
     for name in sorted(names):
         if _NAME.match(name) and name not in held:
             deleted += await collect(pub, layout, name, grace=grace, now=now)
     if deleted:
-        log.info("deleted %d payload objects nothing refers to", deleted)
+        log.info("deleted %d payload objects and chunks nothing refers to", deleted)
     return deleted
 
 
@@ -251,10 +262,10 @@ async def collect_released(
 async def deletions(js: JetStreamContext, layout: Layout) -> set[str]:
     """The objects with a deletion marker: deletions under way, or left half-done."""
     try:
-        info = await js.stream_info(layout.stream, subjects_filter=layout.payload_deleting("*"))
+        subjects = await stream_subjects(js, layout.stream, layout.payload_deleting("*"))
     except (nats.errors.Error, TimeoutError) as exc:
         raise TransportError(f"listing the payload deletions under way: {exc}") from exc
-    return {subject.split(".")[-2] for subject in info.state.subjects or {}}
+    return {subject.split(".")[-2] for subject in subjects}
 
 
 async def finish_deletions(pub: Publisher, layout: Layout, *, grace: float, now: float) -> int:

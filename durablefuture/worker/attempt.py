@@ -34,6 +34,7 @@ from durablefuture.core.failure import Failure, FailureKind, failure_from_except
 from durablefuture.core.types import JsonValue
 from durablefuture.transport.activity_bucket import ActivityBucket
 from durablefuture.transport.messages import Msg
+from durablefuture.transport.payload_meta import TOUCH_AFTER
 from durablefuture.worker.handover import Handover
 from durablefuture.worker.options import WorkerOptions
 from durablefuture.worker.reports import Reports
@@ -75,9 +76,11 @@ class Attempt:
         self.seal = seal
         """Encodes heartbeat details with the payload codec, large ones stored by reference
         (records outside engine messages)."""
-        self._sealed: tuple[list[JsonValue], list[JsonValue]] | None = None
-        """The last details sealed, and what they became (unchanged details are not stored
-        again at each flush)."""
+        self._sealed: tuple[list[JsonValue], list[JsonValue], float] | None = None
+        """The last details sealed, what they became, and when (``time.monotonic()``):
+        unchanged details are not stored again at each flush, only once their last put is
+        older than ``TOUCH_AFTER`` (a touch: nothing else holds the objects of a running
+        attempt's details, see ``transport/payload_gc.py``)."""
         self.reports = reports
         self.handover = handover
         self.bucket = bucket
@@ -236,7 +239,7 @@ class Attempt:
                     with contextlib.suppress(Exception):
                         await self.msg.in_progress()
                     await self.handover.renew(t)  # a sign of life for other workers
-                if self.dirty and now - last_flush >= flush_every:
+                if (self.dirty and now - last_flush >= flush_every) or self._touch_due():
                     last_flush = now
                     self.dirty = False
                     await self._flush()
@@ -320,12 +323,19 @@ class Attempt:
         except Exception as exc:
             log.debug("heartbeat flush failed: %s", exc)
 
+    def _touch_due(self) -> bool:
+        """Whether the details last flushed are to be stored again, changed or not (the
+        flush re-seals them): their objects' last put is older than ``TOUCH_AFTER``."""
+        sealed = self._sealed
+        return sealed is not None and time.monotonic() - sealed[2] >= TOUCH_AFTER
+
     async def _sealed_details(self) -> list[JsonValue]:
         details = list(self._details())
         if self.seal is None:
             return details
-        if self._sealed is None or self._sealed[0] != details:
-            self._sealed = (details, await self.seal(details))
+        if self._sealed is None or self._sealed[0] != details or self._touch_due():
+            at = time.monotonic()
+            self._sealed = (details, await self.seal(details), at)
         return self._sealed[1]
 
     def _outcome(self, job: asyncio.Future[Any]) -> inp.RunInput:

@@ -24,7 +24,7 @@ from durablefuture.server import ServerOptions
 from durablefuture.server.schedules import ScheduleOptions
 from durablefuture.testing import LocalEnvironment
 from durablefuture.transport.payload_gc import ORIGINAL_HEADER
-from durablefuture.transport.payload_meta import newest_record
+from durablefuture.transport.payload_meta import newest_record, purge_object
 from durablefuture.transport.payload_store import ObjectPayloads
 from durablefuture.transport.stored import leader_get
 from tests.conftest import ROOT, Daemon, Daemons, connected, wait_for
@@ -91,37 +91,41 @@ def runs_checkpointed():  # type: ignore[no-untyped-def]
     return (yield df.activity(checkpointed, options=opts))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="heartbeat details stored by reference are held by nothing (the KV entry marks no "
-    "object, and a worker re-sending unchanged details does not put them again): swept while "
-    "the attempt still heartbeats them; the heartbeat timeout of its killed worker is then "
-    "refused (MissingPayloadError, dead-lettered: server/missing_payloads.py has no case for "
-    "FireTimer) and the next attempt gets no details",
-)
 async def test_heartbeat_details_of_a_long_attempt_reach_the_next_attempt_after_sigkill(
     tmp_path: Path,
 ) -> None:
+    """Nothing marks the object of a running attempt's details (the bucket entry is not a
+    history message): its worker stores the unchanged details again once their last put is
+    older than TOUCH_AFTER, so the sweep leaves them, and the attempt after a SIGKILL gets
+    them. The grace here is a few seconds, TOUCH_AFTER half a second (``touching_worker``),
+    as the default grace is to the default TOUCH_AFTER."""
     global RESCUE
-    options = ServerOptions(payload_grace=1.0, status_delay=0)
+    grace = 2.0
+    options = ServerOptions(payload_grace=grace, status_delay=0)
     async with LocalEnvironment(server_options=options) as env:
         daemons = Daemons(tmp_path, env.nats_url)
         mod = __name__
         try:
-            worker = daemons.worker(
-                "--workflows",
-                f"{mod}:runs_checkpointed",
-                "--activities",
-                f"{mod}:checkpointed",
-                "--activity-lease",
-                "30",  # the heartbeat timeout, not the lease, ends the killed attempt
-                task_queue="hb",
+            worker = daemons.special(
+                "worker",
+                "tests.integration.touching_worker",
+                *("--nats", env.nats_url, "--task-queue", "hb", "--workflow-task-timeout", "2"),
+                *("--workflows", f"{mod}:runs_checkpointed"),
+                *("--activities", f"{mod}:checkpointed"),
+                # the heartbeat timeout, not the lease, ends the killed attempt
+                *("--activity-lease", "30"),
             )
             handle = await env.client.start_workflow(runs_checkpointed, id="hb", task_queue="hb")
             name = _name(HB)
             await wait_for(lambda: _stored(env.client, name), timeout=60)
-            # the attempt goes on heartbeating the same details; the sweep takes their object
-            await wait_for(lambda: _gone(env, name), timeout=30)
+            first = await newest_record(env.client.pub.nc, env.client.layout.payloads_bucket, name)
+            assert first is not None and first.stored_at is not None
+            # sweeps well past the grace of the first put: the object is still there, put again
+            while time.time() < first.stored_at + 3 * grace:
+                await _sweeps(env, 1)
+            newest = await newest_record(env.client.pub.nc, env.client.layout.payloads_bucket, name)
+            assert newest is not None and newest.live, "the sweep took the details' object"
+            assert newest.stored_at is not None and newest.stored_at > first.stored_at
             assert worker.proc is not None and worker.proc.poll() is None, "still heartbeating"
             worker.kill()
             RESCUE = True
@@ -131,13 +135,64 @@ async def test_heartbeat_details_of_a_long_attempt_reach_the_next_attempt_after_
             async with rescuer:
                 # the heartbeat timeout is recorded, and attempt 2 gets the last details
                 assert await handle.result(timeout=60) == [2, len(HB)]
+            [timed_out] = [
+                e for e in await handle.fetch_history() if isinstance(e, ev.ActivityRetryScheduled)
+            ]
+            assert timed_out.failure.timeout_type == "heartbeat", timed_out.failure
         finally:
             RESCUE = False
             daemons.stop_all()
 
 
-async def _gone(env: LocalEnvironment, name: str) -> bool:
-    return not await _stored(env.client, name)
+async def test_a_heartbeat_timeout_whose_details_are_gone_is_recorded_without_them(
+    tmp_path: Path,
+) -> None:
+    """The details' object of a killed attempt went (purged here by hand): the server's
+    heartbeat timeout is recorded without the details, not refused and dead-lettered, and the
+    next attempt runs (from no checkpoint) and completes the run."""
+    global RESCUE
+    async with LocalEnvironment(server_options=ServerOptions(status_delay=0)) as env:
+        client = env.client
+        layout = client.layout
+        daemons = Daemons(tmp_path, env.nats_url)
+        mod = __name__
+        try:
+            worker = daemons.worker(
+                *("--workflows", f"{mod}:runs_checkpointed"),
+                *("--activities", f"{mod}:checkpointed"),
+                *("--activity-lease", "30"),  # the heartbeat timeout ends the killed attempt
+                task_queue="hb",
+            )
+            handle = await client.start_workflow(runs_checkpointed, id="hb", task_queue="hb")
+            name = _name(HB)
+            await wait_for(lambda: _stored(client, name), timeout=60)
+            assert await purge_object(client.pub.nc, layout.payloads_bucket, name)
+            assert not await _stored(client, name)
+            assert worker.proc is not None and worker.proc.poll() is None, "still heartbeating"
+            worker.kill()
+            RESCUE = True
+            rescuer = env.worker(
+                task_queue="hb", workflows=[runs_checkpointed], activities=[checkpointed]
+            )
+            async with rescuer:
+                # attempt 2 runs with no details: the lost checkpoint is dropped
+                assert await handle.result(timeout=60) == [2, 0]
+            [timed_out] = [
+                e for e in await handle.fetch_history() if isinstance(e, ev.ActivityRetryScheduled)
+            ]
+            assert timed_out.failure.timeout_type == "heartbeat", timed_out.failure
+            assert timed_out.heartbeat_details == ()
+            dead = await leader_get(
+                client.pub.nc,
+                layout.stream,
+                {"last_by_subj": layout.dead_letter("server-input")},
+                "",
+                5.0,
+            )
+            assert dead is None, "an input was dead-lettered"
+        finally:
+            RESCUE = False
+            daemons.stop_all()
 
 
 # -- schedules -----------------------------------------------------------------------------
@@ -267,12 +322,6 @@ async def _chunks(env: LocalEnvironment) -> int:
     return sum((info.state.subjects or {}).values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sweep lists meta records only ($O.<bucket>.M.>): the chunks of an upload whose "
-    "writer was killed before its meta record (payload_store.ObjectPayloads._upload) are "
-    "kept for good, as are chunks purge_object leaves because something was appended to them",
-)
 async def test_the_chunks_of_an_upload_killed_before_its_meta_record_are_swept(
     tmp_path: Path,
 ) -> None:
@@ -405,12 +454,6 @@ async def test_a_deletion_stopped_by_sigkill_does_not_use_up_an_activitys_attemp
 LOST = "d" * (300 * 1024)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a dead letter holds only the object of its cut original (Df-Original-Object, "
-    "payload_gc.dead_letter_holds): the objects its stored body names by reference (a "
-    "refused signal's argument) are swept while it is kept, so it can never be sent again",
-)
 async def test_a_dead_letter_keeps_the_objects_its_body_names() -> None:
     options = ServerOptions(payload_grace=0.5, status_delay=0)
     async with LocalEnvironment(server_options=options) as env:
