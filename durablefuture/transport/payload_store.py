@@ -33,6 +33,7 @@ from durablefuture.transport.payload_gc import admits, dead_letter_holds, deleti
 from durablefuture.transport.payload_meta import (
     TOUCH_AFTER,
     MetaRecord,
+    has_chunks,
     meta_subject,
     newest_record,
     purge_object,
@@ -163,7 +164,13 @@ class ObjectPayloads:
             ) from exc
 
     async def _holds(self, record: MetaRecord, name: str) -> bool:
+        """Whether ``record``'s chunks hold the bytes ``name`` is the digest of: read back once,
+        then trusted while its chunks are still stored (a deletion purges chunks, and a touch
+        that lands after the purge names none: df-server would refuse messages naming it)."""
         key = (name, record.seq)
+        if not await has_chunks(self.nc, self.bucket, record):
+            self._trusted.pop(key, None)
+            return False
         if key not in self._trusted:
             if await self._verified(record, name) is None:
                 return False

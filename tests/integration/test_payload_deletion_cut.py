@@ -87,19 +87,22 @@ async def test_a_touch_landing_after_the_purge_is_not_taken_for_the_object() -> 
         bucket = layout.payloads_bucket
         data = b"t" * (300 * 1024)
         name = hashlib.sha256(data).hexdigest()
-        await ObjectPayloads(pub.js, layout).put(name, data)
+        writer = ObjectPayloads(pub.js, layout)
+        await writer.put(name, data)
         record = await newest_record(pub.nc, bucket, name)
         assert record is not None
-        # a writer read the record, the deletion purged it, then the writer's touch landed
+        # the writer read the record, the deletion purged it, then the writer's touch landed
         assert await purge_object(env.server.nc, bucket, name)
-        await pub.js.publish(meta_subject(bucket, name), record.raw)
+        await writer._publish_meta(name, record.raw)  # a record it wrote: trusted
         touched = await newest_record(pub.nc, bucket, name)
         assert touched is not None and touched.live and touched.nuid == record.nuid
         # a live record whose chunks are gone: the message is refused, not stored unreadable
         with pytest.raises(MissingPayloadError, match=name):
             await mark_refs(server_pub, layout, "r1", _message(name))
-        # the writer's next put finds no chunks behind the record, and stores the bytes anew
-        await ObjectPayloads(pub.js, layout).put(name, data)
+        # the writer's next put finds no chunks behind its record, and stores the bytes anew
+        await writer.put(name, data)
+        stored = await newest_record(pub.nc, bucket, name)
+        assert stored is not None and stored.nuid != record.nuid
         await mark_refs(server_pub, layout, "r2", _message(name))
         assert await ObjectPayloads(pub.js, layout).get(name) == data
 
