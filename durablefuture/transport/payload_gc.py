@@ -18,7 +18,8 @@ Who holds an object:
 The grace period alone cannot cover a message that waits longer than it (df-server down for a
 day, a backlog): a **fence** makes that a clear refusal instead of a lost payload. The deleter
 (:func:`collect`) finds no marker of the object, reads its newest meta record (its sequence in
-the bucket's stream is the deletion's **cut**) and the chunks the records up to it name, and
+the bucket's stream is the deletion's **cut**) and the chunks the records up to it name (the
+first :data:`~durablefuture.transport.payload_meta.MAX_RECORDS` and the newest), and
 appends a deletion marker ``df.<ns>.ref.<name>._deleting`` holding both (:class:`Deletion`),
 only if no marker at all is there (an expected last sequence over ``ref.<name>.>``). It then
 purges the records up to the cut and the chunks they name, then its own marker (up to its
