@@ -17,19 +17,44 @@ Who holds an object:
 
 The grace period alone cannot cover a message that waits longer than it (df-server down for a
 day, a backlog): a **fence** makes that a clear refusal instead of a lost payload. The deleter
-(:func:`collect`) reads the newest marker of the object, and appends a deletion marker
-``df.<ns>.ref.<name>._deleting`` only if no marker came since (an expected last sequence over
-``ref.<name>.>``), then purges the object, then the deletion marker. df-server, handling a
-message, first stores its markers, then checks that no deletion marker is there, then that the
-object is (:func:`deletion_under_way`, :func:`is_stored`). Whatever the interleaving, either the
-deleter sees the new marker and keeps the object, or the message is refused, naming the
-object: a start or signal is answered with the reason (and dead-lettered); a worker's report is
-recorded as a failed attempt of its task (``MissingPayloadError``), whose retry stores the payload
-anew; a child's outcome sent to its parent is recorded as the child's failure
-(``server/missing_payloads.py``).
-Only one deleter at a time: a deletion marker younger than :data:`ABANDONED_AFTER` is left to
-its deleter. One a deleter left when it stopped (SIGKILL) keeps the fence up (messages naming
-the object are refused) until a janitor does the deletion again and takes it away.
+(:func:`collect`) finds no marker of the object, reads its newest meta record (its sequence in
+the bucket's stream is the deletion's **cut**) and the chunks the records up to it name (the
+first :data:`~durablefuture.transport.payload_meta.MAX_RECORDS` and the newest), and
+appends a deletion marker ``df.<ns>.ref.<name>._deleting`` holding both (:class:`Deletion`),
+only if no marker at all is there (an expected last sequence over ``ref.<name>.>``). It then
+purges the records up to the cut and the chunks they name, then its own marker (up to its
+sequence: a later deleter's marker stays). A record put after the cut, on chunks the marker
+does not list, is a new upload, and no deleter of that marker touches it.
+
+df-server, handling a message, first stores its markers, then reads the deletion marker, then
+the object's records (:func:`admits`): with no deletion marker, a live record is needed; with
+one, a record the marker **spares** (put after its cut, on chunks of its own); either record's
+chunks still stored. Whatever the interleaving, either the deleter sees the new marker and keeps
+the object, or the message is refused naming it, or the record it was admitted on is one no
+deletion purges:
+
+* the holder's marker comes first: the deleter's expected sequence fails, nothing is deleted;
+* the deletion marker comes first and is still there: the message is admitted only on a spared
+  record, which the deletion leaves (a copy of a record up to the cut, a touch, names a listed
+  nuid: it is not spared);
+* the deletion marker came first and is gone: its records and chunks were purged before it
+  (a deleter that finishes another's deletion purges first, too), so what is left was put after
+  the cut; a touch copying a purged record is found without its chunks.
+
+A writer (``ObjectPayloads.put``) that finds a deletion marker counts only the records it spares
+and otherwise uploads the bytes anew (new chunks, a new record past the cut), so a message sent
+while a deletion is under way, or stopped, is admitted rather than refused again and again.
+A refused message is answered so: a start or signal with the reason (and dead-lettered); a
+worker's report is recorded as a failed attempt of its task (``MissingPayloadError``), whose
+retry stores the payload anew; a child's outcome sent to its parent is recorded as the child's
+failure (``server/missing_payloads.py``).
+
+Only one deletion marker at a time: one younger than :data:`ABANDONED_AFTER` is left to its
+deleter. An older one is taken for one a deleter left when it stopped (SIGKILL, or frozen: a
+paused VM): a janitor finishes that deletion (up to its cut) and takes the marker away. A
+frozen deleter that wakes up afterwards purges only up to its cut again (nothing is left there)
+and only its own marker: an object stored and held again meanwhile stays. A marker with no cut
+(an older df-server's) purges, and fences, every record.
 
 The chunks a meta record names are purged only if they hold the bytes the object is named by:
 anyone who may put objects may write a meta record naming another object's chunks.
@@ -49,12 +74,18 @@ import re
 from collections.abc import Collection
 
 import nats.errors
+from attrs import frozen
+from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
 from durablefuture.codec.claims import claim_names
+from durablefuture.codec.jsapi import api_reply, api_request
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.compaction import purge
 from durablefuture.transport.payload_meta import (
+    MAX_RECORDS,
+    MetaRecord,
+    has_chunks,
     newest_record,
     purge_object,
     records,
@@ -67,7 +98,7 @@ from durablefuture.transport.publisher import (
     Publisher,
     WrongLastSequence,
 )
-from durablefuture.transport.stored import leader_get
+from durablefuture.transport.stored import Stored, leader_get
 from durablefuture.transport.subjects import Layout
 from durablefuture.transport.usage import stream_subjects
 
@@ -76,14 +107,15 @@ __all__ = [
     "MAX_DEAD_LETTERS",
     "MAX_DEAD_LETTER_BYTES",
     "ORIGINAL_HEADER",
+    "Deletion",
     "TooManyDeadLetters",
+    "admits",
     "collect",
     "collect_released",
     "dead_letter_holds",
-    "deletion_under_way",
+    "deletion",
     "deletions",
     "finish_deletions",
-    "is_stored",
     "sweep",
 ]
 
@@ -99,30 +131,83 @@ MAX_DEAD_LETTERS = 100_000
 """The most dead letters read for their holds in one sweep."""
 MAX_DEAD_LETTER_BYTES = 256 * 1024 * 1024
 """The most bytes of dead letters (bodies and headers) read for their holds in one sweep."""
+MAX_MARKER_BYTES = 4096
+"""The largest deletion marker body read (its cut and at most MAX_RECORDS nuids)."""
 _NAME = re.compile(r"^[0-9a-f]{64}$")
+_NUID = re.compile(r"^[0-9A-Za-z]{1,64}$")
 
 
-async def deletion_under_way(pub: Publisher, layout: Layout, name: str) -> bool:
-    """Whether a deletion marker of object ``name`` is stored (a deletion is under way, or
-    stopped by a crash and finished by the next one)."""
+@frozen
+class Deletion:
+    """A deletion marker, as stored (its body checked: a marker is a hostile wire message
+    like any other)."""
+
+    seq: int
+    stored_at: float
+    cut: int | None
+    """The last meta record (a sequence of the bucket's stream) the deletion purges; None:
+    a marker that does not say (an older df-server's), which purges and fences everything."""
+    chunks: frozenset[str]
+    """The chunks (nuids) the records up to ``cut`` named when the marker was written."""
+
+    def spares(self, record: MetaRecord) -> bool:
+        """Whether ``record`` is a put made after the cut, on chunks of its own: the deleter
+        leaves it."""
+        return (
+            self.cut is not None
+            and record.live
+            and record.seq > self.cut
+            and record.nuid not in self.chunks
+        )
+
+    @classmethod
+    def parse(cls, msg: Stored) -> Deletion:
+        cut: int | None = None
+        chunks: frozenset[str] = frozenset()
+        try:
+            body = api_reply(msg.data) if 0 < len(msg.data) <= MAX_MARKER_BYTES else None
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            c, n = body.get("cut"), body.get("chunks")
+            names = n if isinstance(n, list) and len(n) <= MAX_RECORDS + 1 else [""]
+            if isinstance(c, int) and c > 0 and all(_nuid(x) for x in names):
+                cut, chunks = c, frozenset(names)
+        return cls(msg.seq, stored_seconds(msg.time) or 0.0, cut, chunks)
+
+
+def _nuid(x: object) -> bool:
+    return isinstance(x, str) and _NUID.match(x) is not None
+
+
+async def deletion(nc: NATS, layout: Layout, name: str) -> Deletion | None:
+    """The deletion marker of object ``name`` (a deletion under way, or one stopped by a crash
+    and finished by a janitor); None if there is none."""
     found = await leader_get(
-        pub.nc,
+        nc,
         layout.stream,
         {"last_by_subj": layout.payload_deleting(name)},
         f"the deletion marker of payload {name[:16]}...",
         GET_TIMEOUT,
     )
-    return found is not None
+    return None if found is None else Deletion.parse(found)
 
 
-async def is_stored(pub: Publisher, layout: Layout, name: str) -> bool:
-    """Whether object ``name`` has a live meta record (checked, not read: readers check the
-    bytes against the name)."""
+async def admits(pub: Publisher, layout: Layout, name: str) -> bool:
+    """Whether a message naming object ``name`` may be stored, its markers stored first: no
+    deletion marker is there and the object has a live meta record, or a deletion marker is
+    there and a record put after its cut (:meth:`Deletion.spares`); either record's chunks
+    still stored. The marker is read before the records (see the module docstring)."""
+    marker = await deletion(pub.nc, layout, name)
     bucket = layout.payloads_bucket
     newest = await newest_record(pub.nc, bucket, name)
     if newest is None:
         return False
-    return newest.live or any(r.live for r in await records(pub.nc, bucket, name))
+    for record in (newest, *await records(pub.nc, bucket, name)):
+        kept = record.live if marker is None else marker.spares(record)
+        if kept and await has_chunks(pub.nc, bucket, record):
+            return True
+    return False
 
 
 async def collect(pub: Publisher, layout: Layout, name: str, *, grace: float, now: float) -> bool:
@@ -130,43 +215,50 @@ async def collect(pub: Publisher, layout: Layout, name: str, *, grace: float, no
     seconds (see the module docstring); returns whether it was deleted.
 
     A deletion marker older than :data:`ABANDONED_AFTER` was left by a deleter that stopped
-    (a crash): the deletion is done again, whatever marker came since (each belongs to a
-    message that saw the deletion marker and was refused) and however lately the object was
-    put (a message naming it now is refused until the deletion is done). A younger one
-    belongs to a deletion under way: it is left to its deleter.
+    (a crash, or frozen): its deletion is finished, whatever marker came since (each belongs
+    to a message that was refused, or that found a record put after the cut) and however
+    lately the object was put (what was put after the cut stays). A younger one belongs to a
+    deletion under way: it is left to its deleter.
 
     A dead letter's hold is not looked at here: the callers (:func:`sweep`,
     :func:`collect_released`) read those first and leave the objects they keep."""
-    stream = layout.stream
-    deleting = layout.payload_deleting(name)
-    marker = await leader_get(
-        pub.nc, stream, {"last_by_subj": deleting}, f"the deletion of {name[:16]}...", GET_TIMEOUT
-    )
-    stopped = marker is not None and now - (stored_seconds(marker.time) or 0.0) >= ABANDONED_AFTER
-    if marker is not None and not stopped:
-        return False  # a deletion under way
+    marker = await deletion(pub.nc, layout, name)
+    if marker is not None:
+        if now - marker.stored_at < ABANDONED_AFTER:
+            return False  # a deletion under way
+        return await _finish(pub, layout, name, marker)
     newest_ref = await leader_get(
         pub.nc,
-        stream,
+        layout.stream,
         {"last_by_subj": layout.payload_refs(name)},
         f"the markers of payload {name[:16]}...",
         GET_TIMEOUT,
     )
-    if newest_ref is not None and not stopped:
+    if newest_ref is not None:
         return False  # held by a run or a schedule
-    newest = await newest_record(pub.nc, layout.payloads_bucket, name)
-    if not stopped and (newest is None or (newest.stored_at or 0.0) > now - grace):
+    bucket = layout.payloads_bucket
+    newest = await newest_record(pub.nc, bucket, name)
+    if newest is None or (newest.stored_at or 0.0) > now - grace:
         return False  # gone, or put lately: a message naming it may be on its way
+    named = {r.nuid for r in await records(pub.nc, bucket, name) if r.seq <= newest.seq}
+    chunks = sorted((named | {newest.nuid}) - {""})  # at most MAX_RECORDS + 1
     headers = {
-        EXPECTED_LAST_SUBJECT_SEQ: str(newest_ref.seq if newest_ref is not None else 0),
+        EXPECTED_LAST_SUBJECT_SEQ: "0",  # no marker at all: no holder, no deletion
         EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: layout.payload_refs(name),
     }
+    body = api_request({"cut": newest.seq, "chunks": chunks})
     try:
-        await pub.publish(deleting, b"", headers)
+        ack = await pub.publish(layout.payload_deleting(name), body, headers)
     except WrongLastSequence:
         return False  # a run marked it in the meantime, or another deleter came first
-    deleted = newest is not None and await purge_object(pub.nc, layout.payloads_bucket, name)
-    await purge(pub.nc, stream, deleting)
+    return await _finish(pub, layout, name, Deletion(ack.seq, now, newest.seq, frozenset(chunks)))
+
+
+async def _finish(pub: Publisher, layout: Layout, name: str, marker: Deletion) -> bool:
+    """Purge what ``marker`` deletes (the records up to its cut, and their chunks), then the
+    marker, and no deletion marker stored after it (another deleter's)."""
+    deleted = await purge_object(pub.nc, layout.payloads_bucket, name, marker.cut)
+    await purge(pub.nc, layout.stream, layout.payload_deleting(name), below_seq=marker.seq + 1)
     if deleted:
         log.debug("deleted payload object %s", name)
     return deleted

@@ -39,6 +39,7 @@ __all__ = [
     "PAYLOAD_GRACE",
     "TOUCH_AFTER",
     "MetaRecord",
+    "has_chunks",
     "meta_subject",
     "newest_record",
     "purge_object",
@@ -158,20 +159,43 @@ async def _stored(
         seq = msg.seq
 
 
-async def purge_object(nc: NATS, bucket: str, name: str) -> bool:
+async def purge_object(nc: NATS, bucket: str, name: str, upto: int | None = None) -> bool:
     """Purge the chunks the meta records of ``name`` name that hold its bytes, then its meta
-    records (df-server only: the other roles may not purge). False if there was no record."""
+    records (df-server only: the other roles may not purge). With ``upto`` (a sequence of the
+    bucket's stream), only the records stored up to it and the chunks they name: a record put
+    later, and chunks only it names, stay. False if there was no such record."""
     if not _NAME.match(name):
         raise TransportError(f"not the name of a payload object: {name[:80]!r}")
-    found = await records(nc, bucket, name)
+    what = f"the meta records of payload {name[:16]}..."
+    found = []
+    async for msg in _stored(nc, bucket, meta_subject(bucket, name), MAX_RECORDS, what):
+        if upto is not None and msg.seq > upto:
+            break
+        found.append(MetaRecord.parse(msg))
     if not found:
         return False
     stream = _stream(bucket)
     for nuid in sorted({r.nuid for r in found if r.nuid}):
         if await _chunks_hold(nc, bucket, nuid, name):
             await purge(nc, stream, f"$O.{bucket}.C.{nuid}")
-    await purge(nc, stream, meta_subject(bucket, name))
+    below = 0 if upto is None else upto + 1
+    await purge(nc, stream, meta_subject(bucket, name), below_seq=below)
     return True
+
+
+async def has_chunks(nc: NATS, bucket: str, record: MetaRecord) -> bool:
+    """Whether the chunks ``record`` names are still stored (not read: one of them is looked
+    for; readers check the bytes against the name)."""
+    if not record.size:
+        return True
+    found = await leader_get(
+        nc,
+        _stream(bucket),
+        {"last_by_subj": f"$O.{bucket}.C.{record.nuid}"},
+        f"the chunks of payload {record.nuid[:16]}",
+        GET_TIMEOUT,
+    )
+    return found is not None
 
 
 async def _chunks_hold(nc: NATS, bucket: str, nuid: str, name: str) -> bool:

@@ -29,10 +29,11 @@ from nats.js.object_store import ObjectStore
 from durablefuture.codec.claims import claim_names
 from durablefuture.codec.jsapi import api_request
 from durablefuture.core.errors import PayloadError, TransportError
-from durablefuture.transport.payload_gc import dead_letter_holds, deletion_under_way, is_stored
+from durablefuture.transport.payload_gc import admits, dead_letter_holds, deletion
 from durablefuture.transport.payload_meta import (
     TOUCH_AFTER,
     MetaRecord,
+    has_chunks,
     meta_subject,
     newest_record,
     purge_object,
@@ -131,17 +132,26 @@ class ObjectPayloads:
         """Store ``data`` as object ``name`` (its SHA-256), unless a live meta record of the
         same size is there whose chunks hold ``data`` (read back once: anyone who may put
         objects may write a record naming chunks that hold nothing); one older than
-        :data:`TOUCH_AFTER` gets a fresh copy (a touch)."""
+        :data:`TOUCH_AFTER` gets a fresh copy (a touch). While a deletion marker is there, only
+        a record put after its cut counts (``Deletion.spares`` in
+        :mod:`~durablefuture.transport.payload_gc`): the others are being deleted, so the bytes
+        are uploaded anew."""
         await self._open()
         try:
+            marker = await deletion(self.nc, self.layout, name)
+
+            def usable(r: MetaRecord) -> bool:
+                return r.live and r.size == len(data) and (marker is None or marker.spares(r))
+
             newest = await newest_record(self.nc, self.bucket, name)
-            found = newest if newest is not None and newest.live else None
-            if newest is not None and (found is None or found.size != len(data)):
+            found = newest if newest is not None and usable(newest) else None
+            if newest is not None and found is None:
                 # the newest is not usable (a "deleted" record, another size): any older one?
-                live = [r for r in await records(self.nc, self.bucket, name) if r.live]
-                found = next((r for r in live if r.size == len(data)), None)
+                found = next(
+                    (r for r in await records(self.nc, self.bucket, name) if usable(r)), None
+                )
                 newest = None  # touch: the live record becomes the newest again
-            if found is not None and found.size == len(data) and await self._holds(found, name):
+            if found is not None and await self._holds(found, name):
                 age = (now or time.time()) - (newest.stored_at or 0.0) if newest else None
                 if age is not None and age < TOUCH_AFTER:
                     return  # the same bytes (the name is their digest): stored lately
@@ -154,7 +164,13 @@ class ObjectPayloads:
             ) from exc
 
     async def _holds(self, record: MetaRecord, name: str) -> bool:
+        """Whether ``record``'s chunks hold the bytes ``name`` is the digest of: read back once,
+        then trusted while its chunks are still stored (a deletion purges chunks, and a touch
+        that lands after the purge names none: df-server would refuse messages naming it)."""
         key = (name, record.seq)
+        if not await has_chunks(self.nc, self.bucket, record):
+            self._trusted.pop(key, None)
+            return False
         if key not in self._trusted:
             if await self._verified(record, name) is None:
                 return False
@@ -315,5 +331,5 @@ async def mark_refs(pub: Publisher, layout: Layout, run_id: str, data: bytes) ->
     for sent in sends:
         await sent
     for name in sorted(names):
-        if await deletion_under_way(pub, layout, name) or not await is_stored(pub, layout, name):
+        if not await admits(pub, layout, name):
             raise MissingPayloadError(name, layout.payloads_bucket)
