@@ -18,7 +18,7 @@ import pytest
 import durablefuture as df
 from durablefuture.core import events as ev
 from durablefuture.core.schedule_spec import iso
-from tests.conftest import Daemons, connected, wait_for
+from tests.conftest import Daemon, Daemons, connected, wait_for
 
 HOUR = 3600
 """One fire time in the test's reach: the others are an hour away."""
@@ -73,7 +73,7 @@ async def _queued_while_down(daemons: Daemons, paused: bool) -> None:
         first = float(math.ceil(time.time() + 8))
         handle = await client.create_schedule("rv", hourly(first, paused=paused))
         # created, its timer armed and its input acked: nothing of it is left to redo
-        await wait_for(lambda: inputs_settled(client), timeout=10)
+        await wait_for(lambda: inputs_settled(client), timeout=30)
         server.kill()
         assert time.time() < first - 1, "the machine is too slow for this test"
         if paused:
@@ -87,9 +87,9 @@ async def _queued_while_down(daemons: Daemons, paused: bool) -> None:
             )
             return info.num_pending >= 1
 
-        await wait_for(stored, timeout=10)
+        await wait_for(stored, timeout=30)
         assert time.time() < first, "the machine is too slow for this test"
-        await wait_for(lambda: time.time() > first + 1.0, timeout=20)  # the tick fired
+        await wait_for(lambda: time.time() > first + 1.0, timeout=60)  # the tick fired
         daemons.server()
         await asyncio.wait_for(request, 60)
         await wait_for(lambda: inputs_settled(client), timeout=60)
@@ -167,13 +167,15 @@ async def test_a_pause_overtaking_the_tick_a_killed_df_server_held_drops_its_fir
         held = 0.0
         for fire in (first + period * k for k in range(1, 4)):  # 3 tries at most
             # A has stepped the time before (it ran) and is idle: freeze it just before ``fire``
-            await wait_for(lambda f=fire - period: runs_of(client, f"rv-{iso(f)}"), timeout=20)
-            await wait_for(lambda: inputs_settled(client), timeout=20)
+            await wait_for(lambda f=fire - period: runs_of(client, f"rv-{iso(f)}"), timeout=60)
+            await wait_for(lambda: inputs_settled(client), timeout=60)
             await wait_for(lambda f=fire: time.time() > f - 0.3, timeout=period + 5)
+            if time.time() > fire - 0.1:  # a slow machine: too late for this one
+                continue
             assert server.proc is not None
             os.kill(server.proc.pid, signal.SIGSTOP)
             # delivered to A (unacked), or not (its pull request ran out while it was frozen)
-            state = await wait_for(lambda: _nonzero(consumer()), timeout=10)
+            state = await wait_for(lambda: _nonzero(consumer()), timeout=30)
             if state[1]:
                 held = fire
                 break
@@ -181,7 +183,7 @@ async def test_a_pause_overtaking_the_tick_a_killed_df_server_held_drops_its_fir
         assert held, "the tick never reached the frozen df-server in 3 tries"
         server.kill()
         request = asyncio.ensure_future(handle.pause("stop here"))
-        await wait_for(lambda: _nonzero(consumer(), pending=True), timeout=10)  # pause stored
+        await wait_for(lambda: _nonzero(consumer(), pending=True), timeout=30)  # pause stored
         daemons.server("--schedule-ahead", "0")
         await asyncio.wait_for(request, 60)
         await wait_for(lambda: inputs_settled(client), timeout=60)  # the tick came back too
@@ -222,34 +224,15 @@ async def test_an_action_whose_run_was_removed_before_it_was_seen_starts_again(
     period = 30
     opts = ("--retention", "2s", "--schedule-poll-interval", "60")
     a = daemons.server(*opts)
-    b = daemons.server(*opts)
     daemons.worker("--workflows", "tests.integration.schedule_flows:WORKFLOWS", task_queue="sched")
     async with connected(daemons) as client:
         client.request_timeout = 120
-        js = client.nc.jetstream()
-
-        async def waiting() -> int:
-            info = await js.consumer_info(client.layout.stream, client.layout.schedule_consumer)
-            return info.num_waiting or 0
-
-        await wait_for(lambda: _at_least(waiting(), 2), timeout=30)  # both pull
-        assert b.proc is not None
-        os.kill(b.proc.pid, signal.SIGSTOP)
-        await wait_for(lambda: _at_most(waiting(), 1), timeout=30)  # B's pull ran out
-        first = float(math.ceil(time.time() + 3))
-        handle = await client.create_schedule(
-            "rv",
-            df.Schedule(
-                action=df.ScheduleStartWorkflow("gated", 1, id_prefix="rv", task_queue="sched"),
-                spec=df.ScheduleSpec(
-                    intervals=[df.Interval(every=period, offset=int(first) % period)]
-                ),
-            ),
-        )
+        b, first, handle = await _only_a_takes_the_tick(client, daemons, opts, period)
         wid = f"rv-{iso(first)}"
-        await wait_for(lambda: runs_of(client, wid), timeout=20)  # A started it
-        await wait_for(lambda: inputs_settled(client), timeout=20)  # and acked the tick
+        await wait_for(lambda: runs_of(client, wid), timeout=60)  # A started it
+        await wait_for(lambda: inputs_settled(client), timeout=60)  # and acked the tick
         a.kill()
+        assert b.proc is not None
         os.kill(b.proc.pid, signal.SIGCONT)
         await client.get_workflow_handle(wid).signal("go", "ok")
 
@@ -263,6 +246,7 @@ async def test_an_action_whose_run_was_removed_before_it_was_seen_starts_again(
             return bool(await runs_of(client, f"rv-{iso(nxt)}") or await recorded(handle, nxt))
 
         await wait_for(stepped, timeout=period + 30)
+        await wait_for(lambda: inputs_settled(client), timeout=30)  # its starts are done
         assert await runs_of(client, wid) == 0, f"{wid} started again"
 
 
@@ -272,3 +256,91 @@ async def _at_least(n: Awaitable[int], least: int) -> bool:
 
 async def _at_most(n: Awaitable[int], most: int) -> bool:
     return await n <= most
+
+
+async def _only_a_takes_the_tick(
+    client: df.Client, daemons: Daemons, opts: tuple[str, ...], period: int
+) -> tuple[Daemon, float, df.ScheduleHandle]:
+    """Start df-server B beside A and wait until it has reconciled (its start-up tick of a
+    probe schedule is handled), then freeze it until its pull request has run out (so only A
+    takes schedule inputs, and B has never stepped the schedule made next); then create a
+    schedule of ``gated`` every ``period`` s, the first time 3 s away. B, frozen, is returned."""
+    js = client.nc.jetstream()
+    stream, name = client.layout.stream, client.layout.schedule_consumer
+
+    async def delivered() -> int:
+        return int((await js.consumer_info(stream, name)).delivered.consumer_seq or 0)
+
+    async def waiting() -> int:
+        return (await js.consumer_info(stream, name)).num_waiting or 0
+
+    await client.create_schedule("probe", hourly(time.time() + HOUR / 2))
+    await wait_for(lambda: inputs_settled(client), timeout=60)
+    before = await delivered()
+    b = daemons.server(*opts)
+    await wait_for(lambda: _at_least(delivered(), before + 1), timeout=60)  # B reconciled
+    await wait_for(lambda: inputs_settled(client), timeout=60)
+    await wait_for(lambda: _at_least(waiting(), 2), timeout=30)  # both pull
+    assert b.proc is not None
+    os.kill(b.proc.pid, signal.SIGSTOP)
+    await wait_for(lambda: _at_most(waiting(), 1), timeout=30)  # B's pull ran out
+    first = float(math.ceil(time.time() + 3))
+    handle = await client.create_schedule(
+        "rv",
+        df.Schedule(
+            action=df.ScheduleStartWorkflow("gated", 1, id_prefix="rv", task_queue="sched"),
+            spec=df.ScheduleSpec(intervals=[df.Interval(every=period, offset=int(first) % period)]),
+        ),
+    )
+    return b, first, handle
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an action seen running whose run closes and is removed by retention before the "
+    "schedule looks again (the df-server watching its closed notice died) is kept running "
+    "for ever: observe() finds no run and keeps the old record, so SKIP skips every later "
+    "time and describe() shows it running",
+)
+async def test_a_running_action_removed_before_its_close_was_seen_blocks_the_schedule(
+    daemons: Daemons,
+) -> None:
+    """As above, but A looks at the schedule 1 s after the start and records the run as
+    running before it is SIGKILLed: only A followed the run's closed notice. The run
+    completes and is removed; at ``T + 30`` B steps the schedule: the action must be seen as
+    closed (not running) and ``T + 30`` start."""
+    period = 30
+    opts = ("--retention", "2s", "--schedule-poll-interval", "1")
+    a = daemons.server(*opts)
+    daemons.worker("--workflows", "tests.integration.schedule_flows:WORKFLOWS", task_queue="sched")
+    async with connected(daemons) as client:
+        client.request_timeout = 120
+        b, first, handle = await _only_a_takes_the_tick(client, daemons, opts, period)
+        wid = f"rv-{iso(first)}"
+
+        async def seen() -> bool:
+            d = await handle.describe()
+            return any(r.workflow_id == wid and r.run_id for r in d.running_actions)
+
+        await wait_for(seen, timeout=60)  # A recorded the run as running
+        await wait_for(lambda: inputs_settled(client), timeout=60)
+        a.kill()
+        assert b.proc is not None
+        os.kill(b.proc.pid, signal.SIGCONT)
+        await client.get_workflow_handle(wid).signal("go", "ok")
+
+        async def removed() -> bool:
+            return not await client.history.read_workflow(wid)
+
+        await wait_for(removed, timeout=60)
+        nxt = first + period
+
+        async def stepped() -> bool:
+            return bool(await runs_of(client, f"rv-{iso(nxt)}") or await recorded(handle, nxt))
+
+        await wait_for(stepped, timeout=period + 30)
+        d = await handle.describe()
+        assert [r.workflow_id for r in d.running_actions] != [wid], (
+            f"{wid} closed and removed, still running: {await recorded(handle, nxt)}"
+        )
+        assert await runs_of(client, f"rv-{iso(nxt)}") == 1
