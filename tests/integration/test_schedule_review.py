@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable
+from pathlib import Path
 
 import pytest
 
@@ -344,3 +345,41 @@ async def test_a_running_action_removed_before_its_close_was_seen_blocks_the_sch
             f"{wid} closed and removed, still running: {await recorded(handle, nxt)}"
         )
         assert await runs_of(client, f"rv-{iso(nxt)}") == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a control request is recognised as applied only while its id is among the "
+    "record's last 20 (RECENT): a trigger whose df-server was SIGKILLed after applying it "
+    "comes back after 20 other requests and is applied again, a second run",
+)
+async def test_a_trigger_redelivered_after_twenty_other_requests_runs_twice(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    """df-server A applies a trigger and stops in the action's start (its WorkflowStarted
+    stored: ``held_start``); it is SIGKILLed, the trigger's input unacked. Another df-server
+    applies 20 updates (a note each) before the trigger comes back: one trigger, one run."""
+    held = tmp_path / "held"
+    daemons.env["DF_TEST_HOLD"] = "after"
+    daemons.env["DF_TEST_HELD"] = str(held)
+    a = daemons.special(
+        "held-server", "tests.integration.held_start", "server", "--nats", daemons.url
+    )
+    async with connected(daemons) as client:
+        client.request_timeout = 120
+        first = time.time() + HOUR / 2
+        handle = await client.create_schedule("rv", hourly(first))
+        trigger = asyncio.ensure_future(handle.trigger(df.Overlap.ALLOW_ALL))
+        await wait_for(held.exists, timeout=60)  # applied, its run stored, not acked
+        a.kill()
+        daemons.server()
+        await asyncio.gather(*(handle.update(hourly(first, note=f"n{i}")) for i in range(20)))
+        await asyncio.wait_for(trigger, 60)  # answered once the trigger came back
+        await wait_for(lambda: inputs_settled(client), timeout=60)
+        d = await handle.describe()
+        triggered = [r for r in (*d.running_actions, *d.recent_actions) if r.source == "trigger"]
+        applied = [j.at for j in d.journal if j.kind == "triggered"]
+        assert len(triggered) == 1 and len(applied) == 1, (
+            [r.workflow_id for r in triggered],
+            applied,
+        )
