@@ -4,7 +4,12 @@ state implies and the next time to wake up.
 
 An action may be recorded *ahead* of its time (``ActionRecord.fire_at`` in the future, see
 ``ahead``): it is then pending, neither running nor started; its start effect appears only once
-``now`` has reached its fire time."""
+``now`` has reached its fire time.
+
+An action whose workflow id has no run any more is closed: one seen running (a ``run_id``)
+closed and was removed (retention, a delete) before the schedule looked again: ``removed``; one
+never seen is ``lost`` once its start cannot still be under way (the caller says so with an
+observation ``GONE``, see ``start_lost``), instead of being started again."""
 
 from __future__ import annotations
 
@@ -33,7 +38,36 @@ from durablefuture.core.schedule_model import (
 )
 from durablefuture.core.schedule_spec import scheduled_times
 
-__all__ = ["Draft", "ahead", "next_wake", "pending_times"]
+__all__ = [
+    "GONE",
+    "LOST",
+    "REMOVED",
+    "Draft",
+    "ahead",
+    "next_wake",
+    "pending_times",
+    "start_lost",
+]
+
+REMOVED = "removed"
+"""Status of an action seen running whose run then closed and was removed before the schedule
+saw it close (its outcome is unknown)."""
+LOST = "lost"
+"""Status of an action never seen running whose workflow id has no run long after its start:
+its run closed and was removed unseen, or its start never happened."""
+GONE = "gone"
+"""An observation's status: the workflow id has no run, and none can still be starting."""
+
+
+def start_lost(record: ActionRecord, now: float, lost_after: float) -> bool:
+    """``record`` (an action not seen running) was due to start more than ``lost_after``
+    seconds before ``now``: with no run of its workflow id now, no start of it is still under
+    way. ``lost_after`` is at least the namespace's retention (a run cannot have closed and
+    been removed sooner after its start) and what a start may take (its input's redelivery)."""
+    if record.status != STARTING or record.run_id or record.pending(now):
+        return False
+    began = max(record.taken_at, record.fire_at or record.taken_at)
+    return now - began > lost_after
 
 
 def ahead(state: ScheduleState, lead: float) -> float:
@@ -160,16 +194,18 @@ class Draft:
         still: list[ActionRecord] = []
         for r in self.running:
             o = observed.get(r.workflow_id)
-            if o is None or not o.run_id:
-                still.append(r)
+            if o is None or (not o.run_id and not r.run_id and o.status != GONE):
+                still.append(r)  # not looked at, or its start may still be under way
+                continue
+            if not o.run_id:
+                self.gone(r)
                 continue
             r = evolve(r, run_id=o.run_id, status=o.status or RunStatus.RUNNING)
             if r.status == RunStatus.RUNNING:
                 still.append(r)
                 continue
             self.recent.append(r)
-            was_stopped = any(s.workflow_id == r.workflow_id for s in self.stopping)
-            self.stopping = [s for s in self.stopping if s.workflow_id != r.workflow_id]
+            was_stopped = self.unstop(r.workflow_id)
             if (
                 self.s.schedule.policy.pause_on_failure
                 and r.status in RunStatus.FAILED_LIKE
@@ -180,6 +216,28 @@ class Draft:
                 self.note = f"paused: action {r.workflow_id} {r.status}"
                 self.log("paused", r.nominal, self.note)
         self.running = still
+
+    def unstop(self, workflow_id: str) -> bool:
+        """Forget the stop request for ``workflow_id`` (its run closed); whether there was one."""
+        was = any(s.workflow_id == workflow_id for s in self.stopping)
+        self.stopping = [s for s in self.stopping if s.workflow_id != workflow_id]
+        return was
+
+    def gone(self, r: ActionRecord) -> None:
+        """``r``'s workflow id has no run: closed, outcome unknown (never started again, and
+        never a reason to pause: nothing says it failed)."""
+        self.unstop(r.workflow_id)
+        if r.run_id:
+            why = f"run {r.run_id} closed and was removed before the schedule saw it close"
+            self.recent.append(evolve(r, status=REMOVED))
+            self.log(REMOVED, r.nominal, f"{r.workflow_id}: {why}")
+            return
+        why = (
+            f"no run {self.now - max(r.taken_at, r.fire_at or r.taken_at):.0f}s after its start: "
+            "it closed and was removed (retention) before the schedule saw it, or it never started"
+        )
+        self.recent.append(evolve(r, status=LOST))
+        self.log(LOST, r.nominal, f"{r.workflow_id}: {why}")
 
     def drain_buffer(self) -> None:
         while self.buffered and not self.running:
@@ -227,13 +285,12 @@ def next_wake(
     state: ScheduleState,
     now: float,
     poll: float,
-    watch_starting: bool = True,
     lead: float = 0.0,
 ) -> float | None:
     """The fire time of the action recorded ahead, else the next fire time of the spec (less
     ``lead``: the step that records it ahead), or sooner (``now + poll``) while something waits
-    on a running action (a buffered action, a stop request, pause-on-failure, an unseen start;
-    the last not with ``watch_starting=False``: the caller knows those starts are done)."""
+    on a running action (a buffered action, a stop request, pause-on-failure, an unseen start:
+    the durable wake-up that sees its run, or finds it lost)."""
     wake: float | None = None
     pend = pending_times(state, now)
     if pend:
@@ -244,9 +301,7 @@ def next_wake(
         )
         if nxt is not None:
             wake = max(now, nxt[1] - ahead(state, lead)) if lead else nxt[1]
-    unseen = watch_starting and any(
-        r.status == STARTING and not r.pending(now) for r in state.running
-    )
+    unseen = any(r.status == STARTING and not r.pending(now) for r in state.running)
     watching = state.buffered or state.stopping or unseen
     if state.running and state.schedule.policy.pause_on_failure:
         watching = True

@@ -12,6 +12,7 @@ from durablefuture.core import events as ev
 from durablefuture.core import inputs as inp
 from durablefuture.core.effects import RunStatus
 from durablefuture.core.options import IdReusePolicy
+from durablefuture.core.schedule_draft import GONE, start_lost
 from durablefuture.core.schedules import (
     CancelAction,
     Observed,
@@ -56,13 +57,19 @@ def stop_input(state: ScheduleState, effect: CancelAction | TerminateAction) -> 
     return inp.TerminateWorkflow(effect.run_id, effect.request_id, reason)
 
 
-async def observe(history: HistoryStore, state: ScheduleState, now: float) -> dict[str, Observed]:
+async def observe(
+    history: HistoryStore, state: ScheduleState, now: float, lost_after: float | None = None
+) -> dict[str, Observed]:
     """The latest run of each running action's workflow id, and whether it has closed (not of
-    an action recorded ahead that is not due yet: it has no run)."""
+    an action recorded ahead that is not due yet: it has no run). No run of an action never
+    seen running is ``GONE`` when its start was due more than ``lost_after`` seconds ago."""
+    records = {r.workflow_id: r for r in state.running}
 
     async def one(wid: str) -> tuple[str, Observed]:
         last = await history.last_of_workflow(wid)
         if last is None:
+            if lost_after is not None and start_lost(records[wid], now, lost_after):
+                return wid, Observed(status=GONE)
             return wid, Observed()
         status = RunStatus.RUNNING
         for e in last.batch.events:

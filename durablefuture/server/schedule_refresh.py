@@ -9,10 +9,11 @@ df-server two messages it dropped).
 It is a fast path only (the durable timer and polls step every schedule anyway), so it gives
 way to the timers: while timer ticks are being handled (every schedule due in one second fires
 at once), a refresh waits for them, at most ``wait`` seconds, so the due actions start first.
-It also steps a schedule a little after this process started its actions (``later``), so
-their run ids are recorded while they run; and the inputs of those runs (their workflow tasks'
-reports) give way to the ticks in the same way (``give_way``, at most ``GIVE_WAY``), so that a
-burst of due actions is started before the first ones' runs move on.
+The inputs of the runs this process started (their workflow tasks' reports) give way to the
+ticks in the same way (``give_way``, at most ``GIVE_WAY``), so that a burst of due actions is
+started before the first ones' runs move on. The step that records a started action's run id
+is the durable poll's (``now + poll`` while an action is "starting"), not an in-memory one: a
+df-server that dies after starting an action leaves nothing unseen behind.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ class Refresher:
         self._quiet = asyncio.Event()
         self._quiet.set()
         self.stopping = False
-        self._later: set[asyncio.TimerHandle] = set()
 
     def watch(self, state: ScheduleState, starting: bool = True) -> None:
         """Follow the schedule's running actions (and forget its closed ones); its actions not
@@ -80,18 +80,6 @@ class Refresher:
             if not self._ticks:
                 self._quiet.set()
 
-    def later(self, schedule_id: str, delay: float, needed: Callable[[str], bool]) -> None:
-        """Step the schedule after ``delay`` seconds if ``needed(schedule_id)`` still says so
-        (in memory only: its durable timer and the closed notices do the rest)."""
-
-        def due() -> None:
-            self._later.discard(handle)
-            if not self.stopping and needed(schedule_id):
-                self.refresh(schedule_id)
-
-        handle = asyncio.get_running_loop().call_later(delay, due)
-        self._later.add(handle)
-
     async def give_way(self, limit: float = GIVE_WAY) -> None:
         """Wait until no timer tick is being handled, ``limit`` seconds at most."""
         if not self._quiet.is_set():
@@ -100,9 +88,6 @@ class Refresher:
 
     def stop(self) -> None:
         self.stopping = True
-        for handle in self._later:
-            handle.cancel()
-        self._later.clear()
 
     def on_closed(self, subject: str) -> None:
         parts = subject.split(".")

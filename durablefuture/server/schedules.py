@@ -17,6 +17,11 @@ stepped before the fire time conflicts with the start instead of withdrawing a s
 the step ``poll_interval`` later observes the runs and records the next one ahead. A pause, an
 update or a delete before the fire time withdraws it.
 
+While an action is "starting" (its run not seen yet) the timer is armed ``poll_interval`` ahead:
+the step that sees its run is durable. An action whose workflow id has no run is closed: seen
+running before, "removed"; never seen, "lost" once its start is older than the namespace's
+retention and twice ``ack_wait`` (no start of it can still be under way), never started again.
+
 Closed-run notices are a fast path only: a run of a schedule this process knows closed, so
 the schedule is stepped now instead of at its next poll."""
 
@@ -43,7 +48,7 @@ from durablefuture.core.errors import (
 )
 from durablefuture.core.schedule_draft import ahead
 from durablefuture.core.schedules import (
-    STARTING,
+    Observed,
     ScheduleState,
     StartAction,
     Step,
@@ -53,7 +58,6 @@ from durablefuture.core.schedules import (
     apply_update,
     due_starts,
     new_state,
-    next_wake,
     step,
 )
 from durablefuture.server.schedule_effects import (
@@ -95,6 +99,7 @@ class ScheduleService:
         history: HistoryStore,
         options: ScheduleOptions | None = None,
         start: Callable[[inp.StartWorkflowRequest], Awaitable[object]] | None = None,
+        retention: Callable[[], float] | None = None,
     ) -> None:
         self.nc = pub.nc
         self.pub = pub
@@ -106,6 +111,7 @@ class ScheduleService:
         self.store = ScheduleStore(pub.nc, pub, layout)
         self.states = StateCache()
         self._start = start  # df-server's own start path (else: through its input stream)
+        self._retention = retention  # the namespace's, as df-server last read it
         self._consumer: PullConsumer | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -290,9 +296,7 @@ class ScheduleService:
                         error_type=ScheduleAlreadyExistsError.__name__,
                         message=f"schedule {sid!r} already exists; update or delete it",
                     )
-                result = step(
-                    old, now, await observe(self.history, old, now), poll, self.options.ahead
-                )
+                result = step(old, now, await self._observe(old, now), poll, self.options.ahead)
                 seq = await self._commit(old, loaded[1], result)
                 await self._after(result, message, loaded[1], seq)
             else:
@@ -335,7 +339,7 @@ class ScheduleService:
                 await self._after(started, message, seq, new_seq)
                 return Reply(True)
         lead = self.options.ahead
-        observed = await observe(self.history, state, now)
+        observed = await self._observe(state, now)
         req = message.request_id
         if (
             req and req in state.requests
@@ -362,6 +366,15 @@ class ScheduleService:
         new_seq = await self._commit(state, seq, result)
         await self._after(result, message, seq, new_seq)
         return Reply(True)
+
+    async def _observe(self, state: ScheduleState, now: float) -> dict[str, Observed]:
+        """What became of the running actions; an action never seen running is lost once its
+        start was due longer ago than the retention and twice the inputs' ack wait (its run
+        may have closed and been removed by then, and no start of it can still be under way)."""
+        lost = None
+        if self._retention is not None:
+            lost = max(self._retention(), 2 * self.options.ack_wait)
+        return await observe(self.history, state, now, lost)
 
     async def _confirm(self, sid: str, seq: int) -> None:
         """Nothing to write, so no sequence check: confirm the cached record is the latest."""
@@ -404,21 +417,10 @@ class ScheduleService:
             fut = await perform(self.pub, self.layout, self.codec, self._start, state, effect)
             if fut is not None:
                 pending.append(fut)
-        lead = ahead(state, self.options.ahead)
-        self.refresher.watch(state, starting=not lead)
+        # an action still "starting" keeps the durable poll (``now + poll``): the step that
+        # sees its run must not depend on this process living on
+        self.refresher.watch(state, starting=not ahead(state, self.options.ahead))
         wake = result.wake_at
-        if (
-            pending
-            and not lead  # recording ahead: the durable poll step observes and records ahead
-            and self._start is not None
-            and (message.kind != "tick" or message.due)
-        ):
-            # this input comes back until the starts in ``pending`` are done, so an action
-            # still "starting" in the record needs no durable poll; its run id is read soon
-            settled = next_wake(state, time.time(), self.options.poll_interval, False)
-            if settled != wake:
-                wake = settled
-                self.refresher.later(sid, self.options.poll_interval, self._starting)
         own = message.due is not None  # the timer's own firing
         if wake is not None and (
             own or wake <= time.time() or not self.states.armed(sid, began, wake)
@@ -435,11 +437,6 @@ class ScheduleService:
         """Inputs of a schedule's runs wait a little while timer ticks are handled."""
         if self.states.is_action(workflow_id):
             await self.refresher.give_way()
-
-    def _starting(self, schedule_id: str) -> bool:
-        """The record this process wrote last has actions whose runs it has not seen."""
-        entry = self.states.get(schedule_id)
-        return entry is not None and any(r.status == STARTING for r in entry[0].running)
 
     async def _on_closed(self, msg: object) -> None:
         if CLOSING_HEADER in (getattr(msg, "headers", None) or {}):

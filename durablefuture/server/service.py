@@ -135,6 +135,7 @@ class Server(ReportRequests, StartRequests, EagerChecks, Removals, Janitor, Stic
                 self.history,
                 evolve(self.options.schedules, payload_grace=self.options.payload_grace),
                 start=self.start_scheduled,
+                retention=lambda: self.settings.retention,
             )
             await self.schedules.start()
         self._start_janitor()

@@ -208,14 +208,7 @@ async def _nonzero(
     return n if n[0] or n[1] else None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an action started at its timer's firing is recorded as seen only by an in-memory "
-    "look poll seconds later (the durable wake-up is the next fire time): if that df-server "
-    "dies first, the action stays 'starting' until the next fire time; its run closes and "
-    "retention removes it meanwhile, and the next step finds no run and starts it again",
-)
-async def test_an_action_whose_run_was_removed_before_it_was_seen_starts_again(
+async def test_an_action_whose_run_was_removed_before_it_was_seen_is_not_started_again(
     daemons: Daemons,
 ) -> None:
     """df-servers A and B (retention 2 s), a worker, a schedule every 30 s. B is frozen while
@@ -249,6 +242,11 @@ async def test_an_action_whose_run_was_removed_before_it_was_seen_starts_again(
         await wait_for(stepped, timeout=period + 30)
         await wait_for(lambda: inputs_settled(client), timeout=30)  # its starts are done
         assert await runs_of(client, wid) == 0, f"{wid} started again"
+        d = await handle.describe()
+        assert [(r.workflow_id, r.status) for r in d.recent_actions if r.workflow_id == wid] == [
+            (wid, "lost")
+        ], d.recent_actions
+        assert any(j.kind == "lost" and j.nominal == first for j in d.journal), d.journal
 
 
 async def _at_least(n: Awaitable[int], least: int) -> bool:
@@ -296,14 +294,7 @@ async def _only_a_takes_the_tick(
     return b, first, handle
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an action seen running whose run closes and is removed by retention before the "
-    "schedule looks again (the df-server watching its closed notice died) is kept running "
-    "for ever: observe() finds no run and keeps the old record, so SKIP skips every later "
-    "time and describe() shows it running",
-)
-async def test_a_running_action_removed_before_its_close_was_seen_blocks_the_schedule(
+async def test_a_running_action_removed_before_its_close_was_seen_does_not_block_the_schedule(
     daemons: Daemons,
 ) -> None:
     """As above, but A looks at the schedule 1 s after the start and records the run as
@@ -345,6 +336,8 @@ async def test_a_running_action_removed_before_its_close_was_seen_blocks_the_sch
             f"{wid} closed and removed, still running: {await recorded(handle, nxt)}"
         )
         assert await runs_of(client, f"rv-{iso(nxt)}") == 1
+        done = [(r.workflow_id, r.status) for r in d.recent_actions if r.workflow_id == wid]
+        assert done == [(wid, "removed")], d.recent_actions
 
 
 @pytest.mark.xfail(
