@@ -69,7 +69,9 @@ class ScheduleAction:
     workflow_id: str
     run_id: str
     status: str
-    """``starting``, ``running`` or how the run closed (completed, failed, ...)."""
+    """``starting``, ``running`` or how the run closed (completed, failed, ...); ``removed``:
+    its run was removed before the schedule saw it close; ``lost``: never seen running, and no
+    run long after its start."""
     source: str
 
     @classmethod

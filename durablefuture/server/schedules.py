@@ -92,7 +92,6 @@ log = logging.getLogger("durablefuture.schedules")
 class ScheduleService:
     def __init__(
         self,
-        nc: object,
         pub: Publisher,
         layout: Layout,
         codec: Codec,

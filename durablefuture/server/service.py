@@ -128,7 +128,6 @@ class Server(ReportRequests, StartRequests, EagerChecks, Removals, Janitor, Stic
             await self.visibility.start(self._runs_kv)
         if self.options.schedules is not None and self.schedules is None:
             self.schedules = ScheduleService(
-                self.nc,
                 self.pub,
                 self.layout,
                 self.codec,

@@ -263,7 +263,7 @@ async def _only_a_takes_the_tick(
     """Start df-server B beside A and wait until it has reconciled (its start-up tick of a
     probe schedule is handled), then freeze it until its pull request has run out (so only A
     takes schedule inputs, and B has never stepped the schedule made next); then create a
-    schedule of ``gated`` every ``period`` s, the first time 3 s away. B, frozen, is returned."""
+    schedule of ``gated`` every ``period`` s, the first time 15 s away. B, frozen, is returned."""
     js = client.nc.jetstream()
     stream, name = client.layout.stream, client.layout.schedule_consumer
 
@@ -283,7 +283,7 @@ async def _only_a_takes_the_tick(
     assert b.proc is not None
     os.kill(b.proc.pid, signal.SIGSTOP)
     await wait_for(lambda: _at_most(waiting(), 1), timeout=30)  # B's pull ran out
-    first = float(math.ceil(time.time() + 3))
+    first = float(math.ceil(time.time() + 15))
     handle = await client.create_schedule(
         "rv",
         df.Schedule(
@@ -291,6 +291,8 @@ async def _only_a_takes_the_tick(
             spec=df.ScheduleSpec(intervals=[df.Interval(every=period, offset=int(first) % period)]),
         ),
     )
+    # created before its first time (else that time is not due, and nothing runs as ``first``)
+    assert time.time() < first, "the machine is too slow for this test"
     return b, first, handle
 
 
