@@ -176,3 +176,44 @@ async def test_a_forged_record_does_not_take_the_cut_from_a_deletion(
             gate.set()
             await deleter
         assert await ObjectPayloads(pub.js, layout).get(name) == data
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a writer trusts the record of its own upload unread (ObjectPayloads._publish_meta) "
+    "and df-server admits on a chunk subject that is not empty: a client that reads the "
+    "bucket's stream and publishes on an upload's chunk subject while it is in progress "
+    "leaves the object unreadable, and every message its writer sends naming it is admitted",
+)
+async def test_a_chunk_slipped_into_an_upload_in_progress_is_not_trusted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with LocalEnvironment() as env:
+        assert env.server is not None
+        layout, pub = env.client.layout, env.client.pub
+        bucket = layout.payloads_bucket
+        hostile = pub.nc.jetstream()  # another user's view of the namespace
+        data = b"i" * (300 * 1024)  # three chunks
+        name = hashlib.sha256(data).hexdigest()
+        writer = ObjectPayloads(pub.js, layout)
+        real = writer.js.publish
+        slipped: list[str] = []
+
+        async def publish(subject: str, payload: bytes = b"", *args: Any, **kwargs: Any) -> Any:
+            ack = await real(subject, payload, *args, **kwargs)
+            if subject.startswith(f"$O.{bucket}.C.") and not slipped:
+                # the hostile client sees the first chunk and publishes one of its own behind it
+                slipped.append(subject)
+                await hostile.publish(subject, b"z" * 1000)
+            return ack
+
+        monkeypatch.setattr(writer.js, "publish", publish)
+        await writer.put(name, data)
+        assert slipped
+        # the writer's next message names the object again; df-server handles both
+        await writer.put(name, data)
+        if await _admitted(env, "r1", name):
+            try:
+                assert await ObjectPayloads(pub.js, layout).get(name) == data
+            except PayloadError as exc:
+                pytest.fail(f"admitted a message whose object cannot be read: {exc}")
