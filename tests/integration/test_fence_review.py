@@ -217,3 +217,30 @@ async def test_a_chunk_slipped_into_an_upload_in_progress_is_not_trusted(
                 assert await ObjectPayloads(pub.js, layout).get(name) == data
             except PayloadError as exc:
                 pytest.fail(f"admitted a message whose object cannot be read: {exc}")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="has_chunks() takes a record of size 0 for stored whatever the object's name: a "
+    "client that publishes one under a deleted object's name makes a message in flight be "
+    "admitted on an object no reader can read",
+)
+async def test_a_message_in_flight_past_a_deletion_is_not_admitted_on_a_forged_empty_record() -> (
+    None
+):
+    async with LocalEnvironment() as env:
+        assert env.server is not None
+        layout, pub = env.client.layout, env.client.pub
+        bucket = layout.payloads_bucket
+        data = b"e" * (300 * 1024)
+        name = hashlib.sha256(data).hexdigest()
+        await ObjectPayloads(pub.js, layout).put(name, data)
+        assert await collect(env.server.pub, layout, name, grace=0.0, now=time.time())
+        assert await newest_record(pub.nc, bucket, name) is None
+        # a hostile client publishes a record of no bytes under the object's name
+        await pub.js.publish(meta_subject(bucket, name), _record(bucket, name, "empty", b""))
+        if await _admitted(env, "r1", name):
+            try:
+                assert await ObjectPayloads(pub.js, layout).get(name) == data
+            except PayloadError as exc:
+                pytest.fail(f"admitted a message whose object cannot be read: {exc}")
