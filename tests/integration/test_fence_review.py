@@ -126,13 +126,6 @@ async def test_chunks_published_again_under_a_trusted_touch_are_not_taken_for_th
                 pytest.fail(f"admitted a message whose object cannot be read: {exc}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MetaRecord.parse takes any str.isalnum() nuid (non-ASCII letters too), "
-    "collect() writes it into the marker's chunks and Deletion.parse (ASCII nuids only) then "
-    "reads the marker as one without a cut: every message naming the object is refused while "
-    "the deletion stands, a new upload too, and a janitor finishing it purges every record",
-)
 async def test_a_forged_record_does_not_take_the_cut_from_a_deletion(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -219,12 +212,6 @@ async def test_a_chunk_slipped_into_an_upload_in_progress_is_not_trusted(
                 pytest.fail(f"admitted a message whose object cannot be read: {exc}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="has_chunks() takes a record of size 0 for stored whatever the object's name: a "
-    "client that publishes one under a deleted object's name makes a message in flight be "
-    "admitted on an object no reader can read",
-)
 async def test_a_message_in_flight_past_a_deletion_is_not_admitted_on_a_forged_empty_record() -> (
     None
 ):
