@@ -54,6 +54,8 @@ def test_as_of_is_the_stored_time_capped_at_now_and_never_before_processed() -> 
     assert as_of(T0 + 500, st, T0 + 100) == T0 + 100  # another clock ahead: now at most
     assert as_of(T0 - 30, st, T0 + 100) == T0  # times the record handled are not reopened
     assert as_of(None, st, T0 + 100) == T0 + 100  # unknown: as of now
+    ahead = step(st, T0 + 30, {}, 5.0, 60.0).state  # T0+60 recorded ahead: processed to it
+    assert as_of(T0 + 20, ahead, T0 + 40) == T0 + 40
 
 
 def test_an_update_stored_before_due_times_takes_them_under_the_new_definition() -> None:

@@ -104,19 +104,19 @@ async def _queued_while_down(daemons: Daemons, paused: bool) -> None:
         )
 
 
-async def test_an_update_stored_while_df_server_is_down_drops_the_due_times_silently(
+async def test_an_update_stored_while_df_server_is_down_keeps_the_due_times(
     daemons: Daemons,
 ) -> None:
     await _queued_while_down(daemons, paused=False)
 
 
-async def test_an_unpause_stored_while_df_server_is_down_drops_the_due_times_silently(
+async def test_an_unpause_stored_while_df_server_is_down_keeps_the_due_times(
     daemons: Daemons,
 ) -> None:
     await _queued_while_down(daemons, paused=True)
 
 
-async def test_a_pause_overtaking_the_tick_a_killed_df_server_held_drops_its_fire_time(
+async def test_a_pause_overtaking_the_tick_a_killed_df_server_held_keeps_its_fire_time(
     daemons: Daemons,
 ) -> None:
     """ALLOW_ALL at each fire time (``--schedule-ahead 0``), every 10 s. df-server A is frozen
@@ -328,7 +328,7 @@ async def test_a_running_action_removed_before_its_close_was_seen_blocks_the_sch
         assert await runs_of(client, f"rv-{iso(nxt)}") == 1
 
 
-async def test_a_trigger_redelivered_after_twenty_other_requests_runs_twice(
+async def test_a_trigger_redelivered_after_twenty_other_requests_runs_once(
     daemons: Daemons, tmp_path: Path
 ) -> None:
     """df-server A applies a trigger and stops in the action's start (its WorkflowStarted
