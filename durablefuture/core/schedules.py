@@ -19,6 +19,11 @@ them):
   its fire time only its start is left (``due_starts``: no observation, no new record). A pause
   or an update withdraws it while it is not due (``processed_upto`` goes back to ``now``, the
   one exception to the rule above: nothing after ``now`` has been acted on).
+- An update, a pause or an unpause applies as of the time it was asked for (``at``, from
+  ``core/schedule_asof.py``): the times before it are the old definition's, the times after
+  it the new one's, so a request that waited in the stream passes over no fire time.
+- A request id stays in ``requests`` while its input could be redelivered (``keep`` seconds
+  after it was applied, ``MAX_REQUESTS`` at most) and among the last ``RECENT`` anyway.
 
 The types are in ``core/schedule_model.py`` (re-exported here), the working copy a step edits
 in ``core/schedule_draft.py``.

@@ -178,3 +178,22 @@ def test_a_record_without_times_counts_its_ids_as_old() -> None:
     st = apply_update(st, definition(), T0 + 10, "new", keep=1e6)
     assert st.requests == (*(f"r-{i}" for i in range(1, RECENT)), "new")
     assert st.requests_at[-1] == T0 + 10
+
+
+def test_a_record_stored_before_request_times_existed_decodes() -> None:
+    import orjson
+
+    from durablefuture.codec.schedules import ScheduleCodec
+    from durablefuture.codec.wire import Codec
+
+    codec = ScheduleCodec(Codec())
+    st = apply_update(make(), definition(), T0 + 10, "u-1", keep=400)
+    data = codec.encode_state(st)
+    assert codec.decode_state(data) == st
+    obj = orjson.loads(data)
+    del obj["state"]["requests_at"]
+    old = codec.decode_state(orjson.dumps(obj))
+    assert old.requests == ("create-1", "u-1") and old.requests_at == ()
+    again = apply_update(old, definition(), T0 + 20, "u-2", keep=400)
+    assert again.requests == ("create-1", "u-1", "u-2")  # the last RECENT are kept
+    assert again.requests_at == (0.0, 0.0, T0 + 20)
