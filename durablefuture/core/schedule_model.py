@@ -21,6 +21,7 @@ from durablefuture.core.types import check_name, check_workflow_id
 __all__ = [
     "JOURNAL",
     "MAX_BACKFILL",
+    "MAX_REQUESTS",
     "MAX_STEPS",
     "RECENT",
     "STARTING",
@@ -45,6 +46,9 @@ STARTING = "starting"
 """Status of an action that is recorded but whose run has not been observed yet."""
 
 RECENT = 20
+MAX_REQUESTS = 400
+"""Request ids a record keeps at most (those applied within the redelivery horizon, see
+``core/schedules.py`` ``_remember``): about 20 KB of a record under a flood of requests."""
 JOURNAL = 50
 MAX_STEPS = 2_000
 """Due times handled in one step at most (the rest in the next step, right away)."""
@@ -215,7 +219,11 @@ class ScheduleState:
     stopping: tuple[Stop, ...] = ()
     """Runs this schedule asked to cancel or terminate (until they close)."""
     requests: tuple[str, ...] = ()
-    """Ids of the latest control requests applied (a redelivered request is not applied twice)."""
+    """Ids of the control requests applied lately (a redelivered request is not applied twice):
+    the last ``RECENT``, and any applied within the redelivery horizon."""
+    requests_at: tuple[float, ...] = ()
+    """When each of ``requests`` was applied, aligned at the end (a record written before this
+    field existed has none: its ids count as applied long ago)."""
 
     @property
     def paused(self) -> bool:

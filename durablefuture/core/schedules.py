@@ -19,6 +19,11 @@ them):
   its fire time only its start is left (``due_starts``: no observation, no new record). A pause
   or an update withdraws it while it is not due (``processed_upto`` goes back to ``now``, the
   one exception to the rule above: nothing after ``now`` has been acted on).
+- An update, a pause or an unpause applies as of the time it was asked for (``at``, from
+  ``core/schedule_asof.py``): the times before it are the old definition's, the times after
+  it the new one's, so a request that waited in the stream passes over no fire time.
+- A request id stays in ``requests`` while its input could be redelivered (``keep`` seconds
+  after it was applied, ``MAX_REQUESTS`` at most) and among the last ``RECENT`` anyway.
 
 The types are in ``core/schedule_model.py`` (re-exported here), the working copy a step edits
 in ``core/schedule_draft.py``.
@@ -35,6 +40,7 @@ from durablefuture.core.schedule_draft import Draft, ahead, next_wake, pending_t
 from durablefuture.core.schedule_model import (
     JOURNAL,
     MAX_BACKFILL,
+    MAX_REQUESTS,
     RECENT,
     STARTING,
     ActionRecord,
@@ -97,6 +103,7 @@ def new_state(schedule_id: str, schedule: Schedule, now: float, request_id: str)
         processed_upto=now,
         journal=(JournalEntry(now, "created", None, schedule.note),),
         requests=(request_id,),
+        requests_at=(now,),
     )
 
 
@@ -132,8 +139,17 @@ def _due_now(state: ScheduleState, now: float) -> bool:
     return nxt is not None and nxt[1] <= now
 
 
-def _remember(state: ScheduleState, request_id: str) -> tuple[str, ...]:
-    return (*state.requests, request_id)[-RECENT:]
+def _remember(state: ScheduleState, request_id: str, now: float, keep: float) -> ScheduleState:
+    """``state`` with ``request_id`` applied at ``now``: the ids kept are the last ``RECENT``
+    and every one applied within ``keep`` seconds (the longest a redelivery of its input can
+    come back after it was applied), ``MAX_REQUESTS`` at most."""
+    ids = (*state.requests, request_id)
+    had = state.requests_at[-len(state.requests) :] if state.requests else ()
+    times = (*(0.0,) * (len(state.requests) - len(had)), *had, now)
+    first = max(0, len(ids) - MAX_REQUESTS)
+    while first < len(ids) - RECENT and times[first] < now - keep:
+        first += 1
+    return evolve(state, requests=ids[first:], requests_at=times[first:])
 
 
 def due_starts(
@@ -185,37 +201,51 @@ def _withdrawn(state: ScheduleState, now: float) -> ScheduleState:
 
 
 def apply_update(
-    state: ScheduleState, schedule: Schedule, now: float, request_id: str
+    state: ScheduleState,
+    schedule: Schedule,
+    now: float,
+    request_id: str,
+    at: float | None = None,
+    keep: float = 0.0,
 ) -> ScheduleState:
-    """Replace the schedule's definition; its spec applies from ``now`` on (no catch-up of
-    times the new spec would have had in the past; an action recorded ahead that is not due is
-    withdrawn, and taken again only if the new spec has it)."""
+    """Replace the schedule's definition; its spec applies from ``at`` on (default ``now``; the
+    time the request was stored, see ``core/schedule_asof.py``): no catch-up of times the new
+    spec would have had before it. An action recorded ahead that is not due at ``now`` is
+    withdrawn, and taken again only if the new spec has it (one due at ``now`` is kept: its
+    timer may have started it already)."""
+    at = now if at is None else min(at, now)
     state = _withdrawn(state, now)
     return evolve(
-        state,
+        _remember(state, request_id, now, keep),
         schedule=schedule,
-        updated_at=now,
-        processed_upto=max(state.processed_upto, now),
-        journal=(*state.journal, JournalEntry(now, "updated", None, schedule.note))[-JOURNAL:],
-        requests=_remember(state, request_id),
+        updated_at=at,
+        processed_upto=max(state.processed_upto, at),
+        journal=(*state.journal, JournalEntry(at, "updated", None, schedule.note))[-JOURNAL:],
     )
 
 
 def apply_pause(
-    state: ScheduleState, paused: bool, note: str, now: float, request_id: str
+    state: ScheduleState,
+    paused: bool,
+    note: str,
+    now: float,
+    request_id: str,
+    at: float | None = None,
+    keep: float = 0.0,
 ) -> ScheduleState:
-    """Pause or unpause. While paused no spec action is taken, and none is caught up later (an
-    action recorded ahead that is not due yet is withdrawn)."""
+    """Pause or unpause as of ``at`` (default ``now``, as for ``apply_update``). While paused no
+    spec action is taken, and none is caught up later (an action recorded ahead that is not
+    due at ``now`` is withdrawn)."""
+    at = now if at is None else min(at, now)
     state = _withdrawn(state, now)
     schedule = evolve(state.schedule, paused=paused, note=note)
     kind = "paused" if paused else "unpaused"
     return evolve(
-        state,
+        _remember(state, request_id, now, keep),
         schedule=schedule,
-        updated_at=now,
-        processed_upto=max(state.processed_upto, now),
-        journal=(*state.journal, JournalEntry(now, kind, None, note))[-JOURNAL:],
-        requests=_remember(state, request_id),
+        updated_at=at,
+        processed_upto=max(state.processed_upto, at),
+        journal=(*state.journal, JournalEntry(at, kind, None, note))[-JOURNAL:],
     )
 
 
@@ -227,6 +257,7 @@ def apply_trigger(
     observed: Mapping[str, Observed],
     poll: float = 5.0,
     lead: float = 0.0,
+    keep: float = 0.0,
 ) -> Step:
     """Take one action now (its scheduled time is ``now``), even while paused."""
     d = Draft(state, now)
@@ -234,7 +265,7 @@ def apply_trigger(
     d.log("triggered", now)
     d.action(now, overlap or state.schedule.policy.overlap, "trigger")
     d.drain_buffer()
-    d.s = evolve(state, requests=_remember(state, request_id))
+    d.s = _remember(state, request_id, now, keep)
     return d.finish(poll, ahead(state, lead))
 
 
@@ -261,6 +292,7 @@ def apply_backfill(
     observed: Mapping[str, Observed],
     poll: float = 5.0,
     lead: float = 0.0,
+    keep: float = 0.0,
 ) -> Step:
     """Take the actions the spec has in [start, end] now, as ``overlap`` says (ignoring the
     catch-up window and pause; times already taken are not started again)."""
@@ -271,7 +303,7 @@ def apply_backfill(
     for nominal in times:
         d.action(nominal, overlap or state.schedule.policy.overlap, "backfill")
     d.drain_buffer()
-    d.s = evolve(state, requests=_remember(state, request_id))
+    d.s = _remember(state, request_id, now, keep)
     return d.finish(poll, ahead(state, lead))
 
 

@@ -30,3 +30,11 @@ class ScheduleOptions:
     def redelivery(self) -> Redelivery:
         """When a failed schedule input comes back, and when it is dead-lettered."""
         return Redelivery(give_up_at=max(1, self.max_deliver - 1), first_delay=0.4, max_delay=10.0)
+
+    @property
+    def remember_for(self) -> float:
+        """Seconds a schedule record keeps the id of a request it applied: the longest its
+        input can come back after that (each of ``max_deliver`` deliveries waits for the ack
+        wait or the longest retry delay), twice over for clock skew between df-servers."""
+        per = max(self.ack_wait, self.redelivery.max_delay)
+        return 2.0 * per * self.max_deliver

@@ -52,10 +52,6 @@ from durablefuture.core.schedules import (
     ScheduleState,
     StartAction,
     Step,
-    apply_backfill,
-    apply_pause,
-    apply_trigger,
-    apply_update,
     due_starts,
     new_state,
     step,
@@ -70,8 +66,9 @@ from durablefuture.server.schedule_effects import (
 from durablefuture.server.schedule_holds import release_schedule, save_held
 from durablefuture.server.schedule_options import ScheduleOptions
 from durablefuture.server.schedule_refresh import ClosedNotices, Refresher
+from durablefuture.server.schedule_requests import request_step
 from durablefuture.server.schedule_states import StateCache
-from durablefuture.transport.consumer import PullConsumer, delivery_count
+from durablefuture.transport.consumer import PullConsumer, delivery_count, stored_time
 from durablefuture.transport.deadletter import dead_letter
 from durablefuture.transport.guard import check_reply_subject
 from durablefuture.transport.headers import CLOSING_HEADER, REPLY_HEADER
@@ -219,7 +216,7 @@ class ScheduleService:
             timer = message.kind == "tick" and message.due is not None
             try:
                 with self.refresher.tick() if timer else contextlib.nullcontext():
-                    reply = await self.handle(message)
+                    reply = await self.handle(message, stored_time(msg))  # type: ignore[arg-type]
             except asyncio.CancelledError:
                 raise
             except InvalidArgumentError as exc:
@@ -262,13 +259,14 @@ class ScheduleService:
             lock = self._locks[schedule_id] = asyncio.Lock()
         return lock
 
-    async def handle(self, message: ScheduleInput) -> Reply:
-        """Apply one input to its schedule (the lock keeps one step per schedule at a time in
-        this process; the sequence check does it across processes)."""
+    async def handle(self, message: ScheduleInput, stored: float | None = None) -> Reply:
+        """Apply one input (stored by nats-server at ``stored``) to its schedule (the lock keeps
+        one step per schedule at a time in this process; the sequence check does it across
+        processes)."""
         async with self._lock(message.schedule_id):
             for _ in range(30):
                 try:
-                    return await self._handle_once(message)
+                    return await self._handle_once(message, stored)
                 except WrongLastSequence:
                     metrics.OCC_CONFLICTS.inc(self.layout.namespace)
                     self.states.drop(message.schedule_id)
@@ -277,7 +275,7 @@ class ScheduleService:
                 f"schedule {message.schedule_id!r}: too many concurrent writers; retrying"
             )
 
-    async def _handle_once(self, message: ScheduleInput) -> Reply:
+    async def _handle_once(self, message: ScheduleInput, stored: float | None) -> Reply:
         sid = message.schedule_id
         poll = self.options.poll_interval
         kind = message.kind
@@ -337,29 +335,8 @@ class ScheduleService:
                 count_step(self.layout.namespace, started)
                 await self._after(started, message, seq, new_seq)
                 return Reply(True)
-        lead = self.options.ahead
         observed = await self._observe(state, now)
-        req = message.request_id
-        if (
-            req and req in state.requests
-        ) or kind == "tick":  # a redelivered request: applied already
-            result = step(state, now, observed, poll, lead)
-        elif kind == "update":
-            if message.schedule is None:
-                raise InvalidArgumentError("update needs a schedule")
-            updated = apply_update(state, message.schedule, now, req)
-            result = step(updated, now, observed, poll, lead)
-        elif kind in ("pause", "unpause"):
-            paused = apply_pause(state, kind == "pause", message.note, now, req)
-            result = step(paused, now, observed, poll, lead)
-        elif kind == "trigger":
-            result = apply_trigger(state, message.overlap, now, req, observed, poll, lead)
-        else:  # backfill
-            if message.start is None or message.end is None:
-                raise InvalidArgumentError("backfill needs a start and an end")
-            result = apply_backfill(
-                state, message.start, message.end, message.overlap, now, req, observed, poll, lead
-            )
+        result = request_step(state, message, now, stored, observed, self.options)
         if cached is not None and result.state == state:
             await self._confirm(sid, seq)
         new_seq = await self._commit(state, seq, result)

@@ -32,7 +32,7 @@ from durablefuture.codec.jsapi import api_request
 from durablefuture.transport.connection import on_reconnect
 from durablefuture.transport.guard import check_subject
 
-__all__ = ["Msg", "PullConsumer", "delivery_count", "stream_sequence"]
+__all__ = ["Msg", "PullConsumer", "delivery_count", "stored_time", "stream_sequence"]
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,9 @@ MISSING_BACKOFF = 1.0
 does not exist (or JetStream is away), and asking at once would be a hot loop."""
 
 
-def _ack_numbers(reply: str | None) -> tuple[int, int] | None:
-    """(deliveries, stream sequence) from a JetStream ack subject, or None for anything
-    ``msg.metadata`` would refuse to read.
+def _ack_numbers(reply: str | None) -> tuple[int, int, int] | None:
+    """(deliveries, stream sequence, stored time in ns) from a JetStream ack subject, or None
+    for anything ``msg.metadata`` would refuse to read.
 
     The same checks as nats-py's ``Msg.Metadata._from_reply`` (token count, ``$JS.ACK``
     prefix, every number and the timestamp readable), without building its frozen dataclasses
@@ -61,7 +61,7 @@ def _ack_numbers(reply: str | None) -> tuple[int, int] | None:
         datetime.datetime.fromtimestamp(stamp / 1_000_000_000.0, datetime.UTC)
     except Exception:  # as nats-py would raise: not readable
         return None
-    return delivered, stream_seq
+    return delivered, stream_seq, stamp
 
 
 def delivery_count(msg: Msg) -> int:
@@ -74,6 +74,13 @@ def stream_sequence(msg: Msg) -> int:
     """The stream sequence of a JetStream delivery (0 when it has none)."""
     numbers = _ack_numbers(getattr(msg, "reply", None))
     return numbers[1] if numbers is not None else 0
+
+
+def stored_time(msg: Msg) -> float | None:
+    """When nats-server stored a JetStream delivery (seconds since the epoch, its clock), or
+    None when it carries no JetStream metadata."""
+    numbers = _ack_numbers(getattr(msg, "reply", None))
+    return numbers[2] / 1e9 if numbers is not None else None
 
 
 class PullConsumer:

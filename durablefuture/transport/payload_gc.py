@@ -205,7 +205,7 @@ async def admits(pub: Publisher, layout: Layout, name: str) -> bool:
         return False
     for record in (newest, *await records(pub.nc, bucket, name)):
         kept = record.live if marker is None else marker.spares(record)
-        if kept and await has_chunks(pub.nc, bucket, record):
+        if kept and await has_chunks(pub.nc, bucket, record, name):
             return True
     return False
 

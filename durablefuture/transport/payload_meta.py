@@ -61,6 +61,10 @@ GET_TIMEOUT = 5.0
 _NAME = re.compile(r"^[0-9a-f]{64}$")
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 
+_NUID = re.compile(r"[0-9A-Za-z]{1,64}")
+"""A chunk set's name as records may give it (ASCII only: what a deletion marker's cut
+lists must read back the same)."""
+
 
 def meta_subject(bucket: str, name: str) -> str:
     return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
@@ -106,7 +110,7 @@ class MetaRecord:
         if not isinstance(body, dict):
             body = {}
         nuid, size, digest = body.get("nuid"), body.get("size"), body.get("digest")
-        ok = isinstance(nuid, str) and 0 < len(nuid) <= 64 and nuid.isalnum()
+        ok = isinstance(nuid, str) and _NUID.fullmatch(nuid) is not None
         return cls(
             msg.seq,
             stored_seconds(msg.time),
@@ -183,11 +187,16 @@ async def purge_object(nc: NATS, bucket: str, name: str, upto: int | None = None
     return True
 
 
-async def has_chunks(nc: NATS, bucket: str, record: MetaRecord) -> bool:
+EMPTY_NAME = hashlib.sha256(b"").hexdigest()
+"""The one object a record of size 0 may stand for."""
+
+
+async def has_chunks(nc: NATS, bucket: str, record: MetaRecord, name: str) -> bool:
     """Whether the chunks ``record`` names are still stored (not read: one of them is looked
-    for; readers check the bytes against the name)."""
+    for; readers check the bytes against the name). A record of size 0 names no chunks: it
+    holds only the empty payload (anyone who may put objects may write one under any name)."""
     if not record.size:
-        return True
+        return name == EMPTY_NAME
     found = await leader_get(
         nc,
         _stream(bucket),

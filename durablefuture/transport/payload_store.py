@@ -168,7 +168,7 @@ class ObjectPayloads:
         then trusted while its chunks are still stored (a deletion purges chunks, and a touch
         that lands after the purge names none: df-server would refuse messages naming it)."""
         key = (name, record.seq)
-        if not await has_chunks(self.nc, self.bucket, record):
+        if not await has_chunks(self.nc, self.bucket, record, name):
             self._trusted.pop(key, None)
             return False
         if key not in self._trusted:

@@ -1,7 +1,8 @@
 """Payload objects against the garbage collector: what a run, a schedule or an attempt still
-needs is not deleted, and what nothing holds any more goes (no marker outlives its holder).
-
-The tests marked ``xfail(strict=True)`` show holes still open: each names the hole."""
+needs is not deleted, and what nothing holds any more goes (no marker outlives its holder):
+heartbeat details of a long attempt, a deleter frozen or killed mid-deletion, dead letters'
+bodies, chunks of an upload killed before its record, markers of deleted schedules and of
+starts that created no run."""
 
 from __future__ import annotations
 

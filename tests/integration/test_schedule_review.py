@@ -14,8 +14,6 @@ import time
 from collections.abc import Awaitable
 from pathlib import Path
 
-import pytest
-
 import durablefuture as df
 from durablefuture.core import events as ev
 from durablefuture.core.schedule_spec import iso
@@ -104,38 +102,19 @@ async def _queued_while_down(daemons: Daemons, paused: bool) -> None:
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an update stored while no df-server ran is applied as of the time it is handled: "
-    "apply_update moves processed_upto to that time, so the fire times due in between (within "
-    "the catch-up window, and in the new spec too) are neither started nor recorded",
-)
-async def test_an_update_stored_while_df_server_is_down_drops_the_due_times_silently(
+async def test_an_update_stored_while_df_server_is_down_keeps_the_due_times(
     daemons: Daemons,
 ) -> None:
     await _queued_while_down(daemons, paused=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an unpause stored while no df-server ran is applied as of the time it is handled: "
-    "apply_pause moves processed_upto to that time, so the fire times after the unpause was "
-    "asked for and before it was handled are neither started nor recorded",
-)
-async def test_an_unpause_stored_while_df_server_is_down_drops_the_due_times_silently(
+async def test_an_unpause_stored_while_df_server_is_down_keeps_the_due_times(
     daemons: Daemons,
 ) -> None:
     await _queued_while_down(daemons, paused=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a pause applied while the tick of an earlier fire time waits for redelivery (its "
-    "df-server was SIGKILLed holding it) drops that fire time: apply_pause moves "
-    "processed_upto to the time the pause is handled, past a time that fell due before the "
-    "pause was asked for; it is neither started nor recorded",
-)
-async def test_a_pause_overtaking_the_tick_a_killed_df_server_held_drops_its_fire_time(
+async def test_a_pause_overtaking_the_tick_a_killed_df_server_held_keeps_its_fire_time(
     daemons: Daemons,
 ) -> None:
     """ALLOW_ALL at each fire time (``--schedule-ahead 0``), every 10 s. df-server A is frozen
@@ -342,13 +321,7 @@ async def test_a_running_action_removed_before_its_close_was_seen_does_not_block
         assert done == [(wid, "removed")], d.recent_actions
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a control request is recognised as applied only while its id is among the "
-    "record's last 20 (RECENT): a trigger whose df-server was SIGKILLed after applying it "
-    "comes back after 20 other requests and is applied again, a second run",
-)
-async def test_a_trigger_redelivered_after_twenty_other_requests_runs_twice(
+async def test_a_trigger_redelivered_after_twenty_other_requests_runs_once(
     daemons: Daemons, tmp_path: Path
 ) -> None:
     """df-server A applies a trigger and stops in the action's start (its WorkflowStarted
