@@ -2,7 +2,9 @@
 SIGKILLed by PID, and what each fire time became (started once, or recorded as skipped or
 missed with a reason in ``describe()``).
 
-The cases marked ``xfail`` are known holes: each names what goes wrong."""
+Each takes from 10 s to a minute (fire times and a retention go by): they run with
+``-m slow``; the pure tests of their logic (tests/core/test_schedule_asof.py,
+test_schedule_unseen.py) run in CI."""
 
 from __future__ import annotations
 
@@ -14,10 +16,14 @@ import time
 from collections.abc import Awaitable
 from pathlib import Path
 
+import pytest
+
 import durablefuture as df
 from durablefuture.core import events as ev
 from durablefuture.core.schedule_spec import iso
 from tests.conftest import Daemon, Daemons, connected, wait_for
+
+pytestmark = pytest.mark.slow
 
 HOUR = 3600
 """One fire time in the test's reach: the others are an hour away."""
