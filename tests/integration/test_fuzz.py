@@ -445,8 +445,9 @@ async def fuzz(count: int, seed: int) -> None:
             before = await _history_bytes(env)
             assert before
 
-            # a client waits for a result meanwhile (forged closed notices must not end it)
-            result = asyncio.ensure_future(waiting[1].result(timeout=120))
+            # a client waits for a result meanwhile (forged closed notices must not end it; no
+            # timeout of its own: the long run's fuzzing may outlast any under load)
+            result = asyncio.ensure_future(waiting[1].result())
             targets = stored_targets(env, worker, rng)
             sent, skipped = await fuzz_stored(env, targets, rng, count)
             # an undecodable report too large to fit in its dead letter: its whole original is
@@ -539,7 +540,7 @@ async def fuzz(count: int, seed: int) -> None:
             for i, h in enumerate(waiting):
                 await h.signal("go", "late")
                 assert await h.result(timeout=15) == f"hello w{i} late"
-            assert await result == "hello w1 late"
+            assert await asyncio.wait_for(result, 30) == "hello w1 late"
             await big.signal("go", "big")
             assert await big.result(timeout=60) == f"hello {BIG} big"
             fresh = await client.start_workflow(greet_then_wait, "n", id="new-after-fuzz")
