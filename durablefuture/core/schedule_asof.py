@@ -16,8 +16,7 @@ from collections.abc import Callable, Mapping
 from attrs import evolve
 
 from durablefuture.core.schedule_draft import Draft
-from durablefuture.core.schedule_model import MAX_STEPS, Observed, ScheduleState, Step
-from durablefuture.core.schedule_spec import scheduled_times
+from durablefuture.core.schedule_model import Observed, ScheduleState, Step
 from durablefuture.core.schedules import step
 
 __all__ = ["Change", "as_of", "step_as_of"]
@@ -56,7 +55,7 @@ def step_as_of(
     if d.paused:  # nothing of the old definition is taken up to ``at``
         upto = max(upto, at)
     else:
-        upto = _take_until(d, upto, at)
+        upto = d.take_due(upto, state.schedule.policy.overlap, 0.0, until=at)
         at = min(at, upto)
     d.drain_buffer()
     d.s = evolve(state, processed_upto=upto)
@@ -71,27 +70,3 @@ def step_as_of(
         before.missed + after.missed,
         before.lateness + after.lateness,
     )
-
-
-def _take_until(d: Draft, upto: float, at: float) -> float:
-    """Act on the spec's times after ``upto`` that fire at or before ``at`` (as ``take_due``
-    does at ``d.now``: the catch-up window and lateness counted from it); the time handled last
-    (``at`` when all were)."""
-    s = d.s
-    window = s.schedule.policy.catchup_window.total_seconds()
-    overlap = s.schedule.policy.overlap
-    n = 0
-    for nominal, fire_at in scheduled_times(s.schedule.spec, s.schedule_id, upto):
-        if fire_at > at:
-            return max(upto, at)
-        if n >= MAX_STEPS:
-            return upto
-        n += 1
-        upto = nominal
-        if d.now - fire_at > window:
-            d.missed_n += 1
-            d.log("missed", nominal, f"{d.now - fire_at:.0f}s late, past the catch-up window")
-            continue
-        d.lateness.append(d.now - fire_at)
-        d.action(nominal, overlap, "spec")
-    return max(upto, at)

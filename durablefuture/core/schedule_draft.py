@@ -126,15 +126,23 @@ class Draft:
         self.taken -= n
         return n
 
-    def take_due(self, upto: float, overlap: Overlap, lead: float) -> float:
+    def take_due(
+        self, upto: float, overlap: Overlap, lead: float, until: float | None = None
+    ) -> float:
         """Act on every spec time due at ``now`` after ``upto``, and record the next one ahead
-        if it fires within ``lead`` and none is pending; the new ``processed_upto``."""
+        if it fires within ``lead`` and none is pending; the new ``processed_upto``.
+
+        ``until`` (at most ``now``): act only on the times that fire at or before it (lateness
+        and the catch-up window still judged at ``now``), none recorded ahead; the new
+        ``processed_upto`` is then ``until`` once all of those were taken."""
         window = self.s.schedule.policy.catchup_window.total_seconds()
         now = self.now
         n = 0
         for nominal, fire_at in scheduled_times(self.s.schedule.spec, self.s.schedule_id, upto):
+            if until is not None and fire_at > until:
+                return max(upto, until)
             if n >= MAX_STEPS:
-                break
+                return upto
             if fire_at > now:
                 if fire_at <= now + lead and not self.has_pending():
                     upto = nominal
@@ -148,7 +156,7 @@ class Draft:
                 continue
             self.lateness.append(now - fire_at)
             self.action(nominal, overlap, "spec")
-        return upto
+        return upto if until is None else max(upto, until)
 
     def stop_running(self, overlap: Overlap) -> None:
         stopping = {s.workflow_id for s in self.stopping}
