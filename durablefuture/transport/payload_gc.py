@@ -203,9 +203,15 @@ async def admits(pub: Publisher, layout: Layout, name: str) -> bool:
     newest = await newest_record(pub.nc, bucket, name)
     if newest is None:
         return False
-    for record in (newest, *await records(pub.nc, bucket, name)):
+
+    async def usable(record: MetaRecord) -> bool:
         kept = record.live if marker is None else marker.spares(record)
-        if kept and await has_chunks(pub.nc, bucket, record, name):
+        return kept and await has_chunks(pub.nc, bucket, record, name)
+
+    if await usable(newest):
+        return True  # most messages: the older records are not read
+    for record in await records(pub.nc, bucket, name):
+        if record.seq != newest.seq and await usable(record):
             return True
     return False
 
@@ -240,7 +246,7 @@ async def collect(pub: Publisher, layout: Layout, name: str, *, grace: float, no
     newest = await newest_record(pub.nc, bucket, name)
     if newest is None or (newest.stored_at or 0.0) > now - grace:
         return False  # gone, or put lately: a message naming it may be on its way
-    named = {r.nuid for r in await records(pub.nc, bucket, name) if r.seq <= newest.seq}
+    named = {r.nuid for r in await records(pub.nc, bucket, name, newest.seq)}
     chunks = sorted((named | {newest.nuid}) - {""})  # at most MAX_RECORDS + 1
     headers = {
         EXPECTED_LAST_SUBJECT_SEQ: "0",  # no marker at all: no holder, no deletion

@@ -138,13 +138,16 @@ async def newest_record(nc: NATS, bucket: str, name: str) -> MetaRecord | None:
     return None if msg is None else MetaRecord.parse(msg)
 
 
-async def records(nc: NATS, bucket: str, name: str) -> list[MetaRecord]:
-    """The meta records of ``name``, oldest first (at most :data:`MAX_RECORDS`)."""
+async def records(nc: NATS, bucket: str, name: str, upto: int | None = None) -> list[MetaRecord]:
+    """The meta records of ``name``, oldest first (at most :data:`MAX_RECORDS`); with ``upto``
+    (a sequence of the bucket's stream), only those stored up to it."""
     what = f"the meta records of payload {name[:16]}..."
-    return [
-        MetaRecord.parse(msg)
-        async for msg in _stored(nc, bucket, meta_subject(bucket, name), MAX_RECORDS, what)
-    ]
+    found = []
+    async for msg in _stored(nc, bucket, meta_subject(bucket, name), MAX_RECORDS, what):
+        if upto is not None and msg.seq > upto:
+            break
+        found.append(MetaRecord.parse(msg))
+    return found
 
 
 async def _stored(
@@ -170,12 +173,7 @@ async def purge_object(nc: NATS, bucket: str, name: str, upto: int | None = None
     later, and chunks only it names, stay. False if there was no such record."""
     if not _NAME.match(name):
         raise TransportError(f"not the name of a payload object: {name[:80]!r}")
-    what = f"the meta records of payload {name[:16]}..."
-    found = []
-    async for msg in _stored(nc, bucket, meta_subject(bucket, name), MAX_RECORDS, what):
-        if upto is not None and msg.seq > upto:
-            break
-        found.append(MetaRecord.parse(msg))
+    found = await records(nc, bucket, name, upto)
     if not found:
         return False
     stream = _stream(bucket)
