@@ -23,24 +23,21 @@ record is written, as a run does before its history (``transport/payload_gc.py``
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 
 from durablefuture.codec.claims import claim_names
 from durablefuture.core.errors import TransportError
 from durablefuture.transport.compaction import purge
-from durablefuture.transport.payload_gc import collect_released
+from durablefuture.transport.payload_gc import collect_released, marked_objects
 from durablefuture.transport.payload_store import mark_refs, schedule_holder
 from durablefuture.transport.publisher import MSG_ID, Publisher
 from durablefuture.transport.schedule_store import ScheduleStore
 from durablefuture.transport.subjects import Layout
-from durablefuture.transport.usage import stream_subjects
 
 __all__ = ["mark_schedule", "marked_by", "release_schedule", "release_stale", "save_held"]
 
 log = logging.getLogger("durablefuture.schedules")
-_NAME = re.compile(r"^[0-9a-f]{64}$")
 
 
 async def save_held(
@@ -111,6 +108,4 @@ async def release_schedule(
 
 async def marked_by(pub: Publisher, layout: Layout, holder: str) -> set[str]:
     """The objects ``holder`` has a marker of."""
-    subjects = await stream_subjects(pub.js, layout.stream, layout.payload_refs_of_run(holder))
-    names = {subject.split(".")[-2] for subject in subjects}
-    return {name for name in names if _NAME.match(name)}
+    return await marked_objects(pub.js, layout, layout.payload_refs_of_run(holder))

@@ -116,6 +116,7 @@ __all__ = [
     "deletion",
     "deletions",
     "finish_deletions",
+    "marked_objects",
     "sweep",
 ]
 
@@ -357,13 +358,16 @@ async def collect_released(
     return deleted
 
 
+async def marked_objects(js: JetStreamContext, layout: Layout, markers: str) -> set[str]:
+    """The objects named by the marker subjects (``df.<ns>.ref.<name>.<holder>``) that
+    ``markers`` matches; names that are no object's left out."""
+    subjects = await stream_subjects(js, layout.stream, markers)
+    return {name for name in (s.split(".")[-2] for s in subjects) if _NAME.match(name)}
+
+
 async def deletions(js: JetStreamContext, layout: Layout) -> set[str]:
     """The objects with a deletion marker: deletions under way, or left half-done."""
-    try:
-        subjects = await stream_subjects(js, layout.stream, layout.payload_deleting("*"))
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise TransportError(f"listing the payload deletions under way: {exc}") from exc
-    return {subject.split(".")[-2] for subject in subjects}
+    return await marked_objects(js, layout, layout.payload_deleting("*"))
 
 
 async def finish_deletions(pub: Publisher, layout: Layout, *, grace: float, now: float) -> int:
@@ -373,6 +377,5 @@ async def finish_deletions(pub: Publisher, layout: Layout, *, grace: float, now:
     not until the next sweep."""
     deleted = 0
     for name in sorted(await deletions(pub.js, layout)):
-        if _NAME.match(name):
-            deleted += await collect(pub, layout, name, grace=grace, now=now)
+        deleted += await collect(pub, layout, name, grace=grace, now=now)
     return deleted
