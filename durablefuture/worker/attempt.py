@@ -24,6 +24,7 @@ from durablefuture.activity_context import (
     reset_activity_context,
     set_activity_context,
 )
+from durablefuture.codec.envelope import is_claim
 from durablefuture.codec.heartbeats import encode_heartbeat
 from durablefuture.codec.payloads import JsonPayloads
 from durablefuture.core import inputs as inp
@@ -325,9 +326,14 @@ class Attempt:
 
     def _touch_due(self) -> bool:
         """Whether the details last flushed are to be stored again, changed or not (the
-        flush re-seals them): their objects' last put is older than ``TOUCH_AFTER``."""
+        flush re-seals them): some are stored by reference and their objects' last put is
+        older than ``TOUCH_AFTER`` (small details have no object to keep)."""
         sealed = self._sealed
-        return sealed is not None and time.monotonic() - sealed[2] >= TOUCH_AFTER
+        return (
+            sealed is not None
+            and time.monotonic() - sealed[2] >= TOUCH_AFTER
+            and any(is_claim(v) for v in sealed[1])
+        )
 
     async def _sealed_details(self) -> list[JsonValue]:
         details = list(self._details())
