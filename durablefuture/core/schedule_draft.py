@@ -66,8 +66,12 @@ def start_lost(record: ActionRecord, now: float, lost_after: float) -> bool:
     been removed sooner after its start) and what a start may take (its input's redelivery)."""
     if record.status != STARTING or record.run_id or record.pending(now):
         return False
-    began = max(record.taken_at, record.fire_at or record.taken_at)
-    return now - began > lost_after
+    return now - _began(record) > lost_after
+
+
+def _began(record: ActionRecord) -> float:
+    """When ``record``'s start was due: when it was taken, or its fire time if recorded ahead."""
+    return max(record.taken_at, record.fire_at or record.taken_at)
 
 
 def ahead(state: ScheduleState, lead: float) -> float:
@@ -241,7 +245,7 @@ class Draft:
             self.log(REMOVED, r.nominal, f"{r.workflow_id}: {why}")
             return
         why = (
-            f"no run {self.now - max(r.taken_at, r.fire_at or r.taken_at):.0f}s after its start: "
+            f"no run {self.now - _began(r):.0f}s after its start: "
             "it closed and was removed (retention) before the schedule saw it, or it never started"
         )
         self.recent.append(evolve(r, status=LOST))
